@@ -1,0 +1,122 @@
+"""Requests and replies of the api service (``virtbus.api.<kind>.<verb>``).
+
+Every reply is JSON: the result struct, or ``{"error": {...}}`` (proto.errors.ErrorReply).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+from proto.errors import ApiError, Code, ErrorReply
+from proto.spec import NetworkAttachment
+from proto.state import VM, VMI, Node
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    pass
+
+
+class NameRequest(Message):
+    name: str
+
+
+class ListRequest(Message):
+    pass
+
+
+class VMView(Message):
+    """A VM with the status KubeVirt prints (``printableStatus``) derived from its instance."""
+
+    vm: VM
+    revision: int
+    printable_status: str
+    vmi: VMI | None = None
+
+
+class VMReply(Message):
+    item: VMView
+
+
+class VMList(Message):
+    items: list[VMView]
+
+
+class VMIReply(Message):
+    item: VMI
+
+
+class VMIList(Message):
+    items: list[VMI]
+
+
+class NodeView(Message):
+    node: Node
+    ready: bool
+    allocated_memory: int
+    allocated_cpus: int
+    vmis: int
+
+
+class NodeList(Message):
+    items: list[NodeView]
+
+
+class NetworkReply(Message):
+    item: NetworkAttachment
+
+
+class NetworkList(Message):
+    items: list[NetworkAttachment]
+
+
+class ImageInfo(Message):
+    name: str
+    size: int
+    digest: str | None = None
+    modified: str | None = None
+
+
+class ImageList(Message):
+    items: list[ImageInfo]
+
+
+class Ack(Message):
+    message: str
+
+
+_encoder = msgspec.json.Encoder()
+_error_decoder = msgspec.json.Decoder(ErrorReply)
+
+T = TypeVar("T")
+
+
+def encode(value: Any) -> bytes:
+    return _encoder.encode(value)
+
+
+def decode_request(data: bytes, kind: type[T]) -> T:
+    """Decode a request body; empty bodies count as ``{}``. Raises ApiError(BAD_REQUEST)."""
+    try:
+        return msgspec.json.decode(data or b"{}", type=kind)
+    except msgspec.ValidationError as exc:
+        raise ApiError(Code.BAD_REQUEST, str(exc), field=_path_of(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(Code.BAD_REQUEST, f"malformed JSON: {exc}") from None
+
+
+def decode_reply(data: bytes, kind: type[T]) -> T:
+    """Decode a reply, raising the ApiError it carries instead of a result."""
+    if data.startswith(b'{"error"'):
+        raise ApiError.from_body(_error_decoder.decode(data).error)
+    return msgspec.json.decode(data, type=kind)
+
+
+def _path_of(message: str) -> str | None:
+    # msgspec reports "... - at `$.spec.memory`"
+    marker = "at `$"
+    if marker not in message:
+        return None
+    path = message.split(marker, 1)[1].rstrip("`")
+    return path.lstrip(".") or None

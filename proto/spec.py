@@ -1,0 +1,107 @@
+"""The VM spec: virtbus's native form, a KubeVirt-compatible subset (see proto.kubevirt).
+
+Field names serialize in camelCase, like KubeVirt's, so stored state reads familiar.
+Quantities stay strings as the user wrote them; proto.quantity turns them into bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+import msgspec
+
+
+class RunStrategy(str, enum.Enum):
+    ALWAYS = "Always"
+    RERUN_ON_FAILURE = "RerunOnFailure"
+    MANUAL = "Manual"
+    HALTED = "Halted"
+
+
+class Spec(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """Base of every spec struct: immutable, keyword-only, camelCase, strict."""
+
+
+class Cpu(Spec):
+    cores: int = 1
+    sockets: int = 1
+    threads: int = 1
+
+
+class Disk(Spec):
+    """A disk device; its volume has the same name."""
+
+    name: str
+    bus: Literal["virtio", "sata", "scsi"] = "virtio"
+    boot_order: int | None = None
+
+
+class Port(Spec):
+    port: int
+    protocol: Literal["TCP", "UDP"] = "TCP"
+    name: str | None = None
+
+
+class Interface(Spec):
+    """A NIC; its network has the same name."""
+
+    name: str
+    binding: Literal["masquerade", "bridge"]
+    mac_address: str | None = None
+    ports: list[Port] = []
+    model: Literal["virtio", "e1000"] = "virtio"
+
+
+class Network(Spec):
+    name: str
+    kind: Literal["pod", "multus"] = "pod"
+    network_name: str | None = None  # the NetworkAttachmentDefinition, for multus
+
+
+class ContainerDisk(Spec, tag="containerDisk", tag_field="type"):
+    image: str
+
+
+class EmptyDisk(Spec, tag="emptyDisk", tag_field="type"):
+    capacity: str
+
+
+class CloudInitNoCloud(Spec, tag="cloudInitNoCloud", tag_field="type"):
+    user_data: str = ""
+    network_data: str | None = None
+
+
+VolumeSource = ContainerDisk | EmptyDisk | CloudInitNoCloud
+
+
+class Volume(Spec):
+    name: str
+    source: VolumeSource
+
+
+class VMSpec(Spec):
+    """What a user asks for; the same whether it came as KubeVirt YAML or virtbus JSON."""
+
+    name: str
+    run_strategy: RunStrategy = RunStrategy.HALTED
+    labels: dict[str, str] = {}
+    cpu: Cpu = Cpu()
+    memory: str = "64Mi"
+    disks: list[Disk] = []
+    interfaces: list[Interface] = []
+    networks: list[Network] = []
+    volumes: list[Volume] = []
+    node_selector: dict[str, str] = {}
+    termination_grace_period_seconds: int = 30
+
+
+class NetworkAttachment(Spec):
+    """A secondary network on a host bridge (the seed's multus NetworkAttachmentDefinition)."""
+
+    name: str
+    bridge: str
+    subnet: str
+    gateway: str | None = None
+    range_start: str | None = None
+    range_end: str | None = None

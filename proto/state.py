@@ -1,0 +1,81 @@
+"""What lives in the JetStream KV buckets: VMs, their instances, nodes."""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from proto.spec import VMSpec
+
+
+class Phase(str, enum.Enum):
+    PENDING = "Pending"
+    SCHEDULING = "Scheduling"
+    SCHEDULED = "Scheduled"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    UNKNOWN = "Unknown"
+
+
+FINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
+
+
+class State(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+    """Base of stored state: immutable; every change is a new value written by compare-and-set."""
+
+
+class Condition(State):
+    type: str
+    status: str  # "True" | "False" | "Unknown", as in Kubernetes
+    reason: str = ""
+    message: str = ""
+    last_transition_time: float = 0.0
+
+
+class VM(State):
+    spec: VMSpec
+    created_at: float
+    generation: int = 1
+    # virtctl-style requests the controller acts on: a one-off start (runStrategy Manual) and a
+    # restart of the instance with this uid.
+    start_requested: bool = False
+    restart_of: str | None = None
+
+
+class VMIInterface(State):
+    name: str
+    ip_address: str | None = None
+    ip_addresses: list[str] = []
+    mac: str | None = None
+
+
+class VMI(State):
+    """One run of a VM. Its spec is frozen at creation, like a KubeVirt VMI's."""
+
+    name: str
+    uid: str
+    spec: VMSpec
+    created_at: float
+    phase: Phase = Phase.PENDING
+    node_name: str | None = None
+    conditions: list[Condition] = []
+    reason: str = ""
+    stop_requested: bool = False
+    started_at: float | None = None
+    finished_at: float | None = None
+    interfaces: list[VMIInterface] = []
+    launcher_pid: int | None = None
+    guest_os_ready: bool = False
+
+
+class Node(State):
+    name: str
+    cpus: int
+    memory: int  # bytes the node offers to guests
+    kvm: bool  # whether KVM really runs a guest here; else guests run under TCG
+    heartbeat: float
+    started_at: float
+    labels: dict[str, str] = {}
+    address: str | None = None

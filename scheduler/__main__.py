@@ -1,0 +1,46 @@
+"""``python -m scheduler``: the api service plus the scheduler controllers, one process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+
+from proto import subjects
+from scheduler.api import VERSION, Api
+from scheduler.controllers import Scheduler
+from servicekit import logs
+from servicekit.endpoints import serve
+from servicekit.store import Store
+
+
+async def run(url: str) -> None:
+    log = logs.configure("scheduler")
+    store = await Store.connect(url, "virtbus-scheduler")
+    api = Api(store)
+    service = await serve(store.nc, name="virtbus-api", version=VERSION, queue=subjects.API_QUEUE,
+                          description="virtbus api: VMs, instances, nodes, images", endpoints=api.endpoints())
+    scheduler = Scheduler(store)
+    await scheduler.start()
+    log.info("scheduler started", nats=url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("scheduler stopping")
+    await scheduler.stop()
+    await service.stop()
+    await store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m scheduler")
+    parser.add_argument("--server", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    args = parser.parse_args()
+    asyncio.run(run(args.server))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""The api service: request/reply on ``virtbus.api.<kind>.<verb>``, writing desired state to KV.
+
+It validates everything before it writes anything, so a bad request changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import msgspec
+import nats.js.errors
+
+from proto import subjects
+from proto.api import (
+    Ack, ImageInfo, ImageList, ListRequest, NameRequest, NetworkList, NetworkReply, NodeList, NodeView,
+    VMIList, VMIReply, VMList, VMReply, VMView, decode_request,
+)
+from proto.errors import ApiError, Code
+from proto.manifest import parse_manifest
+from proto.spec import NetworkAttachment, RunStrategy, VMSpec
+from proto.state import FINAL_PHASES, VM, VMI
+from scheduler import placement
+from scheduler.controllers import stop_vmi
+from scheduler.vmplan import printable_status
+from servicekit.endpoints import Endpoint
+from servicekit.store import Bucket, Entry, Store
+
+VERSION = "0.1.0"
+
+
+class Api:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self.networks: Bucket[NetworkAttachment] = Bucket(
+            store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
+
+    def endpoints(self) -> list[Endpoint]:
+        table: dict[tuple[str, str], Callable[[bytes], object]] = {
+            ("vm", "create"): self.vm_create, ("vm", "apply"): self.vm_apply,
+            ("vm", "get"): self.vm_get, ("vm", "list"): self.vm_list, ("vm", "delete"): self.vm_delete,
+            ("vm", "start"): self.vm_start, ("vm", "stop"): self.vm_stop,
+            ("vm", "restart"): self.vm_restart,
+            ("vmi", "get"): self.vmi_get, ("vmi", "list"): self.vmi_list,
+            ("node", "list"): self.node_list,
+            ("network", "apply"): self.network_apply, ("network", "list"): self.network_list,
+            ("image", "list"): self.image_list, ("image", "delete"): self.image_delete,
+        }
+        return [Endpoint(f"{kind}-{verb}", subjects.api(kind, verb), handler)  # type: ignore[arg-type]
+                for (kind, verb), handler in table.items()]
+
+    # --- VMs -------------------------------------------------------------------------------------
+    def _vm_spec(self, body: bytes) -> VMSpec:
+        parsed = parse_manifest(body)
+        if not isinstance(parsed, VMSpec):
+            raise ApiError(Code.BAD_REQUEST, "this subject takes a VirtualMachine; "
+                           f"send a {type(parsed).__name__} to {subjects.api('network', 'apply')}")
+        return parsed
+
+    async def _view(self, entry: Entry[VM]) -> VMView:
+        vmi = await self.store.vmis.get(entry.key)
+        vmi_value = vmi.value if vmi else None
+        return VMView(vm=entry.value, revision=entry.revision, vmi=vmi_value,
+                      printable_status=printable_status(entry.value, vmi_value))
+
+    async def vm_create(self, body: bytes) -> VMReply:
+        spec = self._vm_spec(body)
+        vm = VM(spec=spec, created_at=self.clock())
+        try:
+            rev = await self.store.vms.create(spec.name, vm)
+        except ApiError as exc:
+            if exc.code is Code.ALREADY_EXISTS:
+                raise ApiError(Code.ALREADY_EXISTS, f"VM {spec.name!r} already exists", "metadata.name") from None
+            raise
+        return VMReply(item=await self._view(Entry(spec.name, vm, rev)))
+
+    async def vm_apply(self, body: bytes) -> VMReply:
+        """Create, or replace the spec of an existing VM (a running instance keeps its spec)."""
+        spec = self._vm_spec(body)
+        existing = await self.store.vms.get(spec.name)
+        if existing is None:
+            return await self.vm_create(body)
+        if existing.value.spec == spec:
+            return VMReply(item=await self._view(existing))
+        updated = msgspec.structs.replace(existing.value, spec=spec, generation=existing.value.generation + 1)
+        rev = await self.store.vms.update(spec.name, updated, existing.revision)
+        return VMReply(item=await self._view(Entry(spec.name, updated, rev)))
+
+    async def _named_vm(self, body: bytes) -> Entry[VM]:
+        name = _name(body)
+        return await self.store.vms.require(name, "VM")
+
+    async def vm_get(self, body: bytes) -> VMReply:
+        return VMReply(item=await self._view(await self._named_vm(body)))
+
+    async def vm_list(self, body: bytes) -> VMList:
+        decode_request(body, ListRequest)
+        return VMList(items=[await self._view(e) for e in sorted(await self.store.vms.items(), key=_key)])
+
+    async def vm_delete(self, body: bytes) -> Ack:
+        entry = await self._named_vm(body)
+        await self.store.vms.delete(entry.key, entry.revision)
+        return Ack(message=f"VM {entry.key} deleted; its instance is being stopped")
+
+    async def vm_start(self, body: bytes) -> Ack:
+        entry = await self._named_vm(body)
+        vm = entry.value
+        vmi = await self.store.vmis.get(entry.key)
+        active = vmi is not None and vmi.value.phase not in FINAL_PHASES and not vmi.value.stop_requested
+        if active:
+            return Ack(message=f"VM {entry.key} is already running")
+        if vmi is not None and vmi.value.stop_requested and vmi.value.phase not in FINAL_PHASES:
+            raise ApiError(Code.CONFLICT, f"VM {entry.key} is still stopping; start it once it has stopped")
+        strategy = vm.spec.run_strategy
+        if strategy is RunStrategy.HALTED:
+            new = msgspec.structs.replace(vm, spec=msgspec.structs.replace(
+                vm.spec, run_strategy=RunStrategy.ALWAYS))
+        elif strategy is RunStrategy.MANUAL:
+            new = msgspec.structs.replace(vm, start_requested=True)
+        elif vmi is not None:  # Always / RerunOnFailure with a finished instance: run it again
+            new = msgspec.structs.replace(vm, restart_of=vmi.value.uid)
+        else:
+            return Ack(message=f"VM {entry.key} is starting")
+        await self.store.vms.update(entry.key, new, entry.revision)
+        return Ack(message=f"VM {entry.key} was scheduled to start")
+
+    async def vm_stop(self, body: bytes) -> Ack:
+        entry = await self._named_vm(body)
+        vm = entry.value
+        vmi = await self.store.vmis.get(entry.key)
+        if vm.spec.run_strategy is RunStrategy.MANUAL:
+            if vmi is None or vmi.value.phase in FINAL_PHASES:
+                return Ack(message=f"VM {entry.key} is not running")
+            uid = vmi.value.uid
+            await self.store.vmis.mutate(entry.key, lambda v: stop_vmi(v, uid, self.clock()))
+            return Ack(message=f"VM {entry.key} was scheduled to stop")
+        if vm.spec.run_strategy is RunStrategy.HALTED:
+            return Ack(message=f"VM {entry.key} is {'stopping' if vmi else 'not running'}")
+        halted = msgspec.structs.replace(vm, start_requested=False, restart_of=None,
+                                         spec=msgspec.structs.replace(vm.spec, run_strategy=RunStrategy.HALTED))
+        await self.store.vms.update(entry.key, halted, entry.revision)
+        return Ack(message=f"VM {entry.key} was scheduled to stop")
+
+    async def vm_restart(self, body: bytes) -> Ack:
+        entry = await self._named_vm(body)
+        vmi = await self.store.vmis.get(entry.key)
+        if vmi is None or vmi.value.phase in FINAL_PHASES or vmi.value.stop_requested:
+            raise ApiError(Code.INVALID, f"VM {entry.key} is not running; use start")
+        new = msgspec.structs.replace(entry.value, restart_of=vmi.value.uid)
+        await self.store.vms.update(entry.key, new, entry.revision)
+        return Ack(message=f"VM {entry.key} was scheduled to restart")
+
+    # --- VMIs and nodes ----------------------------------------------------------------------------
+    async def vmi_get(self, body: bytes) -> VMIReply:
+        name = _name(body)
+        return VMIReply(item=(await self.store.vmis.require(name, "VMI")).value)
+
+    async def vmi_list(self, body: bytes) -> VMIList:
+        decode_request(body, ListRequest)
+        return VMIList(items=[e.value for e in sorted(await self.store.vmis.items(), key=_key)])
+
+    async def node_list(self, body: bytes) -> NodeList:
+        decode_request(body, ListRequest)
+        nodes = [e.value for e in await self.store.nodes.items()]
+        vmis = [e.value for e in await self.store.vmis.items()]
+        return NodeList(items=[
+            NodeView(node=u.node, ready=u.ready, allocated_memory=u.used_memory, allocated_cpus=u.used_vcpus,
+                     vmis=u.vmis)
+            for u in placement.usage(nodes, vmis, self.clock())])
+
+    # --- networks ----------------------------------------------------------------------------------
+    async def network_apply(self, body: bytes) -> NetworkReply:
+        parsed = parse_manifest(body)
+        if not isinstance(parsed, NetworkAttachment):
+            raise ApiError(Code.BAD_REQUEST, "this subject takes a NetworkAttachmentDefinition")
+        existing = await self.networks.get(parsed.name)
+        if existing is None:
+            await self.networks.create(parsed.name, parsed)
+        elif existing.value != parsed:
+            await self.networks.update(parsed.name, parsed, existing.revision)
+        return NetworkReply(item=parsed)
+
+    async def network_list(self, body: bytes) -> NetworkList:
+        decode_request(body, ListRequest)
+        return NetworkList(items=[e.value for e in sorted(await self.networks.items(), key=_key)])
+
+    # --- images ------------------------------------------------------------------------------------
+    async def image_list(self, body: bytes) -> ImageList:
+        decode_request(body, ListRequest)
+        try:
+            infos = await self.store.images.list()
+        except nats.js.errors.NotFoundError:
+            infos = []
+        return ImageList(items=sorted(
+            (ImageInfo(name=i.name, size=i.size or 0, digest=i.digest, modified=i.mtime)
+             for i in infos if not i.deleted), key=lambda i: i.name))
+
+    async def image_delete(self, body: bytes) -> Ack:
+        name = decode_request(body, NameRequest).name
+        try:
+            await self.store.images.get_info(name)
+        except nats.js.errors.NotFoundError:
+            raise ApiError(Code.NOT_FOUND, f"image {name!r} not found") from None
+        await self.store.images.delete(name)
+        return Ack(message=f"image {name} deleted")
+
+
+def _key(entry: Entry[VM] | Entry[VMI] | Entry[NetworkAttachment]) -> str:
+    return entry.key
+
+
+def _name(body: bytes) -> str:
+    name = decode_request(body, NameRequest).name
+    if not subjects.is_dns1123_label(name):
+        raise ApiError(Code.INVALID, f"{name!r} is not a valid name (a DNS-1123 label)", "name")
+    return name

@@ -1,0 +1,191 @@
+"""The scheduler's imperative shell: VM controller, binder and node lifecycle, all by CAS on KV.
+
+Each reads current state, asks a pure planner (vmplan, placement) what to do, and writes one
+change by compare-and-set; the watch then brings the next reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+import structlog
+
+from proto.errors import ApiError, Code
+from proto.state import FINAL_PHASES, VMI, Condition, Phase
+from scheduler import placement
+from scheduler.vmplan import Action, plan
+from servicekit.store import Store
+from servicekit.workqueue import WorkQueue
+
+log = structlog.get_logger()
+NODE_LOST_AFTER_S = 40.0
+RESYNC_S = 5.0
+
+
+@dataclass
+class Counters:
+    binds: int = 0
+    conflicts: int = 0
+    unschedulable: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+class Scheduler:
+    """VM controller + binder + node lifecycle for one scheduler process (several may run)."""
+
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self.counters = Counters()
+        self._vm_queue = WorkQueue(self.reconcile_vm)
+        self._bind_queue = WorkQueue(self._schedule_quietly)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._watch_vms()),
+            asyncio.create_task(self._watch_vmis()),
+            asyncio.create_task(self._resync()),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._vm_queue.close()
+        await self._bind_queue.close()
+
+    async def _watch_vms(self) -> None:
+        async for change in self.store.vms.watch():
+            self._vm_queue.kick(change.key)
+
+    async def _watch_vmis(self) -> None:
+        async for change in self.store.vmis.watch():
+            self._vm_queue.kick(change.key)
+            if change.value is not None and change.value.node_name is None:
+                self._bind_queue.kick(change.key)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC_S)
+            try:
+                await self.fail_lost_nodes()
+                for entry in await self.store.vmis.items():
+                    if entry.value.node_name is None:
+                        self._bind_queue.kick(entry.key)
+            except Exception:
+                log.exception("resync failed")
+
+    # --- VM controller -------------------------------------------------------------------------
+    async def reconcile_vm(self, name: str) -> None:
+        vm = await self.store.vms.get(name)
+        vmi = await self.store.vmis.get(name)
+        action = plan(vm.value if vm else None, vmi.value if vmi else None)
+        if action is Action.NOTHING:
+            return
+        log.info("vm action", vm=name, action=action.value)
+        if action is Action.CREATE_VMI and vm is not None:
+            new = VMI(name=name, uid=str(uuid.uuid4()), spec=vm.value.spec, created_at=self.clock())
+            try:
+                await self.store.vmis.create(name, new)
+            except ApiError as exc:
+                if exc.code is not Code.ALREADY_EXISTS:
+                    raise
+            await self.store.vms.mutate(name, lambda v: msgspec.structs.replace(
+                v, start_requested=False, restart_of=None))
+        elif action is Action.CLEAR_START_REQUEST:
+            await self.store.vms.mutate(name, lambda v: msgspec.structs.replace(v, start_requested=False))
+        elif action is Action.STOP_VMI and vmi is not None:
+            uid = vmi.value.uid
+            await self.store.vmis.mutate(name, lambda v: stop_vmi(v, uid, self.clock()))
+        elif action is Action.DELETE_VMI and vmi is not None:
+            try:
+                await self.store.vmis.delete(name, vmi.revision)
+            except ApiError as exc:
+                if exc.code is not Code.CONFLICT:
+                    raise
+                self._vm_queue.kick(name)
+
+    # --- binder ---------------------------------------------------------------------------------
+    async def _schedule_quietly(self, name: str) -> None:
+        await self.schedule(name)
+
+    async def schedule(self, name: str) -> bool:
+        """Try to bind one VMI; True only if this call's CAS bound it."""
+        entry = await self.store.vmis.get(name)
+        if entry is None:
+            return False
+        vmi = entry.value
+        if vmi.node_name or vmi.phase in FINAL_PHASES or vmi.stop_requested:
+            return False
+        now = self.clock()
+        nodes = [e.value for e in await self.store.nodes.items()]
+        vmis = [e.value for e in await self.store.vmis.items()]
+        choice = placement.place(vmi.spec, placement.usage(nodes, vmis, now))
+        if choice.node is None:
+            old = next((c for c in vmi.conditions if c.type == "PodScheduled"), None)
+            if vmi.phase is Phase.SCHEDULING and old is not None and old.message == choice.message:
+                return False
+            cond = Condition(type="PodScheduled", status="False", reason="Unschedulable",
+                             message=choice.message, last_transition_time=now)
+            updated = msgspec.structs.replace(vmi, phase=Phase.SCHEDULING, conditions=_with(vmi, cond))
+            try:
+                await self.store.vmis.update(name, updated, entry.revision)
+                self.counters.unschedulable += 1
+                log.info("unschedulable", vmi=name, reason=choice.message)
+            except ApiError as exc:
+                if exc.code is not Code.CONFLICT:
+                    raise
+            return False
+        cond = Condition(type="PodScheduled", status="True", reason="Scheduled",
+                         message=f"bound to {choice.node} ({choice.message})", last_transition_time=now)
+        bound = msgspec.structs.replace(vmi, phase=Phase.SCHEDULED, node_name=choice.node,
+                                        conditions=_with(vmi, cond))
+        try:
+            await self.store.vmis.update(name, bound, entry.revision)
+        except ApiError as exc:
+            if exc.code is Code.CONFLICT:
+                self.counters.conflicts += 1
+                return False
+            raise
+        self.counters.binds += 1
+        self.counters.latencies.append(now - vmi.created_at)
+        log.info("bound", vmi=name, node=choice.node)
+        return True
+
+    # --- node lifecycle -------------------------------------------------------------------------
+    async def fail_lost_nodes(self) -> None:
+        now = self.clock()
+        lost = {e.key for e in await self.store.nodes.items() if now - e.value.heartbeat > NODE_LOST_AFTER_S}
+        if not lost:
+            return
+        for entry in await self.store.vmis.items():
+            vmi = entry.value
+            if vmi.node_name in lost and vmi.phase not in FINAL_PHASES:
+                log.warning("node lost; failing its vmi", vmi=vmi.name, node=vmi.node_name)
+                await self.store.vmis.mutate(entry.key, lambda v, uid=vmi.uid: _fail_lost(v, uid, now))
+
+
+def _with(vmi: VMI, cond: Condition) -> list[Condition]:
+    return [*(c for c in vmi.conditions if c.type != cond.type), cond]
+
+
+def stop_vmi(vmi: VMI, uid: str, now: float) -> VMI | None:
+    if vmi.uid != uid or vmi.phase in FINAL_PHASES:
+        return None
+    if vmi.node_name is None:
+        # Nobody runs it yet, so nobody else will finish it.
+        return msgspec.structs.replace(vmi, stop_requested=True, phase=Phase.SUCCEEDED, finished_at=now,
+                                       reason="Stopped before it was scheduled")
+    return msgspec.structs.replace(vmi, stop_requested=True)
+
+
+def _fail_lost(vmi: VMI, uid: str, now: float) -> VMI | None:
+    if vmi.uid != uid or vmi.phase in FINAL_PHASES:
+        return None
+    return msgspec.structs.replace(vmi, phase=Phase.FAILED, reason="NodeUnreachable", finished_at=now)

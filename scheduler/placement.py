@@ -1,0 +1,93 @@
+"""Pure placement: filter nodes that can run a VMI, score what is left, pick one.
+
+Like kube-scheduler with KubeVirt's defaults: Ready, nodeSelector, memory and CPU fit (vCPUs are
+overcommitted 10:1, KubeVirt's cpuAllocationRatio), then least-allocated scoring, which spreads.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from proto.quantity import parse_bytes
+from proto.spec import VMSpec
+from proto.state import FINAL_PHASES, VMI, Node
+
+CPU_ALLOCATION_RATIO = 10
+NODE_READY_WITHIN_S = 15.0
+
+
+@dataclass(frozen=True)
+class NodeUsage:
+    node: Node
+    ready: bool
+    used_memory: int
+    used_vcpus: int
+    vmis: int
+
+    @property
+    def vcpu_capacity(self) -> int:
+        return self.node.cpus * CPU_ALLOCATION_RATIO
+
+
+@dataclass(frozen=True)
+class Placement:
+    node: str | None
+    message: str  # why, when node is None; the fit summary otherwise
+
+
+def vcpus(spec: VMSpec) -> int:
+    return spec.cpu.cores * spec.cpu.sockets * spec.cpu.threads
+
+
+def node_ready(node: Node, now: float) -> bool:
+    return now - node.heartbeat <= NODE_READY_WITHIN_S
+
+
+def usage(nodes: Iterable[Node], vmis: Iterable[VMI], now: float) -> list[NodeUsage]:
+    memory: Counter[str] = Counter()
+    cpus: Counter[str] = Counter()
+    count: Counter[str] = Counter()
+    for vmi in vmis:
+        if vmi.node_name and vmi.phase not in FINAL_PHASES:
+            memory[vmi.node_name] += parse_bytes(vmi.spec.memory)
+            cpus[vmi.node_name] += vcpus(vmi.spec)
+            count[vmi.node_name] += 1
+    return [NodeUsage(n, node_ready(n, now), memory[n.name], cpus[n.name], count[n.name])
+            for n in sorted(nodes, key=lambda n: n.name)]
+
+
+def _unfit_reason(spec: VMSpec, u: NodeUsage) -> str | None:
+    if not u.ready:
+        return "node(s) were not ready"
+    if any(u.node.labels.get(k) != v for k, v in spec.node_selector.items()):
+        return "node(s) didn't match node selector"
+    if u.used_memory + parse_bytes(spec.memory) > u.node.memory:
+        return "Insufficient memory"
+    if u.used_vcpus + vcpus(spec) > u.vcpu_capacity:
+        return "Insufficient cpu"
+    return None
+
+
+def _score(spec: VMSpec, u: NodeUsage) -> float:
+    free_mem = 1 - (u.used_memory + parse_bytes(spec.memory)) / u.node.memory
+    free_cpu = 1 - (u.used_vcpus + vcpus(spec)) / u.vcpu_capacity
+    return (free_mem + free_cpu) / 2
+
+
+def place(spec: VMSpec, nodes: list[NodeUsage]) -> Placement:
+    reasons: Counter[str] = Counter()
+    fits: list[NodeUsage] = []
+    for u in nodes:
+        reason = _unfit_reason(spec, u)
+        if reason is None:
+            fits.append(u)
+        else:
+            reasons[reason] += 1
+    if not fits:
+        detail = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
+        return Placement(None, f"0/{len(nodes)} nodes are available" + (f": {detail}." if detail else "."))
+    # Highest score wins; ties go to the node with fewer VMIs, then by name, so results are stable.
+    best = max(fits, key=lambda u: (_score(spec, u), -u.vmis, [-ord(c) for c in u.node.name]))
+    return Placement(best.node.name, f"{len(fits)}/{len(nodes)} nodes fit")

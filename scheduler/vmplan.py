@@ -1,0 +1,74 @@
+"""Pure VM controller logic: from a VM and its instance, what to do next (KubeVirt's run strategies).
+
+The shell applies at most one action per reconcile and reconciles again on the change it caused,
+so every step is idempotent and a crash between steps loses nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from proto.spec import RunStrategy
+from proto.state import FINAL_PHASES, VM, VMI, Phase
+
+
+class Action(enum.Enum):
+    NOTHING = "nothing"
+    CREATE_VMI = "create-vmi"
+    STOP_VMI = "stop-vmi"  # ask the launcher for an ACPI shutdown
+    DELETE_VMI = "delete-vmi"  # only once it is final
+    CLEAR_START_REQUEST = "clear-start-request"
+
+
+def plan(vm: VM | None, vmi: VMI | None) -> Action:
+    if vm is None:
+        return _wind_down(vmi)
+    if vmi is not None and vm.restart_of == vmi.uid:
+        return _wind_down(vmi)
+    strategy = vm.spec.run_strategy
+    if strategy is RunStrategy.HALTED:
+        return _wind_down(vmi)
+    if vmi is None:
+        if strategy is RunStrategy.MANUAL and not vm.start_requested and vm.restart_of is None:
+            return Action.NOTHING
+        return Action.CREATE_VMI
+    if strategy is RunStrategy.MANUAL and vm.start_requested:
+        return Action.CLEAR_START_REQUEST
+    if vmi.phase in FINAL_PHASES:
+        if strategy is RunStrategy.ALWAYS:
+            return Action.DELETE_VMI
+        if strategy is RunStrategy.RERUN_ON_FAILURE and vmi.phase is Phase.FAILED:
+            return Action.DELETE_VMI
+    return Action.NOTHING
+
+
+def _wind_down(vmi: VMI | None) -> Action:
+    if vmi is None:
+        return Action.NOTHING
+    if vmi.phase in FINAL_PHASES:
+        return Action.DELETE_VMI
+    if not vmi.stop_requested:
+        return Action.STOP_VMI
+    return Action.NOTHING
+
+
+def printable_status(vm: VM, vmi: VMI | None) -> str:
+    """KubeVirt's ``printableStatus`` column."""
+    strategy = vm.spec.run_strategy
+    if vmi is None:
+        if strategy is RunStrategy.HALTED or (strategy is RunStrategy.MANUAL and not vm.start_requested):
+            return "Stopped"
+        return "Starting"
+    if vmi.stop_requested and vmi.phase not in FINAL_PHASES:
+        return "Stopping"
+    if vmi.phase is Phase.RUNNING:
+        return "Running"
+    if vmi.phase is Phase.SUCCEEDED:
+        return "Stopped"
+    if vmi.phase is Phase.FAILED:
+        return "CrashLoopBackOff" if strategy is RunStrategy.ALWAYS else "Failed"
+    if vmi.phase is Phase.UNKNOWN:
+        return "Unknown"
+    if any(c.type == "PodScheduled" and c.reason == "Unschedulable" for c in vmi.conditions):
+        return "ErrorUnschedulable"
+    return "Starting"

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs everything virtbus needs on a fresh Debian 12 machine (root): apt packages, then a venv
+# at .venv with the package (and, with --test, the test tools). Idempotent: quick when all is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  nats-server libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils
+  nftables iproute2 genisoimage pkg-config gcc python3-dev
+  # the test guest: kernel from Debian's source, busybox initramfs, a syslinux-booted disk
+  linux-source-6.1 busybox-static build-essential bc flex bison libelf-dev cpio xz-utils kmod
+  syslinux syslinux-common mtools dosfstools
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing apt packages: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >&2
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+extra=""
+[ "${1:-}" = "--test" ] && extra="[test]"
+stamp=".venv/.installed$extra"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip >&2
+  .venv/bin/pip install -q -e ".$extra" >&2
+  touch "$stamp"
+fi

@@ -1,0 +1,207 @@
+"""Typed access to the JetStream KV buckets that hold virtbus's desired and observed state.
+
+Every write that depends on what was read is a compare-and-set on the entry's revision: a lost
+race surfaces as ApiError(CONFLICT) and the caller re-reads. ``mutate`` wraps that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import msgspec
+import nats
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from proto import subjects
+from proto.errors import ApiError, Code
+from proto.state import VM, VMI, Node
+
+T = TypeVar("T")
+
+_CONFLICT_RETRIES = 20
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    key: str
+    value: T
+    revision: int
+
+
+@dataclass(frozen=True)
+class Change(Generic[T]):
+    """One update seen by a watch: value is None when the key was deleted."""
+
+    key: str
+    value: T | None
+    revision: int
+
+
+class Bucket(Generic[T]):
+    def __init__(self, kv: KeyValue, kind: type[T]) -> None:
+        self._kv = kv
+        self._decoder = msgspec.json.Decoder(kind)
+        self._encoder = msgspec.json.Encoder()
+
+    async def get(self, key: str) -> Entry[T] | None:
+        try:
+            entry = await self._kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        if entry.value is None or entry.revision is None:
+            return None
+        return Entry(key, self._decoder.decode(entry.value), entry.revision)
+
+    async def require(self, key: str, what: str) -> Entry[T]:
+        entry = await self.get(key)
+        if entry is None:
+            raise ApiError(Code.NOT_FOUND, f"{what} {key!r} not found")
+        return entry
+
+    async def create(self, key: str, value: T) -> int:
+        try:
+            return int(await self._kv.create(key, self._encoder.encode(value)))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            raise ApiError(Code.ALREADY_EXISTS, f"{key!r} already exists") from None
+
+    async def update(self, key: str, value: T, revision: int) -> int:
+        try:
+            return int(await self._kv.update(key, self._encoder.encode(value), last=revision))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            raise ApiError(Code.CONFLICT, f"{key!r} changed meanwhile") from None
+
+    async def put(self, key: str, value: T) -> int:
+        return int(await self._kv.put(key, self._encoder.encode(value)))
+
+    async def delete(self, key: str, revision: int | None = None) -> None:
+        try:
+            await self._kv.delete(key, last=revision)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in (10071, 10164):
+                raise ApiError(Code.CONFLICT, f"{key!r} changed meanwhile") from None
+            raise
+
+    async def items(self) -> list[Entry[T]]:
+        out: list[Entry[T]] = []
+        async for change in self.watch(initial_only=True):
+            if change.value is not None:
+                out.append(Entry(change.key, change.value, change.revision))
+        return out
+
+    async def watch(self, *, initial_only: bool = False) -> AsyncIterator[Change[T]]:
+        """Current values first, then (unless initial_only) every later change, forever."""
+        watcher = await self._kv.watchall()
+        try:
+            while True:
+                update = await watcher.updates(timeout=None)  # type: ignore[arg-type]
+                if update is None:  # marks the end of the initial values
+                    if initial_only:
+                        return
+                    continue
+                rev = int(update.revision or 0)
+                if update.operation in ("DEL", "PURGE") or not update.value:
+                    yield Change(update.key, None, rev)
+                else:
+                    yield Change(update.key, self._decoder.decode(update.value), rev)
+        finally:
+            await watcher.stop()
+
+    async def mutate(self, key: str, change: Callable[[T], T | None]) -> Entry[T] | None:
+        """Read, apply ``change``, write back by CAS; retry on conflict. None from change: no write.
+
+        Returns the entry as written (or as read when nothing was written), None if the key is gone.
+        """
+        for _ in range(_CONFLICT_RETRIES):
+            current = await self.get(key)
+            if current is None:
+                return None
+            new = change(current.value)
+            if new is None or new == current.value:
+                return current
+            try:
+                rev = await self.update(key, new, current.revision)
+            except ApiError as exc:
+                if exc.code is Code.CONFLICT:
+                    await asyncio.sleep(0.01)
+                    continue
+                raise
+            return Entry(key, new, rev)
+        raise ApiError(Code.CONFLICT, f"{key!r} kept changing; try again")
+
+
+class Store:
+    """The connection plus every bucket; ``connect`` creates buckets and streams when missing."""
+
+    def __init__(self, nc: Client, js: JetStreamContext, kvs: dict[str, KeyValue], images: ObjectStore):
+        self.nc = nc
+        self.js = js
+        self.vms: Bucket[VM] = Bucket(kvs[subjects.BUCKET_VMS], VM)
+        self.vmis: Bucket[VMI] = Bucket(kvs[subjects.BUCKET_VMIS], VMI)
+        self.nodes: Bucket[Node] = Bucket(kvs[subjects.BUCKET_NODES], Node)
+        self.raw = kvs
+        self.images = images
+
+    @classmethod
+    async def connect(cls, url: str, name: str) -> Store:
+        nc = await connect_nats(url, name)
+        js = nc.jetstream()
+        kvs = {b: await _ensure_kv(js, b) for b in (
+            subjects.BUCKET_VMS, subjects.BUCKET_VMIS, subjects.BUCKET_NODES, subjects.BUCKET_NETWORKS)}
+        images = await _ensure_object_store(js, subjects.OBJECT_STORE_IMAGES)
+        await _ensure_stream(js, StreamConfig(
+            name=subjects.STREAM_CONSOLE, subjects=[subjects.CONSOLE_OUT_ALL],
+            storage=StorageType.FILE, max_msgs_per_subject=20_000, max_bytes=256 * 2**20))
+        return cls(nc, js, kvs, images)
+
+    async def close(self) -> None:
+        await self.nc.drain()
+
+
+async def connect_nats(url: str, name: str) -> Client:
+    try:
+        return await nats.connect(
+            url, name=name, connect_timeout=3, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+            allow_reconnect=True,
+        )
+    except Exception as exc:  # nats raises several kinds; the user needs one clear message
+        raise ApiError(Code.UNAVAILABLE, f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
+
+
+async def _ensure_kv(js: JetStreamContext, bucket: str) -> KeyValue:
+    try:
+        return await js.key_value(bucket)
+    except nats.js.errors.BucketNotFoundError:
+        pass
+    try:
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=5, storage=StorageType.FILE))
+    except nats.js.errors.APIError:
+        return await js.key_value(bucket)  # someone else created it meanwhile
+
+
+async def _ensure_object_store(js: JetStreamContext, bucket: str) -> ObjectStore:
+    try:
+        return await js.object_store(bucket)
+    except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
+        pass
+    try:
+        return await js.create_object_store(bucket, storage=StorageType.FILE)
+    except nats.js.errors.APIError:
+        return await js.object_store(bucket)
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.stream_info(config.name or "")
+    except nats.js.errors.NotFoundError:
+        try:
+            await js.add_stream(config)
+        except nats.js.errors.APIError:
+            await js.stream_info(config.name or "")
