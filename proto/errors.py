@@ -10,7 +10,7 @@ import enum
 import msgspec
 
 
-class Code(str, enum.Enum):
+class Code(enum.StrEnum):
     BAD_REQUEST = "BadRequest"  # not JSON, wrong shape, unknown field
     INVALID = "Invalid"  # well formed, but a value is not acceptable
     NOT_FOUND = "NotFound"

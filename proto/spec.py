@@ -12,7 +12,7 @@ from typing import Literal
 import msgspec
 
 
-class RunStrategy(str, enum.Enum):
+class RunStrategy(enum.StrEnum):
     ALWAYS = "Always"
     RERUN_ON_FAILURE = "RerunOnFailure"
     MANUAL = "Manual"

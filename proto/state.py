@@ -9,7 +9,7 @@ import msgspec
 from proto.spec import VMSpec
 
 
-class Phase(str, enum.Enum):
+class Phase(enum.StrEnum):
     PENDING = "Pending"
     SCHEDULING = "Scheduling"
     SCHEDULED = "Scheduled"

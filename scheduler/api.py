@@ -10,14 +10,27 @@ from collections.abc import Callable
 
 import msgspec
 import nats.js.errors
+from proto.manifest import parse_manifest
 
 from proto import subjects
 from proto.api import (
-    Ack, ImageInfo, ImageList, ListRequest, NameRequest, NetworkList, NetworkReply, NodeList, NodeView,
-    VMIList, VMIReply, VMList, VMReply, VMView, decode_request,
+    Ack,
+    ImageInfo,
+    ImageList,
+    ListRequest,
+    NameRequest,
+    NetworkList,
+    NetworkReply,
+    NodeList,
+    NodeView,
+    VMIList,
+    VMIReply,
+    VMList,
+    VMReply,
+    VMView,
+    decode_request,
 )
 from proto.errors import ApiError, Code
-from proto.manifest import parse_manifest
 from proto.spec import NetworkAttachment, RunStrategy, VMSpec
 from proto.state import FINAL_PHASES, VM, VMI
 from scheduler import placement

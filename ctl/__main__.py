@@ -1,0 +1,3 @@
+from ctl.cli import main
+
+main()

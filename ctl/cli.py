@@ -1,0 +1,246 @@
+"""``virtbus``: the command line, virtctl/kubectl style. Every verb is a NATS request anyone can send."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from proto.validation import validate_image_reference
+
+from ctl import render
+from ctl.client import ApiClient, default_url
+from proto.api import (
+    Ack,
+    ImageList,
+    NameRequest,
+    NetworkReply,
+    NodeList,
+    VMIList,
+    VMIReply,
+    VMList,
+    VMReply,
+)
+from proto.errors import ApiError, Code
+
+KINDS = {"vm": "vm", "vms": "vm", "virtualmachine": "vm", "virtualmachines": "vm",
+         "vmi": "vmi", "vmis": "vmi", "virtualmachineinstance": "vmi", "virtualmachineinstances": "vmi",
+         "node": "node", "nodes": "node"}
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ApiError(Code.BAD_REQUEST, f"malformed YAML/JSON in {args.file}: {exc}") from None
+    for doc in docs:
+        kind = doc.get("kind") if isinstance(doc, dict) else None
+        body = json.dumps(doc).encode()
+        if kind == "NetworkAttachmentDefinition" or kind == "Network":
+            net = await api.call("network", "apply", body, NetworkReply)
+            say(f"network/{net.item.name} applied")
+        else:
+            vm = await api.call("vm", "apply", body, VMReply)
+            say(f"virtualmachine/{vm.item.vm.spec.name} applied ({vm.item.printable_status})")
+    return 0
+
+
+async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
+    kind = KINDS.get(args.kind.lower())
+    if kind is None:
+        raise ApiError(Code.BAD_REQUEST, f"unknown kind {args.kind!r}; use vms, vmis or nodes")
+    wide = args.output == "wide"
+    structured = args.output in ("json", "yaml")
+    item: Any
+    if kind == "vm":
+        if args.name:
+            item = (await api.call("vm", "get", NameRequest(name=args.name), VMReply)).item
+            say(render.structured(item, args.output) if structured else render.vms([item], wide))
+        else:
+            items = (await api.call("vm", "list", {}, VMList)).items
+            say(render.structured(items, args.output) if structured else render.vms(items, wide))
+    elif kind == "vmi":
+        if args.name:
+            vmi = (await api.call("vmi", "get", NameRequest(name=args.name), VMIReply)).item
+            say(render.structured(vmi, args.output) if structured else render.vmis([vmi], wide))
+        else:
+            vmis = (await api.call("vmi", "list", {}, VMIList)).items
+            say(render.structured(vmis, args.output) if structured else render.vmis(vmis, wide))
+    else:
+        nodes = (await api.call("node", "list", {}, NodeList)).items
+        if args.name:
+            nodes = [n for n in nodes if n.node.name == args.name]
+            if not nodes:
+                raise ApiError(Code.NOT_FOUND, f"node {args.name!r} not found")
+        say(render.structured(nodes, args.output) if structured else render.nodes(nodes, wide))
+    return 0
+
+
+async def wait_for(what: str, probe: Callable[[], Awaitable[tuple[bool, str]]], limit: float) -> None:
+    """Poll until probe says done, printing each new state and a heartbeat every 10 s."""
+    start = time.monotonic()
+    last, last_print = "", start
+    while True:
+        done, state = await probe()
+        now = time.monotonic()
+        if state != last or now - last_print >= 10:
+            say(f"  {what}: {state} ({now - start:.1f}s)")
+            last, last_print = state, now
+        if done:
+            return
+        if now - start > limit:
+            raise ApiError(Code.UNAVAILABLE, f"timed out after {limit:.0f}s waiting for {what} (last: {state})")
+        await asyncio.sleep(0.25)
+
+
+async def _vm_state(api: ApiClient, name: str) -> tuple[str, str]:
+    try:
+        view = (await api.call("vm", "get", NameRequest(name=name), VMReply)).item
+    except ApiError as exc:
+        if exc.code is Code.NOT_FOUND:
+            return "Gone", "deleted"
+        raise
+    vmi = view.vmi
+    detail = f"{vmi.phase.value}{' on ' + vmi.node_name if vmi and vmi.node_name else ''}" if vmi else "no instance"
+    return view.printable_status, f"{view.printable_status} ({detail})"
+
+
+async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
+    verb = args.command
+    ack = await api.call("vm", verb, NameRequest(name=args.name), Ack)
+    say(ack.message)
+    if not args.wait:
+        return 0
+    targets = {"start": {"Running"}, "restart": {"Running"}, "stop": {"Stopped"}, "delete": {"Gone"}}[verb]
+    if verb == "restart":
+        await asyncio.sleep(0.5)
+
+    async def probe() -> tuple[bool, str]:
+        status, detail = await _vm_state(api, args.name)
+        if status in ("ErrorUnschedulable", "Failed", "CrashLoopBackOff") and "Running" in targets:
+            vmi = (await api.call("vmi", "get", NameRequest(name=args.name), VMIReply)).item
+            why = vmi.reason or next((c.message for c in vmi.conditions if c.status == "False"), "")
+            raise ApiError(Code.INVALID, f"VM {args.name} is {status}: {why}")
+        if verb == "delete" and status == "Gone":
+            try:
+                await api.call("vmi", "get", NameRequest(name=args.name), VMIReply)
+                return False, "deleted; instance still stopping"
+            except ApiError as exc:
+                if exc.code is not Code.NOT_FOUND:
+                    raise
+        return status in targets, detail
+
+    await wait_for(f"{args.name}", probe, args.timeout)
+    return 0
+
+
+async def cmd_console(api: ApiClient, args: argparse.Namespace) -> int:
+    if not args.log:
+        raise ApiError(Code.BAD_REQUEST, "the interactive console is not there yet; use --log for the serial log")
+    if not args.until:
+        sys.stdout.buffer.write(await api.console_log(args.name))
+        sys.stdout.flush()
+        return 0
+    start = time.monotonic()
+    printed = 0
+    while True:
+        data = await api.console_log(args.name)
+        sys.stdout.buffer.write(data[printed:])
+        sys.stdout.flush()
+        printed = len(data)
+        if args.until.encode() in data:
+            return 0
+        if time.monotonic() - start > args.timeout:
+            raise ApiError(Code.UNAVAILABLE, f"{args.until!r} did not appear on the console within {args.timeout:.0f}s")
+        await asyncio.sleep(0.5)
+
+
+async def cmd_image(api: ApiClient, args: argparse.Namespace) -> int:
+    if args.image_command == "import":
+        validate_image_reference(args.name, field="name")
+        path = Path(args.file)
+        if not path.is_file():
+            raise ApiError(Code.INVALID, f"{path} is not a file", "file")
+        size, digest = await api.import_image(args.name, path)
+        say(f"image {args.name} imported ({size} bytes, {digest})")
+    elif args.image_command == "list":
+        items = (await api.call("image", "list", {}, ImageList)).items
+        say(render.table(["NAME", "SIZE", "DIGEST"], [[i.name, str(i.size), i.digest or ""] for i in items]))
+    else:
+        say((await api.call("image", "delete", NameRequest(name=args.name), Ack)).message)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="virtbus", description="Run KubeVirt VMs on a NATS-driven cluster.")
+    p.add_argument("--server", "-s", default=default_url(), help="NATS URL (env NATS_URL)")
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("apply", help="create or update from a KubeVirt YAML or virtbus JSON file")
+    a.add_argument("-f", "--file", required=True)
+    g = sub.add_parser("get", help="list or show vms, vmis, nodes")
+    g.add_argument("kind")
+    g.add_argument("name", nargs="?")
+    g.add_argument("-o", "--output", choices=["json", "yaml", "wide"], default=None)
+    for verb in ("start", "stop", "restart", "delete"):
+        c = sub.add_parser(verb, help=f"{verb} a VM")
+        c.add_argument("name")
+        c.add_argument("--wait", action="store_true", help="wait until done, showing progress")
+        c.add_argument("--timeout", type=float, default=300.0)
+    c = sub.add_parser("console", help="a VM's serial console")
+    c.add_argument("name")
+    c.add_argument("--log", action="store_true", help="print the serial log so far")
+    c.add_argument("--until", help="with --log: keep printing until this text appears")
+    c.add_argument("--timeout", type=float, default=300.0)
+    i = sub.add_parser("image", help="the image store")
+    isub = i.add_subparsers(dest="image_command", required=True)
+    imp = isub.add_parser("import")
+    imp.add_argument("name")
+    imp.add_argument("--file", required=True)
+    isub.add_parser("list")
+    idel = isub.add_parser("delete")
+    idel.add_argument("name")
+    from ctl import lab
+    lab.add_parser(sub)
+    return p
+
+
+COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] = {
+    "apply": cmd_apply, "get": cmd_get, "start": cmd_lifecycle, "stop": cmd_lifecycle,
+    "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": cmd_image,
+}
+
+
+async def run(args: argparse.Namespace) -> int:
+    api = await ApiClient.connect(args.server)
+    try:
+        return await COMMANDS[args.command](api, args)
+    finally:
+        await api.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "lab":
+            from ctl import lab
+            code = lab.run(args)
+        else:
+            code = asyncio.run(run(args))
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 1
+    except (OSError, KeyboardInterrupt) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 1
+    sys.exit(code)

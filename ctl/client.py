@@ -1,0 +1,77 @@
+"""A thin client of the api service: one request, one typed reply (or the ApiError it carries)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js.api import DeliverPolicy
+
+from proto import subjects
+from proto.api import decode_reply, encode
+from proto.errors import ApiError, Code
+from servicekit.store import connect_nats
+
+T = TypeVar("T")
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+def default_url() -> str:
+    return os.environ.get("NATS_URL", DEFAULT_URL)
+
+
+class ApiClient:
+    def __init__(self, nc: Client, timeout: float = 10.0) -> None:
+        self.nc = nc
+        self.timeout = timeout
+
+    @classmethod
+    async def connect(cls, url: str) -> ApiClient:
+        return cls(await connect_nats(url, "virtbus-cli"))
+
+    async def close(self) -> None:
+        await self.nc.close()
+
+    async def call(self, kind: str, verb: str, body: Any, reply: type[T]) -> T:
+        data = body if isinstance(body, bytes) else encode(body)
+        try:
+            msg = await self.nc.request(subjects.api(kind, verb), data, timeout=self.timeout)
+        except nats.errors.NoRespondersError:
+            raise ApiError(Code.UNAVAILABLE, "no virtbus api service is answering (is the scheduler up?)") from None
+        except nats.errors.TimeoutError:
+            raise ApiError(Code.UNAVAILABLE, f"the api service did not answer within {self.timeout:.0f}s") from None
+        return decode_reply(msg.data, reply)
+
+    async def import_image(self, name: str, path: Path) -> tuple[int, str]:
+        store = await self.nc.jetstream().object_store(subjects.OBJECT_STORE_IMAGES)
+        with open(path, "rb") as f:
+            info = await store.put(name, f)  # type: ignore[arg-type]
+        return info.size or 0, info.digest or ""
+
+    async def console_log(self, vmi: str) -> bytes:
+        """Everything the VMI's serial console printed so far (this run)."""
+        js = self.nc.jetstream()
+        subject = subjects.console_out(vmi)
+        try:
+            last = await js.get_last_msg(subjects.STREAM_CONSOLE, subject)
+        except nats.js.errors.NotFoundError:
+            return b""
+        out = bytearray()
+        sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+        try:
+            async for msg in sub.messages:
+                out += msg.data
+                if msg.metadata.sequence.stream >= (last.seq or 0):
+                    break
+        finally:
+            await sub.unsubscribe()
+        return bytes(out)
+
+
+def to_builtins(value: Any) -> Any:
+    return msgspec.to_builtins(value)

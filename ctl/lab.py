@@ -1,0 +1,299 @@
+"""``virtbus lab up|down|status``: a whole cluster on this one machine.
+
+nats-server (JetStream, file storage), one scheduler, N handler nodes. Each node's data plane is
+a network namespace the lab creates, joined to the others by a bridge in a lab namespace; the
+root namespace gets nothing but loopback use (the processes reach NATS on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from proto import subjects
+
+DEFAULT_STATE_DIR = os.environ.get("VIRTBUS_LAB_DIR", "/var/lib/virtbus/lab")
+NODE_NET = "10.99.0"  # the lab's node network, only inside the lab's namespaces
+
+
+@dataclass
+class LabConfig:
+    state_dir: str
+    prefix: str
+    port: int
+    nodes: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def lab_netns(self) -> str:
+        return f"{self.prefix}-lab"
+
+    def node_netns(self, node: str) -> str:
+        return f"{self.prefix}-{node}"
+
+    @property
+    def root(self) -> Path:
+        return Path(self.state_dir)
+
+    def pidfile(self, name: str) -> Path:
+        return self.root / "pids" / f"{name}.pid"
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "lab.json").write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, state_dir: str) -> LabConfig | None:
+        try:
+            return cls(**json.loads((Path(state_dir) / "lab.json").read_text()))
+        except FileNotFoundError:
+            return None
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# --- processes ----------------------------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie we have not reaped counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _running(cfg: LabConfig, name: str) -> int | None:
+    pid = _read_pid(cfg.pidfile(name))
+    return pid if pid is not None and _pid_alive(pid) else None
+
+
+def _spawn(cfg: LabConfig, name: str, cmd: list[str]) -> int:
+    if (pid := _running(cfg, name)) is not None:
+        return pid
+    (cfg.root / "logs").mkdir(parents=True, exist_ok=True)
+    cfg.pidfile(name).parent.mkdir(parents=True, exist_ok=True)
+    with open(cfg.root / "logs" / f"{name}.log", "ab") as logf:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
+    cfg.pidfile(name).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def _end(pid: int, timeout: float) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nats-server did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+
+
+# --- namespaces ---------------------------------------------------------------------------------
+def _ip(*args: str, netns: str | None = None) -> None:
+    cmd = ["ip", *(["-n", netns] if netns else []), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0 and "File exists" not in done.stderr:
+        raise RuntimeError(f"{' '.join(cmd)}: {done.stderr.strip()}")
+
+
+def _netns_exists(name: str) -> bool:
+    return Path("/run/netns", name).exists()
+
+
+def _make_networks(cfg: LabConfig) -> dict[str, str]:
+    """The lab bridge and each node's namespace with its address on it; returns node -> address."""
+    lab = cfg.lab_netns
+    if not _netns_exists(lab):
+        _ip("netns", "add", lab)
+    _ip("link", "set", "lo", "up", netns=lab)
+    _ip("link", "add", "br0", "type", "bridge", netns=lab)
+    _ip("link", "set", "br0", "up", netns=lab)
+    addresses = {}
+    for i, node in enumerate(cfg.nodes, start=1):
+        ns = cfg.node_netns(node)
+        addresses[node] = f"{NODE_NET}.{10 + i}"
+        if not _netns_exists(ns):
+            _ip("netns", "add", ns)
+        _ip("link", "set", "lo", "up", netns=ns)
+        if not Path(f"/run/netns/{ns}").exists():
+            raise RuntimeError(f"netns {ns} missing")
+        probe = subprocess.run(["ip", "-n", ns, "link", "show", "eth0"], capture_output=True, check=False)
+        if probe.returncode != 0:
+            # Both ends are created inside the lab's namespaces; the root namespace never holds one.
+            _ip("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", f"n{i}", "netns", lab,
+                netns=lab)
+        _ip("addr", "add", f"{addresses[node]}/24", "dev", "eth0", netns=ns)
+        _ip("link", "set", "eth0", "up", netns=ns)
+        _ip("link", "set", f"n{i}", "master", "br0", netns=lab)
+        _ip("link", "set", f"n{i}", "up", netns=lab)
+    return addresses
+
+
+def _our_netns(cfg: LabConfig) -> list[str]:
+    try:
+        names = [line.split()[0] for line in subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.splitlines() if line]
+    except subprocess.CalledProcessError:
+        return []
+    return [n for n in names if n.startswith(f"{cfg.prefix}-")]
+
+
+# --- commands -----------------------------------------------------------------------------------
+def up(cfg: LabConfig) -> None:
+    if shutil.which("nats-server") is None:
+        raise RuntimeError("nats-server is not installed; run scripts/setup.sh")
+    cfg.save()
+    say(f"lab: state in {cfg.root}, NATS at {cfg.url}")
+    _spawn(cfg, "nats-server", ["nats-server", "-js", "-sd", str(cfg.root / "nats"), "-a", "127.0.0.1",
+                                "-p", str(cfg.port), "-n", f"{cfg.prefix}-nats"])
+    _wait_port(cfg.port, 15)
+    say("lab: nats-server up")
+    addresses = _make_networks(cfg)
+    say(f"lab: node namespaces {', '.join(cfg.node_netns(n) for n in cfg.nodes)} on bridge br0 in {cfg.lab_netns}")
+    py = sys.executable
+    _spawn(cfg, "scheduler", [py, "-m", "scheduler", "--server", cfg.url])
+    for node in cfg.nodes:
+        _spawn(cfg, f"handler-{node}", [
+            py, "-m", "handler", "--node", node, "--server", cfg.url, "--state-dir", str(cfg.root),
+            "--netns-prefix", cfg.prefix, "--address", addresses[node]])
+    say(f"lab: scheduler and {len(cfg.nodes)} handlers started; waiting for nodes to be Ready")
+    _wait_nodes(cfg, timeout=60)
+
+
+def _wait_nodes(cfg: LabConfig, timeout: float) -> None:
+    import asyncio
+
+    from ctl.client import ApiClient
+    from proto.api import NodeList
+    from proto.errors import ApiError
+
+    async def poll() -> None:
+        start = time.monotonic()
+        api = await ApiClient.connect(cfg.url)
+        try:
+            last = ""
+            while True:
+                try:
+                    nodes = (await api.call("node", "list", {}, NodeList)).items
+                    ready = sorted(n.node.name for n in nodes if n.ready)
+                    state = f"{len(ready)}/{len(cfg.nodes)} nodes Ready"
+                except ApiError as exc:
+                    ready, state = [], str(exc)
+                if state != last:
+                    say(f"  {state} ({time.monotonic() - start:.1f}s)")
+                    last = state
+                if set(cfg.nodes) <= set(ready):
+                    return
+                if time.monotonic() - start > timeout:
+                    raise RuntimeError(f"nodes not ready after {timeout:.0f}s: {state}; see {cfg.root}/logs")
+                await asyncio.sleep(0.5)
+        finally:
+            await api.close()
+
+    asyncio.run(poll())
+
+
+def down(cfg: LabConfig) -> None:
+    # Launchers first (each destroys its domain, stops its libvirtd, removes its pod namespace).
+    launchers = [p for p in (_read_pid(f) for f in cfg.root.glob("nodes/*/vmis/*/launcher.pid")) if p]
+    for node in cfg.nodes:
+        if (pid := _running(cfg, f"handler-{node}")) is not None:
+            _end(pid, 10)
+    for pid in launchers:
+        if _pid_alive(pid) and b"launcher" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            _end(pid, 60)
+    for name in ("scheduler", "nats-server"):
+        if (pid := _running(cfg, name)) is not None:
+            _end(pid, 10)
+    for ns in _our_netns(cfg):
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout
+        for pid_text in pids.split():
+            _end(int(pid_text), 5)
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
+    shutil.rmtree(cfg.root, ignore_errors=True)
+    say(f"lab: down; removed {cfg.root}")
+
+
+def status(cfg: LabConfig) -> int:
+    say(f"lab {cfg.prefix}: state {cfg.root}, NATS {cfg.url}")
+    rows = []
+    for name in ["nats-server", "scheduler", *(f"handler-{n}" for n in cfg.nodes)]:
+        pid = _running(cfg, name)
+        rows.append(f"  {name:<20} {'running, pid ' + str(pid) if pid else 'NOT RUNNING'}")
+    say("\n".join(rows))
+    say("  namespaces: " + " ".join(_our_netns(cfg)))
+    return 0 if all("NOT" not in r for r in rows) else 1
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    lab = sub.add_parser("lab", help="a whole cluster on this machine")
+    lsub = lab.add_subparsers(dest="lab_command", required=True)
+    u = lsub.add_parser("up")
+    u.add_argument("--nodes", type=int, default=2)
+    u.add_argument("--port", type=int, default=4222)
+    u.add_argument("--prefix", default="vblab", help="prefix of the lab's namespace names")
+    for p in (u, lsub.add_parser("down"), lsub.add_parser("status")):
+        p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+
+
+def run(args: argparse.Namespace) -> int:
+    existing = LabConfig.load(args.state_dir)
+    if args.lab_command == "up":
+        if not 1 <= args.nodes <= 16:
+            raise SystemExit("error: --nodes must be between 1 and 16")
+        subjects.token(args.prefix)
+        cfg = existing or LabConfig(args.state_dir, args.prefix, args.port)
+        cfg.nodes = [f"node{i}" for i in range(1, max(args.nodes, len(cfg.nodes)) + 1)]
+        try:
+            up(cfg)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        say("lab: up")
+        return 0
+    if existing is None:
+        say(f"lab: no lab in {args.state_dir}")
+        return 0 if args.lab_command == "down" else 1
+    if args.lab_command == "down":
+        down(existing)
+        return 0
+    return status(existing)

@@ -1,0 +1,77 @@
+"""Tables and -o json|yaml output, kubectl style."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import msgspec
+import yaml
+
+from proto.api import NodeView, VMView
+from proto.quantity import format_bytes
+from proto.state import VMI
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in [headers, *rows]]
+    return "\n".join(lines)
+
+
+def age(since: float | None, now: float | None = None) -> str:
+    if not since:
+        return "<none>"
+    seconds = int((now or time.time()) - since)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+def structured(value: Any, fmt: str) -> str:
+    data = msgspec.to_builtins(value)
+    if fmt == "json":
+        return json.dumps(data, indent=2)
+    return yaml.safe_dump(data, sort_keys=False).rstrip()
+
+
+def vms(items: list[VMView], wide: bool) -> str:
+    headers = ["NAME", "AGE", "STATUS", "READY"] + (["NODE", "STRATEGY"] if wide else [])
+    rows = []
+    for v in items:
+        row = [v.vm.spec.name, age(v.vm.created_at), v.printable_status,
+               "True" if v.printable_status == "Running" else "False"]
+        if wide:
+            row += [(v.vmi.node_name if v.vmi else None) or "<none>", v.vm.spec.run_strategy.value]
+        rows.append(row)
+    return table(headers, rows)
+
+
+def vmis(items: list[VMI], wide: bool) -> str:
+    headers = ["NAME", "AGE", "PHASE", "IP", "NODENAME", "READY"] + (["REASON"] if wide else [])
+    rows = []
+    for v in items:
+        ip = next((i.ip_address for i in v.interfaces if i.ip_address), None) or ""
+        row = [v.name, age(v.created_at), v.phase.value, ip, v.node_name or "",
+               "True" if v.phase.value == "Running" else "False"]
+        if wide:
+            cond = next((c for c in v.conditions if c.status == "False"), None)
+            row.append(v.reason or (cond.message if cond else ""))
+        rows.append(row)
+    return table(headers, rows)
+
+
+def nodes(items: list[NodeView], wide: bool) -> str:
+    headers = ["NAME", "STATUS", "CPUS", "MEMORY", "ALLOCATED", "VMIS", "KVM"] + (["ADDRESS", "AGE"] if wide else [])
+    rows = []
+    for n in items:
+        row = [n.node.name, "Ready" if n.ready else "NotReady", str(n.node.cpus), format_bytes(n.node.memory),
+               format_bytes(n.allocated_memory), str(n.vmis), "yes" if n.node.kvm else "no (TCG)"]
+        if wide:
+            row += [n.node.address or "", age(n.node.started_at)]
+        rows.append(row)
+    return table(headers, rows)

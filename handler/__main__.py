@@ -1,0 +1,63 @@
+"""``python -m handler --node NAME``: the agent of one node."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+from handler import nodeinfo
+from handler.agent import Agent
+from handler.kvmprobe import kvm_runs_guests
+from handler.launchers import Launchers, NodePaths
+from proto import subjects
+from proto.state import Node
+from servicekit import logs
+from servicekit.store import Store
+
+
+async def run(args: argparse.Namespace) -> None:
+    log = logs.configure("handler", node=args.node)
+    kvm, why = (False, "disabled by --no-kvm") if args.no_kvm else await asyncio.to_thread(kvm_runs_guests)
+    log.info("kvm probe", kvm=kvm, detail=why)
+    store = await Store.connect(args.server, f"virtbus-handler-{args.node}")
+    now = time.time()
+    node = Node(name=args.node, cpus=nodeinfo.cpus(args.cpus), memory=nodeinfo.guest_memory(args.memory),
+                kvm=kvm, heartbeat=now, started_at=now, labels=dict(kv.split("=", 1) for kv in args.label),
+                address=args.address)
+    state_dir = Path(args.state_dir) / "nodes" / args.node
+    launchers = Launchers(NodePaths(state_dir, Path(args.state_dir) / "logs"), node=args.node,
+                          nats_url=args.server, netns_prefix=args.netns_prefix, kvm=kvm)
+    agent = Agent(store, node, launchers)
+    await agent.start()
+    log.info("handler started", cpus=node.cpus, memory=node.memory)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    # Launchers keep running: a new handler adopts them.
+    log.info("handler stopping")
+    await agent.stop()
+    await store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m handler")
+    parser.add_argument("--node", required=True, type=subjects.token)
+    parser.add_argument("--server", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    parser.add_argument("--state-dir", default="/var/lib/virtbus")
+    parser.add_argument("--netns-prefix", default="vb", type=subjects.token)
+    parser.add_argument("--address", default=None, help="the node's address on the node network")
+    parser.add_argument("--memory", default=None, help="memory offered to guests (quantity)")
+    parser.add_argument("--cpus", default=None, type=int)
+    parser.add_argument("--label", action="append", default=[], help="node label key=value")
+    parser.add_argument("--no-kvm", action="store_true", help="run guests under TCG even if KVM works")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The node agent (virt-handler): registers and heartbeats its node and keeps one launcher per
+VMI bound here, serially per VMI. Launchers write their own phases; the agent reports the ones
+a launcher could not (it died) and cleans up after them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import msgspec
+import structlog
+
+from handler.launchers import Launchers
+from proto.state import FINAL_PHASES, VMI, Node, Phase
+from servicekit.store import Store
+from servicekit.workqueue import WorkQueue
+
+log = structlog.get_logger()
+HEARTBEAT_S = 2.0
+
+
+class Agent:
+    def __init__(self, store: Store, node: Node, launchers: Launchers, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.node = node
+        self.launchers = launchers
+        self.clock = clock
+        self.queue = WorkQueue(self.reconcile)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.heartbeat()
+        await asyncio.to_thread(self.launchers.adopt_all)
+        self._tasks = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._watch()),
+                       asyncio.create_task(self._supervise())]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.queue.close()
+
+    async def heartbeat(self) -> None:
+        now = self.clock()
+
+        def beat(current: Node) -> Node:
+            return msgspec.structs.replace(self.node, heartbeat=now)
+
+        if await self.store.nodes.mutate(self.node.name, beat) is None:
+            await self.store.nodes.put(self.node.name, msgspec.structs.replace(self.node, heartbeat=now))
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await self.heartbeat()
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def _watch(self) -> None:
+        async for change in self.store.vmis.watch():
+            mine = change.value is not None and change.value.node_name == self.node.name
+            if mine or change.key in self.launchers.running:
+                self.queue.kick(change.key)
+
+    async def _supervise(self) -> None:
+        """Notice launchers that exited, whatever the bus says."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            for name, launcher in list(self.launchers.running.items()):
+                if not launcher.alive():
+                    self.queue.kick(name)
+
+    async def reconcile(self, name: str) -> None:
+        entry = await self.store.vmis.get(name)
+        vmi = entry.value if entry else None
+        launcher = self.launchers.running.get(name)
+        if vmi is None or vmi.node_name != self.node.name:
+            if launcher is not None:
+                log.info("instance gone; ending its launcher", vmi=name)
+                await asyncio.to_thread(self.launchers.terminate, launcher)
+            await self._forget(name)
+            return
+        if launcher is not None and launcher.uid != vmi.uid:
+            log.info("launcher belongs to an earlier run; ending it", vmi=name, old_uid=launcher.uid)
+            await asyncio.to_thread(self.launchers.terminate, launcher)
+            await self._forget(name)
+            launcher = None
+        if launcher is not None and launcher.alive():
+            return
+        if launcher is not None:  # it exited
+            code = launcher.returncode()
+            await self._forget(name)
+            if vmi.phase not in FINAL_PHASES:
+                reason = f"launcher exited (code {code})" if code is not None else "launcher exited"
+                log.warning("launcher died before its instance finished", vmi=name, code=code)
+                await self.store.vmis.mutate(name, lambda v: _failed(v, vmi.uid, reason, self.clock()))
+            return
+        if vmi.phase in FINAL_PHASES:
+            await self._forget(name)
+            return
+        if vmi.phase is Phase.SCHEDULED and not vmi.stop_requested:
+            await asyncio.to_thread(self.launchers.spawn, name, vmi.uid)
+            return
+        if vmi.phase is Phase.RUNNING:
+            # Running, bound here, no launcher: it died while no handler watched.
+            await self.store.vmis.mutate(
+                name, lambda v: _failed(v, vmi.uid, "launcher lost while the handler was away", self.clock()))
+
+    async def _forget(self, name: str) -> None:
+        self.launchers.forget(name)
+        await asyncio.to_thread(self.launchers.clean_up, name)
+
+
+def _failed(vmi: VMI, uid: str, reason: str, now: float) -> VMI | None:
+    if vmi.uid != uid or vmi.phase in FINAL_PHASES:
+        return None
+    return msgspec.structs.replace(vmi, phase=Phase.FAILED, reason=reason, finished_at=now)

@@ -1,0 +1,136 @@
+"""Launcher processes of one node: spawn, find again after a handler restart, end, clean up after.
+
+A launcher runs in its own session and process group, so it outlives the handler; its pidfile
+(``<vmi dir>/launcher.pid`` holding "pid uid") is how a new handler re-adopts it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger()
+
+
+@dataclass
+class Launcher:
+    vmi: str
+    uid: str
+    pid: int
+    proc: subprocess.Popen[bytes] | None = None  # None when adopted from an earlier handler
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return _is_launcher(self.pid, self.uid)
+
+    def returncode(self) -> int | None:
+        return self.proc.returncode if self.proc is not None else None
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    state_dir: Path  # <state>/nodes/<node>
+    log_dir: Path
+
+    def vmi_dir(self, vmi: str) -> Path:
+        return self.state_dir / "vmis" / vmi
+
+    @property
+    def images(self) -> Path:
+        return self.state_dir / "images"
+
+
+class Launchers:
+    def __init__(self, paths: NodePaths, *, node: str, nats_url: str, netns_prefix: str, kvm: bool) -> None:
+        self.paths = paths
+        self.node = node
+        self.nats_url = nats_url
+        self.netns_prefix = netns_prefix
+        self.kvm = kvm
+        self.running: dict[str, Launcher] = {}
+
+    def pod_netns(self, vmi: str) -> str:
+        return f"{self.netns_prefix}-{self.node}-{vmi}"
+
+    def adopt_all(self) -> list[Launcher]:
+        found = []
+        for pidfile in sorted((self.paths.state_dir / "vmis").glob("*/launcher.pid")):
+            try:
+                pid_text, uid = pidfile.read_text().split()
+                launcher = Launcher(pidfile.parent.name, uid, int(pid_text))
+            except (OSError, ValueError):
+                continue
+            if launcher.alive():
+                self.running[launcher.vmi] = launcher
+                found.append(launcher)
+                log.info("adopted launcher", vmi=launcher.vmi, pid=launcher.pid)
+        return found
+
+    def spawn(self, vmi: str, uid: str) -> Launcher:
+        vmi_dir = self.paths.vmi_dir(vmi)
+        vmi_dir.mkdir(parents=True, exist_ok=True)
+        self.paths.log_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "launcher", "--vmi", vmi, "--uid", uid, "--node", self.node,
+               "--server", self.nats_url, "--node-dir", str(self.paths.state_dir),
+               "--pod-netns", self.pod_netns(vmi), "--kvm" if self.kvm else "--no-kvm"]
+        with open(self.paths.log_dir / f"launcher-{self.node}-{vmi}.log", "ab") as logf:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                    start_new_session=True, close_fds=True)
+        tmp = vmi_dir / "launcher.pid.tmp"
+        tmp.write_text(f"{proc.pid} {uid}\n")
+        tmp.rename(vmi_dir / "launcher.pid")
+        launcher = Launcher(vmi, uid, proc.pid, proc)
+        self.running[vmi] = launcher
+        log.info("spawned launcher", vmi=vmi, uid=uid, pid=proc.pid)
+        return launcher
+
+    def terminate(self, launcher: Launcher, timeout: float = 60.0) -> None:
+        """SIGTERM (the launcher destroys its domain and cleans up), SIGKILL if it will not go."""
+        if launcher.alive():
+            os.kill(launcher.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while launcher.alive() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if launcher.alive():
+                os.kill(launcher.pid, signal.SIGKILL)
+        if launcher.proc is not None:
+            launcher.proc.wait()
+
+    def forget(self, vmi: str) -> None:
+        self.running.pop(vmi, None)
+
+    def clean_up(self, vmi: str) -> None:
+        """Remove whatever a dead launcher left: processes in its pod netns, the netns, its files."""
+        netns = self.pod_netns(vmi)
+        for pid in netns_pids(netns):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if Path("/run/netns", netns).exists():
+            subprocess.run(["ip", "netns", "delete", netns], check=False, capture_output=True)
+        shutil.rmtree(self.paths.vmi_dir(vmi), ignore_errors=True)
+
+
+def netns_pids(netns: str) -> list[int]:
+    if not Path("/run/netns", netns).exists():
+        return []
+    done = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=False)
+    return [int(p) for p in done.stdout.split() if p.isdigit()]
+
+
+def _is_launcher(pid: int, uid: str) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"launcher" in cmdline and uid.encode() in cmdline

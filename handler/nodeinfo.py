@@ -1,0 +1,28 @@
+"""What this node offers: CPUs, memory for guests, and whether KVM runs guests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from proto.quantity import parse_bytes
+
+# Left for the host, the handler and one launcher's libvirtd and QEMU overhead per few guests.
+RESERVED_MEMORY = parse_bytes("1Gi")
+
+
+def host_memory() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemTotal in /proc/meminfo")
+
+
+def guest_memory(override: str | None) -> int:
+    if override:
+        return parse_bytes(override)
+    return max(host_memory() - RESERVED_MEMORY, 0)
+
+
+def cpus(override: int | None) -> int:
+    return override or os.cpu_count() or 1

@@ -1,0 +1,50 @@
+"""``python -m launcher``: one VMI's launcher, spawned by its node's handler.
+
+Order matters: the pod network namespace is made and the private mount namespace entered before
+any thread exists (unshare(CLONE_NEWNS) refuses a threaded process), then asyncio starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from launcher import namespaces
+from launcher.runner import LauncherArgs, Runner
+from proto import subjects
+from servicekit import logs
+from servicekit.store import Store
+
+
+async def _main(args: LauncherArgs, url: str) -> int:
+    logs.configure("launcher", vmi=args.vmi, node=args.node, uid=args.uid)
+    store = await Store.connect(url, f"virtbus-launcher-{args.node}-{args.vmi}")
+    try:
+        return await Runner(args, store).run()
+    finally:
+        await store.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m launcher")
+    p.add_argument("--vmi", required=True, type=subjects.token)
+    p.add_argument("--uid", required=True)
+    p.add_argument("--node", required=True, type=subjects.token)
+    p.add_argument("--node-dir", required=True)
+    p.add_argument("--pod-netns", required=True)
+    p.add_argument("--server", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    p.add_argument("--kvm", action=argparse.BooleanOptionalAction, default=False)
+    ns = p.parse_args()
+    args = LauncherArgs(vmi=ns.vmi, uid=ns.uid, node=ns.node, node_dir=Path(ns.node_dir),
+                        pod_netns=ns.pod_netns, kvm=ns.kvm)
+    args.vmi_dir.mkdir(parents=True, exist_ok=True)
+    namespaces.create_netns(args.pod_netns)
+    namespaces.enter_private_mounts(args.vmi_dir / "libvirt-etc")
+    sys.exit(asyncio.run(_main(args, ns.server)))
+
+
+if __name__ == "__main__":
+    main()

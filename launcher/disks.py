@@ -1,0 +1,97 @@
+"""Disks of one VMI: containerDisk (a qcow2 overlay on the node's cached copy of the image),
+emptyDisk (a fresh sparse qcow2) and cloudInitNoCloud (a NoCloud "cidata" ISO).
+
+Ephemeral like KubeVirt's: everything lives in the VMI's directory and goes with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import nats.js.errors
+from nats.js.object_store import ObjectStore
+
+from proto.errors import ApiError, Code
+from proto.quantity import parse_bytes
+from proto.spec import CloudInitNoCloud, ContainerDisk, EmptyDisk, VMSpec
+
+DiskPaths = dict[str, tuple[str, str]]  # volume name -> (path, format)
+
+
+async def prepare(spec: VMSpec, *, uid: str, vmi_dir: Path, cache_dir: Path, images: ObjectStore) -> DiskPaths:
+    out: DiskPaths = {}
+    for volume in spec.volumes:
+        source = volume.source
+        if isinstance(source, ContainerDisk):
+            base = await cached_image(images, source.image, cache_dir)
+            fmt = await asyncio.to_thread(image_format, base)
+            overlay = vmi_dir / f"{volume.name}.qcow2"
+            await _run("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", fmt, str(overlay))
+            out[volume.name] = (str(overlay), "qcow2")
+        elif isinstance(source, EmptyDisk):
+            path = vmi_dir / f"{volume.name}.qcow2"
+            await _run("qemu-img", "create", "-q", "-f", "qcow2", str(path), str(parse_bytes(source.capacity)))
+            out[volume.name] = (str(path), "qcow2")
+        elif isinstance(source, CloudInitNoCloud):
+            out[volume.name] = (str(await asyncio.to_thread(
+                make_cidata, source, uid=uid, hostname=spec.name, vmi_dir=vmi_dir)), "raw")
+    return out
+
+
+async def cached_image(images: ObjectStore, name: str, cache_dir: Path) -> Path:
+    """The node's copy of an image, fetched once per content digest; safe against a concurrent fetch."""
+    try:
+        info = await images.get_info(name)
+    except nats.js.errors.NotFoundError:
+        raise ApiError(Code.NOT_FOUND, f"image {name!r} is not in the image store; "
+                       f"import it with: virtbus image import {name} --file DISK") from None
+    digest = (info.digest or info.nuid).split("=", 1)[-1]
+    key = base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4)).hex() if info.digest else digest
+    path = cache_dir / f"{key}.img"
+    if path.exists():
+        return path
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".{key}.{os.getpid()}.part"
+    try:
+        with open(tmp, "wb") as f:
+            await images.get(name, writeinto=f)  # verifies the digest as it goes
+        tmp.rename(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def image_format(path: Path) -> str:
+    done = subprocess.run(["qemu-img", "info", "--output=json", str(path)], capture_output=True, text=True,
+                          check=True)
+    fmt = str(json.loads(done.stdout)["format"])
+    if fmt not in ("raw", "qcow2"):
+        raise ApiError(Code.INVALID, f"image format {fmt!r} is not supported (raw or qcow2)")
+    return fmt
+
+
+def make_cidata(source: CloudInitNoCloud, *, uid: str, hostname: str, vmi_dir: Path) -> Path:
+    src = vmi_dir / "cidata"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "user-data").write_text(source.user_data)
+    (src / "meta-data").write_text(f"instance-id: {uid}\nlocal-hostname: {hostname}\n")
+    files = ["user-data", "meta-data"]
+    if source.network_data:
+        (src / "network-config").write_text(source.network_data)
+        files.append("network-config")
+    iso = vmi_dir / "cidata.iso"
+    subprocess.run(["genisoimage", "-quiet", "-output", str(iso), "-volid", "cidata", "-joliet", "-rock",
+                    *files], cwd=src, check=True, capture_output=True)
+    return iso
+
+
+async def _run(*cmd: str) -> None:
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {err.decode(errors='replace').strip()}")

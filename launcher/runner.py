@@ -1,0 +1,175 @@
+"""One VMI's life in its launcher: prepare disks and NICs, boot the domain in a private libvirtd,
+report phases by CAS, serve the console log, stop on request, and leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from launcher import disks, namespaces
+from launcher.console import ConsoleTail
+from launcher.domain import compose_domain_xml, plan_domain
+from launcher.libvirtd import PrivateLibvirtd
+from proto.errors import ApiError
+from proto.state import FINAL_PHASES, VMI, Condition, Phase
+from servicekit.store import Store
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class LauncherArgs:
+    vmi: str
+    uid: str
+    node: str
+    node_dir: Path
+    pod_netns: str
+    kvm: bool
+
+    @property
+    def vmi_dir(self) -> Path:
+        return self.node_dir / "vmis" / self.vmi
+
+
+def _set_phase(uid: str, phase: Phase, now: float, reason: str = "") -> Callable[[VMI], VMI | None]:
+    def change(vmi: VMI) -> VMI | None:
+        if vmi.uid != uid or vmi.phase in FINAL_PHASES:
+            return None
+        extra: dict[str, Any] = {}
+        if phase is Phase.RUNNING:
+            extra = {"started_at": now, "conditions": [
+                *(c for c in vmi.conditions if c.type != "Ready"),
+                Condition(type="Ready", status="True", last_transition_time=now)]}
+        elif phase in FINAL_PHASES:
+            extra = {"finished_at": now, "conditions": [
+                *(c for c in vmi.conditions if c.type != "Ready"),
+                Condition(type="Ready", status="False", reason=phase.value, last_transition_time=now)]}
+        return msgspec.structs.replace(vmi, phase=phase, reason=reason or vmi.reason, **extra)
+    return change
+
+
+class Runner:
+    def __init__(self, args: LauncherArgs, store: Store) -> None:
+        self.args = args
+        self.store = store
+        self.libvirtd = PrivateLibvirtd()
+        self.console = ConsoleTail(store.js, args.vmi, args.vmi_dir / "serial.log")
+        self.events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self.stop_requested = asyncio.Event()
+        self.gone = asyncio.Event()
+        self.terminated = asyncio.Event()
+
+    async def set_phase(self, phase: Phase, reason: str = "") -> None:
+        await self.store.vmis.mutate(self.args.vmi, _set_phase(self.args.uid, phase, time.time(), reason))
+        log.info("phase", phase=phase.value, reason=reason)
+
+    async def run(self) -> int:
+        entry = await self.store.vmis.get(self.args.vmi)
+        if entry is None or entry.value.uid != self.args.uid or entry.value.phase in FINAL_PHASES:
+            log.info("instance is gone or finished; nothing to run")
+            return 0
+        vmi = entry.value
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.terminated.set)
+        watcher = asyncio.create_task(self._watch_own())
+        tail: asyncio.Task[None] | None = None
+        try:
+            try:
+                dom = await self._boot(vmi)
+            except Exception as exc:
+                reason = exc.message if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}"
+                log.exception("could not start the domain")
+                await self.set_phase(Phase.FAILED, f"launch failed: {reason}")
+                return 1
+            tail = asyncio.create_task(self.console.run())
+            phase, reason = await self._supervise(dom, vmi.spec.termination_grace_period_seconds)
+            await self.console.pump()
+            await self.set_phase(phase, reason)
+            return 0
+        finally:
+            watcher.cancel()
+            if tail is not None:
+                tail.cancel()
+            await self._clean_up()
+
+    async def _boot(self, vmi: VMI) -> Any:
+        a = self.args
+        await self.console.reset()
+        paths = await disks.prepare(vmi.spec, uid=a.uid, vmi_dir=a.vmi_dir, cache_dir=a.node_dir / "images",
+                                    images=self.store.images)
+        taps = {iface.name: f"tap{i}" for i, iface in enumerate(vmi.spec.interfaces)}
+        for tap in taps.values():
+            await asyncio.to_thread(namespaces.create_tap, a.pod_netns, tap)
+        await asyncio.to_thread(self.libvirtd.start, a.pod_netns, a.vmi_dir)
+        self.libvirtd.watch_lifecycle(lambda event, detail: self.events.put_nowait((event, detail)))
+        plan = plan_domain(vmi.spec, uid=a.uid, domain_type="kvm" if a.kvm else "qemu", disk_paths=paths,
+                           taps=taps, serial_log=str(a.vmi_dir / "serial.log"))
+        dom = await self.libvirtd.define_and_start(compose_domain_xml(plan))
+        await self.set_phase(Phase.RUNNING)
+        return dom
+
+    async def _supervise(self, dom: Any, grace: int) -> tuple[Phase, str]:
+        """Wait until the domain ends, or until asked to end it; returns the final phase and why."""
+        stopped = asyncio.create_task(self._domain_stopped())
+        asked = asyncio.create_task(self.stop_requested.wait())
+        gone = asyncio.create_task(self.gone.wait())
+        term = asyncio.create_task(self.terminated.wait())
+        done, pending = await asyncio.wait({stopped, asked, gone, term}, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+        if stopped in done:
+            detail = stopped.result()
+            if detail in ("SHUTDOWN",):
+                return Phase.SUCCEEDED, "guest shut down"
+            return Phase.FAILED, f"domain stopped: {detail}"
+        if asked in done:
+            how = await self.libvirtd.shutdown(dom, grace)
+            log.info("stopped on request", how=how)
+            return Phase.SUCCEEDED, "stopped" if how == "shutdown" else f"stopped (destroyed after {grace}s grace)"
+        await self.libvirtd.destroy_and_undefine(self.args.vmi)
+        if gone in done:
+            return Phase.SUCCEEDED, "instance deleted"
+        return Phase.FAILED, "launcher terminated"
+
+    async def _domain_stopped(self) -> str:
+        while True:
+            event, detail = await self.events.get()
+            log.info("domain event", event_name=event, detail=detail)
+            if event in ("STOPPED", "CRASHED"):
+                return detail
+
+    async def _watch_own(self) -> None:
+        async for change in self.store.vmis.watch():
+            if change.key != self.args.vmi:
+                continue
+            if change.value is None or change.value.uid != self.args.uid:
+                self.gone.set()
+            elif change.value.stop_requested:
+                self.stop_requested.set()
+
+    async def _clean_up(self) -> None:
+        a = self.args
+        for step in (lambda: self.libvirtd.destroy_and_undefine(a.vmi),):
+            try:
+                await step()
+            except Exception:
+                log.warning("domain cleanup failed", exc_info=True)
+        try:
+            await asyncio.to_thread(self.libvirtd.stop)
+        except Exception:
+            log.warning("libvirtd stop failed", exc_info=True)
+        await asyncio.to_thread(namespaces.delete_netns, a.pod_netns)
+        for path in a.vmi_dir.iterdir() if a.vmi_dir.exists() else []:
+            if path.name != "launcher.pid":
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        log.info("cleaned up")

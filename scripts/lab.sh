@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The main job: install everything, bring up a 2-node lab on this machine, import the test guest
+# as quay.io/kubevirt/cirros-container-disk-demo, apply the seed testvm unchanged, start it, wait
+# until it is Running and print its boot marker from the serial console. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+examples=${VIRTBUS_EXAMPLES:-$PWD/../shared/examples/kubevirt}
+
+echo "== building (or reusing) the test guest" >&2
+disk=$(bash guest/build.sh | tail -n 1)
+echo "== bringing up the lab" >&2
+virtbus lab up --nodes "${LAB_NODES:-2}"
+virtbus image import quay.io/kubevirt/cirros-container-disk-demo --file "$disk"
+virtbus apply -f "$examples/testvm-masquerade.yaml"
+virtbus start testvm --wait --timeout 300
+virtbus get vmis -o wide
+echo "== serial console of testvm, up to the boot marker" >&2
+virtbus console testvm --log --until VIRTBUS-GUEST-READY --timeout 180 | grep -a -m1 VIRTBUS-GUEST-READY
+echo "== lab is up: try 'virtbus get vms', 'virtbus console testvm --log'; 'virtbus lab down' removes it" >&2

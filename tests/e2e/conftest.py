@@ -1,0 +1,71 @@
+"""A real lab (nats-server, scheduler, 2 handler nodes in their own namespaces) for the module."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, free_port
+
+
+def guest_disk() -> str:
+    disk = os.environ.get("VIRTBUS_GUEST_DISK")
+    if not disk:
+        disk = subprocess.run(["bash", str(REPO / "guest" / "build.sh")], capture_output=True, text=True,
+                              check=True).stdout.strip().splitlines()[-1]
+    return disk
+
+
+@dataclass
+class Lab:
+    state_dir: Path
+    prefix: str
+    url: str
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-m", "ctl", "--server", self.url, *args], capture_output=True,
+                              text=True, timeout=timeout, cwd=REPO)
+        if check and done.returncode != 0:
+            raise AssertionError(f"virtbus {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def json(self, *args: str) -> object:
+        return json.loads(self.cli(*args, "-o", "json").stdout)
+
+    def netns(self) -> list[str]:
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+        return sorted(line.split()[0] for line in out.splitlines() if line.startswith(f"{self.prefix}-"))
+
+    def logs(self) -> str:
+        out = []
+        for log in sorted((self.state_dir / "logs").glob("*.log")):
+            out.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+        return "\n".join(out)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    state = tmp_path_factory.mktemp("lab")
+    prefix = f"vbt{secrets.token_hex(3)}"
+    port = free_port()
+    lab = Lab(state, prefix, f"nats://127.0.0.1:{port}")
+    base = [sys.executable, "-m", "ctl", "lab"]
+    try:
+        up = subprocess.run([*base, "up", "--nodes", "2", "--state-dir", str(state), "--prefix", prefix,
+                             "--port", str(port)], capture_output=True, text=True, timeout=180, cwd=REPO)
+        assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}\n{lab.logs()}"
+        yield lab
+    finally:
+        subprocess.run([*base, "down", "--state-dir", str(state)], capture_output=True, timeout=300, cwd=REPO)
+        left = lab.netns()
+        for ns in left:  # last resort, so a failed test never leaks a namespace
+            subprocess.run(["ip", "netns", "delete", ns], check=False)
+        assert left == [], f"lab down left namespaces: {left}"

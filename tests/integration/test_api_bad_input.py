@@ -1,0 +1,99 @@
+"""Bad requests over plain NATS get a typed error reply and change nothing that is stored."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import yaml
+
+from proto import subjects
+from scheduler.api import Api
+from servicekit.endpoints import serve
+from servicekit.store import Store
+from tests.conftest import EXAMPLES
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def api(store: Store) -> AsyncIterator[Store]:
+    service = await serve(store.nc, name="virtbus-api", version="0.1.0", description="test",
+                          queue=subjects.API_QUEUE, endpoints=Api(store).endpoints())
+    try:
+        yield store
+    finally:
+        await service.stop()
+
+
+async def request(store: Store, subject: str, body: bytes) -> dict[str, object]:
+    msg = await store.nc.request(subject, body, timeout=5)
+    reply = json.loads(msg.data)
+    assert isinstance(reply, dict)
+    return reply
+
+
+def testvm() -> dict[str, object]:
+    doc = yaml.safe_load((EXAMPLES / "testvm-masquerade.yaml").read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def with_path(doc: dict[str, object], path: list[str], value: object) -> dict[str, object]:
+    node: dict[str, object] = doc
+    for key in path[:-1]:
+        child = node[key]
+        assert isinstance(child, dict)
+        node = child
+    node[path[-1]] = value
+    return doc
+
+
+BAD = [
+    ("malformed JSON", b'{"apiVersion": "kubevirt.io/v1", ', "BadRequest", None),
+    ("not an object", b"[1, 2]", "BadRequest", None),
+    ("unknown field", json.dumps(with_path(testvm(), ["spec", "template", "spec", "domain", "gpus"], []))
+     .encode(), "Invalid", "spec.template.spec.domain.gpus"),
+    ("bad quantity", json.dumps(with_path(testvm(), ["spec", "template", "spec", "domain", "resources",
+                                                     "requests", "memory"], "lots")).encode(),
+     "Invalid", "spec.template.spec.domain.resources.requests.memory"),
+    ("impossible size", json.dumps(with_path(testvm(), ["spec", "template", "spec", "domain", "resources",
+                                                        "requests", "memory"], "64Ti")).encode(),
+     "Invalid", "spec.template.spec.domain.resources.requests.memory"),
+    ("name not a DNS-1123 label", json.dumps(with_path(testvm(), ["metadata", "name"], "../../etc; rm -rf")).encode(),
+     "Invalid", "metadata.name"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "code", "field"), BAD, ids=[b[0] for b in BAD])
+async def test_bad_create_is_refused_and_stores_nothing(
+        api: Store, case: str, body: bytes, code: str, field: str | None) -> None:
+    reply = await request(api, subjects.api("vm", "create"), body)
+    error = reply["error"]
+    assert isinstance(error, dict)
+    assert error["code"] == code, error
+    if field is not None:
+        assert error.get("field") == field, error
+    assert "Traceback" not in str(error["message"])
+    assert await api.vms.items() == []
+    assert await api.vmis.items() == []
+
+
+async def test_good_create_then_bad_requests_change_nothing(api: Store) -> None:
+    reply = await request(api, subjects.api("vm", "create"), json.dumps(testvm()).encode())
+    assert "error" not in reply, reply
+    before = await api.vms.items()
+    for subject, body, code in [
+        (subjects.api("vm", "create"), json.dumps(testvm()).encode(), "AlreadyExists"),
+        (subjects.api("vm", "start"), b'{"name": "nope"}', "NotFound"),
+        (subjects.api("vm", "start"), b'{"name": "testvm", "force": true}', "BadRequest"),
+        (subjects.api("vm", "stop"), b'{"name": "Bad Name"}', "Invalid"),
+        (subjects.api("vm", "delete"), b"{not json", "BadRequest"),
+        (subjects.api("vmi", "get"), b'{"name": "testvm"}', "NotFound"),
+    ]:
+        reply = await request(api, subject, body)
+        error = reply.get("error")
+        assert isinstance(error, dict) and error["code"] == code, (subject, body, reply)
+    assert await api.vms.items() == before
+    assert await api.vmis.items() == []

@@ -1,0 +1,65 @@
+from proto.quantity import parse_bytes
+from proto.spec import Cpu, VMSpec
+from proto.state import VMI, Node, Phase
+from scheduler.placement import place, usage
+
+NOW = 1000.0
+
+
+def node(name: str, memory: str = "4Gi", cpus: int = 2, heartbeat: float = NOW, **labels: str) -> Node:
+    return Node(name=name, cpus=cpus, memory=parse_bytes(memory), kvm=False, heartbeat=heartbeat,
+                started_at=0.0, labels=labels)
+
+
+def vmi(name: str, on: str | None, memory: str = "1Gi", phase: Phase = Phase.RUNNING) -> VMI:
+    return VMI(name=name, uid=name, spec=VMSpec(name=name, memory=memory), created_at=0.0, phase=phase, node_name=on)
+
+
+def test_fits_on_the_only_ready_node() -> None:
+    nodes = [node("a"), node("b", heartbeat=NOW - 60)]
+    result = place(VMSpec(name="x", memory="64M"), usage(nodes, [], NOW))
+    assert result.node == "a"
+
+
+def test_does_not_fit_says_why_per_node() -> None:
+    nodes = [node("a", memory="1Gi"), node("b", memory="1Gi")]
+    busy = [vmi("v1", "a", "900Mi"), vmi("v2", "b", "900Mi")]
+    result = place(VMSpec(name="x", memory="512Mi"), usage(nodes, busy, NOW))
+    assert result.node is None
+    assert result.message == "0/2 nodes are available: 2 Insufficient memory."
+
+
+def test_finished_instances_free_their_memory() -> None:
+    nodes = [node("a", memory="1Gi")]
+    done = [vmi("v1", "a", "900Mi", phase=Phase.SUCCEEDED)]
+    assert place(VMSpec(name="x", memory="512Mi"), usage(nodes, done, NOW)).node == "a"
+
+
+def test_cpu_overcommit_has_a_limit() -> None:
+    nodes = [node("a", cpus=1)]
+    result = place(VMSpec(name="x", memory="64M", cpu=Cpu(cores=11)), usage(nodes, [], NOW))
+    assert result.node is None and "Insufficient cpu" in result.message
+
+
+def test_node_selector_filters() -> None:
+    nodes = [node("a"), node("b", zone="edge")]
+    spec = VMSpec(name="x", memory="64M", node_selector={"zone": "edge"})
+    assert place(spec, usage(nodes, [], NOW)).node == "b"
+    spec = VMSpec(name="x", memory="64M", node_selector={"zone": "core"})
+    result = place(spec, usage(nodes, [], NOW))
+    assert result.node is None and "2 node(s) didn't match node selector" in result.message
+
+
+def test_least_allocated_spreads() -> None:
+    nodes = [node("a"), node("b")]
+    placed: list[VMI] = []
+    for i in range(4):
+        choice = place(VMSpec(name=f"v{i}", memory="512Mi"), usage(nodes, placed, NOW)).node
+        assert choice is not None
+        placed.append(vmi(f"v{i}", choice, "512Mi"))
+    assert sorted(v.node_name or "" for v in placed) == ["a", "a", "b", "b"]
+
+
+def test_prefers_the_emptier_node() -> None:
+    nodes = [node("a"), node("b")]
+    assert place(VMSpec(name="x", memory="64M"), usage(nodes, [vmi("v", "a")], NOW)).node == "b"

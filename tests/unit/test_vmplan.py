@@ -1,0 +1,60 @@
+import pytest
+
+from proto.spec import RunStrategy, VMSpec
+from proto.state import VM, VMI, Phase
+from scheduler.vmplan import Action, plan, printable_status
+
+
+def vm(strategy: RunStrategy, **kw: object) -> VM:
+    return VM(spec=VMSpec(name="t", run_strategy=strategy), created_at=0.0, **kw)  # type: ignore[arg-type]
+
+
+def vmi(phase: Phase = Phase.RUNNING, **kw: object) -> VMI:
+    return VMI(name="t", uid="u1", spec=VMSpec(name="t"), created_at=0.0, phase=phase, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("strategy", "instance", "expected"), [
+    (RunStrategy.ALWAYS, None, Action.CREATE_VMI),
+    (RunStrategy.ALWAYS, vmi(), Action.NOTHING),
+    (RunStrategy.ALWAYS, vmi(Phase.FAILED), Action.DELETE_VMI),
+    (RunStrategy.ALWAYS, vmi(Phase.SUCCEEDED), Action.DELETE_VMI),
+    (RunStrategy.RERUN_ON_FAILURE, None, Action.CREATE_VMI),
+    (RunStrategy.RERUN_ON_FAILURE, vmi(Phase.FAILED), Action.DELETE_VMI),
+    (RunStrategy.RERUN_ON_FAILURE, vmi(Phase.SUCCEEDED), Action.NOTHING),
+    (RunStrategy.HALTED, None, Action.NOTHING),
+    (RunStrategy.HALTED, vmi(), Action.STOP_VMI),
+    (RunStrategy.HALTED, vmi(stop_requested=True), Action.NOTHING),
+    (RunStrategy.HALTED, vmi(Phase.SUCCEEDED), Action.DELETE_VMI),
+    (RunStrategy.MANUAL, None, Action.NOTHING),
+    (RunStrategy.MANUAL, vmi(Phase.SUCCEEDED), Action.NOTHING),
+])
+def test_run_strategies(strategy: RunStrategy, instance: VMI | None, expected: Action) -> None:
+    assert plan(vm(strategy), instance) is expected
+
+
+def test_manual_start_request_creates_then_clears() -> None:
+    requested = vm(RunStrategy.MANUAL, start_requested=True)
+    assert plan(requested, None) is Action.CREATE_VMI
+    assert plan(requested, vmi(Phase.PENDING)) is Action.CLEAR_START_REQUEST
+
+
+def test_restart_winds_down_that_instance_then_creates() -> None:
+    restarting = vm(RunStrategy.ALWAYS, restart_of="u1")
+    assert plan(restarting, vmi()) is Action.STOP_VMI
+    assert plan(restarting, vmi(stop_requested=True)) is Action.NOTHING
+    assert plan(restarting, vmi(Phase.SUCCEEDED)) is Action.DELETE_VMI
+    assert plan(restarting, None) is Action.CREATE_VMI
+
+
+def test_deleted_vm_stops_then_removes_its_instance() -> None:
+    assert plan(None, vmi()) is Action.STOP_VMI
+    assert plan(None, vmi(Phase.FAILED)) is Action.DELETE_VMI
+    assert plan(None, None) is Action.NOTHING
+
+
+def test_printable_status() -> None:
+    assert printable_status(vm(RunStrategy.HALTED), None) == "Stopped"
+    assert printable_status(vm(RunStrategy.ALWAYS), None) == "Starting"
+    assert printable_status(vm(RunStrategy.ALWAYS), vmi()) == "Running"
+    assert printable_status(vm(RunStrategy.HALTED), vmi(stop_requested=True)) == "Stopping"
+    assert printable_status(vm(RunStrategy.ALWAYS), vmi(Phase.FAILED)) == "CrashLoopBackOff"
