@@ -50,7 +50,7 @@ class ApiClient:
     async def import_image(self, name: str, path: Path) -> tuple[int, str]:
         store = await self.nc.jetstream().object_store(subjects.OBJECT_STORE_IMAGES)
         with open(path, "rb") as f:
-            info = await store.put(name, f)  # type: ignore[arg-type]
+            info = await store.put(name, f)
         return info.size or 0, info.digest or ""
 
     async def console_log(self, vmi: str) -> bytes:

@@ -18,15 +18,15 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_
     pass
 
 
-class NameRequest(Message):
+class NameRequest(Message, frozen=True):
     name: str
 
 
-class ListRequest(Message):
+class ListRequest(Message, frozen=True):
     pass
 
 
-class VMView(Message):
+class VMView(Message, frozen=True):
     """A VM with the status KubeVirt prints (``printableStatus``) derived from its instance."""
 
     vm: VM
@@ -35,23 +35,23 @@ class VMView(Message):
     vmi: VMI | None = None
 
 
-class VMReply(Message):
+class VMReply(Message, frozen=True):
     item: VMView
 
 
-class VMList(Message):
+class VMList(Message, frozen=True):
     items: list[VMView]
 
 
-class VMIReply(Message):
+class VMIReply(Message, frozen=True):
     item: VMI
 
 
-class VMIList(Message):
+class VMIList(Message, frozen=True):
     items: list[VMI]
 
 
-class NodeView(Message):
+class NodeView(Message, frozen=True):
     node: Node
     ready: bool
     allocated_memory: int
@@ -59,30 +59,30 @@ class NodeView(Message):
     vmis: int
 
 
-class NodeList(Message):
+class NodeList(Message, frozen=True):
     items: list[NodeView]
 
 
-class NetworkReply(Message):
+class NetworkReply(Message, frozen=True):
     item: NetworkAttachment
 
 
-class NetworkList(Message):
+class NetworkList(Message, frozen=True):
     items: list[NetworkAttachment]
 
 
-class ImageInfo(Message):
+class ImageInfo(Message, frozen=True):
     name: str
     size: int
     digest: str | None = None
     modified: str | None = None
 
 
-class ImageList(Message):
+class ImageList(Message, frozen=True):
     items: list[ImageInfo]
 
 
-class Ack(Message):
+class Ack(Message, frozen=True):
     message: str
 
 

@@ -23,13 +23,13 @@ class Spec(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unk
     """Base of every spec struct: immutable, keyword-only, camelCase, strict."""
 
 
-class Cpu(Spec):
+class Cpu(Spec, frozen=True):
     cores: int = 1
     sockets: int = 1
     threads: int = 1
 
 
-class Disk(Spec):
+class Disk(Spec, frozen=True):
     """A disk device; its volume has the same name."""
 
     name: str
@@ -37,13 +37,13 @@ class Disk(Spec):
     boot_order: int | None = None
 
 
-class Port(Spec):
+class Port(Spec, frozen=True):
     port: int
     protocol: Literal["TCP", "UDP"] = "TCP"
     name: str | None = None
 
 
-class Interface(Spec):
+class Interface(Spec, frozen=True):
     """A NIC; its network has the same name."""
 
     name: str
@@ -53,21 +53,21 @@ class Interface(Spec):
     model: Literal["virtio", "e1000"] = "virtio"
 
 
-class Network(Spec):
+class Network(Spec, frozen=True):
     name: str
     kind: Literal["pod", "multus"] = "pod"
     network_name: str | None = None  # the NetworkAttachmentDefinition, for multus
 
 
-class ContainerDisk(Spec, tag="containerDisk", tag_field="type"):
+class ContainerDisk(Spec, tag="containerDisk", tag_field="type", frozen=True):
     image: str
 
 
-class EmptyDisk(Spec, tag="emptyDisk", tag_field="type"):
+class EmptyDisk(Spec, tag="emptyDisk", tag_field="type", frozen=True):
     capacity: str
 
 
-class CloudInitNoCloud(Spec, tag="cloudInitNoCloud", tag_field="type"):
+class CloudInitNoCloud(Spec, tag="cloudInitNoCloud", tag_field="type", frozen=True):
     user_data: str = ""
     network_data: str | None = None
 
@@ -75,12 +75,12 @@ class CloudInitNoCloud(Spec, tag="cloudInitNoCloud", tag_field="type"):
 VolumeSource = ContainerDisk | EmptyDisk | CloudInitNoCloud
 
 
-class Volume(Spec):
+class Volume(Spec, frozen=True):
     name: str
     source: VolumeSource
 
 
-class VMSpec(Spec):
+class VMSpec(Spec, frozen=True):
     """What a user asks for; the same whether it came as KubeVirt YAML or virtbus JSON."""
 
     name: str
@@ -96,7 +96,7 @@ class VMSpec(Spec):
     termination_grace_period_seconds: int = 30
 
 
-class NetworkAttachment(Spec):
+class NetworkAttachment(Spec, frozen=True):
     """A secondary network on a host bridge (the seed's multus NetworkAttachmentDefinition)."""
 
     name: str

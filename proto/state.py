@@ -26,7 +26,7 @@ class State(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defa
     """Base of stored state: immutable; every change is a new value written by compare-and-set."""
 
 
-class Condition(State):
+class Condition(State, frozen=True):
     type: str
     status: str  # "True" | "False" | "Unknown", as in Kubernetes
     reason: str = ""
@@ -34,7 +34,7 @@ class Condition(State):
     last_transition_time: float = 0.0
 
 
-class VM(State):
+class VM(State, frozen=True):
     spec: VMSpec
     created_at: float
     generation: int = 1
@@ -44,14 +44,14 @@ class VM(State):
     restart_of: str | None = None
 
 
-class VMIInterface(State):
+class VMIInterface(State, frozen=True):
     name: str
     ip_address: str | None = None
     ip_addresses: list[str] = []
     mac: str | None = None
 
 
-class VMI(State):
+class VMI(State, frozen=True):
     """One run of a VM. Its spec is frozen at creation, like a KubeVirt VMI's."""
 
     name: str
@@ -70,7 +70,7 @@ class VMI(State):
     guest_os_ready: bool = False
 
 
-class Node(State):
+class Node(State, frozen=True):
     name: str
     cpus: int
     memory: int  # bytes the node offers to guests

@@ -168,7 +168,8 @@ class Scheduler:
             vmi = entry.value
             if vmi.node_name in lost and vmi.phase not in FINAL_PHASES:
                 log.warning("node lost; failing its vmi", vmi=vmi.name, node=vmi.node_name)
-                await self.store.vmis.mutate(entry.key, lambda v, uid=vmi.uid: _fail_lost(v, uid, now))
+                uid = vmi.uid
+                await self.store.vmis.mutate(entry.key, lambda v: _fail_lost(v, uid, now))
 
 
 def _with(vmi: VMI, cond: Condition) -> list[Condition]:

@@ -101,7 +101,7 @@ class Bucket(Generic[T]):
         watcher = await self._kv.watchall()
         try:
             while True:
-                update = await watcher.updates(timeout=None)  # type: ignore[arg-type]
+                update = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
                 if update is None:  # marks the end of the initial values
                     if initial_only:
                         return
@@ -112,7 +112,7 @@ class Bucket(Generic[T]):
                 else:
                     yield Change(update.key, self._decoder.decode(update.value), rev)
         finally:
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def mutate(self, key: str, change: Callable[[T], T | None]) -> Entry[T] | None:
         """Read, apply ``change``, write back by CAS; retry on conflict. None from change: no write.
