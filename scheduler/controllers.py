@@ -7,6 +7,7 @@ change by compare-and-set; the watch then brings the next reconcile.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -168,8 +169,7 @@ class Scheduler:
             vmi = entry.value
             if vmi.node_name in lost and vmi.phase not in FINAL_PHASES:
                 log.warning("node lost; failing its vmi", vmi=vmi.name, node=vmi.node_name)
-                uid = vmi.uid
-                await self.store.vmis.mutate(entry.key, lambda v: _fail_lost(v, uid, now))
+                await self.store.vmis.mutate(entry.key, functools.partial(_fail_lost, uid=vmi.uid, now=now))
 
 
 def _with(vmi: VMI, cond: Condition) -> list[Condition]:
