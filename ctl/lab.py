@@ -31,6 +31,7 @@ class LabConfig:
     prefix: str
     port: int
     nodes: list[str] = field(default_factory=list)
+    probe_kernel: str | None = None
 
     @property
     def url(self) -> str:
@@ -194,7 +195,8 @@ def up(cfg: LabConfig) -> None:
     for node in cfg.nodes:
         _spawn(cfg, f"handler-{node}", [
             py, "-m", "handler", "--node", node, "--server", cfg.url, "--state-dir", str(cfg.root),
-            "--netns-prefix", cfg.prefix, "--address", addresses[node]])
+            "--netns-prefix", cfg.prefix, "--address", addresses[node],
+            *(["--probe-kernel", cfg.probe_kernel] if cfg.probe_kernel else [])])
     say(f"lab: scheduler and {len(cfg.nodes)} handlers started; waiting for nodes to be Ready")
     _wait_nodes(cfg, timeout=60)
 
@@ -271,6 +273,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     u.add_argument("--nodes", type=int, default=2)
     u.add_argument("--port", type=int, default=4222)
     u.add_argument("--prefix", default="vblab", help="prefix of the lab's namespace names")
+    u.add_argument("--probe-kernel", default=None, help="a kernel the handlers boot to learn if KVM works")
     for p in (u, lsub.add_parser("down"), lsub.add_parser("status")):
         p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
 
@@ -283,6 +286,7 @@ def run(args: argparse.Namespace) -> int:
         subjects.token(args.prefix)
         cfg = existing or LabConfig(args.state_dir, args.prefix, args.port)
         cfg.nodes = [f"node{i}" for i in range(1, max(args.nodes, len(cfg.nodes)) + 1)]
+        cfg.probe_kernel = args.probe_kernel or cfg.probe_kernel
         try:
             up(cfg)
         except RuntimeError as exc:

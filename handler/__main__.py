@@ -11,7 +11,7 @@ from pathlib import Path
 
 from handler import nodeinfo
 from handler.agent import Agent
-from handler.kvmprobe import kvm_runs_guests
+from handler.kvmprobe import cached_kvm_runs_guests
 from handler.launchers import Launchers, NodePaths
 from proto import subjects
 from proto.state import Node
@@ -21,7 +21,12 @@ from servicekit.store import Store
 
 async def run(args: argparse.Namespace) -> None:
     log = logs.configure("handler", node=args.node)
-    kvm, why = (False, "disabled by --no-kvm") if args.no_kvm else await asyncio.to_thread(kvm_runs_guests)
+    if args.no_kvm:
+        kvm, why = False, "disabled by --no-kvm"
+    else:
+        kernel = Path(args.probe_kernel) if args.probe_kernel else None
+        cache = Path(os.environ.get("VIRTBUS_CACHE", Path.home() / ".cache" / "virtbus")) / "kvm-probe.json"
+        kvm, why = await asyncio.to_thread(cached_kvm_runs_guests, kernel, cache)
     log.info("kvm probe", kvm=kvm, detail=why)
     store = await Store.connect(args.server, f"virtbus-handler-{args.node}")
     now = time.time()
@@ -55,6 +60,8 @@ def main() -> None:
     parser.add_argument("--memory", default=None, help="memory offered to guests (quantity)")
     parser.add_argument("--cpus", default=None, type=int)
     parser.add_argument("--label", action="append", default=[], help="node label key=value")
+    parser.add_argument("--probe-kernel", default=None,
+                        help="a Linux kernel to boot under KVM to learn if KVM runs guests (default: /boot)")
     parser.add_argument("--no-kvm", action="store_true", help="run guests under TCG even if KVM works")
     asyncio.run(run(parser.parse_args()))
 

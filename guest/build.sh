@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Builds (once) and caches virtbus's own test guest, then prints the absolute path of its raw
+# disk image as the LAST line on stdout; all progress goes to stderr.
+#
+#   disk=$(guest/build.sh)            # ~4 min the first time (kernel), ~1 s after that
+#
+# The guest: Linux 6.1 (tinyconfig + guest/kernel.config, from Debian's linux-source-6.1) and a
+# busybox-static initramfs (guest/rootfs/: /init, udhcpc script, power-button handler) on a
+# whole-disk FAT image ("superfloppy") booted by syslinux; SeaBIOS boots it as any disk (virtio,
+# sata, ...), e.g. q35/TCG with 32 MiB or more. Serial console lines, see guest/rootfs/init:
+#   VIRTBUS-GUEST-READY           services are up (httpd :80, echo :7, acpid, shell on ttyS0)
+#   VIRTBUS-GUEST-IP <addr>       udhcpc got a lease on eth0
+#
+# Cache (${VIRTBUS_CACHE:-$HOME/.cache/virtbus}):
+#   kernel/<kkey>/{bzImage,config,gen_init_cpio,build.log}
+#       kkey = sha256(guest/kernel.config + linux-source-6.1 version)
+#   guest/<key>/{disk.img,bzImage,initrd.gz,syslinux.cfg,build-info}
+#       key = sha256(build.sh + kernel.config + rootfs/ + busybox/syslinux versions)
+# Entries are built in a temp dir next to them and renamed into place, so an interrupted
+# build never leaves a partial entry; a lock serializes concurrent builds.
+# Needs (scripts/setup.sh): linux-source-6.1 busybox-static build-essential bc flex bison
+# libelf-dev cpio xz-utils syslinux syslinux-common mtools dosfstools.
+set -euo pipefail
+
+exec 3>&1 1>&2 # stdout is for the final path only
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE=${VIRTBUS_CACHE:-$HOME/.cache/virtbus}
+mkdir -p "$CACHE"
+CACHE=$(cd "$CACHE" && pwd)
+KSRC_PKG=linux-source-6.1
+KSRC_TAR=/usr/src/linux-source-6.1.tar.xz
+BUSYBOX=/bin/busybox
+SYSLINUX_BIOS=/usr/lib/syslinux/modules/bios
+KCMDLINE="console=ttyS0 quiet"
+
+log() { echo "guest/build: $*"; }
+die() { echo "guest/build: error: $*"; exit 1; }
+pkgver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo unknown; }
+short_sha() { sha256sum | cut -c1-16; }
+
+for tool in make gcc bc flex bison cpio gzip xz tar flock mkfs.vfat mcopy mdir syslinux; do
+  command -v "$tool" >/dev/null || die "$tool not found (run scripts/setup.sh)"
+done
+[ -f "$KSRC_TAR" ] || die "$KSRC_TAR missing (apt-get install $KSRC_PKG)"
+[ -x "$BUSYBOX" ] || die "$BUSYBOX missing (apt-get install busybox-static)"
+[ -f "$SYSLINUX_BIOS/ldlinux.c32" ] || die "syslinux BIOS modules missing (apt-get install syslinux-common)"
+
+# ---- cache keys -------------------------------------------------------------------------------
+KKEY=$({ cat "$HERE/kernel.config"; echo "$KSRC_PKG $(pkgver "$KSRC_PKG")"; } | short_sha)
+KDIR=$CACHE/kernel/$KKEY
+
+rootfs_digest() { # names, exec bits and contents of guest/rootfs/, in a stable order
+  (cd "$HERE/rootfs" && find . -type f -o -type l | LC_ALL=C sort | while read -r f; do
+    if [ -L "$f" ]; then echo "link $f $(readlink "$f")"
+    else echo "file $f $([ -x "$f" ] && echo x || echo -) $(sha256sum <"$f" | cut -d' ' -f1)"; fi
+  done)
+}
+KEY=$({
+  cat "$HERE/build.sh" "$HERE/kernel.config"
+  rootfs_digest
+  echo "$KSRC_PKG $(pkgver "$KSRC_PKG") busybox $(pkgver busybox-static) syslinux $(pkgver syslinux)"
+} | short_sha)
+GDIR=$CACHE/guest/$KEY
+
+if [ -f "$GDIR/disk.img" ]; then
+  log "cached: $GDIR"
+  echo "$GDIR/disk.img" >&3
+  exit 0
+fi
+
+# ---- one builder at a time; temp dirs left by killed builds are stale once we hold the lock ----
+mkdir -p "$CACHE/kernel" "$CACHE/guest"
+exec 9>"$CACHE/.build.lock"
+if ! flock -n 9; then
+  log "another build holds $CACHE/.build.lock; waiting"
+  flock 9
+fi
+rm -rf "$CACHE"/kernel/.tmp-* "$CACHE"/guest/.tmp-*
+TMPS=()
+cleanup() { [ "${#TMPS[@]}" -eq 0 ] || rm -rf "${TMPS[@]}"; }
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Renames a finished temp dir into place (rename(2): all or nothing). Loses quietly to an
+# entry that is already there.
+publish() { # tmpdir final
+  chmod 755 "$1"
+  mv -T "$1" "$2" 2>/dev/null || [ -d "$2" ] || die "cannot rename $1 to $2"
+}
+
+# ---- kernel -----------------------------------------------------------------------------------
+build_kernel() {
+  local tmp src start want missing=()
+  tmp=$(mktemp -d "$CACHE/kernel/.tmp-$KKEY.XXXXXX"); TMPS+=("$tmp")
+  start=$SECONDS
+  log "kernel $KKEY: extracting $KSRC_TAR"
+  tar -xf "$KSRC_TAR" -C "$tmp"
+  src=$tmp/linux-source-6.1
+  mkdir "$tmp/out"
+  log "kernel $KKEY: tinyconfig + guest/kernel.config"
+  {
+    make -C "$src" ARCH=x86_64 tinyconfig
+    (cd "$src" && scripts/kconfig/merge_config.sh -m .config "$HERE/kernel.config")
+    make -C "$src" ARCH=x86_64 olddefconfig
+  } >"$tmp/out/build.log" 2>&1 || { tail -n 40 "$tmp/out/build.log"; die "kernel config failed"; }
+  # tinyconfig's dependencies silently drop what they cannot satisfy: check every wanted option
+  while read -r want; do
+    grep -qx "$want" "$src/.config" || missing+=("$want")
+  done < <(grep -E '^CONFIG_[A-Za-z0-9_]+=y$' "$HERE/kernel.config")
+  if [ "${#missing[@]}" -gt 0 ]; then
+    for want in "${missing[@]}"; do
+      log "  wanted $want, got: $(grep -E "^(# )?${want%=y}[= ]" "$src/.config" || echo '(absent)')"
+    done
+    die "kernel config is missing ${#missing[@]} wanted option(s) (dependencies?): ${missing[*]}"
+  fi
+  log "kernel $KKEY: make -j$(nproc) bzImage (about 3.5 min on 2 cores; log: build.log)"
+  if [ "${VIRTBUS_GUEST_VERBOSE:-0}" = 1 ]; then
+    make -C "$src" ARCH=x86_64 -j"$(nproc)" bzImage 2>&1 | tee -a "$tmp/out/build.log"
+  else
+    make -C "$src" ARCH=x86_64 -j"$(nproc)" bzImage >>"$tmp/out/build.log" 2>&1 \
+      || { tail -n 40 "$tmp/out/build.log"; die "kernel build failed"; }
+  fi
+  # the kernel's own initramfs writer: root-owned entries and device nodes without being root
+  gcc -O2 -o "$tmp/out/gen_init_cpio" "$src/usr/gen_init_cpio.c"
+  cp "$src/arch/x86/boot/bzImage" "$tmp/out/bzImage"
+  cp "$src/.config" "$tmp/out/config"
+  chmod 644 "$tmp/out/bzImage" "$tmp/out/config" "$tmp/out/build.log"
+  rm -rf "$src"
+  publish "$tmp/out" "$KDIR"
+  log "kernel $KKEY: built in $((SECONDS - start)) s, $(stat -c %s "$KDIR/bzImage") bytes"
+}
+
+if [ -f "$KDIR/bzImage" ] && [ -x "$KDIR/gen_init_cpio" ]; then
+  log "kernel $KKEY: cached"
+else
+  rm -rf "$KDIR" # an entry without its files (cannot come from publish; be safe)
+  build_kernel
+fi
+
+# ---- initramfs --------------------------------------------------------------------------------
+start=$SECONDS
+tmp=$(mktemp -d "$CACHE/guest/.tmp-$KEY.XXXXXX"); TMPS+=("$tmp")
+out=$tmp/out
+mkdir "$out"
+log "guest $KEY: initramfs from busybox-static $(pkgver busybox-static) + guest/rootfs"
+{
+  for d in /bin /dev /etc /proc /root /run /sys /tmp /usr /var /var/log /var/run /var/www; do
+    echo "dir $d 0755 0 0"
+  done
+  echo "nod /dev/console 0600 0 0 c 5 1"
+  echo "nod /dev/null 0666 0 0 c 1 3"
+  echo "nod /dev/ttyS0 0600 0 0 c 4 64"
+  echo "slink /sbin bin 0777 0 0"
+  echo "slink /usr/bin ../bin 0777 0 0"
+  echo "slink /usr/sbin ../bin 0777 0 0"
+  echo "file /bin/busybox $BUSYBOX 0755 0 0"
+  "$BUSYBOX" --list | LC_ALL=C sort | while read -r applet; do
+    [ "$applet" = busybox ] || echo "slink /bin/$applet busybox 0777 0 0"
+  done
+  (cd "$HERE/rootfs" && find . -mindepth 1 | LC_ALL=C sort) | while read -r f; do
+    p=${f#.}
+    case "$p" in /bin | /dev | /etc | /proc | /root | /run | /sys | /tmp | /usr | /var | /var/log | /var/run | /var/www) continue ;; esac
+    if [ -L "$HERE/rootfs/$f" ]; then echo "slink $p $(readlink "$HERE/rootfs/$f") 0777 0 0"
+    elif [ -d "$HERE/rootfs/$f" ]; then echo "dir $p 0755 0 0"
+    elif [ -x "$HERE/rootfs/$f" ]; then echo "file $p $HERE/rootfs/$f 0755 0 0"
+    else echo "file $p $HERE/rootfs/$f 0644 0 0"; fi
+  done
+} >"$tmp/initramfs.list"
+[ -x "$HERE/rootfs/init" ] || die "guest/rootfs/init missing or not executable"
+"$KDIR/gen_init_cpio" -t 0 "$tmp/initramfs.list" | gzip -9 -n >"$out/initrd.gz"
+cp "$KDIR/bzImage" "$out/bzImage"
+
+# ---- disk: whole-disk FAT + syslinux (mtools; no loop devices, no mounts) -----------------------
+cat >"$out/syslinux.cfg" <<EOF
+DEFAULT linux
+PROMPT 0
+TIMEOUT 0
+LABEL linux
+  KERNEL /bzImage
+  INITRD /initrd.gz
+  APPEND $KCMDLINE
+EOF
+payload=$(($(stat -c %s "$out/bzImage") + $(stat -c %s "$out/initrd.gz")))
+size_mib=$(((payload + 1048575) / 1048576 + 1)) # + room for ldlinux.* and FAT overhead
+[ "$size_mib" -ge 4 ] || size_mib=4
+log "guest $KEY: ${size_mib} MiB FAT disk image with syslinux"
+img=$out/disk.img
+mkfs.vfat -C -n VIRTBUS -i 7b7b0001 "$img" $((size_mib * 1024)) >/dev/null
+syslinux --install "$img"
+export MTOOLS_SKIP_CHECK=1
+mcopy -i "$img" "$out/bzImage" ::/bzImage
+mcopy -i "$img" "$out/initrd.gz" ::/initrd.gz
+mcopy -i "$img" "$out/syslinux.cfg" ::/syslinux.cfg
+mdir -i "$img" -b :: | grep -qi ldlinux.sys || die "syslinux did not install ldlinux.sys"
+cat >"$out/build-info" <<EOF
+key=$KEY
+kernel_key=$KKEY
+kernel_source=$KSRC_PKG $(pkgver "$KSRC_PKG")
+busybox=$(pkgver busybox-static)
+syslinux=$(pkgver syslinux)
+cmdline=$KCMDLINE
+built=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+EOF
+chmod 644 "$out"/*
+publish "$out" "$GDIR"
+log "guest $KEY: built in $((SECONDS - start)) s: $GDIR/disk.img ($(stat -c %s "$GDIR/disk.img") bytes)"
+echo "$GDIR/disk.img" >&3
