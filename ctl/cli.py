@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from proto.validation import validate_image_reference
 
 from ctl import render
 from ctl.client import ApiClient, default_url
@@ -168,6 +167,8 @@ async def cmd_console(api: ApiClient, args: argparse.Namespace) -> int:
 
 async def cmd_image(api: ApiClient, args: argparse.Namespace) -> int:
     if args.image_command == "import":
+        from proto.validation import validate_image_reference
+
         validate_image_reference(args.name, field="name")
         path = Path(args.file)
         if not path.is_file():

@@ -32,6 +32,7 @@ class LabConfig:
     port: int
     nodes: list[str] = field(default_factory=list)
     probe_kernel: str | None = None
+    addresses: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -89,17 +90,6 @@ def _read_pid(path: Path) -> int | None:
 def _running(cfg: LabConfig, name: str) -> int | None:
     pid = _read_pid(cfg.pidfile(name))
     return pid if pid is not None and _pid_alive(pid) else None
-
-
-def _spawn(cfg: LabConfig, name: str, cmd: list[str]) -> int:
-    if (pid := _running(cfg, name)) is not None:
-        return pid
-    (cfg.root / "logs").mkdir(parents=True, exist_ok=True)
-    cfg.pidfile(name).parent.mkdir(parents=True, exist_ok=True)
-    with open(cfg.root / "logs" / f"{name}.log", "ab") as logf:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
-    cfg.pidfile(name).write_text(f"{proc.pid}\n")
-    return proc.pid
 
 
 def _end(pid: int, timeout: float) -> None:
@@ -182,23 +172,21 @@ def _our_netns(cfg: LabConfig) -> list[str]:
 def up(cfg: LabConfig) -> None:
     if shutil.which("nats-server") is None:
         raise RuntimeError("nats-server is not installed; run scripts/setup.sh")
-    cfg.save()
     say(f"lab: state in {cfg.root}, NATS at {cfg.url}")
-    _spawn(cfg, "nats-server", ["nats-server", "-js", "-sd", str(cfg.root / "nats"), "-a", "127.0.0.1",
-                                "-p", str(cfg.port), "-n", f"{cfg.prefix}-nats"])
-    _wait_port(cfg.port, 15)
-    say("lab: nats-server up")
-    addresses = _make_networks(cfg)
+    cfg.addresses = _make_networks(cfg)
+    cfg.save()
     say(f"lab: node namespaces {', '.join(cfg.node_netns(n) for n in cfg.nodes)} on bridge br0 in {cfg.lab_netns}")
-    py = sys.executable
-    _spawn(cfg, "scheduler", [py, "-m", "scheduler", "--server", cfg.url])
-    for node in cfg.nodes:
-        _spawn(cfg, f"handler-{node}", [
-            py, "-m", "handler", "--node", node, "--server", cfg.url, "--state-dir", str(cfg.root),
-            "--netns-prefix", cfg.prefix, "--address", addresses[node],
-            *(["--probe-kernel", cfg.probe_kernel] if cfg.probe_kernel else [])])
-    say(f"lab: scheduler and {len(cfg.nodes)} handlers started; waiting for nodes to be Ready")
-    _wait_nodes(cfg, timeout=60)
+    if _running(cfg, "labd") is None:
+        (cfg.root / "logs").mkdir(parents=True, exist_ok=True)
+        with open(cfg.root / "logs" / "labd.log", "ab") as logf:
+            proc = subprocess.Popen([sys.executable, "-m", "ctl.labd", "--state-dir", str(cfg.root)],
+                                    stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
+        cfg.pidfile("labd").parent.mkdir(parents=True, exist_ok=True)
+        cfg.pidfile("labd").write_text(f"{proc.pid}\n")
+        _wait_port(cfg.port, 15)
+        say("lab: nats-server up; scheduler and handlers starting")
+    say(f"lab: waiting for {len(cfg.nodes)} nodes to be Ready")
+    _wait_nodes(cfg, timeout=90)
 
 
 def _wait_nodes(cfg: LabConfig, timeout: float) -> None:
@@ -235,20 +223,12 @@ def _wait_nodes(cfg: LabConfig, timeout: float) -> None:
 
 
 def down(cfg: LabConfig) -> None:
-    # Launchers first (each destroys its domain, stops its libvirtd, removes its pod namespace).
-    launchers = [p for p in (_read_pid(f) for f in cfg.root.glob("nodes/*/vmis/*/launcher.pid")) if p]
-    for node in cfg.nodes:
-        if (pid := _running(cfg, f"handler-{node}")) is not None:
-            _end(pid, 10)
-    for pid in launchers:
-        if _pid_alive(pid) and b"launcher" in Path(f"/proc/{pid}/cmdline").read_bytes():
-            _end(pid, 60)
-    for name in ("scheduler", "nats-server"):
-        if (pid := _running(cfg, name)) is not None:
-            _end(pid, 10)
+    if (pid := _running(cfg, "labd")) is not None:
+        say("lab: stopping VMs, handlers, scheduler and nats-server")
+        _end(pid, 150)
     for ns in _our_netns(cfg):
         pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout
-        for pid_text in pids.split():
+        for pid_text in pids.split():  # only processes inside the lab's own namespaces
             _end(int(pid_text), 5)
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
     shutil.rmtree(cfg.root, ignore_errors=True)
@@ -258,7 +238,7 @@ def down(cfg: LabConfig) -> None:
 def status(cfg: LabConfig) -> int:
     say(f"lab {cfg.prefix}: state {cfg.root}, NATS {cfg.url}")
     rows = []
-    for name in ["nats-server", "scheduler", *(f"handler-{n}" for n in cfg.nodes)]:
+    for name in ["labd", "nats-server", "scheduler", *(f"handler-{n}" for n in cfg.nodes)]:
         pid = _running(cfg, name)
         rows.append(f"  {name:<20} {'running, pid ' + str(pid) if pid else 'NOT RUNNING'}")
     say("\n".join(rows))

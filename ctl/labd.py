@@ -1,0 +1,96 @@
+"""``python -m ctl.labd``: the lab's supervisor. It is the parent (and child subreaper) of
+nats-server, the scheduler, the handlers and everything they leave orphaned, so every process the
+lab starts is reaped by the lab; on SIGTERM it ends them in order: launchers, handlers, scheduler, NATS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ctl.lab import LabConfig, _pid_alive, _read_pid, _wait_port
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _end(pids: list[int], timeout: float) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        _reap()
+        time.sleep(0.1)
+    for pid in pids:
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    _reap()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m ctl.labd")
+    p.add_argument("--state-dir", required=True)
+    cfg = LabConfig.load(p.parse_args().state_dir)
+    if cfg is None:
+        sys.exit("no lab.json")
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    stop = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    logs = cfg.root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(name: str, cmd: list[str]) -> None:
+        with open(logs / f"{name}.log", "ab") as logf:
+            procs[name] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
+        cfg.pidfile(name).parent.mkdir(parents=True, exist_ok=True)
+        cfg.pidfile(name).write_text(f"{procs[name].pid}\n")
+
+    spawn("nats-server", ["nats-server", "-js", "-sd", str(cfg.root / "nats"), "-a", "127.0.0.1",
+                          "-p", str(cfg.port), "-n", f"{cfg.prefix}-nats"])
+    _wait_port(cfg.port, 15)
+    py = sys.executable
+    spawn("scheduler", [py, "-m", "scheduler", "--server", cfg.url])
+    for node, address in cfg.addresses.items():
+        spawn(f"handler-{node}", [
+            py, "-m", "handler", "--node", node, "--server", cfg.url, "--state-dir", str(cfg.root),
+            "--netns-prefix", cfg.prefix, "--address", address,
+            *(["--probe-kernel", cfg.probe_kernel] if cfg.probe_kernel else [])])
+    while not stop:
+        _reap()
+        time.sleep(0.5)
+    # Handlers first, so none respawns a launcher; then launchers end their domains and libvirtds.
+    _end([procs[n].pid for n in procs if n.startswith("handler-")], 10)
+    launchers = [pid for pid in (_read_pid(f) for f in Path(cfg.root).glob("nodes/*/vmis/*/launcher.pid"))
+                 if pid is not None and _pid_alive(pid)]
+    _end(launchers, 90)
+    _end([procs["scheduler"].pid], 10)
+    _end([procs["nats-server"].pid], 10)
+
+
+if __name__ == "__main__":
+    main()
