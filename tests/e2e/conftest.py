@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import secrets
@@ -51,8 +52,29 @@ class Lab:
         return "\n".join(out)
 
 
+def _become_subreaper() -> None:
+    """Orphans of the lab (its supervisor, once `lab up` exits) come to this process to be reaped."""
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _reap_orphans(known: set[int]) -> None:
+    for pid in Path("/proc").iterdir():
+        if not pid.name.isdigit() or int(pid.name) in known:
+            continue
+        try:
+            stat = (pid / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat[0] == "Z" and int(stat[1]) == os.getpid():
+            try:
+                os.waitpid(int(pid.name), os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    _become_subreaper()
     state = tmp_path_factory.mktemp("lab")
     prefix = f"vbt{secrets.token_hex(3)}"
     port = free_port()
@@ -65,6 +87,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield lab
     finally:
         subprocess.run([*base, "down", "--state-dir", str(state)], capture_output=True, timeout=300, cwd=REPO)
+        _reap_orphans(set())
         left = lab.netns()
         for ns in left:  # last resort, so a failed test never leaks a namespace
             subprocess.run(["ip", "netns", "delete", ns], check=False)

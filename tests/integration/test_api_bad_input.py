@@ -34,7 +34,7 @@ async def request(store: Store, subject: str, body: bytes) -> dict[str, object]:
     return reply
 
 
-def testvm() -> dict[str, object]:
+def seed_testvm() -> dict[str, object]:
     doc = yaml.safe_load((EXAMPLES / "testvm-masquerade.yaml").read_text())
     assert isinstance(doc, dict)
     return doc
@@ -53,15 +53,16 @@ def with_path(doc: dict[str, object], path: list[str], value: object) -> dict[st
 BAD = [
     ("malformed JSON", b'{"apiVersion": "kubevirt.io/v1", ', "BadRequest", None),
     ("not an object", b"[1, 2]", "BadRequest", None),
-    ("unknown field", json.dumps(with_path(testvm(), ["spec", "template", "spec", "domain", "gpus"], []))
+    ("unknown field", json.dumps(with_path(seed_testvm(), ["spec", "template", "spec", "domain", "gpus"], []))
      .encode(), "Invalid", "spec.template.spec.domain.gpus"),
-    ("bad quantity", json.dumps(with_path(testvm(), ["spec", "template", "spec", "domain", "resources",
+    ("bad quantity", json.dumps(with_path(seed_testvm(), ["spec", "template", "spec", "domain", "resources",
                                                      "requests", "memory"], "lots")).encode(),
      "Invalid", "spec.template.spec.domain.resources.requests.memory"),
-    ("impossible size", json.dumps(with_path(testvm(), ["spec", "template", "spec", "domain", "resources",
+    ("impossible size", json.dumps(with_path(seed_testvm(), ["spec", "template", "spec", "domain", "resources",
                                                         "requests", "memory"], "64Ti")).encode(),
      "Invalid", "spec.template.spec.domain.resources.requests.memory"),
-    ("name not a DNS-1123 label", json.dumps(with_path(testvm(), ["metadata", "name"], "../../etc; rm -rf")).encode(),
+    ("name not a DNS-1123 label",
+     json.dumps(with_path(seed_testvm(), ["metadata", "name"], "../../etc; rm -rf")).encode(),
      "Invalid", "metadata.name"),
 ]
 
@@ -81,11 +82,11 @@ async def test_bad_create_is_refused_and_stores_nothing(
 
 
 async def test_good_create_then_bad_requests_change_nothing(api: Store) -> None:
-    reply = await request(api, subjects.api("vm", "create"), json.dumps(testvm()).encode())
+    reply = await request(api, subjects.api("vm", "create"), json.dumps(seed_testvm()).encode())
     assert "error" not in reply, reply
     before = await api.vms.items()
     for subject, body, code in [
-        (subjects.api("vm", "create"), json.dumps(testvm()).encode(), "AlreadyExists"),
+        (subjects.api("vm", "create"), json.dumps(seed_testvm()).encode(), "AlreadyExists"),
         (subjects.api("vm", "start"), b'{"name": "nope"}', "NotFound"),
         (subjects.api("vm", "start"), b'{"name": "testvm", "force": true}', "BadRequest"),
         (subjects.api("vm", "stop"), b'{"name": "Bad Name"}', "Invalid"),
