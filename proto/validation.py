@@ -140,7 +140,6 @@ def validate_network(att: NetworkAttachment, prefix: str = "") -> NetworkAttachm
     field = f"{prefix}spec.config" if prefix else ""
     if not _IFNAME.match(att.bridge) or att.bridge in (".", ".."):
         raise invalid(f"{field}.bridge".lstrip("."),
-        raise invalid(f"{field}.bridge".lstrip("."),
                       f"{att.bridge!r} is not a Linux interface name (1-15 of A-Za-z0-9_.-)")
     try:
         subnet = IPv4Network(att.subnet)
