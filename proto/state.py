@@ -42,6 +42,9 @@ class VM(State, frozen=True):
     # restart of the instance with this uid.
     start_requested: bool = False
     restart_of: str | None = None
+    # CrashLoopBackOff: failed runs in a row, and when the next run may start.
+    failures: int = 0
+    next_start_at: float = 0.0
 
 
 class VMIInterface(State, frozen=True):

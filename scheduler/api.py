@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import msgspec
 import nats.js.errors
-from proto.manifest import parse_manifest
 
 from proto import subjects
 from proto.api import (
@@ -31,6 +30,7 @@ from proto.api import (
     decode_request,
 )
 from proto.errors import ApiError, Code
+from proto.manifest import parse_manifest
 from proto.spec import NetworkAttachment, RunStrategy, VMSpec
 from proto.state import FINAL_PHASES, VM, VMI
 from scheduler import placement
@@ -75,7 +75,7 @@ class Api:
         vmi = await self.store.vmis.get(entry.key)
         vmi_value = vmi.value if vmi else None
         return VMView(vm=entry.value, revision=entry.revision, vmi=vmi_value,
-                      printable_status=printable_status(entry.value, vmi_value))
+                      printable_status=printable_status(entry.value, vmi_value, self.clock()))
 
     async def vm_create(self, body: bytes) -> VMReply:
         spec = self._vm_spec(body)
@@ -126,6 +126,7 @@ class Api:
         if vmi is not None and vmi.value.stop_requested and vmi.value.phase not in FINAL_PHASES:
             raise ApiError(Code.CONFLICT, f"VM {entry.key} is still stopping; start it once it has stopped")
         strategy = vm.spec.run_strategy
+        vm = msgspec.structs.replace(vm, failures=0, next_start_at=0.0)  # a person asked: start now
         if strategy is RunStrategy.HALTED:
             new = msgspec.structs.replace(vm, spec=msgspec.structs.replace(
                 vm.spec, run_strategy=RunStrategy.ALWAYS))
@@ -133,6 +134,8 @@ class Api:
             new = msgspec.structs.replace(vm, start_requested=True)
         elif vmi is not None:  # Always / RerunOnFailure with a finished instance: run it again
             new = msgspec.structs.replace(vm, restart_of=vmi.value.uid)
+        elif entry.value.next_start_at:
+            new = vm
         else:
             return Ack(message=f"VM {entry.key} is starting")
         await self.store.vms.update(entry.key, new, entry.revision)
@@ -150,7 +153,7 @@ class Api:
             return Ack(message=f"VM {entry.key} was scheduled to stop")
         if vm.spec.run_strategy is RunStrategy.HALTED:
             return Ack(message=f"VM {entry.key} is {'stopping' if vmi else 'not running'}")
-        halted = msgspec.structs.replace(vm, start_requested=False, restart_of=None,
+        halted = msgspec.structs.replace(vm, start_requested=False, restart_of=None, failures=0, next_start_at=0.0,
                                          spec=msgspec.structs.replace(vm.spec, run_strategy=RunStrategy.HALTED))
         await self.store.vms.update(entry.key, halted, entry.revision)
         return Ack(message=f"VM {entry.key} was scheduled to stop")

@@ -19,7 +19,7 @@ import structlog
 from proto.errors import ApiError, Code
 from proto.state import FINAL_PHASES, VMI, Condition, Phase
 from scheduler import placement
-from scheduler.vmplan import Action, plan
+from scheduler.vmplan import Action, backoff, plan
 from servicekit.store import Store
 from servicekit.workqueue import WorkQueue
 
@@ -86,8 +86,12 @@ class Scheduler:
     async def reconcile_vm(self, name: str) -> None:
         vm = await self.store.vms.get(name)
         vmi = await self.store.vmis.get(name)
-        action = plan(vm.value if vm else None, vmi.value if vmi else None)
+        now = self.clock()
+        action = plan(vm.value if vm else None, vmi.value if vmi else None, now)
         if action is Action.NOTHING:
+            if vm is not None and vm.value.next_start_at > now:
+                asyncio.get_running_loop().call_later(vm.value.next_start_at - now + 0.05,
+                                                      self._vm_queue.kick, name)
             return
         log.info("vm action", vm=name, action=action.value)
         if action is Action.CREATE_VMI and vm is not None:
@@ -99,12 +103,19 @@ class Scheduler:
                     raise
             await self.store.vms.mutate(name, lambda v: msgspec.structs.replace(
                 v, start_requested=False, restart_of=None))
+        elif action is Action.RESET_FAILURES:
+            await self.store.vms.mutate(name, lambda v: msgspec.structs.replace(v, failures=0, next_start_at=0.0))
         elif action is Action.CLEAR_START_REQUEST:
             await self.store.vms.mutate(name, lambda v: msgspec.structs.replace(v, start_requested=False))
         elif action is Action.STOP_VMI and vmi is not None:
             uid = vmi.value.uid
             await self.store.vmis.mutate(name, lambda v: stop_vmi(v, uid, self.clock()))
         elif action is Action.DELETE_VMI and vmi is not None:
+            if vm is not None and vmi.value.phase is Phase.FAILED and vm.value.restart_of != vmi.value.uid:
+                failures = vm.value.failures + 1
+                await self.store.vms.mutate(name, lambda v: msgspec.structs.replace(
+                    v, failures=failures, next_start_at=now + backoff(failures)))
+                log.info("instance failed; backing off", vm=name, failures=failures, seconds=backoff(failures))
             try:
                 await self.store.vmis.delete(name, vmi.revision)
             except ApiError as exc:

@@ -18,9 +18,19 @@ class Action(enum.Enum):
     STOP_VMI = "stop-vmi"  # ask the launcher for an ACPI shutdown
     DELETE_VMI = "delete-vmi"  # only once it is final
     CLEAR_START_REQUEST = "clear-start-request"
+    RESET_FAILURES = "reset-failures"  # a run got going: the crash loop is over
 
 
-def plan(vm: VM | None, vmi: VMI | None) -> Action:
+BACKOFF_FIRST_S = 5.0
+BACKOFF_MAX_S = 300.0
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait before the next run after this many failed runs in a row."""
+    return 0.0 if failures <= 0 else min(BACKOFF_FIRST_S * 2 ** (failures - 1), BACKOFF_MAX_S)
+
+
+def plan(vm: VM | None, vmi: VMI | None, now: float = 0.0) -> Action:
     if vm is None:
         return _wind_down(vmi)
     if vmi is not None and vm.restart_of == vmi.uid:
@@ -31,7 +41,11 @@ def plan(vm: VM | None, vmi: VMI | None) -> Action:
     if vmi is None:
         if strategy is RunStrategy.MANUAL and not vm.start_requested and vm.restart_of is None:
             return Action.NOTHING
+        if now < vm.next_start_at:
+            return Action.NOTHING  # backing off; the controller looks again at next_start_at
         return Action.CREATE_VMI
+    if vmi.phase is Phase.RUNNING and vm.failures:
+        return Action.RESET_FAILURES
     if strategy is RunStrategy.MANUAL and vm.start_requested:
         return Action.CLEAR_START_REQUEST
     if vmi.phase in FINAL_PHASES:
@@ -52,9 +66,11 @@ def _wind_down(vmi: VMI | None) -> Action:
     return Action.NOTHING
 
 
-def printable_status(vm: VM, vmi: VMI | None) -> str:
+def printable_status(vm: VM, vmi: VMI | None, now: float = 0.0) -> str:
     """KubeVirt's ``printableStatus`` column."""
     strategy = vm.spec.run_strategy
+    if vmi is None and strategy is not RunStrategy.HALTED and now < vm.next_start_at:
+        return "CrashLoopBackOff"
     if vmi is None:
         if strategy is RunStrategy.HALTED or (strategy is RunStrategy.MANUAL and not vm.start_requested):
             return "Stopped"

@@ -58,3 +58,13 @@ def test_printable_status() -> None:
     assert printable_status(vm(RunStrategy.ALWAYS), vmi()) == "Running"
     assert printable_status(vm(RunStrategy.HALTED), vmi(stop_requested=True)) == "Stopping"
     assert printable_status(vm(RunStrategy.ALWAYS), vmi(Phase.FAILED)) == "CrashLoopBackOff"
+
+
+def test_crash_loop_backs_off_exponentially() -> None:
+    from scheduler.vmplan import backoff
+    assert [backoff(n) for n in range(0, 8)] == [0, 5, 10, 20, 40, 80, 160, 300]
+    waiting = vm(RunStrategy.ALWAYS, failures=2, next_start_at=110.0)
+    assert plan(waiting, None, now=100.0) is Action.NOTHING
+    assert printable_status(waiting, None, now=100.0) == "CrashLoopBackOff"
+    assert plan(waiting, None, now=110.0) is Action.CREATE_VMI
+    assert plan(waiting, vmi(Phase.RUNNING), now=111.0) is Action.RESET_FAILURES
