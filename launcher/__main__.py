@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import os
 import sys
 from pathlib import Path
@@ -17,6 +18,8 @@ from launcher.runner import LauncherArgs, Runner
 from proto import subjects
 from servicekit import logs
 from servicekit.store import Store
+
+PR_SET_CHILD_SUBREAPER = 36
 
 
 async def _main(args: LauncherArgs, url: str) -> int:
@@ -41,8 +44,10 @@ def main() -> None:
     args = LauncherArgs(vmi=ns.vmi, uid=ns.uid, node=ns.node, node_dir=Path(ns.node_dir),
                         pod_netns=ns.pod_netns, kvm=ns.kvm)
     args.vmi_dir.mkdir(parents=True, exist_ok=True)
+    # libvirtd daemonizes; as subreaper this launcher inherits and reaps it (and what it leaves).
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     namespaces.create_netns(args.pod_netns)
-    namespaces.enter_private_mounts(args.vmi_dir / "libvirt-etc")
+    namespaces.enter_private_mounts(args.vmi_dir / "libvirt-etc", args.node_dir / "libvirt-cache")
     sys.exit(asyncio.run(_main(args, ns.server)))
 
 

@@ -5,6 +5,7 @@ report phases by CAS, serve the console log, stop on request, and leave nothing 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import time
@@ -58,6 +59,19 @@ def _set_phase(uid: str, phase: Phase, now: float, reason: str = "") -> Callable
     return change
 
 
+async def reap_orphans(interval: float = 0.2) -> None:
+    """Reap what libvirtd and QEMU leave to this launcher (their subreaper): libvirt waits for a
+    process it ended to be gone, and an unreaped zombie never is. Started once our own
+    subprocesses (qemu-img, genisoimage) are done, so it never takes their exit status."""
+    while True:
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:  # noqa: ASYNC222 - WNOHANG never blocks
+                pass
+        except ChildProcessError:
+            pass
+        await asyncio.sleep(interval)
+
+
 class Runner:
     def __init__(self, args: LauncherArgs, store: Store) -> None:
         self.args = args
@@ -68,6 +82,7 @@ class Runner:
         self.stop_requested = asyncio.Event()
         self.gone = asyncio.Event()
         self.terminated = asyncio.Event()
+        self._reaper: asyncio.Task[None] | None = None
 
     async def set_phase(self, phase: Phase, reason: str = "") -> None:
         await self.store.vmis.mutate(self.args.vmi, _set_phase(self.args.uid, phase, time.time(), reason))
@@ -80,12 +95,24 @@ class Runner:
             return 0
         vmi = entry.value
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.terminated.set)
+        main = asyncio.current_task()
+        booting = True
+
+        def on_term() -> None:
+            self.terminated.set()
+            if booting and main is not None:
+                main.cancel()  # nothing runs yet that needs an orderly stop
+
+        loop.add_signal_handler(signal.SIGTERM, on_term)
         watcher = asyncio.create_task(self._watch_own())
         tail: asyncio.Task[None] | None = None
         try:
             try:
                 dom = await self._boot(vmi)
+                booting = False
+            except asyncio.CancelledError:
+                await self.set_phase(Phase.FAILED, "launcher terminated while starting the domain")
+                return 1
             except Exception as exc:
                 reason = exc.message if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}"
                 log.exception("could not start the domain")
@@ -110,7 +137,8 @@ class Runner:
         taps = {iface.name: f"tap{i}" for i, iface in enumerate(vmi.spec.interfaces)}
         for tap in taps.values():
             await asyncio.to_thread(namespaces.create_tap, a.pod_netns, tap)
-        await asyncio.to_thread(self.libvirtd.start, a.pod_netns, a.vmi_dir)
+        await self.libvirtd.start(a.pod_netns, a.vmi_dir)
+        self._reaper = asyncio.create_task(reap_orphans())
         self.libvirtd.watch_lifecycle(lambda event, detail: self.events.put_nowait((event, detail)))
         plan = plan_domain(vmi.spec, uid=a.uid, domain_type="kvm" if a.kvm else "qemu", disk_paths=paths,
                            taps=taps, serial_log=str(a.vmi_dir / "serial.log"))
@@ -159,11 +187,10 @@ class Runner:
 
     async def _clean_up(self) -> None:
         a = self.args
-        for step in (lambda: self.libvirtd.destroy_and_undefine(a.vmi),):
-            try:
-                await step()
-            except Exception:
-                log.warning("domain cleanup failed", exc_info=True)
+        try:
+            await self.libvirtd.destroy_and_undefine(a.vmi)
+        except Exception:
+            log.warning("domain cleanup failed", exc_info=True)
         try:
             await asyncio.to_thread(self.libvirtd.stop)
         except Exception:
@@ -172,4 +199,6 @@ class Runner:
         for path in a.vmi_dir.iterdir() if a.vmi_dir.exists() else []:
             if path.name != "launcher.pid":
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        if self._reaper is not None:
+            self._reaper.cancel()
         log.info("cleaned up")

@@ -1,0 +1,166 @@
+"""Domain XML from a VM spec, pure: a plan of values, then small configurators (KubeVirt style),
+each adding one concern to the ``<domain>``. Adding a device is adding a configurator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from proto.quantity import parse_bytes
+from proto.spec import CloudInitNoCloud, VMSpec
+
+
+@dataclass(frozen=True)
+class DiskPlan:
+    name: str
+    path: str
+    format: Literal["qcow2", "raw"]
+    bus: str
+    target: str
+    readonly: bool
+    boot_order: int | None
+
+
+@dataclass(frozen=True)
+class NicPlan:
+    name: str
+    tap: str
+    mac: str
+    model: str
+
+
+@dataclass(frozen=True)
+class DomainPlan:
+    name: str
+    uuid: str
+    domain_type: Literal["kvm", "qemu"]
+    memory_bytes: int
+    sockets: int
+    cores: int
+    threads: int
+    disks: tuple[DiskPlan, ...]
+    nics: tuple[NicPlan, ...]
+    serial_log: str
+
+    @property
+    def vcpus(self) -> int:
+        return self.sockets * self.cores * self.threads
+
+
+def stable_mac(uid: str, interface: str) -> str:
+    """A locally administered unicast MAC, the same for the same instance and interface."""
+    digest = hashlib.sha256(f"{uid}/{interface}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+_TARGET_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd"}
+
+
+def plan_domain(spec: VMSpec, *, uid: str, domain_type: Literal["kvm", "qemu"],
+                disk_paths: dict[str, tuple[str, str]], taps: dict[str, str], serial_log: str) -> DomainPlan:
+    volumes = {v.name: v for v in spec.volumes}
+    counters: dict[str, int] = {}
+    disks = []
+    for disk in spec.disks:
+        prefix = _TARGET_PREFIX[disk.bus]
+        index = counters.get(prefix, 0)
+        counters[prefix] = index + 1
+        path, fmt = disk_paths[disk.name]
+        disks.append(DiskPlan(
+            name=disk.name, path=path, format="qcow2" if fmt == "qcow2" else "raw", bus=disk.bus,
+            target=prefix + chr(ord("a") + index),
+            readonly=isinstance(volumes[disk.name].source, CloudInitNoCloud), boot_order=disk.boot_order))
+    if disks and all(d.boot_order is None for d in disks):
+        disks[0] = DiskPlan(**{**disks[0].__dict__, "boot_order": 1})
+    nics = tuple(NicPlan(name=i.name, tap=taps[i.name], mac=i.mac_address or stable_mac(uid, i.name), model=i.model)
+                 for i in spec.interfaces)
+    return DomainPlan(name=spec.name, uuid=uid, domain_type=domain_type, memory_bytes=parse_bytes(spec.memory),
+                      sockets=spec.cpu.sockets, cores=spec.cpu.cores, threads=spec.cpu.threads,
+                      disks=tuple(disks), nics=nics, serial_log=serial_log)
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    el = ET.SubElement(parent, tag, attrs)
+    if text is not None:
+        el.text = text
+    return el
+
+
+def configure_compute(plan: DomainPlan, dom: ET.Element) -> None:
+    _sub(dom, "name", plan.name)
+    _sub(dom, "uuid", plan.uuid)
+    _sub(dom, "memory", str(-(-plan.memory_bytes // 1024)), unit="KiB")
+    _sub(dom, "vcpu", str(plan.vcpus), placement="static")
+    if plan.domain_type == "kvm":
+        cpu = _sub(dom, "cpu", mode="host-passthrough")
+    else:
+        cpu = _sub(dom, "cpu", mode="custom", match="exact")
+        _sub(cpu, "model", "qemu64", fallback="allow")
+    _sub(cpu, "topology", sockets=str(plan.sockets), cores=str(plan.cores), threads=str(plan.threads))
+    os_el = _sub(dom, "os")
+    _sub(os_el, "type", "hvm", arch="x86_64", machine="q35")
+
+
+def configure_features(plan: DomainPlan, dom: ET.Element) -> None:
+    features = _sub(dom, "features")
+    _sub(features, "acpi")
+    _sub(features, "apic")
+    _sub(dom, "clock", offset="utc")
+    _sub(dom, "on_poweroff", "destroy")
+    _sub(dom, "on_reboot", "restart")
+    _sub(dom, "on_crash", "destroy")
+
+
+def configure_storage(plan: DomainPlan, devices: ET.Element) -> None:
+    for d in plan.disks:
+        disk = _sub(devices, "disk", type="file", device="disk")
+        _sub(disk, "driver", name="qemu", type=d.format)
+        _sub(disk, "source", file=d.path)
+        _sub(disk, "target", dev=d.target, bus=d.bus)
+        if d.readonly:
+            _sub(disk, "readonly")
+        if d.boot_order is not None:
+            _sub(disk, "boot", order=str(d.boot_order))
+        _sub(disk, "alias", name=f"ua-{d.name}")
+
+
+def configure_network(plan: DomainPlan, devices: ET.Element) -> None:
+    for n in plan.nics:
+        nic = _sub(devices, "interface", type="ethernet")
+        _sub(nic, "target", dev=n.tap, managed="no")
+        _sub(nic, "mac", address=n.mac)
+        _sub(nic, "model", type=n.model)
+        _sub(nic, "alias", name=f"ua-{n.name}")
+
+
+def configure_console(plan: DomainPlan, devices: ET.Element) -> None:
+    serial = _sub(devices, "serial", type="pty")
+    _sub(serial, "log", file=plan.serial_log, append="on")
+    _sub(serial, "target", port="0")
+    console = _sub(devices, "console", type="pty")
+    _sub(console, "target", type="serial", port="0")
+
+
+def configure_quiet_devices(plan: DomainPlan, devices: ET.Element) -> None:
+    _sub(devices, "controller", type="usb", model="none")
+    _sub(devices, "memballoon", model="none")
+
+
+DOMAIN_CONFIGURATORS: list[Callable[[DomainPlan, ET.Element], None]] = [configure_compute, configure_features]
+DEVICE_CONFIGURATORS: list[Callable[[DomainPlan, ET.Element], None]] = [
+    configure_storage, configure_network, configure_console, configure_quiet_devices]
+
+
+def compose_domain_xml(plan: DomainPlan) -> str:
+    dom = ET.Element("domain", type=plan.domain_type)
+    for configure in DOMAIN_CONFIGURATORS:
+        configure(plan, dom)
+    devices = _sub(dom, "devices")
+    for configure in DEVICE_CONFIGURATORS:
+        configure(plan, devices)
+    ET.indent(dom)
+    return ET.tostring(dom, encoding="unicode")

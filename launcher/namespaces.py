@@ -1,0 +1,120 @@
+"""OS plumbing of a launcher: its pod network namespace, a tap in it, and a private mount
+namespace in which a libvirtd of its own finds its own /etc/libvirt, /run/libvirt and /var/lib/libvirt.
+
+Python 3.11 has no os.unshare/os.setns: libc through ctypes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
+MS_BIND = 4096
+MS_REC = 16384
+MS_SLAVE = 1 << 19
+PRIVATE_DIRS = ("/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt", "/var/cache/libvirt")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+QEMU_CONF = """# written by the virtbus launcher: one private libvirtd per VM, QEMU as root, no host policy
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+namespaces = []
+cgroup_controllers = []
+stdio_handler = "file"
+"""
+LIBVIRTD_CONF = """# written by the virtbus launcher
+unix_sock_group = "root"
+unix_sock_rw_perms = "0700"
+auth_unix_rw = "none"
+auth_unix_ro = "none"
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+"""
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    _check(_libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+                       data.encode() if data else None), f"mount {target}")
+
+
+def write_libvirt_config(etc_dir: Path) -> None:
+    if etc_dir.exists():
+        shutil.rmtree(etc_dir)
+    shutil.copytree("/etc/libvirt", etc_dir, symlinks=True)
+    autostart = etc_dir / "qemu" / "networks" / "autostart"
+    if autostart.exists():
+        shutil.rmtree(autostart)  # no default network: the pod network is ours
+    (etc_dir / "qemu.conf").write_text(QEMU_CONF)
+    (etc_dir / "libvirtd.conf").write_text(LIBVIRTD_CONF)
+
+
+def enter_private_mounts(etc_dir: Path, cache_dir: Path) -> None:
+    """Unshare this process's mount namespace (before any thread exists) and give it libvirt dirs
+    of its own. Nothing mounted here is seen by the host; the host's mounts still reach us.
+    cache_dir, shared by the node's launchers, keeps libvirt's probe of QEMU's capabilities."""
+    write_libvirt_config(etc_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for d in PRIVATE_DIRS:
+        os.makedirs(d, exist_ok=True)  # mount points; empty on the host
+    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _mount("none", "/", None, MS_REC | MS_SLAVE)
+    for d in PRIVATE_DIRS:
+        _mount("tmpfs", d, "tmpfs", 0, "mode=0755")
+    _mount(str(cache_dir), "/var/cache/libvirt", None, MS_BIND)
+    for sub in ("/var/lib/libvirt/qemu", "/var/log/libvirt/qemu", "/var/cache/libvirt/qemu"):
+        os.makedirs(sub, exist_ok=True)
+    _mount(str(etc_dir), "/etc/libvirt", None, MS_BIND)
+
+
+def netns_enter_fn(name: str) -> Callable[[], None]:
+    """For subprocess preexec_fn: move the child into /run/netns/NAME."""
+    path = f"/run/netns/{name}"
+
+    def enter() -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            _check(_libc.setns(fd, CLONE_NEWNET), f"setns {name}")
+        finally:
+            os.close(fd)
+
+    return enter
+
+
+def _ip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+
+
+def create_netns(name: str) -> None:
+    if not Path("/run/netns", name).exists():
+        done = _ip("netns", "add", name)
+        if done.returncode != 0 and not Path("/run/netns", name).exists():
+            raise OSError(f"ip netns add {name}: {done.stderr.strip()}")
+    _ip("-n", name, "link", "set", "lo", "up")
+
+
+def delete_netns(name: str) -> None:
+    if Path("/run/netns", name).exists():
+        _ip("netns", "delete", name)
+
+
+def create_tap(netns: str, name: str) -> None:
+    if _ip("-n", netns, "link", "show", name).returncode != 0:
+        done = _ip("-n", netns, "tuntap", "add", "dev", name, "mode", "tap")
+        if done.returncode != 0:
+            raise OSError(f"creating tap {name} in {netns}: {done.stderr.strip()}")
+    _ip("-n", netns, "link", "set", name, "up")
