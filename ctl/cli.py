@@ -128,9 +128,10 @@ async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
     async def probe() -> tuple[bool, str]:
         status, detail = await _vm_state(api, args.name)
         if status in ("ErrorUnschedulable", "Failed", "CrashLoopBackOff") and "Running" in targets:
-            vmi = (await api.call("vmi", "get", NameRequest(name=args.name), VMIReply)).item
-            why = vmi.reason or next((c.message for c in vmi.conditions if c.status == "False"), "")
-            raise ApiError(Code.INVALID, f"VM {args.name} is {status}: {why}")
+            view = (await api.call("vm", "get", NameRequest(name=args.name), VMReply)).item
+            vmi = view.vmi
+            why = (vmi.reason or next((c.message for c in vmi.conditions if c.status == "False"), "")) if vmi else ""
+            raise ApiError(Code.INVALID, f"VM {args.name} is {status}: {why or view.vm.last_failure}")
         if verb == "delete" and status == "Gone":
             try:
                 await api.call("vmi", "get", NameRequest(name=args.name), VMIReply)

@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import libvirt
 import msgspec
 import structlog
 
@@ -140,9 +141,19 @@ class Runner:
         await self.libvirtd.start(a.pod_netns, a.vmi_dir)
         self._reaper = asyncio.create_task(reap_orphans())
         self.libvirtd.watch_lifecycle(lambda event, detail: self.events.put_nowait((event, detail)))
-        plan = plan_domain(vmi.spec, uid=a.uid, domain_type="kvm" if a.kvm else "qemu", disk_paths=paths,
-                           taps=taps, serial_log=str(a.vmi_dir / "serial.log"))
-        dom = await self.libvirtd.define_and_start(compose_domain_xml(plan))
+        kinds: list[Literal["kvm", "qemu"]] = ["kvm", "qemu"] if a.kvm else ["qemu"]
+        for kind in kinds:
+            plan = plan_domain(vmi.spec, uid=a.uid, domain_type=kind, disk_paths=paths, taps=taps,
+                               serial_log=str(a.vmi_dir / "serial.log"))
+            try:
+                dom = await self.libvirtd.define_and_start(compose_domain_xml(plan))
+                break
+            except libvirt.libvirtError as exc:
+                if kind != "kvm":
+                    raise
+                # The node's probe said KVM works, QEMU says otherwise: emulate, like useEmulation.
+                log.warning("KVM domain failed to start; falling back to TCG", error=str(exc).splitlines()[0])
+                await self.libvirtd.destroy_and_undefine(a.vmi)
         await self.set_phase(Phase.RUNNING)
         return dom
 

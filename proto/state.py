@@ -45,6 +45,7 @@ class VM(State, frozen=True):
     # CrashLoopBackOff: failed runs in a row, and when the next run may start.
     failures: int = 0
     next_start_at: float = 0.0
+    last_failure: str = ""
 
 
 class VMIInterface(State, frozen=True):

@@ -113,8 +113,9 @@ class Scheduler:
         elif action is Action.DELETE_VMI and vmi is not None:
             if vm is not None and vmi.value.phase is Phase.FAILED and vm.value.restart_of != vmi.value.uid:
                 failures = vm.value.failures + 1
+                why = vmi.value.reason or "failed"
                 await self.store.vms.mutate(name, lambda v: msgspec.structs.replace(
-                    v, failures=failures, next_start_at=now + backoff(failures)))
+                    v, failures=failures, next_start_at=now + backoff(failures), last_failure=why))
                 log.info("instance failed; backing off", vm=name, failures=failures, seconds=backoff(failures))
             try:
                 await self.store.vmis.delete(name, vmi.revision)

@@ -11,7 +11,7 @@ examples=${VIRTBUS_EXAMPLES:-$PWD/../shared/examples/kubevirt}
 echo "== building (or reusing) the test guest" >&2
 disk=$(bash guest/build.sh | tail -n 1)
 echo "== bringing up the lab" >&2
-virtbus lab up --nodes "${LAB_NODES:-2}"
+virtbus lab up --nodes "${LAB_NODES:-2}" --probe-kernel "$(dirname "$disk")/bzImage"
 virtbus image import quay.io/kubevirt/cirros-container-disk-demo --file "$disk"
 virtbus apply -f "$examples/testvm-masquerade.yaml"
 virtbus start testvm --wait --timeout 300

@@ -81,8 +81,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     lab = Lab(state, prefix, f"nats://127.0.0.1:{port}")
     base = [sys.executable, "-m", "ctl", "lab"]
     try:
+        kernel = str(Path(guest_disk()).with_name("bzImage"))  # what the handlers' KVM probe boots
         up = subprocess.run([*base, "up", "--nodes", "2", "--state-dir", str(state), "--prefix", prefix,
-                             "--port", str(port)], capture_output=True, text=True, timeout=180, cwd=REPO)
+                             "--port", str(port), "--probe-kernel", kernel],
+                            capture_output=True, text=True, timeout=180, cwd=REPO)
         assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}\n{lab.logs()}"
         yield lab
     finally:
