@@ -1,0 +1,57 @@
+import xml.etree.ElementTree as ET
+
+from launcher.domain import compose_domain_xml, plan_domain, stable_mac
+from proto.manifest import parse_manifest
+from proto.spec import VMSpec
+from tests.conftest import EXAMPLES
+
+
+def seed_plan(kind: str = "qemu") -> ET.Element:
+    spec = parse_manifest((EXAMPLES / "testvm-masquerade.yaml").read_bytes())
+    assert isinstance(spec, VMSpec)
+    plan = plan_domain(spec, uid="0b6c5f4e-1111-4222-8333-444455556666", domain_type=kind,  # type: ignore[arg-type]
+                       disk_paths={"containerdisk": ("/v/containerdisk.qcow2", "qcow2"),
+                                   "cloudinitdisk": ("/v/cidata.iso", "raw")},
+                       taps={"default": "tap0"}, serial_log="/v/serial.log")
+    return ET.fromstring(compose_domain_xml(plan))
+
+
+def test_seed_testvm_domain_under_tcg() -> None:
+    dom = seed_plan()
+    assert dom.get("type") == "qemu"
+    assert dom.findtext("name") == "testvm"
+    assert dom.find("memory").get("unit") == "KiB" and dom.findtext("memory") == "62500"  # type: ignore[union-attr]
+    assert dom.findtext("vcpu") == "1"
+    assert dom.find("os/type").get("machine") == "q35"  # type: ignore[union-attr]
+    assert dom.find("cpu/model").text == "qemu64"  # type: ignore[union-attr]
+    assert dom.findtext("on_poweroff") == "destroy"
+    assert dom.find("features/acpi") is not None
+
+
+def test_disks_in_order_first_boots_cloud_init_read_only() -> None:
+    disks = seed_plan().findall("devices/disk")
+    assert [(d.find("source").get("file"), d.find("target").get("dev"), d.find("driver").get("type"))  # type: ignore[union-attr]
+            for d in disks] == [("/v/containerdisk.qcow2", "vda", "qcow2"), ("/v/cidata.iso", "vdb", "raw")]
+    assert disks[0].find("boot").get("order") == "1"  # type: ignore[union-attr]
+    assert disks[0].find("readonly") is None and disks[1].find("readonly") is not None
+
+
+def test_nic_on_the_pods_tap_with_a_stable_mac() -> None:
+    nic = seed_plan().find("devices/interface")
+    assert nic is not None and nic.get("type") == "ethernet"
+    assert (nic.find("target").get("dev"), nic.find("target").get("managed")) == ("tap0", "no")  # type: ignore[union-attr]
+    mac = nic.find("mac").get("address")  # type: ignore[union-attr]
+    assert mac == stable_mac("0b6c5f4e-1111-4222-8333-444455556666", "default")
+    assert mac is not None and mac.startswith("02:") and len(mac.split(":")) == 6
+    assert stable_mac("other-uid", "default") != mac
+
+
+def test_serial_console_logged() -> None:
+    serial = seed_plan().find("devices/serial")
+    assert serial is not None and serial.get("type") == "pty"
+    assert serial.find("log").get("file") == "/v/serial.log"  # type: ignore[union-attr]
+
+
+def test_kvm_passes_the_host_cpu_through() -> None:
+    dom = seed_plan("kvm")
+    assert dom.get("type") == "kvm" and dom.find("cpu").get("mode") == "host-passthrough"  # type: ignore[union-attr]
