@@ -2,7 +2,8 @@
 # Builds (once) and caches virtbus's own test guest, then prints the absolute path of its raw
 # disk image as the LAST line on stdout; all progress goes to stderr.
 #
-#   disk=$(guest/build.sh)            # ~4 min the first time (kernel), ~1 s after that
+#   disk=$(guest/build.sh)            # ~4.5 min the first time (kernel), ~1 s after that
+#   guest/smoke.py "$disk"            # boots it in plain qemu: marker, shell, ACPI power-off
 #
 # The guest: Linux 6.1 (tinyconfig + guest/kernel.config, from Debian's linux-source-6.1) and a
 # busybox-static initramfs (guest/rootfs/: /init, udhcpc script, power-button handler) on a
@@ -13,7 +14,8 @@
 #
 # Cache (${VIRTBUS_CACHE:-$HOME/.cache/virtbus}):
 #   kernel/<kkey>/{bzImage,config,gen_init_cpio,build.log}
-#       kkey = sha256(guest/kernel.config + linux-source-6.1 version)
+#       kkey = sha256(guest/kernel.config + linux-source-6.1 version); not build.sh, so a change
+#       to how the kernel is built here needs a (comment) change in kernel.config to take effect
 #   guest/<key>/{disk.img,bzImage,initrd.gz,syslinux.cfg,build-info}
 #       key = sha256(build.sh + kernel.config + rootfs/ + busybox/syslinux versions)
 # Entries are built in a temp dir next to them and renamed into place, so an interrupted
@@ -63,25 +65,44 @@ KEY=$({
 } | short_sha)
 GDIR=$CACHE/guest/$KEY
 
-if [ -f "$GDIR/disk.img" ]; then
-  log "cached: $GDIR"
-  echo "$GDIR/disk.img" >&3
-  exit 0
-fi
-
-# ---- one builder at a time; temp dirs left by killed builds are stale once we hold the lock ----
+# One builder at a time (flock). Temp dirs left by a killed build (SIGKILL skips its cleanup)
+# are stale whenever we hold the lock.
 mkdir -p "$CACHE/kernel" "$CACHE/guest"
 exec 9>"$CACHE/.build.lock"
+sweep() { rm -rf "$CACHE"/kernel/.tmp-* "$CACHE"/guest/.tmp-*; }
+cached() {
+  [ -f "$GDIR/disk.img" ] || return 1
+  if compgen -G "$CACHE/*/.tmp-*" >/dev/null && flock -n 9; then sweep; fi
+  log "cached: $GDIR"
+  echo "$GDIR/disk.img" >&3
+}
+cached && exit 0
 if ! flock -n 9; then
   log "another build holds $CACHE/.build.lock; waiting"
   flock 9
+  cached && exit 0
 fi
-rm -rf "$CACHE"/kernel/.tmp-* "$CACHE"/guest/.tmp-*
-TMPS=()
-cleanup() { [ "${#TMPS[@]}" -eq 0 ] || rm -rf "${TMPS[@]}"; }
+sweep
+TMPS=() # temp dirs to remove on exit
+LONG="" # pid of a running long step, stopped on exit
+cleanup() {
+  if [ -n "$LONG" ]; then kill -TERM "$LONG" 2>/dev/null || true; wait "$LONG" 2>/dev/null || true; fi
+  [ "${#TMPS[@]}" -eq 0 ] || rm -rf "${TMPS[@]}"
+}
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# Runs a long step in the background and waits for it interruptibly, so that INT/TERM stop the
+# build at once rather than after the step (GNU make passes SIGTERM on to its jobs).
+run_long() {
+  local rc=0
+  "$@" &
+  LONG=$!
+  wait "$LONG" || rc=$?
+  LONG=""
+  return "$rc"
+}
 
 # Renames a finished temp dir into place (rename(2): all or nothing). Loses quietly to an
 # entry that is already there.
@@ -96,7 +117,7 @@ build_kernel() {
   tmp=$(mktemp -d "$CACHE/kernel/.tmp-$KKEY.XXXXXX"); TMPS+=("$tmp")
   start=$SECONDS
   log "kernel $KKEY: extracting $KSRC_TAR"
-  tar -xf "$KSRC_TAR" -C "$tmp"
+  run_long tar -xf "$KSRC_TAR" -C "$tmp"
   src=$tmp/linux-source-6.1
   mkdir "$tmp/out"
   log "kernel $KKEY: tinyconfig + guest/kernel.config"
@@ -116,12 +137,8 @@ build_kernel() {
     die "kernel config is missing ${#missing[@]} wanted option(s) (dependencies?): ${missing[*]}"
   fi
   log "kernel $KKEY: make -j$(nproc) bzImage (about 3.5 min on 2 cores; log: build.log)"
-  if [ "${VIRTBUS_GUEST_VERBOSE:-0}" = 1 ]; then
-    make -C "$src" ARCH=x86_64 -j"$(nproc)" bzImage 2>&1 | tee -a "$tmp/out/build.log"
-  else
-    make -C "$src" ARCH=x86_64 -j"$(nproc)" bzImage >>"$tmp/out/build.log" 2>&1 \
-      || { tail -n 40 "$tmp/out/build.log"; die "kernel build failed"; }
-  fi
+  run_long make -C "$src" ARCH=x86_64 -j"$(nproc)" bzImage >>"$tmp/out/build.log" 2>&1 \
+    || { tail -n 40 "$tmp/out/build.log"; die "kernel build failed"; }
   # the kernel's own initramfs writer: root-owned entries and device nodes without being root
   gcc -O2 -o "$tmp/out/gen_init_cpio" "$src/usr/gen_init_cpio.c"
   cp "$src/arch/x86/boot/bzImage" "$tmp/out/bzImage"
@@ -193,7 +210,8 @@ export MTOOLS_SKIP_CHECK=1
 mcopy -i "$img" "$out/bzImage" ::/bzImage
 mcopy -i "$img" "$out/initrd.gz" ::/initrd.gz
 mcopy -i "$img" "$out/syslinux.cfg" ::/syslinux.cfg
-mdir -i "$img" -b :: | grep -qi ldlinux.sys || die "syslinux did not install ldlinux.sys"
+files=$(mdir -i "$img" -a -b ::)
+grep -qi 'ldlinux\.sys' <<<"$files" || die "syslinux did not install ldlinux.sys"
 cat >"$out/build-info" <<EOF
 key=$KEY
 kernel_key=$KKEY

@@ -1,0 +1,115 @@
+"""Static checks of the test guest's sources (guest/), and its udhcpc script run against stub tools.
+
+Building and booting the guest is guest/build.sh + guest/smoke.py (minutes); these take < 1 s.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+GUEST = Path(__file__).resolve().parents[2] / "guest"
+ROOTFS = GUEST / "rootfs"
+SCRIPTS = [
+    ROOTFS / "init",
+    ROOTFS / "etc/www.sh",
+    ROOTFS / "etc/udhcpc/default.script",
+    ROOTFS / "etc/acpi/PWRF/00000080",
+]
+
+# What the guest needs from the kernel (tinyconfig drops what it cannot satisfy; build.sh checks)
+WANTED_KERNEL_OPTIONS = """
+    64BIT PRINTK TTY SERIAL_8250 SERIAL_8250_CONSOLE BLK_DEV_INITRD RD_GZIP BINFMT_ELF BINFMT_SCRIPT
+    PROC_FS SYSFS DEVTMPFS DEVTMPFS_MOUNT NET INET PACKET UNIX PCI VIRTIO VIRTIO_PCI VIRTIO_NET
+    NETDEVICES NET_CORE BLOCK BLK_DEV VIRTIO_BLK ACPI INPUT INPUT_EVDEV ACPI_BUTTON UNIX98_PTYS
+""".split()
+
+
+def test_build_script_is_strict_executable_bash() -> None:
+    build = GUEST / "build.sh"
+    assert os.access(build, os.X_OK)
+    text = build.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert "\nset -euo pipefail\n" in text
+    subprocess.run(["bash", "-n", str(build)], check=True)
+
+
+def test_kernel_fragment_wants_every_needed_option() -> None:
+    wanted = set(re.findall(r"^CONFIG_(\w+)=y$", (GUEST / "kernel.config").read_text(), re.M))
+    assert not set(WANTED_KERNEL_OPTIONS) - wanted
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(ROOTFS)))
+def test_guest_scripts_are_executable_sh(script: Path) -> None:
+    assert os.access(script, os.X_OK)
+    assert script.read_text().startswith("#!/bin/sh\n")
+    subprocess.run(["sh", "-n", str(script)], check=True)
+
+
+def test_init_starts_the_services_and_prints_the_marker() -> None:
+    init = (ROOTFS / "init").read_text()
+    for needle in ["mount -t devtmpfs", "acpid", "httpd -h /var/www -p 80", "nc -ll -p 7 -e /bin/cat",
+                   "udhcpc -f -i eth0", "VIRTBUS-GUEST-READY", "exec /bin/busybox init"]:
+        assert needle in init
+    assert "ttyS0::respawn:-/bin/sh" in (ROOTFS / "etc/inittab").read_text()
+    assert "poweroff -f" in (ROOTFS / "etc/acpi/PWRF/00000080").read_text()
+
+
+def run_udhcpc_script(tmp_path: Path, event: str, **env: str) -> tuple[list[str], Path]:
+    """Runs the udhcpc script under dash with stub `ip`/`hostname`; returns the stub calls and dir."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir(exist_ok=True)
+    calls = tmp_path / "calls"
+    for tool in ["ip", "hostname"]:
+        stub = stubs / tool
+        # `hostname` with no argument prints the current one; `ip ... show` prints nothing
+        stub.write_text(f'#!/bin/sh\necho "{tool} $*" >>"{calls}"\n'
+                        + ('[ $# -eq 0 ] && echo virtbus-guest\n' if tool == "hostname" else "") + "exit 0\n")
+        stub.chmod(0o755)
+    www = tmp_path / "www.sh"
+    www.write_text(f'#!/bin/sh\necho "www.sh" >>"{calls}"\n')
+    www.chmod(0o755)
+    base = {
+        "PATH": f"{stubs}:/usr/bin:/bin",
+        "RESOLV_CONF": str(tmp_path / "resolv.conf"),
+        "CONSOLE": str(tmp_path / "console"),
+        "WWW_SH": str(www),
+        "interface": "vbtest9",  # a name no host has, should a stub ever be bypassed
+    }
+    dash = shutil.which("dash") or "sh"
+    subprocess.run([dash, str(ROOTFS / "etc/udhcpc/default.script"), event], env=base | env, check=True,
+                   capture_output=True)
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    return lines, tmp_path
+
+
+def test_udhcpc_bound_configures_address_mtu_route_dns_hostname(tmp_path: Path) -> None:
+    calls, d = run_udhcpc_script(tmp_path, "bound", ip="10.0.2.15", mask="24", subnet="255.255.255.0",
+                                 router="10.0.2.1 10.0.2.254", dns="10.0.2.3 10.0.2.4", domain="example.test",
+                                 mtu="1400", hostname="vm1", broadcast="10.0.2.255")
+    assert "ip link set vbtest9 mtu 1400" in calls
+    assert "ip -4 addr add 10.0.2.15/24 broadcast 10.0.2.255 dev vbtest9" in calls
+    assert "ip -4 route add default via 10.0.2.1 dev vbtest9" in calls  # the first router only
+    assert "hostname vm1" in calls and "www.sh" in calls
+    assert (d / "resolv.conf").read_text() == "domain example.test\nnameserver 10.0.2.3\nnameserver 10.0.2.4\n"
+    assert (d / "console").read_text() == "\nVIRTBUS-GUEST-IP 10.0.2.15\n"
+
+
+def test_udhcpc_bound_on_a_slash_32_routes_onlink_and_leaves_what_dhcp_did_not_say(tmp_path: Path) -> None:
+    calls, d = run_udhcpc_script(tmp_path, "bound", ip="10.1.0.7", mask="32", subnet="255.255.255.255",
+                                 router="10.1.0.1")
+    assert "ip -4 route add default via 10.1.0.1 dev vbtest9 onlink" in calls
+    assert not any("mtu" in c for c in calls)
+    assert "www.sh" not in calls
+    assert not (d / "resolv.conf").exists()
+
+
+def test_udhcpc_deconfig_flushes_the_interface(tmp_path: Path) -> None:
+    calls, d = run_udhcpc_script(tmp_path, "deconfig")
+    assert calls == ["ip link set vbtest9 up", "ip -4 addr flush dev vbtest9", "ip -4 route flush dev vbtest9"]
+    assert not (d / "console").exists()
