@@ -117,7 +117,16 @@ async def _vm_state(api: ApiClient, name: str) -> tuple[str, str]:
 
 async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
     verb = args.command
-    ack = await api.call("vm", verb, NameRequest(name=args.name), Ack)
+    deadline = time.monotonic() + args.timeout
+    while True:
+        try:
+            ack = await api.call("vm", verb, NameRequest(name=args.name), Ack)
+            break
+        except ApiError as exc:  # e.g. "still stopping": with --wait, wait it out
+            if not (args.wait and exc.retryable and time.monotonic() < deadline):
+                raise
+            say(f"  {args.name}: {exc.message}; retrying")
+            await asyncio.sleep(1.0)
     say(ack.message)
     if not args.wait:
         return 0

@@ -122,7 +122,7 @@ def _wait_port(port: int, timeout: float) -> None:
 def _ip(*args: str, netns: str | None = None) -> None:
     cmd = ["ip", *(["-n", netns] if netns else []), *args]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0 and "File exists" not in done.stderr:
+    if done.returncode != 0 and "File exists" not in done.stderr and "already assigned" not in done.stderr:
         raise RuntimeError(f"{' '.join(cmd)}: {done.stderr.strip()}")
 
 

@@ -13,7 +13,8 @@ disk=$(bash guest/build.sh | tail -n 1)
 echo "== bringing up the lab" >&2
 virtbus lab up --nodes "${LAB_NODES:-2}" --probe-kernel "$(dirname "$disk")/bzImage"
 virtbus image import quay.io/kubevirt/cirros-container-disk-demo --file "$disk"
-virtbus apply -f "$examples/testvm-masquerade.yaml"
+# Re-applying the manifest (running: false) would stop a running testvm, as in KubeVirt: only once.
+virtbus get vms testvm >/dev/null 2>&1 || virtbus apply -f "$examples/testvm-masquerade.yaml"
 virtbus start testvm --wait --timeout 300
 virtbus get vmis -o wide
 echo "== serial console of testvm, up to the boot marker" >&2
