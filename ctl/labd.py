@@ -80,8 +80,14 @@ def main() -> None:
             py, "-m", "handler", "--node", node, "--server", cfg.url, "--state-dir", str(cfg.root),
             "--netns-prefix", cfg.prefix, "--address", address,
             *(["--probe-kernel", cfg.probe_kernel] if cfg.probe_kernel else [])])
+    commands = {name: [str(a) for a in proc.args] for name, proc in procs.items()}  # type: ignore[union-attr]
     while not stop:
         _reap()
+        for name, proc in list(procs.items()):
+            if proc.poll() is not None and not stop:  # a crashed service comes back, like a systemd unit
+                print(f"labd: {name} exited ({proc.returncode}); restarting", flush=True)
+                time.sleep(1.0)
+                spawn(name, commands[name])
         time.sleep(0.5)
     # Handlers first, so none respawns a launcher; then launchers end their domains and libvirtds.
     _end([procs[n].pid for n in procs if n.startswith("handler-")], 10)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 
@@ -32,9 +34,11 @@ def test_seed_testvm_lifecycle(lab: Lab) -> None:
 
     applied = lab.cli("apply", "-f", str(EXAMPLES / "testvm-masquerade.yaml"))
     assert "virtualmachine/testvm applied (Stopped)" in applied.stdout
+    before = lab.json("get", "vms", "testvm")
     lab.cli("apply", "-f", str(EXAMPLES / "testvm-masquerade.yaml"))  # the same again changes nothing
-    vm = lab.json("get", "vms", "testvm")
-    assert isinstance(vm, dict) and vm["vm"]["generation"] == 1 and vm["printableStatus"] == "Stopped"
+    after = lab.json("get", "vms", "testvm")
+    assert isinstance(before, dict) and isinstance(after, dict)
+    assert after["revision"] == before["revision"] and after["printableStatus"] == "Stopped"
     assert lab.cli("get", "vms").stdout.splitlines()[1].split()[2] == "Stopped"
 
     started = time.monotonic()
@@ -69,3 +73,37 @@ def test_seed_testvm_lifecycle(lab: Lab) -> None:
     for node in ("node1", "node2"):
         vmis_dir = lab.state_dir / "nodes" / node / "vmis"
         assert not vmis_dir.exists() or list(vmis_dir.iterdir()) == []
+
+
+def test_restart_and_a_handler_restart_keep_the_vm(lab: Lab) -> None:
+    """A launcher outlives its handler; the new handler adopts it. restart gives a new instance."""
+    lab.cli("apply", "-f", str(EXAMPLES / "testvm-masquerade.yaml"))
+    lab.cli("start", "testvm", "--wait", "--timeout", "300")
+    first = lab.json("get", "vmis", "testvm")
+    assert isinstance(first, dict)
+    node = first["nodeName"]
+    pidfile = lab.state_dir / "nodes" / node / "vmis" / "testvm" / "launcher.pid"
+    launcher_pid = int(pidfile.read_text().split()[0])
+    handler_pid = int((lab.state_dir / "pids" / f"handler-{node}.pid").read_text())
+    os.kill(handler_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the lab's supervisor brings the handler back
+        new_pid = int((lab.state_dir / "pids" / f"handler-{node}.pid").read_text())
+        log = (lab.state_dir / "logs" / f"handler-{node}.log").read_text()
+        if new_pid != handler_pid and "adopted launcher" in log:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"handler did not come back and adopt:\n{lab.logs()}")
+    time.sleep(3)  # a few reconciles of the new handler
+    again = lab.json("get", "vmis", "testvm")
+    assert isinstance(again, dict) and again["phase"] == "Running" and again["uid"] == first["uid"]
+    os.kill(launcher_pid, 0)  # the same launcher still runs
+
+    lab.cli("restart", "testvm", "--wait", "--timeout", "300")
+    restarted = lab.json("get", "vmis", "testvm")
+    assert isinstance(restarted, dict) and restarted["phase"] == "Running" and restarted["uid"] != first["uid"]
+    assert MARKER in lab.cli("console", "testvm", "--log", "--until", MARKER, "--timeout", "120").stdout
+
+    lab.cli("delete", "testvm", "--wait", "--timeout", "120")
+    assert lab.netns() == sorted([f"{lab.prefix}-lab", f"{lab.prefix}-node1", f"{lab.prefix}-node2"])
