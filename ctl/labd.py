@@ -78,7 +78,7 @@ def main() -> None:
     for node, address in cfg.addresses.items():
         spawn(f"handler-{node}", [
             py, "-m", "handler", "--node", node, "--server", cfg.url, "--state-dir", str(cfg.root),
-            "--netns-prefix", cfg.prefix, "--address", address,
+            "--netns-prefix", cfg.prefix, "--address", address, "--netns", cfg.node_netns(node),
             *(["--probe-kernel", cfg.probe_kernel] if cfg.probe_kernel else [])])
     commands = {name: [str(a) for a in proc.args] for name, proc in procs.items()}  # type: ignore[union-attr]
     while not stop:

@@ -13,6 +13,7 @@ from handler import nodeinfo
 from handler.agent import Agent
 from handler.kvmprobe import cached_kvm_runs_guests
 from handler.launchers import Launchers, NodePaths
+from handler.podnet import PodNetwork
 from proto import subjects
 from proto.state import Node
 from servicekit import logs
@@ -29,14 +30,18 @@ async def run(args: argparse.Namespace) -> None:
         kvm, why = await asyncio.to_thread(cached_kvm_runs_guests, kernel, cache)
     log.info("kvm probe", kvm=kvm, detail=why)
     store = await Store.connect(args.server, f"virtbus-handler-{args.node}")
+    podnet = PodNetwork(store, args.node, args.netns)
+    cidr = await podnet.claim_cidr()
+    await asyncio.to_thread(podnet.set_up_bridge)
     now = time.time()
     node = Node(name=args.node, cpus=nodeinfo.cpus(args.cpus), memory=nodeinfo.guest_memory(args.memory),
                 kvm=kvm, heartbeat=now, started_at=now, labels=dict(kv.split("=", 1) for kv in args.label),
-                address=args.address)
+                address=args.address, pod_cidr=str(cidr))
     state_dir = Path(args.state_dir) / "nodes" / args.node
     launchers = Launchers(NodePaths(state_dir, Path(args.state_dir) / "logs"), node=args.node,
-                          nats_url=args.server, netns_prefix=args.netns_prefix, kvm=kvm)
-    agent = Agent(store, node, launchers)
+                          nats_url=args.server, netns_prefix=args.netns_prefix, kvm=kvm,
+                          node_netns=args.netns)
+    agent = Agent(store, node, launchers, podnet)
     await agent.start()
     log.info("handler started", cpus=node.cpus, memory=node.memory)
     stop = asyncio.Event()
@@ -57,6 +62,7 @@ def main() -> None:
     parser.add_argument("--state-dir", default="/var/lib/virtbus")
     parser.add_argument("--netns-prefix", default="vb", type=subjects.token)
     parser.add_argument("--address", default=None, help="the node's address on the node network")
+    parser.add_argument("--netns", default=None, help="the node's network namespace (default: this one)")
     parser.add_argument("--memory", default=None, help="memory offered to guests (quantity)")
     parser.add_argument("--cpus", default=None, type=int)
     parser.add_argument("--label", action="append", default=[], help="node label key=value")

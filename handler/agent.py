@@ -13,6 +13,8 @@ import msgspec
 import structlog
 
 from handler.launchers import Launchers
+from handler.podnet import PodNetwork
+from proto import ipam
 from proto.state import FINAL_PHASES, VMI, Node, Phase
 from servicekit.store import Store
 from servicekit.workqueue import WorkQueue
@@ -22,9 +24,10 @@ HEARTBEAT_S = 2.0
 
 
 class Agent:
-    def __init__(self, store: Store, node: Node, launchers: Launchers, *,
+    def __init__(self, store: Store, node: Node, launchers: Launchers, podnet: PodNetwork, *,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.podnet = podnet
         self.node = node
         self.launchers = launchers
         self.clock = clock
@@ -35,7 +38,7 @@ class Agent:
         await self.heartbeat()
         await asyncio.to_thread(self.launchers.adopt_all)
         self._tasks = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._watch()),
-                       asyncio.create_task(self._supervise())]
+                       asyncio.create_task(self._supervise()), asyncio.create_task(self._watch_nodes())]
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -66,6 +69,17 @@ class Agent:
             if mine or change.key in self.launchers.running:
                 self.queue.kick(change.key)
 
+    async def _watch_nodes(self) -> None:
+        """Keep routes to the other nodes' pods as nodes come and go."""
+        nodes: dict[str, Node] = {}
+        async for change in self.store.nodes.watch():
+            if change.value is None:
+                nodes.pop(change.key, None)
+            else:
+                nodes[change.key] = change.value
+            # Heartbeats make most changes; sync_routes touches the kernel only for a real difference.
+            await asyncio.to_thread(self.podnet.sync_routes, list(nodes.values()))
+
     async def _supervise(self) -> None:
         """Notice launchers that exited, whatever the bus says."""
         while True:
@@ -83,6 +97,8 @@ class Agent:
                 log.info("instance gone; ending its launcher", vmi=name)
                 await asyncio.to_thread(self.launchers.terminate, launcher)
             await self._forget(name)
+            if await self.store.vms.get(name) is None:
+                await self.podnet.release(name)  # the address belongs to the VM, not to a run
             return
         if launcher is not None and launcher.uid != vmi.uid:
             log.info("launcher belongs to an earlier run; ending it", vmi=name, old_uid=launcher.uid)
@@ -103,7 +119,11 @@ class Agent:
             await self._forget(name)
             return
         if vmi.phase is Phase.SCHEDULED and not vmi.stop_requested:
-            await asyncio.to_thread(self.launchers.spawn, name, vmi.uid)
+            pod_ip, gateway = None, None
+            if any(n.kind == "pod" for n in vmi.spec.networks) and self.podnet.cidr is not None:
+                ip = await self.podnet.pod_ip(name)
+                pod_ip, gateway = f"{ip}/{self.podnet.cidr.prefixlen}", str(ipam.gateway(self.podnet.cidr))
+            await asyncio.to_thread(self.launchers.spawn, name, vmi.uid, pod_ip, gateway)
             return
         if vmi.phase is Phase.RUNNING:
             # Running, bound here, no launcher: it died while no handler watched.

@@ -50,12 +50,14 @@ class NodePaths:
 
 
 class Launchers:
-    def __init__(self, paths: NodePaths, *, node: str, nats_url: str, netns_prefix: str, kvm: bool) -> None:
+    def __init__(self, paths: NodePaths, *, node: str, nats_url: str, netns_prefix: str, kvm: bool,
+                 node_netns: str | None = None) -> None:
         self.paths = paths
         self.node = node
         self.nats_url = nats_url
         self.netns_prefix = netns_prefix
         self.kvm = kvm
+        self.node_netns = node_netns
         self.running: dict[str, Launcher] = {}
 
     def pod_netns(self, vmi: str) -> str:
@@ -75,13 +77,16 @@ class Launchers:
                 log.info("adopted launcher", vmi=launcher.vmi, pid=launcher.pid)
         return found
 
-    def spawn(self, vmi: str, uid: str) -> Launcher:
+    def spawn(self, vmi: str, uid: str, pod_ip: str | None = None, pod_gateway: str | None = None) -> Launcher:
         vmi_dir = self.paths.vmi_dir(vmi)
         vmi_dir.mkdir(parents=True, exist_ok=True)
         self.paths.log_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "launcher", "--vmi", vmi, "--uid", uid, "--node", self.node,
                "--server", self.nats_url, "--node-dir", str(self.paths.state_dir),
                "--pod-netns", self.pod_netns(vmi), "--kvm" if self.kvm else "--no-kvm"]
+        if pod_ip and pod_gateway:
+            cmd += ["--pod-ip", pod_ip, "--pod-gateway", pod_gateway,
+                    *(["--node-netns", self.node_netns] if self.node_netns else [])]
         with open(self.paths.log_dir / f"launcher-{self.node}-{vmi}.log", "ab") as logf:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                     start_new_session=True, close_fds=True)

@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,12 +19,13 @@ import libvirt
 import msgspec
 import structlog
 
-from launcher import disks, namespaces
+from launcher import disks, namespaces, podnic
 from launcher.console import ConsoleTail
-from launcher.domain import compose_domain_xml, plan_domain
+from launcher.domain import compose_domain_xml, plan_domain, stable_mac
 from launcher.libvirtd import PrivateLibvirtd
+from launcher.masquerade import Masquerade
 from proto.errors import ApiError
-from proto.state import FINAL_PHASES, VMI, Condition, Phase
+from proto.state import FINAL_PHASES, VMI, Condition, Phase, VMIInterface
 from servicekit.store import Store
 
 log = structlog.get_logger()
@@ -37,6 +39,9 @@ class LauncherArgs:
     node_dir: Path
     pod_netns: str
     kvm: bool
+    node_netns: str | None = None
+    pod_ip: str | None = None  # with its prefix, e.g. 10.244.0.2/24
+    pod_gateway: str | None = None
 
     @property
     def vmi_dir(self) -> Path:
@@ -84,6 +89,8 @@ class Runner:
         self.gone = asyncio.Event()
         self.terminated = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
+        self.dhcp_lease: Any = None
+        self.dhcp_interface = ""
 
     async def set_phase(self, phase: Phase, reason: str = "") -> None:
         await self.store.vmis.mutate(self.args.vmi, _set_phase(self.args.uid, phase, time.time(), reason))
@@ -138,6 +145,10 @@ class Runner:
         taps = {iface.name: f"tap{i}" for i, iface in enumerate(vmi.spec.interfaces)}
         for tap in taps.values():
             await asyncio.to_thread(namespaces.create_tap, a.pod_netns, tap)
+        try:
+            await self._plumb_network(vmi, taps)
+        except ImportError:
+            log.warning("no DHCP server module yet")
         await self.libvirtd.start(a.pod_netns, a.vmi_dir)
         self._reaper = asyncio.create_task(reap_orphans())
         self.libvirtd.watch_lifecycle(lambda event, detail: self.events.put_nowait((event, detail)))
@@ -156,6 +167,29 @@ class Runner:
                 await self.libvirtd.destroy_and_undefine(a.vmi)
         await self.set_phase(Phase.RUNNING)
         return dom
+
+    async def _plumb_network(self, vmi: VMI, taps: dict[str, str]) -> None:
+        a = self.args
+        pod = next((n for n in vmi.spec.networks if n.kind == "pod"), None)
+        if pod is None or a.pod_ip is None or a.pod_gateway is None:
+            return
+        pod_ip = IPv4Interface(a.pod_ip)
+        await asyncio.to_thread(podnic.plumb_pod, vmi=a.vmi, pod_netns=a.pod_netns, node_netns=a.node_netns,
+                                pod_ip=pod_ip, gateway=a.pod_gateway)
+        iface = next(i for i in vmi.spec.interfaces if i.name == pod.name)
+        mac = iface.mac_address or stable_mac(a.uid, iface.name)
+        status = VMIInterface(name=iface.name, ip_address=str(pod_ip.ip), ip_addresses=[str(pod_ip.ip)], mac=mac)
+        await self.store.vmis.mutate(a.vmi, lambda v: msgspec.structs.replace(v, interfaces=[status])
+                                     if v.uid == a.uid else None)
+        if iface.binding == "masquerade":
+            rules = Masquerade(pod_ip=pod_ip.ip, ports=tuple(iface.ports))
+            await asyncio.to_thread(podnic.bind_masquerade, pod_netns=a.pod_netns, tap=taps[iface.name], rules=rules)
+            from launcher.dhcp_packet import Lease
+
+            self.dhcp_lease = Lease(mac=mac, ip=rules.guest_ip, prefix=24, router=rules.gateway, dns=[rules.gateway],
+                                    mtu=None, routes=[], hostname=vmi.spec.name, lease_seconds=86400,
+                                    server_id=rules.gateway, domain=None)
+            self.dhcp_interface = podnic.GUEST_BRIDGE
 
     async def _supervise(self, dom: Any, grace: int) -> tuple[Phase, str]:
         """Wait until the domain ends, or until asked to end it; returns the final phase and why."""

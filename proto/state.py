@@ -83,3 +83,4 @@ class Node(State, frozen=True):
     started_at: float
     labels: dict[str, str] = {}
     address: str | None = None
+    pod_cidr: str | None = None

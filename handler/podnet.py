@@ -1,0 +1,104 @@
+"""The node's side of the pod network (flannel host-gw style): a /24 of the cluster CIDR per
+node and a stable pod IP per VM, both claimed by compare-and-set in the ``ipam`` bucket; a bridge
+holding the node's gateway address in the node's namespace; routes to the other nodes' pod CIDRs
+via their node addresses.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from ipaddress import IPv4Address, IPv4Network
+
+import structlog
+
+from proto import ipam, subjects
+from proto.errors import ApiError, Code
+from proto.state import Node
+from servicekit.store import Bucket, Store
+
+log = structlog.get_logger()
+POD_BRIDGE = "vbpods"
+
+
+class PodNetwork:
+    def __init__(self, store: Store, node: str, netns: str | None) -> None:
+        self.node = node
+        self.netns = netns
+        self.cidrs: Bucket[str] = Bucket(store.raw[subjects.BUCKET_IPAM], str)
+        self.ips: Bucket[dict[str, str]] = Bucket(store.raw[subjects.BUCKET_IPAM], dict[str, str])
+        self.cidr: IPv4Network | None = None
+        self._routes: dict[str, str] = {}
+
+    async def claim_cidr(self) -> IPv4Network:
+        """This node's pod CIDR: the one it holds, else the lowest free one, claimed by create."""
+        for index in range(256):
+            entry = await self.cidrs.get(f"nodecidr.{index}")
+            if entry is not None and entry.value == self.node:
+                self.cidr = ipam.node_cidr(index)
+                return self.cidr
+        for index in range(256):
+            try:
+                await self.cidrs.create(f"nodecidr.{index}", self.node)
+            except ApiError as exc:
+                if exc.code is Code.ALREADY_EXISTS:
+                    continue
+                raise
+            self.cidr = ipam.node_cidr(index)
+            log.info("claimed pod cidr", cidr=str(self.cidr))
+            return self.cidr
+        raise ApiError(Code.UNAVAILABLE, f"the cluster CIDR {ipam.CLUSTER_CIDR} is exhausted")
+
+    async def pod_ip(self, vm: str) -> IPv4Address:
+        """The VM's pod IP on this node; the same one every time it runs here."""
+        assert self.cidr is not None
+        key = f"podips.{self.node}"
+        cidr = self.cidr
+        for _ in range(20):
+            entry = await self.ips.get(key)
+            table = dict(entry.value) if entry else {}
+            if vm in table:
+                return IPv4Address(table[vm])
+            ip = ipam.next_free_ip(cidr, {IPv4Address(v) for v in table.values()})
+            table[vm] = str(ip)
+            try:
+                if entry is None:
+                    await self.ips.create(key, table)
+                else:
+                    await self.ips.update(key, table, entry.revision)
+                return ip
+            except ApiError as exc:
+                if exc.code not in (Code.CONFLICT, Code.ALREADY_EXISTS):
+                    raise
+        raise ApiError(Code.CONFLICT, "pod IP allocation kept racing; try again")
+
+    async def release(self, vm: str) -> None:
+        key = f"podips.{self.node}"
+        await self.ips.mutate(key, lambda t: {k: v for k, v in t.items() if k != vm})
+
+    # --- the node's namespace ---------------------------------------------------------------------
+    def _ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = ["ip", *(["-n", self.netns] if self.netns else []), *args]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if check and done.returncode != 0 and "File exists" not in done.stderr:
+            raise RuntimeError(f"{' '.join(cmd)}: {done.stderr.strip()}")
+        return done
+
+    def set_up_bridge(self) -> None:
+        assert self.cidr is not None
+        self._ip("link", "add", POD_BRIDGE, "type", "bridge")
+        self._ip("addr", "replace", f"{ipam.gateway(self.cidr)}/{self.cidr.prefixlen}", "dev", POD_BRIDGE)
+        self._ip("link", "set", POD_BRIDGE, "up")
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        subprocess.run([*prefix, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True, capture_output=True)
+
+    def sync_routes(self, nodes: list[Node]) -> None:
+        """Routes to every other node's pod CIDR via that node's address; stale ones go."""
+        wanted = {n.pod_cidr: n.address for n in nodes
+                  if n.name != self.node and n.pod_cidr and n.address}
+        for cidr, via in wanted.items():
+            if self._routes.get(cidr) != via:
+                self._ip("route", "replace", cidr, "via", via)
+                log.info("route to pods", cidr=cidr, via=via)
+        for cidr in set(self._routes) - set(wanted):
+            self._ip("route", "del", cidr, check=False)
+        self._routes = {c: v for c, v in wanted.items() if c and v}

@@ -1,0 +1,51 @@
+"""The pod's network, made real in the launcher's namespace (the imperative half of the bindings):
+a veth whose ``eth0`` end holds the pod IP and whose other end joins the node's pod bridge, and for
+the masquerade binding the ``k6t-eth0`` bridge, the tap to the guest and the nftables ruleset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from ipaddress import IPv4Interface
+
+from launcher.masquerade import Masquerade, compose_ruleset
+
+NODE_POD_BRIDGE = "vbpods"  # made by the handler in the node's namespace
+GUEST_BRIDGE = "k6t-eth0"
+
+
+def _run(cmd: list[str], stdin: str | None = None) -> None:
+    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
+    if done.returncode != 0 and "File exists" not in done.stderr:
+        raise OSError(f"{' '.join(cmd)}: {done.stderr.strip()}")
+
+
+def host_side_name(vmi: str) -> str:
+    """The veth end on the node: a stable, valid interface name (<= 15 chars) per VMI."""
+    return "vp" + hashlib.sha256(vmi.encode()).hexdigest()[:10]
+
+
+def plumb_pod(*, vmi: str, pod_netns: str, node_netns: str | None, pod_ip: IPv4Interface, gateway: str) -> None:
+    host_if = host_side_name(vmi)
+    where = ["netns", node_netns] if node_netns else ["netns", "1"]
+    _run(["ip", "-n", pod_netns, "link", "add", "eth0", "type", "veth", "peer", "name", host_if, *where])
+    node = ["ip", "-n", node_netns] if node_netns else ["ip"]
+    _run([*node, "link", "set", host_if, "master", NODE_POD_BRIDGE])
+    _run([*node, "link", "set", host_if, "up"])
+    _run(["ip", "-n", pod_netns, "addr", "replace", str(pod_ip), "dev", "eth0"])
+    _run(["ip", "-n", pod_netns, "link", "set", "eth0", "up"])
+    _run(["ip", "-n", pod_netns, "route", "replace", "default", "via", gateway])
+
+
+def bind_masquerade(*, pod_netns: str, tap: str, rules: Masquerade) -> None:
+    ns = ["ip", "-n", pod_netns]
+    _run([*ns, "link", "add", GUEST_BRIDGE, "type", "bridge"])
+    _run([*ns, "addr", "replace", f"{rules.gateway}/24", "dev", GUEST_BRIDGE])
+    _run([*ns, "link", "set", GUEST_BRIDGE, "up"])
+    _run([*ns, "link", "set", tap, "master", GUEST_BRIDGE])
+    _run([*ns, "link", "set", tap, "up"])
+    _run(["ip", "netns", "exec", pod_netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    # 127.0.0.1 DNATed to the guest needs routing of local addresses on the guest's bridge
+    _run(["ip", "netns", "exec", pod_netns, "sysctl", "-qw", f"net.ipv4.conf.{GUEST_BRIDGE}.route_localnet=1"])
+    _run(["ip", "netns", "exec", pod_netns, "nft", "-f", "-"], stdin=compose_ruleset(rules))

@@ -1,0 +1,22 @@
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from proto.ipam import Exhausted, gateway, next_free_ip, node_cidr
+
+
+def test_node_cidrs_do_not_overlap() -> None:
+    cidrs = [node_cidr(i) for i in range(5)]
+    assert cidrs[0] == IPv4Network("10.244.0.0/24") and cidrs[4] == IPv4Network("10.244.4.0/24")
+    assert all(not a.overlaps(b) for i, a in enumerate(cidrs) for b in cidrs[i + 1:])
+    with pytest.raises(Exhausted):
+        node_cidr(256)
+
+
+def test_pod_ips_skip_the_gateway_and_taken_ones() -> None:
+    cidr = IPv4Network("10.244.3.0/24")
+    assert gateway(cidr) == IPv4Address("10.244.3.1")
+    assert next_free_ip(cidr, set()) == IPv4Address("10.244.3.2")
+    assert next_free_ip(cidr, {IPv4Address("10.244.3.2")}) == IPv4Address("10.244.3.3")
+    with pytest.raises(Exhausted):
+        next_free_ip(IPv4Network("10.244.3.0/30"), {IPv4Address("10.244.3.2")})
