@@ -246,6 +246,17 @@ def status(cfg: LabConfig) -> int:
     return 0 if all("NOT" not in r for r in rows) else 1
 
 
+def lab_exec(cfg: LabConfig, node: str, command: list[str]) -> int:
+    """Run a command inside a lab node's namespace, as `docker exec` does for kind."""
+    if node not in cfg.nodes:
+        print(f"error: no node {node!r} in this lab (nodes: {', '.join(cfg.nodes)})", file=sys.stderr)
+        return 2
+    if not command:
+        print("error: give a command after --", file=sys.stderr)
+        return 2
+    return subprocess.run(["ip", "netns", "exec", cfg.node_netns(node), *command], check=False).returncode
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lab = sub.add_parser("lab", help="a whole cluster on this machine")
     lsub = lab.add_subparsers(dest="lab_command", required=True)
@@ -254,7 +265,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     u.add_argument("--port", type=int, default=4222)
     u.add_argument("--prefix", default="vblab", help="prefix of the lab's namespace names")
     u.add_argument("--probe-kernel", default=None, help="a kernel the handlers boot to learn if KVM works")
-    for p in (u, lsub.add_parser("down"), lsub.add_parser("status")):
+    e = lsub.add_parser("exec", help="run a command in a lab node's network namespace")
+    e.add_argument("node")
+    e.add_argument("cmd", nargs=argparse.REMAINDER)
+    for p in (u, lsub.add_parser("down"), lsub.add_parser("status"), e):
         p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
 
 
@@ -280,4 +294,6 @@ def run(args: argparse.Namespace) -> int:
     if args.lab_command == "down":
         down(existing)
         return 0
+    if args.lab_command == "exec":
+        return lab_exec(existing, args.node, args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd)
     return status(existing)
