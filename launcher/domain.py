@@ -61,7 +61,8 @@ _TARGET_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd"}
 
 
 def plan_domain(spec: VMSpec, *, uid: str, domain_type: Literal["kvm", "qemu"],
-                disk_paths: dict[str, tuple[str, str]], taps: dict[str, str], serial_log: str) -> DomainPlan:
+                disk_paths: dict[str, tuple[str, str]], taps: dict[str, str], serial_log: str,
+                macs: dict[str, str] | None = None) -> DomainPlan:
     volumes = {v.name: v for v in spec.volumes}
     counters: dict[str, int] = {}
     disks = []
@@ -76,8 +77,9 @@ def plan_domain(spec: VMSpec, *, uid: str, domain_type: Literal["kvm", "qemu"],
             readonly=isinstance(volumes[disk.name].source, CloudInitNoCloud), boot_order=disk.boot_order))
     if disks and all(d.boot_order is None for d in disks):
         disks[0] = DiskPlan(**{**disks[0].__dict__, "boot_order": 1})
-    nics = tuple(NicPlan(name=i.name, tap=taps[i.name], mac=i.mac_address or stable_mac(uid, i.name), model=i.model)
-                 for i in spec.interfaces)
+    macs = macs or {}
+    nics = tuple(NicPlan(name=i.name, tap=taps[i.name], model=i.model,
+                         mac=macs.get(i.name) or i.mac_address or stable_mac(uid, i.name)) for i in spec.interfaces)
     return DomainPlan(name=spec.name, uuid=uid, domain_type=domain_type, memory_bytes=parse_bytes(spec.memory),
                       sockets=spec.cpu.sockets, cores=spec.cpu.cores, threads=spec.cpu.threads,
                       disks=tuple(disks), nics=nics, serial_log=serial_log)

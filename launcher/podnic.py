@@ -49,3 +49,40 @@ def bind_masquerade(*, pod_netns: str, tap: str, rules: Masquerade) -> None:
     # 127.0.0.1 DNATed to the guest needs routing of local addresses on the guest's bridge
     _run(["ip", "netns", "exec", pod_netns, "sysctl", "-qw", f"net.ipv4.conf.{GUEST_BRIDGE}.route_localnet=1"])
     _run(["ip", "netns", "exec", pod_netns, "nft", "-f", "-"], stdin=compose_ruleset(rules))
+
+
+DHCP_SERVER_ADDRESS = "169.254.75.10"  # on the guest's bridge, only to answer DHCP from (as KubeVirt)
+
+
+def pod_mac(pod_netns: str) -> str:
+    done = subprocess.run(["ip", "-n", pod_netns, "-o", "link", "show", "eth0"], capture_output=True, text=True,
+                          check=True)
+    words = done.stdout.split()
+    return words[words.index("link/ether") + 1]
+
+
+def bind_bridge(*, pod_netns: str, tap: str, pod_ip: IPv4Interface) -> None:
+    """The bridge binding: the guest takes the pod's IP (handed out by DHCP); the pod's eth0 becomes
+    a port of k6t-eth0 with a random MAC and no address; a dummy keeps the address for reference."""
+    ns = ["ip", "-n", pod_netns]
+    _run([*ns, "addr", "flush", "dev", "eth0"])
+    _run([*ns, "link", "set", "eth0", "down"])
+    _run([*ns, "link", "set", "eth0", "address", random_mac()])
+    _run([*ns, "link", "add", GUEST_BRIDGE, "type", "bridge"])
+    _run([*ns, "link", "set", "eth0", "master", GUEST_BRIDGE])
+    _run([*ns, "link", "set", tap, "master", GUEST_BRIDGE])
+    _run(["bridge", "-n", pod_netns, "link", "set", "dev", "eth0", "learning", "off"])
+    _run([*ns, "addr", "replace", f"{DHCP_SERVER_ADDRESS}/32", "dev", GUEST_BRIDGE])
+    _run([*ns, "link", "add", "eth0-nic", "type", "dummy"])
+    _run([*ns, "addr", "replace", str(pod_ip), "dev", "eth0-nic"])
+    _run(["ip", "netns", "exec", pod_netns, "sysctl", "-qw", f"net.ipv4.conf.{GUEST_BRIDGE}.arp_ignore=1"])
+    for link in ("eth0", tap, GUEST_BRIDGE):
+        _run([*ns, "link", "set", link, "up"])
+
+
+def random_mac() -> str:
+    import os
+
+    raw = bytearray(os.urandom(6))
+    raw[0] = (raw[0] & 0xFE) | 0x02  # unicast, locally administered
+    return ":".join(f"{b:02x}" for b in raw)
