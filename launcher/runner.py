@@ -11,7 +11,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +21,8 @@ import structlog
 
 from launcher import disks, namespaces, podnic
 from launcher.console import ConsoleTail
+from launcher.dhcp_packet import Lease
+from launcher.dhcp_server import serve_dhcp_in_netns
 from launcher.domain import compose_domain_xml, plan_domain, stable_mac
 from launcher.libvirtd import PrivateLibvirtd
 from launcher.masquerade import Masquerade
@@ -89,7 +91,10 @@ class Runner:
         self.gone = asyncio.Event()
         self.terminated = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
-        self.dhcp_lease: Any = None
+        self.dhcp_lease: Lease | None = None
+        self.macs: dict[str, str] = {}
+        self._dhcp: asyncio.Task[None] | None = None
+        self._dhcp_stop = asyncio.Event()
         self.dhcp_interface = ""
 
     async def set_phase(self, phase: Phase, reason: str = "") -> None:
@@ -145,17 +150,17 @@ class Runner:
         taps = {iface.name: f"tap{i}" for i, iface in enumerate(vmi.spec.interfaces)}
         for tap in taps.values():
             await asyncio.to_thread(namespaces.create_tap, a.pod_netns, tap)
-        try:
-            await self._plumb_network(vmi, taps)
-        except ImportError:
-            log.warning("no DHCP server module yet")
+        await self._plumb_network(vmi, taps)
+        if self.dhcp_lease is not None:
+            self._dhcp = asyncio.create_task(serve_dhcp_in_netns(
+                a.pod_netns, self.dhcp_lease, self.dhcp_interface, self._dhcp_stop))
         await self.libvirtd.start(a.pod_netns, a.vmi_dir)
         self._reaper = asyncio.create_task(reap_orphans())
         self.libvirtd.watch_lifecycle(lambda event, detail: self.events.put_nowait((event, detail)))
         kinds: list[Literal["kvm", "qemu"]] = ["kvm", "qemu"] if a.kvm else ["qemu"]
         for kind in kinds:
             plan = plan_domain(vmi.spec, uid=a.uid, domain_type=kind, disk_paths=paths, taps=taps,
-                               serial_log=str(a.vmi_dir / "serial.log"))
+                               serial_log=str(a.vmi_dir / "serial.log"), macs=self.macs)
             try:
                 dom = await self.libvirtd.define_and_start(compose_domain_xml(plan))
                 break
@@ -169,6 +174,7 @@ class Runner:
         return dom
 
     async def _plumb_network(self, vmi: VMI, taps: dict[str, str]) -> None:
+        """The pod network's NIC: veth into the pod, then the binding; leaves the DHCP lease to serve."""
         a = self.args
         pod = next((n for n in vmi.spec.networks if n.kind == "pod"), None)
         if pod is None or a.pod_ip is None or a.pod_gateway is None:
@@ -177,19 +183,26 @@ class Runner:
         await asyncio.to_thread(podnic.plumb_pod, vmi=a.vmi, pod_netns=a.pod_netns, node_netns=a.node_netns,
                                 pod_ip=pod_ip, gateway=a.pod_gateway)
         iface = next(i for i in vmi.spec.interfaces if i.name == pod.name)
-        mac = iface.mac_address or stable_mac(a.uid, iface.name)
-        status = VMIInterface(name=iface.name, ip_address=str(pod_ip.ip), ip_addresses=[str(pod_ip.ip)], mac=mac)
-        await self.store.vmis.mutate(a.vmi, lambda v: msgspec.structs.replace(v, interfaces=[status])
-                                     if v.uid == a.uid else None)
         if iface.binding == "masquerade":
+            mac = iface.mac_address or stable_mac(a.uid, iface.name)
             rules = Masquerade(pod_ip=pod_ip.ip, ports=tuple(iface.ports))
             await asyncio.to_thread(podnic.bind_masquerade, pod_netns=a.pod_netns, tap=taps[iface.name], rules=rules)
-            from launcher.dhcp_packet import Lease
-
             self.dhcp_lease = Lease(mac=mac, ip=rules.guest_ip, prefix=24, router=rules.gateway, dns=[rules.gateway],
                                     mtu=None, routes=[], hostname=vmi.spec.name, lease_seconds=86400,
                                     server_id=rules.gateway, domain=None)
-            self.dhcp_interface = podnic.GUEST_BRIDGE
+        else:  # bridge: the guest takes the pod's IP and MAC
+            nic_mac = await asyncio.to_thread(podnic.pod_mac, a.pod_netns)
+            mac = iface.mac_address or nic_mac
+            await asyncio.to_thread(podnic.bind_bridge, pod_netns=a.pod_netns, tap=taps[iface.name], pod_ip=pod_ip)
+            self.dhcp_lease = Lease(mac=mac, ip=pod_ip.ip, prefix=pod_ip.network.prefixlen,
+                                    router=IPv4Address(a.pod_gateway), dns=[], mtu=None, routes=[],
+                                    hostname=vmi.spec.name, lease_seconds=86400,
+                                    server_id=IPv4Address(podnic.DHCP_SERVER_ADDRESS), domain=None)
+        self.macs[iface.name] = mac
+        self.dhcp_interface = podnic.GUEST_BRIDGE
+        status = VMIInterface(name=iface.name, ip_address=str(pod_ip.ip), ip_addresses=[str(pod_ip.ip)], mac=mac)
+        await self.store.vmis.mutate(a.vmi, lambda v: msgspec.structs.replace(v, interfaces=[status])
+                                     if v.uid == a.uid else None)
 
     async def _supervise(self, dom: Any, grace: int) -> tuple[Phase, str]:
         """Wait until the domain ends, or until asked to end it; returns the final phase and why."""
@@ -244,6 +257,8 @@ class Runner:
         for path in a.vmi_dir.iterdir() if a.vmi_dir.exists() else []:
             if path.name != "launcher.pid":
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        if self._reaper is not None:
-            self._reaper.cancel()
+        self._dhcp_stop.set()
+        for task in (self._reaper, self._dhcp):
+            if task is not None:
+                task.cancel()
         log.info("cleaned up")

@@ -1,0 +1,83 @@
+"""Reaching guests: masquerade and bridge bindings on the pod network, across nodes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import EXAMPLES, REPO
+from tests.e2e.conftest import Lab, guest_disk
+
+pytestmark = pytest.mark.e2e
+
+
+def lab_exec(lab: Lab, node: str, *cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ctl", "lab", "exec", "--state-dir", str(lab.state_dir), node,
+                           "--", *cmd], capture_output=True, text=True, timeout=60, cwd=REPO)
+
+
+def http_get(lab: Lab, node: str, url: str) -> str:
+    """From inside a node's namespace, retrying while the guest's service comes up."""
+    deadline = time.monotonic() + 60
+    while True:
+        done = lab_exec(lab, node, "curl", "-s", "-m", "3", url)
+        if done.returncode == 0 and done.stdout:
+            return done.stdout
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} from {node}: {done.returncode} {done.stderr}\n{lab.logs()}")
+        time.sleep(0.5)
+
+
+def started(lab: Lab, name: str) -> dict[str, object]:
+    lab.cli("start", name, "--wait", "--timeout", "300")
+    vmi = lab.json("get", "vmis", name)
+    assert isinstance(vmi, dict)
+    return vmi
+
+
+def other(node: object) -> str:
+    return "node2" if node == "node1" else "node1"
+
+
+def test_masquerade_guest_gets_10_0_2_2_and_serves_on_its_pod_ip(lab: Lab) -> None:
+    lab.cli("image", "import", "quay.io/kubevirt/cirros-container-disk-demo", "--file", guest_disk())
+    lab.cli("apply", "-f", str(EXAMPLES / "testvm-masquerade.yaml"))
+    vmi = started(lab, "testvm")
+    console = lab.cli("console", "testvm", "--log", "--until", "VIRTBUS-GUEST-IP", "--timeout", "120").stdout
+    assert "VIRTBUS-GUEST-IP 10.0.2.2" in console  # the guest's own view of its address
+    iface = vmi["interfaces"][0]  # type: ignore[index]
+    pod_ip = iface["ipAddress"]
+    assert pod_ip.startswith("10.244.") and iface["ipAddresses"] == [pod_ip] and iface["mac"].startswith("02:")
+    page = http_get(lab, other(vmi["nodeName"]), f"http://{pod_ip}/")  # from another node's namespace
+    assert "virtbus test guest, hostname: testvm" in page
+
+    # the address belongs to the VM: the same after stop and start
+    lab.cli("stop", "testvm", "--wait", "--timeout", "120")
+    again = started(lab, "testvm")
+    if again["nodeName"] == vmi["nodeName"]:
+        assert again["interfaces"][0]["ipAddress"] == pod_ip  # type: ignore[index]
+    lab.cli("delete", "testvm", "--wait", "--timeout", "120")
+
+
+def test_bridge_binding_guest_holds_the_pod_ip(lab: Lab) -> None:
+    manifest = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "bridged"},
+                "spec": {"running": True, "template": {"spec": {
+                    "domain": {"resources": {"requests": {"memory": "64M"}},
+                               "devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}],
+                                           "interfaces": [{"name": "default", "bridge": {}}]}},
+                    "networks": [{"name": "default", "pod": {}}],
+                    "volumes": [{"name": "root", "containerDisk": {
+                        "image": "quay.io/kubevirt/cirros-container-disk-demo"}}]}}}}
+    path = lab.state_dir / "bridged.json"
+    path.write_text(json.dumps(manifest))
+    lab.cli("apply", "-f", str(path))
+    vmi = started(lab, "bridged")
+    pod_ip = vmi["interfaces"][0]["ipAddress"]  # type: ignore[index]
+    console = lab.cli("console", "bridged", "--log", "--until", "VIRTBUS-GUEST-IP", "--timeout", "120").stdout
+    assert f"VIRTBUS-GUEST-IP {pod_ip}" in console  # the guest sees the pod IP on its own eth0
+    assert "hostname: bridged" in http_get(lab, other(vmi["nodeName"]), f"http://{pod_ip}/")
+    lab.cli("delete", "bridged", "--wait", "--timeout", "120")
