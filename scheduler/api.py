@@ -64,11 +64,16 @@ class Api:
                 for (kind, verb), handler in table.items()]
 
     # --- VMs -------------------------------------------------------------------------------------
-    def _vm_spec(self, body: bytes) -> VMSpec:
+    async def _vm_spec(self, body: bytes) -> VMSpec:
         parsed = parse_manifest(body)
         if not isinstance(parsed, VMSpec):
             raise ApiError(Code.BAD_REQUEST, "this subject takes a VirtualMachine; "
                            f"send a {type(parsed).__name__} to {subjects.api('network', 'apply')}")
+        for i, net in enumerate(parsed.networks):
+            if net.kind == "multus" and net.network_name and await self.networks.get(net.network_name) is None:
+                raise ApiError(Code.INVALID, f"network {net.network_name!r} does not exist; apply its "
+                               "NetworkAttachmentDefinition first",
+                               f"spec.template.spec.networks[{i}].multus.networkName")
         return parsed
 
     async def _view(self, entry: Entry[VM]) -> VMView:
@@ -78,7 +83,7 @@ class Api:
                       printable_status=printable_status(entry.value, vmi_value, self.clock()))
 
     async def vm_create(self, body: bytes) -> VMReply:
-        spec = self._vm_spec(body)
+        spec = await self._vm_spec(body)
         vm = VM(spec=spec, created_at=self.clock())
         try:
             rev = await self.store.vms.create(spec.name, vm)
@@ -90,7 +95,7 @@ class Api:
 
     async def vm_apply(self, body: bytes) -> VMReply:
         """Create, or replace the spec of an existing VM (a running instance keeps its spec)."""
-        spec = self._vm_spec(body)
+        spec = await self._vm_spec(body)
         existing = await self.store.vms.get(spec.name)
         if existing is None:
             return await self.vm_create(body)

@@ -81,6 +81,19 @@ async def test_bad_create_is_refused_and_stores_nothing(
     assert await api.vmis.items() == []
 
 
+async def test_unknown_secondary_network_is_refused_until_it_exists(api: Store) -> None:
+    doc = yaml.safe_load((EXAMPLES / "testvm-2-secondary.yaml").read_text())
+    reply = await request(api, subjects.api("vm", "create"), json.dumps(doc).encode())
+    error = reply["error"]
+    assert isinstance(error, dict) and error["code"] == "Invalid"
+    assert error["field"] == "spec.template.spec.networks[1].multus.networkName"
+    assert "multus-br" in str(error["message"])
+    assert await api.vms.items() == []
+    nad = yaml.safe_load((EXAMPLES / "multus-br.yaml").read_text())
+    assert "error" not in await request(api, subjects.api("network", "apply"), json.dumps(nad).encode())
+    assert "error" not in await request(api, subjects.api("vm", "create"), json.dumps(doc).encode())
+
+
 async def test_good_create_then_bad_requests_change_nothing(api: Store) -> None:
     reply = await request(api, subjects.api("vm", "create"), json.dumps(seed_testvm()).encode())
     assert "error" not in reply, reply
