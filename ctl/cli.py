@@ -17,20 +17,24 @@ from ctl import render
 from ctl.client import ApiClient, default_url
 from proto.api import (
     Ack,
+    ExposeRequest,
+    ExposureList,
     ImageList,
     NameRequest,
     NetworkReply,
     NodeList,
+    UnexposeRequest,
     VMIList,
     VMIReply,
     VMList,
     VMReply,
 )
 from proto.errors import ApiError, Code
+from proto.state import Exposure
 
 KINDS = {"vm": "vm", "vms": "vm", "virtualmachine": "vm", "virtualmachines": "vm",
          "vmi": "vmi", "vmis": "vmi", "virtualmachineinstance": "vmi", "virtualmachineinstances": "vmi",
-         "node": "node", "nodes": "node"}
+         "node": "node", "nodes": "node", "exposure": "exposure", "exposures": "exposure"}
 
 
 def say(text: str) -> None:
@@ -76,6 +80,12 @@ async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
         else:
             vmis = (await api.call("vmi", "list", {}, VMIList)).items
             say(render.structured(vmis, args.output) if structured else render.vmis(vmis, wide))
+    elif kind == "exposure":
+        exposures = (await api.call("exposure", "list", {}, ExposureList)).items
+        say(render.structured(exposures, args.output) if structured else render.table(
+            ["VM", "PORT", "PROTOCOL", "NODEPORT"],
+            [[e.vm, str(e.port), e.protocol, str(e.node_port)]
+             for e in exposures if not args.name or e.vm == args.name]))
     else:
         nodes = (await api.call("node", "list", {}, NodeList)).items
         if args.name:
@@ -193,6 +203,17 @@ async def cmd_image(api: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_expose(api: ApiClient, args: argparse.Namespace) -> int:
+    if args.command == "expose":
+        e = await api.call("vm", "expose", ExposeRequest(name=args.name, port=args.port, node_port=args.node_port,
+                                                         protocol=args.protocol), Exposure)
+        say(f"vm/{e.vm} {e.protocol} port {e.port} exposed on node port {e.node_port} of its node")
+    else:
+        request = UnexposeRequest(name=args.name, port=args.port, protocol=args.protocol)
+        say((await api.call("vm", "unexpose", request, Ack)).message)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="virtbus", description="Run KubeVirt VMs on a NATS-driven cluster.")
     p.add_argument("--server", "-s", default=default_url(), help="NATS URL (env NATS_URL)")
@@ -213,6 +234,14 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--log", action="store_true", help="print the serial log so far")
     c.add_argument("--until", help="with --log: keep printing until this text appears")
     c.add_argument("--timeout", type=float, default=300.0)
+    for verb in ("expose", "unexpose"):
+        e = sub.add_parser(verb, help=f"{verb} a VM's port on a node port (DNAT node:N -> pod:P)")
+        e.add_argument("kind", choices=["vm"])
+        e.add_argument("name")
+        e.add_argument("--port", type=int, required=True)
+        e.add_argument("--protocol", choices=["TCP", "UDP"], default="TCP")
+        if verb == "expose":
+            e.add_argument("--node-port", type=int, default=None, help="30000-32767; free one if not given")
     i = sub.add_parser("image", help="the image store")
     isub = i.add_subparsers(dest="image_command", required=True)
     imp = isub.add_parser("import")
@@ -229,6 +258,7 @@ def parser() -> argparse.ArgumentParser:
 COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] = {
     "apply": cmd_apply, "get": cmd_get, "start": cmd_lifecycle, "stop": cmd_lifecycle,
     "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": cmd_image,
+    "expose": cmd_expose, "unexpose": cmd_expose,
 }
 
 

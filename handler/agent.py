@@ -13,6 +13,7 @@ import msgspec
 import structlog
 
 from handler.launchers import Launchers
+from handler.nodeports import NodePorts
 from handler.podnet import PodNetwork
 from proto import ipam
 from proto.state import FINAL_PHASES, VMI, Node, Phase
@@ -28,6 +29,7 @@ class Agent:
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.podnet = podnet
+        self.nodeports = NodePorts(store, node.name, podnet.netns)
         self.node = node
         self.launchers = launchers
         self.clock = clock
@@ -38,7 +40,8 @@ class Agent:
         await self.heartbeat()
         await asyncio.to_thread(self.launchers.adopt_all)
         self._tasks = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._watch()),
-                       asyncio.create_task(self._supervise()), asyncio.create_task(self._watch_nodes())]
+                       asyncio.create_task(self._supervise()), asyncio.create_task(self._watch_nodes()),
+                       asyncio.create_task(self.nodeports.run())]
 
     async def stop(self) -> None:
         for t in self._tasks:

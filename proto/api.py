@@ -11,7 +11,7 @@ import msgspec
 
 from proto.errors import ApiError, Code, ErrorReply
 from proto.spec import NetworkAttachment
-from proto.state import VM, VMI, Node
+from proto.state import VM, VMI, Exposure, Node
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
@@ -80,6 +80,23 @@ class ImageInfo(Message, frozen=True):
 
 class ImageList(Message, frozen=True):
     items: list[ImageInfo]
+
+
+class ExposeRequest(Message, frozen=True):
+    name: str
+    port: int
+    node_port: int | None = None
+    protocol: str = "TCP"
+
+
+class UnexposeRequest(Message, frozen=True):
+    name: str
+    port: int
+    protocol: str = "TCP"
+
+
+class ExposureList(Message, frozen=True):
+    items: list[Exposure]
 
 
 class Ack(Message, frozen=True):

@@ -84,3 +84,21 @@ class Node(State, frozen=True):
     labels: dict[str, str] = {}
     address: str | None = None
     pod_cidr: str | None = None
+
+
+class Exposure(State, frozen=True):
+    """A node port: traffic to any node address on node_port goes to the VM's pod IP on port."""
+
+    vm: str
+    port: int
+    node_port: int
+    protocol: str = "TCP"
+    created_at: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return exposure_key(self.protocol, self.node_port)
+
+
+def exposure_key(protocol: str, node_port: int) -> str:
+    return f"nodeport-{protocol.lower()}-{node_port}"

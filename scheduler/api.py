@@ -35,6 +35,7 @@ from proto.spec import NetworkAttachment, RunStrategy, VMSpec
 from proto.state import FINAL_PHASES, VM, VMI
 from scheduler import placement
 from scheduler.controllers import stop_vmi
+from scheduler.exposures import ExposureApi
 from scheduler.vmplan import printable_status
 from servicekit.endpoints import Endpoint
 from servicekit.store import Bucket, Entry, Store
@@ -48,6 +49,7 @@ class Api:
         self.clock = clock
         self.networks: Bucket[NetworkAttachment] = Bucket(
             store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
+        self.exposures = ExposureApi(store, clock=clock)
 
     def endpoints(self) -> list[Endpoint]:
         table: dict[tuple[str, str], Callable[[bytes], object]] = {
@@ -55,6 +57,8 @@ class Api:
             ("vm", "get"): self.vm_get, ("vm", "list"): self.vm_list, ("vm", "delete"): self.vm_delete,
             ("vm", "start"): self.vm_start, ("vm", "stop"): self.vm_stop,
             ("vm", "restart"): self.vm_restart,
+            ("vm", "expose"): self.exposures.expose, ("vm", "unexpose"): self.exposures.unexpose,
+            ("exposure", "list"): self.exposures.list,
             ("vmi", "get"): self.vmi_get, ("vmi", "list"): self.vmi_list,
             ("node", "list"): self.node_list,
             ("network", "apply"): self.network_apply, ("network", "list"): self.network_list,
@@ -119,6 +123,7 @@ class Api:
     async def vm_delete(self, body: bytes) -> Ack:
         entry = await self._named_vm(body)
         await self.store.vms.delete(entry.key, entry.revision)
+        await self.exposures.remove_all(entry.key)  # the VM's node ports go with it
         return Ack(message=f"VM {entry.key} deleted; its instance is being stopped")
 
     async def vm_start(self, body: bytes) -> Ack:

@@ -55,6 +55,22 @@ def test_masquerade_guest_gets_10_0_2_2_and_serves_on_its_pod_ip(lab: Lab) -> No
     page = http_get(lab, other(vmi["nodeName"]), f"http://{pod_ip}/")  # from another node's namespace
     assert "virtbus test guest, hostname: testvm" in page
 
+    # a node port, reached from outside the VM's node; gone once removed
+    out = lab.cli("expose", "vm", "testvm", "--port", "80").stdout
+    node_port = int(out.split("node port ")[1].split()[0])
+    nodes = lab.json("get", "nodes")
+    assert isinstance(nodes, list)
+    address = next(n["node"]["address"] for n in nodes if n["node"]["name"] == vmi["nodeName"])
+    assert "hostname: testvm" in http_get(lab, other(vmi["nodeName"]), f"http://{address}:{node_port}/")
+    again = lab.cli("expose", "vm", "testvm", "--port", "8080", "--node-port", str(node_port), check=False)
+    assert again.returncode == 1 and "already exposed" in again.stderr
+    lab.cli("unexpose", "vm", "testvm", "--port", "80")
+    deadline = time.monotonic() + 10
+    url = f"http://{address}:{node_port}/"
+    while lab_exec(lab, other(vmi["nodeName"]), "curl", "-s", "-m", "2", url).returncode == 0:
+        assert time.monotonic() < deadline, "the node port still answers after unexpose"
+        time.sleep(0.5)
+
     # the address belongs to the VM: the same after stop and start
     lab.cli("stop", "testvm", "--wait", "--timeout", "120")
     again = started(lab, "testvm")

@@ -1,0 +1,100 @@
+"""Node ports on this node: DNAT of node:N to podIP:P for the exposed VMs that run here, as one
+nftables table in the node's namespace, replaced whole whenever exposures or instances change."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from ipaddress import IPv4Address
+
+import structlog
+
+from proto import subjects
+from proto.state import FINAL_PHASES, VMI, Exposure
+from servicekit.store import Bucket, Store
+
+log = structlog.get_logger()
+TABLE = "virtbus_nodeports"
+POD_BRIDGE = "vbpods"
+
+
+def compose_nodeports(exposures: list[Exposure], pod_ips: dict[str, IPv4Address]) -> str:
+    """Pure: the nft script for the exposures whose VM runs here (pod_ips: VM name -> pod IP)."""
+    rules = []
+    for e in sorted(exposures, key=lambda e: (e.protocol, e.node_port)):
+        ip = pod_ips.get(e.vm)
+        if ip is not None:
+            rules.append(f"{e.protocol.lower()} dport {e.node_port} dnat to {ip}:{e.port}")
+    return "\n".join([
+        f"table ip {TABLE}",
+        f"delete table ip {TABLE}",
+        f"table ip {TABLE} {{",
+        "  chain prerouting {",
+        "    type nat hook prerouting priority dstnat; policy accept;",
+        *(f"    fib daddr type local {r}" for r in rules),
+        "  }",
+        "  chain output {",
+        "    type nat hook output priority -100; policy accept;",
+        *(f"    fib daddr type local {r}" for r in rules),
+        "  }",
+        "  chain postrouting {",
+        "    type nat hook postrouting priority srcnat; policy accept;",
+        # Replies must come back through this node: a pod answering a client on its own node or
+        # across the bridge (hairpin) would otherwise skip the reverse translation.
+        f'    ct status dnat oifname "{POD_BRIDGE}" masquerade',
+        "  }",
+        "}",
+    ]) + "\n"
+
+
+class NodePorts:
+    def __init__(self, store: Store, node: str, netns: str | None) -> None:
+        self.store = store
+        self.node = node
+        self.netns = netns
+        self.bucket: Bucket[Exposure] = Bucket(store.raw[subjects.BUCKET_EXPOSURES], Exposure)
+        self._applied: str | None = None
+        self.dirty = asyncio.Event()
+
+    async def run(self) -> None:
+        """Recompute on any change of exposures or instances (debounced), forever."""
+        watchers = [asyncio.create_task(self._mark(self.bucket.watch())),
+                    asyncio.create_task(self._mark(self.store.vmis.watch()))]
+        try:
+            while True:
+                await self.dirty.wait()
+                await asyncio.sleep(0.1)
+                self.dirty.clear()
+                try:
+                    await self.sync()
+                except Exception:
+                    log.exception("node ports sync failed")
+                    self.dirty.set()
+                    await asyncio.sleep(2)
+        finally:
+            for w in watchers:
+                w.cancel()
+
+    async def _mark(self, changes: object) -> None:
+        async for _ in changes:  # type: ignore[attr-defined]
+            self.dirty.set()
+
+    async def sync(self) -> None:
+        exposures = [e.value for e in await self.bucket.items()]
+        pod_ips = {v.name: IPv4Address(v.interfaces[0].ip_address) for v in
+                   (e.value for e in await self.store.vmis.items()) if _runs_here(v, self.node)}
+        script = compose_nodeports(exposures, pod_ips)
+        if script == self._applied:
+            return
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        done = await asyncio.to_thread(subprocess.run, [*prefix, "nft", "-f", "-"], input=script,
+                                       capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"nft: {done.stderr.strip()}")
+        self._applied = script
+        log.info("node ports applied", count=script.count(" dnat to ") // 2)
+
+
+def _runs_here(vmi: VMI, node: str) -> bool:
+    return (vmi.node_name == node and vmi.phase not in FINAL_PHASES and bool(vmi.interfaces)
+            and vmi.interfaces[0].ip_address is not None)
