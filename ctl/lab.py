@@ -23,6 +23,8 @@ from proto import subjects
 
 DEFAULT_STATE_DIR = os.environ.get("VIRTBUS_LAB_DIR", "/var/lib/virtbus/lab")
 NODE_NET = "10.99.0"  # the lab's node network, only inside the lab's namespaces
+PROVIDER_BRIDGE = "multus-bridge"  # each node's host bridge onto the provider segment (the seed's name)
+OUTSIDE_ADDRESS = "192.168.100.1/24"  # the outside test host: the provider network's gateway
 
 
 @dataclass
@@ -44,6 +46,10 @@ class LabConfig:
 
     def node_netns(self, node: str) -> str:
         return f"{self.prefix}-{node}"
+
+    @property
+    def outside_netns(self) -> str:
+        return f"{self.prefix}-outside"
 
     @property
     def root(self) -> Path:
@@ -136,8 +142,9 @@ def _make_networks(cfg: LabConfig) -> dict[str, str]:
     if not _netns_exists(lab):
         _ip("netns", "add", lab)
     _ip("link", "set", "lo", "up", netns=lab)
-    _ip("link", "add", "br0", "type", "bridge", netns=lab)
-    _ip("link", "set", "br0", "up", netns=lab)
+    for bridge in ("br0", "provider0"):
+        _ip("link", "add", bridge, "type", "bridge", netns=lab)
+        _ip("link", "set", bridge, "up", netns=lab)
     addresses = {}
     for i, node in enumerate(cfg.nodes, start=1):
         ns = cfg.node_netns(node)
@@ -156,6 +163,25 @@ def _make_networks(cfg: LabConfig) -> dict[str, str]:
         _ip("link", "set", "eth0", "up", netns=ns)
         _ip("link", "set", f"n{i}", "master", "br0", netns=lab)
         _ip("link", "set", f"n{i}", "up", netns=lab)
+        # the provider segment: node bridge <- prov0 ... p<i> -> provider0 in the lab namespace
+        _ip("link", "add", PROVIDER_BRIDGE, "type", "bridge", netns=ns)
+        if subprocess.run(["ip", "-n", ns, "link", "show", "prov0"], capture_output=True, check=False).returncode:
+            _ip("link", "add", "prov0", "netns", ns, "type", "veth", "peer", "name", f"p{i}", "netns", lab, netns=lab)
+        _ip("link", "set", "prov0", "master", PROVIDER_BRIDGE, netns=ns)
+        for link in ("prov0", PROVIDER_BRIDGE):
+            _ip("link", "set", link, "up", netns=ns)
+        _ip("link", "set", f"p{i}", "master", "provider0", netns=lab)
+        _ip("link", "set", f"p{i}", "up", netns=lab)
+    outside = cfg.outside_netns
+    if not _netns_exists(outside):
+        _ip("netns", "add", outside)
+    _ip("link", "set", "lo", "up", netns=outside)
+    if subprocess.run(["ip", "-n", outside, "link", "show", "eth0"], capture_output=True, check=False).returncode:
+        _ip("link", "add", "eth0", "netns", outside, "type", "veth", "peer", "name", "out0", "netns", lab, netns=lab)
+    _ip("addr", "add", OUTSIDE_ADDRESS, "dev", "eth0", netns=outside)
+    _ip("link", "set", "eth0", "up", netns=outside)
+    _ip("link", "set", "out0", "master", "provider0", netns=lab)
+    _ip("link", "set", "out0", "up", netns=lab)
     return addresses
 
 
@@ -248,13 +274,14 @@ def status(cfg: LabConfig) -> int:
 
 def lab_exec(cfg: LabConfig, node: str, command: list[str]) -> int:
     """Run a command inside a lab node's namespace, as `docker exec` does for kind."""
-    if node not in cfg.nodes:
-        print(f"error: no node {node!r} in this lab (nodes: {', '.join(cfg.nodes)})", file=sys.stderr)
+    if node != "outside" and node not in cfg.nodes:
+        print(f"error: no node {node!r} in this lab (nodes: {', '.join(cfg.nodes)}, or outside)", file=sys.stderr)
         return 2
     if not command:
         print("error: give a command after --", file=sys.stderr)
         return 2
-    return subprocess.run(["ip", "netns", "exec", cfg.node_netns(node), *command], check=False).returncode
+    netns = cfg.outside_netns if node == "outside" else cfg.node_netns(node)
+    return subprocess.run(["ip", "netns", "exec", netns, *command], check=False).returncode
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -265,7 +292,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     u.add_argument("--port", type=int, default=4222)
     u.add_argument("--prefix", default="vblab", help="prefix of the lab's namespace names")
     u.add_argument("--probe-kernel", default=None, help="a kernel the handlers boot to learn if KVM works")
-    e = lsub.add_parser("exec", help="run a command in a lab node's network namespace")
+    e = lsub.add_parser("exec", help="run a command in a lab node's (or the outside host's) network namespace")
     e.add_argument("node")
     e.add_argument("cmd", nargs=argparse.REMAINDER)
     for p in (u, lsub.add_parser("down"), lsub.add_parser("status"), e):

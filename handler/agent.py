@@ -15,6 +15,7 @@ import structlog
 from handler.launchers import Launchers
 from handler.nodeports import NodePorts
 from handler.podnet import PodNetwork
+from handler.secondary import SecondaryNetworks
 from proto import ipam
 from proto.state import FINAL_PHASES, VMI, Node, Phase
 from servicekit.store import Store
@@ -30,6 +31,7 @@ class Agent:
         self.store = store
         self.podnet = podnet
         self.nodeports = NodePorts(store, node.name, podnet.netns)
+        self.secondary = SecondaryNetworks(store, podnet.netns)
         self.node = node
         self.launchers = launchers
         self.clock = clock
@@ -102,6 +104,7 @@ class Agent:
             await self._forget(name)
             if await self.store.vms.get(name) is None:
                 await self.podnet.release(name)  # the address belongs to the VM, not to a run
+                await self.secondary.release(name)
             return
         if launcher is not None and launcher.uid != vmi.uid:
             log.info("launcher belongs to an earlier run; ending it", vmi=name, old_uid=launcher.uid)
@@ -126,7 +129,11 @@ class Agent:
             if any(n.kind == "pod" for n in vmi.spec.networks) and self.podnet.cidr is not None:
                 ip = await self.podnet.pod_ip(name)
                 pod_ip, gateway = f"{ip}/{self.podnet.cidr.prefixlen}", str(ipam.gateway(self.podnet.cidr))
-            await asyncio.to_thread(self.launchers.spawn, name, vmi.uid, pod_ip, gateway)
+            extra = []
+            for iface, att, address in await self.secondary.attachments(vmi.spec):
+                await asyncio.to_thread(self.secondary.ensure_bridge, att.bridge)
+                extra.append(f"{iface}={att.bridge}={address}")
+            await asyncio.to_thread(self.launchers.spawn, name, vmi.uid, pod_ip, gateway, extra)
             return
         if vmi.phase is Phase.RUNNING:
             # Running, bound here, no launcher: it died while no handler watched.

@@ -77,16 +77,20 @@ class Launchers:
                 log.info("adopted launcher", vmi=launcher.vmi, pid=launcher.pid)
         return found
 
-    def spawn(self, vmi: str, uid: str, pod_ip: str | None = None, pod_gateway: str | None = None) -> Launcher:
+    def spawn(self, vmi: str, uid: str, pod_ip: str | None = None, pod_gateway: str | None = None,
+              secondary: list[str] | None = None) -> Launcher:
         vmi_dir = self.paths.vmi_dir(vmi)
         vmi_dir.mkdir(parents=True, exist_ok=True)
         self.paths.log_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "launcher", "--vmi", vmi, "--uid", uid, "--node", self.node,
                "--server", self.nats_url, "--node-dir", str(self.paths.state_dir),
                "--pod-netns", self.pod_netns(vmi), "--kvm" if self.kvm else "--no-kvm"]
+        for nic in secondary or []:  # interface=bridge=address/prefix
+            cmd += ["--secondary", nic]
+        if self.node_netns:
+            cmd += ["--node-netns", self.node_netns]
         if pod_ip and pod_gateway:
-            cmd += ["--pod-ip", pod_ip, "--pod-gateway", pod_gateway,
-                    *(["--node-netns", self.node_netns] if self.node_netns else [])]
+            cmd += ["--pod-ip", pod_ip, "--pod-gateway", pod_gateway]
         with open(self.paths.log_dir / f"launcher-{self.node}-{vmi}.log", "ab") as logf:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                     start_new_session=True, close_fds=True)

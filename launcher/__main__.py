@@ -43,10 +43,11 @@ def main() -> None:
     p.add_argument("--node-netns", default=None)
     p.add_argument("--pod-ip", default=None, help="the pod IP with its prefix")
     p.add_argument("--pod-gateway", default=None)
+    p.add_argument("--secondary", action="append", default=[], help="interface=node-bridge=address/prefix")
     ns = p.parse_args()
     args = LauncherArgs(vmi=ns.vmi, uid=ns.uid, node=ns.node, node_dir=Path(ns.node_dir),
                         pod_netns=ns.pod_netns, kvm=ns.kvm, node_netns=ns.node_netns, pod_ip=ns.pod_ip,
-                        pod_gateway=ns.pod_gateway)
+                        pod_gateway=ns.pod_gateway, secondary=tuple(ns.secondary))
     args.vmi_dir.mkdir(parents=True, exist_ok=True)
     # libvirtd daemonizes; as subreaper this launcher inherits and reaps it (and what it leaves).
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

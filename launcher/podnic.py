@@ -61,24 +61,40 @@ def pod_mac(pod_netns: str) -> str:
     return words[words.index("link/ether") + 1]
 
 
-def bind_bridge(*, pod_netns: str, tap: str, pod_ip: IPv4Interface) -> None:
-    """The bridge binding: the guest takes the pod's IP (handed out by DHCP); the pod's eth0 becomes
-    a port of k6t-eth0 with a random MAC and no address; a dummy keeps the address for reference."""
+def bind_bridge(*, pod_netns: str, tap: str, pod_ip: IPv4Interface, nic: str = "eth0") -> str:
+    """The bridge binding: the guest takes the NIC's IP (handed out by DHCP); the NIC becomes a
+    port of k6t-<nic> with a random MAC and no address; a dummy keeps the address for reference.
+    Returns the guest bridge, where the DHCP server listens."""
     ns = ["ip", "-n", pod_netns]
-    _run([*ns, "addr", "flush", "dev", "eth0"])
-    _run([*ns, "link", "set", "eth0", "down"])
-    _run([*ns, "link", "set", "eth0", "address", random_mac()])
-    _run([*ns, "link", "add", GUEST_BRIDGE, "type", "bridge"])
-    _run([*ns, "link", "set", "eth0", "master", GUEST_BRIDGE])
-    _run([*ns, "link", "set", tap, "master", GUEST_BRIDGE])
-    _run(["bridge", "-n", pod_netns, "link", "set", "dev", "eth0", "learning", "off"])
-    _run([*ns, "addr", "replace", f"{DHCP_SERVER_ADDRESS}/32", "dev", GUEST_BRIDGE])
+    bridge = f"k6t-{nic}"
+    _run([*ns, "addr", "flush", "dev", nic])
+    _run([*ns, "link", "set", nic, "down"])
+    _run([*ns, "link", "set", nic, "address", random_mac()])
+    _run([*ns, "link", "add", bridge, "type", "bridge"])
+    _run([*ns, "link", "set", nic, "master", bridge])
+    _run([*ns, "link", "set", tap, "master", bridge])
+    _run(["bridge", "-n", pod_netns, "link", "set", "dev", nic, "learning", "off"])
+    _run([*ns, "addr", "replace", f"{DHCP_SERVER_ADDRESS}/32", "dev", bridge])
     if _has_dummy(pod_netns):
-        _run([*ns, "link", "add", "eth0-nic", "type", "dummy"])
-        _run([*ns, "addr", "replace", str(pod_ip), "dev", "eth0-nic"])
-    _run(["ip", "netns", "exec", pod_netns, "sysctl", "-qw", f"net.ipv4.conf.{GUEST_BRIDGE}.arp_ignore=1"])
-    for link in ("eth0", tap, GUEST_BRIDGE):
+        _run([*ns, "link", "add", f"{nic}-nic", "type", "dummy"])
+        _run([*ns, "addr", "replace", str(pod_ip), "dev", f"{nic}-nic"])
+    _run(["ip", "netns", "exec", pod_netns, "sysctl", "-qw", f"net.ipv4.conf.{bridge}.arp_ignore=1"])
+    for link in (nic, tap, bridge):
         _run([*ns, "link", "set", link, "up"])
+    return bridge
+
+
+def plumb_secondary(*, vmi: str, index: int, pod_netns: str, node_netns: str | None, node_bridge: str) -> str:
+    """A veth from the node's host bridge of a secondary network into the pod, as net<index>."""
+    nic = f"net{index}"
+    host_if = "vs" + hashlib.sha256(f"{vmi}/{index}".encode()).hexdigest()[:10]
+    where = ["netns", node_netns] if node_netns else ["netns", "1"]
+    _run(["ip", "-n", pod_netns, "link", "add", nic, "type", "veth", "peer", "name", host_if, *where])
+    node = ["ip", "-n", node_netns] if node_netns else ["ip"]
+    _run([*node, "link", "set", host_if, "master", node_bridge])
+    _run([*node, "link", "set", host_if, "up"])
+    _run(["ip", "-n", pod_netns, "link", "set", nic, "up"])
+    return nic
 
 
 def _has_dummy(pod_netns: str) -> bool:

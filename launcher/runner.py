@@ -44,6 +44,7 @@ class LauncherArgs:
     node_netns: str | None = None
     pod_ip: str | None = None  # with its prefix, e.g. 10.244.0.2/24
     pod_gateway: str | None = None
+    secondary: tuple[str, ...] = ()  # interface=node bridge=address/prefix
 
     @property
     def vmi_dir(self) -> Path:
@@ -91,11 +92,10 @@ class Runner:
         self.gone = asyncio.Event()
         self.terminated = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
-        self.dhcp_lease: Lease | None = None
+        self.leases: list[tuple[Lease, str]] = []  # (lease, guest bridge it is served on)
         self.macs: dict[str, str] = {}
-        self._dhcp: asyncio.Task[None] | None = None
+        self._dhcp: list[asyncio.Task[None]] = []
         self._dhcp_stop = asyncio.Event()
-        self.dhcp_interface = ""
 
     async def set_phase(self, phase: Phase, reason: str = "") -> None:
         await self.store.vmis.mutate(self.args.vmi, _set_phase(self.args.uid, phase, time.time(), reason))
@@ -151,9 +151,8 @@ class Runner:
         for tap in taps.values():
             await asyncio.to_thread(namespaces.create_tap, a.pod_netns, tap)
         await self._plumb_network(vmi, taps)
-        if self.dhcp_lease is not None:
-            self._dhcp = asyncio.create_task(serve_dhcp_in_netns(
-                a.pod_netns, self.dhcp_lease, self.dhcp_interface, self._dhcp_stop))
+        self._dhcp = [asyncio.create_task(serve_dhcp_in_netns(a.pod_netns, lease, bridge, self._dhcp_stop))
+                      for lease, bridge in self.leases]
         await self.libvirtd.start(a.pod_netns, a.vmi_dir)
         self._reaper = asyncio.create_task(reap_orphans())
         self.libvirtd.watch_lifecycle(lambda event, detail: self.events.put_nowait((event, detail)))
@@ -174,35 +173,55 @@ class Runner:
         return dom
 
     async def _plumb_network(self, vmi: VMI, taps: dict[str, str]) -> None:
-        """The pod network's NIC: veth into the pod, then the binding; leaves the DHCP lease to serve."""
+        """Every NIC's plumbing and binding; leaves a DHCP lease per guest bridge to serve."""
         a = self.args
+        statuses: list[VMIInterface] = []
         pod = next((n for n in vmi.spec.networks if n.kind == "pod"), None)
-        if pod is None or a.pod_ip is None or a.pod_gateway is None:
-            return
+        if pod is not None and a.pod_ip is not None and a.pod_gateway is not None:
+            statuses.append(await self._pod_nic(vmi, pod.name, taps[pod.name]))
+        for index, item in enumerate(a.secondary, start=1):
+            name, bridge, address = item.split("=")
+            ip = IPv4Interface(address)
+            nic = await asyncio.to_thread(podnic.plumb_secondary, vmi=a.vmi, index=index, pod_netns=a.pod_netns,
+                                          node_netns=a.node_netns, node_bridge=bridge)
+            iface = next(i for i in vmi.spec.interfaces if i.name == name)
+            mac = iface.mac_address or stable_mac(a.uid, name)
+            guest_bridge = await asyncio.to_thread(podnic.bind_bridge, pod_netns=a.pod_netns, tap=taps[name],
+                                                   pod_ip=ip, nic=nic)
+            self.leases.append((Lease(mac=mac, ip=ip.ip, prefix=ip.network.prefixlen, router=None, dns=[], mtu=None,
+                                      routes=[], hostname=None, lease_seconds=86400,
+                                      server_id=IPv4Address(podnic.DHCP_SERVER_ADDRESS), domain=None), guest_bridge))
+            self.macs[name] = mac
+            statuses.append(VMIInterface(name=name, ip_address=str(ip.ip), ip_addresses=[str(ip.ip)], mac=mac))
+        if statuses:
+            await self.store.vmis.mutate(a.vmi, lambda v: msgspec.structs.replace(v, interfaces=statuses)
+                                         if v.uid == a.uid else None)
+
+    async def _pod_nic(self, vmi: VMI, name: str, tap: str) -> VMIInterface:
+        a = self.args
+        assert a.pod_ip is not None and a.pod_gateway is not None
         pod_ip = IPv4Interface(a.pod_ip)
         await asyncio.to_thread(podnic.plumb_pod, vmi=a.vmi, pod_netns=a.pod_netns, node_netns=a.node_netns,
                                 pod_ip=pod_ip, gateway=a.pod_gateway)
-        iface = next(i for i in vmi.spec.interfaces if i.name == pod.name)
+        iface = next(i for i in vmi.spec.interfaces if i.name == name)
         if iface.binding == "masquerade":
             mac = iface.mac_address or stable_mac(a.uid, iface.name)
             rules = Masquerade(pod_ip=pod_ip.ip, ports=tuple(iface.ports))
-            await asyncio.to_thread(podnic.bind_masquerade, pod_netns=a.pod_netns, tap=taps[iface.name], rules=rules)
-            self.dhcp_lease = Lease(mac=mac, ip=rules.guest_ip, prefix=24, router=rules.gateway, dns=[rules.gateway],
-                                    mtu=None, routes=[], hostname=vmi.spec.name, lease_seconds=86400,
-                                    server_id=rules.gateway, domain=None)
+            await asyncio.to_thread(podnic.bind_masquerade, pod_netns=a.pod_netns, tap=tap, rules=rules)
+            lease = Lease(mac=mac, ip=rules.guest_ip, prefix=24, router=rules.gateway, dns=[rules.gateway],
+                          mtu=None, routes=[], hostname=vmi.spec.name, lease_seconds=86400,
+                          server_id=rules.gateway, domain=None)
+            bridge = podnic.GUEST_BRIDGE
         else:  # bridge: the guest takes the pod's IP and MAC
             nic_mac = await asyncio.to_thread(podnic.pod_mac, a.pod_netns)
             mac = iface.mac_address or nic_mac
-            await asyncio.to_thread(podnic.bind_bridge, pod_netns=a.pod_netns, tap=taps[iface.name], pod_ip=pod_ip)
-            self.dhcp_lease = Lease(mac=mac, ip=pod_ip.ip, prefix=pod_ip.network.prefixlen,
-                                    router=IPv4Address(a.pod_gateway), dns=[], mtu=None, routes=[],
-                                    hostname=vmi.spec.name, lease_seconds=86400,
-                                    server_id=IPv4Address(podnic.DHCP_SERVER_ADDRESS), domain=None)
-        self.macs[iface.name] = mac
-        self.dhcp_interface = podnic.GUEST_BRIDGE
-        status = VMIInterface(name=iface.name, ip_address=str(pod_ip.ip), ip_addresses=[str(pod_ip.ip)], mac=mac)
-        await self.store.vmis.mutate(a.vmi, lambda v: msgspec.structs.replace(v, interfaces=[status])
-                                     if v.uid == a.uid else None)
+            bridge = await asyncio.to_thread(podnic.bind_bridge, pod_netns=a.pod_netns, tap=tap, pod_ip=pod_ip)
+            lease = Lease(mac=mac, ip=pod_ip.ip, prefix=pod_ip.network.prefixlen, router=IPv4Address(a.pod_gateway),
+                          dns=[], mtu=None, routes=[], hostname=vmi.spec.name, lease_seconds=86400,
+                          server_id=IPv4Address(podnic.DHCP_SERVER_ADDRESS), domain=None)
+        self.leases.append((lease, bridge))
+        self.macs[name] = mac
+        return VMIInterface(name=name, ip_address=str(pod_ip.ip), ip_addresses=[str(pod_ip.ip)], mac=mac)
 
     async def _supervise(self, dom: Any, grace: int) -> tuple[Phase, str]:
         """Wait until the domain ends, or until asked to end it; returns the final phase and why."""
@@ -258,7 +277,7 @@ class Runner:
             if path.name != "launcher.pid":
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         self._dhcp_stop.set()
-        for task in (self._reaper, self._dhcp):
+        for task in (self._reaper, *self._dhcp):
             if task is not None:
                 task.cancel()
         log.info("cleaned up")

@@ -45,6 +45,10 @@ class Lab:
         out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
         return sorted(line.split()[0] for line in out.splitlines() if line.startswith(f"{self.prefix}-"))
 
+    def infra_netns(self) -> list[str]:
+        """The lab's own namespaces: its bridge, its nodes and the outside host."""
+        return sorted(f"{self.prefix}-{n}" for n in ("lab", "node1", "node2", "outside"))
+
     def logs(self) -> str:
         out = []
         for log in sorted((self.state_dir / "logs").glob("*.log")):

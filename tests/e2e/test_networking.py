@@ -97,3 +97,24 @@ def test_bridge_binding_guest_holds_the_pod_ip(lab: Lab) -> None:
     assert f"VIRTBUS-GUEST-IP {pod_ip}" in console  # the guest sees the pod IP on its own eth0
     assert "hostname: bridged" in http_get(lab, other(vmi["nodeName"]), f"http://{pod_ip}/")
     lab.cli("delete", "bridged", "--wait", "--timeout", "120")
+
+
+def test_seed_testvm_2_on_the_secondary_network(lab: Lab) -> None:
+    """testvm-2 as the seed writes it: pod network plus a bridge NIC on multus-br, reached from outside."""
+    refused = lab.cli("apply", "-f", str(EXAMPLES / "testvm-2-secondary.yaml"), check=False)
+    assert refused.returncode == 1 and "network 'multus-br' does not exist" in refused.stderr
+    assert "network/multus-br applied" in lab.cli("apply", "-f", str(EXAMPLES / "multus-br.yaml")).stdout
+    lab.cli("apply", "-f", str(EXAMPLES / "testvm-2-secondary.yaml"))
+    vmi = started(lab, "testvm-2")
+    ext = next(i for i in vmi["interfaces"] if i["name"] == "ext-net")  # type: ignore[attr-defined]
+    address = ext["ipAddress"]
+    assert address.startswith("192.168.100.") and address not in ("192.168.100.1", "192.168.100.255")
+    for lease in (address, "10.0.2.2"):  # both NICs got their lease, in either order
+        lab.cli("console", "testvm-2", "--log", "--until", f"VIRTBUS-GUEST-IP {lease}", "--timeout", "120")
+    assert "hostname: testvm-2" in http_get(lab, "outside", f"http://{address}/")
+    # the address is the VM's: the same after a restart
+    lab.cli("restart", "testvm-2", "--wait", "--timeout", "300")
+    again = lab.json("get", "vmis", "testvm-2")
+    assert isinstance(again, dict)
+    assert next(i for i in again["interfaces"] if i["name"] == "ext-net")["ipAddress"] == address
+    lab.cli("delete", "testvm-2", "--wait", "--timeout", "120")

@@ -25,7 +25,7 @@ def test_two_nodes_are_ready(lab: Lab) -> None:
     nodes = lab.json("get", "nodes")
     assert isinstance(nodes, list)
     assert sorted((n["node"]["name"], n["ready"]) for n in nodes) == [("node1", True), ("node2", True)]
-    assert lab.netns() == sorted([f"{lab.prefix}-lab", f"{lab.prefix}-node1", f"{lab.prefix}-node2"])
+    assert lab.netns() == lab.infra_netns()
 
 
 def test_seed_testvm_lifecycle(lab: Lab) -> None:
@@ -69,7 +69,7 @@ def test_seed_testvm_lifecycle(lab: Lab) -> None:
     lab.cli("delete", "testvm", "--wait", "--timeout", "120")
     missing = lab.cli("get", "vms", "testvm", check=False)
     assert missing.returncode == 1 and "NotFound" in missing.stderr
-    assert lab.netns() == sorted([f"{lab.prefix}-lab", f"{lab.prefix}-node1", f"{lab.prefix}-node2"])
+    assert lab.netns() == lab.infra_netns()
     for node in ("node1", "node2"):
         vmis_dir = lab.state_dir / "nodes" / node / "vmis"
         assert not vmis_dir.exists() or list(vmis_dir.iterdir()) == []
@@ -106,4 +106,4 @@ def test_restart_and_a_handler_restart_keep_the_vm(lab: Lab) -> None:
     assert MARKER in lab.cli("console", "testvm", "--log", "--until", MARKER, "--timeout", "120").stdout
 
     lab.cli("delete", "testvm", "--wait", "--timeout", "120")
-    assert lab.netns() == sorted([f"{lab.prefix}-lab", f"{lab.prefix}-node1", f"{lab.prefix}-node2"])
+    assert lab.netns() == lab.infra_netns()

@@ -1,0 +1,75 @@
+"""Secondary networks (the multus case) on this node: the NAD's host bridge, and each VM's address
+on it, unique across the whole cluster (one CAS-updated table per network, unlike host-local IPAM
+per node) and kept by the VM wherever it runs."""
+
+from __future__ import annotations
+
+import subprocess
+from ipaddress import IPv4Address, IPv4Network
+
+from proto import subjects
+from proto.errors import ApiError, Code
+from proto.spec import NetworkAttachment, VMSpec
+from servicekit.store import Bucket, Store
+
+
+def pool(att: NetworkAttachment) -> list[IPv4Address]:
+    """Pure: the addresses VMs may get; the gateway (given, else the first host) is never one."""
+    subnet = IPv4Network(att.subnet)
+    gateway = IPv4Address(att.gateway) if att.gateway else subnet.network_address + 1
+    low = IPv4Address(att.range_start) if att.range_start else subnet.network_address + 2
+    high = IPv4Address(att.range_end) if att.range_end else subnet.broadcast_address - 1
+    return [ip for ip in subnet.hosts() if low <= ip <= high and ip != gateway]
+
+
+class SecondaryNetworks:
+    def __init__(self, store: Store, netns: str | None) -> None:
+        self.netns = netns
+        self.networks: Bucket[NetworkAttachment] = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
+        self.tables: Bucket[dict[str, str]] = Bucket(store.raw[subjects.BUCKET_IPAM], dict[str, str])
+
+    async def attachments(self, spec: VMSpec) -> list[tuple[str, NetworkAttachment, str]]:
+        """(interface, network, address/prefix) for each multus NIC of the VM, allocating as needed."""
+        out = []
+        for net in spec.networks:
+            if net.kind != "multus" or not net.network_name:
+                continue
+            entry = await self.networks.get(net.network_name)
+            if entry is None:
+                raise ApiError(Code.NOT_FOUND, f"network {net.network_name!r} does not exist")
+            ip = await self.address(entry.value, spec.name)
+            out.append((net.name, entry.value, f"{ip}/{IPv4Network(entry.value.subnet).prefixlen}"))
+        return out
+
+    async def address(self, att: NetworkAttachment, vm: str) -> IPv4Address:
+        key = f"net.{att.name}"
+        for _ in range(20):
+            entry = await self.tables.get(key)
+            table = dict(entry.value) if entry else {}
+            if vm in table:
+                return IPv4Address(table[vm])
+            taken = {IPv4Address(v) for v in table.values()}
+            free = next((ip for ip in pool(att) if ip not in taken), None)
+            if free is None:
+                raise ApiError(Code.UNAVAILABLE, f"network {att.name} has no free address left ({att.subnet})")
+            table[vm] = str(free)
+            try:
+                if entry is None:
+                    await self.tables.create(key, table)
+                else:
+                    await self.tables.update(key, table, entry.revision)
+                return free
+            except ApiError as exc:
+                if exc.code not in (Code.CONFLICT, Code.ALREADY_EXISTS):
+                    raise
+        raise ApiError(Code.CONFLICT, "address allocation kept racing; try again")
+
+    async def release(self, vm: str) -> None:
+        for entry in await self.networks.items():
+            await self.tables.mutate(f"net.{entry.key}", lambda t: {k: v for k, v in t.items() if k != vm})
+
+    def ensure_bridge(self, bridge: str) -> None:
+        """Like the bridge CNI plugin: the host bridge is made if it is not there."""
+        ip = ["ip", *(["-n", self.netns] if self.netns else [])]
+        subprocess.run([*ip, "link", "add", bridge, "type", "bridge"], capture_output=True, check=False)
+        subprocess.run([*ip, "link", "set", bridge, "up"], capture_output=True, check=True)
