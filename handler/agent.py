@@ -17,6 +17,7 @@ from handler.nodeports import NodePorts
 from handler.podnet import PodNetwork
 from handler.secondary import SecondaryNetworks
 from proto import ipam
+from proto.errors import ApiError
 from proto.state import FINAL_PHASES, VMI, Node, Phase
 from servicekit.store import Store
 from servicekit.workqueue import WorkQueue
@@ -130,7 +131,14 @@ class Agent:
                 ip = await self.podnet.pod_ip(name)
                 pod_ip, gateway = f"{ip}/{self.podnet.cidr.prefixlen}", str(ipam.gateway(self.podnet.cidr))
             extra = []
-            for iface, att, address in await self.secondary.attachments(vmi.spec):
+            try:
+                attachments = await self.secondary.attachments(vmi.spec)
+            except ApiError as exc:  # e.g. no address left: the instance cannot run, say why
+                why = exc.message
+                log.warning("cannot attach networks", vmi=name, reason=why)
+                await self.store.vmis.mutate(name, lambda v: _failed(v, vmi.uid, why, self.clock()))
+                return
+            for iface, att, address in attachments:
                 await asyncio.to_thread(self.secondary.ensure_bridge, att.bridge)
                 extra.append(f"{iface}={att.bridge}={address}")
             await asyncio.to_thread(self.launchers.spawn, name, vmi.uid, pod_ip, gateway, extra)

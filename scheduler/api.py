@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from ipaddress import IPv4Network
 
 import msgspec
 import nats.js.errors
 
-from proto import subjects
+from proto import ipam, subjects
 from proto.api import (
     Ack,
     ImageInfo,
@@ -200,6 +201,14 @@ class Api:
         parsed = parse_manifest(body)
         if not isinstance(parsed, NetworkAttachment):
             raise ApiError(Code.BAD_REQUEST, "this subject takes a NetworkAttachmentDefinition")
+        subnet = IPv4Network(parsed.subnet)
+        if subnet.overlaps(ipam.CLUSTER_CIDR):
+            raise ApiError(Code.INVALID, f"subnet {subnet} overlaps the pod network {ipam.CLUSTER_CIDR}",
+                           "spec.config.ipam.subnet")
+        for other in await self.networks.items():
+            if other.key != parsed.name and subnet.overlaps(IPv4Network(other.value.subnet)):
+                raise ApiError(Code.INVALID, f"subnet {subnet} overlaps network {other.key} ({other.value.subnet})",
+                               "spec.config.ipam.subnet")
         existing = await self.networks.get(parsed.name)
         if existing is None:
             await self.networks.create(parsed.name, parsed)

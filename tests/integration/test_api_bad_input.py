@@ -111,3 +111,20 @@ async def test_good_create_then_bad_requests_change_nothing(api: Store) -> None:
         assert isinstance(error, dict) and error["code"] == code, (subject, body, reply)
     assert await api.vms.items() == before
     assert await api.vmis.items() == []
+
+
+async def test_overlapping_networks_are_refused(api: Store) -> None:
+    def nad(name: str, subnet: str) -> bytes:
+        config = json.dumps({"cniVersion": "0.3.1", "name": name, "type": "bridge", "bridge": "br-" + name,
+                             "ipam": {"type": "host-local", "subnet": subnet}})
+        return json.dumps({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                           "metadata": {"name": name}, "spec": {"config": config}}).encode()
+
+    assert "error" not in await request(api, subjects.api("network", "apply"), nad("one", "192.168.100.0/24"))
+    for name, subnet, reason in [("two", "192.168.100.128/25", "overlaps network one"),
+                                 ("pods", "10.244.7.0/24", "overlaps the pod network")]:
+        error = (await request(api, subjects.api("network", "apply"), nad(name, subnet)))["error"]
+        assert isinstance(error, dict) and error["code"] == "Invalid" and reason in str(error["message"])
+        assert error["field"] == "spec.config.ipam.subnet"
+    listed = await request(api, subjects.api("network", "list"), b"{}")
+    assert [n["name"] for n in listed["items"]] == ["one"]  # type: ignore[union-attr]

@@ -20,3 +20,16 @@ def test_pod_ips_skip_the_gateway_and_taken_ones() -> None:
     assert next_free_ip(cidr, {IPv4Address("10.244.3.2")}) == IPv4Address("10.244.3.3")
     with pytest.raises(Exhausted):
         next_free_ip(IPv4Network("10.244.3.0/30"), {IPv4Address("10.244.3.2")})
+
+
+def test_secondary_pool_respects_range_and_gateway() -> None:
+    from handler.secondary import pool
+    from proto.spec import NetworkAttachment
+
+    seed = NetworkAttachment(name="multus-br", bridge="multus-bridge", subnet="192.168.100.0/24")
+    addresses = pool(seed)
+    assert addresses[0] == IPv4Address("192.168.100.2") and addresses[-1] == IPv4Address("192.168.100.254")
+    assert IPv4Address("192.168.100.1") not in addresses  # the provider's gateway
+    ranged = NetworkAttachment(name="n", bridge="b", subnet="10.9.0.0/24", gateway="10.9.0.10",
+                               range_start="10.9.0.9", range_end="10.9.0.11")
+    assert pool(ranged) == [IPv4Address("10.9.0.9"), IPv4Address("10.9.0.11")]
