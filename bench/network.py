@@ -1,0 +1,101 @@
+"""Guest networking figures, printed: time from start to the guest holding its DHCP lease (median
+of N), and TCP round-trip latency and throughput from another node's namespace to the guest's echo
+service (port 7), masquerade vs bridge binding. Needs a lab with the test image imported
+(scripts/lab.sh makes one). Usage:
+    .venv/bin/python bench/network.py [--runs 5] [--state-dir /var/lib/virtbus/lab] [--server URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE = "quay.io/kubevirt/cirros-container-disk-demo"
+# Runs inside a node's namespace: N one-byte round trips, then MB bytes through the echo and back.
+PROBE = r"""
+import socket, statistics, sys, time
+host, n, mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.create_connection((host, 7), timeout=10)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+rtts = []
+for _ in range(n):
+    t = time.perf_counter(); s.sendall(b"x"); s.recv(1); rtts.append(time.perf_counter() - t)
+block, total, got = b"y" * 65536, mb * 2**20, 0
+t = time.perf_counter()
+sent = 0
+s.setblocking(True)
+while got < total:
+    if sent < total:
+        s.sendall(block); sent += len(block)
+    while got < sent:
+        got += len(s.recv(1 << 20))
+took = time.perf_counter() - t
+print(statistics.median(rtts) * 1000, total * 2 / took / 2**20)
+"""
+
+
+def cli(server: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "ctl", "--server", server, *args], capture_output=True, text=True,
+                          cwd=REPO, check=True, timeout=600)
+    return done.stdout
+
+
+def manifest(name: str, binding: str) -> str:
+    doc = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name},
+           "spec": {"running": False, "template": {"spec": {
+               "domain": {"resources": {"requests": {"memory": "64M"}},
+                          "devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}],
+                                      "interfaces": [{"name": "default", binding: {}}]}},
+               "networks": [{"name": "default", "pod": {}}],
+               "volumes": [{"name": "root", "containerDisk": {"image": IMAGE}}]}}}}
+    path = Path(tempfile.mkdtemp()) / f"{name}.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def lease_time(server: str, name: str) -> float:
+    t0 = time.monotonic()
+    cli(server, "start", name, "--wait")
+    cli(server, "console", name, "--log", "--until", "VIRTBUS-GUEST-IP", "--timeout", "120")
+    return time.monotonic() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--state-dir", default="/var/lib/virtbus/lab")
+    p.add_argument("--server", default="nats://127.0.0.1:4222")
+    p.add_argument("--mb", type=int, default=8)
+    args = p.parse_args()
+    for binding in ("masquerade", "bridge"):
+        name = f"bench-{binding}"
+        cli(args.server, "apply", "-f", manifest(name, binding))
+        try:
+            leases = []
+            for _ in range(args.runs):
+                leases.append(lease_time(args.server, name))
+                cli(args.server, "stop", name, "--wait")
+            cli(args.server, "start", name, "--wait")
+            cli(args.server, "console", name, "--log", "--until", "VIRTBUS-GUEST-IP", "--timeout", "120")
+            vmi = json.loads(cli(args.server, "get", "vmis", name, "-o", "json"))
+            node = "node2" if vmi["nodeName"] == "node1" else "node1"
+            out = subprocess.run([sys.executable, "-m", "ctl", "lab", "exec", "--state-dir", args.state_dir, node,
+                                  "--", sys.executable, "-c", PROBE, vmi["interfaces"][0]["ipAddress"], "200",
+                                  str(args.mb)], capture_output=True, text=True, cwd=REPO, check=True, timeout=600)
+            rtt, mbps = (float(x) for x in out.stdout.split())
+            print(f"{binding:10} start->DHCP lease median of {args.runs}: {statistics.median(leases):.2f}s "
+                  f"(runs: {', '.join(f'{x:.2f}' for x in leases)}); from {node}: TCP echo RTT median "
+                  f"{rtt:.3f} ms, throughput {mbps:.1f} MiB/s ({args.mb} MiB each way)", flush=True)
+        finally:
+            cli(args.server, "delete", name, "--wait")
+
+
+if __name__ == "__main__":
+    main()
