@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ctl import render
+from ctl import console, render
 from ctl.client import ApiClient, default_url
 from proto.api import (
     Ack,
@@ -165,8 +165,11 @@ async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_console(api: ApiClient, args: argparse.Namespace) -> int:
+    if args.send is not None:
+        await console.send(api, args.name, args.send)
+        return 0
     if not args.log:
-        raise ApiError(Code.BAD_REQUEST, "the interactive console is not there yet; use --log for the serial log")
+        return await console.interactive(api, args.name)
     if not args.until:
         sys.stdout.buffer.write(await api.console_log(args.name))
         sys.stdout.flush()
@@ -233,6 +236,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("name")
     c.add_argument("--log", action="store_true", help="print the serial log so far")
     c.add_argument("--until", help="with --log: keep printing until this text appears")
+    c.add_argument("--send", default=None, help="type this text (backslash escapes like \\n work) and leave")
     c.add_argument("--timeout", type=float, default=300.0)
     for verb in ("expose", "unexpose"):
         e = sub.add_parser(verb, help=f"{verb} a VM's port on a node port (DNAT node:N -> pod:P)")

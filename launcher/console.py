@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from nats.js import JetStreamContext
 
@@ -43,3 +44,29 @@ class ConsoleTail:
         while True:
             await self.pump()
             await asyncio.sleep(interval)
+
+
+class ConsoleInput:
+    """Keystrokes from ``virtbus.console.<vmi>.in`` to the guest's serial port; the port's output is
+    read and dropped here (the log file has it), so the guest never blocks on a full socket."""
+
+    def __init__(self, nc: Any, vmi: str, socket_path: str) -> None:
+        self.nc = nc
+        self.subject = subjects.console_in(vmi)
+        self.socket_path = socket_path
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def run(self) -> None:
+        reader, self.writer = await asyncio.open_unix_connection(self.socket_path)
+        sub = await self.nc.subscribe(self.subject, cb=self._typed)
+        try:
+            while await reader.read(65536):
+                pass
+        finally:
+            await sub.unsubscribe()
+            self.writer.close()
+
+    async def _typed(self, msg: Any) -> None:
+        if self.writer is not None and msg.data:
+            self.writer.write(msg.data)
+            await self.writer.drain()

@@ -139,11 +139,18 @@ def configure_network(plan: DomainPlan, devices: ET.Element) -> None:
         _sub(nic, "alias", name=f"ua-{n.name}")
 
 
+CONSOLE_SOCKET = "/var/lib/libvirt/console.sock"  # in the launcher's private tmpfs; short for sun_path
+
+
 def configure_console(plan: DomainPlan, devices: ET.Element) -> None:
-    serial = _sub(devices, "serial", type="pty")
+    """The serial port on a unix socket the launcher holds (keystrokes in, output drained), and
+    everything it prints in a log file the launcher publishes."""
+    serial = _sub(devices, "serial", type="unix")
+    _sub(serial, "source", mode="bind", path=CONSOLE_SOCKET)
     _sub(serial, "log", file=plan.serial_log, append="on")
     _sub(serial, "target", port="0")
-    console = _sub(devices, "console", type="pty")
+    console = _sub(devices, "console", type="unix")
+    _sub(console, "source", mode="bind", path=CONSOLE_SOCKET)
     _sub(console, "target", type="serial", port="0")
 
 

@@ -20,10 +20,10 @@ import msgspec
 import structlog
 
 from launcher import disks, namespaces, podnic
-from launcher.console import ConsoleTail
+from launcher.console import ConsoleInput, ConsoleTail
 from launcher.dhcp_packet import Lease
 from launcher.dhcp_server import serve_dhcp_in_netns
-from launcher.domain import compose_domain_xml, plan_domain, stable_mac
+from launcher.domain import CONSOLE_SOCKET, compose_domain_xml, plan_domain, stable_mac
 from launcher.libvirtd import PrivateLibvirtd
 from launcher.masquerade import Masquerade
 from proto.errors import ApiError
@@ -119,6 +119,7 @@ class Runner:
         loop.add_signal_handler(signal.SIGTERM, on_term)
         watcher = asyncio.create_task(self._watch_own())
         tail: asyncio.Task[None] | None = None
+        keys: asyncio.Task[None] | None = None
         try:
             try:
                 dom = await self._boot(vmi)
@@ -132,14 +133,16 @@ class Runner:
                 await self.set_phase(Phase.FAILED, f"launch failed: {reason}")
                 return 1
             tail = asyncio.create_task(self.console.run())
+            keys = asyncio.create_task(ConsoleInput(self.store.nc, self.args.vmi, CONSOLE_SOCKET).run())
             phase, reason = await self._supervise(dom, vmi.spec.termination_grace_period_seconds)
             await self.console.pump()
             await self.set_phase(phase, reason)
             return 0
         finally:
             watcher.cancel()
-            if tail is not None:
-                tail.cancel()
+            for task in (tail, keys):
+                if task is not None:
+                    task.cancel()
             await self._clean_up()
 
     async def _boot(self, vmi: VMI) -> Any:

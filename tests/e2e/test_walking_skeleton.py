@@ -55,6 +55,10 @@ def test_seed_testvm_lifecycle(lab: Lab) -> None:
     assert MARKER in console.stdout
     print(f"start -> marker: {time.monotonic() - started:.1f}s")
 
+    # The serial console over NATS: type into the guest's shell, read its answer.
+    lab.cli("console", "testvm", "--send", "echo hi-$((40+2))\\n")
+    assert "hi-42" in lab.cli("console", "testvm", "--log", "--until", "hi-42", "--timeout", "30").stdout
+
     # Starting a running VM is not an error (the lab command is idempotent).
     assert "already running" in lab.cli("start", "testvm").stdout
 

@@ -48,7 +48,8 @@ def test_nic_on_the_pods_tap_with_a_stable_mac() -> None:
 
 def test_serial_console_logged() -> None:
     serial = seed_plan().find("devices/serial")
-    assert serial is not None and serial.get("type") == "pty"
+    assert serial is not None and serial.get("type") == "unix"
+    assert serial.find("source").get("mode") == "bind"  # type: ignore[union-attr]
     assert serial.find("log").get("file") == "/v/serial.log"  # type: ignore[union-attr]
 
 
