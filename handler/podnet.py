@@ -11,6 +11,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import structlog
 
+from handler.claims import claim_address, release_address
 from proto import ipam, subjects
 from proto.errors import ApiError, Code
 from proto.state import Node
@@ -51,29 +52,12 @@ class PodNetwork:
     async def pod_ip(self, vm: str) -> IPv4Address:
         """The VM's pod IP on this node; the same one every time it runs here."""
         assert self.cidr is not None
-        key = f"podips.{self.node}"
-        cidr = self.cidr
-        for _ in range(20):
-            entry = await self.ips.get(key)
-            table = dict(entry.value) if entry else {}
-            if vm in table:
-                return IPv4Address(table[vm])
-            ip = ipam.next_free_ip(cidr, {IPv4Address(v) for v in table.values()})
-            table[vm] = str(ip)
-            try:
-                if entry is None:
-                    await self.ips.create(key, table)
-                else:
-                    await self.ips.update(key, table, entry.revision)
-                return ip
-            except ApiError as exc:
-                if exc.code not in (Code.CONFLICT, Code.ALREADY_EXISTS):
-                    raise
-        raise ApiError(Code.CONFLICT, "pod IP allocation kept racing; try again")
+        hosts = [ip for ip in self.cidr.hosts() if ip != ipam.gateway(self.cidr)]
+        return await claim_address(self.ips, f"podips.{self.node}", vm, hosts,
+                                   f"no free pod IP left in {self.cidr} on {self.node}")
 
     async def release(self, vm: str) -> None:
-        key = f"podips.{self.node}"
-        await self.ips.mutate(key, lambda t: {k: v for k, v in t.items() if k != vm})
+        await release_address(self.ips, f"podips.{self.node}", vm)
 
     # --- the node's namespace ---------------------------------------------------------------------
     def _ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 from ipaddress import IPv4Address, IPv4Network
 
+from handler.claims import claim_address, release_address
 from proto import subjects
 from proto.errors import ApiError, Code
 from proto.spec import NetworkAttachment, VMSpec
@@ -42,31 +43,12 @@ class SecondaryNetworks:
         return out
 
     async def address(self, att: NetworkAttachment, vm: str) -> IPv4Address:
-        key = f"net.{att.name}"
-        for _ in range(20):
-            entry = await self.tables.get(key)
-            table = dict(entry.value) if entry else {}
-            if vm in table:
-                return IPv4Address(table[vm])
-            taken = {IPv4Address(v) for v in table.values()}
-            free = next((ip for ip in pool(att) if ip not in taken), None)
-            if free is None:
-                raise ApiError(Code.UNAVAILABLE, f"network {att.name} has no free address left ({att.subnet})")
-            table[vm] = str(free)
-            try:
-                if entry is None:
-                    await self.tables.create(key, table)
-                else:
-                    await self.tables.update(key, table, entry.revision)
-                return free
-            except ApiError as exc:
-                if exc.code not in (Code.CONFLICT, Code.ALREADY_EXISTS):
-                    raise
-        raise ApiError(Code.CONFLICT, "address allocation kept racing; try again")
+        return await claim_address(self.tables, f"net.{att.name}", vm, pool(att),
+                                   f"network {att.name} has no free address left ({att.subnet})")
 
     async def release(self, vm: str) -> None:
         for entry in await self.networks.items():
-            await self.tables.mutate(f"net.{entry.key}", lambda t: {k: v for k, v in t.items() if k != vm})
+            await release_address(self.tables, f"net.{entry.key}", vm)
 
     def ensure_bridge(self, bridge: str) -> None:
         """Like the bridge CNI plugin: the host bridge is made if it is not there."""

@@ -23,10 +23,3 @@ def node_cidr(index: int, cluster: IPv4Network = CLUSTER_CIDR, prefix: int = NOD
 def gateway(cidr: IPv4Network) -> IPv4Address:
     """The node's own address on its pod bridge: the first host."""
     return cidr.network_address + 1
-
-
-def next_free_ip(cidr: IPv4Network, taken: set[IPv4Address]) -> IPv4Address:
-    for host in cidr.hosts():
-        if host != gateway(cidr) and host not in taken:
-            return host
-    raise Exhausted(f"no free address left in {cidr}")

@@ -2,7 +2,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from proto.ipam import Exhausted, gateway, next_free_ip, node_cidr
+from proto.ipam import Exhausted, gateway, node_cidr
 
 
 def test_node_cidrs_do_not_overlap() -> None:
@@ -13,13 +13,8 @@ def test_node_cidrs_do_not_overlap() -> None:
         node_cidr(256)
 
 
-def test_pod_ips_skip_the_gateway_and_taken_ones() -> None:
-    cidr = IPv4Network("10.244.3.0/24")
-    assert gateway(cidr) == IPv4Address("10.244.3.1")
-    assert next_free_ip(cidr, set()) == IPv4Address("10.244.3.2")
-    assert next_free_ip(cidr, {IPv4Address("10.244.3.2")}) == IPv4Address("10.244.3.3")
-    with pytest.raises(Exhausted):
-        next_free_ip(IPv4Network("10.244.3.0/30"), {IPv4Address("10.244.3.2")})
+def test_the_gateway_is_the_first_host() -> None:
+    assert gateway(IPv4Network("10.244.3.0/24")) == IPv4Address("10.244.3.1")
 
 
 def test_secondary_pool_respects_range_and_gateway() -> None:
