@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from proto import subjects
+from servicekit import processes
 
 DEFAULT_STATE_DIR = os.environ.get("VIRTBUS_LAB_DIR", "/var/lib/virtbus/lab")
 NODE_NET = "10.99.0"  # the lab's node network, only inside the lab's namespaces
@@ -75,17 +75,6 @@ def say(text: str) -> None:
 
 
 # --- processes ----------------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie we have not reaped counts as gone
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
-
-
 def _read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])
@@ -95,23 +84,7 @@ def _read_pid(path: Path) -> int | None:
 
 def _running(cfg: LabConfig, name: str) -> int | None:
     pid = _read_pid(cfg.pidfile(name))
-    return pid if pid is not None and _pid_alive(pid) else None
-
-
-def _end(pid: int, timeout: float) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    return pid if pid is not None and processes.alive(pid) else None
 
 
 def _wait_port(port: int, timeout: float) -> None:
@@ -251,11 +224,10 @@ def _wait_nodes(cfg: LabConfig, timeout: float) -> None:
 def down(cfg: LabConfig) -> None:
     if (pid := _running(cfg, "labd")) is not None:
         say("lab: stopping VMs, handlers, scheduler and nats-server")
-        _end(pid, 150)
+        processes.end([pid], 150)
     for ns in _our_netns(cfg):
         pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout
-        for pid_text in pids.split():  # only processes inside the lab's own namespaces
-            _end(int(pid_text), 5)
+        processes.end([int(p) for p in pids.split()], 5)  # only processes inside the lab's own namespaces
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
     shutil.rmtree(cfg.root, ignore_errors=True)
     say(f"lab: down; removed {cfg.root}")

@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from ctl.lab import LabConfig, _pid_alive, _read_pid, _wait_port
+from ctl.lab import LabConfig, _read_pid, _wait_port
+from servicekit import processes
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -27,22 +28,6 @@ def _reap() -> None:
             return
         if pid == 0:
             return
-
-
-def _end(pids: list[int], timeout: float) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + timeout
-    while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
-        _reap()
-        time.sleep(0.1)
-    for pid in pids:
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-    _reap()
 
 
 def main() -> None:
@@ -90,12 +75,12 @@ def main() -> None:
                 spawn(name, commands[name])
         time.sleep(0.5)
     # Handlers first, so none respawns a launcher; then launchers end their domains and libvirtds.
-    _end([procs[n].pid for n in procs if n.startswith("handler-")], 10)
+    processes.end([procs[n].pid for n in procs if n.startswith("handler-")], 10)
     launchers = [pid for pid in (_read_pid(f) for f in Path(cfg.root).glob("nodes/*/vmis/*/launcher.pid"))
-                 if pid is not None and _pid_alive(pid)]
-    _end(launchers, 90)
-    _end([procs["scheduler"].pid], 10)
-    _end([procs["nats-server"].pid], 10)
+                 if pid is not None and processes.alive(pid)]
+    processes.end(launchers, 90)
+    processes.end([procs["scheduler"].pid], 10)
+    processes.end([procs["nats-server"].pid], 10)
 
 
 if __name__ == "__main__":

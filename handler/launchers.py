@@ -11,11 +11,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+
+from servicekit import processes
 
 log = structlog.get_logger()
 
@@ -104,13 +105,7 @@ class Launchers:
 
     def terminate(self, launcher: Launcher, timeout: float = 60.0) -> None:
         """SIGTERM (the launcher destroys its domain and cleans up), SIGKILL if it will not go."""
-        if launcher.alive():
-            os.kill(launcher.pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while launcher.alive() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if launcher.alive():
-                os.kill(launcher.pid, signal.SIGKILL)
+        processes.end([launcher.pid], timeout, is_alive=lambda _: launcher.alive())
         if launcher.proc is not None:
             launcher.proc.wait()
 

@@ -7,8 +7,6 @@ events arrive on the asyncio loop through libvirtaio.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -20,6 +18,7 @@ import libvirtaio
 import structlog
 
 from launcher.namespaces import netns_enter_fn
+from servicekit import processes
 
 log = structlog.get_logger()
 SOCKET = Path("/run/libvirt/libvirt-sock")
@@ -122,15 +121,7 @@ class PrivateLibvirtd:
         if self.pid is None:
             return
         pid, self.pid = self.pid, None
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        processes.end([pid], timeout)
 
 
 def _active(dom: Any) -> bool:
@@ -146,16 +137,3 @@ def _destroy(dom: Any) -> None:
             dom.destroy()
     except libvirt.libvirtError:
         pass
-
-
-def _alive(pid: int) -> bool:
-    """Alive and not a zombie (the launcher is libvirtd's subreaper and reaps it)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"

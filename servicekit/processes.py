@@ -1,0 +1,44 @@
+"""Ending processes this code started, by PID: SIGTERM, a grace period, then SIGKILL.
+
+A zombie counts as gone; one that is our child is reaped on the way (this project's processes
+are often subreapers, and PID 1 in a sandbox may reap nothing)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def end(pids: Iterable[int], timeout: float, is_alive: Callable[[int], bool] = alive) -> None:
+    targets = [p for p in pids if is_alive(p)]
+    for pid in targets:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while any(is_alive(p) for p in targets) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in targets:
+        if is_alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for pid in targets:
+        alive(pid)  # reap what is ours
