@@ -55,6 +55,18 @@ def test_masquerade_guest_gets_10_0_2_2_and_serves_on_its_pod_ip(lab: Lab) -> No
     page = http_get(lab, other(vmi["nodeName"]), f"http://{pod_ip}/")  # from another node's namespace
     assert "virtbus test guest, hostname: testvm" in page
 
+    # two VMs on two nodes talk by pod IP: the guest of testvm fetches the page of a second VM
+    lab.cli("apply", "-f", write_manifest(lab, "peer", "masquerade"))
+    peer = started(lab, "peer")
+    assert peer["nodeName"] != vmi["nodeName"]  # least-allocated spreads them
+    peer_ip = peer["interfaces"][0]["ipAddress"]  # type: ignore[index]
+    lab.cli("console", "peer", "--log", "--until", "VIRTBUS-GUEST-IP", "--timeout", "120")
+    request = f"printf 'GET / HTTP/1.0\\\\r\\\\n\\\\r\\\\n' | nc {peer_ip} 80 | grep -o 'hostname: p[a-z]*'\\n"
+    lab.cli("console", "testvm", "--send", request)
+    assert "hostname: peer" in lab.cli("console", "testvm", "--log", "--until", "hostname: peer",
+                                       "--timeout", "60").stdout
+    lab.cli("delete", "peer", "--wait", "--timeout", "120")
+
     # a node port, reached from outside the VM's node; gone once removed
     out = lab.cli("expose", "vm", "testvm", "--port", "80").stdout
     node_port = int(out.split("node port ")[1].split()[0])
@@ -77,6 +89,20 @@ def test_masquerade_guest_gets_10_0_2_2_and_serves_on_its_pod_ip(lab: Lab) -> No
     if again["nodeName"] == vmi["nodeName"]:
         assert again["interfaces"][0]["ipAddress"] == pod_ip  # type: ignore[index]
     lab.cli("delete", "testvm", "--wait", "--timeout", "120")
+
+
+def write_manifest(lab: Lab, name: str, binding: str) -> str:
+    manifest = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name},
+                "spec": {"running": False, "template": {"spec": {
+                    "domain": {"resources": {"requests": {"memory": "64M"}},
+                               "devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}],
+                                           "interfaces": [{"name": "default", binding: {}}]}},
+                    "networks": [{"name": "default", "pod": {}}],
+                    "volumes": [{"name": "root", "containerDisk": {
+                        "image": "quay.io/kubevirt/cirros-container-disk-demo"}}]}}}}
+    path = lab.state_dir / f"{name}.json"
+    path.write_text(json.dumps(manifest))
+    return str(path)
 
 
 def test_bridge_binding_guest_holds_the_pod_ip(lab: Lab) -> None:
