@@ -35,6 +35,7 @@ class LabConfig:
     nodes: list[str] = field(default_factory=list)
     probe_kernel: str | None = None
     addresses: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, int] = field(default_factory=dict)  # node -> /metrics port on 127.0.0.1
 
     @property
     def url(self) -> str:
@@ -173,6 +174,11 @@ def up(cfg: LabConfig) -> None:
         raise RuntimeError("nats-server is not installed; run scripts/setup.sh")
     say(f"lab: state in {cfg.root}, NATS at {cfg.url}")
     cfg.addresses = _make_networks(cfg)
+    for node in cfg.nodes:
+        if node not in cfg.metrics:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                cfg.metrics[node] = int(s.getsockname()[1])
     cfg.save()
     say(f"lab: node namespaces {', '.join(cfg.node_netns(n) for n in cfg.nodes)} on bridge br0 in {cfg.lab_netns}")
     if _running(cfg, "labd") is None:
@@ -241,6 +247,8 @@ def status(cfg: LabConfig) -> int:
         rows.append(f"  {name:<20} {'running, pid ' + str(pid) if pid else 'NOT RUNNING'}")
     say("\n".join(rows))
     say("  namespaces: " + " ".join(_our_netns(cfg)))
+    for node, port in sorted(cfg.metrics.items()):
+        say(f"  metrics of {node}: http://127.0.0.1:{port}/metrics")
     return 0 if all("NOT" not in r for r in rows) else 1
 
 

@@ -64,6 +64,7 @@ def main() -> None:
         spawn(f"handler-{node}", [
             py, "-m", "handler", "--node", node, "--server", cfg.url, "--state-dir", str(cfg.root),
             "--netns-prefix", cfg.prefix, "--address", address, "--netns", cfg.node_netns(node),
+            *(["--metrics-address", f"127.0.0.1:{cfg.metrics[node]}"] if node in cfg.metrics else []),
             *(["--probe-kernel", cfg.probe_kernel] if cfg.probe_kernel else [])])
     commands = {name: [str(a) for a in proc.args] for name, proc in procs.items()}  # type: ignore[union-attr]
     while not stop:

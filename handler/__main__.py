@@ -13,6 +13,7 @@ from handler import nodeinfo
 from handler.agent import Agent
 from handler.kvmprobe import cached_kvm_runs_guests
 from handler.launchers import Launchers, NodePaths
+from handler.metrics import NodeMetrics
 from handler.podnet import PodNetwork
 from proto import subjects
 from proto.state import Node
@@ -43,6 +44,11 @@ async def run(args: argparse.Namespace) -> None:
                           node_netns=args.netns)
     agent = Agent(store, node, launchers, podnet)
     await agent.start()
+    metrics = NodeMetrics(store, args.node)
+    metrics_task = asyncio.create_task(metrics.run())
+    if args.metrics_address:
+        metrics.serve(args.metrics_address)
+        log.info("metrics", url=f"http://{args.metrics_address}/metrics")
     log.info("handler started", cpus=node.cpus, memory=node.memory)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -51,6 +57,7 @@ async def run(args: argparse.Namespace) -> None:
     await stop.wait()
     # Launchers keep running: a new handler adopts them.
     log.info("handler stopping")
+    metrics_task.cancel()
     await agent.stop()
     await store.close()
 
@@ -68,6 +75,7 @@ def main() -> None:
     parser.add_argument("--label", action="append", default=[], help="node label key=value")
     parser.add_argument("--probe-kernel", default=None,
                         help="a Linux kernel to boot under KVM to learn if KVM runs guests (default: /boot)")
+    parser.add_argument("--metrics-address", default=None, help="HOST:PORT to serve /metrics on")
     parser.add_argument("--no-kvm", action="store_true", help="run guests under TCG even if KVM works")
     asyncio.run(run(parser.parse_args()))
 

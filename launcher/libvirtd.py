@@ -98,6 +98,11 @@ class PrivateLibvirtd:
         await asyncio.to_thread(_destroy, dom)
         return "destroyed"
 
+    async def stats(self, dom: Any) -> dict[str, object]:
+        """libvirt's flat statistics record of the domain (cpu, balloon, vcpu, net, block)."""
+        records = await asyncio.to_thread(self.conn.domainListGetStats, [dom], 0, 0)
+        return dict(records[0][1]) if records else {}
+
     async def destroy_and_undefine(self, name: str) -> None:
         if self.conn is None:
             return

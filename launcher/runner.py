@@ -26,8 +26,10 @@ from launcher.dhcp_server import serve_dhcp_in_netns
 from launcher.domain import CONSOLE_SOCKET, compose_domain_xml, plan_domain, stable_mac
 from launcher.libvirtd import PrivateLibvirtd
 from launcher.masquerade import Masquerade
+from proto import subjects
 from proto.errors import ApiError
 from proto.state import FINAL_PHASES, VMI, Condition, Phase, VMIInterface
+from proto.stats import from_libvirt
 from servicekit.store import Store
 
 log = structlog.get_logger()
@@ -94,6 +96,7 @@ class Runner:
         self._reaper: asyncio.Task[None] | None = None
         self.leases: list[tuple[Lease, str]] = []  # (lease, guest bridge it is served on)
         self.macs: dict[str, str] = {}
+        self.taps: dict[str, str] = {}
         self._dhcp: list[asyncio.Task[None]] = []
         self._dhcp_stop = asyncio.Event()
 
@@ -120,6 +123,7 @@ class Runner:
         watcher = asyncio.create_task(self._watch_own())
         tail: asyncio.Task[None] | None = None
         keys: asyncio.Task[None] | None = None
+        publisher: asyncio.Task[None] | None = None
         try:
             try:
                 dom = await self._boot(vmi)
@@ -134,13 +138,14 @@ class Runner:
                 return 1
             tail = asyncio.create_task(self.console.run())
             keys = asyncio.create_task(ConsoleInput(self.store.nc, self.args.vmi, CONSOLE_SOCKET).run())
+            publisher = asyncio.create_task(self._publish_stats(dom))
             phase, reason = await self._supervise(dom, vmi.spec.termination_grace_period_seconds)
             await self.console.pump()
             await self.set_phase(phase, reason)
             return 0
         finally:
             watcher.cancel()
-            for task in (tail, keys):
+            for task in (tail, keys, publisher):
                 if task is not None:
                     task.cancel()
             await self._clean_up()
@@ -150,7 +155,7 @@ class Runner:
         await self.console.reset()
         paths = await disks.prepare(vmi.spec, uid=a.uid, vmi_dir=a.vmi_dir, cache_dir=a.node_dir / "images",
                                     images=self.store.images)
-        taps = {iface.name: f"tap{i}" for i, iface in enumerate(vmi.spec.interfaces)}
+        taps = self.taps = {iface.name: f"tap{i}" for i, iface in enumerate(vmi.spec.interfaces)}
         for tap in taps.values():
             await asyncio.to_thread(namespaces.create_tap, a.pod_netns, tap)
         await self._plumb_network(vmi, taps)
@@ -248,6 +253,21 @@ class Runner:
         if gone in done:
             return Phase.SUCCEEDED, "instance deleted"
         return Phase.FAILED, "launcher terminated"
+
+    async def _publish_stats(self, dom: Any, interval: float = 5.0) -> None:
+        a = self.args
+        subject = subjects.stats(a.node, a.vmi)
+        while True:
+            try:
+                record = await self.libvirtd.stats(dom)
+                sample = from_libvirt(record, vmi=a.vmi, uid=a.uid, node=a.node, now=time.time())
+                names = {tap: iface for iface, tap in self.taps.items()}  # KubeVirt labels the spec's name
+                sample = msgspec.structs.replace(sample, nets=[
+                    msgspec.structs.replace(n, name=names.get(n.name, n.name)) for n in sample.nets])
+                await self.store.nc.publish(subject, msgspec.json.encode(sample))
+            except Exception:
+                log.warning("stats failed", exc_info=True)
+            await asyncio.sleep(interval)
 
     async def _domain_stopped(self) -> str:
         while True:

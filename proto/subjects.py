@@ -57,3 +57,13 @@ def console_in(vmi: str) -> str:
 
 
 CONSOLE_OUT_ALL = f"{CONSOLE_PREFIX}.*.out"
+STATS_PREFIX = "virtbus.stats"
+
+
+def stats(node: str, vmi: str) -> str:
+    """libvirt statistics of a VMI, published by its launcher every few seconds."""
+    return f"{STATS_PREFIX}.{token(node)}.{token(vmi)}"
+
+
+def stats_of_node(node: str) -> str:
+    return f"{STATS_PREFIX}.{token(node)}.*"

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -32,6 +33,17 @@ def http_get(lab: Lab, node: str, url: str) -> str:
         time.sleep(0.5)
 
 
+def metric(lab: Lab, node: object, name: str, labels: str) -> float:
+    """A sample from the node's /metrics, 0 when absent; labels: a substring of its label set."""
+    port = json.loads((lab.state_dir / "lab.json").read_text())["metrics"][node]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(part in line for part in labels.split(",")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def started(lab: Lab, name: str) -> dict[str, object]:
     lab.cli("start", name, "--wait", "--timeout", "300")
     vmi = lab.json("get", "vmis", name)
@@ -52,8 +64,17 @@ def test_masquerade_guest_gets_10_0_2_2_and_serves_on_its_pod_ip(lab: Lab) -> No
     iface = vmi["interfaces"][0]  # type: ignore[index]
     pod_ip = iface["ipAddress"]
     assert pod_ip.startswith("10.244.") and iface["ipAddresses"] == [pod_ip] and iface["mac"].startswith("02:")
+    sent_before = metric(lab, vmi["nodeName"], "kubevirt_vmi_network_transmit_bytes_total",
+                         'interface="default",name="testvm"')
     page = http_get(lab, other(vmi["nodeName"]), f"http://{pod_ip}/")  # from another node's namespace
     assert "virtbus test guest, hostname: testvm" in page
+    # the node's /metrics (KubeVirt's names): the guest's transmit counter grew by at least the page
+    deadline = time.monotonic() + 20
+    while metric(lab, vmi["nodeName"], "kubevirt_vmi_network_transmit_bytes_total",
+                 'interface="default",name="testvm"') < sent_before + len(page):
+        assert time.monotonic() < deadline, "the transmit counter did not grow"
+        time.sleep(1)
+    assert metric(lab, vmi["nodeName"], "kubevirt_vmi_vcpu_seconds_total", 'id="0",name="testvm"') > 0
 
     # two VMs on two nodes talk by pod IP: the guest of testvm fetches the page of a second VM
     lab.cli("apply", "-f", write_manifest(lab, "peer", "masquerade"))

@@ -1,0 +1,104 @@
+"""The node's /metrics, with KubeVirt's metric names and labels so its dashboards work: the VMIs'
+libvirt statistics (from their launchers, over the bus) and the phase count of this node's VMIs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import msgspec
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from proto import subjects
+from proto.state import VMI
+from proto.stats import VMIStats
+from servicekit.store import Store
+
+FRESH_S = 20.0  # samples older than this belong to a VMI that is gone
+NAMESPACE = "default"
+
+
+class VMICollector(Collector):
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.samples: dict[str, VMIStats] = {}
+        self.vmis: dict[str, VMI] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        now = time.time()
+        live = [s for s in self.samples.values() if now - s.timestamp < FRESH_S]
+        base = ["node", "namespace", "name"]
+
+        def family(kind: type[CounterMetricFamily] | type[GaugeMetricFamily], name: str, doc: str,
+                   extra: list[str] | None = None) -> CounterMetricFamily | GaugeMetricFamily:
+            return kind(name, doc, labels=base + (extra or []))
+
+        vcpu = family(CounterMetricFamily, "kubevirt_vmi_vcpu_seconds", "vCPU time", ["id", "state"])
+        mem_domain = family(GaugeMetricFamily, "kubevirt_vmi_memory_domain_bytes", "memory of the domain")
+        mem_rss = family(GaugeMetricFamily, "kubevirt_vmi_memory_resident_bytes", "resident memory of QEMU")
+        mem_avail = family(GaugeMetricFamily, "kubevirt_vmi_memory_available_bytes", "memory the guest sees")
+        net = {k: family(CounterMetricFamily, f"kubevirt_vmi_network_{k}", f"network {k}", ["interface"])
+               for k in ("receive_bytes", "transmit_bytes", "receive_packets", "transmit_packets",
+                         "receive_errors", "transmit_errors", "receive_packets_dropped", "transmit_packets_dropped")}
+        storage = {k: family(CounterMetricFamily, f"kubevirt_vmi_storage_{k}", f"storage {k}", ["drive"])
+                   for k in ("read_traffic_bytes", "write_traffic_bytes", "iops_read", "iops_write",
+                             "read_times_seconds", "write_times_seconds")}
+        for s in live:
+            who = [self.node, NAMESPACE, s.vmi]
+            for i, seconds in enumerate(s.vcpu_seconds):
+                vcpu.add_metric([*who, str(i), "running"], seconds)
+            mem_domain.add_metric(who, s.memory_domain_bytes)
+            mem_rss.add_metric(who, s.memory_resident_bytes)
+            mem_avail.add_metric(who, s.memory_available_bytes)
+            for n in s.nets:
+                for key, value in (("receive_bytes", n.rx_bytes), ("transmit_bytes", n.tx_bytes),
+                                   ("receive_packets", n.rx_packets), ("transmit_packets", n.tx_packets),
+                                   ("receive_errors", n.rx_errors), ("transmit_errors", n.tx_errors),
+                                   ("receive_packets_dropped", n.rx_dropped),
+                                   ("transmit_packets_dropped", n.tx_dropped)):
+                    net[key].add_metric([*who, n.name], value)
+            for b in s.blocks:
+                for key, fvalue in (("read_traffic_bytes", float(b.read_bytes)),
+                                    ("write_traffic_bytes", float(b.write_bytes)),
+                                    ("iops_read", float(b.read_requests)), ("iops_write", float(b.write_requests)),
+                                    ("read_times_seconds", b.read_seconds), ("write_times_seconds", b.write_seconds)):
+                    storage[key].add_metric([*who, b.name], fvalue)
+        phases = GaugeMetricFamily("kubevirt_vmi_phase_count", "VMIs on this node by phase",
+                                   labels=["node", "phase", "os", "workload", "flavor"])
+        for phase, count in sorted(Counter(v.phase.value.lower() for v in self.vmis.values()).items()):
+            phases.add_metric([self.node, phase, "<none>", "<none>", "<none>"], count)
+        yield from (vcpu, mem_domain, mem_rss, mem_avail, *net.values(), *storage.values(), phases)
+
+
+class NodeMetrics:
+    def __init__(self, store: Store, node: str) -> None:
+        self.store = store
+        self.collector = VMICollector(node)
+        self.registry = CollectorRegistry()  # this process's own, never the global one
+        self.registry.register(self.collector)
+        self._decoder = msgspec.json.Decoder(VMIStats)
+
+    def serve(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+
+    async def run(self) -> None:
+        async def on_stats(msg: object) -> None:
+            sample = self._decoder.decode(msg.data)  # type: ignore[attr-defined]
+            self.collector.samples[sample.vmi] = sample
+
+        sub = await self.store.nc.subscribe(subjects.stats_of_node(self.collector.node), cb=on_stats)
+        try:
+            async for change in self.store.vmis.watch():
+                if change.value is not None and change.value.node_name == self.collector.node:
+                    self.collector.vmis[change.key] = change.value
+                else:
+                    self.collector.vmis.pop(change.key, None)
+                    self.collector.samples.pop(change.key, None)
+        finally:
+            await sub.unsubscribe()
+            await asyncio.sleep(0)
