@@ -30,11 +30,12 @@ from proto.api import (
     VMReply,
 )
 from proto.errors import ApiError, Code
-from proto.state import Exposure
+from proto.state import VMI, Exposure
 
 KINDS = {"vm": "vm", "vms": "vm", "virtualmachine": "vm", "virtualmachines": "vm",
          "vmi": "vmi", "vmis": "vmi", "virtualmachineinstance": "vmi", "virtualmachineinstances": "vmi",
-         "node": "node", "nodes": "node", "exposure": "exposure", "exposures": "exposure"}
+         "node": "node", "nodes": "node", "exposure": "exposure", "exposures": "exposure",
+         "event": "event", "events": "event"}
 
 
 def say(text: str) -> None:
@@ -62,8 +63,23 @@ async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
 async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
     kind = KINDS.get(args.kind.lower())
     if kind is None:
-        raise ApiError(Code.BAD_REQUEST, f"unknown kind {args.kind!r}; use vms, vmis or nodes")
+        raise ApiError(Code.BAD_REQUEST, f"unknown kind {args.kind!r}; use vms, vmis, nodes, exposures or events")
+    if kind == "event":
+        say(render.table(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], []))
+        await api.events(args.watch, lambda e: say(render.event_row(e)))
+        return 0
     wide = args.output == "wide"
+    if kind == "vmi" and args.watch:
+        say(render.vmis([], wide))
+
+        def show(key: str, vmi: VMI | None) -> None:
+            if vmi is None:
+                say(f"{key}   <deleted>")
+            elif not args.name or key == args.name:
+                say(render.vmis([vmi], wide).splitlines()[1])
+
+        await api.watch_vmis(show)
+        return 0
     structured = args.output in ("json", "yaml")
     item: Any
     if kind == "vm":
@@ -227,6 +243,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("kind")
     g.add_argument("name", nargs="?")
     g.add_argument("-o", "--output", choices=["json", "yaml", "wide"], default=None)
+    g.add_argument("-w", "--watch", action="store_true", help="vmis, events: keep printing changes")
     for verb in ("start", "stop", "restart", "delete"):
         c = sub.add_parser(verb, help=f"{verb} a VM")
         c.add_argument("name")

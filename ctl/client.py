@@ -15,6 +15,8 @@ from nats.js.api import DeliverPolicy
 from proto import subjects
 from proto.api import decode_reply, encode
 from proto.errors import ApiError, Code
+from proto.events import Event
+from proto.state import VMI
 from servicekit.store import connect_nats
 
 T = TypeVar("T")
@@ -71,6 +73,37 @@ class ApiClient:
         finally:
             await sub.unsubscribe()
         return bytes(out)
+
+
+    async def events(self, follow: bool, handle: Any) -> None:
+        """Every recorded event in order, then (with follow) new ones as they come."""
+        js = self.nc.jetstream()
+        try:
+            last = (await js.stream_info(subjects.STREAM_EVENTS)).state.last_seq
+        except nats.js.errors.NotFoundError:
+            last = 0
+        sub = await js.subscribe(subjects.EVENTS_ALL, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+        try:
+            if not follow and not last:
+                return
+            async for msg in sub.messages:
+                handle(_event_decoder.decode(msg.data))
+                if not follow and msg.metadata.sequence.stream >= last:
+                    return
+        finally:
+            await sub.unsubscribe()
+
+    async def watch_vmis(self, handle: Any) -> None:
+        store = await self.nc.jetstream().key_value(subjects.BUCKET_VMIS)
+        watcher = await store.watchall()
+        decoder = msgspec.json.Decoder(VMI)
+        while True:
+            update = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
+            if update is not None:
+                handle(update.key, decoder.decode(update.value) if update.value else None)
+
+
+_event_decoder = msgspec.json.Decoder(Event)
 
 
 def to_builtins(value: Any) -> Any:

@@ -10,6 +10,7 @@ import msgspec
 import yaml
 
 from proto.api import NodeView, VMView
+from proto.events import Event
 from proto.quantity import format_bytes
 from proto.state import VMI
 
@@ -75,3 +76,9 @@ def nodes(items: list[NodeView], wide: bool) -> str:
             row += [n.node.address or "", age(n.node.started_at)]
         rows.append(row)
     return table(headers, rows)
+
+
+def event_row(e: Event) -> str:
+    when = time.strftime("%H:%M:%S", time.localtime(e.timestamp))
+    kind = "vm" if e.kind == "VirtualMachine" else "vmi"
+    return f"{when:<9}   {e.type:<7}   {e.reason:<16}   {kind}/{e.name:<20}   {e.message}"

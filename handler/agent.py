@@ -18,6 +18,7 @@ from handler.podnet import PodNetwork
 from handler.secondary import SecondaryNetworks
 from proto import ipam
 from proto.errors import ApiError
+from proto.events import Event
 from proto.state import FINAL_PHASES, VMI, Node, Phase
 from servicekit.store import Store
 from servicekit.workqueue import WorkQueue
@@ -121,6 +122,8 @@ class Agent:
                 reason = f"launcher exited (code {code})" if code is not None else "launcher exited"
                 log.warning("launcher died before its instance finished", vmi=name, code=code)
                 await self.store.vmis.mutate(name, lambda v: _failed(v, vmi.uid, reason, self.clock()))
+                await self.store.emit(Event(kind="VirtualMachineInstance", name=name, reason="Failed", message=reason,
+                                            timestamp=self.clock(), type="Warning", node=self.node.name))
             return
         if vmi.phase in FINAL_PHASES:
             await self._forget(name)

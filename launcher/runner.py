@@ -28,6 +28,7 @@ from launcher.libvirtd import PrivateLibvirtd
 from launcher.masquerade import Masquerade
 from proto import subjects
 from proto.errors import ApiError
+from proto.events import Event
 from proto.state import FINAL_PHASES, VMI, Condition, Phase, VMIInterface
 from proto.stats import from_libvirt
 from servicekit.store import Store
@@ -103,6 +104,11 @@ class Runner:
     async def set_phase(self, phase: Phase, reason: str = "") -> None:
         await self.store.vmis.mutate(self.args.vmi, _set_phase(self.args.uid, phase, time.time(), reason))
         log.info("phase", phase=phase.value, reason=reason)
+        what = {Phase.RUNNING: "Started", Phase.SUCCEEDED: "Stopped", Phase.FAILED: "Failed"}.get(phase)
+        if what:
+            await self.store.emit(Event(kind="VirtualMachineInstance", name=self.args.vmi, reason=what,
+                                        message=reason or f"the domain is {phase.value.lower()}", timestamp=time.time(),
+                                        type="Warning" if phase is Phase.FAILED else "Normal", node=self.args.node))
 
     async def run(self) -> int:
         entry = await self.store.vmis.get(self.args.vmi)

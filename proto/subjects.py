@@ -58,6 +58,13 @@ def console_in(vmi: str) -> str:
 
 CONSOLE_OUT_ALL = f"{CONSOLE_PREFIX}.*.out"
 STATS_PREFIX = "virtbus.stats"
+STREAM_EVENTS = "VIRTBUS_EVENTS"
+EVENTS_ALL = "virtbus.events.>"
+
+
+def event(kind: str, name: str) -> str:
+    """Where an event about an object goes; kept in STREAM_EVENTS."""
+    return f"virtbus.events.{token(kind.lower())}.{token(name)}"
 
 
 def stats(node: str, vmi: str) -> str:

@@ -17,6 +17,7 @@ import msgspec
 import structlog
 
 from proto.errors import ApiError, Code
+from proto.events import Event
 from proto.state import FINAL_PHASES, VMI, Condition, Phase
 from scheduler import placement
 from scheduler.vmplan import Action, backoff, plan
@@ -98,6 +99,7 @@ class Scheduler:
             new = VMI(name=name, uid=str(uuid.uuid4()), spec=vm.value.spec, created_at=self.clock())
             try:
                 await self.store.vmis.create(name, new)
+                await self.event("VirtualMachine", name, "SuccessfulCreate", f"created instance {new.uid}")
             except ApiError as exc:
                 if exc.code is not Code.ALREADY_EXISTS:
                     raise
@@ -117,8 +119,11 @@ class Scheduler:
                 await self.store.vms.mutate(name, lambda v: msgspec.structs.replace(
                     v, failures=failures, next_start_at=now + backoff(failures), last_failure=why))
                 log.info("instance failed; backing off", vm=name, failures=failures, seconds=backoff(failures))
+                await self.event("VirtualMachine", name, "CrashLoopBackOff",
+                                 f"{why}; next start in {backoff(failures):.0f}s", warning=True)
             try:
                 await self.store.vmis.delete(name, vmi.revision)
+                await self.event("VirtualMachine", name, "SuccessfulDelete", f"deleted instance {vmi.value.uid}")
             except ApiError as exc:
                 if exc.code is not Code.CONFLICT:
                     raise
@@ -151,6 +156,7 @@ class Scheduler:
                 await self.store.vmis.update(name, updated, entry.revision)
                 self.counters.unschedulable += 1
                 log.info("unschedulable", vmi=name, reason=choice.message)
+                await self.event("VirtualMachineInstance", name, "FailedScheduling", choice.message, warning=True)
             except ApiError as exc:
                 if exc.code is not Code.CONFLICT:
                     raise
@@ -169,7 +175,13 @@ class Scheduler:
         self.counters.binds += 1
         self.counters.latencies.append(now - vmi.created_at)
         log.info("bound", vmi=name, node=choice.node)
+        await self.event("VirtualMachineInstance", name, "Scheduled", f"bound to {choice.node}", node=choice.node)
         return True
+
+    async def event(self, kind: str, name: str, reason: str, message: str, *, warning: bool = False,
+                    node: str | None = None) -> None:
+        await self.store.emit(Event(kind=kind, name=name, reason=reason, message=message, timestamp=self.clock(),
+                                    type="Warning" if warning else "Normal", node=node))
 
     # --- node lifecycle -------------------------------------------------------------------------
     async def fail_lost_nodes(self) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from proto import subjects
 from proto.api import Ack, ExposeRequest, ExposureList, UnexposeRequest, decode_request
 from proto.errors import ApiError, Code
+from proto.events import Event
 from proto.state import Exposure, exposure_key
 from servicekit.store import Bucket, Store
 
@@ -44,6 +45,9 @@ class ExposureApi:
                                 created_at=self.clock())
             try:
                 await self.bucket.create(exposure.key, exposure)
+                await self.store.emit(Event(kind="VirtualMachine", name=req.name, reason="Exposed",
+                                            message=f"{req.protocol} port {req.port} on node port {node_port}",
+                                            timestamp=self.clock()))
                 return exposure
             except ApiError as exc:
                 if exc.code is not Code.ALREADY_EXISTS:

@@ -14,6 +14,7 @@ from typing import Generic, TypeVar
 import msgspec
 import nats
 import nats.js.errors
+import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
@@ -22,11 +23,13 @@ from nats.js.object_store import ObjectStore
 
 from proto import subjects
 from proto.errors import ApiError, Code
+from proto.events import Event
 from proto.state import VM, VMI, Node
 
 T = TypeVar("T")
 
 _CONFLICT_RETRIES = 20
+_event_encoder = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,18 @@ class Store:
         await _ensure_stream(js, StreamConfig(
             name=subjects.STREAM_CONSOLE, subjects=[subjects.CONSOLE_OUT_ALL],
             storage=StorageType.FILE, max_msgs_per_subject=20_000, max_bytes=256 * 2**20))
+        await _ensure_stream(js, StreamConfig(
+            name=subjects.STREAM_EVENTS, subjects=[subjects.EVENTS_ALL], storage=StorageType.FILE,
+            max_msgs=100_000, max_age=7 * 24 * 3600))
         return cls(nc, js, kvs, images)
+
+    async def emit(self, event: Event) -> None:
+        """Record an event; losing one must not fail the act it describes."""
+        try:
+            await self.js.publish(subjects.event(event.kind, event.name), _event_encoder.encode(event),
+                                  stream=subjects.STREAM_EVENTS)
+        except Exception as exc:  # noqa: BLE001 - logged, not raised
+            structlog.get_logger().warning("event lost", reason=event.reason, error=str(exc))
 
     async def close(self) -> None:
         await self.nc.drain()

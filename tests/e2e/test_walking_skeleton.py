@@ -71,6 +71,10 @@ def test_seed_testvm_lifecycle(lab: Lab) -> None:
     assert not (lab.state_dir / "nodes" / vmi["nodeName"] / "vmis" / "testvm").exists()
 
     lab.cli("delete", "testvm", "--wait", "--timeout", "120")
+    # the VM's life as events, in order (kept in a stream, like kubectl get events)
+    events = [line.split()[2] for line in lab.cli("get", "events").stdout.splitlines()[1:] if "/testvm " in line]
+    life = ["SuccessfulCreate", "Scheduled", "Started", "Stopped", "SuccessfulDelete"]
+    assert [e for e in events if e in life] == life, events
     missing = lab.cli("get", "vms", "testvm", check=False)
     assert missing.returncode == 1 and "NotFound" in missing.stderr
     assert lab.netns() == lab.infra_netns()
