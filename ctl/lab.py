@@ -174,7 +174,7 @@ def up(cfg: LabConfig) -> None:
         raise RuntimeError("nats-server is not installed; run scripts/setup.sh")
     say(f"lab: state in {cfg.root}, NATS at {cfg.url}")
     cfg.addresses = _make_networks(cfg)
-    for node in cfg.nodes:
+    for node in ["scheduler", *cfg.nodes]:
         if node not in cfg.metrics:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
@@ -248,7 +248,7 @@ def status(cfg: LabConfig) -> int:
     say("\n".join(rows))
     say("  namespaces: " + " ".join(_our_netns(cfg)))
     for node, port in sorted(cfg.metrics.items()):
-        say(f"  metrics of {node}: http://127.0.0.1:{port}/metrics")
+        say(f"  metrics of {node}: http://127.0.0.1:{port}/metrics")  # what Prometheus scrapes
     return 0 if all("NOT" not in r for r in rows) else 1
 
 

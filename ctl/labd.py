@@ -59,7 +59,9 @@ def main() -> None:
                           "-p", str(cfg.port), "-n", f"{cfg.prefix}-nats"])
     _wait_port(cfg.port, 15)
     py = sys.executable
-    spawn("scheduler", [py, "-m", "scheduler", "--server", cfg.url])
+    spawn("scheduler", [py, "-m", "scheduler", "--server", cfg.url,
+                        *(["--metrics-address", f"127.0.0.1:{cfg.metrics['scheduler']}"]
+                          if "scheduler" in cfg.metrics else [])])
     for node, address in cfg.addresses.items():
         spawn(f"handler-{node}", [
             py, "-m", "handler", "--node", node, "--server", cfg.url, "--state-dir", str(cfg.root),

@@ -18,6 +18,7 @@ from handler.podnet import PodNetwork
 from proto import subjects
 from proto.state import Node
 from servicekit import logs
+from servicekit.endpoints import Endpoint, serve
 from servicekit.store import Store
 
 
@@ -44,6 +45,13 @@ async def run(args: argparse.Namespace) -> None:
                           node_netns=args.netns)
     agent = Agent(store, node, launchers, podnet)
     await agent.start()
+    async def info(body: bytes) -> Node:
+        current = await store.nodes.get(args.node)
+        return current.value if current else node
+
+    service = await serve(store.nc, name="virtbus-handler", version="0.1.0", queue=f"handler-{args.node}",
+                          description=f"virtbus node agent of {args.node}",
+                          endpoints=[Endpoint("node-info", subjects.node_info(args.node), info)])
     metrics = NodeMetrics(store, args.node)
     metrics_task = asyncio.create_task(metrics.run())
     if args.metrics_address:
@@ -58,6 +66,7 @@ async def run(args: argparse.Namespace) -> None:
     # Launchers keep running: a new handler adopts them.
     log.info("handler stopping")
     metrics_task.cancel()
+    await service.stop()
     await agent.stop()
     await store.close()
 

@@ -62,6 +62,11 @@ STREAM_EVENTS = "VIRTBUS_EVENTS"
 EVENTS_ALL = "virtbus.events.>"
 
 
+def node_info(node: str) -> str:
+    """Request/reply: what a node's handler knows of itself (a micro service endpoint)."""
+    return f"virtbus.node.{token(node)}.info"
+
+
 def event(kind: str, name: str) -> str:
     """Where an event about an object goes; kept in STREAM_EVENTS."""
     return f"virtbus.events.{token(kind.lower())}.{token(name)}"

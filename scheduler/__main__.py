@@ -10,18 +10,23 @@ import signal
 from proto import subjects
 from scheduler.api import VERSION, Api
 from scheduler.controllers import Scheduler
+from scheduler.metrics import SchedulerMetrics
 from servicekit import logs
 from servicekit.endpoints import serve
 from servicekit.store import Store
 
 
-async def run(url: str) -> None:
+async def run(url: str, metrics_address: str | None) -> None:
     log = logs.configure("scheduler")
     store = await Store.connect(url, "virtbus-scheduler")
     api = Api(store)
     service = await serve(store.nc, name="virtbus-api", version=VERSION, queue=subjects.API_QUEUE,
                           description="virtbus api: VMs, instances, nodes, images", endpoints=api.endpoints())
-    scheduler = Scheduler(store)
+    metrics = SchedulerMetrics()
+    if metrics_address:
+        metrics.serve(metrics_address)
+        log.info("metrics", url=f"http://{metrics_address}/metrics")
+    scheduler = Scheduler(store, metrics=metrics)
     await scheduler.start()
     log.info("scheduler started", nats=url)
     stop = asyncio.Event()
@@ -38,8 +43,9 @@ async def run(url: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m scheduler")
     parser.add_argument("--server", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    parser.add_argument("--metrics-address", default=None, help="HOST:PORT to serve /metrics on")
     args = parser.parse_args()
-    asyncio.run(run(args.server))
+    asyncio.run(run(args.server, args.metrics_address))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.state import FINAL_PHASES, VMI, Condition, Phase
 from scheduler import placement
+from scheduler.metrics import SchedulerMetrics
 from scheduler.vmplan import Action, backoff, plan
 from servicekit.store import Store
 from servicekit.workqueue import WorkQueue
@@ -40,10 +41,12 @@ class Counters:
 class Scheduler:
     """VM controller + binder + node lifecycle for one scheduler process (several may run)."""
 
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time,
+                 metrics: SchedulerMetrics | None = None) -> None:
         self.store = store
         self.clock = clock
         self.counters = Counters()
+        self.metrics = metrics or SchedulerMetrics()
         self._vm_queue = WorkQueue(self.reconcile_vm)
         self._bind_queue = WorkQueue(self._schedule_quietly)
         self._tasks: list[asyncio.Task[None]] = []
@@ -77,9 +80,11 @@ class Scheduler:
             await asyncio.sleep(RESYNC_S)
             try:
                 await self.fail_lost_nodes()
-                for entry in await self.store.vmis.items():
-                    if entry.value.node_name is None:
-                        self._bind_queue.kick(entry.key)
+                waiting = [e.key for e in await self.store.vmis.items() if e.value.node_name is None
+                           and e.value.phase not in FINAL_PHASES]
+                self.metrics.queue.set(len(waiting))
+                for key in waiting:
+                    self._bind_queue.kick(key)
             except Exception:
                 log.exception("resync failed")
 
@@ -155,6 +160,7 @@ class Scheduler:
             try:
                 await self.store.vmis.update(name, updated, entry.revision)
                 self.counters.unschedulable += 1
+                self.metrics.unschedulable.inc()
                 log.info("unschedulable", vmi=name, reason=choice.message)
                 await self.event("VirtualMachineInstance", name, "FailedScheduling", choice.message, warning=True)
             except ApiError as exc:
@@ -170,10 +176,13 @@ class Scheduler:
         except ApiError as exc:
             if exc.code is Code.CONFLICT:
                 self.counters.conflicts += 1
+                self.metrics.conflicts.inc()
                 return False
             raise
         self.counters.binds += 1
         self.counters.latencies.append(now - vmi.created_at)
+        self.metrics.binds.inc()
+        self.metrics.latency.observe(max(now - vmi.created_at, 0.0))
         log.info("bound", vmi=name, node=choice.node)
         await self.event("VirtualMachineInstance", name, "Scheduled", f"bound to {choice.node}", node=choice.node)
         return True

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import time
 
+import nats
+import nats.errors
 import pytest
 
 from tests.conftest import EXAMPLES
@@ -26,6 +31,25 @@ def test_two_nodes_are_ready(lab: Lab) -> None:
     assert isinstance(nodes, list)
     assert sorted((n["node"]["name"], n["ready"]) for n in nodes) == [("node1", True), ("node2", True)]
     assert lab.netns() == lab.infra_netns()
+
+
+def test_services_answer_micro_discovery(lab: Lab) -> None:
+    """What `nats micro list` shows: the api service and one agent per node."""
+    async def ping() -> list[str]:
+        nc = await nats.connect(lab.url)
+        try:
+            inbox = nc.new_inbox()
+            sub = await nc.subscribe(inbox)
+            await nc.publish("$SRV.PING", b"", reply=inbox)
+            names = []
+            with contextlib.suppress(nats.errors.TimeoutError):
+                while True:
+                    names.append(json.loads((await sub.next_msg(timeout=1)).data)["name"])
+            return sorted(names)
+        finally:
+            await nc.close()
+
+    assert asyncio.run(ping()) == ["virtbus-api", "virtbus-handler", "virtbus-handler"]
 
 
 def test_seed_testvm_lifecycle(lab: Lab) -> None:
