@@ -264,6 +264,13 @@ def lab_exec(cfg: LabConfig, node: str, command: list[str]) -> int:
     return subprocess.run(["ip", "netns", "exec", netns, *command], check=False).returncode
 
 
+def prometheus_config(cfg: LabConfig, interval: str = "5s") -> str:
+    """A Prometheus config scraping every /metrics of the lab (the list `lab status` prints)."""
+    targets = ", ".join(f"'127.0.0.1:{port}'" for _, port in sorted(cfg.metrics.items()))
+    return (f"global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n"
+            f"scrape_configs:\n  - job_name: virtbus\n    static_configs:\n      - targets: [{targets}]\n")
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lab = sub.add_parser("lab", help="a whole cluster on this machine")
     lsub = lab.add_subparsers(dest="lab_command", required=True)
@@ -275,7 +282,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     e = lsub.add_parser("exec", help="run a command in a lab node's (or the outside host's) network namespace")
     e.add_argument("node")
     e.add_argument("cmd", nargs=argparse.REMAINDER)
-    for p in (u, lsub.add_parser("down"), lsub.add_parser("status"), e):
+    pc = lsub.add_parser("prometheus-config", help="a Prometheus config that scrapes the lab")
+    pc.add_argument("--interval", default="5s")
+    for p in (u, lsub.add_parser("down"), lsub.add_parser("status"), e, pc):
         p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
 
 
@@ -300,6 +309,9 @@ def run(args: argparse.Namespace) -> int:
         return 0 if args.lab_command == "down" else 1
     if args.lab_command == "down":
         down(existing)
+        return 0
+    if args.lab_command == "prometheus-config":
+        print(prometheus_config(existing, args.interval), end="")
         return 0
     if args.lab_command == "exec":
         return lab_exec(existing, args.node, args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd)
