@@ -19,6 +19,8 @@ from proto.api import (
     Ack,
     ExposeRequest,
     ExposureList,
+    FloatingIPList,
+    FloatingIPRequest,
     ImageList,
     NameRequest,
     NetworkReply,
@@ -30,7 +32,7 @@ from proto.api import (
     VMReply,
 )
 from proto.errors import ApiError, Code
-from proto.state import VMI, Exposure
+from proto.state import VMI, Exposure, FloatingIP
 
 KINDS = {"vm": "vm", "vms": "vm", "virtualmachine": "vm", "virtualmachines": "vm",
          "vmi": "vmi", "vmis": "vmi", "virtualmachineinstance": "vmi", "virtualmachineinstances": "vmi",
@@ -233,6 +235,22 @@ async def cmd_expose(api: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_fip(api: ApiClient, args: argparse.Namespace) -> int:
+    verb = args.fip_command
+    if verb == "create":
+        fip = await api.call("fip", "create", FloatingIPRequest(address=args.address, network=args.network), FloatingIP)
+        say(f"floating IP {fip.address} created on network {fip.network}")
+    elif verb == "attach":
+        fip = await api.call("fip", "attach", FloatingIPRequest(address=args.address, vm=args.name), FloatingIP)
+        say(f"floating IP {fip.address} attached to vm/{fip.vm}")
+    elif verb == "list":
+        items = (await api.call("fip", "list", {}, FloatingIPList)).items
+        say(render.table(["ADDRESS", "NETWORK", "VM"], [[f.address, f.network, f.vm or "<none>"] for f in items]))
+    else:
+        say((await api.call("fip", verb, FloatingIPRequest(address=args.address), Ack)).message)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="virtbus", description="Run KubeVirt VMs on a NATS-driven cluster.")
     p.add_argument("--server", "-s", default=default_url(), help="NATS URL (env NATS_URL)")
@@ -263,6 +281,18 @@ def parser() -> argparse.ArgumentParser:
         e.add_argument("--protocol", choices=["TCP", "UDP"], default="TCP")
         if verb == "expose":
             e.add_argument("--node-port", type=int, default=None, help="30000-32767; free one if not given")
+    f = sub.add_parser("fip", help="floating IPs: a provider address mapped 1:1 to a VM")
+    fsub = f.add_subparsers(dest="fip_command", required=True)
+    fc = fsub.add_parser("create")
+    fc.add_argument("address")
+    fc.add_argument("--network", required=True)
+    fa = fsub.add_parser("attach")
+    fa.add_argument("address")
+    fa.add_argument("kind", choices=["vm"])
+    fa.add_argument("name")
+    for verb in ("detach", "delete"):
+        fsub.add_parser(verb).add_argument("address")
+    fsub.add_parser("list")
     i = sub.add_parser("image", help="the image store")
     isub = i.add_subparsers(dest="image_command", required=True)
     imp = isub.add_parser("import")
@@ -279,7 +309,7 @@ def parser() -> argparse.ArgumentParser:
 COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] = {
     "apply": cmd_apply, "get": cmd_get, "start": cmd_lifecycle, "stop": cmd_lifecycle,
     "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": cmd_image,
-    "expose": cmd_expose, "unexpose": cmd_expose,
+    "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip,
 }
 
 

@@ -24,7 +24,9 @@ from servicekit import processes
 DEFAULT_STATE_DIR = os.environ.get("VIRTBUS_LAB_DIR", "/var/lib/virtbus/lab")
 NODE_NET = "10.99.0"  # the lab's node network, only inside the lab's namespaces
 PROVIDER_BRIDGE = "multus-bridge"  # each node's host bridge onto the provider segment (the seed's name)
-OUTSIDE_ADDRESS = "192.168.100.1/24"  # the outside test host: the provider network's gateway
+OUTSIDE_ADDRESSES = ("192.168.100.1/24", "192.168.200.1/24")  # the outside test host: the gateway of both
+PROVIDER_NETWORK = {"apiVersion": "virtbus/v1", "kind": "Network",  # floating IPs come from here
+                    "spec": {"name": "provider", "bridge": PROVIDER_BRIDGE, "subnet": "192.168.200.0/24"}}
 
 
 @dataclass
@@ -152,7 +154,8 @@ def _make_networks(cfg: LabConfig) -> dict[str, str]:
     _ip("link", "set", "lo", "up", netns=outside)
     if subprocess.run(["ip", "-n", outside, "link", "show", "eth0"], capture_output=True, check=False).returncode:
         _ip("link", "add", "eth0", "netns", outside, "type", "veth", "peer", "name", "out0", "netns", lab, netns=lab)
-    _ip("addr", "add", OUTSIDE_ADDRESS, "dev", "eth0", netns=outside)
+    for address in OUTSIDE_ADDRESSES:
+        _ip("addr", "add", address, "dev", "eth0", netns=outside)
     _ip("link", "set", "eth0", "up", netns=outside)
     _ip("link", "set", "out0", "master", "provider0", netns=lab)
     _ip("link", "set", "out0", "up", netns=lab)
@@ -192,6 +195,24 @@ def up(cfg: LabConfig) -> None:
         say("lab: nats-server up; scheduler and handlers starting")
     say(f"lab: waiting for {len(cfg.nodes)} nodes to be Ready")
     _wait_nodes(cfg, timeout=90)
+    _define_provider_network(cfg)
+
+
+def _define_provider_network(cfg: LabConfig) -> None:
+    import asyncio
+
+    from ctl.client import ApiClient
+    from proto.api import NetworkReply
+
+    async def define() -> None:
+        api = await ApiClient.connect(cfg.url)
+        try:
+            await api.call("network", "apply", json.dumps(PROVIDER_NETWORK).encode(), NetworkReply)
+        finally:
+            await api.close()
+
+    asyncio.run(define())
+    say("lab: network provider (192.168.200.0/24, for floating IPs) on the provider segment")
 
 
 def _wait_nodes(cfg: LabConfig, timeout: float) -> None:

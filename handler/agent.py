@@ -12,6 +12,7 @@ from collections.abc import Callable
 import msgspec
 import structlog
 
+from handler.floatingips import FloatingIPs
 from handler.launchers import Launchers
 from handler.nodeports import NodePorts
 from handler.podnet import PodNetwork
@@ -34,6 +35,7 @@ class Agent:
         self.podnet = podnet
         self.nodeports = NodePorts(store, node.name, podnet.netns)
         self.secondary = SecondaryNetworks(store, podnet.netns)
+        self.floating_ips = FloatingIPs(store, node.name, podnet.netns)
         self.node = node
         self.launchers = launchers
         self.clock = clock
@@ -45,7 +47,7 @@ class Agent:
         await asyncio.to_thread(self.launchers.adopt_all)
         self._tasks = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._watch()),
                        asyncio.create_task(self._supervise()), asyncio.create_task(self._watch_nodes()),
-                       asyncio.create_task(self.nodeports.run())]
+                       asyncio.create_task(self.nodeports.run()), asyncio.create_task(self.floating_ips.run())]
 
     async def stop(self) -> None:
         for t in self._tasks:

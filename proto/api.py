@@ -11,7 +11,7 @@ import msgspec
 
 from proto.errors import ApiError, Code, ErrorReply
 from proto.spec import NetworkAttachment
-from proto.state import VM, VMI, Exposure, Node
+from proto.state import VM, VMI, Exposure, FloatingIP, Node
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
@@ -97,6 +97,16 @@ class UnexposeRequest(Message, frozen=True):
 
 class ExposureList(Message, frozen=True):
     items: list[Exposure]
+
+
+class FloatingIPRequest(Message, frozen=True):
+    address: str
+    network: str | None = None  # for create
+    vm: str | None = None  # for attach
+
+
+class FloatingIPList(Message, frozen=True):
+    items: list[FloatingIP]
 
 
 class Ack(Message, frozen=True):

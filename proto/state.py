@@ -102,3 +102,19 @@ class Exposure(State, frozen=True):
 
 def exposure_key(protocol: str, node_port: int) -> str:
     return f"nodeport-{protocol.lower()}-{node_port}"
+
+
+class FloatingIP(State, frozen=True):
+    """A provider-network address mapped 1:1 to a VM (DNAT in, SNAT out) on whichever node runs it."""
+
+    address: str
+    network: str
+    vm: str | None = None
+
+    @property
+    def key(self) -> str:
+        return floating_ip_key(self.address)
+
+
+def floating_ip_key(address: str) -> str:
+    return "fip-" + address.replace(".", "-")

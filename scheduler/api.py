@@ -37,6 +37,7 @@ from proto.state import FINAL_PHASES, VM, VMI
 from scheduler import placement
 from scheduler.controllers import stop_vmi
 from scheduler.exposures import ExposureApi
+from scheduler.floatingips import FloatingIPApi
 from scheduler.vmplan import printable_status
 from servicekit.endpoints import Endpoint
 from servicekit.store import Bucket, Entry, Store
@@ -51,6 +52,7 @@ class Api:
         self.networks: Bucket[NetworkAttachment] = Bucket(
             store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
         self.exposures = ExposureApi(store, clock=clock)
+        self.fips = FloatingIPApi(store)
 
     def endpoints(self) -> list[Endpoint]:
         table: dict[tuple[str, str], Callable[[bytes], object]] = {
@@ -60,6 +62,8 @@ class Api:
             ("vm", "restart"): self.vm_restart,
             ("vm", "expose"): self.exposures.expose, ("vm", "unexpose"): self.exposures.unexpose,
             ("exposure", "list"): self.exposures.list,
+            ("fip", "create"): self.fips.create, ("fip", "attach"): self.fips.attach,
+            ("fip", "detach"): self.fips.detach, ("fip", "delete"): self.fips.delete, ("fip", "list"): self.fips.list,
             ("vmi", "get"): self.vmi_get, ("vmi", "list"): self.vmi_list,
             ("node", "list"): self.node_list,
             ("network", "apply"): self.network_apply, ("network", "list"): self.network_list,
@@ -125,6 +129,7 @@ class Api:
         entry = await self._named_vm(body)
         await self.store.vms.delete(entry.key, entry.revision)
         await self.exposures.remove_all(entry.key)  # the VM's node ports go with it
+        await self.fips.detach_all(entry.key)
         return Ack(message=f"VM {entry.key} deleted; its instance is being stopped")
 
     async def vm_start(self, body: bytes) -> Ack:

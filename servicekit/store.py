@@ -158,7 +158,7 @@ class Store:
         js = nc.jetstream()
         kvs = {b: await _ensure_kv(js, b) for b in (
             subjects.BUCKET_VMS, subjects.BUCKET_VMIS, subjects.BUCKET_NODES, subjects.BUCKET_NETWORKS,
-            subjects.BUCKET_IPAM, subjects.BUCKET_EXPOSURES)}
+            subjects.BUCKET_IPAM, subjects.BUCKET_EXPOSURES, subjects.BUCKET_FLOATING_IPS)}
         images = await _ensure_object_store(js, subjects.OBJECT_STORE_IMAGES)
         await _ensure_stream(js, StreamConfig(
             name=subjects.STREAM_CONSOLE, subjects=[subjects.CONSOLE_OUT_ALL],

@@ -90,6 +90,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                              "--port", str(port), "--probe-kernel", kernel],
                             capture_output=True, text=True, timeout=180, cwd=REPO)
         assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}\n{lab.logs()}"
+        lab.cli("image", "import", "quay.io/kubevirt/cirros-container-disk-demo", "--file", guest_disk())
         yield lab
     finally:
         subprocess.run([*base, "down", "--state-dir", str(state)], capture_output=True, timeout=300, cwd=REPO)

@@ -165,3 +165,37 @@ def test_seed_testvm_2_on_the_secondary_network(lab: Lab) -> None:
     assert isinstance(again, dict)
     assert next(i for i in again["interfaces"] if i["name"] == "ext-net")["ipAddress"] == address
     lab.cli("delete", "testvm-2", "--wait", "--timeout", "120")
+
+
+def test_floating_ip_maps_one_to_one(lab: Lab) -> None:
+    """The outside host reaches the VM on its floating IP, and sees the VM come from it (SNAT)."""
+    lab.cli("apply", "-f", write_manifest(lab, "fipvm", "masquerade"))
+    started(lab, "fipvm")
+    lab.cli("console", "fipvm", "--log", "--until", "VIRTBUS-GUEST-IP", "--timeout", "120")
+    assert "created" in lab.cli("fip", "create", "192.168.200.10", "--network", "provider").stdout
+    bad = lab.cli("fip", "create", "192.168.100.50", "--network", "provider", check=False)
+    assert bad.returncode == 1 and "not a usable address of provider" in bad.stderr
+    lab.cli("fip", "attach", "192.168.200.10", "vm", "fipvm")
+    assert "hostname: fipvm" in http_get(lab, "outside", "http://192.168.200.10/")
+
+    # guest -> outside: a server on the outside host logs the client address it sees
+    server = subprocess.Popen(["ip", "netns", "exec", f"{lab.prefix}-outside", sys.executable, "-m", "http.server",
+                               "--bind", "192.168.200.1", "8000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        time.sleep(1)
+        lab.cli("console", "fipvm", "--send",
+                "printf 'GET /from-the-guest HTTP/1.0\\\\r\\\\n\\\\r\\\\n' | nc 192.168.200.1 8000 >/dev/null\\n")
+        time.sleep(3)
+    finally:
+        server.terminate()
+        _, log = server.communicate(timeout=10)
+    assert "192.168.200.10" in log and "/from-the-guest" in log, log
+
+    lab.cli("fip", "detach", "192.168.200.10")
+    deadline = time.monotonic() + 10
+    while lab_exec(lab, "outside", "curl", "-s", "-m", "2", "http://192.168.200.10/").returncode == 0:
+        assert time.monotonic() < deadline, "the floating IP still answers after detach"
+        time.sleep(0.5)
+    lab.cli("fip", "delete", "192.168.200.10")
+    lab.cli("delete", "fipvm", "--wait", "--timeout", "120")

@@ -1,0 +1,105 @@
+"""Floating IPs on this node: for each one attached to a VM running here, the node answers for the
+address on the network's host bridge and NATs it 1:1 to the VM's pod IP (DNAT in, SNAT out). When
+the VM runs elsewhere, this node lets go, and the other node takes over: the address moves with it."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from ipaddress import IPv4Network
+
+import structlog
+
+from proto import subjects
+from proto.spec import NetworkAttachment
+from proto.state import FINAL_PHASES, FloatingIP
+from servicekit.store import Bucket, Store
+
+log = structlog.get_logger()
+TABLE = "virtbus_fips"
+
+
+def compose_fips(mapped: list[tuple[str, str, str]]) -> str:
+    """Pure: (floating IP, pod IP, host bridge) -> the nft script of the 1:1 NAT."""
+    return "\n".join([
+        f"table ip {TABLE}", f"delete table ip {TABLE}", f"table ip {TABLE} {{",
+        "  chain prerouting {", "    type nat hook prerouting priority dstnat; policy accept;",
+        *(f"    ip daddr {fip} dnat to {pod}" for fip, pod, _ in mapped),
+        "  }",
+        "  chain postrouting {", "    type nat hook postrouting priority srcnat; policy accept;",
+        *(f'    ip saddr {pod} oifname "{bridge}" snat to {fip}' for fip, pod, bridge in mapped),
+        "  }", "}"]) + "\n"
+
+
+class FloatingIPs:
+    def __init__(self, store: Store, node: str, netns: str | None) -> None:
+        self.store = store
+        self.node = node
+        self.netns = netns
+        self.fips: Bucket[FloatingIP] = Bucket(store.raw[subjects.BUCKET_FLOATING_IPS], FloatingIP)
+        self.networks: Bucket[NetworkAttachment] = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
+        self.held: set[tuple[str, str]] = set()  # (address, bridge) this node answers for
+        self.routes: set[tuple[str, str]] = set()
+        self.dirty = asyncio.Event()
+
+    async def run(self) -> None:
+        watchers = [asyncio.create_task(self._mark(self.fips.watch())),
+                    asyncio.create_task(self._mark(self.store.vmis.watch()))]
+        try:
+            while True:
+                await self.dirty.wait()
+                await asyncio.sleep(0.1)
+                self.dirty.clear()
+                try:
+                    await self.sync()
+                except Exception:
+                    log.exception("floating IPs sync failed")
+                    self.dirty.set()
+                    await asyncio.sleep(2)
+        finally:
+            for w in watchers:
+                w.cancel()
+
+    async def _mark(self, changes: object) -> None:
+        async for _ in changes:  # type: ignore[attr-defined]
+            self.dirty.set()
+
+    async def sync(self) -> None:
+        pods = {v.name: v.interfaces[0].ip_address for v in (e.value for e in await self.store.vmis.items())
+                if v.node_name == self.node and v.phase not in FINAL_PHASES and v.interfaces
+                and v.interfaces[0].ip_address}
+        nets = {e.key: e.value for e in await self.networks.items()}
+        mapped = []
+        for fip in (e.value for e in await self.fips.items()):
+            pod = pods.get(fip.vm or "")
+            net = nets.get(fip.network)
+            if pod and net:
+                mapped.append((fip.address, pod, net.bridge, str(IPv4Network(net.subnet))))
+        want = {(f, b) for f, _, b, _ in mapped}
+        want_routes = {(s, b) for _, _, b, s in mapped}
+        await asyncio.to_thread(self._apply, [(f, p, b) for f, p, b, _ in mapped], want, want_routes)
+
+    def _ip(self, *args: str) -> None:
+        subprocess.run(["ip", *(["-n", self.netns] if self.netns else []), *args], capture_output=True, check=False)
+
+    def _apply(self, mapped: list[tuple[str, str, str]], want: set[tuple[str, str]],
+               want_routes: set[tuple[str, str]]) -> None:
+        for address, bridge in want - self.held:
+            self._ip("addr", "add", f"{address}/32", "dev", bridge)
+            # tell the segment the address moved here
+            subprocess.run([*(["ip", "netns", "exec", self.netns] if self.netns else []), "arping", "-U", "-c", "1",
+                            "-I", bridge, address], capture_output=True, check=False)
+        for address, bridge in self.held - want:
+            self._ip("addr", "del", f"{address}/32", "dev", bridge)
+        for subnet, bridge in want_routes - self.routes:
+            self._ip("route", "replace", subnet, "dev", bridge)
+        for subnet, bridge in self.routes - want_routes:
+            self._ip("route", "del", subnet, "dev", bridge)
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        done = subprocess.run([*prefix, "nft", "-f", "-"], input=compose_fips(mapped), capture_output=True, text=True,
+                              check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"nft: {done.stderr.strip()}")
+        if want != self.held:
+            log.info("floating IPs", held=sorted(a for a, _ in want))
+        self.held, self.routes = want, want_routes

@@ -1,0 +1,86 @@
+"""Floating IPs, the api side: an address of a provider network, claimed once (KV create), then
+attached to a VM; the node running the VM does the 1:1 NAT (handler/floatingips.py)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+
+from proto import subjects
+from proto.api import Ack, FloatingIPList, FloatingIPRequest, decode_request
+from proto.errors import ApiError, Code
+from proto.spec import NetworkAttachment
+from proto.state import FloatingIP, floating_ip_key
+from servicekit.store import Bucket, Store
+
+
+class FloatingIPApi:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.bucket: Bucket[FloatingIP] = Bucket(store.raw[subjects.BUCKET_FLOATING_IPS], FloatingIP)
+        self.networks: Bucket[NetworkAttachment] = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
+
+    async def _get(self, address: str) -> tuple[FloatingIP, int]:
+        try:
+            IPv4Address(address)
+        except ValueError:
+            raise ApiError(Code.INVALID, f"{address!r} is not an IPv4 address", "address") from None
+        entry = await self.bucket.get(floating_ip_key(address))
+        if entry is None:
+            raise ApiError(Code.NOT_FOUND, f"floating IP {address} does not exist; create it first")
+        return entry.value, entry.revision
+
+    async def create(self, body: bytes) -> FloatingIP:
+        req = decode_request(body, FloatingIPRequest)
+        if not req.network:
+            raise ApiError(Code.INVALID, "a floating IP needs --network", "network")
+        net = await self.networks.get(req.network)
+        if net is None:
+            raise ApiError(Code.NOT_FOUND, f"network {req.network!r} does not exist", "network")
+        try:
+            address = IPv4Address(req.address)
+        except ValueError:
+            raise ApiError(Code.INVALID, f"{req.address!r} is not an IPv4 address", "address") from None
+        subnet = IPv4Network(net.value.subnet)
+        gateway = IPv4Address(net.value.gateway) if net.value.gateway else subnet.network_address + 1
+        if address not in subnet or address in (subnet.network_address, subnet.broadcast_address, gateway):
+            raise ApiError(Code.INVALID, f"{address} is not a usable address of {req.network} ({subnet})", "address")
+        fip = FloatingIP(address=str(address), network=req.network)
+        try:
+            await self.bucket.create(fip.key, fip)
+        except ApiError as exc:
+            if exc.code is Code.ALREADY_EXISTS:
+                raise ApiError(Code.ALREADY_EXISTS, f"floating IP {address} already exists", "address") from None
+            raise
+        return fip
+
+    async def attach(self, body: bytes) -> FloatingIP:
+        req = decode_request(body, FloatingIPRequest)
+        fip, rev = await self._get(req.address)
+        if not req.vm:
+            raise ApiError(Code.INVALID, "attach needs a VM", "vm")
+        await self.store.vms.require(req.vm, "VM")
+        if fip.vm not in (None, req.vm):
+            raise ApiError(Code.ALREADY_EXISTS, f"floating IP {fip.address} is attached to VM {fip.vm}", "address")
+        attached = FloatingIP(address=fip.address, network=fip.network, vm=req.vm)
+        await self.bucket.update(fip.key, attached, rev)
+        return attached
+
+    async def detach(self, body: bytes) -> Ack:
+        fip, rev = await self._get(decode_request(body, FloatingIPRequest).address)
+        await self.bucket.update(fip.key, FloatingIP(address=fip.address, network=fip.network), rev)
+        return Ack(message=f"floating IP {fip.address} detached")
+
+    async def delete(self, body: bytes) -> Ack:
+        fip, rev = await self._get(decode_request(body, FloatingIPRequest).address)
+        await self.bucket.delete(fip.key, rev)
+        return Ack(message=f"floating IP {fip.address} deleted")
+
+    async def detach_all(self, vm: str) -> None:
+        for entry in await self.bucket.items():
+            if entry.value.vm == vm:
+                await self.bucket.update(entry.key, FloatingIP(address=entry.value.address,
+                                                               network=entry.value.network), entry.revision)
+
+    async def list(self, body: bytes) -> FloatingIPList:
+        return FloatingIPList(items=sorted((e.value for e in await self.bucket.items()),
+                                           key=lambda f: IPv4Address(f.address)))
