@@ -100,20 +100,31 @@ class Bucket(Generic[T]):
         return out
 
     async def watch(self, *, initial_only: bool = False) -> AsyncIterator[Change[T]]:
-        """Current values first, then (unless initial_only) every later change, forever."""
+        """Current values first, then (unless initial_only) every later change, forever.
+
+        nats-py marks the end of the current values when the consumer reports nothing pending and
+        nothing received yet, which under load happens while values are still in flight (a
+        scheduler then sees no nodes). The end is taken instead from the value whose num_pending
+        is 0, after learning from the bucket's status whether there is any value at all."""
+        empty = (await self._kv.status()).values == 0
+        if empty and initial_only:
+            return
         watcher = await self._kv.watchall()
+        initial_done = empty
         try:
             while True:
                 update = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
-                if update is None:  # marks the end of the initial values
-                    if initial_only:
-                        return
+                if update is None:
                     continue
                 rev = int(update.revision or 0)
                 if update.operation in ("DEL", "PURGE") or not update.value:
                     yield Change(update.key, None, rev)
                 else:
                     yield Change(update.key, self._decoder.decode(update.value), rev)
+                if not initial_done and not update.delta:
+                    initial_done = True
+                    if initial_only:
+                        return
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
 
