@@ -1,63 +1,212 @@
-"""One entry for every manifest: KubeVirt YAML/JSON or virtbus's native JSON, parsed and validated."""
+"""One entry for every manifest: KubeVirt YAML/JSON or virtbus's native form, parsed and validated.
+
+Accepted: kubevirt.io/v1 (or v1alpha3) VirtualMachine and k8s.cni.cncf.io/v1 NetworkAttachmentDefinition
+(proto.kubevirt), and virtbus/v1 ``VirtualMachine`` or ``Network`` whose ``spec`` is a proto.spec.VMSpec or
+NetworkAttachment, decoded strictly. The API receives JSON; YAML is for files people write.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import msgspec
 import yaml
 
+from proto import kubevirt
 from proto.errors import ApiError, Code
-from proto.kubevirt import network_from_nad, vm_from_kubevirt
 from proto.spec import NetworkAttachment, VMSpec
 from proto.validation import validate_network, validate_vm
 
 NATIVE_API = "virtbus/v1"
 ACCEPTED = ("kubevirt.io/v1 VirtualMachine, k8s.cni.cncf.io/v1 NetworkAttachmentDefinition, "
-            f"{NATIVE_API} VirtualMachine or Network")
+            f"{NATIVE_API} VirtualMachine or {NATIVE_API} Network")
+MAX_MANIFEST = 1024 * 1024
+MAX_DEPTH = 64
+# libyaml's safe loader when PyYAML was built with it: the same documents, several times faster
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_CONTENT_TYPES = {
+    "auto": "auto", "json": "json", "application/json": "json",
+    "yaml": "yaml", "application/yaml": "yaml", "application/x-yaml": "yaml", "text/yaml": "yaml",
+}
+_NATIVE: dict[str, type[VMSpec] | type[NetworkAttachment]] = {"VirtualMachine": VMSpec, "Network": NetworkAttachment}
+_AT = re.compile(r"^(?P<text>.*?)(?: - at `\$(?P<where>[^`]*)`)?$", re.DOTALL)
+_NAMED = re.compile(r"^Object (?:contains unknown|missing required) field `(?P<name>[^`]+)`")
+
+Manifest = VMSpec | NetworkAttachment
 
 
-def parse_manifest(data: bytes) -> VMSpec | NetworkAttachment:
-    """JSON (what the API receives) or YAML (what people write), one document."""
-    text = data.decode("utf-8", errors="replace")
+def _bad(message: str, field: str | None = None) -> ApiError:
+    return ApiError(Code.BAD_REQUEST, message, field)
+
+
+def parse_manifest(data: bytes, *, content_type: str = "auto") -> Manifest:
+    """Parse one manifest (JSON, or YAML with a single document) and validate it."""
+    return parse_manifest_obj(load_manifest(data, content_type=content_type))
+
+
+def load_manifest(data: bytes, *, content_type: str = "auto") -> object:
+    """The one document in ``data`` as plain objects; ``content_type`` is auto, json or yaml."""
+    form = _CONTENT_TYPES.get(content_type.split(";")[0].strip().lower())
+    if form is None:
+        raise _bad(f"content type {content_type!r} is not supported: send JSON or YAML")
+    if len(data) > MAX_MANIFEST:
+        raise _bad(f"a manifest is at most {MAX_MANIFEST // 1024} KiB; this one is {len(data) // 1024} KiB")
     try:
-        obj: Any = json.loads(text)
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _bad(f"a manifest is UTF-8 text: {exc}") from None
+    if form == "auto":
+        form = "json" if text.lstrip().startswith(("{", "[")) else "yaml"
+    try:
+        return json.loads(text) if form == "json" else _load_yaml(text)
     except json.JSONDecodeError as exc:
-        if text.lstrip().startswith(("{", "[")):
-            raise ApiError(Code.BAD_REQUEST, f"malformed JSON: {exc}") from None
-        try:
-            docs = [d for d in yaml.safe_load_all(text) if d is not None]
-        except yaml.YAMLError as yexc:
-            raise ApiError(Code.BAD_REQUEST, f"malformed JSON/YAML: {yexc}") from None
-        if len(docs) != 1:
-            raise ApiError(Code.BAD_REQUEST, f"expected one manifest, got {len(docs)}") from None
-        obj = docs[0]
-    return parse_manifest_obj(obj)
+        raise _bad(f"malformed JSON: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise _bad(f"malformed YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise _bad(f"malformed {form.upper()}: nested too deeply") from None
 
 
-def parse_manifest_obj(obj: object) -> VMSpec | NetworkAttachment:
+def _load_yaml(text: str) -> object:
+    # Checked on the event stream, before anything is built: aliases make a small document a huge tree
+    # (billion laughs), and deep nesting costs the scanner dearly (quadratically, in pure Python). Manifests
+    # need neither.
+    depth = 0
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, yaml.AliasEvent):
+            raise _bad(f"YAML aliases (*name) are not accepted in a manifest{_line(event)}")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _bad(f"malformed YAML: nested deeper than {MAX_DEPTH}{_line(event)}")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    documents = [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None]
+    if len(documents) != 1:
+        raise _bad("the YAML holds no manifest" if not documents else
+                   f"the YAML holds {len(documents)} documents separated by ---; send one manifest at a time")
+    return documents[0]
+
+
+def _line(event: yaml.Event) -> str:
+    return f" (line {event.start_mark.line + 1})" if event.start_mark is not None else ""
+
+
+def parse_manifest_obj(obj: object) -> Manifest:
+    """Dispatch an already parsed manifest on apiVersion and kind, convert it and validate it."""
     if not isinstance(obj, dict):
-        raise ApiError(Code.BAD_REQUEST, f"a manifest is an object with apiVersion and kind ({ACCEPTED})")
-    api, kind = obj.get("apiVersion"), obj.get("kind")
-    if isinstance(api, str) and api.startswith("kubevirt.io/") and kind == "VirtualMachine":
-        return vm_from_kubevirt(obj)
-    if isinstance(api, str) and api.startswith("k8s.cni.cncf.io/") and kind == "NetworkAttachmentDefinition":
-        return network_from_nad(obj)
-    if api == NATIVE_API and kind in ("VirtualMachine", "Network"):
-        extra = set(obj) - {"apiVersion", "kind", "spec"}
-        if extra:
-            raise ApiError(Code.BAD_REQUEST, f"unknown field {sorted(extra)[0]!r}", sorted(extra)[0])
-        target: type[VMSpec] | type[NetworkAttachment] = VMSpec if kind == "VirtualMachine" else NetworkAttachment
+        raise _bad(f"a manifest is an object with apiVersion and kind; accepted: {ACCEPTED}")
+    api_version, kind = obj.get("apiVersion"), obj.get("kind")
+    if isinstance(api_version, str) and api_version.startswith(kubevirt.API_GROUPS):
+        converted = kubevirt.from_kubevirt(obj)
         try:
-            spec = msgspec.convert(obj.get("spec"), target)
-        except msgspec.ValidationError as exc:
-            message = str(exc)
-            field = message.split("at `$", 1)[1].rstrip("`").lstrip(".") if "at `$" in message else ""
-            raise ApiError(Code.BAD_REQUEST, message, f"spec.{field}" if field else "spec") from None
-        if isinstance(spec, VMSpec):
-            return validate_vm(spec, {k: f"spec.{k}" for k in (
-                "name", "memory", "cpu", "disks", "interfaces", "networks", "volumes", "labels", "nodeSelector",
-                "terminationGracePeriodSeconds")})
-        return validate_network(spec, prefix="")
-    raise ApiError(Code.BAD_REQUEST, f"unsupported apiVersion/kind {api!r}/{kind!r}; accepted: {ACCEPTED}")
+            return _validate(converted)
+        except ApiError as err:
+            raise ApiError(err.code, err.message, kubevirt_field(err.field, obj)) from None
+    if api_version == NATIVE_API:
+        return _validate(_native(obj, kind))
+    raise _bad(f"apiVersion {api_version!r} kind {kind!r} is not accepted; accepted: {ACCEPTED}", "apiVersion")
+
+
+def _validate(manifest: Manifest) -> Manifest:
+    match manifest:
+        case VMSpec():
+            return validate_vm(manifest)
+        case NetworkAttachment():
+            return validate_network(manifest)
+
+
+def _native(obj: dict[Any, Any], kind: object) -> Manifest:
+    target = _NATIVE.get(kind) if isinstance(kind, str) else None
+    if target is None:
+        raise _bad(f"kind {kind!r} is not a {NATIVE_API} kind: use {' or '.join(_NATIVE)}", "kind")
+    for key in obj:
+        if key not in ("apiVersion", "kind", "spec"):
+            raise _bad(f"{key} is not a field of a {NATIVE_API} {kind} (apiVersion, kind, spec)", str(key))
+    if "spec" not in obj:
+        raise _bad("spec is required", "spec")
+    try:
+        return msgspec.convert(obj["spec"], target)
+    except msgspec.ValidationError as exc:
+        message, field = _validation_error(str(exc))
+        raise _bad(message, field) from None
+
+
+def _validation_error(message: str) -> tuple[str, str]:
+    """msgspec's "Expected `int`, got `str` - at `$.cpu.cores`" as ("spec.cpu.cores: Expected ...", path)."""
+    match = _AT.match(message)
+    text, where = (match["text"], match["where"] or "") if match else (message, "")
+    field = "spec" + where
+    named = _NAMED.match(text)
+    if named:
+        field = f"{field}.{named['name']}"
+    return f"{field}: {text}", field
+
+
+# --- native field paths (what proto.validation blames) to the KubeVirt manifest's
+
+_VM_FIELDS = {
+    "name": "metadata.name",
+    "runStrategy": "spec.runStrategy",
+    "labels": "spec.template.metadata.labels",
+    "cpu": f"{kubevirt.DOMAIN_PATH}.cpu",
+    "disks": f"{kubevirt.DOMAIN_PATH}.devices.disks",
+    "interfaces": f"{kubevirt.DOMAIN_PATH}.devices.interfaces",
+    "networks": f"{kubevirt.TEMPLATE_SPEC}.networks",
+    "volumes": f"{kubevirt.TEMPLATE_SPEC}.volumes",
+    "nodeSelector": f"{kubevirt.TEMPLATE_SPEC}.nodeSelector",
+    "terminationGracePeriodSeconds": f"{kubevirt.TEMPLATE_SPEC}.terminationGracePeriodSeconds",
+}
+# item attributes spelled differently; a tuple lists the keys one of which the KubeVirt item holds
+_ITEM_FIELDS: dict[tuple[str, str], str | tuple[str, ...]] = {
+    ("disks", "bus"): "disk.bus",
+    ("interfaces", "binding"): kubevirt.BINDINGS,
+    ("networks", "kind"): kubevirt.NETWORK_SOURCES,
+    ("networks", "networkName"): "multus.networkName",
+    ("volumes", "source"): kubevirt.VOLUME_SOURCES,
+}
+_NAD_FIELDS = {"spec.name": "metadata.name", "spec.bridge": "spec.config.bridge",
+               "spec.subnet": "spec.config.ipam.subnet", "spec.gateway": "spec.config.ipam.gateway",
+               "spec.rangeStart": "spec.config.ipam.rangeStart", "spec.rangeEnd": "spec.config.ipam.rangeEnd"}
+_NATIVE_FIELD = re.compile(r"^spec\.(\w+)(?:\[(\d+)\](?:\.(\w+))?)?(.*)$")
+
+
+def _dig(obj: object, *keys: str | int) -> object:
+    for key in keys:
+        if isinstance(key, int):
+            obj = obj[key] if isinstance(obj, list) and key < len(obj) else None
+        else:
+            obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
+
+
+def kubevirt_field(field: str | None, obj: dict[Any, Any]) -> str | None:
+    """The path in the KubeVirt manifest ``obj`` of a native field path that proto.validation blamed."""
+    if field is None:
+        return None
+    if obj.get("kind") == "NetworkAttachmentDefinition":
+        return _NAD_FIELDS.get(field, field)
+    match = _NATIVE_FIELD.match(field)
+    if not match:
+        return field
+    top, index, attr, rest = match.groups()
+    domain = _dig(obj, "spec", "template", "spec", "domain")
+    if top == "memory":
+        for keys in (("resources", "requests", "memory"), ("memory", "guest"), ("resources", "limits", "memory")):
+            if _dig(domain, *keys) is not None:
+                return ".".join((kubevirt.DOMAIN_PATH, *keys))
+        return f"{kubevirt.DOMAIN_PATH}.resources.requests.memory"
+    if top not in _VM_FIELDS:
+        return field
+    if index is None:
+        return _VM_FIELDS[top] + rest
+    item = f"{_VM_FIELDS[top]}[{index}]"
+    if attr is None:
+        return item + rest
+    renamed = _ITEM_FIELDS.get((top, attr), attr)
+    if isinstance(renamed, tuple):
+        raw = _dig(obj, *_VM_FIELDS[top].split("."), int(index))
+        renamed = next((key for key in renamed if isinstance(raw, dict) and key in raw), attr)
+    return f"{item}.{renamed}{rest}"

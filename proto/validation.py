@@ -1,28 +1,33 @@
-"""Semantic checks of a VM spec and a network, the same for KubeVirt and native input.
+"""Semantic checks of a VM spec and of a network, the same for KubeVirt and native input.
 
 Names end up as NATS subject tokens, directory names, netns and interface name parts, libvirt
-domain names and shell words: only DNS-1123 labels get through.
+domain names and shell words: only DNS-1123 labels get through. Errors blame native field paths
+(``spec.disks[1].name``); proto.kubevirt.kubevirt_field translates them for KubeVirt manifests.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
 
 from proto.errors import ApiError, Code
-from proto.quantity import InvalidQuantity, parse_bytes
-from proto.spec import CloudInitNoCloud, ContainerDisk, EmptyDisk, NetworkAttachment, VMSpec
+from proto.quantity import InvalidQuantity, format_bytes, parse_bytes
+from proto.spec import CloudInitNoCloud, ContainerDisk, EmptyDisk, Interface, NetworkAttachment, VMSpec
 from proto.subjects import is_dns1123_label
 
 MIN_MEMORY, MAX_MEMORY = parse_bytes("16Mi"), parse_bytes("256Gi")
 MIN_DISK, MAX_DISK = parse_bytes("1Mi"), parse_bytes("2Ti")
 MAX_VCPUS = 64
-MAX_USER_DATA = 64 * 1024
+MAX_CLOUD_INIT = 64 * 1024
+MAX_GRACE_SECONDS = 3600
+MIN_PREFIX, MAX_PREFIX = 8, 30
+
 _IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]{0,254}$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
-_LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 
@@ -37,123 +42,168 @@ def check_name(name: str, field: str, what: str = "name") -> None:
 
 
 def validate_image_reference(ref: str, field: str) -> None:
+    """registry/path:tag@digest characters only, no ``..``, no leading ``/`` or ``-``, at most 255."""
     if not _IMAGE_REF.match(ref) or ".." in ref or "//" in ref:
-        raise invalid(field, f"{ref!r} is not an image reference (like quay.io/kubevirt/cirros-container-disk-demo)")
+        raise invalid(field, f"{ref!r} is not an image reference (like quay.io/kubevirt/cirros-container-disk-demo:"
+                             "latest; lowercase letters, digits and ._-/:@, at most 255 characters)")
 
 
-def _quantity(text: str, field: str, low: int, high: int, what: str) -> int:
+def _size(text: str, field: str, low: int, high: int, what: str) -> None:
     try:
         value = parse_bytes(text)
     except InvalidQuantity as exc:
-        raise invalid(field, str(exc)) from None
+        raise invalid(field, f"{what}: {exc}") from None
     if not low <= value <= high:
-        raise invalid(field, f"{what} {text} is out of range: it must be between {low // 2**20}Mi "
-                             f"and {high // 2**30}Gi")
-    return value
+        raise invalid(field, f"{what} {text} is impossible here: it must be between {format_bytes(low)} "
+                             f"and {format_bytes(high)}")
 
 
 def _labels(labels: dict[str, str], field: str) -> None:
+    """Kubernetes label syntax: [DNS-1123 subdomain/]name, value empty or a name, names at most 63."""
     for key, value in labels.items():
-        prefix, _, name = key.rpartition("/")
-        if (prefix and not _LABEL_PREFIX.match(prefix)) or not name or not _LABEL_VALUE.match(name):
-            raise invalid(f"{field}.{key}", f"{key!r} is not a valid label key")
-        if not _LABEL_VALUE.match(value):
-            raise invalid(f"{field}.{key}", f"{value!r} is not a valid label value")
+        prefix, slash, name = key.rpartition("/")
+        if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+            raise invalid(field, f"label key {key!r}: the prefix must be a DNS-1123 subdomain")
+        if not _LABEL_NAME.match(name):
+            raise invalid(field, f"label key {key!r}: the name must be 1-63 of A-Za-z0-9-_. starting and "
+                                 "ending with a letter or digit")
+        if value and not _LABEL_NAME.match(value):
+            raise invalid(field, f"label value {value!r} of {key!r} must be empty or 1-63 of A-Za-z0-9-_. "
+                                 "starting and ending with a letter or digit")
 
 
-def _unique(names: list[str], field: str) -> None:
-    for i, name in enumerate(names):
-        check_name(name, f"{field}[{i}].name")
-    dup = [n for n, c in Counter(names).items() if c > 1]
-    if dup:
-        raise invalid(field, f"name {dup[0]!r} is used twice")
+def _unique_names(names: Iterable[str], field: str, what: str) -> None:
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        check_name(name, f"{field}[{index}].name", f"{what} name")
+        if name in seen:
+            raise invalid(f"{field}[{index}].name", f"{what} name {name!r} is used twice")
+        seen.add(name)
 
 
-def validate_vm(spec: VMSpec, paths: dict[str, str] | None = None) -> VMSpec:
-    """Raise ApiError(INVALID) naming the field; ``paths`` maps native field names to the caller's."""
-    p = {"name": "name", "memory": "memory", "cpu": "cpu", "disks": "disks", "interfaces": "interfaces",
-         "networks": "networks", "volumes": "volumes", "labels": "labels", "nodeSelector": "nodeSelector",
-         "terminationGracePeriodSeconds": "terminationGracePeriodSeconds", **(paths or {})}
-    check_name(spec.name, p["name"])
-    _quantity(spec.memory, p["memory"], MIN_MEMORY, MAX_MEMORY, "memory")
+def validate_vm(spec: VMSpec) -> VMSpec:
+    """Return ``spec`` unchanged, or raise ApiError(INVALID) naming the field to blame."""
+    check_name(spec.name, "spec.name")
+    _size(spec.memory, "spec.memory", MIN_MEMORY, MAX_MEMORY, "memory")
     for part in ("cores", "sockets", "threads"):
         if getattr(spec.cpu, part) < 1:
-            raise invalid(f"{p['cpu']}.{part}", f"cpu {part} must be at least 1")
-    if spec.cpu.cores * spec.cpu.sockets * spec.cpu.threads > MAX_VCPUS:
-        raise invalid(p["cpu"], f"at most {MAX_VCPUS} vCPUs")
-    if not 0 <= spec.termination_grace_period_seconds <= 3600:
-        raise invalid(p["terminationGracePeriodSeconds"], "must be between 0 and 3600")
-    _labels(spec.labels, p["labels"])
-    _labels(spec.node_selector, p["nodeSelector"])
-    _unique([d.name for d in spec.disks], p["disks"])
-    _unique([v.name for v in spec.volumes], p["volumes"])
-    _unique([i.name for i in spec.interfaces], p["interfaces"])
-    _unique([n.name for n in spec.networks], p["networks"])
-    volumes = {v.name: v for v in spec.volumes}
-    for i, disk in enumerate(spec.disks):
+            raise invalid(f"spec.cpu.{part}", f"cpu {part} must be at least 1")
+    vcpus = spec.cpu.cores * spec.cpu.sockets * spec.cpu.threads
+    if vcpus > MAX_VCPUS:
+        raise invalid("spec.cpu", f"{vcpus} vCPUs (cores x sockets x threads) is more than the {MAX_VCPUS} allowed")
+    if not 0 <= spec.termination_grace_period_seconds <= MAX_GRACE_SECONDS:
+        raise invalid("spec.terminationGracePeriodSeconds", f"must be between 0 and {MAX_GRACE_SECONDS}")
+    _labels(spec.labels, "spec.labels")
+    _labels(spec.node_selector, "spec.nodeSelector")
+    _check_storage(spec)
+    _check_network(spec)
+    return spec
+
+
+def _check_storage(spec: VMSpec) -> None:
+    _unique_names((disk.name for disk in spec.disks), "spec.disks", "disk")
+    _unique_names((volume.name for volume in spec.volumes), "spec.volumes", "volume")
+    volumes, disks = {v.name for v in spec.volumes}, {d.name for d in spec.disks}
+    boot_orders: set[int] = set()
+    for index, disk in enumerate(spec.disks):
         if disk.name not in volumes:
-            raise invalid(f"{p['disks']}[{i}].name", f"disk {disk.name!r} has no volume of that name")
-    disks = {d.name for d in spec.disks}
-    for i, volume in enumerate(spec.volumes):
-        field = f"{p['volumes']}[{i}]"
+            raise invalid(f"spec.disks[{index}].name", f"disk {disk.name!r} has no volume of that name")
+        if disk.boot_order is not None:
+            if disk.boot_order < 1 or disk.boot_order in boot_orders:
+                raise invalid(f"spec.disks[{index}].bootOrder", f"boot order {disk.boot_order} must be at least "
+                                                                "1 and unique")
+            boot_orders.add(disk.boot_order)
+    for index, volume in enumerate(spec.volumes):
+        field = f"spec.volumes[{index}]"
         if volume.name not in disks:
             raise invalid(f"{field}.name", f"volume {volume.name!r} has no disk of that name")
-        src = volume.source
-        if isinstance(src, ContainerDisk):
-            validate_image_reference(src.image, f"{field}.containerDisk.image")
-        elif isinstance(src, EmptyDisk):
-            _quantity(src.capacity, f"{field}.emptyDisk.capacity", MIN_DISK, MAX_DISK, "capacity")
-        elif isinstance(src, CloudInitNoCloud) and len(src.user_data.encode()) > MAX_USER_DATA:
-            raise invalid(f"{field}.cloudInitNoCloud.userData", f"user data is over {MAX_USER_DATA // 1024} KiB")
-    networks = {n.name: n for n in spec.networks}
-    for i, iface in enumerate(spec.interfaces):
-        field = f"{p['interfaces']}[{i}]"
+        match volume.source:
+            case ContainerDisk(image=image):
+                validate_image_reference(image, f"{field}.source.image")
+            case EmptyDisk(capacity=capacity):
+                _size(capacity, f"{field}.source.capacity", MIN_DISK, MAX_DISK, "emptyDisk capacity")
+            case CloudInitNoCloud(user_data=user_data, network_data=network_data):
+                if not user_data and not network_data:
+                    raise invalid(f"{field}.source", "cloudInitNoCloud needs userData or networkData")
+                for key, text in (("userData", user_data), ("networkData", network_data or "")):
+                    if len(text.encode()) > MAX_CLOUD_INIT:
+                        raise invalid(f"{field}.source.{key}", f"cloud-init {key} is over {MAX_CLOUD_INIT // 1024} KiB")
+
+
+def _check_network(spec: VMSpec) -> None:
+    _unique_names((iface.name for iface in spec.interfaces), "spec.interfaces", "interface")
+    _unique_names((network.name for network in spec.networks), "spec.networks", "network")
+    networks, interfaces = {n.name: n for n in spec.networks}, {i.name for i in spec.interfaces}
+    pod_networks = 0
+    for index, network in enumerate(spec.networks):
+        field = f"spec.networks[{index}]"
+        if network.name not in interfaces:
+            raise invalid(f"{field}.name", f"network {network.name!r} has no interface of that name")
+        if network.kind == "pod":
+            pod_networks += 1
+            if pod_networks > 1:
+                raise invalid(f"{field}.kind", "a VM has at most one pod network")
+            if network.network_name is not None:
+                raise invalid(f"{field}.networkName", "a pod network has no networkName")
+        else:
+            check_name(network.network_name or "", f"{field}.networkName", "multus networkName")
+    macs: set[str] = set()
+    for index, iface in enumerate(spec.interfaces):
+        field = f"spec.interfaces[{index}]"
         net = networks.get(iface.name)
         if net is None:
             raise invalid(f"{field}.name", f"interface {iface.name!r} has no network of that name")
         if net.kind == "multus" and iface.binding != "bridge":
-            raise invalid(f"{field}.{iface.binding}", "an interface on a multus network must use the bridge binding")
-        if iface.mac_address is not None and (not _MAC.match(iface.mac_address)
-                                              or int(iface.mac_address[:2], 16) & 1):
-            raise invalid(f"{field}.macAddress", f"{iface.mac_address!r} is not a unicast MAC address")
-        seen: set[tuple[str, int]] = set()
-        for j, port in enumerate(iface.ports):
-            if not 1 <= port.port <= 65535:
-                raise invalid(f"{field}.ports[{j}].port", f"port {port.port} is not between 1 and 65535")
-            if (port.protocol, port.port) in seen:
-                raise invalid(f"{field}.ports[{j}]", f"{port.protocol} port {port.port} is listed twice")
-            seen.add((port.protocol, port.port))
-    ifaces = {i.name for i in spec.interfaces}
-    for i, net in enumerate(spec.networks):
-        field = f"{p['networks']}[{i}]"
-        if net.name not in ifaces:
-            raise invalid(f"{field}.name", f"network {net.name!r} has no interface of that name")
-        if net.kind == "multus":
-            check_name(net.network_name or "", f"{field}.multus.networkName", "network name")
-    if sum(1 for n in spec.networks if n.kind == "pod") > 1:
-        raise invalid(p["networks"], "at most one pod network")
-    return spec
+            raise invalid(f"{field}.binding", "an interface on a multus network must use the bridge binding")
+        if iface.mac_address is not None:
+            mac = iface.mac_address.lower()
+            if not _MAC.match(mac) or int(mac[:2], 16) & 1 or mac == "00:00:00:00:00:00":
+                raise invalid(f"{field}.macAddress", f"{iface.mac_address!r} is not a unicast MAC address "
+                                                     "(xx:xx:xx:xx:xx:xx, first octet even)")
+            if mac in macs:
+                raise invalid(f"{field}.macAddress", f"MAC address {iface.mac_address} is used twice")
+            macs.add(mac)
+        _check_ports(iface, field)
 
 
-def validate_network(att: NetworkAttachment, prefix: str = "") -> NetworkAttachment:
-    check_name(att.name, f"{prefix}metadata.name" if prefix else "name")
-    field = f"{prefix}spec.config" if prefix else ""
+def _check_ports(iface: Interface, field: str) -> None:
+    seen: set[tuple[str, int]] = set()
+    names: set[str] = set()
+    for index, port in enumerate(iface.ports):
+        where = f"{field}.ports[{index}]"
+        if not 1 <= port.port <= 65535:
+            raise invalid(f"{where}.port", f"port {port.port} is not between 1 and 65535")
+        if (port.protocol, port.port) in seen:
+            raise invalid(f"{where}.port", f"{port.protocol} port {port.port} is listed twice")
+        seen.add((port.protocol, port.port))
+        if port.name is not None:
+            if not _PORT_NAME.match(port.name) or port.name in names:
+                raise invalid(f"{where}.name", f"port name {port.name!r} must be unique and 1-15 of a-z0-9-")
+            names.add(port.name)
+
+
+def validate_network(att: NetworkAttachment) -> NetworkAttachment:
+    """Return ``att`` unchanged, or raise ApiError(INVALID) naming the native field to blame."""
+    check_name(att.name, "spec.name")
     if not _IFNAME.match(att.bridge) or att.bridge in (".", ".."):
-        raise invalid(f"{field}.bridge".lstrip("."),
-                      f"{att.bridge!r} is not a Linux interface name (1-15 of A-Za-z0-9_.-)")
+        raise invalid("spec.bridge", f"{att.bridge!r} is not a Linux interface name (1-15 of A-Za-z0-9_.-)")
     try:
         subnet = IPv4Network(att.subnet)
     except ValueError as exc:
-        raise invalid(f"{field}.ipam.subnet".lstrip("."), f"{att.subnet!r} is not an IPv4 subnet: {exc}") from None
-    if not 8 <= subnet.prefixlen <= 30:
-        raise invalid(f"{field}.ipam.subnet".lstrip("."), "the subnet's prefix must be between /8 and /30")
-    for name, value in (("gateway", att.gateway), ("rangeStart", att.range_start), ("rangeEnd", att.range_end)):
+        raise invalid("spec.subnet", f"{att.subnet!r} is not an IPv4 network: {exc}") from None
+    if not MIN_PREFIX <= subnet.prefixlen <= MAX_PREFIX:
+        raise invalid("spec.subnet", f"the prefix of {subnet} must be between /{MIN_PREFIX} and /{MAX_PREFIX}")
+    addresses: dict[str, IPv4Address] = {}
+    for key, value in (("gateway", att.gateway), ("rangeStart", att.range_start), ("rangeEnd", att.range_end)):
         if value is None:
             continue
         try:
-            inside = IPv4Address(value) in subnet
+            address = IPv4Address(value)
         except ValueError:
-            inside = False
-        if not inside:
-            raise invalid(f"{field}.ipam.{name}".lstrip("."), f"{value!r} is not an address in {subnet}")
+            raise invalid(f"spec.{key}", f"{key} {value!r} is not an IPv4 address") from None
+        if address not in subnet or address in (subnet.network_address, subnet.broadcast_address):
+            raise invalid(f"spec.{key}", f"{key} {value} is not a host address in {subnet}")
+        addresses[key] = address
+    if "rangeStart" in addresses and "rangeEnd" in addresses and addresses["rangeStart"] > addresses["rangeEnd"]:
+        raise invalid("spec.rangeEnd", f"rangeEnd {att.range_end} comes before rangeStart {att.range_start}")
     return att
