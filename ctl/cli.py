@@ -52,7 +52,7 @@ async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
         raise ApiError(Code.BAD_REQUEST, f"malformed YAML/JSON in {args.file}: {exc}") from None
     for doc in docs:
         kind = doc.get("kind") if isinstance(doc, dict) else None
-        body = json.dumps(doc).encode()
+        body = json.dumps(doc, default=str).encode()  # YAML timestamps load as datetimes
         if kind == "NetworkAttachmentDefinition" or kind == "Network":
             net = await api.call("network", "apply", body, NetworkReply)
             say(f"network/{net.item.name} applied")

@@ -74,7 +74,7 @@ class Api:
 
     # --- VMs -------------------------------------------------------------------------------------
     async def _vm_spec(self, body: bytes) -> VMSpec:
-        parsed = parse_manifest(body)
+        parsed = parse_manifest(body, content_type="json")
         if not isinstance(parsed, VMSpec):
             raise ApiError(Code.BAD_REQUEST, "this subject takes a VirtualMachine; "
                            f"send a {type(parsed).__name__} to {subjects.api('network', 'apply')}")
@@ -203,7 +203,7 @@ class Api:
 
     # --- networks ----------------------------------------------------------------------------------
     async def network_apply(self, body: bytes) -> NetworkReply:
-        parsed = parse_manifest(body)
+        parsed = parse_manifest(body, content_type="json")
         if not isinstance(parsed, NetworkAttachment):
             raise ApiError(Code.BAD_REQUEST, "this subject takes a NetworkAttachmentDefinition")
         subnet = IPv4Network(parsed.subnet)
