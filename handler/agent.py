@@ -134,6 +134,7 @@ class Agent:
             pod_ip, gateway = None, None
             if any(n.kind == "pod" for n in vmi.spec.networks) and self.podnet.cidr is not None:
                 ip = await self.podnet.pod_ip(name)
+                await asyncio.to_thread(self.podnet.forget_neighbor, ip)
                 pod_ip, gateway = f"{ip}/{self.podnet.cidr.prefixlen}", str(ipam.gateway(self.podnet.cidr))
             extra = []
             try:

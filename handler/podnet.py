@@ -75,6 +75,10 @@ class PodNetwork:
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         subprocess.run([*prefix, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True, capture_output=True)
 
+    def forget_neighbor(self, ip: IPv4Address) -> None:
+        """A new VM may hold an address a deleted one had, with another MAC: drop the node's old entry."""
+        self._ip("neigh", "flush", "to", str(ip), "dev", POD_BRIDGE, check=False)
+
     def sync_routes(self, nodes: list[Node]) -> None:
         """Routes to every other node's pod CIDR via that node's address; stale ones go."""
         wanted = {n.pod_cidr: n.address for n in nodes
