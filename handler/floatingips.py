@@ -13,6 +13,7 @@ import structlog
 from proto import subjects
 from proto.spec import NetworkAttachment
 from proto.state import FINAL_PHASES, FloatingIP
+from servicekit.resync import resync_on_changes
 from servicekit.store import Bucket, Store
 
 log = structlog.get_logger()
@@ -40,29 +41,10 @@ class FloatingIPs:
         self.networks: Bucket[NetworkAttachment] = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
         self.held: set[tuple[str, str]] = set()  # (address, bridge) this node answers for
         self.routes: set[tuple[str, str]] = set()
-        self.dirty = asyncio.Event()
 
     async def run(self) -> None:
-        watchers = [asyncio.create_task(self._mark(self.fips.watch())),
-                    asyncio.create_task(self._mark(self.store.vmis.watch()))]
-        try:
-            while True:
-                await self.dirty.wait()
-                await asyncio.sleep(0.1)
-                self.dirty.clear()
-                try:
-                    await self.sync()
-                except Exception:
-                    log.exception("floating IPs sync failed")
-                    self.dirty.set()
-                    await asyncio.sleep(2)
-        finally:
-            for w in watchers:
-                w.cancel()
-
-    async def _mark(self, changes: object) -> None:
-        async for _ in changes:  # type: ignore[attr-defined]
-            self.dirty.set()
+        """Recompute on any change of floating IPs or instances, forever."""
+        await resync_on_changes([self.fips.watch(), self.store.vmis.watch()], self.sync, "floating IPs")
 
     async def sync(self) -> None:
         pods = {v.name: v.interfaces[0].ip_address for v in (e.value for e in await self.store.vmis.items())

@@ -11,6 +11,7 @@ import structlog
 
 from proto import subjects
 from proto.state import FINAL_PHASES, VMI, Exposure
+from servicekit.resync import resync_on_changes
 from servicekit.store import Bucket, Store
 
 log = structlog.get_logger()
@@ -54,30 +55,10 @@ class NodePorts:
         self.netns = netns
         self.bucket: Bucket[Exposure] = Bucket(store.raw[subjects.BUCKET_EXPOSURES], Exposure)
         self._applied: str | None = None
-        self.dirty = asyncio.Event()
 
     async def run(self) -> None:
-        """Recompute on any change of exposures or instances (debounced), forever."""
-        watchers = [asyncio.create_task(self._mark(self.bucket.watch())),
-                    asyncio.create_task(self._mark(self.store.vmis.watch()))]
-        try:
-            while True:
-                await self.dirty.wait()
-                await asyncio.sleep(0.1)
-                self.dirty.clear()
-                try:
-                    await self.sync()
-                except Exception:
-                    log.exception("node ports sync failed")
-                    self.dirty.set()
-                    await asyncio.sleep(2)
-        finally:
-            for w in watchers:
-                w.cancel()
-
-    async def _mark(self, changes: object) -> None:
-        async for _ in changes:  # type: ignore[attr-defined]
-            self.dirty.set()
+        """Recompute on any change of node ports or instances, forever."""
+        await resync_on_changes([self.bucket.watch(), self.store.vmis.watch()], self.sync, "node ports")
 
     async def sync(self) -> None:
         exposures = [e.value for e in await self.bucket.items()]
