@@ -25,6 +25,7 @@ DEFAULT_STATE_DIR = os.environ.get("VIRTBUS_LAB_DIR", "/var/lib/virtbus/lab")
 NODE_NET = "10.99.0"  # the lab's node network, only inside the lab's namespaces
 PROVIDER_BRIDGE = "multus-bridge"  # each node's host bridge onto the provider segment (the seed's name)
 OUTSIDE_ADDRESSES = ("192.168.100.1/24", "192.168.200.1/24")  # the outside test host: the gateway of both
+OUTSIDE_NODE_NET_ADDRESS = f"{NODE_NET}.254/24"  # and a client on the node network, for node ports
 PROVIDER_NETWORK = {"apiVersion": "virtbus/v1", "kind": "Network",  # floating IPs come from here
                     "spec": {"name": "provider", "bridge": PROVIDER_BRIDGE, "subnet": "192.168.200.0/24"}}
 
@@ -159,6 +160,13 @@ def _make_networks(cfg: LabConfig) -> dict[str, str]:
     _ip("link", "set", "eth0", "up", netns=outside)
     _ip("link", "set", "out0", "master", "provider0", netns=lab)
     _ip("link", "set", "out0", "up", netns=lab)
+    # the outside host also sits on the node network (not the pod network): node ports are for it
+    if subprocess.run(["ip", "-n", outside, "link", "show", "eth1"], capture_output=True, check=False).returncode:
+        _ip("link", "add", "eth1", "netns", outside, "type", "veth", "peer", "name", "out1", "netns", lab, netns=lab)
+    _ip("addr", "add", OUTSIDE_NODE_NET_ADDRESS, "dev", "eth1", netns=outside)
+    _ip("link", "set", "eth1", "up", netns=outside)
+    _ip("link", "set", "out1", "master", "br0", netns=lab)
+    _ip("link", "set", "out1", "up", netns=lab)
     return addresses
 
 

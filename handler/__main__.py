@@ -37,7 +37,7 @@ async def run(args: argparse.Namespace) -> None:
     await asyncio.to_thread(podnet.set_up_bridge)
     now = time.time()
     node = Node(name=args.node, cpus=nodeinfo.cpus(args.cpus), memory=nodeinfo.guest_memory(args.memory),
-                kvm=kvm, heartbeat=now, started_at=now, labels=dict(kv.split("=", 1) for kv in args.label),
+                kvm=kvm, heartbeat=now, started_at=now, labels=node_labels(args.node, args.label),
                 address=args.address, pod_cidr=str(cidr))
     state_dir = Path(args.state_dir) / "nodes" / args.node
     launchers = Launchers(NodePaths(state_dir, Path(args.state_dir) / "logs"), node=args.node,
@@ -69,6 +69,11 @@ async def run(args: argparse.Namespace) -> None:
     await service.stop()
     await agent.stop()
     await store.close()
+
+
+def node_labels(node: str, given: list[str]) -> dict[str, str]:
+    """Like kubelet's: a KubeVirt manifest pins a VM with ``nodeSelector: {kubernetes.io/hostname: N}``."""
+    return {"kubernetes.io/hostname": node, **dict(kv.split("=", 1) for kv in given)}
 
 
 def main() -> None:

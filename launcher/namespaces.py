@@ -105,6 +105,15 @@ def create_netns(name: str) -> None:
         if done.returncode != 0 and not Path("/run/netns", name).exists():
             raise OSError(f"ip netns add {name}: {done.stderr.strip()}")
     _ip("-n", name, "link", "set", "lo", "up")
+    # Where br_netfilter is loaded (Debian hosts with Docker, this CI), frames crossing the pod's own
+    # bridges would also pass the IP hooks: a guest reaching its own pod IP would then be DNATed
+    # *while bridged* and dropped on the port it came in by (no hairpin on the tap). Every rule in
+    # the pod is for routed traffic, so the pod's bridges stay plain L2. -e: no such keys, no module.
+    subprocess.run(["ip", "netns", "exec", name, "sysctl", "-qew", *BRIDGE_NF_OFF], capture_output=True, check=False)
+
+
+BRIDGE_NF_OFF = ("net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-ip6tables=0",
+                 "net.bridge.bridge-nf-call-arptables=0")
 
 
 def delete_netns(name: str) -> None:

@@ -32,6 +32,9 @@ def plumb_pod(*, vmi: str, pod_netns: str, node_netns: str | None, pod_ip: IPv4I
     _run(["ip", "-n", pod_netns, "link", "add", "eth0", "type", "veth", "peer", "name", host_if, *where])
     node = ["ip", "-n", node_netns] if node_netns else ["ip"]
     _run([*node, "link", "set", host_if, "master", NODE_POD_BRIDGE])
+    # hairpin (kubelet's hairpin-veth): where br_netfilter runs on the node, a VM reaching its own
+    # node port is DNATed back to its pod while bridged, out of the port it came in by
+    _run([*node, "link", "set", host_if, "type", "bridge_slave", "hairpin", "on"])
     _run([*node, "link", "set", host_if, "up"])
     _run(["ip", "-n", pod_netns, "addr", "replace", str(pod_ip), "dev", "eth0"])
     _run(["ip", "-n", pod_netns, "link", "set", "eth0", "up"])

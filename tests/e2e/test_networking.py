@@ -95,6 +95,13 @@ def test_masquerade_guest_gets_10_0_2_2_and_serves_on_its_pod_ip(lab: Lab) -> No
     assert isinstance(nodes, list)
     address = next(n["node"]["address"] for n in nodes if n["node"]["name"] == vmi["nodeName"])
     assert "hostname: testvm" in http_get(lab, other(vmi["nodeName"]), f"http://{address}:{node_port}/")
+    assert "hostname: testvm" in http_get(lab, "outside", f"http://{address}:{node_port}/")  # off the cluster
+    # hairpin: the guest reaches its own pod IP and its own node port
+    for marker, target in (("HAIRPIN-POD", f"{pod_ip} 80"), ("HAIRPIN-NODEPORT", f"{address} {node_port}")):
+        lab.cli("console", "testvm", "--send", f"printf 'GET / HTTP/1.0\\\\r\\\\n\\\\r\\\\n' | nc -w 5 {target} "
+                f"| grep -o 'hostname: t[a-z]*' | sed 's/^/{marker} /'\\n")
+        assert f"{marker} hostname: testvm" in lab.cli("console", "testvm", "--log", "--until",
+                                                       f"{marker} hostname: testvm", "--timeout", "60").stdout
     again = lab.cli("expose", "vm", "testvm", "--port", "8080", "--node-port", str(node_port), check=False)
     assert again.returncode == 1 and "already exposed" in again.stderr
     lab.cli("unexpose", "vm", "testvm", "--port", "80")
@@ -112,9 +119,12 @@ def test_masquerade_guest_gets_10_0_2_2_and_serves_on_its_pod_ip(lab: Lab) -> No
     lab.cli("delete", "testvm", "--wait", "--timeout", "120")
 
 
-def write_manifest(lab: Lab, name: str, binding: str) -> str:
+def write_manifest(lab: Lab, name: str, binding: str, node: str | None = None, running: bool = False) -> str:
+    """A one-NIC VM on the pod network; node: pinned there as KubeVirt users pin (kubernetes.io/hostname)."""
+    selector = {"nodeSelector": {"kubernetes.io/hostname": node}} if node else {}
     manifest = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name},
-                "spec": {"running": False, "template": {"spec": {
+                "spec": {"running": running, "template": {"spec": {
+                    **selector,
                     "domain": {"resources": {"requests": {"memory": "64M"}},
                                "devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}],
                                            "interfaces": [{"name": "default", binding: {}}]}},
@@ -159,6 +169,9 @@ def test_seed_testvm_2_on_the_secondary_network(lab: Lab) -> None:
     for lease in (address, "10.0.2.2"):  # both NICs got their lease, in either order
         lab.cli("console", "testvm-2", "--log", "--until", f"VIRTBUS-GUEST-IP {lease}", "--timeout", "120")
     assert "hostname: testvm-2" in http_get(lab, "outside", f"http://{address}/")
+    # and the guest reaches the provider's gateway (the outside host) from its own side
+    lab.cli("console", "testvm-2", "--send", "ping -c 2 -W 3 192.168.100.1 >/dev/null && echo GATEWAY-$((40+2))\\n")
+    lab.cli("console", "testvm-2", "--log", "--until", "GATEWAY-42", "--timeout", "60")
     # the address is the VM's: the same after a restart
     lab.cli("restart", "testvm-2", "--wait", "--timeout", "300")
     again = lab.json("get", "vmis", "testvm-2")
@@ -199,3 +212,23 @@ def test_floating_ip_maps_one_to_one(lab: Lab) -> None:
         time.sleep(0.5)
     lab.cli("fip", "delete", "192.168.200.10")
     lab.cli("delete", "fipvm", "--wait", "--timeout", "120")
+
+
+def test_floating_ip_follows_its_vm_to_another_node(lab: Lab) -> None:
+    """Pinned to node1, then re-pinned to node2 and restarted: the outside host reaches it on the same address."""
+    lab.cli("apply", "-f", write_manifest(lab, "mover", "masquerade", node="node1", running=True))
+    assert started(lab, "mover")["nodeName"] == "node1"
+    lab.cli("fip", "create", "192.168.200.20", "--network", "provider")
+    lab.cli("fip", "attach", "192.168.200.20", "vm", "mover")
+    assert "hostname: mover" in http_get(lab, "outside", "http://192.168.200.20/")
+
+    lab.cli("apply", "-f", write_manifest(lab, "mover", "masquerade", node="node2", running=True))
+    lab.cli("restart", "mover", "--wait", "--timeout", "300")
+    moved = lab.json("get", "vmis", "mover")
+    assert isinstance(moved, dict) and moved["nodeName"] == "node2"
+    assert "hostname: mover" in http_get(lab, "outside", "http://192.168.200.20/")
+    held = {node: "192.168.200.20/32" in lab_exec(lab, node, "ip", "-o", "addr", "show").stdout
+            for node in ("node1", "node2")}
+    assert held == {"node1": False, "node2": True}
+    lab.cli("fip", "delete", "192.168.200.20")
+    lab.cli("delete", "mover", "--wait", "--timeout", "120")
