@@ -1,31 +1,57 @@
 """``virtbus console NAME``: the serial console over NATS, like ``virtctl console``.
 
 Output comes from the VMI's console stream (any number may watch); keystrokes go to
-``virtbus.console.<vmi>.in``. ^] leaves; the session ends by itself when the VM stops.
+``virtbus.console.<vmi>.in`` from the one session holding the keyboard (proto.console); the others
+watch read-only and take the keyboard when it is free. ^] leaves; the session ends by itself when
+the VM stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import secrets
 import sys
 import termios
 import tty
 from typing import Any
 
+import nats.errors
 from nats.js.api import DeliverPolicy
 
 from ctl.client import ApiClient
 from proto import subjects
-from proto.api import NameRequest, VMIReply
+from proto.api import NameRequest, VMIReply, decode_reply, encode
+from proto.console import LEASE_SECONDS, SESSION_HEADER, KeyboardGrant, KeyboardRequest
 from proto.errors import ApiError, Code
 
 ESCAPE = b"\x1d"  # ^]
 
 
+async def _keyboard(api: ApiClient, name: str, session: str, release: bool = False) -> None:
+    """Claim (or renew, or release) the console's keyboard; ApiError(CONFLICT) while another holds it."""
+    try:
+        msg = await api.nc.request(subjects.console_keyboard(name),
+                                   encode(KeyboardRequest(session=session, release=release)), timeout=5)
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        raise ApiError(Code.UNAVAILABLE, f"the console of {name} does not answer (is the VM running?)") from None
+    decode_reply(msg.data, KeyboardGrant)
+
+
+async def _type(api: ApiClient, name: str, session: str, data: bytes) -> None:
+    await api.nc.publish(subjects.console_in(name), data, headers={SESSION_HEADER: session})
+
+
 async def send(api: ApiClient, name: str, text: str) -> None:
-    await api.nc.publish(subjects.console_in(name), text.encode().decode("unicode_escape").encode())
-    await api.nc.flush()
+    """Type text (backslash escapes decoded) unless another session holds the keyboard."""
+    session = secrets.token_hex(8)
+    await _keyboard(api, name, session)
+    try:
+        await _type(api, name, session, text.encode().decode("unicode_escape").encode())
+        await api.nc.flush()
+    finally:
+        await _keyboard(api, name, session, release=True)
 
 
 async def _running(api: ApiClient, name: str) -> bool:
@@ -51,6 +77,8 @@ async def interactive(api: ApiClient, name: str) -> int:
     sub = await js.subscribe(subjects.console_out(name), ordered_consumer=True, deliver_policy=DeliverPolicy.NEW,
                              cb=show)
     print(f"Successfully connected to {name} console. The escape sequence is ^]", file=sys.stderr)
+    session = secrets.token_hex(8)
+    holding = await _hold(api, name, session, None)
     loop = asyncio.get_running_loop()
     keys: asyncio.Queue[bytes] = asyncio.Queue()
     fd = sys.stdin.fileno()
@@ -58,20 +86,47 @@ async def interactive(api: ApiClient, name: str) -> int:
     if saved is not None:
         tty.setraw(fd)
     loop.add_reader(fd, lambda: keys.put_nowait(os.read(fd, 1024)))
+    renew_every = LEASE_SECONDS / 3
+    next_renew = loop.time() + renew_every
     try:
         while True:
             try:
-                data = await asyncio.wait_for(keys.get(), timeout=1.0)
+                data = await asyncio.wait_for(keys.get(), timeout=max(0.1, min(1.0, next_renew - loop.time())))
             except TimeoutError:
                 if not await _running(api, name):
                     print("\r\n[the VM stopped; console closed]", file=sys.stderr)
                     return 0
+                data = None
+            if loop.time() >= next_renew:  # renew the lease, or try again to get it
+                holding = await _hold(api, name, session, holding)
+                next_renew = loop.time() + renew_every
+            if data is None:
                 continue
             if not data or ESCAPE in data:
                 return 0
-            await api.nc.publish(subjects.console_in(name), data)
+            if holding:
+                await _type(api, name, session, data)
     finally:
         loop.remove_reader(fd)
         if saved is not None:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
         await sub.unsubscribe()
+        if holding:
+            with contextlib.suppress(ApiError):
+                await _keyboard(api, name, session, release=True)
+
+
+async def _hold(api: ApiClient, name: str, session: str, holding: bool | None) -> bool:
+    """Claim or renew the keyboard; says so when this session gains or loses it."""
+    try:
+        await _keyboard(api, name, session)
+        now = True
+    except ApiError as exc:
+        if exc.code is not Code.CONFLICT:
+            return bool(holding)  # a passing fault; the VM-stopped check ends the session if it is one
+        now = False
+    if now != holding:
+        note = ("[you have the keyboard]" if now else
+                "[read only: another session is typing; you watch, and get the keyboard when it lets go]")
+        print(f"\r\n{note}\r", file=sys.stderr)
+    return now

@@ -1,4 +1,5 @@
-"""The serial console's output, copied from QEMU's log file into a JetStream stream, in order.
+"""The serial console: its output copied from QEMU's log file into a JetStream stream, in order, and
+keystrokes from the bus to the guest's serial port, from whoever holds the keyboard.
 
 Kept in the stream, the log outlives the launcher: ``virtbus console NAME --log`` reads it back.
 """
@@ -6,14 +7,21 @@ Kept in the stream, the log outlives the launcher: ``virtbus console NAME --log`
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
+import structlog
 from nats.js import JetStreamContext
 
+from launcher.keyboard import Keyboard
 from proto import subjects
+from proto.api import decode_request, encode
+from proto.console import SESSION_HEADER, KeyboardRequest, check_session
+from proto.errors import ApiError, ErrorReply
 
 CHUNK = 32 * 1024
+log = structlog.get_logger()
 
 
 class ConsoleTail:
@@ -47,26 +55,45 @@ class ConsoleTail:
 
 
 class ConsoleInput:
-    """Keystrokes from ``virtbus.console.<vmi>.in`` to the guest's serial port; the port's output is
+    """Keystrokes from ``virtbus.console.<vmi>.in`` to the guest's serial port, from the session
+    that holds the keyboard (proto.console) or from anyone while none does; the port's output is
     read and dropped here (the log file has it), so the guest never blocks on a full socket."""
 
     def __init__(self, nc: Any, vmi: str, socket_path: str) -> None:
         self.nc = nc
-        self.subject = subjects.console_in(vmi)
+        self.vmi = vmi
         self.socket_path = socket_path
         self.writer: asyncio.StreamWriter | None = None
+        self.keyboard = Keyboard(vmi)
 
     async def run(self) -> None:
         reader, self.writer = await asyncio.open_unix_connection(self.socket_path)
-        sub = await self.nc.subscribe(self.subject, cb=self._typed)
+        subs = [await self.nc.subscribe(subjects.console_in(self.vmi), cb=self._typed),
+                await self.nc.subscribe(subjects.console_keyboard(self.vmi), cb=self._keyboard)]
         try:
             while await reader.read(65536):
                 pass
         finally:
-            await sub.unsubscribe()
+            for sub in subs:
+                await sub.unsubscribe()
             self.writer.close()
 
     async def _typed(self, msg: Any) -> None:
+        session = (msg.headers or {}).get(SESSION_HEADER)
+        if not self.keyboard.accepts(session, time.monotonic()):
+            log.info("console keystrokes dropped: another session holds the keyboard", bytes=len(msg.data))
+            return
         if self.writer is not None and msg.data:
             self.writer.write(msg.data)
             await self.writer.drain()
+
+    async def _keyboard(self, msg: Any) -> None:
+        try:
+            req = decode_request(msg.data, KeyboardRequest)
+            check_session(req.session)
+            now = time.monotonic()
+            reply: Any = (self.keyboard.release(req.session) if req.release else
+                          self.keyboard.claim(req.session, now))
+        except ApiError as exc:
+            reply = ErrorReply(error=exc.body())
+        await msg.respond(encode(reply))

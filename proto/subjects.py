@@ -57,6 +57,11 @@ def console_in(vmi: str) -> str:
     return f"{CONSOLE_PREFIX}.{token(vmi)}.in"
 
 
+def console_keyboard(vmi: str) -> str:
+    """Request/reply to the VMI's launcher: claim, renew or release the console's keyboard."""
+    return f"{CONSOLE_PREFIX}.{token(vmi)}.keyboard"
+
+
 CONSOLE_OUT_ALL = f"{CONSOLE_PREFIX}.*.out"
 STATS_PREFIX = "virtbus.stats"
 STREAM_EVENTS = "VIRTBUS_EVENTS"
