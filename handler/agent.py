@@ -39,7 +39,7 @@ class Agent:
         self.node = node
         self.launchers = launchers
         self.clock = clock
-        self.queue = WorkQueue(self.reconcile)
+        self.queue = WorkQueue(self.reconcile, bind=("vm", "vmi"))
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:

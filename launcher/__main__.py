@@ -23,7 +23,7 @@ PR_SET_CHILD_SUBREAPER = 36
 
 
 async def _main(args: LauncherArgs, url: str) -> int:
-    logs.configure("launcher", vmi=args.vmi, node=args.node, uid=args.uid)
+    logs.configure("launcher", vm=args.vmi, vmi=args.vmi, node=args.node, uid=args.uid)
     store = await Store.connect(url, f"virtbus-launcher-{args.node}-{args.vmi}")
     try:
         return await Runner(args, store).run()

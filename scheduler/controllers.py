@@ -47,8 +47,8 @@ class Scheduler:
         self.clock = clock
         self.counters = Counters()
         self.metrics = metrics or SchedulerMetrics()
-        self._vm_queue = WorkQueue(self.reconcile_vm)
-        self._bind_queue = WorkQueue(self._schedule_quietly)
+        self._vm_queue = WorkQueue(self.reconcile_vm, bind=("vm",))
+        self._bind_queue = WorkQueue(self._schedule_quietly, bind=("vm", "vmi"))
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:

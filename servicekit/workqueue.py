@@ -15,9 +15,12 @@ log = structlog.get_logger()
 
 
 class WorkQueue:
-    def __init__(self, reconcile: Callable[[str], Awaitable[None]], *, retry_after: float = 2.0) -> None:
+    def __init__(self, reconcile: Callable[[str], Awaitable[None]], *, retry_after: float = 2.0,
+                 bind: tuple[str, ...] = ()) -> None:
+        """bind: log context names the key is bound to in its worker (every line it logs carries them)."""
         self._reconcile = reconcile
         self._retry_after = retry_after
+        self._bind = bind
         self._dirty: set[str] = set()
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -27,6 +30,8 @@ class WorkQueue:
             self._tasks[key] = asyncio.create_task(self._run(key), name=f"reconcile-{key}")
 
     async def _run(self, key: str) -> None:
+        # Each worker is a task of its own, with its own copy of the context: the binding stays in it.
+        structlog.contextvars.bind_contextvars(**dict.fromkeys(self._bind, key))
         try:
             while key in self._dirty:
                 self._dirty.discard(key)
