@@ -85,9 +85,10 @@ def main() -> None:
             cli(args.server, "start", name, "--wait")
             cli(args.server, "console", name, "--log", "--until", "VIRTBUS-GUEST-IP", "--timeout", "120")
             vmi = json.loads(cli(args.server, "get", "vmis", name, "-o", "json"))
-            node = "node2" if vmi["nodeName"] == "node1" else "node1"
+            node = "node2" if vmi["status"]["nodeName"] == "node1" else "node1"
+            pod_ip = vmi["status"]["interfaces"][0]["ipAddress"]
             out = subprocess.run([sys.executable, "-m", "ctl", "lab", "exec", "--state-dir", args.state_dir, node,
-                                  "--", sys.executable, "-c", PROBE, vmi["interfaces"][0]["ipAddress"], "200",
+                                  "--", sys.executable, "-c", PROBE, pod_ip, "200",
                                   str(args.mb)], capture_output=True, text=True, cwd=REPO, check=True, timeout=600)
             rtt, mbps = (float(x) for x in out.stdout.split())
             print(f"{binding:10} start->DHCP lease median of {args.runs}: {statistics.median(leases):.2f}s "

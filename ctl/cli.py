@@ -9,7 +9,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -71,33 +70,24 @@ async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
         await api.events(args.watch, lambda e: say(render.event_row(e)))
         return 0
     wide = args.output == "wide"
-    if kind == "vmi" and args.watch:
-        say(render.vmis([], wide))
-
-        def show(key: str, vmi: VMI | None) -> None:
-            if vmi is None:
-                say(f"{key}   <deleted>")
-            elif not args.name or key == args.name:
-                say(render.vmis([vmi], wide).splitlines()[1])
-
-        await api.watch_vmis(show)
-        return 0
     structured = args.output in ("json", "yaml")
-    item: Any
+    if kind == "vmi" and args.watch:
+        await _watch_vmis(api, args.name, args.output if structured else None, wide)
+        return 0
     if kind == "vm":
         if args.name:
             item = (await api.call("vm", "get", NameRequest(name=args.name), VMReply)).item
-            say(render.structured(item, args.output) if structured else render.vms([item], wide))
+            say(render.vm_objects([item], args.output, one=True) if structured else render.vms([item], wide))
         else:
             items = (await api.call("vm", "list", {}, VMList)).items
-            say(render.structured(items, args.output) if structured else render.vms(items, wide))
+            say(render.vm_objects(items, args.output) if structured else render.vms(items, wide))
     elif kind == "vmi":
         if args.name:
             vmi = (await api.call("vmi", "get", NameRequest(name=args.name), VMIReply)).item
-            say(render.structured(vmi, args.output) if structured else render.vmis([vmi], wide))
+            say(render.vmi_objects([vmi], args.output, one=True) if structured else render.vmis([vmi], wide))
         else:
             vmis = (await api.call("vmi", "list", {}, VMIList)).items
-            say(render.structured(vmis, args.output) if structured else render.vmis(vmis, wide))
+            say(render.vmi_objects(vmis, args.output) if structured else render.vmis(vmis, wide))
     elif kind == "exposure":
         exposures = (await api.call("exposure", "list", {}, ExposureList)).items
         say(render.structured(exposures, args.output) if structured else render.table(
@@ -110,8 +100,30 @@ async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
             nodes = [n for n in nodes if n.node.name == args.name]
             if not nodes:
                 raise ApiError(Code.NOT_FOUND, f"node {args.name!r} not found")
-        say(render.structured(nodes, args.output) if structured else render.nodes(nodes, wide))
+        say(render.node_objects(nodes, args.output, one=bool(args.name)) if structured
+            else render.nodes(nodes, wide))
     return 0
+
+
+async def _watch_vmis(api: ApiClient, name: str | None, fmt: str | None, wide: bool) -> None:
+    """Every VMI (or the one named), then each change: a table row, or with fmt the whole object."""
+    if fmt is None:
+        say(render.vmis([], wide))
+    seen: dict[str, VMI] = {}
+
+    def show(key: str, vmi: VMI | None) -> None:
+        if name and key != name:
+            return
+        if fmt is None:
+            say(f"{key}   <deleted>" if vmi is None else render.vmis([vmi], wide).splitlines()[1])
+            return
+        if vmi is not None:
+            seen[key] = vmi
+        shown = vmi or seen.pop(key, None)  # as kubectl -w prints a deleted object: as last seen
+        if shown is not None:
+            say(("---\n" if fmt == "yaml" else "") + render.vmi_objects([shown], fmt, one=True))
+
+    await api.watch_vmis(show)
 
 
 async def wait_for(what: str, probe: Callable[[], Awaitable[tuple[bool, str]]], limit: float) -> None:

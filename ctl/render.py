@@ -1,4 +1,5 @@
-"""Tables and -o json|yaml output, kubectl style."""
+"""Tables and -o json|yaml output, kubectl style: vms, vmis and nodes print as KubeVirt's and Kubernetes'
+objects (proto.resources), the rest as virtbus's own."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import msgspec
 import yaml
 
+from proto import resources
 from proto.api import NodeView, VMView
 from proto.events import Event
 from proto.quantity import format_bytes
@@ -38,6 +40,23 @@ def structured(value: Any, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(data, indent=2)
     return yaml.safe_dump(data, sort_keys=False).rstrip()
+
+
+def objects(items: list[resources.Obj], fmt: str, *, one: bool) -> str:
+    """One object as itself, or several as kubectl's List."""
+    return structured(items[0] if one else resources.object_list(items), fmt)
+
+
+def vm_objects(items: list[VMView], fmt: str, *, one: bool = False) -> str:
+    return objects([resources.vm_object(v) for v in items], fmt, one=one)
+
+
+def vmi_objects(items: list[VMI], fmt: str, *, one: bool = False) -> str:
+    return objects([resources.vmi_object(v) for v in items], fmt, one=one)
+
+
+def node_objects(items: list[NodeView], fmt: str, *, one: bool = False) -> str:
+    return objects([resources.node_object(n) for n in items], fmt, one=one)
 
 
 def vms(items: list[VMView], wide: bool) -> str:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -44,10 +45,11 @@ def metric(lab: Lab, node: object, name: str, labels: str) -> float:
     return 0.0
 
 
-def started(lab: Lab, name: str) -> dict[str, object]:
+def started(lab: Lab, name: str) -> dict[str, Any]:
+    """The VirtualMachineInstance (``get vmis NAME -o json``), once its VM is Running."""
     lab.cli("start", name, "--wait", "--timeout", "300")
     vmi = lab.json("get", "vmis", name)
-    assert isinstance(vmi, dict)
+    assert isinstance(vmi, dict) and vmi["kind"] == "VirtualMachineInstance"
     return vmi
 
 
@@ -61,26 +63,26 @@ def test_masquerade_guest_gets_10_0_2_2_and_serves_on_its_pod_ip(lab: Lab) -> No
     vmi = started(lab, "testvm")
     console = lab.cli("console", "testvm", "--log", "--until", "VIRTBUS-GUEST-IP", "--timeout", "120").stdout
     assert "VIRTBUS-GUEST-IP 10.0.2.2" in console  # the guest's own view of its address
-    iface = vmi["interfaces"][0]  # type: ignore[index]
+    iface = vmi["status"]["interfaces"][0]
     pod_ip = iface["ipAddress"]
     assert pod_ip.startswith("10.244.") and iface["ipAddresses"] == [pod_ip] and iface["mac"].startswith("02:")
-    sent_before = metric(lab, vmi["nodeName"], "kubevirt_vmi_network_transmit_bytes_total",
+    sent_before = metric(lab, vmi["status"]["nodeName"], "kubevirt_vmi_network_transmit_bytes_total",
                          'interface="default",name="testvm"')
-    page = http_get(lab, other(vmi["nodeName"]), f"http://{pod_ip}/")  # from another node's namespace
+    page = http_get(lab, other(vmi["status"]["nodeName"]), f"http://{pod_ip}/")  # from another node's namespace
     assert "virtbus test guest, hostname: testvm" in page
     # the node's /metrics (KubeVirt's names): the guest's transmit counter grew by at least the page
     deadline = time.monotonic() + 20
-    while metric(lab, vmi["nodeName"], "kubevirt_vmi_network_transmit_bytes_total",
+    while metric(lab, vmi["status"]["nodeName"], "kubevirt_vmi_network_transmit_bytes_total",
                  'interface="default",name="testvm"') < sent_before + len(page):
         assert time.monotonic() < deadline, "the transmit counter did not grow"
         time.sleep(1)
-    assert metric(lab, vmi["nodeName"], "kubevirt_vmi_vcpu_seconds_total", 'id="0",name="testvm"') > 0
+    assert metric(lab, vmi["status"]["nodeName"], "kubevirt_vmi_vcpu_seconds_total", 'id="0",name="testvm"') > 0
 
     # two VMs on two nodes talk by pod IP: the guest of testvm fetches the page of a second VM
     lab.cli("apply", "-f", write_manifest(lab, "peer", "masquerade"))
     peer = started(lab, "peer")
-    assert peer["nodeName"] != vmi["nodeName"]  # least-allocated spreads them
-    peer_ip = peer["interfaces"][0]["ipAddress"]  # type: ignore[index]
+    assert peer["status"]["nodeName"] != vmi["status"]["nodeName"]  # least-allocated spreads them
+    peer_ip = peer["status"]["interfaces"][0]["ipAddress"]
     lab.cli("console", "peer", "--log", "--until", "VIRTBUS-GUEST-IP", "--timeout", "120")
     request = f"printf 'GET / HTTP/1.0\\\\r\\\\n\\\\r\\\\n' | nc {peer_ip} 80 | grep -o 'hostname: p[a-z]*'\\n"
     lab.cli("console", "testvm", "--send", request)
@@ -92,9 +94,10 @@ def test_masquerade_guest_gets_10_0_2_2_and_serves_on_its_pod_ip(lab: Lab) -> No
     out = lab.cli("expose", "vm", "testvm", "--port", "80").stdout
     node_port = int(out.split("node port ")[1].split()[0])
     nodes = lab.json("get", "nodes")
-    assert isinstance(nodes, list)
-    address = next(n["node"]["address"] for n in nodes if n["node"]["name"] == vmi["nodeName"])
-    assert "hostname: testvm" in http_get(lab, other(vmi["nodeName"]), f"http://{address}:{node_port}/")
+    assert isinstance(nodes, dict)
+    address = next(a["address"] for n in nodes["items"] if n["metadata"]["name"] == vmi["status"]["nodeName"]
+                   for a in n["status"]["addresses"] if a["type"] == "InternalIP")
+    assert "hostname: testvm" in http_get(lab, other(vmi["status"]["nodeName"]), f"http://{address}:{node_port}/")
     assert "hostname: testvm" in http_get(lab, "outside", f"http://{address}:{node_port}/")  # off the cluster
     # hairpin: the guest reaches its own pod IP and its own node port
     for marker, target in (("HAIRPIN-POD", f"{pod_ip} 80"), ("HAIRPIN-NODEPORT", f"{address} {node_port}")):
@@ -107,15 +110,15 @@ def test_masquerade_guest_gets_10_0_2_2_and_serves_on_its_pod_ip(lab: Lab) -> No
     lab.cli("unexpose", "vm", "testvm", "--port", "80")
     deadline = time.monotonic() + 10
     url = f"http://{address}:{node_port}/"
-    while lab_exec(lab, other(vmi["nodeName"]), "curl", "-s", "-m", "2", url).returncode == 0:
+    while lab_exec(lab, other(vmi["status"]["nodeName"]), "curl", "-s", "-m", "2", url).returncode == 0:
         assert time.monotonic() < deadline, "the node port still answers after unexpose"
         time.sleep(0.5)
 
     # the address belongs to the VM: the same after stop and start
     lab.cli("stop", "testvm", "--wait", "--timeout", "120")
     again = started(lab, "testvm")
-    if again["nodeName"] == vmi["nodeName"]:
-        assert again["interfaces"][0]["ipAddress"] == pod_ip  # type: ignore[index]
+    if again["status"]["nodeName"] == vmi["status"]["nodeName"]:
+        assert again["status"]["interfaces"][0]["ipAddress"] == pod_ip
     lab.cli("delete", "testvm", "--wait", "--timeout", "120")
 
 
@@ -149,10 +152,10 @@ def test_bridge_binding_guest_holds_the_pod_ip(lab: Lab) -> None:
     path.write_text(json.dumps(manifest))
     lab.cli("apply", "-f", str(path))
     vmi = started(lab, "bridged")
-    pod_ip = vmi["interfaces"][0]["ipAddress"]  # type: ignore[index]
+    pod_ip = vmi["status"]["interfaces"][0]["ipAddress"]
     console = lab.cli("console", "bridged", "--log", "--until", "VIRTBUS-GUEST-IP", "--timeout", "120").stdout
     assert f"VIRTBUS-GUEST-IP {pod_ip}" in console  # the guest sees the pod IP on its own eth0
-    assert "hostname: bridged" in http_get(lab, other(vmi["nodeName"]), f"http://{pod_ip}/")
+    assert "hostname: bridged" in http_get(lab, other(vmi["status"]["nodeName"]), f"http://{pod_ip}/")
     lab.cli("delete", "bridged", "--wait", "--timeout", "120")
 
 
@@ -163,7 +166,7 @@ def test_seed_testvm_2_on_the_secondary_network(lab: Lab) -> None:
     assert "network/multus-br applied" in lab.cli("apply", "-f", str(EXAMPLES / "multus-br.yaml")).stdout
     lab.cli("apply", "-f", str(EXAMPLES / "testvm-2-secondary.yaml"))
     vmi = started(lab, "testvm-2")
-    ext = next(i for i in vmi["interfaces"] if i["name"] == "ext-net")  # type: ignore[attr-defined]
+    ext = next(i for i in vmi["status"]["interfaces"] if i["name"] == "ext-net")
     address = ext["ipAddress"]
     assert address.startswith("192.168.100.") and address not in ("192.168.100.1", "192.168.100.255")
     for lease in (address, "10.0.2.2"):  # both NICs got their lease, in either order
@@ -176,7 +179,7 @@ def test_seed_testvm_2_on_the_secondary_network(lab: Lab) -> None:
     lab.cli("restart", "testvm-2", "--wait", "--timeout", "300")
     again = lab.json("get", "vmis", "testvm-2")
     assert isinstance(again, dict)
-    assert next(i for i in again["interfaces"] if i["name"] == "ext-net")["ipAddress"] == address
+    assert next(i for i in again["status"]["interfaces"] if i["name"] == "ext-net")["ipAddress"] == address
     lab.cli("delete", "testvm-2", "--wait", "--timeout", "120")
 
 
@@ -217,7 +220,7 @@ def test_floating_ip_maps_one_to_one(lab: Lab) -> None:
 def test_floating_ip_follows_its_vm_to_another_node(lab: Lab) -> None:
     """Pinned to node1, then re-pinned to node2 and restarted: the outside host reaches it on the same address."""
     lab.cli("apply", "-f", write_manifest(lab, "mover", "masquerade", node="node1", running=True))
-    assert started(lab, "mover")["nodeName"] == "node1"
+    assert started(lab, "mover")["status"]["nodeName"] == "node1"
     lab.cli("fip", "create", "192.168.200.20", "--network", "provider")
     lab.cli("fip", "attach", "192.168.200.20", "vm", "mover")
     assert "hostname: mover" in http_get(lab, "outside", "http://192.168.200.20/")
@@ -225,7 +228,7 @@ def test_floating_ip_follows_its_vm_to_another_node(lab: Lab) -> None:
     lab.cli("apply", "-f", write_manifest(lab, "mover", "masquerade", node="node2", running=True))
     lab.cli("restart", "mover", "--wait", "--timeout", "300")
     moved = lab.json("get", "vmis", "mover")
-    assert isinstance(moved, dict) and moved["nodeName"] == "node2"
+    assert isinstance(moved, dict) and moved["status"]["nodeName"] == "node2"
     assert "hostname: mover" in http_get(lab, "outside", "http://192.168.200.20/")
     held = {node: "192.168.200.20/32" in lab_exec(lab, node, "ip", "-o", "addr", "show").stdout
             for node in ("node1", "node2")}

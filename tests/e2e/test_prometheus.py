@@ -72,9 +72,9 @@ def test_prometheus_sees_a_running_vm_work(lab: Lab, prometheus: str) -> None:
         time.sleep(1)
     cpu_before = query(prometheus, 'kubevirt_vmi_vcpu_seconds_total{name="testvm"}')
     sent_before = query(prometheus, 'kubevirt_vmi_network_transmit_bytes_total{name="testvm",interface="default"}')
-    pod_ip = vmi["interfaces"][0]["ipAddress"]  # type: ignore[index]
+    pod_ip = vmi["status"]["interfaces"][0]["ipAddress"]
     for _ in range(5):  # the guest works: it serves pages
-        http_get(lab, other(vmi["nodeName"]), f"http://{pod_ip}/")
+        http_get(lab, other(vmi["status"]["nodeName"]), f"http://{pod_ip}/")
     deadline = time.monotonic() + 40  # launchers sample every 5 s, Prometheus scrapes every second
     while True:
         cpu = query(prometheus, 'kubevirt_vmi_vcpu_seconds_total{name="testvm"}')

@@ -28,8 +28,10 @@ def pids_in(netns: str) -> list[int]:
 
 def test_two_nodes_are_ready(lab: Lab) -> None:
     nodes = lab.json("get", "nodes")
-    assert isinstance(nodes, list)
-    assert sorted((n["node"]["name"], n["ready"]) for n in nodes) == [("node1", True), ("node2", True)]
+    assert isinstance(nodes, dict) and nodes["kind"] == "List"
+    ready = sorted((n["metadata"]["name"], c["status"]) for n in nodes["items"]
+                   for c in n["status"]["conditions"] if c["type"] == "Ready")
+    assert ready == [("node1", "True"), ("node2", "True")]
     assert lab.netns() == lab.infra_netns()
 
 
@@ -62,7 +64,8 @@ def test_seed_testvm_lifecycle(lab: Lab) -> None:
     lab.cli("apply", "-f", str(EXAMPLES / "testvm-masquerade.yaml"))  # the same again changes nothing
     after = lab.json("get", "vms", "testvm")
     assert isinstance(before, dict) and isinstance(after, dict)
-    assert after["revision"] == before["revision"] and after["printableStatus"] == "Stopped"
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert after["status"]["printableStatus"] == "Stopped"
     assert lab.cli("get", "vms").stdout.splitlines()[1].split()[2] == "Stopped"
 
     started = time.monotonic()
@@ -70,8 +73,8 @@ def test_seed_testvm_lifecycle(lab: Lab) -> None:
     assert "Running" in out.stdout, out.stdout
     vmi = lab.json("get", "vmis", "testvm")
     assert isinstance(vmi, dict)
-    assert vmi["phase"] == "Running" and vmi["nodeName"] in ("node1", "node2"), vmi
-    pod = f"{lab.prefix}-{vmi['nodeName']}-testvm"
+    assert vmi["status"]["phase"] == "Running" and vmi["status"]["nodeName"] in ("node1", "node2"), vmi
+    pod = f"{lab.prefix}-{vmi['status']['nodeName']}-testvm"
     assert pod in lab.netns()
     assert pids_in(pod), "no libvirtd/QEMU in the VM's pod namespace"
 
@@ -92,7 +95,7 @@ def test_seed_testvm_lifecycle(lab: Lab) -> None:
     # The guest powered off by itself on the ACPI button: its kernel said so on the console.
     assert "Power down" in lab.cli("console", "testvm", "--log").stdout
     assert pod not in lab.netns()
-    assert not (lab.state_dir / "nodes" / vmi["nodeName"] / "vmis" / "testvm").exists()
+    assert not (lab.state_dir / "nodes" / vmi["status"]["nodeName"] / "vmis" / "testvm").exists()
 
     lab.cli("delete", "testvm", "--wait", "--timeout", "120")
     # the VM's life as events, in order (kept in a stream, like kubectl get events)
@@ -113,7 +116,7 @@ def test_restart_and_a_handler_restart_keep_the_vm(lab: Lab) -> None:
     lab.cli("start", "testvm", "--wait", "--timeout", "300")
     first = lab.json("get", "vmis", "testvm")
     assert isinstance(first, dict)
-    node = first["nodeName"]
+    node = first["status"]["nodeName"]
     pidfile = lab.state_dir / "nodes" / node / "vmis" / "testvm" / "launcher.pid"
     launcher_pid = int(pidfile.read_text().split()[0])
     handler_pid = int((lab.state_dir / "pids" / f"handler-{node}.pid").read_text())
@@ -129,12 +132,14 @@ def test_restart_and_a_handler_restart_keep_the_vm(lab: Lab) -> None:
         raise AssertionError(f"handler did not come back and adopt:\n{lab.logs()}")
     time.sleep(3)  # a few reconciles of the new handler
     again = lab.json("get", "vmis", "testvm")
-    assert isinstance(again, dict) and again["phase"] == "Running" and again["uid"] == first["uid"]
+    assert isinstance(again, dict) and again["status"]["phase"] == "Running"
+    assert again["metadata"]["uid"] == first["metadata"]["uid"]
     os.kill(launcher_pid, 0)  # the same launcher still runs
 
     lab.cli("restart", "testvm", "--wait", "--timeout", "300")
     restarted = lab.json("get", "vmis", "testvm")
-    assert isinstance(restarted, dict) and restarted["phase"] == "Running" and restarted["uid"] != first["uid"]
+    assert isinstance(restarted, dict) and restarted["status"]["phase"] == "Running"
+    assert restarted["metadata"]["uid"] != first["metadata"]["uid"]
     assert MARKER in lab.cli("console", "testvm", "--log", "--until", MARKER, "--timeout", "120").stdout
 
     lab.cli("delete", "testvm", "--wait", "--timeout", "120")

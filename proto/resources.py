@@ -1,0 +1,249 @@
+"""virtbus's state as the objects kubectl prints: what ``virtbus get vms|vmis|nodes -o json|yaml`` shows.
+
+A VM is a kubevirt.io/v1 VirtualMachine, an instance a VirtualMachineInstance and a node a v1 Node, in the
+field names KubeVirt and Kubernetes use, with empty values left out as their Go structs' ``omitempty``
+does. The spec is the reverse of proto.kubevirt's conversion, so a VirtualMachine printed here can be
+applied again (proto.kubevirt ignores the metadata and status around it). The API's replies (proto.api)
+keep virtbus's own shape; only the CLI prints these.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from proto.api import NodeView, VMView
+from proto.quantity import format_bytes
+from proto.spec import (
+    CloudInitNoCloud,
+    ContainerDisk,
+    Disk,
+    EmptyDisk,
+    Interface,
+    Network,
+    Port,
+    VMSpec,
+    Volume,
+)
+from proto.state import FINAL_PHASES, VM, VMI, Condition, Phase
+
+KUBEVIRT_API = "kubevirt.io/v1"
+ANNOTATIONS = "virtbus.io/"
+# KubeVirt's device plugin advertises /dev/kvm on a node as this resource, 1000 of it ("1k"), and not at
+# all where there is none; virtbus says the same of a node whose KVM probe failed (guests under TCG).
+KVM_RESOURCE = "devices.kubevirt.io/kvm"
+KVM_DEVICES = "1k"
+
+Obj = dict[str, Any]
+
+
+def timestamp(seconds: float | None) -> str | None:
+    """A Kubernetes time (metav1.Time): RFC 3339 in UTC, whole seconds; None when unset."""
+    if not seconds:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _empty(value: object) -> bool:
+    return value is None or (isinstance(value, str | list | dict) and not value)
+
+
+def _compact(fields: Obj) -> Obj:
+    """Go's omitempty: None, "", [] and {} go; False and 0 say something and stay."""
+    return {key: value for key, value in fields.items() if not _empty(value)}
+
+
+def _given(fields: Obj) -> Obj:
+    """Only None goes: in a spec, "" is a value the user wrote, and must come back as written."""
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def object_list(items: list[Obj]) -> Obj:
+    """What kubectl prints for a list of objects of any kind."""
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+# --- the spec: the reverse of proto.kubevirt
+
+
+def vmi_spec(spec: VMSpec) -> Obj:
+    """A VMSpec as KubeVirt's VirtualMachineInstanceSpec (a VM's ``spec.template.spec``)."""
+    return _compact({
+        "domain": _compact({
+            "cpu": {"cores": spec.cpu.cores, "sockets": spec.cpu.sockets, "threads": spec.cpu.threads},
+            "resources": {"requests": {"memory": spec.memory}},
+            "devices": _compact({"disks": [_disk(d) for d in spec.disks],
+                                 "interfaces": [_interface(i) for i in spec.interfaces]}),
+        }),
+        "networks": [_network(n) for n in spec.networks],
+        "volumes": [_volume(v) for v in spec.volumes],
+        "nodeSelector": dict(spec.node_selector),
+        # always, even at virtbus's default: a KubeVirt reader would otherwise assume KubeVirt's (180 s)
+        "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
+    })
+
+
+def vm_manifest(spec: VMSpec) -> Obj:
+    """The VirtualMachine that proto.kubevirt turns into ``spec``."""
+    return {
+        "apiVersion": KUBEVIRT_API,
+        "kind": "VirtualMachine",
+        "metadata": {"name": spec.name},
+        # runStrategy rather than running: KubeVirt takes either (not both), and only runStrategy can say
+        # Manual and RerunOnFailure
+        "spec": {"runStrategy": spec.run_strategy.value,
+                 "template": _compact({"metadata": _compact({"labels": dict(spec.labels)}),
+                                       "spec": vmi_spec(spec)})},
+    }
+
+
+def _disk(disk: Disk) -> Obj:
+    return _given({"name": disk.name, "disk": {"bus": disk.bus}, "bootOrder": disk.boot_order})
+
+
+def _port(port: Port) -> Obj:
+    return _given({"name": port.name, "port": port.port, "protocol": port.protocol})
+
+
+def _interface(iface: Interface) -> Obj:
+    return {"name": iface.name, iface.binding: {},
+            **_given({"macAddress": iface.mac_address, "model": iface.model}),
+            **({"ports": [_port(p) for p in iface.ports]} if iface.ports else {})}
+
+
+def _network(network: Network) -> Obj:
+    if network.kind == "multus":
+        return {"name": network.name, "multus": {"networkName": network.network_name}}
+    return {"name": network.name, "pod": {}}
+
+
+def _volume(volume: Volume) -> Obj:
+    source: tuple[str, Obj]
+    match volume.source:
+        case ContainerDisk(image=image):
+            source = ("containerDisk", {"image": image})
+        case EmptyDisk(capacity=capacity):
+            source = ("emptyDisk", {"capacity": capacity})
+        case CloudInitNoCloud(user_data=user_data, network_data=network_data):
+            # plain text, not base64: proto.kubevirt decoded it, and takes either back
+            source = ("cloudInitNoCloud", {**({"userData": user_data} if user_data else {}),
+                                           **_given({"networkData": network_data})})
+    return {"name": volume.name, source[0]: source[1]}
+
+
+# --- VirtualMachineInstance
+
+
+def vmi_object(vmi: VMI) -> Obj:
+    labels = dict(vmi.spec.labels)
+    if vmi.node_name:
+        labels["kubevirt.io/nodeName"] = vmi.node_name  # as virt-controller labels a scheduled VMI
+    return {
+        "apiVersion": KUBEVIRT_API,
+        "kind": "VirtualMachineInstance",
+        "metadata": _compact({"name": vmi.name, "uid": vmi.uid, "creationTimestamp": timestamp(vmi.created_at),
+                              "labels": labels}),
+        "spec": vmi_spec(vmi.spec),
+        "status": _compact({
+            "phase": vmi.phase.value,
+            "nodeName": vmi.node_name,
+            "reason": vmi.reason,
+            "conditions": [condition(c) for c in vmi.conditions],
+            "interfaces": [_compact({"name": i.name, "ipAddress": i.ip_address, "ipAddresses": list(i.ip_addresses),
+                                     "mac": i.mac}) for i in vmi.interfaces],
+            "phaseTransitionTimestamps": _transitions(vmi),
+            # virtbus's own, which KubeVirt has no field for: the launcher (virt-launcher's process), a
+            # stop on its way (KubeVirt deletes the VMI instead), the guest said it is up
+            "launcherPid": vmi.launcher_pid,
+            "stopRequested": vmi.stop_requested or None,
+            "guestOSReady": vmi.guest_os_ready or None,
+        }),
+    }
+
+
+def condition(cond: Condition) -> Obj:
+    return _compact({"type": cond.type, "status": cond.status, "reason": cond.reason, "message": cond.message,
+                     "lastTransitionTime": timestamp(cond.last_transition_time)})
+
+
+def _transitions(vmi: VMI) -> list[Obj]:
+    """KubeVirt's phaseTransitionTimestamps, from the times virtbus keeps: created, started, finished."""
+    marks = [(Phase.PENDING, vmi.created_at), (Phase.RUNNING, vmi.started_at),
+             (vmi.phase if vmi.phase in FINAL_PHASES else None, vmi.finished_at)]
+    return [{"phase": phase.value, "phaseTransitionTimestamp": timestamp(at)}
+            for phase, at in marks if phase is not None and at]
+
+
+# --- VirtualMachine
+
+
+def vm_object(view: VMView) -> Obj:
+    vm = view.vm
+    obj = vm_manifest(vm.spec)
+    # no uid: a virtbus VM has none (its instances do)
+    obj["metadata"] = _compact({"name": vm.spec.name, "creationTimestamp": timestamp(vm.created_at),
+                                "generation": vm.generation, "resourceVersion": str(view.revision)})
+    obj["status"] = _compact({
+        "printableStatus": view.printable_status,
+        # KubeVirt leaves both out when false; printed anyway, so a reader need not know that
+        "created": view.vmi is not None,
+        "ready": view.printable_status == "Running",  # the READY column, as in `virtbus get vms`
+        "conditions": [_failure(vm)] if vm.failures else [],
+        "startFailure": _compact({"consecutiveFailCount": vm.failures,
+                                  "retryAfterTimestamp": timestamp(vm.next_start_at)}) if vm.failures else None,
+        "stateChangeRequests": _state_change_requests(vm),
+    })
+    return obj
+
+
+def _failure(vm: VM) -> Obj:
+    """The crash loop's last failure, as a condition: KubeVirt's startFailure has no room for the why."""
+    return _compact({"type": "Failure", "status": "True", "reason": "InstanceFailed", "message": vm.last_failure})
+
+
+def _state_change_requests(vm: VM) -> list[Obj]:
+    """virtctl's start and restart not yet acted on, queued as KubeVirt queues them."""
+    if vm.restart_of:  # a restart is: stop that instance, then start
+        return [{"action": "Stop", "uid": vm.restart_of}, {"action": "Start"}]
+    return [{"action": "Start"}] if vm.start_requested else []
+
+
+# --- Node
+
+
+def node_object(view: NodeView) -> Obj:
+    node = view.node
+    resources = {"cpu": str(node.cpus), "memory": format_bytes(node.memory),
+                 **({KVM_RESOURCE: KVM_DEVICES} if node.kvm else {})}
+    ready = "True" if view.ready else "False"
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": _compact({
+            "name": node.name,
+            "labels": dict(node.labels),
+            "creationTimestamp": timestamp(node.started_at),
+            # What virtbus adds, in annotations: they change with every VMI, so are no labels (which are
+            # for selecting); kubectl shows the allocation only in `describe node`, which is no object.
+            "annotations": {
+                f"{ANNOTATIONS}allocated-cpu": str(view.allocated_cpus),
+                f"{ANNOTATIONS}allocated-memory": format_bytes(view.allocated_memory),
+                f"{ANNOTATIONS}vmis": str(view.vmis),
+                f"{ANNOTATIONS}kvm": "true" if node.kvm else "false",
+            },
+        }),
+        "spec": _compact({"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr] if node.pod_cidr else []}),
+        "status": {
+            "addresses": [*([{"type": "InternalIP", "address": node.address}] if node.address else []),
+                          {"type": "Hostname", "address": node.name}],
+            "capacity": resources,
+            "allocatable": dict(resources),  # virtbus reserves nothing beyond what the node offers
+            "conditions": [_compact({
+                "type": "Ready", "status": ready,
+                "reason": "HandlerReady" if view.ready else "HandlerNotReady",  # kubelet's are KubeletReady...
+                "message": "the handler is posting heartbeats" if view.ready
+                           else "the handler stopped posting heartbeats",
+                "lastHeartbeatTime": timestamp(node.heartbeat),
+            })],
+        },
+    }
