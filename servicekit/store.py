@@ -7,6 +7,7 @@ race surfaces as ApiError(CONFLICT) and the caller re-reads. ``mutate`` wraps th
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -166,17 +167,21 @@ class Store:
     @classmethod
     async def connect(cls, url: str, name: str) -> Store:
         nc = await connect_nats(url, name)
-        js = nc.jetstream()
-        kvs = {b: await _ensure_kv(js, b) for b in (
-            subjects.BUCKET_VMS, subjects.BUCKET_VMIS, subjects.BUCKET_NODES, subjects.BUCKET_NETWORKS,
-            subjects.BUCKET_IPAM, subjects.BUCKET_EXPOSURES, subjects.BUCKET_FLOATING_IPS)}
-        images = await _ensure_object_store(js, subjects.OBJECT_STORE_IMAGES)
-        await _ensure_stream(js, StreamConfig(
-            name=subjects.STREAM_CONSOLE, subjects=[subjects.CONSOLE_OUT_ALL],
-            storage=StorageType.FILE, max_msgs_per_subject=20_000, max_bytes=256 * 2**20))
-        await _ensure_stream(js, StreamConfig(
-            name=subjects.STREAM_EVENTS, subjects=[subjects.EVENTS_ALL], storage=StorageType.FILE,
-            max_msgs=100_000, max_age=7 * 24 * 3600))
+        try:
+            js = nc.jetstream()
+            kvs = {b: await _ensure_kv(js, b) for b in (
+                subjects.BUCKET_VMS, subjects.BUCKET_VMIS, subjects.BUCKET_NODES, subjects.BUCKET_NETWORKS,
+                subjects.BUCKET_IPAM, subjects.BUCKET_EXPOSURES, subjects.BUCKET_FLOATING_IPS)}
+            images = await _ensure_object_store(js, subjects.OBJECT_STORE_IMAGES)
+            await _ensure_stream(js, StreamConfig(
+                name=subjects.STREAM_CONSOLE, subjects=[subjects.CONSOLE_OUT_ALL],
+                storage=StorageType.FILE, max_msgs_per_subject=20_000, max_bytes=256 * 2**20))
+            await _ensure_stream(js, StreamConfig(
+                name=subjects.STREAM_EVENTS, subjects=[subjects.EVENTS_ALL], storage=StorageType.FILE,
+                max_msgs=100_000, max_age=7 * 24 * 3600))
+        except BaseException:
+            await nc.close()  # e.g. a cluster still electing its JetStream leader: the caller retries
+            raise
         return cls(nc, js, kvs, images)
 
     async def emit(self, event: Event) -> None:
@@ -191,11 +196,21 @@ class Store:
         await self.nc.drain()
 
 
+def replicas() -> int:
+    """Replicas of every bucket and stream this process creates: 1 on one nats-server, 3 on a
+    3-node cluster (VIRTBUS_JS_REPLICAS; the compose lab sets it)."""
+    value = os.environ.get("VIRTBUS_JS_REPLICAS", "1")
+    if value not in ("1", "2", "3", "4", "5"):
+        raise ApiError(Code.INVALID, f"VIRTBUS_JS_REPLICAS={value!r}: JetStream allows 1 to 5 replicas")
+    return int(value)
+
+
 async def connect_nats(url: str, name: str) -> Client:
+    """url: one server, or several separated by commas (the seeds of a cluster; any one will do)."""
     try:
         return await nats.connect(
-            url, name=name, connect_timeout=3, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-            allow_reconnect=True,
+            [u.strip() for u in url.split(",") if u.strip()], name=name, connect_timeout=3,
+            max_reconnect_attempts=-1, reconnect_time_wait=0.5, allow_reconnect=True,
         )
     except Exception as exc:  # nats raises several kinds; the user needs one clear message
         raise ApiError(Code.UNAVAILABLE, f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
@@ -207,7 +222,8 @@ async def _ensure_kv(js: JetStreamContext, bucket: str) -> KeyValue:
     except nats.js.errors.BucketNotFoundError:
         pass
     try:
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=5, storage=StorageType.FILE))
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=5, storage=StorageType.FILE,
+                                                        replicas=replicas()))
     except nats.js.errors.APIError:
         return await js.key_value(bucket)  # someone else created it meanwhile
 
@@ -218,7 +234,7 @@ async def _ensure_object_store(js: JetStreamContext, bucket: str) -> ObjectStore
     except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
         pass
     try:
-        return await js.create_object_store(bucket, storage=StorageType.FILE)
+        return await js.create_object_store(bucket, storage=StorageType.FILE, replicas=replicas())
     except nats.js.errors.APIError:
         return await js.object_store(bucket)
 
@@ -228,6 +244,6 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.stream_info(config.name or "")
     except nats.js.errors.NotFoundError:
         try:
-            await js.add_stream(config)
+            await js.add_stream(config, num_replicas=replicas())
         except nats.js.errors.APIError:
             await js.stream_info(config.name or "")

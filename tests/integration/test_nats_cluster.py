@@ -1,0 +1,102 @@
+"""virtbus on a 3-server NATS cluster (as the compose lab runs it): every bucket and stream is kept
+on all three, and losing one server loses nothing, not even compare-and-set."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from proto import subjects
+from proto.errors import ApiError, Code
+from proto.spec import VMSpec
+from proto.state import VM
+from servicekit.store import Store
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[tuple[str, subprocess.Popen[bytes]]]]:
+    """Three nats-servers on loopback, routed to each other; yields (client URL, process)."""
+    ports = [(free_port(), free_port()) for _ in range(3)]
+    routes = ",".join(f"nats://127.0.0.1:{cluster}" for _, cluster in ports)
+    servers = []
+    try:
+        for i, (client, cluster) in enumerate(ports, start=1):
+            proc = subprocess.Popen(
+                ["nats-server", "-js", "-sd", str(tmp_path / f"n{i}"), "-n", f"n{i}", "-a", "127.0.0.1",
+                 "-p", str(client), "--cluster_name", "test", "--cluster", f"nats://127.0.0.1:{cluster}",
+                 "--routes", routes], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            servers.append((f"nats://127.0.0.1:{client}", proc))
+        deadline = time.monotonic() + 15
+        for url, proc in servers:
+            port = int(url.rsplit(":", 1)[1])
+            while not listening(port):
+                assert proc.poll() is None and time.monotonic() < deadline, "a nats-server did not start"
+                time.sleep(0.05)
+        yield servers
+    finally:
+        for _, proc in servers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc in servers:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def connect(urls: str, name: str) -> Store:
+    """The cluster elects its JetStream leader in a few seconds; until then, creating buckets fails."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return await Store.connect(urls, name)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def test_state_has_three_replicas_and_survives_losing_a_server(
+        cluster: list[tuple[str, subprocess.Popen[bytes]]], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIRTBUS_JS_REPLICAS", "3")
+    urls = ",".join(url for url, _ in cluster)
+    store = await connect(urls, "first")
+    try:
+        for stream in (f"KV_{subjects.BUCKET_VMS}", f"KV_{subjects.BUCKET_VMIS}", subjects.STREAM_EVENTS,
+                       f"OBJ_{subjects.OBJECT_STORE_IMAGES}"):
+            assert (await store.js.stream_info(stream)).config.num_replicas == 3, stream
+        vm = VM(spec=VMSpec(name="kept"), created_at=1.0)
+        revision = await store.vms.create("kept", vm)
+    finally:
+        await store.close()
+
+    first_url, first = cluster[0]
+    first.send_signal(signal.SIGKILL)  # one of three gone: a quorum of two remains
+    first.wait()
+    survivors = ",".join(url for url, _ in cluster[1:])
+    store = await connect(survivors, "second")
+    try:
+        entry = await store.vms.get("kept")
+        assert entry is not None and entry.value == vm and entry.revision == revision
+        await store.vms.update("kept", VM(spec=VMSpec(name="kept"), created_at=2.0), revision)
+        with pytest.raises(ApiError) as stale:  # a stale revision still loses the compare-and-set
+            await store.vms.update("kept", vm, revision)
+        assert stale.value.code is Code.CONFLICT
+    finally:
+        await store.close()
