@@ -55,7 +55,10 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str |
 def write_libvirt_config(etc_dir: Path) -> None:
     if etc_dir.exists():
         shutil.rmtree(etc_dir)
-    shutil.copytree("/etc/libvirt", etc_dir, symlinks=True)
+    if Path("/etc/libvirt").is_dir():
+        shutil.copytree("/etc/libvirt", etc_dir, symlinks=True)
+    else:  # libvirt without its system configs (a container image): ours below are all it needs
+        (etc_dir / "qemu").mkdir(parents=True)
     autostart = etc_dir / "qemu" / "networks" / "autostart"
     if autostart.exists():
         shutil.rmtree(autostart)  # no default network: the pod network is ours
@@ -69,7 +72,7 @@ def enter_private_mounts(etc_dir: Path, cache_dir: Path) -> None:
     cache_dir, shared by the node's launchers, keeps libvirt's probe of QEMU's capabilities."""
     write_libvirt_config(etc_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for d in PRIVATE_DIRS:
+    for d in (*PRIVATE_DIRS, "/etc/libvirt"):
         os.makedirs(d, exist_ok=True)  # mount points; empty on the host
     _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _mount("none", "/", None, MS_REC | MS_SLAVE)
