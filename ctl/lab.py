@@ -293,11 +293,32 @@ def lab_exec(cfg: LabConfig, node: str, command: list[str]) -> int:
     return subprocess.run(["ip", "netns", "exec", netns, *command], check=False).returncode
 
 
-def prometheus_config(cfg: LabConfig, interval: str = "5s") -> str:
-    """A Prometheus config scraping every /metrics of the lab (the list `lab status` prints)."""
-    targets = ", ".join(f"'127.0.0.1:{port}'" for _, port in sorted(cfg.metrics.items()))
+def lab_targets(cfg: LabConfig) -> list[str]:
+    """Every /metrics of this lab (the list `lab status` prints), as Prometheus targets."""
+    return [f"127.0.0.1:{port}" for _, port in sorted(cfg.metrics.items())]
+
+
+def compose_targets(compose_file: Path) -> list[str]:
+    """Every /metrics of the compose lab: its list ``x-virtbus-metrics`` (service -> port), each at
+    the service's fixed address on the network ``lab``, else by its name."""
+    import yaml
+
+    doc = yaml.safe_load(compose_file.read_text())
+    targets = []
+    for service, port in sorted(doc.get("x-virtbus-metrics", {}).items()):
+        spec = doc["services"][service]
+        networks = spec.get("networks", {})
+        lab = networks.get("lab") if isinstance(networks, dict) else None
+        host = (lab or {}).get("ipv4_address", service)
+        targets.append(f"{host}:{int(port)}")
+    return targets
+
+
+def prometheus_config(targets: list[str], interval: str = "5s") -> str:
+    """A Prometheus config scraping the given /metrics targets."""
+    listed = ", ".join(f"'{t}'" for t in targets)
     return (f"global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n"
-            f"scrape_configs:\n  - job_name: virtbus\n    static_configs:\n      - targets: [{targets}]\n")
+            f"scrape_configs:\n  - job_name: virtbus\n    static_configs:\n      - targets: [{listed}]\n")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -313,11 +334,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     e.add_argument("cmd", nargs=argparse.REMAINDER)
     pc = lsub.add_parser("prometheus-config", help="a Prometheus config that scrapes the lab")
     pc.add_argument("--interval", default="5s")
+    pc.add_argument("--compose", default=None, metavar="FILE",
+                    help="for the compose lab of FILE (compose/compose.yml) instead of this machine's lab")
     for p in (u, lsub.add_parser("down"), lsub.add_parser("status"), e, pc):
         p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.lab_command == "prometheus-config" and args.compose:
+        print(prometheus_config(compose_targets(Path(args.compose)), args.interval), end="")
+        return 0
     existing = LabConfig.load(args.state_dir)
     if args.lab_command == "up":
         if not 1 <= args.nodes <= 16:
@@ -340,7 +366,7 @@ def run(args: argparse.Namespace) -> int:
         down(existing)
         return 0
     if args.lab_command == "prometheus-config":
-        print(prometheus_config(existing, args.interval), end="")
+        print(prometheus_config(lab_targets(existing), args.interval), end="")
         return 0
     if args.lab_command == "exec":
         return lab_exec(existing, args.node, args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd)

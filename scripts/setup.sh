@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything virtbus needs on a fresh Debian 12 machine (root): apt packages, then a venv
-# at .venv with the package (and, with --test, the test tools). Idempotent: quick when all is there.
+# at .venv with the package (with --test, the test tools; with --compose, what the compose lab needs).
+# Idempotent: quick when all is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,10 @@ APT_PACKAGES=(
   linux-source-6.1 busybox-static build-essential bc flex bison libelf-dev cpio xz-utils kmod
   syslinux syslinux-common mtools dosfstools
 )
+
+# the compose lab (compose/lab.sh, and its test): podman with runc, and debootstrap for its image
+COMPOSE_PACKAGES=(podman runc netavark aardvark-dns catatonit debootstrap)
+case "${1:-}" in --test|--compose) APT_PACKAGES+=("${COMPOSE_PACKAGES[@]}") ;; esac
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -30,6 +35,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extra=""
 [ "${1:-}" = "--test" ] && extra="[test]"
+[ "${1:-}" = "--compose" ] && extra="[compose]"
 stamp=".venv/.installed$extra"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip >&2
