@@ -233,5 +233,23 @@ def test_floating_ip_follows_its_vm_to_another_node(lab: Lab) -> None:
     held = {node: "192.168.200.20/32" in lab_exec(lab, node, "ip", "-o", "addr", "show").stdout
             for node in ("node1", "node2")}
     assert held == {"node1": False, "node2": True}
-    lab.cli("fip", "delete", "192.168.200.20")
+
+    # deleting the VM removes what exposed it: its node port and its floating IP's NAT
+    out = lab.cli("expose", "vm", "mover", "--port", "80").stdout
+    node_port = int(out.split("node port ")[1].split()[0])
+    node2 = lab.json("get", "nodes", "node2")
+    assert isinstance(node2, dict)
+    address = next(a["address"] for a in node2["status"]["addresses"] if a["type"] == "InternalIP")
+    node_url = f"http://{address}:{node_port}/"
+    assert "hostname: mover" in http_get(lab, "outside", node_url)
     lab.cli("delete", "mover", "--wait", "--timeout", "120")
+    assert "mover" not in lab.cli("get", "exposures").stdout
+    rows = [line.split() for line in lab.cli("fip", "list").stdout.splitlines()[1:]]
+    assert rows == [["192.168.200.20", "provider", "<none>"]]  # kept, but attached to nothing
+    for url in ("http://192.168.200.20/", node_url):
+        deadline = time.monotonic() + 10
+        while lab_exec(lab, "outside", "curl", "-s", "-m", "2", url).returncode == 0:
+            assert time.monotonic() < deadline, f"{url} still answers after the VM was deleted"
+            time.sleep(0.5)
+    assert "192.168.200.20/32" not in lab_exec(lab, "node2", "ip", "-o", "addr", "show").stdout
+    lab.cli("fip", "delete", "192.168.200.20")
