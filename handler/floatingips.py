@@ -13,6 +13,8 @@ import structlog
 from proto import subjects
 from proto.spec import NetworkAttachment
 from proto.state import FINAL_PHASES, FloatingIP
+from servicekit import nftables
+from servicekit.nftables import nat_table
 from servicekit.resync import resync_on_changes
 from servicekit.store import Bucket, Store
 
@@ -22,14 +24,10 @@ TABLE = "virtbus_fips"
 
 def compose_fips(mapped: list[tuple[str, str, str]]) -> str:
     """Pure: (floating IP, pod IP, host bridge) -> the nft script of the 1:1 NAT."""
-    return "\n".join([
-        f"table ip {TABLE}", f"delete table ip {TABLE}", f"table ip {TABLE} {{",
-        "  chain prerouting {", "    type nat hook prerouting priority dstnat; policy accept;",
-        *(f"    ip daddr {fip} dnat to {pod}" for fip, pod, _ in mapped),
-        "  }",
-        "  chain postrouting {", "    type nat hook postrouting priority srcnat; policy accept;",
-        *(f'    ip saddr {pod} oifname "{bridge}" snat to {fip}' for fip, pod, bridge in mapped),
-        "  }", "}"]) + "\n"
+    return nat_table(TABLE, {
+        "prerouting": [f"ip daddr {fip} dnat to {pod}" for fip, pod, _ in mapped],
+        "postrouting": [f'ip saddr {pod} oifname "{bridge}" snat to {fip}' for fip, pod, bridge in mapped],
+    })
 
 
 class FloatingIPs:
@@ -77,11 +75,7 @@ class FloatingIPs:
             self._ip("route", "replace", subnet, "dev", bridge)
         for subnet, bridge in self.routes - want_routes:
             self._ip("route", "del", subnet, "dev", bridge)
-        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        done = subprocess.run([*prefix, "nft", "-f", "-"], input=compose_fips(mapped), capture_output=True, text=True,
-                              check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"nft: {done.stderr.strip()}")
+        nftables.apply(compose_fips(mapped), self.netns)
         if want != self.held:
             log.info("floating IPs", held=sorted(a for a, _ in want))
         self.held, self.routes = want, want_routes

@@ -4,13 +4,14 @@ nftables table in the node's namespace, replaced whole whenever exposures or ins
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from ipaddress import IPv4Address
 
 import structlog
 
 from proto import subjects
 from proto.state import FINAL_PHASES, VMI, Exposure
+from servicekit import nftables
+from servicekit.nftables import nat_table
 from servicekit.resync import resync_on_changes
 from servicekit.store import Bucket, Store
 
@@ -26,26 +27,14 @@ def compose_nodeports(exposures: list[Exposure], pod_ips: dict[str, IPv4Address]
         ip = pod_ips.get(e.vm)
         if ip is not None:
             rules.append(f"{e.protocol.lower()} dport {e.node_port} dnat to {ip}:{e.port}")
-    return "\n".join([
-        f"table ip {TABLE}",
-        f"delete table ip {TABLE}",
-        f"table ip {TABLE} {{",
-        "  chain prerouting {",
-        "    type nat hook prerouting priority dstnat; policy accept;",
-        *(f"    fib daddr type local {r}" for r in rules),
-        "  }",
-        "  chain output {",
-        "    type nat hook output priority -100; policy accept;",
-        *(f"    fib daddr type local {r}" for r in rules),
-        "  }",
-        "  chain postrouting {",
-        "    type nat hook postrouting priority srcnat; policy accept;",
+    local = [f"fib daddr type local {r}" for r in rules]
+    return nat_table(TABLE, {
+        "prerouting": local,
+        "output": local,
         # Replies must come back through this node: a pod answering a client on its own node or
         # across the bridge (hairpin) would otherwise skip the reverse translation.
-        f'    ct status dnat oifname "{POD_BRIDGE}" masquerade',
-        "  }",
-        "}",
-    ]) + "\n"
+        "postrouting": [f'ct status dnat oifname "{POD_BRIDGE}" masquerade'],
+    })
 
 
 class NodePorts:
@@ -67,11 +56,7 @@ class NodePorts:
         script = compose_nodeports(exposures, pod_ips)
         if script == self._applied:
             return
-        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        done = await asyncio.to_thread(subprocess.run, [*prefix, "nft", "-f", "-"], input=script,
-                                       capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"nft: {done.stderr.strip()}")
+        await asyncio.to_thread(nftables.apply, script, self.netns)
         self._applied = script
         log.info("node ports applied", count=script.count(" dnat to ") // 2)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from proto.spec import Port
+from servicekit.nftables import nat_table
 
 TABLE = "virtbus_nat"
 
@@ -41,26 +42,16 @@ def _matches(ports: tuple[Port, ...]) -> list[str]:
 def compose_ruleset(m: Masquerade) -> str:
     """An ``nft -f`` script that replaces the table as a whole (atomically)."""
     dnat = _matches(m.ports)
-    lines = [
-        f"table ip {TABLE}",
-        f"delete table ip {TABLE}",
-        f"table ip {TABLE} {{",
-        "  chain prerouting {",
-        "    type nat hook prerouting priority dstnat; policy accept;",
-        *(f'    iifname "{m.pod_if}" ip daddr {m.pod_ip} {match} dnat to {m.guest_ip}' for match in dnat),
-        *(f'    iifname "{m.bridge}" ip saddr {m.guest_ip} ip daddr {m.pod_ip} {match} dnat to {m.guest_ip}'
-          for match in dnat),
-        "  }",
-        "  chain output {",
-        "    type nat hook output priority -100; policy accept;",
-        *(f"    ip daddr 127.0.0.1 {match} dnat to {m.guest_ip}" for match in dnat),
-        "  }",
-        "  chain postrouting {",
-        "    type nat hook postrouting priority srcnat; policy accept;",
-        f'    ip saddr {m.guest_ip} ip daddr {m.guest_ip} oifname "{m.bridge}" snat to {m.gateway}',
-        f'    ip saddr 127.0.0.1 oifname "{m.bridge}" snat to {m.gateway}',
-        f'    ip saddr {m.guest_ip} oifname "{m.pod_if}" masquerade',
-        "  }",
-        "}",
-    ]
-    return "\n".join(lines) + "\n"
+    return nat_table(TABLE, {
+        "prerouting": [
+            *(f'iifname "{m.pod_if}" ip daddr {m.pod_ip} {match} dnat to {m.guest_ip}' for match in dnat),
+            *(f'iifname "{m.bridge}" ip saddr {m.guest_ip} ip daddr {m.pod_ip} {match} dnat to {m.guest_ip}'
+              for match in dnat),
+        ],
+        "output": [f"ip daddr 127.0.0.1 {match} dnat to {m.guest_ip}" for match in dnat],
+        "postrouting": [
+            f'ip saddr {m.guest_ip} ip daddr {m.guest_ip} oifname "{m.bridge}" snat to {m.gateway}',
+            f'ip saddr 127.0.0.1 oifname "{m.bridge}" snat to {m.gateway}',
+            f'ip saddr {m.guest_ip} oifname "{m.pod_if}" masquerade',
+        ],
+    })

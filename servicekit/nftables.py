@@ -1,0 +1,31 @@
+"""Our nftables NAT tables, each replaced as a whole (the script is pure; ``apply`` runs it).
+
+``nft -f`` runs a script as one transaction: declaring the table first lets ``delete table`` work
+when it does not exist yet, and the new rules replace the old ones with no moment in between.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+# the NAT hooks we use, with the priorities nft names for them (output has no name for -100)
+_PRIORITY = {"prerouting": "dstnat", "output": "-100", "postrouting": "srcnat"}
+
+
+def nat_table(table: str, chains: dict[str, list[str]]) -> str:
+    """An ``nft -f`` script replacing ``table ip TABLE`` with one chain per NAT hook (prerouting,
+    output, postrouting) holding the given rules, in order."""
+    lines = [f"table ip {table}", f"delete table ip {table}", f"table ip {table} {{"]
+    for hook, rules in chains.items():
+        lines += [f"  chain {hook} {{", f"    type nat hook {hook} priority {_PRIORITY[hook]}; policy accept;",
+                  *(f"    {rule}" for rule in rules), "  }"]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def apply(script: str, netns: str | None) -> None:
+    """Run the script in the named network namespace (None: this one). Blocking."""
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    done = subprocess.run([*prefix, "nft", "-f", "-"], input=script, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"nft: {done.stderr.strip()}")
