@@ -10,13 +10,14 @@ import subprocess
 from ipaddress import IPv4Interface
 
 from launcher.masquerade import Masquerade, compose_ruleset
+from servicekit import nftables
 
 NODE_POD_BRIDGE = "vbpods"  # made by the handler in the node's namespace
 GUEST_BRIDGE = "k6t-eth0"
 
 
-def _run(cmd: list[str], stdin: str | None = None) -> None:
-    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
+def _run(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0 and "File exists" not in done.stderr:
         raise OSError(f"{' '.join(cmd)}: {done.stderr.strip()}")
 
@@ -51,7 +52,7 @@ def bind_masquerade(*, pod_netns: str, tap: str, rules: Masquerade) -> None:
     _run(["ip", "netns", "exec", pod_netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
     # 127.0.0.1 DNATed to the guest needs routing of local addresses on the guest's bridge
     _run(["ip", "netns", "exec", pod_netns, "sysctl", "-qw", f"net.ipv4.conf.{GUEST_BRIDGE}.route_localnet=1"])
-    _run(["ip", "netns", "exec", pod_netns, "nft", "-f", "-"], stdin=compose_ruleset(rules))
+    nftables.apply(compose_ruleset(rules), pod_netns)
 
 
 DHCP_SERVER_ADDRESS = "169.254.75.10"  # on the guest's bridge, only to answer DHCP from (as KubeVirt)
