@@ -40,13 +40,18 @@ class ApiClient:
         await self.nc.close()
 
     async def call(self, kind: str, verb: str, body: Any, reply: type[T]) -> T:
+        return await self.request(subjects.api(kind, verb), body, reply, "virtbus api service",
+                                  "is the scheduler up?")
+
+    async def request(self, subject: str, body: Any, reply: type[T], who: str, hint: str) -> T:
+        """One request to who, one typed reply (or the ApiError it carries); silence is Unavailable."""
         data = body if isinstance(body, bytes) else encode(body)
         try:
-            msg = await self.nc.request(subjects.api(kind, verb), data, timeout=self.timeout)
+            msg = await self.nc.request(subject, data, timeout=self.timeout)
         except nats.errors.NoRespondersError:
-            raise ApiError(Code.UNAVAILABLE, "no virtbus api service is answering (is the scheduler up?)") from None
+            raise ApiError(Code.UNAVAILABLE, f"no {who} is answering ({hint})") from None
         except nats.errors.TimeoutError:
-            raise ApiError(Code.UNAVAILABLE, f"the api service did not answer within {self.timeout:.0f}s") from None
+            raise ApiError(Code.UNAVAILABLE, f"the {who} did not answer within {self.timeout:.0f}s") from None
         return decode_reply(msg.data, reply)
 
     async def import_image(self, name: str, path: Path) -> tuple[int, str]:

@@ -17,12 +17,11 @@ import termios
 import tty
 from typing import Any
 
-import nats.errors
 from nats.js.api import DeliverPolicy
 
 from ctl.client import ApiClient
 from proto import subjects
-from proto.api import NameRequest, VMIReply, decode_reply, encode
+from proto.api import NameRequest, VMIReply
 from proto.console import LEASE_SECONDS, SESSION_HEADER, KeyboardGrant, KeyboardRequest
 from proto.errors import ApiError, Code
 
@@ -31,12 +30,8 @@ ESCAPE = b"\x1d"  # ^]
 
 async def _keyboard(api: ApiClient, name: str, session: str, release: bool = False) -> None:
     """Claim (or renew, or release) the console's keyboard; ApiError(CONFLICT) while another holds it."""
-    try:
-        msg = await api.nc.request(subjects.console_keyboard(name),
-                                   encode(KeyboardRequest(session=session, release=release)), timeout=5)
-    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
-        raise ApiError(Code.UNAVAILABLE, f"the console of {name} does not answer (is the VM running?)") from None
-    decode_reply(msg.data, KeyboardGrant)
+    await api.request(subjects.console_keyboard(name), KeyboardRequest(session=session, release=release),
+                      KeyboardGrant, f"console of {name}", "is the VM running?")
 
 
 async def _type(api: ApiClient, name: str, session: str, data: bytes) -> None:

@@ -166,19 +166,20 @@ class Store:
 
     @classmethod
     async def connect(cls, url: str, name: str) -> Store:
+        copies = replicas()
         nc = await connect_nats(url, name)
         try:
             js = nc.jetstream()
-            kvs = {b: await _ensure_kv(js, b) for b in (
+            kvs = {b: await _ensure_kv(js, b, copies) for b in (
                 subjects.BUCKET_VMS, subjects.BUCKET_VMIS, subjects.BUCKET_NODES, subjects.BUCKET_NETWORKS,
                 subjects.BUCKET_IPAM, subjects.BUCKET_EXPOSURES, subjects.BUCKET_FLOATING_IPS)}
-            images = await _ensure_object_store(js, subjects.OBJECT_STORE_IMAGES)
+            images = await _ensure_object_store(js, subjects.OBJECT_STORE_IMAGES, copies)
             await _ensure_stream(js, StreamConfig(
                 name=subjects.STREAM_CONSOLE, subjects=[subjects.CONSOLE_OUT_ALL],
-                storage=StorageType.FILE, max_msgs_per_subject=20_000, max_bytes=256 * 2**20))
+                storage=StorageType.FILE, max_msgs_per_subject=20_000, max_bytes=256 * 2**20, num_replicas=copies))
             await _ensure_stream(js, StreamConfig(
                 name=subjects.STREAM_EVENTS, subjects=[subjects.EVENTS_ALL], storage=StorageType.FILE,
-                max_msgs=100_000, max_age=7 * 24 * 3600))
+                max_msgs=100_000, max_age=7 * 24 * 3600, num_replicas=copies))
         except BaseException:
             await nc.close()  # e.g. a cluster still electing its JetStream leader: the caller retries
             raise
@@ -216,25 +217,25 @@ async def connect_nats(url: str, name: str) -> Client:
         raise ApiError(Code.UNAVAILABLE, f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
 
 
-async def _ensure_kv(js: JetStreamContext, bucket: str) -> KeyValue:
+async def _ensure_kv(js: JetStreamContext, bucket: str, copies: int) -> KeyValue:
     try:
         return await js.key_value(bucket)
     except nats.js.errors.BucketNotFoundError:
         pass
     try:
         return await js.create_key_value(KeyValueConfig(bucket=bucket, history=5, storage=StorageType.FILE,
-                                                        replicas=replicas()))
+                                                        replicas=copies))
     except nats.js.errors.APIError:
         return await js.key_value(bucket)  # someone else created it meanwhile
 
 
-async def _ensure_object_store(js: JetStreamContext, bucket: str) -> ObjectStore:
+async def _ensure_object_store(js: JetStreamContext, bucket: str, copies: int) -> ObjectStore:
     try:
         return await js.object_store(bucket)
     except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
         pass
     try:
-        return await js.create_object_store(bucket, storage=StorageType.FILE, replicas=replicas())
+        return await js.create_object_store(bucket, storage=StorageType.FILE, replicas=copies)
     except nats.js.errors.APIError:
         return await js.object_store(bucket)
 
@@ -244,6 +245,6 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.stream_info(config.name or "")
     except nats.js.errors.NotFoundError:
         try:
-            await js.add_stream(config, num_replicas=replicas())
+            await js.add_stream(config)
         except nats.js.errors.APIError:
             await js.stream_info(config.name or "")
