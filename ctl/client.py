@@ -21,6 +21,7 @@ from servicekit.store import connect_nats
 
 T = TypeVar("T")
 DEFAULT_URL = "nats://127.0.0.1:4222"
+CONNECT_ATTEMPTS = 6  # half a second apart: a command fails in about 3 s when NATS is down
 
 
 def default_url() -> str:
@@ -34,7 +35,7 @@ class ApiClient:
 
     @classmethod
     async def connect(cls, url: str) -> ApiClient:
-        return cls(await connect_nats(url, "virtbus-cli"))
+        return cls(await connect_nats(url, "virtbus-cli", attempts=CONNECT_ATTEMPTS))
 
     async def close(self) -> None:
         await self.nc.close()

@@ -206,12 +206,19 @@ def replicas() -> int:
     return int(value)
 
 
-async def connect_nats(url: str, name: str) -> Client:
-    """url: one server, or several separated by commas (the seeds of a cluster; any one will do)."""
+async def connect_nats(url: str, name: str, attempts: int = -1) -> Client:
+    """url: one server, or several separated by commas (the seeds of a cluster; any one will do).
+    attempts: -1, as services do, keeps trying (also to connect at all) and logs each failure in a
+    line; a command gives up after a few and says so once, in the ApiError."""
+
+    async def failed(exc: Exception) -> None:  # nats-py's default prints a traceback per attempt
+        if attempts < 0:
+            structlog.get_logger().warning("nats", url=url, error=str(exc) or type(exc).__name__)
+
     try:
         return await nats.connect(
             [u.strip() for u in url.split(",") if u.strip()], name=name, connect_timeout=3,
-            max_reconnect_attempts=-1, reconnect_time_wait=0.5, allow_reconnect=True,
+            max_reconnect_attempts=attempts, reconnect_time_wait=0.5, allow_reconnect=True, error_cb=failed,
         )
     except Exception as exc:  # nats raises several kinds; the user needs one clear message
         raise ApiError(Code.UNAVAILABLE, f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
