@@ -266,6 +266,8 @@ async def cmd_fip(api: ApiClient, args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="virtbus", description="Run KubeVirt VMs on a NATS-driven cluster.")
     p.add_argument("--server", "-s", default=default_url(), help="NATS URL (env NATS_URL)")
+    p.add_argument("--creds", default=None,
+                   help="nkey seed file to authenticate with (env NATS_CREDS; default: the lab's admin)")
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("apply", help="create or update from a KubeVirt YAML or virtbus JSON file")
     a.add_argument("-f", "--file", required=True)
@@ -326,7 +328,7 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
 
 
 async def run(args: argparse.Namespace) -> int:
-    api = await ApiClient.connect(args.server)
+    api = await ApiClient.connect(args.server, args.creds)
     try:
         return await COMMANDS[args.command](api, args)
     finally:

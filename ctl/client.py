@@ -13,7 +13,8 @@ from nats.aio.client import Client
 from nats.js.api import DeliverPolicy
 
 from proto import subjects
-from proto.api import decode_reply, encode
+from proto.api import NameRequest, VMIReply, decode_reply, encode
+from proto.console import RUN_HEADER
 from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.state import VMI
@@ -21,11 +22,23 @@ from servicekit.store import connect_nats
 
 T = TypeVar("T")
 DEFAULT_URL = "nats://127.0.0.1:4222"
+LAB_DIR = "/var/lib/virtbus/lab"
 CONNECT_ATTEMPTS = 6  # half a second apart: a command fails in about 3 s when NATS is down
 
 
 def default_url() -> str:
     return os.environ.get("NATS_URL", DEFAULT_URL)
+
+
+def default_creds(given: str | None) -> str | None:
+    """--creds, else NATS_CREDS, else the one-machine lab's admin seed when there is one (as the
+    NATS CLI finds its context)."""
+    if given:
+        return given
+    if os.environ.get("NATS_CREDS"):
+        return os.environ["NATS_CREDS"]
+    lab = Path(os.environ.get("VIRTBUS_LAB_DIR", LAB_DIR)) / "creds" / "admin.nk"
+    return str(lab) if lab.is_file() else None
 
 
 class ApiClient:
@@ -34,8 +47,8 @@ class ApiClient:
         self.timeout = timeout
 
     @classmethod
-    async def connect(cls, url: str) -> ApiClient:
-        return cls(await connect_nats(url, "virtbus-cli", attempts=CONNECT_ATTEMPTS))
+    async def connect(cls, url: str, creds: str | None = None) -> ApiClient:
+        return cls(await connect_nats(url, "virtbus-cli", attempts=CONNECT_ATTEMPTS, creds=default_creds(creds)))
 
     async def close(self) -> None:
         await self.nc.close()
@@ -62,7 +75,14 @@ class ApiClient:
         return info.size or 0, info.digest or ""
 
     async def console_log(self, vmi: str) -> bytes:
-        """Everything the VMI's serial console printed so far (this run)."""
+        """Everything the VMI's serial console printed so far in its current run (the last run's,
+        once it has ended); earlier runs stay in the stream."""
+        try:
+            uid: str | None = (await self.call("vmi", "get", NameRequest(name=vmi), VMIReply)).item.uid
+        except ApiError as exc:
+            if exc.code is not Code.NOT_FOUND:
+                raise
+            uid = None
         js = self.nc.jetstream()
         subject = subjects.console_out(vmi)
         try:
@@ -71,9 +91,15 @@ class ApiClient:
             return b""
         out = bytearray()
         sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+        seen: str | None = None
         try:
             async for msg in sub.messages:
-                out += msg.data
+                run = (msg.headers or {}).get(RUN_HEADER)
+                if uid is None and run != seen:
+                    out.clear()  # a later run: show only the last one
+                    seen = run
+                if uid is None or run == uid:
+                    out += msg.data
                 if msg.metadata.sequence.stream >= (last.seq or 0):
                     break
         finally:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from proto import subjects
-from servicekit import processes
+from servicekit import credentials, processes
 
 DEFAULT_STATE_DIR = os.environ.get("VIRTBUS_LAB_DIR", "/var/lib/virtbus/lab")
 NODE_NET = "10.99.0"  # the lab's node network, only inside the lab's namespaces
@@ -58,6 +58,18 @@ class LabConfig:
     @property
     def root(self) -> Path:
         return Path(self.state_dir)
+
+    @property
+    def creds_dir(self) -> Path:
+        return self.root / "creds"
+
+    def creds(self, user: str) -> str:
+        """The seed file of a lab user: admin, viewer, control, node-<node>."""
+        return str(credentials.seed_path(self.creds_dir, user))
+
+    @property
+    def nats_config(self) -> Path:
+        return self.root / "nats.conf"
 
     def pidfile(self, name: str) -> Path:
         return self.root / "pids" / f"{name}.pid"
@@ -191,6 +203,7 @@ def up(cfg: LabConfig) -> None:
                 s.bind(("127.0.0.1", 0))
                 cfg.metrics[node] = int(s.getsockname()[1])
     cfg.save()
+    _write_auth(cfg)
     say(f"lab: node namespaces {', '.join(cfg.node_netns(n) for n in cfg.nodes)} on bridge br0 in {cfg.lab_netns}")
     if _running(cfg, "labd") is None:
         (cfg.root / "logs").mkdir(parents=True, exist_ok=True)
@@ -206,6 +219,17 @@ def up(cfg: LabConfig) -> None:
     _define_provider_network(cfg)
 
 
+def _write_auth(cfg: LabConfig) -> None:
+    """An nkey per role and node (kept across `lab up`s), and a server config that admits only
+    them; no anonymous client gets in. The one-machine lab listens on loopback only: no TLS."""
+    users = credentials.users_for(cfg.nodes)
+    keys = credentials.ensure_seeds(cfg.creds_dir, users)
+    credentials.write_server_config(cfg.nats_config, credentials.server_config(
+        users, keys, host="127.0.0.1", port=cfg.port, store_dir=str(cfg.root / "nats"),
+        server_name=f"{cfg.prefix}-nats"))
+    say(f"lab: credentials in {cfg.creds_dir} (admin.nk for the CLI, viewer.nk read only)")
+
+
 def _define_provider_network(cfg: LabConfig) -> None:
     import asyncio
 
@@ -213,7 +237,7 @@ def _define_provider_network(cfg: LabConfig) -> None:
     from proto.api import NetworkReply
 
     async def define() -> None:
-        api = await ApiClient.connect(cfg.url)
+        api = await ApiClient.connect(cfg.url, cfg.creds("admin"))
         try:
             await api.call("network", "apply", json.dumps(PROVIDER_NETWORK).encode(), NetworkReply)
         finally:
@@ -232,7 +256,7 @@ def _wait_nodes(cfg: LabConfig, timeout: float) -> None:
 
     async def poll() -> None:
         start = time.monotonic()
-        api = await ApiClient.connect(cfg.url)
+        api = await ApiClient.connect(cfg.url, cfg.creds("admin"))
         try:
             last = ""
             while True:
@@ -276,6 +300,8 @@ def status(cfg: LabConfig) -> int:
         rows.append(f"  {name:<20} {'running, pid ' + str(pid) if pid else 'NOT RUNNING'}")
     say("\n".join(rows))
     say("  namespaces: " + " ".join(_our_netns(cfg)))
+    # nkey seeds: the NATS CLI takes them with --nkey, nats-py with nkeys_seed=
+    say(f"  credentials: admin {cfg.creds('admin')} (the CLI's default), viewer {cfg.creds('viewer')}")
     for node, port in sorted(cfg.metrics.items()):
         say(f"  metrics of {node}: http://127.0.0.1:{port}/metrics")  # what Prometheus scrapes
     return 0 if all("NOT" not in r for r in rows) else 1

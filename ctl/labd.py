@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ctl.lab import LabConfig, _read_pid, _wait_port
-from servicekit import processes
+from servicekit import credentials, processes
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -55,16 +55,16 @@ def main() -> None:
         cfg.pidfile(name).parent.mkdir(parents=True, exist_ok=True)
         cfg.pidfile(name).write_text(f"{procs[name].pid}\n")
 
-    spawn("nats-server", ["nats-server", "-js", "-sd", str(cfg.root / "nats"), "-a", "127.0.0.1",
-                          "-p", str(cfg.port), "-n", f"{cfg.prefix}-nats"])
+    spawn("nats-server", ["nats-server", "-c", str(cfg.nats_config)])
     _wait_port(cfg.port, 15)
     py = sys.executable
-    spawn("scheduler", [py, "-m", "scheduler", "--server", cfg.url,
+    spawn("scheduler", [py, "-m", "scheduler", "--server", cfg.url, "--creds", cfg.creds("control"),
                         *(["--metrics-address", f"127.0.0.1:{cfg.metrics['scheduler']}"]
                           if "scheduler" in cfg.metrics else [])])
     for node, address in cfg.addresses.items():
         spawn(f"handler-{node}", [
             py, "-m", "handler", "--node", node, "--server", cfg.url, "--state-dir", str(cfg.root),
+            "--creds", cfg.creds(credentials.node_user(node)),
             "--netns-prefix", cfg.prefix, "--address", address, "--netns", cfg.node_netns(node),
             *(["--metrics-address", f"127.0.0.1:{cfg.metrics[node]}"] if node in cfg.metrics else []),
             *(["--probe-kernel", cfg.probe_kernel] if cfg.probe_kernel else [])])

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import os
 import signal
-import time
+from ipaddress import IPv4Network
 from pathlib import Path
 
 from handler import nodeinfo
@@ -16,9 +16,11 @@ from handler.launchers import Launchers, NodePaths
 from handler.metrics import NodeMetrics
 from handler.podnet import PodNetwork
 from proto import subjects
+from proto.nodeapi import Registration
 from proto.state import Node
 from servicekit import logs
 from servicekit.endpoints import Endpoint, serve
+from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
 
 
@@ -31,19 +33,20 @@ async def run(args: argparse.Namespace) -> None:
         cache = Path(os.environ.get("VIRTBUS_CACHE", Path.home() / ".cache" / "virtbus")) / "kvm-probe.json"
         kvm, why = await asyncio.to_thread(cached_kvm_runs_guests, kernel, cache)
     log.info("kvm probe", kvm=kvm, detail=why)
-    store = await Store.connect(args.server, f"virtbus-handler-{args.node}")
-    podnet = PodNetwork(store, args.node, args.netns)
-    cidr = await podnet.claim_cidr()
+    store = await Store.connect(args.server, f"virtbus-handler-{args.node}", creds=args.creds,
+                                inbox=subjects.inbox_prefix("node", args.node), create=False)
+    nodeapi = NodeApiClient(store.nc, args.node)
+    # The control plane writes the node's record and picks its pod CIDR; this node only heartbeats.
+    node = await nodeapi.register(Registration(
+        cpus=nodeinfo.cpus(args.cpus), memory=nodeinfo.guest_memory(args.memory), kvm=kvm,
+        labels=node_labels(args.node, args.label), address=args.address))
+    podnet = PodNetwork(store, args.node, args.netns, IPv4Network(node.pod_cidr or ""))
     await asyncio.to_thread(podnet.set_up_bridge)
-    now = time.time()
-    node = Node(name=args.node, cpus=nodeinfo.cpus(args.cpus), memory=nodeinfo.guest_memory(args.memory),
-                kvm=kvm, heartbeat=now, started_at=now, labels=node_labels(args.node, args.label),
-                address=args.address, pod_cidr=str(cidr))
     state_dir = Path(args.state_dir) / "nodes" / args.node
     launchers = Launchers(NodePaths(state_dir, Path(args.state_dir) / "logs"), node=args.node,
                           nats_url=args.server, netns_prefix=args.netns_prefix, kvm=kvm,
-                          node_netns=args.netns)
-    agent = Agent(store, node, launchers, podnet)
+                          node_netns=args.netns, creds=args.creds)
+    agent = Agent(store, node, launchers, podnet, nodeapi)
     await agent.start()
     async def info(body: bytes) -> Node:
         current = await store.nodes.get(args.node)
@@ -80,6 +83,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m handler")
     parser.add_argument("--node", required=True, type=subjects.token)
     parser.add_argument("--server", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    parser.add_argument("--creds", default=os.environ.get("NATS_CREDS"),
+                        help="this node's nkey seed file (env NATS_CREDS); its launchers use it too")
     parser.add_argument("--state-dir", default="/var/lib/virtbus")
     parser.add_argument("--netns-prefix", default="vb", type=subjects.token)
     parser.add_argument("--address", default=None, help="the node's address on the node network")

@@ -19,8 +19,9 @@ from handler.podnet import PodNetwork
 from handler.secondary import SecondaryNetworks
 from proto import ipam
 from proto.errors import ApiError
-from proto.events import Event
+from proto.nodeapi import EventNote, StatusReport
 from proto.state import FINAL_PHASES, VMI, Node, Phase
+from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
 from servicekit.workqueue import WorkQueue
 
@@ -29,12 +30,13 @@ HEARTBEAT_S = 2.0
 
 
 class Agent:
-    def __init__(self, store: Store, node: Node, launchers: Launchers, podnet: PodNetwork, *,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, node: Node, launchers: Launchers, podnet: PodNetwork, nodeapi: NodeApiClient,
+                 *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.podnet = podnet
+        self.nodeapi = nodeapi
         self.nodeports = NodePorts(store, node.name, podnet.netns)
-        self.secondary = SecondaryNetworks(store, podnet.netns)
+        self.secondary = SecondaryNetworks(podnet.netns)
         self.floating_ips = FloatingIPs(store, node.name, podnet.netns)
         self.node = node
         self.launchers = launchers
@@ -87,7 +89,8 @@ class Agent:
             else:
                 nodes[change.key] = change.value
             # Heartbeats make most changes; sync_routes touches the kernel only for a real difference.
-            await asyncio.to_thread(self.podnet.sync_routes, list(nodes.values()))
+            others = await self.podnet.claimed([n for n in nodes.values() if n.name != self.node.name])
+            await asyncio.to_thread(self.podnet.sync_routes, others)
 
     async def _supervise(self) -> None:
         """Notice launchers that exited, whatever the bus says."""
@@ -108,7 +111,6 @@ class Agent:
             await self._forget(name)
             if await self.store.vms.get(name) is None:
                 await self.podnet.release(name)  # the address belongs to the VM, not to a run
-                await self.secondary.release(name)
             return
         if launcher is not None and launcher.uid != vmi.uid:
             log.info("launcher belongs to an earlier run; ending it", vmi=name, old_uid=launcher.uid)
@@ -123,9 +125,7 @@ class Agent:
             if vmi.phase not in FINAL_PHASES:
                 reason = f"launcher exited (code {code})" if code is not None else "launcher exited"
                 log.warning("launcher died before its instance finished", vmi=name, code=code)
-                await self.store.vmis.mutate(name, lambda v: _failed(v, vmi.uid, reason, self.clock()))
-                await self.store.emit(Event(kind="VirtualMachineInstance", name=name, reason="Failed", message=reason,
-                                            timestamp=self.clock(), type="Warning", node=self.node.name))
+                await self._fail(vmi, reason)
             return
         if vmi.phase in FINAL_PHASES:
             await self._forget(name)
@@ -138,28 +138,26 @@ class Agent:
                 pod_ip, gateway = f"{ip}/{self.podnet.cidr.prefixlen}", str(ipam.gateway(self.podnet.cidr))
             extra = []
             try:
-                attachments = await self.secondary.attachments(vmi.spec)
+                attachments = await self.nodeapi.attach(name, vmi.uid)
             except ApiError as exc:  # e.g. no address left: the instance cannot run, say why
-                why = exc.message
-                log.warning("cannot attach networks", vmi=name, reason=why)
-                await self.store.vmis.mutate(name, lambda v: _failed(v, vmi.uid, why, self.clock()))
+                log.warning("cannot attach networks", vmi=name, reason=exc.message)
+                await self._fail(vmi, exc.message)
                 return
-            for iface, att, address in attachments:
-                await asyncio.to_thread(self.secondary.ensure_bridge, att.bridge)
-                extra.append(f"{iface}={att.bridge}={address}")
+            for nic in attachments:
+                await asyncio.to_thread(self.secondary.ensure_bridge, nic.bridge)
+                extra.append(f"{nic.interface}={nic.bridge}={nic.address}")
             await asyncio.to_thread(self.launchers.spawn, name, vmi.uid, pod_ip, gateway, extra)
             return
         if vmi.phase is Phase.RUNNING:
             # Running, bound here, no launcher: it died while no handler watched.
-            await self.store.vmis.mutate(
-                name, lambda v: _failed(v, vmi.uid, "launcher lost while the handler was away", self.clock()))
+            await self._fail(vmi, "launcher lost while the handler was away")
+
+    async def _fail(self, vmi: VMI, reason: str) -> None:
+        """Report what the launcher could not: its instance failed, and why."""
+        await self.nodeapi.report(StatusReport(
+            vmi=vmi.name, uid=vmi.uid, phase=Phase.FAILED, reason=reason,
+            event=EventNote(reason="Failed", message=reason, warning=True)), patience=60.0)
 
     async def _forget(self, name: str) -> None:
         self.launchers.forget(name)
         await asyncio.to_thread(self.launchers.clean_up, name)
-
-
-def _failed(vmi: VMI, uid: str, reason: str, now: float) -> VMI | None:
-    if vmi.uid != uid or vmi.phase in FINAL_PHASES:
-        return None
-    return msgspec.structs.replace(vmi, phase=Phase.FAILED, reason=reason, finished_at=now)

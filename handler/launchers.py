@@ -52,13 +52,14 @@ class NodePaths:
 
 class Launchers:
     def __init__(self, paths: NodePaths, *, node: str, nats_url: str, netns_prefix: str, kvm: bool,
-                 node_netns: str | None = None) -> None:
+                 node_netns: str | None = None, creds: str | None = None) -> None:
         self.paths = paths
         self.node = node
         self.nats_url = nats_url
         self.netns_prefix = netns_prefix
         self.kvm = kvm
         self.node_netns = node_netns
+        self.creds = creds
         self.running: dict[str, Launcher] = {}
 
     def pod_netns(self, vmi: str) -> str:
@@ -90,6 +91,8 @@ class Launchers:
             cmd += ["--secondary", nic]
         if self.node_netns:
             cmd += ["--node-netns", self.node_netns]
+        if self.creds:  # the node's own credentials: a launcher may do what its node may, no more
+            cmd += ["--creds", self.creds]
         if pod_ip and pod_gateway:
             cmd += ["--pod-ip", pod_ip, "--pod-gateway", pod_gateway]
         with open(self.paths.log_dir / f"launcher-{self.node}-{vmi}.log", "ab") as logf:

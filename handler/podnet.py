@@ -11,10 +11,9 @@ from ipaddress import IPv4Address, IPv4Network
 
 import structlog
 
-from handler.claims import claim_address, release_address
 from proto import ipam, subjects
-from proto.errors import ApiError, Code
 from proto.state import Node
+from servicekit.claims import claim_address, release_address
 from servicekit.store import Bucket, Store
 
 log = structlog.get_logger()
@@ -22,36 +21,16 @@ POD_BRIDGE = "vbpods"
 
 
 class PodNetwork:
-    def __init__(self, store: Store, node: str, netns: str | None) -> None:
+    def __init__(self, store: Store, node: str, netns: str | None, cidr: IPv4Network) -> None:
         self.node = node
         self.netns = netns
-        self.cidrs: Bucket[str] = Bucket(store.raw[subjects.BUCKET_IPAM], str)
         self.ips: Bucket[dict[str, str]] = Bucket(store.raw[subjects.BUCKET_IPAM], dict[str, str])
-        self.cidr: IPv4Network | None = None
+        self.cidrs: Bucket[str] = Bucket(store.raw[subjects.BUCKET_IPAM], str)
+        self.cidr: IPv4Network = ipam.check_node_cidr(cidr)
         self._routes: dict[str, str] = {}
-
-    async def claim_cidr(self) -> IPv4Network:
-        """This node's pod CIDR: the one it holds, else the lowest free one, claimed by create."""
-        for index in range(256):
-            entry = await self.cidrs.get(f"nodecidr.{index}")
-            if entry is not None and entry.value == self.node:
-                self.cidr = ipam.node_cidr(index)
-                return self.cidr
-        for index in range(256):
-            try:
-                await self.cidrs.create(f"nodecidr.{index}", self.node)
-            except ApiError as exc:
-                if exc.code is Code.ALREADY_EXISTS:
-                    continue
-                raise
-            self.cidr = ipam.node_cidr(index)
-            log.info("claimed pod cidr", cidr=str(self.cidr))
-            return self.cidr
-        raise ApiError(Code.UNAVAILABLE, f"the cluster CIDR {ipam.CLUSTER_CIDR} is exhausted")
 
     async def pod_ip(self, vm: str) -> IPv4Address:
         """The VM's pod IP on this node; the same one every time it runs here."""
-        assert self.cidr is not None
         hosts = [ip for ip in self.cidr.hosts() if ip != ipam.gateway(self.cidr)]
         return await claim_address(self.ips, f"podips.{self.node}", vm, hosts,
                                    f"no free pod IP left in {self.cidr} on {self.node}")
@@ -67,8 +46,23 @@ class PodNetwork:
             raise RuntimeError(f"{' '.join(cmd)}: {done.stderr.strip()}")
         return done
 
+    async def claimed(self, nodes: list[Node]) -> list[Node]:
+        """The nodes whose pod CIDR the control plane gave them (the ipam claims only it writes): a
+        node's own record could name any CIDR, and a route to it would take another node's pods."""
+        out = []
+        for node in nodes:
+            index = ipam.node_cidr_index(node.pod_cidr)
+            if index is None:
+                continue
+            entry = await self.cidrs.get(f"nodecidr.{index}")
+            if entry is not None and entry.value == node.name:
+                out.append(node)
+            else:
+                log.warning("node names a pod CIDR it was not given; no route to it", other=node.name,
+                            cidr=node.pod_cidr)
+        return out
+
     def set_up_bridge(self) -> None:
-        assert self.cidr is not None
         self._ip("link", "add", POD_BRIDGE, "type", "bridge")
         self._ip("addr", "replace", f"{ipam.gateway(self.cidr)}/{self.cidr.prefixlen}", "dev", POD_BRIDGE)
         self._ip("link", "set", POD_BRIDGE, "up")

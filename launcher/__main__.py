@@ -22,9 +22,10 @@ from servicekit.store import Store
 PR_SET_CHILD_SUBREAPER = 36
 
 
-async def _main(args: LauncherArgs, url: str) -> int:
+async def _main(args: LauncherArgs, url: str, creds: str | None) -> int:
     logs.configure("launcher", vm=args.vmi, vmi=args.vmi, node=args.node, uid=args.uid)
-    store = await Store.connect(url, f"virtbus-launcher-{args.node}-{args.vmi}")
+    store = await Store.connect(url, f"virtbus-launcher-{args.node}-{args.vmi}", creds=creds,
+                                inbox=subjects.inbox_prefix("node", args.node), create=False)
     try:
         return await Runner(args, store).run()
     finally:
@@ -39,6 +40,7 @@ def main() -> None:
     p.add_argument("--node-dir", required=True)
     p.add_argument("--pod-netns", required=True)
     p.add_argument("--server", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    p.add_argument("--creds", default=os.environ.get("NATS_CREDS"), help="the node's nkey seed file")
     p.add_argument("--kvm", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--node-netns", default=None)
     p.add_argument("--pod-ip", default=None, help="the pod IP with its prefix")
@@ -53,7 +55,7 @@ def main() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     namespaces.create_netns(args.pod_netns)
     namespaces.enter_private_mounts(args.vmi_dir / "libvirt-etc", args.node_dir / "libvirt-cache")
-    sys.exit(asyncio.run(_main(args, ns.server)))
+    sys.exit(asyncio.run(_main(args, ns.server, ns.creds)))
 
 
 if __name__ == "__main__":

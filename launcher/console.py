@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from launcher.keyboard import Keyboard
 from proto import subjects
 from proto.api import decode_request, encode
-from proto.console import SESSION_HEADER, KeyboardRequest, check_session
+from proto.console import RUN_HEADER, SESSION_HEADER, KeyboardRequest, check_session
 from proto.errors import ApiError, ErrorReply
 
 CHUNK = 32 * 1024
@@ -25,15 +25,14 @@ log = structlog.get_logger()
 
 
 class ConsoleTail:
-    def __init__(self, js: JetStreamContext, vmi: str, log_file: Path) -> None:
+    def __init__(self, js: JetStreamContext, vmi: str, uid: str, log_file: Path) -> None:
         self.js = js
         self.subject = subjects.console_out(vmi)
+        # Every run's output stays in the stream (a crash loop leaves something to read); each
+        # chunk says which run printed it, so readers show the run they want.
+        self.headers = {RUN_HEADER: uid}
         self.log_file = log_file
         self.offset = 0
-
-    async def reset(self) -> None:
-        """Forget the output of earlier runs of this VMI."""
-        await self.js.purge_stream(subjects.STREAM_CONSOLE, subject=self.subject)
 
     async def pump(self) -> int:
         """Publish what was written since the last call; returns the bytes sent."""
@@ -44,7 +43,8 @@ class ConsoleTail:
         except FileNotFoundError:
             return 0
         for start in range(0, len(data), CHUNK):
-            await self.js.publish(self.subject, data[start:start + CHUNK], stream=subjects.STREAM_CONSOLE)
+            await self.js.publish(self.subject, data[start:start + CHUNK], stream=subjects.STREAM_CONSOLE,
+                                  headers=self.headers)
         self.offset += len(data)
         return len(data)
 

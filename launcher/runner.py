@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
@@ -28,12 +27,14 @@ from launcher.libvirtd import PrivateLibvirtd
 from launcher.masquerade import Masquerade
 from proto import subjects
 from proto.errors import ApiError
-from proto.events import Event
-from proto.state import FINAL_PHASES, VMI, Condition, Phase, VMIInterface
+from proto.nodeapi import EventNote, StatusReport
+from proto.state import FINAL_PHASES, VMI, Phase, VMIInterface
 from proto.stats import from_libvirt
+from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
 
 log = structlog.get_logger()
+REPORT_PATIENCE_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -54,23 +55,6 @@ class LauncherArgs:
         return self.node_dir / "vmis" / self.vmi
 
 
-def _set_phase(uid: str, phase: Phase, now: float, reason: str = "") -> Callable[[VMI], VMI | None]:
-    def change(vmi: VMI) -> VMI | None:
-        if vmi.uid != uid or vmi.phase in FINAL_PHASES:
-            return None
-        extra: dict[str, Any] = {}
-        if phase is Phase.RUNNING:
-            extra = {"started_at": now, "conditions": [
-                *(c for c in vmi.conditions if c.type != "Ready"),
-                Condition(type="Ready", status="True", last_transition_time=now)]}
-        elif phase in FINAL_PHASES:
-            extra = {"finished_at": now, "conditions": [
-                *(c for c in vmi.conditions if c.type != "Ready"),
-                Condition(type="Ready", status="False", reason=phase.value, last_transition_time=now)]}
-        return msgspec.structs.replace(vmi, phase=phase, reason=reason or vmi.reason, **extra)
-    return change
-
-
 async def reap_orphans(interval: float = 0.2) -> None:
     """Reap what libvirtd and QEMU leave to this launcher (their subreaper): libvirt waits for a
     process it ended to be gone, and an unreaped zombie never is. Started once our own
@@ -88,8 +72,9 @@ class Runner:
     def __init__(self, args: LauncherArgs, store: Store) -> None:
         self.args = args
         self.store = store
+        self.nodeapi = NodeApiClient(store.nc, args.node)
         self.libvirtd = PrivateLibvirtd()
-        self.console = ConsoleTail(store.js, args.vmi, args.vmi_dir / "serial.log")
+        self.console = ConsoleTail(store.js, args.vmi, args.uid, args.vmi_dir / "serial.log")
         self.events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self.stop_requested = asyncio.Event()
         self.gone = asyncio.Event()
@@ -102,13 +87,14 @@ class Runner:
         self._dhcp_stop = asyncio.Event()
 
     async def set_phase(self, phase: Phase, reason: str = "") -> None:
-        await self.store.vmis.mutate(self.args.vmi, _set_phase(self.args.uid, phase, time.time(), reason))
+        """Reported to the control plane (a node writes no VMI itself); waits out an outage of it
+        for a while, as the instance's end must not be lost."""
+        what = {Phase.RUNNING: "Started", Phase.SUCCEEDED: "Stopped", Phase.FAILED: "Failed"}[phase]
+        note = EventNote(reason=what, message=reason or f"the domain is {phase.value.lower()}",
+                         warning=phase is Phase.FAILED)
+        await self.nodeapi.report(StatusReport(vmi=self.args.vmi, uid=self.args.uid, phase=phase, reason=reason,
+                                               event=note), patience=REPORT_PATIENCE_S)
         log.info("phase", phase=phase.value, reason=reason)
-        what = {Phase.RUNNING: "Started", Phase.SUCCEEDED: "Stopped", Phase.FAILED: "Failed"}.get(phase)
-        if what:
-            await self.store.emit(Event(kind="VirtualMachineInstance", name=self.args.vmi, reason=what,
-                                        message=reason or f"the domain is {phase.value.lower()}", timestamp=time.time(),
-                                        type="Warning" if phase is Phase.FAILED else "Normal", node=self.args.node))
 
     async def run(self) -> int:
         entry = await self.store.vmis.get(self.args.vmi)
@@ -158,7 +144,6 @@ class Runner:
 
     async def _boot(self, vmi: VMI) -> Any:
         a = self.args
-        await self.console.reset()
         paths = await disks.prepare(vmi.spec, uid=a.uid, vmi_dir=a.vmi_dir, cache_dir=a.node_dir / "images",
                                     images=self.store.images)
         taps = self.taps = {iface.name: f"tap{i}" for i, iface in enumerate(vmi.spec.interfaces)}
@@ -208,8 +193,8 @@ class Runner:
             self.macs[name] = mac
             statuses.append(VMIInterface(name=name, ip_address=str(ip.ip), ip_addresses=[str(ip.ip)], mac=mac))
         if statuses:
-            await self.store.vmis.mutate(a.vmi, lambda v: msgspec.structs.replace(v, interfaces=statuses)
-                                         if v.uid == a.uid else None)
+            await self.nodeapi.report(StatusReport(vmi=a.vmi, uid=a.uid, interfaces=statuses),
+                                      patience=REPORT_PATIENCE_S)
 
     async def _pod_nic(self, vmi: VMI, name: str, tap: str) -> VMIInterface:
         a = self.args

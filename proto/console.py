@@ -14,6 +14,7 @@ from proto.api import Message
 from proto.errors import ApiError, Code
 
 SESSION_HEADER = "Virtbus-Console-Session"
+RUN_HEADER = "Virtbus-Vmi-Uid"  # on each chunk of console output: the run (VMI uid) that printed it
 LEASE_SECONDS = 6.0  # a holder renews every LEASE_SECONDS / 3; a vanished one loses it after this
 _SESSION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

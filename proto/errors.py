@@ -16,6 +16,7 @@ class Code(enum.StrEnum):
     NOT_FOUND = "NotFound"
     ALREADY_EXISTS = "AlreadyExists"
     CONFLICT = "Conflict"  # lost a compare-and-set race: retry
+    FORBIDDEN = "Forbidden"  # the caller may not do this (a node reporting on another node's VMI)
     UNAVAILABLE = "Unavailable"  # a dependency is down: retry later
     INTERNAL = "Internal"
 

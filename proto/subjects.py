@@ -85,3 +85,31 @@ def stats(node: str, vmi: str) -> str:
 
 def stats_of_node(node: str) -> str:
     return f"{STATS_PREFIX}.{token(node)}.*"
+
+
+# --- node -> control plane requests ----------------------------------------------------------------
+# A node's handler and launchers never write desired state or other nodes' records: what they report
+# about the VMIs bound to them goes as a request on virtbus.nodeapi.<node>.<verb>, which NATS lets
+# only that node publish (proto.permissions), and the control plane checks against the binding
+# (Kubernetes' NodeRestriction).
+NODEAPI_PREFIX = "virtbus.nodeapi"
+NODEAPI_ALL = f"{NODEAPI_PREFIX}.*.*"
+NODEAPI_QUEUE = "virtbus-nodeapi"
+
+
+def nodeapi(node: str, verb: str) -> str:
+    return f"{NODEAPI_PREFIX}.{token(node)}.{token(verb)}"
+
+
+def nodeapi_node(subject: str) -> str:
+    """The node a node-API request came from: its subject's token, which only that node may publish."""
+    parts = subject.split(".")
+    if len(parts) != 4 or ".".join(parts[:2]) != NODEAPI_PREFIX:
+        raise InvalidToken(f"{subject!r} is not a node API subject")
+    return token(parts[2])
+
+
+def inbox_prefix(role: str, node: str | None = None) -> str:
+    """Where a service's replies come: a prefix of its own, so no other client may read them
+    (people's tools keep NATS's default ``_INBOX``)."""
+    return f"_INBOX_{token(role)}" + (f"_{token(node)}" if node is not None else "")

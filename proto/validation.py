@@ -11,7 +11,9 @@ import re
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
 
+from proto import ipam
 from proto.errors import ApiError, Code
+from proto.nodeapi import Registration
 from proto.quantity import InvalidQuantity, format_bytes, parse_bytes
 from proto.spec import CloudInitNoCloud, ContainerDisk, EmptyDisk, Interface, NetworkAttachment, VMSpec
 from proto.subjects import is_dns1123_label
@@ -207,3 +209,25 @@ def validate_network(att: NetworkAttachment) -> NetworkAttachment:
     if "rangeStart" in addresses and "rangeEnd" in addresses and addresses["rangeStart"] > addresses["rangeEnd"]:
         raise invalid("spec.rangeEnd", f"rangeEnd {att.range_end} comes before rangeStart {att.range_start}")
     return att
+
+
+MAX_NODE_CPUS = 4096
+
+
+def validate_node_registration(reg: Registration) -> Registration:
+    """What a node says of itself: sane sizes, label syntax, and an address that is a host address
+    outside the pod network (it becomes a route's gateway on every other node)."""
+    if not 1 <= reg.cpus <= MAX_NODE_CPUS:
+        raise invalid("cpus", f"{reg.cpus} CPUs is impossible (1 to {MAX_NODE_CPUS})")
+    if not 0 < reg.memory <= 2**50:
+        raise invalid("memory", f"{reg.memory} bytes of memory is impossible")
+    _labels(reg.labels, "labels")
+    if reg.address is not None:
+        try:
+            address = IPv4Address(reg.address)
+        except ValueError:
+            raise invalid("address", f"{reg.address!r} is not an IPv4 address") from None
+        if (address.is_loopback or address.is_multicast or address.is_unspecified or address.is_link_local
+                or address in ipam.CLUSTER_CIDR or address == IPv4Address("255.255.255.255")):
+            raise invalid("address", f"{address} cannot be a node's address")
+    return reg

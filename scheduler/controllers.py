@@ -10,7 +10,7 @@ import asyncio
 import functools
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -42,8 +42,10 @@ class Scheduler:
     """VM controller + binder + node lifecycle for one scheduler process (several may run)."""
 
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time,
-                 metrics: SchedulerMetrics | None = None) -> None:
+                 metrics: SchedulerMetrics | None = None,
+                 release: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.store = store
+        self.release = release  # a deleted VM's addresses go back (scheduler/nodeapi.py)
         self.clock = clock
         self.counters = Counters()
         self.metrics = metrics or SchedulerMetrics()
@@ -95,6 +97,8 @@ class Scheduler:
         now = self.clock()
         action = plan(vm.value if vm else None, vmi.value if vmi else None, now)
         if action is Action.NOTHING:
+            if vm is None and vmi is None and self.release is not None:
+                await self.release(name)
             if vm is not None and vm.value.next_start_at > now:
                 asyncio.get_running_loop().call_later(vm.value.next_start_at - now + 0.05,
                                                       self._vm_queue.kick, name)

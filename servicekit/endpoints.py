@@ -19,10 +19,12 @@ from nats.micro.service import EndpointConfig, Service, ServiceConfig
 from proto.errors import ApiError, Code, ErrorReply
 
 Handler = Callable[[bytes], Awaitable[msgspec.Struct]]
+# For wildcard subjects whose tokens say who asks (virtbus.nodeapi.<node>.<verb>): (subject, body).
+SubjectHandler = Callable[[str, bytes], Awaitable[msgspec.Struct]]
 
 _HTTP_LIKE = {
     Code.BAD_REQUEST: "400", Code.INVALID: "422", Code.NOT_FOUND: "404", Code.ALREADY_EXISTS: "409",
-    Code.CONFLICT: "409", Code.UNAVAILABLE: "503", Code.INTERNAL: "500",
+    Code.CONFLICT: "409", Code.FORBIDDEN: "403", Code.UNAVAILABLE: "503", Code.INTERNAL: "500",
 }
 _encoder = msgspec.json.Encoder()
 log = structlog.get_logger()
@@ -32,7 +34,14 @@ log = structlog.get_logger()
 class Endpoint:
     name: str
     subject: str
-    handler: Handler
+    handler: Handler | None = None
+    subject_handler: SubjectHandler | None = None
+
+    async def call(self, subject: str, body: bytes) -> msgspec.Struct:
+        if self.subject_handler is not None:
+            return await self.subject_handler(subject, body)
+        assert self.handler is not None
+        return await self.handler(body)
 
 
 async def serve(nc: Client, *, name: str, version: str, description: str, queue: str,
@@ -47,7 +56,7 @@ async def serve(nc: Client, *, name: str, version: str, description: str, queue:
 def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[None]]:
     async def handle(request: Request) -> None:
         try:
-            result = await ep.handler(request.data)
+            result = await ep.call(request.subject, request.data)
         except ApiError as exc:
             await _respond_error(request, exc)
             return

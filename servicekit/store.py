@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 import nats
@@ -165,21 +166,21 @@ class Store:
         self.images = images
 
     @classmethod
-    async def connect(cls, url: str, name: str) -> Store:
+    async def connect(cls, url: str, name: str, *, creds: str | None = None, inbox: str | None = None,
+                      create: bool = True) -> Store:
+        """create: make missing buckets and streams (the control plane's and admin's right); a node
+        may not, and waits until the control plane has made them."""
         copies = replicas()
-        nc = await connect_nats(url, name)
+        nc = await connect_nats(url, name, creds=creds, inbox=inbox)
         try:
             js = nc.jetstream()
-            kvs = {b: await _ensure_kv(js, b, copies) for b in (
-                subjects.BUCKET_VMS, subjects.BUCKET_VMIS, subjects.BUCKET_NODES, subjects.BUCKET_NETWORKS,
-                subjects.BUCKET_IPAM, subjects.BUCKET_EXPOSURES, subjects.BUCKET_FLOATING_IPS)}
-            images = await _ensure_object_store(js, subjects.OBJECT_STORE_IMAGES, copies)
-            await _ensure_stream(js, StreamConfig(
-                name=subjects.STREAM_CONSOLE, subjects=[subjects.CONSOLE_OUT_ALL],
-                storage=StorageType.FILE, max_msgs_per_subject=20_000, max_bytes=256 * 2**20, num_replicas=copies))
-            await _ensure_stream(js, StreamConfig(
-                name=subjects.STREAM_EVENTS, subjects=[subjects.EVENTS_ALL], storage=StorageType.FILE,
-                max_msgs=100_000, max_age=7 * 24 * 3600, num_replicas=copies))
+            while True:
+                try:
+                    kvs, images = await _open_all(js, copies, create)
+                    break
+                except nats.js.errors.NotFoundError:
+                    structlog.get_logger().info("waiting for the control plane to create the buckets")
+                    await asyncio.sleep(1.0)
         except BaseException:
             await nc.close()  # e.g. a cluster still electing its JetStream leader: the caller retries
             raise
@@ -206,10 +207,24 @@ def replicas() -> int:
     return int(value)
 
 
-async def connect_nats(url: str, name: str, attempts: int = -1) -> Client:
+async def connect_nats(url: str, name: str, attempts: int = -1, *, creds: str | None = None,
+                       inbox: str | None = None) -> Client:
     """url: one server, or several separated by commas (the seeds of a cluster; any one will do).
     attempts: -1, as services do, keeps trying (also to connect at all) and logs each failure in a
-    line; a command gives up after a few and says so once, in the ApiError."""
+    line; a command gives up after a few and says so once, in the ApiError.
+    creds: the nkey seed file this client authenticates with (None: NATS_CREDS, else anonymous).
+    inbox: the reply-subject prefix this client's permissions allow (None: NATS's default)."""
+    creds = creds or os.environ.get("NATS_CREDS") or None
+    if creds is not None and not os.path.isfile(creds):
+        raise ApiError(Code.INVALID, f"credentials file {creds} does not exist (--creds or NATS_CREDS)")
+    extra: dict[str, Any] = {}
+    if creds is not None:
+        extra["nkeys_seed"] = creds
+    if inbox is not None:
+        extra["inbox_prefix"] = inbox
+    tls = tls_context(url)
+    if tls is not None:
+        extra["tls"] = tls
 
     async def failed(exc: Exception) -> None:  # nats-py's default prints a traceback per attempt
         if attempts < 0:
@@ -219,9 +234,37 @@ async def connect_nats(url: str, name: str, attempts: int = -1) -> Client:
         return await nats.connect(
             [u.strip() for u in url.split(",") if u.strip()], name=name, connect_timeout=3,
             max_reconnect_attempts=attempts, reconnect_time_wait=0.5, allow_reconnect=True, error_cb=failed,
+            **extra,
         )
     except Exception as exc:  # nats raises several kinds; the user needs one clear message
         raise ApiError(Code.UNAVAILABLE, f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
+
+
+def tls_context(url: str) -> ssl.SSLContext | None:
+    """For tls:// URLs: verify the server against NATS_CA (the cluster's generated CA), else the
+    system's roots."""
+    if not any(u.strip().startswith("tls://") for u in url.split(",")):
+        return None
+    ca = os.environ.get("NATS_CA")
+    context = ssl.create_default_context(cafile=ca or None)
+    return context
+
+
+async def _open_all(js: JetStreamContext, copies: int, create: bool) -> tuple[dict[str, KeyValue], ObjectStore]:
+    buckets = (subjects.BUCKET_VMS, subjects.BUCKET_VMIS, subjects.BUCKET_NODES, subjects.BUCKET_NETWORKS,
+               subjects.BUCKET_IPAM, subjects.BUCKET_EXPOSURES, subjects.BUCKET_FLOATING_IPS)
+    if not create:
+        kvs = {b: await js.key_value(b) for b in buckets}
+        return kvs, await js.object_store(subjects.OBJECT_STORE_IMAGES)
+    kvs = {b: await _ensure_kv(js, b, copies) for b in buckets}
+    images = await _ensure_object_store(js, subjects.OBJECT_STORE_IMAGES, copies)
+    await _ensure_stream(js, StreamConfig(
+        name=subjects.STREAM_CONSOLE, subjects=[subjects.CONSOLE_OUT_ALL],
+        storage=StorageType.FILE, max_msgs_per_subject=20_000, max_bytes=256 * 2**20, num_replicas=copies))
+    await _ensure_stream(js, StreamConfig(
+        name=subjects.STREAM_EVENTS, subjects=[subjects.EVENTS_ALL], storage=StorageType.FILE,
+        max_msgs=100_000, max_age=7 * 24 * 3600, num_replicas=copies))
+    return kvs, images
 
 
 async def _ensure_kv(js: JetStreamContext, bucket: str, copies: int) -> KeyValue:

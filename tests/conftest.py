@@ -9,10 +9,12 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from servicekit import credentials
 from servicekit.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,13 +27,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+TEST_NODES = ["node1", "node2"]
+
+
+@dataclass(frozen=True)
+class NatsServer:
+    url: str
+    creds_dir: Path
+    proc: subprocess.Popen[bytes]
+
+    def creds(self, user: str) -> str:
+        """The seed file of admin, viewer, control or node-<node>."""
+        return str(credentials.seed_path(self.creds_dir, user))
+
+
+def write_auth(directory: Path, port: int, nodes: list[str] = TEST_NODES) -> Path:
+    """Seeds for every role and the server config admitting only them; returns the config."""
+    users = credentials.users_for(nodes)
+    keys = credentials.ensure_seeds(directory / "creds", users)
+    conf = directory / "nats.conf"
+    credentials.write_server_config(conf, credentials.server_config(
+        users, keys, host="127.0.0.1", port=port, store_dir=str(directory / "js"), server_name=f"test-{port}"))
+    return conf
+
+
 @pytest.fixture
-def nats_url(tmp_path: Path) -> Iterator[str]:
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real nats-server with authentication on, as virtbus always runs it."""
     if shutil.which("nats-server") is None:
         pytest.fail("nats-server is not installed: run scripts/setup.sh")
     port = free_port()
-    proc = subprocess.Popen(["nats-server", "-js", "-sd", str(tmp_path / "js"), "-a", "127.0.0.1",
-                             "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    conf = write_auth(tmp_path, port)
+    proc = subprocess.Popen(["nats-server", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -41,7 +68,7 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("nats-server did not start")
             time.sleep(0.05)
-        yield f"nats://127.0.0.1:{port}"
+        yield NatsServer(f"nats://127.0.0.1:{port}", tmp_path / "creds", proc)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -49,6 +76,13 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def nats_url(nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The server's URL, with NATS_CREDS set to its admin seed for the clients the test makes."""
+    monkeypatch.setenv("NATS_CREDS", nats_server.creds("admin"))
+    return nats_server.url
 
 
 @pytest.fixture

@@ -31,8 +31,17 @@ class Lab:
     prefix: str
     url: str
 
+    @property
+    def creds(self) -> str:
+        """The lab's admin seed, what its CLI uses."""
+        return str(self.state_dir / "creds" / "admin.nk")
+
+    def creds_of(self, user: str) -> str:
+        return str(self.state_dir / "creds" / f"{user}.nk")
+
     def cli(self, *args: str, check: bool = True, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([sys.executable, "-m", "ctl", "--server", self.url, *args], capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "ctl", "--server", self.url, "--creds", self.creds, *args],
+                              capture_output=True,
                               text=True, timeout=timeout, cwd=REPO)
         if check and done.returncode != 0:
             raise AssertionError(f"virtbus {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")

@@ -27,7 +27,8 @@ class Terminal:
 
     def __init__(self, lab: Lab, name: str) -> None:
         self.master, slave = pty.openpty()
-        self.proc = subprocess.Popen([sys.executable, "-m", "ctl", "--server", lab.url, "console", name],
+        self.proc = subprocess.Popen([sys.executable, "-m", "ctl", "--server", lab.url, "--creds", lab.creds,
+                                      "console", name],
                                      stdin=slave, stdout=slave, stderr=slave, cwd=REPO, start_new_session=True)
         os.close(slave)
         self.seen = b""
@@ -64,7 +65,7 @@ class Terminal:
 def publish_raw(lab: Lab, name: str, text: str) -> None:
     """As ``nats pub virtbus.console.NAME.in TEXT`` does: no session header."""
     async def pub() -> None:
-        nc = await nats.connect(lab.url)
+        nc = await nats.connect(lab.url, nkeys_seed=lab.creds)
         await nc.publish(subjects.console_in(name), text.encode())
         await nc.flush()
         await nc.close()

@@ -38,7 +38,7 @@ def test_two_nodes_are_ready(lab: Lab) -> None:
 def test_services_answer_micro_discovery(lab: Lab) -> None:
     """What `nats micro list` shows: the api service and one agent per node."""
     async def ping() -> list[str]:
-        nc = await nats.connect(lab.url)
+        nc = await nats.connect(lab.url, nkeys_seed=lab.creds)
         try:
             inbox = nc.new_inbox()
             sub = await nc.subscribe(inbox)

@@ -7,9 +7,9 @@ from ipaddress import IPv4Network
 
 import pytest
 
-from handler.claims import Table, claim_address, release_address
 from proto import subjects
 from proto.errors import ApiError, Code
+from servicekit.claims import Table, claim_address, release_address
 from servicekit.store import Bucket, Store
 
 pytestmark = pytest.mark.integration

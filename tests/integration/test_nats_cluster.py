@@ -17,6 +17,7 @@ from proto import subjects
 from proto.errors import ApiError, Code
 from proto.spec import VMSpec
 from proto.state import VM
+from servicekit import credentials
 from servicekit.store import Store
 from tests.conftest import free_port
 
@@ -29,17 +30,23 @@ def listening(port: int) -> bool:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[list[tuple[str, subprocess.Popen[bytes]]]]:
-    """Three nats-servers on loopback, routed to each other; yields (client URL, process)."""
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, subprocess.Popen[bytes]]]]:
+    """Three nats-servers on loopback, routed to each other, authentication on; yields (client URL,
+    process). Clients of the test connect as admin (NATS_CREDS)."""
     ports = [(free_port(), free_port()) for _ in range(3)]
-    routes = ",".join(f"nats://127.0.0.1:{cluster}" for _, cluster in ports)
+    routes = [f"nats://127.0.0.1:{cluster}" for _, cluster in ports]
+    users = credentials.users_for(["node1"])
+    keys = credentials.ensure_seeds(tmp_path / "creds", users)
+    monkeypatch.setenv("NATS_CREDS", str(credentials.seed_path(tmp_path / "creds", "admin")))
     servers = []
     try:
         for i, (client, cluster) in enumerate(ports, start=1):
-            proc = subprocess.Popen(
-                ["nats-server", "-js", "-sd", str(tmp_path / f"n{i}"), "-n", f"n{i}", "-a", "127.0.0.1",
-                 "-p", str(client), "--cluster_name", "test", "--cluster", f"nats://127.0.0.1:{cluster}",
-                 "--routes", routes], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            conf = tmp_path / f"n{i}.conf"
+            credentials.write_server_config(conf, credentials.server_config(
+                users, keys, host="127.0.0.1", port=client, store_dir=str(tmp_path / f"n{i}"), server_name=f"n{i}",
+                cluster={"name": "test", "host": "127.0.0.1", "port": cluster, "routes": routes}))
+            proc = subprocess.Popen(["nats-server", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
             servers.append((f"nats://127.0.0.1:{client}", proc))
         deadline = time.monotonic() + 15
         for url, proc in servers:

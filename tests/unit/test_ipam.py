@@ -18,7 +18,7 @@ def test_the_gateway_is_the_first_host() -> None:
 
 
 def test_secondary_pool_respects_range_and_gateway() -> None:
-    from handler.secondary import pool
+    from proto.ipam import secondary_pool as pool
     from proto.spec import NetworkAttachment
 
     seed = NetworkAttachment(name="multus-br", bridge="multus-bridge", subnet="192.168.100.0/24")

@@ -1,0 +1,95 @@
+"""Who may publish and subscribe to what: virtbus's roles as NATS permissions (pure).
+
+NATS enforces these, not our code's manners. The roles follow Kubernetes' RBAC and NodeRestriction:
+- admin: everything (the operator; the lab's default CLI user);
+- viewer: the API's read verbs, reading state, events, stats and console output; nothing that changes;
+- control: the api service, controllers and binder: the state buckets, streams, the API and the node API;
+- node N: its handler and its launchers: its own node record and pod-IP table, its own node-API
+  subjects (where the control plane checks what it reports), its own stats and console subjects.
+Images (the object store's content) are written only by admin.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from proto import subjects
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    VIEWER = "viewer"
+    CONTROL = "control"
+    NODE = "node"
+
+
+class Rules(msgspec.Struct, frozen=True, omit_defaults=True):
+    allow: list[str] = []
+    deny: list[str] = []
+
+
+class Permissions(msgspec.Struct, frozen=True, omit_defaults=True):
+    """nats-server's ``permissions`` block of one user."""
+
+    publish: Rules
+    subscribe: Rules
+    allow_responses: bool = False
+
+
+READ_VERBS = ("get", "list")
+
+# Reading JetStream state: stream info, ephemeral consumers (KV watches, object gets, stream reads),
+# direct and message gets, and the flow-control replies ordered consumers must send.
+JS_READ = [
+    "$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
+    "$JS.API.CONSUMER.CREATE.>", "$JS.API.CONSUMER.DELETE.>", "$JS.API.CONSUMER.INFO.>",
+    "$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.*", "$JS.FC.>",
+]
+SERVICE_DISCOVERY = ["$SRV.>"]
+
+
+def kv_key(bucket: str, key: str) -> str:
+    """The subject a KV write of ``bucket``/``key`` is published on."""
+    return f"$KV.{bucket}.{key}"
+
+
+def permissions(role: Role, node: str | None = None) -> Permissions:
+    match role:
+        case Role.ADMIN:
+            return Permissions(publish=Rules(allow=[">"]), subscribe=Rules(allow=[">"]), allow_responses=True)
+        case Role.VIEWER:
+            return Permissions(
+                publish=Rules(allow=[*(f"{subjects.API_PREFIX}.*.{verb}" for verb in READ_VERBS),
+                                     "virtbus.node.*.info", *JS_READ, *SERVICE_DISCOVERY]),
+                subscribe=Rules(allow=["_INBOX.>", subjects.CONSOLE_OUT_ALL, f"{subjects.STATS_PREFIX}.>",
+                                       subjects.EVENTS_ALL]))
+        case Role.CONTROL:
+            return Permissions(
+                publish=Rules(allow=["$JS.API.>", "$JS.FC.>", "$JS.ACK.>", "$KV.>",
+                                     # deleting an image (an admin's API verb) marks its metadata and
+                                     # purges; its content (chunks) only admin writes
+                                     f"$O.{subjects.OBJECT_STORE_IMAGES}.M.>",
+                                     subjects.EVENTS_ALL, *SERVICE_DISCOVERY]),
+                subscribe=Rules(allow=[f"{subjects.inbox_prefix('control')}.>", subjects.API_ALL,
+                                       subjects.NODEAPI_ALL, *SERVICE_DISCOVERY]),
+                allow_responses=True)
+        case Role.NODE:
+            if node is None:
+                raise ValueError("a node role needs the node's name")
+            n = subjects.token(node)
+            return Permissions(
+                publish=Rules(allow=[
+                    kv_key(subjects.BUCKET_NODES, n),
+                    kv_key(subjects.BUCKET_IPAM, f"podips.{n}"),
+                    f"{subjects.NODEAPI_PREFIX}.{n}.*",
+                    f"{subjects.STATS_PREFIX}.{n}.*",
+                    subjects.CONSOLE_OUT_ALL,
+                    *JS_READ, *SERVICE_DISCOVERY]),
+                subscribe=Rules(allow=[
+                    f"{subjects.inbox_prefix('node', n)}.>", subjects.node_info(n),
+                    f"{subjects.STATS_PREFIX}.{n}.*",
+                    f"{subjects.CONSOLE_PREFIX}.*.in", f"{subjects.CONSOLE_PREFIX}.*.keyboard",
+                    *SERVICE_DISCOVERY]),
+                allow_responses=True)

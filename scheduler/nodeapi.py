@@ -1,0 +1,131 @@
+"""The control plane's side of the node API (``virtbus.nodeapi.<node>.<verb>``): nodes register,
+report the status of their VMIs and get their VMIs' secondary addresses through here, so a node
+writes no shared state itself. The subject's node token is the caller (NATS lets only that node
+publish there); proto.nodeapi's rules decide what it may change.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Network
+
+import structlog
+
+from proto import ipam, subjects
+from proto.api import decode_request
+from proto.errors import ApiError, Code
+from proto.events import Event
+from proto.nodeapi import (
+    VERB_ATTACH,
+    VERB_REGISTER,
+    VERB_STATUS,
+    AttachReply,
+    AttachRequest,
+    Registration,
+    SecondaryNic,
+    StatusReply,
+    StatusReport,
+    apply_report,
+    check_bound,
+)
+from proto.spec import NetworkAttachment
+from proto.state import Node
+from proto.validation import check_name, validate_node_registration
+from servicekit.claims import claim_address, release_address
+from servicekit.endpoints import Endpoint
+from servicekit.store import Bucket, Store
+
+log = structlog.get_logger()
+CIDR_KEY = "nodecidr.{index}"
+
+
+class NodeApi:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self.cidrs: Bucket[str] = Bucket(store.raw[subjects.BUCKET_IPAM], str)
+        self.tables: Bucket[dict[str, str]] = Bucket(store.raw[subjects.BUCKET_IPAM], dict[str, str])
+        self.networks: Bucket[NetworkAttachment] = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
+
+    def endpoints(self) -> list[Endpoint]:
+        table = {VERB_REGISTER: self.register, VERB_STATUS: self.status, VERB_ATTACH: self.attach}
+        return [Endpoint(f"node-{verb}", f"{subjects.NODEAPI_PREFIX}.*.{verb}", subject_handler=handler)
+                for verb, handler in table.items()]
+
+    async def register(self, subject: str, body: bytes) -> Node:
+        node = subjects.nodeapi_node(subject)
+        reg = validate_node_registration(decode_request(body, Registration))
+        for other in await self.store.nodes.items():
+            if other.key != node and reg.address is not None and other.value.address == reg.address:
+                raise ApiError(Code.CONFLICT, f"address {reg.address} is node {other.key}'s", "address")
+        cidr = await self._claim_cidr(node)
+        now = self.clock()
+        current = await self.store.nodes.get(node)
+        record = Node(name=node, cpus=reg.cpus, memory=reg.memory, kvm=reg.kvm, labels=reg.labels,
+                      address=reg.address, pod_cidr=str(cidr), heartbeat=now,
+                      started_at=current.value.started_at if current else now)
+        if current is None:
+            await self.store.nodes.create(node, record)
+        else:
+            await self.store.nodes.update(node, record, current.revision)
+        log.info("node registered", node=node, pod_cidr=str(cidr), address=reg.address)
+        return record
+
+    async def _claim_cidr(self, node: str) -> IPv4Network:
+        """The node's pod CIDR: the one it holds, else the lowest free one, claimed by create."""
+        for index in range(256):
+            entry = await self.cidrs.get(CIDR_KEY.format(index=index))
+            if entry is not None and entry.value == node:
+                return ipam.node_cidr(index)
+        for index in range(256):
+            try:
+                await self.cidrs.create(CIDR_KEY.format(index=index), node)
+            except ApiError as exc:
+                if exc.code is Code.ALREADY_EXISTS:
+                    continue
+                raise
+            return ipam.node_cidr(index)
+        raise ApiError(Code.UNAVAILABLE, f"the cluster CIDR {ipam.CLUSTER_CIDR} is exhausted")
+
+    async def status(self, subject: str, body: bytes) -> StatusReply:
+        node = subjects.nodeapi_node(subject)
+        report = decode_request(body, StatusReport)
+        check_name(report.vmi, "vmi")
+        now = self.clock()
+        entry = await self.store.vmis.mutate(report.vmi, lambda v: apply_report(v, report, node, now))
+        if entry is None:
+            raise ApiError(Code.NOT_FOUND, f"VMI {report.vmi} not found")
+        check_bound(entry.value, node, report.uid)
+        applied = entry.value.phase is report.phase if report.phase is not None else True
+        if report.event is not None and applied:
+            await self.store.emit(Event(kind="VirtualMachineInstance", name=report.vmi, reason=report.event.reason,
+                                        message=report.event.message[:1000], timestamp=now, node=node,
+                                        type="Warning" if report.event.warning else "Normal"))
+        return StatusReply(applied=applied, phase=entry.value.phase)
+
+    async def attach(self, subject: str, body: bytes) -> AttachReply:
+        """Addresses for the VMI's secondary NICs, unique in the cluster and kept by the VM."""
+        node = subjects.nodeapi_node(subject)
+        req = decode_request(body, AttachRequest)
+        check_name(req.vmi, "vmi")
+        vmi = await self.store.vmis.require(req.vmi, "VMI")
+        check_bound(vmi.value, node, req.uid)
+        out = []
+        for net in vmi.value.spec.networks:
+            if net.kind != "multus" or not net.network_name:
+                continue
+            att = await self.networks.get(net.network_name)
+            if att is None:
+                raise ApiError(Code.NOT_FOUND, f"network {net.network_name!r} does not exist")
+            ip = await claim_address(self.tables, f"net.{att.key}", vmi.value.spec.name, ipam.secondary_pool(att.value),
+                                     f"network {att.key} has no free address left ({att.value.subnet})")
+            prefix = IPv4Network(att.value.subnet).prefixlen
+            out.append(SecondaryNic(interface=net.name, network=att.key, bridge=att.value.bridge,
+                                    address=f"{ip}/{prefix}"))
+        return AttachReply(items=out)
+
+    async def release_secondary(self, vm: str) -> None:
+        """A deleted VM's secondary addresses go back to their networks."""
+        for entry in await self.networks.items():
+            await release_address(self.tables, f"net.{entry.key}", vm)
