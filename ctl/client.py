@@ -84,15 +84,13 @@ class ApiClient:
                 raise
             uid = None
         js = self.nc.jetstream()
-        subject = subjects.console_out(vmi)
-        try:
-            last = await js.get_last_msg(subjects.STREAM_CONSOLE, subject)
-        except nats.js.errors.NotFoundError:
-            return b""
+        sub = await js.subscribe(subjects.console_out_any_node(vmi), ordered_consumer=True,
+                                 deliver_policy=DeliverPolicy.ALL)
         out = bytearray()
-        sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
         seen: str | None = None
         try:
+            if (await sub.consumer_info()).num_pending == 0:
+                return b""
             async for msg in sub.messages:
                 run = (msg.headers or {}).get(RUN_HEADER)
                 if uid is None and run != seen:
@@ -100,12 +98,11 @@ class ApiClient:
                     seen = run
                 if uid is None or run == uid:
                     out += msg.data
-                if msg.metadata.sequence.stream >= (last.seq or 0):
+                if msg.metadata.num_pending == 0:
                     break
         finally:
             await sub.unsubscribe()
         return bytes(out)
-
 
     async def events(self, follow: bool, handle: Any) -> None:
         """Every recorded event in order, then (with follow) new ones as they come."""

@@ -15,6 +15,7 @@ import secrets
 import sys
 import termios
 import tty
+from dataclasses import dataclass
 from typing import Any
 
 from nats.js.api import DeliverPolicy
@@ -28,40 +29,56 @@ from proto.errors import ApiError, Code
 ESCAPE = b"\x1d"  # ^]
 
 
-async def _keyboard(api: ApiClient, name: str, session: str, release: bool = False) -> None:
+@dataclass(frozen=True)
+class Target:
+    """A running VMI's console: its subjects name the node that runs it."""
+
+    node: str
+    name: str
+
+
+async def _keyboard(api: ApiClient, t: Target, session: str, release: bool = False) -> None:
     """Claim (or renew, or release) the console's keyboard; ApiError(CONFLICT) while another holds it."""
-    await api.request(subjects.console_keyboard(name), KeyboardRequest(session=session, release=release),
-                      KeyboardGrant, f"console of {name}", "is the VM running?")
+    await api.request(subjects.console_keyboard(t.node, t.name), KeyboardRequest(session=session, release=release),
+                      KeyboardGrant, f"console of {t.name}", "is the VM running?")
 
 
-async def _type(api: ApiClient, name: str, session: str, data: bytes) -> None:
-    await api.nc.publish(subjects.console_in(name), data, headers={SESSION_HEADER: session})
+async def _type(api: ApiClient, t: Target, session: str, data: bytes) -> None:
+    await api.nc.publish(subjects.console_in(t.node, t.name), data, headers={SESSION_HEADER: session})
 
 
 async def send(api: ApiClient, name: str, text: str) -> None:
     """Type text (backslash escapes decoded) unless another session holds the keyboard."""
+    t = await _target(api, name)
     session = secrets.token_hex(8)
-    await _keyboard(api, name, session)
+    await _keyboard(api, t, session)
     try:
-        await _type(api, name, session, text.encode().decode("unicode_escape").encode())
+        await _type(api, t, session, text.encode().decode("unicode_escape").encode())
         await api.nc.flush()
     finally:
-        await _keyboard(api, name, session, release=True)
+        await _keyboard(api, t, session, release=True)
 
 
-async def _running(api: ApiClient, name: str) -> bool:
+async def _running_on(api: ApiClient, name: str) -> str | None:
+    """The node running the VM, None when it does not run."""
     try:
         vmi = (await api.call("vmi", "get", NameRequest(name=name), VMIReply)).item
     except ApiError as exc:
         if exc.code is Code.NOT_FOUND:
-            return False
+            return None
         raise
-    return vmi.phase.value == "Running"
+    return vmi.node_name if vmi.phase.value == "Running" else None
+
+
+async def _target(api: ApiClient, name: str) -> Target:
+    node = await _running_on(api, name)
+    if node is None:
+        raise ApiError(Code.INVALID, f"VM {name} is not running")
+    return Target(node, name)
 
 
 async def interactive(api: ApiClient, name: str) -> int:
-    if not await _running(api, name):
-        raise ApiError(Code.INVALID, f"VM {name} is not running")
+    t = await _target(api, name)
     out = sys.stdout.buffer
     js = api.nc.jetstream()
 
@@ -69,11 +86,12 @@ async def interactive(api: ApiClient, name: str) -> int:
         out.write(msg.data)
         out.flush()
 
-    sub = await js.subscribe(subjects.console_out(name), ordered_consumer=True, deliver_policy=DeliverPolicy.NEW,
+    sub = await js.subscribe(subjects.console_out(t.node, name), ordered_consumer=True,
+                             deliver_policy=DeliverPolicy.NEW,
                              cb=show)
     print(f"Successfully connected to {name} console. The escape sequence is ^]", file=sys.stderr)
     session = secrets.token_hex(8)
-    holding = await _hold(api, name, session, None)
+    holding = await _hold(api, t, session, None)
     loop = asyncio.get_running_loop()
     keys: asyncio.Queue[bytes] = asyncio.Queue()
     fd = sys.stdin.fileno()
@@ -88,19 +106,19 @@ async def interactive(api: ApiClient, name: str) -> int:
             try:
                 data = await asyncio.wait_for(keys.get(), timeout=max(0.1, min(1.0, next_renew - loop.time())))
             except TimeoutError:
-                if not await _running(api, name):
+                if await _running_on(api, name) != t.node:
                     print("\r\n[the VM stopped; console closed]", file=sys.stderr)
                     return 0
                 data = None
             if loop.time() >= next_renew:  # renew the lease, or try again to get it
-                holding = await _hold(api, name, session, holding)
+                holding = await _hold(api, t, session, holding)
                 next_renew = loop.time() + renew_every
             if data is None:
                 continue
             if not data or ESCAPE in data:
                 return 0
             if holding:
-                await _type(api, name, session, data)
+                await _type(api, t, session, data)
     finally:
         loop.remove_reader(fd)
         if saved is not None:
@@ -108,13 +126,13 @@ async def interactive(api: ApiClient, name: str) -> int:
         await sub.unsubscribe()
         if holding:
             with contextlib.suppress(ApiError):
-                await _keyboard(api, name, session, release=True)
+                await _keyboard(api, t, session, release=True)
 
 
-async def _hold(api: ApiClient, name: str, session: str, holding: bool | None) -> bool:
+async def _hold(api: ApiClient, t: Target, session: str, holding: bool | None) -> bool:
     """Claim or renew the keyboard; says so when this session gains or loses it."""
     try:
-        await _keyboard(api, name, session)
+        await _keyboard(api, t, session)
         now = True
     except ApiError as exc:
         if exc.code is not Code.CONFLICT:

@@ -25,9 +25,9 @@ log = structlog.get_logger()
 
 
 class ConsoleTail:
-    def __init__(self, js: JetStreamContext, vmi: str, uid: str, log_file: Path) -> None:
+    def __init__(self, js: JetStreamContext, node: str, vmi: str, uid: str, log_file: Path) -> None:
         self.js = js
-        self.subject = subjects.console_out(vmi)
+        self.subject = subjects.console_out(node, vmi)
         # Every run's output stays in the stream (a crash loop leaves something to read); each
         # chunk says which run printed it, so readers show the run they want.
         self.headers = {RUN_HEADER: uid}
@@ -59,8 +59,9 @@ class ConsoleInput:
     that holds the keyboard (proto.console) or from anyone while none does; the port's output is
     read and dropped here (the log file has it), so the guest never blocks on a full socket."""
 
-    def __init__(self, nc: Any, vmi: str, socket_path: str) -> None:
+    def __init__(self, nc: Any, node: str, vmi: str, socket_path: str) -> None:
         self.nc = nc
+        self.node = node
         self.vmi = vmi
         self.socket_path = socket_path
         self.writer: asyncio.StreamWriter | None = None
@@ -68,8 +69,8 @@ class ConsoleInput:
 
     async def run(self) -> None:
         reader, self.writer = await asyncio.open_unix_connection(self.socket_path)
-        subs = [await self.nc.subscribe(subjects.console_in(self.vmi), cb=self._typed),
-                await self.nc.subscribe(subjects.console_keyboard(self.vmi), cb=self._keyboard)]
+        subs = [await self.nc.subscribe(subjects.console_in(self.node, self.vmi), cb=self._typed),
+                await self.nc.subscribe(subjects.console_keyboard(self.node, self.vmi), cb=self._keyboard)]
         try:
             while await reader.read(65536):
                 pass

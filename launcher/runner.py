@@ -74,7 +74,7 @@ class Runner:
         self.store = store
         self.nodeapi = NodeApiClient(store.nc, args.node)
         self.libvirtd = PrivateLibvirtd()
-        self.console = ConsoleTail(store.js, args.vmi, args.uid, args.vmi_dir / "serial.log")
+        self.console = ConsoleTail(store.js, args.node, args.vmi, args.uid, args.vmi_dir / "serial.log")
         self.events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self.stop_requested = asyncio.Event()
         self.gone = asyncio.Event()
@@ -129,7 +129,7 @@ class Runner:
                 await self.set_phase(Phase.FAILED, f"launch failed: {reason}")
                 return 1
             tail = asyncio.create_task(self.console.run())
-            keys = asyncio.create_task(ConsoleInput(self.store.nc, self.args.vmi, CONSOLE_SOCKET).run())
+            keys = asyncio.create_task(ConsoleInput(self.store.nc, self.args.node, self.args.vmi, CONSOLE_SOCKET).run())
             publisher = asyncio.create_task(self._publish_stats(dom))
             phase, reason = await self._supervise(dom, vmi.spec.termination_grace_period_seconds)
             await self.console.pump()

@@ -85,11 +85,11 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                     kv_key(subjects.BUCKET_IPAM, f"podips.{n}"),
                     f"{subjects.NODEAPI_PREFIX}.{n}.*",
                     f"{subjects.STATS_PREFIX}.{n}.*",
-                    subjects.CONSOLE_OUT_ALL,
+                    subjects.console_of_node(n, "out"),
                     *JS_READ, *SERVICE_DISCOVERY]),
                 subscribe=Rules(allow=[
                     f"{subjects.inbox_prefix('node', n)}.>", subjects.node_info(n),
                     f"{subjects.STATS_PREFIX}.{n}.*",
-                    f"{subjects.CONSOLE_PREFIX}.*.in", f"{subjects.CONSOLE_PREFIX}.*.keyboard",
+                    subjects.console_of_node(n, "in"), subjects.console_of_node(n, "keyboard"),
                     *SERVICE_DISCOVERY]),
                 allow_responses=True)

@@ -47,22 +47,34 @@ def api(kind: str, verb: str) -> str:
     return f"{API_PREFIX}.{token(kind)}.{token(verb)}"
 
 
-def console_out(vmi: str) -> str:
-    """Serial console output of a VMI, in order; kept in STREAM_CONSOLE."""
-    return f"{CONSOLE_PREFIX}.{token(vmi)}.out"
+# A console's subjects carry the node that runs the VMI: a node's launchers may publish and
+# listen only on their own node's (proto.permissions), so no node reads another's keystrokes.
+def console_out(node: str, vmi: str) -> str:
+    """Serial console output of a VMI run on node, in order; kept in STREAM_CONSOLE."""
+    return f"{CONSOLE_PREFIX}.{token(node)}.{token(vmi)}.out"
 
 
-def console_in(vmi: str) -> str:
+def console_out_any_node(vmi: str) -> str:
+    """A VMI's console output wherever it ran (each run's chunks carry its uid)."""
+    return f"{CONSOLE_PREFIX}.*.{token(vmi)}.out"
+
+
+def console_in(node: str, vmi: str) -> str:
     """Keystrokes for a VMI's serial console."""
-    return f"{CONSOLE_PREFIX}.{token(vmi)}.in"
+    return f"{CONSOLE_PREFIX}.{token(node)}.{token(vmi)}.in"
 
 
-def console_keyboard(vmi: str) -> str:
+def console_keyboard(node: str, vmi: str) -> str:
     """Request/reply to the VMI's launcher: claim, renew or release the console's keyboard."""
-    return f"{CONSOLE_PREFIX}.{token(vmi)}.keyboard"
+    return f"{CONSOLE_PREFIX}.{token(node)}.{token(vmi)}.keyboard"
 
 
-CONSOLE_OUT_ALL = f"{CONSOLE_PREFIX}.*.out"
+def console_of_node(node: str, what: str) -> str:
+    """Every console subject of one node's VMIs of a kind: out, in or keyboard."""
+    return f"{CONSOLE_PREFIX}.{token(node)}.*.{token(what)}"
+
+
+CONSOLE_OUT_ALL = f"{CONSOLE_PREFIX}.*.*.out"
 STATS_PREFIX = "virtbus.stats"
 STREAM_EVENTS = "VIRTBUS_EVENTS"
 EVENTS_ALL = "virtbus.events.>"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pty
 import select
@@ -63,10 +64,12 @@ class Terminal:
 
 
 def publish_raw(lab: Lab, name: str, text: str) -> None:
-    """As ``nats pub virtbus.console.NAME.in TEXT`` does: no session header."""
+    """As ``nats pub virtbus.console.NODE.NAME.in TEXT`` does: no session header."""
+    node = json.loads(lab.cli("get", "vmis", name, "-o", "json").stdout)["status"]["nodeName"]
+
     async def pub() -> None:
         nc = await nats.connect(lab.url, nkeys_seed=lab.creds)
-        await nc.publish(subjects.console_in(name), text.encode())
+        await nc.publish(subjects.console_in(node, name), text.encode())
         await nc.flush()
         await nc.close()
 

@@ -4,6 +4,8 @@ the server refuses it (a permissions violation, nothing written), and what the r
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -18,6 +20,7 @@ from proto.nodeapi import Registration, StatusReport
 from proto.spec import VMSpec
 from proto.state import VM, VMI, Node, Phase
 from scheduler.nodeapi import NodeApi
+from servicekit import credentials
 from servicekit.endpoints import serve
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
@@ -70,22 +73,40 @@ async def as_user(nats_server: NatsServer) -> AsyncIterator[object]:
             await c.nc.close()
 
 
-async def test_anonymous_and_unknown_keys_are_refused(nats_server: NatsServer) -> None:
-    with pytest.raises(Exception, match="(?i)authorization"):
-        await nats.connect(nats_server.url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2)
-    from servicekit import credentials
+_TRY_CONNECT = """
+import asyncio, sys, nats
+async def main():
+    kw = {"nkeys_seed": sys.argv[2]} if len(sys.argv) > 2 else {}
+    try:
+        nc = await nats.connect(sys.argv[1], allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2, **kw)
+    except Exception as exc:
+        print("refused:", exc)
+        return
+    print("connected")
+    await nc.close()
+asyncio.run(main())
+"""
+
+
+def try_connect(url: str, *seed: str) -> str:
+    """A client's connect in its own process (nats-py leaves a refused connection's socket behind)."""
+    return subprocess.run([sys.executable, "-c", _TRY_CONNECT, url, *seed], capture_output=True, text=True,
+                          timeout=30).stdout
+
+
+def test_anonymous_and_unknown_keys_are_refused(nats_server: NatsServer) -> None:
+    assert "authorization violation" in try_connect(nats_server.url).lower()
     stranger = nats_server.creds_dir.parent / "stranger.nk"
     stranger.write_bytes(credentials.new_seed())
-    with pytest.raises(Exception, match="(?i)authorization"):
-        await nats.connect(nats_server.url, nkeys_seed=str(stranger), allow_reconnect=False,
-                           max_reconnect_attempts=0, connect_timeout=2)
+    assert "authorization violation" in try_connect(nats_server.url, str(stranger)).lower()
+    assert try_connect(nats_server.url, nats_server.creds("viewer")).strip() == "connected"
 
 
 async def test_viewer_reads_but_changes_nothing(nats_server: NatsServer, store: Store, as_user) -> None:  # type: ignore[no-untyped-def]
     viewer = await as_user("viewer")
     for subject in (subjects.api("vm", "stop"), subjects.api("vm", "create"), subjects.api("vm", "delete"),
                     subjects.api("image", "delete"), "$KV.vms.testvm", "$O.images.C.x",
-                    subjects.console_in("testvm"), subjects.nodeapi("node1", "status")):
+                    subjects.console_in("node1", "testvm"), subjects.nodeapi("node1", "status")):
         assert await viewer.refused(subject), subject
     assert not await viewer.refused(subjects.api("vm", "list"))
     # reading state works: the viewer opens the vms bucket and sees what admin wrote
@@ -105,19 +126,22 @@ async def test_a_node_writes_only_its_own_record(nats_server: NatsServer, store:
                     "$KV.ipam.podips.node2", "$KV.networks.x", "$KV.exposures.x", "$O.images.C.x",
                     "$O.images.M.x", subjects.nodeapi("node2", "status"), subjects.stats("node2", "testvm"),
                     subjects.api("vm", "list"), "$JS.API.STREAM.DELETE.KV_vms",
-                    "$JS.API.STREAM.PURGE.VIRTBUS_CONSOLE", subjects.event("VirtualMachine", "testvm")):
+                    "$JS.API.STREAM.PURGE.VIRTBUS_CONSOLE", subjects.event("VirtualMachine", "testvm"),
+                    subjects.console_out("node2", "testvm"), subjects.console_in("node2", "testvm")):
         assert await node1.refused(subject), subject
     for subject in ("$KV.nodes.node1", "$KV.ipam.podips.node1", subjects.nodeapi("node1", "status"),
-                    subjects.stats("node1", "testvm")):
+                    subjects.stats("node1", "testvm"), subjects.console_out("node1", "testvm")):
         assert not await node1.refused(subject), subject
     # and it cannot listen to the API's requests, nor to another node's replies
     before = len(node1.errors)
     assert node1.nc is not None
     await node1.nc.subscribe(subjects.API_ALL)
     await node1.nc.subscribe(f"{subjects.inbox_prefix('node', 'node2')}.>")
+    await node1.nc.subscribe(subjects.console_in("node2", "testvm"))  # another node's keystrokes
+    await node1.nc.subscribe(subjects.console_in("node1", "testvm"))  # its own: allowed
     await node1.nc.flush()
     await asyncio.sleep(0.3)
-    assert sum("permissions violation" in e.lower() for e in node1.errors[before:]) == 2
+    assert sum("permissions violation" in e.lower() for e in node1.errors[before:]) == 3
 
 
 async def test_the_control_plane_cannot_write_image_content(as_user) -> None:  # type: ignore[no-untyped-def]
