@@ -3,7 +3,8 @@
 #   bash compose/lab.sh up       # image built or reused, services started, waits for 2 Ready nodes
 #   bash compose/lab.sh status   # its containers, and where NATS and Prometheus answer
 #   bash compose/lab.sh down     # removes its containers, networks and state
-# Then, as with the one-machine lab: .venv/bin/virtbus --server nats://127.0.0.1:4222 get nodes
+# Then: NATS_CREDS=<state>/creds/admin.nk NATS_CA=<state>/tls/ca.pem \
+#         .venv/bin/virtbus --server tls://127.0.0.1:4222 get nodes     (lab.sh status prints both paths)
 # Env: VIRTBUS_COMPOSE_PROJECT (virtbus), VIRTBUS_NATS_PORT (4222), VIRTBUS_PROMETHEUS_PORT (9090),
 #      VIRTBUS_COMPOSE_STATE (/var/lib/virtbus/compose/<project>).
 set -euo pipefail
@@ -16,7 +17,9 @@ state=${VIRTBUS_COMPOSE_STATE:-/var/lib/virtbus/compose/$project}
 export VIRTBUS_NATS_PORT=${VIRTBUS_NATS_PORT:-4222} VIRTBUS_PROMETHEUS_PORT=${VIRTBUS_PROMETHEUS_PORT:-9090}
 # compose.yml refuses to run without these; `down` and `status` do not use them
 export VIRTBUS_IMAGE=${VIRTBUS_IMAGE:-unset} VIRTBUS_GUEST_DIR=${VIRTBUS_GUEST_DIR:-unset}
-export VIRTBUS_PROMETHEUS_CONFIG="$state/prometheus.yml"
+export VIRTBUS_PROMETHEUS_CONFIG="$state/prometheus.yml" VIRTBUS_COMPOSE_STATE="$state"
+# the CLI on this machine: admin's nkey, and the lab's CA to check the servers' certificates
+export NATS_CREDS="$state/creds/admin.nk" NATS_CA="$state/tls/ca.pem"
 say() { echo "compose: $*"; }
 compose() { "$REPO/.venv/bin/podman-compose" --no-ansi -p "$project" -f "$HERE/compose.yml" "$@"; }
 
@@ -26,12 +29,14 @@ up() {
   VIRTBUS_GUEST_DIR=$(dirname "$(bash guest/build.sh | tail -n 1)")
   mkdir -p "$state"
   .venv/bin/python -m ctl lab prometheus-config --compose "$HERE/compose.yml" >"$VIRTBUS_PROMETHEUS_CONFIG"
+  .venv/bin/python -m ctl.clusterauth --dir "$state" --nodes node1,node2 --also-ip 127.0.0.1 \
+    --server nats1=10.98.0.2 --server nats2=10.98.0.3 --server nats3=10.98.0.4
   say "starting project $project from $VIRTBUS_IMAGE (log: $state/up.log)"
   compose up -d >"$state/up.log" 2>&1 || { tail -n 30 "$state/up.log"; exit 1; }
   say "waiting for 2 nodes to be Ready (NATS at 127.0.0.1:$VIRTBUS_NATS_PORT)"
   local start=$SECONDS last=""
   while true; do
-    ready=$(.venv/bin/virtbus --server "nats://127.0.0.1:$VIRTBUS_NATS_PORT" get nodes 2>/dev/null |
+    ready=$(.venv/bin/virtbus --server "tls://127.0.0.1:$VIRTBUS_NATS_PORT" get nodes 2>/dev/null |
             awk 'NR > 1 && $2 == "Ready"' | wc -l) || ready=0
     [ "$ready" != "$last" ] && say "  $ready/2 nodes Ready ($((SECONDS - start)) s)" && last=$ready
     [ "$ready" -ge 2 ] && break
@@ -49,7 +54,8 @@ up() {
 
 status() {
   podman ps -a --filter "label=io.podman.compose.project=$project" --format '{{.Names}}\t{{.Status}}'
-  say "NATS: nats://127.0.0.1:$VIRTBUS_NATS_PORT (a 3-server cluster, state with 3 replicas)"
+  say "NATS: tls://127.0.0.1:$VIRTBUS_NATS_PORT (a 3-server cluster, state with 3 replicas, TLS)"
+  say "credentials: NATS_CREDS=$state/creds/admin.nk (viewer.nk: read only) NATS_CA=$state/tls/ca.pem"
   say "Prometheus: http://127.0.0.1:$VIRTBUS_PROMETHEUS_PORT (scrapes $(grep -o "targets: .*" \
     "$VIRTBUS_PROMETHEUS_CONFIG" 2>/dev/null | cut -d' ' -f2-))"
 }

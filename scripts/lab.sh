@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
-examples=${VIRTBUS_EXAMPLES:-$PWD/../shared/examples/kubevirt}
+examples=${VIRTBUS_EXAMPLES:-$PWD/examples}  # the repository's copies of the seed manifests
 
 echo "== building (or reusing) the test guest" >&2
 disk=$(bash guest/build.sh | tail -n 1)

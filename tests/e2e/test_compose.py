@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import secrets
+import ssl
 import subprocess
 import sys
 import time
@@ -35,7 +36,7 @@ class ComposeLab:
 
     def cli(self, *args: str) -> str:
         done = subprocess.run([sys.executable, "-m", "ctl", "--server", self.nats_url, *args], capture_output=True,
-                              text=True, timeout=400, cwd=REPO)
+                              text=True, timeout=400, cwd=REPO, env=self.env)
         assert done.returncode == 0, f"virtbus {' '.join(args)}:\n{done.stdout}\n{done.stderr}\n{self.logs()}"
         return done.stdout
 
@@ -60,11 +61,13 @@ class ComposeLab:
 def compose_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeLab]:
     project = f"vbc{secrets.token_hex(3)}"
     nats_port, prometheus_port = free_port(), free_port()
+    state = tmp_path_factory.mktemp("compose")
     env = {**os.environ, "VIRTBUS_COMPOSE_PROJECT": project, "VIRTBUS_NATS_PORT": str(nats_port),
-           "VIRTBUS_PROMETHEUS_PORT": str(prometheus_port),
-           "VIRTBUS_COMPOSE_STATE": str(tmp_path_factory.mktemp("compose")),
-           "CONTAINERS_CONF": str(REPO / "compose" / "containers.conf")}
-    lab = ComposeLab(project, f"nats://127.0.0.1:{nats_port}", f"http://127.0.0.1:{prometheus_port}", env)
+           "VIRTBUS_PROMETHEUS_PORT": str(prometheus_port), "VIRTBUS_COMPOSE_STATE": str(state),
+           "CONTAINERS_CONF": str(REPO / "compose" / "containers.conf"),
+           # what lab.sh generates: the CLI authenticates as admin and checks the servers against the lab's CA
+           "NATS_CREDS": str(state / "creds" / "admin.nk"), "NATS_CA": str(state / "tls" / "ca.pem")}
+    lab = ComposeLab(project, f"tls://127.0.0.1:{nats_port}", f"http://127.0.0.1:{prometheus_port}", env)
     try:
         up = subprocess.run(["bash", "compose/lab.sh", "up"], capture_output=True, text=True, timeout=900, cwd=REPO,
                             env=env)
@@ -86,7 +89,8 @@ def promql(lab: ComposeLab, query: str) -> list[tuple[dict[str, str], float]]:
 
 def replicas_of_state(lab: ComposeLab) -> dict[str, int]:
     async def ask() -> dict[str, int]:
-        nc = await nats.connect(lab.nats_url)
+        nc = await nats.connect(lab.nats_url, nkeys_seed=lab.env["NATS_CREDS"],
+                                tls=ssl.create_default_context(cafile=lab.env["NATS_CA"]))
         try:
             js = nc.jetstream()
             out = {}
