@@ -1,0 +1,78 @@
+"""The roles' NATS permissions (proto.permissions) and the server config that carries them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from proto import subjects
+from proto.permissions import Role, permissions
+from servicekit import credentials
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: * one token, > the rest."""
+    p, s = pattern.split("."), subject.split(".")
+    for i, token in enumerate(p):
+        if token == ">":
+            return len(s) > i
+        if i >= len(s) or (token != "*" and token != s[i]):
+            return False
+    return len(p) == len(s)
+
+
+def may_publish(role: Role, subject: str, node: str | None = None) -> bool:
+    rules = permissions(role, node).publish
+    return any(matches(a, subject) for a in rules.allow) and not any(matches(d, subject) for d in rules.deny)
+
+
+@pytest.mark.parametrize("subject", [
+    "$KV.vms.testvm", "$KV.vmis.testvm", "$KV.nodes.node2", "$KV.ipam.nodecidr.3", "$KV.ipam.net.multus-br",
+    "$O.images.C.abc", "virtbus.api.vm.create", "virtbus.nodeapi.node2.status", "virtbus.events.vm.testvm",
+    "virtbus.console.node2.testvm.out", "$JS.API.STREAM.PURGE.VIRTBUS_CONSOLE", "$JS.API.STREAM.CREATE.KV_x",
+])
+def test_a_node_may_not(subject: str) -> None:
+    assert not may_publish(Role.NODE, subject, "node1")
+
+
+def test_a_node_may_its_own() -> None:
+    for subject in ("$KV.nodes.node1", "$KV.ipam.podips.node1", subjects.nodeapi("node1", "status"),
+                    subjects.stats("node1", "testvm"), subjects.console_out("node1", "testvm")):
+        assert may_publish(Role.NODE, subject, "node1"), subject
+
+
+def test_viewer_reads_only() -> None:
+    assert may_publish(Role.VIEWER, subjects.api("vm", "list"))
+    assert may_publish(Role.VIEWER, subjects.api("vmi", "get"))
+    for verb in ("create", "apply", "delete", "start", "stop", "restart", "expose"):
+        assert not may_publish(Role.VIEWER, subjects.api("vm", verb))
+    assert not may_publish(Role.VIEWER, "$KV.vms.testvm")
+
+
+def test_only_admin_writes_image_content() -> None:
+    assert may_publish(Role.ADMIN, "$O.images.C.x")
+    for role, node in ((Role.CONTROL, None), (Role.NODE, "node1"), (Role.VIEWER, None)):
+        assert not may_publish(role, "$O.images.C.x", node)
+
+
+def test_the_server_accepts_the_config(tmp_path: Path) -> None:
+    users = credentials.users_for(["node1", "node2"])
+    keys = credentials.ensure_seeds(tmp_path / "creds", users)
+    conf = tmp_path / "nats.conf"
+    credentials.write_server_config(conf, credentials.server_config(
+        users, keys, host="127.0.0.1", port=4222, store_dir=str(tmp_path / "js"), server_name="t"))
+    assert conf.stat().st_mode & 0o777 == 0o600
+    assert all((tmp_path / "creds" / f"{u.name}.nk").stat().st_mode & 0o777 == 0o600 for u in users)
+    assert (tmp_path / "creds").stat().st_mode & 0o777 == 0o700
+    text = conf.read_text()
+    seeds = [(tmp_path / "creds" / f"{u.name}.nk").read_text().strip() for u in users]
+    assert not any(seed in text for seed in seeds)  # public keys only, never a seed
+    assert all(keys[u.name] in text for u in users)
+    assert len(json.loads(text)["authorization"]["users"]) == 5
+    done = subprocess.run(["nats-server", "-c", str(conf), "-t"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    again = credentials.ensure_seeds(tmp_path / "creds", users)  # a second `lab up` keeps the keys
+    assert again == keys
