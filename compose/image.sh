@@ -69,9 +69,11 @@ echo "$deps" >"$root/tmp/requirements.txt"
 # The wheels come through this host's pip (its index and certificates); the image installs them offline.
 pip=("$REPO/.venv/bin/python" -m pip)
 [ -x "$REPO/.venv/bin/python" ] || pip=(python3 -m pip)
+# nkeys ships no wheel (a source archive of pure Python): build it here, offer it to the download.
+"${pip[@]}" wheel -q --no-deps -w "$root/tmp/wheels" nkeys >"$work/pip.log" 2>&1 || { tail -30 "$work/pip.log"; exit 1; }
 "${pip[@]}" download -q -d "$root/tmp/wheels" --only-binary=:all: --python-version 3.11 \
-  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -r "$root/tmp/requirements.txt" \
-  >"$work/pip.log" 2>&1 || { tail -30 "$work/pip.log"; exit 1; }
+  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --find-links "$root/tmp/wheels" \
+  -r "$root/tmp/requirements.txt" >>"$work/pip.log" 2>&1 || { tail -30 "$work/pip.log"; exit 1; }
 chroot "$root" sh -c "python3 -m venv --system-site-packages /opt/venv &&
   /opt/venv/bin/pip install -q --no-index --find-links /tmp/wheels -r /tmp/requirements.txt" \
   >>"$work/pip.log" 2>&1 || { tail -30 "$work/pip.log"; exit 1; }

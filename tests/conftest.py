@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -76,6 +77,30 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+_TRY_CONNECT = """
+import asyncio, os, ssl, sys, nats
+async def main():
+    kw = {"nkeys_seed": sys.argv[2]} if len(sys.argv) > 2 else {}
+    if sys.argv[1].startswith("tls://"):
+        kw["tls"] = ssl.create_default_context(cafile=os.environ.get("NATS_CA"))
+    try:
+        nc = await nats.connect(sys.argv[1], allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2, **kw)
+    except Exception as exc:
+        print("refused:", exc)
+        return
+    print("connected")
+    await nc.close()
+asyncio.run(main())
+"""
+
+
+def try_connect(url: str, *seed: str, env: dict[str, str] | None = None) -> str:
+    """A client's connect in its own process (nats-py leaves a refused connection's socket behind):
+    "connected", or "refused: <why>". With a tls:// URL, NATS_CA in env names the CA to trust."""
+    return subprocess.run([sys.executable, "-c", _TRY_CONNECT, url, *seed], capture_output=True, text=True,
+                          timeout=30, env=env).stdout
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import nats
 import pytest
 
 from proto import subjects
-from tests.conftest import EXAMPLES, REPO, free_port
+from tests.conftest import EXAMPLES, REPO, free_port, try_connect
 from tests.e2e.conftest import guest_disk
 
 pytestmark = pytest.mark.e2e
@@ -140,6 +140,17 @@ def test_seed_vm_in_the_compose_lab(compose_lab: ComposeLab) -> None:
     for service in ("node1", "node2"):
         routes = lab.exec(service, "ip", "route").stdout
         assert routes and "default" not in routes, routes
+
+    # Nobody in without a key, nobody in without TLS; routes between the servers are TLS too
+    nats_url = lab.nats_url
+    assert "authorization violation" in try_connect(nats_url, env=lab.env).lower()
+    assert try_connect(nats_url, lab.env["NATS_CREDS"], env=lab.env).strip() == "connected"
+    untrusted = {k: v for k, v in lab.env.items() if k != "NATS_CA"}  # the system's CAs: not the lab's
+    assert try_connect(nats_url, lab.env["NATS_CREDS"], env=untrusted).startswith("refused")
+    for port in (4222, 6222):  # client and route ports of nats1, as another container sees them
+        info = lab.exec("node1", "python3", "-c", "import socket; s = socket.create_connection(('10.98.0.2', "
+                        f"{port}), 5); print(s.recv(4096).decode())").stdout
+        assert info.startswith("INFO ") and json.loads(info[5:])["tls_required"] is True, info
 
     lab.cli("delete", "testvm", "--wait", "--timeout", "120")
     assert "testvm" not in lab.exec(node, "ip", "netns", "list").stdout  # its pod namespace is gone

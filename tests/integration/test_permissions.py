@@ -4,8 +4,6 @@ the server refuses it (a permissions violation, nothing written), and what the r
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -24,7 +22,7 @@ from servicekit import credentials
 from servicekit.endpoints import serve
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
-from tests.conftest import NatsServer
+from tests.conftest import NatsServer, try_connect
 
 pytestmark = pytest.mark.integration
 
@@ -71,27 +69,6 @@ async def as_user(nats_server: NatsServer) -> AsyncIterator[object]:
     for c in clients:
         if c.nc is not None:
             await c.nc.close()
-
-
-_TRY_CONNECT = """
-import asyncio, sys, nats
-async def main():
-    kw = {"nkeys_seed": sys.argv[2]} if len(sys.argv) > 2 else {}
-    try:
-        nc = await nats.connect(sys.argv[1], allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2, **kw)
-    except Exception as exc:
-        print("refused:", exc)
-        return
-    print("connected")
-    await nc.close()
-asyncio.run(main())
-"""
-
-
-def try_connect(url: str, *seed: str) -> str:
-    """A client's connect in its own process (nats-py leaves a refused connection's socket behind)."""
-    return subprocess.run([sys.executable, "-c", _TRY_CONNECT, url, *seed], capture_output=True, text=True,
-                          timeout=30).stdout
 
 
 def test_anonymous_and_unknown_keys_are_refused(nats_server: NatsServer) -> None:
