@@ -19,7 +19,7 @@ from handler.podnet import PodNetwork
 from handler.secondary import SecondaryNetworks
 from proto import ipam
 from proto.errors import ApiError
-from proto.nodeapi import EventNote, StatusReport
+from proto.nodeapi import EventNote, StatusReport, tidy
 from proto.state import FINAL_PHASES, VMI, Node, Phase
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
@@ -154,9 +154,15 @@ class Agent:
 
     async def _fail(self, vmi: VMI, reason: str) -> None:
         """Report what the launcher could not: its instance failed, and why."""
-        await self.nodeapi.report(StatusReport(
-            vmi=vmi.name, uid=vmi.uid, phase=Phase.FAILED, reason=reason,
-            event=EventNote(reason="Failed", message=reason, warning=True)), patience=60.0)
+        reason = tidy(reason)
+        try:
+            await self.nodeapi.report(StatusReport(
+                vmi=vmi.name, uid=vmi.uid, phase=Phase.FAILED, reason=reason,
+                event=EventNote(reason="Failed", message=reason, warning=True)), patience=60.0)
+        except ApiError as exc:
+            if exc.retryable:
+                raise  # the work queue tries again
+            log.info("instance gone or no longer ours; failure not reported", vmi=vmi.name, error=exc.message)
 
     async def _forget(self, name: str) -> None:
         self.launchers.forget(name)

@@ -26,8 +26,8 @@ from launcher.domain import CONSOLE_SOCKET, compose_domain_xml, plan_domain, sta
 from launcher.libvirtd import PrivateLibvirtd
 from launcher.masquerade import Masquerade
 from proto import subjects
-from proto.errors import ApiError
-from proto.nodeapi import EventNote, StatusReport
+from proto.errors import ApiError, Code
+from proto.nodeapi import EventNote, StatusReport, tidy
 from proto.state import FINAL_PHASES, VMI, Phase, VMIInterface
 from proto.stats import from_libvirt
 from servicekit.nodeclient import NodeApiClient
@@ -90,10 +90,17 @@ class Runner:
         """Reported to the control plane (a node writes no VMI itself); waits out an outage of it
         for a while, as the instance's end must not be lost."""
         what = {Phase.RUNNING: "Started", Phase.SUCCEEDED: "Stopped", Phase.FAILED: "Failed"}[phase]
+        reason = tidy(reason)
         note = EventNote(reason=what, message=reason or f"the domain is {phase.value.lower()}",
                          warning=phase is Phase.FAILED)
-        await self.nodeapi.report(StatusReport(vmi=self.args.vmi, uid=self.args.uid, phase=phase, reason=reason,
-                                               event=note), patience=REPORT_PATIENCE_S)
+        try:
+            await self.nodeapi.report(StatusReport(vmi=self.args.vmi, uid=self.args.uid, phase=phase, reason=reason,
+                                                   event=note), patience=REPORT_PATIENCE_S)
+        except ApiError as exc:
+            if exc.code not in (Code.NOT_FOUND, Code.CONFLICT, Code.FORBIDDEN):
+                raise
+            log.info("instance gone or no longer ours; phase not reported", phase=phase.value, error=exc.message)
+            return
         log.info("phase", phase=phase.value, reason=reason)
 
     async def run(self) -> int:

@@ -7,10 +7,13 @@ the caller; the rules below make sure N changes nothing but the status of the VM
 
 from __future__ import annotations
 
+import re
+from ipaddress import IPv4Address
 from typing import Any
 
 import msgspec
 
+from proto import subjects
 from proto.api import Message
 from proto.errors import ApiError, Code
 from proto.state import FINAL_PHASES, VMI, Condition, Phase, VMIInterface
@@ -77,10 +80,48 @@ def check_bound(vmi: VMI, node: str, uid: str) -> None:
         raise ApiError(Code.CONFLICT, f"VMI {vmi.name} is now instance {vmi.uid}, not {uid}")
 
 
+MAX_REASON = 1024
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def tidy(text: str) -> str:
+    """A reason a node may send: control characters (a libvirt error's newlines) become spaces,
+    and it is cut to MAX_REASON."""
+    return "".join(c if c.isprintable() else " " for c in text)[:MAX_REASON]
+
+
+def check_report(report: StatusReport) -> None:
+    """What a node says is shown to people and read by other nodes (addresses become nft rules):
+    printable text of sane length, real addresses, interface names the spec has."""
+    texts = [("reason", report.reason)]
+    if report.event is not None:
+        texts += [("event.reason", report.event.reason), ("event.message", report.event.message)]
+    for field, text in texts:
+        if len(text) > MAX_REASON or not text.isprintable():
+            raise ApiError(Code.INVALID, f"{field} must be printable text of at most {MAX_REASON} characters", field)
+    for i, nic in enumerate(report.interfaces or []):
+        where = f"interfaces[{i}]"
+        if not subjects.is_dns1123_label(nic.name):
+            raise ApiError(Code.INVALID, f"{nic.name!r} is not an interface name of a spec", f"{where}.name")
+        for address in [*([nic.ip_address] if nic.ip_address is not None else []), *nic.ip_addresses]:
+            try:
+                IPv4Address(address)
+            except ValueError:
+                raise ApiError(Code.INVALID, f"{address!r} is not an IPv4 address", f"{where}.ipAddress") from None
+        if nic.mac is not None and not _MAC.match(nic.mac.lower()):
+            raise ApiError(Code.INVALID, f"{nic.mac!r} is not a MAC address", f"{where}.mac")
+
+
 def apply_report(vmi: VMI, report: StatusReport, node: str, now: float) -> VMI | None:
     """Pure: the VMI after the node's report, None when it changes nothing (an instance that has
     already finished keeps its end); raises ApiError for what the node may not say."""
     check_bound(vmi, node, report.uid)
+    check_report(report)
+    if report.interfaces is not None:
+        names = {i.name for i in vmi.spec.interfaces}
+        for i, nic in enumerate(report.interfaces):
+            if nic.name not in names:
+                raise ApiError(Code.INVALID, f"the VMI has no interface {nic.name!r}", f"interfaces[{i}].name")
     if report.phase is not None and report.phase not in REPORTABLE_PHASES:
         raise ApiError(Code.INVALID, f"a node reports Running, Succeeded or Failed, not {report.phase.value}",
                        "phase")

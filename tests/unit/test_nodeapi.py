@@ -6,14 +6,16 @@ import pytest
 
 from proto.errors import ApiError, Code
 from proto.nodeapi import StatusReport, apply_report
-from proto.spec import VMSpec
+from proto.spec import Interface, Network, VMSpec
 from proto.state import VMI, Phase, VMIInterface
 
 T0 = 1000.0
 
 
 def bound(phase: Phase = Phase.SCHEDULED, node: str | None = "node1") -> VMI:
-    return VMI(name="testvm", uid="u1", spec=VMSpec(name="testvm"), created_at=T0, phase=phase, node_name=node)
+    spec = VMSpec(name="testvm", interfaces=[Interface(name="default", binding="masquerade")],
+                  networks=[Network(name="default")])
+    return VMI(name="testvm", uid="u1", spec=spec, created_at=T0, phase=phase, node_name=node)
 
 
 def test_running_sets_started_and_ready() -> None:
@@ -35,9 +37,24 @@ def test_a_finished_instance_keeps_its_end() -> None:
 
 
 def test_interfaces_alone() -> None:
-    nic = VMIInterface(name="default", ip_address="10.244.0.2")
+    nic = VMIInterface(name="default", ip_address="10.244.0.2", mac="02:00:00:00:00:01")
     new = apply_report(bound(), StatusReport(vmi="testvm", uid="u1", interfaces=[nic]), "node1", T0)
     assert new is not None and new.interfaces == [nic] and new.phase is Phase.SCHEDULED
+
+
+@pytest.mark.parametrize(("report", "field"), [
+    (StatusReport(vmi="testvm", uid="u1", reason="\x1b[2Jgone"), "reason"),  # a terminal escape
+    (StatusReport(vmi="testvm", uid="u1", reason="x" * 5000), "reason"),
+    (StatusReport(vmi="testvm", uid="u1",
+                  interfaces=[VMIInterface(name="default", ip_address="1.2.3.4; flush ruleset")]),
+     "interfaces[0].ipAddress"),
+    (StatusReport(vmi="testvm", uid="u1", interfaces=[VMIInterface(name="default", mac="zz")]), "interfaces[0].mac"),
+    (StatusReport(vmi="testvm", uid="u1", interfaces=[VMIInterface(name="eth9")]), "interfaces[0].name"),
+])
+def test_what_a_node_says_is_checked(report: StatusReport, field: str) -> None:
+    with pytest.raises(ApiError) as exc:
+        apply_report(bound(), report, "node1", T0)
+    assert exc.value.code is Code.INVALID and exc.value.field == field
 
 
 @pytest.mark.parametrize(("node", "uid", "phase", "code"), [
