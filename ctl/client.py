@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,11 +19,13 @@ from proto.console import RUN_HEADER
 from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.state import VMI
+from servicekit.endpoints import BUSY
 from servicekit.store import connect_nats
 
 T = TypeVar("T")
 DEFAULT_URL = "nats://127.0.0.1:4222"
 LAB_DIR = "/var/lib/virtbus/lab"
+BUSY_BACKOFF = (0.1, 0.2, 0.4, 0.8, 1.6, 0.0)  # then give up with the busy error
 CONNECT_ATTEMPTS = 6  # half a second apart: a command fails in about 3 s when NATS is down
 
 
@@ -60,13 +63,20 @@ class ApiClient:
     async def request(self, subject: str, body: Any, reply: type[T], who: str, hint: str) -> T:
         """One request to who, one typed reply (or the ApiError it carries); silence is Unavailable."""
         data = body if isinstance(body, bytes) else encode(body)
-        try:
-            msg = await self.nc.request(subject, data, timeout=self.timeout)
-        except nats.errors.NoRespondersError:
-            raise ApiError(Code.UNAVAILABLE, f"no {who} is answering ({hint})") from None
-        except nats.errors.TimeoutError:
-            raise ApiError(Code.UNAVAILABLE, f"the {who} did not answer within {self.timeout:.0f}s") from None
-        return decode_reply(msg.data, reply)
+        for delay in BUSY_BACKOFF:
+            try:
+                msg = await self.nc.request(subject, data, timeout=self.timeout)
+            except nats.errors.NoRespondersError:
+                raise ApiError(Code.UNAVAILABLE, f"no {who} is answering ({hint})") from None
+            except nats.errors.TimeoutError:
+                raise ApiError(Code.UNAVAILABLE, f"the {who} did not answer within {self.timeout:.0f}s") from None
+            try:
+                return decode_reply(msg.data, reply)
+            except ApiError as exc:
+                if exc.code is not Code.UNAVAILABLE or exc.message != BUSY.message:
+                    raise
+            await asyncio.sleep(delay)  # the service sheds load: a moment later it takes us
+        raise BUSY
 
     async def import_image(self, name: str, path: Path) -> tuple[int, str]:
         store = await self.nc.jetstream().object_store(subjects.OBJECT_STORE_IMAGES)

@@ -6,6 +6,7 @@ become ``{"error": {...}}``; anything else is logged here and answered as Intern
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -44,16 +45,48 @@ class Endpoint:
         return await self.handler(body)
 
 
+# nats-py hands a subscription's messages to its callback one at a time, so a flood of slow
+# requests would queue behind each other until every caller timed out. Instead each request runs in
+# its own task, RUNNING at once; up to WAITING more wait their turn, and beyond that the service
+# answers at once that it is busy (Unavailable, retryable), as Kubernetes' API server answers 429.
+RUNNING, WAITING = 64, 512
+BUSY = ApiError(Code.UNAVAILABLE, "the service is busy; try again")
+
+
+class _Limiter:
+    def __init__(self, running: int, waiting: int) -> None:
+        self.slots = asyncio.Semaphore(running)
+        self.limit = running + waiting
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, work: Callable[[], Awaitable[None]]) -> bool:
+        if len(self.tasks) >= self.limit:
+            return False
+        task = asyncio.ensure_future(self._run(work))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return True
+
+    async def _run(self, work: Callable[[], Awaitable[None]]) -> None:
+        async with self.slots:
+            await work()
+
+
 async def serve(nc: Client, *, name: str, version: str, description: str, queue: str,
-                endpoints: list[Endpoint]) -> Service:
+                endpoints: list[Endpoint], running: int = RUNNING, waiting: int = WAITING) -> Service:
     service = await add_service(nc, ServiceConfig(
         name=name, version=version, description=description, queue_group=queue))
+    limiter = _Limiter(running, waiting)
     for ep in endpoints:
-        await service.add_endpoint(EndpointConfig(name=ep.name, subject=ep.subject, handler=_wrap(ep)))
+        await service.add_endpoint(EndpointConfig(name=ep.name, subject=ep.subject, handler=_wrap(ep, limiter)))
     return service
 
 
-def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[None]]:
+def _wrap(ep: Endpoint, limiter: _Limiter) -> Callable[[Request], Awaitable[None]]:
+    async def dispatch(request: Request) -> None:
+        if not limiter.start(lambda: handle(request)):
+            await _respond_error(request, BUSY)
+
     async def handle(request: Request) -> None:
         try:
             result = await ep.call(request.subject, request.data)
@@ -66,7 +99,7 @@ def _wrap(ep: Endpoint) -> Callable[[Request], Awaitable[None]]:
             return
         await request.respond(_encoder.encode(result))
 
-    return handle
+    return dispatch
 
 
 async def _respond_error(request: Request, exc: ApiError) -> None:
