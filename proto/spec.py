@@ -13,9 +13,12 @@ import msgspec
 
 
 class RunStrategy(enum.StrEnum):
-    ALWAYS = "Always"
-    RERUN_ON_FAILURE = "RerunOnFailure"
-    MANUAL = "Manual"
+    """KubeVirt's run strategies; ``running: true|false`` is Always|Halted."""
+
+    ALWAYS = "Always"  # an instance always runs: one that ends is replaced
+    RERUN_ON_FAILURE = "RerunOnFailure"  # one that fails is replaced; one that succeeds stays stopped
+    ONCE = "Once"  # one instance runs to its end, failed or not, and is not replaced
+    MANUAL = "Manual"  # runs only when started, stops only when stopped
     HALTED = "Halted"
 
 

@@ -146,8 +146,9 @@ class Api:
         if strategy is RunStrategy.HALTED:
             new = msgspec.structs.replace(vm, spec=msgspec.structs.replace(
                 vm.spec, run_strategy=RunStrategy.ALWAYS))
-        elif strategy is RunStrategy.MANUAL:
-            new = msgspec.structs.replace(vm, start_requested=True)
+        elif strategy is RunStrategy.MANUAL:  # a finished instance goes first, then a new one starts
+            new = msgspec.structs.replace(vm, start_requested=True,
+                                          restart_of=vmi.value.uid if vmi is not None else None)
         elif vmi is not None:  # Always / RerunOnFailure with a finished instance: run it again
             new = msgspec.structs.replace(vm, restart_of=vmi.value.uid)
         elif entry.value.next_start_at:
@@ -158,10 +159,12 @@ class Api:
         return Ack(message=f"VM {entry.key} was scheduled to start")
 
     async def vm_stop(self, body: bytes) -> Ack:
+        """As virtctl stop: Always becomes Halted; the other strategies are kept, their instance
+        asked to stop (so RerunOnFailure does not rerun it: it ends Succeeded)."""
         entry = await self._named_vm(body)
         vm = entry.value
         vmi = await self.store.vmis.get(entry.key)
-        if vm.spec.run_strategy is RunStrategy.MANUAL:
+        if vm.spec.run_strategy in (RunStrategy.MANUAL, RunStrategy.RERUN_ON_FAILURE, RunStrategy.ONCE):
             if vmi is None or vmi.value.phase in FINAL_PHASES:
                 return Ack(message=f"VM {entry.key} is not running")
             uid = vmi.value.uid

@@ -79,6 +79,7 @@ def test_json_and_yaml_agree() -> None:
 @pytest.mark.parametrize(("change", "strategy"), [
     ({"running": True}, RunStrategy.ALWAYS), ({"running": False}, RunStrategy.HALTED), ({}, RunStrategy.HALTED),
     ({"runStrategy": "RerunOnFailure"}, RunStrategy.RERUN_ON_FAILURE), ({"runStrategy": "Manual"}, RunStrategy.MANUAL),
+    ({"runStrategy": "Once"}, RunStrategy.ONCE),
 ])
 def test_running_and_run_strategy(change: dict[str, Any], strategy: RunStrategy) -> None:
     doc = load("testvm-masquerade.yaml")
@@ -174,7 +175,7 @@ REFUSED = [
     (mutated(["metadata", "generateName"], "vm-"), Code.INVALID, "metadata.generateName"),
     (mutated([*TS, "networks", 0, "pod", "vmNetworkCIDR"], "10.0.0.0/24"), Code.INVALID,
      "spec.template.spec.networks[0].pod.vmNetworkCIDR"),
-    (mutated(["spec", "runStrategy"], "Once"), Code.INVALID, "spec.runStrategy"),
+    (mutated(["spec", "runStrategy"], "Sometimes"), Code.INVALID, "spec.runStrategy"),
     (mutated(["kind"], "VirtualMachineInstance"), Code.INVALID, "kind"),
     (mutated(["apiVersion"], "kubevirt.io/v2"), Code.BAD_REQUEST, "apiVersion"),
     # wrong types

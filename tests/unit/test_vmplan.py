@@ -21,6 +21,10 @@ def vmi(phase: Phase = Phase.RUNNING, **kw: object) -> VMI:
     (RunStrategy.RERUN_ON_FAILURE, None, Action.CREATE_VMI),
     (RunStrategy.RERUN_ON_FAILURE, vmi(Phase.FAILED), Action.DELETE_VMI),
     (RunStrategy.RERUN_ON_FAILURE, vmi(Phase.SUCCEEDED), Action.NOTHING),
+    (RunStrategy.ONCE, None, Action.CREATE_VMI),
+    (RunStrategy.ONCE, vmi(Phase.RUNNING), Action.NOTHING),
+    (RunStrategy.ONCE, vmi(Phase.FAILED), Action.NOTHING),  # not replaced, whatever its end
+    (RunStrategy.ONCE, vmi(Phase.SUCCEEDED), Action.NOTHING),
     (RunStrategy.HALTED, None, Action.NOTHING),
     (RunStrategy.HALTED, vmi(), Action.STOP_VMI),
     (RunStrategy.HALTED, vmi(stop_requested=True), Action.NOTHING),

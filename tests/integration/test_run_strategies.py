@@ -1,0 +1,54 @@
+"""virtctl start/stop/restart keep the user's run strategy as KubeVirt does: only Always becomes Halted
+on stop, and Halted Always on start; RerunOnFailure and Once keep theirs (a stopped instance ends
+Succeeded, so it is not rerun)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import msgspec
+import pytest
+
+from proto.spec import RunStrategy, VMSpec
+from proto.state import VMI, Phase
+from scheduler.api import Api
+from scheduler.vmplan import Action, plan
+from servicekit.store import Store
+
+pytestmark = pytest.mark.integration
+
+
+def manifest(strategy: str) -> bytes:
+    return json.dumps({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "vm1"},
+                       "spec": {"runStrategy": strategy, "template": {"spec": {"domain": {
+                           "devices": {}, "resources": {"requests": {"memory": "64Mi"}}}}}}}).encode()
+
+
+@pytest.mark.parametrize("strategy", [RunStrategy.RERUN_ON_FAILURE, RunStrategy.ONCE, RunStrategy.MANUAL])
+async def test_stop_and_start_keep_the_strategy(store: Store, strategy: RunStrategy) -> None:
+    api = Api(store)
+    await api.vm_create(manifest(strategy.value))
+    await store.vmis.create("vm1", VMI(name="vm1", uid="u1", spec=VMSpec(name="vm1", run_strategy=strategy),
+                                       created_at=time.time(), phase=Phase.RUNNING, node_name="node1"))
+    await api.vm_stop(b'{"name": "vm1"}')
+    vm, vmi = await store.vms.require("vm1", "VM"), await store.vmis.require("vm1", "VMI")
+    assert vm.value.spec.run_strategy is strategy and vmi.value.stop_requested
+    # the launcher stops it: Succeeded, and the controller leaves it be
+    await store.vmis.update("vm1", msgspec.structs.replace(vmi.value, phase=Phase.SUCCEEDED), vmi.revision)
+    assert plan(vm.value, (await store.vmis.require("vm1", "VMI")).value) is Action.NOTHING
+    await api.vm_start(b'{"name": "vm1"}')
+    vm = await store.vms.require("vm1", "VM")
+    assert vm.value.spec.run_strategy is strategy
+    # a new instance is on its way: the finished one goes, then one is created
+    assert plan(vm.value, (await store.vmis.require("vm1", "VMI")).value) is Action.DELETE_VMI
+    assert plan(vm.value, None) is Action.CREATE_VMI
+
+
+async def test_always_stops_to_halted_and_starts_to_always(store: Store) -> None:
+    api = Api(store)
+    await api.vm_create(manifest("Always"))
+    await api.vm_stop(b'{"name": "vm1"}')
+    assert (await store.vms.require("vm1", "VM")).value.spec.run_strategy is RunStrategy.HALTED
+    await api.vm_start(b'{"name": "vm1"}')
+    assert (await store.vms.require("vm1", "VM")).value.spec.run_strategy is RunStrategy.ALWAYS
