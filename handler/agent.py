@@ -130,7 +130,11 @@ class Agent:
         if vmi.phase in FINAL_PHASES:
             await self._forget(name)
             return
-        if vmi.phase is Phase.SCHEDULED and not vmi.stop_requested:
+        if vmi.phase is Phase.SCHEDULED and vmi.stop_requested:
+            # Asked to stop before any launcher ran it: nobody else would ever finish it.
+            await self._report_end(vmi, Phase.SUCCEEDED, "stopped before it started")
+            return
+        if vmi.phase is Phase.SCHEDULED:
             pod_ip, gateway = None, None
             if any(n.kind == "pod" for n in vmi.spec.networks) and self.podnet.cidr is not None:
                 ip = await self.podnet.pod_ip(name)
@@ -154,11 +158,16 @@ class Agent:
 
     async def _fail(self, vmi: VMI, reason: str) -> None:
         """Report what the launcher could not: its instance failed, and why."""
+        await self._report_end(vmi, Phase.FAILED, reason)
+
+    async def _report_end(self, vmi: VMI, phase: Phase, reason: str) -> None:
         reason = tidy(reason)
+        failed = phase is Phase.FAILED
         try:
             await self.nodeapi.report(StatusReport(
-                vmi=vmi.name, uid=vmi.uid, phase=Phase.FAILED, reason=reason,
-                event=EventNote(reason="Failed", message=reason, warning=True)), patience=60.0)
+                vmi=vmi.name, uid=vmi.uid, phase=phase, reason=reason,
+                event=EventNote(reason="Failed" if failed else "Stopped", message=reason, warning=failed)),
+                patience=60.0)
         except ApiError as exc:
             if exc.retryable:
                 raise  # the work queue tries again
