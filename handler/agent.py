@@ -119,6 +119,13 @@ class Agent:
             launcher = None
         if launcher is not None and launcher.alive():
             return
+        if launcher is not None and launcher.lost_the_race():
+            # Another launcher already runs this VMI (spawned by a handler that died before it
+            # noted it): adopt that one; cleaning up here would pull its pod from under it.
+            self.launchers.forget(name)
+            if await asyncio.to_thread(self.launchers.adopt, name) is not None:
+                return
+            launcher = None
         if launcher is not None:  # it exited
             code = launcher.returncode()
             await self._forget(name)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from servicekit import processes
+from servicekit import launcherlock, processes
 
 log = structlog.get_logger()
 
@@ -35,6 +35,10 @@ class Launcher:
 
     def returncode(self) -> int | None:
         return self.proc.returncode if self.proc is not None else None
+
+    def lost_the_race(self) -> bool:
+        """It found another launcher running its VMI and left, touching nothing."""
+        return self.returncode() == launcherlock.EXIT_ALREADY_RUNNING
 
 
 @dataclass(frozen=True)
@@ -67,17 +71,24 @@ class Launchers:
 
     def adopt_all(self) -> list[Launcher]:
         found = []
-        for pidfile in sorted((self.paths.state_dir / "vmis").glob("*/launcher.pid")):
-            try:
-                pid_text, uid = pidfile.read_text().split()
-                launcher = Launcher(pidfile.parent.name, uid, int(pid_text))
-            except (OSError, ValueError):
-                continue
-            if launcher.alive():
-                self.running[launcher.vmi] = launcher
+        for pidfile in sorted((self.paths.state_dir / "vmis").glob(f"*/{launcherlock.PID_FILE}")):
+            launcher = self.adopt(pidfile.parent.name)
+            if launcher is not None:
                 found.append(launcher)
-                log.info("adopted launcher", vmi=launcher.vmi, pid=launcher.pid)
         return found
+
+    def adopt(self, vmi: str) -> Launcher | None:
+        """The live launcher that holds the VMI's lock, from the pidfile it wrote."""
+        vmi_dir = self.paths.vmi_dir(vmi)
+        written = launcherlock.read_pid(vmi_dir)
+        if written is None or not launcherlock.held(vmi_dir):
+            return None
+        launcher = Launcher(vmi, written[1], written[0])
+        if not launcher.alive():
+            return None
+        self.running[vmi] = launcher
+        log.info("adopted launcher", vmi=vmi, pid=launcher.pid)
+        return launcher
 
     def spawn(self, vmi: str, uid: str, pod_ip: str | None = None, pod_gateway: str | None = None,
               secondary: list[str] | None = None) -> Launcher:
@@ -98,9 +109,7 @@ class Launchers:
         with open(self.paths.log_dir / f"launcher-{self.node}-{vmi}.log", "ab") as logf:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                     start_new_session=True, close_fds=True)
-        tmp = vmi_dir / "launcher.pid.tmp"
-        tmp.write_text(f"{proc.pid} {uid}\n")
-        tmp.rename(vmi_dir / "launcher.pid")
+        # The launcher writes its pidfile itself, once it holds the VMI's lock (servicekit.launcherlock).
         launcher = Launcher(vmi, uid, proc.pid, proc)
         self.running[vmi] = launcher
         log.info("spawned launcher", vmi=vmi, uid=uid, pid=proc.pid)

@@ -16,7 +16,7 @@ from pathlib import Path
 from launcher import namespaces
 from launcher.runner import LauncherArgs, Runner
 from proto import subjects
-from servicekit import logs
+from servicekit import launcherlock, logs
 from servicekit.store import Store
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -51,6 +51,10 @@ def main() -> None:
                         pod_netns=ns.pod_netns, kvm=ns.kvm, node_netns=ns.node_netns, pod_ip=ns.pod_ip,
                         pod_gateway=ns.pod_gateway, secondary=tuple(ns.secondary))
     args.vmi_dir.mkdir(parents=True, exist_ok=True)
+    if launcherlock.hold(args.vmi_dir) is None:
+        print(f"launcher: another launcher runs {args.vmi}; leaving it be", file=sys.stderr)
+        sys.exit(launcherlock.EXIT_ALREADY_RUNNING)
+    launcherlock.write_pid(args.vmi_dir, os.getpid(), args.uid)
     # libvirtd daemonizes; as subreaper this launcher inherits and reaps it (and what it leaves).
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     namespaces.create_netns(args.pod_netns)

@@ -30,6 +30,7 @@ from proto.errors import ApiError, Code
 from proto.nodeapi import EventNote, StatusReport, tidy
 from proto.state import FINAL_PHASES, VMI, Phase, VMIInterface
 from proto.stats import from_libvirt
+from servicekit import launcherlock
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
 
@@ -295,7 +296,7 @@ class Runner:
             log.warning("libvirtd stop failed", exc_info=True)
         await asyncio.to_thread(namespaces.delete_netns, a.pod_netns)
         for path in a.vmi_dir.iterdir() if a.vmi_dir.exists() else []:
-            if path.name != "launcher.pid":
+            if path.name not in (launcherlock.PID_FILE, launcherlock.LOCK_FILE):  # held till we exit
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         self._dhcp_stop.set()
         for task in (self._reaper, *self._dhcp):
