@@ -34,6 +34,7 @@ for s in servers[1:]:
 servers[0].serve_forever()
 """
 NATS, METRICS = 4222, 9100
+TARGET_FIP, OWN_FIP = "192.168.200.30", "192.168.200.31"
 # Typed into the guest's shell: `t NAME ADDRESS PORT` prints FENCE-NAME-open if an HTTP answer
 # came back within 3 s, else FENCE-NAME-shut (the typed text itself never contains those words).
 PROBE = ("t() { if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 $2 $3 2>/dev/null | grep -qE 'LISTENER|hostname'; "
@@ -91,9 +92,13 @@ def test_guest_reaches_pods_and_exposures_but_not_the_control_plane(lab: Lab) ->
         assert (fenced["status"]["nodeName"], target["status"]["nodeName"]) == ("node1", "node2")
         target_ip = target["status"]["interfaces"][0]["ipAddress"]
         target_port, own_port = node_port(lab, "target"), node_port(lab, "fenced")
+        for address, vm in ((TARGET_FIP, "target"), (OWN_FIP, "fenced")):
+            lab.cli("fip", "create", address, "--network", "provider")
+            lab.cli("fip", "attach", address, "vm", vm)
         for vm in ("fenced", "target"):
             lab.cli("console", vm, "--log", "--until", "VIRTBUS-GUEST-IP", "--timeout", "120")
         assert "hostname: target" in http_get(lab, "outside", f"http://{node2}:{target_port}/")
+        assert "hostname: fenced" in http_get(lab, "outside", f"http://{OWN_FIP}/")
         deadline = time.monotonic() + 20  # node1's fence lets its guests on to node2's new node port
         while str(target_port) not in fence_rules(lab, "node1"):
             assert time.monotonic() < deadline, fence_rules(lab, "node1")
@@ -109,6 +114,8 @@ def test_guest_reaches_pods_and_exposures_but_not_the_control_plane(lab: Lab) ->
             "pod": (target_ip, 80, "open"),  # a VM on another node, by pod IP
             "nodeport": (node2, target_port, "open"),  # that VM's node port
             "ownnodeport": (node1, own_port, "open"),  # its own node port (hairpin)
+            "fip": (TARGET_FIP, 80, "open"),  # that VM's floating IP, held by node2
+            "ownfip": (OWN_FIP, 80, "open"),  # its own floating IP (hairpin)
         }
         send(lab, "fenced", PROBE)
         send(lab, "fenced", "; ".join(f"t {name} {address} {port}" for name, (address, port, _) in checks.items())
@@ -130,3 +137,5 @@ def test_guest_reaches_pods_and_exposures_but_not_the_control_plane(lab: Lab) ->
             listener.communicate(timeout=10)
     for vm in ("fenced", "target"):
         lab.cli("delete", vm, "--wait", "--timeout", "120")
+    for address in (TARGET_FIP, OWN_FIP):
+        lab.cli("fip", "delete", address)
