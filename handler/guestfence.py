@@ -15,6 +15,7 @@ import asyncio
 import json
 import re
 import subprocess
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, collapse_addresses
 
@@ -49,6 +50,9 @@ def _set(items: list[str]) -> str:
 
 def compose_fence(f: Fence) -> str:
     """Pure: the ``nft -f`` script of the fence."""
+    for name in (f.pod_bridge, *f.guest_bridges):
+        if not _IFNAME.fullmatch(name):  # it goes into the script between quotes
+            raise ValueError(f"not an interface name: {name!r}")
     bridges = _set([f'"{b}"' for b in sorted({f.pod_bridge, *f.guest_bridges})])
     # nft refuses overlapping intervals in one set: a node's address inside the management network
     nets = _set([str(n) for n in collapse_addresses(f.node_networks)]) if f.node_networks else None
@@ -115,8 +119,17 @@ class GuestFence:
 
     async def run(self) -> None:
         """Recompute on any change of exposures, networks or nodes, forever."""
-        await resync_on_changes([self.exposures.watch(), self.networks.watch(), self.store.nodes.watch()],
+        await resync_on_changes([self.exposures.watch(), self.networks.watch(), self._node_addresses()],
                                 self.sync, "guest fence")
+
+    async def _node_addresses(self) -> AsyncIterator[str]:
+        """The nodes' changes that matter here: an address seen, changed or gone (not heartbeats)."""
+        known: dict[str, str | None] = {}
+        async for change in self.store.nodes.watch():
+            address = change.value.address if change.value is not None else None
+            if change.key not in known or known[change.key] != address:
+                known[change.key] = address
+                yield change.key
 
     async def sync(self) -> None:
         """Compose and apply; raises if nft refuses (at start, the handler must not run guests unfenced)."""

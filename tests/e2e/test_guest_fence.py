@@ -35,10 +35,12 @@ servers[0].serve_forever()
 """
 NATS, METRICS = 4222, 9100
 TARGET_FIP, OWN_FIP = "192.168.200.30", "192.168.200.31"
-# Typed into the guest's shell: `t NAME ADDRESS PORT` prints FENCE-NAME-open if an HTTP answer
-# came back within 3 s, else FENCE-NAME-shut (the typed text itself never contains those words).
+# Typed into the guest's shell: `t NAME ADDRESS PORT` prints FENCE-NAME-open if an HTTP answer (`p NAME
+# ADDRESS`: a ping reply) came back within 3 s, else FENCE-NAME-shut (the typed text itself never
+# contains those words).
 PROBE = ("t() { if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 $2 $3 2>/dev/null | grep -qE 'LISTENER|hostname'; "
-         "then echo FENCE-$1-open; else echo FENCE-$1-shut; fi; }")
+         "then echo FENCE-$1-open; else echo FENCE-$1-shut; fi; }; "
+         "p() { if ping -c 1 -W 3 $2 >/dev/null 2>&1; then echo FENCE-$1-open; else echo FENCE-$1-shut; fi; }")
 
 
 def send(lab: Lab, vm: str, text: str) -> None:
@@ -118,11 +120,14 @@ def test_guest_reaches_pods_and_exposures_but_not_the_control_plane(lab: Lab) ->
             "ownfip": (OWN_FIP, 80, "open"),  # its own floating IP (hairpin)
         }
         send(lab, "fenced", PROBE)
-        send(lab, "fenced", "; ".join(f"t {name} {address} {port}" for name, (address, port, _) in checks.items())
+        pings = {"pinggateway": (gw1, "open"), "pingnode": (node1, "shut")}  # its next hop answers, no more
+        send(lab, "fenced", "; ".join([*(f"t {name} {address} {port}" for name, (address, port, _) in checks.items()),
+                                       *(f"p {name} {address}" for name, (address, _) in pings.items())])
              + "; echo FENCE-$((6*7))-END")
         log = lab.cli("console", "fenced", "--log", "--until", "FENCE-42-END", "--timeout", "120").stdout
         seen = dict(re.findall(r"FENCE-([a-z]+)-(open|shut)", log))
-        assert seen == {name: want for name, (_, _, want) in checks.items()}, log
+        assert seen == {**{name: want for name, (*_, want) in checks.items()},
+                        **{name: want for name, (_, want) in pings.items()}}, log
         # and shut by the fence, on both nodes, not by some accident of routing
         after = {node: dropped(lab, node) for node in ("node1", "node2")}
         assert after["node1"] > before["node1"] and after["node2"] > before["node2"], (before, after)

@@ -99,3 +99,10 @@ def test_management_network_from_the_nodes_interface() -> None:
                ' {"family": "inet", "local": "10.99.0.11", "prefixlen": 24}]}]')
     assert parse_interface_network(ip_json, "10.99.0.11") == IPv4Network("10.99.0.0/24")
     assert parse_interface_network(ip_json, "10.99.0.99") is None
+
+
+def test_a_bridge_name_never_smuggles_nft_syntax_in() -> None:
+    for bad in ('br0" accept; flush ruleset; "', "-x", "a" * 16, ""):
+        with pytest.raises(ValueError, match="not an interface name"):
+            compose_fence(Fence(pod_bridge="vbpods", pod_cidr=IPv4Network("10.244.1.0/24"), node_networks=(),
+                                guest_bridges=(bad,)))
