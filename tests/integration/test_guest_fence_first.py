@@ -17,6 +17,7 @@ from handler.agent import Agent
 from handler.launchers import Launchers
 from handler.podnet import PodNetwork
 from proto.state import Node
+from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
 
 pytestmark = pytest.mark.integration
@@ -50,12 +51,11 @@ def node_netns() -> Iterator[str]:
 
 
 async def agent_on(store: Store, netns: str) -> tuple[Agent, RecordingLaunchers]:
-    podnet = PodNetwork(store, "n1", netns)
-    await podnet.claim_cidr()
+    podnet = PodNetwork(store, "n1", netns, IPv4Network("10.244.0.0/24"))
     launchers = RecordingLaunchers(netns)
     node = Node(name="n1", cpus=1, memory=1 << 30, kvm=False, heartbeat=0.0, started_at=0.0, address="10.99.0.11",
                 pod_cidr=str(podnet.cidr))
-    return Agent(store, node, cast(Launchers, launchers), podnet,
+    return Agent(store, node, cast(Launchers, launchers), podnet, NodeApiClient(store.nc, "n1"),
                  management=IPv4Network("10.99.0.0/24")), launchers
 
 
