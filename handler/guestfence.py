@@ -38,7 +38,8 @@ _IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")  # what a Linux link ma
 class Fence:
     pod_bridge: str
     pod_cidr: IPv4Network
-    node_networks: tuple[IPv4Network, ...]  # the management network(s) and every node's address
+    management: tuple[IPv4Network, ...]  # the node network(s): nodes, NATS, whatever else sits there
+    node_addresses: tuple[IPv4Address, ...] = ()  # every node's, wherever it is
     node_ports: tuple[tuple[str, int], ...] = ()  # (protocol, port) exposed anywhere in the cluster
     guest_bridges: tuple[str, ...] = ()  # secondary networks' host bridges
     cluster_cidr: IPv4Network = ipam.CLUSTER_CIDR
@@ -55,18 +56,20 @@ def compose_fence(f: Fence) -> str:
             raise ValueError(f"not an interface name: {name!r}")
     bridges = _set([f'"{b}"' for b in sorted({f.pod_bridge, *f.guest_bridges})])
     # nft refuses overlapping intervals in one set: a node's address inside the management network
-    nets = _set([str(n) for n in collapse_addresses(f.node_networks)]) if f.node_networks else None
+    shut = [*f.management, *(IPv4Network(a) for a in f.node_addresses)]
+    nets = _set([str(n) for n in collapse_addresses(shut)]) if shut else None
+    nodes = _set([str(a) for a in sorted(set(f.node_addresses))]) if f.node_addresses else None
     to_node = [
         # ping the pod gateway: diagnosis, and bridge-bound guests' default route
         f"ip daddr {ipam.gateway(f.pod_cidr)} icmp type echo-request accept",
         "counter drop",
     ]
     onward = [f"ip daddr {f.cluster_cidr} accept"]  # other pods, on this node or another
+    for proto in ("tcp", "udp") if nodes else ():
+        ports = sorted({p for pr, p in f.node_ports if pr.lower() == proto})
+        if ports:  # the other nodes' node ports (this node's are DNATed before they get here)
+            onward.append(f"ip daddr {nodes} {proto} dport {_set([str(p) for p in ports])} accept")
     if nets:
-        for proto in ("tcp", "udp"):
-            ports = sorted({p for pr, p in f.node_ports if pr.lower() == proto})
-            if ports:  # another node's node ports (this node's are DNATed before they get here)
-                onward.append(f"ip daddr {nets} {proto} dport {_set([str(p) for p in ports])} accept")
         onward.append(f"ip daddr {nets} counter drop")
     # everything else (the provider network, the world) passes; IPv6 forwarding is the node's business
     return filter_table(TABLE, {
@@ -134,10 +137,10 @@ class GuestFence:
     async def sync(self) -> None:
         """Compose and apply; raises if nft refuses (at start, the handler must not run guests unfenced)."""
         nodes: list[Node] = [e.value for e in await self.store.nodes.items()]
-        addresses = {IPv4Network(n.address) for n in nodes if n.address and _is_v4(n.address)}
         fence = Fence(
             pod_bridge=self.pod_bridge, pod_cidr=self.pod_cidr,
-            node_networks=tuple([*([self.management] if self.management else []), *addresses]),
+            management=(self.management,) if self.management else (),
+            node_addresses=tuple(IPv4Address(n.address) for n in nodes if n.address and _is_v4(n.address)),
             node_ports=tuple((e.value.protocol, e.value.node_port) for e in await self.exposures.items()),
             guest_bridges=tuple(await self._bridges()))
         script = compose_fence(fence)
@@ -145,7 +148,8 @@ class GuestFence:
             return
         await asyncio.to_thread(nftables.apply, script, self.netns)
         self._applied = script
-        log.info("guest fence applied", node_networks=[str(n) for n in sorted(set(fence.node_networks))],
+        log.info("guest fence applied", management=[str(n) for n in fence.management],
+                 nodes=sorted(str(a) for a in fence.node_addresses),
                  node_ports=len(fence.node_ports), bridges=sorted({self.pod_bridge, *fence.guest_bridges}))
 
     async def _bridges(self) -> list[str]:

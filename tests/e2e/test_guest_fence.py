@@ -35,6 +35,7 @@ servers[0].serve_forever()
 """
 NATS, METRICS = 4222, 9100
 TARGET_FIP, OWN_FIP = "192.168.200.30", "192.168.200.31"
+OUTSIDE = "10.99.0.254"  # the lab's outside host, also on the node network
 # Typed into the guest's shell: `t NAME ADDRESS PORT` prints FENCE-NAME-open if an HTTP answer (`p NAME
 # ADDRESS`: a ping reply) came back within 3 s, else FENCE-NAME-shut (the typed text itself never
 # contains those words).
@@ -78,12 +79,13 @@ def test_guest_reaches_pods_and_exposures_but_not_the_control_plane(lab: Lab) ->
     lab.cli("apply", "-f", write_manifest(lab, "target", "masquerade", node="node2", running=True))
     listeners = [subprocess.Popen(["ip", "netns", "exec", f"{lab.prefix}-{node}", sys.executable, "-c", LISTENER,
                                    node, str(NATS), str(METRICS)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                 for node in ("node1", "node2")]
+                 for node in ("node1", "node2", "outside")]
     try:
         gw1, gw2 = pod_gateway(lab, "node1"), pod_gateway(lab, "node2")
         # the listeners answer everyone but guests: the outside host on the node network, each
-        # node on its own pod gateway address
+        # node on its own pod gateway address, node1 the outside host (NATS on a host of its own)
         for url, where, who in ((f"http://{node1}:{NATS}/", "outside", "node1"),
+                                (f"http://{OUTSIDE}:{NATS}/", "node1", "outside"),
                                 (f"http://{node1}:{METRICS}/", "outside", "node1"),
                                 (f"http://{node2}:{NATS}/", "outside", "node2"),
                                 (f"http://{gw1}:{NATS}/", "node1", "node1"),
@@ -113,6 +115,7 @@ def test_guest_reaches_pods_and_exposures_but_not_the_control_plane(lab: Lab) ->
             "gateway": (gw1, NATS, "shut"),  # its node's address on the pod bridge, its next hop
             "othernode": (node2, NATS, "shut"),  # another node's management address
             "othergateway": (gw2, METRICS, "shut"),  # another node's pod gateway, past node1 (node2 fences it)
+            "mgmthost": (OUTSIDE, NATS, "shut"),  # any other host on the node network
             "pod": (target_ip, 80, "open"),  # a VM on another node, by pod IP
             "nodeport": (node2, target_port, "open"),  # that VM's node port
             "ownnodeport": (node1, own_port, "open"),  # its own node port (hairpin)
@@ -134,7 +137,7 @@ def test_guest_reaches_pods_and_exposures_but_not_the_control_plane(lab: Lab) ->
 
         # meanwhile the listeners were up all along
         for url, where in ((f"http://{node1}:{NATS}/", "outside"), (f"http://{node2}:{NATS}/", "outside"),
-                           (f"http://{gw1}:{METRICS}/", "node1")):
+                           (f"http://{gw1}:{METRICS}/", "node1"), (f"http://{OUTSIDE}:{METRICS}/", "node2")):
             assert "LISTENER-" in http_get(lab, where, url)
     finally:
         for listener in listeners:

@@ -7,15 +7,15 @@ import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
 from handler.guestfence import Fence, compose_fence, parse_interface_network
 
 FENCE = Fence(pod_bridge="vbpods", pod_cidr=IPv4Network("10.244.1.0/24"),
-              node_networks=(IPv4Network("10.99.0.0/24"), IPv4Network("10.99.0.12/32"),
-                             IPv4Network("192.0.2.7/32")),
+              management=(IPv4Network("10.99.0.0/24"),),
+              node_addresses=(IPv4Address("10.99.0.12"), IPv4Address("10.99.0.11"), IPv4Address("192.0.2.7")),
               node_ports=(("TCP", 30080), ("UDP", 30053), ("TCP", 30081)), guest_bridges=("multus-bridge",))
 
 
@@ -44,7 +44,7 @@ def nft_check(netns: str, script: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_script_is_valid_nftables(scratch_netns: str) -> None:
-    for fence in (FENCE, Fence(pod_bridge="vbpods", pod_cidr=IPv4Network("10.244.0.0/24"), node_networks=())):
+    for fence in (FENCE, Fence(pod_bridge="vbpods", pod_cidr=IPv4Network("10.244.0.0/24"), management=())):
         done = nft_check(scratch_netns, compose_fence(fence))
         assert done.returncode == 0, done.stderr
     broken = compose_fence(FENCE).replace("counter drop", "counter dorp")
@@ -76,18 +76,20 @@ def test_guests_reach_pods_and_exposures_but_not_the_node_network() -> None:
         'iifname { "multus-bridge", "vbpods" } jump guest_onward',
         "ip saddr 10.244.0.0/16 jump guest_onward",
     ]
-    # the node's address inside the management network merges into it (nft refuses overlaps)
     assert chain(script, "guest_onward") == [
         "ip daddr 10.244.0.0/16 accept",
-        "ip daddr { 10.99.0.0/24, 192.0.2.7/32 } tcp dport { 30080, 30081 } accept",
-        "ip daddr { 10.99.0.0/24, 192.0.2.7/32 } udp dport 30053 accept",
+        # node ports toward the nodes, not toward whatever else shares their network
+        "ip daddr { 10.99.0.11, 10.99.0.12, 192.0.2.7 } tcp dport { 30080, 30081 } accept",
+        "ip daddr { 10.99.0.11, 10.99.0.12, 192.0.2.7 } udp dport 30053 accept",
+        # the nodes' addresses inside the management network merge into it (nft refuses overlaps)
         "ip daddr { 10.99.0.0/24, 192.0.2.7/32 } counter drop",
     ]
 
 
 def test_no_exposures_no_node_port_exception() -> None:
     script = compose_fence(Fence(pod_bridge="vbpods", pod_cidr=IPv4Network("10.244.3.0/24"),
-                                 node_networks=(IPv4Network("10.99.0.0/24"),)))
+                                 management=(IPv4Network("10.99.0.0/24"),),
+                                 node_addresses=(IPv4Address("10.99.0.11"),)))
     assert chain(script, "guest_onward") == ["ip daddr 10.244.0.0/16 accept", "ip daddr 10.99.0.0/24 counter drop"]
     assert 'iifname "vbpods" jump guest_to_node' in chain(script, "input")
     assert "ip daddr 10.244.3.1 icmp type echo-request accept" in chain(script, "guest_to_node")
@@ -104,5 +106,5 @@ def test_management_network_from_the_nodes_interface() -> None:
 def test_a_bridge_name_never_smuggles_nft_syntax_in() -> None:
     for bad in ('br0" accept; flush ruleset; "', "-x", "a" * 16, ""):
         with pytest.raises(ValueError, match="not an interface name"):
-            compose_fence(Fence(pod_bridge="vbpods", pod_cidr=IPv4Network("10.244.1.0/24"), node_networks=(),
+            compose_fence(Fence(pod_bridge="vbpods", pod_cidr=IPv4Network("10.244.1.0/24"), management=(),
                                 guest_bridges=(bad,)))
