@@ -80,6 +80,9 @@ def test_guest_reaches_pods_and_exposures_but_not_the_control_plane(lab: Lab) ->
     listeners = [subprocess.Popen(["ip", "netns", "exec", f"{lab.prefix}-{node}", sys.executable, "-c", LISTENER,
                                    node, str(NATS), str(METRICS)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                  for node in ("node1", "node2", "outside")]
+    # a way back to the pods from the outside host, so only the fence can keep a guest from it
+    back = ["ip", "-n", f"{lab.prefix}-outside", "route", "replace", "10.244.0.0/16", "via", node1]
+    subprocess.run(back, check=True)
     try:
         gw1, gw2 = pod_gateway(lab, "node1"), pod_gateway(lab, "node2")
         # the listeners answer everyone but guests: the outside host on the node network, each
@@ -140,6 +143,7 @@ def test_guest_reaches_pods_and_exposures_but_not_the_control_plane(lab: Lab) ->
                            (f"http://{gw1}:{METRICS}/", "node1"), (f"http://{OUTSIDE}:{METRICS}/", "node2")):
             assert "LISTENER-" in http_get(lab, where, url)
     finally:
+        subprocess.run([*back[:4], "del", *back[5:]], check=False)
         for listener in listeners:
             listener.terminate()
             listener.communicate(timeout=10)
