@@ -9,7 +9,7 @@ import signal
 from ipaddress import IPv4Network
 from pathlib import Path
 
-from handler import nodeinfo
+from handler import guestfence, nodeinfo
 from handler.agent import Agent
 from handler.kvmprobe import cached_kvm_runs_guests
 from handler.launchers import Launchers, NodePaths
@@ -46,7 +46,11 @@ async def run(args: argparse.Namespace) -> None:
     launchers = Launchers(NodePaths(state_dir, Path(args.state_dir) / "logs"), node=args.node,
                           nats_url=args.server, netns_prefix=args.netns_prefix, kvm=kvm,
                           node_netns=args.netns, creds=args.creds)
-    agent = Agent(store, node, launchers, podnet, nodeapi)
+    management = args.management_network or await asyncio.to_thread(guestfence.node_network, args.netns, args.address)
+    if management is None:
+        log.warning("no management network (give --address or --management-network): guests are kept off "
+                    "this node and the other nodes' addresses only")
+    agent = Agent(store, node, launchers, podnet, nodeapi, management=management)
     await agent.start()
     async def info(body: bytes) -> Node:
         current = await store.nodes.get(args.node)
@@ -88,6 +92,9 @@ def main() -> None:
     parser.add_argument("--state-dir", default="/var/lib/virtbus")
     parser.add_argument("--netns-prefix", default="vb", type=subjects.token)
     parser.add_argument("--address", default=None, help="the node's address on the node network")
+    parser.add_argument("--management-network", default=None, type=IPv4Network,
+                        help="the node network guests may not reach, node ports excepted "
+                             "(default: the network of --address on its interface)")
     parser.add_argument("--netns", default=None, help="the node's network namespace (default: this one)")
     parser.add_argument("--memory", default=None, help="memory offered to guests (quantity)")
     parser.add_argument("--cpus", default=None, type=int)

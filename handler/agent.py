@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from ipaddress import IPv4Network
 
 import msgspec
 import structlog
 
 from handler.floatingips import FloatingIPs
+from handler.guestfence import GuestFence
 from handler.launchers import Launchers
 from handler.nodeports import NodePorts
-from handler.podnet import PodNetwork
+from handler.podnet import POD_BRIDGE, PodNetwork
 from handler.secondary import SecondaryNetworks
 from proto import ipam
 from proto.errors import ApiError
@@ -31,10 +33,11 @@ HEARTBEAT_S = 2.0
 
 class Agent:
     def __init__(self, store: Store, node: Node, launchers: Launchers, podnet: PodNetwork, nodeapi: NodeApiClient,
-                 *, clock: Callable[[], float] = time.time) -> None:
+                 *, clock: Callable[[], float] = time.time, management: IPv4Network | None = None) -> None:
         self.store = store
         self.podnet = podnet
         self.nodeapi = nodeapi
+        self.fence = GuestFence(store, podnet.netns, POD_BRIDGE, podnet.cidr, management)
         self.nodeports = NodePorts(store, node.name, podnet.netns)
         self.secondary = SecondaryNetworks(podnet.netns)
         self.floating_ips = FloatingIPs(store, node.name, podnet.netns)
@@ -45,11 +48,14 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        # Fail closed: no launcher is spawned (nor a guest let on the pod bridge) before the fence
+        # stands; if nft refuses it, this raises and the handler does not start.
+        await self.fence.sync()
         await self.heartbeat()
         await asyncio.to_thread(self.launchers.adopt_all)
-        self._tasks = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._watch()),
-                       asyncio.create_task(self._supervise()), asyncio.create_task(self._watch_nodes()),
-                       asyncio.create_task(self.nodeports.run()), asyncio.create_task(self.floating_ips.run())]
+        self._tasks = [asyncio.create_task(c) for c in (
+            self.fence.run(), self._heartbeats(), self._watch(), self._supervise(), self._watch_nodes(),
+            self.nodeports.run(), self.floating_ips.run())]
 
     async def stop(self) -> None:
         for t in self._tasks:

@@ -1,4 +1,5 @@
-"""Our nftables NAT tables, each replaced as a whole (the script is pure; ``apply`` runs it).
+"""Our nftables tables (NAT, and the guests' filter), each replaced as a whole (the script is pure;
+``apply`` runs it).
 
 ``nft -f`` runs a script as one transaction: declaring the table first lets ``delete table`` work
 when it does not exist yet, and the new rules replace the old ones with no moment in between.
@@ -21,6 +22,24 @@ def nat_table(table: str, chains: dict[str, list[str]]) -> str:
                   *(f"    {rule}" for rule in rules), "  }"]
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def filter_table(table: str, chains: dict[str, list[str]], *, family: str = "inet") -> str:
+    """An ``nft -f`` script replacing ``table FAMILY TABLE``. A chain named after a filter hook
+    (input, forward, output) is a base chain of that hook at filter priority, policy accept; any
+    other chain is a regular one, for ``jump``. Chains are written in the given order, so declare
+    a jump target before the chain that jumps to it."""
+    lines = [f"table {family} {table}", f"delete table {family} {table}", f"table {family} {table} {{"]
+    for name, rules in chains.items():
+        lines.append(f"  chain {name} {{")
+        if name in _FILTER_HOOKS:
+            lines.append(f"    type filter hook {name} priority filter; policy accept;")
+        lines += [*(f"    {rule}" for rule in rules), "  }"]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+_FILTER_HOOKS = ("input", "forward", "output")
 
 
 def apply(script: str, netns: str | None) -> None:

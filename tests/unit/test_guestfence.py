@@ -1,0 +1,110 @@
+"""The guests' fence: what a guest may reach from the node, as one nftables filter table."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from handler.guestfence import Fence, compose_fence, parse_interface_network
+
+FENCE = Fence(pod_bridge="vbpods", pod_cidr=IPv4Network("10.244.1.0/24"),
+              management=(IPv4Network("10.99.0.0/24"),),
+              node_addresses=(IPv4Address("10.99.0.12"), IPv4Address("10.99.0.11"), IPv4Address("192.0.2.7")),
+              node_ports=(("TCP", 30080), ("UDP", 30053), ("TCP", 30081)), guest_bridges=("multus-bridge",))
+
+
+def chain(script: str, name: str) -> list[str]:
+    lines = script.splitlines()
+    start = lines.index(f"  chain {name} {{")
+    return [line.strip() for line in lines[start + 1:lines.index("  }", start)]]
+
+
+@pytest.fixture(scope="module")
+def scratch_netns() -> Iterator[str]:
+    """A throwaway namespace for ``nft -c`` (it changes nothing, but never check against the host's)."""
+    if os.geteuid() != 0 or shutil.which("nft") is None:
+        pytest.skip("nft -c needs root and nft")
+    name = f"vbfence-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=True)
+
+
+def nft_check(netns: str, script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", netns, "nft", "-c", "-f", "-"], input=script, capture_output=True,
+                          text=True, check=False)
+
+
+def test_the_script_is_valid_nftables(scratch_netns: str) -> None:
+    for fence in (FENCE, Fence(pod_bridge="vbpods", pod_cidr=IPv4Network("10.244.0.0/24"), management=())):
+        done = nft_check(scratch_netns, compose_fence(fence))
+        assert done.returncode == 0, done.stderr
+    broken = compose_fence(FENCE).replace("counter drop", "counter dorp")
+    assert nft_check(scratch_netns, broken).returncode != 0  # the check does refuse a bad script
+
+
+def test_replaces_the_whole_inet_table_in_one_transaction() -> None:
+    assert compose_fence(FENCE).splitlines()[:3] == [
+        "table inet virtbus_fence", "delete table inet virtbus_fence", "table inet virtbus_fence {"]
+
+
+def test_guests_open_nothing_on_the_node_itself() -> None:
+    script = compose_fence(FENCE)
+    assert chain(script, "input") == [
+        "type filter hook input priority filter; policy accept;",
+        "ct state established,related accept",  # answers to what the node opened
+        'iifname "lo" accept',
+        'iifname { "multus-bridge", "vbpods" } jump guest_to_node',  # this node's guests, bridged or routed
+        "ip saddr 10.244.0.0/16 jump guest_to_node",  # other nodes' guests
+    ]
+    assert chain(script, "guest_to_node") == ["ip daddr 10.244.1.1 icmp type echo-request accept", "counter drop"]
+
+
+def test_guests_reach_pods_and_exposures_but_not_the_node_network() -> None:
+    script = compose_fence(FENCE)
+    assert chain(script, "forward")[1:] == [
+        "ct state established,related accept",
+        "ct status dnat accept",  # node ports and floating IPs, the guest's own included
+        'iifname { "multus-bridge", "vbpods" } jump guest_onward',
+        "ip saddr 10.244.0.0/16 jump guest_onward",
+    ]
+    assert chain(script, "guest_onward") == [
+        "ip daddr 10.244.0.0/16 accept",
+        # node ports toward the nodes, not toward whatever else shares their network
+        "ip daddr { 10.99.0.11, 10.99.0.12, 192.0.2.7 } tcp dport { 30080, 30081 } accept",
+        "ip daddr { 10.99.0.11, 10.99.0.12, 192.0.2.7 } udp dport 30053 accept",
+        # the nodes' addresses inside the management network merge into it (nft refuses overlaps)
+        "ip daddr { 10.99.0.0/24, 192.0.2.7/32 } counter drop",
+    ]
+
+
+def test_no_exposures_no_node_port_exception() -> None:
+    script = compose_fence(Fence(pod_bridge="vbpods", pod_cidr=IPv4Network("10.244.3.0/24"),
+                                 management=(IPv4Network("10.99.0.0/24"),),
+                                 node_addresses=(IPv4Address("10.99.0.11"),)))
+    assert chain(script, "guest_onward") == ["ip daddr 10.244.0.0/16 accept", "ip daddr 10.99.0.0/24 counter drop"]
+    assert 'iifname "vbpods" jump guest_to_node' in chain(script, "input")
+    assert "ip daddr 10.244.3.1 icmp type echo-request accept" in chain(script, "guest_to_node")
+
+
+def test_management_network_from_the_nodes_interface() -> None:
+    ip_json = ('[{"ifname": "lo", "addr_info": [{"family": "inet", "local": "127.0.0.1", "prefixlen": 8}]},'
+               ' {"ifname": "eth0", "addr_info": [{"family": "inet6", "local": "fe80::1", "prefixlen": 64},'
+               ' {"family": "inet", "local": "10.99.0.11", "prefixlen": 24}]}]')
+    assert parse_interface_network(ip_json, "10.99.0.11") == IPv4Network("10.99.0.0/24")
+    assert parse_interface_network(ip_json, "10.99.0.99") is None
+
+
+def test_a_bridge_name_never_smuggles_nft_syntax_in() -> None:
+    for bad in ('br0" accept; flush ruleset; "', "-x", "a" * 16, ""):
+        with pytest.raises(ValueError, match="not an interface name"):
+            compose_fence(Fence(pod_bridge="vbpods", pod_cidr=IPv4Network("10.244.1.0/24"), management=(),
+                                guest_bridges=(bad,)))
