@@ -35,22 +35,36 @@ class ConsoleTail:
         self.offset = 0
 
     async def pump(self) -> int:
-        """Publish what was written since the last call; returns the bytes sent."""
+        """Publish what was written since the last call; returns the bytes sent. The offset moves
+        chunk by chunk, as each is stored: a failed publish is sent again next time, once."""
         try:
             with open(self.log_file, "rb") as f:
                 f.seek(self.offset)
                 data = f.read()
         except FileNotFoundError:
             return 0
+        sent = 0
         for start in range(0, len(data), CHUNK):
-            await self.js.publish(self.subject, data[start:start + CHUNK], stream=subjects.STREAM_CONSOLE,
-                                  headers=self.headers)
-        self.offset += len(data)
-        return len(data)
+            chunk = data[start:start + CHUNK]
+            await self.js.publish(self.subject, chunk, stream=subjects.STREAM_CONSOLE, headers=self.headers)
+            self.offset += len(chunk)
+            sent += len(chunk)
+        return sent
 
-    async def run(self, interval: float = 0.2) -> None:
+    async def run(self, interval: float = 0.2, retry: float = 1.0) -> None:
+        """Forever; a publish that fails (NATS away, the stream full) is retried, and said once."""
+        failing = False
         while True:
-            await self.pump()
+            try:
+                await self.pump()
+                if failing:
+                    log.info("console output published again", offset=self.offset)
+                failing = False
+            except Exception as exc:  # noqa: BLE001 - the console must outlive any outage
+                if not failing:
+                    log.warning("console output not published; retrying", error=str(exc) or type(exc).__name__)
+                failing = True
+                await asyncio.sleep(retry)
             await asyncio.sleep(interval)
 
 

@@ -1,0 +1,65 @@
+"""The console's publisher outlives failed publishes: nothing lost, nothing sent twice."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from launcher.console import CHUNK, ConsoleTail
+from proto.console import RUN_HEADER
+
+
+class FlakyJetStream:
+    """A stateful fake of the publish it needs: fails the given calls, as a stopped NATS does."""
+
+    def __init__(self, fail_calls: set[int]) -> None:
+        self.fail_calls = fail_calls
+        self.calls = 0
+        self.stored: list[tuple[str, bytes, dict[str, str]]] = []
+
+    async def publish(self, subject: str, payload: bytes, *, stream: str, headers: dict[str, str]) -> None:
+        self.calls += 1
+        if self.calls in self.fail_calls:
+            raise TimeoutError("nats: timeout")
+        self.stored.append((subject, payload, headers))
+
+
+async def test_a_failed_publish_is_sent_again_once(tmp_path: Path) -> None:
+    log = tmp_path / "serial.log"
+    data = bytes(range(256)) * ((CHUNK * 3) // 256 + 1)
+    log.write_bytes(data)
+    js = FlakyJetStream(fail_calls={2})  # the second chunk's first try fails
+    tail = ConsoleTail(js, "node1", "testvm", "uid-1", log)  # type: ignore[arg-type]
+    with pytest.raises(TimeoutError):
+        await tail.pump()
+    assert tail.offset == CHUNK  # the first chunk is stored, the rest is not yet
+    await tail.pump()
+    assert b"".join(p for _, p, _ in js.stored) == data
+    assert {s for s, _, _ in js.stored} == {"virtbus.console.node1.testvm.out"}
+    assert all(h == {RUN_HEADER: "uid-1"} for _, _, h in js.stored)
+
+
+async def test_the_publisher_keeps_going(tmp_path: Path) -> None:
+    log = tmp_path / "serial.log"
+    log.write_bytes(b"boot\n")
+    js = FlakyJetStream(fail_calls={1, 2})
+    tail = ConsoleTail(js, "node1", "testvm", "uid-1", log)  # type: ignore[arg-type]
+    task: asyncio.Task[Any] = asyncio.create_task(tail.run(interval=0.01, retry=0.01))
+    try:
+        for _ in range(400):
+            if js.stored:
+                break
+            await asyncio.sleep(0.01)
+        with log.open("ab") as f:
+            f.write(b"VIRTBUS-GUEST-READY\n")
+        for _ in range(400):
+            if b"".join(p for _, p, _ in js.stored) == b"boot\nVIRTBUS-GUEST-READY\n":
+                break
+            await asyncio.sleep(0.01)
+        assert b"".join(p for _, p, _ in js.stored) == b"boot\nVIRTBUS-GUEST-READY\n"
+        assert not task.done()
+    finally:
+        task.cancel()
