@@ -30,12 +30,24 @@ class Rules(msgspec.Struct, frozen=True, omit_defaults=True):
     deny: list[str] = []
 
 
+class Responses(msgspec.Struct, frozen=True):
+    """How many replies a user may publish to one request's reply subject, and for how long."""
+
+    max: int
+    expires: str
+
+
 class Permissions(msgspec.Struct, frozen=True, omit_defaults=True):
     """nats-server's ``permissions`` block of one user."""
 
     publish: Rules
     subscribe: Rules
-    allow_responses: bool = False
+    allow_responses: bool | Responses = False
+
+
+# The control plane's connection carries two micro services (the API and the node API): a
+# discovery request ($SRV.PING) gets a reply from each, which ``true`` (one reply) would cut to one.
+SEVERAL_SERVICES = Responses(max=8, expires="1m")
 
 
 READ_VERBS = ("get", "list")
@@ -74,7 +86,7 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                                      subjects.EVENTS_ALL, *SERVICE_DISCOVERY]),
                 subscribe=Rules(allow=[f"{subjects.inbox_prefix('control')}.>", subjects.API_ALL,
                                        subjects.NODEAPI_ALL, *SERVICE_DISCOVERY]),
-                allow_responses=True)
+                allow_responses=SEVERAL_SERVICES)
         case Role.NODE:
             if node is None:
                 raise ValueError("a node role needs the node's name")

@@ -36,7 +36,7 @@ def test_two_nodes_are_ready(lab: Lab) -> None:
 
 
 def test_services_answer_micro_discovery(lab: Lab) -> None:
-    """What `nats micro list` shows: the api service and one agent per node."""
+    """What `nats micro list` shows: the api service, the node API and one agent per node."""
     async def ping() -> list[str]:
         nc = await nats.connect(lab.url, nkeys_seed=lab.creds)
         try:
@@ -51,7 +51,7 @@ def test_services_answer_micro_discovery(lab: Lab) -> None:
         finally:
             await nc.close()
 
-    assert asyncio.run(ping()) == ["virtbus-api", "virtbus-handler", "virtbus-handler"]
+    assert asyncio.run(ping()) == ["virtbus-api", "virtbus-handler", "virtbus-handler", "virtbus-nodeapi"]
 
 
 def test_seed_testvm_lifecycle(lab: Lab) -> None:
