@@ -35,8 +35,8 @@ class FloatingIPs:
         self.store = store
         self.node = node
         self.netns = netns
-        self.fips: Bucket[FloatingIP] = Bucket(store.raw[subjects.BUCKET_FLOATING_IPS], FloatingIP)
-        self.networks: Bucket[NetworkAttachment] = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
+        self.fips: Bucket[FloatingIP] = store.bucket(subjects.BUCKET_FLOATING_IPS, FloatingIP)
+        self.networks: Bucket[NetworkAttachment] = store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment)
         self.held: set[tuple[str, str]] = set()  # (address, bridge) this node answers for
         self.routes: set[tuple[str, str]] = set()
 

@@ -42,7 +42,7 @@ class NodePorts:
         self.store = store
         self.node = node
         self.netns = netns
-        self.bucket: Bucket[Exposure] = Bucket(store.raw[subjects.BUCKET_EXPOSURES], Exposure)
+        self.bucket: Bucket[Exposure] = store.bucket(subjects.BUCKET_EXPOSURES, Exposure)
         self._applied: str | None = None
 
     async def run(self) -> None:

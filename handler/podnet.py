@@ -25,8 +25,8 @@ class PodNetwork:
     def __init__(self, store: Store, node: str, netns: str | None) -> None:
         self.node = node
         self.netns = netns
-        self.cidrs: Bucket[str] = Bucket(store.raw[subjects.BUCKET_IPAM], str)
-        self.ips: Bucket[dict[str, str]] = Bucket(store.raw[subjects.BUCKET_IPAM], dict[str, str])
+        self.cidrs: Bucket[str] = store.bucket(subjects.BUCKET_IPAM, str)
+        self.ips: Bucket[dict[str, str]] = store.bucket(subjects.BUCKET_IPAM, dict[str, str])
         self.cidr: IPv4Network | None = None
         self._routes: dict[str, str] = {}
 

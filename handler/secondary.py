@@ -26,8 +26,8 @@ def pool(att: NetworkAttachment) -> list[IPv4Address]:
 class SecondaryNetworks:
     def __init__(self, store: Store, netns: str | None) -> None:
         self.netns = netns
-        self.networks: Bucket[NetworkAttachment] = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
-        self.tables: Bucket[dict[str, str]] = Bucket(store.raw[subjects.BUCKET_IPAM], dict[str, str])
+        self.networks: Bucket[NetworkAttachment] = store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment)
+        self.tables: Bucket[dict[str, str]] = store.bucket(subjects.BUCKET_IPAM, dict[str, str])
 
     async def attachments(self, spec: VMSpec) -> list[tuple[str, NetworkAttachment, str]]:
         """(interface, network, address/prefix) for each multus NIC of the VM, allocating as needed."""

@@ -49,8 +49,7 @@ class Api:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
-        self.networks: Bucket[NetworkAttachment] = Bucket(
-            store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
+        self.networks: Bucket[NetworkAttachment] = store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment)
         self.exposures = ExposureApi(store, clock=clock)
         self.fips = FloatingIPApi(store)
 

@@ -20,7 +20,7 @@ class ExposureApi:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
-        self.bucket: Bucket[Exposure] = Bucket(store.raw[subjects.BUCKET_EXPOSURES], Exposure)
+        self.bucket: Bucket[Exposure] = store.bucket(subjects.BUCKET_EXPOSURES, Exposure)
 
     async def of_vm(self, vm: str) -> list[Exposure]:
         return [e.value for e in await self.bucket.items() if e.value.vm == vm]

@@ -16,8 +16,8 @@ from servicekit.store import Bucket, Store
 class FloatingIPApi:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.bucket: Bucket[FloatingIP] = Bucket(store.raw[subjects.BUCKET_FLOATING_IPS], FloatingIP)
-        self.networks: Bucket[NetworkAttachment] = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
+        self.bucket: Bucket[FloatingIP] = store.bucket(subjects.BUCKET_FLOATING_IPS, FloatingIP)
+        self.networks: Bucket[NetworkAttachment] = store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment)
 
     async def _get(self, address: str) -> tuple[FloatingIP, int]:
         try:
