@@ -15,11 +15,15 @@ from handler.kvmprobe import cached_kvm_runs_guests
 from handler.launchers import Launchers, NodePaths
 from handler.metrics import NodeMetrics
 from handler.podnet import PodNetwork
-from proto import subjects
+from proto import netcheck, subjects
+from proto.errors import ApiError
 from proto.state import Node
 from servicekit import logs
 from servicekit.endpoints import Endpoint, serve
 from servicekit.store import Store
+
+# the provider bridge of the lab and of the seed "Next Gen part 2"
+DEFAULT_ALLOWED_BRIDGES = ("multus-bridge",)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -38,7 +42,9 @@ async def run(args: argparse.Namespace) -> None:
     now = time.time()
     node = Node(name=args.node, cpus=nodeinfo.cpus(args.cpus), memory=nodeinfo.guest_memory(args.memory),
                 kvm=kvm, heartbeat=now, started_at=now, labels=node_labels(args.node, args.label),
-                address=args.address, pod_cidr=str(cidr))
+                address=args.address, pod_cidr=str(cidr),
+                allowed_bridges=sorted(set(args.allowed_bridge or DEFAULT_ALLOWED_BRIDGES)),
+                free_disk=nodeinfo.free_disk(Path(args.state_dir)))
     state_dir = Path(args.state_dir) / "nodes" / args.node
     launchers = Launchers(NodePaths(state_dir, Path(args.state_dir) / "logs"), node=args.node,
                           nats_url=args.server, netns_prefix=args.netns_prefix, kvm=kvm,
@@ -71,6 +77,16 @@ async def run(args: argparse.Namespace) -> None:
     await store.close()
 
 
+def _bridge(name: str) -> str:
+    try:
+        netcheck.ifname(name, "--allowed-bridge")
+    except ApiError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    if name == netcheck.POD_BRIDGE:
+        raise argparse.ArgumentTypeError(f"{name} is the pod network's bridge")
+    return name
+
+
 def node_labels(node: str, given: list[str]) -> dict[str, str]:
     """Like kubelet's: a KubeVirt manifest pins a VM with ``nodeSelector: {kubernetes.io/hostname: N}``."""
     return {"kubernetes.io/hostname": node, **dict(kv.split("=", 1) for kv in given)}
@@ -87,6 +103,9 @@ def main() -> None:
     parser.add_argument("--memory", default=None, help="memory offered to guests (quantity)")
     parser.add_argument("--cpus", default=None, type=int)
     parser.add_argument("--label", action="append", default=[], help="node label key=value")
+    parser.add_argument("--allowed-bridge", action="append", default=[], type=_bridge,
+                        help="a host bridge secondary networks may use (repeat; default: "
+                             f"{', '.join(DEFAULT_ALLOWED_BRIDGES)}); never the uplink or the pod bridge")
     parser.add_argument("--probe-kernel", default=None,
                         help="a Linux kernel to boot under KVM to learn if KVM runs guests (default: /boot)")
     parser.add_argument("--metrics-address", default=None, help="HOST:PORT to serve /metrics on")

@@ -10,7 +10,7 @@ from ipaddress import IPv4Network
 
 import structlog
 
-from proto import subjects
+from proto import netcheck, subjects
 from proto.spec import NetworkAttachment
 from proto.state import FINAL_PHASES, FloatingIP
 from servicekit import nftables
@@ -23,7 +23,12 @@ TABLE = "virtbus_fips"
 
 
 def compose_fips(mapped: list[tuple[str, str, str]]) -> str:
-    """Pure: (floating IP, pod IP, host bridge) -> the nft script of the 1:1 NAT."""
+    """Pure: (floating IP, pod IP, host bridge) -> the nft script of the 1:1 NAT. Each value is
+    checked again here, where it becomes rule text (ApiError otherwise)."""
+    for fip, pod, bridge in mapped:
+        netcheck.host_address(fip, "address")
+        netcheck.host_address(pod, "podIP")
+        netcheck.ifname(bridge, "bridge")
     return nat_table(TABLE, {
         "prerouting": [f"ip daddr {fip} dnat to {pod}" for fip, pod, _ in mapped],
         "postrouting": [f'ip saddr {pod} oifname "{bridge}" snat to {fip}' for fip, pod, bridge in mapped],
@@ -31,9 +36,10 @@ def compose_fips(mapped: list[tuple[str, str, str]]) -> str:
 
 
 class FloatingIPs:
-    def __init__(self, store: Store, node: str, netns: str | None) -> None:
+    def __init__(self, store: Store, node: str, netns: str | None, allowed_bridges: frozenset[str]) -> None:
         self.store = store
         self.node = node
+        self.allowed_bridges = allowed_bridges
         self.netns = netns
         self.fips: Bucket[FloatingIP] = store.bucket(subjects.BUCKET_FLOATING_IPS, FloatingIP)
         self.networks: Bucket[NetworkAttachment] = store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment)
@@ -53,7 +59,10 @@ class FloatingIPs:
         for fip in (e.value for e in await self.fips.items()):
             pod = pods.get(fip.vm or "")
             net = nets.get(fip.network)
-            if pod and net:
+            if pod and net and net.bridge not in self.allowed_bridges:
+                log.warning("floating IP on a bridge this node does not allow", address=fip.address,
+                            network=fip.network, bridge=net.bridge)
+            elif pod and net:
                 mapped.append((fip.address, pod, net.bridge, str(IPv4Network(net.subnet))))
         want = {(f, b) for f, _, b, _ in mapped}
         want_routes = {(s, b) for _, _, b, s in mapped}
@@ -64,6 +73,7 @@ class FloatingIPs:
 
     def _apply(self, mapped: list[tuple[str, str, str]], want: set[tuple[str, str]],
                want_routes: set[tuple[str, str]]) -> None:
+        script = compose_fips(mapped)  # first: it refuses what must not reach ip(8) either
         for address, bridge in want - self.held:
             self._ip("addr", "add", f"{address}/32", "dev", bridge)
             # tell the segment the address moved here
@@ -75,7 +85,7 @@ class FloatingIPs:
             self._ip("route", "replace", subnet, "dev", bridge)
         for subnet, bridge in self.routes - want_routes:
             self._ip("route", "del", subnet, "dev", bridge)
-        nftables.apply(compose_fips(mapped), self.netns)
+        nftables.apply(script, self.netns)
         if want != self.held:
             log.info("floating IPs", held=sorted(a for a, _ in want))
         self.held, self.routes = want, want_routes

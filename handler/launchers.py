@@ -17,6 +17,7 @@ from pathlib import Path
 import structlog
 
 from servicekit import processes
+from servicekit.paths import UnsafeName, path_under, safe_name
 
 log = structlog.get_logger()
 
@@ -43,7 +44,8 @@ class NodePaths:
     log_dir: Path
 
     def vmi_dir(self, vmi: str) -> Path:
-        return self.state_dir / "vmis" / vmi
+        """Raises UnsafeName for anything but a safe name: a VMI key of ``/`` is no directory of ours."""
+        return path_under(self.state_dir / "vmis", vmi, what="VMI name")
 
     @property
     def images(self) -> Path:
@@ -69,8 +71,8 @@ class Launchers:
         for pidfile in sorted((self.paths.state_dir / "vmis").glob("*/launcher.pid")):
             try:
                 pid_text, uid = pidfile.read_text().split()
-                launcher = Launcher(pidfile.parent.name, uid, int(pid_text))
-            except (OSError, ValueError):
+                launcher = Launcher(safe_name(pidfile.parent.name), safe_name(uid, "uid"), int(pid_text))
+            except (OSError, ValueError):  # UnsafeName is a ValueError
                 continue
             if launcher.alive():
                 self.running[launcher.vmi] = launcher
@@ -81,6 +83,7 @@ class Launchers:
     def spawn(self, vmi: str, uid: str, pod_ip: str | None = None, pod_gateway: str | None = None,
               secondary: list[str] | None = None) -> Launcher:
         vmi_dir = self.paths.vmi_dir(vmi)
+        safe_name(uid, "uid")  # an argument of the launcher and a word of its pidfile
         vmi_dir.mkdir(parents=True, exist_ok=True)
         self.paths.log_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "launcher", "--vmi", vmi, "--uid", uid, "--node", self.node,
@@ -92,7 +95,7 @@ class Launchers:
             cmd += ["--node-netns", self.node_netns]
         if pod_ip and pod_gateway:
             cmd += ["--pod-ip", pod_ip, "--pod-gateway", pod_gateway]
-        with open(self.paths.log_dir / f"launcher-{self.node}-{vmi}.log", "ab") as logf:
+        with open(self.paths.log_dir / f"launcher-{self.node}-{safe_name(vmi)}.log", "ab") as logf:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                     start_new_session=True, close_fds=True)
         tmp = vmi_dir / "launcher.pid.tmp"
@@ -114,6 +117,11 @@ class Launchers:
 
     def clean_up(self, vmi: str) -> None:
         """Remove whatever a dead launcher left: processes in its pod netns, the netns, its files."""
+        try:
+            vmi_dir = self.paths.vmi_dir(vmi)
+        except UnsafeName as exc:
+            log.warning("refusing to clean up", vmi=vmi[:100], reason=str(exc))
+            return
         netns = self.pod_netns(vmi)
         for pid in netns_pids(netns):
             try:
@@ -122,7 +130,7 @@ class Launchers:
                 pass
         if Path("/run/netns", netns).exists():
             subprocess.run(["ip", "netns", "delete", netns], check=False, capture_output=True)
-        shutil.rmtree(self.paths.vmi_dir(vmi), ignore_errors=True)
+        shutil.rmtree(vmi_dir, ignore_errors=True)
 
 
 def netns_pids(netns: str) -> list[int]:

@@ -31,6 +31,7 @@ from proto.errors import ApiError
 from proto.events import Event
 from proto.state import FINAL_PHASES, VMI, Condition, Phase, VMIInterface
 from proto.stats import from_libvirt
+from servicekit.paths import path_under
 from servicekit.store import Store
 
 log = structlog.get_logger()
@@ -51,7 +52,7 @@ class LauncherArgs:
 
     @property
     def vmi_dir(self) -> Path:
-        return self.node_dir / "vmis" / self.vmi
+        return path_under(self.node_dir / "vmis", self.vmi, what="VMI name")
 
 
 def _set_phase(uid: str, phase: Phase, now: float, reason: str = "") -> Callable[[VMI], VMI | None]:

@@ -105,6 +105,11 @@ def validate_vm(spec: VMSpec) -> VMSpec:
     return spec
 
 
+def empty_disk_total(spec: VMSpec) -> int:
+    """Bytes the VM's emptyDisks may grow to (of a validated spec)."""
+    return sum(parse_bytes(v.source.capacity) for v in spec.volumes if isinstance(v.source, EmptyDisk))
+
+
 def _check_storage(spec: VMSpec) -> None:
     if len(spec.disks) > MAX_DISKS:
         raise invalid("spec.disks", f"{len(spec.disks)} disks is more than the {MAX_DISKS} a VM may have")
