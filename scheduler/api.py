@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 import msgspec
 import nats.js.errors
@@ -34,6 +34,7 @@ from proto.errors import ApiError, Code
 from proto.manifest import parse_manifest
 from proto.spec import NetworkAttachment, RunStrategy, VMSpec
 from proto.state import FINAL_PHASES, VM, VMI
+from proto.validation import validate_image_reference
 from scheduler import placement
 from scheduler.controllers import stop_vmi
 from scheduler.exposures import ExposureApi
@@ -213,6 +214,12 @@ class Api:
             if other.key != parsed.name and subnet.overlaps(IPv4Network(other.value.subnet)):
                 raise ApiError(Code.INVALID, f"subnet {subnet} overlaps network {other.key} ({other.value.subnet})",
                                "spec.config.ipam.subnet")
+        # Each node routes the subnet onto the bridge (floating IPs): one holding a node's address
+        # would take that node's own traffic, the bus's included, into the bridge.
+        for node in await self.store.nodes.items():
+            if node.value.address and IPv4Address(node.value.address) in subnet:
+                raise ApiError(Code.INVALID, f"subnet {subnet} holds node {node.key}'s address {node.value.address}",
+                               "spec.config.ipam.subnet")
         existing = await self.networks.get(parsed.name)
         if existing is None:
             await self.networks.create(parsed.name, parsed)
@@ -237,6 +244,7 @@ class Api:
 
     async def image_delete(self, body: bytes) -> Ack:
         name = decode_request(body, NameRequest).name
+        validate_image_reference(name, "name")
         try:
             await self.store.images.get_info(name)
         except nats.js.errors.NotFoundError:

@@ -261,7 +261,8 @@ class Store:
                 storage=StorageType.FILE, max_msgs_per_subject=20_000, max_bytes=256 * 2**20, num_replicas=copies))
             await _ensure_stream(js, StreamConfig(
                 name=subjects.STREAM_EVENTS, subjects=[subjects.EVENTS_ALL], storage=StorageType.FILE,
-                max_msgs=100_000, max_age=7 * 24 * 3600, num_replicas=copies))
+                max_msgs=100_000, max_age=7 * 24 * 3600, max_bytes=EVENTS_MAX_BYTES, max_msg_size=64 * 1024,
+                num_replicas=copies))
         except BaseException:
             await nc.close()  # e.g. a cluster still electing its JetStream leader: the caller retries
             raise
@@ -317,14 +318,29 @@ async def connect_nats(url: str, name: str, attempts: int = -1) -> Client:
         raise ApiError(Code.UNAVAILABLE, f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
 
 
+# Byte limits per bucket (value, whole bucket with its history of 5): a writer gone wild fills its
+# bucket, not the server's disk. A VM or VMI holds a spec with up to 2 x 64 KiB of cloud-init, which
+# JSON escaping may grow; an ipam table lists a network's addresses.
+_MiB = 2**20
+_KV_LIMITS: dict[str, tuple[int, int]] = {  # bucket -> (max_value_size, max_bytes)
+    subjects.BUCKET_VMS: (_MiB, 256 * _MiB), subjects.BUCKET_VMIS: (_MiB, 256 * _MiB),
+    subjects.BUCKET_NODES: (64 * 1024, 16 * _MiB), subjects.BUCKET_NETWORKS: (16 * 1024, 16 * _MiB),
+    subjects.BUCKET_IPAM: (_MiB, 64 * _MiB), subjects.BUCKET_EXPOSURES: (4096, 16 * _MiB),
+    subjects.BUCKET_FLOATING_IPS: (4096, 16 * _MiB),
+}
+EVENTS_MAX_BYTES = 64 * _MiB
+
+
 async def _ensure_kv(js: JetStreamContext, bucket: str, copies: int) -> KeyValue:
     try:
         return await js.key_value(bucket)
     except nats.js.errors.BucketNotFoundError:
         pass
     try:
+        max_value_size, max_bytes = _KV_LIMITS.get(bucket, (_MiB, 64 * _MiB))
         return await js.create_key_value(KeyValueConfig(bucket=bucket, history=5, storage=StorageType.FILE,
-                                                        replicas=copies))
+                                                        replicas=copies, max_value_size=max_value_size,
+                                                        max_bytes=max_bytes))
     except nats.js.errors.APIError:
         return await js.key_value(bucket)  # someone else created it meanwhile
 
