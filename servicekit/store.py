@@ -51,6 +51,24 @@ class Change(Generic[T]):
     revision: int
 
 
+class _SeenBad:
+    """Which bad entries a Store already reported: once per (bucket, key, revision), however many
+    watches and reads meet it, so a bad value makes one log line and one event, not a flood."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._seen: dict[tuple[str, str, int], None] = {}
+        self._size = size
+
+    def first(self, bad: BadStoredValue, revision: int) -> bool:
+        mark = (bad.bucket, bad.key, revision)
+        if mark in self._seen:
+            return False
+        if len(self._seen) >= self._size:
+            del self._seen[next(iter(self._seen))]
+        self._seen[mark] = None
+        return True
+
+
 class Bucket(Generic[T]):
     """Typed entries of one bucket. Every key and value read is decoded and validated with the API's
     rules (proto.stored); one that fails is set aside: ``get`` takes it for absent, ``watch`` for
@@ -58,7 +76,8 @@ class Bucket(Generic[T]):
     Writes are validated too, so nothing a reader would set aside is ever written by us."""
 
     def __init__(self, kv: KeyValue, kind: type[T], *, validate: stored.Validator | None = None,
-                 on_bad: Callable[[BadStoredValue], Awaitable[None]] | None = None) -> None:
+                 on_bad: Callable[[BadStoredValue], Awaitable[None]] | None = None,
+                 seen: _SeenBad | None = None) -> None:
         self._kv = kv
         self.name = str(getattr(kv, "_name", "?"))
         self._kind = kind
@@ -66,6 +85,7 @@ class Bucket(Generic[T]):
         self._encoder = msgspec.json.Encoder()
         self._validate = validate or stored.validator(kind)
         self._on_bad = on_bad
+        self._seen = seen or _SeenBad()
 
     def key_ok(self, key: str) -> bool:
         try:
@@ -92,7 +112,7 @@ class Bucket(Generic[T]):
         return self._encoder.encode(value)
 
     async def _set_aside(self, bad: BadStoredValue, revision: int) -> None:
-        if _seen_bad.first(bad, revision):
+        if self._seen.first(bad, revision):
             structlog.get_logger().warning("stored value set aside", bucket=bad.bucket, key=bad.key[:100],
                                            revision=revision, reason=bad.reason[:300])
             if self._on_bad is not None:
@@ -213,27 +233,6 @@ class Bucket(Generic[T]):
         raise ApiError(Code.CONFLICT, f"{key!r} kept changing; try again")
 
 
-class _SeenBad:
-    """Which bad entries this process already reported: once per (bucket, key, revision), however
-    many watches and reads meet it, so a bad value makes one log line and one event, not a flood."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self._seen: dict[tuple[str, str, int], None] = {}
-        self._size = size
-
-    def first(self, bad: BadStoredValue, revision: int) -> bool:
-        mark = (bad.bucket, bad.key, revision)
-        if mark in self._seen:
-            return False
-        if len(self._seen) >= self._size:
-            del self._seen[next(iter(self._seen))]
-        self._seen[mark] = None
-        return True
-
-
-_seen_bad = _SeenBad()
-
-
 class Store:
     """The connection plus every bucket; ``connect`` creates buckets and streams when missing."""
 
@@ -241,6 +240,7 @@ class Store:
         self.nc = nc
         self.js = js
         self.raw = kvs
+        self._seen_bad = _SeenBad()
         self.vms = self.bucket(subjects.BUCKET_VMS, VM)
         self.vmis = self.bucket(subjects.BUCKET_VMIS, VMI)
         self.nodes = self.bucket(subjects.BUCKET_NODES, Node)
@@ -270,7 +270,7 @@ class Store:
 
     def bucket(self, name: str, kind: type[T]) -> Bucket[T]:
         """A typed view of a bucket whose bad entries are reported as events."""
-        return Bucket(self.raw[name], kind, on_bad=self._report_bad)
+        return Bucket(self.raw[name], kind, on_bad=self._report_bad, seen=self._seen_bad)
 
     async def _report_bad(self, bad: BadStoredValue) -> None:
         # The event's subject carries the key: a hostile key gets a placeholder, its repr the message.
