@@ -18,6 +18,7 @@ from handler.podnet import PodNetwork
 from proto import netcheck, subjects
 from proto.errors import ApiError
 from proto.state import Node
+from proto.validation import check_labels
 from servicekit import logs
 from servicekit.endpoints import Endpoint, serve
 from servicekit.store import Store
@@ -89,7 +90,9 @@ def _bridge(name: str) -> str:
 
 def node_labels(node: str, given: list[str]) -> dict[str, str]:
     """Like kubelet's: a KubeVirt manifest pins a VM with ``nodeSelector: {kubernetes.io/hostname: N}``."""
-    return {"kubernetes.io/hostname": node, **dict(kv.split("=", 1) for kv in given)}
+    labels = {"kubernetes.io/hostname": node, **dict(kv.split("=", 1) for kv in given)}
+    check_labels(labels, "--label")  # as the node record's readers will
+    return labels
 
 
 def main() -> None:

@@ -82,13 +82,20 @@ class PodNetwork:
     def sync_routes(self, nodes: list[Node]) -> None:
         """Routes to every other node's pod CIDR via that node's address; stale ones go."""
         wanted = {str(cidr): str(via) for cidr, via in pod_routes(nodes, self.node, self.cidr).items()}
-        for cidr, via in wanted.items():
-            if self._routes.get(cidr) != via:
-                self._ip("route", "replace", cidr, "via", via)
-                log.info("route to pods", cidr=cidr, via=via)
         for cidr in set(self._routes) - set(wanted):
             self._ip("route", "del", cidr, check=False)
-        self._routes = wanted
+            del self._routes[cidr]
+        for cidr, via in wanted.items():
+            if self._routes.get(cidr) != via:
+                # A well-formed address may still be no neighbour of ours: that node's route fails
+                # (and is tried again on its next heartbeat), the others' and this watch go on.
+                done = self._ip("route", "replace", cidr, "via", via, check=False)
+                if done.returncode != 0:
+                    log.warning("no route to a node's pods", cidr=cidr, via=via, error=done.stderr.strip())
+                    self._routes.pop(cidr, None)
+                    continue
+                self._routes[cidr] = via
+                log.info("route to pods", cidr=cidr, via=via)
 
 
 def pod_routes(nodes: list[Node], me: str, mine: IPv4Network | None) -> dict[IPv4Network, IPv4Address]:
