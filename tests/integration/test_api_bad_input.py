@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -173,3 +175,32 @@ async def test_a_network_may_not_hold_a_node_address_nor_use_the_pod_bridge(api:
         error = (await request(api, subjects.api("network", "apply"), body))["error"]
         assert isinstance(error, dict) and error["code"] == "Invalid" and error["field"] == field, error
     assert (await request(api, subjects.api("network", "list"), b"{}"))["items"] == []
+
+
+FLOOD = 1500
+
+
+async def test_a_request_flood_leaves_the_api_answering(api: Store) -> None:
+    assert "error" not in await request(api, subjects.api("vm", "create"), json.dumps(seed_testvm()).encode())
+    inbox = api.nc.new_inbox()
+    answered = 0
+
+    async def count(_: object) -> None:
+        nonlocal answered
+        answered += 1
+
+    sub = await api.nc.subscribe(inbox, cb=count)
+    try:
+        for _ in range(FLOOD):  # as fast as one client can publish them: list is the dearest verb
+            await api.nc.publish(subjects.api("vm", "list"), b"{}", reply=inbox)
+        await api.nc.flush()
+        started = time.monotonic()
+        reply = await request(api, subjects.api("vm", "get"), b'{"name": "testvm"}')
+        assert "item" in reply and time.monotonic() - started < 5  # other verbs answer meanwhile
+        for _ in range(600):
+            if answered == FLOOD:
+                break
+            await asyncio.sleep(0.05)
+        assert answered == FLOOD  # and the flooded one answers every request (~500/s here)
+    finally:
+        await sub.unsubscribe()
