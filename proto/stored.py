@@ -20,8 +20,8 @@ from proto.subjects import is_dns1123_label
 from proto.validation import check_labels, check_name, validate_network, validate_vm
 
 MAX_NODE_CPUS = 4096
-MAX_TEXT = 4096  # reasons, messages: shown to people, never parsed
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+MAX_TEXT = 32 * 1024  # reasons, messages: shown to people, never parsed; libvirt errors run long
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")  # a spec may give one in capitals
 # ipam keys: nodecidr.<index>, podips.<node>, net.<network>
 _IPAM_KEY = re.compile(r"^(nodecidr\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|(podips|net)\.(?P<name>.+))$")
 

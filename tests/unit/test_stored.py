@@ -56,6 +56,7 @@ BAD: list[tuple[str, Any, str, Any]] = [
     ("VMI pod IP with nft", VMI, "vm1", r(VMI_OK, interfaces=[VMIInterface(name="d", ip_address="10.0.0.1; flush")])),
     ("VMI pod IP loopback", VMI, "vm1", r(VMI_OK, interfaces=[VMIInterface(name="d", ip_address="127.0.0.1")])),
     ("VMI MAC", VMI, "vm1", r(VMI_OK, interfaces=[VMIInterface(name="d", mac="02:00:00:00:00:01\n")])),
+    ("VMI MAC with text", VMI, "vm1", r(VMI_OK, interfaces=[VMIInterface(name="d", mac="02:00:00:00:00:0g")])),
     ("VMI reason 1 MiB", VMI, "vm1", r(VMI_OK, reason="x" * 2**20)),
     ("node pod CIDR default", Node, "node1", r(NODE_OK, pod_cidr="default")),
     ("node pod CIDR 0/0", Node, "node1", r(NODE_OK, pod_cidr="0.0.0.0/0")),
@@ -110,3 +111,9 @@ def test_bucket_refuses_to_write_what_a_reader_would_set_aside() -> None:
     bucket: Bucket[Exposure] = Bucket(object(), Exposure)  # type: ignore[arg-type]
     with pytest.raises(ApiError):
         bucket._encode(EXPOSURE_OK.key, r(EXPOSURE_OK, protocol="tcp dport 1 accept; flush ruleset"))
+
+
+def test_what_the_launcher_reports_passes() -> None:
+    """A spec's MAC in capitals and a long libvirt error are what our own writers store."""
+    nic = VMIInterface(name="default", ip_address="192.168.100.2", mac="02:AB:CD:00:00:01")
+    stored.check_vmi("vm1", r(VMI_OK, interfaces=[nic], reason="launch failed: " + "x" * 8000))
