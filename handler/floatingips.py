@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 import structlog
 
@@ -35,6 +35,26 @@ def compose_fips(mapped: list[tuple[str, str, str]]) -> str:
     })
 
 
+def plan_fips(fips: list[FloatingIP], pods: dict[str, str], nets: dict[str, NetworkAttachment],
+              allowed: frozenset[str], node_addresses: list[IPv4Address]) -> list[tuple[str, str, str, str]]:
+    """Pure: (floating IP, pod IP, bridge, subnet) for each floating IP whose VM runs here, on a bridge
+    this node allows and a subnet holding no node's address (its route would take that node's own
+    traffic, the bus's included, into the bridge); the others are left out with a log line."""
+    mapped = []
+    for fip in fips:
+        pod, net = pods.get(fip.vm or ""), nets.get(fip.network)
+        if not pod or not net:
+            continue
+        subnet = IPv4Network(net.subnet)
+        why = ("its bridge is not one this node allows" if net.bridge not in allowed else
+               "its subnet holds a node's address" if any(a in subnet for a in node_addresses) else None)
+        if why:
+            log.warning("floating IP left out", address=fip.address, network=fip.network, reason=why)
+            continue
+        mapped.append((fip.address, pod, net.bridge, str(subnet)))
+    return mapped
+
+
 class FloatingIPs:
     def __init__(self, store: Store, node: str, netns: str | None, allowed_bridges: frozenset[str]) -> None:
         self.store = store
@@ -55,15 +75,8 @@ class FloatingIPs:
                 if v.node_name == self.node and v.phase not in FINAL_PHASES and v.interfaces
                 and v.interfaces[0].ip_address}
         nets = {e.key: e.value for e in await self.networks.items()}
-        mapped = []
-        for fip in (e.value for e in await self.fips.items()):
-            pod = pods.get(fip.vm or "")
-            net = nets.get(fip.network)
-            if pod and net and net.bridge not in self.allowed_bridges:
-                log.warning("floating IP on a bridge this node does not allow", address=fip.address,
-                            network=fip.network, bridge=net.bridge)
-            elif pod and net:
-                mapped.append((fip.address, pod, net.bridge, str(IPv4Network(net.subnet))))
+        nodes = [IPv4Address(e.value.address) for e in await self.store.nodes.items() if e.value.address]
+        mapped = plan_fips([e.value for e in await self.fips.items()], pods, nets, self.allowed_bridges, nodes)
         want = {(f, b) for f, _, b, _ in mapped}
         want_routes = {(s, b) for _, _, b, s in mapped}
         await asyncio.to_thread(self._apply, [(f, p, b) for f, p, b, _ in mapped], want, want_routes)

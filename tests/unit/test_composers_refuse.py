@@ -9,13 +9,13 @@ from typing import Any
 import msgspec
 import pytest
 
-from handler.floatingips import compose_fips
+from handler.floatingips import compose_fips, plan_fips
 from handler.nodeports import compose_nodeports
 from handler.podnet import pod_routes
 from handler.secondary import check_bridge
 from proto.errors import ApiError, Code
 from proto.spec import NetworkAttachment
-from proto.state import Exposure, Node
+from proto.state import Exposure, FloatingIP, Node
 
 POD = {"a": IPv4Address("10.244.0.2")}
 
@@ -75,3 +75,16 @@ def test_a_secondary_network_only_on_bridges_the_node_allows() -> None:
     with pytest.raises(ApiError):
         check_bridge(NetworkAttachment(name="n", bridge="vbpods", subnet="192.168.100.0/24"),
                      frozenset({"vbpods"}))
+
+
+def test_floating_ips_only_on_allowed_bridges_and_subnets_off_node_addresses() -> None:
+    nets = {"provider": NetworkAttachment(name="provider", bridge="multus-bridge", subnet="192.168.200.0/24"),
+            "uplink": NetworkAttachment(name="uplink", bridge="eth0", subnet="192.168.7.0/24"),
+            "nodes": NetworkAttachment(name="nodes", bridge="multus-bridge", subnet="10.99.0.0/24")}
+    fips = [FloatingIP(address="192.168.200.10", network="provider", vm="a"),
+            FloatingIP(address="192.168.7.10", network="uplink", vm="a"),
+            FloatingIP(address="10.99.0.200", network="nodes", vm="a"),
+            FloatingIP(address="192.168.200.11", network="provider", vm="elsewhere"),
+            FloatingIP(address="192.168.200.12", network="provider")]
+    mapped = plan_fips(fips, {"a": "10.244.0.2"}, nets, frozenset({"multus-bridge"}), [IPv4Address("10.99.0.1")])
+    assert mapped == [("192.168.200.10", "10.244.0.2", "multus-bridge", "192.168.200.0/24")]
