@@ -199,10 +199,12 @@ class Bucket(Generic[T]):
     async def _change(self, update: KeyValue.Entry) -> Change[T] | None:
         """One watched update as a Change; a bad value reads as a deletion, a hostile key as nothing."""
         rev = int(update.revision or 0)
+        deleted = update.operation in ("DEL", "PURGE") or not update.value
         if not self.key_ok(update.key):
-            await self._set_aside(BadStoredValue(self.name, update.key, "the key is not a safe name"), rev)
+            if not deleted:  # its going needs no report
+                await self._set_aside(BadStoredValue(self.name, update.key, "the key is not a safe name"), rev)
             return None
-        if update.operation in ("DEL", "PURGE") or not update.value:
+        if deleted:
             return Change(update.key, None, rev)
         try:
             return Change(update.key, self.decode(update.key, update.value), rev)
