@@ -204,7 +204,7 @@ class Bucket(Generic[T]):
             if not deleted:  # its going needs no report
                 await self._set_aside(BadStoredValue(self.name, update.key, "the key is not a safe name"), rev)
             return None
-        if deleted:
+        if deleted or update.value is None:
             return Change(update.key, None, rev)
         try:
             return Change(update.key, self.decode(update.key, update.value), rev)
