@@ -10,8 +10,6 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import yaml
-
 from ctl import console, render
 from ctl.client import ApiClient, default_url
 from proto.api import (
@@ -31,6 +29,7 @@ from proto.api import (
     VMReply,
 )
 from proto.errors import ApiError, Code
+from proto.manifest import load_manifests
 from proto.state import VMI, Exposure, FloatingIP
 
 KINDS = {"vm": "vm", "vms": "vm", "virtualmachine": "vm", "virtualmachines": "vm",
@@ -44,11 +43,11 @@ def say(text: str) -> None:
 
 
 async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
-    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise ApiError(Code.BAD_REQUEST, f"malformed YAML/JSON in {args.file}: {exc}") from None
+    data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    try:  # the API's loader: no aliases (billion laughs), bounded size and depth
+        docs = load_manifests(data)
+    except ApiError as exc:
+        raise ApiError(exc.code, f"{args.file}: {exc.message}", exc.field) from None
     for doc in docs:
         kind = doc.get("kind") if isinstance(doc, dict) else None
         body = json.dumps(doc, default=str).encode()  # YAML timestamps load as datetimes

@@ -99,5 +99,5 @@ def nodes(items: list[NodeView], wide: bool) -> str:
 
 def event_row(e: Event) -> str:
     when = time.strftime("%H:%M:%S", time.localtime(e.timestamp))
-    kind = "vm" if e.kind == "VirtualMachine" else "vmi"
+    kind = {"VirtualMachine": "vm", "VirtualMachineInstance": "vmi"}.get(e.kind, e.kind.lower())
     return f"{when:<9}   {e.type:<7}   {e.reason:<16}   {kind}/{e.name:<20}   {e.message}"

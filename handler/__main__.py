@@ -15,13 +15,18 @@ from handler.kvmprobe import cached_kvm_runs_guests
 from handler.launchers import Launchers, NodePaths
 from handler.metrics import NodeMetrics
 from handler.podnet import PodNetwork
-from proto import subjects
+from proto import netcheck, subjects
+from proto.errors import ApiError
 from proto.nodeapi import Registration
 from proto.state import Node
+from proto.validation import check_labels
 from servicekit import logs
 from servicekit.endpoints import Endpoint, serve
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
+
+# the provider bridge of the lab and of the seed "Next Gen part 2"
+DEFAULT_ALLOWED_BRIDGES = ("multus-bridge",)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -39,7 +44,9 @@ async def run(args: argparse.Namespace) -> None:
     # The control plane writes the node's record and picks its pod CIDR; this node only heartbeats.
     node = await nodeapi.register(Registration(
         cpus=nodeinfo.cpus(args.cpus), memory=nodeinfo.guest_memory(args.memory), kvm=kvm,
-        labels=node_labels(args.node, args.label), address=args.address))
+        labels=node_labels(args.node, args.label), address=args.address,
+        allowed_bridges=sorted(set(args.allowed_bridge or DEFAULT_ALLOWED_BRIDGES)),
+        free_disk=nodeinfo.free_disk(Path(args.state_dir))))
     podnet = PodNetwork(store, args.node, args.netns, IPv4Network(node.pod_cidr or ""))
     await asyncio.to_thread(podnet.set_up_bridge)
     state_dir = Path(args.state_dir) / "nodes" / args.node
@@ -78,9 +85,21 @@ async def run(args: argparse.Namespace) -> None:
     await store.close()
 
 
+def _bridge(name: str) -> str:
+    try:
+        netcheck.ifname(name, "--allowed-bridge")
+    except ApiError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    if name == netcheck.POD_BRIDGE:
+        raise argparse.ArgumentTypeError(f"{name} is the pod network's bridge")
+    return name
+
+
 def node_labels(node: str, given: list[str]) -> dict[str, str]:
     """Like kubelet's: a KubeVirt manifest pins a VM with ``nodeSelector: {kubernetes.io/hostname: N}``."""
-    return {"kubernetes.io/hostname": node, **dict(kv.split("=", 1) for kv in given)}
+    labels = {"kubernetes.io/hostname": node, **dict(kv.split("=", 1) for kv in given)}
+    check_labels(labels, "--label")  # as the node record's readers will
+    return labels
 
 
 def main() -> None:
@@ -99,6 +118,9 @@ def main() -> None:
     parser.add_argument("--memory", default=None, help="memory offered to guests (quantity)")
     parser.add_argument("--cpus", default=None, type=int)
     parser.add_argument("--label", action="append", default=[], help="node label key=value")
+    parser.add_argument("--allowed-bridge", action="append", default=[], type=_bridge,
+                        help="a host bridge secondary networks may use (repeat; default: "
+                             f"{', '.join(DEFAULT_ALLOWED_BRIDGES)}); never the uplink or the pod bridge")
     parser.add_argument("--probe-kernel", default=None,
                         help="a Linux kernel to boot under KVM to learn if KVM runs guests (default: /boot)")
     parser.add_argument("--metrics-address", default=None, help="HOST:PORT to serve /metrics on")

@@ -13,6 +13,7 @@ from ipaddress import IPv4Network
 import msgspec
 import structlog
 
+from handler import nodeinfo
 from handler.floatingips import FloatingIPs
 from handler.guestfence import GuestFence
 from handler.launchers import Launchers
@@ -39,8 +40,9 @@ class Agent:
         self.nodeapi = nodeapi
         self.fence = GuestFence(store, podnet.netns, POD_BRIDGE, podnet.cidr, management)
         self.nodeports = NodePorts(store, node.name, podnet.netns)
-        self.secondary = SecondaryNetworks(podnet.netns)
-        self.floating_ips = FloatingIPs(store, node.name, podnet.netns)
+        allowed = frozenset(node.allowed_bridges)
+        self.secondary = SecondaryNetworks(podnet.netns, allowed)
+        self.floating_ips = FloatingIPs(store, node.name, podnet.netns, allowed)
         self.node = node
         self.launchers = launchers
         self.clock = clock
@@ -65,12 +67,15 @@ class Agent:
 
     async def heartbeat(self) -> None:
         now = self.clock()
+        # what emptyDisks may still take here, for the scheduler's filter
+        free = await asyncio.to_thread(nodeinfo.free_disk, self.launchers.paths.state_dir)
+        beating = msgspec.structs.replace(self.node, heartbeat=now, free_disk=free)
 
         def beat(current: Node) -> Node:
-            return msgspec.structs.replace(self.node, heartbeat=now)
+            return beating
 
         if await self.store.nodes.mutate(self.node.name, beat) is None:
-            await self.store.nodes.put(self.node.name, msgspec.structs.replace(self.node, heartbeat=now))
+            await self.store.nodes.put(self.node.name, beating)
 
     async def _heartbeats(self) -> None:
         while True:

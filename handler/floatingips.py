@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 import structlog
 
-from proto import subjects
+from proto import netcheck, subjects
 from proto.spec import NetworkAttachment
 from proto.state import FINAL_PHASES, FloatingIP
 from servicekit import nftables
@@ -23,20 +23,46 @@ TABLE = "virtbus_fips"
 
 
 def compose_fips(mapped: list[tuple[str, str, str]]) -> str:
-    """Pure: (floating IP, pod IP, host bridge) -> the nft script of the 1:1 NAT."""
+    """Pure: (floating IP, pod IP, host bridge) -> the nft script of the 1:1 NAT. Each value is
+    checked again here, where it becomes rule text (ApiError otherwise)."""
+    for fip, pod, bridge in mapped:
+        netcheck.host_address(fip, "address")
+        netcheck.host_address(pod, "podIP")
+        netcheck.ifname(bridge, "bridge")
     return nat_table(TABLE, {
         "prerouting": [f"ip daddr {fip} dnat to {pod}" for fip, pod, _ in mapped],
         "postrouting": [f'ip saddr {pod} oifname "{bridge}" snat to {fip}' for fip, pod, bridge in mapped],
     })
 
 
+def plan_fips(fips: list[FloatingIP], pods: dict[str, str], nets: dict[str, NetworkAttachment],
+              allowed: frozenset[str], node_addresses: list[IPv4Address]) -> list[tuple[str, str, str, str]]:
+    """Pure: (floating IP, pod IP, bridge, subnet) for each floating IP whose VM runs here, on a bridge
+    this node allows and a subnet holding no node's address (its route would take that node's own
+    traffic, the bus's included, into the bridge); the others are left out with a log line."""
+    mapped = []
+    for fip in fips:
+        pod, net = pods.get(fip.vm or ""), nets.get(fip.network)
+        if not pod or not net:
+            continue
+        subnet = IPv4Network(net.subnet)
+        why = ("its bridge is not one this node allows" if net.bridge not in allowed else
+               "its subnet holds a node's address" if any(a in subnet for a in node_addresses) else None)
+        if why:
+            log.warning("floating IP left out", address=fip.address, network=fip.network, reason=why)
+            continue
+        mapped.append((fip.address, pod, net.bridge, str(subnet)))
+    return mapped
+
+
 class FloatingIPs:
-    def __init__(self, store: Store, node: str, netns: str | None) -> None:
+    def __init__(self, store: Store, node: str, netns: str | None, allowed_bridges: frozenset[str]) -> None:
         self.store = store
         self.node = node
+        self.allowed_bridges = allowed_bridges
         self.netns = netns
-        self.fips: Bucket[FloatingIP] = Bucket(store.raw[subjects.BUCKET_FLOATING_IPS], FloatingIP)
-        self.networks: Bucket[NetworkAttachment] = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
+        self.fips: Bucket[FloatingIP] = store.bucket(subjects.BUCKET_FLOATING_IPS, FloatingIP)
+        self.networks: Bucket[NetworkAttachment] = store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment)
         self.held: set[tuple[str, str]] = set()  # (address, bridge) this node answers for
         self.routes: set[tuple[str, str]] = set()
 
@@ -49,12 +75,8 @@ class FloatingIPs:
                 if v.node_name == self.node and v.phase not in FINAL_PHASES and v.interfaces
                 and v.interfaces[0].ip_address}
         nets = {e.key: e.value for e in await self.networks.items()}
-        mapped = []
-        for fip in (e.value for e in await self.fips.items()):
-            pod = pods.get(fip.vm or "")
-            net = nets.get(fip.network)
-            if pod and net:
-                mapped.append((fip.address, pod, net.bridge, str(IPv4Network(net.subnet))))
+        nodes = [IPv4Address(e.value.address) for e in await self.store.nodes.items() if e.value.address]
+        mapped = plan_fips([e.value for e in await self.fips.items()], pods, nets, self.allowed_bridges, nodes)
         want = {(f, b) for f, _, b, _ in mapped}
         want_routes = {(s, b) for _, _, b, s in mapped}
         await asyncio.to_thread(self._apply, [(f, p, b) for f, p, b, _ in mapped], want, want_routes)
@@ -64,6 +86,7 @@ class FloatingIPs:
 
     def _apply(self, mapped: list[tuple[str, str, str]], want: set[tuple[str, str]],
                want_routes: set[tuple[str, str]]) -> None:
+        script = compose_fips(mapped)  # first: it refuses what must not reach ip(8) either
         for address, bridge in want - self.held:
             self._ip("addr", "add", f"{address}/32", "dev", bridge)
             # tell the segment the address moved here
@@ -75,7 +98,7 @@ class FloatingIPs:
             self._ip("route", "replace", subnet, "dev", bridge)
         for subnet, bridge in self.routes - want_routes:
             self._ip("route", "del", subnet, "dev", bridge)
-        nftables.apply(compose_fips(mapped), self.netns)
+        nftables.apply(script, self.netns)
         if want != self.held:
             log.info("floating IPs", held=sorted(a for a, _ in want))
         self.held, self.routes = want, want_routes

@@ -17,6 +17,7 @@ from pathlib import Path
 import structlog
 
 from servicekit import launcherlock, processes
+from servicekit.paths import UnsafeName, path_under, safe_name
 
 log = structlog.get_logger()
 
@@ -47,7 +48,8 @@ class NodePaths:
     log_dir: Path
 
     def vmi_dir(self, vmi: str) -> Path:
-        return self.state_dir / "vmis" / vmi
+        """Raises UnsafeName for anything but a safe name: a VMI key of ``/`` is no directory of ours."""
+        return path_under(self.state_dir / "vmis", vmi, what="VMI name")
 
     @property
     def images(self) -> Path:
@@ -79,11 +81,14 @@ class Launchers:
 
     def adopt(self, vmi: str) -> Launcher | None:
         """The live launcher that holds the VMI's lock, from the pidfile it wrote."""
-        vmi_dir = self.paths.vmi_dir(vmi)
-        written = launcherlock.read_pid(vmi_dir)
-        if written is None or not launcherlock.held(vmi_dir):
+        try:
+            vmi_dir = self.paths.vmi_dir(safe_name(vmi))
+            written = launcherlock.read_pid(vmi_dir)
+            if written is None or not launcherlock.held(vmi_dir):
+                return None
+            launcher = Launcher(vmi, safe_name(written[1], "uid"), written[0])
+        except UnsafeName:  # a directory or pidfile no launcher of ours wrote
             return None
-        launcher = Launcher(vmi, written[1], written[0])
         if not launcher.alive():
             return None
         self.running[vmi] = launcher
@@ -93,6 +98,7 @@ class Launchers:
     def spawn(self, vmi: str, uid: str, pod_ip: str | None = None, pod_gateway: str | None = None,
               secondary: list[str] | None = None) -> Launcher:
         vmi_dir = self.paths.vmi_dir(vmi)
+        safe_name(uid, "uid")  # an argument of the launcher and a word of its pidfile
         vmi_dir.mkdir(parents=True, exist_ok=True)
         self.paths.log_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "launcher", "--vmi", vmi, "--uid", uid, "--node", self.node,
@@ -106,7 +112,7 @@ class Launchers:
             cmd += ["--creds", self.creds]
         if pod_ip and pod_gateway:
             cmd += ["--pod-ip", pod_ip, "--pod-gateway", pod_gateway]
-        with open(self.paths.log_dir / f"launcher-{self.node}-{vmi}.log", "ab") as logf:
+        with open(self.paths.log_dir / f"launcher-{self.node}-{safe_name(vmi)}.log", "ab") as logf:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                     start_new_session=True, close_fds=True)
         # The launcher writes its pidfile itself, once it holds the VMI's lock (servicekit.launcherlock).
@@ -126,6 +132,11 @@ class Launchers:
 
     def clean_up(self, vmi: str) -> None:
         """Remove whatever a dead launcher left: processes in its pod netns, the netns, its files."""
+        try:
+            vmi_dir = self.paths.vmi_dir(vmi)
+        except UnsafeName as exc:
+            log.warning("refusing to clean up", vmi=vmi[:100], reason=str(exc))
+            return
         netns = self.pod_netns(vmi)
         for pid in netns_pids(netns):
             try:
@@ -134,7 +145,7 @@ class Launchers:
                 pass
         if Path("/run/netns", netns).exists():
             subprocess.run(["ip", "netns", "delete", netns], check=False, capture_output=True)
-        shutil.rmtree(self.paths.vmi_dir(vmi), ignore_errors=True)
+        shutil.rmtree(vmi_dir, ignore_errors=True)
 
 
 def netns_pids(netns: str) -> list[int]:

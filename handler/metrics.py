@@ -9,6 +9,8 @@ from collections import Counter
 from collections.abc import Iterator
 
 import msgspec
+import structlog
+from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -16,8 +18,10 @@ from prometheus_client.registry import Collector
 from proto import subjects
 from proto.state import VMI
 from proto.stats import VMIStats
+from proto.subjects import is_dns1123_label
 from servicekit.store import Store
 
+log = structlog.get_logger()
 FRESH_S = 20.0  # samples older than this belong to a VMI that is gone
 NAMESPACE = "default"
 
@@ -74,21 +78,39 @@ class VMICollector(Collector):
         yield from (vcpu, mem_domain, mem_rss, mem_avail, *net.values(), *storage.values(), phases)
 
 
+_decoder = msgspec.json.Decoder(VMIStats)
+
+
+def sample_from(node: str, subject: str, data: bytes) -> VMIStats | None:
+    """A published stats sample, if it decodes and names the VMI of the subject it came on (anyone may
+    publish there); else None, with a log line."""
+    try:
+        sample = _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        log.warning("stats sample set aside", subject=subject[:200], reason=str(exc))
+        return None
+    if not is_dns1123_label(sample.vmi) or subject != subjects.stats(node, sample.vmi):
+        log.warning("stats sample set aside", subject=subject[:200], reason="it names another VMI")
+        return None
+    return sample
+
+
 class NodeMetrics:
     def __init__(self, store: Store, node: str) -> None:
         self.store = store
         self.collector = VMICollector(node)
         self.registry = CollectorRegistry()  # this process's own, never the global one
         self.registry.register(self.collector)
-        self._decoder = msgspec.json.Decoder(VMIStats)
 
     def serve(self, address: str) -> None:
         host, _, port = address.rpartition(":")
         start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
 
     async def run(self) -> None:
-        async def on_stats(msg: object) -> None:
-            sample = self._decoder.decode(msg.data)  # type: ignore[attr-defined]
+        async def on_stats(msg: Msg) -> None:
+            sample = sample_from(self.collector.node, msg.subject, msg.data)
+            if sample is None:
+                return
             self.collector.samples[sample.vmi] = sample
 
         sub = await self.store.nc.subscribe(subjects.stats_of_node(self.collector.node), cb=on_stats)

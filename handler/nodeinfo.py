@@ -26,3 +26,12 @@ def guest_memory(override: str | None) -> int:
 
 def cpus(override: int | None) -> int:
     return override or os.cpu_count() or 1
+
+
+def free_disk(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem that holds ``path`` (or its
+    nearest existing parent: the state directory appears with the first VMI)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize

@@ -8,7 +8,7 @@ from ipaddress import IPv4Address
 
 import structlog
 
-from proto import subjects
+from proto import netcheck, subjects
 from proto.state import FINAL_PHASES, VMI, Exposure
 from servicekit import nftables
 from servicekit.nftables import nat_table
@@ -17,16 +17,21 @@ from servicekit.store import Bucket, Store
 
 log = structlog.get_logger()
 TABLE = "virtbus_nodeports"
-POD_BRIDGE = "vbpods"
+POD_BRIDGE = netcheck.POD_BRIDGE
 
 
 def compose_nodeports(exposures: list[Exposure], pod_ips: dict[str, IPv4Address]) -> str:
-    """Pure: the nft script for the exposures whose VM runs here (pod_ips: VM name -> pod IP)."""
+    """Pure: the nft script for the exposures whose VM runs here (pod_ips: VM name -> pod IP).
+
+    Every value is checked again right here, where it becomes rule text: whatever wrote the bucket,
+    only TCP/UDP, ports in range and an IPv4 address get into the script (ApiError otherwise)."""
     rules = []
-    for e in sorted(exposures, key=lambda e: (e.protocol, e.node_port)):
+    for e in sorted(exposures, key=lambda e: (str(e.protocol), int(e.node_port))):
         ip = pod_ips.get(e.vm)
         if ip is not None:
-            rules.append(f"{e.protocol.lower()} dport {e.node_port} dnat to {ip}:{e.port}")
+            protocol = netcheck.protocol(e.protocol, "protocol").lower()
+            rules.append(f"{protocol} dport {netcheck.node_port(e.node_port, 'nodePort')} "
+                         f"dnat to {netcheck.ipv4(ip, 'podIP')}:{netcheck.port(e.port, 'port')}")
     local = [f"fib daddr type local {r}" for r in rules]
     return nat_table(TABLE, {
         "prerouting": local,
@@ -42,7 +47,7 @@ class NodePorts:
         self.store = store
         self.node = node
         self.netns = netns
-        self.bucket: Bucket[Exposure] = Bucket(store.raw[subjects.BUCKET_EXPOSURES], Exposure)
+        self.bucket: Bucket[Exposure] = store.bucket(subjects.BUCKET_EXPOSURES, Exposure)
         self._applied: str | None = None
 
     async def run(self) -> None:

@@ -11,21 +11,22 @@ from ipaddress import IPv4Address, IPv4Network
 
 import structlog
 
-from proto import ipam, subjects
+from proto import ipam, netcheck, subjects
+from proto.errors import ApiError
 from proto.state import Node
 from servicekit.claims import claim_address, release_address
 from servicekit.store import Bucket, Store
 
 log = structlog.get_logger()
-POD_BRIDGE = "vbpods"
+POD_BRIDGE = netcheck.POD_BRIDGE
 
 
 class PodNetwork:
     def __init__(self, store: Store, node: str, netns: str | None, cidr: IPv4Network) -> None:
         self.node = node
         self.netns = netns
-        self.ips: Bucket[dict[str, str]] = Bucket(store.raw[subjects.BUCKET_IPAM], dict[str, str])
-        self.cidrs: Bucket[str] = Bucket(store.raw[subjects.BUCKET_IPAM], str)
+        self.ips: Bucket[dict[str, str]] = store.bucket(subjects.BUCKET_IPAM, dict[str, str])
+        self.cidrs: Bucket[str] = store.bucket(subjects.BUCKET_IPAM, str)
         self.cidr: IPv4Network = ipam.check_node_cidr(cidr)
         self._routes: dict[str, str] = {}
 
@@ -75,12 +76,40 @@ class PodNetwork:
 
     def sync_routes(self, nodes: list[Node]) -> None:
         """Routes to every other node's pod CIDR via that node's address; stale ones go."""
-        wanted = {n.pod_cidr: n.address for n in nodes
-                  if n.name != self.node and n.pod_cidr and n.address}
-        for cidr, via in wanted.items():
-            if self._routes.get(cidr) != via:
-                self._ip("route", "replace", cidr, "via", via)
-                log.info("route to pods", cidr=cidr, via=via)
+        wanted = {str(cidr): str(via) for cidr, via in pod_routes(nodes, self.node, self.cidr).items()}
         for cidr in set(self._routes) - set(wanted):
             self._ip("route", "del", cidr, check=False)
-        self._routes = {c: v for c, v in wanted.items() if c and v}
+            del self._routes[cidr]
+        for cidr, via in wanted.items():
+            if self._routes.get(cidr) != via:
+                # A well-formed address may still be no neighbour of ours: that node's route fails
+                # (and is tried again on its next heartbeat), the others' and this watch go on.
+                done = self._ip("route", "replace", cidr, "via", via, check=False)
+                if done.returncode != 0:
+                    log.warning("no route to a node's pods", cidr=cidr, via=via, error=done.stderr.strip())
+                    self._routes.pop(cidr, None)
+                    continue
+                self._routes[cidr] = via
+                log.info("route to pods", cidr=cidr, via=via)
+
+
+def pod_routes(nodes: list[Node], me: str, mine: IPv4Network | None) -> dict[IPv4Network, IPv4Address]:
+    """Pure: the other nodes' pod CIDRs and the addresses to reach them by. Only a /24 of the cluster
+    CIDR (never ``default``, never our own) via an IPv4 host address becomes a route; any other node
+    record is left out with a log line, and one node's bad record costs only its own route."""
+    out: dict[IPv4Network, IPv4Address] = {}
+    for node in nodes:
+        if node.name == me or not node.pod_cidr or not node.address:
+            continue
+        try:
+            cidr = netcheck.pod_cidr(node.pod_cidr, "podCidr")
+            via = netcheck.host_address(node.address, "address")
+        except ApiError as exc:
+            log.warning("no route to a node's pods", node=node.name, reason=str(exc))
+            continue
+        if cidr == mine or cidr in out or via in ipam.CLUSTER_CIDR:
+            log.warning("no route to a node's pods", node=node.name, cidr=str(cidr), via=str(via),
+                        reason="the CIDR is ours or taken, or the address is in the pod network")
+            continue
+        out[cidr] = via
+    return out

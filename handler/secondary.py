@@ -1,17 +1,25 @@
 """Secondary networks (the multus case) on this node: the NAD's host bridge. Each VM's address on
-it is given by the control plane (scheduler/nodeapi.py), unique in the cluster and kept by the VM."""
+it is given by the control plane (scheduler/nodeapi.py), unique in the cluster and kept by the VM;
+this node checks the bridge again, as the reply came off the bus."""
 
 from __future__ import annotations
 
 import subprocess
 
+from proto import netcheck
+from proto.errors import ApiError, Code
+
 
 class SecondaryNetworks:
-    def __init__(self, netns: str | None) -> None:
+    def __init__(self, netns: str | None, allowed_bridges: frozenset[str] = frozenset()) -> None:
         self.netns = netns
+        self.allowed_bridges = allowed_bridges  # the node operator's --allowed-bridge
 
     def ensure_bridge(self, bridge: str) -> None:
         """Like the bridge CNI plugin: the host bridge is made if it is not there."""
+        if bridge not in self.allowed_bridges or bridge == netcheck.POD_BRIDGE:
+            raise ApiError(Code.INVALID, f"bridge {bridge!r} is not allowed on this node", "bridge")
+        netcheck.ifname(bridge, "bridge")
         ip = ["ip", *(["-n", self.netns] if self.netns else [])]
         subprocess.run([*ip, "link", "add", bridge, "type", "bridge"], capture_output=True, check=False)
         subprocess.run([*ip, "link", "set", bridge, "up"], capture_output=True, check=True)

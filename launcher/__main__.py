@@ -35,7 +35,7 @@ async def _main(args: LauncherArgs, url: str, creds: str | None) -> int:
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m launcher")
     p.add_argument("--vmi", required=True, type=subjects.token)
-    p.add_argument("--uid", required=True)
+    p.add_argument("--uid", required=True, type=subjects.token)
     p.add_argument("--node", required=True, type=subjects.token)
     p.add_argument("--node-dir", required=True)
     p.add_argument("--pod-netns", required=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from nats.js.object_store import ObjectStore
 from proto.errors import ApiError, Code
 from proto.quantity import parse_bytes
 from proto.spec import CloudInitNoCloud, ContainerDisk, EmptyDisk, VMSpec
+from servicekit.paths import path_under, safe_name
 
 DiskPaths = dict[str, tuple[str, str]]  # volume name -> (path, format)
 
@@ -30,11 +32,11 @@ async def prepare(spec: VMSpec, *, uid: str, vmi_dir: Path, cache_dir: Path, ima
         if isinstance(source, ContainerDisk):
             base = await cached_image(images, source.image, cache_dir)
             fmt = await asyncio.to_thread(image_format, base)
-            overlay = vmi_dir / f"{volume.name}.qcow2"
+            overlay = path_under(vmi_dir, volume.name, ".qcow2", what="volume name")
             await _run("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", fmt, str(overlay))
             out[volume.name] = (str(overlay), "qcow2")
         elif isinstance(source, EmptyDisk):
-            path = vmi_dir / f"{volume.name}.qcow2"
+            path = path_under(vmi_dir, volume.name, ".qcow2", what="volume name")
             await _run("qemu-img", "create", "-q", "-f", "qcow2", str(path), str(parse_bytes(source.capacity)))
             out[volume.name] = (str(path), "qcow2")
         elif isinstance(source, CloudInitNoCloud):
@@ -50,13 +52,11 @@ async def cached_image(images: ObjectStore, name: str, cache_dir: Path) -> Path:
     except nats.js.errors.NotFoundError:
         raise ApiError(Code.NOT_FOUND, f"image {name!r} is not in the image store; "
                        f"import it with: virtbus image import {name} --file DISK") from None
-    digest = (info.digest or info.nuid).split("=", 1)[-1]
-    key = base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4)).hex() if info.digest else digest
-    path = cache_dir / f"{key}.img"
+    path = image_path(cache_dir, info.digest)
     if path.exists():
         return path
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".{key}.{os.getpid()}.part"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
         with open(tmp, "wb") as f:
             await images.get(name, writeinto=f)  # verifies the digest as it goes
@@ -64,6 +64,25 @@ async def cached_image(images: ObjectStore, name: str, cache_dir: Path) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def image_path(cache_dir: Path, digest: str | None) -> Path:
+    """Pure: where the node keeps the image of this content digest (``SHA-256=<base64url>``, as nats
+    object stores write it), as ``<2 hex>/<62 hex>.img`` like git's objects, so each part is a safe name.
+
+    Without a digest there is no name: an object's metadata is anyone's writing, and a made-up nuid
+    must never pick a file of the cache (or elsewhere) to back a guest."""
+    algorithm, _, encoded = (digest or "").partition("=")
+    if algorithm.upper() != "SHA-256":
+        raise ApiError(Code.INVALID, f"the image has no SHA-256 digest ({digest!r}); import it again")
+    try:
+        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except (ValueError, binascii.Error):
+        raw = b""
+    if len(raw) != 32:
+        raise ApiError(Code.INVALID, f"the image's digest {digest!r} is not a SHA-256 digest")
+    key = raw.hex()
+    return path_under(path_under(cache_dir, key[:2]), key[2:], ".img")
 
 
 def image_format(path: Path) -> str:
@@ -75,11 +94,17 @@ def image_format(path: Path) -> str:
     return fmt
 
 
+def meta_data(*, uid: str, hostname: str) -> str:
+    """Pure: cloud-init's meta-data. Both are safe names: a newline would add a line of YAML."""
+    return f"instance-id: {safe_name(uid, 'uid')}\nlocal-hostname: {safe_name(hostname, 'hostname')}\n"
+
+
 def make_cidata(source: CloudInitNoCloud, *, uid: str, hostname: str, vmi_dir: Path) -> Path:
+    meta = meta_data(uid=uid, hostname=hostname)
     src = vmi_dir / "cidata"
     src.mkdir(parents=True, exist_ok=True)
     (src / "user-data").write_text(source.user_data)
-    (src / "meta-data").write_text(f"instance-id: {uid}\nlocal-hostname: {hostname}\n")
+    (src / "meta-data").write_text(meta)
     files = ["user-data", "meta-data"]
     if source.network_data:
         (src / "network-config").write_text(source.network_data)

@@ -32,6 +32,7 @@ from proto.state import FINAL_PHASES, VMI, Phase, VMIInterface
 from proto.stats import from_libvirt
 from servicekit import launcherlock
 from servicekit.nodeclient import NodeApiClient
+from servicekit.paths import path_under
 from servicekit.store import Store
 
 log = structlog.get_logger()
@@ -53,7 +54,7 @@ class LauncherArgs:
 
     @property
     def vmi_dir(self) -> Path:
-        return self.node_dir / "vmis" / self.vmi
+        return path_under(self.node_dir / "vmis", self.vmi, what="VMI name")
 
 
 async def reap_orphans(interval: float = 0.2) -> None:

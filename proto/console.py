@@ -30,6 +30,6 @@ class KeyboardGrant(Message, frozen=True):
 
 
 def check_session(session: str) -> str:
-    if not _SESSION.match(session):
+    if not _SESSION.fullmatch(session):
         raise ApiError(Code.INVALID, "a console session id is 1-64 of A-Za-z0-9_-", "session")
     return session

@@ -48,6 +48,16 @@ def parse_manifest(data: bytes, *, content_type: str = "auto") -> Manifest:
 
 def load_manifest(data: bytes, *, content_type: str = "auto") -> object:
     """The one document in ``data`` as plain objects; ``content_type`` is auto, json or yaml."""
+    documents = load_manifests(data, content_type=content_type)
+    if len(documents) != 1:
+        raise _bad("the YAML holds no manifest" if not documents else
+                   f"the YAML holds {len(documents)} documents separated by ---; send one manifest at a time")
+    return documents[0]
+
+
+def load_manifests(data: bytes, *, content_type: str = "auto") -> list[object]:
+    """Every document in ``data`` (a file people wrote, ``---`` between YAML documents), loaded with the
+    same limits: size, no aliases, bounded depth."""
     form = _CONTENT_TYPES.get(content_type.split(";")[0].strip().lower())
     if form is None:
         raise _bad(f"content type {content_type!r} is not supported: send JSON or YAML")
@@ -60,7 +70,7 @@ def load_manifest(data: bytes, *, content_type: str = "auto") -> object:
     if form == "auto":
         form = "json" if text.lstrip().startswith(("{", "[")) else "yaml"
     try:
-        return json.loads(text) if form == "json" else _load_yaml(text)
+        return [json.loads(text)] if form == "json" else _load_yaml(text)
     except json.JSONDecodeError as exc:
         raise _bad(f"malformed JSON: {exc}") from None
     except yaml.YAMLError as exc:
@@ -69,7 +79,7 @@ def load_manifest(data: bytes, *, content_type: str = "auto") -> object:
         raise _bad(f"malformed {form.upper()}: nested too deeply") from None
 
 
-def _load_yaml(text: str) -> object:
+def _load_yaml(text: str) -> list[object]:
     # Checked on the event stream, before anything is built: aliases make a small document a huge tree
     # (billion laughs), and deep nesting costs the scanner dearly (quadratically, in pure Python). Manifests
     # need neither.
@@ -83,11 +93,7 @@ def _load_yaml(text: str) -> object:
                 raise _bad(f"malformed YAML: nested deeper than {MAX_DEPTH}{_line(event)}")
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
-    documents = [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None]
-    if len(documents) != 1:
-        raise _bad("the YAML holds no manifest" if not documents else
-                   f"the YAML holds {len(documents)} documents separated by ---; send one manifest at a time")
-    return documents[0]
+    return [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None]
 
 
 def _line(event: yaml.Event) -> str:

@@ -34,6 +34,8 @@ class Registration(Message, frozen=True):
     kvm: bool
     labels: dict[str, str] = {}
     address: str | None = None
+    allowed_bridges: list[str] = []  # host bridges secondary networks may use here (--allowed-bridge)
+    free_disk: int | None = None
 
 
 class EventNote(Message, frozen=True):

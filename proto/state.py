@@ -84,6 +84,9 @@ class Node(State, frozen=True):
     labels: dict[str, str] = {}
     address: str | None = None
     pod_cidr: str | None = None
+    # host bridges the node's operator lets secondary networks use (handler --allowed-bridge)
+    allowed_bridges: list[str] = []
+    free_disk: int | None = None  # bytes free where the node keeps its VMIs' disks, at the last heartbeat
 
 
 class Exposure(State, frozen=True):

@@ -34,7 +34,7 @@ class InvalidToken(ValueError):
 
 
 def is_dns1123_label(name: str) -> bool:
-    return bool(_DNS1123_LABEL.match(name))
+    return bool(_DNS1123_LABEL.fullmatch(name))
 
 
 def token(name: str) -> str:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
 
-from proto import ipam
+from proto import ipam, netcheck
 from proto.errors import ApiError, Code
 from proto.nodeapi import Registration
 from proto.quantity import InvalidQuantity, format_bytes, parse_bytes
@@ -24,13 +24,17 @@ MAX_VCPUS = 64
 MAX_CLOUD_INIT = 64 * 1024
 MAX_GRACE_SECONDS = 3600
 MIN_PREFIX, MAX_PREFIX = 8, 30
+# Per VM: libvirt targets run vda..vdz (a 27th virtio disk would be "vd{"); 16 disks and 8 NICs are
+# more than any seed needs and keep one VM from taking a node's taps, bridges and inodes.
+MAX_DISKS = 16
+MAX_INTERFACES = 8
+MAX_EMPTY_DISK_TOTAL = MAX_DISK
 
 _IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]{0,254}$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 
 def invalid(field: str, message: str) -> ApiError:
@@ -45,7 +49,7 @@ def check_name(name: str, field: str, what: str = "name") -> None:
 
 def validate_image_reference(ref: str, field: str) -> None:
     """registry/path:tag@digest characters only, no ``..``, no leading ``/`` or ``-``, at most 255."""
-    if not _IMAGE_REF.match(ref) or ".." in ref or "//" in ref:
+    if not _IMAGE_REF.fullmatch(ref) or ".." in ref or "//" in ref:
         raise invalid(field, f"{ref!r} is not an image reference (like quay.io/kubevirt/cirros-container-disk-demo:"
                              "latest; lowercase letters, digits and ._-/:@, at most 255 characters)")
 
@@ -60,16 +64,16 @@ def _size(text: str, field: str, low: int, high: int, what: str) -> None:
                              f"and {format_bytes(high)}")
 
 
-def _labels(labels: dict[str, str], field: str) -> None:
+def check_labels(labels: dict[str, str], field: str) -> None:
     """Kubernetes label syntax: [DNS-1123 subdomain/]name, value empty or a name, names at most 63."""
     for key, value in labels.items():
         prefix, slash, name = key.rpartition("/")
-        if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+        if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
             raise invalid(field, f"label key {key!r}: the prefix must be a DNS-1123 subdomain")
-        if not _LABEL_NAME.match(name):
+        if not _LABEL_NAME.fullmatch(name):
             raise invalid(field, f"label key {key!r}: the name must be 1-63 of A-Za-z0-9-_. starting and "
                                  "ending with a letter or digit")
-        if value and not _LABEL_NAME.match(value):
+        if value and not _LABEL_NAME.fullmatch(value):
             raise invalid(field, f"label value {value!r} of {key!r} must be empty or 1-63 of A-Za-z0-9-_. "
                                  "starting and ending with a letter or digit")
 
@@ -95,18 +99,28 @@ def validate_vm(spec: VMSpec) -> VMSpec:
         raise invalid("spec.cpu", f"{vcpus} vCPUs (cores x sockets x threads) is more than the {MAX_VCPUS} allowed")
     if not 0 <= spec.termination_grace_period_seconds <= MAX_GRACE_SECONDS:
         raise invalid("spec.terminationGracePeriodSeconds", f"must be between 0 and {MAX_GRACE_SECONDS}")
-    _labels(spec.labels, "spec.labels")
-    _labels(spec.node_selector, "spec.nodeSelector")
+    check_labels(spec.labels, "spec.labels")
+    check_labels(spec.node_selector, "spec.nodeSelector")
     _check_storage(spec)
     _check_network(spec)
     return spec
 
 
+def empty_disk_total(spec: VMSpec) -> int:
+    """Bytes the VM's emptyDisks may grow to (of a validated spec)."""
+    return sum(parse_bytes(v.source.capacity) for v in spec.volumes if isinstance(v.source, EmptyDisk))
+
+
 def _check_storage(spec: VMSpec) -> None:
+    if len(spec.disks) > MAX_DISKS:
+        raise invalid("spec.disks", f"{len(spec.disks)} disks is more than the {MAX_DISKS} a VM may have")
+    if len(spec.volumes) > MAX_DISKS:
+        raise invalid("spec.volumes", f"{len(spec.volumes)} volumes is more than the {MAX_DISKS} a VM may have")
     _unique_names((disk.name for disk in spec.disks), "spec.disks", "disk")
     _unique_names((volume.name for volume in spec.volumes), "spec.volumes", "volume")
     volumes, disks = {v.name for v in spec.volumes}, {d.name for d in spec.disks}
     boot_orders: set[int] = set()
+    empty_total = 0
     for index, disk in enumerate(spec.disks):
         if disk.name not in volumes:
             raise invalid(f"spec.disks[{index}].name", f"disk {disk.name!r} has no volume of that name")
@@ -124,6 +138,10 @@ def _check_storage(spec: VMSpec) -> None:
                 validate_image_reference(image, f"{field}.source.image")
             case EmptyDisk(capacity=capacity):
                 _size(capacity, f"{field}.source.capacity", MIN_DISK, MAX_DISK, "emptyDisk capacity")
+                empty_total += parse_bytes(capacity)
+                if empty_total > MAX_EMPTY_DISK_TOTAL:
+                    raise invalid(f"{field}.source.capacity", "the emptyDisks of a VM add up to more than "
+                                                             f"{format_bytes(MAX_EMPTY_DISK_TOTAL)}")
             case CloudInitNoCloud(user_data=user_data, network_data=network_data):
                 if not user_data and not network_data:
                     raise invalid(f"{field}.source", "cloudInitNoCloud needs userData or networkData")
@@ -133,6 +151,9 @@ def _check_storage(spec: VMSpec) -> None:
 
 
 def _check_network(spec: VMSpec) -> None:
+    for what, items in (("interfaces", spec.interfaces), ("networks", spec.networks)):
+        if len(items) > MAX_INTERFACES:
+            raise invalid(f"spec.{what}", f"{len(items)} {what} is more than the {MAX_INTERFACES} a VM may have")
     _unique_names((iface.name for iface in spec.interfaces), "spec.interfaces", "interface")
     _unique_names((network.name for network in spec.networks), "spec.networks", "network")
     networks, interfaces = {n.name: n for n in spec.networks}, {i.name for i in spec.interfaces}
@@ -159,7 +180,7 @@ def _check_network(spec: VMSpec) -> None:
             raise invalid(f"{field}.binding", "an interface on a multus network must use the bridge binding")
         if iface.mac_address is not None:
             mac = iface.mac_address.lower()
-            if not _MAC.match(mac) or int(mac[:2], 16) & 1 or mac == "00:00:00:00:00:00":
+            if not _MAC.fullmatch(mac) or int(mac[:2], 16) & 1 or mac == "00:00:00:00:00:00":
                 raise invalid(f"{field}.macAddress", f"{iface.mac_address!r} is not a unicast MAC address "
                                                      "(xx:xx:xx:xx:xx:xx, first octet even)")
             if mac in macs:
@@ -179,7 +200,7 @@ def _check_ports(iface: Interface, field: str) -> None:
             raise invalid(f"{where}.port", f"{port.protocol} port {port.port} is listed twice")
         seen.add((port.protocol, port.port))
         if port.name is not None:
-            if not _PORT_NAME.match(port.name) or port.name in names:
+            if not _PORT_NAME.fullmatch(port.name) or port.name in names:
                 raise invalid(f"{where}.name", f"port name {port.name!r} must be unique and 1-15 of a-z0-9-")
             names.add(port.name)
 
@@ -187,14 +208,18 @@ def _check_ports(iface: Interface, field: str) -> None:
 def validate_network(att: NetworkAttachment) -> NetworkAttachment:
     """Return ``att`` unchanged, or raise ApiError(INVALID) naming the native field to blame."""
     check_name(att.name, "spec.name")
-    if not _IFNAME.match(att.bridge) or att.bridge in (".", ".."):
-        raise invalid("spec.bridge", f"{att.bridge!r} is not a Linux interface name (1-15 of A-Za-z0-9_.-)")
+    netcheck.ifname(att.bridge, "spec.bridge")
+    if att.bridge == netcheck.POD_BRIDGE:
+        raise invalid("spec.bridge", f"{att.bridge!r} is the pod network's bridge; a secondary network needs its own")
     try:
         subnet = IPv4Network(att.subnet)
     except ValueError as exc:
         raise invalid("spec.subnet", f"{att.subnet!r} is not an IPv4 network: {exc}") from None
     if not MIN_PREFIX <= subnet.prefixlen <= MAX_PREFIX:
         raise invalid("spec.subnet", f"the prefix of {subnet} must be between /{MIN_PREFIX} and /{MAX_PREFIX}")
+    reserved = netcheck.reserved_overlap(subnet)
+    if reserved is not None:
+        raise invalid("spec.subnet", f"{subnet} overlaps {reserved}, which no secondary network may route")
     addresses: dict[str, IPv4Address] = {}
     for key, value in (("gateway", att.gateway), ("rangeStart", att.range_start), ("rangeEnd", att.range_end)):
         if value is None:
@@ -221,7 +246,13 @@ def validate_node_registration(reg: Registration) -> Registration:
         raise invalid("cpus", f"{reg.cpus} CPUs is impossible (1 to {MAX_NODE_CPUS})")
     if not 0 < reg.memory <= 2**50:
         raise invalid("memory", f"{reg.memory} bytes of memory is impossible")
-    _labels(reg.labels, "labels")
+    check_labels(reg.labels, "labels")
+    for i, bridge in enumerate(reg.allowed_bridges):
+        netcheck.ifname(bridge, f"allowedBridges[{i}]")
+        if bridge == netcheck.POD_BRIDGE:
+            raise invalid(f"allowedBridges[{i}]", f"{bridge} is the pod network's bridge")
+    if reg.free_disk is not None and reg.free_disk < 0:
+        raise invalid("freeDisk", "free disk cannot be negative")
     if reg.address is not None:
         try:
             address = IPv4Address(reg.address)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 import msgspec
 import nats.js.errors
@@ -34,6 +34,7 @@ from proto.errors import ApiError, Code
 from proto.manifest import parse_manifest
 from proto.spec import NetworkAttachment, RunStrategy, VMSpec
 from proto.state import FINAL_PHASES, VM, VMI
+from proto.validation import validate_image_reference
 from scheduler import placement
 from scheduler.controllers import stop_vmi
 from scheduler.exposures import ExposureApi
@@ -49,8 +50,7 @@ class Api:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
-        self.networks: Bucket[NetworkAttachment] = Bucket(
-            store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
+        self.networks: Bucket[NetworkAttachment] = store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment)
         self.exposures = ExposureApi(store, clock=clock)
         self.fips = FloatingIPApi(store)
 
@@ -217,6 +217,12 @@ class Api:
             if other.key != parsed.name and subnet.overlaps(IPv4Network(other.value.subnet)):
                 raise ApiError(Code.INVALID, f"subnet {subnet} overlaps network {other.key} ({other.value.subnet})",
                                "spec.config.ipam.subnet")
+        # Each node routes the subnet onto the bridge (floating IPs): one holding a node's address
+        # would take that node's own traffic, the bus's included, into the bridge.
+        for node in await self.store.nodes.items():
+            if node.value.address and IPv4Address(node.value.address) in subnet:
+                raise ApiError(Code.INVALID, f"subnet {subnet} holds node {node.key}'s address {node.value.address}",
+                               "spec.config.ipam.subnet")
         existing = await self.networks.get(parsed.name)
         if existing is None:
             await self.networks.create(parsed.name, parsed)
@@ -241,6 +247,7 @@ class Api:
 
     async def image_delete(self, body: bytes) -> Ack:
         name = decode_request(body, NameRequest).name
+        validate_image_reference(name, "name")
         try:
             await self.store.images.get_info(name)
         except nats.js.errors.NotFoundError:

@@ -6,35 +6,34 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from proto import subjects
-from proto.api import Ack, ExposeRequest, ExposureList, UnexposeRequest, decode_request
+from proto import netcheck, subjects
+from proto.api import Ack, ExposeRequest, ExposureList, ListRequest, UnexposeRequest, decode_request
 from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.state import Exposure, exposure_key
+from proto.validation import check_name
 from servicekit.store import Bucket, Store
 
-NODE_PORT_RANGE = range(30000, 32768)  # Kubernetes' default NodePort range
+NODE_PORT_RANGE = netcheck.NODE_PORT_RANGE
 
 
 class ExposureApi:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
-        self.bucket: Bucket[Exposure] = Bucket(store.raw[subjects.BUCKET_EXPOSURES], Exposure)
+        self.bucket: Bucket[Exposure] = store.bucket(subjects.BUCKET_EXPOSURES, Exposure)
 
     async def of_vm(self, vm: str) -> list[Exposure]:
         return [e.value for e in await self.bucket.items() if e.value.vm == vm]
 
     async def expose(self, body: bytes) -> Exposure:
         req = decode_request(body, ExposeRequest)
+        check_name(req.name, "name")
+        netcheck.protocol(req.protocol, "protocol")
+        netcheck.port(req.port, "port")
+        if req.node_port is not None:
+            netcheck.node_port(req.node_port, "nodePort")
         await self.store.vms.require(req.name, "VM")
-        if req.protocol not in ("TCP", "UDP"):
-            raise ApiError(Code.INVALID, f"protocol {req.protocol!r} is not TCP or UDP", "protocol")
-        if not 1 <= req.port <= 65535:
-            raise ApiError(Code.INVALID, f"port {req.port} is not between 1 and 65535", "port")
-        if req.node_port is not None and req.node_port not in NODE_PORT_RANGE:
-            raise ApiError(Code.INVALID, f"node port {req.node_port} is outside {NODE_PORT_RANGE.start}-"
-                           f"{NODE_PORT_RANGE.stop - 1}", "nodePort")
         for e in await self.of_vm(req.name):
             if (e.port, e.protocol) == (req.port, req.protocol):
                 raise ApiError(Code.ALREADY_EXISTS, f"{req.protocol} port {req.port} of VM {req.name} is already "
@@ -61,6 +60,9 @@ class ExposureApi:
 
     async def unexpose(self, body: bytes) -> Ack:
         req = decode_request(body, UnexposeRequest)
+        check_name(req.name, "name")
+        netcheck.protocol(req.protocol, "protocol")
+        netcheck.port(req.port, "port")
         gone = [e for e in await self.of_vm(req.name) if (e.port, e.protocol) == (req.port, req.protocol)]
         if not gone:
             raise ApiError(Code.NOT_FOUND, f"{req.protocol} port {req.port} of VM {req.name} is not exposed")
@@ -73,4 +75,5 @@ class ExposureApi:
             await self.bucket.delete(e.key)
 
     async def list(self, body: bytes) -> ExposureList:
+        decode_request(body, ListRequest)
         return ExposureList(items=sorted((e.value for e in await self.bucket.items()), key=lambda e: e.node_port))

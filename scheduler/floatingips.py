@@ -5,25 +5,23 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
 
-from proto import subjects
-from proto.api import Ack, FloatingIPList, FloatingIPRequest, decode_request
+from proto import netcheck, subjects
+from proto.api import Ack, FloatingIPList, FloatingIPRequest, ListRequest, decode_request
 from proto.errors import ApiError, Code
 from proto.spec import NetworkAttachment
 from proto.state import FloatingIP, floating_ip_key
+from proto.validation import check_name
 from servicekit.store import Bucket, Store
 
 
 class FloatingIPApi:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.bucket: Bucket[FloatingIP] = Bucket(store.raw[subjects.BUCKET_FLOATING_IPS], FloatingIP)
-        self.networks: Bucket[NetworkAttachment] = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
+        self.bucket: Bucket[FloatingIP] = store.bucket(subjects.BUCKET_FLOATING_IPS, FloatingIP)
+        self.networks: Bucket[NetworkAttachment] = store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment)
 
     async def _get(self, address: str) -> tuple[FloatingIP, int]:
-        try:
-            IPv4Address(address)
-        except ValueError:
-            raise ApiError(Code.INVALID, f"{address!r} is not an IPv4 address", "address") from None
+        netcheck.host_address(address, "address")
         entry = await self.bucket.get(floating_ip_key(address))
         if entry is None:
             raise ApiError(Code.NOT_FOUND, f"floating IP {address} does not exist; create it first")
@@ -33,13 +31,11 @@ class FloatingIPApi:
         req = decode_request(body, FloatingIPRequest)
         if not req.network:
             raise ApiError(Code.INVALID, "a floating IP needs --network", "network")
+        check_name(req.network, "network", "network name")
+        address = netcheck.host_address(req.address, "address")
         net = await self.networks.get(req.network)
         if net is None:
             raise ApiError(Code.NOT_FOUND, f"network {req.network!r} does not exist", "network")
-        try:
-            address = IPv4Address(req.address)
-        except ValueError:
-            raise ApiError(Code.INVALID, f"{req.address!r} is not an IPv4 address", "address") from None
         subnet = IPv4Network(net.value.subnet)
         gateway = IPv4Address(net.value.gateway) if net.value.gateway else subnet.network_address + 1
         if address not in subnet or address in (subnet.network_address, subnet.broadcast_address, gateway):
@@ -55,9 +51,10 @@ class FloatingIPApi:
 
     async def attach(self, body: bytes) -> FloatingIP:
         req = decode_request(body, FloatingIPRequest)
-        fip, rev = await self._get(req.address)
         if not req.vm:
             raise ApiError(Code.INVALID, "attach needs a VM", "vm")
+        check_name(req.vm, "vm", "VM name")
+        fip, rev = await self._get(req.address)
         await self.store.vms.require(req.vm, "VM")
         if fip.vm not in (None, req.vm):
             raise ApiError(Code.ALREADY_EXISTS, f"floating IP {fip.address} is attached to VM {fip.vm}", "address")
@@ -82,5 +79,6 @@ class FloatingIPApi:
                                                                network=entry.value.network), entry.revision)
 
     async def list(self, body: bytes) -> FloatingIPList:
+        decode_request(body, ListRequest)
         return FloatingIPList(items=sorted((e.value for e in await self.bucket.items()),
                                            key=lambda f: IPv4Address(f.address)))

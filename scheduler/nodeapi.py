@@ -12,7 +12,7 @@ from ipaddress import IPv4Network
 
 import structlog
 
-from proto import ipam, subjects
+from proto import ipam, netcheck, subjects
 from proto.api import decode_request
 from proto.errors import ApiError, Code
 from proto.events import Event
@@ -63,8 +63,8 @@ class NodeApi:
         now = self.clock()
         current = await self.store.nodes.get(node)
         record = Node(name=node, cpus=reg.cpus, memory=reg.memory, kvm=reg.kvm, labels=reg.labels,
-                      address=reg.address, pod_cidr=str(cidr), heartbeat=now,
-                      started_at=current.value.started_at if current else now)
+                      address=reg.address, pod_cidr=str(cidr), heartbeat=now, allowed_bridges=reg.allowed_bridges,
+                      free_disk=reg.free_disk, started_at=current.value.started_at if current else now)
         if current is None:
             await self.store.nodes.create(node, record)
         else:
@@ -111,6 +111,7 @@ class NodeApi:
         check_name(req.vmi, "vmi")
         vmi = await self.store.vmis.require(req.vmi, "VMI")
         check_bound(vmi.value, node, req.uid)
+        record = await self.store.nodes.require(node, "node")
         out = []
         for net in vmi.value.spec.networks:
             if net.kind != "multus" or not net.network_name:
@@ -118,6 +119,8 @@ class NodeApi:
             att = await self.networks.get(net.network_name)
             if att is None:
                 raise ApiError(Code.NOT_FOUND, f"network {net.network_name!r} does not exist")
+            # before any address is claimed: a network on a bridge this node does not allow cannot run here
+            netcheck.check_bridge(att.key, att.value.bridge, record.value.allowed_bridges)
             ip = await claim_address(self.tables, f"net.{att.key}", vmi.value.spec.name, ipam.secondary_pool(att.value),
                                      f"network {att.key} has no free address left ({att.value.subnet})")
             prefix = IPv4Network(att.value.subnet).prefixlen

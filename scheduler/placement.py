@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from proto.quantity import parse_bytes
 from proto.spec import VMSpec
 from proto.state import FINAL_PHASES, VMI, Node
+from proto.validation import empty_disk_total
 
 CPU_ALLOCATION_RATIO = 10
 NODE_READY_WITHIN_S = 15.0
@@ -25,6 +26,7 @@ class NodeUsage:
     used_memory: int
     used_vcpus: int
     vmis: int
+    used_disk: int = 0  # what the emptyDisks of its VMIs may grow to
 
     @property
     def vcpu_capacity(self) -> int:
@@ -49,12 +51,14 @@ def usage(nodes: Iterable[Node], vmis: Iterable[VMI], now: float) -> list[NodeUs
     memory: Counter[str] = Counter()
     cpus: Counter[str] = Counter()
     count: Counter[str] = Counter()
+    disk: Counter[str] = Counter()
     for vmi in vmis:
         if vmi.node_name and vmi.phase not in FINAL_PHASES:
             memory[vmi.node_name] += parse_bytes(vmi.spec.memory)
+            disk[vmi.node_name] += empty_disk_total(vmi.spec)
             cpus[vmi.node_name] += vcpus(vmi.spec)
             count[vmi.node_name] += 1
-    return [NodeUsage(n, node_ready(n, now), memory[n.name], cpus[n.name], count[n.name])
+    return [NodeUsage(n, node_ready(n, now), memory[n.name], cpus[n.name], count[n.name], disk[n.name])
             for n in sorted(nodes, key=lambda n: n.name)]
 
 
@@ -67,6 +71,11 @@ def _unfit_reason(spec: VMSpec, u: NodeUsage) -> str | None:
         return "Insufficient memory"
     if u.used_vcpus + vcpus(spec) > u.vcpu_capacity:
         return "Insufficient cpu"
+    # emptyDisks are sparse, but each may fill up: the node's free disk must hold them all at full
+    # size (its free space already counts what the others hold today, so this errs on the safe side)
+    wanted = empty_disk_total(spec)
+    if wanted and u.node.free_disk is not None and u.used_disk + wanted > u.node.free_disk:
+        return "Insufficient disk"
     return None
 
 

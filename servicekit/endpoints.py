@@ -27,6 +27,9 @@ _HTTP_LIKE = {
     Code.BAD_REQUEST: "400", Code.INVALID: "422", Code.NOT_FOUND: "404", Code.ALREADY_EXISTS: "409",
     Code.CONFLICT: "409", Code.FORBIDDEN: "403", Code.UNAVAILABLE: "503", Code.INTERNAL: "500",
 }
+# Below NATS's default max payload (1 MiB), and room for a manifest with its largest cloud-init
+# (2 x 64 KiB): a bigger request is an error reply, never parsed.
+MAX_REQUEST = 512 * 1024
 _encoder = msgspec.json.Encoder()
 log = structlog.get_logger()
 
@@ -73,22 +76,27 @@ class _Limiter:
 
 
 async def serve(nc: Client, *, name: str, version: str, description: str, queue: str,
-                endpoints: list[Endpoint], running: int = RUNNING, waiting: int = WAITING) -> Service:
+                endpoints: list[Endpoint], running: int = RUNNING, waiting: int = WAITING,
+                max_request: int = MAX_REQUEST) -> Service:
     service = await add_service(nc, ServiceConfig(
         name=name, version=version, description=description, queue_group=queue))
     limiter = _Limiter(running, waiting)
     for ep in endpoints:
-        await service.add_endpoint(EndpointConfig(name=ep.name, subject=ep.subject, handler=_wrap(ep, limiter)))
+        await service.add_endpoint(EndpointConfig(name=ep.name, subject=ep.subject,
+                                                  handler=_wrap(ep, limiter, max_request)))
     return service
 
 
-def _wrap(ep: Endpoint, limiter: _Limiter) -> Callable[[Request], Awaitable[None]]:
+def _wrap(ep: Endpoint, limiter: _Limiter, max_request: int) -> Callable[[Request], Awaitable[None]]:
     async def dispatch(request: Request) -> None:
         if not limiter.start(lambda: handle(request)):
             await _respond_error(request, BUSY)
 
     async def handle(request: Request) -> None:
         try:
+            if len(request.data) > max_request:  # refused before anything parses it
+                raise ApiError(Code.BAD_REQUEST, f"a request is at most {max_request // 1024} KiB; this one is "
+                               f"{len(request.data) // 1024} KiB")
             result = await ep.call(request.subject, request.data)
         except ApiError as exc:
             await _respond_error(request, exc)

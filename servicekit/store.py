@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -23,10 +24,11 @@ from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from proto import subjects
+from proto import stored, subjects
 from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.state import VM, VMI, Node
+from proto.stored import BadStoredValue
 
 T = TypeVar("T")
 
@@ -50,20 +52,87 @@ class Change(Generic[T]):
     revision: int
 
 
+class _SeenBad:
+    """Which bad entries a Store already reported: once per (bucket, key, revision), however many
+    watches and reads meet it, so a bad value makes one log line and one event, not a flood."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._seen: dict[tuple[str, str, int], None] = {}
+        self._size = size
+
+    def first(self, bad: BadStoredValue, revision: int) -> bool:
+        mark = (bad.bucket, bad.key, revision)
+        if mark in self._seen:
+            return False
+        if len(self._seen) >= self._size:
+            del self._seen[next(iter(self._seen))]
+        self._seen[mark] = None
+        return True
+
+
 class Bucket(Generic[T]):
-    def __init__(self, kv: KeyValue, kind: type[T]) -> None:
+    """Typed entries of one bucket. Every key and value read is decoded and validated with the API's
+    rules (proto.stored); one that fails is set aside: ``get`` takes it for absent, ``watch`` for
+    deleted (a hostile key is not passed on at all), with one log line and one event per revision.
+    Writes are validated too, so nothing a reader would set aside is ever written by us."""
+
+    def __init__(self, kv: KeyValue, kind: type[T], *, validate: stored.Validator | None = None,
+                 on_bad: Callable[[BadStoredValue], Awaitable[None]] | None = None,
+                 seen: _SeenBad | None = None) -> None:
         self._kv = kv
+        self.name = str(getattr(kv, "_name", "?"))
+        self._kind = kind
         self._decoder = msgspec.json.Decoder(kind)
         self._encoder = msgspec.json.Encoder()
+        self._validate = validate or stored.validator(kind)
+        self._on_bad = on_bad
+        self._seen = seen or _SeenBad()
+
+    def key_ok(self, key: str) -> bool:
+        try:
+            stored.check_key(self._kind, key)
+        except ApiError:
+            return False
+        return True
+
+    def decode(self, key: str, data: bytes) -> T:
+        """The value stored under ``key``, decoded and validated; else BadStoredValue."""
+        try:
+            stored.check_key(self._kind, key)
+            value = self._decoder.decode(data)
+            self._validate(key, value)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise BadStoredValue(self.name, key, f"does not decode: {exc}") from None
+        except (ApiError, ValueError) as exc:
+            raise BadStoredValue(self.name, key, str(exc)) from None
+        return value
+
+    def _encode(self, key: str, value: T) -> bytes:
+        stored.check_key(self._kind, key)
+        self._validate(key, value)  # ApiError(INVALID): never write what a reader would set aside
+        return self._encoder.encode(value)
+
+    async def _set_aside(self, bad: BadStoredValue, revision: int) -> None:
+        if self._seen.first(bad, revision):
+            structlog.get_logger().warning("stored value set aside", bucket=bad.bucket, key=bad.key[:100],
+                                           revision=revision, reason=bad.reason[:300])
+            if self._on_bad is not None:
+                await self._on_bad(bad)
 
     async def get(self, key: str) -> Entry[T] | None:
+        if not self.key_ok(key):
+            return None  # no valid entry can have this key, and nats-py would raise on some
         try:
             entry = await self._kv.get(key)
         except nats.js.errors.KeyNotFoundError:
             return None
         if entry.value is None or entry.revision is None:
             return None
-        return Entry(key, self._decoder.decode(entry.value), entry.revision)
+        try:
+            return Entry(key, self.decode(key, entry.value), entry.revision)
+        except BadStoredValue as bad:
+            await self._set_aside(bad, entry.revision)
+            return None
 
     async def require(self, key: str, what: str) -> Entry[T]:
         entry = await self.get(key)
@@ -73,18 +142,18 @@ class Bucket(Generic[T]):
 
     async def create(self, key: str, value: T) -> int:
         try:
-            return int(await self._kv.create(key, self._encoder.encode(value)))
+            return int(await self._kv.create(key, self._encode(key, value)))
         except nats.js.errors.KeyWrongLastSequenceError:
             raise ApiError(Code.ALREADY_EXISTS, f"{key!r} already exists") from None
 
     async def update(self, key: str, value: T, revision: int) -> int:
         try:
-            return int(await self._kv.update(key, self._encoder.encode(value), last=revision))
+            return int(await self._kv.update(key, self._encode(key, value), last=revision))
         except nats.js.errors.KeyWrongLastSequenceError:
             raise ApiError(Code.CONFLICT, f"{key!r} changed meanwhile") from None
 
     async def put(self, key: str, value: T) -> int:
-        return int(await self._kv.put(key, self._encoder.encode(value)))
+        return int(await self._kv.put(key, self._encode(key, value)))
 
     async def delete(self, key: str, revision: int | None = None) -> None:
         try:
@@ -118,17 +187,31 @@ class Bucket(Generic[T]):
                 update = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
                 if update is None:
                     continue
-                rev = int(update.revision or 0)
-                if update.operation in ("DEL", "PURGE") or not update.value:
-                    yield Change(update.key, None, rev)
-                else:
-                    yield Change(update.key, self._decoder.decode(update.value), rev)
+                change = await self._change(update)
+                if change is not None:
+                    yield change
                 if not initial_done and not update.delta:
                     initial_done = True
                     if initial_only:
                         return
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def _change(self, update: KeyValue.Entry) -> Change[T] | None:
+        """One watched update as a Change; a bad value reads as a deletion, a hostile key as nothing."""
+        rev = int(update.revision or 0)
+        deleted = update.operation in ("DEL", "PURGE") or not update.value
+        if not self.key_ok(update.key):
+            if not deleted:  # its going needs no report
+                await self._set_aside(BadStoredValue(self.name, update.key, "the key is not a safe name"), rev)
+            return None
+        if deleted or update.value is None:
+            return Change(update.key, None, rev)
+        try:
+            return Change(update.key, self.decode(update.key, update.value), rev)
+        except BadStoredValue as bad:
+            await self._set_aside(bad, rev)
+            return Change(update.key, None, rev)
 
     async def mutate(self, key: str, change: Callable[[T], T | None]) -> Entry[T] | None:
         """Read, apply ``change``, write back by CAS; retry on conflict. None from change: no write.
@@ -156,13 +239,18 @@ class Bucket(Generic[T]):
 class Store:
     """The connection plus every bucket; ``connect`` creates buckets and streams when missing."""
 
-    def __init__(self, nc: Client, js: JetStreamContext, kvs: dict[str, KeyValue], images: ObjectStore):
+    def __init__(self, nc: Client, js: JetStreamContext, kvs: dict[str, KeyValue], images: ObjectStore, *,
+                 records_events: bool = True):
         self.nc = nc
         self.js = js
-        self.vms: Bucket[VM] = Bucket(kvs[subjects.BUCKET_VMS], VM)
-        self.vmis: Bucket[VMI] = Bucket(kvs[subjects.BUCKET_VMIS], VMI)
-        self.nodes: Bucket[Node] = Bucket(kvs[subjects.BUCKET_NODES], Node)
         self.raw = kvs
+        # A node may not publish events (proto.permissions): what it sets aside it logs, and the
+        # control plane, which reads the same state, records the event.
+        self.records_events = records_events
+        self._seen_bad = _SeenBad()
+        self.vms = self.bucket(subjects.BUCKET_VMS, VM)
+        self.vmis = self.bucket(subjects.BUCKET_VMIS, VMI)
+        self.nodes = self.bucket(subjects.BUCKET_NODES, Node)
         self.images = images
 
     @classmethod
@@ -184,10 +272,25 @@ class Store:
         except BaseException:
             await nc.close()  # e.g. a cluster still electing its JetStream leader: the caller retries
             raise
-        return cls(nc, js, kvs, images)
+        return cls(nc, js, kvs, images, records_events=create)
+
+    def bucket(self, name: str, kind: type[T]) -> Bucket[T]:
+        """A typed view of a bucket whose bad entries are reported as events."""
+        return Bucket(self.raw[name], kind, on_bad=self._report_bad, seen=self._seen_bad)
+
+    async def _report_bad(self, bad: BadStoredValue) -> None:
+        # The event's subject carries the key: a hostile key gets a placeholder, its repr the message.
+        name = bad.key if subjects.is_dns1123_label(bad.key) else "unsafe-key"
+        await self.emit(Event(kind="StoredValue", name=name, reason="SetAside", type="Warning",
+                              message=f"{bad.bucket}/{bad.key[:100]!r} set aside: {bad.reason[:500]}",
+                              timestamp=time.time()))
 
     async def emit(self, event: Event) -> None:
         """Record an event; losing one must not fail the act it describes."""
+        if not self.records_events:
+            structlog.get_logger().info("event", event_kind=event.kind, name=event.name, reason=event.reason,
+                                        message=event.message)
+            return
         try:
             await self.js.publish(subjects.event(event.kind, event.name), _event_encoder.encode(event),
                                   stream=subjects.STREAM_EVENTS)
@@ -263,8 +366,22 @@ async def _open_all(js: JetStreamContext, copies: int, create: bool) -> tuple[di
         storage=StorageType.FILE, max_msgs_per_subject=20_000, max_bytes=256 * 2**20, num_replicas=copies))
     await _ensure_stream(js, StreamConfig(
         name=subjects.STREAM_EVENTS, subjects=[subjects.EVENTS_ALL], storage=StorageType.FILE,
-        max_msgs=100_000, max_age=7 * 24 * 3600, num_replicas=copies))
+        max_msgs=100_000, max_age=7 * 24 * 3600, max_bytes=EVENTS_MAX_BYTES, max_msg_size=64 * 1024,
+        num_replicas=copies))
     return kvs, images
+
+
+# Byte limits per bucket (value, whole bucket with its history of 5): a writer gone wild fills its
+# bucket, not the server's disk. A VM or VMI holds a spec with up to 2 x 64 KiB of cloud-init, which
+# JSON escaping may grow; an ipam table lists a network's addresses.
+_MiB = 2**20
+_KV_LIMITS: dict[str, tuple[int, int]] = {  # bucket -> (max_value_size, max_bytes)
+    subjects.BUCKET_VMS: (_MiB, 256 * _MiB), subjects.BUCKET_VMIS: (_MiB, 256 * _MiB),
+    subjects.BUCKET_NODES: (64 * 1024, 16 * _MiB), subjects.BUCKET_NETWORKS: (16 * 1024, 16 * _MiB),
+    subjects.BUCKET_IPAM: (_MiB, 64 * _MiB), subjects.BUCKET_EXPOSURES: (4096, 16 * _MiB),
+    subjects.BUCKET_FLOATING_IPS: (4096, 16 * _MiB),
+}
+EVENTS_MAX_BYTES = 64 * _MiB
 
 
 async def _ensure_kv(js: JetStreamContext, bucket: str, copies: int) -> KeyValue:
@@ -273,8 +390,10 @@ async def _ensure_kv(js: JetStreamContext, bucket: str, copies: int) -> KeyValue
     except nats.js.errors.BucketNotFoundError:
         pass
     try:
+        max_value_size, max_bytes = _KV_LIMITS.get(bucket, (_MiB, 64 * _MiB))
         return await js.create_key_value(KeyValueConfig(bucket=bucket, history=5, storage=StorageType.FILE,
-                                                        replicas=copies))
+                                                        replicas=copies, max_value_size=max_value_size,
+                                                        max_bytes=max_bytes))
     except nats.js.errors.APIError:
         return await js.key_value(bucket)  # someone else created it meanwhile
 

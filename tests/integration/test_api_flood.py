@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 
 from proto import subjects
 from scheduler.api import Api
@@ -42,7 +43,7 @@ async def test_a_flood_leaves_the_api_answering(api: Store, nats_server: NatsSer
     answers = {"ok": 0, "busy": 0, "other": 0}
     all_answered = asyncio.Event()
 
-    async def count(msg: nats.aio.msg.Msg) -> None:
+    async def count(msg: Msg) -> None:
         reply = json.loads(msg.data)
         code = reply.get("error", {}).get("code")
         answers["ok" if "items" in reply else "busy" if code == "Unavailable" else "other"] += 1

@@ -7,14 +7,16 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from ipaddress import IPv4Network
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from handler.agent import Agent
-from handler.launchers import Launchers
+from handler.launchers import Launchers, NodePaths
 from handler.podnet import PodNetwork
 from proto.state import Node
 from servicekit.nodeclient import NodeApiClient
@@ -28,6 +30,7 @@ class RecordingLaunchers:
 
     def __init__(self, netns: str) -> None:
         self.netns = netns
+        self.paths = NodePaths(Path(tempfile.gettempdir()), Path(tempfile.gettempdir()))  # free disk is read there
         self.running: dict[str, Any] = {}
         self.fence_at_adopt: str | None = None
 

@@ -259,13 +259,14 @@ def nad(config: dict[str, Any] | str, **metadata: Any) -> dict[str, Any]:
             "spec": {"config": config if isinstance(config, str) else json.dumps(config)}}
 
 
-BRIDGE = {"cniVersion": "0.3.1", "name": "net1", "type": "bridge", "bridge": "br-net1",
-          "ipam": {"type": "host-local", "subnet": "10.10.0.0/24"}}
+BRIDGE: dict[str, Any] = {"cniVersion": "0.3.1", "name": "net1", "type": "bridge", "bridge": "br-net1",
+                          "ipam": {"type": "host-local", "subnet": "10.10.0.0/24"}}
 
 
 def cni(**change: Any) -> dict[str, Any]:
     config = copy.deepcopy(BRIDGE)
     for key, value in change.items():
+        node: dict[str, Any]
         node, name = (config["ipam"], key[5:]) if key.startswith("ipam_") else (config, key)
         if value is DELETE:
             del node[name]

@@ -1,3 +1,7 @@
+import msgspec
+
+from handler.metrics import sample_from
+from proto import subjects
 from proto.stats import from_libvirt
 
 
@@ -17,3 +21,13 @@ def test_libvirt_record_to_stats() -> None:
 def test_missing_keys_are_zero() -> None:
     s = from_libvirt({}, vmi="v", uid="u", node="n", now=0.0)
     assert s.vcpu_seconds == [] and s.nets == [] and s.memory_domain_bytes == 0
+
+
+def test_a_published_sample_counts_only_for_the_vmi_of_its_subject() -> None:
+    data = msgspec.json.encode(from_libvirt({}, vmi="testvm", uid="u", node="node1", now=0.0))
+    sample = sample_from("node1", subjects.stats("node1", "testvm"), data)
+    assert sample is not None and sample.vmi == "testvm"
+    assert sample_from("node1", subjects.stats("node1", "other"), data) is None  # names another VMI
+    assert sample_from("node1", subjects.stats("node1", "testvm"), b"{not json") is None
+    hostile = msgspec.json.encode(from_libvirt({}, vmi='x",evil="1', uid="u", node="node1", now=0.0))
+    assert sample_from("node1", "virtbus.stats.node1.x", hostile) is None

@@ -171,7 +171,7 @@ NETWORK_RULES: list[tuple[str, NetworkAttachment, NetworkAttachment, str]] = [
     ("name is a label", att(name="n"), att(name="Net"), "spec.name"),
     ("bridge is an interface name", att(bridge="a" * 15), att(bridge="a" * 16), "spec.bridge"),
     ("bridge charset", att(bridge="br_0.1-x"), att(bridge="br 0"), "spec.bridge"),
-    ("bridge not . or ..", att(bridge="..."), att(bridge=".."), "spec.bridge"),
+    ("bridge not . or ..", att(bridge="br.100"), att(bridge=".."), "spec.bridge"),
     ("bridge not empty", att(bridge="b"), att(bridge=""), "spec.bridge"),
     ("subnet is an IPv4 network", att(subnet="10.0.0.0/8"), att(subnet="fd00::/64"), "spec.subnet"),
     ("subnet has no host bits", att(subnet="10.1.2.0/24"), att(subnet="10.1.2.3/24"), "spec.subnet"),

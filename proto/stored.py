@@ -1,0 +1,176 @@
+"""What a value read back from a KV bucket must be, with the API's rules: one validator per stored type.
+
+Anyone who reaches NATS can write a bucket, so a decoded value proves only its shape. Before a key or
+a value reaches a path, an interface name, a rule, a route, XML or a subprocess, ``check(kind, key,
+value)`` holds it to the same rules the API applied when it stored it, and to its key (a VMI stored
+under ``/`` is not the VMI it names). A failure is a ``BadStoredValue`` that the store sets aside.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from proto import netcheck
+from proto.errors import ApiError, Code
+from proto.spec import NetworkAttachment
+from proto.state import VM, VMI, Exposure, FloatingIP, Node
+from proto.subjects import is_dns1123_label
+from proto.validation import check_labels, check_name, validate_network, validate_vm
+
+MAX_NODE_CPUS = 4096
+MAX_TEXT = 32 * 1024  # reasons, messages: shown to people, never parsed; libvirt errors run long
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")  # a spec may give one in capitals
+# ipam keys: nodecidr.<index>, podips.<node>, net.<network>
+_IPAM_KEY = re.compile(r"^(nodecidr\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|(podips|net)\.(?P<name>.+))$")
+
+
+class BadStoredValue(Exception):
+    """A KV entry that did not decode or did not pass its validator: set aside, never used."""
+
+    def __init__(self, bucket: str, key: str, reason: str) -> None:
+        super().__init__(f"{bucket}/{key!r}: {reason}")
+        self.bucket = bucket
+        self.key = key
+        self.reason = reason
+
+
+Validator = Callable[[str, Any], None]
+
+
+def _key_is(key: str, expected: str, what: str) -> None:
+    if key != expected:
+        raise ApiError(Code.INVALID, f"the key {key!r} is not the {what} {expected!r} it holds", "key")
+
+
+def _text(value: str, field: str) -> None:
+    if len(value) > MAX_TEXT:
+        raise ApiError(Code.INVALID, f"over {MAX_TEXT} characters", field)
+
+
+def _name_key(key: str) -> None:
+    check_name(key, "key", "key")
+
+
+def check_vm(key: str, vm: VM) -> None:
+    _name_key(key)
+    validate_vm(vm.spec)
+    _key_is(key, vm.spec.name, "VM name")
+    if vm.restart_of is not None:
+        check_name(vm.restart_of, "restartOf", "uid")
+    if vm.failures < 0 or vm.generation < 1:
+        raise ApiError(Code.INVALID, "failures and generation cannot be negative", "failures")
+    _text(vm.last_failure, "lastFailure")
+
+
+def check_vmi(key: str, vmi: VMI) -> None:
+    _name_key(key)
+    check_name(vmi.name, "name")
+    _key_is(key, vmi.name, "VMI name")
+    check_name(vmi.uid, "uid", "uid")  # in argv, cloud-init meta-data, the domain's uuid, pidfiles
+    validate_vm(vmi.spec)
+    _key_is(vmi.name, vmi.spec.name, "name of the spec")
+    if vmi.node_name is not None:
+        check_name(vmi.node_name, "nodeName", "node name")
+    if vmi.launcher_pid is not None and vmi.launcher_pid < 1:
+        raise ApiError(Code.INVALID, f"{vmi.launcher_pid} is not a process id", "launcherPid")
+    _text(vmi.reason, "reason")
+    for i, cond in enumerate(vmi.conditions):
+        _text(cond.message, f"conditions[{i}].message")
+    for i, iface in enumerate(vmi.interfaces):
+        field = f"interfaces[{i}]"
+        check_name(iface.name, f"{field}.name", "interface name")
+        if iface.ip_address is not None:
+            netcheck.host_address(iface.ip_address, f"{field}.ipAddress")
+        for j, address in enumerate(iface.ip_addresses):
+            netcheck.host_address(address, f"{field}.ipAddresses[{j}]")
+        if iface.mac is not None and not _MAC.fullmatch(iface.mac):
+            raise ApiError(Code.INVALID, f"{iface.mac!r} is not a MAC address", f"{field}.mac")
+
+
+def check_node(key: str, node: Node) -> None:
+    _name_key(key)
+    check_name(node.name, "name")
+    _key_is(key, node.name, "node name")
+    if not 1 <= node.cpus <= MAX_NODE_CPUS or node.memory < 0:
+        raise ApiError(Code.INVALID, f"{node.cpus} CPUs and {node.memory} bytes are not a node", "cpus")
+    check_labels(node.labels, "labels")
+    if node.address is not None:
+        netcheck.host_address(node.address, "address")
+    if node.pod_cidr is not None:
+        netcheck.pod_cidr(node.pod_cidr, "podCidr")
+    for i, bridge in enumerate(node.allowed_bridges):
+        netcheck.ifname(bridge, f"allowedBridges[{i}]")
+    if node.free_disk is not None and node.free_disk < 0:
+        raise ApiError(Code.INVALID, "free disk cannot be negative", "freeDisk")
+
+
+def check_exposure(key: str, exposure: Exposure) -> None:
+    check_name(exposure.vm, "vm", "VM name")
+    netcheck.protocol(exposure.protocol, "protocol")
+    netcheck.port(exposure.port, "port")
+    netcheck.node_port(exposure.node_port, "nodePort")
+    _key_is(key, exposure.key, "key of exposure")
+
+
+def check_floating_ip(key: str, fip: FloatingIP) -> None:
+    netcheck.host_address(fip.address, "address")
+    check_name(fip.network, "network", "network name")
+    if fip.vm is not None:
+        check_name(fip.vm, "vm", "VM name")
+    _key_is(key, fip.key, "key of floating IP")
+
+
+def check_network(key: str, att: NetworkAttachment) -> None:
+    _name_key(key)
+    validate_network(att)
+    _key_is(key, att.name, "network name")
+
+
+def _ipam_key(key: str) -> None:
+    match = _IPAM_KEY.fullmatch(key)
+    if match is None or (match["name"] is not None and not is_dns1123_label(match["name"])):
+        raise ApiError(Code.INVALID, f"{key!r} is not an ipam key (nodecidr.N, podips.NODE, net.NETWORK)", "key")
+
+
+def check_cidr_claim(key: str, owner: str) -> None:
+    """ipam ``nodecidr.N``: the node holding the Nth /24."""
+    _ipam_key(key)
+    check_name(owner, "value", "node name")
+
+
+def check_address_table(key: str, table: dict[str, str]) -> None:
+    """ipam ``podips.NODE`` / ``net.NETWORK``: owner VM -> the address it holds."""
+    _ipam_key(key)
+    for owner, address in table.items():
+        check_name(owner, "value", "VM name")
+        netcheck.host_address(address, f"value.{owner}")
+
+
+def _no_checks(key: str, value: object) -> None:
+    return None
+
+
+def check_key(kind: object, key: str) -> None:
+    """The key alone, as a watch sees it with a deletion too: a label, or an ipam key."""
+    if kind is str or kind == dict[str, str]:
+        _ipam_key(key)
+    else:
+        _name_key(key)
+
+
+# Keyed by what a Bucket decodes to; the ipam bucket is read as both str and dict[str, str].
+_VALIDATORS: dict[object, Validator] = {
+    VM: check_vm, VMI: check_vmi, Node: check_node, Exposure: check_exposure, FloatingIP: check_floating_ip,
+    NetworkAttachment: check_network, str: check_cidr_claim, dict[str, str]: check_address_table,
+}
+
+
+def validator(kind: object) -> Validator:
+    """The validator of a stored type; a type without one gets none, and a test says every bucket has one."""
+    return _VALIDATORS.get(kind, _no_checks)
+
+
+def has_validator(kind: object) -> bool:
+    return kind in _VALIDATORS

@@ -1,0 +1,41 @@
+"""The one way a name (a VMI, a volume, an image digest) becomes a path: under a root, or refused.
+
+Names come off the bus. Only a DNS-1123 label (lowercase letters, digits and '-', not at either end,
+at most 63) is a path part here: no '/', no '..', no control characters, no leading '-' that a
+command would read as an option, nothing a shell or a YAML line would split on. The result is
+checked to sit directly in the root, so even a rule loosened later cannot climb out of it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from proto.subjects import is_dns1123_label
+
+# what code (never a message) appends to a name: ".qcow2", ".img", ".pid", ...
+_SUFFIX_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
+
+
+class UnsafeName(ValueError):
+    """A name that must not become a path."""
+
+    def __init__(self, name: str, what: str) -> None:
+        super().__init__(f"{what} {name!r} is not a safe name (a DNS-1123 label)")
+        self.name = name
+        self.what = what
+
+
+def safe_name(name: str, what: str = "name") -> str:
+    if not isinstance(name, str) or not is_dns1123_label(name):
+        raise UnsafeName(str(name), what)
+    return name
+
+
+def path_under(root: Path, name: str, suffix: str = "", *, what: str = "name") -> Path:
+    """``root/<name><suffix>``, where name is a safe name; raises UnsafeName otherwise."""
+    if not set(suffix) <= _SUFFIX_CHARS or ".." in suffix or suffix.startswith("-"):
+        raise UnsafeName(suffix, "suffix")
+    path = root / (safe_name(name, what) + suffix)
+    if path.parent != root or path.name in ("", ".", ".."):
+        raise UnsafeName(name, what)
+    return path

@@ -1,0 +1,51 @@
+"""A secondary network only on a bridge the node's operator allowed: the control plane's node API
+refuses the attachment before it claims an address, and the handler fails the VMI with the reason
+before it touches any bridge."""
+
+from __future__ import annotations
+
+import time
+from ipaddress import IPv4Network
+from pathlib import Path
+
+import pytest
+
+from handler.agent import Agent
+from handler.launchers import Launchers, NodePaths
+from handler.podnet import PodNetwork
+from proto import subjects
+from proto.spec import Interface, Network, NetworkAttachment, VMSpec
+from proto.state import VMI, Node, Phase
+from scheduler.nodeapi import NodeApi
+from servicekit.endpoints import serve
+from servicekit.nodeclient import NodeApiClient
+from servicekit.store import Store
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_vmi_on_a_bridge_the_node_does_not_allow_fails_with_the_reason(store: Store, tmp_path: Path) -> None:
+    networks = store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment)
+    await networks.create("uplink", NetworkAttachment(name="uplink", bridge="eth0", subnet="192.168.7.0/24"))
+    node = Node(name="node1", cpus=2, memory=2**31, kvm=False, heartbeat=time.time(), started_at=time.time(),
+                allowed_bridges=["multus-bridge"])
+    spec = VMSpec(name="vm1", interfaces=[Interface(name="ext", binding="bridge")],
+                  networks=[Network(name="ext", kind="multus", network_name="uplink")])
+    await store.vmis.create("vm1", VMI(name="vm1", uid="u1", spec=spec, created_at=time.time(), node_name="node1",
+                                       phase=Phase.SCHEDULED))
+    await store.nodes.create("node1", node)  # as registered: its allowed bridges are the control plane's to read
+    launchers = Launchers(NodePaths(tmp_path / "node1", tmp_path / "logs"), node="node1", nats_url="nats://x",
+                          netns_prefix="vbtest", kvm=False)
+    service = await serve(store.nc, name="virtbus-nodeapi", version="0.1.0", description="test", queue="q",
+                          endpoints=NodeApi(store).endpoints())
+    try:
+        agent = Agent(store, node, launchers, PodNetwork(store, "node1", None, IPv4Network("10.244.0.0/24")),
+                      NodeApiClient(store.nc, "node1"))
+        await agent.reconcile("vm1")
+    finally:
+        await service.stop()
+    vmi = await store.vmis.require("vm1", "VMI")
+    assert vmi.value.phase is Phase.FAILED
+    assert "bridge 'eth0'" in vmi.value.reason and "multus-bridge" in vmi.value.reason
+    assert launchers.running == {}
+    assert await store.bucket(subjects.BUCKET_IPAM, dict[str, str]).get("net.uplink") is None  # no address claimed

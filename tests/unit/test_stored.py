@@ -1,0 +1,119 @@
+"""proto.stored: what a value read back from KV must be; a hand-written one that is not is refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+
+from proto import stored
+from proto.errors import ApiError, Code
+from proto.spec import NetworkAttachment, VMSpec
+from proto.state import VM, VMI, Exposure, FloatingIP, Node, VMIInterface
+from proto.stored import BadStoredValue
+from servicekit.store import Bucket
+
+SPEC = VMSpec(name="vm1")
+VMI_OK = VMI(name="vm1", uid="0b7c5f4e-1111-4222-8333-444455556666", spec=SPEC, created_at=1.0, node_name="node1",
+             interfaces=[VMIInterface(name="default", ip_address="10.244.0.2", ip_addresses=["10.244.0.2"],
+                                      mac="02:00:00:00:00:01")])
+NODE_OK = Node(name="node1", cpus=2, memory=2**30, kvm=False, heartbeat=1.0, started_at=1.0, address="10.99.0.1",
+               pod_cidr="10.244.3.0/24", labels={"kubernetes.io/hostname": "node1"},
+               allowed_bridges=["multus-bridge"], free_disk=10 * 2**30)
+EXPOSURE_OK = Exposure(vm="vm1", port=80, node_port=30080)
+FIP_OK = FloatingIP(address="192.168.200.10", network="provider", vm="vm1")
+NET_OK = NetworkAttachment(name="provider", bridge="multus-bridge", subnet="192.168.200.0/24")
+
+GOOD: list[tuple[Any, str, Any]] = [
+    (VM, "vm1", VM(spec=SPEC, created_at=1.0)), (VMI, "vm1", VMI_OK), (Node, "node1", NODE_OK),
+    (Exposure, EXPOSURE_OK.key, EXPOSURE_OK), (FloatingIP, FIP_OK.key, FIP_OK), (NetworkAttachment, "provider", NET_OK),
+    (str, "nodecidr.3", "node1"), (dict[str, str], "podips.node1", {"vm1": "10.244.0.2"}),
+    (dict[str, str], "net.provider", {}),
+]
+
+
+@pytest.mark.parametrize(("kind", "key", "value"), GOOD, ids=[f"{g[0]}-{g[1]}" for g in GOOD])
+def test_what_virtbus_writes_passes(kind: Any, key: str, value: Any) -> None:
+    assert stored.has_validator(kind)
+    stored.validator(kind)(key, value)
+
+
+def r(value: Any, **change: Any) -> Any:
+    return msgspec.structs.replace(value, **change)
+
+
+BAD: list[tuple[str, Any, str, Any]] = [
+    ("VM under another key", VM, "vm2", VM(spec=SPEC, created_at=1.0)),
+    ("VM key '/'", VM, "/", VM(spec=SPEC, created_at=1.0)),
+    ("VM name with a newline", VM, "vm1", VM(spec=VMSpec(name="vm1\n"), created_at=1.0)),
+    ("VMI key '..'", VMI, "..", VMI_OK),
+    ("VMI name with a newline", VMI, "vm1", r(VMI_OK, name="vm1\nx")),
+    ("VMI uid injecting meta-data", VMI, "vm1", r(VMI_OK, uid="u\nlocal-hostname: evil")),
+    ("VMI uid an option", VMI, "vm1", r(VMI_OK, uid="-rf")),
+    ("VMI node with a dot", VMI, "vm1", r(VMI_OK, node_name="node1.evil")),
+    ("VMI spec of another VM", VMI, "vm1", r(VMI_OK, spec=VMSpec(name="vm2"))),
+    ("VMI pod IP with nft", VMI, "vm1", r(VMI_OK, interfaces=[VMIInterface(name="d", ip_address="10.0.0.1; flush")])),
+    ("VMI pod IP loopback", VMI, "vm1", r(VMI_OK, interfaces=[VMIInterface(name="d", ip_address="127.0.0.1")])),
+    ("VMI MAC", VMI, "vm1", r(VMI_OK, interfaces=[VMIInterface(name="d", mac="02:00:00:00:00:01\n")])),
+    ("VMI MAC with text", VMI, "vm1", r(VMI_OK, interfaces=[VMIInterface(name="d", mac="02:00:00:00:00:0g")])),
+    ("VMI reason 1 MiB", VMI, "vm1", r(VMI_OK, reason="x" * 2**20)),
+    ("node pod CIDR default", Node, "node1", r(NODE_OK, pod_cidr="default")),
+    ("node pod CIDR 0/0", Node, "node1", r(NODE_OK, pod_cidr="0.0.0.0/0")),
+    ("node pod CIDR outside the cluster", Node, "node1", r(NODE_OK, pod_cidr="10.99.0.0/24")),
+    ("node pod CIDR a /16", Node, "node1", r(NODE_OK, pod_cidr="10.244.0.0/16")),
+    ("node address a network", Node, "node1", r(NODE_OK, address="10.99.0.0/24")),
+    ("node address with text", Node, "node1", r(NODE_OK, address="10.99.0.1 dev lo")),
+    ("node address loopback", Node, "node1", r(NODE_OK, address="127.0.0.1")),
+    ("node address leading zeros", Node, "node1", r(NODE_OK, address="010.099.000.001")),
+    ("node bridge an option", Node, "node1", r(NODE_OK, allowed_bridges=["-all"])),
+    ("node under another key", Node, "node2", NODE_OK),
+    ("exposure protocol with nft", Exposure, EXPOSURE_OK.key,
+     r(EXPOSURE_OK, protocol="tcp dport 1 accept; flush ruleset")),
+    ("exposure protocol lowercase", Exposure, "nodeport-tcp-30080", r(EXPOSURE_OK, protocol="tcp")),
+    ("exposure port 0", Exposure, EXPOSURE_OK.key, r(EXPOSURE_OK, port=0)),
+    ("exposure port 70000", Exposure, EXPOSURE_OK.key, r(EXPOSURE_OK, port=70000)),
+    ("exposure node port 22", Exposure, "nodeport-tcp-22", r(EXPOSURE_OK, node_port=22)),
+    ("exposure under another key", Exposure, "nodeport-tcp-30081", EXPOSURE_OK),
+    ("fip address with nft", FloatingIP, FIP_OK.key, r(FIP_OK, address="192.168.200.10 accept")),
+    ("fip VM hostile", FloatingIP, FIP_OK.key, r(FIP_OK, vm="../x")),
+    ("network bridge vbpods", NetworkAttachment, "provider", r(NET_OK, bridge="vbpods")),
+    ("network bridge an option", NetworkAttachment, "provider", r(NET_OK, bridge="-x")),
+    ("network loopback", NetworkAttachment, "provider", r(NET_OK, subnet="127.0.0.0/8")),
+    ("cidr claim by a hostile node", str, "nodecidr.0", "node1\n"),
+    ("cidr claim key", str, "nodecidr.256", "node1"),
+    ("ipam key climbing", dict[str, str], "podips./", {}),
+    ("pod IP table with text", dict[str, str], "podips.node1", {"vm1": "10.244.0.2 via 1.1.1.1"}),
+    ("pod IP table hostile owner", dict[str, str], "net.provider", {"/": "192.168.200.3"}),
+]
+
+
+@pytest.mark.parametrize(("case", "kind", "key", "value"), BAD, ids=[b[0] for b in BAD])
+def test_hostile_stored_values_are_refused(case: str, kind: Any, key: str, value: Any) -> None:
+    with pytest.raises(ApiError) as info:
+        stored.validator(kind)(key, value)
+    assert info.value.code is Code.INVALID and info.value.field
+
+
+def test_bucket_decode_sets_aside_undecodable_and_invalid_values() -> None:
+    bucket: Bucket[Node] = Bucket(object(), Node)  # type: ignore[arg-type]  # decode touches no KV
+    good = msgspec.json.encode(NODE_OK)
+    assert bucket.decode("node1", good) == NODE_OK
+    for key, data, why in [("node1", b"{not json", "does not decode"), ("node1", b'{"name": 1}', "does not decode"),
+                           ("node1", msgspec.json.encode(r(NODE_OK, pod_cidr="default")), "pod CIDR"),
+                           ("/", good, "DNS-1123")]:
+        with pytest.raises(BadStoredValue) as info:
+            bucket.decode(key, data)
+        assert why in info.value.reason and info.value.key == key
+
+
+def test_bucket_refuses_to_write_what_a_reader_would_set_aside() -> None:
+    bucket: Bucket[Exposure] = Bucket(object(), Exposure)  # type: ignore[arg-type]
+    with pytest.raises(ApiError):
+        bucket._encode(EXPOSURE_OK.key, r(EXPOSURE_OK, protocol="tcp dport 1 accept; flush ruleset"))
+
+
+def test_what_the_launcher_reports_passes() -> None:
+    """A spec's MAC in capitals and a long libvirt error are what our own writers store."""
+    nic = VMIInterface(name="default", ip_address="192.168.100.2", mac="02:AB:CD:00:00:01")
+    stored.check_vmi("vm1", r(VMI_OK, interfaces=[nic], reason="launch failed: " + "x" * 8000))
