@@ -10,6 +10,6 @@ export VIRTBUS_GUEST_DISK
 echo "== ruff" >&2
 ruff check .
 echo "== mypy --strict" >&2
-mypy --strict proto servicekit scheduler handler launcher ctl
+mypy --strict proto servicekit scheduler handler launcher ctl tests bench
 echo "== pytest" >&2
 exec pytest -p no:cacheprovider "$@"

@@ -116,9 +116,9 @@ def test_masquerade_guest_gets_10_0_2_2_and_serves_on_its_pod_ip(lab: Lab) -> No
 
     # the address belongs to the VM: the same after stop and start
     lab.cli("stop", "testvm", "--wait", "--timeout", "120")
-    again = started(lab, "testvm")
-    if again["status"]["nodeName"] == vmi["status"]["nodeName"]:
-        assert again["status"]["interfaces"][0]["ipAddress"] == pod_ip
+    rerun = started(lab, "testvm")
+    if rerun["status"]["nodeName"] == vmi["status"]["nodeName"]:
+        assert rerun["status"]["interfaces"][0]["ipAddress"] == pod_ip
     lab.cli("delete", "testvm", "--wait", "--timeout", "120")
 
 
