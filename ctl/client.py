@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,8 +20,9 @@ from proto.console import RUN_HEADER
 from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.state import VMI
+from proto.stored import BadStoredValue
 from servicekit.endpoints import BUSY
-from servicekit.store import connect_nats
+from servicekit.store import Bucket, connect_nats
 
 T = TypeVar("T")
 DEFAULT_URL = "nats://127.0.0.1:4222"
@@ -126,7 +128,10 @@ class ApiClient:
             if not follow and not last:
                 return
             async for msg in sub.messages:
-                handle(_event_decoder.decode(msg.data))
+                try:
+                    handle(_event_decoder.decode(msg.data))
+                except msgspec.DecodeError:  # anyone may publish there: not an event, not shown
+                    print(f"virtbus: an event on {msg.subject} does not decode; skipped", file=sys.stderr)
                 if not follow and msg.metadata.sequence.stream >= last:
                     return
         finally:
@@ -135,11 +140,15 @@ class ApiClient:
     async def watch_vmis(self, handle: Any) -> None:
         store = await self.nc.jetstream().key_value(subjects.BUCKET_VMIS)
         watcher = await store.watchall()
-        decoder = msgspec.json.Decoder(VMI)
+        vmis: Bucket[VMI] = Bucket(store, VMI)  # its checks only: what fails them is not shown
         while True:
             update = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
-            if update is not None:
-                handle(update.key, decoder.decode(update.value) if update.value else None)
+            if update is None or not vmis.key_ok(update.key):
+                continue
+            try:
+                handle(update.key, vmis.decode(update.key, update.value) if update.value else None)
+            except BadStoredValue as bad:
+                print(f"virtbus: {bad}; skipped", file=sys.stderr)
 
 
 _event_decoder = msgspec.json.Decoder(Event)

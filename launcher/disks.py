@@ -18,14 +18,19 @@ import nats.js.errors
 from nats.js.object_store import ObjectStore
 
 from proto.errors import ApiError, Code
-from proto.quantity import parse_bytes
+from proto.quantity import format_bytes, parse_bytes
 from proto.spec import CloudInitNoCloud, ContainerDisk, EmptyDisk, VMSpec
+from proto.validation import empty_disk_total
 from servicekit.paths import path_under, safe_name
 
 DiskPaths = dict[str, tuple[str, str]]  # volume name -> (path, format)
 
 
 async def prepare(spec: VMSpec, *, uid: str, vmi_dir: Path, cache_dir: Path, images: ObjectStore) -> DiskPaths:
+    # The scheduler placed the VM where its emptyDisks fit; the disk may have filled since (or two
+    # binds raced on one snapshot): a guest that would pause on ENOSPC is better not started.
+    st = await asyncio.to_thread(os.statvfs, vmi_dir)
+    check_disk_room(spec, st.f_bavail * st.f_frsize)
     out: DiskPaths = {}
     for volume in spec.volumes:
         source = volume.source
@@ -43,6 +48,14 @@ async def prepare(spec: VMSpec, *, uid: str, vmi_dir: Path, cache_dir: Path, ima
             out[volume.name] = (str(await asyncio.to_thread(
                 make_cidata, source, uid=uid, hostname=spec.name, vmi_dir=vmi_dir)), "raw")
     return out
+
+
+def check_disk_room(spec: VMSpec, free: int) -> None:
+    """Pure: refuse emptyDisks that could not all fill up in ``free`` bytes."""
+    wanted = empty_disk_total(spec)
+    if wanted > free:
+        raise ApiError(Code.INVALID, f"the emptyDisks need {format_bytes(wanted)}; the node has {format_bytes(free)} "
+                       "free", "spec.volumes")
 
 
 async def cached_image(images: ObjectStore, name: str, cache_dir: Path) -> Path:

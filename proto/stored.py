@@ -148,10 +148,6 @@ def check_address_table(key: str, table: dict[str, str]) -> None:
         netcheck.host_address(address, f"value.{owner}")
 
 
-def _no_checks(key: str, value: object) -> None:
-    return None
-
-
 def check_key(kind: object, key: str) -> None:
     """The key alone, as a watch sees it with a deletion too: a label, or an ipam key."""
     if kind is str or kind == dict[str, str]:
@@ -168,8 +164,12 @@ _VALIDATORS: dict[object, Validator] = {
 
 
 def validator(kind: object) -> Validator:
-    """The validator of a stored type; a type without one gets none, and a test says every bucket has one."""
-    return _VALIDATORS.get(kind, _no_checks)
+    """The validator of a stored type. A type without one is a programming error: storing a new type
+    means writing its rules here first (TypeError otherwise)."""
+    try:
+        return _VALIDATORS[kind]
+    except KeyError:
+        raise TypeError(f"no validator for stored values of type {kind!r}: add one to proto.stored") from None
 
 
 def has_validator(kind: object) -> bool:

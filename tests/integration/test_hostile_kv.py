@@ -19,6 +19,7 @@ import msgspec
 import pytest
 from nats.js.kv import KeyValue
 
+from ctl.client import ApiClient
 from handler.agent import Agent
 from handler.launchers import Launchers, NodePaths
 from handler.nodeports import NodePorts
@@ -197,3 +198,23 @@ async def test_the_handler_never_acts_on_a_hostile_entry(store: Store, tmp_path:
     assert len(applied) == 1 and "flush" not in applied[0] and "30080" not in applied[0]
     assert "tcp dport 30082 dnat to 10.244.0.5:80" in applied[0]
     assert nft_check(applied[0]) == 0
+
+
+async def test_the_cli_watch_and_events_skip_what_does_not_decode(store: Store,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    await write_hostile_vmis(await raw(store, subjects.BUCKET_VMIS))
+    await store.nc.publish(subjects.event("VirtualMachine", "x"), b"{not an event")
+    await store.emit(Event(kind="VirtualMachine", name="good", reason="Exposed", message="m", timestamp=1.0))
+    client = ApiClient(store.nc)
+    shown: list[tuple[str, VMI | None]] = []
+    watcher = asyncio.create_task(client.watch_vmis(lambda key, value: shown.append((key, value))))
+    try:
+        await store.vmis.create("good", vmi("good"))
+        await eventually(lambda: any(key == "good" for key, _ in shown))
+    finally:
+        watcher.cancel()
+    assert [key for key, _ in shown] == ["good"]
+    events: list[Event] = []
+    await client.events(False, events.append)
+    assert [e.name for e in events if e.kind == "VirtualMachine"] == ["good"]
+    assert "does not decode; skipped" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from launcher.disks import check_disk_room
 from proto.errors import ApiError, Code
 from proto.manifest import load_manifests
 from proto.quantity import parse_bytes
@@ -81,3 +82,11 @@ def test_the_cli_loader_refuses_aliases_and_reads_every_document() -> None:
     with pytest.raises(ApiError) as info:
         load_manifests(b"a: &x [1, 2]\nb: [*x, *x]\n")
     assert info.value.code is Code.BAD_REQUEST and "aliases" in info.value.message
+
+
+def test_the_launcher_refuses_emptydisks_the_node_cannot_hold() -> None:
+    check_disk_room(disks(2, "1Gi"), parse_bytes("2Gi"))
+    check_disk_room(VMSpec(name="vm"), 0)  # no emptyDisk, no need
+    with pytest.raises(ApiError) as info:
+        check_disk_room(disks(2, "1Gi"), parse_bytes("2Gi") - 1)
+    assert info.value.field == "spec.volumes" and "need 2Gi" in info.value.message

@@ -117,3 +117,8 @@ def test_what_the_launcher_reports_passes() -> None:
     """A spec's MAC in capitals and a long libvirt error are what our own writers store."""
     nic = VMIInterface(name="default", ip_address="192.168.100.2", mac="02:AB:CD:00:00:01")
     stored.check_vmi("vm1", r(VMI_OK, interfaces=[nic], reason="launch failed: " + "x" * 8000))
+
+
+def test_a_bucket_of_a_type_without_rules_cannot_be_made() -> None:
+    with pytest.raises(TypeError):
+        Bucket(object(), list[int])  # type: ignore[arg-type]
