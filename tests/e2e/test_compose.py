@@ -147,10 +147,15 @@ def test_seed_vm_in_the_compose_lab(compose_lab: ComposeLab) -> None:
     assert try_connect(nats_url, lab.env["NATS_CREDS"], env=lab.env).strip() == "connected"
     untrusted = {k: v for k, v in lab.env.items() if k != "NATS_CA"}  # the system's CAs: not the lab's
     assert try_connect(nats_url, lab.env["NATS_CREDS"], env=untrusted).startswith("refused")
-    for port in (4222, 6222):  # client and route ports of nats1, as another container sees them
-        info = lab.exec("node1", "python3", "-c", "import socket; s = socket.create_connection(('10.98.0.2', "
-                        f"{port}), 5); print(s.recv(4096).decode())").stdout
-        assert info.startswith("INFO ") and json.loads(info[5:])["tls_required"] is True, info
+    # nats1's ports as another container sees them: the client port says TLS is required; the route
+    # port speaks TLS from the first byte (no plaintext INFO), and the 3 servers formed their cluster
+    # over it (the state has 3 replicas, above)
+    probe = ("import socket, sys; s = socket.create_connection(('10.98.0.2', int(sys.argv[1])), 5); "
+             "s.settimeout(3); print(repr(s.recv(4096)))")
+    info = lab.exec("node1", "python3", "-c", probe, "4222").stdout
+    assert info.startswith("b'INFO ") and '"tls_required":true' in info, info
+    route = lab.exec("node1", "python3", "-c", probe, "6222")
+    assert "INFO" not in route.stdout and route.returncode in (0, 1), (route.stdout, route.stderr)
 
     lab.cli("delete", "testvm", "--wait", "--timeout", "120")
     assert "testvm" not in lab.exec(node, "ip", "netns", "list").stdout  # its pod namespace is gone
