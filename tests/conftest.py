@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -117,3 +118,17 @@ async def store(nats_url: str) -> AsyncIterator[Store]:
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+def scratch_netns() -> Iterator[str]:
+    """A throwaway network namespace of the test's own (``nft -c`` against it, rules applied in it):
+    never the host's."""
+    if os.geteuid() != 0 or shutil.which("nft") is None:
+        pytest.skip("needs root and nft")
+    name = f"vbscratch-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=True)

@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 import yaml
 
 from proto import subjects
 from proto.state import Exposure, Node
-from scheduler.api import Api
-from servicekit.endpoints import serve
 from servicekit.store import Store
 from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def api(store: Store) -> AsyncIterator[Store]:
-    service = await serve(store.nc, name="virtbus-api", version="0.1.0", description="test",
-                          queue=subjects.API_QUEUE, endpoints=Api(store).endpoints())
-    try:
-        yield store
-    finally:
-        await service.stop()
 
 
 async def request(store: Store, subject: str, body: bytes) -> dict[str, object]:

@@ -6,30 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 
 import nats
 import pytest
 from nats.aio.msg import Msg
 
 from proto import subjects
-from scheduler.api import Api
-from servicekit.endpoints import serve
 from servicekit.store import Store
 from tests.conftest import NatsServer
 
 pytestmark = pytest.mark.integration
 FLOOD = 5000
-
-
-@pytest.fixture
-async def api(store: Store) -> AsyncIterator[Store]:
-    service = await serve(store.nc, name="virtbus-api", version="0.1.0", description="test",
-                          queue=subjects.API_QUEUE, endpoints=Api(store).endpoints())
-    try:
-        yield store
-    finally:
-        await service.stop()
 
 
 async def test_a_flood_leaves_the_api_answering(api: Store, nats_server: NatsServer) -> None:

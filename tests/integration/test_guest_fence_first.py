@@ -3,12 +3,9 @@ handler whose fence nft refuses does not start."""
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any, cast
@@ -41,18 +38,6 @@ class RecordingLaunchers:
         return []
 
 
-@pytest.fixture
-def node_netns() -> Iterator[str]:
-    if os.geteuid() != 0 or shutil.which("nft") is None:
-        pytest.skip("needs root and nft")
-    name = f"vbfence-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=True)
-
-
 async def agent_on(store: Store, netns: str) -> tuple[Agent, RecordingLaunchers]:
     podnet = PodNetwork(store, "n1", netns, IPv4Network("10.244.0.0/24"))
     launchers = RecordingLaunchers(netns)
@@ -62,8 +47,8 @@ async def agent_on(store: Store, netns: str) -> tuple[Agent, RecordingLaunchers]
                  management=IPv4Network("10.99.0.0/24")), launchers
 
 
-async def test_the_fence_stands_before_any_launcher(store: Store, node_netns: str) -> None:
-    agent, launchers = await agent_on(store, node_netns)
+async def test_the_fence_stands_before_any_launcher(store: Store, scratch_netns: str) -> None:
+    agent, launchers = await agent_on(store, scratch_netns)
     await agent.start()
     try:
         assert launchers.fence_at_adopt is not None  # asked once, at start

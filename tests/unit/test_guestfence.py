@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
 import subprocess
-from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
@@ -23,19 +19,6 @@ def chain(script: str, name: str) -> list[str]:
     lines = script.splitlines()
     start = lines.index(f"  chain {name} {{")
     return [line.strip() for line in lines[start + 1:lines.index("  }", start)]]
-
-
-@pytest.fixture(scope="module")
-def scratch_netns() -> Iterator[str]:
-    """A throwaway namespace for ``nft -c`` (it changes nothing, but never check against the host's)."""
-    if os.geteuid() != 0 or shutil.which("nft") is None:
-        pytest.skip("nft -c needs root and nft")
-    name = f"vbfence-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=True)
 
 
 def nft_check(netns: str, script: str) -> subprocess.CompletedProcess[str]:
