@@ -21,8 +21,9 @@ from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.state import VMI
 from proto.stored import BadStoredValue
+from servicekit.connection import connect_nats
 from servicekit.endpoints import BUSY
-from servicekit.store import Bucket, connect_nats
+from servicekit.store import Bucket
 
 T = TypeVar("T")
 DEFAULT_URL = "nats://127.0.0.1:4222"

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import msgspec
 import nats
@@ -29,6 +28,7 @@ from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.state import VM, VMI, Node
 from proto.stored import BadStoredValue
+from servicekit.connection import connect_nats
 
 T = TypeVar("T")
 
@@ -308,49 +308,6 @@ def replicas() -> int:
     if value not in ("1", "2", "3", "4", "5"):
         raise ApiError(Code.INVALID, f"VIRTBUS_JS_REPLICAS={value!r}: JetStream allows 1 to 5 replicas")
     return int(value)
-
-
-async def connect_nats(url: str, name: str, attempts: int = -1, *, creds: str | None = None,
-                       inbox: str | None = None) -> Client:
-    """url: one server, or several separated by commas (the seeds of a cluster; any one will do).
-    attempts: -1, as services do, keeps trying (also to connect at all) and logs each failure in a
-    line; a command gives up after a few and says so once, in the ApiError.
-    creds: the nkey seed file this client authenticates with (None: NATS_CREDS, else anonymous).
-    inbox: the reply-subject prefix this client's permissions allow (None: NATS's default)."""
-    creds = creds or os.environ.get("NATS_CREDS") or None
-    if creds is not None and not os.path.isfile(creds):
-        raise ApiError(Code.INVALID, f"credentials file {creds} does not exist (--creds or NATS_CREDS)")
-    extra: dict[str, Any] = {}
-    if creds is not None:
-        extra["nkeys_seed"] = creds
-    if inbox is not None:
-        extra["inbox_prefix"] = inbox
-    tls = tls_context(url)
-    if tls is not None:
-        extra["tls"] = tls
-
-    async def failed(exc: Exception) -> None:  # nats-py's default prints a traceback per attempt
-        if attempts < 0:
-            structlog.get_logger().warning("nats", url=url, error=str(exc) or type(exc).__name__)
-
-    try:
-        return await nats.connect(
-            [u.strip() for u in url.split(",") if u.strip()], name=name, connect_timeout=3,
-            max_reconnect_attempts=attempts, reconnect_time_wait=0.5, allow_reconnect=True, error_cb=failed,
-            **extra,
-        )
-    except Exception as exc:  # nats raises several kinds; the user needs one clear message
-        raise ApiError(Code.UNAVAILABLE, f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
-
-
-def tls_context(url: str) -> ssl.SSLContext | None:
-    """For tls:// URLs: verify the server against NATS_CA (the cluster's generated CA), else the
-    system's roots."""
-    if not any(u.strip().startswith("tls://") for u in url.split(",")):
-        return None
-    ca = os.environ.get("NATS_CA")
-    context = ssl.create_default_context(cafile=ca or None)
-    return context
 
 
 async def _open_all(js: JetStreamContext, copies: int, create: bool) -> tuple[dict[str, KeyValue], ObjectStore]:
