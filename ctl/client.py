@@ -12,6 +12,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from proto import subjects
@@ -21,7 +22,7 @@ from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.state import VMI
 from proto.stored import BadStoredValue
-from servicekit.connection import connect_nats
+from servicekit.connection import Refusals, connect_nats
 from servicekit.endpoints import BUSY
 from servicekit.store import Bucket
 
@@ -48,13 +49,34 @@ def default_creds(given: str | None) -> str | None:
 
 
 class ApiClient:
-    def __init__(self, nc: Client, timeout: float = 10.0) -> None:
+    def __init__(self, nc: Client, timeout: float = 10.0, refusals: Refusals | None = None) -> None:
         self.nc = nc
         self.timeout = timeout
+        self.refusals = refusals or Refusals()
 
     @classmethod
     async def connect(cls, url: str, creds: str | None = None) -> ApiClient:
-        return cls(await connect_nats(url, "virtbus-cli", attempts=CONNECT_ATTEMPTS, creds=default_creds(creds)))
+        refusals = Refusals()
+        nc = await connect_nats(url, "virtbus-cli", attempts=CONNECT_ATTEMPTS, creds=default_creds(creds),
+                                refusals=refusals)
+        return cls(nc, refusals=refusals)
+
+    def forbidden(self, what: str) -> ApiError:
+        return ApiError(Code.FORBIDDEN, f"these credentials may not {what} (the NATS server refused: "
+                                        f"{', '.join(self.refusals.any())}); use an admin's (--creds)")
+
+    async def _request(self, subject: str, data: bytes) -> Msg:
+        """The reply, or ApiError(FORBIDDEN) as soon as the server says it refused the request."""
+        request = asyncio.ensure_future(self.nc.request(subject, data, timeout=self.timeout))
+        refused = asyncio.ensure_future(self.refusals.wait(subject))
+        try:
+            await asyncio.wait({request, refused}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            refused.cancel()
+        if not request.done():
+            request.cancel()
+            raise self.forbidden(f"send {subject}")
+        return request.result()
 
     async def close(self) -> None:
         await self.nc.close()
@@ -68,7 +90,7 @@ class ApiClient:
         data = body if isinstance(body, bytes) else encode(body)
         for delay in BUSY_BACKOFF:
             try:
-                msg = await self.nc.request(subject, data, timeout=self.timeout)
+                msg = await self._request(subject, data)
             except nats.errors.NoRespondersError:
                 raise ApiError(Code.UNAVAILABLE, f"no {who} is answering ({hint})") from None
             except nats.errors.TimeoutError:
@@ -83,8 +105,13 @@ class ApiClient:
 
     async def import_image(self, name: str, path: Path) -> tuple[int, str]:
         store = await self.nc.jetstream().object_store(subjects.OBJECT_STORE_IMAGES)
-        with open(path, "rb") as f:
-            info = await store.put(name, f)
+        try:
+            with open(path, "rb") as f:
+                info = await store.put(name, f)
+        except nats.errors.TimeoutError:
+            if self.refusals.any():  # a refused write is never acknowledged
+                raise self.forbidden("write the image store") from None
+            raise
         return info.size or 0, info.digest or ""
 
     async def console_log(self, vmi: str) -> bytes:

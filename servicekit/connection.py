@@ -4,6 +4,7 @@ one clear error for a command."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 from typing import Any
@@ -15,8 +16,36 @@ from nats.aio.client import Client
 from proto.errors import ApiError, Code
 
 
+class Refusals:
+    """What the server refused this connection by its permissions, subject by subject, as it says so
+    (asynchronously: a refused publish or request otherwise just gets no answer)."""
+
+    _PREFIX = "permissions violation for publish to "
+
+    def __init__(self) -> None:
+        self._refused: dict[str, asyncio.Event] = {}
+
+    def _event(self, subject: str) -> asyncio.Event:
+        # nats-py lowercases the server's message, subject included
+        return self._refused.setdefault(subject.lower(), asyncio.Event())
+
+    def note(self, exc: Exception) -> None:
+        text = str(exc).lower()
+        if self._PREFIX in text:
+            self._event(text.split(self._PREFIX, 1)[1].strip().strip('"')).set()
+
+    def refused(self, subject: str) -> bool:
+        return self._event(subject).is_set()
+
+    async def wait(self, subject: str) -> None:
+        await self._event(subject).wait()
+
+    def any(self) -> list[str]:
+        return sorted(s for s, e in self._refused.items() if e.is_set())
+
+
 async def connect_nats(url: str, name: str, attempts: int = -1, *, creds: str | None = None,
-                       inbox: str | None = None) -> Client:
+                       inbox: str | None = None, refusals: Refusals | None = None) -> Client:
     """url: one server, or several separated by commas (the seeds of a cluster; any one will do).
     attempts: -1, as services do, keeps trying (also to connect at all) and logs each failure in a
     line; a command gives up after a few and says so once, in the ApiError.
@@ -35,6 +64,8 @@ async def connect_nats(url: str, name: str, attempts: int = -1, *, creds: str | 
         extra["tls"] = tls
 
     async def failed(exc: Exception) -> None:  # nats-py's default prints a traceback per attempt
+        if refusals is not None:
+            refusals.note(exc)
         if attempts < 0:
             structlog.get_logger().warning("nats", url=url, error=str(exc) or type(exc).__name__)
 
