@@ -82,6 +82,17 @@ def test_seed_testvm_lifecycle(lab: Lab) -> None:
     assert MARKER in console.stdout
     print(f"start -> marker: {time.monotonic() - started:.1f}s")
 
+    # The lab's viewer reads what admin sees and is refused, at once and plainly, whatever changes
+    viewer = lab.creds_of("viewer")
+    assert "Running" in lab.cli("--creds", viewer, "get", "vms").stdout
+    assert MARKER in lab.cli("--creds", viewer, "console", "testvm", "--log").stdout
+    for verb in (("stop", "testvm"), ("delete", "testvm"), ("console", "testvm", "--send", "reboot\\n")):
+        t0 = time.monotonic()
+        refused = lab.cli("--creds", viewer, *verb, check=False)
+        assert refused.returncode == 1 and "Forbidden" in refused.stderr, refused.stderr
+        assert time.monotonic() - t0 < 8, "a refused verb waited out the 10 s timeout"
+    assert lab.json("get", "vmis", "testvm")["status"]["phase"] == "Running"  # type: ignore[index]
+
     # The serial console over NATS: type into the guest's shell, read its answer.
     lab.cli("console", "testvm", "--send", "echo hi-$((40+2))\\n")
     assert "hi-42" in lab.cli("console", "testvm", "--log", "--until", "hi-42", "--timeout", "30").stdout
