@@ -36,7 +36,9 @@ from servicekit.paths import path_under
 from servicekit.store import Store
 
 log = structlog.get_logger()
-REPORT_PATIENCE_S = 300.0
+# A report waits out any outage of the control plane or the bus: the guest runs on meanwhile, and
+# giving up would end a healthy VM (or lose how it ended).
+REPORT_PATIENCE_S = -1.0
 
 
 @dataclass(frozen=True)
