@@ -1,0 +1,38 @@
+"""The benchmarks under bench/ run, small, against a real lab, so they cannot rot: each prints its
+figures. (Their numbers are read by people from full runs, never asserted here.)"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import EXAMPLES, REPO
+from tests.e2e.conftest import Lab
+
+pytestmark = pytest.mark.e2e
+
+
+def bench(lab: Lab, script: str, *args: str) -> str:
+    env = {**os.environ, "NATS_CREDS": lab.creds}  # the lab's admin, as `virtbus` finds it
+    done = subprocess.run([sys.executable, str(REPO / "bench" / script), "--server", lab.url, *args],
+                          capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    assert done.returncode == 0, f"bench/{script}:\n{done.stdout}\n{done.stderr[-3000:]}\n{lab.logs()}"
+    return done.stdout
+
+
+def test_start_to_marker_prints_its_figures(lab: Lab) -> None:
+    lab.cli("apply", "-f", str(EXAMPLES / "testvm-masquerade.yaml"))
+    out = bench(lab, "start_to_marker.py", "--runs", "1")
+    assert re.search(r"median of 1: start->Running \d+\.\d+s, start->console marker \d+\.\d+s", out), out
+    lab.cli("delete", "testvm", "--wait", "--timeout", "120")
+
+
+def test_network_prints_its_figures(lab: Lab) -> None:
+    out = bench(lab, "network.py", "--runs", "1", "--mb", "1", "--state-dir", str(lab.state_dir))
+    for binding in ("masquerade", "bridge"):
+        assert re.search(rf"{binding} +start->DHCP lease median of 1: \d+\.\d+s .* TCP echo RTT median "
+                         r"\d+\.\d+ ms, throughput \d+\.\d+ MiB/s", out), out
