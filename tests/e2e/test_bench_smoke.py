@@ -18,21 +18,25 @@ pytestmark = pytest.mark.e2e
 
 def bench(lab: Lab, script: str, *args: str) -> str:
     env = {**os.environ, "NATS_CREDS": lab.creds}  # the lab's admin, as `virtbus` finds it
-    done = subprocess.run([sys.executable, str(REPO / "bench" / script), "--server", lab.url, *args],
+    done = subprocess.run([sys.executable, str(REPO / "bench" / script), *args],
                           capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
     assert done.returncode == 0, f"bench/{script}:\n{done.stdout}\n{done.stderr[-3000:]}\n{lab.logs()}"
     return done.stdout
 
 
-def test_start_to_marker_prints_its_figures(lab: Lab) -> None:
+def test_start_to_marker_and_idle_print_their_figures(lab: Lab) -> None:
     lab.cli("apply", "-f", str(EXAMPLES / "testvm-masquerade.yaml"))
-    out = bench(lab, "start_to_marker.py", "--runs", "1")
+    out = bench(lab, "start_to_marker.py", "--server", lab.url, "--runs", "1")
     assert re.search(r"median of 1: start->Running \d+\.\d+s, start->console marker \d+\.\d+s", out), out
+    lab.cli("start", "testvm", "--wait", "--timeout", "300")
+    out = bench(lab, "idle.py", "--seconds", "1", "--state-dir", str(lab.state_dir))
+    assert re.search(r"CPU in % of one core: QEMU \d+\.\d+, launcher \d+\.\d+, libvirtd \d+\.\d+", out), out
+    assert re.search(r"per-VM memory \(PSS\): QEMU \d+\.\d+ MiB, .* total \d+\.\d+ MiB", out), out
     lab.cli("delete", "testvm", "--wait", "--timeout", "120")
 
 
 def test_network_prints_its_figures(lab: Lab) -> None:
-    out = bench(lab, "network.py", "--runs", "1", "--mb", "1", "--state-dir", str(lab.state_dir))
+    out = bench(lab, "network.py", "--server", lab.url, "--runs", "1", "--mb", "1", "--state-dir", str(lab.state_dir))
     for binding in ("masquerade", "bridge"):
         assert re.search(rf"{binding} +start->DHCP lease median of 1: \d+\.\d+s .* TCP echo RTT median "
                          r"\d+\.\d+ ms, throughput \d+\.\d+ MiB/s", out), out

@@ -1,0 +1,79 @@
+"""What an idle Running VM costs, printed: CPU (% of one core, over a window) and memory (PSS) of its
+QEMU, its launcher and its private libvirtd, and CPU of its node's handler and of the scheduler.
+Needs a lab with the VM Running (scripts/lab.sh makes one with testvm). Usage:
+    .venv/bin/python bench/idle.py [--vm testvm] [--seconds 30] [--state-dir /var/lib/virtbus/lab]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of the process (and its threads), in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def pss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def netns_pids(netns: str) -> list[int]:
+    out = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=False).stdout
+    return [int(p) for p in out.split()]
+
+
+def read_pid(path: Path) -> int:
+    return int(path.read_text().split()[0])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--vm", default="testvm")
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--state-dir", default="/var/lib/virtbus/lab")
+    args = p.parse_args()
+    root = Path(args.state_dir)
+    lab = json.loads((root / "lab.json").read_text())
+    node = next(n for n in lab["nodes"] if (root / "nodes" / n / "vmis" / args.vm / "launcher.pid").exists())
+    pod = netns_pids(f"{lab['prefix']}-{node}-{args.vm}")
+    procs = {
+        "QEMU": next(pid for pid in pod if comm(pid).startswith("qemu-system")),
+        "launcher": read_pid(root / "nodes" / node / "vmis" / args.vm / "launcher.pid"),
+        "libvirtd": next(pid for pid in pod if comm(pid) == "libvirtd"),
+        f"handler ({node})": read_pid(root / "pids" / f"handler-{node}.pid"),
+        "scheduler": read_pid(root / "pids" / "scheduler.pid"),
+    }
+    before = {name: cpu_ticks(pid) for name, pid in procs.items()}
+    t0 = time.monotonic()
+    time.sleep(args.seconds)
+    took = time.monotonic() - t0
+    after = {name: cpu_ticks(pid) for name, pid in procs.items()}
+    cpu = {name: (after[name] - before[name]) / TICKS / took * 100 for name in procs}
+    print(f"idle {args.vm} on {node} over {took:.0f}s, CPU in % of one core: " +
+          ", ".join(f"{name} {value:.2f}" for name, value in cpu.items()))
+    per_vm = {name: pss_kib(procs[name]) for name in ("QEMU", "launcher", "libvirtd")}
+    print("per-VM memory (PSS): " + ", ".join(f"{name} {kib / 1024:.1f} MiB" for name, kib in per_vm.items()) +
+          f"; total {sum(per_vm.values()) / 1024:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
