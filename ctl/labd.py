@@ -53,7 +53,9 @@ def main() -> None:
         with open(logs / f"{name}.log", "ab") as logf:
             procs[name] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
         cfg.pidfile(name).parent.mkdir(parents=True, exist_ok=True)
-        cfg.pidfile(name).write_text(f"{procs[name].pid}\n")
+        tmp = cfg.pidfile(name).with_suffix(".tmp")  # a reader never sees it half written
+        tmp.write_text(f"{procs[name].pid}\n")
+        tmp.rename(cfg.pidfile(name))
 
     spawn("nats-server", ["nats-server", "-c", str(cfg.nats_config)])
     _wait_port(cfg.port, 15)
