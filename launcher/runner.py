@@ -18,7 +18,7 @@ import libvirt
 import msgspec
 import structlog
 
-from launcher import disks, namespaces, podnic
+from launcher import disks, lifecycle, namespaces, podnic
 from launcher.console import ConsoleInput, ConsoleTail
 from launcher.dhcp_packet import Lease
 from launcher.dhcp_server import serve_dhcp_in_netns
@@ -27,7 +27,7 @@ from launcher.libvirtd import PrivateLibvirtd
 from launcher.masquerade import Masquerade
 from proto import subjects
 from proto.errors import ApiError, Code
-from proto.nodeapi import EventNote, StatusReport, tidy
+from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
 from proto.state import FINAL_PHASES, VMI, Phase, VMIInterface
 from proto.stats import from_libvirt
 from servicekit import launcherlock
@@ -37,6 +37,8 @@ from servicekit.store import Store
 
 log = structlog.get_logger()
 REPORT_PATIENCE_S = 300.0
+CONDITION_PATIENCE_S = 30.0  # a pause not said in time is said by the next change, or not at all
+LIBVIRTD_RESTARTS = 3
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Runner:
         self.taps: dict[str, str] = {}
         self._dhcp: list[asyncio.Task[None]] = []
         self._dhcp_stop = asyncio.Event()
+        self.dom: Any = None  # the domain on the current libvirtd connection
 
     async def set_phase(self, phase: Phase, reason: str = "") -> None:
         """Reported to the control plane (a node writes no VMI itself); waits out an outage of it
@@ -133,13 +136,13 @@ class Runner:
                 await self.set_phase(Phase.FAILED, "launcher terminated while starting the domain")
                 return 1
             except Exception as exc:
-                reason = exc.message if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}"
                 log.exception("could not start the domain")
-                await self.set_phase(Phase.FAILED, f"launch failed: {reason}")
+                await self.set_phase(Phase.FAILED, lifecycle.launch_failure(exc))
                 return 1
             tail = asyncio.create_task(self.console.run())
             keys = asyncio.create_task(ConsoleInput(self.store.nc, self.args.node, self.args.vmi, CONSOLE_SOCKET).run())
-            publisher = asyncio.create_task(self._publish_stats(dom))
+            self.dom = dom
+            publisher = asyncio.create_task(self._publish_stats())
             phase, reason = await self._supervise(dom, vmi.spec.termination_grace_period_seconds)
             await self.console.pump()
             await self.set_phase(phase, reason)
@@ -233,7 +236,8 @@ class Runner:
 
     async def _supervise(self, dom: Any, grace: int) -> tuple[Phase, str]:
         """Wait until the domain ends, or until asked to end it; returns the final phase and why."""
-        stopped = asyncio.create_task(self._domain_stopped())
+        self.dom = dom
+        stopped = asyncio.create_task(self._follow_domain())
         asked = asyncio.create_task(self.stop_requested.wait())
         gone = asyncio.create_task(self.gone.wait())
         term = asyncio.create_task(self.terminated.wait())
@@ -241,12 +245,9 @@ class Runner:
         for t in pending:
             t.cancel()
         if stopped in done:
-            detail = stopped.result()
-            if detail in ("SHUTDOWN",):
-                return Phase.SUCCEEDED, "guest shut down"
-            return Phase.FAILED, f"domain stopped: {detail}"
+            return stopped.result()
         if asked in done:
-            how = await self.libvirtd.shutdown(dom, grace)
+            how = await self.libvirtd.shutdown(self.dom, grace)
             log.info("stopped on request", how=how)
             return Phase.SUCCEEDED, "stopped" if how == "shutdown" else f"stopped (destroyed after {grace}s grace)"
         await self.libvirtd.destroy_and_undefine(self.args.vmi)
@@ -254,12 +255,67 @@ class Runner:
             return Phase.SUCCEEDED, "instance deleted"
         return Phase.FAILED, "launcher terminated"
 
-    async def _publish_stats(self, dom: Any, interval: float = 5.0) -> None:
+    async def _follow_domain(self) -> tuple[Phase, str]:
+        """Domain events until the domain ends: pauses become the Paused condition, a lost libvirtd
+        is restarted; returns the end (phase, reason)."""
+        while True:
+            event, detail = await self.events.get()
+            log.info("domain event", event_name=event, detail=detail)
+            match lifecycle.judge(event, detail):
+                case lifecycle.Ended(phase=phase, reason=reason):
+                    return phase, reason
+                case lifecycle.ConditionChanged(condition=cond):
+                    await self.report_condition(cond)
+                case lifecycle.LibvirtdLost(reason=reason):
+                    ended = await self._recover_libvirtd(reason)
+                    if ended is not None:
+                        return ended
+
+    async def _recover_libvirtd(self, reason: str) -> tuple[Phase, str] | None:
+        """As KubeVirt's virt-launcher does with its virtqemud: start a new libvirtd, which
+        reattaches the running QEMU, and follow the domain there. Said in the VMI meanwhile."""
+        log.warning("libvirtd lost; restarting it", reason=reason)
+        await self.report_condition(lifecycle.libvirtd_lost(reason))
+        attempt = 0
+        while True:
+            attempt += 1
+            active: bool | None = None
+            try:
+                await self.libvirtd.restart(self.args.pod_netns, self.args.vmi_dir)
+                self.libvirtd.watch_lifecycle(lambda event, detail: self.events.put_nowait((event, detail)))
+                self.dom, active = await self.libvirtd.lookup(self.args.vmi)
+            except Exception as exc:  # libvirt's errors, or one that would not start
+                log.warning("libvirtd restart failed", attempt=attempt, error=str(exc).splitlines()[0][:200])
+            why = lifecycle.restart_gives_up(attempt, LIBVIRTD_RESTARTS, active)
+            if why is not None:
+                # No libvirtd to manage it: QEMU must not run on unsupervised (nor twice, once rescheduled).
+                pid = await asyncio.to_thread(self.libvirtd.kill_qemu, self.args.vmi)
+                log.warning("giving up on libvirtd", reason=why, qemu_killed=pid)
+                return Phase.FAILED, why
+            if active:
+                log.info("libvirtd restarted; domain reattached", attempt=attempt, pid=self.libvirtd.pid)
+                await self.report_condition(lifecycle.libvirtd_back(attempt))
+                return None
+            await asyncio.sleep(1.0)  # as KubeVirt: no busy loop if libvirtd keeps dying
+
+    async def report_condition(self, cond: NodeCondition) -> None:
+        """A condition only the node sees (Paused, LibvirtdLost), with an event; a condition that
+        cannot be said (the control plane away for long) is logged, never the end of the launcher."""
+        note = EventNote(reason=cond.reason, message=cond.message, warning=cond.status == "True")
+        try:
+            await self.nodeapi.report(StatusReport(vmi=self.args.vmi, uid=self.args.uid, conditions=[cond],
+                                                   event=note), patience=CONDITION_PATIENCE_S)
+        except ApiError as exc:
+            log.warning("condition not reported", condition=cond.type, status=cond.status, error=exc.message)
+            return
+        log.info("condition", type=cond.type, status=cond.status, reason=cond.reason)
+
+    async def _publish_stats(self, interval: float = 5.0) -> None:
         a = self.args
         subject = subjects.stats(a.node, a.vmi)
         while True:
             try:
-                record = await self.libvirtd.stats(dom)
+                record = await self.libvirtd.stats(self.dom)  # the current one: libvirtd may have restarted
                 sample = from_libvirt(record, vmi=a.vmi, uid=a.uid, node=a.node, now=time.time())
                 names = {tap: iface for iface, tap in self.taps.items()}  # KubeVirt labels the spec's name
                 sample = msgspec.structs.replace(sample, nets=[
@@ -268,13 +324,6 @@ class Runner:
             except Exception:
                 log.warning("stats failed", exc_info=True)
             await asyncio.sleep(interval)
-
-    async def _domain_stopped(self) -> str:
-        while True:
-            event, detail = await self.events.get()
-            log.info("domain event", event_name=event, detail=detail)
-            if event in ("STOPPED", "CRASHED"):
-                return detail
 
     async def _watch_own(self) -> None:
         async for change in self.store.vmis.watch():
