@@ -25,6 +25,7 @@ from launcher.dhcp_server import serve_dhcp_in_netns
 from launcher.domain import CONSOLE_SOCKET, compose_domain_xml, plan_domain, stable_mac
 from launcher.libvirtd import PrivateLibvirtd
 from launcher.masquerade import Masquerade
+from launcher.supervision import DomainFollower
 from proto import subjects
 from proto.errors import ApiError, Code
 from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
@@ -38,7 +39,6 @@ from servicekit.store import Store
 log = structlog.get_logger()
 REPORT_PATIENCE_S = 300.0
 CONDITION_PATIENCE_S = 30.0  # a pause not said in time is said by the next change, or not at all
-LIBVIRTD_RESTARTS = 3
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,6 @@ class Runner:
         self.nodeapi = NodeApiClient(store.nc, args.node)
         self.libvirtd = PrivateLibvirtd()
         self.console = ConsoleTail(store.js, args.node, args.vmi, args.uid, args.vmi_dir / "serial.log")
-        self.events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self.stop_requested = asyncio.Event()
         self.gone = asyncio.Event()
         self.terminated = asyncio.Event()
@@ -89,7 +88,8 @@ class Runner:
         self.taps: dict[str, str] = {}
         self._dhcp: list[asyncio.Task[None]] = []
         self._dhcp_stop = asyncio.Event()
-        self.dom: Any = None  # the domain on the current libvirtd connection
+        self.follower = DomainFollower(self.libvirtd, self.report_condition, vmi=args.vmi, netns=args.pod_netns,
+                                       workdir=args.vmi_dir)
 
     async def set_phase(self, phase: Phase, reason: str = "") -> None:
         """Reported to the control plane (a node writes no VMI itself); waits out an outage of it
@@ -141,7 +141,7 @@ class Runner:
                 return 1
             tail = asyncio.create_task(self.console.run())
             keys = asyncio.create_task(ConsoleInput(self.store.nc, self.args.node, self.args.vmi, CONSOLE_SOCKET).run())
-            self.dom = dom
+            self.follower.dom = dom
             publisher = asyncio.create_task(self._publish_stats())
             phase, reason = await self._supervise(dom, vmi.spec.termination_grace_period_seconds)
             await self.console.pump()
@@ -166,7 +166,7 @@ class Runner:
                       for lease, bridge in self.leases]
         await self.libvirtd.start(a.pod_netns, a.vmi_dir)
         self._reaper = asyncio.create_task(reap_orphans())
-        self.libvirtd.watch_lifecycle(lambda event, detail: self.events.put_nowait((event, detail)))
+        self.follower.watch()
         kinds: list[Literal["kvm", "qemu"]] = ["kvm", "qemu"] if a.kvm else ["qemu"]
         for kind in kinds:
             plan = plan_domain(vmi.spec, uid=a.uid, domain_type=kind, disk_paths=paths, taps=taps,
@@ -236,8 +236,8 @@ class Runner:
 
     async def _supervise(self, dom: Any, grace: int) -> tuple[Phase, str]:
         """Wait until the domain ends, or until asked to end it; returns the final phase and why."""
-        self.dom = dom
-        stopped = asyncio.create_task(self._follow_domain())
+        self.follower.dom = dom
+        stopped = asyncio.create_task(self.follower.follow())
         asked = asyncio.create_task(self.stop_requested.wait())
         gone = asyncio.create_task(self.gone.wait())
         term = asyncio.create_task(self.terminated.wait())
@@ -247,56 +247,13 @@ class Runner:
         if stopped in done:
             return stopped.result()
         if asked in done:
-            how = await self.libvirtd.shutdown(self.dom, grace)
+            how = await self.libvirtd.shutdown(self.follower.dom, grace)
             log.info("stopped on request", how=how)
             return Phase.SUCCEEDED, "stopped" if how == "shutdown" else f"stopped (destroyed after {grace}s grace)"
         await self.libvirtd.destroy_and_undefine(self.args.vmi)
         if gone in done:
             return Phase.SUCCEEDED, "instance deleted"
         return Phase.FAILED, "launcher terminated"
-
-    async def _follow_domain(self) -> tuple[Phase, str]:
-        """Domain events until the domain ends: pauses become the Paused condition, a lost libvirtd
-        is restarted; returns the end (phase, reason)."""
-        while True:
-            event, detail = await self.events.get()
-            log.info("domain event", event_name=event, detail=detail)
-            match lifecycle.judge(event, detail):
-                case lifecycle.Ended(phase=phase, reason=reason):
-                    return phase, reason
-                case lifecycle.ConditionChanged(condition=cond):
-                    await self.report_condition(cond)
-                case lifecycle.LibvirtdLost(reason=reason):
-                    ended = await self._recover_libvirtd(reason)
-                    if ended is not None:
-                        return ended
-
-    async def _recover_libvirtd(self, reason: str) -> tuple[Phase, str] | None:
-        """As KubeVirt's virt-launcher does with its virtqemud: start a new libvirtd, which
-        reattaches the running QEMU, and follow the domain there. Said in the VMI meanwhile."""
-        log.warning("libvirtd lost; restarting it", reason=reason)
-        await self.report_condition(lifecycle.libvirtd_lost(reason))
-        attempt = 0
-        while True:
-            attempt += 1
-            active: bool | None = None
-            try:
-                await self.libvirtd.restart(self.args.pod_netns, self.args.vmi_dir)
-                self.libvirtd.watch_lifecycle(lambda event, detail: self.events.put_nowait((event, detail)))
-                self.dom, active = await self.libvirtd.lookup(self.args.vmi)
-            except Exception as exc:  # libvirt's errors, or one that would not start
-                log.warning("libvirtd restart failed", attempt=attempt, error=str(exc).splitlines()[0][:200])
-            why = lifecycle.restart_gives_up(attempt, LIBVIRTD_RESTARTS, active)
-            if why is not None:
-                # No libvirtd to manage it: QEMU must not run on unsupervised (nor twice, once rescheduled).
-                pid = await asyncio.to_thread(self.libvirtd.kill_qemu, self.args.vmi)
-                log.warning("giving up on libvirtd", reason=why, qemu_killed=pid)
-                return Phase.FAILED, why
-            if active:
-                log.info("libvirtd restarted; domain reattached", attempt=attempt, pid=self.libvirtd.pid)
-                await self.report_condition(lifecycle.libvirtd_back(attempt))
-                return None
-            await asyncio.sleep(1.0)  # as KubeVirt: no busy loop if libvirtd keeps dying
 
     async def report_condition(self, cond: NodeCondition) -> None:
         """A condition only the node sees (Paused, LibvirtdLost), with an event; a condition that
@@ -315,7 +272,7 @@ class Runner:
         subject = subjects.stats(a.node, a.vmi)
         while True:
             try:
-                record = await self.libvirtd.stats(self.dom)  # the current one: libvirtd may have restarted
+                record = await self.libvirtd.stats(self.follower.dom)  # the current one: libvirtd may restart
                 sample = from_libvirt(record, vmi=a.vmi, uid=a.uid, node=a.node, now=time.time())
                 names = {tap: iface for iface, tap in self.taps.items()}  # KubeVirt labels the spec's name
                 sample = msgspec.structs.replace(sample, nets=[
