@@ -98,8 +98,25 @@ def qemu_pid(lab: Lab, name: str = VM, node: str = NODE) -> int:
     return found[0]
 
 
+def mark_pod(lab: Lab, name: str = VM, node: str = NODE) -> None:
+    """A marker link (a bridge) in the VM's pod namespace (never the root one): a later run that reuses the
+    namespace's name starts without it only if this namespace was deleted."""
+    subprocess.run(["ip", "-n", f"{lab.prefix}-{node}-{name}", "link", "add", "vbmark", "type", "bridge"], check=True)
+
+
+def pod_marked(lab: Lab, name: str = VM, node: str = NODE) -> bool:
+    return subprocess.run(["ip", "-n", f"{lab.prefix}-{node}-{name}", "link", "show", "vbmark"],
+                          capture_output=True, check=False).returncode == 0
+
+
 def events(lab: Lab, name: str = VM) -> list[str]:
     return [line for line in lab.cli("get", "events").stdout.splitlines() if f"/{name} " in line]
+
+
+def virsh(launcher: int, *args: str) -> None:
+    """virsh against a launcher's own libvirtd, reachable only inside its mount namespace."""
+    subprocess.run(["nsenter", "-t", str(launcher), "-m", "virsh", "-q", "-c", "qemu:///system", *args],
+                   check=True, capture_output=True, timeout=60)
 
 
 def gone(pid: int) -> bool:
@@ -119,9 +136,7 @@ def faults(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
 def test_a_paused_guest_shows_paused_and_resumes(lab: Lab, faults: Path) -> None:
     first = running(lab)
     launcher = pid_in(vmi_dir(lab) / "launcher.pid")
-    # the launcher's own libvirtd is only reachable inside its mount namespace
-    virsh = ["nsenter", "-t", str(launcher), "-m", "virsh", "-q", "-c", "qemu:///system"]
-    subprocess.run([*virsh, "suspend", VM], check=True, capture_output=True)
+    virsh(launcher, "suspend", VM)
     started = time.monotonic()
     paused = wait("Paused condition", lambda: (c := condition(vmi(lab), "Paused")) and c["status"] == "True" and c,
                   lab, timeout=30)
@@ -130,7 +145,7 @@ def test_a_paused_guest_shows_paused_and_resumes(lab: Lab, faults: Path) -> None
     item = vmi(lab)
     assert item is not None and item["status"]["phase"] == "Running"  # as KubeVirt: a pause is no phase
     assert vm_status(lab) == "Paused"
-    subprocess.run([*virsh, "resume", VM], check=True, capture_output=True)
+    virsh(launcher, "resume", VM)
     resumed = wait("Paused False", lambda: (c := condition(vmi(lab), "Paused")) and c["status"] == "False" and c,
                    lab, timeout=30)
     assert resumed["reason"] == "Resumed" and vm_status(lab) == "Running"
@@ -164,6 +179,7 @@ def test_a_killed_qemu_fails_the_vmi_and_always_runs_it_again(lab: Lab, faults: 
     item = running(lab)
     qemu, launcher = qemu_pid(lab), pid_in(vmi_dir(lab) / "launcher.pid")
     libvirtd = pid_in(vmi_dir(lab) / "libvirtd.pid")
+    mark_pod(lab)
     os.kill(qemu, signal.SIGKILL)
     started = time.monotonic()
     wait("the Failed event", lambda: any("QEMU exited unexpectedly" in e for e in events(lab)), lab, timeout=60)
@@ -172,12 +188,14 @@ def test_a_killed_qemu_fails_the_vmi_and_always_runs_it_again(lab: Lab, faults: 
     again = running(lab, other_than=item["metadata"]["uid"])
     print(f"qemu killed -> Running again: {time.monotonic() - started:.1f}s")
     assert again["status"]["nodeName"] == NODE and qemu_pid(lab) != qemu
+    assert not pod_marked(lab)  # the old run's namespace went with it
 
 
 def test_a_killed_launcher_fails_the_vmi_its_pod_is_cleaned_and_always_runs_it_again(lab: Lab, faults: Path) -> None:
     item = running(lab)
     qemu, launcher = qemu_pid(lab), pid_in(vmi_dir(lab) / "launcher.pid")
     libvirtd = pid_in(vmi_dir(lab) / "libvirtd.pid")
+    mark_pod(lab)
     os.kill(launcher, signal.SIGKILL)
     started = time.monotonic()
     wait("the Failed event", lambda: any("launcher killed by SIGKILL" in e for e in events(lab)), lab, timeout=60)
@@ -190,6 +208,7 @@ def test_a_killed_launcher_fails_the_vmi_its_pod_is_cleaned_and_always_runs_it_a
     new_qemu = qemu_pid(lab)
     assert new_qemu != qemu
     assert [p for p in processes_named_qemu_of(VM) if p != new_qemu] == []  # one QEMU for the VM, no leftover
+    assert not pod_marked(lab)  # the handler deleted the dead launcher's namespace
 
 
 def processes_named_qemu_of(name: str) -> list[int]:
@@ -197,16 +216,16 @@ def processes_named_qemu_of(name: str) -> list[int]:
 
 
 @contextlib.contextmanager
-def full_vmis_dir(path: Path) -> Iterator[Path]:
+def full_vmis_dir(path: Path, filler_bytes: int | None = None) -> Iterator[Path]:
     """A small tmpfs over the node's VMI directory (room for one VMI once freed), filled up; unmounted
-    whatever happens."""
+    whatever happens. With filler_bytes, the filler takes that much and the rest stays free."""
     path.mkdir(parents=True, exist_ok=True)
     assert list(path.iterdir()) == [], f"{path} is in use"
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "vbtest-full", str(path)], check=True)
     filler = path / ".filler"
     try:
         with contextlib.suppress(OSError), open(filler, "wb") as f:  # until ENOSPC, also on close
-            while True:
+            while filler_bytes is None or f.tell() < filler_bytes:
                 f.write(b"\0" * 4096)
                 f.flush()
         yield filler
@@ -241,6 +260,43 @@ def test_a_full_state_dir_fails_the_launch_with_the_reason_and_wedges_nothing(la
             filler.unlink()  # space again: the next try of the crash loop runs it
             running(lab, name)
             print(f"disk full -> Running once freed: {time.monotonic() - started:.1f}s")
+        finally:
+            lab.cli("delete", name, "--wait", "--timeout", "180", check=False)
+
+
+def with_empty_disk(path: str, capacity: str) -> str:
+    doc = yaml.safe_load(Path(path).read_text())
+    spec = doc["spec"]["template"]["spec"]
+    spec["domain"]["devices"]["disks"].append({"name": "scratch", "disk": {"bus": "virtio"}})
+    spec["volumes"].append({"name": "scratch", "emptyDisk": {"capacity": capacity}})
+    Path(path).write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_a_disk_io_error_pauses_the_guest_with_the_reason(lab: Lab, faults: Path) -> None:
+    """The guest writes to a disk whose file lies on a full filesystem: QEMU stops it (werror=enospc,
+    its default), the VMI says PausedIOError; with room again, a resume lets the write finish."""
+    name = "iofull"
+    with full_vmis_dir(lab.state_dir / "nodes" / "node1" / "vmis", filler_bytes=12 << 20) as filler:
+        lab.cli("apply", "-f", with_empty_disk(manifest(faults, name, "node1", "Always"), "64Mi"))
+        try:
+            item = running(lab, name)
+            # 8 MiB into the empty disk (the third, vdc) while some 2-3 MiB are left on the tmpfs
+            write = "dd if=/dev/zero of=/dev/vdc bs=1M count=8 conv=fsync && echo dd-$((40+8))\\n"
+            lab.cli("console", name, "--send", write)
+            started = time.monotonic()
+            paused = wait("PausedIOError", lambda: (c := condition(vmi(lab, name), "Paused")) and c["status"] == "True"
+                          and c, lab, timeout=120)
+            print(f"disk full under the guest -> Paused: {time.monotonic() - started:.1f}s")
+            assert paused["reason"] == "PausedIOError"
+            again = vmi(lab, name)
+            assert again is not None and again["status"]["phase"] == "Running"
+            assert again["metadata"]["uid"] == item["metadata"]["uid"] and vm_status(lab, name) == "Paused"
+            filler.unlink()  # room again; as after `virtctl unpause`, the guest goes on
+            virsh(pid_in(vmi_dir(lab, name, "node1") / "launcher.pid"), "resume", name)
+            wait("Paused False", lambda: (c := condition(vmi(lab, name), "Paused")) and c["status"] == "False",
+                 lab, timeout=30)
+            assert "dd-48" in lab.cli("console", name, "--log", "--until", "dd-48", "--timeout", "120").stdout
         finally:
             lab.cli("delete", name, "--wait", "--timeout", "180", check=False)
 
