@@ -216,11 +216,12 @@ def processes_named_qemu_of(name: str) -> list[int]:
 
 
 @contextlib.contextmanager
-def full_vmis_dir(path: Path, filler_bytes: int | None = None) -> Iterator[Path]:
-    """A small tmpfs over the node's VMI directory (room for one VMI once freed), filled up; unmounted
-    whatever happens. With filler_bytes, the filler takes that much and the rest stays free."""
+def full_dir(path: Path, filler_bytes: int | None = None) -> Iterator[Path]:
+    """A small tmpfs over a node's directory (room for one VMI and its image once freed), filled up;
+    unmounted whatever happens. With filler_bytes, the filler takes that much and the rest stays free."""
     path.mkdir(parents=True, exist_ok=True)
-    assert list(path.iterdir()) == [], f"{path} is in use"
+    running_here = [d.name for d in (path / "vmis").iterdir()] if (path / "vmis").is_dir() else []
+    assert running_here == [], f"{path} is in use by {running_here}"
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "vbtest-full", str(path)], check=True)
     filler = path / ".filler"
     try:
@@ -236,7 +237,8 @@ def full_vmis_dir(path: Path, filler_bytes: int | None = None) -> Iterator[Path]
 def test_a_full_state_dir_fails_the_launch_with_the_reason_and_wedges_nothing(lab: Lab, faults: Path) -> None:
     item = running(lab)  # on node2, while node1's disk is full
     name = "diskfull"
-    with full_vmis_dir(lab.state_dir / "nodes" / "node1" / "vmis") as filler:
+    # the node's whole state dir: its VMIs' files, its image cache, libvirt's cache
+    with full_dir(lab.state_dir / "nodes" / "node1") as filler:
         with pytest.raises(OSError) as exc:  # it is full indeed
             (filler.parent / "probe").write_text("x")
         assert exc.value.errno == errno.ENOSPC
@@ -277,7 +279,7 @@ def test_a_disk_io_error_pauses_the_guest_with_the_reason(lab: Lab, faults: Path
     """The guest writes to a disk whose file lies on a full filesystem: QEMU stops it (werror=enospc,
     its default), the VMI says PausedIOError; with room again, a resume lets the write finish."""
     name = "iofull"
-    with full_vmis_dir(lab.state_dir / "nodes" / "node1" / "vmis", filler_bytes=12 << 20) as filler:
+    with full_dir(lab.state_dir / "nodes" / "node1" / "vmis", filler_bytes=12 << 20) as filler:
         lab.cli("apply", "-f", with_empty_disk(manifest(faults, name, "node1", "Always"), "64Mi"))
         try:
             item = running(lab, name)
