@@ -156,6 +156,11 @@ def test_a_paused_guest_shows_paused_and_resumes(lab: Lab, faults: Path) -> None
 def test_a_killed_libvirtd_is_noticed_and_restarted_the_guest_runs_on(lab: Lab, faults: Path) -> None:
     item = running(lab)
     qemu = qemu_pid(lab)
+    launcher = pid_in(vmi_dir(lab) / "launcher.pid")
+    # where the launcher finds QEMU when no libvirtd is left to destroy it (PrivateLibvirtd.kill_qemu)
+    pidfile = subprocess.run(["nsenter", "-t", str(launcher), "-m", "cat", f"/run/libvirt/qemu/{VM}.pid"],
+                             capture_output=True, text=True, check=True, timeout=30).stdout
+    assert int(pidfile) == qemu
     libvirtd = pid_in(vmi_dir(lab) / "libvirtd.pid")
     os.kill(libvirtd, signal.SIGKILL)
     started = time.monotonic()
