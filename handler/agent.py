@@ -6,6 +6,7 @@ a launcher could not (it died) and cleans up after them.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Network
@@ -141,7 +142,7 @@ class Agent:
             code = launcher.returncode()
             await self._forget(name)
             if vmi.phase not in FINAL_PHASES:
-                reason = f"launcher exited (code {code})" if code is not None else "launcher exited"
+                reason = launcher_exit_reason(code)
                 log.warning("launcher died before its instance finished", vmi=name, code=code)
                 await self._fail(vmi, reason)
             return
@@ -194,3 +195,16 @@ class Agent:
     async def _forget(self, name: str) -> None:
         self.launchers.forget(name)
         await asyncio.to_thread(self.launchers.clean_up, name)
+
+
+def launcher_exit_reason(code: int | None) -> str:
+    """Why a launcher that left its instance unfinished ended, from its exit status (None: it was
+    adopted from an earlier handler, whose child it was)."""
+    if code is None:
+        return "launcher exited"
+    if code < 0:
+        try:
+            return f"launcher killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"launcher killed by signal {-code}"
+    return f"launcher exited (code {code})"

@@ -14,10 +14,15 @@ import sys
 from pathlib import Path
 
 from launcher import namespaces
-from launcher.runner import LauncherArgs, Runner
+from launcher.lifecycle import launch_failure
+from launcher.runner import REPORT_PATIENCE_S, LauncherArgs, Runner
 from proto import subjects
+from proto.errors import ApiError
+from proto.nodeapi import EventNote, StatusReport
+from proto.state import Phase
 from servicekit import launcherlock, logs
-from servicekit.store import Store
+from servicekit.nodeclient import NodeApiClient
+from servicekit.store import Store, connect_nats
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -30,6 +35,21 @@ async def _main(args: LauncherArgs, url: str, creds: str | None) -> int:
         return await Runner(args, store).run()
     finally:
         await store.close()
+
+
+async def _report_failure(args: LauncherArgs, url: str, creds: str | None, reason: str) -> int:
+    logs.configure("launcher", vm=args.vmi, vmi=args.vmi, node=args.node, uid=args.uid)
+    nc = await connect_nats(url, f"virtbus-launcher-{args.node}-{args.vmi}", creds=creds,
+                            inbox=subjects.inbox_prefix("node", args.node))
+    try:
+        await NodeApiClient(nc, args.node).report(StatusReport(
+            vmi=args.vmi, uid=args.uid, phase=Phase.FAILED, reason=reason,
+            event=EventNote(reason="Failed", message=reason, warning=True)), patience=REPORT_PATIENCE_S)
+    except ApiError as exc:  # gone or no longer ours: nothing to say it to
+        print(f"launcher: failure not reported: {exc.message}", file=sys.stderr)
+    finally:
+        await nc.close()
+    return 1
 
 
 def main() -> None:
@@ -50,15 +70,22 @@ def main() -> None:
     args = LauncherArgs(vmi=ns.vmi, uid=ns.uid, node=ns.node, node_dir=Path(ns.node_dir),
                         pod_netns=ns.pod_netns, kvm=ns.kvm, node_netns=ns.node_netns, pod_ip=ns.pod_ip,
                         pod_gateway=ns.pod_gateway, secondary=tuple(ns.secondary))
-    args.vmi_dir.mkdir(parents=True, exist_ok=True)
-    if launcherlock.hold(args.vmi_dir) is None:
-        print(f"launcher: another launcher runs {args.vmi}; leaving it be", file=sys.stderr)
-        sys.exit(launcherlock.EXIT_ALREADY_RUNNING)
-    launcherlock.write_pid(args.vmi_dir, os.getpid(), args.uid)
-    # libvirtd daemonizes; as subreaper this launcher inherits and reaps it (and what it leaves).
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    namespaces.create_netns(args.pod_netns)
-    namespaces.enter_private_mounts(args.vmi_dir / "libvirt-etc", args.node_dir / "libvirt-cache")
+    try:
+        args.vmi_dir.mkdir(parents=True, exist_ok=True)
+        if launcherlock.hold(args.vmi_dir) is None:
+            print(f"launcher: another launcher runs {args.vmi}; leaving it be", file=sys.stderr)
+            sys.exit(launcherlock.EXIT_ALREADY_RUNNING)
+        launcherlock.write_pid(args.vmi_dir, os.getpid(), args.uid)
+        # libvirtd daemonizes; as subreaper this launcher inherits and reaps it (and what it leaves).
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        namespaces.create_netns(args.pod_netns)
+        namespaces.enter_private_mounts(args.vmi_dir / "libvirt-etc", args.node_dir / "libvirt-cache")
+    except OSError as exc:
+        # e.g. a full state dir: say why in the VMI rather than leave the handler a bare exit code
+        reason = launch_failure(exc)
+        print(f"launcher: {reason}", file=sys.stderr)
+        namespaces.delete_netns(args.pod_netns)
+        sys.exit(asyncio.run(_report_failure(args, ns.server, ns.creds, reason)))
     sys.exit(asyncio.run(_main(args, ns.server, ns.creds)))
 
 

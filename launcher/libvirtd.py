@@ -7,6 +7,9 @@ events arrive on the asyncio loop through libvirtaio.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -17,12 +20,14 @@ import libvirt
 import libvirtaio
 import structlog
 
+from launcher.lifecycle import CONNECTION_CLOSED
 from launcher.namespaces import netns_enter_fn
 from servicekit import processes
 
 log = structlog.get_logger()
 SOCKET = Path("/run/libvirt/libvirt-sock")
 LOG = Path("/var/log/libvirt/libvirtd.log")
+QEMU_RUN = Path("/run/libvirt/qemu")  # <domain>.pid and its status XML, in the private tmpfs
 
 EVENTS = {libvirt.VIR_DOMAIN_EVENT_DEFINED: "DEFINED", libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "UNDEFINED",
           libvirt.VIR_DOMAIN_EVENT_STARTED: "STARTED", libvirt.VIR_DOMAIN_EVENT_SUSPENDED: "SUSPENDED",
@@ -33,6 +38,18 @@ STOPPED_DETAILS = {libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN: "SHUTDOWN",
                    libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED: "DESTROYED",
                    libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED: "CRASHED",
                    libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED: "FAILED"}
+SUSPENDED_DETAILS = {libvirt.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED: "PAUSED",
+                     libvirt.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED: "MIGRATED",
+                     libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR: "IOERROR",
+                     libvirt.VIR_DOMAIN_EVENT_SUSPENDED_WATCHDOG: "WATCHDOG",
+                     libvirt.VIR_DOMAIN_EVENT_SUSPENDED_API_ERROR: "API_ERROR",
+                     libvirt.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY: "POSTCOPY",
+                     libvirt.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY_FAILED: "POSTCOPY_FAILED"}
+CRASHED_DETAILS = {libvirt.VIR_DOMAIN_EVENT_CRASHED_PANICKED: "PANICKED"}
+DETAILS = {"STOPPED": STOPPED_DETAILS, "SUSPENDED": SUSPENDED_DETAILS, "CRASHED": CRASHED_DETAILS}
+CLOSE_REASONS = {libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "ERROR", libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "EOF",
+                 libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "KEEPALIVE",
+                 libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "CLIENT"}
 
 _event_loop_registered = False
 
@@ -73,11 +90,62 @@ class PrivateLibvirtd:
         raise LibvirtdError(f"libvirtd gave no socket within {timeout:.0f}s: " + " | ".join(tail))
 
     def watch_lifecycle(self, callback: Callable[[str, str], None]) -> None:
+        """Domain lifecycle events as (event, detail) names, and the loss of this connection as
+        (lifecycle.CONNECTION_CLOSED, reason): libvirtd gives no event when it dies, the socket's
+        end is how we learn it (libvirtaio watches it on our loop)."""
         def on_event(conn: Any, dom: Any, event: int, detail: int, opaque: Any) -> None:
             name = EVENTS.get(event, str(event))
-            callback(name, STOPPED_DETAILS.get(detail, str(detail)) if name == "STOPPED" else str(detail))
+            callback(name, DETAILS.get(name, {}).get(detail, str(detail)))
+
+        def on_close(conn: Any, reason: int, opaque: Any) -> None:
+            callback(CONNECTION_CLOSED, CLOSE_REASONS.get(reason, str(reason)))
 
         self.conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_event, None)
+        self.conn.registerCloseCallback(on_close, None)
+
+    async def restart(self, netns: str, workdir: Path) -> None:
+        """A new libvirtd after the last one died (its QEMU runs on); libvirtd reattaches running
+        domains from their status in /run/libvirt, which our private tmpfs kept."""
+        self._drop_connection()
+        self.pid = None
+        # the dead one's: a stale socket or pidfile would pass for the new one's
+        SOCKET.unlink(missing_ok=True)
+        (workdir / "libvirtd.pid").unlink(missing_ok=True)
+        await self.start(netns, workdir)
+
+    async def lookup(self, name: str) -> tuple[Any, bool]:
+        """The domain by name on the current connection, and whether it runs."""
+        dom = await asyncio.to_thread(self.conn.lookupByName, name)
+        return dom, await asyncio.to_thread(_active, dom)
+
+    def kill_qemu(self, name: str) -> int | None:
+        """SIGKILL the domain's QEMU by the pidfile libvirt wrote, for when no libvirtd is left to
+        destroy it; returns its pid."""
+        try:
+            text = (QEMU_RUN / f"{name}.pid").read_text().strip()
+        except OSError:
+            return None
+        if not text.isdigit():
+            return None
+        pid = int(text)
+        if not is_qemu_of(pid, name):  # a pid is reused: only a QEMU of this domain is ours to kill
+            return None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def _drop_connection(self) -> None:
+        if self.conn is None:
+            return
+        try:
+            self.conn.unregisterCloseCallback()  # our own close is no loss of libvirtd
+        except libvirt.libvirtError:
+            pass
+        try:
+            self.conn.close()
+        except libvirt.libvirtError:
+            pass
+        self.conn = None
 
     async def define_and_start(self, xml: str) -> Any:
         dom = await asyncio.to_thread(self.conn.defineXML, xml)
@@ -117,12 +185,7 @@ class PrivateLibvirtd:
             pass
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except libvirt.libvirtError:
-                pass
-            self.conn = None
+        self._drop_connection()
         if self.pid is None:
             return
         pid, self.pid = self.pid, None
@@ -142,3 +205,13 @@ def _destroy(dom: Any) -> None:
             dom.destroy()
     except libvirt.libvirtError:
         pass
+
+
+def is_qemu_of(pid: int, name: str) -> bool:
+    """Whether ``pid`` is a QEMU libvirt started for the domain ``name`` (``-name guest=NAME,...``)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    words = {w for arg in argv for w in arg.split(",")}
+    return bool(argv) and "qemu" in Path(argv[0]).name and f"guest={name}" in words

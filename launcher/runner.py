@@ -18,16 +18,17 @@ import libvirt
 import msgspec
 import structlog
 
-from launcher import disks, namespaces, podnic
+from launcher import disks, lifecycle, namespaces, podnic
 from launcher.console import ConsoleInput, ConsoleTail
 from launcher.dhcp_packet import Lease
 from launcher.dhcp_server import serve_dhcp_in_netns
 from launcher.domain import CONSOLE_SOCKET, compose_domain_xml, plan_domain, stable_mac
 from launcher.libvirtd import PrivateLibvirtd
 from launcher.masquerade import Masquerade
+from launcher.supervision import DomainFollower
 from proto import subjects
 from proto.errors import ApiError, Code
-from proto.nodeapi import EventNote, StatusReport, tidy
+from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
 from proto.state import FINAL_PHASES, VMI, Phase, VMIInterface
 from proto.stats import from_libvirt
 from servicekit import launcherlock
@@ -39,6 +40,7 @@ log = structlog.get_logger()
 # A report waits out any outage of the control plane or the bus: the guest runs on meanwhile, and
 # giving up would end a healthy VM (or lose how it ended).
 REPORT_PATIENCE_S = -1.0
+CONDITION_PATIENCE_S = 30.0  # a pause not said in time is said by the next change, or not at all
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,6 @@ class Runner:
         self.nodeapi = NodeApiClient(store.nc, args.node)
         self.libvirtd = PrivateLibvirtd()
         self.console = ConsoleTail(store.js, args.node, args.vmi, args.uid, args.vmi_dir / "serial.log")
-        self.events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self.stop_requested = asyncio.Event()
         self.gone = asyncio.Event()
         self.terminated = asyncio.Event()
@@ -89,6 +90,8 @@ class Runner:
         self.taps: dict[str, str] = {}
         self._dhcp: list[asyncio.Task[None]] = []
         self._dhcp_stop = asyncio.Event()
+        self.follower = DomainFollower(self.libvirtd, self.report_condition, vmi=args.vmi, netns=args.pod_netns,
+                                       workdir=args.vmi_dir)
 
     async def set_phase(self, phase: Phase, reason: str = "") -> None:
         """Reported to the control plane (a node writes no VMI itself); waits out an outage of it
@@ -135,13 +138,13 @@ class Runner:
                 await self.set_phase(Phase.FAILED, "launcher terminated while starting the domain")
                 return 1
             except Exception as exc:
-                reason = exc.message if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}"
                 log.exception("could not start the domain")
-                await self.set_phase(Phase.FAILED, f"launch failed: {reason}")
+                await self.set_phase(Phase.FAILED, lifecycle.launch_failure(exc))
                 return 1
             tail = asyncio.create_task(self.console.run())
             keys = asyncio.create_task(ConsoleInput(self.store.nc, self.args.node, self.args.vmi, CONSOLE_SOCKET).run())
-            publisher = asyncio.create_task(self._publish_stats(dom))
+            self.follower.dom = dom
+            publisher = asyncio.create_task(self._publish_stats())
             phase, reason = await self._supervise(dom, vmi.spec.termination_grace_period_seconds)
             await self.console.pump()
             await self.set_phase(phase, reason)
@@ -165,7 +168,7 @@ class Runner:
                       for lease, bridge in self.leases]
         await self.libvirtd.start(a.pod_netns, a.vmi_dir)
         self._reaper = asyncio.create_task(reap_orphans())
-        self.libvirtd.watch_lifecycle(lambda event, detail: self.events.put_nowait((event, detail)))
+        self.follower.watch()
         kinds: list[Literal["kvm", "qemu"]] = ["kvm", "qemu"] if a.kvm else ["qemu"]
         for kind in kinds:
             plan = plan_domain(vmi.spec, uid=a.uid, domain_type=kind, disk_paths=paths, taps=taps,
@@ -235,7 +238,8 @@ class Runner:
 
     async def _supervise(self, dom: Any, grace: int) -> tuple[Phase, str]:
         """Wait until the domain ends, or until asked to end it; returns the final phase and why."""
-        stopped = asyncio.create_task(self._domain_stopped())
+        self.follower.dom = dom
+        stopped = asyncio.create_task(self.follower.follow())
         asked = asyncio.create_task(self.stop_requested.wait())
         gone = asyncio.create_task(self.gone.wait())
         term = asyncio.create_task(self.terminated.wait())
@@ -243,12 +247,9 @@ class Runner:
         for t in pending:
             t.cancel()
         if stopped in done:
-            detail = stopped.result()
-            if detail in ("SHUTDOWN",):
-                return Phase.SUCCEEDED, "guest shut down"
-            return Phase.FAILED, f"domain stopped: {detail}"
+            return stopped.result()
         if asked in done:
-            how = await self.libvirtd.shutdown(dom, grace)
+            how = await self.libvirtd.shutdown(self.follower.dom, grace)
             log.info("stopped on request", how=how)
             return Phase.SUCCEEDED, "stopped" if how == "shutdown" else f"stopped (destroyed after {grace}s grace)"
         await self.libvirtd.destroy_and_undefine(self.args.vmi)
@@ -256,12 +257,24 @@ class Runner:
             return Phase.SUCCEEDED, "instance deleted"
         return Phase.FAILED, "launcher terminated"
 
-    async def _publish_stats(self, dom: Any, interval: float = 5.0) -> None:
+    async def report_condition(self, cond: NodeCondition) -> None:
+        """A condition only the node sees (Paused, LibvirtdLost), with an event; a condition that
+        cannot be said (the control plane away for long) is logged, never the end of the launcher."""
+        note = EventNote(reason=cond.reason, message=cond.message, warning=cond.status == "True")
+        try:
+            await self.nodeapi.report(StatusReport(vmi=self.args.vmi, uid=self.args.uid, conditions=[cond],
+                                                   event=note), patience=CONDITION_PATIENCE_S)
+        except ApiError as exc:
+            log.warning("condition not reported", condition=cond.type, status=cond.status, error=exc.message)
+            return
+        log.info("condition", type=cond.type, status=cond.status, reason=cond.reason)
+
+    async def _publish_stats(self, interval: float = 5.0) -> None:
         a = self.args
         subject = subjects.stats(a.node, a.vmi)
         while True:
             try:
-                record = await self.libvirtd.stats(dom)
+                record = await self.libvirtd.stats(self.follower.dom)  # the current one: libvirtd may restart
                 sample = from_libvirt(record, vmi=a.vmi, uid=a.uid, node=a.node, now=time.time())
                 names = {tap: iface for iface, tap in self.taps.items()}  # KubeVirt labels the spec's name
                 sample = msgspec.structs.replace(sample, nets=[
@@ -270,13 +283,6 @@ class Runner:
             except Exception:
                 log.warning("stats failed", exc_info=True)
             await asyncio.sleep(interval)
-
-    async def _domain_stopped(self) -> str:
-        while True:
-            event, detail = await self.events.get()
-            log.info("domain event", event_name=event, detail=detail)
-            if event in ("STOPPED", "CRASHED"):
-                return detail
 
     async def _watch_own(self) -> None:
         async for change in self.store.vmis.watch():

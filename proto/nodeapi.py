@@ -24,6 +24,14 @@ VERB_ATTACH = "attach"
 
 # What a node may say of a VMI bound to it: that it runs, or how it ended.
 REPORTABLE_PHASES = frozenset({Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED})
+# ...and the conditions only it can see. KubeVirt's "Paused": the phase stays Running while the
+# guest is paused (by a user, or by the hypervisor on an I/O error such as a full disk).
+CONDITION_PAUSED = "Paused"
+# virtbus's own: True while the launcher's private libvirtd is gone (it restarts it, as KubeVirt's
+# virt-launcher restarts virtqemud), False with the story once it is back.
+CONDITION_LIBVIRTD_LOST = "LibvirtdLost"
+REPORTABLE_CONDITIONS = frozenset({CONDITION_PAUSED, CONDITION_LIBVIRTD_LOST})
+CONDITION_STATUSES = frozenset({"True", "False", "Unknown"})
 
 
 class Registration(Message, frozen=True):
@@ -44,6 +52,15 @@ class EventNote(Message, frozen=True):
     warning: bool = False
 
 
+class NodeCondition(Message, frozen=True):
+    """A condition as a node reports it; the control plane stamps its transition time."""
+
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+
+
 class StatusReport(Message, frozen=True):
     vmi: str
     uid: str
@@ -51,6 +68,7 @@ class StatusReport(Message, frozen=True):
     reason: str = ""
     interfaces: list[VMIInterface] | None = None
     event: EventNote | None = None
+    conditions: list[NodeCondition] | None = None  # each replaces the VMI's condition of its type
 
 
 class StatusReply(Message, frozen=True):
@@ -98,6 +116,16 @@ def check_report(report: StatusReport) -> None:
     texts = [("reason", report.reason)]
     if report.event is not None:
         texts += [("event.reason", report.event.reason), ("event.message", report.event.message)]
+    for i, cond in enumerate(report.conditions or []):
+        where = f"conditions[{i}]"
+        if cond.type not in REPORTABLE_CONDITIONS:
+            raise ApiError(Code.INVALID, f"a node reports only {sorted(REPORTABLE_CONDITIONS)} conditions, "
+                                         f"not {cond.type[:64]!r}", f"{where}.type")
+        if cond.status not in CONDITION_STATUSES:
+            raise ApiError(Code.INVALID, "a condition's status is True, False or Unknown", f"{where}.status")
+        if [c.type for c in report.conditions or []].count(cond.type) > 1:
+            raise ApiError(Code.INVALID, f"condition {cond.type} given twice", f"{where}.type")
+        texts += [(f"{where}.reason", cond.reason), (f"{where}.message", cond.message)]
     for field, text in texts:
         if len(text) > MAX_REASON or not text.isprintable():
             raise ApiError(Code.INVALID, f"{field} must be printable text of at most {MAX_REASON} characters", field)
@@ -145,5 +173,23 @@ def apply_report(vmi: VMI, report: StatusReport, node: str, now: float) -> VMI |
             changes["finished_at"] = now
             changes["conditions"] = [*ready, Condition(type="Ready", status="False", reason=phase.value,
                                                        last_transition_time=now)]
+    conditions = _with_reported(changes.get("conditions", vmi.conditions), report.conditions or [], now)
+    if phase in FINAL_PHASES:  # a guest that ended is not paused any more
+        conditions = [c for c in conditions if c.type not in REPORTABLE_CONDITIONS]
+    if conditions != vmi.conditions:
+        changes["conditions"] = conditions
     new = msgspec.structs.replace(vmi, **changes)
     return None if new == vmi else new
+
+
+def _with_reported(current: list[Condition], reported: list[NodeCondition], now: float) -> list[Condition]:
+    """The conditions with the node's replacing theirs; a condition's transition time moves only
+    when its status does, as in Kubernetes."""
+    out = list(current)
+    for cond in reported:
+        old = next((c for c in out if c.type == cond.type), None)
+        since = old.last_transition_time if old is not None and old.status == cond.status else now
+        new = Condition(type=cond.type, status=cond.status, reason=cond.reason, message=cond.message,
+                        last_transition_time=since)
+        out = [*(c for c in out if c.type != cond.type), new] if old != new else out
+    return out

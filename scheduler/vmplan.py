@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 
+from proto.nodeapi import CONDITION_PAUSED
 from proto.spec import RunStrategy
 from proto.state import FINAL_PHASES, VM, VMI, Phase
 
@@ -78,7 +79,9 @@ def printable_status(vm: VM, vmi: VMI | None, now: float = 0.0) -> str:
     if vmi.stop_requested and vmi.phase not in FINAL_PHASES:
         return "Stopping"
     if vmi.phase is Phase.RUNNING:
-        return "Running"
+        # KubeVirt's: a paused guest's instance stays Running, its VM prints Paused
+        paused = any(c.type == CONDITION_PAUSED and c.status == "True" for c in vmi.conditions)
+        return "Paused" if paused else "Running"
     if vmi.phase is Phase.SUCCEEDED:
         return "Stopped"
     if vmi.phase is Phase.FAILED:

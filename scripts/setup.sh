@@ -9,6 +9,7 @@ APT_PACKAGES=(
   nats-server libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils
   nftables iproute2 iputils-arping isc-dhcp-client genisoimage pkg-config gcc python3-dev curl
   prometheus  # the tests scrape a lab with a real one
+  systemd  # systemd-analyze checks the units of deploy/systemd (a real host runs them)
   # the test guest: kernel from Debian's source, busybox initramfs, a syslinux-booted disk
   linux-source-6.1 busybox-static build-essential bc flex bison libelf-dev cpio xz-utils kmod
   syslinux syslinux-common mtools dosfstools

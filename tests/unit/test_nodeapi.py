@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proto.errors import ApiError, Code
-from proto.nodeapi import StatusReport, apply_report
+from proto.nodeapi import NodeCondition, StatusReport, apply_report
 from proto.spec import Interface, Network, VMSpec
 from proto.state import VMI, Phase, VMIInterface
 
@@ -50,6 +50,18 @@ def test_interfaces_alone() -> None:
      "interfaces[0].ipAddress"),
     (StatusReport(vmi="testvm", uid="u1", interfaces=[VMIInterface(name="default", mac="zz")]), "interfaces[0].mac"),
     (StatusReport(vmi="testvm", uid="u1", interfaces=[VMIInterface(name="eth9")]), "interfaces[0].name"),
+    # conditions: only those a node alone sees (not Ready, which follows the phase, nor PodScheduled)
+    (StatusReport(vmi="testvm", uid="u1", conditions=[NodeCondition(type="Ready", status="True")]),
+     "conditions[0].type"),
+    (StatusReport(vmi="testvm", uid="u1", conditions=[NodeCondition(type="PodScheduled", status="True")]),
+     "conditions[0].type"),
+    (StatusReport(vmi="testvm", uid="u1", conditions=[NodeCondition(type="Paused", status="yes")]),
+     "conditions[0].status"),
+    (StatusReport(vmi="testvm", uid="u1", conditions=[NodeCondition(type="Paused", status="True", reason="a\nb")]),
+     "conditions[0].reason"),
+    (StatusReport(vmi="testvm", uid="u1", conditions=[NodeCondition(type="Paused", status="True"),
+                                                      NodeCondition(type="Paused", status="False")]),
+     "conditions[0].type"),
 ])
 def test_what_a_node_says_is_checked(report: StatusReport, field: str) -> None:
     with pytest.raises(ApiError) as exc:
@@ -73,4 +85,40 @@ def test_what_a_node_may_not_say(node: str, uid: str, phase: Phase, code: Code) 
 def test_an_unbound_vmi_is_nobodys() -> None:
     with pytest.raises(ApiError) as exc:
         apply_report(bound(node=None), StatusReport(vmi="testvm", uid="u1", phase=Phase.RUNNING), "node1", T0)
+    assert exc.value.code is Code.FORBIDDEN
+
+
+def paused(status: str, reason: str) -> StatusReport:
+    return StatusReport(vmi="testvm", uid="u1", conditions=[NodeCondition(type="Paused", status=status, reason=reason,
+                                                                          message="why")])
+
+
+def test_a_pause_is_a_condition_and_the_phase_stays_running() -> None:
+    running = apply_report(bound(), StatusReport(vmi="testvm", uid="u1", phase=Phase.RUNNING), "node1", T0)
+    assert running is not None
+    new = apply_report(running, paused("True", "PausedIOError"), "node1", T0 + 3)
+    assert new is not None and new.phase is Phase.RUNNING and new.reason == ""
+    cond = next(c for c in new.conditions if c.type == "Paused")
+    assert (cond.status, cond.reason, cond.message) == ("True", "PausedIOError", "why")
+    assert cond.last_transition_time == T0 + 3
+    assert [c.type for c in new.conditions] == ["Ready", "Paused"]
+    # said again: nothing changes, not even the transition time
+    assert apply_report(new, paused("True", "PausedIOError"), "node1", T0 + 9) is None
+    resumed = apply_report(new, paused("False", "Resumed"), "node1", T0 + 10)
+    assert resumed is not None
+    pause = [(c.status, c.last_transition_time) for c in resumed.conditions if c.type == "Paused"]
+    assert pause == [("False", T0 + 10)]
+
+
+def test_an_end_drops_the_pause() -> None:
+    running = bound(Phase.RUNNING)
+    was_paused = apply_report(running, paused("True", "PausedByUser"), "node1", T0)
+    assert was_paused is not None
+    ended = apply_report(was_paused, StatusReport(vmi="testvm", uid="u1", phase=Phase.FAILED, reason="x"), "node1", T0)
+    assert ended is not None and [c.type for c in ended.conditions] == ["Ready"]
+
+
+def test_another_node_may_not_pause_it() -> None:
+    with pytest.raises(ApiError) as exc:
+        apply_report(bound(Phase.RUNNING), paused("True", "PausedByUser"), "node2", T0)
     assert exc.value.code is Code.FORBIDDEN

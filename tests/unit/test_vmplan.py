@@ -1,7 +1,7 @@
 import pytest
 
 from proto.spec import RunStrategy, VMSpec
-from proto.state import VM, VMI, Phase
+from proto.state import VM, VMI, Condition, Phase
 from scheduler.vmplan import Action, plan, printable_status
 
 
@@ -72,3 +72,11 @@ def test_crash_loop_backs_off_exponentially() -> None:
     assert printable_status(waiting, None, now=100.0) == "CrashLoopBackOff"
     assert plan(waiting, None, now=110.0) is Action.CREATE_VMI
     assert plan(waiting, vmi(Phase.RUNNING), now=111.0) is Action.RESET_FAILURES
+
+
+def test_a_paused_guest_prints_paused_and_stays_running() -> None:
+    paused = vmi(conditions=[Condition(type="Paused", status="True", reason="PausedIOError")])
+    assert printable_status(vm(RunStrategy.ALWAYS), paused) == "Paused"
+    assert plan(vm(RunStrategy.ALWAYS), paused) is Action.NOTHING  # a pause is not an end
+    resumed = vmi(conditions=[Condition(type="Paused", status="False", reason="Resumed")])
+    assert printable_status(vm(RunStrategy.ALWAYS), resumed) == "Running"
