@@ -21,8 +21,9 @@ from proto.errors import ApiError
 from proto.nodeapi import EventNote, StatusReport
 from proto.state import Phase
 from servicekit import launcherlock, logs
+from servicekit.connection import connect_nats
 from servicekit.nodeclient import NodeApiClient
-from servicekit.store import Store, connect_nats
+from servicekit.store import Store
 
 PR_SET_CHILD_SUBREAPER = 36
 
