@@ -281,14 +281,20 @@ def with_empty_disk(path: str, capacity: str) -> str:
 
 
 def test_a_disk_io_error_pauses_the_guest_with_the_reason(lab: Lab, faults: Path) -> None:
-    """The guest writes to a disk whose file lies on a full filesystem: QEMU stops it (werror=enospc,
-    its default), the VMI says PausedIOError; with room again, a resume lets the write finish."""
+    """The guest writes to a disk whose file lies on a filesystem that filled up after the launch (a
+    launch whose emptyDisks could not fill up is refused: issue 8's limit): QEMU stops the guest
+    (werror=enospc, its default), the VMI says PausedIOError; with room again, a resume lets the
+    write finish."""
     name = "iofull"
-    with full_dir(lab.state_dir / "nodes" / "node1" / "vmis", filler_bytes=12 << 20) as filler:
-        lab.cli("apply", "-f", with_empty_disk(manifest(faults, name, "node1", "Always"), "64Mi"))
+    with full_dir(lab.state_dir / "nodes" / "node1" / "vmis", filler_bytes=0) as filler:
+        lab.cli("apply", "-f", with_empty_disk(manifest(faults, name, "node1", "Always"), "8Mi"))
         try:
             item = running(lab, name)
-            # 8 MiB into the empty disk (the third, vdc) while some 2-3 MiB are left on the tmpfs
+            with contextlib.suppress(OSError), open(filler, "ab") as f:  # now fill it, until ENOSPC
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            # 8 MiB into the empty disk (the third, vdc), with no room left under it
             write = "dd if=/dev/zero of=/dev/vdc bs=1M count=8 conv=fsync && echo dd-$((40+8))\\n"
             lab.cli("console", name, "--send", write)
             started = time.monotonic()
