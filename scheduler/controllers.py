@@ -82,8 +82,8 @@ class Scheduler:
         self.nodes.resume("leading")
         await self.vmis.prime()
         self._tasks = [
-            asyncio.create_task(self._watch_vms()),
-            asyncio.create_task(self._watch_vmis()),
+            asyncio.create_task(_rewatching("vms", self._watch_vms)),
+            asyncio.create_task(_rewatching("vmis", self._watch_vmis)),
             asyncio.create_task(self._resync()),
             asyncio.create_task(self._node_lifecycle()),
             *([asyncio.create_task(self.nodes.run())] if self._own_nodes else []),
@@ -266,6 +266,18 @@ class Scheduler:
                     log.warning("node lifecycle", vmi=vmi.name, node=node, phase=written.value.phase.value)
                     await self.event("VirtualMachineInstance", vmi.name, reason, message,
                                      warning=transition is Transition.TO_UNKNOWN, node=node)
+
+
+async def _rewatching(bucket: str, watch: Callable[[], Awaitable[None]]) -> None:
+    """A watch that ends or fails is started again; it replays every current value, so nothing is missed."""
+    while True:
+        try:
+            await watch()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - logged, and the watch starts again
+            log.warning("watch ended; starting it again", bucket=bucket, error=str(exc) or type(exc).__name__)
+        await asyncio.sleep(1.0)
 
 
 def _with(vmi: VMI, cond: Condition) -> list[Condition]:

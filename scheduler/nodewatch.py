@@ -52,8 +52,10 @@ class NodeWatch:
         self.seen = nodelife.resume(self.seen, self.clock())
 
     def readiness(self, nodes: Iterable[Node] | None = None) -> dict[str, bool]:
+        """Ready or not, per node; one the watch has not brought yet (read by the caller just now)
+        is at its first sight, which counts as a beat (nodelife.observe)."""
         verdict = nodelife.readiness(self.seen, self.clock(), self.thresholds)
-        return verdict if nodes is None else {n.name: verdict.get(n.name, False) for n in nodes}
+        return verdict if nodes is None else {n.name: verdict.get(n.name, True) for n in nodes}
 
     async def run(self) -> None:
         """Watch forever: a watch that ends or fails is started again."""
