@@ -39,6 +39,7 @@ class Elector:
         self.leading = False
         self.view: View | None = None
         self.last_renewed: float | None = None
+        self._starting: asyncio.Future[None] | None = None
 
     async def run(self) -> None:
         while True:
@@ -53,6 +54,10 @@ class Elector:
     async def tick(self) -> None:
         if self.leading and not lease.still_leading(self.last_renewed, self.clock(), self.timing):
             await self._lose("the lease was not renewed in time")
+        if self.leading and self._starting is not None and self._starting.done() \
+                and not self._starting.cancelled() and self._starting.exception() is not None:
+            log.warning("could not start leading", error=repr(self._starting.exception()))
+            await self._lose("could not start leading")  # and lead again at the next renewal
         try:
             await self._step()
         except ApiError as exc:
@@ -86,15 +91,16 @@ class Elector:
         if not self.leading:
             log.info("leading", holder=self.me, took_over=what is Step.TAKE_OVER)
             self.leading = True
-            try:
-                await self.on_lead()
-            except Exception:
-                await self._lose("could not start leading")  # tried again on the next renewal
-                raise
+            # started beside the renewals, which must go on however long starting takes
+            self._starting = asyncio.ensure_future(self.on_lead())
 
     async def _lose(self, why: str) -> None:
         log.warning("no longer leading", holder=self.me, why=why)
         self.leading = False
+        if self._starting is not None:
+            self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
+            self._starting = None
         await self.on_lose()
 
     async def resign(self) -> None:
