@@ -254,7 +254,7 @@ class Scheduler:
                 silent = nodelife.silent_for(self.nodes.seen[node], now)
                 change = functools.partial(nodelife.mark_unknown, uid=vmi.uid, silent=silent, now=self.clock())
                 message = f"node {node} has not reported for {silent:.0f}s: the instance's state is unknown"
-                reason = "NodeUnreachable"
+                reason = nodelife.UNREACHABLE
             else:
                 change = functools.partial(nodelife.restore, uid=vmi.uid, now=self.clock())
                 message = f"node {node} reports again: back to {(vmi.phase_before_unknown or Phase.UNKNOWN).value}"
