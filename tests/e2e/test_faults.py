@@ -176,7 +176,7 @@ def test_process_faults_kill_nothing(lab: Lab, guest: Guest) -> None:
     assert sorted(c["status"] for n in nodes["items"] for c in n["status"]["conditions"]) == ["True", "True"]
     # the launcher that lived through it all still hears its VMI: a stop reaches the guest
     lab.cli("stop", guest.name, "--wait", "--timeout", "120")
-    assert "Power down" in lab.cli("console", guest.name, "--log").stdout
+    assert "Power down" in lab.cli("console", guest.name, "--log", "--until", "Power down", "--timeout", "30").stdout
     lab.cli("stop", "later", "--wait", "--timeout", "120")
     terms = [line for line in (lab.state_dir / "logs" / "scheduler.log").read_text().splitlines()
              if "leading" in line or "afresh" in line]
