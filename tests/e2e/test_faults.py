@@ -1,7 +1,8 @@
 """Process faults kill nothing: with a VM running, SIGKILL the scheduler, freeze its handler for 2
-minutes, freeze nats-server for 1; after each the same QEMU runs, the guest's uptime goes on, its VMI
-is Running again (Unknown meanwhile, never Failed), and every component picks up where it was (a
-start asked for during the outage is carried out, a stop afterwards reaches the old launcher).
+minutes, freeze nats-server for 1, restart nats-server; after each the same QEMU runs, the guest's
+uptime goes on, its VMI is Running again (Unknown meanwhile, never Failed), and every component picks
+up where it was (a start asked for during the outage is carried out, heartbeats move again, a stop
+afterwards reaches the old launcher).
 """
 
 from __future__ import annotations
@@ -106,6 +107,25 @@ def pid_of(lab: Lab, name: str) -> int:
     return int((lab.state_dir / "pids" / f"{name}.pid").read_text())
 
 
+def nodes_ready(lab: Lab) -> bool:
+    done = lab.cli("get", "nodes", "-o", "json", check=False)
+    if done.returncode != 0:
+        return False
+    items = json.loads(done.stdout)["items"]
+    return sorted(c["status"] for n in items for c in n["status"]["conditions"] if c["type"] == "Ready") == \
+        ["True", "True"]
+
+
+def heartbeats(lab: Lab) -> list[str]:
+    nodes = lab.json("get", "nodes")
+    assert isinstance(nodes, dict)
+    return [c["lastHeartbeatTime"] for n in nodes["items"] for c in n["status"]["conditions"] if c["type"] == "Ready"]
+
+
+def assert_nodes_ready(lab: Lab) -> None:
+    assert nodes_ready(lab), lab.cli("get", "nodes").stdout
+
+
 @pytest.fixture
 def guest(lab: Lab) -> Iterator[Guest]:
     lab.cli("apply", "-f", write_manifest(lab, "steady", "masquerade"))
@@ -171,9 +191,20 @@ def test_process_faults_kill_nothing(lab: Lab, guest: Guest) -> None:
     wait_until("the start asked for during the outage", lambda: phase(lab, "later") == "Running", 180, lab)
     print(f"nats-server thawed -> the VM started during the outage Running: {time.monotonic() - thawed:.1f}s")
     guest.check_unharmed("nats-server frozen")
-    nodes = lab.json("get", "nodes")
-    assert isinstance(nodes, dict)
-    assert sorted(c["status"] for n in nodes["items"] for c in n["status"]["conditions"]) == ["True", "True"]
+    assert_nodes_ready(lab)
+
+    # (d) nats-server ended (SIGTERM) and started again by the lab's supervisor: every client
+    # reconnects to it, and its file storage kept the state
+    server = pid_of(lab, "nats-server")
+    os.kill(server, signal.SIGTERM)
+    wait_until("nats-server back", lambda: pid_of(lab, "nats-server") != server
+               and lab.cli("get", "nodes", check=False).returncode == 0, 60, lab)
+    restarted, before = time.monotonic(), heartbeats(lab)
+    # each handler writes its heartbeat again (Ready alone would show silence counted afresh)
+    wait_until("every handler heartbeats again", lambda: all(
+        new != old for new, old in zip(heartbeats(lab), before, strict=True)) and nodes_ready(lab), 60, lab)
+    print(f"nats-server restarted -> every handler heartbeats, Ready: {time.monotonic() - restarted:.1f}s")
+    guest.check_unharmed("nats-server restarted")
     # the launcher that lived through it all still hears its VMI: a stop reaches the guest
     lab.cli("stop", guest.name, "--wait", "--timeout", "120")
     assert "Power down" in lab.cli("console", guest.name, "--log", "--until", "Power down", "--timeout", "30").stdout
