@@ -163,11 +163,15 @@ def apply_report(vmi: VMI, report: StatusReport, node: str, now: float) -> VMI |
     if report.reason:
         changes["reason"] = report.reason
     phase = report.phase
+    if phase is not None and vmi.phase is Phase.UNKNOWN:
+        # The node is heard again: what it says replaces the phase its silence suspended.
+        changes["phase_before_unknown"] = None
     if phase is not None and phase is not vmi.phase:
         changes["phase"] = phase
         ready = [c for c in vmi.conditions if c.type != "Ready"]
         if phase is Phase.RUNNING:
-            changes["started_at"] = now
+            # back from Unknown, the guest ran all along: it keeps the time it started
+            changes["started_at"] = vmi.started_at if vmi.phase is Phase.UNKNOWN and vmi.started_at else now
             changes["conditions"] = [*ready, Condition(type="Ready", status="True", last_transition_time=now)]
         else:
             changes["finished_at"] = now

@@ -72,6 +72,9 @@ class VMI(State, frozen=True):
     interfaces: list[VMIInterface] = []
     launcher_pid: int | None = None
     guest_os_ready: bool = False
+    # While Unknown (its node stopped reporting): the phase it had, to return to once the node is
+    # heard again; a report from the node replaces it with what the node says.
+    phase_before_unknown: Phase | None = None
 
 
 class Node(State, frozen=True):
@@ -101,6 +104,15 @@ class Exposure(State, frozen=True):
     @property
     def key(self) -> str:
         return exposure_key(self.protocol, self.node_port)
+
+
+class Lease(State, frozen=True):
+    """Who leads the control plane's controllers. Expiry is judged by each reader on its own monotonic
+    clock (the revision unchanged for ``duration`` seconds), never by comparing wall clocks."""
+
+    holder: str
+    duration: float
+    acquired_at: float = 0.0  # wall clock, for people only
 
 
 def exposure_key(protocol: str, node_port: int) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from proto import netcheck
 from proto.errors import ApiError, Code
 from proto.spec import NetworkAttachment
-from proto.state import VM, VMI, Exposure, FloatingIP, Node
+from proto.state import VM, VMI, Exposure, FloatingIP, Lease, Node
 from proto.subjects import is_dns1123_label
 from proto.validation import check_labels, check_name, validate_network, validate_vm
 
@@ -148,6 +148,17 @@ def check_address_table(key: str, table: dict[str, str]) -> None:
         netcheck.host_address(address, f"value.{owner}")
 
 
+def check_lease(key: str, lease: Lease) -> None:
+    _name_key(key)
+    check_name(lease.holder, "holder", "holder")
+    if not 0 < lease.duration <= 3600:
+        raise ApiError(Code.INVALID, f"a lease of {lease.duration} seconds", "duration")
+
+
+def _no_checks(key: str, value: object) -> None:
+    return None
+
+
 def check_key(kind: object, key: str) -> None:
     """The key alone, as a watch sees it with a deletion too: a label, or an ipam key."""
     if kind is str or kind == dict[str, str]:
@@ -159,7 +170,7 @@ def check_key(kind: object, key: str) -> None:
 # Keyed by what a Bucket decodes to; the ipam bucket is read as both str and dict[str, str].
 _VALIDATORS: dict[object, Validator] = {
     VM: check_vm, VMI: check_vmi, Node: check_node, Exposure: check_exposure, FloatingIP: check_floating_ip,
-    NetworkAttachment: check_network, str: check_cidr_claim, dict[str, str]: check_address_table,
+    NetworkAttachment: check_network, Lease: check_lease, str: check_cidr_claim, dict[str, str]: check_address_table,
 }
 
 

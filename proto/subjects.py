@@ -19,6 +19,9 @@ BUCKET_NETWORKS = "networks"
 BUCKET_IPAM = "ipam"
 BUCKET_EXPOSURES = "exposures"
 BUCKET_FLOATING_IPS = "floatingips"
+# The control plane's leases: one key per thing only one scheduler may do at a time.
+BUCKET_LEADER = "leader"
+LEASE_CONTROLLERS = "controllers"  # the VM controller, the binder and node lifecycle
 OBJECT_STORE_IMAGES = "images"
 
 STREAM_CONSOLE = "VIRTBUS_CONSOLE"

@@ -1,26 +1,39 @@
-"""``python -m scheduler``: the api service plus the scheduler controllers, one process."""
+"""``python -m scheduler``: the api service plus the scheduler controllers, one process.
+
+Run several: each answers the API and the node API (queue groups), and the one holding the
+controllers' lease (scheduler.leader) runs the VM controller, the binder and node lifecycle.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import secrets
 import signal
 
 from proto import subjects
+from proto.state import Lease
 from scheduler.api import VERSION, Api
 from scheduler.controllers import Scheduler
+from scheduler.leader import Elector
+from scheduler.lease import Timing
 from scheduler.metrics import SchedulerMetrics
 from scheduler.nodeapi import NodeApi
+from scheduler.nodelife import Thresholds
+from scheduler.nodewatch import NodeWatch
 from servicekit import logs
 from servicekit.endpoints import serve
 from servicekit.store import Store
 
 
-async def run(url: str, metrics_address: str | None, creds: str | None) -> None:
+async def run(url: str, metrics_address: str | None, creds: str | None, node_lost_after: float,
+              lease_duration: float) -> None:
     log = logs.configure("scheduler")
     store = await Store.connect(url, "virtbus-scheduler", creds=creds, inbox=subjects.inbox_prefix("control"))
-    api = Api(store)
+    nodes = NodeWatch(store, thresholds=Thresholds.lost_after_s(node_lost_after))
+    api = Api(store, readiness=nodes.readiness)
     service = await serve(store.nc, name="virtbus-api", version=VERSION, queue=subjects.API_QUEUE,
                           description="virtbus api: VMs, instances, nodes, images", endpoints=api.endpoints())
     nodeapi = NodeApi(store)
@@ -31,16 +44,35 @@ async def run(url: str, metrics_address: str | None, creds: str | None) -> None:
     if metrics_address:
         metrics.serve(metrics_address)
         log.info("metrics", url=f"http://{metrics_address}/metrics")
-    scheduler = Scheduler(store, metrics=metrics, release=nodeapi.release_secondary)
-    await scheduler.start()
-    log.info("scheduler started", nats=url)
+    scheduler = Scheduler(store, metrics=metrics, nodes=nodes, release=nodeapi.release_secondary)
+
+    async def lead() -> None:
+        await scheduler.start()
+        metrics.leader.set(1)
+
+    async def lose() -> None:
+        metrics.leader.set(0)
+        await scheduler.stop()
+
+    me = f"scheduler-{os.getpid()}-{secrets.token_hex(3)}"
+    elector = Elector(await store.control_bucket(subjects.BUCKET_LEADER, Lease), subjects.LEASE_CONTROLLERS, me,
+                      on_lead=lead, on_lose=lose,
+                      timing=Timing(duration=lease_duration, renew_every=lease_duration / 3,
+                                    renew_deadline=lease_duration * 2 / 3, poll=min(0.25, lease_duration / 12)))
+    tasks = [asyncio.create_task(nodes.run()), asyncio.create_task(elector.run())]
+    log.info("scheduler started", nats=url, holder=me)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("scheduler stopping")
-    await scheduler.stop()
+    tasks[1].cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await tasks[1]
+    await elector.resign()  # the other scheduler takes over at once, not a lease later
+    tasks[0].cancel()
+    await asyncio.gather(tasks[0], return_exceptions=True)
     await service.stop()
     await node_service.stop()
     await store.close()
@@ -52,8 +84,15 @@ def main() -> None:
     parser.add_argument("--metrics-address", default=None, help="HOST:PORT to serve /metrics on")
     parser.add_argument("--creds", default=os.environ.get("NATS_CREDS"),
                         help="the control plane's nkey seed file (env NATS_CREDS)")
+    parser.add_argument("--node-lost-after", type=float, default=Thresholds.lost_after,
+                        help="seconds without a heartbeat (on this process's clock) after which a node's VMIs "
+                             "are Unknown; it is NotReady after at most 15")
+    parser.add_argument("--lease-duration", type=float, default=Timing.duration,
+                        help="seconds the controllers' lease lasts unrenewed before another scheduler takes over")
     args = parser.parse_args()
-    asyncio.run(run(args.server, args.metrics_address, args.creds))
+    if args.node_lost_after <= 0 or args.lease_duration <= 0:
+        parser.error("--node-lost-after and --lease-duration must be positive")
+    asyncio.run(run(args.server, args.metrics_address, args.creds, args.node_lost_after, args.lease_duration))
 
 
 if __name__ == "__main__":

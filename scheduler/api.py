@@ -6,7 +6,7 @@ It validates everything before it writes anything, so a bad request changes noth
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from ipaddress import IPv4Address, IPv4Network
 
 import msgspec
@@ -33,7 +33,7 @@ from proto.api import (
 from proto.errors import ApiError, Code
 from proto.manifest import parse_manifest
 from proto.spec import NetworkAttachment, RunStrategy, VMSpec
-from proto.state import FINAL_PHASES, VM, VMI
+from proto.state import FINAL_PHASES, VM, VMI, Node
 from proto.validation import validate_image_reference
 from scheduler import placement
 from scheduler.controllers import stop_vmi
@@ -47,9 +47,13 @@ VERSION = "0.1.0"
 
 
 class Api:
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time,
+                 readiness: Callable[[list[Node]], Mapping[str, bool]] | None = None) -> None:
+        """readiness: which nodes are Ready, as this process's node watch judges them on its own
+        clock (scheduler.nodewatch); without one, a guess from the heartbeats' age."""
         self.store = store
         self.clock = clock
+        self.readiness = readiness or (lambda nodes: placement.ready_by_heartbeat(nodes, self.clock()))
         self.networks: Bucket[NetworkAttachment] = store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment)
         self.exposures = ExposureApi(store, clock=clock)
         self.fips = FloatingIPApi(store)
@@ -202,7 +206,7 @@ class Api:
         return NodeList(items=[
             NodeView(node=u.node, ready=u.ready, allocated_memory=u.used_memory, allocated_cpus=u.used_vcpus,
                      vmis=u.vmis)
-            for u in placement.usage(nodes, vmis, self.clock())])
+            for u in placement.usage(nodes, vmis, self.readiness(nodes))])
 
     # --- networks ----------------------------------------------------------------------------------
     async def network_apply(self, body: bytes) -> NetworkReply:

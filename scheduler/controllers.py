@@ -1,7 +1,11 @@
 """The scheduler's imperative shell: VM controller, binder and node lifecycle, all by CAS on KV.
 
-Each reads current state, asks a pure planner (vmplan, placement) what to do, and writes one
-change by compare-and-set; the watch then brings the next reconcile.
+Each reads current state, asks a pure planner (vmplan, placement, nodelife) what to do, and writes
+one change by compare-and-set; the watch then brings the next reconcile. Only the leader runs them
+(scheduler.leader); ``start``/``stop`` may be called again with each term.
+
+Binds are decided one at a time: each counts the allocation from the leader's copy of every VMI,
+which holds its own earlier binds at once, so a burst never puts more on a node than it holds.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgspec
 import structlog
@@ -19,15 +23,18 @@ import structlog
 from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.state import FINAL_PHASES, VMI, Condition, Phase
-from scheduler import placement
+from scheduler import nodelife, placement
 from scheduler.metrics import SchedulerMetrics
+from scheduler.nodelife import Transition
+from scheduler.nodewatch import NodeWatch
+from scheduler.vmicache import VmiCache
 from scheduler.vmplan import Action, backoff, plan
 from servicekit.store import Store
 from servicekit.workqueue import WorkQueue
 
 log = structlog.get_logger()
-NODE_LOST_AFTER_S = 40.0
 RESYNC_S = 5.0
+NODE_CHECK_S = 1.0
 
 
 @dataclass
@@ -35,35 +42,58 @@ class Counters:
     binds: int = 0
     conflicts: int = 0
     unschedulable: int = 0
-    latencies: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    node: str | None  # bound there; None: found unschedulable
+    reason: str
+    message: str
 
 
 class Scheduler:
-    """VM controller + binder + node lifecycle for one scheduler process (several may run)."""
+    """VM controller + binder + node lifecycle for the leading scheduler process."""
 
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time,
-                 metrics: SchedulerMetrics | None = None,
+                 metrics: SchedulerMetrics | None = None, nodes: NodeWatch | None = None,
                  release: Callable[[str], Awaitable[None]] | None = None) -> None:
+        """nodes: the process's node watch, run by its owner; without one the scheduler runs its own."""
         self.store = store
         self.release = release  # a deleted VM's addresses go back (scheduler/nodeapi.py)
         self.clock = clock
         self.counters = Counters()
         self.metrics = metrics or SchedulerMetrics()
+        self._own_nodes = nodes is None
+        self.nodes = nodes or NodeWatch(store)
+        self.vmis = VmiCache(store)
+        self._bind_lock = asyncio.Lock()
         self._vm_queue = WorkQueue(self.reconcile_vm, bind=("vm",))
         self._bind_queue = WorkQueue(self._schedule_quietly, bind=("vm", "vmi"))
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        # A new term starts from what the bucket holds now, and from nobody's silence yet: time the
+        # process did not lead (maybe because it could not see the bus) is not counted.
+        self.vmis = VmiCache(self.store)
+        self._vm_queue = WorkQueue(self.reconcile_vm, bind=("vm",))
+        self._bind_queue = WorkQueue(self._schedule_quietly, bind=("vm", "vmi"))
+        if self._own_nodes:
+            await self.nodes.prime()
+        self.nodes.resume("leading")
+        await self.vmis.prime()
         self._tasks = [
-            asyncio.create_task(self._watch_vms()),
-            asyncio.create_task(self._watch_vmis()),
+            asyncio.create_task(_rewatching("vms", self._watch_vms)),
+            asyncio.create_task(_rewatching("vmis", self._watch_vmis)),
             asyncio.create_task(self._resync()),
+            asyncio.create_task(self._node_lifecycle()),
+            *([asyncio.create_task(self.nodes.run())] if self._own_nodes else []),
         ]
 
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         await self._vm_queue.close()
         await self._bind_queue.close()
 
@@ -73,6 +103,7 @@ class Scheduler:
 
     async def _watch_vmis(self) -> None:
         async for change in self.store.vmis.watch():
+            self.vmis.apply(change)
             self._vm_queue.kick(change.key)
             if change.value is not None and change.value.node_name is None:
                 self._bind_queue.kick(change.key)
@@ -80,15 +111,10 @@ class Scheduler:
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(RESYNC_S)
-            try:
-                await self.fail_lost_nodes()
-                waiting = [e.key for e in await self.store.vmis.items() if e.value.node_name is None
-                           and e.value.phase not in FINAL_PHASES]
-                self.metrics.queue.set(len(waiting))
-                for key in waiting:
-                    self._bind_queue.kick(key)
-            except Exception:
-                log.exception("resync failed")
+            waiting = [v.name for v in self.vmis.values() if v.node_name is None and v.phase not in FINAL_PHASES]
+            self.metrics.queue.set(len(waiting))
+            for key in waiting:
+                self._bind_queue.kick(key)
 
     # --- VM controller -------------------------------------------------------------------------
     async def reconcile_vm(self, name: str) -> None:
@@ -144,52 +170,66 @@ class Scheduler:
 
     async def schedule(self, name: str) -> bool:
         """Try to bind one VMI; True only if this call's CAS bound it."""
+        if not self.vmis.primed:  # called without start (tests): read what there is
+            await self.vmis.prime()
+        if not self.nodes.primed:
+            await self.nodes.prime()
+        async with self._bind_lock:
+            outcome = await self._decide_and_write(name)
+        if outcome is None:
+            return False
+        # recorded outside the lock: the next decision need not wait for it
+        await self.event("VirtualMachineInstance", name, outcome.reason, outcome.message,
+                         warning=outcome.node is None, node=outcome.node)
+        return outcome.node is not None
+
+    async def _decide_and_write(self, name: str) -> _Outcome | None:
+        """One decision and its write, under the bind lock; None when nothing was written."""
         entry = await self.store.vmis.get(name)
         if entry is None:
-            return False
+            return None
         vmi = entry.value
         if vmi.node_name or vmi.phase in FINAL_PHASES or vmi.stop_requested:
-            return False
+            return None
         now = self.clock()
-        nodes = [e.value for e in await self.store.nodes.items()]
-        vmis = [e.value for e in await self.store.vmis.items()]
-        choice = placement.place(vmi.spec, placement.usage(nodes, vmis, now))
+        nodes = list(self.nodes.nodes.values())
+        others = [v for v in self.vmis.values() if v.name != name]
+        choice = placement.place(vmi.spec, placement.usage(nodes, others, self.nodes.readiness(nodes)))
         if choice.node is None:
             old = next((c for c in vmi.conditions if c.type == "PodScheduled"), None)
             if vmi.phase is Phase.SCHEDULING and old is not None and old.message == choice.message:
-                return False
+                return None
             cond = Condition(type="PodScheduled", status="False", reason="Unschedulable",
                              message=choice.message, last_transition_time=now)
             updated = msgspec.structs.replace(vmi, phase=Phase.SCHEDULING, conditions=_with(vmi, cond))
             try:
-                await self.store.vmis.update(name, updated, entry.revision)
-                self.counters.unschedulable += 1
-                self.metrics.unschedulable.inc()
-                log.info("unschedulable", vmi=name, reason=choice.message)
-                await self.event("VirtualMachineInstance", name, "FailedScheduling", choice.message, warning=True)
+                self.vmis.wrote(name, updated, await self.store.vmis.update(name, updated, entry.revision))
             except ApiError as exc:
                 if exc.code is not Code.CONFLICT:
                     raise
-            return False
+                return None
+            self.counters.unschedulable += 1
+            self.metrics.unschedulable.inc()
+            log.info("unschedulable", vmi=name, reason=choice.message)
+            return _Outcome(None, "FailedScheduling", choice.message)
         cond = Condition(type="PodScheduled", status="True", reason="Scheduled",
                          message=f"bound to {choice.node} ({choice.message})", last_transition_time=now)
         bound = msgspec.structs.replace(vmi, phase=Phase.SCHEDULED, node_name=choice.node,
                                         conditions=_with(vmi, cond))
         try:
-            await self.store.vmis.update(name, bound, entry.revision)
+            self.vmis.wrote(name, bound, await self.store.vmis.update(name, bound, entry.revision))
         except ApiError as exc:
             if exc.code is Code.CONFLICT:
                 self.counters.conflicts += 1
                 self.metrics.conflicts.inc()
-                return False
+                self._bind_queue.kick(name)  # it changed meanwhile: decide again on what it is now
+                return None
             raise
         self.counters.binds += 1
-        self.counters.latencies.append(now - vmi.created_at)
         self.metrics.binds.inc()
         self.metrics.latency.observe(max(now - vmi.created_at, 0.0))
         log.info("bound", vmi=name, node=choice.node)
-        await self.event("VirtualMachineInstance", name, "Scheduled", f"bound to {choice.node}", node=choice.node)
-        return True
+        return _Outcome(choice.node, "Scheduled", f"bound to {choice.node}")
 
     async def event(self, kind: str, name: str, reason: str, message: str, *, warning: bool = False,
                     node: str | None = None) -> None:
@@ -197,16 +237,47 @@ class Scheduler:
                                     type="Warning" if warning else "Normal", node=node))
 
     # --- node lifecycle -------------------------------------------------------------------------
-    async def fail_lost_nodes(self) -> None:
-        now = self.clock()
-        lost = {e.key for e in await self.store.nodes.items() if now - e.value.heartbeat > NODE_LOST_AFTER_S}
-        if not lost:
-            return
-        for entry in await self.store.vmis.items():
-            vmi = entry.value
-            if vmi.node_name in lost and vmi.phase not in FINAL_PHASES:
-                log.warning("node lost; failing its vmi", vmi=vmi.name, node=vmi.node_name)
-                await self.store.vmis.mutate(entry.key, functools.partial(_fail_lost, uid=vmi.uid, now=now))
+    async def _node_lifecycle(self) -> None:
+        while True:
+            await asyncio.sleep(NODE_CHECK_S)
+            try:
+                await self.check_nodes()
+            except Exception:
+                log.exception("node lifecycle check failed")
+
+    async def check_nodes(self) -> None:
+        """Unknown for the VMIs of a lost node, their phase back once it is heard again (nodelife)."""
+        now = self.nodes.clock()
+        for vmi, transition in nodelife.plan(self.vmis.values(), self.nodes.seen, now, self.nodes.thresholds):
+            node = vmi.node_name or ""
+            if transition is Transition.TO_UNKNOWN:
+                silent = nodelife.silent_for(self.nodes.seen[node], now)
+                change = functools.partial(nodelife.mark_unknown, uid=vmi.uid, silent=silent, now=self.clock())
+                message = f"node {node} has not reported for {silent:.0f}s: the instance's state is unknown"
+                reason = nodelife.UNREACHABLE
+            else:
+                change = functools.partial(nodelife.restore, uid=vmi.uid, now=self.clock())
+                message = f"node {node} reports again: back to {(vmi.phase_before_unknown or Phase.UNKNOWN).value}"
+                reason = "NodeReachable"
+            written = await self.store.vmis.mutate(vmi.name, change)
+            if written is not None:
+                self.vmis.wrote(vmi.name, written.value, written.revision)
+                if written.value.phase is not vmi.phase:
+                    log.warning("node lifecycle", vmi=vmi.name, node=node, phase=written.value.phase.value)
+                    await self.event("VirtualMachineInstance", vmi.name, reason, message,
+                                     warning=transition is Transition.TO_UNKNOWN, node=node)
+
+
+async def _rewatching(bucket: str, watch: Callable[[], Awaitable[None]]) -> None:
+    """A watch that ends or fails is started again; it replays every current value, so nothing is missed."""
+    while True:
+        try:
+            await watch()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - logged, and the watch starts again
+            log.warning("watch ended; starting it again", bucket=bucket, error=str(exc) or type(exc).__name__)
+        await asyncio.sleep(1.0)
 
 
 def _with(vmi: VMI, cond: Condition) -> list[Condition]:
@@ -221,9 +292,3 @@ def stop_vmi(vmi: VMI, uid: str, now: float) -> VMI | None:
         return msgspec.structs.replace(vmi, stop_requested=True, phase=Phase.SUCCEEDED, finished_at=now,
                                        reason="Stopped before it was scheduled")
     return msgspec.structs.replace(vmi, stop_requested=True)
-
-
-def _fail_lost(vmi: VMI, uid: str, now: float) -> VMI | None:
-    if vmi.uid != uid or vmi.phase in FINAL_PHASES:
-        return None
-    return msgspec.structs.replace(vmi, phase=Phase.FAILED, reason="NodeUnreachable", finished_at=now)

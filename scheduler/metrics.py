@@ -17,9 +17,10 @@ class SchedulerMetrics:
         self.unschedulable = Counter("virtbus_scheduler_unschedulable", "attempts that found no node",
                                      registry=self.registry)
         self.queue = Gauge("virtbus_scheduler_queue_depth", "instances waiting for a node", registry=self.registry)
-        # Every scheduler works at once (binds are compare-and-set), so each one leads.
-        self.leader = Gauge("virtbus_scheduler_leader", "1 when this scheduler binds", registry=self.registry)
-        self.leader.set(1)
+        # Set by leader election (scheduler.leader): only the leader runs the controllers and binds.
+        self.leader = Gauge("virtbus_scheduler_leader", "1 when this scheduler leads (runs the controllers and binds)",
+                            registry=self.registry)
+        self.leader.set(0)
 
     def serve(self, address: str) -> None:
         host, _, port = address.rpartition(":")

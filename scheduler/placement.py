@@ -7,7 +7,7 @@ overcommitted 10:1, KubeVirt's cpuAllocationRatio), then least-allocated scoring
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from proto.quantity import parse_bytes
@@ -16,7 +16,7 @@ from proto.state import FINAL_PHASES, VMI, Node
 from proto.validation import empty_disk_total
 
 CPU_ALLOCATION_RATIO = 10
-NODE_READY_WITHIN_S = 15.0
+NODE_READY_WITHIN_S = 15.0  # for a reader without the scheduler's view (see ready_by_heartbeat)
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,15 @@ def vcpus(spec: VMSpec) -> int:
     return spec.cpu.cores * spec.cpu.sockets * spec.cpu.threads
 
 
-def node_ready(node: Node, now: float) -> bool:
-    return now - node.heartbeat <= NODE_READY_WITHIN_S
+def ready_by_heartbeat(nodes: Iterable[Node], now: float) -> dict[str, bool]:
+    """Readiness guessed from the handlers' own timestamps against ``now``: only for a reader that
+    does not watch the nodes (the scheduler judges them on its own clock, scheduler.nodelife)."""
+    return {n.name: now - n.heartbeat <= NODE_READY_WITHIN_S for n in nodes}
 
 
-def usage(nodes: Iterable[Node], vmis: Iterable[VMI], now: float) -> list[NodeUsage]:
+def usage(nodes: Iterable[Node], vmis: Iterable[VMI], ready: Mapping[str, bool]) -> list[NodeUsage]:
+    """Each node with what its VMIs take; ``ready``: which nodes the caller judged Ready (a node it
+    has no verdict on is not)."""
     memory: Counter[str] = Counter()
     cpus: Counter[str] = Counter()
     count: Counter[str] = Counter()
@@ -58,7 +62,7 @@ def usage(nodes: Iterable[Node], vmis: Iterable[VMI], now: float) -> list[NodeUs
             disk[vmi.node_name] += empty_disk_total(vmi.spec)
             cpus[vmi.node_name] += vcpus(vmi.spec)
             count[vmi.node_name] += 1
-    return [NodeUsage(n, node_ready(n, now), memory[n.name], cpus[n.name], count[n.name], disk[n.name])
+    return [NodeUsage(n, ready.get(n.name, False), memory[n.name], cpus[n.name], count[n.name], disk[n.name])
             for n in sorted(nodes, key=lambda n: n.name)]
 
 

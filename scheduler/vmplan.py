@@ -45,6 +45,10 @@ def plan(vm: VM | None, vmi: VMI | None, now: float = 0.0) -> Action:
         if now < vm.next_start_at:
             return Action.NOTHING  # backing off; the controller looks again at next_start_at
         return Action.CREATE_VMI
+    if vmi.phase is Phase.UNKNOWN:
+        # Its node is silent (scheduler.nodelife): the guest may well run on, so it is neither
+        # replaced nor deleted until the node is heard again and says how it is.
+        return Action.NOTHING
     if vmi.phase is Phase.RUNNING and vm.failures:
         return Action.RESET_FAILURES
     if strategy is RunStrategy.MANUAL and vm.start_requested:

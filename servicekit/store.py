@@ -274,6 +274,12 @@ class Store:
             raise
         return cls(nc, js, kvs, images, records_events=create)
 
+    async def control_bucket(self, name: str, kind: type[T]) -> Bucket[T]:
+        """A bucket only the control plane uses (its leases): made when missing, kept out of ``raw``
+        so a node's connect neither needs nor waits for it."""
+        return Bucket(await _ensure_kv(self.js, name, replicas()), kind, on_bad=self._report_bad,
+                      seen=self._seen_bad)
+
     def bucket(self, name: str, kind: type[T]) -> Bucket[T]:
         """A typed view of a bucket whose bad entries are reported as events."""
         return Bucket(self.raw[name], kind, on_bad=self._report_bad, seen=self._seen_bad)
@@ -336,7 +342,7 @@ _KV_LIMITS: dict[str, tuple[int, int]] = {  # bucket -> (max_value_size, max_byt
     subjects.BUCKET_VMS: (_MiB, 256 * _MiB), subjects.BUCKET_VMIS: (_MiB, 256 * _MiB),
     subjects.BUCKET_NODES: (64 * 1024, 16 * _MiB), subjects.BUCKET_NETWORKS: (16 * 1024, 16 * _MiB),
     subjects.BUCKET_IPAM: (_MiB, 64 * _MiB), subjects.BUCKET_EXPOSURES: (4096, 16 * _MiB),
-    subjects.BUCKET_FLOATING_IPS: (4096, 16 * _MiB),
+    subjects.BUCKET_FLOATING_IPS: (4096, 16 * _MiB), subjects.BUCKET_LEADER: (4096, _MiB),
 }
 EVENTS_MAX_BYTES = 64 * _MiB
 

@@ -65,16 +65,19 @@ def node(name: str, free: int | None) -> Node:
                 free_disk=free)
 
 
+ALL_READY = {"full": True, "roomy": True, "old": True}
+
+
 def test_emptydisks_must_fit_the_nodes_free_disk() -> None:
     spec = disks(1, "10Gi")
     running = VMI(name="old", uid="u", spec=disks(1, "15Gi"), created_at=0.0, phase=Phase.RUNNING, node_name="full")
     nodes = [node("full", parse_bytes("20Gi")), node("roomy", parse_bytes("20Gi"))]
-    choice = placement.place(spec, placement.usage(nodes, [running], 100.0))
+    choice = placement.place(spec, placement.usage(nodes, [running], ALL_READY))
     assert choice.node == "roomy"
-    choice = placement.place(disks(1, "30Gi"), placement.usage(nodes, [running], 100.0))
+    choice = placement.place(disks(1, "30Gi"), placement.usage(nodes, [running], ALL_READY))
     assert choice.node is None and "Insufficient disk" in choice.message
     # a node that does not report its free disk (an older handler) is not refused for it
-    assert placement.place(disks(1, "30Gi"), placement.usage([node("old", None)], [], 100.0)).node == "old"
+    assert placement.place(disks(1, "30Gi"), placement.usage([node("old", None)], [], ALL_READY)).node == "old"
 
 
 def test_the_cli_loader_refuses_aliases_and_reads_every_document() -> None:

@@ -122,3 +122,23 @@ def test_another_node_may_not_pause_it() -> None:
     with pytest.raises(ApiError) as exc:
         apply_report(bound(Phase.RUNNING), paused("True", "PausedByUser"), "node2", T0)
     assert exc.value.code is Code.FORBIDDEN
+
+
+def unknown(before: Phase = Phase.RUNNING) -> VMI:
+    import msgspec
+    return msgspec.structs.replace(bound(Phase.UNKNOWN), phase_before_unknown=before, started_at=T0 + 2)
+
+
+@pytest.mark.parametrize("phase", [Phase.RUNNING, Phase.FAILED, Phase.SUCCEEDED])
+def test_a_node_heard_again_sets_an_unknown_instance(phase: Phase) -> None:
+    new = apply_report(unknown(), StatusReport(vmi="testvm", uid="u1", phase=phase), "node1", T0 + 60)
+    assert new is not None and new.phase is phase and new.phase_before_unknown is None
+    # running all along: the guest keeps the time it started
+    assert new.started_at == T0 + 2
+    assert new.conditions[-1].status == ("True" if phase is Phase.RUNNING else "False")
+
+
+def test_interfaces_alone_leave_unknown_as_it_is() -> None:
+    nic = VMIInterface(name="default", ip_address="10.244.0.2")
+    new = apply_report(unknown(), StatusReport(vmi="testvm", uid="u1", interfaces=[nic]), "node1", T0)
+    assert new is not None and new.phase is Phase.UNKNOWN and new.phase_before_unknown is Phase.RUNNING

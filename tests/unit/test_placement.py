@@ -1,7 +1,8 @@
 from proto.quantity import parse_bytes
 from proto.spec import Cpu, VMSpec
 from proto.state import VMI, Node, Phase
-from scheduler.placement import place, usage
+from scheduler.placement import NodeUsage, place, ready_by_heartbeat
+from scheduler.placement import usage as usage_of
 
 NOW = 1000.0
 
@@ -13,6 +14,19 @@ def node(name: str, memory: str = "4Gi", cpus: int = 2, heartbeat: float = NOW, 
 
 def vmi(name: str, on: str | None, memory: str = "1Gi", phase: Phase = Phase.RUNNING) -> VMI:
     return VMI(name=name, uid=name, spec=VMSpec(name=name, memory=memory), created_at=0.0, phase=phase, node_name=on)
+
+
+def usage(nodes: list[Node], vmis: list[VMI], now: float) -> list[NodeUsage]:
+    """Readiness as the caller judged it; here by heartbeat age, one verdict per node."""
+    return usage_of(nodes, vmis, ready_by_heartbeat(nodes, now))
+
+
+def test_readiness_is_the_callers_verdict() -> None:
+    # a heartbeat a day old on a node the scheduler heard a moment ago: it is Ready
+    nodes = [node("a", heartbeat=NOW - 86400), node("b")]
+    assert place(VMSpec(name="x", memory="64M"), usage_of(nodes, [], {"a": True, "b": False})).node == "a"
+    # no verdict at all: not Ready
+    assert place(VMSpec(name="x", memory="64M"), usage_of(nodes, [], {})).node is None
 
 
 def test_fits_on_the_only_ready_node() -> None:

@@ -10,7 +10,7 @@ import pytest
 from proto import stored
 from proto.errors import ApiError, Code
 from proto.spec import NetworkAttachment, VMSpec
-from proto.state import VM, VMI, Exposure, FloatingIP, Node, VMIInterface
+from proto.state import VM, VMI, Exposure, FloatingIP, Lease, Node, VMIInterface
 from proto.stored import BadStoredValue
 from servicekit.store import Bucket
 
@@ -29,7 +29,7 @@ GOOD: list[tuple[Any, str, Any]] = [
     (VM, "vm1", VM(spec=SPEC, created_at=1.0)), (VMI, "vm1", VMI_OK), (Node, "node1", NODE_OK),
     (Exposure, EXPOSURE_OK.key, EXPOSURE_OK), (FloatingIP, FIP_OK.key, FIP_OK), (NetworkAttachment, "provider", NET_OK),
     (str, "nodecidr.3", "node1"), (dict[str, str], "podips.node1", {"vm1": "10.244.0.2"}),
-    (dict[str, str], "net.provider", {}),
+    (dict[str, str], "net.provider", {}), (Lease, "controllers", Lease(holder="s-1234", duration=3.0)),
 ]
 
 

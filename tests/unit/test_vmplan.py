@@ -80,3 +80,14 @@ def test_a_paused_guest_prints_paused_and_stays_running() -> None:
     assert plan(vm(RunStrategy.ALWAYS), paused) is Action.NOTHING  # a pause is not an end
     resumed = vmi(conditions=[Condition(type="Paused", status="False", reason="Resumed")])
     assert printable_status(vm(RunStrategy.ALWAYS), resumed) == "Running"
+
+
+@pytest.mark.parametrize("strategy", list(RunStrategy))
+def test_an_unknown_instance_is_neither_deleted_nor_replaced(strategy: RunStrategy) -> None:
+    lost = vmi(Phase.UNKNOWN, node_name="node1", phase_before_unknown=Phase.RUNNING)
+    action = plan(vm(strategy, failures=1), lost, now=1e9)
+    assert action not in (Action.DELETE_VMI, Action.CREATE_VMI, Action.RESET_FAILURES)
+    # a stop asked for meanwhile is recorded, for the launcher to carry out when it can
+    assert action is (Action.STOP_VMI if strategy is RunStrategy.HALTED else Action.NOTHING)
+    assert plan(None, lost) is Action.STOP_VMI
+    assert plan(None, vmi(Phase.UNKNOWN, stop_requested=True)) is Action.NOTHING

@@ -1,0 +1,109 @@
+"""Pure node lifecycle, on the scheduler's own monotonic clock.
+
+A node's heartbeat is its handler's wall-clock timestamp; comparing it with the scheduler's clock
+would make a skewed clock look like a dead node. So the scheduler only notes *when it saw the
+heartbeat change*, on its own monotonic clock, and a node is silent for as long as it has not.
+Time the scheduler itself could not see the bus (disconnected, or not leading) is not counted:
+``resume`` starts every node's silence afresh.
+
+A silent node is NotReady (nothing new is placed there) and, past ``lost_after``, its VMIs are
+Unknown: not Failed, since their guests may well run on, and nothing may replace or delete them
+until it is certain they stopped. Once the node is heard again they return to the phase they had;
+any report the node still owes (its launchers retry theirs) then lands on top.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import msgspec
+
+from proto.state import FINAL_PHASES, VMI, Condition, Phase
+
+UNREACHABLE = "NodeUnreachable"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    ready_within: float = 15.0  # silent longer: NotReady, nothing new placed there
+    lost_after: float = 40.0  # silent longer: its VMIs are Unknown
+
+    @classmethod
+    def lost_after_s(cls, lost_after: float) -> Thresholds:
+        """One knob (``--node-lost-after``): NotReady no later than lost."""
+        return cls(ready_within=min(cls.ready_within, lost_after), lost_after=lost_after)
+
+
+@dataclass(frozen=True)
+class Seen:
+    heartbeat: float  # the node's own timestamp: only ever compared with itself, for a change
+    since: float  # the scheduler's monotonic clock when it changed (or when watching began or resumed)
+    beating: bool = False  # seen changing, not just read once: proof that someone heartbeats
+
+
+def observe(seen: Seen | None, heartbeat: float, now: float) -> Seen:
+    """The node as of a record read at ``now``. First sight counts as a beat for placement (a node
+    registered a moment ago must be usable), but not as proof of life (``beating``)."""
+    if seen is None:
+        return Seen(heartbeat, now)
+    if heartbeat != seen.heartbeat:
+        return Seen(heartbeat, now, beating=True)
+    return seen
+
+
+def resume(seen: Mapping[str, Seen], now: float) -> dict[str, Seen]:
+    """The scheduler sees the bus again: how long it could not is no node's silence."""
+    return {name: Seen(s.heartbeat, now, s.beating) for name, s in seen.items()}
+
+
+def silent_for(s: Seen, now: float) -> float:
+    return max(now - s.since, 0.0)
+
+
+def readiness(seen: Mapping[str, Seen], now: float, t: Thresholds) -> dict[str, bool]:
+    return {name: silent_for(s, now) <= t.ready_within for name, s in seen.items()}
+
+
+class Transition(enum.Enum):
+    TO_UNKNOWN = "to-unknown"
+    RESTORE = "restore"
+
+
+def plan(vmis: Iterable[VMI], seen: Mapping[str, Seen], now: float, t: Thresholds) -> list[tuple[VMI, Transition]]:
+    """Which VMIs change because of their node: Unknown on a lost node, back on a node heard again.
+    A VMI on a node the scheduler has no record of stays as it is (the record may be on its way)."""
+    out = []
+    for vmi in vmis:
+        s = seen.get(vmi.node_name) if vmi.node_name else None
+        if s is None or vmi.phase in FINAL_PHASES:
+            continue
+        quiet = silent_for(s, now)
+        if vmi.phase is Phase.UNKNOWN:
+            if s.beating and quiet <= t.ready_within:
+                out.append((vmi, Transition.RESTORE))
+        elif quiet > t.lost_after:
+            out.append((vmi, Transition.TO_UNKNOWN))
+    return out
+
+
+def mark_unknown(vmi: VMI, uid: str, silent: float, now: float) -> VMI | None:
+    """The VMI once its node is lost (None: nothing to change). ``now`` is the wall clock, for people."""
+    if vmi.uid != uid or vmi.node_name is None or vmi.phase in FINAL_PHASES or vmi.phase is Phase.UNKNOWN:
+        return None
+    cond = Condition(type="Ready", status="Unknown", reason=UNREACHABLE, last_transition_time=now,
+                     message=f"node {vmi.node_name} has not reported for {silent:.0f}s; the guest may still run")
+    return msgspec.structs.replace(vmi, phase=Phase.UNKNOWN, phase_before_unknown=vmi.phase,
+                                   conditions=[*(c for c in vmi.conditions if c.type != "Ready"), cond])
+
+
+def restore(vmi: VMI, uid: str, now: float) -> VMI | None:
+    """The VMI once its node is heard again: the phase it had (None: nothing to change)."""
+    if vmi.uid != uid or vmi.phase is not Phase.UNKNOWN or vmi.phase_before_unknown is None:
+        return None
+    phase = vmi.phase_before_unknown
+    others = [c for c in vmi.conditions if c.type != "Ready"]
+    ready = [Condition(type="Ready", status="True", reason="NodeReachable", last_transition_time=now)] \
+        if phase is Phase.RUNNING else []
+    return msgspec.structs.replace(vmi, phase=phase, phase_before_unknown=None, conditions=[*others, *ready])

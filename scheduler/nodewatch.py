@@ -1,0 +1,85 @@
+"""The shell of node lifecycle: watch every node record and note, on this process's monotonic
+clock, when each heartbeat changed (scheduler.nodelife decides what that means).
+
+Time this process could not see the bus is nobody's silence: when its connection comes back, or
+its watch is started again, or it takes the lead, every node's silence starts afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+
+import structlog
+
+from proto.state import Node
+from scheduler import nodelife
+from scheduler.nodelife import Seen, Thresholds
+from servicekit.store import Change, Store
+
+log = structlog.get_logger()
+CONNECTION_POLL_S = 0.5
+
+
+class NodeWatch:
+    def __init__(self, store: Store, *, thresholds: Thresholds | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.thresholds = thresholds or Thresholds()
+        self.clock = clock
+        self.nodes: dict[str, Node] = {}
+        self.seen: dict[str, Seen] = {}
+        self.primed = False
+
+    async def prime(self) -> None:
+        """Read every node once, so a caller that decides now sees them all."""
+        for entry in await self.store.nodes.items():
+            self.apply(Change(entry.key, entry.value, entry.revision))
+        self.primed = True
+
+    def apply(self, change: Change[Node]) -> None:
+        if change.value is None:
+            self.nodes.pop(change.key, None)
+            self.seen.pop(change.key, None)
+            return
+        self.nodes[change.key] = change.value
+        self.seen[change.key] = nodelife.observe(self.seen.get(change.key), change.value.heartbeat, self.clock())
+
+    def resume(self, why: str) -> None:
+        if self.seen:
+            log.info("node silence counted afresh", why=why, nodes=len(self.seen))
+        self.seen = nodelife.resume(self.seen, self.clock())
+
+    def readiness(self, nodes: Iterable[Node] | None = None) -> dict[str, bool]:
+        """Ready or not, per node; one the watch has not brought yet (read by the caller just now)
+        is at its first sight, which counts as a beat (nodelife.observe)."""
+        verdict = nodelife.readiness(self.seen, self.clock(), self.thresholds)
+        return verdict if nodes is None else {n.name: verdict.get(n.name, True) for n in nodes}
+
+    async def run(self) -> None:
+        """Watch forever: a watch that ends or fails is started again."""
+        connection = asyncio.create_task(self._follow_connection())
+        try:
+            while True:
+                try:
+                    await self.prime()
+                    async for change in self.store.nodes.watch():
+                        self.apply(change)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the watch is started again
+                    log.warning("node watch ended; starting it again", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(1.0)
+                self.resume("node watch started again")
+        finally:
+            connection.cancel()
+
+    async def _follow_connection(self) -> None:
+        was = True
+        while True:
+            await asyncio.sleep(CONNECTION_POLL_S)
+            now = self.store.nc.is_connected
+            if now and not was:
+                self.resume("reconnected to NATS")
+            was = now

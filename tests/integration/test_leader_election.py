@@ -1,0 +1,200 @@
+"""Two real scheduler processes: one leads by a lease in KV; SIGKILL it and the other binds within
+5 s; no instance bound twice, none forgotten; the API answers from either; the gauge tells the truth."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import pytest
+
+from proto import subjects
+from proto.quantity import parse_bytes
+from proto.spec import RunStrategy, VMSpec
+from proto.state import VM, Lease, Node
+from servicekit.store import Store
+from tests.conftest import REPO, NatsServer, free_port
+
+pytestmark = pytest.mark.integration
+TAKEOVER_BOUND_S = 5.0  # the issue's bound: the other scheduler binds within 5 s of the kill
+
+
+@dataclass
+class Proc:
+    proc: subprocess.Popen[bytes]
+    metrics: int
+    log: Path
+
+    def leader_gauge(self) -> float | None:
+        """The gauge, None while /metrics is not up yet."""
+        try:
+            reply = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/metrics", timeout=5)
+        except OSError:
+            return None
+        with reply:
+            for line in reply.read().decode().splitlines():
+                if line.startswith("virtbus_scheduler_leader "):
+                    return float(line.split()[1])
+        raise AssertionError("no leader gauge")
+
+
+@pytest.fixture
+def schedulers(nats_server: NatsServer, tmp_path: Path) -> Iterator[list[Proc]]:
+    procs: list[Proc] = []
+    try:
+        for i in range(2):
+            port, log = free_port(), tmp_path / f"scheduler{i}.log"
+            with log.open("wb") as out:
+                procs.append(Proc(subprocess.Popen(
+                    [sys.executable, "-m", "scheduler", "--server", nats_server.url, "--creds",
+                     nats_server.creds("control"), "--metrics-address", f"127.0.0.1:{port}"],
+                    cwd=REPO, stdout=out, stderr=subprocess.STDOUT), port, log))
+        yield procs
+    finally:
+        for p in procs:  # ours, by pid
+            if p.proc.poll() is None:
+                p.proc.send_signal(signal.SIGTERM)
+                try:
+                    p.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.proc.kill()
+                    p.proc.wait()
+
+
+@pytest.fixture
+async def beating(store: Store) -> AsyncIterator[None]:
+    """Two nodes whose handlers heartbeat, as long as the test runs."""
+    async def beat() -> None:
+        while True:
+            now = time.time()
+            for name in ("node1", "node2"):
+                await store.nodes.put(name, Node(name=name, cpus=4, memory=parse_bytes("8Gi"), kvm=False,
+                                                 heartbeat=now, started_at=0.0))
+            await asyncio.sleep(1.0)
+    task = asyncio.create_task(beat())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def wait_for(what: str, check: Callable[[], Awaitable[bool]], limit: float) -> float:
+    """Seconds until ``check()`` is true."""
+    began = time.monotonic()
+    while not await check():
+        assert time.monotonic() - began < limit, f"{what}: not within {limit}s"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - began
+
+
+async def create_vms(store: Store, names: list[str]) -> None:
+    now = time.time()
+    await asyncio.gather(*(store.vms.create(n, VM(spec=VMSpec(name=n, memory="64Mi", run_strategy=RunStrategy.ALWAYS),
+                                                  created_at=now)) for n in names))
+
+
+async def all_bound(store: Store, names: list[str]) -> bool:
+    entries = [await store.vmis.get(n) for n in names]
+    return all(e is not None and e.value.node_name is not None for e in entries)
+
+
+async def test_the_other_scheduler_takes_over_within_five_seconds(
+        nats_server: NatsServer, store: Store, beating: None, schedulers: list[Proc]) -> None:
+    leases = await store.control_bucket(subjects.BUCKET_LEADER, Lease)
+
+    async def holder() -> Lease | None:
+        entry = await leases.get(subjects.LEASE_CONTROLLERS)
+        return entry.value if entry is not None else None
+
+    async def someone_leads() -> bool:
+        return await holder() is not None
+
+    await wait_for("a leader", someone_leads, 30)
+    lease = await holder()
+    assert lease is not None
+    by_pid = {p.proc.pid: p for p in schedulers}
+    leader = by_pid[int(lease.holder.split("-")[1])]
+    follower = next(p for p in schedulers if p is not leader)
+
+    async def gauges_settled() -> bool:
+        return (leader.leader_gauge(), follower.leader_gauge()) == (1.0, 0.0)
+
+    await wait_for("the gauges", gauges_settled, 15)
+    before = [f"before{i}" for i in range(10)]
+    await create_vms(store, before)
+    await wait_for("binds by the first leader", lambda: all_bound(store, before), 30)
+
+    # in flight when the leader dies: created just before the kill, and just after it
+    racing = [f"racing{i}" for i in range(10)]
+    await create_vms(store, racing)
+    leader.proc.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    leader.proc.wait()
+    after = [f"after{i}" for i in range(10)]
+    await create_vms(store, after)
+
+    # the API answers from the one left, leader yet or not
+    nc = await nats.connect(nats_server.url, nkeys_seed=nats_server.creds("admin"))
+    try:
+        reply = await nc.request(subjects.api("vm", "list"), b"{}", timeout=5)
+        assert len(json.loads(reply.data)["items"]) == 30
+    finally:
+        await nc.close()
+
+    await wait_for("binds by the new leader", lambda: all_bound(store, racing + after), 30)
+    takeover = time.monotonic() - killed
+    print(f"SIGKILL of the leader -> every instance bound by the other: {takeover:.2f}s")
+    assert takeover < TAKEOVER_BOUND_S
+    new = await holder()
+    assert new is not None and int(new.holder.split("-")[1]) == follower.proc.pid
+    assert follower.leader_gauge() == 1.0
+
+    # none bound twice: every instance's history has one write naming a node
+    raw = store.raw[subjects.BUCKET_VMIS]
+    for name in before + racing + after:
+        history = [json.loads(h.value) for h in await raw.history(name) if h.value]
+        assert len({h["uid"] for h in history}) == 1, name  # one instance per VM
+        assert len({h.get("nodeName") for h in history} - {None}) == 1, name
+        binds = [h for h in history if h.get("phase") == "Scheduled" and "nodeName" in h]
+        assert len(binds) == 1, (name, binds)
+
+
+def test_a_stopped_leader_hands_over_at_once(nats_server: NatsServer, schedulers: list[Proc]) -> None:
+    """SIGTERM: the leader deletes its lease on the way out, so the other need not wait it out."""
+    async def main() -> float:
+        store = await Store.connect(nats_server.url, "t", creds=nats_server.creds("admin"))
+        try:
+            leases = await store.control_bucket(subjects.BUCKET_LEADER, Lease)
+
+            async def held_by(pids: set[int]) -> bool:
+                entry = await leases.get(subjects.LEASE_CONTROLLERS)
+                return entry is not None and int(entry.value.holder.split("-")[1]) in pids
+
+            pids = {p.proc.pid for p in schedulers}
+            await wait_for("a leader", lambda: held_by(pids), 30)
+            entry = await leases.get(subjects.LEASE_CONTROLLERS)
+            assert entry is not None
+            leader = next(p for p in schedulers if p.proc.pid == int(entry.value.holder.split("-")[1]))
+            os.kill(leader.proc.pid, signal.SIGTERM)
+            began = time.monotonic()
+            other = {p.proc.pid for p in schedulers if p is not leader}
+            await wait_for("the other leads", lambda: held_by(other), 10)
+            return time.monotonic() - began
+        finally:
+            await store.close()
+
+    handover = asyncio.run(main())
+    print(f"SIGTERM of the leader -> the other holds the lease: {handover:.2f}s")
+    # well under a lease's duration (3 s): it did not wait the lease out
+    assert handover < 2.0
