@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -59,7 +60,13 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     if shutil.which("nats-server") is None:
         pytest.fail("nats-server is not installed: run scripts/setup.sh")
     port = free_port()
-    conf = write_auth(tmp_path, port)
+    with running_nats_server(write_auth(tmp_path, port), port) as proc:
+        yield NatsServer(f"nats://127.0.0.1:{port}", tmp_path / "creds", proc)
+
+
+@contextlib.contextmanager
+def running_nats_server(conf: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """nats-server with this config, once it listens on the loopback port; ended (by its PID) after."""
     proc = subprocess.Popen(["nats-server", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
@@ -70,7 +77,7 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("nats-server did not start")
             time.sleep(0.05)
-        yield NatsServer(f"nats://127.0.0.1:{port}", tmp_path / "creds", proc)
+        yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -6,17 +6,14 @@ client. (Running the units under systemd needs systemd as PID 1, which this sand
 from __future__ import annotations
 
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from ctl import hostinstall
-from tests.conftest import free_port, try_connect
+from tests.conftest import free_port, running_nats_server, try_connect
 
 pytestmark = pytest.mark.integration
 VENV_PYTHON = sys.executable
@@ -71,22 +68,7 @@ def test_the_generated_config_runs_nats_with_only_our_keys(tmp_path: Path) -> No
     port = free_port()
     conf = hostinstall.write_config(tmp_path, ["node1"], listen=f"127.0.0.1:{port}", store_dir=str(tmp_path / "js"),
                                     tls_ips=[])
-    proc = subprocess.Popen(["nats-server", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert time.monotonic() < deadline and proc.poll() is None, "nats-server did not start"
-            time.sleep(0.05)
+    with running_nats_server(conf, port):
         url = f"nats://127.0.0.1:{port}"
         assert try_connect(url, str(tmp_path / "creds" / "node-node1.nk")).strip() == "connected"
         assert try_connect(url).startswith("refused")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
