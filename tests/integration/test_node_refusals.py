@@ -1,6 +1,7 @@
-"""A secondary network only on a bridge the node's operator allowed: the control plane's node API
-refuses the attachment before it claims an address, and the handler fails the VMI with the reason
-before it touches any bridge."""
+"""What a node does with a VMI it must not run. A secondary network on a bridge its operator did not
+allow: the control plane's node API refuses the attachment before it claims an address, and the
+handler fails the VMI with the reason before it touches any bridge. A VMI stopped before any launcher
+ran it: it ends Succeeded."""
 
 from __future__ import annotations
 
@@ -49,3 +50,25 @@ async def test_a_vmi_on_a_bridge_the_node_does_not_allow_fails_with_the_reason(s
     assert "bridge 'eth0'" in vmi.value.reason and "multus-bridge" in vmi.value.reason
     assert launchers.running == {}
     assert await store.bucket(subjects.BUCKET_IPAM, dict[str, str]).get("net.uplink") is None  # no address claimed
+
+
+async def test_a_stop_before_any_launcher_ends_the_vmi(store: Store, tmp_path: Path) -> None:
+    """Stopped while Scheduled, before its node spawned a launcher: it ends Succeeded (it stayed
+    Scheduled forever), and no launcher runs."""
+    node = Node(name="node1", cpus=2, memory=2**31, kvm=False, heartbeat=time.time(), started_at=time.time())
+    await store.nodes.create("node1", node)
+    await store.vmis.create("vm1", VMI(name="vm1", uid="u1", spec=VMSpec(name="vm1"), created_at=time.time(),
+                                       node_name="node1", phase=Phase.SCHEDULED, stop_requested=True))
+    launchers = Launchers(NodePaths(tmp_path / "node1", tmp_path / "logs"), node="node1", nats_url="nats://x",
+                          netns_prefix="vbtest", kvm=False)
+    service = await serve(store.nc, name="virtbus-nodeapi", version="0.1.0", description="test", queue="q",
+                          endpoints=NodeApi(store).endpoints())
+    try:
+        agent = Agent(store, node, launchers, PodNetwork(store, "node1", None, IPv4Network("10.244.0.0/24")),
+                      NodeApiClient(store.nc, "node1"))
+        await agent.reconcile("vm1")
+    finally:
+        await service.stop()
+    vmi = (await store.vmis.require("vm1", "VMI")).value
+    assert vmi.phase is Phase.SUCCEEDED and vmi.reason == "stopped before it started"
+    assert launchers.running == {} and not (tmp_path / "node1" / "vmis" / "vm1").exists()
