@@ -7,7 +7,9 @@ Kept in the stream, the log outlives the launcher: ``virtbus console NAME --log`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ class ConsoleTail:
         self.headers = {RUN_HEADER: uid}
         self.log_file = log_file
         self.offset = 0
+        self.wake = asyncio.Event()  # set when the guest printed something (ConsoleInput sees it first)
 
     async def pump(self) -> int:
         """Publish what was written since the last call; returns the bytes sent. The offset moves
@@ -51,8 +54,10 @@ class ConsoleTail:
             sent += len(chunk)
         return sent
 
-    async def run(self, interval: float = 0.2, retry: float = 1.0) -> None:
-        """Forever; a publish that fails (NATS away, the stream full) is retried, and said once."""
+    async def run(self, interval: float = 2.0, retry: float = 1.0, settle: float = 0.05) -> None:
+        """Forever: publishes as soon as the guest prints (``wake``; QEMU writes its log file just
+        after the socket, hence ``settle``), and every ``interval`` regardless; a publish that fails
+        (NATS away, the stream full) is retried, and said once. An idle console costs nothing."""
         failing = False
         while True:
             try:
@@ -65,7 +70,10 @@ class ConsoleTail:
                     log.warning("console output not published; retrying", error=str(exc) or type(exc).__name__)
                 failing = True
                 await asyncio.sleep(retry)
-            await asyncio.sleep(interval)
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), interval)
+                await asyncio.sleep(settle)
 
 
 class ConsoleInput:
@@ -73,8 +81,10 @@ class ConsoleInput:
     that holds the keyboard (proto.console) or from anyone while none does; the port's output is
     read and dropped here (the log file has it), so the guest never blocks on a full socket."""
 
-    def __init__(self, nc: Any, node: str, vmi: str, socket_path: str) -> None:
+    def __init__(self, nc: Any, node: str, vmi: str, socket_path: str,
+                 on_output: Callable[[], None] = lambda: None) -> None:
         self.nc = nc
+        self.on_output = on_output
         self.node = node
         self.vmi = vmi
         self.socket_path = socket_path
@@ -87,7 +97,7 @@ class ConsoleInput:
                 await self.nc.subscribe(subjects.console_keyboard(self.node, self.vmi), cb=self._keyboard)]
         try:
             while await reader.read(65536):
-                pass
+                self.on_output()
         finally:
             for sub in subs:
                 await sub.unsubscribe()

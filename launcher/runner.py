@@ -5,6 +5,7 @@ report phases by CAS, serve the console log, stop on request, and leave nothing 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -61,17 +62,26 @@ class LauncherArgs:
         return path_under(self.node_dir / "vmis", self.vmi, what="VMI name")
 
 
-async def reap_orphans(interval: float = 0.2) -> None:
+async def reap_orphans(fallback: float = 10.0) -> None:
     """Reap what libvirtd and QEMU leave to this launcher (their subreaper): libvirt waits for a
     process it ended to be gone, and an unreaped zombie never is. Started once our own
-    subprocesses (qemu-img, genisoimage) are done, so it never takes their exit status."""
-    while True:
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:  # noqa: ASYNC222 - WNOHANG never blocks
+    subprocesses (qemu-img, genisoimage) are done, so it never takes their exit status. It wakes on
+    SIGCHLD (an idle launcher polled 5 times a second), and now and then in case one was missed."""
+    loop = asyncio.get_running_loop()
+    child = asyncio.Event()
+    loop.add_signal_handler(signal.SIGCHLD, child.set)
+    try:
+        while True:
+            child.clear()
+            try:
+                while os.waitpid(-1, os.WNOHANG)[0] > 0:  # noqa: ASYNC222 - WNOHANG never blocks
+                    pass
+            except ChildProcessError:
                 pass
-        except ChildProcessError:
-            pass
-        await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(child.wait(), fallback)
+    finally:
+        loop.remove_signal_handler(signal.SIGCHLD)
 
 
 class Runner:
@@ -142,7 +152,8 @@ class Runner:
                 await self.set_phase(Phase.FAILED, lifecycle.launch_failure(exc))
                 return 1
             tail = asyncio.create_task(self.console.run())
-            keys = asyncio.create_task(ConsoleInput(self.store.nc, self.args.node, self.args.vmi, CONSOLE_SOCKET).run())
+            keys = asyncio.create_task(ConsoleInput(self.store.nc, self.args.node, self.args.vmi, CONSOLE_SOCKET,
+                                                    on_output=self.console.wake.set).run())
             self.follower.dom = dom
             publisher = asyncio.create_task(self._publish_stats())
             phase, reason = await self._supervise(dom, vmi.spec.termination_grace_period_seconds)

@@ -63,3 +63,24 @@ async def test_the_publisher_keeps_going(tmp_path: Path) -> None:
         assert not task.done()
     finally:
         task.cancel()
+
+
+async def test_output_is_published_when_the_guest_prints_not_on_a_poll(tmp_path: Path) -> None:
+    log = tmp_path / "serial.log"
+    log.write_bytes(b"")
+    js = FlakyJetStream(fail_calls=set())
+    tail = ConsoleTail(js, "node1", "testvm", "uid-1", log)  # type: ignore[arg-type]
+    task: asyncio.Task[Any] = asyncio.create_task(tail.run(interval=3600, settle=0.0))  # no polling to speak of
+    try:
+        await asyncio.sleep(0.05)
+        with log.open("ab") as f:
+            f.write(b"login: ")
+        assert js.stored == []  # nothing polls the file
+        tail.wake.set()  # as ConsoleInput does when the serial port speaks
+        for _ in range(200):
+            if js.stored:
+                break
+            await asyncio.sleep(0.01)
+        assert [p for _, p, _ in js.stored] == [b"login: "]
+    finally:
+        task.cancel()
