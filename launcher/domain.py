@@ -154,6 +154,12 @@ def configure_console(plan: DomainPlan, devices: ET.Element) -> None:
     _sub(console, "target", type="serial", port="0")
 
 
+def configure_panic(plan: DomainPlan, devices: ET.Element) -> None:
+    """A pvpanic device: a guest's kernel panic reaches libvirt (CRASHED/PANICKED, and on_crash
+    destroys the domain), so a crashed guest ends Failed with that reason instead of hanging."""
+    _sub(devices, "panic", model="isa")
+
+
 def configure_quiet_devices(plan: DomainPlan, devices: ET.Element) -> None:
     _sub(devices, "controller", type="usb", model="none")
     _sub(devices, "memballoon", model="none")
@@ -161,7 +167,7 @@ def configure_quiet_devices(plan: DomainPlan, devices: ET.Element) -> None:
 
 DOMAIN_CONFIGURATORS: list[Callable[[DomainPlan, ET.Element], None]] = [configure_compute, configure_features]
 DEVICE_CONFIGURATORS: list[Callable[[DomainPlan, ET.Element], None]] = [
-    configure_storage, configure_network, configure_console, configure_quiet_devices]
+    configure_storage, configure_network, configure_console, configure_panic, configure_quiet_devices]
 
 
 def compose_domain_xml(plan: DomainPlan) -> str:

@@ -328,3 +328,20 @@ def test_a_guest_poweroff_is_succeeded(lab: Lab, faults: Path) -> None:
     wait("the launcher to leave", lambda: gone(launcher), lab, timeout=60)
     assert vm_status(lab) == "Stopped"
     assert f"{lab.prefix}-{NODE}-{VM}" not in lab.netns()
+
+
+def test_a_guest_kernel_panic_fails_the_vmi_with_the_reason(lab: Lab, faults: Path) -> None:
+    """The guest's kernel panics (sysrq c): pvpanic tells libvirt, the VMI is Failed with the reason,
+    RerunOnFailure runs it again."""
+    lab.cli("apply", "-f", manifest(faults, VM, NODE, "RerunOnFailure"))
+    lab.cli("start", VM)  # after a poweroff, RerunOnFailure keeps the VM stopped
+    item = running(lab)
+    launcher = pid_in(vmi_dir(lab) / "launcher.pid")
+    lab.cli("console", VM, "--send", "echo c > /proc/sysrq-trigger\\n")
+    started = time.monotonic()
+    wait("the Failed event", lambda: any("guest crashed (kernel panic)" in e for e in events(lab)), lab, timeout=90)
+    print(f"kernel panic -> Failed: {time.monotonic() - started:.1f}s")
+    wait("the launcher to leave", lambda: gone(launcher), lab, timeout=60)
+    again = running(lab, other_than=item["metadata"]["uid"])
+    print(f"kernel panic -> Running again: {time.monotonic() - started:.1f}s")
+    assert again["status"]["phase"] == "Running"

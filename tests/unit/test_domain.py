@@ -56,3 +56,9 @@ def test_serial_console_logged() -> None:
 def test_kvm_passes_the_host_cpu_through() -> None:
     dom = seed_plan("kvm")
     assert dom.get("type") == "kvm" and dom.find("cpu").get("mode") == "host-passthrough"  # type: ignore[union-attr]
+
+
+def test_a_guest_panic_reaches_libvirt_and_ends_the_domain() -> None:
+    dom = seed_plan()
+    assert [p.get("model") for p in dom.findall("devices/panic")] == ["isa"]
+    assert dom.findtext("on_crash") == "destroy"
