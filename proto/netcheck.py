@@ -14,12 +14,14 @@ from ipaddress import IPv4Address, IPv4Network
 
 from proto import ipam
 from proto.errors import ApiError, Code
+from proto.subjects import is_dns1123_label
 
 PROTOCOLS = ("TCP", "UDP")
 NODE_PORT_RANGE = range(30000, 32768)  # Kubernetes' default NodePort range
 POD_BRIDGE = "vbpods"  # the node's pod bridge: never a secondary network's
 # Linux allows 15 bytes other than '/', whitespace and NUL; we take a conservative subset, and no
 # leading '-', which ip(8) and nft would read as an option.
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")  # a spec may give one in capitals
 _IFNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
 # Not a place for anyone's route: this host, link-local, multicast, "this network", broadcast.
 _RESERVED = [IPv4Network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/3")]
@@ -105,3 +107,17 @@ def check_bridge(network: str, bridge: str, allowed: Iterable[str]) -> None:
         listed = ", ".join(sorted(allowed)) or "none"
         raise ApiError(Code.INVALID, f"network {network} uses bridge {bridge!r}, which this node does not "
                        f"allow (its --allowed-bridge: {listed})", "spec.bridge")
+
+
+def interface_status(name: str, ip_address: str | None, ip_addresses: list[str], mac: str | None,
+                     field: str) -> None:
+    """A VMI interface's status (what its node reported): a name of a spec, host addresses (they become
+    node-port and floating-IP rules), a MAC."""
+    if not is_dns1123_label(name):
+        raise _invalid(f"{field}.name", f"interface name {name!r} must be a DNS-1123 label")
+    if ip_address is not None:
+        host_address(ip_address, f"{field}.ipAddress")
+    for j, address in enumerate(ip_addresses):
+        host_address(address, f"{field}.ipAddresses[{j}]")
+    if mac is not None and not _MAC.fullmatch(mac):
+        raise _invalid(f"{field}.mac", f"{mac!r} is not a MAC address")

@@ -7,13 +7,11 @@ the caller; the rules below make sure N changes nothing but the status of the VM
 
 from __future__ import annotations
 
-import re
-from ipaddress import IPv4Address
 from typing import Any
 
 import msgspec
 
-from proto import subjects
+from proto import netcheck
 from proto.api import Message
 from proto.errors import ApiError, Code
 from proto.state import FINAL_PHASES, VMI, Condition, Phase, VMIInterface
@@ -101,7 +99,6 @@ def check_bound(vmi: VMI, node: str, uid: str) -> None:
 
 
 MAX_REASON = 1024
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
 def tidy(text: str) -> str:
@@ -129,17 +126,8 @@ def check_report(report: StatusReport) -> None:
     for field, text in texts:
         if len(text) > MAX_REASON or not text.isprintable():
             raise ApiError(Code.INVALID, f"{field} must be printable text of at most {MAX_REASON} characters", field)
-    for i, nic in enumerate(report.interfaces or []):
-        where = f"interfaces[{i}]"
-        if not subjects.is_dns1123_label(nic.name):
-            raise ApiError(Code.INVALID, f"{nic.name!r} is not an interface name of a spec", f"{where}.name")
-        for address in [*([nic.ip_address] if nic.ip_address is not None else []), *nic.ip_addresses]:
-            try:
-                IPv4Address(address)
-            except ValueError:
-                raise ApiError(Code.INVALID, f"{address!r} is not an IPv4 address", f"{where}.ipAddress") from None
-        if nic.mac is not None and not _MAC.match(nic.mac.lower()):
-            raise ApiError(Code.INVALID, f"{nic.mac!r} is not a MAC address", f"{where}.mac")
+    for i, nic in enumerate(report.interfaces or []):  # checked as the VMI they go into will be
+        netcheck.interface_status(nic.name, nic.ip_address, nic.ip_addresses, nic.mac, f"interfaces[{i}]")
 
 
 def apply_report(vmi: VMI, report: StatusReport, node: str, now: float) -> VMI | None:

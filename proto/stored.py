@@ -21,7 +21,6 @@ from proto.validation import check_labels, check_name, validate_network, validat
 
 MAX_NODE_CPUS = 4096
 MAX_TEXT = 32 * 1024  # reasons, messages: shown to people, never parsed; libvirt errors run long
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")  # a spec may give one in capitals
 # ipam keys: nodecidr.<index>, podips.<node>, net.<network>
 _IPAM_KEY = re.compile(r"^(nodecidr\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|(podips|net)\.(?P<name>.+))$")
 
@@ -79,14 +78,7 @@ def check_vmi(key: str, vmi: VMI) -> None:
     for i, cond in enumerate(vmi.conditions):
         _text(cond.message, f"conditions[{i}].message")
     for i, iface in enumerate(vmi.interfaces):
-        field = f"interfaces[{i}]"
-        check_name(iface.name, f"{field}.name", "interface name")
-        if iface.ip_address is not None:
-            netcheck.host_address(iface.ip_address, f"{field}.ipAddress")
-        for j, address in enumerate(iface.ip_addresses):
-            netcheck.host_address(address, f"{field}.ipAddresses[{j}]")
-        if iface.mac is not None and not _MAC.fullmatch(iface.mac):
-            raise ApiError(Code.INVALID, f"{iface.mac!r} is not a MAC address", f"{field}.mac")
+        netcheck.interface_status(iface.name, iface.ip_address, iface.ip_addresses, iface.mac, f"interfaces[{i}]")
 
 
 def check_node(key: str, node: Node) -> None:
