@@ -29,6 +29,8 @@ class PodNetwork:
         self.cidrs: Bucket[str] = store.bucket(subjects.BUCKET_IPAM, str)
         self.cidr: IPv4Network = ipam.check_node_cidr(cidr)
         self._routes: dict[str, str] = {}
+        self._claimed: set[tuple[str, str]] = set()  # (node, pod CIDR) the control plane's claims confirm
+        self._refused: set[tuple[str, str]] = set()
 
     async def pod_ip(self, vm: str) -> IPv4Address:
         """The VM's pod IP on this node; the same one every time it runs here."""
@@ -49,18 +51,25 @@ class PodNetwork:
 
     async def claimed(self, nodes: list[Node]) -> list[Node]:
         """The nodes whose pod CIDR the control plane gave them (the ipam claims only it writes): a
-        node's own record could name any CIDR, and a route to it would take another node's pods."""
+        node's own record could name any CIDR, and a route to it would take another node's pods.
+        Nodes change with every heartbeat: a claim once seen is not read again (none is ever taken
+        back), and a refused one is said once."""
         out = []
         for node in nodes:
             index = ipam.node_cidr_index(node.pod_cidr)
             if index is None:
                 continue
-            entry = await self.cidrs.get(f"nodecidr.{index}")
-            if entry is not None and entry.value == node.name:
-                out.append(node)
-            else:
-                log.warning("node names a pod CIDR it was not given; no route to it", other=node.name,
-                            cidr=node.pod_cidr)
+            mark = (node.name, str(node.pod_cidr))
+            if mark not in self._claimed:
+                entry = await self.cidrs.get(f"nodecidr.{index}")
+                if entry is None or entry.value != node.name:
+                    if mark not in self._refused:
+                        log.warning("node names a pod CIDR it was not given; no route to it", other=node.name,
+                                    cidr=node.pod_cidr)
+                        self._refused.add(mark)
+                    continue
+                self._claimed.add(mark)
+            out.append(node)
         return out
 
     def set_up_bridge(self) -> None:
