@@ -25,6 +25,21 @@ from servicekit.store import Store
 pytestmark = pytest.mark.integration
 
 
+async def reconcile_once(store: Store, node: Node, tmp_path: Path, vmi: str) -> Launchers:
+    """One reconcile of the VMI by node1's agent, with the control plane's node API answering it."""
+    launchers = Launchers(NodePaths(tmp_path / "node1", tmp_path / "logs"), node="node1", nats_url="nats://x",
+                          netns_prefix="vbtest", kvm=False)
+    service = await serve(store.nc, name="virtbus-nodeapi", version="0.1.0", description="test", queue="q",
+                          endpoints=NodeApi(store).endpoints())
+    try:
+        agent = Agent(store, node, launchers, PodNetwork(store, "node1", None, IPv4Network("10.244.0.0/24")),
+                      NodeApiClient(store.nc, "node1"))
+        await agent.reconcile(vmi)
+    finally:
+        await service.stop()
+    return launchers
+
+
 async def test_a_vmi_on_a_bridge_the_node_does_not_allow_fails_with_the_reason(store: Store, tmp_path: Path) -> None:
     networks = store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment)
     await networks.create("uplink", NetworkAttachment(name="uplink", bridge="eth0", subnet="192.168.7.0/24"))
@@ -35,16 +50,7 @@ async def test_a_vmi_on_a_bridge_the_node_does_not_allow_fails_with_the_reason(s
     await store.vmis.create("vm1", VMI(name="vm1", uid="u1", spec=spec, created_at=time.time(), node_name="node1",
                                        phase=Phase.SCHEDULED))
     await store.nodes.create("node1", node)  # as registered: its allowed bridges are the control plane's to read
-    launchers = Launchers(NodePaths(tmp_path / "node1", tmp_path / "logs"), node="node1", nats_url="nats://x",
-                          netns_prefix="vbtest", kvm=False)
-    service = await serve(store.nc, name="virtbus-nodeapi", version="0.1.0", description="test", queue="q",
-                          endpoints=NodeApi(store).endpoints())
-    try:
-        agent = Agent(store, node, launchers, PodNetwork(store, "node1", None, IPv4Network("10.244.0.0/24")),
-                      NodeApiClient(store.nc, "node1"))
-        await agent.reconcile("vm1")
-    finally:
-        await service.stop()
+    launchers = await reconcile_once(store, node, tmp_path, "vm1")
     vmi = await store.vmis.require("vm1", "VMI")
     assert vmi.value.phase is Phase.FAILED
     assert "bridge 'eth0'" in vmi.value.reason and "multus-bridge" in vmi.value.reason
@@ -59,16 +65,7 @@ async def test_a_stop_before_any_launcher_ends_the_vmi(store: Store, tmp_path: P
     await store.nodes.create("node1", node)
     await store.vmis.create("vm1", VMI(name="vm1", uid="u1", spec=VMSpec(name="vm1"), created_at=time.time(),
                                        node_name="node1", phase=Phase.SCHEDULED, stop_requested=True))
-    launchers = Launchers(NodePaths(tmp_path / "node1", tmp_path / "logs"), node="node1", nats_url="nats://x",
-                          netns_prefix="vbtest", kvm=False)
-    service = await serve(store.nc, name="virtbus-nodeapi", version="0.1.0", description="test", queue="q",
-                          endpoints=NodeApi(store).endpoints())
-    try:
-        agent = Agent(store, node, launchers, PodNetwork(store, "node1", None, IPv4Network("10.244.0.0/24")),
-                      NodeApiClient(store.nc, "node1"))
-        await agent.reconcile("vm1")
-    finally:
-        await service.stop()
+    launchers = await reconcile_once(store, node, tmp_path, "vm1")
     vmi = (await store.vmis.require("vm1", "VMI")).value
     assert vmi.phase is Phase.SUCCEEDED and vmi.reason == "stopped before it started"
     assert launchers.running == {} and not (tmp_path / "node1" / "vmis" / "vm1").exists()
