@@ -27,7 +27,7 @@ class PodNetwork:
         self.netns = netns
         self.ips: Bucket[dict[str, str]] = store.bucket(subjects.BUCKET_IPAM, dict[str, str])
         self.cidrs: Bucket[str] = store.bucket(subjects.BUCKET_IPAM, str)
-        self.cidr: IPv4Network = ipam.check_node_cidr(cidr)
+        self.cidr: IPv4Network = netcheck.pod_cidr(str(cidr), "podCidr")  # as other nodes check it
         self._routes: dict[str, str] = {}
         self._claimed: set[tuple[str, str]] = set()  # (node, pod CIDR) the control plane's claims confirm
         self._refused: set[tuple[str, str]] = set()

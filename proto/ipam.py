@@ -38,12 +38,6 @@ def node_cidr_index(text: str | None, cluster: IPv4Network = CLUSTER_CIDR, prefi
     return (int(cidr.network_address) - int(cluster.network_address)) >> (32 - prefix)
 
 
-def check_node_cidr(cidr: IPv4Network) -> IPv4Network:
-    if node_cidr_index(str(cidr)) is None:
-        raise ValueError(f"{cidr} is not a /{NODE_PREFIX} of {CLUSTER_CIDR}")
-    return cidr
-
-
 def secondary_pool(att: NetworkAttachment) -> list[IPv4Address]:
     """The addresses VMs may get on a secondary network; the gateway (given, else the first host)
     is never one."""
