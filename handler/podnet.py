@@ -35,11 +35,11 @@ class PodNetwork:
     async def pod_ip(self, vm: str) -> IPv4Address:
         """The VM's pod IP on this node; the same one every time it runs here."""
         hosts = [ip for ip in self.cidr.hosts() if ip != ipam.gateway(self.cidr)]
-        return await claim_address(self.ips, f"podips.{self.node}", vm, hosts,
+        return await claim_address(self.ips, subjects.ipam_pod_ips(self.node), vm, hosts,
                                    f"no free pod IP left in {self.cidr} on {self.node}")
 
     async def release(self, vm: str) -> None:
-        await release_address(self.ips, f"podips.{self.node}", vm)
+        await release_address(self.ips, subjects.ipam_pod_ips(self.node), vm)
 
     # --- the node's namespace ---------------------------------------------------------------------
     def _ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -61,7 +61,7 @@ class PodNetwork:
                 continue
             mark = (node.name, str(node.pod_cidr))
             if mark not in self._claimed:
-                entry = await self.cidrs.get(f"nodecidr.{index}")
+                entry = await self.cidrs.get(subjects.ipam_node_cidr(index))
                 if entry is None or entry.value != node.name:
                     if mark not in self._refused:
                         log.warning("node names a pod CIDR it was not given; no route to it", other=node.name,

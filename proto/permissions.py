@@ -94,7 +94,7 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
             return Permissions(
                 publish=Rules(allow=[
                     kv_key(subjects.BUCKET_NODES, n),
-                    kv_key(subjects.BUCKET_IPAM, f"podips.{n}"),
+                    kv_key(subjects.BUCKET_IPAM, subjects.ipam_pod_ips(n)),
                     f"{subjects.NODEAPI_PREFIX}.{n}.*",
                     f"{subjects.STATS_PREFIX}.{n}.*",
                     subjects.console_of_node(n, "out"),

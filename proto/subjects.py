@@ -24,6 +24,19 @@ BUCKET_LEADER = "leader"
 LEASE_CONTROLLERS = "controllers"  # the VM controller, the binder and node lifecycle
 OBJECT_STORE_IMAGES = "images"
 
+
+# Keys of the ipam bucket: a node's pod CIDR claim, a node's pod-IP table, a network's address table.
+def ipam_node_cidr(index: int) -> str:
+    return f"nodecidr.{index}"
+
+
+def ipam_pod_ips(node: str) -> str:
+    return f"podips.{token(node)}"
+
+
+def ipam_network(network: str) -> str:
+    return f"net.{token(network)}"
+
 STREAM_CONSOLE = "VIRTBUS_CONSOLE"
 CONSOLE_PREFIX = "virtbus.console"
 

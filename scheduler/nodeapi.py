@@ -37,7 +37,6 @@ from servicekit.endpoints import Endpoint
 from servicekit.store import Bucket, Store
 
 log = structlog.get_logger()
-CIDR_KEY = "nodecidr.{index}"
 
 
 class NodeApi:
@@ -75,12 +74,12 @@ class NodeApi:
     async def _claim_cidr(self, node: str) -> IPv4Network:
         """The node's pod CIDR: the one it holds, else the lowest free one, claimed by create."""
         for index in range(256):
-            entry = await self.cidrs.get(CIDR_KEY.format(index=index))
+            entry = await self.cidrs.get(subjects.ipam_node_cidr(index))
             if entry is not None and entry.value == node:
                 return ipam.node_cidr(index)
         for index in range(256):
             try:
-                await self.cidrs.create(CIDR_KEY.format(index=index), node)
+                await self.cidrs.create(subjects.ipam_node_cidr(index), node)
             except ApiError as exc:
                 if exc.code is Code.ALREADY_EXISTS:
                     continue
@@ -121,7 +120,8 @@ class NodeApi:
                 raise ApiError(Code.NOT_FOUND, f"network {net.network_name!r} does not exist")
             # before any address is claimed: a network on a bridge this node does not allow cannot run here
             netcheck.check_bridge(att.key, att.value.bridge, record.value.allowed_bridges)
-            ip = await claim_address(self.tables, f"net.{att.key}", vmi.value.spec.name, ipam.secondary_pool(att.value),
+            ip = await claim_address(self.tables, subjects.ipam_network(att.key), vmi.value.spec.name,
+                                     ipam.secondary_pool(att.value),
                                      f"network {att.key} has no free address left ({att.value.subnet})")
             prefix = IPv4Network(att.value.subnet).prefixlen
             out.append(SecondaryNic(interface=net.name, network=att.key, bridge=att.value.bridge,
@@ -131,4 +131,4 @@ class NodeApi:
     async def release_secondary(self, vm: str) -> None:
         """A deleted VM's secondary addresses go back to their networks."""
         for entry in await self.networks.items():
-            await release_address(self.tables, f"net.{entry.key}", vm)
+            await release_address(self.tables, subjects.ipam_network(entry.key), vm)
