@@ -30,6 +30,7 @@ from proto.api import (
 )
 from proto.errors import ApiError, Code
 from proto.manifest import load_manifests
+from proto.spec import RunStrategy
 from proto.state import VMI, Exposure, FloatingIP
 
 KINDS = {"vm": "vm", "vms": "vm", "virtualmachine": "vm", "virtualmachines": "vm",
@@ -151,6 +152,11 @@ async def _vm_state(api: ApiClient, name: str) -> tuple[str, str]:
         raise
     vmi = view.vmi
     detail = f"{vmi.phase.value}{' on ' + vmi.node_name if vmi and vmi.node_name else ''}" if vmi else "no instance"
+    if view.printable_status == "Stopped" and vmi is not None and vmi.node_name:
+        # The guest is off, but its node may still be ending the launcher and removing the pod, and
+        # a Halted VM's finished instance is about to go: stopped means all of that is done.
+        if not vmi.torn_down or view.vm.spec.run_strategy is RunStrategy.HALTED:
+            return "Stopping", f"Stopped ({detail}; the instance is being cleaned up)"
     return view.printable_status, f"{view.printable_status} ({detail})"
 
 

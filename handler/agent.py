@@ -144,14 +144,18 @@ class Agent:
             if vmi.phase not in FINAL_PHASES:
                 reason = launcher_exit_reason(code)
                 log.warning("launcher died before its instance finished", vmi=name, code=code)
-                await self._fail(vmi, reason)
+                await self._report_end(vmi, Phase.FAILED, reason, torn_down=True)
+            else:
+                await self._report_torn_down(vmi)
             return
         if vmi.phase in FINAL_PHASES:
             await self._forget(name)
+            if not vmi.torn_down:
+                await self._report_torn_down(vmi)
             return
         if vmi.phase is Phase.SCHEDULED and vmi.stop_requested:
             # Asked to stop before any launcher ran it: nobody else would ever finish it.
-            await self._report_end(vmi, Phase.SUCCEEDED, "stopped before it started")
+            await self._report_end(vmi, Phase.SUCCEEDED, "stopped before it started", torn_down=True)
             return
         if vmi.phase is Phase.SCHEDULED:
             pod_ip, gateway = None, None
@@ -179,18 +183,26 @@ class Agent:
         """Report what the launcher could not: its instance failed, and why."""
         await self._report_end(vmi, Phase.FAILED, reason)
 
-    async def _report_end(self, vmi: VMI, phase: Phase, reason: str) -> None:
+    async def _report_end(self, vmi: VMI, phase: Phase, reason: str, *, torn_down: bool = False) -> None:
+        """torn_down: nothing of the run is left here (said only after _forget)."""
         reason = tidy(reason)
         failed = phase is Phase.FAILED
+        await self._report(StatusReport(
+            vmi=vmi.name, uid=vmi.uid, phase=phase, reason=reason, torn_down=torn_down,
+            event=EventNote(reason="Failed" if failed else "Stopped", message=reason, warning=failed)))
+
+    async def _report_torn_down(self, vmi: VMI) -> None:
+        """The instance ended and its launcher, pod and files are gone: its record may go (the
+        control plane waits for this, as a KubeVirt VMI's finalizer holds its deletion)."""
+        await self._report(StatusReport(vmi=vmi.name, uid=vmi.uid, torn_down=True))
+
+    async def _report(self, report: StatusReport) -> None:
         try:
-            await self.nodeapi.report(StatusReport(
-                vmi=vmi.name, uid=vmi.uid, phase=phase, reason=reason,
-                event=EventNote(reason="Failed" if failed else "Stopped", message=reason, warning=failed)),
-                patience=60.0)
+            await self.nodeapi.report(report, patience=60.0)
         except ApiError as exc:
             if exc.retryable:
                 raise  # the work queue tries again
-            log.info("instance gone or no longer ours; failure not reported", vmi=vmi.name, error=exc.message)
+            log.info("instance gone or no longer ours; not reported", vmi=report.vmi, error=exc.message)
 
     async def _forget(self, name: str) -> None:
         self.launchers.forget(name)

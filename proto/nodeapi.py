@@ -67,6 +67,7 @@ class StatusReport(Message, frozen=True):
     interfaces: list[VMIInterface] | None = None
     event: EventNote | None = None
     conditions: list[NodeCondition] | None = None  # each replaces the VMI's condition of its type
+    torn_down: bool = False  # the instance is final and the node has removed all it held for it
 
 
 class StatusReply(Message, frozen=True):
@@ -143,9 +144,14 @@ def apply_report(vmi: VMI, report: StatusReport, node: str, now: float) -> VMI |
     if report.phase is not None and report.phase not in REPORTABLE_PHASES:
         raise ApiError(Code.INVALID, f"a node reports Running, Succeeded or Failed, not {report.phase.value}",
                        "phase")
+    if report.torn_down and report.phase not in FINAL_PHASES and vmi.phase not in FINAL_PHASES:
+        raise ApiError(Code.INVALID, "an instance is torn down only once it has finished", "torn_down")
     if vmi.phase in FINAL_PHASES:
-        return None
+        # It keeps its end; all a node may still say is that it has cleaned up after it.
+        return msgspec.structs.replace(vmi, torn_down=True) if report.torn_down and not vmi.torn_down else None
     changes: dict[str, Any] = {}
+    if report.torn_down:
+        changes["torn_down"] = True
     if report.interfaces is not None:
         changes["interfaces"] = report.interfaces
     if report.reason:

@@ -75,6 +75,10 @@ class VMI(State, frozen=True):
     # While Unknown (its node stopped reporting): the phase it had, to return to once the node is
     # heard again; a report from the node replaces it with what the node says.
     phase_before_unknown: Phase | None = None
+    # Its node has ended the launcher and removed what the run held (pod netns, files): set by
+    # the node once the instance is final. Until then the record stays, as a KubeVirt VMI's
+    # finalizer keeps it, so "delete --wait" returns only when nothing of the run is left.
+    torn_down: bool = False
 
 
 class Node(State, frozen=True):

@@ -35,6 +35,7 @@ from servicekit.workqueue import WorkQueue
 log = structlog.get_logger()
 RESYNC_S = 5.0
 NODE_CHECK_S = 1.0
+TEARDOWN_RECHECK_S = 5.0
 
 
 @dataclass
@@ -121,7 +122,14 @@ class Scheduler:
         vm = await self.store.vms.get(name)
         vmi = await self.store.vmis.get(name)
         now = self.clock()
-        action = plan(vm.value if vm else None, vmi.value if vmi else None, now)
+        node = vmi.value.node_name if vmi else None
+        node_ready = node is not None and node in self.nodes.nodes and self.nodes.readiness().get(node, True)
+        action = plan(vm.value if vm else None, vmi.value if vmi else None, now, node_ready)
+        if action is Action.AWAIT_TEARDOWN:
+            # The node's report brings the next reconcile; looking again now and then catches a
+            # node that stops being Ready meanwhile.
+            asyncio.get_running_loop().call_later(TEARDOWN_RECHECK_S, self._vm_queue.kick, name)
+            return
         if action is Action.NOTHING:
             if vm is None and vmi is None and self.release is not None:
                 await self.release(name)

@@ -17,7 +17,8 @@ class Action(enum.Enum):
     NOTHING = "nothing"
     CREATE_VMI = "create-vmi"
     STOP_VMI = "stop-vmi"  # ask the launcher for an ACPI shutdown
-    DELETE_VMI = "delete-vmi"  # only once it is final
+    DELETE_VMI = "delete-vmi"  # only once it is final and its node has torn it down
+    AWAIT_TEARDOWN = "await-teardown"  # final, but its node still holds its launcher or pod
     CLEAR_START_REQUEST = "clear-start-request"
     RESET_FAILURES = "reset-failures"  # a run got going: the crash loop is over
 
@@ -31,7 +32,20 @@ def backoff(failures: int) -> float:
     return 0.0 if failures <= 0 else min(BACKOFF_FIRST_S * 2 ** (failures - 1), BACKOFF_MAX_S)
 
 
-def plan(vm: VM | None, vmi: VMI | None, now: float = 0.0) -> Action:
+def plan(vm: VM | None, vmi: VMI | None, now: float = 0.0, node_ready: bool = True) -> Action:
+    """node_ready: whether the VMI's node is Ready (scheduler.nodelife); a node that is not will not
+    tear anything down soon, so its finished instances go without waiting for it."""
+    action = _plan(vm, vmi, now)
+    if action is Action.DELETE_VMI and vmi is not None and not _released(vmi, node_ready):
+        return Action.AWAIT_TEARDOWN
+    return action
+
+
+def _released(vmi: VMI, node_ready: bool) -> bool:
+    return vmi.node_name is None or vmi.torn_down or not node_ready
+
+
+def _plan(vm: VM | None, vmi: VMI | None, now: float) -> Action:
     if vm is None:
         return _wind_down(vmi)
     if vmi is not None and vm.restart_of == vmi.uid:

@@ -34,8 +34,9 @@ async def test_stop_and_start_keep_the_strategy(store: Store, strategy: RunStrat
     await api.vm_stop(b'{"name": "vm1"}')
     vm, vmi = await store.vms.require("vm1", "VM"), await store.vmis.require("vm1", "VMI")
     assert vm.value.spec.run_strategy is strategy and vmi.value.stop_requested
-    # the launcher stops it: Succeeded, and the controller leaves it be
-    await store.vmis.update("vm1", msgspec.structs.replace(vmi.value, phase=Phase.SUCCEEDED), vmi.revision)
+    # the launcher stops it and its node tears it down: Succeeded, and the controller leaves it be
+    await store.vmis.update("vm1", msgspec.structs.replace(vmi.value, phase=Phase.SUCCEEDED, torn_down=True),
+                            vmi.revision)
     assert plan(vm.value, (await store.vmis.require("vm1", "VMI")).value) is Action.NOTHING
     await api.vm_start(b'{"name": "vm1"}')
     vm = await store.vms.require("vm1", "VM")

@@ -142,3 +142,21 @@ def test_interfaces_alone_leave_unknown_as_it_is() -> None:
     nic = VMIInterface(name="default", ip_address="10.244.0.2")
     new = apply_report(unknown(), StatusReport(vmi="testvm", uid="u1", interfaces=[nic]), "node1", T0)
     assert new is not None and new.phase is Phase.UNKNOWN and new.phase_before_unknown is Phase.RUNNING
+
+
+def test_torn_down_only_after_the_end_and_the_end_is_kept() -> None:
+    running = bound(Phase.RUNNING)
+    with pytest.raises(ApiError) as err:
+        apply_report(running, StatusReport(vmi="testvm", uid="u1", torn_down=True), "node1", T0)
+    assert err.value.code is Code.INVALID and err.value.field == "torn_down"
+    ended = apply_report(running, StatusReport(vmi="testvm", uid="u1", phase=Phase.FAILED, torn_down=True),
+                         "node1", T0)
+    assert ended is not None and ended.phase is Phase.FAILED and ended.torn_down
+    done = bound(Phase.SUCCEEDED)
+    late = apply_report(done, StatusReport(vmi="testvm", uid="u1", phase=Phase.FAILED, reason="x", torn_down=True),
+                        "node1", T0)
+    assert late is not None and late.torn_down and late.phase is Phase.SUCCEEDED and late.reason == ""
+    assert apply_report(late, StatusReport(vmi="testvm", uid="u1", torn_down=True), "node1", T0) is None
+    with pytest.raises(ApiError) as other:  # another node cannot let it go
+        apply_report(done, StatusReport(vmi="testvm", uid="u1", torn_down=True), "node2", T0)
+    assert other.value.code is Code.FORBIDDEN

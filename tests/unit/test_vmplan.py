@@ -91,3 +91,13 @@ def test_an_unknown_instance_is_neither_deleted_nor_replaced(strategy: RunStrate
     assert action is (Action.STOP_VMI if strategy is RunStrategy.HALTED else Action.NOTHING)
     assert plan(None, lost) is Action.STOP_VMI
     assert plan(None, vmi(Phase.UNKNOWN, stop_requested=True)) is Action.NOTHING
+
+
+@pytest.mark.parametrize("strategy", [None, RunStrategy.ALWAYS, RunStrategy.HALTED])
+def test_a_finished_instance_waits_for_its_node_to_tear_it_down(strategy: RunStrategy | None) -> None:
+    owner = None if strategy is None else vm(strategy)
+    ended = vmi(Phase.SUCCEEDED, node_name="node1", stop_requested=True)
+    assert plan(owner, ended) is Action.AWAIT_TEARDOWN
+    assert plan(owner, vmi(Phase.SUCCEEDED, node_name="node1", torn_down=True)) is Action.DELETE_VMI
+    # a node that is not Ready will not tear anything down soon: the record goes without it
+    assert plan(owner, ended, node_ready=False) is Action.DELETE_VMI
