@@ -24,6 +24,7 @@ from launcher.console import ConsoleInput, ConsoleTail
 from launcher.dhcp_packet import Lease
 from launcher.dhcp_server import serve_dhcp_in_netns
 from launcher.domain import CONSOLE_SOCKET, compose_domain_xml, plan_domain, stable_mac
+from launcher.leasekeeper import LeaseKeeper, LeaseNotTaken
 from launcher.libvirtd import PrivateLibvirtd
 from launcher.masquerade import Masquerade
 from launcher.supervision import DomainFollower
@@ -42,6 +43,9 @@ log = structlog.get_logger()
 # giving up would end a healthy VM (or lose how it ended).
 REPORT_PATIENCE_S = -1.0
 CONDITION_PATIENCE_S = 30.0  # a pause not said in time is said by the next change, or not at all
+# A fenced launcher's end: the control plane fails the instance over by the lapsed lease anyway, so
+# this report only helps, and must not keep a cut-off launcher (and its pod) around for long.
+FENCED_PATIENCE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,8 @@ class Runner:
         self.stop_requested = asyncio.Event()
         self.gone = asyncio.Event()
         self.terminated = asyncio.Event()
+        self.fenced = asyncio.Event()
+        self.keeper: LeaseKeeper | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.leases: list[tuple[Lease, str]] = []  # (lease, guest bridge it is served on)
         self.macs: dict[str, str] = {}
@@ -103,7 +109,7 @@ class Runner:
         self.follower = DomainFollower(self.libvirtd, self.report_condition, vmi=args.vmi, netns=args.pod_netns,
                                        workdir=args.vmi_dir)
 
-    async def set_phase(self, phase: Phase, reason: str = "") -> None:
+    async def set_phase(self, phase: Phase, reason: str = "", patience: float = REPORT_PATIENCE_S) -> None:
         """Reported to the control plane (a node writes no VMI itself); waits out an outage of it
         for a while, as the instance's end must not be lost."""
         what = {Phase.RUNNING: "Started", Phase.SUCCEEDED: "Stopped", Phase.FAILED: "Failed"}[phase]
@@ -112,8 +118,11 @@ class Runner:
                          warning=phase is Phase.FAILED)
         try:
             await self.nodeapi.report(StatusReport(vmi=self.args.vmi, uid=self.args.uid, phase=phase, reason=reason,
-                                                   event=note), patience=REPORT_PATIENCE_S)
+                                                   event=note), patience=patience)
         except ApiError as exc:
+            if self.fenced.is_set():
+                log.info("fenced; end not reported, the control plane has it from the lease", error=exc.message)
+                return
             if exc.code not in (Code.NOT_FOUND, Code.CONFLICT, Code.FORBIDDEN):
                 raise
             log.info("instance gone or no longer ours; phase not reported", phase=phase.value, error=exc.message)
@@ -140,12 +149,22 @@ class Runner:
         tail: asyncio.Task[None] | None = None
         keys: asyncio.Task[None] | None = None
         publisher: asyncio.Task[None] | None = None
+        lease: asyncio.Task[str] | None = None
         try:
             try:
+                if vmi.spec.high_availability:
+                    # before anything can run the guest: a guest without a lease could run twice
+                    self.keeper = LeaseKeeper(self.store.vmi_leases, node=self.args.node, vmi=self.args.vmi,
+                                              uid=self.args.uid, fence=self._fence)
+                    await self.keeper.take()
+                    lease = asyncio.create_task(self.keeper.run())
                 dom = await self._boot(vmi)
                 booting = False
             except asyncio.CancelledError:
                 await self.set_phase(Phase.FAILED, "launcher terminated while starting the domain")
+                return 1
+            except LeaseNotTaken as exc:
+                await self.set_phase(Phase.FAILED, str(exc))
                 return 1
             except Exception as exc:
                 log.exception("could not start the domain")
@@ -158,7 +177,7 @@ class Runner:
             publisher = asyncio.create_task(self._publish_stats())
             phase, reason = await self._supervise(dom, vmi.spec.termination_grace_period_seconds)
             await self.console.pump()
-            await self.set_phase(phase, reason)
+            await self.set_phase(phase, reason, FENCED_PATIENCE_S if self.fenced.is_set() else REPORT_PATIENCE_S)
             return 0
         finally:
             watcher.cancel()
@@ -166,6 +185,16 @@ class Runner:
                 if task is not None:
                     task.cancel()
             await self._clean_up()
+            if lease is not None:  # kept (and fencing) until the domain is surely gone
+                lease.cancel()
+            if self.keeper is not None:
+                await self.keeper.release()
+
+    def _fence(self, why: str) -> None:
+        """The lease lapsed: kill QEMU now, without asking libvirtd (it may be what hangs)."""
+        self.fenced.set()
+        pid = self.libvirtd.kill_qemu(self.args.vmi)
+        log.error("fenced", reason=why, qemu_pid=pid)
 
     async def _boot(self, vmi: VMI) -> Any:
         a = self.args
@@ -254,9 +283,13 @@ class Runner:
         asked = asyncio.create_task(self.stop_requested.wait())
         gone = asyncio.create_task(self.gone.wait())
         term = asyncio.create_task(self.terminated.wait())
-        done, pending = await asyncio.wait({stopped, asked, gone, term}, return_when=asyncio.FIRST_COMPLETED)
+        fenced = asyncio.create_task(self.fenced.wait())
+        done, pending = await asyncio.wait({stopped, asked, gone, term, fenced}, return_when=asyncio.FIRST_COMPLETED)
         for t in pending:
             t.cancel()
+        if self.fenced.is_set():  # before "stopped": the kill is what stopped it
+            await self.libvirtd.destroy_and_undefine(self.args.vmi)
+            return Phase.FAILED, f"fenced: {self.keeper.fenced if self.keeper else 'lease lapsed'}"
         if stopped in done:
             return stopped.result()
         if asked in done:

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from proto import fencing
 from proto.errors import ApiError, Code
 from proto.quantity import InvalidQuantity, parse_bytes
 from proto.spec import (
@@ -282,6 +283,14 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
     extra: dict[str, Any] = {}
     if "terminationGracePeriodSeconds" in tspec:
         extra["termination_grace_period_seconds"] = tspec["terminationGracePeriodSeconds"]
+    # Annotations are free text virtbus otherwise ignores (kubectl's last-applied among them); the
+    # walk drops them, so this one is read from the manifest as given.
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    if not isinstance(annotations, Mapping):
+        raise _bad("metadata.annotations", "metadata.annotations must be a map of strings")
+    if fencing.ANNOTATION in annotations:
+        extra["high_availability"] = fencing.parse_annotation(
+            annotations[fencing.ANNOTATION], f"metadata.annotations.{fencing.ANNOTATION}")
 
     def each(items: list[Any], path: str) -> list[tuple[Any, str]]:
         return [(item, f"{path}[{index}]") for index, item in enumerate(items)]

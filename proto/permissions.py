@@ -95,6 +95,7 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                 publish=Rules(allow=[
                     kv_key(subjects.BUCKET_NODES, n),
                     kv_key(subjects.BUCKET_IPAM, subjects.ipam_pod_ips(n)),
+                    kv_key(subjects.BUCKET_VMI_LEASES, subjects.vmi_leases_of_node(n)),
                     f"{subjects.NODEAPI_PREFIX}.{n}.*",
                     f"{subjects.STATS_PREFIX}.{n}.*",
                     subjects.console_of_node(n, "out"),

@@ -97,6 +97,9 @@ class VMSpec(Spec, frozen=True):
     volumes: list[Volume] = []
     node_selector: dict[str, str] = {}
     termination_grace_period_seconds: int = 30
+    # run again on another node when its node is lost, once its old copy is certainly dead
+    # (proto.fencing); the VM's annotation virtbus.io/high-availability: "true"
+    high_availability: bool = False
 
 
 class NetworkAttachment(Spec, frozen=True):

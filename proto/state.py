@@ -79,6 +79,9 @@ class VMI(State, frozen=True):
     # the node once the instance is final. Until then the record stays, as a KubeVirt VMI's
     # finalizer keeps it, so "delete --wait" returns only when nothing of the run is left.
     torn_down: bool = False
+    # High availability (proto.fencing): its launcher's lease lapsed, so the launcher has killed
+    # its QEMU; the record may go without its node's word, and the VM runs again elsewhere.
+    fenced: bool = False
 
 
 class Node(State, frozen=True):
@@ -117,6 +120,14 @@ class Lease(State, frozen=True):
     holder: str
     duration: float
     acquired_at: float = 0.0  # wall clock, for people only
+
+
+class VmiLease(State, frozen=True):
+    """A high-availability VMI's lease, renewed by its launcher (proto.fencing). Key <node>.<vmi>.
+    Like the leader's lease, it is judged by its revision changing, never by a wall clock."""
+
+    uid: str
+    renewals: int = 0
 
 
 def exposure_key(protocol: str, node_port: int) -> str:

@@ -15,8 +15,8 @@ from typing import Any
 from proto import netcheck
 from proto.errors import ApiError, Code
 from proto.spec import NetworkAttachment
-from proto.state import VM, VMI, Exposure, FloatingIP, Lease, Node
-from proto.subjects import is_dns1123_label
+from proto.state import VM, VMI, Exposure, FloatingIP, Lease, Node, VmiLease
+from proto.subjects import InvalidToken, is_dns1123_label, vmi_lease_parts
 from proto.validation import check_labels, check_name, validate_network, validate_vm
 
 MAX_NODE_CPUS = 4096
@@ -147,6 +147,20 @@ def check_lease(key: str, lease: Lease) -> None:
         raise ApiError(Code.INVALID, f"a lease of {lease.duration} seconds", "duration")
 
 
+def _vmi_lease_key(key: str) -> None:
+    try:
+        vmi_lease_parts(key)
+    except InvalidToken as exc:
+        raise ApiError(Code.INVALID, str(exc), "key") from None
+
+
+def check_vmi_lease(key: str, lease: VmiLease) -> None:
+    _vmi_lease_key(key)
+    check_name(lease.uid, "uid", "uid")
+    if lease.renewals < 0:
+        raise ApiError(Code.INVALID, "renewals cannot be negative", "renewals")
+
+
 def _no_checks(key: str, value: object) -> None:
     return None
 
@@ -155,6 +169,8 @@ def check_key(kind: object, key: str) -> None:
     """The key alone, as a watch sees it with a deletion too: a label, or an ipam key."""
     if kind is str or kind == dict[str, str]:
         _ipam_key(key)
+    elif kind is VmiLease:
+        _vmi_lease_key(key)
     else:
         _name_key(key)
 
@@ -162,7 +178,8 @@ def check_key(kind: object, key: str) -> None:
 # Keyed by what a Bucket decodes to; the ipam bucket is read as both str and dict[str, str].
 _VALIDATORS: dict[object, Validator] = {
     VM: check_vm, VMI: check_vmi, Node: check_node, Exposure: check_exposure, FloatingIP: check_floating_ip,
-    NetworkAttachment: check_network, Lease: check_lease, str: check_cidr_claim, dict[str, str]: check_address_table,
+    NetworkAttachment: check_network, Lease: check_lease, VmiLease: check_vmi_lease, str: check_cidr_claim,
+    dict[str, str]: check_address_table,
 }
 
 

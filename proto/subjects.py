@@ -22,6 +22,9 @@ BUCKET_FLOATING_IPS = "floatingips"
 # The control plane's leases: one key per thing only one scheduler may do at a time.
 BUCKET_LEADER = "leader"
 LEASE_CONTROLLERS = "controllers"  # the VM controller, the binder and node lifecycle
+# The launchers' leases of high-availability VMIs (proto.fencing): key <node>.<vmi>, so NATS can let
+# a node write only its own.
+BUCKET_VMI_LEASES = "vmileases"
 OBJECT_STORE_IMAGES = "images"
 
 
@@ -36,6 +39,22 @@ def ipam_pod_ips(node: str) -> str:
 
 def ipam_network(network: str) -> str:
     return f"net.{token(network)}"
+
+def vmi_lease(node: str, vmi: str) -> str:
+    return f"{token(node)}.{token(vmi)}"
+
+
+def vmi_lease_parts(key: str) -> tuple[str, str]:
+    """(node, vmi) of a vmileases key; InvalidToken for anything else."""
+    node, dot, vmi = key.partition(".")
+    if not dot:
+        raise InvalidToken(f"{key!r} is not a <node>.<vmi> lease key")
+    return token(node), token(vmi)
+
+
+def vmi_leases_of_node(node: str) -> str:
+    return f"{token(node)}.*"
+
 
 STREAM_CONSOLE = "VIRTBUS_CONSOLE"
 CONSOLE_PREFIX = "virtbus.console"

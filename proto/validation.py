@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
 
-from proto import ipam, netcheck
+from proto import fencing, ipam, netcheck
 from proto.errors import ApiError, Code
 from proto.nodeapi import Registration
 from proto.quantity import InvalidQuantity, format_bytes, parse_bytes
@@ -103,6 +103,8 @@ def validate_vm(spec: VMSpec) -> VMSpec:
     check_labels(spec.node_selector, "spec.nodeSelector")
     _check_storage(spec)
     _check_network(spec)
+    if spec.high_availability:
+        fencing.check_strategy(spec.run_strategy, "spec.runStrategy")
     return spec
 
 

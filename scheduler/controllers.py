@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import msgspec
 import structlog
 
+from proto import subjects
 from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.state import FINAL_PHASES, VMI, Condition, Phase
-from scheduler import nodelife, placement
+from scheduler import failover, nodelife, placement
 from scheduler.metrics import SchedulerMetrics
 from scheduler.nodelife import Transition
 from scheduler.nodewatch import NodeWatch
@@ -156,7 +157,8 @@ class Scheduler:
             uid = vmi.value.uid
             await self.store.vmis.mutate(name, lambda v: stop_vmi(v, uid, self.clock()))
         elif action is Action.DELETE_VMI and vmi is not None:
-            if vm is not None and vmi.value.phase is Phase.FAILED and vm.value.restart_of != vmi.value.uid:
+            counts = not vmi.value.fenced  # its node was lost; the VM did nothing wrong
+            if vm is not None and vmi.value.phase is Phase.FAILED and vm.value.restart_of != vmi.value.uid and counts:
                 failures = vm.value.failures + 1
                 why = vmi.value.reason or "failed"
                 await self.store.vms.mutate(name, lambda v: msgspec.structs.replace(
@@ -249,9 +251,34 @@ class Scheduler:
         while True:
             await asyncio.sleep(NODE_CHECK_S)
             try:
+                await self.check_leases()
                 await self.check_nodes()
             except Exception:
                 log.exception("node lifecycle check failed")
+
+    async def check_leases(self) -> None:
+        """Fail over the HA instances whose launcher's lease lapsed (scheduler.failover)."""
+        now = self.nodes.clock()
+        for vmi, silent in failover.lapsed(self.vmis.values(), self.nodes.leases, now):
+            node, key = vmi.node_name or "", subjects.vmi_lease(vmi.node_name or "", vmi.name)
+            # first: the node that lost it gets nothing new, not even this instance again
+            self.nodes.distrust(node)
+            change = functools.partial(failover.fail_over, uid=vmi.uid, node=node, silent=silent, now=self.clock())
+            written = await self.store.vmis.mutate(vmi.name, change)
+            if written is None:
+                continue
+            self.vmis.wrote(vmi.name, written.value, written.revision)
+            log.warning("lease lapsed; failing over", vmi=vmi.name, node=node, silent=round(silent, 1))
+            await self.event("VirtualMachineInstance", vmi.name, failover.REASON, written.value.reason,
+                             warning=True, node=node)
+            await self._drop_lease(key)
+        for key in failover.stale(self.nodes.leases, {v.name: v for v in self.vmis.values()}, now):
+            await self._drop_lease(key)
+
+    async def _drop_lease(self, key: str) -> None:
+        # A renewal still in flight from the lost launcher then fails its compare-and-set.
+        await self.store.vmi_leases.delete(key)
+        self.nodes.leases.pop(key, None)
 
     async def check_nodes(self) -> None:
         """Unknown for the VMIs of a lost node, their phase back once it is heard again (nodelife)."""

@@ -1,5 +1,6 @@
-"""The shell of node lifecycle: watch every node record and note, on this process's monotonic
-clock, when each heartbeat changed (scheduler.nodelife decides what that means).
+"""The shell of node lifecycle: watch every node record and every HA launcher's lease, and note,
+on this process's monotonic clock, when each heartbeat or lease changed (scheduler.nodelife and
+scheduler.failover decide what that means).
 
 Time this process could not see the bus is nobody's silence: when its connection comes back, or
 its watch is started again, or it takes the lead, every node's silence starts afresh.
@@ -13,8 +14,9 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from proto.state import Node
-from scheduler import nodelife
+from proto.state import Node, VmiLease
+from scheduler import failover, nodelife
+from scheduler.failover import LeaseSeen
 from scheduler.nodelife import Seen, Thresholds
 from servicekit.store import Change, Store
 
@@ -30,13 +32,32 @@ class NodeWatch:
         self.clock = clock
         self.nodes: dict[str, Node] = {}
         self.seen: dict[str, Seen] = {}
+        self.leases: dict[str, LeaseSeen] = {}
+        # node -> the heartbeat it had when one of its leases lapsed: it counts as NotReady (nothing
+        # new goes there, not even the instance just fenced off it) until it beats again
+        self.distrusted: dict[str, float] = {}
         self.primed = False
 
     async def prime(self) -> None:
         """Read every node once, so a caller that decides now sees them all."""
         for entry in await self.store.nodes.items():
             self.apply(Change(entry.key, entry.value, entry.revision))
+        for lease in await self.store.vmi_leases.items():
+            self.apply_lease(Change(lease.key, lease.value, lease.revision))
         self.primed = True
+
+    def apply_lease(self, change: Change[VmiLease]) -> None:
+        if change.value is None:
+            self.leases.pop(change.key, None)
+            return
+        self.leases[change.key] = failover.observe(self.leases.get(change.key), change.value.uid, change.revision,
+                                                   self.clock())
+
+    def distrust(self, node: str) -> None:
+        """Not Ready until its heartbeat changes: one of its leases lapsed, so it is likely cut off."""
+        seen = self.seen.get(node)
+        if seen is not None:
+            self.distrusted[node] = seen.heartbeat
 
     def apply(self, change: Change[Node]) -> None:
         if change.value is None:
@@ -50,11 +71,18 @@ class NodeWatch:
         if self.seen:
             log.info("node silence counted afresh", why=why, nodes=len(self.seen))
         self.seen = nodelife.resume(self.seen, self.clock())
+        self.leases = failover.resume(self.leases, self.clock())
 
     def readiness(self, nodes: Iterable[Node] | None = None) -> dict[str, bool]:
         """Ready or not, per node; one the watch has not brought yet (read by the caller just now)
         is at its first sight, which counts as a beat (nodelife.observe)."""
         verdict = nodelife.readiness(self.seen, self.clock(), self.thresholds)
+        for node, heartbeat in list(self.distrusted.items()):
+            seen = self.seen.get(node)
+            if seen is None or seen.heartbeat != heartbeat:
+                del self.distrusted[node]  # heard again (or gone)
+            else:
+                verdict[node] = False
         return verdict if nodes is None else {n.name: verdict.get(n.name, True) for n in nodes}
 
     async def run(self) -> None:
@@ -64,8 +92,9 @@ class NodeWatch:
             while True:
                 try:
                     await self.prime()
-                    async for change in self.store.nodes.watch():
-                        self.apply(change)
+                    async with asyncio.TaskGroup() as watches:  # one ends: both start again
+                        watches.create_task(self._watch_nodes())
+                        watches.create_task(self._watch_leases())
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the watch is started again
@@ -74,6 +103,16 @@ class NodeWatch:
                 self.resume("node watch started again")
         finally:
             connection.cancel()
+
+    async def _watch_nodes(self) -> None:
+        async for change in self.store.nodes.watch():
+            self.apply(change)
+        raise RuntimeError("the node watch ended")
+
+    async def _watch_leases(self) -> None:
+        async for change in self.store.vmi_leases.watch():
+            self.apply_lease(change)
+        raise RuntimeError("the lease watch ended")
 
     async def _follow_connection(self) -> None:
         was = True

@@ -42,7 +42,7 @@ def plan(vm: VM | None, vmi: VMI | None, now: float = 0.0, node_ready: bool = Tr
 
 
 def _released(vmi: VMI, node_ready: bool) -> bool:
-    return vmi.node_name is None or vmi.torn_down or not node_ready
+    return vmi.node_name is None or vmi.torn_down or vmi.fenced or not node_ready
 
 
 def _plan(vm: VM | None, vmi: VMI | None, now: float) -> Action:

@@ -101,12 +101,15 @@ async def test_a_node_writes_only_its_own_record(nats_server: NatsServer, store:
     node1 = await as_user("node-node1", subjects.inbox_prefix("node", "node1"))
     for subject in ("$KV.vms.testvm", "$KV.vmis.testvm", "$KV.nodes.node2", "$KV.ipam.nodecidr.0",
                     "$KV.ipam.podips.node2", "$KV.networks.x", "$KV.exposures.x", "$O.images.C.x",
-                    "$O.images.M.x", subjects.nodeapi("node2", "status"), subjects.stats("node2", "testvm"),
+                    "$O.images.M.x", subjects.nodeapi("node2", "status"),
+                    f"$KV.{subjects.BUCKET_VMI_LEASES}.{subjects.vmi_lease('node2', 'testvm')}",
+                    subjects.stats("node2", "testvm"),
                     subjects.api("vm", "list"), "$JS.API.STREAM.DELETE.KV_vms",
                     "$JS.API.STREAM.PURGE.VIRTBUS_CONSOLE", subjects.event("VirtualMachine", "testvm"),
                     subjects.console_out("node2", "testvm"), subjects.console_in("node2", "testvm")):
         assert await node1.refused(subject), subject
     for subject in ("$KV.nodes.node1", "$KV.ipam.podips.node1", subjects.nodeapi("node1", "status"),
+                    f"$KV.{subjects.BUCKET_VMI_LEASES}.{subjects.vmi_lease('node1', 'testvm')}",
                     subjects.stats("node1", "testvm"), subjects.console_out("node1", "testvm")):
         assert not await node1.refused(subject), subject
     # and it cannot listen to the API's requests, nor to another node's replies

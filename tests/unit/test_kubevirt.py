@@ -381,3 +381,19 @@ def test_content_type_is_honoured() -> None:
         parse_manifest((EXAMPLES / "multus-br.yaml").read_bytes(), content_type="json")
     with pytest.raises(ApiError, match="content type"):
         parse_manifest(b"{}", content_type="text/xml")
+
+
+def test_high_availability_is_an_annotation_with_a_strategy_that_restarts() -> None:
+    doc = load("testvm-masquerade.yaml")
+    assert not vm(doc).high_availability
+    doc["metadata"]["annotations"] = {"virtbus.io/high-availability": "true", "note": "anything else is ignored"}
+    doc["spec"].pop("running", None)
+    doc["spec"]["runStrategy"] = "Always"
+    assert vm(doc).high_availability
+    doc["metadata"]["annotations"]["virtbus.io/high-availability"] = "yes"
+    err = refused(doc)
+    assert err.code is Code.INVALID and err.field == "metadata.annotations.virtbus.io/high-availability"
+    doc["metadata"]["annotations"]["virtbus.io/high-availability"] = "true"
+    doc["spec"]["runStrategy"] = "Manual"  # never run again after a failure: not HA
+    err = refused(doc)
+    assert err.code is Code.INVALID and err.field == "spec.runStrategy" and "high-availability" in err.message
