@@ -1,0 +1,102 @@
+"""Node loss, and never two copies: every process of the node running an HA VM is frozen (its
+handler, the VMs' launchers, libvirtds and QEMUs). The HA VM runs again on the other node within
+15 s of the freeze, while its old copy is still frozen (so never two running); a VM that did not ask
+for HA stays where it is. When the node is let go, its launcher kills the old copy at once (its
+lease has lapsed) and its handler clears the old pod away; the VM without HA simply runs on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proto import fencing
+from tests.e2e.conftest import Lab
+from tests.e2e.test_faults import pid_of, wait_until
+from tests.e2e.test_networking import other, write_manifest
+from tests.e2e.test_walking_skeleton import pids_in
+
+pytestmark = pytest.mark.e2e
+MARKER = "VIRTBUS-GUEST-READY"
+FAILOVER_LIMIT_S = 15.0
+
+
+def vmi_of(lab: Lab, name: str) -> dict[str, Any] | None:
+    done = lab.cli("get", "vmis", name, "-o", "json", check=False)
+    return json.loads(done.stdout) if done.returncode == 0 else None
+
+
+def qemu_in(lab: Lab, node: str, name: str) -> int:
+    pids = [p for p in pids_in(f"{lab.prefix}-{node}-{name}") if Path(f"/proc/{p}/comm").read_text().startswith("qemu")]
+    assert len(pids) == 1, pids
+    return pids[0]
+
+
+def state_of(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def test_a_lost_node_fails_its_ha_vm_over_and_kills_the_old_copy_when_back(lab: Lab) -> None:
+    ha_path = Path(write_manifest(lab, "ha", "masquerade"))
+    manifest = json.loads(ha_path.read_text())
+    manifest["metadata"]["annotations"] = {fencing.ANNOTATION: "true"}
+    manifest["spec"] = {"runStrategy": "Always", "template": manifest["spec"]["template"]}
+    ha_path.write_text(json.dumps(manifest))
+    lab.cli("apply", "-f", str(ha_path))
+    lab.cli("start", "ha", "--wait", "--timeout", "300")
+    first = vmi_of(lab, "ha")
+    assert first is not None
+    node, old_uid = first["status"]["nodeName"], first["metadata"]["uid"]
+    lab.cli("apply", "-f", write_manifest(lab, "plain", "masquerade", node=node, running=True))
+    lab.cli("start", "plain", "--wait", "--timeout", "300")
+    plain_uid = vmi_of(lab, "plain")["metadata"]["uid"]  # type: ignore[index]
+    lab.cli("console", "ha", "--log", "--until", MARKER, "--timeout", "180")
+    old_qemu = qemu_in(lab, node, "ha")
+    frozen = [pid_of(lab, f"handler-{node}")]
+    for name in ("ha", "plain"):
+        pidfile = lab.state_dir / "nodes" / node / "vmis" / name / "launcher.pid"
+        frozen += [int(pidfile.read_text().split()[0]), *pids_in(f"{lab.prefix}-{node}-{name}")]
+    try:
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        cut = time.monotonic()
+
+        def running_elsewhere() -> bool:
+            vmi = vmi_of(lab, "ha")
+            return vmi is not None and vmi["status"].get("phase") == "Running" and \
+                vmi["status"].get("nodeName") == other(node) and vmi["metadata"]["uid"] != old_uid
+
+        wait_until("the HA VM running on the other node", running_elsewhere, 60, lab)
+        failover_s = time.monotonic() - cut
+        print(f"\nnode lost -> HA VM Running on {other(node)}: {failover_s:.1f}s")
+        # the old copy is still there, frozen: not running, so never two copies at once
+        assert state_of(old_qemu) == "T"
+        assert failover_s < FAILOVER_LIMIT_S, f"failover took {failover_s:.1f}s\n{lab.logs()}"
+        assert "NodeLostFencedOff" in lab.cli("get", "events").stdout  # the reason, for people
+        plain = vmi_of(lab, "plain")
+        assert plain is not None and plain["metadata"]["uid"] == plain_uid and plain["status"]["nodeName"] == node
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    back = time.monotonic()
+    wait_until("the old QEMU killed by its fenced launcher", lambda: state_of(old_qemu) in (None, "Z"), 10, lab)
+    print(f"node back -> old copy killed: {time.monotonic() - back:.1f}s")
+    wait_until("the old pod cleared away", lambda: f"{lab.prefix}-{node}-ha" not in lab.netns(), 120, lab)
+    ha = vmi_of(lab, "ha")
+    assert ha is not None and ha["status"]["phase"] == "Running" and ha["status"]["nodeName"] == other(node)
+    assert ha["metadata"]["uid"] != old_uid
+    plain = vmi_of(lab, "plain")
+    assert plain is not None and (plain["metadata"]["uid"], plain["status"]["phase"]) == (plain_uid, "Running")
+    for name in ("ha", "plain"):
+        lab.cli("delete", name, "--wait", "--timeout", "120")
