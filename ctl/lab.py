@@ -1,6 +1,6 @@
 """``virtbus lab up|down|status``: a whole cluster on this one machine.
 
-nats-server (JetStream, file storage), one scheduler, N handler nodes. Each node's data plane is
+nats-server (JetStream, file storage), two schedulers (one leads), N handler nodes. Each node's data plane is
 a network namespace the lab creates, joined to the others by a bridge in a lab namespace; the
 root namespace gets nothing but loopback use (the processes reach NATS on 127.0.0.1).
 """
@@ -22,6 +22,7 @@ from proto import subjects
 from servicekit import credentials, processes
 
 DEFAULT_STATE_DIR = os.environ.get("VIRTBUS_LAB_DIR", "/var/lib/virtbus/lab")
+SCHEDULERS = ("scheduler", "scheduler-b")  # both answer the API; the lease's holder runs the controllers
 NODE_NET = "10.99.0"  # the lab's node network, only inside the lab's namespaces
 PROVIDER_BRIDGE = "multus-bridge"  # each node's host bridge onto the provider segment (the seed's name)
 OUTSIDE_ADDRESSES = ("192.168.100.1/24", "192.168.200.1/24")  # the outside test host: the gateway of both
@@ -197,7 +198,7 @@ def up(cfg: LabConfig) -> None:
         raise RuntimeError("nats-server is not installed; run scripts/setup.sh")
     say(f"lab: state in {cfg.root}, NATS at {cfg.url}")
     cfg.addresses = _make_networks(cfg)
-    for node in ["scheduler", *cfg.nodes]:
+    for node in [*SCHEDULERS, *cfg.nodes]:
         if node not in cfg.metrics:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
@@ -295,7 +296,7 @@ def down(cfg: LabConfig) -> None:
 def status(cfg: LabConfig) -> int:
     say(f"lab {cfg.prefix}: state {cfg.root}, NATS {cfg.url}")
     rows = []
-    for name in ["labd", "nats-server", "scheduler", *(f"handler-{n}" for n in cfg.nodes)]:
+    for name in ["labd", "nats-server", *SCHEDULERS, *(f"handler-{n}" for n in cfg.nodes)]:
         pid = _running(cfg, name)
         rows.append(f"  {name:<20} {'running, pid ' + str(pid) if pid else 'NOT RUNNING'}")
     say("\n".join(rows))

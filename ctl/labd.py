@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from ctl.lab import LabConfig, _read_pid, _wait_port
+from ctl.lab import SCHEDULERS, LabConfig, _read_pid, _wait_port
 from servicekit import credentials, processes
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -60,9 +60,9 @@ def main() -> None:
     spawn("nats-server", ["nats-server", "-c", str(cfg.nats_config)])
     _wait_port(cfg.port, 15)
     py = sys.executable
-    spawn("scheduler", [py, "-m", "scheduler", "--server", cfg.url, "--creds", cfg.creds("control"),
-                        *(["--metrics-address", f"127.0.0.1:{cfg.metrics['scheduler']}"]
-                          if "scheduler" in cfg.metrics else [])])
+    for name in SCHEDULERS:  # two: one leads by the lease, the other takes over when it goes
+        spawn(name, [py, "-m", "scheduler", "--server", cfg.url, "--creds", cfg.creds("control"),
+                     *(["--metrics-address", f"127.0.0.1:{cfg.metrics[name]}"] if name in cfg.metrics else [])])
     for node, address in cfg.addresses.items():
         spawn(f"handler-{node}", [
             py, "-m", "handler", "--node", node, "--server", cfg.url, "--state-dir", str(cfg.root),
@@ -84,7 +84,7 @@ def main() -> None:
     launchers = [pid for pid in (_read_pid(f) for f in Path(cfg.root).glob("nodes/*/vmis/*/launcher.pid"))
                  if pid is not None and processes.alive(pid)]
     processes.end(launchers, 90)
-    processes.end([procs["scheduler"].pid], 10)
+    processes.end([procs[name].pid for name in SCHEDULERS], 10)
     processes.end([procs["nats-server"].pid], 10)
 
 

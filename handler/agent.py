@@ -6,7 +6,6 @@ a launcher could not (it died) and cleans up after them.
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Network
@@ -14,17 +13,18 @@ from ipaddress import IPv4Network
 import msgspec
 import structlog
 
-from handler import nodeinfo
+from handler import nodeinfo, vmiplan
 from handler.floatingips import FloatingIPs
 from handler.guestfence import GuestFence
-from handler.launchers import Launchers
+from handler.launchers import Launcher, Launchers
 from handler.nodeports import NodePorts
 from handler.podnet import POD_BRIDGE, PodNetwork
 from handler.secondary import SecondaryNetworks
+from handler.vmiplan import Step
 from proto import ipam
 from proto.errors import ApiError
 from proto.nodeapi import EventNote, StatusReport, tidy
-from proto.state import FINAL_PHASES, VMI, Node, Phase
+from proto.state import VMI, Node, Phase
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
 from servicekit.workqueue import WorkQueue
@@ -116,68 +116,60 @@ class Agent:
         entry = await self.store.vmis.get(name)
         vmi = entry.value if entry else None
         launcher = self.launchers.running.get(name)
-        if vmi is None or vmi.node_name != self.node.name:
-            if launcher is not None:
-                log.info("instance gone; ending its launcher", vmi=name)
-                await asyncio.to_thread(self.launchers.terminate, launcher)
-            await self._forget(name)
-            if await self.store.vms.get(name) is None:
-                await self.podnet.release(name)  # the address belongs to the VM, not to a run
-            return
-        if launcher is not None and launcher.uid != vmi.uid:
-            log.info("launcher belongs to an earlier run; ending it", vmi=name, old_uid=launcher.uid)
-            await asyncio.to_thread(self.launchers.terminate, launcher)
-            await self._forget(name)
-            launcher = None
-        if launcher is not None and launcher.alive():
-            return
-        if launcher is not None and launcher.lost_the_race():
-            # Another launcher already runs this VMI (spawned by a handler that died before it
-            # noted it): adopt that one; cleaning up here would pull its pod from under it.
-            self.launchers.forget(name)
-            if await asyncio.to_thread(self.launchers.adopt, name) is not None:
+        seen = None if launcher is None else vmiplan.Seen(
+            uid=launcher.uid, alive=launcher.alive(), lost_the_race=launcher.lost_the_race(),
+            exit_code=launcher.returncode())
+        for act in vmiplan.plan(vmi, seen, self.node.name):
+            if not await self._carry_out(act, name, vmi, launcher):
                 return
-            launcher = None
-        if launcher is not None:  # it exited
-            code = launcher.returncode()
-            await self._forget(name)
-            if vmi.phase not in FINAL_PHASES:
-                reason = launcher_exit_reason(code)
-                log.warning("launcher died before its instance finished", vmi=name, code=code)
-                await self._report_end(vmi, Phase.FAILED, reason, torn_down=True)
-            else:
+
+    async def _carry_out(self, act: vmiplan.Act, name: str, vmi: VMI | None, launcher: Launcher | None) -> bool:
+        """One step of the plan; False when the rest of it no longer applies (the queue comes back)."""
+        match act.step:
+            case Step.KILL_GUEST:
+                killed = await asyncio.to_thread(self.launchers.kill_guest, name)
+                log.warning("killing the guest here", vmi=name, why=act.why, qemu=killed)
+            case Step.END_LAUNCHER if launcher is not None:
+                log.info("ending its launcher", vmi=name, why=act.why)
+                await asyncio.to_thread(self.launchers.terminate, launcher, act.grace)
+            case Step.FORGET:
+                await self._forget(name)
+            case Step.RELEASE_ADDRESS:
+                if await self.store.vms.get(name) is None:
+                    await self.podnet.release(name)  # the address belongs to the VM, not to a run
+            case Step.ADOPT:
+                self.launchers.forget(name)
+                if await asyncio.to_thread(self.launchers.adopt, name) is None:
+                    self.queue.kick(name)  # nobody to adopt after all: plan again without it
+                return False
+            case Step.SPAWN if vmi is not None:
+                await self._spawn(vmi)
+            case Step.REPORT_END if vmi is not None and act.phase is not None:
+                if act.phase is Phase.FAILED:
+                    log.warning("reporting the end its launcher could not", vmi=name, reason=act.why)
+                await self._report_end(vmi, act.phase, act.why, torn_down=act.torn_down)
+            case Step.REPORT_TORN_DOWN if vmi is not None:
                 await self._report_torn_down(vmi)
+        return True
+
+    async def _spawn(self, vmi: VMI) -> None:
+        name = vmi.name
+        pod_ip, gateway = None, None
+        if any(n.kind == "pod" for n in vmi.spec.networks) and self.podnet.cidr is not None:
+            ip = await self.podnet.pod_ip(name)
+            await asyncio.to_thread(self.podnet.forget_neighbor, ip)
+            pod_ip, gateway = f"{ip}/{self.podnet.cidr.prefixlen}", str(ipam.gateway(self.podnet.cidr))
+        extra = []
+        try:
+            attachments = await self.nodeapi.attach(name, vmi.uid)
+        except ApiError as exc:  # e.g. no address left: the instance cannot run, say why
+            log.warning("cannot attach networks", vmi=name, reason=exc.message)
+            await self._fail(vmi, exc.message)
             return
-        if vmi.phase in FINAL_PHASES:
-            await self._forget(name)
-            if not vmi.torn_down:
-                await self._report_torn_down(vmi)
-            return
-        if vmi.phase is Phase.SCHEDULED and vmi.stop_requested:
-            # Asked to stop before any launcher ran it: nobody else would ever finish it.
-            await self._report_end(vmi, Phase.SUCCEEDED, "stopped before it started", torn_down=True)
-            return
-        if vmi.phase is Phase.SCHEDULED:
-            pod_ip, gateway = None, None
-            if any(n.kind == "pod" for n in vmi.spec.networks) and self.podnet.cidr is not None:
-                ip = await self.podnet.pod_ip(name)
-                await asyncio.to_thread(self.podnet.forget_neighbor, ip)
-                pod_ip, gateway = f"{ip}/{self.podnet.cidr.prefixlen}", str(ipam.gateway(self.podnet.cidr))
-            extra = []
-            try:
-                attachments = await self.nodeapi.attach(name, vmi.uid)
-            except ApiError as exc:  # e.g. no address left: the instance cannot run, say why
-                log.warning("cannot attach networks", vmi=name, reason=exc.message)
-                await self._fail(vmi, exc.message)
-                return
-            for nic in attachments:
-                await asyncio.to_thread(self.secondary.ensure_bridge, nic.bridge)
-                extra.append(f"{nic.interface}={nic.bridge}={nic.address}")
-            await asyncio.to_thread(self.launchers.spawn, name, vmi.uid, pod_ip, gateway, extra)
-            return
-        if vmi.phase is Phase.RUNNING:
-            # Running, bound here, no launcher: it died while no handler watched.
-            await self._fail(vmi, "launcher lost while the handler was away")
+        for nic in attachments:
+            await asyncio.to_thread(self.secondary.ensure_bridge, nic.bridge)
+            extra.append(f"{nic.interface}={nic.bridge}={nic.address}")
+        await asyncio.to_thread(self.launchers.spawn, name, vmi.uid, pod_ip, gateway, extra)
 
     async def _fail(self, vmi: VMI, reason: str) -> None:
         """Report what the launcher could not: its instance failed, and why."""
@@ -207,16 +199,3 @@ class Agent:
     async def _forget(self, name: str) -> None:
         self.launchers.forget(name)
         await asyncio.to_thread(self.launchers.clean_up, name)
-
-
-def launcher_exit_reason(code: int | None) -> str:
-    """Why a launcher that left its instance unfinished ended, from its exit status (None: it was
-    adopted from an earlier handler, whose child it was)."""
-    if code is None:
-        return "launcher exited"
-    if code < 0:
-        try:
-            return f"launcher killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"launcher killed by signal {-code}"
-    return f"launcher exited (code {code})"

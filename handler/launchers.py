@@ -148,6 +148,20 @@ class Launchers:
         shutil.rmtree(vmi_dir, ignore_errors=True)
 
 
+    def kill_guest(self, vmi: str) -> list[int]:
+        """SIGKILL the QEMU in a VMI's pod at once, whatever its launcher is doing (frozen, say):
+        the instance was failed over and runs elsewhere now. Returns the pids killed."""
+        killed = []
+        for pid in netns_pids(self.pod_netns(vmi)):
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().startswith("qemu"):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+        return killed
+
+
 def netns_pids(netns: str) -> list[int]:
     if not Path("/run/netns", netns).exists():
         return []

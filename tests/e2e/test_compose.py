@@ -106,7 +106,7 @@ def replicas_of_state(lab: ComposeLab) -> dict[str, int]:
 
 def test_seed_vm_in_the_compose_lab(compose_lab: ComposeLab) -> None:
     lab = compose_lab
-    assert len(lab.containers()) == 7  # nats1-3, scheduler, node1-2, prometheus
+    assert len(lab.containers()) == 8  # nats1-3, two schedulers, node1-2, prometheus
     lab.cli("image", "import", "quay.io/kubevirt/cirros-container-disk-demo", "--file", guest_disk())
     lab.cli("apply", "-f", str(EXAMPLES / "testvm-masquerade.yaml"))
     lab.cli("start", "testvm", "--wait", "--timeout", "300")

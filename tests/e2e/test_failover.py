@@ -100,3 +100,41 @@ def test_a_lost_node_fails_its_ha_vm_over_and_kills_the_old_copy_when_back(lab: 
     assert plain is not None and (plain["metadata"]["uid"], plain["status"]["phase"]) == (plain_uid, "Running")
     for name in ("ha", "plain"):
         lab.cli("delete", name, "--wait", "--timeout", "120")
+
+
+def test_a_frozen_launcher_cannot_keep_its_guest_once_failed_over(lab: Lab) -> None:
+    """Only the launcher is frozen: it cannot fence, and its QEMU runs on. Its lease lapses all the
+    same; the handler, told the instance was failed over, kills that QEMU before the next run starts."""
+    path = Path(write_manifest(lab, "solo", "masquerade"))
+    manifest = json.loads(path.read_text())
+    manifest["metadata"]["annotations"] = {fencing.ANNOTATION: "true"}
+    manifest["spec"] = {"runStrategy": "Always", "template": manifest["spec"]["template"]}
+    path.write_text(json.dumps(manifest))
+    lab.cli("apply", "-f", str(path))
+    lab.cli("start", "solo", "--wait", "--timeout", "300")
+    first = vmi_of(lab, "solo")
+    assert first is not None
+    node, old_uid = first["status"]["nodeName"], first["metadata"]["uid"]
+    old_qemu = qemu_in(lab, node, "solo")
+    launcher = int((lab.state_dir / "nodes" / node / "vmis" / "solo" / "launcher.pid").read_text().split()[0])
+    overlap: list[str] = []
+    try:
+        os.kill(launcher, signal.SIGSTOP)
+        cut = time.monotonic()
+
+        def replaced() -> bool:
+            vmi = vmi_of(lab, "solo")
+            running = vmi is not None and vmi["metadata"]["uid"] != old_uid and vmi["status"].get("phase") == "Running"
+            if running and state_of(old_qemu) not in (None, "Z"):
+                overlap.append(f"old QEMU {old_qemu} still {state_of(old_qemu)} with the new run Running")
+            return running
+
+        wait_until("the HA VM running again", replaced, 90, lab)
+        print(f"\nlauncher frozen -> HA VM Running again: {time.monotonic() - cut:.1f}s")
+        assert not overlap, overlap
+        assert state_of(old_qemu) in (None, "Z")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(launcher, signal.SIGCONT)
+    wait_until("the frozen launcher ended", lambda: state_of(launcher) in (None, "Z"), 30, lab)
+    lab.cli("delete", "solo", "--wait", "--timeout", "120")

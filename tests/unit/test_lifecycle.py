@@ -1,5 +1,5 @@
 """What the launcher makes of libvirt's events and of a launch that failed (launcher.lifecycle),
-and how the handler names a launcher's end (handler.agent.launcher_exit_reason)."""
+and how the handler names a launcher's end (handler.vmiplan.launcher_exit_reason)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import errno
 
 import pytest
 
-from handler.agent import launcher_exit_reason
+from handler.vmiplan import launcher_exit_reason
 from launcher import lifecycle
 from launcher.lifecycle import ConditionChanged, Ended, LibvirtdLost, judge
 from proto.state import Phase

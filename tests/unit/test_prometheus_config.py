@@ -15,8 +15,8 @@ def test_the_compose_lab_is_scraped_at_every_listed_service_on_its_fixed_address
     targets = compose_targets(REPO / "compose" / "compose.yml")
     expected = {f"{compose['services'][s]['networks']['lab']['ipv4_address']}:{port}"
                 for s, port in compose["x-virtbus-metrics"].items()}
-    assert set(targets) == expected and len(targets) == 3  # scheduler, node1, node2
-    for service in ("scheduler", "node1", "node2"):  # each listed service really serves there
+    assert set(targets) == expected and len(targets) == 4  # two schedulers, node1, node2
+    for service in ("scheduler", "scheduler-b", "node1", "node2"):  # each listed service really serves there
         assert "0.0.0.0:9100" in compose["services"][service]["command"]
 
 

@@ -1,0 +1,108 @@
+"""Pure node-side VMI logic: from the VMI as stored and its launcher as seen here, what the handler
+does next (the node's twin of scheduler/vmplan.py).
+
+The agent (handler/agent.py) carries the steps out in order, serially per VMI; a step that fails
+with a retryable error ends the pass and the work queue tries again, so every step is idempotent.
+"""
+
+from __future__ import annotations
+
+import enum
+import signal
+from dataclasses import dataclass
+
+from proto.state import FINAL_PHASES, VMI, Phase
+
+# A failed-over instance's launcher has nothing left to stop in order: it gets this long, not a
+# guest's grace period, so a frozen one does not hold up the VM's next run here.
+FAILED_OVER_GRACE_S = 5.0
+GRACE_S = 60.0  # a launcher asked to end: its guest's ACPI shutdown and its clean-up
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A launcher as this node sees it."""
+
+    uid: str
+    alive: bool
+    lost_the_race: bool = False  # it found another launcher running its VMI and left
+    exit_code: int | None = None  # None: still running, or adopted (not our child)
+
+
+class Step(enum.Enum):
+    KILL_GUEST = "kill-guest"  # SIGKILL its QEMU now, whatever its launcher does
+    END_LAUNCHER = "end-launcher"  # SIGTERM, then SIGKILL after the grace
+    FORGET = "forget"  # clear its pod, processes and files away
+    RELEASE_ADDRESS = "release-address"  # its pod IP, unless its VM still exists
+    ADOPT = "adopt"  # the launcher that won the race runs it: adopt that one
+    SPAWN = "spawn"  # a launcher for the instance bound here
+    REPORT_END = "report-end"  # the instance's end, which its launcher could not report
+    REPORT_TORN_DOWN = "report-torn-down"  # nothing of the finished run is left here
+
+
+@dataclass(frozen=True)
+class Act:
+    step: Step
+    why: str = ""
+    grace: float = GRACE_S
+    phase: Phase | None = None  # REPORT_END: Failed or Succeeded
+    torn_down: bool = False  # REPORT_END: said after FORGET, so nothing is left
+
+
+def plan(vmi: VMI | None, launcher: Seen | None, node: str) -> list[Act]:
+    acts: list[Act] = []
+    if launcher is not None and failed_over(vmi, node):
+        # It runs (or is about to run) elsewhere: its copy here dies now, not after an orderly
+        # stop, even if its launcher cannot fence it itself (frozen, say).
+        acts += [Act(Step.KILL_GUEST, "the instance was failed over"),
+                 Act(Step.END_LAUNCHER, "the instance was failed over", grace=FAILED_OVER_GRACE_S),
+                 Act(Step.FORGET)]
+        launcher = None
+    if vmi is None or vmi.node_name != node:
+        if launcher is not None:
+            acts.append(Act(Step.END_LAUNCHER, "the instance is gone or bound elsewhere"))
+        return [*acts, Act(Step.FORGET), Act(Step.RELEASE_ADDRESS)]
+    if launcher is not None and launcher.uid != vmi.uid:
+        acts += [Act(Step.END_LAUNCHER, f"it ran an earlier instance ({launcher.uid})"), Act(Step.FORGET)]
+        launcher = None
+    if launcher is not None and launcher.alive:
+        return acts
+    if launcher is not None and launcher.lost_the_race:
+        # Another launcher already runs this VMI (spawned by a handler that died before it noted
+        # it): adopt that one; clearing up here would pull its pod from under it.
+        return [*acts, Act(Step.ADOPT)]
+    if launcher is not None:  # it exited
+        acts.append(Act(Step.FORGET))
+        if vmi.phase not in FINAL_PHASES:
+            return [*acts, Act(Step.REPORT_END, launcher_exit_reason(launcher.exit_code), phase=Phase.FAILED,
+                               torn_down=True)]
+        return [*acts, Act(Step.REPORT_TORN_DOWN)]
+    if vmi.phase in FINAL_PHASES:
+        return [*acts, Act(Step.FORGET), *([] if vmi.torn_down else [Act(Step.REPORT_TORN_DOWN)])]
+    if vmi.phase is Phase.SCHEDULED and vmi.stop_requested:
+        # Asked to stop before any launcher ran it: nobody else would ever finish it.
+        return [*acts, Act(Step.REPORT_END, "stopped before it started", phase=Phase.SUCCEEDED, torn_down=True)]
+    if vmi.phase is Phase.SCHEDULED:
+        return [*acts, Act(Step.SPAWN)]
+    if vmi.phase is Phase.RUNNING:
+        # Running, bound here, no launcher: it died while no handler watched.
+        return [*acts, Act(Step.REPORT_END, "launcher lost while the handler was away", phase=Phase.FAILED)]
+    return acts
+
+
+def failed_over(vmi: VMI | None, node: str) -> bool:
+    """An HA instance that its launcher here must no longer run: bound elsewhere now, or fenced."""
+    return vmi is not None and vmi.spec.high_availability and (vmi.node_name != node or vmi.fenced)
+
+
+def launcher_exit_reason(code: int | None) -> str:
+    """Why a launcher that left its instance unfinished ended, from its exit status (None: it was
+    adopted from an earlier handler, whose child it was)."""
+    if code is None:
+        return "launcher exited"
+    if code < 0:
+        try:
+            return f"launcher killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"launcher killed by signal {-code}"
+    return f"launcher exited (code {code})"

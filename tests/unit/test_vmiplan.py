@@ -1,0 +1,98 @@
+"""The node's plan for one VMI (handler.vmiplan), fault by fault: what the handler does when its
+launcher died, won a race, belongs to an earlier run, or runs an instance failed over elsewhere."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from handler.vmiplan import FAILED_OVER_GRACE_S, Act, Seen, Step, plan
+from proto.spec import VMSpec
+from proto.state import VMI, Phase
+
+NODE = "node1"
+
+
+def vmi(phase: Phase = Phase.RUNNING, node: str | None = NODE, uid: str = "u1", **kw: object) -> VMI:
+    ha = bool(kw.pop("ha", False))
+    return VMI(name="vm1", uid=uid, spec=VMSpec(name="vm1", high_availability=ha), created_at=0.0, phase=phase,
+               node_name=node, **kw)  # type: ignore[arg-type]
+
+
+def alive(uid: str = "u1") -> Seen:
+    return Seen(uid=uid, alive=True)
+
+
+def exited(code: int | None, uid: str = "u1") -> Seen:
+    return Seen(uid=uid, alive=False, exit_code=code)
+
+
+def steps(acts: list[Act]) -> list[Step]:
+    return [a.step for a in acts]
+
+
+def test_a_running_launcher_is_left_alone() -> None:
+    assert plan(vmi(), alive(), NODE) == []
+
+
+def test_bound_here_and_scheduled_spawns_once() -> None:
+    assert steps(plan(vmi(Phase.SCHEDULED), None, NODE)) == [Step.SPAWN]
+    assert plan(vmi(Phase.SCHEDULED), alive(), NODE) == []  # already spawned: nothing twice
+
+
+@pytest.mark.parametrize(("code", "why"), [
+    (-signal.SIGKILL, "launcher killed by SIGKILL"), (3, "launcher exited (code 3)"), (None, "launcher exited")])
+def test_a_launcher_that_died_fails_its_instance_with_the_reason_after_clearing_up(code: int | None, why: str) -> None:
+    acts = plan(vmi(), exited(code), NODE)
+    assert steps(acts) == [Step.FORGET, Step.REPORT_END]
+    assert (acts[1].phase, acts[1].why, acts[1].torn_down) == (Phase.FAILED, why, True)
+
+
+def test_a_launcher_that_ended_a_finished_run_reports_it_torn_down() -> None:
+    assert steps(plan(vmi(Phase.SUCCEEDED), exited(0), NODE)) == [Step.FORGET, Step.REPORT_TORN_DOWN]
+    # said once: a torn-down instance only has its leftovers cleared (idempotent)
+    assert steps(plan(vmi(Phase.SUCCEEDED), None, NODE)) == [Step.FORGET, Step.REPORT_TORN_DOWN]
+    assert steps(plan(vmi(Phase.SUCCEEDED, torn_down=True), None, NODE)) == [Step.FORGET]
+
+
+def test_running_with_no_launcher_here_was_lost_while_the_handler_was_away() -> None:
+    acts = plan(vmi(Phase.RUNNING), None, NODE)
+    assert steps(acts) == [Step.REPORT_END] and acts[0].phase is Phase.FAILED and "away" in acts[0].why
+
+
+def test_a_stop_before_any_launcher_ran_it_finishes_it() -> None:
+    acts = plan(vmi(Phase.SCHEDULED, stop_requested=True), None, NODE)
+    assert steps(acts) == [Step.REPORT_END] and acts[0].phase is Phase.SUCCEEDED and acts[0].torn_down
+
+
+def test_the_loser_of_a_launcher_race_hands_over_to_the_winner() -> None:
+    lost = Seen(uid="u1", alive=False, lost_the_race=True, exit_code=75)
+    assert steps(plan(vmi(Phase.SCHEDULED), lost, NODE)) == [Step.ADOPT]  # nothing cleared from under it
+
+
+def test_a_launcher_of_an_earlier_run_is_ended_before_the_new_one() -> None:
+    acts = plan(vmi(Phase.SCHEDULED, uid="u2"), alive("u1"), NODE)
+    assert steps(acts) == [Step.END_LAUNCHER, Step.FORGET, Step.SPAWN]
+
+
+@pytest.mark.parametrize("gone", [None, vmi(node="node2", uid="u2")])
+def test_an_instance_gone_or_bound_elsewhere_ends_its_launcher_here_in_order(gone: VMI | None) -> None:
+    acts = plan(gone, alive(), NODE)
+    assert steps(acts) == [Step.END_LAUNCHER, Step.FORGET, Step.RELEASE_ADDRESS]
+    assert acts[0].grace > FAILED_OVER_GRACE_S  # the guest gets its orderly shutdown
+
+
+@pytest.mark.parametrize("failed_over", [
+    vmi(node="node2", uid="u2", ha=True),  # run again on another node
+    vmi(Phase.FAILED, ha=True, fenced=True),  # fenced, not yet replaced
+])
+def test_a_failed_over_ha_instance_has_its_guest_killed_here_at_once(failed_over: VMI) -> None:
+    acts = plan(failed_over, alive(), NODE)  # the launcher is alive: frozen, or cut off
+    assert steps(acts)[:3] == [Step.KILL_GUEST, Step.END_LAUNCHER, Step.FORGET]
+    assert acts[1].grace == FAILED_OVER_GRACE_S
+    assert Step.SPAWN not in steps(acts)
+
+
+def test_without_a_launcher_a_failed_over_instance_needs_no_kill() -> None:
+    assert Step.KILL_GUEST not in steps(plan(vmi(node="node2", uid="u2", ha=True), None, NODE))
