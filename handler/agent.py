@@ -21,6 +21,7 @@ from handler.nodeports import NodePorts
 from handler.podnet import POD_BRIDGE, PodNetwork
 from handler.secondary import SecondaryNetworks
 from handler.vmiplan import Step
+from handler.volumefiles import VolumeFiles
 from proto import ipam
 from proto.errors import ApiError
 from proto.nodeapi import EventNote, StatusReport, tidy
@@ -46,6 +47,7 @@ class Agent:
         self.floating_ips = FloatingIPs(store, node.name, podnet.netns, allowed)
         self.node = node
         self.launchers = launchers
+        self.volume_files = VolumeFiles(store, node.name, launchers.paths.state_dir / "volumes")
         self.clock = clock
         self.queue = WorkQueue(self.reconcile, bind=("vm", "vmi"))
         self._tasks: list[asyncio.Task[None]] = []
@@ -58,7 +60,7 @@ class Agent:
         await asyncio.to_thread(self.launchers.adopt_all)
         self._tasks = [asyncio.create_task(c) for c in (
             self.fence.run(), self._heartbeats(), self._watch(), self._supervise(), self._watch_nodes(),
-            self.nodeports.run(), self.floating_ips.run())]
+            self.nodeports.run(), self.floating_ips.run(), self.volume_files.run())]
 
     async def stop(self) -> None:
         for t in self._tasks:

@@ -1,7 +1,10 @@
 """Disks of one VMI: containerDisk (a qcow2 overlay on the node's cached copy of the image),
-emptyDisk (a fresh sparse qcow2) and cloudInitNoCloud (a NoCloud "cidata" ISO).
+emptyDisk (a fresh sparse qcow2), cloudInitNoCloud (a NoCloud "cidata" ISO) and volumes.
 
-Ephemeral like KubeVirt's: everything lives in the VMI's directory and goes with it.
+The first three are ephemeral like KubeVirt's: they live in the VMI's directory and go with it.
+A volume (persistentVolumeClaim, dataVolume) is a file of the node's ``volumes`` directory that
+outlives every run: made by the first launcher that uses it, blank or a full copy of its image
+(never backed by the image cache, which is cleaned), and removed by the node once it is deleted.
 """
 
 from __future__ import annotations
@@ -19,14 +22,17 @@ from nats.js.object_store import ObjectStore
 
 from proto.errors import ApiError, Code
 from proto.quantity import format_bytes, parse_bytes
-from proto.spec import CloudInitNoCloud, ContainerDisk, EmptyDisk, VMSpec
+from proto.spec import CloudInitNoCloud, ContainerDisk, EmptyDisk, PersistentVolumeClaim, VMSpec
+from proto.state import PersistentVolume
 from proto.validation import empty_disk_total
-from servicekit.paths import path_under, safe_name
+from servicekit.paths import path_under, safe_name, volume_path
 
 DiskPaths = dict[str, tuple[str, str]]  # volume name -> (path, format)
 
 
-async def prepare(spec: VMSpec, *, uid: str, vmi_dir: Path, cache_dir: Path, images: ObjectStore) -> DiskPaths:
+async def prepare(spec: VMSpec, *, uid: str, vmi_dir: Path, cache_dir: Path, images: ObjectStore,
+                  volumes: dict[str, PersistentVolume] | None = None, volumes_dir: Path | None = None) -> DiskPaths:
+    """volumes: the records of the volumes the VM uses, by name; volumes_dir: the node's volume files."""
     # The scheduler placed the VM where its emptyDisks fit; the disk may have filled since (or two
     # binds raced on one snapshot): a guest that would pause on ENOSPC is better not started.
     st = await asyncio.to_thread(os.statvfs, vmi_dir)
@@ -44,10 +50,48 @@ async def prepare(spec: VMSpec, *, uid: str, vmi_dir: Path, cache_dir: Path, ima
             path = path_under(vmi_dir, volume.name, ".qcow2", what="volume name")
             await _run("qemu-img", "create", "-q", "-f", "qcow2", str(path), str(parse_bytes(source.capacity)))
             out[volume.name] = (str(path), "qcow2")
+        elif isinstance(source, PersistentVolumeClaim):
+            record = (volumes or {}).get(source.claim_name)
+            if record is None or volumes_dir is None:
+                raise ApiError(Code.NOT_FOUND, f"volume {source.claim_name!r} not found")
+            path = volume_path(volumes_dir, record)
+            if not path.exists():
+                await make_volume(record, path, images=images, cache_dir=cache_dir)
+            out[volume.name] = (str(path), "qcow2")
         elif isinstance(source, CloudInitNoCloud):
             out[volume.name] = (str(await asyncio.to_thread(
                 make_cidata, source, uid=uid, hostname=spec.name, vmi_dir=vmi_dir)), "raw")
     return out
+
+
+async def make_volume(volume: PersistentVolume, path: Path, *, images: ObjectStore, cache_dir: Path) -> None:
+    """The volume's file, blank or with its image's content, made under a temporary name so a
+    launcher killed meanwhile leaves nothing that passes for the volume."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = parse_bytes(volume.size)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        if volume.image is None:
+            await _run("qemu-img", "create", "-q", "-f", "qcow2", str(tmp), str(size))
+        else:
+            base = await cached_image(images, volume.image, cache_dir)
+            virtual = await asyncio.to_thread(image_virtual_size, base)
+            if virtual > size:
+                raise ApiError(Code.INVALID, f"image {volume.image} holds {format_bytes(virtual)}, more than volume "
+                               f"{volume.name}'s {format_bytes(size)}")
+            fmt = await asyncio.to_thread(image_format, base)
+            await _run("qemu-img", "convert", "-q", "-f", fmt, "-O", "qcow2", str(base), str(tmp))
+            if virtual < size:
+                await _run("qemu-img", "resize", "-q", "-f", "qcow2", str(tmp), str(size))
+        tmp.rename(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def image_virtual_size(path: Path) -> int:
+    done = subprocess.run(["qemu-img", "info", "--output=json", str(path)], capture_output=True, text=True,
+                          check=True)
+    return int(json.loads(done.stdout)["virtual-size"])
 
 
 def check_disk_room(spec: VMSpec, free: int) -> None:

@@ -31,7 +31,8 @@ from launcher.supervision import DomainFollower
 from proto import subjects
 from proto.errors import ApiError, Code
 from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
-from proto.state import FINAL_PHASES, VMI, Phase, VMIInterface
+from proto.spec import PersistentVolumeClaim
+from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface
 from proto.stats import from_libvirt
 from servicekit import launcherlock
 from servicekit.nodeclient import NodeApiClient
@@ -199,7 +200,8 @@ class Runner:
     async def _boot(self, vmi: VMI) -> Any:
         a = self.args
         paths = await disks.prepare(vmi.spec, uid=a.uid, vmi_dir=a.vmi_dir, cache_dir=a.node_dir / "images",
-                                    images=self.store.images)
+                                    images=self.store.images, volumes=await self._volumes(vmi),
+                                    volumes_dir=a.node_dir / "volumes")
         taps = self.taps = {iface.name: f"tap{i}" for i, iface in enumerate(vmi.spec.interfaces)}
         for tap in taps.values():
             await asyncio.to_thread(namespaces.create_tap, a.pod_netns, tap)
@@ -224,6 +226,19 @@ class Runner:
                 await self.libvirtd.destroy_and_undefine(a.vmi)
         await self.set_phase(Phase.RUNNING)
         return dom
+
+    async def _volumes(self, vmi: VMI) -> dict[str, PersistentVolume]:
+        """The records of the volumes the VM uses; each must be on this node (the binder put it here)."""
+        out = {}
+        for volume in vmi.spec.volumes:
+            if not isinstance(volume.source, PersistentVolumeClaim):
+                continue
+            name = volume.source.claim_name
+            record = (await self.store.volumes.require(name, "volume")).value
+            if record.node != self.args.node:
+                raise ApiError(Code.INVALID, f"volume {name} is on node {record.node}, not on {self.args.node}")
+            out[name] = record
+        return out
 
     async def _plumb_network(self, vmi: VMI, taps: dict[str, str]) -> None:
         """Every NIC's plumbing and binding; leaves a DHCP lease per guest bridge to serve."""

@@ -11,7 +11,7 @@ import msgspec
 
 from proto.errors import ApiError, Code, ErrorReply
 from proto.spec import NetworkAttachment
-from proto.state import VM, VMI, Exposure, FloatingIP, Node
+from proto.state import VM, VMI, Exposure, FloatingIP, Node, PersistentVolume
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
@@ -107,6 +107,23 @@ class FloatingIPRequest(Message, frozen=True):
 
 class FloatingIPList(Message, frozen=True):
     items: list[FloatingIP]
+
+
+class VolumeCreate(Message, frozen=True):
+    """``virtbus volume create NAME --size 2Gi [--from-image IMAGE] [--node N]``."""
+
+    name: str
+    size: str
+    image: str | None = None
+    node: str | None = None
+
+
+class VolumeReply(Message, frozen=True):
+    item: PersistentVolume
+
+
+class VolumeList(Message, frozen=True):
+    items: list[PersistentVolume]
 
 
 class Ack(Message, frozen=True):

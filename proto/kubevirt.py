@@ -27,11 +27,13 @@ from proto.spec import (
     CloudInitNoCloud,
     ContainerDisk,
     Cpu,
+    DataVolumeTemplate,
     Disk,
     EmptyDisk,
     Interface,
     Network,
     NetworkAttachment,
+    PersistentVolumeClaim,
     Port,
     RunStrategy,
     VMSpec,
@@ -45,7 +47,8 @@ API_GROUPS = ("kubevirt.io/", "k8s.cni.cncf.io/")
 
 BINDINGS = ("masquerade", "bridge")
 NETWORK_SOURCES = ("pod", "multus")
-VOLUME_SOURCES = ("containerDisk", "emptyDisk", "cloudInitNoCloud")
+VOLUME_SOURCES = ("containerDisk", "emptyDisk", "cloudInitNoCloud", "persistentVolumeClaim", "dataVolume")
+REGISTRY_SCHEME = "docker://"  # CDI's registry source: the image of that name in the image store
 TEMPLATE_SPEC = "spec.template.spec"
 DOMAIN_PATH = f"{TEMPLATE_SPEC}.domain"
 
@@ -193,6 +196,21 @@ _VOLUME = _Object({
     "emptyDisk": _Object({"capacity": QUANTITY}),
     "cloudInitNoCloud": _Object(dict.fromkeys(
         ("userData", "userDataBase64", "networkData", "networkDataBase64"), STR)),
+    "persistentVolumeClaim": _Object({"claimName": STR}),  # a virtbus volume of that name
+    "dataVolume": _Object({"name": STR, "hotpluggable": _Off()}),
+})
+_STORAGE = _Object({
+    "resources": _Object({"requests": _Object({"storage": QUANTITY})}),
+    # one node's file: every access mode and class comes down to it
+    "accessModes": IGNORED, "storageClassName": IGNORED, "volumeMode": _Choice(("Filesystem", "Block")),
+})
+_DATA_VOLUME_TEMPLATE = _Object({
+    "apiVersion": STR, "kind": STR,
+    "metadata": _Object({"name": STR, "labels": IGNORED, "annotations": IGNORED, "creationTimestamp": IGNORED}),
+    "spec": _Object({
+        "source": _Object({"blank": EMPTY, "registry": _Object({"url": STR, "pullMethod": IGNORED})}),
+        "storage": _STORAGE, "pvc": _STORAGE,
+    }),
 })
 _DOMAIN = _Object({
     "cpu": _Object({"cores": INT, "sockets": INT, "threads": INT}),
@@ -208,6 +226,7 @@ _VM = _Object({
     "spec": _Object({
         "running": BOOL,
         "runStrategy": _Choice(tuple(strategy.value for strategy in RunStrategy)),
+        "dataVolumeTemplates": _List(_DATA_VOLUME_TEMPLATE),
         "template": _Object({
             "metadata": _Object({"labels": _StrMap(), "name": IGNORED, "annotations": IGNORED,
                                  "creationTimestamp": IGNORED}),
@@ -307,8 +326,28 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
         networks=[_network(n, p) for n, p in each(tspec.get("networks", []), f"{TEMPLATE_SPEC}.networks")],
         volumes=[_volume(v, p) for v, p in each(tspec.get("volumes", []), f"{TEMPLATE_SPEC}.volumes")],
         node_selector=tspec.get("nodeSelector", {}),
+        data_volume_templates=[_template(t, p) for t, p in each(spec.get("dataVolumeTemplates", []),
+                                                                "spec.dataVolumeTemplates")],
         **extra,
     )
+
+
+def _template(template: Mapping[str, Any], path: str) -> DataVolumeTemplate:
+    name = _required(_required(template, "metadata", path), "name", f"{path}.metadata")
+    spec = _required(template, "spec", path)
+    where = f"{path}.spec"
+    storage_key = _one_of(spec, ("storage", "pvc"), where, "size")
+    at = f"{where}.{storage_key}"
+    requests = _required(_required(spec[storage_key], "resources", at), "requests", f"{at}.resources")
+    size = _required(requests, "storage", f"{at}.resources.requests")
+    source = _required(spec, "source", where)
+    if _one_of(source, ("blank", "registry"), f"{where}.source", "source") == "blank":
+        return DataVolumeTemplate(name=name, size=size)
+    url = _required(source["registry"], "url", f"{where}.source.registry")
+    if not url.startswith(REGISTRY_SCHEME):
+        raise _invalid(f"{where}.source.registry.url", f"a registry url starts with {REGISTRY_SCHEME}; the image of "
+                                                       "that name in virtbus's image store is used")
+    return DataVolumeTemplate(name=name, size=size, image=url.removeprefix(REGISTRY_SCHEME))
 
 
 def _run_strategy(spec: Mapping[str, Any]) -> RunStrategy:
@@ -378,6 +417,10 @@ def _volume(volume: Mapping[str, Any], path: str) -> Volume:
         source = ContainerDisk(image=_required(body, "image", where))
     elif kind == "emptyDisk":
         source = EmptyDisk(capacity=_required(body, "capacity", where))
+    elif kind == "persistentVolumeClaim":
+        source = PersistentVolumeClaim(claim_name=_required(body, "claimName", where))
+    elif kind == "dataVolume":
+        source = PersistentVolumeClaim(claim_name=_required(body, "name", where))
     else:
         source = CloudInitNoCloud(user_data=_cloud_text(body, "userData", where) or "",
                                   network_data=_cloud_text(body, "networkData", where))

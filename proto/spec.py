@@ -75,7 +75,26 @@ class CloudInitNoCloud(Spec, tag="cloudInitNoCloud", tag_field="type", frozen=Tr
     network_data: str | None = None
 
 
-VolumeSource = ContainerDisk | EmptyDisk | CloudInitNoCloud
+class PersistentVolumeClaim(Spec, tag="persistentVolumeClaim", tag_field="type", frozen=True):
+    """A virtbus volume (``virtbus volume``; KubeVirt's PVC or DataVolume): a disk that outlives runs."""
+
+    claim_name: str
+
+
+VolumeSource = ContainerDisk | EmptyDisk | CloudInitNoCloud | PersistentVolumeClaim
+
+
+def claims(volumes: list[Volume]) -> list[tuple[int, str]]:
+    """(index, volume name) of every virtbus volume among a VM's volumes."""
+    return [(i, v.source.claim_name) for i, v in enumerate(volumes) if isinstance(v.source, PersistentVolumeClaim)]
+
+
+class DataVolumeTemplate(Spec, frozen=True):
+    """A volume made with its VM and deleted with it (KubeVirt's dataVolumeTemplates, CDI's job)."""
+
+    name: str
+    size: str
+    image: str | None = None  # from the image store; None: blank
 
 
 class Volume(Spec, frozen=True):
@@ -100,6 +119,7 @@ class VMSpec(Spec, frozen=True):
     # run again on another node when its node is lost, once its old copy is certainly dead
     # (proto.fencing); the VM's annotation virtbus.io/high-availability: "true"
     high_availability: bool = False
+    data_volume_templates: list[DataVolumeTemplate] = []
 
 
 class NetworkAttachment(Spec, frozen=True):

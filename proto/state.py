@@ -122,6 +122,21 @@ class Lease(State, frozen=True):
     acquired_at: float = 0.0  # wall clock, for people only
 
 
+class PersistentVolume(State, frozen=True):
+    """A virtbus volume: one qcow2 file on one node that outlives every run of the VMs using it
+    (KubeVirt's PVC and DataVolume). ``node`` is set when it is created with --node, or by the
+    binder when the first VMI using it is bound (Kubernetes' WaitForFirstConsumer); from then on
+    every VMI using it goes to that node."""
+
+    name: str
+    uid: str  # in its file's name: a volume deleted and made again never finds the old one's bytes
+    size: str
+    created_at: float
+    image: str | None = None  # its first content, from the image store; None: blank
+    node: str | None = None
+    owner_vm: str | None = None  # made by this VM's dataVolumeTemplates, and deleted with it
+
+
 class VmiLease(State, frozen=True):
     """A high-availability VMI's lease, renewed by its launcher (proto.fencing). Key <node>.<vmi>.
     Like the leader's lease, it is judged by its revision changing, never by a wall clock."""

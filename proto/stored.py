@@ -15,9 +15,9 @@ from typing import Any
 from proto import netcheck
 from proto.errors import ApiError, Code
 from proto.spec import NetworkAttachment
-from proto.state import VM, VMI, Exposure, FloatingIP, Lease, Node, VmiLease
+from proto.state import VM, VMI, Exposure, FloatingIP, Lease, Node, PersistentVolume, VmiLease
 from proto.subjects import InvalidToken, is_dns1123_label, vmi_lease_parts
-from proto.validation import check_labels, check_name, validate_network, validate_vm
+from proto.validation import check_labels, check_name, validate_network, validate_vm, validate_volume_fields
 
 MAX_NODE_CPUS = 4096
 MAX_TEXT = 32 * 1024  # reasons, messages: shown to people, never parsed; libvirt errors run long
@@ -147,6 +147,15 @@ def check_lease(key: str, lease: Lease) -> None:
         raise ApiError(Code.INVALID, f"a lease of {lease.duration} seconds", "duration")
 
 
+def check_persistent_volume(key: str, volume: PersistentVolume) -> None:
+    _name_key(key)
+    _key_is(key, volume.name, "volume name")
+    validate_volume_fields(volume.name, volume.size, volume.image, volume.node)
+    check_name(volume.uid, "uid", "uid")  # in the file's name
+    if volume.owner_vm is not None:
+        check_name(volume.owner_vm, "ownerVm", "VM name")
+
+
 def _vmi_lease_key(key: str) -> None:
     try:
         vmi_lease_parts(key)
@@ -178,7 +187,8 @@ def check_key(kind: object, key: str) -> None:
 # Keyed by what a Bucket decodes to; the ipam bucket is read as both str and dict[str, str].
 _VALIDATORS: dict[object, Validator] = {
     VM: check_vm, VMI: check_vmi, Node: check_node, Exposure: check_exposure, FloatingIP: check_floating_ip,
-    NetworkAttachment: check_network, Lease: check_lease, VmiLease: check_vmi_lease, str: check_cidr_claim,
+    NetworkAttachment: check_network, Lease: check_lease, VmiLease: check_vmi_lease,
+    PersistentVolume: check_persistent_volume, str: check_cidr_claim,
     dict[str, str]: check_address_table,
 }
 

@@ -19,6 +19,7 @@ BUCKET_NETWORKS = "networks"
 BUCKET_IPAM = "ipam"
 BUCKET_EXPOSURES = "exposures"
 BUCKET_FLOATING_IPS = "floatingips"
+BUCKET_VOLUMES = "volumes"
 # The control plane's leases: one key per thing only one scheduler may do at a time.
 BUCKET_LEADER = "leader"
 LEASE_CONTROLLERS = "controllers"  # the VM controller, the binder and node lifecycle

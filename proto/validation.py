@@ -15,11 +15,20 @@ from proto import fencing, ipam, netcheck
 from proto.errors import ApiError, Code
 from proto.nodeapi import Registration
 from proto.quantity import InvalidQuantity, format_bytes, parse_bytes
-from proto.spec import CloudInitNoCloud, ContainerDisk, EmptyDisk, Interface, NetworkAttachment, VMSpec
+from proto.spec import (
+    CloudInitNoCloud,
+    ContainerDisk,
+    EmptyDisk,
+    Interface,
+    NetworkAttachment,
+    PersistentVolumeClaim,
+    VMSpec,
+)
 from proto.subjects import is_dns1123_label
 
 MIN_MEMORY, MAX_MEMORY = parse_bytes("16Mi"), parse_bytes("256Gi")
 MIN_DISK, MAX_DISK = parse_bytes("1Mi"), parse_bytes("2Ti")
+MAX_VOLUME = MAX_DISK  # a volume is a sparse qcow2 like an emptyDisk
 MAX_VCPUS = 64
 MAX_CLOUD_INIT = 64 * 1024
 MAX_GRACE_SECONDS = 3600
@@ -102,6 +111,7 @@ def validate_vm(spec: VMSpec) -> VMSpec:
     check_labels(spec.labels, "spec.labels")
     check_labels(spec.node_selector, "spec.nodeSelector")
     _check_storage(spec)
+    _check_templates(spec)
     _check_network(spec)
     if spec.high_availability:
         fencing.check_strategy(spec.run_strategy, "spec.runStrategy")
@@ -144,12 +154,36 @@ def _check_storage(spec: VMSpec) -> None:
                 if empty_total > MAX_EMPTY_DISK_TOTAL:
                     raise invalid(f"{field}.source.capacity", "the emptyDisks of a VM add up to more than "
                                                              f"{format_bytes(MAX_EMPTY_DISK_TOTAL)}")
+            case PersistentVolumeClaim(claim_name=claim):
+                check_name(claim, f"{field}.source.claimName", "volume name")
             case CloudInitNoCloud(user_data=user_data, network_data=network_data):
                 if not user_data and not network_data:
                     raise invalid(f"{field}.source", "cloudInitNoCloud needs userData or networkData")
                 for key, text in (("userData", user_data), ("networkData", network_data or "")):
                     if len(text.encode()) > MAX_CLOUD_INIT:
                         raise invalid(f"{field}.source.{key}", f"cloud-init {key} is over {MAX_CLOUD_INIT // 1024} KiB")
+
+
+def _check_templates(spec: VMSpec) -> None:
+    _unique_names((t.name for t in spec.data_volume_templates), "spec.dataVolumeTemplates", "dataVolumeTemplate")
+    if len(spec.data_volume_templates) > MAX_DISKS:
+        raise invalid("spec.dataVolumeTemplates", f"more than the {MAX_DISKS} volumes a VM may have")
+    for index, template in enumerate(spec.data_volume_templates):
+        field = f"spec.dataVolumeTemplates[{index}]"
+        check_name(template.name, f"{field}.metadata.name", "volume name")
+        _size(template.size, f"{field}.spec.storage.resources.requests.storage", MIN_DISK, MAX_VOLUME, "volume size")
+        if template.image is not None:
+            validate_image_reference(template.image, f"{field}.spec.source.registry.url")
+
+
+def validate_volume_fields(name: str, size: str, image: str | None, node: str | None) -> None:
+    """A volume as asked for (``virtbus volume create``, or stored)."""
+    check_name(name, "name", "volume name")
+    _size(size, "size", MIN_DISK, MAX_VOLUME, "volume size")
+    if image is not None:
+        validate_image_reference(image, "image")
+    if node is not None:
+        check_name(node, "node", "node name")
 
 
 def _check_network(spec: VMSpec) -> None:

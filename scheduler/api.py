@@ -40,6 +40,7 @@ from scheduler.controllers import stop_vmi
 from scheduler.exposures import ExposureApi
 from scheduler.floatingips import FloatingIPApi
 from scheduler.vmplan import printable_status
+from scheduler.volumes import VolumeApi
 from servicekit.endpoints import Endpoint
 from servicekit.store import Bucket, Entry, Store
 
@@ -57,6 +58,7 @@ class Api:
         self.networks: Bucket[NetworkAttachment] = store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment)
         self.exposures = ExposureApi(store, clock=clock)
         self.fips = FloatingIPApi(store)
+        self.volumes = VolumeApi(store, clock=clock)
 
     def endpoints(self) -> list[Endpoint]:
         table: dict[tuple[str, str], Callable[[bytes], object]] = {
@@ -72,6 +74,8 @@ class Api:
             ("node", "list"): self.node_list,
             ("network", "apply"): self.network_apply, ("network", "list"): self.network_list,
             ("image", "list"): self.image_list, ("image", "delete"): self.image_delete,
+            ("volume", "create"): self.volumes.create, ("volume", "get"): self.volumes.get,
+            ("volume", "list"): self.volumes.list_all, ("volume", "delete"): self.volumes.delete,
         }
         return [Endpoint(f"{kind}-{verb}", subjects.api(kind, verb), handler)  # type: ignore[arg-type]
                 for (kind, verb), handler in table.items()]
@@ -97,6 +101,7 @@ class Api:
 
     async def vm_create(self, body: bytes) -> VMReply:
         spec = await self._vm_spec(body)
+        await self.volumes.for_vm(spec)
         vm = VM(spec=spec, created_at=self.clock())
         try:
             rev = await self.store.vms.create(spec.name, vm)
@@ -114,6 +119,7 @@ class Api:
             return await self.vm_create(body)
         if existing.value.spec == spec:
             return VMReply(item=await self._view(existing))
+        await self.volumes.for_vm(spec)
         updated = msgspec.structs.replace(existing.value, spec=spec, generation=existing.value.generation + 1)
         rev = await self.store.vms.update(spec.name, updated, existing.revision)
         return VMReply(item=await self._view(Entry(spec.name, updated, rev)))
@@ -134,7 +140,9 @@ class Api:
         await self.store.vms.delete(entry.key, entry.revision)
         await self.exposures.remove_all(entry.key)  # the VM's node ports go with it
         await self.fips.detach_all(entry.key)
-        return Ack(message=f"VM {entry.key} deleted; its instance is being stopped")
+        volumes = await self.volumes.delete_owned(entry.key)
+        also = f"; volumes {', '.join(volumes)} deleted with it" if volumes else ""
+        return Ack(message=f"VM {entry.key} deleted; its instance is being stopped{also}")
 
     async def vm_start(self, body: bytes) -> Ack:
         entry = await self._named_vm(body)

@@ -24,7 +24,7 @@ from proto import subjects
 from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.state import FINAL_PHASES, VMI, Condition, Phase
-from scheduler import failover, nodelife, placement
+from scheduler import failover, nodelife, placement, volumes
 from scheduler.metrics import SchedulerMetrics
 from scheduler.nodelife import Transition
 from scheduler.nodewatch import NodeWatch
@@ -204,7 +204,13 @@ class Scheduler:
         now = self.clock()
         nodes = list(self.nodes.nodes.values())
         others = [v for v in self.vmis.values() if v.name != name]
-        choice = placement.place(vmi.spec, placement.usage(nodes, others, self.nodes.readiness(nodes)))
+        only, unplaceable = await volumes.required_node(self.store, vmi.spec)
+        choice = placement.place(vmi.spec, placement.usage(nodes, others, self.nodes.readiness(nodes)), only)
+        if unplaceable is not None:
+            choice = placement.Placement(None, unplaceable)
+        if choice.node is not None and not await volumes.pin(self.store, vmi.spec, choice.node):
+            self._bind_queue.kick(name)  # a volume went to another node meanwhile: decide again
+            return None
         if choice.node is None:
             old = next((c for c in vmi.conditions if c.type == "PodScheduled"), None)
             if vmi.phase is Phase.SCHEDULING and old is not None and old.message == choice.message:

@@ -66,9 +66,11 @@ def usage(nodes: Iterable[Node], vmis: Iterable[VMI], ready: Mapping[str, bool])
             for n in sorted(nodes, key=lambda n: n.name)]
 
 
-def _unfit_reason(spec: VMSpec, u: NodeUsage) -> str | None:
+def _unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None) -> str | None:
     if not u.ready:
         return "node(s) were not ready"
+    if only is not None and u.node.name != only:
+        return "node(s) didn't hold the VM's volumes"
     if any(u.node.labels.get(k) != v for k, v in spec.node_selector.items()):
         return "node(s) didn't match node selector"
     if u.used_memory + parse_bytes(spec.memory) > u.node.memory:
@@ -89,11 +91,12 @@ def _score(spec: VMSpec, u: NodeUsage) -> float:
     return (free_mem + free_cpu) / 2
 
 
-def place(spec: VMSpec, nodes: list[NodeUsage]) -> Placement:
+def place(spec: VMSpec, nodes: list[NodeUsage], only: str | None = None) -> Placement:
+    """only: the node the VM's volumes are on (scheduler.volumes), if they are on one."""
     reasons: Counter[str] = Counter()
     fits: list[NodeUsage] = []
     for u in nodes:
-        reason = _unfit_reason(spec, u)
+        reason = _unfit_reason(spec, u, only)
         if reason is None:
             fits.append(u)
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from proto.state import PersistentVolume
 from proto.subjects import is_dns1123_label
 
 # what code (never a message) appends to a name: ".qcow2", ".img", ".pid", ...
@@ -39,3 +40,22 @@ def path_under(root: Path, name: str, suffix: str = "", *, what: str = "name") -
     if path.parent != root or path.name in ("", ".", ".."):
         raise UnsafeName(name, what)
     return path
+
+
+def volume_path(volumes_dir: Path, volume: PersistentVolume) -> Path:
+    """Pure: a volume's file. Its uid is in the name, so a volume made again never finds the bytes
+    of an earlier one of the same name; the node removes files whose record is gone."""
+    return path_under(volumes_dir, f"{safe_name(volume.name, 'volume name')}-{safe_name(volume.uid, 'uid')}",
+                      ".qcow2")
+
+
+def volume_file_id(path: Path) -> tuple[str, str] | None:
+    """Pure: (name, uid) from a volume file's name, None for anything else (a partial copy)."""
+    stem, dot, ext = path.name.rpartition(".")
+    if not dot or ext != "qcow2" or stem.startswith("."):
+        return None
+    parts = stem.split("-")  # a uuid has four dashes of its own
+    if len(parts) < 6:
+        return None
+    name, uid = "-".join(parts[:-5]), "-".join(parts[-5:])
+    return (name, uid) if name else None

@@ -26,7 +26,7 @@ from nats.js.object_store import ObjectStore
 from proto import stored, subjects
 from proto.errors import ApiError, Code
 from proto.events import Event
-from proto.state import VM, VMI, Node, VmiLease
+from proto.state import VM, VMI, Node, PersistentVolume, VmiLease
 from proto.stored import BadStoredValue
 from servicekit.connection import connect_nats
 
@@ -252,6 +252,7 @@ class Store:
         self.vmis = self.bucket(subjects.BUCKET_VMIS, VMI)
         self.nodes = self.bucket(subjects.BUCKET_NODES, Node)
         self.vmi_leases = self.bucket(subjects.BUCKET_VMI_LEASES, VmiLease)
+        self.volumes = self.bucket(subjects.BUCKET_VOLUMES, PersistentVolume)
         self.images = images
 
     @classmethod
@@ -320,7 +321,7 @@ def replicas() -> int:
 async def _open_all(js: JetStreamContext, copies: int, create: bool) -> tuple[dict[str, KeyValue], ObjectStore]:
     buckets = (subjects.BUCKET_VMS, subjects.BUCKET_VMIS, subjects.BUCKET_NODES, subjects.BUCKET_NETWORKS,
                subjects.BUCKET_IPAM, subjects.BUCKET_EXPOSURES, subjects.BUCKET_FLOATING_IPS,
-               subjects.BUCKET_VMI_LEASES)
+               subjects.BUCKET_VMI_LEASES, subjects.BUCKET_VOLUMES)
     if not create:
         kvs = {b: await js.key_value(b) for b in buckets}
         return kvs, await js.object_store(subjects.OBJECT_STORE_IMAGES)
@@ -345,7 +346,7 @@ _KV_LIMITS: dict[str, tuple[int, int]] = {  # bucket -> (max_value_size, max_byt
     subjects.BUCKET_NODES: (64 * 1024, 16 * _MiB), subjects.BUCKET_NETWORKS: (16 * 1024, 16 * _MiB),
     subjects.BUCKET_IPAM: (_MiB, 64 * _MiB), subjects.BUCKET_EXPOSURES: (4096, 16 * _MiB),
     subjects.BUCKET_FLOATING_IPS: (4096, 16 * _MiB), subjects.BUCKET_LEADER: (4096, _MiB),
-    subjects.BUCKET_VMI_LEASES: (1024, 16 * _MiB),
+    subjects.BUCKET_VMI_LEASES: (1024, 16 * _MiB), subjects.BUCKET_VOLUMES: (4096, 16 * _MiB),
 }
 EVENTS_MAX_BYTES = 64 * _MiB
 

@@ -21,6 +21,7 @@ from proto.spec import (
     NetworkAttachment,
     RunStrategy,
     VMSpec,
+    claims,
 )
 from tests.conftest import EXAMPLES
 
@@ -155,8 +156,8 @@ REFUSED = [
     # not supported by virtbus: the full path of the field
     (mutated([*DEV, "gpus"], [{"name": "g"}]), Code.INVALID, "spec.template.spec.domain.devices.gpus"),
     (mutated([*DEV, "rng"], {}), Code.INVALID, "spec.template.spec.domain.devices.rng"),
-    (mutated([*TS, "volumes", 0, "dataVolume"], {"name": "dv"}), Code.INVALID,
-     "spec.template.spec.volumes[0].dataVolume"),
+    (mutated([*TS, "volumes", 0, "hostDisk"], {"path": "/x", "type": "Disk"}), Code.INVALID,
+     "spec.template.spec.volumes[0].hostDisk"),
     (mutated([*DEV, "disks", 1, "cdrom"], {"bus": "sata"}), Code.INVALID,
      "spec.template.spec.domain.devices.disks[1].cdrom"),
     (mutated([*DEV, "disks", 0, "lun"], {}), Code.INVALID, "spec.template.spec.domain.devices.disks[0].lun"),
@@ -171,7 +172,9 @@ REFUSED = [
     (mutated([*DOM, "resources", "requests", "cpu"], "2"), Code.INVALID,
      "spec.template.spec.domain.resources.requests.cpu"),
     (mutated([*TS, "affinity"], {}), Code.INVALID, "spec.template.spec.affinity"),
-    (mutated(["spec", "dataVolumeTemplates"], []), Code.INVALID, "spec.dataVolumeTemplates"),
+    (mutated(["spec", "dataVolumeTemplates"], [{"metadata": {"name": "d"}, "spec": {
+        "source": {"http": {"url": "http://x"}}, "storage": {"resources": {"requests": {"storage": "1Gi"}}}}}]),
+     Code.INVALID, "spec.dataVolumeTemplates[0].spec.source.http"),
     (mutated(["metadata", "generateName"], "vm-"), Code.INVALID, "metadata.generateName"),
     (mutated([*TS, "networks", 0, "pod", "vmNetworkCIDR"], "10.0.0.0/24"), Code.INVALID,
      "spec.template.spec.networks[0].pod.vmNetworkCIDR"),
@@ -397,3 +400,30 @@ def test_high_availability_is_an_annotation_with_a_strategy_that_restarts() -> N
     doc["spec"]["runStrategy"] = "Manual"  # never run again after a failure: not HA
     err = refused(doc)
     assert err.code is Code.INVALID and err.field == "spec.runStrategy" and "high-availability" in err.message
+
+
+def test_data_volume_templates_and_claims_become_volumes() -> None:
+    doc = load("testvm-masquerade.yaml")
+    doc["spec"]["dataVolumeTemplates"] = [
+        {"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "metadata": {"name": "root-dv"},
+         "spec": {"source": {"registry": {"url": "docker://quay.io/kubevirt/cirros-container-disk-demo"}},
+                  "storage": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}},
+        {"metadata": {"name": "data-dv"},
+         "spec": {"source": {"blank": {}}, "pvc": {"resources": {"requests": {"storage": "64Mi"}}}}}]
+    tspec = doc["spec"]["template"]["spec"]
+    tspec["volumes"] += [{"name": "data", "dataVolume": {"name": "data-dv"}},
+                         {"name": "kept", "persistentVolumeClaim": {"claimName": "my-disk"}}]
+    tspec["domain"]["devices"]["disks"] += [{"name": "data", "disk": {"bus": "virtio"}},
+                                            {"name": "kept", "disk": {"bus": "virtio"}}]
+    spec = vm(doc)
+    assert [(t.name, t.size, t.image) for t in spec.data_volume_templates] == [
+        ("root-dv", "1Gi", "quay.io/kubevirt/cirros-container-disk-demo"), ("data-dv", "64Mi", None)]
+    assert claims(spec.volumes)[-2:] == [(len(spec.volumes) - 2, "data-dv"), (len(spec.volumes) - 1, "my-disk")]
+    doc["spec"]["dataVolumeTemplates"][0]["spec"]["source"]["registry"]["url"] = "https://example.com/x.img"
+    err = refused(doc)
+    assert err.code is Code.INVALID and err.field == "spec.dataVolumeTemplates[0].spec.source.registry.url"
+    doc["spec"]["dataVolumeTemplates"][0]["spec"]["source"]["registry"]["url"] = "docker://quay.io/x"
+    doc["spec"]["dataVolumeTemplates"][1]["spec"]["pvc"]["resources"]["requests"]["storage"] = "9Ti"
+    err = refused(doc)
+    assert err.code is Code.INVALID
+    assert err.field == "spec.dataVolumeTemplates[1].spec.storage.resources.requests.storage"

@@ -1,0 +1,75 @@
+"""The node's volume files: a volume's file goes once its record is deleted and no instance here
+uses it any more (a VM deleted with its dataVolumeTemplates: its instance is still stopping).
+
+Files are named by volume and uid (servicekit.paths.volume_path), so a file whose record is gone,
+or whose record now has another uid (deleted and made again), is garbage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import structlog
+
+from proto.spec import claims
+from proto.state import FINAL_PHASES
+from servicekit.paths import volume_file_id
+from servicekit.store import Store
+
+log = structlog.get_logger()
+SWEEP_EVERY_S = 30.0
+
+
+def garbage(files: list[Path], records: set[tuple[str, str]], in_use: set[str]) -> list[Path]:
+    """Pure: the volume files to remove: no record of that name and uid, and no instance here using the name."""
+    out = []
+    for path in files:
+        ident = volume_file_id(path)
+        if ident is not None and ident not in records and ident[0] not in in_use:
+            out.append(path)
+    return out
+
+
+class VolumeFiles:
+    def __init__(self, store: Store, node: str, volumes_dir: Path) -> None:
+        self.store = store
+        self.node = node
+        self.dir = volumes_dir
+
+    async def run(self) -> None:
+        sweeping = asyncio.create_task(self._every())
+        try:
+            while True:
+                try:
+                    async for change in self.store.volumes.watch():
+                        if change.value is None:
+                            await self.sweep()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the watch starts again; the sweeps go on
+                    log.warning("volume watch ended; starting it again", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(1.0)
+        finally:
+            sweeping.cancel()
+
+    async def _every(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.sweep()
+            await asyncio.sleep(SWEEP_EVERY_S)
+
+    async def sweep(self) -> list[Path]:
+        files = await asyncio.to_thread(lambda: sorted(self.dir.glob("*.qcow2")) if self.dir.exists() else [])
+        if not files:
+            return []
+        records = {(e.value.name, e.value.uid) for e in await self.store.volumes.items()}
+        in_use = {name for e in await self.store.vmis.items()
+                  if e.value.node_name == self.node and not (e.value.phase in FINAL_PHASES and e.value.torn_down)
+                  for _, name in claims(e.value.spec.volumes)}
+        gone = garbage(files, records, in_use)
+        for path in gone:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+            log.info("volume deleted; its file removed", file=path.name)
+        return gone
