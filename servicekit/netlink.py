@@ -138,6 +138,9 @@ class PyrouteNetlink:
             ipr = IPRoute()
         else:
             check_netns_name(self.netns, operation)
+            # Looked for first: pyroute2 leaks its socket pair and event loop when NetNS() fails.
+            if not (NETNS_DIR / self.netns).exists():
+                raise NetlinkError(operation, errno.ENOENT, f"no network namespace {self.netns!r}")
             ipr = NetNS(self.netns, flags=0)  # flags=0: never create the namespace if it is missing
         try:
             yield ipr
