@@ -113,8 +113,8 @@ class FloatingIPs:
 
 @contextmanager
 def _best_effort(*, done_already: Code | None) -> Iterator[None]:
-    """One address or route change, its failure logged, not raised (ip(8) ran unchecked here): one
-    bridge's trouble must not keep the other floating IPs, nor the NAT, from being applied.
+    """One address or route change, its failure logged, not raised: one bridge's trouble must not
+    keep the other floating IPs, nor the NAT, from being applied.
     ``done_already``: the code that says it was so before, which is no failure."""
     try:
         yield

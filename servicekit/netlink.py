@@ -10,6 +10,7 @@ whether a retry can help. The fake raises the same errors for the same mistakes.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 from collections.abc import Callable, Iterator
@@ -124,6 +125,8 @@ class PyrouteNetlink:
         self.netns = netns
 
     def _call(self, operation: str, work: Callable[[Any], T]) -> T:
+        if _in_event_loop():  # pyroute2's blocking API runs a loop of its own, and would stall ours
+            raise RuntimeError(f"{operation}: netlink calls block; make them in a thread (asyncio.to_thread)")
         try:
             with self._socket(operation) as ipr:
                 return work(ipr)
@@ -131,6 +134,8 @@ class PyrouteNetlink:
             raise NetlinkError(operation, exc.code) from None
         except OSError as exc:  # TimeoutError included: the namespace's child did not answer in time
             raise NetlinkError(operation, exc.errno or errno.ETIMEDOUT, exc.strerror) from None
+        except RuntimeError as exc:  # pyroute2's helper process in the namespace died: try again
+            raise NetlinkError(operation, errno.EAGAIN, str(exc)) from None
 
     @contextmanager
     def _socket(self, operation: str) -> Iterator[Any]:
@@ -253,6 +258,14 @@ class PyrouteNetlink:
         except OSError as exc:
             raise NetlinkError(operation, exc.errno or errno.EIO, exc.strerror) from None
         return [pid for pid in _pids() if _netns_of(pid) == (ns.st_dev, ns.st_ino)]
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _pids() -> list[int]:

@@ -63,3 +63,8 @@ def test_the_fake_refuses_what_the_kernel_refuses() -> None:
             call()
         assert caught.value.code is code, caught.value.message
     assert fake.history == []  # and a refusal changes nothing
+
+
+async def test_the_real_adapter_is_never_called_on_the_event_loop() -> None:
+    with pytest.raises(RuntimeError, match="thread"):
+        PyrouteNetlink("vbtest-anything").addresses()  # refused before any socket is opened
