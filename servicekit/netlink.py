@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
+from socket import AF_INET
 from typing import Any, Protocol, TypeVar
 
 from pyroute2 import IPRoute, NetNS
@@ -193,7 +194,7 @@ class PyrouteNetlink:
         def work(ipr: Any) -> list[Address]:
             names = {int(msg["index"]): str(msg.get("ifname")) for msg in ipr.get_links()}
             out = []
-            for msg in ipr.get_addr(family=2):  # AF_INET
+            for msg in ipr.get_addr(family=AF_INET):
                 # IFA_LOCAL is the address itself (IFA_ADDRESS is the peer on a point-to-point link)
                 local = msg.get("local") or msg.get("address")
                 out.append(Address(names.get(int(msg["index"]), ""), IPv4Interface(f"{local}/{msg['prefixlen']}")))
