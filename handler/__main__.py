@@ -53,7 +53,8 @@ async def run(args: argparse.Namespace) -> None:
     launchers = Launchers(NodePaths(state_dir, Path(args.state_dir) / "logs"), node=args.node,
                           nats_url=args.server, netns_prefix=args.netns_prefix, kvm=kvm,
                           node_netns=args.netns, creds=args.creds)
-    management = args.management_network or await asyncio.to_thread(guestfence.node_network, args.netns, args.address)
+    management = args.management_network or await asyncio.to_thread(
+        guestfence.node_network, args.netns, args.address, podnet.netlink)
     if management is None:
         log.warning("no management network (give --address or --management-network): guests are kept off "
                     "this node and the other nodes' addresses only")

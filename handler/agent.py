@@ -43,8 +43,9 @@ class Agent:
         self.fence = GuestFence(store, podnet.netns, POD_BRIDGE, podnet.cidr, management)
         self.nodeports = NodePorts(store, node.name, podnet.netns)
         allowed = frozenset(node.allowed_bridges)
-        self.secondary = SecondaryNetworks(podnet.netns, allowed)
-        self.floating_ips = FloatingIPs(store, node.name, podnet.netns, allowed)
+        # one netlink adapter for the node's namespace: a test's fake stands in for all of it
+        self.secondary = SecondaryNetworks(podnet.netns, allowed, podnet.netlink)
+        self.floating_ips = FloatingIPs(store, node.name, podnet.netns, allowed, podnet.netlink)
         self.node = node
         self.launchers = launchers
         self.volume_files = VolumeFiles(store, node.name, launchers.paths.state_dir / "volumes")

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from ipaddress import IPv4Address, IPv4Network
+from collections.abc import Iterator
+from contextlib import contextmanager
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import structlog
 
 from proto import netcheck, subjects
+from proto.errors import Code
 from proto.spec import NetworkAttachment
 from proto.state import FINAL_PHASES, FloatingIP
 from servicekit import nftables
+from servicekit.netlink import Netlink, NetlinkError, PyrouteNetlink
 from servicekit.nftables import nat_table
 from servicekit.resync import resync_on_changes
 from servicekit.store import Bucket, Store
@@ -56,11 +60,13 @@ def plan_fips(fips: list[FloatingIP], pods: dict[str, str], nets: dict[str, Netw
 
 
 class FloatingIPs:
-    def __init__(self, store: Store, node: str, netns: str | None, allowed_bridges: frozenset[str]) -> None:
+    def __init__(self, store: Store, node: str, netns: str | None, allowed_bridges: frozenset[str],
+                 netlink: Netlink | None = None) -> None:
         self.store = store
         self.node = node
         self.allowed_bridges = allowed_bridges
         self.netns = netns
+        self.netlink: Netlink = netlink or PyrouteNetlink(netns)
         self.fips: Bucket[FloatingIP] = store.bucket(subjects.BUCKET_FLOATING_IPS, FloatingIP)
         self.networks: Bucket[NetworkAttachment] = store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment)
         self.held: set[tuple[str, str]] = set()  # (address, bridge) this node answers for
@@ -81,24 +87,37 @@ class FloatingIPs:
         want_routes = {(s, b) for _, _, b, s in mapped}
         await asyncio.to_thread(self._apply, [(f, p, b) for f, p, b, _ in mapped], want, want_routes)
 
-    def _ip(self, *args: str) -> None:
-        subprocess.run(["ip", *(["-n", self.netns] if self.netns else []), *args], capture_output=True, check=False)
-
     def _apply(self, mapped: list[tuple[str, str, str]], want: set[tuple[str, str]],
                want_routes: set[tuple[str, str]]) -> None:
-        script = compose_fips(mapped)  # first: it refuses what must not reach ip(8) either
+        script = compose_fips(mapped)  # first: it refuses what must not reach netlink either
         for address, bridge in want - self.held:
-            self._ip("addr", "add", f"{address}/32", "dev", bridge)
+            with _best_effort(done_already=Code.ALREADY_EXISTS):
+                self.netlink.add_address(bridge, IPv4Interface(f"{address}/32"))
             # tell the segment the address moved here
             subprocess.run([*(["ip", "netns", "exec", self.netns] if self.netns else []), "arping", "-U", "-c", "1",
                             "-I", bridge, address], capture_output=True, check=False)
         for address, bridge in self.held - want:
-            self._ip("addr", "del", f"{address}/32", "dev", bridge)
+            with _best_effort(done_already=Code.NOT_FOUND):
+                self.netlink.delete_address(bridge, IPv4Interface(f"{address}/32"))
         for subnet, bridge in want_routes - self.routes:
-            self._ip("route", "replace", subnet, "dev", bridge)
+            with _best_effort(done_already=None):
+                self.netlink.replace_route(IPv4Network(subnet), link=bridge)
         for subnet, bridge in self.routes - want_routes:
-            self._ip("route", "del", subnet, "dev", bridge)
+            with _best_effort(done_already=Code.NOT_FOUND):
+                self.netlink.delete_route(IPv4Network(subnet), link=bridge)
         nftables.apply(script, self.netns)
         if want != self.held:
             log.info("floating IPs", held=sorted(a for a, _ in want))
         self.held, self.routes = want, want_routes
+
+
+@contextmanager
+def _best_effort(*, done_already: Code | None) -> Iterator[None]:
+    """One address or route change, its failure logged, not raised: one bridge's trouble must not
+    keep the other floating IPs, nor the NAT, from being applied.
+    ``done_already``: the code that says it was so before, which is no failure."""
+    try:
+        yield
+    except NetlinkError as exc:
+        if exc.code is not done_already:
+            log.warning("floating IP address or route not changed", error=exc.message, retryable=exc.retryable)

@@ -12,12 +12,10 @@ and DNS answer inside the pod, never here.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, collapse_addresses
+from ipaddress import IPv4Address, IPv4Network, collapse_addresses
 
 import structlog
 
@@ -25,6 +23,7 @@ from proto import ipam, subjects
 from proto.spec import NetworkAttachment
 from proto.state import Exposure, Node
 from servicekit import nftables
+from servicekit.netlink import Address, Netlink, PyrouteNetlink
 from servicekit.nftables import filter_table
 from servicekit.resync import resync_on_changes
 from servicekit.store import Bucket, Store
@@ -90,22 +89,20 @@ def compose_fence(f: Fence) -> str:
     })
 
 
-def parse_interface_network(ip_json: str, address: str) -> IPv4Network | None:
-    """Pure: the network of ``address`` among the addresses of ``ip -j addr`` output, if it is there."""
-    for link in json.loads(ip_json):
-        for a in link.get("addr_info", []):
-            if a.get("family") == "inet" and a.get("local") == address:
-                return IPv4Interface(f"{address}/{a['prefixlen']}").network
+def interface_network(addresses: list[Address], address: str) -> IPv4Network | None:
+    """Pure: the network of ``address`` among a namespace's addresses, if it is there."""
+    for a in addresses:
+        if str(a.interface.ip) == address:
+            return a.interface.network
     return None
 
 
-def node_network(netns: str | None, address: str | None) -> IPv4Network | None:
-    """The management network: the node's address with its interface's prefix. Blocking."""
+def node_network(netns: str | None, address: str | None, netlink: Netlink | None = None) -> IPv4Network | None:
+    """The management network: the node's address with its interface's prefix. Blocking; raises
+    NetlinkError if the namespace's addresses cannot be read."""
     if address is None:
         return None
-    done = subprocess.run(["ip", *(["-n", netns] if netns else []), "-j", "addr", "show"], capture_output=True,
-                          text=True, check=True)
-    return parse_interface_network(done.stdout, address)
+    return interface_network((netlink or PyrouteNetlink(netns)).addresses(), address)
 
 
 class GuestFence:

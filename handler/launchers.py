@@ -16,7 +16,9 @@ from pathlib import Path
 
 import structlog
 
+from proto.errors import Code
 from servicekit import launcherlock, processes
+from servicekit.netlink import Netlink, NetlinkError, PyrouteNetlink
 from servicekit.paths import UnsafeName, path_under, safe_name
 
 log = structlog.get_logger()
@@ -58,8 +60,9 @@ class NodePaths:
 
 class Launchers:
     def __init__(self, paths: NodePaths, *, node: str, nats_url: str, netns_prefix: str, kvm: bool,
-                 node_netns: str | None = None, creds: str | None = None) -> None:
+                 node_netns: str | None = None, creds: str | None = None, netlink: Netlink | None = None) -> None:
         self.paths = paths
+        self.netlink: Netlink = netlink or PyrouteNetlink()  # only its namespace operations are used here
         self.node = node
         self.nats_url = nats_url
         self.netns_prefix = netns_prefix
@@ -138,21 +141,23 @@ class Launchers:
             log.warning("refusing to clean up", vmi=vmi[:100], reason=str(exc))
             return
         netns = self.pod_netns(vmi)
-        for pid in netns_pids(netns):
+        for pid in netns_pids(netns, self.netlink):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        if Path("/run/netns", netns).exists():
-            subprocess.run(["ip", "netns", "delete", netns], check=False, capture_output=True)
+        try:
+            self.netlink.delete_netns(netns)
+        except NetlinkError as exc:
+            if exc.code is not Code.NOT_FOUND:  # most launchers remove their own pod netns
+                log.warning("pod netns not removed", vmi=vmi, netns=netns, error=exc.message)
         shutil.rmtree(vmi_dir, ignore_errors=True)
-
 
     def kill_guest(self, vmi: str) -> list[int]:
         """SIGKILL the QEMU in a VMI's pod at once, whatever its launcher is doing (frozen, say):
         the instance was failed over and runs elsewhere now. Returns the pids killed."""
         killed = []
-        for pid in netns_pids(self.pod_netns(vmi)):
+        for pid in netns_pids(self.pod_netns(vmi), self.netlink):
             try:
                 if Path(f"/proc/{pid}/comm").read_text().startswith("qemu"):
                     os.kill(pid, signal.SIGKILL)
@@ -162,11 +167,12 @@ class Launchers:
         return killed
 
 
-def netns_pids(netns: str) -> list[int]:
-    if not Path("/run/netns", netns).exists():
+def netns_pids(netns: str, netlink: Netlink | None = None) -> list[int]:
+    """The processes in the named namespace; none if it is not there."""
+    try:
+        return (netlink or PyrouteNetlink()).netns_pids(netns)
+    except NetlinkError:
         return []
-    done = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=False)
-    return [int(p) for p in done.stdout.split() if p.isdigit()]
 
 
 def _is_launcher(pid: int, uid: str) -> bool:

@@ -7,7 +7,7 @@ via their node addresses.
 from __future__ import annotations
 
 import subprocess
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import structlog
 
@@ -15,6 +15,7 @@ from proto import ipam, netcheck, subjects
 from proto.errors import ApiError
 from proto.state import Node
 from servicekit.claims import claim_address, release_address
+from servicekit.netlink import Netlink, NetlinkError, PyrouteNetlink
 from servicekit.store import Bucket, Store
 
 log = structlog.get_logger()
@@ -22,13 +23,15 @@ POD_BRIDGE = netcheck.POD_BRIDGE
 
 
 class PodNetwork:
-    def __init__(self, store: Store, node: str, netns: str | None, cidr: IPv4Network) -> None:
+    def __init__(self, store: Store, node: str, netns: str | None, cidr: IPv4Network,
+                 netlink: Netlink | None = None) -> None:
         self.node = node
         self.netns = netns
+        self.netlink: Netlink = netlink or PyrouteNetlink(netns)
         self.ips: Bucket[dict[str, str]] = store.bucket(subjects.BUCKET_IPAM, dict[str, str])
         self.cidrs: Bucket[str] = store.bucket(subjects.BUCKET_IPAM, str)
         self.cidr: IPv4Network = netcheck.pod_cidr(str(cidr), "podCidr")  # as other nodes check it
-        self._routes: dict[str, str] = {}
+        self._routes: dict[IPv4Network, IPv4Address] = {}  # what this agent put in the kernel
         self._claimed: set[tuple[str, str]] = set()  # (node, pod CIDR) the control plane's claims confirm
         self._refused: set[tuple[str, str]] = set()
 
@@ -40,14 +43,6 @@ class PodNetwork:
 
     async def release(self, vm: str) -> None:
         await release_address(self.ips, subjects.ipam_pod_ips(self.node), vm)
-
-    # --- the node's namespace ---------------------------------------------------------------------
-    def _ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = ["ip", *(["-n", self.netns] if self.netns else []), *args]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if check and done.returncode != 0 and "File exists" not in done.stderr:
-            raise RuntimeError(f"{' '.join(cmd)}: {done.stderr.strip()}")
-        return done
 
     async def claimed(self, nodes: list[Node]) -> list[Node]:
         """The nodes whose pod CIDR the control plane gave them (the ipam claims only it writes): a
@@ -72,34 +67,43 @@ class PodNetwork:
             out.append(node)
         return out
 
+    # --- the node's namespace (blocking: called in a thread) ------------------------------------
     def set_up_bridge(self) -> None:
-        self._ip("link", "add", POD_BRIDGE, "type", "bridge")
-        self._ip("addr", "replace", f"{ipam.gateway(self.cidr)}/{self.cidr.prefixlen}", "dev", POD_BRIDGE)
-        self._ip("link", "set", POD_BRIDGE, "up")
+        """The pod bridge, up, holding the gateway address; the node forwards. Raises NetlinkError."""
+        self.netlink.ensure_bridge(POD_BRIDGE)
+        self.netlink.replace_address(POD_BRIDGE, IPv4Interface(f"{ipam.gateway(self.cidr)}/{self.cidr.prefixlen}"))
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         subprocess.run([*prefix, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True, capture_output=True)
 
     def forget_neighbor(self, ip: IPv4Address) -> None:
         """A new VM may hold an address a deleted one had, with another MAC: drop the node's old entry."""
-        self._ip("neigh", "flush", "to", str(ip), "dev", POD_BRIDGE, check=False)
+        try:
+            self.netlink.flush_neighbours(ip, POD_BRIDGE)
+        except NetlinkError as exc:  # the entry would have aged out anyway; the VM starts regardless
+            log.debug("neighbour not flushed", ip=str(ip), error=str(exc))
 
     def sync_routes(self, nodes: list[Node]) -> None:
         """Routes to every other node's pod CIDR via that node's address; stale ones go."""
-        wanted = {str(cidr): str(via) for cidr, via in pod_routes(nodes, self.node, self.cidr).items()}
+        wanted = pod_routes(nodes, self.node, self.cidr)
         for cidr in set(self._routes) - set(wanted):
-            self._ip("route", "del", cidr, check=False)
+            try:
+                self.netlink.delete_route(cidr)
+            except NetlinkError as exc:  # already gone (someone flushed it): what we wanted
+                log.debug("stale route not deleted", cidr=str(cidr), error=str(exc))
             del self._routes[cidr]
         for cidr, via in wanted.items():
             if self._routes.get(cidr) != via:
                 # A well-formed address may still be no neighbour of ours: that node's route fails
                 # (and is tried again on its next heartbeat), the others' and this watch go on.
-                done = self._ip("route", "replace", cidr, "via", via, check=False)
-                if done.returncode != 0:
-                    log.warning("no route to a node's pods", cidr=cidr, via=via, error=done.stderr.strip())
+                try:
+                    self.netlink.replace_route(cidr, via=via)
+                except NetlinkError as exc:
+                    log.warning("no route to a node's pods", cidr=str(cidr), via=str(via), error=exc.message,
+                                retryable=exc.retryable)
                     self._routes.pop(cidr, None)
                     continue
                 self._routes[cidr] = via
-                log.info("route to pods", cidr=cidr, via=via)
+                log.info("route to pods", cidr=str(cidr), via=str(via))
 
 
 def pod_routes(nodes: list[Node], me: str, mine: IPv4Network | None) -> dict[IPv4Network, IPv4Address]:

@@ -30,6 +30,7 @@ from proto.spec import RunStrategy, VMSpec
 from proto.state import VM, VMI, Exposure, Node, Phase, VMIInterface
 from scheduler.controllers import Scheduler
 from servicekit import nftables
+from servicekit.fake_netlink import FakeNetlink
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Change, Store
 
@@ -169,7 +170,7 @@ async def test_the_handler_never_acts_on_a_hostile_entry(store: Store, tmp_path:
     node = Node(name="node1", cpus=2, memory=2**31, kvm=False, heartbeat=time.time(), started_at=time.time())
     launchers = Launchers(NodePaths(state, tmp_path / "logs"), node="node1", nats_url="nats://x",
                           netns_prefix="vbtest", kvm=False)
-    agent = Agent(store, node, launchers, PodNetwork(store, "node1", None, IPv4Network("10.244.0.0/24")),
+    agent = Agent(store, node, launchers, PodNetwork(store, "node1", None, IPv4Network("10.244.0.0/24"), FakeNetlink()),
                   NodeApiClient(store.nc, "node1"))
     kicked: list[str] = []
     monkeypatch.setattr(agent.queue, "kick", kicked.append)

@@ -19,6 +19,7 @@ from proto.spec import Interface, Network, NetworkAttachment, VMSpec
 from proto.state import VMI, Node, Phase
 from scheduler.nodeapi import NodeApi
 from servicekit.endpoints import serve
+from servicekit.fake_netlink import FakeNetlink
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
 
@@ -32,8 +33,8 @@ async def reconcile_once(store: Store, node: Node, tmp_path: Path, vmi: str) -> 
     service = await serve(store.nc, name="virtbus-nodeapi", version="0.1.0", description="test", queue="q",
                           endpoints=NodeApi(store).endpoints())
     try:
-        agent = Agent(store, node, launchers, PodNetwork(store, "node1", None, IPv4Network("10.244.0.0/24")),
-                      NodeApiClient(store.nc, "node1"))
+        podnet = PodNetwork(store, "node1", None, IPv4Network("10.244.0.0/24"), FakeNetlink())  # never the host's
+        agent = Agent(store, node, launchers, podnet, NodeApiClient(store.nc, "node1"))
         await agent.reconcile(vmi)
     finally:
         await service.stop()

@@ -12,6 +12,7 @@ import pytest
 from handler.podnet import PodNetwork
 from proto import subjects
 from proto.state import Node
+from servicekit.fake_netlink import FakeNetlink
 from servicekit.store import Store
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ async def test_only_claimed_cidrs_and_each_claim_read_once(store: Store) -> None
     claims = store.bucket(subjects.BUCKET_IPAM, str)
     await claims.create("nodecidr.1", "node2")
     await claims.create("nodecidr.2", "node3")
-    podnet = PodNetwork(store, "node1", None, IPv4Network("10.244.0.0/24"))
+    podnet = PodNetwork(store, "node1", None, IPv4Network("10.244.0.0/24"), FakeNetlink())
     reads: list[str] = []
     real_get = podnet.cidrs.get
 

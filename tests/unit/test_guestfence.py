@@ -7,7 +7,8 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from handler.guestfence import Fence, compose_fence, parse_interface_network
+from handler.guestfence import Fence, compose_fence, node_network
+from servicekit.fake_netlink import FakeNetlink
 
 FENCE = Fence(pod_bridge="vbpods", pod_cidr=IPv4Network("10.244.1.0/24"),
               management=(IPv4Network("10.99.0.0/24"),),
@@ -79,11 +80,12 @@ def test_no_exposures_no_node_port_exception() -> None:
 
 
 def test_management_network_from_the_nodes_interface() -> None:
-    ip_json = ('[{"ifname": "lo", "addr_info": [{"family": "inet", "local": "127.0.0.1", "prefixlen": 8}]},'
-               ' {"ifname": "eth0", "addr_info": [{"family": "inet6", "local": "fe80::1", "prefixlen": 64},'
-               ' {"family": "inet", "local": "10.99.0.11", "prefixlen": 24}]}]')
-    assert parse_interface_network(ip_json, "10.99.0.11") == IPv4Network("10.99.0.0/24")
-    assert parse_interface_network(ip_json, "10.99.0.99") is None
+    netlink = FakeNetlink()
+    netlink.add_link("eth0", "10.99.0.11/24")
+    netlink.add_link("vbpods", "10.244.3.1/24", kind="bridge")
+    assert node_network(None, "10.99.0.11", netlink) == IPv4Network("10.99.0.0/24")
+    assert node_network(None, "10.99.0.99", netlink) is None  # not this node's: no network to shut
+    assert node_network(None, None, netlink) is None
 
 
 def test_a_bridge_name_never_smuggles_nft_syntax_in() -> None:

@@ -1,0 +1,282 @@
+"""The node's links, addresses, routes and named network namespaces, over netlink (pyroute2): the
+few operations the handler needs, behind one narrow ``Netlink`` protocol, so its decisions are
+tested against ``servicekit.fake_netlink.FakeNetlink`` and only this module talks to the kernel.
+
+An adapter is bound to one network namespace (a name under /run/netns, or None: the caller's own)
+for links, addresses and routes; the namespace operations (delete, pids) take the name they act on.
+Every kernel refusal becomes a ``NetlinkError``: the operation, the errno, and (by its code)
+whether a retry can help. The fake raises the same errors for the same mistakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+from socket import AF_INET
+from typing import Any, Protocol, TypeVar
+
+from pyroute2 import IPRoute, NetNS
+from pyroute2 import netns as named_netns
+from pyroute2.netlink.exceptions import NetlinkError as KernelError
+
+from proto.errors import ApiError, Code
+
+NETNS_DIR = Path("/run/netns")  # where ip(8) and pyroute2 bind-mount named namespaces
+
+# What each errno says about the failed operation; anything else is Internal (no retry).
+_CODES = {
+    errno.EEXIST: Code.ALREADY_EXISTS,
+    errno.ENOENT: Code.NOT_FOUND,  # a netns name with nothing under /run/netns
+    errno.ENODEV: Code.NOT_FOUND,  # no such link
+    errno.ESRCH: Code.NOT_FOUND,  # no such route
+    errno.EADDRNOTAVAIL: Code.NOT_FOUND,  # no such address on the link
+    errno.ENETUNREACH: Code.INVALID,  # a gateway on no connected network: the same call fails again
+    errno.EINVAL: Code.INVALID,
+    errno.EOPNOTSUPP: Code.INVALID,
+    errno.EPERM: Code.FORBIDDEN,
+    errno.EACCES: Code.FORBIDDEN,
+    errno.EBUSY: Code.UNAVAILABLE,  # transient: the same call may well work in a moment
+    errno.EAGAIN: Code.UNAVAILABLE,
+    errno.ENOBUFS: Code.UNAVAILABLE,
+    errno.ETIMEDOUT: Code.UNAVAILABLE,
+    errno.EINTR: Code.UNAVAILABLE,
+}
+
+RT_SCOPE_LINK = 253  # a route straight onto a link, as ip(8) gives one with no gateway
+RT_SCOPE_NOWHERE = 255  # in a delete: match whatever scope the route has, as ip(8) does
+RTPROT_BOOT = 3  # the protocol ip(8) marks its routes with; kept so `ip route` shows them as before
+NUD_NOARP, NUD_PERMANENT = 0x40, 0x80  # neighbours `ip neigh flush` leaves alone
+
+
+class NetlinkError(ApiError):
+    """A netlink operation that failed: ``operation`` says what was asked (``route replace
+    10.244.1.0/24 via 10.99.0.12``), ``errno`` the kernel's answer; ``retryable`` whether trying
+    the same again may help."""
+
+    def __init__(self, operation: str, err: int, detail: str | None = None) -> None:
+        self.operation = operation
+        self.errno = err
+        super().__init__(_CODES.get(err, Code.INTERNAL), f"{operation}: {detail or os.strerror(err)}")
+
+
+@dataclass(frozen=True)
+class Address:
+    """An IPv4 address held by a link."""
+    link: str
+    interface: IPv4Interface
+
+
+class Netlink(Protocol):
+    """What the node agent does to its namespace's network. All of it blocks: call it from a thread."""
+
+    def ensure_bridge(self, name: str) -> bool:
+        """The bridge exists and is up; True if it was made now. A link of that name that is no
+        bridge is taken as it is (as ``ip link add`` failing with "File exists" was)."""
+
+    def add_address(self, link: str, address: IPv4Interface) -> None:
+        """ALREADY_EXISTS if the link has it."""
+
+    def replace_address(self, link: str, address: IPv4Interface) -> None:
+        """Added, or left as it is if there."""
+
+    def delete_address(self, link: str, address: IPv4Interface) -> None:
+        """NOT_FOUND if the link does not have it."""
+
+    def addresses(self) -> list[Address]:
+        """Every IPv4 address of every link."""
+
+    def replace_route(self, dst: IPv4Network, *, via: IPv4Address | None = None, link: str | None = None) -> None:
+        """The one route to ``dst`` goes via a gateway (INVALID if no connected network holds it),
+        onto a link, or both."""
+
+    def delete_route(self, dst: IPv4Network, *, link: str | None = None) -> None:
+        """NOT_FOUND if there is no route to ``dst`` (onto ``link``, if given)."""
+
+    def flush_neighbours(self, address: IPv4Address, link: str) -> None:
+        """Forget the link's neighbour entry for the address, if any (permanent ones stay)."""
+
+    def delete_netns(self, name: str) -> None:
+        """Remove the named namespace (it lives on while a process is in it); NOT_FOUND if missing."""
+
+    def netns_pids(self, name: str) -> list[int]:
+        """The processes in the named namespace; NOT_FOUND if missing."""
+
+
+def check_netns_name(name: str, operation: str) -> None:
+    """A namespace name is a file name under /run/netns, never a path (as ip(8) checks)."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name or len(name) > 255:
+        raise NetlinkError(operation, errno.EINVAL, f"{name!r} is not a namespace name")
+
+
+T = TypeVar("T")
+
+
+class PyrouteNetlink:
+    """The real adapter. Each call opens its own netlink socket (in the namespace, which pyroute2
+    does from a short-lived child process) and closes it: a pyroute2 socket must not be shared
+    between the threads ``asyncio.to_thread`` runs these calls in, and the calls are rare."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+
+    def _call(self, operation: str, work: Callable[[Any], T]) -> T:
+        if _in_event_loop():  # pyroute2's blocking API runs a loop of its own, and would stall ours
+            raise RuntimeError(f"{operation}: netlink calls block; make them in a thread (asyncio.to_thread)")
+        try:
+            with self._socket(operation) as ipr:
+                return work(ipr)
+        except KernelError as exc:
+            raise NetlinkError(operation, exc.code) from None
+        except OSError as exc:  # TimeoutError included: the namespace's child did not answer in time
+            raise NetlinkError(operation, exc.errno or errno.ETIMEDOUT, exc.strerror) from None
+        except RuntimeError as exc:  # pyroute2's helper process in the namespace died: try again
+            raise NetlinkError(operation, errno.EAGAIN, str(exc)) from None
+
+    @contextmanager
+    def _socket(self, operation: str) -> Iterator[Any]:
+        if self.netns is None:
+            ipr = IPRoute()
+        else:
+            check_netns_name(self.netns, operation)
+            # Looked for first: pyroute2 leaks its socket pair and event loop when NetNS() fails.
+            if not (NETNS_DIR / self.netns).exists():
+                raise NetlinkError(operation, errno.ENOENT, f"no network namespace {self.netns!r}")
+            ipr = NetNS(self.netns, flags=0)  # flags=0: never create the namespace if it is missing
+        try:
+            yield ipr
+        finally:
+            ipr.close()
+
+    @staticmethod
+    def _index(ipr: Any, link: str, operation: str) -> int:
+        found = ipr.link_lookup(ifname=link)
+        if not found:
+            raise NetlinkError(operation, errno.ENODEV, f"no link {link!r}")
+        return int(found[0])
+
+    def ensure_bridge(self, name: str) -> bool:
+        operation = f"bridge {name} up"
+
+        def work(ipr: Any) -> bool:
+            try:
+                ipr.link("add", ifname=name, kind="bridge")
+                made = True
+            except KernelError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+                made = False
+            ipr.link("set", index=self._index(ipr, name, operation), state="up")
+            return made
+
+        return self._call(operation, work)
+
+    def _address(self, command: str, link: str, address: IPv4Interface) -> None:
+        operation = f"addr {command} {address} dev {link}"
+        self._call(operation, lambda ipr: ipr.addr(command, index=self._index(ipr, link, operation),
+                                                     address=str(address.ip), prefixlen=address.network.prefixlen))
+
+    def add_address(self, link: str, address: IPv4Interface) -> None:
+        self._address("add", link, address)
+
+    def replace_address(self, link: str, address: IPv4Interface) -> None:
+        self._address("replace", link, address)
+
+    def delete_address(self, link: str, address: IPv4Interface) -> None:
+        self._address("del", link, address)
+
+    def addresses(self) -> list[Address]:
+        def work(ipr: Any) -> list[Address]:
+            names = {int(msg["index"]): str(msg.get("ifname")) for msg in ipr.get_links()}
+            out = []
+            for msg in ipr.get_addr(family=AF_INET):
+                # IFA_LOCAL is the address itself (IFA_ADDRESS is the peer on a point-to-point link)
+                local = msg.get("local") or msg.get("address")
+                out.append(Address(names.get(int(msg["index"]), ""), IPv4Interface(f"{local}/{msg['prefixlen']}")))
+            return out
+
+        return self._call("addr show", work)
+
+    def replace_route(self, dst: IPv4Network, *, via: IPv4Address | None = None, link: str | None = None) -> None:
+        operation = " ".join(["route replace", str(dst), *(["via", str(via)] if via else []),
+                              *(["dev", link] if link else [])])
+        if via is None and link is None:
+            raise NetlinkError(operation, errno.EINVAL, "a route needs a gateway or a link")
+
+        def work(ipr: Any) -> None:
+            spec: dict[str, Any] = {"dst": str(dst), "proto": RTPROT_BOOT}
+            if via is not None:
+                spec["gateway"] = str(via)
+            else:
+                spec["scope"] = RT_SCOPE_LINK
+            if link is not None:
+                spec["oif"] = self._index(ipr, link, operation)
+            ipr.route("replace", **spec)
+
+        self._call(operation, work)
+
+    def delete_route(self, dst: IPv4Network, *, link: str | None = None) -> None:
+        operation = " ".join(["route del", str(dst), *(["dev", link] if link else [])])
+
+        def work(ipr: Any) -> None:
+            spec: dict[str, Any] = {"dst": str(dst), "scope": RT_SCOPE_NOWHERE}
+            if link is not None:
+                spec["oif"] = self._index(ipr, link, operation)
+            ipr.route("del", **spec)
+
+        self._call(operation, work)
+
+    def flush_neighbours(self, address: IPv4Address, link: str) -> None:
+        operation = f"neigh flush to {address} dev {link}"
+
+        def work(ipr: Any) -> None:
+            index = self._index(ipr, link, operation)
+            for msg in ipr.get_neighbours(ifindex=index, dst=str(address)):
+                if msg["state"] & (NUD_NOARP | NUD_PERMANENT) or msg.get("dst") != str(address):
+                    continue
+                ipr.neigh("del", ifindex=index, dst=str(address))
+
+        self._call(operation, work)
+
+    def delete_netns(self, name: str) -> None:
+        operation = f"netns delete {name}"
+        check_netns_name(name, operation)
+        try:
+            named_netns.remove(name)  # detach the bind mount, unlink the name: what `ip netns delete` does
+        except OSError as exc:
+            raise NetlinkError(operation, exc.errno or errno.EIO, exc.strerror) from None
+
+    def netns_pids(self, name: str) -> list[int]:
+        operation = f"netns pids {name}"
+        check_netns_name(name, operation)
+        try:
+            ns = (NETNS_DIR / name).stat()
+        except OSError as exc:
+            raise NetlinkError(operation, exc.errno or errno.EIO, exc.strerror) from None
+        return [pid for pid in _pids() if _netns_of(pid) == (ns.st_dev, ns.st_ino)]
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _pids() -> list[int]:
+    return sorted(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
+
+
+def _netns_of(pid: int) -> tuple[int, int] | None:
+    """The (device, inode) of the process's network namespace, as `ip netns pids` compares them."""
+    try:
+        st = os.stat(f"/proc/{pid}/ns/net")
+    except OSError:  # gone meanwhile, or a kernel thread
+        return None
+    return st.st_dev, st.st_ino
