@@ -129,7 +129,10 @@ class ApiClient:
         out = bytearray()
         seen: str | None = None
         try:
-            if (await sub.consumer_info()).num_pending == 0:
+            info = await sub.consumer_info()
+            # Nothing pending may also mean the server already pushed it all to us (a busy client
+            # asks late): only nothing delivered either is an empty log.
+            if info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq):
                 return b""
             async for msg in sub.messages:
                 run = (msg.headers or {}).get(RUN_HEADER)

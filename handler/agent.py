@@ -94,6 +94,8 @@ class Agent:
             mine = change.value is not None and change.value.node_name == self.node.name
             if mine or change.key in self.launchers.running:
                 self.queue.kick(change.key)
+            if change.value is None:
+                self.volume_files.kick()  # a deleted volume it held may be free now
 
     async def _watch_nodes(self) -> None:
         """Keep routes to the other nodes' pods as nodes come and go."""

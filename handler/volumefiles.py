@@ -37,6 +37,11 @@ class VolumeFiles:
         self.store = store
         self.node = node
         self.dir = volumes_dir
+        self._wake = asyncio.Event()
+
+    def kick(self) -> None:
+        """Look again soon: an instance went, so a deleted volume it held may be free now."""
+        self._wake.set()
 
     async def run(self) -> None:
         sweeping = asyncio.create_task(self._every())
@@ -45,7 +50,7 @@ class VolumeFiles:
                 try:
                     async for change in self.store.volumes.watch():
                         if change.value is None:
-                            await self.sweep()
+                            self.kick()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the watch starts again; the sweeps go on
@@ -56,9 +61,13 @@ class VolumeFiles:
 
     async def _every(self) -> None:
         while True:
-            with contextlib.suppress(Exception):
+            self._wake.clear()
+            try:
                 await self.sweep()
-            await asyncio.sleep(SWEEP_EVERY_S)
+            except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+                log.warning("volume sweep failed", error=str(exc) or type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), SWEEP_EVERY_S)
 
     async def sweep(self) -> list[Path]:
         files = await asyncio.to_thread(lambda: sorted(self.dir.glob("*.qcow2")) if self.dir.exists() else [])

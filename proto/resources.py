@@ -12,15 +12,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from proto import fencing
 from proto.api import NodeView, VMView
+from proto.kubevirt import REGISTRY_SCHEME
 from proto.quantity import format_bytes
 from proto.spec import (
     CloudInitNoCloud,
     ContainerDisk,
+    DataVolumeTemplate,
     Disk,
     EmptyDisk,
     Interface,
     Network,
+    PersistentVolumeClaim,
     Port,
     VMSpec,
     Volume,
@@ -85,15 +89,19 @@ def vmi_spec(spec: VMSpec) -> Obj:
 
 def vm_manifest(spec: VMSpec) -> Obj:
     """The VirtualMachine that proto.kubevirt turns into ``spec``."""
+    metadata: Obj = {"name": spec.name}
+    if spec.high_availability:
+        metadata["annotations"] = {fencing.ANNOTATION: "true"}
     return {
         "apiVersion": KUBEVIRT_API,
         "kind": "VirtualMachine",
-        "metadata": {"name": spec.name},
+        "metadata": metadata,
         # runStrategy rather than running: KubeVirt takes either (not both), and only runStrategy can say
         # Manual and RerunOnFailure
-        "spec": {"runStrategy": spec.run_strategy.value,
-                 "template": _compact({"metadata": _compact({"labels": dict(spec.labels)}),
-                                       "spec": vmi_spec(spec)})},
+        "spec": _compact({"runStrategy": spec.run_strategy.value,
+                          "dataVolumeTemplates": [_template(t) for t in spec.data_volume_templates],
+                          "template": _compact({"metadata": _compact({"labels": dict(spec.labels)}),
+                                                "spec": vmi_spec(spec)})}),
     }
 
 
@@ -128,7 +136,15 @@ def _volume(volume: Volume) -> Obj:
             # plain text, not base64: proto.kubevirt decoded it, and takes either back
             source = ("cloudInitNoCloud", {**({"userData": user_data} if user_data else {}),
                                            **_given({"networkData": network_data})})
+        case PersistentVolumeClaim(claim_name=claim):  # a dataVolume too: both name a virtbus volume
+            source = ("persistentVolumeClaim", {"claimName": claim})
     return {"name": volume.name, source[0]: source[1]}
+
+
+def _template(template: DataVolumeTemplate) -> Obj:
+    source: Obj = {"registry": {"url": f"{REGISTRY_SCHEME}{template.image}"}} if template.image else {"blank": {}}
+    return {"metadata": {"name": template.name},
+            "spec": {"source": source, "storage": {"resources": {"requests": {"storage": template.size}}}}}
 
 
 # --- VirtualMachineInstance

@@ -51,7 +51,9 @@ def test_services_answer_micro_discovery(lab: Lab) -> None:
         finally:
             await nc.close()
 
-    assert asyncio.run(ping()) == ["virtbus-api", "virtbus-handler", "virtbus-handler", "virtbus-nodeapi"]
+    # the lab's two schedulers both serve the API and the node API (queue groups); one agent per node
+    assert asyncio.run(ping()) == ["virtbus-api", "virtbus-api", "virtbus-handler", "virtbus-handler",
+                                   "virtbus-nodeapi", "virtbus-nodeapi"]
 
 
 def test_seed_testvm_lifecycle(lab: Lab) -> None:

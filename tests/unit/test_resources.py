@@ -215,3 +215,20 @@ def test_a_node_with_kvm_offers_the_kvm_device_and_an_unready_one_says_so() -> N
     assert out["status"]["capacity"]["devices.kubevirt.io/kvm"] == "1k"
     assert out["metadata"]["annotations"]["virtbus.io/kvm"] == "true"
     assert out["status"]["conditions"][0]["status"] == "False"
+
+
+def test_volumes_templates_and_high_availability_round_trip() -> None:
+    doc = yaml.safe_load((EXAMPLES / "testvm-masquerade.yaml").read_text())
+    doc["metadata"]["annotations"] = {"virtbus.io/high-availability": "true"}
+    doc["spec"] = {"runStrategy": "Always", "template": doc["spec"]["template"], "dataVolumeTemplates": [
+        {"metadata": {"name": "root-dv"}, "spec": {"source": {"registry": {"url": "docker://quay.io/x/y"}},
+                                                   "storage": {"resources": {"requests": {"storage": "1Gi"}}}}},
+        {"metadata": {"name": "blank-dv"}, "spec": {"source": {"blank": {}},
+                                                    "pvc": {"resources": {"requests": {"storage": "64Mi"}}}}}]}
+    tspec = doc["spec"]["template"]["spec"]
+    tspec["volumes"] += [{"name": "a", "dataVolume": {"name": "blank-dv"}},
+                         {"name": "b", "persistentVolumeClaim": {"claimName": "kept"}}]
+    tspec["domain"]["devices"]["disks"] += [{"name": "a"}, {"name": "b"}]
+    spec = spec_of(doc)
+    assert spec.high_availability and len(spec.data_volume_templates) == 2
+    assert spec_of(vm_manifest(spec)) == spec

@@ -1,0 +1,100 @@
+"""VMs worth keeping: a volume keeps what a real guest wrote through stop/start and restart, a VM
+boots from a volume made from an image, and a VM's own volume (dataVolumeTemplates) goes with it,
+its file too."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Lab
+from tests.e2e.test_faults import wait_until
+
+pytestmark = pytest.mark.e2e
+MARKER = "VIRTBUS-GUEST-READY"
+IMAGE = "quay.io/kubevirt/cirros-container-disk-demo"
+DATA_SECTORS = 64 * 1024 * 1024 // 512  # the 64Mi data volume, as /sys/block/*/size says it
+
+
+def vm_manifest(lab: Lab, name: str, *, root: dict[str, object], templates: list[dict[str, object]],
+                extra: list[tuple[str, dict[str, object]]]) -> str:
+    volumes = [{"name": "root", **root}, *({"name": n, **source} for n, source in extra)]
+    manifest = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name},
+                "spec": {"runStrategy": "Halted", "dataVolumeTemplates": templates, "template": {"spec": {
+                    "domain": {"resources": {"requests": {"memory": "64M"}},
+                               "devices": {"disks": [{"name": v["name"], "disk": {"bus": "virtio"}} for v in volumes],
+                                           "interfaces": [{"name": "default", "masquerade": {}}]}},
+                    "networks": [{"name": "default", "pod": {}}],
+                    "volumes": volumes}}}}
+    path = lab.state_dir / f"{name}.json"
+    path.write_text(json.dumps(manifest))
+    return str(path)
+
+
+def say_in_guest(lab: Lab, name: str, command: str, tag: str) -> str:
+    """Run a shell command on the guest's console; returns the console once ``tag`` was printed."""
+    lab.cli("console", name, "--send", command + "\\n")
+    return lab.cli("console", name, "--log", "--until", tag, "--timeout", "60").stdout
+
+
+def volume_files(lab: Lab) -> list[str]:
+    return sorted(p.name for p in lab.state_dir.glob("nodes/*/volumes/*.qcow2"))
+
+
+def test_a_volume_keeps_what_the_guest_wrote(lab: Lab) -> None:
+    blank = {"metadata": {"name": "keeper-data"}, "spec": {
+        "source": {"blank": {}}, "storage": {"resources": {"requests": {"storage": "64Mi"}}}}}
+    lab.cli("apply", "-f", vm_manifest(lab, "keeper", root={"containerDisk": {"image": IMAGE}}, templates=[blank],
+                                       extra=[("data", {"dataVolume": {"name": "keeper-data"}})]))
+    listed = lab.cli("volume", "list").stdout
+    assert "keeper-data" in listed and "<first consumer>" in listed, listed
+    lab.cli("start", "keeper", "--wait", "--timeout", "300")
+    lab.cli("console", "keeper", "--log", "--until", MARKER, "--timeout", "180")
+    node = json.loads(lab.cli("volume", "get", "keeper-data", "-o", "json").stdout)["node"]
+    vmi = json.loads(lab.cli("get", "vmis", "keeper", "-o", "json").stdout)
+    assert vmi["status"]["nodeName"] == node, "the volume is on its first consumer's node"
+    find = f'for d in /sys/block/vd*; do [ "$(cat $d/size)" = {DATA_SECTORS} ] && D=/dev/${{d##*/}}; done'
+    say_in_guest(lab, "keeper", f"{find}; echo kept-$((6*7)) > $D; sync; echo W$((1+1))-$D", "W2-/dev/vd")
+
+    def read_back(tag: str) -> None:
+        lab.cli("console", "keeper", "--log", "--until", MARKER, "--timeout", "180")
+        out = say_in_guest(lab, "keeper", f"{find}; echo {tag}$((2+3))-$(head -c 7 $D)-E", f"{tag}5-")
+        assert f"{tag}5-kept-42-E" in out, out[-1500:]
+
+    lab.cli("stop", "keeper", "--wait", "--timeout", "120")
+    lab.cli("start", "keeper", "--wait", "--timeout", "300")
+    read_back("S")  # stopped and started: a new instance, the same bytes
+    first_uid = json.loads(lab.cli("get", "vmis", "keeper", "-o", "json").stdout)["metadata"]["uid"]
+    lab.cli("restart", "keeper", "--wait", "--timeout", "300")
+    assert json.loads(lab.cli("get", "vmis", "keeper", "-o", "json").stdout)["metadata"]["uid"] != first_uid
+    read_back("R")
+    refused = lab.cli("volume", "delete", "keeper-data", check=False)
+    assert refused.returncode == 1 and "in use by VM keeper" in refused.stderr, refused.stderr
+    assert len(volume_files(lab)) == 1
+
+    # deleted with its VM, and its file with it once the instance is gone
+    lab.cli("delete", "keeper", "--wait", "--timeout", "120")
+    assert "keeper-data" not in lab.cli("volume", "list").stdout
+    wait_until("the volume's file removed by its node", lambda: volume_files(lab) == [], 60, lab)
+
+
+def test_a_vm_boots_from_a_volume_made_from_an_image(lab: Lab) -> None:
+    began = time.monotonic()
+    lab.cli("volume", "create", "booted-root", "--size", "1Gi", "--from-image", IMAGE)
+    lab.cli("apply", "-f", vm_manifest(lab, "booted", root={"persistentVolumeClaim": {"claimName": "booted-root"}},
+                                       templates=[], extra=[]))
+    lab.cli("start", "booted", "--wait", "--timeout", "300")
+    print(f"\n1 GiB volume from an image, first start -> Running: {time.monotonic() - began:.1f}s")
+    lab.cli("console", "booted", "--log", "--until", MARKER, "--timeout", "180")
+    [path] = [p for p in lab.state_dir.glob("nodes/*/volumes/booted-root-*.qcow2")]
+    info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(path)],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert info["virtual-size"] == 1 << 30 and "backing-filename" not in info, info  # a copy, not an overlay
+    lab.cli("delete", "booted", "--wait", "--timeout", "120")
+    assert "booted-root" in lab.cli("volume", "list").stdout, "made on its own: it outlives the VM"
+    lab.cli("volume", "delete", "booted-root")
+    wait_until("the volume's file removed by its node", lambda: not Path(path).exists(), 60, lab)
