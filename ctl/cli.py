@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from ctl import console, render
+from ctl import console, render, volumecmd
 from ctl.client import ApiClient, default_url
 from proto.api import (
     Ack,
@@ -27,12 +27,9 @@ from proto.api import (
     VMIReply,
     VMList,
     VMReply,
-    VolumeCreate,
-    VolumeList,
-    VolumeReply,
 )
 from proto.errors import ApiError, Code
-from proto.manifest import load_manifests
+from proto.manifest import INSTANCE_KIND, load_manifests
 from proto.spec import RunStrategy
 from proto.state import VMI, Exposure, FloatingIP
 
@@ -58,6 +55,9 @@ async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
         if kind == "NetworkAttachmentDefinition" or kind == "Network":
             net = await api.call("network", "apply", body, NetworkReply)
             say(f"network/{net.item.name} applied")
+        elif kind == INSTANCE_KIND:
+            vmi = (await api.call("vmi", "apply", body, VMIReply)).item
+            say(f"virtualmachineinstance/{vmi.name} applied ({vmi.phase.value})")
         else:
             vm = await api.call("vm", "apply", body, VMReply)
             say(f"virtualmachine/{vm.item.vm.spec.name} applied ({vm.item.printable_status})")
@@ -163,7 +163,25 @@ async def _vm_state(api: ApiClient, name: str) -> tuple[str, str]:
     return view.printable_status, f"{view.printable_status} ({detail})"
 
 
+async def cmd_delete_vmi(api: ApiClient, args: argparse.Namespace) -> int:
+    say((await api.call("vmi", "delete", NameRequest(name=args.name), Ack)).message)
+    if args.wait:
+        async def probe() -> tuple[bool, str]:
+            try:
+                vmi = (await api.call("vmi", "get", NameRequest(name=args.name), VMIReply)).item
+            except ApiError as exc:
+                if exc.code is Code.NOT_FOUND:
+                    return True, "deleted"
+                raise
+            return False, f"{vmi.phase.value}; stopping and cleaning up"
+
+        await wait_for(f"vmi {args.name}", probe, args.timeout)
+    return 0
+
+
 async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
+    if getattr(args, "kind", "vm").startswith("vmi"):
+        return await cmd_delete_vmi(api, args)
     verb = args.command
     deadline = time.monotonic() + args.timeout
     while True:
@@ -244,30 +262,6 @@ async def cmd_image(api: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_volume(api: ApiClient, args: argparse.Namespace) -> int:
-    """Volumes: disks that outlive every run (KubeVirt's PVCs and DataVolumes)."""
-    if args.volume_command == "create":
-        made = (await api.call("volume", "create", VolumeCreate(name=args.name, size=args.size, image=args.from_image,
-                                                                node=args.node), VolumeReply)).item
-        where = f"on node {made.node}" if made.node else "on the node of the first VM that uses it"
-        say(f"volume/{made.name} created ({made.size}{', from ' + made.image if made.image else ', blank'}); "
-            f"its file is made {where} when a VM first uses it")
-    elif args.volume_command == "list":
-        items = (await api.call("volume", "list", {}, VolumeList)).items
-        if args.output:
-            say(render.structured(items, args.output))
-            return 0
-        say(render.table(["NAME", "SIZE", "NODE", "IMAGE", "OWNER", "AGE"],
-                         [[v.name, v.size, v.node or "<first consumer>", v.image or "<blank>", v.owner_vm or "",
-                           render.age(v.created_at)] for v in items]))
-    elif args.volume_command == "get":
-        item = (await api.call("volume", "get", NameRequest(name=args.name), VolumeReply)).item
-        say(render.structured(item, args.output or "yaml"))
-    else:
-        say((await api.call("volume", "delete", NameRequest(name=args.name), Ack)).message)
-    return 0
-
-
 async def cmd_expose(api: ApiClient, args: argparse.Namespace) -> int:
     if args.command == "expose":
         e = await api.call("vm", "expose", ExposeRequest(name=args.name, port=args.port, node_port=args.node_port,
@@ -309,7 +303,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("-o", "--output", choices=["json", "yaml", "wide"], default=None)
     g.add_argument("-w", "--watch", action="store_true", help="vmis, events: keep printing changes")
     for verb in ("start", "stop", "restart", "delete"):
-        c = sub.add_parser(verb, help=f"{verb} a VM")
+        c = sub.add_parser(verb, help=f"{verb} a VM" + (" (delete vmi NAME: a VMI of its own)" if verb == "delete"
+                                                          else ""))
+        if verb == "delete":
+            c.add_argument("kind", nargs="?", choices=["vm", "vms", "vmi", "vmis"], default="vm")
         c.add_argument("name")
         c.add_argument("--wait", action="store_true", help="wait until done, showing progress")
         c.add_argument("--timeout", type=float, default=300.0)
@@ -347,19 +344,7 @@ def parser() -> argparse.ArgumentParser:
     isub.add_parser("list")
     idel = isub.add_parser("delete")
     idel.add_argument("name")
-    v = sub.add_parser("volume", help="volumes: disks that outlive every run (PVCs, DataVolumes)")
-    vsub = v.add_subparsers(dest="volume_command", required=True)
-    vc = vsub.add_parser("create")
-    vc.add_argument("name")
-    vc.add_argument("--size", required=True, help="e.g. 2Gi")
-    vc.add_argument("--from-image", default=None, help="its first content: an image of the image store")
-    vc.add_argument("--node", default=None, help="the node it lives on; else the first VM's")
-    for verb in ("list", "get"):
-        vl = vsub.add_parser(verb)
-        if verb == "get":
-            vl.add_argument("name")
-        vl.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
-    vsub.add_parser("delete").add_argument("name")
+    volumecmd.add_parser(sub)
     from ctl import lab
     lab.add_parser(sub)
     return p
@@ -368,7 +353,7 @@ def parser() -> argparse.ArgumentParser:
 COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] = {
     "apply": cmd_apply, "get": cmd_get, "start": cmd_lifecycle, "stop": cmd_lifecycle,
     "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": cmd_image,
-    "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": cmd_volume,
+    "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from proto import kubevirt
+from proto import fencing, kubevirt
 from proto.errors import ApiError, Code
 from proto.spec import NetworkAttachment, VMSpec
 from proto.validation import validate_network, validate_vm
@@ -114,6 +114,51 @@ def parse_manifest_obj(obj: object) -> Manifest:
     if api_version == NATIVE_API:
         return _validate(_native(obj, kind))
     raise _bad(f"apiVersion {api_version!r} kind {kind!r} is not accepted; accepted: {ACCEPTED}", "apiVersion")
+
+
+INSTANCE_KIND = "VirtualMachineInstance"
+
+
+def parse_instance(data: bytes, *, content_type: str = "auto") -> VMSpec:
+    return parse_instance_obj(load_manifest(data, content_type=content_type))
+
+
+def parse_instance_obj(obj: object) -> VMSpec:
+    """A KubeVirt VirtualMachineInstance: its spec is a VM's ``spec.template.spec``, so it is read as
+    the VM that would make it, and errors name the field where the user wrote it."""
+    if not isinstance(obj, dict) or obj.get("kind") != INSTANCE_KIND:
+        raise _bad(f"a {INSTANCE_KIND} manifest is expected", "kind")
+    if obj.get("apiVersion") not in kubevirt.VM_API_VERSIONS:
+        raise _bad(f"apiVersion {obj.get('apiVersion')!r} is not supported: use "
+                   f"{' or '.join(kubevirt.VM_API_VERSIONS)}", "apiVersion")
+    for key in obj:
+        if key not in ("apiVersion", "kind", "metadata", "spec", "status"):
+            raise ApiError(Code.INVALID, f"{key} is not supported by virtbus", str(key))
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        raise _bad("metadata must be an object with a name", "metadata")
+    annotations = meta.get("annotations") or {}
+    if isinstance(annotations, dict) and annotations.get(fencing.ANNOTATION) == "true":
+        raise ApiError(Code.INVALID, f"a {INSTANCE_KIND} runs once and is not run again elsewhere: put "
+                                     f"{fencing.ANNOTATION} on a VirtualMachine",
+                       f"metadata.annotations.{fencing.ANNOTATION}")
+    template_meta = {"labels": meta["labels"]} if "labels" in meta else {}
+    as_vm = {"apiVersion": obj["apiVersion"], "kind": "VirtualMachine",
+             "metadata": {k: v for k, v in meta.items() if k != "labels"},
+             "spec": {"runStrategy": "Once", "template": {"metadata": template_meta, "spec": obj.get("spec")}}}
+    try:
+        spec = parse_manifest_obj(as_vm)
+    except ApiError as err:
+        raise ApiError(err.code, _as_instance(err.message) or err.message, _as_instance(err.field)) from None
+    if not isinstance(spec, VMSpec):  # a VirtualMachine always reads as one
+        raise _bad(f"not a {INSTANCE_KIND}", "kind")
+    return spec
+
+
+def _as_instance(text: str | None) -> str | None:
+    if text is None:
+        return None
+    return text.replace("spec.template.spec", "spec").replace("spec.template.metadata", "metadata")
 
 
 def _validate(manifest: Manifest) -> Manifest:

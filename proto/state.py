@@ -82,6 +82,10 @@ class VMI(State, frozen=True):
     # High availability (proto.fencing): its launcher's lease lapsed, so the launcher has killed
     # its QEMU; the record may go without its node's word, and the VM runs again elsewhere.
     fenced: bool = False
+    # A VirtualMachineInstance made on its own (kind VirtualMachineInstance), not by a VM: it runs
+    # once, stays when it ends, and goes when deleted (``deleting``: stopped, then removed).
+    standalone: bool = False
+    deleting: bool = False
 
 
 class Node(State, frozen=True):

@@ -6,6 +6,7 @@ It validates everything before it writes anything, so a bad request changes noth
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from ipaddress import IPv4Address, IPv4Network
 
@@ -31,7 +32,7 @@ from proto.api import (
     decode_request,
 )
 from proto.errors import ApiError, Code
-from proto.manifest import parse_manifest
+from proto.manifest import parse_instance, parse_manifest
 from proto.spec import NetworkAttachment, RunStrategy, VMSpec
 from proto.state import FINAL_PHASES, VM, VMI, Node
 from proto.validation import validate_image_reference
@@ -71,6 +72,7 @@ class Api:
             ("fip", "create"): self.fips.create, ("fip", "attach"): self.fips.attach,
             ("fip", "detach"): self.fips.detach, ("fip", "delete"): self.fips.delete, ("fip", "list"): self.fips.list,
             ("vmi", "get"): self.vmi_get, ("vmi", "list"): self.vmi_list,
+            ("vmi", "apply"): self.vmi_apply, ("vmi", "delete"): self.vmi_delete,
             ("node", "list"): self.node_list,
             ("network", "apply"): self.network_apply, ("network", "list"): self.network_list,
             ("image", "list"): self.image_list, ("image", "delete"): self.image_delete,
@@ -101,6 +103,10 @@ class Api:
 
     async def vm_create(self, body: bytes) -> VMReply:
         spec = await self._vm_spec(body)
+        alone = await self.store.vmis.get(spec.name)
+        if alone is not None and alone.value.standalone:
+            raise ApiError(Code.ALREADY_EXISTS, f"a VirtualMachineInstance {spec.name!r} of its own exists; delete it "
+                                                "first (virtbus delete vmi NAME)", "metadata.name")
         await self.volumes.for_vm(spec)
         vm = VM(spec=spec, created_at=self.clock())
         try:
@@ -202,6 +208,46 @@ class Api:
     async def vmi_get(self, body: bytes) -> VMIReply:
         name = _name(body)
         return VMIReply(item=(await self.store.vmis.require(name, "VMI")).value)
+
+    async def vmi_apply(self, body: bytes) -> VMIReply:
+        """A VirtualMachineInstance on its own: created, or left as it is (its spec cannot change)."""
+        spec = parse_instance(body)
+        existing = await self.store.vmis.get(spec.name)
+        if existing is not None:
+            if existing.value.standalone and existing.value.spec == spec:
+                return VMIReply(item=existing.value)
+            raise ApiError(Code.ALREADY_EXISTS, f"VMI {spec.name!r} already exists; a VMI's spec cannot change",
+                           "metadata.name")
+        if await self.store.vms.get(spec.name) is not None:
+            raise ApiError(Code.ALREADY_EXISTS, f"VM {spec.name!r} exists and its instance has that name",
+                           "metadata.name")
+        await self.volumes.for_vm(spec)
+        vmi = VMI(name=spec.name, uid=str(uuid.uuid4()), spec=spec, created_at=self.clock(), standalone=True)
+        try:
+            await self.store.vmis.create(spec.name, vmi)
+        except ApiError as exc:
+            if exc.code is Code.ALREADY_EXISTS:
+                raise ApiError(Code.ALREADY_EXISTS, f"VMI {spec.name!r} already exists", "metadata.name") from None
+            raise
+        return VMIReply(item=vmi)
+
+    async def vmi_delete(self, body: bytes) -> Ack:
+        """A VirtualMachineInstance made on its own is stopped and removed; a VM's is the VM's."""
+        name = _name(body)
+        entry = await self.store.vmis.require(name, "VMI")
+        if not entry.value.standalone:
+            raise ApiError(Code.INVALID, f"VMI {name} is VM {name}'s instance: use virtbus stop, restart or delete "
+                                         f"{name}", "name")
+        uid = entry.value.uid
+
+        def delete(v: VMI) -> VMI | None:
+            if v.uid != uid or v.deleting:
+                return None
+            stopping = stop_vmi(v, uid, self.clock()) or v
+            return msgspec.structs.replace(stopping, deleting=True)
+
+        await self.store.vmis.mutate(name, delete)
+        return Ack(message=f"VMI {name} is being deleted")
 
     async def vmi_list(self, body: bytes) -> VMIList:
         decode_request(body, ListRequest)

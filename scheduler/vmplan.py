@@ -46,6 +46,9 @@ def _released(vmi: VMI, node_ready: bool) -> bool:
 
 
 def _plan(vm: VM | None, vmi: VMI | None, now: float) -> Action:
+    if vm is None and vmi is not None and vmi.standalone:
+        # nobody's instance: it runs, and stays once ended, until it is deleted
+        return _wind_down(vmi) if vmi.deleting else Action.NOTHING
     if vm is None:
         return _wind_down(vmi)
     if vmi is not None and vm.restart_of == vmi.uid:

@@ -23,7 +23,7 @@ from proto.spec import (
     VMSpec,
     claims,
 )
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, REPO
 
 
 def load(name: str) -> dict[str, Any]:
@@ -427,3 +427,29 @@ def test_data_volume_templates_and_claims_become_volumes() -> None:
     err = refused(doc)
     assert err.code is Code.INVALID
     assert err.field == "spec.dataVolumeTemplates[1].spec.storage.resources.requests.storage"
+
+
+def test_a_virtual_machine_instance_of_its_own() -> None:
+    from proto.manifest import parse_instance_obj
+
+    doc = yaml.safe_load((REPO / "examples" / "testvmi.yaml").read_text())
+    spec = parse_instance_obj(doc)
+    assert spec.name == "testvmi" and spec.labels == {"special": "vmi-cirros"}
+    assert spec.termination_grace_period_seconds == 0 and spec.run_strategy is RunStrategy.ONCE
+    bad = copy.deepcopy(doc)
+    bad["spec"]["domain"]["devices"]["disks"][0]["disk"]["bus"] = "floppy"
+    with pytest.raises(ApiError) as err:  # blamed where the user wrote it, not in a VM's template
+        parse_instance_obj(bad)
+    assert err.value.field == "spec.domain.devices.disks[0].disk.bus", err.value.field
+    bad = copy.deepcopy(doc)
+    bad["spec"]["volumes"][0]["containerDisk"]["image"] = "not an image!"
+    with pytest.raises(ApiError) as err:
+        parse_instance_obj(bad)
+    assert (err.value.field or "").startswith("spec.volumes[0]"), err.value.field
+    ha = copy.deepcopy(doc)
+    ha["metadata"]["annotations"] = {"virtbus.io/high-availability": "true"}
+    with pytest.raises(ApiError) as err:
+        parse_instance_obj(ha)
+    assert err.value.code is Code.INVALID and "VirtualMachine" in err.value.message
+    with pytest.raises(ApiError):
+        parse_instance_obj({**doc, "kind": "VirtualMachine"})
