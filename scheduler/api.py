@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from ipaddress import IPv4Address, IPv4Network
 
 import msgspec
@@ -39,6 +40,7 @@ from scheduler import placement
 from scheduler.controllers import stop_vmi
 from scheduler.exposures import ExposureApi
 from scheduler.floatingips import FloatingIPApi
+from scheduler.power import PowerApi
 from scheduler.vmplan import printable_status
 from servicekit.endpoints import Endpoint
 from servicekit.store import Bucket, Entry, Store
@@ -57,6 +59,7 @@ class Api:
         self.networks: Bucket[NetworkAttachment] = store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment)
         self.exposures = ExposureApi(store, clock=clock)
         self.fips = FloatingIPApi(store)
+        self.power = PowerApi(store)
 
     def endpoints(self) -> list[Endpoint]:
         table: dict[tuple[str, str], Callable[[bytes], object]] = {
@@ -64,6 +67,11 @@ class Api:
             ("vm", "get"): self.vm_get, ("vm", "list"): self.vm_list, ("vm", "delete"): self.vm_delete,
             ("vm", "start"): self.vm_start, ("vm", "stop"): self.vm_stop,
             ("vm", "restart"): self.vm_restart,
+            ("vm", "pause"): self.power.pause, ("vm", "unpause"): self.power.unpause,
+            ("vm", "soft-reboot"): self.power.soft_reboot,
+            ("vmi", "pause"): partial(self.power.pause, kind="vmi"),
+            ("vmi", "unpause"): partial(self.power.unpause, kind="vmi"),
+            ("vmi", "soft-reboot"): partial(self.power.soft_reboot, kind="vmi"),
             ("vm", "expose"): self.exposures.expose, ("vm", "unexpose"): self.exposures.unexpose,
             ("exposure", "list"): self.exposures.list,
             ("fip", "create"): self.fips.create, ("fip", "attach"): self.fips.attach,
