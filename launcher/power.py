@@ -51,6 +51,12 @@ class PowerKeeper:
         self.wanted: Wanted | None = None
         self.done = Done()
         self.wake = asyncio.Event()
+        self.standing_down = False
+
+    def stand_down(self) -> None:
+        """The instance is stopping: a pause no longer holds (the shutdown resumes the guest so it
+        hears the power button, and must not be paused again behind it)."""
+        self.standing_down = True
 
     def want(self, wanted: Wanted) -> None:
         """The VMI's requests as last seen."""
@@ -68,15 +74,15 @@ class PowerKeeper:
             try:
                 await self.sync()
             except Exception as exc:  # libvirt's errors: its libvirtd may be restarting
-                log.warning("pause/reboot step failed; retrying", error=str(exc).splitlines()[0][:200] if str(exc)
-                            else type(exc).__name__)
+                log.warning("pause/reboot step failed; retrying",
+                            error=(str(exc).splitlines() or [type(exc).__name__])[0][:200])
                 await asyncio.sleep(self.retry)
                 self.wake.set()
 
     async def sync(self) -> None:
         dom = self.domain()
         wanted = self.wanted
-        if dom is None or wanted is None:
+        if dom is None or wanted is None or self.standing_down:
             return
         steps, done = plan(wanted, self.done, await self.control.is_paused(dom))
         for step in steps:

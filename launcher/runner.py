@@ -347,8 +347,10 @@ class Runner:
             if change.key != self.args.vmi:
                 continue
             if change.value is None or change.value.uid != self.args.uid:
+                self.power.stand_down()
                 self.gone.set()
             elif change.value.stop_requested:
+                self.power.stand_down()
                 self.stop_requested.set()
             else:
                 self.power.want(Wanted.of(change.value))

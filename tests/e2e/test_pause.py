@@ -115,3 +115,16 @@ def test_a_soft_reboot_boots_the_guest_again_in_the_same_instance(lab: Lab, paus
     assert condition(again, "Paused") == condition(item, "Paused"), launcher_events(lab)
     events = [line for line in lab.cli("get", "events").stdout.splitlines() if f"/{VM} " in line]
     assert any("SoftReboot" in e for e in events), events
+
+
+def test_a_paused_vm_stops_by_its_guest_shutting_down_not_by_the_grace_running_out(
+        lab: Lab, pausevm: dict[str, object]) -> None:
+    """The launcher resumes a paused guest before pressing its power button, so it shuts down at
+    once (a paused guest would hear nothing, and be destroyed after its 30 s grace)."""
+    lab.cli("pause", VM, "--wait", "--timeout", "60")
+    started = time.monotonic()
+    lab.cli("stop", VM, "--wait", "--timeout", "120")
+    took = time.monotonic() - started
+    print(f"stop --wait of a paused VM -> Stopped: {took:.1f}s")
+    stopped = [line for line in lab.cli("get", "events").stdout.splitlines() if f"/{VM} " in line and "Stopped" in line]
+    assert stopped and "destroyed" not in stopped[-1] and took < 25, (stopped, launcher_events(lab))

@@ -94,3 +94,20 @@ async def test_the_keeper_retries_while_libvirtd_is_away() -> None:
         assert fake.paused == {"vm"}
     finally:
         task.cancel()
+
+
+async def test_a_stopping_instance_is_not_paused_again_behind_its_shutdown() -> None:
+    fake, notes = FakeLibvirtd({"vm": True}), list[str]()
+    k = keeper(fake, notes)
+    task = asyncio.create_task(k.run())
+    try:
+        k.want(Wanted(paused=True, pause_generation=1))
+        await settle(k)
+        assert fake.paused == {"vm"}
+        k.stand_down()
+        await fake.resume("vm")  # what PrivateLibvirtd.shutdown does first to a paused guest
+        k.poke()
+        await settle(k)
+        assert fake.paused == set()
+    finally:
+        task.cancel()
