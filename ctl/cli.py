@@ -10,8 +10,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from ctl import console, render, volumecmd
+from ctl import console, power, render, volumecmd
 from ctl.client import ApiClient, default_url
+from ctl.progress import ask, say, vm_state, wait_for
 from proto.api import (
     Ack,
     ExposeRequest,
@@ -30,17 +31,12 @@ from proto.api import (
 )
 from proto.errors import ApiError, Code
 from proto.manifest import INSTANCE_KIND, load_manifests
-from proto.spec import RunStrategy
 from proto.state import VMI, Exposure, FloatingIP
 
 KINDS = {"vm": "vm", "vms": "vm", "virtualmachine": "vm", "virtualmachines": "vm",
          "vmi": "vmi", "vmis": "vmi", "virtualmachineinstance": "vmi", "virtualmachineinstances": "vmi",
          "node": "node", "nodes": "node", "exposure": "exposure", "exposures": "exposure",
          "event": "event", "events": "event"}
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
 
 
 async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
@@ -129,40 +125,6 @@ async def _watch_vmis(api: ApiClient, name: str | None, fmt: str | None, wide: b
     await api.watch_vmis(show)
 
 
-async def wait_for(what: str, probe: Callable[[], Awaitable[tuple[bool, str]]], limit: float) -> None:
-    """Poll until probe says done, printing each new state and a heartbeat every 10 s."""
-    start = time.monotonic()
-    last, last_print = "", start
-    while True:
-        done, state = await probe()
-        now = time.monotonic()
-        if state != last or now - last_print >= 10:
-            say(f"  {what}: {state} ({now - start:.1f}s)")
-            last, last_print = state, now
-        if done:
-            return
-        if now - start > limit:
-            raise ApiError(Code.UNAVAILABLE, f"timed out after {limit:.0f}s waiting for {what} (last: {state})")
-        await asyncio.sleep(0.25)
-
-
-async def _vm_state(api: ApiClient, name: str) -> tuple[str, str]:
-    try:
-        view = (await api.call("vm", "get", NameRequest(name=name), VMReply)).item
-    except ApiError as exc:
-        if exc.code is Code.NOT_FOUND:
-            return "Gone", "deleted"
-        raise
-    vmi = view.vmi
-    detail = f"{vmi.phase.value}{' on ' + vmi.node_name if vmi and vmi.node_name else ''}" if vmi else "no instance"
-    if view.printable_status == "Stopped" and vmi is not None and vmi.node_name:
-        # The guest is off, but its node may still be ending the launcher and removing the pod, and
-        # a Halted VM's finished instance is about to go: stopped means all of that is done.
-        if not vmi.torn_down or view.vm.spec.run_strategy is RunStrategy.HALTED:
-            return "Stopping", f"Stopped ({detail}; the instance is being cleaned up)"
-    return view.printable_status, f"{view.printable_status} ({detail})"
-
-
 async def cmd_delete_vmi(api: ApiClient, args: argparse.Namespace) -> int:
     say((await api.call("vmi", "delete", NameRequest(name=args.name), Ack)).message)
     if args.wait:
@@ -183,17 +145,7 @@ async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
     if getattr(args, "kind", "vm").startswith("vmi"):
         return await cmd_delete_vmi(api, args)
     verb = args.command
-    deadline = time.monotonic() + args.timeout
-    while True:
-        try:
-            ack = await api.call("vm", verb, NameRequest(name=args.name), Ack)
-            break
-        except ApiError as exc:  # e.g. "still stopping": with --wait, wait it out
-            if not (args.wait and exc.retryable and time.monotonic() < deadline):
-                raise
-            say(f"  {args.name}: {exc.message}; retrying")
-            await asyncio.sleep(1.0)
-    say(ack.message)
+    say(await ask(api, "vm", verb, args.name, wait=args.wait, patience=args.timeout))
     if not args.wait:
         return 0
     targets = {"start": {"Running"}, "restart": {"Running"}, "stop": {"Stopped"}, "delete": {"Gone"}}[verb]
@@ -201,7 +153,7 @@ async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
         await asyncio.sleep(0.5)
 
     async def probe() -> tuple[bool, str]:
-        status, detail = await _vm_state(api, args.name)
+        status, detail = await vm_state(api, args.name)
         if status in ("ErrorUnschedulable", "Failed", "CrashLoopBackOff") and "Running" in targets:
             view = (await api.call("vm", "get", NameRequest(name=args.name), VMReply)).item
             vmi = view.vmi
@@ -310,6 +262,7 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("name")
         c.add_argument("--wait", action="store_true", help="wait until done, showing progress")
         c.add_argument("--timeout", type=float, default=300.0)
+    power.add_parsers(sub)
     c = sub.add_parser("console", help="a VM's serial console")
     c.add_argument("name")
     c.add_argument("--log", action="store_true", help="print the serial log so far")
@@ -354,6 +307,7 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "apply": cmd_apply, "get": cmd_get, "start": cmd_lifecycle, "stop": cmd_lifecycle,
     "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": cmd_image,
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
+    **dict.fromkeys(power.VERBS, power.cmd_power),
 }
 
 

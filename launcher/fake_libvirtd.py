@@ -1,6 +1,6 @@
 """A stateful stand-in for launcher.libvirtd.PrivateLibvirtd, for unit tests of what drives it
-(launcher.supervision): a libvirtd that can die, refuse to come back, and lose its domain, failing
-with the errors the real one raises."""
+(launcher.supervision, launcher.power): a libvirtd that can die, refuse to come back, and lose its
+domain, and whose domains pause, resume and reboot, failing with the errors the real one raises."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ class FakeLibvirtd:
         self.refuse_starts = 0  # restarts that fail, like a libvirtd giving no socket
         self.restarts = 0
         self.killed: list[int] = []
+        self.paused: set[str] = set()
+        self.reboots: list[str] = []
         self._callback: Callable[[str, str], None] | None = None
 
     # what a test does to it
@@ -61,3 +63,35 @@ class FakeLibvirtd:
         self.domains[name] = False
         self.killed.append(self.qemu_pids[name])
         return self.qemu_pids[name]
+
+    # the PowerControl protocol; a domain is its name here
+    def _running(self, dom: Any) -> None:
+        if self.pid is None:
+            raise libvirt.libvirtError("internal error: client socket is closed")
+        if not self.domains.get(dom):
+            raise libvirt.libvirtError("Requested operation is not valid: domain is not running")
+
+    def _emit_if_watched(self, event: str, detail: str) -> None:
+        if self._callback is not None:
+            self._callback(event, detail)
+
+    async def is_paused(self, dom: Any) -> bool:
+        self._running(dom)
+        return dom in self.paused
+
+    async def suspend(self, dom: Any) -> None:
+        self._running(dom)
+        if dom not in self.paused:  # libvirt says nothing of a pause of a paused domain
+            self.paused.add(dom)
+            self._emit_if_watched("SUSPENDED", "PAUSED")
+
+    async def resume(self, dom: Any) -> None:
+        self._running(dom)
+        if dom not in self.paused:
+            raise libvirt.libvirtError("Requested operation is not valid: domain is not paused")
+        self.paused.discard(dom)
+        self._emit_if_watched("RESUMED", "UNPAUSED")
+
+    async def reboot(self, dom: Any) -> None:
+        self._running(dom)
+        self.reboots.append(dom)

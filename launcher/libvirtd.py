@@ -153,7 +153,13 @@ class PrivateLibvirtd:
         return dom
 
     async def shutdown(self, dom: Any, grace: float) -> str:
-        """ACPI power button, then destroy once the grace period is over."""
+        """ACPI power button, then destroy once the grace period is over. A paused guest (virtbus
+        pause) would not hear the button: it is resumed first."""
+        try:
+            if await self.is_paused(dom):
+                await asyncio.to_thread(dom.resume)
+        except libvirt.libvirtError:
+            pass  # gone, or not paused after all: the button or the destroy below settles it
         try:
             await asyncio.to_thread(dom.shutdownFlags, libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
         except libvirt.libvirtError:
@@ -165,6 +171,23 @@ class PrivateLibvirtd:
             await asyncio.sleep(0.2)
         await asyncio.to_thread(_destroy, dom)
         return "destroyed"
+
+    async def is_paused(self, dom: Any) -> bool:
+        """Paused, not counting the moment QEMU stops in a guest's shutdown (a soft reboot's
+        included): that pause is libvirt's way through, not the guest's state."""
+        state, reason = await asyncio.to_thread(dom.state)
+        return bool(state == libvirt.VIR_DOMAIN_PAUSED and reason != libvirt.VIR_DOMAIN_PAUSED_SHUTTING_DOWN)
+
+    async def suspend(self, dom: Any) -> None:
+        await asyncio.to_thread(dom.suspend)
+
+    async def resume(self, dom: Any) -> None:
+        await asyncio.to_thread(dom.resume)
+
+    async def reboot(self, dom: Any) -> None:
+        """The ACPI power button, with libvirt resetting the guest when it powers off (libvirt's
+        "fake reboot") instead of ending QEMU: the same domain and QEMU, the guest booted afresh."""
+        await asyncio.to_thread(dom.reboot, libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
 
     async def stats(self, dom: Any) -> dict[str, object]:
         """libvirt's flat statistics record of the domain (cpu, balloon, vcpu, net, block)."""

@@ -27,6 +27,8 @@ from launcher.domain import CONSOLE_SOCKET, compose_domain_xml, plan_domain, sta
 from launcher.leasekeeper import LeaseKeeper, LeaseNotTaken
 from launcher.libvirtd import PrivateLibvirtd
 from launcher.masquerade import Masquerade
+from launcher.power import PowerKeeper
+from launcher.powerplan import Done, Wanted
 from launcher.supervision import DomainFollower
 from proto import subjects
 from proto.errors import ApiError, Code
@@ -107,8 +109,9 @@ class Runner:
         self.taps: dict[str, str] = {}
         self._dhcp: list[asyncio.Task[None]] = []
         self._dhcp_stop = asyncio.Event()
+        self.power = PowerKeeper(self.libvirtd, lambda: self.follower.dom, self.report_event)
         self.follower = DomainFollower(self.libvirtd, self.report_condition, vmi=args.vmi, netns=args.pod_netns,
-                                       workdir=args.vmi_dir)
+                                       workdir=args.vmi_dir, on_change=self.power.poke)
 
     async def set_phase(self, phase: Phase, reason: str = "", patience: float = REPORT_PATIENCE_S) -> None:
         """Reported to the control plane (a node writes no VMI itself); waits out an outage of it
@@ -136,6 +139,7 @@ class Runner:
             log.info("instance is gone or finished; nothing to run")
             return 0
         vmi = entry.value
+        self.power.done = Done.at_start(vmi)
         loop = asyncio.get_running_loop()
         main = asyncio.current_task()
         booting = True
@@ -151,6 +155,7 @@ class Runner:
         keys: asyncio.Task[None] | None = None
         publisher: asyncio.Task[None] | None = None
         lease: asyncio.Task[str] | None = None
+        power: asyncio.Task[None] | None = None
         try:
             try:
                 if vmi.spec.high_availability:
@@ -176,13 +181,14 @@ class Runner:
                                                     on_output=self.console.wake.set).run())
             self.follower.dom = dom
             publisher = asyncio.create_task(self._publish_stats())
+            power = asyncio.create_task(self.power.run())
             phase, reason = await self._supervise(dom, vmi.spec.termination_grace_period_seconds)
             await self.console.pump()
             await self.set_phase(phase, reason, FENCED_PATIENCE_S if self.fenced.is_set() else REPORT_PATIENCE_S)
             return 0
         finally:
             watcher.cancel()
-            for task in (tail, keys, publisher):
+            for task in (tail, keys, publisher, power):
                 if task is not None:
                     task.cancel()
             await self._clean_up()
@@ -328,6 +334,14 @@ class Runner:
             return
         log.info("condition", type=cond.type, status=cond.status, reason=cond.reason)
 
+    async def report_event(self, note: EventNote) -> None:
+        """An event of the VMI that changes nothing in it (a soft reboot sent)."""
+        try:
+            await self.nodeapi.report(StatusReport(vmi=self.args.vmi, uid=self.args.uid, event=note),
+                                      patience=CONDITION_PATIENCE_S)
+        except ApiError as exc:
+            log.warning("event not reported", reason=note.reason, error=exc.message)
+
     async def _publish_stats(self, interval: float = 5.0) -> None:
         a = self.args
         subject = subjects.stats(a.node, a.vmi)
@@ -348,9 +362,13 @@ class Runner:
             if change.key != self.args.vmi:
                 continue
             if change.value is None or change.value.uid != self.args.uid:
+                self.power.stand_down()
                 self.gone.set()
             elif change.value.stop_requested:
+                self.power.stand_down()
                 self.stop_requested.set()
+            else:
+                self.power.want(Wanted.of(change.value))
 
     async def _clean_up(self) -> None:
         a = self.args

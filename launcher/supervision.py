@@ -41,8 +41,12 @@ ReportCondition = Callable[[NodeCondition], Awaitable[None]]
 
 class DomainFollower:
     def __init__(self, hypervisor: Hypervisor, report_condition: ReportCondition, *, vmi: str, netns: str,
-                 workdir: Path, restarts: int = LIBVIRTD_RESTARTS, delay: float = RESTART_DELAY_S) -> None:
+                 workdir: Path, restarts: int = LIBVIRTD_RESTARTS, delay: float = RESTART_DELAY_S,
+                 on_change: Callable[[], None] | None = None) -> None:
+        """on_change: told of every domain event and of a reattach after a libvirtd restart, for
+        whoever keeps the domain as the VMI asks (launcher.power)."""
         self.hypervisor = hypervisor
+        self.on_change = on_change or (lambda: None)
         self.report_condition = report_condition
         self.vmi = vmi
         self.netns = netns
@@ -64,6 +68,7 @@ class DomainFollower:
         while True:
             event, detail = await self.events.get()
             log.info("domain event", event_name=event, detail=detail)
+            self.on_change()
             match lifecycle.judge(event, detail):
                 case lifecycle.Ended(phase=phase, reason=reason):
                     return phase, reason
@@ -98,5 +103,6 @@ class DomainFollower:
             if active:
                 log.info("libvirtd restarted; domain reattached", attempt=attempt, pid=self.hypervisor.pid)
                 await self.report_condition(lifecycle.libvirtd_back(attempt))
+                self.on_change()
                 return None
             await asyncio.sleep(self.delay)

@@ -86,6 +86,13 @@ class VMI(State, frozen=True):
     # once, stays when it ends, and goes when deleted (``deleting``: stopped, then removed).
     standalone: bool = False
     deleting: bool = False
+    # virtctl pause/unpause/soft-reboot, as desired state its launcher carries out (launcher.power):
+    # whether the guest is to be paused; a count bumped by every pause and unpause asked, so the
+    # launcher acts once on each (an unpause also resumes a guest the hypervisor paused); and the
+    # soft reboots asked so far, the launcher doing one for each it has not yet seen.
+    pause_requested: bool = False
+    pause_generation: int = 0
+    reboot_requests: int = 0
 
 
 class Node(State, frozen=True):

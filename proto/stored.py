@@ -75,6 +75,8 @@ def check_vmi(key: str, vmi: VMI) -> None:
     if vmi.launcher_pid is not None and vmi.launcher_pid < 1:
         raise ApiError(Code.INVALID, f"{vmi.launcher_pid} is not a process id", "launcherPid")
     _text(vmi.reason, "reason")
+    if vmi.pause_generation < 0 or vmi.reboot_requests < 0:
+        raise ApiError(Code.INVALID, "pauseGeneration and rebootRequests cannot be negative", "pauseGeneration")
     for i, cond in enumerate(vmi.conditions):
         _text(cond.message, f"conditions[{i}].message")
     for i, iface in enumerate(vmi.interfaces):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from functools import partial
 from ipaddress import IPv4Address, IPv4Network
 
 import msgspec
@@ -40,6 +41,7 @@ from scheduler import placement
 from scheduler.controllers import stop_vmi
 from scheduler.exposures import ExposureApi
 from scheduler.floatingips import FloatingIPApi
+from scheduler.power import PowerApi
 from scheduler.vmplan import printable_status
 from scheduler.volumes import VolumeApi
 from servicekit.endpoints import Endpoint
@@ -60,6 +62,7 @@ class Api:
         self.exposures = ExposureApi(store, clock=clock)
         self.fips = FloatingIPApi(store)
         self.volumes = VolumeApi(store, clock=clock)
+        self.power = PowerApi(store)
 
     def endpoints(self) -> list[Endpoint]:
         table: dict[tuple[str, str], Callable[[bytes], object]] = {
@@ -67,6 +70,11 @@ class Api:
             ("vm", "get"): self.vm_get, ("vm", "list"): self.vm_list, ("vm", "delete"): self.vm_delete,
             ("vm", "start"): self.vm_start, ("vm", "stop"): self.vm_stop,
             ("vm", "restart"): self.vm_restart,
+            ("vm", "pause"): self.power.pause, ("vm", "unpause"): self.power.unpause,
+            ("vm", "soft-reboot"): self.power.soft_reboot,
+            ("vmi", "pause"): partial(self.power.pause, kind="vmi"),
+            ("vmi", "unpause"): partial(self.power.unpause, kind="vmi"),
+            ("vmi", "soft-reboot"): partial(self.power.soft_reboot, kind="vmi"),
             ("vm", "expose"): self.exposures.expose, ("vm", "unexpose"): self.exposures.unexpose,
             ("exposure", "list"): self.exposures.list,
             ("fip", "create"): self.fips.create, ("fip", "attach"): self.fips.attach,

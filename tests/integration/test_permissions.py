@@ -82,6 +82,8 @@ def test_anonymous_and_unknown_keys_are_refused(nats_server: NatsServer) -> None
 async def test_viewer_reads_but_changes_nothing(nats_server: NatsServer, store: Store, as_user) -> None:  # type: ignore[no-untyped-def]
     viewer = await as_user("viewer")
     for subject in (subjects.api("vm", "stop"), subjects.api("vm", "create"), subjects.api("vm", "delete"),
+                    subjects.api("vm", "pause"), subjects.api("vm", "unpause"), subjects.api("vm", "soft-reboot"),
+                    subjects.api("vmi", "pause"),
                     subjects.api("image", "delete"), "$KV.vms.testvm", "$O.images.C.x",
                     subjects.console_in("node1", "testvm"), subjects.nodeapi("node1", "status")):
         assert await viewer.refused(subject), subject

@@ -27,6 +27,7 @@ NET_OK = NetworkAttachment(name="provider", bridge="multus-bridge", subnet="192.
 
 GOOD: list[tuple[Any, str, Any]] = [
     (VM, "vm1", VM(spec=SPEC, created_at=1.0)), (VMI, "vm1", VMI_OK), (Node, "node1", NODE_OK),
+    (VMI, "vm1", msgspec.structs.replace(VMI_OK, pause_requested=True, pause_generation=3, reboot_requests=2)),
     (Exposure, EXPOSURE_OK.key, EXPOSURE_OK), (FloatingIP, FIP_OK.key, FIP_OK), (NetworkAttachment, "provider", NET_OK),
     (str, "nodecidr.3", "node1"), (dict[str, str], "podips.node1", {"vm1": "10.244.0.2"}),
     (dict[str, str], "net.provider", {}), (Lease, "controllers", Lease(holder="s-1234", duration=3.0)),
@@ -58,6 +59,8 @@ BAD: list[tuple[str, Any, str, Any]] = [
     ("VMI MAC", VMI, "vm1", r(VMI_OK, interfaces=[VMIInterface(name="d", mac="02:00:00:00:00:01\n")])),
     ("VMI MAC with text", VMI, "vm1", r(VMI_OK, interfaces=[VMIInterface(name="d", mac="02:00:00:00:00:0g")])),
     ("VMI reason 1 MiB", VMI, "vm1", r(VMI_OK, reason="x" * 2**20)),
+    ("VMI pause generation negative", VMI, "vm1", r(VMI_OK, pause_generation=-1)),
+    ("VMI reboot requests negative", VMI, "vm1", r(VMI_OK, reboot_requests=-1)),
     ("node pod CIDR default", Node, "node1", r(NODE_OK, pod_cidr="default")),
     ("node pod CIDR 0/0", Node, "node1", r(NODE_OK, pod_cidr="0.0.0.0/0")),
     ("node pod CIDR outside the cluster", Node, "node1", r(NODE_OK, pod_cidr="10.99.0.0/24")),
