@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
 from tests.e2e.conftest import Lab
 from tests.e2e.test_faults import wait_until
 
@@ -98,3 +99,21 @@ def test_a_vm_boots_from_a_volume_made_from_an_image(lab: Lab) -> None:
     assert "booted-root" in lab.cli("volume", "list").stdout, "made on its own: it outlives the VM"
     lab.cli("volume", "delete", "booted-root")
     wait_until("the volume's file removed by its node", lambda: not Path(path).exists(), 60, lab)
+
+
+def test_a_vmi_of_its_own_as_kubevirt_writes_it(lab: Lab) -> None:
+    """examples/testvmi.yaml: applied unchanged, it runs; `delete vmi` stops it and clears its pod away."""
+    applied = lab.cli("apply", "-f", str(REPO / "examples" / "testvmi.yaml")).stdout
+    assert "virtualmachineinstance/testvmi applied" in applied, applied
+
+    def running() -> bool:
+        done = lab.cli("get", "vmis", "testvmi", "-o", "json", check=False)
+        return done.returncode == 0 and json.loads(done.stdout)["status"].get("phase") == "Running"
+
+    wait_until("the VMI running", running, 180, lab)
+    lab.cli("console", "testvmi", "--log", "--until", MARKER, "--timeout", "180")
+    assert "testvmi" not in lab.cli("get", "vms").stdout, "no VM behind it"
+    node = json.loads(lab.cli("get", "vmis", "testvmi", "-o", "json").stdout)["status"]["nodeName"]
+    lab.cli("delete", "vmi", "testvmi", "--wait", "--timeout", "120")
+    assert lab.cli("get", "vmis", "testvmi", check=False).returncode == 1
+    assert f"{lab.prefix}-{node}-testvmi" not in lab.netns()
