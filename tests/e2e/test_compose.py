@@ -130,7 +130,7 @@ def test_seed_vm_in_the_compose_lab(compose_lab: ComposeLab) -> None:
     while True:
         up = promql(lab, "up")
         running = promql(lab, 'kubevirt_vmi_phase_count{phase="running"}')
-        if len(up) == 3 and all(v == 1 for _, v in up) and sum(v for _, v in running) == 1:
+        if len(up) == 4 and all(v == 1 for _, v in up) and sum(v for _, v in running) == 1:
             break
         assert time.monotonic() < deadline, (up, running)
         time.sleep(1)
