@@ -51,17 +51,19 @@ class Act:
 
 def plan(vmi: VMI | None, launcher: Seen | None, node: str) -> list[Act]:
     acts: list[Act] = []
-    if launcher is not None and failed_over(vmi, node):
+    if launcher is not None and (given_up(vmi, launcher) or failed_over(vmi, node)):
         # It runs (or is about to run) elsewhere: its copy here dies now, not after an orderly
         # stop, even if its launcher cannot fence it itself (frozen, say).
-        acts += [Act(Step.KILL_GUEST, "the instance was failed over"),
-                 Act(Step.END_LAUNCHER, "the instance was failed over", grace=FAILED_OVER_GRACE_S),
+        why = "the instance was failed over" if failed_over(vmi, node) else "the control plane gave this run up"
+        acts += [Act(Step.KILL_GUEST, why), Act(Step.END_LAUNCHER, why, grace=FAILED_OVER_GRACE_S),
                  Act(Step.FORGET)]
         launcher = None
     if vmi is None or vmi.node_name != node:
-        if launcher is not None:
-            acts.append(Act(Step.END_LAUNCHER, "the instance is gone or bound elsewhere"))
-        return [*acts, Act(Step.FORGET), Act(Step.RELEASE_ADDRESS)]
+        if launcher is not None:  # an exited launcher of a run gone: nothing left to stop
+            acts += [Act(Step.END_LAUNCHER, "the instance is gone or bound elsewhere"), Act(Step.FORGET)]
+        if not acts:
+            acts.append(Act(Step.FORGET))  # whatever an earlier handler left
+        return [*acts, Act(Step.RELEASE_ADDRESS)]
     if launcher is not None and launcher.uid != vmi.uid:
         acts += [Act(Step.END_LAUNCHER, f"it ran an earlier instance ({launcher.uid})"), Act(Step.FORGET)]
         launcher = None
@@ -88,6 +90,14 @@ def plan(vmi: VMI | None, launcher: Seen | None, node: str) -> list[Act]:
         # Running, bound here, no launcher: it died while no handler watched.
         return [*acts, Act(Step.REPORT_END, "launcher lost while the handler was away", phase=Phase.FAILED)]
     return acts
+
+
+def given_up(vmi: VMI | None, launcher: Seen) -> bool:
+    """A launcher still running a run whose record is gone, or replaced by another run's. A run's
+    record goes only after its node has torn it down (the finalizer, proto.state.VMI.torn_down),
+    unless the control plane gave the run up: fenced, or its node not Ready. Either way it may be
+    running elsewhere by now, and this copy must not run on."""
+    return launcher.alive and (vmi is None or vmi.uid != launcher.uid)
 
 
 def failed_over(vmi: VMI | None, node: str) -> bool:
