@@ -24,12 +24,20 @@ from socket import AF_INET
 from typing import Any, Protocol, TypeVar
 
 from pyroute2 import IPRoute, NetNS
+from pyroute2 import config as pyroute2_config
 from pyroute2 import netns as named_netns
 from pyroute2.netlink.exceptions import NetlinkError as KernelError
 
 from proto.errors import ApiError, Code
 from servicekit import netlink_links as links
 from servicekit.netlink_links import LinkKind
+
+# pyroute2 forks a child into the namespace for each socket (and each tap), then stops it with SIGTERM.
+# A child still alive then runs the handler it inherited: with an asyncio signal handler in the
+# parent, that writes SIGTERM to the loop's wakeup fd, which the child shares, and the parent acts on
+# a SIGTERM it never got (a launcher cancelled its own boot). This makes the child take SIGTERM
+# with the default action instead.
+pyroute2_config.disable_mp_signal = True
 
 NETNS_DIR = Path("/run/netns")  # where ip(8) and pyroute2 bind-mount named namespaces
 

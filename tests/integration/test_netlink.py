@@ -8,6 +8,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -270,6 +271,23 @@ def test_a_new_namespace_leaves_no_thread_and_no_child(more_netns: Callable[[], 
     assert "inet 127.0.0.1/8" in ip(name, "addr", "show", "lo")
     with refused(Code.ALREADY_EXISTS):
         PyrouteNetlink().create_netns(name)
+
+
+async def test_the_children_pyroute2_stops_never_signal_our_event_loop(netns: str) -> None:
+    """pyroute2 stops each child it forks into the namespace with SIGTERM; a child that inherited the
+    loop's signal handling would tell our loop it got SIGTERM (a launcher cancelled its own boot)."""
+    seen: list[str] = []
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, lambda: seen.append("SIGTERM"))
+    try:
+        for i in range(3):
+            await asyncio.to_thread(PyrouteNetlink(netns).create_tap, f"vbttap{i}")
+        for _ in range(20):
+            await asyncio.to_thread(PyrouteNetlink(netns).set_up, "lo")
+        await asyncio.sleep(0.2)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+    assert seen == []
 
 
 def test_the_launchers_pod_network_in_namespaces(more_netns: Callable[[], str]) -> None:
