@@ -6,12 +6,16 @@ Python 3.11 has no os.unshare/os.setns: libc through ctypes.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+
+from proto.errors import Code
+from servicekit.netlink import NetlinkError, NetnsAdapter, PyrouteNetlink
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
@@ -98,16 +102,17 @@ def netns_enter_fn(name: str) -> Callable[[], None]:
     return enter
 
 
-def _ip(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
-
-
-def create_netns(name: str) -> None:
-    if not Path("/run/netns", name).exists():
-        done = _ip("netns", "add", name)
-        if done.returncode != 0 and not Path("/run/netns", name).exists():
-            raise OSError(f"ip netns add {name}: {done.stderr.strip()}")
-    _ip("-n", name, "link", "set", "lo", "up")
+def create_netns(name: str, netns_adapter: NetnsAdapter = PyrouteNetlink) -> None:
+    """The pod's namespace, with lo up. Made in a forked child (servicekit.netlink): this process
+    stays where it is and single-threaded, for enter_private_mounts. OSError if it cannot be made,
+    which the launcher's start reports."""
+    try:
+        netns_adapter(None).create_netns(name)
+    except NetlinkError as exc:
+        if exc.code is not Code.ALREADY_EXISTS:  # a launcher run again finds its namespace
+            raise OSError(exc.errno, exc.message) from exc
+    with contextlib.suppress(NetlinkError):  # as before: a namespace whose lo stays down still starts
+        netns_adapter(name).set_up("lo")
     # Where br_netfilter is loaded (Debian hosts with Docker, this CI), frames crossing the pod's own
     # bridges would also pass the IP hooks: a guest reaching its own pod IP would then be DNATed
     # *while bridged* and dropped on the port it came in by (no hairpin on the tap). Every rule in
@@ -119,14 +124,19 @@ BRIDGE_NF_OFF = ("net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-c
                  "net.bridge.bridge-nf-call-arptables=0")
 
 
-def delete_netns(name: str) -> None:
-    if Path("/run/netns", name).exists():
-        _ip("netns", "delete", name)
+def delete_netns(name: str, netns_adapter: NetnsAdapter = PyrouteNetlink) -> None:
+    """Best effort, as before: a namespace left behind is removed by the handler once the launcher is gone."""
+    with contextlib.suppress(NetlinkError):
+        netns_adapter(None).delete_netns(name)
 
 
-def create_tap(netns: str, name: str) -> None:
-    if _ip("-n", netns, "link", "show", name).returncode != 0:
-        done = _ip("-n", netns, "tuntap", "add", "dev", name, "mode", "tap")
-        if done.returncode != 0:
-            raise OSError(f"creating tap {name} in {netns}: {done.stderr.strip()}")
-    _ip("-n", netns, "link", "set", name, "up")
+def create_tap(netns: str, name: str, netns_adapter: NetnsAdapter = PyrouteNetlink) -> None:
+    """The guest's tap, up; one already there (a launcher run again) is used as it is."""
+    pod = netns_adapter(netns)
+    try:
+        pod.create_tap(name)
+    except NetlinkError as exc:
+        if exc.code is not Code.ALREADY_EXISTS:
+            raise
+    with contextlib.suppress(NetlinkError):  # ignored as before: each binding brings its tap up again
+        pod.set_up(name)

@@ -1,6 +1,7 @@
 """The node's links, addresses, routes and named network namespaces, over netlink (pyroute2): the
-few operations the handler needs, behind one narrow ``Netlink`` protocol, so its decisions are
-tested against ``servicekit.fake_netlink.FakeNetlink`` and only this module talks to the kernel.
+few operations the handler and the launcher need, behind one narrow ``Netlink`` protocol, so their
+decisions are tested against ``servicekit.fake_netlink.FakeNetlink`` and only this module (with
+``servicekit.netlink_links``, its link half) talks to the kernel.
 
 An adapter is bound to one network namespace (a name under /run/netns, or None: the caller's own)
 for links, addresses and routes; the namespace operations (delete, pids) take the name they act on.
@@ -11,6 +12,7 @@ whether a retry can help. The fake raises the same errors for the same mistakes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 from collections.abc import Callable, Iterator
@@ -22,10 +24,20 @@ from socket import AF_INET
 from typing import Any, Protocol, TypeVar
 
 from pyroute2 import IPRoute, NetNS
+from pyroute2 import config as pyroute2_config
 from pyroute2 import netns as named_netns
 from pyroute2.netlink.exceptions import NetlinkError as KernelError
 
 from proto.errors import ApiError, Code
+from servicekit import netlink_links as links
+from servicekit.netlink_links import LinkKind
+
+# pyroute2 forks a child into the namespace for each socket (and each tap), then stops it with SIGTERM.
+# A child still alive then runs the handler it inherited: with an asyncio signal handler in the
+# parent, that writes SIGTERM to the loop's wakeup fd, which the child shares, and the parent acts on
+# a SIGTERM it never got (a launcher cancelled its own boot). This makes the child take SIGTERM
+# with the default action instead.
+pyroute2_config.disable_mp_signal = True
 
 NETNS_DIR = Path("/run/netns")  # where ip(8) and pyroute2 bind-mount named namespaces
 
@@ -101,11 +113,49 @@ class Netlink(Protocol):
     def flush_neighbours(self, address: IPv4Address, link: str) -> None:
         """Forget the link's neighbour entry for the address, if any (permanent ones stay)."""
 
+    def create_link(self, name: str, kind: LinkKind) -> None:
+        """A new link, down; ALREADY_EXISTS if the name is taken, INVALID if the kernel has no such kind
+        (some have no dummy links)."""
+
+    def create_veth(self, name: str, peer: str, peer_netns: str | None) -> None:
+        """A veth pair, both ends down: ``name`` here, ``peer`` in the named namespace (None: the
+        caller's own). ALREADY_EXISTS if either name is taken, NOT_FOUND if that namespace is missing."""
+
+    def create_tap(self, name: str) -> None:
+        """A persistent tap, down, for QEMU to open later; ALREADY_EXISTS if the name is taken."""
+
+    def delete_link(self, name: str) -> None:
+        """NOT_FOUND if there is no such link."""
+
+    def set_up(self, link: str, up: bool = True) -> None:
+        """The link up (or down)."""
+
+    def set_mac(self, link: str, mac: str) -> None:
+        """A new hardware address; a multicast one is refused (EADDRNOTAVAIL, as the kernel does)."""
+
+    def set_master(self, link: str, master: str) -> None:
+        """The link becomes a port of the bridge ``master`` (INVALID if that is no bridge)."""
+
+    def set_port(self, link: str, *, hairpin: bool | None = None, learning: bool | None = None) -> None:
+        """Bridge port flags of a link; INVALID if it is no bridge's port."""
+
+    def link_mac(self, link: str) -> str:
+        """The link's hardware address, lower-case, colon-separated."""
+
+    def flush_addresses(self, link: str) -> None:
+        """Every address of the link removed (of every family)."""
+
+    def create_netns(self, name: str) -> None:
+        """A new named namespace (only its lo, down); ALREADY_EXISTS if the name is taken."""
+
     def delete_netns(self, name: str) -> None:
         """Remove the named namespace (it lives on while a process is in it); NOT_FOUND if missing."""
 
     def netns_pids(self, name: str) -> list[int]:
         """The processes in the named namespace; NOT_FOUND if missing."""
+
+
+NetnsAdapter = Callable[[str | None], Netlink]  # a namespace's name (None: the caller's own) -> its adapter
 
 
 def check_netns_name(name: str, operation: str) -> None:
@@ -242,6 +292,66 @@ class PyrouteNetlink:
                 ipr.neigh("del", ifindex=index, dst=str(address))
 
         self._call(operation, work)
+
+    # --- links (servicekit.netlink_links does the work on the open socket) ---------------------------
+    def create_link(self, name: str, kind: LinkKind) -> None:
+        self._call(f"link add {name} type {kind}", lambda ipr: ipr.link("add", ifname=name, kind=kind))
+
+    def create_veth(self, name: str, peer: str, peer_netns: str | None) -> None:
+        operation = f"link add {name} type veth peer name {peer} netns {peer_netns or 'self'}"
+        if peer_netns is not None:
+            check_netns_name(peer_netns, operation)
+        # the caller's own namespace as a file, not a pid: one path for both cases
+        path = str(NETNS_DIR / peer_netns) if peer_netns is not None else "/proc/self/ns/net"
+        self._call(operation, lambda ipr: links.add_veth(ipr, name, peer, path))
+
+    def create_tap(self, name: str) -> None:
+        self._call(f"tuntap add dev {name} mode tap", lambda ipr: links.add_tap(ipr, name))
+
+    def delete_link(self, name: str) -> None:
+        self._call(f"link del {name}", lambda ipr: ipr.link("del", index=links.index(ipr, name)))
+
+    def set_up(self, link: str, up: bool = True) -> None:
+        state = "up" if up else "down"
+        self._call(f"link set {link} {state}", lambda ipr: ipr.link("set", index=links.index(ipr, link), state=state))
+
+    def set_mac(self, link: str, mac: str) -> None:
+        self._call(f"link set {link} address {mac}",
+                   lambda ipr: ipr.link("set", index=links.index(ipr, link), address=mac))
+
+    def set_master(self, link: str, master: str) -> None:
+        self._call(f"link set {link} master {master}",
+                   lambda ipr: ipr.link("set", index=links.index(ipr, link), master=links.index(ipr, master)))
+
+    def set_port(self, link: str, *, hairpin: bool | None = None, learning: bool | None = None) -> None:
+        flags = [f"{key} {'on' if value else 'off'}" for key, value in (("hairpin", hairpin), ("learning", learning))
+                 if value is not None]
+        self._call(" ".join(["link set", link, "type bridge_slave", *flags]),
+                   lambda ipr: links.set_port(ipr, link, hairpin=hairpin, learning=learning))
+
+    def link_mac(self, link: str) -> str:
+        return self._call(f"link show {link}", lambda ipr: links.mac(ipr, link))
+
+    def flush_addresses(self, link: str) -> None:
+        self._call(f"addr flush dev {link}", lambda ipr: links.flush_addresses(ipr, link))
+
+    # --- named namespaces: files under /run/netns, whatever namespace this adapter is bound to -------
+    def create_netns(self, name: str) -> None:
+        operation = f"netns add {name}"
+        check_netns_name(name, operation)
+        if (NETNS_DIR / name).exists():  # pyroute2 fails later, leaving a zombie child behind
+            raise NetlinkError(operation, errno.EEXIST)
+        try:
+            # unshare() and the bind mount happen in a forked child, as in ip(8)'s own short-lived
+            # process: this process never changes namespace, and no thread is left behind (the
+            # launcher unshares its mount namespace next, which a threaded process may not)
+            named_netns.create(name)
+        except (OSError, RuntimeError) as exc:  # RuntimeError: pyroute2's child died before answering
+            err = (exc.errno if isinstance(exc, OSError) else None) or errno.EIO
+            if err != errno.EEXIST:  # made by someone else meanwhile: theirs, never removed here
+                with contextlib.suppress(OSError):  # a half-made name (a file, no namespace) is no namespace
+                    named_netns.remove(name)
+            raise NetlinkError(operation, err, str(exc)) from None
 
     def delete_netns(self, name: str) -> None:
         operation = f"netns delete {name}"

@@ -8,14 +8,20 @@ import asyncio
 import os
 import secrets
 import shutil
+import signal
 import subprocess
-from collections.abc import Iterator
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 import pytest
 
 from handler.podnet import POD_BRIDGE, PodNetwork
+from launcher import namespaces, podnic
+from launcher.masquerade import Masquerade
 from proto.errors import Code
 from proto.state import Node
 from servicekit.fake_netlink import FakeNetlink
@@ -55,6 +61,38 @@ def ip(netns: str, *args: str) -> str:
 
 def in_netns(netns: str, *cmd: str) -> str:
     return subprocess.run(["ip", "netns", "exec", netns, *cmd], capture_output=True, text=True, check=True).stdout
+
+
+def reaches(netns: str, address: str) -> bool:
+    """A TCP connection from the namespace to a closed port: refused (a reset came back) only if the
+    address is reached. (No ping on every host.)"""
+    code = (f"import socket\ntry:\n    socket.create_connection(({address!r}, 9), timeout=3)\n"
+            "except ConnectionRefusedError:\n    print('refused')\nexcept OSError:\n    pass")
+    return in_netns(netns, sys.executable, "-c", code).strip() == "refused"
+
+
+@pytest.fixture
+def more_netns() -> Iterator[Callable[[], str]]:
+    """Names for more namespaces of this test's own (vbtnl-...); each removed however the test ends,
+    whoever made it (the adapter under test, or ``new_netns``)."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and ip(8)")
+    names: list[str] = []
+
+    def name() -> str:
+        names.append(f"vbtnl-{secrets.token_hex(4)}")
+        return names[-1]
+
+    try:
+        yield name
+    finally:
+        for made in names:
+            drop_netns(made)
+
+
+def beside(adapter: Netlink, netns: str) -> Netlink:
+    """The adapter of another namespace of the same host as ``adapter``."""
+    return adapter.at(netns) if isinstance(adapter, FakeNetlink) else PyrouteNetlink(netns)
 
 
 @pytest.fixture(params=["kernel", "fake"])
@@ -129,6 +167,183 @@ def test_neighbours(adapter: Netlink) -> None:
         adapter.flush_neighbours(IPv4Address("10.244.0.5"), "vbtbr0")
         left = ip(adapter.netns, "neigh", "show", "dev", "vbtbr0")
         assert "10.244.0.5 " not in left and "10.244.0.6 " in left
+
+
+def test_links_bridges_and_taps(adapter: Netlink) -> None:
+    adapter.create_link("vbtbr0", "bridge")
+    with refused(Code.ALREADY_EXISTS):
+        adapter.create_link("vbtbr0", "bridge")
+    adapter.create_tap("vbttap0")
+    with refused(Code.ALREADY_EXISTS):
+        adapter.create_tap("vbttap0")
+    with refused(Code.ALREADY_EXISTS):  # a name held by another kind is taken as well
+        adapter.create_tap("vbtbr0")
+    with refused(Code.INVALID):  # not a port yet
+        adapter.set_port("vbttap0", hairpin=True)
+    with refused(Code.INVALID):  # a tap is no bridge
+        adapter.set_master("vbtbr0", "vbttap0")
+    with refused(Code.NOT_FOUND):
+        adapter.set_master("vbttap0", "vbtnope")
+    adapter.set_master("vbttap0", "vbtbr0")
+    adapter.set_port("vbttap0", hairpin=True, learning=False)
+    adapter.set_mac("vbttap0", "02:11:22:33:44:55")
+    assert adapter.link_mac("vbttap0") == "02:11:22:33:44:55"
+    with refused(Code.NOT_FOUND):  # a multicast address: EADDRNOTAVAIL
+        adapter.set_mac("vbttap0", "01:00:5e:00:00:01")
+    for link in ("vbttap0", "vbtbr0"):
+        adapter.set_up(link)
+    adapter.replace_address("vbtbr0", IPv4Interface("10.0.2.1/24"))
+    adapter.replace_address("vbtbr0", IPv4Interface("169.254.75.10/32"))
+    if isinstance(adapter, PyrouteNetlink):
+        assert adapter.netns is not None
+        tap = ip(adapter.netns, "-d", "link", "show", "vbttap0")
+        assert "master vbtbr0" in tap and "hairpin on" in tap and "learning off" in tap and ",UP" in tap
+        assert "tun type tap pi off vnet_hdr off persist on" in tap  # what `ip tuntap add ... mode tap` makes
+        assert "link/ether 02:11:22:33:44:55" in tap
+    adapter.flush_addresses("vbtbr0")
+    assert [a for a in adapter.addresses() if a.link == "vbtbr0"] == []
+    adapter.set_up("vbtbr0", False)
+    if isinstance(adapter, PyrouteNetlink):
+        assert adapter.netns is not None
+        assert ",UP" not in ip(adapter.netns, "link", "show", "vbtbr0")
+        assert "inet" not in ip(adapter.netns, "addr", "show", "dev", "vbtbr0")  # inet6 (link-local) too
+    adapter.delete_link("vbtbr0")
+    with refused(Code.NOT_FOUND):
+        adapter.delete_link("vbtbr0")
+    with refused(Code.NOT_FOUND):
+        adapter.link_mac("vbtbr0")
+
+
+def test_a_veth_into_another_namespace(adapter: Netlink, more_netns: Callable[[], str]) -> None:
+    other = more_netns()
+    adapter.create_netns(other)
+    with refused(Code.ALREADY_EXISTS):
+        adapter.create_netns(other)
+    with refused(Code.NOT_FOUND):
+        adapter.create_veth("vbteth0", "vbtpeer", f"{other}-missing")
+    adapter.create_veth("vbteth0", "vbtpeer", other)
+    with refused(Code.ALREADY_EXISTS):
+        adapter.create_veth("vbteth0", "vbtpeer2", other)
+    with refused(Code.ALREADY_EXISTS):  # the far name is taken there
+        adapter.create_veth("vbteth1", "vbtpeer", other)
+    there = beside(adapter, other)
+    assert there.link_mac("vbtpeer") != adapter.link_mac("vbteth0")
+    there.set_up("vbtpeer")
+    there.replace_address("vbtpeer", IPv4Interface("10.244.0.1/24"))
+    adapter.replace_address("vbteth0", IPv4Interface("10.244.0.5/24"))
+    adapter.set_up("vbteth0")
+    adapter.replace_route(IPv4Network("0.0.0.0/0"), via=IPv4Address("10.244.0.1"))
+    if isinstance(adapter, PyrouteNetlink):
+        assert adapter.netns is not None
+        assert "default via 10.244.0.1 dev vbteth0" in ip(adapter.netns, "route")
+        assert "vbtpeer" in ip(other, "link", "show") and "vbtpeer" not in ip(adapter.netns, "link", "show")
+        assert reaches(adapter.netns, "10.244.0.1")  # the pair carries traffic
+    adapter.delete_link("vbteth0")  # and takes its far end with it
+    with refused(Code.NOT_FOUND):
+        there.link_mac("vbtpeer")
+    adapter.delete_netns(other)
+    with refused(Code.NOT_FOUND):  # an adapter of a deleted namespace
+        there.addresses()
+
+
+def test_a_veth_into_the_callers_own_namespace(netns: str) -> None:
+    """peer_netns=None: the launcher's case without a node namespace. Run from a process inside a
+    second test namespace, so the caller's own is a test's too, never the host's."""
+    caller = new_netns()
+    try:
+        code = ("from servicekit.netlink import PyrouteNetlink; "
+                f"PyrouteNetlink({netns!r}).create_veth('vbteth0', 'vbtpeer', None)")
+        in_netns(caller, sys.executable, "-c", code)
+        assert "vbtpeer" in ip(caller, "link", "show")
+        assert "vbteth0" in ip(netns, "link", "show")
+    finally:
+        drop_netns(caller)
+
+
+def test_a_new_namespace_leaves_no_thread_and_no_child(more_netns: Callable[[], str]) -> None:
+    """The launcher makes its namespace right before it unshares its mount namespace, which a process
+    with threads may not do."""
+    name = more_netns()
+    PyrouteNetlink().create_netns(name)
+    PyrouteNetlink(name).set_up("lo")
+    assert threading.active_count() == 1 and len(os.listdir("/proc/self/task")) == 1
+    assert not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    assert "inet 127.0.0.1/8" in ip(name, "addr", "show", "lo")
+    with refused(Code.ALREADY_EXISTS):
+        PyrouteNetlink().create_netns(name)
+
+
+async def test_the_children_pyroute2_stops_never_signal_our_event_loop(netns: str) -> None:
+    """pyroute2 stops each child it forks into the namespace with SIGTERM; a child that inherited the
+    loop's signal handling would tell our loop it got SIGTERM (a launcher cancelled its own boot)."""
+    seen: list[str] = []
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, lambda: seen.append("SIGTERM"))
+    try:
+        for i in range(3):
+            await asyncio.to_thread(PyrouteNetlink(netns).create_tap, f"vbttap{i}")
+        for _ in range(20):
+            await asyncio.to_thread(PyrouteNetlink(netns).set_up, "lo")
+        await asyncio.sleep(0.2)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+    assert seen == []
+
+
+def test_the_launchers_pod_network_in_namespaces(more_netns: Callable[[], str]) -> None:
+    """podnic against the kernel: the pod's and the node's namespaces are both this test's."""
+    pod, node = more_netns(), more_netns()
+    namespaces.create_netns(pod)
+    namespaces.create_netns(node)
+    PyrouteNetlink(node).ensure_bridge(podnic.NODE_POD_BRIDGE)
+    PyrouteNetlink(node).replace_address(podnic.NODE_POD_BRIDGE, IPv4Interface("10.244.0.1/24"))
+    PyrouteNetlink(node).ensure_bridge("vbtprov")
+    pod_ip = IPv4Interface("10.244.0.5/24")
+    for _ in range(2):  # a launcher run again finds it all there
+        podnic.plumb_pod(vmi="vm1", pod_netns=pod, node_netns=node, pod_ip=pod_ip, gateway="10.244.0.1")
+    assert "inet 10.244.0.5/24" in ip(pod, "addr", "show", "eth0")
+    assert "default via 10.244.0.1 dev eth0" in ip(pod, "route")
+    node_side = ip(node, "-d", "link", "show", podnic.host_side_name("vm1"))
+    assert "master vbpods" in node_side and ",UP" in node_side and "hairpin on" in node_side
+    assert reaches(pod, "10.244.0.1")
+    mac = podnic.pod_mac(pod)
+    assert f"link/ether {mac}" in ip(pod, "link", "show", "eth0")
+    namespaces.create_tap(pod, "tap0")
+    namespaces.create_tap(pod, "tap0")
+    bridge = podnic.bind_bridge(pod_netns=pod, tap="tap0", pod_ip=pod_ip)
+    for link in ("eth0", "tap0"):
+        assert f"master {bridge}" in ip(pod, "link", "show", link)
+    assert "inet " not in ip(pod, "addr", "show", "eth0") and mac not in ip(pod, "link", "show", "eth0")
+    assert "learning off" in ip(pod, "-d", "link", "show", "eth0")
+    assert "inet 169.254.75.10/32" in ip(pod, "addr", "show", bridge)
+    nic = podnic.plumb_secondary(vmi="vm1", index=1, pod_netns=pod, node_netns=node, node_bridge="vbtprov")
+    assert nic == "net1" and ",UP" in ip(pod, "link", "show", nic)
+    assert "master vbtprov" in ip(node, "link", "show")
+    namespaces.delete_netns(pod)
+    namespaces.delete_netns(pod)
+    assert not Path("/run/netns", pod).exists()
+    # the veth goes with the pod once the kernel tears the namespace down (after its last user: a
+    # socket of ours left open would keep it forever)
+    deadline = time.monotonic() + 10
+    while podnic.host_side_name("vm1") in ip(node, "link", "show") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert podnic.host_side_name("vm1") not in ip(node, "link", "show")
+
+
+@pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft")
+def test_the_masquerade_binding_in_a_namespace(more_netns: Callable[[], str]) -> None:
+    pod, node = more_netns(), more_netns()
+    namespaces.create_netns(pod)
+    namespaces.create_netns(node)
+    PyrouteNetlink(node).ensure_bridge(podnic.NODE_POD_BRIDGE)
+    PyrouteNetlink(node).replace_address(podnic.NODE_POD_BRIDGE, IPv4Interface("10.244.0.1/24"))
+    podnic.plumb_pod(vmi="vm1", pod_netns=pod, node_netns=node, pod_ip=IPv4Interface("10.244.0.5/24"),
+                     gateway="10.244.0.1")
+    namespaces.create_tap(pod, "tap0")
+    podnic.bind_masquerade(pod_netns=pod, tap="tap0", rules=Masquerade(pod_ip=IPv4Address("10.244.0.5")))
+    assert f"master {podnic.GUEST_BRIDGE}" in ip(pod, "link", "show", "tap0")
+    assert "inet 10.0.2.1/24" in ip(pod, "addr", "show", podnic.GUEST_BRIDGE)
+    assert in_netns(pod, "sysctl", "-n", "net.ipv4.ip_forward").strip() == "1"
 
 
 def test_a_missing_namespace_is_not_found_and_not_made(netns: str) -> None:
