@@ -20,6 +20,7 @@ from handler.launchers import Launcher, Launchers
 from handler.nodeports import NodePorts
 from handler.podnet import POD_BRIDGE, PodNetwork
 from handler.secondary import SecondaryNetworks
+from handler.syncstatus import SyncStatus
 from handler.vmiplan import Step
 from handler.volumefiles import VolumeFiles
 from proto import ipam
@@ -49,6 +50,7 @@ class Agent:
         self.node = node
         self.launchers = launchers
         self.volume_files = VolumeFiles(store, node.name, launchers.paths.state_dir / "volumes")
+        self.sync_status = SyncStatus(nodeapi, node.name)
         self.clock = clock
         self.queue = WorkQueue(self.reconcile, bind=("vm", "vmi"))
         self._tasks: list[asyncio.Task[None]] = []
@@ -124,9 +126,14 @@ class Agent:
         seen = None if launcher is None else vmiplan.Seen(
             uid=launcher.uid, alive=launcher.alive(), lost_the_race=launcher.lost_the_race(),
             exit_code=launcher.returncode())
-        for act in vmiplan.plan(vmi, seen, self.node.name):
-            if not await self._carry_out(act, name, vmi, launcher):
-                return
+        try:
+            for act in vmiplan.plan(vmi, seen, self.node.name):
+                if not await self._carry_out(act, name, vmi, launcher):
+                    return
+        except Exception as exc:
+            await self.sync_status.failed(vmi, exc)
+            raise  # the work queue retries, backing off
+        await self.sync_status.succeeded(vmi)
 
     async def _carry_out(self, act: vmiplan.Act, name: str, vmi: VMI | None, launcher: Launcher | None) -> bool:
         """One step of the plan; False when the rest of it no longer applies (the queue comes back)."""

@@ -28,7 +28,10 @@ CONDITION_PAUSED = "Paused"
 # virtbus's own: True while the launcher's private libvirtd is gone (it restarts it, as KubeVirt's
 # virt-launcher restarts virtqemud), False with the story once it is back.
 CONDITION_LIBVIRTD_LOST = "LibvirtdLost"
-REPORTABLE_CONDITIONS = frozenset({CONDITION_PAUSED, CONDITION_LIBVIRTD_LOST})
+# KubeVirt's "Synchronized": False with the error while the node's handler fails to carry out what
+# the instance needs, True again once it has.
+CONDITION_SYNCHRONIZED = "Synchronized"
+REPORTABLE_CONDITIONS = frozenset({CONDITION_PAUSED, CONDITION_LIBVIRTD_LOST, CONDITION_SYNCHRONIZED})
 CONDITION_STATUSES = frozenset({"True", "False", "Unknown"})
 
 
