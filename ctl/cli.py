@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from ctl import console, power, render, volumecmd
+from ctl import console, instancetypecmd, power, render, volumecmd
 from ctl.client import ApiClient, default_url
 from ctl.progress import ask, say, vm_state, wait_for
 from proto.api import (
@@ -51,6 +51,8 @@ async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
         if kind == "NetworkAttachmentDefinition" or kind == "Network":
             net = await api.call("network", "apply", body, NetworkReply)
             say(f"network/{net.item.name} applied")
+        elif instancetypecmd.is_instancetype(kind):
+            await instancetypecmd.apply(api, body)
         elif kind == INSTANCE_KIND:
             vmi = (await api.call("vmi", "apply", body, VMIReply)).item
             say(f"virtualmachineinstance/{vmi.name} applied ({vmi.phase.value})")
@@ -298,6 +300,7 @@ def parser() -> argparse.ArgumentParser:
     idel = isub.add_parser("delete")
     idel.add_argument("name")
     volumecmd.add_parser(sub)
+    instancetypecmd.add_parser(sub)
     from ctl import lab
     lab.add_parser(sub)
     return p
@@ -307,6 +310,7 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "apply": cmd_apply, "get": cmd_get, "start": cmd_lifecycle, "stop": cmd_lifecycle,
     "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": cmd_image,
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
+    "instancetype": instancetypecmd.run,
     **dict.fromkeys(power.VERBS, power.cmd_power),
 }
 

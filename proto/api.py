@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from proto.errors import ApiError, Code, ErrorReply
+from proto.instancetypes import Instancetype
 from proto.spec import NetworkAttachment
 from proto.state import VM, VMI, Exposure, FloatingIP, Node, PersistentVolume
 
@@ -124,6 +125,14 @@ class VolumeReply(Message, frozen=True):
 
 class VolumeList(Message, frozen=True):
     items: list[PersistentVolume]
+
+
+class InstancetypeReply(Message, frozen=True):
+    item: Instancetype
+
+
+class InstancetypeList(Message, frozen=True):
+    items: list[Instancetype]
 
 
 class Ack(Message, frozen=True):

@@ -227,6 +227,8 @@ _VM = _Object({
         "running": BOOL,
         "runStrategy": _Choice(tuple(strategy.value for strategy in RunStrategy)),
         "dataVolumeTemplates": _List(_DATA_VOLUME_TEMPLATE),
+        # proto.instancetypes.expand has written its size into the template before this reads it
+        "instancetype": _Object({"name": STR, "kind": STR, "revisionName": IGNORED}),
         "template": _Object({
             "metadata": _Object({"labels": _StrMap(), "name": IGNORED, "annotations": IGNORED,
                                  "creationTimestamp": IGNORED}),
@@ -307,6 +309,8 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
     annotations = obj.get("metadata", {}).get("annotations") or {}
     if not isinstance(annotations, Mapping):
         raise _bad("metadata.annotations", "metadata.annotations must be a map of strings")
+    if "instancetype" in spec:
+        extra["instancetype"] = spec["instancetype"]["name"]
     if fencing.ANNOTATION in annotations:
         extra["high_availability"] = fencing.parse_annotation(
             annotations[fencing.ANNOTATION], f"metadata.annotations.{fencing.ANNOTATION}")

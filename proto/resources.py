@@ -70,12 +70,13 @@ def object_list(items: list[Obj]) -> Obj:
 # --- the spec: the reverse of proto.kubevirt
 
 
-def vmi_spec(spec: VMSpec) -> Obj:
-    """A VMSpec as KubeVirt's VirtualMachineInstanceSpec (a VM's ``spec.template.spec``)."""
+def vmi_spec(spec: VMSpec, *, sized: bool = True) -> Obj:
+    """A VMSpec as KubeVirt's VirtualMachineInstanceSpec (a VM's ``spec.template.spec``); sized=False
+    for a VM whose instancetype says its cpu and memory (they may not be said twice)."""
     return _compact({
         "domain": _compact({
-            "cpu": {"cores": spec.cpu.cores, "sockets": spec.cpu.sockets, "threads": spec.cpu.threads},
-            "resources": {"requests": {"memory": spec.memory}},
+            "cpu": {"cores": spec.cpu.cores, "sockets": spec.cpu.sockets, "threads": spec.cpu.threads} if sized else {},
+            "resources": {"requests": {"memory": spec.memory}} if sized else {},
             "devices": _compact({"disks": [_disk(d) for d in spec.disks],
                                  "interfaces": [_interface(i) for i in spec.interfaces]}),
         }),
@@ -99,9 +100,10 @@ def vm_manifest(spec: VMSpec) -> Obj:
         # runStrategy rather than running: KubeVirt takes either (not both), and only runStrategy can say
         # Manual and RerunOnFailure
         "spec": _compact({"runStrategy": spec.run_strategy.value,
+                          "instancetype": {"name": spec.instancetype} if spec.instancetype else {},
                           "dataVolumeTemplates": [_template(t) for t in spec.data_volume_templates],
                           "template": _compact({"metadata": _compact({"labels": dict(spec.labels)}),
-                                                "spec": vmi_spec(spec)})}),
+                                                "spec": vmi_spec(spec, sized=spec.instancetype is None)})}),
     }
 
 

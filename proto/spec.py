@@ -120,6 +120,7 @@ class VMSpec(Spec, frozen=True):
     # (proto.fencing); the VM's annotation virtbus.io/high-availability: "true"
     high_availability: bool = False
     data_volume_templates: list[DataVolumeTemplate] = []
+    instancetype: str | None = None  # what sized cpu and memory (proto.instancetypes), by name
 
 
 class NetworkAttachment(Spec, frozen=True):

@@ -14,6 +14,8 @@ from typing import Any
 
 from proto import netcheck
 from proto.errors import ApiError, Code
+from proto.instancetypes import KINDS as INSTANCETYPE_KINDS
+from proto.instancetypes import MAX_GUEST_CPUS, Instancetype
 from proto.spec import NetworkAttachment
 from proto.state import VM, VMI, Exposure, FloatingIP, Lease, Node, PersistentVolume, VmiLease
 from proto.subjects import InvalidToken, is_dns1123_label, vmi_lease_parts
@@ -158,6 +160,14 @@ def check_persistent_volume(key: str, volume: PersistentVolume) -> None:
         check_name(volume.owner_vm, "ownerVm", "VM name")
 
 
+def check_instancetype(key: str, value: Instancetype) -> None:
+    _key_is(key, value.name, "instancetype name")
+    check_name(key.replace(".", "-"), "key", "instancetype name")  # u1.small: dots as KubeVirt's names have
+    if not 1 <= value.cpus <= MAX_GUEST_CPUS or value.common or value.kind not in INSTANCETYPE_KINDS:
+        raise ApiError(Code.INVALID, f"instancetype {key} is not a user-defined one virtbus could have stored", "cpus")
+    _text(value.memory, "memory")
+
+
 def _vmi_lease_key(key: str) -> None:
     try:
         vmi_lease_parts(key)
@@ -182,6 +192,8 @@ def check_key(kind: object, key: str) -> None:
         _ipam_key(key)
     elif kind is VmiLease:
         _vmi_lease_key(key)
+    elif kind is Instancetype:
+        check_name(key.replace(".", "-"), "key", "instancetype name")
     else:
         _name_key(key)
 
@@ -190,7 +202,7 @@ def check_key(kind: object, key: str) -> None:
 _VALIDATORS: dict[object, Validator] = {
     VM: check_vm, VMI: check_vmi, Node: check_node, Exposure: check_exposure, FloatingIP: check_floating_ip,
     NetworkAttachment: check_network, Lease: check_lease, VmiLease: check_vmi_lease,
-    PersistentVolume: check_persistent_volume, str: check_cidr_claim,
+    PersistentVolume: check_persistent_volume, Instancetype: check_instancetype, str: check_cidr_claim,
     dict[str, str]: check_address_table,
 }
 

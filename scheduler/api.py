@@ -33,7 +33,7 @@ from proto.api import (
     decode_request,
 )
 from proto.errors import ApiError, Code
-from proto.manifest import parse_instance, parse_manifest
+from proto.manifest import load_manifest, parse_instance, parse_manifest, parse_manifest_obj
 from proto.spec import NetworkAttachment, RunStrategy, VMSpec
 from proto.state import FINAL_PHASES, VM, VMI, Node
 from proto.validation import validate_image_reference
@@ -41,6 +41,7 @@ from scheduler import placement
 from scheduler.controllers import stop_vmi
 from scheduler.exposures import ExposureApi
 from scheduler.floatingips import FloatingIPApi
+from scheduler.instancetypes import InstancetypeApi
 from scheduler.power import PowerApi
 from scheduler.vmplan import printable_status
 from scheduler.volumes import VolumeApi
@@ -62,6 +63,7 @@ class Api:
         self.exposures = ExposureApi(store, clock=clock)
         self.fips = FloatingIPApi(store)
         self.volumes = VolumeApi(store, clock=clock)
+        self.instancetypes = InstancetypeApi(store)
         self.power = PowerApi(store)
 
     def endpoints(self) -> list[Endpoint]:
@@ -86,13 +88,16 @@ class Api:
             ("image", "list"): self.image_list, ("image", "delete"): self.image_delete,
             ("volume", "create"): self.volumes.create, ("volume", "get"): self.volumes.get,
             ("volume", "list"): self.volumes.list_all, ("volume", "delete"): self.volumes.delete,
+            ("instancetype", "apply"): self.instancetypes.apply, ("instancetype", "get"): self.instancetypes.get,
+            ("instancetype", "list"): self.instancetypes.list_all,
+            ("instancetype", "delete"): self.instancetypes.delete,
         }
         return [Endpoint(f"{kind}-{verb}", subjects.api(kind, verb), handler)  # type: ignore[arg-type]
                 for (kind, verb), handler in table.items()]
 
     # --- VMs -------------------------------------------------------------------------------------
     async def _vm_spec(self, body: bytes) -> VMSpec:
-        parsed = parse_manifest(body, content_type="json")
+        parsed = parse_manifest_obj(await self.instancetypes.expand(load_manifest(body, content_type="json")))
         if not isinstance(parsed, VMSpec):
             raise ApiError(Code.BAD_REQUEST, "this subject takes a VirtualMachine; "
                            f"send a {type(parsed).__name__} to {subjects.api('network', 'apply')}")
