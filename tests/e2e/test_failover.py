@@ -46,17 +46,22 @@ def state_of(pid: int) -> str | None:
         return None
 
 
-def test_a_lost_node_fails_its_ha_vm_over_and_kills_the_old_copy_when_back(lab: Lab) -> None:
-    ha_path = Path(write_manifest(lab, "ha", "masquerade"))
-    manifest = json.loads(ha_path.read_text())
+def started_ha(lab: Lab, name: str) -> tuple[str, str]:
+    """An HA VM (the annotation, runStrategy Always) started: its node and its instance's uid."""
+    path = Path(write_manifest(lab, name, "masquerade"))
+    manifest = json.loads(path.read_text())
     manifest["metadata"]["annotations"] = {fencing.ANNOTATION: "true"}
     manifest["spec"] = {"runStrategy": "Always", "template": manifest["spec"]["template"]}
-    ha_path.write_text(json.dumps(manifest))
-    lab.cli("apply", "-f", str(ha_path))
-    lab.cli("start", "ha", "--wait", "--timeout", "300")
-    first = vmi_of(lab, "ha")
+    path.write_text(json.dumps(manifest))
+    lab.cli("apply", "-f", str(path))
+    lab.cli("start", name, "--wait", "--timeout", "300")
+    first = vmi_of(lab, name)
     assert first is not None
-    node, old_uid = first["status"]["nodeName"], first["metadata"]["uid"]
+    return first["status"]["nodeName"], first["metadata"]["uid"]
+
+
+def test_a_lost_node_fails_its_ha_vm_over_and_kills_the_old_copy_when_back(lab: Lab) -> None:
+    node, old_uid = started_ha(lab, "ha")
     lab.cli("apply", "-f", write_manifest(lab, "plain", "masquerade", node=node, running=True))
     lab.cli("start", "plain", "--wait", "--timeout", "300")
     plain_uid = vmi_of(lab, "plain")["metadata"]["uid"]  # type: ignore[index]
@@ -105,16 +110,7 @@ def test_a_lost_node_fails_its_ha_vm_over_and_kills_the_old_copy_when_back(lab: 
 def test_a_frozen_launcher_cannot_keep_its_guest_once_failed_over(lab: Lab) -> None:
     """Only the launcher is frozen: it cannot fence, and its QEMU runs on. Its lease lapses all the
     same; the handler, told the instance was failed over, kills that QEMU before the next run starts."""
-    path = Path(write_manifest(lab, "solo", "masquerade"))
-    manifest = json.loads(path.read_text())
-    manifest["metadata"]["annotations"] = {fencing.ANNOTATION: "true"}
-    manifest["spec"] = {"runStrategy": "Always", "template": manifest["spec"]["template"]}
-    path.write_text(json.dumps(manifest))
-    lab.cli("apply", "-f", str(path))
-    lab.cli("start", "solo", "--wait", "--timeout", "300")
-    first = vmi_of(lab, "solo")
-    assert first is not None
-    node, old_uid = first["status"]["nodeName"], first["metadata"]["uid"]
+    node, old_uid = started_ha(lab, "solo")
     old_qemu = qemu_in(lab, node, "solo")
     launcher = int((lab.state_dir / "nodes" / node / "vmis" / "solo" / "launcher.pid").read_text().split()[0])
     overlap: list[str] = []
