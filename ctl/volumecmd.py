@@ -8,7 +8,7 @@ from typing import Any
 from ctl import render
 from ctl.client import ApiClient
 from ctl.lab import say
-from proto.api import Ack, NameRequest, VolumeCreate, VolumeList, VolumeReply
+from proto.api import Ack, NameRequest, VolumeCreate, VolumeList, VolumeReply, VolumeResize
 
 
 def add_parser(sub: Any) -> None:
@@ -25,6 +25,9 @@ def add_parser(sub: Any) -> None:
             vl.add_argument("name")
         vl.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
     vsub.add_parser("delete").add_argument("name")
+    vr = vsub.add_parser("resize", help="grow it; the guest sees it at its next start")
+    vr.add_argument("name")
+    vr.add_argument("--size", required=True)
 
 
 async def run(api: ApiClient, args: argparse.Namespace) -> int:
@@ -46,6 +49,9 @@ async def run(api: ApiClient, args: argparse.Namespace) -> int:
     elif args.volume_command == "get":
         item = (await api.call("volume", "get", NameRequest(name=args.name), VolumeReply)).item
         say(render.structured(item, args.output or "yaml"))
+    elif args.volume_command == "resize":
+        grown = (await api.call("volume", "resize", VolumeResize(name=args.name, size=args.size), VolumeReply)).item
+        say(f"volume/{grown.name} resized to {grown.size}; a VM using it sees it at its next start")
     else:
         say((await api.call("volume", "delete", NameRequest(name=args.name), Ack)).message)
     return 0

@@ -57,6 +57,8 @@ async def prepare(spec: VMSpec, *, uid: str, vmi_dir: Path, cache_dir: Path, ima
             path = volume_path(volumes_dir, record)
             if not path.exists():
                 await make_volume(record, path, images=images, cache_dir=cache_dir)
+            else:
+                await grow_volume(record, path)
             out[volume.name] = (str(path), "qcow2")
         elif isinstance(source, CloudInitNoCloud):
             out[volume.name] = (str(await asyncio.to_thread(
@@ -86,6 +88,17 @@ async def make_volume(volume: PersistentVolume, path: Path, *, images: ObjectSto
         tmp.rename(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+async def grow_volume(volume: PersistentVolume, path: Path) -> bool:
+    """A volume resized since its file was made grows to its size before the guest starts (the
+    guest sees it at its next start, as KubeVirt's guests do without online expansion); a volume
+    never shrinks. True if it grew."""
+    now, wanted = await asyncio.to_thread(image_virtual_size, path), parse_bytes(volume.size)
+    if wanted <= now:
+        return False
+    await _run("qemu-img", "resize", "-q", "-f", "qcow2", str(path), str(wanted))
+    return True
 
 
 def image_virtual_size(path: Path) -> int:

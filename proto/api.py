@@ -119,6 +119,11 @@ class VolumeCreate(Message, frozen=True):
     node: str | None = None
 
 
+class VolumeResize(Message, frozen=True):
+    name: str
+    size: str
+
+
 class VolumeReply(Message, frozen=True):
     item: PersistentVolume
 

@@ -88,6 +88,7 @@ class Api:
             ("image", "list"): self.image_list, ("image", "delete"): self.image_delete,
             ("volume", "create"): self.volumes.create, ("volume", "get"): self.volumes.get,
             ("volume", "list"): self.volumes.list_all, ("volume", "delete"): self.volumes.delete,
+            ("volume", "resize"): self.volumes.resize,
             ("instancetype", "apply"): self.instancetypes.apply, ("instancetype", "get"): self.instancetypes.get,
             ("instancetype", "list"): self.instancetypes.list_all,
             ("instancetype", "delete"): self.instancetypes.delete,

@@ -15,8 +15,18 @@ from collections.abc import Callable
 import msgspec
 import structlog
 
-from proto.api import Ack, ListRequest, NameRequest, VolumeCreate, VolumeList, VolumeReply, decode_request
+from proto.api import (
+    Ack,
+    ListRequest,
+    NameRequest,
+    VolumeCreate,
+    VolumeList,
+    VolumeReply,
+    VolumeResize,
+    decode_request,
+)
 from proto.errors import ApiError, Code
+from proto.quantity import parse_bytes
 from proto.spec import VMSpec, claims
 from proto.state import PersistentVolume
 from proto.validation import check_name, validate_volume_fields
@@ -59,6 +69,20 @@ class VolumeApi:
     async def list_all(self, body: bytes) -> VolumeList:
         decode_request(body, ListRequest)
         return VolumeList(items=sorted((e.value for e in await self.store.volumes.items()), key=lambda v: v.name))
+
+    async def resize(self, body: bytes) -> VolumeReply:
+        """Grow a volume (a PVC's resize): its file grows before the next start of a VM using it."""
+        req = decode_request(body, VolumeResize)
+        check_name(req.name, "name", "volume name")
+        entry = await self.store.volumes.require(req.name, "volume")
+        validate_volume_fields(req.name, req.size, entry.value.image, entry.value.node)
+        if parse_bytes(req.size) < parse_bytes(entry.value.size):
+            raise ApiError(Code.INVALID, f"volume {req.name} is {entry.value.size}; a volume only grows, as a PVC does",
+                           "size")
+        grown = msgspec.structs.replace(entry.value, size=req.size)
+        await self.store.volumes.update(req.name, grown, entry.revision)
+        log.info("volume resized", volume=req.name, size=req.size)
+        return VolumeReply(item=grown)
 
     async def delete(self, body: bytes) -> Ack:
         name = decode_request(body, NameRequest).name

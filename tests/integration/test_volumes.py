@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from handler.volumefiles import VolumeFiles
+from launcher.disks import grow_volume, image_virtual_size, make_volume
 from proto.errors import ApiError, Code
 from proto.spec import Disk, PersistentVolumeClaim, VMSpec, Volume
 from proto.state import VMI, Node, Phase
@@ -124,3 +125,22 @@ async def test_the_node_removes_a_deleted_volumes_file_once_unused(store: Store,
     await store.vmis.delete("user", entry.revision)
     assert await node.sweep() == [files["gone"]]
     assert files["keep"].exists() and stray.exists() and not files["gone"].exists()
+
+
+async def test_a_volume_grows_and_never_shrinks(store: Store, tmp_path: Path) -> None:
+    """The API grows the record; the launcher grows the file before the next start (real qemu-img)."""
+    api = Api(store)
+    small = (await api.volumes.create(b'{"name": "growing", "size": "64Mi"}')).item
+    path = volume_path(tmp_path, small)
+    await make_volume(small, path, images=store.images, cache_dir=tmp_path / "images")
+    assert image_virtual_size(path) == 64 << 20
+    with pytest.raises(ApiError) as shrink:
+        await api.volumes.resize(b'{"name": "growing", "size": "32Mi"}')
+    assert shrink.value.code is Code.INVALID and shrink.value.field == "size"
+    with pytest.raises(ApiError) as huge:
+        await api.volumes.resize(b'{"name": "growing", "size": "9Ti"}')
+    assert huge.value.field == "size"
+    grown = (await api.volumes.resize(b'{"name": "growing", "size": "128Mi"}')).item
+    assert (await store.volumes.require("growing", "volume")).value.size == "128Mi"
+    assert await grow_volume(grown, path) and image_virtual_size(path) == 128 << 20
+    assert not await grow_volume(grown, path)  # the next start: nothing to do
