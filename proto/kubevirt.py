@@ -17,12 +17,26 @@ import binascii
 import ipaddress
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from proto import fencing
-from proto.errors import ApiError, Code
 from proto.quantity import InvalidQuantity, parse_bytes
+from proto.schema import (
+    BOOL,
+    EMPTY,
+    IGNORED,
+    INT,
+    QUANTITY,
+    STR,
+    Choice,
+    ListOf,
+    Object,
+    Off,
+    StrMap,
+    bad,
+    invalid,
+    join,
+)
 from proto.spec import (
     CloudInitNoCloud,
     ContainerDisk,
@@ -53,207 +67,84 @@ TEMPLATE_SPEC = "spec.template.spec"
 DOMAIN_PATH = f"{TEMPLATE_SPEC}.domain"
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
 
-
-def _bad(path: str, message: str) -> ApiError:  # the wrong type: the request is malformed
-    return ApiError(Code.BAD_REQUEST, message, field=path or None)
-
-
-def _invalid(path: str, message: str) -> ApiError:  # well formed, but not something virtbus can honour
-    return ApiError(Code.INVALID, message, field=path)
-
-
-def _type_name(value: object) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
-             float: "a number", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
-
-
-# --- the walker: a node per level checks a value's shape and returns it cleaned
-
-
-class _Node:
-    def walk(self, value: Any, path: str) -> Any:
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class _Scalar(_Node):
-    kind: type
-    what: str
-
-    def walk(self, value: Any, path: str) -> Any:
-        if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
-            raise _bad(path, f"{path} must be {self.what}, not {_type_name(value)}")
-        return value
-
-
-STR = _Scalar(str, "a string")
-INT = _Scalar(int, "an integer")
-BOOL = _Scalar(bool, "a boolean")
-
-
-@dataclass(frozen=True)
-class _Choice(_Node):
-    """A string from a fixed set; any other value is one virtbus does not support."""
-
-    allowed: tuple[str, ...]
-
-    def walk(self, value: Any, path: str) -> Any:
-        STR.walk(value, path)
-        if value not in self.allowed:
-            raise _invalid(path, f"{path} {value!r} is not supported by virtbus "
-                                 f"(supported: {', '.join(self.allowed)})")
-        return value
-
-
-@dataclass(frozen=True)
-class _Off(_Node):
-    """A boolean flag virtbus does not implement: accepted only when false."""
-
-    def walk(self, value: Any, path: str) -> Any:
-        if BOOL.walk(value, path):
-            raise _invalid(path, f"{path} true is not supported by virtbus")
-        return value
-
-
-class _Quantity(_Node):
-    def walk(self, value: Any, path: str) -> Any:
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            raise _bad(path, f"{path} must be a quantity such as 64Mi, not {_type_name(value)}")
-        return str(value)
-
-
-class _StrMap(_Node):
-    def walk(self, value: Any, path: str) -> Any:
-        if not isinstance(value, dict):
-            raise _bad(path, f"{path} must be an object of strings, not {_type_name(value)}")
-        for key, item in value.items():
-            if not isinstance(key, str) or not isinstance(item, str):
-                raise _bad(path, f"{path} must map strings to strings; {key!r}: {item!r} does not")
-        return dict(value)
-
-
-@dataclass(frozen=True)
-class _List(_Node):
-    item: _Node
-
-    def walk(self, value: Any, path: str) -> Any:
-        if not isinstance(value, list):
-            raise _bad(path, f"{path} must be a list, not {_type_name(value)}")
-        return [self.item.walk(item, f"{path}[{index}]") for index, item in enumerate(value)]
-
-
-class _Ignored(_Node):
-    """Accepted and dropped: it has no effect in virtbus."""
-
-
-@dataclass(frozen=True)
-class _Object(_Node):
-    fields: Mapping[str, _Node]
-
-    def walk(self, value: Any, path: str) -> Any:
-        if value is None:  # `pod:` in YAML reads as `pod: {}`
-            value = {}
-        if not isinstance(value, dict):
-            raise _bad(path, f"{path or 'a manifest'} must be an object, not {_type_name(value)}")
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise _bad(path, f"{path or 'the manifest'} has a key that is not a string: {key!r}")
-            child = _join(path, key)
-            node = self.fields.get(key)
-            if node is None:
-                raise _invalid(child, f"{child} is not supported by virtbus")
-            if isinstance(node, _Ignored) or (item is None and not isinstance(node, _Object)):
-                continue  # null is absent, as in Kubernetes
-            out[key] = node.walk(item, child)
-        return out
-
-
-IGNORED = _Ignored()
-EMPTY = _Object({})
-QUANTITY = _Quantity()
-
-_METADATA = _Object({
+_METADATA = Object({
     "name": STR,
-    "labels": _StrMap(),  # the VM object's own; the instance's are the template's
+    "labels": StrMap(),  # the VM object's own; the instance's are the template's
     **dict.fromkeys(("namespace", "annotations", "uid", "resourceVersion", "creationTimestamp",
                      "generation", "managedFields", "selfLink", "finalizers"), IGNORED),
 })
-_DISK = _Object({"name": STR, "disk": _Object({"bus": _Choice(("virtio", "sata", "scsi"))}), "bootOrder": INT})
-_PORT = _Object({"port": INT, "protocol": _Choice(("TCP", "UDP")), "name": STR})
-_INTERFACE = _Object({
-    "name": STR, "masquerade": EMPTY, "bridge": EMPTY, "macAddress": STR, "ports": _List(_PORT),
-    "model": _Choice(("virtio", "e1000")),
+_DISK = Object({"name": STR, "disk": Object({"bus": Choice(("virtio", "sata", "scsi"))}), "bootOrder": INT})
+_PORT = Object({"port": INT, "protocol": Choice(("TCP", "UDP")), "name": STR})
+_INTERFACE = Object({
+    "name": STR, "masquerade": EMPTY, "bridge": EMPTY, "macAddress": STR, "ports": ListOf(_PORT),
+    "model": Choice(("virtio", "e1000")),
 })
-_NETWORK = _Object({"name": STR, "pod": EMPTY, "multus": _Object({"networkName": STR})})
-_VOLUME = _Object({
+_NETWORK = Object({"name": STR, "pod": EMPTY, "multus": Object({"networkName": STR})})
+_VOLUME = Object({
     "name": STR,
-    "containerDisk": _Object({"image": STR, "imagePullPolicy": IGNORED}),  # images come from the store
-    "emptyDisk": _Object({"capacity": QUANTITY}),
-    "cloudInitNoCloud": _Object(dict.fromkeys(
+    "containerDisk": Object({"image": STR, "imagePullPolicy": IGNORED}),  # images come from the store
+    "emptyDisk": Object({"capacity": QUANTITY}),
+    "cloudInitNoCloud": Object(dict.fromkeys(
         ("userData", "userDataBase64", "networkData", "networkDataBase64"), STR)),
-    "persistentVolumeClaim": _Object({"claimName": STR}),  # a virtbus volume of that name
-    "dataVolume": _Object({"name": STR, "hotpluggable": _Off()}),
+    "persistentVolumeClaim": Object({"claimName": STR}),  # a virtbus volume of that name
+    "dataVolume": Object({"name": STR, "hotpluggable": Off()}),
 })
-_STORAGE = _Object({
-    "resources": _Object({"requests": _Object({"storage": QUANTITY})}),
+_STORAGE = Object({
+    "resources": Object({"requests": Object({"storage": QUANTITY})}),
     # one node's file: every access mode and class comes down to it
-    "accessModes": IGNORED, "storageClassName": IGNORED, "volumeMode": _Choice(("Filesystem", "Block")),
+    "accessModes": IGNORED, "storageClassName": IGNORED, "volumeMode": Choice(("Filesystem", "Block")),
 })
-_DATA_VOLUME_TEMPLATE = _Object({
+_DATA_VOLUME_TEMPLATE = Object({
     "apiVersion": STR, "kind": STR,
-    "metadata": _Object({"name": STR, "labels": IGNORED, "annotations": IGNORED, "creationTimestamp": IGNORED}),
-    "spec": _Object({
-        "source": _Object({"blank": EMPTY, "registry": _Object({"url": STR, "pullMethod": IGNORED})}),
+    "metadata": Object({"name": STR, "labels": IGNORED, "annotations": IGNORED, "creationTimestamp": IGNORED}),
+    "spec": Object({
+        "source": Object({"blank": EMPTY, "registry": Object({"url": STR, "pullMethod": IGNORED})}),
         "storage": _STORAGE, "pvc": _STORAGE,
     }),
 })
-_DOMAIN = _Object({
-    "cpu": _Object({"cores": INT, "sockets": INT, "threads": INT}),
-    "memory": _Object({"guest": QUANTITY}),
+_DOMAIN = Object({
+    "cpu": Object({"cores": INT, "sockets": INT, "threads": INT}),
+    "memory": Object({"guest": QUANTITY}),
     # no cpu here: KubeVirt sizes the vCPUs from it when cpu.cores is absent, virtbus does not
-    "resources": _Object({"requests": _Object({"memory": QUANTITY}), "limits": _Object({"memory": QUANTITY})}),
-    "devices": _Object({"disks": _List(_DISK), "interfaces": _List(_INTERFACE)}),
+    "resources": Object({"requests": Object({"memory": QUANTITY}), "limits": Object({"memory": QUANTITY})}),
+    "devices": Object({"disks": ListOf(_DISK), "interfaces": ListOf(_INTERFACE)}),
 })
-_VM = _Object({
+_VM = Object({
     "apiVersion": STR,
     "kind": STR,
     "metadata": _METADATA,
-    "spec": _Object({
+    "spec": Object({
         "running": BOOL,
-        "runStrategy": _Choice(tuple(strategy.value for strategy in RunStrategy)),
-        "dataVolumeTemplates": _List(_DATA_VOLUME_TEMPLATE),
+        "runStrategy": Choice(tuple(strategy.value for strategy in RunStrategy)),
+        "dataVolumeTemplates": ListOf(_DATA_VOLUME_TEMPLATE),
         # proto.instancetypes.expand has written its size into the template before this reads it
-        "instancetype": _Object({"name": STR, "kind": STR, "revisionName": IGNORED}),
-        "template": _Object({
-            "metadata": _Object({"labels": _StrMap(), "name": IGNORED, "annotations": IGNORED,
+        "instancetype": Object({"name": STR, "kind": STR, "revisionName": IGNORED}),
+        "template": Object({
+            "metadata": Object({"labels": StrMap(), "name": IGNORED, "annotations": IGNORED,
                                  "creationTimestamp": IGNORED}),
-            "spec": _Object({
+            "spec": Object({
                 "domain": _DOMAIN,
-                "networks": _List(_NETWORK),
-                "volumes": _List(_VOLUME),
-                "nodeSelector": _StrMap(),
+                "networks": ListOf(_NETWORK),
+                "volumes": ListOf(_VOLUME),
+                "nodeSelector": StrMap(),
                 "terminationGracePeriodSeconds": INT,
             }),
         }),
     }),
     "status": IGNORED,
 })
-_NAD = _Object({"apiVersion": STR, "kind": STR, "metadata": _METADATA, "spec": _Object({"config": STR}),
+_NAD = Object({"apiVersion": STR, "kind": STR, "metadata": _METADATA, "spec": Object({"config": STR}),
                 "status": IGNORED})
-_CNI_BRIDGE = _Object({
+_CNI_BRIDGE = Object({
     "cniVersion": STR,
     "name": STR,
-    "type": _Choice(("bridge",)),
+    "type": Choice(("bridge",)),
     "bridge": STR,
-    "isGateway": _Off(),  # virtbus gives the host bridge no address
-    "ipMasq": _Off(),  # nor masquerades the network's traffic
-    "ipam": _Object({
-        "type": _Choice(("host-local", "whereabouts")),  # virtbus allocates from the subnet, like these
+    "isGateway": Off(),  # virtbus gives the host bridge no address
+    "ipMasq": Off(),  # nor masquerades the network's traffic
+    "ipam": Object({
+        "type": Choice(("host-local", "whereabouts")),  # virtbus allocates from the subnet, like these
         "subnet": STR, "rangeStart": STR, "rangeEnd": STR, "gateway": STR,
         "range": STR, "range_start": STR, "range_end": STR,  # whereabouts spelling
     }),
@@ -265,23 +156,23 @@ _CNI_BRIDGE = _Object({
 
 def _required(tree: Mapping[str, Any], key: str, path: str) -> Any:
     if key not in tree:
-        raise _invalid(_join(path, key), f"{_join(path, key)} is required")
+        raise invalid(join(path, key), f"{join(path, key)} is required")
     return tree[key]
 
 
 def _one_of(tree: Mapping[str, Any], keys: tuple[str, ...], path: str, what: str) -> Any:
     present = [key for key in keys if key in tree]
     if len(present) != 1:
-        raise _invalid(path, f"{path} needs exactly one {what}: {' or '.join(keys)}")
+        raise invalid(path, f"{path} needs exactly one {what}: {' or '.join(keys)}")
     return present[0]
 
 
 def _check_kind(obj: Mapping[str, Any], versions: tuple[str, ...], kind: str) -> None:
     api_version, got = obj.get("apiVersion"), obj.get("kind")
     if api_version not in versions:
-        raise _bad("apiVersion", f"apiVersion {api_version!r} is not supported: use {' or '.join(versions)}")
+        raise bad("apiVersion", f"apiVersion {api_version!r} is not supported: use {' or '.join(versions)}")
     if got != kind:
-        raise _invalid("kind", f"kind {got!r} is not supported by virtbus for {api_version} (only {kind})")
+        raise invalid("kind", f"kind {got!r} is not supported by virtbus for {api_version} (only {kind})")
 
 
 def from_kubevirt(obj: Mapping[str, Any]) -> VMSpec | NetworkAttachment:
@@ -308,7 +199,7 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
     # walk drops them, so this one is read from the manifest as given.
     annotations = obj.get("metadata", {}).get("annotations") or {}
     if not isinstance(annotations, Mapping):
-        raise _bad("metadata.annotations", "metadata.annotations must be a map of strings")
+        raise bad("metadata.annotations", "metadata.annotations must be a map of strings")
     if "instancetype" in spec:
         extra["instancetype"] = spec["instancetype"]["name"]
     if fencing.ANNOTATION in annotations:
@@ -349,7 +240,7 @@ def _template(template: Mapping[str, Any], path: str) -> DataVolumeTemplate:
         return DataVolumeTemplate(name=name, size=size)
     url = _required(source["registry"], "url", f"{where}.source.registry")
     if not url.startswith(REGISTRY_SCHEME):
-        raise _invalid(f"{where}.source.registry.url", f"a registry url starts with {REGISTRY_SCHEME}; the image of "
+        raise invalid(f"{where}.source.registry.url", f"a registry url starts with {REGISTRY_SCHEME}; the image of "
                                                        "that name in virtbus's image store is used")
     return DataVolumeTemplate(name=name, size=size, image=url.removeprefix(REGISTRY_SCHEME))
 
@@ -357,7 +248,7 @@ def _template(template: Mapping[str, Any], path: str) -> DataVolumeTemplate:
 def _run_strategy(spec: Mapping[str, Any]) -> RunStrategy:
     running, strategy = spec.get("running"), spec.get("runStrategy")
     if running is not None and strategy is not None:
-        raise _invalid("spec.runStrategy", "spec.running and spec.runStrategy are mutually exclusive")
+        raise invalid("spec.runStrategy", "spec.running and spec.runStrategy are mutually exclusive")
     if strategy is not None:
         return RunStrategy(strategy)
     return RunStrategy.ALWAYS if running else RunStrategy.HALTED
@@ -367,7 +258,7 @@ def _bytes(text: str, path: str) -> int:
     try:
         return parse_bytes(text)
     except InvalidQuantity as exc:
-        raise _invalid(path, f"{path}: {exc}") from None
+        raise invalid(path, f"{path}: {exc}") from None
 
 
 def _memory(domain: Mapping[str, Any]) -> str:
@@ -378,14 +269,14 @@ def _memory(domain: Mapping[str, Any]) -> str:
     requested_at, guest_at, limit_at = (f"{DOMAIN_PATH}.{key}" for key in
                                         ("resources.requests.memory", "memory.guest", "resources.limits.memory"))
     if requested is not None and guest is not None and _bytes(guest, guest_at) != _bytes(requested, requested_at):
-        raise _invalid(guest_at, f"{guest_at} different from resources.requests.memory (memory overcommit) "
+        raise invalid(guest_at, f"{guest_at} different from resources.requests.memory (memory overcommit) "
                                  "is not supported by virtbus")
     memory, memory_at = next(((value, at) for value, at in ((requested, requested_at), (guest, guest_at),
                                                              (limit, limit_at)) if value is not None), (None, ""))
     if memory is None:
-        raise _invalid(requested_at, f"{requested_at} (or {guest_at}) is required")
+        raise invalid(requested_at, f"{requested_at} (or {guest_at}) is required")
     if limit is not None and _bytes(limit, limit_at) < _bytes(memory, memory_at):
-        raise _invalid(limit_at, f"{limit_at} {limit} is less than the guest's memory {memory}")
+        raise invalid(limit_at, f"{limit_at} {limit} is less than the guest's memory {memory}")
     return str(memory)
 
 
@@ -435,16 +326,16 @@ def _cloud_text(body: Mapping[str, Any], key: str, path: str) -> str | None:
     plain, encoded = body.get(key), body.get(f"{key}Base64")
     where = f"{path}.{key}Base64"
     if plain is not None and encoded is not None:
-        raise _invalid(where, f"{path}.{key} and {key}Base64 are mutually exclusive")
+        raise invalid(where, f"{path}.{key} and {key}Base64 are mutually exclusive")
     if encoded is None:
         return plain
     try:  # like Go's base64.StdEncoding, line breaks are skipped
         raw = base64.b64decode(encoded.replace("\n", "").replace("\r", ""), validate=True)
         return raw.decode("utf-8")
     except binascii.Error as exc:
-        raise _invalid(where, f"{where} is not valid base64: {exc}") from None
+        raise invalid(where, f"{where} is not valid base64: {exc}") from None
     except UnicodeDecodeError:
-        raise _invalid(where, f"{where} does not decode to UTF-8 text") from None
+        raise invalid(where, f"{where} does not decode to UTF-8 text") from None
 
 
 # --- NetworkAttachmentDefinition
@@ -458,22 +349,22 @@ def network_from_nad(obj: Mapping[str, Any]) -> NetworkAttachment:
     try:
         config = json.loads(_required(_required(tree, "spec", ""), "config", "spec"))
     except json.JSONDecodeError as exc:
-        raise _bad(where, f"{where} is not valid JSON: {exc}") from None
+        raise bad(where, f"{where} is not valid JSON: {exc}") from None
     except RecursionError:
-        raise _bad(where, f"{where} is nested too deeply") from None
+        raise bad(where, f"{where} is nested too deeply") from None
     cni = _CNI_BRIDGE.walk(config, where)
     _required(cni, "type", where)
     ipam = _required(cni, "ipam", where)
     subnet = ipam.get("subnet")
     if subnet is not None and "range" in ipam:
-        raise _invalid(f"{where}.ipam.range", f"{where}.ipam.subnet and range are mutually exclusive")
+        raise invalid(f"{where}.ipam.range", f"{where}.ipam.subnet and range are mutually exclusive")
     if subnet is None and "range" in ipam:
         try:  # whereabouts writes the range as an address inside the subnet: 192.168.2.225/28
             subnet = str(ipaddress.ip_network(ipam["range"], strict=False))
         except ValueError as exc:
-            raise _invalid(f"{where}.ipam.range", f"{where}.ipam.range: {exc}") from None
+            raise invalid(f"{where}.ipam.range", f"{where}.ipam.range: {exc}") from None
     if subnet is None:
-        raise _invalid(f"{where}.ipam.subnet", f"{where}.ipam.subnet is required")
+        raise invalid(f"{where}.ipam.subnet", f"{where}.ipam.subnet is required")
     return NetworkAttachment(
         name=name,
         bridge=_required(cni, "bridge", where),

@@ -1,0 +1,137 @@
+"""The schema walker behind proto.kubevirt: each level of a manifest is a table of the keys virtbus
+knows; a key missing from its table is refused with its full dotted path (Code.INVALID), a value of
+the wrong type is a Code.BAD_REQUEST, and only keys that change nothing here are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from proto.errors import ApiError, Code
+
+
+def join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def bad(path: str, message: str) -> ApiError:  # the wrong type: the request is malformed
+    return ApiError(Code.BAD_REQUEST, message, field=path or None)
+
+
+def invalid(path: str, message: str) -> ApiError:  # well formed, but not something virtbus can honour
+    return ApiError(Code.INVALID, message, field=path)
+
+
+def type_name(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+# --- the walker: a node per level checks a value's shape and returns it cleaned
+
+
+class Node:
+    def walk(self, value: Any, path: str) -> Any:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Scalar(Node):
+    kind: type
+    what: str
+
+    def walk(self, value: Any, path: str) -> Any:
+        if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
+            raise bad(path, f"{path} must be {self.what}, not {type_name(value)}")
+        return value
+
+
+STR = Scalar(str, "a string")
+INT = Scalar(int, "an integer")
+BOOL = Scalar(bool, "a boolean")
+
+
+@dataclass(frozen=True)
+class Choice(Node):
+    """A string from a fixed set; any other value is one virtbus does not support."""
+
+    allowed: tuple[str, ...]
+
+    def walk(self, value: Any, path: str) -> Any:
+        STR.walk(value, path)
+        if value not in self.allowed:
+            raise invalid(path, f"{path} {value!r} is not supported by virtbus "
+                                 f"(supported: {', '.join(self.allowed)})")
+        return value
+
+
+@dataclass(frozen=True)
+class Off(Node):
+    """A boolean flag virtbus does not implement: accepted only when false."""
+
+    def walk(self, value: Any, path: str) -> Any:
+        if BOOL.walk(value, path):
+            raise invalid(path, f"{path} true is not supported by virtbus")
+        return value
+
+
+class Quantity(Node):
+    def walk(self, value: Any, path: str) -> Any:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise bad(path, f"{path} must be a quantity such as 64Mi, not {type_name(value)}")
+        return str(value)
+
+
+class StrMap(Node):
+    def walk(self, value: Any, path: str) -> Any:
+        if not isinstance(value, dict):
+            raise bad(path, f"{path} must be an object of strings, not {type_name(value)}")
+        for key, item in value.items():
+            if not isinstance(key, str) or not isinstance(item, str):
+                raise bad(path, f"{path} must map strings to strings; {key!r}: {item!r} does not")
+        return dict(value)
+
+
+@dataclass(frozen=True)
+class ListOf(Node):
+    item: Node
+
+    def walk(self, value: Any, path: str) -> Any:
+        if not isinstance(value, list):
+            raise bad(path, f"{path} must be a list, not {type_name(value)}")
+        return [self.item.walk(item, f"{path}[{index}]") for index, item in enumerate(value)]
+
+
+class Ignored(Node):
+    """Accepted and dropped: it has no effect in virtbus."""
+
+
+@dataclass(frozen=True)
+class Object(Node):
+    fields: Mapping[str, Node]
+
+    def walk(self, value: Any, path: str) -> Any:
+        if value is None:  # `pod:` in YAML reads as `pod: {}`
+            value = {}
+        if not isinstance(value, dict):
+            raise bad(path, f"{path or 'a manifest'} must be an object, not {type_name(value)}")
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise bad(path, f"{path or 'the manifest'} has a key that is not a string: {key!r}")
+            child = join(path, key)
+            node = self.fields.get(key)
+            if node is None:
+                raise invalid(child, f"{child} is not supported by virtbus")
+            if isinstance(node, Ignored) or (item is None and not isinstance(node, Object)):
+                continue  # null is absent, as in Kubernetes
+            out[key] = node.walk(item, child)
+        return out
+
+
+IGNORED = Ignored()
+EMPTY = Object({})
+QUANTITY = Quantity()
