@@ -283,7 +283,7 @@ def _wait_nodes(cfg: LabConfig, timeout: float) -> None:
 
 def down(cfg: LabConfig) -> None:
     if (pid := _running(cfg, "labd")) is not None:
-        say("lab: stopping VMs, handlers, scheduler and nats-server")
+        say("lab: stopping VMs, handlers, schedulers and nats-server")
         processes.end([pid], 150)
     for ns in _our_netns(cfg):
         pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout

@@ -55,6 +55,9 @@ class DomainFollower:
         self.delay = delay
         self.events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self.dom: Any = None  # the domain on the current connection: libvirtd may have been restarted
+        # what was last said of each condition: libvirt says RESUMED as every domain starts, which
+        # is no news ("Paused: False, the guest runs again" on a guest never paused)
+        self.said: dict[str, str] = {}
 
     def on_event(self, event: str, detail: str) -> None:
         """libvirt's callback (on the loop, through libvirtaio): queued, never handled inline."""
@@ -73,7 +76,9 @@ class DomainFollower:
                 case lifecycle.Ended(phase=phase, reason=reason):
                     return phase, reason
                 case lifecycle.ConditionChanged(condition=cond):
-                    await self.report_condition(cond)
+                    if self.said.get(cond.type, "False") != cond.status:
+                        self.said[cond.type] = cond.status
+                        await self.report_condition(cond)
                 case lifecycle.LibvirtdLost(reason=reason):
                     ended = await self._recover(reason)
                     if ended is not None:

@@ -37,6 +37,17 @@ async def test_a_pause_and_resume_then_a_poweroff() -> None:
     assert story(said) == [("Paused", "True", "PausedIOError"), ("Paused", "False", "Resumed")]
 
 
+async def test_the_resume_every_domain_starts_with_is_no_news() -> None:
+    """libvirt says RESUMED as a domain starts: a guest never paused is not said to run again."""
+    fake, said = FakeLibvirtd({"vm": True}), list[NodeCondition]()
+    f = follower(fake, said)
+    for event, detail in [("STARTED", "BOOTED"), ("RESUMED", "0"), ("SUSPENDED", "PAUSED"), ("SUSPENDED", "PAUSED"),
+                          ("RESUMED", "0"), ("RESUMED", "0"), ("STOPPED", "SHUTDOWN")]:
+        fake.emit(event, detail)
+    await asyncio.wait_for(f.follow(), 5)
+    assert story(said) == [("Paused", "True", "PausedByUser"), ("Paused", "False", "Resumed")]
+
+
 async def test_a_lost_libvirtd_is_restarted_and_the_domain_followed_on_the_new_connection() -> None:
     fake, said, back = FakeLibvirtd({"vm": True}), list[NodeCondition](), asyncio.Event()
     f = follower(fake, said, back)
