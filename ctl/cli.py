@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ctl import console, instancetypecmd, power, render, volumecmd
 from ctl.client import ApiClient, default_url
-from ctl.progress import ask, say, vm_state, wait_for
+from ctl.lab import say
+from ctl.progress import ask, vm_state, wait_for
 from proto.api import (
     Ack,
     ExposeRequest,

@@ -7,7 +7,7 @@ from typing import Any
 
 from ctl import render
 from ctl.client import ApiClient
-from ctl.progress import say
+from ctl.lab import say
 from proto.api import Ack, InstancetypeList, InstancetypeReply, NameRequest
 from proto.instancetypes import KINDS
 

@@ -8,13 +8,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 from ctl.client import ApiClient
+from ctl.lab import say
 from proto.api import Ack, NameRequest, VMReply
 from proto.errors import ApiError, Code
 from proto.spec import RunStrategy
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
 
 
 async def ask(api: ApiClient, kind: str, verb: str, name: str, *, wait: bool, patience: float) -> str:

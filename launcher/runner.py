@@ -33,7 +33,7 @@ from launcher.supervision import DomainFollower
 from proto import subjects
 from proto.errors import ApiError, Code
 from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
-from proto.spec import PersistentVolumeClaim
+from proto.spec import claims
 from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface
 from proto.stats import from_libvirt
 from servicekit import launcherlock
@@ -236,10 +236,7 @@ class Runner:
     async def _volumes(self, vmi: VMI) -> dict[str, PersistentVolume]:
         """The records of the volumes the VM uses; each must be on this node (the binder put it here)."""
         out = {}
-        for volume in vmi.spec.volumes:
-            if not isinstance(volume.source, PersistentVolumeClaim):
-                continue
-            name = volume.source.claim_name
+        for _, name in claims(vmi.spec.volumes):
             record = (await self.store.volumes.require(name, "volume")).value
             if record.node != self.args.node:
                 raise ApiError(Code.INVALID, f"volume {name} is on node {record.node}, not on {self.args.node}")

@@ -205,9 +205,8 @@ class Scheduler:
         nodes = list(self.nodes.nodes.values())
         others = [v for v in self.vmis.values() if v.name != name]
         only, unplaceable = await volumes.required_node(self.store, vmi.spec)
-        choice = placement.place(vmi.spec, placement.usage(nodes, others, self.nodes.readiness(nodes)), only)
-        if unplaceable is not None:
-            choice = placement.Placement(None, unplaceable)
+        choice = (placement.Placement(None, unplaceable) if unplaceable is not None else
+                  placement.place(vmi.spec, placement.usage(nodes, others, self.nodes.readiness(nodes)), only))
         if choice.node is not None and not await volumes.pin(self.store, vmi.spec, choice.node):
             self._bind_queue.kick(name)  # a volume went to another node meanwhile: decide again
             return None

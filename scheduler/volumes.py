@@ -95,12 +95,11 @@ class VolumeApi:
         await self.store.volumes.delete(name, entry.revision)
         return Ack(message=f"volume {name} deleted; its node removes its file")
 
-    async def users(self, name: str, *, but: str | None = None) -> list[str]:
+    async def users(self, name: str) -> list[str]:
         """The VMs (and standalone instances) whose spec uses the volume."""
-        out = {e.key for e in await self.store.vms.items()
-               if e.key != but and any(c == name for _, c in claims(e.value.spec.volumes))}
+        out = {e.key for e in await self.store.vms.items() if any(c == name for _, c in claims(e.value.spec.volumes))}
         out |= {e.key for e in await self.store.vmis.items()
-                if e.key != but and any(c == name for _, c in claims(e.value.spec.volumes))}
+                if any(c == name for _, c in claims(e.value.spec.volumes))}
         return sorted(out)
 
     # --- a VM's volumes ------------------------------------------------------------------------------
@@ -159,8 +158,7 @@ async def pin(store: Store, spec: VMSpec, node: str) -> bool:
                 return None
             return msgspec.structs.replace(volume, node=node)
 
-        await store.volumes.mutate(name, place)
-        entry = await store.volumes.get(name)
+        entry = await store.volumes.mutate(name, place)  # as written, or as read if already placed
         if entry is None or entry.value.node != node:
             return False
     return True
