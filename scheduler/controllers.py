@@ -270,7 +270,9 @@ class Scheduler:
             self.nodes.distrust(node)
             change = functools.partial(failover.fail_over, uid=vmi.uid, node=node, silent=silent, now=self.clock())
             written = await self.store.vmis.mutate(vmi.name, change)
-            if written is None:
+            # mutate returns the entry as read when fail_over wrote nothing (it ended meanwhile, or is
+            # another instance now): only this very instance, fenced, is announced and its lease dropped
+            if written is None or written.value.uid != vmi.uid or not written.value.fenced:
                 continue
             self.vmis.wrote(vmi.name, written.value, written.revision)
             log.warning("lease lapsed; failing over", vmi=vmi.name, node=node, silent=round(silent, 1))

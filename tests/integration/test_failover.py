@@ -136,6 +136,28 @@ async def test_time_the_scheduler_could_not_see_is_no_lease_silence(cluster: Clu
     assert failed_over.spec.high_availability
 
 
+async def test_an_instance_that_ended_meanwhile_is_not_said_to_be_failed_over(store: Store) -> None:
+    """The scheduler's copy of the VMI lags: it still runs there, but its node has reported its end
+    just as the lease lapsed. Nothing is written, no failover is announced, the lease stays."""
+    clock = [1000.0]
+    nodes = NodeWatch(store, clock=lambda: clock[0])
+    scheduler = Scheduler(store, nodes=nodes)
+    spec = VMSpec(name="ha", memory="64Mi", run_strategy=RunStrategy.ALWAYS, high_availability=True)
+    running = VMI(name="ha", uid="ha-u1", spec=spec, created_at=0.0, phase=Phase.RUNNING, node_name="node1")
+    revision = await store.vmis.create("ha", running)
+    key = subjects.vmi_lease("node1", "ha")
+    await store.vmi_leases.put(key, VmiLease(uid="ha-u1"))
+    await nodes.prime()
+    await scheduler.vmis.prime()
+    ended = msgspec.structs.replace(running, phase=Phase.SUCCEEDED)
+    await store.vmis.update("ha", ended, revision)  # not yet in the scheduler's copy
+    clock[0] += fencing.EXPIRE_AFTER_S + 1
+    await scheduler.check_leases()
+    assert (await store.vmis.require("ha", "VMI")).value == ended
+    assert "NodeLostFencedOff" not in [e.reason for e in await events(store, "virtualmachineinstance", "ha")]
+    assert await store.vmi_leases.get(key) is not None
+
+
 async def events(store: Store, kind: str, name: str) -> list[Event]:
     out: list[Event] = []
     sub = await store.js.subscribe(subjects.event(kind, name), ordered_consumer=True)
