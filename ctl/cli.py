@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from ctl import console, instancetypecmd, power, render, volumecmd
+from ctl import console, instancetypecmd, power, render, volumecmd, workloadcmd
 from ctl.client import ApiClient, default_url
 from ctl.lab import say
 from ctl.progress import ask, vm_state, wait_for
@@ -54,6 +54,8 @@ async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
             say(f"network/{net.item.name} applied")
         elif instancetypecmd.is_instancetype(kind):
             await instancetypecmd.apply(api, body)
+        elif workloadcmd.is_workload(kind):
+            await workloadcmd.apply(api, str(kind), body)
         elif kind == INSTANCE_KIND:
             vmi = (await api.call("vmi", "apply", body, VMIReply)).item
             say(f"virtualmachineinstance/{vmi.name} applied ({vmi.phase.value})")
@@ -64,9 +66,14 @@ async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
+    workload = workloadcmd.kind_of(args.kind)
+    if workload is not None:
+        await workloadcmd.get(api, workload, args.name, args.output)
+        return 0
     kind = KINDS.get(args.kind.lower())
     if kind is None:
-        raise ApiError(Code.BAD_REQUEST, f"unknown kind {args.kind!r}; use vms, vmis, nodes, exposures or events")
+        raise ApiError(Code.BAD_REQUEST, f"unknown kind {args.kind!r}; use vms, vmis, vmirs, vmpools, nodes, "
+                                         "exposures or events")
     if kind == "event":
         say(render.table(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], []))
         await api.events(args.watch, lambda e: say(render.event_row(e)))
@@ -145,6 +152,10 @@ async def cmd_delete_vmi(api: ApiClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
+    workload = workloadcmd.kind_of(getattr(args, "kind", "vm"))
+    if workload is not None:
+        await workloadcmd.delete(api, workload, args.name)
+        return 0
     if getattr(args, "kind", "vm").startswith("vmi"):
         return await cmd_delete_vmi(api, args)
     verb = args.command
@@ -261,7 +272,8 @@ def parser() -> argparse.ArgumentParser:
         c = sub.add_parser(verb, help=f"{verb} a VM" + (" (delete vmi NAME: a VMI of its own)" if verb == "delete"
                                                           else ""))
         if verb == "delete":
-            c.add_argument("kind", nargs="?", choices=["vm", "vms", "vmi", "vmis"], default="vm")
+            c.add_argument("kind", nargs="?", choices=["vm", "vms", "vmi", "vmis", *sorted(workloadcmd.KINDS)],
+                           default="vm")
         c.add_argument("name")
         c.add_argument("--wait", action="store_true", help="wait until done, showing progress")
         c.add_argument("--timeout", type=float, default=300.0)
@@ -302,6 +314,7 @@ def parser() -> argparse.ArgumentParser:
     idel.add_argument("name")
     volumecmd.add_parser(sub)
     instancetypecmd.add_parser(sub)
+    workloadcmd.add_parser(sub)
     from ctl import lab
     lab.add_parser(sub)
     return p
@@ -311,7 +324,7 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "apply": cmd_apply, "get": cmd_get, "start": cmd_lifecycle, "stop": cmd_lifecycle,
     "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": cmd_image,
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
-    "instancetype": instancetypecmd.run,
+    "instancetype": instancetypecmd.run, "scale": workloadcmd.scale,
     **dict.fromkeys(power.VERBS, power.cmd_power),
 }
 

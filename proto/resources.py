@@ -160,7 +160,8 @@ def vmi_object(vmi: VMI) -> Obj:
         "apiVersion": KUBEVIRT_API,
         "kind": "VirtualMachineInstance",
         "metadata": _compact({"name": vmi.name, "uid": vmi.uid, "creationTimestamp": timestamp(vmi.created_at),
-                              "labels": labels}),
+                              "labels": labels,
+                              "ownerReferences": _owner(KUBEVIRT_API, "VirtualMachineInstanceReplicaSet", vmi.owner)}),
         "spec": vmi_spec(vmi.spec),
         "status": _compact({
             "phase": vmi.phase.value,
@@ -177,6 +178,11 @@ def vmi_object(vmi: VMI) -> Obj:
             "guestOSReady": vmi.guest_os_ready or None,
         }),
     }
+
+
+def _owner(api_version: str, kind: str, name: str | None) -> list[Obj]:
+    """Kubernetes' ownerReferences: the replica set or pool that made it, and deletes it with itself."""
+    return [{"apiVersion": api_version, "kind": kind, "name": name, "controller": True}] if name else []
 
 
 def condition(cond: Condition) -> Obj:
@@ -200,7 +206,8 @@ def vm_object(view: VMView) -> Obj:
     obj = vm_manifest(vm.spec)
     # no uid: a virtbus VM has none (its instances do)
     obj["metadata"] = _compact({"name": vm.spec.name, "creationTimestamp": timestamp(vm.created_at),
-                                "generation": vm.generation, "resourceVersion": str(view.revision)})
+                                "generation": vm.generation, "resourceVersion": str(view.revision),
+                                "ownerReferences": _owner("pool.kubevirt.io/v1alpha1", "VirtualMachinePool", vm.owner)})
     obj["status"] = _compact({
         "printableStatus": view.printable_status,
         # KubeVirt leaves both out when false; printed anyway, so a reader need not know that

@@ -46,6 +46,7 @@ class VM(State, frozen=True):
     failures: int = 0
     next_start_at: float = 0.0
     last_failure: str = ""
+    owner: str | None = None  # the VirtualMachinePool that made it (proto.workloads); deleted with it
 
 
 class VMIInterface(State, frozen=True):
@@ -93,6 +94,8 @@ class VMI(State, frozen=True):
     pause_requested: bool = False
     pause_generation: int = 0
     reboot_requests: int = 0
+    # The VirtualMachineInstanceReplicaSet that made it (proto.workloads); such an instance is standalone
+    owner: str | None = None
 
 
 class Node(State, frozen=True):

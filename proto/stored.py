@@ -20,6 +20,7 @@ from proto.spec import NetworkAttachment
 from proto.state import VM, VMI, Exposure, FloatingIP, Lease, Node, PersistentVolume, VmiLease
 from proto.subjects import InvalidToken, is_dns1123_label, vmi_lease_parts
 from proto.validation import check_labels, check_name, validate_network, validate_vm, validate_volume_fields
+from proto.workloads import Pool, ReplicaSet, check_pool, check_replicaset
 
 MAX_NODE_CPUS = 4096
 MAX_TEXT = 32 * 1024  # reasons, messages: shown to people, never parsed; libvirt errors run long
@@ -63,6 +64,8 @@ def check_vm(key: str, vm: VM) -> None:
     if vm.failures < 0 or vm.generation < 1:
         raise ApiError(Code.INVALID, "failures and generation cannot be negative", "failures")
     _text(vm.last_failure, "lastFailure")
+    if vm.owner is not None:
+        check_name(vm.owner, "owner", "pool name")
 
 
 def check_vmi(key: str, vmi: VMI) -> None:
@@ -77,6 +80,8 @@ def check_vmi(key: str, vmi: VMI) -> None:
     if vmi.launcher_pid is not None and vmi.launcher_pid < 1:
         raise ApiError(Code.INVALID, f"{vmi.launcher_pid} is not a process id", "launcherPid")
     _text(vmi.reason, "reason")
+    if vmi.owner is not None:
+        check_name(vmi.owner, "owner", "replica set name")
     if vmi.pause_generation < 0 or vmi.reboot_requests < 0:
         raise ApiError(Code.INVALID, "pauseGeneration and rebootRequests cannot be negative", "pauseGeneration")
     for i, cond in enumerate(vmi.conditions):
@@ -203,6 +208,7 @@ _VALIDATORS: dict[object, Validator] = {
     VM: check_vm, VMI: check_vmi, Node: check_node, Exposure: check_exposure, FloatingIP: check_floating_ip,
     NetworkAttachment: check_network, Lease: check_lease, VmiLease: check_vmi_lease,
     PersistentVolume: check_persistent_volume, Instancetype: check_instancetype, str: check_cidr_claim,
+    ReplicaSet: check_replicaset, Pool: check_pool,
     dict[str, str]: check_address_table,
 }
 

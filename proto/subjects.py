@@ -21,6 +21,8 @@ BUCKET_EXPOSURES = "exposures"
 BUCKET_FLOATING_IPS = "floatingips"
 BUCKET_VOLUMES = "volumes"
 BUCKET_INSTANCETYPES = "instancetypes"  # user-defined ones (proto.instancetypes); the control plane's only
+BUCKET_REPLICASETS = "vmirs"  # VirtualMachineInstanceReplicaSets (proto.workloads); the control plane's only
+BUCKET_POOLS = "vmpools"  # VirtualMachinePools (proto.workloads); the control plane's only
 # The control plane's leases: one key per thing only one scheduler may do at a time.
 BUCKET_LEADER = "leader"
 LEASE_CONTROLLERS = "controllers"  # the VM controller, the binder and node lifecycle
