@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from ctl import console, instancetypecmd, power, render, volumecmd, workloadcmd
+from ctl import console, instancetypecmd, power, preferencecmd, render, volumecmd, workloadcmd
 from ctl.client import ApiClient, default_url
 from ctl.lab import say
 from ctl.progress import ask, vm_state, wait_for
@@ -54,6 +54,8 @@ async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
             say(f"network/{net.item.name} applied")
         elif instancetypecmd.is_instancetype(kind):
             await instancetypecmd.apply(api, body)
+        elif preferencecmd.is_preference(kind):
+            await preferencecmd.apply(api, body)
         elif workloadcmd.is_workload(kind):
             await workloadcmd.apply(api, str(kind), body)
         elif kind == INSTANCE_KIND:
@@ -315,6 +317,7 @@ def parser() -> argparse.ArgumentParser:
     volumecmd.add_parser(sub)
     instancetypecmd.add_parser(sub)
     workloadcmd.add_parser(sub)
+    preferencecmd.add_parser(sub)
     from ctl import lab
     lab.add_parser(sub)
     return p
@@ -325,6 +328,7 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": cmd_image,
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
     "instancetype": instancetypecmd.run, "scale": workloadcmd.scale,
+    "preference": preferencecmd.run,
     **dict.fromkeys(power.VERBS, power.cmd_power),
 }
 

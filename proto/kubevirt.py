@@ -120,6 +120,8 @@ _VM = Object({
         "dataVolumeTemplates": ListOf(_DATA_VOLUME_TEMPLATE),
         # proto.instancetypes.expand has written its size into the template before this reads it
         "instancetype": Object({"name": STR, "kind": STR, "revisionName": IGNORED}),
+        # proto.preferences.expand has applied it to the template before this reads it
+        "preference": Object({"name": STR, "kind": STR, "revisionName": IGNORED}),
         "template": Object({
             "metadata": Object({"labels": StrMap(), "name": IGNORED, "annotations": IGNORED,
                                  "creationTimestamp": IGNORED}),

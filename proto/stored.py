@@ -16,6 +16,8 @@ from proto import netcheck
 from proto.errors import ApiError, Code
 from proto.instancetypes import KINDS as INSTANCETYPE_KINDS
 from proto.instancetypes import MAX_GUEST_CPUS, Instancetype
+from proto.preferences import Preference
+from proto.preferences import check as check_preference
 from proto.spec import NetworkAttachment
 from proto.state import VM, VMI, Exposure, FloatingIP, Lease, Node, PersistentVolume, VmiLease
 from proto.subjects import InvalidToken, is_dns1123_label, vmi_lease_parts
@@ -197,8 +199,8 @@ def check_key(kind: object, key: str) -> None:
         _ipam_key(key)
     elif kind is VmiLease:
         _vmi_lease_key(key)
-    elif kind is Instancetype:
-        check_name(key.replace(".", "-"), "key", "instancetype name")
+    elif kind is Instancetype or kind is Preference:
+        check_name(key.replace(".", "-"), "key", "instancetype or preference name")
     else:
         _name_key(key)
 
@@ -208,7 +210,7 @@ _VALIDATORS: dict[object, Validator] = {
     VM: check_vm, VMI: check_vmi, Node: check_node, Exposure: check_exposure, FloatingIP: check_floating_ip,
     NetworkAttachment: check_network, Lease: check_lease, VmiLease: check_vmi_lease,
     PersistentVolume: check_persistent_volume, Instancetype: check_instancetype, str: check_cidr_claim,
-    ReplicaSet: check_replicaset, Pool: check_pool,
+    ReplicaSet: check_replicaset, Pool: check_pool, Preference: check_preference,
     dict[str, str]: check_address_table,
 }
 

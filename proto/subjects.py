@@ -22,6 +22,7 @@ BUCKET_FLOATING_IPS = "floatingips"
 BUCKET_VOLUMES = "volumes"
 BUCKET_INSTANCETYPES = "instancetypes"  # user-defined ones (proto.instancetypes); the control plane's only
 BUCKET_REPLICASETS = "vmirs"  # VirtualMachineInstanceReplicaSets (proto.workloads); the control plane's only
+BUCKET_PREFERENCES = "preferences"  # user-defined ones (proto.preferences); the control plane's only
 BUCKET_POOLS = "vmpools"  # VirtualMachinePools (proto.workloads); the control plane's only
 # The control plane's leases: one key per thing only one scheduler may do at a time.
 BUCKET_LEADER = "leader"
