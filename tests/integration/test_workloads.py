@@ -11,11 +11,13 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import pytest
 import yaml
 
+from proto import subjects
 from proto.api import NameRequest
 from proto.state import VMI, Node, Phase
 from proto.workloads import ScaleRequest
@@ -200,3 +202,31 @@ async def test_a_pool_names_its_vms_and_gives_each_its_volumes(lab: Lab) -> None
     await lab.api.pools.delete(name("vm-pool-cirros"))
     assert await vms(set())
     assert not await lab.store.volumes.items()
+
+
+async def test_over_the_bus_bad_input_gets_a_typed_error_and_changes_nothing(api: Store) -> None:
+    async def ask(kind: str, verb: str, payload: bytes) -> dict[str, Any]:
+        reply = await api.nc.request(subjects.api(kind, verb), payload, timeout=10)
+        decoded = msgspec.json.decode(reply.data)
+        assert isinstance(decoded, dict)
+        return decoded
+
+    bad = yaml.safe_load(RS)
+    bad["spec"]["template"]["spec"]["domain"]["devices"]["gpus"] = []
+    error = (await ask("vmirs", "apply", msgspec.json.encode(bad)))["error"]
+    assert isinstance(error, dict) and error["field"] == "spec.template.spec.domain.devices.gpus"
+    error = (await ask("vmirs", "scale", b'{"name": "testreplicaset", "replicas": 2}'))["error"]
+    assert isinstance(error, dict) and error["code"] == "NotFound"
+    assert (await ask("vmirs", "list", b"{}")) == {"items": []}
+
+    made = await ask("vmirs", "apply", body(RS))
+    assert "item" in made
+    error = (await ask("vmirs", "scale", b'{"name": "testreplicaset", "replicas": -1}'))["error"]
+    assert isinstance(error, dict) and error["field"] == "replicas"
+    error = (await ask("vmpool", "apply", b'{"apiVersion": "pool.kubevirt.io/v1alpha1"}'))["error"]
+    assert isinstance(error, dict) and error["field"] == "kind"
+    listed = await ask("vmirs", "list", b"{}")
+    assert [i["replicaSet"]["replicas"] for i in listed["items"]] == [2]
+    assert (await ask("vmpool", "list", b"{}")) == {"items": []}
+    prefs = await ask("preference", "list", b"{}")
+    assert {p["name"] for p in prefs["items"]} >= {"cirros", "legacy"}
