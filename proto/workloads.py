@@ -130,7 +130,9 @@ def _header(obj: object, versions: tuple[str, ...], kind: str, max_name: int) ->
     return name, _object(doc.get("spec"), "spec")
 
 
-def _template_labels(template: Mapping[str, Any], path: str, chosen: LabelSelector) -> dict[str, str]:
+def _template_meta(template: Mapping[str, Any], path: str, chosen: LabelSelector) -> dict[str, Any]:
+    """The template's metadata as its members get it: its labels (which the selector must select) and
+    its annotations (virtbus.io/high-availability among them: read by the member's own parsing)."""
     meta = _object(template.get("metadata") or {}, f"{path}.metadata")
     _only(meta, ("labels", "name", "annotations", "creationTimestamp"), f"{path}.metadata")
     labels = meta.get("labels") or {}
@@ -141,7 +143,7 @@ def _template_labels(template: Mapping[str, Any], path: str, chosen: LabelSelect
     check_labels(dict(labels), f"{path}.metadata.labels")
     if not chosen.matches(labels):
         raise ApiError(Code.INVALID, "`selector` does not match template `labels`", f"{path}.metadata.labels")
-    return dict(labels)
+    return {"labels": dict(labels), **({"annotations": meta["annotations"]} if meta.get("annotations") else {})}
 
 
 def _no_shared_volumes(spec: VMSpec, volumes_path: str, own: set[str]) -> None:
@@ -160,9 +162,9 @@ def parse_replicaset(obj: object) -> ReplicaSet:
     chosen = selector.parse(spec.get("selector"), "spec.selector")
     template = _object(spec.get("template"), "spec.template")
     _only(template, ("metadata", "spec"), "spec.template")
-    labels = _template_labels(template, "spec.template", chosen)
     instance = {"apiVersion": kubevirt.VM_API_VERSIONS[0], "kind": "VirtualMachineInstance",
-                "metadata": {"name": name, "labels": labels}, "spec": template.get("spec")}
+                "metadata": {"name": name, **_template_meta(template, "spec.template", chosen)},
+                "spec": template.get("spec")}
     try:
         vmi = parse_instance_obj(instance)
     except ApiError as err:
@@ -182,9 +184,9 @@ def pool_vm_manifest(obj: object) -> tuple[str, int, LabelSelector, dict[str, An
     chosen = selector.parse(spec.get("selector"), "spec.selector")
     template = _object(spec.get("virtualMachineTemplate"), "spec.virtualMachineTemplate")
     _only(template, ("metadata", "spec"), "spec.virtualMachineTemplate")
-    labels = _template_labels(template, "spec.virtualMachineTemplate", chosen)
     vm = {"apiVersion": kubevirt.VM_API_VERSIONS[0], "kind": "VirtualMachine",
-          "metadata": {"name": name, "labels": labels}, "spec": template.get("spec")}
+          "metadata": {"name": name, **_template_meta(template, "spec.virtualMachineTemplate", chosen)},
+          "spec": template.get("spec")}
     return name, replicas, chosen, vm
 
 

@@ -179,3 +179,12 @@ def test_a_pool_fills_the_lowest_free_index_and_removes_the_highest() -> None:
     assert plan_pool(2, {"p-0": 0, "p-1": 1}) == plan_pool(2, {"p-1": 1, "p-0": 0})
     assert plan_pool(2, {"p-0": 0, "p-1": 1}).create == [] and plan_pool(2, {"p-0": 0, "p-1": 1}).delete == []
     assert plan_pool(2, {"stray": None, "p-0": 0}).delete == ["stray"]
+
+
+def test_template_annotations_reach_the_members() -> None:
+    ha = {"virtbus.io/high-availability": "true"}
+    pool = pool_of(edited(POOL, ["spec", "virtualMachineTemplate", "metadata", "annotations"], ha))
+    assert workloads.pool_vm_spec(pool, 0).high_availability  # each VM of the pool runs again elsewhere
+    with pytest.raises(ApiError) as err:  # an instance runs once: refused as a VMI's is, where it is written
+        workloads.parse_replicaset(edited(RS, ["spec", "template", "metadata", "annotations"], ha))
+    assert err.value.field == "spec.template.metadata.annotations.virtbus.io/high-availability"
