@@ -1,0 +1,78 @@
+"""Installing from an ISO with real guests: the test guest made into a bootable El Torito ISO (isolinux),
+imported into the image store, and examples/testvm-iso-install.yaml applied as it is: the guest boots
+from the sata cdrom (bootOrder 1) and sees its blank virtio disk (bootOrder 2). Turned the other way
+round, a bootable disk first, the same cdrom is not what boots."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.e2e.conftest import Lab, guest_disk
+
+pytestmark = pytest.mark.e2e
+MARKER = "VIRTBUS-GUEST-READY"
+FROM_CDROM = "VIRTBUS-BOOTED-FROM-CDROM"  # isolinux says it on the serial console, the guest disk never does
+IMAGE = "installer-iso"  # what the example's cdrom names
+ROOT_SECTORS = 64 * 1024 * 1024 // 512  # the example's blank 64Mi disk, as /sys/block/vda/size says it
+ISOLINUX = Path("/usr/lib/ISOLINUX/isolinux.bin")
+LDLINUX = Path("/usr/lib/syslinux/modules/bios/ldlinux.c32")
+
+
+def build_iso(out: Path) -> Path:
+    """The cached test guest's kernel and initramfs on an isolinux CD (a few MB; well under a second)."""
+    guest = Path(guest_disk()).parent
+    src = out / "iso"
+    (src / "isolinux").mkdir(parents=True)
+    for path in (ISOLINUX, LDLINUX):
+        shutil.copy(path, src / "isolinux")
+    for name in ("bzImage", "initrd.gz"):
+        shutil.copy(guest / name, src)
+    (src / "isolinux" / "isolinux.cfg").write_text(
+        f"SERIAL 0 115200\nSAY {FROM_CDROM}\nDEFAULT linux\nPROMPT 0\nTIMEOUT 0\n"
+        "LABEL linux\n  KERNEL /bzImage\n  INITRD /initrd.gz\n  APPEND console=ttyS0 quiet\n")
+    iso = out / "installer.iso"
+    subprocess.run(["genisoimage", "-quiet", "-o", str(iso), "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat",
+                    "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", "-V", "VIRTBUS-INSTALLER", "-J", "-R",
+                    str(src)], check=True, capture_output=True)
+    return iso
+
+
+def console(lab: Lab, name: str) -> str:
+    return lab.cli("console", name, "--log", "--until", MARKER, "--timeout", "180").stdout
+
+
+@pytest.mark.skipif(not (ISOLINUX.exists() and LDLINUX.exists()), reason="isolinux missing (scripts/setup.sh)")
+def test_install_from_an_iso_and_boot_order(lab: Lab, tmp_path: Path) -> None:
+    lab.cli("image", "import", IMAGE, "--file", str(build_iso(tmp_path)))
+    example = REPO / "examples" / "testvm-iso-install.yaml"
+    lab.cli("apply", "-f", str(example))
+    lab.cli("start", "testvm-iso", "--wait", "--timeout", "300")
+    out = console(lab, "testvm-iso")
+    assert FROM_CDROM in out, out[-1500:]
+    lab.cli("console", "testvm-iso", "--send", "echo SZ$((2+3))-$(cat /sys/block/vda/size)-E\\n")
+    seen = lab.cli("console", "testvm-iso", "--log", "--until", "SZ5-", "--timeout", "60").stdout
+    assert f"SZ5-{ROOT_SECTORS}-E" in seen, seen[-1500:]
+    lab.cli("delete", "vm", "testvm-iso", "--wait", "--timeout", "120")
+
+    # the other way round: a bootable disk first, the installer second; the disk is what boots
+    doc = yaml.safe_load(example.read_text())
+    doc["metadata"]["name"] = "disk-first"
+    doc["spec"].pop("dataVolumeTemplates")
+    tspec = doc["spec"]["template"]["spec"]
+    tspec["domain"]["devices"]["disks"][0]["bootOrder"] = 2
+    tspec["domain"]["devices"]["disks"][1]["bootOrder"] = 1
+    tspec["volumes"][1] = {"name": "root", "containerDisk": {"image": "quay.io/kubevirt/cirros-container-disk-demo"}}
+    manifest = lab.state_dir / "disk-first.json"
+    manifest.write_text(json.dumps(doc))
+    lab.cli("apply", "-f", str(manifest))
+    lab.cli("start", "disk-first", "--wait", "--timeout", "300")
+    out = console(lab, "disk-first")
+    assert FROM_CDROM not in out, out[-1500:]
+    lab.cli("delete", "vm", "disk-first", "--wait", "--timeout", "120")
