@@ -1,7 +1,12 @@
-"""Installing from an ISO with real guests: the test guest made into a bootable El Torito ISO (isolinux),
-imported into the image store, and examples/testvm-iso-install.yaml applied as it is: the guest boots
-from the sata cdrom (bootOrder 1) and sees its blank virtio disk (bootOrder 2). Turned the other way
-round, a bootable disk first, the same cdrom is not what boots."""
+"""Disk kinds with real guests.
+
+Installing from an ISO: the test guest made into a bootable El Torito ISO (isolinux), imported into the
+image store, and examples/testvm-iso-install.yaml applied as it is: the guest boots from the sata cdrom
+(bootOrder 1) and sees its blank virtio disk (bootOrder 2). Turned the other way round, a bootable disk
+first, the same cdrom is not what boots.
+
+A hostDisk: made under the directory the lab's nodes allow, written by the guest, kept after the VM is
+deleted; one elsewhere fails the instance with its field, and nothing is made there."""
 
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ from tests.e2e.conftest import Lab, guest_disk
 
 pytestmark = pytest.mark.e2e
 MARKER = "VIRTBUS-GUEST-READY"
-FROM_CDROM = "VIRTBUS-BOOTED-FROM-CDROM"  # isolinux says it on the serial console, the guest disk never does
+# isolinux's banner on the serial console (its SERIAL directive); the guest disk boots by SYSLINUX, silently
+FROM_CDROM = "ISOLINUX"
 IMAGE = "installer-iso"  # what the example's cdrom names
 ROOT_SECTORS = 64 * 1024 * 1024 // 512  # the example's blank 64Mi disk, as /sys/block/vda/size says it
 ISOLINUX = Path("/usr/lib/ISOLINUX/isolinux.bin")
@@ -35,7 +41,7 @@ def build_iso(out: Path) -> Path:
     for name in ("bzImage", "initrd.gz"):
         shutil.copy(guest / name, src)
     (src / "isolinux" / "isolinux.cfg").write_text(
-        f"SERIAL 0 115200\nSAY {FROM_CDROM}\nDEFAULT linux\nPROMPT 0\nTIMEOUT 0\n"
+        "SERIAL 0 115200\nDEFAULT linux\nPROMPT 0\nTIMEOUT 0\n"
         "LABEL linux\n  KERNEL /bzImage\n  INITRD /initrd.gz\n  APPEND console=ttyS0 quiet\n")
     iso = out / "installer.iso"
     subprocess.run(["genisoimage", "-quiet", "-o", str(iso), "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat",
@@ -76,3 +82,38 @@ def test_install_from_an_iso_and_boot_order(lab: Lab, tmp_path: Path) -> None:
     out = console(lab, "disk-first")
     assert FROM_CDROM not in out, out[-1500:]
     lab.cli("delete", "vm", "disk-first", "--wait", "--timeout", "120")
+
+
+def host_disk_vm(lab: Lab, name: str, path: Path) -> str:
+    manifest = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name},
+                "spec": {"runStrategy": "Halted", "template": {"spec": {
+                    "domain": {"resources": {"requests": {"memory": "64M"}},
+                               "devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}},
+                                                     {"name": "data", "disk": {"bus": "virtio"}}]}},
+                    "volumes": [
+                        {"name": "root", "containerDisk": {"image": "quay.io/kubevirt/cirros-container-disk-demo"}},
+                        {"name": "data", "hostDisk": {"path": str(path), "type": "DiskOrCreate",
+                                                      "capacity": "16Mi"}}]}}}}
+    out = lab.state_dir / f"{name}.json"
+    out.write_text(json.dumps(manifest))
+    return str(out)
+
+
+def test_a_host_disk_under_the_allowed_directory_only(lab: Lab) -> None:
+    allowed = lab.state_dir / "host-disks"  # what the lab's handlers get as --host-disk-dir
+    path = allowed / "data.img"
+    lab.cli("apply", "-f", host_disk_vm(lab, "hoster", path))
+    lab.cli("start", "hoster", "--wait", "--timeout", "300")
+    console(lab, "hoster")
+    assert path.stat().st_size == 16 << 20
+    lab.cli("console", "hoster", "--send", "echo host-disk-$((6*7)) > /dev/vdb; sync; echo W$((1+1))-done\\n")
+    lab.cli("console", "hoster", "--log", "--until", "W2-done", "--timeout", "60")
+    lab.cli("delete", "vm", "hoster", "--wait", "--timeout", "120")
+    assert path.read_bytes()[:14] == b"host-disk-42\n\0", "the operator's file outlives the VM, with what was written"
+
+    elsewhere = lab.state_dir / "elsewhere.img"
+    lab.cli("apply", "-f", host_disk_vm(lab, "trespasser", elsewhere))
+    failed = lab.cli("start", "trespasser", "--wait", "--timeout", "120", check=False)
+    assert failed.returncode != 0 and "spec.template.spec.volumes[1].hostDisk.path" in failed.stderr, failed.stderr
+    assert "outside" in failed.stderr and not elsewhere.exists()
+    lab.cli("delete", "vm", "trespasser", "--wait", "--timeout", "120")
