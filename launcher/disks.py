@@ -3,7 +3,8 @@ cdrom, that copy itself, read-only), emptyDisk (a fresh sparse qcow2), cloudInit
 "cidata" ISO), cloudInitConfigDrive (launcher.configdrive), ephemeral (a qcow2 overlay on a volume,
 which is never written), hostDisk (launcher.hostdisks) and volumes.
 
-The first three are ephemeral like KubeVirt's: they live in the VMI's directory and go with it.
+All but volumes and hostDisks are KubeVirt's ephemeral kinds: they live in the VMI's directory and go
+with it (a cdrom's image excepted, which is the node's cache's). A hostDisk is the operator's file.
 A volume (persistentVolumeClaim, dataVolume) is a file of the node's ``volumes`` directory that
 outlives every run: made by the first launcher that uses it, blank or a full copy of its image
 (never backed by the image cache, which is cleaned), and removed by the node once it is deleted.
