@@ -63,6 +63,7 @@ class LauncherArgs:
     pod_ip: str | None = None  # with its prefix, e.g. 10.244.0.2/24
     pod_gateway: str | None = None
     secondary: tuple[str, ...] = ()  # interface=node bridge=address/prefix
+    host_disk_dirs: tuple[Path, ...] = ()  # where hostDisks may be, as the node's operator allowed
 
     @property
     def vmi_dir(self) -> Path:
@@ -207,7 +208,7 @@ class Runner:
         a = self.args
         paths = await disks.prepare(vmi.spec, uid=a.uid, vmi_dir=a.vmi_dir, cache_dir=a.node_dir / "images",
                                     images=self.store.images, volumes=await self._volumes(vmi),
-                                    volumes_dir=a.node_dir / "volumes")
+                                    volumes_dir=a.node_dir / "volumes", host_disk_dirs=a.host_disk_dirs)
         taps = self.taps = {iface.name: f"tap{i}" for i, iface in enumerate(vmi.spec.interfaces)}
         for tap in taps.values():
             await asyncio.to_thread(namespaces.create_tap, a.pod_netns, tap)
