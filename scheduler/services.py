@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import nats.js.errors
 
 from proto import netcheck, services, subjects
 from proto.api import (
@@ -114,7 +115,12 @@ class ServiceApi:
         raise ApiError(Code.CONFLICT, "cluster IPs kept being taken; try again")
 
     async def _claim_keys(self) -> list[str]:
-        return [e.key for e in await self.claims.items() if e.key.startswith("svcip.")]
+        # keys only: the ipam bucket also holds address tables, which are no str claims
+        try:
+            keys = await self.store.raw[subjects.BUCKET_IPAM].keys()
+        except nats.js.errors.NoKeysError:
+            return []
+        return [k for k in keys if k.startswith("svcip.")]
 
     async def _claim_node_ports(self, service: Service, old: Service | None, made: list[str]) -> list[ServicePort]:
         if service.type is ServiceType.CLUSTER_IP:
