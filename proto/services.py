@@ -32,6 +32,10 @@ from proto.validation import check_labels, check_name
 NAMESPACE = "default"
 CLUSTER_DOMAIN = "cluster.local"
 SERVICE_CIDR = IPv4Network("10.96.0.0/16")
+# Where every guest asks names (kube-dns's address): each node answers it itself (handler.clusterdns).
+CLUSTER_DNS_IP = IPv4Address("10.96.0.10")
+# What a guest's resolver appends to a short name, as a pod's resolv.conf has it.
+DNS_SEARCH = (f"{NAMESPACE}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}", CLUSTER_DOMAIN)
 # What KubeVirt puts on every VMI of a VM (virt-controller): a selector virtctl expose falls back on.
 VM_NAME_LABEL = "vm.kubevirt.io/name"
 MAX_PORTS = 64
@@ -246,11 +250,13 @@ def endpoints_for(service: Service, vmis: Iterable[VMI]) -> Endpoints:
 
 def free_cluster_ip(taken: set[str], wanted: str = "") -> IPv4Address | None:
     """The address a new Service gets: the one it asked for if free, else the lowest free one
-    (skipping .1, which Kubernetes gives its own API service and people expect taken)."""
+    (skipping .1, which Kubernetes gives its own API service and people expect taken, and the
+    cluster DNS address, which no Service may hold)."""
+    reserved = {str(CLUSTER_DNS_IP)}
     if wanted:
-        return None if wanted in taken else IPv4Address(wanted)
+        return None if wanted in taken or wanted in reserved else IPv4Address(wanted)
     for address in SERVICE_CIDR.hosts():
-        if int(address) - int(SERVICE_CIDR.network_address) > 1 and str(address) not in taken:
+        if int(address) - int(SERVICE_CIDR.network_address) > 1 and str(address) not in taken | reserved:
             return address
     return None
 

@@ -5,6 +5,7 @@ was restarted on the other node; a Service with no endpoint refuses at once."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -66,6 +67,22 @@ def test_a_service_follows_its_vm_and_answers_on_every_node(lab: Lab) -> None:
     lab.cli("console", "client", "--send", f"wget -q -O - http://{cluster_ip}:8000/ | grep -q 'hostname: web' "
                                            "&& echo SERVICE-REACHED-$((6*7))\\n")
     lab.cli("console", "client", "--log", "--until", "SERVICE-REACHED-42", "--timeout", "60")
+    # and by its name, short as the search list allows, from the cluster DNS its lease named
+    lab.cli("console", "client", "--send", f"nslookup web-http | grep -q {cluster_ip} && wget -q -O - "
+                                           "http://web-http:8000/ | grep -q 'hostname: web' "
+                                           "&& echo NAME-REACHED-$((6*7))\\n")
+    lab.cli("console", "client", "--log", "--until", "NAME-REACHED-42", "--timeout", "60")
+    lab.cli("console", "client", "--send", "time sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do nslookup "
+                                           "web-http.default.svc.cluster.local >/dev/null; done'; "
+                                           "echo TIMED-$((6*7))\\n")
+    timed = lab.cli("console", "client", "--log", "--until", "TIMED-42", "--timeout", "60").stdout
+    found = re.findall(r"real\s+(\d+)m\s*([\d.]+)s", timed)
+    assert found, timed[-500:]
+    minutes, seconds = found[-1]
+    print(f"DNS from a guest: {(int(minutes) * 60 + float(seconds)) / 10 * 1000:.0f} ms per nslookup (A and AAAA)")
+    lab.cli("console", "client", "--send", "nslookup example.com; echo NX-$((6*7))\\n")
+    outside = lab.cli("console", "client", "--log", "--until", "NX-42", "--timeout", "60").stdout
+    assert "NXDOMAIN" in outside.rsplit("nslookup example.com", 1)[-1], "a name not ours: NXDOMAIN, nothing leaves"
 
     # restarted on the other node: the endpoint follows, the same addresses keep answering
     lab.cli("apply", "-f", web_manifest(lab, "web", "node2", labels))
