@@ -46,6 +46,7 @@ from scheduler.pools import PoolApi
 from scheduler.power import PowerApi
 from scheduler.preferences import PreferenceApi
 from scheduler.replicasets import ReplicaSetApi
+from scheduler.services import ServiceApi
 from scheduler.vmplan import printable_status
 from scheduler.volumes import VolumeApi
 from servicekit.endpoints import Endpoint
@@ -71,6 +72,7 @@ class Api:
         self.preferences = PreferenceApi(store)
         self.replicasets = ReplicaSetApi(store, clock=clock)
         self.pools = PoolApi(store, expand=self._expand, clock=clock)
+        self.services = ServiceApi(store, clock=clock)
 
     def endpoints(self) -> list[Endpoint]:
         table: dict[tuple[str, str], Callable[[bytes], object]] = {
@@ -98,7 +100,7 @@ class Api:
             ("instancetype", "apply"): self.instancetypes.apply, ("instancetype", "get"): self.instancetypes.get,
             ("instancetype", "list"): self.instancetypes.list_all,
             ("instancetype", "delete"): self.instancetypes.delete,
-            **self.replicasets.table(), **self.pools.table(), **self.preferences.table(),
+            **self.replicasets.table(), **self.pools.table(), **self.preferences.table(), **self.services.table(),
         }
         return [Endpoint(f"{kind}-{verb}", subjects.api(kind, verb), handler)  # type: ignore[arg-type]
                 for (kind, verb), handler in table.items()]
