@@ -23,13 +23,14 @@ from launcher import disks, lifecycle, namespaces, podnic
 from launcher.console import ConsoleInput, ConsoleTail
 from launcher.dhcp_packet import Lease
 from launcher.dhcp_server import serve_dhcp_in_netns
-from launcher.domain import CONSOLE_SOCKET, compose_domain_xml, plan_domain, stable_mac
+from launcher.domain import CONSOLE_SOCKET, VNC_SOCKET, compose_domain_xml, plan_domain, stable_mac
 from launcher.leasekeeper import LeaseKeeper, LeaseNotTaken
 from launcher.libvirtd import PrivateLibvirtd
 from launcher.masquerade import Masquerade
 from launcher.power import PowerKeeper
 from launcher.powerplan import Done, Wanted
 from launcher.supervision import DomainFollower
+from launcher.vnc import VncServer, libvirt_screenshot
 from proto import subjects
 from proto.errors import ApiError, Code
 from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
@@ -156,6 +157,7 @@ class Runner:
         tail: asyncio.Task[None] | None = None
         keys: asyncio.Task[None] | None = None
         publisher: asyncio.Task[None] | None = None
+        screen: asyncio.Task[None] | None = None
         lease: asyncio.Task[str] | None = None
         power: asyncio.Task[None] | None = None
         try:
@@ -182,6 +184,8 @@ class Runner:
             keys = asyncio.create_task(ConsoleInput(self.store.nc, self.args.node, self.args.vmi, CONSOLE_SOCKET,
                                                     on_output=self.console.wake.set).run())
             self.follower.dom = dom
+            screen = asyncio.create_task(VncServer(self.store.nc, self.args.node, self.args.vmi, VNC_SOCKET, lambda: (
+                asyncio.to_thread(libvirt_screenshot, self.libvirtd.conn, self.follower.dom))).run())
             publisher = asyncio.create_task(self._publish_stats())
             power = asyncio.create_task(self.power.run())
             phase, reason = await self._supervise(dom, vmi.spec.termination_grace_period_seconds)
@@ -190,7 +194,7 @@ class Runner:
             return 0
         finally:
             watcher.cancel()
-            for task in (tail, keys, publisher, power):
+            for task in (tail, keys, publisher, power, screen):
                 if task is not None:
                     task.cancel()
             await self._clean_up()

@@ -122,6 +122,33 @@ def console_of_node(node: str, what: str) -> str:
 
 
 CONSOLE_OUT_ALL = f"{CONSOLE_PREFIX}.*.*.out"
+
+# A VMI's screen (proto.vnc): like the console's, its subjects carry the node running the VMI, so a
+# node's launchers serve only their own node's (proto.permissions).
+VNC_PREFIX = "virtbus.vnc"
+
+
+def vnc_open(node: str, vmi: str) -> str:
+    """Request/reply to the VMI's launcher: open a VNC tunnel session."""
+    return f"{VNC_PREFIX}.{token(node)}.{token(vmi)}.open"
+
+
+def vnc_screenshot(node: str, vmi: str) -> str:
+    """Request/reply to the VMI's launcher: the screen as a PNG."""
+    return f"{VNC_PREFIX}.{token(node)}.{token(vmi)}.screenshot"
+
+
+def vnc_session(node: str, vmi: str, session: str, direction: str) -> str:
+    """One direction of a session: ``up`` (client to the VMI's screen) or ``down``."""
+    if direction not in ("up", "down"):
+        raise InvalidToken(f"{direction!r} is not up or down")
+    return f"{VNC_PREFIX}.{token(node)}.{token(vmi)}.{token(session)}.{direction}"
+
+
+def vnc_of_node(node: str) -> str:
+    """Every VNC subject of one node's VMIs."""
+    return f"{VNC_PREFIX}.{token(node)}.>"
+
 STATS_PREFIX = "virtbus.stats"
 STREAM_EVENTS = "VIRTBUS_EVENTS"
 EVENTS_ALL = "virtbus.events.>"
