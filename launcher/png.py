@@ -1,5 +1,6 @@
-"""QEMU's screenshots (binary PPM, P6) as PNG, pure: a VGA text screen's 860 KB of pixels are a
-few KB of PNG, which fits a NATS reply whatever the guest's resolution is likely to be."""
+"""QEMU's screenshots as PNG, pure. libvirt asks QEMU for a PNG where it can (QEMU 7.1 and later)
+and for a binary PPM (P6) otherwise: a VGA text screen's 860 KB of PPM pixels are a few KB as PNG,
+which fits a NATS reply whatever the guest's resolution is likely to be."""
 
 from __future__ import annotations
 
@@ -50,3 +51,13 @@ def ppm_to_png(ppm: bytes) -> tuple[bytes, int, int]:
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
     png = SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw, 6)) + _chunk(b"IEND", b"")
     return png, width, height
+
+
+def as_png(image: bytes) -> tuple[bytes, int, int]:
+    """(png, width, height) of a screenshot in either format."""
+    if image.startswith(SIGNATURE):
+        if image[12:16] != b"IHDR":
+            raise ApiError(Code.INTERNAL, "the screenshot is a PNG without its header")
+        width, height = struct.unpack(">II", image[16:24])
+        return image, width, height
+    return ppm_to_png(image)

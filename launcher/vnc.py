@@ -3,7 +3,7 @@
 ``virtbus.vnc.<node>.<vmi>.open`` opens a session (proto.vnc): this launcher connects to QEMU's
 socket, subscribes to the session's ``up`` frames and only then replies, then pumps both ways
 (servicekit.tunnelpump). ``...screenshot`` answers with the screen as a PNG (libvirt's
-virDomainScreenshot, QEMU's PPM converted here). Only this node may serve these subjects.
+virDomainScreenshot; QEMU's PNG, or its PPM converted here). Only this node may serve these subjects.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from nats.aio.client import Client
 
-from launcher.png import ppm_to_png
+from launcher.png import as_png
 from proto import subjects
 from proto.api import decode_request, encode
 from proto.errors import ApiError, Code, ErrorReply
@@ -29,7 +29,7 @@ MAX_SCREENSHOT_BYTES = 900 * 1024  # under NATS's default max_payload (1 MiB), w
 
 
 def libvirt_screenshot(conn: Any, dom: Any) -> bytes:
-    """The first screen as QEMU's PPM (blocking: run in a thread)."""
+    """The first screen, as QEMU's PNG or PPM (blocking: run in a thread)."""
     stream = conn.newStream(0)
     chunks: list[bytes] = []
 
@@ -98,8 +98,8 @@ class VncServer:
 
     async def _screenshot(self, msg: Any) -> None:
         try:
-            ppm = await self.screenshot()
-            png, width, height = await asyncio.to_thread(ppm_to_png, ppm)
+            image = await self.screenshot()
+            png, width, height = await asyncio.to_thread(as_png, image)
             if len(png) > MAX_SCREENSHOT_BYTES:
                 raise ApiError(Code.UNAVAILABLE, f"the screenshot is {len(png)} bytes as PNG, too big for a reply")
             reply: Any = Screenshot(png=png, width=width, height=height)
