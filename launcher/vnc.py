@@ -65,8 +65,11 @@ class VncServer:
             for sub in subs:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
-            for task in self.sessions.values():
-                task.cancel()
+            sessions = list(self.sessions.values())
+            for task in sessions:
+                task.cancel()  # each tells its viewer, so none waits out the timeout
+            if sessions:
+                await asyncio.wait(sessions, timeout=2)
 
     async def _open(self, msg: Any) -> None:
         try:

@@ -128,20 +128,26 @@ async def run_tunnel(nc: Client, local: LocalEnd, inbound: Inbound, send_subject
             if flow.ack_due() or flow.keepalive_due(clock()):
                 await send(flow.ack_frame(clock()))
 
+    async def say_goodbye(why: str) -> None:
+        if not peer_closed:
+            with contextlib.suppress(Exception):  # the bus may be what failed
+                await send(flow.close_frame(why))
+                await nc.flush(timeout=2)
+
     tasks = [asyncio.create_task(outbound()), asyncio.create_task(incoming())]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         first = next(iter(done))
         error = first.exception()
         why = first.result() if error is None else f"the bus failed: {error or type(error).__name__}"
+    except asyncio.CancelledError:  # our side is going away (the VM stopped, the proxy ends): say so
+        await asyncio.shield(say_goodbye("ended by its holder"))
+        raise
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await inbound.unsubscribe()
         await local.close()
-    if not peer_closed:
-        with contextlib.suppress(Exception):  # the bus may be what failed
-            await send(flow.close_frame(why))
-            await nc.flush(timeout=2)
+    await say_goodbye(why)
     return why

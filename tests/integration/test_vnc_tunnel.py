@@ -39,6 +39,7 @@ class Rig:
     server: VncServer
     vnc_ends: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
     vnc_closed: asyncio.Event
+    serving: asyncio.Task[None]
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ async def rig(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Rig]:
     api = ApiClient(await nats.connect(nats_server.url, nkeys_seed=nats_server.creds("admin")))
     await asyncio.sleep(0.1)
     try:
-        yield Rig(launcher_nc, api, server, vnc_ends, closed)
+        yield Rig(launcher_nc, api, server, vnc_ends, closed, serving)
     finally:
         serving.cancel()
         await api.close()
@@ -127,6 +128,16 @@ async def test_the_vnc_server_closing_ends_the_viewers_connection(rig: Rig) -> N
     sock.close()
 
 
+async def test_a_launcher_that_stops_serving_says_so_at_once(rig: Rig) -> None:
+    sock, session = await _viewer(rig)
+    await asyncio.get_running_loop().sock_sendall(sock, b"x")
+    assert await _recv_exactly(sock, 1) == b"x"
+    rig.serving.cancel()  # the VM stopped: its launcher ends its sessions
+    assert "peer closed" in await asyncio.wait_for(session, 3)  # not after the 15 s timeout
+    assert await _recv_exactly(sock, 1) == b""
+    sock.close()
+
+
 async def test_a_vanished_peer_times_out_on_both_sides(rig: Rig) -> None:
     sock, session = await _viewer(rig, Flow(idle_timeout_s=1.5))
     await asyncio.get_running_loop().sock_sendall(sock, b"x")
@@ -142,8 +153,8 @@ async def test_a_viewer_that_vanishes_is_timed_out_by_the_launcher(rig: Rig, nat
     sock, session = await _viewer(rig)
     await asyncio.get_running_loop().sock_sendall(sock, b"x")
     assert await _recv_exactly(sock, 1) == b"x"
-    session.cancel()  # the CLI dies mid-session: no close frame, no more keepalives
-    await rig.api.nc.close()
+    await rig.api.nc.close()  # the CLI's connection dies mid-session: no close frame, no more keepalives
+    session.cancel()
     sock.close()
     start = time.monotonic()
     await asyncio.wait_for(rig.vnc_closed.wait(), 10)  # the launcher let go of QEMU's socket
