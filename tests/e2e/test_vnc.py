@@ -229,6 +229,11 @@ def test_the_screen_by_screenshot_proxy_and_web_console(lab: Lab) -> None:
                 assert rect[2:] == [width, height], rect
                 png = browser.call("Page.captureScreenshot", format="png",
                                    clip={"x": rect[0], "y": rect[1], "width": width, "height": height, "scale": 1})
+                # the page's other link: noVNC's own full client, on the same WebSocket
+                browser.call("Page.navigate", url=f"{base}/novnc/vnc.html?path=ws/screen&autoconnect=1")
+                while not browser.evaluate("document.documentElement.classList.contains('noVNC_connected')"):
+                    assert time.monotonic() < deadline + 30, browser.evaluate("document.body.innerText")
+                    time.sleep(0.3)
             finally:
                 browser.close()
     if keep := os.environ.get("VIRTBUS_TEST_ARTIFACTS"):  # to look at them
