@@ -1,8 +1,8 @@
 """``virtbus console-web``: a web page listing the VMs, each screen opened in the browser with noVNC
 (Debian's ``novnc`` files, served here) over a WebSocket this server joins to the VM's VNC tunnel
-(proto.vnc). It acts with the CLI's credentials (--creds), so NATS decides who may look: with a
-viewer's, the list shows and the screens are refused. It listens on loopback unless told otherwise:
-whoever reaches it acts with those credentials.
+(proto.vnc). It acts with the CLI's credentials (--creds), so NATS decides who may do what: with
+an admin's the screens take keys and pointer, with a viewer's they are only to look at. It listens
+on loopback unless told otherwise: whoever reaches it acts with those credentials.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ rfb.addEventListener("disconnect", (e) => {{ document.title = "{name}: disconnec
 def add_parser(sub: Any) -> None:
     w = sub.add_parser("console-web", help="a web page of the VMs and their screens (noVNC)")
     w.add_argument("--listen", default="127.0.0.1:8080", help="ADDRESS:PORT (port 0: a free one)")
+    w.add_argument("--view-only", action="store_true", help="screens only to look at, whatever the credentials")
 
 
 async def _respond(writer: asyncio.StreamWriter, status: str, body: bytes, kind: str = "text/html") -> None:
@@ -65,8 +66,9 @@ def static_file(path: str) -> Path | None:
 
 
 class WebConsole:
-    def __init__(self, api: ApiClient) -> None:
+    def __init__(self, api: ApiClient, view_only: bool = False) -> None:
         self.api = api
+        self.view_only = view_only
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -118,7 +120,7 @@ class WebConsole:
                       f"Sec-WebSocket-Accept: {accept_key(key)}\r\n{extra}\r\n").encode())
         await writer.drain()
         try:
-            why = await vnc.tunnel(self.api, name, WebSocketEnd(reader, writer))
+            why = await vnc.tunnel(self.api, name, WebSocketEnd(reader, writer), self.view_only)
         except ApiError as exc:
             why = str(exc)
         print(f"console-web: the screen of {name} closed: {why}", file=sys.stderr)
@@ -128,7 +130,7 @@ async def run(api: ApiClient, args: argparse.Namespace) -> int:
     host, _, port = args.listen.rpartition(":")
     if not NOVNC.is_dir():
         print(f"console-web: {NOVNC} is missing (apt-get install novnc): the screens will not open", file=sys.stderr)
-    server = await asyncio.start_server(WebConsole(api).handle, host or "127.0.0.1", int(port))
+    server = await asyncio.start_server(WebConsole(api, args.view_only).handle, host or "127.0.0.1", int(port))
     bound = server.sockets[0].getsockname()
     print(f"virtbus web console on http://{bound[0]}:{bound[1]}/", flush=True)
     async with server:

@@ -2,7 +2,8 @@
 
 ``virtbus.vnc.<node>.<vmi>.open`` opens a session (proto.vnc): this launcher connects to QEMU's
 socket, subscribes to the session's ``up`` frames and only then replies, then pumps both ways
-(servicekit.tunnelpump). ``...screenshot`` answers with the screen as a PNG (libvirt's
+(servicekit.tunnelpump); one opened on ``.view`` has its input taken out (launcher.rfbfilter).
+``...screenshot`` answers with the screen as a PNG (libvirt's
 virDomainScreenshot; QEMU's PNG, or its PPM converted here). Only this node may serve these subjects.
 """
 
@@ -17,12 +18,13 @@ import structlog
 from nats.aio.client import Client
 
 from launcher.png import as_png
+from launcher.rfbfilter import ViewOnlyEnd
 from proto import subjects
 from proto.api import decode_request, encode
 from proto.errors import ApiError, Code, ErrorReply
 from proto.vnc import IDLE_TIMEOUT_S, MAX_SESSIONS, WINDOW, Screenshot, VncOpen, VncOpened, check_session
 from servicekit.tunnel import Flow
-from servicekit.tunnelpump import Inbound, StreamEnd, run_tunnel
+from servicekit.tunnelpump import Inbound, LocalEnd, StreamEnd, run_tunnel
 
 log = structlog.get_logger()
 MAX_SCREENSHOT_BYTES = 900 * 1024  # under NATS's default max_payload (1 MiB), with the reply's base64
@@ -58,6 +60,7 @@ class VncServer:
 
     async def run(self) -> None:
         subs = [await self.nc.subscribe(subjects.vnc_open(self.node, self.vmi), cb=self._open),
+                await self.nc.subscribe(subjects.vnc_open(self.node, self.vmi, view_only=True), cb=self._open_view),
                 await self.nc.subscribe(subjects.vnc_screenshot(self.node, self.vmi), cb=self._screenshot)]
         try:
             await asyncio.Event().wait()
@@ -71,7 +74,10 @@ class VncServer:
             if sessions:
                 await asyncio.wait(sessions, timeout=2)
 
-    async def _open(self, msg: Any) -> None:
+    async def _open_view(self, msg: Any) -> None:
+        await self._open(msg, view_only=True)
+
+    async def _open(self, msg: Any, view_only: bool = False) -> None:
         try:
             session = check_session(decode_request(msg.data, VncOpen).session)
             if session in self.sessions:
@@ -82,16 +88,20 @@ class VncServer:
                 reader, writer = await asyncio.open_unix_connection(self.socket_path)
             except OSError as exc:
                 raise ApiError(Code.UNAVAILABLE, f"the VM's screen is not available: {exc.strerror}") from None
-            inbound = await Inbound.subscribe(self.nc, subjects.vnc_session(self.node, self.vmi, session, "up"))
-            down = subjects.vnc_session(self.node, self.vmi, session, "down")
-            self.sessions[session] = asyncio.create_task(self._serve(session, StreamEnd(reader, writer), inbound, down))
+            up = subjects.vnc_session(self.node, self.vmi, session, "up", view_only)
+            inbound = await Inbound.subscribe(self.nc, up)
+            down = subjects.vnc_session(self.node, self.vmi, session, "down", view_only)
+            local: LocalEnd = StreamEnd(reader, writer)
+            if view_only:
+                local = ViewOnlyEnd(local)
+            self.sessions[session] = asyncio.create_task(self._serve(session, local, inbound, down))
             reply: Any = VncOpened(session=session, window=WINDOW)
         except ApiError as exc:
             reply = ErrorReply(error=exc.body())
         await msg.respond(encode(reply))
 
-    async def _serve(self, session: str, local: StreamEnd, inbound: Inbound, down: str) -> str:
-        log.info("vnc session opened", session=session)
+    async def _serve(self, session: str, local: LocalEnd, inbound: Inbound, down: str) -> str:
+        log.info("vnc session opened", session=session, view_only=isinstance(local, ViewOnlyEnd))
         try:
             why = await run_tunnel(self.nc, local, inbound, down, Flow(idle_timeout_s=self.idle_timeout_s))
             log.info("vnc session closed", session=session, why=why)

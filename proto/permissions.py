@@ -2,8 +2,8 @@
 
 NATS enforces these, not our code's manners. The roles follow Kubernetes' RBAC and NodeRestriction:
 - admin: everything (the operator; the lab's default CLI user);
-- viewer: the API's read verbs, reading state, events, stats and console output; nothing that changes
-  (no VNC either: a VNC session carries keys and pointer, which a viewer may not send);
+- viewer: the API's read verbs, reading state, events, stats and console output, screenshots and
+  view-only VNC sessions (their input taken out by the launcher); nothing that changes;
 - control: the api service, controllers and binder: the state buckets, streams, the API and the node API;
 - node N: its handler and its launchers: its own node record and pod-IP table, its own node-API
   subjects (where the control plane checks what it reports), its own stats, console and VNC subjects.
@@ -75,9 +75,10 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
         case Role.VIEWER:
             return Permissions(
                 publish=Rules(allow=[*(f"{subjects.API_PREFIX}.*.{verb}" for verb in READ_VERBS),
-                                     "virtbus.node.*.info", *JS_READ, *SERVICE_DISCOVERY]),
+                                     "virtbus.node.*.info", *subjects.VNC_VIEWER_PUBLISH, *JS_READ,
+                                     *SERVICE_DISCOVERY]),
                 subscribe=Rules(allow=["_INBOX.>", subjects.CONSOLE_OUT_ALL, f"{subjects.STATS_PREFIX}.>",
-                                       subjects.EVENTS_ALL]))
+                                       subjects.EVENTS_ALL, *subjects.VNC_VIEWER_SUBSCRIBE]))
         case Role.CONTROL:
             return Permissions(
                 publish=Rules(allow=["$JS.API.>", "$JS.FC.>", "$JS.ACK.>", "$KV.>",

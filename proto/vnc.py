@@ -1,8 +1,10 @@
 """A VMI's screen over NATS: the VNC tunnel's messages and the screenshot's.
 
 A client opens a session on ``virtbus.vnc.<node>.<vmi>.open`` (request/reply) with a session id it
-made up, having subscribed first to ``virtbus.vnc.<node>.<vmi>.<session>.down``; the VMI's launcher
-connects to QEMU's VNC socket, subscribes to ``...<session>.up`` and only then replies. From there
+made up, having subscribed first to ``virtbus.vnc.<node>.<vmi>.full.<session>.down``; the VMI's
+launcher connects to QEMU's VNC socket, subscribes to ``...full.<session>.up`` and only then replies.
+A view-only session is the same on ``.view`` and ``...view.<session>.up|down``: the launcher takes
+every input out of what the client sends (launcher.rfbfilter); it is what a viewer may open. From there
 both directions carry ``Frame``s (msgpack): the bytes of the stream in order (``offset`` is where
 ``data`` starts in it), each side acknowledging what it has written out (``ack``: bytes taken so far),
 so no side has more than ``WINDOW`` bytes in flight. A frame with ``close`` ends the session; a side

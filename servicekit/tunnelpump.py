@@ -122,6 +122,8 @@ async def run_tunnel(nc: Client, local: LocalEnd, inbound: Inbound, send_subject
                         await local.write(data)
                     except (ConnectionError, OSError):
                         return "the other end closed"
+                    except ValueError as exc:  # the local end would not take it (a view-only filter)
+                        return f"refused: {exc}"
                     flow.wrote(len(data))
             elif flow.peer_gone(now):
                 return f"the peer was silent for {flow.idle_timeout_s:.0f}s"

@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import os
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -78,11 +79,13 @@ async def rig(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Rig]:
         vnc.close()
 
 
-async def _viewer(rig: Rig, flow: Flow | None = None) -> tuple[socket.socket, asyncio.Task[str]]:
+async def _viewer(rig: Rig, flow: Flow | None = None, api: ApiClient | None = None,
+                  view_only: bool = False) -> tuple[socket.socket, asyncio.Task[str]]:
     """A viewer's socket, its other end in a tunnel session."""
     ours, theirs = socket.socketpair()
     reader, writer = await asyncio.open_connection(sock=theirs)
-    session = asyncio.create_task(open_tunnel(rig.api, "node1", "testvm", StreamEnd(reader, writer), flow))
+    session = asyncio.create_task(open_tunnel(api or rig.api, "node1", "testvm", StreamEnd(reader, writer), flow,
+                                              view_only))
     ours.setblocking(False)
     return ours, session
 
@@ -178,3 +181,26 @@ async def test_a_screenshot_and_a_bad_open(rig: Rig) -> None:
             await rig.api.request(subjects.vnc_open("node1", "testvm"), body, VncOpened, "launcher", "")
         assert err.value.code in (Code.BAD_REQUEST, Code.INVALID)
     assert rig.server.sessions == {}
+
+
+async def test_a_viewers_session_shows_the_screen_and_takes_out_its_input(rig: Rig, nats_server: NatsServer) -> None:
+    viewer = await ApiClient.connect(nats_server.url, nats_server.creds("viewer"))
+    try:
+        ours, theirs = socket.socketpair()
+        with pytest.raises(ApiError) as err:  # a full session is not a viewer's
+            await open_tunnel(viewer, "node1", "testvm", StreamEnd(*await asyncio.open_connection(sock=theirs)))
+        assert err.value.code is Code.FORBIDDEN
+        ours.close()
+        sock, session = await _viewer(rig, api=viewer, view_only=True)
+        loop = asyncio.get_running_loop()
+        update = struct.pack(">BBHHHH", 3, 0, 0, 0, 720, 400)
+        key, pointer = struct.pack(">BBxxI", 4, 1, 0x61), struct.pack(">BBHH", 5, 1, 10, 10)
+        await loop.sock_sendall(sock, b"RFB 003.008\n\x01\x00" + key + update + pointer + update)
+        # the (echoing) VNC server got the handshake, shared, and the update requests only
+        expected = b"RFB 003.008\n\x01\x01" + update + update
+        assert await _recv_exactly(sock, len(expected)) == expected
+        await loop.sock_sendall(sock, b"\x07junk")  # a message it cannot vouch for ends the session
+        assert "refused" in await asyncio.wait_for(session, 5)
+        sock.close()
+    finally:
+        await viewer.close()
