@@ -10,18 +10,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from ctl import (
-    console,
-    instancetypecmd,
-    power,
-    preferencecmd,
-    render,
-    servicecmd,
-    vnc,
-    volumecmd,
-    webconsole,
-    workloadcmd,
-)
+import ctl.vnc
+import ctl.webconsole
+from ctl import console, instancetypecmd, power, preferencecmd, render, servicecmd, volumecmd, workloadcmd
 from ctl.client import ApiClient, default_url
 from ctl.lab import say
 from ctl.progress import ask, vm_state, wait_for
@@ -346,8 +337,8 @@ def parser() -> argparse.ArgumentParser:
     instancetypecmd.add_parser(sub)
     workloadcmd.add_parser(sub)
     preferencecmd.add_parser(sub)
-    vnc.add_parser(sub)
-    webconsole.add_parser(sub)
+    ctl.vnc.add_parser(sub)
+    ctl.webconsole.add_parser(sub)
     from ctl import lab
     lab.add_parser(sub)
     return p
@@ -358,7 +349,7 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": cmd_image,
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
     "instancetype": instancetypecmd.run, "scale": workloadcmd.scale,
-    "preference": preferencecmd.run, "vnc": vnc.run, "console-web": webconsole.run,
+    "preference": preferencecmd.run, "vnc": ctl.vnc.run, "console-web": ctl.webconsole.run,
     **dict.fromkeys(power.VERBS, power.cmd_power),
 }
 
