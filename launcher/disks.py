@@ -88,10 +88,10 @@ async def prepare(spec: VMSpec, *, uid: str, vmi_dir: Path, cache_dir: Path, ima
             out[volume.name] = (str(await asyncio.to_thread(hostdisks.prepare, source, index, host_disk_dirs)), "raw")
         elif isinstance(source, CloudInitConfigDrive):
             out[volume.name] = (str(await asyncio.to_thread(
-                configdrive.make_config_drive, source, uid=uid, hostname=spec.name, vmi_dir=vmi_dir)), "raw")
+                configdrive.make_config_drive, source, uid=uid, hostname=spec.guest_hostname, vmi_dir=vmi_dir)), "raw")
         elif isinstance(source, CloudInitNoCloud):
             out[volume.name] = (str(await asyncio.to_thread(
-                make_cidata, source, uid=uid, hostname=spec.name, vmi_dir=vmi_dir)), "raw")
+                make_cidata, source, uid=uid, hostname=spec.guest_hostname, vmi_dir=vmi_dir)), "raw")
     return out
 
 

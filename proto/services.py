@@ -228,20 +228,23 @@ def vmi_labels(vmi: VMI) -> dict[str, str]:
     return labels
 
 
-def ready_address(vmi: VMI) -> EndpointAddress | None:
-    """A Running VMI with a pod address serves; a paused, stopping or finished one does not."""
+def ready_address(vmi: VMI, service: str | None = None) -> EndpointAddress | None:
+    """A Running VMI with a pod address serves; a paused, stopping or finished one does not. In the
+    Service whose name is its subdomain it is known by its host name (Kubernetes' pod hostname)."""
     if vmi.phase is not Phase.RUNNING or vmi.stop_requested or vmi.deleting or vmi.pause_requested:
         return None
     if not vmi.interfaces or not vmi.interfaces[0].ip_address:
         return None
-    return EndpointAddress(ip=vmi.interfaces[0].ip_address, vmi=vmi.name, node=vmi.node_name)
+    hostname = vmi.spec.guest_hostname if service is not None and vmi.spec.subdomain == service else None
+    return EndpointAddress(ip=vmi.interfaces[0].ip_address, vmi=vmi.name, node=vmi.node_name, hostname=hostname)
 
 
 def endpoints_for(service: Service, vmis: Iterable[VMI]) -> Endpoints:
     """The Endpoints of a Service with a selector: one subset, its ready VMIs' pod addresses (sorted,
     so an unchanged set is an unchanged value) on its target ports."""
     addresses = sorted((a for v in vmis if selects(service.selector, vmi_labels(v))
-                        for a in [ready_address(v)] if a is not None), key=lambda a: (a.ip, a.vmi or ""))
+                        for a in [ready_address(v, service.name)] if a is not None),
+                       key=lambda a: (a.ip, a.vmi or ""))
     if not addresses:
         return Endpoints(name=service.name)
     ports = [EndpointPort(port=p.target_port, protocol=p.protocol, name=p.name) for p in service.ports]
