@@ -243,7 +243,7 @@ async def cmd_expose(api: ApiClient, args: argparse.Namespace) -> int:
         await servicecmd.expose(api, args)
         return 0
     if args.kind != "vm":
-        raise ApiError(Code.INVALID, "a VMI is exposed as a Service: give --name SVC", "name")
+        raise ApiError(Code.INVALID, f"a {args.kind} is exposed as a Service: give --name SVC", "name")
     if args.command == "expose":
         e = await api.call("vm", "expose", ExposeRequest(name=args.name, port=args.port, node_port=args.node_port,
                                                          protocol=args.protocol), Exposure)
@@ -264,7 +264,9 @@ async def cmd_fip(api: ApiClient, args: argparse.Namespace) -> int:
         say(f"floating IP {fip.address} attached to vm/{fip.vm}")
     elif verb == "list":
         items = (await api.call("fip", "list", {}, FloatingIPList)).items
-        say(render.table(["ADDRESS", "NETWORK", "VM"], [[f.address, f.network, f.vm or "<none>"] for f in items]))
+        holder = [f.vm or (f"svc/{f.service}" if f.service else "<none>") for f in items]
+        say(render.table(["ADDRESS", "NETWORK", "VM"], [[f.address, f.network, h] for f, h in zip(items, holder,
+                                                                                                  strict=True)]))
     else:
         say((await api.call("fip", verb, FloatingIPRequest(address=args.address), Ack)).message)
     return 0
@@ -302,7 +304,7 @@ def parser() -> argparse.ArgumentParser:
     for verb in ("expose", "unexpose"):
         e = sub.add_parser(verb, help=f"{verb} a VM's port: as a Service (--name, virtctl expose), or on a node "
                                       "port of its node (DNAT node:N -> pod:P)")
-        e.add_argument("kind", choices=["vm", "vmi"])
+        e.add_argument("kind", choices=["vm", "vmi", "vmirs"])
         e.add_argument("name")
         e.add_argument("--port", type=int, required=True)
         e.add_argument("--protocol", choices=["TCP", "UDP"], default="TCP")

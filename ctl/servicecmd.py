@@ -104,7 +104,8 @@ def service_object(view: ServiceView) -> resources.Obj:
             "metadata": {"name": s.name, "namespace": NAMESPACE, "uid": s.uid,
                          "creationTimestamp": resources.timestamp(s.created_at), **({"labels": s.labels}
                                                                                     if s.labels else {})},
-            "spec": spec, "status": {"loadBalancer": {}}}
+            "spec": spec, "status": {"loadBalancer": {"ingress": [{"ip": s.load_balancer_ip}]}
+                                     if s.load_balancer_ip else {}}}
 
 
 def endpoints_object(e: Endpoints) -> resources.Obj:
@@ -125,7 +126,9 @@ def _cluster_ip(s: Service) -> str:
 
 
 def _external(s: Service) -> str:
-    return "<pending>" if s.type is ServiceType.LOAD_BALANCER else "<none>"
+    if s.type is not ServiceType.LOAD_BALANCER:
+        return "<none>"
+    return s.load_balancer_ip or "<pending>"
 
 
 def _ports(s: Service) -> str:

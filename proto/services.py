@@ -93,7 +93,7 @@ def parse_service(obj: Any, *, uid: str, now: float) -> Service:
     spec = _map(obj.get("spec") or {}, "spec")
     _only(spec, "spec", ("type", "selector", "ports", "clusterIP", "clusterIPs", "sessionAffinity",
                          "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy", "externalTrafficPolicy",
-                         "publishNotReadyAddresses"))
+                         "publishNotReadyAddresses", "loadBalancerIP", "allocateLoadBalancerNodePorts"))
     try:
         kind = ServiceType(spec.get("type", "ClusterIP"))
     except ValueError:
@@ -101,7 +101,8 @@ def parse_service(obj: Any, *, uid: str, now: float) -> Service:
                                 "LoadBalancer)") from None
     for key, allowed in (("sessionAffinity", ("None",)), ("ipFamilies", (["IPv4"],)),
                          ("ipFamilyPolicy", ("SingleStack",)), ("internalTrafficPolicy", ("Cluster",)),
-                         ("externalTrafficPolicy", ("Cluster",)), ("publishNotReadyAddresses", (False,))):
+                         ("externalTrafficPolicy", ("Cluster",)), ("publishNotReadyAddresses", (False,)),
+                         ("allocateLoadBalancerNodePorts", (True,))):
         if key in spec and spec[key] not in allowed:
             raise _bad(f"spec.{key}", f"spec.{key} {spec[key]!r} is not supported (only {allowed[0]!r})")
     selector = dict(_map(spec.get("selector") or {}, "spec.selector"))
@@ -115,8 +116,13 @@ def parse_service(obj: Any, *, uid: str, now: float) -> Service:
     ports = [_port(p, f"spec.ports[{i}]", kind, several=len(ports_in) > 1) for i, p in enumerate(ports_in)]
     _unique([(p.port, p.protocol) for p in ports], "spec.ports", "port")
     _unique([p.name for p in ports], "spec.ports", "name")
+    lb_ip = spec.get("loadBalancerIP")
+    if lb_ip is not None:
+        if kind is not ServiceType.LOAD_BALANCER:
+            raise _bad("spec.loadBalancerIP", "only a LoadBalancer Service has a loadBalancerIP")
+        lb_ip = str(netcheck.host_address(lb_ip, "spec.loadBalancerIP"))
     return Service(name=name, uid=uid, type=kind, ports=ports, created_at=now, selector=selector,
-                   cluster_ip=cluster_ip, labels=labels)
+                   cluster_ip=cluster_ip, labels=labels, load_balancer_ip=lb_ip)
 
 
 def _cluster_ip(spec: Mapping[str, Any], kind: ServiceType) -> str:

@@ -64,6 +64,14 @@ def test_a_service_follows_its_vm_and_answers_on_every_node(lab: Lab) -> None:
     assert "hostname: web" in http_get(lab, "node2", f"http://{cluster_ip}:8000/")
     for node in ("node1", "node2"):
         assert "hostname: web" in http_get(lab, "outside", f"http://{node_address(lab, node)}:{node_port}/")
+    # a LoadBalancer: a floating IP of the provider network, answered by the node running the endpoint
+    lab.cli("fip", "create", "192.168.200.40", "--network", "provider")
+    lb = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-lb"},
+          "spec": {"type": "LoadBalancer", "selector": labels, "ports": [{"port": 8080, "targetPort": 80}]}}
+    (lab.state_dir / "lb.json").write_text(json.dumps(lb))
+    lab.cli("apply", "-f", str(lab.state_dir / "lb.json"))
+    assert "192.168.200.40" in lab.cli("get", "services", "web-lb").stdout
+    assert "hostname: web" in http_get(lab, "outside", "http://192.168.200.40:8080/")
     # from a guest on the other node, by the virtual IP
     lab.cli("console", "client", "--log", "--until", MARKER, "--timeout", "180")
     lab.cli("console", "client", "--send", f"wget -q -O - http://{cluster_ip}:8000/ | grep -q 'hostname: web' "
@@ -99,6 +107,9 @@ def test_a_service_follows_its_vm_and_answers_on_every_node(lab: Lab) -> None:
     print(f"endpoints followed the VM {time.monotonic() - running:.2f} s after restart --wait returned")
     assert "hostname: web" in http_get(lab, "node1", f"http://{cluster_ip}:8000/")
     assert "hostname: web" in http_get(lab, "outside", f"http://{node_address(lab, 'node1')}:{node_port}/")
+    assert "hostname: web" in http_get(lab, "outside", "http://192.168.200.40:8080/")  # now node2 answers
+    held = {node: "192.168.200.40/32" in lab_exec(lab, node, "ip", "-o", "addr").stdout for node in ("node1", "node2")}
+    assert held == {"node1": False, "node2": True}
 
     # stopped: no endpoint, and the virtual IP refuses at once rather than hanging
     lab.cli("stop", "web", "--wait", "--timeout", "120")
@@ -108,6 +119,8 @@ def test_a_service_follows_its_vm_and_answers_on_every_node(lab: Lab) -> None:
         assert time.monotonic() < deadline, f"curl: {refused.returncode} {refused.stderr}"
         time.sleep(0.3)
     lab.cli("delete", "service", "web-http")
+    lab.cli("delete", "service", "web-lb")
+    lab.cli("fip", "delete", "192.168.200.40")
     assert "web-http" not in lab.cli("get", "services").stdout
     for name in ("web", "client"):
         lab.cli("delete", name, "--wait", "--timeout", "120")
