@@ -114,7 +114,7 @@ def verdict(probe: Probe, wanted: Format | None = None) -> ImageFacts:
         raise ImageRefused(Refusal.UNSUPPORTED, f"qemu-img reads it as {info.format}; the store takes raw, qcow2 "
                            "and ISO images: convert it first (qemu-img convert -O qcow2)")
     if wanted is not None and wanted != facts.format:
-        raise ImageRefused(Refusal.MISMATCH, f"--format {wanted} was given, but the file is {_named(facts.format)}")
+        raise ImageRefused(Refusal.MISMATCH, f"--format {wanted} was given, but the file is {describe(facts.format)}")
     return facts
 
 
@@ -177,7 +177,7 @@ def _raw_or_iso(probe: Probe, wanted: Format | None) -> ImageFacts:
     return ImageFacts(format=Format.RAW, size=probe.size, virtual_size=probe.size)
 
 
-def _named(fmt: Format) -> str:
+def describe(fmt: Format) -> str:
     return {Format.RAW: "a raw disk image", Format.QCOW2: "a qcow2 image", Format.ISO: "an ISO 9660 image"}[fmt]
 
 
