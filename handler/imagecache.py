@@ -133,14 +133,19 @@ class ImageCache:
                 await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def _every(self) -> None:
+        kicked = False
         while True:
             self._wake.clear()
             try:
-                await self.sweep()
+                gone = await self.sweep()
+                if kicked:  # an image was deleted: say what its node did about it
+                    log.info("image deleted from the store; image cache swept", removed=len(gone))
             except Exception as exc:  # noqa: BLE001 - the next sweep tries again
                 log.warning("image cache sweep failed", error=str(exc) or type(exc).__name__)
+            kicked = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), SWEEP_EVERY_S)
+                kicked = True
 
     async def sweep(self) -> list[tuple[CacheFile, Why]]:
         files = await asyncio.to_thread(self._files)
