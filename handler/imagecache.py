@@ -3,10 +3,10 @@ digest, fetched by launchers) kept bounded and clean.
 
 A pure planner picks what goes: first every entry whose image is gone from the store, then the
 least recently used until the cache is under its bound; never an entry an instance here uses (the
-backing file of an overlay in a VMI's directory, or an image a VMI bound here names), never one
-used in the last minute (a launcher between fetching it and making its overlay), never a fetch in
-progress (``.part``; one untouched for ten minutes is a dead launcher's and goes). The adapter
-sweeps every minute, and at once when an image is deleted from the store.
+backing file of an overlay in a VMI's directory, an image a VMI bound here names, or a file some
+process here holds open), never one used in the last minute (a launcher between fetching it and
+making its overlay), never a fetch in progress (``.part``; one untouched for ten minutes is a dead
+launcher's and goes). The adapter sweeps every minute, and at once when an image is deleted.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -154,7 +155,8 @@ class ImageCache:
         # Read before anything is judged: a store that cannot be listed means no sweep, never "all gone".
         digests = await self._digests()
         in_store = {key for key in digests.values() if key is not None}
-        in_use = await asyncio.to_thread(self._backing_keys) | await self._named_keys(digests)
+        in_use = (await asyncio.to_thread(self._backing_keys) | await asyncio.to_thread(self._open_keys)
+                  | await self._named_keys(digests))
         gone = plan(files, in_store=in_store, in_use=in_use, bound=self.bound, now=self.clock())
         for f, why in gone:
             await asyncio.to_thread(f.path.unlink, missing_ok=True)
@@ -199,6 +201,27 @@ class ImageCache:
                 key = cache_key(cache, (overlay.parent / backing).resolve())
                 if key is not None:
                     keys.add(key)
+        return keys
+
+    def _open_keys(self) -> set[str]:
+        """The entries some process holds open: a QEMU using one directly (a cdrom, say), a volume
+        being copied from one, however the launcher attached it."""
+        cache = str(self.dir.resolve()) + "/"
+        keys = set()
+        for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+            try:
+                fds = list(fd_dir.iterdir())
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+            for fd in fds:
+                try:
+                    link = os.readlink(fd)
+                except OSError:  # closed meanwhile (the listing's own, for one)
+                    continue
+                if link.startswith(cache):
+                    key = cache_key(Path(cache.rstrip("/")), Path(link))
+                    if key is not None:
+                        keys.add(key)
         return keys
 
     async def _named_keys(self, digests: dict[str, str | None]) -> set[str]:
