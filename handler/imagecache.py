@@ -158,11 +158,14 @@ class ImageCache:
         in_use = (await asyncio.to_thread(self._backing_keys) | await asyncio.to_thread(self._open_keys)
                   | await self._named_keys(digests))
         gone = plan(files, in_store=in_store, in_use=in_use, bound=self.bound, now=self.clock())
+        removed = []
         for f, why in gone:
-            await asyncio.to_thread(f.path.unlink, missing_ok=True)
+            if not await asyncio.to_thread(_unlink_unless_used, f):
+                continue  # a launcher used it since it was listed: it stays
+            removed.append((f, why))
             log.info("image cache entry removed", file=f"{f.path.parent.name}/{f.path.name}", bytes=f.size,
                      why=why.value)
-        return gone
+        return removed
 
     def _files(self) -> list[CacheFile]:
         out = []
@@ -237,6 +240,16 @@ class ImageCache:
                 if key is not None:
                     keys.add(key)
         return keys
+
+
+def _unlink_unless_used(f: CacheFile) -> bool:
+    try:
+        if f.path.stat().st_mtime != f.last_used:
+            return False
+        f.path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _images_named(vmi: VMI, volume_images: dict[str, str | None]) -> set[str]:
