@@ -10,7 +10,17 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from ctl import console, imagecmd, instancetypecmd, power, render, volumecmd
+from ctl import (
+    console,
+    imagecmd,
+    instancetypecmd,
+    power,
+    preferencecmd,
+    render,
+    servicecmd,
+    volumecmd,
+    workloadcmd,
+)
 from ctl.client import ApiClient, default_url
 from ctl.lab import say
 from ctl.progress import ask, vm_state, wait_for
@@ -53,6 +63,12 @@ async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
             say(f"network/{net.item.name} applied")
         elif instancetypecmd.is_instancetype(kind):
             await instancetypecmd.apply(api, body)
+        elif preferencecmd.is_preference(kind):
+            await preferencecmd.apply(api, body)
+        elif workloadcmd.is_workload(kind):
+            await workloadcmd.apply(api, str(kind), body)
+        elif kind in servicecmd.MANIFEST_KINDS:
+            await servicecmd.apply(api, kind, body)
         elif kind == INSTANCE_KIND:
             vmi = (await api.call("vmi", "apply", body, VMIReply)).item
             say(f"virtualmachineinstance/{vmi.name} applied ({vmi.phase.value})")
@@ -63,9 +79,17 @@ async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
+    workload = workloadcmd.kind_of(args.kind)
+    if workload is not None:
+        await workloadcmd.get(api, workload, args.name, args.output)
+        return 0
+    if args.kind.lower() in servicecmd.KINDS:
+        await servicecmd.get(api, servicecmd.KINDS[args.kind.lower()], args.name, args.output)
+        return 0
     kind = KINDS.get(args.kind.lower())
     if kind is None:
-        raise ApiError(Code.BAD_REQUEST, f"unknown kind {args.kind!r}; use vms, vmis, nodes, exposures or events")
+        raise ApiError(Code.BAD_REQUEST, f"unknown kind {args.kind!r}; use vms, vmis, vmirs, vmpools, services, "
+                                         "endpoints, nodes, exposures or events")
     if kind == "event":
         say(render.table(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], []))
         await api.events(args.watch, lambda e: say(render.event_row(e)))
@@ -144,8 +168,15 @@ async def cmd_delete_vmi(api: ApiClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
+    workload = workloadcmd.kind_of(getattr(args, "kind", "vm"))
+    if workload is not None:
+        await workloadcmd.delete(api, workload, args.name)
+        return 0
     if getattr(args, "kind", "vm").startswith("vmi"):
         return await cmd_delete_vmi(api, args)
+    if getattr(args, "kind", "vm") in servicecmd.KINDS:
+        await servicecmd.delete(api, servicecmd.KINDS[args.kind], args.name)
+        return 0
     verb = args.command
     say(await ask(api, "vm", verb, args.name, wait=args.wait, patience=args.timeout))
     if not args.wait:
@@ -199,6 +230,11 @@ async def cmd_console(api: ApiClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_expose(api: ApiClient, args: argparse.Namespace) -> int:
+    if args.command == "expose" and args.service_name:
+        await servicecmd.expose(api, args)
+        return 0
+    if args.kind != "vm":
+        raise ApiError(Code.INVALID, "a VMI is exposed as a Service: give --name SVC", "name")
     if args.command == "expose":
         e = await api.call("vm", "expose", ExposeRequest(name=args.name, port=args.port, node_port=args.node_port,
                                                          protocol=args.protocol), Exposure)
@@ -242,7 +278,8 @@ def parser() -> argparse.ArgumentParser:
         c = sub.add_parser(verb, help=f"{verb} a VM" + (" (delete vmi NAME: a VMI of its own)" if verb == "delete"
                                                           else ""))
         if verb == "delete":
-            c.add_argument("kind", nargs="?", choices=["vm", "vms", "vmi", "vmis"], default="vm")
+            c.add_argument("kind", nargs="?", default="vm",
+                           choices=["vm", "vms", "vmi", "vmis", *sorted(workloadcmd.KINDS), *servicecmd.KINDS])
         c.add_argument("name")
         c.add_argument("--wait", action="store_true", help="wait until done, showing progress")
         c.add_argument("--timeout", type=float, default=300.0)
@@ -254,13 +291,17 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--send", default=None, help="type this text (backslash escapes like \\n work) and leave")
     c.add_argument("--timeout", type=float, default=300.0)
     for verb in ("expose", "unexpose"):
-        e = sub.add_parser(verb, help=f"{verb} a VM's port on a node port (DNAT node:N -> pod:P)")
-        e.add_argument("kind", choices=["vm"])
+        e = sub.add_parser(verb, help=f"{verb} a VM's port: as a Service (--name, virtctl expose), or on a node "
+                                      "port of its node (DNAT node:N -> pod:P)")
+        e.add_argument("kind", choices=["vm", "vmi"])
         e.add_argument("name")
         e.add_argument("--port", type=int, required=True)
         e.add_argument("--protocol", choices=["TCP", "UDP"], default="TCP")
         if verb == "expose":
             e.add_argument("--node-port", type=int, default=None, help="30000-32767; free one if not given")
+            servicecmd.add_expose_flags(e)
+        else:
+            e.set_defaults(service_name=None)
     f = sub.add_parser("fip", help="floating IPs: a provider address mapped 1:1 to a VM")
     fsub = f.add_subparsers(dest="fip_command", required=True)
     fc = fsub.add_parser("create")
@@ -276,6 +317,8 @@ def parser() -> argparse.ArgumentParser:
     imagecmd.add_parser(sub)
     volumecmd.add_parser(sub)
     instancetypecmd.add_parser(sub)
+    workloadcmd.add_parser(sub)
+    preferencecmd.add_parser(sub)
     from ctl import lab
     lab.add_parser(sub)
     return p
@@ -285,7 +328,8 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "apply": cmd_apply, "get": cmd_get, "start": cmd_lifecycle, "stop": cmd_lifecycle,
     "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": imagecmd.run,
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
-    "instancetype": instancetypecmd.run,
+    "instancetype": instancetypecmd.run, "scale": workloadcmd.scale,
+    "preference": preferencecmd.run,
     **dict.fromkeys(power.VERBS, power.cmd_power),
 }
 
