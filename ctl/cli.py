@@ -10,7 +10,17 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from ctl import console, instancetypecmd, power, preferencecmd, render, servicecmd, volumecmd, workloadcmd
+from ctl import (
+    console,
+    imagecmd,
+    instancetypecmd,
+    power,
+    preferencecmd,
+    render,
+    servicecmd,
+    volumecmd,
+    workloadcmd,
+)
 from ctl.client import ApiClient, default_url
 from ctl.lab import say
 from ctl.progress import ask, vm_state, wait_for
@@ -20,7 +30,6 @@ from proto.api import (
     ExposureList,
     FloatingIPList,
     FloatingIPRequest,
-    ImageList,
     NameRequest,
     NetworkReply,
     NodeList,
@@ -220,24 +229,6 @@ async def cmd_console(api: ApiClient, args: argparse.Namespace) -> int:
         await asyncio.sleep(0.5)
 
 
-async def cmd_image(api: ApiClient, args: argparse.Namespace) -> int:
-    if args.image_command == "import":
-        from proto.validation import validate_image_reference
-
-        validate_image_reference(args.name, field="name")
-        path = Path(args.file)
-        if not path.is_file():
-            raise ApiError(Code.INVALID, f"{path} is not a file", "file")
-        size, digest = await api.import_image(args.name, path)
-        say(f"image {args.name} imported ({size} bytes, {digest})")
-    elif args.image_command == "list":
-        items = (await api.call("image", "list", {}, ImageList)).items
-        say(render.table(["NAME", "SIZE", "DIGEST"], [[i.name, str(i.size), i.digest or ""] for i in items]))
-    else:
-        say((await api.call("image", "delete", NameRequest(name=args.name), Ack)).message)
-    return 0
-
-
 async def cmd_expose(api: ApiClient, args: argparse.Namespace) -> int:
     if args.command == "expose" and args.service_name:
         await servicecmd.expose(api, args)
@@ -325,14 +316,7 @@ def parser() -> argparse.ArgumentParser:
     for verb in ("detach", "delete"):
         fsub.add_parser(verb).add_argument("address")
     fsub.add_parser("list")
-    i = sub.add_parser("image", help="the image store")
-    isub = i.add_subparsers(dest="image_command", required=True)
-    imp = isub.add_parser("import")
-    imp.add_argument("name")
-    imp.add_argument("--file", required=True)
-    isub.add_parser("list")
-    idel = isub.add_parser("delete")
-    idel.add_argument("name")
+    imagecmd.add_parser(sub)
     volumecmd.add_parser(sub)
     instancetypecmd.add_parser(sub)
     workloadcmd.add_parser(sub)
@@ -344,7 +328,7 @@ def parser() -> argparse.ArgumentParser:
 
 COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] = {
     "apply": cmd_apply, "get": cmd_get, "start": cmd_lifecycle, "stop": cmd_lifecycle,
-    "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": cmd_image,
+    "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": imagecmd.run,
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
     "instancetype": instancetypecmd.run, "scale": workloadcmd.scale,
     "preference": preferencecmd.run,
