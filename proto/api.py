@@ -158,6 +158,10 @@ class ServiceExpose(Message, frozen=True):
     type: str = "ClusterIP"
     port_name: str = ""
     cluster_ip: str = ""
+    external_ip: str = ""
+    load_balancer_ip: str = ""
+    ip_family: str = ""
+    ip_family_policy: str = ""
 
 
 class ServiceView(Message, frozen=True):

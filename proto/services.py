@@ -93,7 +93,8 @@ def parse_service(obj: Any, *, uid: str, now: float) -> Service:
     spec = _map(obj.get("spec") or {}, "spec")
     _only(spec, "spec", ("type", "selector", "ports", "clusterIP", "clusterIPs", "sessionAffinity",
                          "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy", "externalTrafficPolicy",
-                         "publishNotReadyAddresses", "loadBalancerIP", "allocateLoadBalancerNodePorts"))
+                         "publishNotReadyAddresses", "loadBalancerIP", "allocateLoadBalancerNodePorts",
+                         "externalIPs"))
     try:
         kind = ServiceType(spec.get("type", "ClusterIP"))
     except ValueError:
@@ -121,8 +122,12 @@ def parse_service(obj: Any, *, uid: str, now: float) -> Service:
         if kind is not ServiceType.LOAD_BALANCER:
             raise _bad("spec.loadBalancerIP", "only a LoadBalancer Service has a loadBalancerIP")
         lb_ip = str(netcheck.host_address(lb_ip, "spec.loadBalancerIP"))
+    external = spec.get("externalIPs") or []
+    if not isinstance(external, list) or len(external) > MAX_PORTS:
+        raise _bad("spec.externalIPs", f"spec.externalIPs must be a list of at most {MAX_PORTS} addresses")
+    external_ips = [str(netcheck.host_address(ip, f"spec.externalIPs[{i}]")) for i, ip in enumerate(external)]
     return Service(name=name, uid=uid, type=kind, ports=ports, created_at=now, selector=selector,
-                   cluster_ip=cluster_ip, labels=labels, load_balancer_ip=lb_ip)
+                   cluster_ip=cluster_ip, labels=labels, load_balancer_ip=lb_ip, external_ips=external_ips)
 
 
 def _cluster_ip(spec: Mapping[str, Any], kind: ServiceType) -> str:

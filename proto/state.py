@@ -212,6 +212,7 @@ class Service(State, frozen=True):
     labels: dict[str, str] = {}
     # LoadBalancer: the floating IP it holds (status.loadBalancer.ingress), or asks for before it does
     load_balancer_ip: str | None = None
+    external_ips: list[str] = []  # spec.externalIPs: addresses routed to the nodes it answers on too
 
     @property
     def headless(self) -> bool:

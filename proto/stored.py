@@ -209,6 +209,8 @@ def check_service(key: str, service: Service) -> None:
         cluster_ip_in_range(service.cluster_ip, "clusterIP")
     if service.load_balancer_ip is not None:
         netcheck.host_address(service.load_balancer_ip, "loadBalancerIP")
+    for i, ip in enumerate(service.external_ips):
+        netcheck.host_address(ip, f"externalIPs[{i}]")
     for i, p in enumerate(service.ports):
         netcheck.port(p.port, f"ports[{i}].port")
         netcheck.port(p.target_port, f"ports[{i}].targetPort")

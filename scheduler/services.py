@@ -82,7 +82,8 @@ class ServiceApi:
                 raise ApiError(Code.INVALID, f"spec.clusterIP is immutable ({old.cluster_ip})", "spec.clusterIP")
             wanted = Service(name=wanted.name, uid=old.uid, type=wanted.type, ports=wanted.ports,
                              created_at=old.created_at, selector=wanted.selector, cluster_ip=old.cluster_ip,
-                             labels=wanted.labels, load_balancer_ip=wanted.load_balancer_ip)
+                             labels=wanted.labels, load_balancer_ip=wanted.load_balancer_ip,
+                             external_ips=wanted.external_ips)
         made: list[str] = []  # claims made by this request: given back if it fails
         try:
             if not wanted.cluster_ip:
@@ -269,7 +270,11 @@ class ServiceApi:
             port["name"] = req.port_name
         manifest = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": req.service_name},
                     "spec": {"type": req.type, "selector": selector, "ports": [port],
-                             **({"clusterIP": req.cluster_ip} if req.cluster_ip else {})}}
+                             **({"clusterIP": req.cluster_ip} if req.cluster_ip else {}),
+                             **({"externalIPs": [req.external_ip]} if req.external_ip else {}),
+                             **({"loadBalancerIP": req.load_balancer_ip} if req.load_balancer_ip else {}),
+                             **({"ipFamilies": [req.ip_family]} if req.ip_family else {}),
+                             **({"ipFamilyPolicy": req.ip_family_policy} if req.ip_family_policy else {})}}
         try:
             wanted = services.parse_service(manifest, uid=str(uuid.uuid4()), now=self.clock())
         except ApiError as exc:  # name the flag, not a manifest the user never wrote
@@ -338,7 +343,10 @@ def _port_with(port: ServicePort, node_port: int) -> ServicePort:
     return msgspec.structs.replace(port, node_port=node_port)
 
 
-_FLAGS = {"metadata.name": "serviceName", "spec.type": "type", "spec.clusterIP": "clusterIp"}
+_FLAGS = {"metadata.name": "serviceName", "spec.type": "type", "spec.clusterIP": "clusterIp",
+          "spec.externalIPs": "externalIp", "spec.externalIPs[0]": "externalIp",
+          "spec.loadBalancerIP": "loadBalancerIp", "spec.ipFamilies": "ipFamily",
+          "spec.ipFamilyPolicy": "ipFamilyPolicy"}
 
 
 def _flag(field: str | None) -> str | None:

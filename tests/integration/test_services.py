@@ -121,6 +121,13 @@ async def test_virtctl_expose_and_node_ports_never_shared_with_a_vms_own(control
     bad = await call(store, "vm", "expose-service", {"kind": "vm", "name": "plain", "serviceName": "x",
                                                      "port": 22, "type": "ExternalName"})
     assert bad["error"]["field"] == "type"
+    v6 = await call(store, "vm", "expose-service", {"kind": "vm", "name": "plain", "serviceName": "x", "port": 22,
+                                                    "ipFamily": "IPv6"})
+    assert v6["error"]["field"] == "ipFamily", "virtctl's flags are named as the user gave them"
+    ext = await call(store, "vm", "expose-service", {"kind": "vm", "name": "plain", "serviceName": "ext", "port": 22,
+                                                     "externalIp": "192.168.100.80", "ipFamily": "IPv4",
+                                                     "ipFamilyPolicy": "SingleStack"})
+    assert ext["item"]["service"]["externalIps"] == ["192.168.100.80"]
     await call(store, "service", "delete", {"name": "plain-ssh"})
     port = clash["item"]["service"]["ports"][0]["nodePort"]
     reuse = await call(store, "service", "apply", {

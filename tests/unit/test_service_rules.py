@@ -72,3 +72,9 @@ def test_a_load_balancer_address_leads_to_the_endpoints_and_one_node_answers_for
     assert held == [("192.168.200.30", None, "prov0", "192.168.200.0/24"),  # held, led by the Service rules
                     ("192.168.200.31", "10.244.1.7", "prov0", "192.168.200.0/24")]
     assert plan_fips(fips[:1], {}, {"provider": net}, frozenset({"prov0"}), []) == []  # another node answers
+
+
+def test_external_ips_lead_to_the_endpoints_too() -> None:
+    web = Service(name="web", uid="u", type=ServiceType.CLUSTER_IP, created_at=0.0, cluster_ip="10.96.0.10",
+                  external_ips=["192.168.100.80"], ports=[ServicePort(port=80, target_port=8080)])
+    assert "ip daddr 192.168.100.80 tcp dport 80 meta mark set" in compose_services([web], {"web": ends("10.0.0.1")})

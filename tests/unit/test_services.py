@@ -55,7 +55,9 @@ def test_the_articles_services_are_accepted_as_written() -> None:
 @pytest.mark.parametrize(("doc", "field"), [
     (with_spec(type="ExternalName"), "spec.type"),
     (with_spec(sessionAffinity="ClientIP"), "spec.sessionAffinity"),
-    (with_spec(externalIPs=["1.2.3.4"]), "spec.externalIPs"),
+    (with_spec(externalIPs=["127.0.0.1"]), "spec.externalIPs[0]"),
+    (with_spec(loadBalancerIP="192.168.200.30"), "spec.loadBalancerIP"),  # a NodePort has none
+    (with_spec(ipFamilies=["IPv6"]), "spec.ipFamilies"),
     (with_spec(clusterIP="10.0.0.1"), "spec.clusterIP"),  # outside the service range
     (with_spec(clusterIP="None"), "spec.clusterIP"),  # a NodePort Service is never headless
     (with_spec(ports=[{"port": 80, "targetPort": "http"}]), "spec.ports[0].targetPort"),
