@@ -296,7 +296,7 @@ def down(cfg: LabConfig) -> None:
 def status(cfg: LabConfig) -> int:
     say(f"lab {cfg.prefix}: state {cfg.root}, NATS {cfg.url}")
     rows = []
-    for name in ["labd", "nats-server", *SCHEDULERS, *(f"handler-{n}" for n in cfg.nodes)]:
+    for name in ["labd", "nats-server", *SCHEDULERS, *(f"handler-{n}" for n in cfg.nodes), "dnsmasq-provider"]:
         pid = _running(cfg, name)
         rows.append(f"  {name:<20} {'running, pid ' + str(pid) if pid else 'NOT RUNNING'}")
     say("\n".join(rows))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from ctl.lab import SCHEDULERS, LabConfig, _read_pid, _wait_port
+from ctl.labdhcp import DHCP_SEGMENTS, dnsmasq_command
 from servicekit import credentials, processes
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -74,6 +76,8 @@ def main() -> None:
             *(["--probe-kernel", cfg.probe_kernel] if cfg.probe_kernel else []),
             # the lab's nodes share one host: hostDisks may be under <state>/host-disks
             "--host-disk-dir", str(host_disks)])
+    for segment in DHCP_SEGMENTS if shutil.which("dnsmasq") else ():  # the layer-2 segments' own DHCP
+        spawn(f"dnsmasq-{segment.name}", dnsmasq_command(cfg.outside_netns, segment, cfg.root))
     commands = {name: [str(a) for a in proc.args] for name, proc in procs.items()}  # type: ignore[union-attr]
     while not stop:
         _reap()
@@ -90,6 +94,7 @@ def main() -> None:
     processes.end(launchers, 90)
     processes.end([procs[name].pid for name in SCHEDULERS], 10)
     processes.end([procs["nats-server"].pid], 10)
+    processes.end([procs[n].pid for n in procs if n.startswith("dnsmasq-")], 10)
 
 
 if __name__ == "__main__":

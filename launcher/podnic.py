@@ -90,11 +90,12 @@ def pod_mac(pod_netns: str, netns_adapter: NetnsAdapter = PyrouteNetlink) -> str
     return netns_adapter(pod_netns).link_mac("eth0")
 
 
-def bind_bridge(*, pod_netns: str, tap: str, pod_ip: IPv4Interface, nic: str = "eth0",
+def bind_bridge(*, pod_netns: str, tap: str, pod_ip: IPv4Interface | None, nic: str = "eth0",
                 netns_adapter: NetnsAdapter = PyrouteNetlink) -> str:
     """The bridge binding: the guest takes the NIC's IP (handed out by DHCP); the NIC becomes a
     port of k6t-<nic> with a random MAC and no address; a dummy keeps the address for reference.
-    Returns the guest bridge, where the DHCP server listens."""
+    Returns the guest bridge, where the DHCP server listens. No pod_ip (a layer-2 network): no
+    server here, the guest's DHCP goes through to the segment's own."""
     pod = netns_adapter(pod_netns)
     bridge = f"k6t-{nic}"
     pod.flush_addresses(nic)
@@ -105,8 +106,9 @@ def bind_bridge(*, pod_netns: str, tap: str, pod_ip: IPv4Interface, nic: str = "
     pod.set_master(nic, bridge)
     pod.set_master(tap, bridge)
     pod.set_port(nic, learning=False)
-    pod.replace_address(bridge, IPv4Interface(f"{DHCP_SERVER_ADDRESS}/32"))
-    if _has_dummy(pod):
+    if pod_ip is not None:
+        pod.replace_address(bridge, IPv4Interface(f"{DHCP_SERVER_ADDRESS}/32"))
+    if pod_ip is not None and _has_dummy(pod):
         with _existing_ok():
             pod.create_link(f"{nic}-nic", "dummy")
         pod.replace_address(f"{nic}-nic", pod_ip)
@@ -114,6 +116,17 @@ def bind_bridge(*, pod_netns: str, tap: str, pod_ip: IPv4Interface, nic: str = "
     for link in (nic, tap, bridge):
         pod.set_up(link)
     return bridge
+
+
+DHCP_LOCAL_TABLE = "virtbus_dhcp"
+
+
+def keep_dhcp_local(pod_netns: str, taps: list[str]) -> None:
+    """A secondary NIC whose address virtbus gives: the guest's DHCP requests stop at the pod's
+    bridge (its server answers them there) and never reach the segment, whose own DHCP server (a
+    layer-2 network's, on the same bridge) would offer it another address first, or run short."""
+    nftables.apply(nftables.filter_table(DHCP_LOCAL_TABLE, {"forward": [
+        f'iifname "{tap}" udp dport 67 drop' for tap in taps]}, family="bridge"), pod_netns)
 
 
 def plumb_secondary(*, vmi: str, index: int, pod_netns: str, node_netns: str | None, node_bridge: str,

@@ -11,6 +11,7 @@ import shutil
 import signal
 import time
 from dataclasses import dataclass
+from functools import partial
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,7 @@ from launcher import disks, lifecycle, namespaces, podnic
 from launcher.console import ConsoleInput, ConsoleTail
 from launcher.dhcp_packet import Lease
 from launcher.dhcp_server import serve_dhcp_in_netns
+from launcher.dhcp_snoop import snoop_in_netns
 from launcher.domain import CONSOLE_SOCKET, compose_domain_xml, plan_domain, stable_mac
 from launcher.leasekeeper import LeaseKeeper, LeaseNotTaken
 from launcher.libvirtd import PrivateLibvirtd
@@ -111,6 +113,8 @@ class Runner:
         self.taps: dict[str, str] = {}
         self._dhcp: list[asyncio.Task[None]] = []
         self._dhcp_stop = asyncio.Event()
+        self._snoop: list[tuple[str, str, str]] = []  # (pod NIC, interface, guest MAC) of layer-2 networks
+        self.interfaces: list[VMIInterface] = []  # as last reported
         self.power = PowerKeeper(self.libvirtd, lambda: self.follower.dom, self.report_event)
         self.follower = DomainFollower(self.libvirtd, self.report_condition, vmi=args.vmi, netns=args.pod_netns,
                                        workdir=args.vmi_dir, on_change=self.power.poke)
@@ -216,6 +220,8 @@ class Runner:
         await self._plumb_network(vmi, taps)
         self._dhcp = [asyncio.create_task(serve_dhcp_in_netns(a.pod_netns, lease, bridge, self._dhcp_stop))
                       for lease, bridge in self.leases]
+        self._dhcp += [asyncio.create_task(snoop_in_netns(a.pod_netns, nic, mac, partial(self._learnt, name),
+                                                          self._dhcp_stop)) for nic, name, mac in self._snoop]
         await self.libvirtd.start(a.pod_netns, a.vmi_dir)
         self._reaper = asyncio.create_task(reap_orphans())
         self.follower.watch()
@@ -254,11 +260,17 @@ class Runner:
             statuses.append(await self._pod_nic(vmi, pod.name, taps[pod.name]))
         for index, item in enumerate(a.secondary, start=1):
             name, bridge, address = item.split("=")
-            ip = IPv4Interface(address)
             nic = await asyncio.to_thread(podnic.plumb_secondary, vmi=a.vmi, index=index, pod_netns=a.pod_netns,
                                           node_netns=a.node_netns, node_bridge=bridge)
             iface = next(i for i in vmi.spec.interfaces if i.name == name)
             mac = iface.mac_address or stable_mac(a.uid, name)
+            if not address:  # layer 2: the segment's DHCP server answers; its ACK tells the status
+                await asyncio.to_thread(podnic.bind_bridge, pod_netns=a.pod_netns, tap=taps[name], pod_ip=None, nic=nic)
+                self._snoop.append((nic, name, mac))
+                self.macs[name] = mac
+                statuses.append(VMIInterface(name=name, mac=mac))
+                continue
+            ip = IPv4Interface(address)
             guest_bridge = await asyncio.to_thread(podnic.bind_bridge, pod_netns=a.pod_netns, tap=taps[name],
                                                    pod_ip=ip, nic=nic)
             self.leases.append((Lease(mac=mac, ip=ip.ip, prefix=ip.network.prefixlen, router=None, dns=[], mtu=None,
@@ -266,9 +278,23 @@ class Runner:
                                       server_id=IPv4Address(podnic.DHCP_SERVER_ADDRESS), domain=None), guest_bridge))
             self.macs[name] = mac
             statuses.append(VMIInterface(name=name, ip_address=str(ip.ip), ip_addresses=[str(ip.ip)], mac=mac))
+        served = [taps[i.split("=")[0]] for i in a.secondary if i.split("=")[2]]
+        if served:
+            await asyncio.to_thread(podnic.keep_dhcp_local, a.pod_netns, served)
+        self.interfaces = statuses
         if statuses:
             await self.nodeapi.report(StatusReport(vmi=a.vmi, uid=a.uid, interfaces=statuses),
                                       patience=REPORT_PATIENCE_S)
+
+    async def _learnt(self, name: str, ip: IPv4Address) -> None:
+        """A layer-2 NIC's address, seen in the DHCP ACK of the segment's server."""
+        self.interfaces = [VMIInterface(name=i.name, ip_address=str(ip), ip_addresses=[str(ip)], mac=i.mac)
+                           if i.name == name else i for i in self.interfaces]
+        try:
+            await self.nodeapi.report(StatusReport(vmi=self.args.vmi, uid=self.args.uid, interfaces=self.interfaces),
+                                      patience=REPORT_PATIENCE_S)
+        except ApiError as exc:  # the next ACK (a renewal) reports it again
+            log.warning("interface address not reported", interface=name, error=exc.message)
 
     async def _pod_nic(self, vmi: VMI, name: str, tap: str) -> VMIInterface:
         a = self.args

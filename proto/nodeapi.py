@@ -87,7 +87,7 @@ class SecondaryNic(Message, frozen=True):
     interface: str
     network: str
     bridge: str
-    address: str  # with its prefix, e.g. 192.168.100.5/24
+    address: str  # with its prefix, e.g. 192.168.100.5/24; "" on a layer-2 network (the segment's DHCP)
 
 
 class AttachReply(Message, frozen=True):

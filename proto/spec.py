@@ -160,11 +160,13 @@ class VMSpec(Spec, frozen=True):
 
 
 class NetworkAttachment(Spec, frozen=True):
-    """A secondary network on a host bridge (the seed's multus NetworkAttachmentDefinition)."""
+    """A secondary network on a host bridge (the seed's multus NetworkAttachmentDefinition). With no
+    subnet (a NAD without ipam) it is a layer-2 network: virtbus hands out no address, the guest asks
+    the segment's own DHCP server."""
 
     name: str
     bridge: str
-    subnet: str
+    subnet: str | None = None
     gateway: str | None = None
     range_start: str | None = None
     range_end: str | None = None

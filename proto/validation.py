@@ -282,6 +282,11 @@ def validate_network(att: NetworkAttachment) -> NetworkAttachment:
     netcheck.ifname(att.bridge, "spec.bridge")
     if att.bridge == netcheck.POD_BRIDGE:
         raise invalid("spec.bridge", f"{att.bridge!r} is the pod network's bridge; a secondary network needs its own")
+    if att.subnet is None:  # layer 2: the segment's own DHCP server hands out the addresses
+        for key, value in (("gateway", att.gateway), ("rangeStart", att.range_start), ("rangeEnd", att.range_end)):
+            if value is not None:
+                raise invalid(f"spec.{key}", f"{key} needs a subnet (a network without one is layer 2)")
+        return att
     try:
         subnet = IPv4Network(att.subnet)
     except ValueError as exc:

@@ -120,6 +120,9 @@ class NodeApi:
                 raise ApiError(Code.NOT_FOUND, f"network {net.network_name!r} does not exist")
             # before any address is claimed: a network on a bridge this node does not allow cannot run here
             netcheck.check_bridge(att.key, att.value.bridge, record.value.allowed_bridges)
+            if att.value.subnet is None:  # layer 2: the guest asks the segment's DHCP server
+                out.append(SecondaryNic(interface=net.name, network=att.key, bridge=att.value.bridge, address=""))
+                continue
             ip = await claim_address(self.tables, subjects.ipam_network(att.key), vmi.value.spec.name,
                                      ipam.secondary_pool(att.value),
                                      f"network {att.key} has no free address left ({att.value.subnet})")

@@ -293,12 +293,26 @@ def test_whereabouts_range() -> None:
     assert (att.subnet, att.range_start) == ("10.20.0.64/26", "10.20.0.70")
 
 
+@pytest.mark.parametrize("ipam", [DELETE, {}, {"type": "dhcp"}])
+def test_a_nad_without_ipam_is_a_layer_2_network(ipam: Any) -> None:
+    """The article's NAD has no ipam: virtbus gives no address there, the segment's DHCP server does."""
+    att = parse_manifest_obj(nad(cni(ipam=ipam)))
+    assert att == NetworkAttachment(name="net1", bridge="br-net1", subnet=None)
+
+
+def test_a_layer_2_network_has_no_gateway_or_range() -> None:
+    err = refused({"apiVersion": "virtbus/v1", "kind": "Network",
+                   "spec": {"name": "l2", "bridge": "br-l2", "gateway": "10.1.0.1"}})
+    assert (err.code, err.field) == (Code.INVALID, "spec.gateway"), err
+
+
 NAD_REFUSED = [
     (nad(cni(type="macvlan")), Code.INVALID, "spec.config.type"),
     (nad(cni(isGateway=True)), Code.INVALID, "spec.config.isGateway"),
     (nad(cni(ipMasq=True)), Code.INVALID, "spec.config.ipMasq"),
     (nad(cni(vlan=100)), Code.INVALID, "spec.config.vlan"),
-    (nad(cni(ipam_type="dhcp")), Code.INVALID, "spec.config.ipam.type"),
+    (nad(cni(ipam_type="dhcp")), Code.INVALID, "spec.config.ipam.subnet"),  # dhcp: the segment's, no subnet
+    (nad(cni(ipam_type="static")), Code.INVALID, "spec.config.ipam.type"),
     (nad(cni(ipam_routes=[{"dst": "0.0.0.0/0"}])), Code.INVALID, "spec.config.ipam.routes"),
     (nad(cni(ipam_subnet=DELETE)), Code.INVALID, "spec.config.ipam.subnet"),
     (nad(cni(bridge=DELETE)), Code.INVALID, "spec.config.bridge"),
