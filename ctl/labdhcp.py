@@ -20,7 +20,9 @@ class DhcpSegment:
 
 # the provider segment (192.168.200.0/24): floating IPs and tests use addresses below .100
 PROVIDER_DHCP = DhcpSegment("provider", "eth0", "192.168.200.100", "192.168.200.150")
-DHCP_SEGMENTS = (PROVIDER_DHCP,)
+# the lab's Open vSwitch segment (ctl.labovs: every node's br1 and the outside host's eth2)
+OVS_DHCP = DhcpSegment("ovs", "eth2", "192.168.210.100", "192.168.210.150")
+DHCP_SEGMENTS = (PROVIDER_DHCP, OVS_DHCP)
 
 
 def dnsmasq_command(netns: str, segment: DhcpSegment, state: Path) -> list[str]:

@@ -21,6 +21,8 @@ from launcher.masquerade import Masquerade, compose_ruleset
 from proto.errors import Code
 from servicekit import nftables
 from servicekit.netlink import Netlink, NetlinkError, NetnsAdapter, PyrouteNetlink
+from servicekit.offload import tx_checksum_off
+from servicekit.ovs import Ovs
 
 NODE_POD_BRIDGE = "vbpods"  # made by the handler in the node's namespace
 GUEST_BRIDGE = "k6t-eth0"
@@ -129,15 +131,27 @@ def keep_dhcp_local(pod_netns: str, taps: list[str]) -> None:
         f'iifname "{tap}" udp dport 67 drop' for tap in taps]}, family="bridge"), pod_netns)
 
 
+def secondary_host_side(vmi: str, index: int) -> str:
+    """The node's end of a secondary NIC's veth: a stable, valid interface name per VMI and NIC."""
+    return "vs" + hashlib.sha256(f"{vmi}/{index}".encode()).hexdigest()[:10]
+
+
 def plumb_secondary(*, vmi: str, index: int, pod_netns: str, node_netns: str | None, node_bridge: str,
-                    netns_adapter: NetnsAdapter = PyrouteNetlink) -> str:
-    """A veth from the node's host bridge of a secondary network into the pod, as net<index>."""
+                    netns_adapter: NetnsAdapter = PyrouteNetlink, ovs: Ovs | None = None,
+                    vlan: int | None = None) -> str:
+    """A veth from the node's host bridge of a secondary network into the pod, as net<index>. With
+    ``ovs`` the bridge is that Open vSwitch's, and the node's end its port (an access port of
+    ``vlan``, if given), as ovs-cni makes it."""
     nic = f"net{index}"
-    host_if = "vs" + hashlib.sha256(f"{vmi}/{index}".encode()).hexdigest()[:10]
+    host_if = secondary_host_side(vmi, index)
     pod, node = netns_adapter(pod_netns), netns_adapter(node_netns)
     with _existing_ok():
         pod.create_veth(nic, host_if, node_netns)
-    node.set_master(host_if, node_bridge)
+    if ovs is not None:
+        tx_checksum_off(pod_netns, nic)  # the userspace datapath would pass the guest's checksums unfilled
+        ovs.add_port(node_bridge, host_if, vlan)
+    else:
+        node.set_master(host_if, node_bridge)
     node.set_up(host_if)
     pod.set_up(nic)
     return nic

@@ -41,6 +41,7 @@ from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface
 from proto.stats import from_libvirt
 from servicekit import launcherlock
 from servicekit.nodeclient import NodeApiClient
+from servicekit.ovs import Ovs, OvsError
 from servicekit.paths import path_under
 from servicekit.store import Store
 
@@ -65,7 +66,8 @@ class LauncherArgs:
     node_netns: str | None = None
     pod_ip: str | None = None  # with its prefix, e.g. 10.244.0.2/24
     pod_gateway: str | None = None
-    secondary: tuple[str, ...] = ()  # interface=node bridge=address/prefix
+    secondary: tuple[str, ...] = ()  # interface=node bridge=address/prefix[=type=vlan]; no address: layer 2
+    ovs_db: str | None = None  # the node's Open vSwitch database, for ovs NICs
     host_disk_dirs: tuple[Path, ...] = ()  # where hostDisks may be, as the node's operator allowed
 
     @property
@@ -93,6 +95,13 @@ async def reap_orphans(fallback: float = 10.0) -> None:
                 await asyncio.wait_for(child.wait(), fallback)
     finally:
         loop.remove_signal_handler(signal.SIGCHLD)
+
+
+def secondary_item(item: str) -> tuple[str, str, str, str, int | None]:
+    """interface=bridge=address[=type=vlan] (the handler's --secondary) as (interface, bridge,
+    address or "", type, vlan)."""
+    name, bridge, address, kind, vlan = (item.split("=") + ["", "bridge", ""])[:5]
+    return name, bridge, address, kind or "bridge", int(vlan) if vlan else None
 
 
 class Runner:
@@ -259,9 +268,12 @@ class Runner:
         if pod is not None and a.pod_ip is not None and a.pod_gateway is not None:
             statuses.append(await self._pod_nic(vmi, pod.name, taps[pod.name]))
         for index, item in enumerate(a.secondary, start=1):
-            name, bridge, address = item.split("=")
+            name, bridge, address, kind, vlan = secondary_item(item)
+            if kind == "ovs" and a.ovs_db is None:
+                raise RuntimeError(f"interface {name} is on Open vSwitch bridge {bridge}, and this node runs none")
+            ovs = Ovs(a.ovs_db) if kind == "ovs" and a.ovs_db else None
             nic = await asyncio.to_thread(podnic.plumb_secondary, vmi=a.vmi, index=index, pod_netns=a.pod_netns,
-                                          node_netns=a.node_netns, node_bridge=bridge)
+                                          node_netns=a.node_netns, node_bridge=bridge, ovs=ovs, vlan=vlan)
             iface = next(i for i in vmi.spec.interfaces if i.name == name)
             mac = iface.mac_address or stable_mac(a.uid, name)
             if not address:  # layer 2: the segment's DHCP server answers; its ACK tells the status
@@ -278,7 +290,7 @@ class Runner:
                                       server_id=IPv4Address(podnic.DHCP_SERVER_ADDRESS), domain=None), guest_bridge))
             self.macs[name] = mac
             statuses.append(VMIInterface(name=name, ip_address=str(ip.ip), ip_addresses=[str(ip.ip)], mac=mac))
-        served = [taps[i.split("=")[0]] for i in a.secondary if i.split("=")[2]]
+        served = [taps[item[0]] for item in map(secondary_item, a.secondary) if item[2]]
         if served:
             await asyncio.to_thread(podnic.keep_dhcp_local, a.pod_netns, served)
         self.interfaces = statuses
@@ -396,6 +408,16 @@ class Runner:
             else:
                 self.power.want(Wanted.of(change.value))
 
+    def _unplug_ovs(self) -> None:
+        """The OVS ports of this VM's NICs go with their veths (OVS keeps a port whose link is gone)."""
+        a = self.args
+        for index, item in enumerate(a.secondary, start=1):
+            if secondary_item(item)[3] == "ovs" and a.ovs_db:
+                try:
+                    Ovs(a.ovs_db).del_port(podnic.secondary_host_side(a.vmi, index))
+                except OvsError as exc:
+                    log.warning("ovs port not removed", error=str(exc))
+
     async def _clean_up(self) -> None:
         a = self.args
         try:
@@ -407,6 +429,7 @@ class Runner:
         except Exception:
             log.warning("libvirtd stop failed", exc_info=True)
         await asyncio.to_thread(namespaces.delete_netns, a.pod_netns)
+        await asyncio.to_thread(self._unplug_ovs)
         for path in a.vmi_dir.iterdir() if a.vmi_dir.exists() else []:
             if path.name not in (launcherlock.PID_FILE, launcherlock.LOCK_FILE):  # held till we exit
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)

@@ -167,8 +167,9 @@ _NAD = Object({"apiVersion": STR, "kind": STR, "metadata": _METADATA, "spec": Ob
 _CNI_BRIDGE = Object({
     "cniVersion": STR,
     "name": STR,
-    "type": Choice(("bridge",)),
+    "type": Choice(("bridge", "ovs")),
     "bridge": STR,
+    "vlan": INT,
     "isGateway": Off(),  # virtbus gives the host bridge no address
     "ipMasq": Off(),  # nor masquerades the network's traffic
     "ipam": Object({
@@ -432,4 +433,6 @@ def network_from_nad(obj: Mapping[str, Any]) -> NetworkAttachment:
         gateway=ipam.get("gateway"),
         range_start=ipam.get("rangeStart", ipam.get("range_start")),
         range_end=ipam.get("rangeEnd", ipam.get("range_end")),
+        type=cni["type"],
+        vlan=cni.get("vlan"),
     )

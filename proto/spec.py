@@ -170,3 +170,6 @@ class NetworkAttachment(Spec, frozen=True):
     gateway: str | None = None
     range_start: str | None = None
     range_end: str | None = None
+    # bridge: a Linux bridge on the node; ovs: an Open vSwitch bridge on the node (ovs-cni's NAD)
+    type: Literal["bridge", "ovs"] = "bridge"
+    vlan: int | None = None  # the VM's port is an access port of this VLAN (ovs only, for now)

@@ -282,6 +282,14 @@ def validate_network(att: NetworkAttachment) -> NetworkAttachment:
     netcheck.ifname(att.bridge, "spec.bridge")
     if att.bridge == netcheck.POD_BRIDGE:
         raise invalid("spec.bridge", f"{att.bridge!r} is the pod network's bridge; a secondary network needs its own")
+    if att.vlan is not None:
+        if type(att.vlan) is not int or not 1 <= att.vlan <= 4094:
+            raise invalid("spec.vlan", f"vlan {att.vlan!r} is not a VLAN ID (1-4094)")
+        if att.type != "ovs":
+            # an access port on a Linux bridge needs vlan_filtering on it, which changes every port
+            # of that bridge (the node's uplink among them): not done by virtbus yet
+            raise invalid("spec.vlan", "vlan is supported on ovs networks only (a bridge network's VLAN "
+                          "would need vlan_filtering on the whole host bridge)")
     if att.subnet is None:  # layer 2: the segment's own DHCP server hands out the addresses
         for key, value in (("gateway", att.gateway), ("rangeStart", att.range_start), ("rangeEnd", att.range_end)):
             if value is not None:
@@ -327,6 +335,8 @@ def validate_node_registration(reg: Registration) -> Registration:
         netcheck.ifname(bridge, f"allowedBridges[{i}]")
         if bridge == netcheck.POD_BRIDGE:
             raise invalid(f"allowedBridges[{i}]", f"{bridge} is the pod network's bridge")
+    for i, bridge in enumerate(reg.ovs_bridges):
+        netcheck.ifname(bridge, f"ovsBridges[{i}]")
     if reg.free_disk is not None and reg.free_disk < 0:
         raise invalid("freeDisk", "free disk cannot be negative")
     if reg.address is not None:

@@ -12,10 +12,10 @@ from typing import Any
 
 import yaml
 
-from ctl.labdhcp import PROVIDER_DHCP, leases
+from ctl.labdhcp import OVS_DHCP, PROVIDER_DHCP, leases
 from tests.conftest import REPO
 from tests.e2e.conftest import Lab
-from tests.e2e.test_networking import started
+from tests.e2e.test_networking import lab_exec, started
 
 
 def vm_on(lab: Lab, name: str, node: str, network: str, **spec: str) -> str:
@@ -47,7 +47,7 @@ def console_lease(lab: Lab, name: str, prefix: str) -> str:
     out = lab.cli("console", name, "--log", "--until", f"VIRTBUS-GUEST-IP {prefix}", "--timeout", "120").stdout
     found = re.findall(rf"VIRTBUS-GUEST-IP ({re.escape(prefix)}\d+)", out)
     assert found, out
-    return found[-1]
+    return str(found[-1])
 
 
 def test_a_guest_on_a_nad_without_ipam_gets_its_address_from_the_segments_dhcp(lab: Lab) -> None:
@@ -63,3 +63,40 @@ def test_a_guest_on_a_nad_without_ipam_gets_its_address_from_the_segments_dhcp(l
     lab.cli("console", "l2vm", "--send", "ping -c 2 -W 3 192.168.200.1 >/dev/null && echo SEGMENT-$((6*7))\\n")
     lab.cli("console", "l2vm", "--log", "--until", "SEGMENT-42", "--timeout", "60")
     lab.cli("delete", "l2vm", "--wait", "--timeout", "120")
+
+
+def test_the_articles_app_finds_its_database_by_name_over_the_ovs_network(lab: Lab) -> None:
+    """The Network Rehash article's flow: two guests on two nodes with a second NIC on ovs-net-br1 (each
+    node's Open vSwitch bridge br1, userspace datapath), addresses from the br1 segment's DHCP server;
+    the database is a headless Service with hand-written Endpoints on its OVS address, and the app
+    connects to it by the Service's name over the OVS network."""
+    lab.cli("apply", "-f", str(REPO / "examples" / "ovs-net-br1.yaml"))
+    lab.cli("apply", "-f", vm_on(lab, "mongo-vm", "node1", "ovs-net-br1", hostname="mongo0", subdomain="mongo"))
+    lab.cli("apply", "-f", vm_on(lab, "app", "node2", "ovs-net-br1"))
+    started(lab, "mongo-vm")
+    started(lab, "app")
+    db_lease = console_lease(lab, "mongo-vm", "192.168.210.")
+    address = status_address(lab, "mongo-vm", "ext-net")
+    assert address == db_lease
+    assert IPv4Address(OVS_DHCP.first) <= IPv4Address(address) <= IPv4Address(OVS_DHCP.last)
+    app_lease = console_lease(lab, "app", "192.168.210.")
+    assert status_address(lab, "app", "ext-net") == app_lease != address
+    written = yaml.safe_load_all((REPO / "examples" / "mongo-headless-service.yaml").read_text())
+    service, endpoints = list(written)
+    endpoints["subsets"][0]["addresses"][0]["ip"] = address  # where the database VM is on br1
+    endpoints["subsets"][0]["ports"][0]["port"] = 80  # the test guest serves HTTP, not MongoDB
+    for doc in (service, endpoints):
+        path = lab.state_dir / f"{doc['kind']}.json"
+        path.write_text(json.dumps(doc))
+        lab.cli("apply", "-f", str(path))
+    console_lease(lab, "app", "10.0.2.")  # the pod network's NIC (cluster DNS) is up too
+    lab.cli("console", "app", "--send", f"nslookup mongo | grep -q {address} && wget -q -O - http://mongo/ | "
+                                        "grep -q 'hostname: mongo0' && echo DB-REACHED-$((6*7))\\n")
+    lab.cli("console", "app", "--log", "--until", "DB-REACHED-42", "--timeout", "60")
+    for name in ("mongo-vm", "app"):
+        lab.cli("delete", name, "--wait", "--timeout", "120")
+    lab.cli("delete", "service", "mongo")
+    lab.cli("delete", "endpoints", "mongo")
+    # the VMs' ports left br1 with them: only its uplink (and br1 itself) remain
+    ports = lab_exec(lab, "node1", "ovs-vsctl", f"--db=unix:{lab.state_dir}/ovs/node1/db.sock", "list-ports", "br1")
+    assert ports.stdout.split() == ["ovs0"], ports
