@@ -20,7 +20,7 @@ import libvirt
 import msgspec
 import structlog
 
-from launcher import disks, lifecycle, namespaces, podnic
+from launcher import disks, lifecycle, namespaces, podnic, secondarynics
 from launcher.console import ConsoleInput, ConsoleTail
 from launcher.dhcp_packet import Lease
 from launcher.dhcp_server import serve_dhcp_in_netns
@@ -31,6 +31,7 @@ from launcher.libvirtd import PrivateLibvirtd
 from launcher.masquerade import Masquerade
 from launcher.power import PowerKeeper
 from launcher.powerplan import Done, Wanted
+from launcher.secondarynics import SecondaryArg
 from launcher.supervision import DomainFollower
 from proto import subjects
 from proto.errors import ApiError, Code
@@ -41,7 +42,6 @@ from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface
 from proto.stats import from_libvirt
 from servicekit import launcherlock
 from servicekit.nodeclient import NodeApiClient
-from servicekit.ovs import Ovs, OvsError
 from servicekit.paths import path_under
 from servicekit.store import Store
 
@@ -95,13 +95,6 @@ async def reap_orphans(fallback: float = 10.0) -> None:
                 await asyncio.wait_for(child.wait(), fallback)
     finally:
         loop.remove_signal_handler(signal.SIGCHLD)
-
-
-def secondary_item(item: str) -> tuple[str, str, str, str, int | None]:
-    """interface=bridge=address[=type=vlan] (the handler's --secondary) as (interface, bridge,
-    address or "", type, vlan)."""
-    name, bridge, address, kind, vlan = (item.split("=") + ["", "bridge", ""])[:5]
-    return name, bridge, address, kind or "bridge", int(vlan) if vlan else None
 
 
 class Runner:
@@ -267,30 +260,20 @@ class Runner:
         pod = next((n for n in vmi.spec.networks if n.kind == "pod"), None)
         if pod is not None and a.pod_ip is not None and a.pod_gateway is not None:
             statuses.append(await self._pod_nic(vmi, pod.name, taps[pod.name]))
-        for index, item in enumerate(a.secondary, start=1):
-            name, bridge, address, kind, vlan = secondary_item(item)
-            if kind == "ovs" and a.ovs_db is None:
-                raise RuntimeError(f"interface {name} is on Open vSwitch bridge {bridge}, and this node runs none")
-            ovs = Ovs(a.ovs_db) if kind == "ovs" and a.ovs_db else None
-            nic = await asyncio.to_thread(podnic.plumb_secondary, vmi=a.vmi, index=index, pod_netns=a.pod_netns,
-                                          node_netns=a.node_netns, node_bridge=bridge, ovs=ovs, vlan=vlan)
-            iface = next(i for i in vmi.spec.interfaces if i.name == name)
-            mac = iface.mac_address or stable_mac(a.uid, name)
-            if not address:  # layer 2: the segment's DHCP server answers; its ACK tells the status
-                await asyncio.to_thread(podnic.bind_bridge, pod_netns=a.pod_netns, tap=taps[name], pod_ip=None, nic=nic)
-                self._snoop.append((nic, name, mac))
-                self.macs[name] = mac
-                statuses.append(VMIInterface(name=name, mac=mac))
-                continue
-            ip = IPv4Interface(address)
-            guest_bridge = await asyncio.to_thread(podnic.bind_bridge, pod_netns=a.pod_netns, tap=taps[name],
-                                                   pod_ip=ip, nic=nic)
-            self.leases.append((Lease(mac=mac, ip=ip.ip, prefix=ip.network.prefixlen, router=None, dns=[], mtu=None,
-                                      routes=[], hostname=None, lease_seconds=86400,
-                                      server_id=IPv4Address(podnic.DHCP_SERVER_ADDRESS), domain=None), guest_bridge))
-            self.macs[name] = mac
-            statuses.append(VMIInterface(name=name, ip_address=str(ip.ip), ip_addresses=[str(ip.ip)], mac=mac))
-        served = [taps[item[0]] for item in map(secondary_item, a.secondary) if item[2]]
+        served = []
+        for index, arg in enumerate(map(SecondaryArg.parse, a.secondary), start=1):
+            iface = next(i for i in vmi.spec.interfaces if i.name == arg.interface)
+            mac = iface.mac_address or stable_mac(a.uid, arg.interface)
+            done = await asyncio.to_thread(secondarynics.plumb, vmi=a.vmi, index=index, arg=arg, mac=mac,
+                                           tap=taps[arg.interface], pod_netns=a.pod_netns, node_netns=a.node_netns,
+                                           ovs_db=a.ovs_db)
+            self.macs[arg.interface] = mac
+            statuses.append(done.status)
+            if done.lease is not None:
+                self.leases.append(done.lease)
+                served.append(taps[arg.interface])
+            if done.snoop is not None:
+                self._snoop.append((done.snoop, arg.interface, mac))
         if served:
             await asyncio.to_thread(podnic.keep_dhcp_local, a.pod_netns, served)
         self.interfaces = statuses
@@ -408,16 +391,6 @@ class Runner:
             else:
                 self.power.want(Wanted.of(change.value))
 
-    def _unplug_ovs(self) -> None:
-        """The OVS ports of this VM's NICs go with their veths (OVS keeps a port whose link is gone)."""
-        a = self.args
-        for index, item in enumerate(a.secondary, start=1):
-            if secondary_item(item)[3] == "ovs" and a.ovs_db:
-                try:
-                    Ovs(a.ovs_db).del_port(podnic.secondary_host_side(a.vmi, index))
-                except OvsError as exc:
-                    log.warning("ovs port not removed", error=str(exc))
-
     async def _clean_up(self) -> None:
         a = self.args
         try:
@@ -429,7 +402,7 @@ class Runner:
         except Exception:
             log.warning("libvirtd stop failed", exc_info=True)
         await asyncio.to_thread(namespaces.delete_netns, a.pod_netns)
-        await asyncio.to_thread(self._unplug_ovs)
+        await asyncio.to_thread(secondarynics.unplug_ovs, a.vmi, a.secondary, a.ovs_db)
         for path in a.vmi_dir.iterdir() if a.vmi_dir.exists() else []:
             if path.name not in (launcherlock.PID_FILE, launcherlock.LOCK_FILE):  # held till we exit
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)

@@ -16,6 +16,8 @@ import pytest
 from ctl import labovs
 from ctl.lab import LabConfig
 from ctl.labdhcp import OVS_DHCP, dnsmasq_command
+from handler.secondary import SecondaryNetworks
+from servicekit.fake_netlink import FakeNetlink
 from servicekit.offload import tx_checksum_off
 from servicekit.ovs import Ovs, bridges_or_none
 
@@ -98,3 +100,14 @@ def test_dhcp_crosses_the_userspace_datapath_with_checksums_filled_in(node: tupl
         server.terminate()
         server.wait(10)
     assert got.returncode == 0 and "lease of 192.168.210.1" in got.stderr + got.stdout, got
+
+
+def test_a_node_says_why_an_ovs_network_cannot_run_there(node: tuple[LabConfig, list[str]], tmp_path: Path) -> None:
+    cfg, _ = node
+    here = SecondaryNetworks(None, netlink=FakeNetlink(), ovs_db=labovs.db_url(cfg, "node1"))
+    assert here.missing_ovs_bridge("ovs-net-br1", "br1") is None
+    assert "does not have (its OVS bridges: br1)" in (here.missing_ovs_bridge("n", "br9") or "")
+    without = SecondaryNetworks(None, netlink=FakeNetlink())
+    assert "runs no Open vSwitch" in (without.missing_ovs_bridge("n", "br1") or "")
+    gone = SecondaryNetworks(None, netlink=FakeNetlink(), ovs_db=f"unix:{tmp_path}/nothing.sock")
+    assert "this node's OVS" in (gone.missing_ovs_bridge("n", "br1") or "")
