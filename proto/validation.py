@@ -287,7 +287,8 @@ def validate_network(att: NetworkAttachment) -> NetworkAttachment:
             raise invalid("spec.vlan", f"vlan {att.vlan!r} is not a VLAN ID (1-4094)")
         if att.type != "ovs":
             # an access port on a Linux bridge needs vlan_filtering on it, which changes every port
-            # of that bridge (the node's uplink among them): not done by virtbus yet
+            # of that bridge (the node's uplink among them), and a kernel built with it (this
+            # project's CI kernel answers "Operation not supported"): not done by virtbus
             raise invalid("spec.vlan", "vlan is supported on ovs networks only (a bridge network's VLAN "
                           "would need vlan_filtering on the whole host bridge)")
     if att.subnet is None:  # layer 2: the segment's own DHCP server hands out the addresses
