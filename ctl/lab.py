@@ -299,7 +299,7 @@ def status(cfg: LabConfig) -> int:
     say(f"lab {cfg.prefix}: state {cfg.root}, NATS {cfg.url}")
     rows = []
     for name in ["labd", "nats-server", *SCHEDULERS, *(f"handler-{n}" for n in cfg.nodes),
-                 "dnsmasq-provider", "dnsmasq-ovs"]:
+                 *(("dnsmasq-provider", "dnsmasq-ovs") if shutil.which("dnsmasq") else ())]:
         pid = _running(cfg, name)
         rows.append(f"  {name:<20} {'running, pid ' + str(pid) if pid else 'NOT RUNNING'}")
     say("\n".join(rows))

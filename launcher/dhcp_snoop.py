@@ -5,7 +5,9 @@ without a guest agent: the DHCP ACK for the guest's MAC, seen on the pod-side en
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import socket
+import struct
 from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address
 
@@ -16,12 +18,35 @@ from servicekit import netns_socket
 
 log = structlog.get_logger()
 ETH_P_ALL = 0x0003
+SO_ATTACH_FILTER = 26
+# Classic BPF, so the kernel hands this socket only what could be a server's DHCP message (IPv4, UDP,
+# not a fragment after the first, source port 67) and not every frame of the guest's traffic
+# (tcpdump -dd "ip and udp src port 67" less the fragment-offset subtlety); ack_in_frame checks the rest.
+_FILTER = (
+    (0x28, 0, 0, 12),  # ldh [12]: ethertype
+    (0x15, 0, 8, 0x0800),  # IPv4, else drop
+    (0x30, 0, 0, 23),  # ldb [23]: protocol
+    (0x15, 0, 6, 17),  # UDP, else drop
+    (0x28, 0, 0, 20),  # ldh [20]: flags and fragment offset
+    (0x45, 4, 0, 0x1FFF),  # a later fragment: drop
+    (0xB1, 0, 0, 14),  # ldxb 4*([14]&0xf): the IP header's length
+    (0x48, 0, 0, 14),  # ldh [x+14]: the UDP source port
+    (0x15, 0, 1, 67),  # 67, else drop
+    (0x06, 0, 0, 0x40000),  # accept the whole frame
+    (0x06, 0, 0, 0),  # drop
+)
+
+
+def _attach_filter(sock: socket.socket) -> None:
+    program = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *op) for op in _FILTER))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HP", len(_FILTER), ctypes.addressof(program)))
 
 
 def packet_socket_in_netns(netns: str, interface: str) -> socket.socket:
     """A raw socket on ``interface`` of ``netns``: every frame in and out of it."""
     def make() -> socket.socket:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        _attach_filter(sock)
         sock.bind((interface, ETH_P_ALL))
         sock.setblocking(False)
         return sock

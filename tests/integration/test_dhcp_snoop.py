@@ -9,6 +9,7 @@ import dataclasses
 import secrets
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ctl.labdhcp import PROVIDER_DHCP, dnsmasq_command, leases
-from launcher.dhcp_snoop import snoop_in_netns
+from launcher.dhcp_snoop import packet_socket_in_netns, snoop_in_netns
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("dnsmasq") is None, reason="dnsmasq-base is not installed")]
@@ -106,3 +107,30 @@ def test_the_lab_serves_only_its_segment() -> None:
     assert "--interface=eth7" in cmd and "--bind-interfaces" in cmd and "--except-interface=lo" in cmd
     assert "--port=0" in cmd  # no DNS server on the segment
     assert cmd[:4] == ["ip", "netns", "exec", "ns"]
+
+
+def test_the_snoopers_socket_gets_only_what_could_be_a_servers_dhcp(segment: tuple[str, str, str]) -> None:
+    """Its kernel filter keeps the guest's own traffic (here ICMP, ARP) off the launcher."""
+    srv, cli, _ = segment
+    ip("-n", cli, "addr", "add", "192.168.200.99/24", "dev", "net1")
+    sock = packet_socket_in_netns(cli, "net1")
+    sock.settimeout(1)
+
+    def frames() -> int:
+        n = 0
+        try:
+            while True:
+                sock.recv(65535)
+                n += 1
+        except TimeoutError:
+            return n
+
+    with sock:
+        subprocess.run(["ip", "netns", "exec", srv, "busybox", "ping", "-c", "2", "192.168.200.99"],
+                       capture_output=True, check=True)
+        assert frames() == 0
+        # (from the client's side: the server's port 67 is dnsmasq's; the socket sees both directions)
+        subprocess.run(["ip", "netns", "exec", cli, sys.executable, "-c",
+                        "import socket; u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                        "u.bind(('192.168.200.99', 67)); u.sendto(b'x' * 10, ('192.168.200.1', 68))"], check=True)
+        assert frames() == 1
