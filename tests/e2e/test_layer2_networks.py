@@ -100,3 +100,29 @@ def test_the_articles_app_finds_its_database_by_name_over_the_ovs_network(lab: L
     # the VMs' ports left br1 with them: only its uplink (and br1 itself) remain
     ports = lab_exec(lab, "node1", "ovs-vsctl", f"--db=unix:{lab.state_dir}/ovs/node1/db.sock", "list-ports", "br1")
     assert ports.stdout.split() == ["ovs0"], ports
+
+
+def test_guests_on_an_ovs_vlan_reach_each_other_across_nodes(lab: Lab) -> None:
+    """An ovs NAD with a vlan (and virtbus's ipam): each VM's port on br1 is an access port of the VLAN,
+    and the VLAN crosses the lab's OVS segment between the nodes (br1's uplinks carry it tagged)."""
+    nad = {"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+           "metadata": {"name": "ovs-vlan211"},
+           "spec": {"config": json.dumps({"cniVersion": "0.3.1", "type": "ovs", "bridge": "br1", "vlan": 211,
+                                          "ipam": {"type": "host-local", "subnet": "192.168.211.0/24"}})}}
+    path = lab.state_dir / "ovs-vlan211.json"
+    path.write_text(json.dumps(nad))
+    lab.cli("apply", "-f", str(path))
+    lab.cli("apply", "-f", vm_on(lab, "vlan-a", "node1", "ovs-vlan211"))
+    lab.cli("apply", "-f", vm_on(lab, "vlan-b", "node2", "ovs-vlan211"))
+    started(lab, "vlan-a")
+    started(lab, "vlan-b")
+    peer = status_address(lab, "vlan-b", "ext-net")
+    console_lease(lab, "vlan-a", "192.168.211.")
+    console_lease(lab, "vlan-b", "192.168.211.")
+    tags = lab_exec(lab, "node1", "ovs-vsctl", f"--db=unix:{lab.state_dir}/ovs/node1/db.sock", "--columns=name,tag",
+                    "find", "port", "tag=211").stdout
+    assert tags.count("211") == 1, tags  # vlan-a's port, an access port of VLAN 211
+    lab.cli("console", "vlan-a", "--send", f"ping -c 2 -W 3 {peer} >/dev/null && echo VLAN-$((6*7))\\n")
+    lab.cli("console", "vlan-a", "--log", "--until", "VLAN-42", "--timeout", "60")
+    for name in ("vlan-a", "vlan-b"):
+        lab.cli("delete", name, "--wait", "--timeout", "120")
