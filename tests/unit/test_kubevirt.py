@@ -201,6 +201,9 @@ REFUSED = [
      "spec.template.spec.volumes[1].cloudInitNoCloud.userDataBase64"),
     (mutated([*TS, "volumes", 1, "cloudInitNoCloud", "userDataBase64"], "%%%"), Code.INVALID,
      "spec.template.spec.volumes[1].cloudInitNoCloud.userDataBase64"),
+    # a non-ASCII character: b64decode raises ValueError, not binascii.Error (found by hypothesis)
+    (mutated([*TS, "volumes", 1, "cloudInitNoCloud", "userDataBase64"], "\u0080"), Code.INVALID,
+     "spec.template.spec.volumes[1].cloudInitNoCloud.userDataBase64"),
     (mutated([*TS, "volumes", 1, "cloudInitNoCloud", "userDataBase64"], "/w=="), Code.INVALID,
      "spec.template.spec.volumes[1].cloudInitNoCloud.userDataBase64"),
     (mutated([*DOM, "memory"], {"guest": "128Mi"}), Code.INVALID, "spec.template.spec.domain.memory.guest"),
