@@ -5,8 +5,6 @@ report phases by CAS, serve the console log, stop on request, and leave nothing 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import shutil
 import signal
 import time
@@ -31,6 +29,7 @@ from launcher.libvirtd import PrivateLibvirtd
 from launcher.masquerade import Masquerade
 from launcher.power import PowerKeeper
 from launcher.powerplan import Done, Wanted
+from launcher.reaper import reap_orphans
 from launcher.secondarynics import SecondaryArg
 from launcher.supervision import DomainFollower
 from launcher.vnc import VncServer, libvirt_screenshot
@@ -74,28 +73,6 @@ class LauncherArgs:
     @property
     def vmi_dir(self) -> Path:
         return path_under(self.node_dir / "vmis", self.vmi, what="VMI name")
-
-
-async def reap_orphans(fallback: float = 10.0) -> None:
-    """Reap what libvirtd and QEMU leave to this launcher (their subreaper): libvirt waits for a
-    process it ended to be gone, and an unreaped zombie never is. Started once our own
-    subprocesses (qemu-img, genisoimage) are done, so it never takes their exit status. It wakes on
-    SIGCHLD (an idle launcher polled 5 times a second), and now and then in case one was missed."""
-    loop = asyncio.get_running_loop()
-    child = asyncio.Event()
-    loop.add_signal_handler(signal.SIGCHLD, child.set)
-    try:
-        while True:
-            child.clear()
-            try:
-                while os.waitpid(-1, os.WNOHANG)[0] > 0:  # noqa: ASYNC222 - WNOHANG never blocks
-                    pass
-            except ChildProcessError:
-                pass
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(child.wait(), fallback)
-    finally:
-        loop.remove_signal_handler(signal.SIGCHLD)
 
 
 class Runner:
