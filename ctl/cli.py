@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from ctl import console, instancetypecmd, power, render, volumecmd
+from ctl import console, instancetypecmd, power, render, snapshotcmd, volumecmd
 from ctl.client import ApiClient, default_url
 from ctl.lab import say
 from ctl.progress import ask, vm_state, wait_for
@@ -301,6 +301,7 @@ def parser() -> argparse.ArgumentParser:
     idel = isub.add_parser("delete")
     idel.add_argument("name")
     volumecmd.add_parser(sub)
+    snapshotcmd.add_vm_parser(sub)
     instancetypecmd.add_parser(sub)
     from ctl import lab
     lab.add_parser(sub)
@@ -311,7 +312,7 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "apply": cmd_apply, "get": cmd_get, "start": cmd_lifecycle, "stop": cmd_lifecycle,
     "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": cmd_image,
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
-    "instancetype": instancetypecmd.run,
+    "instancetype": instancetypecmd.run, "vm": snapshotcmd.run_vm,
     **dict.fromkeys(power.VERBS, power.cmd_power),
 }
 

@@ -23,6 +23,7 @@ from handler.secondary import SecondaryNetworks
 from handler.syncstatus import SyncStatus
 from handler.vmiplan import Step
 from handler.volumefiles import VolumeFiles
+from handler.volumework import VolumeWork
 from proto import ipam
 from proto.errors import ApiError
 from proto.nodeapi import EventNote, StatusReport, tidy
@@ -50,6 +51,7 @@ class Agent:
         self.node = node
         self.launchers = launchers
         self.volume_files = VolumeFiles(store, node.name, launchers.paths.state_dir / "volumes")
+        self.volume_work = VolumeWork(store, nodeapi, node.name, launchers.paths.state_dir / "volumes")
         self.sync_status = SyncStatus(nodeapi, node.name)
         self.clock = clock
         self.queue = WorkQueue(self.reconcile, bind=("vm", "vmi"))
@@ -63,7 +65,7 @@ class Agent:
         await asyncio.to_thread(self.launchers.adopt_all)
         self._tasks = [asyncio.create_task(c) for c in (
             self.fence.run(), self._heartbeats(), self._watch(), self._supervise(), self._watch_nodes(),
-            self.nodeports.run(), self.floating_ips.run(), self.volume_files.run())]
+            self.nodeports.run(), self.floating_ips.run(), self.volume_files.run(), self.volume_work.run())]
 
     async def stop(self) -> None:
         for t in self._tasks:

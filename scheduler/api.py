@@ -43,6 +43,7 @@ from scheduler.exposures import ExposureApi
 from scheduler.floatingips import FloatingIPApi
 from scheduler.instancetypes import InstancetypeApi
 from scheduler.power import PowerApi
+from scheduler.snapshots import SnapshotApi
 from scheduler.vmplan import printable_status
 from scheduler.volumes import VolumeApi
 from servicekit.endpoints import Endpoint
@@ -63,6 +64,7 @@ class Api:
         self.exposures = ExposureApi(store, clock=clock)
         self.fips = FloatingIPApi(store)
         self.volumes = VolumeApi(store, clock=clock)
+        self.snapshots = SnapshotApi(store, clock=clock)
         self.instancetypes = InstancetypeApi(store)
         self.power = PowerApi(store)
 
@@ -92,6 +94,7 @@ class Api:
             ("instancetype", "apply"): self.instancetypes.apply, ("instancetype", "get"): self.instancetypes.get,
             ("instancetype", "list"): self.instancetypes.list_all,
             ("instancetype", "delete"): self.instancetypes.delete,
+            **self.snapshots.table(),
         }
         return [Endpoint(f"{kind}-{verb}", subjects.api(kind, verb), handler)  # type: ignore[arg-type]
                 for (kind, verb), handler in table.items()]
