@@ -14,6 +14,7 @@ from ctl import console, instancetypecmd, power, render, snapshotcmd, volumecmd
 from ctl.client import ApiClient, default_url
 from ctl.lab import say
 from ctl.progress import ask, vm_state, wait_for
+from proto import snapshotmanifest
 from proto.api import (
     Ack,
     ExposeRequest,
@@ -52,6 +53,8 @@ async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
         if kind == "NetworkAttachmentDefinition" or kind == "Network":
             net = await api.call("network", "apply", body, NetworkReply)
             say(f"network/{net.item.name} applied")
+        elif kind in snapshotmanifest.KINDS:
+            await snapshotcmd.apply(api, snapshotmanifest.parse(doc))
         elif instancetypecmd.is_instancetype(kind):
             await instancetypecmd.apply(api, body)
         elif kind == INSTANCE_KIND:

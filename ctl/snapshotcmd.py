@@ -133,6 +133,15 @@ async def volume_restore(api: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def apply(api: ApiClient, asked: VMSnapshotCreate | VMRestore) -> None:
+    """A VirtualMachineSnapshot or VirtualMachineRestore from ``virtbus apply -f``."""
+    if isinstance(asked, VMSnapshotCreate):
+        view = await api.call("vmsnapshot", "create", asked, VMSnapshotView)
+        say(f"virtualmachinesnapshot/{view.item.name} created ({view.phase.value})")
+    else:
+        say(f"virtualmachinerestore: {(await api.call('vmrestore', 'create', asked, Ack)).message}")
+
+
 async def run_vm(api: ApiClient, args: argparse.Namespace) -> int:
     if args.vm_command == "restore":
         say((await api.call("vmrestore", "create", VMRestore(snapshot=args.snapshot), Ack)).message)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proto import instancetypes
+from proto import instancetypes, snapshotmanifest
 from proto.manifest import INSTANCE_KIND, parse_instance, parse_manifest
 from tests.conftest import EXAMPLES, REPO
 
@@ -25,6 +25,10 @@ def test_the_lab_has_its_examples() -> None:
 def test_each_example_parses_as_the_seed_does(path: Path) -> None:
     data = path.read_bytes()
     doc = yaml.safe_load(data)
+    if doc.get("kind") in snapshotmanifest.KINDS:
+        asked = snapshotmanifest.parse(doc)
+        assert getattr(asked, "vm", None) == "keeper", "against examples/testvm-persistent.yaml's VM"
+        return
     if instancetypes.is_instancetype(doc):
         assert instancetypes.parse(doc).name == doc["metadata"]["name"]
         return

@@ -11,7 +11,9 @@ from msgspec.structs import replace
 
 from handler.volumework import Work, plan
 from launcher.backup import SnapshotTaker, compose_backup_xml
+from proto import snapshotmanifest
 from proto.errors import ApiError, Code
+from proto.snapshotapi import VMRestore, VMSnapshotCreate
 from proto.snapshots import (
     SnapshotPhase,
     SnapshotProgress,
@@ -166,3 +168,24 @@ def test_a_launcher_takes_the_pending_snapshots_of_its_own_volumes() -> None:
     other_volume = replace(SNAP, volume="x")
     handlers = replace(SNAP, phase=SnapshotPhase.IN_PROGRESS, taken_by="handler")
     assert taker.wanted([SNAP, other_volume, handlers]) == [SNAP]
+
+
+def test_kubevirt_snapshot_and_restore_manifests_and_what_is_refused() -> None:
+    ref = {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "keeper"}
+    snap = {"apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
+            "metadata": {"name": "s1", "namespace": "default"}, "spec": {"source": ref}}
+    assert snapshotmanifest.parse(snap) == VMSnapshotCreate(vm="keeper", name="s1")
+    restore = {"apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineRestore",
+               "metadata": {"name": "r1"}, "spec": {"target": ref, "virtualMachineSnapshotName": "s1"}}
+    assert snapshotmanifest.parse(restore) == VMRestore(snapshot="s1", vm="keeper")
+    for doc, field in (
+            ({**snap, "spec": {"source": ref, "failureDeadline": "1m"}}, "spec.failureDeadline"),
+            ({**snap, "spec": {"source": {**ref, "kind": "VirtualMachineInstance"}}}, "spec.source.kind"),
+            ({**snap, "spec": {"source": {**ref, "name": "../x"}}}, "spec.source.name"),
+            ({**restore, "spec": {"target": ref, "virtualMachineSnapshotName": "s1", "patches": []}}, "spec.patches"),
+            ({**restore, "spec": {"target": ref}}, "spec.virtualMachineSnapshotName"),
+            ({**snap, "apiVersion": "snapshot.kubevirt.io/v9"}, "apiVersion"),
+            ({**snap, "metadata": {"name": "s1", "ownerReferences": []}}, "metadata.ownerReferences")):
+        with pytest.raises(ApiError) as err:
+            snapshotmanifest.parse(doc)
+        assert err.value.field == field, (field, err.value)
