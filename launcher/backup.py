@@ -55,6 +55,14 @@ def compose_backup_xml(domain_xml: str, targets: dict[str, str]) -> tuple[str, l
     return f"<domainbackup mode='push'><disks>{''.join(disks)}</disks></domainbackup>", found
 
 
+def whole_groups(todo: list[VolumeSnapshot], groups: dict[str, set[str]]) -> list[VolumeSnapshot]:
+    """Pure: the snapshots to take now: those of no VM snapshot, and those of a VM snapshot whose
+    parts here (groups: VM snapshot -> its parts of this launcher's volumes) are all there; the
+    others wait for the rest to be recorded."""
+    names = {s.name for s in todo}
+    return [s for s in todo if s.group is None or s.group not in groups or groups[s.group] <= names]
+
+
 class BackupControl(Protocol):
     """What a backup needs of libvirt (the real one: LibvirtBackup)."""
 
@@ -114,14 +122,27 @@ class SnapshotTaker:
             return
         while True:
             try:
-                todo = self.wanted([e.value for e in await self.store.snapshots.items()])
-                if todo:
-                    await self.take(todo)
+                async for change in self.store.snapshots.watch():
+                    if change.value is not None and self.wanted([change.value]):
+                        await self.look()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the records say it; the next look goes on
+            except Exception as exc:  # noqa: BLE001 - the records say it; the watch starts again
                 log.warning("snapshot failed", error=str(exc) or type(exc).__name__)
             await asyncio.sleep(LOOK_EVERY_S)
+
+    async def look(self) -> None:
+        """Take what is wanted now; a VM snapshot's parts only once all of them (of this VM's
+        volumes) are recorded, so they go in one job."""
+        todo = self.wanted([e.value for e in await self.store.snapshots.items()])
+        groups: dict[str, set[str]] = {}
+        for group in {s.group for s in todo if s.group is not None}:
+            record = await self.store.vm_snapshots.get(group)
+            if record is not None:
+                groups[group] = {part for volume, part in record.value.volumes.items() if volume in self.volumes}
+        todo = whole_groups(todo, groups)
+        if todo:
+            await self.take(todo)
 
     async def _say(self, snap: VolumeSnapshot, phase: SnapshotPhase, done: int = 0, total: int = 0, *,
                    size: int = 0, digest: str = "", reason: str = "") -> None:

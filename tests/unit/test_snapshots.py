@@ -10,7 +10,7 @@ import pytest
 from msgspec.structs import replace
 
 from handler.volumework import Work, plan
-from launcher.backup import SnapshotTaker, compose_backup_xml
+from launcher.backup import SnapshotTaker, compose_backup_xml, whole_groups
 from proto import snapshotmanifest
 from proto.errors import ApiError, Code
 from proto.snapshotapi import VMRestore, VMSnapshotCreate
@@ -189,3 +189,12 @@ def test_kubevirt_snapshot_and_restore_manifests_and_what_is_refused() -> None:
         with pytest.raises(ApiError) as err:
             snapshotmanifest.parse(doc)
         assert err.value.field == field, (field, err.value)
+
+
+def test_a_vm_snapshots_parts_go_in_one_job_once_all_are_recorded() -> None:
+    a = replace(SNAP, name="g-a", volume="a", group="g")
+    b = replace(SNAP, name="g-b", volume="b", group="g")
+    solo = replace(SNAP, name="solo")
+    assert whole_groups([a, solo], {"g": {"g-a", "g-b"}}) == [solo]
+    assert whole_groups([a, b, solo], {"g": {"g-a", "g-b"}}) == [a, b, solo]
+    assert whole_groups([a], {}) == [a]  # its VM snapshot record gone: taken alone rather than never
