@@ -21,6 +21,7 @@ from proto.snapshots import (
     SnapshotProgress,
     VolumeProgress,
     VolumeSnapshot,
+    orphaned,
     snapshot_taker,
 )
 from proto.spec import claims
@@ -44,7 +45,8 @@ def plan(node: str, volumes: list[PersistentVolume], snapshots: list[VolumeSnaps
          busy: set[Work]) -> list[Work]:
     """Pure: what this node's handler starts now. A volume here not Ready yet is populated (again,
     after a handler restart: its file, if whole, is kept). A snapshot of a volume here is the
-    handler's when no instance here uses the volume; one it had claimed before a restart it takes again."""
+    handler's when no instance here uses the volume; one it had claimed before a restart it takes again,
+    and so one whose launcher ended before it was done (the volume is at rest now)."""
     out = [Work("populate", v.name) for v in volumes
            if v.node == node and v.phase in (VolumePhase.PENDING, VolumePhase.POPULATING)]
     uses = {v.name: {c for _, c in claims(v.spec.volumes)} for v in vmis}
@@ -53,8 +55,8 @@ def plan(node: str, volumes: list[PersistentVolume], snapshots: list[VolumeSnaps
             continue
         if snap.phase is SnapshotPhase.PENDING and snapshot_taker(snap, vmis, uses) == TAKER_HANDLER:
             out.append(Work("snapshot", snap.name))
-        elif snap.phase is SnapshotPhase.IN_PROGRESS and snap.taken_by == TAKER_HANDLER:
-            out.append(Work("snapshot", snap.name))
+        elif snap.phase is SnapshotPhase.IN_PROGRESS and (snap.taken_by == TAKER_HANDLER or orphaned(snap, vmis)):
+            out.append(Work("snapshot", snap.name))  # its own from before a restart, or a launcher's that ended
     return [w for w in out if w not in busy]
 
 

@@ -119,15 +119,19 @@ def check_taker(taker: str) -> None:
         raise ApiError(Code.INVALID, "the taker is 'handler' or 'vmi/<name>'", "taker")
 
 
-def apply_snapshot_progress(snap: VolumeSnapshot, report: SnapshotProgress, node: str,
-                            now: float) -> VolumeSnapshot | None:
-    """Pure: the snapshot after its node's report; None when nothing changes. Raises what the node may not say."""
+def apply_snapshot_progress(snap: VolumeSnapshot, report: SnapshotProgress, node: str, now: float, *,
+                            taker_gone: bool = False) -> VolumeSnapshot | None:
+    """Pure: the snapshot after its node's report; None when nothing changes. Raises what the node may not say.
+    taker_gone: the launcher that claimed it no longer runs (its instance ended or went, so it never
+    finishes): the node's handler may take it over, the volume now at rest."""
     if snap.node != node:
         raise ApiError(Code.FORBIDDEN, f"snapshot {snap.name} is of a volume on node {snap.node}, not {node}")
     if snap.uid != report.uid:
         raise ApiError(Code.NOT_FOUND, f"snapshot {snap.name} is now {snap.uid}, not {report.uid}")
     check_taker(report.taker)
     _check_counts(report.done, report.total, report.reason)
+    if taker_gone and report.taker == TAKER_HANDLER and snap.taken_by.startswith("vmi/"):
+        snap = msgspec.structs.replace(snap, taken_by="")
     if snap.taken_by and snap.taken_by != report.taker:
         raise ApiError(Code.ALREADY_EXISTS, f"snapshot {snap.name} is being taken by {snap.taken_by}", "taker")
     if report.phase not in _SNAPSHOT_NEXT.get(snap.phase, set()):
@@ -143,6 +147,14 @@ def apply_snapshot_progress(snap: VolumeSnapshot, report: SnapshotProgress, node
         size=report.size or snap.size, digest=report.digest or snap.digest, reason=report.reason,
         online=report.online or snap.online, finished_at=now if final else None)
     return None if new == snap else new
+
+
+def orphaned(snap: VolumeSnapshot, vmis: list[VMI]) -> bool:
+    """Pure: an InProgress snapshot whose launcher no longer runs on its node: its instance ended or went."""
+    if snap.phase is not SnapshotPhase.IN_PROGRESS or not snap.taken_by.startswith("vmi/"):
+        return False
+    name = snap.taken_by.removeprefix("vmi/")
+    return not any(v.name == name and v.node_name == snap.node and v.phase not in FINAL_PHASES for v in vmis)
 
 
 def snapshot_taker(snap: VolumeSnapshot, vmis: list[VMI], claims_of: dict[str, set[str]]) -> str | None:

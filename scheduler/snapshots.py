@@ -37,6 +37,7 @@ from proto.snapshots import (
     VolumeSnapshot,
     apply_snapshot_progress,
     apply_volume_progress,
+    orphaned,
     snapshot_name_for,
     vm_snapshot_phase,
 )
@@ -271,8 +272,13 @@ class SnapshotNodeApi:
         report = decode_request(body, SnapshotProgress)
         check_name(report.snapshot, "snapshot", "snapshot name")
         now = self.clock()
-        entry = await self.store.snapshots.mutate(report.snapshot,
-                                                  lambda s: apply_snapshot_progress(s, report, node, now))
+        current = await self.store.snapshots.get(report.snapshot)
+        gone = False
+        if current is not None and current.value.taken_by.startswith("vmi/"):
+            vmi = await self.store.vmis.get(current.value.taken_by.removeprefix("vmi/"))
+            gone = orphaned(current.value, [vmi.value] if vmi is not None else [])
+        entry = await self.store.snapshots.mutate(
+            report.snapshot, lambda s: apply_snapshot_progress(s, report, node, now, taker_gone=gone))
         if entry is None:
             raise ApiError(Code.NOT_FOUND, f"snapshot {report.snapshot} not found")
         return ProgressReply(applied=entry.value.phase is report.phase, phase=entry.value.phase.value)

@@ -21,6 +21,7 @@ from proto.snapshots import (
     VolumeSnapshot,
     apply_snapshot_progress,
     apply_volume_progress,
+    orphaned,
     percent,
     snapshot_name_for,
     snapshot_taker,
@@ -198,3 +199,19 @@ def test_a_vm_snapshots_parts_go_in_one_job_once_all_are_recorded() -> None:
     assert whole_groups([a, solo], {"g": {"g-a", "g-b"}}) == [solo]
     assert whole_groups([a, b, solo], {"g": {"g-a", "g-b"}}) == [a, b, solo]
     assert whole_groups([a], {}) == [a]  # its VM snapshot record gone: taken alone rather than never
+
+
+def test_a_snapshot_whose_launcher_ended_is_taken_over_by_the_handler() -> None:
+    claimed = replace(SNAP, phase=SnapshotPhase.IN_PROGRESS, taken_by="vmi/vm1")
+    running = [vmi("vm1", Phase.RUNNING, "data")]
+    assert not orphaned(claimed, running)
+    assert orphaned(claimed, [vmi("vm1", Phase.SUCCEEDED, "data")]) and orphaned(claimed, [])
+    assert plan("node1", [], [claimed], running, set()) == []
+    assert plan("node1", [], [claimed], [], set()) == [Work("snapshot", "s1")]
+    with pytest.raises(ApiError):  # while its launcher runs, it is the launcher's
+        apply_snapshot_progress(claimed, report(SnapshotPhase.IN_PROGRESS), "node1", 11.0)
+    taken = apply_snapshot_progress(claimed, report(SnapshotPhase.IN_PROGRESS), "node1", 11.0, taker_gone=True)
+    assert taken is not None and taken.taken_by == "handler"
+    with pytest.raises(ApiError):  # a launcher's is never taken over by another launcher
+        apply_snapshot_progress(claimed, report(SnapshotPhase.IN_PROGRESS, taker="vmi/vm2"), "node1", 11.0,
+                                taker_gone=True)
