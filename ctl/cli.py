@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from ctl import console, instancetypecmd, power, render, snapshotcmd, volumecmd
+from ctl import console, instancetypecmd, power, preferencecmd, render, servicecmd, snapshotcmd, volumecmd, workloadcmd
 from ctl.client import ApiClient, default_url
 from ctl.lab import say
 from ctl.progress import ask, vm_state, wait_for
@@ -57,6 +57,12 @@ async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
             await snapshotcmd.apply(api, snapshotmanifest.parse(doc))
         elif instancetypecmd.is_instancetype(kind):
             await instancetypecmd.apply(api, body)
+        elif preferencecmd.is_preference(kind):
+            await preferencecmd.apply(api, body)
+        elif workloadcmd.is_workload(kind):
+            await workloadcmd.apply(api, str(kind), body)
+        elif kind in servicecmd.MANIFEST_KINDS:
+            await servicecmd.apply(api, kind, body)
         elif kind == INSTANCE_KIND:
             vmi = (await api.call("vmi", "apply", body, VMIReply)).item
             say(f"virtualmachineinstance/{vmi.name} applied ({vmi.phase.value})")
@@ -67,9 +73,17 @@ async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
+    workload = workloadcmd.kind_of(args.kind)
+    if workload is not None:
+        await workloadcmd.get(api, workload, args.name, args.output)
+        return 0
+    if args.kind.lower() in servicecmd.KINDS:
+        await servicecmd.get(api, servicecmd.KINDS[args.kind.lower()], args.name, args.output)
+        return 0
     kind = KINDS.get(args.kind.lower())
     if kind is None:
-        raise ApiError(Code.BAD_REQUEST, f"unknown kind {args.kind!r}; use vms, vmis, nodes, exposures or events")
+        raise ApiError(Code.BAD_REQUEST, f"unknown kind {args.kind!r}; use vms, vmis, vmirs, vmpools, services, "
+                                         "endpoints, nodes, exposures or events")
     if kind == "event":
         say(render.table(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], []))
         await api.events(args.watch, lambda e: say(render.event_row(e)))
@@ -148,8 +162,15 @@ async def cmd_delete_vmi(api: ApiClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
+    workload = workloadcmd.kind_of(getattr(args, "kind", "vm"))
+    if workload is not None:
+        await workloadcmd.delete(api, workload, args.name)
+        return 0
     if getattr(args, "kind", "vm").startswith("vmi"):
         return await cmd_delete_vmi(api, args)
+    if getattr(args, "kind", "vm") in servicecmd.KINDS:
+        await servicecmd.delete(api, servicecmd.KINDS[args.kind], args.name)
+        return 0
     verb = args.command
     say(await ask(api, "vm", verb, args.name, wait=args.wait, patience=args.timeout))
     if not args.wait:
@@ -221,6 +242,11 @@ async def cmd_image(api: ApiClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_expose(api: ApiClient, args: argparse.Namespace) -> int:
+    if args.command == "expose" and args.service_name:
+        await servicecmd.expose(api, args)
+        return 0
+    if args.kind != "vm":
+        raise ApiError(Code.INVALID, "a VMI is exposed as a Service: give --name SVC", "name")
     if args.command == "expose":
         e = await api.call("vm", "expose", ExposeRequest(name=args.name, port=args.port, node_port=args.node_port,
                                                          protocol=args.protocol), Exposure)
@@ -264,7 +290,8 @@ def parser() -> argparse.ArgumentParser:
         c = sub.add_parser(verb, help=f"{verb} a VM" + (" (delete vmi NAME: a VMI of its own)" if verb == "delete"
                                                           else ""))
         if verb == "delete":
-            c.add_argument("kind", nargs="?", choices=["vm", "vms", "vmi", "vmis"], default="vm")
+            c.add_argument("kind", nargs="?", default="vm",
+                           choices=["vm", "vms", "vmi", "vmis", *sorted(workloadcmd.KINDS), *servicecmd.KINDS])
         c.add_argument("name")
         c.add_argument("--wait", action="store_true", help="wait until done, showing progress")
         c.add_argument("--timeout", type=float, default=300.0)
@@ -276,13 +303,17 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--send", default=None, help="type this text (backslash escapes like \\n work) and leave")
     c.add_argument("--timeout", type=float, default=300.0)
     for verb in ("expose", "unexpose"):
-        e = sub.add_parser(verb, help=f"{verb} a VM's port on a node port (DNAT node:N -> pod:P)")
-        e.add_argument("kind", choices=["vm"])
+        e = sub.add_parser(verb, help=f"{verb} a VM's port: as a Service (--name, virtctl expose), or on a node "
+                                      "port of its node (DNAT node:N -> pod:P)")
+        e.add_argument("kind", choices=["vm", "vmi"])
         e.add_argument("name")
         e.add_argument("--port", type=int, required=True)
         e.add_argument("--protocol", choices=["TCP", "UDP"], default="TCP")
         if verb == "expose":
             e.add_argument("--node-port", type=int, default=None, help="30000-32767; free one if not given")
+            servicecmd.add_expose_flags(e)
+        else:
+            e.set_defaults(service_name=None)
     f = sub.add_parser("fip", help="floating IPs: a provider address mapped 1:1 to a VM")
     fsub = f.add_subparsers(dest="fip_command", required=True)
     fc = fsub.add_parser("create")
@@ -306,6 +337,8 @@ def parser() -> argparse.ArgumentParser:
     volumecmd.add_parser(sub)
     snapshotcmd.add_vm_parser(sub)
     instancetypecmd.add_parser(sub)
+    workloadcmd.add_parser(sub)
+    preferencecmd.add_parser(sub)
     from ctl import lab
     lab.add_parser(sub)
     return p
@@ -315,7 +348,8 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "apply": cmd_apply, "get": cmd_get, "start": cmd_lifecycle, "stop": cmd_lifecycle,
     "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": cmd_image,
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
-    "instancetype": instancetypecmd.run, "vm": snapshotcmd.run_vm,
+    "instancetype": instancetypecmd.run, "scale": workloadcmd.scale, "vm": snapshotcmd.run_vm,
+    "preference": preferencecmd.run,
     **dict.fromkeys(power.VERBS, power.cmd_power),
 }
 

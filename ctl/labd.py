@@ -60,6 +60,8 @@ def main() -> None:
     spawn("nats-server", ["nats-server", "-c", str(cfg.nats_config)])
     _wait_port(cfg.port, 15)
     py = sys.executable
+    host_disks = Path(os.path.abspath(cfg.root / "host-disks"))
+    host_disks.mkdir(exist_ok=True)
     for name in SCHEDULERS:  # two: one leads by the lease, the other takes over when it goes
         spawn(name, [py, "-m", "scheduler", "--server", cfg.url, "--creds", cfg.creds("control"),
                      *(["--metrics-address", f"127.0.0.1:{cfg.metrics[name]}"] if name in cfg.metrics else [])])
@@ -69,7 +71,9 @@ def main() -> None:
             "--creds", cfg.creds(credentials.node_user(node)),
             "--netns-prefix", cfg.prefix, "--address", address, "--netns", cfg.node_netns(node),
             *(["--metrics-address", f"127.0.0.1:{cfg.metrics[node]}"] if node in cfg.metrics else []),
-            *(["--probe-kernel", cfg.probe_kernel] if cfg.probe_kernel else [])])
+            *(["--probe-kernel", cfg.probe_kernel] if cfg.probe_kernel else []),
+            # the lab's nodes share one host: hostDisks may be under <state>/host-disks
+            "--host-disk-dir", str(host_disks)])
     commands = {name: [str(a) for a in proc.args] for name, proc in procs.items()}  # type: ignore[union-attr]
     while not stop:
         _reap()

@@ -52,7 +52,7 @@ async def run(args: argparse.Namespace) -> None:
     state_dir = Path(args.state_dir) / "nodes" / args.node
     launchers = Launchers(NodePaths(state_dir, Path(args.state_dir) / "logs"), node=args.node,
                           nats_url=args.server, netns_prefix=args.netns_prefix, kvm=kvm,
-                          node_netns=args.netns, creds=args.creds)
+                          node_netns=args.netns, creds=args.creds, host_disk_dirs=tuple(args.host_disk_dir))
     management = args.management_network or await asyncio.to_thread(
         guestfence.node_network, args.netns, args.address, podnet.netlink)
     if management is None:
@@ -96,6 +96,12 @@ def _bridge(name: str) -> str:
     return name
 
 
+def _host_disk_dir(text: str) -> str:
+    if not os.path.isabs(text) or os.path.normpath(text) != text or text == "/":
+        raise argparse.ArgumentTypeError(f"{text!r} is not an absolute, normalised directory (nor /)")
+    return text
+
+
 def node_labels(node: str, given: list[str]) -> dict[str, str]:
     """Like kubelet's: a KubeVirt manifest pins a VM with ``nodeSelector: {kubernetes.io/hostname: N}``."""
     labels = {"kubernetes.io/hostname": node, **dict(kv.split("=", 1) for kv in given)}
@@ -122,6 +128,9 @@ def main() -> None:
     parser.add_argument("--allowed-bridge", action="append", default=[], type=_bridge,
                         help="a host bridge secondary networks may use (repeat; default: "
                              f"{', '.join(DEFAULT_ALLOWED_BRIDGES)}); never the uplink or the pod bridge")
+    parser.add_argument("--host-disk-dir", action="append", default=[], type=_host_disk_dir,
+                        help="a directory hostDisk volumes may be under (repeat; default: none, every "
+                             "hostDisk is refused); symlinks are resolved before the check")
     parser.add_argument("--probe-kernel", default=None,
                         help="a Linux kernel to boot under KVM to learn if KVM runs guests (default: /boot)")
     parser.add_argument("--metrics-address", default=None, help="HOST:PORT to serve /metrics on")

@@ -14,12 +14,14 @@ import msgspec
 import structlog
 
 from handler import nodeinfo, vmiplan
+from handler.clusterdns import ClusterDns
 from handler.floatingips import FloatingIPs
 from handler.guestfence import GuestFence
 from handler.launchers import Launcher, Launchers
 from handler.nodeports import NodePorts
 from handler.podnet import POD_BRIDGE, PodNetwork
 from handler.secondary import SecondaryNetworks
+from handler.servicerules import ServiceRules
 from handler.syncstatus import SyncStatus
 from handler.vmiplan import Step
 from handler.volumefiles import VolumeFiles
@@ -44,6 +46,8 @@ class Agent:
         self.nodeapi = nodeapi
         self.fence = GuestFence(store, podnet.netns, POD_BRIDGE, podnet.cidr, management)
         self.nodeports = NodePorts(store, node.name, podnet.netns)
+        self.service_rules = ServiceRules(store, podnet.netns)
+        self.cluster_dns = ClusterDns(store, podnet.netns, podnet.netlink)
         allowed = frozenset(node.allowed_bridges)
         # one netlink adapter for the node's namespace: a test's fake stands in for all of it
         self.secondary = SecondaryNetworks(podnet.netns, allowed, podnet.netlink)
@@ -65,7 +69,8 @@ class Agent:
         await asyncio.to_thread(self.launchers.adopt_all)
         self._tasks = [asyncio.create_task(c) for c in (
             self.fence.run(), self._heartbeats(), self._watch(), self._supervise(), self._watch_nodes(),
-            self.nodeports.run(), self.floating_ips.run(), self.volume_files.run(), self.volume_work.run())]
+            self.nodeports.run(), self.service_rules.run(), self.cluster_dns.run(), self.floating_ips.run(),
+            self.volume_files.run(), self.volume_work.run())]
 
     async def stop(self) -> None:
         for t in self._tasks:

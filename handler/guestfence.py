@@ -20,6 +20,7 @@ from ipaddress import IPv4Address, IPv4Network, collapse_addresses
 import structlog
 
 from proto import ipam, subjects
+from proto.services import CLUSTER_DNS_IP
 from proto.spec import NetworkAttachment
 from proto.state import Exposure, Node
 from servicekit import nftables
@@ -61,6 +62,8 @@ def compose_fence(f: Fence) -> str:
     to_node = [
         # ping the pod gateway: diagnosis, and bridge-bound guests' default route
         f"ip daddr {ipam.gateway(f.pod_cidr)} icmp type echo-request accept",
+        # the cluster DNS this node answers (handler.clusterdns), the name server guests are offered
+        f"ip daddr {CLUSTER_DNS_IP} meta l4proto {{ tcp, udp }} th dport 53 accept",
         "counter drop",
     ]
     onward = [f"ip daddr {f.cluster_cidr} accept"]  # other pods, on this node or another

@@ -60,7 +60,8 @@ class NodePaths:
 
 class Launchers:
     def __init__(self, paths: NodePaths, *, node: str, nats_url: str, netns_prefix: str, kvm: bool,
-                 node_netns: str | None = None, creds: str | None = None, netlink: Netlink | None = None) -> None:
+                 node_netns: str | None = None, creds: str | None = None, netlink: Netlink | None = None,
+                 host_disk_dirs: tuple[str, ...] = ()) -> None:
         self.paths = paths
         self.netlink: Netlink = netlink or PyrouteNetlink()  # only its namespace operations are used here
         self.node = node
@@ -69,6 +70,7 @@ class Launchers:
         self.kvm = kvm
         self.node_netns = node_netns
         self.creds = creds
+        self.host_disk_dirs = host_disk_dirs  # where the operator lets hostDisks be (none: nowhere)
         self.running: dict[str, Launcher] = {}
 
     def pod_netns(self, vmi: str) -> str:
@@ -115,6 +117,8 @@ class Launchers:
             cmd += ["--creds", self.creds]
         if pod_ip and pod_gateway:
             cmd += ["--pod-ip", pod_ip, "--pod-gateway", pod_gateway]
+        for directory in self.host_disk_dirs:
+            cmd += ["--host-disk-dir", directory]
         with open(self.paths.log_dir / f"launcher-{self.node}-{safe_name(vmi)}.log", "ab") as logf:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                     start_new_session=True, close_fds=True)

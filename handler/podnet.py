@@ -11,7 +11,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import structlog
 
-from proto import ipam, netcheck, subjects
+from proto import ipam, netcheck, services, subjects
 from proto.errors import ApiError
 from proto.state import Node
 from servicekit.claims import claim_address, release_address
@@ -72,6 +72,10 @@ class PodNetwork:
         """The pod bridge, up, holding the gateway address; the node forwards. Raises NetlinkError."""
         self.netlink.ensure_bridge(POD_BRIDGE)
         self.netlink.replace_address(POD_BRIDGE, IPv4Interface(f"{ipam.gateway(self.cidr)}/{self.cidr.prefixlen}"))
+        # The node's own connections to a Service's virtual IP need a route for connect() to get as far
+        # as the NAT output hook, which leads them to an endpoint (handler.servicerules); one to an
+        # address no Service holds goes nowhere beyond the pod bridge.
+        self.netlink.replace_route(services.SERVICE_CIDR, link=POD_BRIDGE)
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         subprocess.run([*prefix, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True, capture_output=True)
 

@@ -67,10 +67,12 @@ def main() -> None:
     p.add_argument("--pod-ip", default=None, help="the pod IP with its prefix")
     p.add_argument("--pod-gateway", default=None)
     p.add_argument("--secondary", action="append", default=[], help="interface=node-bridge=address/prefix")
+    p.add_argument("--host-disk-dir", action="append", default=[], help="where hostDisks may be (repeat)")
     ns = p.parse_args()
     args = LauncherArgs(vmi=ns.vmi, uid=ns.uid, node=ns.node, node_dir=Path(ns.node_dir),
                         pod_netns=ns.pod_netns, kvm=ns.kvm, node_netns=ns.node_netns, pod_ip=ns.pod_ip,
-                        pod_gateway=ns.pod_gateway, secondary=tuple(ns.secondary))
+                        pod_gateway=ns.pod_gateway, secondary=tuple(ns.secondary),
+                        host_disk_dirs=tuple(Path(d) for d in ns.host_disk_dir))
     try:
         args.vmi_dir.mkdir(parents=True, exist_ok=True)
         if launcherlock.hold(args.vmi_dir) is None:

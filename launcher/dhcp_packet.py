@@ -16,6 +16,7 @@ DISCOVER, OFFER, REQUEST, DECLINE, ACK, NAK, RELEASE, INFORM = 1, 2, 3, 4, 5, 6,
 OPT_MASK, OPT_ROUTER, OPT_DNS, OPT_HOSTNAME, OPT_DOMAIN, OPT_MTU = 1, 3, 6, 12, 15, 26
 OPT_REQUESTED_IP, OPT_LEASE_TIME, OPT_MESSAGE_TYPE, OPT_SERVER_ID = 50, 51, 53, 54
 OPT_T1, OPT_T2, OPT_CLASSLESS_ROUTES, OPT_END, OPT_PAD = 58, 59, 121, 255, 0
+OPT_DOMAIN_SEARCH = 119
 _HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")  # 236 bytes, then the magic cookie and options
 
 
@@ -36,6 +37,7 @@ class Lease:
     lease_seconds: int
     server_id: IPv4Address
     domain: str | None
+    search: tuple[str, ...] = ()  # the resolver's search list (option 119)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,22 @@ def classless_routes(routes: list[tuple[IPv4Network, IPv4Address]]) -> bytes:
     return bytes(out)
 
 
+def domain_search(names: tuple[str, ...]) -> bytes:
+    """Option 119 (RFC 3397): the names in DNS wire form, one after another (no compression, which
+    the RFC allows a server to leave out). A label is 1-63 bytes of a name we made ourselves."""
+    out = bytearray()
+    for name in names:
+        for label in name.strip(".").split("."):
+            raw = label.encode("ascii")
+            if not 0 < len(raw) < 64:
+                raise ValueError(f"{name!r} is no domain name")
+            out += bytes([len(raw)]) + raw
+        out.append(0)
+    if len(out) > 255:
+        raise ValueError("the search list is longer than one DHCP option holds")
+    return bytes(out)
+
+
 def _options(lease: Lease, kind: int) -> bytes:
     opts: list[tuple[int, bytes]] = [(OPT_MESSAGE_TYPE, bytes([kind])), (OPT_SERVER_ID, lease.server_id.packed)]
     if kind != NAK:
@@ -118,6 +136,8 @@ def _options(lease: Lease, kind: int) -> bytes:
             opts.append((OPT_HOSTNAME, lease.hostname.encode()))
         if lease.domain:
             opts.append((OPT_DOMAIN, lease.domain.encode()))
+        if lease.search:
+            opts.append((OPT_DOMAIN_SEARCH, domain_search(lease.search)))
         if lease.mtu:
             opts.append((OPT_MTU, struct.pack("!H", lease.mtu)))
         if lease.routes:

@@ -4,42 +4,30 @@ the pod's namespace, answering the VM's DHCP client on the launcher's event loop
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import os
 import socket
 from typing import cast
 
 import structlog
 
 from launcher.dhcp_packet import ACK, NAK, OFFER, Lease, MalformedPacket, broadcast_reply, parse, reply_for
+from servicekit import netns_socket
 
 log = structlog.get_logger()
-CLONE_NEWNET = 0x40000000
 _NAMES = {OFFER: "OFFER", ACK: "ACK", NAK: "NAK"}
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def socket_in_netns(netns: str, interface: str) -> socket.socket:
-    """A DHCP server socket made inside netns; setns moves only this thread, and it moves back."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {netns}")
-        try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
-            sock.bind(("0.0.0.0", 67))
-            sock.setblocking(False)
-        finally:
-            if _libc.setns(home, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back home")
-    finally:
-        os.close(home)
-        os.close(target)
-    return sock
+    """A DHCP server socket made inside netns, on the guest's bridge."""
+    def make() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+        sock.bind(("0.0.0.0", 67))
+        sock.setblocking(False)
+        return sock
+
+    return netns_socket.socket_in(netns, make)
 
 
 class _Protocol(asyncio.DatagramProtocol):

@@ -1,7 +1,10 @@
-"""Disks of one VMI: containerDisk (a qcow2 overlay on the node's cached copy of the image),
-emptyDisk (a fresh sparse qcow2), cloudInitNoCloud (a NoCloud "cidata" ISO) and volumes.
+"""Disks of one VMI: containerDisk (a qcow2 overlay on the node's cached copy of the image; on a
+cdrom, that copy itself, read-only), emptyDisk (a fresh sparse qcow2), cloudInitNoCloud (a NoCloud
+"cidata" ISO), cloudInitConfigDrive (launcher.configdrive), ephemeral (a qcow2 overlay on a volume,
+which is never written), hostDisk (launcher.hostdisks) and volumes.
 
-The first three are ephemeral like KubeVirt's: they live in the VMI's directory and go with it.
+All but volumes and hostDisks are KubeVirt's ephemeral kinds: they live in the VMI's directory and go
+with it (a cdrom's image excepted, which is the node's cache's). A hostDisk is the operator's file.
 A volume (persistentVolumeClaim, dataVolume) is a file of the node's ``volumes`` directory that
 outlives every run: made by the first launcher that uses it, blank or a full copy of its image
 (never backed by the image cache, which is cleaned), and removed by the node once it is deleted.
@@ -20,9 +23,19 @@ from pathlib import Path
 import nats.js.errors
 from nats.js.object_store import ObjectStore
 
+from launcher import configdrive, hostdisks
 from proto.errors import ApiError, Code
 from proto.quantity import format_bytes, parse_bytes
-from proto.spec import CloudInitNoCloud, ContainerDisk, EmptyDisk, PersistentVolumeClaim, VMSpec
+from proto.spec import (
+    CloudInitConfigDrive,
+    CloudInitNoCloud,
+    ContainerDisk,
+    EmptyDisk,
+    Ephemeral,
+    HostDisk,
+    PersistentVolumeClaim,
+    VMSpec,
+)
 from proto.state import PersistentVolume
 from proto.validation import empty_disk_total
 from servicekit.paths import path_under, safe_name, volume_path
@@ -31,18 +44,24 @@ DiskPaths = dict[str, tuple[str, str]]  # volume name -> (path, format)
 
 
 async def prepare(spec: VMSpec, *, uid: str, vmi_dir: Path, cache_dir: Path, images: ObjectStore,
-                  volumes: dict[str, PersistentVolume] | None = None, volumes_dir: Path | None = None) -> DiskPaths:
-    """volumes: the records of the volumes the VM uses, by name; volumes_dir: the node's volume files."""
+                  volumes: dict[str, PersistentVolume] | None = None, volumes_dir: Path | None = None,
+                  host_disk_dirs: tuple[Path, ...] = ()) -> DiskPaths:
+    """volumes: the records of the volumes the VM uses, by name; volumes_dir: the node's volume files;
+    host_disk_dirs: where hostDisks may be (none: every hostDisk is refused)."""
     # The scheduler placed the VM where its emptyDisks fit; the disk may have filled since (or two
     # binds raced on one snapshot): a guest that would pause on ENOSPC is better not started.
     st = await asyncio.to_thread(os.statvfs, vmi_dir)
     check_disk_room(spec, st.f_bavail * st.f_frsize)
     out: DiskPaths = {}
-    for volume in spec.volumes:
+    cdroms = {disk.name for disk in spec.disks if disk.device == "cdrom"}
+    for index, volume in enumerate(spec.volumes):
         source = volume.source
         if isinstance(source, ContainerDisk):
             base = await cached_image(images, source.image, cache_dir)
             fmt = await asyncio.to_thread(image_format, base)
+            if volume.name in cdroms:  # an installer ISO: read-only media needs no overlay
+                out[volume.name] = (str(base), fmt)
+                continue
             overlay = path_under(vmi_dir, volume.name, ".qcow2", what="volume name")
             await _run("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", fmt, str(overlay))
             out[volume.name] = (str(overlay), "qcow2")
@@ -50,16 +69,26 @@ async def prepare(spec: VMSpec, *, uid: str, vmi_dir: Path, cache_dir: Path, ima
             path = path_under(vmi_dir, volume.name, ".qcow2", what="volume name")
             await _run("qemu-img", "create", "-q", "-f", "qcow2", str(path), str(parse_bytes(source.capacity)))
             out[volume.name] = (str(path), "qcow2")
-        elif isinstance(source, PersistentVolumeClaim):
+        elif isinstance(source, PersistentVolumeClaim | Ephemeral):
             record = (volumes or {}).get(source.claim_name)
             if record is None or volumes_dir is None:
                 raise ApiError(Code.NOT_FOUND, f"volume {source.claim_name!r} not found")
             path = volume_path(volumes_dir, record)
-            if not path.exists():
+            if not path.exists():  # its first user makes it, an ephemeral one too
                 await make_volume(record, path, images=images, cache_dir=cache_dir)
-            else:
+            elif isinstance(source, PersistentVolumeClaim):  # growing is writing: not for an ephemeral use
                 await grow_volume(record, path)
+            if isinstance(source, Ephemeral):
+                # QEMU opens a backing file read-only, and its image locks refuse one another process writes
+                overlay = path_under(vmi_dir, volume.name, ".qcow2", what="volume name")
+                await _run("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(path), "-F", "qcow2", str(overlay))
+                path = overlay
             out[volume.name] = (str(path), "qcow2")
+        elif isinstance(source, HostDisk):
+            out[volume.name] = (str(await asyncio.to_thread(hostdisks.prepare, source, index, host_disk_dirs)), "raw")
+        elif isinstance(source, CloudInitConfigDrive):
+            out[volume.name] = (str(await asyncio.to_thread(
+                configdrive.make_config_drive, source, uid=uid, hostname=spec.name, vmi_dir=vmi_dir)), "raw")
         elif isinstance(source, CloudInitNoCloud):
             out[volume.name] = (str(await asyncio.to_thread(
                 make_cidata, source, uid=uid, hostname=spec.name, vmi_dir=vmi_dir)), "raw")

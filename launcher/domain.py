@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from proto.quantity import parse_bytes
-from proto.spec import CloudInitNoCloud, VMSpec
+from proto.spec import CloudInitConfigDrive, CloudInitNoCloud, VMSpec
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class DiskPlan:
     target: str
     readonly: bool
     boot_order: int | None
+    device: Literal["disk", "cdrom"] = "disk"
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,11 @@ def plan_domain(spec: VMSpec, *, uid: str, domain_type: Literal["kvm", "qemu"],
         disks.append(DiskPlan(
             name=disk.name, path=path, format="qcow2" if fmt == "qcow2" else "raw", bus=disk.bus,
             target=prefix + chr(ord("a") + index),
-            readonly=isinstance(volumes[disk.name].source, CloudInitNoCloud), boot_order=disk.boot_order))
+            readonly=disk.readonly or disk.device == "cdrom"
+            or isinstance(volumes[disk.name].source, CloudInitNoCloud | CloudInitConfigDrive),
+            boot_order=disk.boot_order, device=disk.device))
+    # Boot order is per device (libvirt refuses it beside <os><boot dev=.../>): as the user gave it,
+    # else the first disk, as KubeVirt leaves it to the firmware's first disk
     if disks and all(d.boot_order is None for d in disks):
         disks[0] = DiskPlan(**{**disks[0].__dict__, "boot_order": 1})
     macs = macs or {}
@@ -118,8 +123,12 @@ def configure_features(plan: DomainPlan, dom: ET.Element) -> None:
 
 
 def configure_storage(plan: DomainPlan, devices: ET.Element) -> None:
+    if any(d.bus == "scsi" for d in plan.disks):
+        # libvirt's default SCSI controller on x86 is an LSI one QEMU may not even build; KubeVirt
+        # uses virtio-scsi too
+        _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
     for d in plan.disks:
-        disk = _sub(devices, "disk", type="file", device="disk")
+        disk = _sub(devices, "disk", type="file", device=d.device)
         _sub(disk, "driver", name="qemu", type=d.format)
         _sub(disk, "source", file=d.path)
         _sub(disk, "target", dev=d.target, bus=d.bus)

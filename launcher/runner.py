@@ -34,6 +34,7 @@ from launcher.supervision import DomainFollower
 from proto import subjects
 from proto.errors import ApiError, Code
 from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
+from proto.services import CLUSTER_DNS_IP, DNS_SEARCH
 from proto.spec import claims
 from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface
 from proto.stats import from_libvirt
@@ -65,6 +66,7 @@ class LauncherArgs:
     pod_ip: str | None = None  # with its prefix, e.g. 10.244.0.2/24
     pod_gateway: str | None = None
     secondary: tuple[str, ...] = ()  # interface=node bridge=address/prefix
+    host_disk_dirs: tuple[Path, ...] = ()  # where hostDisks may be, as the node's operator allowed
 
     @property
     def vmi_dir(self) -> Path:
@@ -214,7 +216,7 @@ class Runner:
         a = self.args
         paths = await disks.prepare(vmi.spec, uid=a.uid, vmi_dir=a.vmi_dir, cache_dir=a.node_dir / "images",
                                     images=self.store.images, volumes=await self._volumes(vmi),
-                                    volumes_dir=a.node_dir / "volumes")
+                                    volumes_dir=a.node_dir / "volumes", host_disk_dirs=a.host_disk_dirs)
         taps = self.taps = {iface.name: f"tap{i}" for i, iface in enumerate(vmi.spec.interfaces)}
         for tap in taps.values():
             await asyncio.to_thread(namespaces.create_tap, a.pod_netns, tap)
@@ -291,17 +293,17 @@ class Runner:
             mac = iface.mac_address or stable_mac(a.uid, iface.name)
             rules = Masquerade(pod_ip=pod_ip.ip, ports=tuple(iface.ports))
             await asyncio.to_thread(podnic.bind_masquerade, pod_netns=a.pod_netns, tap=tap, rules=rules)
-            lease = Lease(mac=mac, ip=rules.guest_ip, prefix=24, router=rules.gateway, dns=[rules.gateway],
+            lease = Lease(mac=mac, ip=rules.guest_ip, prefix=24, router=rules.gateway, dns=[CLUSTER_DNS_IP],
                           mtu=None, routes=[], hostname=vmi.spec.name, lease_seconds=86400,
-                          server_id=rules.gateway, domain=None)
+                          server_id=rules.gateway, domain=None, search=DNS_SEARCH)
             bridge = podnic.GUEST_BRIDGE
         else:  # bridge: the guest takes the pod's IP and MAC
             nic_mac = await asyncio.to_thread(podnic.pod_mac, a.pod_netns)
             mac = iface.mac_address or nic_mac
             bridge = await asyncio.to_thread(podnic.bind_bridge, pod_netns=a.pod_netns, tap=tap, pod_ip=pod_ip)
             lease = Lease(mac=mac, ip=pod_ip.ip, prefix=pod_ip.network.prefixlen, router=IPv4Address(a.pod_gateway),
-                          dns=[], mtu=None, routes=[], hostname=vmi.spec.name, lease_seconds=86400,
-                          server_id=IPv4Address(podnic.DHCP_SERVER_ADDRESS), domain=None)
+                          dns=[CLUSTER_DNS_IP], mtu=None, routes=[], hostname=vmi.spec.name, lease_seconds=86400,
+                          server_id=IPv4Address(podnic.DHCP_SERVER_ADDRESS), domain=None, search=DNS_SEARCH)
         self.leases.append((lease, bridge))
         self.macs[name] = mac
         return VMIInterface(name=name, ip_address=str(pod_ip.ip), ip_addresses=[str(pod_ip.ip)], mac=mac)

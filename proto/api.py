@@ -12,7 +12,7 @@ import msgspec
 from proto.errors import ApiError, Code, ErrorReply
 from proto.instancetypes import Instancetype
 from proto.spec import NetworkAttachment
-from proto.state import VM, VMI, Exposure, FloatingIP, Node, PersistentVolume
+from proto.state import VM, VMI, Endpoints, Exposure, FloatingIP, Node, PersistentVolume, Service
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
@@ -138,6 +138,43 @@ class InstancetypeReply(Message, frozen=True):
 
 class InstancetypeList(Message, frozen=True):
     items: list[Instancetype]
+
+
+class ServiceExpose(Message, frozen=True):
+    """``virtbus expose vm|vmi NAME --name SVC --port P [--target-port T] [--type T]`` (virtctl expose)."""
+
+    kind: str  # vm | vmi
+    name: str
+    service_name: str
+    port: int
+    target_port: int | None = None
+    protocol: str = "TCP"
+    type: str = "ClusterIP"
+    port_name: str = ""
+    cluster_ip: str = ""
+
+
+class ServiceView(Message, frozen=True):
+    """A Service with its Endpoints as they stand (None: none yet)."""
+
+    service: Service
+    endpoints: Endpoints | None = None
+
+
+class ServiceReply(Message, frozen=True):
+    item: ServiceView
+
+
+class ServiceList(Message, frozen=True):
+    items: list[ServiceView]
+
+
+class EndpointsReply(Message, frozen=True):
+    item: Endpoints
+
+
+class EndpointsList(Message, frozen=True):
+    items: list[Endpoints]
 
 
 class Ack(Message, frozen=True):

@@ -95,12 +95,10 @@ def _guest(spec: Mapping[str, Any], part: str) -> object:
 def expand(manifest: object, lookup: Callable[[str], Instancetype | None]) -> object:
     """A VirtualMachine manifest with its instancetype's size written into its template, as KubeVirt
     applies it; any other manifest as it is. Refuses an unknown instancetype, a preference (not
-    supported), and a size set both ways."""
+    a size set both ways; a preference is proto.preferences' to apply."""
     if not isinstance(manifest, dict) or not isinstance(manifest.get("spec"), dict):
         return manifest
     spec = manifest["spec"]
-    if "preference" in spec:
-        raise ApiError(Code.INVALID, "spec.preference is not supported by virtbus", "spec.preference")
     ref = spec.get("instancetype")
     if ref is None:
         return manifest

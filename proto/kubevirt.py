@@ -32,18 +32,22 @@ from proto.schema import (
     ListOf,
     Object,
     Off,
+    Refused,
     StrMap,
     bad,
     invalid,
     join,
 )
 from proto.spec import (
+    CloudInitConfigDrive,
     CloudInitNoCloud,
     ContainerDisk,
     Cpu,
     DataVolumeTemplate,
     Disk,
     EmptyDisk,
+    Ephemeral,
+    HostDisk,
     Interface,
     Network,
     NetworkAttachment,
@@ -61,7 +65,9 @@ API_GROUPS = ("kubevirt.io/", "k8s.cni.cncf.io/")
 
 BINDINGS = ("masquerade", "bridge")
 NETWORK_SOURCES = ("pod", "multus")
-VOLUME_SOURCES = ("containerDisk", "emptyDisk", "cloudInitNoCloud", "persistentVolumeClaim", "dataVolume")
+VOLUME_SOURCES = ("containerDisk", "emptyDisk", "cloudInitNoCloud", "persistentVolumeClaim", "dataVolume",
+                  "cloudInitConfigDrive", "hostDisk", "ephemeral")
+DISK_DEVICES = ("disk", "cdrom", "lun")
 REGISTRY_SCHEME = "docker://"  # CDI's registry source: the image of that name in the image store
 TEMPLATE_SPEC = "spec.template.spec"
 DOMAIN_PATH = f"{TEMPLATE_SPEC}.domain"
@@ -74,7 +80,19 @@ _METADATA = Object({
     **dict.fromkeys(("namespace", "annotations", "uid", "resourceVersion", "creationTimestamp",
                      "generation", "managedFields", "selfLink", "finalizers"), IGNORED),
 })
-_DISK = Object({"name": STR, "disk": Object({"bus": Choice(("virtio", "sata", "scsi"))}), "bootOrder": INT})
+_DISK = Object({
+    "name": STR,
+    "disk": Object({"bus": Choice(("virtio", "sata", "scsi")), "readonly": BOOL}),
+    # virtio is no cdrom bus (KubeVirt refuses it too); an open tray is a drive with no medium, which
+    # no virtbus volume is: a cdrom holds its volume from the start
+    "cdrom": Object({"bus": Choice(("sata", "scsi")), "readonly": BOOL, "tray": Choice(("closed",))}),
+    # KubeVirt's lun is device='lun', SCSI commands passed through to a block device; every virtbus
+    # volume (and hostDisk) is a file, where libvirt cannot do that, and a plain scsi disk in its
+    # place would fail the very commands (reservations, SG_IO) a lun is asked for
+    "lun": Refused("a lun passes SCSI commands through to a block device, and every virtbus volume is a file; "
+                   "use disk: {bus: scsi}"),
+    "bootOrder": INT,
+})
 _PORT = Object({"port": INT, "protocol": Choice(("TCP", "UDP")), "name": STR})
 _INTERFACE = Object({
     "name": STR, "masquerade": EMPTY, "bridge": EMPTY, "macAddress": STR, "ports": ListOf(_PORT),
@@ -89,6 +107,13 @@ _VOLUME = Object({
         ("userData", "userDataBase64", "networkData", "networkDataBase64"), STR)),
     "persistentVolumeClaim": Object({"claimName": STR}),  # a virtbus volume of that name
     "dataVolume": Object({"name": STR, "hotpluggable": Off()}),
+    # the secretRefs are not here: virtbus has no Secrets, so they are refused by path
+    "cloudInitConfigDrive": Object(dict.fromkeys(
+        ("userData", "userDataBase64", "networkData", "networkDataBase64"), STR)),
+    "hostDisk": Object({"path": STR, "type": Choice(("Disk", "DiskOrCreate")), "capacity": QUANTITY,
+                        "shared": Off()}),  # one node's file, never shared between nodes
+    # readOnly either way: the overlay never writes the volume
+    "ephemeral": Object({"persistentVolumeClaim": Object({"claimName": STR, "readOnly": BOOL})}),
 })
 _STORAGE = Object({
     "resources": Object({"requests": Object({"storage": QUANTITY})}),
@@ -120,6 +145,8 @@ _VM = Object({
         "dataVolumeTemplates": ListOf(_DATA_VOLUME_TEMPLATE),
         # proto.instancetypes.expand has written its size into the template before this reads it
         "instancetype": Object({"name": STR, "kind": STR, "revisionName": IGNORED}),
+        # proto.preferences.expand has applied it to the template before this reads it
+        "preference": Object({"name": STR, "kind": STR, "revisionName": IGNORED}),
         "template": Object({
             "metadata": Object({"labels": StrMap(), "name": IGNORED, "annotations": IGNORED,
                                  "creationTimestamp": IGNORED}),
@@ -281,7 +308,20 @@ def _memory(domain: Mapping[str, Any]) -> str:
 
 
 def _disk(disk: Mapping[str, Any], path: str) -> Disk:
-    return Disk(name=_required(disk, "name", path), bus=disk.get("disk", {}).get("bus", "virtio"),
+    name = _required(disk, "name", path)
+    devices = [key for key in DISK_DEVICES if key in disk]
+    if len(devices) > 1:
+        raise invalid(f"{path}.{devices[1]}", f"{path} is a {devices[0]} and a {devices[1]}: at most one of "
+                                              f"{', '.join(DISK_DEVICES)}")
+    if "cdrom" in disk:
+        cdrom = disk["cdrom"]
+        if cdrom.get("readonly") is False:  # KubeVirt's cdrom defaults to read-only; QEMU's is always
+            raise invalid(f"{path}.cdrom.readonly", f"{path}.cdrom.readonly false is not supported: a cdrom is "
+                                                    "read-only media")
+        return Disk(name=name, device="cdrom", bus=cdrom.get("bus", "sata"), readonly=True,
+                    boot_order=disk.get("bootOrder"))
+    target = disk.get("disk", {})
+    return Disk(name=name, bus=target.get("bus", "virtio"), readonly=target.get("readonly", False),
                 boot_order=disk.get("bootOrder"))
 
 
@@ -316,6 +356,15 @@ def _volume(volume: Mapping[str, Any], path: str) -> Volume:
         source = PersistentVolumeClaim(claim_name=_required(body, "claimName", where))
     elif kind == "dataVolume":
         source = PersistentVolumeClaim(claim_name=_required(body, "name", where))
+    elif kind == "hostDisk":
+        source = HostDisk(path=_required(body, "path", where), kind=_required(body, "type", where),
+                          capacity=body.get("capacity"))
+    elif kind == "ephemeral":
+        claim = _required(body, "persistentVolumeClaim", where)
+        source = Ephemeral(claim_name=_required(claim, "claimName", f"{where}.persistentVolumeClaim"))
+    elif kind == "cloudInitConfigDrive":
+        source = CloudInitConfigDrive(user_data=_cloud_text(body, "userData", where) or "",
+                                      network_data=_cloud_text(body, "networkData", where))
     else:
         source = CloudInitNoCloud(user_data=_cloud_text(body, "userData", where) or "",
                                   network_data=_cloud_text(body, "networkData", where))

@@ -17,11 +17,14 @@ from proto.api import NodeView, VMView
 from proto.kubevirt import REGISTRY_SCHEME
 from proto.quantity import format_bytes
 from proto.spec import (
+    CloudInitConfigDrive,
     CloudInitNoCloud,
     ContainerDisk,
     DataVolumeTemplate,
     Disk,
     EmptyDisk,
+    Ephemeral,
+    HostDisk,
     Interface,
     Network,
     PersistentVolumeClaim,
@@ -108,7 +111,8 @@ def vm_manifest(spec: VMSpec) -> Obj:
 
 
 def _disk(disk: Disk) -> Obj:
-    return _given({"name": disk.name, "disk": {"bus": disk.bus}, "bootOrder": disk.boot_order})
+    target: Obj = {"bus": disk.bus, **({"readonly": True} if disk.readonly else {})}
+    return _given({"name": disk.name, disk.device: target, "bootOrder": disk.boot_order})
 
 
 def _port(port: Port) -> Obj:
@@ -134,10 +138,15 @@ def _volume(volume: Volume) -> Obj:
             source = ("containerDisk", {"image": image})
         case EmptyDisk(capacity=capacity):
             source = ("emptyDisk", {"capacity": capacity})
-        case CloudInitNoCloud(user_data=user_data, network_data=network_data):
+        case CloudInitNoCloud(user_data=user_data, network_data=network_data) | \
+                CloudInitConfigDrive(user_data=user_data, network_data=network_data):
             # plain text, not base64: proto.kubevirt decoded it, and takes either back
-            source = ("cloudInitNoCloud", {**({"userData": user_data} if user_data else {}),
-                                           **_given({"networkData": network_data})})
+            kind = "cloudInitNoCloud" if isinstance(volume.source, CloudInitNoCloud) else "cloudInitConfigDrive"
+            source = (kind, {**({"userData": user_data} if user_data else {}), **_given({"networkData": network_data})})
+        case HostDisk(path=path, kind=kind, capacity=capacity):
+            source = ("hostDisk", _given({"path": path, "type": kind, "capacity": capacity}))
+        case Ephemeral(claim_name=claim):
+            source = ("ephemeral", {"persistentVolumeClaim": {"claimName": claim}})
         case PersistentVolumeClaim(claim_name=claim):  # a dataVolume too: both name a virtbus volume
             source = ("persistentVolumeClaim", {"claimName": claim})
     return {"name": volume.name, source[0]: source[1]}
@@ -160,7 +169,8 @@ def vmi_object(vmi: VMI) -> Obj:
         "apiVersion": KUBEVIRT_API,
         "kind": "VirtualMachineInstance",
         "metadata": _compact({"name": vmi.name, "uid": vmi.uid, "creationTimestamp": timestamp(vmi.created_at),
-                              "labels": labels}),
+                              "labels": labels,
+                              "ownerReferences": _owner(KUBEVIRT_API, "VirtualMachineInstanceReplicaSet", vmi.owner)}),
         "spec": vmi_spec(vmi.spec),
         "status": _compact({
             "phase": vmi.phase.value,
@@ -177,6 +187,11 @@ def vmi_object(vmi: VMI) -> Obj:
             "guestOSReady": vmi.guest_os_ready or None,
         }),
     }
+
+
+def _owner(api_version: str, kind: str, name: str | None) -> list[Obj]:
+    """Kubernetes' ownerReferences: the replica set or pool that made it, and deletes it with itself."""
+    return [{"apiVersion": api_version, "kind": kind, "name": name, "controller": True}] if name else []
 
 
 def condition(cond: Condition) -> Obj:
@@ -200,7 +215,8 @@ def vm_object(view: VMView) -> Obj:
     obj = vm_manifest(vm.spec)
     # no uid: a virtbus VM has none (its instances do)
     obj["metadata"] = _compact({"name": vm.spec.name, "creationTimestamp": timestamp(vm.created_at),
-                                "generation": vm.generation, "resourceVersion": str(view.revision)})
+                                "generation": vm.generation, "resourceVersion": str(view.revision),
+                                "ownerReferences": _owner("pool.kubevirt.io/v1alpha1", "VirtualMachinePool", vm.owner)})
     obj["status"] = _compact({
         "printableStatus": view.printable_status,
         # KubeVirt leaves both out when false; printed anyway, so a reader need not know that

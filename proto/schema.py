@@ -78,6 +78,16 @@ class Off(Node):
         return value
 
 
+@dataclass(frozen=True)
+class Refused(Node):
+    """A key virtbus knows and cannot honour, refused with why."""
+
+    why: str
+
+    def walk(self, value: Any, path: str) -> Any:
+        raise invalid(path, f"{path} is not supported by virtbus: {self.why}")
+
+
 class Quantity(Node):
     def walk(self, value: Any, path: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, str | int):

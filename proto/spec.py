@@ -33,11 +33,14 @@ class Cpu(Spec, frozen=True):
 
 
 class Disk(Spec, frozen=True):
-    """A disk device; its volume has the same name."""
+    """A disk device; its volume has the same name. A cdrom is read-only media on sata or scsi
+    (KubeVirt's ``cdrom:``); a disk may be read-only too."""
 
     name: str
     bus: Literal["virtio", "sata", "scsi"] = "virtio"
     boot_order: int | None = None
+    device: Literal["disk", "cdrom"] = "disk"
+    readonly: bool = False
 
 
 class Port(Spec, frozen=True):
@@ -81,12 +84,37 @@ class PersistentVolumeClaim(Spec, tag="persistentVolumeClaim", tag_field="type",
     claim_name: str
 
 
-VolumeSource = ContainerDisk | EmptyDisk | CloudInitNoCloud | PersistentVolumeClaim
+class CloudInitConfigDrive(Spec, tag="cloudInitConfigDrive", tag_field="type", frozen=True):
+    """cloud-init's OpenStack config drive: a "config-2" ISO."""
+
+    user_data: str = ""
+    network_data: str | None = None
+
+
+class HostDisk(Spec, tag="hostDisk", tag_field="type", frozen=True):
+    """A raw file of the node's, under a directory its operator allowed (handler --host-disk-dir);
+    the file is the operator's and outlives the VM."""
+
+    path: str
+    kind: Literal["Disk", "DiskOrCreate"] = "Disk"  # KubeVirt's ``type``: must exist, or made if missing
+    capacity: str | None = None  # the size of a file DiskOrCreate makes
+
+
+class Ephemeral(Spec, tag="ephemeral", tag_field="type", frozen=True):
+    """A copy-on-write overlay on a virtbus volume, discarded with the run: the volume is never written."""
+
+    claim_name: str
+
+
+VolumeSource = ContainerDisk | EmptyDisk | CloudInitNoCloud | PersistentVolumeClaim | CloudInitConfigDrive | HostDisk \
+    | Ephemeral
 
 
 def claims(volumes: list[Volume]) -> list[tuple[int, str]]:
-    """(index, volume name) of every virtbus volume among a VM's volumes."""
-    return [(i, v.source.claim_name) for i, v in enumerate(volumes) if isinstance(v.source, PersistentVolumeClaim)]
+    """(index, volume name) of every virtbus volume among a VM's volumes, an ephemeral's too: it
+    must exist, and holds the VM to the volume's node like a claim of it."""
+    return [(i, v.source.claim_name) for i, v in enumerate(volumes)
+            if isinstance(v.source, PersistentVolumeClaim | Ephemeral)]
 
 
 class DataVolumeTemplate(Spec, frozen=True):

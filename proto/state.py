@@ -46,6 +46,7 @@ class VM(State, frozen=True):
     failures: int = 0
     next_start_at: float = 0.0
     last_failure: str = ""
+    owner: str | None = None  # the VirtualMachinePool that made it (proto.workloads); deleted with it
 
 
 class VMIInterface(State, frozen=True):
@@ -93,6 +94,8 @@ class VMI(State, frozen=True):
     pause_requested: bool = False
     pause_generation: int = 0
     reboot_requests: int = 0
+    # The VirtualMachineInstanceReplicaSet that made it (proto.workloads); such an instance is standalone
+    owner: str | None = None
 
 
 class Node(State, frozen=True):
@@ -111,13 +114,15 @@ class Node(State, frozen=True):
 
 
 class Exposure(State, frozen=True):
-    """A node port: traffic to any node address on node_port goes to the VM's pod IP on port."""
+    """A node port: traffic to any node address on node_port goes to the VM's pod IP on port; or, with
+    ``service`` (and no vm), a NodePort Service's claim of it, so the two never share a node port."""
 
     vm: str
     port: int
     node_port: int
     protocol: str = "TCP"
     created_at: float = 0.0
+    service: str | None = None
 
     @property
     def key(self) -> str:
@@ -195,3 +200,63 @@ class FloatingIP(State, frozen=True):
 
 def floating_ip_key(address: str) -> str:
     return "fip-" + address.replace(".", "-")
+
+
+# --- Kubernetes Services and Endpoints (proto.services reads their manifests) ---------------------
+HEADLESS = "None"  # a Service's clusterIP when it has none: DNS only
+
+
+class ServiceType(enum.StrEnum):
+    CLUSTER_IP = "ClusterIP"
+    NODE_PORT = "NodePort"
+    LOAD_BALANCER = "LoadBalancer"
+
+
+class ServicePort(State, frozen=True):
+    port: int
+    target_port: int
+    protocol: str = "TCP"
+    name: str = ""
+    node_port: int | None = None  # NodePort and LoadBalancer Services: claimed like a VM's node port
+
+
+class Service(State, frozen=True):
+    name: str
+    uid: str
+    type: ServiceType
+    ports: list[ServicePort]
+    created_at: float
+    selector: dict[str, str] = {}  # empty: its Endpoints are written by hand
+    cluster_ip: str = HEADLESS  # HEADLESS: DNS only, no virtual IP
+    labels: dict[str, str] = {}
+
+    @property
+    def headless(self) -> bool:
+        return self.cluster_ip == HEADLESS
+
+
+class EndpointAddress(State, frozen=True):
+    ip: str
+    vmi: str | None = None  # the VMI it belongs to (targetRef); None for a hand-written address
+    node: str | None = None
+    hostname: str | None = None
+
+
+class EndpointPort(State, frozen=True):
+    port: int
+    protocol: str = "TCP"
+    name: str = ""
+
+
+class EndpointSubset(State, frozen=True):
+    addresses: list[EndpointAddress] = []
+    ports: list[EndpointPort] = []
+
+
+class Endpoints(State, frozen=True):
+    """Where a Service's traffic goes: kept by the endpoints controller for a Service with a selector,
+    written by hand (``manual``) for one without, as Kubernetes has it."""
+
+    name: str
+    subsets: list[EndpointSubset] = []
+    manual: bool = False

@@ -16,16 +16,20 @@ from proto import netcheck
 from proto.errors import ApiError, Code
 from proto.instancetypes import KINDS as INSTANCETYPE_KINDS
 from proto.instancetypes import MAX_GUEST_CPUS, Instancetype
+from proto.preferences import Preference
+from proto.preferences import check as check_preference
+from proto.services import cluster_ip_in_range
 from proto.snapshots import VMSnapshot, VolumeSnapshot, check_taker
 from proto.spec import NetworkAttachment
-from proto.state import VM, VMI, Exposure, FloatingIP, Lease, Node, PersistentVolume, VmiLease
+from proto.state import VM, VMI, Endpoints, Exposure, FloatingIP, Lease, Node, PersistentVolume, Service, VmiLease
 from proto.subjects import InvalidToken, is_dns1123_label, vmi_lease_parts
 from proto.validation import check_labels, check_name, validate_network, validate_vm, validate_volume_fields
+from proto.workloads import Pool, ReplicaSet, check_pool, check_replicaset
 
 MAX_NODE_CPUS = 4096
 MAX_TEXT = 32 * 1024  # reasons, messages: shown to people, never parsed; libvirt errors run long
-# ipam keys: nodecidr.<index>, podips.<node>, net.<network>
-_IPAM_KEY = re.compile(r"^(nodecidr\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|(podips|net)\.(?P<name>.+))$")
+# ipam keys: nodecidr.<index>, podips.<node>, net.<network>, svcip.<a-b-c-d> (a Service's virtual IP)
+_IPAM_KEY = re.compile(r"^(nodecidr\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|(podips|net|svcip)\.(?P<name>.+))$")
 
 
 class BadStoredValue(Exception):
@@ -64,6 +68,8 @@ def check_vm(key: str, vm: VM) -> None:
     if vm.failures < 0 or vm.generation < 1:
         raise ApiError(Code.INVALID, "failures and generation cannot be negative", "failures")
     _text(vm.last_failure, "lastFailure")
+    if vm.owner is not None:
+        check_name(vm.owner, "owner", "pool name")
 
 
 def check_vmi(key: str, vmi: VMI) -> None:
@@ -78,6 +84,8 @@ def check_vmi(key: str, vmi: VMI) -> None:
     if vmi.launcher_pid is not None and vmi.launcher_pid < 1:
         raise ApiError(Code.INVALID, f"{vmi.launcher_pid} is not a process id", "launcherPid")
     _text(vmi.reason, "reason")
+    if vmi.owner is not None:
+        check_name(vmi.owner, "owner", "replica set name")
     if vmi.pause_generation < 0 or vmi.reboot_requests < 0:
         raise ApiError(Code.INVALID, "pauseGeneration and rebootRequests cannot be negative", "pauseGeneration")
     for i, cond in enumerate(vmi.conditions):
@@ -104,7 +112,12 @@ def check_node(key: str, node: Node) -> None:
 
 
 def check_exposure(key: str, exposure: Exposure) -> None:
-    check_name(exposure.vm, "vm", "VM name")
+    if exposure.service is None:
+        check_name(exposure.vm, "vm", "VM name")
+    else:
+        check_name(exposure.service, "service", "Service name")
+        if exposure.vm:
+            raise ApiError(Code.INVALID, "a Service's node port belongs to no VM", "vm")
     netcheck.protocol(exposure.protocol, "protocol")
     netcheck.port(exposure.port, "port")
     netcheck.node_port(exposure.node_port, "nodePort")
@@ -132,9 +145,9 @@ def _ipam_key(key: str) -> None:
 
 
 def check_cidr_claim(key: str, owner: str) -> None:
-    """ipam ``nodecidr.N``: the node holding the Nth /24."""
+    """ipam ``nodecidr.N``: the node holding the Nth /24; ``svcip.A``: the Service holding address A."""
     _ipam_key(key)
-    check_name(owner, "value", "node name")
+    check_name(owner, "value", "node name" if key.startswith("nodecidr.") else "Service name")
 
 
 def check_address_table(key: str, table: dict[str, str]) -> None:
@@ -221,6 +234,36 @@ def check_vmi_lease(key: str, lease: VmiLease) -> None:
         raise ApiError(Code.INVALID, "renewals cannot be negative", "renewals")
 
 
+def check_service(key: str, service: Service) -> None:
+    _name_key(key)
+    _key_is(key, service.name, "Service name")
+    check_name(service.uid, "uid", "uid")
+    check_labels(service.selector, "selector")
+    check_labels(service.labels, "labels")
+    if not service.headless:
+        cluster_ip_in_range(service.cluster_ip, "clusterIP")
+    for i, p in enumerate(service.ports):
+        netcheck.port(p.port, f"ports[{i}].port")
+        netcheck.port(p.target_port, f"ports[{i}].targetPort")
+        netcheck.protocol(p.protocol, f"ports[{i}].protocol")
+        if p.node_port is not None:
+            netcheck.node_port(p.node_port, f"ports[{i}].nodePort")
+
+
+def check_endpoints(key: str, endpoints: Endpoints) -> None:
+    _name_key(key)
+    _key_is(key, endpoints.name, "Endpoints name")
+    for i, subset in enumerate(endpoints.subsets):
+        for j, a in enumerate(subset.addresses):
+            netcheck.host_address(a.ip, f"subsets[{i}].addresses[{j}].ip")
+            for value, what in ((a.vmi, "VMI name"), (a.node, "node name"), (a.hostname, "hostname")):
+                if value is not None:
+                    check_name(value, f"subsets[{i}].addresses[{j}]", what)
+        for j, p in enumerate(subset.ports):
+            netcheck.port(p.port, f"subsets[{i}].ports[{j}].port")
+            netcheck.protocol(p.protocol, f"subsets[{i}].ports[{j}].protocol")
+
+
 def _no_checks(key: str, value: object) -> None:
     return None
 
@@ -231,8 +274,8 @@ def check_key(kind: object, key: str) -> None:
         _ipam_key(key)
     elif kind is VmiLease:
         _vmi_lease_key(key)
-    elif kind is Instancetype:
-        check_name(key.replace(".", "-"), "key", "instancetype name")
+    elif kind is Instancetype or kind is Preference:
+        check_name(key.replace(".", "-"), "key", "instancetype or preference name")
     else:
         _name_key(key)
 
@@ -243,6 +286,8 @@ _VALIDATORS: dict[object, Validator] = {
     NetworkAttachment: check_network, Lease: check_lease, VmiLease: check_vmi_lease,
     PersistentVolume: check_persistent_volume, VolumeSnapshot: check_volume_snapshot, VMSnapshot: check_vm_snapshot,
     Instancetype: check_instancetype, str: check_cidr_claim,
+    ReplicaSet: check_replicaset, Pool: check_pool, Preference: check_preference,
+    Service: check_service, Endpoints: check_endpoints,
     dict[str, str]: check_address_table,
 }
 

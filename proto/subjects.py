@@ -20,7 +20,12 @@ BUCKET_IPAM = "ipam"
 BUCKET_EXPOSURES = "exposures"
 BUCKET_FLOATING_IPS = "floatingips"
 BUCKET_VOLUMES = "volumes"
+BUCKET_SERVICES = "services"  # Kubernetes Services (proto.services), by name
+BUCKET_ENDPOINTS = "endpoints"  # their Endpoints, by the Service's name
 BUCKET_INSTANCETYPES = "instancetypes"  # user-defined ones (proto.instancetypes); the control plane's only
+BUCKET_REPLICASETS = "vmirs"  # VirtualMachineInstanceReplicaSets (proto.workloads); the control plane's only
+BUCKET_PREFERENCES = "preferences"  # user-defined ones (proto.preferences); the control plane's only
+BUCKET_POOLS = "vmpools"  # VirtualMachinePools (proto.workloads); the control plane's only
 # The control plane's leases: one key per thing only one scheduler may do at a time.
 BUCKET_LEADER = "leader"
 LEASE_CONTROLLERS = "controllers"  # the VM controller, the binder and node lifecycle
@@ -46,6 +51,11 @@ def ipam_pod_ips(node: str) -> str:
 
 def ipam_network(network: str) -> str:
     return f"net.{token(network)}"
+
+def ipam_service_ip(address: str) -> str:
+    """A Service's virtual IP, claimed by create (the address with '-' for '.', a key token)."""
+    return "svcip." + address.replace(".", "-")
+
 
 def vmi_lease(node: str, vmi: str) -> str:
     return f"{token(node)}.{token(vmi)}"

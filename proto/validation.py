@@ -7,6 +7,7 @@ domain names and shell words: only DNS-1123 labels get through. Errors blame nat
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
@@ -16,9 +17,12 @@ from proto.errors import ApiError, Code
 from proto.nodeapi import Registration
 from proto.quantity import InvalidQuantity, format_bytes, parse_bytes
 from proto.spec import (
+    CloudInitConfigDrive,
     CloudInitNoCloud,
     ContainerDisk,
     EmptyDisk,
+    Ephemeral,
+    HostDisk,
     Interface,
     NetworkAttachment,
     PersistentVolumeClaim,
@@ -31,6 +35,7 @@ MIN_DISK, MAX_DISK = parse_bytes("1Mi"), parse_bytes("2Ti")
 MAX_VOLUME = MAX_DISK  # a volume is a sparse qcow2 like an emptyDisk
 MAX_VCPUS = 64
 MAX_CLOUD_INIT = 64 * 1024
+MAX_HOST_PATH = 1024
 MAX_GRACE_SECONDS = 3600
 MIN_PREFIX, MAX_PREFIX = 8, 30
 # Per VM: libvirt targets run vda..vdz (a 27th virtio disk would be "vd{"); 16 disks and 8 NICs are
@@ -136,6 +141,8 @@ def _check_storage(spec: VMSpec) -> None:
     for index, disk in enumerate(spec.disks):
         if disk.name not in volumes:
             raise invalid(f"spec.disks[{index}].name", f"disk {disk.name!r} has no volume of that name")
+        if disk.device == "cdrom" and disk.bus == "virtio":
+            raise invalid(f"spec.disks[{index}].bus", "a cdrom is on sata or scsi, not virtio")
         if disk.boot_order is not None:
             if disk.boot_order < 1 or disk.boot_order in boot_orders:
                 raise invalid(f"spec.disks[{index}].bootOrder", f"boot order {disk.boot_order} must be at least "
@@ -156,12 +163,37 @@ def _check_storage(spec: VMSpec) -> None:
                                                              f"{format_bytes(MAX_EMPTY_DISK_TOTAL)}")
             case PersistentVolumeClaim(claim_name=claim):
                 check_name(claim, f"{field}.source.claimName", "volume name")
-            case CloudInitNoCloud(user_data=user_data, network_data=network_data):
+            case CloudInitNoCloud(user_data=user_data, network_data=network_data) | \
+                    CloudInitConfigDrive(user_data=user_data, network_data=network_data):
                 if not user_data and not network_data:
-                    raise invalid(f"{field}.source", "cloudInitNoCloud needs userData or networkData")
+                    kind = "cloudInitNoCloud" if isinstance(volume.source, CloudInitNoCloud) else "cloudInitConfigDrive"
+                    raise invalid(f"{field}.source", f"{kind} needs userData or networkData")
                 for key, text in (("userData", user_data), ("networkData", network_data or "")):
                     if len(text.encode()) > MAX_CLOUD_INIT:
                         raise invalid(f"{field}.source.{key}", f"cloud-init {key} is over {MAX_CLOUD_INIT // 1024} KiB")
+            case Ephemeral(claim_name=claim):
+                check_name(claim, f"{field}.source.persistentVolumeClaim.claimName", "volume name")
+            case HostDisk():
+                check_host_disk(volume.source, f"{field}.source")
+
+
+def check_host_disk(disk: HostDisk, field: str) -> None:
+    """The API's part: an absolute, normalised path (no ``..``, no ``//``, no trailing ``/``) of printable
+    characters, and a capacity exactly when one is made. Whether the path is under a directory the
+    node's operator allowed, symlinks resolved, only that node can tell (launcher.hostdisks)."""
+    path = disk.path
+    if (not path.startswith("/") or posixpath.normpath(path) != path or path.startswith("//") or path == "/"
+            or len(path) > MAX_HOST_PATH or not path.isprintable()):
+        raise invalid(f"{field}.path", f"hostDisk path {path[:MAX_HOST_PATH]!r} must be an absolute, normalised path "
+                                       f"of a file (no '..', '.', '//' or trailing '/'), at most {MAX_HOST_PATH} "
+                                       "printable characters")
+    if disk.kind == "DiskOrCreate":
+        if disk.capacity is None:
+            raise invalid(f"{field}.capacity", "a hostDisk of type DiskOrCreate needs a capacity")
+        _size(disk.capacity, f"{field}.capacity", MIN_DISK, MAX_DISK, "hostDisk capacity")
+    elif disk.capacity is not None:
+        raise invalid(f"{field}.capacity", "a hostDisk of type Disk is the file as it is: capacity is only for "
+                                           "DiskOrCreate")
 
 
 def _check_templates(spec: VMSpec) -> None:

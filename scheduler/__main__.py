@@ -17,6 +17,7 @@ from proto import subjects
 from proto.state import Lease
 from scheduler.api import VERSION, Api
 from scheduler.controllers import Scheduler
+from scheduler.endpointsync import EndpointsController
 from scheduler.leader import Elector
 from scheduler.lease import Timing
 from scheduler.metrics import SchedulerMetrics
@@ -46,12 +47,20 @@ async def run(url: str, metrics_address: str | None, creds: str | None, node_los
         log.info("metrics", url=f"http://{metrics_address}/metrics")
     scheduler = Scheduler(store, metrics=metrics, nodes=nodes, release=nodeapi.release_secondary)
 
+    endpoints = EndpointsController(store)
+    led: list[asyncio.Task[None]] = []
+
     async def lead() -> None:
         await scheduler.start()
+        led.append(asyncio.create_task(endpoints.run()))
         metrics.leader.set(1)
 
     async def lose() -> None:
         metrics.leader.set(0)
+        for task in led:
+            task.cancel()
+        await asyncio.gather(*led, return_exceptions=True)
+        led.clear()
         await scheduler.stop()
 
     me = f"scheduler-{os.getpid()}-{secrets.token_hex(3)}"

@@ -42,7 +42,11 @@ from scheduler.controllers import stop_vmi
 from scheduler.exposures import ExposureApi
 from scheduler.floatingips import FloatingIPApi
 from scheduler.instancetypes import InstancetypeApi
+from scheduler.pools import PoolApi
 from scheduler.power import PowerApi
+from scheduler.preferences import PreferenceApi
+from scheduler.replicasets import ReplicaSetApi
+from scheduler.services import ServiceApi
 from scheduler.snapshots import SnapshotApi
 from scheduler.vmplan import printable_status
 from scheduler.volumes import VolumeApi
@@ -67,6 +71,10 @@ class Api:
         self.snapshots = SnapshotApi(store, clock=clock)
         self.instancetypes = InstancetypeApi(store)
         self.power = PowerApi(store)
+        self.preferences = PreferenceApi(store)
+        self.replicasets = ReplicaSetApi(store, clock=clock)
+        self.pools = PoolApi(store, expand=self._expand, clock=clock)
+        self.services = ServiceApi(store, clock=clock)
 
     def endpoints(self) -> list[Endpoint]:
         table: dict[tuple[str, str], Callable[[bytes], object]] = {
@@ -94,14 +102,20 @@ class Api:
             ("instancetype", "apply"): self.instancetypes.apply, ("instancetype", "get"): self.instancetypes.get,
             ("instancetype", "list"): self.instancetypes.list_all,
             ("instancetype", "delete"): self.instancetypes.delete,
-            **self.snapshots.table(),
+            **self.snapshots.table(), **self.replicasets.table(), **self.pools.table(), **self.preferences.table(),
+            **self.services.table(),
         }
         return [Endpoint(f"{kind}-{verb}", subjects.api(kind, verb), handler)  # type: ignore[arg-type]
                 for (kind, verb), handler in table.items()]
 
     # --- VMs -------------------------------------------------------------------------------------
+    async def _expand(self, manifest: object) -> object:
+        """A VM manifest as KubeVirt applies it: its instancetype's size written in, then what its
+        preference fills in where the VM said nothing."""
+        return await self.preferences.expand(await self.instancetypes.expand(manifest))
+
     async def _vm_spec(self, body: bytes) -> VMSpec:
-        parsed = parse_manifest_obj(await self.instancetypes.expand(load_manifest(body, content_type="json")))
+        parsed = parse_manifest_obj(await self._expand(load_manifest(body, content_type="json")))
         if not isinstance(parsed, VMSpec):
             raise ApiError(Code.BAD_REQUEST, "this subject takes a VirtualMachine; "
                            f"send a {type(parsed).__name__} to {subjects.api('network', 'apply')}")

@@ -30,6 +30,7 @@ from scheduler.nodelife import Transition
 from scheduler.nodewatch import NodeWatch
 from scheduler.vmicache import VmiCache
 from scheduler.vmplan import Action, backoff, plan
+from scheduler.workloads import Workloads
 from servicekit.store import Store
 from servicekit.workqueue import WorkQueue
 
@@ -72,6 +73,9 @@ class Scheduler:
         self._vm_queue = WorkQueue(self.reconcile_vm, bind=("vm",))
         self._bind_queue = WorkQueue(self._schedule_quietly, bind=("vm", "vmi"))
         self._tasks: list[asyncio.Task[None]] = []
+        # replica sets and pools (scheduler.workloads): led with the rest
+        self.workloads = Workloads(store, clock=clock, emit=lambda kind, name, reason, message: self.event(
+            kind, name, reason, message))
 
     async def start(self) -> None:
         # A new term starts from what the bucket holds now, and from nobody's silence yet: time the
@@ -90,8 +94,10 @@ class Scheduler:
             asyncio.create_task(self._node_lifecycle()),
             *([asyncio.create_task(self.nodes.run())] if self._own_nodes else []),
         ]
+        await self.workloads.start()
 
     async def stop(self) -> None:
+        await self.workloads.stop()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -27,7 +27,7 @@ from proto.api import (
 )
 from proto.errors import ApiError, Code
 from proto.quantity import parse_bytes
-from proto.spec import VMSpec, claims
+from proto.spec import Ephemeral, VMSpec, claims
 from proto.state import PersistentVolume
 from proto.validation import check_name, validate_volume_fields
 from servicekit.store import Store
@@ -116,8 +116,10 @@ class VolumeApi:
                                f"spec.dataVolumeTemplates[{index}].metadata.name")
         for index, name in claims(spec.volumes):
             if name not in made and await self.store.volumes.get(name) is None:
+                claim = "ephemeral.persistentVolumeClaim" if isinstance(spec.volumes[index].source, Ephemeral) \
+                    else "persistentVolumeClaim"
                 raise ApiError(Code.INVALID, f"volume {name!r} does not exist; create it with: virtbus volume create "
-                               f"{name} --size SIZE", f"spec.template.spec.volumes[{index}].persistentVolumeClaim")
+                               f"{name} --size SIZE", f"spec.template.spec.volumes[{index}].{claim}")
 
     async def delete_owned(self, vm: str) -> list[str]:
         """The volumes a deleted VM's dataVolumeTemplates made go with it (KubeVirt's owner references)."""

@@ -13,6 +13,8 @@ APT_PACKAGES=(
   # the test guest: kernel from Debian's source, busybox initramfs, a syslinux-booted disk
   linux-source-6.1 busybox-static build-essential bc flex bison libelf-dev cpio xz-utils kmod
   syslinux syslinux-common mtools dosfstools
+  isolinux  # the ISO-install e2e test boots the test guest from an El Torito ISO
+  libxml2-utils  # xmllint, which virt-xml-validate runs: the unit tests check domain XML against libvirt's schema
 )
 
 # the compose lab (compose/lab.sh, and its test): podman with runc, and debootstrap for its image

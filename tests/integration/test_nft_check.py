@@ -46,3 +46,21 @@ def test_empty_node_ports_script_is_a_real_empty_table() -> None:
 def test_floating_ips_script_is_accepted_by_nft() -> None:
     done = nft_check(compose_fips([("192.168.200.10", "10.244.0.2", "multus-bridge")]))
     assert done.returncode == 0, done.stderr
+
+
+def test_services_script_is_accepted_by_nft() -> None:
+    from handler.servicerules import compose_services
+    from proto.state import EndpointAddress, EndpointPort, Endpoints, EndpointSubset, Service, ServicePort, ServiceType
+
+    web = Service(name="web", uid="u", type=ServiceType.NODE_PORT, created_at=0.0, cluster_ip="10.96.0.10",
+                  ports=[ServicePort(port=80, target_port=8080, node_port=30080),
+                         ServicePort(port=53, target_port=53, protocol="UDP", name="dns")])
+    empty = Service(name="empty", uid="u", type=ServiceType.CLUSTER_IP, created_at=0.0, cluster_ip="10.96.0.11",
+                    ports=[ServicePort(port=80, target_port=80)])
+    ends = Endpoints(name="web", subsets=[EndpointSubset(
+        addresses=[EndpointAddress(ip="10.244.1.5"), EndpointAddress(ip="10.244.2.3")],
+        ports=[EndpointPort(port=8080), EndpointPort(port=53, protocol="UDP", name="dns")])])
+    script = compose_services([web, empty], {"web": ends})
+    done = nft_check(script)
+    assert done.returncode == 0, done.stderr
+    assert "udp dport 53 meta mark set" in script and "tcp dport 80 reject" in script

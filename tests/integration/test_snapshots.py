@@ -22,7 +22,7 @@ from proto.api import encode
 from proto.errors import ApiError, Code
 from proto.snapshotapi import VMRestore, VMSnapshotCreate
 from proto.snapshots import SnapshotPhase, SnapshotProgress, VolumeProgress, VolumeSnapshot
-from proto.spec import VMSpec
+from proto.spec import Disk, PersistentVolumeClaim, VMSpec, Volume
 from proto.state import VMI, Node, Phase, VolumePhase
 from scheduler.api import Api
 from scheduler.nodeapi import NodeApi
@@ -193,7 +193,11 @@ async def test_a_node_reports_only_on_its_own_volumes_and_snapshots(cluster: Clu
                                     patience=5)
     assert forbidden.value.code is Code.FORBIDDEN
     assert await volume_phase(admin, "mine") is VolumePhase.READY
-    # a snapshot record is node1's to report on, and only the first taker's
+    # a snapshot record is node1's to report on, and only the first taker's: here vm1's launcher
+    spec = VMSpec(name="vm1", disks=[Disk(name="mine")],
+                  volumes=[Volume(name="mine", source=PersistentVolumeClaim(claim_name="mine"))])
+    await admin.vmis.put("vm1", VMI(name="vm1", uid="u1", spec=spec, created_at=0.0, phase=Phase.RUNNING,
+                                    node_name="node1"))
     await admin.snapshots.create("held", VolumeSnapshot(
         name="held", uid="u-held", volume="mine", volume_uid=uid, volume_size="32Mi", node="node1", created_at=0.0,
         taken_by="vmi/vm1", phase=SnapshotPhase.IN_PROGRESS))
@@ -207,6 +211,15 @@ async def test_a_node_reports_only_on_its_own_volumes_and_snapshots(cluster: Clu
                                                       phase=SnapshotPhase.FAILED), patience=5)
     assert taken.value.code is Code.ALREADY_EXISTS
     assert (await admin.snapshots.require("held", "snapshot")).value.phase is SnapshotPhase.IN_PROGRESS
+    # its launcher ends before it is done: node1's handler takes it over, from the volume now at rest
+    await admin.vmis.put("vm1", VMI(name="vm1", uid="u1", spec=spec, created_at=0.0, phase=Phase.FAILED,
+                                    node_name="node1"))
+
+    async def taken_over() -> bool:
+        s = (await admin.snapshots.require("held", "snapshot")).value
+        return s.phase is SnapshotPhase.READY and s.taken_by == "handler"
+
+    await until("held taken over and Ready", taken_over)
     # a node adds snapshot content, but purges nothing of the store (nor any other stream)
     node = cluster.nodes["node1"]
     await node.snapshot_objects.put("from-node1", b"bytes")

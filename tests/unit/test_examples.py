@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proto import instancetypes, snapshotmanifest
-from proto.manifest import INSTANCE_KIND, parse_instance, parse_manifest
+from proto import instancetypes, preferences, snapshotmanifest, workloads
+from proto.manifest import INSTANCE_KIND, parse_instance, parse_manifest, parse_manifest_obj
+from proto.spec import VMSpec
 from tests.conftest import EXAMPLES, REPO
 
 OURS = sorted((REPO / "examples").glob("*.yaml"))
+EXAMPLE_PREFERENCES = {p.name: p for p in (preferences.parse(yaml.safe_load(path.read_text()))
+                                           for path in (REPO / "examples").glob("preference-*.yaml"))}
 
 
 def test_the_lab_has_its_examples() -> None:
@@ -32,8 +35,20 @@ def test_each_example_parses_as_the_seed_does(path: Path) -> None:
     if instancetypes.is_instancetype(doc):
         assert instancetypes.parse(doc).name == doc["metadata"]["name"]
         return
-    if "instancetype" in doc.get("spec", {}):  # sized as the API sizes it before it parses it
-        data = json.dumps(instancetypes.expand(doc, instancetypes.COMMON.get)).encode()
+    if preferences.is_preference(doc):
+        assert preferences.parse(doc).name == doc["metadata"]["name"]
+        return
+    if doc.get("kind") == workloads.RS_KIND:
+        assert workloads.parse_replicaset(doc).name == doc["metadata"]["name"]
+        return
+    if doc.get("kind") == workloads.POOL_KIND:  # its template is read as the API reads any VM
+        name, _, _, vm = workloads.pool_vm_manifest(doc)
+        template = parse_manifest_obj(instancetypes.expand(vm, instancetypes.COMMON.get))
+        assert isinstance(template, VMSpec) and workloads.pool_template(name, template).name == name
+        return
+    if {"instancetype", "preference"} & set(doc.get("spec", {})):  # as the API expands it before it parses it
+        sized = instancetypes.expand(doc, instancetypes.COMMON.get)
+        data = json.dumps(preferences.expand(sized, {**preferences.COMMON, **EXAMPLE_PREFERENCES}.get)).encode()
     is_instance = doc.get("kind") == INSTANCE_KIND
     ours = (parse_instance if is_instance else parse_manifest)(data, content_type="yaml")
     seed = EXAMPLES / path.name

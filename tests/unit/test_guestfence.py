@@ -49,7 +49,10 @@ def test_guests_open_nothing_on_the_node_itself() -> None:
         'iifname { "multus-bridge", "vbpods" } jump guest_to_node',  # this node's guests, bridged or routed
         "ip saddr 10.244.0.0/16 jump guest_to_node",  # other nodes' guests
     ]
-    assert chain(script, "guest_to_node") == ["ip daddr 10.244.1.1 icmp type echo-request accept", "counter drop"]
+    assert chain(script, "guest_to_node") == ["ip daddr 10.244.1.1 icmp type echo-request accept",
+                                              # names: the cluster DNS, answered by the node
+                                              "ip daddr 10.96.0.10 meta l4proto { tcp, udp } th dport 53 accept",
+                                              "counter drop"]
 
 
 def test_guests_reach_pods_and_exposures_but_not_the_node_network() -> None:

@@ -1,5 +1,5 @@
 """Instancetypes as KubeVirt users write them (proto.instancetypes): the common set sizes a VM, a
-user-defined one parses, and what virtbus cannot honour (a size set twice, a preference, an unknown
+user-defined one parses, and what virtbus cannot honour (a size set twice, an unknown
 name or field) is refused with its field path."""
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def edited(change: dict[str, Any], at: list[str | int]) -> dict[str, Any]:
     (edited({"name": "u1.nano", "kind": "Flavor"}, ["spec", "instancetype"]), "spec.instancetype.kind"),
     (edited({"name": "u1.nano", "inferFromVolume": "root"}, ["spec", "instancetype"]),
      "spec.instancetype.inferFromVolume"),
-    (edited({"name": "fedora"}, ["spec", "preference"]), "spec.preference"),
+    (edited({"name": "fedora", "preferredDiskBus": "sata"}, ["spec", "preference"]),
+     "spec.preference.preferredDiskBus"),
 ])
 def test_what_virtbus_cannot_honour_is_refused_with_its_field(doc: dict[str, Any], field: str) -> None:
     err = refused(doc)

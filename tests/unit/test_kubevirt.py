@@ -157,7 +157,7 @@ REFUSED = [
     (mutated([*DEV, "gpus"], [{"name": "g"}]), Code.INVALID, "spec.template.spec.domain.devices.gpus"),
     (mutated([*DEV, "rng"], {}), Code.INVALID, "spec.template.spec.domain.devices.rng"),
     (mutated([*TS, "volumes", 0, "hostDisk"], {"path": "/x", "type": "Disk"}), Code.INVALID,
-     "spec.template.spec.volumes[0].hostDisk"),
+     "spec.template.spec.volumes[0]"),  # two sources
     (mutated([*DEV, "disks", 1, "cdrom"], {"bus": "sata"}), Code.INVALID,
      "spec.template.spec.domain.devices.disks[1].cdrom"),
     (mutated([*DEV, "disks", 0, "lun"], {}), Code.INVALID, "spec.template.spec.domain.devices.disks[0].lun"),

@@ -45,7 +45,8 @@ def test_the_pod_bridge_holds_the_gateway_and_the_node_forwards(podnet: PodNetwo
     bridge = netlink.links[POD_BRIDGE]
     assert (bridge.kind, bridge.up, bridge.addresses) == ("bridge", True, [IPv4Interface("10.244.0.1/24")])
     assert netlink.history == [f"link add {POD_BRIDGE} type bridge", f"link set {POD_BRIDGE} up",
-                               f"addr replace 10.244.0.1/24 dev {POD_BRIDGE}"]
+                               f"addr replace 10.244.0.1/24 dev {POD_BRIDGE}",
+                               f"route replace 10.96.0.0/16 dev {POD_BRIDGE}"]  # Services' virtual IPs
     assert ran[0] == ["ip", "netns", "exec", "vbtest-node1", "sysctl", "-qw", "net.ipv4.ip_forward=1"]
 
 

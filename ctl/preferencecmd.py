@@ -1,0 +1,57 @@
+"""``virtbus preference``: what a VM's ``spec.preference`` may name (KubeVirt's preferences)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ctl import render
+from ctl.client import ApiClient
+from ctl.lab import say
+from proto.api import Ack, NameRequest
+from proto.preferences import KINDS, Preference, PreferenceList, PreferenceReply
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("preference", help="defaults for VMs (spec.preference); apply -f adds your own")
+    psub = p.add_subparsers(dest="preference_command", required=True)
+    pl = psub.add_parser("list")
+    pl.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
+    pg = psub.add_parser("get")
+    pg.add_argument("name")
+    pg.add_argument("-o", "--output", choices=["json", "yaml"], default="yaml")
+    psub.add_parser("delete").add_argument("name")
+
+
+def is_preference(kind: object) -> bool:
+    return kind in KINDS
+
+
+def _says(p: Preference) -> str:
+    said = [f"disk bus {p.preferred_disk_bus}" if p.preferred_disk_bus else "",
+            f"interface model {p.preferred_interface_model}" if p.preferred_interface_model else "",
+            f"vCPUs as {p.preferred_cpu_topology}" if p.preferred_cpu_topology else "",
+            f"grace {p.preferred_termination_grace_period_seconds}s"
+            if p.preferred_termination_grace_period_seconds is not None else ""]
+    return ", ".join(s for s in said if s) or "nothing"
+
+
+async def apply(api: ApiClient, body: bytes) -> None:
+    item = (await api.call("preference", "apply", body, PreferenceReply)).item
+    say(f"{item.kind.lower()}/{item.name} applied ({_says(item)})")
+
+
+async def run(api: ApiClient, args: argparse.Namespace) -> int:
+    if args.preference_command == "list":
+        items = (await api.call("preference", "list", {}, PreferenceList)).items
+        if args.output:
+            say(render.structured(items, args.output))
+            return 0
+        say(render.table(["NAME", "PREFERS", "KIND"],
+                         [[p.name, _says(p), "common" if p.common else p.kind] for p in items]))
+    elif args.preference_command == "get":
+        item = (await api.call("preference", "get", NameRequest(name=args.name), PreferenceReply)).item
+        say(render.structured(item, args.output))
+    else:
+        say((await api.call("preference", "delete", NameRequest(name=args.name), Ack)).message)
+    return 0

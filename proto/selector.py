@@ -1,0 +1,110 @@
+"""Kubernetes label selectors (``matchLabels`` and ``matchExpressions``), as a replica set or a pool
+picks its members: parsed with the manifest's field paths, and matched against a set of labels."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import msgspec
+
+from proto.errors import ApiError, Code
+from proto.validation import check_labels
+
+Operator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
+OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+MAX_REQUIREMENTS = 32
+
+
+class Requirement(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True,
+                  forbid_unknown_fields=True):
+    key: str
+    operator: Operator
+    values: list[str] = []
+
+
+class LabelSelector(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True,
+                    forbid_unknown_fields=True):
+    match_labels: dict[str, str] = {}
+    match_expressions: list[Requirement] = []
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if any(labels.get(key) != value for key, value in self.match_labels.items()):
+            return False
+        return all(_holds(r, labels) for r in self.match_expressions)
+
+    @property
+    def empty(self) -> bool:
+        return not self.match_labels and not self.match_expressions
+
+
+def _holds(r: Requirement, labels: Mapping[str, str]) -> bool:
+    match r.operator:
+        case "In":
+            return labels.get(r.key) in r.values
+        case "NotIn":
+            return r.key not in labels or labels[r.key] not in r.values
+        case "Exists":
+            return r.key in labels
+        case "DoesNotExist":
+            return r.key not in labels
+
+
+def _invalid(field: str, message: str) -> ApiError:
+    return ApiError(Code.INVALID, message, field)
+
+
+def parse(obj: object, path: str) -> LabelSelector:
+    """A selector as Kubernetes writes it; errors name the field under ``path``."""
+    if not isinstance(obj, Mapping):
+        raise ApiError(Code.BAD_REQUEST, f"{path} must be an object with matchLabels or matchExpressions", path)
+    for key in obj:
+        if key not in ("matchLabels", "matchExpressions"):
+            raise _invalid(f"{path}.{key}", f"{path}.{key} is not supported by virtbus")
+    labels = obj.get("matchLabels") or {}
+    if not isinstance(labels, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in labels.items()):
+        raise ApiError(Code.BAD_REQUEST, f"{path}.matchLabels must map strings to strings", f"{path}.matchLabels")
+    check_labels(dict(labels), f"{path}.matchLabels")
+    raw = obj.get("matchExpressions") or []
+    if not isinstance(raw, list) or len(raw) > MAX_REQUIREMENTS:
+        raise ApiError(Code.BAD_REQUEST, f"{path}.matchExpressions must be a list of at most {MAX_REQUIREMENTS}",
+                       f"{path}.matchExpressions")
+    requirements = [_requirement(item, f"{path}.matchExpressions[{i}]") for i, item in enumerate(raw)]
+    selector = LabelSelector(match_labels=dict(labels), match_expressions=requirements)
+    if selector.empty:
+        raise _invalid(path, f"{path} is empty: it would select every instance; give matchLabels")
+    return selector
+
+
+def _requirement(item: Any, path: str) -> Requirement:
+    if not isinstance(item, Mapping):
+        raise ApiError(Code.BAD_REQUEST, f"{path} must be an object (key, operator, values)", path)
+    for key in item:
+        if key not in ("key", "operator", "values"):
+            raise _invalid(f"{path}.{key}", f"{path}.{key} is not supported by virtbus")
+    key, operator, values = item.get("key"), item.get("operator"), item.get("values") or []
+    if not isinstance(key, str):
+        raise ApiError(Code.BAD_REQUEST, f"{path}.key is required", f"{path}.key")
+    check_labels({key: ""}, f"{path}.key")
+    if operator not in OPERATORS:
+        raise _invalid(f"{path}.operator", f"{path}.operator is one of {', '.join(OPERATORS)}")
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ApiError(Code.BAD_REQUEST, f"{path}.values must be a list of strings", f"{path}.values")
+    if operator in ("In", "NotIn") and not values:
+        raise _invalid(f"{path}.values", f"{path}.values must not be empty for {operator}")
+    if operator in ("Exists", "DoesNotExist") and values:
+        raise _invalid(f"{path}.values", f"{path}.values must be empty for {operator}")
+    for i, value in enumerate(values):
+        check_labels({key: value}, f"{path}.values[{i}]")
+    return Requirement(key=key, operator=operator, values=list(values))
+
+
+def check(selector: LabelSelector, field: str) -> None:
+    """A stored selector, held to the rules it was parsed with."""
+    check_labels(selector.match_labels, f"{field}.matchLabels")
+    if selector.empty or len(selector.match_expressions) > MAX_REQUIREMENTS:
+        raise _invalid(field, "a selector selects by at least one and at most 32 requirements")
+    for i, r in enumerate(selector.match_expressions):
+        for value in r.values or [""]:
+            check_labels({r.key: value}, f"{field}.matchExpressions[{i}]")

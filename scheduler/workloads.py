@@ -1,0 +1,109 @@
+"""The controller of the workload kinds, run by the leader beside the VM controller
+(scheduler.controllers starts and stops it with each term).
+
+One serial worker per set (servicekit.workqueue): a change of the set, or of any VMI or VM it owns,
+kicks it; a resync every few seconds catches what a watch cannot say (a deleted member's owner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from proto.workloads import Pool, ReplicaSet
+from scheduler.pools import pool_bucket, reconcile_pool
+from scheduler.replicasets import reconcile_replicaset, replicaset_bucket
+from servicekit.store import Bucket, Store
+from servicekit.workqueue import WorkQueue
+
+log = structlog.get_logger()
+RESYNC_S = 5.0
+RS, POOL = "vmirs", "vmpool"
+Event = Callable[[str, str, str, str], Awaitable[None]]
+
+
+class Workloads:
+    def __init__(self, store: Store, *, emit: Event, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.emit = emit
+        self.clock = clock
+        self._queue = WorkQueue(self._reconcile, bind=("workload",))
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sets: Bucket[ReplicaSet] | None = None
+        self._pools: Bucket[Pool] | None = None
+
+    async def start(self) -> None:
+        self._sets = await replicaset_bucket(self.store)
+        self._pools = await pool_bucket(self.store)
+        self._queue = WorkQueue(self._reconcile, bind=("workload",))
+        self._tasks = [asyncio.create_task(self._forever(watch)) for watch in
+                       (self._watch_sets, self._watch_pools, self._watch_vmis, self._watch_vms, self._resync)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self._queue.close()
+
+    async def _reconcile(self, key: str) -> None:
+        kind, _, name = key.partition("/")
+        if kind == RS and self._sets is not None:
+            await reconcile_replicaset(self.store, self._sets, name, self.clock(), self.emit)
+        elif kind == POOL and self._pools is not None:
+            await reconcile_pool(self.store, self._pools, name, self.clock(), self.emit)
+
+    async def _forever(self, watch: Callable[[], Awaitable[None]]) -> None:
+        while True:  # a watch that ends starts again and replays every current value
+            try:
+                await watch()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - logged, and the watch starts again
+                log.warning("workload watch ended; starting it again", error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(1.0)
+
+    async def _watch_sets(self) -> None:
+        if self._sets is not None:
+            async for change in self._sets.watch():
+                self._queue.kick(f"{RS}/{change.key}")
+
+    async def _watch_pools(self) -> None:
+        if self._pools is not None:
+            async for change in self._pools.watch():
+                self._queue.kick(f"{POOL}/{change.key}")
+
+    async def _watch_vmis(self) -> None:
+        async for change in self.store.vmis.watch():
+            if change.value is not None and change.value.owner is not None:
+                self._queue.kick(f"{RS}/{change.value.owner}")
+
+    async def _watch_vms(self) -> None:
+        async for change in self.store.vms.watch():
+            if change.value is not None and change.value.owner is not None:
+                self._queue.kick(f"{POOL}/{change.value.owner}")
+            elif change.value is None:
+                await self._kick_all(pools_only=True)  # whose it was, the deletion does not say
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC_S)
+            await self._kick_all()
+
+    async def _kick_all(self, *, pools_only: bool = False) -> None:
+        if self._sets is not None and not pools_only:
+            for rs in await self._sets.items():
+                self._queue.kick(f"{RS}/{rs.key}")
+        if self._pools is not None:
+            for pool in await self._pools.items():
+                self._queue.kick(f"{POOL}/{pool.key}")
+        # members whose set is gone (deleted while no leader watched) are let go
+        for vmi in await self.store.vmis.items():
+            if vmi.value.owner is not None and not vmi.value.deleting and not pools_only:
+                self._queue.kick(f"{RS}/{vmi.value.owner}")
+        for vm in await self.store.vms.items():
+            if vm.value.owner is not None:
+                self._queue.kick(f"{POOL}/{vm.value.owner}")

@@ -1,0 +1,35 @@
+"""Sockets that live in another network namespace: made there by a thread that enters it and comes
+back (setns moves only the calling thread; a socket stays in the namespace it was made in).
+
+Python 3.11 has no os.setns: libc through ctypes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+from collections.abc import Callable
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def socket_in(netns: str | None, make: Callable[[], socket.socket]) -> socket.socket:
+    """``make()`` run inside netns (None: here). Blocking: call it in a thread of its own, or accept
+    that this thread is elsewhere for the moment it takes."""
+    if netns is None:
+        return make()
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+    try:
+        if _libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {netns}")
+        try:
+            return make()
+        finally:
+            if _libc.setns(home, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back home")
+    finally:
+        os.close(home)
+        os.close(target)
