@@ -23,8 +23,8 @@ from proto.snapshots import (
     VolumeSnapshot,
     orphaned,
     snapshot_taker,
+    written_volumes,
 )
-from proto.spec import claims
 from proto.state import VMI, PersistentVolume, VolumePhase
 from servicekit import volumedata
 from servicekit.nodeclient import NodeApiClient
@@ -49,7 +49,7 @@ def plan(node: str, volumes: list[PersistentVolume], snapshots: list[VolumeSnaps
     and so one whose launcher ended before it was done (the volume is at rest now)."""
     out = [Work("populate", v.name) for v in volumes
            if v.node == node and v.phase in (VolumePhase.PENDING, VolumePhase.POPULATING)]
-    uses = {v.name: {c for _, c in claims(v.spec.volumes)} for v in vmis}
+    uses = {v.name: set(written_volumes(v.spec)) for v in vmis}
     for snap in snapshots:
         if snap.node != node:
             continue

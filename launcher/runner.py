@@ -35,6 +35,7 @@ from proto import subjects
 from proto.errors import ApiError, Code
 from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
 from proto.services import CLUSTER_DNS_IP, DNS_SEARCH
+from proto.snapshots import written_volumes
 from proto.spec import claims
 from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface
 from proto.stats import from_libvirt
@@ -189,7 +190,7 @@ class Runner:
             power = asyncio.create_task(self.power.run())
             snapshots = asyncio.create_task(SnapshotTaker(
                 self.store, self.nodeapi, vmi=self.args.vmi, node=self.args.node,
-                volumes=[c for _, c in claims(vmi.spec.volumes)], volumes_dir=self.args.node_dir / "volumes",
+                volumes=written_volumes(vmi.spec), volumes_dir=self.args.node_dir / "volumes",
                 workdir=self.args.vmi_dir, domain=lambda: self.follower.dom).run())
             phase, reason = await self._supervise(dom, vmi.spec.termination_grace_period_seconds)
             await self.console.pump()

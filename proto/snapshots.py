@@ -21,6 +21,7 @@ import msgspec
 
 from proto.api import Message
 from proto.errors import ApiError, Code
+from proto.spec import PersistentVolumeClaim, VMSpec
 from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, Progress, State, VolumePhase
 
 VERB_SNAPSHOT_PROGRESS = "snapshot-progress"
@@ -147,6 +148,13 @@ def apply_snapshot_progress(snap: VolumeSnapshot, report: SnapshotProgress, node
         size=report.size or snap.size, digest=report.digest or snap.digest, reason=report.reason,
         online=report.online or snap.online, finished_at=now if final else None)
     return None if new == snap else new
+
+
+def written_volumes(spec: VMSpec) -> list[str]:
+    """Pure: the volumes a VM's guest writes (persistentVolumeClaim, dataVolume), which its launcher
+    snapshots while it runs; an ephemeral use only reads its volume (QEMU writes an overlay), so
+    that volume is at rest and its node's handler copies it."""
+    return [v.source.claim_name for v in spec.volumes if isinstance(v.source, PersistentVolumeClaim)]
 
 
 def orphaned(snap: VolumeSnapshot, vmis: list[VMI]) -> bool:

@@ -26,8 +26,9 @@ from proto.snapshots import (
     snapshot_name_for,
     snapshot_taker,
     vm_snapshot_phase,
+    written_volumes,
 )
-from proto.spec import Disk, PersistentVolumeClaim, VMSpec, Volume
+from proto.spec import Disk, Ephemeral, PersistentVolumeClaim, VMSpec, Volume
 from proto.state import VMI, PersistentVolume, Phase, Progress, VolumePhase
 from scheduler.snapshots import default_name, restored_volume, swapped_in
 
@@ -215,3 +216,14 @@ def test_a_snapshot_whose_launcher_ended_is_taken_over_by_the_handler() -> None:
     with pytest.raises(ApiError):  # a launcher's is never taken over by another launcher
         apply_snapshot_progress(claimed, report(SnapshotPhase.IN_PROGRESS, taker="vmi/vm2"), "node1", 11.0,
                                 taker_gone=True)
+
+
+def test_a_volume_a_guest_only_reads_is_snapshotted_at_rest() -> None:
+    spec = VMSpec(name="vm1", disks=[Disk(name="data"), Disk(name="base")],
+                  volumes=[Volume(name="data", source=PersistentVolumeClaim(claim_name="data")),
+                           Volume(name="base", source=Ephemeral(claim_name="golden"))])
+    assert written_volumes(spec) == ["data"]
+    reader = replace(vmi("vm1", Phase.RUNNING), spec=spec)
+    golden = replace(SNAP, volume="golden")
+    assert plan("node1", [], [golden], [reader], set()) == [Work("snapshot", "s1")]
+    assert plan("node1", [], [SNAP], [reader], set()) == []  # data: its launcher's
