@@ -72,21 +72,28 @@ class VolumeWork:
 
     async def run(self) -> None:
         watches = [asyncio.create_task(self._kick_on(b)) for b in ("volumes", "snapshots", "vmis")]
+        me = asyncio.current_task()
         try:
             while True:
+                # Python 3.11's wait_for (under nats-py's requests) can swallow a cancel that comes as
+                # its reply does: a cancel asked is honoured here, so the handler's stop never hangs.
+                if me is not None and me.cancelling():
+                    raise asyncio.CancelledError
                 self._wake.clear()
                 try:
                     await self.step()
                 except Exception as exc:  # noqa: BLE001 - the next look tries again
                     log.warning("volume work: look failed", error=str(exc) or type(exc).__name__)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), LOOK_EVERY_S)
+                    async with asyncio.timeout(LOOK_EVERY_S):
+                        await self._wake.wait()
         finally:
             for task in [*watches, *self._tasks]:
                 task.cancel()
 
     async def _kick_on(self, bucket: str) -> None:
-        while True:
+        me = asyncio.current_task()
+        while me is None or not me.cancelling():
             try:
                 async for _ in getattr(self.store, bucket).watch():
                     self._wake.set()

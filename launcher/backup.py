@@ -120,7 +120,8 @@ class SnapshotTaker:
     async def run(self) -> None:
         if not self.volumes:
             return
-        while True:
+        me = asyncio.current_task()
+        while me is None or not me.cancelling():  # a cancel nats-py's requests swallowed is honoured
             try:
                 async for change in self.store.snapshots.watch():
                     if change.value is not None and self.wanted([change.value]):

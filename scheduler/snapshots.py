@@ -129,6 +129,10 @@ class SnapshotApi:
         entry = await self.store.snapshots.get(entry_name)
         if entry is None:
             return
+        if entry.value.phase is SnapshotPhase.IN_PROGRESS:
+            # its node is uploading it: gone now, the object would stay behind (a node purges nothing)
+            raise ApiError(Code.CONFLICT, f"snapshot {entry_name} is being taken; delete it once it is Ready or "
+                                          "Failed", "name")
         await self.store.snapshots.delete(entry_name, entry.revision)
         try:
             await self.store.snapshot_objects.delete(entry.value.uid)
@@ -212,6 +216,11 @@ class SnapshotApi:
         name = decode_request(body, NameRequest).name
         check_name(name, "name", "snapshot name")
         entry = await self.store.vm_snapshots.require(name, "VM snapshot")
+        for part in entry.value.volumes.values():
+            found = await self.store.snapshots.get(part)
+            if found is not None and found.value.phase is SnapshotPhase.IN_PROGRESS:
+                raise ApiError(Code.CONFLICT, f"snapshot {part} is being taken; delete {name} once it is Ready or "
+                                              "Failed", "name")
         for part in entry.value.volumes.values():
             await self._drop(part)
         await self.store.vm_snapshots.delete(name, entry.revision)

@@ -211,6 +211,9 @@ async def test_a_node_reports_only_on_its_own_volumes_and_snapshots(cluster: Clu
                                                       phase=SnapshotPhase.FAILED), patience=5)
     assert taken.value.code is Code.ALREADY_EXISTS
     assert (await admin.snapshots.require("held", "snapshot")).value.phase is SnapshotPhase.IN_PROGRESS
+    with pytest.raises(ApiError) as busy:  # its upload would outlive it: no node may purge the store
+        await api.snapshots.delete(b'{"name": "held"}')
+    assert busy.value.code is Code.CONFLICT
     # its launcher ends before it is done: node1's handler takes it over, from the volume now at rest
     await admin.vmis.put("vm1", VMI(name="vm1", uid="u1", spec=spec, created_at=0.0, phase=Phase.FAILED,
                                     node_name="node1"))
