@@ -71,7 +71,8 @@ class VolumeWork:
         self._wake = asyncio.Event()
 
     async def run(self) -> None:
-        watches = [asyncio.create_task(self._kick_on(b)) for b in ("volumes", "snapshots", "vmis")]
+        # VMIs change often and matter only to who takes a pending snapshot: the periodic look covers them
+        watches = [asyncio.create_task(self._kick_on(b)) for b in ("volumes", "snapshots")]
         me = asyncio.current_task()
         try:
             while True:
