@@ -56,6 +56,7 @@ def add_vm_parser(sub: Any) -> None:
     s.add_argument("--timeout", type=float, default=1800.0)
     r = vsub.add_parser("restore", help="the VM's volumes get the snapshot's content (the VM must be stopped)")
     r.add_argument("snapshot")
+    r.add_argument("--node", default=None, help="the volumes' new files on this node (the VM follows them)")
     r.add_argument("--wait", action="store_true")
     r.add_argument("--timeout", type=float, default=1800.0)
 
@@ -144,7 +145,7 @@ async def apply(api: ApiClient, asked: VMSnapshotCreate | VMRestore) -> None:
 
 async def run_vm(api: ApiClient, args: argparse.Namespace) -> int:
     if args.vm_command == "restore":
-        say((await api.call("vmrestore", "create", VMRestore(snapshot=args.snapshot), Ack)).message)
+        say((await api.call("vmrestore", "create", VMRestore(snapshot=args.snapshot, node=args.node), Ack)).message)
         if args.wait:
             view = await api.call("vmsnapshot", "get", NameRequest(name=args.snapshot), VMSnapshotView)
             for volume in sorted(view.item.volumes):

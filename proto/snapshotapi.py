@@ -52,3 +52,4 @@ class VMRestore(Message, frozen=True):
 
     snapshot: str
     vm: str | None = None  # the target; must be the snapshot's VM when given
+    node: str | None = None  # the volumes' new files there (the VM follows them); default: where they are

@@ -62,11 +62,13 @@ def restored_volume(snap: VolumeSnapshot, name: str, node: str | None, uid: str,
     return PersistentVolume(name=name, uid=uid, size=snap.volume_size, created_at=now, snapshot=snap.name, node=node)
 
 
-def swapped_in(volume: PersistentVolume, snap: VolumeSnapshot, uid: str) -> PersistentVolume:
-    """Pure: a VM restore's volume: a new file (new uid) with the snapshot's content; the old file is
-    kept (previous_uid) until the new one is Ready, so a restore failing half way loses nothing."""
+def swapped_in(volume: PersistentVolume, snap: VolumeSnapshot, uid: str, node: str | None = None) -> PersistentVolume:
+    """Pure: a VM restore's volume: a new file (new uid) with the snapshot's content, on its node or on
+    ``node`` (a new file may be anywhere: how a VM's volumes move); the old file is kept
+    (previous_uid) until the new one is Ready, so a restore failing half way loses nothing."""
     size = volume.size if parse_bytes(volume.size) >= parse_bytes(snap.volume_size) else snap.volume_size
     return msgspec.structs.replace(volume, uid=uid, snapshot=snap.name, image=None, size=size,
+                                   node=node or volume.node,
                                    phase=VolumePhase.PENDING, progress=Progress(), reason="",
                                    previous_uid=volume.previous_uid or volume.uid)
 
@@ -233,6 +235,10 @@ class SnapshotApi:
         record = (await self.store.vm_snapshots.require(req.snapshot, "VM snapshot")).value
         if req.vm is not None and req.vm != record.vm:
             raise ApiError(Code.INVALID, f"VM snapshot {record.name} is of VM {record.vm}, not {req.vm}", "vm")
+        if req.node is not None:
+            check_name(req.node, "node", "node name")
+            if await self.store.nodes.get(req.node) is None:
+                raise ApiError(Code.INVALID, f"node {req.node!r} is not registered", "node")
         if await self.store.vms.get(record.vm) is None:
             raise ApiError(Code.NOT_FOUND, f"VM {record.vm} not found", "vm")
         instance = await self.store.vmis.get(record.vm)
@@ -255,12 +261,13 @@ class SnapshotApi:
             new_uid = str(uuid.uuid4())
 
             def swap(v: PersistentVolume, s: VolumeSnapshot = snap, u: str = new_uid) -> PersistentVolume:
-                return swapped_in(v, s, u)
+                return swapped_in(v, s, u, req.node)
 
             await self.store.volumes.mutate(snap.volume, swap)
         log.info("VM restored", vm=record.vm, snapshot=record.name)
+        where = f"node {req.node}" if req.node else "their node"
         return Ack(message=f"VM {record.vm}: volumes {', '.join(s.volume for s in snaps)} restored from "
-                           f"{record.name}; their node writes them before the VM starts")
+                           f"{record.name}; {where} writes them before the VM starts")
 
 
 class SnapshotNodeApi:

@@ -173,6 +173,14 @@ async def test_vm_snapshot_and_restore_swap_in_new_files(cluster: Cluster) -> No
     new = (await admin.volumes.require("root", "volume")).value
     assert new.previous_uid is None
     assert reads(volume_path(cluster.dirs["node1"], new), 0, 512, 0x11)
+    # and again onto node2: the VM's volumes move there, as new files with the snapshot's content
+    await api.snapshots.vm_restore(encode(VMRestore(snapshot="snap1", node="node2")))
+    await until("root Ready on node2", lambda: _is(volume_phase(admin, "root"), VolumePhase.READY))
+    moved = (await admin.volumes.require("root", "volume")).value
+    assert moved.node == "node2" and reads(volume_path(cluster.dirs["node2"], moved), 0, 512, 0x11)
+    with pytest.raises(ApiError) as nowhere:
+        await api.snapshots.vm_restore(encode(VMRestore(snapshot="snap1", node="node9")))
+    assert nowhere.value.field == "node"
 
 
 async def _vm_ready(api: Api, name: str) -> bool:

@@ -131,6 +131,7 @@ def test_restore_planning() -> None:
         "nu", "vu", "s1", None, "2Gi", VolumePhase.PENDING)
     # restored twice before the first was Ready: the file from before both is the one kept
     assert swapped_in(swapped, ready, "nu2").previous_uid == "vu"
+    assert swapped.node == "node1" and swapped_in(grown, ready, "nu", "node2").node == "node2"
 
 
 def test_the_handler_populates_its_volumes_and_snapshots_those_at_rest() -> None:
