@@ -159,11 +159,6 @@ async def copy_at_rest(path: Path, dest: Path) -> None:
         await run("qemu-img", "convert", "-q", "-f", "qcow2", "-O", "qcow2", str(path), str(dest))
 
 
-async def compact(src: Path, dest: Path) -> None:
-    """A compact qcow2 copy of a finished backup (its zeroes dropped)."""
-    await run("qemu-img", "convert", "-q", "-f", "qcow2", "-O", "qcow2", str(src), str(dest))
-
-
 async def _check_format(path: Path, wanted: str) -> None:
     fmt = await asyncio.to_thread(_info_field, path, "format")
     if fmt != wanted:
@@ -180,4 +175,5 @@ async def run(*cmd: str) -> None:
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, err = await proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed: {err.decode(errors='replace').strip()}")
+        what = err.decode(errors="replace").strip() or f"exit status {proc.returncode}"
+        raise RuntimeError(f"{' '.join(cmd[:2])} failed: {what}")

@@ -43,11 +43,14 @@ def test_a_snapshot_taken_while_the_guest_runs_comes_back_on_the_other_node(lab:
     say_in_guest(lab, "snapper", f"{FIND}; echo kept-$((6*7)) > $D; sync; echo W$((1+1))-$D", "W2-/dev/vd")
 
     began = time.monotonic()
-    taken = lab.cli("vm", "snapshot", "snapper", "--name", "snap1", "--wait", "--timeout", "300").stdout
+    done = lab.cli("vm", "snapshot", "snapper", "--name", "snap1", "--wait", "--timeout", "300", check=False)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{lab.logs()}"
+    taken = done.stdout
     print(f"\nsnapshot of a running VM's 64Mi volume -> Ready: {time.monotonic() - began:.1f}s")
     assert "snapshot/snap1-snapdata: Ready" in taken, taken
     part = json.loads(lab.cli("volume", "snapshot", "get", "snap1-snapdata", "-o", "json").stdout)
     assert part["online"] and part["takenBy"] == "vmi/snapper" and part["node"] == "node1", part
+    print(f"online snapshot of the 64Mi volume: {part['size'] / 2**20:.1f} MiB in the store")
     assert "Ready" in lab.cli("vm", "snapshot", "list").stdout
     assert "snap1-snapaux" in lab.cli("volume", "snapshot", "list").stdout  # both volumes, one job
     say_in_guest(lab, "snapper", f"{FIND}; echo gone-07 > $D; sync; echo W$((2+2))", "W4")
