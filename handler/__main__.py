@@ -18,6 +18,7 @@ from handler.podnet import PodNetwork
 from proto import netcheck, subjects
 from proto.errors import ApiError
 from proto.nodeapi import Registration
+from proto.quantity import InvalidQuantity, parse_bytes
 from proto.state import Node
 from proto.validation import check_labels
 from servicekit import logs
@@ -58,7 +59,8 @@ async def run(args: argparse.Namespace) -> None:
     if management is None:
         log.warning("no management network (give --address or --management-network): guests are kept off "
                     "this node and the other nodes' addresses only")
-    agent = Agent(store, node, launchers, podnet, nodeapi, management=management)
+    agent = Agent(store, node, launchers, podnet, nodeapi, management=management,
+                  image_cache_bound=args.image_cache_max)
     await agent.start()
     async def info(body: bytes) -> Node:
         current = await store.nodes.get(args.node)
@@ -94,6 +96,13 @@ def _bridge(name: str) -> str:
     if name == netcheck.POD_BRIDGE:
         raise argparse.ArgumentTypeError(f"{name} is the pod network's bridge")
     return name
+
+
+def _quantity(text: str) -> int:
+    try:
+        return parse_bytes(text)
+    except InvalidQuantity as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _host_disk_dir(text: str) -> str:
@@ -135,6 +144,9 @@ def main() -> None:
                         help="a Linux kernel to boot under KVM to learn if KVM runs guests (default: /boot)")
     parser.add_argument("--metrics-address", default=None, help="HOST:PORT to serve /metrics on")
     parser.add_argument("--no-kvm", action="store_true", help="run guests under TCG even if KVM works")
+    parser.add_argument("--image-cache-max", type=_quantity, default=os.environ.get("VIRTBUS_IMAGE_CACHE_MAX", "20Gi"),
+                        help="bytes the node's image cache may take before the least recently used unused "
+                             "images go (env VIRTBUS_IMAGE_CACHE_MAX; default 20Gi)")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -24,13 +24,14 @@ from launcher.backup import SnapshotTaker
 from launcher.console import ConsoleInput, ConsoleTail
 from launcher.dhcp_packet import Lease
 from launcher.dhcp_server import serve_dhcp_in_netns
-from launcher.domain import CONSOLE_SOCKET, compose_domain_xml, plan_domain, stable_mac
+from launcher.domain import CONSOLE_SOCKET, VNC_SOCKET, compose_domain_xml, plan_domain, stable_mac
 from launcher.leasekeeper import LeaseKeeper, LeaseNotTaken
 from launcher.libvirtd import PrivateLibvirtd
 from launcher.masquerade import Masquerade
 from launcher.power import PowerKeeper
 from launcher.powerplan import Done, Wanted
 from launcher.supervision import DomainFollower
+from launcher.vnc import VncServer, libvirt_screenshot
 from proto import subjects
 from proto.errors import ApiError, Code
 from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
@@ -159,6 +160,7 @@ class Runner:
         tail: asyncio.Task[None] | None = None
         keys: asyncio.Task[None] | None = None
         publisher: asyncio.Task[None] | None = None
+        screen: asyncio.Task[None] | None = None
         lease: asyncio.Task[str] | None = None
         power: asyncio.Task[None] | None = None
         snapshots: asyncio.Task[None] | None = None
@@ -186,6 +188,8 @@ class Runner:
             keys = asyncio.create_task(ConsoleInput(self.store.nc, self.args.node, self.args.vmi, CONSOLE_SOCKET,
                                                     on_output=self.console.wake.set).run())
             self.follower.dom = dom
+            screen = asyncio.create_task(VncServer(self.store.nc, self.args.node, self.args.vmi, VNC_SOCKET, lambda: (
+                asyncio.to_thread(libvirt_screenshot, self.libvirtd.conn, self.follower.dom))).run())
             publisher = asyncio.create_task(self._publish_stats())
             power = asyncio.create_task(self.power.run())
             snapshots = asyncio.create_task(SnapshotTaker(
@@ -198,7 +202,7 @@ class Runner:
             return 0
         finally:
             watcher.cancel()
-            for task in (tail, keys, publisher, power, snapshots):
+            for task in (tail, keys, publisher, power, screen, snapshots):
                 if task is not None:
                     task.cancel()
             await self._clean_up()
@@ -295,7 +299,7 @@ class Runner:
             rules = Masquerade(pod_ip=pod_ip.ip, ports=tuple(iface.ports))
             await asyncio.to_thread(podnic.bind_masquerade, pod_netns=a.pod_netns, tap=tap, rules=rules)
             lease = Lease(mac=mac, ip=rules.guest_ip, prefix=24, router=rules.gateway, dns=[CLUSTER_DNS_IP],
-                          mtu=None, routes=[], hostname=vmi.spec.name, lease_seconds=86400,
+                          mtu=None, routes=[], hostname=vmi.spec.guest_hostname, lease_seconds=86400,
                           server_id=rules.gateway, domain=None, search=DNS_SEARCH)
             bridge = podnic.GUEST_BRIDGE
         else:  # bridge: the guest takes the pod's IP and MAC
@@ -303,7 +307,8 @@ class Runner:
             mac = iface.mac_address or nic_mac
             bridge = await asyncio.to_thread(podnic.bind_bridge, pod_netns=a.pod_netns, tap=tap, pod_ip=pod_ip)
             lease = Lease(mac=mac, ip=pod_ip.ip, prefix=pod_ip.network.prefixlen, router=IPv4Address(a.pod_gateway),
-                          dns=[CLUSTER_DNS_IP], mtu=None, routes=[], hostname=vmi.spec.name, lease_seconds=86400,
+                          dns=[CLUSTER_DNS_IP], mtu=None, routes=[], hostname=vmi.spec.guest_hostname,
+                          lease_seconds=86400,
                           server_id=IPv4Address(podnic.DHCP_SERVER_ADDRESS), domain=None, search=DNS_SEARCH)
         self.leases.append((lease, bridge))
         self.macs[name] = mac
