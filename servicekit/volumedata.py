@@ -24,6 +24,7 @@ from proto.errors import ApiError, Code
 from proto.quantity import format_bytes, parse_bytes
 from proto.snapshots import VolumeSnapshot
 from proto.state import PersistentVolume, VolumePhase
+from servicekit import imagefile
 from servicekit.store import Store
 
 Report = Callable[[int, int], Awaitable[None]]  # (bytes done, bytes in all)
@@ -117,12 +118,13 @@ async def populate(volume: PersistentVolume, path: Path, *, images: ObjectStore,
                 if snapshot is None or snapshot.name != volume.snapshot:
                     raise ApiError(Code.NOT_FOUND, f"snapshot {volume.snapshot} not found")
                 await download(snapshot_objects, snapshot.uid, tmp, snapshot.digest, report)
-                await _check_format(tmp, "qcow2")
+                # the node that took it wrote it: a qcow2 naming another file (a backing file, an
+                # external data file) would read this node's files into the volume; refused unopened
+                if await asyncio.to_thread(imagefile.usable_format, tmp, None) != "qcow2":
+                    raise ApiError(Code.INVALID, f"snapshot {snapshot.name} is not a qcow2 of its own")
             elif volume.image is not None:
                 await download(images, volume.image, src, None, report)
-                fmt = await asyncio.to_thread(_info_field, src, "format")
-                if fmt not in ("raw", "qcow2"):
-                    raise ApiError(Code.INVALID, f"image format {fmt!r} is not supported (raw or qcow2)")
+                fmt = await asyncio.to_thread(imagefile.usable_format, src, None)  # as the image cache judges it
                 await run("qemu-img", "convert", "-q", "-f", str(fmt), "-O", "qcow2", str(src), str(tmp))
             else:
                 await run("qemu-img", "create", "-q", "-f", "qcow2", str(tmp), str(size))
@@ -157,12 +159,6 @@ async def copy_at_rest(path: Path, dest: Path) -> None:
     started meanwhile cannot write under it (one of the two fails instead)."""
     async with volume_lock(path):
         await run("qemu-img", "convert", "-q", "-f", "qcow2", "-O", "qcow2", str(path), str(dest))
-
-
-async def _check_format(path: Path, wanted: str) -> None:
-    fmt = await asyncio.to_thread(_info_field, path, "format")
-    if fmt != wanted:
-        raise ApiError(Code.INVALID, f"the snapshot is {fmt!r}, not {wanted}")
 
 
 def _info_field(path: Path, field: str) -> Any:

@@ -237,3 +237,22 @@ async def test_a_node_reports_only_on_its_own_volumes_and_snapshots(cluster: Clu
     with pytest.raises(nats.errors.Error):
         await node.js.purge_stream(f"OBJ_{subjects.OBJECT_STORE_SNAPSHOTS}")
     assert (await admin.snapshot_objects.get("from-node1")).data == b"bytes"
+
+
+async def test_a_snapshot_naming_another_file_is_refused_at_restore(cluster: Cluster, tmp_path: Path) -> None:
+    """A node writes its snapshots' bytes: a qcow2 whose backing file is one of the restoring node's
+    files would copy that file into the volume. The restore fails with the reason instead."""
+    evil = tmp_path / "evil.qcow2"
+    await asyncio.to_thread(subprocess.run, ["qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/hostname", "-F",
+                                             "raw", str(evil), "1M"], check=True)
+    admin = cluster.admin
+    info = await admin.snapshot_objects.put("evil-uid", evil.read_bytes())
+    await admin.snapshots.create("evil", VolumeSnapshot(
+        name="evil", uid="evil-uid", volume="gone", volume_uid="gone-uid", volume_size="32Mi", node="node1",
+        created_at=0.0, phase=SnapshotPhase.READY, taken_by="handler", size=int(info.size or 0),
+        digest=str(info.digest)))
+    await cluster.api.snapshots.restore(b'{"snapshot": "evil", "name": "stolen", "node": "node2"}')
+    await until("stolen Failed", lambda: _is(volume_phase(admin, "stolen"), VolumePhase.FAILED))
+    volume = (await admin.volumes.require("stolen", "volume")).value
+    assert "backing" in volume.reason or "another" in volume.reason or "own" in volume.reason, volume.reason
+    assert not volume_path(cluster.dirs["node2"], volume).exists()
