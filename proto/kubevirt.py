@@ -167,12 +167,15 @@ _NAD = Object({"apiVersion": STR, "kind": STR, "metadata": _METADATA, "spec": Ob
 _CNI_BRIDGE = Object({
     "cniVersion": STR,
     "name": STR,
-    "type": Choice(("bridge",)),
+    "type": Choice(("bridge", "ovs")),
     "bridge": STR,
+    "vlan": INT,
     "isGateway": Off(),  # virtbus gives the host bridge no address
     "ipMasq": Off(),  # nor masquerades the network's traffic
     "ipam": Object({
-        "type": Choice(("host-local", "whereabouts")),  # virtbus allocates from the subnet, like these
+        # virtbus allocates from the subnet, like host-local and whereabouts; dhcp (CNI's plugin):
+        # the guest asks the segment's DHCP server, as with no ipam at all
+        "type": Choice(("host-local", "whereabouts", "dhcp")),
         "subnet": STR, "rangeStart": STR, "rangeEnd": STR, "gateway": STR,
         "range": STR, "range_start": STR, "range_end": STR,  # whereabouts spelling
     }),
@@ -407,7 +410,12 @@ def network_from_nad(obj: Mapping[str, Any]) -> NetworkAttachment:
         raise bad(where, f"{where} is nested too deeply") from None
     cni = _CNI_BRIDGE.walk(config, where)
     _required(cni, "type", where)
-    ipam = _required(cni, "ipam", where)
+    ipam = cni.get("ipam", {})  # none (or {}): a layer-2 network, addresses from the segment's DHCP
+    if ipam.get("type") == "dhcp":
+        extra = sorted(set(ipam) - {"type"})
+        if extra:
+            raise invalid(f"{where}.ipam.{extra[0]}", f"{where}.ipam of type dhcp takes no {extra[0]}")
+        ipam = {}
     subnet = ipam.get("subnet")
     if subnet is not None and "range" in ipam:
         raise invalid(f"{where}.ipam.range", f"{where}.ipam.subnet and range are mutually exclusive")
@@ -416,8 +424,8 @@ def network_from_nad(obj: Mapping[str, Any]) -> NetworkAttachment:
             subnet = str(ipaddress.ip_network(ipam["range"], strict=False))
         except ValueError as exc:
             raise invalid(f"{where}.ipam.range", f"{where}.ipam.range: {exc}") from None
-    if subnet is None:
-        raise invalid(f"{where}.ipam.subnet", f"{where}.ipam.subnet is required")
+    if subnet is None and ipam:
+        raise invalid(f"{where}.ipam.subnet", f"{where}.ipam.subnet is required (or no ipam: layer 2)")
     return NetworkAttachment(
         name=name,
         bridge=_required(cni, "bridge", where),
@@ -425,4 +433,6 @@ def network_from_nad(obj: Mapping[str, Any]) -> NetworkAttachment:
         gateway=ipam.get("gateway"),
         range_start=ipam.get("rangeStart", ipam.get("range_start")),
         range_end=ipam.get("rangeEnd", ipam.get("range_end")),
+        type=cni["type"],
+        vlan=cni.get("vlan"),
     )
