@@ -20,12 +20,14 @@ from ctl import (
     preferencecmd,
     render,
     servicecmd,
+    snapshotcmd,
     volumecmd,
     workloadcmd,
 )
 from ctl.client import ApiClient, default_url
 from ctl.lab import say
 from ctl.progress import ask, vm_state, wait_for
+from proto import snapshotmanifest
 from proto.api import (
     Ack,
     ExposeRequest,
@@ -63,6 +65,8 @@ async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
         if kind == "NetworkAttachmentDefinition" or kind == "Network":
             net = await api.call("network", "apply", body, NetworkReply)
             say(f"network/{net.item.name} applied")
+        elif kind in snapshotmanifest.KINDS:
+            await snapshotcmd.apply(api, snapshotmanifest.parse(doc))
         elif instancetypecmd.is_instancetype(kind):
             await instancetypecmd.apply(api, body)
         elif preferencecmd.is_preference(kind):
@@ -320,6 +324,7 @@ def parser() -> argparse.ArgumentParser:
     fsub.add_parser("list")
     imagecmd.add_parser(sub)
     volumecmd.add_parser(sub)
+    snapshotcmd.add_vm_parser(sub)
     instancetypecmd.add_parser(sub)
     workloadcmd.add_parser(sub)
     preferencecmd.add_parser(sub)
@@ -334,7 +339,7 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "apply": cmd_apply, "get": cmd_get, "start": cmd_lifecycle, "stop": cmd_lifecycle,
     "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": imagecmd.run,
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
-    "instancetype": instancetypecmd.run, "scale": workloadcmd.scale,
+    "instancetype": instancetypecmd.run, "scale": workloadcmd.scale, "vm": snapshotcmd.run_vm,
     "preference": preferencecmd.run, "vnc": ctl.vnc.run, "console-web": ctl.webconsole.run,
     **dict.fromkeys(power.VERBS, power.cmd_power),
 }

@@ -26,6 +26,7 @@ from handler.servicerules import ServiceRules
 from handler.syncstatus import SyncStatus
 from handler.vmiplan import Step
 from handler.volumefiles import VolumeFiles
+from handler.volumework import VolumeWork
 from proto import ipam
 from proto.errors import ApiError
 from proto.nodeapi import EventNote, StatusReport, tidy
@@ -56,6 +57,7 @@ class Agent:
         self.node = node
         self.launchers = launchers
         self.volume_files = VolumeFiles(store, node.name, launchers.paths.state_dir / "volumes")
+        self.volume_work = VolumeWork(store, nodeapi, node.name, launchers.paths.state_dir / "volumes")
         self.image_cache = ImageCache(store, node.name, launchers.paths.state_dir, image_cache_bound)
         self.sync_status = SyncStatus(nodeapi, node.name)
         self.clock = clock
@@ -71,7 +73,7 @@ class Agent:
         self._tasks = [asyncio.create_task(c) for c in (
             self.fence.run(), self._heartbeats(), self._watch(), self._supervise(), self._watch_nodes(),
             self.nodeports.run(), self.service_rules.run(), self.cluster_dns.run(), self.floating_ips.run(),
-            self.volume_files.run(), self.image_cache.run())]
+            self.volume_files.run(), self.image_cache.run(), self.volume_work.run())]
 
     async def stop(self) -> None:
         for t in self._tasks:

@@ -73,7 +73,10 @@ class VolumeFiles:
         files = await asyncio.to_thread(lambda: sorted(self.dir.glob("*.qcow2")) if self.dir.exists() else [])
         if not files:
             return []
-        records = {(e.value.name, e.value.uid) for e in await self.store.volumes.items()}
+        entries = await self.store.volumes.items()
+        records = {(e.value.name, e.value.uid) for e in entries}
+        # a VM restore's old file stays until the new one is Ready (then previous_uid goes)
+        records |= {(e.value.name, e.value.previous_uid) for e in entries if e.value.previous_uid is not None}
         in_use = {name for e in await self.store.vmis.items()
                   if e.value.node_name == self.node and not (e.value.phase in FINAL_PHASES and e.value.torn_down)
                   for _, name in claims(e.value.spec.volumes)}

@@ -19,6 +19,7 @@ import msgspec
 import structlog
 
 from launcher import disks, lifecycle, namespaces, podnic, secondarynics
+from launcher.backup import SnapshotTaker
 from launcher.console import ConsoleInput, ConsoleTail
 from launcher.dhcp_packet import Lease
 from launcher.dhcp_server import serve_dhcp_in_netns
@@ -37,13 +38,15 @@ from proto import subjects
 from proto.errors import ApiError, Code
 from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
 from proto.services import CLUSTER_DNS_IP, DNS_SEARCH
+from proto.snapshots import written_volumes
 from proto.spec import claims
 from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface
 from proto.stats import from_libvirt
-from servicekit import launcherlock
+from servicekit import launcherlock, volumedata
 from servicekit.nodeclient import NodeApiClient
-from servicekit.paths import path_under
+from servicekit.paths import path_under, volume_path
 from servicekit.store import Store
+from servicekit.volumedata import wait_ready
 
 log = structlog.get_logger()
 # A report waits out any outage of the control plane or the bus: the guest runs on meanwhile, and
@@ -143,6 +146,7 @@ class Runner:
         screen: asyncio.Task[None] | None = None
         lease: asyncio.Task[str] | None = None
         power: asyncio.Task[None] | None = None
+        snapshots: asyncio.Task[None] | None = None
         try:
             try:
                 if vmi.spec.high_availability:
@@ -171,13 +175,17 @@ class Runner:
                 asyncio.to_thread(libvirt_screenshot, self.libvirtd.conn, self.follower.dom))).run())
             publisher = asyncio.create_task(self._publish_stats())
             power = asyncio.create_task(self.power.run())
+            snapshots = asyncio.create_task(SnapshotTaker(
+                self.store, self.nodeapi, vmi=self.args.vmi, node=self.args.node,
+                volumes=written_volumes(vmi.spec), volumes_dir=self.args.node_dir / "volumes",
+                workdir=self.args.vmi_dir, domain=lambda: self.follower.dom).run())
             phase, reason = await self._supervise(dom, vmi.spec.termination_grace_period_seconds)
             await self.console.pump()
             await self.set_phase(phase, reason, FENCED_PATIENCE_S if self.fenced.is_set() else REPORT_PATIENCE_S)
             return 0
         finally:
             watcher.cancel()
-            for task in (tail, keys, publisher, power, screen):
+            for task in (tail, keys, publisher, power, screen, snapshots):
                 if task is not None:
                     task.cancel()
             await self._clean_up()
@@ -225,12 +233,17 @@ class Runner:
         return dom
 
     async def _volumes(self, vmi: VMI) -> dict[str, PersistentVolume]:
-        """The records of the volumes the VM uses; each must be on this node (the binder put it here)."""
+        """The records of the volumes the VM uses; each must be on this node (the binder put it here),
+        and Ready: the node's handler populates it first (a restore, an image), and the guest waits."""
         out = {}
         for _, name in claims(vmi.spec.volumes):
-            record = (await self.store.volumes.require(name, "volume")).value
-            if record.node != self.args.node:
-                raise ApiError(Code.INVALID, f"volume {name} is on node {record.node}, not on {self.args.node}")
+            record = await wait_ready(self.store, name, self.args.node)
+            path = volume_path(self.args.node_dir / "volumes", record)
+            if not path.exists():  # Ready, but its file went: made again as the handler would, under its lock
+                found = await self.store.snapshots.get(record.snapshot) if record.snapshot else None
+                await volumedata.populate(record, path, images=self.store.images,
+                                          snapshot_objects=self.store.snapshot_objects,
+                                          snapshot=found.value if found else None)
             out[name] = record
         return out
 

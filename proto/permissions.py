@@ -7,7 +7,7 @@ NATS enforces these, not our code's manners. The roles follow Kubernetes' RBAC a
 - control: the api service, controllers and binder: the state buckets, streams, the API and the node API;
 - node N: its handler and its launchers: its own node record and pod-IP table, its own node-API
   subjects (where the control plane checks what it reports), its own stats, console and VNC subjects.
-Images (the object store's content) are written only by admin.
+Images (the object store's content) are written only by admin; snapshot content by nodes too (below).
 """
 
 from __future__ import annotations
@@ -85,6 +85,8 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                                      # deleting an image (an admin's API verb) marks its metadata and
                                      # purges; its content (chunks) only admin writes
                                      f"$O.{subjects.OBJECT_STORE_IMAGES}.M.>",
+                                     # deleting a snapshot (the API's) marks its object deleted likewise
+                                     f"$O.{subjects.OBJECT_STORE_SNAPSHOTS}.M.>",
                                      subjects.EVENTS_ALL, *SERVICE_DISCOVERY]),
                 subscribe=Rules(allow=[f"{subjects.inbox_prefix('control')}.>", subjects.API_ALL,
                                        subjects.NODEAPI_ALL, *SERVICE_DISCOVERY]),
@@ -99,6 +101,13 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                     kv_key(subjects.BUCKET_IPAM, subjects.ipam_pod_ips(n)),
                     kv_key(subjects.BUCKET_VMI_LEASES, subjects.vmi_leases_of_node(n)),
                     f"{subjects.NODEAPI_PREFIX}.{n}.*",
+                    # Snapshot content: a node uploads the snapshots of the volumes it holds. NATS cannot
+                    # scope an object store by name (chunk subjects are random, metadata subjects a whole
+                    # encoded name), so this lets a node add or overwrite any object in that store, never
+                    # purge or delete one ($JS.API.STREAM.PURGE is not granted) nor touch its record: the
+                    # record's digest is written by the control plane from the taker's report, and a
+                    # restore refuses an object whose digest is not the record's.
+                    f"$O.{subjects.OBJECT_STORE_SNAPSHOTS}.C.>", f"$O.{subjects.OBJECT_STORE_SNAPSHOTS}.M.>",
                     f"{subjects.STATS_PREFIX}.{n}.*",
                     subjects.console_of_node(n, "out"),
                     subjects.vnc_of_node(n),  # its VMIs' screens: session frames down, replies

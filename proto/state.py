@@ -139,6 +139,20 @@ class Lease(State, frozen=True):
     acquired_at: float = 0.0  # wall clock, for people only
 
 
+class VolumePhase(enum.StrEnum):
+    """KubeVirt's DataVolume phases, the few virtbus has (proto.snapshots)."""
+
+    PENDING = "Pending"  # no node yet, or its node has not started on it
+    POPULATING = "Populating"  # its node is writing its first content (blank, an image, a snapshot)
+    READY = "Ready"
+    FAILED = "Failed"
+
+
+class Progress(State, frozen=True):
+    done: int = 0
+    total: int = 0
+
+
 class PersistentVolume(State, frozen=True):
     """A virtbus volume: one qcow2 file on one node that outlives every run of the VMs using it
     (KubeVirt's PVC and DataVolume). ``node`` is set when it is created with --node, or by the
@@ -152,6 +166,13 @@ class PersistentVolume(State, frozen=True):
     image: str | None = None  # its first content, from the image store; None: blank
     node: str | None = None
     owner_vm: str | None = None  # made by this VM's dataVolumeTemplates, and deleted with it
+    snapshot: str | None = None  # its first content is this snapshot's (volume restore); else image or blank
+    # Populated by its node's handler once it has a node (proto.snapshots); a VMI using it waits for Ready.
+    phase: VolumePhase = VolumePhase.PENDING
+    progress: Progress = Progress()
+    reason: str = ""
+    # A VM restore swaps in a new uid (a new file); the old file is kept until the new one is Ready.
+    previous_uid: str | None = None
 
 
 class VmiLease(State, frozen=True):

@@ -19,6 +19,7 @@ from proto.instancetypes import MAX_GUEST_CPUS, Instancetype
 from proto.preferences import Preference
 from proto.preferences import check as check_preference
 from proto.services import cluster_ip_in_range
+from proto.snapshots import VMSnapshot, VolumeSnapshot, check_taker
 from proto.spec import NetworkAttachment
 from proto.state import VM, VMI, Endpoints, Exposure, FloatingIP, Lease, Node, PersistentVolume, Service, VmiLease
 from proto.subjects import InvalidToken, is_dns1123_label, vmi_lease_parts
@@ -177,6 +178,44 @@ def check_persistent_volume(key: str, volume: PersistentVolume) -> None:
     check_name(volume.uid, "uid", "uid")  # in the file's name
     if volume.owner_vm is not None:
         check_name(volume.owner_vm, "ownerVm", "VM name")
+    _check_volume_population(volume)
+
+
+def _check_volume_population(volume: PersistentVolume) -> None:
+    if volume.snapshot is not None:
+        check_name(volume.snapshot, "snapshot", "snapshot name")
+    if volume.previous_uid is not None:
+        check_name(volume.previous_uid, "previousUid", "uid")
+    _text(volume.reason, "reason")
+    if volume.progress.done < 0 or volume.progress.total < 0:
+        raise ApiError(Code.INVALID, "progress cannot be negative", "progress")
+
+
+def check_volume_snapshot(key: str, snap: VolumeSnapshot) -> None:
+    _name_key(key)
+    _key_is(key, snap.name, "snapshot name")
+    for field, name in (("uid", snap.uid), ("volume", snap.volume), ("volumeUid", snap.volume_uid),
+                        ("node", snap.node)):
+        check_name(name, field)
+    validate_volume_fields(snap.volume, snap.volume_size, None, snap.node)
+    if snap.group is not None:
+        check_name(snap.group, "group")
+    if snap.taken_by:
+        check_taker(snap.taken_by)
+    _text(snap.reason, "reason")
+    _text(snap.digest, "digest")
+    if snap.size < 0 or snap.progress.done < 0 or snap.progress.total < 0:
+        raise ApiError(Code.INVALID, "sizes cannot be negative", "size")
+
+
+def check_vm_snapshot(key: str, snap: VMSnapshot) -> None:
+    _name_key(key)
+    _key_is(key, snap.name, "VM snapshot name")
+    check_name(snap.uid, "uid")
+    check_name(snap.vm, "vm", "VM name")
+    for volume, part in snap.volumes.items():
+        check_name(volume, "volumes", "volume name")
+        check_name(part, f"volumes.{volume}", "snapshot name")
 
 
 def check_instancetype(key: str, value: Instancetype) -> None:
@@ -255,7 +294,8 @@ def check_key(kind: object, key: str) -> None:
 _VALIDATORS: dict[object, Validator] = {
     VM: check_vm, VMI: check_vmi, Node: check_node, Exposure: check_exposure, FloatingIP: check_floating_ip,
     NetworkAttachment: check_network, Lease: check_lease, VmiLease: check_vmi_lease,
-    PersistentVolume: check_persistent_volume, Instancetype: check_instancetype, str: check_cidr_claim,
+    PersistentVolume: check_persistent_volume, VolumeSnapshot: check_volume_snapshot, VMSnapshot: check_vm_snapshot,
+    Instancetype: check_instancetype, str: check_cidr_claim,
     ReplicaSet: check_replicaset, Pool: check_pool, Preference: check_preference,
     Service: check_service, Endpoints: check_endpoints,
     dict[str, str]: check_address_table,

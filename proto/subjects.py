@@ -33,6 +33,11 @@ LEASE_CONTROLLERS = "controllers"  # the VM controller, the binder and node life
 # a node write only its own.
 BUCKET_VMI_LEASES = "vmileases"
 OBJECT_STORE_IMAGES = "images"
+# Volume snapshots (proto.snapshots): their records, KubeVirt's VirtualMachineSnapshots, and their bytes
+# (one object per snapshot, named by its uid).
+BUCKET_SNAPSHOTS = "snapshots"
+BUCKET_VM_SNAPSHOTS = "vmsnapshots"
+OBJECT_STORE_SNAPSHOTS = "volumesnapshots"
 
 
 # Keys of the ipam bucket: a node's pod CIDR claim, a node's pod-IP table, a network's address table.

@@ -48,6 +48,7 @@ from scheduler.power import PowerApi
 from scheduler.preferences import PreferenceApi
 from scheduler.replicasets import ReplicaSetApi
 from scheduler.services import ServiceApi
+from scheduler.snapshots import SnapshotApi
 from scheduler.vmplan import printable_status
 from scheduler.volumes import VolumeApi
 from servicekit.endpoints import Endpoint
@@ -68,6 +69,7 @@ class Api:
         self.exposures = ExposureApi(store, clock=clock)
         self.fips = FloatingIPApi(store)
         self.volumes = VolumeApi(store, clock=clock)
+        self.snapshots = SnapshotApi(store, clock=clock)
         self.instancetypes = InstancetypeApi(store)
         self.power = PowerApi(store)
         self.preferences = PreferenceApi(store)
@@ -101,7 +103,8 @@ class Api:
             ("instancetype", "apply"): self.instancetypes.apply, ("instancetype", "get"): self.instancetypes.get,
             ("instancetype", "list"): self.instancetypes.list_all,
             ("instancetype", "delete"): self.instancetypes.delete,
-            **self.replicasets.table(), **self.pools.table(), **self.preferences.table(), **self.services.table(),
+            **self.snapshots.table(), **self.replicasets.table(), **self.pools.table(), **self.preferences.table(),
+            **self.services.table(),
         }
         return [Endpoint(f"{kind}-{verb}", subjects.api(kind, verb), handler)  # type: ignore[arg-type]
                 for (kind, verb), handler in table.items()]

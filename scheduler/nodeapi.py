@@ -32,6 +32,7 @@ from proto.nodeapi import (
 from proto.spec import NetworkAttachment
 from proto.state import Node
 from proto.validation import check_name, validate_node_registration
+from scheduler.snapshots import SnapshotNodeApi
 from servicekit.claims import claim_address, release_address
 from servicekit.endpoints import Endpoint
 from servicekit.store import Bucket, Store
@@ -49,8 +50,8 @@ class NodeApi:
 
     def endpoints(self) -> list[Endpoint]:
         table = {VERB_REGISTER: self.register, VERB_STATUS: self.status, VERB_ATTACH: self.attach}
-        return [Endpoint(f"node-{verb}", f"{subjects.NODEAPI_PREFIX}.*.{verb}", subject_handler=handler)
-                for verb, handler in table.items()]
+        return [*(Endpoint(f"node-{verb}", f"{subjects.NODEAPI_PREFIX}.*.{verb}", subject_handler=handler)
+                  for verb, handler in table.items()), *SnapshotNodeApi(self.store, clock=self.clock).endpoints()]
 
     async def register(self, subject: str, body: bytes) -> Node:
         node = subjects.nodeapi_node(subject)

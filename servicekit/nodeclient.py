@@ -27,6 +27,13 @@ from proto.nodeapi import (
     StatusReply,
     StatusReport,
 )
+from proto.snapshots import (
+    VERB_SNAPSHOT_PROGRESS,
+    VERB_VOLUME_PROGRESS,
+    ProgressReply,
+    SnapshotProgress,
+    VolumeProgress,
+)
 from proto.state import Node
 
 T = TypeVar("T")
@@ -68,6 +75,12 @@ class NodeApiClient:
 
     async def report(self, report: StatusReport, patience: float = -1) -> StatusReply:
         return await self._call(VERB_STATUS, report, StatusReply, patience)
+
+    async def snapshot_progress(self, report: SnapshotProgress, patience: float = 30.0) -> ProgressReply:
+        return await self._call(VERB_SNAPSHOT_PROGRESS, report, ProgressReply, patience)
+
+    async def volume_progress(self, report: VolumeProgress, patience: float = 30.0) -> ProgressReply:
+        return await self._call(VERB_VOLUME_PROGRESS, report, ProgressReply, patience)
 
     async def attach(self, vmi: str, uid: str, patience: float = 60.0) -> list[SecondaryNic]:
         return (await self._call(VERB_ATTACH, AttachRequest(vmi=vmi, uid=uid), AttachReply, patience)).items

@@ -26,6 +26,7 @@ from nats.js.object_store import ObjectStore
 from proto import stored, subjects
 from proto.errors import ApiError, Code
 from proto.events import Event
+from proto.snapshots import VMSnapshot, VolumeSnapshot
 from proto.state import VM, VMI, Node, PersistentVolume, VmiLease
 from proto.stored import BadStoredValue
 from servicekit.connection import connect_nats
@@ -239,8 +240,8 @@ class Bucket(Generic[T]):
 class Store:
     """The connection plus every bucket; ``connect`` creates buckets and streams when missing."""
 
-    def __init__(self, nc: Client, js: JetStreamContext, kvs: dict[str, KeyValue], images: ObjectStore, *,
-                 records_events: bool = True):
+    def __init__(self, nc: Client, js: JetStreamContext, kvs: dict[str, KeyValue], images: ObjectStore,
+                 snapshot_objects: ObjectStore, *, records_events: bool = True):
         self.nc = nc
         self.js = js
         self.raw = kvs
@@ -254,6 +255,9 @@ class Store:
         self.vmi_leases = self.bucket(subjects.BUCKET_VMI_LEASES, VmiLease)
         self.volumes = self.bucket(subjects.BUCKET_VOLUMES, PersistentVolume)
         self.images = images
+        self.snapshots = self.bucket(subjects.BUCKET_SNAPSHOTS, VolumeSnapshot)
+        self.vm_snapshots = self.bucket(subjects.BUCKET_VM_SNAPSHOTS, VMSnapshot)
+        self.snapshot_objects = snapshot_objects
 
     @classmethod
     async def connect(cls, url: str, name: str, *, creds: str | None = None, inbox: str | None = None,
@@ -266,7 +270,7 @@ class Store:
             js = nc.jetstream()
             while True:
                 try:
-                    kvs, images = await _open_all(js, copies, create)
+                    kvs, images, snapshot_objects = await _open_all(js, copies, create)
                     break
                 except nats.js.errors.NotFoundError:
                     structlog.get_logger().info("waiting for the control plane to create the buckets")
@@ -274,7 +278,7 @@ class Store:
         except BaseException:
             await nc.close()  # e.g. a cluster still electing its JetStream leader: the caller retries
             raise
-        return cls(nc, js, kvs, images, records_events=create)
+        return cls(nc, js, kvs, images, snapshot_objects, records_events=create)
 
     async def control_bucket(self, name: str, kind: type[T]) -> Bucket[T]:
         """A bucket only the control plane uses (its leases): made when missing, kept out of ``raw``
@@ -318,16 +322,20 @@ def replicas() -> int:
     return int(value)
 
 
-async def _open_all(js: JetStreamContext, copies: int, create: bool) -> tuple[dict[str, KeyValue], ObjectStore]:
+async def _open_all(js: JetStreamContext, copies: int,
+                    create: bool) -> tuple[dict[str, KeyValue], ObjectStore, ObjectStore]:
     buckets = (subjects.BUCKET_VMS, subjects.BUCKET_VMIS, subjects.BUCKET_NODES, subjects.BUCKET_NETWORKS,
                subjects.BUCKET_IPAM, subjects.BUCKET_EXPOSURES, subjects.BUCKET_FLOATING_IPS,
                subjects.BUCKET_VMI_LEASES, subjects.BUCKET_VOLUMES, subjects.BUCKET_SERVICES,
-               subjects.BUCKET_ENDPOINTS)
+               subjects.BUCKET_ENDPOINTS, subjects.BUCKET_SNAPSHOTS, subjects.BUCKET_VM_SNAPSHOTS)
     if not create:
         kvs = {b: await js.key_value(b) for b in buckets}
-        return kvs, await js.object_store(subjects.OBJECT_STORE_IMAGES)
+        return (kvs, await js.object_store(subjects.OBJECT_STORE_IMAGES),
+                await js.object_store(subjects.OBJECT_STORE_SNAPSHOTS))
     kvs = {b: await _ensure_kv(js, b, copies) for b in buckets}
     images = await _ensure_object_store(js, subjects.OBJECT_STORE_IMAGES, copies)
+    # replicated as the state is: a snapshot is what brings a volume back when its node is lost
+    snapshot_objects = await _ensure_object_store(js, subjects.OBJECT_STORE_SNAPSHOTS, copies)
     await _ensure_stream(js, StreamConfig(
         name=subjects.STREAM_CONSOLE, subjects=[subjects.CONSOLE_OUT_ALL],
         storage=StorageType.FILE, max_msgs_per_subject=20_000, max_bytes=256 * 2**20, num_replicas=copies))
@@ -335,7 +343,7 @@ async def _open_all(js: JetStreamContext, copies: int, create: bool) -> tuple[di
         name=subjects.STREAM_EVENTS, subjects=[subjects.EVENTS_ALL], storage=StorageType.FILE,
         max_msgs=100_000, max_age=7 * 24 * 3600, max_bytes=EVENTS_MAX_BYTES, max_msg_size=64 * 1024,
         num_replicas=copies))
-    return kvs, images
+    return kvs, images, snapshot_objects
 
 
 # Byte limits per bucket (value, whole bucket with its history of 5): a writer gone wild fills its
@@ -348,6 +356,7 @@ _KV_LIMITS: dict[str, tuple[int, int]] = {  # bucket -> (max_value_size, max_byt
     subjects.BUCKET_IPAM: (_MiB, 64 * _MiB), subjects.BUCKET_EXPOSURES: (4096, 16 * _MiB),
     subjects.BUCKET_FLOATING_IPS: (4096, 16 * _MiB), subjects.BUCKET_LEADER: (4096, _MiB),
     subjects.BUCKET_VMI_LEASES: (1024, 16 * _MiB), subjects.BUCKET_VOLUMES: (4096, 16 * _MiB),
+    subjects.BUCKET_SNAPSHOTS: (4096, 16 * _MiB), subjects.BUCKET_VM_SNAPSHOTS: (16 * 1024, 16 * _MiB),
     subjects.BUCKET_SERVICES: (16 * 1024, 16 * _MiB), subjects.BUCKET_ENDPOINTS: (256 * 1024, 64 * _MiB),
 }
 EVENTS_MAX_BYTES = 64 * _MiB

@@ -126,6 +126,28 @@ async def test_a_node_writes_only_its_own_record(nats_server: NatsServer, store:
     assert sum("permissions violation" in e.lower() for e in node1.errors[before:]) == 3
 
 
+async def test_snapshot_content_nodes_add_and_nobody_but_admin_purges(as_user) -> None:  # type: ignore[no-untyped-def]
+    """A node uploads the snapshots of its volumes (chunks and metadata of the store volumesnapshots);
+    it reports their progress only on its own node API subjects, and purges or deletes nothing; the
+    control plane marks a deleted snapshot's object; the viewer writes none of it."""
+    store = f"$O.{subjects.OBJECT_STORE_SNAPSHOTS}"
+    node1 = await as_user("node-node1", subjects.inbox_prefix("node", "node1"))
+    for subject in (f"{store}.C.abc", f"{store}.M.abc", subjects.nodeapi("node1", "snapshot-progress"),
+                    subjects.nodeapi("node1", "volume-progress")):
+        assert not await node1.refused(subject), subject
+    for subject in (subjects.nodeapi("node2", "snapshot-progress"), subjects.nodeapi("node2", "volume-progress"),
+                    f"$JS.API.STREAM.PURGE.OBJ_{subjects.OBJECT_STORE_SNAPSHOTS}",
+                    f"$JS.API.STREAM.DELETE.OBJ_{subjects.OBJECT_STORE_SNAPSHOTS}",
+                    f"$KV.{subjects.BUCKET_SNAPSHOTS}.s1", f"$KV.{subjects.BUCKET_VOLUMES}.data"):
+        assert await node1.refused(subject), subject
+    control = await as_user("control", subjects.inbox_prefix("control"))
+    assert not await control.refused(f"{store}.M.abc")
+    assert await control.refused(f"{store}.C.abc")
+    viewer = await as_user("viewer")
+    assert await viewer.refused(f"{store}.C.abc") and await viewer.refused(subjects.api("snapshot", "create"))
+    assert not await viewer.refused(subjects.api("snapshot", "list"))
+
+
 async def test_the_control_plane_cannot_write_image_content(as_user) -> None:  # type: ignore[no-untyped-def]
     control = await as_user("control", subjects.inbox_prefix("control"))
     assert await control.refused("$O.images.C.abc")

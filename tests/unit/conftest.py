@@ -18,4 +18,4 @@ def offline_store() -> Store:
     """A Store with no connection behind it, for the parts of the handler that only touch the node's
     network (routes, bridges, addresses): any bucket read would fail on the missing KeyValue."""
     kvs: defaultdict[str, KeyValue] = defaultdict(lambda: cast(KeyValue, None))
-    return Store(cast(Any, None), cast(JetStreamContext, None), kvs, cast(ObjectStore, None))
+    return Store(cast(Any, None), cast(JetStreamContext, None), kvs, cast(ObjectStore, None), cast(ObjectStore, None))

@@ -1,0 +1,69 @@
+"""KubeVirt's VirtualMachineSnapshot and VirtualMachineRestore (snapshot.kubevirt.io), as
+``virtbus apply -f`` takes them: what virtbus honours becomes the API's request; anything else is
+refused with its field's full path, as the other kinds are."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proto.errors import ApiError, Code
+from proto.snapshotapi import VMRestore, VMSnapshotCreate
+from proto.validation import check_name
+
+SNAPSHOT_KIND = "VirtualMachineSnapshot"
+RESTORE_KIND = "VirtualMachineRestore"
+KINDS = frozenset({SNAPSHOT_KIND, RESTORE_KIND})
+API_VERSIONS = frozenset({"snapshot.kubevirt.io/v1beta1", "snapshot.kubevirt.io/v1alpha1"})
+_METADATA = {"name", "namespace", "labels", "annotations"}  # namespace: virtbus has one set of names
+
+
+def _object(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ApiError(Code.INVALID, "must be an object", field)
+    return value
+
+
+def _only(obj: dict[str, Any], allowed: set[str], field: str) -> None:
+    for key in obj:
+        if key not in allowed:
+            raise ApiError(Code.INVALID, f"{key!r} is not supported by virtbus", f"{field}.{key}" if field else key)
+
+
+def _vm_ref(value: Any, field: str) -> str:
+    ref = _object(value, field)
+    _only(ref, {"apiGroup", "kind", "name"}, field)
+    if ref.get("apiGroup", "kubevirt.io") != "kubevirt.io":
+        raise ApiError(Code.INVALID, "only kubevirt.io", f"{field}.apiGroup")
+    if ref.get("kind") != "VirtualMachine":
+        raise ApiError(Code.INVALID, "only a VirtualMachine is snapshotted or restored", f"{field}.kind")
+    name = ref.get("name")
+    if not isinstance(name, str):
+        raise ApiError(Code.INVALID, "a VM's name is required", f"{field}.name")
+    check_name(name, f"{field}.name", "VM name")
+    return name
+
+
+def parse(doc: Any) -> VMSnapshotCreate | VMRestore:
+    obj = _object(doc, "")
+    _only(obj, {"apiVersion", "kind", "metadata", "spec", "status"}, "")
+    if obj.get("apiVersion") not in API_VERSIONS:
+        raise ApiError(Code.INVALID, f"apiVersion must be one of {sorted(API_VERSIONS)}", "apiVersion")
+    meta = _object(obj.get("metadata"), "metadata")
+    _only(meta, _METADATA, "metadata")
+    name = meta.get("name")
+    if not isinstance(name, str):
+        raise ApiError(Code.INVALID, "a name is required", "metadata.name")
+    check_name(name, "metadata.name")
+    spec = _object(obj.get("spec"), "spec")
+    if obj.get("kind") == SNAPSHOT_KIND:
+        _only(spec, {"source"}, "spec")  # failureDeadline, deletionPolicy: not honoured
+        return VMSnapshotCreate(vm=_vm_ref(spec.get("source"), "spec.source"), name=name)
+    if obj.get("kind") == RESTORE_KIND:
+        _only(spec, {"target", "virtualMachineSnapshotName"}, "spec")  # patches, volumeRestorePolicy...
+        vm = _vm_ref(spec.get("target"), "spec.target")
+        snap = spec.get("virtualMachineSnapshotName")
+        if not isinstance(snap, str):
+            raise ApiError(Code.INVALID, "the snapshot's name is required", "spec.virtualMachineSnapshotName")
+        check_name(snap, "spec.virtualMachineSnapshotName", "snapshot name")
+        return VMRestore(snapshot=snap, vm=vm)
+    raise ApiError(Code.INVALID, f"kind must be one of {sorted(KINDS)}", "kind")
