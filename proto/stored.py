@@ -18,6 +18,7 @@ from proto.instancetypes import KINDS as INSTANCETYPE_KINDS
 from proto.instancetypes import MAX_GUEST_CPUS, Instancetype
 from proto.preferences import Preference
 from proto.preferences import check as check_preference
+from proto.routes import Ingress, Route, check_ingress, check_route
 from proto.services import cluster_ip_in_range
 from proto.spec import NetworkAttachment
 from proto.state import VM, VMI, Endpoints, Exposure, FloatingIP, Lease, Node, PersistentVolume, Service, VmiLease
@@ -247,7 +248,7 @@ _VALIDATORS: dict[object, Validator] = {
     NetworkAttachment: check_network, Lease: check_lease, VmiLease: check_vmi_lease,
     PersistentVolume: check_persistent_volume, Instancetype: check_instancetype, str: check_cidr_claim,
     ReplicaSet: check_replicaset, Pool: check_pool, Preference: check_preference,
-    Service: check_service, Endpoints: check_endpoints,
+    Service: check_service, Endpoints: check_endpoints, Route: check_route, Ingress: check_ingress,
     dict[str, str]: check_address_table,
 }
 
