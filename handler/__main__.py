@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import os
 import signal
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from handler import guestfence, nodeinfo
@@ -15,6 +15,7 @@ from handler.kvmprobe import cached_kvm_runs_guests
 from handler.launchers import Launchers, NodePaths
 from handler.metrics import NodeMetrics
 from handler.podnet import PodNetwork
+from handler.router import Haproxy, NodeRouter, haproxy_installed
 from proto import netcheck, subjects
 from proto.errors import ApiError
 from proto.nodeapi import Registration
@@ -60,6 +61,14 @@ async def run(args: argparse.Namespace) -> None:
                     "this node and the other nodes' addresses only")
     agent = Agent(store, node, launchers, podnet, nodeapi, management=management)
     await agent.start()
+    router = None
+    if args.router_port and haproxy_installed():  # Routes and Ingresses on the node's address
+        router = NodeRouter(store, Haproxy(state_dir / "router", args.netns, Path(args.state_dir) / "logs" /
+                                           f"haproxy-{args.node}.log"),
+                            address=IPv4Address(args.address) if args.address else None, port=args.router_port)
+        router_task = asyncio.create_task(router.run())
+    elif args.router_port:
+        log.warning("haproxy is not installed: Routes and Ingresses are not served on this node")
     async def info(body: bytes) -> Node:
         current = await store.nodes.get(args.node)
         return current.value if current else node
@@ -83,6 +92,9 @@ async def run(args: argparse.Namespace) -> None:
     metrics_task.cancel()
     await service.stop()
     await agent.stop()
+    if router is not None:  # its HAProxy goes with it (only the pid it started or adopted)
+        router_task.cancel()
+        await router.stop()
     await store.close()
 
 
@@ -134,6 +146,9 @@ def main() -> None:
     parser.add_argument("--probe-kernel", default=None,
                         help="a Linux kernel to boot under KVM to learn if KVM runs guests (default: /boot)")
     parser.add_argument("--metrics-address", default=None, help="HOST:PORT to serve /metrics on")
+    parser.add_argument("--router-port", default=80, type=int,
+                        help="the port of the node's HTTP proxy serving Routes and Ingresses on --address "
+                             "(default 80; 0: none)")
     parser.add_argument("--no-kvm", action="store_true", help="run guests under TCG even if KVM works")
     asyncio.run(run(parser.parse_args()))
 
