@@ -108,6 +108,12 @@ def _bridge(name: str) -> str:
     return name
 
 
+def _router_port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0: no proxy)")
+    return int(text)
+
+
 def _host_disk_dir(text: str) -> str:
     if not os.path.isabs(text) or os.path.normpath(text) != text or text == "/":
         raise argparse.ArgumentTypeError(f"{text!r} is not an absolute, normalised directory (nor /)")
@@ -146,7 +152,7 @@ def main() -> None:
     parser.add_argument("--probe-kernel", default=None,
                         help="a Linux kernel to boot under KVM to learn if KVM runs guests (default: /boot)")
     parser.add_argument("--metrics-address", default=None, help="HOST:PORT to serve /metrics on")
-    parser.add_argument("--router-port", default=80, type=int,
+    parser.add_argument("--router-port", default=80, type=_router_port,
                         help="the port of the node's HTTP proxy serving Routes and Ingresses on --address "
                              "(default 80; 0: none)")
     parser.add_argument("--no-kvm", action="store_true", help="run guests under TCG even if KVM works")
