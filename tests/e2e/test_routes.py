@@ -1,10 +1,13 @@
 """Routes and Ingresses for real: a VM behind a Service, a Route and an Ingress by host name to it, reached
 from the outside host through either node's HAProxy; an unknown host gets 404; a guest cannot open
-its node's port 80; and a deleted Route is gone from every node."""
+its node's port 80; a handler SIGKILLed leaves its HAProxy serving, and the next one adopts it; and a
+deleted Route is gone from every node."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import statistics
 import time
 
@@ -60,12 +63,13 @@ def test_a_route_and_an_ingress_reach_the_vm_by_name_through_either_node(lab: La
     assert "HOST/PORT" in listed and HOST in listed and "web" in listed
 
     # the request's time through the proxy, from the outside host (curl's total, median of 20)
-    loop = (f"for i in $(seq 20); do curl -s -o /dev/null -w '%{{time_total}}\\n' -H 'Host: {HOST}' "
-            f"http://{addresses['node2']}/; done")
-    times = [float(t) for t in lab_exec(lab, "outside", "sh", "-c", loop).stdout.split()]
-    assert len(times) == 20
-    print(f"through node2's HAProxy to the VM on node1: median {statistics.median(times) * 1000:.1f} ms, "
-          f"max {max(times) * 1000:.1f} ms (20 requests)")
+    for node, address in addresses.items():
+        loop = (f"for i in $(seq 20); do curl -s -o /dev/null -w '%{{time_total}}\\n' -H 'Host: {HOST}' "
+                f"http://{address}/; done")
+        times = [float(t) for t in lab_exec(lab, "outside", "sh", "-c", loop).stdout.split()]
+        assert len(times) == 20
+        print(f"through {node}'s HAProxy to the VM on node1: median {statistics.median(times) * 1000:.1f} ms, "
+              f"max {max(times) * 1000:.1f} ms (20 requests)")
 
     lab.cli("apply", "-f", write(lab, "ingress", {
         "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "node-vm"},
@@ -76,6 +80,17 @@ def test_a_route_and_an_ingress_reach_the_vm_by_name_through_either_node(lab: La
         assert "hostname: node-vm" in routed(lab, address, INGRESS_HOST)
     assert INGRESS_HOST in lab.cli("get", "ingresses").stdout
 
+    # node2's handler SIGKILLed: its HAProxy serves on, and the handler the lab starts again adopts it
+    master = int((lab.state_dir / "nodes" / "node2" / "router" / "haproxy.pid").read_text().split()[0])
+    handler_pid = lab.state_dir / "pids" / "handler-node2.pid"
+    os.kill(int(handler_pid.read_text()), signal.SIGKILL)
+    assert "hostname: node-vm" in routed(lab, addresses["node2"], HOST)
+    log = lab.state_dir / "logs" / "handler-node2.log"
+    deadline = time.monotonic() + 60
+    while "adopted the HTTP proxy" not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, lab.logs()
+        time.sleep(0.5)
+
     # the guest itself cannot open its node's (nor the other node's) port 80: the fence holds
     lab.cli("console", "node-vm", "--log", "--until", MARKER, "--timeout", "180")
     probe = " && ".join(f"! timeout 4 wget -q -O /dev/null http://{a}/" for a in addresses.values())
@@ -85,7 +100,9 @@ def test_a_route_and_an_ingress_reach_the_vm_by_name_through_either_node(lab: La
 
     lab.cli("delete", "route", "node-vm")
     lab.cli("delete", "ingress", "node-vm")
-    for address in addresses.values():
+    for address in addresses.values():  # node2's by the HAProxy it adopted, reloaded
         routed(lab, address, HOST, 404)
+        routed(lab, address, INGRESS_HOST, 404)
+    assert int((lab.state_dir / "nodes" / "node2" / "router" / "haproxy.pid").read_text().split()[0]) == master
     lab.cli("delete", "node-vm", "--wait", "--timeout", "120")
     lab.cli("delete", "service", "web")
