@@ -123,6 +123,20 @@ async def test_a_real_haproxy_leads_a_host_to_its_service_and_reloads_in_place(
         master = proxy.pid
         assert master is not None and (directory / "haproxy.pid").read_text().split()[0] == str(master)
 
+        # reloads while requests keep coming: none of them is refused or dropped
+        loop = ("for i in $(seq 300); do curl -s -o /dev/null -m 5 -w '%{http_code}\\n' "
+                f"-H 'Host: node-vm.apps.example' http://{NODE}:8080/; done")
+        requests = asyncio.create_task(asyncio.to_thread(
+            subprocess.run, ["ip", "netns", "exec", netns, "sh", "-c", loop], capture_output=True, text=True))
+        for n in range(5):
+            await routes.put(f"extra{n}", Route(name=f"extra{n}", uid="u", created_at=1.0, host=f"x{n}.example",
+                                                backends=[Backend(service="web")]))
+            await router.sync()
+            await asyncio.sleep(0.1)
+        assert not requests.done(), "the requests ended before the reloads did"
+        codes = (await requests).stdout.split()
+        assert codes == ["200"] * 300, codes
+
         await routes.put("web", Route(name="web", uid="u", created_at=0.0, host="moved.apps.example",
                                       backends=[Backend(service="web", port_name="http")]))
         await router.sync()
