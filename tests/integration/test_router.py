@@ -193,3 +193,22 @@ async def test_routes_and_ingresses_through_the_api(api: Store) -> None:
     assert (await call(api, "ingress", "delete", {"name": "testvm"}))["error"]["code"] == "NotFound"
     assert (await call(api, "route", "delete", {"name": "testvm"}))["message"] == "route/testvm deleted"
     assert (await call(api, "route", "list", {}))["items"] == []
+
+
+async def test_a_hostile_route_written_by_hand_is_set_aside_not_served(store: Store, tmp_path: Path) -> None:
+    class Recording(Haproxy):
+        def check(self, config: Path) -> str | None:
+            return None
+
+        def start(self) -> None:
+            self.started = True
+
+    raw = await store.js.key_value(subjects.BUCKET_ROUTES)
+    await raw.put("evil", json.dumps({"name": "evil", "uid": "u", "createdAt": 0, "host": "a.example\n  bind *:22",
+                                      "backends": [{"service": "web"}]}).encode())
+    await store.bucket(subjects.BUCKET_ROUTES, Route).put("web", Route(
+        name="web", uid="u", created_at=0.0, host="web.example", backends=[Backend(service="web")]))
+    proxy = Recording(tmp_path, None, tmp_path / "log")
+    await NodeRouter(store, proxy, address=None, port=8080).sync()
+    config = (tmp_path / "haproxy.cfg").read_text()
+    assert proxy.started and "-i web.example" in config and "a.example" not in config and ":22" not in config
