@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ctl import (
     console,
+    imagecmd,
     instancetypecmd,
     power,
     preferencecmd,
@@ -30,7 +31,6 @@ from proto.api import (
     ExposureList,
     FloatingIPList,
     FloatingIPRequest,
-    ImageList,
     NameRequest,
     NetworkReply,
     NodeList,
@@ -238,30 +238,12 @@ async def cmd_console(api: ApiClient, args: argparse.Namespace) -> int:
         await asyncio.sleep(0.5)
 
 
-async def cmd_image(api: ApiClient, args: argparse.Namespace) -> int:
-    if args.image_command == "import":
-        from proto.validation import validate_image_reference
-
-        validate_image_reference(args.name, field="name")
-        path = Path(args.file)
-        if not path.is_file():
-            raise ApiError(Code.INVALID, f"{path} is not a file", "file")
-        size, digest = await api.import_image(args.name, path)
-        say(f"image {args.name} imported ({size} bytes, {digest})")
-    elif args.image_command == "list":
-        items = (await api.call("image", "list", {}, ImageList)).items
-        say(render.table(["NAME", "SIZE", "DIGEST"], [[i.name, str(i.size), i.digest or ""] for i in items]))
-    else:
-        say((await api.call("image", "delete", NameRequest(name=args.name), Ack)).message)
-    return 0
-
-
 async def cmd_expose(api: ApiClient, args: argparse.Namespace) -> int:
     if args.command == "expose" and args.service_name:
         await servicecmd.expose(api, args)
         return 0
     if args.kind != "vm":
-        raise ApiError(Code.INVALID, "a VMI is exposed as a Service: give --name SVC", "name")
+        raise ApiError(Code.INVALID, f"a {args.kind} is exposed as a Service: give --name SVC", "name")
     if args.command == "expose":
         e = await api.call("vm", "expose", ExposeRequest(name=args.name, port=args.port, node_port=args.node_port,
                                                          protocol=args.protocol), Exposure)
@@ -282,7 +264,9 @@ async def cmd_fip(api: ApiClient, args: argparse.Namespace) -> int:
         say(f"floating IP {fip.address} attached to vm/{fip.vm}")
     elif verb == "list":
         items = (await api.call("fip", "list", {}, FloatingIPList)).items
-        say(render.table(["ADDRESS", "NETWORK", "VM"], [[f.address, f.network, f.vm or "<none>"] for f in items]))
+        holder = [f.vm or (f"svc/{f.service}" if f.service else "<none>") for f in items]
+        say(render.table(["ADDRESS", "NETWORK", "VM"], [[f.address, f.network, h] for f, h in zip(items, holder,
+                                                                                                  strict=True)]))
     else:
         say((await api.call("fip", verb, FloatingIPRequest(address=args.address), Ack)).message)
     return 0
@@ -321,7 +305,7 @@ def parser() -> argparse.ArgumentParser:
     for verb in ("expose", "unexpose"):
         e = sub.add_parser(verb, help=f"{verb} a VM's port: as a Service (--name, virtctl expose), or on a node "
                                       "port of its node (DNAT node:N -> pod:P)")
-        e.add_argument("kind", choices=["vm", "vmi"])
+        e.add_argument("kind", choices=["vm", "vmi", "vmirs"])
         e.add_argument("name")
         e.add_argument("--port", type=int, required=True)
         e.add_argument("--protocol", choices=["TCP", "UDP"], default="TCP")
@@ -342,14 +326,7 @@ def parser() -> argparse.ArgumentParser:
     for verb in ("detach", "delete"):
         fsub.add_parser(verb).add_argument("address")
     fsub.add_parser("list")
-    i = sub.add_parser("image", help="the image store")
-    isub = i.add_subparsers(dest="image_command", required=True)
-    imp = isub.add_parser("import")
-    imp.add_argument("name")
-    imp.add_argument("--file", required=True)
-    isub.add_parser("list")
-    idel = isub.add_parser("delete")
-    idel.add_argument("name")
+    imagecmd.add_parser(sub)
     volumecmd.add_parser(sub)
     instancetypecmd.add_parser(sub)
     workloadcmd.add_parser(sub)
@@ -361,7 +338,7 @@ def parser() -> argparse.ArgumentParser:
 
 COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] = {
     "apply": cmd_apply, "get": cmd_get, "start": cmd_lifecycle, "stop": cmd_lifecycle,
-    "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": cmd_image,
+    "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": imagecmd.run,
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
     "instancetype": instancetypecmd.run, "scale": workloadcmd.scale,
     "preference": preferencecmd.run,

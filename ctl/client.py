@@ -13,7 +13,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
+from nats.js.api import DeliverPolicy, ObjectInfo, ObjectMeta
 
 from proto import subjects
 from proto.api import NameRequest, VMIReply, decode_reply, encode
@@ -103,16 +103,15 @@ class ApiClient:
             await asyncio.sleep(delay)  # the service sheds load: a moment later it takes us
         raise BUSY
 
-    async def import_image(self, name: str, path: Path) -> tuple[int, str]:
+    async def put_image(self, name: str, data: Any, meta: ObjectMeta) -> ObjectInfo:
+        """Stream data (anything with readinto) into the image store as object name."""
         store = await self.nc.jetstream().object_store(subjects.OBJECT_STORE_IMAGES)
         try:
-            with open(path, "rb") as f:
-                info = await store.put(name, f)
+            return await store.put(name, data, meta=meta)
         except nats.errors.TimeoutError:
             if self.refusals.any():  # a refused write is never acknowledged
                 raise self.forbidden("write the image store") from None
             raise
-        return info.size or 0, info.digest or ""
 
     async def console_log(self, vmi: str) -> bytes:
         """Everything the VMI's serial console printed so far in its current run (the last run's,

@@ -71,7 +71,9 @@ async def get(api: ApiClient, kind: str, name: str | None, output: str | None) -
 async def expose(api: ApiClient, args: argparse.Namespace) -> None:
     request = ServiceExpose(kind=args.kind, name=args.name, service_name=args.service_name, port=args.port,
                             target_port=args.target_port, protocol=args.protocol, type=args.type,
-                            port_name=args.port_name or "", cluster_ip=args.cluster_ip or "")
+                            port_name=args.port_name or "", cluster_ip=args.cluster_ip or "",
+                            external_ip=args.external_ip or "", load_balancer_ip=args.load_balancer_ip or "",
+                            ip_family=args.ip_family or "", ip_family_policy=args.ip_family_policy or "")
     view = (await api.call("vm", "expose-service", request, ServiceReply)).item
     say(f"service/{view.service.name} exposed ({view.service.type} {_cluster_ip(view.service)}, "
         f"{_ports(view.service)})")
@@ -88,7 +90,11 @@ def add_expose_flags(e: Any) -> None:
     e.add_argument("--target-port", type=int, default=None, help="the VM's port; default: --port")
     e.add_argument("--type", default="ClusterIP", choices=[t.value for t in ServiceType])
     e.add_argument("--port-name", default=None)
-    e.add_argument("--cluster-ip", default=None)
+    e.add_argument("--cluster-ip", default=None, help="the virtual IP; None: headless")
+    e.add_argument("--external-ip", default=None, help="an address of the nodes' networks the Service answers on too")
+    e.add_argument("--load-balancer-ip", default=None, help="with --type LoadBalancer: the floating IP to take")
+    e.add_argument("--ip-family", default=None, help="IPv4 (the only one virtbus has)")
+    e.add_argument("--ip-family-policy", default=None, help="SingleStack (the only one virtbus has)")
 
 
 def service_object(view: ServiceView) -> resources.Obj:
@@ -100,11 +106,14 @@ def service_object(view: ServiceView) -> resources.Obj:
                             "ports": ports}
     if s.selector:
         spec["selector"] = s.selector
+    if s.external_ips:
+        spec["externalIPs"] = list(s.external_ips)
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": s.name, "namespace": NAMESPACE, "uid": s.uid,
                          "creationTimestamp": resources.timestamp(s.created_at), **({"labels": s.labels}
                                                                                     if s.labels else {})},
-            "spec": spec, "status": {"loadBalancer": {}}}
+            "spec": spec, "status": {"loadBalancer": {"ingress": [{"ip": s.load_balancer_ip}]}
+                                     if s.load_balancer_ip else {}}}
 
 
 def endpoints_object(e: Endpoints) -> resources.Obj:
@@ -125,7 +134,8 @@ def _cluster_ip(s: Service) -> str:
 
 
 def _external(s: Service) -> str:
-    return "<pending>" if s.type is ServiceType.LOAD_BALANCER else "<none>"
+    shown = ([s.load_balancer_ip or "<pending>"] if s.type is ServiceType.LOAD_BALANCER else []) + s.external_ips
+    return ",".join(shown) or "<none>"
 
 
 def _ports(s: Service) -> str:

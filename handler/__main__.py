@@ -19,6 +19,7 @@ from handler.router import Haproxy, NodeRouter, haproxy_installed
 from proto import netcheck, subjects
 from proto.errors import ApiError
 from proto.nodeapi import Registration
+from proto.quantity import InvalidQuantity, parse_bytes
 from proto.state import Node
 from proto.validation import check_labels
 from servicekit import logs
@@ -59,7 +60,8 @@ async def run(args: argparse.Namespace) -> None:
     if management is None:
         log.warning("no management network (give --address or --management-network): guests are kept off "
                     "this node and the other nodes' addresses only")
-    agent = Agent(store, node, launchers, podnet, nodeapi, management=management)
+    agent = Agent(store, node, launchers, podnet, nodeapi, management=management,
+                  image_cache_bound=args.image_cache_max)
     await agent.start()
     router = None
     if args.router_port and haproxy_installed():  # Routes and Ingresses on the node's address
@@ -114,6 +116,13 @@ def _router_port(text: str) -> int:
     return int(text)
 
 
+def _quantity(text: str) -> int:
+    try:
+        return parse_bytes(text)
+    except InvalidQuantity as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _host_disk_dir(text: str) -> str:
     if not os.path.isabs(text) or os.path.normpath(text) != text or text == "/":
         raise argparse.ArgumentTypeError(f"{text!r} is not an absolute, normalised directory (nor /)")
@@ -156,6 +165,9 @@ def main() -> None:
                         help="the port of the node's HTTP proxy serving Routes and Ingresses on --address "
                              "(default 80; 0: none)")
     parser.add_argument("--no-kvm", action="store_true", help="run guests under TCG even if KVM works")
+    parser.add_argument("--image-cache-max", type=_quantity, default=os.environ.get("VIRTBUS_IMAGE_CACHE_MAX", "20Gi"),
+                        help="bytes the node's image cache may take before the least recently used unused "
+                             "images go (env VIRTBUS_IMAGE_CACHE_MAX; default 20Gi)")
     asyncio.run(run(parser.parse_args()))
 
 

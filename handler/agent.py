@@ -17,6 +17,7 @@ from handler import nodeinfo, vmiplan
 from handler.clusterdns import ClusterDns
 from handler.floatingips import FloatingIPs
 from handler.guestfence import GuestFence
+from handler.imagecache import DEFAULT_BOUND, ImageCache
 from handler.launchers import Launcher, Launchers
 from handler.nodeports import NodePorts
 from handler.podnet import POD_BRIDGE, PodNetwork
@@ -39,7 +40,8 @@ HEARTBEAT_S = 2.0
 
 class Agent:
     def __init__(self, store: Store, node: Node, launchers: Launchers, podnet: PodNetwork, nodeapi: NodeApiClient,
-                 *, clock: Callable[[], float] = time.time, management: IPv4Network | None = None) -> None:
+                 *, clock: Callable[[], float] = time.time, management: IPv4Network | None = None,
+                 image_cache_bound: int = DEFAULT_BOUND) -> None:
         self.store = store
         self.podnet = podnet
         self.nodeapi = nodeapi
@@ -54,6 +56,7 @@ class Agent:
         self.node = node
         self.launchers = launchers
         self.volume_files = VolumeFiles(store, node.name, launchers.paths.state_dir / "volumes")
+        self.image_cache = ImageCache(store, node.name, launchers.paths.state_dir, image_cache_bound)
         self.sync_status = SyncStatus(nodeapi, node.name)
         self.clock = clock
         self.queue = WorkQueue(self.reconcile, bind=("vm", "vmi"))
@@ -68,7 +71,7 @@ class Agent:
         self._tasks = [asyncio.create_task(c) for c in (
             self.fence.run(), self._heartbeats(), self._watch(), self._supervise(), self._watch_nodes(),
             self.nodeports.run(), self.service_rules.run(), self.cluster_dns.run(), self.floating_ips.run(),
-            self.volume_files.run())]
+            self.volume_files.run(), self.image_cache.run())]
 
     async def stop(self) -> None:
         for t in self._tasks:

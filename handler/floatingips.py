@@ -15,7 +15,7 @@ import structlog
 from proto import netcheck, subjects
 from proto.errors import Code
 from proto.spec import NetworkAttachment
-from proto.state import FINAL_PHASES, FloatingIP
+from proto.state import FINAL_PHASES, Endpoints, FloatingIP
 from servicekit import nftables
 from servicekit.netlink import Netlink, NetlinkError, PyrouteNetlink
 from servicekit.nftables import nat_table
@@ -40,14 +40,17 @@ def compose_fips(mapped: list[tuple[str, str, str]]) -> str:
 
 
 def plan_fips(fips: list[FloatingIP], pods: dict[str, str], nets: dict[str, NetworkAttachment],
-              allowed: frozenset[str], node_addresses: list[IPv4Address]) -> list[tuple[str, str, str, str]]:
-    """Pure: (floating IP, pod IP, bridge, subnet) for each floating IP whose VM runs here, on a bridge
-    this node allows and a subnet holding no node's address (its route would take that node's own
-    traffic, the bus's included, into the bridge); the others are left out with a log line."""
-    mapped = []
+              allowed: frozenset[str], node_addresses: list[IPv4Address],
+              services_here: frozenset[str] = frozenset()) -> list[tuple[str, str | None, str, str]]:
+    """Pure: (floating IP, pod IP, bridge, subnet) for each floating IP whose VM runs here, or (with no
+    pod IP) each LoadBalancer address this node answers for (services_here; handler.servicerules leads
+    its traffic to the endpoints), on a bridge this node allows and a subnet holding no node's address
+    (its route would take that node's own traffic, the bus's included, into the bridge); the others
+    are left out with a log line."""
+    mapped: list[tuple[str, str | None, str, str]] = []
     for fip in fips:
         pod, net = pods.get(fip.vm or ""), nets.get(fip.network)
-        if not pod or not net:
+        if (not pod and fip.service not in services_here) or not net:
             continue
         subnet = IPv4Network(net.subnet)
         why = ("its bridge is not one this node allows" if net.bridge not in allowed else
@@ -55,8 +58,15 @@ def plan_fips(fips: list[FloatingIP], pods: dict[str, str], nets: dict[str, Netw
         if why:
             log.warning("floating IP left out", address=fip.address, network=fip.network, reason=why)
             continue
-        mapped.append((fip.address, pod, net.bridge, str(subnet)))
+        mapped.append((fip.address, pod or None, net.bridge, str(subnet)))
     return mapped
+
+
+def answering_node(endpoints: Endpoints | None) -> str | None:
+    """Pure: the node that answers for a LoadBalancer's address: the first (by name) that runs one of
+    its endpoints, so the address moves only when that node stops running any (MetalLB's layer 2)."""
+    nodes = sorted({a.node for s in (endpoints.subsets if endpoints else []) for a in s.addresses if a.node})
+    return nodes[0] if nodes else None
 
 
 class FloatingIPs:
@@ -69,12 +79,14 @@ class FloatingIPs:
         self.netlink: Netlink = netlink or PyrouteNetlink(netns)
         self.fips: Bucket[FloatingIP] = store.bucket(subjects.BUCKET_FLOATING_IPS, FloatingIP)
         self.networks: Bucket[NetworkAttachment] = store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment)
+        self.endpoints: Bucket[Endpoints] = store.bucket(subjects.BUCKET_ENDPOINTS, Endpoints)
         self.held: set[tuple[str, str]] = set()  # (address, bridge) this node answers for
         self.routes: set[tuple[str, str]] = set()
 
     async def run(self) -> None:
         """Recompute on any change of floating IPs or instances, forever."""
-        await resync_on_changes([self.fips.watch(), self.store.vmis.watch()], self.sync, "floating IPs")
+        await resync_on_changes([self.fips.watch(), self.store.vmis.watch(), self.endpoints.watch()], self.sync,
+                                "floating IPs")
 
     async def sync(self) -> None:
         pods = {v.name: v.interfaces[0].ip_address for v in (e.value for e in await self.store.vmis.items())
@@ -82,10 +94,17 @@ class FloatingIPs:
                 and v.interfaces[0].ip_address}
         nets = {e.key: e.value for e in await self.networks.items()}
         nodes = [IPv4Address(e.value.address) for e in await self.store.nodes.items() if e.value.address]
-        mapped = plan_fips([e.value for e in await self.fips.items()], pods, nets, self.allowed_bridges, nodes)
+        fips = [e.value for e in await self.fips.items()]
+        here: set[str] = set()
+        for f in fips:
+            if f.service is not None:
+                ends = await self.endpoints.get(f.service)
+                if answering_node(ends.value if ends else None) == self.node:
+                    here.add(f.service)
+        mapped = plan_fips(fips, pods, nets, self.allowed_bridges, nodes, frozenset(here))
         want = {(f, b) for f, _, b, _ in mapped}
         want_routes = {(s, b) for _, _, b, s in mapped}
-        await asyncio.to_thread(self._apply, [(f, p, b) for f, p, b, _ in mapped], want, want_routes)
+        await asyncio.to_thread(self._apply, [(f, p, b) for f, p, b, _ in mapped if p], want, want_routes)
 
     def _apply(self, mapped: list[tuple[str, str, str]], want: set[tuple[str, str]],
                want_routes: set[tuple[str, str]]) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import structlog
 
 from proto import netcheck, subjects
-from proto.state import Endpoints, Service, ServicePort
+from proto.state import Endpoints, Service, ServicePort, ServiceType
 from servicekit import nftables
 from servicekit.nftables import nat_table
 from servicekit.resync import resync_on_changes
@@ -66,6 +66,12 @@ def compose_services(services: list[Service], endpoints: Mapping[str, Endpoints]
             if port.node_port is not None:
                 node_port = netcheck.node_port(port.node_port, "nodePort")
                 rules.append(_lead(f"fib daddr type local {protocol} dport {node_port}", to))
+            for ip in service.external_ips:  # routed to the nodes by the network's owner, as Kubernetes has it
+                address = netcheck.host_address(ip, "externalIPs")
+                rules.append(_lead(f"ip daddr {address} {protocol} dport {netcheck.port(port.port, 'port')}", to))
+            if service.type is ServiceType.LOAD_BALANCER and service.load_balancer_ip is not None:
+                external = netcheck.host_address(service.load_balancer_ip, "loadBalancerIP")
+                rules.append(_lead(f"ip daddr {external} {protocol} dport {netcheck.port(port.port, 'port')}", to))
     return nat_table(TABLE, {"prerouting": rules, "output": rules,
                              "postrouting": [f"meta mark {MARK} masquerade"]})
 

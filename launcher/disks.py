@@ -24,6 +24,7 @@ import nats.js.errors
 from nats.js.object_store import ObjectStore
 
 from launcher import configdrive, hostdisks
+from proto import imagefacts
 from proto.errors import ApiError, Code
 from proto.quantity import format_bytes, parse_bytes
 from proto.spec import (
@@ -38,6 +39,7 @@ from proto.spec import (
 )
 from proto.state import PersistentVolume
 from proto.validation import empty_disk_total
+from servicekit import imagefile
 from servicekit.paths import path_under, safe_name, volume_path
 
 DiskPaths = dict[str, tuple[str, str]]  # volume name -> (path, format)
@@ -88,10 +90,10 @@ async def prepare(spec: VMSpec, *, uid: str, vmi_dir: Path, cache_dir: Path, ima
             out[volume.name] = (str(await asyncio.to_thread(hostdisks.prepare, source, index, host_disk_dirs)), "raw")
         elif isinstance(source, CloudInitConfigDrive):
             out[volume.name] = (str(await asyncio.to_thread(
-                configdrive.make_config_drive, source, uid=uid, hostname=spec.name, vmi_dir=vmi_dir)), "raw")
+                configdrive.make_config_drive, source, uid=uid, hostname=spec.guest_hostname, vmi_dir=vmi_dir)), "raw")
         elif isinstance(source, CloudInitNoCloud):
             out[volume.name] = (str(await asyncio.to_thread(
-                make_cidata, source, uid=uid, hostname=spec.name, vmi_dir=vmi_dir)), "raw")
+                make_cidata, source, uid=uid, hostname=spec.guest_hostname, vmi_dir=vmi_dir)), "raw")
     return out
 
 
@@ -150,15 +152,20 @@ async def cached_image(images: ObjectStore, name: str, cache_dir: Path) -> Path:
         info = await images.get_info(name)
     except nats.js.errors.NotFoundError:
         raise ApiError(Code.NOT_FOUND, f"image {name!r} is not in the image store; "
-                       f"import it with: virtbus image import {name} --file DISK") from None
+                       f"upload it with: virtbus image upload {name} --file DISK") from None
     path = image_path(cache_dir, info.digest)
-    if path.exists():
+    try:
+        os.utime(path)  # its last use, for the cache's cleaner (least recently used goes first)
         return path
+    except FileNotFoundError:
+        pass  # not fetched yet, or just cleaned away: fetch it
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
         with open(tmp, "wb") as f:
             await images.get(name, writeinto=f)  # verifies the digest as it goes
+        # what its uploader recorded must be what the node finds, or the copy never enters the cache
+        await asyncio.to_thread(imagefile.usable_format, tmp, imagefacts.recorded(info.headers)[0])
         tmp.rename(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -185,12 +192,9 @@ def image_path(cache_dir: Path, digest: str | None) -> Path:
 
 
 def image_format(path: Path) -> str:
-    done = subprocess.run(["qemu-img", "info", "--output=json", str(path)], capture_output=True, text=True,
-                          check=True)
-    fmt = str(json.loads(done.stdout)["format"])
-    if fmt not in ("raw", "qcow2"):
-        raise ApiError(Code.INVALID, f"image format {fmt!r} is not supported (raw or qcow2)")
-    return fmt
+    """What QEMU is told the cached image is, ``raw`` (an ISO too) or ``qcow2``: read off the file
+    itself each time, never off the object's metadata; a qcow2 naming another file is refused."""
+    return imagefile.usable_format(path, None)
 
 
 def meta_data(*, uid: str, hostname: str) -> str:

@@ -282,7 +282,7 @@ class Runner:
             rules = Masquerade(pod_ip=pod_ip.ip, ports=tuple(iface.ports))
             await asyncio.to_thread(podnic.bind_masquerade, pod_netns=a.pod_netns, tap=tap, rules=rules)
             lease = Lease(mac=mac, ip=rules.guest_ip, prefix=24, router=rules.gateway, dns=[CLUSTER_DNS_IP],
-                          mtu=None, routes=[], hostname=vmi.spec.name, lease_seconds=86400,
+                          mtu=None, routes=[], hostname=vmi.spec.guest_hostname, lease_seconds=86400,
                           server_id=rules.gateway, domain=None, search=DNS_SEARCH)
             bridge = podnic.GUEST_BRIDGE
         else:  # bridge: the guest takes the pod's IP and MAC
@@ -290,7 +290,8 @@ class Runner:
             mac = iface.mac_address or nic_mac
             bridge = await asyncio.to_thread(podnic.bind_bridge, pod_netns=a.pod_netns, tap=tap, pod_ip=pod_ip)
             lease = Lease(mac=mac, ip=pod_ip.ip, prefix=pod_ip.network.prefixlen, router=IPv4Address(a.pod_gateway),
-                          dns=[CLUSTER_DNS_IP], mtu=None, routes=[], hostname=vmi.spec.name, lease_seconds=86400,
+                          dns=[CLUSTER_DNS_IP], mtu=None, routes=[], hostname=vmi.spec.guest_hostname,
+                          lease_seconds=86400,
                           server_id=IPv4Address(podnic.DHCP_SERVER_ADDRESS), domain=None, search=DNS_SEARCH)
         self.leases.append((lease, bridge))
         self.macs[name] = mac

@@ -73,10 +73,16 @@ class NetworkList(Message, frozen=True):
 
 
 class ImageInfo(Message, frozen=True):
+    """An image of the store. format and virtualSize are what its uploader recorded (None: not
+    recorded, as after a bare ``nats object put``); sha256 is its content's, from the store's digest."""
+
     name: str
     size: int
     digest: str | None = None
     modified: str | None = None
+    format: str | None = None
+    virtual_size: int | None = None
+    sha256: str | None = None
 
 
 class ImageList(Message, frozen=True):
@@ -152,6 +158,10 @@ class ServiceExpose(Message, frozen=True):
     type: str = "ClusterIP"
     port_name: str = ""
     cluster_ip: str = ""
+    external_ip: str = ""
+    load_balancer_ip: str = ""
+    ip_family: str = ""
+    ip_family_policy: str = ""
 
 
 class ServiceView(Message, frozen=True):

@@ -156,6 +156,7 @@ _VM = Object({
                 "volumes": ListOf(_VOLUME),
                 "nodeSelector": StrMap(),
                 "terminationGracePeriodSeconds": INT,
+                "hostname": STR, "subdomain": STR,
             }),
         }),
     }),
@@ -229,6 +230,9 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
         raise bad("metadata.annotations", "metadata.annotations must be a map of strings")
     if "instancetype" in spec:
         extra["instancetype"] = spec["instancetype"]["name"]
+    for key in ("hostname", "subdomain"):
+        if key in tspec:
+            extra[key] = tspec[key]
     if fencing.ANNOTATION in annotations:
         extra["high_availability"] = fencing.parse_annotation(
             annotations[fencing.ANNOTATION], f"metadata.annotations.{fencing.ANNOTATION}")

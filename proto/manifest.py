@@ -209,6 +209,8 @@ _VM_FIELDS = {
     "volumes": f"{kubevirt.TEMPLATE_SPEC}.volumes",
     "nodeSelector": f"{kubevirt.TEMPLATE_SPEC}.nodeSelector",
     "terminationGracePeriodSeconds": f"{kubevirt.TEMPLATE_SPEC}.terminationGracePeriodSeconds",
+    "hostname": f"{kubevirt.TEMPLATE_SPEC}.hostname",
+    "subdomain": f"{kubevirt.TEMPLATE_SPEC}.subdomain",
 }
 # item attributes spelled differently; a tuple lists the keys one of which the KubeVirt item holds
 _ITEM_FIELDS: dict[tuple[str, str], str | tuple[str, ...]] = {

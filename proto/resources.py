@@ -86,6 +86,7 @@ def vmi_spec(spec: VMSpec, *, sized: bool = True) -> Obj:
         "networks": [_network(n) for n in spec.networks],
         "volumes": [_volume(v) for v in spec.volumes],
         "nodeSelector": dict(spec.node_selector),
+        "hostname": spec.hostname, "subdomain": spec.subdomain,
         # always, even at virtbus's default: a KubeVirt reader would otherwise assume KubeVirt's (180 s)
         "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
     })

@@ -93,7 +93,8 @@ def parse_service(obj: Any, *, uid: str, now: float) -> Service:
     spec = _map(obj.get("spec") or {}, "spec")
     _only(spec, "spec", ("type", "selector", "ports", "clusterIP", "clusterIPs", "sessionAffinity",
                          "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy", "externalTrafficPolicy",
-                         "publishNotReadyAddresses"))
+                         "publishNotReadyAddresses", "loadBalancerIP", "allocateLoadBalancerNodePorts",
+                         "externalIPs"))
     try:
         kind = ServiceType(spec.get("type", "ClusterIP"))
     except ValueError:
@@ -101,7 +102,8 @@ def parse_service(obj: Any, *, uid: str, now: float) -> Service:
                                 "LoadBalancer)") from None
     for key, allowed in (("sessionAffinity", ("None",)), ("ipFamilies", (["IPv4"],)),
                          ("ipFamilyPolicy", ("SingleStack",)), ("internalTrafficPolicy", ("Cluster",)),
-                         ("externalTrafficPolicy", ("Cluster",)), ("publishNotReadyAddresses", (False,))):
+                         ("externalTrafficPolicy", ("Cluster",)), ("publishNotReadyAddresses", (False,)),
+                         ("allocateLoadBalancerNodePorts", (True,))):
         if key in spec and spec[key] not in allowed:
             raise _bad(f"spec.{key}", f"spec.{key} {spec[key]!r} is not supported (only {allowed[0]!r})")
     selector = dict(_map(spec.get("selector") or {}, "spec.selector"))
@@ -115,8 +117,17 @@ def parse_service(obj: Any, *, uid: str, now: float) -> Service:
     ports = [_port(p, f"spec.ports[{i}]", kind, several=len(ports_in) > 1) for i, p in enumerate(ports_in)]
     _unique([(p.port, p.protocol) for p in ports], "spec.ports", "port")
     _unique([p.name for p in ports], "spec.ports", "name")
+    lb_ip = spec.get("loadBalancerIP")
+    if lb_ip is not None:
+        if kind is not ServiceType.LOAD_BALANCER:
+            raise _bad("spec.loadBalancerIP", "only a LoadBalancer Service has a loadBalancerIP")
+        lb_ip = str(netcheck.host_address(lb_ip, "spec.loadBalancerIP"))
+    external = spec.get("externalIPs") or []
+    if not isinstance(external, list) or len(external) > MAX_PORTS:
+        raise _bad("spec.externalIPs", f"spec.externalIPs must be a list of at most {MAX_PORTS} addresses")
+    external_ips = [str(netcheck.host_address(ip, f"spec.externalIPs[{i}]")) for i, ip in enumerate(external)]
     return Service(name=name, uid=uid, type=kind, ports=ports, created_at=now, selector=selector,
-                   cluster_ip=cluster_ip, labels=labels)
+                   cluster_ip=cluster_ip, labels=labels, load_balancer_ip=lb_ip, external_ips=external_ips)
 
 
 def _cluster_ip(spec: Mapping[str, Any], kind: ServiceType) -> str:
@@ -228,20 +239,23 @@ def vmi_labels(vmi: VMI) -> dict[str, str]:
     return labels
 
 
-def ready_address(vmi: VMI) -> EndpointAddress | None:
-    """A Running VMI with a pod address serves; a paused, stopping or finished one does not."""
+def ready_address(vmi: VMI, service: str | None = None) -> EndpointAddress | None:
+    """A Running VMI with a pod address serves; a paused, stopping or finished one does not. In the
+    Service whose name is its subdomain it is known by its host name (Kubernetes' pod hostname)."""
     if vmi.phase is not Phase.RUNNING or vmi.stop_requested or vmi.deleting or vmi.pause_requested:
         return None
     if not vmi.interfaces or not vmi.interfaces[0].ip_address:
         return None
-    return EndpointAddress(ip=vmi.interfaces[0].ip_address, vmi=vmi.name, node=vmi.node_name)
+    hostname = vmi.spec.guest_hostname if service is not None and vmi.spec.subdomain == service else None
+    return EndpointAddress(ip=vmi.interfaces[0].ip_address, vmi=vmi.name, node=vmi.node_name, hostname=hostname)
 
 
 def endpoints_for(service: Service, vmis: Iterable[VMI]) -> Endpoints:
     """The Endpoints of a Service with a selector: one subset, its ready VMIs' pod addresses (sorted,
     so an unchanged set is an unchanged value) on its target ports."""
     addresses = sorted((a for v in vmis if selects(service.selector, vmi_labels(v))
-                        for a in [ready_address(v)] if a is not None), key=lambda a: (a.ip, a.vmi or ""))
+                        for a in [ready_address(v, service.name)] if a is not None),
+                       key=lambda a: (a.ip, a.vmi or ""))
     if not addresses:
         return Endpoints(name=service.name)
     ports = [EndpointPort(port=p.target_port, protocol=p.protocol, name=p.name) for p in service.ports]

@@ -149,6 +149,14 @@ class VMSpec(Spec, frozen=True):
     high_availability: bool = False
     data_volume_templates: list[DataVolumeTemplate] = []
     instancetype: str | None = None  # what sized cpu and memory (proto.instancetypes), by name
+    # The guest's host name (default: the VM's name) and, with a headless Service of the subdomain's
+    # name, its DNS name <hostname>.<subdomain>.default.svc.cluster.local, as KubeVirt has them.
+    hostname: str | None = None
+    subdomain: str | None = None
+
+    @property
+    def guest_hostname(self) -> str:
+        return self.hostname or self.name
 
 
 class NetworkAttachment(Spec, frozen=True):

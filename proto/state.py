@@ -171,6 +171,8 @@ class FloatingIP(State, frozen=True):
     address: str
     network: str
     vm: str | None = None
+    # or a LoadBalancer Service's address, answered by a node that runs one of its endpoints
+    service: str | None = None
 
     @property
     def key(self) -> str:
@@ -208,6 +210,9 @@ class Service(State, frozen=True):
     selector: dict[str, str] = {}  # empty: its Endpoints are written by hand
     cluster_ip: str = HEADLESS  # HEADLESS: DNS only, no virtual IP
     labels: dict[str, str] = {}
+    # LoadBalancer: the floating IP it holds (status.loadBalancer.ingress), or asks for before it does
+    load_balancer_ip: str | None = None
+    external_ips: list[str] = []  # spec.externalIPs: addresses routed to the nodes it answers on too
 
     @property
     def headless(self) -> bool:

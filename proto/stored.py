@@ -129,6 +129,10 @@ def check_floating_ip(key: str, fip: FloatingIP) -> None:
     check_name(fip.network, "network", "network name")
     if fip.vm is not None:
         check_name(fip.vm, "vm", "VM name")
+    if fip.service is not None:
+        check_name(fip.service, "service", "Service name")
+        if fip.vm is not None:
+            raise ApiError(Code.INVALID, "a floating IP serves a VM or a Service, not both", "service")
     _key_is(key, fip.key, "key of floating IP")
 
 
@@ -204,6 +208,10 @@ def check_service(key: str, service: Service) -> None:
     check_labels(service.labels, "labels")
     if not service.headless:
         cluster_ip_in_range(service.cluster_ip, "clusterIP")
+    if service.load_balancer_ip is not None:
+        netcheck.host_address(service.load_balancer_ip, "loadBalancerIP")
+    for i, ip in enumerate(service.external_ips):
+        netcheck.host_address(ip, f"externalIPs[{i}]")
     for i, p in enumerate(service.ports):
         netcheck.port(p.port, f"ports[{i}].port")
         netcheck.port(p.target_port, f"ports[{i}].targetPort")

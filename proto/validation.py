@@ -115,6 +115,9 @@ def validate_vm(spec: VMSpec) -> VMSpec:
         raise invalid("spec.terminationGracePeriodSeconds", f"must be between 0 and {MAX_GRACE_SECONDS}")
     check_labels(spec.labels, "spec.labels")
     check_labels(spec.node_selector, "spec.nodeSelector")
+    for value, field in ((spec.hostname, "spec.hostname"), (spec.subdomain, "spec.subdomain")):
+        if value is not None:  # a DNS label: in DHCP, cloud-init meta-data and DNS names
+            check_name(value, field, field.removeprefix("spec."))
     _check_storage(spec)
     _check_templates(spec)
     _check_network(spec)

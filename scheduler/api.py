@@ -13,8 +13,9 @@ from ipaddress import IPv4Address, IPv4Network
 
 import msgspec
 import nats.js.errors
+from nats.js.api import ObjectInfo
 
-from proto import ipam, subjects
+from proto import imagefacts, ipam, subjects
 from proto.api import (
     Ack,
     ImageInfo,
@@ -330,9 +331,7 @@ class Api:
             infos = await self.store.images.list()
         except nats.js.errors.NotFoundError:
             infos = []
-        return ImageList(items=sorted(
-            (ImageInfo(name=i.name, size=i.size or 0, digest=i.digest, modified=i.mtime)
-             for i in infos if not i.deleted), key=lambda i: i.name))
+        return ImageList(items=sorted((_image_info(i) for i in infos if not i.deleted), key=lambda i: i.name))
 
     async def image_delete(self, body: bytes) -> Ack:
         name = decode_request(body, NameRequest).name
@@ -343,6 +342,13 @@ class Api:
             raise ApiError(Code.NOT_FOUND, f"image {name!r} not found") from None
         await self.store.images.delete(name)
         return Ack(message=f"image {name} deleted")
+
+
+def _image_info(info: ObjectInfo) -> ImageInfo:
+    fmt, virtual = imagefacts.recorded(info.headers)  # the uploader's word, shown as such
+    return ImageInfo(name=info.name, size=info.size or 0, digest=info.digest, modified=info.mtime,
+                     format=fmt.value if fmt else None, virtual_size=virtual,
+                     sha256=imagefacts.sha256_hex(info.digest))
 
 
 def _key(entry: Entry[VM] | Entry[VMI] | Entry[NetworkAttachment]) -> str:

@@ -58,17 +58,20 @@ class FloatingIPApi:
         await self.store.vms.require(req.vm, "VM")
         if fip.vm not in (None, req.vm):
             raise ApiError(Code.ALREADY_EXISTS, f"floating IP {fip.address} is attached to VM {fip.vm}", "address")
+        _not_a_services(fip)
         attached = FloatingIP(address=fip.address, network=fip.network, vm=req.vm)
         await self.bucket.update(fip.key, attached, rev)
         return attached
 
     async def detach(self, body: bytes) -> Ack:
         fip, rev = await self._get(decode_request(body, FloatingIPRequest).address)
+        _not_a_services(fip)
         await self.bucket.update(fip.key, FloatingIP(address=fip.address, network=fip.network), rev)
         return Ack(message=f"floating IP {fip.address} detached")
 
     async def delete(self, body: bytes) -> Ack:
         fip, rev = await self._get(decode_request(body, FloatingIPRequest).address)
+        _not_a_services(fip)
         await self.bucket.delete(fip.key, rev)
         return Ack(message=f"floating IP {fip.address} deleted")
 
@@ -82,3 +85,9 @@ class FloatingIPApi:
         decode_request(body, ListRequest)
         return FloatingIPList(items=sorted((e.value for e in await self.bucket.items()),
                                            key=lambda f: IPv4Address(f.address)))
+
+
+def _not_a_services(fip: FloatingIP) -> None:
+    if fip.service is not None:
+        raise ApiError(Code.CONFLICT, f"floating IP {fip.address} is the external address of LoadBalancer Service "
+                       f"{fip.service}; delete the Service (or change its type) first", "address")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from ipaddress import IPv4Address
 from typing import Any
 
 import msgspec
@@ -32,8 +33,18 @@ from proto.api import (
 from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.manifest import load_manifest
-from proto.state import Endpoints, Exposure, Service, ServicePort, ServiceType, exposure_key
+from proto.state import (
+    Endpoints,
+    Exposure,
+    FloatingIP,
+    Service,
+    ServicePort,
+    ServiceType,
+    exposure_key,
+    floating_ip_key,
+)
 from proto.validation import check_labels, check_name
+from proto.workloads import ReplicaSet
 from servicekit.store import Bucket, Store
 
 NODE_PORTS = netcheck.NODE_PORT_RANGE
@@ -47,6 +58,7 @@ class ServiceApi:
         self.endpoints: Bucket[Endpoints] = store.bucket(subjects.BUCKET_ENDPOINTS, Endpoints)
         self.claims: Bucket[str] = Bucket(store.raw[subjects.BUCKET_IPAM], str)
         self.ports: Bucket[Exposure] = store.bucket(subjects.BUCKET_EXPOSURES, Exposure)
+        self.fips: Bucket[FloatingIP] = store.bucket(subjects.BUCKET_FLOATING_IPS, FloatingIP)
 
     def table(self) -> dict[tuple[str, str], Callable[[bytes], Any]]:
         return {("service", "apply"): self.apply, ("service", "get"): self.get, ("service", "list"): self.list_all,
@@ -70,7 +82,8 @@ class ServiceApi:
                 raise ApiError(Code.INVALID, f"spec.clusterIP is immutable ({old.cluster_ip})", "spec.clusterIP")
             wanted = Service(name=wanted.name, uid=old.uid, type=wanted.type, ports=wanted.ports,
                              created_at=old.created_at, selector=wanted.selector, cluster_ip=old.cluster_ip,
-                             labels=wanted.labels)
+                             labels=wanted.labels, load_balancer_ip=wanted.load_balancer_ip,
+                             external_ips=wanted.external_ips)
         made: list[str] = []  # claims made by this request: given back if it fails
         try:
             if not wanted.cluster_ip:
@@ -78,21 +91,31 @@ class ServiceApi:
             elif old is None and not wanted.headless:
                 await self._claim_ip(wanted.name, wanted.cluster_ip, made)
             ports = await self._claim_node_ports(wanted, old, made)
-            wanted = _with(wanted, ports=ports)
+            wanted = _with(wanted, ports=ports, load_balancer_ip=await self._claim_fip(wanted, old, made))
             if existing is None:
                 await self.services.create(wanted.name, wanted)
             else:
                 await self.services.update(wanted.name, wanted, existing.revision)
         except BaseException:
             for key in made:
-                await (self.claims if key.startswith("svcip.") else self.ports).delete(key)
+                if key.startswith("fip:"):
+                    await self._release_fip(wanted.name, key.removeprefix("fip:"))
+                else:
+                    await (self.claims if key.startswith("svcip.") else self.ports).delete(key)
             raise
         if old is not None:
             await self._release_ports(old, keep=wanted)
+            if old.load_balancer_ip and old.load_balancer_ip != wanted.load_balancer_ip:
+                await self._release_fip(old.name, old.load_balancer_ip)
             if old.selector and not wanted.selector:  # its Endpoints become the user's to write
                 await self.endpoints.delete(wanted.name)
         await self.store.emit(Event(kind="Service", name=wanted.name, reason="Applied" if old else "Created",
                                     message=f"{wanted.type} {wanted.cluster_ip}", timestamp=self.clock()))
+        if wanted.type is ServiceType.LOAD_BALANCER and wanted.load_balancer_ip is None:
+            await self.store.emit(Event(kind="Service", name=wanted.name, reason="NoFloatingIP", type="Warning",
+                                        message="no free floating IP for its external address; create one with "
+                                                "virtbus fip create ADDRESS --network NET and apply it again",
+                                        timestamp=self.clock()))
         return await self._view(wanted)
 
     async def _claim_ip(self, name: str, wanted: str, made: list[str]) -> str:
@@ -155,6 +178,43 @@ class ServiceApi:
                 raise ApiError(Code.UNAVAILABLE, "every node port is taken", f"spec.ports[{i}].nodePort")
         return out
 
+    async def _claim_fip(self, service: Service, old: Service | None, made: list[str]) -> str | None:
+        """A LoadBalancer's external address: a floating IP (MetalLB's pool, here), the one asked for
+        or the lowest free one; None (pending, as Kubernetes shows it) when none is free."""
+        if service.type is not ServiceType.LOAD_BALANCER:
+            return None
+        want = service.load_balancer_ip
+        held = old.load_balancer_ip if old is not None else None
+        if held is not None and want in (None, held):
+            return held
+        entries = sorted(await self.fips.items(), key=lambda e: IPv4Address(e.value.address))
+        if want is not None:
+            entries = [e for e in entries if e.value.address == want]
+            if not entries:
+                raise ApiError(Code.NOT_FOUND, f"floating IP {want} does not exist; create it with virtbus fip create",
+                               "spec.loadBalancerIP")
+        for entry in entries:
+            holder = entry.value.vm or entry.value.service
+            if holder is not None:
+                if want is not None:
+                    raise ApiError(Code.ALREADY_EXISTS, f"floating IP {want} is in use by {holder}",
+                                   "spec.loadBalancerIP")
+                continue
+            try:
+                await self.fips.update(entry.key, _with_fip(entry.value, service.name), entry.revision)
+            except ApiError as exc:
+                if exc.code is not Code.CONFLICT or want is not None:
+                    raise
+                continue  # taken meanwhile: the next one
+            made.append(f"fip:{entry.value.address}")
+            return entry.value.address
+        return None
+
+    async def _release_fip(self, service: str, address: str) -> None:
+        def release(fip: FloatingIP) -> FloatingIP | None:
+            return msgspec.structs.replace(fip, service=None) if fip.service == service else None
+        await self.fips.mutate(floating_ip_key(address), release)
+
     async def _release_ports(self, old: Service, keep: Service | None = None) -> None:
         kept = {(p.node_port, p.protocol) for p in (keep.ports if keep else [])}
         for p in old.ports:
@@ -185,6 +245,8 @@ class ServiceApi:
         entry = await self.services.require(name, "Service")
         await self.services.delete(name, entry.revision)
         await self._release_ports(entry.value)
+        if entry.value.load_balancer_ip:
+            await self._release_fip(name, entry.value.load_balancer_ip)
         if not entry.value.headless:
             key = subjects.ipam_service_ip(entry.value.cluster_ip)
             claim = await self.claims.get(key)
@@ -199,8 +261,8 @@ class ServiceApi:
         """virtctl expose: a Service selecting the VM's (or VMI's) instance by its labels."""
         req = decode_request(body, ServiceExpose)
         check_name(req.name, "name")
-        if req.kind not in ("vm", "vmi"):
-            raise ApiError(Code.INVALID, f"expose takes a vm or a vmi, not {req.kind!r}", "kind")
+        if req.kind not in ("vm", "vmi", "vmirs"):
+            raise ApiError(Code.INVALID, f"expose takes a vm, a vmi or a vmirs, not {req.kind!r}", "kind")
         selector = await self._selector_of(req.kind, req.name)
         port: dict[str, Any] = {"port": req.port, "protocol": req.protocol,
                                 "targetPort": req.target_port if req.target_port is not None else req.port}
@@ -208,7 +270,11 @@ class ServiceApi:
             port["name"] = req.port_name
         manifest = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": req.service_name},
                     "spec": {"type": req.type, "selector": selector, "ports": [port],
-                             **({"clusterIP": req.cluster_ip} if req.cluster_ip else {})}}
+                             **({"clusterIP": req.cluster_ip} if req.cluster_ip else {}),
+                             **({"externalIPs": [req.external_ip]} if req.external_ip else {}),
+                             **({"loadBalancerIP": req.load_balancer_ip} if req.load_balancer_ip else {}),
+                             **({"ipFamilies": [req.ip_family]} if req.ip_family else {}),
+                             **({"ipFamilyPolicy": req.ip_family_policy} if req.ip_family_policy else {})}}
         try:
             wanted = services.parse_service(manifest, uid=str(uuid.uuid4()), now=self.clock())
         except ApiError as exc:  # name the flag, not a manifest the user never wrote
@@ -223,11 +289,15 @@ class ServiceApi:
             # virtctl takes the template's labels; a VM without any is still found by the label
             # every instance of it carries
             selector = dict(spec.labels) or {services.VM_NAME_LABEL: name}
+        elif kind == "vmirs":  # its instances carry its template's labels (virtctl takes them too)
+            rs = (await (await self.store.control_bucket(subjects.BUCKET_REPLICASETS, ReplicaSet)).require(
+                name, "VirtualMachineInstanceReplicaSet")).value
+            selector = dict(rs.template.labels)
         else:
             vmi = (await self.store.vmis.require(name, "VMI")).value
             selector = services.vmi_labels(vmi)
-            if not selector:
-                raise ApiError(Code.INVALID, f"VMI {name} has no labels to select it by", "name")
+        if not selector:
+            raise ApiError(Code.INVALID, f"{kind} {name} has no labels to select it by", "name")
         check_labels(selector, "selector")
         return selector
 
@@ -265,11 +335,18 @@ def _with(service: Service, **changes: Any) -> Service:
     return msgspec.structs.replace(service, **changes)
 
 
+def _with_fip(fip: FloatingIP, service: str) -> FloatingIP:
+    return msgspec.structs.replace(fip, service=service)
+
+
 def _port_with(port: ServicePort, node_port: int) -> ServicePort:
     return msgspec.structs.replace(port, node_port=node_port)
 
 
-_FLAGS = {"metadata.name": "serviceName", "spec.type": "type", "spec.clusterIP": "clusterIp"}
+_FLAGS = {"metadata.name": "serviceName", "spec.type": "type", "spec.clusterIP": "clusterIp",
+          "spec.externalIPs": "externalIp", "spec.externalIPs[0]": "externalIp",
+          "spec.loadBalancerIP": "loadBalancerIp", "spec.ipFamilies": "ipFamily",
+          "spec.ipFamilyPolicy": "ipFamilyPolicy"}
 
 
 def _flag(field: str | None) -> str | None:

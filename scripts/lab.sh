@@ -12,7 +12,7 @@ echo "== building (or reusing) the test guest" >&2
 disk=$(bash guest/build.sh | tail -n 1)
 echo "== bringing up the lab" >&2
 virtbus lab up --nodes "${LAB_NODES:-2}" --probe-kernel "$(dirname "$disk")/bzImage"
-virtbus image import quay.io/kubevirt/cirros-container-disk-demo --file "$disk"
+virtbus image upload quay.io/kubevirt/cirros-container-disk-demo --file "$disk"
 # Re-applying the manifest (running: false) would stop a running testvm, as in KubeVirt: only once.
 virtbus get vms testvm >/dev/null 2>&1 || virtbus apply -f "$examples/testvm-masquerade.yaml"
 virtbus start testvm --wait --timeout 300

@@ -9,7 +9,9 @@ import re
 import time
 
 import pytest
+import yaml
 
+from tests.conftest import REPO
 from tests.e2e.conftest import Lab
 from tests.e2e.test_networking import http_get, lab_exec, started
 
@@ -62,6 +64,14 @@ def test_a_service_follows_its_vm_and_answers_on_every_node(lab: Lab) -> None:
     assert "hostname: web" in http_get(lab, "node2", f"http://{cluster_ip}:8000/")
     for node in ("node1", "node2"):
         assert "hostname: web" in http_get(lab, "outside", f"http://{node_address(lab, node)}:{node_port}/")
+    # a LoadBalancer: a floating IP of the provider network, answered by the node running the endpoint
+    lab.cli("fip", "create", "192.168.200.40", "--network", "provider")
+    lb = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-lb"},
+          "spec": {"type": "LoadBalancer", "selector": labels, "ports": [{"port": 8080, "targetPort": 80}]}}
+    (lab.state_dir / "lb.json").write_text(json.dumps(lb))
+    lab.cli("apply", "-f", str(lab.state_dir / "lb.json"))
+    assert "192.168.200.40" in lab.cli("get", "services", "web-lb").stdout
+    assert "hostname: web" in http_get(lab, "outside", "http://192.168.200.40:8080/")
     # from a guest on the other node, by the virtual IP
     lab.cli("console", "client", "--log", "--until", MARKER, "--timeout", "180")
     lab.cli("console", "client", "--send", f"wget -q -O - http://{cluster_ip}:8000/ | grep -q 'hostname: web' "
@@ -97,6 +107,9 @@ def test_a_service_follows_its_vm_and_answers_on_every_node(lab: Lab) -> None:
     print(f"endpoints followed the VM {time.monotonic() - running:.2f} s after restart --wait returned")
     assert "hostname: web" in http_get(lab, "node1", f"http://{cluster_ip}:8000/")
     assert "hostname: web" in http_get(lab, "outside", f"http://{node_address(lab, 'node1')}:{node_port}/")
+    assert "hostname: web" in http_get(lab, "outside", "http://192.168.200.40:8080/")  # now node2 answers
+    held = {node: "192.168.200.40/32" in lab_exec(lab, node, "ip", "-o", "addr").stdout for node in ("node1", "node2")}
+    assert held == {"node1": False, "node2": True}
 
     # stopped: no endpoint, and the virtual IP refuses at once rather than hanging
     lab.cli("stop", "web", "--wait", "--timeout", "120")
@@ -106,6 +119,54 @@ def test_a_service_follows_its_vm_and_answers_on_every_node(lab: Lab) -> None:
         assert time.monotonic() < deadline, f"curl: {refused.returncode} {refused.stderr}"
         time.sleep(0.3)
     lab.cli("delete", "service", "web-http")
+    lab.cli("delete", "service", "web-lb")
+    lab.cli("fip", "delete", "192.168.200.40")
     assert "web-http" not in lab.cli("get", "services").stdout
     for name in ("web", "client"):
         lab.cli("delete", name, "--wait", "--timeout", "120")
+
+
+def secondary_manifest(lab: Lab, name: str, node: str, **spec: str) -> str:
+    """testvm-2 as the seed writes it (pod network + a bridge NIC on multus-br), pinned to node."""
+    doc = yaml.safe_load((REPO / "examples" / "testvm-2-secondary.yaml").read_text())
+    doc["metadata"]["name"] = name
+    doc["spec"]["running"] = True
+    doc["spec"]["template"]["spec"].update(nodeSelector={"kubernetes.io/hostname": node}, **spec)
+    path = lab.state_dir / f"{name}.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_the_articles_app_finds_its_database_by_name_over_the_secondary_network(lab: Lab) -> None:
+    """Two guests on two nodes with a second NIC on multus-br; the database is a headless Service with
+    Endpoints written by hand on its secondary address, and the app connects to it by the Service's name."""
+    lab.cli("apply", "-f", str(REPO / "examples" / "multus-br.yaml"))
+    lab.cli("apply", "-f", secondary_manifest(lab, "mongo-vm", "node1", hostname="mongo0", subdomain="mongo"))
+    lab.cli("apply", "-f", secondary_manifest(lab, "app", "node2"))
+    db = started(lab, "mongo-vm")
+    started(lab, "app")
+    address = next(i for i in db["status"]["interfaces"] if i["name"] == "ext-net")["ipAddress"]
+    written = yaml.safe_load_all((REPO / "examples" / "mongo-headless-service.yaml").read_text())
+    service, endpoints = list(written)
+    endpoints["subsets"][0]["addresses"][0]["ip"] = address  # where the database VM is on multus-br
+    endpoints["subsets"][0]["ports"][0]["port"] = 80  # the test guest serves HTTP, not MongoDB
+    for doc in (service, endpoints):
+        path = lab.state_dir / f"{doc['kind']}.json"
+        path.write_text(json.dumps(doc))
+        lab.cli("apply", "-f", str(path))
+    assert "None" in lab.cli("get", "services", "mongo").stdout
+    assert address in lab.cli("get", "endpoints", "mongo").stdout
+    for lease in ("192.168.100.", "10.0.2.2"):  # both its NICs are up
+        lab.cli("console", "app", "--log", "--until", f"VIRTBUS-GUEST-IP {lease}", "--timeout", "120")
+    lab.cli("console", "app", "--send", f"nslookup mongo | grep -q {address} && wget -q -O - http://mongo/ | "
+                                        "grep -q 'hostname: mongo0' && echo DB-REACHED-$((6*7))\\n")
+    lab.cli("console", "app", "--log", "--until", "DB-REACHED-42", "--timeout", "60")
+    # the database VM's own name in its subdomain's headless Service is its name only where a selector
+    # made the Service; hand-written Endpoints name no host: mongo0.mongo is unknown
+    lab.cli("console", "app", "--send", "nslookup mongo0.mongo; echo HOST-$((6*7))\\n")
+    assert "NXDOMAIN" in lab.cli("console", "app", "--log", "--until", "HOST-42", "--timeout", "60").stdout.rsplit(
+        "nslookup mongo0.mongo", 1)[-1]
+    for name in ("mongo-vm", "app"):
+        lab.cli("delete", name, "--wait", "--timeout", "120")
+    lab.cli("delete", "service", "mongo")
+    lab.cli("delete", "endpoints", "mongo")

@@ -178,7 +178,7 @@ async def call(store: Store, kind: str, verb: str, body: Any) -> Any:
 async def test_routes_and_ingresses_through_the_api(api: Store) -> None:
     route = yaml.safe_load((REPO / "examples" / "route-testvm.yaml").read_text())
     made = (await call(api, "route", "apply", route))["item"]
-    assert made["host"] == "testvm.apps.example" and made["backends"] == [{"service": "testvm", "targetPort": 80}]
+    assert made["host"] == "testvm.apps.example" and made["backends"] == [{"service": "testvm-http", "targetPort": 80}]
     again = (await call(api, "route", "apply", route))["item"]
     assert again["uid"] == made["uid"]  # replaced: the same object
     tls = {**route, "spec": {**route["spec"], "tls": {"termination": "edge"}}}

@@ -121,6 +121,13 @@ async def test_virtctl_expose_and_node_ports_never_shared_with_a_vms_own(control
     bad = await call(store, "vm", "expose-service", {"kind": "vm", "name": "plain", "serviceName": "x",
                                                      "port": 22, "type": "ExternalName"})
     assert bad["error"]["field"] == "type"
+    v6 = await call(store, "vm", "expose-service", {"kind": "vm", "name": "plain", "serviceName": "x", "port": 22,
+                                                    "ipFamily": "IPv6"})
+    assert v6["error"]["field"] == "ipFamily", "virtctl's flags are named as the user gave them"
+    ext = await call(store, "vm", "expose-service", {"kind": "vm", "name": "plain", "serviceName": "ext", "port": 22,
+                                                     "externalIp": "192.168.100.80", "ipFamily": "IPv4",
+                                                     "ipFamilyPolicy": "SingleStack"})
+    assert ext["item"]["service"]["externalIps"] == ["192.168.100.80"]
     await call(store, "service", "delete", {"name": "plain-ssh"})
     port = clash["item"]["service"]["ports"][0]["nodePort"]
     reuse = await call(store, "service", "apply", {
@@ -180,3 +187,47 @@ async def address_claims(store: Store) -> list[str]:
     except nats.js.errors.NoKeysError:
         return []
     return sorted(k for k in keys if k.startswith("svcip."))
+
+
+async def test_a_load_balancer_takes_a_free_floating_ip_and_gives_it_back(api: Store) -> None:
+    store = api
+    lb: dict[str, Any] = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lb"},
+                          "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80}]}}
+    pending = await call(store, "service", "apply", lb)
+    assert pending["item"]["service"].get("loadBalancerIp") is None  # no floating IP yet: <pending>
+    await call(store, "service", "delete", {"name": "lb"})
+    assert "item" in await call(store, "network", "apply", json.loads(json.dumps({
+        "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition", "metadata": {"name": "provider"},
+        "spec": {"config": json.dumps({"cniVersion": "0.3.1", "type": "bridge", "bridge": "prov0",
+                                       "ipam": {"type": "host-local", "subnet": "192.168.200.0/24"}})}})))
+    for address in ("192.168.200.30", "192.168.200.31"):
+        assert "address" in await call(store, "fip", "create", {"address": address, "network": "provider"})
+    await call(store, "vm", "create", vm_manifest("vm1", {}))
+    await call(store, "fip", "attach", {"address": "192.168.200.30", "vm": "vm1"})
+    made = await call(store, "service", "apply", lb)
+    assert made["item"]["service"]["loadBalancerIp"] == "192.168.200.31", "the free one, not the VM's"
+    fips = {f["address"]: f for f in (await call(store, "fip", "list", {}))["items"]}
+    assert fips["192.168.200.31"]["service"] == "lb"
+    refused = await call(store, "fip", "delete", {"address": "192.168.200.31"})
+    assert refused["error"]["code"] == "Conflict", "a Service's address is not deleted under it"
+    other = await call(store, "service", "apply", {**lb, "metadata": {"name": "lb2"},
+                                                   "spec": {**lb["spec"], "loadBalancerIP": "192.168.200.31"}})
+    assert other["error"]["field"] == "spec.loadBalancerIP" and other["error"]["code"] == "AlreadyExists"
+    assert (await call(store, "service", "get", {"name": "lb2"}))["error"]["code"] == "NotFound"
+    again = await call(store, "service", "apply", lb)  # applied again: the same address
+    assert again["item"]["service"]["loadBalancerIp"] == "192.168.200.31"
+    await call(store, "service", "delete", {"name": "lb"})
+    fips = {f["address"]: f for f in (await call(store, "fip", "list", {}))["items"]}
+    assert "service" not in fips["192.168.200.31"], "a deleted Service gives its floating IP back"
+
+
+async def test_a_replica_set_is_exposed_by_its_templates_labels(api: Store) -> None:
+    store = api
+    rs = yaml.safe_load((REPO / "examples" / "testvmirs.yaml").read_text())
+    assert "item" in await call(store, "vmirs", "apply", rs)
+    made = await call(store, "vm", "expose-service", {"kind": "vmirs", "name": rs["metadata"]["name"],
+                                                      "serviceName": "rs-http", "port": 80})
+    assert made["item"]["service"]["selector"] == rs["spec"]["template"]["metadata"]["labels"]
+    missing = await call(store, "vm", "expose-service", {"kind": "vmirs", "name": "nope", "serviceName": "x",
+                                                         "port": 80})
+    assert missing["error"]["code"] == "NotFound"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proto import instancetypes, preferences, routes, workloads
+from proto import instancetypes, preferences, routes, services, workloads
 from proto.manifest import INSTANCE_KIND, parse_instance, parse_manifest, parse_manifest_obj
 from proto.spec import VMSpec
 from tests.conftest import EXAMPLES, REPO
@@ -27,7 +27,14 @@ def test_the_lab_has_its_examples() -> None:
 @pytest.mark.parametrize("path", OURS, ids=lambda p: p.name)
 def test_each_example_parses_as_the_seed_does(path: Path) -> None:
     data = path.read_bytes()
-    doc = yaml.safe_load(data)
+    docs = [d for d in yaml.safe_load_all(data) if d]
+    if all(d.get("kind") in ("Service", "Endpoints") for d in docs):  # v1 objects, as `apply -f` sends them
+        for d in docs:
+            parsed = services.parse_service(d, uid="u", now=0.0) if d["kind"] == "Service" else \
+                services.parse_endpoints(d)
+            assert parsed.name == d["metadata"]["name"]
+        return
+    [doc] = docs
     if instancetypes.is_instancetype(doc):
         assert instancetypes.parse(doc).name == doc["metadata"]["name"]
         return

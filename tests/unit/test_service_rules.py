@@ -50,3 +50,31 @@ def test_endpoint_ports_are_matched_by_name_and_hand_written_ones_take_the_targe
 def test_hostile_stored_endpoints_never_become_rule_text(bad: str) -> None:
     with pytest.raises(ApiError):
         compose_services([service()], {"web": ends(bad)})
+
+
+def test_a_load_balancer_address_leads_to_the_endpoints_and_one_node_answers_for_it() -> None:
+    from handler.floatingips import answering_node, plan_fips
+    from proto.spec import NetworkAttachment
+    from proto.state import FloatingIP
+
+    lb = Service(name="web", uid="u", type=ServiceType.LOAD_BALANCER, created_at=0.0, cluster_ip="10.96.0.10",
+                 load_balancer_ip="192.168.200.30", ports=[ServicePort(port=80, target_port=8080, node_port=30080)])
+    script = compose_services([lb], {"web": ends("10.244.1.5")})
+    assert ("ip daddr 192.168.200.30 tcp dport 80 meta mark set 0x5642 dnat ip to numgen random mod 1 map "
+            "{ 0 : 10.244.1.5 . 8080 }") in script
+    spread = Endpoints(name="web", subsets=[EndpointSubset(addresses=[
+        EndpointAddress(ip="10.244.2.3", node="node2"), EndpointAddress(ip="10.244.1.5", node="node1")])])
+    assert answering_node(spread) == "node1" and answering_node(None) is None
+    net = NetworkAttachment(name="provider", bridge="prov0", subnet="192.168.200.0/24")
+    fips = [FloatingIP(address="192.168.200.30", network="provider", service="web"),
+            FloatingIP(address="192.168.200.31", network="provider", vm="vm1")]
+    held = plan_fips(fips, {"vm1": "10.244.1.7"}, {"provider": net}, frozenset({"prov0"}), [], frozenset({"web"}))
+    assert held == [("192.168.200.30", None, "prov0", "192.168.200.0/24"),  # held, led by the Service rules
+                    ("192.168.200.31", "10.244.1.7", "prov0", "192.168.200.0/24")]
+    assert plan_fips(fips[:1], {}, {"provider": net}, frozenset({"prov0"}), []) == []  # another node answers
+
+
+def test_external_ips_lead_to_the_endpoints_too() -> None:
+    web = Service(name="web", uid="u", type=ServiceType.CLUSTER_IP, created_at=0.0, cluster_ip="10.96.0.10",
+                  external_ips=["192.168.100.80"], ports=[ServicePort(port=80, target_port=8080)])
+    assert "ip daddr 192.168.100.80 tcp dport 80 meta mark set" in compose_services([web], {"web": ends("10.0.0.1")})

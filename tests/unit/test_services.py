@@ -3,6 +3,7 @@ which VMIs a selector picks, the Endpoints that follow, and what the endpoints c
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
@@ -54,7 +55,9 @@ def test_the_articles_services_are_accepted_as_written() -> None:
 @pytest.mark.parametrize(("doc", "field"), [
     (with_spec(type="ExternalName"), "spec.type"),
     (with_spec(sessionAffinity="ClientIP"), "spec.sessionAffinity"),
-    (with_spec(externalIPs=["1.2.3.4"]), "spec.externalIPs"),
+    (with_spec(externalIPs=["127.0.0.1"]), "spec.externalIPs[0]"),
+    (with_spec(loadBalancerIP="192.168.200.30"), "spec.loadBalancerIP"),  # a NodePort has none
+    (with_spec(ipFamilies=["IPv6"]), "spec.ipFamilies"),
     (with_spec(clusterIP="10.0.0.1"), "spec.clusterIP"),  # outside the service range
     (with_spec(clusterIP="None"), "spec.clusterIP"),  # a NodePort Service is never headless
     (with_spec(ports=[{"port": 80, "targetPort": "http"}]), "spec.ports[0].targetPort"),
@@ -167,3 +170,31 @@ def test_get_services_prints_what_kubectl_would() -> None:
                                                          ports=[])])
     assert servicecmd.endpoints_object(ends)["subsets"][0]["addresses"][0]["targetRef"]["name"] == "a"
     assert servicecmd._endpoints(ends) == "10.244.1.5"
+
+
+def test_a_vmi_is_known_by_its_hostname_in_the_headless_service_of_its_subdomain() -> None:
+    from handler.clusterdns import dns_index
+    from proto.manifest import parse_manifest_obj
+
+    doc = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "mongo-vm"},
+           "spec": {"running": True, "template": {"spec": {
+               "hostname": "mongo0", "subdomain": "mongo",
+               "domain": {"devices": {}, "resources": {"requests": {"memory": "64M"}}}, "volumes": []}}}}
+    spec = parse_manifest_obj(doc)
+    assert isinstance(spec, VMSpec) and (spec.hostname, spec.subdomain, spec.guest_hostname) == (
+        "mongo0", "mongo", "mongo0")
+    running = VMI(name="mongo-vm", uid="u1", spec=msgspec.structs.replace(spec, labels={"app": "mongo"}),
+                  created_at=0.0, phase=Phase.RUNNING, node_name="node1",
+                  interfaces=[VMIInterface(name="default", ip_address="10.244.1.9")])
+    headless = msgspec.structs.replace(svc(MONGO), selector={"app": "mongo"}, cluster_ip=HEADLESS)
+    ends = endpoints_for(headless, [running])
+    assert ends.subsets[0].addresses[0].hostname == "mongo0"
+    index = dns_index([headless], {"mongo": ends})
+    assert index["mongo0.mongo.default.svc.cluster.local"] == ("10.244.1.9",)
+    other = msgspec.structs.replace(headless, name="other")  # not its subdomain: no name of its own there
+    assert endpoints_for(other, [running]).subsets[0].addresses[0].hostname is None
+    bad = json.loads(json.dumps(doc))
+    bad["spec"]["template"]["spec"]["hostname"] = "a;b"
+    with pytest.raises(ApiError) as refused:
+        parse_manifest_obj(bad)
+    assert refused.value.field == "spec.template.spec.hostname"
