@@ -21,6 +21,7 @@ from proto.routes import (
     Route,
     RouteList,
     RouteReply,
+    unadmitted_routes,
 )
 from proto.services import NAMESPACE
 
@@ -42,13 +43,17 @@ async def get(api: ApiClient, kind: str, name: str | None, output: str | None) -
     if kind == "route":
         routes = [(await api.call("route", "get", NameRequest(name=name), RouteReply)).item] if name \
             else (await api.call("route", "list", {}, RouteList)).items
+        # whether each is served: an older Route or Ingress may hold its host and path
+        every = (await api.call("route", "list", {}, RouteList)).items if name else routes
+        losers = unadmitted_routes(every, (await api.call("ingress", "list", {}, IngressList)).items)
         if structured:
             assert output is not None
-            say(render.objects([route_object(r) for r in routes], output, one=bool(name)))
+            say(render.objects([route_object(r, admitted=r.name not in losers) for r in routes], output,
+                               one=bool(name)))
             return
         say(render.table(["NAME", "HOST/PORT", "PATH", "SERVICES", "PORT", "TERMINATION", "WILDCARD"],
-                         [[r.name, r.host, r.path, _services(r.backends), _route_port(r.backends[0]), "", "None"]
-                          for r in routes]))
+                         [[r.name, r.host if r.name not in losers else "HostAlreadyClaimed", r.path,
+                           _services(r.backends), _route_port(r.backends[0]), "", "None"] for r in routes]))
         return
     ingresses = [(await api.call("ingress", "get", NameRequest(name=name), IngressReply)).item] if name \
         else (await api.call("ingress", "list", {}, IngressList)).items
@@ -85,7 +90,7 @@ def _meta(name: str, uid: str, created_at: float, labels: dict[str, str]) -> dic
             **({"labels": labels} if labels else {})}
 
 
-def route_object(r: Route) -> resources.Obj:
+def route_object(r: Route, *, admitted: bool = True) -> resources.Obj:
     def to(b: Backend) -> dict[str, Any]:
         return {"kind": "Service", "name": b.service, "weight": b.weight}
 
@@ -99,7 +104,14 @@ def route_object(r: Route) -> resources.Obj:
         spec["port"] = {"targetPort": first.port_name or first.target_port}
     return {"apiVersion": ROUTE_API, "kind": "Route", "metadata": _meta(r.name, r.uid, r.created_at, r.labels),
             "spec": spec, "status": {"ingress": [{"host": r.host, "routerName": "virtbus", "wildcardPolicy": "None",
-                                                  "conditions": [{"type": "Admitted", "status": "True"}]}]}}
+                                                  "conditions": [_admitted(admitted)]}]}}
+
+
+def _admitted(admitted: bool) -> dict[str, str]:
+    if admitted:
+        return {"type": "Admitted", "status": "True"}
+    return {"type": "Admitted", "status": "False", "reason": "HostAlreadyClaimed",
+            "message": "an older route or ingress holds this host and path"}
 
 
 def _ingress_backend(b: Backend) -> dict[str, Any]:

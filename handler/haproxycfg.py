@@ -23,7 +23,7 @@ from ipaddress import IPv4Address
 
 from handler.servicerules import targets
 from proto import netcheck
-from proto.routes import Backend, Ingress, PathType, Route, check_host, check_path
+from proto.routes import Backend, Ingress, Origin, PathType, Route, check_host, check_path, claim, rank
 from proto.state import Endpoints, Service, ServicePort
 from proto.validation import check_name
 
@@ -58,15 +58,15 @@ class _Rule:
     path: str  # "" or "/": every path
     backend: str
     servers: tuple[tuple[str, int, int | None], ...]  # address, port, weight (None: equal shares)
-    origin: tuple[float, str, str]  # created_at, kind, name: the older wins a tie
+    origin: Origin
 
     @property
-    def rank(self) -> tuple[bool, bool, int, tuple[float, str, str]]:
-        return (not self.host, not self.exact, -len(self.path.rstrip("/")), self.origin)
+    def rank(self) -> tuple[bool, bool, int, Origin]:
+        return rank(self.host, self.exact, self.path, self.origin)
 
     @property
     def claim(self) -> tuple[str, bool, str]:
-        return self.host, self.exact, self.path.rstrip("/") or "/"
+        return claim(self.host, self.exact, self.path)
 
 
 def service_port(service: Service, backend: Backend) -> ServicePort | None:

@@ -330,3 +330,41 @@ def parse_ingress(raw: Any, *, uid: str, now: float) -> Ingress:
         check_name(ingress_class, "spec.ingressClassName", "ingress class")
     return Ingress(name=name, uid=uid, created_at=now, rules=rules, default_backend=default,
                    ingress_class=ingress_class, labels=labels)
+
+
+# --- who holds a host and path ----------------------------------------------------------------------------
+Origin = tuple[float, str, str]  # created_at, kind, name: between equals the older wins (OpenShift's rule)
+
+
+def claim(host: str, exact: bool, path: str) -> tuple[str, bool, str]:
+    """What two rules cannot both hold: a host ("" for every one) with an exact path or a prefix."""
+    return host, exact, path.rstrip("/") or "/"
+
+
+def rank(host: str, exact: bool, path: str, origin: Origin) -> tuple[bool, bool, int, Origin]:
+    """The order rules are tried in (the first match wins): a host before every host, an exact path
+    before prefixes, a longer prefix before a shorter one, then the older object."""
+    return not host, not exact, -len(path.rstrip("/")), origin
+
+
+def _claims(routes: list[Route], ingresses: list[Ingress]) -> list[tuple[tuple[bool, bool, int, Origin],
+                                                                         tuple[str, bool, str]]]:
+    out = [(rank(r.host, False, r.path or "/", (r.created_at, "route", r.name)), claim(r.host, False, r.path or "/"))
+           for r in routes]
+    for i in ingresses:
+        origin = (i.created_at, "ingress", i.name)
+        for rule in i.rules:
+            paths = [(p.path_type is PathType.EXACT, p.path) for p in rule.paths] or [(False, "/")]
+            out += [(rank(rule.host, exact, path, origin), claim(rule.host, exact, path)) for exact, path in paths]
+        if i.default_backend is not None:
+            out.append((rank("", False, "/", origin), claim("", False, "/")))
+    return out
+
+
+def unadmitted_routes(routes: list[Route], ingresses: list[Ingress]) -> set[str]:
+    """The Routes whose host and path an older Route or Ingress holds: the proxy does not serve them
+    (``oc get routes`` says HostAlreadyClaimed)."""
+    held: dict[tuple[str, bool, str], Origin] = {}
+    for ranked, key in sorted(_claims(routes, ingresses)):
+        held.setdefault(key, ranked[3])
+    return {r.name for r in routes if held[claim(r.host, False, r.path or "/")] != (r.created_at, "route", r.name)}

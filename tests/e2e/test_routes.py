@@ -59,8 +59,15 @@ def test_a_route_and_an_ingress_reach_the_vm_by_name_through_either_node(lab: La
     for address in addresses.values():  # the VM runs on node1; node2's proxy leads across the node network
         assert "hostname: node-vm" in routed(lab, address, HOST)
     assert routed(lab, addresses["node2"], "nobody.apps.example", 404) == "no route for this host and path"
+    # a second Route for the same host: the first keeps it, as OpenShift's router admits the oldest
+    lab.cli("apply", "-f", write(lab, "route2", {
+        "apiVersion": "route.openshift.io/v1", "kind": "Route", "metadata": {"name": "late"},
+        "spec": {"host": HOST, "to": {"kind": "Service", "name": "nothing"}}}))
     listed = lab.cli("get", "routes").stdout
     assert "HOST/PORT" in listed and HOST in listed and "web" in listed
+    assert any(line.split()[:2] == ["late", "HostAlreadyClaimed"] for line in listed.splitlines()), listed
+    assert "hostname: node-vm" in routed(lab, addresses["node2"], HOST)
+    lab.cli("delete", "route", "late")
 
     # the request's time through the proxy, from the outside host (curl's total, median of 20)
     for node, address in addresses.items():

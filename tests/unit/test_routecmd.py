@@ -33,3 +33,9 @@ def test_the_cli_takes_the_kinds_as_oc_and_kubectl_spell_them() -> None:
     for kind in ("route", "routes", "ingress", "ingresses", "ing"):
         assert parser().parse_args(["delete", kind, "web"]).kind == kind and kind in KINDS
     assert parser().parse_args(["get", "routes", "-o", "yaml"]).output == "yaml"
+
+
+def test_a_route_that_lost_its_host_says_so_as_openshift_does() -> None:
+    route = parse_route(ROUTE, uid="u1", now=0.0)
+    condition = route_object(route, admitted=False)["status"]["ingress"][0]["conditions"][0]
+    assert condition["status"] == "False" and condition["reason"] == "HostAlreadyClaimed"

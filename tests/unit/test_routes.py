@@ -142,3 +142,18 @@ def test_stored_routes_and_ingresses_are_checked_again() -> None:
         stored.validator(Ingress)("web", msgspec.structs.replace(ingress, rules=[bad_rule]))
     with pytest.raises(ApiError):
         stored.validator(Ingress)("web", msgspec.structs.replace(ingress, default_backend=Backend(service="A")))
+
+
+def test_the_older_claim_of_a_host_and_path_is_admitted_the_newer_not() -> None:
+    from proto.routes import unadmitted_routes
+
+    def r(name: str, created: float, host: str = "a.example", path: str = "") -> Route:
+        return Route(name=name, uid="u", created_at=created, host=host, path=path, backends=[Backend(service="s")])
+
+    routes = [r("newer", 5.0), r("older", 1.0), r("other-path", 9.0, path="/api/"), r("other-host", 9.0, "b.example"),
+              r("same-path", 10.0, path="/api")]
+    assert unadmitted_routes(routes, []) == {"newer", "same-path"}  # /api/ and /api are one prefix
+    first = Ingress(name="ing", uid="u", created_at=0.5, rules=[HttpRule(host="a.example", paths=[
+        HttpPath(path="/", backend=Backend(service="s", port=80)),
+        HttpPath(path="/api", path_type=PathType.EXACT, backend=Backend(service="s", port=80))])])
+    assert unadmitted_routes(routes, [first]) == {"newer", "older", "same-path"}  # an exact /api is no prefix
