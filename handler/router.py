@@ -6,8 +6,9 @@ dies leaves it serving and the next one adopts it from its pidfile (``<node dir>
 checked against the process's command line: a recycled pid is no HAProxy of ours). A changed
 configuration is checked (``haproxy -c``) before it replaces the old file, then the master is sent
 SIGUSR2: it starts new workers on the same listening sockets and lets the old ones finish their
-connections, so a reload drops nothing. A handler that stops ends its HAProxy (that pid only); one
-that died unexpectedly is restarted within a few seconds.
+connections, so a reload drops nothing. Each reload waits until the master has re-executed and forked
+its new worker, so reloads never pile up mid-re-exec and one that did not happen is logged. A handler
+that stops ends its HAProxy (that pid only); one that died unexpectedly is restarted within seconds.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Protocol
@@ -34,6 +36,7 @@ from servicekit.store import Bucket, Store
 
 log = structlog.get_logger()
 SUPERVISE_S = 2.0
+RELOAD_S = 10.0  # a reload's re-exec and new worker; longer means it went wrong
 
 
 class Proxy(Protocol):
@@ -109,8 +112,16 @@ class Haproxy:
         self.pid = self.proc.pid  # ip netns exec execs it: the same process
 
     def reload(self) -> None:
-        if self.pid is not None:
-            os.kill(self.pid, signal.SIGUSR2)
+        """SIGUSR2 to the master, then wait until it has re-executed (its SIGUSR2 handler back) and
+        forked a new worker; one an earlier handler left half done is waited out first."""
+        if self.pid is None:
+            return
+        pid = self.pid
+        _wait(lambda: _catches_usr2(pid), RELOAD_S)
+        before = _children(pid)
+        os.kill(pid, signal.SIGUSR2)
+        if not _wait(lambda: bool(_children(pid) - before) and _catches_usr2(pid), RELOAD_S):
+            log.warning("HTTP proxy reload not seen done", pid=pid, within=RELOAD_S)
 
     def stop(self) -> None:
         if self.pid is None:
@@ -182,6 +193,32 @@ class NodeRouter:
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.proxy.stop)
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except (OSError, ValueError):
+        return set()
+
+
+def _catches_usr2(pid: int) -> bool:
+    """Whether the process has a handler for SIGUSR2 now (/proc's SigCgt mask)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0")
+    return bool(int(caught, 16) & (1 << (signal.SIGUSR2 - 1)))
+
+
+def _wait(done: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def haproxy_installed(binary: str = "haproxy") -> bool:
