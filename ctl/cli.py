@@ -10,6 +10,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import ctl.vnc
+import ctl.webconsole
 from ctl import (
     console,
     imagecmd,
@@ -331,6 +333,8 @@ def parser() -> argparse.ArgumentParser:
     instancetypecmd.add_parser(sub)
     workloadcmd.add_parser(sub)
     preferencecmd.add_parser(sub)
+    ctl.vnc.add_parser(sub)
+    ctl.webconsole.add_parser(sub)
     from ctl import lab
     lab.add_parser(sub)
     return p
@@ -341,7 +345,7 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": imagecmd.run,
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
     "instancetype": instancetypecmd.run, "scale": workloadcmd.scale,
-    "preference": preferencecmd.run,
+    "preference": preferencecmd.run, "vnc": ctl.vnc.run, "console-web": ctl.webconsole.run,
     **dict.fromkeys(power.VERBS, power.cmd_power),
 }
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ctl import labovs
 from proto import subjects
 from servicekit import credentials, processes
 
@@ -198,6 +199,7 @@ def up(cfg: LabConfig) -> None:
         raise RuntimeError("nats-server is not installed; run scripts/setup.sh")
     say(f"lab: state in {cfg.root}, NATS at {cfg.url}")
     cfg.addresses = _make_networks(cfg)
+    labovs.make_segment(cfg)
     for node in [*SCHEDULERS, *cfg.nodes]:
         if node not in cfg.metrics:
             with socket.socket() as s:
@@ -296,7 +298,8 @@ def down(cfg: LabConfig) -> None:
 def status(cfg: LabConfig) -> int:
     say(f"lab {cfg.prefix}: state {cfg.root}, NATS {cfg.url}")
     rows = []
-    for name in ["labd", "nats-server", *SCHEDULERS, *(f"handler-{n}" for n in cfg.nodes)]:
+    for name in ["labd", "nats-server", *SCHEDULERS, *(f"handler-{n}" for n in cfg.nodes),
+                 *(("dnsmasq-provider", "dnsmasq-ovs") if shutil.which("dnsmasq") else ())]:
         pid = _running(cfg, name)
         rows.append(f"  {name:<20} {'running, pid ' + str(pid) if pid else 'NOT RUNNING'}")
     say("\n".join(rows))

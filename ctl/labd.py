@@ -8,13 +8,16 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from ctl import labovs
 from ctl.lab import SCHEDULERS, LabConfig, _read_pid, _wait_port
+from ctl.labdhcp import DHCP_SEGMENTS, dnsmasq_command
 from servicekit import credentials, processes
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -65,6 +68,16 @@ def main() -> None:
     for name in SCHEDULERS:  # two: one leads by the lease, the other takes over when it goes
         spawn(name, [py, "-m", "scheduler", "--server", cfg.url, "--creds", cfg.creds("control"),
                      *(["--metrics-address", f"127.0.0.1:{cfg.metrics[name]}"] if name in cfg.metrics else [])])
+    ovs_nodes = list(cfg.addresses) if labovs.available() else []
+    for node in ovs_nodes:  # each node's own Open vSwitch, before its handler lists its bridges
+        for name, cmd in labovs.daemon_commands(cfg, node):
+            spawn(name, cmd)
+    for node in list(ovs_nodes):
+        try:
+            labovs.make_bridge(cfg, node)
+        except (RuntimeError, subprocess.SubprocessError) as exc:  # the lab runs on, that node without OVS
+            print(f"labd: no Open vSwitch bridge on {node}: {exc}", flush=True)
+            ovs_nodes.remove(node)
     for node, address in cfg.addresses.items():
         spawn(f"handler-{node}", [
             py, "-m", "handler", "--node", node, "--server", cfg.url, "--state-dir", str(cfg.root),
@@ -73,7 +86,10 @@ def main() -> None:
             *(["--metrics-address", f"127.0.0.1:{cfg.metrics[node]}"] if node in cfg.metrics else []),
             *(["--probe-kernel", cfg.probe_kernel] if cfg.probe_kernel else []),
             # the lab's nodes share one host: hostDisks may be under <state>/host-disks
-            "--host-disk-dir", str(host_disks)])
+            "--host-disk-dir", str(host_disks),
+            *(["--ovs-db", labovs.db_url(cfg, node)] if node in ovs_nodes else [])])
+    for segment in DHCP_SEGMENTS if shutil.which("dnsmasq") else ():  # the layer-2 segments' own DHCP
+        spawn(f"dnsmasq-{segment.name}", dnsmasq_command(cfg.outside_netns, segment, cfg.root))
     commands = {name: [str(a) for a in proc.args] for name, proc in procs.items()}  # type: ignore[union-attr]
     while not stop:
         _reap()
@@ -90,6 +106,7 @@ def main() -> None:
     processes.end(launchers, 90)
     processes.end([procs[name].pid for name in SCHEDULERS], 10)
     processes.end([procs["nats-server"].pid], 10)
+    processes.end([procs[n].pid for n in procs if n.startswith(("dnsmasq-", "ovs"))], 10)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ KSRC_PKG=linux-source-6.1
 KSRC_TAR=/usr/src/linux-source-6.1.tar.xz
 BUSYBOX=/bin/busybox
 SYSLINUX_BIOS=/usr/lib/syslinux/modules/bios
-KCMDLINE="console=ttyS0 quiet"
+KCMDLINE="console=tty0 console=ttyS0 quiet" # ttyS0 last: /dev/console, the markers
 
 log() { echo "guest/build: $*"; }
 die() { echo "guest/build: error: $*"; exit 1; }

@@ -22,7 +22,7 @@ from proto.nodeapi import Registration
 from proto.quantity import InvalidQuantity, parse_bytes
 from proto.state import Node
 from proto.validation import check_labels
-from servicekit import logs
+from servicekit import logs, ovs
 from servicekit.endpoints import Endpoint, serve
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
@@ -48,20 +48,22 @@ async def run(args: argparse.Namespace) -> None:
         cpus=nodeinfo.cpus(args.cpus), memory=nodeinfo.guest_memory(args.memory), kvm=kvm,
         labels=node_labels(args.node, args.label), address=args.address,
         allowed_bridges=sorted(set(args.allowed_bridge or DEFAULT_ALLOWED_BRIDGES)),
+        ovs_bridges=await asyncio.to_thread(ovs.bridges_or_none, args.ovs_db),
         free_disk=nodeinfo.free_disk(Path(args.state_dir))))
     podnet = PodNetwork(store, args.node, args.netns, IPv4Network(node.pod_cidr or ""))
     await asyncio.to_thread(podnet.set_up_bridge)
     state_dir = Path(args.state_dir) / "nodes" / args.node
     launchers = Launchers(NodePaths(state_dir, Path(args.state_dir) / "logs"), node=args.node,
                           nats_url=args.server, netns_prefix=args.netns_prefix, kvm=kvm,
-                          node_netns=args.netns, creds=args.creds, host_disk_dirs=tuple(args.host_disk_dir))
+                          node_netns=args.netns, creds=args.creds, host_disk_dirs=tuple(args.host_disk_dir),
+                          ovs_db=args.ovs_db)
     management = args.management_network or await asyncio.to_thread(
         guestfence.node_network, args.netns, args.address, podnet.netlink)
     if management is None:
         log.warning("no management network (give --address or --management-network): guests are kept off "
                     "this node and the other nodes' addresses only")
     agent = Agent(store, node, launchers, podnet, nodeapi, management=management,
-                  image_cache_bound=args.image_cache_max)
+                  image_cache_bound=args.image_cache_max, ovs_db=args.ovs_db)
     await agent.start()
     router = None
     if args.router_port and haproxy_installed():  # Routes and Ingresses on the node's address
@@ -155,6 +157,8 @@ def main() -> None:
     parser.add_argument("--allowed-bridge", action="append", default=[], type=_bridge,
                         help="a host bridge secondary networks may use (repeat; default: "
                              f"{', '.join(DEFAULT_ALLOWED_BRIDGES)}); never the uplink or the pod bridge")
+    parser.add_argument("--ovs-db", default=None, metavar="unix:SOCKET",
+                        help="this node's Open vSwitch database (ovs NADs use its bridges; default: no OVS)")
     parser.add_argument("--host-disk-dir", action="append", default=[], type=_host_disk_dir,
                         help="a directory hostDisk volumes may be under (repeat; default: none, every "
                              "hostDisk is refused); symlinks are resolved before the check")

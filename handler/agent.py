@@ -41,7 +41,7 @@ HEARTBEAT_S = 2.0
 class Agent:
     def __init__(self, store: Store, node: Node, launchers: Launchers, podnet: PodNetwork, nodeapi: NodeApiClient,
                  *, clock: Callable[[], float] = time.time, management: IPv4Network | None = None,
-                 image_cache_bound: int = DEFAULT_BOUND) -> None:
+                 image_cache_bound: int = DEFAULT_BOUND, ovs_db: str | None = None) -> None:
         self.store = store
         self.podnet = podnet
         self.nodeapi = nodeapi
@@ -51,7 +51,7 @@ class Agent:
         self.cluster_dns = ClusterDns(store, podnet.netns, podnet.netlink)
         allowed = frozenset(node.allowed_bridges)
         # one netlink adapter for the node's namespace: a test's fake stands in for all of it
-        self.secondary = SecondaryNetworks(podnet.netns, allowed, podnet.netlink)
+        self.secondary = SecondaryNetworks(podnet.netns, allowed, podnet.netlink, ovs_db)
         self.floating_ips = FloatingIPs(store, node.name, podnet.netns, allowed, podnet.netlink)
         self.node = node
         self.launchers = launchers
@@ -187,8 +187,15 @@ class Agent:
             await self._fail(vmi, exc.message)
             return
         for nic in attachments:
-            await asyncio.to_thread(self.secondary.ensure_bridge, nic.bridge)
-            extra.append(f"{nic.interface}={nic.bridge}={nic.address}")
+            if nic.type == "ovs":  # the node's OVS bridge, as it is now (ovs-cni makes none either)
+                why = await asyncio.to_thread(self.secondary.missing_ovs_bridge, nic.network, nic.bridge)
+                if why is not None:
+                    log.warning("cannot attach networks", vmi=name, reason=why)
+                    await self._fail(vmi, why)
+                    return
+            else:
+                await asyncio.to_thread(self.secondary.ensure_bridge, nic.bridge)
+            extra.append(f"{nic.interface}={nic.bridge}={nic.address}={nic.type}={nic.vlan or ''}")
         await asyncio.to_thread(self.launchers.spawn, name, vmi.uid, pod_ip, gateway, extra)
 
     async def _fail(self, vmi: VMI, reason: str) -> None:

@@ -50,7 +50,7 @@ def plan_fips(fips: list[FloatingIP], pods: dict[str, str], nets: dict[str, Netw
     mapped: list[tuple[str, str | None, str, str]] = []
     for fip in fips:
         pod, net = pods.get(fip.vm or ""), nets.get(fip.network)
-        if (not pod and fip.service not in services_here) or not net:
+        if (not pod and fip.service not in services_here) or not net or net.subnet is None:
             continue
         subnet = IPv4Network(net.subnet)
         why = ("its bridge is not one this node allows" if net.bridge not in allowed else

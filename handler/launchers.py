@@ -61,8 +61,9 @@ class NodePaths:
 class Launchers:
     def __init__(self, paths: NodePaths, *, node: str, nats_url: str, netns_prefix: str, kvm: bool,
                  node_netns: str | None = None, creds: str | None = None, netlink: Netlink | None = None,
-                 host_disk_dirs: tuple[str, ...] = ()) -> None:
+                 host_disk_dirs: tuple[str, ...] = (), ovs_db: str | None = None) -> None:
         self.paths = paths
+        self.ovs_db = ovs_db  # the node's Open vSwitch database, for ovs NICs (--ovs-db)
         self.netlink: Netlink = netlink or PyrouteNetlink()  # only its namespace operations are used here
         self.node = node
         self.nats_url = nats_url
@@ -109,8 +110,10 @@ class Launchers:
         cmd = [sys.executable, "-m", "launcher", "--vmi", vmi, "--uid", uid, "--node", self.node,
                "--server", self.nats_url, "--node-dir", str(self.paths.state_dir),
                "--pod-netns", self.pod_netns(vmi), "--kvm" if self.kvm else "--no-kvm"]
-        for nic in secondary or []:  # interface=bridge=address/prefix
+        for nic in secondary or []:  # interface=bridge=address/prefix[=type=vlan]
             cmd += ["--secondary", nic]
+        if self.ovs_db:
+            cmd += ["--ovs-db", self.ovs_db]
         if self.node_netns:
             cmd += ["--node-netns", self.node_netns]
         if self.creds:  # the node's own credentials: a launcher may do what its node may, no more

@@ -66,12 +66,14 @@ def main() -> None:
     p.add_argument("--node-netns", default=None)
     p.add_argument("--pod-ip", default=None, help="the pod IP with its prefix")
     p.add_argument("--pod-gateway", default=None)
-    p.add_argument("--secondary", action="append", default=[], help="interface=node-bridge=address/prefix")
+    p.add_argument("--secondary", action="append", default=[],
+                   help="interface=node-bridge=address/prefix[=type=vlan] (no address: layer 2)")
+    p.add_argument("--ovs-db", default=None, help="the node's Open vSwitch database, for ovs NICs")
     p.add_argument("--host-disk-dir", action="append", default=[], help="where hostDisks may be (repeat)")
     ns = p.parse_args()
     args = LauncherArgs(vmi=ns.vmi, uid=ns.uid, node=ns.node, node_dir=Path(ns.node_dir),
                         pod_netns=ns.pod_netns, kvm=ns.kvm, node_netns=ns.node_netns, pod_ip=ns.pod_ip,
-                        pod_gateway=ns.pod_gateway, secondary=tuple(ns.secondary),
+                        pod_gateway=ns.pod_gateway, secondary=tuple(ns.secondary), ovs_db=ns.ovs_db,
                         host_disk_dirs=tuple(Path(d) for d in ns.host_disk_dir))
     try:
         args.vmi_dir.mkdir(parents=True, exist_ok=True)

@@ -186,3 +186,38 @@ def reply_for(msg: Message, lease: Lease) -> bytes | None:
 def broadcast_reply(msg: Message) -> bool:
     """RFC 2131 4.1: broadcast when the client asks for it or has no address yet."""
     return bool(msg.flags & 0x8000) or not int(msg.ciaddr)
+
+
+_ETH_IP, _ETH_VLAN, _UDP = 0x0800, 0x8100, 17
+
+
+def ack_in_frame(frame: bytes) -> tuple[str, IPv4Address] | None:
+    """Pure: (client MAC, its address) if ``frame`` is an Ethernet frame carrying a DHCP ACK from a
+    server (UDP 67 -> 68, one 802.1Q tag allowed), else None. What a snooper on the guest's NIC learns
+    of a lease given by a DHCP server virtbus does not run (a layer-2 network's own)."""
+    if len(frame) < 14:
+        return None
+    offset, ethertype = 14, int.from_bytes(frame[12:14], "big")
+    if ethertype == _ETH_VLAN and len(frame) >= 18:
+        offset, ethertype = 18, int.from_bytes(frame[16:18], "big")
+    if ethertype != _ETH_IP or len(frame) < offset + 20:
+        return None
+    ihl = (frame[offset] & 0x0F) * 4
+    if frame[offset] >> 4 != 4 or ihl < 20 or frame[offset + 9] != _UDP:
+        return None
+    if int.from_bytes(frame[offset + 6:offset + 8], "big") & 0x3FFF:  # a fragment: not a whole DHCP message
+        return None
+    udp = offset + ihl
+    if len(frame) < udp + 8:
+        return None
+    if (int.from_bytes(frame[udp:udp + 2], "big"), int.from_bytes(frame[udp + 2:udp + 4], "big")) != (67, 68):
+        return None
+    payload = frame[udp + 8:udp + max(8, int.from_bytes(frame[udp + 4:udp + 6], "big"))]
+    try:
+        msg = parse(payload)
+    except MalformedPacket:
+        return None
+    if msg.op != BOOTREPLY or msg.type != ACK:
+        return None
+    yiaddr = IPv4Address(payload[16:20])
+    return (msg.mac, yiaddr) if int(yiaddr) else None  # an ACK to an INFORM gives no address

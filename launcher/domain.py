@@ -163,6 +163,18 @@ def configure_console(plan: DomainPlan, devices: ET.Element) -> None:
     _sub(console, "target", type="serial", port="0")
 
 
+VNC_SOCKET = "/var/lib/libvirt/vnc.sock"  # beside the console's; never a TCP port (launcher/vnc.py serves it)
+
+
+def configure_graphics(plan: DomainPlan, devices: ET.Element) -> None:
+    """A screen: QEMU's VNC server on a unix socket only the launcher reaches, and a VGA card
+    (SeaBIOS and the guest's VGA text console both draw on it under TCG)."""
+    graphics = _sub(devices, "graphics", type="vnc")
+    _sub(graphics, "listen", type="socket", socket=VNC_SOCKET)
+    video = _sub(devices, "video")
+    _sub(video, "model", type="vga", vram="16384", heads="1", primary="yes")
+
+
 def configure_panic(plan: DomainPlan, devices: ET.Element) -> None:
     """A pvpanic device: a guest's kernel panic reaches libvirt (CRASHED/PANICKED, and on_crash
     destroys the domain), so a crashed guest ends Failed with that reason instead of hanging."""
@@ -176,7 +188,8 @@ def configure_quiet_devices(plan: DomainPlan, devices: ET.Element) -> None:
 
 DOMAIN_CONFIGURATORS: list[Callable[[DomainPlan, ET.Element], None]] = [configure_compute, configure_features]
 DEVICE_CONFIGURATORS: list[Callable[[DomainPlan, ET.Element], None]] = [
-    configure_storage, configure_network, configure_console, configure_panic, configure_quiet_devices]
+    configure_storage, configure_network, configure_console, configure_graphics, configure_panic,
+    configure_quiet_devices]
 
 
 def compose_domain_xml(plan: DomainPlan) -> str:

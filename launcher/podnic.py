@@ -21,6 +21,8 @@ from launcher.masquerade import Masquerade, compose_ruleset
 from proto.errors import Code
 from servicekit import nftables
 from servicekit.netlink import Netlink, NetlinkError, NetnsAdapter, PyrouteNetlink
+from servicekit.offload import tx_checksum_off
+from servicekit.ovs import Ovs
 
 NODE_POD_BRIDGE = "vbpods"  # made by the handler in the node's namespace
 GUEST_BRIDGE = "k6t-eth0"
@@ -90,11 +92,12 @@ def pod_mac(pod_netns: str, netns_adapter: NetnsAdapter = PyrouteNetlink) -> str
     return netns_adapter(pod_netns).link_mac("eth0")
 
 
-def bind_bridge(*, pod_netns: str, tap: str, pod_ip: IPv4Interface, nic: str = "eth0",
+def bind_bridge(*, pod_netns: str, tap: str, pod_ip: IPv4Interface | None, nic: str = "eth0",
                 netns_adapter: NetnsAdapter = PyrouteNetlink) -> str:
     """The bridge binding: the guest takes the NIC's IP (handed out by DHCP); the NIC becomes a
     port of k6t-<nic> with a random MAC and no address; a dummy keeps the address for reference.
-    Returns the guest bridge, where the DHCP server listens."""
+    Returns the guest bridge, where the DHCP server listens. No pod_ip (a layer-2 network): no
+    server here, the guest's DHCP goes through to the segment's own."""
     pod = netns_adapter(pod_netns)
     bridge = f"k6t-{nic}"
     pod.flush_addresses(nic)
@@ -105,8 +108,9 @@ def bind_bridge(*, pod_netns: str, tap: str, pod_ip: IPv4Interface, nic: str = "
     pod.set_master(nic, bridge)
     pod.set_master(tap, bridge)
     pod.set_port(nic, learning=False)
-    pod.replace_address(bridge, IPv4Interface(f"{DHCP_SERVER_ADDRESS}/32"))
-    if _has_dummy(pod):
+    if pod_ip is not None:
+        pod.replace_address(bridge, IPv4Interface(f"{DHCP_SERVER_ADDRESS}/32"))
+    if pod_ip is not None and _has_dummy(pod):
         with _existing_ok():
             pod.create_link(f"{nic}-nic", "dummy")
         pod.replace_address(f"{nic}-nic", pod_ip)
@@ -116,15 +120,38 @@ def bind_bridge(*, pod_netns: str, tap: str, pod_ip: IPv4Interface, nic: str = "
     return bridge
 
 
+DHCP_LOCAL_TABLE = "virtbus_dhcp"
+
+
+def keep_dhcp_local(pod_netns: str, taps: list[str]) -> None:
+    """A secondary NIC whose address virtbus gives: the guest's DHCP requests stop at the pod's
+    bridge (its server answers them there) and never reach the segment, whose own DHCP server (a
+    layer-2 network's, on the same bridge) would offer it another address first, or run short."""
+    nftables.apply(nftables.filter_table(DHCP_LOCAL_TABLE, {"forward": [
+        f'iifname "{tap}" udp dport 67 drop' for tap in taps]}, family="bridge"), pod_netns)
+
+
+def secondary_host_side(vmi: str, index: int) -> str:
+    """The node's end of a secondary NIC's veth: a stable, valid interface name per VMI and NIC."""
+    return "vs" + hashlib.sha256(f"{vmi}/{index}".encode()).hexdigest()[:10]
+
+
 def plumb_secondary(*, vmi: str, index: int, pod_netns: str, node_netns: str | None, node_bridge: str,
-                    netns_adapter: NetnsAdapter = PyrouteNetlink) -> str:
-    """A veth from the node's host bridge of a secondary network into the pod, as net<index>."""
+                    netns_adapter: NetnsAdapter = PyrouteNetlink, ovs: Ovs | None = None,
+                    vlan: int | None = None) -> str:
+    """A veth from the node's host bridge of a secondary network into the pod, as net<index>. With
+    ``ovs`` the bridge is that Open vSwitch's, and the node's end its port (an access port of
+    ``vlan``, if given), as ovs-cni makes it."""
     nic = f"net{index}"
-    host_if = "vs" + hashlib.sha256(f"{vmi}/{index}".encode()).hexdigest()[:10]
+    host_if = secondary_host_side(vmi, index)
     pod, node = netns_adapter(pod_netns), netns_adapter(node_netns)
     with _existing_ok():
         pod.create_veth(nic, host_if, node_netns)
-    node.set_master(host_if, node_bridge)
+    if ovs is not None:
+        tx_checksum_off(pod_netns, nic)  # the userspace datapath would pass the guest's checksums unfilled
+        ovs.add_port(node_bridge, host_if, vlan)
+    else:
+        node.set_master(host_if, node_bridge)
     node.set_up(host_if)
     pod.set_up(nic)
     return nic

@@ -11,6 +11,7 @@ import shutil
 import signal
 import time
 from dataclasses import dataclass
+from functools import partial
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any, Literal
@@ -19,17 +20,20 @@ import libvirt
 import msgspec
 import structlog
 
-from launcher import disks, lifecycle, namespaces, podnic
+from launcher import disks, lifecycle, namespaces, podnic, secondarynics
 from launcher.console import ConsoleInput, ConsoleTail
 from launcher.dhcp_packet import Lease
 from launcher.dhcp_server import serve_dhcp_in_netns
-from launcher.domain import CONSOLE_SOCKET, compose_domain_xml, plan_domain, stable_mac
+from launcher.dhcp_snoop import snoop_in_netns
+from launcher.domain import CONSOLE_SOCKET, VNC_SOCKET, compose_domain_xml, plan_domain, stable_mac
 from launcher.leasekeeper import LeaseKeeper, LeaseNotTaken
 from launcher.libvirtd import PrivateLibvirtd
 from launcher.masquerade import Masquerade
 from launcher.power import PowerKeeper
 from launcher.powerplan import Done, Wanted
+from launcher.secondarynics import SecondaryArg
 from launcher.supervision import DomainFollower
+from launcher.vnc import VncServer, libvirt_screenshot
 from proto import subjects
 from proto.errors import ApiError, Code
 from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
@@ -63,7 +67,8 @@ class LauncherArgs:
     node_netns: str | None = None
     pod_ip: str | None = None  # with its prefix, e.g. 10.244.0.2/24
     pod_gateway: str | None = None
-    secondary: tuple[str, ...] = ()  # interface=node bridge=address/prefix
+    secondary: tuple[str, ...] = ()  # interface=node bridge=address/prefix[=type=vlan]; no address: layer 2
+    ovs_db: str | None = None  # the node's Open vSwitch database, for ovs NICs
     host_disk_dirs: tuple[Path, ...] = ()  # where hostDisks may be, as the node's operator allowed
 
     @property
@@ -111,6 +116,8 @@ class Runner:
         self.taps: dict[str, str] = {}
         self._dhcp: list[asyncio.Task[None]] = []
         self._dhcp_stop = asyncio.Event()
+        self._snoop: list[tuple[str, str, str]] = []  # (pod NIC, interface, guest MAC) of layer-2 networks
+        self.interfaces: list[VMIInterface] = []  # as last reported
         self.power = PowerKeeper(self.libvirtd, lambda: self.follower.dom, self.report_event)
         self.follower = DomainFollower(self.libvirtd, self.report_condition, vmi=args.vmi, netns=args.pod_netns,
                                        workdir=args.vmi_dir, on_change=self.power.poke)
@@ -156,6 +163,7 @@ class Runner:
         tail: asyncio.Task[None] | None = None
         keys: asyncio.Task[None] | None = None
         publisher: asyncio.Task[None] | None = None
+        screen: asyncio.Task[None] | None = None
         lease: asyncio.Task[str] | None = None
         power: asyncio.Task[None] | None = None
         try:
@@ -182,6 +190,8 @@ class Runner:
             keys = asyncio.create_task(ConsoleInput(self.store.nc, self.args.node, self.args.vmi, CONSOLE_SOCKET,
                                                     on_output=self.console.wake.set).run())
             self.follower.dom = dom
+            screen = asyncio.create_task(VncServer(self.store.nc, self.args.node, self.args.vmi, VNC_SOCKET, lambda: (
+                asyncio.to_thread(libvirt_screenshot, self.libvirtd.conn, self.follower.dom))).run())
             publisher = asyncio.create_task(self._publish_stats())
             power = asyncio.create_task(self.power.run())
             phase, reason = await self._supervise(dom, vmi.spec.termination_grace_period_seconds)
@@ -190,7 +200,7 @@ class Runner:
             return 0
         finally:
             watcher.cancel()
-            for task in (tail, keys, publisher, power):
+            for task in (tail, keys, publisher, power, screen):
                 if task is not None:
                     task.cancel()
             await self._clean_up()
@@ -216,6 +226,8 @@ class Runner:
         await self._plumb_network(vmi, taps)
         self._dhcp = [asyncio.create_task(serve_dhcp_in_netns(a.pod_netns, lease, bridge, self._dhcp_stop))
                       for lease, bridge in self.leases]
+        self._dhcp += [asyncio.create_task(snoop_in_netns(a.pod_netns, nic, mac, partial(self._learnt, name),
+                                                          self._dhcp_stop)) for nic, name, mac in self._snoop]
         await self.libvirtd.start(a.pod_netns, a.vmi_dir)
         self._reaper = asyncio.create_task(reap_orphans())
         self.follower.watch()
@@ -252,23 +264,36 @@ class Runner:
         pod = next((n for n in vmi.spec.networks if n.kind == "pod"), None)
         if pod is not None and a.pod_ip is not None and a.pod_gateway is not None:
             statuses.append(await self._pod_nic(vmi, pod.name, taps[pod.name]))
-        for index, item in enumerate(a.secondary, start=1):
-            name, bridge, address = item.split("=")
-            ip = IPv4Interface(address)
-            nic = await asyncio.to_thread(podnic.plumb_secondary, vmi=a.vmi, index=index, pod_netns=a.pod_netns,
-                                          node_netns=a.node_netns, node_bridge=bridge)
-            iface = next(i for i in vmi.spec.interfaces if i.name == name)
-            mac = iface.mac_address or stable_mac(a.uid, name)
-            guest_bridge = await asyncio.to_thread(podnic.bind_bridge, pod_netns=a.pod_netns, tap=taps[name],
-                                                   pod_ip=ip, nic=nic)
-            self.leases.append((Lease(mac=mac, ip=ip.ip, prefix=ip.network.prefixlen, router=None, dns=[], mtu=None,
-                                      routes=[], hostname=None, lease_seconds=86400,
-                                      server_id=IPv4Address(podnic.DHCP_SERVER_ADDRESS), domain=None), guest_bridge))
-            self.macs[name] = mac
-            statuses.append(VMIInterface(name=name, ip_address=str(ip.ip), ip_addresses=[str(ip.ip)], mac=mac))
+        served = []
+        for index, arg in enumerate(map(SecondaryArg.parse, a.secondary), start=1):
+            iface = next(i for i in vmi.spec.interfaces if i.name == arg.interface)
+            mac = iface.mac_address or stable_mac(a.uid, arg.interface)
+            done = await asyncio.to_thread(secondarynics.plumb, vmi=a.vmi, index=index, arg=arg, mac=mac,
+                                           tap=taps[arg.interface], pod_netns=a.pod_netns, node_netns=a.node_netns,
+                                           ovs_db=a.ovs_db)
+            self.macs[arg.interface] = mac
+            statuses.append(done.status)
+            if done.lease is not None:
+                self.leases.append(done.lease)
+                served.append(taps[arg.interface])
+            if done.snoop is not None:
+                self._snoop.append((done.snoop, arg.interface, mac))
+        if served:
+            await asyncio.to_thread(podnic.keep_dhcp_local, a.pod_netns, served)
+        self.interfaces = statuses
         if statuses:
             await self.nodeapi.report(StatusReport(vmi=a.vmi, uid=a.uid, interfaces=statuses),
                                       patience=REPORT_PATIENCE_S)
+
+    async def _learnt(self, name: str, ip: IPv4Address) -> None:
+        """A layer-2 NIC's address, seen in the DHCP ACK of the segment's server."""
+        self.interfaces = [VMIInterface(name=i.name, ip_address=str(ip), ip_addresses=[str(ip)], mac=i.mac)
+                           if i.name == name else i for i in self.interfaces]
+        try:
+            await self.nodeapi.report(StatusReport(vmi=self.args.vmi, uid=self.args.uid, interfaces=self.interfaces),
+                                      patience=REPORT_PATIENCE_S)
+        except ApiError as exc:  # the next ACK (a renewal) reports it again
+            log.warning("interface address not reported", interface=name, error=exc.message)
 
     async def _pod_nic(self, vmi: VMI, name: str, tap: str) -> VMIInterface:
         a = self.args
@@ -381,6 +406,7 @@ class Runner:
         except Exception:
             log.warning("libvirtd stop failed", exc_info=True)
         await asyncio.to_thread(namespaces.delete_netns, a.pod_netns)
+        await asyncio.to_thread(secondarynics.unplug_ovs, a.vmi, a.secondary, a.ovs_db)
         for path in a.vmi_dir.iterdir() if a.vmi_dir.exists() else []:
             if path.name not in (launcherlock.PID_FILE, launcherlock.LOCK_FILE):  # held till we exit
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)

@@ -13,19 +13,17 @@ proto.validation, which blames native field paths; proto.manifest turns those in
 from __future__ import annotations
 
 import base64
-import binascii
-import ipaddress
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from proto import fencing
+from proto import fencing, nad
 from proto.quantity import InvalidQuantity, parse_bytes
 from proto.schema import (
     BOOL,
     EMPTY,
     IGNORED,
     INT,
+    METADATA,
     QUANTITY,
     STR,
     Choice,
@@ -35,8 +33,10 @@ from proto.schema import (
     Refused,
     StrMap,
     bad,
+    check_kind,
     invalid,
-    join,
+    one_of,
+    required,
 )
 from proto.spec import (
     CloudInitConfigDrive,
@@ -60,7 +60,6 @@ from proto.spec import (
 )
 
 VM_API_VERSIONS = ("kubevirt.io/v1", "kubevirt.io/v1alpha3")
-NAD_API_VERSIONS = ("k8s.cni.cncf.io/v1",)
 API_GROUPS = ("kubevirt.io/", "k8s.cni.cncf.io/")
 
 BINDINGS = ("masquerade", "bridge")
@@ -72,14 +71,6 @@ REGISTRY_SCHEME = "docker://"  # CDI's registry source: the image of that name i
 TEMPLATE_SPEC = "spec.template.spec"
 DOMAIN_PATH = f"{TEMPLATE_SPEC}.domain"
 
-
-
-_METADATA = Object({
-    "name": STR,
-    "labels": StrMap(),  # the VM object's own; the instance's are the template's
-    **dict.fromkeys(("namespace", "annotations", "uid", "resourceVersion", "creationTimestamp",
-                     "generation", "managedFields", "selfLink", "finalizers"), IGNORED),
-})
 _DISK = Object({
     "name": STR,
     "disk": Object({"bus": Choice(("virtio", "sata", "scsi")), "readonly": BOOL}),
@@ -138,7 +129,7 @@ _DOMAIN = Object({
 _VM = Object({
     "apiVersion": STR,
     "kind": STR,
-    "metadata": _METADATA,
+    "metadata": METADATA,
     "spec": Object({
         "running": BOOL,
         "runStrategy": Choice(tuple(strategy.value for strategy in RunStrategy)),
@@ -162,63 +153,27 @@ _VM = Object({
     }),
     "status": IGNORED,
 })
-_NAD = Object({"apiVersion": STR, "kind": STR, "metadata": _METADATA, "spec": Object({"config": STR}),
-                "status": IGNORED})
-_CNI_BRIDGE = Object({
-    "cniVersion": STR,
-    "name": STR,
-    "type": Choice(("bridge",)),
-    "bridge": STR,
-    "isGateway": Off(),  # virtbus gives the host bridge no address
-    "ipMasq": Off(),  # nor masquerades the network's traffic
-    "ipam": Object({
-        "type": Choice(("host-local", "whereabouts")),  # virtbus allocates from the subnet, like these
-        "subnet": STR, "rangeStart": STR, "rangeEnd": STR, "gateway": STR,
-        "range": STR, "range_start": STR, "range_end": STR,  # whereabouts spelling
-    }),
-})
 
 
 # --- building the spec from the cleaned tree
-
-
-def _required(tree: Mapping[str, Any], key: str, path: str) -> Any:
-    if key not in tree:
-        raise invalid(join(path, key), f"{join(path, key)} is required")
-    return tree[key]
-
-
-def _one_of(tree: Mapping[str, Any], keys: tuple[str, ...], path: str, what: str) -> Any:
-    present = [key for key in keys if key in tree]
-    if len(present) != 1:
-        raise invalid(path, f"{path} needs exactly one {what}: {' or '.join(keys)}")
-    return present[0]
-
-
-def _check_kind(obj: Mapping[str, Any], versions: tuple[str, ...], kind: str) -> None:
-    api_version, got = obj.get("apiVersion"), obj.get("kind")
-    if api_version not in versions:
-        raise bad("apiVersion", f"apiVersion {api_version!r} is not supported: use {' or '.join(versions)}")
-    if got != kind:
-        raise invalid("kind", f"kind {got!r} is not supported by virtbus for {api_version} (only {kind})")
 
 
 def from_kubevirt(obj: Mapping[str, Any]) -> VMSpec | NetworkAttachment:
     """Convert a KubeVirt VirtualMachine or a NetworkAttachmentDefinition; not yet validated."""
     api_version = obj.get("apiVersion")
     if isinstance(api_version, str) and api_version.startswith("k8s.cni.cncf.io/"):
-        return network_from_nad(obj)
+        return nad.network_from_nad(obj)
     return vm_from_kubevirt(obj)
 
 
 def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
-    _check_kind(obj, VM_API_VERSIONS, "VirtualMachine")
+    check_kind(obj, VM_API_VERSIONS, "VirtualMachine")
     tree = _VM.walk(obj, "")
-    name = _required(_required(tree, "metadata", ""), "name", "metadata")
-    spec = _required(tree, "spec", "")
-    template = _required(spec, "template", "spec")
-    tspec = _required(template, "spec", "spec.template")
-    domain = _required(tspec, "domain", TEMPLATE_SPEC)
+    name = required(required(tree, "metadata", ""), "name", "metadata")
+    spec = required(tree, "spec", "")
+    template = required(spec, "template", "spec")
+    tspec = required(template, "spec", "spec.template")
+    domain = required(tspec, "domain", TEMPLATE_SPEC)
     devices, cpu = domain.get("devices", {}), domain.get("cpu", {})
     extra: dict[str, Any] = {}
     if "terminationGracePeriodSeconds" in tspec:
@@ -259,17 +214,17 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
 
 
 def _template(template: Mapping[str, Any], path: str) -> DataVolumeTemplate:
-    name = _required(_required(template, "metadata", path), "name", f"{path}.metadata")
-    spec = _required(template, "spec", path)
+    name = required(required(template, "metadata", path), "name", f"{path}.metadata")
+    spec = required(template, "spec", path)
     where = f"{path}.spec"
-    storage_key = _one_of(spec, ("storage", "pvc"), where, "size")
+    storage_key = one_of(spec, ("storage", "pvc"), where, "size")
     at = f"{where}.{storage_key}"
-    requests = _required(_required(spec[storage_key], "resources", at), "requests", f"{at}.resources")
-    size = _required(requests, "storage", f"{at}.resources.requests")
-    source = _required(spec, "source", where)
-    if _one_of(source, ("blank", "registry"), f"{where}.source", "source") == "blank":
+    requests = required(required(spec[storage_key], "resources", at), "requests", f"{at}.resources")
+    size = required(requests, "storage", f"{at}.resources.requests")
+    source = required(spec, "source", where)
+    if one_of(source, ("blank", "registry"), f"{where}.source", "source") == "blank":
         return DataVolumeTemplate(name=name, size=size)
-    url = _required(source["registry"], "url", f"{where}.source.registry")
+    url = required(source["registry"], "url", f"{where}.source.registry")
     if not url.startswith(REGISTRY_SCHEME):
         raise invalid(f"{where}.source.registry.url", f"a registry url starts with {REGISTRY_SCHEME}; the image of "
                                                        "that name in virtbus's image store is used")
@@ -312,7 +267,7 @@ def _memory(domain: Mapping[str, Any]) -> str:
 
 
 def _disk(disk: Mapping[str, Any], path: str) -> Disk:
-    name = _required(disk, "name", path)
+    name = required(disk, "name", path)
     devices = [key for key in DISK_DEVICES if key in disk]
     if len(devices) > 1:
         raise invalid(f"{path}.{devices[1]}", f"{path} is a {devices[0]} and a {devices[1]}: at most one of "
@@ -331,41 +286,41 @@ def _disk(disk: Mapping[str, Any], path: str) -> Disk:
 
 def _interface(iface: Mapping[str, Any], path: str) -> Interface:
     ports = [
-        Port(port=_required(port, "port", f"{path}.ports[{index}]"), protocol=port.get("protocol", "TCP"),
+        Port(port=required(port, "port", f"{path}.ports[{index}]"), protocol=port.get("protocol", "TCP"),
              name=port.get("name"))
         for index, port in enumerate(iface.get("ports", []))
     ]
-    return Interface(name=_required(iface, "name", path), binding=_one_of(iface, BINDINGS, path, "binding"),
+    return Interface(name=required(iface, "name", path), binding=one_of(iface, BINDINGS, path, "binding"),
                      mac_address=iface.get("macAddress"), ports=ports, model=iface.get("model", "virtio"))
 
 
 def _network(network: Mapping[str, Any], path: str) -> Network:
-    name = _required(network, "name", path)
-    if _one_of(network, NETWORK_SOURCES, path, "network source") == "pod":
+    name = required(network, "name", path)
+    if one_of(network, NETWORK_SOURCES, path, "network source") == "pod":
         return Network(name=name, kind="pod")
     return Network(name=name, kind="multus",
-                   network_name=_required(network["multus"], "networkName", f"{path}.multus"))
+                   network_name=required(network["multus"], "networkName", f"{path}.multus"))
 
 
 def _volume(volume: Mapping[str, Any], path: str) -> Volume:
-    name = _required(volume, "name", path)
-    kind = _one_of(volume, VOLUME_SOURCES, path, "volume source")
+    name = required(volume, "name", path)
+    kind = one_of(volume, VOLUME_SOURCES, path, "volume source")
     body, where = volume[kind], f"{path}.{kind}"
     source: VolumeSource
     if kind == "containerDisk":
-        source = ContainerDisk(image=_required(body, "image", where))
+        source = ContainerDisk(image=required(body, "image", where))
     elif kind == "emptyDisk":
-        source = EmptyDisk(capacity=_required(body, "capacity", where))
+        source = EmptyDisk(capacity=required(body, "capacity", where))
     elif kind == "persistentVolumeClaim":
-        source = PersistentVolumeClaim(claim_name=_required(body, "claimName", where))
+        source = PersistentVolumeClaim(claim_name=required(body, "claimName", where))
     elif kind == "dataVolume":
-        source = PersistentVolumeClaim(claim_name=_required(body, "name", where))
+        source = PersistentVolumeClaim(claim_name=required(body, "name", where))
     elif kind == "hostDisk":
-        source = HostDisk(path=_required(body, "path", where), kind=_required(body, "type", where),
+        source = HostDisk(path=required(body, "path", where), kind=required(body, "type", where),
                           capacity=body.get("capacity"))
     elif kind == "ephemeral":
-        claim = _required(body, "persistentVolumeClaim", where)
-        source = Ephemeral(claim_name=_required(claim, "claimName", f"{where}.persistentVolumeClaim"))
+        claim = required(body, "persistentVolumeClaim", where)
+        source = Ephemeral(claim_name=required(claim, "claimName", f"{where}.persistentVolumeClaim"))
     elif kind == "cloudInitConfigDrive":
         source = CloudInitConfigDrive(user_data=_cloud_text(body, "userData", where) or "",
                                       network_data=_cloud_text(body, "networkData", where))
@@ -385,44 +340,7 @@ def _cloud_text(body: Mapping[str, Any], key: str, path: str) -> str | None:
     try:  # like Go's base64.StdEncoding, line breaks are skipped
         raw = base64.b64decode(encoded.replace("\n", "").replace("\r", ""), validate=True)
         return raw.decode("utf-8")
-    except binascii.Error as exc:
-        raise invalid(where, f"{where} is not valid base64: {exc}") from None
     except UnicodeDecodeError:
         raise invalid(where, f"{where} does not decode to UTF-8 text") from None
-
-
-# --- NetworkAttachmentDefinition
-
-
-def network_from_nad(obj: Mapping[str, Any]) -> NetworkAttachment:
-    _check_kind(obj, NAD_API_VERSIONS, "NetworkAttachmentDefinition")
-    tree = _NAD.walk(obj, "")
-    name = _required(_required(tree, "metadata", ""), "name", "metadata")
-    where = "spec.config"
-    try:
-        config = json.loads(_required(_required(tree, "spec", ""), "config", "spec"))
-    except json.JSONDecodeError as exc:
-        raise bad(where, f"{where} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise bad(where, f"{where} is nested too deeply") from None
-    cni = _CNI_BRIDGE.walk(config, where)
-    _required(cni, "type", where)
-    ipam = _required(cni, "ipam", where)
-    subnet = ipam.get("subnet")
-    if subnet is not None and "range" in ipam:
-        raise invalid(f"{where}.ipam.range", f"{where}.ipam.subnet and range are mutually exclusive")
-    if subnet is None and "range" in ipam:
-        try:  # whereabouts writes the range as an address inside the subnet: 192.168.2.225/28
-            subnet = str(ipaddress.ip_network(ipam["range"], strict=False))
-        except ValueError as exc:
-            raise invalid(f"{where}.ipam.range", f"{where}.ipam.range: {exc}") from None
-    if subnet is None:
-        raise invalid(f"{where}.ipam.subnet", f"{where}.ipam.subnet is required")
-    return NetworkAttachment(
-        name=name,
-        bridge=_required(cni, "bridge", where),
-        subnet=subnet,
-        gateway=ipam.get("gateway"),
-        range_start=ipam.get("rangeStart", ipam.get("range_start")),
-        range_end=ipam.get("rangeEnd", ipam.get("range_end")),
-    )
+    except ValueError as exc:  # binascii.Error, or a non-ASCII character, which b64decode refuses so
+        raise invalid(where, f"{where} is not valid base64: {exc}") from None

@@ -222,7 +222,8 @@ _ITEM_FIELDS: dict[tuple[str, str], str | tuple[str, ...]] = {
 }
 _NAD_FIELDS = {"spec.name": "metadata.name", "spec.bridge": "spec.config.bridge",
                "spec.subnet": "spec.config.ipam.subnet", "spec.gateway": "spec.config.ipam.gateway",
-               "spec.rangeStart": "spec.config.ipam.rangeStart", "spec.rangeEnd": "spec.config.ipam.rangeEnd"}
+               "spec.rangeStart": "spec.config.ipam.rangeStart", "spec.rangeEnd": "spec.config.ipam.rangeEnd",
+               "spec.vlan": "spec.config.vlan", "spec.type": "spec.config.type"}
 _NATIVE_FIELD = re.compile(r"^spec\.(\w+)(?:\[(\d+)\](?:\.(\w+))?)?(.*)$")
 
 

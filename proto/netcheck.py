@@ -109,6 +109,15 @@ def check_bridge(network: str, bridge: str, allowed: Iterable[str]) -> None:
                        f"allow (its --allowed-bridge: {listed})", "spec.bridge")
 
 
+def check_ovs_bridge(network: str, bridge: str, ovs_bridges: Iterable[str]) -> None:
+    """An ovs network needs its Open vSwitch bridge on the node (ovs-cni does not make one)."""
+    found = frozenset(ovs_bridges)
+    if bridge not in found:
+        listed = ", ".join(sorted(found)) or "none: no Open vSwitch here"
+        raise ApiError(Code.INVALID, f"network {network} uses Open vSwitch bridge {bridge!r}, which this node "
+                       f"does not have (its OVS bridges: {listed})", "spec.bridge")
+
+
 def interface_status(name: str, ip_address: str | None, ip_addresses: list[str], mac: str | None,
                      field: str) -> None:
     """A VMI interface's status (what its node reported): a name of a spec, host addresses (they become

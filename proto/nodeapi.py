@@ -44,6 +44,7 @@ class Registration(Message, frozen=True):
     labels: dict[str, str] = {}
     address: str | None = None
     allowed_bridges: list[str] = []  # host bridges secondary networks may use here (--allowed-bridge)
+    ovs_bridges: list[str] = []  # Open vSwitch bridges here (ovs-vsctl list-br on --ovs-db)
     free_disk: int | None = None
 
 
@@ -87,7 +88,9 @@ class SecondaryNic(Message, frozen=True):
     interface: str
     network: str
     bridge: str
-    address: str  # with its prefix, e.g. 192.168.100.5/24
+    address: str  # with its prefix, e.g. 192.168.100.5/24; "" on a layer-2 network (the segment's DHCP)
+    type: str = "bridge"  # bridge (a Linux bridge) or ovs (an Open vSwitch bridge)
+    vlan: int | None = None
 
 
 class AttachReply(Message, frozen=True):

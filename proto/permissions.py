@@ -2,10 +2,11 @@
 
 NATS enforces these, not our code's manners. The roles follow Kubernetes' RBAC and NodeRestriction:
 - admin: everything (the operator; the lab's default CLI user);
-- viewer: the API's read verbs, reading state, events, stats and console output; nothing that changes;
+- viewer: the API's read verbs, reading state, events, stats and console output, screenshots and
+  view-only VNC sessions (their input taken out by the launcher); nothing that changes;
 - control: the api service, controllers and binder: the state buckets, streams, the API and the node API;
 - node N: its handler and its launchers: its own node record and pod-IP table, its own node-API
-  subjects (where the control plane checks what it reports), its own stats and console subjects.
+  subjects (where the control plane checks what it reports), its own stats, console and VNC subjects.
 Images (the object store's content) are written only by admin.
 """
 
@@ -74,9 +75,10 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
         case Role.VIEWER:
             return Permissions(
                 publish=Rules(allow=[*(f"{subjects.API_PREFIX}.*.{verb}" for verb in READ_VERBS),
-                                     "virtbus.node.*.info", *JS_READ, *SERVICE_DISCOVERY]),
+                                     "virtbus.node.*.info", *subjects.VNC_VIEWER_PUBLISH, *JS_READ,
+                                     *SERVICE_DISCOVERY]),
                 subscribe=Rules(allow=["_INBOX.>", subjects.CONSOLE_OUT_ALL, f"{subjects.STATS_PREFIX}.>",
-                                       subjects.EVENTS_ALL]))
+                                       subjects.EVENTS_ALL, *subjects.VNC_VIEWER_SUBSCRIBE]))
         case Role.CONTROL:
             return Permissions(
                 publish=Rules(allow=["$JS.API.>", "$JS.FC.>", "$JS.ACK.>", "$KV.>",
@@ -99,10 +101,12 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                     f"{subjects.NODEAPI_PREFIX}.{n}.*",
                     f"{subjects.STATS_PREFIX}.{n}.*",
                     subjects.console_of_node(n, "out"),
+                    subjects.vnc_of_node(n),  # its VMIs' screens: session frames down, replies
                     *JS_READ, *SERVICE_DISCOVERY]),
                 subscribe=Rules(allow=[
                     f"{subjects.inbox_prefix('node', n)}.>", subjects.node_info(n),
                     f"{subjects.STATS_PREFIX}.{n}.*",
                     subjects.console_of_node(n, "in"), subjects.console_of_node(n, "keyboard"),
+                    subjects.vnc_of_node(n),
                     *SERVICE_DISCOVERY]),
                 allow_responses=True)

@@ -145,3 +145,34 @@ class Object(Node):
 IGNORED = Ignored()
 EMPTY = Object({})
 QUANTITY = Quantity()
+
+
+# --- what every manifest's reader needs
+
+METADATA = Object({
+    "name": STR,
+    "labels": StrMap(),  # the VM object's own; the instance's are the template's
+    **dict.fromkeys(("namespace", "annotations", "uid", "resourceVersion", "creationTimestamp",
+                     "generation", "managedFields", "selfLink", "finalizers"), IGNORED),
+})
+
+
+def required(tree: Mapping[str, Any], key: str, path: str) -> Any:
+    if key not in tree:
+        raise invalid(join(path, key), f"{join(path, key)} is required")
+    return tree[key]
+
+
+def one_of(tree: Mapping[str, Any], keys: tuple[str, ...], path: str, what: str) -> Any:
+    present = [key for key in keys if key in tree]
+    if len(present) != 1:
+        raise invalid(path, f"{path} needs exactly one {what}: {' or '.join(keys)}")
+    return present[0]
+
+
+def check_kind(obj: Mapping[str, Any], versions: tuple[str, ...], kind: str) -> None:
+    api_version, got = obj.get("apiVersion"), obj.get("kind")
+    if api_version not in versions:
+        raise bad("apiVersion", f"apiVersion {api_version!r} is not supported: use {' or '.join(versions)}")
+    if got != kind:
+        raise invalid("kind", f"kind {got!r} is not supported by virtbus for {api_version} (only {kind})")

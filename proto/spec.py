@@ -160,11 +160,16 @@ class VMSpec(Spec, frozen=True):
 
 
 class NetworkAttachment(Spec, frozen=True):
-    """A secondary network on a host bridge (the seed's multus NetworkAttachmentDefinition)."""
+    """A secondary network on a host bridge (the seed's multus NetworkAttachmentDefinition). With no
+    subnet (a NAD without ipam) it is a layer-2 network: virtbus hands out no address, the guest asks
+    the segment's own DHCP server."""
 
     name: str
     bridge: str
-    subnet: str
+    subnet: str | None = None
     gateway: str | None = None
     range_start: str | None = None
     range_end: str | None = None
+    # bridge: a Linux bridge on the node; ovs: an Open vSwitch bridge on the node (ovs-cni's NAD)
+    type: Literal["bridge", "ovs"] = "bridge"
+    vlan: int | None = None  # the VM's port is an access port of this VLAN (ovs only, for now)

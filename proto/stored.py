@@ -107,6 +107,8 @@ def check_node(key: str, node: Node) -> None:
         netcheck.pod_cidr(node.pod_cidr, "podCidr")
     for i, bridge in enumerate(node.allowed_bridges):
         netcheck.ifname(bridge, f"allowedBridges[{i}]")
+    for i, bridge in enumerate(node.ovs_bridges):
+        netcheck.ifname(bridge, f"ovsBridges[{i}]")
     if node.free_disk is not None and node.free_disk < 0:
         raise ApiError(Code.INVALID, "free disk cannot be negative", "freeDisk")
 

@@ -124,6 +124,41 @@ def console_of_node(node: str, what: str) -> str:
 
 
 CONSOLE_OUT_ALL = f"{CONSOLE_PREFIX}.*.*.out"
+
+# A VMI's screen (proto.vnc): like the console's, its subjects carry the node running the VMI, so a
+# node's launchers serve only their own node's (proto.permissions).
+VNC_PREFIX = "virtbus.vnc"
+
+
+def vnc_open(node: str, vmi: str, view_only: bool = False) -> str:
+    """Request/reply to the VMI's launcher: open a VNC tunnel session; ``.view`` opens one whose
+    input the launcher takes out (a viewer's), ``.open`` a full one."""
+    return f"{VNC_PREFIX}.{token(node)}.{token(vmi)}.{'view' if view_only else 'open'}"
+
+
+def vnc_screenshot(node: str, vmi: str) -> str:
+    """Request/reply to the VMI's launcher: the screen as a PNG."""
+    return f"{VNC_PREFIX}.{token(node)}.{token(vmi)}.screenshot"
+
+
+def vnc_session(node: str, vmi: str, session: str, direction: str, view_only: bool = False) -> str:
+    """One direction of a session: ``up`` (client to the VMI's screen) or ``down``; view-only
+    sessions apart from full ones, so NATS lets a viewer near its kind only."""
+    if direction not in ("up", "down"):
+        raise InvalidToken(f"{direction!r} is not up or down")
+    kind = "view" if view_only else "full"
+    return f"{VNC_PREFIX}.{token(node)}.{token(vmi)}.{kind}.{token(session)}.{direction}"
+
+
+# what a viewer may use: view-only sessions and screenshots of any VMI
+VNC_VIEWER_PUBLISH = [f"{VNC_PREFIX}.*.*.view", f"{VNC_PREFIX}.*.*.screenshot", f"{VNC_PREFIX}.*.*.view.*.up"]
+VNC_VIEWER_SUBSCRIBE = [f"{VNC_PREFIX}.*.*.view.*.down"]
+
+
+def vnc_of_node(node: str) -> str:
+    """Every VNC subject of one node's VMIs."""
+    return f"{VNC_PREFIX}.{token(node)}.>"
+
 STATS_PREFIX = "virtbus.stats"
 STREAM_EVENTS = "VIRTBUS_EVENTS"
 EVENTS_ALL = "virtbus.events.>"

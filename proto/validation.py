@@ -282,6 +282,20 @@ def validate_network(att: NetworkAttachment) -> NetworkAttachment:
     netcheck.ifname(att.bridge, "spec.bridge")
     if att.bridge == netcheck.POD_BRIDGE:
         raise invalid("spec.bridge", f"{att.bridge!r} is the pod network's bridge; a secondary network needs its own")
+    if att.vlan is not None:
+        if type(att.vlan) is not int or not 1 <= att.vlan <= 4094:
+            raise invalid("spec.vlan", f"vlan {att.vlan!r} is not a VLAN ID (1-4094)")
+        if att.type != "ovs":
+            # an access port on a Linux bridge needs vlan_filtering on it, which changes every port
+            # of that bridge (the node's uplink among them), and a kernel built with it (this
+            # project's CI kernel answers "Operation not supported"): not done by virtbus
+            raise invalid("spec.vlan", "vlan is supported on ovs networks only (a bridge network's VLAN "
+                          "would need vlan_filtering on the whole host bridge)")
+    if att.subnet is None:  # layer 2: the segment's own DHCP server hands out the addresses
+        for key, value in (("gateway", att.gateway), ("rangeStart", att.range_start), ("rangeEnd", att.range_end)):
+            if value is not None:
+                raise invalid(f"spec.{key}", f"{key} needs a subnet (a network without one is layer 2)")
+        return att
     try:
         subnet = IPv4Network(att.subnet)
     except ValueError as exc:
@@ -322,6 +336,8 @@ def validate_node_registration(reg: Registration) -> Registration:
         netcheck.ifname(bridge, f"allowedBridges[{i}]")
         if bridge == netcheck.POD_BRIDGE:
             raise invalid(f"allowedBridges[{i}]", f"{bridge} is the pod network's bridge")
+    for i, bridge in enumerate(reg.ovs_bridges):
+        netcheck.ifname(bridge, f"ovsBridges[{i}]")
     if reg.free_disk is not None and reg.free_disk < 0:
         raise invalid("freeDisk", "free disk cannot be negative")
     if reg.address is not None:

@@ -299,12 +299,21 @@ class Api:
         parsed = parse_manifest(body, content_type="json")
         if not isinstance(parsed, NetworkAttachment):
             raise ApiError(Code.BAD_REQUEST, "this subject takes a NetworkAttachmentDefinition")
-        subnet = IPv4Network(parsed.subnet)
+        if parsed.subnet is not None:  # a layer-2 network (no ipam) routes nothing and claims no range
+            await self._check_subnet(parsed.name, IPv4Network(parsed.subnet))
+        existing = await self.networks.get(parsed.name)
+        if existing is None:
+            await self.networks.create(parsed.name, parsed)
+        elif existing.value != parsed:
+            await self.networks.update(parsed.name, parsed, existing.revision)
+        return NetworkReply(item=parsed)
+
+    async def _check_subnet(self, name: str, subnet: IPv4Network) -> None:
         if subnet.overlaps(ipam.CLUSTER_CIDR):
             raise ApiError(Code.INVALID, f"subnet {subnet} overlaps the pod network {ipam.CLUSTER_CIDR}",
                            "spec.config.ipam.subnet")
         for other in await self.networks.items():
-            if other.key != parsed.name and subnet.overlaps(IPv4Network(other.value.subnet)):
+            if other.value.subnet and other.key != name and subnet.overlaps(IPv4Network(other.value.subnet)):
                 raise ApiError(Code.INVALID, f"subnet {subnet} overlaps network {other.key} ({other.value.subnet})",
                                "spec.config.ipam.subnet")
         # Each node routes the subnet onto the bridge (floating IPs): one holding a node's address
@@ -313,12 +322,6 @@ class Api:
             if node.value.address and IPv4Address(node.value.address) in subnet:
                 raise ApiError(Code.INVALID, f"subnet {subnet} holds node {node.key}'s address {node.value.address}",
                                "spec.config.ipam.subnet")
-        existing = await self.networks.get(parsed.name)
-        if existing is None:
-            await self.networks.create(parsed.name, parsed)
-        elif existing.value != parsed:
-            await self.networks.update(parsed.name, parsed, existing.revision)
-        return NetworkReply(item=parsed)
 
     async def network_list(self, body: bytes) -> NetworkList:
         decode_request(body, ListRequest)

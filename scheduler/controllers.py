@@ -26,6 +26,7 @@ from proto.events import Event
 from proto.state import FINAL_PHASES, VMI, Condition, Phase
 from scheduler import failover, nodelife, placement, volumes
 from scheduler.metrics import SchedulerMetrics
+from scheduler.networkneeds import ovs_bridges_needed
 from scheduler.nodelife import Transition
 from scheduler.nodewatch import NodeWatch
 from scheduler.vmicache import VmiCache
@@ -211,8 +212,9 @@ class Scheduler:
         nodes = list(self.nodes.nodes.values())
         others = [v for v in self.vmis.values() if v.name != name]
         only, unplaceable = await volumes.required_node(self.store, vmi.spec)
+        ovs = await ovs_bridges_needed(self.store, vmi.spec)
         choice = (placement.Placement(None, unplaceable) if unplaceable is not None else
-                  placement.place(vmi.spec, placement.usage(nodes, others, self.nodes.readiness(nodes)), only))
+                  placement.place(vmi.spec, placement.usage(nodes, others, self.nodes.readiness(nodes)), only, ovs))
         if choice.node is not None and not await volumes.pin(self.store, vmi.spec, choice.node):
             self._bind_queue.kick(name)  # a volume went to another node meanwhile: decide again
             return None

@@ -36,6 +36,9 @@ class FloatingIPApi:
         net = await self.networks.get(req.network)
         if net is None:
             raise ApiError(Code.NOT_FOUND, f"network {req.network!r} does not exist", "network")
+        if net.value.subnet is None:
+            raise ApiError(Code.INVALID, f"network {req.network} is layer 2 (no subnet): virtbus routes no "
+                           "floating IP onto it", "network")
         subnet = IPv4Network(net.value.subnet)
         gateway = IPv4Address(net.value.gateway) if net.value.gateway else subnet.network_address + 1
         if address not in subnet or address in (subnet.network_address, subnet.broadcast_address, gateway):

@@ -63,7 +63,8 @@ class NodeApi:
         current = await self.store.nodes.get(node)
         record = Node(name=node, cpus=reg.cpus, memory=reg.memory, kvm=reg.kvm, labels=reg.labels,
                       address=reg.address, pod_cidr=str(cidr), heartbeat=now, allowed_bridges=reg.allowed_bridges,
-                      free_disk=reg.free_disk, started_at=current.value.started_at if current else now)
+                      ovs_bridges=reg.ovs_bridges, free_disk=reg.free_disk,
+                      started_at=current.value.started_at if current else now)
         if current is None:
             await self.store.nodes.create(node, record)
         else:
@@ -119,13 +120,20 @@ class NodeApi:
             if att is None:
                 raise ApiError(Code.NOT_FOUND, f"network {net.network_name!r} does not exist")
             # before any address is claimed: a network on a bridge this node does not allow cannot run here
-            netcheck.check_bridge(att.key, att.value.bridge, record.value.allowed_bridges)
+            if att.value.type == "ovs":
+                netcheck.check_ovs_bridge(att.key, att.value.bridge, record.value.ovs_bridges)
+            else:
+                netcheck.check_bridge(att.key, att.value.bridge, record.value.allowed_bridges)
+            if att.value.subnet is None:  # layer 2: the guest asks the segment's DHCP server
+                out.append(SecondaryNic(interface=net.name, network=att.key, bridge=att.value.bridge, address="",
+                                        type=att.value.type, vlan=att.value.vlan))
+                continue
             ip = await claim_address(self.tables, subjects.ipam_network(att.key), vmi.value.spec.name,
                                      ipam.secondary_pool(att.value),
                                      f"network {att.key} has no free address left ({att.value.subnet})")
             prefix = IPv4Network(att.value.subnet).prefixlen
             out.append(SecondaryNic(interface=net.name, network=att.key, bridge=att.value.bridge,
-                                    address=f"{ip}/{prefix}"))
+                                    address=f"{ip}/{prefix}", type=att.value.type, vlan=att.value.vlan))
         return AttachReply(items=out)
 
     async def release_secondary(self, vm: str) -> None:

@@ -66,13 +66,15 @@ def usage(nodes: Iterable[Node], vmis: Iterable[VMI], ready: Mapping[str, bool])
             for n in sorted(nodes, key=lambda n: n.name)]
 
 
-def _unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None) -> str | None:
+def _unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None, ovs: frozenset[str] = frozenset()) -> str | None:
     if not u.ready:
         return "node(s) were not ready"
     if only is not None and u.node.name != only:
         return "node(s) didn't hold the VM's volumes"
     if any(u.node.labels.get(k) != v for k, v in spec.node_selector.items()):
         return "node(s) didn't match node selector"
+    if not ovs <= set(u.node.ovs_bridges):
+        return f"node(s) didn't have the Open vSwitch bridge {', '.join(sorted(ovs - set(u.node.ovs_bridges)))}"
     if u.used_memory + parse_bytes(spec.memory) > u.node.memory:
         return "Insufficient memory"
     if u.used_vcpus + vcpus(spec) > u.vcpu_capacity:
@@ -91,12 +93,14 @@ def _score(spec: VMSpec, u: NodeUsage) -> float:
     return (free_mem + free_cpu) / 2
 
 
-def place(spec: VMSpec, nodes: list[NodeUsage], only: str | None = None) -> Placement:
-    """only: the node the VM's volumes are on (scheduler.volumes), if they are on one."""
+def place(spec: VMSpec, nodes: list[NodeUsage], only: str | None = None,
+          ovs: frozenset[str] = frozenset()) -> Placement:
+    """only: the node the VM's volumes are on (scheduler.volumes), if they are on one; ovs: the Open
+    vSwitch bridges its networks need (scheduler.networkneeds)."""
     reasons: Counter[str] = Counter()
     fits: list[NodeUsage] = []
     for u in nodes:
-        reason = _unfit_reason(spec, u, only)
+        reason = _unfit_reason(spec, u, only, ovs)
         if reason is None:
             fits.append(u)
         else:

@@ -15,12 +15,17 @@ APT_PACKAGES=(
   syslinux syslinux-common mtools dosfstools
   isolinux  # the ISO-install e2e test boots the test guest from an El Torito ISO
   haproxy  # every node's HTTP proxy for Routes and Ingresses (handler.router); its own unit stays unused
+  dnsmasq-base  # the lab's DHCP server on its layer-2 segments (NADs without ipam)
+  openvswitch-switch  # type: ovs NADs; the lab runs ovsdb-server/ovs-vswitchd per node (userspace datapath)
   libxml2-utils  # xmllint, which virt-xml-validate runs: the unit tests check domain XML against libvirt's schema
+  novnc  # the web console (virtbus console-web) serves its noVNC
 )
 
 # the compose lab (compose/lab.sh, and its test): podman with runc, and debootstrap for its image
 COMPOSE_PACKAGES=(podman runc netavark aardvark-dns catatonit debootstrap)
+TEST_PACKAGES=(chromium)  # the web console's test looks at the page in a real headless browser
 case "${1:-}" in --test|--compose) APT_PACKAGES+=("${COMPOSE_PACKAGES[@]}") ;; esac
+case "${1:-}" in --test) APT_PACKAGES+=("${TEST_PACKAGES[@]}") ;; esac
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

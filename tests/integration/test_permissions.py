@@ -169,3 +169,30 @@ async def test_a_node_reports_only_on_its_own_vmis(nats_server: NatsServer, stor
             await nc.close()
         await service.stop()
         await control.close()
+
+
+async def test_viewers_look_admins_type_and_each_node_serves_only_its_own_screens(as_user) -> None:  # type: ignore[no-untyped-def]
+    session = "0123456789abcdef"
+    viewer = await as_user("viewer")
+    for subject in (subjects.vnc_open("node1", "testvm"), subjects.vnc_session("node1", "testvm", session, "up")):
+        assert await viewer.refused(subject), subject  # a full session carries keys: not a viewer's
+    for subject in (subjects.vnc_open("node1", "testvm", view_only=True), subjects.vnc_screenshot("node1", "testvm"),
+                    subjects.vnc_session("node1", "testvm", session, "up", view_only=True)):
+        assert not await viewer.refused(subject), subject
+    node1 = await as_user("node-node1", subjects.inbox_prefix("node", "node1"))
+    assert await node1.refused(subjects.vnc_session("node2", "testvm", session, "down"))
+    assert not await node1.refused(subjects.vnc_session("node1", "testvm", session, "down"))
+    admin = await as_user("admin")
+    assert not await admin.refused(subjects.vnc_open("node1", "testvm"))
+    before = {"node1": len(node1.errors), "viewer": len(viewer.errors)}
+    assert node1.nc is not None and viewer.nc is not None
+    await node1.nc.subscribe(subjects.vnc_open("node2", "testvm"))  # another node's screens
+    await node1.nc.subscribe(subjects.vnc_session("node2", "testvm", session, "up"))
+    await node1.nc.subscribe(subjects.vnc_open("node1", "testvm"))  # its own: allowed
+    await viewer.nc.subscribe(subjects.vnc_session("node1", "testvm", session, "down"))  # an admin's screen
+    await viewer.nc.subscribe(subjects.vnc_session("node1", "testvm", session, "down", view_only=True))
+    await node1.nc.flush()
+    await viewer.nc.flush()
+    await asyncio.sleep(0.3)
+    assert sum("permissions violation" in e.lower() for e in node1.errors[before["node1"]:]) == 2
+    assert sum("permissions violation" in e.lower() for e in viewer.errors[before["viewer"]:]) == 1

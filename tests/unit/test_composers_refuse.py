@@ -13,7 +13,7 @@ from handler.floatingips import compose_fips, plan_fips
 from handler.nodeports import compose_nodeports
 from handler.podnet import pod_routes
 from proto.errors import ApiError, Code
-from proto.netcheck import check_bridge
+from proto.netcheck import check_bridge, check_ovs_bridge
 from proto.spec import NetworkAttachment
 from proto.state import Exposure, FloatingIP, Node
 
@@ -74,6 +74,17 @@ def test_a_secondary_network_only_on_bridges_the_node_allows() -> None:
         assert "does not allow" in info.value.message and "multus-bridge" in info.value.message
     with pytest.raises(ApiError):
         check_bridge("n", "vbpods", frozenset({"vbpods"}))
+
+
+def test_an_ovs_network_only_where_its_bridge_is() -> None:
+    check_ovs_bridge("ovs-net-br1", "br1", ["br0", "br1"])
+    with pytest.raises(ApiError) as info:
+        check_ovs_bridge("ovs-net-br1", "br1", ["br0"])
+    assert (info.value.code, info.value.field) == (Code.INVALID, "spec.bridge")
+    assert "does not have" in info.value.message and "br0" in info.value.message
+    with pytest.raises(ApiError) as info:
+        check_ovs_bridge("ovs-net-br1", "br1", [])
+    assert "no Open vSwitch here" in info.value.message
 
 
 def test_floating_ips_only_on_allowed_bridges_and_subnets_off_node_addresses() -> None:

@@ -1,6 +1,6 @@
 import xml.etree.ElementTree as ET
 
-from launcher.domain import compose_domain_xml, plan_domain, stable_mac
+from launcher.domain import VNC_SOCKET, compose_domain_xml, plan_domain, stable_mac
 from proto.manifest import parse_manifest
 from proto.spec import VMSpec
 from tests.conftest import EXAMPLES
@@ -62,3 +62,13 @@ def test_a_guest_panic_reaches_libvirt_and_ends_the_domain() -> None:
     dom = seed_plan()
     assert [p.get("model") for p in dom.findall("devices/panic")] == ["isa"]
     assert dom.findtext("on_crash") == "destroy"
+
+
+def test_a_vnc_screen_on_a_unix_socket_never_a_port() -> None:
+    dom = seed_plan()
+    graphics = dom.findall("devices/graphics")
+    assert [g.get("type") for g in graphics] == ["vnc"]
+    assert graphics[0].get("port") is None and graphics[0].get("autoport") is None
+    listens = graphics[0].findall("listen")
+    assert [(listen.get("type"), listen.get("socket")) for listen in listens] == [("socket", VNC_SOCKET)]
+    assert [m.get("type") for m in dom.findall("devices/video/model")] == ["vga"]

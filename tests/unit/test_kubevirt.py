@@ -201,6 +201,9 @@ REFUSED = [
      "spec.template.spec.volumes[1].cloudInitNoCloud.userDataBase64"),
     (mutated([*TS, "volumes", 1, "cloudInitNoCloud", "userDataBase64"], "%%%"), Code.INVALID,
      "spec.template.spec.volumes[1].cloudInitNoCloud.userDataBase64"),
+    # a non-ASCII character: b64decode raises ValueError, not binascii.Error (found by hypothesis)
+    (mutated([*TS, "volumes", 1, "cloudInitNoCloud", "userDataBase64"], "\u0080"), Code.INVALID,
+     "spec.template.spec.volumes[1].cloudInitNoCloud.userDataBase64"),
     (mutated([*TS, "volumes", 1, "cloudInitNoCloud", "userDataBase64"], "/w=="), Code.INVALID,
      "spec.template.spec.volumes[1].cloudInitNoCloud.userDataBase64"),
     (mutated([*DOM, "memory"], {"guest": "128Mi"}), Code.INVALID, "spec.template.spec.domain.memory.guest"),
@@ -293,12 +296,41 @@ def test_whereabouts_range() -> None:
     assert (att.subnet, att.range_start) == ("10.20.0.64/26", "10.20.0.70")
 
 
+@pytest.mark.parametrize("ipam", [DELETE, {}, {"type": "dhcp"}])
+def test_a_nad_without_ipam_is_a_layer_2_network(ipam: Any) -> None:
+    """The article's NAD has no ipam: virtbus gives no address there, the segment's DHCP server does."""
+    att = parse_manifest_obj(nad(cni(ipam=ipam)))
+    assert att == NetworkAttachment(name="net1", bridge="br-net1", subnet=None)
+
+
+def test_the_articles_ovs_nad() -> None:
+    """examples/ovs-net-br1.yaml, as the article writes it: Open vSwitch bridge br1, no ipam."""
+    att = parse_manifest_obj(yaml.safe_load((REPO / "examples" / "ovs-net-br1.yaml").read_text()))
+    assert att == NetworkAttachment(name="ovs-net-br1", bridge="br1", subnet=None, type="ovs")
+
+
+def test_an_ovs_nad_on_a_vlan_with_ipam() -> None:
+    att = parse_manifest_obj(nad(cni(type="ovs", bridge="br1", vlan=100)))
+    assert att == NetworkAttachment(name="net1", bridge="br1", subnet="10.10.0.0/24", type="ovs", vlan=100)
+
+
+def test_a_layer_2_network_has_no_gateway_or_range() -> None:
+    err = refused({"apiVersion": "virtbus/v1", "kind": "Network",
+                   "spec": {"name": "l2", "bridge": "br-l2", "gateway": "10.1.0.1"}})
+    assert (err.code, err.field) == (Code.INVALID, "spec.gateway"), err
+
+
 NAD_REFUSED = [
     (nad(cni(type="macvlan")), Code.INVALID, "spec.config.type"),
     (nad(cni(isGateway=True)), Code.INVALID, "spec.config.isGateway"),
     (nad(cni(ipMasq=True)), Code.INVALID, "spec.config.ipMasq"),
-    (nad(cni(vlan=100)), Code.INVALID, "spec.config.vlan"),
-    (nad(cni(ipam_type="dhcp")), Code.INVALID, "spec.config.ipam.type"),
+    (nad(cni(vlan=100)), Code.INVALID, "spec.config.vlan"),  # on a Linux bridge: not yet
+    (nad(cni(type="ovs", vlan=4095)), Code.INVALID, "spec.config.vlan"),
+    (nad(cni(type="ovs", vlan=0)), Code.INVALID, "spec.config.vlan"),
+    (nad(cni(type="ovs", vlan="100")), Code.BAD_REQUEST, "spec.config.vlan"),
+    (nad(cni(type="ovs", trunk=[{"id": 42}])), Code.INVALID, "spec.config.trunk"),
+    (nad(cni(ipam_type="dhcp")), Code.INVALID, "spec.config.ipam.subnet"),  # dhcp: the segment's, no subnet
+    (nad(cni(ipam_type="static")), Code.INVALID, "spec.config.ipam.type"),
     (nad(cni(ipam_routes=[{"dst": "0.0.0.0/0"}])), Code.INVALID, "spec.config.ipam.routes"),
     (nad(cni(ipam_subnet=DELETE)), Code.INVALID, "spec.config.ipam.subnet"),
     (nad(cni(bridge=DELETE)), Code.INVALID, "spec.config.bridge"),

@@ -1,3 +1,5 @@
+import msgspec
+
 from proto.quantity import parse_bytes
 from proto.spec import Cpu, VMSpec
 from proto.state import VMI, Node, Phase
@@ -77,3 +79,12 @@ def test_least_allocated_spreads() -> None:
 def test_prefers_the_emptier_node() -> None:
     nodes = [node("a"), node("b")]
     assert place(VMSpec(name="x", memory="64M"), usage(nodes, [vmi("v", "a")], NOW)).node == "b"
+
+
+def test_an_ovs_network_goes_only_to_a_node_with_its_bridge() -> None:
+    nodes = [node("a"), msgspec.structs.replace(node("b"), ovs_bridges=["br1"])]
+    spec = VMSpec(name="x", memory="64M")
+    assert place(spec, usage(nodes, [], NOW), ovs=frozenset({"br1"})).node == "b"
+    result = place(spec, usage(nodes[:1], [], NOW), ovs=frozenset({"br1"}))
+    assert result.node is None
+    assert result.message == "0/1 nodes are available: 1 node(s) didn't have the Open vSwitch bridge br1."

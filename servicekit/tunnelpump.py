@@ -1,0 +1,155 @@
+"""A local byte stream (a socket, a WebSocket) joined to a NATS tunnel session, both ways, with the
+window and timeouts of servicekit.tunnel. Used by the VMI's launcher (its end: QEMU's VNC socket)
+and by the CLI's proxy and web console (their end: a viewer's connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from nats.aio.client import Client
+
+from proto.errors import ApiError
+from proto.vnc import CHUNK, decode_frame, encode_frame
+from servicekit.tunnel import Flow, TunnelBroken
+
+TICK_S = 0.25  # how often a quiet session checks its keepalive and its peer
+
+
+class LocalEnd(Protocol):
+    async def read(self, n: int) -> bytes: ...  # b"" once it closed
+    async def write(self, data: bytes) -> None: ...
+    async def close(self) -> None: ...
+
+
+class StreamEnd:
+    """A socket's end (asyncio streams)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def read(self, n: int) -> bytes:
+        try:
+            return await self.reader.read(n)
+        except ConnectionError:
+            return b""
+
+    async def write(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
+
+
+class Inbound:
+    """The frames of one direction, subscribed before the session opens so none is missed."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self.sub: Any = None
+
+    @classmethod
+    async def subscribe(cls, nc: Client, subject: str) -> Inbound:
+        inbound = cls()
+
+        async def put(msg: Any) -> None:
+            inbound.queue.put_nowait(msg.data)
+
+        # generous pending limits: the window bounds what a well-behaved peer has in flight
+        inbound.sub = await nc.subscribe(subject, cb=put, pending_msgs_limit=4096,
+                                         pending_bytes_limit=64 * 1024 * 1024)
+        return inbound
+
+    async def unsubscribe(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.sub.unsubscribe()
+
+
+async def run_tunnel(nc: Client, local: LocalEnd, inbound: Inbound, send_subject: str, flow: Flow | None = None,
+                     clock: Callable[[], float] = time.monotonic) -> str:
+    """Until either end closes, the peer breaks the stream or goes silent; returns why it ended.
+    The peer is told (a close frame) unless it was the one to close; the local end is closed."""
+    flow = flow or Flow()
+    flow.start(clock())
+    room = asyncio.Event()
+    room.set()
+    peer_closed = False
+
+    async def send(frame: Any) -> None:
+        await nc.publish(send_subject, encode_frame(frame))
+
+    async def outbound() -> str:
+        while True:
+            await room.wait()
+            if not flow.room():
+                room.clear()
+                continue
+            data = await local.read(min(CHUNK, flow.room()))
+            if not data:
+                return "the other end closed"
+            await send(flow.data_frame(data, clock()))
+            if not flow.room():
+                room.clear()
+
+    async def incoming() -> str:
+        nonlocal peer_closed
+        while True:
+            try:
+                raw = await asyncio.wait_for(inbound.queue.get(), TICK_S)
+            except TimeoutError:
+                raw = None
+            now = clock()
+            if raw is not None:
+                try:
+                    frame = decode_frame(raw)
+                    data = flow.on_frame(frame, now)
+                except (ApiError, TunnelBroken) as exc:
+                    return f"tunnel broken: {exc}"
+                if flow.room():
+                    room.set()
+                if frame.close:
+                    peer_closed = True
+                    return f"the peer closed: {frame.close}"
+                if data:
+                    try:
+                        await local.write(data)
+                    except (ConnectionError, OSError):
+                        return "the other end closed"
+                    except ValueError as exc:  # the local end would not take it (a view-only filter)
+                        return f"refused: {exc}"
+                    flow.wrote(len(data))
+            elif flow.peer_gone(now):
+                return f"the peer was silent for {flow.idle_timeout_s:.0f}s"
+            if flow.ack_due() or flow.keepalive_due(clock()):
+                await send(flow.ack_frame(clock()))
+
+    async def say_goodbye(why: str) -> None:
+        if not peer_closed:
+            with contextlib.suppress(Exception):  # the bus may be what failed
+                await send(flow.close_frame(why))
+                await nc.flush(timeout=2)
+
+    tasks = [asyncio.create_task(outbound()), asyncio.create_task(incoming())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        first = next(iter(done))
+        error = first.exception()
+        why = first.result() if error is None else f"the bus failed: {error or type(error).__name__}"
+    except asyncio.CancelledError:  # our side is going away (the VM stopped, the proxy ends): say so
+        await asyncio.shield(say_goodbye("ended by its holder"))
+        raise
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await inbound.unsubscribe()
+        await local.close()
+    await say_goodbye(why)
+    return why
