@@ -19,6 +19,7 @@ from ctl import (
     power,
     preferencecmd,
     render,
+    routecmd,
     servicecmd,
     snapshotcmd,
     volumecmd,
@@ -75,6 +76,8 @@ async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
             await workloadcmd.apply(api, str(kind), body)
         elif kind in servicecmd.MANIFEST_KINDS:
             await servicecmd.apply(api, kind, body)
+        elif kind in routecmd.MANIFEST_KINDS:
+            await routecmd.apply(api, kind, body)
         elif kind == INSTANCE_KIND:
             vmi = (await api.call("vmi", "apply", body, VMIReply)).item
             say(f"virtualmachineinstance/{vmi.name} applied ({vmi.phase.value})")
@@ -92,10 +95,13 @@ async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
     if args.kind.lower() in servicecmd.KINDS:
         await servicecmd.get(api, servicecmd.KINDS[args.kind.lower()], args.name, args.output)
         return 0
+    if args.kind.lower() in routecmd.KINDS:
+        await routecmd.get(api, routecmd.KINDS[args.kind.lower()], args.name, args.output)
+        return 0
     kind = KINDS.get(args.kind.lower())
     if kind is None:
         raise ApiError(Code.BAD_REQUEST, f"unknown kind {args.kind!r}; use vms, vmis, vmirs, vmpools, services, "
-                                         "endpoints, nodes, exposures or events")
+                                         "endpoints, routes, ingresses, nodes, exposures or events")
     if kind == "event":
         say(render.table(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], []))
         await api.events(args.watch, lambda e: say(render.event_row(e)))
@@ -182,6 +188,9 @@ async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
         return await cmd_delete_vmi(api, args)
     if getattr(args, "kind", "vm") in servicecmd.KINDS:
         await servicecmd.delete(api, servicecmd.KINDS[args.kind], args.name)
+        return 0
+    if getattr(args, "kind", "vm") in routecmd.KINDS:
+        await routecmd.delete(api, routecmd.KINDS[args.kind], args.name)
         return 0
     verb = args.command
     say(await ask(api, "vm", verb, args.name, wait=args.wait, patience=args.timeout))
@@ -287,7 +296,8 @@ def parser() -> argparse.ArgumentParser:
                                                           else ""))
         if verb == "delete":
             c.add_argument("kind", nargs="?", default="vm",
-                           choices=["vm", "vms", "vmi", "vmis", *sorted(workloadcmd.KINDS), *servicecmd.KINDS])
+                           choices=["vm", "vms", "vmi", "vmis", *sorted(workloadcmd.KINDS), *servicecmd.KINDS,
+                                    *routecmd.KINDS])
         c.add_argument("name")
         c.add_argument("--wait", action="store_true", help="wait until done, showing progress")
         c.add_argument("--timeout", type=float, default=300.0)

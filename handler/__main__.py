@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import os
 import signal
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from handler import guestfence, nodeinfo
@@ -15,6 +15,7 @@ from handler.kvmprobe import cached_kvm_runs_guests
 from handler.launchers import Launchers, NodePaths
 from handler.metrics import NodeMetrics
 from handler.podnet import PodNetwork
+from handler.router import Haproxy, NodeRouter, haproxy_installed
 from proto import netcheck, subjects
 from proto.errors import ApiError
 from proto.nodeapi import Registration
@@ -64,6 +65,14 @@ async def run(args: argparse.Namespace) -> None:
     agent = Agent(store, node, launchers, podnet, nodeapi, management=management,
                   image_cache_bound=args.image_cache_max, ovs_db=args.ovs_db)
     await agent.start()
+    router = None
+    if args.router_port and haproxy_installed():  # Routes and Ingresses on the node's address
+        router = NodeRouter(store, Haproxy(state_dir / "router", args.netns, Path(args.state_dir) / "logs" /
+                                           f"haproxy-{args.node}.log"),
+                            address=IPv4Address(args.address) if args.address else None, port=args.router_port)
+        router_task = asyncio.create_task(router.run())
+    elif args.router_port:
+        log.warning("haproxy is not installed: Routes and Ingresses are not served on this node")
     async def info(body: bytes) -> Node:
         current = await store.nodes.get(args.node)
         return current.value if current else node
@@ -87,6 +96,9 @@ async def run(args: argparse.Namespace) -> None:
     metrics_task.cancel()
     await service.stop()
     await agent.stop()
+    if router is not None:  # its HAProxy goes with it (only the pid it started or adopted)
+        router_task.cancel()
+        await router.stop()
     await store.close()
 
 
@@ -98,6 +110,12 @@ def _bridge(name: str) -> str:
     if name == netcheck.POD_BRIDGE:
         raise argparse.ArgumentTypeError(f"{name} is the pod network's bridge")
     return name
+
+
+def _router_port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0: no proxy)")
+    return int(text)
 
 
 def _quantity(text: str) -> int:
@@ -147,6 +165,9 @@ def main() -> None:
     parser.add_argument("--probe-kernel", default=None,
                         help="a Linux kernel to boot under KVM to learn if KVM runs guests (default: /boot)")
     parser.add_argument("--metrics-address", default=None, help="HOST:PORT to serve /metrics on")
+    parser.add_argument("--router-port", default=80, type=_router_port,
+                        help="the port of the node's HTTP proxy serving Routes and Ingresses on --address "
+                             "(default 80; 0: none)")
     parser.add_argument("--no-kvm", action="store_true", help="run guests under TCG even if KVM works")
     parser.add_argument("--image-cache-max", type=_quantity, default=os.environ.get("VIRTBUS_IMAGE_CACHE_MAX", "20Gi"),
                         help="bytes the node's image cache may take before the least recently used unused "

@@ -18,6 +18,7 @@ from proto.instancetypes import KINDS as INSTANCETYPE_KINDS
 from proto.instancetypes import MAX_GUEST_CPUS, Instancetype
 from proto.preferences import Preference
 from proto.preferences import check as check_preference
+from proto.routes import Ingress, Route, check_ingress, check_route
 from proto.services import cluster_ip_in_range
 from proto.snapshots import VMSnapshot, VolumeSnapshot, check_taker
 from proto.spec import NetworkAttachment
@@ -297,7 +298,7 @@ _VALIDATORS: dict[object, Validator] = {
     PersistentVolume: check_persistent_volume, VolumeSnapshot: check_volume_snapshot, VMSnapshot: check_vm_snapshot,
     Instancetype: check_instancetype, str: check_cidr_claim,
     ReplicaSet: check_replicaset, Pool: check_pool, Preference: check_preference,
-    Service: check_service, Endpoints: check_endpoints,
+    Service: check_service, Endpoints: check_endpoints, Route: check_route, Ingress: check_ingress,
     dict[str, str]: check_address_table,
 }
 

@@ -47,6 +47,7 @@ from scheduler.pools import PoolApi
 from scheduler.power import PowerApi
 from scheduler.preferences import PreferenceApi
 from scheduler.replicasets import ReplicaSetApi
+from scheduler.routeapi import RouteApi
 from scheduler.services import ServiceApi
 from scheduler.snapshots import SnapshotApi
 from scheduler.vmplan import printable_status
@@ -76,6 +77,7 @@ class Api:
         self.replicasets = ReplicaSetApi(store, clock=clock)
         self.pools = PoolApi(store, expand=self._expand, clock=clock)
         self.services = ServiceApi(store, clock=clock)
+        self.routes = RouteApi(store, clock=clock)
 
     def endpoints(self) -> list[Endpoint]:
         table: dict[tuple[str, str], Callable[[bytes], object]] = {
@@ -104,7 +106,7 @@ class Api:
             ("instancetype", "list"): self.instancetypes.list_all,
             ("instancetype", "delete"): self.instancetypes.delete,
             **self.snapshots.table(), **self.replicasets.table(), **self.pools.table(), **self.preferences.table(),
-            **self.services.table(),
+            **self.services.table(), **self.routes.table(),
         }
         return [Endpoint(f"{kind}-{verb}", subjects.api(kind, verb), handler)  # type: ignore[arg-type]
                 for (kind, verb), handler in table.items()]

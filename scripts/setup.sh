@@ -14,6 +14,7 @@ APT_PACKAGES=(
   linux-source-6.1 busybox-static build-essential bc flex bison libelf-dev cpio xz-utils kmod
   syslinux syslinux-common mtools dosfstools
   isolinux  # the ISO-install e2e test boots the test guest from an El Torito ISO
+  haproxy  # every node's HTTP proxy for Routes and Ingresses (handler.router); its own unit stays unused
   dnsmasq-base  # the lab's DHCP server on its layer-2 segments (NADs without ipam)
   openvswitch-switch  # type: ovs NADs; the lab runs ovsdb-server/ovs-vswitchd per node (userspace datapath)
   libxml2-utils  # xmllint, which virt-xml-validate runs: the unit tests check domain XML against libvirt's schema

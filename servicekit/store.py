@@ -327,7 +327,8 @@ async def _open_all(js: JetStreamContext, copies: int,
     buckets = (subjects.BUCKET_VMS, subjects.BUCKET_VMIS, subjects.BUCKET_NODES, subjects.BUCKET_NETWORKS,
                subjects.BUCKET_IPAM, subjects.BUCKET_EXPOSURES, subjects.BUCKET_FLOATING_IPS,
                subjects.BUCKET_VMI_LEASES, subjects.BUCKET_VOLUMES, subjects.BUCKET_SERVICES,
-               subjects.BUCKET_ENDPOINTS, subjects.BUCKET_SNAPSHOTS, subjects.BUCKET_VM_SNAPSHOTS)
+               subjects.BUCKET_ENDPOINTS, subjects.BUCKET_SNAPSHOTS, subjects.BUCKET_VM_SNAPSHOTS,
+               subjects.BUCKET_ROUTES, subjects.BUCKET_INGRESSES)
     if not create:
         kvs = {b: await js.key_value(b) for b in buckets}
         return (kvs, await js.object_store(subjects.OBJECT_STORE_IMAGES),
@@ -358,6 +359,7 @@ _KV_LIMITS: dict[str, tuple[int, int]] = {  # bucket -> (max_value_size, max_byt
     subjects.BUCKET_VMI_LEASES: (1024, 16 * _MiB), subjects.BUCKET_VOLUMES: (4096, 16 * _MiB),
     subjects.BUCKET_SNAPSHOTS: (4096, 16 * _MiB), subjects.BUCKET_VM_SNAPSHOTS: (16 * 1024, 16 * _MiB),
     subjects.BUCKET_SERVICES: (16 * 1024, 16 * _MiB), subjects.BUCKET_ENDPOINTS: (256 * 1024, 64 * _MiB),
+    subjects.BUCKET_ROUTES: (16 * 1024, 16 * _MiB), subjects.BUCKET_INGRESSES: (256 * 1024, 64 * _MiB),
 }
 EVENTS_MAX_BYTES = 64 * _MiB
 

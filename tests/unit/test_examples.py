@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proto import instancetypes, preferences, services, snapshotmanifest, workloads
+from proto import instancetypes, preferences, routes, services, snapshotmanifest, workloads
 from proto.manifest import INSTANCE_KIND, parse_instance, parse_manifest, parse_manifest_obj
 from proto.spec import VMSpec
 from tests.conftest import EXAMPLES, REPO
@@ -44,6 +44,10 @@ def test_each_example_parses_as_the_seed_does(path: Path) -> None:
         return
     if preferences.is_preference(doc):
         assert preferences.parse(doc).name == doc["metadata"]["name"]
+        return
+    if doc.get("kind") in ("Route", "Ingress"):  # what every node's proxy serves
+        parse = routes.parse_route if doc["kind"] == "Route" else routes.parse_ingress
+        assert parse(doc, uid="u", now=0.0).name == doc["metadata"]["name"]
         return
     if doc.get("kind") == workloads.RS_KIND:
         assert workloads.parse_replicaset(doc).name == doc["metadata"]["name"]
