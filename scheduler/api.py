@@ -38,7 +38,7 @@ from proto.manifest import load_manifest, parse_instance, parse_manifest, parse_
 from proto.spec import NetworkAttachment, RunStrategy, VMSpec
 from proto.state import FINAL_PHASES, VM, VMI, Node
 from proto.validation import validate_image_reference
-from scheduler import placement
+from scheduler import placement, vmdelete
 from scheduler.controllers import stop_vmi
 from scheduler.exposures import ExposureApi
 from scheduler.floatingips import FloatingIPApi
@@ -177,10 +177,7 @@ class Api:
 
     async def vm_delete(self, body: bytes) -> Ack:
         entry = await self._named_vm(body)
-        await self.store.vms.delete(entry.key, entry.revision)
-        await self.exposures.remove_all(entry.key)  # the VM's node ports go with it
-        await self.fips.detach_all(entry.key)
-        volumes = await self.volumes.delete_owned(entry.key)
+        volumes = await vmdelete.delete_vm(self.store, entry)  # its node ports, floating IPs, own volumes too
         also = f"; volumes {', '.join(volumes)} deleted with it" if volumes else ""
         return Ack(message=f"VM {entry.key} deleted; its instance is being stopped{also}")
 

@@ -34,8 +34,7 @@ from proto.workloads import (
     pool_vm_manifest,
     pool_vm_spec,
 )
-from scheduler.exposures import ExposureApi
-from scheduler.floatingips import FloatingIPApi
+from scheduler import vmdelete
 from scheduler.volumes import VolumeApi
 from scheduler.workloadplan import plan_pool, pool_status
 from servicekit.store import Bucket, Store
@@ -158,14 +157,11 @@ async def delete_vm(store: Store, name: str) -> None:
     if entry is None:
         return
     try:
-        await store.vms.delete(name, entry.revision)
+        await vmdelete.delete_vm(store, entry)
     except ApiError as exc:
         if exc.code is not Code.CONFLICT:
             raise
-        return  # it changed meanwhile: the next step decides again
-    await ExposureApi(store).remove_all(name)
-    await FloatingIPApi(store).detach_all(name)
-    await VolumeApi(store).delete_owned(name)
+        # it changed meanwhile: the next step decides again
 
 
 async def reconcile_pool(store: Store, bucket: Bucket[Pool], name: str, now: float, emit: Emit) -> None:
