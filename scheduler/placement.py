@@ -37,6 +37,7 @@ class NodeUsage:
 class Placement:
     node: str | None
     message: str  # why, when node is None; the fit summary otherwise
+    scanned: int = 0  # how many nodes were looked at (place's ``enough`` may stop it early)
 
 
 def vcpus(spec: VMSpec) -> int:
@@ -66,48 +67,81 @@ def usage(nodes: Iterable[Node], vmis: Iterable[VMI], ready: Mapping[str, bool])
             for n in sorted(nodes, key=lambda n: n.name)]
 
 
-def _unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None, ovs: frozenset[str] = frozenset()) -> str | None:
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What one VMI takes from its node, worked out once per decision (not once per node)."""
+
+    memory: int
+    vcpus: int
+    disk: int  # what its emptyDisks may grow to
+
+    @classmethod
+    def of(cls, spec: VMSpec) -> Request:
+        return cls(parse_bytes(spec.memory), vcpus(spec), empty_disk_total(spec))
+
+
+def _unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None, ovs: frozenset[str], want: Request) -> str | None:
     if not u.ready:
         return "node(s) were not ready"
     if only is not None and u.node.name != only:
         return "node(s) didn't hold the VM's volumes"
-    if any(u.node.labels.get(k) != v for k, v in spec.node_selector.items()):
+    if spec.node_selector and any(u.node.labels.get(k) != v for k, v in spec.node_selector.items()):
         return "node(s) didn't match node selector"
-    if not ovs <= set(u.node.ovs_bridges):
+    if ovs and not ovs <= set(u.node.ovs_bridges):
         return f"node(s) didn't have the Open vSwitch bridge {', '.join(sorted(ovs - set(u.node.ovs_bridges)))}"
-    if u.used_memory + parse_bytes(spec.memory) > u.node.memory:
+    if u.used_memory + want.memory > u.node.memory:
         return "Insufficient memory"
-    if u.used_vcpus + vcpus(spec) > u.vcpu_capacity:
+    if u.used_vcpus + want.vcpus > u.vcpu_capacity:
         return "Insufficient cpu"
     # emptyDisks are sparse, but each may fill up: the node's free disk must hold them all at full
     # size (its free space already counts what the others hold today, so this errs on the safe side)
-    wanted = empty_disk_total(spec)
-    if wanted and u.node.free_disk is not None and u.used_disk + wanted > u.node.free_disk:
+    if want.disk and u.node.free_disk is not None and u.used_disk + want.disk > u.node.free_disk:
         return "Insufficient disk"
     return None
 
 
-def _score(spec: VMSpec, u: NodeUsage) -> float:
-    free_mem = 1 - (u.used_memory + parse_bytes(spec.memory)) / u.node.memory
-    free_cpu = 1 - (u.used_vcpus + vcpus(spec)) / u.vcpu_capacity
+def _score(u: NodeUsage, want: Request) -> float:
+    free_mem = 1 - (u.used_memory + want.memory) / u.node.memory
+    free_cpu = 1 - (u.used_vcpus + want.vcpus) / u.vcpu_capacity
     return (free_mem + free_cpu) / 2
 
 
-def place(spec: VMSpec, nodes: list[NodeUsage], only: str | None = None,
-          ovs: frozenset[str] = frozenset()) -> Placement:
+def place(spec: VMSpec, nodes: Iterable[NodeUsage], only: str | None = None,
+          ovs: frozenset[str] = frozenset(), *, enough: int | None = None) -> Placement:
     """only: the node the VM's volumes are on (scheduler.volumes), if they are on one; ovs: the Open
-    vSwitch bridges its networks need (scheduler.networkneeds)."""
+    vSwitch bridges its networks need (scheduler.networkneeds).
+
+    enough: stop looking once this many nodes fit and score only those (kube-scheduler's
+    percentageOfNodesToScore), for a caller that hands the nodes least allocated first
+    (scheduler.capacity); ``nodes`` is only read that far. A VM no node fits has been checked
+    against all of them, so the reason counts every node. None: every node is scored."""
     reasons: Counter[str] = Counter()
-    fits: list[NodeUsage] = []
+    want = Request.of(spec)
+    fits = 0
+    scanned = 0
+    best: NodeUsage | None = None
+    best_key = (0.0, 0)
+    ties: list[NodeUsage] = []
     for u in nodes:
-        reason = _unfit_reason(spec, u, only, ovs)
-        if reason is None:
-            fits.append(u)
-        else:
+        scanned += 1
+        reason = _unfit_reason(spec, u, only, ovs, want)
+        if reason is not None:
             reasons[reason] += 1
-    if not fits:
+            continue
+        fits += 1
+        key = (_score(u, want), -u.vmis)
+        if best is None or key > best_key:
+            best, best_key, ties = u, key, []
+        elif key == best_key:
+            ties.append(u)
+        if enough is not None and fits >= enough:
+            break
+    if best is None:
         detail = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
-        return Placement(None, f"0/{len(nodes)} nodes are available" + (f": {detail}." if detail else "."))
+        return Placement(None, f"0/{scanned} nodes are available" + (f": {detail}." if detail else "."), scanned)
     # Highest score wins; ties go to the node with fewer VMIs, then by name, so results are stable.
-    best = max(fits, key=lambda u: (_score(spec, u), -u.vmis, [-ord(c) for c in u.node.name]))
-    return Placement(best.node.name, f"{len(fits)}/{len(nodes)} nodes fit")
+    if ties:
+        best = max([best, *ties], key=lambda u: [-ord(c) for c in u.node.name])
+    if enough is not None and fits >= enough:
+        return Placement(best.node.name, f"{fits} of the {scanned} least allocated nodes looked at fit", scanned)
+    return Placement(best.node.name, f"{fits}/{scanned} nodes fit", scanned)

@@ -1,3 +1,5 @@
+from collections.abc import Iterator
+
 import msgspec
 
 from proto.quantity import parse_bytes
@@ -88,3 +90,26 @@ def test_an_ovs_network_goes_only_to_a_node_with_its_bridge() -> None:
     result = place(spec, usage(nodes[:1], [], NOW), ovs=frozenset({"br1"}))
     assert result.node is None
     assert result.message == "0/1 nodes are available: 1 node(s) didn't have the Open vSwitch bridge br1."
+
+
+def test_enough_stops_looking_once_that_many_fit() -> None:
+    nodes = [node(f"n{i}") for i in range(10)]
+    looked: list[str] = []
+
+    def in_order() -> Iterator[NodeUsage]:
+        for u in usage(nodes, [vmi("v", "n0", "3Gi")], NOW):
+            looked.append(u.node.name)
+            yield u
+
+    # n0 is too full, n1..n3 fit: the best of those three, and nothing read beyond them
+    result = place(VMSpec(name="x", memory="2Gi"), in_order(), enough=3)
+    assert (result.node, result.scanned, looked) == ("n1", 4, ["n0", "n1", "n2", "n3"])
+
+
+def test_sampling_still_says_why_no_node_fits_counting_every_node() -> None:
+    nodes = [node(f"n{i}", memory="1Gi") for i in range(5)] + [node("sel", memory="8Gi", zone="edge")]
+    result = place(VMSpec(name="x", memory="2Gi"), usage(nodes, [], NOW), enough=2)
+    assert result.node == "sel"
+    result = place(VMSpec(name="x", memory="16Gi"), usage(nodes, [], NOW), enough=2)
+    assert result.node is None and result.scanned == 6
+    assert result.message == "0/6 nodes are available: 6 Insufficient memory."
