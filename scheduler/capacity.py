@@ -1,0 +1,176 @@
+"""What every node has given out, kept as VMIs change rather than counted again for each bind, with
+binds assumed at decision time (kube-scheduler's assume cache).
+
+A decision ``assume``s the VMI's resources on the node it chose before its write is acknowledged, so
+the next decision (made while that write is in flight) already counts them: concurrent binds never
+overcommit a node. A write that fails (CAS conflict or error) ``forget``s the assumption; the VMI as
+written or watched, bound (``observe``), replaces it. An unbound version of the VMI seen meanwhile
+(an older revision, or someone else's change that will make the write conflict) leaves it in place.
+
+Nodes are kept in a heap by how much of them is allocated, so a decision looks at the least
+allocated first and stops after a bounded number that fit (``candidates``), instead of scoring every
+node; for alike nodes the first is exactly the one scoring every node would choose.
+
+In memory only, no I/O: the binder (scheduler.binder) feeds it from the VMI cache and the node watch.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from proto.state import FINAL_PHASES, VMI, Node
+from scheduler.placement import NodeUsage, Request
+
+
+@dataclass(slots=True)
+class _Held:
+    node: str
+    request: Request
+    assumed: bool  # decided and being written, not yet seen bound
+
+
+@dataclass(slots=True)
+class _Allocation:
+    memory: int = 0
+    vcpus: int = 0
+    vmis: int = 0
+    disk: int = 0
+
+    def add(self, r: Request, sign: int) -> None:
+        self.memory += sign * r.memory
+        self.vcpus += sign * r.vcpus
+        self.disk += sign * r.disk
+        self.vmis += sign
+
+
+class CapacityIndex:
+    def __init__(self) -> None:
+        self._held: dict[str, _Held] = {}  # VMI name -> what it takes where
+        self._alloc: dict[str, _Allocation] = {}  # node -> the sum of what is held there
+        self._requests: dict[tuple[str, int, int, int], Request] = {}  # alike specs share one Request
+        self._nodes: dict[str, Node] = {}
+        self._ready: dict[str, bool] = {}
+        self._usage: dict[str, NodeUsage] = {}  # node -> what it holds, as last refreshed
+        self._version: dict[str, int] = {}  # node -> the version of its valid heap entry
+        self._heap: list[tuple[bool, float, int, str, int]] = []  # nodes by allocation, stale entries too
+        self._stale: set[str] = set()  # nodes whose NodeUsage no longer says what they hold
+
+    # --- VMIs -------------------------------------------------------------------------------------
+    def observe(self, name: str, vmi: VMI | None) -> None:
+        """The VMI as now known (None: gone). Bound and not finished: it holds its node's resources."""
+        held = self._held.get(name)
+        if vmi is None or vmi.phase in FINAL_PHASES:
+            self._release(name)
+        elif vmi.node_name is not None:
+            request = self._request(vmi)
+            if held is None or held.assumed or held.node != vmi.node_name or held.request != request:
+                self._release(name)
+                self._hold(name, _Held(vmi.node_name, request, assumed=False))
+        elif held is not None and not held.assumed:
+            self._release(name)  # unbound again (not something the binder does, but then it holds nothing)
+
+    def assume(self, name: str, node: str, request: Request) -> None:
+        """The binder chose ``node`` for ``name``: count it there now, before the write is acknowledged."""
+        self._release(name)
+        self._hold(name, _Held(node, request, assumed=True))
+
+    def forget(self, name: str) -> None:
+        """Its write failed: the assumption goes (a bind already seen stays)."""
+        held = self._held.get(name)
+        if held is not None and held.assumed:
+            self._release(name)
+
+    def assumed(self, name: str) -> str | None:
+        held = self._held.get(name)
+        return held.node if held is not None and held.assumed else None
+
+    def request(self, vmi: VMI) -> Request:
+        return self._request(vmi)
+
+    def _request(self, vmi: VMI) -> Request:
+        spec = vmi.spec
+        if spec.volumes:  # emptyDisks count too: not worth sharing
+            return Request.of(spec)
+        key = (spec.memory, spec.cpu.cores, spec.cpu.sockets, spec.cpu.threads)
+        found = self._requests.get(key)
+        if found is None:
+            found = self._requests[key] = Request.of(spec)
+        return found
+
+    def _hold(self, name: str, held: _Held) -> None:
+        self._held[name] = held
+        self._alloc.setdefault(held.node, _Allocation()).add(held.request, 1)
+        self._stale.add(held.node)
+
+    def _release(self, name: str) -> None:
+        held = self._held.pop(name, None)
+        if held is not None:
+            self._alloc[held.node].add(held.request, -1)
+            self._stale.add(held.node)
+
+    # --- nodes ------------------------------------------------------------------------------------
+    def sync_nodes(self, nodes: Mapping[str, Node], ready: Mapping[str, bool]) -> None:
+        """The node watch's records and readiness verdicts now (a node without one: not Ready)."""
+        for name in [n for n in self._nodes if n not in nodes]:
+            del self._nodes[name], self._ready[name]
+            self._usage.pop(name, None)  # its version stays: a node back again gets a newer one
+        for name, node in nodes.items():
+            verdict = ready.get(name, False)
+            if self._nodes.get(name) is not node or self._ready.get(name) is not verdict:
+                self._nodes[name] = node
+                self._ready[name] = verdict
+                self._stale.add(name)
+
+    def usages(self) -> list[NodeUsage]:
+        """Every known node with what it holds, assumptions included, sorted by name."""
+        self._refresh()
+        return [self._usage[n] for n in sorted(self._usage)]
+
+    def candidates(self) -> Iterator[NodeUsage]:
+        """Every known node, Ready ones first, least allocated first (then fewer VMIs, then by
+        name): what placement.place looks at, reading only as far as it needs. Valid until the
+        index next changes."""
+        self._refresh()
+        heap = self._heap
+        if not heap:
+            return
+        # best-first walk down the heap's tree: the k smallest in O(k log k), the heap untouched
+        frontier = [(heap[0], 0)]
+        while frontier:
+            (_, _, _, name, version), at = heapq.heappop(frontier)
+            if self._version.get(name) == version and name in self._usage:
+                yield self._usage[name]
+            for child in (2 * at + 1, 2 * at + 2):
+                if child < len(heap):
+                    heapq.heappush(frontier, (heap[child], child))
+
+    def _refresh(self) -> None:
+        """NodeUsage again for the nodes that changed; each goes into the heap anew (its old entry
+        goes stale, skipped, and is dropped when the heap is rebuilt)."""
+        for name in self._stale:
+            node = self._nodes.get(name)
+            if node is None:
+                continue
+            a = self._alloc.get(name) or _Allocation()
+            u = NodeUsage(node, self._ready[name], a.memory, a.vcpus, a.vmis, a.disk)
+            self._usage[name] = u
+            version = self._version[name] = self._version.get(name, 0) + 1
+            heapq.heappush(self._heap, _entry(u, version))
+        self._stale.clear()
+        if len(self._heap) > 2 * len(self._usage) + 1024:
+            self._heap = [_entry(u, self._version[n]) for n, u in self._usage.items()]
+            heapq.heapify(self._heap)
+
+    def allocation(self, node: str) -> tuple[int, int, int]:
+        """(memory, vCPUs, VMIs) held on the node, assumptions included."""
+        a = self._alloc.get(node) or _Allocation()
+        return a.memory, a.vcpus, a.vmis
+
+
+def _entry(u: NodeUsage, version: int) -> tuple[bool, float, int, str, int]:
+    """Not Ready last; then how much of its memory and vCPUs is taken (least allocated first, the
+    order of placement's score for alike nodes); then fewer VMIs, then the name."""
+    load = u.used_memory / max(u.node.memory, 1) + u.used_vcpus / max(u.vcpu_capacity, 1)
+    return (not u.ready, load, u.vmis, u.node.name, version)
