@@ -4,8 +4,9 @@ Each reads current state, asks a pure planner (vmplan, placement, nodelife) what
 one change by compare-and-set; the watch then brings the next reconcile. Only the leader runs them
 (scheduler.leader); ``start``/``stop`` may be called again with each term.
 
-Binds are decided one at a time: each counts the allocation from the leader's copy of every VMI,
-which holds its own earlier binds at once, so a burst never puts more on a node than it holds.
+Binds (scheduler.binder) are decided one at a time from the leader's caches, each assuming its
+capacity on the node it chose before its write is acknowledged, so a burst never puts more on a node
+than it holds; their writes go out many at a time.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import msgspec
 import structlog
@@ -23,10 +23,11 @@ import structlog
 from proto import subjects
 from proto.errors import ApiError, Code
 from proto.events import Event
-from proto.state import FINAL_PHASES, VMI, Condition, Phase
-from scheduler import failover, nodelife, placement, volumes
+from proto.state import FINAL_PHASES, VMI, Phase
+from scheduler import failover, nodelife
+from scheduler.binder import Binder, Counters
+from scheduler.eventsink import EventSink
 from scheduler.metrics import SchedulerMetrics
-from scheduler.networkneeds import ovs_bridges_needed
 from scheduler.nodelife import Transition
 from scheduler.nodewatch import NodeWatch
 from scheduler.vmicache import VmiCache
@@ -39,20 +40,6 @@ log = structlog.get_logger()
 RESYNC_S = 5.0
 NODE_CHECK_S = 1.0
 TEARDOWN_RECHECK_S = 5.0
-
-
-@dataclass
-class Counters:
-    binds: int = 0
-    conflicts: int = 0
-    unschedulable: int = 0
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    node: str | None  # bound there; None: found unschedulable
-    reason: str
-    message: str
 
 
 class Scheduler:
@@ -69,10 +56,11 @@ class Scheduler:
         self.metrics = metrics or SchedulerMetrics()
         self._own_nodes = nodes is None
         self.nodes = nodes or NodeWatch(store)
-        self.vmis = VmiCache(store)
-        self._bind_lock = asyncio.Lock()
+        self.vmis = VmiCache(store.vmis)
+        self._prime_lock = asyncio.Lock()
+        self.events = EventSink(store.emit)
+        self.binder = self._binder()
         self._vm_queue = WorkQueue(self.reconcile_vm, bind=("vm",))
-        self._bind_queue = WorkQueue(self._schedule_quietly, bind=("vm", "vmi"))
         self._tasks: list[asyncio.Task[None]] = []
         # replica sets and pools (scheduler.workloads): led with the rest
         self.workloads = Workloads(store, clock=clock, emit=lambda kind, name, reason, message: self.event(
@@ -81,9 +69,10 @@ class Scheduler:
     async def start(self) -> None:
         # A new term starts from what the bucket holds now, and from nobody's silence yet: time the
         # process did not lead (maybe because it could not see the bus) is not counted.
-        self.vmis = VmiCache(self.store)
+        self.vmis = VmiCache(self.store.vmis)
+        self.events = EventSink(self.store.emit)
+        self.binder = self._binder()  # its capacity index counts from the new cache, primed below
         self._vm_queue = WorkQueue(self.reconcile_vm, bind=("vm",))
-        self._bind_queue = WorkQueue(self._schedule_quietly, bind=("vm", "vmi"))
         if self._own_nodes:
             await self.nodes.prime()
         self.nodes.resume("leading")
@@ -91,6 +80,7 @@ class Scheduler:
         self._tasks = [
             asyncio.create_task(_rewatching("vms", self._watch_vms)),
             asyncio.create_task(_rewatching("vmis", self._watch_vmis)),
+            asyncio.create_task(self.binder.run()),
             asyncio.create_task(self._resync()),
             asyncio.create_task(self._node_lifecycle()),
             *([asyncio.create_task(self.nodes.run())] if self._own_nodes else []),
@@ -104,7 +94,12 @@ class Scheduler:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self._vm_queue.close()
-        await self._bind_queue.close()
+        await self.binder.close()
+        await self.events.close()
+
+    def _binder(self) -> Binder:
+        return Binder(self.store.vmis, self.vmis, self.nodes, store=self.store, clock=self.clock,
+                      counters=self.counters, metrics=self.metrics, events=self.events)
 
     async def _watch_vms(self) -> None:
         async for change in self.store.vms.watch():
@@ -115,7 +110,7 @@ class Scheduler:
             self.vmis.apply(change)
             self._vm_queue.kick(change.key)
             if change.value is not None and change.value.node_name is None:
-                self._bind_queue.kick(change.key)
+                self.binder.kick(change.key)
 
     async def _resync(self) -> None:
         while True:
@@ -123,7 +118,7 @@ class Scheduler:
             waiting = [v.name for v in self.vmis.values() if v.node_name is None and v.phase not in FINAL_PHASES]
             self.metrics.queue.set(len(waiting))
             for key in waiting:
-                self._bind_queue.kick(key)
+                self.binder.kick(key)
 
     # --- VM controller -------------------------------------------------------------------------
     async def reconcile_vm(self, name: str) -> None:
@@ -181,78 +176,15 @@ class Scheduler:
                     raise
                 self._vm_queue.kick(name)
 
-    # --- binder ---------------------------------------------------------------------------------
-    async def _schedule_quietly(self, name: str) -> None:
-        await self.schedule(name)
-
+    # --- binder (scheduler.binder) --------------------------------------------------------------
     async def schedule(self, name: str) -> bool:
-        """Try to bind one VMI; True only if this call's CAS bound it."""
-        if not self.vmis.primed:  # called without start (tests): read what there is
-            await self.vmis.prime()
-        if not self.nodes.primed:
-            await self.nodes.prime()
-        async with self._bind_lock:
-            outcome = await self._decide_and_write(name)
-        if outcome is None:
-            return False
-        # recorded outside the lock: the next decision need not wait for it
-        await self.event("VirtualMachineInstance", name, outcome.reason, outcome.message,
-                         warning=outcome.node is None, node=outcome.node)
-        return outcome.node is not None
-
-    async def _decide_and_write(self, name: str) -> _Outcome | None:
-        """One decision and its write, under the bind lock; None when nothing was written."""
-        entry = await self.store.vmis.get(name)
-        if entry is None:
-            return None
-        vmi = entry.value
-        if vmi.node_name or vmi.phase in FINAL_PHASES or vmi.stop_requested:
-            return None
-        now = self.clock()
-        nodes = list(self.nodes.nodes.values())
-        others = [v for v in self.vmis.values() if v.name != name]
-        only, unplaceable = await volumes.required_node(self.store, vmi.spec)
-        ovs = await ovs_bridges_needed(self.store, vmi.spec)
-        choice = (placement.Placement(None, unplaceable) if unplaceable is not None else
-                  placement.place(vmi.spec, placement.usage(nodes, others, self.nodes.readiness(nodes)), only, ovs))
-        if choice.node is not None and not await volumes.pin(self.store, vmi.spec, choice.node):
-            self._bind_queue.kick(name)  # a volume went to another node meanwhile: decide again
-            return None
-        if choice.node is None:
-            old = next((c for c in vmi.conditions if c.type == "PodScheduled"), None)
-            if vmi.phase is Phase.SCHEDULING and old is not None and old.message == choice.message:
-                return None
-            cond = Condition(type="PodScheduled", status="False", reason="Unschedulable",
-                             message=choice.message, last_transition_time=now)
-            updated = msgspec.structs.replace(vmi, phase=Phase.SCHEDULING, conditions=_with(vmi, cond))
-            try:
-                self.vmis.wrote(name, updated, await self.store.vmis.update(name, updated, entry.revision))
-            except ApiError as exc:
-                if exc.code is not Code.CONFLICT:
-                    raise
-                return None
-            self.counters.unschedulable += 1
-            self.metrics.unschedulable.inc()
-            log.info("unschedulable", vmi=name, reason=choice.message)
-            return _Outcome(None, "FailedScheduling", choice.message)
-        cond = Condition(type="PodScheduled", status="True", reason="Scheduled",
-                         message=f"bound to {choice.node} ({choice.message})", last_transition_time=now)
-        bound = msgspec.structs.replace(vmi, phase=Phase.SCHEDULED, node_name=choice.node,
-                                        conditions=_with(vmi, cond))
-        try:
-            self.vmis.wrote(name, bound, await self.store.vmis.update(name, bound, entry.revision))
-        except ApiError as exc:
-            if exc.code is Code.CONFLICT:
-                self.counters.conflicts += 1
-                self.metrics.conflicts.inc()
-                self._bind_queue.kick(name)  # it changed meanwhile: decide again on what it is now
-                return None
-            raise
-        self.counters.binds += 1
-        self.metrics.binds.inc()
-        self.metrics.latency.observe(max(now - vmi.created_at, 0.0))
-        log.info("bound", vmi=name, node=choice.node)
-        return _Outcome(choice.node, "Scheduled", f"bound to {choice.node}")
+        """Try to bind one VMI now; True only if this call's CAS bound it."""
+        async with self._prime_lock:
+            if not self.vmis.primed:  # called without start (tests): read what there is
+                await self.vmis.prime()
+            if not self.nodes.primed:
+                await self.nodes.prime()
+        return await self.binder.schedule(name)
 
     async def event(self, kind: str, name: str, reason: str, message: str, *, warning: bool = False,
                     node: str | None = None) -> None:
@@ -328,10 +260,6 @@ async def _rewatching(bucket: str, watch: Callable[[], Awaitable[None]]) -> None
         except Exception as exc:  # noqa: BLE001 - logged, and the watch starts again
             log.warning("watch ended; starting it again", bucket=bucket, error=str(exc) or type(exc).__name__)
         await asyncio.sleep(1.0)
-
-
-def _with(vmi: VMI, cond: Condition) -> list[Condition]:
-    return [*(c for c in vmi.conditions if c.type != cond.type), cond]
 
 
 def stop_vmi(vmi: VMI, uid: str, now: float) -> VMI | None:

@@ -1,0 +1,278 @@
+"""The binder: decisions from the leader's caches, written by CAS, many at a time.
+
+Decisions are made one after another under one lock, each from the VMI as the cache holds it (its
+revision is the CAS's) and the capacity index (scheduler.capacity), which the decision updates at
+once by assuming the VMI on the chosen node. Nothing a decision reads needs a round trip, except for
+a VMI with volumes (which node holds them) or Open vSwitch networks (which bridges they need).
+
+Writes are not waited for between decisions: a batch of queued VMIs is decided, then their CAS
+updates go out together, at most ``in_flight`` at a time. A write that conflicts (the VMI changed, or
+another scheduler bound it) or fails forgets its assumption and the VMI is decided again on what it
+is now; one that lands confirms it. Events are recorded by a sink (scheduler.eventsink), off the path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import msgspec
+import structlog
+
+from proto.errors import ApiError, Code
+from proto.events import Event
+from proto.spec import claims
+from proto.state import FINAL_PHASES, VMI, Condition, Node, Phase
+from scheduler import placement, volumes
+from scheduler.capacity import CapacityIndex
+from scheduler.eventsink import EventSink
+from scheduler.metrics import SchedulerMetrics
+from scheduler.networkneeds import ovs_bridges_needed
+from scheduler.vmicache import VmiCache
+from servicekit.store import Change, Entry, Store
+
+log = structlog.get_logger()
+BATCH = 256  # VMIs decided before their writes go out
+IN_FLIGHT = 128  # CAS writes awaiting their acknowledgement at a time
+ENOUGH_NODES = 100  # nodes that fit before scoring stops (kube-scheduler's minimum for percentageOfNodesToScore)
+RETRY_S = 1.0
+
+
+@dataclass
+class Counters:
+    binds: int = 0
+    conflicts: int = 0
+    unschedulable: int = 0
+
+
+class VmiWrites(Protocol):
+    """The ``vmis`` bucket as the binder writes it (servicekit.store.Bucket; a fake in unit tests)."""
+
+    async def get(self, key: str) -> Entry[VMI] | None: ...
+
+    async def update(self, key: str, value: VMI, revision: int) -> int: ...
+
+
+class NodeView(Protocol):
+    """The node watch as the binder reads it (scheduler.nodewatch.NodeWatch)."""
+
+    @property
+    def nodes(self) -> Mapping[str, Node]: ...
+
+    def readiness(self) -> dict[str, bool]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    name: str
+    revision: int  # the cache's, for the CAS
+    value: VMI
+    node: str | None  # bound there; None: the Unschedulable condition
+    message: str
+    decided_at: float
+
+
+class Binder:
+    def __init__(self, bucket: VmiWrites, vmis: VmiCache, nodes: NodeView, *, store: Store | None,
+                 clock: Callable[[], float], counters: Counters, metrics: SchedulerMetrics, events: EventSink,
+                 batch: int = BATCH, in_flight: int = IN_FLIGHT, enough: int | None = ENOUGH_NODES) -> None:
+        """store: for the VMIs with volumes or secondary networks, whose needs are looked up there
+        (None: such a VMI cannot be placed; unit tests)."""
+        self.bucket = bucket
+        self.store = store
+        self.vmis = vmis
+        self.nodes = nodes
+        self.clock = clock
+        self.counters = counters
+        self.metrics = metrics
+        self.events = events
+        self.batch = batch
+        self.enough = enough
+        self.index = CapacityIndex()
+        vmis.listen(self.index.observe)
+        self._lock = asyncio.Lock()
+        self._pending: dict[str, None] = {}  # queued to decide, in order, each once
+        self._writing: set[str] = set()  # decided, write in flight: not decided again until it ends
+        self._again: set[str] = set()  # kicked while its write was in flight
+        self._wake = asyncio.Event()
+        self._gate = asyncio.Semaphore(in_flight)
+        self._writes: set[asyncio.Task[None]] = set()
+
+    def kick(self, name: str) -> None:
+        if name in self._writing:
+            self._again.add(name)
+            return
+        self._pending[name] = None
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Decide what is queued, a batch at a time, and send its writes off; forever."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                names = list(itertools.islice(self._pending, self.batch))
+                for name in names:
+                    del self._pending[name]
+                for write in await self._decide_all(names):
+                    await self._gate.acquire()  # back-pressure: decisions wait while too many are in flight
+                    task = asyncio.create_task(self._write_off(write))
+                    self._writes.add(task)
+                    task.add_done_callback(self._writes.discard)
+                await asyncio.sleep(0)  # the watch and the acknowledgements get their turn
+
+    async def schedule(self, name: str) -> bool:
+        """Decide and write one VMI now, waiting for the write and its event: True only if this call
+        bound it."""
+        async with self._lock:
+            self._sync_nodes()
+            write = await self._decide(name)
+        if write is None:
+            return False
+        event = await self._write(write)
+        if event is not None:
+            self.events.record(event)
+            await self.events.flushed()
+        return event is not None and write.node is not None
+
+    async def close(self) -> None:
+        """Writes in flight finish (for a moment), then the rest are cancelled: CAS keeps that safe."""
+        if self._writes:
+            await asyncio.wait(set(self._writes), timeout=5.0)
+        for task in list(self._writes):
+            task.cancel()
+        await asyncio.gather(*self._writes, return_exceptions=True)
+
+    # --- deciding ---------------------------------------------------------------------------------
+    def _sync_nodes(self) -> None:
+        self.index.sync_nodes(self.nodes.nodes, self.nodes.readiness())
+
+    async def _decide_all(self, names: list[str]) -> list[_Write]:
+        out = []
+        async with self._lock:
+            self._sync_nodes()
+            for name in names:
+                try:
+                    write = await self._decide(name)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - a store read failed: this one is decided again later
+                    log.exception("bind decision failed; trying again", vmi=name)
+                    asyncio.get_running_loop().call_later(RETRY_S, self.kick, name)
+                    continue
+                if write is not None:
+                    out.append(write)
+        return out
+
+    async def _decide(self, name: str) -> _Write | None:
+        """One decision from the caches, its capacity assumed; None when there is nothing to write."""
+        entry = self.vmis.entries.get(name)
+        if entry is None:
+            return None
+        vmi = entry.value
+        if vmi.node_name or vmi.phase in FINAL_PHASES or vmi.stop_requested:
+            return None
+        if name in self._writing:
+            self._again.add(name)
+            return None
+        now = self.clock()
+        spec = vmi.spec
+        # most VMIs have no volumes and no secondary networks: their decision needs no round trip
+        has_volumes = next(iter(claims(spec.volumes)), None) is not None
+        only, unplaceable, ovs = None, None, frozenset[str]()
+        if has_volumes or any(n.kind == "multus" for n in spec.networks):
+            if self.store is None:
+                raise RuntimeError("no store to look the VMI's volumes and networks up in")
+            if has_volumes:
+                only, unplaceable = await volumes.required_node(self.store, spec)
+            ovs = await ovs_bridges_needed(self.store, spec)
+        if unplaceable is not None:
+            choice = placement.Placement(None, unplaceable)
+        else:
+            choice = placement.place(spec, self.index.candidates(), only, ovs, enough=self.enough)
+        if choice.node is None:
+            old = next((c for c in vmi.conditions if c.type == "PodScheduled"), None)
+            if vmi.phase is Phase.SCHEDULING and old is not None and old.message == choice.message:
+                return None
+            cond = Condition(type="PodScheduled", status="False", reason="Unschedulable",
+                             message=choice.message, last_transition_time=now)
+            updated = msgspec.structs.replace(vmi, phase=Phase.SCHEDULING, conditions=_with(vmi, cond))
+            self._writing.add(name)
+            return _Write(name, entry.revision, updated, None, choice.message, now)
+        self.index.assume(name, choice.node, self.index.request(vmi))  # before any await: no overcommit
+        if has_volumes and self.store is not None and not await volumes.pin(self.store, spec, choice.node):
+            self.index.forget(name)
+            self.kick(name)  # a volume went to another node meanwhile: decide again
+            return None
+        cond = Condition(type="PodScheduled", status="True", reason="Scheduled",
+                         message=f"bound to {choice.node} ({choice.message})", last_transition_time=now)
+        bound = msgspec.structs.replace(vmi, phase=Phase.SCHEDULED, node_name=choice.node,
+                                        conditions=_with(vmi, cond))
+        self._writing.add(name)
+        return _Write(name, entry.revision, bound, choice.node, choice.message, now)
+
+    # --- writing ----------------------------------------------------------------------------------
+    async def _write_off(self, write: _Write) -> None:
+        try:
+            event = await self._write(write)
+            if event is not None:
+                self.events.record(event)
+        finally:
+            self._gate.release()
+
+    async def _write(self, write: _Write) -> Event | None:
+        """The CAS update; the event to record if it landed, None if not (decided again then)."""
+        name = write.name
+        try:
+            try:
+                revision = await self.bucket.update(name, write.value, write.revision)
+            except ApiError as exc:
+                self.index.forget(name)
+                if exc.code is not Code.CONFLICT:
+                    raise
+                if write.node is not None:
+                    self.counters.conflicts += 1
+                    self.metrics.conflicts.inc()
+                # it changed meanwhile: decide again on what it is now (the watch may not have brought it yet)
+                fresh = await self.bucket.get(name)
+                if fresh is not None:
+                    self.vmis.apply(Change(name, fresh.value, fresh.revision))
+                self._again.add(name)
+                return None
+        except asyncio.CancelledError:
+            self.index.forget(name)
+            raise
+        except Exception as exc:  # noqa: BLE001 - the write failed: decided again a moment later
+            self.index.forget(name)
+            log.warning("bind write failed; trying again", vmi=name, error=str(exc) or type(exc).__name__)
+            asyncio.get_running_loop().call_later(RETRY_S, self.kick, name)
+            return None
+        finally:
+            self._writing.discard(name)
+            if name in self._again:
+                self._again.discard(name)
+                self.kick(name)
+        self.vmis.wrote(name, write.value, revision)  # confirms the assumption in the index
+        if write.node is None:
+            self.counters.unschedulable += 1
+            self.metrics.unschedulable.inc()
+            log.info("unschedulable", vmi=name, reason=write.message)
+            return _event(name, "FailedScheduling", write.message, write.decided_at, warning=True)
+        self.counters.binds += 1
+        self.metrics.binds.inc()
+        self.metrics.latency.observe(max(write.decided_at - write.value.created_at, 0.0))
+        log.info("bound", vmi=name, node=write.node)
+        return _event(name, "Scheduled", f"bound to {write.node}", write.decided_at, node=write.node)
+
+
+def _event(name: str, reason: str, message: str, at: float, *, warning: bool = False,
+           node: str | None = None) -> Event:
+    return Event(kind="VirtualMachineInstance", name=name, reason=reason, message=message, timestamp=at,
+                 type="Warning" if warning else "Normal", node=node)
+
+
+def _with(vmi: VMI, cond: Condition) -> list[Condition]:
+    return [*(c for c in vmi.conditions if c.type != cond.type), cond]
