@@ -57,6 +57,7 @@ class FakeVmis:
 class FakeNodes:
     def __init__(self, *nodes: Node) -> None:
         self.nodes = {n.name: n for n in nodes}
+        self.distrusted: dict[str, float] = {}
 
     def readiness(self) -> dict[str, bool]:
         return dict.fromkeys(self.nodes, True)
