@@ -56,7 +56,10 @@ class EndpointsController:
 
     async def sync(self) -> None:
         services = {e.key: e.value for e in await self.services.items()}
-        vmis = [e.value for e in await self.store.vmis.items()]
+        # no Service selects anything (the common case): no VMI matters, and reading every one on
+        # every VMI change was most of the bus's work in a burst of binds (bench/binder.py)
+        selecting = any(s.selector for s in services.values())
+        vmis = [e.value for e in await self.store.vmis.items()] if selecting else []
         current = {e.key: e.value for e in await self.endpoints.items()}
         plan = plan_endpoints(services, vmis, current)
         for endpoints in plan.write:
