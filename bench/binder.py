@@ -1,0 +1,304 @@
+"""The binder under a burst, printed: N Ready nodes and M standalone VMIs created at once, bound by the
+real scheduler (``python -m scheduler``, a process of its own, leading alone) against a real nats-server.
+
+The VMIs are written to the ``vmis`` bucket as the API's ``vmi_apply`` writes them (a standalone VMI
+record; the API's own validation is left out, it is not what this measures). The nodes are records
+whose heartbeats the bench keeps changing, as handlers do, so they stay Ready however long it takes.
+
+Prints binds/s, time to all bound, max over capacity (must be 0), spread against the ideal (M/N per
+node; every node and VMI alike), the scheduler's RSS growth per VMI, and bind latency (creation to
+the bench seeing the bind) P50/P99. Usage:
+    .venv/bin/python bench/binder.py [--nodes 1000] [--vmis 10000] [--server URL --creds SEED]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Iterator, Sequence
+from pathlib import Path
+
+import nats.errors
+
+from proto import subjects
+from proto.errors import ApiError, Code
+from proto.quantity import parse_bytes
+from proto.spec import VMSpec
+from proto.state import VMI, Node
+from servicekit import credentials
+from servicekit.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+NODE_CPUS = 2  # 20 vCPUs at KubeVirt's 10:1: twice the 10 one-vCPU VMIs per node of the defaults
+NODE_MEMORY = "32Gi"
+VMI_MEMORY = "64Mi"
+IN_FLIGHT = 256  # the bench's own writes at a time
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+
+
+@contextlib.contextmanager
+def own_nats_server() -> Iterator[tuple[str, Path]]:
+    """A nats-server with authentication on, as tests/conftest.py starts one: (url, creds dir)."""
+    import socket
+
+    with tempfile.TemporaryDirectory(prefix="virtbus-bench-") as tmp:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        users = credentials.users_for([])
+        keys = credentials.ensure_seeds(Path(tmp) / "creds", users)
+        conf = Path(tmp) / "nats.conf"
+        credentials.write_server_config(conf, credentials.server_config(
+            users, keys, host="127.0.0.1", port=port, store_dir=f"{tmp}/js", server_name=f"bench-{port}"))
+        proc = subprocess.Popen(["nats-server", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("nats-server did not start")
+                time.sleep(0.05)
+            yield f"nats://127.0.0.1:{port}", Path(tmp) / "creds"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextlib.contextmanager
+def scheduler_process(url: str, creds: str | None, profile: str | None,
+                      log: str | None = None) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``python -m scheduler``, its logs discarded (it logs every bind, as in production), ended by PID;
+    with ``profile``, under py-spy, which writes its flame graph there."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONPATH", str(REPO))
+    args = [sys.executable, "-m", "scheduler", "--server", url, "--lease-duration", "15"]
+    if creds:
+        args += ["--creds", creds]
+    if profile:
+        spy = Path(sys.executable).parent / "py-spy"
+        args = [str(spy), "record", "--rate", "200", "--output", profile, "--", *args]
+    with open(log or os.devnull, "wb") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+    pid = scheduler_pid(proc) if profile else proc.pid
+    try:
+        yield proc, pid
+    finally:
+        # the scheduler itself ends first (py-spy then writes its profile and ends too), while the
+        # nats-server is still there for its goodbye
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            proc.kill()
+            proc.wait()
+
+
+def scheduler_pid(proc: subprocess.Popen[bytes]) -> int:
+    """The scheduler's PID under py-spy: its child."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    for _ in range(200):
+        found = children.read_text().split() if children.exists() else []
+        if found:
+            return int(found[0])
+        time.sleep(0.05)
+    raise RuntimeError("py-spy started no scheduler")
+
+
+def node(name: str, heartbeat: float, cpus: int = NODE_CPUS) -> Node:
+    return Node(name=name, cpus=cpus, memory=parse_bytes(NODE_MEMORY), kvm=False, heartbeat=heartbeat,
+                started_at=0.0, labels={"kubernetes.io/hostname": name})
+
+
+def vmi(name: str) -> VMI:
+    return VMI(name=name, uid=str(uuid.uuid4()), spec=VMSpec(name=name, memory=VMI_MEMORY), created_at=time.time(),
+               standalone=True)
+
+
+async def bounded(coros: Sequence[Awaitable[object]], limit: int) -> None:
+    gate = asyncio.Semaphore(limit)
+
+    async def one(c: Awaitable[object]) -> None:
+        async with gate:
+            await c
+
+    await asyncio.gather(*(one(c) for c in coros))
+
+
+async def heartbeats(store: Store, names: list[str], every: float, cpus: int) -> None:
+    """Each node's heartbeat changes every ``every`` seconds, spread over the interval as handlers' are."""
+    while True:
+        start = time.monotonic()
+        for i, name in enumerate(names):
+            await store.nodes.put(name, node(name, time.time(), cpus))
+            await asyncio.sleep(max(0.0, start + every * (i + 1) / len(names) - time.monotonic()))
+
+
+async def run(url: str, creds: str | None, scheduler_creds: str | None, n_nodes: int, n_vmis: int, wait_s: float,
+              heartbeat: float, profile: str | None = None, cpus: int = NODE_CPUS, log: str | None = None) -> bool:
+    store = await Store.connect(url, "virtbus-bench", creds=creds)
+    names = [f"hollow{i:05d}" for i in range(n_nodes)]
+    now = time.time()
+    await bounded([store.nodes.put(n, node(n, now, cpus)) for n in names], IN_FLIGHT)
+    beating = asyncio.create_task(heartbeats(store, names, heartbeat, cpus))
+    bound_at: dict[str, float] = {}
+    created_at: dict[str, float] = {}
+    all_bound = asyncio.Event()
+    wanted = {f"b{i:06d}" for i in range(n_vmis)}
+
+    async def watch() -> None:
+        # the raw bucket, not decoded: the bench must not be what runs short of CPU (a bound VMI's
+        # stored JSON has a nodeName; an unbound one has none, proto.state omits defaults)
+        watcher = await store.raw[subjects.BUCKET_VMIS].watchall()
+        try:
+            while True:
+                update = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
+                if update is None or not update.value or update.key in bound_at:
+                    continue
+                if b'"nodeName"' in update.value:
+                    bound_at[update.key] = time.time()
+                    if wanted <= bound_at.keys():
+                        all_bound.set()
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def create(v: VMI) -> None:
+        for _ in range(10):  # a loaded box may answer late: again (it may have landed: then it exists)
+            try:
+                await store.vmis.create(v.name, v)
+                return
+            except nats.errors.TimeoutError:
+                await asyncio.sleep(0.5)
+            except ApiError as exc:
+                if exc.code is Code.ALREADY_EXISTS:
+                    return
+                raise
+        raise RuntimeError(f"could not create {v.name}")
+
+    try:
+        with scheduler_process(url, scheduler_creds, profile, log) as (proc, pid):
+            # a probe VMI bound: the scheduler leads and has primed its caches (then it goes again)
+            await store.vmis.create("probe", vmi("probe"))
+            deadline = time.monotonic() + 60
+            while (probe := await store.vmis.get("probe")) is None or probe.value.node_name is None:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the scheduler did not bind a probe VMI within 60 s")
+                await asyncio.sleep(0.1)
+            await store.vmis.delete("probe")
+            rss_before = rss_kib(pid)
+            watching = asyncio.create_task(watch())
+            started = time.time()
+            batch = [vmi(n) for n in sorted(wanted)]
+            for v in batch:
+                created_at[v.name] = v.created_at
+            await bounded([create(v) for v in batch], IN_FLIGHT)
+            created = time.time()
+            try:
+                await asyncio.wait_for(all_bound.wait(), wait_s)
+            except TimeoutError:
+                pass
+            done = time.time()
+            rss_after = rss_kib(pid)
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+        vmis = [e.value for e in await store.vmis.items()]
+        nodes = {e.key: e.value for e in await store.nodes.items()}
+    finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
+        await store.close()
+
+    bound = [v for v in vmis if v.node_name]
+    memory: Counter[str] = Counter()
+    vcpus: Counter[str] = Counter()
+    count: Counter[str] = Counter()
+    for v in vmis:
+        if v.node_name:
+            memory[v.node_name] += parse_bytes(v.spec.memory)
+            vcpus[v.node_name] += v.spec.cpu.cores * v.spec.cpu.sockets * v.spec.cpu.threads
+            count[v.node_name] += 1
+    over = max([0, *(max(memory[n] - nodes[n].memory, 0) for n in nodes),
+                *(max(vcpus[n] - nodes[n].cpus * 10, 0) for n in nodes)])
+    ideal = n_vmis / n_nodes
+    spread = max(abs(count[n] - ideal) / ideal * 100 for n in nodes)
+    times = sorted(bound_at[v.name] for v in bound if v.name in bound_at)
+    latencies = [bound_at[k] - created_at[k] for k in created_at if k in bound_at]
+    window = (times[-1] - times[0]) if len(times) > 1 else float("nan")
+    print(f"nodes {n_nodes}, VMIs {n_vmis} (each {VMI_MEMORY}, 1 vCPU; nodes {cpus} CPUs = {cpus * 10} vCPUs, "
+          f"{NODE_MEMORY})")
+    print(f"bound: {len(bound)}/{n_vmis}")
+    print(f"creating them took {created - started:.2f} s")
+    print(f"time to all bound (from the first creation): {done - started:.2f} s")
+    print(f"binds/s: {len(bound) / (done - started):.0f} overall; {len(times) / window:.0f} between the first and "
+          f"last bind" if window == window and window > 0 else "binds/s: n/a")
+    print(f"max over capacity: {over}")
+    print(f"spread: max deviation from the ideal {ideal:.2f} per node: {spread:.1f} %")
+    print(f"scheduler RSS: {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB after; "
+          f"{(rss_after - rss_before) * 1024 / max(n_vmis, 1) / 1024:.1f} KiB per VMI")
+    print(f"bind latency (created -> bench saw the bind): P50 {percentile(latencies, 50) * 1000:.0f} ms, "
+          f"P99 {percentile(latencies, 99) * 1000:.0f} ms")
+    return len(bound) == n_vmis and over == 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench/binder.py")
+    p.add_argument("--nodes", type=int, default=1000)
+    p.add_argument("--vmis", type=int, default=10000)
+    p.add_argument("--server", default=None, help="a running nats-server's URL (default: start one)")
+    p.add_argument("--creds", default=None, help="the admin seed for --server")
+    p.add_argument("--scheduler-creds", default=None, help="the control plane's seed for --server")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for all bound")
+    p.add_argument("--heartbeat", type=float, default=5.0, help="seconds between a node's heartbeats")
+    p.add_argument("--py-spy", default=None, metavar="SVG", help="profile the scheduler with py-spy into SVG")
+    p.add_argument("--scheduler-log", default=None, metavar="FILE", help="the scheduler's log (default: discarded)")
+    p.add_argument("--node-cpus", type=int, default=NODE_CPUS,
+                   help="each node's CPUs (10 vCPUs each); 1 with 10 VMIs per node fills every node exactly")
+    args = p.parse_args(argv)
+    # a TERM ends it as an interrupt would: the scheduler and nats-server it started end with it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.nodes < 1 or args.vmis < 1 or args.node_cpus < 1:
+        p.error("--nodes, --vmis and --node-cpus must be positive")
+    if args.server:
+        ok = asyncio.run(run(args.server, args.creds, args.scheduler_creds, args.nodes, args.vmis, args.timeout,
+                             args.heartbeat, args.py_spy, args.node_cpus, args.scheduler_log))
+    else:
+        with own_nats_server() as (url, creds_dir):
+            ok = asyncio.run(run(url, str(credentials.seed_path(creds_dir, "admin")),
+                                 str(credentials.seed_path(creds_dir, "control")), args.nodes, args.vmis,
+                                 args.timeout, args.heartbeat, args.py_spy, args.node_cpus, args.scheduler_log))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
