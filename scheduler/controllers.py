@@ -64,7 +64,7 @@ class Scheduler:
         self._tasks: list[asyncio.Task[None]] = []
         # replica sets and pools (scheduler.workloads): led with the rest
         self.workloads = Workloads(store, clock=clock, emit=lambda kind, name, reason, message: self.event(
-            kind, name, reason, message))
+            kind, name, reason, message), vmis=lambda: self.vmis.values())
 
     async def start(self) -> None:
         # A new term starts from what the bucket holds now, and from nobody's silence yet: time the

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 
+from proto.state import VMI
 from proto.workloads import Pool, ReplicaSet
 from scheduler.pools import pool_bucket, reconcile_pool
 from scheduler.replicasets import reconcile_replicaset, replicaset_bucket
@@ -26,8 +27,12 @@ Event = Callable[[str, str, str, str], Awaitable[None]]
 
 
 class Workloads:
-    def __init__(self, store: Store, *, emit: Event, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, *, emit: Event, clock: Callable[[], float] = time.time,
+                 vmis: Callable[[], Iterable[VMI]] | None = None) -> None:
+        """vmis: the leader's copy of every VMI (scheduler.vmicache), for the resync; without it the
+        resync reads the bucket, whose consumer creation stalls writes to it for seconds at 10,000."""
         self.store = store
+        self._cached_vmis = vmis
         self.emit = emit
         self.clock = clock
         self._queue = WorkQueue(self._reconcile, bind=("workload",))
@@ -101,9 +106,12 @@ class Workloads:
             for pool in await self._pools.items():
                 self._queue.kick(f"{POOL}/{pool.key}")
         # members whose set is gone (deleted while no leader watched) are let go
-        for vmi in await self.store.vmis.items():
-            if vmi.value.owner is not None and not vmi.value.deleting and not pools_only:
-                self._queue.kick(f"{RS}/{vmi.value.owner}")
+        if not pools_only:
+            vmis = (self._cached_vmis() if self._cached_vmis is not None
+                    else [e.value for e in await self.store.vmis.items()])
+            for vmi in vmis:
+                if vmi.owner is not None and not vmi.deleting:
+                    self._queue.kick(f"{RS}/{vmi.owner}")
         for vm in await self.store.vms.items():
             if vm.value.owner is not None:
                 self._queue.kick(f"{POOL}/{vm.value.owner}")
