@@ -42,7 +42,7 @@ from proto.snapshots import written_volumes
 from proto.spec import claims
 from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface
 from proto.stats import from_libvirt
-from servicekit import launcherlock, volumedata
+from servicekit import launcherlock, processes, volumedata
 from servicekit.nodeclient import NodeApiClient
 from servicekit.paths import path_under, volume_path
 from servicekit.store import Store
@@ -98,6 +98,8 @@ class Runner:
         self._dhcp_stop = asyncio.Event()
         self._snoop: list[tuple[str, str, str]] = []  # (pod NIC, interface, guest MAC) of layer-2 networks
         self.interfaces: list[VMIInterface] = []  # as last reported
+        self.started_at = processes.started_at()  # the launch's stages, said with Running
+        self.ready_at: float | None = None
         self.power = PowerKeeper(self.libvirtd, lambda: self.follower.dom, self.report_event)
         self.follower = DomainFollower(self.libvirtd, self.report_condition, vmi=args.vmi, netns=args.pod_netns,
                                        workdir=args.vmi_dir, on_change=self.power.poke)
@@ -109,9 +111,12 @@ class Runner:
         reason = tidy(reason)
         note = EventNote(reason=what, message=reason or f"the domain is {phase.value.lower()}",
                          warning=phase is Phase.FAILED)
+        running = phase is Phase.RUNNING
         try:
-            await self.nodeapi.report(StatusReport(vmi=self.args.vmi, uid=self.args.uid, phase=phase, reason=reason,
-                                                   event=note), patience=patience)
+            await self.nodeapi.report(StatusReport(
+                vmi=self.args.vmi, uid=self.args.uid, phase=phase, reason=reason, event=note,
+                launcher_started_at=self.started_at if running else None,
+                launcher_ready_at=self.ready_at if running else None), patience=patience)
         except ApiError as exc:
             if self.fenced.is_set():
                 log.info("fenced; end not reported, the control plane has it from the lease", error=exc.message)
@@ -124,6 +129,7 @@ class Runner:
 
     async def run(self) -> int:
         entry = await self.store.vmis.get(self.args.vmi)
+        self.ready_at = time.time()  # connected, and the instance read: the launch's own work begins
         if entry is None or entry.value.uid != self.args.uid or entry.value.phase in FINAL_PHASES:
             log.info("instance is gone or finished; nothing to run")
             return 0

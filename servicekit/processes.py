@@ -42,3 +42,14 @@ def end(pids: Iterable[int], timeout: float, is_alive: Callable[[int], bool] = a
                 pass
     for pid in targets:
         alive(pid)  # reap what is ours
+
+
+def started_at(pid: int | str = "self") -> float | None:
+    """When the process began (wall clock), from its start time in /proc; None if it is gone."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
