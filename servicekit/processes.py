@@ -45,11 +45,11 @@ def end(pids: Iterable[int], timeout: float, is_alive: Callable[[int], bool] = a
 
 
 def started_at(pid: int | str = "self") -> float | None:
-    """When the process began (wall clock), from its start time in /proc; None if it is gone."""
+    """When the process began (wall clock): its start in /proc counts clock ticks since boot, which
+    /proc/uptime gives now (btime, whole seconds, is off by up to one)."""
     try:
         ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
-    except (OSError, IndexError, ValueError, StopIteration):
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
         return None
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
+    return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
