@@ -23,13 +23,14 @@ from pathlib import Path
 from socket import AF_INET
 from typing import Any, Protocol, TypeVar
 
-from pyroute2 import IPRoute, NetNS
+from pyroute2 import IPRoute
 from pyroute2 import config as pyroute2_config
 from pyroute2 import netns as named_netns
 from pyroute2.netlink.exceptions import NetlinkError as KernelError
 
 from proto.errors import ApiError, Code
 from servicekit import netlink_links as links
+from servicekit import netns_socket
 from servicekit.netlink_links import LinkKind
 
 # pyroute2 forks a child into the namespace for each socket (and each tap), then stops it with SIGTERM.
@@ -178,9 +179,20 @@ class PyrouteNetlink:
     def _call(self, operation: str, work: Callable[[Any], T]) -> T:
         if _in_event_loop():  # pyroute2's blocking API runs a loop of its own, and would stall ours
             raise RuntimeError(f"{operation}: netlink calls block; make them in a thread (asyncio.to_thread)")
-        try:
+
+        def call() -> T:
             with self._socket(operation) as ipr:
                 return work(ipr)
+
+        try:
+            if self.netns is None:
+                return call()
+            check_netns_name(self.netns, operation)
+            if not (NETNS_DIR / self.netns).exists():
+                raise NetlinkError(operation, errno.ENOENT, f"no network namespace {self.netns!r}")
+            # This thread enters the namespace for the call (socket, taps and all) and comes back:
+            # no child process forked into it per call (pyroute2's NetNS), which cost launches dearly.
+            return netns_socket.run_in(self.netns, call)
         except KernelError as exc:
             raise NetlinkError(operation, exc.code) from None
         except OSError as exc:  # TimeoutError included: the namespace's child did not answer in time
@@ -190,14 +202,7 @@ class PyrouteNetlink:
 
     @contextmanager
     def _socket(self, operation: str) -> Iterator[Any]:
-        if self.netns is None:
-            ipr = IPRoute()
-        else:
-            check_netns_name(self.netns, operation)
-            # Looked for first: pyroute2 leaks its socket pair and event loop when NetNS() fails.
-            if not (NETNS_DIR / self.netns).exists():
-                raise NetlinkError(operation, errno.ENOENT, f"no network namespace {self.netns!r}")
-            ipr = NetNS(self.netns, flags=0)  # flags=0: never create the namespace if it is missing
+        ipr = IPRoute()  # in whatever namespace this thread is in (see _call)
         try:
             yield ipr
         finally:
