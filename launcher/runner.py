@@ -18,7 +18,7 @@ import libvirt
 import msgspec
 import structlog
 
-from launcher import disks, lifecycle, namespaces, podnic, secondarynics
+from launcher import disks, lifecycle, namespaces, podnic, priority, secondarynics
 from launcher.backup import SnapshotTaker
 from launcher.console import ConsoleInput, ConsoleTail
 from launcher.dhcp_packet import Lease
@@ -235,6 +235,8 @@ class Runner:
                 # The node's probe said KVM works, QEMU says otherwise: emulate, like useEmulation.
                 log.warning("KVM domain failed to start; falling back to TCG", error=str(exc).splitlines()[0])
                 await self.libvirtd.destroy_and_undefine(a.vmi)
+        log.info("guest below the control plane", nice=priority.GUEST_NICE,
+                 qemu=await asyncio.to_thread(priority.lower_domain, a.vmi))
         await self.set_phase(Phase.RUNNING)
         return dom
 
