@@ -169,8 +169,8 @@ T = TypeVar("T")
 
 
 class PyrouteNetlink:
-    """The real adapter. Each call opens its own netlink socket (in the namespace, which pyroute2
-    does from a short-lived child process) and closes it: a pyroute2 socket must not be shared
+    """The real adapter. Each call opens its own netlink socket (in the namespace, which the calling
+    thread enters for the call) and closes it: a pyroute2 socket must not be shared
     between the threads ``asyncio.to_thread`` runs these calls in, and the calls are rare."""
 
     def __init__(self, netns: str | None = None) -> None:
@@ -306,9 +306,15 @@ class PyrouteNetlink:
         operation = f"link add {name} type veth peer name {peer} netns {peer_netns or 'self'}"
         if peer_netns is not None:
             check_netns_name(peer_netns, operation)
-        # the caller's own namespace as a file, not a pid: one path for both cases
-        path = str(NETNS_DIR / peer_netns) if peer_netns is not None else "/proc/self/ns/net"
-        self._call(operation, lambda ipr: links.add_veth(ipr, name, peer, path))
+        if peer_netns is not None:
+            self._call(operation, lambda ipr: links.add_veth(ipr, name, peer, str(NETNS_DIR / peer_netns)))
+            return
+        # the caller's own namespace, held open before this thread enters the adapter's: one path for both
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            self._call(operation, lambda ipr: links.add_veth(ipr, name, peer, f"/proc/self/fd/{own}"))
+        finally:
+            os.close(own)
 
     def create_tap(self, name: str) -> None:
         self._call(f"tuntap add dev {name} mode tap", lambda ipr: links.add_tap(ipr, name))
