@@ -51,7 +51,8 @@ def test_lane_prints_its_figures_and_leaves_nothing(lab: Lab) -> None:
     assert re.search(r"API latency \(vmi get every 0\.1s, \d+ calls, 0 timeouts\): p50 \d+\.\d+ ms, p99", out), out
     assert "deleted 6 of 6 VMIs" in out, out
     vmis = lab.json("get", "vmis")
-    assert isinstance(vmis, dict) and not [v for v in vmis.get("items", []) if v["metadata"]["name"].startswith("lane-")]
+    assert isinstance(vmis, dict)
+    assert not [v for v in vmis.get("items", []) if v["metadata"]["name"].startswith("lane-")]
     # every launcher was forked by its node's fork server, none started afresh
     logs = "".join(p.read_text() for p in (lab.state_dir / "logs").glob("handler-*.log"))
     assert '"forked": true' in logs and '"forked": false' not in logs
