@@ -115,6 +115,7 @@ class Runner:
         try:
             await self.nodeapi.report(StatusReport(
                 vmi=self.args.vmi, uid=self.args.uid, phase=phase, reason=reason, event=note,
+                interfaces=self.interfaces if running and self.interfaces else None,
                 launcher_started_at=self.started_at if running else None,
                 launcher_ready_at=self.ready_at if running else None), patience=patience)
         except ApiError as exc:
@@ -278,10 +279,7 @@ class Runner:
                 self._snoop.append((done.snoop, arg.interface, mac))
         if served:
             await asyncio.to_thread(podnic.keep_dhcp_local, a.pod_netns, served)
-        self.interfaces = statuses
-        if statuses:
-            await self.nodeapi.report(StatusReport(vmi=a.vmi, uid=a.uid, interfaces=statuses),
-                                      patience=REPORT_PATIENCE_S)
+        self.interfaces = statuses  # said with Running: one write of the VMI (and its fan-out) fewer per launch
 
     async def _learnt(self, name: str, ip: IPv4Address) -> None:
         """A layer-2 NIC's address, seen in the DHCP ACK of the segment's server."""
