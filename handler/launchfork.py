@@ -40,22 +40,24 @@ class ForkedProcess:
         self.pid = pid
         self.conn = conn
         self.returncode: int | None = None
-        self._buffer = b""
+        self.buffer = b""
 
     def poll(self) -> int | None:
         if self.returncode is not None:
             return self.returncode
         if self.conn is not None:
-            try:
-                chunk = self.conn.recv(4096)
-            except BlockingIOError:
-                return None
-            except OSError:
-                chunk = b""
-            self._buffer += chunk
-            if b"\n" in self._buffer:
+            chunk = b""
+            if b"\n" not in self.buffer:
                 try:
-                    said = msgspec.json.decode(self._buffer.split(b"\n", 1)[0], type=Forked)
+                    chunk = self.conn.recv(4096)
+                except BlockingIOError:
+                    return None
+                except OSError:
+                    pass
+                self.buffer += chunk
+            if b"\n" in self.buffer:
+                try:
+                    said = msgspec.json.decode(self.buffer.split(b"\n", 1)[0], type=Forked)
                 except msgspec.MsgspecError:
                     said = Forked()
                 self._close()
@@ -115,12 +117,14 @@ class ForkServer:
             conn.settimeout(CONNECT_PATIENCE_S)
             conn.connect(self.address)
             conn.sendall(encode(ForkRequest(args=args, log=str(log_path))))
-            line = b""
-            while not line.endswith(b"\n"):
+            data = b""
+            while b"\n" not in data:
                 chunk = conn.recv(4096)
-                if not chunk or len(line) > MAX_LINE:
+                if not chunk or len(data) > MAX_LINE:
                     raise ForkFailed("the fork server closed the connection without a pid")
-                line += chunk
+                data += chunk
+            # a launcher that left at once may have its exit code in the same read: kept for poll()
+            line, rest = data.split(b"\n", 1)
             said = msgspec.json.decode(line, type=Forked)
         except (OSError, msgspec.MsgspecError) as exc:
             conn.close()
@@ -132,7 +136,9 @@ class ForkServer:
             conn.close()
             raise ForkFailed(said.error or "no pid")
         conn.setblocking(False)
-        return ForkedProcess(said.pid, conn)
+        forked = ForkedProcess(said.pid, conn)
+        forked.buffer = rest
+        return forked
 
     def stop(self) -> None:
         """Closing its stdin ends it (the launchers it forked run on)."""

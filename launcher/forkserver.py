@@ -27,6 +27,7 @@ import traceback
 from collections.abc import Callable
 
 import msgspec
+import nkeys  # noqa: F401 - nats imports it (and libsodium's bindings) only when it connects with a seed
 
 import launcher.__main__ as launcher_main  # the whole launcher (runner, libvirt, nats...), imported once
 from proto.launchfork import MAX_LINE, Forked, ForkRequest, encode

@@ -6,6 +6,7 @@ uid, which is what a restarted handler checks before it adopts one. Real process
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,14 @@ def test_a_launcher_shows_its_own_command_line() -> None:
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_an_exit_code_read_with_the_pid_is_kept() -> None:
+    """A launcher that leaves at once: its exit code may come in the same read as its pid."""
+    ours, theirs = socket.socketpair()
+    try:
+        proc = ForkedProcess(os.getpid(), ours)
+        proc.buffer = b'{"pid":1,"exit_code":75}\n'
+        assert proc.poll() == launcherlock.EXIT_ALREADY_RUNNING and proc.conn is None
+    finally:
+        theirs.close()
