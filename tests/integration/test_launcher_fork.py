@@ -5,7 +5,9 @@ uid, which is what a restarted handler checks before it adopts one. Real process
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +43,10 @@ def test_a_forked_launcher_that_finds_its_vmi_taken_leaves_and_says_so(tmp_path:
         again = launchers.spawn("testvm", "uid-1")
         assert isinstance(again.proc, ForkedProcess) and again.proc.wait(30) == launcherlock.EXIT_ALREADY_RUNNING
     finally:
+        # none may outlive the lock it lost to: one that took it would go on to make a real pod
+        for pid in [launcher.pid for launcher in launchers.running.values()]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         launchers.stop_fork_server()
         os.close(held)
     assert launchers.fork_server is not None and not launchers.fork_server.running()
