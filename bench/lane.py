@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import math
@@ -139,6 +140,12 @@ def report(lane: Lane, args: argparse.Namespace, elapsed: float) -> None:
           f"{len(failed)} failed, {len(lane.names) - len(running) - len(failed)} not Running after {elapsed:.0f}s")
     for v in failed[:5]:
         print(f"  failed {v.name}: {v.reason}")
+    waiting = collections.Counter(
+        f"{v.phase.value}" + "".join(f" ({c.reason}: {c.message})" for c in v.conditions
+                                    if c.type == "PodScheduled" and c.status == "False")
+        for n in lane.names if (v := lane.seen.get(n)) is not None and v not in running and v not in failed)
+    for why, count in waiting.most_common(3):
+        print(f"  {count} still {why}")
     for e in lane.errors[:5]:
         print(f"  not created {e}")
     totals = [v.started_at - v.created_at for v in running if v.started_at is not None]
