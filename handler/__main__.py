@@ -56,7 +56,8 @@ async def run(args: argparse.Namespace) -> None:
     launchers = Launchers(NodePaths(state_dir, Path(args.state_dir) / "logs"), node=args.node,
                           nats_url=args.server, netns_prefix=args.netns_prefix, kvm=kvm,
                           node_netns=args.netns, creds=args.creds, host_disk_dirs=tuple(args.host_disk_dir),
-                          ovs_db=args.ovs_db)
+                          ovs_db=args.ovs_db, fork=args.fork_launchers)
+    await asyncio.to_thread(launchers.start_fork_server)  # importing while the rest starts
     management = args.management_network or await asyncio.to_thread(
         guestfence.node_network, args.netns, args.address, podnet.netlink)
     if management is None:
@@ -96,6 +97,7 @@ async def run(args: argparse.Namespace) -> None:
     metrics_task.cancel()
     await service.stop()
     await agent.stop()
+    await asyncio.to_thread(launchers.stop_fork_server)  # what it forked runs on
     if router is not None:  # its HAProxy goes with it (only the pid it started or adopted)
         router_task.cancel()
         await router.stop()
@@ -169,6 +171,9 @@ def main() -> None:
                         help="the port of the node's HTTP proxy serving Routes and Ingresses on --address "
                              "(default 80; 0: none)")
     parser.add_argument("--no-kvm", action="store_true", help="run guests under TCG even if KVM works")
+    parser.add_argument("--fork-launchers", action=argparse.BooleanOptionalAction, default=True,
+                        help="fork launchers from a pre-imported process (launcher.forkserver) rather than "
+                             "start each in a fresh interpreter (default: fork)")
     parser.add_argument("--image-cache-max", type=_quantity, default=os.environ.get("VIRTBUS_IMAGE_CACHE_MAX", "20Gi"),
                         help="bytes the node's image cache may take before the least recently used unused "
                              "images go (env VIRTBUS_IMAGE_CACHE_MAX; default 20Gi)")

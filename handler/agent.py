@@ -183,7 +183,10 @@ class Agent:
             pod_ip, gateway = f"{ip}/{self.podnet.cidr.prefixlen}", str(ipam.gateway(self.podnet.cidr))
         extra = []
         try:
-            attachments = await self.nodeapi.attach(name, vmi.uid)
+            # only secondary (multus) networks have anything to attach: no round trip through a busy
+            # control plane for the rest, on the way to every launch
+            attachments = await self.nodeapi.attach(name, vmi.uid) \
+                if any(n.kind == "multus" for n in vmi.spec.networks) else []
         except ApiError as exc:  # e.g. no address left: the instance cannot run, say why
             log.warning("cannot attach networks", vmi=name, reason=exc.message)
             await self._fail(vmi, exc.message)

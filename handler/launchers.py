@@ -16,6 +16,7 @@ from pathlib import Path
 
 import structlog
 
+from handler.launchfork import ForkedProcess, ForkFailed, ForkServer
 from proto.errors import Code
 from servicekit import launcherlock, processes
 from servicekit.netlink import Netlink, NetlinkError, PyrouteNetlink
@@ -29,7 +30,8 @@ class Launcher:
     vmi: str
     uid: str
     pid: int
-    proc: subprocess.Popen[bytes] | None = None  # None when adopted from an earlier handler
+    # None when adopted from an earlier handler
+    proc: subprocess.Popen[bytes] | ForkedProcess | None = None
 
     def alive(self) -> bool:
         if self.proc is not None:
@@ -61,8 +63,10 @@ class NodePaths:
 class Launchers:
     def __init__(self, paths: NodePaths, *, node: str, nats_url: str, netns_prefix: str, kvm: bool,
                  node_netns: str | None = None, creds: str | None = None, netlink: Netlink | None = None,
-                 host_disk_dirs: tuple[str, ...] = (), ovs_db: str | None = None) -> None:
+                 host_disk_dirs: tuple[str, ...] = (), ovs_db: str | None = None, fork: bool = False) -> None:
         self.paths = paths
+        # launchers forked from a pre-imported interpreter (launcher.forkserver), else spawned afresh
+        self.fork_server = ForkServer(paths.log_dir / f"forkserver-{node}.log") if fork else None
         self.ovs_db = ovs_db  # the node's Open vSwitch database, for ovs NICs (--ovs-db)
         self.netlink: Netlink = netlink or PyrouteNetlink()  # only its namespace operations are used here
         self.node = node
@@ -107,7 +111,7 @@ class Launchers:
         safe_name(uid, "uid")  # an argument of the launcher and a word of its pidfile
         vmi_dir.mkdir(parents=True, exist_ok=True)
         self.paths.log_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "launcher", "--vmi", vmi, "--uid", uid, "--node", self.node,
+        cmd = ["--vmi", vmi, "--uid", uid, "--node", self.node,
                "--server", self.nats_url, "--node-dir", str(self.paths.state_dir),
                "--pod-netns", self.pod_netns(vmi), "--kvm" if self.kvm else "--no-kvm"]
         for nic in secondary or []:  # interface=bridge=address/prefix[=type=vlan]
@@ -122,14 +126,35 @@ class Launchers:
             cmd += ["--pod-ip", pod_ip, "--pod-gateway", pod_gateway]
         for directory in self.host_disk_dirs:
             cmd += ["--host-disk-dir", directory]
-        with open(self.paths.log_dir / f"launcher-{self.node}-{safe_name(vmi)}.log", "ab") as logf:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                    start_new_session=True, close_fds=True)
+        log_path = self.paths.log_dir / f"launcher-{self.node}-{safe_name(vmi)}.log"
+        proc: subprocess.Popen[bytes] | ForkedProcess | None = None
+        if self.fork_server is not None:
+            try:
+                self.fork_server.start()
+                proc = self.fork_server.fork(cmd, log_path)
+            except (OSError, ForkFailed) as exc:
+                log.warning("launcher fork server failed; spawning the launcher afresh", vmi=vmi, error=str(exc))
+        if proc is None:
+            with open(log_path, "ab") as logf:
+                proc = subprocess.Popen([sys.executable, "-m", "launcher", *cmd], stdin=subprocess.DEVNULL,
+                                        stdout=logf, stderr=logf, start_new_session=True, close_fds=True)
         # The launcher writes its pidfile itself, once it holds the VMI's lock (servicekit.launcherlock).
         launcher = Launcher(vmi, uid, proc.pid, proc)
         self.running[vmi] = launcher
-        log.info("spawned launcher", vmi=vmi, uid=uid, pid=proc.pid)
+        log.info("spawned launcher", vmi=vmi, uid=uid, pid=proc.pid, forked=isinstance(proc, ForkedProcess))
         return launcher
+
+    def start_fork_server(self) -> None:
+        """Before the first launch, so that it finds the imports done."""
+        if self.fork_server is not None:
+            try:
+                self.fork_server.start()
+            except OSError as exc:
+                log.warning("launcher fork server not started; launchers are spawned afresh", error=str(exc))
+
+    def stop_fork_server(self) -> None:
+        if self.fork_server is not None:
+            self.fork_server.stop()
 
     def terminate(self, launcher: Launcher, timeout: float = 60.0) -> None:
         """SIGTERM (the launcher destroys its domain and cleans up), SIGKILL if it will not go."""

@@ -53,7 +53,8 @@ async def _report_failure(args: LauncherArgs, url: str, creds: str | None, reaso
     return 1
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """argv: from launcher.forkserver, which forks launchers rather than start them afresh."""
     p = argparse.ArgumentParser(prog="python -m launcher")
     p.add_argument("--vmi", required=True, type=subjects.token)
     p.add_argument("--uid", required=True, type=subjects.token)
@@ -70,7 +71,7 @@ def main() -> None:
                    help="interface=node-bridge=address/prefix[=type=vlan] (no address: layer 2)")
     p.add_argument("--ovs-db", default=None, help="the node's Open vSwitch database, for ovs NICs")
     p.add_argument("--host-disk-dir", action="append", default=[], help="where hostDisks may be (repeat)")
-    ns = p.parse_args()
+    ns = p.parse_args(argv)
     args = LauncherArgs(vmi=ns.vmi, uid=ns.uid, node=ns.node, node_dir=Path(ns.node_dir),
                         pod_netns=ns.pod_netns, kvm=ns.kvm, node_netns=ns.node_netns, pod_ip=ns.pod_ip,
                         pod_gateway=ns.pod_gateway, secondary=tuple(ns.secondary), ovs_db=ns.ovs_db,

@@ -10,11 +10,11 @@ import contextlib
 import ctypes
 import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 from proto.errors import Code
+from servicekit import netns_sysctl
 from servicekit.netlink import NetlinkError, NetnsAdapter, PyrouteNetlink
 
 CLONE_NEWNS = 0x00020000
@@ -116,8 +116,9 @@ def create_netns(name: str, netns_adapter: NetnsAdapter = PyrouteNetlink) -> Non
     # Where br_netfilter is loaded (Debian hosts with Docker, this CI), frames crossing the pod's own
     # bridges would also pass the IP hooks: a guest reaching its own pod IP would then be DNATed
     # *while bridged* and dropped on the port it came in by (no hairpin on the tap). Every rule in
-    # the pod is for routed traffic, so the pod's bridges stay plain L2. -e: no such keys, no module.
-    subprocess.run(["ip", "netns", "exec", name, "sysctl", "-qew", *BRIDGE_NF_OFF], capture_output=True, check=False)
+    # the pod is for routed traffic, so the pod's bridges stay plain L2. No such keys: no module.
+    with contextlib.suppress(OSError):  # as before (sysctl -e, its failure ignored)
+        netns_sysctl.write(name, BRIDGE_NF_OFF, missing_ok=True)
 
 
 BRIDGE_NF_OFF = ("net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-ip6tables=0",

@@ -3,7 +3,7 @@ a veth whose ``eth0`` end holds the pod IP and whose other end joins the node's 
 the masquerade binding the ``k6t-eth0`` bridge, the tap to the guest and the nftables ruleset.
 
 Links, addresses and routes go through ``servicekit.netlink`` (one adapter per namespace, from
-``netns_adapter``: a test passes a fake host's); sysctls and nftables through their own tools.
+``netns_adapter``: a test passes a fake host's); sysctls written in the namespace; nftables through nft.
 Every call here runs before the launcher reaps orphans: pyroute2 forks children into the namespace,
 and a reaper taking their exit status would fail the call.
 """
@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from launcher.masquerade import Masquerade, compose_ruleset
 from proto.errors import Code
-from servicekit import nftables
+from servicekit import netns_sysctl, nftables
 from servicekit.netlink import Netlink, NetlinkError, NetnsAdapter, PyrouteNetlink
 from servicekit.offload import tx_checksum_off
 from servicekit.ovs import Ovs
@@ -42,11 +41,8 @@ def _existing_ok() -> Iterator[None]:
 
 
 def sysctl(pod_netns: str, *settings: str) -> None:
-    """Sysctls of the pod's namespace: no netlink for them, so still ``ip netns exec ... sysctl``."""
-    cmd = ["ip", "netns", "exec", pod_netns, "sysctl", "-qw", *settings]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0 and "File exists" not in done.stderr:
-        raise OSError(f"{' '.join(cmd)}: {done.stderr.strip()}")
+    """Sysctls of the pod's namespace, written in it by this thread (no ``ip netns exec sysctl``)."""
+    netns_sysctl.write(pod_netns, settings)
 
 
 def host_side_name(vmi: str) -> str:

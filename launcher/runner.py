@@ -18,7 +18,7 @@ import libvirt
 import msgspec
 import structlog
 
-from launcher import disks, lifecycle, namespaces, podnic, secondarynics
+from launcher import disks, lifecycle, namespaces, podnic, priority, secondarynics
 from launcher.backup import SnapshotTaker
 from launcher.console import ConsoleInput, ConsoleTail
 from launcher.dhcp_packet import Lease
@@ -42,7 +42,7 @@ from proto.snapshots import written_volumes
 from proto.spec import claims
 from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface
 from proto.stats import from_libvirt
-from servicekit import launcherlock, volumedata
+from servicekit import launcherlock, processes, volumedata
 from servicekit.nodeclient import NodeApiClient
 from servicekit.paths import path_under, volume_path
 from servicekit.store import Store
@@ -98,6 +98,8 @@ class Runner:
         self._dhcp_stop = asyncio.Event()
         self._snoop: list[tuple[str, str, str]] = []  # (pod NIC, interface, guest MAC) of layer-2 networks
         self.interfaces: list[VMIInterface] = []  # as last reported
+        self.started_at = processes.started_at()  # the launch's stages, said with Running
+        self.ready_at: float | None = None
         self.power = PowerKeeper(self.libvirtd, lambda: self.follower.dom, self.report_event)
         self.follower = DomainFollower(self.libvirtd, self.report_condition, vmi=args.vmi, netns=args.pod_netns,
                                        workdir=args.vmi_dir, on_change=self.power.poke)
@@ -109,9 +111,13 @@ class Runner:
         reason = tidy(reason)
         note = EventNote(reason=what, message=reason or f"the domain is {phase.value.lower()}",
                          warning=phase is Phase.FAILED)
+        running = phase is Phase.RUNNING
         try:
-            await self.nodeapi.report(StatusReport(vmi=self.args.vmi, uid=self.args.uid, phase=phase, reason=reason,
-                                                   event=note), patience=patience)
+            await self.nodeapi.report(StatusReport(
+                vmi=self.args.vmi, uid=self.args.uid, phase=phase, reason=reason, event=note,
+                interfaces=self.interfaces if running and self.interfaces else None,
+                launcher_started_at=self.started_at if running else None,
+                launcher_ready_at=self.ready_at if running else None), patience=patience)
         except ApiError as exc:
             if self.fenced.is_set():
                 log.info("fenced; end not reported, the control plane has it from the lease", error=exc.message)
@@ -124,6 +130,7 @@ class Runner:
 
     async def run(self) -> int:
         entry = await self.store.vmis.get(self.args.vmi)
+        self.ready_at = time.time()  # connected, and the instance read: the launch's own work begins
         if entry is None or entry.value.uid != self.args.uid or entry.value.phase in FINAL_PHASES:
             log.info("instance is gone or finished; nothing to run")
             return 0
@@ -229,6 +236,8 @@ class Runner:
                 # The node's probe said KVM works, QEMU says otherwise: emulate, like useEmulation.
                 log.warning("KVM domain failed to start; falling back to TCG", error=str(exc).splitlines()[0])
                 await self.libvirtd.destroy_and_undefine(a.vmi)
+        log.info("guest below the control plane", nice=priority.GUEST_NICE,
+                 qemu=await asyncio.to_thread(priority.lower_domain, a.vmi))
         await self.set_phase(Phase.RUNNING)
         return dom
 
@@ -270,10 +279,7 @@ class Runner:
                 self._snoop.append((done.snoop, arg.interface, mac))
         if served:
             await asyncio.to_thread(podnic.keep_dhcp_local, a.pod_netns, served)
-        self.interfaces = statuses
-        if statuses:
-            await self.nodeapi.report(StatusReport(vmi=a.vmi, uid=a.uid, interfaces=statuses),
-                                      patience=REPORT_PATIENCE_S)
+        self.interfaces = statuses  # said with Running: one write of the VMI (and its fan-out) fewer per launch
 
     async def _learnt(self, name: str, ip: IPv4Address) -> None:
         """A layer-2 NIC's address, seen in the DHCP ACK of the segment's server."""

@@ -72,6 +72,8 @@ class StatusReport(Message, frozen=True):
     event: EventNote | None = None
     conditions: list[NodeCondition] | None = None  # each replaces the VMI's condition of its type
     torn_down: bool = False  # the instance is final and the node has removed all it held for it
+    launcher_started_at: float | None = None  # the launch's stages (VMI.launcher_started_at), with Running
+    launcher_ready_at: float | None = None
 
 
 class StatusReply(Message, frozen=True):
@@ -106,6 +108,7 @@ def check_bound(vmi: VMI, node: str, uid: str) -> None:
 
 
 MAX_REASON = 1024
+MAX_TIMESTAMP = 4102444800.0  # 2100-01-01: a launch time beyond it is no clock reading
 
 
 def tidy(text: str) -> str:
@@ -135,6 +138,10 @@ def check_report(report: StatusReport) -> None:
             raise ApiError(Code.INVALID, f"{field} must be printable text of at most {MAX_REASON} characters", field)
     for i, nic in enumerate(report.interfaces or []):  # checked as the VMI they go into will be
         netcheck.interface_status(nic.name, nic.ip_address, nic.ip_addresses, nic.mac, f"interfaces[{i}]")
+    for field, at in (("launcher_started_at", report.launcher_started_at),
+                      ("launcher_ready_at", report.launcher_ready_at)):
+        if at is not None and not 0 < at < MAX_TIMESTAMP:
+            raise ApiError(Code.INVALID, f"{field} must be a time in seconds since the epoch", field)
 
 
 def apply_report(vmi: VMI, report: StatusReport, node: str, now: float) -> VMI | None:
@@ -162,6 +169,10 @@ def apply_report(vmi: VMI, report: StatusReport, node: str, now: float) -> VMI |
         changes["interfaces"] = report.interfaces
     if report.reason:
         changes["reason"] = report.reason
+    if report.launcher_started_at is not None:
+        changes["launcher_started_at"] = report.launcher_started_at
+    if report.launcher_ready_at is not None:
+        changes["launcher_ready_at"] = report.launcher_ready_at
     phase = report.phase
     if phase is not None and vmi.phase is Phase.UNKNOWN:
         # The node is heard again: what it says replaces the phase its silence suspended.

@@ -186,6 +186,9 @@ def vmi_object(vmi: VMI) -> Obj:
             "launcherPid": vmi.launcher_pid,
             "stopRequested": vmi.stop_requested or None,
             "guestOSReady": vmi.guest_os_ready or None,
+            # the launch's stages (bench/lane.py): its launcher's process began, and was ready
+            "launcherStartedAt": timestamp(vmi.launcher_started_at),
+            "launcherReadyAt": timestamp(vmi.launcher_ready_at),
         }),
     }
 

@@ -96,6 +96,10 @@ class VMI(State, frozen=True):
     reboot_requests: int = 0
     # The VirtualMachineInstanceReplicaSet that made it (proto.workloads); such an instance is standalone
     owner: str | None = None
+    # When its launcher's process began and when that launcher had connected and read its instance
+    # (wall clock, as its node said with Running): the launch's stages, for bench/lane.py
+    launcher_started_at: float | None = None
+    launcher_ready_at: float | None = None
 
 
 class Node(State, frozen=True):

@@ -23,13 +23,14 @@ from pathlib import Path
 from socket import AF_INET
 from typing import Any, Protocol, TypeVar
 
-from pyroute2 import IPRoute, NetNS
+from pyroute2 import IPRoute
 from pyroute2 import config as pyroute2_config
 from pyroute2 import netns as named_netns
 from pyroute2.netlink.exceptions import NetlinkError as KernelError
 
 from proto.errors import ApiError, Code
 from servicekit import netlink_links as links
+from servicekit import netns_socket
 from servicekit.netlink_links import LinkKind
 
 # pyroute2 forks a child into the namespace for each socket (and each tap), then stops it with SIGTERM.
@@ -168,8 +169,8 @@ T = TypeVar("T")
 
 
 class PyrouteNetlink:
-    """The real adapter. Each call opens its own netlink socket (in the namespace, which pyroute2
-    does from a short-lived child process) and closes it: a pyroute2 socket must not be shared
+    """The real adapter. Each call opens its own netlink socket (in the namespace, which the calling
+    thread enters for the call) and closes it: a pyroute2 socket must not be shared
     between the threads ``asyncio.to_thread`` runs these calls in, and the calls are rare."""
 
     def __init__(self, netns: str | None = None) -> None:
@@ -178,9 +179,20 @@ class PyrouteNetlink:
     def _call(self, operation: str, work: Callable[[Any], T]) -> T:
         if _in_event_loop():  # pyroute2's blocking API runs a loop of its own, and would stall ours
             raise RuntimeError(f"{operation}: netlink calls block; make them in a thread (asyncio.to_thread)")
-        try:
+
+        def call() -> T:
             with self._socket(operation) as ipr:
                 return work(ipr)
+
+        try:
+            if self.netns is None:
+                return call()
+            check_netns_name(self.netns, operation)
+            if not (NETNS_DIR / self.netns).exists():
+                raise NetlinkError(operation, errno.ENOENT, f"no network namespace {self.netns!r}")
+            # This thread enters the namespace for the call (socket, taps and all) and comes back:
+            # no child process forked into it per call (pyroute2's NetNS), which cost launches dearly.
+            return netns_socket.run_in(self.netns, call)
         except KernelError as exc:
             raise NetlinkError(operation, exc.code) from None
         except OSError as exc:  # TimeoutError included: the namespace's child did not answer in time
@@ -190,14 +202,7 @@ class PyrouteNetlink:
 
     @contextmanager
     def _socket(self, operation: str) -> Iterator[Any]:
-        if self.netns is None:
-            ipr = IPRoute()
-        else:
-            check_netns_name(self.netns, operation)
-            # Looked for first: pyroute2 leaks its socket pair and event loop when NetNS() fails.
-            if not (NETNS_DIR / self.netns).exists():
-                raise NetlinkError(operation, errno.ENOENT, f"no network namespace {self.netns!r}")
-            ipr = NetNS(self.netns, flags=0)  # flags=0: never create the namespace if it is missing
+        ipr = IPRoute()  # in whatever namespace this thread is in (see _call)
         try:
             yield ipr
         finally:
@@ -301,9 +306,15 @@ class PyrouteNetlink:
         operation = f"link add {name} type veth peer name {peer} netns {peer_netns or 'self'}"
         if peer_netns is not None:
             check_netns_name(peer_netns, operation)
-        # the caller's own namespace as a file, not a pid: one path for both cases
-        path = str(NETNS_DIR / peer_netns) if peer_netns is not None else "/proc/self/ns/net"
-        self._call(operation, lambda ipr: links.add_veth(ipr, name, peer, path))
+        if peer_netns is not None:
+            self._call(operation, lambda ipr: links.add_veth(ipr, name, peer, str(NETNS_DIR / peer_netns)))
+            return
+        # the caller's own namespace, held open before this thread enters the adapter's: one path for both
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            self._call(operation, lambda ipr: links.add_veth(ipr, name, peer, f"/proc/self/fd/{own}"))
+        finally:
+            os.close(own)
 
     def create_tap(self, name: str) -> None:
         self._call(f"tuntap add dev {name} mode tap", lambda ipr: links.add_tap(ipr, name))

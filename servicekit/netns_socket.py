@@ -10,6 +10,9 @@ import ctypes
 import os
 import socket
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -18,6 +21,12 @@ _libc = ctypes.CDLL(None, use_errno=True)
 def socket_in(netns: str | None, make: Callable[[], socket.socket]) -> socket.socket:
     """``make()`` run inside netns (None: here). Blocking: call it in a thread of its own, or accept
     that this thread is elsewhere for the moment it takes."""
+    return run_in(netns, make)
+
+
+def run_in(netns: str | None, make: Callable[[], T]) -> T:
+    """``make()`` run by this thread inside netns (None: here), which then comes back; what it opens
+    there (sockets, taps) stays there."""
     if netns is None:
         return make()
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)

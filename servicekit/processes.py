@@ -42,3 +42,14 @@ def end(pids: Iterable[int], timeout: float, is_alive: Callable[[int], bool] = a
                 pass
     for pid in targets:
         alive(pid)  # reap what is ours
+
+
+def started_at(pid: int | str = "self") -> float | None:
+    """When the process began (wall clock): its start in /proc counts clock ticks since boot, which
+    /proc/uptime gives now (btime, whole seconds, is off by up to one)."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))

@@ -40,3 +40,19 @@ def test_network_prints_its_figures(lab: Lab) -> None:
     for binding in ("masquerade", "bridge"):
         assert re.search(rf"{binding} +start->DHCP lease median of 1: \d+\.\d+s .* TCP echo RTT median "
                          r"\d+\.\d+ ms, throughput \d+\.\d+ MiB/s", out), out
+
+
+def test_lane_prints_its_figures_and_leaves_nothing(lab: Lab) -> None:
+    out = bench(lab, "lane.py", "--server", lab.url, "--vms", "6", "--interval", "0.1", "--timeout", "300")
+    assert "lane: 6 VMIs created 0.10s apart on both nodes: 6 Running, 0 failed, 0 not Running" in out, out
+    assert re.search(r"creation->Running: P50 \d+\.\d+s, P95 \d+\.\d+s, max \d+\.\d+s", out), out
+    for stage in ("accepted->bound", "bound->launcher process", "launcher process->ready", "launcher ready->Running"):
+        assert re.search(rf"  {re.escape(stage)} +-?\d+\.\d+s +-?\d+\.\d+s +-?\d+\.\d+s", out), out
+    assert re.search(r"API latency \(vmi get every 0\.1s, \d+ calls, 0 timeouts\): p50 \d+\.\d+ ms, p99", out), out
+    assert "deleted 6 of 6 VMIs" in out, out
+    vmis = lab.json("get", "vmis")
+    assert isinstance(vmis, dict)
+    assert not [v for v in vmis.get("items", []) if v["metadata"]["name"].startswith("lane-")]
+    # every launcher was forked by its node's fork server, none started afresh
+    logs = "".join(p.read_text() for p in (lab.state_dir / "logs").glob("handler-*.log"))
+    assert '"forked": true' in logs and '"forked": false' not in logs

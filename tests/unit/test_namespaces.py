@@ -4,21 +4,29 @@ runs again, and a namespace that cannot be made is the OSError the launcher's st
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
 from launcher import namespaces
+from servicekit import netns_sysctl
 from servicekit.fake_netlink import FakeNetlink
+
+SYSCTLS: list[tuple[str | None, tuple[str, ...], bool]] = []
 
 
 @pytest.fixture
 def host(monkeypatch: pytest.MonkeyPatch) -> FakeNetlink:
-    def no_sysctl(cmd: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
-        assert cmd[:3] == ["ip", "netns", "exec"] and "sysctl" in cmd  # the only command left
-        return subprocess.CompletedProcess(cmd, 0, "", "")
+    def no_sysctl(netns: str | None, settings: Iterable[str], *, missing_ok: bool = False) -> None:
+        SYSCTLS.append((netns, tuple(settings), missing_ok))
 
-    monkeypatch.setattr(subprocess, "run", no_sysctl)  # namespaces calls subprocess.run by its module
+    def no_process(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"no program is run for the namespace: {args}")
+
+    SYSCTLS.clear()
+    monkeypatch.setattr(netns_sysctl, "write", no_sysctl)
+    monkeypatch.setattr(subprocess, "run", no_process)
     return FakeNetlink()
 
 
@@ -27,6 +35,8 @@ def test_the_pod_namespace_is_made_with_lo_up_and_found_again(host: FakeNetlink)
     namespaces.create_netns("vbtest-pod", netns_adapter=host.at)  # a launcher run again
     assert host.history == ["netns add vbtest-pod"]
     assert host.at("vbtest-pod").links["lo"].up
+    # the pod's bridges stay out of br_netfilter's IP hooks, where the module is loaded at all
+    assert SYSCTLS == [("vbtest-pod", namespaces.BRIDGE_NF_OFF, True)] * 2
 
 
 def test_a_namespace_that_cannot_be_made_is_an_os_error(host: FakeNetlink) -> None:

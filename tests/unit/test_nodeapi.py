@@ -24,6 +24,13 @@ def test_running_sets_started_and_ready() -> None:
     assert [(c.type, c.status) for c in new.conditions] == [("Ready", "True")]
 
 
+def test_running_keeps_the_launch_stages_the_launcher_said() -> None:
+    report = StatusReport(vmi="testvm", uid="u1", phase=Phase.RUNNING, launcher_started_at=T0 + 0.2,
+                          launcher_ready_at=T0 + 0.5)
+    new = apply_report(bound(), report, "node1", T0 + 1)
+    assert new is not None and (new.launcher_started_at, new.launcher_ready_at) == (T0 + 0.2, T0 + 0.5)
+
+
 def test_an_end_keeps_its_reason_and_ready_false() -> None:
     new = apply_report(bound(Phase.RUNNING), StatusReport(vmi="testvm", uid="u1", phase=Phase.FAILED,
                                                           reason="domain stopped: CRASHED"), "node1", T0 + 5)
@@ -62,6 +69,10 @@ def test_interfaces_alone() -> None:
     (StatusReport(vmi="testvm", uid="u1", conditions=[NodeCondition(type="Paused", status="True"),
                                                       NodeCondition(type="Paused", status="False")]),
      "conditions[0].type"),
+    # a launch time is a clock reading, not what a msgspec float can also be
+    (StatusReport(vmi="testvm", uid="u1", launcher_started_at=float("nan")), "launcher_started_at"),
+    (StatusReport(vmi="testvm", uid="u1", launcher_ready_at=float("inf")), "launcher_ready_at"),
+    (StatusReport(vmi="testvm", uid="u1", launcher_ready_at=-1.0), "launcher_ready_at"),
 ])
 def test_what_a_node_says_is_checked(report: StatusReport, field: str) -> None:
     with pytest.raises(ApiError) as exc:

@@ -1,0 +1,240 @@
+"""KubeVirt's sig-performance lane: N minimal VMIs (examples/testvmi.yaml, the seed testvm's shape)
+created through the API ``--interval`` apart; creation->Running P50/P95/max, the same per stage
+(from each VMI's status: created, PodScheduled, its launcher's process start and readiness, started),
+and the API's latency meanwhile (a prober sends ``vmi get`` every 100 ms on a connection of its own).
+Everything it created is deleted at the end, also when it fails.
+
+Against a running lab (scripts/lab.sh), or one of its own for the run (--own-lab):
+    .venv/bin/python bench/lane.py [--vms 100] [--interval 0.1] [--node node1] [--server URL] [--own-lab]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import math
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ctl.client import ApiClient, default_url  # noqa: E402
+from proto.api import Ack, NameRequest, VMIReply  # noqa: E402
+from proto.errors import ApiError, Code  # noqa: E402
+from proto.manifest import load_manifests  # noqa: E402
+from proto.state import FINAL_PHASES, VMI, Phase  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFEST = REPO / "examples" / "testvmi.yaml"
+IMAGE = "quay.io/kubevirt/cirros-container-disk-demo"
+STAGES = ("accepted->bound", "bound->launcher process", "launcher process->ready", "launcher ready->Running")
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest rank, as the lane's own report takes it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def stages(vmi: VMI) -> dict[str, float] | None:
+    """Seconds spent in each stage of a Running VMI's launch, by the times in its status."""
+    bound = next((c.last_transition_time for c in vmi.conditions if c.type == "PodScheduled" and c.status == "True"),
+                 None)
+    marks = [vmi.created_at, bound, vmi.launcher_started_at, vmi.launcher_ready_at, vmi.started_at]
+    if any(m is None for m in marks):
+        return None
+    times = [float(m) for m in marks if m is not None]
+    return {name: times[i + 1] - times[i] for i, name in enumerate(STAGES)}
+
+
+def manifest(name: str, node: str | None) -> bytes:
+    doc = load_manifests(MANIFEST.read_bytes())[0]
+    assert isinstance(doc, dict)
+    doc["metadata"] = {**doc["metadata"], "name": name}
+    if node:
+        doc["spec"] = {**doc["spec"], "nodeSelector": {"kubernetes.io/hostname": node}}
+    return json.dumps(doc).encode()
+
+
+@dataclass
+class Lane:
+    names: list[str]
+    seen: dict[str, VMI] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    latencies: list[float] = field(default_factory=list)
+    timeouts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def on_change(self, key: str, vmi: VMI | None) -> None:
+        if key in self.names:
+            if vmi is None:
+                self.seen.pop(key, None)
+            else:
+                self.seen[key] = vmi
+            self.changed.set()
+
+    def settled(self) -> bool:
+        return all(n in self.seen and (self.seen[n].phase is Phase.RUNNING or self.seen[n].phase in FINAL_PHASES)
+                   for n in self.names)
+
+
+async def create_all(api: ApiClient, lane: Lane, interval: float, node: str | None) -> None:
+    """One create every interval, on a fixed schedule: a slow answer does not delay the next."""
+    start = time.monotonic()
+
+    async def one(name: str) -> None:
+        try:
+            await api.call("vmi", "apply", manifest(name, node), VMIReply)
+        except ApiError as exc:
+            lane.errors.append(f"{name}: {exc.message}")
+
+    tasks = []
+    for i, name in enumerate(lane.names):
+        await asyncio.sleep(max(0.0, start + i * interval - time.monotonic()))
+        tasks.append(asyncio.create_task(one(name)))
+    await asyncio.gather(*tasks)
+
+
+async def probe(api: ApiClient, lane: Lane, every: float) -> None:
+    """A cheap verb (one KV read) every `every` seconds; a timeout counts as its full wait."""
+    while True:
+        t0 = time.monotonic()
+        try:
+            await api.call("vmi", "get", NameRequest(name=lane.names[0]), VMIReply)
+        except ApiError as exc:
+            if exc.code is Code.UNAVAILABLE:
+                lane.timeouts += 1
+        lane.latencies.append(time.monotonic() - t0)
+        await asyncio.sleep(max(0.0, every - (time.monotonic() - t0)))
+
+
+async def delete_all(api: ApiClient, lane: Lane, patience: float) -> int:
+    """Deletes what the lane made and waits for it to be gone; returns how many are left."""
+    for name in lane.names:
+        with contextlib.suppress(ApiError):
+            await api.call("vmi", "delete", NameRequest(name=name), Ack)
+    deadline = time.monotonic() + patience
+    while lane.seen and time.monotonic() < deadline:
+        lane.changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(lane.changed.wait(), 1.0)
+    return len(lane.seen)
+
+
+def report(lane: Lane, args: argparse.Namespace, elapsed: float) -> None:
+    running = [v for n in lane.names if (v := lane.seen.get(n)) is not None and v.phase is Phase.RUNNING]
+    failed = [v for n in lane.names if (v := lane.seen.get(n)) is not None and v.phase in FINAL_PHASES]
+    where = args.node or "both nodes"
+    print(f"lane: {len(lane.names)} VMIs created {args.interval:.2f}s apart on {where}: {len(running)} Running, "
+          f"{len(failed)} failed, {len(lane.names) - len(running) - len(failed)} not Running after {elapsed:.0f}s")
+    for v in failed[:5]:
+        print(f"  failed {v.name}: {v.reason}")
+    waiting = collections.Counter(
+        f"{v.phase.value}" + "".join(f" ({c.reason}: {c.message})" for c in v.conditions
+                                    if c.type == "PodScheduled" and c.status == "False")
+        for n in lane.names if (v := lane.seen.get(n)) is not None and v not in running and v not in failed)
+    for why, count in waiting.most_common(3):
+        print(f"  {count} still {why}")
+    for e in lane.errors[:5]:
+        print(f"  not created {e}")
+    totals = [v.started_at - v.created_at for v in running if v.started_at is not None]
+    if totals:
+        print(f"creation->Running: P50 {percentile(totals, 50):.2f}s, P95 {percentile(totals, 95):.2f}s, "
+              f"max {max(totals):.2f}s")
+    split = [s for v in running if (s := stages(v)) is not None]
+    if split:
+        print(f"  {'stage':<26} {'P50':>7} {'P95':>7} {'max':>7}")
+        for name in STAGES:
+            values = [s[name] for s in split]
+            print(f"  {name:<26} {percentile(values, 50):>6.2f}s {percentile(values, 95):>6.2f}s "
+                  f"{max(values):>6.2f}s")
+    if lane.latencies:
+        ms = [x * 1000 for x in lane.latencies]
+        print(f"API latency (vmi get every {args.probe_every:.1f}s, {len(ms)} calls, {lane.timeouts} timeouts): "
+              f"p50 {percentile(ms, 50):.1f} ms, p99 {percentile(ms, 99):.1f} ms, max {max(ms):.1f} ms")
+
+
+async def run(args: argparse.Namespace, url: str, creds: str | None) -> int:
+    api = await ApiClient.connect(url, creds)
+    prober = await ApiClient.connect(url, creds)  # a connection of its own, as another user's
+    lane = Lane([f"{args.prefix}-{i:03d}" for i in range(args.vms)])
+    watch = asyncio.create_task(api.watch_vmis(lane.on_change))
+    probing = asyncio.create_task(probe(prober, lane, args.probe_every))
+    t0 = time.monotonic()
+    try:
+        await create_all(api, lane, args.interval, args.node)
+        while not lane.settled() and time.monotonic() - t0 < args.timeout:
+            lane.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lane.changed.wait(), 1.0)
+        probing.cancel()
+        report(lane, args, time.monotonic() - t0)
+        ok = lane.settled() and not lane.errors and all(lane.seen[n].phase is Phase.RUNNING for n in lane.names)
+    finally:
+        probing.cancel()
+        left = await delete_all(api, lane, args.timeout)
+        print(f"deleted {len(lane.names) - left} of {len(lane.names)} VMIs" + (f"; {left} still there" if left else ""))
+        watch.cancel()
+        await prober.close()
+        await api.close()
+    return 0 if ok and not left else 1
+
+
+@contextlib.contextmanager
+def own_lab(nodes: int) -> Iterator[tuple[str, str]]:
+    """A lab for this run only, made and removed as tests/e2e's lab fixture does."""
+    disk = os.environ.get("VIRTBUS_GUEST_DISK") or subprocess.run(
+        ["bash", str(REPO / "guest" / "build.sh")], capture_output=True, text=True, check=True).stdout.split()[-1]
+    state = Path(tempfile.mkdtemp(prefix="virtbus-lane-"))
+    prefix = f"vbl{secrets.token_hex(3)}"
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    lab = [sys.executable, "-m", "ctl", "lab"]
+    try:
+        subprocess.run([*lab, "up", "--nodes", str(nodes), "--state-dir", str(state), "--prefix", prefix,
+                        "--port", str(port), "--probe-kernel", str(Path(disk).with_name("bzImage"))],
+                       check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+        url, creds = f"nats://127.0.0.1:{port}", str(state / "creds" / "admin.nk")
+        subprocess.run([sys.executable, "-m", "ctl", "--server", url, "--creds", creds, "image", "import", IMAGE,
+                        "--file", disk], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+        yield url, creds
+    finally:
+        subprocess.run([*lab, "down", "--state-dir", str(state)], cwd=REPO, stdout=subprocess.DEVNULL, check=False)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--vms", type=int, default=100)
+    p.add_argument("--interval", type=float, default=0.1, help="seconds between two creations")
+    p.add_argument("--node", default=None, help="pin every VMI to this node (default: wherever they fit)")
+    p.add_argument("--timeout", type=float, default=600, help="give up on the rest after this many seconds")
+    p.add_argument("--probe-every", type=float, default=0.1)
+    p.add_argument("--prefix", default="lane", help="the VMIs' names: PREFIX-000, PREFIX-001, ...")
+    p.add_argument("--server", default=default_url())
+    p.add_argument("--creds", default=None)
+    p.add_argument("--own-lab", action="store_true", help="bring up a 2-node lab for the run, and down after")
+    args = p.parse_args()
+    if args.vms < 1 or args.interval < 0:
+        p.error("--vms must be at least 1 and --interval not negative")
+    if args.own_lab:
+        with own_lab(2) as (url, creds):
+            code = asyncio.run(run(args, url, creds))
+    else:
+        code = asyncio.run(run(args, args.server, args.creds))
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
