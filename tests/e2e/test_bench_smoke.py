@@ -40,3 +40,15 @@ def test_network_prints_its_figures(lab: Lab) -> None:
     for binding in ("masquerade", "bridge"):
         assert re.search(rf"{binding} +start->DHCP lease median of 1: \d+\.\d+s .* TCP echo RTT median "
                          r"\d+\.\d+ ms, throughput \d+\.\d+ MiB/s", out), out
+
+
+def test_density_prints_its_figures(lab: Lab) -> None:
+    out = bench(lab, "density.py", "--max", "3", "--node", "node2", "--state-dir", str(lab.state_dir),
+                "--server", lab.url)
+    assert "stopped: --max 3 reached" in out, out
+    assert "3 VMs Running on node2, each answering HTTP" in out, out
+    assert re.search(r"overhead beyond guest RAM \d+\.\d+ MiB \(the scheduler books \d+ MiB\)", out), out
+    assert re.search(r"host memory left \(MemAvailable\): \d+ MiB; scheduler: node2 offers \S+ to guests, "
+                     r"\S+ booked", out), out
+    vms = lab.cli("get", "vms").stdout
+    assert "density-" not in vms  # the bench deletes its VMs
