@@ -10,6 +10,9 @@ from __future__ import annotations
 from proto.quantity import parse_bytes
 from proto.spec import VMSpec
 
+# measured (bench/density.py, 12 seed VMs on one node, PSS means): launcher 35.6 + libvirtd 15.7 +
+# QEMU beyond guest RAM 39.8 = 91.0 MiB; the host's MemAvailable fell ~120 MiB per VM (30 MiB of
+# guest RAM touched). Lower it as the launcher and libvirtd shrink.
 VM_OVERHEAD_BYTES = parse_bytes("96Mi")
 
 
