@@ -54,10 +54,11 @@ class ConsoleTail:
             sent += len(chunk)
         return sent
 
-    async def run(self, interval: float = 2.0, retry: float = 1.0, settle: float = 0.05) -> None:
+    async def run(self, interval: float = 15.0, retry: float = 1.0, settle: float = 0.05) -> None:
         """Forever: publishes as soon as the guest prints (``wake``; QEMU writes its log file just
-        after the socket, hence ``settle``), and every ``interval`` regardless; a publish that fails
-        (NATS away, the stream full) is retried, and said once. An idle console costs nothing."""
+        after the socket, hence ``settle``), and every ``interval`` regardless, for output no wake
+        announced (before the socket was read); a publish that fails (NATS away, the stream full) is
+        retried, and said once. An idle console costs nothing: it was read every 2 s, now every 15."""
         failing = False
         while True:
             try:

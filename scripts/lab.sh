@@ -4,12 +4,19 @@
 # until it is Running and print its boot marker from the serial console. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/setup.sh --apt
+# The test guest (its kernel: minutes on a first run) builds while the venv installs.
+echo "== building (or reusing) the test guest, installing the venv meanwhile" >&2
+guest_out=$(mktemp)
+bash guest/build.sh >"$guest_out" &
+guest_build=$!
+trap 'kill "$guest_build" 2>/dev/null || true; rm -f "$guest_out"' EXIT  # a failed venv stops the build too
 bash scripts/setup.sh
+wait "$guest_build" || { echo "lab: the test guest did not build" >&2; exit 1; }
+disk=$(tail -n 1 "$guest_out")
 export PATH="$PWD/.venv/bin:$PATH"
 examples=${VIRTBUS_EXAMPLES:-$PWD/examples}  # the repository's copies of the seed manifests
 
-echo "== building (or reusing) the test guest" >&2
-disk=$(bash guest/build.sh | tail -n 1)
 echo "== bringing up the lab" >&2
 virtbus lab up --nodes "${LAB_NODES:-2}" --probe-kernel "$(dirname "$disk")/bzImage"
 virtbus image upload quay.io/kubevirt/cirros-container-disk-demo --file "$disk"

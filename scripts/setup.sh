@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything virtbus needs on a fresh Debian 12 machine (root): apt packages, then a venv
-# at .venv with the package (with --test, the test tools; with --compose, what the compose lab needs).
+# at .venv with the package (with --test, the test tools; with --compose, what the compose lab needs;
+# with --apt, only the apt packages).
 # Idempotent: quick when all is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +38,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -q >&2
   apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 fi
+
+# --apt: the packages only (scripts/lab.sh builds the test guest's kernel while the venv installs)
+[ "${1:-}" = "--apt" ] && exit 0
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -56,3 +56,15 @@ def test_lane_prints_its_figures_and_leaves_nothing(lab: Lab) -> None:
     # every launcher was forked by its node's fork server, none started afresh
     logs = "".join(p.read_text() for p in (lab.state_dir / "logs").glob("handler-*.log"))
     assert '"forked": true' in logs and '"forked": false' not in logs
+
+
+def test_density_prints_its_figures(lab: Lab) -> None:
+    out = bench(lab, "density.py", "--max", "3", "--node", "node2", "--state-dir", str(lab.state_dir),
+                "--server", lab.url)
+    assert "stopped: --max 3 reached" in out, out
+    assert "3 VMs Running on node2, each answering HTTP" in out, out
+    assert re.search(r"overhead beyond guest RAM \d+\.\d+ MiB \(the scheduler books \d+ MiB\)", out), out
+    assert re.search(r"host memory left \(MemAvailable\): \d+ MiB; scheduler: node2 offers \S+ to guests, "
+                     r"\S+ booked", out), out
+    vms = lab.cli("get", "vms").stdout
+    assert "density-" not in vms  # the bench deletes its VMs

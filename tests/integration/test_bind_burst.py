@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 
+from proto.overhead import footprint
 from proto.quantity import parse_bytes
 from proto.spec import RunStrategy, VMSpec
 from proto.state import VM, VMI, Node, Phase
@@ -21,7 +22,7 @@ from servicekit.store import Store
 pytestmark = pytest.mark.integration
 SIZE = "64Mi"
 # node1 runs out of memory after 80 instances, node2 of vCPUs after 70 (7 CPUs, 10:1): 150 in all
-NODES = {"node1": (10, 80 * parse_bytes(SIZE)), "node2": (7, parse_bytes("100Gi"))}
+NODES = {"node1": (10, 80 * footprint(VMSpec(name="x", memory=SIZE))), "node2": (7, parse_bytes("100Gi"))}
 
 
 async def heartbeats(store: Store) -> None:
@@ -69,7 +70,7 @@ async def test_two_hundred_at_once_on_room_for_one_hundred_fifty(store: Store) -
         assert per_node == {"node1": 80, "node2": 70}
         for name, (cpus, memory) in NODES.items():
             mine = [v for v in bound if v.node_name == name]
-            assert sum(parse_bytes(v.spec.memory) for v in mine) <= memory
+            assert sum(footprint(v.spec) for v in mine) <= memory  # guest RAM and overhead
             assert sum(vcpus(v.spec) for v in mine) <= cpus * CPU_ALLOCATION_RATIO
         left = [v for v in vmis if v.node_name is None]
         assert len(left) == 50

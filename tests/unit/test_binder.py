@@ -8,7 +8,7 @@ from collections import Counter
 
 from proto.errors import ApiError, Code
 from proto.events import Event
-from proto.quantity import parse_bytes
+from proto.overhead import footprint
 from proto.spec import VMSpec
 from proto.state import VMI, Node, Phase
 from scheduler.binder import Binder, Counters
@@ -63,8 +63,13 @@ class FakeNodes:
         return dict.fromkeys(self.nodes, True)
 
 
-def node(name: str, memory: str) -> Node:
-    return Node(name=name, cpus=8, memory=parse_bytes(memory), kvm=False, heartbeat=0.0, started_at=0.0)
+# what one of these tests' 1Gi VMIs books on its node: guest RAM and the per-VM overhead
+BOOKED = footprint(VMSpec(name="x", memory="1Gi"))
+
+
+def node(name: str, vmis: int) -> Node:
+    """A node with room for exactly ``vmis`` of the tests' VMIs."""
+    return Node(name=name, cpus=8, memory=vmis * BOOKED, kvm=False, heartbeat=0.0, started_at=0.0)
 
 
 def vmi(name: str) -> VMI:
@@ -93,7 +98,7 @@ async def test_a_burst_with_its_writes_in_flight_never_overcommits() -> None:
     bucket, events = FakeVmis(), list[Event]()
     for i in range(10):
         bucket.put(vmi(f"v{i}"))
-    binder, cache = await binder_over(bucket, FakeNodes(node("a", "3Gi"), node("b", "3Gi")), events)
+    binder, cache = await binder_over(bucket, FakeNodes(node("a", 3), node("b", 3)), events)
     bucket.hold.clear()  # nothing is acknowledged yet
     running = asyncio.create_task(binder.run())
     try:
@@ -114,7 +119,7 @@ async def test_a_burst_with_its_writes_in_flight_never_overcommits() -> None:
         await binder.events.close()
     per_node = Counter(e.value.node_name for e in bucket.data.values() if e.value.node_name)
     assert per_node == {"a": 3, "b": 3}
-    assert binder.index.allocation("a") == (3 * parse_bytes("1Gi"), 3, 3)
+    assert binder.index.allocation("a") == (3 * BOOKED, 3, 3)
     assert binder.index.assumed("v0") is None  # the writes confirmed every assumption
     left = [e.value for e in bucket.data.values() if e.value.node_name is None]
     assert len(left) == 4 and all(c.message == "0/2 nodes are available: 2 Insufficient memory."
@@ -126,7 +131,7 @@ async def test_a_burst_with_its_writes_in_flight_never_overcommits() -> None:
 async def test_a_conflict_forgets_the_assumption_and_decides_again_on_what_it_is_now() -> None:
     bucket, events = FakeVmis(), list[Event]()
     bucket.put(vmi("v"))
-    binder, cache = await binder_over(bucket, FakeNodes(node("a", "1Gi")), events)
+    binder, cache = await binder_over(bucket, FakeNodes(node("a", 1)), events)
     bucket.put(vmi("v"))  # someone changed it since the cache read it
     assert await binder.schedule("v") is False
     assert binder.index.allocation("a") == (0, 0, 0) and binder.counters.conflicts == 1
@@ -140,7 +145,7 @@ async def test_a_conflict_forgets_the_assumption_and_decides_again_on_what_it_is
 async def test_a_failed_write_forgets_the_assumption() -> None:
     bucket, events = FakeVmis(), list[Event]()
     bucket.put(vmi("v"))
-    binder, _ = await binder_over(bucket, FakeNodes(node("a", "1Gi")), events)
+    binder, _ = await binder_over(bucket, FakeNodes(node("a", 1)), events)
     bucket.fail["v"] = ConnectionError("no answer")
     assert await binder.schedule("v") is False
     assert binder.index.allocation("a") == (0, 0, 0) and bucket.data["v"].value.node_name is None
@@ -151,7 +156,7 @@ async def test_a_failed_write_forgets_the_assumption() -> None:
 
 async def test_the_watch_seeing_another_schedulers_bind_counts_it() -> None:
     bucket, events = FakeVmis(), list[Event]()
-    binder, cache = await binder_over(bucket, FakeNodes(node("a", "1Gi"), node("b", "1Gi")), events)
+    binder, cache = await binder_over(bucket, FakeNodes(node("a", 1), node("b", 1)), events)
     other = bucket.put(VMI(name="x", uid="x", spec=VMSpec(name="x", memory="1Gi"), created_at=0.0,
                            node_name="a", phase=Phase.SCHEDULED))
     cache.apply(Change("x", other.value, other.revision))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from proto.overhead import VM_OVERHEAD_BYTES
 from proto.quantity import parse_bytes
 from proto.spec import Cpu, VMSpec
 from proto.state import VMI, Node, Phase
@@ -11,6 +12,7 @@ from scheduler.capacity import CapacityIndex
 from scheduler.placement import Request, place
 
 GI = parse_bytes("1Gi")
+OVERHEAD = VM_OVERHEAD_BYTES  # booked with each VM beyond its guest RAM (proto.overhead)
 
 
 def node(name: str) -> Node:
@@ -26,9 +28,9 @@ def test_bound_instances_count_until_they_finish_or_go() -> None:
     index = CapacityIndex()
     index.observe("a", vmi("a", "n1", cores=2))
     index.observe("b", vmi("b", "n1"))
-    assert index.allocation("n1") == (2 * GI, 3, 2)
+    assert index.allocation("n1") == (2 * (GI + OVERHEAD), 3, 2)
     index.observe("a", msgspec.structs.replace(vmi("a", "n1", cores=2), phase=Phase.SUCCEEDED))
-    assert index.allocation("n1") == (GI, 1, 1)
+    assert index.allocation("n1") == (GI + OVERHEAD, 1, 1)
     index.observe("b", None)
     assert index.allocation("n1") == (0, 0, 0)
     index.observe("c", vmi("c"))  # not bound: holds nothing
@@ -41,32 +43,32 @@ def test_a_moved_or_resized_instance_is_counted_once_where_it_is() -> None:
     index.observe("a", vmi("a", "n1"))  # the same again (a status update): still once
     index.observe("a", vmi("a", "n2", memory="2Gi"))
     assert index.allocation("n1") == (0, 0, 0)
-    assert index.allocation("n2") == (2 * GI, 1, 1)
+    assert index.allocation("n2") == (2 * GI + OVERHEAD, 1, 1)
 
 
 def test_an_assumption_counts_until_forgotten() -> None:
     index = CapacityIndex()
-    index.assume("a", "n1", Request(GI, 1, 0))
-    assert index.allocation("n1") == (GI, 1, 1) and index.assumed("a") == "n1"
+    index.assume("a", "n1", Request(GI + OVERHEAD, 1, 0))
+    assert index.allocation("n1") == (GI + OVERHEAD, 1, 1) and index.assumed("a") == "n1"
     # the unbound instance seen meanwhile (the write is in flight) leaves the assumption alone
     index.observe("a", vmi("a"))
-    assert index.allocation("n1") == (GI, 1, 1)
+    assert index.allocation("n1") == (GI + OVERHEAD, 1, 1)
     index.forget("a")  # the write conflicted
     assert index.allocation("n1") == (0, 0, 0) and index.assumed("a") is None
 
 
 def test_the_bind_seen_replaces_the_assumption_and_forget_leaves_it() -> None:
     index = CapacityIndex()
-    index.assume("a", "n1", Request(GI, 1, 0))
+    index.assume("a", "n1", Request(GI + OVERHEAD, 1, 0))
     index.observe("a", vmi("a", "n1"))
-    assert index.allocation("n1") == (GI, 1, 1) and index.assumed("a") is None
+    assert index.allocation("n1") == (GI + OVERHEAD, 1, 1) and index.assumed("a") is None
     index.forget("a")  # a late failure report of an older write must not drop a real bind
-    assert index.allocation("n1") == (GI, 1, 1)
+    assert index.allocation("n1") == (GI + OVERHEAD, 1, 1)
 
 
 def test_a_deleted_instance_drops_its_assumption() -> None:
     index = CapacityIndex()
-    index.assume("a", "n1", Request(GI, 1, 0))
+    index.assume("a", "n1", Request(GI + OVERHEAD, 1, 0))
     index.observe("a", None)
     assert index.allocation("n1") == (0, 0, 0)
 
@@ -77,9 +79,10 @@ def test_usages_follow_nodes_readiness_and_allocation() -> None:
     index.sync_nodes({"n2": node("n2"), "n1": node("n1")}, {"n1": True})
     usages = index.usages()
     assert [(u.node.name, u.ready, u.vmis) for u in usages] == [("n1", True, 0), ("n2", False, 1)]
-    index.assume("b", "n1", Request(GI, 1, 0))
+    index.assume("b", "n1", Request(GI + OVERHEAD, 1, 0))
     index.sync_nodes({"n1": node("n1"), "n2": node("n2")}, {"n1": True, "n2": True})
-    assert [(u.node.name, u.ready, u.used_memory) for u in index.usages()] == [("n1", True, GI), ("n2", True, GI)]
+    assert [(u.node.name, u.ready, u.used_memory) for u in index.usages()] == [
+        ("n1", True, GI + OVERHEAD), ("n2", True, GI + OVERHEAD)]
     bigger = msgspec.structs.replace(node("n1"), memory=16 * GI)
     index.sync_nodes({"n1": bigger, "n2": node("n2")}, {"n1": True, "n2": True})
     assert index.usages()[0].node.memory == 16 * GI
@@ -95,7 +98,7 @@ def test_candidates_come_least_allocated_first_each_node_once() -> None:
     index.observe("b", vmi("b", "n2"))
     assert [u.node.name for u in index.candidates()] == ["n3", "n2", "n1", "n4"]
     for i in range(5):  # many changes: stale entries are skipped, each node still comes once
-        index.assume(f"x{i}", "n3", Request(GI, 1, 0))
+        index.assume(f"x{i}", "n3", Request(GI + OVERHEAD, 1, 0))
     assert [u.node.name for u in index.candidates()] == ["n2", "n1", "n3", "n4"]
     del nodes["n2"]
     index.sync_nodes(nodes, {"n1": True, "n3": True})

@@ -1,4 +1,9 @@
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
 
 from launcher.domain import VNC_SOCKET, compose_domain_xml, plan_domain, stable_mac
 from proto.manifest import parse_manifest
@@ -72,3 +77,20 @@ def test_a_vnc_screen_on_a_unix_socket_never_a_port() -> None:
     listens = graphics[0].findall("listen")
     assert [(listen.get("type"), listen.get("socket")) for listen in listens] == [("socket", VNC_SOCKET)]
     assert [m.get("type") for m in dom.findall("devices/video/model")] == ["vga"]
+
+
+def test_tcg_translation_cache_is_bounded_and_nics_carry_no_option_rom() -> None:
+    dom = seed_plan()
+    cache = dom.find("features/tcg/tb-cache")
+    assert cache is not None and (cache.text, cache.get("unit")) == ("16", "MiB")
+    assert [r.get("enabled") for r in dom.findall("devices/interface/rom")] == ["no"]
+    assert seed_plan("kvm").find("features/tcg") is None  # a KVM guest has no translation cache
+
+
+@pytest.mark.skipif(not (shutil.which("virt-xml-validate") and shutil.which("xmllint")),
+                    reason="libvirt's schema checker (virt-xml-validate, xmllint) is not installed")
+def test_libvirt_schema_accepts_the_seed_domain(tmp_path: Path) -> None:
+    path = tmp_path / "domain.xml"
+    path.write_text(ET.tostring(seed_plan(), encoding="unicode"))
+    done = subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr + done.stdout

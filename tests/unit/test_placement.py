@@ -2,6 +2,7 @@ from collections.abc import Iterator
 
 import msgspec
 
+from proto.overhead import footprint
 from proto.quantity import parse_bytes
 from proto.spec import Cpu, VMSpec
 from proto.state import VMI, Node, Phase
@@ -113,3 +114,17 @@ def test_sampling_still_says_why_no_node_fits_counting_every_node() -> None:
     result = place(VMSpec(name="x", memory="16Gi"), usage(nodes, [], NOW), enough=2)
     assert result.node is None and result.scanned == 6
     assert result.message == "0/6 nodes are available: 6 Insufficient memory."
+
+
+def test_memory_is_booked_with_each_vms_overhead() -> None:
+    # guest RAM alone would put 16 of these on the node; with each one's launcher, libvirtd and
+    # QEMU overhead booked as well, the node is full sooner and the next is refused with the reason
+    per_vm = footprint(VMSpec(name="x", memory="64Mi"))
+    assert per_vm > parse_bytes("64Mi")
+    nodes = [node("a", memory="1Gi", cpus=4)]
+    placed: list[VMI] = []
+    while (choice := place(VMSpec(name="x", memory="64Mi"), usage(nodes, placed, NOW))).node is not None:
+        placed.append(vmi(f"v{len(placed)}", choice.node, "64Mi"))
+    assert len(placed) == parse_bytes("1Gi") // per_vm < 16
+    assert choice.message == "0/1 nodes are available: 1 Insufficient memory."
+    assert usage(nodes, placed, NOW)[0].used_memory == len(placed) * per_vm

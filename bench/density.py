@@ -1,0 +1,215 @@
+"""How many seed VMs one node runs: starts copies of the seed testvm (64M, masquerade, the test guest)
+pinned to one node, one after another, each Running and answering HTTP on its pod IP, until the
+scheduler refuses the next one (its reason printed) or --max are up; then prints how many run, what
+each costs the node beyond its guest RAM (PSS of its launcher, its libvirtd, and its QEMU without
+the guest's RAM), the memory the host has left, and what the scheduler booked for them.
+Needs a lab with the test guest imported (scripts/lab.sh makes one). Usage:
+    .venv/bin/python bench/density.py [--max N] [--node node1] [--state-dir /var/lib/virtbus/lab] [--keep]
+                                      [--server nats://127.0.0.1:4222]
+The VMs (density-1, density-2, ...) are deleted at the end unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from proto.overhead import VM_OVERHEAD_BYTES  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE = "quay.io/kubevirt/cirros-container-disk-demo"
+MIB = 1024 * 1024
+
+
+SERVER: list[str] = []  # --server URL, for every virtbus call
+
+
+def ctl(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", "ctl", *SERVER, *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"virtbus {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
+    return done
+
+
+def pss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def netns_pids(netns: str) -> list[int]:
+    out = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=False).stdout
+    return [int(p) for p in out.split()]
+
+
+def read_pid(path: Path) -> int:
+    return int(path.read_text().split()[0])
+
+
+def manifest(name: str, node: str) -> dict[str, Any]:
+    """The seed testvm's shape (examples/testvm-masquerade.yaml), pinned to ``node``."""
+    return {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name},
+            "spec": {"running": True, "template": {"spec": {
+                "nodeSelector": {"kubernetes.io/hostname": node},
+                "domain": {"resources": {"requests": {"memory": "64M"}},
+                           "devices": {"disks": [{"name": "containerdisk", "disk": {"bus": "virtio"}}],
+                                       "interfaces": [{"name": "default", "masquerade": {}}]}},
+                "networks": [{"name": "default", "pod": {}}],
+                "volumes": [{"name": "containerdisk", "containerDisk": {"image": IMAGE}}]}}}}
+
+
+def vmi_status(name: str) -> dict[str, Any]:
+    done = ctl("get", "vmis", name, "-o", "json", check=False)
+    if done.returncode != 0:
+        return {}
+    status = json.loads(done.stdout).get("status", {})
+    return status if isinstance(status, dict) else {}
+
+
+def unschedulable(status: dict[str, Any]) -> str | None:
+    for cond in status.get("conditions", []):
+        if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
+            return str(cond.get("message", ""))
+    return None
+
+
+def wait_running(name: str, timeout: float) -> tuple[str, dict[str, Any]]:
+    """("Running", status), or ("Unschedulable", status) with the scheduler's reason."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = vmi_status(name)
+        if status.get("phase") == "Running" and status.get("interfaces"):
+            return "Running", status
+        if unschedulable(status) is not None:
+            return "Unschedulable", status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} not Running after {timeout:.0f}s: {status}")
+        time.sleep(0.5)
+
+
+def answers_http(state_dir: str, node: str, name: str, ip: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = ctl("lab", "exec", "--state-dir", state_dir, node, "--", "curl", "-s", "-m", "3", f"http://{ip}/",
+                   check=False, timeout=60)
+        if f"hostname: {name}" in done.stdout:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def guest_ram_pss_kib(qemu: int) -> int:
+    """PSS of the QEMU mapping that is the guest's RAM (sized as the pc.ram memory backend)."""
+    argv = Path(f"/proc/{qemu}/cmdline").read_bytes().decode(errors="replace")
+    m = re.search(r'"id":"pc\.ram","size":(\d+)', argv) or re.search(r'"size":(\d+)', argv)
+    if not m:
+        return 0
+    ram_kib = int(m.group(1)) // 1024
+    size = pss = 0
+    for line in Path(f"/proc/{qemu}/smaps").read_text().splitlines():
+        head = re.match(r"^([0-9a-f]+)-([0-9a-f]+) ", line)
+        if head:
+            size = (int(head.group(2), 16) - int(head.group(1), 16)) // 1024
+        elif line.startswith("Pss:") and ram_kib <= size <= ram_kib + 2048:
+            pss += int(line.split()[1])
+    return pss
+
+
+def vm_costs(root: Path, prefix: str, node: str, name: str) -> dict[str, int]:
+    """KiB: each process's PSS, and the guest's RAM as QEMU holds it."""
+    pod = netns_pids(f"{prefix}-{node}-{name}")
+    qemu = next(pid for pid in pod if comm(pid).startswith("qemu-system"))
+    return {"launcher": pss_kib(read_pid(root / "nodes" / node / "vmis" / name / "launcher.pid")),
+            "libvirtd": pss_kib(next(pid for pid in pod if comm(pid) == "libvirtd")),
+            "QEMU": pss_kib(qemu), "guest RAM": guest_ram_pss_kib(qemu)}
+
+
+def mem_available_kib() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1])
+    return 0
+
+
+def node_memory(node: str) -> tuple[str, str]:
+    """What the node offers guests and what the scheduler booked on it (guest RAM and overhead)."""
+    for item in json.loads(ctl("get", "nodes", "-o", "json").stdout).get("items", []):
+        if item["metadata"]["name"] == node:
+            return (item["status"]["allocatable"]["memory"],
+                    item["metadata"]["annotations"]["virtbus.io/allocated-memory"])
+    return "?", "?"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--max", type=int, default=1000, help="stop after this many VMs Running")
+    p.add_argument("--node", default="node1")
+    p.add_argument("--state-dir", default="/var/lib/virtbus/lab")
+    p.add_argument("--timeout", type=float, default=300, help="seconds for each VM to be Running and answer")
+    p.add_argument("--keep", action="store_true", help="leave the VMs running")
+    p.add_argument("--server", default=None, help="NATS URL (else NATS_URL, else the lab's)")
+    args = p.parse_args()
+    if args.server:
+        SERVER[:] = ["--server", args.server]
+    root = Path(args.state_dir)
+    lab = json.loads((root / "lab.json").read_text())
+    workdir = root / "density"
+    workdir.mkdir(exist_ok=True)
+    names: list[str] = []
+    running: list[str] = []
+    stopped_by = f"--max {args.max} reached"
+    t0 = time.monotonic()
+    try:
+        while len(running) < args.max:
+            name = f"density-{len(names) + 1}"
+            path = workdir / f"{name}.json"
+            path.write_text(json.dumps(manifest(name, args.node)))
+            names.append(name)
+            ctl("apply", "-f", str(path))
+            outcome, status = wait_running(name, args.timeout)
+            if outcome == "Unschedulable":
+                stopped_by = f"{name} Unschedulable: {unschedulable(status)}"
+                break
+            ip = status["interfaces"][0]["ipAddress"]
+            if not answers_http(args.state_dir, args.node, name, ip, args.timeout):
+                raise RuntimeError(f"{name} Running on {ip} but gives no page")
+            running.append(name)
+            print(f"{name} Running on {status.get('nodeName')} at {ip}, answers HTTP "
+                  f"({time.monotonic() - t0:.0f}s, host MemAvailable {mem_available_kib() // 1024} MiB)", flush=True)
+        costs = [vm_costs(root, lab["prefix"], args.node, n) for n in running]
+        print(f"stopped: {stopped_by}")
+        print(f"{len(running)} VMs Running on {args.node}, each answering HTTP")
+        if costs:
+            mean = {k: sum(c[k] for c in costs) / len(costs) / 1024 for k in costs[0]}
+            beyond = mean["launcher"] + mean["libvirtd"] + mean["QEMU"] - mean["guest RAM"]
+            print("per-VM memory (PSS, mean): " + ", ".join(f"{k} {v:.1f} MiB" for k, v in mean.items()) +
+                  f"; overhead beyond guest RAM {beyond:.1f} MiB (the scheduler books "
+                  f"{VM_OVERHEAD_BYTES / MIB:.0f} MiB)")
+        offered, booked = node_memory(args.node)
+        print(f"host memory left (MemAvailable): {mem_available_kib() // 1024} MiB; scheduler: {args.node} offers "
+              f"{offered} to guests, {booked} booked")
+    finally:
+        if not args.keep:
+            for name in names:
+                ctl("delete", name, "--wait", "--timeout", "120", check=False)
+
+
+if __name__ == "__main__":
+    main()
