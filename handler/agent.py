@@ -27,7 +27,7 @@ from handler.syncstatus import SyncStatus
 from handler.vmiplan import Step
 from handler.volumefiles import VolumeFiles
 from handler.volumework import VolumeWork
-from proto import ipam
+from proto import ipam, subjects
 from proto.errors import ApiError
 from proto.nodeapi import EventNote, StatusReport, tidy
 from proto.state import VMI, Node, Phase
@@ -102,10 +102,14 @@ class Agent:
                 log.exception("heartbeat failed")
 
     async def _watch(self) -> None:
-        async for change in self.store.vmis.watch():
-            mine = change.value is not None and change.value.node_name == self.node.name
-            if mine or change.key in self.launchers.running:
-                self.queue.kick(change.key)
+        """This node's VMIs only (the leader's copies, scheduler.nodevmis): a copy's coming, change or
+        going brings a reconcile, which reads the VMI itself. A launcher adopted here whose VMI has no
+        copy any more (deleted or moved while the handler was away) is looked at once at the start."""
+        for name in list(self.launchers.running):
+            self.queue.kick(name)
+        async for change in self.store.node_vmis.watch(subjects.node_vmis_of_node(self.node.name)):
+            _, name = subjects.node_vmi_parts(change.key)
+            self.queue.kick(name)
             if change.value is None:
                 self.volume_files.kick()  # a deleted volume it held may be free now
 

@@ -28,6 +28,7 @@ from scheduler import failover, nodelife, placement, volumes
 from scheduler.metrics import SchedulerMetrics
 from scheduler.networkneeds import ovs_bridges_needed
 from scheduler.nodelife import Transition
+from scheduler.nodevmis import NodeVmiMirror
 from scheduler.nodewatch import NodeWatch
 from scheduler.vmicache import VmiCache
 from scheduler.vmplan import Action, backoff, plan
@@ -93,6 +94,7 @@ class Scheduler:
             asyncio.create_task(_rewatching("vmis", self._watch_vmis)),
             asyncio.create_task(self._resync()),
             asyncio.create_task(self._node_lifecycle()),
+            asyncio.create_task(NodeVmiMirror(self.store).run()),  # what each node's handler watches
             *([asyncio.create_task(self.nodes.run())] if self._own_nodes else []),
         ]
         await self.workloads.start()
