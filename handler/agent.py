@@ -13,7 +13,7 @@ from ipaddress import IPv4Network
 import msgspec
 import structlog
 
-from handler import nodeinfo, vmiplan
+from handler import nodeinfo, nodevmis, vmiplan
 from handler.clusterdns import ClusterDns
 from handler.floatingips import FloatingIPs
 from handler.guestfence import GuestFence
@@ -27,10 +27,11 @@ from handler.syncstatus import SyncStatus
 from handler.vmiplan import Step
 from handler.volumefiles import VolumeFiles
 from handler.volumework import VolumeWork
-from proto import ipam, subjects
+from proto import ipam
 from proto.errors import ApiError
 from proto.nodeapi import EventNote, StatusReport, tidy
 from proto.state import VMI, Node, Phase
+from servicekit.informer import shared
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
 from servicekit.workqueue import WorkQueue
@@ -107,8 +108,8 @@ class Agent:
         copy any more (deleted or moved while the handler was away) is looked at once at the start."""
         for name in list(self.launchers.running):
             self.queue.kick(name)
-        async for change in self.store.node_vmis.watch(subjects.node_vmis_of_node(self.node.name)):
-            _, name = subjects.node_vmi_parts(change.key)
+        async for change in nodevmis.informer(self.store, self.node.name).changes():
+            name = nodevmis.vmi_name(change.key)
             self.queue.kick(name)
             if change.value is None:
                 self.volume_files.kick()  # a deleted volume it held may be free now
@@ -116,7 +117,7 @@ class Agent:
     async def _watch_nodes(self) -> None:
         """Keep routes to the other nodes' pods as nodes come and go."""
         nodes: dict[str, Node] = {}
-        async for change in self.store.nodes.watch():
+        async for change in shared(self.store, self.store.nodes).changes():  # one watch with the fence's
             if change.value is None:
                 nodes.pop(change.key, None)
             else:

@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import msgspec
 import nats
@@ -178,11 +178,20 @@ class Bucket(Generic[T]):
         """Current values first, then (unless initial_only) every later change, forever; only keys
         matching ``keys`` (a key, or a pattern with ``*``/``>``), filtered by the server. The watch's
         consumer is deleted when the iteration ends (servicekit.kvwatch)."""
-        async with contextlib.aclosing(kvwatch.watch(self._kv, keys)) as updates:  # its consumer goes now
-            async for update in updates:
-                if update is None:
+        async with contextlib.aclosing(self.updates(keys)) as updates:  # its consumer goes now
+            async for change in updates:
+                if change is None:
                     if initial_only:
                         return
+                    continue
+                yield change
+
+    async def updates(self, keys: str = ">") -> AsyncGenerator[Change[T] | None, None]:
+        """As ``watch``, with None once after the current values (an informer's cue that it has them all)."""
+        async with contextlib.aclosing(kvwatch.watch(self._kv, keys)) as updates:
+            async for update in updates:
+                if update is None:
+                    yield None
                     continue
                 change = await self._change(update)
                 if change is not None:
@@ -227,6 +236,10 @@ class Bucket(Generic[T]):
         raise ApiError(Code.CONFLICT, f"{key!r} kept changing; try again")
 
 
+class _Stoppable(Protocol):
+    async def stop(self) -> None: ...
+
+
 class Store:
     """The connection plus every bucket; ``connect`` creates buckets and streams when missing."""
 
@@ -249,6 +262,8 @@ class Store:
         self.snapshots = self.bucket(subjects.BUCKET_SNAPSHOTS, VolumeSnapshot)
         self.vm_snapshots = self.bucket(subjects.BUCKET_VM_SNAPSHOTS, VMSnapshot)
         self.snapshot_objects = snapshot_objects
+        # the process's shared watches (servicekit.informer), by (bucket, keys): stopped at close
+        self.informers: dict[tuple[str, str], _Stoppable] = {}
 
     @classmethod
     async def connect(cls, url: str, name: str, *, creds: str | None = None, inbox: str | None = None,
@@ -305,6 +320,8 @@ class Store:
             structlog.get_logger().warning("event lost", reason=event.reason, error=str(exc))
 
     async def close(self) -> None:
+        for informer in list(self.informers.values()):
+            await informer.stop()
         await self.nc.drain()
 
 
