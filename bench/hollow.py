@@ -1,0 +1,121 @@
+"""Hollow nodes (Kubernetes' kubemark), BENCHMARK TOOLING ONLY: many nodes in one process, each with
+its own NATS connection and node credentials, going through the handler's real code paths for
+registration (NodeApiClient.register), heartbeat (a CAS of its node record, as handler.agent does)
+and its scoped watch (its own keys of BUCKET_NODE_VMIS); the launcher is simulated: a VMI copied
+to the node in phase Scheduled is reported Running by the status write a launcher makes.
+
+Nothing here runs a guest, touches a network namespace or is imported by virtbus itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+
+from proto import subjects
+from proto.errors import ApiError
+from proto.nodeapi import Registration, StatusReport
+from proto.nodevmis import NodeVmi
+from proto.state import Node, Phase
+from servicekit.nodeclient import NodeApiClient
+from servicekit.store import Store
+
+HEARTBEAT_S = 2.0  # handler.agent's
+CPUS = 16
+MEMORY = 64 * 2**30
+# the bulk of the VMs go to the pool; a node measured on its own has its own pool and VMs
+POOL_LABEL = "bench.virtbus.io/pool"
+POOL = "hollow"
+
+
+@dataclass
+class Seen:
+    """What one hollow node heard: for the invariants (only its own VMIs) and the latencies."""
+
+    keys: set[str] = field(default_factory=set)
+    foreign: list[str] = field(default_factory=list)  # keys or values of another node: must stay empty
+    running_at: dict[str, float] = field(default_factory=dict)  # VMI -> when its Running report returned
+
+
+class HollowNode:
+    def __init__(self, name: str, url: str, creds: str, pool: str = POOL) -> None:
+        self.name = name
+        self.pool = pool
+        self.url = url
+        self.creds = creds
+        self.seen = Seen()
+        self.store: Store | None = None
+        self.node: Node | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reporting: set[str] = set()
+
+    async def start(self) -> None:
+        self.store = await Store.connect(self.url, f"virtbus-hollow-{self.name}", creds=self.creds,
+                                         inbox=subjects.inbox_prefix("node", self.name), create=False, check=False)
+        api = NodeApiClient(self.store.nc, self.name)
+        labels = {"kubernetes.io/hostname": self.name, POOL_LABEL: self.pool}
+        self.node = await api.register(Registration(cpus=CPUS, memory=MEMORY, kvm=False, labels=labels),
+                                       patience=120.0)
+        self._tasks = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._watch(api))]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.store is not None:
+            await self.store.close()
+
+    async def heartbeat(self) -> None:
+        assert self.store is not None and self.node is not None
+        beating = msgspec.structs.replace(self.node, heartbeat=time.time())
+        if await self.store.nodes.mutate(self.name, lambda current: beating) is None:
+            await self.store.nodes.put(self.name, beating)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            with contextlib.suppress(Exception):  # as the handler: a missed beat is logged, not fatal
+                await self.heartbeat()
+
+    async def _watch(self, api: NodeApiClient) -> None:
+        assert self.store is not None
+        async for change in self.store.node_vmis.watch(subjects.node_vmis_of_node(self.name)):
+            node, vmi = subjects.node_vmi_parts(change.key)
+            self.seen.keys.add(change.key)
+            if node != self.name or (change.value is not None and change.value.vmi.node_name != self.name):
+                self.seen.foreign.append(change.key)
+                continue
+            if change.value is not None and self._wants_running(change.value) and vmi not in self._reporting:
+                self._reporting.add(vmi)
+                asyncio.create_task(self._launch(api, change.value))
+
+    @staticmethod
+    def _wants_running(copy: NodeVmi) -> bool:
+        return copy.vmi.phase is Phase.SCHEDULED and not copy.vmi.stop_requested
+
+    async def _launch(self, api: NodeApiClient, copy: NodeVmi) -> None:
+        """The simulated launcher: what the real one reports once its domain runs."""
+        try:
+            reply = await api.report(StatusReport(vmi=copy.vmi.name, uid=copy.vmi.uid, phase=Phase.RUNNING),
+                                     patience=120.0)
+            if reply.phase is Phase.RUNNING:
+                self.seen.running_at[copy.vmi.name] = time.time()
+        except ApiError:
+            self._reporting.discard(copy.vmi.name)  # the next change of the copy tries again
+
+
+async def start_all(nodes: list[HollowNode], parallel: int = 50) -> None:
+    """Registration in waves: a thousand nodes at once would be a thousand connects in one burst."""
+    for i in range(0, len(nodes), parallel):
+        await asyncio.gather(*(n.start() for n in nodes[i:i + parallel]))
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
