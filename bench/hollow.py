@@ -14,13 +14,13 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
-import msgspec
-
+from handler import heartbeat
 from proto import subjects
 from proto.errors import ApiError
 from proto.nodeapi import Registration, StatusReport
 from proto.nodevmis import NodeVmi
 from proto.state import Node, Phase
+from servicekit.informer import shared
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
 
@@ -39,6 +39,7 @@ class Seen:
     keys: set[str] = field(default_factory=set)
     foreign: list[str] = field(default_factory=list)  # keys or values of another node: must stay empty
     running_at: dict[str, float] = field(default_factory=dict)  # VMI -> when its Running report returned
+    node_records: int = 0  # node record updates heard
 
 
 class HollowNode:
@@ -60,7 +61,8 @@ class HollowNode:
         labels = {"kubernetes.io/hostname": self.name, POOL_LABEL: self.pool}
         self.node = await api.register(Registration(cpus=CPUS, memory=MEMORY, kvm=False, labels=labels),
                                        patience=120.0)
-        self._tasks = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._watch(api))]
+        self._tasks = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._watch(api)),
+                       asyncio.create_task(self._watch_nodes())]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -71,15 +73,19 @@ class HollowNode:
 
     async def heartbeat(self) -> None:
         assert self.store is not None and self.node is not None
-        beating = msgspec.structs.replace(self.node, heartbeat=time.time())
-        if await self.store.nodes.mutate(self.name, lambda current: beating) is None:
-            await self.store.nodes.put(self.name, beating)
+        await heartbeat.beat(self.store, self.node, self.node.free_disk, time.time())  # the handler's
 
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             with contextlib.suppress(Exception):  # as the handler: a missed beat is logged, not fatal
                 await self.heartbeat()
+
+    async def _watch_nodes(self) -> None:
+        """The nodes' records, as the agent (routes) and the fence (addresses) share them."""
+        assert self.store is not None
+        async for _ in shared(self.store, self.store.nodes).changes():
+            self.seen.node_records += 1
 
     async def _watch(self, api: NodeApiClient) -> None:
         assert self.store is not None

@@ -10,10 +10,9 @@ import time
 from collections.abc import Callable
 from ipaddress import IPv4Network
 
-import msgspec
 import structlog
 
-from handler import nodeinfo, nodevmis, vmiplan
+from handler import heartbeat, nodeinfo, nodevmis, vmiplan
 from handler.clusterdns import ClusterDns
 from handler.floatingips import FloatingIPs
 from handler.guestfence import GuestFence
@@ -83,16 +82,9 @@ class Agent:
         await self.queue.close()
 
     async def heartbeat(self) -> None:
-        now = self.clock()
         # what emptyDisks may still take here, for the scheduler's filter
         free = await asyncio.to_thread(nodeinfo.free_disk, self.launchers.paths.state_dir)
-        beating = msgspec.structs.replace(self.node, heartbeat=now, free_disk=free)
-
-        def beat(current: Node) -> Node:
-            return beating
-
-        if await self.store.nodes.mutate(self.node.name, beat) is None:
-            await self.store.nodes.put(self.node.name, beating)
+        await heartbeat.beat(self.store, self.node, free, self.clock())
 
     async def _heartbeats(self) -> None:
         while True:

@@ -118,6 +118,7 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
             return Permissions(
                 publish=Rules(allow=[
                     kv_key(subjects.BUCKET_NODES, n),
+                    kv_key(subjects.BUCKET_NODE_LEASES, n),
                     kv_key(subjects.BUCKET_IPAM, subjects.ipam_pod_ips(n)),
                     kv_key(subjects.BUCKET_VMI_LEASES, subjects.vmi_leases_of_node(n)),
                     f"{subjects.NODEAPI_PREFIX}.{n}.*",

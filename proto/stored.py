@@ -23,7 +23,19 @@ from proto.routes import Ingress, Route, check_ingress, check_route
 from proto.services import cluster_ip_in_range
 from proto.snapshots import VMSnapshot, VolumeSnapshot, check_taker
 from proto.spec import NetworkAttachment
-from proto.state import VM, VMI, Endpoints, Exposure, FloatingIP, Lease, Node, PersistentVolume, Service, VmiLease
+from proto.state import (
+    VM,
+    VMI,
+    Endpoints,
+    Exposure,
+    FloatingIP,
+    Lease,
+    Node,
+    NodeLease,
+    PersistentVolume,
+    Service,
+    VmiLease,
+)
 from proto.subjects import InvalidToken, is_dns1123_label, vmi_lease_parts
 from proto.validation import check_labels, check_name, validate_network, validate_vm, validate_volume_fields
 from proto.workloads import Pool, ReplicaSet, check_pool, check_replicaset
@@ -252,6 +264,12 @@ def check_node_vmi(key: str, copy: NodeVmi) -> None:
         raise ApiError(Code.INVALID, "a copy's revision is at least 1", "revision")
 
 
+def check_node_lease(key: str, lease: NodeLease) -> None:
+    _name_key(key)
+    if not lease.renewed_at >= 0:
+        raise ApiError(Code.INVALID, "a lease's time cannot be negative", "renewedAt")
+
+
 def check_service(key: str, service: Service) -> None:
     _name_key(key)
     _key_is(key, service.name, "Service name")
@@ -306,6 +324,7 @@ def check_key(kind: object, key: str) -> None:
 _VALIDATORS: dict[object, Validator] = {
     VM: check_vm, VMI: check_vmi, Node: check_node, Exposure: check_exposure, FloatingIP: check_floating_ip,
     NetworkAttachment: check_network, Lease: check_lease, VmiLease: check_vmi_lease, NodeVmi: check_node_vmi,
+    NodeLease: check_node_lease,
     PersistentVolume: check_persistent_volume, VolumeSnapshot: check_volume_snapshot, VMSnapshot: check_vm_snapshot,
     Instancetype: check_instancetype, str: check_cidr_claim,
     ReplicaSet: check_replicaset, Pool: check_pool, Preference: check_preference,

@@ -29,7 +29,7 @@ from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.nodevmis import NodeVmi
 from proto.snapshots import VMSnapshot, VolumeSnapshot
-from proto.state import VM, VMI, Node, PersistentVolume, VmiLease
+from proto.state import VM, VMI, Node, NodeLease, PersistentVolume, VmiLease
 from proto.stored import BadStoredValue
 from servicekit import kvwatch
 from servicekit.connection import connect_nats
@@ -257,6 +257,7 @@ class Store:
         self.nodes = self.bucket(subjects.BUCKET_NODES, Node)
         self.vmi_leases = self.bucket(subjects.BUCKET_VMI_LEASES, VmiLease)
         self.node_vmis = self.bucket(subjects.BUCKET_NODE_VMIS, NodeVmi)
+        self.node_leases = self.bucket(subjects.BUCKET_NODE_LEASES, NodeLease)
         self.volumes = self.bucket(subjects.BUCKET_VOLUMES, PersistentVolume)
         self.images = images
         self.snapshots = self.bucket(subjects.BUCKET_SNAPSHOTS, VolumeSnapshot)
@@ -378,7 +379,7 @@ _KV_LIMITS: dict[str, tuple[int, int]] = {  # bucket -> (max_value_size, max_byt
     subjects.BUCKET_SNAPSHOTS: (4096, 16 * _MiB), subjects.BUCKET_VM_SNAPSHOTS: (16 * 1024, 16 * _MiB),
     subjects.BUCKET_SERVICES: (16 * 1024, 16 * _MiB), subjects.BUCKET_ENDPOINTS: (256 * 1024, 64 * _MiB),
     subjects.BUCKET_ROUTES: (16 * 1024, 16 * _MiB), subjects.BUCKET_INGRESSES: (256 * 1024, 64 * _MiB),
-    subjects.BUCKET_NODE_VMIS: (_MiB, 256 * _MiB),
+    subjects.BUCKET_NODE_VMIS: (_MiB, 256 * _MiB), subjects.BUCKET_NODE_LEASES: (1024, 16 * _MiB),
 }
 EVENTS_MAX_BYTES = 64 * _MiB
 

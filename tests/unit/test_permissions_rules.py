@@ -91,3 +91,8 @@ def test_a_node_watches_only_its_own_vmi_copies() -> None:
                     "$JS.API.CONSUMER.CREATE.KV_nodes.vbw1.$KV.nodes.>", "$JS.API.CONSUMER.CREATE.OBJ_images",
                     "$JS.API.STREAM.MSG.GET.KV_vmis"):
         assert may_publish(Role.NODE, subject, "node1"), subject
+
+
+def test_a_node_renews_only_its_own_lease() -> None:
+    assert may_publish(Role.NODE, f"$KV.{subjects.BUCKET_NODE_LEASES}.node1", "node1")
+    assert not may_publish(Role.NODE, f"$KV.{subjects.BUCKET_NODE_LEASES}.node2", "node1")
