@@ -13,16 +13,19 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from handler import heartbeat
+import msgspec
+
+from handler import heartbeat, nodevmis
 from proto import subjects
 from proto.errors import ApiError
 from proto.nodeapi import Registration, StatusReport
 from proto.nodevmis import NodeVmi
-from proto.state import Node, Phase
+from proto.state import VMI, Node, Phase
 from servicekit.informer import shared
 from servicekit.nodeclient import NodeApiClient
-from servicekit.store import Store
+from servicekit.store import Bucket, Store
 
 HEARTBEAT_S = 2.0  # handler.agent's
 CPUS = 16
@@ -43,8 +46,12 @@ class Seen:
 
 
 class HollowNode:
-    def __init__(self, name: str, url: str, creds: str, pool: str = POOL) -> None:
+    def __init__(self, name: str, url: str, creds: str, pool: str = POOL, *, legacy: bool = False) -> None:
+        """legacy: behave as the handler did before scoped watches and leases (the "before" figures
+        against main's scheduler): heartbeat by rewriting the node record, four whole-bucket VMI
+        watches (agent, node ports, floating IPs, metrics) and two of every node's record."""
         self.name = name
+        self.legacy = legacy
         self.pool = pool
         self.url = url
         self.creds = creds
@@ -61,8 +68,13 @@ class HollowNode:
         labels = {"kubernetes.io/hostname": self.name, POOL_LABEL: self.pool}
         self.node = await api.register(Registration(cpus=CPUS, memory=MEMORY, kvm=False, labels=labels),
                                        patience=120.0)
-        self._tasks = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._watch(api)),
-                       asyncio.create_task(self._watch_nodes())]
+        if self.legacy:
+            self._tasks = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._watch_all(api)),
+                           *(asyncio.create_task(self._idle_watch(self.store.vmis)) for _ in range(3)),
+                           *(asyncio.create_task(self._idle_watch(self.store.nodes)) for _ in range(2))]
+        else:
+            self._tasks = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._watch(api)),
+                           asyncio.create_task(self._watch_nodes())]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -73,6 +85,11 @@ class HollowNode:
 
     async def heartbeat(self) -> None:
         assert self.store is not None and self.node is not None
+        if self.legacy:  # main's Agent.heartbeat: a CAS of the whole record, every beat
+            beating = msgspec.structs.replace(self.node, heartbeat=time.time())
+            if await self.store.nodes.mutate(self.name, lambda current: beating) is None:
+                await self.store.nodes.put(self.name, beating)
+            return
         await heartbeat.beat(self.store, self.node, self.node.free_disk, time.time())  # the handler's
 
     async def _heartbeats(self) -> None:
@@ -87,9 +104,27 @@ class HollowNode:
         async for _ in shared(self.store, self.store.nodes).changes():
             self.seen.node_records += 1
 
+    async def _idle_watch(self, bucket: Bucket[Any]) -> None:
+        async for _ in bucket.watch():
+            pass
+
+    async def _watch_all(self, api: NodeApiClient) -> None:
+        """main's agent: every VMI of the cluster, its own picked out here."""
+        assert self.store is not None
+        async for change in self.store.vmis.watch():
+            vmi = change.value
+            if vmi is None or vmi.node_name != self.name:
+                if vmi is not None and vmi.node_name is not None:
+                    self.seen.foreign.append(change.key)
+                continue
+            self.seen.keys.add(subjects.node_vmi(self.name, vmi.name))
+            if vmi.phase is Phase.SCHEDULED and not vmi.stop_requested and vmi.name not in self._reporting:
+                self._reporting.add(vmi.name)
+                asyncio.create_task(self._launch(api, vmi))
+
     async def _watch(self, api: NodeApiClient) -> None:
         assert self.store is not None
-        async for change in self.store.node_vmis.watch(subjects.node_vmis_of_node(self.name)):
+        async for change in nodevmis.informer(self.store, self.name).changes():  # the agent's
             node, vmi = subjects.node_vmi_parts(change.key)
             self.seen.keys.add(change.key)
             if node != self.name or (change.value is not None and change.value.vmi.node_name != self.name):
@@ -97,21 +132,20 @@ class HollowNode:
                 continue
             if change.value is not None and self._wants_running(change.value) and vmi not in self._reporting:
                 self._reporting.add(vmi)
-                asyncio.create_task(self._launch(api, change.value))
+                asyncio.create_task(self._launch(api, change.value.vmi))
 
     @staticmethod
     def _wants_running(copy: NodeVmi) -> bool:
         return copy.vmi.phase is Phase.SCHEDULED and not copy.vmi.stop_requested
 
-    async def _launch(self, api: NodeApiClient, copy: NodeVmi) -> None:
+    async def _launch(self, api: NodeApiClient, vmi: VMI) -> None:
         """The simulated launcher: what the real one reports once its domain runs."""
         try:
-            reply = await api.report(StatusReport(vmi=copy.vmi.name, uid=copy.vmi.uid, phase=Phase.RUNNING),
-                                     patience=120.0)
+            reply = await api.report(StatusReport(vmi=vmi.name, uid=vmi.uid, phase=Phase.RUNNING), patience=120.0)
             if reply.phase is Phase.RUNNING:
-                self.seen.running_at[copy.vmi.name] = time.time()
+                self.seen.running_at[vmi.name] = time.time()
         except ApiError:
-            self._reporting.discard(copy.vmi.name)  # the next change of the copy tries again
+            self._reporting.discard(vmi.name)  # the next change of the copy tries again
 
 
 async def start_all(nodes: list[HollowNode], parallel: int = 50) -> None:

@@ -88,9 +88,10 @@ def seed(server: Server, user: str) -> str:
 
 
 @contextlib.contextmanager
-def process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def process(args: list[str], log: Path, checkout: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, **({"PYTHONPATH": checkout} if checkout else {})}
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=checkout)
     try:
         yield proc
     finally:
@@ -178,14 +179,17 @@ async def create_all(nc: Client, names: list[tuple[str, str | None]],
         await asyncio.gather(*(one(n, node) for n, node in names[i:i + parallel]))
 
 
-async def run(nodes: int, vmis: int, window: float, solo: bool, patience: float) -> Result:
+async def run(nodes: int, vmis: int, window: float, solo: bool, patience: float, legacy: str | None) -> Result:
+    """legacy: a virtbus checkout from before scoped watches and leases (its scheduler runs; the
+    hollow nodes behave as its handler did), for the before figures."""
     names = [f"hollow-{i:04d}" for i in range(nodes)]
     with tempfile.TemporaryDirectory(prefix="virtbus-hollow-") as tmp:
         directory = Path(tmp)
         with nats_server(directory, [*names, SOLO]) as server, \
                 process([sys.executable, "-m", "scheduler", "--server", server.url, "--creds", seed(server, "control")],
-                        directory / "scheduler.log") as scheduler:
-            hollow = [HollowNode(n, server.url, seed(server, credentials.node_user(n))) for n in names]
+                        directory / "scheduler.log", legacy) as scheduler:
+            hollow = [HollowNode(n, server.url, seed(server, credentials.node_user(n)), legacy=legacy is not None)
+                      for n in names]
             admin = await nats.connect(server.url, nkeys_seed=seed(server, "admin"))
             solo_proc: subprocess.Popen[bytes] | None = None
             try:
@@ -268,12 +272,16 @@ def main() -> None:
     p.add_argument("--window", type=float, default=60.0, help="seconds of steady state measured")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for every VMI Running")
     p.add_argument("--no-solo", action="store_true", help="skip the one-node-with-100-VMs process")
+    p.add_argument("--legacy", metavar="CHECKOUT", default=None,
+                   help="before figures: run this checkout's scheduler (e.g. /work/main) with hollow nodes that "
+                        "behave as its handler did (whole-bucket watches, heartbeats in the node record)")
     p.add_argument("--solo", nargs=2, metavar=("URL", "CREDS"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.solo:
         asyncio.run(run_solo(*args.solo))
         return
-    result = asyncio.run(run(args.nodes, args.vmis, args.window, not args.no_solo, args.timeout))
+    result = asyncio.run(run(args.nodes, args.vmis, args.window, not args.no_solo and not args.legacy, args.timeout,
+                             args.legacy))
     print("\n".join(result.lines()))
 
 
