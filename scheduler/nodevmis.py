@@ -18,6 +18,7 @@ from proto import subjects
 from proto.nodevmis import NodeVmi
 from proto.state import VMI
 from servicekit.store import Change, Store
+from servicekit.workqueue import WorkQueue
 
 log = structlog.get_logger()
 RETRY_S = 1.0
@@ -50,23 +51,30 @@ def strays(copies: dict[str, int], wanted: set[str]) -> list[str]:
 
 
 class NodeVmiMirror:
-    """Runs while this process leads; ``run`` is cancelled when the term ends."""
+    """Runs while this process leads; ``run`` is cancelled when the term ends. Writes go one serial
+    worker per VMI, VMIs in parallel (servicekit.workqueue), each writing the newest change it has:
+    a burst of binds is copied with many puts in flight, never two of one VMI out of order."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.copied: dict[str, Copied] = {}  # by VMI name
+        self.latest: dict[str, Change[VMI]] = {}  # by VMI name: the newest change not yet copied
+        self.queue = WorkQueue(self._copy, bind=("vmi",))
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self._rebuild()
-                async for change in self.store.vmis.watch():
-                    await self.apply(change)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - logged; the rebuild starts over
-                log.warning("node VMI copies interrupted; rebuilding", error=str(exc) or type(exc).__name__)
-            await asyncio.sleep(RETRY_S)
+        try:
+            while True:
+                try:
+                    await self._rebuild()
+                    async for change in self.store.vmis.watch():
+                        self.apply(change)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - logged; the rebuild starts over
+                    log.warning("node VMI copies interrupted; rebuilding", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(RETRY_S)
+        finally:
+            await self.queue.close()
 
     async def _rebuild(self) -> None:
         existing = {e.key: e.value.revision for e in await self.store.node_vmis.items()}
@@ -76,26 +84,38 @@ class NodeVmiMirror:
             self.copied[name] = Copied(key, revision)
         wanted: set[str] = set()
         for entry in await self.store.vmis.items():
-            await self.apply(Change(entry.key, entry.value, entry.revision))
+            self.apply(Change(entry.key, entry.value, entry.revision))
             if entry.value.node_name:
                 wanted.add(subjects.node_vmi(entry.value.node_name, entry.key))
-        for key in strays(existing, wanted):
+        gone = strays(existing, wanted)
+        for key in gone:
             await self._delete(key)
             _, name = subjects.node_vmi_parts(key)
             if (c := self.copied.get(name)) is not None and c.key == key:
                 del self.copied[name]
-        log.info("node VMI copies rebuilt", copies=len(wanted), removed=len(strays(existing, wanted)))
+        log.info("node VMI copies rebuilt", copies=len(wanted), removed=len(gone))
 
-    async def apply(self, change: Change[VMI]) -> None:
-        current = self.copied.get(change.key)
-        step = plan(current, change.value, change.revision)
+    def apply(self, change: Change[VMI]) -> None:
+        """Note a VMI's change; its worker copies the newest one it finds."""
+        known = self.latest.get(change.key)
+        if known is not None and known.revision >= change.revision:
+            return
+        self.latest[change.key] = change
+        self.queue.kick(change.key)
+
+    async def _copy(self, name: str) -> None:
+        change = self.latest.get(name)
+        if change is None:
+            return
+        step = plan(self.copied.get(name), change.value, change.revision)
         if step.delete is not None:
             await self._delete(step.delete)
+            self.copied.pop(name, None)
         if step.put is not None and change.value is not None:
             await self.store.node_vmis.put(step.put, NodeVmi(vmi=change.value, revision=change.revision))
-            self.copied[change.key] = Copied(step.put, change.revision)
-        elif step.delete is not None or (current is not None and change.value is None):
-            self.copied.pop(change.key, None)
+            self.copied[name] = Copied(step.put, change.revision)
+        if change.value is None and self.latest.get(name) is change:
+            del self.latest[name]  # gone and its copy with it: nothing to remember
 
     async def _delete(self, key: str) -> None:
         await self.store.node_vmis.delete(key)
