@@ -47,40 +47,57 @@ def free_port() -> int:
 
 @dataclass
 class Server:
+    """One nats-server, or a cluster of them: ``url`` lists every client URL (clients pick one)."""
+
     url: str
-    monitor: str
+    monitors: list[str]
     creds: Path
-    proc: subprocess.Popen[bytes]
+
+    def url_of(self, i: int) -> str:
+        """The i-th client's server, round robin: a cluster's clients spread over its servers."""
+        urls = self.url.split(",")
+        return urls[i % len(urls)]
 
 
 @contextlib.contextmanager
-def nats_server(directory: Path, nodes: list[str]) -> Iterator[Server]:
-    """nats-server with one user per node (as the lab's), and its monitoring port; ended by its PID."""
-    port, mport = free_port(), free_port()
+def nats_server(directory: Path, nodes: list[str], size: int = 1) -> Iterator[Server]:
+    """nats-server(s) with one user per node (as the lab's) and monitoring ports; a cluster of
+    ``size`` routed to each other when size > 1 (state then kept with 3 replicas, as the compose
+    lab's). Each ended by its PID."""
     users = credentials.users_for(nodes)
     keys = credentials.ensure_seeds(directory / "creds", users)
-    config = json.loads(credentials.server_config(users, keys, host="127.0.0.1", port=port,
-                                                  store_dir=str(directory / "js"), server_name="hollow"))
-    config["http_port"] = mport
-    config["max_connections"] = 65536
-    conf = directory / "nats.conf"
-    credentials.write_server_config(conf, json.dumps(config))
-    proc = subprocess.Popen(["nats-server", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
+    routes = [f"nats://127.0.0.1:{route}" for _, _, route in ports]
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        monitor = f"http://127.0.0.1:{mport}"
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                urllib.request.urlopen(f"{monitor}/healthz", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("nats-server did not start") from None
-                time.sleep(0.1)
-        yield Server(f"nats://127.0.0.1:{port}", monitor, directory / "creds", proc)
+        for i, (port, mport, route) in enumerate(ports):
+            cluster = {"name": "hollow", "host": "127.0.0.1", "port": route, "routes": routes} if size > 1 else None
+            config = json.loads(credentials.server_config(users, keys, host="127.0.0.1", port=port,
+                                                          store_dir=str(directory / f"js{i}"),
+                                                          server_name=f"hollow{i}", cluster=cluster))
+            config["http_port"] = mport
+            config["max_connections"] = 65536
+            conf = directory / f"nats{i}.conf"
+            credentials.write_server_config(conf, json.dumps(config))
+            procs.append(subprocess.Popen(["nats-server", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+        monitors = [f"http://127.0.0.1:{mport}" for _, mport, _ in ports]
+        deadline = time.monotonic() + 60
+        for monitor, proc in zip(monitors, procs, strict=True):
+            while True:  # healthz answers ok once JetStream is up (a cluster's: its meta leader elected)
+                try:
+                    urllib.request.urlopen(f"{monitor}/healthz", timeout=1).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError("nats-server did not start") from None
+                    time.sleep(0.2)
+        yield Server(",".join(f"nats://127.0.0.1:{port}" for port, _, _ in ports), monitors, directory / "creds")
     finally:
-        proc.terminate()
-        proc.wait(10)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
 
 
 def seed(server: Server, user: str) -> str:
@@ -116,11 +133,16 @@ def rss_kib(pid: int) -> int:
 
 
 def connz(server: Server) -> dict[str, dict[str, int]]:
-    """Per connection name: messages and bytes in and out, as the server counts them."""
-    with urllib.request.urlopen(f"{server.monitor}/connz?limit=100000", timeout=30) as reply:
-        data = json.load(reply)
-    return {c.get("name", str(c["cid"])): {k: int(c[k]) for k in ("in_msgs", "out_msgs", "in_bytes", "out_bytes")}
-            for c in data["connections"]}
+    """Per client connection name: messages and bytes in and out, as its server counts them (a
+    cluster's route traffic between servers is not a client's, and not counted)."""
+    out: dict[str, dict[str, int]] = {}
+    for monitor in server.monitors:
+        with urllib.request.urlopen(f"{monitor}/connz?limit=100000", timeout=30) as reply:
+            data = json.load(reply)
+        for c in data["connections"]:
+            out[c.get("name", f"{monitor}/{c['cid']}")] = {
+                k: int(c[k]) for k in ("in_msgs", "out_msgs", "in_bytes", "out_bytes")}
+    return out
 
 
 def vm_manifest(name: str, node: str | None) -> bytes:
@@ -179,18 +201,21 @@ async def create_all(nc: Client, names: list[tuple[str, str | None]],
         await asyncio.gather(*(one(n, node) for n, node in names[i:i + parallel]))
 
 
-async def run(nodes: int, vmis: int, window: float, solo: bool, patience: float, legacy: str | None) -> Result:
+async def run(nodes: int, vmis: int, window: float, solo: bool, patience: float, legacy: str | None,
+              cluster: int = 1) -> Result:
     """legacy: a virtbus checkout from before scoped watches and leases (its scheduler runs; the
     hollow nodes behave as its handler did), for the before figures."""
     names = [f"hollow-{i:04d}" for i in range(nodes)]
     with tempfile.TemporaryDirectory(prefix="virtbus-hollow-") as tmp:
         directory = Path(tmp)
-        with nats_server(directory, [*names, SOLO]) as server, \
+        if cluster > 1:
+            os.environ["VIRTBUS_JS_REPLICAS"] = "3"  # the scheduler makes the buckets R3, as the compose lab
+        with nats_server(directory, [*names, SOLO], cluster) as server, \
                 process([sys.executable, "-m", "scheduler", "--server", server.url, "--creds", seed(server, "control")],
                         directory / "scheduler.log", legacy) as scheduler:
-            hollow = [HollowNode(n, server.url, seed(server, credentials.node_user(n)), legacy=legacy is not None)
-                      for n in names]
-            admin = await nats.connect(server.url, nkeys_seed=seed(server, "admin"))
+            hollow = [HollowNode(n, server.url_of(i), seed(server, credentials.node_user(n)),
+                                 legacy=legacy is not None) for i, n in enumerate(names)]
+            admin = await nats.connect(server.url.split(","), nkeys_seed=seed(server, "admin"))
             solo_proc: subprocess.Popen[bytes] | None = None
             try:
                 await start_all(hollow)
@@ -272,6 +297,8 @@ def main() -> None:
     p.add_argument("--window", type=float, default=60.0, help="seconds of steady state measured")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for every VMI Running")
     p.add_argument("--no-solo", action="store_true", help="skip the one-node-with-100-VMs process")
+    p.add_argument("--cluster", type=int, choices=(1, 3), default=1,
+                   help="3: a 3-server nats cluster, buckets with 3 replicas (the compose lab's)")
     p.add_argument("--legacy", metavar="CHECKOUT", default=None,
                    help="before figures: run this checkout's scheduler (e.g. /work/main) with hollow nodes that "
                         "behave as its handler did (whole-bucket watches, heartbeats in the node record)")
@@ -281,7 +308,8 @@ def main() -> None:
         asyncio.run(run_solo(*args.solo))
         return
     result = asyncio.run(run(args.nodes, args.vmis, args.window, not args.no_solo and not args.legacy, args.timeout,
-                             args.legacy))
+                             args.legacy, args.cluster))
+    print(f"nats: {'a 3-server cluster, R3' if args.cluster == 3 else 'one server'}")
     print("\n".join(result.lines()))
 
 
