@@ -66,8 +66,10 @@ class HollowNode:
                                          inbox=subjects.inbox_prefix("node", self.name), create=False, check=False)
         api = NodeApiClient(self.store.nc, self.name)
         labels = {"kubernetes.io/hostname": self.name, POOL_LABEL: self.pool}
+        # the control plane checks each registration against every node (scheduler/nodeapi.py): at a
+        # thousand nodes registering together that takes minutes, so be patient
         self.node = await api.register(Registration(cpus=CPUS, memory=MEMORY, kvm=False, labels=labels),
-                                       patience=120.0)
+                                       patience=900.0)
         if self.legacy:
             self._tasks = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._watch_all(api)),
                            *(asyncio.create_task(self._idle_watch(self.store.vmis)) for _ in range(3)),
@@ -148,7 +150,7 @@ class HollowNode:
             self._reporting.discard(vmi.name)  # the next change of the copy tries again
 
 
-async def start_all(nodes: list[HollowNode], parallel: int = 50) -> None:
+async def start_all(nodes: list[HollowNode], parallel: int = 25) -> None:
     """Registration in waves: a thousand nodes at once would be a thousand connects in one burst."""
     for i in range(0, len(nodes), parallel):
         await asyncio.gather(*(n.start() for n in nodes[i:i + parallel]))
