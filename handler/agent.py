@@ -10,10 +10,9 @@ import time
 from collections.abc import Callable
 from ipaddress import IPv4Network
 
-import msgspec
 import structlog
 
-from handler import nodeinfo, vmiplan
+from handler import heartbeat, nodeinfo, nodevmis, vmiplan
 from handler.clusterdns import ClusterDns
 from handler.floatingips import FloatingIPs
 from handler.guestfence import GuestFence
@@ -31,6 +30,7 @@ from proto import ipam
 from proto.errors import ApiError
 from proto.nodeapi import EventNote, StatusReport, tidy
 from proto.state import VMI, Node, Phase
+from servicekit.informer import shared
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
 from servicekit.workqueue import WorkQueue
@@ -82,16 +82,9 @@ class Agent:
         await self.queue.close()
 
     async def heartbeat(self) -> None:
-        now = self.clock()
         # what emptyDisks may still take here, for the scheduler's filter
         free = await asyncio.to_thread(nodeinfo.free_disk, self.launchers.paths.state_dir)
-        beating = msgspec.structs.replace(self.node, heartbeat=now, free_disk=free)
-
-        def beat(current: Node) -> Node:
-            return beating
-
-        if await self.store.nodes.mutate(self.node.name, beat) is None:
-            await self.store.nodes.put(self.node.name, beating)
+        await heartbeat.beat(self.store, self.node, free, self.clock())
 
     async def _heartbeats(self) -> None:
         while True:
@@ -102,17 +95,21 @@ class Agent:
                 log.exception("heartbeat failed")
 
     async def _watch(self) -> None:
-        async for change in self.store.vmis.watch():
-            mine = change.value is not None and change.value.node_name == self.node.name
-            if mine or change.key in self.launchers.running:
-                self.queue.kick(change.key)
+        """This node's VMIs only (the leader's copies, scheduler.nodevmis): a copy's coming, change or
+        going brings a reconcile, which reads the VMI itself. A launcher adopted here whose VMI has no
+        copy any more (deleted or moved while the handler was away) is looked at once at the start."""
+        for name in list(self.launchers.running):
+            self.queue.kick(name)
+        async for change in nodevmis.informer(self.store, self.node.name).changes():
+            name = nodevmis.vmi_name(change.key)
+            self.queue.kick(name)
             if change.value is None:
                 self.volume_files.kick()  # a deleted volume it held may be free now
 
     async def _watch_nodes(self) -> None:
         """Keep routes to the other nodes' pods as nodes come and go."""
         nodes: dict[str, Node] = {}
-        async for change in self.store.nodes.watch():
+        async for change in shared(self.store, self.store.nodes).changes():  # one watch with the fence's
             if change.value is None:
                 nodes.pop(change.key, None)
             else:

@@ -33,9 +33,10 @@ from proto import services as svc
 from proto import subjects
 from proto.state import Endpoints, Service
 from servicekit import netns_socket
+from servicekit.informer import Informer, shared
 from servicekit.netlink import Netlink, NetlinkError
 from servicekit.resync import resync_on_changes
-from servicekit.store import Bucket, Store
+from servicekit.store import Store
 
 log = structlog.get_logger()
 DNS_LINK = "lo"
@@ -103,8 +104,8 @@ class ClusterDns:
     def __init__(self, store: Store, netns: str | None, netlink: Netlink) -> None:
         self.netns = netns
         self.netlink = netlink
-        self.services: Bucket[Service] = store.bucket(subjects.BUCKET_SERVICES, Service)
-        self.endpoints: Bucket[Endpoints] = store.bucket(subjects.BUCKET_ENDPOINTS, Endpoints)
+        self.services: Informer[Service] = shared(store, store.bucket(subjects.BUCKET_SERVICES, Service))
+        self.endpoints: Informer[Endpoints] = shared(store, store.bucket(subjects.BUCKET_ENDPOINTS, Endpoints))
         self.index: Index = {}
 
     def set_up_address(self) -> None:
@@ -125,7 +126,7 @@ class ClusterDns:
         server = await asyncio.start_server(self._tcp, sock=tcp)
         log.info("cluster DNS up", address=str(svc.CLUSTER_DNS_IP))
         try:
-            await resync_on_changes([self.services.watch(), self.endpoints.watch()], self.sync, "cluster DNS")
+            await resync_on_changes([self.services.changes(), self.endpoints.changes()], self.sync, "cluster DNS")
         finally:
             transport.close()
             server.close()

@@ -12,11 +12,13 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import structlog
 
+from handler import nodevmis
 from proto import netcheck, subjects
 from proto.errors import Code
 from proto.spec import NetworkAttachment
 from proto.state import FINAL_PHASES, Endpoints, FloatingIP
 from servicekit import nftables
+from servicekit.informer import shared
 from servicekit.netlink import Netlink, NetlinkError, PyrouteNetlink
 from servicekit.nftables import nat_table
 from servicekit.resync import resync_on_changes
@@ -85,11 +87,12 @@ class FloatingIPs:
 
     async def run(self) -> None:
         """Recompute on any change of floating IPs or instances, forever."""
-        await resync_on_changes([self.fips.watch(), self.store.vmis.watch(), self.endpoints.watch()], self.sync,
+        await resync_on_changes([self.fips.watch(), nodevmis.informer(self.store, self.node).changes(),
+                                 shared(self.store, self.endpoints).changes()], self.sync,
                                 "floating IPs")
 
     async def sync(self) -> None:
-        pods = {v.name: v.interfaces[0].ip_address for v in (e.value for e in await self.store.vmis.items())
+        pods = {v.name: v.interfaces[0].ip_address for v in await nodevmis.vmis_here(self.store, self.node)
                 if v.node_name == self.node and v.phase not in FINAL_PHASES and v.interfaces
                 and v.interfaces[0].ip_address}
         nets = {e.key: e.value for e in await self.networks.items()}

@@ -24,6 +24,7 @@ from proto.services import CLUSTER_DNS_IP
 from proto.spec import NetworkAttachment
 from proto.state import Exposure, Node
 from servicekit import nftables
+from servicekit.informer import shared
 from servicekit.netlink import Address, Netlink, PyrouteNetlink
 from servicekit.nftables import filter_table
 from servicekit.resync import resync_on_changes
@@ -128,7 +129,7 @@ class GuestFence:
     async def _node_addresses(self) -> AsyncIterator[str]:
         """The nodes' changes that matter here: an address seen, changed or gone (not heartbeats)."""
         known: dict[str, str | None] = {}
-        async for change in self.store.nodes.watch():
+        async for change in shared(self.store, self.store.nodes).changes():  # one watch with the agent's
             address = change.value.address if change.value is not None else None
             if change.key not in known or known[change.key] != address:
                 known[change.key] = address
@@ -136,7 +137,7 @@ class GuestFence:
 
     async def sync(self) -> None:
         """Compose and apply; raises if nft refuses (at start, the handler must not run guests unfenced)."""
-        nodes: list[Node] = [e.value for e in await self.store.nodes.items()]
+        nodes: list[Node] = [e.value for e in await shared(self.store, self.store.nodes).items()]
         fence = Fence(
             pod_bridge=self.pod_bridge, pod_cidr=self.pod_cidr,
             management=(self.management,) if self.management else (),

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from handler import nodevmis
 from proto import subjects
 from proto.state import VMI
 from proto.stats import VMIStats
@@ -115,12 +116,13 @@ class NodeMetrics:
 
         sub = await self.store.nc.subscribe(subjects.stats_of_node(self.collector.node), cb=on_stats)
         try:
-            async for change in self.store.vmis.watch():
-                if change.value is not None and change.value.node_name == self.collector.node:
-                    self.collector.vmis[change.key] = change.value
+            async for change in nodevmis.informer(self.store, self.collector.node).changes():
+                name = nodevmis.vmi_name(change.key)
+                if change.value is not None and change.value.vmi.node_name == self.collector.node:
+                    self.collector.vmis[name] = change.value.vmi
                 else:
-                    self.collector.vmis.pop(change.key, None)
-                    self.collector.samples.pop(change.key, None)
+                    self.collector.vmis.pop(name, None)
+                    self.collector.samples.pop(name, None)
         finally:
             await sub.unsubscribe()
             await asyncio.sleep(0)

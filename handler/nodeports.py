@@ -8,6 +8,7 @@ from ipaddress import IPv4Address
 
 import structlog
 
+from handler import nodevmis
 from proto import netcheck, subjects
 from proto.state import FINAL_PHASES, VMI, Exposure
 from servicekit import nftables
@@ -52,12 +53,13 @@ class NodePorts:
 
     async def run(self) -> None:
         """Recompute on any change of node ports or instances, forever."""
-        await resync_on_changes([self.bucket.watch(), self.store.vmis.watch()], self.sync, "node ports")
+        await resync_on_changes([self.bucket.watch(), nodevmis.informer(self.store, self.node).changes()], self.sync,
+                                "node ports")
 
     async def sync(self) -> None:
         exposures = [e.value for e in await self.bucket.items()]
         pod_ips = {v.name: IPv4Address(v.interfaces[0].ip_address) for v in
-                   (e.value for e in await self.store.vmis.items()) if _runs_here(v, self.node)}
+                   await nodevmis.vmis_here(self.store, self.node) if _runs_here(v, self.node)}
         script = compose_nodeports(exposures, pod_ips)
         if script == self._applied:
             return

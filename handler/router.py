@@ -31,6 +31,7 @@ from proto import subjects
 from proto.routes import Ingress, Route
 from proto.state import Endpoints, Service
 from servicekit import processes
+from servicekit.informer import shared
 from servicekit.resync import resync_on_changes
 from servicekit.store import Bucket, Store
 
@@ -135,6 +136,7 @@ class Haproxy:
 
 class NodeRouter:
     def __init__(self, store: Store, proxy: Proxy, *, address: IPv4Address | None, port: int) -> None:
+        self.store = store
         self.proxy = proxy
         self.address = address
         self.port = port
@@ -148,8 +150,10 @@ class NodeRouter:
     async def run(self) -> None:
         if await asyncio.to_thread(self.proxy.adopt):
             log.info("adopted the HTTP proxy an earlier handler left")
-        await resync_on_changes([self.routes.watch(), self.ingresses.watch(), self.services.watch(),
-                                 self.endpoints.watch(), self._deaths()], self.sync, "routes")
+        # services and endpoints: the watches the rules and cluster DNS share; its reads stay fresh
+        await resync_on_changes([self.routes.watch(), self.ingresses.watch(),
+                                 shared(self.store, self.services).changes(),
+                                 shared(self.store, self.endpoints).changes(), self._deaths()], self.sync, "routes")
 
     async def _deaths(self) -> AsyncIterator[None]:
         yield None  # a first sync, whatever the buckets hold

@@ -18,9 +18,10 @@ import structlog
 from proto import netcheck, subjects
 from proto.state import Endpoints, Service, ServicePort, ServiceType
 from servicekit import nftables
+from servicekit.informer import Informer, shared
 from servicekit.nftables import nat_table
 from servicekit.resync import resync_on_changes
-from servicekit.store import Bucket, Store
+from servicekit.store import Store
 
 log = structlog.get_logger()
 TABLE = "virtbus_services"
@@ -79,13 +80,14 @@ def compose_services(services: list[Service], endpoints: Mapping[str, Endpoints]
 class ServiceRules:
     def __init__(self, store: Store, netns: str | None) -> None:
         self.netns = netns
-        self.services: Bucket[Service] = store.bucket(subjects.BUCKET_SERVICES, Service)
-        self.endpoints: Bucket[Endpoints] = store.bucket(subjects.BUCKET_ENDPOINTS, Endpoints)
+        # the process's informers: one watch of each for the rules, cluster DNS and the router
+        self.services: Informer[Service] = shared(store, store.bucket(subjects.BUCKET_SERVICES, Service))
+        self.endpoints: Informer[Endpoints] = shared(store, store.bucket(subjects.BUCKET_ENDPOINTS, Endpoints))
         self._applied: str | None = None
 
     async def run(self) -> None:
         await self.sync()  # a node with no Service still gets its (empty) table
-        await resync_on_changes([self.services.watch(), self.endpoints.watch()], self.sync, "services")
+        await resync_on_changes([self.services.changes(), self.endpoints.changes()], self.sync, "services")
 
     async def sync(self) -> None:
         services = [e.value for e in await self.services.items()]

@@ -31,7 +31,8 @@ PR_SET_CHILD_SUBREAPER = 36
 async def _main(args: LauncherArgs, url: str, creds: str | None) -> int:
     logs.configure("launcher", vm=args.vmi, vmi=args.vmi, node=args.node, uid=args.uid)
     store = await Store.connect(url, f"virtbus-launcher-{args.node}-{args.vmi}", creds=creds,
-                                inbox=subjects.inbox_prefix("node", args.node), create=False)
+                                inbox=subjects.inbox_prefix("node", args.node), create=False,
+                                check=False)  # the handler that spawned it saw the buckets
     try:
         return await Runner(args, store).run()
     finally:

@@ -379,9 +379,7 @@ class Runner:
             await asyncio.sleep(interval)
 
     async def _watch_own(self) -> None:
-        async for change in self.store.vmis.watch():
-            if change.key != self.args.vmi:
-                continue
+        async for change in self.store.vmis.watch(self.args.vmi):  # its own key only
             if change.value is None or change.value.uid != self.args.uid:
                 self.power.stand_down()
                 self.gone.set()

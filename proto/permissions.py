@@ -63,6 +63,26 @@ JS_READ = [
 SERVICE_DISCOVERY = ["$SRV.>"]
 
 
+def _node_js_read(node: str) -> list[str]:
+    """JS_READ for a node, less other nodes' VMI copies (BUCKET_NODE_VMIS): the node may watch only
+    its own keys. A watch's consumer carries its filter in the create subject (servicekit.kvwatch),
+    so the server checks it; the filterless create forms and the gets of that bucket are denied."""
+    scoped = f"KV_{subjects.BUCKET_NODE_VMIS}"
+    return ["$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
+            "$JS.API.CONSUMER.CREATE.*", "$JS.API.CONSUMER.CREATE.*.*",
+            *(f"$JS.API.CONSUMER.CREATE.KV_{b}.*.{kv_key(b, '>')}"
+              for b in subjects.STATE_BUCKETS if b != subjects.BUCKET_NODE_VMIS),
+            f"$JS.API.CONSUMER.CREATE.{scoped}.*.{kv_key(subjects.BUCKET_NODE_VMIS, subjects.node_vmis_of_node(node))}",
+            "$JS.API.CONSUMER.DELETE.>", "$JS.API.CONSUMER.INFO.>",
+            "$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.*", "$JS.FC.>"]
+
+
+def _node_js_denied() -> list[str]:
+    scoped = f"KV_{subjects.BUCKET_NODE_VMIS}"
+    return [f"$JS.API.CONSUMER.CREATE.{scoped}", f"$JS.API.CONSUMER.CREATE.{scoped}.*",
+            f"$JS.API.DIRECT.GET.{scoped}", f"$JS.API.DIRECT.GET.{scoped}.>", f"$JS.API.STREAM.MSG.GET.{scoped}"]
+
+
 def kv_key(bucket: str, key: str) -> str:
     """The subject a KV write of ``bucket``/``key`` is published on."""
     return f"$KV.{bucket}.{key}"
@@ -98,6 +118,7 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
             return Permissions(
                 publish=Rules(allow=[
                     kv_key(subjects.BUCKET_NODES, n),
+                    kv_key(subjects.BUCKET_NODE_LEASES, n),
                     kv_key(subjects.BUCKET_IPAM, subjects.ipam_pod_ips(n)),
                     kv_key(subjects.BUCKET_VMI_LEASES, subjects.vmi_leases_of_node(n)),
                     f"{subjects.NODEAPI_PREFIX}.{n}.*",
@@ -111,7 +132,8 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                     f"{subjects.STATS_PREFIX}.{n}.*",
                     subjects.console_of_node(n, "out"),
                     subjects.vnc_of_node(n),  # its VMIs' screens: session frames down, replies
-                    *JS_READ, *SERVICE_DISCOVERY]),
+                    *_node_js_read(n), *SERVICE_DISCOVERY],
+                    deny=_node_js_denied()),
                 subscribe=Rules(allow=[
                     f"{subjects.inbox_prefix('node', n)}.>", subjects.node_info(n),
                     f"{subjects.STATS_PREFIX}.{n}.*",

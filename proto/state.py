@@ -187,6 +187,13 @@ class VmiLease(State, frozen=True):
     renewals: int = 0
 
 
+class NodeLease(State, frozen=True):
+    """A node's heartbeat (BUCKET_NODE_LEASES, key: the node). The control plane judges it by its
+    changing, on its own clock (scheduler.nodelife); the time is the node's, shown to people."""
+
+    renewed_at: float
+
+
 def exposure_key(protocol: str, node_port: int) -> str:
     return f"nodeport-{protocol.lower()}-{node_port}"
 

@@ -16,13 +16,26 @@ from proto import netcheck
 from proto.errors import ApiError, Code
 from proto.instancetypes import KINDS as INSTANCETYPE_KINDS
 from proto.instancetypes import MAX_GUEST_CPUS, Instancetype
+from proto.nodevmis import NodeVmi
 from proto.preferences import Preference
 from proto.preferences import check as check_preference
 from proto.routes import Ingress, Route, check_ingress, check_route
 from proto.services import cluster_ip_in_range
 from proto.snapshots import VMSnapshot, VolumeSnapshot, check_taker
 from proto.spec import NetworkAttachment
-from proto.state import VM, VMI, Endpoints, Exposure, FloatingIP, Lease, Node, PersistentVolume, Service, VmiLease
+from proto.state import (
+    VM,
+    VMI,
+    Endpoints,
+    Exposure,
+    FloatingIP,
+    Lease,
+    Node,
+    NodeLease,
+    PersistentVolume,
+    Service,
+    VmiLease,
+)
 from proto.subjects import InvalidToken, is_dns1123_label, vmi_lease_parts
 from proto.validation import check_labels, check_name, validate_network, validate_vm, validate_volume_fields
 from proto.workloads import Pool, ReplicaSet, check_pool, check_replicaset
@@ -241,6 +254,22 @@ def check_vmi_lease(key: str, lease: VmiLease) -> None:
         raise ApiError(Code.INVALID, "renewals cannot be negative", "renewals")
 
 
+def check_node_vmi(key: str, copy: NodeVmi) -> None:
+    """A copy is under its own node's and name's key: a handler acts on no VMI filed elsewhere."""
+    _vmi_lease_key(key)
+    node, name = vmi_lease_parts(key)
+    check_vmi(name, copy.vmi)
+    _key_is(node, copy.vmi.node_name or "", "VMI's node")
+    if copy.revision < 1:
+        raise ApiError(Code.INVALID, "a copy's revision is at least 1", "revision")
+
+
+def check_node_lease(key: str, lease: NodeLease) -> None:
+    _name_key(key)
+    if not lease.renewed_at >= 0:
+        raise ApiError(Code.INVALID, "a lease's time cannot be negative", "renewedAt")
+
+
 def check_service(key: str, service: Service) -> None:
     _name_key(key)
     _key_is(key, service.name, "Service name")
@@ -283,7 +312,7 @@ def check_key(kind: object, key: str) -> None:
     """The key alone, as a watch sees it with a deletion too: a label, or an ipam key."""
     if kind is str or kind == dict[str, str]:
         _ipam_key(key)
-    elif kind is VmiLease:
+    elif kind is VmiLease or kind is NodeVmi:
         _vmi_lease_key(key)
     elif kind is Instancetype or kind is Preference:
         check_name(key.replace(".", "-"), "key", "instancetype or preference name")
@@ -294,7 +323,8 @@ def check_key(kind: object, key: str) -> None:
 # Keyed by what a Bucket decodes to; the ipam bucket is read as both str and dict[str, str].
 _VALIDATORS: dict[object, Validator] = {
     VM: check_vm, VMI: check_vmi, Node: check_node, Exposure: check_exposure, FloatingIP: check_floating_ip,
-    NetworkAttachment: check_network, Lease: check_lease, VmiLease: check_vmi_lease,
+    NetworkAttachment: check_network, Lease: check_lease, VmiLease: check_vmi_lease, NodeVmi: check_node_vmi,
+    NodeLease: check_node_lease,
     PersistentVolume: check_persistent_volume, VolumeSnapshot: check_volume_snapshot, VMSnapshot: check_vm_snapshot,
     Instancetype: check_instancetype, str: check_cidr_claim,
     ReplicaSet: check_replicaset, Pool: check_pool, Preference: check_preference,

@@ -40,6 +40,17 @@ OBJECT_STORE_IMAGES = "images"
 BUCKET_SNAPSHOTS = "snapshots"
 BUCKET_VM_SNAPSHOTS = "vmsnapshots"
 OBJECT_STORE_SNAPSHOTS = "volumesnapshots"
+# Each node's VMIs, copied from BUCKET_VMIS by the leading scheduler (scheduler.nodevmis) under
+# <node>.<vmi>: a handler watches its own node's keys only, and NATS lets it read no other (proto.permissions).
+BUCKET_NODE_VMIS = "nodevmis"
+# Each node's lease, renewed by its handler every few seconds (key: the node): its heartbeat, which only
+# the control plane watches; the node's record (BUCKET_NODES) changes only when something in it does.
+BUCKET_NODE_LEASES = "nodeleases"
+# The buckets every process opens (servicekit.store), the control plane creating them.
+STATE_BUCKETS = (BUCKET_VMS, BUCKET_VMIS, BUCKET_NODES, BUCKET_NETWORKS, BUCKET_IPAM, BUCKET_EXPOSURES,
+                 BUCKET_FLOATING_IPS, BUCKET_VMI_LEASES, BUCKET_VOLUMES, BUCKET_SERVICES, BUCKET_ENDPOINTS,
+                 BUCKET_SNAPSHOTS, BUCKET_VM_SNAPSHOTS, BUCKET_ROUTES, BUCKET_INGRESSES, BUCKET_NODE_VMIS,
+                 BUCKET_NODE_LEASES)
 
 
 # Keys of the ipam bucket: a node's pod CIDR claim, a node's pod-IP table, a network's address table.
@@ -72,6 +83,21 @@ def vmi_lease_parts(key: str) -> tuple[str, str]:
 
 
 def vmi_leases_of_node(node: str) -> str:
+    return f"{token(node)}.*"
+
+
+def node_vmi(node: str, vmi: str) -> str:
+    """A key of BUCKET_NODE_VMIS."""
+    return f"{token(node)}.{token(vmi)}"
+
+
+def node_vmi_parts(key: str) -> tuple[str, str]:
+    """(node, vmi) of a nodevmis key; InvalidToken for anything else."""
+    return vmi_lease_parts(key)
+
+
+def node_vmis_of_node(node: str) -> str:
+    """The keys of one node's VMIs in BUCKET_NODE_VMIS, as a watch's filter."""
     return f"{token(node)}.*"
 
 

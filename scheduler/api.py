@@ -286,7 +286,10 @@ class Api:
 
     async def node_list(self, body: bytes) -> NodeList:
         decode_request(body, ListRequest)
-        nodes = [e.value for e in await self.store.nodes.items()]
+        leases = {e.key: e.value.renewed_at for e in await self.store.node_leases.items()}
+        # people see the last beat: the lease's, newer than the record's (written on change only)
+        nodes = [msgspec.structs.replace(n, heartbeat=max(n.heartbeat, leases.get(n.name, n.heartbeat)))
+                 for n in (e.value for e in await self.store.nodes.items())]
         vmis = [e.value for e in await self.store.vmis.items()]
         return NodeList(items=[
             NodeView(node=u.node, ready=u.ready, allocated_memory=u.used_memory, allocated_cpus=u.used_vcpus,

@@ -29,6 +29,7 @@ from scheduler.binder import Binder, Counters
 from scheduler.eventsink import EventSink
 from scheduler.metrics import SchedulerMetrics
 from scheduler.nodelife import Transition
+from scheduler.nodevmis import NodeVmiMirror
 from scheduler.nodewatch import NodeWatch
 from scheduler.vmicache import VmiCache
 from scheduler.vmplan import Action, backoff, plan
@@ -83,6 +84,7 @@ class Scheduler:
             asyncio.create_task(self.binder.run()),
             asyncio.create_task(self._resync()),
             asyncio.create_task(self._node_lifecycle()),
+            asyncio.create_task(NodeVmiMirror(self.store).run()),  # what each node's handler watches
             *([asyncio.create_task(self.nodes.run())] if self._own_nodes else []),
         ]
         await self.workloads.start()

@@ -1,6 +1,9 @@
-"""The shell of node lifecycle: watch every node record and every HA launcher's lease, and note,
-on this process's monotonic clock, when each heartbeat or lease changed (scheduler.nodelife and
-scheduler.failover decide what that means).
+"""The shell of node lifecycle: watch every node record, every node's lease (its heartbeat) and
+every HA launcher's lease, and note, on this process's monotonic clock, when each heartbeat or
+lease changed (scheduler.nodelife and scheduler.failover decide what that means).
+
+A node beats by renewing its lease (BUCKET_NODE_LEASES); a handler from before leases beat by
+rewriting its record's ``heartbeat``, which still counts when it changes.
 
 Time this process could not see the bus is nobody's silence: when its connection comes back, or
 its watch is started again, or it takes the lead, every node's silence starts afresh.
@@ -14,7 +17,7 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from proto.state import Node, VmiLease
+from proto.state import Node, NodeLease, VmiLease
 from scheduler import failover, nodelife
 from scheduler.failover import LeaseSeen
 from scheduler.nodelife import Seen, Thresholds
@@ -42,6 +45,8 @@ class NodeWatch:
         """Read every node once, so a caller that decides now sees them all."""
         for entry in await self.store.nodes.items():
             self.apply(Change(entry.key, entry.value, entry.revision))
+        for beat in await self.store.node_leases.items():
+            self.apply_node_lease(Change(beat.key, beat.value, beat.revision))
         for lease in await self.store.vmi_leases.items():
             self.apply_lease(Change(lease.key, lease.value, lease.revision))
         self.primed = True
@@ -64,8 +69,17 @@ class NodeWatch:
             self.nodes.pop(change.key, None)
             self.seen.pop(change.key, None)
             return
+        before = self.nodes.get(change.key)
         self.nodes[change.key] = change.value
-        self.seen[change.key] = nodelife.observe(self.seen.get(change.key), change.value.heartbeat, self.clock())
+        if before is None or before.heartbeat != change.value.heartbeat or change.key not in self.seen:
+            # first sight, or a record's heartbeat moved (registration, a handler from before leases)
+            self.seen[change.key] = nodelife.observe(self.seen.get(change.key), change.value.heartbeat, self.clock())
+
+    def apply_node_lease(self, change: Change[NodeLease]) -> None:
+        """A renewal is a beat; the lease's time is the node's own, compared only with itself."""
+        if change.value is None or change.key not in self.nodes:
+            return  # a lease alone is no node: the record (its capacity, its address) makes one
+        self.seen[change.key] = nodelife.observe(self.seen.get(change.key), change.value.renewed_at, self.clock())
 
     def resume(self, why: str) -> None:
         if self.seen:
@@ -95,6 +109,7 @@ class NodeWatch:
                     async with asyncio.TaskGroup() as watches:  # one ends: both start again
                         watches.create_task(self._watch_nodes())
                         watches.create_task(self._watch_leases())
+                        watches.create_task(self._watch_node_leases())
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the watch is started again
@@ -108,6 +123,11 @@ class NodeWatch:
         async for change in self.store.nodes.watch():
             self.apply(change)
         raise RuntimeError("the node watch ended")
+
+    async def _watch_node_leases(self) -> None:
+        async for change in self.store.node_leases.watch():
+            self.apply_node_lease(change)
+        raise RuntimeError("the node lease watch ended")
 
     async def _watch_leases(self) -> None:
         async for change in self.store.vmi_leases.watch():

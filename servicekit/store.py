@@ -7,11 +7,12 @@ race surfaces as ApiError(CONFLICT) and the caller re-reads. ``mutate`` wraps th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import msgspec
 import nats
@@ -26,9 +27,11 @@ from nats.js.object_store import ObjectStore
 from proto import stored, subjects
 from proto.errors import ApiError, Code
 from proto.events import Event
+from proto.nodevmis import NodeVmi
 from proto.snapshots import VMSnapshot, VolumeSnapshot
-from proto.state import VM, VMI, Node, PersistentVolume, VmiLease
+from proto.state import VM, VMI, Node, NodeLease, PersistentVolume, VmiLease
 from proto.stored import BadStoredValue
+from servicekit import kvwatch
 from servicekit.connection import connect_nats
 
 T = TypeVar("T")
@@ -171,42 +174,38 @@ class Bucket(Generic[T]):
                 out.append(Entry(change.key, change.value, change.revision))
         return out
 
-    async def watch(self, *, initial_only: bool = False) -> AsyncIterator[Change[T]]:
-        """Current values first, then (unless initial_only) every later change, forever.
+    async def watch(self, keys: str = ">", *, initial_only: bool = False) -> AsyncIterator[Change[T]]:
+        """Current values first, then (unless initial_only) every later change, forever; only keys
+        matching ``keys`` (a key, or a pattern with ``*``/``>``), filtered by the server. The watch's
+        consumer is deleted when the iteration ends (servicekit.kvwatch)."""
+        async with contextlib.aclosing(self.updates(keys)) as updates:  # its consumer goes now
+            async for change in updates:
+                if change is None:
+                    if initial_only:
+                        return
+                    continue
+                yield change
 
-        nats-py marks the end of the current values when the consumer reports nothing pending and
-        nothing received yet, which under load happens while values are still in flight (a
-        scheduler then sees no nodes). The end is taken instead from the value whose num_pending
-        is 0, after learning from the bucket's status whether there is any value at all."""
-        empty = (await self._kv.status()).values == 0
-        if empty and initial_only:
-            return
-        watcher = await self._kv.watchall()
-        initial_done = empty
-        try:
-            while True:
-                update = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
+    async def updates(self, keys: str = ">") -> AsyncGenerator[Change[T] | None, None]:
+        """As ``watch``, with None once after the current values (an informer's cue that it has them all)."""
+        async with contextlib.aclosing(kvwatch.watch(self._kv, keys)) as updates:
+            async for update in updates:
                 if update is None:
+                    yield None
                     continue
                 change = await self._change(update)
                 if change is not None:
                     yield change
-                if not initial_done and not update.delta:
-                    initial_done = True
-                    if initial_only:
-                        return
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
 
-    async def _change(self, update: KeyValue.Entry) -> Change[T] | None:
+    async def _change(self, update: kvwatch.RawUpdate) -> Change[T] | None:
         """One watched update as a Change; a bad value reads as a deletion, a hostile key as nothing."""
-        rev = int(update.revision or 0)
-        deleted = update.operation in ("DEL", "PURGE") or not update.value
+        rev = update.revision
+        deleted = update.deleted or not update.value
         if not self.key_ok(update.key):
             if not deleted:  # its going needs no report
                 await self._set_aside(BadStoredValue(self.name, update.key, "the key is not a safe name"), rev)
             return None
-        if deleted or update.value is None:
+        if deleted:
             return Change(update.key, None, rev)
         try:
             return Change(update.key, self.decode(update.key, update.value), rev)
@@ -237,6 +236,10 @@ class Bucket(Generic[T]):
         raise ApiError(Code.CONFLICT, f"{key!r} kept changing; try again")
 
 
+class _Stoppable(Protocol):
+    async def stop(self) -> None: ...
+
+
 class Store:
     """The connection plus every bucket; ``connect`` creates buckets and streams when missing."""
 
@@ -253,21 +256,29 @@ class Store:
         self.vmis = self.bucket(subjects.BUCKET_VMIS, VMI)
         self.nodes = self.bucket(subjects.BUCKET_NODES, Node)
         self.vmi_leases = self.bucket(subjects.BUCKET_VMI_LEASES, VmiLease)
+        self.node_vmis = self.bucket(subjects.BUCKET_NODE_VMIS, NodeVmi)
+        self.node_leases = self.bucket(subjects.BUCKET_NODE_LEASES, NodeLease)
         self.volumes = self.bucket(subjects.BUCKET_VOLUMES, PersistentVolume)
         self.images = images
         self.snapshots = self.bucket(subjects.BUCKET_SNAPSHOTS, VolumeSnapshot)
         self.vm_snapshots = self.bucket(subjects.BUCKET_VM_SNAPSHOTS, VMSnapshot)
         self.snapshot_objects = snapshot_objects
+        # the process's shared watches (servicekit.informer), by (bucket, keys): stopped at close
+        self.informers: dict[tuple[str, str], _Stoppable] = {}
 
     @classmethod
     async def connect(cls, url: str, name: str, *, creds: str | None = None, inbox: str | None = None,
-                      create: bool = True) -> Store:
+                      create: bool = True, check: bool = True) -> Store:
         """create: make missing buckets and streams (the control plane's and admin's right); a node
-        may not, and waits until the control plane has made them."""
+        may not, and waits until the control plane has made them. check=False (a launcher): trust
+        that they exist, asking the server nothing; a missing bucket is then an ApiError(UNAVAILABLE)
+        naming it at the first watch."""
         copies = replicas()
         nc = await connect_nats(url, name, creds=creds, inbox=inbox)
         try:
             js = nc.jetstream()
+            if not check:
+                return cls(nc, js, *_assume_all(js), records_events=False)
             while True:
                 try:
                     kvs, images, snapshot_objects = await _open_all(js, copies, create)
@@ -310,6 +321,8 @@ class Store:
             structlog.get_logger().warning("event lost", reason=event.reason, error=str(exc))
 
     async def close(self) -> None:
+        for informer in list(self.informers.values()):
+            await informer.stop()
         await self.nc.drain()
 
 
@@ -322,13 +335,19 @@ def replicas() -> int:
     return int(value)
 
 
+def _assume_all(js: JetStreamContext) -> tuple[dict[str, KeyValue], ObjectStore, ObjectStore]:
+    """Handles on every bucket without asking the server (17 stream-info requests per process): a
+    thousand launchers starting together would otherwise make 17,000. Buckets are never made
+    with direct gets (nats-py's default), so reads go by the stream's message-get API."""
+    kvs = {b: KeyValue(name=b, stream=f"KV_{b}", pre=f"$KV.{b}.", js=js, direct=False)
+           for b in subjects.STATE_BUCKETS}
+    return (kvs, ObjectStore(name=subjects.OBJECT_STORE_IMAGES, stream=f"OBJ_{subjects.OBJECT_STORE_IMAGES}", js=js),
+            ObjectStore(name=subjects.OBJECT_STORE_SNAPSHOTS, stream=f"OBJ_{subjects.OBJECT_STORE_SNAPSHOTS}", js=js))
+
+
 async def _open_all(js: JetStreamContext, copies: int,
                     create: bool) -> tuple[dict[str, KeyValue], ObjectStore, ObjectStore]:
-    buckets = (subjects.BUCKET_VMS, subjects.BUCKET_VMIS, subjects.BUCKET_NODES, subjects.BUCKET_NETWORKS,
-               subjects.BUCKET_IPAM, subjects.BUCKET_EXPOSURES, subjects.BUCKET_FLOATING_IPS,
-               subjects.BUCKET_VMI_LEASES, subjects.BUCKET_VOLUMES, subjects.BUCKET_SERVICES,
-               subjects.BUCKET_ENDPOINTS, subjects.BUCKET_SNAPSHOTS, subjects.BUCKET_VM_SNAPSHOTS,
-               subjects.BUCKET_ROUTES, subjects.BUCKET_INGRESSES)
+    buckets = subjects.STATE_BUCKETS
     if not create:
         kvs = {b: await js.key_value(b) for b in buckets}
         return (kvs, await js.object_store(subjects.OBJECT_STORE_IMAGES),
@@ -360,6 +379,7 @@ _KV_LIMITS: dict[str, tuple[int, int]] = {  # bucket -> (max_value_size, max_byt
     subjects.BUCKET_SNAPSHOTS: (4096, 16 * _MiB), subjects.BUCKET_VM_SNAPSHOTS: (16 * 1024, 16 * _MiB),
     subjects.BUCKET_SERVICES: (16 * 1024, 16 * _MiB), subjects.BUCKET_ENDPOINTS: (256 * 1024, 64 * _MiB),
     subjects.BUCKET_ROUTES: (16 * 1024, 16 * _MiB), subjects.BUCKET_INGRESSES: (256 * 1024, 64 * _MiB),
+    subjects.BUCKET_NODE_VMIS: (_MiB, 256 * _MiB), subjects.BUCKET_NODE_LEASES: (1024, 16 * _MiB),
 }
 EVENTS_MAX_BYTES = 64 * _MiB
 

@@ -26,9 +26,11 @@ from handler.nodeports import NodePorts
 from handler.podnet import PodNetwork, pod_routes
 from proto import subjects
 from proto.events import Event
+from proto.nodevmis import NodeVmi
 from proto.spec import RunStrategy, VMSpec
 from proto.state import VM, VMI, Exposure, Node, Phase, VMIInterface
 from scheduler.controllers import Scheduler
+from scheduler.nodevmis import NodeVmiMirror
 from servicekit import nftables
 from servicekit.fake_netlink import FakeNetlink
 from servicekit.nodeclient import NodeApiClient
@@ -179,6 +181,13 @@ async def test_the_handler_never_acts_on_a_hostile_entry(store: Store, tmp_path:
     await exposures.put("nodeport-tcp-30080", doc(Exposure(vm="good", port=80, node_port=30080),
                                                   protocol="tcp dport 1 accept; flush ruleset"))
     await exposures.put("nodeport-tcp-30081", doc(Exposure(vm="good", port=80, node_port=30081), port="80; x"))
+    # the handler watches the leader's copies of its VMIs: hostile ones there too, one filed under
+    # node1 though it names node2, one not JSON, one with a hostile key
+    copies = await raw(store, subjects.BUCKET_NODE_VMIS)
+    await copies.put("node1.vm5", b"{not json")
+    await copies.put("node1.vm6", msgspec.json.encode(NodeVmi(vmi=vmi("vm6", node="node2"), revision=1)))
+    await copies.put("node1.-rf", msgspec.json.encode(NodeVmi(vmi=vmi("x"), revision=1)), validate_keys=False)
+    mirror = asyncio.create_task(NodeVmiMirror(store).run())
     watcher = asyncio.create_task(agent._watch())
     try:
         await store.vmis.create("good", vmi("good", phase=Phase.RUNNING, ip="10.244.0.5"))
@@ -186,7 +195,8 @@ async def test_the_handler_never_acts_on_a_hostile_entry(store: Store, tmp_path:
         assert not watcher.done()
     finally:
         watcher.cancel()
-    assert set(kicked) <= {"vm1", "vm2", "vm3", "good"}
+        mirror.cancel()
+    assert set(kicked) <= {"vm1", "vm2", "vm3", "vm5", "vm6", "good"}
     for name in set(kicked) - {"good"}:  # what a kick would do: the entry reads as gone
         await agent.reconcile(name)
     assert (outside / "keep").read_text() == "precious" and (state / "vmis" / "other").is_dir()

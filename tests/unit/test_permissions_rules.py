@@ -76,3 +76,23 @@ def test_the_server_accepts_the_config(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     again = credentials.ensure_seeds(tmp_path / "creds", users)  # a second `lab up` keeps the keys
     assert again == keys
+
+
+def test_a_node_watches_only_its_own_vmi_copies() -> None:
+    create = "$JS.API.CONSUMER.CREATE.KV_nodevmis"
+    assert may_publish(Role.NODE, f"{create}.vbw1.$KV.nodevmis.node1.*", "node1")
+    for subject in (f"{create}.vbw1.$KV.nodevmis.node2.*", f"{create}.vbw1.$KV.nodevmis.*.*",
+                    f"{create}.vbw1.$KV.nodevmis.>", f"{create}.vbw1", create,
+                    "$JS.API.STREAM.MSG.GET.KV_nodevmis", "$JS.API.DIRECT.GET.KV_nodevmis",
+                    "$JS.API.DIRECT.GET.KV_nodevmis.$KV.nodevmis.node2.testvm"):
+        assert not may_publish(Role.NODE, subject, "node1"), subject
+    # the other buckets' watches, filtered or not, as before
+    for subject in ("$JS.API.CONSUMER.CREATE.KV_vmis.vbw1.$KV.vmis.testvm", "$JS.API.CONSUMER.CREATE.KV_vmis",
+                    "$JS.API.CONSUMER.CREATE.KV_nodes.vbw1.$KV.nodes.>", "$JS.API.CONSUMER.CREATE.OBJ_images",
+                    "$JS.API.STREAM.MSG.GET.KV_vmis"):
+        assert may_publish(Role.NODE, subject, "node1"), subject
+
+
+def test_a_node_renews_only_its_own_lease() -> None:
+    assert may_publish(Role.NODE, f"$KV.{subjects.BUCKET_NODE_LEASES}.node1", "node1")
+    assert not may_publish(Role.NODE, f"$KV.{subjects.BUCKET_NODE_LEASES}.node2", "node1")

@@ -1,0 +1,24 @@
+"""This node's VMIs as the handler's parts see them: the leader's copies under <node>.* (proto.nodevmis),
+through the process's one informer (servicekit.informer), so the agent, node ports, floating IPs and
+metrics share one watch of the node's own keys and never hear of another node's VMIs."""
+
+from __future__ import annotations
+
+from proto import subjects
+from proto.nodevmis import NodeVmi
+from proto.state import VMI
+from servicekit.informer import Informer, shared
+from servicekit.store import Store
+
+
+def informer(store: Store, node: str) -> Informer[NodeVmi]:
+    return shared(store, store.node_vmis, subjects.node_vmis_of_node(node))
+
+
+async def vmis_here(store: Store, node: str) -> list[VMI]:
+    """The VMIs bound here, from the cache (a copy may trail its VMI by one watch delivery)."""
+    return [e.value.vmi for e in await informer(store, node).items()]
+
+
+def vmi_name(key: str) -> str:
+    return subjects.node_vmi_parts(key)[1]

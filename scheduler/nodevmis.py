@@ -1,0 +1,121 @@
+"""The leader keeps each node's copy of its VMIs (proto.nodevmis, key <node>.<vmi>) so a handler
+watches its own node's keys, not every VMI of the cluster: NATS filters by subject only, so the
+node has to be in the key.
+
+A bound VMI is copied to its node's key whenever it changes; the copy goes when the VMI goes, is
+unbound or moves. On each term the leader first rebuilds the whole bucket from ``vmis`` (which is
+also the migration for state written before the bucket existed), then follows the watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+
+from proto import subjects
+from proto.nodevmis import NodeVmi
+from proto.state import VMI
+from servicekit.store import Change, Store
+from servicekit.workqueue import WorkQueue
+
+log = structlog.get_logger()
+RETRY_S = 1.0
+
+
+@dataclass(frozen=True)
+class Copied:
+    key: str  # <node>.<vmi>
+    revision: int  # the vmis revision it copies
+
+
+@dataclass(frozen=True)
+class CopyPlan:
+    put: str | None = None
+    delete: str | None = None
+
+
+def plan(current: Copied | None, vmi: VMI | None, revision: int) -> CopyPlan:
+    """What one VMI's change (value None: deleted) does to the copies (pure)."""
+    if current is not None and revision <= current.revision:
+        return CopyPlan()  # an older or the same update: the copy is already as new
+    want = subjects.node_vmi(vmi.node_name, vmi.name) if vmi is not None and vmi.node_name else None
+    stale = current.key if current is not None and current.key != want else None
+    return CopyPlan(put=want, delete=stale)
+
+
+def strays(copies: dict[str, int], wanted: set[str]) -> list[str]:
+    """Copies in the bucket that no bound VMI wants (pure): a rebuild deletes them."""
+    return sorted(set(copies) - wanted)
+
+
+class NodeVmiMirror:
+    """Runs while this process leads; ``run`` is cancelled when the term ends. Writes go one serial
+    worker per VMI, VMIs in parallel (servicekit.workqueue), each writing the newest change it has:
+    a burst of binds is copied with many puts in flight, never two of one VMI out of order."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.copied: dict[str, Copied] = {}  # by VMI name
+        self.latest: dict[str, Change[VMI]] = {}  # by VMI name: the newest change not yet copied
+        self.queue = WorkQueue(self._copy, bind=("vmi",))
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self._rebuild()
+                    async for change in self.store.vmis.watch():
+                        self.apply(change)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - logged; the rebuild starts over
+                    log.warning("node VMI copies interrupted; rebuilding", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(RETRY_S)
+        finally:
+            await self.queue.close()
+
+    async def _rebuild(self) -> None:
+        existing = {e.key: e.value.revision for e in await self.store.node_vmis.items()}
+        self.copied = {}
+        for key, revision in existing.items():
+            _, name = subjects.node_vmi_parts(key)
+            self.copied[name] = Copied(key, revision)
+        wanted: set[str] = set()
+        for entry in await self.store.vmis.items():
+            self.apply(Change(entry.key, entry.value, entry.revision))
+            if entry.value.node_name:
+                wanted.add(subjects.node_vmi(entry.value.node_name, entry.key))
+        gone = strays(existing, wanted)
+        for key in gone:
+            await self._delete(key)
+            _, name = subjects.node_vmi_parts(key)
+            if (c := self.copied.get(name)) is not None and c.key == key:
+                del self.copied[name]
+        log.info("node VMI copies rebuilt", copies=len(wanted), removed=len(gone))
+
+    def apply(self, change: Change[VMI]) -> None:
+        """Note a VMI's change; its worker copies the newest one it finds."""
+        known = self.latest.get(change.key)
+        if known is not None and known.revision >= change.revision:
+            return
+        self.latest[change.key] = change
+        self.queue.kick(change.key)
+
+    async def _copy(self, name: str) -> None:
+        change = self.latest.get(name)
+        if change is None:
+            return
+        step = plan(self.copied.get(name), change.value, change.revision)
+        if step.delete is not None:
+            await self._delete(step.delete)
+            self.copied.pop(name, None)
+        if step.put is not None and change.value is not None:
+            await self.store.node_vmis.put(step.put, NodeVmi(vmi=change.value, revision=change.revision))
+            self.copied[name] = Copied(step.put, change.revision)
+        if change.value is None and self.latest.get(name) is change:
+            del self.latest[name]  # gone and its copy with it: nothing to remember
+
+    async def _delete(self, key: str) -> None:
+        await self.store.node_vmis.delete(key)

@@ -1,0 +1,84 @@
+"""The informer (servicekit.informer): one watch, a cache, every listener told; a watch that starts
+over mends the cache (what went meanwhile is reported gone)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import Any, cast
+
+from servicekit.informer import Informer
+from servicekit.store import Bucket, Change
+
+
+class FakeBucket:
+    """Scripted watches: each ``updates`` call plays the next script, then waits forever (or fails)."""
+
+    name = "fake"
+
+    def __init__(self, *scripts: list[Change[str] | None]) -> None:
+        self.scripts = list(scripts)
+        self.watches = 0
+
+    async def updates(self, keys: str = ">") -> AsyncGenerator[Change[str] | None, None]:
+        self.watches += 1
+        script = self.scripts.pop(0)
+        for change in script:
+            yield change
+            await asyncio.sleep(0)
+        if self.scripts:
+            raise ConnectionError("the server went away")
+        await asyncio.Event().wait()
+
+
+async def test_one_watch_a_cache_and_every_listener_told() -> None:
+    bucket = FakeBucket([Change("a", "1", 1), Change("b", "2", 2), None, Change("a", "3", 3), Change("b", None, 4)])
+    informer = Informer(cast(Bucket[str], cast(Any, bucket)))
+    first: list[Change[str]] = []
+    second: list[Change[str]] = []
+
+    async def listen(into: list[Change[str]]) -> None:
+        async for change in informer.changes():
+            into.append(change)
+
+    tasks = [asyncio.create_task(listen(first)), asyncio.create_task(listen(second))]
+    try:
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert {e.key: e.value for e in await informer.items()} == {"a": "3"}
+        assert bucket.watches == 1
+        for seen in (first, second):  # each ends where the bucket did: a is 3, b gone
+            latest = {c.key: c.value for c in seen}
+            assert latest == {"a": "3", "b": None}
+    finally:
+        for task in tasks:
+            task.cancel()
+        await informer.stop()
+
+
+async def test_a_new_watch_reports_what_went_meanwhile(monkeypatch: Any) -> None:
+    monkeypatch.setattr("servicekit.informer.REWATCH_S", 0.0)
+    bucket = FakeBucket([Change("a", "1", 1), Change("b", "2", 2), None],
+                        [Change("a", "1", 1), None])  # b was deleted while nobody watched
+    informer = Informer(cast(Bucket[str], cast(Any, bucket)))
+    seen: list[Change[str]] = []
+
+    async def listen() -> None:
+        async for change in informer.changes():
+            seen.append(change)
+
+    task = asyncio.create_task(listen())
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0)
+            if bucket.watches == 2 and "b" not in informer.entries:
+                break
+        for _ in range(10):  # the listener's turn
+            await asyncio.sleep(0)
+        assert bucket.watches == 2
+        assert {e.key for e in await informer.items()} == {"a"}
+        assert seen[-1] == Change("b", None, 2)
+        assert [c for c in seen if c.key == "a"] == [Change("a", "1", 1)]  # the same value is no change
+    finally:
+        task.cancel()
+        await informer.stop()
