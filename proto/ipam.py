@@ -7,8 +7,12 @@ from ipaddress import IPv4Address, IPv4Network
 
 from proto.spec import NetworkAttachment
 
-CLUSTER_CIDR = IPv4Network("10.244.0.0/16")
+# 1,024 node networks of 254 pod addresses each: the /16 that Kubernetes' flannel default gives
+# holds only 256 nodes, which a thousand-node cluster outgrows (as Kubernetes' large-cluster guide
+# says of --cluster-cidr). Nodes that registered with a /24 of 10.244.0.0/16 keep it: it lies inside.
+CLUSTER_CIDR = IPv4Network("10.244.0.0/14")
 NODE_PREFIX = 24
+NODE_NETWORKS = 1 << (NODE_PREFIX - CLUSTER_CIDR.prefixlen)
 
 
 class Exhausted(Exception):
@@ -16,10 +20,10 @@ class Exhausted(Exception):
 
 
 def node_cidr(index: int, cluster: IPv4Network = CLUSTER_CIDR, prefix: int = NODE_PREFIX) -> IPv4Network:
-    subnets = list(cluster.subnets(new_prefix=prefix))
-    if not 0 <= index < len(subnets):
-        raise Exhausted(f"{cluster} has no room for a {len(subnets) + 1}th /{prefix} node network")
-    return subnets[index]
+    count = 1 << (prefix - cluster.prefixlen)
+    if not 0 <= index < count:
+        raise Exhausted(f"{cluster} has no room for a {count + 1}th /{prefix} node network")
+    return IPv4Network((int(cluster.network_address) + (index << (32 - prefix)), prefix))
 
 
 def gateway(cidr: IPv4Network) -> IPv4Address:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from proto import netcheck
+from proto import ipam, netcheck
 from proto.errors import ApiError, Code
 from proto.instancetypes import KINDS as INSTANCETYPE_KINDS
 from proto.instancetypes import MAX_GUEST_CPUS, Instancetype
@@ -43,7 +43,7 @@ from proto.workloads import Pool, ReplicaSet, check_pool, check_replicaset
 MAX_NODE_CPUS = 4096
 MAX_TEXT = 32 * 1024  # reasons, messages: shown to people, never parsed; libvirt errors run long
 # ipam keys: nodecidr.<index>, podips.<node>, net.<network>, svcip.<a-b-c-d> (a Service's virtual IP)
-_IPAM_KEY = re.compile(r"^(nodecidr\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|(podips|net|svcip)\.(?P<name>.+))$")
+_IPAM_KEY = re.compile(r"^(nodecidr\.(?P<index>0|[1-9][0-9]{0,3})|(podips|net|svcip)\.(?P<name>.+))$")
 
 
 class BadStoredValue(Exception):
@@ -160,7 +160,8 @@ def check_network(key: str, att: NetworkAttachment) -> None:
 
 def _ipam_key(key: str) -> None:
     match = _IPAM_KEY.fullmatch(key)
-    if match is None or (match["name"] is not None and not is_dns1123_label(match["name"])):
+    if (match is None or (match["name"] is not None and not is_dns1123_label(match["name"]))
+            or (match["index"] is not None and int(match["index"]) >= ipam.NODE_NETWORKS)):
         raise ApiError(Code.INVALID, f"{key!r} is not an ipam key (nodecidr.N, podips.NODE, net.NETWORK)", "key")
 
 

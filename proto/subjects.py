@@ -58,6 +58,9 @@ def ipam_node_cidr(index: int) -> str:
     return f"nodecidr.{index}"
 
 
+IPAM_NODE_CIDRS = "nodecidr.*"  # every node network's claim, for one filtered read
+
+
 def ipam_pod_ips(node: str) -> str:
     return f"podips.{token(node)}"
 

@@ -37,7 +37,7 @@ async def run(url: str, metrics_address: str | None, creds: str | None, node_los
     api = Api(store, readiness=nodes.readiness)
     service = await serve(store.nc, name="virtbus-api", version=VERSION, queue=subjects.API_QUEUE,
                           description="virtbus api: VMs, instances, nodes, images", endpoints=api.endpoints())
-    nodeapi = NodeApi(store)
+    nodeapi = NodeApi(store, nodes=lambda: nodes.nodes.values() if nodes.primed else None)
     node_service = await serve(store.nc, name="virtbus-nodeapi", version=VERSION, queue=subjects.NODEAPI_QUEUE,
                                description="what nodes report: registration, VMI status, addresses",
                                endpoints=nodeapi.endpoints())

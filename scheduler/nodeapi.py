@@ -6,8 +6,9 @@ publish there); proto.nodeapi's rules decide what it may change.
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Network
 
 import structlog
@@ -38,12 +39,17 @@ from servicekit.endpoints import Endpoint
 from servicekit.store import Bucket, Store
 
 log = structlog.get_logger()
+_CLAIM_ATTEMPTS = 20  # registrations racing for the same free node network
 
 
 class NodeApi:
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time,
+                 nodes: Callable[[], Iterable[Node] | None] | None = None) -> None:
+        """nodes: the process's watched node records (None until its watch has read them all), for
+        the address check without reading the whole bucket at every registration."""
         self.store = store
         self.clock = clock
+        self.nodes = nodes
         self.cidrs: Bucket[str] = Bucket(store.raw[subjects.BUCKET_IPAM], str)
         self.tables: Bucket[dict[str, str]] = Bucket(store.raw[subjects.BUCKET_IPAM], dict[str, str])
         self.networks: Bucket[NetworkAttachment] = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
@@ -56,9 +62,11 @@ class NodeApi:
     async def register(self, subject: str, body: bytes) -> Node:
         node = subjects.nodeapi_node(subject)
         reg = validate_node_registration(decode_request(body, Registration))
-        for other in await self.store.nodes.items():
-            if other.key != node and reg.address is not None and other.value.address == reg.address:
-                raise ApiError(Code.CONFLICT, f"address {reg.address} is node {other.key}'s", "address")
+        if reg.address is not None:
+            known = self.nodes() if self.nodes is not None else None
+            for other in known if known is not None else await self._read_nodes():
+                if other.name != node and other.address == reg.address:
+                    raise ApiError(Code.CONFLICT, f"address {reg.address} is node {other.name}'s", "address")
         cidr = await self._claim_cidr(node)
         now = self.clock()
         current = await self.store.nodes.get(node)
@@ -73,20 +81,38 @@ class NodeApi:
         log.info("node registered", node=node, pod_cidr=str(cidr), address=reg.address)
         return record
 
+    async def _read_nodes(self) -> list[Node]:
+        return [e.value for e in await self.store.nodes.items()]
+
     async def _claim_cidr(self, node: str) -> IPv4Network:
-        """The node's pod CIDR: the one it holds, else the lowest free one, claimed by create."""
-        for index in range(256):
-            entry = await self.cidrs.get(subjects.ipam_node_cidr(index))
-            if entry is not None and entry.value == node:
-                return ipam.node_cidr(index)
-        for index in range(256):
+        """The node's pod CIDR: the one it holds, else the lowest free one, claimed by create.
+
+        One filtered read of every claim (not a get per index: a thousand nodes registering would
+        make that a million round trips); the create decides a race, and a lost one reads again."""
+        for attempt in range(_CLAIM_ATTEMPTS):
+            held: dict[int, str] = {}
+            async for change in self.cidrs.watch(subjects.IPAM_NODE_CIDRS, initial_only=True):
+                index = change.key.removeprefix("nodecidr.")
+                if change.value is not None and index.isdigit():
+                    held[int(index)] = change.value
+            mine = next((index for index, owner in held.items() if owner == node), None)
+            if mine is not None:
+                return ipam.node_cidr(mine)
+            free_ones = [index for index in range(ipam.NODE_NETWORKS) if index not in held]
+            if not free_ones:
+                break
+            # the lowest free one, as a lone registration always gets; after losing a race, any free
+            # one, so that registrations racing together stop colliding on the same lowest one
+            free = free_ones[0] if attempt == 0 else random.choice(free_ones[:64])
             try:
-                await self.cidrs.create(subjects.ipam_node_cidr(index), node)
+                await self.cidrs.create(subjects.ipam_node_cidr(free), node)
             except ApiError as exc:
                 if exc.code is Code.ALREADY_EXISTS:
-                    continue
+                    continue  # another registration took it meanwhile: read the claims again
                 raise
-            return ipam.node_cidr(index)
+            return ipam.node_cidr(free)
+        else:
+            raise ApiError(Code.UNAVAILABLE, "node networks kept being claimed meanwhile; try again")
         raise ApiError(Code.UNAVAILABLE, f"the cluster CIDR {ipam.CLUSTER_CIDR} is exhausted")
 
     async def status(self, subject: str, body: bytes) -> StatusReply:

@@ -47,7 +47,7 @@ def test_guests_open_nothing_on_the_node_itself() -> None:
         "ct state established,related accept",  # answers to what the node opened
         'iifname "lo" accept',
         'iifname { "multus-bridge", "vbpods" } jump guest_to_node',  # this node's guests, bridged or routed
-        "ip saddr 10.244.0.0/16 jump guest_to_node",  # other nodes' guests
+        "ip saddr 10.244.0.0/14 jump guest_to_node",  # other nodes' guests
     ]
     assert chain(script, "guest_to_node") == ["ip daddr 10.244.1.1 icmp type echo-request accept",
                                               # names: the cluster DNS, answered by the node
@@ -61,10 +61,10 @@ def test_guests_reach_pods_and_exposures_but_not_the_node_network() -> None:
         "ct state established,related accept",
         "ct status dnat accept",  # node ports and floating IPs, the guest's own included
         'iifname { "multus-bridge", "vbpods" } jump guest_onward',
-        "ip saddr 10.244.0.0/16 jump guest_onward",
+        "ip saddr 10.244.0.0/14 jump guest_onward",
     ]
     assert chain(script, "guest_onward") == [
-        "ip daddr 10.244.0.0/16 accept",
+        "ip daddr 10.244.0.0/14 accept",
         # node ports toward the nodes, not toward whatever else shares their network
         "ip daddr { 10.99.0.11, 10.99.0.12, 192.0.2.7 } tcp dport { 30080, 30081 } accept",
         "ip daddr { 10.99.0.11, 10.99.0.12, 192.0.2.7 } udp dport 30053 accept",
@@ -77,7 +77,7 @@ def test_no_exposures_no_node_port_exception() -> None:
     script = compose_fence(Fence(pod_bridge="vbpods", pod_cidr=IPv4Network("10.244.3.0/24"),
                                  management=(IPv4Network("10.99.0.0/24"),),
                                  node_addresses=(IPv4Address("10.99.0.11"),)))
-    assert chain(script, "guest_onward") == ["ip daddr 10.244.0.0/16 accept", "ip daddr 10.99.0.0/24 counter drop"]
+    assert chain(script, "guest_onward") == ["ip daddr 10.244.0.0/14 accept", "ip daddr 10.99.0.0/24 counter drop"]
     assert 'iifname "vbpods" jump guest_to_node' in chain(script, "input")
     assert "ip daddr 10.244.3.1 icmp type echo-request accept" in chain(script, "guest_to_node")
 

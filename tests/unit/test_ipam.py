@@ -2,15 +2,18 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from proto.ipam import Exhausted, gateway, node_cidr
+from proto.ipam import NODE_NETWORKS, Exhausted, gateway, node_cidr
 
 
 def test_node_cidrs_do_not_overlap() -> None:
     cidrs = [node_cidr(i) for i in range(5)]
     assert cidrs[0] == IPv4Network("10.244.0.0/24") and cidrs[4] == IPv4Network("10.244.4.0/24")
     assert all(not a.overlaps(b) for i, a in enumerate(cidrs) for b in cidrs[i + 1:])
+    # a thousand nodes fit: past 10.244.255.0/24 the next is 10.245.0.0/24, the last 10.247.255.0/24
+    assert node_cidr(256) == IPv4Network("10.245.0.0/24") and node_cidr(1023) == IPv4Network("10.247.255.0/24")
+    assert NODE_NETWORKS == 1024
     with pytest.raises(Exhausted):
-        node_cidr(256)
+        node_cidr(1024)
 
 
 def test_the_gateway_is_the_first_host() -> None:

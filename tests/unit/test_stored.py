@@ -84,7 +84,7 @@ BAD: list[tuple[str, Any, str, Any]] = [
     ("network bridge an option", NetworkAttachment, "provider", r(NET_OK, bridge="-x")),
     ("network loopback", NetworkAttachment, "provider", r(NET_OK, subnet="127.0.0.0/8")),
     ("cidr claim by a hostile node", str, "nodecidr.0", "node1\n"),
-    ("cidr claim key", str, "nodecidr.256", "node1"),
+    ("cidr claim key", str, "nodecidr.1024", "node1"),
     ("ipam key climbing", dict[str, str], "podips./", {}),
     ("pod IP table with text", dict[str, str], "podips.node1", {"vm1": "10.244.0.2 via 1.1.1.1"}),
     ("pod IP table hostile owner", dict[str, str], "net.provider", {"/": "192.168.200.3"}),

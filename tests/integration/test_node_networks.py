@@ -1,0 +1,52 @@
+"""Node registration at cluster scale, on a real nats-server: past 256 nodes each still gets a node
+network of its own, a node registering again keeps its network, and registrations racing for the
+same free network all end with different ones."""
+
+from __future__ import annotations
+
+import asyncio
+from ipaddress import IPv4Network
+
+import msgspec
+import pytest
+
+from proto import subjects
+from proto.errors import ApiError, Code
+from proto.nodeapi import VERB_REGISTER, Registration
+from proto.state import Node
+from scheduler.nodeapi import NodeApi
+from servicekit.store import Store
+
+pytestmark = pytest.mark.integration
+
+
+async def register(api: NodeApi, name: str, address: str | None = None) -> Node:
+    body = msgspec.json.encode(Registration(cpus=2, memory=2**30, kvm=False, address=address))
+    return await api.register(subjects.nodeapi(name, VERB_REGISTER), body)
+
+
+async def test_three_hundred_nodes_each_get_a_network_and_keep_it(store: Store) -> None:
+    api = NodeApi(store)
+    cidrs = [IPv4Network((await register(api, f"n{i}")).pod_cidr or "") for i in range(300)]
+    assert len(set(cidrs)) == 300  # no two nodes share one
+    assert cidrs[0] == IPv4Network("10.244.0.0/24") and cidrs[255] == IPv4Network("10.244.255.0/24")
+    assert cidrs[256] == IPv4Network("10.245.0.0/24")  # the 257th node: the old /16 had no room for it
+    assert (await register(api, "n7")).pod_cidr == str(cidrs[7])  # registering again changes nothing
+    assert (await register(api, "n299")).pod_cidr == str(cidrs[299])
+
+
+async def test_racing_registrations_each_end_with_their_own_network(store: Store) -> None:
+    apis = [NodeApi(store) for _ in range(3)]  # three control-plane replicas answering at once
+    nodes = await asyncio.gather(*(register(apis[i % 3], f"r{i}") for i in range(30)))
+    assert len({n.pod_cidr for n in nodes}) == 30
+
+
+async def test_an_address_in_use_is_refused_from_the_watched_records_too(store: Store) -> None:
+    seen: list[Node] = []
+    api = NodeApi(store, nodes=lambda: seen)
+    seen.append(await register(api, "a", "10.99.0.11"))
+    with pytest.raises(ApiError) as taken:
+        await register(api, "b", "10.99.0.11")
+    assert taken.value.code is Code.CONFLICT and taken.value.field == "address"
+    assert await store.nodes.get("b") is None  # refused: nothing written
+    assert (await register(api, "a", "10.99.0.11")).address == "10.99.0.11"  # its own address again
