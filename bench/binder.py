@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
 
 import nats.errors
+from procstat import rss_kib  # bench/procstat.py, beside this script
 
 from proto import subjects
 from proto.errors import ApiError, Code
@@ -44,11 +45,6 @@ VMI_MEMORY = "64Mi"
 IN_FLIGHT = 256  # the bench's own writes at a time
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -22,6 +22,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from procstat import comm, netns_pids, pss_kib, read_pid  # noqa: E402 - bench/procstat.py
+
 from proto.overhead import VM_OVERHEAD_BYTES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,27 +42,12 @@ def ctl(*args: str, check: bool = True, timeout: float = 300) -> subprocess.Comp
     return done
 
 
-def pss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    return 0
 
 
-def comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
 
 
-def netns_pids(netns: str) -> list[int]:
-    out = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=False).stdout
-    return [int(p) for p in out.split()]
 
 
-def read_pid(path: Path) -> int:
-    return int(path.read_text().split()[0])
 
 
 def manifest(name: str, node: str) -> dict[str, Any]:

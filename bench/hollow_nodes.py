@@ -29,11 +29,11 @@ from nats.aio.client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hollow import POOL, POOL_LABEL, HollowNode, percentile, start_all  # noqa: E402 - bench/hollow.py, beside this script
+from procstat import TICKS, cpu_ticks, rss_kib  # noqa: E402 - bench/procstat.py
 
 from proto import subjects  # noqa: E402
 from servicekit import credentials  # noqa: E402
 
-TICKS = os.sysconf("SC_CLK_TCK")
 SOLO = "solo"
 SOLO_VMS = 100
 
@@ -120,16 +120,8 @@ def process(args: list[str], log: Path, checkout: str | None = None) -> Iterator
             proc.wait()
 
 
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def connz(server: Server) -> dict[str, dict[str, int]]:

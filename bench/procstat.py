@@ -1,0 +1,48 @@
+"""What the benchmarks read of a process from /proc: its CPU ticks, its memory (PSS and RSS), its
+name, the processes of a network namespace and a pidfile's PID. Beside the scripts that import it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of the process (and its threads), in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _kib(path: str, field: str) -> int:
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    return 0
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size: shared pages counted once across the processes sharing them."""
+    return _kib(f"/proc/{pid}/smaps_rollup", "Pss:")
+
+
+def rss_kib(pid: int) -> int:
+    return _kib(f"/proc/{pid}/status", "VmRSS:")
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def netns_pids(netns: str) -> list[int]:
+    out = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=False).stdout
+    return [int(p) for p in out.split()]
+
+
+def read_pid(path: Path) -> int:
+    return int(path.read_text().split()[0])
