@@ -59,19 +59,27 @@ def _read_request(conn: socket.socket) -> ForkRequest:
     return msgspec.json.decode(data, type=ForkRequest)
 
 
+def stdio(log_path: str) -> None:
+    """The launcher's stdin is /dev/null, its stdout and stderr its log, whatever was open before."""
+    null = os.open("/dev/null", os.O_RDONLY)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    # The fork server's stdin (the handler's pipe) is closed before this, so /dev/null may itself
+    # have been given fd 0: closing it then would leave the launcher without a stdin, and the next
+    # socket a child opens becomes fd 0 (ovs-vsctl aborts on that: poll_create_node's assertion).
+    for fd in {null, log} - {0, 1, 2}:
+        os.close(fd)
+
+
 def _child(request: ForkRequest, close: Callable[[], None]) -> None:
     """In the forked child: become the launcher. Never returns."""
     code = 1
     try:
         os.setsid()  # a session of its own, as start_new_session gave a spawned launcher
         close()  # the fork server's descriptors: a launcher holds none of them
-        null = os.open("/dev/null", os.O_RDONLY)
-        log = os.open(request.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(null, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.close(null)
-        os.close(log)
+        stdio(request.log)
         set_cmdline([sys.executable, "-m", "launcher", *request.args])
         launcher_main.main(request.args)
         code = 0

@@ -85,3 +85,34 @@ def test_an_exit_code_read_with_the_pid_is_kept() -> None:
         assert proc.poll() == launcherlock.EXIT_ALREADY_RUNNING and proc.conn is None
     finally:
         theirs.close()
+
+
+def test_a_launcher_has_a_stdin_even_when_its_fork_server_had_none(tmp_path: Path) -> None:
+    """The fork server closes its own stdin (the handler's pipe) in the child before giving it
+    /dev/null, which then lands on fd 0 itself; fd 0 must stay open, or the next socket a program
+    the launcher runs opens is fd 0 (ovs-vsctl aborts then, and the OVS e2e test saw it)."""
+    from launcher.forkserver import stdio
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: as the fork server leaves it, fd 0 closed
+        code = 1
+        try:
+            os.close(read)
+            os.close(0)
+            stdio(str(tmp_path / "launcher.log"))
+            null = os.stat("/dev/null")
+            zero = os.fstat(0)
+            os.write(1, b"to the log\n")
+            if (zero.st_rdev, zero.st_ino) == (null.st_rdev, null.st_ino):
+                code = 0
+        finally:
+            os.write(write, bytes([code]))
+            os._exit(code)
+    os.close(write)
+    try:
+        assert os.read(read, 1) == b"\x00", "fd 0 of the child is not /dev/null"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert "to the log" in (tmp_path / "launcher.log").read_text()
