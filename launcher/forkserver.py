@@ -67,8 +67,11 @@ def stdio(log_path: str) -> None:
     os.dup2(log, 1)
     os.dup2(log, 2)
     # The fork server's stdin (the handler's pipe) is closed before this, so /dev/null may itself
-    # have been given fd 0: closing it then would leave the launcher without a stdin, and the next
-    # socket a child opens becomes fd 0 (ovs-vsctl aborts on that: poll_create_node's assertion).
+    # have been given fd 0. Then dup2 changes nothing: fd 0 keeps os.open's close-on-exec, and each
+    # program the launcher runs starts without a stdin; the next socket it opens becomes fd 0, and
+    # ovs-vsctl aborts on that (poll_create_node's assertion). Nor may that fd be closed below.
+    for fd in (0, 1, 2):
+        os.set_inheritable(fd, True)
     for fd in {null, log} - {0, 1, 2}:
         os.close(fd)
 

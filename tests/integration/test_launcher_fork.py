@@ -104,7 +104,10 @@ def test_a_launcher_has_a_stdin_even_when_its_fork_server_had_none(tmp_path: Pat
             null = os.stat("/dev/null")
             zero = os.fstat(0)
             os.write(1, b"to the log\n")
-            if (zero.st_rdev, zero.st_ino) == (null.st_rdev, null.st_ino):
+            # and the programs it runs get them too (an fd 0 closed at their exec is as bad)
+            passed = subprocess.run(["sh", "-c", "readlink /proc/self/fd/0"], capture_output=True, text=True,
+                                    check=False).stdout.strip()
+            if (zero.st_rdev, zero.st_ino) == (null.st_rdev, null.st_ino) and passed == "/dev/null":
                 code = 0
         finally:
             os.write(write, bytes([code]))
