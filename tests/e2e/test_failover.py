@@ -34,8 +34,12 @@ def vmi_of(lab: Lab, name: str) -> dict[str, Any] | None:
 
 
 def qemu_in(lab: Lab, node: str, name: str) -> int:
-    pids = [p for p in pids_in(f"{lab.prefix}-{node}-{name}") if Path(f"/proc/{p}/comm").read_text().startswith("qemu")]
-    assert len(pids) == 1, pids
+    """The guest's QEMU: the one libvirt named for the domain (libvirtd may be probing QEMU's
+    capabilities with another QEMU, `-machine none`, at the same moment)."""
+    pids = [p for p in pids_in(f"{lab.prefix}-{node}-{name}")
+            if Path(f"/proc/{p}/comm").read_text().startswith("qemu")
+            and f"guest={name}," in Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")]
+    assert len(pids) == 1, [Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")[:200] for p in pids]
     return pids[0]
 
 

@@ -50,8 +50,10 @@ class Guest:
         self.last = self.uptime()
 
     def qemu_pid(self) -> int:
+        # the guest's QEMU, not one libvirtd may be running at the moment to probe QEMU's capabilities
         pids = [p for p in pids_in(f"{self.lab.prefix}-{self.node}-{self.name}")
-                if Path(f"/proc/{p}/comm").read_text().startswith("qemu")]
+                if Path(f"/proc/{p}/comm").read_text().startswith("qemu")
+                and f"guest={self.name}," in Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")]
         assert len(pids) == 1, f"QEMU processes in the pod: {pids}"
         return pids[0]
 
