@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from proto import netcheck
 from proto.api import Message
 from proto.errors import ApiError, Code
+from proto.schema import only_known
 from proto.services import NAMESPACE
 from proto.state import State
 from proto.validation import check_labels, check_name
@@ -183,21 +184,13 @@ def _list(obj: Any, field: str, most: int) -> list[Any]:
     return obj
 
 
-def _only(obj: Mapping[str, Any], field: str, allowed: Iterable[str], ignored: Iterable[str] = ()) -> None:
-    known = set(allowed) | set(ignored)
-    for key in obj:
-        if key not in known:
-            where = f"{field}.{key}" if field else str(key)
-            raise _bad(where, f"{where} is not supported by virtbus")
-
-
 def _head(raw: Any, api: str, kind: str) -> tuple[Mapping[str, Any], str, dict[str, str]]:
     obj = _map(raw, "")
     if obj.get("apiVersion") != api or obj.get("kind") != kind:
         raise ApiError(Code.BAD_REQUEST, f"a {api} {kind} manifest is expected", "kind")
-    _only(obj, "", ("apiVersion", "kind", "metadata", "spec"), ("status",))
+    only_known(obj, "", ("apiVersion", "kind", "metadata", "spec"), ("status",))
     meta = _map(obj.get("metadata"), "metadata")
-    _only(meta, "metadata", ("name", "namespace", "labels"),
+    only_known(meta, "metadata", ("name", "namespace", "labels"),
           ("annotations", "uid", "resourceVersion", "creationTimestamp", "generation", "managedFields"))
     name = meta.get("name")
     if not isinstance(name, str):
@@ -218,7 +211,7 @@ def _weight(value: Any, field: str) -> int:
 
 def _route_backend(raw: Any, field: str, port: tuple[int | None, str]) -> Backend:
     to = _map(raw, field)
-    _only(to, field, ("kind", "name", "weight"))
+    only_known(to, field, ("kind", "name", "weight"))
     if to.get("kind", "Service") != "Service":
         raise _bad(f"{field}.kind", f"{field}.kind must be Service")
     name = to.get("name")
@@ -234,7 +227,7 @@ def parse_route(raw: Any, *, uid: str, now: float) -> Route:
     alternateBackends (Services, by weight), port.targetPort (the endpoints' port number, or a
     Service port's name). TLS is refused by its path: the proxy serves plain HTTP."""
     spec, name, labels = _head(raw, ROUTE_API, "Route")
-    _only(spec, "spec", ("host", "path", "to", "alternateBackends", "port", "wildcardPolicy", "tls"))
+    only_known(spec, "spec", ("host", "path", "to", "alternateBackends", "port", "wildcardPolicy", "tls"))
     if spec.get("tls") is not None:
         raise _bad("spec.tls", "spec.tls is not supported: the nodes' proxy serves plain HTTP (no edge, "
                                "passthrough or reencrypt termination)")
@@ -249,7 +242,7 @@ def parse_route(raw: Any, *, uid: str, now: float) -> Route:
     port: tuple[int | None, str] = (None, "")
     if spec.get("port") is not None:
         p = _map(spec["port"], "spec.port")
-        _only(p, "spec.port", ("targetPort",))
+        only_known(p, "spec.port", ("targetPort",))
         target = p.get("targetPort")
         if isinstance(target, str) and not target.isdigit():
             if not _PORT_NAME.fullmatch(target):
@@ -267,15 +260,15 @@ def _ingress_backend(raw: Any, field: str) -> Backend:
     b = _map(raw, field)
     if "resource" in b:
         raise _bad(f"{field}.resource", "resource backends are not supported: name a Service")
-    _only(b, field, ("service",))
+    only_known(b, field, ("service",))
     svc = _map(b.get("service"), f"{field}.service")
-    _only(svc, f"{field}.service", ("name", "port"))
+    only_known(svc, f"{field}.service", ("name", "port"))
     name = svc.get("name")
     if not isinstance(name, str):
         raise _bad(f"{field}.service.name", f"{field}.service.name is required")
     check_name(name, f"{field}.service.name", "Service name")
     port = _map(svc.get("port"), f"{field}.service.port")
-    _only(port, f"{field}.service.port", ("number", "name"))
+    only_known(port, f"{field}.service.port", ("number", "name"))
     if ("number" in port) == ("name" in port):
         raise _bad(f"{field}.service.port", f"{field}.service.port needs a number or a name (one of them)")
     if "number" in port:
@@ -290,7 +283,7 @@ def parse_ingress(raw: Any, *, uid: str, now: float) -> Ingress:
     Exact or ImplementationSpecific (read as Prefix) to a Service's port) and defaultBackend. TLS is
     refused by its path; the class is accepted and every node serves the Ingress whatever it says."""
     spec, name, labels = _head(raw, INGRESS_API, "Ingress")
-    _only(spec, "spec", ("rules", "defaultBackend", "ingressClassName", "tls"))
+    only_known(spec, "spec", ("rules", "defaultBackend", "ingressClassName", "tls"))
     if spec.get("tls"):
         raise _bad("spec.tls", "spec.tls is not supported: the nodes' proxy serves plain HTTP")
     default = _ingress_backend(spec["defaultBackend"], "spec.defaultBackend") if spec.get("defaultBackend") else None
@@ -298,7 +291,7 @@ def parse_ingress(raw: Any, *, uid: str, now: float) -> Ingress:
     for i, raw_rule in enumerate(_list(spec.get("rules") or [], "spec.rules", MAX_RULES)):
         field = f"spec.rules[{i}]"
         rule = _map(raw_rule, field)
-        _only(rule, field, ("host", "http"))
+        only_known(rule, field, ("host", "http"))
         host = check_host(rule["host"], f"{field}.host") if rule.get("host") else ""
         if rule.get("http") is None:
             if default is None:
@@ -306,12 +299,12 @@ def parse_ingress(raw: Any, *, uid: str, now: float) -> Ingress:
             rules.append(HttpRule(host=host))
             continue
         http = _map(rule["http"], f"{field}.http")
-        _only(http, f"{field}.http", ("paths",))
+        only_known(http, f"{field}.http", ("paths",))
         paths = []
         for j, raw_path in enumerate(_list(http.get("paths"), f"{field}.http.paths", MAX_PATHS)):
             pf = f"{field}.http.paths[{j}]"
             p = _map(raw_path, pf)
-            _only(p, pf, ("path", "pathType", "backend"))
+            only_known(p, pf, ("path", "pathType", "backend"))
             try:
                 path_type = PathType(str(p.get("pathType")))
             except ValueError:

@@ -5,7 +5,7 @@ the wrong type is a Code.BAD_REQUEST, and only keys that change nothing here are
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,16 @@ def bad(path: str, message: str) -> ApiError:  # the wrong type: the request is 
 
 def invalid(path: str, message: str) -> ApiError:  # well formed, but not something virtbus can honour
     return ApiError(Code.INVALID, message, field=path)
+
+
+def only_known(obj: Mapping[str, Any], path: str, allowed: Iterable[str], ignored: Iterable[str] = ()) -> None:
+    """Every key of ``obj`` is one virtbus honours (``allowed``) or may ignore (``ignored``); the first
+    other one is refused with its full path."""
+    known = set(allowed) | set(ignored)
+    for key in obj:
+        if key not in known:
+            where = join(path, str(key))
+            raise invalid(where, f"{where} is not supported by virtbus")
 
 
 def type_name(value: object) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from proto import netcheck
 from proto.errors import ApiError, Code
+from proto.schema import only_known
 from proto.state import (
     HEADLESS,
     VMI,
@@ -54,17 +55,9 @@ def _map(obj: Any, field: str) -> Mapping[str, Any]:
     return obj
 
 
-def _only(obj: Mapping[str, Any], field: str, allowed: Iterable[str], ignored: Iterable[str] = ()) -> None:
-    known = set(allowed) | set(ignored)
-    for key in obj:
-        if key not in known:
-            where = f"{field}.{key}" if field else str(key)
-            raise _bad(where, f"{where} is not supported by virtbus")
-
-
 def _metadata(obj: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
     meta = _map(obj.get("metadata"), "metadata")
-    _only(meta, "metadata", ("name", "namespace", "labels"),
+    only_known(meta, "metadata", ("name", "namespace", "labels"),
           ("annotations", "uid", "resourceVersion", "creationTimestamp", "generation", "managedFields"))
     name = meta.get("name")
     if not isinstance(name, str):
@@ -82,7 +75,7 @@ def _api_kind(raw: Any, kind: str) -> Mapping[str, Any]:
     obj = _map(raw, "")
     if obj.get("apiVersion") != "v1" or obj.get("kind") != kind:
         raise ApiError(Code.BAD_REQUEST, f"a v1 {kind} manifest is expected", "kind")
-    _only(obj, "", ("apiVersion", "kind", "metadata", "spec" if kind == "Service" else "subsets"), ("status",))
+    only_known(obj, "", ("apiVersion", "kind", "metadata", "spec" if kind == "Service" else "subsets"), ("status",))
     return obj
 
 
@@ -91,7 +84,7 @@ def parse_service(obj: Any, *, uid: str, now: float) -> Service:
     obj = _api_kind(obj, "Service")
     name, labels = _metadata(obj)
     spec = _map(obj.get("spec") or {}, "spec")
-    _only(spec, "spec", ("type", "selector", "ports", "clusterIP", "clusterIPs", "sessionAffinity",
+    only_known(spec, "spec", ("type", "selector", "ports", "clusterIP", "clusterIPs", "sessionAffinity",
                          "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy", "externalTrafficPolicy",
                          "publishNotReadyAddresses", "loadBalancerIP", "allocateLoadBalancerNodePorts",
                          "externalIPs"))
@@ -153,7 +146,7 @@ def cluster_ip_in_range(ip: str, field: str) -> IPv4Address:
 
 def _port(obj: Any, field: str, kind: ServiceType, *, several: bool) -> ServicePort:
     p = _map(obj, field)
-    _only(p, field, ("name", "protocol", "port", "targetPort", "nodePort"), ("appProtocol",))
+    only_known(p, field, ("name", "protocol", "port", "targetPort", "nodePort"), ("appProtocol",))
     name = p.get("name", "")
     if not isinstance(name, str) or (name and not _PORT_NAME.fullmatch(name)):
         raise _bad(f"{field}.name", f"{field}.name must be an IANA service name (1-15 of a-z0-9-)")
@@ -194,14 +187,14 @@ def parse_endpoints(obj: Any) -> Endpoints:
     for i, raw in enumerate(subsets_in):
         field = f"subsets[{i}]"
         s = _map(raw, field)
-        _only(s, field, ("addresses", "ports", "notReadyAddresses"))
+        only_known(s, field, ("addresses", "ports", "notReadyAddresses"))
         if s.get("notReadyAddresses"):
             raise _bad(f"{field}.notReadyAddresses", "notReadyAddresses are not supported: list ready ones only")
         addresses = []
         for j, a in enumerate(s.get("addresses") or []):
             af = f"{field}.addresses[{j}]"
             a = _map(a, af)
-            _only(a, af, ("ip", "hostname"), ("targetRef", "nodeName"))
+            only_known(a, af, ("ip", "hostname"), ("targetRef", "nodeName"))
             ip = str(netcheck.host_address(a.get("ip"), f"{af}.ip"))
             hostname = a.get("hostname")
             if hostname is not None:
@@ -211,7 +204,7 @@ def parse_endpoints(obj: Any) -> Endpoints:
         for j, p in enumerate(s.get("ports") or []):
             pf = f"{field}.ports[{j}]"
             p = _map(p, pf)
-            _only(p, pf, ("name", "port", "protocol"), ("appProtocol",))
+            only_known(p, pf, ("name", "port", "protocol"), ("appProtocol",))
             name_ = p.get("name", "")
             if not isinstance(name_, str) or (name_ and not _PORT_NAME.fullmatch(name_)):
                 raise _bad(f"{pf}.name", f"{pf}.name must be a port name")
