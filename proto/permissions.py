@@ -46,9 +46,13 @@ class Permissions(msgspec.Struct, frozen=True, omit_defaults=True):
     allow_responses: bool | Responses = False
 
 
-# The control plane's connection carries two micro services (the API and the node API): a
-# discovery request ($SRV.PING) gets a reply from each, which ``true`` (one reply) would cut to one.
-SEVERAL_SERVICES = Responses(max=8, expires="1m")
+# Who sends the control plane requests (the API, the node API, $SRV discovery): people's tools, nodes
+# and the control plane itself. It may publish to their inboxes rather than hold ``allow_responses``:
+# nats-server notes every reply subject delivered to a client with response permissions, and every
+# message a KV watch delivers has one (its ack subject), never answered; past 4,096 notes the server
+# scans them all for each delivery (pruneReplyPerms). The control plane's watches of every VMI and
+# node made that 94 % of nats-server's CPU in a 10,000-VMI burst (py-spy and pprof, bench/binder.py).
+CONTROL_REPLIES = [subjects.inboxes(), subjects.inboxes("control"), subjects.inboxes("node")]
 
 
 READ_VERBS = ("get", "list")
@@ -91,7 +95,8 @@ def kv_key(bucket: str, key: str) -> str:
 def permissions(role: Role, node: str | None = None) -> Permissions:
     match role:
         case Role.ADMIN:
-            return Permissions(publish=Rules(allow=[">"]), subscribe=Rules(allow=[">"]), allow_responses=True)
+            # it may publish anything, replies included: response permissions would only cost (above)
+            return Permissions(publish=Rules(allow=[">"]), subscribe=Rules(allow=[">"]))
         case Role.VIEWER:
             return Permissions(
                 publish=Rules(allow=[*(f"{subjects.API_PREFIX}.*.{verb}" for verb in READ_VERBS),
@@ -107,10 +112,9 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                                      f"$O.{subjects.OBJECT_STORE_IMAGES}.M.>",
                                      # deleting a snapshot (the API's) marks its object deleted likewise
                                      f"$O.{subjects.OBJECT_STORE_SNAPSHOTS}.M.>",
-                                     subjects.EVENTS_ALL, *SERVICE_DISCOVERY]),
-                subscribe=Rules(allow=[f"{subjects.inbox_prefix('control')}.>", subjects.API_ALL,
-                                       subjects.NODEAPI_ALL, *SERVICE_DISCOVERY]),
-                allow_responses=SEVERAL_SERVICES)
+                                     subjects.EVENTS_ALL, *SERVICE_DISCOVERY, *CONTROL_REPLIES]),
+                subscribe=Rules(allow=[subjects.inboxes("control"), subjects.API_ALL,
+                                       subjects.NODEAPI_ALL, *SERVICE_DISCOVERY]))
         case Role.NODE:
             if node is None:
                 raise ValueError("a node role needs the node's name")

@@ -241,5 +241,11 @@ def nodeapi_node(subject: str) -> str:
 
 def inbox_prefix(role: str, node: str | None = None) -> str:
     """Where a service's replies come: a prefix of its own, so no other client may read them
-    (people's tools keep NATS's default ``_INBOX``)."""
-    return f"_INBOX_{token(role)}" + (f"_{token(node)}" if node is not None else "")
+    (people's tools keep NATS's default ``_INBOX``). A node's is a token under its role's
+    (``_INBOX_node.<node>``), so ``inboxes(role)`` covers every node's."""
+    return f"_INBOX_{token(role)}" + (f".{token(node)}" if node is not None else "")
+
+
+def inboxes(role: str | None = None) -> str:
+    """Every reply subject of a role's processes (None: people's tools, NATS's default ``_INBOX``)."""
+    return f"_INBOX_{token(role)}.>" if role is not None else "_INBOX.>"

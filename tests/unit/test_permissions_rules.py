@@ -96,3 +96,18 @@ def test_a_node_watches_only_its_own_vmi_copies() -> None:
 def test_a_node_renews_only_its_own_lease() -> None:
     assert may_publish(Role.NODE, f"$KV.{subjects.BUCKET_NODE_LEASES}.node1", "node1")
     assert not may_publish(Role.NODE, f"$KV.{subjects.BUCKET_NODE_LEASES}.node2", "node1")
+
+
+def test_the_control_plane_replies_to_inboxes_without_response_permissions() -> None:
+    """Response permissions make nats-server note every reply subject delivered to the control plane,
+    each KV watch delivery's ack subject among them, and scan them all per delivery past 4,096: the
+    control plane publishes to its requesters' inboxes instead (people's tools, nodes, itself)."""
+    control = permissions(Role.CONTROL)
+    assert not control.allow_responses and not permissions(Role.ADMIN).allow_responses
+    for inbox in ("_INBOX.abc.1", f"{subjects.inbox_prefix('node', 'node7')}.abc.1",
+                  f"{subjects.inbox_prefix('control')}.abc.1"):
+        assert may_publish(Role.CONTROL, inbox), inbox
+    # a node's inbox is its own: no other node may read it
+    assert matches(f"{subjects.inbox_prefix('node', 'node1')}.>", f"{subjects.inbox_prefix('node', 'node1')}.x.1")
+    assert not matches(f"{subjects.inbox_prefix('node', 'node1')}.>", f"{subjects.inbox_prefix('node', 'node2')}.x.1")
+    assert not may_publish(Role.CONTROL, "_INBOX_viewer.x.1") and not may_publish(Role.CONTROL, "virtbus.x")
