@@ -23,7 +23,7 @@ import structlog
 from proto import subjects
 from proto.errors import ApiError, Code
 from proto.events import Event
-from proto.state import FINAL_PHASES, VMI, Phase
+from proto.state import FINAL_PHASES, VM, VMI, Phase
 from scheduler import failover, nodelife
 from scheduler.binder import Binder, Counters
 from scheduler.eventsink import EventSink
@@ -31,10 +31,10 @@ from scheduler.metrics import SchedulerMetrics
 from scheduler.nodelife import Transition
 from scheduler.nodevmis import NodeVmiMirror
 from scheduler.nodewatch import NodeWatch
-from scheduler.vmicache import VmiCache
+from scheduler.vmicache import VmCache, VmiCache
 from scheduler.vmplan import Action, backoff, plan
 from scheduler.workloads import Workloads
-from servicekit.store import Store
+from servicekit.store import Entry, Store
 from servicekit.workqueue import WorkQueue
 
 log = structlog.get_logger()
@@ -58,6 +58,8 @@ class Scheduler:
         self._own_nodes = nodes is None
         self.nodes = nodes or NodeWatch(store)
         self.vmis = VmiCache(store.vmis)
+        self.vms = VmCache(store.vms)
+        self._watching = False  # leading, the watches keeping both caches: the VM controller looks there first
         self._prime_lock = asyncio.Lock()
         self.events = EventSink(store.emit)
         self.binder = self._binder()
@@ -71,6 +73,7 @@ class Scheduler:
         # A new term starts from what the bucket holds now, and from nobody's silence yet: time the
         # process did not lead (maybe because it could not see the bus) is not counted.
         self.vmis = VmiCache(self.store.vmis)
+        self.vms = VmCache(self.store.vms)
         self.events = EventSink(self.store.emit)
         self.binder = self._binder()  # its capacity index counts from the new cache, primed below
         self._vm_queue = WorkQueue(self.reconcile_vm, bind=("vm",))
@@ -78,6 +81,8 @@ class Scheduler:
             await self.nodes.prime()
         self.nodes.resume("leading")
         await self.vmis.prime()
+        await self.vms.prime()
+        self._watching = True
         self._tasks = [
             asyncio.create_task(_rewatching("vms", self._watch_vms)),
             asyncio.create_task(_rewatching("vmis", self._watch_vmis)),
@@ -90,6 +95,7 @@ class Scheduler:
         await self.workloads.start()
 
     async def stop(self) -> None:
+        self._watching = False
         await self.workloads.stop()
         for t in self._tasks:
             t.cancel()
@@ -105,6 +111,7 @@ class Scheduler:
 
     async def _watch_vms(self) -> None:
         async for change in self.store.vms.watch():
+            self.vms.apply(change)  # before the kick: the reconcile it brings sees it
             self._vm_queue.kick(change.key)
 
     async def _watch_vmis(self) -> None:
@@ -124,12 +131,28 @@ class Scheduler:
 
     # --- VM controller -------------------------------------------------------------------------
     async def reconcile_vm(self, name: str) -> None:
-        vm = await self.store.vms.get(name)
-        vmi = await self.store.vmis.get(name)
-        now = self.clock()
+        """From the caches while leading (most changes, every bind among them, call for nothing: no
+        round trip then); anything that would write or release decides again on what the store holds,
+        since a cache may miss a deletion made while its watch was down."""
+        if self._watching:
+            vm, vmi = self.vms.entries.get(name), self.vmis.entries.get(name)
+            if not self._acts(vm, vmi, self._plan(vm, vmi, self.clock())):
+                await self._reconcile(name, vm, vmi)
+                return
+        await self._reconcile(name, await self.store.vms.get(name), await self.store.vmis.get(name))
+
+    def _plan(self, vm: Entry[VM] | None, vmi: Entry[VMI] | None, now: float) -> Action:
         node = vmi.value.node_name if vmi else None
-        node_ready = node is not None and node in self.nodes.nodes and self.nodes.readiness().get(node, True)
-        action = plan(vm.value if vm else None, vmi.value if vmi else None, now, node_ready)
+        node_ready = node is not None and node in self.nodes.nodes and self.nodes.ready(node)
+        return plan(vm.value if vm else None, vmi.value if vmi else None, now, node_ready)
+
+    def _acts(self, vm: Entry[VM] | None, vmi: Entry[VMI] | None, action: Action) -> bool:
+        """Whether ``_reconcile`` would write (or release addresses) on this action."""
+        return action is not Action.AWAIT_TEARDOWN and (action is not Action.NOTHING or (vm is None and vmi is None))
+
+    async def _reconcile(self, name: str, vm: Entry[VM] | None, vmi: Entry[VMI] | None) -> None:
+        now = self.clock()
+        action = self._plan(vm, vmi, now)
         if action is Action.AWAIT_TEARDOWN:
             # The node's report brings the next reconcile; looking again now and then catches a
             # node that stops being Ready meanwhile.

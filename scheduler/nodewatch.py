@@ -99,6 +99,16 @@ class NodeWatch:
                 verdict[node] = False
         return verdict if nodes is None else {n.name: verdict.get(n.name, True) for n in nodes}
 
+    def ready(self, node: str) -> bool:
+        """One node's verdict of ``readiness`` (one it has not seen counts as Ready, as there), without
+        judging every node: the VM controller asks it for each VMI it reconciles."""
+        seen = self.seen.get(node)
+        if seen is None:
+            return True
+        if node in self.distrusted:
+            return self.readiness().get(node, True)  # rare: the full judgement, which also forgets
+        return nodelife.silent_for(seen, self.clock()) <= self.thresholds.ready_within
+
     async def run(self) -> None:
         """Watch forever: a watch that ends or fails is started again."""
         connection = asyncio.create_task(self._follow_connection())

@@ -1,44 +1,47 @@
-"""The leader's copy of every VMI, newest revision wins: what the binder decides from (the VMI and its
-revision, for the CAS) and counts each node's allocation from (a listener, scheduler.capacity, told
-of every change as it is applied), so a decision reads no bucket and sees the binder's own writes at
-once."""
+"""The leader's copy of every entry of a bucket, newest revision wins (``Cache``): for ``vmis``
+(``VmiCache``), what the binder decides from (the VMI and its revision, for the CAS) and counts each
+node's allocation from (a listener, scheduler.capacity, told of every change as it is applied), so a
+decision reads no bucket and sees the binder's own writes at once; for ``vms``, what the VM controller
+looks at first (scheduler.controllers)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
-from proto.state import VMI
+from proto.state import VM, VMI
 from servicekit.store import Change, Entry
 
-
-class VmiSource(Protocol):
-    """What the cache reads (the ``vmis`` bucket, servicekit.store.Bucket; a fake in unit tests)."""
-
-    async def items(self) -> list[Entry[VMI]]: ...
+T = TypeVar("T")
 
 
-class VmiCache:
-    def __init__(self, bucket: VmiSource) -> None:
+class Source(Protocol[T]):
+    """What the cache reads (a bucket, servicekit.store.Bucket; a fake in unit tests)."""
+
+    async def items(self) -> list[Entry[T]]: ...
+
+
+class Cache(Generic[T]):
+    def __init__(self, bucket: Source[T]) -> None:
         self.bucket = bucket
-        self.entries: dict[str, Entry[VMI]] = {}
+        self.entries: dict[str, Entry[T]] = {}
         self._revisions: dict[str, int] = {}  # deleted keys too, so an older update never comes back
         self.primed = False
-        self._listeners: list[Callable[[str, VMI | None], None]] = []
+        self._listeners: list[Callable[[str, T | None], None]] = []
 
-    def listen(self, listener: Callable[[str, VMI | None], None]) -> None:
-        """Tell ``listener`` each VMI as applied from now on (None: gone), and every one held now."""
+    def listen(self, listener: Callable[[str, T | None], None]) -> None:
+        """Tell ``listener`` each entry as applied from now on (None: gone), and every one held now."""
         self._listeners.append(listener)
         for key, entry in self.entries.items():
             listener(key, entry.value)
 
     async def prime(self) -> None:
-        """Read every VMI once: until then no decision may count a node's allocation."""
+        """Read every entry once: until then no decision may count a node's allocation."""
         for entry in await self.bucket.items():
             self.apply(Change(entry.key, entry.value, entry.revision))
         self.primed = True
 
-    def apply(self, change: Change[VMI]) -> None:
+    def apply(self, change: Change[T]) -> None:
         if change.revision < self._revisions.get(change.key, 0):
             return
         self._revisions[change.key] = change.revision
@@ -49,8 +52,13 @@ class VmiCache:
         for listener in self._listeners:
             listener(change.key, change.value)
 
-    def wrote(self, key: str, value: VMI, revision: int) -> None:
+    def wrote(self, key: str, value: T, revision: int) -> None:
         self.apply(Change(key, value, revision))
 
-    def values(self) -> list[VMI]:
+    def values(self) -> list[T]:
         return [e.value for e in self.entries.values()]
+
+
+VmiSource = Source[VMI]
+VmiCache = Cache[VMI]
+VmCache = Cache[VM]
