@@ -159,6 +159,11 @@ class CapacityIndex:
             version = self._version[name] = self._version.get(name, 0) + 1
             heapq.heappush(self._heap, _entry(u, version))
         self._stale.clear()
+        # a node's old entry is less allocated than its new one, so stale entries gather at the top,
+        # where every walk would step over them (py-spy: a fifth of the scheduler in a burst)
+        heap = self._heap
+        while heap and (self._version.get(heap[0][3]) != heap[0][4] or heap[0][3] not in self._usage):
+            heapq.heappop(heap)
         if len(self._heap) > 2 * len(self._usage) + 1024:
             self._heap = [_entry(u, self._version[n]) for n, u in self._usage.items()]
             heapq.heapify(self._heap)
