@@ -28,6 +28,7 @@ from proto.events import Event
 from proto.spec import claims
 from proto.state import FINAL_PHASES, VMI, Condition, Node, Phase
 from scheduler import placement, volumes
+from scheduler.bindlog import BindLog
 from scheduler.capacity import CapacityIndex
 from scheduler.eventsink import EventSink
 from scheduler.metrics import SchedulerMetrics
@@ -100,6 +101,7 @@ class Binder:
         self.batch = batch
         self.enough = enough
         self.index = CapacityIndex()
+        self.bound_log = BindLog()
         vmis.listen(self.index.observe)
         self._lock = asyncio.Lock()
         self._pending: dict[str, None] = {}  # queued to decide, in order, each once
@@ -154,6 +156,7 @@ class Binder:
         for task in list(self._writes):
             task.cancel()
         await asyncio.gather(*self._writes, return_exceptions=True)
+        self.bound_log.close()
 
     # --- deciding ---------------------------------------------------------------------------------
     def _sync_nodes(self) -> None:
@@ -285,7 +288,7 @@ class Binder:
         self.counters.binds += 1
         self.metrics.binds.inc()
         self.metrics.latency.observe(max(write.decided_at - write.value.created_at, 0.0))
-        log.info("bound", vmi=name, node=write.node)
+        self.bound_log.bound(name, write.node)
         return _event(name, "Scheduled", f"bound to {write.node}", write.decided_at, node=write.node)
 
 
