@@ -1,14 +1,19 @@
-"""The binder under a burst, printed: N Ready nodes and M standalone VMIs created at once, bound by the
-real scheduler (``python -m scheduler``, a process of its own, leading alone) against a real nats-server.
+"""The binder under load, printed: N Ready nodes and M standalone VMIs, bound by the real scheduler
+(``python -m scheduler``, a process of its own, leading alone) against a real nats-server, in two
+phases, each on a fresh nats-server:
+- backlog: the M VMIs are all created first, then the scheduler starts: binds/s from its first bind
+  to its last is the binder's own throughput (not the bench's creation rate);
+- burst: the M VMIs are created at once while the scheduler leads, as users would: creation -> bound
+  latency P50/P99, and the scheduler's RSS growth per VMI.
 
 The VMIs are written to the ``vmis`` bucket as the API's ``vmi_apply`` writes them (a standalone VMI
 record; the API's own validation is left out, it is not what this measures). The nodes are records
 whose heartbeats the bench keeps changing, as handlers do, so they stay Ready however long it takes.
 
-Prints binds/s, time to all bound, max over capacity (must be 0), spread against the ideal (M/N per
-node; every node and VMI alike), the scheduler's RSS growth per VMI, and bind latency (creation to
-the bench seeing the bind) P50/P99. Usage:
-    .venv/bin/python bench/binder.py [--nodes 1000] [--vmis 10000] [--server URL --creds SEED]
+Each phase prints binds/s, max over capacity (must be 0), spread against the ideal (M/N per node;
+every node and VMI alike), and the CPU the scheduler and nats-server used meanwhile. Usage:
+    .venv/bin/python bench/binder.py [--nodes 1000] [--vmis 10000] [--phase both|backlog|burst]
+                                     [--server URL --creds SEED --scheduler-creds SEED --phase P]
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
 
 import nats.errors
-from procstat import rss_kib  # bench/procstat.py, beside this script
+from procstat import TICKS, cpu_ticks, rss_kib  # bench/procstat.py, beside this script
 
 from proto import subjects
 from proto.errors import ApiError, Code
@@ -53,8 +58,8 @@ def percentile(values: list[float], p: float) -> float:
 
 
 @contextlib.contextmanager
-def own_nats_server() -> Iterator[tuple[str, Path]]:
-    """A nats-server with authentication on, as tests/conftest.py starts one: (url, creds dir)."""
+def own_nats_server() -> Iterator[tuple[str, Path, int]]:
+    """A nats-server with authentication on, as tests/conftest.py starts one: (url, creds dir, PID)."""
     import socket
 
     with tempfile.TemporaryDirectory(prefix="virtbus-bench-") as tmp:
@@ -77,7 +82,7 @@ def own_nats_server() -> Iterator[tuple[str, Path]]:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("nats-server did not start")
                 time.sleep(0.05)
-            yield f"nats://127.0.0.1:{port}", Path(tmp) / "creds"
+            yield f"nats://127.0.0.1:{port}", Path(tmp) / "creds", proc.pid
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -159,34 +164,32 @@ async def heartbeats(store: Store, names: list[str], every: float, cpus: int) ->
             await asyncio.sleep(max(0.0, start + every * (i + 1) / len(names) - time.monotonic()))
 
 
-async def run(url: str, creds: str | None, scheduler_creds: str | None, n_nodes: int, n_vmis: int, wait_s: float,
-              heartbeat: float, profile: str | None = None, cpus: int = NODE_CPUS, log: str | None = None) -> bool:
-    store = await Store.connect(url, "virtbus-bench", creds=creds)
-    names = [f"hollow{i:05d}" for i in range(n_nodes)]
-    now = time.time()
-    await bounded([store.nodes.put(n, node(n, now, cpus)) for n in names], IN_FLIGHT)
-    beating = asyncio.create_task(heartbeats(store, names, heartbeat, cpus))
-    bound_at: dict[str, float] = {}
-    created_at: dict[str, float] = {}
-    all_bound = asyncio.Event()
-    wanted = {f"b{i:06d}" for i in range(n_vmis)}
+class Watched:
+    """When the bench saw each VMI bound (the raw bucket, not decoded: the bench must not be what runs
+    short of CPU; a bound VMI's stored JSON has a nodeName, an unbound one none: defaults are omitted)."""
 
-    async def watch() -> None:
-        # the raw bucket, not decoded: the bench must not be what runs short of CPU (a bound VMI's
-        # stored JSON has a nodeName; an unbound one has none, proto.state omits defaults)
-        watcher = await store.raw[subjects.BUCKET_VMIS].watchall()
+    def __init__(self, store: Store, wanted: set[str]) -> None:
+        self.store = store
+        self.wanted = wanted
+        self.bound_at: dict[str, float] = {}
+        self.all_bound = asyncio.Event()
+
+    async def run(self) -> None:
+        watcher = await self.store.raw[subjects.BUCKET_VMIS].watchall()
         try:
             while True:
                 update = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
-                if update is None or not update.value or update.key in bound_at:
+                if update is None or not update.value or update.key in self.bound_at:
                     continue
                 if b'"nodeName"' in update.value:
-                    bound_at[update.key] = time.time()
-                    if wanted <= bound_at.keys():
-                        all_bound.set()
+                    self.bound_at[update.key] = time.time()
+                    if self.wanted <= self.bound_at.keys():
+                        self.all_bound.set()
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
 
+
+async def create_all(store: Store, batch: list[VMI]) -> None:
     async def create(v: VMI) -> None:
         for _ in range(10):  # a loaded box may answer late: again (it may have landed: then it exists)
             try:
@@ -200,30 +203,62 @@ async def run(url: str, creds: str | None, scheduler_creds: str | None, n_nodes:
                 raise
         raise RuntimeError(f"could not create {v.name}")
 
+    await bounded([create(v) for v in batch], IN_FLIGHT)
+
+
+def cpu_s(pid: int | None) -> float:
     try:
+        return cpu_ticks(pid) / TICKS if pid is not None else float("nan")
+    except OSError:
+        return float("nan")
+
+
+async def run(url: str, creds: str | None, scheduler_creds: str | None, n_nodes: int, n_vmis: int, wait_s: float,
+              heartbeat: float, profile: str | None = None, cpus: int = NODE_CPUS, log: str | None = None, *,
+              backlog: bool = False, nats_pid: int | None = None) -> bool:
+    """One phase. backlog: the VMIs are all there before the scheduler starts, so its binds/s is the
+    binder's own throughput; else (a burst) they are created at once while it leads, as users would,
+    and the bench's creation rate is part of what it measures."""
+    store = await Store.connect(url, "virtbus-bench", creds=creds)
+    names = [f"hollow{i:05d}" for i in range(n_nodes)]
+    now = time.time()
+    await bounded([store.nodes.put(n, node(n, now, cpus)) for n in names], IN_FLIGHT)
+    beating = asyncio.create_task(heartbeats(store, names, heartbeat, cpus))
+    created_at: dict[str, float] = {}
+    wanted = {f"b{i:06d}" for i in range(n_vmis)}
+    watched = Watched(store, wanted)
+
+    def made() -> list[VMI]:  # their creation time is now: just before they are written
+        batch = [vmi(n) for n in sorted(wanted)]
+        created_at.update((v.name, v.created_at) for v in batch)
+        return batch
+
+    try:
+        if backlog:
+            await create_all(store, made())
+        created_first = time.time() - now
+        watching = asyncio.create_task(watched.run())
         with scheduler_process(url, scheduler_creds, profile, log) as (proc, pid):
-            # a probe VMI bound: the scheduler leads and has primed its caches (then it goes again)
-            await store.vmis.create("probe", vmi("probe"))
-            deadline = time.monotonic() + 60
-            while (probe := await store.vmis.get("probe")) is None or probe.value.node_name is None:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the scheduler did not bind a probe VMI within 60 s")
-                await asyncio.sleep(0.1)
-            await store.vmis.delete("probe")
+            if not backlog:
+                # a probe VMI bound: the scheduler leads and has primed its caches (then it goes again)
+                await store.vmis.create("probe", vmi("probe"))
+                deadline = time.monotonic() + 60
+                while (probe := await store.vmis.get("probe")) is None or probe.value.node_name is None:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError("the scheduler did not bind a probe VMI within 60 s")
+                    await asyncio.sleep(0.1)
+                await store.vmis.delete("probe")
             rss_before = rss_kib(pid)
-            watching = asyncio.create_task(watch())
+            cpu_before = (cpu_s(pid), cpu_s(nats_pid))
             started = time.time()
-            batch = [vmi(n) for n in sorted(wanted)]
-            for v in batch:
-                created_at[v.name] = v.created_at
-            await bounded([create(v) for v in batch], IN_FLIGHT)
+            if not backlog:
+                await create_all(store, made())
             created = time.time()
-            try:
-                await asyncio.wait_for(all_bound.wait(), wait_s)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watched.all_bound.wait(), wait_s)
             done = time.time()
             rss_after = rss_kib(pid)
+            cpu_used = (cpu_s(pid) - cpu_before[0], cpu_s(nats_pid) - cpu_before[1])
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watching
@@ -235,6 +270,7 @@ async def run(url: str, creds: str | None, scheduler_creds: str | None, n_nodes:
             await beating
         await store.close()
 
+    bound_at = watched.bound_at
     bound = [v for v in vmis if v.node_name]
     memory: Counter[str] = Counter()
     vcpus: Counter[str] = Counter()
@@ -251,19 +287,32 @@ async def run(url: str, creds: str | None, scheduler_creds: str | None, n_nodes:
     times = sorted(bound_at[v.name] for v in bound if v.name in bound_at)
     latencies = [bound_at[k] - created_at[k] for k in created_at if k in bound_at]
     window = (times[-1] - times[0]) if len(times) > 1 else float("nan")
+    between = f"{len(times) / window:.0f}" if window == window and window > 0 else "n/a"
+    if backlog:
+        print(f"== backlog: {n_vmis} VMIs created first ({created_first:.1f} s, with the nodes), "
+              "then the scheduler started: the binder's throughput")
+    else:
+        print(f"== burst: {n_vmis} VMIs created at once while the scheduler leads: creation -> bound")
     print(f"nodes {n_nodes}, VMIs {n_vmis} (each {VMI_MEMORY}, 1 vCPU; nodes {cpus} CPUs = {cpus * 10} vCPUs, "
           f"{NODE_MEMORY})")
     print(f"bound: {len(bound)}/{n_vmis}")
-    print(f"creating them took {created - started:.2f} s")
-    print(f"time to all bound (from the first creation): {done - started:.2f} s")
-    print(f"binds/s: {len(bound) / (done - started):.0f} overall; {len(times) / window:.0f} between the first and "
-          f"last bind" if window == window and window > 0 else "binds/s: n/a")
+    if backlog:
+        print(f"binder throughput: {between} binds/s from the first bind to the last ({window:.2f} s); "
+              f"{done - started:.2f} s from the scheduler's start to all bound")
+    else:
+        print(f"creating them took {created - started:.2f} s")
+        print(f"time to all bound (from the first creation): {done - started:.2f} s")
+        print(f"binds/s: {len(bound) / (done - started):.0f} overall; {between} between the first and last bind")
     print(f"max over capacity: {over}")
     print(f"spread: max deviation from the ideal {ideal:.2f} per node: {spread:.1f} %")
-    print(f"scheduler RSS: {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB after; "
-          f"{(rss_after - rss_before) * 1024 / max(n_vmis, 1) / 1024:.1f} KiB per VMI")
-    print(f"bind latency (created -> bench saw the bind): P50 {percentile(latencies, 50) * 1000:.0f} ms, "
-          f"P99 {percentile(latencies, 99) * 1000:.0f} ms")
+    per_bind = 1000 / max(len(times), 1)
+    print(f"CPU meanwhile: scheduler {cpu_used[0]:.1f} s ({cpu_used[0] * per_bind:.2f} ms per bind), nats-server "
+          f"{cpu_used[1]:.1f} s ({cpu_used[1] * per_bind:.2f} ms per bind; the bench's own writes included)")
+    if not backlog:
+        print(f"scheduler RSS: {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB after; "
+              f"{(rss_after - rss_before) * 1024 / max(n_vmis, 1) / 1024:.1f} KiB per VMI")
+        print(f"bind latency (created -> bench saw the bind): P50 {percentile(latencies, 50) * 1000:.0f} ms, "
+              f"P99 {percentile(latencies, 99) * 1000:.0f} ms")
     return len(bound) == n_vmis and over == 0
 
 
@@ -280,19 +329,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scheduler-log", default=None, metavar="FILE", help="the scheduler's log (default: discarded)")
     p.add_argument("--node-cpus", type=int, default=NODE_CPUS,
                    help="each node's CPUs (10 vCPUs each); 1 with 10 VMIs per node fills every node exactly")
+    p.add_argument("--phase", choices=("both", "backlog", "burst"), default="both",
+                   help="backlog: VMIs created before the scheduler starts (the binder's throughput); burst: "
+                        "created at once while it leads (creation -> bound latency); both: one then the other, "
+                        "each on a fresh nats-server (not with --server)")
     args = p.parse_args(argv)
     # a TERM ends it as an interrupt would: the scheduler and nats-server it started end with it
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.nodes < 1 or args.vmis < 1 or args.node_cpus < 1:
         p.error("--nodes, --vmis and --node-cpus must be positive")
-    if args.server:
-        ok = asyncio.run(run(args.server, args.creds, args.scheduler_creds, args.nodes, args.vmis, args.timeout,
-                             args.heartbeat, args.py_spy, args.node_cpus, args.scheduler_log))
-    else:
-        with own_nats_server() as (url, creds_dir):
-            ok = asyncio.run(run(url, str(credentials.seed_path(creds_dir, "admin")),
-                                 str(credentials.seed_path(creds_dir, "control")), args.nodes, args.vmis,
-                                 args.timeout, args.heartbeat, args.py_spy, args.node_cpus, args.scheduler_log))
+    if args.server and args.phase == "both":
+        p.error("with --server, one --phase a run (each needs a server of its own)")
+    ok = True
+    for phase in ("backlog", "burst"):
+        if args.phase not in ("both", phase):
+            continue
+        # each phase's profile and log a file of its own when both run
+        profile, log = ((f"{f}.{phase}" if f and args.phase == "both" else f)
+                        for f in (args.py_spy, args.scheduler_log))
+        if args.server:
+            ok &= asyncio.run(run(args.server, args.creds, args.scheduler_creds, args.nodes, args.vmis, args.timeout,
+                                  args.heartbeat, profile, args.node_cpus, log, backlog=phase == "backlog"))
+            continue
+        with own_nats_server() as (url, creds_dir, nats_pid):
+            ok &= asyncio.run(run(url, str(credentials.seed_path(creds_dir, "admin")),
+                                  str(credentials.seed_path(creds_dir, "control")), args.nodes, args.vmis,
+                                  args.timeout, args.heartbeat, profile, args.node_cpus, log,
+                                  backlog=phase == "backlog", nats_pid=nats_pid))
     return 0 if ok else 1
 
 
