@@ -67,7 +67,8 @@ class Scheduler:
         self._tasks: list[asyncio.Task[None]] = []
         # replica sets and pools (scheduler.workloads): led with the rest
         self.workloads = Workloads(store, clock=clock, emit=lambda kind, name, reason, message: self.event(
-            kind, name, reason, message), vmis=lambda: self.vmis.values())
+            kind, name, reason, message), vmis=lambda: self.vmis.values(), fed=True)
+        self.mirror = NodeVmiMirror(store, fed=True)
 
     async def start(self) -> None:
         # A new term starts from what the bucket holds now, and from nobody's silence yet: time the
@@ -83,16 +84,17 @@ class Scheduler:
         await self.vmis.prime()
         await self.vms.prime()
         self._watching = True
+        self.mirror = NodeVmiMirror(self.store, fed=True)
+        await self.workloads.start()  # before the watch that feeds it
         self._tasks = [
             asyncio.create_task(_rewatching("vms", self._watch_vms)),
             asyncio.create_task(_rewatching("vmis", self._watch_vmis)),
             asyncio.create_task(self.binder.run()),
             asyncio.create_task(self._resync()),
             asyncio.create_task(self._node_lifecycle()),
-            asyncio.create_task(NodeVmiMirror(self.store).run()),  # what each node's handler watches
+            asyncio.create_task(self.mirror.run()),  # what each node's handler watches
             *([asyncio.create_task(self.nodes.run())] if self._own_nodes else []),
         ]
-        await self.workloads.start()
 
     async def stop(self) -> None:
         self._watching = False
@@ -115,9 +117,16 @@ class Scheduler:
             self._vm_queue.kick(change.key)
 
     async def _watch_vmis(self) -> None:
+        # the leader's one watch of every VMI: the node copies and the workloads are fed from it
         async for change in self.store.vmis.watch():
             self.vmis.apply(change)
-            self._vm_queue.kick(change.key)
+            self.mirror.changed(change)
+            self.workloads.vmi_changed(change)
+            vmi = change.value
+            # a standalone VMI's change with no VM of its name calls for nothing (vmplan): no worker task
+            # for each of a burst's creations and binds (a VM that comes later kicks its own reconcile)
+            if vmi is None or not vmi.standalone or vmi.deleting or change.key in self.vms.entries:
+                self._vm_queue.kick(change.key)
             if change.value is not None and change.value.node_name is None:
                 self.binder.kick(change.key)
 

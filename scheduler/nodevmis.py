@@ -55,8 +55,12 @@ class NodeVmiMirror:
     worker per VMI, VMIs in parallel (servicekit.workqueue), each writing the newest change it has:
     a burst of binds is copied with many puts in flight, never two of one VMI out of order."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, fed: bool = False) -> None:
+        """fed: the VMI changes come from the owner's watch (``changed``), not a watch of its own: one
+        consumer and one decoding of each change fewer in the leader."""
         self.store = store
+        self.fed = fed
+        self._early: list[Change[VMI]] | None = [] if fed else None  # fed while the copies are rebuilt
         self.copied: dict[str, Copied] = {}  # by VMI name
         self.latest: dict[str, Change[VMI]] = {}  # by VMI name: the newest change not yet copied
         self.queue = WorkQueue(self._copy, bind=("vmi",))
@@ -66,6 +70,11 @@ class NodeVmiMirror:
             while True:
                 try:
                     await self._rebuild()
+                    if self.fed:
+                        early, self._early = self._early or [], None
+                        for change in early:
+                            self.apply(change)
+                        await asyncio.Event().wait()  # the owner's watch brings the rest
                     async for change in self.store.vmis.watch():
                         self.apply(change)
                 except asyncio.CancelledError:
@@ -94,6 +103,13 @@ class NodeVmiMirror:
             if (c := self.copied.get(name)) is not None and c.key == key:
                 del self.copied[name]
         log.info("node VMI copies rebuilt", copies=len(wanted), removed=len(gone))
+
+    def changed(self, change: Change[VMI]) -> None:
+        """A change from the owner's watch (``fed``): held until the copies are rebuilt, then applied."""
+        if self._early is not None:
+            self._early.append(change)
+        else:
+            self.apply(change)
 
     def apply(self, change: Change[VMI]) -> None:
         """Note a VMI's change; its worker copies the newest one it finds."""

@@ -17,7 +17,7 @@ from proto.state import VMI
 from proto.workloads import Pool, ReplicaSet
 from scheduler.pools import pool_bucket, reconcile_pool
 from scheduler.replicasets import reconcile_replicaset, replicaset_bucket
-from servicekit.store import Bucket, Store
+from servicekit.store import Bucket, Change, Store
 from servicekit.workqueue import WorkQueue
 
 log = structlog.get_logger()
@@ -28,10 +28,12 @@ Event = Callable[[str, str, str, str], Awaitable[None]]
 
 class Workloads:
     def __init__(self, store: Store, *, emit: Event, clock: Callable[[], float] = time.time,
-                 vmis: Callable[[], Iterable[VMI]] | None = None) -> None:
+                 vmis: Callable[[], Iterable[VMI]] | None = None, fed: bool = False) -> None:
         """vmis: the leader's copy of every VMI (scheduler.vmicache), for the resync; without it the
-        resync reads the bucket, whose consumer creation stalls writes to it for seconds at 10,000."""
+        resync reads the bucket, whose consumer creation stalls writes to it for seconds at 10,000.
+        fed: VMI changes come from the owner's watch (``vmi_changed``), not a watch of its own."""
         self.store = store
+        self.fed = fed
         self._cached_vmis = vmis
         self.emit = emit
         self.clock = clock
@@ -45,7 +47,8 @@ class Workloads:
         self._pools = await pool_bucket(self.store)
         self._queue = WorkQueue(self._reconcile, bind=("workload",))
         self._tasks = [asyncio.create_task(self._forever(watch)) for watch in
-                       (self._watch_sets, self._watch_pools, self._watch_vmis, self._watch_vms, self._resync)]
+                       (self._watch_sets, self._watch_pools, self._watch_vms, self._resync,
+                        *(() if self.fed else (self._watch_vmis,)))]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -83,8 +86,11 @@ class Workloads:
 
     async def _watch_vmis(self) -> None:
         async for change in self.store.vmis.watch():
-            if change.value is not None and change.value.owner is not None:
-                self._queue.kick(f"{RS}/{change.value.owner}")
+            self.vmi_changed(change)
+
+    def vmi_changed(self, change: Change[VMI]) -> None:
+        if change.value is not None and change.value.owner is not None:
+            self._queue.kick(f"{RS}/{change.value.owner}")
 
     async def _watch_vms(self) -> None:
         async for change in self.store.vms.watch():
