@@ -47,7 +47,7 @@ async def run(url: str, metrics_address: str | None, creds: str | None, node_los
         log.info("metrics", url=f"http://{metrics_address}/metrics")
     scheduler = Scheduler(store, metrics=metrics, nodes=nodes, release=nodeapi.release_secondary)
 
-    endpoints = EndpointsController(store)
+    endpoints = EndpointsController(store, vmi_changes=scheduler.vmi_changes)
     led: list[asyncio.Task[None]] = []
 
     async def lead() -> None:

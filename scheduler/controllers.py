@@ -15,7 +15,7 @@ import asyncio
 import functools
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
 import structlog
@@ -59,6 +59,7 @@ class Scheduler:
         self.nodes = nodes or NodeWatch(store)
         self.vmis = VmiCache(store.vmis)
         self.vms = VmCache(store.vms)
+        self._vmis_changed = asyncio.Event()
         self._watching = False  # leading, the watches keeping both caches: the VM controller looks there first
         self._prime_lock = asyncio.Lock()
         self.events = EventSink(store.emit)
@@ -122,6 +123,7 @@ class Scheduler:
             self.vmis.apply(change)
             self.mirror.changed(change)
             self.workloads.vmi_changed(change)
+            self._vmis_changed.set()
             vmi = change.value
             # a standalone VMI's change with no VM of its name calls for nothing (vmplan): no worker task
             # for each of a burst's creations and binds (a VM that comes later kicks its own reconcile)
@@ -129,6 +131,14 @@ class Scheduler:
                 self._vm_queue.kick(change.key)
             if change.value is not None and change.value.node_name is None:
                 self.binder.kick(change.key)
+
+    async def vmi_changes(self) -> AsyncIterator[None]:
+        """One item after the leader's watch applied VMI changes (several at once are one): for the
+        endpoints controller, which needs to know only that they changed."""
+        while True:
+            await self._vmis_changed.wait()
+            self._vmis_changed.clear()
+            yield None
 
     async def _resync(self) -> None:
         while True:

@@ -7,7 +7,7 @@ Endpoints value changes exactly when a Service's set of addresses does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -45,13 +45,17 @@ def plan_endpoints(services: Mapping[str, Service], vmis: Iterable[VMI],
 
 
 class EndpointsController:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, vmi_changes: Callable[[], AsyncIterator[object]] | None = None) -> None:
+        """vmi_changes: that VMIs changed, from the leader's own watch (Scheduler.vmi_changes); without
+        it a watch of its own, which delivers and decodes every VMI change once more."""
         self.store = store
+        self.vmi_changes = vmi_changes
         self.services: Bucket[Service] = store.bucket(subjects.BUCKET_SERVICES, Service)
         self.endpoints: Bucket[Endpoints] = store.bucket(subjects.BUCKET_ENDPOINTS, Endpoints)
 
     async def run(self) -> None:
-        await resync_on_changes([self.services.watch(), self.store.vmis.watch(), self.endpoints.watch()],
+        vmis = self.vmi_changes() if self.vmi_changes is not None else self.store.vmis.watch()
+        await resync_on_changes([self.services.watch(), vmis, self.endpoints.watch()],
                                 self.sync, "endpoints")
 
     async def sync(self) -> None:
