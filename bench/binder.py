@@ -214,6 +214,12 @@ def cpu_s(pid: int | None) -> float:
         return float("nan")
 
 
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def run(url: str, creds: str | None, scheduler_creds: str | None, n_nodes: int, n_vmis: int, wait_s: float,
               heartbeat: float, profile: str | None = None, cpus: int = NODE_CPUS, log: str | None = None, *,
               backlog: bool = False, nats_pid: int | None = None) -> bool:
@@ -263,12 +269,13 @@ async def run(url: str, creds: str | None, scheduler_creds: str | None, n_nodes:
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watching
+        # the heartbeats end first: a read of the whole nodes bucket while they go on once never ended
+        # (its consumer's pending count did not come to 0 in 12 minutes)
+        await stop(beating)
         vmis = [e.value for e in await store.vmis.items()]
         nodes = {e.key: e.value for e in await store.nodes.items()}
     finally:
-        beating.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beating
+        await stop(beating)
         await store.close()
 
     bound_at = watched.bound_at
