@@ -21,6 +21,7 @@ import libvirt
 import libvirtaio
 import structlog
 
+from launcher import priority
 from launcher.lifecycle import CONNECTION_CLOSED
 from launcher.namespaces import netns_enter_fn
 from servicekit import processes
@@ -93,6 +94,8 @@ class PrivateLibvirtd:
                 text = pidfile.read_text().strip()
                 self.pid = int(text) if text.isdigit() else None
             if SOCKET.exists() and self.pid is not None:
+                # it inherited the launcher's thread nice, but daemonizing made it a session (a group) of its own
+                priority.lower_group(self.pid, priority.LAUNCHER_NICE)
                 log.info("libvirtd up", pid=self.pid, netns=netns)
                 return
             time.sleep(0.05)
@@ -262,3 +265,16 @@ def is_qemu_of(pid: int, name: str) -> bool:
         return False
     words = {w for arg in argv for w in arg.split(",")}
     return bool(argv) and "qemu" in Path(argv[0]).name and f"guest={name}" in words
+
+
+def lower_domain(name: str, nice: int = priority.GUEST_NICE) -> int | None:
+    """The domain's QEMU (by the pidfile its libvirtd wrote), lowered below launches; its pid, None if
+    not found."""
+    try:
+        text = (QEMU_RUN / f"{name}.pid").read_text().strip()
+    except OSError:
+        return None
+    if not text.isdigit() or not is_qemu_of(int(text), name):
+        return None
+    priority.lower_process(int(text), nice)
+    return int(text)

@@ -26,7 +26,7 @@ from launcher.dhcp_server import serve_dhcp_in_netns
 from launcher.dhcp_snoop import snoop_in_netns
 from launcher.domain import CONSOLE_SOCKET, VNC_SOCKET, compose_domain_xml, plan_domain, stable_mac
 from launcher.leasekeeper import LeaseKeeper, LeaseNotTaken
-from launcher.libvirtd import PrivateLibvirtd
+from launcher.libvirtd import PrivateLibvirtd, lower_domain
 from launcher.masquerade import Masquerade
 from launcher.power import PowerKeeper
 from launcher.powerplan import Done, Wanted
@@ -237,7 +237,7 @@ class Runner:
                 log.warning("KVM domain failed to start; falling back to TCG", error=str(exc).splitlines()[0])
                 await self.libvirtd.destroy_and_undefine(a.vmi)
         log.info("guest below the control plane", nice=priority.GUEST_NICE,
-                 qemu=await asyncio.to_thread(priority.lower_domain, a.vmi))
+                 qemu=await asyncio.to_thread(lower_domain, a.vmi))
         await self.set_phase(Phase.RUNNING)
         return dom
 

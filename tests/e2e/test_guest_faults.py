@@ -149,9 +149,14 @@ def test_the_guest_and_its_launch_run_below_the_control_plane(lab: Lab, faults: 
     libvirtd = pid_in(vmi_dir(lab) / "libvirtd.pid")
     for part in ("nats-server", "scheduler", f"handler-{NODE}"):  # the control plane keeps the default
         assert nices(pid_in(lab.state_dir / "pids" / f"{part}.pid")) == {0}, part
-    assert nices(launcher) == {priority.LAUNCHER_NICE}
-    assert nices(libvirtd) == {priority.LAUNCHER_NICE}
-    assert nices(qemu_pid(lab)) == {priority.GUEST_NICE}
+    qemu = qemu_pid(lab)
+    assert nices(launcher) == nices(libvirtd) == {priority.LAUNCHER_NICE}
+    assert nices(qemu) == {priority.GUEST_NICE}
+    # each is a session, so a scheduling group, of its own: the groups are lowered too
+    if priority.group_nice(launcher) is not None:
+        assert priority.group_nice(launcher) == priority.group_nice(libvirtd) == priority.LAUNCHER_NICE
+        assert priority.group_nice(qemu) == priority.GUEST_NICE
+        assert priority.group_nice(pid_in(lab.state_dir / "pids" / "scheduler.pid")) == 0
 
 
 def test_a_paused_guest_shows_paused_and_resumes(lab: Lab, faults: Path) -> None:
@@ -196,7 +201,9 @@ def test_a_killed_libvirtd_is_noticed_and_restarted_the_guest_runs_on(lab: Lab, 
     assert again["metadata"]["uid"] == item["metadata"]["uid"]  # the same instance...
     assert qemu_pid(lab) == qemu  # ...the same QEMU, now under a new libvirtd
     assert pid_in(vmi_dir(lab) / "libvirtd.pid") != libvirtd
-    assert nices(pid_in(vmi_dir(lab) / "libvirtd.pid")) == {priority.LAUNCHER_NICE}  # still below
+    again_libvirtd = pid_in(vmi_dir(lab) / "libvirtd.pid")
+    assert nices(again_libvirtd) == {priority.LAUNCHER_NICE}  # still below the control plane
+    assert priority.group_nice(again_libvirtd) in (None, priority.LAUNCHER_NICE)
     # still managed: the guest answers on its console, and a pause is still seen
     lab.cli("console", VM, "--send", "echo after-$((40+7))\\n")
     assert "after-47" in lab.cli("console", VM, "--log", "--until", "after-47", "--timeout", "60").stdout
