@@ -35,6 +35,10 @@ QEMU_RUN = Path("/run/libvirt/qemu")  # <domain>.pid and its status XML, in the 
 DRIVER_GLOBS = ("/usr/lib/*/libvirt/connection-driver/libvirt_driver_qemu.so",  # Debian's multiarch
                 "/usr/lib64/libvirt/connection-driver/libvirt_driver_qemu.so")
 
+# glibc gives each thread that allocates an arena of its own (up to 8 per core): most of what an idle
+# libvirtd held privately was half-used arenas of its worker threads.
+MALLOC_ARENAS = "2"
+
 EVENTS = {libvirt.VIR_DOMAIN_EVENT_DEFINED: "DEFINED", libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "UNDEFINED",
           libvirt.VIR_DOMAIN_EVENT_STARTED: "STARTED", libvirt.VIR_DOMAIN_EVENT_SUSPENDED: "SUSPENDED",
           libvirt.VIR_DOMAIN_EVENT_RESUMED: "RESUMED", libvirt.VIR_DOMAIN_EVENT_STOPPED: "STOPPED",
@@ -83,6 +87,7 @@ class PrivateLibvirtd:
         drivers = qemu_only_drivers(workdir / "libvirt-drivers")
         if drivers is not None:
             env["LIBVIRT_DRIVER_DIR"] = str(drivers)
+        env["MALLOC_ARENA_MAX"] = MALLOC_ARENAS
         done = subprocess.run(["libvirtd", "-d", "-p", str(pidfile), "-f", "/etc/libvirt/libvirtd.conf"],
                               preexec_fn=netns_enter_fn(netns), capture_output=True, text=True, check=False, env=env)
         if done.returncode != 0:
