@@ -81,7 +81,7 @@ class Runner:
         self.args = args
         self.store = store
         self.nodeapi = NodeApiClient(store.nc, args.node)
-        self.libvirtd = PrivateLibvirtd()
+        self.libvirtd = PrivateLibvirtd(huge_pages=args.kvm)  # under TCG, no THP (launcher.libvirtd)
         self.console = ConsoleTail(store.js, args.node, args.vmi, args.uid, args.vmi_dir / "serial.log")
         self.stop_requested = asyncio.Event()
         self.gone = asyncio.Event()
