@@ -71,10 +71,12 @@ class ExitWatch:
 
     async def _settle(self, name: str, launcher: Watched) -> None:
         """The process is gone; its exit code (a forked launcher's comes over the fork server's
-        socket) may be a moment behind: reconciled once the launcher no longer counts as alive."""
+        socket) may be a moment behind: reconciled once the launcher no longer counts as alive.
+        alive() does not block (a non-blocking read, a poll, /proc), and is called on the loop as
+        the agent calls it: never from two threads at once."""
         waited = 0.0
         with contextlib.suppress(Exception):
-            while waited < SETTLE_S and await asyncio.to_thread(launcher.alive):
+            while waited < SETTLE_S and launcher.alive():
                 await asyncio.sleep(SETTLE_STEP_S)
                 waited += SETTLE_STEP_S
         self.on_exit(name)
