@@ -129,14 +129,14 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                     # record's digest is written by the control plane from the taker's report, and a
                     # restore refuses an object whose digest is not the record's.
                     f"$O.{subjects.OBJECT_STORE_SNAPSHOTS}.C.>", f"$O.{subjects.OBJECT_STORE_SNAPSHOTS}.M.>",
-                    f"{subjects.STATS_PREFIX}.{n}.*",
+                    f"{subjects.STATS_PREFIX}.{n}.*", subjects.stats_wanted(n),
                     subjects.console_of_node(n, "out"),
                     subjects.vnc_of_node(n),  # its VMIs' screens: session frames down, replies
                     *_node_js_read(n), *SERVICE_DISCOVERY],
                     deny=_node_js_denied()),
                 subscribe=Rules(allow=[
                     f"{subjects.inbox_prefix('node', n)}.>", subjects.node_info(n),
-                    f"{subjects.STATS_PREFIX}.{n}.*",
+                    f"{subjects.STATS_PREFIX}.{n}.*", subjects.stats_wanted(n),
                     subjects.console_of_node(n, "in"), subjects.console_of_node(n, "keyboard"),
                     subjects.vnc_of_node(n),
                     *SERVICE_DISCOVERY]),

@@ -209,8 +209,13 @@ def event(kind: str, name: str) -> str:
 
 
 def stats(node: str, vmi: str) -> str:
-    """libvirt statistics of a VMI, published by its launcher every few seconds."""
+    """libvirt statistics of a VMI, published by its launcher when asked (stats_wanted) and every minute."""
     return f"{STATS_PREFIX}.{token(node)}.{token(vmi)}"
+
+
+def stats_wanted(node: str) -> str:
+    """Asks every launcher of the node for a fresh sample now (its handler, when /metrics is scraped)."""
+    return f"{STATS_PREFIX}.{token(node)}"
 
 
 def stats_of_node(node: str) -> str:
