@@ -6,7 +6,7 @@ the guest's RAM), the memory the host has left, and what the scheduler booked fo
 Needs a lab with the test guest imported (scripts/lab.sh makes one). Usage:
     .venv/bin/python bench/density.py [--max N] [--node node1] [--state-dir /var/lib/virtbus/lab] [--keep]
                                       [--server nats://127.0.0.1:4222] [--cpu-allocation-ratio N]
-                                      [--min-available-mib 3072]
+                                      [--min-available-mib 3072] [--stop-after SECONDS]
 --cpu-allocation-ratio applies the KubeVirt CR with that cpuAllocationRatio first (a 2-CPU node holds 20
 one-vCPU VMs at KubeVirt's default 10; 75 lets 150 in), and the former one after. The run stops before
 the next VM when the host's MemAvailable is below --min-available-mib (other work shares the host).
@@ -181,6 +181,8 @@ def main() -> None:
     p.add_argument("--server", default=None, help="NATS URL (else NATS_URL, else the lab's)")
     p.add_argument("--cpu-allocation-ratio", type=int, default=None, metavar="N",
                    help="apply the KubeVirt CR with cpuAllocationRatio N for the run (the former one after)")
+    p.add_argument("--stop-after", type=float, default=None, metavar="SECONDS",
+                   help="start no further VM after this long (the figures are printed for those running)")
     p.add_argument("--min-available-mib", type=int, default=3072,
                    help="start no further VM once the host's MemAvailable is below this (MiB)")
     args = p.parse_args()
@@ -205,6 +207,9 @@ def main() -> None:
     try:
         while len(running) < args.max:
             name = f"density-{len(names) + 1}"
+            if args.stop_after is not None and time.monotonic() - t0 > args.stop_after:
+                stopped_by = f"--stop-after {args.stop_after:.0f}s reached; {name} not started"
+                break
             left_mib = mem_available_kib() // 1024
             if left_mib < args.min_available_mib:  # the host is shared: stop before it runs short
                 stopped_by = (f"host MemAvailable {left_mib} MiB is below the {args.min_available_mib} MiB floor "
@@ -214,13 +219,18 @@ def main() -> None:
             path.write_text(json.dumps(manifest(name, args.node)))
             names.append(name)
             ctl("apply", "-f", str(path))
-            outcome, status = wait_running(name, args.timeout)
+            try:  # a VM that does not come up ends the run with its figures, not a traceback
+                outcome, status = wait_running(name, args.timeout)
+            except TimeoutError as exc:
+                stopped_by = str(exc)[:300]
+                break
             if outcome == "Unschedulable":
                 stopped_by = f"{name} Unschedulable: {unschedulable(status)}"
                 break
             ip = status["interfaces"][0]["ipAddress"]
             if not answers_http(args.state_dir, args.node, name, ip, args.timeout):
-                raise RuntimeError(f"{name} Running on {ip} but gives no page")
+                stopped_by = f"{name} Running on {ip} but gives no page after {args.timeout:.0f}s"
+                break
             running.append(name)
             print(f"{name} Running on {status.get('nodeName')} at {ip}, answers HTTP "
                   f"({time.monotonic() - t0:.0f}s, host MemAvailable {mem_available_kib() // 1024} MiB)", flush=True)
