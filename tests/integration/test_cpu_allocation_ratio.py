@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import copy
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -161,3 +162,27 @@ async def until(check: Callable[[], bool]) -> None:
     while not check():
         assert time.monotonic() < deadline, "not seen in time"
         await asyncio.sleep(0.05)
+
+
+async def test_get_kubevirt_shows_what_was_applied_and_its_yaml_applies_back(
+        cluster: ApiClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def get(kind: str, output: str | None) -> argparse.Namespace:
+        return argparse.Namespace(kind=kind, name=None, output=output, watch=False)
+
+    def said() -> list[str]:  # what the CLI printed, without the in-process services' log lines
+        return [line for line in capsys.readouterr().out.splitlines() if not re.match(r"^\d{4}-\d\d-\d\d ", line)]
+
+    await apply_file(cluster, tmp_path, cr(40))
+    assert said() == ["kubevirt/kubevirt applied (cpuAllocationRatio 40)"]
+    await cli.cmd_get(cluster, get("kubevirt", None))
+    header, row = said()
+    assert header.split() == ["NAME", "AGE", "PHASE", "CPU-ALLOCATION-RATIO"]
+    assert row.split()[0] == "kubevirt" and row.split()[2:] == ["Deployed", "40"]
+    await cli.cmd_get(cluster, get("kv", "yaml"))
+    printed = yaml.safe_load("\n".join(said()))
+    assert printed["spec"] == {"configuration": {"developerConfiguration": {"cpuAllocationRatio": 40}}}
+    await apply_file(cluster, tmp_path, printed)
+    assert said() == ["kubevirt/kubevirt applied (cpuAllocationRatio 40)"]
+    await cli.cmd_get(cluster, get("nodes", "wide"))
+    header, row = said()
+    assert "VCPUS" in header.split() and "0/80" in row.split()  # none booked of 2 CPUs x 40
