@@ -150,6 +150,8 @@ def report(lane: Lane, args: argparse.Namespace, elapsed: float) -> None:
         for n in lane.names if (v := lane.seen.get(n)) is not None and v not in running and v not in failed)
     for why, count in waiting.most_common(3):
         print(f"  {count} still {why}")
+    if lane.errors:  # an unanswered create may still have landed (the Running count says)
+        print(f"  {len(lane.errors)} creates got an error or no answer; the first ones:")
     for e in lane.errors[:5]:
         print(f"  not created {e}")
     totals = [v.started_at - v.created_at for v in running if v.started_at is not None]
