@@ -4,7 +4,9 @@ NATS enforces these, not our code's manners. The roles follow Kubernetes' RBAC a
 - admin: everything (the operator; the lab's default CLI user);
 - viewer: the API's read verbs, reading state, events, stats and console output, screenshots and
   view-only VNC sessions (their input taken out by the launcher); nothing that changes;
-- control: the api service, controllers and binder: the state buckets, streams, the API and the node API;
+- control: the api service, controllers and binder: the state buckets, streams, the API and the node API,
+  and the cluster's configuration (``config/kubevirt``, the KubeVirt CR: only the control plane and
+  admin write it; viewers and nodes may read it);
 - node N: its handler and its launchers: its own node record and pod-IP table, its own node-API
   subjects (where the control plane checks what it reports), its own stats, console and VNC subjects.
 Images (the object store's content) are written only by admin; snapshot content by nodes too (below).

@@ -28,6 +28,9 @@ BUCKET_INSTANCETYPES = "instancetypes"  # user-defined ones (proto.instancetypes
 BUCKET_REPLICASETS = "vmirs"  # VirtualMachineInstanceReplicaSets (proto.workloads); the control plane's only
 BUCKET_PREFERENCES = "preferences"  # user-defined ones (proto.preferences); the control plane's only
 BUCKET_POOLS = "vmpools"  # VirtualMachinePools (proto.workloads); the control plane's only
+# The cluster's configuration (proto.clusterconfig, KubeVirt's KubeVirt CR), one key; the control plane's only
+BUCKET_CONFIG = "config"
+CONFIG_KUBEVIRT = "kubevirt"
 # The control plane's leases: one key per thing only one scheduler may do at a time.
 BUCKET_LEADER = "leader"
 LEASE_CONTROLLERS = "controllers"  # the VM controller, the binder and node lifecycle
