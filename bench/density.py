@@ -5,7 +5,11 @@ each costs the node beyond its guest RAM (PSS of its launcher, its libvirtd, and
 the guest's RAM), the memory the host has left, and what the scheduler booked for them.
 Needs a lab with the test guest imported (scripts/lab.sh makes one). Usage:
     .venv/bin/python bench/density.py [--max N] [--node node1] [--state-dir /var/lib/virtbus/lab] [--keep]
-                                      [--server nats://127.0.0.1:4222]
+                                      [--server nats://127.0.0.1:4222] [--cpu-allocation-ratio N]
+                                      [--min-available-mib 3072] [--stop-after SECONDS]
+--cpu-allocation-ratio applies the KubeVirt CR with that cpuAllocationRatio first (a 2-CPU node holds 20
+one-vCPU VMs at KubeVirt's default 10; 75 lets 150 in), and the former one after. The run stops before
+the next VM when the host's MemAvailable is below --min-available-mib (other work shares the host).
 The VMs (density-1, density-2, ...) are deleted at the end unless --keep.
 """
 
@@ -24,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from procstat import comm, netns_pids, pss_kib, read_pid  # noqa: E402 - bench/procstat.py
 
+from proto.clusterconfig import ClusterConfig, kubevirt_object  # noqa: E402
 from proto.overhead import VM_OVERHEAD_BYTES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,12 +47,19 @@ def ctl(*args: str, check: bool = True, timeout: float = 300) -> subprocess.Comp
     return done
 
 
+def apply_ratio(workdir: Path, ratio: int) -> dict[str, Any]:
+    """The KubeVirt CR with cpuAllocationRatio ``ratio`` applied, as a user would; the one before."""
+    before: dict[str, Any] = json.loads(ctl("get", "kubevirt", "-o", "json").stdout)
+    path = workdir / "kubevirt.json"
+    path.write_text(json.dumps(kubevirt_object(ClusterConfig(cpu_allocation_ratio=ratio))))
+    ctl("apply", "-f", str(path))
+    return before
 
 
-
-
-
-
+def restore_ratio(workdir: Path, before: dict[str, Any]) -> None:
+    path = workdir / "kubevirt.json"
+    path.write_text(json.dumps(before))
+    ctl("apply", "-f", str(path), check=False)
 
 
 def manifest(name: str, node: str) -> dict[str, Any]:
@@ -144,6 +156,21 @@ def node_memory(node: str) -> tuple[str, str]:
     return "?", "?"
 
 
+def delete_all(names: list[str], patience: float = 600) -> None:
+    """Every VM deleted at once (their launchers stop side by side), then waited for, VMIs too."""
+    for name in names:
+        ctl("delete", name, check=False)
+    deadline = time.monotonic() + patience
+    left: set[str] = set(names)
+    while time.monotonic() < deadline:
+        left = {item["metadata"]["name"] for kind in ("vms", "vmis")
+                for item in json.loads(ctl("get", kind, "-o", "json").stdout).get("items", [])} & set(names)
+        if not left:
+            return
+        time.sleep(2)
+    print(f"still there after {patience:.0f}s: {', '.join(sorted(left))}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--max", type=int, default=1000, help="stop after this many VMs Running")
@@ -152,7 +179,15 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=300, help="seconds for each VM to be Running and answer")
     p.add_argument("--keep", action="store_true", help="leave the VMs running")
     p.add_argument("--server", default=None, help="NATS URL (else NATS_URL, else the lab's)")
+    p.add_argument("--cpu-allocation-ratio", type=int, default=None, metavar="N",
+                   help="apply the KubeVirt CR with cpuAllocationRatio N for the run (the former one after)")
+    p.add_argument("--stop-after", type=float, default=None, metavar="SECONDS",
+                   help="start no further VM after this long (the figures are printed for those running)")
+    p.add_argument("--min-available-mib", type=int, default=3072,
+                   help="start no further VM once the host's MemAvailable is below this (MiB)")
     args = p.parse_args()
+    if args.cpu_allocation_ratio is not None and args.cpu_allocation_ratio < 1:
+        p.error("--cpu-allocation-ratio must be at least 1")
     if args.server:
         SERVER[:] = ["--server", args.server]
     root = Path(args.state_dir)
@@ -163,20 +198,39 @@ def main() -> None:
     running: list[str] = []
     stopped_by = f"--max {args.max} reached"
     t0 = time.monotonic()
+    before = None
+    if args.cpu_allocation_ratio is not None:
+        before = apply_ratio(workdir, args.cpu_allocation_ratio)
+        was = before.get("spec", {}).get("configuration", {}).get("developerConfiguration", {})
+        print(f"KubeVirt CR applied: cpuAllocationRatio {args.cpu_allocation_ratio} "
+              f"(was {was.get('cpuAllocationRatio')})", flush=True)
     try:
         while len(running) < args.max:
             name = f"density-{len(names) + 1}"
+            if args.stop_after is not None and time.monotonic() - t0 > args.stop_after:
+                stopped_by = f"--stop-after {args.stop_after:.0f}s reached; {name} not started"
+                break
+            left_mib = mem_available_kib() // 1024
+            if left_mib < args.min_available_mib:  # the host is shared: stop before it runs short
+                stopped_by = (f"host MemAvailable {left_mib} MiB is below the {args.min_available_mib} MiB floor "
+                              f"(--min-available-mib); {name} not started")
+                break
             path = workdir / f"{name}.json"
             path.write_text(json.dumps(manifest(name, args.node)))
             names.append(name)
             ctl("apply", "-f", str(path))
-            outcome, status = wait_running(name, args.timeout)
+            try:  # a VM that does not come up ends the run with its figures, not a traceback
+                outcome, status = wait_running(name, args.timeout)
+            except TimeoutError as exc:
+                stopped_by = str(exc)[:300]
+                break
             if outcome == "Unschedulable":
                 stopped_by = f"{name} Unschedulable: {unschedulable(status)}"
                 break
             ip = status["interfaces"][0]["ipAddress"]
             if not answers_http(args.state_dir, args.node, name, ip, args.timeout):
-                raise RuntimeError(f"{name} Running on {ip} but gives no page")
+                stopped_by = f"{name} Running on {ip} but gives no page after {args.timeout:.0f}s"
+                break
             running.append(name)
             print(f"{name} Running on {status.get('nodeName')} at {ip}, answers HTTP "
                   f"({time.monotonic() - t0:.0f}s, host MemAvailable {mem_available_kib() // 1024} MiB)", flush=True)
@@ -194,8 +248,9 @@ def main() -> None:
               f"{offered} to guests, {booked} booked")
     finally:
         if not args.keep:
-            for name in names:
-                ctl("delete", name, "--wait", "--timeout", "120", check=False)
+            delete_all(names)
+            if before is not None:
+                restore_ratio(workdir, before)
 
 
 if __name__ == "__main__":

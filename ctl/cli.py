@@ -16,6 +16,7 @@ from ctl import (
     console,
     imagecmd,
     instancetypecmd,
+    kubevirtcmd,
     power,
     preferencecmd,
     render,
@@ -70,6 +71,8 @@ async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
             await snapshotcmd.apply(api, snapshotmanifest.parse(doc))
         elif instancetypecmd.is_instancetype(kind):
             await instancetypecmd.apply(api, body)
+        elif kubevirtcmd.is_kubevirt(kind):
+            await kubevirtcmd.apply(api, body)
         elif preferencecmd.is_preference(kind):
             await preferencecmd.apply(api, body)
         elif workloadcmd.is_workload(kind):
@@ -98,10 +101,13 @@ async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
     if args.kind.lower() in routecmd.KINDS:
         await routecmd.get(api, routecmd.KINDS[args.kind.lower()], args.name, args.output)
         return 0
+    if args.kind.lower() in kubevirtcmd.KINDS:
+        await kubevirtcmd.get(api, args.name, args.output)
+        return 0
     kind = KINDS.get(args.kind.lower())
     if kind is None:
         raise ApiError(Code.BAD_REQUEST, f"unknown kind {args.kind!r}; use vms, vmis, vmirs, vmpools, services, "
-                                         "endpoints, routes, ingresses, nodes, exposures or events")
+                                         "endpoints, routes, ingresses, nodes, exposures, events or kubevirt")
     if kind == "event":
         say(render.table(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], []))
         await api.events(args.watch, lambda e: say(render.event_row(e)))

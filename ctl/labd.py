@@ -53,8 +53,11 @@ def main() -> None:
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def spawn(name: str, cmd: list[str]) -> None:
+        # Each service a session, so (with autogroups) a scheduling group, of its own, as systemd units
+        # are cgroups of their own: in one group, the whole control plane would weigh as much as one launch.
         with open(logs / f"{name}.log", "ab") as logf:
-            procs[name] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
+            procs[name] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                           start_new_session=True)
         cfg.pidfile(name).parent.mkdir(parents=True, exist_ok=True)
         tmp = cfg.pidfile(name).with_suffix(".tmp")  # a reader never sees it half written
         tmp.write_text(f"{procs[name].pid}\n")

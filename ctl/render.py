@@ -86,13 +86,15 @@ def vmis(items: list[VMI], wide: bool) -> str:
 
 
 def nodes(items: list[NodeView], wide: bool) -> str:
-    headers = ["NAME", "STATUS", "CPUS", "MEMORY", "ALLOCATED", "VMIS", "KVM"] + (["ADDRESS", "AGE"] if wide else [])
+    headers = ["NAME", "STATUS", "CPUS", "MEMORY", "ALLOCATED", "VMIS", "KVM"] + (
+        ["VCPUS", "ADDRESS", "AGE"] if wide else [])
     rows = []
     for n in items:
         row = [n.node.name, "Ready" if n.ready else "NotReady", str(n.node.cpus), format_bytes(n.node.memory),
                format_bytes(n.allocated_memory), str(n.vmis), "yes" if n.node.kvm else "no (TCG)"]
         if wide:
-            row += [n.node.address or "", age(n.node.started_at)]
+            # vCPUs booked / what the cpuAllocationRatio lets the node hold (proto.clusterconfig)
+            row += [f"{n.allocated_cpus}/{n.vcpu_capacity or '?'}", n.node.address or "", age(n.node.started_at)]
         rows.append(row)
     return table(headers, rows)
 

@@ -14,6 +14,7 @@ import structlog
 
 from handler import heartbeat, nodeinfo, nodevmis, vmiplan
 from handler.clusterdns import ClusterDns
+from handler.exitwatch import ExitWatch
 from handler.floatingips import FloatingIPs
 from handler.guestfence import GuestFence
 from handler.imagecache import DEFAULT_BOUND, ImageCache
@@ -62,6 +63,7 @@ class Agent:
         self.sync_status = SyncStatus(nodeapi, node.name)
         self.clock = clock
         self.queue = WorkQueue(self.reconcile, bind=("vm", "vmi"))
+        self.exits = ExitWatch(self.queue.kick)  # a launcher's end reconciled at once, not at the next look
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -69,7 +71,8 @@ class Agent:
         # stands; if nft refuses it, this raises and the handler does not start.
         await self.fence.sync()
         await self.heartbeat()
-        await asyncio.to_thread(self.launchers.adopt_all)
+        for launcher in await asyncio.to_thread(self.launchers.adopt_all):
+            self.exits.watch(launcher.vmi, launcher)
         self._tasks = [asyncio.create_task(c) for c in (
             self.fence.run(), self._heartbeats(), self._watch(), self._supervise(), self._watch_nodes(),
             self.nodeports.run(), self.service_rules.run(), self.cluster_dns.run(), self.floating_ips.run(),
@@ -79,6 +82,7 @@ class Agent:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.exits.close()
         await self.queue.close()
 
     async def heartbeat(self) -> None:
@@ -158,8 +162,11 @@ class Agent:
                     await self.podnet.release(name)  # the address belongs to the VM, not to a run
             case Step.ADOPT:
                 self.launchers.forget(name)
-                if await asyncio.to_thread(self.launchers.adopt, name) is None:
+                adopted = await asyncio.to_thread(self.launchers.adopt, name)
+                if adopted is None:
                     self.queue.kick(name)  # nobody to adopt after all: plan again without it
+                else:
+                    self.exits.watch(name, adopted)
                 return False
             case Step.SPAWN if vmi is not None:
                 await self._spawn(vmi)
@@ -198,7 +205,7 @@ class Agent:
             else:
                 await asyncio.to_thread(self.secondary.ensure_bridge, nic.bridge)
             extra.append(f"{nic.interface}={nic.bridge}={nic.address}={nic.type}={nic.vlan or ''}")
-        await asyncio.to_thread(self.launchers.spawn, name, vmi.uid, pod_ip, gateway, extra)
+        self.exits.watch(name, await asyncio.to_thread(self.launchers.spawn, name, vmi.uid, pod_ip, gateway, extra))
 
     async def _fail(self, vmi: VMI, reason: str) -> None:
         """Report what the launcher could not: its instance failed, and why."""

@@ -24,10 +24,12 @@ from pathlib import Path
 import nats.js.errors
 import structlog
 
+from handler import nodevmis
 from proto import imagefacts
 from proto.imagefacts import qcow2_backing
 from proto.spec import claims
 from proto.state import FINAL_PHASES, VMI
+from servicekit.informer import shared
 from servicekit.store import Store
 
 log = structlog.get_logger()
@@ -229,11 +231,10 @@ class ImageCache:
 
     async def _named_keys(self, digests: dict[str, str | None]) -> set[str]:
         """The entries of the images the VMIs bound here name (containerDisks, their volumes' first content)."""
-        volumes = {e.key: e.value for e in await self.store.volumes.items()}
+        volumes = {e.key: e.value for e in await shared(self.store, self.store.volumes).items()}
         keys = set()
-        for entry in await self.store.vmis.items():
-            vmi = entry.value
-            if vmi.node_name != self.node or (vmi.phase in FINAL_PHASES and vmi.torn_down):
+        for vmi in await nodevmis.vmis_here(self.store, self.node):  # the node's copies, from the cache
+            if vmi.phase in FINAL_PHASES and vmi.torn_down:
                 continue
             for name in _images_named(vmi, {k: v.image for k, v in volumes.items()}):
                 key = digests.get(name)

@@ -1,12 +1,19 @@
 """The node's /metrics, with KubeVirt's metric names and labels so its dashboards work: the VMIs'
-libvirt statistics (from their launchers, over the bus) and the phase count of this node's VMIs."""
+libvirt statistics (from their launchers, over the bus) and the phase count of this node's VMIs.
+
+A scrape asks the node's launchers for fresh samples and waits up to ANSWER_WAIT_S for the Running
+VMIs' answers, as KubeVirt's virt-handler collects its VMIs' statistics when scraped: what Prometheus
+stores is at most that old, and an idle node that nobody scrapes samples nothing (each launcher
+still publishes once a minute unasked, launcher.statspublisher)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import msgspec
 import structlog
@@ -17,23 +24,43 @@ from prometheus_client.registry import Collector
 
 from handler import nodevmis
 from proto import subjects
-from proto.state import VMI
+from proto.state import VMI, Phase
 from proto.stats import VMIStats
 from proto.subjects import is_dns1123_label
 from servicekit.store import Store
 
 log = structlog.get_logger()
-FRESH_S = 20.0  # samples older than this belong to a VMI that is gone
+FRESH_S = 150.0  # samples older than this belong to a VMI that is gone (launchers say one every 60 s unasked)
+ANSWER_WAIT_S = 1.0  # a scrape waits this long at most for the launchers' fresh samples
+REUSE_S = 1.0  # scrapes closer together than this share one round of asking
 NAMESPACE = "default"
 
 
 class VMICollector(Collector):
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, refresh: Callable[[], None] = lambda: None) -> None:
+        """refresh: fresh samples into ``samples`` before a scrape is answered (blocking, bounded)."""
         self.node = node
+        self.refresh = refresh
         self.samples: dict[str, VMIStats] = {}
+        self.received: dict[str, float] = {}  # VMI -> when its last sample came (monotonic)
         self.vmis: dict[str, VMI] = {}
 
+    def add(self, sample: VMIStats) -> None:
+        self.samples[sample.vmi] = sample
+        self.received[sample.vmi] = time.monotonic()
+
+    def forget(self, vmi: str) -> None:
+        self.vmis.pop(vmi, None)
+        self.samples.pop(vmi, None)
+        self.received.pop(vmi, None)
+
+    def unanswered(self, since: float) -> list[str]:
+        """The Running VMIs with no sample received since ``since`` (monotonic)."""
+        return [name for name, vmi in self.vmis.items()
+                if vmi.phase is Phase.RUNNING and self.received.get(name, -1.0) < since]
+
     def collect(self) -> Iterator[Metric]:
+        self.refresh()
         now = time.time()
         live = [s for s in self.samples.values() if now - s.timestamp < FRESH_S]
         base = ["node", "namespace", "name"]
@@ -97,11 +124,42 @@ def sample_from(node: str, subject: str, data: bytes) -> VMIStats | None:
 
 
 class NodeMetrics:
-    def __init__(self, store: Store, node: str) -> None:
+    def __init__(self, store: Store, node: str, answer_wait: float = ANSWER_WAIT_S) -> None:
         self.store = store
-        self.collector = VMICollector(node)
+        self.answer_wait = answer_wait
+        self.collector = VMICollector(node, self.refresh)
         self.registry = CollectorRegistry()  # this process's own, never the global one
         self.registry.register(self.collector)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_thread: int | None = None
+        self.arrived = asyncio.Event()
+        self.round: asyncio.Future[None] | None = None
+        self.round_at = -REUSE_S
+
+    def refresh(self) -> None:
+        """From the HTTP server's thread: a round of asking on the handler's loop, waited for."""
+        loop = self.loop
+        if loop is None or threading.get_ident() == self.loop_thread:
+            return  # not running yet, or called on the loop itself (it would wait for itself)
+        with contextlib.suppress(Exception):  # a scrape answers with what there is, whatever happened
+            asyncio.run_coroutine_threadsafe(self.gather(), loop).result(self.answer_wait + 1.0)
+
+    async def gather(self) -> None:
+        """Ask the node's launchers for samples; back once every Running VMI answered, or after
+        answer_wait. Scrapes within REUSE_S of a round share it."""
+        now = time.monotonic()
+        if self.round is None or now - self.round_at >= REUSE_S:
+            self.round_at = now
+            self.round = asyncio.ensure_future(self._ask(now))
+        await asyncio.shield(self.round)
+
+    async def _ask(self, since: float) -> None:
+        await self.store.nc.publish(subjects.stats_wanted(self.collector.node), b"")
+        deadline = since + self.answer_wait
+        while self.collector.unanswered(since) and (left := deadline - time.monotonic()) > 0:
+            self.arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), left)
 
     def serve(self, address: str) -> None:
         host, _, port = address.rpartition(":")
@@ -112,8 +170,10 @@ class NodeMetrics:
             sample = sample_from(self.collector.node, msg.subject, msg.data)
             if sample is None:
                 return
-            self.collector.samples[sample.vmi] = sample
+            self.collector.add(sample)
+            self.arrived.set()
 
+        self.loop, self.loop_thread = asyncio.get_running_loop(), threading.get_ident()
         sub = await self.store.nc.subscribe(subjects.stats_of_node(self.collector.node), cb=on_stats)
         try:
             async for change in nodevmis.informer(self.store, self.collector.node).changes():
@@ -121,8 +181,8 @@ class NodeMetrics:
                 if change.value is not None and change.value.vmi.node_name == self.collector.node:
                     self.collector.vmis[name] = change.value.vmi
                 else:
-                    self.collector.vmis.pop(name, None)
-                    self.collector.samples.pop(name, None)
+                    self.collector.forget(name)
         finally:
+            self.loop = None
             await sub.unsubscribe()
             await asyncio.sleep(0)

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import structlog
 
+from handler import nodevmis
 from proto.spec import claims
 from proto.state import FINAL_PHASES
+from servicekit.informer import shared
 from servicekit.paths import volume_file_id
 from servicekit.store import Store
 
@@ -46,16 +48,9 @@ class VolumeFiles:
     async def run(self) -> None:
         sweeping = asyncio.create_task(self._every())
         try:
-            while True:
-                try:
-                    async for change in self.store.volumes.watch():
-                        if change.value is None:
-                            self.kick()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - the watch starts again; the sweeps go on
-                    log.warning("volume watch ended; starting it again", error=str(exc) or type(exc).__name__)
-                await asyncio.sleep(1.0)
+            async for change in shared(self.store, self.store.volumes).changes():  # it rewatches by itself
+                if change.value is None:
+                    self.kick()
         finally:
             sweeping.cancel()
 
@@ -73,13 +68,14 @@ class VolumeFiles:
         files = await asyncio.to_thread(lambda: sorted(self.dir.glob("*.qcow2")) if self.dir.exists() else [])
         if not files:
             return []
-        entries = await self.store.volumes.items()
+        entries = await shared(self.store, self.store.volumes).items()
         records = {(e.value.name, e.value.uid) for e in entries}
         # a VM restore's old file stays until the new one is Ready (then previous_uid goes)
         records |= {(e.value.name, e.value.previous_uid) for e in entries if e.value.previous_uid is not None}
-        in_use = {name for e in await self.store.vmis.items()
-                  if e.value.node_name == self.node and not (e.value.phase in FINAL_PHASES and e.value.torn_down)
-                  for _, name in claims(e.value.spec.volumes)}
+        # this node's VMI copies: a VMI bound here a moment ago may trail, but it uses a volume whose
+        # record exists, and such a file is kept whatever uses it
+        in_use = {name for vmi in await nodevmis.vmis_here(self.store, self.node)
+                  if not (vmi.phase in FINAL_PHASES and vmi.torn_down) for _, name in claims(vmi.spec.volumes)}
         gone = garbage(files, records, in_use)
         for path in gone:
             await asyncio.to_thread(path.unlink, missing_ok=True)

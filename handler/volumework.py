@@ -10,9 +10,11 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
+from handler import nodevmis
 from proto.errors import ApiError, Code
 from proto.nodeapi import tidy
 from proto.snapshots import (
@@ -27,6 +29,7 @@ from proto.snapshots import (
 )
 from proto.state import VMI, PersistentVolume, VolumePhase
 from servicekit import volumedata
+from servicekit.informer import Informer, shared
 from servicekit.nodeclient import NodeApiClient
 from servicekit.paths import path_under, volume_path
 from servicekit.store import Store
@@ -69,10 +72,13 @@ class VolumeWork:
         self.busy: set[Work] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self.volumes = shared(store, store.volumes)
+        self.snapshots = shared(store, store.snapshots)
 
     async def run(self) -> None:
-        # VMIs change often and matter only to who takes a pending snapshot: the periodic look covers them
-        watches = [asyncio.create_task(self._kick_on(b)) for b in ("volumes", "snapshots")]
+        # VMIs change often and matter only to who takes a pending snapshot: the periodic look (from the
+        # caches, so no read on the server) covers them
+        watches = [asyncio.create_task(self._kick_on(i)) for i in (self.volumes, self.snapshots)]
         me = asyncio.current_task()
         try:
             while True:
@@ -92,21 +98,18 @@ class VolumeWork:
             for task in [*watches, *self._tasks]:
                 task.cancel()
 
-    async def _kick_on(self, bucket: str) -> None:
-        me = asyncio.current_task()
-        while me is None or not me.cancelling():
-            try:
-                async for _ in getattr(self.store, bucket).watch():
-                    self._wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - watched again a second later; the periodic look goes on
-                await asyncio.sleep(1.0)
+    async def _kick_on(self, informer: Informer[Any]) -> None:
+        async for _ in informer.changes():  # the informer watches again by itself if its watch ends
+            self._wake.set()
 
     async def step(self) -> list[Work]:
-        volumes = [e.value for e in await self.store.volumes.items()]
-        snapshots = [e.value for e in await self.store.snapshots.items()]
-        vmis = [e.value for e in await self.store.vmis.items()]
+        volumes = [e.value for e in await self.volumes.items()]
+        snapshots = [e.value for e in await self.snapshots.items()]
+        # Only this node's instances count (snapshot_taker and orphaned look at the snapshot's node, and
+        # only snapshots here are ours): the node's VMI copies, never every VMI of the cluster. A copy may
+        # trail its VMI, but a launcher starts only once its copy is in this cache, and a trailing end
+        # only makes us wait.
+        vmis = await nodevmis.vmis_here(self.store, self.node)
         todo = plan(self.node, volumes, snapshots, vmis, self.busy)
         for work in todo:
             self.busy.add(work)

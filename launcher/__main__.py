@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from launcher import namespaces
+from launcher import namespaces, priority
 from launcher.lifecycle import launch_failure
 from launcher.runner import REPORT_PATIENCE_S, LauncherArgs, Runner
 from proto import subjects
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
                         pod_netns=ns.pod_netns, kvm=ns.kvm, node_netns=ns.node_netns, pod_ip=ns.pod_ip,
                         pod_gateway=ns.pod_gateway, secondary=tuple(ns.secondary), ovs_db=ns.ovs_db,
                         host_disk_dirs=tuple(Path(d) for d in ns.host_disk_dir))
+    priority.lower_launcher()  # before any thread or child: all of them inherit it
     try:
         args.vmi_dir.mkdir(parents=True, exist_ok=True)
         if launcherlock.hold(args.vmi_dir) is None:

@@ -7,7 +7,6 @@ Kept in the stream, the log outlives the launcher: ``virtbus console NAME --log`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +35,12 @@ class ConsoleTail:
         self.log_file = log_file
         self.offset = 0
         self.wake = asyncio.Event()  # set when the guest printed something (ConsoleInput sees it first)
+        self.announced = False  # the serial socket is read: whatever the guest prints sets wake
+
+    def listening(self, yes: bool) -> None:
+        """ConsoleInput reads the serial socket (or no longer does)."""
+        self.announced = yes
+        self.wake.set()  # a look now: output may have come while nobody read the socket
 
     async def pump(self) -> int:
         """Publish what was written since the last call; returns the bytes sent. The offset moves
@@ -56,13 +61,16 @@ class ConsoleTail:
 
     async def run(self, interval: float = 15.0, retry: float = 1.0, settle: float = 0.05) -> None:
         """Forever: publishes as soon as the guest prints (``wake``; QEMU writes its log file just
-        after the socket, hence ``settle``), and every ``interval`` regardless, for output no wake
-        announced (before the socket was read); a publish that fails (NATS away, the stream full) is
-        retried, and said once. An idle console costs nothing: it was read every 2 s, now every 15."""
+        after the socket, hence ``settle``), and every ``interval`` for output no wake announced
+        (printed while nobody read the serial socket); a publish that fails (NATS away, the stream
+        full) is retried, and said once. Once the socket is read (``announced``) and a look on the
+        timer found nothing new, only the guest's next output wakes it: an idle console costs nothing."""
         failing = False
+        timed_out = False
         while True:
+            sent = 0
             try:
-                await self.pump()
+                sent = await self.pump()
                 if failing:
                     log.info("console output published again", offset=self.offset)
                 failing = False
@@ -71,10 +79,14 @@ class ConsoleTail:
                     log.warning("console output not published; retrying", error=str(exc) or type(exc).__name__)
                 failing = True
                 await asyncio.sleep(retry)
+            quiet = self.announced and timed_out and not sent and not failing
             self.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), interval)
+            timed_out = False
+            try:
+                await asyncio.wait_for(self.wake.wait(), None if quiet else interval)
                 await asyncio.sleep(settle)
+            except TimeoutError:
+                timed_out = True
 
 
 class ConsoleInput:
@@ -83,9 +95,13 @@ class ConsoleInput:
     read and dropped here (the log file has it), so the guest never blocks on a full socket."""
 
     def __init__(self, nc: Any, node: str, vmi: str, socket_path: str,
-                 on_output: Callable[[], None] = lambda: None) -> None:
+                 on_output: Callable[[], None] = lambda: None,
+                 on_listening: Callable[[bool], None] = lambda _: None) -> None:
+        """on_output: the guest printed something; on_listening: the serial socket is read (True)
+        or no longer (False)."""
         self.nc = nc
         self.on_output = on_output
+        self.on_listening = on_listening
         self.node = node
         self.vmi = vmi
         self.socket_path = socket_path
@@ -96,10 +112,12 @@ class ConsoleInput:
         reader, self.writer = await asyncio.open_unix_connection(self.socket_path)
         subs = [await self.nc.subscribe(subjects.console_in(self.node, self.vmi), cb=self._typed),
                 await self.nc.subscribe(subjects.console_keyboard(self.node, self.vmi), cb=self._keyboard)]
+        self.on_listening(True)
         try:
             while await reader.read(65536):
                 self.on_output()
         finally:
+            self.on_listening(False)
             for sub in subs:
                 await sub.unsubscribe()
             self.writer.close()

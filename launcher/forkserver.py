@@ -18,6 +18,7 @@ launchers it forked run on; the next handler adopts them as it adopts spawned on
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import selectors
 import socket
@@ -74,6 +75,17 @@ def stdio(log_path: str) -> None:
         os.set_inheritable(fd, True)
     for fd in {null, log} - {0, 1, 2}:
         os.close(fd)
+
+
+def share_with_children() -> None:
+    """Keep what this interpreter imported out of its children's full collections (``gc.freeze``, as
+    Instagram's prefork servers do). A full collection walks every container object and writes to
+    each one's header, copying every page of them into the child: after one, a child of this
+    process held 19 MiB of private dirty memory, 3.5 MiB with the imports frozen. (A fresh launcher's
+    memory did not move, 15.2 vs 15.3 MiB private: it had yet to run a full collection; this keeps
+    a long-lived one from paying for it later.) Garbage is collected first, so none is kept for good."""
+    gc.collect()
+    gc.freeze()
 
 
 def _child(request: ForkRequest, close: Callable[[], None]) -> None:
@@ -133,6 +145,7 @@ class ForkServer:
             return
         sys.stdout.flush()
         sys.stderr.flush()
+        share_with_children()
         pid = os.fork()
         if pid == 0:
             _child(request, lambda: self._close_in_child(conn))

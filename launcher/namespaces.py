@@ -36,12 +36,20 @@ namespaces = []
 cgroup_controllers = []
 stdio_handler = "file"
 """
+# One client (its launcher) and one domain: a few workers, not libvirtd's 5 to 20 (+5 priority, +5
+# admin), each with a thread stack and a malloc arena of its own. No keepalive: the launcher learns of
+# libvirtd's loss from its socket's end, and the pings woke both every 5 s, idle or not.
 LIBVIRTD_CONF = """# written by the virtbus launcher
 unix_sock_group = "root"
 unix_sock_rw_perms = "0700"
 auth_unix_rw = "none"
 auth_unix_ro = "none"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+min_workers = 1
+max_workers = 4
+prio_workers = 1
+admin_max_workers = 1
+keepalive_interval = -1
 """
 
 

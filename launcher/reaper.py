@@ -9,11 +9,11 @@ import os
 import signal
 
 
-async def reap_orphans(fallback: float = 10.0) -> None:
+async def reap_orphans(fallback: float = 120.0) -> None:
     """Reap what libvirtd and QEMU leave to this launcher (their subreaper): libvirt waits for a
     process it ended to be gone, and an unreaped zombie never is. Started once our own
     subprocesses (qemu-img, genisoimage) are done, so it never takes their exit status. It wakes on
-    SIGCHLD (an idle launcher polled 5 times a second), and now and then in case one was missed."""
+    SIGCHLD (an idle launcher polled 5 times a second), and every couple of minutes in case one was missed."""
     loop = asyncio.get_running_loop()
     child = asyncio.Event()
     loop.add_signal_handler(signal.SIGCHLD, child.set)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import libvirt
-import msgspec
 import structlog
 
 from launcher import disks, lifecycle, namespaces, podnic, priority, secondarynics
@@ -26,22 +25,21 @@ from launcher.dhcp_server import serve_dhcp_in_netns
 from launcher.dhcp_snoop import snoop_in_netns
 from launcher.domain import CONSOLE_SOCKET, VNC_SOCKET, compose_domain_xml, plan_domain, stable_mac
 from launcher.leasekeeper import LeaseKeeper, LeaseNotTaken
-from launcher.libvirtd import PrivateLibvirtd
+from launcher.libvirtd import PrivateLibvirtd, lower_domain
 from launcher.masquerade import Masquerade
 from launcher.power import PowerKeeper
 from launcher.powerplan import Done, Wanted
 from launcher.reaper import reap_orphans
 from launcher.secondarynics import SecondaryArg
+from launcher.statspublisher import StatsPublisher
 from launcher.supervision import DomainFollower
 from launcher.vnc import VncServer, libvirt_screenshot
-from proto import subjects
 from proto.errors import ApiError, Code
 from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
 from proto.services import CLUSTER_DNS_IP, DNS_SEARCH
 from proto.snapshots import written_volumes
 from proto.spec import claims
 from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface
-from proto.stats import from_libvirt
 from servicekit import launcherlock, processes, volumedata
 from servicekit.nodeclient import NodeApiClient
 from servicekit.paths import path_under, volume_path
@@ -83,7 +81,7 @@ class Runner:
         self.args = args
         self.store = store
         self.nodeapi = NodeApiClient(store.nc, args.node)
-        self.libvirtd = PrivateLibvirtd()
+        self.libvirtd = PrivateLibvirtd(huge_pages=args.kvm)  # under TCG, no THP (launcher.libvirtd)
         self.console = ConsoleTail(store.js, args.node, args.vmi, args.uid, args.vmi_dir / "serial.log")
         self.stop_requested = asyncio.Event()
         self.gone = asyncio.Event()
@@ -176,11 +174,15 @@ class Runner:
                 return 1
             tail = asyncio.create_task(self.console.run())
             keys = asyncio.create_task(ConsoleInput(self.store.nc, self.args.node, self.args.vmi, CONSOLE_SOCKET,
-                                                    on_output=self.console.wake.set).run())
+                                                    on_output=self.console.wake.set,
+                                                    on_listening=self.console.listening).run())
             self.follower.dom = dom
             screen = asyncio.create_task(VncServer(self.store.nc, self.args.node, self.args.vmi, VNC_SOCKET, lambda: (
                 asyncio.to_thread(libvirt_screenshot, self.libvirtd.conn, self.follower.dom))).run())
-            publisher = asyncio.create_task(self._publish_stats())
+            publisher = asyncio.create_task(StatsPublisher(
+                self.store.nc, node=self.args.node, vmi=self.args.vmi, uid=self.args.uid,
+                record=lambda: self.libvirtd.stats(self.follower.dom),  # the current one: libvirtd may restart
+                nic_names=lambda: {tap: iface for iface, tap in self.taps.items()}).run())
             power = asyncio.create_task(self.power.run())
             snapshots = asyncio.create_task(SnapshotTaker(
                 self.store, self.nodeapi, vmi=self.args.vmi, node=self.args.node,
@@ -237,7 +239,7 @@ class Runner:
                 log.warning("KVM domain failed to start; falling back to TCG", error=str(exc).splitlines()[0])
                 await self.libvirtd.destroy_and_undefine(a.vmi)
         log.info("guest below the control plane", nice=priority.GUEST_NICE,
-                 qemu=await asyncio.to_thread(priority.lower_domain, a.vmi))
+                 qemu=await asyncio.to_thread(lower_domain, a.vmi))
         await self.set_phase(Phase.RUNNING)
         return dom
 
@@ -362,21 +364,6 @@ class Runner:
                                       patience=CONDITION_PATIENCE_S)
         except ApiError as exc:
             log.warning("event not reported", reason=note.reason, error=exc.message)
-
-    async def _publish_stats(self, interval: float = 5.0) -> None:
-        a = self.args
-        subject = subjects.stats(a.node, a.vmi)
-        while True:
-            try:
-                record = await self.libvirtd.stats(self.follower.dom)  # the current one: libvirtd may restart
-                sample = from_libvirt(record, vmi=a.vmi, uid=a.uid, node=a.node, now=time.time())
-                names = {tap: iface for iface, tap in self.taps.items()}  # KubeVirt labels the spec's name
-                sample = msgspec.structs.replace(sample, nets=[
-                    msgspec.structs.replace(n, name=names.get(n.name, n.name)) for n in sample.nets])
-                await self.store.nc.publish(subject, msgspec.json.encode(sample))
-            except Exception:
-                log.warning("stats failed", exc_info=True)
-            await asyncio.sleep(interval)
 
     async def _watch_own(self) -> None:
         async for change in self.store.vmis.watch(self.args.vmi):  # its own key only

@@ -58,6 +58,7 @@ class NodeView(Message, frozen=True):
     allocated_memory: int
     allocated_cpus: int
     vmis: int
+    vcpu_capacity: int = 0  # the vCPUs it may hold: its CPUs times the cpuAllocationRatio (0: not said)
 
 
 class NodeList(Message, frozen=True):

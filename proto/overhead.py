@@ -10,10 +10,11 @@ from __future__ import annotations
 from proto.quantity import parse_bytes
 from proto.spec import VMSpec
 
-# measured (bench/density.py, 12 seed VMs on one node, PSS means): launcher 35.6 + libvirtd 15.7 +
-# QEMU beyond guest RAM 39.8 = 91.0 MiB; the host's MemAvailable fell ~120 MiB per VM (30 MiB of
-# guest RAM touched). Lower it as the launcher and libvirtd shrink.
-VM_OVERHEAD_BYTES = parse_bytes("96Mi")
+# measured (bench/density.py --max 12, 12 seed VMs on one node, PSS means): launcher 17.0 + libvirtd
+# 10.2-10.4 + QEMU beyond guest RAM 28.6-28.7 = 55.8-56.0 MiB (was 91 MiB before the fork server's
+# sharing, the trimmed libvirtd and QEMU's 8 MiB translation cache); rounded up to 64 for what a
+# long-running launcher and a busier guest's QEMU grow by. Lower it as they shrink.
+VM_OVERHEAD_BYTES = parse_bytes("64Mi")
 
 
 def footprint(spec: VMSpec) -> int:

@@ -4,7 +4,9 @@ NATS enforces these, not our code's manners. The roles follow Kubernetes' RBAC a
 - admin: everything (the operator; the lab's default CLI user);
 - viewer: the API's read verbs, reading state, events, stats and console output, screenshots and
   view-only VNC sessions (their input taken out by the launcher); nothing that changes;
-- control: the api service, controllers and binder: the state buckets, streams, the API and the node API;
+- control: the api service, controllers and binder: the state buckets, streams, the API and the node API,
+  and the cluster's configuration (``config/kubevirt``, the KubeVirt CR: only the control plane and
+  admin write it; viewers and nodes may read it);
 - node N: its handler and its launchers: its own node record and pod-IP table, its own node-API
   subjects (where the control plane checks what it reports), its own stats, console and VNC subjects.
 Images (the object store's content) are written only by admin; snapshot content by nodes too (below).
@@ -133,14 +135,14 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                     # record's digest is written by the control plane from the taker's report, and a
                     # restore refuses an object whose digest is not the record's.
                     f"$O.{subjects.OBJECT_STORE_SNAPSHOTS}.C.>", f"$O.{subjects.OBJECT_STORE_SNAPSHOTS}.M.>",
-                    f"{subjects.STATS_PREFIX}.{n}.*",
+                    f"{subjects.STATS_PREFIX}.{n}.*", subjects.stats_wanted(n),
                     subjects.console_of_node(n, "out"),
                     subjects.vnc_of_node(n),  # its VMIs' screens: session frames down, replies
                     *_node_js_read(n), *SERVICE_DISCOVERY],
                     deny=_node_js_denied()),
                 subscribe=Rules(allow=[
                     f"{subjects.inbox_prefix('node', n)}.>", subjects.node_info(n),
-                    f"{subjects.STATS_PREFIX}.{n}.*",
+                    f"{subjects.STATS_PREFIX}.{n}.*", subjects.stats_wanted(n),
                     subjects.console_of_node(n, "in"), subjects.console_of_node(n, "keyboard"),
                     subjects.vnc_of_node(n),
                     *SERVICE_DISCOVERY]),

@@ -265,6 +265,8 @@ def node_object(view: NodeView) -> Obj:
             # for selecting); kubectl shows the allocation only in `describe node`, which is no object.
             "annotations": {
                 f"{ANNOTATIONS}allocated-cpu": str(view.allocated_cpus),
+                # what the cluster's cpuAllocationRatio lets it hold (KubeVirt's CR, proto.clusterconfig)
+                **({f"{ANNOTATIONS}vcpu-capacity": str(view.vcpu_capacity)} if view.vcpu_capacity else {}),
                 f"{ANNOTATIONS}allocated-memory": format_bytes(view.allocated_memory),
                 f"{ANNOTATIONS}vmis": str(view.vmis),
                 f"{ANNOTATIONS}kvm": "true" if node.kvm else "false",

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from proto import ipam, netcheck
+from proto import clusterconfig, ipam, netcheck, subjects
 from proto.errors import ApiError, Code
 from proto.instancetypes import KINDS as INSTANCETYPE_KINDS
 from proto.instancetypes import MAX_GUEST_CPUS, Instancetype
@@ -305,6 +305,11 @@ def check_endpoints(key: str, endpoints: Endpoints) -> None:
             netcheck.protocol(p.protocol, f"subsets[{i}].ports[{j}].protocol")
 
 
+def check_cluster_config(key: str, config: clusterconfig.ClusterConfig) -> None:
+    _key_is(key, subjects.CONFIG_KUBEVIRT, "cluster configuration")
+    clusterconfig.check(config)
+
+
 def _no_checks(key: str, value: object) -> None:
     return None
 
@@ -330,7 +335,7 @@ _VALIDATORS: dict[object, Validator] = {
     Instancetype: check_instancetype, str: check_cidr_claim,
     ReplicaSet: check_replicaset, Pool: check_pool, Preference: check_preference,
     Service: check_service, Endpoints: check_endpoints, Route: check_route, Ingress: check_ingress,
-    dict[str, str]: check_address_table,
+    dict[str, str]: check_address_table, clusterconfig.ClusterConfig: check_cluster_config,
 }
 
 

@@ -28,6 +28,9 @@ BUCKET_INSTANCETYPES = "instancetypes"  # user-defined ones (proto.instancetypes
 BUCKET_REPLICASETS = "vmirs"  # VirtualMachineInstanceReplicaSets (proto.workloads); the control plane's only
 BUCKET_PREFERENCES = "preferences"  # user-defined ones (proto.preferences); the control plane's only
 BUCKET_POOLS = "vmpools"  # VirtualMachinePools (proto.workloads); the control plane's only
+# The cluster's configuration (proto.clusterconfig, KubeVirt's KubeVirt CR), one key; the control plane's only
+BUCKET_CONFIG = "config"
+CONFIG_KUBEVIRT = "kubevirt"
 # The control plane's leases: one key per thing only one scheduler may do at a time.
 BUCKET_LEADER = "leader"
 LEASE_CONTROLLERS = "controllers"  # the VM controller, the binder and node lifecycle
@@ -209,8 +212,13 @@ def event(kind: str, name: str) -> str:
 
 
 def stats(node: str, vmi: str) -> str:
-    """libvirt statistics of a VMI, published by its launcher every few seconds."""
+    """libvirt statistics of a VMI, published by its launcher when asked (stats_wanted) and every minute."""
     return f"{STATS_PREFIX}.{token(node)}.{token(vmi)}"
+
+
+def stats_wanted(node: str) -> str:
+    """Asks every launcher of the node for a fresh sample now (its handler, when /metrics is scraped)."""
+    return f"{STATS_PREFIX}.{token(node)}"
 
 
 def stats_of_node(node: str) -> str:

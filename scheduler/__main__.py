@@ -16,6 +16,7 @@ import signal
 from proto import subjects
 from proto.state import Lease
 from scheduler.api import VERSION, Api
+from scheduler.clusterconfig import ClusterConfigWatch
 from scheduler.controllers import Scheduler
 from scheduler.endpointsync import EndpointsController
 from scheduler.leader import Elector
@@ -34,7 +35,8 @@ async def run(url: str, metrics_address: str | None, creds: str | None, node_los
     log = logs.configure("scheduler")
     store = await Store.connect(url, "virtbus-scheduler", creds=creds, inbox=subjects.inbox_prefix("control"))
     nodes = NodeWatch(store, thresholds=Thresholds.lost_after_s(node_lost_after))
-    api = Api(store, readiness=nodes.readiness)
+    config = ClusterConfigWatch(store)  # the KubeVirt CR's settings, for the API and the controllers alike
+    api = Api(store, readiness=nodes.readiness, config=config)
     service = await serve(store.nc, name="virtbus-api", version=VERSION, queue=subjects.API_QUEUE,
                           description="virtbus api: VMs, instances, nodes, images", endpoints=api.endpoints())
     nodeapi = NodeApi(store, nodes=lambda: nodes.nodes.values() if nodes.primed else None)
@@ -45,7 +47,7 @@ async def run(url: str, metrics_address: str | None, creds: str | None, node_los
     if metrics_address:
         metrics.serve(metrics_address)
         log.info("metrics", url=f"http://{metrics_address}/metrics")
-    scheduler = Scheduler(store, metrics=metrics, nodes=nodes, release=nodeapi.release_secondary)
+    scheduler = Scheduler(store, metrics=metrics, nodes=nodes, release=nodeapi.release_secondary, config=config)
 
     endpoints = EndpointsController(store, vmi_changes=scheduler.vmi_changes)
     led: list[asyncio.Task[None]] = []
@@ -68,7 +70,7 @@ async def run(url: str, metrics_address: str | None, creds: str | None, node_los
                       on_lead=lead, on_lose=lose,
                       timing=Timing(duration=lease_duration, renew_every=lease_duration / 3,
                                     renew_deadline=lease_duration * 2 / 3, poll=min(0.25, lease_duration / 12)))
-    tasks = [asyncio.create_task(nodes.run()), asyncio.create_task(elector.run())]
+    tasks = [asyncio.create_task(nodes.run()), asyncio.create_task(elector.run()), asyncio.create_task(config.run())]
     log.info("scheduler started", nats=url, holder=me)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -80,8 +82,9 @@ async def run(url: str, metrics_address: str | None, creds: str | None, node_los
     with contextlib.suppress(asyncio.CancelledError):
         await tasks[1]
     await elector.resign()  # the other scheduler takes over at once, not a lease later
-    tasks[0].cancel()
-    await asyncio.gather(tasks[0], return_exceptions=True)
+    for task in (tasks[0], tasks[2]):
+        task.cancel()
+    await asyncio.gather(tasks[0], tasks[2], return_exceptions=True)
     await service.stop()
     await node_service.stop()
     await store.close()

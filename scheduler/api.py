@@ -39,6 +39,7 @@ from proto.spec import NetworkAttachment, RunStrategy, VMSpec
 from proto.state import FINAL_PHASES, VM, VMI, Node
 from proto.validation import validate_image_reference
 from scheduler import placement, vmdelete
+from scheduler.clusterconfig import ClusterConfigApi, ClusterConfigWatch
 from scheduler.controllers import stop_vmi
 from scheduler.exposures import ExposureApi
 from scheduler.floatingips import FloatingIPApi
@@ -60,9 +61,11 @@ VERSION = "0.1.0"
 
 class Api:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time,
-                 readiness: Callable[[list[Node]], Mapping[str, bool]] | None = None) -> None:
+                 readiness: Callable[[list[Node]], Mapping[str, bool]] | None = None,
+                 config: ClusterConfigWatch | None = None) -> None:
         """readiness: which nodes are Ready, as this process's node watch judges them on its own
-        clock (scheduler.nodewatch); without one, a guess from the heartbeats' age."""
+        clock (scheduler.nodewatch); without one, a guess from the heartbeats' age. config: this
+        process's watch of the cluster's configuration; without one, it is read when needed."""
         self.store = store
         self.clock = clock
         self.readiness = readiness or (lambda nodes: placement.ready_by_heartbeat(nodes, self.clock()))
@@ -72,6 +75,7 @@ class Api:
         self.volumes = VolumeApi(store, clock=clock)
         self.snapshots = SnapshotApi(store, clock=clock)
         self.instancetypes = InstancetypeApi(store)
+        self.cluster = ClusterConfigApi(store, watch=config, clock=clock)
         self.power = PowerApi(store)
         self.preferences = PreferenceApi(store)
         self.replicasets = ReplicaSetApi(store, clock=clock)
@@ -106,7 +110,7 @@ class Api:
             ("instancetype", "list"): self.instancetypes.list_all,
             ("instancetype", "delete"): self.instancetypes.delete,
             **self.snapshots.table(), **self.replicasets.table(), **self.pools.table(), **self.preferences.table(),
-            **self.services.table(), **self.routes.table(),
+            **self.services.table(), **self.routes.table(), **self.cluster.table(),
         }
         return [Endpoint(f"{kind}-{verb}", subjects.api(kind, verb), handler)  # type: ignore[arg-type]
                 for (kind, verb), handler in table.items()]
@@ -291,10 +295,11 @@ class Api:
         nodes = [msgspec.structs.replace(n, heartbeat=max(n.heartbeat, leases.get(n.name, n.heartbeat)))
                  for n in (e.value for e in await self.store.nodes.items())]
         vmis = [e.value for e in await self.store.vmis.items()]
+        ratio = (await self.cluster.current()).cpu_allocation_ratio
         return NodeList(items=[
             NodeView(node=u.node, ready=u.ready, allocated_memory=u.used_memory, allocated_cpus=u.used_vcpus,
-                     vmis=u.vmis)
-            for u in placement.usage(nodes, vmis, self.readiness(nodes))])
+                     vmis=u.vmis, vcpu_capacity=u.vcpu_capacity)
+            for u in placement.usage(nodes, vmis, self.readiness(nodes), cpu_ratio=ratio)])
 
     # --- networks ----------------------------------------------------------------------------------
     async def network_apply(self, body: bytes) -> NetworkReply:

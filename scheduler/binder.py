@@ -23,6 +23,7 @@ from typing import Protocol
 import msgspec
 import structlog
 
+from proto.clusterconfig import DEFAULT_CPU_ALLOCATION_RATIO
 from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.spec import claims
@@ -87,9 +88,11 @@ class _Write:
 class Binder:
     def __init__(self, bucket: VmiWrites, vmis: VmiCache, nodes: NodeView, *, store: Store | None,
                  clock: Callable[[], float], counters: Counters, metrics: SchedulerMetrics, events: EventSink,
-                 batch: int = BATCH, in_flight: int = IN_FLIGHT, enough: int | None = ENOUGH_NODES) -> None:
+                 batch: int = BATCH, in_flight: int = IN_FLIGHT, enough: int | None = ENOUGH_NODES,
+                 cpu_ratio: Callable[[], int] = lambda: DEFAULT_CPU_ALLOCATION_RATIO) -> None:
         """store: for the VMIs with volumes or secondary networks, whose needs are looked up there
-        (None: such a VMI cannot be placed; unit tests)."""
+        (None: such a VMI cannot be placed; unit tests). cpu_ratio: the cluster's cpuAllocationRatio
+        now (scheduler.clusterconfig's watch), read before each batch of decisions."""
         self.bucket = bucket
         self.store = store
         self.vmis = vmis
@@ -100,7 +103,8 @@ class Binder:
         self.events = events
         self.batch = batch
         self.enough = enough
-        self.index = CapacityIndex()
+        self.cpu_ratio = cpu_ratio
+        self.index = CapacityIndex(cpu_ratio())
         self.bound_log = BindLog()
         vmis.listen(self.index.observe)
         self._lock = asyncio.Lock()
@@ -160,6 +164,7 @@ class Binder:
 
     # --- deciding ---------------------------------------------------------------------------------
     def _sync_nodes(self) -> None:
+        self.index.set_cpu_ratio(self.cpu_ratio())
         self.index.sync_nodes(self.nodes.nodes, self._ready())
 
     def _ready(self) -> dict[str, bool]:

@@ -11,6 +11,10 @@ Nodes are kept in a heap by how much of them is allocated, so a decision looks a
 allocated first and stops after a bounded number that fit (``candidates``), instead of scoring every
 node; for alike nodes the first is exactly the one scoring every node would choose.
 
+The vCPUs a node holds are its CPUs times the cluster's cpuAllocationRatio (proto.clusterconfig), set
+by the binder before each batch of decisions: a new ratio counts every node again, and only decides
+what is placed next (what is bound stays bound).
+
 In memory only, no I/O: the binder (scheduler.binder) feeds it from the VMI cache and the node watch.
 """
 
@@ -20,6 +24,7 @@ import heapq
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from proto.clusterconfig import DEFAULT_CPU_ALLOCATION_RATIO
 from proto.state import FINAL_PHASES, VMI, Node
 from scheduler.placement import NodeUsage, Request
 
@@ -46,7 +51,8 @@ class _Allocation:
 
 
 class CapacityIndex:
-    def __init__(self) -> None:
+    def __init__(self, cpu_ratio: int = DEFAULT_CPU_ALLOCATION_RATIO) -> None:
+        self._cpu_ratio = cpu_ratio
         self._held: dict[str, _Held] = {}  # VMI name -> what it takes where
         self._alloc: dict[str, _Allocation] = {}  # node -> the sum of what is held there
         self._requests: dict[tuple[str, int, int, int], Request] = {}  # alike specs share one Request
@@ -123,6 +129,16 @@ class CapacityIndex:
                 self._ready[name] = verdict
                 self._stale.add(name)
 
+    def set_cpu_ratio(self, ratio: int) -> None:
+        """The cluster's cpuAllocationRatio now; a change counts every node's vCPU capacity again."""
+        if ratio != self._cpu_ratio:
+            self._cpu_ratio = ratio
+            self._stale.update(self._nodes)
+
+    @property
+    def cpu_ratio(self) -> int:
+        return self._cpu_ratio
+
     def usages(self) -> list[NodeUsage]:
         """Every known node with what it holds, assumptions included, sorted by name."""
         self._refresh()
@@ -154,7 +170,7 @@ class CapacityIndex:
             if node is None:
                 continue
             a = self._alloc.get(name) or _Allocation()
-            u = NodeUsage(node, self._ready[name], a.memory, a.vcpus, a.vmis, a.disk)
+            u = NodeUsage(node, self._ready[name], a.memory, a.vcpus, a.vmis, a.disk, self._cpu_ratio)
             self._usage[name] = u
             version = self._version[name] = self._version.get(name, 0) + 1
             heapq.heappush(self._heap, _entry(u, version))

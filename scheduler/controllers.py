@@ -21,11 +21,13 @@ import msgspec
 import structlog
 
 from proto import subjects
+from proto.clusterconfig import ClusterConfig
 from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.state import FINAL_PHASES, VM, VMI, Phase
 from scheduler import failover, nodelife
 from scheduler.binder import Binder, Counters
+from scheduler.clusterconfig import ClusterConfigWatch
 from scheduler.eventsink import EventSink
 from scheduler.metrics import SchedulerMetrics
 from scheduler.nodelife import Transition
@@ -48,8 +50,10 @@ class Scheduler:
 
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time,
                  metrics: SchedulerMetrics | None = None, nodes: NodeWatch | None = None,
-                 release: Callable[[str], Awaitable[None]] | None = None) -> None:
-        """nodes: the process's node watch, run by its owner; without one the scheduler runs its own."""
+                 release: Callable[[str], Awaitable[None]] | None = None,
+                 config: ClusterConfigWatch | None = None) -> None:
+        """nodes: the process's node watch, run by its owner; without one the scheduler runs its own.
+        config: the process's watch of the cluster's configuration, likewise."""
         self.store = store
         self.release = release  # a deleted VM's addresses go back (scheduler/nodeapi.py)
         self.clock = clock
@@ -57,6 +61,9 @@ class Scheduler:
         self.metrics = metrics or SchedulerMetrics()
         self._own_nodes = nodes is None
         self.nodes = nodes or NodeWatch(store)
+        self._own_config = config is None
+        self.config = config or ClusterConfigWatch(store)
+        self.config.listen(self._config_changed)
         self.vmis = VmiCache(store.vmis)
         self.vms = VmCache(store.vms)
         self._vmis_changed = asyncio.Event()
@@ -81,13 +88,16 @@ class Scheduler:
         self._vm_queue = WorkQueue(self.reconcile_vm, bind=("vm",))
         if self._own_nodes:
             await self.nodes.prime()
+        if self._own_config:
+            self._tasks.append(asyncio.create_task(self.config.run()))
+        await self.config.primed.wait()  # never a decision on the default ratio when another is stored
         self.nodes.resume("leading")
         await self.vmis.prime()
         await self.vms.prime()
         self._watching = True
         self.mirror = NodeVmiMirror(self.store, fed=True)
         await self.workloads.start()  # before the watch that feeds it
-        self._tasks = [
+        self._tasks += [
             asyncio.create_task(_rewatching("vms", self._watch_vms)),
             asyncio.create_task(_rewatching("vmis", self._watch_vmis)),
             asyncio.create_task(self.binder.run()),
@@ -110,7 +120,17 @@ class Scheduler:
 
     def _binder(self) -> Binder:
         return Binder(self.store.vmis, self.vmis, self.nodes, store=self.store, clock=self.clock,
-                      counters=self.counters, metrics=self.metrics, events=self.events)
+                      counters=self.counters, metrics=self.metrics, events=self.events,
+                      cpu_ratio=lambda: self.config.cpu_ratio)
+
+    def _config_changed(self, config: ClusterConfig) -> None:
+        """A new cpuAllocationRatio: the VMIs waiting for a node are decided again now (a higher one
+        may fit them), not at the next resync. What runs stays where it is."""
+        if not self._tasks:
+            return  # not leading
+        for vmi in self.vmis.values():
+            if vmi.node_name is None and vmi.phase not in FINAL_PHASES:
+                self.binder.kick(vmi.name)
 
     async def _watch_vms(self) -> None:
         async for change in self.store.vms.watch():

@@ -1,7 +1,8 @@
 """Pure placement: filter nodes that can run a VMI, score what is left, pick one.
 
 Like kube-scheduler with KubeVirt's defaults: Ready, nodeSelector, memory and CPU fit (vCPUs are
-overcommitted 10:1, KubeVirt's cpuAllocationRatio), then least-allocated scoring, which spreads.
+overcommitted by KubeVirt's cpuAllocationRatio, 10:1 unless the cluster's configuration says otherwise:
+proto.clusterconfig; the caller passes it in), then least-allocated scoring, which spreads.
 Memory is booked as guest RAM plus the per-VM overhead (proto.overhead), as KubeVirt's pod requests.
 """
 
@@ -11,12 +12,12 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from proto.clusterconfig import DEFAULT_CPU_ALLOCATION_RATIO
 from proto.overhead import footprint
 from proto.spec import VMSpec
 from proto.state import FINAL_PHASES, VMI, Node
 from proto.validation import empty_disk_total
 
-CPU_ALLOCATION_RATIO = 10
 NODE_READY_WITHIN_S = 15.0  # for a reader without the scheduler's view (see ready_by_heartbeat)
 
 
@@ -28,10 +29,11 @@ class NodeUsage:
     used_vcpus: int
     vmis: int
     used_disk: int = 0  # what the emptyDisks of its VMIs may grow to
+    cpu_ratio: int = DEFAULT_CPU_ALLOCATION_RATIO  # the cluster's cpuAllocationRatio when this was counted
 
     @property
     def vcpu_capacity(self) -> int:
-        return self.node.cpus * CPU_ALLOCATION_RATIO
+        return self.node.cpus * self.cpu_ratio
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,10 @@ def ready_by_heartbeat(nodes: Iterable[Node], now: float) -> dict[str, bool]:
     return {n.name: now - n.heartbeat <= NODE_READY_WITHIN_S for n in nodes}
 
 
-def usage(nodes: Iterable[Node], vmis: Iterable[VMI], ready: Mapping[str, bool]) -> list[NodeUsage]:
+def usage(nodes: Iterable[Node], vmis: Iterable[VMI], ready: Mapping[str, bool], *,
+          cpu_ratio: int = DEFAULT_CPU_ALLOCATION_RATIO) -> list[NodeUsage]:
     """Each node with what its VMIs take; ``ready``: which nodes the caller judged Ready (a node it
-    has no verdict on is not)."""
+    has no verdict on is not); ``cpu_ratio``: the cluster's cpuAllocationRatio."""
     memory: Counter[str] = Counter()
     cpus: Counter[str] = Counter()
     count: Counter[str] = Counter()
@@ -64,8 +67,8 @@ def usage(nodes: Iterable[Node], vmis: Iterable[VMI], ready: Mapping[str, bool])
             disk[vmi.node_name] += empty_disk_total(vmi.spec)
             cpus[vmi.node_name] += vcpus(vmi.spec)
             count[vmi.node_name] += 1
-    return [NodeUsage(n, ready.get(n.name, False), memory[n.name], cpus[n.name], count[n.name], disk[n.name])
-            for n in sorted(nodes, key=lambda n: n.name)]
+    return [NodeUsage(n, ready.get(n.name, False), memory[n.name], cpus[n.name], count[n.name], disk[n.name],
+                      cpu_ratio) for n in sorted(nodes, key=lambda n: n.name)]
 
 
 @dataclass(frozen=True, slots=True)

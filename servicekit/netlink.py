@@ -39,6 +39,10 @@ from servicekit.netlink_links import LinkKind
 # a SIGTERM it never got (a launcher cancelled its own boot). This makes the child take SIGTERM
 # with the default action instead.
 pyroute2_config.disable_mp_signal = True
+# A namespace is made in a forked child (netns add), which pyroute2 waits 2 s for and then kills. In
+# a 100-VM burst on a 2-core node (load ~120, launchers at nice 5) 8 of 100 launches failed that way
+# ("no response from the child pid"): the child had simply not run yet. It is waited for longer.
+pyroute2_config.default_communicate_timeout = 30
 
 NETNS_DIR = Path("/run/netns")  # where ip(8) and pyroute2 bind-mount named namespaces
 

@@ -43,7 +43,11 @@ def test_network_prints_its_figures(lab: Lab) -> None:
 
 
 def test_lane_prints_its_figures_and_leaves_nothing(lab: Lab) -> None:
-    out = bench(lab, "lane.py", "--server", lab.url, "--vms", "6", "--interval", "0.1", "--timeout", "300")
+    out = bench(lab, "lane.py", "--server", lab.url, "--vms", "6", "--interval", "0.1", "--timeout", "300",
+                "--cpu-allocation-ratio", "12")
+    assert "KubeVirt CR applied: cpuAllocationRatio 12 (was 10)" in out, out
+    assert "KubeVirt CR restored: cpuAllocationRatio 10" in out, out
+    assert "   10" in lab.cli("get", "kubevirt").stdout  # the former ratio, back
     assert "lane: 6 VMIs created 0.10s apart on both nodes: 6 Running, 0 failed, 0 not Running" in out, out
     assert re.search(r"creation->Running: P50 \d+\.\d+s, P95 \d+\.\d+s, max \d+\.\d+s", out), out
     for stage in ("accepted->bound", "bound->launcher process", "launcher process->ready", "launcher ready->Running"):
@@ -60,7 +64,8 @@ def test_lane_prints_its_figures_and_leaves_nothing(lab: Lab) -> None:
 
 def test_density_prints_its_figures(lab: Lab) -> None:
     out = bench(lab, "density.py", "--max", "3", "--node", "node2", "--state-dir", str(lab.state_dir),
-                "--server", lab.url)
+                "--server", lab.url, "--cpu-allocation-ratio", "11")
+    assert "KubeVirt CR applied: cpuAllocationRatio 11 (was 10)" in out, out
     assert "stopped: --max 3 reached" in out, out
     assert "3 VMs Running on node2, each answering HTTP" in out, out
     assert re.search(r"overhead beyond guest RAM \d+\.\d+ MiB \(the scheduler books \d+ MiB\)", out), out
@@ -68,3 +73,5 @@ def test_density_prints_its_figures(lab: Lab) -> None:
                      r"\S+ booked", out), out
     vms = lab.cli("get", "vms").stdout
     assert "density-" not in vms  # the bench deletes its VMs
+    assert lab.json("get", "kubevirt")["spec"]["configuration"]["developerConfiguration"] == {  # type: ignore[index]
+        "cpuAllocationRatio": 10}  # and puts the cluster's ratio back

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from launcher import priority
 from launcher.libvirtd import is_qemu_of
 from servicekit import processes
 from tests.conftest import EXAMPLES
@@ -113,6 +114,15 @@ def events(lab: Lab, name: str = VM) -> list[str]:
     return [line for line in lab.cli("get", "events").stdout.splitlines() if f"/{name} " in line]
 
 
+def nices(pid: int) -> set[int]:
+    """The nice value of every thread of pid (field 19 of /proc/PID/task/TID/stat)."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            found.add(int(task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[16]))
+    return found
+
+
 def virsh(launcher: int, *args: str) -> None:
     """virsh against a launcher's own libvirtd, reachable only inside its mount namespace."""
     subprocess.run(["nsenter", "-t", str(launcher), "-m", "virsh", "-q", "-c", "qemu:///system", *args],
@@ -131,6 +141,22 @@ def faults(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
         yield tmp
     finally:
         lab.cli("delete", VM, "--wait", "--timeout", "180", check=False)
+
+
+def test_the_guest_and_its_launch_run_below_the_control_plane(lab: Lab, faults: Path) -> None:
+    running(lab)
+    launcher = pid_in(vmi_dir(lab) / "launcher.pid")
+    libvirtd = pid_in(vmi_dir(lab) / "libvirtd.pid")
+    for part in ("nats-server", "scheduler", f"handler-{NODE}"):  # the control plane keeps the default
+        assert nices(pid_in(lab.state_dir / "pids" / f"{part}.pid")) == {0}, part
+    qemu = qemu_pid(lab)
+    assert nices(launcher) == nices(libvirtd) == {priority.LAUNCHER_NICE}
+    assert nices(qemu) == {priority.GUEST_NICE}
+    # each is a session, so a scheduling group, of its own: the groups are lowered too
+    if priority.group_nice(launcher) is not None:
+        assert priority.group_nice(launcher) == priority.group_nice(libvirtd) == priority.LAUNCHER_NICE
+        assert priority.group_nice(qemu) == priority.GUEST_NICE
+        assert priority.group_nice(pid_in(lab.state_dir / "pids" / "scheduler.pid")) == 0
 
 
 def test_a_paused_guest_shows_paused_and_resumes(lab: Lab, faults: Path) -> None:
@@ -175,6 +201,9 @@ def test_a_killed_libvirtd_is_noticed_and_restarted_the_guest_runs_on(lab: Lab, 
     assert again["metadata"]["uid"] == item["metadata"]["uid"]  # the same instance...
     assert qemu_pid(lab) == qemu  # ...the same QEMU, now under a new libvirtd
     assert pid_in(vmi_dir(lab) / "libvirtd.pid") != libvirtd
+    again_libvirtd = pid_in(vmi_dir(lab) / "libvirtd.pid")
+    assert nices(again_libvirtd) == {priority.LAUNCHER_NICE}  # still below the control plane
+    assert priority.group_nice(again_libvirtd) in (None, priority.LAUNCHER_NICE)
     # still managed: the guest answers on its console, and a pause is still seen
     lab.cli("console", VM, "--send", "echo after-$((40+7))\\n")
     assert "after-47" in lab.cli("console", VM, "--log", "--until", "after-47", "--timeout", "60").stdout

@@ -75,7 +75,7 @@ def test_prometheus_sees_a_running_vm_work(lab: Lab, prometheus: str) -> None:
     pod_ip = vmi["status"]["interfaces"][0]["ipAddress"]
     for _ in range(5):  # the guest works: it serves pages
         http_get(lab, other(vmi["status"]["nodeName"]), f"http://{pod_ip}/")
-    deadline = time.monotonic() + 40  # launchers sample every 5 s, Prometheus scrapes every second
+    deadline = time.monotonic() + 40  # each scrape (every second) asks the launchers for fresh samples
     while True:
         cpu = query(prometheus, 'kubevirt_vmi_vcpu_seconds_total{name="testvm"}')
         sent = query(prometheus, 'kubevirt_vmi_network_transmit_bytes_total{name="testvm",interface="default"}')

@@ -11,12 +11,13 @@ from collections import Counter
 
 import pytest
 
+from proto.clusterconfig import DEFAULT_CPU_ALLOCATION_RATIO
 from proto.overhead import footprint
 from proto.quantity import parse_bytes
 from proto.spec import RunStrategy, VMSpec
 from proto.state import VM, VMI, Node, Phase
 from scheduler.controllers import Scheduler
-from scheduler.placement import CPU_ALLOCATION_RATIO, vcpus
+from scheduler.placement import vcpus
 from servicekit.store import Store
 
 pytestmark = pytest.mark.integration
@@ -71,7 +72,7 @@ async def test_two_hundred_at_once_on_room_for_one_hundred_fifty(store: Store) -
         for name, (cpus, memory) in NODES.items():
             mine = [v for v in bound if v.node_name == name]
             assert sum(footprint(v.spec) for v in mine) <= memory  # guest RAM and overhead
-            assert sum(vcpus(v.spec) for v in mine) <= cpus * CPU_ALLOCATION_RATIO
+            assert sum(vcpus(v.spec) for v in mine) <= cpus * DEFAULT_CPU_ALLOCATION_RATIO
         left = [v for v in vmis if v.node_name is None]
         assert len(left) == 50
         for v in left:

@@ -84,7 +84,8 @@ async def test_viewer_reads_but_changes_nothing(nats_server: NatsServer, store: 
     for subject in (subjects.api("vm", "stop"), subjects.api("vm", "create"), subjects.api("vm", "delete"),
                     subjects.api("vm", "pause"), subjects.api("vm", "unpause"), subjects.api("vm", "soft-reboot"),
                     subjects.api("vmi", "pause"),
-                    subjects.api("image", "delete"), "$KV.vms.testvm", "$O.images.C.x",
+                    subjects.api("image", "delete"), subjects.api("kubevirt", "apply"), "$KV.vms.testvm",
+                    f"$KV.{subjects.BUCKET_CONFIG}.{subjects.CONFIG_KUBEVIRT}", "$O.images.C.x",
                     subjects.console_in("node1", "testvm"), subjects.nodeapi("node1", "status")):
         assert await viewer.refused(subject), subject
     assert not await viewer.refused(subjects.api("vm", "list"))
@@ -103,6 +104,7 @@ async def test_a_node_writes_only_its_own_record(nats_server: NatsServer, store:
     node1 = await as_user("node-node1", subjects.inbox_prefix("node", "node1"))
     for subject in ("$KV.vms.testvm", "$KV.vmis.testvm", "$KV.nodes.node2", "$KV.ipam.nodecidr.0",
                     "$KV.ipam.podips.node2", "$KV.networks.x", "$KV.exposures.x", "$O.images.C.x",
+                    f"$KV.{subjects.BUCKET_CONFIG}.{subjects.CONFIG_KUBEVIRT}",
                     "$O.images.M.x", subjects.nodeapi("node2", "status"),
                     f"$KV.{subjects.BUCKET_VMI_LEASES}.{subjects.vmi_lease('node2', 'testvm')}",
                     subjects.stats("node2", "testvm"),

@@ -16,7 +16,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from handler.volumework import VolumeWork
+from handler import nodevmis
+from handler.volumework import LOOK_EVERY_S, VolumeWork
 from proto import subjects
 from proto.api import encode
 from proto.errors import ApiError, Code
@@ -26,6 +27,7 @@ from proto.spec import Disk, PersistentVolumeClaim, VMSpec, Volume
 from proto.state import VMI, Node, Phase, VolumePhase
 from scheduler.api import Api
 from scheduler.nodeapi import NodeApi
+from scheduler.nodevmis import NodeVmiMirror
 from servicekit.endpoints import serve
 from servicekit.nodeclient import NodeApiClient
 from servicekit.paths import volume_path
@@ -49,7 +51,8 @@ async def cluster(nats_server: NatsServer, store: Store, tmp_path: Path) -> Asyn
                                   inbox=subjects.inbox_prefix("control"))
     service = await serve(control.nc, name="virtbus-nodeapi", version="0.1.0", description="node api", queue="q",
                           endpoints=NodeApi(control).endpoints())
-    nodes, work, dirs = {}, [], {}
+    nodes, dirs = {}, {}
+    work = [asyncio.create_task(NodeVmiMirror(control).run())]  # the leader's copies of each node's VMIs
     try:
         for n in ("node1", "node2"):
             await store.nodes.put(n, Node(name=n, cpus=2, memory=2**30, kvm=False, heartbeat=0.0, started_at=0.0))
@@ -75,6 +78,11 @@ async def until(what: str, probe: Callable[[], Awaitable[bool]], limit: float = 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+async def node_sees(node: Store, node_name: str, name: str, phase: Phase) -> bool:
+    """Whether the node's cached copies (what its handler's parts read) hold the VMI in this phase."""
+    return any(v.name == name and v.phase is phase for v in await nodevmis.vmis_here(node, node_name))
 
 
 async def volume_phase(store: Store, name: str) -> VolumePhase:
@@ -206,6 +214,7 @@ async def test_a_node_reports_only_on_its_own_volumes_and_snapshots(cluster: Clu
                   volumes=[Volume(name="mine", source=PersistentVolumeClaim(claim_name="mine"))])
     await admin.vmis.put("vm1", VMI(name="vm1", uid="u1", spec=spec, created_at=0.0, phase=Phase.RUNNING,
                                     node_name="node1"))
+    await until("node1 sees vm1", lambda: node_sees(cluster.nodes["node1"], "node1", "vm1", Phase.RUNNING))
     await admin.snapshots.create("held", VolumeSnapshot(
         name="held", uid="u-held", volume="mine", volume_uid=uid, volume_size="32Mi", node="node1", created_at=0.0,
         taken_by="vmi/vm1", phase=SnapshotPhase.IN_PROGRESS))
@@ -218,7 +227,9 @@ async def test_a_node_reports_only_on_its_own_volumes_and_snapshots(cluster: Clu
         await mine.snapshot_progress(SnapshotProgress(snapshot="held", uid="u-held", taker="handler",
                                                       phase=SnapshotPhase.FAILED), patience=5)
     assert taken.value.code is Code.ALREADY_EXISTS
-    assert (await admin.snapshots.require("held", "snapshot")).value.phase is SnapshotPhase.IN_PROGRESS
+    await asyncio.sleep(LOOK_EVERY_S * 1.5)  # node1's handler looked again meanwhile, and left it be
+    held = (await admin.snapshots.require("held", "snapshot")).value
+    assert held.phase is SnapshotPhase.IN_PROGRESS and held.taken_by == "vmi/vm1"
     with pytest.raises(ApiError) as busy:  # its upload would outlive it: no node may purge the store
         await api.snapshots.delete(b'{"name": "held"}')
     assert busy.value.code is Code.CONFLICT

@@ -6,12 +6,14 @@ with the reason. The node's side (files) is handler.volumefiles, checked against
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
 
 import pytest
 
+from handler import nodevmis
 from handler.volumefiles import VolumeFiles
 from launcher.disks import grow_volume, image_virtual_size, make_volume
 from proto.errors import ApiError, Code
@@ -19,6 +21,7 @@ from proto.spec import Disk, PersistentVolumeClaim, VMSpec, Volume
 from proto.state import VMI, Node, Phase
 from scheduler.api import Api
 from scheduler.controllers import Scheduler
+from scheduler.nodevmis import NodeVmiMirror
 from servicekit.paths import volume_path
 from servicekit.store import Store
 
@@ -116,15 +119,32 @@ async def test_the_node_removes_a_deleted_volumes_file_once_unused(store: Store,
     stray.write_bytes(b"x")
     spec = VMSpec(name="user", disks=[Disk(name="gone")],
                   volumes=[Volume(name="gone", source=PersistentVolumeClaim(claim_name="gone"))])
-    await store.vmis.create("user", VMI(name="user", uid="u", spec=spec, created_at=0.0, phase=Phase.RUNNING,
-                                        node_name="node1"))
-    node = VolumeFiles(store, "node1", tmp_path)
-    await store.volumes.delete("gone")
-    assert await node.sweep() == [] and files["gone"].exists(), "still used by an instance here"
-    entry = await store.vmis.require("user", "VMI")
-    await store.vmis.delete("user", entry.revision)
-    assert await node.sweep() == [files["gone"]]
-    assert files["keep"].exists() and stray.exists() and not files["gone"].exists()
+    mirror = asyncio.create_task(NodeVmiMirror(store).run())  # the leader's copies of the node's VMIs
+    try:
+        await store.vmis.create("user", VMI(name="user", uid="u", spec=spec, created_at=0.0,
+                                            phase=Phase.RUNNING, node_name="node1"))
+        node = VolumeFiles(store, "node1", tmp_path)
+        await until_here(store, {"user"})
+        await store.volumes.delete("gone")
+        assert await node.sweep() == [] and files["gone"].exists(), "still used by an instance here"
+        entry = await store.vmis.require("user", "VMI")
+        await store.vmis.delete("user", entry.revision)
+        await until_here(store, set())
+        assert await node.sweep() == [files["gone"]]
+        assert files["keep"].exists() and stray.exists() and not files["gone"].exists()
+    finally:
+        mirror.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await mirror
+
+
+async def until_here(store: Store, names: set[str]) -> None:
+    """Until node1's cached copies name exactly these VMIs (the handler's parts read that cache)."""
+    for _ in range(100):
+        if {v.name for v in await nodevmis.vmis_here(store, "node1")} == names:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"node1's VMI copies never became {names}")
 
 
 async def test_a_volume_grows_and_never_shrinks(store: Store, tmp_path: Path) -> None:

@@ -84,3 +84,39 @@ async def test_output_is_published_when_the_guest_prints_not_on_a_poll(tmp_path:
         assert [p for _, p, _ in js.stored] == [b"login: "]
     finally:
         task.cancel()
+
+
+class CountingTail(ConsoleTail):
+    """Counts its looks at the log file."""
+
+    looks = 0
+
+    async def pump(self) -> int:
+        self.looks += 1
+        return await super().pump()
+
+
+async def test_an_idle_console_stops_looking_once_the_socket_is_read(tmp_path: Path) -> None:
+    log = tmp_path / "serial.log"
+    log.write_bytes(b"boot\n")
+    js = FlakyJetStream(fail_calls=set())
+    tail = CountingTail(js, "node1", "testvm", "uid-1", log)  # type: ignore[arg-type]
+    task: asyncio.Task[Any] = asyncio.create_task(tail.run(interval=0.02, settle=0.0))
+    try:
+        await asyncio.sleep(0.2)
+        assert tail.looks > 3  # nobody reads the socket yet: output may come unannounced, so it looks
+        tail.listening(True)  # as ConsoleInput does once it reads the serial socket
+        await asyncio.sleep(0.2)
+        looks = tail.looks
+        await asyncio.sleep(0.3)
+        assert tail.looks == looks  # idle: no look at all
+        with log.open("ab") as f:
+            f.write(b"login: ")
+        tail.wake.set()  # the guest spoke
+        for _ in range(200):
+            if b"".join(p for _, p, _ in js.stored) == b"boot\nlogin: ":
+                break
+            await asyncio.sleep(0.01)
+        assert b"".join(p for _, p, _ in js.stored) == b"boot\nlogin: "
+    finally:
+        task.cancel()

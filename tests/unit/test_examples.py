@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proto import instancetypes, preferences, routes, services, snapshotmanifest, workloads
+from proto import clusterconfig, instancetypes, preferences, routes, services, snapshotmanifest, workloads
 from proto.manifest import INSTANCE_KIND, parse_instance, parse_manifest, parse_manifest_obj
 from proto.spec import VMSpec
 from tests.conftest import EXAMPLES, REPO
@@ -41,6 +41,9 @@ def test_each_example_parses_as_the_seed_does(path: Path) -> None:
         return
     if instancetypes.is_instancetype(doc):
         assert instancetypes.parse(doc).name == doc["metadata"]["name"]
+        return
+    if clusterconfig.is_kubevirt(doc):
+        assert clusterconfig.parse(doc, now=0.0).cpu_allocation_ratio == 25
         return
     if preferences.is_preference(doc):
         assert preferences.parse(doc).name == doc["metadata"]["name"]

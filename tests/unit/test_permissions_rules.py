@@ -40,8 +40,10 @@ def test_a_node_may_not(subject: str) -> None:
 
 def test_a_node_may_its_own() -> None:
     for subject in ("$KV.nodes.node1", "$KV.ipam.podips.node1", subjects.nodeapi("node1", "status"),
-                    subjects.stats("node1", "testvm"), subjects.console_out("node1", "testvm")):
+                    subjects.stats("node1", "testvm"), subjects.stats_wanted("node1"),
+                    subjects.console_out("node1", "testvm")):
         assert may_publish(Role.NODE, subject, "node1"), subject
+    assert not may_publish(Role.NODE, subjects.stats_wanted("node2"), "node1")  # no asking another node's
 
 
 def test_viewer_reads_only() -> None:

@@ -1,0 +1,116 @@
+"""The cluster's configuration, as KubeVirt's ``KubeVirt`` custom resource carries it (pure).
+
+A KubeVirt user tunes the cluster by applying the KubeVirt CR (kubevirt.io/v1, ``kind: KubeVirt``);
+virtbus reads the same manifest. What exists here is ``spec.configuration.developerConfiguration.
+cpuAllocationRatio``: how many vCPUs each of a node's CPUs takes (KubeVirt requests 1/ratio of a CPU
+per vCPU for each virt-launcher pod, so a node holds ``cpus * ratio`` vCPUs; default 10). Any other
+field is refused with its full path, unless it only names KubeVirt's own component images (virtbus
+runs none) or is an empty default of KubeVirt's stock CR (``certificateRotateStrategy: {}``,
+``featureGates: []``...), which change nothing here.
+
+Applying the CR replaces the configuration as a whole (kubectl apply of a whole object): a field left
+out goes back to its default. The control plane stores it under one key (proto.subjects) and every
+scheduler process watches it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import msgspec
+
+from proto import schema
+from proto.errors import ApiError, Code
+from proto.subjects import is_dns1123_label
+
+API_VERSION = "kubevirt.io/v1"
+API_VERSIONS = (API_VERSION, "kubevirt.io/v1alpha3")
+KIND = "KubeVirt"
+DEFAULT_NAME = "kubevirt"
+DEFAULT_CPU_ALLOCATION_RATIO = 10  # KubeVirt's default
+# Above 1000 a vCPU's share would be below a millicore, the smallest CPU quantity Kubernetes has: a
+# ratio that high is a mistake (or a way round all CPU accounting), not a tuning.
+MAX_CPU_ALLOCATION_RATIO = 1000
+RATIO_PATH = "spec.configuration.developerConfiguration.cpuAllocationRatio"
+KINDS = {"kubevirt": "kubevirt", "kubevirts": "kubevirt", "kv": "kubevirt"}  # what ``virtbus get`` takes
+
+Ratio = Annotated[int, msgspec.Meta(ge=1, le=MAX_CPU_ALLOCATION_RATIO)]
+
+
+class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """What the control plane stores and every scheduler process uses."""
+
+    name: str = DEFAULT_NAME  # the CR's metadata.name, shown back
+    cpu_allocation_ratio: Ratio = DEFAULT_CPU_ALLOCATION_RATIO
+    updated_at: float = 0.0  # when it was applied; 0: never (the defaults)
+
+
+DEFAULT = ClusterConfig()
+
+
+class ClusterConfigReply(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    item: ClusterConfig
+
+
+class _Ratio(schema.Node):
+    def walk(self, value: Any, path: str) -> Any:
+        schema.INT.walk(value, path)
+        if not 1 <= value <= MAX_CPU_ALLOCATION_RATIO:
+            raise schema.invalid(path, f"{path} must be from 1 to {MAX_CPU_ALLOCATION_RATIO} vCPUs per CPU, "
+                                       f"not {value}")
+        return value
+
+
+class _NoneListed(schema.Node):
+    """A list virtbus has nothing to put in: only empty (KubeVirt's stock CR has ``featureGates: []``)."""
+
+    def walk(self, value: Any, path: str) -> Any:
+        items = schema.ListOf(schema.STR).walk(value, path)
+        if items:
+            raise schema.invalid(f"{path}[0]", f"{path}[0] {items[0]!r} is not supported by virtbus")
+        return items
+
+
+_DEVELOPER = schema.Object({"cpuAllocationRatio": _Ratio(), "featureGates": _NoneListed(),
+                            "disabledFeatureGates": _NoneListed()})
+_SPEC = schema.Object({
+    "configuration": schema.Object({"developerConfiguration": _DEVELOPER}),
+    # empty in KubeVirt's stock CR; any content is refused by EMPTY with its path
+    **dict.fromkeys(("certificateRotateStrategy", "customizeComponents", "workloadUpdateStrategy"), schema.EMPTY),
+    # which images KubeVirt's own components run from: virtbus runs none of them
+    **dict.fromkeys(("imagePullPolicy", "imageRegistry", "imageTag"), schema.IGNORED),
+})
+_CR = schema.Object({"apiVersion": schema.STR, "kind": schema.STR, "metadata": schema.METADATA, "spec": _SPEC,
+                     "status": schema.IGNORED})
+
+
+def is_kubevirt(obj: object) -> bool:
+    return isinstance(obj, Mapping) and obj.get("kind") == KIND
+
+
+def parse(obj: object, now: float) -> ClusterConfig:
+    """A KubeVirt CR as its user wrote it, as the configuration it sets; typed errors name the field."""
+    if not isinstance(obj, Mapping):
+        raise schema.bad("", f"a {KIND} manifest is an object")
+    schema.check_kind(obj, API_VERSIONS, KIND)
+    tree = _CR.walk(obj, "")
+    name = schema.required(tree.get("metadata", {}), "name", "metadata")
+    if not is_dns1123_label(name):
+        raise ApiError(Code.INVALID, f"{name[:64]!r} is not a valid name (a DNS-1123 label)", "metadata.name")
+    developer = tree.get("spec", {}).get("configuration", {}).get("developerConfiguration", {})
+    ratio = developer.get("cpuAllocationRatio", DEFAULT_CPU_ALLOCATION_RATIO)
+    return ClusterConfig(name=name, cpu_allocation_ratio=ratio, updated_at=now)
+
+
+def check(config: ClusterConfig) -> None:
+    """A stored configuration holds to the API's rules (decoding checked the ratio's range)."""
+    if not is_dns1123_label(config.name):
+        raise ApiError(Code.INVALID, f"{config.name[:64]!r} is not a valid name", "name")
+
+
+def kubevirt_object(config: ClusterConfig) -> dict[str, Any]:
+    """The configuration as the KubeVirt CR that sets it: ``get kubevirt -o yaml`` applies back as it is."""
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": config.name},
+            "spec": {"configuration": {"developerConfiguration": {
+                "cpuAllocationRatio": config.cpu_allocation_ratio}}}}
