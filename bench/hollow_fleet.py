@@ -26,6 +26,7 @@ from hollow import HollowNode, start_all
 from procstat import TICKS, cpu_ticks
 
 from proto import subjects
+from servicekit import logs
 
 REPORT_S = 1.0
 LAG_TICK_S = 0.1
@@ -117,6 +118,7 @@ async def serve(args: WorkerArgs) -> None:
 
 
 def worker_main(spec: str) -> None:
+    logs.configure("hollow-worker")  # its logs on stderr: stdout carries only its reports
     raw = json.loads(Path(spec).read_text())
     asyncio.run(serve(WorkerArgs(**raw)))
 

@@ -40,6 +40,7 @@ class Server:
     creds: Path
     procs: list[subprocess.Popen[bytes]]
     logs: list[Path]
+    profs: list[str]  # each server's Go profiler: <prof>/debug/pprof/profile?seconds=15 for its CPU profile
 
     def url_of(self, i: int) -> str:
         """The i-th client's server, round robin: a cluster's clients spread over its servers."""
@@ -55,6 +56,7 @@ def nats_server(directory: Path, nodes: list[str], size: int = 1) -> Iterator[Se
     users = credentials.users_for(nodes)
     keys = credentials.ensure_seeds(directory / "creds", users)
     ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
+    profs = [free_port() for _ in range(size)]
     routes = [f"nats://127.0.0.1:{route}" for _, _, route in ports]
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -64,6 +66,7 @@ def nats_server(directory: Path, nodes: list[str], size: int = 1) -> Iterator[Se
                                                           store_dir=str(directory / f"js{i}"),
                                                           server_name=f"hollow{i}", cluster=cluster))
             config["http_port"] = mport
+            config["prof_port"] = profs[i]
             config["max_connections"] = 65536
             conf = directory / f"nats{i}.conf"
             credentials.write_server_config(conf, json.dumps(config))
@@ -81,7 +84,8 @@ def nats_server(directory: Path, nodes: list[str], size: int = 1) -> Iterator[Se
                         raise RuntimeError("nats-server did not start") from None
                     time.sleep(0.2)
         yield Server(",".join(f"nats://127.0.0.1:{port}" for port, _, _ in ports), monitors, directory / "creds",
-                     procs, [directory / f"nats{i}.log" for i in range(size)])
+                     procs, [directory / f"nats{i}.log" for i in range(size)],
+                     [f"http://127.0.0.1:{prof}" for prof in profs])
     finally:
         for proc in procs:
             proc.terminate()
