@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -144,6 +145,9 @@ class Options:
 async def run(o: Options) -> Result:
     """legacy: its scheduler runs; the hollow nodes behave as its handler did."""
     names = [f"hollow-{i:04d}" for i in range(o.nodes)]
+    me = asyncio.current_task()
+    assert me is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, me.cancel)  # ended: its processes end too
     with contextlib.ExitStack() as stack:
         if o.logs:
             directory = Path(o.logs)
@@ -319,6 +323,9 @@ def main() -> None:
     except BenchFailed as exc:
         print(f"hollow_nodes: FAILED: {exc}", file=sys.stderr)
         sys.exit(1)
+    except asyncio.CancelledError:
+        print("hollow_nodes: ended (SIGTERM)", file=sys.stderr)
+        sys.exit(143)
     print(f"nats: {'a 3-server cluster, R3' if args.cluster == 3 else 'one server'}")
     print("\n".join(result.lines()))
 

@@ -46,9 +46,14 @@ class Permissions(msgspec.Struct, frozen=True, omit_defaults=True):
     allow_responses: bool | Responses = False
 
 
-# The control plane's connection carries two micro services (the API and the node API): a
-# discovery request ($SRV.PING) gets a reply from each, which ``true`` (one reply) would cut to one.
-SEVERAL_SERVICES = Responses(max=8, expires="1m")
+# Where the control plane answers: every requester's inbox (people's tools keep NATS's default
+# ``_INBOX``; services have their own, subjects.inbox_prefix), granted outright rather than by
+# ``allow_responses``. nats-server 2.9 remembers every reply subject delivered to a user with
+# response permissions, JetStream's $JS.ACK subjects of every watched KV update included, for
+# ``expires``, and past 4,096 of them sweeps all of them at each delivery: the control plane's
+# watches of 1,000 nodes' leases alone (500 a second) kept nats-server's CPU at 100 % from ~250
+# nodes on. The control plane is trusted with all state already; an inbox is no more.
+CONTROL_REPLIES = ["_INBOX.>", f"{subjects.inbox_prefix('control')}.>", f"{subjects.inbox_prefix('node')}.>"]
 
 
 READ_VERBS = ("get", "list")
@@ -107,10 +112,9 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                                      f"$O.{subjects.OBJECT_STORE_IMAGES}.M.>",
                                      # deleting a snapshot (the API's) marks its object deleted likewise
                                      f"$O.{subjects.OBJECT_STORE_SNAPSHOTS}.M.>",
-                                     subjects.EVENTS_ALL, *SERVICE_DISCOVERY]),
+                                     subjects.EVENTS_ALL, *SERVICE_DISCOVERY, *CONTROL_REPLIES]),
                 subscribe=Rules(allow=[f"{subjects.inbox_prefix('control')}.>", subjects.API_ALL,
-                                       subjects.NODEAPI_ALL, *SERVICE_DISCOVERY]),
-                allow_responses=SEVERAL_SERVICES)
+                                       subjects.NODEAPI_ALL, *SERVICE_DISCOVERY]))
         case Role.NODE:
             if node is None:
                 raise ValueError("a node role needs the node's name")

@@ -241,5 +241,6 @@ def nodeapi_node(subject: str) -> str:
 
 def inbox_prefix(role: str, node: str | None = None) -> str:
     """Where a service's replies come: a prefix of its own, so no other client may read them
-    (people's tools keep NATS's default ``_INBOX``)."""
-    return f"_INBOX_{token(role)}" + (f"_{token(node)}" if node is not None else "")
+    (people's tools keep NATS's default ``_INBOX``). A node's is ``_INBOX_node.<node>``: the node
+    token its own, so the control plane may answer every node by one rule (``_INBOX_node.>``)."""
+    return f"_INBOX_{token(role)}" + (f".{token(node)}" if node is not None else "")

@@ -96,3 +96,15 @@ def test_a_node_watches_only_its_own_vmi_copies() -> None:
 def test_a_node_renews_only_its_own_lease() -> None:
     assert may_publish(Role.NODE, f"$KV.{subjects.BUCKET_NODE_LEASES}.node1", "node1")
     assert not may_publish(Role.NODE, f"$KV.{subjects.BUCKET_NODE_LEASES}.node2", "node1")
+
+
+def test_the_control_plane_answers_every_inbox_without_nats_tracking_each_reply() -> None:
+    # allow_responses made nats-server 2.9 remember (and sweep, past 4,096) every watched KV update's
+    # $JS.ACK subject delivered to the control plane: its CPU went to 100 % at ~250 nodes
+    assert permissions(Role.CONTROL).allow_responses is False
+    for inbox in ("_INBOX.Gx1.2", f"{subjects.inbox_prefix('node', 'node7')}.Gx1.2",
+                  f"{subjects.inbox_prefix('control')}.Gx1.2"):
+        assert may_publish(Role.CONTROL, inbox), inbox
+    other = f"{subjects.inbox_prefix('node', 'node2')}.Gx1.2"
+    assert not may_publish(Role.NODE, other, "node1")  # a node still answers only what it was asked
+    assert permissions(Role.NODE, "node1").allow_responses is True
