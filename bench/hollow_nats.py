@@ -41,6 +41,8 @@ class Server:
     procs: list[subprocess.Popen[bytes]]
     logs: list[Path]
     profs: list[str]  # each server's Go profiler: <prof>/debug/pprof/profile?seconds=15 for its CPU profile
+    # each log's size once all were up: a cluster's routes refused while its servers start are no trouble
+    ready_at: list[int]
 
     def url_of(self, i: int) -> str:
         """The i-th client's server, round robin: a cluster's clients spread over its servers."""
@@ -85,7 +87,8 @@ def nats_server(directory: Path, nodes: list[str], size: int = 1) -> Iterator[Se
                     time.sleep(0.2)
         yield Server(",".join(f"nats://127.0.0.1:{port}" for port, _, _ in ports), monitors, directory / "creds",
                      procs, [directory / f"nats{i}.log" for i in range(size)],
-                     [f"http://127.0.0.1:{prof}" for prof in profs])
+                     [f"http://127.0.0.1:{prof}" for prof in profs],
+                     [(directory / f"nats{i}.log").stat().st_size for i in range(size)])
     finally:
         for proc in procs:
             proc.terminate()
@@ -114,13 +117,14 @@ def normalised(line: str) -> str:
     return re.sub(r"\d+(\.\d+)?", "N", line).strip()
 
 
-def trouble(logs: list[Path], limit: int = 8) -> str:
-    """What the servers' logs say about clients they dropped, kind by kind with counts (pure but
-    for reading the files)."""
+def trouble(logs: list[Path], since: list[int] | None = None, limit: int = 8) -> str:
+    """What the servers' logs say about clients they dropped, kind by kind with counts, from
+    ``since`` (bytes into each log) on (pure but for reading the files)."""
     kinds: Counter[str] = Counter()
-    for log in logs:
+    for i, log in enumerate(logs):
         with contextlib.suppress(OSError):
-            for line in log.read_text(errors="replace").splitlines():
+            start = since[i] if since is not None else 0
+            for line in log.read_bytes()[start:].decode(errors="replace").splitlines():
                 if "[WRN]" in line or "[ERR]" in line or any(t in line for t in TROUBLE):
                     kinds[normalised(line)] += 1
     if not kinds:

@@ -164,7 +164,7 @@ async def run(o: Options) -> Result:
             return await measure(o, names, server, scheduler, directory)
         except BenchFailed as exc:
             kept = f"logs kept in {directory}" if o.logs else "pass --logs DIR to keep the logs"
-            raise BenchFailed(f"{exc}\n{trouble(server.logs)}\n{kept}") from None
+            raise BenchFailed(f"{exc}\n{trouble(server.logs, server.ready_at)}\n{kept}") from None
     raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
 
 
@@ -264,7 +264,7 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
             scheduler_rss_per_vmi_kib=max(rss - base_rss, 0) / max(o.vmis, 1),
             solo_cpu=100.0 * (solo1 - solo0) / TICKS / (t1 - t0) if solo_proc is not None else None,
             procs=len(fleet.workers), reconnects=fleet.total("reconnects"), steady_cpu=steady_cpu,
-            server_log=trouble(server.logs))
+            server_log=trouble(server.logs, server.ready_at))
     finally:
         if solo_proc is not None:
             solo_proc.terminate()

@@ -104,3 +104,6 @@ def test_the_servers_log_is_summed_by_kind(tmp_path: Path) -> None:
     assert "Server is ready" not in summary
     log.write_text("[812] 2026/11/29 20:00:00.000001 [INF] Server is ready\n")
     assert trouble([log]) == "nats-server logged no warnings, errors or dropped clients"
+    starting = "[813] 2026/11/29 20:00:00.000001 [WRN] Waiting for routing to be established...\n"
+    log.write_text(starting + "[813] 2026/11/29 20:00:09.000001 [ERR] Stale Connection: cid:9\n")
+    assert trouble([log], [len(starting)]) == "nats-server logged:\n  1 x [ERR] Stale Connection: cid:N"
