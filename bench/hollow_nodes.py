@@ -1,11 +1,14 @@
-"""Hollow nodes (kubemark), BENCHMARK TOOLING: N hollow nodes in this process (bench/hollow.py: the
-handler's registration, heartbeat and scoped watch, the launcher simulated) against its own
-nats-server (authentication on, one user per node), the real scheduler and API (``python -m
-scheduler``); M VMs created through the API at once. Prints creation->Running P50/P99, binds/s,
-steady-state messages and bytes per node per minute (nats-server's /connz, per connection), the
-scheduler's CPU and RSS per VMI, and one solo hollow node's CPU with 100 VMs (its own process).
+"""Hollow nodes (kubemark), BENCHMARK TOOLING: N hollow nodes (bench/hollow.py: the handler's
+registration, heartbeat and scoped watch, the launcher simulated), spread over ``--procs`` processes
+(bench/hollow_fleet.py) against its own nats-server (authentication on, one user per node), the real
+scheduler and API (``python -m scheduler``); M VMs created through the API at once. Prints
+creation->Running P50/P99, binds/s, steady-state messages and bytes per node per minute
+(nats-server's /connz, per connection), the scheduler's CPU and RSS per VMI, one solo hollow node's
+CPU with 100 VMs (its own process), and what nats-server logged about dropped clients. Fails (exit 1,
+saying why, with counts) when nodes lose their connections, a process dies or nothing moves.
 Usage:
-    .venv/bin/python bench/hollow_nodes.py [--nodes 1000] [--vmis 10000] [--window 60]
+    .venv/bin/python bench/hollow_nodes.py [--nodes 1000] [--vmis 10000] [--window 60] [--procs N]
+                                         [--cluster 3] [--logs DIR]
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,9 @@ import nats
 from nats.aio.client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hollow import POOL, POOL_LABEL, HollowNode, percentile, start_all  # noqa: E402 - bench/hollow.py, beside this script
+from hollow import POOL, POOL_LABEL, HollowNode, percentile  # noqa: E402 - bench/hollow.py, beside this script
+from hollow_fleet import BenchFailed, CpuMeter, Fleet, Watchdog, worker_main  # noqa: E402
+from hollow_nats import Server, connz, dead, nats_server, trouble  # noqa: E402
 from procstat import TICKS, cpu_ticks, rss_kib  # noqa: E402 - bench/procstat.py
 
 from proto import subjects  # noqa: E402
@@ -36,68 +41,6 @@ from servicekit import credentials  # noqa: E402
 
 SOLO = "solo"
 SOLO_VMS = 100
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    """One nats-server, or a cluster of them: ``url`` lists every client URL (clients pick one)."""
-
-    url: str
-    monitors: list[str]
-    creds: Path
-
-    def url_of(self, i: int) -> str:
-        """The i-th client's server, round robin: a cluster's clients spread over its servers."""
-        urls = self.url.split(",")
-        return urls[i % len(urls)]
-
-
-@contextlib.contextmanager
-def nats_server(directory: Path, nodes: list[str], size: int = 1) -> Iterator[Server]:
-    """nats-server(s) with one user per node (as the lab's) and monitoring ports; a cluster of
-    ``size`` routed to each other when size > 1 (state then kept with 3 replicas, as the compose
-    lab's). Each ended by its PID."""
-    users = credentials.users_for(nodes)
-    keys = credentials.ensure_seeds(directory / "creds", users)
-    ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
-    routes = [f"nats://127.0.0.1:{route}" for _, _, route in ports]
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for i, (port, mport, route) in enumerate(ports):
-            cluster = {"name": "hollow", "host": "127.0.0.1", "port": route, "routes": routes} if size > 1 else None
-            config = json.loads(credentials.server_config(users, keys, host="127.0.0.1", port=port,
-                                                          store_dir=str(directory / f"js{i}"),
-                                                          server_name=f"hollow{i}", cluster=cluster))
-            config["http_port"] = mport
-            config["max_connections"] = 65536
-            conf = directory / f"nats{i}.conf"
-            credentials.write_server_config(conf, json.dumps(config))
-            procs.append(subprocess.Popen(["nats-server", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))
-        monitors = [f"http://127.0.0.1:{mport}" for _, mport, _ in ports]
-        deadline = time.monotonic() + 60
-        for monitor, proc in zip(monitors, procs, strict=True):
-            while True:  # healthz answers ok once JetStream is up (a cluster's: its meta leader elected)
-                try:
-                    urllib.request.urlopen(f"{monitor}/healthz", timeout=1).read()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise RuntimeError("nats-server did not start") from None
-                    time.sleep(0.2)
-        yield Server(",".join(f"nats://127.0.0.1:{port}" for port, _, _ in ports), monitors, directory / "creds")
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(10)
 
 
 def seed(server: Server, user: str) -> str:
@@ -119,22 +62,6 @@ def process(args: list[str], log: Path, checkout: str | None = None) -> Iterator
             proc.kill()
             proc.wait()
 
-
-
-
-
-
-def connz(server: Server) -> dict[str, dict[str, int]]:
-    """Per client connection name: messages and bytes in and out, as its server counts them (a
-    cluster's route traffic between servers is not a client's, and not counted)."""
-    out: dict[str, dict[str, int]] = {}
-    for monitor in server.monitors:
-        with urllib.request.urlopen(f"{monitor}/connz?limit=100000", timeout=30) as reply:
-            data = json.load(reply)
-        for c in data["connections"]:
-            out[c.get("name", f"{monitor}/{c['cid']}")] = {
-                k: int(c[k]) for k in ("in_msgs", "out_msgs", "in_bytes", "out_bytes")}
-    return out
 
 
 def vm_manifest(name: str, node: str | None) -> bytes:
@@ -159,6 +86,10 @@ class Result:
     scheduler_cpu: float
     scheduler_rss_per_vmi_kib: float
     solo_cpu: float | None
+    procs: int
+    reconnects: int  # hollow nodes' connections lost and regained during the run: 0 in a clean run
+    steady_cpu: str  # nats-server's, the scheduler's and the hollow processes' CPU in the steady state
+    server_log: str  # what nats-server logged about dropped or struggling clients
 
     def lines(self) -> list[str]:
         return [
@@ -172,6 +103,9 @@ class Result:
             f"scheduler: {self.scheduler_cpu:.1f} % of a core, RSS {self.scheduler_rss_per_vmi_kib:.1f} KiB per VMI",
             "one hollow handler with 100 VMs: " + (f"{self.solo_cpu:.2f} % of a core" if self.solo_cpu is not None
                                                    else "not measured"),
+            f"hollow processes: {self.procs}; connections lost and regained: {self.reconnects}; steady-state "
+            + self.steady_cpu,
+            self.server_log,
         ]
 
 
@@ -193,80 +127,150 @@ async def create_all(nc: Client, names: list[tuple[str, str | None]],
         await asyncio.gather(*(one(n, node) for n, node in names[i:i + parallel]))
 
 
-async def run(nodes: int, vmis: int, window: float, solo: bool, patience: float, legacy: str | None,
-              cluster: int = 1) -> Result:
-    """legacy: a virtbus checkout from before scoped watches and leases (its scheduler runs; the
-    hollow nodes behave as its handler did), for the before figures."""
-    names = [f"hollow-{i:04d}" for i in range(nodes)]
-    with tempfile.TemporaryDirectory(prefix="virtbus-hollow-") as tmp:
-        directory = Path(tmp)
-        if cluster > 1:
+@dataclass
+class Options:
+    nodes: int
+    vmis: int
+    window: float
+    solo: bool
+    patience: float
+    legacy: str | None  # a virtbus checkout from before scoped watches and leases: the before figures
+    cluster: int = 1
+    procs: int = 1
+    wave: int = 25
+    stall: float = 180.0
+    logs: str | None = None
+
+
+async def run(o: Options) -> Result:
+    """legacy: its scheduler runs; the hollow nodes behave as its handler did."""
+    names = [f"hollow-{i:04d}" for i in range(o.nodes)]
+    me = asyncio.current_task()
+    assert me is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, me.cancel)  # ended: its processes end too
+    with contextlib.ExitStack() as stack:
+        if o.logs:
+            directory = Path(o.logs)
+            directory.mkdir(parents=True, exist_ok=True)
+        else:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="virtbus-hollow-")))
+        if o.cluster > 1:
             os.environ["VIRTBUS_JS_REPLICAS"] = "3"  # the scheduler makes the buckets R3, as the compose lab
-        with nats_server(directory, [*names, SOLO], cluster) as server, \
-                process([sys.executable, "-m", "scheduler", "--server", server.url, "--creds", seed(server, "control")],
-                        directory / "scheduler.log", legacy) as scheduler:
-            hollow = [HollowNode(n, server.url_of(i), seed(server, credentials.node_user(n)),
-                                 legacy=legacy is not None) for i, n in enumerate(names)]
-            admin = await nats.connect(server.url.split(","), nkeys_seed=seed(server, "admin"))
-            solo_proc: subprocess.Popen[bytes] | None = None
-            try:
-                await start_all(hollow)
-                if solo:
-                    solo_proc = spawn_solo(server, directory / "solo.log")
-                await asyncio.sleep(3.0)  # the nodes Ready
-                base_rss = rss_kib(scheduler.pid)
-                created: dict[str, float] = {}
-                wanted: list[tuple[str, str | None]] = [(f"vm-{i:05d}", None) for i in range(vmis)]
-                if solo:
-                    wanted += [(f"solo-{i:03d}", SOLO) for i in range(SOLO_VMS)]
-                start = time.time()
-                creating = asyncio.create_task(create_all(admin, wanted, created))
-                bound_at = None
-                deadline = time.monotonic() + patience
-                shown = 0.0
-                while True:
-                    seen = sum(len(h.seen.keys) for h in hollow)
-                    if time.monotonic() - shown > 5:
-                        shown = time.monotonic()
-                        print(f"... {len(created)} created, {seen} bound, "
-                              f"{sum(len(h.seen.running_at) for h in hollow)} Running", file=sys.stderr)
-                    if bound_at is None and seen >= vmis:
-                        bound_at = time.time()
-                    running = sum(len(h.seen.running_at) for h in hollow)
-                    if running >= vmis and creating.done() or time.monotonic() > deadline:
-                        break
-                    await asyncio.sleep(0.2)
-                await creating
-                bind_s = (bound_at or time.time()) - start
-                latencies = [at - created[vm] for h in hollow for vm, at in h.seen.running_at.items() if vm in created]
-                await asyncio.sleep(5.0)  # settle: the last reports' copies delivered
-                before, cpu0, t0 = connz(server), cpu_ticks(scheduler.pid), time.monotonic()
-                solo0 = cpu_ticks(solo_proc.pid) if solo_proc is not None else 0
-                await asyncio.sleep(window)
-                after, cpu1, t1 = connz(server), cpu_ticks(scheduler.pid), time.monotonic()
-                solo1 = cpu_ticks(solo_proc.pid) if solo_proc is not None else 0
-                minutes = (t1 - t0) / 60
-                mine = [n for n in after if n.startswith("virtbus-hollow-") and n in before]
-                msgs = sum(after[n][k] - before[n][k] for n in mine for k in ("in_msgs", "out_msgs"))
-                size = sum(after[n][k] - before[n][k] for n in mine for k in ("in_bytes", "out_bytes"))
-                rss = rss_kib(scheduler.pid)
-                return Result(
-                    nodes=nodes, vmis=vmis, running=sum(len(h.seen.running_at) for h in hollow),
-                    foreign=sum(len(h.seen.foreign) for h in hollow),
-                    wrong_node=sum(1 for h in hollow for vm in h.seen.running_at
-                                   if subjects.node_vmi(h.name, vm) not in h.seen.keys),
-                    bind_s=bind_s, p50=percentile(latencies, 0.5), p99=percentile(latencies, 0.99),
-                    msgs_per_node_min=msgs / max(len(mine), 1) / minutes,
-                    bytes_per_node_min=size / max(len(mine), 1) / minutes,
-                    scheduler_cpu=100.0 * (cpu1 - cpu0) / TICKS / (t1 - t0),
-                    scheduler_rss_per_vmi_kib=max(rss - base_rss, 0) / max(vmis, 1),
-                    solo_cpu=100.0 * (solo1 - solo0) / TICKS / (t1 - t0) if solo_proc is not None else None)
-            finally:
-                if solo_proc is not None:
-                    solo_proc.terminate()
-                    solo_proc.wait(10)
-                await asyncio.gather(*(h.stop() for h in hollow), return_exceptions=True)
-                await admin.close()
+        server = stack.enter_context(nats_server(directory, [*names, SOLO], o.cluster))
+        scheduler = stack.enter_context(process(
+            [sys.executable, "-m", "scheduler", "--server", server.url, "--creds", seed(server, "control")],
+            directory / "scheduler.log", o.legacy))
+        try:
+            return await measure(o, names, server, scheduler, directory)
+        except BenchFailed as exc:
+            kept = f"logs kept in {directory}" if o.logs else "pass --logs DIR to keep the logs"
+            raise BenchFailed(f"{exc}\n{trouble(server.logs, server.ready_at)}\n{kept}") from None
+    raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
+
+
+class Watch:
+    """The run's processes: alive, not stalled, and their CPU shown every few seconds."""
+
+    def __init__(self, o: Options, fleet: Fleet, server: Server, scheduler: subprocess.Popen[bytes],
+                 directory: Path) -> None:
+        self.o, self.fleet, self.server, self.scheduler, self.directory = o, fleet, server, scheduler, directory
+        self.dog = Watchdog(fleet, stall_s=o.stall)
+        self.cpu = CpuMeter()
+        self.shown = time.monotonic()
+
+    def cpu_line(self, key: str = "shown") -> str:
+        nats_cpu = self.cpu.read(f"nats-{key}", [p.pid for p in self.server.procs])
+        sched = self.cpu.read(f"scheduler-{key}", [self.scheduler.pid])
+        workers = self.cpu.read(f"workers-{key}", self.fleet.pids())
+        return (f"CPU, % of a core: nats-server {nats_cpu:.0f}, scheduler {sched:.0f}, "
+                f"{len(self.fleet.workers)} hollow processes {workers:.0f}")
+
+    def check(self, stage: str, *extra: int, moving: bool = True, created: int | None = None) -> None:
+        if why := dead(self.server):
+            raise BenchFailed(f"{stage}: {why} ({self.fleet.summary()})")
+        if self.scheduler.poll() is not None:
+            tail = (self.directory / "scheduler.log").read_text(errors="replace")[-2000:]
+            raise BenchFailed(f"{stage}: the scheduler exited with {self.scheduler.returncode}; its log ends:\n{tail}")
+        self.dog.check(stage, *extra, moving=moving)
+        if time.monotonic() - self.shown > 5:
+            self.shown = time.monotonic()
+            made = f"{created} created; " if created is not None else ""
+            print(f"... {stage}: {made}{self.fleet.summary()} | {self.cpu_line()}", file=sys.stderr)
+
+
+async def measure(o: Options, names: list[str], server: Server, scheduler: subprocess.Popen[bytes],
+                  directory: Path) -> Result:
+    fleet = Fleet()
+    watch = Watch(o, fleet, server, scheduler, directory)
+    admin = await nats.connect(server.url.split(","), nkeys_seed=seed(server, "admin"))
+    solo_proc: subprocess.Popen[bytes] | None = None
+    try:
+        await fleet.start(directory, server.url.split(","), lambda n: seed(server, credentials.node_user(n)),
+                          names, o.procs, o.wave, o.legacy is not None)
+        deadline = time.monotonic() + o.patience
+        while fleet.total("registered") < o.nodes:
+            watch.check("registering")
+            if time.monotonic() > deadline:
+                raise BenchFailed(f"registering: not done in {o.patience:.0f} s ({fleet.summary()})")
+            await asyncio.sleep(0.2)
+        if o.solo:
+            solo_proc = spawn_solo(server, directory / "solo.log")
+        await asyncio.sleep(3.0)  # the nodes Ready
+        base_rss = rss_kib(scheduler.pid)
+        created: dict[str, float] = {}
+        wanted: list[tuple[str, str | None]] = [(f"vm-{i:05d}", None) for i in range(o.vmis)]
+        if o.solo:
+            wanted += [(f"solo-{i:03d}", SOLO) for i in range(SOLO_VMS)]
+        start = time.time()
+        creating = asyncio.create_task(create_all(admin, wanted, created))
+        bound_at = None
+        while True:
+            watch.check("binding and running", len(created), created=len(created))
+            if creating.done():
+                await creating  # a refused create raises here
+            if bound_at is None and fleet.total("bound") >= o.vmis:
+                bound_at = time.time()
+            if fleet.running() >= o.vmis and creating.done():
+                break
+            if time.monotonic() > deadline:
+                raise BenchFailed(f"not every VMI Running in {o.patience:.0f} s: {len(created)} created "
+                                  f"({fleet.summary()})")
+            await asyncio.sleep(0.2)
+        bind_s = (bound_at or time.time()) - start
+        running_at = fleet.running_at
+        latencies = [at - created[vm] for vm, at in running_at.items() if vm in created]
+        await asyncio.sleep(5.0)  # settle: the last reports' copies delivered
+        before, cpu0, t0 = connz(server), cpu_ticks(scheduler.pid), time.monotonic()
+        solo0 = cpu_ticks(solo_proc.pid) if solo_proc is not None else 0
+        watch.cpu_line("window")
+        while time.monotonic() - t0 < o.window:
+            watch.check("steady state", moving=False)
+            await asyncio.sleep(min(1.0, max(0.0, o.window - (time.monotonic() - t0))))
+        after, cpu1, t1 = connz(server), cpu_ticks(scheduler.pid), time.monotonic()
+        steady_cpu = watch.cpu_line("window")
+        solo1 = cpu_ticks(solo_proc.pid) if solo_proc is not None else 0
+        minutes = (t1 - t0) / 60
+        mine = [n for n in after if n.startswith("virtbus-hollow-") and n in before]
+        msgs = sum(after[n][k] - before[n][k] for n in mine for k in ("in_msgs", "out_msgs"))
+        size = sum(after[n][k] - before[n][k] for n in mine for k in ("in_bytes", "out_bytes"))
+        rss = rss_kib(scheduler.pid)
+        return Result(
+            nodes=o.nodes, vmis=o.vmis, running=fleet.running(), foreign=fleet.total("foreign"),
+            wrong_node=fleet.total("wrong"),
+            bind_s=bind_s, p50=percentile(latencies, 0.5), p99=percentile(latencies, 0.99),
+            msgs_per_node_min=msgs / max(len(mine), 1) / minutes,
+            bytes_per_node_min=size / max(len(mine), 1) / minutes,
+            scheduler_cpu=100.0 * (cpu1 - cpu0) / TICKS / (t1 - t0),
+            scheduler_rss_per_vmi_kib=max(rss - base_rss, 0) / max(o.vmis, 1),
+            solo_cpu=100.0 * (solo1 - solo0) / TICKS / (t1 - t0) if solo_proc is not None else None,
+            procs=len(fleet.workers), reconnects=fleet.total("reconnects"), steady_cpu=steady_cpu,
+            server_log=trouble(server.logs, server.ready_at))
+    finally:
+        if solo_proc is not None:
+            solo_proc.terminate()
+            solo_proc.wait(10)
+        await fleet.stop()
+        await admin.close()
 
 
 def spawn_solo(server: Server, log: Path) -> subprocess.Popen[bytes]:
@@ -294,13 +298,34 @@ def main() -> None:
     p.add_argument("--legacy", metavar="CHECKOUT", default=None,
                    help="before figures: run this checkout's scheduler (e.g. /work/main) with hollow nodes that "
                         "behave as its handler did (whole-bucket watches, heartbeats in the node record)")
+    p.add_argument("--procs", type=int, default=0,
+                   help="processes the hollow nodes are spread over (default: one per 100 nodes)")
+    p.add_argument("--wave", type=int, default=25, help="registrations at once, over all the processes")
+    p.add_argument("--stall", type=float, default=180.0,
+                   help="fail when no count moves for this many seconds (registered, bound, Running, created)")
+    p.add_argument("--logs", metavar="DIR", default=None,
+                   help="write nats-server's, the scheduler's and the hollow processes' logs here and keep them")
     p.add_argument("--solo", nargs=2, metavar=("URL", "CREDS"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", metavar="SPEC", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.solo:
         asyncio.run(run_solo(*args.solo))
         return
-    result = asyncio.run(run(args.nodes, args.vmis, args.window, not args.no_solo and not args.legacy, args.timeout,
-                             args.legacy, args.cluster))
+    if args.worker:
+        worker_main(args.worker)
+        return
+    procs = args.procs or max(1, -(-args.nodes // 100))
+    try:
+        result = asyncio.run(run(Options(
+            nodes=args.nodes, vmis=args.vmis, window=args.window, solo=not args.no_solo and not args.legacy,
+            patience=args.timeout, legacy=args.legacy, cluster=args.cluster, procs=procs,
+            wave=max(1, args.wave // procs), stall=args.stall, logs=args.logs)))
+    except BenchFailed as exc:
+        print(f"hollow_nodes: FAILED: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except asyncio.CancelledError:
+        print("hollow_nodes: ended (SIGTERM)", file=sys.stderr)
+        sys.exit(143)
     print(f"nats: {'a 3-server cluster, R3' if args.cluster == 3 else 'one server'}")
     print("\n".join(result.lines()))
 

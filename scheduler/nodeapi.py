@@ -68,18 +68,27 @@ class NodeApi:
                 if other.name != node and other.address == reg.address:
                     raise ApiError(Code.CONFLICT, f"address {reg.address} is node {other.name}'s", "address")
         cidr = await self._claim_cidr(node)
-        now = self.clock()
-        current = await self.store.nodes.get(node)
-        record = Node(name=node, cpus=reg.cpus, memory=reg.memory, kvm=reg.kvm, labels=reg.labels,
-                      address=reg.address, pod_cidr=str(cidr), heartbeat=now, allowed_bridges=reg.allowed_bridges,
-                      ovs_bridges=reg.ovs_bridges, free_disk=reg.free_disk,
-                      started_at=current.value.started_at if current else now)
-        if current is None:
-            await self.store.nodes.create(node, record)
-        else:
-            await self.store.nodes.update(node, record, current.revision)
-        log.info("node registered", node=node, pod_cidr=str(cidr), address=reg.address)
-        return record
+        for _ in range(_CLAIM_ATTEMPTS):
+            now = self.clock()
+            current = await self.store.nodes.get(node)
+            record = Node(name=node, cpus=reg.cpus, memory=reg.memory, kvm=reg.kvm, labels=reg.labels,
+                          address=reg.address, pod_cidr=str(cidr), heartbeat=now,
+                          allowed_bridges=reg.allowed_bridges, ovs_bridges=reg.ovs_bridges, free_disk=reg.free_disk,
+                          started_at=current.value.started_at if current else now)
+            try:
+                if current is None:
+                    await self.store.nodes.create(node, record)
+                else:
+                    await self.store.nodes.update(node, record, current.revision)
+            except ApiError as exc:
+                # the node's own retry, sent when this one was slow to answer, wrote it meanwhile:
+                # the same registration, so read it again rather than refuse the node
+                if exc.code in (Code.ALREADY_EXISTS, Code.CONFLICT):
+                    continue
+                raise
+            log.info("node registered", node=node, pod_cidr=str(cidr), address=reg.address)
+            return record
+        raise ApiError(Code.UNAVAILABLE, f"node {node}'s record kept changing meanwhile; try again")
 
     async def _read_nodes(self) -> list[Node]:
         return [e.value for e in await self.store.nodes.items()]

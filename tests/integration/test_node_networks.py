@@ -50,3 +50,27 @@ async def test_an_address_in_use_is_refused_from_the_watched_records_too(store: 
     assert taken.value.code is Code.CONFLICT and taken.value.field == "address"
     assert await store.nodes.get("b") is None  # refused: nothing written
     assert (await register(api, "a", "10.99.0.11")).address == "10.99.0.11"  # its own address again
+
+
+
+async def test_a_node_retrying_its_registration_while_the_first_is_in_flight_is_registered(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the node's request timed out on its side and it asked again: the retry writes the record
+    # between this registration's read and its write; this one is answered all the same
+    api = NodeApi(store)
+    read = store.nodes.get
+    raced: list[str] = []
+
+    async def read_then_the_retry_writes(key: str) -> object:
+        entry = await read(key)
+        if not raced:
+            raced.append(key)
+            await store.nodes.put(key, Node(name=key, cpus=2, memory=2**30, kvm=False, heartbeat=1.0,
+                                            started_at=1.0, pod_cidr="10.244.0.0/24"))
+        return entry
+
+    monkeypatch.setattr(store.nodes, "get", read_then_the_retry_writes)
+    node = await register(api, "slow")
+    assert raced == ["slow"] and node.pod_cidr == "10.244.0.0/24"
+    stored = await read("slow")
+    assert stored is not None and stored.value == node and node.started_at == 1.0  # its first start kept

@@ -113,3 +113,6 @@ def test_the_control_plane_replies_to_inboxes_without_response_permissions() -> 
     assert matches(f"{subjects.inbox_prefix('node', 'node1')}.>", f"{subjects.inbox_prefix('node', 'node1')}.x.1")
     assert not matches(f"{subjects.inbox_prefix('node', 'node1')}.>", f"{subjects.inbox_prefix('node', 'node2')}.x.1")
     assert not may_publish(Role.CONTROL, "_INBOX_viewer.x.1") and not may_publish(Role.CONTROL, "virtbus.x")
+    # a node keeps response permissions: it answers only what it was asked, never another node's inbox
+    assert not may_publish(Role.NODE, f"{subjects.inbox_prefix('node', 'node2')}.x.1", "node1")
+    assert permissions(Role.NODE, "node1").allow_responses is True
