@@ -75,7 +75,8 @@ class Scheduler:
         self._tasks: list[asyncio.Task[None]] = []
         # replica sets and pools (scheduler.workloads): led with the rest
         self.workloads = Workloads(store, clock=clock, emit=lambda kind, name, reason, message: self.event(
-            kind, name, reason, message), vmis=lambda: self.vmis.values(), fed=True)
+            kind, name, reason, message), vmis=lambda: self.vmis.values(), vms=lambda: self.vms.values(),
+            fed=True)
         self.mirror = NodeVmiMirror(store, fed=True)
 
     async def start(self) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 
-from proto.state import VMI
+from proto.state import VM, VMI
 from proto.workloads import Pool, ReplicaSet
 from scheduler.pools import pool_bucket, reconcile_pool
 from scheduler.replicasets import reconcile_replicaset, replicaset_bucket
@@ -28,13 +28,17 @@ Event = Callable[[str, str, str, str], Awaitable[None]]
 
 class Workloads:
     def __init__(self, store: Store, *, emit: Event, clock: Callable[[], float] = time.time,
-                 vmis: Callable[[], Iterable[VMI]] | None = None, fed: bool = False) -> None:
-        """vmis: the leader's copy of every VMI (scheduler.vmicache), for the resync; without it the
-        resync reads the bucket, whose consumer creation stalls writes to it for seconds at 10,000.
+                 vmis: Callable[[], Iterable[VMI]] | None = None, vms: Callable[[], Iterable[VM]] | None = None,
+                 fed: bool = False) -> None:
+        """vmis, vms: the leader's copies of every VMI and VM (scheduler.vmicache), for the resync;
+        without them the resync reads the buckets, whose consumer creation stalls writes to them for
+        seconds at 10,000, and whose decoding and validating every 5 s was over half the scheduler's
+        CPU at 1,000 nodes / 10,000 VMs (py-spy, bench/hollow_nodes.py).
         fed: VMI changes come from the owner's watch (``vmi_changed``), not a watch of its own."""
         self.store = store
         self.fed = fed
         self._cached_vmis = vmis
+        self._cached_vms = vms
         self.emit = emit
         self.clock = clock
         self._queue = WorkQueue(self._reconcile, bind=("workload",))
@@ -118,6 +122,8 @@ class Workloads:
             for vmi in vmis:
                 if vmi.owner is not None and not vmi.deleting:
                     self._queue.kick(f"{RS}/{vmi.owner}")
-        for vm in await self.store.vms.items():
-            if vm.value.owner is not None:
-                self._queue.kick(f"{POOL}/{vm.value.owner}")
+        vms = (self._cached_vms() if self._cached_vms is not None
+               else [e.value for e in await self.store.vms.items()])
+        for vm in vms:
+            if vm.owner is not None:
+                self._queue.kick(f"{POOL}/{vm.owner}")
