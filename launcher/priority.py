@@ -47,12 +47,9 @@ def lower_group(pid: int, nice: int) -> bool:
 def lower_launcher(nice: int = LAUNCHER_NICE) -> int:
     """The calling launcher (its thread and its session's group) to nice, never above where it was (an
     operator who ran the handler lower keeps that). Call it before any thread exists: they inherit
-    the thread's nice, not the process's. Returns the thread nice now in force."""
-    now = os.getpriority(os.PRIO_PROCESS, 0)
-    if now < nice:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-    lower_group(os.getpid(), nice)
-    return max(now, nice)
+    the thread's nice, not the process's, so the one thread there is is all lower_process lowers.
+    Returns how many threads were lowered."""
+    return lower_process(os.getpid(), nice)
 
 
 def lower_process(pid: int, nice: int) -> int:
