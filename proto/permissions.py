@@ -33,19 +33,12 @@ class Rules(msgspec.Struct, frozen=True, omit_defaults=True):
     deny: list[str] = []
 
 
-class Responses(msgspec.Struct, frozen=True):
-    """How many replies a user may publish to one request's reply subject, and for how long."""
-
-    max: int
-    expires: str
-
-
 class Permissions(msgspec.Struct, frozen=True, omit_defaults=True):
     """nats-server's ``permissions`` block of one user."""
 
     publish: Rules
     subscribe: Rules
-    allow_responses: bool | Responses = False
+    allow_responses: bool = False
 
 
 # Who sends the control plane requests (the API, the node API, $SRV discovery): people's tools, nodes
