@@ -110,6 +110,11 @@ def main() -> None:
     processes.end([procs[name].pid for name in SCHEDULERS], 10)
     processes.end([procs["nats-server"].pid], 10)
     processes.end([procs[n].pid for n in procs if n.startswith(("dnsmasq-", "ovs"))], 10)
+    # Whatever is left was orphaned to us (a launcher that had not written its pid yet, what a killed
+    # one left): said, then ended, so nothing of the lab outlives it under whatever reaps above us.
+    for pid in processes.children():
+        print(f"labd: ending pid {pid} ({processes.command(pid)}), left behind", flush=True)
+    processes.end_children(10)
 
 
 if __name__ == "__main__":

@@ -386,6 +386,11 @@ class Runner:
             await asyncio.to_thread(self.libvirtd.stop)
         except Exception:
             log.warning("libvirtd stop failed", exc_info=True)
+        # As their subreaper, what libvirtd left running is ours: a QEMU it was starting when the stop
+        # came (the start runs on in its thread), a capability probe. Left, it would outlive us.
+        leftover = await asyncio.to_thread(processes.end_children, 5.0)
+        if leftover:
+            log.warning("ended processes libvirtd left behind", pids=leftover)
         await asyncio.to_thread(namespaces.delete_netns, a.pod_netns)
         await asyncio.to_thread(secondarynics.unplug_ovs, a.vmi, a.secondary, a.ovs_db)
         for path in a.vmi_dir.iterdir() if a.vmi_dir.exists() else []:

@@ -44,6 +44,41 @@ def end(pids: Iterable[int], timeout: float, is_alive: Callable[[int], bool] = a
         alive(pid)  # reap what is ours
 
 
+def children(pid: int | str = "self") -> list[int]:
+    """The process's children, as the kernel lists them per thread (CONFIG_PROC_CHILDREN)."""
+    found: list[int] = []
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(word) for word in listing.read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return sorted(set(found))
+
+
+def command(pid: int) -> str:
+    """The process's command line, for saying which one it is ("" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:160]
+    except OSError:
+        return ""
+
+
+def end_children(timeout: float, passes: int = 5) -> list[int]:
+    """End every child left to this process, which is a subreaper: ending one may hand us its own
+    children, so it goes round until none is left (at most ``passes`` times). Returns the pids it
+    ended. For a subreaper's last act: what outlived the orderly stop is a leak (a QEMU whose
+    libvirtd was ended while it started it, a capability probe), and would be left running under
+    whatever reaps above us."""
+    ended: list[int] = []
+    for _ in range(passes):
+        left = [pid for pid in children() if alive(pid)]
+        if not left:
+            break
+        end(left, timeout)
+        ended += left
+    return ended
+
+
 def started_at(pid: int | str = "self") -> float | None:
     """When the process began (wall clock): its start in /proc counts clock ticks since boot, which
     /proc/uptime gives now (btime, whole seconds, is off by up to one)."""

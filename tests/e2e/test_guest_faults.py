@@ -245,6 +245,20 @@ def test_a_killed_launcher_fails_the_vmi_its_pod_is_cleaned_and_always_runs_it_a
     assert not pod_marked(lab)  # the handler deleted the dead launcher's namespace
 
 
+def test_a_launcher_ended_while_its_libvirtd_is_gone_leaves_no_qemu(lab: Lab, faults: Path) -> None:
+    """libvirtd dead (or ended mid-start) when the launcher is told to end: no libvirtd destroys
+    the domain, so the launcher, QEMU's subreaper, must end it itself rather than leave it running."""
+    item = running(lab)
+    qemu, launcher = qemu_pid(lab), pid_in(vmi_dir(lab) / "launcher.pid")
+    os.kill(pid_in(vmi_dir(lab) / "libvirtd.pid"), signal.SIGKILL)
+    os.kill(launcher, signal.SIGTERM)  # before it has a new libvirtd to destroy the domain by
+    wait("the launcher to leave", lambda: gone(launcher), lab, timeout=60)
+    wait("its QEMU gone with it", lambda: gone(qemu), lab, timeout=15)
+    again = running(lab, other_than=item["metadata"]["uid"])  # runStrategy Always: a new one
+    assert again["status"]["nodeName"] == NODE
+    assert [p for p in processes_named_qemu_of(VM) if p != qemu_pid(lab)] == []
+
+
 def processes_named_qemu_of(name: str) -> list[int]:
     return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and is_qemu_of(int(p.name), name)]
 
