@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from servicekit import processes
 from tests.conftest import REPO, free_port
 
 
@@ -70,6 +71,13 @@ def _become_subreaper() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 
 
+def _lab_leftovers(state: Path) -> dict[int, str]:
+    """Our children (as subreaper) that are the lab's: a QEMU, a libvirtd, or anything naming its state dir."""
+    found = {pid: processes.command(pid) for pid in processes.children() if processes.alive(pid)}
+    return {pid: cmd for pid, cmd in found.items()
+            if Path(cmd.split(" ", 1)[0]).name.startswith(("qemu-system", "libvirtd")) or str(state) in cmd}
+
+
 def _reap_orphans(known: set[int]) -> None:
     for pid in Path("/proc").iterdir():
         if not pid.name.isdigit() or int(pid.name) in known:
@@ -104,6 +112,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     finally:
         subprocess.run([*base, "down", "--state-dir", str(state)], capture_output=True, timeout=300, cwd=REPO)
         _reap_orphans(set())
+        stray = _lab_leftovers(state)  # orphans come to us: a QEMU lab down left would run on under pytest
+        processes.end(list(stray), 10)
+        assert stray == {}, f"lab down left processes: {stray}"
         left = lab.netns()
         for ns in left:  # last resort, so a failed test never leaks a namespace
             subprocess.run(["ip", "netns", "delete", ns], check=False)
