@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ctl import labovs
 from proto import subjects
-from servicekit import credentials, processes
+from servicekit import cpugroup, credentials, processes
 
 DEFAULT_STATE_DIR = os.environ.get("VIRTBUS_LAB_DIR", "/var/lib/virtbus/lab")
 SCHEDULERS = ("scheduler", "scheduler-b")  # both answer the API; the lease's holder runs the controllers
@@ -291,6 +291,10 @@ def down(cfg: LabConfig) -> None:
         pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout
         processes.end([int(p) for p in pids.split()], 5)  # only processes inside the lab's own namespaces
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
+    for node in cfg.addresses:  # labd removes them; this is for a lab whose labd is gone
+        group = cpugroup.locate(cpugroup.group_name(cfg.prefix, node))
+        if group is not None and group.exists():
+            cpugroup.remove(group)
     shutil.rmtree(cfg.root, ignore_errors=True)
     say(f"lab: down; removed {cfg.root}")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from ctl import labovs
 from ctl.lab import SCHEDULERS, LabConfig, _read_pid, _wait_port
 from ctl.labdhcp import DHCP_SEGMENTS, dnsmasq_command
-from servicekit import credentials, processes
+from servicekit import cpugroup, credentials, processes
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -115,6 +115,10 @@ def main() -> None:
     for pid in processes.children():
         print(f"labd: ending pid {pid} ({processes.command(pid)}), left behind", flush=True)
     processes.end_children(10)
+    for node in cfg.addresses:  # the nodes' guests' CPU groups, now empty
+        group = cpugroup.locate(cpugroup.group_name(cfg.prefix, node))
+        if group is not None and group.exists() and not cpugroup.remove(group):
+            print(f"labd: CPU group {group} not removed: {cpugroup.members(group)} still in it", flush=True)
 
 
 if __name__ == "__main__":

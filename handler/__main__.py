@@ -22,7 +22,7 @@ from proto.nodeapi import Registration
 from proto.quantity import InvalidQuantity, parse_bytes
 from proto.state import Node
 from proto.validation import check_labels
-from servicekit import logs, ovs
+from servicekit import cpugroup, logs, ovs
 from servicekit.endpoints import Endpoint, serve
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
@@ -56,7 +56,11 @@ async def run(args: argparse.Namespace) -> None:
     launchers = Launchers(NodePaths(state_dir, Path(args.state_dir) / "logs"), node=args.node,
                           nats_url=args.server, netns_prefix=args.netns_prefix, kvm=kvm,
                           node_netns=args.netns, creds=args.creds, host_disk_dirs=tuple(args.host_disk_dir),
-                          ovs_db=args.ovs_db, fork=args.fork_launchers)
+                          ovs_db=args.ovs_db, fork=args.fork_launchers,
+                          guest_group=await asyncio.to_thread(cpugroup.make,
+                                                              cpugroup.group_name(args.netns_prefix, args.node)))
+    log.info("guests' CPU group", path=str(launchers.guest_group) if launchers.guest_group else None,
+             shares=cpugroup.GUEST_SHARES if launchers.guest_group else None)
     await asyncio.to_thread(launchers.start_fork_server)  # importing while the rest starts
     management = args.management_network or await asyncio.to_thread(
         guestfence.node_network, args.netns, args.address, podnet.netlink)
@@ -98,6 +102,8 @@ async def run(args: argparse.Namespace) -> None:
     await service.stop()
     await agent.stop()
     await asyncio.to_thread(launchers.stop_fork_server)  # what it forked runs on
+    if launchers.guest_group is not None:  # gone once no guest is left in it; a running one keeps it
+        await asyncio.to_thread(cpugroup.remove, launchers.guest_group)
     if router is not None:  # its HAProxy goes with it (only the pid it started or adopted)
         router_task.cancel()
         await router.stop()

@@ -72,11 +72,13 @@ def main(argv: list[str] | None = None) -> None:
                    help="interface=node-bridge=address/prefix[=type=vlan] (no address: layer 2)")
     p.add_argument("--ovs-db", default=None, help="the node's Open vSwitch database, for ovs NICs")
     p.add_argument("--host-disk-dir", action="append", default=[], help="where hostDisks may be (repeat)")
+    p.add_argument("--guest-cpu-group", default=None, help="the node's guests' CPU group (a cgroup directory)")
     ns = p.parse_args(argv)
     args = LauncherArgs(vmi=ns.vmi, uid=ns.uid, node=ns.node, node_dir=Path(ns.node_dir),
                         pod_netns=ns.pod_netns, kvm=ns.kvm, node_netns=ns.node_netns, pod_ip=ns.pod_ip,
                         pod_gateway=ns.pod_gateway, secondary=tuple(ns.secondary), ovs_db=ns.ovs_db,
-                        host_disk_dirs=tuple(Path(d) for d in ns.host_disk_dir))
+                        host_disk_dirs=tuple(Path(d) for d in ns.host_disk_dir),
+                        guest_cpu_group=Path(ns.guest_cpu_group) if ns.guest_cpu_group else None)
     priority.lower_launcher()  # before any thread or child: all of them inherit it
     try:
         args.vmi_dir.mkdir(parents=True, exist_ok=True)

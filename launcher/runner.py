@@ -40,7 +40,7 @@ from proto.services import CLUSTER_DNS_IP, DNS_SEARCH
 from proto.snapshots import written_volumes
 from proto.spec import claims
 from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface
-from servicekit import launcherlock, processes, volumedata
+from servicekit import cpugroup, launcherlock, processes, volumedata
 from servicekit.nodeclient import NodeApiClient
 from servicekit.paths import path_under, volume_path
 from servicekit.store import Store
@@ -70,6 +70,7 @@ class LauncherArgs:
     secondary: tuple[str, ...] = ()  # interface=node bridge=address/prefix[=type=vlan]; no address: layer 2
     ovs_db: str | None = None  # the node's Open vSwitch database, for ovs NICs
     host_disk_dirs: tuple[Path, ...] = ()  # where hostDisks may be, as the node's operator allowed
+    guest_cpu_group: Path | None = None  # the node's guests' CPU group (servicekit.cpugroup)
 
     @property
     def vmi_dir(self) -> Path:
@@ -238,8 +239,11 @@ class Runner:
                 # The node's probe said KVM works, QEMU says otherwise: emulate, like useEmulation.
                 log.warning("KVM domain failed to start; falling back to TCG", error=str(exc).splitlines()[0])
                 await self.libvirtd.destroy_and_undefine(a.vmi)
-        log.info("guest below the control plane", nice=priority.GUEST_NICE,
-                 qemu=await asyncio.to_thread(lower_domain, a.vmi))
+        qemu = await asyncio.to_thread(lower_domain, a.vmi)
+        grouped = qemu is not None and a.guest_cpu_group is not None and await asyncio.to_thread(
+            cpugroup.join, a.guest_cpu_group, qemu)
+        log.info("guest below the control plane", nice=priority.GUEST_NICE, qemu=qemu,
+                 cpu_group=str(a.guest_cpu_group) if grouped else None)
         await self.set_phase(Phase.RUNNING)
         return dom
 

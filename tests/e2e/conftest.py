@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from servicekit import processes
+from servicekit import cpugroup, processes
 from tests.conftest import REPO, free_port
 
 
@@ -115,6 +115,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         stray = _lab_leftovers(state)  # orphans come to us: a QEMU lab down left would run on under pytest
         processes.end(list(stray), 10)
         assert stray == {}, f"lab down left processes: {stray}"
+        groups = [g for node in ("node1", "node2") if (g := cpugroup.locate(cpugroup.group_name(prefix, node)))
+                  and g.exists()]
+        for group in groups:
+            cpugroup.remove(group)
+        assert groups == [], f"lab down left CPU groups: {groups}"
         left = lab.netns()
         for ns in left:  # last resort, so a failed test never leaks a namespace
             subprocess.run(["ip", "netns", "delete", ns], check=False)

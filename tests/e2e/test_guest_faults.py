@@ -23,7 +23,7 @@ import yaml
 
 from launcher import priority
 from launcher.libvirtd import is_qemu_of
-from servicekit import processes
+from servicekit import cpugroup, processes
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Lab
 
@@ -157,6 +157,11 @@ def test_the_guest_and_its_launch_run_below_the_control_plane(lab: Lab, faults: 
         assert priority.group_nice(launcher) == priority.group_nice(libvirtd) == priority.LAUNCHER_NICE
         assert priority.group_nice(qemu) == priority.GUEST_NICE
         assert priority.group_nice(pid_in(lab.state_dir / "pids" / "scheduler.pid")) == 0
+    # and all of the node's guests weigh as one group, however many boot at once
+    group = cpugroup.locate(cpugroup.group_name(lab.prefix, NODE))
+    if group is not None:
+        assert qemu in cpugroup.members(group)
+        assert launcher not in cpugroup.members(group) and libvirtd not in cpugroup.members(group)
 
 
 def test_a_paused_guest_shows_paused_and_resumes(lab: Lab, faults: Path) -> None:

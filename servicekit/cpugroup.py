@@ -1,0 +1,83 @@
+"""A node's guests as one CPU group (a cgroup of the cpu controller), as kubelet puts pods under
+kubepods: with autogroups (Debian's default) every QEMU is a session, so a scheduling group, of its
+own, and a booting crowd of 60 guests at nice 15 weighed 60 x 36 against a launch's 335: the next
+launch got a tenth of the CPU. In one group they weigh as one, however many there are. A task in a
+cgroup other than the root leaves its autogroup, so the group's weight is all that counts.
+
+Only cgroup v1's cpu hierarchy is used (where the group can be made beside everything else); where it
+is missing or not ours to write (a v2 host, a read-only /sys), guests keep their nice alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from servicekit.paths import path_under
+
+# All of a node's guests together weigh as one process at nice 12 against the control plane's and each
+# launch's groups (1024 and 335): they get what those leave, and never nothing.
+GUEST_SHARES = 64
+
+
+def cpu_mount(mountinfo: str) -> Path | None:
+    """Where cgroup v1's cpu controller is mounted, from /proc/self/mountinfo's text."""
+    for line in mountinfo.splitlines():
+        head, sep, tail = line.partition(" - ")
+        fields, extra = head.split(), tail.split()
+        if not sep or len(fields) < 5 or len(extra) < 3 or extra[0] != "cgroup":
+            continue
+        if "cpu" in extra[2].split(","):
+            return Path(fields[4])
+    return None
+
+
+def group_name(netns_prefix: str, node: str) -> str:
+    """The node's guest group: named like its namespaces, so two labs on one host never share one."""
+    return f"{netns_prefix}-{node}-guests"
+
+
+def locate(name: str, mountinfo: Path = Path("/proc/self/mountinfo")) -> Path | None:
+    """Where the group is (or would be); None without a cpu hierarchy."""
+    try:
+        root = cpu_mount(mountinfo.read_text())
+    except OSError:
+        return None
+    return None if root is None else path_under(root, name, what="CPU group name")
+
+
+def make(name: str, shares: int = GUEST_SHARES, mountinfo: Path = Path("/proc/self/mountinfo")) -> Path | None:
+    """The group (made if new) with its weight set; None where groups cannot be had here."""
+    group = locate(name, mountinfo)
+    if group is None:
+        return None
+    try:
+        group.mkdir(exist_ok=True)
+        (group / "cpu.shares").write_text(f"{shares}\n")
+    except OSError:
+        return None
+    return group
+
+
+def join(group: Path, pid: int) -> bool:
+    """Moves the process (all its threads) into the group; False if it is gone or the group is."""
+    try:
+        (group / "cgroup.procs").write_text(f"{pid}\n")
+    except OSError:
+        return False
+    return True
+
+
+def members(group: Path) -> list[int]:
+    try:
+        return [int(word) for word in (group / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def remove(group: Path) -> bool:
+    """Removes the group once no process is left in it (a guest still running keeps it); True if gone."""
+    with contextlib.suppress(OSError):
+        os.rmdir(group)
+    return not group.exists()
