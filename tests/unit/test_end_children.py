@@ -65,7 +65,10 @@ def test_children_of_a_process_without_any() -> None:
         try:
             assert child.pid in processes.children()
             assert processes.children(child.pid) == []
-            assert "sleep 30" == processes.command(child.pid)
+            deadline = time.monotonic() + 5  # until the forked child has exec'd sleep
+            while processes.command(child.pid) != "sleep 30" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert processes.command(child.pid) == "sleep 30"
         finally:
             child.kill()
     assert processes.command(child.pid) == ""
