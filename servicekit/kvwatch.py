@@ -8,7 +8,9 @@ watchers of a bucket each get every key. Here:
 - the consumer is deleted when the watch ends, and renamed when nats-py's ordered consumer
   re-creates it after a gap (the old one is deleted then: the same name would be refused);
 - the end of the current values is taken from the server's count of what the consumer delivered
-  and has pending, not from what this client has processed yet.
+  and has pending, not from what this client has processed yet. While the keys keep changing that
+  count never reaches 0: once more has come than was pending at the first delivery, the watch asks
+  which keys the bucket has and ends the current values when each has come (``Initial``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,20 +75,57 @@ async def watch(kv: KeyValue, keys: str = ">") -> AsyncGenerator[RawUpdate | Non
     _no_flow_control_poll(sub)
     try:
         info = await sub.consumer_info()
-        initial_done = info.num_pending == 0 and (info.delivered is None or not info.delivered.consumer_seq)
-        if initial_done:
+        initial: Initial | None = None
+        if info.num_pending == 0 and (info.delivered is None or not info.delivered.consumer_seq):
             yield None
+        else:
+            initial = Initial()
         while True:
             msg = await queue.get()
             meta = msg.metadata
             op = msg.header.get(_KV_OP) if msg.header else None
-            yield RawUpdate(key=msg.subject[len(pre):], value=msg.data, revision=meta.sequence.stream,
+            key = msg.subject[len(pre):]
+            yield RawUpdate(key=key, value=msg.data, revision=meta.sequence.stream,
                             deleted=op in ("DEL", "PURGE"), pending=meta.num_pending)
-            if not initial_done and meta.num_pending == 0:
-                initial_done = True
+            if initial is None:
+                continue
+            if initial.saw(key, meta.num_pending):
+                with contextlib.suppress(Exception):  # unanswered: the count of pending still ends it
+                    found = await js.stream_info(stream, subjects_filter=f"{pre}{keys}")
+                    initial.expect(k[len(pre):] for k in (found.state.subjects or {}))
+            if initial.done(meta.num_pending):
+                initial = None
                 yield None
     finally:
         await _end(js, stream, sub)
+
+
+class Initial:
+    """When a watch has every key's current value. Pending 0 says so; while the keys keep changing it
+    is never 0, and the count pending at the first delivery (nats.go's rule) misses a key whose value
+    was replaced after that, behind other writes. So once more than that count has come, the keys
+    the bucket has are asked for, and the current values end when each has come (a key is delivered
+    at least once: its value, a newer one, or its deletion's marker)."""
+
+    def __init__(self) -> None:
+        self.first_pending: int | None = None
+        self.received = 0
+        self.seen: set[str] = set()
+        self.wanted: set[str] | None = None
+
+    def saw(self, key: str, pending: int) -> bool:
+        """Counts one delivery; True when it is time to ask which keys there are."""
+        self.received += 1
+        self.seen.add(key)
+        if self.first_pending is None:
+            self.first_pending = pending
+        return self.wanted is None and pending > 0 and self.received > self.first_pending
+
+    def expect(self, keys: Iterable[str]) -> None:
+        self.wanted = set(keys)
+
+    def done(self, pending: int) -> bool:
+        return pending == 0 or (self.wanted is not None and self.wanted <= self.seen)
 
 
 async def _end(js: Any, stream: str, sub: Any) -> None:

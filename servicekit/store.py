@@ -168,11 +168,15 @@ class Bucket(Generic[T]):
             raise
 
     async def items(self) -> list[Entry[T]]:
-        out: list[Entry[T]] = []
+        """Every key's current value, each key once: a key that changes while it is read is
+        delivered again (its newer value), or deleted, before the read knows it has them all."""
+        out: dict[str, Entry[T]] = {}
         async for change in self.watch(initial_only=True):
-            if change.value is not None:
-                out.append(Entry(change.key, change.value, change.revision))
-        return out
+            if change.value is None:
+                out.pop(change.key, None)
+            else:
+                out[change.key] = Entry(change.key, change.value, change.revision)
+        return list(out.values())
 
     async def watch(self, keys: str = ">", *, initial_only: bool = False) -> AsyncIterator[Change[T]]:
         """Current values first, then (unless initial_only) every later change, forever; only keys

@@ -82,3 +82,19 @@ async def test_a_new_watch_reports_what_went_meanwhile(monkeypatch: Any) -> None
     finally:
         task.cancel()
         await informer.stop()
+
+
+def test_the_current_values_end_when_pending_is_0_or_every_key_has_come() -> None:
+    from servicekit.kvwatch import Initial
+
+    quiet = Initial()
+    assert not quiet.saw("a", 1) and not quiet.done(1)
+    assert not quiet.saw("b", 0) and quiet.done(0)  # the server has nothing more: all came
+    busy = Initial()  # 3 pending at the first; the keys keep changing, so pending never reaches 0
+    assert not busy.saw("a", 3) and not busy.done(3)
+    assert not busy.saw("c", 4) and not busy.saw("a", 5) and not busy.done(5)
+    assert busy.saw("d", 6)  # more came than was pending at first: time to ask which keys there are
+    busy.expect(["a", "b", "c", "d"])
+    assert not busy.done(6)  # b's value was replaced behind the others: it has not come yet
+    assert not busy.saw("a", 7) and not busy.done(7)
+    assert not busy.saw("b", 8) and busy.done(8)
