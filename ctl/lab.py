@@ -283,6 +283,13 @@ def _wait_nodes(cfg: LabConfig, timeout: float) -> None:
     asyncio.run(poll())
 
 
+def lab_cpu_groups(cfg: LabConfig) -> list[Path]:
+    """Where the lab's nodes' CPU groups are (or would be), as their handlers name them."""
+    found = (cpugroup.locate(cpugroup.group_name(cfg.prefix, node, kind)) for node in cfg.addresses
+             for kind in cpugroup.SHARES)
+    return [group for group in found if group is not None]
+
+
 def down(cfg: LabConfig) -> None:
     if (pid := _running(cfg, "labd")) is not None:
         say("lab: stopping VMs, handlers, schedulers and nats-server")
@@ -291,9 +298,8 @@ def down(cfg: LabConfig) -> None:
         pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout
         processes.end([int(p) for p in pids.split()], 5)  # only processes inside the lab's own namespaces
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
-    for node in cfg.addresses:  # labd removes them; this is for a lab whose labd is gone
-        group = cpugroup.locate(cpugroup.group_name(cfg.prefix, node))
-        if group is not None and group.exists():
+    for group in lab_cpu_groups(cfg):  # labd removes them; this is for a lab whose labd is gone
+        if group.exists():
             cpugroup.remove(group)
     shutil.rmtree(cfg.root, ignore_errors=True)
     say(f"lab: down; removed {cfg.root}")

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ctl import labovs
-from ctl.lab import SCHEDULERS, LabConfig, _read_pid, _wait_port
+from ctl.lab import SCHEDULERS, LabConfig, _read_pid, _wait_port, lab_cpu_groups
 from ctl.labdhcp import DHCP_SEGMENTS, dnsmasq_command
 from servicekit import cpugroup, credentials, processes
 
@@ -115,9 +115,8 @@ def main() -> None:
     for pid in processes.children():
         print(f"labd: ending pid {pid} ({processes.command(pid)}), left behind", flush=True)
     processes.end_children(10)
-    for node in cfg.addresses:  # the nodes' guests' CPU groups, now empty
-        group = cpugroup.locate(cpugroup.group_name(cfg.prefix, node))
-        if group is not None and group.exists() and not cpugroup.remove(group):
+    for group in lab_cpu_groups(cfg):  # the nodes' guests' and launches' CPU groups, now empty
+        if group.exists() and not cpugroup.remove(group):
             print(f"labd: CPU group {group} not removed: {cpugroup.members(group)} still in it", flush=True)
 
 

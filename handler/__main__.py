@@ -56,11 +56,9 @@ async def run(args: argparse.Namespace) -> None:
     launchers = Launchers(NodePaths(state_dir, Path(args.state_dir) / "logs"), node=args.node,
                           nats_url=args.server, netns_prefix=args.netns_prefix, kvm=kvm,
                           node_netns=args.netns, creds=args.creds, host_disk_dirs=tuple(args.host_disk_dir),
-                          ovs_db=args.ovs_db, fork=args.fork_launchers,
-                          guest_group=await asyncio.to_thread(cpugroup.make,
-                                                              cpugroup.group_name(args.netns_prefix, args.node)))
-    log.info("guests' CPU group", path=str(launchers.guest_group) if launchers.guest_group else None,
-             shares=cpugroup.GUEST_SHARES if launchers.guest_group else None)
+                          ovs_db=args.ovs_db, fork=args.fork_launchers, cpu_groups=await asyncio.to_thread(
+                              make_cpu_groups, args.netns_prefix, args.node))
+    log.info("CPU groups", **{kind: str(path) for kind, path in launchers.cpu_groups.items()})
     await asyncio.to_thread(launchers.start_fork_server)  # importing while the rest starts
     management = args.management_network or await asyncio.to_thread(
         guestfence.node_network, args.netns, args.address, podnet.netlink)
@@ -102,8 +100,8 @@ async def run(args: argparse.Namespace) -> None:
     await service.stop()
     await agent.stop()
     await asyncio.to_thread(launchers.stop_fork_server)  # what it forked runs on
-    if launchers.guest_group is not None:  # gone once no guest is left in it; a running one keeps it
-        await asyncio.to_thread(cpugroup.remove, launchers.guest_group)
+    for group in launchers.cpu_groups.values():  # gone once nothing is left in it; a running guest keeps it
+        await asyncio.to_thread(cpugroup.remove, group)
     if router is not None:  # its HAProxy goes with it (only the pid it started or adopted)
         router_task.cancel()
         await router.stop()
@@ -144,6 +142,13 @@ def node_labels(node: str, given: list[str]) -> dict[str, str]:
     labels = {"kubernetes.io/hostname": node, **dict(kv.split("=", 1) for kv in given)}
     check_labels(labels, "--label")  # as the node record's readers will
     return labels
+
+
+def make_cpu_groups(netns_prefix: str, node: str) -> dict[str, Path]:
+    """The node's guests' and launches' CPU groups (servicekit.cpugroup), those this host can have."""
+    made = {kind: cpugroup.make(cpugroup.group_name(netns_prefix, node, kind), shares)
+            for kind, shares in cpugroup.SHARES.items()}
+    return {kind: path for kind, path in made.items() if path is not None}
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import structlog
 
 from handler.launchfork import ForkedProcess, ForkFailed, ForkServer
 from proto.errors import Code
-from servicekit import launcherlock, processes
+from servicekit import cpugroup, launcherlock, processes
 from servicekit.netlink import Netlink, NetlinkError, PyrouteNetlink
 from servicekit.paths import UnsafeName, path_under, safe_name
 
@@ -64,9 +64,9 @@ class Launchers:
     def __init__(self, paths: NodePaths, *, node: str, nats_url: str, netns_prefix: str, kvm: bool,
                  node_netns: str | None = None, creds: str | None = None, netlink: Netlink | None = None,
                  host_disk_dirs: tuple[str, ...] = (), ovs_db: str | None = None, fork: bool = False,
-                 guest_group: Path | None = None) -> None:
+                 cpu_groups: dict[str, Path] | None = None) -> None:
         self.paths = paths
-        self.guest_group = guest_group  # the node's guests' CPU group (servicekit.cpugroup), if it has one
+        self.cpu_groups = cpu_groups or {}  # the node's guests' and launches' CPU groups (servicekit.cpugroup)
         # launchers forked from a pre-imported interpreter (launcher.forkserver), else spawned afresh
         self.fork_server = ForkServer(paths.log_dir / f"forkserver-{node}.log") if fork else None
         self.ovs_db = ovs_db  # the node's Open vSwitch database, for ovs NICs (--ovs-db)
@@ -128,8 +128,10 @@ class Launchers:
             cmd += ["--pod-ip", pod_ip, "--pod-gateway", pod_gateway]
         for directory in self.host_disk_dirs:
             cmd += ["--host-disk-dir", directory]
-        if self.guest_group is not None:
-            cmd += ["--guest-cpu-group", str(self.guest_group)]
+        if cpugroup.GUESTS in self.cpu_groups:
+            cmd += ["--guest-cpu-group", str(self.cpu_groups[cpugroup.GUESTS])]
+        if cpugroup.LAUNCHES in self.cpu_groups:
+            cmd += ["--launch-cpu-group", str(self.cpu_groups[cpugroup.LAUNCHES])]
         log_path = self.paths.log_dir / f"launcher-{self.node}-{safe_name(vmi)}.log"
         proc: subprocess.Popen[bytes] | ForkedProcess | None = None
         if self.fork_server is not None:

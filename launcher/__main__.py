@@ -20,7 +20,7 @@ from proto import subjects
 from proto.errors import ApiError
 from proto.nodeapi import EventNote, StatusReport
 from proto.state import Phase
-from servicekit import launcherlock, logs
+from servicekit import cpugroup, launcherlock, logs
 from servicekit.connection import connect_nats
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ovs-db", default=None, help="the node's Open vSwitch database, for ovs NICs")
     p.add_argument("--host-disk-dir", action="append", default=[], help="where hostDisks may be (repeat)")
     p.add_argument("--guest-cpu-group", default=None, help="the node's guests' CPU group (a cgroup directory)")
+    p.add_argument("--launch-cpu-group", default=None, help="the node's launches' CPU group (a cgroup directory)")
     ns = p.parse_args(argv)
     args = LauncherArgs(vmi=ns.vmi, uid=ns.uid, node=ns.node, node_dir=Path(ns.node_dir),
                         pod_netns=ns.pod_netns, kvm=ns.kvm, node_netns=ns.node_netns, pod_ip=ns.pod_ip,
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
                         host_disk_dirs=tuple(Path(d) for d in ns.host_disk_dir),
                         guest_cpu_group=Path(ns.guest_cpu_group) if ns.guest_cpu_group else None)
     priority.lower_launcher()  # before any thread or child: all of them inherit it
+    if ns.launch_cpu_group:  # with libvirtd and QEMU's start after it: the node's launches weigh as one
+        cpugroup.join(Path(ns.launch_cpu_group), os.getpid())
     try:
         args.vmi_dir.mkdir(parents=True, exist_ok=True)
         if launcherlock.hold(args.vmi_dir) is None:

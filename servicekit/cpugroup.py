@@ -1,8 +1,10 @@
-"""A node's guests as one CPU group (a cgroup of the cpu controller), as kubelet puts pods under
-kubepods: with autogroups (Debian's default) every QEMU is a session, so a scheduling group, of its
-own, and a booting crowd of 60 guests at nice 15 weighed 60 x 36 against a launch's 335: the next
-launch got a tenth of the CPU. In one group they weigh as one, however many there are. A task in a
-cgroup other than the root leaves its autogroup, so the group's weight is all that counts.
+"""A node's guests, and its launches, each as one CPU group (a cgroup of the cpu controller), as
+kubelet puts pods under kubepods: with autogroups (Debian's default) every QEMU, launcher and
+libvirtd is a session, so a scheduling group, of its own. A booting crowd of 60 guests at nice 15
+weighed 60 x 36 against a launch's 335, and 50 launches at nice 5 weighed 50 x 335 against the API's
+1024: it got a twentieth of the CPU, and answered in hundreds of milliseconds. In one group each crowd
+weighs as one, however many there are. A task in a cgroup other than the root leaves its autogroup, so
+the group's weight is all that counts.
 
 Only cgroup v1's cpu hierarchy is used (where the group can be made beside everything else); where it
 is missing or not ours to write (a v2 host, a read-only /sys), guests keep their nice alone.
@@ -16,9 +18,16 @@ from pathlib import Path
 
 from servicekit.paths import path_under
 
-# All of a node's guests together weigh as one process at nice 12 against the control plane's and each
-# launch's groups (1024 and 335): they get what those leave, and never nothing.
+# All of a node's guests together weigh as one process at nice 12 against the control plane's and the
+# launches' groups: they get what those leave, and never nothing.
 GUEST_SHARES = 64
+# All of a node's launches (launchers and their libvirtds) together: a quarter of one control-plane
+# service (nats-server, the scheduler, a handler at 1024 each), so a crowd of them cannot starve the
+# API; what the control plane leaves idle they still take whole.
+LAUNCH_SHARES = 256
+GUESTS = "guests"
+LAUNCHES = "launches"
+SHARES = {GUESTS: GUEST_SHARES, LAUNCHES: LAUNCH_SHARES}
 
 
 def cpu_mount(mountinfo: str) -> Path | None:
@@ -33,9 +42,10 @@ def cpu_mount(mountinfo: str) -> Path | None:
     return None
 
 
-def group_name(netns_prefix: str, node: str) -> str:
-    """The node's guest group: named like its namespaces, so two labs on one host never share one."""
-    return f"{netns_prefix}-{node}-guests"
+def group_name(netns_prefix: str, node: str, kind: str = GUESTS) -> str:
+    """The node's guests' or launches' group: named like its namespaces, so two labs on one host
+    never share one."""
+    return f"{netns_prefix}-{node}-{kind}"
 
 
 def locate(name: str, mountinfo: Path = Path("/proc/self/mountinfo")) -> Path | None:

@@ -115,8 +115,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         stray = _lab_leftovers(state)  # orphans come to us: a QEMU lab down left would run on under pytest
         processes.end(list(stray), 10)
         assert stray == {}, f"lab down left processes: {stray}"
-        groups = [g for node in ("node1", "node2") if (g := cpugroup.locate(cpugroup.group_name(prefix, node)))
-                  and g.exists()]
+        groups = [g for node in ("node1", "node2") for kind in cpugroup.SHARES
+                  if (g := cpugroup.locate(cpugroup.group_name(prefix, node, kind))) and g.exists()]
         for group in groups:
             cpugroup.remove(group)
         assert groups == [], f"lab down left CPU groups: {groups}"

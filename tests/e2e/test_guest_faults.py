@@ -157,11 +157,12 @@ def test_the_guest_and_its_launch_run_below_the_control_plane(lab: Lab, faults: 
         assert priority.group_nice(launcher) == priority.group_nice(libvirtd) == priority.LAUNCHER_NICE
         assert priority.group_nice(qemu) == priority.GUEST_NICE
         assert priority.group_nice(pid_in(lab.state_dir / "pids" / "scheduler.pid")) == 0
-    # and all of the node's guests weigh as one group, however many boot at once
-    group = cpugroup.locate(cpugroup.group_name(lab.prefix, NODE))
-    if group is not None:
-        assert qemu in cpugroup.members(group)
-        assert launcher not in cpugroup.members(group) and libvirtd not in cpugroup.members(group)
+    # and all of the node's guests weigh as one group, and all its launches as another, however many
+    guests = cpugroup.locate(cpugroup.group_name(lab.prefix, NODE, cpugroup.GUESTS))
+    launches = cpugroup.locate(cpugroup.group_name(lab.prefix, NODE, cpugroup.LAUNCHES))
+    if guests is not None and launches is not None:
+        assert cpugroup.members(guests) == [qemu]
+        assert {launcher, libvirtd} <= set(cpugroup.members(launches)) and qemu not in cpugroup.members(launches)
 
 
 def test_a_paused_guest_shows_paused_and_resumes(lab: Lab, faults: Path) -> None:

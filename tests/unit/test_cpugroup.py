@@ -28,6 +28,7 @@ def test_the_cpu_hierarchy_is_found_where_cpu_is_mounted() -> None:
 
 def test_a_group_is_named_like_the_nodes_namespaces(tmp_path: Path) -> None:
     assert cpugroup.group_name("vbt1a2b3c", "node1") == "vbt1a2b3c-node1-guests"
+    assert cpugroup.group_name("vb", "node1", cpugroup.LAUNCHES) == "vb-node1-launches"
     info = tmp_path / "mountinfo"
     info.write_text(f"1 0 0:1 / {tmp_path} rw - cgroup cgroup rw,cpu\n")
     assert cpugroup.locate("vb-node1-guests", info) == tmp_path / "vb-node1-guests"
