@@ -23,7 +23,7 @@ import libvirt
 import libvirtaio
 import structlog
 
-from launcher import priority
+from launcher import capscache, priority
 from launcher.lifecycle import CONNECTION_CLOSED
 from launcher.namespaces import netns_enter_fn
 from servicekit import processes
@@ -99,6 +99,8 @@ class PrivateLibvirtd:
         if drivers is not None:
             env["LIBVIRT_DRIVER_DIR"] = str(drivers)
         env["MALLOC_ARENA_MAX"] = MALLOC_ARENAS
+        if trimmed := capscache.trim():
+            log.info("QEMU capabilities cache trimmed", files=[p.name for p in trimmed])
         done = subprocess.run([libvirtd_path(), "-d", "-p", str(pidfile), "-f", "/etc/libvirt/libvirtd.conf"],
                               preexec_fn=child_setup(netns, self.huge_pages), capture_output=True, text=True,
                               check=False, env=env)
