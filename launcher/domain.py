@@ -211,8 +211,9 @@ DEVICE_CONFIGURATORS: list[Callable[[DomainPlan, ET.Element], None]] = [
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 ET.register_namespace("qemu", QEMU_NS)
 # glibc gives each QEMU thread that allocates (vCPU, I/O, RCU, workers) an arena of its own; with two,
-# an idle test guest's QEMU held 1.8 MiB less (its threads' arenas were mostly empty).
-QEMU_MALLOC_ARENAS = "2"
+# an idle test guest's QEMU held 1.8 MiB less (its threads' arenas were mostly empty), with one 1.2 MiB
+# less again (one vCPU under TCG: its threads allocate little, and seldom at once).
+QEMU_MALLOC_ARENAS = "1"
 
 
 def configure_qemu_env(plan: DomainPlan, dom: ET.Element) -> None:

@@ -39,8 +39,9 @@ DRIVER_GLOBS = ("/usr/lib/*/libvirt/connection-driver/libvirt_driver_qemu.so",  
                 "/usr/lib64/libvirt/connection-driver/libvirt_driver_qemu.so")
 
 # glibc gives each thread that allocates an arena of its own (up to 8 per core): most of what an idle
-# libvirtd held privately was half-used arenas of its worker threads.
-MALLOC_ARENAS = "2"
+# libvirtd held privately was half-used arenas of its worker threads. One arena for all: its one
+# client makes one call at a time, so they never contend (an idle one held 6.5 -> 5.2 MiB privately).
+MALLOC_ARENAS = "1"
 PR_SET_THP_DISABLE = 41
 
 EVENTS = {libvirt.VIR_DOMAIN_EVENT_DEFINED: "DEFINED", libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "UNDEFINED",

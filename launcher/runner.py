@@ -220,14 +220,16 @@ class Runner:
 
     async def _boot(self, vmi: VMI) -> Any:
         a = self.args
-        paths = await disks.prepare(vmi.spec, uid=a.uid, vmi_dir=a.vmi_dir, cache_dir=a.node_dir / "images",
-                                    images=self.store.images, volumes=await self._volumes(vmi),
-                                    volumes_dir=a.node_dir / "volumes", host_disk_dirs=a.host_disk_dirs)
-        self.clock.mark("disks")
         taps = self.taps = {iface.name: f"tap{i}" for i, iface in enumerate(vmi.spec.interfaces)}
-        for tap in taps.values():
-            await asyncio.to_thread(namespaces.create_tap, a.pod_netns, tap)
-        await self._plumb_network(vmi, taps)
+        # Disks and NICs at once (files and subprocesses beside netlink): neither needs the other.
+        # Both are let finish before a failure of either is raised, so nothing still plumbs as the
+        # launch is cleaned up.
+        made, plumbed = await asyncio.gather(self._disks(vmi), self._network(vmi, taps), return_exceptions=True)
+        for outcome in (made, plumbed):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert isinstance(made, dict)
+        paths = made
         self._dhcp = [asyncio.create_task(serve_dhcp_in_netns(a.pod_netns, lease, bridge, self._dhcp_stop))
                       for lease, bridge in self.leases]
         self._dhcp += [asyncio.create_task(snoop_in_netns(a.pod_netns, nic, mac, partial(self._learnt, name),
@@ -258,6 +260,20 @@ class Runner:
         self.clock.mark("reported")
         self.clock.log()
         return dom
+
+    async def _disks(self, vmi: VMI) -> disks.DiskPaths:
+        a = self.args
+        paths = await disks.prepare(vmi.spec, uid=a.uid, vmi_dir=a.vmi_dir, cache_dir=a.node_dir / "images",
+                                    images=self.store.images, volumes=await self._volumes(vmi),
+                                    volumes_dir=a.node_dir / "volumes", host_disk_dirs=a.host_disk_dirs)
+        self.clock.mark("disks")
+        return paths
+
+    async def _network(self, vmi: VMI, taps: dict[str, str]) -> None:
+        for tap in taps.values():
+            await asyncio.to_thread(namespaces.create_tap, self.args.pod_netns, tap)
+        await self._plumb_network(vmi, taps)
+        self.clock.mark("nics")
 
     async def _volumes(self, vmi: VMI) -> dict[str, PersistentVolume]:
         """The records of the volumes the VM uses; each must be on this node (the binder put it here),

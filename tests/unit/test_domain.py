@@ -87,7 +87,7 @@ def test_tcg_translation_cache_is_bounded_and_nics_carry_no_option_rom() -> None
     assert [v.get("vram") for v in dom.findall("devices/video/model")] == ["1024"]  # KiB, not QEMU's 16 MiB
     qemu = "{http://libvirt.org/schemas/domain/qemu/1.0}"
     assert [(e.get("name"), e.get("value")) for e in dom.findall(f"{qemu}commandline/{qemu}env")] == [
-        ("MALLOC_ARENA_MAX", "2")]
+        ("MALLOC_ARENA_MAX", "1")]
     assert seed_plan("kvm").find("features/tcg") is None  # a KVM guest has no translation cache
 
 
