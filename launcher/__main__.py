@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from launcher import namespaces, priority
+from launcher import memory, namespaces, priority
 from launcher.lifecycle import launch_failure
 from launcher.runner import REPORT_PATIENCE_S, LauncherArgs, Runner
 from proto import subjects
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
                         pod_gateway=ns.pod_gateway, secondary=tuple(ns.secondary), ovs_db=ns.ovs_db,
                         host_disk_dirs=tuple(Path(d) for d in ns.host_disk_dir))
     priority.lower_launcher()  # before any thread or child: all of them inherit it
+    memory.one_arena()  # before any thread, too
     try:
         args.vmi_dir.mkdir(parents=True, exist_ok=True)
         if launcherlock.hold(args.vmi_dir) is None:

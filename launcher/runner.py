@@ -17,7 +17,7 @@ from typing import Any, Literal
 import libvirt
 import structlog
 
-from launcher import disks, lifecycle, namespaces, podnic, priority, secondarynics
+from launcher import disks, lifecycle, memory, namespaces, podnic, priority, secondarynics
 from launcher.backup import SnapshotTaker
 from launcher.console import ConsoleInput, ConsoleTail
 from launcher.dhcp_packet import Lease
@@ -259,6 +259,7 @@ class Runner:
         await self.set_phase(Phase.RUNNING)
         self.clock.mark("reported")
         self.clock.log()
+        memory.settle()
         return dom
 
     async def _disks(self, vmi: VMI) -> disks.DiskPaths:
