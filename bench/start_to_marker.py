@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ctl.client import ApiClient, default_url  # noqa: E402
 from proto.api import Ack, NameRequest, VMIReply, VMReply  # noqa: E402
-from proto.state import VMI  # noqa: E402
+from proto.state import VMI, Phase  # noqa: E402
 
 MARKER = b"VIRTBUS-GUEST-READY"
 STAGES = ("start->accepted", "accepted->bound", "bound->launcher process", "launcher process->ready",
@@ -53,10 +53,22 @@ async def one_run(api: ApiClient, name: str) -> tuple[float, float, dict[str, fl
     if await status(api, name) != "Stopped":
         await api.call("vm", "stop", NameRequest(name=name), Ack)
         await until(lambda: _is(api, name, "Stopped"))
-    t0, asked = time.monotonic(), time.time()
-    await api.call("vm", "start", NameRequest(name=name), Ack)
-    await until(lambda: _is(api, name, "Running"))
-    running = time.monotonic() - t0
+    # Running is seen by a watch of the VMIs, as it is written: polling every 50 ms (as before) saw
+    # it 25 ms late on average, a tenth of what is measured now.
+    ran = asyncio.Event()
+
+    def on_change(key: str, vmi: VMI | None) -> None:
+        if key == name and vmi is not None and vmi.phase is Phase.RUNNING:
+            ran.set()
+
+    watch = asyncio.create_task(api.watch_vmis(on_change))
+    try:
+        t0, asked = time.monotonic(), time.time()
+        await api.call("vm", "start", NameRequest(name=name), Ack)
+        await asyncio.wait_for(ran.wait(), 300)
+        running = time.monotonic() - t0
+    finally:
+        watch.cancel()
     split = stages(asked, (await api.call("vmi", "get", NameRequest(name=name), VMIReply)).item, asked + running)
 
     async def marker() -> bool:
