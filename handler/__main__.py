@@ -58,6 +58,7 @@ async def run(args: argparse.Namespace) -> None:
                           node_netns=args.netns, creds=args.creds, host_disk_dirs=tuple(args.host_disk_dir),
                           ovs_db=args.ovs_db, fork=args.fork_launchers)
     await asyncio.to_thread(launchers.start_fork_server)  # importing while the rest starts
+    await asyncio.to_thread(launchers.warm_caps)  # QEMU's capabilities probed meanwhile, once per node
     management = args.management_network or await asyncio.to_thread(
         guestfence.node_network, args.netns, args.address, podnet.netlink)
     if management is None:

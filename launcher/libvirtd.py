@@ -86,14 +86,14 @@ class PrivateLibvirtd:
         self.huge_pages = huge_pages
         self._spawning: asyncio.Future[None] | None = None
 
-    def begin(self, netns: str, workdir: Path, wait_s: float = 30.0) -> None:
+    def begin(self, netns: str | None, workdir: Path, wait_s: float = 30.0) -> None:
         """Start libvirtd now, in a thread, while the launcher goes on (reads its instance, makes its
         disks and NICs: libvirtd needs none of them until the domain is defined); ``start`` then
         connects. Its driver's start (~40 ms, longer on a busy node) no longer waits in line."""
         if self._spawning is None:
             self._spawning = asyncio.ensure_future(asyncio.to_thread(self._spawn, netns, workdir, wait_s))
 
-    async def start(self, netns: str, workdir: Path, wait_s: float = 30.0) -> None:
+    async def start(self, netns: str | None, workdir: Path, wait_s: float = 30.0) -> None:
         global _event_loop_registered
         if not _event_loop_registered:  # before the first connection, once per process
             libvirtaio.virEventRegisterAsyncIOImpl(loop=asyncio.get_running_loop())
@@ -115,7 +115,7 @@ class PrivateLibvirtd:
             with contextlib.suppress(Exception):
                 await spawning
 
-    def _spawn(self, netns: str, workdir: Path, timeout: float) -> None:
+    def _spawn(self, netns: str | None, workdir: Path, timeout: float) -> None:
         pidfile = workdir / "libvirtd.pid"
         env = dict(os.environ)
         drivers = qemu_only_drivers(workdir / "libvirt-drivers")
@@ -269,13 +269,14 @@ class PrivateLibvirtd:
         processes.end([pid], timeout)
 
 
-def child_setup(netns: str, huge_pages: bool) -> Callable[[], None]:
-    """For subprocess preexec_fn: into the pod's network namespace, and without transparent huge
-    pages unless huge_pages (inherited by whatever the child starts)."""
-    enter = netns_enter_fn(netns)
+def child_setup(netns: str | None, huge_pages: bool) -> Callable[[], None]:
+    """For subprocess preexec_fn: into the pod's network namespace (None: stay), and without
+    transparent huge pages unless huge_pages (inherited by whatever the child starts)."""
+    enter = netns_enter_fn(netns) if netns is not None else None
 
     def setup() -> None:
-        enter()
+        if enter is not None:
+            enter()
         if not huge_pages:
             _libc.prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)
 
