@@ -60,6 +60,7 @@ async def run(args: argparse.Namespace) -> None:
                               make_cpu_groups, args.netns_prefix, args.node))
     log.info("CPU groups", **{kind: str(path) for kind, path in launchers.cpu_groups.items()})
     await asyncio.to_thread(launchers.start_fork_server)  # importing while the rest starts
+    await asyncio.to_thread(launchers.warm_caps)  # QEMU's capabilities probed meanwhile, once per node
     management = args.management_network or await asyncio.to_thread(
         guestfence.node_network, args.netns, args.address, podnet.netlink)
     if management is None:

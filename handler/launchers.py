@@ -6,6 +6,7 @@ A launcher runs in its own session and process group, so it outlives the handler
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -69,6 +70,7 @@ class Launchers:
         self.cpu_groups = cpu_groups or {}  # the node's guests' and launches' CPU groups (servicekit.cpugroup)
         # launchers forked from a pre-imported interpreter (launcher.forkserver), else spawned afresh
         self.fork_server = ForkServer(paths.log_dir / f"forkserver-{node}.log") if fork else None
+        self.warming: subprocess.Popen[bytes] | None = None  # launcher.warmcaps, once per start
         self.ovs_db = ovs_db  # the node's Open vSwitch database, for ovs NICs (--ovs-db)
         self.netlink: Netlink = netlink or PyrouteNetlink()  # only its namespace operations are used here
         self.node = node
@@ -158,7 +160,26 @@ class Launchers:
             except OSError as exc:
                 log.warning("launcher fork server not started; launchers are spawned afresh", error=str(exc))
 
+    def warm_caps(self) -> None:
+        """Once, as the node starts (with the fork server): libvirt's probe of QEMU into the node's
+        cache before the first launch needs it (launcher.warmcaps). Not waited for; best effort."""
+        if self.fork_server is None or self.warming is not None:
+            return
+        cmd = [sys.executable, "-m", "launcher.warmcaps", "--node-dir", str(self.paths.state_dir)]
+        if self.node_netns:
+            cmd += ["--netns", self.node_netns]
+        try:
+            with open(self.paths.log_dir / f"warmcaps-{self.node}.log", "ab") as logf:
+                self.warming = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                                start_new_session=True, close_fds=True)
+        except OSError as exc:
+            log.warning("QEMU capabilities not warmed; the first launch probes them", error=str(exc))
+
     def stop_fork_server(self) -> None:
+        if self.warming is not None and self.warming.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.warming.wait(10.0)  # seconds at most; it stops its own libvirtd
+
         if self.fork_server is not None:
             self.fork_server.stop()
 

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from launcher import namespaces, priority
+from launcher import memory, namespaces, priority
 from launcher.lifecycle import launch_failure
 from launcher.runner import REPORT_PATIENCE_S, LauncherArgs, Runner
 from proto import subjects
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     priority.lower_launcher()  # before any thread or child: all of them inherit it
     if ns.launch_cpu_group:  # with libvirtd and QEMU's start after it: the node's launches weigh as one
         cpugroup.join(Path(ns.launch_cpu_group), os.getpid())
+    memory.one_arena()  # before any thread, too
     try:
         args.vmi_dir.mkdir(parents=True, exist_ok=True)
         if launcherlock.hold(args.vmi_dir) is None:

@@ -116,7 +116,9 @@ def configure_compute(plan: DomainPlan, dom: ET.Element) -> None:
 # runs: 36 MiB of an idle test guest's QEMU (PSS) was that cache. A bounded one is flushed and refilled
 # when full, which costs CPU only while the guest runs more code than fits. QEMU backs it with huge
 # pages, so it is resident whole once the guest has filled it: 16 MiB were, in every idle test guest.
-TCG_TB_CACHE_MIB = 8
+# 4 MiB: the test guest boots and idles in it (its kernel's hot code is far smaller; boot code runs
+# once), and each MiB of it is a MiB of every guest's QEMU.
+TCG_TB_CACHE_MIB = 4
 
 
 def configure_features(plan: DomainPlan, dom: ET.Element) -> None:
@@ -211,8 +213,9 @@ DEVICE_CONFIGURATORS: list[Callable[[DomainPlan, ET.Element], None]] = [
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 ET.register_namespace("qemu", QEMU_NS)
 # glibc gives each QEMU thread that allocates (vCPU, I/O, RCU, workers) an arena of its own; with two,
-# an idle test guest's QEMU held 1.8 MiB less (its threads' arenas were mostly empty).
-QEMU_MALLOC_ARENAS = "2"
+# an idle test guest's QEMU held 1.8 MiB less (its threads' arenas were mostly empty), with one 1.2 MiB
+# less again (one vCPU under TCG: its threads allocate little, and seldom at once).
+QEMU_MALLOC_ARENAS = "1"
 
 
 def configure_qemu_env(plan: DomainPlan, dom: ET.Element) -> None:

@@ -119,6 +119,7 @@ class ForkServer:
         self.waiting: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, connection)
 
     def serve(self) -> None:
+        share_with_children()  # the first full collection (~30 ms) now, not in the first launch's way
         self.selector.register(self.listener, selectors.EVENT_READ, "accept")
         self.selector.register(self.parent, selectors.EVENT_READ, "parent")
         while True:

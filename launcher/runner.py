@@ -17,13 +17,14 @@ from typing import Any, Literal
 import libvirt
 import structlog
 
-from launcher import disks, lifecycle, namespaces, podnic, priority, secondarynics
+from launcher import disks, lifecycle, memory, namespaces, podnic, priority, secondarynics
 from launcher.backup import SnapshotTaker
 from launcher.console import ConsoleInput, ConsoleTail
 from launcher.dhcp_packet import Lease
 from launcher.dhcp_server import serve_dhcp_in_netns
 from launcher.dhcp_snoop import snoop_in_netns
 from launcher.domain import CONSOLE_SOCKET, VNC_SOCKET, compose_domain_xml, plan_domain, stable_mac
+from launcher.launchclock import LaunchClock
 from launcher.leasekeeper import LeaseKeeper, LeaseNotTaken
 from launcher.libvirtd import PrivateLibvirtd, lower_domain
 from launcher.masquerade import Masquerade
@@ -99,6 +100,7 @@ class Runner:
         self.interfaces: list[VMIInterface] = []  # as last reported
         self.started_at = processes.started_at()  # the launch's stages, said with Running
         self.ready_at: float | None = None
+        self.clock = LaunchClock(self.started_at)
         self.power = PowerKeeper(self.libvirtd, lambda: self.follower.dom, self.report_event)
         self.follower = DomainFollower(self.libvirtd, self.report_condition, vmi=args.vmi, netns=args.pod_netns,
                                        workdir=args.vmi_dir, on_change=self.power.poke)
@@ -128,10 +130,17 @@ class Runner:
         log.info("phase", phase=phase.value, reason=reason)
 
     async def run(self) -> int:
-        entry = await self.store.vmis.get(self.args.vmi)
+        self.libvirtd.begin(self.args.pod_netns, self.args.vmi_dir)
+        try:
+            entry = await self.store.vmis.get(self.args.vmi)
+        except BaseException:
+            await self._stop_libvirtd()
+            raise
         self.ready_at = time.time()  # connected, and the instance read: the launch's own work begins
+        self.clock.mark("ready")
         if entry is None or entry.value.uid != self.args.uid or entry.value.phase in FINAL_PHASES:
             log.info("instance is gone or finished; nothing to run")
+            await self._stop_libvirtd()
             return 0
         vmi = entry.value
         self.power.done = Done.at_start(vmi)
@@ -212,18 +221,23 @@ class Runner:
 
     async def _boot(self, vmi: VMI) -> Any:
         a = self.args
-        paths = await disks.prepare(vmi.spec, uid=a.uid, vmi_dir=a.vmi_dir, cache_dir=a.node_dir / "images",
-                                    images=self.store.images, volumes=await self._volumes(vmi),
-                                    volumes_dir=a.node_dir / "volumes", host_disk_dirs=a.host_disk_dirs)
         taps = self.taps = {iface.name: f"tap{i}" for i, iface in enumerate(vmi.spec.interfaces)}
-        for tap in taps.values():
-            await asyncio.to_thread(namespaces.create_tap, a.pod_netns, tap)
-        await self._plumb_network(vmi, taps)
+        # Disks and NICs at once (files and subprocesses beside netlink): neither needs the other.
+        # Both are let finish before a failure of either is raised, so nothing still plumbs as the
+        # launch is cleaned up.
+        made, plumbed = await asyncio.gather(self._disks(vmi), self._network(vmi, taps), return_exceptions=True)
+        for outcome in (made, plumbed):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert isinstance(made, dict)
+        paths = made
         self._dhcp = [asyncio.create_task(serve_dhcp_in_netns(a.pod_netns, lease, bridge, self._dhcp_stop))
                       for lease, bridge in self.leases]
         self._dhcp += [asyncio.create_task(snoop_in_netns(a.pod_netns, nic, mac, partial(self._learnt, name),
                                                           self._dhcp_stop)) for nic, name, mac in self._snoop]
+        self.clock.mark("network")
         await self.libvirtd.start(a.pod_netns, a.vmi_dir)
+        self.clock.mark("libvirtd")
         self._reaper = asyncio.create_task(reap_orphans())
         self.follower.watch()
         kinds: list[Literal["kvm", "qemu"]] = ["kvm", "qemu"] if a.kvm else ["qemu"]
@@ -232,6 +246,7 @@ class Runner:
                                serial_log=str(a.vmi_dir / "serial.log"), macs=self.macs)
             try:
                 dom = await self.libvirtd.define_and_start(compose_domain_xml(plan))
+                self.clock.mark("domain")
                 break
             except libvirt.libvirtError as exc:
                 if kind != "kvm":
@@ -244,8 +259,26 @@ class Runner:
             cpugroup.join, a.guest_cpu_group, qemu)
         log.info("guest below the control plane", nice=priority.GUEST_NICE, qemu=qemu,
                  cpu_group=str(a.guest_cpu_group) if grouped else None)
+        self.clock.mark("lowered")
         await self.set_phase(Phase.RUNNING)
+        self.clock.mark("reported")
+        self.clock.log()
+        memory.settle()
         return dom
+
+    async def _disks(self, vmi: VMI) -> disks.DiskPaths:
+        a = self.args
+        paths = await disks.prepare(vmi.spec, uid=a.uid, vmi_dir=a.vmi_dir, cache_dir=a.node_dir / "images",
+                                    images=self.store.images, volumes=await self._volumes(vmi),
+                                    volumes_dir=a.node_dir / "volumes", host_disk_dirs=a.host_disk_dirs)
+        self.clock.mark("disks")
+        return paths
+
+    async def _network(self, vmi: VMI, taps: dict[str, str]) -> None:
+        for tap in taps.values():
+            await asyncio.to_thread(namespaces.create_tap, self.args.pod_netns, tap)
+        await self._plumb_network(vmi, taps)
+        self.clock.mark("nics")
 
     async def _volumes(self, vmi: VMI) -> dict[str, PersistentVolume]:
         """The records of the volumes the VM uses; each must be on this node (the binder put it here),
@@ -380,12 +413,8 @@ class Runner:
             else:
                 self.power.want(Wanted.of(change.value))
 
-    async def _clean_up(self) -> None:
-        a = self.args
-        try:
-            await self.libvirtd.destroy_and_undefine(a.vmi)
-        except Exception:
-            log.warning("domain cleanup failed", exc_info=True)
+    async def _stop_libvirtd(self) -> None:
+        await self.libvirtd.settle()
         try:
             await asyncio.to_thread(self.libvirtd.stop)
         except Exception:
@@ -395,6 +424,15 @@ class Runner:
         leftover = await asyncio.to_thread(processes.end_children, 5.0)
         if leftover:
             log.warning("ended processes libvirtd left behind", pids=leftover)
+
+    async def _clean_up(self) -> None:
+        a = self.args
+        await self.libvirtd.settle()
+        try:
+            await self.libvirtd.destroy_and_undefine(a.vmi)
+        except Exception:
+            log.warning("domain cleanup failed", exc_info=True)
+        await self._stop_libvirtd()
         await asyncio.to_thread(namespaces.delete_netns, a.pod_netns)
         await asyncio.to_thread(secondarynics.unplug_ovs, a.vmi, a.secondary, a.ovs_db)
         for path in a.vmi_dir.iterdir() if a.vmi_dir.exists() else []:

@@ -28,6 +28,8 @@ def test_start_to_marker_and_idle_print_their_figures(lab: Lab) -> None:
     lab.cli("apply", "-f", str(EXAMPLES / "testvm-masquerade.yaml"))
     out = bench(lab, "start_to_marker.py", "--server", lab.url, "--runs", "1")
     assert re.search(r"median of 1: start->Running \d+\.\d+s, start->console marker \d+\.\d+s", out), out
+    assert re.search(r"start->Running by stage, median of 1: start->accepted \d+\.\d+s, .* "
+                     r"launcher ready->domain running \d+\.\d+s, domain running->seen Running -?\d+\.\d+s", out), out
     lab.cli("start", "testvm", "--wait", "--timeout", "300")
     out = bench(lab, "idle.py", "--seconds", "1", "--state-dir", str(lab.state_dir))
     assert re.search(r"CPU in % of one core: QEMU \d+\.\d+, launcher \d+\.\d+, libvirtd \d+\.\d+", out), out

@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from handler.launchers import Launchers, NodePaths, netns_pids
 from servicekit.fake_netlink import FakeNetlink
 
@@ -38,3 +40,38 @@ def test_clean_up_after_a_launcher_that_removed_its_own_pod(tmp_path: Path) -> N
     handler.clean_up("vm1")
     assert netlink.history == [] and not handler.paths.vmi_dir("vm1").exists()
     assert netns_pids("vbtest-node1-vm1", netlink) == []  # no netns, no processes
+
+
+class Spawned:
+    """Stands in for subprocess.Popen: what was started, and a process still running."""
+
+    started: list[list[str]] = []
+
+    def __init__(self, cmd: list[str], **kwargs: object) -> None:
+        Spawned.started.append(cmd)
+
+    def poll(self) -> int | None:
+        return None
+
+    def wait(self, timeout: float | None = None) -> int:
+        raise subprocess.TimeoutExpired("warmcaps", timeout or 0.0)
+
+
+def test_the_node_warms_qemu_capabilities_once_as_it_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(subprocess, "Popen", Spawned)
+    Spawned.started = []
+    (tmp_path / "logs").mkdir()
+    handler = Launchers(NodePaths(tmp_path / "state", tmp_path / "logs"), node="node1", nats_url="nats://x",
+                        netns_prefix="vbtest", kvm=False, netlink=FakeNetlink(), node_netns="vbtest-node1", fork=True)
+    handler.warm_caps()
+    handler.warm_caps()  # a second call (a restarted fork server) starts no second one
+    assert [cmd[1:] for cmd in Spawned.started] == [
+        ["-m", "launcher.warmcaps", "--node-dir", str(tmp_path / "state"), "--netns", "vbtest-node1"]]
+    handler.stop_fork_server()  # waits a while for it, and lets it be
+
+
+def test_no_warming_where_launchers_are_spawned_afresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(subprocess, "Popen", Spawned)
+    Spawned.started = []
+    launchers(tmp_path, FakeNetlink()).warm_caps()
+    assert Spawned.started == []
