@@ -102,10 +102,12 @@ async def run(n: int, clients: int, strategy: str, replicas: int, profile: str |
             elapsed = time.perf_counter() - t0
             cpu = sum(cpu_s(p) for p in pids) - cpu0
             nats_cpu = cpu_s(server.procs[0].pid) - nats0
+            stored = len(await (await nc.jetstream().key_value(subjects.BUCKET_VMS)).keys())
         finally:
             await nc.close()
     print(f"{n} VMs (runStrategy {strategy}) created through the API by {clients} concurrent clients, "
           f"{replicas} scheduler process(es)")
+    print(f"VMs stored: {stored}/{n}")
     print(f"creates/s: {n / elapsed:.0f} ({elapsed:.1f} s); busy answers retried: {retries}")
     print(f"request latency: P50 {percentile(latencies, 50) * 1000:.1f} ms, "
           f"P99 {percentile(latencies, 99) * 1000:.1f} ms")
