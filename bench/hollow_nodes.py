@@ -123,8 +123,15 @@ async def create_all(nc: Client, names: list[tuple[str, str | None]],
                 raise RuntimeError(f"{name}: {reply}")
             await asyncio.sleep(0.5)
 
-    for i in range(0, len(names), parallel):
-        await asyncio.gather(*(one(n, node) for n, node in names[i:i + parallel]))
+    # ``parallel`` senders, each sending its next request as soon as its last is answered (as many
+    # users would): never a batch waiting for its slowest request while the API has room
+    todo = iter(names)
+
+    async def sender() -> None:
+        for name, node in todo:
+            await one(name, node)
+
+    await asyncio.gather(*(sender() for _ in range(parallel)))
 
 
 @dataclass

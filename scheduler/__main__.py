@@ -39,7 +39,9 @@ async def run(url: str, metrics_address: str | None, creds: str | None, node_los
     api = Api(store, readiness=nodes.readiness, config=config)
     service = await serve(store.nc, name="virtbus-api", version=VERSION, queue=subjects.API_QUEUE,
                           description="virtbus api: VMs, instances, nodes, images", endpoints=api.endpoints())
-    nodeapi = NodeApi(store, nodes=lambda: nodes.nodes.values() if nodes.primed else None)
+    leader: list[Scheduler] = []  # made below: it releases addresses through the node API
+    nodeapi = NodeApi(store, nodes=lambda: nodes.nodes.values() if nodes.primed else None,
+                      cached_vmi=lambda name: leader[0].cached_vmi(name) if leader else None)
     node_service = await serve(store.nc, name="virtbus-nodeapi", version=VERSION, queue=subjects.NODEAPI_QUEUE,
                                description="what nodes report: registration, VMI status, addresses",
                                endpoints=nodeapi.endpoints())
@@ -48,6 +50,7 @@ async def run(url: str, metrics_address: str | None, creds: str | None, node_los
         metrics.serve(metrics_address)
         log.info("metrics", url=f"http://{metrics_address}/metrics")
     scheduler = Scheduler(store, metrics=metrics, nodes=nodes, release=nodeapi.release_secondary, config=config)
+    leader.append(scheduler)
 
     endpoints = EndpointsController(store, vmi_changes=scheduler.vmi_changes)
     led: list[asyncio.Task[None]] = []

@@ -134,7 +134,9 @@ class Api:
         return parsed
 
     async def _view(self, entry: Entry[VM]) -> VMView:
-        vmi = await self.store.vmis.get(entry.key)
+        return self._view_of(entry, await self.store.vmis.get(entry.key))
+
+    def _view_of(self, entry: Entry[VM], vmi: Entry[VMI] | None) -> VMView:
         vmi_value = vmi.value if vmi else None
         return VMView(vm=entry.value, revision=entry.revision, vmi=vmi_value,
                       printable_status=printable_status(entry.value, vmi_value, self.clock()))
@@ -153,7 +155,9 @@ class Api:
             if exc.code is Code.ALREADY_EXISTS:
                 raise ApiError(Code.ALREADY_EXISTS, f"VM {spec.name!r} already exists", "metadata.name") from None
             raise
-        return VMReply(item=await self._view(Entry(spec.name, vm, rev)))
+        # the instance read above is the view's: a VM just created has none of its own yet, and
+        # reading it again would be a third round trip per create
+        return VMReply(item=self._view_of(Entry(spec.name, vm, rev), alone))
 
     async def vm_apply(self, body: bytes) -> VMReply:
         """Create, or replace the spec of an existing VM (a running instance keeps its spec)."""

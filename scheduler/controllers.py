@@ -119,6 +119,10 @@ class Scheduler:
         await self.binder.close()
         await self.events.close()
 
+    def cached_vmi(self, name: str) -> Entry[VMI] | None:
+        """The leader's copy of a VMI, as its watch last brought it; None when not leading."""
+        return self.vmis.entries.get(name) if self._watching else None
+
     def _binder(self) -> Binder:
         return Binder(self.store.vmis, self.vmis, self.nodes, store=self.store, clock=self.clock,
                       counters=self.counters, metrics=self.metrics, events=self.events,
@@ -176,8 +180,18 @@ class Scheduler:
         since a cache may miss a deletion made while its watch was down."""
         if self._watching:
             vm, vmi = self.vms.entries.get(name), self.vmis.entries.get(name)
-            if not self._acts(vm, vmi, self._plan(vm, vmi, self.clock())):
+            action = self._plan(vm, vmi, self.clock())
+            if not self._acts(vm, vmi, action):
                 await self._reconcile(name, vm, vmi)
+                return
+            if action is Action.CREATE_VMI and vmi is None:
+                # A new VM's instance (every VM of a burst of creates): the VM is read again, but not
+                # its instance, since the create itself fails if one exists (CAS on absence).
+                stored = await self.store.vms.get(name)
+                if stored is not None and self._plan(stored, None, self.clock()) is Action.CREATE_VMI:
+                    await self._reconcile(name, stored, None)
+                    return
+                await self._reconcile(name, stored, await self.store.vmis.get(name))
                 return
         await self._reconcile(name, await self.store.vms.get(name), await self.store.vmis.get(name))
 
@@ -210,12 +224,15 @@ class Scheduler:
             new = VMI(name=name, uid=str(uuid.uuid4()), spec=vm.value.spec, created_at=self.clock())
             try:
                 await self.store.vmis.create(name, new)
-                await self.event("VirtualMachine", name, "SuccessfulCreate", f"created instance {new.uid}")
+                # recorded off this path (the binder's sink), as the instance's Scheduled event is
+                self.events.record(self._event("VirtualMachine", name, "SuccessfulCreate",
+                                               f"created instance {new.uid}"))
             except ApiError as exc:
                 if exc.code is not Code.ALREADY_EXISTS:
                     raise
-            await self.store.vms.mutate(name, lambda v: msgspec.structs.replace(
-                v, start_requested=False, restart_of=None))
+            if vm.value.start_requested or vm.value.restart_of is not None:  # else nothing to clear: no read
+                await self.store.vms.mutate(name, lambda v: msgspec.structs.replace(
+                    v, start_requested=False, restart_of=None))
         elif action is Action.RESET_FAILURES:
             await self.store.vms.mutate(name, lambda v: msgspec.structs.replace(v, failures=0, next_start_at=0.0))
         elif action is Action.CLEAR_START_REQUEST:
@@ -253,8 +270,12 @@ class Scheduler:
 
     async def event(self, kind: str, name: str, reason: str, message: str, *, warning: bool = False,
                     node: str | None = None) -> None:
-        await self.store.emit(Event(kind=kind, name=name, reason=reason, message=message, timestamp=self.clock(),
-                                    type="Warning" if warning else "Normal", node=node))
+        await self.store.emit(self._event(kind, name, reason, message, warning=warning, node=node))
+
+    def _event(self, kind: str, name: str, reason: str, message: str, *, warning: bool = False,
+               node: str | None = None) -> Event:
+        return Event(kind=kind, name=name, reason=reason, message=message, timestamp=self.clock(),
+                     type="Warning" if warning else "Normal", node=node)
 
     # --- node lifecycle -------------------------------------------------------------------------
     async def _node_lifecycle(self) -> None:

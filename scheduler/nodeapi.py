@@ -31,12 +31,12 @@ from proto.nodeapi import (
     check_bound,
 )
 from proto.spec import NetworkAttachment
-from proto.state import Node
+from proto.state import VMI, Node
 from proto.validation import check_name, validate_node_registration
 from scheduler.snapshots import SnapshotNodeApi
 from servicekit.claims import claim_address, release_address
 from servicekit.endpoints import Endpoint
-from servicekit.store import Bucket, Store
+from servicekit.store import Bucket, Entry, Store
 
 log = structlog.get_logger()
 _CLAIM_ATTEMPTS = 20  # registrations racing for the same free node network
@@ -44,12 +44,16 @@ _CLAIM_ATTEMPTS = 20  # registrations racing for the same free node network
 
 class NodeApi:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time,
-                 nodes: Callable[[], Iterable[Node] | None] | None = None) -> None:
+                 nodes: Callable[[], Iterable[Node] | None] | None = None,
+                 cached_vmi: Callable[[str], Entry[VMI] | None] | None = None) -> None:
         """nodes: the process's watched node records (None until its watch has read them all), for
-        the address check without reading the whole bucket at every registration."""
+        the address check without reading the whole bucket at every registration. cached_vmi: the
+        leader's copy of a VMI (None when this process does not lead or has none), so a status
+        report is one write, not a read and a write."""
         self.store = store
         self.clock = clock
         self.nodes = nodes
+        self.cached_vmi = cached_vmi
         self.cidrs: Bucket[str] = Bucket(store.raw[subjects.BUCKET_IPAM], str)
         self.tables: Bucket[dict[str, str]] = Bucket(store.raw[subjects.BUCKET_IPAM], dict[str, str])
         self.networks: Bucket[NetworkAttachment] = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
@@ -129,7 +133,7 @@ class NodeApi:
         report = decode_request(body, StatusReport)
         check_name(report.vmi, "vmi")
         now = self.clock()
-        entry = await self.store.vmis.mutate(report.vmi, lambda v: apply_report(v, report, node, now))
+        entry = await self._apply(report, node, now)
         if entry is None:
             raise ApiError(Code.NOT_FOUND, f"VMI {report.vmi} not found")
         check_bound(entry.value, node, report.uid)
@@ -139,6 +143,24 @@ class NodeApi:
                                         message=report.event.message[:1000], timestamp=now, node=node,
                                         type="Warning" if report.event.warning else "Normal"))
         return StatusReply(applied=applied, phase=entry.value.phase)
+
+    async def _apply(self, report: StatusReport, node: str, now: float) -> Entry[VMI] | None:
+        """The report written on the leader's copy of the VMI when it has one (the write's CAS checks
+        that the copy is current); else, or when the copy is not current (a conflict), or when on the
+        copy it would be refused or change nothing, judged again on what the store holds."""
+        cached = self.cached_vmi(report.vmi) if self.cached_vmi is not None else None
+        if cached is not None:
+            try:
+                new = apply_report(cached.value, report, node, now)
+            except ApiError:
+                new = None  # the store's copy may be newer: it decides
+            if new is not None and new != cached.value:
+                try:
+                    return Entry(report.vmi, new, await self.store.vmis.update(report.vmi, new, cached.revision))
+                except ApiError as exc:
+                    if exc.code is not Code.CONFLICT:
+                        raise
+        return await self.store.vmis.mutate(report.vmi, lambda v: apply_report(v, report, node, now))
 
     async def attach(self, subject: str, body: bytes) -> AttachReply:
         """Addresses for the VMI's secondary NICs, unique in the cluster and kept by the VM."""
