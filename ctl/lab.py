@@ -299,8 +299,7 @@ def down(cfg: LabConfig) -> None:
         processes.end([int(p) for p in pids.split()], 5)  # only processes inside the lab's own namespaces
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
     for group in lab_cpu_groups(cfg):  # labd removes them; this is for a lab whose labd is gone
-        if group.exists():
-            cpugroup.remove(group)
+        cpugroup.remove(group)
     shutil.rmtree(cfg.root, ignore_errors=True)
     say(f"lab: down; removed {cfg.root}")
 

@@ -116,7 +116,7 @@ def main() -> None:
         print(f"labd: ending pid {pid} ({processes.command(pid)}), left behind", flush=True)
     processes.end_children(10)
     for group in lab_cpu_groups(cfg):  # the nodes' guests' and launches' CPU groups, now empty
-        if group.exists() and not cpugroup.remove(group):
+        if not cpugroup.remove(group):
             print(f"labd: CPU group {group} not removed: {cpugroup.members(group)} still in it", flush=True)
 
 

@@ -112,14 +112,18 @@ class Initial:
         self.received = 0
         self.seen: set[str] = set()
         self.wanted: set[str] | None = None
+        self.asked = False  # once: an unanswered ask leaves it to pending 0, not to a request per update
 
     def saw(self, key: str, pending: int) -> bool:
-        """Counts one delivery; True when it is time to ask which keys there are."""
+        """Counts one delivery; True, once, when it is time to ask which keys there are."""
         self.received += 1
         self.seen.add(key)
         if self.first_pending is None:
             self.first_pending = pending
-        return self.wanted is None and pending > 0 and self.received > self.first_pending
+        if self.asked or pending == 0 or self.received <= self.first_pending:
+            return False
+        self.asked = True
+        return True
 
     def expect(self, keys: Iterable[str]) -> None:
         self.wanted = set(keys)

@@ -98,3 +98,13 @@ def test_the_current_values_end_when_pending_is_0_or_every_key_has_come() -> Non
     assert not busy.done(6)  # b's value was replaced behind the others: it has not come yet
     assert not busy.saw("a", 7) and not busy.done(7)
     assert not busy.saw("b", 8) and busy.done(8)
+
+
+def test_the_keys_are_asked_for_once_even_when_unanswered() -> None:
+    from servicekit.kvwatch import Initial
+
+    busy = Initial()
+    assert not busy.saw("a", 2) and not busy.saw("b", 3)
+    assert busy.saw("c", 4) and busy.wanted is None  # time to ask; the ask got no answer
+    assert not busy.saw("d", 5) and not busy.saw("e", 6)  # not asked again on every update
+    assert busy.done(0)  # pending 0 still ends it
