@@ -67,7 +67,8 @@ async def run(args: argparse.Namespace) -> None:
         log.warning("no management network (give --address or --management-network): guests are kept off "
                     "this node and the other nodes' addresses only")
     agent = Agent(store, node, launchers, podnet, nodeapi, management=management,
-                  image_cache_bound=args.image_cache_max, ovs_db=args.ovs_db)
+                  image_cache_bound=args.image_cache_max, ovs_db=args.ovs_db,
+                  parallel_launches=args.parallel_launches)
     await agent.start()
     router = None
     if args.router_port and haproxy_installed():  # Routes and Ingresses on the node's address
@@ -122,6 +123,12 @@ def _bridge(name: str) -> str:
 def _router_port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port (0: no proxy)")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
     return int(text)
 
 
@@ -182,6 +189,9 @@ def main() -> None:
     parser.add_argument("--router-port", default=80, type=_router_port,
                         help="the port of the node's HTTP proxy serving Routes and Ingresses on --address "
                              "(default 80; 0: none)")
+    parser.add_argument("--parallel-launches", type=_positive, default=None, metavar="N",
+                        help="instances starting at once on this node, the rest waiting their turn "
+                             "(default: one per core)")
     parser.add_argument("--no-kvm", action="store_true", help="run guests under TCG even if KVM works")
     parser.add_argument("--fork-launchers", action=argparse.BooleanOptionalAction, default=True,
                         help="fork launchers from a pre-imported process (launcher.forkserver) rather than "

@@ -6,6 +6,7 @@ a launcher could not (it died) and cleans up after them.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Network
@@ -19,6 +20,7 @@ from handler.floatingips import FloatingIPs
 from handler.guestfence import GuestFence
 from handler.imagecache import DEFAULT_BOUND, ImageCache
 from handler.launchers import Launcher, Launchers
+from handler.launchslots import LaunchSlots
 from handler.nodeports import NodePorts
 from handler.podnet import POD_BRIDGE, PodNetwork
 from handler.secondary import SecondaryNetworks
@@ -30,7 +32,7 @@ from handler.volumework import VolumeWork
 from proto import ipam
 from proto.errors import ApiError
 from proto.nodeapi import EventNote, StatusReport, tidy
-from proto.state import VMI, Node, Phase
+from proto.state import FINAL_PHASES, VMI, Node, Phase
 from servicekit.informer import shared
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
@@ -43,7 +45,10 @@ HEARTBEAT_S = 2.0
 class Agent:
     def __init__(self, store: Store, node: Node, launchers: Launchers, podnet: PodNetwork, nodeapi: NodeApiClient,
                  *, clock: Callable[[], float] = time.time, management: IPv4Network | None = None,
-                 image_cache_bound: int = DEFAULT_BOUND, ovs_db: str | None = None) -> None:
+                 image_cache_bound: int = DEFAULT_BOUND, ovs_db: str | None = None,
+                 parallel_launches: int | None = None) -> None:
+        """parallel_launches: instances starting at once here (default: one per core of the machine);
+        the rest wait their turn, oldest first (handler.launchslots)."""
         self.store = store
         self.podnet = podnet
         self.nodeapi = nodeapi
@@ -63,6 +68,7 @@ class Agent:
         self.sync_status = SyncStatus(nodeapi, node.name)
         self.clock = clock
         self.queue = WorkQueue(self.reconcile, bind=("vm", "vmi"))
+        self.slots = LaunchSlots(parallel_launches or os.cpu_count() or 1)
         self.exits = ExitWatch(self.queue.kick)  # a launcher's end reconciled at once, not at the next look
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -129,11 +135,16 @@ class Agent:
             for name, launcher in list(self.launchers.running.items()):
                 if not launcher.alive():
                     self.queue.kick(name)
+            for name in self.slots.expire(self.clock()):  # a slow launch no longer holds up the line
+                self.queue.kick(name)
 
     async def reconcile(self, name: str) -> None:
         entry = await self.store.vmis.get(name)
         vmi = entry.value if entry else None
         launcher = self.launchers.running.get(name)
+        if self.slots.knows(name) and launch_over(vmi, launcher, self.node.name):
+            for turn in self.slots.release(name):
+                self.queue.kick(turn)
         seen = None if launcher is None else vmiplan.Seen(
             uid=launcher.uid, alive=launcher.alive(), lost_the_race=launcher.lost_the_race(),
             exit_code=launcher.returncode())
@@ -169,6 +180,9 @@ class Agent:
                     self.exits.watch(name, adopted)
                 return False
             case Step.SPAWN if vmi is not None:
+                if not self.slots.take(name, vmi.created_at, self.clock()):
+                    log.info("waiting for a launch slot", vmi=name, waiting=self.slots.waiting)
+                    return False  # kicked again when its turn comes
                 await self._spawn(vmi)
             case Step.REPORT_END if vmi is not None and act.phase is not None:
                 if act.phase is Phase.FAILED:
@@ -235,3 +249,9 @@ class Agent:
     async def _forget(self, name: str) -> None:
         self.launchers.forget(name)
         await asyncio.to_thread(self.launchers.clean_up, name)
+
+
+def launch_over(vmi: VMI | None, launcher: Launcher | None, node: str) -> bool:
+    """An instance no longer starting here: it runs or ended, went, moved, or its launcher exited."""
+    return (vmi is None or vmi.node_name != node or vmi.phase is Phase.RUNNING or vmi.phase in FINAL_PHASES
+            or (launcher is not None and not launcher.alive()))

@@ -262,7 +262,8 @@ class Runner:
         self.clock.mark("lowered")
         await self.set_phase(Phase.RUNNING)
         self.clock.mark("reported")
-        self.clock.log()
+        self.clock.log(libvirtd=processes.cpu_seconds(self.libvirtd.pid) if self.libvirtd.pid else None,
+                       qemu=processes.cpu_seconds(qemu) if qemu else None)
         memory.settle()
         return dom
 

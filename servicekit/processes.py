@@ -88,3 +88,13 @@ def started_at(pid: int | str = "self") -> float | None:
     except (OSError, IndexError, ValueError):
         return None
     return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def cpu_seconds(pid: int | str = "self") -> float | None:
+    """User plus system CPU seconds the process has used (its own threads, not its children's);
+    None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
