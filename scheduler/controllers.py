@@ -140,6 +140,7 @@ class Scheduler:
     async def _watch_vms(self) -> None:
         async for change in self.store.vms.watch():
             self.vms.apply(change)  # before the kick: the reconcile it brings sees it
+            self.workloads.vm_changed(change)
             self._vm_queue.kick(change.key)
 
     async def _watch_vmis(self) -> None:
