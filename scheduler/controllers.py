@@ -223,14 +223,21 @@ class Scheduler:
         log.info("vm action", vm=name, action=action.value)
         if action is Action.CREATE_VMI and vm is not None:
             new = VMI(name=name, uid=str(uuid.uuid4()), spec=vm.value.spec, created_at=self.clock())
+            # leading, the binder binds it in the create itself where it can (scheduler.binder.bind_new)
+            bound = self.binder.bind_new(new) if self._watching and self.vmis.primed else None
             try:
-                await self.store.vmis.create(name, new)
+                revision = await self.store.vmis.create(name, bound or new)
+            except BaseException as exc:
+                if bound is not None:
+                    self.binder.not_created(name)
+                if not isinstance(exc, ApiError) or exc.code is not Code.ALREADY_EXISTS:
+                    raise
+            else:
                 # recorded off this path (the binder's sink), as the instance's Scheduled event is
                 self.events.record(self._event("VirtualMachine", name, "SuccessfulCreate",
                                                f"created instance {new.uid}"))
-            except ApiError as exc:
-                if exc.code is not Code.ALREADY_EXISTS:
-                    raise
+                if bound is not None:
+                    self.events.record(self.binder.created(bound, revision))
             if vm.value.start_requested or vm.value.restart_of is not None:  # else nothing to clear: no read
                 await self.store.vms.mutate(name, lambda v: msgspec.structs.replace(
                     v, start_requested=False, restart_of=None))
