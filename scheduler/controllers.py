@@ -68,6 +68,7 @@ class Scheduler:
         self.vms = VmCache(store.vms)
         self._vmis_changed = asyncio.Event()
         self._watching = False  # leading, the watches keeping both caches: the VM controller looks there first
+        self._live_vms: set[str] = set()  # VMs the running vms watch brought: its deletion would come the same way
         self._prime_lock = asyncio.Lock()
         self.events = EventSink(store.emit)
         self.binder = self._binder()
@@ -138,7 +139,14 @@ class Scheduler:
                 self.binder.kick(vmi.name)
 
     async def _watch_vms(self) -> None:
+        # a new watch: what the last one brought is not known current (a deletion made while no watch
+        # ran is never delivered), until this one brings it again
+        self._live_vms.clear()
         async for change in self.store.vms.watch():
+            if change.value is None:
+                self._live_vms.discard(change.key)
+            else:
+                self._live_vms.add(change.key)
             self.vms.apply(change)  # before the kick: the reconcile it brings sees it
             self.workloads.vm_changed(change)
             self._vm_queue.kick(change.key)
@@ -186,8 +194,13 @@ class Scheduler:
                 await self._reconcile(name, vm, vmi)
                 return
             if action is Action.CREATE_VMI and vmi is None:
-                # A new VM's instance (every VM of a burst of creates): the VM is read again, but not
-                # its instance, since the create itself fails if one exists (CAS on absence).
+                # A new VM's instance (every VM of a burst of creates): not its instance, since the
+                # create itself fails if one exists (CAS on absence); nor the VM when the running watch
+                # brought it (a deletion after comes by that watch and deletes the instance, as a deletion
+                # racing a read would), else it is read again.
+                if name in self._live_vms:
+                    await self._reconcile(name, vm, None)
+                    return
                 stored = await self.store.vms.get(name)
                 if stored is not None and self._plan(stored, None, self.clock()) is Action.CREATE_VMI:
                     await self._reconcile(name, stored, None)
