@@ -76,11 +76,13 @@ async def watch(kv: KeyValue, keys: str = ">") -> AsyncGenerator[RawUpdate | Non
     try:
         info = await sub.consumer_info()
         initial: Initial | None = None
+        following = False  # on a consumer of the changes from a sequence on (``_follow``)
         if info.num_pending == 0 and (info.delivered is None or not info.delivered.consumer_seq):
             yield None
+            # none of the keys is there: the changes from where the consumer began on are all to come
+            following = await _follow(sub, info.delivered.stream_seq if info.delivered is not None else 0)
         else:
             initial = Initial()
-        following = False  # on a consumer of the changes from a sequence on (``_follow``)
         while True:
             msg = await queue.get()
             meta = msg.metadata
@@ -136,16 +138,17 @@ class Initial:
         return pending == 0 or (self.wanted is not None and self.wanted <= self.seen)
 
 
-async def _follow(sub: Any) -> bool:
-    """Once the current values are in (and a first message has come: its sequence is where to go on
-    from), the watch goes on with a consumer of every change from the next sequence on, as nats-py's
-    ordered consumer does after a gap (its consumer renamed, _rename_on_reset). The last-per-subject
-    consumer that delivers the current values is costly to keep: nats-server 2.9 counts what it has
-    pending after each message it delivers by walking every key of the stream (profile of
-    bench/hollow_nodes.py: a third of nats-server's CPU at 10,000 keys); from a sequence on, the count
-    looks only at what came after it. True once switched (or when there is nothing to switch)."""
+async def _follow(sub: Any, began: int = 0) -> bool:
+    """Once the current values are in, the watch goes on with a consumer of every change from the next
+    sequence on, as nats-py's ordered consumer does after a gap (its consumer renamed,
+    _rename_on_reset): from after the last message handed over, or, none of the keys being there,
+    from where the consumer said it began (``began``). The last-per-subject consumer that delivers the
+    current values is costly to keep: nats-server 2.9 counts what it has pending after each message it
+    delivers by walking every key of the stream (profile of bench/hollow_nodes.py: a third of
+    nats-server's CPU at 10,000 keys); from a sequence on, the count looks only at what came after it.
+    True once switched (or when there is nothing to switch); False: no sequence to go on from yet."""
     jsi = getattr(getattr(sub, "_sub", None), "_jsi", None)
-    sseq = getattr(jsi, "_sseq", 0)
+    sseq = max(getattr(jsi, "_sseq", 0) or 0, began)  # never before what was handed over already
     if jsi is None or not hasattr(jsi, "reset_ordered_consumer"):
         return True
     if not sseq:

@@ -84,3 +84,30 @@ async def test_a_following_watch_is_one_consumer_from_a_sequence(store: Store) -
     change = await asyncio.wait_for(following, 5)
     assert change is not None and change.value is not None and change.value.created_at == 1.0
     await changes.aclose()
+
+
+async def test_a_watch_of_keys_not_there_follows_from_where_it_began(store: Store) -> None:
+    """None of the watched keys there (a node's before its first VMI): the watch follows the changes
+    from where its consumer began at once, and each change of its keys comes once, none of the others."""
+    for i in range(5):
+        await store.vmis.put(f"other{i}", VMI(name=f"other{i}", uid="u", spec=VMSpec(name=f"other{i}", memory="64Mi"),
+                                              created_at=0.0))
+    changes = store.vmis.updates("vm0")
+    assert (await anext(changes)) is None  # no current value
+    following = asyncio.create_task(anext(changes))
+    policies: list[object] = []
+    for _ in range(100):
+        policies = [c.config.deliver_policy for c in await store.js.consumers_info(f"KV_{subjects.BUCKET_VMIS}")]
+        if policies == [DeliverPolicy.BY_START_SEQUENCE]:
+            break
+        await asyncio.sleep(0.05)
+    assert policies == [DeliverPolicy.BY_START_SEQUENCE]
+    for at in (1.0, 2.0):
+        await store.vmis.put("other0", VMI(name="other0", uid="u", spec=VMSpec(name="other0", memory="64Mi"),
+                                           created_at=at))
+        await store.vmis.put("vm0", VMI(name="vm0", uid="u", spec=VMSpec(name="vm0", memory="64Mi"), created_at=at))
+    first = await asyncio.wait_for(following, 5)
+    second = await asyncio.wait_for(anext(changes), 5)
+    assert [c.value.created_at if c is not None and c.value is not None else None
+            for c in (first, second)] == [1.0, 2.0]
+    await changes.aclose()
