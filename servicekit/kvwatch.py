@@ -10,7 +10,9 @@ watchers of a bucket each get every key. Here:
 - the end of the current values is taken from the server's count of what the consumer delivered
   and has pending, not from what this client has processed yet. While the keys keep changing that
   count never reaches 0: once more has come than was pending at the first delivery, the watch asks
-  which keys the bucket has and ends the current values when each has come (``Initial``).
+  which keys the bucket has and ends the current values when each has come (``Initial``);
+- once it has the current values, the watch goes on with a consumer of the changes from the next
+  sequence on, not the last-per-subject one (``_follow``: what nats-server costs for each).
 """
 
 from __future__ import annotations
