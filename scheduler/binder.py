@@ -45,6 +45,9 @@ IN_FLIGHT = 128  # CAS writes awaiting their acknowledgement at a time
 # by allocation is not quite their order by score (py-spy: walking 100 was a quarter of the binder)
 ENOUGH_NODES = 16
 READINESS_FOR_S = 0.5  # node readiness is judged again at most this often (it changes on a 15 s scale)
+# a VMI bound as it is created (bind_new) syncs the index's nodes at most this often: per create, the walk
+# over every node record would cost more than the decision; a batch of the binder's syncs at its start too
+SYNC_NEW_S = 0.1
 RETRY_S = 1.0
 
 
@@ -115,6 +118,7 @@ class Binder:
         self._gate = asyncio.Semaphore(in_flight)
         self._writes: set[asyncio.Task[None]] = set()
         self._readiness: tuple[float, dict[str, float], dict[str, bool]] | None = None  # (when, distrusted, verdict)
+        self._synced_at = float("-inf")  # the index's nodes last synced (time.monotonic)
 
     def kick(self, name: str) -> None:
         if name in self._writing:
@@ -153,6 +157,41 @@ class Binder:
             await self.events.flushed()
         return event is not None and write.node is not None
 
+    def bind_new(self, vmi: VMI) -> VMI | None:
+        """A VMI about to be created, bound in the same write (the VM controller's create): one write
+        and one watched change per instance fewer than creating it unbound and binding it after. The
+        decision is the binder's (same caches, same capacity assumed before the write, so no
+        overcommit); None when it needs a round trip (volumes, secondary networks), fits nowhere or is
+        already being decided: then it is created unbound and the binder decides it as ever. The
+        caller's create, by CAS on absence, then ``created`` or ``not_created``."""
+        name, spec = vmi.name, vmi.spec
+        if (name in self.vmis.entries or name in self._writing or name in self._pending  # not new to the binder
+                or self.index.assumed(name) is not None or vmi.node_name or vmi.phase in FINAL_PHASES
+                or vmi.stop_requested or next(iter(claims(spec.volumes)), None) is not None
+                or any(n.kind == "multus" for n in spec.networks)):
+            return None
+        if time.monotonic() - self._synced_at > SYNC_NEW_S:  # the batches' sync, at most this often here
+            self._sync_nodes()
+        now = self.clock()
+        choice = placement.place(spec, self.index.candidates(), None, frozenset(), enough=self.enough)
+        if choice.node is None:
+            return None
+        self.index.assume(name, choice.node, self.index.request(vmi))
+        cond = Condition(type="PodScheduled", status="True", reason="Scheduled",
+                         message=f"bound to {choice.node} ({choice.message})", last_transition_time=now)
+        return msgspec.structs.replace(vmi, phase=Phase.SCHEDULED, node_name=choice.node,
+                                       conditions=_with(vmi, cond))
+
+    def created(self, vmi: VMI, revision: int) -> Event:
+        """``bind_new``'s VMI was created: its assumption confirmed, the bind counted; its Scheduled event."""
+        self.vmis.wrote(vmi.name, vmi, revision)
+        node = vmi.node_name or ""
+        return self._bound(_Write(vmi.name, revision, vmi, node, "", vmi.created_at))
+
+    def not_created(self, name: str) -> None:
+        """``bind_new``'s create failed: its assumption goes."""
+        self.index.forget(name)
+
     async def close(self) -> None:
         """Writes in flight finish (for a moment), then the rest are cancelled: CAS keeps that safe."""
         if self._writes:
@@ -164,6 +203,7 @@ class Binder:
 
     # --- deciding ---------------------------------------------------------------------------------
     def _sync_nodes(self) -> None:
+        self._synced_at = time.monotonic()
         self.index.set_cpu_ratio(self.cpu_ratio())
         self.index.sync_nodes(self.nodes.nodes, self._ready())
 
@@ -290,11 +330,15 @@ class Binder:
             self.metrics.unschedulable.inc()
             log.info("unschedulable", vmi=name, reason=write.message)
             return _event(name, "FailedScheduling", write.message, write.decided_at, warning=True)
+        return self._bound(write)
+
+    def _bound(self, write: _Write) -> Event:
+        node = write.node or ""
         self.counters.binds += 1
         self.metrics.binds.inc()
         self.metrics.latency.observe(max(write.decided_at - write.value.created_at, 0.0))
-        self.bound_log.bound(name, write.node)
-        return _event(name, "Scheduled", f"bound to {write.node}", write.decided_at, node=write.node)
+        self.bound_log.bound(write.name, node)
+        return _event(write.name, "Scheduled", f"bound to {node}", write.decided_at, node=node)
 
 
 def _event(name: str, reason: str, message: str, at: float, *, warning: bool = False,

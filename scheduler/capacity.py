@@ -74,7 +74,11 @@ class CapacityIndex:
             self._release(name)
         elif vmi.node_name is not None:
             request = self._request(vmi)
-            if held is None or held.assumed or held.node != vmi.node_name or held.request != request:
+            if held is not None and held.assumed and held.node == vmi.node_name and held.request == request:
+                # the bind as assumed, now seen: what the node holds is the same, so it is not counted
+                # again (nor its heap entry renewed: half the entries a burst of binds leaves stale)
+                held.assumed = False
+            elif held is None or held.assumed or held.node != vmi.node_name or held.request != request:
                 self._release(name)
                 self._hold(name, _Held(vmi.node_name, request, assumed=False))
         elif held is not None and not held.assumed:

@@ -68,6 +68,7 @@ class Scheduler:
         self.vms = VmCache(store.vms)
         self._vmis_changed = asyncio.Event()
         self._watching = False  # leading, the watches keeping both caches: the VM controller looks there first
+        self._live_vms: set[str] = set()  # VMs the running vms watch brought: its deletion would come the same way
         self._prime_lock = asyncio.Lock()
         self.events = EventSink(store.emit)
         self.binder = self._binder()
@@ -138,8 +139,16 @@ class Scheduler:
                 self.binder.kick(vmi.name)
 
     async def _watch_vms(self) -> None:
+        # a new watch: what the last one brought is not known current (a deletion made while no watch
+        # ran is never delivered), until this one brings it again
+        self._live_vms.clear()
         async for change in self.store.vms.watch():
+            if change.value is None:
+                self._live_vms.discard(change.key)
+            else:
+                self._live_vms.add(change.key)
             self.vms.apply(change)  # before the kick: the reconcile it brings sees it
+            self.workloads.vm_changed(change)
             self._vm_queue.kick(change.key)
 
     async def _watch_vmis(self) -> None:
@@ -185,8 +194,13 @@ class Scheduler:
                 await self._reconcile(name, vm, vmi)
                 return
             if action is Action.CREATE_VMI and vmi is None:
-                # A new VM's instance (every VM of a burst of creates): the VM is read again, but not
-                # its instance, since the create itself fails if one exists (CAS on absence).
+                # A new VM's instance (every VM of a burst of creates): not its instance, since the
+                # create itself fails if one exists (CAS on absence); nor the VM when the running watch
+                # brought it (a deletion after comes by that watch and deletes the instance, as a deletion
+                # racing a read would), else it is read again.
+                if name in self._live_vms:
+                    await self._reconcile(name, vm, None)
+                    return
                 stored = await self.store.vms.get(name)
                 if stored is not None and self._plan(stored, None, self.clock()) is Action.CREATE_VMI:
                     await self._reconcile(name, stored, None)
@@ -222,14 +236,21 @@ class Scheduler:
         log.info("vm action", vm=name, action=action.value)
         if action is Action.CREATE_VMI and vm is not None:
             new = VMI(name=name, uid=str(uuid.uuid4()), spec=vm.value.spec, created_at=self.clock())
+            # leading, the binder binds it in the create itself where it can (scheduler.binder.bind_new)
+            bound = self.binder.bind_new(new) if self._watching and self.vmis.primed else None
             try:
-                await self.store.vmis.create(name, new)
+                revision = await self.store.vmis.create(name, bound or new)
+            except BaseException as exc:
+                if bound is not None:
+                    self.binder.not_created(name)
+                if not isinstance(exc, ApiError) or exc.code is not Code.ALREADY_EXISTS:
+                    raise
+            else:
                 # recorded off this path (the binder's sink), as the instance's Scheduled event is
                 self.events.record(self._event("VirtualMachine", name, "SuccessfulCreate",
                                                f"created instance {new.uid}"))
-            except ApiError as exc:
-                if exc.code is not Code.ALREADY_EXISTS:
-                    raise
+                if bound is not None:
+                    self.events.record(self.binder.created(bound, revision))
             if vm.value.start_requested or vm.value.restart_of is not None:  # else nothing to clear: no read
                 await self.store.vms.mutate(name, lambda v: msgspec.structs.replace(
                     v, start_requested=False, restart_of=None))

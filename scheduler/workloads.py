@@ -34,7 +34,8 @@ class Workloads:
         without them the resync reads the buckets, whose consumer creation stalls writes to them for
         seconds at 10,000, and whose decoding and validating every 5 s was over half the scheduler's
         CPU at 1,000 nodes / 10,000 VMs (py-spy, bench/hollow_nodes.py).
-        fed: VMI changes come from the owner's watch (``vmi_changed``), not a watch of its own."""
+        fed: VMI and VM changes come from the owner's watches (``vmi_changed``, ``vm_changed``), not
+        watches of its own: each change delivered to and decoded by the leader once, not twice."""
         self.store = store
         self.fed = fed
         self._cached_vmis = vmis
@@ -45,14 +46,15 @@ class Workloads:
         self._tasks: list[asyncio.Task[None]] = []
         self._sets: Bucket[ReplicaSet] | None = None
         self._pools: Bucket[Pool] | None = None
+        self._pool_names: set[str] = set()  # as the pools watch last said: whose a deleted VM was is not said
 
     async def start(self) -> None:
         self._sets = await replicaset_bucket(self.store)
         self._pools = await pool_bucket(self.store)
         self._queue = WorkQueue(self._reconcile, bind=("workload",))
         self._tasks = [asyncio.create_task(self._forever(watch)) for watch in
-                       (self._watch_sets, self._watch_pools, self._watch_vms, self._resync,
-                        *(() if self.fed else (self._watch_vmis,)))]
+                       (self._watch_sets, self._watch_pools, self._resync,
+                        *(() if self.fed else (self._watch_vmis, self._watch_vms)))]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -86,6 +88,10 @@ class Workloads:
     async def _watch_pools(self) -> None:
         if self._pools is not None:
             async for change in self._pools.watch():
+                if change.value is None:
+                    self._pool_names.discard(change.key)
+                else:
+                    self._pool_names.add(change.key)
                 self._queue.kick(f"{POOL}/{change.key}")
 
     async def _watch_vmis(self) -> None:
@@ -98,30 +104,33 @@ class Workloads:
 
     async def _watch_vms(self) -> None:
         async for change in self.store.vms.watch():
-            if change.value is not None and change.value.owner is not None:
-                self._queue.kick(f"{POOL}/{change.value.owner}")
-            elif change.value is None:
-                await self._kick_all(pools_only=True)  # whose it was, the deletion does not say
+            self.vm_changed(change)
+
+    def vm_changed(self, change: Change[VM]) -> None:
+        if change.value is not None and change.value.owner is not None:
+            self._queue.kick(f"{POOL}/{change.value.owner}")
+        elif change.value is None:
+            for pool in self._pool_names:  # whose it was, the deletion does not say
+                self._queue.kick(f"{POOL}/{pool}")
 
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(RESYNC_S)
             await self._kick_all()
 
-    async def _kick_all(self, *, pools_only: bool = False) -> None:
-        if self._sets is not None and not pools_only:
+    async def _kick_all(self) -> None:
+        if self._sets is not None:
             for rs in await self._sets.items():
                 self._queue.kick(f"{RS}/{rs.key}")
         if self._pools is not None:
             for pool in await self._pools.items():
                 self._queue.kick(f"{POOL}/{pool.key}")
         # members whose set is gone (deleted while no leader watched) are let go
-        if not pools_only:
-            vmis = (self._cached_vmis() if self._cached_vmis is not None
-                    else [e.value for e in await self.store.vmis.items()])
-            for vmi in vmis:
-                if vmi.owner is not None and not vmi.deleting:
-                    self._queue.kick(f"{RS}/{vmi.owner}")
+        vmis = (self._cached_vmis() if self._cached_vmis is not None
+                else [e.value for e in await self.store.vmis.items()])
+        for vmi in vmis:
+            if vmi.owner is not None and not vmi.deleting:
+                self._queue.kick(f"{RS}/{vmi.owner}")
         vms = (self._cached_vms() if self._cached_vms is not None
                else [e.value for e in await self.store.vms.items()])
         for vm in vms:

@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 
+from proto import subjects
 from proto.clusterconfig import DEFAULT_CPU_ALLOCATION_RATIO
 from proto.overhead import footprint
 from proto.quantity import parse_bytes
@@ -40,7 +41,11 @@ def decided(vmi: VMI) -> bool:
     return vmi.node_name is not None or any(c.reason == "Unschedulable" for c in vmi.conditions)
 
 
-async def test_two_hundred_at_once_on_room_for_one_hundred_fifty(store: Store) -> None:
+@pytest.mark.parametrize("instances", ["written", "by-the-vm-controller"])
+async def test_two_hundred_at_once_on_room_for_one_hundred_fifty(store: Store, instances: str) -> None:
+    """written: the instances written beside their VMs, bound by the binder's CAS updates (or made by
+    the VM controller first); by-the-vm-controller: only the VMs written, their instances created
+    already bound where they fit (scheduler.binder.bind_new), the rest created unbound and refused."""
     beating = asyncio.create_task(heartbeats(store))
     scheduler = Scheduler(store)
     try:
@@ -52,10 +57,11 @@ async def test_two_hundred_at_once_on_room_for_one_hundred_fifty(store: Store) -
         await asyncio.gather(*(store.vms.create(n, VM(spec=VMSpec(name=n, memory=SIZE,
                                                                   run_strategy=RunStrategy.ALWAYS),
                                                       created_at=now)) for n in names))
-        await asyncio.gather(*(store.vmis.create(n, VMI(name=n, uid=str(uuid.uuid4()), created_at=now,
-                                                        spec=VMSpec(name=n, memory=SIZE,
-                                                                    run_strategy=RunStrategy.ALWAYS)))
-                               for n in names), return_exceptions=True)  # or the controller made it first
+        if instances == "written":
+            await asyncio.gather(*(store.vmis.create(n, VMI(name=n, uid=str(uuid.uuid4()), created_at=now,
+                                                            spec=VMSpec(name=n, memory=SIZE,
+                                                                        run_strategy=RunStrategy.ALWAYS)))
+                                   for n in names), return_exceptions=True)  # or the controller made it first
         deadline = time.monotonic() + 120
         while True:
             vmis = [e.value for e in await store.vmis.items()]
@@ -80,6 +86,9 @@ async def test_two_hundred_at_once_on_room_for_one_hundred_fifty(store: Store) -
             assert (v.phase, cond.status, cond.reason) == (Phase.SCHEDULING, "False", "Unschedulable")
             assert cond.message == "0/2 nodes are available: 1 Insufficient cpu, 1 Insufficient memory."
         assert scheduler.counters.binds == 150
+        if instances == "by-the-vm-controller":  # one write per instance, and one more for each refused
+            info = await store.js.stream_info(f"KV_{subjects.BUCKET_VMIS}")
+            assert info.state.last_seq == 200 + 50
     finally:
         beating.cancel()
         with contextlib.suppress(asyncio.CancelledError):

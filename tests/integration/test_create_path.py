@@ -20,12 +20,12 @@ from proto import subjects
 from proto.errors import ApiError, Code
 from proto.nodeapi import StatusReport
 from proto.spec import VMSpec
-from proto.state import VMI, Phase
+from proto.state import VM, VMI, Phase
 from scheduler.api import Api
 from scheduler.controllers import Scheduler
 from scheduler.nodeapi import NodeApi
 from servicekit.endpoints import serve
-from servicekit.store import Entry, Store
+from servicekit.store import Change, Entry, Store
 from tests.conftest import NatsServer
 
 pytestmark = pytest.mark.integration
@@ -208,3 +208,13 @@ async def test_another_nodes_report_is_refused_whatever_the_copy_says(store: Sto
     assert refused.value.code is Code.FORBIDDEN
     entry = await store.vmis.require("vm1", "VMI")
     assert entry.revision == rev and entry.value.phase is Phase.SCHEDULED
+
+
+async def test_a_vm_the_running_watch_did_not_bring_is_read_before_its_instance_is_made(
+        store: Store, leading: Scheduler) -> None:
+    """A VM in the leader's cache that the running vms watch has not brought (deleted while no watch
+    ran: the deletion is never delivered) is read again before its instance is made: none is made."""
+    spec = VMSpec(name="ghost", memory="64Mi")
+    leading.vms.apply(Change("ghost", VM(spec=spec, created_at=time.time()), 10**6))  # in no watch's stream
+    await leading.reconcile_vm("ghost")
+    assert await store.vmis.get("ghost") is None

@@ -8,8 +8,10 @@ import asyncio
 import time
 
 import pytest
+from nats.js.api import DeliverPolicy
 
 from handler import heartbeat
+from proto import subjects
 from proto.state import Node
 from servicekit.informer import shared
 from servicekit.store import Store
@@ -30,6 +32,14 @@ async def test_a_beat_is_one_lease_put_and_still_mends_the_record(store: Store) 
     await store.nodes.put("node1", node)
     watched = shared(store, store.nodes)
     await watched.items()
+    # after the current values the watch goes on with a consumer from a sequence on (servicekit.kvwatch):
+    # its switch publishes too, so it is awaited before the beats' publishes are counted
+    for _ in range(100):
+        consumers = await store.js.consumers_info(f"KV_{subjects.BUCKET_NODES}")
+        if [c.config.deliver_policy for c in consumers] == [DeliverPolicy.BY_START_SEQUENCE]:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.1)
     sent = store.nc.stats["out_msgs"]
     for i in range(5):
         await heartbeat.beat(store, node, 100 * GiB, 10.0 + i)

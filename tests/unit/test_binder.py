@@ -165,3 +165,23 @@ async def test_the_watch_seeing_another_schedulers_bind_counts_it() -> None:
     assert await binder.schedule("v") is True
     assert bucket.data["v"].value.node_name == "b"
     await binder.events.close()
+
+
+async def test_instances_bound_as_they_are_created_count_before_their_creates_land() -> None:
+    """bind_new: the VM controller's creates carry their node; decided one after another with the
+    creates not yet acknowledged, they fill each node exactly, and a create that fails gives its room back."""
+    bucket, events = FakeVmis(), list[Event]()
+    binder, cache = await binder_over(bucket, FakeNodes(node("a", 2), node("b", 1)), events)
+    bound = [binder.bind_new(vmi(f"v{i}")) for i in range(4)]
+    assert [b.node_name if b else None for b in bound[:3]].count("a") == 2
+    assert bound[3] is None  # no room left: created unbound, the binder says why (FailedScheduling) as ever
+    assert all(b.phase is Phase.SCHEDULED and b.conditions[-1].reason == "Scheduled" for b in bound[:3] if b)
+    first, second, third = (b for b in bound[:3] if b is not None)
+    binder.not_created(second.name)  # its create failed: the room it took is free again
+    assert sum(binder.index.allocation(n)[2] for n in ("a", "b")) == 2
+    event = binder.created(first, bucket.put(first).revision)
+    assert (event.reason, event.node) == ("Scheduled", first.node_name)
+    assert binder.index.assumed(first.name) is None and cache.entries[first.name].value.node_name == first.node_name
+    assert binder.counters.binds == 1
+    assert binder.bind_new(vmi(first.name)) is None  # a name the cache holds is not new: the binder's own
+    await binder.events.close()
