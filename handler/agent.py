@@ -33,6 +33,7 @@ from proto import ipam
 from proto.errors import ApiError
 from proto.nodeapi import EventNote, StatusReport, tidy
 from proto.state import FINAL_PHASES, VMI, Node, Phase
+from servicekit.cancelling import cancel_and_wait
 from servicekit.informer import shared
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
@@ -85,9 +86,7 @@ class Agent:
             self.volume_files.run(), self.image_cache.run(), self.volume_work.run())]
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self.exits.close()
         await self.queue.close()
 

@@ -35,6 +35,7 @@ from scheduler.eventsink import EventSink
 from scheduler.metrics import SchedulerMetrics
 from scheduler.networkneeds import ovs_bridges_needed
 from scheduler.vmicache import VmiCache
+from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Change, Entry, Store
 
 log = structlog.get_logger()
@@ -196,9 +197,7 @@ class Binder:
         """Writes in flight finish (for a moment), then the rest are cancelled: CAS keeps that safe."""
         if self._writes:
             await asyncio.wait(set(self._writes), timeout=5.0)
-        for task in list(self._writes):
-            task.cancel()
-        await asyncio.gather(*self._writes, return_exceptions=True)
+        await cancel_and_wait(list(self._writes))
         self.bound_log.close()
 
     # --- deciding ---------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from scheduler.nodewatch import NodeWatch
 from scheduler.vmicache import VmCache, VmiCache
 from scheduler.vmplan import Action, backoff, plan
 from scheduler.workloads import Workloads
+from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Entry, Store
 from servicekit.workqueue import WorkQueue
 
@@ -112,9 +113,7 @@ class Scheduler:
     async def stop(self) -> None:
         self._watching = False
         await self.workloads.stop()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         await self._vm_queue.close()
         await self.binder.close()

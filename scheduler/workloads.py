@@ -17,6 +17,7 @@ from proto.state import VM, VMI
 from proto.workloads import Pool, ReplicaSet
 from scheduler.pools import pool_bucket, reconcile_pool
 from scheduler.replicasets import reconcile_replicaset, replicaset_bucket
+from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Bucket, Change, Store
 from servicekit.workqueue import WorkQueue
 
@@ -57,9 +58,7 @@ class Workloads:
                         *(() if self.fed else (self._watch_vmis, self._watch_vms)))]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         await self._queue.close()
 

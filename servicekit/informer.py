@@ -9,12 +9,12 @@ listeners about every change; ``items`` answers from the cache once the first va
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
 
 import structlog
 
+from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Bucket, Change, Entry, Store
 
 T = TypeVar("T")
@@ -37,9 +37,7 @@ class Informer(Generic[T]):
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None
 
     async def items(self) -> list[Entry[T]]:

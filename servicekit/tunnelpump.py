@@ -15,6 +15,7 @@ from nats.aio.client import Client
 
 from proto.errors import ApiError
 from proto.vnc import CHUNK, decode_frame, encode_frame
+from servicekit.cancelling import cancel_and_wait
 from servicekit.tunnel import Flow, TunnelBroken
 
 TICK_S = 0.25  # how often a quiet session checks its keepalive and its peer
@@ -146,9 +147,7 @@ async def run_tunnel(nc: Client, local: LocalEnd, inbound: Inbound, send_subject
         await asyncio.shield(say_goodbye("ended by its holder"))
         raise
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         await inbound.unsubscribe()
         await local.close()
     await say_goodbye(why)

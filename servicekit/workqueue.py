@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from proto.errors import ApiError
+from servicekit.cancelling import cancel_and_wait
 
 log = structlog.get_logger()
 
@@ -73,6 +74,4 @@ class WorkQueue:
         self._dirty.add(key)
 
     async def close(self) -> None:
-        for task in list(self._tasks.values()):
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await cancel_and_wait(list(self._tasks.values()))
