@@ -68,18 +68,25 @@ async def test_after_the_current_values_the_watch_follows_changes_from_a_sequenc
     assert seen == ["initial"] * 20 + [str(i) for i in range(300)]
 
 
+async def vmis_consumers(store: Store, wanted: list[DeliverPolicy] | None = None) -> list[DeliverPolicy | None]:
+    """The deliver policies of KV_vmis's consumers, once they are ``wanted`` (one from a sequence on),
+    or as they are after 5 s."""
+    wanted = wanted if wanted is not None else [DeliverPolicy.BY_START_SEQUENCE]
+    policies: list[DeliverPolicy | None] = []
+    for _ in range(100):
+        policies = [c.config.deliver_policy for c in await store.js.consumers_info(f"KV_{subjects.BUCKET_VMIS}")]
+        if policies == wanted:
+            break
+        await asyncio.sleep(0.05)
+    return policies
+
+
 async def test_a_following_watch_is_one_consumer_from_a_sequence(store: Store) -> None:
     await store.vmis.put("vm0", VMI(name="vm0", uid="u", spec=VMSpec(name="vm0", memory="64Mi"), created_at=0.0))
     changes = store.vmis.updates()
     assert (await anext(changes)) is not None and (await anext(changes)) is None  # the current value, the end
     following = asyncio.create_task(anext(changes))  # the watch goes on: it switches, then waits
-    policies: list[object] = []
-    for _ in range(100):
-        policies = [c.config.deliver_policy for c in await store.js.consumers_info(f"KV_{subjects.BUCKET_VMIS}")]
-        if policies == [DeliverPolicy.BY_START_SEQUENCE]:
-            break
-        await asyncio.sleep(0.05)
-    assert policies == [DeliverPolicy.BY_START_SEQUENCE]
+    assert await vmis_consumers(store) == [DeliverPolicy.BY_START_SEQUENCE]
     await store.vmis.put("vm0", VMI(name="vm0", uid="u", spec=VMSpec(name="vm0", memory="64Mi"), created_at=1.0))
     change = await asyncio.wait_for(following, 5)
     assert change is not None and change.value is not None and change.value.created_at == 1.0
@@ -95,13 +102,7 @@ async def test_a_watch_of_keys_not_there_follows_from_where_it_began(store: Stor
     changes = store.vmis.updates("vm0")
     assert (await anext(changes)) is None  # no current value
     following = asyncio.create_task(anext(changes))
-    policies: list[object] = []
-    for _ in range(100):
-        policies = [c.config.deliver_policy for c in await store.js.consumers_info(f"KV_{subjects.BUCKET_VMIS}")]
-        if policies == [DeliverPolicy.BY_START_SEQUENCE]:
-            break
-        await asyncio.sleep(0.05)
-    assert policies == [DeliverPolicy.BY_START_SEQUENCE]
+    assert await vmis_consumers(store) == [DeliverPolicy.BY_START_SEQUENCE]
     for at in (1.0, 2.0):
         await store.vmis.put("other0", VMI(name="other0", uid="u", spec=VMSpec(name="other0", memory="64Mi"),
                                            created_at=at))
