@@ -17,11 +17,8 @@ def alive(pid: int) -> bool:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def end(pids: Iterable[int], timeout: float, is_alive: Callable[[int], bool] = alive) -> None:
@@ -82,8 +79,11 @@ def end_children(timeout: float, passes: int = 5) -> list[int]:
 def started_at(pid: int | str = "self") -> float | None:
     """When the process began (wall clock): its start in /proc counts clock ticks since boot, which
     /proc/uptime gives now (btime, whole seconds, is off by up to one)."""
+    fields = stat_fields(pid)
+    if fields is None:
+        return None
     try:
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        ticks = int(fields[19])
         uptime = float(Path("/proc/uptime").read_text().split()[0])
     except (OSError, IndexError, ValueError):
         return None
@@ -93,8 +93,17 @@ def started_at(pid: int | str = "self") -> float | None:
 def cpu_seconds(pid: int | str = "self") -> float | None:
     """User plus system CPU seconds the process has used (its own threads, not its children's);
     None if it is gone."""
+    fields = stat_fields(pid)
+    if fields is None:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stat_fields(pid: int | str = "self") -> list[str] | None:
+    """/proc/<pid>/stat after the command name (field 3, the state, is [0]; proc(5)'s field N is
+    [N - 3]); None if the process is gone. The name, in parentheses, may hold spaces and ')'."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return fields or None
