@@ -10,7 +10,6 @@ import contextlib
 import ctypes
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 from proto.errors import Code
@@ -18,7 +17,6 @@ from servicekit import netns_sysctl
 from servicekit.netlink import NetlinkError, NetnsAdapter, PyrouteNetlink
 
 CLONE_NEWNS = 0x00020000
-CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
 MS_REC = 16384
 MS_SLAVE = 1 << 19
@@ -96,23 +94,9 @@ def enter_private_mounts(etc_dir: Path, cache_dir: Path) -> None:
     _mount(str(etc_dir), "/etc/libvirt", None, MS_BIND)
 
 
-def netns_enter_fn(name: str) -> Callable[[], None]:
-    """For subprocess preexec_fn: move the child into /run/netns/NAME."""
-    path = f"/run/netns/{name}"
-
-    def enter() -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            _check(_libc.setns(fd, CLONE_NEWNET), f"setns {name}")
-        finally:
-            os.close(fd)
-
-    return enter
-
-
 def create_netns(name: str, netns_adapter: NetnsAdapter = PyrouteNetlink) -> None:
-    """The pod's namespace, with lo up. Made in a forked child (servicekit.netlink): this process
-    stays where it is and single-threaded, for enter_private_mounts. OSError if it cannot be made,
+    """The pod's namespace, with lo up. Made by this thread, which comes back (servicekit.netns_names):
+    this process stays where it is and single-threaded, for enter_private_mounts. OSError if it cannot be made,
     which the launcher's start reports."""
     try:
         netns_adapter(None).create_netns(name)

@@ -12,7 +12,6 @@ whether a retry can help. The fake raises the same errors for the same mistakes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 from collections.abc import Callable, Iterator
@@ -25,24 +24,19 @@ from typing import Any, Protocol, TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2 import config as pyroute2_config
-from pyroute2 import netns as named_netns
 from pyroute2.netlink.exceptions import NetlinkError as KernelError
 
 from proto.errors import ApiError, Code
 from servicekit import netlink_links as links
-from servicekit import netns_socket
+from servicekit import netns_names, netns_socket
 from servicekit.netlink_links import LinkKind
 
-# pyroute2 forks a child into the namespace for each socket (and each tap), then stops it with SIGTERM.
-# A child still alive then runs the handler it inherited: with an asyncio signal handler in the
-# parent, that writes SIGTERM to the loop's wakeup fd, which the child shares, and the parent acts on
-# a SIGTERM it never got (a launcher cancelled its own boot). This makes the child take SIGTERM
-# with the default action instead.
+# Where pyroute2 forks a child (its own netns helpers; this module makes namespaces itself, see
+# servicekit.netns_names, and enters them by thread) it stops it with SIGTERM. A child still alive
+# then runs the handler it inherited: with an asyncio signal handler in the parent, that writes
+# SIGTERM to the loop's wakeup fd, which the child shares, and the parent acts on a SIGTERM it never
+# got (a launcher cancelled its own boot). This makes such a child take SIGTERM with the default action.
 pyroute2_config.disable_mp_signal = True
-# A namespace is made in a forked child (netns add), which pyroute2 waits 2 s for and then kills. In
-# a 100-VM burst on a 2-core node (load ~120, launchers at nice 5) 8 of 100 launches failed that way
-# ("no response from the child pid"): the child had simply not run yet. It is waited for longer.
-pyroute2_config.default_communicate_timeout = 30
 
 NETNS_DIR = Path("/run/netns")  # where ip(8) and pyroute2 bind-mount named namespaces
 
@@ -354,25 +348,16 @@ class PyrouteNetlink:
     def create_netns(self, name: str) -> None:
         operation = f"netns add {name}"
         check_netns_name(name, operation)
-        if (NETNS_DIR / name).exists():  # pyroute2 fails later, leaving a zombie child behind
-            raise NetlinkError(operation, errno.EEXIST)
         try:
-            # unshare() and the bind mount happen in a forked child, as in ip(8)'s own short-lived
-            # process: this process never changes namespace, and no thread is left behind (the
-            # launcher unshares its mount namespace next, which a threaded process may not)
-            named_netns.create(name)
-        except (OSError, RuntimeError) as exc:  # RuntimeError: pyroute2's child died before answering
-            err = (exc.errno if isinstance(exc, OSError) else None) or errno.EIO
-            if err != errno.EEXIST:  # made by someone else meanwhile: theirs, never removed here
-                with contextlib.suppress(OSError):  # a half-made name (a file, no namespace) is no namespace
-                    named_netns.remove(name)
-            raise NetlinkError(operation, err, str(exc)) from None
+            netns_names.create(name, NETNS_DIR)  # by this thread, which comes back (servicekit.netns_names)
+        except OSError as exc:
+            raise NetlinkError(operation, exc.errno or errno.EIO, exc.strerror) from None
 
     def delete_netns(self, name: str) -> None:
         operation = f"netns delete {name}"
         check_netns_name(name, operation)
         try:
-            named_netns.remove(name)  # detach the bind mount, unlink the name: what `ip netns delete` does
+            netns_names.remove(name, NETNS_DIR)  # detach the bind mount, unlink the name: what `ip netns delete` does
         except OSError as exc:
             raise NetlinkError(operation, exc.errno or errno.EIO, exc.strerror) from None
 

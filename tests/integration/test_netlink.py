@@ -264,13 +264,37 @@ def test_a_new_namespace_leaves_no_thread_and_no_child(more_netns: Callable[[], 
     """The launcher makes its namespace right before it unshares its mount namespace, which a process
     with threads may not do."""
     name = more_netns()
+    home = os.stat("/proc/self/ns/net").st_ino
     PyrouteNetlink().create_netns(name)
+    assert os.stat("/proc/thread-self/ns/net").st_ino == home  # made, and this thread came back
+    assert os.stat(f"/run/netns/{name}").st_ino != home  # the name holds a namespace of its own
     PyrouteNetlink(name).set_up("lo")
     assert threading.active_count() == 1 and len(os.listdir("/proc/self/task")) == 1
     assert not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
     assert "inet 127.0.0.1/8" in ip(name, "addr", "show", "lo")
     with refused(Code.ALREADY_EXISTS):
         PyrouteNetlink().create_netns(name)
+
+
+async def test_a_namespace_made_from_a_worker_thread(more_netns: Callable[[], str]) -> None:
+    """The handler makes namespaces from asyncio.to_thread: the worker comes back to the process's
+    namespace (its later sockets are made there), and a half-made name is never left."""
+    name = more_netns()
+    home = os.stat("/proc/self/ns/net").st_ino
+
+    def make() -> int:
+        PyrouteNetlink().create_netns(name)
+        return os.stat("/proc/thread-self/ns/net").st_ino
+
+    assert await asyncio.to_thread(make) == home
+    assert os.stat(f"/run/netns/{name}").st_ino != home
+    with refused(Code.INVALID):  # a name that is a path: refused before anything is made
+        await asyncio.to_thread(PyrouteNetlink().create_netns, f"{name}/x")
+    assert not Path(f"/run/netns/{name}/x").exists()
+    PyrouteNetlink().delete_netns(name)
+    assert not Path(f"/run/netns/{name}").exists()
+    with refused(Code.NOT_FOUND):
+        PyrouteNetlink().delete_netns(name)
 
 
 async def test_the_children_pyroute2_stops_never_signal_our_event_loop(netns: str) -> None:
