@@ -12,6 +12,7 @@ from handler import nodevmis
 from proto import netcheck, subjects
 from proto.state import FINAL_PHASES, VMI, Exposure
 from servicekit import nftables
+from servicekit.informer import shared
 from servicekit.nftables import nat_table
 from servicekit.resync import resync_on_changes
 from servicekit.store import Bucket, Store
@@ -53,11 +54,12 @@ class NodePorts:
 
     async def run(self) -> None:
         """Recompute on any change of node ports or instances, forever."""
-        await resync_on_changes([self.bucket.watch(), nodevmis.informer(self.store, self.node).changes()], self.sync,
-                                "node ports")
+        await resync_on_changes([shared(self.store, self.bucket).changes(),
+                                 nodevmis.informer(self.store, self.node).changes()], self.sync, "node ports")
 
     async def sync(self) -> None:
-        exposures = [e.value for e in await self.bucket.items()]
+        # from the process's cache: this runs at every instance change here
+        exposures = [e.value for e in await shared(self.store, self.bucket).items()]
         pod_ips = {v.name: IPv4Address(v.interfaces[0].ip_address) for v in
                    await nodevmis.vmis_here(self.store, self.node) if _runs_here(v, self.node)}
         script = compose_nodeports(exposures, pod_ips)
