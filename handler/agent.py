@@ -33,6 +33,7 @@ from proto import ipam
 from proto.errors import ApiError
 from proto.nodeapi import EventNote, StatusReport, tidy
 from proto.state import FINAL_PHASES, VMI, Node, Phase
+from servicekit import cpugroup
 from servicekit.cancelling import cancel_and_wait
 from servicekit.informer import shared
 from servicekit.nodeclient import NodeApiClient
@@ -70,6 +71,8 @@ class Agent:
         self.clock = clock
         self.queue = WorkQueue(self.reconcile, bind=("vm", "vmi"))
         self.slots = LaunchSlots(parallel_launches or os.cpu_count() or 1)
+        self.guests = launchers.cpu_groups.get(cpugroup.GUESTS)  # yield to launches while there are any
+        self._guests_yield = False
         self.exits = ExitWatch(self.queue.kick)  # a launcher's end reconciled at once, not at the next look
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -89,6 +92,18 @@ class Agent:
         await cancel_and_wait(self._tasks)
         self.exits.close()
         await self.queue.close()
+        self.slots.clear()
+        self._weigh_guests()  # a stopped handler launches nothing: the guests get their weight back
+
+    def _weigh_guests(self) -> None:
+        """The node's guests yield the CPU while it launches (servicekit.cpugroup); a write only when
+        that changes."""
+        launching = self.slots.busy
+        if self.guests is None or launching == self._guests_yield:
+            return
+        if cpugroup.yield_to_launches(self.guests, launching):
+            self._guests_yield = launching
+            log.info("guests yield to launches" if launching else "guests weigh as before", group=str(self.guests))
 
     async def heartbeat(self) -> None:
         # what emptyDisks may still take here, for the scheduler's filter
@@ -136,8 +151,15 @@ class Agent:
                     self.queue.kick(name)
             for name in self.slots.expire(self.clock()):  # a slow launch no longer holds up the line
                 self.queue.kick(name)
+            self._weigh_guests()
 
     async def reconcile(self, name: str) -> None:
+        try:
+            await self._reconcile(name)
+        finally:
+            self._weigh_guests()  # a slot taken or given up
+
+    async def _reconcile(self, name: str) -> None:
         entry = await self.store.vmis.get(name)
         vmi = entry.value if entry else None
         launcher = self.launchers.running.get(name)

@@ -74,3 +74,13 @@ class LaunchSlots:
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    def clear(self) -> None:
+        """Nothing held, nobody waiting (the handler stops)."""
+        self._held.clear()
+        self._waiting.clear()
+
+    @property
+    def busy(self) -> bool:
+        """A launch holds a slot or waits for one: the node is launching."""
+        return bool(self._held or self._waiting)

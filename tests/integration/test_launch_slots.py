@@ -5,9 +5,10 @@ as a real process that does nothing)."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from handler.podnet import PodNetwork
 from proto.spec import VMSpec
 from proto.state import VMI, Node, Phase
 from scheduler.nodeapi import NodeApi
+from servicekit import cpugroup
 from servicekit.endpoints import serve
 from servicekit.fake_netlink import FakeNetlink
 from servicekit.nodeclient import NodeApiClient
@@ -136,3 +138,45 @@ async def test_a_launch_slower_than_its_hold_lets_the_next_one_start(
     for name in agent.slots.expire(time.time()):  # what the agent's supervision loop does every 2 s
         agent.queue.kick(name)
     await until("next spawned", lambda: launchers.spawned == ["slow", "next"])
+
+
+@pytest.fixture
+def guests_group() -> Iterator[Path]:
+    """A real CPU group of this test's own, as a node's guests' (servicekit.cpugroup); removed after."""
+    group = cpugroup.make(f"vbtest-{secrets.token_hex(4)}-guests")
+    if group is None or not (group / "cpu.idle").exists():
+        pytest.skip("needs cgroup v1's cpu hierarchy with cpu.idle (root, Linux 5.15+)")
+    try:
+        yield group
+    finally:
+        cpugroup.remove(group)
+
+
+async def test_guests_yield_the_cpu_while_their_node_launches(
+        store: Store, node: tuple[Agent, IdleLaunchers], guests_group: Path) -> None:
+    agent, launchers = node
+    agent.guests = guests_group  # the node's guests' group, as handler.__main__ makes it
+
+    def idle() -> str:
+        return (guests_group / "cpu.idle").read_text().strip()
+
+    now = time.time()
+    for i, name in enumerate(("vm1", "vm2", "vm3")):
+        await bound(store, name, now + i)
+        await agent.reconcile(name)
+    assert idle() == "1"  # two launch, one waits: the guests run only where nothing else would
+    for name in ("vm1", "vm2"):
+        await set_phase(store, name, Phase.RUNNING)
+        await agent.reconcile(name)
+    await until("vm3 spawned", lambda: launchers.spawned == ["vm1", "vm2", "vm3"])
+    assert idle() == "1"  # vm3 still launching
+    await set_phase(store, "vm3", Phase.RUNNING)
+    await agent.reconcile("vm3")
+    assert idle() == "0"
+    assert (guests_group / "cpu.shares").read_text().strip() == str(cpugroup.GUEST_SHARES)  # not 1024
+
+    await bound(store, "vm4", now + 4)
+    await agent.reconcile("vm4")
+    assert idle() == "1"
+    await agent.stop()  # a stopped handler launches nothing: the guests get their weight back
+    assert idle() == "0" and (guests_group / "cpu.shares").read_text().strip() == str(cpugroup.GUEST_SHARES)

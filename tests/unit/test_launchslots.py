@@ -65,3 +65,19 @@ def test_one_that_leaves_the_line_is_no_longer_waited_for() -> None:
 def test_at_least_one_slot() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         LaunchSlots(0)
+
+
+def test_busy_while_any_launch_holds_a_slot_or_waits() -> None:
+    slots = LaunchSlots(1)
+    assert not slots.busy
+    assert slots.take("a", created=1.0, now=10.0)
+    assert not slots.take("b", created=2.0, now=10.0)
+    assert slots.busy
+    assert slots.release("a") == ["b"]
+    assert slots.busy  # b's turn has come; it has not taken it yet
+    assert slots.take("b", created=2.0, now=11.0)
+    slots.release("b")
+    assert not slots.busy
+    slots.take("c", created=3.0, now=12.0)
+    slots.clear()
+    assert not slots.busy and not slots.knows("c")
