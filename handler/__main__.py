@@ -68,7 +68,8 @@ async def run(args: argparse.Namespace) -> None:
                     "this node and the other nodes' addresses only")
     agent = Agent(store, node, launchers, podnet, nodeapi, management=management,
                   image_cache_bound=args.image_cache_max, ovs_db=args.ovs_db,
-                  parallel_launches=args.parallel_launches)
+                  parallel_launches=args.parallel_launches,
+                  guests_cpu_group=launchers.cpu_groups.get(cpugroup.GUESTS))
     await agent.start()
     router = None
     if args.router_port and haproxy_installed():  # Routes and Ingresses on the node's address

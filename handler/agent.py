@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Network
+from pathlib import Path
 
 import structlog
 
@@ -48,9 +49,10 @@ class Agent:
     def __init__(self, store: Store, node: Node, launchers: Launchers, podnet: PodNetwork, nodeapi: NodeApiClient,
                  *, clock: Callable[[], float] = time.time, management: IPv4Network | None = None,
                  image_cache_bound: int = DEFAULT_BOUND, ovs_db: str | None = None,
-                 parallel_launches: int | None = None) -> None:
+                 parallel_launches: int | None = None, guests_cpu_group: Path | None = None) -> None:
         """parallel_launches: instances starting at once here (default: one per core of the machine);
-        the rest wait their turn, oldest first (handler.launchslots)."""
+        the rest wait their turn, oldest first (handler.launchslots). guests_cpu_group: the node's
+        guests' CPU group, which yields to launches while there are any (servicekit.cpugroup)."""
         self.store = store
         self.podnet = podnet
         self.nodeapi = nodeapi
@@ -71,7 +73,7 @@ class Agent:
         self.clock = clock
         self.queue = WorkQueue(self.reconcile, bind=("vm", "vmi"))
         self.slots = LaunchSlots(parallel_launches or os.cpu_count() or 1)
-        self.guests = launchers.cpu_groups.get(cpugroup.GUESTS)  # yield to launches while there are any
+        self.guests = guests_cpu_group
         self._guests_yield = False
         self.exits = ExitWatch(self.queue.kick)  # a launcher's end reconciled at once, not at the next look
         self._tasks: list[asyncio.Task[None]] = []
