@@ -192,7 +192,7 @@ def main() -> None:
                              "(default 80; 0: none)")
     parser.add_argument("--parallel-launches", type=_positive, default=None, metavar="N",
                         help="instances starting at once on this node, the rest waiting their turn "
-                             "(default: one per core)")
+                             "(default: one per core, and one more)")
     parser.add_argument("--no-kvm", action="store_true", help="run guests under TCG even if KVM works")
     parser.add_argument("--fork-launchers", action=argparse.BooleanOptionalAction, default=True,
                         help="fork launchers from a pre-imported process (launcher.forkserver) rather than "

@@ -50,7 +50,8 @@ class Agent:
                  *, clock: Callable[[], float] = time.time, management: IPv4Network | None = None,
                  image_cache_bound: int = DEFAULT_BOUND, ovs_db: str | None = None,
                  parallel_launches: int | None = None, guests_cpu_group: Path | None = None) -> None:
-        """parallel_launches: instances starting at once here (default: one per core of the machine);
+        """parallel_launches: instances starting at once here (default: one per core of the machine and
+        one more: with the guests yielding, the extra launch uses the CPU in the others' hand-offs);
         the rest wait their turn, oldest first (handler.launchslots). guests_cpu_group: the node's
         guests' CPU group, which yields to launches while there are any (servicekit.cpugroup)."""
         self.store = store
@@ -72,7 +73,7 @@ class Agent:
         self.sync_status = SyncStatus(nodeapi, node.name)
         self.clock = clock
         self.queue = WorkQueue(self.reconcile, bind=("vm", "vmi"))
-        self.slots = LaunchSlots(parallel_launches or os.cpu_count() or 1)
+        self.slots = LaunchSlots(parallel_launches or default_launch_slots())
         self.guests = guests_cpu_group
         self._guests_yield = False
         self.exits = ExitWatch(self.queue.kick)  # a launcher's end reconciled at once, not at the next look
@@ -272,6 +273,15 @@ class Agent:
     async def _forget(self, name: str) -> None:
         self.launchers.forget(name)
         await asyncio.to_thread(self.launchers.clean_up, name)
+
+
+def default_launch_slots(cores: int | None = None) -> int:
+    """One launch per core and one more. Each launch hands off between its launcher, libvirtd and
+    QEMU, and while a node launches its guests take only what is left (servicekit.cpugroup), so with
+    one per core the cores sat idle in those gaps. 100-VMI lane on 2 cores, P50/P95 creation->Running:
+    2 slots 2.91-3.74 / 7.80-9.59 s (five runs), 3 slots 2.30-2.78 / 7.01-8.00 s (three), 4 slots
+    2.78-3.58 / 7.34-8.73 s (two)."""
+    return (cores if cores is not None else os.cpu_count() or 1) + 1
 
 
 def launch_over(vmi: VMI | None, launcher: Launcher | None, node: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from handler.agent import default_launch_slots
 from handler.launchslots import LaunchSlots
 
 
@@ -81,3 +82,9 @@ def test_busy_while_any_launch_holds_a_slot_or_waits() -> None:
     slots.take("c", created=3.0, now=12.0)
     slots.clear()
     assert not slots.busy and not slots.knows("c")
+
+
+def test_a_node_launches_one_per_core_and_one_more() -> None:
+    assert default_launch_slots(2) == 3
+    assert default_launch_slots(1) == 2
+    assert default_launch_slots() >= 2
