@@ -19,7 +19,8 @@ from pathlib import Path
 from servicekit.paths import path_under
 
 # All of a node's guests together weigh as one process at nice 12 against the control plane's and the
-# launches' groups: they get what those leave, and never nothing.
+# launches' groups: they get what those leave, and never nothing, except while the node launches
+# (yield_to_launches: then only what nothing else wants).
 GUEST_SHARES = 64
 # All of a node's launches (launchers and their libvirtds) together: a quarter of one control-plane
 # service (nats-server, the scheduler, a handler at 1024 each), so a crowd of them cannot starve the
