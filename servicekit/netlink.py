@@ -38,7 +38,7 @@ from servicekit.netlink_links import LinkKind
 # got (a launcher cancelled its own boot). This makes such a child take SIGTERM with the default action.
 pyroute2_config.disable_mp_signal = True
 
-NETNS_DIR = Path("/run/netns")  # where ip(8) and pyroute2 bind-mount named namespaces
+NETNS_DIR = netns_names.NETNS_DIR  # where ip(8) and pyroute2 bind-mount named namespaces
 
 # What each errno says about the failed operation; anything else is Internal (no retry).
 _CODES = {

@@ -20,8 +20,10 @@ import errno
 import os
 from pathlib import Path
 
+from servicekit import netns_socket
+
 NETNS_DIR = Path("/run/netns")
-CLONE_NEWNET = 0x40000000
+CLONE_NEWNET = netns_socket.CLONE_NEWNET
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_SHARED = 1 << 20
@@ -54,17 +56,9 @@ def create(name: str, netns_dir: Path = NETNS_DIR) -> None:
     path = netns_dir / name
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))  # EEXIST: someone else's, left alone
     try:
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        try:
+        with netns_socket.coming_back():
             _check(_libc.unshare(CLONE_NEWNET), "unshare")
-            try:
-                _check(_libc.mount(b"/proc/thread-self/ns/net", bytes(path), b"none", MS_BIND, None),
-                       f"mount {path}")
-            finally:
-                # a thread left in the new namespace would make every later socket of its there
-                _check(_libc.setns(home, CLONE_NEWNET), "setns back home")
-        finally:
-            os.close(home)
+            _check(_libc.mount(b"/proc/thread-self/ns/net", bytes(path), b"none", MS_BIND, None), f"mount {path}")
     except OSError:
         remove(name, netns_dir, missing_ok=True)
         raise

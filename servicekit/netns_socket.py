@@ -9,7 +9,8 @@ from __future__ import annotations
 import ctypes
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -29,16 +30,27 @@ def run_in(netns: str | None, make: Callable[[], T]) -> T:
     there (sockets, taps) stays there."""
     if netns is None:
         return make()
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
     try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {netns}")
-        try:
+        with coming_back():
+            if _libc.setns(target, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns {netns}")
             return make()
-        finally:
+    finally:
+        os.close(target)
+
+
+@contextmanager
+def coming_back() -> Iterator[None]:
+    """Whatever network namespace the body moves this thread into (setns, or unshare for a new one),
+    the thread is back in its own afterwards: a thread left elsewhere would make every later socket of
+    its there."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        yield
+    finally:
+        try:
             if _libc.setns(home, CLONE_NEWNET) != 0:
                 raise OSError(ctypes.get_errno(), "setns back home")
-    finally:
-        os.close(home)
-        os.close(target)
+        finally:
+            os.close(home)
