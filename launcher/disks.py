@@ -15,15 +15,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import os
 import subprocess
 from pathlib import Path
 
 import nats.js.errors
+import structlog
 from nats.js.object_store import ObjectStore
 
 from launcher import configdrive, hostdisks
+from launcher.overlay import OverlayError, write_overlay
 from proto import imagefacts
 from proto.errors import ApiError, Code
 from proto.quantity import format_bytes, parse_bytes
@@ -42,6 +45,9 @@ from proto.validation import empty_disk_total
 from servicekit import imagefile
 from servicekit.paths import path_under, safe_name, volume_path
 
+log = structlog.get_logger()
+FORMAT_XATTR = "user.virtbus.format"  # the verdict on a cached image, kept on it (image_format)
+KEPT_FORMATS = ("raw", "qcow2")
 DiskPaths = dict[str, tuple[str, str]]  # volume name -> (path, format)
 
 
@@ -65,7 +71,7 @@ async def prepare(spec: VMSpec, *, uid: str, vmi_dir: Path, cache_dir: Path, ima
                 out[volume.name] = (str(base), fmt)
                 continue
             overlay = path_under(vmi_dir, volume.name, ".qcow2", what="volume name")
-            await _run("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", fmt, str(overlay))
+            await make_overlay(overlay, base, fmt)
             out[volume.name] = (str(overlay), "qcow2")
         elif isinstance(source, EmptyDisk):
             path = path_under(vmi_dir, volume.name, ".qcow2", what="volume name")
@@ -165,7 +171,8 @@ async def cached_image(images: ObjectStore, name: str, cache_dir: Path) -> Path:
         with open(tmp, "wb") as f:
             await images.get(name, writeinto=f)  # verifies the digest as it goes
         # what its uploader recorded must be what the node finds, or the copy never enters the cache
-        await asyncio.to_thread(imagefile.usable_format, tmp, imagefacts.recorded(info.headers)[0])
+        fmt = await asyncio.to_thread(imagefile.usable_format, tmp, imagefacts.recorded(info.headers)[0])
+        keep_format(tmp, fmt)
         tmp.rename(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -193,8 +200,40 @@ def image_path(cache_dir: Path, digest: str | None) -> Path:
 
 def image_format(path: Path) -> str:
     """What QEMU is told the cached image is, ``raw`` (an ISO too) or ``qcow2``: read off the file
-    itself each time, never off the object's metadata; a qcow2 naming another file is refused."""
-    return imagefile.usable_format(path, None)
+    itself, never off the object's metadata; a qcow2 naming another file is refused.
+
+    The node reads it once, as it fetches the image, and keeps the verdict on the file (an extended
+    attribute, ``keep_format``): the copy is named by its content's digest, verified as it was
+    fetched, and never written again, so the verdict holds for as long as the file does. A copy
+    without one (fetched by an older launcher, or on a file system without user attributes) is
+    read again with qemu-img, which cost every launch ~15 ms of CPU."""
+    try:
+        kept = os.getxattr(path, FORMAT_XATTR).decode(errors="replace")
+    except OSError:
+        kept = ""
+    if kept in KEPT_FORMATS:
+        return kept
+    fmt = imagefile.usable_format(path, None)
+    keep_format(path, fmt)
+    return fmt
+
+
+def keep_format(path: Path, fmt: str) -> None:
+    """Best effort: a file system without user attributes only costs the next launch a qemu-img run."""
+    with contextlib.suppress(OSError):
+        os.setxattr(path, FORMAT_XATTR, fmt.encode())
+
+
+async def make_overlay(overlay: Path, base: Path, fmt: str) -> None:
+    """A fresh, empty qcow2 over the cached image (one left by an earlier run of this launcher is
+    replaced, as qemu-img create did): written directly (launcher.overlay), or by qemu-img where
+    the image's shape is not the one written here."""
+    overlay.unlink(missing_ok=True)
+    try:
+        await asyncio.to_thread(write_overlay, overlay, base, fmt)
+    except OverlayError as exc:
+        log.info("overlay made by qemu-img", why=str(exc))
+        await _run("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", fmt, str(overlay))
 
 
 def meta_data(*, uid: str, hostname: str) -> str:
