@@ -71,7 +71,7 @@ def daemon_commands(cfg: LabConfig, node: str) -> list[tuple[str, list[str]]]:
     return [
         (f"ovsdb-server-{node}", [*env, *netns, "ovsdb-server", str(d / "conf.db"), f"--remote=punix:{d}/db.sock",
                                   *(c.replace("%s", "ovsdb-server") for c in common)]),
-        (f"ovs-vswitchd-{node}", [*env, *netns, "ovs-vswitchd", db_url(cfg, node),
+        (f"ovs-vswitchd-{node}", [*env, *netns, "ovs-vswitchd", db_url(cfg, node), "--disable-system-route",
                                   *(c.replace("%s", "ovs-vswitchd") for c in common)]),
     ]
 
