@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 
+from servicekit import libnft
 from servicekit.netns_socket import run_in
 
 # the NAT hooks we use, with the priorities nft names for them (output has no name for -100)
@@ -45,13 +46,22 @@ _FILTER_HOOKS = ("input", "forward", "output")
 
 
 def apply(script: str, netns: str | None) -> None:
-    """Run the script in the named network namespace (None: this one). Blocking. nft is started by
-    this thread from inside the namespace (a child is born in its parent thread's), not through
-    ``ip netns exec``: one program fewer, and no mount namespace made for it."""
+    """Run the script in the named network namespace (None: this one). Blocking. This thread enters
+    the namespace and runs it there with libnftables (servicekit.libnft), or starts nft from there
+    (a child is born in its parent thread's) where the library is missing; never through ``ip netns
+    exec``: no mount namespace made for it."""
     try:
-        done = run_in(netns, lambda: subprocess.run(["nft", "-f", "-"], input=script, capture_output=True,
-                                                    text=True, check=False))
+        done = run_in(netns, lambda: _run(script))
     except OSError as exc:  # no such namespace (or no nft): as ip netns exec's failure was
         raise RuntimeError(f"nft: in network namespace {netns}: {exc}") from None
-    if done.returncode != 0:
-        raise RuntimeError(f"nft: {done.stderr.strip()}")
+    if done[0] != 0:
+        raise RuntimeError(f"nft: {done[1].strip()}")
+
+
+def _run(script: str) -> tuple[int, str]:
+    """In this thread's namespace: through libnftables (servicekit.libnft), else the nft program."""
+    ran = libnft.run(script)
+    if ran is not None:
+        return ran
+    done = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True, check=False)
+    return done.returncode, done.stderr
