@@ -89,7 +89,7 @@ async def prepare(spec: VMSpec, *, uid: str, vmi_dir: Path, cache_dir: Path, ima
             if isinstance(source, Ephemeral):
                 # QEMU opens a backing file read-only, and its image locks refuse one another process writes
                 overlay = path_under(vmi_dir, volume.name, ".qcow2", what="volume name")
-                await _run("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(path), "-F", "qcow2", str(overlay))
+                await make_overlay(overlay, path, "qcow2")
                 path = overlay
             out[volume.name] = (str(path), "qcow2")
         elif isinstance(source, HostDisk):
@@ -225,7 +225,7 @@ def keep_format(path: Path, fmt: str) -> None:
 
 
 async def make_overlay(overlay: Path, base: Path, fmt: str) -> None:
-    """A fresh, empty qcow2 over the cached image (one left by an earlier run of this launcher is
+    """A fresh, empty qcow2 over the cached image or volume (one left by an earlier run of this launcher is
     replaced, as qemu-img create did): written directly (launcher.overlay), or by qemu-img where
     the image's shape is not the one written here."""
     overlay.unlink(missing_ok=True)
