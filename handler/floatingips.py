@@ -84,7 +84,7 @@ class FloatingIPs:
         self.endpoints: Bucket[Endpoints] = store.bucket(subjects.BUCKET_ENDPOINTS, Endpoints)
         self.held: set[tuple[str, str]] = set()  # (address, bridge) this node answers for
         self.routes: set[tuple[str, str]] = set()
-        self._applied: str | None = None  # the NAT rules as last applied
+        self.rules = nftables.Applier(netns)  # the NAT rules, applied when they change
 
     async def run(self) -> None:
         """Recompute on any change of floating IPs or instances, forever."""
@@ -130,9 +130,7 @@ class FloatingIPs:
         for subnet, bridge in self.routes - want_routes:
             with _best_effort(done_already=Code.NOT_FOUND):
                 self.netlink.delete_route(IPv4Network(subnet), link=bridge)
-        if script != self._applied:  # the same rules again would only cost an nft run
-            nftables.apply(script, self.netns)
-            self._applied = script
+        self.rules.apply(script)
         if want != self.held:
             log.info("floating IPs", held=sorted(a for a, _ in want))
         self.held, self.routes = want, want_routes

@@ -119,7 +119,7 @@ class GuestFence:
         self.management = management
         self.exposures: Bucket[Exposure] = Bucket(store.raw[subjects.BUCKET_EXPOSURES], Exposure)
         self.networks: Bucket[NetworkAttachment] = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
-        self._applied: str | None = None
+        self.rules = nftables.Applier(netns)
 
     async def run(self) -> None:
         """Recompute on any change of exposures, networks or nodes, forever."""
@@ -145,10 +145,8 @@ class GuestFence:
             node_ports=tuple((e.value.protocol, e.value.node_port) for e in await self.exposures.items()),
             guest_bridges=tuple(await self._bridges()))
         script = compose_fence(fence)
-        if script == self._applied:
+        if not await asyncio.to_thread(self.rules.apply, script):
             return
-        await asyncio.to_thread(nftables.apply, script, self.netns)
-        self._applied = script
         log.info("guest fence applied", management=[str(n) for n in fence.management],
                  nodes=sorted(str(a) for a in fence.node_addresses),
                  node_ports=len(fence.node_ports), bridges=sorted({self.pod_bridge, *fence.guest_bridges}))

@@ -50,7 +50,7 @@ class NodePorts:
         self.node = node
         self.netns = netns
         self.bucket: Bucket[Exposure] = store.bucket(subjects.BUCKET_EXPOSURES, Exposure)
-        self._applied: str | None = None
+        self.rules = nftables.Applier(netns)
 
     async def run(self) -> None:
         """Recompute on any change of node ports or instances, forever."""
@@ -63,10 +63,8 @@ class NodePorts:
         pod_ips = {v.name: IPv4Address(v.interfaces[0].ip_address) for v in
                    await nodevmis.vmis_here(self.store, self.node) if _runs_here(v, self.node)}
         script = compose_nodeports(exposures, pod_ips)
-        if script == self._applied:
+        if not await asyncio.to_thread(self.rules.apply, script):
             return
-        await asyncio.to_thread(nftables.apply, script, self.netns)
-        self._applied = script
         log.info("node ports applied", count=script.count(" dnat to ") // 2)
 
 

@@ -83,7 +83,7 @@ class ServiceRules:
         # the process's informers: one watch of each for the rules, cluster DNS and the router
         self.services: Informer[Service] = shared(store, store.bucket(subjects.BUCKET_SERVICES, Service))
         self.endpoints: Informer[Endpoints] = shared(store, store.bucket(subjects.BUCKET_ENDPOINTS, Endpoints))
-        self._applied: str | None = None
+        self.rules = nftables.Applier(netns)
 
     async def run(self) -> None:
         await self.sync()  # a node with no Service still gets its (empty) table
@@ -93,8 +93,6 @@ class ServiceRules:
         services = [e.value for e in await self.services.items()]
         endpoints = {e.key: e.value for e in await self.endpoints.items()}
         script = compose_services(services, endpoints)
-        if script == self._applied:
+        if not await asyncio.to_thread(self.rules.apply, script):
             return
-        await asyncio.to_thread(nftables.apply, script, self.netns)
-        self._applied = script
         log.info("services applied", services=len(services), rules=script.count(" dnat ip to ") // 2)

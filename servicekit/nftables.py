@@ -58,6 +58,24 @@ def apply(script: str, netns: str | None) -> None:
         raise RuntimeError(f"nft: {done[1].strip()}")
 
 
+
+class Applier:
+    """One table's rules in one namespace, applied only when they change: the same script again
+    would cost a transaction and change nothing. Node ports, services, floating IPs and the guest
+    fence sync at every change they watch, most of which leave their rules as they were."""
+
+    def __init__(self, netns: str | None) -> None:
+        self.netns = netns
+        self.applied: str | None = None  # the script in place, as last applied here
+
+    def apply(self, script: str) -> bool:
+        """Blocking. True when the script was applied, False when it was in place already."""
+        if script == self.applied:
+            return False
+        apply(script, self.netns)
+        self.applied = script
+        return True
+
 def _run(script: str) -> tuple[int, str]:
     """In this thread's namespace: through libnftables (servicekit.libnft), else the nft program."""
     ran = libnft.run(script)
