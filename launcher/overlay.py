@@ -5,7 +5,7 @@ Every launch of a containerDisk VM (and each ephemeral use of a volume) needs on
 qcow2 (version 3, 64 KiB clusters, 16-bit refcounts) whose reads fall through to the image. It is
 four clusters of fixed shape: the header (with the backing file's name and format), a refcount
 table, one refcount block counting those four clusters, and an empty L1 table. A qemu-img run to
-write them cost ~5.5 ms of CPU on an idle box (its start and dynamic linking, more under load);
+write them cost ~5 ms of CPU on an idle box (its start and dynamic linking, more under load);
 writing them takes well under 1 ms. The layout is qemu-img's own for an image up to 4 TiB (what one
 L1 cluster maps); anything larger, a size qemu-img would round, and every other kind of disk are
 still made by qemu-img.

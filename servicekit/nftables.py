@@ -51,12 +51,20 @@ def apply(script: str, netns: str | None) -> None:
     (a child is born in its parent thread's) where the library is missing; never through ``ip netns
     exec``: no mount namespace made for it."""
     try:
-        done = run_in(netns, lambda: _run(script))
+        returncode, errors = run_in(netns, lambda: _run(script))
     except OSError as exc:  # no such namespace (or no nft): as ip netns exec's failure was
         raise RuntimeError(f"nft: in network namespace {netns}: {exc}") from None
-    if done[0] != 0:
-        raise RuntimeError(f"nft: {done[1].strip()}")
+    if returncode != 0:
+        raise RuntimeError(f"nft: {errors.strip()}")
 
+
+def _run(script: str) -> tuple[int, str]:
+    """In this thread's namespace: through libnftables (servicekit.libnft), else the nft program."""
+    ran = libnft.run(script)
+    if ran is not None:
+        return ran
+    done = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True, check=False)
+    return done.returncode, done.stderr
 
 
 class Applier:
@@ -75,11 +83,3 @@ class Applier:
         apply(script, self.netns)
         self.applied = script
         return True
-
-def _run(script: str) -> tuple[int, str]:
-    """In this thread's namespace: through libnftables (servicekit.libnft), else the nft program."""
-    ran = libnft.run(script)
-    if ran is not None:
-        return ran
-    done = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True, check=False)
-    return done.returncode, done.stderr
