@@ -19,7 +19,7 @@ from proto.spec import NetworkAttachment
 from proto.state import FINAL_PHASES, Endpoints, FloatingIP
 from servicekit import nftables
 from servicekit.informer import shared
-from servicekit.netlink import Netlink, NetlinkError, PyrouteNetlink
+from servicekit.netlink import KernelNetlink, Netlink, NetlinkError
 from servicekit.nftables import nat_table
 from servicekit.resync import resync_on_changes
 from servicekit.store import Bucket, Store
@@ -78,7 +78,7 @@ class FloatingIPs:
         self.node = node
         self.allowed_bridges = allowed_bridges
         self.netns = netns
-        self.netlink: Netlink = netlink or PyrouteNetlink(netns)
+        self.netlink: Netlink = netlink or KernelNetlink(netns)
         self.fips: Bucket[FloatingIP] = store.bucket(subjects.BUCKET_FLOATING_IPS, FloatingIP)
         self.networks: Bucket[NetworkAttachment] = store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment)
         self.endpoints: Bucket[Endpoints] = store.bucket(subjects.BUCKET_ENDPOINTS, Endpoints)

@@ -25,7 +25,7 @@ from proto.spec import NetworkAttachment
 from proto.state import Exposure, Node
 from servicekit import nftables
 from servicekit.informer import shared
-from servicekit.netlink import Address, Netlink, PyrouteNetlink
+from servicekit.netlink import Address, KernelNetlink, Netlink
 from servicekit.nftables import filter_table
 from servicekit.resync import resync_on_changes
 from servicekit.store import Bucket, Store
@@ -106,7 +106,7 @@ def node_network(netns: str | None, address: str | None, netlink: Netlink | None
     NetlinkError if the namespace's addresses cannot be read."""
     if address is None:
         return None
-    return interface_network((netlink or PyrouteNetlink(netns)).addresses(), address)
+    return interface_network((netlink or KernelNetlink(netns)).addresses(), address)
 
 
 class GuestFence:

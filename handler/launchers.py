@@ -20,7 +20,7 @@ import structlog
 from handler.launchfork import ForkedProcess, ForkFailed, ForkServer
 from proto.errors import Code
 from servicekit import cpugroup, launcherlock, processes
-from servicekit.netlink import Netlink, NetlinkError, PyrouteNetlink
+from servicekit.netlink import KernelNetlink, Netlink, NetlinkError
 from servicekit.paths import UnsafeName, path_under, safe_name
 
 log = structlog.get_logger()
@@ -72,7 +72,7 @@ class Launchers:
         self.fork_server = ForkServer(paths.log_dir / f"forkserver-{node}.log") if fork else None
         self.warming: subprocess.Popen[bytes] | None = None  # launcher.warmcaps, once per start
         self.ovs_db = ovs_db  # the node's Open vSwitch database, for ovs NICs (--ovs-db)
-        self.netlink: Netlink = netlink or PyrouteNetlink()  # only its namespace operations are used here
+        self.netlink: Netlink = netlink or KernelNetlink()  # only its namespace operations are used here
         self.node = node
         self.nats_url = nats_url
         self.netns_prefix = netns_prefix
@@ -229,7 +229,7 @@ class Launchers:
 def netns_pids(netns: str, netlink: Netlink | None = None) -> list[int]:
     """The processes in the named namespace; none if it is not there."""
     try:
-        return (netlink or PyrouteNetlink()).netns_pids(netns)
+        return (netlink or KernelNetlink()).netns_pids(netns)
     except NetlinkError:
         return []
 

@@ -15,7 +15,7 @@ from proto import ipam, netcheck, services, subjects
 from proto.errors import ApiError
 from proto.state import Node
 from servicekit.claims import claim_address, release_address
-from servicekit.netlink import Netlink, NetlinkError, PyrouteNetlink
+from servicekit.netlink import KernelNetlink, Netlink, NetlinkError
 from servicekit.store import Bucket, Store
 
 log = structlog.get_logger()
@@ -27,7 +27,7 @@ class PodNetwork:
                  netlink: Netlink | None = None) -> None:
         self.node = node
         self.netns = netns
-        self.netlink: Netlink = netlink or PyrouteNetlink(netns)
+        self.netlink: Netlink = netlink or KernelNetlink(netns)
         self.ips: Bucket[dict[str, str]] = store.bucket(subjects.BUCKET_IPAM, dict[str, str])
         self.cidrs: Bucket[str] = store.bucket(subjects.BUCKET_IPAM, str)
         self.cidr: IPv4Network = netcheck.pod_cidr(str(cidr), "podCidr")  # as other nodes check it

@@ -8,7 +8,7 @@ import structlog
 
 from proto import netcheck
 from proto.errors import ApiError, Code
-from servicekit.netlink import Netlink, PyrouteNetlink
+from servicekit.netlink import KernelNetlink, Netlink
 from servicekit.ovs import Ovs, OvsError
 
 log = structlog.get_logger()
@@ -20,7 +20,7 @@ class SecondaryNetworks:
         self.netns = netns
         self.ovs_db = ovs_db  # the node's Open vSwitch database (--ovs-db), if it has OVS
         self.allowed_bridges = allowed_bridges  # the node operator's --allowed-bridge
-        self.netlink: Netlink = netlink or PyrouteNetlink(netns)
+        self.netlink: Netlink = netlink or KernelNetlink(netns)
 
     def missing_ovs_bridge(self, network: str, bridge: str) -> str | None:
         """Why an ovs network cannot run here (no OVS, or not that bridge), else None. Blocking."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from proto.errors import Code
 from servicekit import netns_sysctl
-from servicekit.netlink import NetlinkError, NetnsAdapter, PyrouteNetlink
+from servicekit.netlink import KernelNetlink, NetlinkError, NetnsAdapter
 
 CLONE_NEWNS = 0x00020000
 MS_BIND = 4096
@@ -94,7 +94,7 @@ def enter_private_mounts(etc_dir: Path, cache_dir: Path) -> None:
     _mount(str(etc_dir), "/etc/libvirt", None, MS_BIND)
 
 
-def create_netns(name: str, netns_adapter: NetnsAdapter = PyrouteNetlink) -> None:
+def create_netns(name: str, netns_adapter: NetnsAdapter = KernelNetlink) -> None:
     """The pod's namespace, with lo up. Made by this thread, which comes back (servicekit.netns_names):
     this process stays where it is and single-threaded, for enter_private_mounts. OSError if it cannot be made,
     which the launcher's start reports."""
@@ -117,13 +117,13 @@ BRIDGE_NF_OFF = ("net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-c
                  "net.bridge.bridge-nf-call-arptables=0")
 
 
-def delete_netns(name: str, netns_adapter: NetnsAdapter = PyrouteNetlink) -> None:
+def delete_netns(name: str, netns_adapter: NetnsAdapter = KernelNetlink) -> None:
     """Best effort, as before: a namespace left behind is removed by the handler once the launcher is gone."""
     with contextlib.suppress(NetlinkError):
         netns_adapter(None).delete_netns(name)
 
 
-def create_tap(netns: str, name: str, netns_adapter: NetnsAdapter = PyrouteNetlink) -> None:
+def create_tap(netns: str, name: str, netns_adapter: NetnsAdapter = KernelNetlink) -> None:
     """The guest's tap, up; one already there (a launcher run again) is used as it is."""
     pod = netns_adapter(netns)
     try:

@@ -3,9 +3,10 @@ a veth whose ``eth0`` end holds the pod IP and whose other end joins the node's 
 the masquerade binding the ``k6t-eth0`` bridge, the tap to the guest and the nftables ruleset.
 
 Links, addresses and routes go through ``servicekit.netlink`` (one adapter per namespace, from
-``netns_adapter``: a test passes a fake host's); sysctls written in the namespace; nftables through nft.
-Every call here runs before the launcher reaps orphans: pyroute2 forks children into the namespace,
-and a reaper taking their exit status would fail the call.
+``netns_adapter``: a test passes a fake host's); sysctls written in the namespace; nftables through
+libnftables. Every call here runs before the launcher reaps orphans: where a program still runs (nft
+where libnftables is missing), its caller waits for it, and a reaper taking its exit status would
+fail the call.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from launcher.masquerade import Masquerade, compose_ruleset
 from proto.errors import Code
 from servicekit import netns_sysctl, nftables
-from servicekit.netlink import Netlink, NetlinkError, NetnsAdapter, PyrouteNetlink
+from servicekit.netlink import KernelNetlink, Netlink, NetlinkError, NetnsAdapter
 from servicekit.offload import tx_checksum_off
 from servicekit.ovs import Ovs
 
@@ -51,7 +52,7 @@ def host_side_name(vmi: str) -> str:
 
 
 def plumb_pod(*, vmi: str, pod_netns: str, node_netns: str | None, pod_ip: IPv4Interface, gateway: str,
-              netns_adapter: NetnsAdapter = PyrouteNetlink) -> None:
+              netns_adapter: NetnsAdapter = KernelNetlink) -> None:
     host_if = host_side_name(vmi)
     pod, node = netns_adapter(pod_netns), netns_adapter(node_netns)
     with _existing_ok():
@@ -67,7 +68,7 @@ def plumb_pod(*, vmi: str, pod_netns: str, node_netns: str | None, pod_ip: IPv4I
 
 
 def bind_masquerade(*, pod_netns: str, tap: str, rules: Masquerade,
-                    netns_adapter: NetnsAdapter = PyrouteNetlink) -> None:
+                    netns_adapter: NetnsAdapter = KernelNetlink) -> None:
     pod = netns_adapter(pod_netns)
     with _existing_ok():
         pod.create_link(GUEST_BRIDGE, "bridge")
@@ -84,12 +85,12 @@ def bind_masquerade(*, pod_netns: str, tap: str, rules: Masquerade,
 DHCP_SERVER_ADDRESS = "169.254.75.10"  # on the guest's bridge, only to answer DHCP from (as KubeVirt)
 
 
-def pod_mac(pod_netns: str, netns_adapter: NetnsAdapter = PyrouteNetlink) -> str:
+def pod_mac(pod_netns: str, netns_adapter: NetnsAdapter = KernelNetlink) -> str:
     return netns_adapter(pod_netns).link_mac("eth0")
 
 
 def bind_bridge(*, pod_netns: str, tap: str, pod_ip: IPv4Interface | None, nic: str = "eth0",
-                netns_adapter: NetnsAdapter = PyrouteNetlink) -> str:
+                netns_adapter: NetnsAdapter = KernelNetlink) -> str:
     """The bridge binding: the guest takes the NIC's IP (handed out by DHCP); the NIC becomes a
     port of k6t-<nic> with a random MAC and no address; a dummy keeps the address for reference.
     Returns the guest bridge, where the DHCP server listens. No pod_ip (a layer-2 network): no
@@ -133,7 +134,7 @@ def secondary_host_side(vmi: str, index: int) -> str:
 
 
 def plumb_secondary(*, vmi: str, index: int, pod_netns: str, node_netns: str | None, node_bridge: str,
-                    netns_adapter: NetnsAdapter = PyrouteNetlink, ovs: Ovs | None = None,
+                    netns_adapter: NetnsAdapter = KernelNetlink, ovs: Ovs | None = None,
                     vlan: int | None = None) -> str:
     """A veth from the node's host bridge of a secondary network into the pod, as net<index>. With
     ``ovs`` the bridge is that Open vSwitch's, and the node's end its port (an access port of

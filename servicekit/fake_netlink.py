@@ -1,4 +1,4 @@
-"""A stateful stand-in for ``servicekit.netlink.PyrouteNetlink``: one namespace's links, addresses,
+"""A stateful stand-in for ``servicekit.netlink.KernelNetlink``: one namespace's links, addresses,
 routes and neighbours, plus the named namespaces of the host, in memory. It refuses what the kernel
 refuses, with the same errno (so the same ``NetlinkError`` code): an address on a missing link, a
 second copy of an address, a gateway on no connected network, deleting what is not there.
@@ -62,7 +62,7 @@ class FakeNetlink:
 
     def at(self, netns: str | None) -> FakeNetlink:
         """The fake bound to another namespace of this host; one that is missing fails every call with
-        NOT_FOUND, as ``PyrouteNetlink`` of a missing name does."""
+        NOT_FOUND, as ``KernelNetlink`` of a missing name does."""
         if netns is None:
             return self.host
         if netns in self.spaces:

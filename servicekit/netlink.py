@@ -1,4 +1,4 @@
-"""The node's links, addresses, routes and named network namespaces, over netlink (pyroute2): the
+"""The node's links, addresses, routes and named network namespaces, over netlink: the
 few operations the handler and the launcher need, behind one narrow ``Netlink`` protocol, so their
 decisions are tested against ``servicekit.fake_netlink.FakeNetlink`` and only this module (with
 ``servicekit.netlink_links``, its link half) talks to the kernel.
@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
@@ -28,8 +27,9 @@ from pyroute2.netlink.exceptions import NetlinkError as KernelError
 
 from proto.errors import ApiError, Code
 from servicekit import netlink_links as links
-from servicekit import netns_names, netns_socket
+from servicekit import netns_names, netns_socket, rtnl
 from servicekit.netlink_links import LinkKind
+from servicekit.rtnl_socket import RtnlSocket
 
 # Where pyroute2 forks a child (its own netns helpers; this module makes namespaces itself, see
 # servicekit.netns_names, and enters them by thread) it stops it with SIGTERM. A child still alive
@@ -166,22 +166,35 @@ def check_netns_name(name: str, operation: str) -> None:
 T = TypeVar("T")
 
 
-class PyrouteNetlink:
+class KernelNetlink:
     """The real adapter. Each call opens its own netlink socket (in the namespace, which the calling
-    thread enters for the call) and closes it: a pyroute2 socket must not be shared
-    between the threads ``asyncio.to_thread`` runs these calls in, and the calls are rare."""
+    thread enters for the call) and closes it: a socket is never shared between the threads
+    ``asyncio.to_thread`` runs these calls in. Requests are written as ip(8) writes them
+    (``servicekit.rtnl``); the dumps (addresses, neighbours, an address flush) are parsed by pyroute2."""
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
 
-    def _call(self, operation: str, work: Callable[[Any], T]) -> T:
-        if _in_event_loop():  # pyroute2's blocking API runs a loop of its own, and would stall ours
-            raise RuntimeError(f"{operation}: netlink calls block; make them in a thread (asyncio.to_thread)")
-
+    def _call(self, operation: str, work: Callable[[RtnlSocket], T]) -> T:
         def call() -> T:
-            with self._socket(operation) as ipr:
-                return work(ipr)
+            with RtnlSocket() as sock:
+                return work(sock)
 
+        return self._in_netns(operation, call)
+
+    def _dump(self, operation: str, work: Callable[[Any], T]) -> T:
+        def call() -> T:
+            ipr = IPRoute()  # in whatever namespace this thread is in (see _in_netns)
+            try:
+                return work(ipr)
+            finally:
+                ipr.close()
+
+        return self._in_netns(operation, call)
+
+    def _in_netns(self, operation: str, call: Callable[[], T]) -> T:
+        if _in_event_loop():  # the calls block (pyroute2's runs a loop of its own), and would stall ours
+            raise RuntimeError(f"{operation}: netlink calls block; make them in a thread (asyncio.to_thread)")
         try:
             if self.netns is None:
                 return call()
@@ -193,46 +206,33 @@ class PyrouteNetlink:
             return netns_socket.run_in(self.netns, call)
         except KernelError as exc:
             raise NetlinkError(operation, exc.code) from None
-        except OSError as exc:  # TimeoutError included: the namespace's child did not answer in time
+        except rtnl.WireError as exc:  # a name or value no request can carry: the kernel never saw it
+            raise NetlinkError(operation, errno.EINVAL, str(exc)) from None
+        except OSError as exc:  # TimeoutError included: the kernel did not answer in time
             raise NetlinkError(operation, exc.errno or errno.ETIMEDOUT, exc.strerror) from None
         except RuntimeError as exc:  # pyroute2's helper process in the namespace died: try again
             raise NetlinkError(operation, errno.EAGAIN, str(exc)) from None
 
-    @contextmanager
-    def _socket(self, operation: str) -> Iterator[Any]:
-        ipr = IPRoute()  # in whatever namespace this thread is in (see _call)
-        try:
-            yield ipr
-        finally:
-            ipr.close()
-
-    @staticmethod
-    def _index(ipr: Any, link: str, operation: str) -> int:
-        found = ipr.link_lookup(ifname=link)
-        if not found:
-            raise NetlinkError(operation, errno.ENODEV, f"no link {link!r}")
-        return int(found[0])
-
     def ensure_bridge(self, name: str) -> bool:
-        operation = f"bridge {name} up"
-
-        def work(ipr: Any) -> bool:
+        def work(sock: RtnlSocket) -> bool:
             try:
-                ipr.link("add", ifname=name, kind="bridge")
+                links.add_link(sock, name, "bridge")
                 made = True
-            except KernelError as exc:
-                if exc.code != errno.EEXIST:
+            except OSError as exc:
+                if exc.errno != errno.EEXIST:
                     raise
                 made = False
-            ipr.link("set", index=self._index(ipr, name, operation), state="up")
+            sock.call(lambda seq: rtnl.set_link(seq, name, up=True))
             return made
 
-        return self._call(operation, work)
+        return self._call(f"bridge {name} up", work)
 
     def _address(self, command: str, link: str, address: IPv4Interface) -> None:
-        operation = f"addr {command} {address} dev {link}"
-        self._call(operation, lambda ipr: ipr.addr(command, index=self._index(ipr, link, operation),
-                                                     address=str(address.ip), prefixlen=address.network.prefixlen))
+        def work(sock: RtnlSocket) -> None:
+            at = sock.index(link)
+            sock.call(lambda seq: rtnl.address(seq, command, at, address))
+
+        self._call(f"addr {command} {address} dev {link}", work)
 
     def add_address(self, link: str, address: IPv4Interface) -> None:
         self._address("add", link, address)
@@ -253,7 +253,7 @@ class PyrouteNetlink:
                 out.append(Address(names.get(int(msg["index"]), ""), IPv4Interface(f"{local}/{msg['prefixlen']}")))
             return out
 
-        return self._call("addr show", work)
+        return self._dump("addr show", work)
 
     def replace_route(self, dst: IPv4Network, *, via: IPv4Address | None = None, link: str | None = None) -> None:
         operation = " ".join(["route replace", str(dst), *(["via", str(via)] if via else []),
@@ -261,88 +261,85 @@ class PyrouteNetlink:
         if via is None and link is None:
             raise NetlinkError(operation, errno.EINVAL, "a route needs a gateway or a link")
 
-        def work(ipr: Any) -> None:
-            spec: dict[str, Any] = {"dst": str(dst), "proto": RTPROT_BOOT}
-            if via is not None:
-                spec["gateway"] = str(via)
-            else:
-                spec["scope"] = RT_SCOPE_LINK
-            if link is not None:
-                spec["oif"] = self._index(ipr, link, operation)
-            ipr.route("replace", **spec)
+        def work(sock: RtnlSocket) -> None:
+            oif = sock.index(link) if link is not None else None
+            sock.call(lambda seq: rtnl.route(seq, "replace", dst, via=via, oif=oif, protocol=RTPROT_BOOT,
+                                             scope=RT_SCOPE_LINK if via is None else 0))
 
         self._call(operation, work)
 
     def delete_route(self, dst: IPv4Network, *, link: str | None = None) -> None:
-        operation = " ".join(["route del", str(dst), *(["dev", link] if link else [])])
+        def work(sock: RtnlSocket) -> None:
+            oif = sock.index(link) if link is not None else None
+            sock.call(lambda seq: rtnl.route(seq, "del", dst, oif=oif, scope=RT_SCOPE_NOWHERE))
 
-        def work(ipr: Any) -> None:
-            spec: dict[str, Any] = {"dst": str(dst), "scope": RT_SCOPE_NOWHERE}
-            if link is not None:
-                spec["oif"] = self._index(ipr, link, operation)
-            ipr.route("del", **spec)
-
-        self._call(operation, work)
+        self._call(" ".join(["route del", str(dst), *(["dev", link] if link else [])]), work)
 
     def flush_neighbours(self, address: IPv4Address, link: str) -> None:
         operation = f"neigh flush to {address} dev {link}"
 
         def work(ipr: Any) -> None:
-            index = self._index(ipr, link, operation)
+            found = ipr.link_lookup(ifname=link)
+            if not found:
+                raise KernelError(errno.ENODEV, f"no link {link!r}")
+            index = int(found[0])
             for msg in ipr.get_neighbours(ifindex=index, dst=str(address)):
                 if msg["state"] & (NUD_NOARP | NUD_PERMANENT) or msg.get("dst") != str(address):
                     continue
                 ipr.neigh("del", ifindex=index, dst=str(address))
 
-        self._call(operation, work)
+        self._dump(operation, work)
 
     # --- links (servicekit.netlink_links does the work on the open socket) ---------------------------
     def create_link(self, name: str, kind: LinkKind) -> None:
-        self._call(f"link add {name} type {kind}", lambda ipr: ipr.link("add", ifname=name, kind=kind))
+        self._call(f"link add {name} type {kind}", lambda sock: links.add_link(sock, name, kind))
 
     def create_veth(self, name: str, peer: str, peer_netns: str | None) -> None:
         operation = f"link add {name} type veth peer name {peer} netns {peer_netns or 'self'}"
         if peer_netns is not None:
             check_netns_name(peer_netns, operation)
         if peer_netns is not None:
-            self._call(operation, lambda ipr: links.add_veth(ipr, name, peer, str(NETNS_DIR / peer_netns)))
+            self._call(operation, lambda sock: links.add_veth(sock, name, peer, str(NETNS_DIR / peer_netns)))
             return
         # the caller's own namespace, held open before this thread enters the adapter's: one path for both
         own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
-            self._call(operation, lambda ipr: links.add_veth(ipr, name, peer, f"/proc/self/fd/{own}"))
+            self._call(operation, lambda sock: links.add_veth(sock, name, peer, f"/proc/self/fd/{own}"))
         finally:
             os.close(own)
 
     def create_tap(self, name: str) -> None:
-        self._call(f"tuntap add dev {name} mode tap", lambda ipr: links.add_tap(ipr, name))
+        self._call(f"tuntap add dev {name} mode tap", lambda sock: links.add_tap(sock, name))
 
     def delete_link(self, name: str) -> None:
-        self._call(f"link del {name}", lambda ipr: ipr.link("del", index=links.index(ipr, name)))
+        self._call(f"link del {name}", lambda sock: sock.call(lambda seq: rtnl.del_link(seq, name)))
 
     def set_up(self, link: str, up: bool = True) -> None:
-        state = "up" if up else "down"
-        self._call(f"link set {link} {state}", lambda ipr: ipr.link("set", index=links.index(ipr, link), state=state))
+        self._call(f"link set {link} {'up' if up else 'down'}",
+                   lambda sock: sock.call(lambda seq: rtnl.set_link(seq, link, up=up)))
 
     def set_mac(self, link: str, mac: str) -> None:
         self._call(f"link set {link} address {mac}",
-                   lambda ipr: ipr.link("set", index=links.index(ipr, link), address=mac))
+                   lambda sock: sock.call(lambda seq: rtnl.set_link(seq, link, mac=rtnl.mac_bytes(mac))))
 
     def set_master(self, link: str, master: str) -> None:
-        self._call(f"link set {link} master {master}",
-                   lambda ipr: ipr.link("set", index=links.index(ipr, link), master=links.index(ipr, master)))
+        def work(sock: RtnlSocket) -> None:
+            at = sock.index(master)
+            sock.call(lambda seq: rtnl.set_link(seq, link, master=at))
+
+        self._call(f"link set {link} master {master}", work)
 
     def set_port(self, link: str, *, hairpin: bool | None = None, learning: bool | None = None) -> None:
         flags = [f"{key} {'on' if value else 'off'}" for key, value in (("hairpin", hairpin), ("learning", learning))
                  if value is not None]
         self._call(" ".join(["link set", link, "type bridge_slave", *flags]),
-                   lambda ipr: links.set_port(ipr, link, hairpin=hairpin, learning=learning))
+                   lambda sock: links.set_port(sock, link, hairpin=hairpin, learning=learning))
 
     def link_mac(self, link: str) -> str:
-        return self._call(f"link show {link}", lambda ipr: links.mac(ipr, link))
+        return self._call(f"link show {link}", lambda sock: links.mac(sock, link))
 
     def flush_addresses(self, link: str) -> None:
-        self._call(f"addr flush dev {link}", lambda ipr: links.flush_addresses(ipr, link))
+        self._dump(f"addr flush dev {link}", lambda ipr: links.flush_addresses(ipr, link))
 
     # --- named namespaces: files under /run/netns, whatever namespace this adapter is bound to -------
     def create_netns(self, name: str) -> None:

@@ -1,71 +1,90 @@
-"""Links made, wired and read over one open pyroute2 socket: the link half of
-``servicekit.netlink.PyrouteNetlink`` (which opens the socket in its namespace, runs these in it and
-turns every kernel refusal into a ``NetlinkError``). Each function does what one ip(8) command did,
-with the same netlink request where pyroute2 has it, so the kernel's state ends up the same.
+"""Links made, wired and read: the link half of ``servicekit.netlink.KernelNetlink`` (which opens
+the sockets in its namespace, runs these in it and turns every kernel refusal into a
+``NetlinkError``). Each function does what one ip(8) command did, with the request ip(8) sends
+(``servicekit.rtnl``), so the kernel's state ends up the same. The one dump here (an address flush)
+goes through pyroute2's parser; it is no part of a launch.
 
-A missing link is the kernel's own ENODEV, raised before any request that names it.
+A missing link is the kernel's own ENODEV.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import struct
 from typing import Any, Literal
 
 from pyroute2.netlink.exceptions import NetlinkError as KernelError
 
+from servicekit import rtnl
+from servicekit.rtnl_socket import RtnlSocket
+
 LinkKind = Literal["bridge", "dummy"]
-BRIDGE_MODE_HAIRPIN = 1  # IFLA_BRPORT_MODE: a frame may leave by the port it came in by
+# linux/if_tun.h
+TUNSETIFF, TUNSETPERSIST = 0x400454CA, 0x400454CB
+IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
+_IFREQ = struct.Struct("16sH22x")  # struct ifreq: the name, then ifr_flags in its union
 
 
-def index(ipr: Any, link: str) -> int:
-    found = ipr.link_lookup(ifname=link)
-    if not found:
-        raise KernelError(errno.ENODEV, f"no link {link!r}")
-    return int(found[0])
+def add_link(sock: RtnlSocket, name: str, kind: LinkKind) -> None:
+    sock.call(lambda seq: rtnl.new_link(seq, name, kind))
 
 
-def add_veth(ipr: Any, name: str, peer: str, peer_netns: str) -> None:
+def add_veth(sock: RtnlSocket, name: str, peer: str, peer_netns: str) -> None:
     """``ip link add NAME type veth peer name PEER netns NS``: the peer is made in the namespace at
     the path ``peer_netns`` (opened here: the kernel takes it as a file descriptor)."""
-    fd = os.open(peer_netns, os.O_RDONLY)
+    fd = os.open(peer_netns, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        ipr.link("add", ifname=name, kind="veth", peer={"ifname": peer, "net_ns_fd": fd})
+        sock.call(lambda seq: rtnl.new_veth(seq, name, peer, fd))
     finally:
         os.close(fd)
 
 
-def add_tap(ipr: Any, name: str) -> None:
-    """``ip tuntap add dev NAME mode tap``: persistent, no packet information header (ip(8)'s default).
-    pyroute2 makes it with the tun ioctls in a child process that enters the socket's namespace."""
-    if ipr.link_lookup(ifname=name):
+def add_tap(sock: RtnlSocket, name: str) -> None:
+    """``ip tuntap add dev NAME mode tap``: persistent, no packet information header (ip(8)'s default),
+    made with the tun ioctls by this thread, in the namespace it is in (the socket's)."""
+    try:
+        sock.index(name)
+    except OSError as exc:
+        if exc.errno != errno.ENODEV:
+            raise
+    else:
         # TUNSETIFF would attach to an existing tap (or refuse another kind with EINVAL): as ip(8)
         # the name being taken is EEXIST, whatever holds it
-        raise KernelError(errno.EEXIST, f"link {name!r} exists")
-    ipr.link("add", ifname=name, kind="tuntap", mode="tap", ifr={"no_pi": 1})
+        raise OSError(errno.EEXIST, f"link {name!r} exists")
+    raw = name.encode()
+    if len(raw) >= rtnl.IFNAMSIZ:
+        raise OSError(errno.EINVAL, f"{name!r} is no interface name")
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(raw, IFF_TAP | IFF_NO_PI))
+        fcntl.ioctl(fd, TUNSETPERSIST, 1)  # outlives this descriptor, for QEMU to open
+    finally:
+        os.close(fd)
 
 
-def set_port(ipr: Any, link: str, *, hairpin: bool | None, learning: bool | None) -> None:
-    """``ip link set LINK type bridge_slave hairpin on`` / ``bridge link set dev LINK learning off``:
-    EOPNOTSUPP unless the link is a bridge's port."""
-    flags: dict[str, int] = {}
-    if hairpin is not None:
-        flags["mode"] = BRIDGE_MODE_HAIRPIN if hairpin else 0
-    if learning is not None:
-        flags["learning"] = int(learning)
-    at = index(ipr, link)
-    if flags:
-        ipr.brport("set", index=at, **flags)
+def set_port(sock: RtnlSocket, link: str, *, hairpin: bool | None, learning: bool | None) -> None:
+    """``ip link set LINK type bridge_slave hairpin on learning off``: EOPNOTSUPP unless the link is
+    a bridge's port; ENODEV if there is no such link, also with nothing to set."""
+    flags = rtnl.port_flags(hairpin=hairpin, learning=learning)
+    if not flags:
+        sock.index(link)
+        return
+    sock.call(lambda seq: rtnl.set_link(seq, link, port=flags))
 
 
-def mac(ipr: Any, link: str) -> str:
+def mac(sock: RtnlSocket, link: str) -> str:
     """The link's hardware address, as ``ip -o link show`` prints it after ``link/ether``."""
-    return str(ipr.get_links(index(ipr, link))[0].get("address"))
+    return sock.link(link).mac
 
 
 def flush_addresses(ipr: Any, link: str) -> None:
     """``ip addr flush dev LINK``: every address of every family (IPv6 link-local included)."""
-    at = index(ipr, link)
+    found = ipr.link_lookup(ifname=link)
+    if not found:
+        raise KernelError(errno.ENODEV, f"no link {link!r}")
+    at = int(found[0])
     for msg in ipr.get_addr(index=at):
         try:
             ipr.addr("del", index=at, address=msg.get("address"), prefixlen=msg["prefixlen"])

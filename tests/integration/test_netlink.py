@@ -25,7 +25,7 @@ from launcher.masquerade import Masquerade
 from proto.errors import Code
 from proto.state import Node
 from servicekit.fake_netlink import FakeNetlink
-from servicekit.netlink import Address, Netlink, NetlinkError, PyrouteNetlink
+from servicekit.netlink import Address, KernelNetlink, Netlink, NetlinkError
 from servicekit.store import Store
 
 pytestmark = pytest.mark.integration
@@ -92,7 +92,7 @@ def more_netns() -> Iterator[Callable[[], str]]:
 
 def beside(adapter: Netlink, netns: str) -> Netlink:
     """The adapter of another namespace of the same host as ``adapter``."""
-    return adapter.at(netns) if isinstance(adapter, FakeNetlink) else PyrouteNetlink(netns)
+    return adapter.at(netns) if isinstance(adapter, FakeNetlink) else KernelNetlink(netns)
 
 
 @pytest.fixture(params=["kernel", "fake"])
@@ -100,7 +100,7 @@ def adapter(request: pytest.FixtureRequest) -> Netlink:
     if request.param == "fake":
         return FakeNetlink()
     name: str = request.getfixturevalue("netns")
-    return PyrouteNetlink(name)
+    return KernelNetlink(name)
 
 
 def refused(code: Code) -> pytest.RaisesExc[NetlinkError]:
@@ -139,7 +139,7 @@ def test_routes(adapter: Netlink) -> None:
     adapter.replace_route(fips, link="vbtbr0")
     with refused(Code.NOT_FOUND):
         adapter.replace_route(fips, link="vbtnope")
-    if isinstance(adapter, PyrouteNetlink):
+    if isinstance(adapter, KernelNetlink):
         assert adapter.netns is not None
         routes = ip(adapter.netns, "route").splitlines()
         assert "10.244.1.0/24 via 10.99.0.13 dev vbtbr0" in [r.strip() for r in routes]
@@ -150,7 +150,7 @@ def test_routes(adapter: Netlink) -> None:
         adapter.delete_route(pods)
     with refused(Code.NOT_FOUND):
         adapter.delete_route(fips, link="vbtbr0")
-    if isinstance(adapter, PyrouteNetlink):
+    if isinstance(adapter, KernelNetlink):
         assert adapter.netns is not None
         assert "10.244.1.0" not in ip(adapter.netns, "route") and "192.168.200" not in ip(adapter.netns, "route")
 
@@ -160,7 +160,7 @@ def test_neighbours(adapter: Netlink) -> None:
         adapter.flush_neighbours(IPv4Address("10.244.0.5"), "vbtbr0")
     adapter.ensure_bridge("vbtbr0")
     adapter.flush_neighbours(IPv4Address("10.244.0.5"), "vbtbr0")  # nothing to forget is no failure
-    if isinstance(adapter, PyrouteNetlink):
+    if isinstance(adapter, KernelNetlink):
         assert adapter.netns is not None
         ip(adapter.netns, "neigh", "add", "10.244.0.5", "lladdr", "02:00:00:00:00:05", "dev", "vbtbr0", "nud", "stale")
         ip(adapter.netns, "neigh", "add", "10.244.0.6", "lladdr", "02:00:00:00:00:06", "dev", "vbtbr0", "nud", "stale")
@@ -194,7 +194,7 @@ def test_links_bridges_and_taps(adapter: Netlink) -> None:
         adapter.set_up(link)
     adapter.replace_address("vbtbr0", IPv4Interface("10.0.2.1/24"))
     adapter.replace_address("vbtbr0", IPv4Interface("169.254.75.10/32"))
-    if isinstance(adapter, PyrouteNetlink):
+    if isinstance(adapter, KernelNetlink):
         assert adapter.netns is not None
         tap = ip(adapter.netns, "-d", "link", "show", "vbttap0")
         assert "master vbtbr0" in tap and "hairpin on" in tap and "learning off" in tap and ",UP" in tap
@@ -203,7 +203,7 @@ def test_links_bridges_and_taps(adapter: Netlink) -> None:
     adapter.flush_addresses("vbtbr0")
     assert [a for a in adapter.addresses() if a.link == "vbtbr0"] == []
     adapter.set_up("vbtbr0", False)
-    if isinstance(adapter, PyrouteNetlink):
+    if isinstance(adapter, KernelNetlink):
         assert adapter.netns is not None
         assert ",UP" not in ip(adapter.netns, "link", "show", "vbtbr0")
         assert "inet" not in ip(adapter.netns, "addr", "show", "dev", "vbtbr0")  # inet6 (link-local) too
@@ -233,7 +233,7 @@ def test_a_veth_into_another_namespace(adapter: Netlink, more_netns: Callable[[]
     adapter.replace_address("vbteth0", IPv4Interface("10.244.0.5/24"))
     adapter.set_up("vbteth0")
     adapter.replace_route(IPv4Network("0.0.0.0/0"), via=IPv4Address("10.244.0.1"))
-    if isinstance(adapter, PyrouteNetlink):
+    if isinstance(adapter, KernelNetlink):
         assert adapter.netns is not None
         assert "default via 10.244.0.1 dev vbteth0" in ip(adapter.netns, "route")
         assert "vbtpeer" in ip(other, "link", "show") and "vbtpeer" not in ip(adapter.netns, "link", "show")
@@ -251,8 +251,8 @@ def test_a_veth_into_the_callers_own_namespace(netns: str) -> None:
     second test namespace, so the caller's own is a test's too, never the host's."""
     caller = new_netns()
     try:
-        code = ("from servicekit.netlink import PyrouteNetlink; "
-                f"PyrouteNetlink({netns!r}).create_veth('vbteth0', 'vbtpeer', None)")
+        code = ("from servicekit.netlink import KernelNetlink; "
+                f"KernelNetlink({netns!r}).create_veth('vbteth0', 'vbtpeer', None)")
         in_netns(caller, sys.executable, "-c", code)
         assert "vbtpeer" in ip(caller, "link", "show")
         assert "vbteth0" in ip(netns, "link", "show")
@@ -265,15 +265,15 @@ def test_a_new_namespace_leaves_no_thread_and_no_child(more_netns: Callable[[], 
     with threads may not do."""
     name = more_netns()
     home = os.stat("/proc/self/ns/net").st_ino
-    PyrouteNetlink().create_netns(name)
+    KernelNetlink().create_netns(name)
     assert os.stat("/proc/thread-self/ns/net").st_ino == home  # made, and this thread came back
     assert os.stat(f"/run/netns/{name}").st_ino != home  # the name holds a namespace of its own
-    PyrouteNetlink(name).set_up("lo")
+    KernelNetlink(name).set_up("lo")
     assert threading.active_count() == 1 and len(os.listdir("/proc/self/task")) == 1
     assert not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
     assert "inet 127.0.0.1/8" in ip(name, "addr", "show", "lo")
     with refused(Code.ALREADY_EXISTS):
-        PyrouteNetlink().create_netns(name)
+        KernelNetlink().create_netns(name)
 
 
 async def test_a_namespace_made_from_a_worker_thread(more_netns: Callable[[], str]) -> None:
@@ -283,18 +283,18 @@ async def test_a_namespace_made_from_a_worker_thread(more_netns: Callable[[], st
     home = os.stat("/proc/self/ns/net").st_ino
 
     def make() -> int:
-        PyrouteNetlink().create_netns(name)
+        KernelNetlink().create_netns(name)
         return os.stat("/proc/thread-self/ns/net").st_ino
 
     assert await asyncio.to_thread(make) == home
     assert os.stat(f"/run/netns/{name}").st_ino != home
     with refused(Code.INVALID):  # a name that is a path: refused before anything is made
-        await asyncio.to_thread(PyrouteNetlink().create_netns, f"{name}/x")
+        await asyncio.to_thread(KernelNetlink().create_netns, f"{name}/x")
     assert not Path(f"/run/netns/{name}/x").exists()
-    PyrouteNetlink().delete_netns(name)
+    KernelNetlink().delete_netns(name)
     assert not Path(f"/run/netns/{name}").exists()
     with refused(Code.NOT_FOUND):
-        PyrouteNetlink().delete_netns(name)
+        KernelNetlink().delete_netns(name)
 
 
 async def test_the_children_pyroute2_stops_never_signal_our_event_loop(netns: str) -> None:
@@ -305,9 +305,9 @@ async def test_the_children_pyroute2_stops_never_signal_our_event_loop(netns: st
     loop.add_signal_handler(signal.SIGTERM, lambda: seen.append("SIGTERM"))
     try:
         for i in range(3):
-            await asyncio.to_thread(PyrouteNetlink(netns).create_tap, f"vbttap{i}")
+            await asyncio.to_thread(KernelNetlink(netns).create_tap, f"vbttap{i}")
         for _ in range(20):
-            await asyncio.to_thread(PyrouteNetlink(netns).set_up, "lo")
+            await asyncio.to_thread(KernelNetlink(netns).set_up, "lo")
         await asyncio.sleep(0.2)
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
@@ -319,9 +319,9 @@ def test_the_launchers_pod_network_in_namespaces(more_netns: Callable[[], str]) 
     pod, node = more_netns(), more_netns()
     namespaces.create_netns(pod)
     namespaces.create_netns(node)
-    PyrouteNetlink(node).ensure_bridge(podnic.NODE_POD_BRIDGE)
-    PyrouteNetlink(node).replace_address(podnic.NODE_POD_BRIDGE, IPv4Interface("10.244.0.1/24"))
-    PyrouteNetlink(node).ensure_bridge("vbtprov")
+    KernelNetlink(node).ensure_bridge(podnic.NODE_POD_BRIDGE)
+    KernelNetlink(node).replace_address(podnic.NODE_POD_BRIDGE, IPv4Interface("10.244.0.1/24"))
+    KernelNetlink(node).ensure_bridge("vbtprov")
     pod_ip = IPv4Interface("10.244.0.5/24")
     for _ in range(2):  # a launcher run again finds it all there
         podnic.plumb_pod(vmi="vm1", pod_netns=pod, node_netns=node, pod_ip=pod_ip, gateway="10.244.0.1")
@@ -359,8 +359,8 @@ def test_the_masquerade_binding_in_a_namespace(more_netns: Callable[[], str]) ->
     pod, node = more_netns(), more_netns()
     namespaces.create_netns(pod)
     namespaces.create_netns(node)
-    PyrouteNetlink(node).ensure_bridge(podnic.NODE_POD_BRIDGE)
-    PyrouteNetlink(node).replace_address(podnic.NODE_POD_BRIDGE, IPv4Interface("10.244.0.1/24"))
+    KernelNetlink(node).ensure_bridge(podnic.NODE_POD_BRIDGE)
+    KernelNetlink(node).replace_address(podnic.NODE_POD_BRIDGE, IPv4Interface("10.244.0.1/24"))
     podnic.plumb_pod(vmi="vm1", pod_netns=pod, node_netns=node, pod_ip=IPv4Interface("10.244.0.5/24"),
                      gateway="10.244.0.1")
     namespaces.create_tap(pod, "tap0")
@@ -373,14 +373,14 @@ def test_the_masquerade_binding_in_a_namespace(more_netns: Callable[[], str]) ->
 def test_a_missing_namespace_is_not_found_and_not_made(netns: str) -> None:
     missing = f"{netns}-missing"
     with refused(Code.NOT_FOUND):
-        PyrouteNetlink(missing).addresses()
+        KernelNetlink(missing).addresses()
     with refused(Code.NOT_FOUND):
-        PyrouteNetlink(missing).ensure_bridge("vbtbr0")
+        KernelNetlink(missing).ensure_bridge("vbtbr0")
     assert not Path("/run/netns", missing).exists()  # pyroute2 would create it, were it asked to
 
 
 def test_namespaces_pids_and_delete(netns: str) -> None:
-    netlink = PyrouteNetlink()
+    netlink = KernelNetlink()
     assert netlink.netns_pids(netns) == []
     inside = subprocess.Popen(["ip", "netns", "exec", netns, "sleep", "60"])
     try:
@@ -428,3 +428,19 @@ async def test_the_pod_network_in_a_namespace(store: Store, netns: str) -> None:
     assert "10.244.1.0/24 via 10.99.0.12" in routes and "10.244.2.0/24" not in routes  # node3: no neighbour
     await asyncio.to_thread(podnet.sync_routes, [])
     assert "10.244.1.0/24" not in ip(netns, "route")
+
+
+@pytest.mark.parametrize("name", ["x" * 16, "a/b", "a\0b", ""])
+def test_a_name_no_link_can_have_is_invalid_and_changes_nothing(netns: str, name: str) -> None:
+    adapter = KernelNetlink(netns)
+    before = ip(netns, "-o", "link", "show")
+    attempts: list[Callable[[], object]] = [
+        lambda: adapter.create_link(name, "bridge"), lambda: adapter.create_tap(name), lambda: adapter.set_up(name),
+        lambda: adapter.create_veth(name, "vbtpeer0", None), lambda: adapter.set_master("lo", name),
+        lambda: adapter.replace_address(name, IPv4Interface("10.0.0.1/24"))]
+    for attempt in attempts:
+        with refused(Code.INVALID):
+            attempt()
+    with refused(Code.INVALID):
+        adapter.set_mac("lo", "02:00:00:00:00")  # five octets
+    assert ip(netns, "-o", "link", "show") == before

@@ -10,10 +10,10 @@ import pytest
 
 from proto.errors import Code
 from servicekit.fake_netlink import FakeNetlink
-from servicekit.netlink import Netlink, NetlinkError, PyrouteNetlink
+from servicekit.netlink import KernelNetlink, Netlink, NetlinkError
 
 # both adapters are what the handler asks for (mypy checks these two lines)
-_REAL: type[Netlink] = PyrouteNetlink
+_REAL: type[Netlink] = KernelNetlink
 _FAKE: type[Netlink] = FakeNetlink
 
 
@@ -36,12 +36,12 @@ def test_the_errno_says_whether_a_retry_helps(err: int, code: Code, retryable: b
 
 @pytest.mark.parametrize("name", ["", ".", "..", "../../etc", "a/b", "x" * 256])
 def test_a_namespace_name_is_never_a_path(name: str) -> None:
-    for adapter in (PyrouteNetlink(), FakeNetlink()):
+    for adapter in (KernelNetlink(), FakeNetlink()):
         with pytest.raises(NetlinkError) as caught:
             adapter.delete_netns(name)
         assert caught.value.code is Code.INVALID
     with pytest.raises(NetlinkError) as caught:
-        PyrouteNetlink(name).addresses()  # refused before any socket is opened
+        KernelNetlink(name).addresses()  # refused before any socket is opened
     assert caught.value.code is Code.INVALID
 
 
@@ -99,4 +99,4 @@ def test_a_veth_end_deleted_takes_the_other_with_it() -> None:
 
 async def test_the_real_adapter_is_never_called_on_the_event_loop() -> None:
     with pytest.raises(RuntimeError, match="thread"):
-        PyrouteNetlink("vbtest-anything").addresses()  # refused before any socket is opened
+        KernelNetlink("vbtest-anything").addresses()  # refused before any socket is opened

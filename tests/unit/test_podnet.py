@@ -11,7 +11,7 @@ import pytest
 from handler.podnet import POD_BRIDGE, PodNetwork
 from proto.state import Node
 from servicekit.fake_netlink import FakeNetlink, FakeRoute
-from servicekit.netlink import PyrouteNetlink
+from servicekit.netlink import KernelNetlink
 from servicekit.store import Store
 
 
@@ -100,4 +100,4 @@ def test_forgetting_a_neighbour_drops_only_that_entry(podnet: PodNetwork, netlin
 
 def test_the_real_adapter_is_the_default(offline_store: Store) -> None:
     podnet = PodNetwork(offline_store, "node1", "vbtest-node1", IPv4Network("10.244.0.0/24"))
-    assert isinstance(podnet.netlink, PyrouteNetlink) and podnet.netlink.netns == "vbtest-node1"
+    assert isinstance(podnet.netlink, KernelNetlink) and podnet.netlink.netns == "vbtest-node1"
