@@ -63,15 +63,13 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str |
 
 
 def write_libvirt_config(etc_dir: Path) -> None:
+    """The private /etc/libvirt: what a libvirtd with only the QEMU driver reads (its own and QEMU's
+    settings), and ``qemu/`` for the domain it defines. Nothing of the host's: no default network
+    (the pod network is ours), no nwfilter rules, no hooks. Copying the host's whole tree, 37 files
+    on Debian, had cost each launch 6.5 ms of CPU."""
     if etc_dir.exists():
         shutil.rmtree(etc_dir)
-    if Path("/etc/libvirt").is_dir():
-        shutil.copytree("/etc/libvirt", etc_dir, symlinks=True)
-    else:  # libvirt without its system configs (a container image): ours below are all it needs
-        (etc_dir / "qemu").mkdir(parents=True)
-    autostart = etc_dir / "qemu" / "networks" / "autostart"
-    if autostart.exists():
-        shutil.rmtree(autostart)  # no default network: the pod network is ours
+    (etc_dir / "qemu").mkdir(parents=True)
     (etc_dir / "qemu.conf").write_text(QEMU_CONF)
     (etc_dir / "libvirtd.conf").write_text(LIBVIRTD_CONF)
 
