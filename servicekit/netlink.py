@@ -279,10 +279,7 @@ class KernelNetlink:
         operation = f"neigh flush to {address} dev {link}"
 
         def work(ipr: Any) -> None:
-            found = ipr.link_lookup(ifname=link)
-            if not found:
-                raise KernelError(errno.ENODEV, f"no link {link!r}")
-            index = int(found[0])
+            index = links.dump_index(ipr, link)
             for msg in ipr.get_neighbours(ifindex=index, dst=str(address)):
                 if msg["state"] & (NUD_NOARP | NUD_PERMANENT) or msg.get("dst") != str(address):
                     continue

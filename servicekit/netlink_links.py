@@ -53,12 +53,10 @@ def add_tap(sock: RtnlSocket, name: str) -> None:
         # TUNSETIFF would attach to an existing tap (or refuse another kind with EINVAL): as ip(8)
         # the name being taken is EEXIST, whatever holds it
         raise OSError(errno.EEXIST, f"link {name!r} exists")
-    raw = name.encode()
-    if len(raw) >= rtnl.IFNAMSIZ:
-        raise OSError(errno.EINVAL, f"{name!r} is no interface name")
+    # a name no link can have was refused by the lookup (rtnl.WireError), before any tap is made
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     try:
-        fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(raw, IFF_TAP | IFF_NO_PI))
+        fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(name.encode(), IFF_TAP | IFF_NO_PI))
         fcntl.ioctl(fd, TUNSETPERSIST, 1)  # outlives this descriptor, for QEMU to open
     finally:
         os.close(fd)
@@ -79,12 +77,17 @@ def mac(sock: RtnlSocket, link: str) -> str:
     return sock.link(link).mac
 
 
-def flush_addresses(ipr: Any, link: str) -> None:
-    """``ip addr flush dev LINK``: every address of every family (IPv6 link-local included)."""
+def dump_index(ipr: Any, link: str) -> int:
+    """The link's index over a pyroute2 socket, for the dumps that go through it; ENODEV if none."""
     found = ipr.link_lookup(ifname=link)
     if not found:
         raise KernelError(errno.ENODEV, f"no link {link!r}")
-    at = int(found[0])
+    return int(found[0])
+
+
+def flush_addresses(ipr: Any, link: str) -> None:
+    """``ip addr flush dev LINK``: every address of every family (IPv6 link-local included)."""
+    at = dump_index(ipr, link)
     for msg in ipr.get_addr(index=at):
         try:
             ipr.addr("del", index=at, address=msg.get("address"), prefixlen=msg["prefixlen"])
