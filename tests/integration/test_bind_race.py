@@ -8,11 +8,13 @@ import uuid
 
 import pytest
 
+from proto import subjects
 from proto.quantity import parse_bytes
 from proto.spec import VMSpec
 from proto.state import VMI, Node, Phase
 from scheduler.controllers import Scheduler
 from servicekit.store import Store
+from tests.kvhistory import key_history
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +39,8 @@ async def test_exactly_one_bind_wins(nats_url: str, store: Store) -> None:
             entry = await store.vmis.get(name)
             assert entry is not None and entry.value.phase is Phase.SCHEDULED
             assert entry.value.node_name in ("node1", "node2")
-            history = await store.raw["vmis"].history(name)
-            assert sum(1 for h in history if b'"Scheduled"' in (h.value or b"")) == 1
+            history = await key_history(store.js, subjects.BUCKET_VMIS, name)
+            assert sum(1 for h in history if b'"Scheduled"' in h.value) == 1
         # a late scheduler finds nothing left to bind
         assert await first.schedule(names[0]) is False
     finally:

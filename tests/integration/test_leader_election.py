@@ -25,6 +25,7 @@ from proto.spec import RunStrategy, VMSpec
 from proto.state import VM, Lease, Node
 from servicekit.store import Store
 from tests.conftest import REPO, NatsServer, free_port
+from tests.kvhistory import key_history
 
 pytestmark = pytest.mark.integration
 TAKEOVER_BOUND_S = 5.0  # the bound: the other scheduler binds within 5 s of the kill
@@ -161,9 +162,8 @@ async def test_the_other_scheduler_takes_over_within_five_seconds(
     assert follower.leader_gauge() == 1.0
 
     # none bound twice: every instance's history has one write naming a node
-    raw = store.raw[subjects.BUCKET_VMIS]
     for name in before + racing + after:
-        history = [json.loads(h.value) for h in await raw.history(name) if h.value]
+        history = [h.json() for h in await key_history(store.js, subjects.BUCKET_VMIS, name) if h.value]
         assert len({h["uid"] for h in history}) == 1, name  # one instance per VM
         assert len({h.get("nodeName") for h in history} - {None}) == 1, name
         binds = [h for h in history if h.get("phase") == "Scheduled" and "nodeName" in h]

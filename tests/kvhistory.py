@@ -1,0 +1,43 @@
+"""A KV key's every revision, read one stored message at a time.
+
+nats-py's ``KeyValue.history`` watches the key and trusts the consumer's pending count to know when
+it has seen everything; when the messages are already on their way as it asks, the count is 0, it
+stops at once and raises NoKeysError for a key that has revisions (a CI failure of
+test_bind_race). Asking the stream for the next message of the key's subject, sequence after
+sequence, has no such race.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import nats.js.errors
+from nats.js import JetStreamContext
+
+
+@dataclass(frozen=True)
+class Revision:
+    revision: int
+    value: bytes
+    operation: str | None  # "DEL" or "PURGE" for a tombstone, None for a put
+
+    def json(self) -> Any:
+        return json.loads(self.value)
+
+
+async def key_history(js: JetStreamContext, bucket: str, key: str) -> list[Revision]:
+    subject, stream = f"$KV.{bucket}.{key}", f"KV_{bucket}"
+    revisions: list[Revision] = []
+    seq = 1
+    while True:
+        try:
+            msg = await js.get_msg(stream, seq=seq, subject=subject, next=True)
+        except nats.js.errors.NotFoundError:
+            return revisions
+        assert msg.seq is not None, "a stored message always has its sequence"
+        headers = msg.headers or {}
+        revisions.append(Revision(revision=msg.seq, value=msg.data or b"",
+                                  operation=headers.get("KV-Operation")))
+        seq = msg.seq + 1
