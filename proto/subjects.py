@@ -76,6 +76,9 @@ def ipam_service_ip(address: str) -> str:
     return "svcip." + address.replace(".", "-")
 
 
+IPAM_SERVICE_IPS = ipam_service_ip("*")  # every Service's claim, as a watch's key filter
+
+
 def vmi_lease(node: str, vmi: str) -> str:
     return f"{token(node)}.{token(vmi)}"
 

@@ -15,7 +15,6 @@ from ipaddress import IPv4Address
 from typing import Any
 
 import msgspec
-import nats.js.errors
 
 from proto import netcheck, services, subjects
 from proto.api import (
@@ -138,12 +137,11 @@ class ServiceApi:
         raise ApiError(Code.CONFLICT, "cluster IPs kept being taken; try again")
 
     async def _claim_keys(self) -> list[str]:
-        # keys only: the ipam bucket also holds address tables, which are no str claims
-        try:
-            keys = await self.store.raw[subjects.BUCKET_IPAM].keys()
-        except nats.js.errors.NoKeysError:
-            return []
-        return [k for k in keys if k.startswith("svcip.")]
+        # Filtered by the server: the ipam bucket also holds address tables, which are no str claims.
+        # (nats-py's kv.keys() trusts a pending count that reads 0 while the keys are in flight, and
+        # then finds none.)
+        return [change.key async for change in self.claims.watch(subjects.IPAM_SERVICE_IPS, initial_only=True)
+                if change.value is not None]
 
     async def _claim_node_ports(self, service: Service, old: Service | None, made: list[str]) -> list[ServicePort]:
         if service.type is ServiceType.CLUSTER_IP:
