@@ -24,6 +24,14 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = Path(os.environ.get("VIRTBUS_EXAMPLES", REPO.parent / "shared" / "examples" / "kubevirt"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # scripts/test.sh runs a pytest in the background, where the shell has SIGINT ignored; Python
+    # then keeps it ignored. Interrupting that run must still tear its lab down (KeyboardInterrupt
+    # runs the fixtures' finalizers), so it gets Python's usual handler back.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
