@@ -114,3 +114,15 @@ def test_udhcpc_deconfig_flushes_the_interface(tmp_path: Path) -> None:
     calls, d = run_udhcpc_script(tmp_path, "deconfig")
     assert calls == ["ip link set vbtest9 up", "ip -4 addr flush dev vbtest9", "ip -4 route flush dev vbtest9"]
     assert not (d / "console").exists()
+
+
+def test_www_page_names_the_host_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    for name in ("virtbus-guest", "vm1"):  # at boot, then after a lease named the host
+        (tmp_path / "hostname").write_text(name + "\n")
+        env = {"PATH": os.environ["PATH"], "HOSTNAME_FILE": str(tmp_path / "hostname"), "WWW": str(www)}
+        subprocess.run(["sh", str(ROOTFS / "etc/www.sh")], env=env, check=True)
+        page = (www / "index.html").read_text()
+        assert f"<title>{name}</title>" in page and f"hostname: {name}</p>" in page
+        assert [p.name for p in www.iterdir()] == ["index.html"]

@@ -1,10 +1,9 @@
 #!/bin/sh
-# (Re)writes the httpd page; it names the current hostname (called at boot and on DHCP leases).
-h=$(hostname)
-mkdir -p /var/www
-cat >/var/www/index.html.new <<EOT
-<!DOCTYPE html>
-<html><head><title>$h</title></head>
-<body><h1>$h</h1><p>virtbus test guest, hostname: $h</p></body></html>
-EOT
-mv /var/www/index.html.new /var/www/index.html
+# (Re)writes the httpd page; it names the current hostname (sourced by /init at boot, run by the
+# udhcpc script when a lease names the host). Builtins only but mv: see /init.
+HOSTNAME_FILE=${HOSTNAME_FILE:-/proc/sys/kernel/hostname} # (overridable, for tests/unit/test_guest_files.py)
+WWW=${WWW:-/var/www}
+read -r h <"$HOSTNAME_FILE"
+printf '<!DOCTYPE html>\n<html><head><title>%s</title></head>\n<body><h1>%s</h1><p>virtbus test guest, hostname: %s</p></body></html>\n' \
+  "$h" "$h" "$h" >"$WWW/index.html.new"
+mv "$WWW/index.html.new" "$WWW/index.html"
