@@ -18,6 +18,7 @@ from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service, ServiceConfig
 
 from proto.errors import ApiError, Code, ErrorReply
+from servicekit.fairqueue import Admission, FairQueue, flow_of
 
 Handler = Callable[[bytes], Awaitable[msgspec.Struct]]
 # For wildcard subjects whose tokens say who asks (virtbus.nodeapi.<node>.<verb>): (subject, body).
@@ -50,29 +51,41 @@ class Endpoint:
 
 # nats-py hands a subscription's messages to its callback one at a time, so a flood of slow
 # requests would queue behind each other until every caller timed out. Instead each request runs in
-# its own task, RUNNING at once; up to WAITING more wait their turn, and beyond that the service
-# answers at once that it is busy (Unavailable, retryable), as Kubernetes' API server answers 429.
+# its own task, RUNNING at once; up to WAITING more wait their turn, each client in a queue of its
+# own served in turn (servicekit.fairqueue), and beyond that the service answers at once that it is
+# busy (Unavailable, retryable), as Kubernetes' API server answers 429.
 RUNNING, WAITING = 64, 512
 BUSY = ApiError(Code.UNAVAILABLE, "the service is busy; try again")
+Work = Callable[[], Awaitable[None]]
 
 
 class _Limiter:
-    def __init__(self, running: int, waiting: int) -> None:
-        self.slots = asyncio.Semaphore(running)
-        self.limit = running + waiting
+    def __init__(self, running: int, waiting: int, per_client: int) -> None:
+        self.queue: FairQueue[Work] = FairQueue(running, waiting, per_client)
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def start(self, work: Callable[[], Awaitable[None]]) -> bool:
-        if len(self.tasks) >= self.limit:
-            return False
+    def start(self, client: str, work: Work) -> bool:
+        admission = self.queue.admit(client, work)
+        if admission is Admission.RUN:
+            self._spawn(work)
+        return admission is not Admission.REFUSED
+
+    def _spawn(self, work: Work) -> None:
         task = asyncio.ensure_future(self._run(work))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        return True
 
-    async def _run(self, work: Callable[[], Awaitable[None]]) -> None:
-        async with self.slots:
+    async def _run(self, work: Work) -> None:
+        stopping = False
+        try:
             await work()
+        except asyncio.CancelledError:
+            stopping = True  # the service is going: nothing more is started
+            raise
+        finally:
+            following = self.queue.done()
+            if following is not None and not stopping:
+                self._spawn(following)
 
 
 async def serve(nc: Client, *, name: str, version: str, description: str, queue: str,
@@ -80,7 +93,10 @@ async def serve(nc: Client, *, name: str, version: str, description: str, queue:
                 max_request: int = MAX_REQUEST) -> Service:
     service = await add_service(nc, ServiceConfig(
         name=name, version=version, description=description, queue_group=queue))
-    limiter = _Limiter(running, waiting)
+    # One client may fill the whole waiting room (a bulk creator on one connection keeps its 200
+    # requests in flight unrefused); another is still served at the next free slot, or told at
+    # once that the service is busy.
+    limiter = _Limiter(running, waiting, waiting)
     for ep in endpoints:
         await service.add_endpoint(EndpointConfig(name=ep.name, subject=ep.subject,
                                                   handler=_wrap(ep, limiter, max_request)))
@@ -89,7 +105,8 @@ async def serve(nc: Client, *, name: str, version: str, description: str, queue:
 
 def _wrap(ep: Endpoint, limiter: _Limiter, max_request: int) -> Callable[[Request], Awaitable[None]]:
     async def dispatch(request: Request) -> None:
-        if not limiter.start(lambda: handle(request)):
+        # the reply subject says which client asks (nats-py keeps the message private to Request)
+        if not limiter.start(flow_of(request._msg.reply or ""), lambda: handle(request)):
             await _respond_error(request, BUSY)
 
     async def handle(request: Request) -> None:
