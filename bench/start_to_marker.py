@@ -24,9 +24,9 @@ from nats.aio.msg import Msg  # noqa: E402
 from nats.js.api import DeliverPolicy  # noqa: E402
 
 from ctl.client import ApiClient, default_url  # noqa: E402
+from ctl.progress import vm_state  # noqa: E402
 from proto import subjects  # noqa: E402
-from proto.api import Ack, NameRequest, VMIReply, VMReply  # noqa: E402
-from proto.errors import ApiError, Code  # noqa: E402
+from proto.api import Ack, NameRequest, VMIReply  # noqa: E402
 from proto.state import VMI, Phase  # noqa: E402
 
 MARKER = b"VIRTBUS-GUEST-READY"
@@ -45,10 +45,6 @@ def stages(asked: float, vmi: VMI, seen: float) -> dict[str, float] | None:
     return {name: times[i + 1] - times[i] for i, name in enumerate(STAGES)}
 
 
-async def status(api: ApiClient, name: str) -> str:
-    return (await api.call("vm", "get", NameRequest(name=name), VMReply)).item.printable_status
-
-
 async def until(check: object, limit: float = 300) -> None:
     start = time.monotonic()
     while not await check():  # type: ignore[operator]
@@ -58,12 +54,11 @@ async def until(check: object, limit: float = 300) -> None:
 
 
 async def one_run(api: ApiClient, name: str) -> tuple[float, float, dict[str, float] | None]:
-    if await status(api, name) != "Stopped":
+    # Stopped as `virtbus stop --wait` sees it: the guest down and its instance cleaned up by its node
+    # (launcher ended, pod removed), which would otherwise share the CPU with this start
+    if not await _stopped(api, name):
         await api.call("vm", "stop", NameRequest(name=name), Ack)
-        await until(lambda: _is(api, name, "Stopped"))
-    # Stopped shows as soon as the guest is down; the last run's instance goes once its node has
-    # ended the launcher and removed its pod, which would otherwise share the CPU with this start
-    await until(lambda: _gone(api, name))
+        await until(lambda: _stopped(api, name))
     # Running is seen by a watch of the VMIs, as it is written: polling every 50 ms (as before) saw
     # it 25 ms late on average, a tenth of what is measured now.
     ran = asyncio.Event()
@@ -95,22 +90,12 @@ async def one_run(api: ApiClient, name: str) -> tuple[float, float, dict[str, fl
         await console.unsubscribe()
     split = stages(asked, (await api.call("vmi", "get", NameRequest(name=name), VMIReply)).item, asked + running)
     await api.call("vm", "stop", NameRequest(name=name), Ack)
-    await until(lambda: _is(api, name, "Stopped"))
+    await until(lambda: _stopped(api, name))
     return running, shown, split
 
 
-async def _is(api: ApiClient, name: str, wanted: str) -> bool:
-    return await status(api, name) == wanted
-
-
-async def _gone(api: ApiClient, name: str) -> bool:
-    try:
-        await api.call("vmi", "get", NameRequest(name=name), VMIReply)
-    except ApiError as exc:
-        if exc.code is Code.NOT_FOUND:
-            return True
-        raise
-    return False
+async def _stopped(api: ApiClient, name: str) -> bool:
+    return (await vm_state(api, name))[0] == "Stopped"
 
 
 async def main() -> None:
