@@ -16,19 +16,20 @@ from typing import Any
 import nats.js.errors
 from nats.js import JetStreamContext
 
+from proto.permissions import kv_key
+
 
 @dataclass(frozen=True)
 class Revision:
     revision: int
-    value: bytes
-    operation: str | None  # "DEL" or "PURGE" for a tombstone, None for a put
+    value: bytes  # empty for a deletion
 
     def json(self) -> Any:
         return json.loads(self.value)
 
 
 async def key_history(js: JetStreamContext, bucket: str, key: str) -> list[Revision]:
-    subject, stream = f"$KV.{bucket}.{key}", f"KV_{bucket}"
+    subject, stream = kv_key(bucket, key), f"KV_{bucket}"
     revisions: list[Revision] = []
     seq = 1
     while True:
@@ -37,7 +38,5 @@ async def key_history(js: JetStreamContext, bucket: str, key: str) -> list[Revis
         except nats.js.errors.NotFoundError:
             return revisions
         assert msg.seq is not None, "a stored message always has its sequence"
-        headers = msg.headers or {}
-        revisions.append(Revision(revision=msg.seq, value=msg.data or b"",
-                                  operation=headers.get("KV-Operation")))
+        revisions.append(Revision(revision=msg.seq, value=msg.data or b""))
         seq = msg.seq + 1
