@@ -60,8 +60,8 @@ Work = Callable[[], Awaitable[None]]
 
 
 class _Limiter:
-    def __init__(self, running: int, waiting: int, per_client: int) -> None:
-        self.queue: FairQueue[Work] = FairQueue(running, waiting, per_client)
+    def __init__(self, running: int, waiting: int) -> None:
+        self.queue: FairQueue[Work] = FairQueue(running, waiting)
         self.tasks: set[asyncio.Task[None]] = set()
 
     def start(self, client: str, work: Work) -> bool:
@@ -93,10 +93,7 @@ async def serve(nc: Client, *, name: str, version: str, description: str, queue:
                 max_request: int = MAX_REQUEST) -> Service:
     service = await add_service(nc, ServiceConfig(
         name=name, version=version, description=description, queue_group=queue))
-    # One client may fill the whole waiting room (a bulk creator on one connection keeps its 200
-    # requests in flight unrefused); another is still served at the next free slot, or told at
-    # once that the service is busy.
-    limiter = _Limiter(running, waiting, waiting)
+    limiter = _Limiter(running, waiting)
     for ep in endpoints:
         await service.add_endpoint(EndpointConfig(name=ep.name, subject=ep.subject,
                                                   handler=_wrap(ep, limiter, max_request)))

@@ -2,9 +2,10 @@
 request wait behind it (Kubernetes' API Priority and Fairness, in miniature).
 
 Up to ``running`` requests run at once. Beyond that, each client (a *flow*) has a queue of its own,
-and a freed slot goes to the flows in turn, round robin, not to the oldest request. A flow may hold
-at most ``per_flow`` waiting requests and all flows together ``waiting``; a request beyond either is
-refused at once, which the service answers as a retryable "busy". So a person asking in the middle
+and a freed slot goes to the flows in turn, round robin, not to the oldest request. All flows
+together hold at most ``waiting`` requests (one client may fill them: a bulk creator on one
+connection keeps its requests in flight); a request beyond that is refused at once, which the
+service answers as a retryable "busy". So a person asking in the middle
 of a flood waits for one slot to free, not for the flood's whole backlog: on a 2-core box the old
 single FIFO kept a person's ``vm get`` waiting 0.8-1.1 s behind 576 ``vm list``s, and 0.17-0.40 s
 with turns (tests/integration/test_api_flood.py, the most of its five gets).
@@ -36,12 +37,11 @@ def flow_of(reply: str) -> str:
 
 
 class FairQueue(Generic[T]):
-    def __init__(self, running: int, waiting: int, per_flow: int) -> None:
-        if running < 1 or waiting < 0 or per_flow < 0:
-            raise ValueError("running must be at least 1; waiting and per_flow at least 0")
+    def __init__(self, running: int, waiting: int) -> None:
+        if running < 1 or waiting < 0:
+            raise ValueError("running must be at least 1; waiting at least 0")
         self.running_limit = running
         self.waiting_limit = waiting
-        self.per_flow = per_flow
         self.running = 0
         self.waiting = 0
         self._queues: dict[str, deque[T]] = {}
@@ -51,10 +51,9 @@ class FairQueue(Generic[T]):
         if self.running < self.running_limit:
             self.running += 1
             return Admission.RUN
-        queue = self._queues.get(flow)
-        if self.waiting >= self.waiting_limit or (queue is not None and len(queue) >= self.per_flow) \
-                or self.per_flow == 0:
+        if self.waiting >= self.waiting_limit:
             return Admission.REFUSED
+        queue = self._queues.get(flow)
         if queue is None:
             queue = self._queues[flow] = deque()
             self._turns.append(flow)
