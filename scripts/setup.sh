@@ -12,7 +12,7 @@ APT_PACKAGES=(
   prometheus  # the tests scrape a lab with a real one
   systemd  # systemd-analyze checks the units of deploy/systemd (a real host runs them)
   # the test guest: kernel from Debian's source, busybox initramfs, a syslinux-booted disk
-  linux-source-6.1 busybox-static build-essential bc flex bison libelf-dev cpio xz-utils kmod
+  linux-source-6.1 busybox-static build-essential bc flex bison libelf-dev cpio xz-utils lz4 kmod
   syslinux syslinux-common mtools dosfstools
   isolinux  # the ISO-install e2e test boots the test guest from an El Torito ISO
   haproxy  # every node's HTTP proxy for Routes and Ingresses (handler.router); its own unit stays unused

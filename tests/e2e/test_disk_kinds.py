@@ -42,11 +42,11 @@ def build_iso(out: Path) -> Path:
     (src / "isolinux").mkdir(parents=True)
     for path in (ISOLINUX, LDLINUX):
         shutil.copy(path, src / "isolinux")
-    for name in ("bzImage", "initrd.gz"):
+    for name in ("bzImage", "initrd.cpio"):
         shutil.copy(guest / name, src)
     (src / "isolinux" / "isolinux.cfg").write_text(
         "SERIAL 0 115200\nDEFAULT linux\nPROMPT 0\nTIMEOUT 0\n"
-        "LABEL linux\n  KERNEL /bzImage\n  INITRD /initrd.gz\n  APPEND console=ttyS0 quiet\n")
+        "LABEL linux\n  KERNEL /bzImage\n  INITRD /initrd.cpio\n  APPEND console=ttyS0 quiet\n")
     iso = out / "installer.iso"
     subprocess.run(["genisoimage", "-quiet", "-o", str(iso), "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat",
                     "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", "-V", "VIRTBUS-INSTALLER", "-J", "-R",

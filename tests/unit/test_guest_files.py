@@ -24,7 +24,7 @@ SCRIPTS = [
 
 # What the guest needs from the kernel (tinyconfig drops what it cannot satisfy; build.sh checks)
 WANTED_KERNEL_OPTIONS = """
-    64BIT PRINTK TTY SERIAL_8250 SERIAL_8250_CONSOLE BLK_DEV_INITRD RD_GZIP BINFMT_ELF BINFMT_SCRIPT
+    64BIT PRINTK TTY SERIAL_8250 SERIAL_8250_CONSOLE BLK_DEV_INITRD BINFMT_ELF BINFMT_SCRIPT
     PROC_FS SYSFS DEVTMPFS DEVTMPFS_MOUNT NET INET PACKET UNIX PCI VIRTIO VIRTIO_PCI VIRTIO_NET
     NETDEVICES NET_CORE BLOCK BLK_DEV VIRTIO_BLK ACPI INPUT INPUT_EVDEV ACPI_BUTTON UNIX98_PTYS
 """.split()
@@ -53,12 +53,30 @@ def test_guest_scripts_are_executable_sh(script: Path) -> None:
 
 def test_init_starts_the_services_and_prints_the_marker() -> None:
     init = (ROOTFS / "init").read_text()
-    for needle in ["mount -t devtmpfs", "acpid", "httpd -h /var/www -p 80", "nc -ll -p 7 -e /bin/cat",
+    for needle in ["mount -a", "mount -t devpts devpts /dev/pts", "acpid", "httpd -h /var/www -p 80", "nc -ll -p 7 -e /bin/cat",
                    "for dev in /sys/class/net/eth*", "udhcpc -f -i \"$ifname\"", "VIRTBUS-GUEST-READY",
                    "exec /bin/busybox init"]:
         assert needle in init
     assert "ttyS0::respawn:-/bin/sh" in (ROOTFS / "etc/inittab").read_text()
     assert "poweroff -f" in (ROOTFS / "etc/acpi/PWRF/00000080").read_text()
+
+
+def test_fstab_mounts_what_init_and_the_tests_read() -> None:
+    """`mount -a` (/init) mounts /proc, /sys (/sys/class/net) and devtmpfs on /dev (/dev/vdb...)."""
+    entries = [line.split() for line in (ROOTFS / "etc/fstab").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert all(len(fields) == 6 for fields in entries)
+    assert {(fields[1], fields[2]) for fields in entries} == {
+        ("/proc", "proc"), ("/sys", "sysfs"), ("/dev", "devtmpfs")}
+
+
+def test_initramfs_is_left_uncompressed_as_the_kernel_expects() -> None:
+    """The kernel has no initramfs decompressor (kernel.config), so build.sh must not compress it."""
+    config = (GUEST / "kernel.config").read_text()
+    assert not re.findall(r"^CONFIG_RD_\w+=y$", config, re.M)
+    build = (GUEST / "build.sh").read_text()
+    assert re.search(r'gen_init_cpio" -t 0 "\$tmp/initramfs.list" >"\$out/initrd.cpio"', build)
+    assert "INITRD /initrd.cpio" in build
 
 
 def run_udhcpc_script(tmp_path: Path, event: str, **env: str) -> tuple[list[str], Path]:
