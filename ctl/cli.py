@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import ctl.vnc
 import ctl.webconsole
 from ctl import (
     console,
+    consolelog,
     imagecmd,
     instancetypecmd,
     kubevirtcmd,
@@ -236,18 +236,13 @@ async def cmd_console(api: ApiClient, args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(await api.console_log(args.name))
         sys.stdout.flush()
         return 0
-    start = time.monotonic()
-    printed = 0
-    while True:
-        data = await api.console_log(args.name)
-        sys.stdout.buffer.write(data[printed:])
+
+    def write(data: bytes) -> None:
+        sys.stdout.buffer.write(data)
         sys.stdout.flush()
-        printed = len(data)
-        if args.until.encode() in data:
-            return 0
-        if time.monotonic() - start > args.timeout:
-            raise ApiError(Code.UNAVAILABLE, f"{args.until!r} did not appear on the console within {args.timeout:.0f}s")
-        await asyncio.sleep(0.5)
+
+    await consolelog.follow(api, args.name, args.until, args.timeout, write)
+    return 0
 
 
 async def cmd_expose(api: ApiClient, args: argparse.Namespace) -> int:

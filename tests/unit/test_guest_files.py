@@ -53,9 +53,9 @@ def test_guest_scripts_are_executable_sh(script: Path) -> None:
 
 def test_init_starts_the_services_and_prints_the_marker() -> None:
     init = (ROOTFS / "init").read_text()
-    for needle in ["mount -a", "mount -t devpts devpts /dev/pts", "acpid", "httpd -h /var/www -p 80", "nc -ll -p 7 -e /bin/cat",
-                   "for dev in /sys/class/net/eth*", "udhcpc -f -i \"$ifname\"", "VIRTBUS-GUEST-READY",
-                   "exec /bin/busybox init"]:
+    for needle in ["mount -a", "mount -t devpts devpts /dev/pts", "acpid", "httpd -h /var/www -p 80",
+                   "nc -ll -p 7 -e /bin/cat", "for dev in /sys/class/net/eth*", "udhcpc -f -i \"$ifname\"",
+                   "VIRTBUS-GUEST-READY", "exec /bin/busybox init"]:
         assert needle in init
     assert "ttyS0::respawn:-/bin/sh" in (ROOTFS / "etc/inittab").read_text()
     assert "poweroff -f" in (ROOTFS / "etc/acpi/PWRF/00000080").read_text()
