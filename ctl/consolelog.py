@@ -2,9 +2,9 @@
 until TEXT appears in it.
 
 One ordered consumer of the console stream, from its start: the chunks of earlier runs are passed
-over, the current run's are printed the moment the launcher publishes them. (Until stop 25 this
-re-read the whole log every half second: a new consumer and every chunk again each time, and the
-text seen up to half a second late.)
+over, the current run's are printed the moment the launcher publishes them. (It used to re-read the
+whole log every half second: a new consumer and every chunk again each time, and the text seen up to
+half a second late.)
 """
 
 from __future__ import annotations
