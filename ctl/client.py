@@ -113,15 +113,20 @@ class ApiClient:
                 raise self.forbidden("write the image store") from None
             raise
 
-    async def console_log(self, vmi: str) -> bytes:
-        """Everything the VMI's serial console printed so far in its current run (the last run's,
-        once it has ended); earlier runs stay in the stream."""
+    async def vmi_or_none(self, name: str) -> VMI | None:
+        """The VM's instance, None when it has none (stopped, or no such VM)."""
         try:
-            uid: str | None = (await self.call("vmi", "get", NameRequest(name=vmi), VMIReply)).item.uid
+            return (await self.call("vmi", "get", NameRequest(name=name), VMIReply)).item
         except ApiError as exc:
             if exc.code is not Code.NOT_FOUND:
                 raise
-            uid = None
+            return None
+
+    async def console_log(self, vmi: str) -> bytes:
+        """Everything the VMI's serial console printed so far in its current run (the last run's,
+        once it has ended); earlier runs stay in the stream."""
+        instance = await self.vmi_or_none(vmi)
+        uid = instance.uid if instance else None
         js = self.nc.jetstream()
         sub = await js.subscribe(subjects.console_out_any_node(vmi), ordered_consumer=True,
                                  deliver_policy=DeliverPolicy.ALL)

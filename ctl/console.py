@@ -22,7 +22,6 @@ from nats.js.api import DeliverPolicy
 
 from ctl.client import ApiClient
 from proto import subjects
-from proto.api import NameRequest, VMIReply
 from proto.console import LEASE_SECONDS, SESSION_HEADER, KeyboardGrant, KeyboardRequest
 from proto.errors import ApiError, Code
 
@@ -61,13 +60,8 @@ async def send(api: ApiClient, name: str, text: str) -> None:
 
 async def _running_on(api: ApiClient, name: str) -> str | None:
     """The node running the VM, None when it does not run."""
-    try:
-        vmi = (await api.call("vmi", "get", NameRequest(name=name), VMIReply)).item
-    except ApiError as exc:
-        if exc.code is Code.NOT_FOUND:
-            return None
-        raise
-    return vmi.node_name if vmi.phase.value == "Running" else None
+    vmi = await api.vmi_or_none(name)
+    return vmi.node_name if vmi is not None and vmi.phase.value == "Running" else None
 
 
 async def _target(api: ApiClient, name: str) -> Target:

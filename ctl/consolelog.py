@@ -17,7 +17,6 @@ from nats.js.api import DeliverPolicy
 
 from ctl.client import ApiClient
 from proto import subjects
-from proto.api import NameRequest, VMIReply
 from proto.console import RUN_HEADER
 from proto.errors import ApiError, Code
 
@@ -67,12 +66,8 @@ class RunLog:
 
 
 async def current_run(api: ApiClient, name: str) -> str | None:
-    try:
-        return (await api.call("vmi", "get", NameRequest(name=name), VMIReply)).item.uid
-    except ApiError as exc:
-        if exc.code is not Code.NOT_FOUND:
-            raise
-        return None
+    vmi = await api.vmi_or_none(name)
+    return vmi.uid if vmi is not None else None
 
 
 async def follow(api: ApiClient, name: str, until: str, patience: float,
