@@ -37,7 +37,9 @@ class Cluster:
         await self.store.vms.create(name, VM(spec=spec, created_at=time.time()))
         vmi = VMI(name=name, uid=f"{name}-u1", spec=spec, created_at=time.time(), phase=Phase.RUNNING,
                   node_name=node, started_at=time.time())
-        await self.store.vmis.create(name, vmi)
+        # put, not create: the running scheduler may have made the new VM's instance already (its
+        # controller creates one from the VM's watch); this one, running on `node`, replaces it.
+        await self.store.vmis.put(name, vmi)
         return vmi
 
     async def beat(self, *names: str) -> None:
