@@ -179,6 +179,8 @@ def answers(data: bytes) -> Iterator[Answer]:
             raise WireError(f"a netlink message of {size} bytes at {at} of {len(data)}")
         body = data[at + _HEADER.size:at + size]
         if kind == NLMSG_ERROR:
+            if len(body) < _ERROR.size:
+                raise WireError(f"an error message of {size} bytes at {at}: no error code in it")
             (error,) = _ERROR.unpack_from(body)
             detail = ""
             if flags & NLM_F_ACK_TLVS and len(body) >= _ERROR.size + _HEADER.size:

@@ -124,5 +124,7 @@ def test_bytes_that_are_no_answer() -> None:
         list(rtnl.answers(struct.pack("=IHHII", 400, rtnl.RTM_NEWLINK, 0, 1, 0)))  # longer than what came
     with pytest.raises(rtnl.WireError):
         list(rtnl.answers(struct.pack("=IHHII", 8, rtnl.RTM_NEWLINK, 0, 1, 0)))  # shorter than a header
+    with pytest.raises(rtnl.WireError):  # an error message too short for its error code
+        list(rtnl.answers(struct.pack("=IHHII", 18, rtnl.NLMSG_ERROR, 0, 1, 0) + b"\0\0\0\0"))
     with pytest.raises(rtnl.WireError):
         rtnl.link_of(b"\0" * 8)
