@@ -89,6 +89,7 @@ class Result:
     procs: int
     reconnects: int  # hollow nodes' connections lost and regained during the run: 0 in a clean run
     steady_cpu: str  # nats-server's, the scheduler's and the hollow processes' CPU in the steady state
+    writes: dict[str, int]  # messages stored into each stream from the first create to the settle
     server_log: str  # what nats-server logged about dropped or struggling clients
 
     def lines(self) -> list[str]:
@@ -100,6 +101,7 @@ class Result:
             f"creation->Running: P50 {self.p50:.2f} s, P99 {self.p99:.2f} s",
             f"steady state per node per minute: {self.msgs_per_node_min:.0f} messages, "
             f"{self.bytes_per_node_min / 1024:.1f} KiB",
+            "JetStream writes per VM, creation to Running: " + writes_line(self.writes, self.vmis),
             f"scheduler: {self.scheduler_cpu:.1f} % of a core, RSS {self.scheduler_rss_per_vmi_kib:.1f} KiB per VMI",
             "one hollow handler with 100 VMs: " + (f"{self.solo_cpu:.2f} % of a core" if self.solo_cpu is not None
                                                    else "not measured"),
@@ -107,6 +109,18 @@ class Result:
             + self.steady_cpu,
             self.server_log,
         ]
+
+
+def writes_line(writes: dict[str, int], vms: int) -> str:
+    """Each stream's stored messages per VM, most first, and their sum: every one is a JetStream write
+    (a publish the server stores and acknowledges), so where the server's CPU goes per VM."""
+    shown = sorted(((n / max(vms, 1), name) for name, n in writes.items() if n), reverse=True)
+    return f"{sum(n for n, _ in shown):.2f} (" + ", ".join(f"{name} {n:.2f}" for n, name in shown) + ")"
+
+
+async def last_sequences(nc: Client) -> dict[str, int]:
+    """Each stream's last sequence: the count of messages ever stored in it."""
+    return {info.config.name or "": info.state.last_seq for info in await nc.jetstream().streams_info()}
 
 
 async def create_all(nc: Client, names: list[tuple[str, str | None]],
@@ -228,6 +242,7 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
         wanted: list[tuple[str, str | None]] = [(f"vm-{i:05d}", None) for i in range(o.vmis)]
         if o.solo:
             wanted += [(f"solo-{i:03d}", SOLO) for i in range(SOLO_VMS)]
+        sequences = await last_sequences(admin)
         start = time.time()
         creating = asyncio.create_task(create_all(admin, wanted, created))
         bound_at = None
@@ -247,6 +262,7 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
         running_at = fleet.running_at
         latencies = [at - created[vm] for vm, at in running_at.items() if vm in created]
         await asyncio.sleep(5.0)  # settle: the last reports' copies delivered
+        writes = {name: seq - sequences.get(name, 0) for name, seq in (await last_sequences(admin)).items()}
         before, cpu0, t0 = connz(server), cpu_ticks(scheduler.pid), time.monotonic()
         solo0 = cpu_ticks(solo_proc.pid) if solo_proc is not None else 0
         watch.cpu_line("window")
@@ -270,7 +286,7 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
             scheduler_cpu=100.0 * (cpu1 - cpu0) / TICKS / (t1 - t0),
             scheduler_rss_per_vmi_kib=max(rss - base_rss, 0) / max(o.vmis, 1),
             solo_cpu=100.0 * (solo1 - solo0) / TICKS / (t1 - t0) if solo_proc is not None else None,
-            procs=len(fleet.workers), reconnects=fleet.total("reconnects"), steady_cpu=steady_cpu,
+            procs=len(fleet.workers), reconnects=fleet.total("reconnects"), steady_cpu=steady_cpu, writes=writes,
             server_log=trouble(server.logs, server.ready_at))
     finally:
         if solo_proc is not None:
