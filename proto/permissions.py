@@ -66,10 +66,10 @@ def _node_js_read(node: str) -> list[str]:
     """JS_READ for a node, less other nodes' VMI copies (BUCKET_NODE_VMIS): the node may watch only
     its own keys. A watch's consumer carries its filter in the create subject (servicekit.kvwatch),
     so the server checks it; the filterless create forms and the gets of that bucket are denied."""
-    scoped = f"KV_{subjects.BUCKET_NODE_VMIS}"
+    scoped = subjects.kv_stream(subjects.BUCKET_NODE_VMIS)
     return ["$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
             "$JS.API.CONSUMER.CREATE.*", "$JS.API.CONSUMER.CREATE.*.*",
-            *(f"$JS.API.CONSUMER.CREATE.KV_{b}.*.{kv_key(b, '>')}"
+            *(f"$JS.API.CONSUMER.CREATE.{subjects.kv_stream(b)}.*.{kv_key(b, '>')}"
               for b in subjects.STATE_BUCKETS if b != subjects.BUCKET_NODE_VMIS),
             f"$JS.API.CONSUMER.CREATE.{scoped}.*.{kv_key(subjects.BUCKET_NODE_VMIS, subjects.node_vmis_of_node(node))}",
             "$JS.API.CONSUMER.DELETE.>", "$JS.API.CONSUMER.INFO.>",
@@ -77,7 +77,7 @@ def _node_js_read(node: str) -> list[str]:
 
 
 def _node_js_denied() -> list[str]:
-    scoped = f"KV_{subjects.BUCKET_NODE_VMIS}"
+    scoped = subjects.kv_stream(subjects.BUCKET_NODE_VMIS)
     return [f"$JS.API.CONSUMER.CREATE.{scoped}", f"$JS.API.CONSUMER.CREATE.{scoped}.*",
             f"$JS.API.DIRECT.GET.{scoped}", f"$JS.API.DIRECT.GET.{scoped}.>", f"$JS.API.STREAM.MSG.GET.{scoped}"]
 

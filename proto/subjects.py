@@ -50,6 +50,15 @@ BUCKET_NODE_VMIS = "nodevmis"
 # the control plane watches; the node's record (BUCKET_NODES) changes only when something in it does.
 BUCKET_NODE_LEASES = "nodeleases"
 # The buckets every process opens (servicekit.store), the control plane creating them.
+KV_STREAM_PREFIX = "KV_"  # NATS KV's own convention: bucket B is the stream KV_B
+
+
+def kv_stream(bucket: str) -> str:
+    """The JetStream stream that holds a KV bucket: what consumers, stream info and the
+    permissions name."""
+    return f"{KV_STREAM_PREFIX}{bucket}"
+
+
 STATE_BUCKETS = (BUCKET_VMS, BUCKET_VMIS, BUCKET_NODES, BUCKET_NETWORKS, BUCKET_IPAM, BUCKET_EXPOSURES,
                  BUCKET_FLOATING_IPS, BUCKET_VMI_LEASES, BUCKET_VOLUMES, BUCKET_SERVICES, BUCKET_ENDPOINTS,
                  BUCKET_SNAPSHOTS, BUCKET_VM_SNAPSHOTS, BUCKET_ROUTES, BUCKET_INGRESSES, BUCKET_NODE_VMIS,

@@ -30,6 +30,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
+from proto import subjects
 from proto.errors import ApiError, Code
 
 # A consumer whose watcher vanished without deleting it (the process died) goes after this long.
@@ -57,7 +58,7 @@ async def watch(kv: KeyValue, keys: str = ">") -> AsyncGenerator[RawUpdate | Non
     js: Any = kv._js  # noqa: SLF001 - nats-py keeps these private; the KeyValue has no accessor
     stream: str = kv._stream  # noqa: SLF001
     pre: str = kv._pre  # noqa: SLF001
-    bucket = stream.removeprefix("KV_")
+    bucket = stream.removeprefix(subjects.KV_STREAM_PREFIX)
     queue: asyncio.Queue[Msg] = asyncio.Queue()
 
     async def deliver(msg: Msg) -> None:

@@ -365,7 +365,7 @@ def _assume_all(js: JetStreamContext) -> tuple[dict[str, KeyValue], ObjectStore,
     """Handles on every bucket without asking the server (17 stream-info requests per process): a
     thousand launchers starting together would otherwise make 17,000. Buckets are never made
     with direct gets (nats-py's default), so reads go by the stream's message-get API."""
-    kvs = {b: KeyValue(name=b, stream=f"KV_{b}", pre=f"$KV.{b}.", js=js, direct=False)
+    kvs = {b: KeyValue(name=b, stream=subjects.kv_stream(b), pre=f"$KV.{b}.", js=js, direct=False)
            for b in subjects.STATE_BUCKETS}
     return (kvs, ObjectStore(name=subjects.OBJECT_STORE_IMAGES, stream=f"OBJ_{subjects.OBJECT_STORE_IMAGES}", js=js),
             ObjectStore(name=subjects.OBJECT_STORE_SNAPSHOTS, stream=f"OBJ_{subjects.OBJECT_STORE_SNAPSHOTS}", js=js))

@@ -16,6 +16,7 @@ from typing import Any
 import nats.js.errors
 from nats.js import JetStreamContext
 
+from proto import subjects
 from proto.permissions import kv_key
 
 
@@ -29,7 +30,7 @@ class Revision:
 
 
 async def key_history(js: JetStreamContext, bucket: str, key: str) -> list[Revision]:
-    subject, stream = kv_key(bucket, key), f"KV_{bucket}"
+    subject, stream = kv_key(bucket, key), subjects.kv_stream(bucket)
     revisions: list[Revision] = []
     seq = 1
     while True:

@@ -94,7 +94,8 @@ def replicas_of_state(lab: ComposeLab) -> dict[str, int]:
         try:
             js = nc.jetstream()
             out = {}
-            for stream in (f"KV_{subjects.BUCKET_VMIS}", f"KV_{subjects.BUCKET_VMS}", subjects.STREAM_CONSOLE):
+            kv = [subjects.kv_stream(b) for b in (subjects.BUCKET_VMIS, subjects.BUCKET_VMS)]
+            for stream in (*kv, subjects.STREAM_CONSOLE):
                 info = await js.stream_info(stream)
                 out[stream] = info.config.num_replicas or 0
             return out

@@ -87,7 +87,7 @@ async def test_two_hundred_at_once_on_room_for_one_hundred_fifty(store: Store, i
             assert cond.message == "0/2 nodes are available: 1 Insufficient cpu, 1 Insufficient memory."
         assert scheduler.counters.binds == 150
         if instances == "by-the-vm-controller":  # one write per instance, and one more for each refused
-            info = await store.js.stream_info(f"KV_{subjects.BUCKET_VMIS}")
+            info = await store.js.stream_info(subjects.kv_stream(subjects.BUCKET_VMIS))
             assert info.state.last_seq == 200 + 50
     finally:
         beating.cancel()

@@ -35,7 +35,7 @@ async def test_a_beat_is_one_lease_put_and_still_mends_the_record(store: Store) 
     # after the current values the watch goes on with a consumer from a sequence on (servicekit.kvwatch):
     # its switch publishes too, so it is awaited before the beats' publishes are counted
     for _ in range(100):
-        consumers = await store.js.consumers_info(f"KV_{subjects.BUCKET_NODES}")
+        consumers = await store.js.consumers_info(subjects.kv_stream(subjects.BUCKET_NODES))
         if [c.config.deliver_policy for c in consumers] == [DeliverPolicy.BY_START_SEQUENCE]:
             break
         await asyncio.sleep(0.05)

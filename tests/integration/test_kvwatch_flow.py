@@ -74,7 +74,8 @@ async def vmis_consumers(store: Store, wanted: list[DeliverPolicy] | None = None
     wanted = wanted if wanted is not None else [DeliverPolicy.BY_START_SEQUENCE]
     policies: list[DeliverPolicy | None] = []
     for _ in range(100):
-        policies = [c.config.deliver_policy for c in await store.js.consumers_info(f"KV_{subjects.BUCKET_VMIS}")]
+        consumers = await store.js.consumers_info(subjects.kv_stream(subjects.BUCKET_VMIS))
+        policies = [c.config.deliver_policy for c in consumers]
         if policies == wanted:
             break
         await asyncio.sleep(0.05)

@@ -52,7 +52,7 @@ async def test_one_watch_feeds_the_binder_the_node_copies_and_the_endpoints(stor
             return (vmi is not None and vmi.value.node_name == "node1"
                     and await store.node_vmis.get(subjects.node_vmi("node1", "lone")) is not None)
         await eventually("bound and copied to its node's key", copied)
-        consumers = await store.js.consumers_info(f"KV_{subjects.BUCKET_VMIS}")
+        consumers = await store.js.consumers_info(subjects.kv_stream(subjects.BUCKET_VMIS))
         assert len(consumers) == 1, [c.config.filter_subject for c in consumers]
 
         await store.vmis.delete("lone")

@@ -21,6 +21,7 @@ from servicekit.store import Change, Store
 from tests.conftest import NatsServer
 
 pytestmark = pytest.mark.integration
+VMIS_STREAM = subjects.kv_stream(subjects.BUCKET_VMIS)
 
 
 def vmi(name: str, node: str | None, phase: Phase = Phase.SCHEDULED) -> VMI:
@@ -125,7 +126,7 @@ async def test_a_launchers_watch_is_its_own_key_and_leaves_no_consumer(nats_serv
     task = asyncio.create_task(follow())
     try:
         await until(lambda: heard == ["mine"])
-        assert len(await consumers(store, "KV_vmis")) == 1
+        assert len(await consumers(store, VMIS_STREAM)) == 1
         await store.vmis.mutate("other", lambda v: vmi("other", "node1", Phase.RUNNING))
         await store.vmis.mutate("mine", lambda v: vmi("mine", "node1", Phase.RUNNING))
         await until(lambda: heard == ["mine", "mine"])
@@ -133,9 +134,9 @@ async def test_a_launchers_watch_is_its_own_key_and_leaves_no_consumer(nats_serv
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    assert await consumers(store, "KV_vmis") == []  # deleted when the watch ended, not minutes later
+    assert await consumers(store, VMIS_STREAM) == []  # deleted when the watch ended, not minutes later
     # reads (items: a watch of the current values) leave none behind either
-    assert len(await store.vmis.items()) == 2 and await consumers(store, "KV_vmis") == []
+    assert len(await store.vmis.items()) == 2 and await consumers(store, VMIS_STREAM) == []
     await launcher.close()
 
 
