@@ -67,6 +67,8 @@ class Scheduler:
         self.config.listen(self._config_changed)
         self.vmis = VmiCache(store.vmis)
         self.vms = VmCache(store.vms)
+        self.watched = nodelife.Watched()
+        self.vmis.listen(self.watched.apply)
         self._vmis_changed = asyncio.Event()
         self._watching = False  # leading, the watches keeping both caches: the VM controller looks there first
         self._live_vms: set[str] = set()  # VMs the running vms watch brought: its deletion would come the same way
@@ -86,6 +88,8 @@ class Scheduler:
         # process did not lead (maybe because it could not see the bus) is not counted.
         self.vmis = VmiCache(self.store.vmis)
         self.vms = VmCache(self.store.vms)
+        self.watched = nodelife.Watched()  # node lifecycle's VMIs, kept from the new cache
+        self.vmis.listen(self.watched.apply)
         self.events = EventSink(self.store.emit)
         self.binder = self._binder()  # its capacity index counts from the new cache, primed below
         self._vm_queue = WorkQueue(self.reconcile_vm, bind=("vm",))
@@ -310,7 +314,7 @@ class Scheduler:
     async def check_leases(self) -> None:
         """Fail over the HA instances whose launcher's lease lapsed (scheduler.failover)."""
         now = self.nodes.clock()
-        for vmi, silent in failover.lapsed(self.vmis.values(), self.nodes.leases, now):
+        for vmi, silent in failover.lapsed(self.nodes.leases, self._cached_vmi_value, now):
             node, key = vmi.node_name or "", subjects.vmi_lease(vmi.node_name or "", vmi.name)
             # first: the node that lost it gets nothing new, not even this instance again
             self.nodes.distrust(node)
@@ -325,8 +329,12 @@ class Scheduler:
             await self.event("VirtualMachineInstance", vmi.name, failover.REASON, written.value.reason,
                              warning=True, node=node)
             await self._drop_lease(key)
-        for key in failover.stale(self.nodes.leases, {v.name: v for v in self.vmis.values()}, now):
+        for key in failover.stale(self.nodes.leases, self._cached_vmi_value, now):
             await self._drop_lease(key)
+
+    def _cached_vmi_value(self, name: str) -> VMI | None:
+        entry = self.vmis.entries.get(name)
+        return entry.value if entry is not None else None
 
     async def _drop_lease(self, key: str) -> None:
         # A renewal still in flight from the lost launcher then fails its compare-and-set.
@@ -336,7 +344,9 @@ class Scheduler:
     async def check_nodes(self) -> None:
         """Unknown for the VMIs of a lost node, their phase back once it is heard again (nodelife)."""
         now = self.nodes.clock()
-        for vmi, transition in nodelife.plan(self.vmis.values(), self.nodes.seen, now, self.nodes.thresholds):
+        lost = nodelife.lost(self.nodes.seen, now, self.nodes.thresholds)
+        vmis = [e.value for name in self.watched.candidates(lost) if (e := self.vmis.entries.get(name))]
+        for vmi, transition in nodelife.plan(vmis, self.nodes.seen, now, self.nodes.thresholds):
             node = vmi.node_name or ""
             if transition is Transition.TO_UNKNOWN:
                 silent = nodelife.silent_for(self.nodes.seen[node], now)

@@ -9,7 +9,7 @@ to tear it down; the node kills and cleans up what is left when it is heard agai
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import msgspec
@@ -38,29 +38,32 @@ def resume(seen: Mapping[str, LeaseSeen], now: float) -> dict[str, LeaseSeen]:
     return {key: LeaseSeen(s.uid, s.revision, now) for key, s in seen.items()}
 
 
-def lapsed(vmis: Iterable[VMI], leases: Mapping[str, LeaseSeen], now: float) -> list[tuple[VMI, float]]:
-    """The HA instances whose launcher's lease lapsed, with how long it has been silent."""
+def lapsed(leases: Mapping[str, LeaseSeen], vmi_of: Callable[[str], VMI | None],
+           now: float) -> list[tuple[VMI, float]]:
+    """The HA instances whose launcher's lease lapsed, with how long it has been silent. By the
+    leases, not the instances: a second's check costs what the HA instances are, not every VMI."""
     out = []
-    for vmi in vmis:
-        if not vmi.spec.high_availability or vmi.node_name is None or vmi.phase in FINAL_PHASES:
-            continue
-        seen = leases.get(subjects.vmi_lease(vmi.node_name, vmi.name))
-        if seen is not None and seen.uid == vmi.uid and fencing.lapsed(now - seen.since):
+    for key, seen in leases.items():
+        vmi = _holder(key, seen, vmi_of)
+        if vmi is not None and fencing.lapsed(now - seen.since):
             out.append((vmi, now - seen.since))
     return out
 
 
-def stale(leases: Mapping[str, LeaseSeen], vmis: Mapping[str, VMI], now: float) -> list[str]:
+def stale(leases: Mapping[str, LeaseSeen], vmi_of: Callable[[str], VMI | None], now: float) -> list[str]:
     """Lapsed leases nobody needs: their instance is gone, replaced, bound elsewhere, finished or not HA."""
-    out = []
-    for key, seen in leases.items():
-        node, name = subjects.vmi_lease_parts(key)
-        vmi = vmis.get(name)
-        current = (vmi is not None and vmi.spec.high_availability and vmi.uid == seen.uid and vmi.node_name == node
-                   and vmi.phase not in FINAL_PHASES)
-        if not current and fencing.lapsed(now - seen.since):
-            out.append(key)
-    return out
+    return [key for key, seen in leases.items()
+            if _holder(key, seen, vmi_of) is None and fencing.lapsed(now - seen.since)]
+
+
+def _holder(key: str, seen: LeaseSeen, vmi_of: Callable[[str], VMI | None]) -> VMI | None:
+    """The running HA instance this lease is of (its name, node and uid), None if none is."""
+    node, name = subjects.vmi_lease_parts(key)
+    vmi = vmi_of(name)
+    if (vmi is None or not vmi.spec.high_availability or vmi.uid != seen.uid or vmi.node_name != node
+            or vmi.phase in FINAL_PHASES):
+        return None
+    return vmi
 
 
 def fail_over(vmi: VMI, uid: str, node: str, silent: float, now: float) -> VMI | None:

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proto.spec import VMSpec
 from proto.state import VMI, Phase
-from scheduler.nodelife import Seen, Thresholds, Transition, mark_unknown, observe, plan, readiness, restore, resume
+from scheduler.nodelife import (
+    Seen,
+    Thresholds,
+    Transition,
+    Watched,
+    lost,
+    mark_unknown,
+    observe,
+    plan,
+    readiness,
+    restore,
+    resume,
+)
 
 T = Thresholds(ready_within=15.0, lost_after=40.0)
 
@@ -88,3 +103,43 @@ def test_transitions_refuse_another_instance_or_a_final_one() -> None:
 def test_one_knob_keeps_not_ready_no_later_than_lost() -> None:
     assert Thresholds.lost_after_s(8.0) == Thresholds(ready_within=8.0, lost_after=8.0)
     assert Thresholds.lost_after_s(120.0) == Thresholds(ready_within=15.0, lost_after=120.0)
+
+
+def test_the_watched_vmis_follow_each_change() -> None:
+    w = Watched()
+    w.apply("a", vmi(node="node1"))
+    w.apply("b", vmi(node="node2"))
+    w.apply("c", vmi(node=None))  # not bound yet: no node's
+    assert w.by_node == {"node1": {"a"}, "node2": {"b"}}
+    w.apply("a", vmi(node="node2"))  # moved
+    w.apply("b", vmi(phase=Phase.SUCCEEDED, node="node2"))  # ended: nothing moves it any more
+    assert w.by_node == {"node2": {"a"}}
+    w.apply("a", vmi(phase=Phase.UNKNOWN, node="node2", before=Phase.RUNNING))
+    assert w.unknown == {"a"} and w.candidates([]) == {"a"}
+    w.apply("a", None)  # deleted
+    assert (w.by_node, w.unknown, w.candidates(["node2"])) == ({}, set(), set())
+
+
+NAMES = st.sampled_from(["a", "b", "c", "d", "e"])
+NODES = st.sampled_from([None, "node1", "node2", "node3"])
+PHASES = st.sampled_from(list(Phase))
+CHANGE = st.tuples(NAMES, st.none() | st.tuples(PHASES, NODES))
+SEEN = st.fixed_dictionaries({n: st.builds(Seen, st.just(1.0), st.floats(0, 100), st.booleans())
+                              for n in ("node1", "node2")})
+
+
+@given(changes=st.lists(CHANGE, max_size=30), seen=SEEN, now=st.floats(0, 200))
+def test_a_check_of_the_watched_vmis_decides_what_a_check_of_all_would(
+        changes: list[tuple[str, tuple[Phase, str | None] | None]], seen: dict[str, Seen], now: float) -> None:
+    w, current = Watched(), dict[str, VMI]()
+    for name, state in changes:
+        value = None if state is None else msgspec.structs.replace(
+            vmi(phase=state[0], node=state[1], before=Phase.RUNNING), name=name)
+        w.apply(name, value)
+        if value is None:
+            current.pop(name, None)
+        else:
+            current[name] = value
+    everything = plan(current.values(), seen, now, T)
+    watched = plan([current[n] for n in w.candidates(lost(seen, now, T))], seen, now, T)
+    assert sorted(watched, key=lambda d: d[0].name) == sorted(everything, key=lambda d: d[0].name)
