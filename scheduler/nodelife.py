@@ -96,8 +96,8 @@ def lost(seen: Mapping[str, Seen], now: float, t: Thresholds) -> set[str]:
 class Watched:
     """Which VMIs ``plan`` can move, kept as the leader's VMI cache changes (its listener): those
     bound to each node, and the Unknown ones. Only a lost node's VMIs and the Unknown ones can
-    change, so the second's check reads those, not every VMI of the cluster (10,000 VMIs on 1,000
-    healthy nodes were most of what the leader did when nothing happened)."""
+    change, so the second's check reads those, not every VMI of the cluster (with 10,000 VMIs on 1,000
+    healthy nodes, those checks were a third of the leader's busy time when nothing happened)."""
 
     def __init__(self) -> None:
         self.by_node: dict[str, set[str]] = {}
