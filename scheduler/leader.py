@@ -19,6 +19,7 @@ from proto.errors import ApiError, Code
 from proto.state import Lease
 from scheduler import lease
 from scheduler.lease import Step, Timing, View
+from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Bucket
 
 log = structlog.get_logger()
@@ -98,8 +99,7 @@ class Elector:
         log.warning("no longer leading", holder=self.me, why=why)
         self.leading = False
         if self._starting is not None:
-            self._starting.cancel()
-            await asyncio.gather(self._starting, return_exceptions=True)
+            await cancel_and_wait([self._starting])  # a start cancelled as a reply lands goes on otherwise
             self._starting = None
         await self.on_lose()
 
