@@ -24,6 +24,7 @@ from proto.errors import ApiError
 from proto.nodeapi import Registration, StatusReport
 from proto.nodevmis import NodeVmi
 from proto.state import VMI, Node, Phase
+from servicekit.cancelling import cancel_and_wait
 from servicekit.informer import shared
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Bucket, Store
@@ -80,9 +81,7 @@ class HollowNode:
                            asyncio.create_task(self._watch_nodes())]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)  # not a cancel and an await: one may be lost (3.11)
         if self.store is not None:
             await self.store.close()
 

@@ -27,6 +27,7 @@ from procstat import TICKS, cpu_ticks
 
 from proto import subjects
 from servicekit import logs
+from servicekit.cancelling import cancel_and_wait
 
 REPORT_S = 1.0
 LAG_TICK_S = 0.1
@@ -111,9 +112,7 @@ async def serve(args: WorkerArgs) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), REPORT_S)
     finally:
-        registering.cancel()
-        measuring.cancel()
-        await asyncio.gather(registering, measuring, return_exceptions=True)
+        await cancel_and_wait([registering, measuring])  # not a cancel and an await: one may be lost (3.11)
         await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
 
 
@@ -221,9 +220,7 @@ class Fleet:
                 with contextlib.suppress(ProcessLookupError):
                     w.proc.kill()
                 await w.proc.wait()
-        for r in self._readers:
-            r.cancel()
-        await asyncio.gather(*self._readers, return_exceptions=True)
+        await cancel_and_wait(self._readers)
 
 
 class Watchdog:

@@ -5,25 +5,18 @@ from full runs, never asserted here.)"""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.benchrun import run_bench
 
 pytestmark = pytest.mark.integration
 
 
 def test_a_small_run_creates_every_vm_once() -> None:
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "api_create.py"), "--vms", "300", "--clients", "30",
-                           "--replicas", "2", "--strategy", "Always"],
-                          capture_output=True, text=True, timeout=300, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}"
-    out = done.stdout
+    out = run_bench("api_create.py", "--vms", "300", "--clients", "30", "--replicas", "2", "--strategy", "Always",
+                    timeout=300)
     assert "VMs stored: 300/300" in out, out
     assert re.search(r"creates/s: \d+ \(\d+\.\d s\); busy answers retried: \d+", out), out
     assert re.search(r"request latency: P50 \d+\.\d ms, P99 \d+\.\d ms", out), out

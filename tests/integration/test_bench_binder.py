@@ -6,25 +6,18 @@ read by people from full runs, never asserted here.)"""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.benchrun import run_bench
 
 pytestmark = pytest.mark.integration
 
 
 def test_a_small_burst_is_all_bound_and_no_node_is_over_capacity() -> None:
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "binder.py"), "--nodes", "50", "--vmis", "500",
-                           "--node-cpus", "1", "--timeout", "240"],
-                          capture_output=True, text=True, timeout=400, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}"
-    out = done.stdout
+    out = run_bench("binder.py", "--nodes", "50", "--vmis", "500", "--node-cpus", "1", "--timeout", "240",
+                    timeout=400)
     assert "bound: 500/500" in out, out
     assert "max over capacity: 0" in out, out
     assert re.search(r"spread: max deviation from the ideal 10\.00 per node: 0\.0 %", out), out
