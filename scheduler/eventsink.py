@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from proto.events import Event
+from servicekit.cancelling import cancel_and_wait
 
 log = structlog.get_logger()
 WORKERS = 32
@@ -49,6 +50,4 @@ class EventSink:
             await asyncio.wait_for(self.flushed(), CLOSE_WITHIN_S)
         if self._queue.qsize():
             log.warning("events not recorded at stop", count=self._queue.qsize())
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await cancel_and_wait(self._workers)  # each publishes: a plain cancel may be lost (servicekit.cancelling)
