@@ -36,5 +36,3 @@ def _run(script: str, args: tuple[str, ...], timeout: float, env: dict[str, str]
             proc.wait()
     assert proc.returncode == 0, f"bench/{script} ended with {proc.returncode}:\n{out}\n{err[-3000:]}"
     return out
-
-

@@ -51,17 +51,25 @@ class Proc:
         raise AssertionError("no leader gauge")
 
 
+def holder_pid(lease: Lease) -> int:
+    """The PID of the scheduler holding the lease (its holder is scheduler-<pid>-<random>)."""
+    return int(lease.holder.split("-")[1])
+
+
+def start_scheduler(nats_server: NatsServer, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """``python -m scheduler`` as the control plane's user, its output into ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "scheduler", "--server", nats_server.url, "--creds",
+                                 nats_server.creds("control"), *extra], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+
+
 @pytest.fixture
 def schedulers(nats_server: NatsServer, tmp_path: Path) -> Iterator[list[Proc]]:
     procs: list[Proc] = []
     try:
         for i in range(2):
             port, log = free_port(), tmp_path / f"scheduler{i}.log"
-            with log.open("wb") as out:
-                procs.append(Proc(subprocess.Popen(
-                    [sys.executable, "-m", "scheduler", "--server", nats_server.url, "--creds",
-                     nats_server.creds("control"), "--metrics-address", f"127.0.0.1:{port}"],
-                    cwd=REPO, stdout=out, stderr=subprocess.STDOUT), port, log))
+            procs.append(Proc(start_scheduler(nats_server, log, "--metrics-address", f"127.0.0.1:{port}"), port, log))
         yield procs
     finally:
         for p in procs:  # ours, by pid
@@ -131,7 +139,7 @@ async def test_the_other_scheduler_takes_over_within_five_seconds(
     lease = await holder()
     assert lease is not None
     by_pid = {p.proc.pid: p for p in schedulers}
-    leader = by_pid[int(lease.holder.split("-")[1])]
+    leader = by_pid[holder_pid(lease)]
     follower = next(p for p in schedulers if p is not leader)
 
     async def gauges_settled() -> bool:
@@ -164,7 +172,7 @@ async def test_the_other_scheduler_takes_over_within_five_seconds(
     print(f"SIGKILL of the leader -> every instance bound by the other: {takeover:.2f}s")
     assert takeover < TAKEOVER_BOUND_S
     new = await holder()
-    assert new is not None and int(new.holder.split("-")[1]) == follower.proc.pid
+    assert new is not None and holder_pid(new) == follower.proc.pid
     assert follower.leader_gauge() == 1.0
 
     # none bound twice: every instance's history has one write naming a node
@@ -185,13 +193,13 @@ def test_a_stopped_leader_hands_over_at_once(nats_server: NatsServer, schedulers
 
             async def held_by(pids: set[int]) -> bool:
                 entry = await leases.get(subjects.LEASE_CONTROLLERS)
-                return entry is not None and int(entry.value.holder.split("-")[1]) in pids
+                return entry is not None and holder_pid(entry.value) in pids
 
             pids = {p.proc.pid for p in schedulers}
             await wait_for("a leader", lambda: held_by(pids), 30)
             entry = await leases.get(subjects.LEASE_CONTROLLERS)
             assert entry is not None
-            leader = next(p for p in schedulers if p.proc.pid == int(entry.value.holder.split("-")[1]))
+            leader = next(p for p in schedulers if p.proc.pid == holder_pid(entry.value))
             os.kill(leader.proc.pid, signal.SIGTERM)
             began = time.monotonic()
             other = {p.proc.pid for p in schedulers if p is not leader}
@@ -204,13 +212,6 @@ def test_a_stopped_leader_hands_over_at_once(nats_server: NatsServer, schedulers
     print(f"SIGTERM of the leader -> the other holds the lease: {handover:.2f}s")
     # well under a lease's duration (3 s): it did not wait the lease out
     assert handover < 2.0
-
-
-
-def start_scheduler(nats_server: NatsServer, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "scheduler", "--server", nats_server.url, "--creds",
-                                 nats_server.creds("control")], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
 
 
 async def test_a_scheduler_told_to_stop_while_binding_stops_and_hands_over(
@@ -226,7 +227,7 @@ async def test_a_scheduler_told_to_stop_while_binding_stops_and_hands_over(
     async def stop_while_binding(names: list[str], proc: subprocess.Popen[bytes]) -> None:
         async def mine() -> bool:
             entry = await leases.get(subjects.LEASE_CONTROLLERS)
-            return entry is not None and entry.value.holder.split("-")[1] == str(proc.pid)
+            return entry is not None and holder_pid(entry.value) == proc.pid
 
         await wait_for("leading", mine, 30)
         await wait_for("binding", lambda: any_bound(store, names), 30)
