@@ -49,7 +49,6 @@ BUCKET_NODE_VMIS = "nodevmis"
 # Each node's lease, renewed by its handler every few seconds (key: the node): its heartbeat, which only
 # the control plane watches; the node's record (BUCKET_NODES) changes only when something in it does.
 BUCKET_NODE_LEASES = "nodeleases"
-# The buckets every process opens (servicekit.store), the control plane creating them.
 KV_STREAM_PREFIX = "KV_"  # NATS KV's own convention: bucket B is the stream KV_B
 
 
@@ -59,6 +58,7 @@ def kv_stream(bucket: str) -> str:
     return f"{KV_STREAM_PREFIX}{bucket}"
 
 
+# The buckets every process opens (servicekit.store), the control plane creating them.
 STATE_BUCKETS = (BUCKET_VMS, BUCKET_VMIS, BUCKET_NODES, BUCKET_NETWORKS, BUCKET_IPAM, BUCKET_EXPOSURES,
                  BUCKET_FLOATING_IPS, BUCKET_VMI_LEASES, BUCKET_VOLUMES, BUCKET_SERVICES, BUCKET_ENDPOINTS,
                  BUCKET_SNAPSHOTS, BUCKET_VM_SNAPSHOTS, BUCKET_ROUTES, BUCKET_INGRESSES, BUCKET_NODE_VMIS,
