@@ -67,11 +67,12 @@ def _node_js_read(node: str) -> list[str]:
     its own keys. A watch's consumer carries its filter in the create subject (servicekit.kvwatch),
     so the server checks it; the filterless create forms and the gets of that bucket are denied."""
     scoped = subjects.kv_stream(subjects.BUCKET_NODE_VMIS)
+    own = subjects.kv_subject(subjects.BUCKET_NODE_VMIS, subjects.node_vmis_of_node(node))
     return ["$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
             "$JS.API.CONSUMER.CREATE.*", "$JS.API.CONSUMER.CREATE.*.*",
-            *(f"$JS.API.CONSUMER.CREATE.{subjects.kv_stream(b)}.*.{kv_key(b, '>')}"
+            *(f"$JS.API.CONSUMER.CREATE.{subjects.kv_stream(b)}.*.{subjects.kv_subject(b, '>')}"
               for b in subjects.STATE_BUCKETS if b != subjects.BUCKET_NODE_VMIS),
-            f"$JS.API.CONSUMER.CREATE.{scoped}.*.{kv_key(subjects.BUCKET_NODE_VMIS, subjects.node_vmis_of_node(node))}",
+            f"$JS.API.CONSUMER.CREATE.{scoped}.*.{own}",
             "$JS.API.CONSUMER.DELETE.>", "$JS.API.CONSUMER.INFO.>",
             "$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.*", "$JS.FC.>"]
 
@@ -80,11 +81,6 @@ def _node_js_denied() -> list[str]:
     scoped = subjects.kv_stream(subjects.BUCKET_NODE_VMIS)
     return [f"$JS.API.CONSUMER.CREATE.{scoped}", f"$JS.API.CONSUMER.CREATE.{scoped}.*",
             f"$JS.API.DIRECT.GET.{scoped}", f"$JS.API.DIRECT.GET.{scoped}.>", f"$JS.API.STREAM.MSG.GET.{scoped}"]
-
-
-def kv_key(bucket: str, key: str) -> str:
-    """The subject a KV write of ``bucket``/``key`` is published on."""
-    return f"$KV.{bucket}.{key}"
 
 
 def permissions(role: Role, node: str | None = None) -> Permissions:
@@ -101,7 +97,7 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                                        subjects.EVENTS_ALL, *subjects.VNC_VIEWER_SUBSCRIBE]))
         case Role.CONTROL:
             return Permissions(
-                publish=Rules(allow=["$JS.API.>", "$JS.FC.>", "$JS.ACK.>", "$KV.>",
+                publish=Rules(allow=["$JS.API.>", "$JS.FC.>", "$JS.ACK.>", f"{subjects.KV_SUBJECT_PREFIX}>",
                                      # deleting an image (an admin's API verb) marks its metadata and
                                      # purges; its content (chunks) only admin writes
                                      f"$O.{subjects.OBJECT_STORE_IMAGES}.M.>",
@@ -116,10 +112,10 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
             n = subjects.token(node)
             return Permissions(
                 publish=Rules(allow=[
-                    kv_key(subjects.BUCKET_NODES, n),
-                    kv_key(subjects.BUCKET_NODE_LEASES, n),
-                    kv_key(subjects.BUCKET_IPAM, subjects.ipam_pod_ips(n)),
-                    kv_key(subjects.BUCKET_VMI_LEASES, subjects.vmi_leases_of_node(n)),
+                    subjects.kv_subject(subjects.BUCKET_NODES, n),
+                    subjects.kv_subject(subjects.BUCKET_NODE_LEASES, n),
+                    subjects.kv_subject(subjects.BUCKET_IPAM, subjects.ipam_pod_ips(n)),
+                    subjects.kv_subject(subjects.BUCKET_VMI_LEASES, subjects.vmi_leases_of_node(n)),
                     f"{subjects.NODEAPI_PREFIX}.{n}.*",
                     # Snapshot content: a node uploads the snapshots of the volumes it holds. NATS cannot
                     # scope an object store by name (chunk subjects are random, metadata subjects a whole

@@ -58,6 +58,23 @@ def kv_stream(bucket: str) -> str:
     return f"{KV_STREAM_PREFIX}{bucket}"
 
 
+KV_SUBJECT_PREFIX = "$KV."  # NATS KV's own convention too: a write of key K in bucket B is on $KV.B.K
+
+
+def kv_subject(bucket: str, key: str = "") -> str:
+    """The subject a KV write of ``bucket``/``key`` is published on; with no key, the bucket's
+    prefix ("$KV.B."), as a KV client is given it."""
+    return f"{KV_SUBJECT_PREFIX}{bucket}.{key}"
+
+
+OBJECT_STREAM_PREFIX = "OBJ_"  # and an object store O is the stream OBJ_O
+
+
+def object_stream(store: str) -> str:
+    """The JetStream stream that holds an object store's chunks and metadata."""
+    return f"{OBJECT_STREAM_PREFIX}{store}"
+
+
 # The buckets every process opens (servicekit.store), the control plane creating them.
 STATE_BUCKETS = (BUCKET_VMS, BUCKET_VMIS, BUCKET_NODES, BUCKET_NETWORKS, BUCKET_IPAM, BUCKET_EXPOSURES,
                  BUCKET_FLOATING_IPS, BUCKET_VMI_LEASES, BUCKET_VOLUMES, BUCKET_SERVICES, BUCKET_ENDPOINTS,

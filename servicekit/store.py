@@ -365,10 +365,11 @@ def _assume_all(js: JetStreamContext) -> tuple[dict[str, KeyValue], ObjectStore,
     """Handles on every bucket without asking the server (17 stream-info requests per process): a
     thousand launchers starting together would otherwise make 17,000. Buckets are never made
     with direct gets (nats-py's default), so reads go by the stream's message-get API."""
-    kvs = {b: KeyValue(name=b, stream=subjects.kv_stream(b), pre=f"$KV.{b}.", js=js, direct=False)
+    kvs = {b: KeyValue(name=b, stream=subjects.kv_stream(b), pre=subjects.kv_subject(b), js=js, direct=False)
            for b in subjects.STATE_BUCKETS}
-    return (kvs, ObjectStore(name=subjects.OBJECT_STORE_IMAGES, stream=f"OBJ_{subjects.OBJECT_STORE_IMAGES}", js=js),
-            ObjectStore(name=subjects.OBJECT_STORE_SNAPSHOTS, stream=f"OBJ_{subjects.OBJECT_STORE_SNAPSHOTS}", js=js))
+    images, snapshots = (ObjectStore(name=o, stream=subjects.object_stream(o), js=js)
+                         for o in (subjects.OBJECT_STORE_IMAGES, subjects.OBJECT_STORE_SNAPSHOTS))
+    return kvs, images, snapshots
 
 
 async def _open_all(js: JetStreamContext, copies: int,

@@ -17,7 +17,6 @@ import nats.js.errors
 from nats.js import JetStreamContext
 
 from proto import subjects
-from proto.permissions import kv_key
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class Revision:
 
 
 async def key_history(js: JetStreamContext, bucket: str, key: str) -> list[Revision]:
-    subject, stream = kv_key(bucket, key), subjects.kv_stream(bucket)
+    subject, stream = subjects.kv_subject(bucket, key), subjects.kv_stream(bucket)
     revisions: list[Revision] = []
     seq = 1
     while True:

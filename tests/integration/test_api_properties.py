@@ -74,7 +74,7 @@ class Service:
 
     async def _state(self) -> dict[str, int]:
         """The last sequence of every bucket's and the image store's stream: any write moves one."""
-        names = [subjects.kv_stream(b) for b in self.store.raw] + [f"OBJ_{subjects.OBJECT_STORE_IMAGES}"]
+        names = [subjects.kv_stream(b) for b in self.store.raw] + [subjects.object_stream(subjects.OBJECT_STORE_IMAGES)]
         return {n: (await self.store.js.stream_info(n)).state.last_seq for n in names}
 
     def state(self) -> dict[str, int]:

@@ -86,7 +86,7 @@ async def test_state_has_three_replicas_and_survives_losing_a_server(
     store = await connect(urls, "first")
     try:
         kv = [subjects.kv_stream(b) for b in (subjects.BUCKET_VMS, subjects.BUCKET_VMIS)]
-        for stream in (*kv, subjects.STREAM_EVENTS, f"OBJ_{subjects.OBJECT_STORE_IMAGES}"):
+        for stream in (*kv, subjects.STREAM_EVENTS, subjects.object_stream(subjects.OBJECT_STORE_IMAGES)):
             assert (await store.js.stream_info(stream)).config.num_replicas == 3, stream
         vm = VM(spec=VMSpec(name="kept"), created_at=1.0)
         revision = await store.vms.create("kept", vm)

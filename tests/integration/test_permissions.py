@@ -138,8 +138,8 @@ async def test_snapshot_content_nodes_add_and_nobody_but_admin_purges(as_user) -
                     subjects.nodeapi("node1", "volume-progress")):
         assert not await node1.refused(subject), subject
     for subject in (subjects.nodeapi("node2", "snapshot-progress"), subjects.nodeapi("node2", "volume-progress"),
-                    f"$JS.API.STREAM.PURGE.OBJ_{subjects.OBJECT_STORE_SNAPSHOTS}",
-                    f"$JS.API.STREAM.DELETE.OBJ_{subjects.OBJECT_STORE_SNAPSHOTS}",
+                    f"$JS.API.STREAM.PURGE.{subjects.object_stream(subjects.OBJECT_STORE_SNAPSHOTS)}",
+                    f"$JS.API.STREAM.DELETE.{subjects.object_stream(subjects.OBJECT_STORE_SNAPSHOTS)}",
                     f"$KV.{subjects.BUCKET_SNAPSHOTS}.s1", f"$KV.{subjects.BUCKET_VOLUMES}.data"):
         assert await node1.refused(subject), subject
     control = await as_user("control", subjects.inbox_prefix("control"))

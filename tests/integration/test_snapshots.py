@@ -246,7 +246,7 @@ async def test_a_node_reports_only_on_its_own_volumes_and_snapshots(cluster: Clu
     node = cluster.nodes["node1"]
     await node.snapshot_objects.put("from-node1", b"bytes")
     with pytest.raises(nats.errors.Error):
-        await node.js.purge_stream(f"OBJ_{subjects.OBJECT_STORE_SNAPSHOTS}")
+        await node.js.purge_stream(subjects.object_stream(subjects.OBJECT_STORE_SNAPSHOTS))
     assert (await admin.snapshot_objects.get("from-node1")).data == b"bytes"
 
 
