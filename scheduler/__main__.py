@@ -81,7 +81,7 @@ async def run(url: str, metrics_address: str | None, creds: str | None, node_los
     log.info("scheduler stopping")
     # cancel_and_wait, not a cancel and an await: a cancellation that lands as a NATS reply does is
     # lost on 3.11 (servicekit.cancelling), and the election went on renewing: a SIGTERM then hung
-    # the scheduler until it was killed (1 stop in 2 in bench/binder.py's runs)
+    # the scheduler until it was killed (9 of 12 runs of bench/binder.py, each stopping two schedulers)
     await cancel_and_wait(tasks[1:2])
     await elector.resign()  # the other scheduler takes over at once, not a lease later
     await cancel_and_wait((tasks[0], tasks[2]))
