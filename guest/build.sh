@@ -88,7 +88,9 @@ fi
 sweep
 TMPS=() # temp dirs to remove on exit
 LONG="" # pid of a running long step, stopped on exit
+TICKER="" # pid of the progress lines of a running long step
 cleanup() {
+  if [ -n "$TICKER" ]; then kill "$TICKER" 2>/dev/null || true; wait "$TICKER" 2>/dev/null || true; fi
   if [ -n "$LONG" ]; then kill -TERM "$LONG" 2>/dev/null || true; wait "$LONG" 2>/dev/null || true; fi
   [ "${#TMPS[@]}" -eq 0 ] || rm -rf "${TMPS[@]}"
 }
@@ -105,6 +107,21 @@ run_long() {
   wait "$LONG" || rc=$?
   LONG=""
   return "$rc"
+}
+
+# A first build compiles the kernel for minutes (5 on a slow 2-core box) and make's own lines go to
+# build.log: a line on stderr every 20 s says how far it is, counting make's step lines ("  CC
+# path") against what a build of guest/kernel.config makes (1,645 of them on linux-source-6.1).
+KBUILD_STEPS=1645
+ticker() { # build.log, start (in $SECONDS)
+  local n pct tick=0
+  while sleep 1; do # 1 s steps: a ticker stopped mid-wait leaves no sleep behind for long
+    tick=$((tick + 1))
+    [ $((tick % 20)) -eq 0 ] || continue
+    n=$(grep -cE '^  [A-Z0-9]+ ' "$1") || true
+    pct=$((n * 100 / KBUILD_STEPS))
+    log "kernel $KKEY: $n of ~$KBUILD_STEPS build steps ($((pct > 99 ? 99 : pct)) %) at $((SECONDS - $2)) s"
+  done
 }
 
 # Renames a finished temp dir into place (rename(2): all or nothing). Loses quietly to an
@@ -154,8 +171,11 @@ build_kernel() {
     die "kernel config is missing ${#missing[@]} wanted option(s) (dependencies?): ${missing[*]}"
   fi
   log "kernel $KKEY: configured at $((SECONDS - start)) s; make -j$(nproc) bzImage (log: build.log)"
+  ticker "$tmp/out/build.log" "$start" &
+  TICKER=$!
   run_long make -C "$src" ARCH=x86_64 -j"$(nproc)" bzImage >>"$tmp/out/build.log" 2>&1 \
     || { tail -n 40 "$tmp/out/build.log"; die "kernel build failed"; }
+  kill "$TICKER"; wait "$TICKER" 2>/dev/null || true; TICKER=""
   log "kernel $KKEY: compiled at $((SECONDS - start)) s"
   # the kernel's own initramfs writer: root-owned entries and device nodes without being root
   gcc -O2 -o "$tmp/out/gen_init_cpio" "$src/usr/gen_init_cpio.c"
