@@ -4,13 +4,15 @@
 # until it is Running and print its boot marker from the serial console. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --apt
-# The test guest (its kernel: minutes on a first run) builds while the venv installs.
-echo "== building (or reusing) the test guest, installing the venv meanwhile" >&2
+# The test guest (its kernel: minutes on a first run) builds while the other packages and the venv
+# install: its own packages first.
+bash scripts/setup.sh --apt-guest
+echo "== building (or reusing) the test guest; the other packages and the venv install meanwhile" >&2
 guest_out=$(mktemp)
 bash guest/build.sh >"$guest_out" &
 guest_build=$!
-trap 'kill "$guest_build" 2>/dev/null || true; rm -f "$guest_out"' EXIT  # a failed venv stops the build too
+trap 'kill "$guest_build" 2>/dev/null || true; rm -f "$guest_out"' EXIT  # a failed install stops the build too
+bash scripts/setup.sh --apt
 bash scripts/setup.sh
 wait "$guest_build" || { echo "lab: the test guest did not build" >&2; exit 1; }
 disk=$(tail -n 1 "$guest_out")

@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Installs everything virtbus needs on a fresh Debian 12 machine (root): apt packages, then a venv
 # at .venv with the package (with --test, the test tools; with --compose, what the compose lab needs;
-# with --apt, only the apt packages).
+# with --apt, only the apt packages; with --apt-guest, only those the test guest's build needs).
 # Idempotent: quick when all is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# the test guest (guest/build.sh): kernel from Debian's source, busybox initramfs, a syslinux-booted disk
+GUEST_PACKAGES=(
+  linux-source-6.1 busybox-static build-essential bc flex bison libelf-dev cpio xz-utils lz4 kmod
+  syslinux syslinux-common mtools dosfstools
+)
 APT_PACKAGES=(
   nats-server libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils
   nftables iproute2 iputils-arping isc-dhcp-client genisoimage pkg-config gcc python3-dev curl
+  python3-venv  # Debian's python3 makes no venv without it (ensurepip); a minimal install lacks it
   prometheus  # the tests scrape a lab with a real one
   systemd  # systemd-analyze checks the units of deploy/systemd (a real host runs them)
-  # the test guest: kernel from Debian's source, busybox initramfs, a syslinux-booted disk
-  linux-source-6.1 busybox-static build-essential bc flex bison libelf-dev cpio xz-utils lz4 kmod
-  syslinux syslinux-common mtools dosfstools
+  "${GUEST_PACKAGES[@]}"
   isolinux  # the ISO-install e2e test boots the test guest from an El Torito ISO
   haproxy  # every node's HTTP proxy for Routes and Ingresses (handler.router); its own unit stays unused
   dnsmasq-base  # the lab's DHCP server on its layer-2 segments (NADs without ipam)
@@ -27,6 +31,9 @@ COMPOSE_PACKAGES=(podman runc netavark aardvark-dns catatonit debootstrap)
 TEST_PACKAGES=(chromium)  # the web console's test looks at the page in a real headless browser
 case "${1:-}" in --test|--compose) APT_PACKAGES+=("${COMPOSE_PACKAGES[@]}") ;; esac
 case "${1:-}" in --test) APT_PACKAGES+=("${TEST_PACKAGES[@]}") ;; esac
+# --apt-guest: scripts/lab.sh starts the guest's build (minutes of compiling) before the other
+# packages install, which they then do beside it
+case "${1:-}" in --apt-guest) APT_PACKAGES=("${GUEST_PACKAGES[@]}") ;; esac
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -35,12 +42,16 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing apt packages: ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >&2
+  # once per first run: lab.sh's two installs (the guest's packages, then the rest) share one update
+  if ! find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -newermt '-30 minutes' 2>/dev/null | grep -q .; then
+    apt-get update -q >&2
+  fi
   apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 fi
 
-# --apt: the packages only (scripts/lab.sh builds the test guest's kernel while the venv installs)
-[ "${1:-}" = "--apt" ] && exit 0
+# --apt, --apt-guest: the packages only (scripts/lab.sh builds the test guest's kernel while the
+# other packages and the venv install)
+case "${1:-}" in --apt | --apt-guest) exit 0 ;; esac
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
