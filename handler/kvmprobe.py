@@ -9,12 +9,14 @@ under TCG here, as with KubeVirt's useEmulation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 _OK = b"K"
@@ -110,17 +112,32 @@ def kvm_runs_guests(kernel: Path | None = None, timeout: float = 12.0,
     return True, f"{kernel.name} booted under KVM"
 
 
-def cached_kvm_runs_guests(kernel: Path | None, cache: Path) -> tuple[bool, str]:
-    """The probe's verdict, remembered until the next boot of this host (it takes seconds)."""
+def kernel_identity(kernel: Path | None) -> str:
+    """What a verdict about booting ``kernel`` depends on: its bytes, not its path. The lab passes
+    the guest's copy of its kernel, whose directory changes whenever the guest is rebuilt around the
+    same kernel; each change cost a new probe (16 s and a spinning core per handler on a host like
+    this project's, where KVM prints a kernel's first line only after ~40 s)."""
+    if kernel is None:
+        return "none"
+    try:
+        return "sha256:" + hashlib.sha256(kernel.read_bytes()).hexdigest()
+    except OSError:
+        return f"unreadable:{kernel}"
+
+
+def cached_kvm_runs_guests(kernel: Path | None, cache: Path,
+                           probe: Callable[[Path | None], tuple[bool, str]] = kvm_runs_guests) -> tuple[bool, str]:
+    """The probe's verdict, remembered until the next boot of this host (it takes seconds) for the
+    same kernel (``kernel_identity``)."""
     key = {"boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
-           "kernel": str(kernel or probe_kernel())}
+           "kernel": kernel_identity(kernel or probe_kernel())}
     try:
         saved = json.loads(cache.read_text())
         if saved["key"] == key:
             return bool(saved["works"]), str(saved["why"]) + " (cached)"
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         pass
-    works, why = kvm_runs_guests(kernel)
+    works, why = probe(kernel)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".{os.getpid()}")
     tmp.write_text(json.dumps({"key": key, "works": works, "why": why}))
