@@ -11,12 +11,14 @@ from handler.kvmprobe import cached_kvm_runs_guests, kernel_identity
 class FakeProbe:
     """Answers like kvm_runs_guests and counts what it was asked to boot."""
 
+    ANSWER = (False, "KVM does not boot a Linux kernel here (no sign of life within 12s)")
+
     def __init__(self) -> None:
         self.asked: list[Path | None] = []
 
     def __call__(self, kernel: Path | None) -> tuple[bool, str]:
         self.asked.append(kernel)
-        return False, "KVM does not boot a Linux kernel here (no sign of life within 12s)"
+        return self.ANSWER
 
 
 def test_the_same_kernel_in_another_guest_directory_keeps_the_verdict(tmp_path: Path) -> None:
@@ -25,8 +27,7 @@ def test_the_same_kernel_in_another_guest_directory_keeps_the_verdict(tmp_path: 
         copy.parent.mkdir()
         copy.write_bytes(b"kernel bytes")
     probe, cache = FakeProbe(), tmp_path / "cache" / "kvm-probe.json"
-    assert cached_kvm_runs_guests(old, cache, probe) == (
-        False, "KVM does not boot a Linux kernel here (no sign of life within 12s)")
+    assert cached_kvm_runs_guests(old, cache, probe) == FakeProbe.ANSWER
     works, why = cached_kvm_runs_guests(new, cache, probe)
     assert not works and why.endswith("(cached)")
     assert probe.asked == [old]
