@@ -52,7 +52,7 @@ async def run(url: str, metrics_address: str | None, creds: str | None, node_los
     scheduler = Scheduler(store, metrics=metrics, nodes=nodes, release=nodeapi.release_secondary, config=config)
     leader.append(scheduler)
 
-    endpoints = EndpointsController(store, vmi_changes=scheduler.vmi_changes)
+    endpoints = EndpointsController(store, vmi_changes=scheduler.vmi_changes, vmis=lambda: scheduler.vmis.values())
     led: list[asyncio.Task[None]] = []
 
     async def lead() -> None:

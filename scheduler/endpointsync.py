@@ -15,6 +15,7 @@ import structlog
 from proto import subjects
 from proto.services import endpoints_for
 from proto.state import VMI, Endpoints, Service
+from servicekit.informer import Informer
 from servicekit.resync import resync_on_changes
 from servicekit.store import Bucket, Store
 
@@ -45,26 +46,53 @@ def plan_endpoints(services: Mapping[str, Service], vmis: Iterable[VMI],
 
 
 class EndpointsController:
-    def __init__(self, store: Store, *, vmi_changes: Callable[[], AsyncIterator[object]] | None = None) -> None:
-        """vmi_changes: that VMIs changed, from the leader's own watch (Scheduler.vmi_changes); without
-        it a watch of its own, which delivers and decodes every VMI change once more."""
+    def __init__(self, store: Store, *, vmi_changes: Callable[[], AsyncIterator[object]] | None = None,
+                 vmis: Callable[[], Iterable[VMI]] | None = None) -> None:
+        """vmi_changes and vmis: that VMIs changed, and every VMI now, from the leader's own watch and
+        cache (Scheduler.vmi_changes, Scheduler.vmis); without both, an informer of its own, which
+        delivers and decodes every VMI change once more."""
         self.store = store
         self.vmi_changes = vmi_changes
+        self.vmis = vmis
         self.services: Bucket[Service] = store.bucket(subjects.BUCKET_SERVICES, Service)
         self.endpoints: Bucket[Endpoints] = store.bucket(subjects.BUCKET_ENDPOINTS, Endpoints)
+        # Each sync read the Services and Endpoints (and, once a Service selected, every VMI) afresh:
+        # a consumer made on the server for each bucket at every VMI change, 10 a second in a launch
+        # burst. One watch of each per term now, and the syncs read their caches.
+        self._services: Informer[Service] = Informer(self.services)
+        self._endpoints: Informer[Endpoints] = Informer(self.endpoints)
+        self._own_vmis: Informer[VMI] | None = None
 
     async def run(self) -> None:
-        vmis = self.vmi_changes() if self.vmi_changes is not None else self.store.vmis.watch()
-        await resync_on_changes([self.services.watch(), vmis, self.endpoints.watch()],
-                                self.sync, "endpoints")
+        """Until cancelled (the term ends); a new term starts from fresh caches."""
+        self._services, self._endpoints = Informer(self.services), Informer(self.endpoints)
+        informers: list[Informer[Service] | Informer[Endpoints] | Informer[VMI]] = [self._services, self._endpoints]
+        if self.vmi_changes is not None and self.vmis is not None:
+            vmi_changes: AsyncIterator[object] = self.vmi_changes()
+        else:
+            self._own_vmis = Informer(self.store.vmis)
+            informers.append(self._own_vmis)
+            vmi_changes = self._own_vmis.changes()
+        try:
+            await resync_on_changes([self._services.changes(), vmi_changes, self._endpoints.changes()],
+                                    self.sync, "endpoints")
+        finally:
+            for informer in informers:  # their watches end with the term
+                await informer.stop()
+
+    async def _current_vmis(self) -> list[VMI]:
+        if self.vmis is not None:
+            return list(self.vmis())
+        if self._own_vmis is None:
+            self._own_vmis = Informer(self.store.vmis)
+        return [e.value for e in await self._own_vmis.items()]
 
     async def sync(self) -> None:
-        services = {e.key: e.value for e in await self.services.items()}
-        # no Service selects anything (the common case): no VMI matters, and reading every one on
-        # every VMI change was most of the bus's work in a burst of binds (bench/binder.py)
+        services = {e.key: e.value for e in await self._services.items()}
+        # no Service selects anything (the common case): no VMI matters
         selecting = any(s.selector for s in services.values())
-        vmis = [e.value for e in await self.store.vmis.items()] if selecting else []
-        current = {e.key: e.value for e in await self.endpoints.items()}
+        vmis = await self._current_vmis() if selecting else []
+        current = {e.key: e.value for e in await self._endpoints.items()}
         plan = plan_endpoints(services, vmis, current)
         for endpoints in plan.write:
             await self.endpoints.put(endpoints.name, endpoints)
