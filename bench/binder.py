@@ -105,7 +105,9 @@ def scheduler_process(url: str, creds: str | None, profile: str | None,
         args += ["--creds", creds]
     if profile:
         spy = Path(sys.executable).parent / "py-spy"
-        args = [str(spy), "record", "--rate", "200", "--output", profile, "--", *args]
+        # a .txt profile is py-spy's raw (collapsed stacks) format, for reading or grepping
+        kind = ["--format", "raw"] if profile.endswith(".txt") else []
+        args = [str(spy), "record", "--rate", "200", *kind, "--output", profile, "--", *args]
     with open(log or os.devnull, "wb") as out:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
     pid = scheduler_pid(proc) if profile else proc.pid
