@@ -34,6 +34,7 @@ from proto.spec import NetworkAttachment
 from proto.state import VMI, Node
 from proto.validation import check_name, validate_node_registration
 from scheduler.snapshots import SnapshotNodeApi
+from servicekit import informer
 from servicekit.claims import claim_address, release_address
 from servicekit.endpoints import Endpoint
 from servicekit.store import Bucket, Entry, Store
@@ -195,6 +196,7 @@ class NodeApi:
         return AttachReply(items=out)
 
     async def release_secondary(self, vm: str) -> None:
-        """A deleted VM's secondary addresses go back to their networks."""
-        for entry in await self.networks.items():
+        """A deleted VM's secondary addresses go back to their networks (as the process's cache of
+        them has them: the bucket read afresh was a consumer made on the server per deleted VM)."""
+        for entry in await informer.shared(self.store, self.networks).items():
             await release_address(self.tables, subjects.ipam_network(entry.key), vm)
