@@ -70,12 +70,17 @@ class Elector:
             log.debug("lease not read or written", error=str(exc) or type(exc).__name__)
 
     async def _step(self) -> None:
-        entry = await self.bucket.get(self.key)
+        # The leader knows the lease from its own last write, and renews on that revision: a read at
+        # every poll (4 a second) told it nothing more. Anyone else's write since makes the renewal
+        # a CONFLICT (tick), and the next step reads afresh.
+        if not (self.leading and self.view is not None and self.view.holder == self.me):
+            entry = await self.bucket.get(self.key)
+            now = self.clock()
+            if entry is None:
+                self.view = lease.seen(self.view, None, None, self.timing.duration, now)
+            else:
+                self.view = lease.seen(self.view, entry.revision, entry.value.holder, entry.value.duration, now)
         now = self.clock()
-        if entry is None:
-            self.view = lease.seen(self.view, None, None, self.timing.duration, now)
-        else:
-            self.view = lease.seen(self.view, entry.revision, entry.value.holder, entry.value.duration, now)
         what = lease.step(self.view, self.me, now, self.last_renewed, self.timing)
         if what is Step.WAIT:
             return

@@ -21,6 +21,7 @@ class FakeLeases:
         self.value: Lease | None = None
         self.revision = 0
         self.down = False
+        self.reads = 0
 
     def _check(self) -> None:
         if self.down:
@@ -28,6 +29,7 @@ class FakeLeases:
 
     async def get(self, key: str) -> Entry[Lease] | None:
         self._check()
+        self.reads += 1
         return None if self.value is None else Entry(key, self.value, self.revision)
 
     async def create(self, key: str, value: Lease) -> int:
@@ -123,3 +125,26 @@ async def test_a_slow_start_does_not_stop_the_renewals() -> None:
     assert a.elector.leading and leases.revision == 11  # created, then renewed every second
     await a.elector.resign()  # a start still under way is cancelled, the lease handed back
     assert a.terms == ["lose"] and leases.value is None
+
+
+async def test_a_leader_renews_on_its_own_revision_without_reading_and_a_conflict_reads_afresh() -> None:
+    """What the bus carries for a leading scheduler: one write a second, not a read at every poll
+    (4 a second) besides. Someone else's write since its last is a conflict, then a read."""
+    leases, clock = FakeLeases(), [0.0]
+    a = Candidate("a", leases, clock)
+    await a.tick()
+    assert a.elector.leading
+    leases.reads = 0
+    for _ in range(40):  # 10 s of polls
+        clock[0] += 0.25
+        await a.tick()
+    assert (leases.reads, leases.revision) == (0, 11)  # created, then renewed every second, never read
+    # someone writes the lease (an operator's hand, a split brain): the next renewal conflicts...
+    assert leases.value is not None
+    leases._write(leases.value)
+    clock[0] += 1.0
+    await a.tick()
+    assert leases.reads == 0 and a.elector.view is None
+    clock[0] += 0.25  # ...and the step after reads it, sees itself the holder and renews on that
+    await a.tick()
+    assert leases.reads == 1 and a.elector.leading and leases.revision == 13
