@@ -149,6 +149,7 @@ class Agent:
         """Notice launchers that exited, whatever the bus says."""
         while True:
             await asyncio.sleep(HEARTBEAT_S)
+            self.launchers.reap_warming()
             for name, launcher in list(self.launchers.running.items()):
                 if not launcher.alive():
                     self.queue.kick(name)

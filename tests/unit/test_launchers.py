@@ -4,6 +4,7 @@ pod netns, the netns, its files."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,22 @@ def test_no_warming_where_launchers_are_spawned_afresh(tmp_path: Path, monkeypat
     Spawned.started = []
     launchers(tmp_path, FakeNetlink()).warm_caps()
     assert Spawned.started == []
+
+
+def test_the_warming_process_is_reaped_once_it_ends(tmp_path: Path) -> None:
+    """No zombie left beside the handler: the node's warming process (held so that it runs once) was
+    never waited for. A real child that ends at once stands in for launcher.warmcaps."""
+    (tmp_path / "logs").mkdir()
+    handler = Launchers(NodePaths(tmp_path / "state", tmp_path / "logs"), node="node1", nats_url="nats://x",
+                        netns_prefix="vbtest", kvm=False, netlink=FakeNetlink(), node_netns="vbtest-node1", fork=True)
+    handler.warming = subprocess.Popen(["true"])
+    pid = handler.warming.pid
+    stat = Path(f"/proc/{pid}/stat")
+    for _ in range(200):  # ended, not yet waited for: a zombie
+        if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.01)
+    handler.reap_warming()
+    assert not stat.exists() and handler.warming.returncode == 0
+    handler.warm_caps()  # ended is not gone: no second warming for this start
+    assert handler.warming.pid == pid
