@@ -59,20 +59,25 @@ class EndpointsController:
         # Each sync read the Services and Endpoints (and, once a Service selected, every VMI) afresh:
         # a consumer made on the server for each bucket at every VMI change, 10 a second in a launch
         # burst. One watch of each per term now, and the syncs read their caches.
+        self._new_term()  # for a sync outside run; run starts each term afresh
+
+    def _new_term(self) -> list[Informer[Service] | Informer[Endpoints] | Informer[VMI]]:
+        """Fresh caches (a term starts from what the buckets hold now): Services, Endpoints, and the
+        VMIs unless the leader's watch and cache stand in for them."""
         self._services: Informer[Service] = Informer(self.services)
         self._endpoints: Informer[Endpoints] = Informer(self.endpoints)
-        self._own_vmis: Informer[VMI] | None = None
+        leaders = self.vmi_changes is not None and self.vmis is not None
+        self._own_vmis: Informer[VMI] | None = None if leaders else Informer(self.store.vmis)
+        return [self._services, self._endpoints, *([self._own_vmis] if self._own_vmis else [])]
 
     async def run(self) -> None:
         """Until cancelled (the term ends); a new term starts from fresh caches."""
-        self._services, self._endpoints = Informer(self.services), Informer(self.endpoints)
-        informers: list[Informer[Service] | Informer[Endpoints] | Informer[VMI]] = [self._services, self._endpoints]
-        if self.vmi_changes is not None and self.vmis is not None:
-            vmi_changes: AsyncIterator[object] = self.vmi_changes()
+        informers = self._new_term()
+        if self._own_vmis is not None:
+            vmi_changes: AsyncIterator[object] = self._own_vmis.changes()
         else:
-            self._own_vmis = Informer(self.store.vmis)
-            informers.append(self._own_vmis)
-            vmi_changes = self._own_vmis.changes()
+            assert self.vmi_changes is not None  # _new_term: no informer of its own only with both
+            vmi_changes = self.vmi_changes()
         try:
             await resync_on_changes([self._services.changes(), vmi_changes, self._endpoints.changes()],
                                     self.sync, "endpoints")
@@ -81,11 +86,10 @@ class EndpointsController:
                 await informer.stop()
 
     async def _current_vmis(self) -> list[VMI]:
-        if self.vmis is not None:
-            return list(self.vmis())
-        if self._own_vmis is None:
-            self._own_vmis = Informer(self.store.vmis)
-        return [e.value for e in await self._own_vmis.items()]
+        if self._own_vmis is not None:
+            return [e.value for e in await self._own_vmis.items()]
+        assert self.vmis is not None  # _new_term: no informer of its own only with both
+        return list(self.vmis())
 
     async def sync(self) -> None:
         services = {e.key: e.value for e in await self._services.items()}
