@@ -5,7 +5,6 @@ address given back, and no bucket read afresh for it."""
 from __future__ import annotations
 
 from ipaddress import IPv4Network
-from typing import Any
 
 import pytest
 
@@ -14,6 +13,7 @@ from proto.spec import NetworkAttachment
 from scheduler.nodeapi import NodeApi
 from servicekit.claims import claim_address
 from servicekit.store import Store
+from tests.consumers import consumers_made
 
 pytestmark = pytest.mark.integration
 
@@ -27,17 +27,9 @@ async def test_a_deleted_vms_addresses_go_back_to_every_network_without_a_bucket
         for vm in ("keep", "gone-0", "gone-1", "gone-2"):
             await claim_address(api.tables, subjects.ipam_network(name), vm, pools[name], "full")
     await api.release_secondary("gone-0")  # the first: its cache of the networks starts
-    made: list[str] = []
-
-    async def on_created(msg: Any) -> None:
-        made.append(msg.subject.removeprefix("$JS.EVENT.ADVISORY.CONSUMER.CREATED."))
-    advisories = await store.nc.subscribe("$JS.EVENT.ADVISORY.CONSUMER.CREATED.>", cb=on_created)
-    try:
+    async with consumers_made(store.nc) as made:
         await api.release_secondary("gone-1")
         await api.release_secondary("gone-2")
-        await store.nc.flush()
-    finally:
-        await advisories.unsubscribe()
     for name in pools:
         table = await api.tables.require(subjects.ipam_network(name), "address table")
         assert sorted(table.value) == ["keep"], name  # every deleted VM's address back, the other kept

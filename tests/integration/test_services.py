@@ -20,6 +20,7 @@ from proto.state import VMI, Phase, VMIInterface
 from scheduler.endpointsync import EndpointsController
 from servicekit.store import Store
 from tests.conftest import REPO
+from tests.consumers import consumers_made
 
 pytestmark = pytest.mark.integration
 
@@ -239,28 +240,19 @@ async def test_endpoints_follow_vmi_changes_without_reading_buckets_afresh(contr
     the Endpoints and, once a Service selected, every VMI afresh: a consumer made on the server
     per bucket at every VMI change (up to 10 a second in a launch burst)."""
     store = controller
-    made: list[str] = []
-
-    async def on_created(msg: Any) -> None:
-        made.append(msg.subject.removeprefix("$JS.EVENT.ADVISORY.CONSUMER.CREATED."))
-    advisories = await store.nc.subscribe("$JS.EVENT.ADVISORY.CONSUMER.CREATED.>", cb=on_created)
-    try:
-        assert "item" in await call(store, "vm", "create", vm_manifest("web", {"app": "web"}))
-        assert "item" in await call(store, "service", "apply", {
-            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}})
-        await run_instance(store, "web", "10.244.1.2")
-        await until(lambda: _listed(store, "web", ["10.244.1.2"]), "the instance is the Service's endpoint")
-        await store.nc.flush()
-        made.clear()
+    assert "item" in await call(store, "vm", "create", vm_manifest("web", {"app": "web"}))
+    assert "item" in await call(store, "service", "apply", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}})
+    await run_instance(store, "web", "10.244.1.2")
+    await until(lambda: _listed(store, "web", ["10.244.1.2"]), "the instance is the Service's endpoint")
+    await store.nc.flush()
+    async with consumers_made(store.nc) as made:
         for i in range(3, 23):  # the instance moves from address to address: a VMI change each
             await run_instance(store, "web", f"10.244.1.{i}")
             await asyncio.sleep(0.15)  # a sync each (they are debounced 0.1 s)
         await until(lambda: _listed(store, "web", ["10.244.1.22"]), "the endpoint follows every move")
-        await store.nc.flush()
-        assert made == [], f"consumers made while syncing: {made}"
-    finally:
-        await advisories.unsubscribe()
+    assert made == [], f"consumers made while syncing: {made}"
 
 
 async def _listed(store: Store, name: str, ips: list[str]) -> bool:
