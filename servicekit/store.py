@@ -165,7 +165,10 @@ class Bucket(Generic[T]):
     async def create(self, key: str, value: T) -> int:
         try:
             return int(await self._kv.create(key, self._encode(key, value)))
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
+            # KeyNotFoundError: on a cluster, nats-server refuses a create that races another one
+            # still being replicated, before the winner can be read; nats-py's create then reads the
+            # key (a deleted key may be created again) and finds nothing. Either way another's won.
             raise ApiError(Code.ALREADY_EXISTS, f"{key!r} already exists") from None
 
     async def update(self, key: str, value: T, revision: int) -> int:

@@ -107,3 +107,29 @@ async def test_state_has_three_replicas_and_survives_losing_a_server(
         assert stale.value.code is Code.CONFLICT
     finally:
         await store.close()
+
+
+async def test_racing_creates_of_one_key_give_one_winner_and_already_exists(
+        cluster: list[tuple[str, subprocess.Popen[bytes]]], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Nodes registering at once race for the same free pod CIDR key. On a cluster, a create can lose
+    # to another still being replicated: nats-server 2.15 refuses it (wrong last sequence) before the
+    # winner is readable, and nats-py's create then reads the key to see whether it was deleted, and
+    # finds nothing. That loser must hear ALREADY_EXISTS, not an internal error.
+    monkeypatch.setenv("VIRTBUS_JS_REPLICAS", "3")
+    stores = [await connect(url, f"racer{i}") for i, (url, _) in enumerate(cluster)]
+    try:
+        outcomes: dict[str, int] = {}
+        for round_ in range(150):
+            results = await asyncio.gather(
+                *(s.vms.create(f"race{round_}", VM(spec=VMSpec(name=f"race{round_}"), created_at=float(i)))
+                  for i, s in enumerate(stores * 2)),  # two racers through each server
+                return_exceptions=True)
+            winners = [r for r in results if isinstance(r, int)]
+            for r in results:
+                kind = "won" if isinstance(r, int) else (r.code.value if isinstance(r, ApiError) else repr(r))
+                outcomes[kind] = outcomes.get(kind, 0) + 1
+            assert len(winners) == 1, (round_, results)
+        assert set(outcomes) == {"won", Code.ALREADY_EXISTS.value}, outcomes
+    finally:
+        for s in stores:
+            await s.close()
