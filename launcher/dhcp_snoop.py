@@ -45,7 +45,9 @@ def _attach_filter(sock: socket.socket) -> None:
 def packet_socket_in_netns(netns: str, interface: str) -> socket.socket:
     """A raw socket on ``interface`` of ``netns``: every frame in and out of it."""
     def make() -> socket.socket:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        # Protocol 0 receives nothing until bind: a socket opened with ETH_P_ALL would queue frames of
+        # every interface unfiltered in the moment before the filter is attached.
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         _attach_filter(sock)
         sock.bind((interface, ETH_P_ALL))
         sock.setblocking(False)

@@ -8,8 +8,10 @@ import asyncio
 import dataclasses
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from ctl.labdhcp import PROVIDER_DHCP, dnsmasq_command, leases
+from launcher import dhcp_snoop
 from launcher.dhcp_snoop import packet_socket_in_netns, snoop_in_netns
 
 pytestmark = [pytest.mark.integration,
@@ -134,3 +137,26 @@ def test_the_snoopers_socket_gets_only_what_could_be_a_servers_dhcp(segment: tup
                         "import socket; u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
                         "u.bind(('192.168.200.99', 67)); u.sendto(b'x' * 10, ('192.168.200.1', 68))"], check=True)
         assert frames() == 1
+
+
+def test_frames_from_before_the_filter_is_attached_are_not_taken(segment: tuple[str, str, str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guest talks while the socket is being made (a loaded node can stall the thread there):
+    none of that reaches the launcher unfiltered."""
+    _, cli, _ = segment
+    ip("-n", cli, "addr", "add", "192.168.200.99/24", "dev", "net1")
+    attach = dhcp_snoop._attach_filter
+
+    def talk_then_attach(sock: socket.socket) -> None:
+        # this thread is inside the client's namespace here: its datagram (and the ARP before it) go out net1
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.sendto(b"x" * 10, ("192.168.200.1", 9))
+        time.sleep(0.3)
+        attach(sock)
+
+    monkeypatch.setattr(dhcp_snoop, "_attach_filter", talk_then_attach)
+    sock = packet_socket_in_netns(cli, "net1")
+    sock.settimeout(1)
+    with sock:
+        with pytest.raises(TimeoutError):
+            sock.recv(65535)
