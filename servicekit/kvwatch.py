@@ -7,10 +7,10 @@ watchers of a bucket each get every key. Here:
   JetStream API), so NATS permissions can scope which keys a user may watch (proto.permissions);
 - the consumer is deleted when the watch ends, and renamed when nats-py's ordered consumer
   re-creates it after a gap (the old one is deleted then: the same name would be refused);
-- the end of the current values is taken from the server's count of what the consumer delivered
-  and has pending, not from what this client has processed yet. While the keys keep changing that
-  count never reaches 0: once more has come than was pending at the first delivery, the watch asks
-  which keys the bucket has and ends the current values when each has come (``Initial``);
+- the end of the current values is when every key the bucket has (the server's list, asked for once
+  the server counts 0 pending, or once more has come than it counted at the first delivery: while
+  the keys keep changing the count never reaches 0) has come (``Initial``); the count alone is not
+  enough (nats-server 2.15 counts 0 while keys being rewritten are still to come);
 - once it has the current values, the watch goes on with a consumer of the changes from the next
   sequence on, not the last-per-subject one (``_follow``: what nats-server costs for each).
 """
@@ -36,6 +36,9 @@ from proto.errors import ApiError, Code
 # A consumer whose watcher vanished without deleting it (the process died) goes after this long.
 INACTIVE_S = 60.0
 _DELETE_TIMEOUT_S = 2.0
+# How long a watch whose server has nothing pending waits for a key it was told of, before it asks
+# again which keys there are.
+RECHECK_S = 1.0
 _KV_OP = "KV-Operation"
 
 
@@ -78,16 +81,32 @@ async def watch(kv: KeyValue, keys: str = ">") -> AsyncGenerator[RawUpdate | Non
     _no_flow_control_poll(sub)
     try:
         info = await sub.consumer_info()
-        initial: Initial | None = None
+        initial: Initial | None = Initial()
         following = False  # on a consumer of the changes from a sequence on (``_follow``)
         if info.num_pending == 0 and (info.delivered is None or not info.delivered.consumer_seq):
-            yield None
-            # none of the keys is there: the changes from where the consumer began on are all to come
-            following = await _follow(sub, info.delivered.stream_seq if info.delivered is not None else 0)
-        else:
-            initial = Initial()
+            listed = await _keys(js, stream, pre, keys)
+            if listed:  # the server's count missed keys being rewritten (2.15): they are to come
+                initial = Initial(wanted=listed)
+            else:
+                initial = None
+                yield None
+                # none of the keys is there: the changes from where the consumer began on are all to come
+                following = await _follow(sub, info.delivered.stream_seq if info.delivered is not None else 0)
         while True:
-            msg = await queue.get()
+            if initial is not None and initial.waiting:
+                try:
+                    msg = await asyncio.wait_for(queue.get(), RECHECK_S)
+                except TimeoutError:  # a key listed then is gone for good (purged, aged out): ask again
+                    listed = await _keys(js, stream, pre, keys)
+                    if listed is not None:
+                        initial.expect(listed)
+                    if initial.done(0):
+                        initial = None
+                        yield None
+                        following = await _follow(sub)
+                    continue
+            else:
+                msg = await queue.get()
             meta = msg.metadata
             op = msg.header.get(_KV_OP) if msg.header else None
             key = msg.subject[len(pre):]
@@ -98,9 +117,9 @@ async def watch(kv: KeyValue, keys: str = ">") -> AsyncGenerator[RawUpdate | Non
                     following = await _follow(sub)
                 continue
             if initial.saw(key, meta.num_pending):
-                with contextlib.suppress(Exception):  # unanswered: the count of pending still ends it
-                    found = await js.stream_info(stream, subjects_filter=f"{pre}{keys}")
-                    initial.expect(k[len(pre):] for k in (found.state.subjects or {}))
+                listed = await _keys(js, stream, pre, keys)
+                if listed is not None:  # unanswered: the count of pending still ends it
+                    initial.expect(listed)
             if initial.done(meta.num_pending):
                 initial = None
                 yield None
@@ -110,26 +129,32 @@ async def watch(kv: KeyValue, keys: str = ">") -> AsyncGenerator[RawUpdate | Non
 
 
 class Initial:
-    """When a watch has every key's current value. Pending 0 says so; while the keys keep changing it
-    is never 0, and the count pending at the first delivery (nats.go's rule) misses a key whose value
-    was replaced after that, behind other writes. So once more than that count has come, the keys
-    the bucket has are asked for, and the current values end when each has come (a key is delivered
-    at least once: its value, a newer one, or its deletion's marker)."""
+    """When a watch has every key's current value. Pending 0 is not enough: nats-server 2.15 can count
+    0 pending while keys being rewritten are still to come (a read of 220 keys, 20 of them busy,
+    ended with the 200 quiet ones), and while the keys keep changing the count may never reach 0 (and
+    the count pending at the first delivery, nats.go's rule, misses a key whose value was replaced
+    after that, behind other writes). So at pending 0, or once more than that count has come, the keys
+    the bucket has are asked for, and the current values end when each has come (a key is delivered at
+    least once: its value, a newer one, or its deletion's marker)."""
 
-    def __init__(self) -> None:
+    def __init__(self, wanted: Iterable[str] | None = None) -> None:
+        """``wanted``: the keys, when they were asked for before anything came."""
         self.first_pending: int | None = None
         self.received = 0
+        self.pending: int | None = None
         self.seen: set[str] = set()
-        self.wanted: set[str] | None = None
-        self.asked = False  # once: an unanswered ask leaves it to pending 0, not to a request per update
+        self.wanted: set[str] | None = set(wanted) if wanted is not None else None
+        # once: an unanswered ask leaves it to pending 0, not to a request per update
+        self.asked = wanted is not None
 
     def saw(self, key: str, pending: int) -> bool:
         """Counts one delivery; True, once, when it is time to ask which keys there are."""
         self.received += 1
+        self.pending = pending
         self.seen.add(key)
         if self.first_pending is None:
             self.first_pending = pending
-        if self.asked or pending == 0 or self.received <= self.first_pending:
+        if self.asked or (pending != 0 and self.received <= self.first_pending):
             return False
         self.asked = True
         return True
@@ -138,7 +163,26 @@ class Initial:
         self.wanted = set(keys)
 
     def done(self, pending: int) -> bool:
-        return pending == 0 or (self.wanted is not None and self.wanted <= self.seen)
+        if self.wanted is not None:
+            return self.wanted <= self.seen
+        return pending == 0 and self.asked
+
+    @property
+    def waiting(self) -> bool:
+        """The server has nothing pending, yet a listed key has not come: wait for it, asking again
+        now and then (the key may be gone since it was listed)."""
+        return (self.wanted is not None and not self.wanted <= self.seen
+                and (self.pending is None or self.pending == 0))
+
+
+async def _keys(js: Any, stream: str, pre: str, keys: str) -> list[str] | None:
+    """The keys matching ``keys`` the bucket has now (with a value or a deletion's marker); None when
+    the server did not answer."""
+    try:
+        found = await js.stream_info(stream, subjects_filter=f"{pre}{keys}")
+    except Exception:  # noqa: BLE001 - any failure to ask is "no answer"; the caller falls back
+        return None
+    return [k[len(pre):] for k in (found.state.subjects or {})]
 
 
 async def _follow(sub: Any, began: int = 0) -> bool:
