@@ -40,7 +40,7 @@ from proto.errors import ApiError, Code
 from proto.quantity import parse_bytes
 from proto.spec import VMSpec
 from proto.state import VMI, Node
-from servicekit import credentials
+from servicekit import credentials, natsserver
 from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Store
 
@@ -72,7 +72,7 @@ def own_nats_server() -> Iterator[tuple[str, Path, int]]:
         conf = Path(tmp) / "nats.conf"
         credentials.write_server_config(conf, credentials.server_config(
             users, keys, host="127.0.0.1", port=port, store_dir=f"{tmp}/js", server_name=f"bench-{port}"))
-        proc = subprocess.Popen(["nats-server", "-c", str(conf)], stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen([natsserver.executable(), "-c", str(conf)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 10

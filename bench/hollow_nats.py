@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from servicekit import credentials
+from servicekit import credentials, natsserver
 
-# what a server logs at [INF] about a client it dropped or struggles with (nats-server 2.9's wording);
+# what a server logs at [INF] about a client it dropped or struggles with (the wording of nats-server 2.9 to 2.15);
 # every [WRN] and [ERR] line counts too
 TROUBLE = ("Slow Consumer", "Stale Connection", "Maximum Connections", "Timeout", "Readloop")
 
@@ -73,7 +73,8 @@ def nats_server(directory: Path, nodes: list[str], size: int = 1) -> Iterator[Se
             conf = directory / f"nats{i}.conf"
             credentials.write_server_config(conf, json.dumps(config))
             with (directory / f"nats{i}.log").open("wb") as out:
-                procs.append(subprocess.Popen(["nats-server", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT))
+                procs.append(subprocess.Popen([natsserver.executable(), "-c", str(conf)], stdout=out,
+                                              stderr=subprocess.STDOUT))
         monitors = [f"http://127.0.0.1:{mport}" for _, mport, _ in ports]
         deadline = time.monotonic() + 60
         for monitor, proc in zip(monitors, procs, strict=True):

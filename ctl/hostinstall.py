@@ -13,7 +13,6 @@ certificate for its --tls-ip addresses in DIR/tls), as traffic that leaves the h
 from __future__ import annotations
 
 import argparse
-import shutil
 import socket
 import sys
 from ipaddress import ip_address
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from ctl import clusterauth
 from proto import subjects
-from servicekit import credentials
+from servicekit import credentials, natsserver
 
 UNITS = Path(__file__).resolve().parents[1] / "deploy" / "systemd"
 UNIT_NAMES = ("virtbus-nats.service", "virtbus-scheduler.service", "virtbus-handler.service")
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     u = sub.add_parser("units", help="render the systemd units")
     u.add_argument("--out", required=True)
     u.add_argument("--python", default=sys.executable, help="the virtbus venv's interpreter")
-    u.add_argument("--nats-server", default=shutil.which("nats-server") or "/usr/sbin/nats-server")
+    u.add_argument("--nats-server", default=None, help="default: the venv's (servicekit.natsserver)")
     c = sub.add_parser("config", help="nkeys and nats.conf (TLS beyond loopback)")
     c.add_argument("--dir", default="/etc/virtbus")
     c.add_argument("--nodes", required=True, help="comma-separated node names")
@@ -95,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         if args.command == "units":
-            for path in render_units(Path(args.out), python=args.python, nats_server=args.nats_server):
+            nats_server = args.nats_server or natsserver.executable()
+            for path in render_units(Path(args.out), python=args.python, nats_server=nats_server):
                 print(path)
             return 0
         nodes = [subjects.token(n) for n in args.nodes.split(",") if n]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ctl import labovs
 from proto import subjects
-from servicekit import cpugroup, credentials, processes
+from servicekit import cpugroup, credentials, natsserver, processes
 
 DEFAULT_STATE_DIR = os.environ.get("VIRTBUS_LAB_DIR", "/var/lib/virtbus/lab")
 SCHEDULERS = ("scheduler", "scheduler-b")  # both answer the API; the lease's holder runs the controllers
@@ -195,8 +195,7 @@ def _our_netns(cfg: LabConfig) -> list[str]:
 
 # --- commands -----------------------------------------------------------------------------------
 def up(cfg: LabConfig) -> None:
-    if shutil.which("nats-server") is None:
-        raise RuntimeError("nats-server is not installed; run scripts/setup.sh")
+    natsserver.executable()  # raises, saying what to run, before anything is made
     say(f"lab: state in {cfg.root}, NATS at {cfg.url}")
     cfg.addresses = _make_networks(cfg)
     labovs.make_segment(cfg)

@@ -18,7 +18,7 @@ from pathlib import Path
 from ctl import labovs
 from ctl.lab import SCHEDULERS, LabConfig, _read_pid, _wait_port, lab_cpu_groups
 from ctl.labdhcp import DHCP_SEGMENTS, dnsmasq_command
-from servicekit import cpugroup, credentials, processes
+from servicekit import cpugroup, credentials, natsserver, processes
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -63,7 +63,7 @@ def main() -> None:
         tmp.write_text(f"{procs[name].pid}\n")
         tmp.rename(cfg.pidfile(name))
 
-    spawn("nats-server", ["nats-server", "-c", str(cfg.nats_config)])
+    spawn("nats-server", [natsserver.executable(), "-c", str(cfg.nats_config)])
     _wait_port(cfg.port, 15)
     py = sys.executable
     host_disks = Path(os.path.abspath(cfg.root / "host-disks"))

@@ -12,7 +12,7 @@ GUEST_PACKAGES=(
   syslinux syslinux-common mtools dosfstools
 )
 APT_PACKAGES=(
-  nats-server libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils
+  libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils
   nftables iproute2 iputils-arping isc-dhcp-client genisoimage pkg-config gcc python3-dev curl
   python3-venv  # Debian's python3 makes no venv without it (ensurepip); a minimal install lacks it
   prometheus  # the tests scrape a lab with a real one

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from servicekit import credentials
+from servicekit import credentials, natsserver
 from servicekit.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,8 +65,10 @@ def write_auth(directory: Path, port: int, nodes: list[str] = TEST_NODES) -> Pat
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     """A real nats-server with authentication on, as virtbus always runs it."""
-    if shutil.which("nats-server") is None:
-        pytest.fail("nats-server is not installed: run scripts/setup.sh")
+    try:
+        natsserver.executable()
+    except natsserver.NatsServerMissing as e:
+        pytest.fail(str(e))
     port = free_port()
     with running_nats_server(write_auth(tmp_path, port), port) as proc:
         yield NatsServer(f"nats://127.0.0.1:{port}", tmp_path / "creds", proc)
@@ -75,7 +77,8 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 @contextlib.contextmanager
 def running_nats_server(conf: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     """nats-server with this config, once it listens on the loopback port; ended (by its PID) after."""
-    proc = subprocess.Popen(["nats-server", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([natsserver.executable(), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
         while True:

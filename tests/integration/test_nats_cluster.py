@@ -17,7 +17,7 @@ from proto import subjects
 from proto.errors import ApiError, Code
 from proto.spec import VMSpec
 from proto.state import VM
-from servicekit import credentials
+from servicekit import credentials, natsserver
 from servicekit.store import Store
 from tests.conftest import free_port
 
@@ -45,7 +45,7 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tu
             credentials.write_server_config(conf, credentials.server_config(
                 users, keys, host="127.0.0.1", port=client, store_dir=str(tmp_path / f"n{i}"), server_name=f"n{i}",
                 cluster={"name": "test", "host": "127.0.0.1", "port": cluster, "routes": routes}))
-            proc = subprocess.Popen(["nats-server", "-c", str(conf)], stdout=subprocess.DEVNULL,
+            proc = subprocess.Popen([natsserver.executable(), "-c", str(conf)], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
             servers.append((f"nats://127.0.0.1:{client}", proc))
         deadline = time.monotonic() + 15

@@ -16,6 +16,7 @@ import pytest
 
 from proto.state import Node
 from scheduler.nodewatch import NodeWatch
+from servicekit import natsserver
 from servicekit.store import Store
 from tests.conftest import NatsServer
 
@@ -44,7 +45,8 @@ async def test_a_restart_of_nats_is_nobodys_silence(nats_server: NatsServer, nat
         clock[0] += 500.0  # the scheduler's clock runs on while the bus is away
         await asyncio.sleep(1.5)
         again = await asyncio.create_subprocess_exec(  # the same port, the same JetStream store
-            "nats-server", "-c", str(tmp_path / "nats.conf"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            natsserver.executable(), "-c", str(tmp_path / "nats.conf"), stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
         while not (port_open(nats_server.url) and store.nc.is_connected):
             assert time.monotonic() < deadline, "no reconnect"

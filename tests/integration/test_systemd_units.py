@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ctl import hostinstall
+from servicekit import natsserver
 from tests.conftest import free_port, running_nats_server, try_connect
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,7 @@ def problems(units: list[Path]) -> list[str]:
 
 
 def render(out: Path) -> list[Path]:
-    return hostinstall.render_units(out, python=VENV_PYTHON, nats_server=shutil.which("nats-server") or "nats-server")
+    return hostinstall.render_units(out, python=VENV_PYTHON, nats_server=natsserver.executable())
 
 
 def test_the_units_verify(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from proto import subjects
 from proto.permissions import Role, permissions
-from servicekit import credentials
+from servicekit import credentials, natsserver
 
 
 def matches(pattern: str, subject: str) -> bool:
@@ -74,7 +74,7 @@ def test_the_server_accepts_the_config(tmp_path: Path) -> None:
     assert not any(seed in text for seed in seeds)  # public keys only, never a seed
     assert all(keys[u.name] in text for u in users)
     assert len(json.loads(text)["authorization"]["users"]) == 5
-    done = subprocess.run(["nats-server", "-c", str(conf), "-t"], capture_output=True, text=True)
+    done = subprocess.run([natsserver.executable(), "-c", str(conf), "-t"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     again = credentials.ensure_seeds(tmp_path / "creds", users)  # a second `lab up` keeps the keys
     assert again == keys
