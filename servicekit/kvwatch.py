@@ -93,10 +93,10 @@ async def watch(kv: KeyValue, keys: str = ">") -> AsyncGenerator[RawUpdate | Non
                 # none of the keys is there: the changes from where the consumer began on are all to come
                 following = await _follow(sub, info.delivered.stream_seq if info.delivered is not None else 0)
         while True:
+            _raise_if_cancelling()
             if initial is not None and initial.waiting:
-                try:
-                    msg = await asyncio.wait_for(queue.get(), RECHECK_S)
-                except TimeoutError:  # a key listed then is gone for good (purged, aged out): ask again
+                got = await _next_within(queue, RECHECK_S)
+                if got is None:  # a key listed then is gone for good (purged, aged out): ask again
                     listed = await _keys(js, stream, pre, keys)
                     if listed is not None:
                         initial.expect(listed)
@@ -105,6 +105,7 @@ async def watch(kv: KeyValue, keys: str = ">") -> AsyncGenerator[RawUpdate | Non
                         yield None
                         following = await _follow(sub)
                     continue
+                msg = got
             else:
                 msg = await queue.get()
             meta = msg.metadata
@@ -126,6 +127,7 @@ async def watch(kv: KeyValue, keys: str = ">") -> AsyncGenerator[RawUpdate | Non
                 following = await _follow(sub)
     finally:
         await _end(js, stream, sub)
+        _raise_if_cancelling()
 
 
 class Initial:
@@ -173,6 +175,27 @@ class Initial:
         now and then (the key may be gone since it was listed)."""
         return (self.wanted is not None and not self.wanted <= self.seen
                 and (self.pending is None or self.pending == 0))
+
+
+def _raise_if_cancelling() -> None:
+    """A cancel that nats-py's requests swallowed (asyncio.wait_for in Python 3.11 returns the reply
+    that came in the same moment as the cancel, and the cancel is lost) is honoured here: the task
+    still counts it (``cancelling``), so a watch being ended does not go on for ever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def _next_within(queue: asyncio.Queue[Msg], within: float) -> Msg | None:
+    """The next message, None after ``within`` seconds; unlike asyncio.wait_for, a cancel is never
+    lost to a message that came at the same moment (asyncio.wait raises it regardless)."""
+    getting = asyncio.ensure_future(queue.get())
+    try:
+        done, _ = await asyncio.wait({getting}, timeout=within)
+    finally:
+        if not getting.done():
+            getting.cancel()
+    return getting.result() if done else None
 
 
 async def _keys(js: Any, stream: str, pre: str, keys: str) -> list[str] | None:

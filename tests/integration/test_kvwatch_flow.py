@@ -113,3 +113,24 @@ async def test_a_watch_of_keys_not_there_follows_from_where_it_began(store: Stor
     assert [c.value.created_at if c is not None and c.value is not None else None
             for c in (first, second)] == [1.0, 2.0]
     await changes.aclose()
+
+
+async def test_a_watch_ends_when_its_cancel_was_swallowed(store: Store) -> None:
+    """On Python 3.11 a cancel can be lost to a reply that arrives with it (asyncio.wait_for inside
+    nats-py returns the reply): the task goes on, and its watch must not keep it alive for ever."""
+    got = asyncio.Event()
+
+    async def watcher() -> None:
+        async for _change in store.vmis.watch():
+            got.set()
+            try:
+                await asyncio.sleep(30)  # stands for a request whose reply came with the cancel
+            except asyncio.CancelledError:
+                pass  # lost, as asyncio.wait_for on 3.11 loses it
+
+    task = asyncio.create_task(watcher())
+    await store.vmis.put("vm1", VMI(name="vm1", uid="u", spec=VMSpec(name="vm1", memory="64Mi"), created_at=0.0))
+    await asyncio.wait_for(got.wait(), 10)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert task in done and task.cancelled()

@@ -25,6 +25,7 @@ from scheduler.api import Api
 from scheduler.controllers import Scheduler
 from scheduler.nodelife import Thresholds
 from scheduler.nodewatch import NodeWatch
+from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Store
 from tests.conftest import REPO
 
@@ -94,9 +95,7 @@ async def lab(store: Store) -> AsyncIterator[Lab]:
         yield lab
     finally:
         await scheduler.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)  # (a plain cancel can be lost to a reply arriving with it)
 
 
 async def members(store: Store, owner: str) -> list[VMI]:
