@@ -4,7 +4,6 @@ a node holds, and the rest say why (the real Scheduler against a real nats-serve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections import Counter
@@ -19,6 +18,7 @@ from proto.spec import RunStrategy, VMSpec
 from proto.state import VM, VMI, Node, Phase
 from scheduler.controllers import Scheduler
 from scheduler.placement import vcpus
+from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Store
 
 pytestmark = pytest.mark.integration
@@ -90,9 +90,7 @@ async def test_two_hundred_at_once_on_room_for_one_hundred_fifty(store: Store, i
             info = await store.js.stream_info(subjects.kv_stream(subjects.BUCKET_VMIS))
             assert info.state.last_seq == 200 + 50
     finally:
-        beating.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beating
+        await cancel_and_wait([beating])  # a plain cancel can be lost to a reply
         await scheduler.stop()
 
 

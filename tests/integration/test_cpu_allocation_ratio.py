@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import copy
 import json
 import re
@@ -29,6 +28,7 @@ from proto.errors import ApiError, Code
 from proto.state import VMI, Node
 from scheduler.clusterconfig import ClusterConfigWatch
 from scheduler.controllers import Scheduler
+from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Store
 from tests.conftest import REPO
 
@@ -61,9 +61,7 @@ async def cluster(api: Store, nats_url: str) -> AsyncIterator[ApiClient]:
         await scheduler.start()
         yield client
     finally:
-        beating.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beating
+        await cancel_and_wait([beating])  # a plain cancel can be lost to a reply
         await scheduler.stop()
         await client.close()
 
@@ -150,9 +148,7 @@ async def test_every_scheduler_process_watches_the_stored_ratio(api: Store, nats
         await until(lambda: watch.cpu_ratio == 10)
         assert (await client.call("kubevirt", "get", {}, ClusterConfigReply)).item == ClusterConfig()
     finally:
-        watching.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watching
+        await cancel_and_wait([watching])  # a plain cancel can be lost to a reply
         await client.close()
         await other.close()
 

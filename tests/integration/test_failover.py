@@ -6,7 +6,6 @@ annotation is left to node lifecycle; the lost node gets nothing new until it be
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -20,6 +19,7 @@ from proto.spec import RunStrategy, VMSpec
 from proto.state import VM, VMI, Node, Phase, VmiLease
 from scheduler.controllers import Scheduler
 from scheduler.nodewatch import NodeWatch
+from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Store
 
 pytestmark = pytest.mark.integration
@@ -71,9 +71,7 @@ async def cluster(store: Store) -> AsyncIterator[Cluster]:
         yield c
     finally:
         await c.scheduler.stop()
-        watching.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watching
+        await cancel_and_wait([watching])  # a plain cancel can be lost to a reply
 
 
 async def test_a_lapsed_lease_fails_the_vm_over_and_only_then(cluster: Cluster) -> None:

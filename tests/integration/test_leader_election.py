@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -24,6 +23,7 @@ from proto import subjects
 from proto.quantity import parse_bytes
 from proto.spec import RunStrategy, VMSpec
 from proto.state import VM, VMI, Lease, Node
+from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Store
 from tests.conftest import REPO, NatsServer, free_port
 from tests.kvhistory import key_history
@@ -94,9 +94,7 @@ async def beating(store: Store) -> AsyncIterator[None]:
             await asyncio.sleep(1.0)
     task = asyncio.create_task(beat())
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait([task])  # a plain cancel can be lost to a reply
 
 
 async def wait_for(what: str, check: Callable[[], Awaitable[bool]], limit: float) -> float:

@@ -5,7 +5,6 @@ too (Scheduler.vmi_changes); the real Scheduler against a real nats-server."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ from proto.quantity import parse_bytes
 from proto.spec import VMSpec
 from proto.state import VMI, Node
 from scheduler.controllers import Scheduler
+from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Store
 
 pytestmark = pytest.mark.integration
@@ -62,6 +62,4 @@ async def test_one_watch_feeds_the_binder_the_node_copies_and_the_endpoints(stor
         await eventually("its node copy gone with it", gone)
     finally:
         await scheduler.stop()
-        beating.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beating
+        await cancel_and_wait([beating])  # a plain cancel can be lost to a reply

@@ -5,7 +5,6 @@ again once its heartbeat moves; the handler's clock is never compared with the s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import msgspec
@@ -17,6 +16,7 @@ from scheduler.api import Api
 from scheduler.controllers import Scheduler
 from scheduler.nodelife import Thresholds
 from scheduler.nodewatch import NodeWatch
+from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Store
 
 pytestmark = pytest.mark.integration
@@ -70,7 +70,5 @@ async def test_silent_node_unknown_then_back(store: Store) -> None:
         assert (await api.node_list(b"{}")).items[0].ready
     finally:
         await scheduler.stop()
-        watching.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watching
+        await cancel_and_wait([watching])  # a plain cancel can be lost to a reply
 
