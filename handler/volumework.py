@@ -29,6 +29,7 @@ from proto.snapshots import (
 )
 from proto.state import VMI, PersistentVolume, VolumePhase
 from servicekit import volumedata
+from servicekit.cancelling import raise_if_cancelling
 from servicekit.informer import Informer, shared
 from servicekit.nodeclient import NodeApiClient
 from servicekit.paths import path_under, volume_path
@@ -79,13 +80,11 @@ class VolumeWork:
         # VMIs change often and matter only to who takes a pending snapshot: the periodic look (from the
         # caches, so no read on the server) covers them
         watches = [asyncio.create_task(self._kick_on(i)) for i in (self.volumes, self.snapshots)]
-        me = asyncio.current_task()
         try:
             while True:
                 # Python 3.11's wait_for (under nats-py's requests) can swallow a cancel that comes as
                 # its reply does: a cancel asked is honoured here, so the handler's stop never hangs.
-                if me is not None and me.cancelling():
-                    raise asyncio.CancelledError
+                raise_if_cancelling()
                 self._wake.clear()
                 try:
                     await self.step()

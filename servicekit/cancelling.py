@@ -22,3 +22,11 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any]], again_after: flo
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=again_after)
+
+
+def raise_if_cancelling() -> None:
+    """Honour a cancel the running task lost (see above): the task still counts it (``cancelling``),
+    so a loop that calls this at each step ends instead of going on for ever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -32,6 +32,7 @@ from nats.js.kv import KeyValue
 
 from proto import subjects
 from proto.errors import ApiError, Code
+from servicekit.cancelling import raise_if_cancelling
 
 # A consumer whose watcher vanished without deleting it (the process died) goes after this long.
 INACTIVE_S = 60.0
@@ -93,41 +94,36 @@ async def watch(kv: KeyValue, keys: str = ">") -> AsyncGenerator[RawUpdate | Non
                 # none of the keys is there: the changes from where the consumer began on are all to come
                 following = await _follow(sub, info.delivered.stream_seq if info.delivered is not None else 0)
         while True:
-            _raise_if_cancelling()
+            raise_if_cancelling()  # a cancel nats-py's requests swallowed ends the watch here
             if initial is not None and initial.waiting:
-                got = await _next_within(queue, RECHECK_S)
-                if got is None:  # a key listed then is gone for good (purged, aged out): ask again
-                    listed = await _keys(js, stream, pre, keys)
-                    if listed is not None:
-                        initial.expect(listed)
-                    if initial.done(0):
-                        initial = None
-                        yield None
-                        following = await _follow(sub)
-                    continue
-                msg = got
+                msg = await _next_within(queue, RECHECK_S)
             else:
                 msg = await queue.get()
-            meta = msg.metadata
-            op = msg.header.get(_KV_OP) if msg.header else None
-            key = msg.subject[len(pre):]
-            yield RawUpdate(key=key, value=msg.data, revision=meta.sequence.stream,
-                            deleted=op in ("DEL", "PURGE"), pending=meta.num_pending)
-            if initial is None:
-                if not following:
-                    following = await _follow(sub)
-                continue
-            if initial.saw(key, meta.num_pending):
+            if msg is None:  # (only while waiting) a key listed then may be gone for good: ask again
+                assert initial is not None
                 listed = await _keys(js, stream, pre, keys)
-                if listed is not None:  # unanswered: the count of pending still ends it
-                    initial.expect(listed)
-            if initial.done(meta.num_pending):
+                pending = 0
+            else:
+                meta = msg.metadata
+                op = msg.header.get(_KV_OP) if msg.header else None
+                key = msg.subject[len(pre):]
+                pending = meta.num_pending
+                yield RawUpdate(key=key, value=msg.data, revision=meta.sequence.stream,
+                                deleted=op in ("DEL", "PURGE"), pending=pending)
+                if initial is None:
+                    if not following:
+                        following = await _follow(sub)
+                    continue
+                listed = await _keys(js, stream, pre, keys) if initial.saw(key, pending) else None
+            if listed is not None:  # unanswered: the count of pending still ends it
+                initial.expect(listed)
+            if initial.done(pending):
                 initial = None
                 yield None
                 following = await _follow(sub)
     finally:
         await _end(js, stream, sub)
-        _raise_if_cancelling()
+        raise_if_cancelling()
 
 
 class Initial:
@@ -175,15 +171,6 @@ class Initial:
         now and then (the key may be gone since it was listed)."""
         return (self.wanted is not None and not self.wanted <= self.seen
                 and (self.pending is None or self.pending == 0))
-
-
-def _raise_if_cancelling() -> None:
-    """A cancel that nats-py's requests swallowed (asyncio.wait_for in Python 3.11 returns the reply
-    that came in the same moment as the cancel, and the cancel is lost) is honoured here: the task
-    still counts it (``cancelling``), so a watch being ended does not go on for ever."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 async def _next_within(queue: asyncio.Queue[Msg], within: float) -> Msg | None:
