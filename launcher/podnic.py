@@ -41,6 +41,34 @@ def _existing_ok() -> Iterator[None]:
             raise
 
 
+def pod_veth(pod: Netlink, node: Netlink, name: str, host_if: str, node_netns: str | None) -> None:
+    """A veth with ``name`` in the pod and ``host_if`` on the node. A pair already there is kept
+    when its pod end is in this pod (a launcher run again in the namespace it had set up). A node
+    end whose pod end is not here is an earlier pod's of the same VMI name (a restart): its
+    namespace is gone by name, but the kernel frees a namespace, and the veths in it, only after
+    its last user and then in a work queue of its own, so the old pair can outlive the name by a
+    moment. That pair is deleted (both ends go) and ours made; taken as ours, the pod had no
+    ``name`` and its first address failed with "No such device"."""
+    try:
+        pod.create_veth(name, host_if, node_netns)
+        return
+    except NetlinkError as exc:
+        if exc.code is not Code.ALREADY_EXISTS:
+            raise
+    try:
+        pod.link_mac(name)
+        return
+    except NetlinkError as exc:
+        if exc.code is not Code.NOT_FOUND:
+            raise
+    try:
+        node.delete_link(host_if)
+    except NetlinkError as exc:
+        if exc.code is not Code.NOT_FOUND:  # the kernel's teardown got there first
+            raise
+    pod.create_veth(name, host_if, node_netns)
+
+
 def sysctl(pod_netns: str, *settings: str) -> None:
     """Sysctls of the pod's namespace, written in it by this thread (no ``ip netns exec sysctl``)."""
     netns_sysctl.write(pod_netns, settings)
@@ -55,8 +83,7 @@ def plumb_pod(*, vmi: str, pod_netns: str, node_netns: str | None, pod_ip: IPv4I
               netns_adapter: NetnsAdapter = KernelNetlink) -> None:
     host_if = host_side_name(vmi)
     pod, node = netns_adapter(pod_netns), netns_adapter(node_netns)
-    with _existing_ok():
-        pod.create_veth("eth0", host_if, node_netns)
+    pod_veth(pod, node, "eth0", host_if, node_netns)
     node.set_master(host_if, NODE_POD_BRIDGE)
     # hairpin (kubelet's hairpin-veth): where br_netfilter runs on the node, a VM reaching its own
     # node port is DNATed back to its pod while bridged, out of the port it came in by
@@ -142,8 +169,7 @@ def plumb_secondary(*, vmi: str, index: int, pod_netns: str, node_netns: str | N
     nic = f"net{index}"
     host_if = secondary_host_side(vmi, index)
     pod, node = netns_adapter(pod_netns), netns_adapter(node_netns)
-    with _existing_ok():
-        pod.create_veth(nic, host_if, node_netns)
+    pod_veth(pod, node, nic, host_if, node_netns)
     if ovs is not None:
         tx_checksum_off(pod_netns, nic)  # the userspace datapath would pass the guest's checksums unfilled
         ovs.add_port(node_bridge, host_if, vlan)

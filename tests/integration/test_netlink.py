@@ -354,6 +354,31 @@ def test_the_launchers_pod_network_in_namespaces(more_netns: Callable[[], str]) 
     assert podnic.host_side_name("vm1") not in ip(node, "link", "show")
 
 
+def test_a_restarted_vmis_pod_gets_its_veth_while_the_earlier_pods_namespace_lingers(
+        more_netns: Callable[[], str]) -> None:
+    """A VMI restarted on its node: the earlier pod's namespace is deleted by name, but something
+    still holds it (here an open fd; in a restart, whatever the kernel has not yet let go of), so
+    its veth's node end still has the name the new pod's wants."""
+    pod, node = more_netns(), more_netns()
+    namespaces.create_netns(pod)
+    namespaces.create_netns(node)
+    KernelNetlink(node).ensure_bridge(podnic.NODE_POD_BRIDGE)
+    KernelNetlink(node).replace_address(podnic.NODE_POD_BRIDGE, IPv4Interface("10.244.0.1/24"))
+    pod_ip = IPv4Interface("10.244.0.5/24")
+    podnic.plumb_pod(vmi="vm1", pod_netns=pod, node_netns=node, pod_ip=pod_ip, gateway="10.244.0.1")
+    held = os.open(Path("/run/netns", pod), os.O_RDONLY)
+    try:
+        namespaces.delete_netns(pod)
+        assert podnic.host_side_name("vm1") in ip(node, "link", "show")  # the earlier pod's, lingering
+        namespaces.create_netns(pod)
+        podnic.plumb_pod(vmi="vm1", pod_netns=pod, node_netns=node, pod_ip=pod_ip, gateway="10.244.0.1")
+    finally:
+        os.close(held)
+    assert "inet 10.244.0.5/24" in ip(pod, "addr", "show", "eth0")
+    assert "master vbpods" in ip(node, "link", "show", podnic.host_side_name("vm1"))
+    assert reaches(pod, "10.244.0.1")
+
+
 @pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft")
 def test_the_masquerade_binding_in_a_namespace(more_netns: Callable[[], str]) -> None:
     pod, node = more_netns(), more_netns()

@@ -68,6 +68,37 @@ def test_plumbing_again_finds_the_veth_there(host: FakeNetlink) -> None:
     assert host.at(POD_NS).links["eth0"].addresses == [POD_IP]
 
 
+def test_a_restarted_vmis_pod_replaces_the_pair_its_earlier_pod_left_on_the_node(host: FakeNetlink) -> None:
+    """The earlier pod's namespace is deleted by name, its veth still on the node (the kernel frees a
+    namespace after its last user, asynchronously; the fake never does): the new pod gets a pair of
+    its own, not a "File exists" taken for its own and then "No such device" for eth0."""
+    plumb(host)
+    host.delete_netns(POD_NS)
+    host.create_netns(POD_NS)
+    plumb(host)
+    pod, node = host.at(POD_NS), host.at(NODE_NS)
+    assert pod.links["eth0"].addresses == [POD_IP] and pod.links["eth0"].up
+    node_side = node.links[podnic.host_side_name("vm1")]
+    assert node_side.peer == (POD_NS, "eth0") and node_side.master == "vbpods" and node_side.up
+    assert f"link del {podnic.host_side_name('vm1')}" in node.history
+
+
+def test_a_restarted_vmis_secondary_nic_replaces_the_pair_its_earlier_pod_left(host: FakeNetlink) -> None:
+    host.at(NODE_NS).ensure_bridge("br-provider")
+
+    def secondary() -> str:
+        return podnic.plumb_secondary(vmi="vm1", index=1, pod_netns=POD_NS, node_netns=NODE_NS,
+                                      node_bridge="br-provider", netns_adapter=host.at)
+
+    secondary()
+    host.delete_netns(POD_NS)
+    host.create_netns(POD_NS)
+    nic = secondary()
+    assert host.at(POD_NS).links[nic].up
+    node_side = [link for link in host.at(NODE_NS).links.values() if link.master == "br-provider"]
+    assert len(node_side) == 1 and node_side[0].up and node_side[0].peer == (POD_NS, "net1")
+
+
 def test_a_missing_node_bridge_fails_the_plumbing(host: FakeNetlink) -> None:
     host.at(NODE_NS).delete_link(podnic.NODE_POD_BRIDGE)
     with pytest.raises(NetlinkError) as caught:
