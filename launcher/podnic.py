@@ -58,13 +58,13 @@ def pod_veth(pod: Netlink, node: Netlink, name: str, host_if: str, node_netns: s
     try:
         pod.link_mac(name)
         return
-    except NetlinkError as exc:
-        if exc.code is not Code.NOT_FOUND:
+    except NetlinkError as missing:
+        if missing.code is not Code.NOT_FOUND:
             raise
     try:
         node.delete_link(host_if)
-    except NetlinkError as exc:
-        if exc.code is not Code.NOT_FOUND:  # the kernel's teardown got there first
+    except NetlinkError as gone:
+        if gone.code is not Code.NOT_FOUND:  # the kernel's teardown got there first
             raise
     pod.create_veth(name, host_if, node_netns)
 
