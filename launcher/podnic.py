@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
@@ -49,24 +49,23 @@ def pod_veth(pod: Netlink, node: Netlink, name: str, host_if: str, node_netns: s
     its last user and then in a work queue of its own, so the old pair can outlive the name by a
     moment. That pair is deleted (both ends go) and ours made; taken as ours, the pod had no
     ``name`` and its first address failed with "No such device"."""
-    try:
-        pod.create_veth(name, host_if, node_netns)
+    if not _fails_with(Code.ALREADY_EXISTS, lambda: pod.create_veth(name, host_if, node_netns)):
         return
-    except NetlinkError as exc:
-        if exc.code is not Code.ALREADY_EXISTS:
-            raise
-    try:
-        pod.link_mac(name)
-        return
-    except NetlinkError as missing:
-        if missing.code is not Code.NOT_FOUND:
-            raise
-    try:
-        node.delete_link(host_if)
-    except NetlinkError as gone:
-        if gone.code is not Code.NOT_FOUND:  # the kernel's teardown got there first
-            raise
+    if not _fails_with(Code.NOT_FOUND, lambda: pod.link_mac(name)):
+        return  # the pod's own pair
+    _fails_with(Code.NOT_FOUND, lambda: node.delete_link(host_if))  # not found: the kernel's teardown came first
     pod.create_veth(name, host_if, node_netns)
+
+
+def _fails_with(code: Code, call: Callable[[], object]) -> bool:
+    """Whether ``call`` failed with a NetlinkError of ``code``; any other failure is raised."""
+    try:
+        call()
+    except NetlinkError as exc:
+        if exc.code is not code:
+            raise
+        return True
+    return False
 
 
 def sysctl(pod_netns: str, *settings: str) -> None:
