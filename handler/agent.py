@@ -43,17 +43,22 @@ from servicekit.workqueue import WorkQueue
 
 log = structlog.get_logger()
 HEARTBEAT_S = 2.0
+# The longest a node's launches wait for its probe of QEMU's capabilities (~2 s on an idle 2-core
+# box, 8 s beside a CI run): a probe that hangs holds them no longer than this.
+WARM_WAIT_S = 30.0
 
 
 class Agent:
     def __init__(self, store: Store, node: Node, launchers: Launchers, podnet: PodNetwork, nodeapi: NodeApiClient,
                  *, clock: Callable[[], float] = time.time, management: IPv4Network | None = None,
                  image_cache_bound: int = DEFAULT_BOUND, ovs_db: str | None = None,
-                 parallel_launches: int | None = None, guests_cpu_group: Path | None = None) -> None:
+                 parallel_launches: int | None = None, guests_cpu_group: Path | None = None,
+                 warm_wait_s: float = WARM_WAIT_S) -> None:
         """parallel_launches: instances starting at once here (default: one per core of the machine and
         one more: with the guests yielding, the extra launch uses the CPU in the others' hand-offs);
         the rest wait their turn, oldest first (handler.launchslots). guests_cpu_group: the node's
-        guests' CPU group, which yields to launches while there are any (servicekit.cpugroup)."""
+        guests' CPU group, which yields to launches while there are any (servicekit.cpugroup).
+        warm_wait_s: how long launches wait, at most, for the node's probe of QEMU's capabilities."""
         self.store = store
         self.podnet = podnet
         self.nodeapi = nodeapi
@@ -74,6 +79,7 @@ class Agent:
         self.clock = clock
         self.queue = WorkQueue(self.reconcile, bind=("vm", "vmi"))
         self.slots = LaunchSlots(parallel_launches or default_launch_slots())
+        self.warm_wait_s = warm_wait_s
         self.guests = guests_cpu_group
         self._guests_yield = False
         self.exits = ExitWatch(self.queue.kick)  # a launcher's end reconciled at once, not at the next look
@@ -86,7 +92,8 @@ class Agent:
         await self.heartbeat()
         for launcher in await asyncio.to_thread(self.launchers.adopt_all):
             self.exits.watch(launcher.vmi, launcher)
-        self._tasks = [asyncio.create_task(c) for c in (
+        self._tasks = self.hold_launches_for_capabilities()
+        self._tasks += [asyncio.create_task(c) for c in (
             self.fence.run(), self._heartbeats(), self._watch(), self._supervise(), self._watch_nodes(),
             self.nodeports.run(), self.service_rules.run(), self.cluster_dns.run(), self.floating_ips.run(),
             self.volume_files.run(), self.image_cache.run(), self.volume_work.run())]
@@ -157,6 +164,37 @@ class Agent:
                 self.queue.kick(name)
             self._weigh_guests()
 
+    def hold_launches_for_capabilities(self) -> list[asyncio.Task[None]]:
+        """Launches wait while the node probes QEMU's capabilities into its cache (launcher.warmcaps):
+        each one started before the probe ends finds no cache and probes QEMU itself (~1 CPU-s each;
+        a lane begun as its lab came up had P50/P95 3.8/6.9 s, against ~2/5 s a moment later). The
+        slots are closed now, if it runs, and the task returned opens them when it ends."""
+        self.slots.closed = self.launchers.reap_warming()
+        return [asyncio.create_task(self._open_slots_when_warm())] if self.slots.closed else []
+
+    async def _open_slots_when_warm(self) -> None:
+        """The slots opened once the node's probe of QEMU's capabilities ends (a pidfd on the loop),
+        or after warm_wait_s."""
+        warming = self.launchers.warming
+        ended = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        fd = None
+        try:
+            if warming is not None:
+                fd = os.pidfd_open(warming.pid)
+                loop.add_reader(fd, ended.set)
+            async with asyncio.timeout(self.warm_wait_s):
+                await ended.wait()
+        except (OSError, TimeoutError):
+            pass  # ended already (no such process), or the probe hangs: the launches go without it
+        finally:
+            if fd is not None:
+                loop.remove_reader(fd)
+                os.close(fd)
+        log.info("launch slots open", capabilities_probed=not self.launchers.reap_warming())
+        for name in self.slots.open():
+            self.queue.kick(name)
+
     async def reconcile(self, name: str) -> None:
         try:
             await self._reconcile(name)
@@ -206,7 +244,8 @@ class Agent:
                 return False
             case Step.SPAWN if vmi is not None:
                 if not self.slots.take(name, vmi.created_at, self.clock()):
-                    log.info("waiting for a launch slot", vmi=name, waiting=self.slots.waiting)
+                    log.info("waiting for a launch slot", vmi=name, waiting=self.slots.waiting,
+                             probing_capabilities=self.slots.closed)
                     return False  # kicked again when its turn comes
                 await self._spawn(vmi)
             case Step.REPORT_END if vmi is not None and act.phase is not None:

@@ -175,13 +175,15 @@ class Launchers:
         except OSError as exc:
             log.warning("QEMU capabilities not warmed; the first launch probes them", error=str(exc))
 
-    def reap_warming(self) -> None:
+    def reap_warming(self) -> bool:
         """The warming process, once it has ended, reaped: it stayed a zombie for the handler's life
-        (held here so that it runs once per start, and nothing waited for it)."""
-        if self.warming is not None and self.warming.returncode is None:
-            code = self.warming.poll()
-            if code:
-                log.warning("QEMU capabilities not warmed; the first launch probes them", exit_code=code)
+        (held here so that it runs once per start, and nothing waited for it). True while it runs."""
+        if self.warming is None or self.warming.returncode is not None:
+            return False
+        code = self.warming.poll()
+        if code:
+            log.warning("QEMU capabilities not warmed; the first launch probes them", exit_code=code)
+        return code is None
 
     def stop_fork_server(self) -> None:
         if self.warming is not None and self.warming.poll() is None:
