@@ -43,8 +43,8 @@ from servicekit.workqueue import WorkQueue
 
 log = structlog.get_logger()
 HEARTBEAT_S = 2.0
-# The longest a node's launches wait for its probe of QEMU's capabilities (~2 s on an idle 2-core
-# box, 8 s beside a CI run): a probe that hangs holds them no longer than this.
+# The longest a node's launches wait for its probe of QEMU's capabilities (a few seconds; 8 s beside
+# a CI run): a probe that hangs holds them no longer than this.
 WARM_WAIT_S = 30.0
 
 
@@ -165,10 +165,11 @@ class Agent:
             self._weigh_guests()
 
     def hold_launches_for_capabilities(self) -> list[asyncio.Task[None]]:
-        """Launches wait while the node probes QEMU's capabilities into its cache (launcher.warmcaps):
-        each one started before the probe ends finds no cache and probes QEMU itself (~1 CPU-s each;
-        a lane begun as its lab came up had P50/P95 3.8/6.9 s, against ~2/5 s a moment later). The
-        slots are closed now, if it runs, and the task returned opens them when it ends."""
+        """Launches wait while the node probes QEMU's capabilities into its cache (launcher.warmcaps).
+        One started before the probe ends finds the cache missing (its libvirtd probes QEMU again) or
+        not yet trimmed (launcher.capscache): on a fresh lab the first three launches of each node
+        took 0.24–0.26 CPU-s in libvirtd and QEMU instead of 0.05–0.08, QEMU answering ~400 qom-gets.
+        The slots are closed now, if it runs, and the task returned opens them when it ends."""
         self.slots.closed = self.launchers.reap_warming()
         return [asyncio.create_task(self._open_slots_when_warm())] if self.slots.closed else []
 

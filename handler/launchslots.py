@@ -10,7 +10,7 @@ has the same shape, a fixed number of workers over its queue of instances.
 
 Slots may start closed (``closed=True``): instances then wait in line, and ``open`` lets the oldest go.
 A node's handler keeps them closed while it probes QEMU's capabilities into the node's cache
-(launcher.warmcaps), so that its first launches find the cache rather than each probing QEMU again.
+(launcher.warmcaps), so that its first launches find the cache made and trimmed (launcher.capscache).
 
 A slot is given back when its instance runs, ends or goes; a launch that holds one longer than
 ``hold_s`` (an image still downloading, a volume not ready yet) gives it up to the next in line and
