@@ -37,6 +37,9 @@ class RecordingLaunchers:
         self.fence_at_adopt = done.stdout if done.returncode == 0 else ""
         return []
 
+    def reap_warming(self) -> bool:
+        return False  # no probe of QEMU's capabilities runs here: launches wait for none
+
 
 async def agent_on(store: Store, netns: str) -> tuple[Agent, RecordingLaunchers]:
     podnet = PodNetwork(store, "n1", netns, IPv4Network("10.244.0.0/24"))
