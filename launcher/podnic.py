@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from launcher.masquerade import Masquerade, compose_ruleset
@@ -29,16 +28,10 @@ GUEST_BRIDGE = "k6t-eth0"
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
 
-
-@contextmanager
-def _existing_ok() -> Iterator[None]:
+def _existing_ok(make: Callable[[], object]) -> None:
     """A link that is there already is taken as made (as ip(8)'s "File exists" was): the launcher
     may run again in a namespace it had set up."""
-    try:
-        yield
-    except NetlinkError as exc:
-        if exc.code is not Code.ALREADY_EXISTS:
-            raise
+    _fails_with(Code.ALREADY_EXISTS, make)
 
 
 def pod_veth(pod: Netlink, node: Netlink, name: str, host_if: str, node_netns: str | None) -> None:
@@ -96,8 +89,7 @@ def plumb_pod(*, vmi: str, pod_netns: str, node_netns: str | None, pod_ip: IPv4I
 def bind_masquerade(*, pod_netns: str, tap: str, rules: Masquerade,
                     netns_adapter: NetnsAdapter = KernelNetlink) -> None:
     pod = netns_adapter(pod_netns)
-    with _existing_ok():
-        pod.create_link(GUEST_BRIDGE, "bridge")
+    _existing_ok(lambda: pod.create_link(GUEST_BRIDGE, "bridge"))
     pod.replace_address(GUEST_BRIDGE, IPv4Interface(f"{rules.gateway}/24"))
     pod.set_up(GUEST_BRIDGE)
     pod.set_master(tap, GUEST_BRIDGE)
@@ -126,16 +118,14 @@ def bind_bridge(*, pod_netns: str, tap: str, pod_ip: IPv4Interface | None, nic: 
     pod.flush_addresses(nic)
     pod.set_up(nic, False)
     pod.set_mac(nic, random_mac())
-    with _existing_ok():
-        pod.create_link(bridge, "bridge")
+    _existing_ok(lambda: pod.create_link(bridge, "bridge"))
     pod.set_master(nic, bridge)
     pod.set_master(tap, bridge)
     pod.set_port(nic, learning=False)
     if pod_ip is not None:
         pod.replace_address(bridge, IPv4Interface(f"{DHCP_SERVER_ADDRESS}/32"))
     if pod_ip is not None and _has_dummy(pod):
-        with _existing_ok():
-            pod.create_link(f"{nic}-nic", "dummy")
+        _existing_ok(lambda: pod.create_link(f"{nic}-nic", "dummy"))
         pod.replace_address(f"{nic}-nic", pod_ip)
     sysctl(pod_netns, f"net.ipv4.conf.{bridge}.arp_ignore=1")
     for link in (nic, tap, bridge):
