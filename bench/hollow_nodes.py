@@ -1,14 +1,17 @@
 """Hollow nodes (kubemark), BENCHMARK TOOLING: N hollow nodes (bench/hollow.py: the handler's
 registration, heartbeat and scoped watch, the launcher simulated), spread over ``--procs`` processes
 (bench/hollow_fleet.py) against its own nats-server (authentication on, one user per node), the real
-scheduler and API (``python -m scheduler``); M VMs created through the API at once. Prints
+scheduler and API (``python -m scheduler``); M VMs created through the API at once (``--create api``,
+200 clients), or M standalone VMIs written into the ``vmis`` bucket at once by an admin's NATS client, as
+the API's VMI create stores them (``--create bus``: the creates then take under a second, so the bind path
+alone, not the API's create rate on this shared box, is the pace). Prints
 creation->Running P50/P99, binds/s, steady-state messages and bytes per node per minute
 (nats-server's /connz, per connection), the scheduler's CPU and RSS per VMI, one solo hollow node's
 CPU with 100 VMs (its own process), and what nats-server logged about dropped clients. Fails (exit 1,
 saying why, with counts) when nodes lose their connections, a process dies or nothing moves.
 Usage:
     .venv/bin/python bench/hollow_nodes.py [--nodes 1000] [--vmis 10000] [--window 60] [--procs N]
-                                         [--cluster 3] [--logs DIR]
+                                         [--cluster 3] [--create api|bus] [--logs DIR]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +41,15 @@ from hollow_nats import Server, connz, dead, nats_server, trouble  # noqa: E402
 from procstat import TICKS, cpu_ticks, rss_kib  # noqa: E402 - bench/procstat.py
 
 from proto import subjects  # noqa: E402
+from proto.errors import ApiError, Code  # noqa: E402
+from proto.manifest import parse_instance  # noqa: E402
+from proto.state import VMI  # noqa: E402
 from servicekit import credentials  # noqa: E402
+from servicekit.store import Store  # noqa: E402
 
 SOLO = "solo"
 SOLO_VMS = 100
+WRITES_IN_FLIGHT = 128  # --create bus: VMIs written at a time
 
 
 def seed(server: Server, user: str) -> str:
@@ -64,17 +73,30 @@ def process(args: list[str], log: Path, checkout: str | None = None) -> Iterator
 
 
 
-def vm_manifest(name: str, node: str | None) -> bytes:
+def instance_spec(node: str | None) -> dict[str, object]:
     spec: dict[str, object] = {"domain": {"devices": {}, "resources": {"requests": {"memory": "64Mi"}}}}
     spec["nodeSelector"] = {"kubernetes.io/hostname": node} if node is not None else {POOL_LABEL: POOL}
+    return spec
+
+
+def vm_manifest(name: str, node: str | None) -> bytes:
     return json.dumps({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name},
-                       "spec": {"runStrategy": "Always", "template": {"spec": spec}}}).encode()
+                       "spec": {"runStrategy": "Always", "template": {"spec": instance_spec(node)}}}).encode()
+
+
+def vmi_record(name: str, node: str | None) -> VMI:
+    """A standalone VMI as the API's VMI create stores it (scheduler/api.py, vmi_apply)."""
+    spec = parse_instance(json.dumps({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+                                      "metadata": {"name": name}, "spec": instance_spec(node)}).encode())
+    return VMI(name=spec.name, uid=str(uuid.uuid4()), spec=spec, created_at=time.time(), standalone=True)
 
 
 @dataclass
 class Result:
     nodes: int
     vmis: int
+    create: str  # api or bus
+    create_s: float  # from the first create to the last one answered
     running: int
     foreign: int  # updates a hollow node heard about another node's VMIs: must be 0
     wrong_node: int  # VMIs a hollow node reported Running that are not bound to it: must be 0
@@ -96,6 +118,7 @@ class Result:
         return [
             f"hollow nodes: {self.nodes}, VMIs: {self.vmis}, Running: {self.running}, "
             f"updates about another node's VMIs: {self.foreign}, reported on the wrong node: {self.wrong_node}",
+            f"created in {self.create_s:.1f} s ({CREATED_BY[self.create]})",
             f"all bound in {self.bind_s:.1f} s ({self.vmis / max(self.bind_s, 1e-9):.0f} binds/s, "
             "creation to bound as the nodes heard it)",
             f"creation->Running: P50 {self.p50:.2f} s, P99 {self.p99:.2f} s",
@@ -121,6 +144,27 @@ def writes_line(writes: dict[str, int], vms: int) -> str:
 async def last_sequences(nc: Client) -> dict[str, int]:
     """Each stream's last sequence: the count of messages ever stored in it."""
     return {info.config.name or "": info.state.last_seq for info in await nc.jetstream().streams_info()}
+
+
+CREATED_BY = {"api": "VMs through the API, 200 clients", "bus": "standalone VMIs written into the vmis bucket, "
+                                                               f"{WRITES_IN_FLIGHT} at a time"}
+
+
+async def write_all(store: Store, names: list[tuple[str, str | None]], created: dict[str, float]) -> None:
+    """Each VMI written into the bucket as the API's VMI create writes it, by an admin's client."""
+    gate = asyncio.Semaphore(WRITES_IN_FLIGHT)
+
+    async def one(name: str, node: str | None) -> None:
+        async with gate:
+            record = vmi_record(name, node)
+            try:
+                await store.vmis.create(name, record)
+            except ApiError as exc:
+                if exc.code is not Code.ALREADY_EXISTS:  # a retry of a write that landed
+                    raise
+            created[name] = record.created_at
+
+    await asyncio.gather(*(one(name, node) for name, node in names))
 
 
 async def create_all(nc: Client, names: list[tuple[str, str | None]],
@@ -161,6 +205,7 @@ class Options:
     wave: int = 25
     stall: float = 180.0
     logs: str | None = None
+    create: str = "api"  # api: VMs through the API; bus: standalone VMIs written into the bucket
 
 
 async def run(o: Options) -> Result:
@@ -224,6 +269,8 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
     fleet = Fleet()
     watch = Watch(o, fleet, server, scheduler, directory)
     admin = await nats.connect(server.url.split(","), nkeys_seed=seed(server, "admin"))
+    writer = await Store.connect(server.url, "virtbus-bench", creds=seed(server, "admin")) \
+        if o.create == "bus" else None
     solo_proc: subprocess.Popen[bytes] | None = None
     try:
         await fleet.start(directory, server.url.split(","), lambda n: seed(server, credentials.node_user(n)),
@@ -244,12 +291,14 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
             wanted += [(f"solo-{i:03d}", SOLO) for i in range(SOLO_VMS)]
         sequences = await last_sequences(admin)
         start = time.time()
-        creating = asyncio.create_task(create_all(admin, wanted, created))
-        bound_at = None
+        creating = asyncio.create_task(write_all(writer, wanted, created) if writer is not None
+                                       else create_all(admin, wanted, created))
+        bound_at = created_at = None
         while True:
             watch.check("binding and running", len(created), created=len(created))
             if creating.done():
                 await creating  # a refused create raises here
+                created_at = created_at or time.time()  # within the loop's 0.2 s
             if bound_at is None and fleet.total("bound") >= o.vmis:
                 bound_at = time.time()
             if fleet.running() >= o.vmis and creating.done():
@@ -278,7 +327,8 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
         size = sum(after[n][k] - before[n][k] for n in mine for k in ("in_bytes", "out_bytes"))
         rss = rss_kib(scheduler.pid)
         return Result(
-            nodes=o.nodes, vmis=o.vmis, running=fleet.running(), foreign=fleet.total("foreign"),
+            nodes=o.nodes, vmis=o.vmis, create=o.create, create_s=(created_at or time.time()) - start,
+            running=fleet.running(), foreign=fleet.total("foreign"),
             wrong_node=fleet.total("wrong"),
             bind_s=bind_s, p50=percentile(latencies, 0.5), p99=percentile(latencies, 0.99),
             msgs_per_node_min=msgs / max(len(mine), 1) / minutes,
@@ -294,6 +344,8 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
             solo_proc.wait(10)
         await fleet.stop()
         await admin.close()
+        if writer is not None:
+            await writer.close()
 
 
 def spawn_solo(server: Server, log: Path) -> subprocess.Popen[bytes]:
@@ -323,6 +375,9 @@ def main() -> None:
                         "behave as its handler did (whole-bucket watches, heartbeats in the node record)")
     p.add_argument("--procs", type=int, default=0,
                    help="processes the hollow nodes are spread over (default: one per 100 nodes)")
+    p.add_argument("--create", choices=("api", "bus"), default="api",
+                   help="api: VMs through the API (200 clients); bus: standalone VMIs written into the vmis "
+                        "bucket at once, as the API's VMI create writes them")
     p.add_argument("--wave", type=int, default=25, help="registrations at once, over all the processes")
     p.add_argument("--stall", type=float, default=180.0,
                    help="fail when no count moves for this many seconds (registered, bound, Running, created)")
@@ -342,7 +397,7 @@ def main() -> None:
         result = asyncio.run(run(Options(
             nodes=args.nodes, vmis=args.vmis, window=args.window, solo=not args.no_solo and not args.legacy,
             patience=args.timeout, legacy=args.legacy, cluster=args.cluster, procs=procs,
-            wave=max(1, args.wave // procs), stall=args.stall, logs=args.logs)))
+            wave=max(1, args.wave // procs), stall=args.stall, logs=args.logs, create=args.create)))
     except BenchFailed as exc:
         print(f"hollow_nodes: FAILED: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -21,3 +21,15 @@ def test_fifty_hollow_nodes_run_five_hundred_vmis_each_hearing_only_its_own() ->
     assert found, out
     assert tuple(int(g) for g in found.groups()) == (50, 500, 500, 0, 0)
     assert "one hollow handler with 100 VMs:" in out and "% of a core" in out
+
+
+def test_hollow_nodes_run_vmis_written_into_the_bucket_by_hand() -> None:
+    """--create bus: standalone VMIs written into the vmis bucket by an admin's client (no API): the
+    scheduler binds them, each node runs its own and hears of no other's."""
+    out = run_bench("hollow_nodes.py", "--nodes", "20", "--vmis", "200", "--window", "2", "--timeout", "240",
+                    "--no-solo", "--create", "bus", timeout=400)
+    found = re.search(r"hollow nodes: (\d+), VMIs: (\d+), Running: (\d+), updates about another node's VMIs: "
+                      r"(\d+), reported on the wrong node: (\d+)", out)
+    assert found, out
+    assert tuple(int(g) for g in found.groups()) == (20, 200, 200, 0, 0)
+    assert re.search(r"created in [\d.]+ s \(standalone VMIs written into the vmis bucket", out), out
