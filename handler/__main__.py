@@ -10,7 +10,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from handler import guestfence, nodeinfo
-from handler.agent import Agent
+from handler.agent import WARM_WAIT_S, Agent
 from handler.kvmprobe import cached_kvm_runs_guests
 from handler.launchers import Launchers, NodePaths
 from handler.metrics import NodeMetrics
@@ -43,6 +43,20 @@ async def run(args: argparse.Namespace) -> None:
     store = await Store.connect(args.server, f"virtbus-handler-{args.node}", creds=args.creds,
                                 inbox=subjects.inbox_prefix("node", args.node), create=False)
     nodeapi = NodeApiClient(store.nc, args.node)
+    state_dir = Path(args.state_dir) / "nodes" / args.node
+    launchers = Launchers(NodePaths(state_dir, Path(args.state_dir) / "logs"), node=args.node,
+                          nats_url=args.server, netns_prefix=args.netns_prefix, kvm=kvm,
+                          node_netns=args.netns, creds=args.creds, host_disk_dirs=tuple(args.host_disk_dir),
+                          ovs_db=args.ovs_db, fork=args.fork_launchers, cpu_groups=await asyncio.to_thread(
+                              make_cpu_groups, args.netns_prefix, args.node))
+    log.info("CPU groups", **{kind: str(path) for kind, path in launchers.cpu_groups.items()})
+    await asyncio.to_thread(launchers.start_fork_server)  # importing while the rest starts
+    await asyncio.to_thread(launchers.warm_caps)  # QEMU's capabilities probed, once per node start
+    # Registered (and so Ready, and chosen for VMs) only once the probe has ended, as KubeVirt marks a
+    # node schedulable once its node labeller has read QEMU's capabilities: a node still probing would
+    # hold its first launches, and being the emptiest it is the one a fresh cluster's binder fills first.
+    probed = await launchers.wait_warm(WARM_WAIT_S)
+    log.info("QEMU capabilities probed" if probed else "QEMU capabilities probe still running; registering")
     # The control plane writes the node's record and picks its pod CIDR; this node only heartbeats.
     node = await nodeapi.register(Registration(
         cpus=nodeinfo.cpus(args.cpus), memory=nodeinfo.guest_memory(args.memory), kvm=kvm,
@@ -52,15 +66,6 @@ async def run(args: argparse.Namespace) -> None:
         free_disk=nodeinfo.free_disk(Path(args.state_dir))))
     podnet = PodNetwork(store, args.node, args.netns, IPv4Network(node.pod_cidr or ""))
     await asyncio.to_thread(podnet.set_up_bridge)
-    state_dir = Path(args.state_dir) / "nodes" / args.node
-    launchers = Launchers(NodePaths(state_dir, Path(args.state_dir) / "logs"), node=args.node,
-                          nats_url=args.server, netns_prefix=args.netns_prefix, kvm=kvm,
-                          node_netns=args.netns, creds=args.creds, host_disk_dirs=tuple(args.host_disk_dir),
-                          ovs_db=args.ovs_db, fork=args.fork_launchers, cpu_groups=await asyncio.to_thread(
-                              make_cpu_groups, args.netns_prefix, args.node))
-    log.info("CPU groups", **{kind: str(path) for kind, path in launchers.cpu_groups.items()})
-    await asyncio.to_thread(launchers.start_fork_server)  # importing while the rest starts
-    await asyncio.to_thread(launchers.warm_caps)  # QEMU's capabilities probed meanwhile, once per node
     management = args.management_network or await asyncio.to_thread(
         guestfence.node_network, args.netns, args.address, podnet.netlink)
     if management is None:

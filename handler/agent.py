@@ -174,25 +174,9 @@ class Agent:
         return [asyncio.create_task(self._open_slots_when_warm())] if self.slots.closed else []
 
     async def _open_slots_when_warm(self) -> None:
-        """The slots opened once the node's probe of QEMU's capabilities ends (a pidfd on the loop),
-        or after warm_wait_s."""
-        warming = self.launchers.warming
-        ended = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        fd = None
-        try:
-            if warming is not None:
-                fd = os.pidfd_open(warming.pid)
-                loop.add_reader(fd, ended.set)
-            async with asyncio.timeout(self.warm_wait_s):
-                await ended.wait()
-        except (OSError, TimeoutError):
-            pass  # ended already (no such process), or the probe hangs: the launches go without it
-        finally:
-            if fd is not None:
-                loop.remove_reader(fd)
-                os.close(fd)
-        log.info("launch slots open", capabilities_probed=not self.launchers.reap_warming())
+        """The slots opened once the node's probe of QEMU's capabilities ends, or after warm_wait_s."""
+        probed = await self.launchers.wait_warm(self.warm_wait_s)
+        log.info("launch slots open", capabilities_probed=probed)
         for name in self.slots.open():
             self.queue.kick(name)
 

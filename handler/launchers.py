@@ -6,6 +6,7 @@ A launcher runs in its own session and process group, so it outlives the handler
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -184,6 +185,29 @@ class Launchers:
         if code:
             log.warning("QEMU capabilities not warmed; the first launch probes them", exit_code=code)
         return code is None
+
+    async def wait_warm(self, within: float) -> bool:
+        """Wait, at most ``within`` seconds, for the probe of QEMU's capabilities to end (a pidfd on
+        the loop). True once it has ended, or when none runs; False when it still runs (it hangs)."""
+        warming = self.warming
+        if warming is None or not self.reap_warming():
+            return True
+        try:
+            fd = os.pidfd_open(warming.pid)
+        except OSError:
+            return not self.reap_warming()  # ended and reaped meanwhile
+        ended = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_reader(fd, ended.set)
+        try:
+            async with asyncio.timeout(within):
+                await ended.wait()
+        except TimeoutError:
+            pass
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        return not self.reap_warming()
 
     def stop_fork_server(self) -> None:
         if self.warming is not None and self.warming.poll() is None:

@@ -16,6 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import structlog
+
 from launcher import capscache, namespaces, priority
 from launcher.libvirtd import PrivateLibvirtd
 from servicekit import logs
@@ -32,7 +34,7 @@ async def _warm(workdir: Path, netns: str | None) -> None:
         await libvirtd.settle()
         await asyncio.to_thread(libvirtd.stop)
     trimmed = capscache.trim()
-    print(f"warmcaps: QEMU capabilities cached; {len(trimmed)} cache files trimmed", flush=True)
+    structlog.get_logger().info("QEMU capabilities cached", trimmed=len(trimmed))
 
 
 def main(argv: list[str] | None = None) -> None:

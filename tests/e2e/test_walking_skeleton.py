@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import nats
 import nats.errors
@@ -33,6 +35,31 @@ def test_two_nodes_are_ready(lab: Lab) -> None:
                    for c in n["status"]["conditions"] if c["type"] == "Ready")
     assert ready == [("node1", "True"), ("node2", "True")]
     assert lab.netns() == lab.infra_netns()
+
+
+def first_logged(logs: list[Path], event: str, **fields: str) -> datetime.datetime:
+    """When the first of these JSON log lines with this event (and these fields) was written."""
+    times = []
+    for log in logs:
+        for line in log.read_text(errors="replace").splitlines():
+            if f'"{event}"' not in line:
+                continue
+            entry = json.loads(line)
+            if entry.get("event") == event and all(entry.get(k) == v for k, v in fields.items()):
+                times.append(datetime.datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")))
+                break
+    assert times, f"no {event!r} {fields} in {[log.name for log in logs]}"
+    return min(times)
+
+
+def test_a_node_is_registered_once_its_qemu_is_probed(lab: Lab) -> None:
+    """A node is Ready, and so chosen for VMs, only once it has read QEMU's capabilities (as KubeVirt's
+    node labeller must before a node is schedulable): its first launches then find them cached."""
+    logs = lab.state_dir / "logs"
+    for node in ("node1", "node2"):
+        cached = first_logged([logs / f"warmcaps-{node}.log"], "QEMU capabilities cached")
+        registered = first_logged(sorted(logs.glob("scheduler*.log")), "node registered", node=node)
+        assert cached <= registered, f"{node} registered at {registered}, its capabilities cached at {cached}"
 
 
 def test_services_answer_micro_discovery(lab: Lab) -> None:

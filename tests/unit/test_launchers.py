@@ -95,3 +95,40 @@ def test_the_warming_process_is_reaped_once_it_ends(tmp_path: Path) -> None:
     assert not stat.exists() and handler.warming.returncode == 0
     handler.warm_caps()  # ended is not gone: no second warming for this start
     assert handler.warming.pid == pid
+
+
+def warming_node(tmp_path: Path, probe: list[str] | None) -> Launchers:
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    node = Launchers(NodePaths(tmp_path / "state", tmp_path / "logs"), node="node1", nats_url="nats://x",
+                     netns_prefix="vbtest", kvm=False, netlink=FakeNetlink(), node_netns="vbtest-node1", fork=True)
+    node.warming = subprocess.Popen(probe) if probe else None  # a real child stands in for launcher.warmcaps
+    return node
+
+
+async def test_a_node_waits_for_its_probe_of_qemu_to_end(tmp_path: Path) -> None:
+    """What the handler waits for before it registers the node: the probe's end, not a fixed time."""
+    node = warming_node(tmp_path, ["sleep", "0.4"])
+    start = time.monotonic()
+    assert await node.wait_warm(10.0) is True
+    assert 0.3 < time.monotonic() - start < 5.0
+    assert node.warming is not None and node.warming.returncode == 0  # reaped: no zombie
+
+
+async def test_a_probe_that_hangs_is_waited_for_no_longer_than_asked(tmp_path: Path) -> None:
+    node = warming_node(tmp_path, ["sleep", "60"])
+    try:
+        start = time.monotonic()
+        assert await node.wait_warm(0.3) is False
+        assert time.monotonic() - start < 5.0
+    finally:
+        assert node.warming is not None
+        node.warming.kill()
+        node.warming.wait()
+
+
+async def test_no_probe_no_wait(tmp_path: Path) -> None:
+    assert await warming_node(tmp_path, None).wait_warm(10.0) is True
+    ended = warming_node(tmp_path, ["true"])
+    assert ended.warming is not None
+    ended.warming.wait()
+    assert await ended.wait_warm(10.0) is True
