@@ -43,8 +43,8 @@ from servicekit.workqueue import WorkQueue
 
 log = structlog.get_logger()
 HEARTBEAT_S = 2.0
-# The longest a node's launches wait for its probe of QEMU's capabilities (a few seconds; 8 s beside
-# a CI run): a probe that hangs holds them no longer than this.
+# The longest a starting node waits for its probe of QEMU's capabilities before it registers (a few
+# seconds; 8 s beside a CI run): a probe that hangs holds it back no longer than this.
 WARM_WAIT_S = 30.0
 
 
@@ -52,13 +52,11 @@ class Agent:
     def __init__(self, store: Store, node: Node, launchers: Launchers, podnet: PodNetwork, nodeapi: NodeApiClient,
                  *, clock: Callable[[], float] = time.time, management: IPv4Network | None = None,
                  image_cache_bound: int = DEFAULT_BOUND, ovs_db: str | None = None,
-                 parallel_launches: int | None = None, guests_cpu_group: Path | None = None,
-                 warm_wait_s: float = WARM_WAIT_S) -> None:
+                 parallel_launches: int | None = None, guests_cpu_group: Path | None = None) -> None:
         """parallel_launches: instances starting at once here (default: one per core of the machine and
         one more: with the guests yielding, the extra launch uses the CPU in the others' hand-offs);
         the rest wait their turn, oldest first (handler.launchslots). guests_cpu_group: the node's
-        guests' CPU group, which yields to launches while there are any (servicekit.cpugroup).
-        warm_wait_s: how long launches wait, at most, for the node's probe of QEMU's capabilities."""
+        guests' CPU group, which yields to launches while there are any (servicekit.cpugroup)."""
         self.store = store
         self.podnet = podnet
         self.nodeapi = nodeapi
@@ -79,7 +77,6 @@ class Agent:
         self.clock = clock
         self.queue = WorkQueue(self.reconcile, bind=("vm", "vmi"))
         self.slots = LaunchSlots(parallel_launches or default_launch_slots())
-        self.warm_wait_s = warm_wait_s
         self.guests = guests_cpu_group
         self._guests_yield = False
         self.exits = ExitWatch(self.queue.kick)  # a launcher's end reconciled at once, not at the next look
@@ -92,8 +89,7 @@ class Agent:
         await self.heartbeat()
         for launcher in await asyncio.to_thread(self.launchers.adopt_all):
             self.exits.watch(launcher.vmi, launcher)
-        self._tasks = self.hold_launches_for_capabilities()
-        self._tasks += [asyncio.create_task(c) for c in (
+        self._tasks = [asyncio.create_task(c) for c in (
             self.fence.run(), self._heartbeats(), self._watch(), self._supervise(), self._watch_nodes(),
             self.nodeports.run(), self.service_rules.run(), self.cluster_dns.run(), self.floating_ips.run(),
             self.volume_files.run(), self.image_cache.run(), self.volume_work.run())]
@@ -164,22 +160,6 @@ class Agent:
                 self.queue.kick(name)
             self._weigh_guests()
 
-    def hold_launches_for_capabilities(self) -> list[asyncio.Task[None]]:
-        """Launches wait while the node probes QEMU's capabilities into its cache (launcher.warmcaps).
-        One started before the probe ends finds the cache missing (its libvirtd probes QEMU again) or
-        not yet trimmed (launcher.capscache): on a fresh lab the first three launches of each node
-        took 0.24–0.26 CPU-s in libvirtd and QEMU instead of 0.05–0.08, QEMU answering ~400 qom-gets.
-        The slots are closed now, if it runs, and the task returned opens them when it ends."""
-        self.slots.closed = self.launchers.reap_warming()
-        return [asyncio.create_task(self._open_slots_when_warm())] if self.slots.closed else []
-
-    async def _open_slots_when_warm(self) -> None:
-        """The slots opened once the node's probe of QEMU's capabilities ends, or after warm_wait_s."""
-        probed = await self.launchers.wait_warm(self.warm_wait_s)
-        log.info("launch slots open", capabilities_probed=probed)
-        for name in self.slots.open():
-            self.queue.kick(name)
-
     async def reconcile(self, name: str) -> None:
         try:
             await self._reconcile(name)
@@ -229,8 +209,7 @@ class Agent:
                 return False
             case Step.SPAWN if vmi is not None:
                 if not self.slots.take(name, vmi.created_at, self.clock()):
-                    log.info("waiting for a launch slot", vmi=name, waiting=self.slots.waiting,
-                             probing_capabilities=self.slots.closed)
+                    log.info("waiting for a launch slot", vmi=name, waiting=self.slots.waiting)
                     return False  # kicked again when its turn comes
                 await self._spawn(vmi)
             case Step.REPORT_END if vmi is not None and act.phase is not None:

@@ -8,10 +8,6 @@ as the last). Taken a few at a time, oldest first, each finishes in a fraction o
 others wait in line: the same work done, most instances Running much sooner. KubeVirt's virt-handler
 has the same shape, a fixed number of workers over its queue of instances.
 
-Slots may start closed (``closed=True``): instances then wait in line, and ``open`` lets the oldest go.
-A node's handler keeps them closed while it probes QEMU's capabilities into the node's cache
-(launcher.warmcaps), so that its first launches find the cache made and trimmed (launcher.capscache).
-
 A slot is given back when its instance runs, ends or goes; a launch that holds one longer than
 ``hold_s`` (an image still downloading, a volume not ready yet) gives it up to the next in line and
 goes on without it, so one slow launch cannot hold up the rest.
@@ -27,7 +23,6 @@ from dataclasses import dataclass, field
 class LaunchSlots:
     size: int
     hold_s: float = 10.0
-    closed: bool = False
     _held: dict[str, float] = field(default_factory=dict)  # name -> when it took its slot
     _waiting: dict[str, float] = field(default_factory=dict)  # name -> when it was created
 
@@ -41,7 +36,7 @@ class LaunchSlots:
         if name in self._held:
             return True
         self._waiting.setdefault(name, created)
-        if self.closed or name not in self.next_up():
+        if name not in self.next_up():
             return False
         del self._waiting[name]
         self._held[name] = now
@@ -62,16 +57,10 @@ class LaunchSlots:
                 del self._held[name]
         return self.next_up()
 
-    def open(self) -> list[str]:
-        """Closed slots opened; returns the waiting instances whose turn it is now."""
-        self.closed = False
-        return self.next_up()
-
     def next_up(self) -> list[str]:
-        """The oldest waiting instances (by creation, then name), as many as there are free slots;
-        none while the slots are closed."""
+        """The oldest waiting instances (by creation, then name), as many as there are free slots."""
         free = self.size - len(self._held)
-        if self.closed or free <= 0 or not self._waiting:
+        if free <= 0 or not self._waiting:
             return []
         return [name for _, name in heapq.nsmallest(free, ((c, n) for n, c in self._waiting.items()))]
 

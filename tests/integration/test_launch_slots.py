@@ -22,7 +22,6 @@ from proto.spec import VMSpec
 from proto.state import VMI, Node, Phase
 from scheduler.nodeapi import NodeApi
 from servicekit import cpugroup
-from servicekit.cancelling import cancel_and_wait
 from servicekit.endpoints import serve
 from servicekit.fake_netlink import FakeNetlink
 from servicekit.nodeclient import NodeApiClient
@@ -181,52 +180,3 @@ async def test_guests_yield_the_cpu_while_their_node_launches(
     assert idle() == "1"
     await agent.stop()  # a stopped handler launches nothing: the guests get their weight back
     assert idle() == "0" and (guests_group / "cpu.shares").read_text().strip() == str(cpugroup.GUEST_SHARES)
-
-
-async def test_launches_wait_for_the_nodes_probe_of_qemu_and_go_once_it_ends(
-        store: Store, node: tuple[Agent, IdleLaunchers]) -> None:
-    """A probe (launcher.warmcaps) still running as the node starts: its launches wait for the cache
-    it fills, the oldest first. A real child stands in for the probe."""
-    agent, launchers = node
-    launchers.warming = subprocess.Popen(["sleep", "1.5"])  # noqa: ASYNC220 - returns at once
-    tasks = agent.hold_launches_for_capabilities()
-    try:
-        now = time.time()
-        for name in ("vm3", "vm1", "vm2"):
-            await bound(store, name, now + int(name[-1]))
-            await agent.reconcile(name)
-        await asyncio.sleep(0.5)
-        assert launchers.spawned == [] and agent.slots.busy
-        await until("the two oldest spawned", lambda: sorted(launchers.spawned) == ["vm1", "vm2"], within=10)
-        await asyncio.sleep(0.3)
-        assert "vm3" not in launchers.spawned
-        assert launchers.warming.returncode == 0  # reaped, not left a zombie
-    finally:
-        await cancel_and_wait(tasks)
-        launchers.warming.kill()
-        launchers.warming.wait()
-
-
-async def test_a_probe_that_hangs_holds_the_launches_no_longer_than_the_wait(
-        store: Store, node: tuple[Agent, IdleLaunchers]) -> None:
-    agent, launchers = node
-    agent.warm_wait_s = 0.5
-    launchers.warming = subprocess.Popen(["sleep", "60"])  # noqa: ASYNC220 - returns at once
-    tasks = agent.hold_launches_for_capabilities()
-    try:
-        await bound(store, "vm1", time.time())
-        await agent.reconcile("vm1")
-        assert launchers.spawned == []
-        await until("vm1 spawned", lambda: launchers.spawned == ["vm1"], within=5)
-    finally:
-        await cancel_and_wait(tasks)
-        launchers.warming.kill()
-        launchers.warming.wait()
-
-
-async def test_no_probe_running_no_wait(store: Store, node: tuple[Agent, IdleLaunchers]) -> None:
-    agent, launchers = node
-    assert agent.hold_launches_for_capabilities() == [] and not agent.slots.closed
-    await bound(store, "vm1", time.time())
-    await agent.reconcile("vm1")
-    assert launchers.spawned == ["vm1"]

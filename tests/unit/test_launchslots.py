@@ -63,17 +63,6 @@ def test_one_that_leaves_the_line_is_no_longer_waited_for() -> None:
     assert slots.release("a") == ["b"]
 
 
-def test_closed_slots_let_nobody_go_and_open_with_the_oldest() -> None:
-    slots = LaunchSlots(2, closed=True)
-    assert not slots.take("vm3", created=3, now=10)
-    assert not slots.take("vm1", created=1, now=10)
-    assert not slots.take("vm2", created=2, now=10)
-    assert slots.next_up() == [] and slots.expire(now=100) == [] and slots.busy
-    assert slots.open() == ["vm1", "vm2"]
-    assert slots.take("vm2", created=2, now=11) and slots.take("vm1", created=1, now=11)
-    assert not slots.take("vm3", created=3, now=11)
-
-
 def test_at_least_one_slot() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         LaunchSlots(0)
