@@ -38,7 +38,7 @@ class RecordingLaunchers:
         return []
 
     def reap_warming(self) -> bool:
-        return False  # no probe of QEMU's capabilities runs here: launches wait for none
+        return False  # no probe of QEMU's capabilities runs here (the supervision loop reaps one)
 
 
 async def agent_on(store: Store, netns: str) -> tuple[Agent, RecordingLaunchers]:
