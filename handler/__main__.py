@@ -10,7 +10,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from handler import guestfence, nodeinfo
-from handler.agent import WARM_WAIT_S, Agent
+from handler.agent import Agent
 from handler.kvmprobe import cached_kvm_runs_guests
 from handler.launchers import Launchers, NodePaths
 from handler.metrics import NodeMetrics
@@ -27,6 +27,9 @@ from servicekit.endpoints import Endpoint, serve
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
 
+# The longest a starting node waits for its probe of QEMU's capabilities before it registers (a few
+# seconds; 8 s beside a CI run): a probe that hangs holds it back no longer than this.
+WARM_WAIT_S = 30.0
 # the provider bridge of the lab and of the seed "Next Gen part 2"
 DEFAULT_ALLOWED_BRIDGES = ("multus-bridge",)
 

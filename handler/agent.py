@@ -43,9 +43,6 @@ from servicekit.workqueue import WorkQueue
 
 log = structlog.get_logger()
 HEARTBEAT_S = 2.0
-# The longest a starting node waits for its probe of QEMU's capabilities before it registers (a few
-# seconds; 8 s beside a CI run): a probe that hangs holds it back no longer than this.
-WARM_WAIT_S = 30.0
 
 
 class Agent:

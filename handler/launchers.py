@@ -163,7 +163,8 @@ class Launchers:
 
     def warm_caps(self) -> None:
         """Once, as the node starts (with the fork server): libvirt's probe of QEMU into the node's
-        cache before the first launch needs it (launcher.warmcaps). Not waited for; best effort."""
+        cache before the first launch needs it (launcher.warmcaps). Best effort: the handler waits for
+        it (``wait_warm``, bounded) before it registers the node, and a launch probes if it failed."""
         if self.fork_server is None or self.warming is not None:
             return
         cmd = [sys.executable, "-m", "launcher.warmcaps", "--node-dir", str(self.paths.state_dir)]
