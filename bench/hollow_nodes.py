@@ -32,17 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nats
-import nats.errors
 from nats.aio.client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from binder import IN_FLIGHT  # noqa: E402 - bench/binder.py, beside this script
+from binder import create_all as write_vmis  # noqa: E402
 from hollow import POOL, POOL_LABEL, HollowNode, percentile  # noqa: E402 - bench/hollow.py, beside this script
 from hollow_fleet import BenchFailed, CpuMeter, Fleet, Watchdog, worker_main  # noqa: E402
 from hollow_nats import Server, connz, dead, nats_server, trouble  # noqa: E402
 from procstat import TICKS, cpu_ticks, rss_kib  # noqa: E402 - bench/procstat.py
 
 from proto import subjects  # noqa: E402
-from proto.errors import ApiError, Code  # noqa: E402
 from proto.manifest import parse_instance  # noqa: E402
 from proto.state import VMI  # noqa: E402
 from servicekit import credentials  # noqa: E402
@@ -50,7 +50,6 @@ from servicekit.store import Store  # noqa: E402
 
 SOLO = "solo"
 SOLO_VMS = 100
-WRITES_IN_FLIGHT = 128  # --create bus: VMIs written at a time
 
 
 def seed(server: Server, user: str) -> str:
@@ -148,31 +147,15 @@ async def last_sequences(nc: Client) -> dict[str, int]:
 
 
 CREATED_BY = {"api": "VMs through the API, 200 clients", "bus": "standalone VMIs written into the vmis bucket, "
-                                                               f"{WRITES_IN_FLIGHT} at a time"}
+                                                               f"{IN_FLIGHT} at a time"}
 
 
 async def write_all(store: Store, names: list[tuple[str, str | None]], created: dict[str, float]) -> None:
-    """Each VMI written into the bucket as the API's VMI create writes it, by an admin's client."""
-    gate = asyncio.Semaphore(WRITES_IN_FLIGHT)
-
-    async def one(name: str, node: str | None) -> None:
-        async with gate:
-            record = vmi_record(name, node)
-            for _ in range(10):  # a loaded box may answer late: again (it may have landed: then it exists)
-                try:
-                    await store.vmis.create(name, record)
-                    break
-                except nats.errors.TimeoutError:
-                    await asyncio.sleep(0.5)
-                except ApiError as exc:
-                    if exc.code is Code.ALREADY_EXISTS:
-                        break
-                    raise
-            else:
-                raise BenchFailed(f"could not write VMI {name}")
-            created[name] = record.created_at
-
-    await asyncio.gather(*(one(name, node) for name, node in names))
+    """Each VMI written into the bucket as the API's VMI create writes it, by an admin's client, as
+    bench/binder.py writes its backlog."""
+    records = [vmi_record(name, node) for name, node in names]
+    await write_vmis(store, records)
+    created.update((record.name, record.created_at) for record in records)
 
 
 async def create_all(nc: Client, names: list[tuple[str, str | None]],
