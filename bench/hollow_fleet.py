@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hollow import HollowNode, start_all
-from procstat import TICKS, cpu_ticks
+from procstat import TICKS, total_cpu_ticks
 
 from proto import subjects
 from servicekit import logs
@@ -264,10 +264,7 @@ class CpuMeter:
         self._last: dict[str, tuple[int, float]] = {}
 
     def read(self, label: str, pids: list[int]) -> float:
-        ticks = 0
-        for pid in pids:
-            with contextlib.suppress(OSError, IndexError, ValueError):  # gone meanwhile
-                ticks += cpu_ticks(pid)
+        ticks = total_cpu_ticks(pids)
         now = self.clock()
         before = self._last.get(label)
         self._last[label] = (ticks, now)

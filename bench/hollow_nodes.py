@@ -5,7 +5,8 @@ scheduler and API (``python -m scheduler``); M VMs created through the API at on
 200 clients), or M standalone VMIs written into the ``vmis`` bucket at once by an admin's NATS client, as
 the API's VMI create stores them (``--create bus``: the creates then take under a second, so the bind path
 alone, not the API's create rate on this shared box, is the pace). Prints
-creation->Running P50/P99, binds/s, steady-state messages and bytes per node per minute
+creation->Running P50/P99, binds/s, the CPU each kind of process spent binding (per VM) and the rates those
+costs leave room for on this box's cores, steady-state messages and bytes per node per minute
 (nats-server's /connz, per connection), the scheduler's CPU and RSS per VMI, one solo hollow node's
 CPU with 100 VMs (its own process), and what nats-server logged about dropped clients. Fails (exit 1,
 saying why, with counts) when nodes lose their connections, a process dies or nothing moves.
@@ -28,7 +29,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
@@ -40,7 +41,7 @@ from binder import create_all as write_vmis  # noqa: E402
 from hollow import POOL, POOL_LABEL, HollowNode, percentile  # noqa: E402 - bench/hollow.py, beside this script
 from hollow_fleet import BenchFailed, CpuMeter, Fleet, Watchdog, worker_main  # noqa: E402
 from hollow_nats import Server, connz, dead, nats_server, trouble  # noqa: E402
-from procstat import TICKS, cpu_ticks, rss_kib  # noqa: E402 - bench/procstat.py
+from procstat import TICKS, cpu_ticks, rss_kib, total_cpu_ticks  # noqa: E402 - bench/procstat.py
 
 from proto import subjects  # noqa: E402
 from proto.manifest import parse_instance  # noqa: E402
@@ -113,6 +114,7 @@ class Result:
     steady_cpu: str  # nats-server's, the scheduler's and the hollow processes' CPU in the steady state
     writes: dict[str, int]  # messages stored into each stream from the first create to the settle
     server_log: str  # what nats-server logged about dropped or struggling clients
+    bind_cpu: dict[str, float] = field(default_factory=dict)  # CPU-s of each kind, first create to all bound
 
     def lines(self) -> list[str]:
         return [
@@ -122,6 +124,7 @@ class Result:
             f"all bound in {self.bind_s:.1f} s ({self.vmis / max(self.bind_s, 1e-9):.0f} binds/s, "
             "creation to bound as the nodes heard it)",
             f"creation->Running: P50 {self.p50:.2f} s, P99 {self.p99:.2f} s",
+            *bind_cpu_lines(self.bind_cpu, self.vmis, self.bind_s),
             f"steady state per node per minute: {self.msgs_per_node_min:.0f} messages, "
             f"{self.bytes_per_node_min / 1024:.1f} KiB",
             "JetStream writes per VM, creation to Running: " + writes_line(self.writes, self.vmis),
@@ -132,6 +135,31 @@ class Result:
             + self.steady_cpu,
             self.server_log,
         ]
+
+
+def bind_cpu_lines(cpu: dict[str, float], vms: int, bind_s: float) -> list[str]:
+    """What binding cost in CPU, and the rate that caps: every process here shares this box's cores, so
+    at this CPU per VM no more than ``cores / CPU per VM`` binds a second fit, and no more than ``cores /
+    (nats-server + scheduler)`` even if the nodes and the creating clients were elsewhere, as they are in
+    a real cluster (the scheduler alone on one core: ``1 / its CPU per VM``)."""
+    if not cpu or vms <= 0:
+        return []
+    cores = os.cpu_count() or 1
+    per_vm = {kind: 1000.0 * s / vms for kind, s in cpu.items()}
+    total = sum(per_vm.values())
+    control = per_vm.get("nats-server", 0.0) + per_vm.get("scheduler", 0.0)
+    sched = per_vm.get("scheduler", 0.0)
+
+    def cap(ms: float, n: int) -> str:
+        return f"{1000.0 * n / ms:.0f}" if ms > 0 else "-"
+
+    return [
+        f"CPU from the first create to all bound ({bind_s:.1f} s, {cores} cores here): "
+        + ", ".join(f"{kind} {s:.1f} CPU-s ({per_vm[kind]:.2f} ms per VM)" for kind, s in cpu.items())
+        + f"; busy {100.0 * sum(cpu.values()) / max(bind_s, 1e-9) / cores:.0f} % of the cores",
+        f"binds/s these costs allow on {cores} cores: everything here {cap(total, cores)}; nats-server and the "
+        f"scheduler alone {cap(control, cores)}; the scheduler alone on one core {cap(sched, 1)}",
+    ]
 
 
 def writes_line(writes: dict[str, int], vms: int) -> str:
@@ -242,6 +270,15 @@ class Watch:
         return (f"CPU, % of a core: nats-server {nats_cpu:.0f}, scheduler {sched:.0f}, "
                 f"{len(self.fleet.workers)} hollow processes {workers:.0f}")
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU-s so far of each kind of process: nats-server, the scheduler, the hollow processes and this
+        process (the creating clients)."""
+        def of(pids: list[int]) -> float:
+            return total_cpu_ticks(pids) / TICKS
+        return {"nats-server": of([p.pid for p in self.server.procs]), "scheduler": of([self.scheduler.pid]),
+                "hollow processes": of(self.fleet.pids()),
+                "this bench process (the creating clients)": of([os.getpid()])}
+
     def check(self, stage: str, *extra: int, moving: bool = True, created: int | None = None) -> None:
         if why := dead(self.server):
             raise BenchFailed(f"{stage}: {why} ({self.fleet.summary()})")
@@ -282,9 +319,11 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
             wanted += [(f"solo-{i:03d}", SOLO) for i in range(SOLO_VMS)]
         sequences = await last_sequences(admin)
         start = time.time()
+        cpu_at_start = watch.cpu_seconds()
         creating = asyncio.create_task(write_all(writer, wanted, created) if writer is not None
                                        else create_all(admin, wanted, created))
         bound_at = created_at = None
+        bind_cpu: dict[str, float] = {}
         while True:
             watch.check("binding and running", len(created), created=len(created))
             if creating.done():
@@ -292,6 +331,7 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
                 created_at = created_at or time.time()  # within the loop's 0.2 s
             if bound_at is None and fleet.total("bound") >= o.vmis:
                 bound_at = time.time()
+                bind_cpu = {k: v - cpu_at_start[k] for k, v in watch.cpu_seconds().items()}
             if fleet.running() >= o.vmis and creating.done():
                 break
             if time.monotonic() > deadline:
@@ -328,7 +368,7 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
             scheduler_rss_per_vmi_kib=max(rss - base_rss, 0) / max(o.vmis, 1),
             solo_cpu=100.0 * (solo1 - solo0) / TICKS / (t1 - t0) if solo_proc is not None else None,
             procs=len(fleet.workers), reconnects=fleet.total("reconnects"), steady_cpu=steady_cpu, writes=writes,
-            server_log=trouble(server.logs, server.ready_at))
+            server_log=trouble(server.logs, server.ready_at), bind_cpu=bind_cpu)
     finally:
         if solo_proc is not None:
             solo_proc.terminate()

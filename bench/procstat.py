@@ -3,6 +3,7 @@ name, the processes of a network namespace and a pidfile's PID. Beside the scrip
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -14,6 +15,15 @@ def cpu_ticks(pid: int) -> int:
     """utime + stime of the process (and its threads), in clock ticks."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
+
+
+def total_cpu_ticks(pids: list[int]) -> int:
+    """utime + stime of these processes together; one gone meanwhile counts nothing."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            ticks += cpu_ticks(pid)
+    return ticks
 
 
 def _kib(path: str, field: str) -> int:

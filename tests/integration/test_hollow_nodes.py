@@ -21,6 +21,10 @@ def test_fifty_hollow_nodes_run_five_hundred_vmis_each_hearing_only_its_own() ->
     assert found, out
     assert tuple(int(g) for g in found.groups()) == (50, 500, 500, 0, 0)
     assert "one hollow handler with 100 VMs:" in out and "% of a core" in out
+    spent = re.search(r"CPU from the first create to all bound .*?nats-server ([\d.]+) CPU-s.*?scheduler ([\d.]+) "
+                      r"CPU-s", out)
+    assert spent, out
+    assert float(spent.group(2)) > 0, out  # the scheduler bound 500 VMIs: not for free
 
 
 def test_hollow_nodes_run_vmis_written_into_the_bucket_by_hand() -> None:
