@@ -116,9 +116,12 @@ def configure_compute(plan: DomainPlan, dom: ET.Element) -> None:
 # runs: 36 MiB of an idle test guest's QEMU (PSS) was that cache. A bounded one is flushed and refilled
 # when full, which costs CPU only while the guest runs more code than fits. QEMU backs it with huge
 # pages, so it is resident whole once the guest has filled it: 16 MiB were, in every idle test guest.
-# 4 MiB: the test guest boots and idles in it (its kernel's hot code is far smaller; boot code runs
-# once), and each MiB of it is a MiB of every guest's QEMU.
-TCG_TB_CACHE_MIB = 4
+# Each MiB of it is a MiB of every guest's QEMU, and what a smaller one costs is boot CPU: the test
+# guest's boot outgrows it and QEMU translates the same code again. 6 MiB: in plain QEMU the test guest
+# reached its marker 1.12-1.13 s after QEMU started with 4 MiB, 0.94 s with 6, 0.79-0.81 s with 8, for
+# 75.6-75.9, 77.7-78.1 and 80.3-80.5 MiB of QEMU's PSS. With 6 a VM still takes less than the 48 MiB
+# beyond its guest RAM we hold it to (bench/density.py: 45.7 MiB a VM with 150 up); with 8 it would not.
+TCG_TB_CACHE_MIB = 6
 
 
 def configure_features(plan: DomainPlan, dom: ET.Element) -> None:

@@ -82,7 +82,7 @@ def test_a_vnc_screen_on_a_unix_socket_never_a_port() -> None:
 def test_tcg_translation_cache_is_bounded_and_nics_carry_no_option_rom() -> None:
     dom = seed_plan()
     cache = dom.find("features/tcg/tb-cache")
-    assert cache is not None and (cache.text, cache.get("unit")) == ("4", "MiB")
+    assert cache is not None and (cache.text, cache.get("unit")) == ("6", "MiB")
     assert [r.get("enabled") for r in dom.findall("devices/interface/rom")] == ["no"]
     assert [v.get("vram") for v in dom.findall("devices/video/model")] == ["1024"]  # KiB, not QEMU's 16 MiB
     qemu = "{http://libvirt.org/schemas/domain/qemu/1.0}"
