@@ -9,6 +9,12 @@ did for QEMU before 4.1: the guest and its CPU are the same, 5 ms instead of 0.2
 chooses that path and whether MSR features may be asked for by name (the launcher asks for none).
 
 A cache libvirt probes afresh (QEMU or libvirt upgraded) has the flag again; the next launch trims it.
+
+A node starting with an empty cache (a new lab node, a new node on a host that had one) is seeded
+from the host's copy (``seed``), which each probe keeps up to date (``keep``): libvirt checks a cache
+against its QEMU, itself and the host's kernel and CPU as it loads it, and probes afresh when it does
+not match, so a copy from this host is used exactly when a probe would give the same (~3 s of a
+node's start, and two QEMUs' CPU, saved).
 """
 
 from __future__ import annotations
@@ -18,6 +24,12 @@ import tempfile
 from pathlib import Path
 
 CACHE_DIR = Path("/var/cache/libvirt/qemu/capabilities")  # in the launcher's mount namespace
+NODE_CACHE_DIR = Path("libvirt-cache/qemu/capabilities")  # the same, under a node's state directory
+
+
+def host_cache_dir() -> Path:
+    """The host's copy, beside its other caches (the test guest, the KVM probe)."""
+    return Path(os.environ.get("VIRTBUS_CACHE", Path.home() / ".cache" / "virtbus")) / "qemu-capabilities"
 SLOW_FLAG = "<flag name='cpu-unavailable-features'/>"
 
 
@@ -38,16 +50,68 @@ def trim(cache_dir: Path = CACHE_DIR) -> list[Path]:
             new = trimmed(path.read_text())
             if new is None:
                 continue
-            fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".trim-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w") as f:
-                    f.write(new)
-                os.chmod(tmp, path.stat().st_mode & 0o777)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            _write(path, new.encode(), path.stat().st_mode & 0o777)
         except OSError:
             continue
         done.append(path)
     return done
+
+
+def seed(node_dir: Path, host_dir: Path) -> dict[Path, int]:
+    """A node cache with no file yet gets the host's files; returns each copied file's mtime (ns),
+    by which ``reused`` tells whether libvirt kept it. A file that cannot be copied is skipped."""
+    if any(node_dir.glob("*.xml")):
+        return {}
+    copied = {}
+    for source in sorted(host_dir.glob("*.xml")) if host_dir.is_dir() else []:
+        try:
+            node_dir.mkdir(parents=True, exist_ok=True)
+            target = node_dir / source.name
+            _write(target, source.read_bytes(), source.stat().st_mode & 0o777)
+            copied[target] = target.stat().st_mtime_ns
+        except OSError:
+            continue
+    return copied
+
+
+def reused(copied: dict[Path, int]) -> list[Path]:
+    """The seeded files libvirt loaded as they were (neither probed afresh nor removed)."""
+    kept = []
+    for path, mtime in copied.items():
+        try:
+            if path.stat().st_mtime_ns == mtime:
+                kept.append(path)
+        except OSError:
+            continue
+    return kept
+
+
+def keep(node_dir: Path, host_dir: Path) -> list[Path]:
+    """The node's files that differ from the host's copy (or are not in it) copied there; returns
+    those. Best effort, as ``trim``."""
+    done = []
+    for source in sorted(node_dir.glob("*.xml")) if node_dir.is_dir() else []:
+        try:
+            data = source.read_bytes()
+            target = host_dir / source.name
+            if target.is_file() and target.read_bytes() == data:
+                continue
+            host_dir.mkdir(parents=True, exist_ok=True)
+            _write(target, data, source.stat().st_mode & 0o777)
+        except OSError:
+            continue
+        done.append(target)
+    return done
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    """Atomically: a reader (another launcher's libvirtd, another node's seed) sees all or nothing."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".write-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

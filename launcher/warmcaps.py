@@ -3,7 +3,9 @@ as it starts, so that no VM's launch pays for libvirt's probe of QEMU (~1 s of C
 twice, every property and CPU model asked for) nor for the qom-get storm of a cache not yet
 trimmed (launcher.capscache). It does what the first launch on the node would have done: a libvirtd
 of its own, with the node's capabilities cache (launcher.namespaces), asked for the capabilities of
-every emulator (what a launch's later calls ask for), then stopped; the cache trimmed.
+every emulator (what a launch's later calls ask for), then stopped; the cache trimmed. A node whose
+cache is empty starts from the host's copy, which libvirt uses if it still matches (capscache.seed),
+and the host's copy is kept up to date (capscache.keep).
 
 Best effort: whatever fails here, the first launch probes as it did before.
 """
@@ -23,7 +25,8 @@ from launcher.libvirtd import PrivateLibvirtd
 from servicekit import logs
 
 
-async def _warm(workdir: Path, netns: str | None) -> None:
+async def _warm(workdir: Path, netns: str | None, seeded: dict[Path, int]) -> None:
+    """seeded: the files copied from the host's cache (capscache.seed), as the node's cache dir names them."""
     libvirtd = PrivateLibvirtd(huge_pages=False)
     try:
         await libvirtd.start(netns, workdir)
@@ -33,8 +36,11 @@ async def _warm(workdir: Path, netns: str | None) -> None:
     finally:
         await libvirtd.settle()
         await asyncio.to_thread(libvirtd.stop)
+    reused = capscache.reused(seeded)  # before trim rewrites them: loaded as copied, or probed afresh
     trimmed = capscache.trim()
-    structlog.get_logger().info("QEMU capabilities cached", trimmed=len(trimmed))
+    kept = capscache.keep(capscache.CACHE_DIR, capscache.host_cache_dir())
+    structlog.get_logger().info("QEMU capabilities cached", trimmed=len(trimmed), from_host=len(reused),
+                                saved_for_host=len(kept))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,9 +54,11 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure("warmcaps")
     try:
         workdir.mkdir(parents=True, exist_ok=True)
+        seeded = capscache.seed(node_dir / capscache.NODE_CACHE_DIR, capscache.host_cache_dir())
         # before any thread: a mount namespace of its own, with the node's cache as a launcher has it
         namespaces.enter_private_mounts(workdir / "libvirt-etc", node_dir / "libvirt-cache")
-        asyncio.run(_warm(workdir, args.netns))
+        asyncio.run(_warm(workdir, args.netns,
+                          {capscache.CACHE_DIR / path.name: mtime for path, mtime in seeded.items()}))
     except Exception as exc:  # noqa: BLE001 - best effort: the first launch probes instead
         print(f"warmcaps: not warmed: {type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(1)
