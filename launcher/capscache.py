@@ -25,12 +25,12 @@ from pathlib import Path
 
 CACHE_DIR = Path("/var/cache/libvirt/qemu/capabilities")  # in the launcher's mount namespace
 NODE_CACHE_DIR = Path("libvirt-cache/qemu/capabilities")  # the same, under a node's state directory
+SLOW_FLAG = "<flag name='cpu-unavailable-features'/>"
 
 
 def host_cache_dir() -> Path:
     """The host's copy, beside its other caches (the test guest, the KVM probe)."""
     return Path(os.environ.get("VIRTBUS_CACHE", Path.home() / ".cache" / "virtbus")) / "qemu-capabilities"
-SLOW_FLAG = "<flag name='cpu-unavailable-features'/>"
 
 
 def trimmed(xml: str) -> str | None:
