@@ -57,9 +57,9 @@ def trim(cache_dir: Path = CACHE_DIR) -> list[Path]:
     return done
 
 
-def seed(node_dir: Path, host_dir: Path) -> dict[Path, int]:
-    """A node cache with no file yet gets the host's files; returns each copied file's mtime (ns),
-    by which ``reused`` tells whether libvirt kept it. A file that cannot be copied is skipped."""
+def seed(node_dir: Path, host_dir: Path) -> dict[str, int]:
+    """A node cache with no file yet gets the host's files; returns each copied file's name and mtime
+    (ns), by which ``reused`` tells whether libvirt kept it. A file that cannot be copied is skipped."""
     if any(node_dir.glob("*.xml")):
         return {}
     copied = {}
@@ -68,19 +68,20 @@ def seed(node_dir: Path, host_dir: Path) -> dict[Path, int]:
             node_dir.mkdir(parents=True, exist_ok=True)
             target = node_dir / source.name
             _write(target, source.read_bytes(), source.stat().st_mode & 0o777)
-            copied[target] = target.stat().st_mtime_ns
+            copied[source.name] = target.stat().st_mtime_ns
         except OSError:
             continue
     return copied
 
 
-def reused(copied: dict[Path, int]) -> list[Path]:
-    """The seeded files libvirt loaded as they were (neither probed afresh nor removed)."""
+def reused(cache_dir: Path, copied: dict[str, int]) -> list[str]:
+    """The seeded files libvirt loaded as they were (neither probed afresh nor removed), looked at in
+    ``cache_dir`` (the node's cache, wherever it is mounted)."""
     kept = []
-    for path, mtime in copied.items():
+    for name, mtime in copied.items():
         try:
-            if path.stat().st_mtime_ns == mtime:
-                kept.append(path)
+            if (cache_dir / name).stat().st_mtime_ns == mtime:
+                kept.append(name)
         except OSError:
             continue
     return kept

@@ -25,8 +25,8 @@ from launcher.libvirtd import PrivateLibvirtd
 from servicekit import logs
 
 
-async def _warm(workdir: Path, netns: str | None, seeded: dict[Path, int]) -> None:
-    """seeded: the files copied from the host's cache (capscache.seed), as the node's cache dir names them."""
+async def _warm(workdir: Path, netns: str | None, seeded: dict[str, int]) -> None:
+    """seeded: the files copied from the host's cache (capscache.seed)."""
     libvirtd = PrivateLibvirtd(huge_pages=False)
     try:
         await libvirtd.start(netns, workdir)
@@ -36,7 +36,8 @@ async def _warm(workdir: Path, netns: str | None, seeded: dict[Path, int]) -> No
     finally:
         await libvirtd.settle()
         await asyncio.to_thread(libvirtd.stop)
-    reused = capscache.reused(seeded)  # before trim rewrites them: loaded as copied, or probed afresh
+    # before trim rewrites them: each seeded file loaded as copied, or probed afresh
+    reused = capscache.reused(capscache.CACHE_DIR, seeded)
     trimmed = capscache.trim()
     kept = capscache.keep(capscache.CACHE_DIR, capscache.host_cache_dir())
     structlog.get_logger().info("QEMU capabilities cached", trimmed=len(trimmed), from_host=len(reused),
@@ -57,8 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         seeded = capscache.seed(node_dir / capscache.NODE_CACHE_DIR, capscache.host_cache_dir())
         # before any thread: a mount namespace of its own, with the node's cache as a launcher has it
         namespaces.enter_private_mounts(workdir / "libvirt-etc", node_dir / "libvirt-cache")
-        asyncio.run(_warm(workdir, args.netns,
-                          {capscache.CACHE_DIR / path.name: mtime for path, mtime in seeded.items()}))
+        asyncio.run(_warm(workdir, args.netns, seeded))
     except Exception as exc:  # noqa: BLE001 - best effort: the first launch probes instead
         print(f"warmcaps: not warmed: {type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -20,7 +20,7 @@ def test_an_empty_node_cache_is_seeded_from_the_host_and_a_filled_one_is_not(tmp
     write(host / "a.xml", "<qemuCaps>a</qemuCaps>")
     write(host / "notes.txt", "not a cache file")
     copied = capscache.seed(node, host)
-    assert sorted(p.name for p in copied) == ["a.xml"] and (node / "a.xml").read_text() == "<qemuCaps>a</qemuCaps>"
+    assert sorted(copied) == ["a.xml"] and (node / "a.xml").read_text() == "<qemuCaps>a</qemuCaps>"
     assert not (node / "notes.txt").exists()
     write(other / "b.xml", "<qemuCaps>its own</qemuCaps>")
     assert capscache.seed(other, host) == {}  # a node's own cache is libvirt's to judge
@@ -33,11 +33,11 @@ def test_a_seeded_file_rewritten_by_libvirt_counts_as_probed_afresh(tmp_path: Pa
     write(host / "a.xml", "a")
     write(host / "b.xml", "b")
     copied = capscache.seed(node, host)
-    assert sorted(p.name for p in capscache.reused(copied)) == ["a.xml", "b.xml"]
+    assert sorted(capscache.reused(node, copied)) == ["a.xml", "b.xml"]
     (node / "b.xml").write_text("probed again")
-    os.utime(node / "b.xml", ns=(0, copied[node / "b.xml"] + 1_000_000))
+    os.utime(node / "b.xml", ns=(0, copied["b.xml"] + 1_000_000))
     (node / "a.xml").unlink()
-    assert capscache.reused(copied) == []
+    assert capscache.reused(node, copied) == []
 
 
 def test_the_node_cache_is_kept_for_the_host_only_where_it_differs(tmp_path: Path) -> None:
