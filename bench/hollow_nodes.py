@@ -263,21 +263,20 @@ class Watch:
         self.cpu = CpuMeter()
         self.shown = time.monotonic()
 
+    def kinds(self) -> dict[str, list[int]]:
+        """The run's processes by kind: what the CPU lines add up."""
+        return {"nats-server": [p.pid for p in self.server.procs], "scheduler": [self.scheduler.pid],
+                "hollow processes": self.fleet.pids()}
+
     def cpu_line(self, key: str = "shown") -> str:
-        nats_cpu = self.cpu.read(f"nats-{key}", [p.pid for p in self.server.procs])
-        sched = self.cpu.read(f"scheduler-{key}", [self.scheduler.pid])
-        workers = self.cpu.read(f"workers-{key}", self.fleet.pids())
+        nats_cpu, sched, workers = (self.cpu.read(f"{kind}-{key}", pids) for kind, pids in self.kinds().items())
         return (f"CPU, % of a core: nats-server {nats_cpu:.0f}, scheduler {sched:.0f}, "
                 f"{len(self.fleet.workers)} hollow processes {workers:.0f}")
 
     def cpu_seconds(self) -> dict[str, float]:
-        """CPU-s so far of each kind of process: nats-server, the scheduler, the hollow processes and this
-        process (the creating clients)."""
-        def of(pids: list[int]) -> float:
-            return total_cpu_ticks(pids) / TICKS
-        return {"nats-server": of([p.pid for p in self.server.procs]), "scheduler": of([self.scheduler.pid]),
-                "hollow processes": of(self.fleet.pids()),
-                "this bench process (the creating clients)": of([os.getpid()])}
+        """CPU-s so far of each kind of process, and of this process (the creating clients)."""
+        kinds = {**self.kinds(), "this bench process (the creating clients)": [os.getpid()]}
+        return {kind: total_cpu_ticks(pids) / TICKS for kind, pids in kinds.items()}
 
     def check(self, stage: str, *extra: int, moving: bool = True, created: int | None = None) -> None:
         if why := dead(self.server):
