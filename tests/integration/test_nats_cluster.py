@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import nats.js.errors
 import pytest
 
 from proto import subjects
@@ -22,6 +23,9 @@ from servicekit.store import Store
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
+
+
+ELECTION_S = 15.0  # the longest the survivors of a killed server may take to elect its leaderships again
 
 
 def listening(port: int) -> bool:
@@ -99,7 +103,17 @@ async def test_state_has_three_replicas_and_survives_losing_a_server(
     survivors = ",".join(url for url, _ in cluster[1:])
     store = await connect(survivors, "second")
     try:
-        entry = await store.vms.get("kept")
+        # the survivors elect new leaders first (for the bucket, and for JetStream's own metadata if the
+        # killed server led it): until then JetStream answers 503, temporarily unavailable
+        deadline = time.monotonic() + ELECTION_S
+        while True:
+            try:
+                entry = await store.vms.get("kept")
+                break
+            except nats.js.errors.ServiceUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
         assert entry is not None and entry.value == vm and entry.revision == revision
         await store.vms.update("kept", VM(spec=VMSpec(name="kept"), created_at=2.0), revision)
         with pytest.raises(ApiError) as stale:  # a stale revision still loses the compare-and-set
