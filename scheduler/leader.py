@@ -62,6 +62,9 @@ class Elector:
         try:
             await self._step()
         except ApiError as exc:
+            if exc.code is Code.UNAVAILABLE:  # NATS away or slow (the store's word for it): as below
+                log.debug("lease not read or written", error=exc.message)
+                return
             if exc.code not in (Code.CONFLICT, Code.ALREADY_EXISTS):
                 raise
             self.view = None  # someone else wrote it: read it afresh

@@ -18,6 +18,7 @@ from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service, ServiceConfig
 
 from proto.errors import ApiError, Code, ErrorReply
+from servicekit import natsfaults
 from servicekit.fairqueue import Admission, FairQueue, flow_of
 
 Handler = Callable[[bytes], Awaitable[msgspec.Struct]]
@@ -114,6 +115,10 @@ def _wrap(ep: Endpoint, limiter: _Limiter, max_request: int) -> Callable[[Reques
             result = await ep.call(request.subject, request.data)
         except ApiError as exc:
             await _respond_error(request, exc)
+            return
+        except natsfaults.TRANSIENT as exc:  # NATS did not answer the handler: a retry may well work
+            log.warning("request met a passing NATS failure", endpoint=ep.name, error=str(exc) or type(exc).__name__)
+            await _respond_error(request, natsfaults.unavailable(exc, ep.name))
             return
         except Exception:
             log.exception("request failed", endpoint=ep.name)

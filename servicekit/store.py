@@ -31,7 +31,7 @@ from proto.nodevmis import NodeVmi
 from proto.snapshots import VMSnapshot, VolumeSnapshot
 from proto.state import VM, VMI, Node, NodeLease, PersistentVolume, VmiLease
 from proto.stored import BadStoredValue
-from servicekit import kvwatch
+from servicekit import kvwatch, natsfaults
 from servicekit.connection import connect_nats
 
 T = TypeVar("T")
@@ -148,6 +148,8 @@ class Bucket(Generic[T]):
             entry = await self._kv.get(key)
         except nats.js.errors.KeyNotFoundError:
             return None
+        except natsfaults.TRANSIENT as exc:
+            raise natsfaults.unavailable(exc, f"{self.name}/{key}") from None
         if entry.value is None or entry.revision is None:
             return None
         try:
@@ -170,19 +172,28 @@ class Bucket(Generic[T]):
             # still being replicated, before the winner can be read; nats-py's create then reads the
             # key (a deleted key may be created again) and finds nothing. Either way another's won.
             raise ApiError(Code.ALREADY_EXISTS, f"{key!r} already exists") from None
+        except natsfaults.TRANSIENT as exc:
+            raise natsfaults.unavailable(exc, f"{self.name}/{key}") from None
 
     async def update(self, key: str, value: T, revision: int) -> int:
         try:
             return int(await self._kv.update(key, self._encode(key, value), last=revision))
         except nats.js.errors.KeyWrongLastSequenceError:
             raise ApiError(Code.CONFLICT, f"{key!r} changed meanwhile") from None
+        except natsfaults.TRANSIENT as exc:
+            raise natsfaults.unavailable(exc, f"{self.name}/{key}") from None
 
     async def put(self, key: str, value: T) -> int:
-        return int(await self._kv.put(key, self._encode(key, value)))
+        try:
+            return int(await self._kv.put(key, self._encode(key, value)))
+        except natsfaults.TRANSIENT as exc:
+            raise natsfaults.unavailable(exc, f"{self.name}/{key}") from None
 
     async def delete(self, key: str, revision: int | None = None) -> None:
         try:
             await self._kv.delete(key, last=revision)
+        except natsfaults.TRANSIENT as exc:  # before APIError: a 503 is one
+            raise natsfaults.unavailable(exc, f"{self.name}/{key}") from None
         except nats.js.errors.APIError as exc:
             if exc.err_code in (10071, 10164):
                 raise ApiError(Code.CONFLICT, f"{key!r} changed meanwhile") from None

@@ -4,6 +4,7 @@ on all three, and losing one server loses nothing, not even compare-and-set."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import subprocess
@@ -11,16 +12,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import nats.js.errors
 import pytest
+import yaml
 
 from proto import subjects
 from proto.errors import ApiError, Code
 from proto.spec import VMSpec
 from proto.state import VM
+from scheduler.api import Api
 from servicekit import credentials, natsserver
+from servicekit.endpoints import serve
 from servicekit.store import Store
-from tests.conftest import free_port
+from tests.conftest import EXAMPLES, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -110,8 +113,8 @@ async def test_state_has_three_replicas_and_survives_losing_a_server(
             try:
                 entry = await store.vms.get("kept")
                 break
-            except nats.js.errors.ServiceUnavailableError:
-                if time.monotonic() > deadline:
+            except ApiError as exc:  # the store's word for JetStream's 503: retryable
+                if exc.code is not Code.UNAVAILABLE or not exc.retryable or time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)
         assert entry is not None and entry.value == vm and entry.revision == revision
@@ -147,3 +150,37 @@ async def test_racing_creates_of_one_key_give_one_winner_and_already_exists(
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_without_a_quorum_writes_are_unavailable_and_retryable_not_internal(
+        cluster: list[tuple[str, subprocess.Popen[bytes]]], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two of three servers gone: the survivor cannot store anything (no quorum), and says so with a 503
+    # or not at all. A client of the store or the API must hear "unavailable, retry", not "internal".
+    monkeypatch.setenv("VIRTBUS_JS_REPLICAS", "3")
+    store = await connect(",".join(url for url, _ in cluster), "first")
+    try:
+        revision = await store.vms.create("kept", VM(spec=VMSpec(name="kept"), created_at=1.0))
+    finally:
+        await store.close()
+    survivor = await connect(cluster[2][0], "survivor")
+    service = await serve(survivor.nc, name="virtbus-api", version="0.1.0", description="test",
+                          queue=subjects.API_QUEUE, endpoints=Api(survivor).endpoints())
+    try:
+        for _, proc in cluster[:2]:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        with pytest.raises(ApiError) as lost:
+            await survivor.vms.update("kept", VM(spec=VMSpec(name="kept"), created_at=2.0), revision)
+        assert lost.value.code is Code.UNAVAILABLE and lost.value.retryable, lost.value
+        assert "Traceback" not in lost.value.message
+
+        manifest = yaml.safe_load((EXAMPLES / "testvm-masquerade.yaml").read_text())
+        reply = json.loads((await survivor.nc.request(subjects.api("vm", "create"), json.dumps(manifest).encode(),
+                                                      timeout=30)).data)
+        error = reply.get("error")
+        assert isinstance(error, dict), reply
+        assert error["code"] == Code.UNAVAILABLE.value and error["retryable"] is True, error
+        assert "Traceback" not in error["message"]
+    finally:
+        await service.stop()
+        await survivor.close()
