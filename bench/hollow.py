@@ -23,13 +23,12 @@ from proto import subjects
 from proto.errors import ApiError
 from proto.nodeapi import Registration, StatusReport
 from proto.nodevmis import NodeVmi
-from proto.state import VMI, Node, Phase
+from proto.state import NODE_LEASE_RENEW_S, VMI, Node, Phase
 from servicekit.cancelling import cancel_and_wait
 from servicekit.informer import shared
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Bucket, Store
 
-HEARTBEAT_S = 2.0  # handler.agent's
 CPUS = 16
 MEMORY = 64 * 2**30
 # the bulk of the VMs go to the pool; a node measured on its own has its own pool and VMs
@@ -96,7 +95,7 @@ class HollowNode:
 
     async def _heartbeats(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(NODE_LEASE_RENEW_S)  # the handler's
             with contextlib.suppress(Exception):  # as the handler: a missed beat is logged, not fatal
                 await self.heartbeat()
 

@@ -33,7 +33,7 @@ from handler.volumework import VolumeWork
 from proto import ipam
 from proto.errors import ApiError
 from proto.nodeapi import EventNote, StatusReport, tidy
-from proto.state import FINAL_PHASES, VMI, Node, Phase
+from proto.state import FINAL_PHASES, NODE_LEASE_RENEW_S, VMI, Node, Phase
 from servicekit import cpugroup
 from servicekit.cancelling import cancel_and_wait
 from servicekit.informer import shared
@@ -42,7 +42,7 @@ from servicekit.store import Store
 from servicekit.workqueue import WorkQueue
 
 log = structlog.get_logger()
-HEARTBEAT_S = 2.0
+SUPERVISE_S = 2.0  # how often the agent looks at its launchers and launch slots, whatever the bus says
 
 
 class Agent:
@@ -115,7 +115,7 @@ class Agent:
 
     async def _heartbeats(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(NODE_LEASE_RENEW_S)
             try:
                 await self.heartbeat()
             except Exception:
@@ -148,7 +148,7 @@ class Agent:
     async def _supervise(self) -> None:
         """Notice launchers that exited, whatever the bus says."""
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(SUPERVISE_S)
             self.launchers.reap_warming()
             for name, launcher in list(self.launchers.running.items()):
                 if not launcher.alive():

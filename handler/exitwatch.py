@@ -1,6 +1,6 @@
 """The moment a launcher ends, from a pidfd on the handler's loop: its VMI is reconciled at once
 (the pod torn down, the end reported) instead of at the next look of the agent's supervision loop,
-up to HEARTBEAT_S later. A stopped VM could be started again only after that teardown: with a look
+up to SUPERVISE_S later. A stopped VM could be started again only after that teardown: with a look
 every 2 s, a stop and a start in a row waited a second on average for nothing.
 """
 

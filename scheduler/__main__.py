@@ -13,7 +13,7 @@ import secrets
 import signal
 
 from proto import subjects
-from proto.state import Lease
+from proto.state import NODE_LEASE_RENEW_S, Lease
 from scheduler.api import VERSION, Api
 from scheduler.clusterconfig import ClusterConfigWatch
 from scheduler.controllers import Scheduler
@@ -22,7 +22,7 @@ from scheduler.leader import Elector
 from scheduler.lease import Timing
 from scheduler.metrics import SchedulerMetrics
 from scheduler.nodeapi import NodeApi
-from scheduler.nodelife import Thresholds
+from scheduler.nodelife import MIN_SILENCE_S, Thresholds
 from scheduler.nodewatch import NodeWatch
 from servicekit import logs
 from servicekit.cancelling import cancel_and_wait
@@ -98,12 +98,16 @@ def main() -> None:
                         help="the control plane's nkey seed file (env NATS_CREDS)")
     parser.add_argument("--node-lost-after", type=float, default=Thresholds.lost_after,
                         help="seconds without a heartbeat (on this process's clock) after which a node's VMIs "
-                             "are Unknown; it is NotReady after at most 15")
+                             f"are Unknown, at least {MIN_SILENCE_S:.0f} (three of a node's lease renewals); it "
+                             f"is NotReady after at most {Thresholds.ready_within:.0f}")
     parser.add_argument("--lease-duration", type=float, default=Timing.duration,
                         help="seconds the controllers' lease lasts unrenewed before another scheduler takes over")
     args = parser.parse_args()
     if args.node_lost_after <= 0 or args.lease_duration <= 0:
         parser.error("--node-lost-after and --lease-duration must be positive")
+    if args.node_lost_after < MIN_SILENCE_S:
+        parser.error(f"--node-lost-after must be at least {MIN_SILENCE_S:.0f} s: nodes renew their lease every "
+                     f"{NODE_LEASE_RENEW_S:.0f} s, and one renewal late must not make a healthy node's VMIs Unknown")
     asyncio.run(run(args.server, args.metrics_address, args.creds, args.node_lost_after, args.lease_duration))
 
 

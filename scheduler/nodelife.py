@@ -20,14 +20,17 @@ from dataclasses import dataclass
 
 import msgspec
 
-from proto.state import FINAL_PHASES, VMI, Condition, Phase
+from proto.state import FINAL_PHASES, NODE_LEASE_RENEW_S, VMI, Condition, Phase
 
 UNREACHABLE = "NodeUnreachable"
+# Less silence than three of a node's renewals is no sign of anything: one renewal late or lost, on a
+# busy node or bus, would take a healthy node's VMIs to Unknown.
+MIN_SILENCE_S = 3 * NODE_LEASE_RENEW_S
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    ready_within: float = 15.0  # silent longer: NotReady, nothing new placed there
+    ready_within: float = MIN_SILENCE_S  # silent longer: NotReady, nothing new placed there
     lost_after: float = 40.0  # silent longer: its VMIs are Unknown
 
     @classmethod

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from proto.spec import VMSpec
-from proto.state import VMI, Phase
+from proto.state import NODE_LEASE_RENEW_S, VMI, Phase
 from scheduler.nodelife import (
+    MIN_SILENCE_S,
     Seen,
     Thresholds,
     Transition,
@@ -143,3 +147,21 @@ def test_a_check_of_the_watched_vmis_decides_what_a_check_of_all_would(
     everything = plan(current.values(), seen, now, T)
     watched = plan([current[n] for n in w.candidates(lost(seen, now, T))], seen, now, T)
     assert sorted(watched, key=lambda d: d[0].name) == sorted(everything, key=lambda d: d[0].name)
+
+
+def test_a_node_stays_ready_through_a_lost_renewal_at_the_defaults() -> None:
+    t = Thresholds()
+    s = observe(None, heartbeat=0.0, now=0.0)
+    s = observe(s, heartbeat=1.0, now=NODE_LEASE_RENEW_S)  # renewed
+    # the next renewal is lost; the one after it is late by a second more than its interval
+    late = 3 * NODE_LEASE_RENEW_S + 1.0 - 0.001
+    assert readiness({"n": s}, late, t) == {"n": True}
+    assert readiness({"n": s}, NODE_LEASE_RENEW_S + MIN_SILENCE_S + 0.001, t) == {"n": False}
+
+
+@pytest.mark.parametrize("value", ["5", "14.9"])
+def test_the_scheduler_refuses_a_node_lost_after_shorter_than_three_renewals(value: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "scheduler", "--node-lost-after", value], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--node-lost-after must be at least 15 s" in done.stderr
