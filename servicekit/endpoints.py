@@ -7,6 +7,7 @@ become ``{"error": {...}}``; anything else is logged here and answered as Intern
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -54,32 +55,48 @@ class Endpoint:
 # requests would queue behind each other until every caller timed out. Instead each request runs in
 # its own task, RUNNING at once; up to WAITING more wait their turn, each client in a queue of its
 # own served in turn (servicekit.fairqueue), and beyond that the service answers at once that it is
-# busy (Unavailable, retryable), as Kubernetes' API server answers 429.
+# busy (Unavailable, retryable), as Kubernetes' API server answers 429. A service whose callers give
+# up after a known time (``max_wait``) also answers busy to a request that waited longer than that in
+# the queue, instead of doing work whose answer nobody would wait for: its caller asks again anyway.
 RUNNING, WAITING = 64, 512
 BUSY = ApiError(Code.UNAVAILABLE, "the service is busy; try again")
 Work = Callable[[], Awaitable[None]]
 
 
-class _Limiter:
-    def __init__(self, running: int, waiting: int) -> None:
-        self.queue: FairQueue[Work] = FairQueue(running, waiting)
-        self.tasks: set[asyncio.Task[None]] = set()
+@dataclass(frozen=True)
+class _Queued:
+    run: Work
+    refuse: Work  # the quick "busy" answer
+    since: float  # when it came, on the limiter's clock
 
-    def start(self, client: str, work: Work) -> bool:
-        admission = self.queue.admit(client, work)
+
+class _Limiter:
+    def __init__(self, running: int, waiting: int, max_wait: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.queue: FairQueue[_Queued] = FairQueue(running, waiting)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.max_wait = max_wait
+        self.clock = clock
+
+    def start(self, client: str, run: Work, refuse: Work) -> bool:
+        item = _Queued(run, refuse, self.clock())
+        admission = self.queue.admit(client, item)
         if admission is Admission.RUN:
-            self._spawn(work)
+            self._spawn(item)
         return admission is not Admission.REFUSED
 
-    def _spawn(self, work: Work) -> None:
-        task = asyncio.ensure_future(self._run(work))
+    def _spawn(self, item: _Queued) -> None:
+        task = asyncio.ensure_future(self._run(item))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _run(self, work: Work) -> None:
+    async def _run(self, item: _Queued) -> None:
         stopping = False
         try:
-            await work()
+            if self.max_wait is not None and self.clock() - item.since > self.max_wait:
+                await item.refuse()
+            else:
+                await item.run()
         except asyncio.CancelledError:
             stopping = True  # the service is going: nothing more is started
             raise
@@ -91,10 +108,11 @@ class _Limiter:
 
 async def serve(nc: Client, *, name: str, version: str, description: str, queue: str,
                 endpoints: list[Endpoint], running: int = RUNNING, waiting: int = WAITING,
-                max_request: int = MAX_REQUEST) -> Service:
+                max_wait: float | None = None, max_request: int = MAX_REQUEST) -> Service:
+    """max_wait: the longest a request may wait for its turn and still be worked on (None: any)."""
     service = await add_service(nc, ServiceConfig(
         name=name, version=version, description=description, queue_group=queue))
-    limiter = _Limiter(running, waiting)
+    limiter = _Limiter(running, waiting, max_wait)
     for ep in endpoints:
         await service.add_endpoint(EndpointConfig(name=ep.name, subject=ep.subject,
                                                   handler=_wrap(ep, limiter, max_request)))
@@ -104,7 +122,8 @@ async def serve(nc: Client, *, name: str, version: str, description: str, queue:
 def _wrap(ep: Endpoint, limiter: _Limiter, max_request: int) -> Callable[[Request], Awaitable[None]]:
     async def dispatch(request: Request) -> None:
         # the reply subject says which client asks (nats-py keeps the message private to Request)
-        if not limiter.start(flow_of(request._msg.reply or ""), lambda: handle(request)):
+        if not limiter.start(flow_of(request._msg.reply or ""), lambda: handle(request),
+                             lambda: _respond_error(request, BUSY)):
             await _respond_error(request, BUSY)
 
     async def handle(request: Request) -> None:

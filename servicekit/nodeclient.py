@@ -38,10 +38,11 @@ from proto.state import Node
 
 T = TypeVar("T")
 log = structlog.get_logger()
+TIMEOUT_S = 5.0  # how long a node waits for the control plane's answer before it asks again
 
 
 class NodeApiClient:
-    def __init__(self, nc: Client, node: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, nc: Client, node: str, *, timeout: float = TIMEOUT_S) -> None:
         self.nc = nc
         self.node = subjects.token(node)
         self.timeout = timeout
