@@ -1,7 +1,8 @@
 """Request/reply endpoints as a NATS micro service (``$SRV.PING|INFO|STATS`` for free).
 
 A handler takes the request body and returns a msgspec Struct. Expected failures are ApiError and
-become ``{"error": {...}}``; anything else is logged here and answered as Internal, never as a repr.
+become ``{"error": {...}}``; NATS not answering the handler (servicekit.natsfaults) is Unavailable,
+retryable; anything else is logged here and answered as Internal, never as a repr.
 """
 
 from __future__ import annotations
