@@ -35,6 +35,7 @@ from servicekit.store import Store
 # answer (half of it: the work must be done in time too); one that waited longer is refused then.
 NODE_API_WAITING = 4096
 
+
 async def run(url: str, metrics_address: str | None, creds: str | None, node_lost_after: float,
               lease_duration: float) -> None:
     log = logs.configure("scheduler")
