@@ -23,7 +23,7 @@ from scheduler.api import Api
 from servicekit import credentials, natsserver
 from servicekit.endpoints import serve
 from servicekit.store import Store
-from tests.conftest import EXAMPLES, free_port
+from tests.conftest import EXAMPLES, free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -36,18 +36,17 @@ def listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, subprocess.Popen[bytes]]]]:
-    """Three nats-servers on loopback, routed to each other, authentication on; yields (client URL,
-    process). Clients of the test connect as admin (NATS_CREDS)."""
-    ports = [(free_port(), free_port()) for _ in range(3)]
-    routes = [f"nats://127.0.0.1:{cluster}" for _, cluster in ports]
-    users = credentials.users_for(["node1"])
-    keys = credentials.ensure_seeds(tmp_path / "creds", users)
-    monkeypatch.setenv("NATS_CREDS", str(credentials.seed_path(tmp_path / "creds", "admin")))
-    servers = []
+def start_cluster(tmp_path: Path, users: list[credentials.User],
+                  keys: dict[str, str]) -> list[tuple[str, subprocess.Popen[bytes]]]:
+    """Three nats-servers routed to each other, each listening on its own client port; [] when one
+    did not start (its port was taken between choosing and binding it: another test's outgoing
+    connection may take any free port), with the others ended."""
+    tmp_path.mkdir()
+    ports = free_ports(6)
+    clients, routes = ports[:3], [f"nats://127.0.0.1:{port}" for port in ports[3:]]
+    servers: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
-        for i, (client, cluster) in enumerate(ports, start=1):
+        for i, (client, cluster) in enumerate(zip(clients, ports[3:], strict=True), start=1):
             conf = tmp_path / f"n{i}.conf"
             credentials.write_server_config(conf, credentials.server_config(
                 users, keys, host="127.0.0.1", port=client, store_dir=str(tmp_path / f"n{i}"), server_name=f"n{i}",
@@ -56,22 +55,49 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tu
                                     stderr=subprocess.DEVNULL)
             servers.append((f"nats://127.0.0.1:{client}", proc))
         deadline = time.monotonic() + 15
-        for url, proc in servers:
-            port = int(url.rsplit(":", 1)[1])
-            while not listening(port):
-                assert proc.poll() is None and time.monotonic() < deadline, "a nats-server did not start"
+        for client, (_, proc) in zip(clients, servers, strict=True):
+            while not listening(client) and proc.poll() is None:
+                assert time.monotonic() < deadline, "a nats-server did not start"
                 time.sleep(0.05)
+        # a server whose port was taken exits at once, and what listens there is not its client port
+        time.sleep(0.5)
+        if all(proc.poll() is None for _, proc in servers):
+            return servers
+    except BaseException:
+        stop(servers)
+        raise
+    stop(servers)
+    return []
+
+
+def stop(servers: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    for _, proc in servers:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for _, proc in servers:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, subprocess.Popen[bytes]]]]:
+    """Three nats-servers on loopback, routed to each other, authentication on; yields (client URL,
+    process). Clients of the test connect as admin (NATS_CREDS)."""
+    users = credentials.users_for(["node1"])
+    keys = credentials.ensure_seeds(tmp_path / "creds", users)
+    monkeypatch.setenv("NATS_CREDS", str(credentials.seed_path(tmp_path / "creds", "admin")))
+    for attempt in range(3):
+        servers = start_cluster(tmp_path / f"try{attempt}", users, keys)
+        if servers:
+            break
+    assert servers, "three nats-servers did not start in 3 tries"
+    try:
         yield servers
     finally:
-        for _, proc in servers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _, proc in servers:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(servers)
 
 
 async def connect(urls: str, name: str) -> Store:
