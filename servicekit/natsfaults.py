@@ -8,6 +8,8 @@ permission, a bad request, a missing stream) is not among them.
 
 from __future__ import annotations
 
+from types import TracebackType
+
 import nats.errors
 import nats.js.errors
 
@@ -29,3 +31,22 @@ def unavailable(exc: BaseException, what: str) -> ApiError:
     """The ApiError for a TRANSIENT failure of ``what`` (e.g. "vmis/testvm")."""
     why = getattr(exc, "description", None) or str(exc) or type(exc).__name__
     return ApiError(Code.UNAVAILABLE, f"NATS did not answer for {what}: {why}; try again")
+
+
+class Answering:
+    """``with Answering(bucket, key):`` a TRANSIENT failure inside leaves as ``unavailable``; any
+    other exception leaves as it came, so the caller's own ``except`` clauses still see nats-py's.
+    A class, not a generator context manager: the store's every read and write passes here."""
+
+    __slots__ = ("_bucket", "_key")
+
+    def __init__(self, bucket: str, key: str) -> None:
+        self._bucket, self._key = bucket, key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if isinstance(exc, TRANSIENT):
+            raise unavailable(exc, f"{self._bucket}/{self._key}") from None

@@ -145,11 +145,10 @@ class Bucket(Generic[T]):
         if not self.key_ok(key):
             return None  # no valid entry can have this key, and nats-py would raise on some
         try:
-            entry = await self._kv.get(key)
+            with natsfaults.Answering(self.name, key):
+                entry = await self._kv.get(key)
         except nats.js.errors.KeyNotFoundError:
             return None
-        except natsfaults.TRANSIENT as exc:
-            raise natsfaults.unavailable(exc, f"{self.name}/{key}") from None
         if entry.value is None or entry.revision is None:
             return None
         try:
@@ -166,34 +165,29 @@ class Bucket(Generic[T]):
 
     async def create(self, key: str, value: T) -> int:
         try:
-            return int(await self._kv.create(key, self._encode(key, value)))
+            with natsfaults.Answering(self.name, key):
+                return int(await self._kv.create(key, self._encode(key, value)))
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
             # KeyNotFoundError: on a cluster, nats-server refuses a create that races another one
             # still being replicated, before the winner can be read; nats-py's create then reads the
             # key (a deleted key may be created again) and finds nothing. Either way another's won.
             raise ApiError(Code.ALREADY_EXISTS, f"{key!r} already exists") from None
-        except natsfaults.TRANSIENT as exc:
-            raise natsfaults.unavailable(exc, f"{self.name}/{key}") from None
 
     async def update(self, key: str, value: T, revision: int) -> int:
         try:
-            return int(await self._kv.update(key, self._encode(key, value), last=revision))
+            with natsfaults.Answering(self.name, key):
+                return int(await self._kv.update(key, self._encode(key, value), last=revision))
         except nats.js.errors.KeyWrongLastSequenceError:
             raise ApiError(Code.CONFLICT, f"{key!r} changed meanwhile") from None
-        except natsfaults.TRANSIENT as exc:
-            raise natsfaults.unavailable(exc, f"{self.name}/{key}") from None
 
     async def put(self, key: str, value: T) -> int:
-        try:
+        with natsfaults.Answering(self.name, key):
             return int(await self._kv.put(key, self._encode(key, value)))
-        except natsfaults.TRANSIENT as exc:
-            raise natsfaults.unavailable(exc, f"{self.name}/{key}") from None
 
     async def delete(self, key: str, revision: int | None = None) -> None:
         try:
-            await self._kv.delete(key, last=revision)
-        except natsfaults.TRANSIENT as exc:  # before APIError: a 503 is one
-            raise natsfaults.unavailable(exc, f"{self.name}/{key}") from None
+            with natsfaults.Answering(self.name, key):  # a 503 is an APIError too: it leaves as ApiError
+                await self._kv.delete(key, last=revision)
         except nats.js.errors.APIError as exc:
             if exc.err_code in (10071, 10164):
                 raise ApiError(Code.CONFLICT, f"{key!r} changed meanwhile") from None
