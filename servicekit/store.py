@@ -37,6 +37,7 @@ from servicekit.connection import connect_nats
 T = TypeVar("T")
 
 _CONFLICT_RETRIES = 20
+_ECHOES = 4096  # this process's writes remembered for its watches of the same bucket (see _Echoes)
 _event_encoder = msgspec.json.Encoder()
 
 
@@ -74,6 +75,32 @@ class _SeenBad:
         return True
 
 
+class _Echoes(Generic[T]):
+    """What this process wrote to a bucket it also watches, by (key, revision). A watch that then
+    delivers that revision gets the value as written, already validated, instead of decoding and
+    validating the same bytes again (the binder reads back each of its binds and status writes).
+    Only while a watch runs; the oldest are forgotten past ``size`` (a watch that delivered a
+    write before its ack came back never asks for it): a miss only means a decode."""
+
+    def __init__(self, size: int = _ECHOES) -> None:
+        self._values: dict[tuple[str, int], T] = {}
+        self._size = size
+        self.watches = 0
+
+    def wrote(self, key: str, revision: int, value: T) -> None:
+        if not self.watches:
+            return
+        if len(self._values) >= self._size:
+            del self._values[next(iter(self._values))]
+        self._values[(key, revision)] = value
+
+    def take(self, key: str, revision: int) -> T | None:
+        return self._values.pop((key, revision), None)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
 _DECODERS: dict[type, msgspec.json.Decoder[Any]] = {}
 
 
@@ -109,6 +136,7 @@ class Bucket(Generic[T]):
         self._validate = validate or stored.validator(kind)
         self._on_bad = on_bad
         self._seen = seen or _SeenBad()
+        self.echoes: _Echoes[T] = _Echoes()
 
     def key_ok(self, key: str) -> bool:
         try:
@@ -166,7 +194,9 @@ class Bucket(Generic[T]):
     async def create(self, key: str, value: T) -> int:
         try:
             with natsfaults.Answering(self.name, key):
-                return int(await self._kv.create(key, self._encode(key, value)))
+                revision = int(await self._kv.create(key, self._encode(key, value)))
+            self.echoes.wrote(key, revision, value)
+            return revision
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
             # KeyNotFoundError: on a cluster, nats-server refuses a create that races another one
             # still being replicated, before the winner can be read; nats-py's create then reads the
@@ -176,13 +206,17 @@ class Bucket(Generic[T]):
     async def update(self, key: str, value: T, revision: int) -> int:
         try:
             with natsfaults.Answering(self.name, key):
-                return int(await self._kv.update(key, self._encode(key, value), last=revision))
+                written = int(await self._kv.update(key, self._encode(key, value), last=revision))
         except nats.js.errors.KeyWrongLastSequenceError:
             raise ApiError(Code.CONFLICT, f"{key!r} changed meanwhile") from None
+        self.echoes.wrote(key, written, value)
+        return written
 
     async def put(self, key: str, value: T) -> int:
         with natsfaults.Answering(self.name, key):
-            return int(await self._kv.put(key, self._encode(key, value)))
+            revision = int(await self._kv.put(key, self._encode(key, value)))
+        self.echoes.wrote(key, revision, value)
+        return revision
 
     async def delete(self, key: str, revision: int | None = None) -> None:
         try:
@@ -218,14 +252,18 @@ class Bucket(Generic[T]):
 
     async def updates(self, keys: str = ">") -> AsyncGenerator[Change[T] | None, None]:
         """As ``watch``, with None once after the current values (an informer's cue that it has them all)."""
-        async with contextlib.aclosing(kvwatch.watch(self._kv, keys)) as updates:
-            async for update in updates:
-                if update is None:
-                    yield None
-                    continue
-                change = await self._change(update)
-                if change is not None:
-                    yield change
+        self.echoes.watches += 1
+        try:
+            async with contextlib.aclosing(kvwatch.watch(self._kv, keys)) as updates:
+                async for update in updates:
+                    if update is None:
+                        yield None
+                        continue
+                    change = await self._change(update)
+                    if change is not None:
+                        yield change
+        finally:
+            self.echoes.watches -= 1
 
     async def _change(self, update: kvwatch.RawUpdate) -> Change[T] | None:
         """One watched update as a Change; a bad value reads as a deletion, a hostile key as nothing."""
@@ -237,6 +275,8 @@ class Bucket(Generic[T]):
             return None
         if deleted:
             return Change(update.key, None, rev)
+        if (written := self.echoes.take(update.key, rev)) is not None:
+            return Change(update.key, written, rev)  # validated when it was encoded
         try:
             return Change(update.key, self.decode(update.key, update.value), rev)
         except BadStoredValue as bad:
