@@ -76,29 +76,35 @@ class _SeenBad:
 
 
 class _Echoes(Generic[T]):
-    """What this process wrote to a bucket it also watches, by (key, revision). A watch that then
-    delivers that revision gets the value as written, already validated, instead of decoding and
-    validating the same bytes again (the binder reads back each of its binds and status writes).
-    Only while a watch runs; the oldest are forgotten past ``size`` (a watch that delivered a
-    write before its ack came back never asks for it): a miss only means a decode."""
+    """What this process is writing to a bucket it also watches: each key's last value sent, with
+    its bytes. A watch that then delivers exactly those bytes under that key gets the value as it
+    was written, validated when it was encoded, instead of decoding and validating the same bytes
+    again (the binder reads back each of its binds and status writes). By the bytes, not by the
+    revision: the watch often delivers a write before its ack is back. Only while a watch runs;
+    the oldest are forgotten past ``size``: a miss only means a decode."""
 
     def __init__(self, size: int = _ECHOES) -> None:
-        self._values: dict[tuple[str, int], T] = {}
+        self._sent: dict[str, tuple[bytes, T]] = {}
         self._size = size
         self.watches = 0
 
-    def wrote(self, key: str, revision: int, value: T) -> None:
+    def sending(self, key: str, data: bytes, value: T) -> None:
         if not self.watches:
             return
-        if len(self._values) >= self._size:
-            del self._values[next(iter(self._values))]
-        self._values[(key, revision)] = value
+        self._sent.pop(key, None)  # to the end: the dict's order is the order of writes
+        if len(self._sent) >= self._size:
+            del self._sent[next(iter(self._sent))]
+        self._sent[key] = (data, value)
 
-    def take(self, key: str, revision: int) -> T | None:
-        return self._values.pop((key, revision), None)
+    def take(self, key: str, data: bytes) -> T | None:
+        sent = self._sent.get(key)
+        if sent is None or sent[0] != data:
+            return None
+        del self._sent[key]
+        return sent[1]
 
     def __len__(self) -> int:
-        return len(self._values)
+        return len(self._sent)
 
 
 _DECODERS: dict[type, msgspec.json.Decoder[Any]] = {}
@@ -160,7 +166,9 @@ class Bucket(Generic[T]):
     def _encode(self, key: str, value: T) -> bytes:
         stored.check_key(self._kind, key)
         self._validate(key, value)  # ApiError(INVALID): never write what a reader would set aside
-        return self._encoder.encode(value)
+        data = self._encoder.encode(value)
+        self.echoes.sending(key, data, value)
+        return data
 
     async def _set_aside(self, bad: BadStoredValue, revision: int) -> None:
         if self._seen.first(bad, revision):
@@ -194,9 +202,7 @@ class Bucket(Generic[T]):
     async def create(self, key: str, value: T) -> int:
         try:
             with natsfaults.Answering(self.name, key):
-                revision = int(await self._kv.create(key, self._encode(key, value)))
-            self.echoes.wrote(key, revision, value)
-            return revision
+                return int(await self._kv.create(key, self._encode(key, value)))
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
             # KeyNotFoundError: on a cluster, nats-server refuses a create that races another one
             # still being replicated, before the winner can be read; nats-py's create then reads the
@@ -206,17 +212,13 @@ class Bucket(Generic[T]):
     async def update(self, key: str, value: T, revision: int) -> int:
         try:
             with natsfaults.Answering(self.name, key):
-                written = int(await self._kv.update(key, self._encode(key, value), last=revision))
+                return int(await self._kv.update(key, self._encode(key, value), last=revision))
         except nats.js.errors.KeyWrongLastSequenceError:
             raise ApiError(Code.CONFLICT, f"{key!r} changed meanwhile") from None
-        self.echoes.wrote(key, written, value)
-        return written
 
     async def put(self, key: str, value: T) -> int:
         with natsfaults.Answering(self.name, key):
-            revision = int(await self._kv.put(key, self._encode(key, value)))
-        self.echoes.wrote(key, revision, value)
-        return revision
+            return int(await self._kv.put(key, self._encode(key, value)))
 
     async def delete(self, key: str, revision: int | None = None) -> None:
         try:
@@ -275,8 +277,8 @@ class Bucket(Generic[T]):
             return None
         if deleted:
             return Change(update.key, None, rev)
-        if (written := self.echoes.take(update.key, rev)) is not None:
-            return Change(update.key, written, rev)  # validated when it was encoded
+        if (written := self.echoes.take(update.key, update.value)) is not None:
+            return Change(update.key, written, rev)  # the bytes this process encoded, validated then
         try:
             return Change(update.key, self.decode(update.key, update.value), rev)
         except BadStoredValue as bad:
