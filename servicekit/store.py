@@ -31,7 +31,7 @@ from proto.nodevmis import NodeVmi
 from proto.snapshots import VMSnapshot, VolumeSnapshot
 from proto.state import VM, VMI, Node, NodeLease, PersistentVolume, VmiLease
 from proto.stored import BadStoredValue
-from servicekit import kvwatch, natsfaults
+from servicekit import jspublish, kvwatch, natsfaults
 from servicekit.connection import connect_nats
 
 T = TypeVar("T")
@@ -352,7 +352,7 @@ class Store:
         copies = replicas()
         nc = await connect_nats(url, name, creds=creds, inbox=inbox)
         try:
-            js = nc.jetstream()
+            js = jspublish.JetStream(nc)
             if not check:
                 return cls(nc, js, *_assume_all(js), records_events=False)
             while True:
@@ -400,6 +400,8 @@ class Store:
         for informer in list(self.informers.values()):
             await informer.stop()
         await self.nc.drain()
+        if isinstance(self.js, jspublish.JetStream):
+            await self.js.close()
 
 
 def replicas() -> int:
