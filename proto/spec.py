@@ -22,8 +22,11 @@ class RunStrategy(enum.StrEnum):
     HALTED = "Halted"
 
 
-class Spec(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
-    """Base of every spec struct: immutable, keyword-only, camelCase, strict."""
+class Spec(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True, gc=False):
+    """Base of every spec struct: immutable, keyword-only, camelCase, strict. Not tracked by Python's
+    cycle collector (gc=False): a spec is a tree of values and never part of a cycle, and a process
+    holding thousands (the binder, a node's copies) otherwise spent most of each decode in collections
+    that walk them all (proto.state.State says the same)."""
 
 
 class Cpu(Spec, frozen=True):

