@@ -100,9 +100,18 @@ def running_nats_server(conf: Path, port: int) -> Iterator[subprocess.Popen[byte
             time.sleep(0.05)
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
+        end_processes([proc])
+
+
+def end_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 10) -> None:
+    """SIGTERM to each that still runs, all at once; then each is waited for (reaped), and killed if
+    it has not ended within ``timeout``."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
         try:
-            proc.wait(10)
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -23,7 +23,7 @@ from scheduler.api import Api
 from servicekit import credentials, natsserver
 from servicekit.endpoints import serve
 from servicekit.store import Store
-from tests.conftest import EXAMPLES, free_ports
+from tests.conftest import EXAMPLES, end_processes, free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -71,15 +71,7 @@ def start_cluster(tmp_path: Path, users: list[credentials.User],
 
 
 def stop(servers: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
-    for _, proc in servers:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for _, proc in servers:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    end_processes([proc for _, proc in servers])
 
 
 @pytest.fixture
