@@ -20,7 +20,6 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 
 _NO_RESPONDERS = "503"  # the server's status when no stream takes the subject
@@ -51,9 +50,8 @@ class JetStream(JetStreamContext):
         self._acks: dict[str, asyncio.Future[api.PubAck]] = {}
         self._deadlines: collections.deque[tuple[float, str]] = collections.deque()
         self._tokens = itertools.count()
-        self._reply_prefix = ""
-        self._replies: Subscription | None = None
-        self._opening: asyncio.Lock | None = None
+        self._reply_prefix = ""  # set once the reply subscription is made
+        self._opening = asyncio.Lock()
         self._sleeper: asyncio.Task[None] | None = None
 
     async def publish(self, subject: str, payload: bytes = b"",
@@ -65,7 +63,7 @@ class JetStream(JetStreamContext):
             return await super().publish(subject, payload, timeout, stream, headers, msg_ttl)
         if stream is not None:
             headers = {**(headers or {}), api.Header.EXPECTED_STREAM: stream}
-        if self._replies is None:
+        if not self._reply_prefix:
             await self._open()
         token = str(next(self._tokens))
         loop = asyncio.get_running_loop()
@@ -82,12 +80,10 @@ class JetStream(JetStreamContext):
         return await ack
 
     async def _open(self) -> None:
-        if self._opening is None:
-            self._opening = asyncio.Lock()
         async with self._opening:
-            if self._replies is None:
+            if not self._reply_prefix:
                 prefix = self._nc.new_inbox() + "."  # under the user's own inbox prefix (permissions)
-                self._replies = await self._nc.subscribe(prefix + "*", cb=self._on_ack)
+                await self._nc.subscribe(prefix + "*", cb=self._on_ack)  # drained with the connection
                 self._reply_prefix = prefix
 
     async def _on_ack(self, msg: Msg) -> None:
