@@ -15,6 +15,7 @@ from handler.kvmprobe import cached_kvm_runs_guests
 from handler.launchers import Launchers, NodePaths
 from handler.metrics import NodeMetrics
 from handler.podnet import PodNetwork
+from handler.residentfiles import DEFAULT_BOUND, MlockedFiles, ResidentFiles
 from handler.router import Haproxy, NodeRouter, haproxy_installed
 from proto import netcheck, subjects
 from proto.errors import ApiError
@@ -77,7 +78,9 @@ async def run(args: argparse.Namespace) -> None:
     agent = Agent(store, node, launchers, podnet, nodeapi, management=management,
                   image_cache_bound=args.image_cache_max, ovs_db=args.ovs_db,
                   parallel_launches=args.parallel_launches,
-                  guests_cpu_group=launchers.cpu_groups.get(cpugroup.GUESTS))
+                  guests_cpu_group=launchers.cpu_groups.get(cpugroup.GUESTS),
+                  resident_files=ResidentFiles(MlockedFiles(), skip=(Path(args.state_dir),))
+                  if args.keep_launch_files else None)
     await agent.start()
     router = None
     if args.router_port and haproxy_installed():  # Routes and Ingresses on the node's address
@@ -205,6 +208,10 @@ def main() -> None:
     parser.add_argument("--fork-launchers", action=argparse.BooleanOptionalAction, default=True,
                         help="fork launchers from a pre-imported process (launcher.forkserver) rather than "
                              "start each in a fresh interpreter (default: fork)")
+    parser.add_argument("--keep-launch-files", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep the pages of QEMU, libvirtd and the launcher that a launch used in memory "
+                             f"(mlock, at most {DEFAULT_BOUND // 2**20} MiB), so a launch after a quiet spell "
+                             "does not read them from disk again (handler.residentfiles; default: keep)")
     parser.add_argument("--image-cache-max", type=_quantity, default=os.environ.get("VIRTBUS_IMAGE_CACHE_MAX", "20Gi"),
                         help="bytes the node's image cache may take before the least recently used unused "
                              "images go (env VIRTBUS_IMAGE_CACHE_MAX; default 20Gi)")

@@ -24,6 +24,7 @@ from handler.launchers import Launcher, Launchers
 from handler.launchslots import LaunchSlots
 from handler.nodeports import NodePorts
 from handler.podnet import POD_BRIDGE, PodNetwork
+from handler.residentfiles import ResidentFiles
 from handler.secondary import SecondaryNetworks
 from handler.servicerules import ServiceRules
 from handler.syncstatus import SyncStatus
@@ -49,11 +50,13 @@ class Agent:
     def __init__(self, store: Store, node: Node, launchers: Launchers, podnet: PodNetwork, nodeapi: NodeApiClient,
                  *, clock: Callable[[], float] = time.time, management: IPv4Network | None = None,
                  image_cache_bound: int = DEFAULT_BOUND, ovs_db: str | None = None,
-                 parallel_launches: int | None = None, guests_cpu_group: Path | None = None) -> None:
+                 parallel_launches: int | None = None, guests_cpu_group: Path | None = None,
+                 resident_files: ResidentFiles | None = None) -> None:
         """parallel_launches: instances starting at once here (default: one per core of the machine and
         one more: with the guests yielding, the extra launch uses the CPU in the others' hand-offs);
         the rest wait their turn, oldest first (handler.launchslots). guests_cpu_group: the node's
-        guests' CPU group, which yields to launches while there are any (servicekit.cpugroup)."""
+        guests' CPU group, which yields to launches while there are any (servicekit.cpugroup).
+        resident_files: keeps what each launch ran in memory (handler.residentfiles); None: nothing is."""
         self.store = store
         self.podnet = podnet
         self.nodeapi = nodeapi
@@ -76,6 +79,7 @@ class Agent:
         self.slots = LaunchSlots(parallel_launches or default_launch_slots())
         self.guests = guests_cpu_group
         self._guests_yield = False
+        self.resident_files = resident_files
         self.exits = ExitWatch(self.queue.kick)  # a launcher's end reconciled at once, not at the next look
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -107,6 +111,15 @@ class Agent:
         if cpugroup.yield_to_launches(self.guests, launching):
             self._guests_yield = launching
             log.info("guests yield to launches" if launching else "guests weigh as before", group=str(self.guests))
+
+    def _keep_launch_files(self, launcher_pid: int) -> None:
+        """What a launch that has just reached Running ran (its launcher, and the node's launchers,
+        libvirtds and QEMUs by their CPU groups) kept in memory for the next ones."""
+        assert self.resident_files is not None
+        pids = {launcher_pid}
+        for group in self.launchers.cpu_groups.values():
+            pids.update(cpugroup.members(group))
+        self.resident_files.learn(sorted(pids))
 
     async def heartbeat(self) -> None:
         # what emptyDisks may still take here, for the scheduler's filter
@@ -170,6 +183,9 @@ class Agent:
         if self.slots.knows(name) and launch_over(vmi, launcher, self.node.name):
             for turn in self.slots.release(name):
                 self.queue.kick(turn)
+            if self.resident_files is not None and launcher is not None and vmi is not None \
+                    and vmi.phase is Phase.RUNNING:
+                await asyncio.to_thread(self._keep_launch_files, launcher.pid)
         seen = None if launcher is None else vmiplan.Seen(
             uid=launcher.uid, alive=launcher.alive(), lost_the_race=launcher.lost_the_race(),
             exit_code=launcher.returncode())

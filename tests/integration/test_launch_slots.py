@@ -5,6 +5,7 @@ as a real process that does nothing)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import subprocess
 import time
@@ -18,6 +19,7 @@ import pytest
 from handler.agent import Agent
 from handler.launchers import Launcher, Launchers, NodePaths
 from handler.podnet import PodNetwork
+from handler.residentfiles import PAGE, ResidentFiles
 from proto.spec import VMSpec
 from proto.state import VMI, Node, Phase
 from scheduler.nodeapi import NodeApi
@@ -180,3 +182,38 @@ async def test_guests_yield_the_cpu_while_their_node_launches(
     assert idle() == "1"
     await agent.stop()  # a stopped handler launches nothing: the guests get their weight back
     assert idle() == "0" and (guests_group / "cpu.shares").read_text().strip() == str(cpugroup.GUEST_SHARES)
+
+
+class RecordedLocks:
+    """FileLocks that note what they are asked to lock (tests/integration/test_resident_files.py locks
+    for real)."""
+
+    def __init__(self) -> None:
+        self.asked: dict[str, list[tuple[int, int]]] = {}
+
+    def lock(self, path: str, pages: list[tuple[int, int]]) -> int:
+        self.asked.setdefault(path, []).extend(pages)
+        return sum(count for _, count in pages) * PAGE
+
+    def release_all(self) -> None:
+        self.asked.clear()
+
+
+async def test_the_files_of_a_launch_that_runs_are_kept_in_memory(
+        store: Store, node: tuple[Agent, IdleLaunchers]) -> None:
+    agent, launchers = node
+    locks = RecordedLocks()
+    agent.resident_files = ResidentFiles(locks)  # as handler.__main__ gives it (--keep-launch-files)
+    now = time.time()
+    for i, name in enumerate(("failing", "vm1")):
+        await bound(store, name, now + i)
+        await agent.reconcile(name)
+    launcher_exe = os.path.realpath(f"/proc/{launchers.running['vm1'].pid}/exe")
+
+    await set_phase(store, "failing", Phase.FAILED)
+    await agent.reconcile("failing")
+    assert locks.asked == {}  # a launch that failed taught nothing
+    await set_phase(store, "vm1", Phase.RUNNING)
+    await agent.reconcile("vm1")
+    assert launcher_exe in locks.asked  # its launcher's program and libraries, as far as it used them
+    assert agent.resident_files.locked == sum(c for runs in locks.asked.values() for _, c in runs) * PAGE

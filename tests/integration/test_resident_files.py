@@ -1,0 +1,103 @@
+"""A launch's files kept in memory (handler.residentfiles) with the real kernel: the pages a process
+used are locked (mlock, seen in /proc/self/status's VmLck), those it did not are not, the bound holds,
+and release gives them back."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from handler.residentfiles import PAGE, MlockedFiles, ResidentFiles
+
+pytestmark = pytest.mark.integration
+
+
+def locked_kib() -> int:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmLck:"))
+    return int(line.split()[1])
+
+
+@pytest.fixture
+def touched(tmp_path: Path) -> tuple[Path, mmap.mmap]:
+    """A 64-page file mapped here of which only page 40 was read."""
+    path = tmp_path / "lib.so"
+    path.write_bytes(os.urandom(64 * PAGE))
+    with path.open("rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    assert mapped[40 * PAGE] is not None
+    return path, mapped
+
+
+def test_the_pages_a_process_used_are_locked_and_released(touched: tuple[Path, mmap.mmap]) -> None:
+    path, mapped = touched
+    files = ResidentFiles(MlockedFiles())
+    try:
+        added = files.learn([os.getpid()])
+        assert added == files.locked > 0
+        assert locked_kib() * 1024 == files.locked  # what it says it locked is what the kernel counts
+        pages = files.kept[str(path)]
+        assert 40 in pages
+        assert not pages & set(range(16))  # never read, nor near a page read: left out
+        assert files.learn([os.getpid()]) == 0  # a process is looked at once
+    finally:
+        files.release()
+        mapped.close()
+    assert locked_kib() == 0
+
+
+def test_the_node_s_state_is_skipped_and_the_bound_holds(touched: tuple[Path, mmap.mmap], tmp_path: Path) -> None:
+    path, mapped = touched
+    files = ResidentFiles(MlockedFiles(), skip=(tmp_path,), bound=8 * PAGE)
+    try:
+        files.learn([os.getpid()])
+        assert str(path) not in files.kept
+        assert 0 < files.locked <= 8 * PAGE
+        assert locked_kib() * 1024 == files.locked
+    finally:
+        files.release()
+        mapped.close()
+
+
+def test_another_process_is_read_and_one_that_ended_is_passed_over() -> None:
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        exe = os.path.realpath(f"/proc/{proc.pid}/exe")
+        files = ResidentFiles(MlockedFiles())
+        try:
+            files.learn([proc.pid, 2**22 + 1])  # the second is no process
+            assert exe in files.kept
+        finally:
+            files.release()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+class RefusingLocks:
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def lock(self, path: str, pages: list[tuple[int, int]]) -> int:
+        self.asked += 1
+        raise PermissionError(1, "Operation not permitted")
+
+    def release_all(self) -> None:
+        pass
+
+
+def test_refused_locking_stops_trying() -> None:
+    locks = RefusingLocks()
+    files = ResidentFiles(locks)
+    assert files.learn([os.getpid()]) == 0
+    assert files.refused and locks.asked == 1
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        assert files.learn([proc.pid]) == 0
+        assert locks.asked == 1
+    finally:
+        proc.kill()
+        proc.wait()

@@ -1,0 +1,49 @@
+"""What a launch's processes map, read from /proc's text (handler.residentfiles' pure parts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from handler.residentfiles import PAGE, Mapping, file_mappings, present_pages, runs
+
+MAPS = """\
+55d0c0000000-55d0c0002000 r--p 00000000 fd:01 1234  /usr/bin/qemu-system-x86_64
+55d0c0002000-55d0c0100000 r-xp 00002000 fd:01 1234  /usr/bin/qemu-system-x86_64
+7f0000000000-7f0000021000 rw-p 00000000 00:00 0
+7f0000100000-7f0000200000 rw-s 00000000 00:01 99  /memfd:qemu (deleted)
+7f0000200000-7f0000201000 rw-s 00000000 00:05 88  /dev/kvm
+7f0000300000-7f0000301000 r--p 00000000 fd:01 77  /usr/lib/x86_64-linux-gnu/libvirt.so.0.9000.0 (deleted)
+7f0000400000-7f0000500000 r--s 00000000 fd:01 66  /var/lib/virtbus/vmis/vm1/disk.img
+7f0000600000-7f0000601000 r--p 00003000 fd:01 55  /usr/lib/x86_64-linux-gnu/libc.so.6
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0  [stack]
+"""
+
+
+def test_only_the_files_code_comes_from_and_not_the_node_s_state() -> None:
+    found = file_mappings(MAPS, skip=(Path("/var/lib/virtbus"),))
+    assert found == [
+        Mapping(0x55D0C0000000, 0x55D0C0002000, 0, "/usr/bin/qemu-system-x86_64"),
+        Mapping(0x55D0C0002000, 0x55D0C0100000, 0x2000, "/usr/bin/qemu-system-x86_64"),
+        Mapping(0x7F0000600000, 0x7F0000601000, 0x3000, "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+    ]
+    # without the state directory skipped, a VM's disk mapped by hand would count
+    assert "/var/lib/virtbus/vmis/vm1/disk.img" in {m.path for m in file_mappings(MAPS)}
+
+
+def test_a_path_with_spaces_is_kept_whole_and_a_garbled_line_is_passed_over() -> None:
+    maps = ("7f0000000000-7f0000001000 r--p 00000000 fd:01 5  /opt/my tools/lib x.so\n"
+            "zz-7f0000001000 r--p 00000000 fd:01 5  /usr/lib/y.so\n")
+    assert [m.path for m in file_mappings(maps)] == ["/opt/my tools/lib x.so"]
+
+
+def test_present_pages_are_those_with_bit_63_counted_from_the_mapping_s_file_offset() -> None:
+    mapping = Mapping(0x1000, 0x1000 + 4 * PAGE, 3 * PAGE, "/usr/lib/z.so")
+    present = (1 << 63) | 0x1234  # a PFN beside the flag
+    swapped = 1 << 62
+    entries = b"".join(e.to_bytes(8, "little") for e in (present, 0, swapped, present))
+    assert present_pages(mapping, entries) == [3, 6]
+
+
+def test_runs_of_consecutive_pages() -> None:
+    assert runs([7, 1, 2, 3, 9, 8, 3]) == [(1, 3), (7, 3)]
+    assert runs([]) == []
