@@ -113,13 +113,16 @@ class Agent:
             log.info("guests yield to launches" if launching else "guests weigh as before", group=str(self.guests))
 
     def _keep_launch_files(self, launcher_pid: int) -> None:
-        """What a launch that has just reached Running ran (its launcher, and the node's launchers,
-        libvirtds and QEMUs by their CPU groups) kept in memory for the next ones."""
+        """What a launch that has just reached Running, the last of its burst, ran kept in memory for
+        the next ones: its launcher's pages, then those of the newest of the node's launchers,
+        libvirtds (the launches' CPU group) and QEMUs (the guests')."""
         assert self.resident_files is not None
-        pids = {launcher_pid}
-        for group in self.launchers.cpu_groups.values():
-            pids.update(cpugroup.members(group))
-        self.resident_files.learn(sorted(pids))
+        pids = [launcher_pid]
+        for group in (self.launchers.cpu_groups.get(cpugroup.GUESTS), self.launchers.cpu_groups.get(cpugroup.LAUNCHES)):
+            if group is not None:
+                pids += sorted(cpugroup.members(group), reverse=True)[:3]  # the newest, pids wrapping aside
+                pids += cpugroup.members(group)  # the rest only to be taken as looked at
+        self.resident_files.learn(pids)
 
     async def heartbeat(self) -> None:
         # what emptyDisks may still take here, for the scheduler's filter
@@ -184,7 +187,7 @@ class Agent:
             for turn in self.slots.release(name):
                 self.queue.kick(turn)
             if self.resident_files is not None and launcher is not None and vmi is not None \
-                    and vmi.phase is Phase.RUNNING:
+                    and vmi.phase is Phase.RUNNING and not self.slots.busy:  # a burst's end, not its middle
                 await asyncio.to_thread(self._keep_launch_files, launcher.pid)
         seen = None if launcher is None else vmiplan.Seen(
             uid=launcher.uid, alive=launcher.alive(), lost_the_race=launcher.lost_the_race(),

@@ -5,14 +5,15 @@ read them from disk again.
 Why: a node's launches come in bursts between quiet minutes. A kernel that reclaims cold page cache
 proactively (this box's host pages out file pages unused for a minute: DAMON's pageout) drops exactly
 those pages, and the next launch waits on the disk for them. One VM started after 90 s of quiet took
-77-99 major faults and reached Running in 0.27-0.30 s; with what a launch uses locked, 3-10 major
-faults and 0.19-0.23 s (three runs each, alternating; bench/start_to_marker.py).
+67-79 major faults and reached Running in 0.22-0.29 s; with what a launch uses locked, 9-20 major
+faults and 0.21-0.25 s (bench/start_to_marker.py, README's Benchmarks).
 
-How: when a launch reaches Running, the handler reads which file pages its processes (the launcher,
-libvirtd, QEMU) have in their page tables (/proc/PID/maps and /proc/PID/pagemap): the pages they
-used, 45.6 MiB for the seed VM's launch, not the 110 MiB of those files. It locks (mlock) the ones
-not locked yet, up to ``DEFAULT_BOUND``; where locking is refused (no CAP_IPC_LOCK, RLIMIT_MEMLOCK) it
-stops trying. The locks are the handler process's and go with it.
+How: when the last launch of a burst (or a launch alone) reaches Running, the handler reads which
+file pages a few of the node's launch processes (that launch's launcher, the newest libvirtds and
+QEMUs) have in their page tables (/proc/PID/maps and /proc/PID/pagemap): the pages they used, 45.9 MiB
+after the seed VM's launch, not the 110 MiB of those files. It locks (mlock) the ones not locked yet,
+up to ``DEFAULT_BOUND``; where locking is refused (no CAP_IPC_LOCK, RLIMIT_MEMLOCK) it stops trying.
+The locks are the handler process's and go with it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ DEFAULT_BOUND = 128 * 2**20  # bytes: one launch (launcher, libvirtd, QEMU) used
 # Where a mapped file is one of these, it is not the launch's code but a device, a VM's own file, etc.
 _NOT_CODE = ("/dev/", "/proc/", "/sys/", "/memfd:", "/SYSV")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+LOOK_AT = 7  # processes read at each look: the launch's launcher, and the newest few of the node's others
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,16 @@ def file_mappings(maps: str, skip: Iterable[Path] = ()) -> list[Mapping]:
     return found
 
 
+_PRESENT = bytes(1 if b & 0x80 else 0 for b in range(256))  # an entry's last byte holds bit 63
+
+
 def present_pages(mapping: Mapping, entries: bytes) -> list[int]:
     """Pure: the file's page indexes the process has in its page tables (pagemap's bit 63, one 8-byte
-    entry per page of the mapping, in order): the pages it used."""
+    little-endian entry per page of the mapping, in order): the pages it used. By slices and a regex,
+    not a loop per page: QEMU maps ~28,000 pages of files."""
     first = mapping.offset // PAGE
-    return [first + i for i in range(len(entries) // 8)
-            if int.from_bytes(entries[i * 8:i * 8 + 8], "little") >> 63]
+    flags = entries[7::8].translate(_PRESENT)
+    return [first + i for m in re.finditer(b"\x01+", flags) for i in range(m.start(), m.end())]
 
 
 def runs(pages: Iterable[int]) -> list[tuple[int, int]]:
@@ -167,31 +174,37 @@ class ResidentFiles:
     kept: dict[str, set[int]] = field(default_factory=dict)  # path -> its pages locked
     locked: int = 0  # bytes
     refused: bool = False
-    _seen: set[tuple[int, str]] = field(default_factory=set)  # (pid, its start time) already looked at
+    _seen: set[int] = field(default_factory=set)  # pids already looked at
 
-    def learn(self, pids: Iterable[int]) -> int:
-        """Locks the file pages the processes have used that are not locked yet, within the bound;
-        returns the bytes newly locked. Each process is looked at once (by pid and start time)."""
+    def learn(self, pids: Iterable[int], limit: int = LOOK_AT) -> int:
+        """Locks the file pages the first ``limit`` of these processes not looked at yet have used and
+        are not locked yet, within the bound; returns the bytes newly locked. The others are taken as
+        looked at: a node's launches run the same few programs, and each look costs ~3 ms of CPU (its
+        pagemap read), which a burst of a hundred launches would pay a hundred times over. A pid used
+        again by a new process is not looked at again."""
         if self.refused:
             return 0
         pids = list(pids)
         used: dict[str, set[int]] = {}
+        looked = 0
         for pid in pids:
+            if pid in self._seen:
+                continue
+            self._seen.add(pid)
+            if looked >= limit:
+                continue
+            looked += 1
             try:
-                start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-                if (pid, start) in self._seen:
-                    continue
-                self._seen.add((pid, start))
                 maps = file_mappings(Path(f"/proc/{pid}/maps").read_text(), self.skip)
                 with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
                     for m in maps:
                         pagemap.seek(m.start // PAGE * 8)
                         used.setdefault(m.path, set()).update(
                             present_pages(m, pagemap.read((m.end - m.start) // PAGE * 8)))
-            except (OSError, IndexError):
+            except OSError:
                 continue  # gone meanwhile
         alive = set(pids)  # the pids passed are all there are: forget the ones that ended
-        self._seen = {seen for seen in self._seen if seen[0] in alive}
+        self._seen &= alive
         added = 0
         for path, pages in sorted(used.items()):
             added += self._lock(path, pages)

@@ -101,3 +101,20 @@ def test_refused_locking_stops_trying() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_past_the_limit_processes_are_taken_as_looked_at_unread() -> None:
+    """A burst's hundred launchers run the same programs: a few are read, the rest only taken as seen."""
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        files = ResidentFiles(MlockedFiles())
+        try:
+            files.learn([proc.pid, 2**22 + 1, os.getpid()], limit=2)  # the first two, one of them no process
+            assert os.path.realpath(f"/proc/{proc.pid}/exe") in files.kept
+            assert not any("python" in path for path in files.kept)  # this process, past the limit: not read
+            assert files.learn([os.getpid()]) == 0  # ... and taken as looked at
+        finally:
+            files.release()
+    finally:
+        proc.kill()
+        proc.wait()
