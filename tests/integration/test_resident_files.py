@@ -7,6 +7,7 @@ from __future__ import annotations
 import mmap
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,19 +63,30 @@ def test_the_node_s_state_is_skipped_and_the_bound_holds(touched: tuple[Path, mm
         mapped.close()
 
 
-def test_another_process_is_read_and_one_that_ended_is_passed_over() -> None:
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """Another process of this test's, ended after it."""
     proc = subprocess.Popen(["sleep", "30"])
     try:
-        exe = os.path.realpath(f"/proc/{proc.pid}/exe")
-        files = ResidentFiles(MlockedFiles())
-        try:
-            files.learn([proc.pid, 2**22 + 1])  # the second is no process
-            assert exe in files.kept
-        finally:
-            files.release()
+        yield proc
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def resident() -> Iterator[ResidentFiles]:
+    files = ResidentFiles(MlockedFiles())
+    try:
+        yield files
+    finally:
+        files.release()
+
+
+def test_another_process_is_read_and_one_that_ended_is_passed_over(
+        sleeper: subprocess.Popen[bytes], resident: ResidentFiles) -> None:
+    resident.learn([sleeper.pid, 2**22 + 1])  # the second is no process
+    assert os.path.realpath(f"/proc/{sleeper.pid}/exe") in resident.kept
 
 
 class RefusingLocks:
@@ -89,32 +101,19 @@ class RefusingLocks:
         pass
 
 
-def test_refused_locking_stops_trying() -> None:
+def test_refused_locking_stops_trying(sleeper: subprocess.Popen[bytes]) -> None:
     locks = RefusingLocks()
     files = ResidentFiles(locks)
     assert files.learn([os.getpid()]) == 0
     assert files.refused and locks.asked == 1
-    proc = subprocess.Popen(["sleep", "30"])
-    try:
-        assert files.learn([proc.pid]) == 0
-        assert locks.asked == 1
-    finally:
-        proc.kill()
-        proc.wait()
+    assert files.learn([sleeper.pid]) == 0
+    assert locks.asked == 1
 
 
-def test_past_the_limit_processes_are_taken_as_looked_at_unread() -> None:
+def test_past_the_limit_processes_are_taken_as_looked_at_unread(
+        sleeper: subprocess.Popen[bytes], resident: ResidentFiles) -> None:
     """A burst's hundred launchers run the same programs: a few are read, the rest only taken as seen."""
-    proc = subprocess.Popen(["sleep", "30"])
-    try:
-        files = ResidentFiles(MlockedFiles())
-        try:
-            files.learn([proc.pid, 2**22 + 1, os.getpid()], limit=2)  # the first two, one of them no process
-            assert os.path.realpath(f"/proc/{proc.pid}/exe") in files.kept
-            assert not any("python" in path for path in files.kept)  # this process, past the limit: not read
-            assert files.learn([os.getpid()]) == 0  # ... and taken as looked at
-        finally:
-            files.release()
-    finally:
-        proc.kill()
-        proc.wait()
+    resident.learn([sleeper.pid, 2**22 + 1, os.getpid()], limit=2)  # the first two, one of them no process
+    assert os.path.realpath(f"/proc/{sleeper.pid}/exe") in resident.kept
+    assert not any("python" in path for path in resident.kept)  # this process, past the limit: not read
+    assert resident.learn([os.getpid()]) == 0  # ... and taken as looked at
