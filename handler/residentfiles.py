@@ -44,6 +44,7 @@ class Mapping:
     end: int
     offset: int  # in the file, bytes
     path: str
+    inode: int = 0
 
 
 def file_mappings(maps: str, skip: Iterable[Path] = ()) -> list[Mapping]:
@@ -62,10 +63,10 @@ def file_mappings(maps: str, skip: Iterable[Path] = ()) -> list[Mapping]:
             continue
         try:
             lo, hi = (int(x, 16) for x in fields[0].split("-"))
-            offset = int(fields[2], 16)
+            offset, inode = int(fields[2], 16), int(fields[4])
         except ValueError:
             continue
-        found.append(Mapping(lo, hi, offset, path))
+        found.append(Mapping(lo, hi, offset, path, inode))
     return found
 
 
@@ -172,6 +173,7 @@ class ResidentFiles:
     skip: tuple[Path, ...] = ()
     bound: int = DEFAULT_BOUND
     kept: dict[str, set[int]] = field(default_factory=dict)  # path -> its pages locked
+    _inodes: dict[str, int] = field(default_factory=dict)  # path -> the file whose pages those are
     locked: int = 0  # bytes
     refused: bool = False
     _seen: set[int] = field(default_factory=set)  # pids already looked at
@@ -186,6 +188,7 @@ class ResidentFiles:
             return 0
         pids = list(pids)
         used: dict[str, set[int]] = {}
+        inodes: dict[str, int] = {}
         looked = 0
         for pid in pids:
             if pid in self._seen:
@@ -198,6 +201,7 @@ class ResidentFiles:
                 maps = file_mappings(Path(f"/proc/{pid}/maps").read_text(), self.skip)
                 with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
                     for m in maps:
+                        inodes[m.path] = m.inode
                         pagemap.seek(m.start // PAGE * 8)
                         used.setdefault(m.path, set()).update(
                             present_pages(m, pagemap.read((m.end - m.start) // PAGE * 8)))
@@ -207,6 +211,9 @@ class ResidentFiles:
         self._seen &= alive
         added = 0
         for path, pages in sorted(used.items()):
+            if self._inodes.setdefault(path, inodes[path]) != inodes[path]:  # replaced (an upgrade): the
+                self._inodes[path] = inodes[path]  # old file's pages stay locked and counted, till release
+                self.kept.pop(path, None)
             added += self._lock(path, pages)
             if self.refused or self.locked >= self.bound:
                 break
@@ -236,5 +243,6 @@ class ResidentFiles:
     def release(self) -> None:
         self.locks.release_all()
         self.kept.clear()
+        self._inodes.clear()
         self._seen.clear()
         self.locked = 0

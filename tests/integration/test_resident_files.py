@@ -7,6 +7,7 @@ from __future__ import annotations
 import mmap
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,3 +118,36 @@ def test_past_the_limit_processes_are_taken_as_looked_at_unread(
     assert os.path.realpath(f"/proc/{sleeper.pid}/exe") in resident.kept
     assert not any("python" in path for path in resident.kept)  # this process, past the limit: not read
     assert resident.learn([os.getpid()]) == 0  # ... and taken as looked at
+
+
+def mapping_process(path: Path) -> subprocess.Popen[str]:
+    """A process that maps the file and reads its first page, then waits."""
+    code = ("import mmap, sys, time; f = open(sys.argv[1], 'rb'); m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ); "
+            "m[0]; print('mapped', flush=True); time.sleep(30)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "mapped"
+    return proc
+
+
+def test_a_file_replaced_under_its_name_is_locked_again(tmp_path: Path, resident: ResidentFiles) -> None:
+    """An upgrade puts a new file where the old one was: a launch after it uses the new one's pages."""
+    path = tmp_path / "lib.so"
+    path.write_bytes(os.urandom(8 * PAGE))
+    procs = [mapping_process(path)]
+    try:
+        resident.learn([procs[0].pid])
+        old = resident.kept[str(path)]
+        assert 0 in old
+        new = tmp_path / "lib.so.new"
+        new.write_bytes(os.urandom(8 * PAGE))
+        new.replace(path)
+        procs.append(mapping_process(path))
+        assert resident.learn([procs[1].pid]) >= PAGE  # the new file's first page, though page 0 was kept
+        assert 0 in resident.kept[str(path)]
+        assert locked_kib() * 1024 == resident.locked  # the old file's pages still locked, and counted
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+            assert proc.stdout is not None
+            proc.stdout.close()

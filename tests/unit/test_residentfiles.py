@@ -22,9 +22,9 @@ MAPS = """\
 def test_only_the_files_code_comes_from_and_not_the_node_s_state() -> None:
     found = file_mappings(MAPS, skip=(Path("/var/lib/virtbus"),))
     assert found == [
-        Mapping(0x55D0C0000000, 0x55D0C0002000, 0, "/usr/bin/qemu-system-x86_64"),
-        Mapping(0x55D0C0002000, 0x55D0C0100000, 0x2000, "/usr/bin/qemu-system-x86_64"),
-        Mapping(0x7F0000600000, 0x7F0000601000, 0x3000, "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+        Mapping(0x55D0C0000000, 0x55D0C0002000, 0, "/usr/bin/qemu-system-x86_64", 1234),
+        Mapping(0x55D0C0002000, 0x55D0C0100000, 0x2000, "/usr/bin/qemu-system-x86_64", 1234),
+        Mapping(0x7F0000600000, 0x7F0000601000, 0x3000, "/usr/lib/x86_64-linux-gnu/libc.so.6", 55),
     ]
     # without the state directory skipped, a VM's disk mapped by hand would count
     assert "/var/lib/virtbus/vmis/vm1/disk.img" in {m.path for m in file_mappings(MAPS)}
