@@ -120,8 +120,9 @@ class Agent:
         pids = [launcher_pid]
         for group in (self.launchers.cpu_groups.get(cpugroup.GUESTS), self.launchers.cpu_groups.get(cpugroup.LAUNCHES)):
             if group is not None:
-                pids += sorted(cpugroup.members(group), reverse=True)[:3]  # the newest, pids wrapping aside
-                pids += cpugroup.members(group)  # the rest only to be taken as looked at
+                members = sorted(cpugroup.members(group), reverse=True)
+                pids += members[:3]  # the newest (pids wrapping aside), read
+                pids += members[3:]  # the rest only to be taken as looked at
         self.resident_files.learn(pids)
 
     async def heartbeat(self) -> None:

@@ -19,7 +19,6 @@ The locks are the handler process's and go with it.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import re
 from collections.abc import Iterable
@@ -102,16 +101,11 @@ class FileLocks(Protocol):
     def release_all(self) -> None: ...
 
 
-def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_long]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    libc.mlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    return libc
-
-
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.mlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _MAP_FAILED = ctypes.c_void_p(-1).value
 _PROT_READ, _MAP_SHARED = 1, 1
 
@@ -121,7 +115,6 @@ class MlockedFiles:
     the mappings hold them until release_all (or the process's end)."""
 
     def __init__(self) -> None:
-        self._libc = _libc()
         self._maps: dict[str, tuple[int, int, int]] = {}  # path -> (inode, address, length)
         self._old: list[tuple[int, int]] = []  # mappings of files since replaced
 
@@ -139,7 +132,7 @@ class MlockedFiles:
             if known is None:
                 if st.st_size <= 0:
                     return 0
-                addr = self._libc.mmap(None, st.st_size, _PROT_READ, _MAP_SHARED, fd, 0)
+                addr = _libc.mmap(None, st.st_size, _PROT_READ, _MAP_SHARED, fd, 0)
                 if addr is None or addr == _MAP_FAILED:
                     return 0
                 known = self._maps[path] = (st.st_ino, addr, st.st_size)
@@ -152,7 +145,7 @@ class MlockedFiles:
             length = min(count * PAGE, size - begin)
             if length <= 0:
                 continue  # past the file's end (it shrank)
-            if self._libc.mlock(addr + begin, length) != 0:
+            if _libc.mlock(addr + begin, length) != 0:
                 err = ctypes.get_errno()
                 raise PermissionError(err, os.strerror(err))
             locked += (length + PAGE - 1) // PAGE * PAGE  # the kernel locks whole pages
@@ -160,7 +153,7 @@ class MlockedFiles:
 
     def release_all(self) -> None:
         for addr, size in [*self._old, *((a, n) for _, a, n in self._maps.values())]:
-            self._libc.munmap(addr, size)  # unmapping unlocks
+            _libc.munmap(addr, size)  # unmapping unlocks
         self._maps.clear()
         self._old.clear()
 
