@@ -31,7 +31,7 @@ from proto.nodevmis import NodeVmi
 from proto.snapshots import VMSnapshot, VolumeSnapshot
 from proto.state import VM, VMI, Node, NodeLease, PersistentVolume, VmiLease
 from proto.stored import BadStoredValue
-from servicekit import jspublish, kvwatch, natsfaults
+from servicekit import jspublish, kvwatch, natsfaults, streamlimits
 from servicekit.connection import connect_nats
 
 T = TypeVar("T")
@@ -464,35 +464,40 @@ EVENTS_MAX_BYTES = 64 * _MiB
 
 
 async def _ensure_kv(js: JetStreamContext, bucket: str, copies: int) -> KeyValue:
+    """The bucket, made if missing, with room for a consumer per node and per launcher
+    (servicekit.streamlimits); one stream-info request when it exists and has that room already."""
+    stream = subjects.kv_stream(bucket)
     try:
-        return await js.key_value(bucket)
-    except nats.js.errors.BucketNotFoundError:
-        pass
-    try:
+        info = await js.stream_info(stream)
+    except nats.js.errors.NotFoundError:
         max_value_size, max_bytes = _KV_LIMITS.get(bucket, (_MiB, 64 * _MiB))
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=5, storage=StorageType.FILE,
-                                                        replicas=copies, max_value_size=max_value_size,
-                                                        max_bytes=max_bytes))
-    except nats.js.errors.APIError:
-        return await js.key_value(bucket)  # someone else created it meanwhile
+        with contextlib.suppress(nats.js.errors.APIError):  # someone else created it meanwhile
+            await js.create_key_value(KeyValueConfig(bucket=bucket, history=5, storage=StorageType.FILE,
+                                                     replicas=copies, max_value_size=max_value_size,
+                                                     max_bytes=max_bytes))
+        info = await js.stream_info(stream)
+    info = await streamlimits.allow_consumers(js, info)
+    return KeyValue(name=bucket, stream=stream, pre=subjects.kv_subject(bucket), js=js,
+                    direct=bool(info.config.allow_direct))
 
 
 async def _ensure_object_store(js: JetStreamContext, bucket: str, copies: int) -> ObjectStore:
+    stream = subjects.object_stream(bucket)
     try:
-        return await js.object_store(bucket)
-    except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
-        pass
-    try:
-        return await js.create_object_store(bucket, storage=StorageType.FILE, replicas=copies)
-    except nats.js.errors.APIError:
-        return await js.object_store(bucket)
+        info = await js.stream_info(stream)
+    except nats.js.errors.NotFoundError:
+        with contextlib.suppress(nats.js.errors.APIError):  # someone else created it meanwhile
+            await js.create_object_store(bucket, storage=StorageType.FILE, replicas=copies)
+        info = await js.stream_info(stream)
+    await streamlimits.allow_consumers(js, info)
+    return ObjectStore(name=bucket, stream=stream, js=js)
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     try:
-        await js.stream_info(config.name or "")
+        info = await js.stream_info(config.name or "")
     except nats.js.errors.NotFoundError:
-        try:
-            await js.add_stream(config)
-        except nats.js.errors.APIError:
-            await js.stream_info(config.name or "")
+        with contextlib.suppress(nats.js.errors.APIError):  # someone else created it meanwhile
+            await js.add_stream(config, max_consumers=streamlimits.MAX_CONSUMERS)
+        info = await js.stream_info(config.name or "")
+    await streamlimits.allow_consumers(js, info)
