@@ -115,6 +115,7 @@ class Result:
     writes: dict[str, int]  # messages stored into each stream from the first create to the settle
     server_log: str  # what nats-server logged about dropped or struggling clients
     bind_cpu: dict[str, float] = field(default_factory=dict)  # CPU-s of each kind, first create to all bound
+    refused_watches: int = 0  # a hollow node's watch the server refused for its consumer limit: 0 in a clean run
 
     def lines(self) -> list[str]:
         return [
@@ -133,6 +134,7 @@ class Result:
                                                    else "not measured"),
             f"hollow processes: {self.procs}; connections lost and regained: {self.reconnects}; steady-state "
             + self.steady_cpu,
+            f"watches refused for a stream's consumer limit (10026, then tried again): {self.refused_watches}",
             self.server_log,
         ]
 
@@ -291,6 +293,13 @@ class Watch:
             print(f"... {stage}: {made}{self.fleet.summary()} | {self.cpu_line()}", file=sys.stderr)
 
 
+def refused_watches(directory: Path) -> int:
+    """How often the hollow processes logged a watch refused with 10026 "maximum consumers limit
+    reached" (servicekit.streamlimits): each is one watch tried again a second later."""
+    return sum(path.read_text(errors="replace").count("err_code=10026")
+               for path in directory.glob("hollow-worker*.log"))
+
+
 async def measure(o: Options, names: list[str], server: Server, scheduler: subprocess.Popen[bytes],
                   directory: Path) -> Result:
     fleet = Fleet()
@@ -367,7 +376,8 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
             scheduler_rss_per_vmi_kib=max(rss - base_rss, 0) / max(o.vmis, 1),
             solo_cpu=100.0 * (solo1 - solo0) / TICKS / (t1 - t0) if solo_proc is not None else None,
             procs=len(fleet.workers), reconnects=fleet.total("reconnects"), steady_cpu=steady_cpu, writes=writes,
-            server_log=trouble(server.logs, server.ready_at), bind_cpu=bind_cpu)
+            server_log=trouble(server.logs, server.ready_at), bind_cpu=bind_cpu,
+            refused_watches=refused_watches(directory))
     finally:
         if solo_proc is not None:
             solo_proc.terminate()
