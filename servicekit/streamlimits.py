@@ -32,8 +32,8 @@ def names_no_limit(max_consumers: int | None) -> bool:
 
 async def allow_consumers(js: JetStreamContext, info: StreamInfo, limit: int = MAX_CONSUMERS) -> StreamInfo:
     """The stream given ``limit`` when it names none; its info as it is then. A server that will not
-    change it is logged and left: nats-server before 2.11 (Debian's 2.9) cannot change a stream's
-    limit, and has no default cap to lift either."""
+    change it is logged and left: an older nats-server (Debian's 2.9) cannot change a stream's limit,
+    and has no default cap to lift either."""
     if not names_no_limit(info.config.max_consumers):
         return info
     try:
