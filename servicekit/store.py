@@ -20,7 +20,7 @@ import nats.js.errors
 import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+from nats.js.api import KeyValueConfig, StorageType, StreamConfig, StreamInfo
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -463,41 +463,33 @@ _KV_LIMITS: dict[str, tuple[int, int]] = {  # bucket -> (max_value_size, max_byt
 EVENTS_MAX_BYTES = 64 * _MiB
 
 
-async def _ensure_kv(js: JetStreamContext, bucket: str, copies: int) -> KeyValue:
-    """The bucket, made if missing, with room for a consumer per node and per launcher
-    (servicekit.streamlimits); one stream-info request when it exists and has that room already."""
-    stream = subjects.kv_stream(bucket)
+async def _opened(js: JetStreamContext, stream: str, create: Callable[[], Awaitable[object]]) -> StreamInfo:
+    """The stream's info, made by ``create`` when missing, with room for a consumer per node and per
+    launcher (servicekit.streamlimits); one stream-info request when it exists and has that room."""
     try:
         info = await js.stream_info(stream)
     except nats.js.errors.NotFoundError:
-        max_value_size, max_bytes = _KV_LIMITS.get(bucket, (_MiB, 64 * _MiB))
         with contextlib.suppress(nats.js.errors.APIError):  # someone else created it meanwhile
-            await js.create_key_value(KeyValueConfig(bucket=bucket, history=5, storage=StorageType.FILE,
-                                                     replicas=copies, max_value_size=max_value_size,
-                                                     max_bytes=max_bytes))
+            await create()
         info = await js.stream_info(stream)
-    info = await streamlimits.allow_consumers(js, info)
+    return await streamlimits.allow_consumers(js, info)
+
+
+async def _ensure_kv(js: JetStreamContext, bucket: str, copies: int) -> KeyValue:
+    stream = subjects.kv_stream(bucket)
+    max_value_size, max_bytes = _KV_LIMITS.get(bucket, (_MiB, 64 * _MiB))
+    info = await _opened(js, stream, lambda: js.create_key_value(KeyValueConfig(
+        bucket=bucket, history=5, storage=StorageType.FILE, replicas=copies, max_value_size=max_value_size,
+        max_bytes=max_bytes)))
     return KeyValue(name=bucket, stream=stream, pre=subjects.kv_subject(bucket), js=js,
                     direct=bool(info.config.allow_direct))
 
 
 async def _ensure_object_store(js: JetStreamContext, bucket: str, copies: int) -> ObjectStore:
     stream = subjects.object_stream(bucket)
-    try:
-        info = await js.stream_info(stream)
-    except nats.js.errors.NotFoundError:
-        with contextlib.suppress(nats.js.errors.APIError):  # someone else created it meanwhile
-            await js.create_object_store(bucket, storage=StorageType.FILE, replicas=copies)
-        info = await js.stream_info(stream)
-    await streamlimits.allow_consumers(js, info)
+    await _opened(js, stream, lambda: js.create_object_store(bucket, storage=StorageType.FILE, replicas=copies))
     return ObjectStore(name=bucket, stream=stream, js=js)
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
-    try:
-        info = await js.stream_info(config.name or "")
-    except nats.js.errors.NotFoundError:
-        with contextlib.suppress(nats.js.errors.APIError):  # someone else created it meanwhile
-            await js.add_stream(config, max_consumers=streamlimits.MAX_CONSUMERS)
-        info = await js.stream_info(config.name or "")
-    await streamlimits.allow_consumers(js, info)
+    await _opened(js, config.name or "", lambda: js.add_stream(config, max_consumers=streamlimits.MAX_CONSUMERS))
