@@ -319,11 +319,7 @@ def dated_as_newest(workdir: Path, binary: str, module_globs: tuple[str, ...] = 
     target = newest(ctimes, binary)
     if target == binary:
         return binary
-    link = workdir / "libvirtd"
-    if not link.is_symlink() or os.readlink(link) != target:
-        link.unlink(missing_ok=True)
-        link.symlink_to(target)
-    return str(link)
+    return str(_linked(workdir / "libvirtd", target))
 
 
 def qemu_only_drivers(where: Path, patterns: tuple[str, ...] = DRIVER_GLOBS) -> Path | None:
@@ -333,11 +329,17 @@ def qemu_only_drivers(where: Path, patterns: tuple[str, ...] = DRIVER_GLOBS) -> 
     if not found:
         return None
     where.mkdir(parents=True, exist_ok=True)
-    link = where / Path(found[0]).name
-    if not link.is_symlink() or os.readlink(link) != found[0]:
-        link.unlink(missing_ok=True)
-        link.symlink_to(found[0])
+    _linked(where / Path(found[0]).name, found[0])
     return where
+
+
+def _linked(link: Path, target: str) -> Path:
+    """``link``, a symlink to ``target``: left as it is when it already is one (a libvirtd restart),
+    made again when it points elsewhere."""
+    if not link.is_symlink() or os.readlink(link) != target:
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+    return link
 
 
 def _active(dom: Any) -> bool:
