@@ -14,7 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from handler import heartbeat, nodeinfo, nodevmis, vmiplan
+from handler import heartbeat, nodeinfo, nodevmis, residentfiles, vmiplan
 from handler.clusterdns import ClusterDns
 from handler.exitwatch import ExitWatch
 from handler.floatingips import FloatingIPs
@@ -117,13 +117,9 @@ class Agent:
         the next ones: its launcher's pages, then those of the newest of the node's launchers,
         libvirtds (the launches' CPU group) and QEMUs (the guests')."""
         assert self.resident_files is not None
-        pids = [launcher_pid]
-        for group in (self.launchers.cpu_groups.get(cpugroup.GUESTS), self.launchers.cpu_groups.get(cpugroup.LAUNCHES)):
-            if group is not None:
-                members = sorted(cpugroup.members(group), reverse=True)
-                pids += members[:3]  # the newest (pids wrapping aside), read
-                pids += members[3:]  # the rest only to be taken as looked at
-        self.resident_files.learn(pids)
+        groups = (self.launchers.cpu_groups.get(cpugroup.GUESTS), self.launchers.cpu_groups.get(cpugroup.LAUNCHES))
+        self.resident_files.learn(
+            residentfiles.look_order(launcher_pid, [cpugroup.members(g) for g in groups if g is not None]))
 
     async def heartbeat(self) -> None:
         # what emptyDisks may still take here, for the scheduler's filter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from handler.residentfiles import PAGE, Mapping, file_mappings, present_pages, runs
+from handler.residentfiles import LOOK_AT, PAGE, Mapping, file_mappings, look_order, present_pages, runs
 
 MAPS = """\
 55d0c0000000-55d0c0002000 r--p 00000000 fd:01 1234  /usr/bin/qemu-system-x86_64
@@ -47,3 +47,18 @@ def test_present_pages_are_those_with_bit_63_counted_from_the_mapping_s_file_off
 def test_runs_of_consecutive_pages() -> None:
     assert runs([7, 1, 2, 3, 9, 8, 3]) == [(1, 3), (7, 3)]
     assert runs([]) == []
+
+
+def test_after_a_burst_the_processes_read_include_the_newest_libvirtds_not_only_qemus() -> None:
+    qemus = list(range(200, 212))  # a burst of twelve launches: twelve guests' QEMUs...
+    libvirtds = list(range(100, 112))  # ...and their libvirtds, all started before the QEMUs
+    order = look_order(999, [qemus, libvirtds])
+    read = order[:LOOK_AT]  # learn reads the first LOOK_AT it has not seen, and only marks the rest
+    assert read[0] == 999  # the launch's own launcher first
+    assert {211, 210, 209} <= set(read) and {111, 110, 109} <= set(read)
+    assert sorted(order) == sorted([999, *qemus, *libvirtds])  # every one still passed: the rest are marked
+
+
+def test_small_groups_and_a_missing_group_keep_every_pid_once() -> None:
+    assert look_order(5, [[7], []]) == [5, 7]
+    assert look_order(5, [[3, 9, 4, 8], [6, 2]]) == [5, 9, 8, 4, 6, 2, 3]
