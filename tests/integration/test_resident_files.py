@@ -27,7 +27,9 @@ def locked_kib() -> int:
 def touched(tmp_path: Path) -> tuple[Path, mmap.mmap]:
     """A 64-page file mapped here of which only page 40 was read."""
     path = tmp_path / "lib.so"
-    path.write_bytes(os.urandom(64 * PAGE))
+    with path.open("wb") as f:
+        for _ in range(64):  # a page per write: one write of all 64 may make them one large folio in the
+            f.write(os.urandom(PAGE))  # page cache (ext4, Linux 6.18), which a read fault maps whole
     with path.open("rb") as f:
         mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
     assert mapped[40 * PAGE] is not None
