@@ -79,10 +79,11 @@ def main(argv: list[str] | None = None) -> None:
                         pod_netns=ns.pod_netns, kvm=ns.kvm, node_netns=ns.node_netns, pod_ip=ns.pod_ip,
                         pod_gateway=ns.pod_gateway, secondary=tuple(ns.secondary), ovs_db=ns.ovs_db,
                         host_disk_dirs=tuple(Path(d) for d in ns.host_disk_dir),
-                        guest_cpu_group=Path(ns.guest_cpu_group) if ns.guest_cpu_group else None)
+                        guest_cpu_group=Path(ns.guest_cpu_group) if ns.guest_cpu_group else None,
+                        launch_cpu_group=Path(ns.launch_cpu_group) if ns.launch_cpu_group else None)
     priority.lower_launcher()  # before any thread or child: all of them inherit it
-    if ns.launch_cpu_group:  # with libvirtd and QEMU's start after it: the node's launches weigh as one
-        cpugroup.join(Path(ns.launch_cpu_group), os.getpid())
+    if args.launch_cpu_group:  # with libvirtd and QEMU's start after it: the node's launches weigh as one
+        cpugroup.join(args.launch_cpu_group, os.getpid())
     memory.one_arena()  # before any thread, too
     try:
         args.vmi_dir.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,8 @@ plane, which then had ~1/31 of the CPU (API p99 1.4 s). So each process's autogr
 well as its threads (the threads' nice is what counts where autogroups are off, or inside one).
 KubeVirt gets this from the pod's cgroup CPU shares; here the launcher's libvirtd runs QEMU without
 cgroups. A launcher lowers itself before it starts anything, so its libvirtd inherits the thread
-nice; the launcher then lowers libvirtd's group and, once the domain runs, QEMU's.
+nice; the launcher then lowers libvirtd's group and, once the domain runs, QEMU's. A QEMU about to
+be ended is raised back to the launcher's nice first (launcher.libvirtd.raise_domain).
 """
 
 from __future__ import annotations
@@ -33,10 +34,14 @@ def group_nice(pid: int) -> int | None:
 
 def lower_group(pid: int, nice: int) -> bool:
     """pid's autogroup (its session's) to nice, never above where it was; False where there is none."""
+    return _set_group(pid, nice, lowering=True)
+
+
+def _set_group(pid: int, nice: int, *, lowering: bool) -> bool:
     now = group_nice(pid)
     if now is None:
         return False
-    if now < nice:
+    if (now < nice) if lowering else (now > nice):
         try:
             Path(f"/proc/{pid}/autogroup").write_text(str(nice))
         except OSError:
@@ -55,6 +60,17 @@ def lower_launcher(nice: int = LAUNCHER_NICE) -> int:
 def lower_process(pid: int, nice: int) -> int:
     """Each thread of pid to nice (threads it starts later inherit it) and its autogroup; returns how
     many threads were lowered."""
+    return _set_process(pid, nice, lowering=True)
+
+
+def raise_process(pid: int, nice: int) -> int:
+    """Each thread of pid, and its autogroup, up to nice where they are below it (a guest about to end
+    goes back to a launch's weight: see launcher.libvirtd.raise_domain); returns how many threads
+    are at nice now."""
+    return _set_process(pid, nice, lowering=False)
+
+
+def _set_process(pid: int, nice: int, *, lowering: bool) -> int:
     done = 0
     try:
         tids = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
@@ -62,8 +78,9 @@ def lower_process(pid: int, nice: int) -> int:
         return 0
     for tid in tids:
         with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+            now = os.getpriority(os.PRIO_PROCESS, tid)
+            if (now < nice) if lowering else (now > nice):
                 os.setpriority(os.PRIO_PROCESS, tid, nice)
             done += 1
-    lower_group(pid, nice)
+    _set_group(pid, nice, lowering=lowering)
     return done

@@ -72,6 +72,7 @@ class LauncherArgs:
     ovs_db: str | None = None  # the node's Open vSwitch database, for ovs NICs
     host_disk_dirs: tuple[Path, ...] = ()  # where hostDisks may be, as the node's operator allowed
     guest_cpu_group: Path | None = None  # the node's guests' CPU group (servicekit.cpugroup)
+    launch_cpu_group: Path | None = None  # the node's launches' (the launcher is in it; a QEMU ends in it)
 
     @property
     def vmi_dir(self) -> Path:
@@ -83,7 +84,8 @@ class Runner:
         self.args = args
         self.store = store
         self.nodeapi = NodeApiClient(store.nc, args.node)
-        self.libvirtd = PrivateLibvirtd(huge_pages=args.kvm)  # under TCG, no THP (launcher.libvirtd)
+        self.libvirtd = PrivateLibvirtd(huge_pages=args.kvm,  # under TCG, no THP (launcher.libvirtd)
+                                        launch_group=args.launch_cpu_group)
         self.console = ConsoleTail(store.js, args.node, args.vmi, args.uid, args.vmi_dir / "serial.log")
         self.stop_requested = asyncio.Event()
         self.gone = asyncio.Event()

@@ -1,5 +1,6 @@
 """launcher.priority on real processes: a child in a session of its own (as libvirtd and QEMU are)
-is lowered thread by thread and as a scheduling group, and never raised."""
+is lowered thread by thread and as a scheduling group, and never raised; raised back (a guest about
+to end) the same way, and never lowered."""
 
 from __future__ import annotations
 
@@ -53,3 +54,17 @@ def test_a_gone_process_is_no_error() -> None:
     proc.wait()
     assert priority.lower_process(proc.pid, 5) == 0
     assert priority.group_nice(proc.pid) is None
+
+
+def test_a_lowered_process_is_raised_back_thread_by_thread_and_as_a_group(child: int) -> None:
+    priority.lower_process(child, 15)
+    assert priority.raise_process(child, 5) == 3
+    assert thread_nices(child) == {5}
+    assert priority.group_nice(child) in (None, 5)
+
+
+def test_raising_never_lowers(child: int) -> None:
+    priority.lower_process(child, 3)
+    priority.raise_process(child, 5)
+    assert thread_nices(child) == {3}
+    assert priority.group_nice(child) in (None, 3)
