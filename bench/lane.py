@@ -211,8 +211,10 @@ async def run_lane(api: ApiClient, args: argparse.Namespace, url: str, creds: st
         ok = lane.settled() and not lane.errors and all(lane.seen[n].phase is Phase.RUNNING for n in lane.names)
     finally:
         probing.cancel()
+        t_delete = time.monotonic()
         left = await delete_all(api, lane, args.timeout)
-        print(f"deleted {len(lane.names) - left} of {len(lane.names)} VMIs" + (f"; {left} still there" if left else ""))
+        print(f"deleted {len(lane.names) - left} of {len(lane.names)} VMIs in {time.monotonic() - t_delete:.1f}s"
+              + (f"; {left} still there" if left else ""))
         watch.cancel()
         await prober.close()
     return 0 if ok and not left else 1
