@@ -30,7 +30,7 @@ from proto.spec import claims
 from proto.state import FINAL_PHASES, VMI, Condition, Node, Phase
 from scheduler import placement, volumes
 from scheduler.bindlog import BindLog
-from scheduler.capacity import CapacityIndex
+from scheduler.capacity import Assumption, CapacityIndex
 from scheduler.eventsink import EventSink
 from scheduler.metrics import SchedulerMetrics
 from scheduler.networkneeds import ovs_bridges_needed
@@ -87,6 +87,7 @@ class _Write:
     node: str | None  # bound there; None: the Unschedulable condition
     message: str
     decided_at: float
+    assumption: Assumption | None = None  # the capacity it assumed (bound), forgotten if the write fails
 
 
 class Binder:
@@ -114,6 +115,7 @@ class Binder:
         self._lock = asyncio.Lock()
         self._pending: dict[str, None] = {}  # queued to decide, in order, each once
         self._writing: set[str] = set()  # decided, write in flight: not decided again until it ends
+        self._creating: dict[str, Assumption] = {}  # bound by bind_new, its create in flight
         self._again: set[str] = set()  # kicked while its write was in flight
         self._wake = asyncio.Event()
         self._gate = asyncio.Semaphore(in_flight)
@@ -177,7 +179,7 @@ class Binder:
         choice = placement.place(spec, self.index.candidates(), None, frozenset(), enough=self.enough)
         if choice.node is None:
             return None
-        self.index.assume(name, choice.node, self.index.request(vmi))
+        self._creating[name] = self.index.assume(name, choice.node, self.index.request(vmi))
         cond = Condition(type="PodScheduled", status="True", reason="Scheduled",
                          message=f"bound to {choice.node} ({choice.message})", last_transition_time=now)
         return msgspec.structs.replace(vmi, phase=Phase.SCHEDULED, node_name=choice.node,
@@ -185,13 +187,17 @@ class Binder:
 
     def created(self, vmi: VMI, revision: int) -> Event:
         """``bind_new``'s VMI was created: its assumption confirmed, the bind counted; its Scheduled event."""
+        self._creating.pop(vmi.name, None)
         self.vmis.wrote(vmi.name, vmi, revision)
         node = vmi.node_name or ""
         return self._bound(_Write(vmi.name, revision, vmi, node, "", vmi.created_at))
 
     def not_created(self, name: str) -> None:
-        """``bind_new``'s create failed: its assumption goes."""
-        self.index.forget(name)
+        """``bind_new``'s create failed: its assumption goes, and only its own (the binder may have
+        decided the same instance since, created unbound by someone else)."""
+        assumption = self._creating.pop(name, None)
+        if assumption is not None:
+            self.index.forget(name, assumption)
 
     async def close(self) -> None:
         """Writes in flight finish (for a moment), then the rest are cancelled: CAS keeps that safe."""
@@ -270,9 +276,9 @@ class Binder:
             updated = msgspec.structs.replace(vmi, phase=Phase.SCHEDULING, conditions=_with(vmi, cond))
             self._writing.add(name)
             return _Write(name, entry.revision, updated, None, choice.message, now)
-        self.index.assume(name, choice.node, self.index.request(vmi))  # before any await: no overcommit
+        assumption = self.index.assume(name, choice.node, self.index.request(vmi))  # before any await
         if has_volumes and self.store is not None and not await volumes.pin(self.store, spec, choice.node):
-            self.index.forget(name)
+            self.index.forget(name, assumption)
             self.kick(name)  # a volume went to another node meanwhile: decide again
             return None
         cond = Condition(type="PodScheduled", status="True", reason="Scheduled",
@@ -280,7 +286,7 @@ class Binder:
         bound = msgspec.structs.replace(vmi, phase=Phase.SCHEDULED, node_name=choice.node,
                                         conditions=_with(vmi, cond))
         self._writing.add(name)
-        return _Write(name, entry.revision, bound, choice.node, choice.message, now)
+        return _Write(name, entry.revision, bound, choice.node, choice.message, now, assumption)
 
     # --- writing ----------------------------------------------------------------------------------
     async def _write_off(self, write: _Write) -> None:
@@ -298,7 +304,7 @@ class Binder:
             try:
                 revision = await self.bucket.update(name, write.value, write.revision)
             except ApiError as exc:
-                self.index.forget(name)
+                self._forget(write)
                 if exc.code is not Code.CONFLICT:
                     raise
                 if write.node is not None:
@@ -311,10 +317,10 @@ class Binder:
                 self._again.add(name)
                 return None
         except asyncio.CancelledError:
-            self.index.forget(name)
+            self._forget(write)
             raise
         except Exception as exc:  # noqa: BLE001 - the write failed: decided again a moment later
-            self.index.forget(name)
+            self._forget(write)
             log.warning("bind write failed; trying again", vmi=name, error=str(exc) or type(exc).__name__)
             asyncio.get_running_loop().call_later(RETRY_S, self.kick, name)
             return None
@@ -330,6 +336,10 @@ class Binder:
             log.info("unschedulable", vmi=name, reason=write.message)
             return _event(name, "FailedScheduling", write.message, write.decided_at, warning=True)
         return self._bound(write)
+
+    def _forget(self, write: _Write) -> None:
+        if write.assumption is not None:  # an Unschedulable condition assumed nothing
+            self.index.forget(write.name, write.assumption)
 
     def _bound(self, write: _Write) -> Event:
         node = write.node or ""

@@ -50,6 +50,8 @@ class _Allocation:
         self.vmis += sign
 
 
+Assumption = _Held  # what ``assume`` made: ``forget`` takes back only that one
+
 STALE_MIN = 32  # stale heap entries kept before they are cleared out (at least; more with more nodes)
 
 
@@ -84,15 +86,19 @@ class CapacityIndex:
         elif held is not None and not held.assumed:
             self._release(name)  # unbound again (not something the binder does, but then it holds nothing)
 
-    def assume(self, name: str, node: str, request: Request) -> None:
-        """The binder chose ``node`` for ``name``: count it there now, before the write is acknowledged."""
+    def assume(self, name: str, node: str, request: Request) -> Assumption:
+        """The binder chose ``node`` for ``name``: count it there now, before the write is acknowledged.
+        Returns the assumption, for ``forget``."""
         self._release(name)
-        self._hold(name, _Held(node, request, assumed=True))
+        held = _Held(node, request, assumed=True)
+        self._hold(name, held)
+        return held
 
-    def forget(self, name: str) -> None:
-        """Its write failed: the assumption goes (a bind already seen stays)."""
-        held = self._held.get(name)
-        if held is not None and held.assumed:
+    def forget(self, name: str, assumption: Assumption) -> None:
+        """Its write failed: that assumption goes, and only that one. A bind already seen stays, and so
+        does a newer assumption: the VM controller's create may fail after the binder, deciding the
+        same instance created unbound by someone else, made one of its own."""
+        if self._held.get(name) is assumption and assumption.assumed:
             self._release(name)
 
     def assumed(self, name: str) -> str | None:

@@ -185,3 +185,30 @@ async def test_instances_bound_as_they_are_created_count_before_their_creates_la
     assert binder.counters.binds == 1
     assert binder.bind_new(vmi(first.name)) is None  # a name the cache holds is not new: the binder's own
     await binder.events.close()
+
+
+async def test_a_create_that_lost_to_another_leaves_the_binders_own_assumption() -> None:
+    """The VM controller's create (bind_new) loses to someone else's create of the same instance,
+    unbound, which the binder decides while the controller's create is still out: when the
+    controller learns its create failed, the room the binder's decision took stays taken. Forgetting
+    it bound a node past its capacity (tests/integration/test_bind_burst.py: 151 and 160 of 150)."""
+    bucket, events = FakeVmis(), list[Event]()
+    binder, cache = await binder_over(bucket, FakeNodes(node("a", 1), node("b", 1)), events)
+    ours = binder.bind_new(vmi("v"))  # the controller's create, in flight
+    assert ours is not None
+    theirs = bucket.put(vmi("v"))  # someone else's create landed first, unbound
+    cache.apply(Change("v", theirs.value, theirs.revision))
+    bucket.hold.clear()
+    deciding = asyncio.create_task(binder.schedule("v"))  # the binder's decision, its write in flight
+    await until(lambda: bucket.in_flight == 1, "the binder's write in flight")
+    chosen = binder.index.assumed("v")
+    assert chosen is not None
+    binder.not_created("v")  # the controller's create: ALREADY_EXISTS
+    assert binder.index.assumed("v") == chosen  # the binder's assumption stands
+    assert sum(binder.index.allocation(n)[2] for n in ("a", "b")) == 1
+    assert binder.bind_new(vmi("w")) is not None  # one node left, not two
+    assert binder.bind_new(vmi("x")) is None
+    bucket.hold.set()
+    assert await deciding is True
+    assert sum(binder.index.allocation(n)[2] for n in ("a", "b")) == 2
+    await binder.events.close()

@@ -48,21 +48,30 @@ def test_a_moved_or_resized_instance_is_counted_once_where_it_is() -> None:
 
 def test_an_assumption_counts_until_forgotten() -> None:
     index = CapacityIndex()
-    index.assume("a", "n1", Request(GI + OVERHEAD, 1, 0))
+    assumption = index.assume("a", "n1", Request(GI + OVERHEAD, 1, 0))
     assert index.allocation("n1") == (GI + OVERHEAD, 1, 1) and index.assumed("a") == "n1"
     # the unbound instance seen meanwhile (the write is in flight) leaves the assumption alone
     index.observe("a", vmi("a"))
     assert index.allocation("n1") == (GI + OVERHEAD, 1, 1)
-    index.forget("a")  # the write conflicted
+    index.forget("a", assumption)  # the write conflicted
     assert index.allocation("n1") == (0, 0, 0) and index.assumed("a") is None
+
+
+def test_forgetting_an_older_assumption_leaves_the_newer_one() -> None:
+    index = CapacityIndex()
+    older = index.assume("a", "n1", Request(GI + OVERHEAD, 1, 0))  # the VM controller's create, in flight
+    index.assume("a", "n2", Request(GI + OVERHEAD, 1, 0))  # the binder's decision of the same instance
+    index.forget("a", older)  # the create failed
+    assert index.assumed("a") == "n2" and index.allocation("n2") == (GI + OVERHEAD, 1, 1)
+    assert index.allocation("n1") == (0, 0, 0)
 
 
 def test_the_bind_seen_replaces_the_assumption_and_forget_leaves_it() -> None:
     index = CapacityIndex()
-    index.assume("a", "n1", Request(GI + OVERHEAD, 1, 0))
+    assumption = index.assume("a", "n1", Request(GI + OVERHEAD, 1, 0))
     index.observe("a", vmi("a", "n1"))
     assert index.allocation("n1") == (GI + OVERHEAD, 1, 1) and index.assumed("a") is None
-    index.forget("a")  # a late failure report of an older write must not drop a real bind
+    index.forget("a", assumption)  # a late failure report of an older write must not drop a real bind
     assert index.allocation("n1") == (GI + OVERHEAD, 1, 1)
 
 
