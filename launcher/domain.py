@@ -102,6 +102,11 @@ def configure_compute(plan: DomainPlan, dom: ET.Element) -> None:
     _sub(dom, "uuid", plan.uuid)
     _sub(dom, "memory", str(-(-plan.memory_bytes // 1024)), unit="KiB")
     _sub(dom, "vcpu", str(plan.vcpus), placement="static")
+    # The guest's vCPU threads at SCHED_IDLE from their start: libvirt sets it before the guest first
+    # runs, while QEMU is still among the node's launches (the launcher moves it to the guests' CPU
+    # group only once the domain runs, launcher.priority). There a booting vCPU took a launch's share.
+    tune = _sub(dom, "cputune")
+    _sub(tune, "vcpusched", vcpus=f"0-{plan.vcpus - 1}", scheduler="idle")
     if plan.domain_type == "kvm":
         cpu = _sub(dom, "cpu", mode="host-passthrough")
     else:

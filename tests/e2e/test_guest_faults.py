@@ -152,6 +152,10 @@ def test_the_guest_and_its_launch_run_below_the_control_plane(lab: Lab, faults: 
     qemu = qemu_pid(lab)
     assert nices(launcher) == nices(libvirtd) == {priority.LAUNCHER_NICE}
     assert nices(qemu) == {priority.GUEST_NICE}
+    # its vCPU below QEMU's own threads too, as it has been since it first ran (domain.py's vcpusched)
+    vcpus = [int(t.name) for t in Path(f"/proc/{qemu}/task").iterdir()
+             if t.joinpath("comm").read_text().startswith("CPU ")]
+    assert vcpus and {os.sched_getscheduler(t) for t in vcpus} == {os.SCHED_IDLE}
     # each is a session, so a scheduling group, of its own: the groups are lowered too
     if priority.group_nice(launcher) is not None:
         assert priority.group_nice(launcher) == priority.group_nice(libvirtd) == priority.LAUNCHER_NICE

@@ -7,7 +7,7 @@ import pytest
 
 from launcher.domain import VNC_SOCKET, compose_domain_xml, plan_domain, stable_mac
 from proto.manifest import parse_manifest
-from proto.spec import VMSpec
+from proto.spec import Cpu, VMSpec
 from tests.conftest import EXAMPLES
 
 
@@ -89,6 +89,16 @@ def test_tcg_translation_cache_is_bounded_and_nics_carry_no_option_rom() -> None
     assert [(e.get("name"), e.get("value")) for e in dom.findall(f"{qemu}commandline/{qemu}env")] == [
         ("MALLOC_ARENA_MAX", "1")]
     assert seed_plan("kvm").find("features/tcg") is None  # a KVM guest has no translation cache
+
+
+def test_every_vcpu_runs_sched_idle_from_its_start() -> None:
+    for kind in ("qemu", "kvm"):
+        sched = seed_plan(kind).findall("cputune/vcpusched")
+        assert [(s.get("vcpus"), s.get("scheduler")) for s in sched] == [("0-0", "idle")]
+    spec = VMSpec(name="big", memory="64Mi", cpu=Cpu(cores=2, sockets=2, threads=1))
+    plan = plan_domain(spec, uid="u", domain_type="qemu", disk_paths={}, taps={}, serial_log="/v/s.log")
+    dom = ET.fromstring(compose_domain_xml(plan))
+    assert dom.findtext("vcpu") == "4" and dom.find("cputune/vcpusched").get("vcpus") == "0-3"  # type: ignore[union-attr]
 
 
 @pytest.mark.skipif(not (shutil.which("virt-xml-validate") and shutil.which("xmllint")),
