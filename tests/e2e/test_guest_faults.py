@@ -123,6 +123,16 @@ def nices(pid: int) -> set[int]:
     return found
 
 
+def vcpu_policies(pid: int) -> set[int]:
+    """The scheduling policy of each of QEMU's vCPU threads (named ``CPU n/TCG`` or ``CPU n/KVM``)."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a worker thread that ended meanwhile
+            if task.joinpath("comm").read_text().startswith("CPU "):
+                found.add(os.sched_getscheduler(int(task.name)))
+    return found
+
+
 def virsh(launcher: int, *args: str) -> None:
     """virsh against a launcher's own libvirtd, reachable only inside its mount namespace."""
     subprocess.run(["nsenter", "-t", str(launcher), "-m", "virsh", "-q", "-c", "qemu:///system", *args],
@@ -153,9 +163,7 @@ def test_the_guest_and_its_launch_run_below_the_control_plane(lab: Lab, faults: 
     assert nices(launcher) == nices(libvirtd) == {priority.LAUNCHER_NICE}
     assert nices(qemu) == {priority.GUEST_NICE}
     # its vCPU below QEMU's own threads too, as it has been since it first ran (domain.py's vcpusched)
-    vcpus = [int(t.name) for t in Path(f"/proc/{qemu}/task").iterdir()
-             if t.joinpath("comm").read_text().startswith("CPU ")]
-    assert vcpus and {os.sched_getscheduler(t) for t in vcpus} == {os.SCHED_IDLE}
+    assert vcpu_policies(qemu) == {os.SCHED_IDLE}
     # each is a session, so a scheduling group, of its own: the groups are lowered too
     if priority.group_nice(launcher) is not None:
         assert priority.group_nice(launcher) == priority.group_nice(libvirtd) == priority.LAUNCHER_NICE
