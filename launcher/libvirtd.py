@@ -265,10 +265,10 @@ class PrivateLibvirtd:
     async def _end(self, dom: Any) -> None:
         """Destroy the domain, its QEMU raised first so that its end is not queued behind the guests."""
         def end() -> None:
-            with contextlib.suppress(libvirt.libvirtError):
+            with contextlib.suppress(libvirt.libvirtError):  # gone already: nothing to end
                 if dom.isActive():
                     raise_domain(dom.name(), self.launch_group)
-            _destroy(dom)
+                    dom.destroy()
         await asyncio.to_thread(end)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -356,14 +356,6 @@ def _active(dom: Any) -> bool:
         return bool(dom.isActive())
     except libvirt.libvirtError:
         return False
-
-
-def _destroy(dom: Any) -> None:
-    try:
-        if dom.isActive():
-            dom.destroy()
-    except libvirt.libvirtError:
-        pass
 
 
 def is_qemu_of(pid: int, name: str) -> bool:
