@@ -37,11 +37,16 @@ def lower_group(pid: int, nice: int) -> bool:
     return _set_group(pid, nice, lowering=True)
 
 
+def _moves(now: int, nice: int, *, lowering: bool) -> bool:
+    """Whether setting ``nice`` goes the one way asked: lowering never raises, raising never lowers."""
+    return now < nice if lowering else now > nice
+
+
 def _set_group(pid: int, nice: int, *, lowering: bool) -> bool:
     now = group_nice(pid)
     if now is None:
         return False
-    if (now < nice) if lowering else (now > nice):
+    if _moves(now, nice, lowering=lowering):
         try:
             Path(f"/proc/{pid}/autogroup").write_text(str(nice))
         except OSError:
@@ -79,7 +84,7 @@ def _set_process(pid: int, nice: int, *, lowering: bool) -> int:
     for tid in tids:
         with contextlib.suppress(OSError):  # a thread that ended meanwhile
             now = os.getpriority(os.PRIO_PROCESS, tid)
-            if (now < nice) if lowering else (now > nice):
+            if _moves(now, nice, lowering=lowering):
                 os.setpriority(os.PRIO_PROCESS, tid, nice)
             done += 1
     _set_group(pid, nice, lowering=lowering)
