@@ -26,7 +26,7 @@ from hollow import HollowNode, start_all
 from procstat import TICKS, total_cpu_ticks
 
 from proto import subjects
-from servicekit import logs
+from servicekit import collector, logs
 from servicekit.cancelling import cancel_and_wait
 
 REPORT_S = 1.0
@@ -118,6 +118,7 @@ async def serve(args: WorkerArgs) -> None:
 
 def worker_main(spec: str) -> None:
     logs.configure("hollow-worker")  # its logs on stderr: stdout carries only its reports
+    collector.pace_for_caches()  # as the handler whose code paths it runs
     raw = json.loads(Path(spec).read_text())
     asyncio.run(serve(WorkerArgs(**raw)))
 

@@ -23,7 +23,7 @@ from proto.nodeapi import Registration
 from proto.quantity import InvalidQuantity, parse_bytes
 from proto.state import Node
 from proto.validation import check_labels
-from servicekit import cpugroup, logs, ovs
+from servicekit import collector, cpugroup, logs, ovs
 from servicekit.endpoints import Endpoint, serve
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
@@ -37,6 +37,7 @@ DEFAULT_ALLOWED_BRIDGES = ("multus-bridge",)
 
 async def run(args: argparse.Namespace) -> None:
     log = logs.configure("handler", node=args.node)
+    collector.pace_for_caches()
     if args.no_kvm:
         kvm, why = False, "disabled by --no-kvm"
     else:

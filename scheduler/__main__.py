@@ -24,7 +24,7 @@ from scheduler.metrics import SchedulerMetrics
 from scheduler.nodeapi import NodeApi
 from scheduler.nodelife import MIN_SILENCE_S, Thresholds
 from scheduler.nodewatch import NodeWatch
-from servicekit import logs, nodeclient
+from servicekit import collector, logs, nodeclient
 from servicekit.cancelling import cancel_and_wait
 from servicekit.endpoints import serve
 from servicekit.store import Store
@@ -39,6 +39,7 @@ NODE_API_WAITING = 4096
 async def run(url: str, metrics_address: str | None, creds: str | None, node_lost_after: float,
               lease_duration: float) -> None:
     log = logs.configure("scheduler")
+    collector.pace_for_caches()
     store = await Store.connect(url, "virtbus-scheduler", creds=creds, inbox=subjects.inbox_prefix("control"))
     nodes = NodeWatch(store, thresholds=Thresholds.lost_after_s(node_lost_after))
     config = ClusterConfigWatch(store)  # the KubeVirt CR's settings, for the API and the controllers alike
