@@ -227,7 +227,7 @@ class ResidentFiles:
                 break
         if added:
             log.info("launch files kept in memory", files=len(self.kept), mib=round(self.locked / 2**20, 1),
-                     added_mib=round(added / 2**20, 1))
+                     added_kib=added // 1024)  # a launch often adds a few pages: 0.0 in MiB
         return added
 
     def _lock(self, path: str, pages: set[int]) -> int:
