@@ -1,6 +1,7 @@
-"""This node's VMIs as the handler's parts see them: the leader's copies under <node>.* (proto.nodevmis),
-through the process's one informer (servicekit.informer), so the agent, node ports, floating IPs and
-metrics share one watch of the node's own keys and never hear of another node's VMIs."""
+"""This node's VMIs as the handler's parts see them: the leader's copies under <node>.* in the node's
+shard (proto.nodevmis), through the process's one informer (servicekit.informer), so the agent, node
+ports, floating IPs and metrics share one watch of the node's own keys and never hear of another
+node's VMIs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from servicekit.store import Store
 
 
 def informer(store: Store, node: str) -> Informer[NodeVmi]:
-    return shared(store, store.node_vmis, subjects.node_vmis_of_node(node))
+    return shared(store, store.node_vmis(node), subjects.node_vmis_of_node(node))
 
 
 async def vmis_here(store: Store, node: str) -> list[VMI]:

@@ -1,4 +1,4 @@
-"""A node's copy of a VMI bound to it (BUCKET_NODE_VMIS, key <node>.<vmi>): what the node's handler
+"""A node's copy of a VMI bound to it (subjects.node_vmis_bucket(node), key <node>.<vmi>): what the node's handler
 watches instead of every VMI of the cluster. The leading scheduler writes it from the authoritative
 ``vmis`` entry (scheduler.nodevmis); the handler still reads that entry before it acts."""
 

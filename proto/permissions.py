@@ -63,24 +63,31 @@ SERVICE_DISCOVERY = ["$SRV.>"]
 
 
 def _node_js_read(node: str) -> list[str]:
-    """JS_READ for a node, less other nodes' VMI copies (BUCKET_NODE_VMIS): the node may watch only
-    its own keys. A watch's consumer carries its filter in the create subject (servicekit.kvwatch),
-    so the server checks it; the filterless create forms and the gets of that bucket are denied."""
-    scoped = subjects.kv_stream(subjects.BUCKET_NODE_VMIS)
-    own = subjects.kv_subject(subjects.BUCKET_NODE_VMIS, subjects.node_vmis_of_node(node))
+    """JS_READ for a node, less other nodes' VMI copies (subjects.NODE_VMI_BUCKETS): the node may watch
+    only its own keys, in its own shard. A watch's consumer carries its filter in the create subject
+    (servicekit.kvwatch), so the server checks it; the filterless create forms and the gets of those
+    buckets are denied."""
+    shard = subjects.node_vmis_bucket(node)
+    own = subjects.kv_subject(shard, subjects.node_vmis_of_node(node))
     return ["$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
             "$JS.API.CONSUMER.CREATE.*", "$JS.API.CONSUMER.CREATE.*.*",
             *(f"$JS.API.CONSUMER.CREATE.{subjects.kv_stream(b)}.*.{subjects.kv_subject(b, '>')}"
-              for b in subjects.STATE_BUCKETS if b != subjects.BUCKET_NODE_VMIS),
-            f"$JS.API.CONSUMER.CREATE.{scoped}.*.{own}",
+              for b in subjects.STATE_BUCKETS if b not in subjects.NODE_VMI_BUCKETS),
+            f"$JS.API.CONSUMER.CREATE.{subjects.kv_stream(shard)}.*.{own}",
             "$JS.API.CONSUMER.DELETE.>", "$JS.API.CONSUMER.INFO.>",
             "$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.*", "$JS.FC.>"]
 
 
 def _node_js_denied() -> list[str]:
-    scoped = subjects.kv_stream(subjects.BUCKET_NODE_VMIS)
-    return [f"$JS.API.CONSUMER.CREATE.{scoped}", f"$JS.API.CONSUMER.CREATE.{scoped}.*",
-            f"$JS.API.DIRECT.GET.{scoped}", f"$JS.API.DIRECT.GET.{scoped}.>", f"$JS.API.STREAM.MSG.GET.{scoped}"]
+    """NATS matches whole tokens only, so each shard (and the unsharded bucket an older control plane
+    may have left) is named."""
+    denied = []
+    for bucket in (*subjects.NODE_VMI_BUCKETS, subjects.BUCKET_NODE_VMIS_UNSHARDED):
+        scoped = subjects.kv_stream(bucket)
+        denied += [f"$JS.API.CONSUMER.CREATE.{scoped}", f"$JS.API.CONSUMER.CREATE.{scoped}.*",
+                   f"$JS.API.DIRECT.GET.{scoped}", f"$JS.API.DIRECT.GET.{scoped}.>",
+                   f"$JS.API.STREAM.MSG.GET.{scoped}"]
+    return denied
 
 
 def permissions(role: Role, node: str | None = None) -> Permissions:

@@ -1,17 +1,21 @@
-"""The leader keeps each node's copy of its VMIs (proto.nodevmis, key <node>.<vmi>) so a handler
-watches its own node's keys, not every VMI of the cluster: NATS filters by subject only, so the
-node has to be in the key.
+"""The leader keeps each node's copy of its VMIs (proto.nodevmis, key <node>.<vmi> in the node's shard,
+subjects.node_vmis_bucket) so a handler watches its own node's keys, not every VMI of the cluster:
+NATS filters by subject only, so the node has to be in the key.
 
 A bound VMI is copied to its node's key whenever it changes; the copy goes when the VMI goes, is
 unbound or moves. On each term the leader first rebuilds the whole bucket from ``vmis`` (which is
-also the migration for state written before the bucket existed), then follows the watch.
+also the migration for state written before the buckets existed), then follows the watch. The
+unsharded bucket of older releases is deleted once the shards are rebuilt and no handler of an older
+release watches it any more (it has no consumers): until then such a handler keeps what it had.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
+import nats.js.errors
 import structlog
 
 from proto import subjects
@@ -86,7 +90,8 @@ class NodeVmiMirror:
             await self.queue.close()
 
     async def _rebuild(self) -> None:
-        existing = {e.key: e.value.revision for e in await self.store.node_vmis.items()}
+        existing = {e.key: e.value.revision for shard in self.store.node_vmi_shards.values()
+                    for e in await shard.items()}
         self.copied = {}
         for key, revision in existing.items():
             _, name = subjects.node_vmi_parts(key)
@@ -103,6 +108,17 @@ class NodeVmiMirror:
             if (c := self.copied.get(name)) is not None and c.key == key:
                 del self.copied[name]
         log.info("node VMI copies rebuilt", copies=len(wanted), removed=len(gone))
+        await self._retire_unsharded()
+
+    async def _retire_unsharded(self) -> None:
+        stream = subjects.kv_stream(subjects.BUCKET_NODE_VMIS_UNSHARDED)
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            info = await self.store.js.stream_info(stream)
+            if info.state.consumer_count:
+                log.info("unsharded node VMI copies kept: still watched", consumers=info.state.consumer_count)
+                return
+            await self.store.js.delete_stream(stream)
+            log.info("unsharded node VMI copies deleted", stream=stream)
 
     def changed(self, change: Change[VMI]) -> None:
         """A change from the owner's watch (``fed``): held until the copies are rebuilt, then applied."""
@@ -128,10 +144,12 @@ class NodeVmiMirror:
             await self._delete(step.delete)
             self.copied.pop(name, None)
         if step.put is not None and change.value is not None:
-            await self.store.node_vmis.put(step.put, NodeVmi(vmi=change.value, revision=change.revision))
+            await self.store.node_vmis(change.value.node_name or "").put(
+                step.put, NodeVmi(vmi=change.value, revision=change.revision))
             self.copied[name] = Copied(step.put, change.revision)
         if change.value is None and self.latest.get(name) is change:
             del self.latest[name]  # gone and its copy with it: nothing to remember
 
     async def _delete(self, key: str) -> None:
-        await self.store.node_vmis.delete(key)
+        node, _ = subjects.node_vmi_parts(key)
+        await self.store.node_vmis(node).delete(key)

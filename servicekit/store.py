@@ -332,7 +332,8 @@ class Store:
         self.vmis = self.bucket(subjects.BUCKET_VMIS, VMI)
         self.nodes = self.bucket(subjects.BUCKET_NODES, Node)
         self.vmi_leases = self.bucket(subjects.BUCKET_VMI_LEASES, VmiLease)
-        self.node_vmis = self.bucket(subjects.BUCKET_NODE_VMIS, NodeVmi)
+        # each node's VMI copies, in one of several buckets (subjects.node_vmis_bucket)
+        self.node_vmi_shards = {b: self.bucket(b, NodeVmi) for b in subjects.NODE_VMI_BUCKETS}
         self.node_leases = self.bucket(subjects.BUCKET_NODE_LEASES, NodeLease)
         self.volumes = self.bucket(subjects.BUCKET_VOLUMES, PersistentVolume)
         self.images = images
@@ -366,6 +367,10 @@ class Store:
             await nc.close()  # e.g. a cluster still electing its JetStream leader: the caller retries
             raise
         return cls(nc, js, kvs, images, snapshot_objects, records_events=create)
+
+    def node_vmis(self, node: str) -> Bucket[NodeVmi]:
+        """The bucket of ``node``'s VMI copies (proto.nodevmis)."""
+        return self.node_vmi_shards[subjects.node_vmis_bucket(node)]
 
     async def control_bucket(self, name: str, kind: type[T]) -> Bucket[T]:
         """A bucket only the control plane uses (its leases): made when missing, kept out of ``raw``
@@ -414,8 +419,8 @@ def replicas() -> int:
 
 
 def _assume_all(js: JetStreamContext) -> tuple[dict[str, KeyValue], ObjectStore, ObjectStore]:
-    """Handles on every bucket without asking the server (17 stream-info requests per process): a
-    thousand launchers starting together would otherwise make 17,000. Buckets are never made
+    """Handles on every bucket without asking the server (a stream-info request per bucket, 32 per
+    process): a thousand launchers starting together would otherwise make 32,000. Buckets are never made
     with direct gets (nats-py's default), so reads go by the stream's message-get API."""
     kvs = {b: KeyValue(name=b, stream=subjects.kv_stream(b), pre=subjects.kv_subject(b), js=js, direct=False)
            for b in subjects.STATE_BUCKETS}
@@ -458,7 +463,9 @@ _KV_LIMITS: dict[str, tuple[int, int]] = {  # bucket -> (max_value_size, max_byt
     subjects.BUCKET_SNAPSHOTS: (4096, 16 * _MiB), subjects.BUCKET_VM_SNAPSHOTS: (16 * 1024, 16 * _MiB),
     subjects.BUCKET_SERVICES: (16 * 1024, 16 * _MiB), subjects.BUCKET_ENDPOINTS: (256 * 1024, 64 * _MiB),
     subjects.BUCKET_ROUTES: (16 * 1024, 16 * _MiB), subjects.BUCKET_INGRESSES: (256 * 1024, 64 * _MiB),
-    subjects.BUCKET_NODE_VMIS: (_MiB, 256 * _MiB), subjects.BUCKET_NODE_LEASES: (1024, 16 * _MiB),
+    subjects.BUCKET_NODE_LEASES: (1024, 16 * _MiB),
+    # a sixteenth of the copies each, with room for a skewed hash
+    **{b: (_MiB, 64 * _MiB) for b in subjects.NODE_VMI_BUCKETS},
 }
 EVENTS_MAX_BYTES = 64 * _MiB
 

@@ -2,7 +2,7 @@
 
 nats-server 2.15 caps every stream at 1,000 consumers unless the stream's config names a limit of its
 own: 0 and -1 both read as that default, and nats-py makes KV and object store streams with -1. Every
-node watches the ``nodes`` bucket and its own node's copies in ``nodevmis``, every launcher its own
+node watches the ``nodes`` bucket and its own node's copies in its ``nodevmis`` shard, every launcher its own
 VMI in ``vmis``: at a thousand nodes (or a thousand VMIs) the next watch was refused with 10026
 "maximum consumers limit reached", and retried once a second until someone else's consumer went.
 So the control plane gives each stream a limit of its own as it makes it, and raises the limit of a

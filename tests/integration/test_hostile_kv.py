@@ -183,7 +183,7 @@ async def test_the_handler_never_acts_on_a_hostile_entry(store: Store, tmp_path:
     await exposures.put("nodeport-tcp-30081", doc(Exposure(vm="good", port=80, node_port=30081), port="80; x"))
     # the handler watches the leader's copies of its VMIs: hostile ones there too, one filed under
     # node1 though it names node2, one not JSON, one with a hostile key
-    copies = await raw(store, subjects.BUCKET_NODE_VMIS)
+    copies = await raw(store, subjects.node_vmis_bucket("node1"))
     await copies.put("node1.vm5", b"{not json")
     await copies.put("node1.vm6", msgspec.json.encode(NodeVmi(vmi=vmi("vm6", node="node2"), revision=1)))
     await copies.put("node1.-rf", msgspec.json.encode(NodeVmi(vmi=vmi("x"), revision=1)), validate_keys=False)

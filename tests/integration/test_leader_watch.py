@@ -50,7 +50,7 @@ async def test_one_watch_feeds_the_binder_the_node_copies_and_the_endpoints(stor
         async def copied() -> bool:
             vmi = await store.vmis.get("lone")
             return (vmi is not None and vmi.value.node_name == "node1"
-                    and await store.node_vmis.get(subjects.node_vmi("node1", "lone")) is not None)
+                    and await store.node_vmis("node1").get(subjects.node_vmi("node1", "lone")) is not None)
         await eventually("bound and copied to its node's key", copied)
         consumers = await store.js.consumers_info(subjects.kv_stream(subjects.BUCKET_VMIS))
         assert len(consumers) == 1, [c.config.filter_subject for c in consumers]
@@ -58,7 +58,7 @@ async def test_one_watch_feeds_the_binder_the_node_copies_and_the_endpoints(stor
         await store.vmis.delete("lone")
 
         async def gone() -> bool:
-            return await store.node_vmis.get(subjects.node_vmi("node1", "lone")) is None
+            return await store.node_vmis("node1").get(subjects.node_vmi("node1", "lone")) is None
         await eventually("its node copy gone with it", gone)
     finally:
         await scheduler.stop()

@@ -9,7 +9,10 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
+import msgspec
+import nats.js.errors
 import pytest
+from nats.js.api import ConsumerConfig
 
 from proto import subjects
 from proto.errors import ApiError
@@ -47,7 +50,8 @@ async def until(check: Callable[[], bool], within: float = 10.0) -> None:
 
 async def copied(store: Store, key: str, phase: Phase = Phase.SCHEDULED, within: float = 10.0) -> None:
     deadline = time.monotonic() + within
-    while (entry := await store.node_vmis.get(key)) is None or entry.value.vmi.phase is not phase:
+    copies = store.node_vmis(subjects.node_vmi_parts(key)[0])
+    while (entry := await copies.get(key)) is None or entry.value.vmi.phase is not phase:
         assert time.monotonic() < deadline, key
         await asyncio.sleep(0.05)
 
@@ -59,11 +63,12 @@ async def consumers(store: Store, stream: str) -> list[str]:
 async def test_a_handler_hears_only_its_own_nodes_vmis(nats_server: NatsServer, store: Store) -> None:
     # state from before the bucket's copies existed, and a stray copy: the first term rebuilds
     await store.vmis.create("old1", vmi("old1", "node1"))
-    await store.node_vmis.put(subjects.node_vmi("node1", "gone"), NodeVmi(vmi=vmi("gone", "node1"), revision=1))
+    await store.node_vmis("node1").put(subjects.node_vmi("node1", "gone"),
+                                       NodeVmi(vmi=vmi("gone", "node1"), revision=1))
     mirror = asyncio.create_task(NodeVmiMirror(store).run())
     node1 = await node_store(nats_server, "node1")
     heard: list[Change[NodeVmi]] = []
-    watch = asyncio.create_task(collect(node1.node_vmis.watch(subjects.node_vmis_of_node("node1")), heard))
+    watch = asyncio.create_task(collect(node1.node_vmis("node1").watch(subjects.node_vmis_of_node("node1")), heard))
     try:
         await until(lambda: {c.key for c in heard if c.value} >= {"node1.old1"})
         await until(lambda: any(c.key == "node1.gone" and c.value is None for c in heard) or
@@ -80,7 +85,7 @@ async def test_a_handler_hears_only_its_own_nodes_vmis(nats_server: NatsServer, 
         await until(lambda: any(c.key == "node1.a1" for c in heard))
         assert all(subjects.node_vmi_parts(c.key)[0] == "node1" for c in heard)
         assert all(c.value is None or c.value.vmi.node_name == "node1" for c in heard)
-        copies = {e.key for e in await store.node_vmis.items()}
+        copies = {e.key for shard in store.node_vmi_shards.values() for e in await shard.items()}
         assert {"node1.old1", "node1.a1", "node2.b0", "node2.b4"} <= copies and "node1.gone" not in copies
         # node1 heard a1's copy and its own consumer's heartbeats at most; nothing of b0..b4
         assert not any(c.key.startswith("node2.") for c in heard)
@@ -90,7 +95,7 @@ async def test_a_handler_hears_only_its_own_nodes_vmis(nats_server: NatsServer, 
         await until(lambda: any(c.key == "node1.a1" and c.value is None for c in heard))
         await store.vmis.delete("old1")
         await until(lambda: any(c.key == "node1.old1" and c.value is None for c in heard))
-        assert (await store.node_vmis.get("node2.a1")) is not None
+        assert (await store.node_vmis("node2").get("node2.a1")) is not None
     finally:
         for task in (watch, mirror):
             task.cancel()
@@ -101,16 +106,52 @@ async def test_a_handler_hears_only_its_own_nodes_vmis(nats_server: NatsServer, 
 
 async def test_a_node_may_not_watch_another_nodes_copies(nats_server: NatsServer, store: Store) -> None:
     node1 = await node_store(nats_server, "node1")
+    elsewhere = next(b for b in subjects.NODE_VMI_BUCKETS if b != subjects.node_vmis_bucket("node1"))
     try:
-        for keys in (subjects.node_vmis_of_node("node2"), ">"):
+        refused = [(node1.node_vmis("node2"), subjects.node_vmis_of_node("node2")), (node1.node_vmis("node1"), ">"),
+                   # its own name's keys, but in a shard not its own
+                   (node1.node_vmi_shards[elsewhere], subjects.node_vmis_of_node("node1"))]
+        for bucket, keys in refused:
             with pytest.raises(ApiError, match="permissions"):  # the server refuses the consumer
                 async with asyncio.timeout(8):
-                    async for _ in node1.node_vmis.watch(keys, initial_only=True):
+                    async for _ in bucket.watch(keys, initial_only=True):
                         pass
         # its own: allowed (empty)
-        assert [c async for c in node1.node_vmis.watch(subjects.node_vmis_of_node("node1"), initial_only=True)] == []
+        own = node1.node_vmis("node1").watch(subjects.node_vmis_of_node("node1"), initial_only=True)
+        assert [c async for c in own] == []
     finally:
         await node1.close()
+
+
+async def test_the_leader_deletes_the_unsharded_copies_once_no_older_handler_watches_them(
+        nats_server: NatsServer, store: Store) -> None:
+    # as a release before the shards left it: every node's copies in one bucket, watched by a handler
+    old = await store.js.create_key_value(bucket=subjects.BUCKET_NODE_VMIS_UNSHARDED, history=5)
+    await old.put("node1.old1", msgspec.json.encode(NodeVmi(vmi=vmi("old1", "node1"), revision=1)))
+    await store.vmis.create("old1", vmi("old1", "node1"))
+    stream = subjects.kv_stream(subjects.BUCKET_NODE_VMIS_UNSHARDED)
+    older_handler = await store.js.add_consumer(stream, ConsumerConfig(
+        filter_subject=subjects.kv_subject(subjects.BUCKET_NODE_VMIS_UNSHARDED, "node1.*")))
+    mirror = asyncio.create_task(NodeVmiMirror(store).run())
+    try:
+        await copied(store, "node1.old1")  # rebuilt into node1's shard
+        await asyncio.sleep(0.5)
+        assert (await store.js.stream_info(stream)).state.messages == 1  # still watched: kept
+        mirror.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await mirror
+        await store.js.delete_consumer(stream, older_handler.name or "")  # that handler upgraded
+        mirror = asyncio.create_task(NodeVmiMirror(store).run())  # the next term
+        with pytest.raises(nats.js.errors.NotFoundError):
+            async with asyncio.timeout(10):
+                while True:
+                    await store.js.stream_info(stream)
+                    await asyncio.sleep(0.1)
+        assert (await store.node_vmis("node1").get("node1.old1")) is not None
+    finally:
+        mirror.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await mirror
 
 
 async def test_a_launchers_watch_is_its_own_key_and_leaves_no_consumer(nats_server: NatsServer, store: Store) -> None:

@@ -37,7 +37,7 @@ def _server_caps(nc: Client) -> bool:
 
 async def test_a_new_control_plane_makes_buckets_and_streams_past_the_default(store: Store) -> None:
     js = store.nc.jetstream()
-    for stream in (subjects.kv_stream(subjects.BUCKET_NODES), subjects.kv_stream(subjects.BUCKET_NODE_VMIS),
+    for stream in (subjects.kv_stream(subjects.BUCKET_NODES), subjects.kv_stream(subjects.NODE_VMI_BUCKETS[0]),
                    subjects.object_stream(subjects.OBJECT_STORE_IMAGES), subjects.STREAM_EVENTS):
         assert (await js.stream_info(stream)).config.max_consumers == streamlimits.MAX_CONSUMERS, stream
     nodes = subjects.kv_stream(subjects.BUCKET_NODES)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import zlib
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -81,18 +83,32 @@ def test_the_server_accepts_the_config(tmp_path: Path) -> None:
 
 
 def test_a_node_watches_only_its_own_vmi_copies() -> None:
-    create = "$JS.API.CONSUMER.CREATE.KV_nodevmis"
-    assert may_publish(Role.NODE, f"{create}.vbw1.$KV.nodevmis.node1.*", "node1")
-    for subject in (f"{create}.vbw1.$KV.nodevmis.node2.*", f"{create}.vbw1.$KV.nodevmis.*.*",
-                    f"{create}.vbw1.$KV.nodevmis.>", f"{create}.vbw1", create,
-                    "$JS.API.STREAM.MSG.GET.KV_nodevmis", "$JS.API.DIRECT.GET.KV_nodevmis",
-                    "$JS.API.DIRECT.GET.KV_nodevmis.$KV.nodevmis.node2.testvm"):
-        assert not may_publish(Role.NODE, subject, "node1"), subject
+    mine = subjects.node_vmis_bucket("node1")
+    other_shard = next(b for b in subjects.NODE_VMI_BUCKETS if b != mine)
+    assert may_publish(Role.NODE, f"$JS.API.CONSUMER.CREATE.KV_{mine}.vbw1.$KV.{mine}.node1.*", "node1")
+    for bucket in (mine, other_shard, subjects.BUCKET_NODE_VMIS_UNSHARDED):
+        create = f"$JS.API.CONSUMER.CREATE.KV_{bucket}"
+        for subject in (f"{create}.vbw1.$KV.{bucket}.node2.*", f"{create}.vbw1.$KV.{bucket}.*.*",
+                        f"{create}.vbw1.$KV.{bucket}.>", f"{create}.vbw1", create,
+                        f"$JS.API.STREAM.MSG.GET.KV_{bucket}", f"$JS.API.DIRECT.GET.KV_{bucket}",
+                        f"$JS.API.DIRECT.GET.KV_{bucket}.$KV.{bucket}.node2.testvm"):
+            assert not may_publish(Role.NODE, subject, "node1"), subject
+    # its own keys, filed in another shard or the old bucket: not its to read either
+    for bucket in (other_shard, subjects.BUCKET_NODE_VMIS_UNSHARDED):
+        assert not may_publish(Role.NODE, f"$JS.API.CONSUMER.CREATE.KV_{bucket}.vbw1.$KV.{bucket}.node1.*", "node1")
     # the other buckets' watches, filtered or not, as before
     for subject in ("$JS.API.CONSUMER.CREATE.KV_vmis.vbw1.$KV.vmis.testvm", "$JS.API.CONSUMER.CREATE.KV_vmis",
                     "$JS.API.CONSUMER.CREATE.KV_nodes.vbw1.$KV.nodes.>", "$JS.API.CONSUMER.CREATE.OBJ_images",
                     "$JS.API.STREAM.MSG.GET.KV_vmis"):
         assert may_publish(Role.NODE, subject, "node1"), subject
+
+
+def test_nodes_spread_over_the_vmi_copy_shards_the_same_way_in_every_process() -> None:
+    # CRC-32, not Python's salted hash: the leader writes where each handler watches
+    assert subjects.node_vmis_bucket("node1") == subjects.NODE_VMI_BUCKETS[zlib.crc32(b"node1") % 16]
+    per_shard = Counter(subjects.node_vmis_bucket(f"hollow-{i}") for i in range(1000))
+    assert set(per_shard) == set(subjects.NODE_VMI_BUCKETS)
+    assert max(per_shard.values()) < 2 * 1000 / subjects.NODE_VMI_SHARDS
 
 
 def test_a_node_renews_only_its_own_lease() -> None:
