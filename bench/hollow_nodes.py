@@ -115,6 +115,11 @@ class Result:
     writes: dict[str, int]  # messages stored into each stream from the first create to the settle
     server_log: str  # what nats-server logged about dropped or struggling clients
     bind_cpu: dict[str, float] = field(default_factory=dict)  # CPU-s of each kind, first create to all bound
+    # CPU-s of each kind and seconds, first create to all Running: binding's cost shifts work of the nodes'
+    # (launch, report) past "all bound" when it is slower, not this
+    run_cpu: dict[str, float] = field(default_factory=dict)
+    run_s: float = 0.0
+    node_traffic: tuple[int, int, int] = (0, 0, 0)  # messages to, bytes to, messages from the nodes, as writes
     refused_watches: int = 0  # a hollow node's watch the server refused for its consumer limit: 0 in a clean run
 
     def lines(self) -> list[str]:
@@ -126,9 +131,11 @@ class Result:
             "creation to bound as the nodes heard it)",
             f"creation->Running: P50 {self.p50:.2f} s, P99 {self.p99:.2f} s",
             *bind_cpu_lines(self.bind_cpu, self.vmis, self.bind_s),
+            *run_cpu_lines(self.run_cpu, self.vmis, self.run_s),
             f"steady state per node per minute: {self.msgs_per_node_min:.0f} messages, "
             f"{self.bytes_per_node_min / 1024:.1f} KiB",
             "JetStream writes per VM, creation to Running: " + writes_line(self.writes, self.vmis),
+            traffic_line(*self.node_traffic, self.vmis),
             f"scheduler: {self.scheduler_cpu:.1f} % of a core, RSS {self.scheduler_rss_per_vmi_kib:.1f} KiB per VMI",
             "one hollow handler with 100 VMs: " + (f"{self.solo_cpu:.2f} % of a core" if self.solo_cpu is not None
                                                    else "not measured"),
@@ -137,6 +144,15 @@ class Result:
             f"watches refused for a stream's consumer limit (10026, then tried again): {self.refused_watches}",
             self.server_log,
         ]
+
+
+def run_cpu_lines(cpu: dict[str, float], vms: int, run_s: float) -> list[str]:
+    """Each kind's CPU per VM through Running: the whole of a VM's cost, which the bind phase's figures
+    split at an instant that moves with the pace."""
+    if not cpu or vms <= 0:
+        return []
+    return [f"CPU from the first create to all Running ({run_s:.1f} s): "
+            + ", ".join(f"{kind} {1000.0 * s / vms:.2f}" for kind, s in cpu.items()) + " ms per VM"]
 
 
 def bind_cpu_lines(cpu: dict[str, float], vms: int, bind_s: float) -> list[str]:
@@ -164,10 +180,23 @@ def bind_cpu_lines(cpu: dict[str, float], vms: int, bind_s: float) -> list[str]:
     ]
 
 
+def traffic_line(to_nodes: int, to_bytes: int, from_nodes: int, vms: int) -> str:
+    """What nats-server delivered to the hollow nodes and got from them per VM (pure): a cost of
+    theirs and its own beside the writes."""
+    per = max(vms, 1)
+    return (f"the nodes' messages per VM, creation to Running: {to_nodes / per:.1f} delivered "
+            f"({to_bytes / 1024 / per:.1f} KiB), {from_nodes / per:.1f} sent")
+
+
 def writes_line(writes: dict[str, int], vms: int) -> str:
     """Each stream's stored messages per VM, most first, and their sum: every one is a JetStream write
-    (a publish the server stores and acknowledges), so where the server's CPU goes per VM."""
-    shown = sorted(((n / max(vms, 1), name) for name, n in writes.items() if n), reverse=True)
+    (a publish the server stores and acknowledges), so where the server's CPU goes per VM. The node
+    VMI copies' shards are summed as one."""
+    shards = {subjects.kv_stream(b) for b in subjects.NODE_VMI_BUCKETS}
+    folded = {name: n for name, n in writes.items() if name not in shards}
+    folded[f"{subjects.kv_stream(subjects.NODE_VMI_BUCKETS[0])[:-2]}* ({len(shards)} shards)"] = sum(
+        n for name, n in writes.items() if name in shards)
+    shown = sorted(((n / max(vms, 1), name) for name, n in folded.items() if n), reverse=True)
     return f"{sum(n for n, _ in shown):.2f} (" + ", ".join(f"{name} {n:.2f}" for n, name in shown) + ")"
 
 
@@ -326,6 +355,7 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
         if o.solo:
             wanted += [(f"solo-{i:03d}", SOLO) for i in range(SOLO_VMS)]
         sequences = await last_sequences(admin)
+        burst0 = connz(server)
         start = time.time()
         cpu_at_start = watch.cpu_seconds()
         creating = asyncio.create_task(write_all(writer, wanted, created) if writer is not None
@@ -341,6 +371,8 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
                 bound_at = time.time()
                 bind_cpu = {k: v - cpu_at_start[k] for k, v in watch.cpu_seconds().items()}
             if fleet.running() >= o.vmis and creating.done():
+                run_cpu = {k: v - cpu_at_start[k] for k, v in watch.cpu_seconds().items()}
+                run_s = time.time() - start
                 break
             if time.monotonic() > deadline:
                 raise BenchFailed(f"not every VMI Running in {o.patience:.0f} s: {len(created)} created "
@@ -351,6 +383,10 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
         latencies = [at - created[vm] for vm, at in running_at.items() if vm in created]
         await asyncio.sleep(5.0)  # settle: the last reports' copies delivered
         writes = {name: seq - sequences.get(name, 0) for name, seq in (await last_sequences(admin)).items()}
+        burst1 = connz(server)
+        nodes_seen = [n for n in burst1 if n.startswith("virtbus-hollow-") and n in burst0]
+        to_nodes, to_bytes, from_nodes = (sum(burst1[n][k] - burst0[n][k] for n in nodes_seen)
+                                          for k in ("out_msgs", "out_bytes", "in_msgs"))
         before, cpu0, t0 = connz(server), cpu_ticks(scheduler.pid), time.monotonic()
         solo0 = cpu_ticks(solo_proc.pid) if solo_proc is not None else 0
         watch.cpu_line("window")
@@ -376,7 +412,8 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
             scheduler_rss_per_vmi_kib=max(rss - base_rss, 0) / max(o.vmis, 1),
             solo_cpu=100.0 * (solo1 - solo0) / TICKS / (t1 - t0) if solo_proc is not None else None,
             procs=len(fleet.workers), reconnects=fleet.total("reconnects"), steady_cpu=steady_cpu, writes=writes,
-            server_log=trouble(server.logs, server.ready_at), bind_cpu=bind_cpu,
+            node_traffic=(to_nodes, to_bytes, from_nodes),
+            server_log=trouble(server.logs, server.ready_at), bind_cpu=bind_cpu, run_cpu=run_cpu, run_s=run_s,
             refused_watches=refused_watches(directory))
     finally:
         if solo_proc is not None:
