@@ -334,7 +334,9 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
     fleet = Fleet()
     watch = Watch(o, fleet, server, scheduler, directory)
     admin = await nats.connect(server.url.split(","), nkeys_seed=seed(server, "admin"))
-    writer = await Store.connect(server.url, "virtbus-bench", creds=seed(server, "admin")) \
+    # create=False: the scheduler makes the buckets; two clients making one stream at once on a
+    # 3-server cluster left one create unanswered (nats-server 2.15), and the bench died of its timeout
+    writer = await Store.connect(server.url, "virtbus-bench", creds=seed(server, "admin"), create=False) \
         if o.create == "bus" else None
     solo_proc: subprocess.Popen[bytes] | None = None
     try:

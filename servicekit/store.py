@@ -419,8 +419,8 @@ def replicas() -> int:
 
 
 def _assume_all(js: JetStreamContext) -> tuple[dict[str, KeyValue], ObjectStore, ObjectStore]:
-    """Handles on every bucket without asking the server (a stream-info request per bucket, 32 per
-    process): a thousand launchers starting together would otherwise make 32,000. Buckets are never made
+    """Handles on every bucket without asking the server (a stream-info request per bucket, 20 per
+    process): a thousand launchers starting together would otherwise make 20,000. Buckets are never made
     with direct gets (nats-py's default), so reads go by the stream's message-get API."""
     kvs = {b: KeyValue(name=b, stream=subjects.kv_stream(b), pre=subjects.kv_subject(b), js=js, direct=False)
            for b in subjects.STATE_BUCKETS}
@@ -464,8 +464,8 @@ _KV_LIMITS: dict[str, tuple[int, int]] = {  # bucket -> (max_value_size, max_byt
     subjects.BUCKET_SERVICES: (16 * 1024, 16 * _MiB), subjects.BUCKET_ENDPOINTS: (256 * 1024, 64 * _MiB),
     subjects.BUCKET_ROUTES: (16 * 1024, 16 * _MiB), subjects.BUCKET_INGRESSES: (256 * 1024, 64 * _MiB),
     subjects.BUCKET_NODE_LEASES: (1024, 16 * _MiB),
-    # a sixteenth of the copies each, with room for a skewed hash
-    **{b: (_MiB, 64 * _MiB) for b in subjects.NODE_VMI_BUCKETS},
+    # a quarter of the copies each, with room for a skewed hash
+    **{b: (_MiB, 128 * _MiB) for b in subjects.NODE_VMI_BUCKETS},
 }
 EVENTS_MAX_BYTES = 64 * _MiB
 
