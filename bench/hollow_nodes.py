@@ -194,7 +194,7 @@ def writes_line(writes: dict[str, int], vms: int) -> str:
     VMI copies' shards are summed as one."""
     shards = {subjects.kv_stream(b) for b in subjects.NODE_VMI_BUCKETS}
     folded = {name: n for name, n in writes.items() if name not in shards}
-    folded[f"{subjects.kv_stream(subjects.NODE_VMI_BUCKETS[0])[:-2]}* ({len(shards)} shards)"] = sum(
+    folded[f"{subjects.kv_stream(subjects.BUCKET_NODE_VMIS_UNSHARDED)}-* ({len(shards)} shards)"] = sum(
         n for name, n in writes.items() if name in shards)
     shown = sorted(((n / max(vms, 1), name) for name, n in folded.items() if n), reverse=True)
     return f"{sum(n for n, _ in shown):.2f} (" + ", ".join(f"{name} {n:.2f}" for n, name in shown) + ")"

@@ -21,7 +21,7 @@ import structlog
 from proto import subjects
 from proto.nodevmis import NodeVmi
 from proto.state import VMI
-from servicekit.store import Change, Store
+from servicekit.store import Bucket, Change, Store
 from servicekit.workqueue import WorkQueue
 
 log = structlog.get_logger()
@@ -144,12 +144,15 @@ class NodeVmiMirror:
             await self._delete(step.delete)
             self.copied.pop(name, None)
         if step.put is not None and change.value is not None:
-            await self.store.node_vmis(change.value.node_name or "").put(
-                step.put, NodeVmi(vmi=change.value, revision=change.revision))
+            await self._copies(step.put).put(step.put, NodeVmi(vmi=change.value, revision=change.revision))
             self.copied[name] = Copied(step.put, change.revision)
         if change.value is None and self.latest.get(name) is change:
             del self.latest[name]  # gone and its copy with it: nothing to remember
 
     async def _delete(self, key: str) -> None:
+        await self._copies(key).delete(key)
+
+    def _copies(self, key: str) -> Bucket[NodeVmi]:
+        """The shard a copy's key belongs in: its node's, as the handler watches it."""
         node, _ = subjects.node_vmi_parts(key)
-        await self.store.node_vmis(node).delete(key)
+        return self.store.node_vmis(node)
