@@ -58,6 +58,7 @@ class NodeApi:
         self.cidrs: Bucket[str] = Bucket(store.raw[subjects.BUCKET_IPAM], str)
         self.tables: Bucket[dict[str, str]] = Bucket(store.raw[subjects.BUCKET_IPAM], dict[str, str])
         self.networks: Bucket[NetworkAttachment] = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
+        self._taken: dict[int, str] = {}  # claims this process made or lost a create to (index -> node)
 
     def endpoints(self) -> list[Endpoint]:
         table = {VERB_REGISTER: self.register, VERB_STATUS: self.status, VERB_ATTACH: self.attach}
@@ -98,32 +99,49 @@ class NodeApi:
     async def _read_nodes(self) -> list[Node]:
         return [e.value for e in await self.store.nodes.items()]
 
+    async def _held(self) -> dict[int, str]:
+        """Every node network's claim (index -> node), as this process knows them: its watch of the
+        claims (one read of them all when it starts, then each new one) and the claims it found taken
+        since. Claims are never given back, so what it knows of is held; one it has not heard of
+        yet is found by the create that loses to it."""
+        claims = await informer.shared(self.store, self.cidrs, subjects.IPAM_NODE_CIDRS).items()
+        held = {int(index): e.value for e in claims if (index := e.key.removeprefix("nodecidr.")).isdigit()}
+        return held | self._taken
+
     async def _claim_cidr(self, node: str) -> IPv4Network:
         """The node's pod CIDR: the one it holds, else the lowest free one, claimed by create.
 
-        One filtered read of every claim (not a get per index: a thousand nodes registering would
-        make that a million round trips); the create decides a race, and a lost one reads again."""
+        The claims come from the process's watch of them, not a read of every claim per registration:
+        a thousand nodes registering read a million claims that way, most of the control plane's CPU
+        while they did. The create decides a race; a lost one notes the claim and chooses again."""
         for attempt in range(_CLAIM_ATTEMPTS):
-            held: dict[int, str] = {}
-            async for change in self.cidrs.watch(subjects.IPAM_NODE_CIDRS, initial_only=True):
-                index = change.key.removeprefix("nodecidr.")
-                if change.value is not None and index.isdigit():
-                    held[int(index)] = change.value
-            mine = next((index for index, owner in held.items() if owner == node), None)
-            if mine is not None:
-                return ipam.node_cidr(mine)
+            held = await self._held()
+            mine = sorted(index for index, owner in held.items() if owner == node)
+            if len(mine) > 1:  # two registrations of it raced once: the one its record has stays its own
+                record = await self.store.nodes.get(node)
+                recorded = ipam.node_cidr_index(record.value.pod_cidr if record else None)
+                mine = [recorded] if recorded in mine else mine
+            if mine:
+                return ipam.node_cidr(mine[0])
             free_ones = [index for index in range(ipam.NODE_NETWORKS) if index not in held]
             if not free_ones:
                 break
             # the lowest free one, as a lone registration always gets; after losing a race, any free
             # one, so that registrations racing together stop colliding on the same lowest one
             free = free_ones[0] if attempt == 0 else random.choice(free_ones[:64])
+            key = subjects.ipam_node_cidr(free)
             try:
-                await self.cidrs.create(subjects.ipam_node_cidr(free), node)
+                await self.cidrs.create(key, node)
             except ApiError as exc:
-                if exc.code is Code.ALREADY_EXISTS:
-                    continue  # another registration took it meanwhile: read the claims again
-                raise
+                if exc.code is not Code.ALREADY_EXISTS:
+                    raise
+                # taken meanwhile, by another node or by this node's own registration answered
+                # elsewhere (its retry reached another replica): whose it is decides
+                owner = await self.cidrs.get(key)
+                if owner is not None:
+                    self._taken[free] = owner.value
+                continue
+            self._taken[free] = node
             return ipam.node_cidr(free)
         else:
             raise ApiError(Code.UNAVAILABLE, "node networks kept being claimed meanwhile; try again")

@@ -15,7 +15,9 @@ from proto.errors import ApiError, Code
 from proto.nodeapi import VERB_REGISTER, Registration
 from proto.state import Node
 from scheduler.nodeapi import NodeApi
+from servicekit import informer
 from servicekit.store import Store
+from tests.consumers import consumers_made
 
 pytestmark = pytest.mark.integration
 
@@ -74,3 +76,37 @@ async def test_a_node_retrying_its_registration_while_the_first_is_in_flight_is_
     assert raced == ["slow"] and node.pod_cidr == "10.244.0.0/24"
     stored = await read("slow")
     assert stored is not None and stored.value == node and node.started_at == 1.0  # its first start kept
+
+
+async def test_registrations_read_the_claims_once_not_once_each(store: Store) -> None:
+    # each registration read every claim (a consumer made on the server and every claim sent): a
+    # thousand nodes registering were a million claims read; now the process's watch has them
+    api = NodeApi(store)
+    await register(api, "first")
+    async with consumers_made(store.nc) as made:
+        cidrs = [(await register(api, f"m{i}")).pod_cidr for i in range(20)]
+    # at most the watch's own: once it has the current claims it goes on from a sequence, on a consumer
+    # of its own (servicekit.kvwatch), which may come as these run
+    assert len([c for c in made if c.startswith(subjects.kv_stream(subjects.BUCKET_IPAM) + ".")]) <= 1
+    assert cidrs == [f"10.244.{i}.0/24" for i in range(1, 21)]  # the lowest free ones, in turn
+
+
+async def test_claims_the_watch_has_not_heard_of_are_not_taken_again(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # another replica's claims, made while this process's watch of them was down: the create that
+    # loses to one notes whose it is, and a node's own claim made elsewhere is not overwritten
+    api = NodeApi(store)
+    assert (await register(api, "a")).pod_cidr == "10.244.0.0/24"
+    watch = informer.shared(store, api.cidrs, subjects.IPAM_NODE_CIDRS)
+    await watch.stop()  # its cache stays as it was
+    monkeypatch.setattr(watch, "start", lambda: None)  # and is not watched again
+    await api.cidrs.create(subjects.ipam_node_cidr(1), "elsewhere")
+    await api.cidrs.create(subjects.ipam_node_cidr(2), "c")
+    b = await register(api, "b")
+    assert b.pod_cidr not in ("10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24")
+    c = await register(api, "c")  # the lowest free one was its own: the lost create says so
+    assert c.pod_cidr == "10.244.2.0/24"
+    assert (await register(api, "a")).pod_cidr == "10.244.0.0/24"
+    assert (await register(api, "c")).pod_cidr == c.pod_cidr
+    held = {e.key: e.value for e in await api.cidrs.items()}
+    assert held["nodecidr.1"] == "elsewhere" and held["nodecidr.2"] == "c" and list(held.values()).count("b") == 1
