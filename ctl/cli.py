@@ -28,7 +28,7 @@ from ctl import (
 )
 from ctl.client import ApiClient, default_url
 from ctl.lab import say
-from ctl.progress import ask, vm_state, wait_for
+from ctl.progress import ask, instance_uid, vm_state, wait_for
 from proto import snapshotmanifest
 from proto.api import (
     Ack,
@@ -199,14 +199,17 @@ async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
         await routecmd.delete(api, routecmd.KINDS[args.kind], args.name)
         return 0
     verb = args.command
+    # a restart is done once another instance runs: the old one, still Running or failing as it is
+    # stopped, says nothing about the new one
+    old_uid = await instance_uid(api, args.name) if verb == "restart" and args.wait else None
     say(await ask(api, "vm", verb, args.name, wait=args.wait, patience=args.timeout))
     if not args.wait:
         return 0
     targets = {"start": {"Running"}, "restart": {"Running"}, "stop": {"Stopped"}, "delete": {"Gone"}}[verb]
-    if verb == "restart":
-        await asyncio.sleep(0.5)
 
     async def probe() -> tuple[bool, str]:
+        if old_uid is not None and await instance_uid(api, args.name) == old_uid:
+            return False, "the old instance is stopping"
         status, detail = await vm_state(api, args.name)
         if status in ("ErrorUnschedulable", "Failed", "CrashLoopBackOff") and "Running" in targets:
             view = (await api.call("vm", "get", NameRequest(name=args.name), VMReply)).item

@@ -45,6 +45,17 @@ async def wait_for(what: str, probe: Callable[[], Awaitable[tuple[bool, str]]], 
         await asyncio.sleep(0.25)
 
 
+async def instance_uid(api: ApiClient, name: str) -> str | None:
+    """The uid of the VM's current instance; None when it has none (or the VM is gone)."""
+    try:
+        view = (await api.call("vm", "get", NameRequest(name=name), VMReply)).item
+    except ApiError as exc:
+        if exc.code is Code.NOT_FOUND:
+            return None
+        raise
+    return view.vmi.uid if view.vmi is not None else None
+
+
 async def vm_state(api: ApiClient, name: str) -> tuple[str, str]:
     try:
         view = (await api.call("vm", "get", NameRequest(name=name), VMReply)).item
