@@ -121,11 +121,15 @@ class Result:
     run_s: float = 0.0
     node_traffic: tuple[int, int, int] = (0, 0, 0)  # messages to, bytes to, messages from the nodes, as writes
     refused_watches: int = 0  # a hollow node's watch the server refused for its consumer limit: 0 in a clean run
+    register_s: float = 0.0  # from the first registration to the last
+    register_cpu: dict[str, float] = field(default_factory=dict)  # CPU-s of each kind meanwhile
+    wave: int = 0  # registrations at once
 
     def lines(self) -> list[str]:
         return [
             f"hollow nodes: {self.nodes}, VMIs: {self.vmis}, Running: {self.running}, "
             f"updates about another node's VMIs: {self.foreign}, reported on the wrong node: {self.wrong_node}",
+            register_line(self.register_cpu, self.nodes, self.wave, self.register_s),
             f"created in {self.create_s:.1f} s ({CREATED_BY[self.create]})",
             f"all bound in {self.bind_s:.1f} s ({self.vmis / max(self.bind_s, 1e-9):.0f} binds/s, "
             "creation to bound as the nodes heard it)",
@@ -153,6 +157,16 @@ def run_cpu_lines(cpu: dict[str, float], vms: int, run_s: float) -> list[str]:
         return []
     return [f"CPU from the first create to all Running ({run_s:.1f} s): "
             + ", ".join(f"{kind} {1000.0 * s / vms:.2f}" for kind, s in cpu.items()) + " ms per VM"]
+
+
+def register_line(cpu: dict[str, float], nodes: int, wave: int, seconds: float) -> str:
+    """What the nodes' registration cost: each registration is the control plane's work (a network
+    claimed, the record written) and every registered node's (it hears of each new node's record); the
+    hollow processes' figure includes their own start (an interpreter and its imports each)."""
+    if not cpu or nodes <= 0:
+        return "registration: not measured"
+    return (f"registered {nodes} nodes in {seconds:.1f} s ({wave} at once); CPU per registration: "
+            + ", ".join(f"{kind} {1000.0 * s / nodes:.1f} ms" for kind, s in cpu.items()))
 
 
 def bind_cpu_lines(cpu: dict[str, float], vms: int, bind_s: float) -> list[str]:
@@ -340,6 +354,7 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
         if o.create == "bus" else None
     solo_proc: subprocess.Popen[bytes] | None = None
     try:
+        register_start, register_cpu0 = time.time(), watch.cpu_seconds()
         await fleet.start(directory, server.url.split(","), lambda n: seed(server, credentials.node_user(n)),
                           names, o.procs, o.wave, o.legacy is not None)
         deadline = time.monotonic() + o.patience
@@ -348,6 +363,9 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
             if time.monotonic() > deadline:
                 raise BenchFailed(f"registering: not done in {o.patience:.0f} s ({fleet.summary()})")
             await asyncio.sleep(0.2)
+        register_s = time.time() - register_start  # within the loop's 0.2 s
+        register_cpu = {k: v - register_cpu0[k] for k, v in watch.cpu_seconds().items()
+                        if k in ("nats-server", "scheduler", "hollow processes")}
         if o.solo:
             solo_proc = spawn_solo(server, directory / "solo.log")
         await asyncio.sleep(3.0)  # the nodes Ready
@@ -416,7 +434,8 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
             procs=len(fleet.workers), reconnects=fleet.total("reconnects"), steady_cpu=steady_cpu, writes=writes,
             node_traffic=(to_nodes, to_bytes, from_nodes),
             server_log=trouble(server.logs, server.ready_at), bind_cpu=bind_cpu, run_cpu=run_cpu, run_s=run_s,
-            refused_watches=refused_watches(directory))
+            refused_watches=refused_watches(directory), register_s=register_s, register_cpu=register_cpu,
+            wave=o.wave * o.procs)  # o.wave is per process
     finally:
         if solo_proc is not None:
             solo_proc.terminate()

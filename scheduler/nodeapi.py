@@ -112,8 +112,9 @@ class NodeApi:
         """The node's pod CIDR: the one it holds, else the lowest free one, claimed by create.
 
         The claims come from the process's watch of them, not a read of every claim per registration:
-        a thousand nodes registering read a million claims that way, most of the control plane's CPU
-        while they did. The create decides a race; a lost one notes the claim and chooses again."""
+        a thousand nodes registering read half a million claims that way (39 % of the scheduler's CPU
+        while they did, and a consumer made on the server for each). The create decides a race; a lost
+        one notes the claim and chooses again."""
         for attempt in range(_CLAIM_ATTEMPTS):
             held = await self._held()
             mine = sorted(index for index, owner in held.items() if owner == node)
