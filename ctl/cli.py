@@ -28,7 +28,7 @@ from ctl import (
 )
 from ctl.client import ApiClient, default_url
 from ctl.lab import say
-from ctl.progress import ask, instance_uid, vm_state, wait_for
+from ctl.progress import ask, instance, vm_state, wait_for
 from proto import snapshotmanifest
 from proto.api import (
     Ack,
@@ -201,15 +201,17 @@ async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
     verb = args.command
     # a restart is done once another instance runs: the old one, still Running or failing as it is
     # stopped, says nothing about the new one
-    old_uid = await instance_uid(api, args.name) if verb == "restart" and args.wait else None
+    old = await instance(api, args.name) if verb == "restart" and args.wait else None
     say(await ask(api, "vm", verb, args.name, wait=args.wait, patience=args.timeout))
     if not args.wait:
         return 0
     targets = {"start": {"Running"}, "restart": {"Running"}, "stop": {"Stopped"}, "delete": {"Gone"}}[verb]
 
     async def probe() -> tuple[bool, str]:
-        if old_uid is not None and await instance_uid(api, args.name) == old_uid:
-            return False, "the old instance is stopping"
+        now = await instance(api, args.name) if old is not None else None
+        if old is not None and now is not None and now.uid == old.uid:
+            where = f" on {now.node_name}" if now.node_name else ""
+            return False, f"the old instance is stopping ({now.phase.value}{where})"
         status, detail = await vm_state(api, args.name)
         if status in ("ErrorUnschedulable", "Failed", "CrashLoopBackOff") and "Running" in targets:
             view = (await api.call("vm", "get", NameRequest(name=args.name), VMReply)).item

@@ -12,6 +12,7 @@ from ctl.lab import say
 from proto.api import Ack, NameRequest, VMReply
 from proto.errors import ApiError, Code
 from proto.spec import RunStrategy
+from proto.state import VMI
 
 
 async def ask(api: ApiClient, kind: str, verb: str, name: str, *, wait: bool, patience: float) -> str:
@@ -45,15 +46,14 @@ async def wait_for(what: str, probe: Callable[[], Awaitable[tuple[bool, str]]], 
         await asyncio.sleep(0.25)
 
 
-async def instance_uid(api: ApiClient, name: str) -> str | None:
-    """The uid of the VM's current instance; None when it has none (or the VM is gone)."""
+async def instance(api: ApiClient, name: str) -> VMI | None:
+    """The VM's current instance; None when it has none (or the VM is gone)."""
     try:
-        view = (await api.call("vm", "get", NameRequest(name=name), VMReply)).item
+        return (await api.call("vm", "get", NameRequest(name=name), VMReply)).item.vmi
     except ApiError as exc:
         if exc.code is Code.NOT_FOUND:
             return None
         raise
-    return view.vmi.uid if view.vmi is not None else None
 
 
 async def vm_state(api: ApiClient, name: str) -> tuple[str, str]:
