@@ -30,9 +30,10 @@ from proto.quantity import parse_bytes
 from proto.spec import Ephemeral, VMSpec, claims
 from proto.state import PersistentVolume
 from proto.validation import check_name, validate_volume_fields
-from servicekit.store import Store
+from servicekit.store import Entry, Store
 
 log = structlog.get_logger()
+_DELETE_ATTEMPTS = 20  # a deleted VM's volume read again and deleted, while its node keeps writing its progress
 
 
 class VolumeApi:
@@ -125,13 +126,26 @@ class VolumeApi:
         """The volumes a deleted VM's dataVolumeTemplates made go with it (KubeVirt's owner references)."""
         gone = []
         for entry in await self.store.volumes.items():
-            if entry.value.owner_vm == vm:
+            if entry.value.owner_vm != vm:
+                continue
+            current: Entry[PersistentVolume] = entry
+            for _ in range(_DELETE_ATTEMPTS):
                 try:
-                    await self.store.volumes.delete(entry.key, entry.revision)
-                    gone.append(entry.key)
+                    await self.store.volumes.delete(current.key, current.revision)
+                    gone.append(current.key)
+                    break
                 except ApiError as exc:
                     if exc.code is not Code.CONFLICT:
                         raise
+                # its node wrote its progress or phase meanwhile: still the VM's, it still goes (a
+                # conflict skipped here left it behind for good, its VM's record already gone)
+                again = await self.store.volumes.get(entry.key)
+                if again is None or again.value.owner_vm != vm:
+                    break
+                current = again
+            else:
+                raise ApiError(Code.CONFLICT, f"volume {entry.key!r} of deleted VM {vm!r} kept changing; "
+                                              f"delete it with `virtbus volume delete {entry.key}`")
         return gone
 
 

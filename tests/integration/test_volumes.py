@@ -10,6 +10,7 @@ import json
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from handler import nodevmis
@@ -17,7 +18,7 @@ from handler.volumefiles import VolumeFiles
 from launcher.disks import grow_volume, image_virtual_size, make_volume
 from proto.errors import ApiError, Code
 from proto.spec import Disk, PersistentVolumeClaim, VMSpec, Volume
-from proto.state import VMI, Node, Phase
+from proto.state import VMI, Node, Phase, Progress, VolumePhase
 from scheduler.api import Api
 from scheduler.controllers import Scheduler
 from scheduler.nodevmis import NodeVmiMirror
@@ -162,3 +163,25 @@ async def test_a_volume_grows_and_never_shrinks(store: Store, tmp_path: Path) ->
     assert (await store.volumes.require("growing", "volume")).value.size == "128Mi"
     assert await grow_volume(grown, path) and image_virtual_size(path) == 128 << 20
     assert not await grow_volume(grown, path)  # the next start: nothing to do
+
+
+async def test_a_deleted_vms_volume_goes_even_while_its_node_writes_to_it(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the node writes a populating volume's progress every so often: a delete that met one of those
+    # writes skipped the volume, and with its VM's record gone nothing deleted it afterwards
+    api = Api(store)
+    await api.vm_create(manifest("vm2", "own2", template="own2"))
+    delete = store.volumes.delete
+    raced: list[str] = []
+
+    async def node_writes_first(key: str, revision: int | None = None) -> None:
+        if key == "own2" and len(raced) < 3:  # three writes land between the read and the delete
+            raced.append(key)
+            await store.volumes.mutate(key, lambda v: msgspec.structs.replace(
+                v, phase=VolumePhase.POPULATING, progress=Progress(done=len(raced), total=10)))
+        await delete(key, revision)
+
+    monkeypatch.setattr(store.volumes, "delete", node_writes_first)
+    ack = await api.vm_delete(b'{"name": "vm2"}')
+    assert raced == ["own2"] * 3 and "own2" in ack.message
+    assert (await api.volumes.list_all(b"{}")).items == []
