@@ -188,7 +188,7 @@ async def cmd_delete_vmi(api: ApiClient, args: argparse.Namespace) -> int:
 async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
     workload = workloadcmd.kind_of(getattr(args, "kind", "vm"))
     if workload is not None:
-        await workloadcmd.delete(api, workload, args.name)
+        await workloadcmd.delete(api, workload, args.name, wait=args.wait, patience=args.timeout)
         return 0
     if getattr(args, "kind", "vm").startswith("vmi"):
         return await cmd_delete_vmi(api, args)

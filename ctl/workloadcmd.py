@@ -9,8 +9,9 @@ from typing import Any
 from ctl import render
 from ctl.client import ApiClient
 from ctl.lab import say
+from ctl.progress import wait_for
 from proto import resources
-from proto.api import Ack, NameRequest
+from proto.api import Ack, NameRequest, VMIList, VMList
 from proto.selector import LabelSelector
 from proto.workloads import (
     POOL_API_VERSIONS,
@@ -30,6 +31,7 @@ KINDS = {"vmirs": "vmirs", "vmirss": "vmirs", "virtualmachineinstancereplicaset"
          "vmpool": "vmpool", "vmpools": "vmpool", "pool": "vmpool", "pools": "vmpool",
          "virtualmachinepool": "vmpool", "virtualmachinepools": "vmpool"}
 API = {RS_KIND: "vmirs", POOL_KIND: "vmpool"}
+API_NAMES = {"vmirs": "virtualmachineinstancereplicaset", "vmpool": "virtualmachinepool"}  # as kubectl prints
 
 
 def kind_of(name: str) -> str | None:
@@ -117,5 +119,34 @@ async def scale(api: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
-async def delete(api: ApiClient, kind: str, name: str) -> None:
+async def members(api: ApiClient, kind: str, name: str) -> tuple[set[str], set[str]]:
+    """(the VMs, the instances) the set or pool made that are still there: a pool's VMs and their
+    instances (named as their VMs), a replica set's instances."""
+    vmis = (await api.call("vmi", "list", {}, VMIList)).items
+    if kind == "vmirs":
+        return set(), {v.name for v in vmis if v.owner == name}
+    vms = {v.vm.spec.name for v in (await api.call("vm", "list", {}, VMList)).items if v.vm.owner == name}
+    return vms, {v.name for v in vmis if v.name in vms}
+
+
+async def delete(api: ApiClient, kind: str, name: str, *, wait: bool = False, patience: float = 120.0) -> None:
+    """With wait, until what it made is gone too (its VMs, their instances stopped and cleaned up),
+    as ``kubectl delete`` waits for the objects its owner references take with it."""
+    vms, vmis = await members(api, kind, name) if wait else (set(), set())
     say((await api.call(kind, "delete", NameRequest(name=name), Ack)).message)
+    if not wait:
+        return
+
+    async def probe() -> tuple[bool, str]:
+        left_vms, left_vmis = await members_left(api, vms, vmis)
+        left = [f"{len(names)} {what}" for names, what in ((left_vms, "VMs"), (left_vmis, "instances")) if names]
+        return not left, " and ".join(left) + " left" if left else "everything it made is gone"
+
+    await wait_for(f"{API_NAMES[kind]}/{name}", probe, patience)
+
+
+async def members_left(api: ApiClient, vms: set[str], vmis: set[str]) -> tuple[set[str], set[str]]:
+    left_vmis = {v.name for v in (await api.call("vmi", "list", {}, VMIList)).items} & vmis
+    if not vms:
+        return set(), left_vmis
+    return {v.vm.spec.name for v in (await api.call("vm", "list", {}, VMList)).items} & vms, left_vmis

@@ -6,6 +6,7 @@ down from the highest index."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import time
@@ -17,6 +18,8 @@ import msgspec
 import pytest
 import yaml
 
+from ctl import cli
+from ctl.client import ApiClient
 from proto import subjects
 from proto.api import NameRequest
 from proto.state import VMI, Node, Phase
@@ -235,3 +238,28 @@ async def test_over_the_bus_bad_input_gets_a_typed_error_and_changes_nothing(api
     assert (await ask("vmpool", "list", b"{}")) == {"items": []}
     prefs = await ask("preference", "list", b"{}")
     assert {p["name"] for p in prefs["items"]} >= {"cirros", "legacy"}
+
+
+@pytest.mark.parametrize(("kind", "manifest", "owner"), [("vmpool", POOL, "vm-pool-cirros"),
+                                                          ("vmirs", RS, "testreplicaset")])
+@pytest.mark.usefixtures("api")  # the api service, as the CLI reaches it over the bus
+async def test_delete_wait_returns_once_what_it_made_is_gone(lab: Lab, nats_url: str, kind: str, manifest: str,
+                                                            owner: str) -> None:
+    # `virtbus delete vmpool|vmirs NAME --wait` took the flag and answered at once, its VMs and
+    # their instances still stopping; as `kubectl delete` it now waits for what the owner took along
+    if kind == "vmpool":
+        await lab.api.pools.apply(body(manifest))
+    else:
+        await lab.api.replicasets.apply(body(manifest))
+
+    async def all_running() -> bool:
+        vmis = [e.value for e in await lab.store.vmis.items()]
+        return len(vmis) == 2 and all(v.phase is Phase.RUNNING for v in vmis)
+    await until(all_running, "both instances running")
+    client = await ApiClient.connect(nats_url)
+    try:
+        args = argparse.Namespace(command="delete", kind=kind, name=owner, wait=True, timeout=30.0)
+        assert await cli.cmd_lifecycle(client, args) == 0
+    finally:
+        await client.close()
+    assert not await lab.store.vms.items() and not await lab.store.vmis.items()
