@@ -28,7 +28,7 @@ from ctl import (
 )
 from ctl.client import ApiClient, default_url
 from ctl.lab import say
-from ctl.progress import ask, instance, vm_state, wait_for
+from ctl.progress import ask, state_of, vm_view, wait_for
 from proto import snapshotmanifest
 from proto.api import (
     Ack,
@@ -201,20 +201,21 @@ async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
     verb = args.command
     # a restart is done once another instance runs: the old one, still Running or failing as it is
     # stopped, says nothing about the new one
-    old = await instance(api, args.name) if verb == "restart" and args.wait else None
+    before = await vm_view(api, args.name) if verb == "restart" and args.wait else None
+    old = before.vmi if before is not None else None
     say(await ask(api, "vm", verb, args.name, wait=args.wait, patience=args.timeout))
     if not args.wait:
         return 0
     targets = {"start": {"Running"}, "restart": {"Running"}, "stop": {"Stopped"}, "delete": {"Gone"}}[verb]
 
     async def probe() -> tuple[bool, str]:
-        now = await instance(api, args.name) if old is not None else None
+        view = await vm_view(api, args.name)
+        now = view.vmi if view is not None else None
         if old is not None and now is not None and now.uid == old.uid:
             where = f" on {now.node_name}" if now.node_name else ""
             return False, f"the old instance is stopping ({now.phase.value}{where})"
-        status, detail = await vm_state(api, args.name)
-        if status in ("ErrorUnschedulable", "Failed", "CrashLoopBackOff") and "Running" in targets:
-            view = (await api.call("vm", "get", NameRequest(name=args.name), VMReply)).item
+        status, detail = state_of(view)
+        if view is not None and status in ("ErrorUnschedulable", "Failed", "CrashLoopBackOff") and "Running" in targets:
             vmi = view.vmi
             why = (vmi.reason or next((c.message for c in vmi.conditions if c.status == "False"), "")) if vmi else ""
             raise ApiError(Code.INVALID, f"VM {args.name} is {status}: {why or view.vm.last_failure}")

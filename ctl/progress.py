@@ -9,10 +9,9 @@ from collections.abc import Awaitable, Callable
 
 from ctl.client import ApiClient
 from ctl.lab import say
-from proto.api import Ack, NameRequest, VMReply
+from proto.api import Ack, NameRequest, VMReply, VMView
 from proto.errors import ApiError, Code
 from proto.spec import RunStrategy
-from proto.state import VMI
 
 
 async def ask(api: ApiClient, kind: str, verb: str, name: str, *, wait: bool, patience: float) -> str:
@@ -46,10 +45,10 @@ async def wait_for(what: str, probe: Callable[[], Awaitable[tuple[bool, str]]], 
         await asyncio.sleep(0.25)
 
 
-async def instance(api: ApiClient, name: str) -> VMI | None:
-    """The VM's current instance; None when it has none (or the VM is gone)."""
+async def vm_view(api: ApiClient, name: str) -> VMView | None:
+    """The VM as ``get vm`` shows it; None when it is gone."""
     try:
-        return (await api.call("vm", "get", NameRequest(name=name), VMReply)).item.vmi
+        return (await api.call("vm", "get", NameRequest(name=name), VMReply)).item
     except ApiError as exc:
         if exc.code is Code.NOT_FOUND:
             return None
@@ -57,12 +56,13 @@ async def instance(api: ApiClient, name: str) -> VMI | None:
 
 
 async def vm_state(api: ApiClient, name: str) -> tuple[str, str]:
-    try:
-        view = (await api.call("vm", "get", NameRequest(name=name), VMReply)).item
-    except ApiError as exc:
-        if exc.code is Code.NOT_FOUND:
-            return "Gone", "deleted"
-        raise
+    return state_of(await vm_view(api, name))
+
+
+def state_of(view: VMView | None) -> tuple[str, str]:
+    """(status, what to print) of a VM as read; ("Gone", ...) when it was not there."""
+    if view is None:
+        return "Gone", "deleted"
     vmi = view.vmi
     detail = f"{vmi.phase.value}{' on ' + vmi.node_name if vmi and vmi.node_name else ''}" if vmi else "no instance"
     if view.printable_status == "Stopped" and vmi is not None and vmi.node_name:
