@@ -59,11 +59,22 @@ class Lab:
         """The lab's own namespaces: its bridge, its nodes and the outside host."""
         return sorted(f"{self.prefix}-{n}" for n in ("lab", "node1", "node2", "outside"))
 
-    def logs(self) -> str:
+    def logs(self, lines: int = 40) -> str:
         out = []
         for log in sorted((self.state_dir / "logs").glob("*.log")):
-            out.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+            out.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:]))
         return "\n".join(out)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report carries the tails of its lab's logs: the lab goes with the module's
+    teardown, and a failure's cause (a handler that stopped renewing its lease, say) is only in them."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    lab = getattr(item, "funcargs", {}).get("lab")
+    if report.failed and isinstance(lab, Lab):
+        report.sections.append(("lab logs", lab.logs(lines=150)))
 
 
 def _become_subreaper() -> None:
