@@ -122,8 +122,10 @@ class Agent:
             residentfiles.look_order(launcher_pid, [cpugroup.members(g) for g in groups if g is not None]))
 
     async def heartbeat(self) -> None:
-        # what emptyDisks may still take here, for the scheduler's filter
-        free = await asyncio.to_thread(nodeinfo.free_disk, self.launchers.paths.state_dir)
+        # what emptyDisks may still take here, for the scheduler's filter. On the loop (a statvfs of a
+        # local directory): through the loop's thread pool, the renewal waited behind whatever held
+        # its threads, and a node that misses three renewals is judged lost (scheduler.nodelife).
+        free = nodeinfo.free_disk(self.launchers.paths.state_dir)
         await heartbeat.beat(self.store, self.node, free, self.clock())
 
     async def _heartbeats(self) -> None:
@@ -206,7 +208,7 @@ class Agent:
                 log.warning("killing the guest here", vmi=name, why=act.why, qemu=killed)
             case Step.END_LAUNCHER if launcher is not None:
                 log.info("ending its launcher", vmi=name, why=act.why)
-                await asyncio.to_thread(self.launchers.terminate, launcher, act.grace)
+                await self.launchers.terminate(launcher, act.grace)
             case Step.FORGET:
                 await self._forget(name)
             case Step.RELEASE_ADDRESS:
