@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +20,11 @@ import structlog
 
 from handler.launchfork import ForkedProcess, ForkFailed, ForkServer
 from proto.errors import Code
-from servicekit import cpugroup, launcherlock
+from servicekit import cpugroup, launcherlock, processes
 from servicekit.netlink import KernelNetlink, Netlink, NetlinkError
 from servicekit.paths import UnsafeName, path_under, safe_name
 
 log = structlog.get_logger()
-TERMINATE_POLL_S = 0.05
-KILLED_PATIENCE_S = 10.0  # a SIGKILLed launcher is waited for this long, on top of its grace
 
 
 @dataclass
@@ -226,23 +223,12 @@ class Launchers:
         ``grace``. The wait is on the loop, not in a worker thread: ending many launchers at once, each
         waiting out its guest's grace, took every thread of the loop's pool (six on two cores) for a
         minute, and the node's lease renewal and every other launch queued behind them."""
-        deadline = time.monotonic() + grace
-        signalled = signal.SIGTERM
-        with contextlib.suppress(ProcessLookupError):
-            if launcher.alive():
-                os.kill(launcher.pid, signal.SIGTERM)
-        while launcher.alive():  # alive() reaps ours (a poll) and never blocks
-            if signalled is signal.SIGTERM and time.monotonic() >= deadline:
-                log.warning("launcher did not end in its grace period; killing it", vmi=launcher.vmi,
-                            pid=launcher.pid, grace=grace)
-                signalled = signal.SIGKILL
-                deadline = time.monotonic() + KILLED_PATIENCE_S
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(launcher.pid, signal.SIGKILL)
-            elif signalled is signal.SIGKILL and time.monotonic() >= deadline:
-                log.warning("killed launcher has not gone (uninterruptible?)", vmi=launcher.vmi, pid=launcher.pid)
-                return  # the supervision loop notices its end, as any launcher's
-            await asyncio.sleep(TERMINATE_POLL_S)
+        killed, left = await processes.end_on_loop([launcher.pid], grace, is_alive=lambda _: launcher.alive())
+        if killed:  # alive() reaps ours (a poll) and never blocks
+            log.warning("launcher did not end in its grace period; killed it", vmi=launcher.vmi,
+                        pid=launcher.pid, grace=grace)
+        if left:  # the supervision loop notices its end, as any launcher's
+            log.warning("killed launcher has not gone (uninterruptible?)", vmi=launcher.vmi, pid=launcher.pid)
 
     def forget(self, vmi: str) -> None:
         self.running.pop(vmi, None)

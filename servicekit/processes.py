@@ -5,11 +5,14 @@ are often subreapers, and PID 1 in a sandbox may reap nothing)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+POLL_S = 0.05
 
 
 def alive(pid: int) -> bool:
@@ -21,24 +24,45 @@ def alive(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"
 
 
-def end(pids: Iterable[int], timeout: float, is_alive: Callable[[int], bool] = alive) -> None:
-    targets = [p for p in pids if is_alive(p)]
-    for pid in targets:
+def _send(pids: Iterable[int], sig: signal.Signals) -> None:
+    for pid in pids:
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+
+def end(pids: Iterable[int], timeout: float, is_alive: Callable[[int], bool] = alive) -> None:
+    targets = [p for p in pids if is_alive(p)]
+    _send(targets, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while any(is_alive(p) for p in targets) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid in targets:
-        if is_alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        time.sleep(POLL_S)
+    _send([p for p in targets if is_alive(p)], signal.SIGKILL)
     for pid in targets:
         alive(pid)  # reap what is ours
+
+
+async def end_on_loop(pids: Iterable[int], grace: float, is_alive: Callable[[int], bool] = alive, *,
+                      killed_patience: float = 10.0) -> tuple[list[int], list[int]]:
+    """``end`` for a caller on an event loop: its waits are sleeps on the loop, not a blocked thread
+    (a handler ending many launchers at once held every thread of its loop's pool for their grace).
+    It also waits up to ``killed_patience`` for what it SIGKILLed. Returns the pids it had to
+    SIGKILL and those still there after that (uninterruptible, say)."""
+
+    async def left_after(targets: list[int], seconds: float) -> list[int]:
+        deadline = time.monotonic() + seconds
+        while True:  # a poll, as ``end``'s: is_alive may be any test (a launcher's is its own)
+            left = [p for p in targets if is_alive(p)]
+            if not left or time.monotonic() >= deadline:
+                return left
+            await asyncio.sleep(POLL_S)
+
+    targets = [p for p in pids if is_alive(p)]
+    _send(targets, signal.SIGTERM)
+    killed = await left_after(targets, grace)
+    _send(killed, signal.SIGKILL)
+    return killed, await left_after(killed, killed_patience) if killed else []
 
 
 def children(pid: int | str = "self") -> list[int]:
