@@ -18,10 +18,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from nats.aio.client import Client
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from proto import subjects
+from proto.state import Phase
 from servicekit import credentials, natsserver
 
 # what a server logs at [INF] about a client it dropped or struggles with (the wording of nats-server 2.9 to 2.15);
 # every [WRN] and [ERR] line counts too
+READ_S = 30.0  # the longest wait for the next stored event while reading them back
 TROUBLE = ("Slow Consumer", "Stale Connection", "Maximum Connections", "Timeout", "Readloop")
 
 
@@ -139,3 +145,34 @@ def dead(server: Server) -> str | None:
         if proc.poll() is not None:
             return f"nats-server {i} exited with {proc.returncode}"
     return None
+
+
+
+
+async def last_bind_stored(nc: Client, first_seq: int, binds: int) -> float | None:
+    """When the control plane had bound all of a burst's ``binds`` VMIs (epoch seconds): the server's
+    storage time of the last bind among the ``vmis`` bucket's writes after ``first_seq`` (a write of
+    a VMI Scheduled on a node). None when fewer binds than that were written."""
+    js = nc.jetstream()
+    stream = subjects.kv_stream(subjects.BUCKET_VMIS)
+    last_seq = (await js.stream_info(stream)).state.last_seq
+    if last_seq <= first_seq:
+        return None
+    since = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first_seq + 1)
+    sub = await js.subscribe(subjects.kv_subject(subjects.BUCKET_VMIS, ">"), ordered_consumer=True, config=since)
+    bound: set[str] = set()
+    latest = None
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=READ_S)
+            meta = msg.metadata
+            value = json.loads(msg.data) if msg.data else {}
+            if value.get("phase") == Phase.SCHEDULED.value and value.get("nodeName") and value.get("name") not in bound:
+                bound.add(value["name"])
+                at = meta.timestamp.timestamp()
+                latest = at if latest is None else max(latest, at)
+            if meta.sequence.stream >= last_seq:
+                break
+    finally:
+        await sub.unsubscribe()
+    return latest if len(bound) >= binds else None

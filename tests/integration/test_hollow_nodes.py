@@ -37,3 +37,5 @@ def test_hollow_nodes_run_vmis_written_into_the_bucket_by_hand() -> None:
     assert found, out
     assert tuple(int(g) for g in found.groups()) == (20, 200, 200, 0, 0)
     assert re.search(r"created in [\d.]+ s \(standalone VMIs written into the vmis bucket", out), out
+    # the binds read back from the vmis bucket: all 200, each once, so the control plane's figure is there
+    assert re.search(r"all bound by the control plane in [\d.]+ s \([\d]+ binds/s", out), out
