@@ -31,13 +31,26 @@ Report = Callable[[int, int], Awaitable[None]]  # (bytes done, bytes in all)
 REPORT_EVERY_S = 1.0
 
 
+LOCK_POLL_S = 0.1
+
+
 @contextlib.asynccontextmanager
-async def volume_lock(path: Path) -> AsyncIterator[None]:
-    """The volume file's lock (``.<file>.lock`` beside it), held while it is populated or copied."""
+async def volume_lock(path: Path, poll: float = LOCK_POLL_S) -> AsyncIterator[None]:
+    """The volume file's lock (``.<file>.lock`` beside it), held while it is populated or copied.
+
+    Asked for on the loop, again every ``poll`` seconds, not waited for in a thread: another
+    process may hold it for minutes (a large image downloading into the volume), and each waiter
+    would hold one of the loop's few default threads all that while (six on a 2-core node; the
+    handler's other blocking calls queue behind them). A cancelled wait leaves nothing behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path.with_name(f".{path.name}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
     try:
-        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(poll)
         yield
     finally:
         os.close(fd)  # releases the lock
