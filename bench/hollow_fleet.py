@@ -26,7 +26,7 @@ from hollow import HollowNode, start_all
 from procstat import TICKS, total_cpu_ticks
 
 from proto import subjects
-from servicekit import collector, logs
+from servicekit import collector, cpugroup, logs
 from servicekit.cancelling import cancel_and_wait
 
 REPORT_S = 1.0
@@ -146,10 +146,12 @@ class Fleet:
 
     def __init__(self) -> None:
         self.workers: list[Worker] = []
+        self.grouped = 0  # workers that joined the CPU group they were given
         self._readers: list[asyncio.Task[None]] = []
 
     async def start(self, directory: Path, urls: list[str], creds: Callable[[str], str], names: list[str],
-                    procs: int, wave: int, legacy: bool) -> None:
+                    procs: int, wave: int, legacy: bool, cpu_group: Path | None = None) -> None:
+        """cpu_group: a CPU group (servicekit.cpugroup) each worker joins as it starts."""
         procs = max(1, min(procs, len(names)))
         per = -(-len(names) // procs)
         for w in range(procs):
@@ -166,6 +168,8 @@ class Fleet:
                     sys.executable, str(Path(__file__).with_name("hollow_nodes.py")), "--worker", str(spec),
                     stdout=asyncio.subprocess.PIPE, stderr=err, stdin=asyncio.subprocess.DEVNULL,
                     limit=REPORT_LINE_LIMIT)
+            if cpu_group is not None and cpugroup.join(cpu_group, proc.pid):
+                self.grouped += 1
             worker = Worker(proc, log, len(mine))
             self.workers.append(worker)
             self._readers.append(asyncio.create_task(self._read(worker)))

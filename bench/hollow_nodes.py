@@ -14,6 +14,7 @@ saying why, with counts) when nodes lose their connections, a process dies or no
 Usage:
     .venv/bin/python bench/hollow_nodes.py [--nodes 1000] [--vmis 10000] [--window 60] [--procs N]
                                          [--cluster 3] [--create api|bus] [--logs DIR]
+                                         [--nodes-cpu-weight SHARES]
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from procstat import TICKS, cpu_ticks, rss_kib, total_cpu_ticks  # noqa: E402 - 
 from proto import subjects  # noqa: E402
 from proto.manifest import parse_instance  # noqa: E402
 from proto.state import VMI  # noqa: E402
-from servicekit import credentials  # noqa: E402
+from servicekit import cpugroup, credentials  # noqa: E402
 from servicekit.store import Store  # noqa: E402
 
 SOLO = "solo"
@@ -127,11 +128,13 @@ class Result:
     register_s: float = 0.0  # from the first registration to the last
     register_cpu: dict[str, float] = field(default_factory=dict)  # CPU-s of each kind meanwhile
     wave: int = 0  # registrations at once
+    grouping: str = ""  # the hollow workers' CPU group, if they had one
 
     def lines(self) -> list[str]:
         return [
             f"hollow nodes: {self.nodes}, VMIs: {self.vmis}, Running: {self.running}, "
             f"updates about another node's VMIs: {self.foreign}, reported on the wrong node: {self.wrong_node}",
+            *([self.grouping] if self.grouping else []),
             register_line(self.register_cpu, self.nodes, self.wave, self.register_s),
             f"created in {self.create_s:.1f} s ({CREATED_BY[self.create]})",
             f"all bound in {self.bind_s:.1f} s ({self.vmis / max(self.bind_s, 1e-9):.0f} binds/s, "
@@ -285,6 +288,7 @@ class Options:
     stall: float = 180.0
     logs: str | None = None
     create: str = "api"  # api: VMs through the API; bus: standalone VMIs written into the bucket
+    nodes_weight: int | None = None  # the hollow workers in a CPU group of this weight (None: as any process)
 
 
 async def run(o: Options) -> Result:
@@ -368,10 +372,15 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
     writer = await Store.connect(server.url, "virtbus-bench", creds=seed(server, "admin"), create=False) \
         if o.create == "bus" else None
     solo_proc: subprocess.Popen[bytes] | None = None
+    group = None
     try:
         register_start, register_cpu0 = time.time(), watch.cpu_seconds()
+        if o.nodes_weight is not None:
+            group = cpugroup.make(f"virtbus-bench-hollow-{os.getpid()}", o.nodes_weight)
+            if group is None:
+                raise BenchFailed("--nodes-cpu-weight: no CPU group can be made here (cgroup v1's cpu hierarchy)")
         await fleet.start(directory, server.url.split(","), lambda n: seed(server, credentials.node_user(n)),
-                          names, o.procs, o.wave, o.legacy is not None)
+                          names, o.procs, o.wave, o.legacy is not None, group)
         deadline = time.monotonic() + o.patience
         while fleet.total("registered") < o.nodes:
             watch.check("registering")
@@ -453,12 +462,17 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
             node_traffic=(to_nodes, to_bytes, from_nodes),
             server_log=trouble(server.logs, server.ready_at), bind_cpu=bind_cpu, run_cpu=run_cpu, run_s=run_s,
             refused_watches=refused_watches(directory), register_s=register_s, register_cpu=register_cpu,
-            wave=o.wave * o.procs)  # o.wave is per process
+            wave=o.wave * o.procs,  # o.wave is per process
+            grouping="" if o.nodes_weight is None else
+            f"hollow processes: {fleet.grouped} of {len(fleet.workers)} in a CPU group of weight {o.nodes_weight} "
+            "(the control plane's processes weigh 1024 each)")
     finally:
         if solo_proc is not None:
             solo_proc.terminate()
             solo_proc.wait(10)
         await fleet.stop()
+        if group is not None:
+            cpugroup.remove(group)  # empty now: its workers are gone
         await admin.close()
         if writer is not None:
             await writer.close()
@@ -495,6 +509,9 @@ def main() -> None:
                    help="api: VMs through the API (200 clients); bus: standalone VMIs written into the vmis "
                         "bucket at once, as the API's VMI create writes them")
     p.add_argument("--wave", type=int, default=25, help="registrations at once, over all the processes")
+    p.add_argument("--nodes-cpu-weight", type=int, default=None, metavar="SHARES",
+                   help="the hollow workers in a CPU group of this weight (cgroup v1 cpu.shares), as if on "
+                        "machines of their own (kubemark's): the control plane first")
     p.add_argument("--stall", type=float, default=180.0,
                    help="fail when no count moves for this many seconds (registered, bound, Running, created)")
     p.add_argument("--logs", metavar="DIR", default=None,
@@ -508,12 +525,15 @@ def main() -> None:
     if args.worker:
         worker_main(args.worker)
         return
+    if args.nodes_cpu_weight is not None and not 2 <= args.nodes_cpu_weight <= 262144:
+        p.error("--nodes-cpu-weight: cpu.shares goes from 2 to 262144")
     procs = args.procs or max(1, -(-args.nodes // 100))
     try:
         result = asyncio.run(run(Options(
             nodes=args.nodes, vmis=args.vmis, window=args.window, solo=not args.no_solo and not args.legacy,
             patience=args.timeout, legacy=args.legacy, cluster=args.cluster, procs=procs,
-            wave=max(1, args.wave // procs), stall=args.stall, logs=args.logs, create=args.create)))
+            wave=max(1, args.wave // procs), stall=args.stall, logs=args.logs, create=args.create,
+            nodes_weight=args.nodes_cpu_weight)))
     except BenchFailed as exc:
         print(f"hollow_nodes: FAILED: {exc}", file=sys.stderr)
         sys.exit(1)
