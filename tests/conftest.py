@@ -30,6 +30,14 @@ def pytest_configure(config: pytest.Config) -> None:
     # runs the fixtures' finalizers), so it gets Python's usual handler back.
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # A run ended with SIGTERM (a CI job's time limit, a kill of the whole job) tears down as an
+    # interrupted one does: Python's default for SIGTERM ends at once, and a lab being used was left
+    # running, its state directory then removed under it by scripts/test.sh.
+    signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"terminated (signal {signum})")
 
 
 def free_port() -> int:
