@@ -27,8 +27,8 @@ from servicekit import credentials, natsserver
 
 # what a server logs at [INF] about a client it dropped or struggles with (the wording of nats-server 2.9 to 2.15);
 # every [WRN] and [ERR] line counts too
-READ_S = 30.0  # the longest wait for the next stored event while reading them back
 TROUBLE = ("Slow Consumer", "Stale Connection", "Maximum Connections", "Timeout", "Readloop")
+READ_S = 30.0  # the longest wait for the next stored write while reading the vmis stream back
 
 
 def free_port() -> int:
@@ -145,8 +145,6 @@ def dead(server: Server) -> str | None:
         if proc.poll() is not None:
             return f"nats-server {i} exited with {proc.returncode}"
     return None
-
-
 
 
 async def last_bind_stored(nc: Client, first_seq: int, binds: int) -> float | None:
