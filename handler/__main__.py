@@ -35,22 +35,27 @@ WARM_WAIT_S = 30.0
 DEFAULT_ALLOWED_BRIDGES = ("multus-bridge",)
 
 
+async def probe_kvm(args: argparse.Namespace) -> tuple[bool, str]:
+    """(KVM runs guests here, why): the probe's verdict, cached for this host's boot."""
+    if args.no_kvm:
+        return False, "disabled by --no-kvm"
+    kernel = Path(args.probe_kernel) if args.probe_kernel else None
+    cache = Path(os.environ.get("VIRTBUS_CACHE", Path.home() / ".cache" / "virtbus")) / "kvm-probe.json"
+    return await asyncio.to_thread(cached_kvm_runs_guests, kernel, cache)
+
+
 async def run(args: argparse.Namespace) -> None:
     log = logs.configure("handler", node=args.node)
     collector.pace_for_caches()
-    if args.no_kvm:
-        kvm, why = False, "disabled by --no-kvm"
-    else:
-        kernel = Path(args.probe_kernel) if args.probe_kernel else None
-        cache = Path(os.environ.get("VIRTBUS_CACHE", Path.home() / ".cache" / "virtbus")) / "kvm-probe.json"
-        kvm, why = await asyncio.to_thread(cached_kvm_runs_guests, kernel, cache)
-    log.info("kvm probe", kvm=kvm, detail=why)
+    # The KVM probe runs beside the connect, the fork server and the capabilities' probe: the node
+    # registers (and so launches) only once both have ended, and then with the verdict.
+    probing = asyncio.create_task(probe_kvm(args))
     store = await Store.connect(args.server, f"virtbus-handler-{args.node}", creds=args.creds,
                                 inbox=subjects.inbox_prefix("node", args.node), create=False)
     nodeapi = NodeApiClient(store.nc, args.node)
     state_dir = Path(args.state_dir) / "nodes" / args.node
     launchers = Launchers(NodePaths(state_dir, Path(args.state_dir) / "logs"), node=args.node,
-                          nats_url=args.server, netns_prefix=args.netns_prefix, kvm=kvm,
+                          nats_url=args.server, netns_prefix=args.netns_prefix, kvm=False,  # the probe sets it
                           node_netns=args.netns, creds=args.creds, host_disk_dirs=tuple(args.host_disk_dir),
                           ovs_db=args.ovs_db, fork=args.fork_launchers, cpu_groups=await asyncio.to_thread(
                               make_cpu_groups, args.netns_prefix, args.node))
@@ -62,6 +67,9 @@ async def run(args: argparse.Namespace) -> None:
     # hold its first launches, and being the emptiest it is the one a fresh cluster's binder fills first.
     probed = await launchers.wait_warm(WARM_WAIT_S)
     log.info("QEMU capabilities probed" if probed else "QEMU capabilities probe still running; registering")
+    kvm, why = await probing
+    log.info("kvm probe", kvm=kvm, detail=why)
+    launchers.kvm = kvm
     # The control plane writes the node's record and picks its pod CIDR; this node only heartbeats.
     node = await nodeapi.register(Registration(
         cpus=nodeinfo.cpus(args.cpus), memory=nodeinfo.guest_memory(args.memory), kvm=kvm,
