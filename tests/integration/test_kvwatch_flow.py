@@ -115,6 +115,27 @@ async def test_a_watch_of_keys_not_there_follows_from_where_it_began(store: Stor
     await changes.aclose()
 
 
+async def test_a_watch_of_keys_not_there_keeps_its_one_consumer_when_they_come(store: Store) -> None:
+    """An empty bucket (a new node's copies): the watch's consumer is one of the changes from the
+    start, and stays the same one as its keys come (a burst of binds to a thousand new nodes used to
+    re-create a consumer for each node at its first VMI)."""
+    stream = subjects.kv_stream(subjects.BUCKET_VMIS)
+    changes = store.vmis.updates("vm0")
+    assert (await anext(changes)) is None  # no current value
+    following = asyncio.create_task(anext(changes))
+    assert await vmis_consumers(store) == [DeliverPolicy.BY_START_SEQUENCE]
+    before = [c.name for c in await store.js.consumers_info(stream)]
+    for at in (1.0, 2.0):
+        await store.vmis.put("vm0", VMI(name="vm0", uid="u", spec=VMSpec(name="vm0", memory="64Mi"), created_at=at))
+    first = await asyncio.wait_for(following, 5)
+    second = await asyncio.wait_for(anext(changes), 5)
+    assert [c.value.created_at if c is not None and c.value is not None else None
+            for c in (first, second)] == [1.0, 2.0]
+    await asyncio.sleep(0.5)  # a re-create goes on in the background: give it time to show
+    assert [c.name for c in await store.js.consumers_info(stream)] == before
+    await changes.aclose()
+
+
 async def test_a_watch_ends_when_its_cancel_was_swallowed(store: Store) -> None:
     """On Python 3.11 a cancel can be lost to a reply that arrives with it (asyncio.wait_for inside
     nats-py returns the reply): the task goes on, and its watch must not keep it alive for ever."""
