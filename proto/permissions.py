@@ -33,12 +33,27 @@ class Rules(msgspec.Struct, frozen=True, omit_defaults=True):
     deny: list[str] = []
 
 
+class Responses(msgspec.Struct, frozen=True):
+    """nats-server's ``allow_responses`` block: one answer to each request delivered, within ``expires``."""
+
+    max: int = 1
+    expires: str = "2m"  # nats-server's own default
+
+
+# A node answers what it is asked at once (node info, $SRV pings): its notes of reply subjects expire
+# after this, not after nats-server's 2 minutes. Every message its watches get has a reply subject (the
+# ack's), noted and never answered, and past 4,096 notes the server scans them all at each delivery:
+# 1,000 hollow nodes, each hearing every node's record as they register, made that 12-14 % of
+# nats-server's CPU binding 10,000 VMIs (pprof of bench/hollow_nodes.py), still 4 % with 30 s.
+NODE_RESPONSES = Responses(max=1, expires="10s")
+
+
 class Permissions(msgspec.Struct, frozen=True, omit_defaults=True):
     """nats-server's ``permissions`` block of one user."""
 
     publish: Rules
     subscribe: Rules
-    allow_responses: bool = False
+    allow_responses: bool | Responses = False
 
 
 # Who sends the control plane requests (the API, the node API, $SRV discovery): people's tools, nodes
@@ -142,4 +157,4 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                     subjects.console_of_node(n, "in"), subjects.console_of_node(n, "keyboard"),
                     subjects.vnc_of_node(n),
                     *SERVICE_DISCOVERY]),
-                allow_responses=True)
+                allow_responses=NODE_RESPONSES)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from proto import subjects
 from proto.api import decode_reply, encode
@@ -220,3 +221,40 @@ async def test_viewers_look_admins_type_and_each_node_serves_only_its_own_screen
     await asyncio.sleep(0.3)
     assert sum("permissions violation" in e.lower() for e in node1.errors[before["node1"]:]) == 2
     assert sum("permissions violation" in e.lower() for e in viewer.errors[before["viewer"]:]) == 1
+
+
+async def test_a_node_answers_what_it_is_asked_once_and_nothing_else(as_user) -> None:  # type: ignore[no-untyped-def]
+    """A node's response permissions (proto.permissions.NODE_RESPONSES, nats-server's block form):
+    it answers a request it was delivered, once; it cannot publish into an inbox it was not asked from."""
+    node1 = await as_user("node-node1", subjects.inbox_prefix("node", "node1"))
+    viewer = await as_user("viewer")
+    assert node1.nc is not None and viewer.nc is not None
+    answers = 0
+
+    async def answer(msg: Msg) -> None:
+        nonlocal answers
+        assert node1.nc is not None
+        for _ in range(2):  # the second answer to one request is refused
+            await node1.nc.publish(msg.reply, b'{"node": "node1"}')
+            answers += 1
+
+    await node1.nc.subscribe(subjects.node_info("node1"), cb=answer)
+    await node1.nc.flush()
+    inbox = viewer.nc.new_inbox()
+    got: list[bytes] = []
+
+    async def receive(msg: Msg) -> None:
+        got.append(msg.data)
+
+    sub = await viewer.nc.subscribe(inbox, cb=receive)
+    await viewer.nc.publish(subjects.node_info("node1"), b"", reply=inbox)
+    for _ in range(40):
+        if answers == 2 and got:
+            break
+        await asyncio.sleep(0.025)
+    await node1.nc.flush()
+    await asyncio.sleep(0.3)
+    assert got == [b'{"node": "node1"}']
+    assert any("permissions violation" in e.lower() for e in node1.errors)
+    await sub.unsubscribe()
+    assert await node1.refused(viewer.nc.new_inbox())  # an inbox it was never asked from

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from proto import subjects
-from proto.permissions import Role, permissions
+from proto.permissions import Responses, Role, permissions
 from servicekit import credentials, natsserver
 
 
@@ -132,4 +132,14 @@ def test_the_control_plane_replies_to_inboxes_without_response_permissions() -> 
     assert not may_publish(Role.CONTROL, "_INBOX_viewer.x.1") and not may_publish(Role.CONTROL, "virtbus.x")
     # a node keeps response permissions: it answers only what it was asked, never another node's inbox
     assert not may_publish(Role.NODE, f"{subjects.inbox_prefix('node', 'node2')}.x.1", "node1")
-    assert permissions(Role.NODE, "node1").allow_responses is True
+    responses = permissions(Role.NODE, "node1").allow_responses
+    assert isinstance(responses, Responses) and responses.max == 1
+
+
+def test_a_nodes_reply_notes_expire_in_seconds_not_minutes() -> None:
+    """Each KV watch delivery to a node leaves a note of its (never answered) reply subject until it
+    expires; past 4,096 notes nats-server scans them all at each delivery. A node answers at once."""
+    responses = permissions(Role.NODE, "node1").allow_responses
+    assert isinstance(responses, Responses)
+    value, unit = int(responses.expires[:-1]), responses.expires[-1]
+    assert unit == "s" and 5 <= value <= 60
