@@ -72,8 +72,9 @@ async def watch(kv: KeyValue, keys: str = ">") -> AsyncGenerator[RawUpdate | Non
     # None of the keys there yet (a new node's copies, say): a consumer of the changes from the next
     # sequence on from the start. A last-per-subject one would be switched for it (``_follow``) only
     # when the first key came: a burst of binds to a thousand new nodes re-created a thousand
-    # consumers then (py-spy of bench/hollow_nodes.py: 12 % of a hollow worker's CPU).
-    empty_at = await _empty_at(js, stream, pre, keys)
+    # consumers then (py-spy of bench/hollow_nodes.py: 12 % of a hollow worker's CPU). Not asked for
+    # a whole bucket: the server's answer lists every key it has.
+    empty_at = await _empty_at(js, stream, pre, keys) if keys != ">" else None
     if empty_at is None:
         policy, config = DeliverPolicy.LAST_PER_SUBJECT, ConsumerConfig(name=consumer_name())
     else:
