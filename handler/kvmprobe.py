@@ -92,14 +92,14 @@ def _ended(proc: subprocess.Popen[bytes]) -> list[str]:
 
 
 def _boots(qemu: str, args: list[str], marker: bytes, timeout: float,
-           race: list[str] | None = None, grace: float = 0.0) -> tuple[bool, str]:
+           race: bool = False, grace: float = 0.0) -> tuple[bool, str]:
     """Run QEMU under KVM until marker shows on its output, or timeout. With ``race``, the same
-    guest (those arguments) also runs under emulation (TCG), and KVM loses once emulation has shown
+    guest also runs under emulation (TCG), and KVM loses once emulation has shown
     the marker ``grace`` seconds before it: a KVM slower than emulation is no use to a guest, and
     waiting out the whole timeout cost each first node start here ~15 s of a spinning core."""
     with tempfile.TemporaryDirectory(prefix="virtbus-kvmprobe-") as tmp:
         kvm, out = _qemu(qemu, "kvm", tmp, "kvm.out", args)
-        tcg, tcg_out = _qemu(qemu, "tcg", tmp, "tcg.out", race) if race is not None else (None, None)
+        tcg, tcg_out = _qemu(qemu, "tcg", tmp, "tcg.out", args) if race else (None, None)
         start = time.monotonic()
         tcg_at: float | None = None
         verdict: tuple[bool, str] | None = None
@@ -146,7 +146,7 @@ def kvm_runs_guests(kernel: Path | None = None, timeout: float = 12.0, grace: fl
     if kernel is None:
         return True, "a boot sector ran under KVM (no kernel to try)"
     boot = ["-kernel", str(kernel), "-append", "console=ttyS0 panic=-1", "-serial", "chardev:out"]
-    ok, why = _boots(qemu, boot, b"Linux version", timeout, race=boot, grace=grace)
+    ok, why = _boots(qemu, boot, b"Linux version", timeout, race=True, grace=grace)
     if not ok:
         return False, f"KVM does not boot a Linux kernel here ({why})"
     return True, f"{kernel.name} booted under KVM"

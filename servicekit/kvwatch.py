@@ -199,24 +199,26 @@ async def _next_within(queue: asyncio.Queue[Msg], within: float) -> Msg | None:
     return getting.result() if done else None
 
 
-async def _keys(js: Any, stream: str, pre: str, keys: str) -> list[str] | None:
-    """The keys matching ``keys`` the bucket has now (with a value or a deletion's marker); None when
-    the server did not answer."""
+async def _listed(js: Any, stream: str, pre: str, keys: str) -> tuple[list[str], int] | None:
+    """The keys matching ``keys`` the bucket has now (with a value or a deletion's marker), and the
+    stream's last sequence then; None when the server did not answer."""
     try:
         found = await js.stream_info(stream, subjects_filter=f"{pre}{keys}")
     except Exception:  # noqa: BLE001 - any failure to ask is "no answer"; the caller falls back
         return None
-    return [k[len(pre):] for k in (found.state.subjects or {})]
+    return [k[len(pre):] for k in (found.state.subjects or {})], int(found.state.last_seq or 0)
+
+
+async def _keys(js: Any, stream: str, pre: str, keys: str) -> list[str] | None:
+    listed = await _listed(js, stream, pre, keys)
+    return None if listed is None else listed[0]
 
 
 async def _empty_at(js: Any, stream: str, pre: str, keys: str) -> int | None:
-    """The stream's last sequence when it has none of the keys (not even a deletion's marker), so
-    that every change to them comes after it; None when it has some, or the server did not answer."""
-    try:
-        found = await js.stream_info(stream, subjects_filter=f"{pre}{keys}")
-    except Exception:  # noqa: BLE001 - any failure to ask: the watch starts from the current values
-        return None
-    return None if found.state.subjects else int(found.state.last_seq or 0)
+    """The stream's last sequence when it has none of the keys, so that every change to them comes
+    after it; None when it has some, or the server did not answer."""
+    listed = await _listed(js, stream, pre, keys)
+    return listed[1] if listed is not None and not listed[0] else None
 
 
 async def _follow(sub: Any, began: int = 0) -> bool:
