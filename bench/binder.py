@@ -28,13 +28,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
 
+import placement_check  # bench/placement_check.py, beside this script
 from procstat import TICKS, cpu_ticks, rss_kib  # bench/procstat.py, beside this script
 
 from proto import subjects
+from proto.clusterconfig import DEFAULT_CPU_ALLOCATION_RATIO
 from proto.errors import ApiError, Code
 from proto.quantity import parse_bytes
 from proto.spec import VMSpec
@@ -283,18 +284,9 @@ async def run(url: str, creds: str | None, scheduler_creds: str | None, n_nodes:
 
     bound_at = watched.bound_at
     bound = [v for v in vmis if v.node_name]
-    memory: Counter[str] = Counter()
-    vcpus: Counter[str] = Counter()
-    count: Counter[str] = Counter()
-    for v in vmis:
-        if v.node_name:
-            memory[v.node_name] += parse_bytes(v.spec.memory)
-            vcpus[v.node_name] += v.spec.cpu.cores * v.spec.cpu.sockets * v.spec.cpu.threads
-            count[v.node_name] += 1
-    over = max([0, *(max(memory[n] - nodes[n].memory, 0) for n in nodes),
-                *(max(vcpus[n] - nodes[n].cpus * 10, 0) for n in nodes)])
-    ideal = n_vmis / n_nodes
-    spread = max(abs(count[n] - ideal) / ideal * 100 for n in nodes)
+    placed = placement_check.check(vmis, nodes, DEFAULT_CPU_ALLOCATION_RATIO)
+    over = max(placed.over_memory, placed.over_vcpus)
+    ideal, spread = placed.ideal, placed.spread_pct
     times = sorted(bound_at[v.name] for v in bound if v.name in bound_at)
     latencies = [bound_at[k] - created_at[k] for k in created_at if k in bound_at]
     window = (times[-1] - times[0]) if len(times) > 1 else float("nan")

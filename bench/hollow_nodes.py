@@ -43,9 +43,11 @@ from binder import create_all as write_vmis  # noqa: E402
 from hollow import POOL, POOL_LABEL, HollowNode, percentile  # noqa: E402 - bench/hollow.py, beside this script
 from hollow_fleet import BenchFailed, CpuMeter, Fleet, Watchdog, worker_main  # noqa: E402
 from hollow_nats import Server, connz, dead, last_bind_stored, nats_server, trouble  # noqa: E402
+from placement_check import check as check_placement  # noqa: E402 - bench/placement_check.py
 from procstat import TICKS, cpu_ticks, rss_kib, total_cpu_ticks  # noqa: E402 - bench/procstat.py
 
 from proto import subjects  # noqa: E402
+from proto.clusterconfig import DEFAULT_CPU_ALLOCATION_RATIO  # noqa: E402
 from proto.manifest import parse_instance  # noqa: E402
 from proto.state import VMI  # noqa: E402
 from servicekit import cpugroup, credentials  # noqa: E402
@@ -129,6 +131,7 @@ class Result:
     register_cpu: dict[str, float] = field(default_factory=dict)  # CPU-s of each kind meanwhile
     wave: int = 0  # registrations at once
     grouping: str = ""  # the hollow workers' CPU group, if they had one
+    placement: str = ""  # over capacity and spread, from the stored VMIs and nodes (bench/placement_check.py)
 
     def lines(self) -> list[str]:
         return [
@@ -140,6 +143,7 @@ class Result:
             f"all bound in {self.bind_s:.1f} s ({self.vmis / max(self.bind_s, 1e-9):.0f} binds/s, "
             "creation to bound as the nodes heard it)",
             committed_line(self.committed),
+            *([self.placement] if self.placement else []),
             f"creation->Running: P50 {self.p50:.2f} s, P99 {self.p99:.2f} s",
             *bind_cpu_lines(self.bind_cpu, self.vmis, self.bind_s),
             *run_cpu_lines(self.run_cpu, self.vmis, self.run_s),
@@ -426,6 +430,7 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
         running_at = fleet.running_at
         latencies = [at - created[vm] for vm, at in running_at.items() if vm in created]
         await asyncio.sleep(5.0)  # settle: the last reports' copies delivered
+        placement = await placement_line(server)
         writes = {name: seq - sequences.get(name, 0) for name, seq in (await last_sequences(admin)).items()}
         vmis_seq = sequences.get(subjects.kv_stream(subjects.BUCKET_VMIS), 0)
         last_bind = await last_bind_stored(admin, vmis_seq, len(wanted))
@@ -462,6 +467,7 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
             node_traffic=(to_nodes, to_bytes, from_nodes),
             server_log=trouble(server.logs, server.ready_at), bind_cpu=bind_cpu, run_cpu=run_cpu, run_s=run_s,
             refused_watches=refused_watches(directory), register_s=register_s, register_cpu=register_cpu,
+            placement=placement,
             wave=o.wave * o.procs,  # o.wave is per process
             grouping="" if o.nodes_weight is None else
             f"hollow processes: {fleet.grouped} of {len(fleet.workers)} in a CPU group of weight {o.nodes_weight} "
@@ -476,6 +482,19 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
         await admin.close()
         if writer is not None:
             await writer.close()
+
+
+async def placement_line(server: Server) -> str:
+    """The burst's VMIs as stored, against the hollow nodes (the solo node, whose VMIs are pinned, left
+    out): no node over capacity, and how even the spread is (the cluster's default allocation ratio:
+    the bench does not change it)."""
+    store = await Store.connect(server.url, "virtbus-bench-placement", creds=seed(server, "admin"), create=False)
+    try:
+        nodes = {e.key: e.value for e in await store.nodes.items() if e.key != SOLO}
+        vmis = [e.value for e in await store.vmis.items()]
+    finally:
+        await store.close()
+    return check_placement(vmis, nodes, DEFAULT_CPU_ALLOCATION_RATIO).line()
 
 
 def spawn_solo(server: Server, log: Path) -> subprocess.Popen[bytes]:

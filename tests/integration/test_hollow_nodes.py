@@ -1,6 +1,6 @@
 """bench/hollow_nodes.py, small (50 hollow nodes, 500 VMIs, its own nats-server and the real
 scheduler): every VMI Running, no node hears of another node's VMIs, none reported on the wrong
-node. The figures it prints are not checked here (no timings in tests)."""
+node, none over capacity. The figures it prints are not checked here (no timings in tests)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ def test_fifty_hollow_nodes_run_five_hundred_vmis_each_hearing_only_its_own() ->
                       r"(\d+), reported on the wrong node: (\d+)", out)
     assert found, out
     assert tuple(int(g) for g in found.groups()) == (50, 500, 500, 0, 0)
+    # the 100 VMIs pinned to the solo node are not in the share, nor is it
+    assert re.search(r"placement: 500 VMIs on 50 nodes; max over capacity: memory 0 bytes, vCPUs 0; ", out), out
     assert "one hollow handler with 100 VMs:" in out and "% of a core" in out
     spent = re.search(r"CPU from the first create to all bound .*?nats-server ([\d.]+) CPU-s.*?scheduler ([\d.]+) "
                       r"CPU-s", out)
@@ -46,3 +48,6 @@ def test_hollow_nodes_run_vmis_written_into_the_bucket_by_hand() -> None:
     assert root is not None and not list(root.glob("virtbus-bench-hollow-*"))
     # the binds read back from the vmis bucket: all 200, each once, so the control plane's figure is there
     assert re.search(r"all bound by the control plane in [\d.]+ s \([\d]+ binds/s", out), out
+    # read back from the buckets: no node holds more than it offers, and 200 over 20 alike nodes is 10 each
+    assert re.search(r"placement: 200 VMIs on 20 nodes; max over capacity: memory 0 bytes, vCPUs 0; "
+                     r"spread: max deviation from the ideal 10\.00 per node: 0\.0 %", out), out
