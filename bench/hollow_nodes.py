@@ -40,6 +40,7 @@ from nats.aio.client import Client
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from binder import IN_FLIGHT  # noqa: E402 - bench/binder.py, beside this script
 from binder import create_all as write_vmis  # noqa: E402
+from boxspeed import BoxSpeed  # noqa: E402 - bench/boxspeed.py
 from hollow import POOL, POOL_LABEL, HollowNode, percentile  # noqa: E402 - bench/hollow.py, beside this script
 from hollow_fleet import BenchFailed, CpuMeter, Fleet, Watchdog, worker_main  # noqa: E402
 from hollow_nats import Server, connz, dead, last_bind_stored, nats_server, trouble  # noqa: E402
@@ -132,6 +133,7 @@ class Result:
     wave: int = 0  # registrations at once
     grouping: str = ""  # the hollow workers' CPU group, if they had one
     placement: str = ""  # over capacity and spread, from the stored VMIs and nodes (bench/placement_check.py)
+    speed: str = ""  # how fast the box was (bench/boxspeed.py)
 
     def lines(self) -> list[str]:
         return [
@@ -158,6 +160,7 @@ class Result:
             + self.steady_cpu,
             f"watches refused for a stream's consumer limit (10026, then tried again): {self.refused_watches}",
             self.server_log,
+            *([self.speed] if self.speed else []),
         ]
 
 
@@ -377,6 +380,8 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
         if o.create == "bus" else None
     solo_proc: subprocess.Popen[bytes] | None = None
     group = None
+    speed = BoxSpeed()
+    speed.start()
     try:
         register_start, register_cpu0 = time.time(), watch.cpu_seconds()
         if o.nodes_weight is not None:
@@ -467,7 +472,7 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
             node_traffic=(to_nodes, to_bytes, from_nodes),
             server_log=trouble(server.logs, server.ready_at), bind_cpu=bind_cpu, run_cpu=run_cpu, run_s=run_s,
             refused_watches=refused_watches(directory), register_s=register_s, register_cpu=register_cpu,
-            placement=placement,
+            placement=placement, speed=speed.line(),
             wave=o.wave * o.procs,  # o.wave is per process
             grouping="" if o.nodes_weight is None else
             f"hollow processes: {fleet.grouped} of {len(fleet.workers)} in a CPU group of weight {o.nodes_weight} "

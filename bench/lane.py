@@ -32,6 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from boxspeed import BoxSpeed  # noqa: E402 - bench/boxspeed.py, beside this script
+
 from ctl.client import ApiClient, default_url  # noqa: E402
 from proto.api import Ack, NameRequest, VMIReply  # noqa: E402
 from proto.clusterconfig import ClusterConfig, ClusterConfigReply, kubevirt_object  # noqa: E402
@@ -198,6 +200,8 @@ async def run_lane(api: ApiClient, args: argparse.Namespace, url: str, creds: st
     prober = await ApiClient.connect(url, creds)  # a connection of its own, as another user's
     lane = Lane([f"{args.prefix}-{i:03d}" for i in range(args.vms)])
     watch = asyncio.create_task(api.watch_vmis(lane.on_change))
+    speed = BoxSpeed()
+    speed.start()
     probing = asyncio.create_task(probe(prober, lane, args.probe_every))
     t0 = time.monotonic()
     try:
@@ -208,6 +212,7 @@ async def run_lane(api: ApiClient, args: argparse.Namespace, url: str, creds: st
                 await asyncio.wait_for(lane.changed.wait(), 1.0)
         probing.cancel()
         report(lane, args, time.monotonic() - t0)
+        print(speed.line(), flush=True)
         ok = lane.settled() and not lane.errors and all(lane.seen[n].phase is Phase.RUNNING for n in lane.names)
     finally:
         probing.cancel()

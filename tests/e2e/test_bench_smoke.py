@@ -56,6 +56,8 @@ def test_lane_prints_its_figures_and_leaves_nothing(lab: Lab) -> None:
         assert re.search(rf"  {re.escape(stage)} +-?\d+\.\d+s +-?\d+\.\d+s +-?\d+\.\d+s", out), out
     assert re.search(r"API latency \(vmi get every 0\.1s, \d+ calls, 0 timeouts\): p50 \d+\.\d+ ms, p99", out), out
     assert "deleted 6 of 6 VMIs" in out, out
+    assert re.search(r"box speed: reference work \d+ ms before the run, \d+ ms after .*CPU steal during the run "
+                     r"\d+\.\d %", out), out
     vmis = lab.json("get", "vmis")
     assert isinstance(vmis, dict)
     assert not [v for v in vmis.get("items", []) if v["metadata"]["name"].startswith("lane-")]

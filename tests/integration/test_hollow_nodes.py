@@ -22,6 +22,7 @@ def test_fifty_hollow_nodes_run_five_hundred_vmis_each_hearing_only_its_own() ->
                       r"(\d+), reported on the wrong node: (\d+)", out)
     assert found, out
     assert tuple(int(g) for g in found.groups()) == (50, 500, 500, 0, 0)
+    assert re.search(r"box speed: reference work \d+ ms before the run, \d+ ms after", out), out
     # the 100 VMIs pinned to the solo node are not in the share, nor is it
     assert re.search(r"placement: 500 VMIs on 50 nodes; max over capacity: memory 0 bytes, vCPUs 0; ", out), out
     assert "one hollow handler with 100 VMs:" in out and "% of a core" in out

@@ -14,6 +14,7 @@ from tests.conftest import REPO
 
 
 def load_lane() -> ModuleType:
+    sys.path.insert(0, str(REPO / "bench"))  # its neighbours (boxspeed), as running it as a script finds them
     spec = importlib.util.spec_from_file_location("bench_lane", REPO / "bench" / "lane.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -1,0 +1,82 @@
+"""BENCHMARK TOOLING: how fast this machine is right now, printed beside a bench's figures.
+
+The 2-core box these benches were tuned on runs the same code 2-7x slower in some hours than in
+others (other tenants; the host shows little of it as steal). A figure alone cannot say which hour it
+came from, so a bench times a fixed piece of pure-CPU work before and after its run (the reference:
+Python arithmetic and SHA-256, one thread, ~0.1 s on that box in a normal hour) and reads the
+kernel's steal time over the run. Two runs' figures compare when their references do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+STAT = Path("/proc/stat")
+
+
+def reference_ms(rounds: int = 3) -> float:
+    """The median wall time of ``rounds`` runs of the fixed work, in ms."""
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        x = 0
+        for i in range(1_000_000):
+            x += i * i % 7
+        block = b"x" * 4096
+        for _ in range(1000):
+            block = hashlib.sha256(block).digest() * 128
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    total: int  # every state's ticks, all CPUs
+    steal: int
+
+    @classmethod
+    def parse(cls, stat: str) -> CpuTimes:
+        """The aggregate ``cpu`` line of /proc/stat (user nice system idle iowait irq softirq steal ...;
+        guest time is already in user)."""
+        for line in stat.splitlines():
+            fields = line.split()
+            if fields and fields[0] == "cpu":
+                ticks = [int(f) for f in fields[1:9]]
+                ticks += [0] * (8 - len(ticks))
+                return cls(total=sum(ticks), steal=ticks[7])
+        raise ValueError("no aggregate cpu line in /proc/stat")
+
+    @classmethod
+    def now(cls) -> CpuTimes:
+        return cls.parse(STAT.read_text())
+
+
+def steal_pct(before: CpuTimes, after: CpuTimes) -> float:
+    elapsed = after.total - before.total
+    return 100.0 * (after.steal - before.steal) / elapsed if elapsed > 0 else 0.0
+
+
+class BoxSpeed:
+    """``with``-less on purpose: a bench calls ``start`` before its run and ``line`` after it."""
+
+    def __init__(self) -> None:
+        self.before_ms = 0.0
+        self.cpu0 = CpuTimes(0, 0)
+
+    def start(self) -> None:
+        self.before_ms = reference_ms()
+        self.cpu0 = CpuTimes.now()
+
+    def line(self) -> str:
+        cpu1 = CpuTimes.now()
+        return format_line(self.before_ms, reference_ms(), steal_pct(self.cpu0, cpu1))
+
+
+def format_line(before_ms: float, after_ms: float, steal: float) -> str:
+    return (f"box speed: reference work {before_ms:.0f} ms before the run, {after_ms:.0f} ms after "
+            f"(~100 ms on the 2-core box in a normal hour; figures scale with it); CPU steal during the "
+            f"run {steal:.1f} %")

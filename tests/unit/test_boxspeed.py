@@ -1,0 +1,41 @@
+"""bench/boxspeed.py: the machine's speed beside a bench's figures (a fixed piece of CPU work, and the
+kernel's steal time over the run)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+from boxspeed import CpuTimes, format_line, reference_ms, steal_pct  # noqa: E402 - bench/, as the benches
+
+STAT = """cpu  1634565 502216 525512 12222122 16466 0 32995 108684 19 0
+cpu0 817000 251000 262000 6111000 8000 0 16000 54000 10 0
+intr 1 2 3
+"""
+
+
+def test_the_aggregate_line_is_read_and_steal_is_its_eighth_field() -> None:
+    times = CpuTimes.parse(STAT)
+    assert times.steal == 108684
+    assert times.total == 1634565 + 502216 + 525512 + 12222122 + 16466 + 0 + 32995 + 108684
+
+
+def test_steal_is_a_share_of_all_ticks_between_two_reads() -> None:
+    assert steal_pct(CpuTimes(total=1000, steal=10), CpuTimes(total=1200, steal=40)) == pytest.approx(15.0)
+    assert steal_pct(CpuTimes(total=1000, steal=10), CpuTimes(total=1000, steal=10)) == 0.0
+
+
+def test_a_stat_without_its_aggregate_line_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no aggregate cpu line"):
+        CpuTimes.parse("cpu0 1 2 3 4 5 6 7 8\n")
+
+
+def test_the_reference_work_takes_time_and_the_line_says_both_ends() -> None:
+    assert reference_ms(rounds=1) > 1.0  # a million loop rounds and a thousand SHA-256 blocks are not free
+    assert format_line(61.4, 180.2, 3.25).startswith(
+        "box speed: reference work 61 ms before the run, 180 ms after")
+    assert "CPU steal during the run 3.2 %" in format_line(61.4, 180.2, 3.25)
