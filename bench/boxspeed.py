@@ -3,7 +3,7 @@
 The 2-core box these benches were tuned on runs the same code 2-7x slower in some hours than in
 others (other tenants; the host shows little of it as steal). A figure alone cannot say which hour it
 came from, so a bench times a fixed piece of pure-CPU work before and after its run (the reference:
-Python arithmetic and SHA-256, one thread, ~0.1 s on that box in a normal hour) and reads the
+Python arithmetic and SHA-256, one thread, ~60 ms on that box in a fast hour) and reads the
 kernel's steal time over the run. Two runs' figures compare when their references do.
 """
 
@@ -78,5 +78,5 @@ class BoxSpeed:
 
 def format_line(before_ms: float, after_ms: float, steal: float) -> str:
     return (f"box speed: reference work {before_ms:.0f} ms before the run, {after_ms:.0f} ms after "
-            f"(~100 ms on the 2-core box in a normal hour; figures scale with it); CPU steal during the "
-            f"run {steal:.1f} %")
+            f"(about 60 ms on the 2-core box of the README's figures in a fast hour); CPU steal during "
+            f"the run {steal:.1f} %")
