@@ -18,6 +18,7 @@ launchers it forked run on; the next handler adopts them as it adopts spawned on
 from __future__ import annotations
 
 import argparse
+import concurrent.futures.thread  # noqa: F401 - asyncio.to_thread's pool, which concurrent.futures imports lazily
 import gc
 import os
 import selectors
