@@ -212,7 +212,6 @@ async def run_lane(api: ApiClient, args: argparse.Namespace, url: str, creds: st
                 await asyncio.wait_for(lane.changed.wait(), 1.0)
         probing.cancel()
         report(lane, args, time.monotonic() - t0)
-        print(speed.line(), flush=True)
         ok = lane.settled() and not lane.errors and all(lane.seen[n].phase is Phase.RUNNING for n in lane.names)
     finally:
         probing.cancel()
@@ -220,6 +219,7 @@ async def run_lane(api: ApiClient, args: argparse.Namespace, url: str, creds: st
         left = await delete_all(api, lane, args.timeout)
         print(f"deleted {len(lane.names) - left} of {len(lane.names)} VMIs in {time.monotonic() - t_delete:.1f}s"
               + (f"; {left} still there" if left else ""))
+        print(speed.line(), flush=True)  # once its VMs are gone: their guests' boots would weigh on it
         watch.cancel()
         await prober.close()
     return 0 if ok and not left else 1
