@@ -1,10 +1,10 @@
 """BENCHMARK TOOLING: how fast this machine is right now, printed beside a bench's figures.
 
 The 2-core box these benches were tuned on runs the same code 2-7x slower in some hours than in
-others (other tenants; the host shows little of it as steal). A figure alone cannot say which hour it
-came from, so a bench times a fixed piece of pure-CPU work before and after its run (the reference:
-Python arithmetic and SHA-256, one thread, ~60 ms on that box in a fast hour) and reads the
-kernel's steal time over the run. Two runs' figures compare when their references do.
+others, for reasons outside it (the kernel shows little of it as steal time). A figure alone cannot
+say which hour it came from, so a bench times a fixed piece of pure-CPU work before and after its run
+(Python arithmetic and SHA-256, one thread, ~60 ms on that box in a fast hour) and reads the kernel's
+steal time over the run. Two runs' figures compare when their references do.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def steal_pct(before: CpuTimes, after: CpuTimes) -> float:
 
 
 class BoxSpeed:
-    """``with``-less on purpose: a bench calls ``start`` before its run and ``line`` after it."""
+    """A bench calls ``start`` before its run and prints ``line()`` after it."""
 
     def __init__(self) -> None:
         self.before_ms = 0.0

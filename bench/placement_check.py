@@ -32,9 +32,8 @@ class PlacementCheck:
 
 
 def check(vmis: Iterable[VMI], nodes: Mapping[str, Node], cpu_ratio: int) -> PlacementCheck:
-    """nodes: those the VMIs could go to (a pinned node left out, with its VMIs: ``vmis`` bound
-    elsewhere are counted against no node and raise no error, they are not in the share). A VMI
-    that has ended holds nothing."""
+    """nodes: those the VMIs could be placed on. VMIs bound elsewhere (to a node left out, such as one
+    they were pinned to), unbound or ended ones are not counted."""
     memory: Counter[str] = Counter()
     vcpus: Counter[str] = Counter()
     count: Counter[str] = Counter()
