@@ -40,7 +40,7 @@ from proto.errors import ApiError, Code
 from proto.quantity import parse_bytes
 from proto.spec import VMSpec
 from proto.state import VMI, Node
-from servicekit import credentials, natsserver
+from servicekit import credentials, listenport, natsserver
 from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Store
 
@@ -64,9 +64,7 @@ def own_nats_server() -> Iterator[tuple[str, Path, int]]:
     import socket
 
     with tempfile.TemporaryDirectory(prefix="virtbus-bench-") as tmp:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
+        port = listenport.unused_port()
         users = credentials.users_for([])
         keys = credentials.ensure_seeds(Path(tmp) / "creds", users)
         conf = Path(tmp) / "nats.conf"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import socket
 import subprocess
 import time
 import urllib.request
@@ -23,7 +22,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from proto import subjects
 from proto.state import Phase
-from servicekit import credentials, natsserver
+from servicekit import credentials, listenport, natsserver
 
 # what a server logs at [INF] about a client it dropped or struggles with (the wording of nats-server 2.9 to 2.15);
 # every [WRN] and [ERR] line counts too
@@ -32,9 +31,7 @@ READ_S = 30.0  # the longest wait for the next stored write while reading the vm
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return listenport.unused_port()  # outside the ephemeral range: no client takes it before the server
 
 
 @dataclass

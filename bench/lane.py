@@ -21,7 +21,6 @@ import json
 import math
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from proto.clusterconfig import ClusterConfig, ClusterConfigReply, kubevirt_obje
 from proto.errors import ApiError, Code  # noqa: E402
 from proto.manifest import load_manifests  # noqa: E402
 from proto.state import FINAL_PHASES, VMI, Phase  # noqa: E402
+from servicekit import listenport  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO / "examples" / "testvmi.yaml"
@@ -232,9 +232,7 @@ def own_lab(nodes: int) -> Iterator[tuple[str, str]]:
         ["bash", str(REPO / "guest" / "build.sh")], capture_output=True, text=True, check=True).stdout.split()[-1]
     state = Path(tempfile.mkdtemp(prefix="virtbus-lane-"))
     prefix = f"vbl{secrets.token_hex(3)}"
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = listenport.unused_port()  # outside the ephemeral range, as the lab's own ports
     lab = [sys.executable, "-m", "ctl", "lab"]
     try:
         subprocess.run([*lab, "up", "--nodes", str(nodes), "--state-dir", str(state), "--prefix", prefix,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ctl import labovs
 from proto import subjects
-from servicekit import cpugroup, credentials, natsserver, processes
+from servicekit import cpugroup, credentials, listenport, natsserver, processes
 
 DEFAULT_STATE_DIR = os.environ.get("VIRTBUS_LAB_DIR", "/var/lib/virtbus/lab")
 SCHEDULERS = ("scheduler", "scheduler-b")  # both answer the API; the lease's holder runs the controllers
@@ -199,11 +199,10 @@ def up(cfg: LabConfig) -> None:
     say(f"lab: state in {cfg.root}, NATS at {cfg.url}")
     cfg.addresses = _make_networks(cfg)
     labovs.make_segment(cfg)
-    for node in [*SCHEDULERS, *cfg.nodes]:
-        if node not in cfg.metrics:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                cfg.metrics[node] = int(s.getsockname()[1])
+    # outside the ephemeral range: an outgoing connection taking one before its service binds it
+    # kept a handler from starting (CI, 2026-12-04)
+    unchosen = [name for name in [*SCHEDULERS, *cfg.nodes] if name not in cfg.metrics]
+    cfg.metrics.update(zip(unchosen, listenport.unused_ports(len(unchosen)), strict=True))
     cfg.save()
     _write_auth(cfg)
     say(f"lab: node namespaces {', '.join(cfg.node_netns(n) for n in cfg.nodes)} on bridge br0 in {cfg.lab_netns}")

@@ -25,6 +25,7 @@ from proto.state import Node
 from proto.validation import check_labels
 from servicekit import collector, cpugroup, logs, ovs
 from servicekit.endpoints import Endpoint, serve
+from servicekit.metricsserver import metrics_address, serve_metrics
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
 
@@ -108,9 +109,9 @@ async def run(args: argparse.Namespace) -> None:
                           endpoints=[Endpoint("node-info", subjects.node_info(args.node), info)])
     metrics = NodeMetrics(store, args.node)
     metrics_task = asyncio.create_task(metrics.run())
-    if args.metrics_address:
-        metrics.serve(args.metrics_address)
-        log.info("metrics", url=f"http://{args.metrics_address}/metrics")
+    # in the background: a held port delays the node's scrape, never the node itself
+    serving = (asyncio.create_task(serve_metrics(args.metrics_address, metrics.registry, log))
+               if args.metrics_address else None)
     log.info("handler started", cpus=node.cpus, memory=node.memory)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -120,6 +121,8 @@ async def run(args: argparse.Namespace) -> None:
     # Launchers keep running: a new handler adopts them.
     log.info("handler stopping")
     metrics_task.cancel()
+    if serving is not None:
+        serving.cancel()
     await service.stop()
     await agent.stop()
     await asyncio.to_thread(launchers.stop_fork_server)  # what it forked runs on
@@ -206,7 +209,7 @@ def main() -> None:
                              "hostDisk is refused); symlinks are resolved before the check")
     parser.add_argument("--probe-kernel", default=None,
                         help="a Linux kernel to boot under KVM to learn if KVM runs guests (default: /boot)")
-    parser.add_argument("--metrics-address", default=None, help="HOST:PORT to serve /metrics on")
+    parser.add_argument("--metrics-address", default=None, type=metrics_address, help="HOST:PORT to serve /metrics on")
     parser.add_argument("--router-port", default=80, type=_router_port,
                         help="the port of the node's HTTP proxy serving Routes and Ingresses on --address "
                              "(default 80; 0: none)")

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import msgspec
 import structlog
 from nats.aio.msg import Msg
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -160,10 +160,6 @@ class NodeMetrics:
             self.arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.arrived.wait(), left)
-
-    def serve(self, address: str) -> None:
-        host, _, port = address.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
 
     async def run(self) -> None:
         async def on_stats(msg: Msg) -> None:

@@ -27,6 +27,7 @@ from scheduler.nodewatch import NodeWatch
 from servicekit import collector, logs, nodeclient
 from servicekit.cancelling import cancel_and_wait
 from servicekit.endpoints import serve
+from servicekit.metricsserver import metrics_address, serve_metrics
 from servicekit.store import Store
 
 # A thousand nodes report a burst of binds at once. With the API's 512 waiting, most reports were
@@ -54,9 +55,8 @@ async def run(url: str, metrics_address: str | None, creds: str | None, node_los
                                endpoints=nodeapi.endpoints(), waiting=NODE_API_WAITING,
                                max_wait=nodeclient.TIMEOUT_S / 2)
     metrics = SchedulerMetrics()
-    if metrics_address:
-        metrics.serve(metrics_address)
-        log.info("metrics", url=f"http://{metrics_address}/metrics")
+    # in the background: a held port delays the scrape, never the binds
+    serving = asyncio.create_task(serve_metrics(metrics_address, metrics.registry, log)) if metrics_address else None
     scheduler = Scheduler(store, metrics=metrics, nodes=nodes, release=nodeapi.release_secondary, config=config)
     leader.append(scheduler)
 
@@ -92,7 +92,7 @@ async def run(url: str, metrics_address: str | None, creds: str | None, node_los
     # the scheduler until it was killed (9 of 12 runs of bench/binder.py, each stopping two schedulers)
     await cancel_and_wait(tasks[1:2])
     await elector.resign()  # the other scheduler takes over at once, not a lease later
-    await cancel_and_wait((tasks[0], tasks[2]))
+    await cancel_and_wait((tasks[0], tasks[2], *([serving] if serving else [])))
     await service.stop()
     await node_service.stop()
     await store.close()
@@ -101,7 +101,7 @@ async def run(url: str, metrics_address: str | None, creds: str | None, node_los
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m scheduler")
     parser.add_argument("--server", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
-    parser.add_argument("--metrics-address", default=None, help="HOST:PORT to serve /metrics on")
+    parser.add_argument("--metrics-address", default=None, type=metrics_address, help="HOST:PORT to serve /metrics on")
     parser.add_argument("--creds", default=os.environ.get("NATS_CREDS"),
                         help="the control plane's nkey seed file (env NATS_CREDS)")
     parser.add_argument("--node-lost-after", type=float, default=Thresholds.lost_after,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class SchedulerMetrics:
@@ -21,7 +21,3 @@ class SchedulerMetrics:
         self.leader = Gauge("virtbus_scheduler_leader", "1 when this scheduler leads (runs the controllers and binds)",
                             registry=self.registry)
         self.leader.set(0)
-
-    def serve(self, address: str) -> None:
-        host, _, port = address.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)

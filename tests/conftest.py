@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from servicekit import credentials, natsserver
+from servicekit import credentials, listenport, natsserver
 from servicekit.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,19 +41,14 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port for a server a test starts later: never one an outgoing connection
+    can be given meanwhile (servicekit.listenport)."""
+    return listenport.unused_port()
 
 
 def free_ports(count: int) -> list[int]:
-    """count distinct free loopback ports: each socket stays bound until all are chosen, so the
-    kernel cannot hand out one port twice (free_port called count times can)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
+    """count distinct free loopback ports, as free_port chooses them."""
+    return listenport.unused_ports(count)
 
 
 TEST_NODES = ["node1", "node2"]

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -82,17 +83,20 @@ def schedulers(nats_server: NatsServer, tmp_path: Path) -> Iterator[list[Proc]]:
                     p.proc.wait()
 
 
+async def heartbeats(store: Store) -> None:
+    """Two nodes' handlers' heartbeats, until cancelled."""
+    while True:
+        now = time.time()
+        for name in ("node1", "node2"):
+            await store.nodes.put(name, Node(name=name, cpus=4, memory=parse_bytes("8Gi"), kvm=False,
+                                             heartbeat=now, started_at=0.0))
+        await asyncio.sleep(1.0)
+
+
 @pytest.fixture
 async def beating(store: Store) -> AsyncIterator[None]:
     """Two nodes whose handlers heartbeat, as long as the test runs."""
-    async def beat() -> None:
-        while True:
-            now = time.time()
-            for name in ("node1", "node2"):
-                await store.nodes.put(name, Node(name=name, cpus=4, memory=parse_bytes("8Gi"), kvm=False,
-                                                 heartbeat=now, started_at=0.0))
-            await asyncio.sleep(1.0)
-    task = asyncio.create_task(beat())
+    task = asyncio.create_task(heartbeats(store))
     yield
     await cancel_and_wait([task])  # a plain cancel can be lost to a reply
 
@@ -247,3 +251,44 @@ async def test_a_scheduler_told_to_stop_while_binding_stops_and_hands_over(
             if proc.poll() is None:  # ours, by pid
                 proc.kill()
                 proc.wait()
+
+
+def test_a_scheduler_whose_metrics_port_is_held_still_leads(nats_server: NatsServer, tmp_path: Path) -> None:
+    """A port taken by someone else costs the scrape until it is free, never the binds: the scheduler
+    used to exit on it, and its labd restarted it into the same error (a lab's handler, CI 2026-12-04)."""
+    port, log = free_port(), tmp_path / "scheduler.log"
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+    proc = Proc(start_scheduler(nats_server, log, "--metrics-address", f"127.0.0.1:{port}"), port, log)
+
+    async def main() -> None:
+        store = await Store.connect(nats_server.url, "t", creds=nats_server.creds("admin"))
+        beat = asyncio.create_task(heartbeats(store))
+        try:
+            await create_vms(store, ["held0", "held1"])
+            await wait_for("binds while /metrics is held", lambda: all_bound(store, ["held0", "held1"]), 30)
+            assert proc.proc.poll() is None
+            said = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+            assert any(e["event"] == "metrics address in use; trying again" and e["level"] == "error" for e in said)
+            holder.close()
+
+            async def gauge_says_leader() -> bool:
+                return await asyncio.to_thread(proc.leader_gauge) == 1.0
+
+            await wait_for("/metrics once the port is free", gauge_says_leader, 15)
+        finally:
+            await cancel_and_wait([beat])
+            await store.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        holder.close()
+        proc.proc.send_signal(signal.SIGTERM)
+        try:
+            proc.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.proc.kill()
+            proc.proc.wait()
