@@ -25,7 +25,7 @@ from proto.state import Node
 from proto.validation import check_labels
 from servicekit import collector, cpugroup, logs, ovs
 from servicekit.endpoints import Endpoint, serve
-from servicekit.metricsserver import metrics_address, serve_metrics
+from servicekit.metricsserver import metrics_address, serve_metrics, stop_serving
 from servicekit.nodeclient import NodeApiClient
 from servicekit.store import Store
 
@@ -121,8 +121,7 @@ async def run(args: argparse.Namespace) -> None:
     # Launchers keep running: a new handler adopts them.
     log.info("handler stopping")
     metrics_task.cancel()
-    if serving is not None:
-        serving.cancel()
+    await stop_serving(serving)
     await service.stop()
     await agent.stop()
     await asyncio.to_thread(launchers.stop_fork_server)  # what it forked runs on

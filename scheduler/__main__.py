@@ -27,7 +27,7 @@ from scheduler.nodewatch import NodeWatch
 from servicekit import collector, logs, nodeclient
 from servicekit.cancelling import cancel_and_wait
 from servicekit.endpoints import serve
-from servicekit.metricsserver import metrics_address, serve_metrics
+from servicekit.metricsserver import metrics_address, serve_metrics, stop_serving
 from servicekit.store import Store
 
 # A thousand nodes report a burst of binds at once. With the API's 512 waiting, most reports were
@@ -92,7 +92,8 @@ async def run(url: str, metrics_address: str | None, creds: str | None, node_los
     # the scheduler until it was killed (9 of 12 runs of bench/binder.py, each stopping two schedulers)
     await cancel_and_wait(tasks[1:2])
     await elector.resign()  # the other scheduler takes over at once, not a lease later
-    await cancel_and_wait((tasks[0], tasks[2], *([serving] if serving else [])))
+    await cancel_and_wait((tasks[0], tasks[2]))
+    await stop_serving(serving)
     await service.stop()
     await node_service.stop()
     await store.close()

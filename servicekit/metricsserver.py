@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import threading
+from dataclasses import dataclass
 from typing import Any, Protocol
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -20,6 +23,20 @@ BUSY = (errno.EADDRINUSE,)
 class Log(Protocol):
     def info(self, event: str, **kw: Any) -> Any: ...
     def error(self, event: str, **kw: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Served:
+    """The /metrics server running in its own thread, until closed."""
+
+    httpd: WSGIServer
+    thread: threading.Thread
+
+    def close(self) -> None:
+        """Stops serving and frees the port (a process's stop, a test's end)."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -40,17 +57,19 @@ def metrics_address(text: str) -> str:
     return text
 
 
-async def serve_metrics(address: str, registry: CollectorRegistry, log: Log, *, retry_s: float = RETRY_S) -> None:
+async def serve_metrics(address: str, registry: CollectorRegistry, log: Log, *,
+                        retry_s: float = RETRY_S) -> Served:
     """Serve registry at address, trying again every retry_s while another process holds it; returns
-    once it is served (its HTTP server runs on in a thread of its own). Other errors (an address not
-    this host's) raise: they are configuration, and trying again would not mend them."""
+    once it is served (its HTTP server runs on in a thread of its own until closed). Other errors (an
+    address not this host's) are logged and raise: trying again would not mend them."""
     host, port = split_address(address)
     tries = 0
     while True:
         try:
-            start_http_server(port, addr=host, registry=registry)
+            httpd, thread = start_http_server(port, addr=host, registry=registry)
         except OSError as exc:
             if exc.errno not in BUSY:
+                log.error("metrics address unusable; /metrics not served", address=address, reason=str(exc))
                 raise
             tries += 1
             if tries == 1 or tries % 12 == 0:  # said at once, then once a minute
@@ -59,4 +78,15 @@ async def serve_metrics(address: str, registry: CollectorRegistry, log: Log, *, 
             await asyncio.sleep(retry_s)
             continue
         log.info("metrics", url=f"http://{host}:{port}/metrics", tries=tries + 1)
+        return Served(httpd, thread)
+
+
+async def stop_serving(serving: asyncio.Task[Served] | None) -> None:
+    """A process's stop: the server closed if it was up, the retries ended if it was not."""
+    if serving is None:
         return
+    if not serving.done():
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+    elif not serving.cancelled() and serving.exception() is None:
+        await asyncio.to_thread(serving.result().close)

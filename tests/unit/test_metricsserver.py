@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
 from servicekit import listenport
-from servicekit.metricsserver import metrics_address, serve_metrics, split_address
+from servicekit.metricsserver import metrics_address, serve_metrics, split_address, stop_serving
 
 
 class RecordingLog:
@@ -48,14 +48,35 @@ async def test_a_held_port_is_tried_again_until_it_is_free() -> None:
         assert len(errors) == 1  # said once, not at every try
     finally:
         holder.close()
-    await asyncio.wait_for(serving, 5)
-    assert "virtbus_test_up 7.0" in await asyncio.to_thread(scrape, port)
-    assert log.events[-1][:2] == ("info", "metrics") and log.events[-1][2]["tries"] > 1
+    served = await asyncio.wait_for(serving, 5)
+    try:
+        assert "virtbus_test_up 7.0" in await asyncio.to_thread(scrape, port)
+        assert log.events[-1][:2] == ("info", "metrics") and log.events[-1][2]["tries"] > 1
+    finally:
+        await stop_serving(serving)
+    assert not served.thread.is_alive()  # nothing left running in this process
+    with pytest.raises(OSError):
+        scrape(port)  # and the port freed
+
+
+async def test_a_stop_while_the_port_is_held_ends_the_retries() -> None:
+    port = listenport.unused_port()
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        serving = asyncio.create_task(serve_metrics(f"127.0.0.1:{port}", CollectorRegistry(), RecordingLog(),
+                                                    retry_s=0.05))
+        await asyncio.sleep(0.1)
+        await stop_serving(serving)
+        assert serving.cancelled()
 
 
 async def test_an_address_not_this_hosts_is_an_error_at_once() -> None:
+    log = RecordingLog()
     with pytest.raises(OSError):
-        await asyncio.wait_for(serve_metrics("192.0.2.1:9100", CollectorRegistry(), RecordingLog(), retry_s=0.05), 5)
+        await asyncio.wait_for(serve_metrics("192.0.2.1:9100", CollectorRegistry(), log, retry_s=0.05), 5)
+    assert [e[1] for e in log.events] == ["metrics address unusable; /metrics not served"]
 
 
 @pytest.mark.parametrize("text", ["host:", "host:http", "127.0.0.1:0", "127.0.0.1:70000"])
