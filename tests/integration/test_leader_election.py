@@ -26,7 +26,7 @@ from proto.spec import RunStrategy, VMSpec
 from proto.state import VM, VMI, Lease, Node
 from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Store
-from tests.conftest import REPO, NatsServer, free_port
+from tests.conftest import REPO, NatsServer, end_processes, free_port
 from tests.kvhistory import key_history
 
 pytestmark = pytest.mark.integration
@@ -73,14 +73,7 @@ def schedulers(nats_server: NatsServer, tmp_path: Path) -> Iterator[list[Proc]]:
             procs.append(Proc(start_scheduler(nats_server, log, "--metrics-address", f"127.0.0.1:{port}"), port, log))
         yield procs
     finally:
-        for p in procs:  # ours, by pid
-            if p.proc.poll() is None:
-                p.proc.send_signal(signal.SIGTERM)
-                try:
-                    p.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.proc.kill()
-                    p.proc.wait()
+        end_processes([p.proc for p in procs])  # ours, by pid
 
 
 async def heartbeats(store: Store) -> None:
@@ -284,11 +277,8 @@ def test_a_scheduler_whose_metrics_port_is_held_still_leads(nats_server: NatsSer
 
     try:
         asyncio.run(main())
+        proc.proc.send_signal(signal.SIGTERM)  # and a stop closes the server it got in the end
+        assert proc.proc.wait(15) == 0
     finally:
         holder.close()
-        proc.proc.send_signal(signal.SIGTERM)
-        try:
-            proc.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.proc.kill()
-            proc.proc.wait()
+        end_processes([proc.proc])
