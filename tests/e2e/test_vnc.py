@@ -5,6 +5,7 @@ boot text on its VGA console; a viewer's credentials look too (view only)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from servicekit import processes
 from tests.conftest import REPO
 from tests.e2e.conftest import Lab
 from tests.e2e.test_networking import started, write_manifest
@@ -173,13 +175,34 @@ class DevTools:
     def evaluate(self, expression: str) -> Any:
         return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
 
+    def descendants(self) -> list[int]:
+        """Chromium's own processes under the one we started (zygote, renderers, utilities)."""
+        found, todo = [], [self.proc.pid]
+        while todo:
+            kids = processes.children(todo.pop())
+            found += kids
+            todo += kids
+        return found
+
     def close(self) -> None:
-        self.proc.terminate()
+        """Browser.close first, so Chromium ends its processes itself and is done with its profile; any
+        still running after ours ends are ended by PID, and only then may the profile be removed (a
+        renderer still writing into it failed the directory's removal, CI 2026-12-04)."""
+        helpers = self.descendants()
+        with contextlib.suppress(AssertionError, OSError):
+            self.session = None
+            self.call("Browser.close", timeout=5)
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        # still Chromium's (a PID freed and taken by another process in between is left alone)
+        processes.end([pid for pid in helpers if "chrom" in processes.command(pid)], 10)
         os.close(self.cmd)
         os.close(self.out)
 
