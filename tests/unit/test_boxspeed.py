@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
-from boxspeed import CpuTimes, format_line, reference_ms, steal_pct  # noqa: E402 - bench/, as the benches
+from boxspeed import CpuTimes, format_line, memory_reference_ms, reference_ms, steal_pct  # noqa: E402 - bench/, as the benches
 
 STAT = """cpu  1634565 502216 525512 12222122 16466 0 32995 108684 19 0
 cpu0 817000 251000 262000 6111000 8000 0 16000 54000 10 0
@@ -39,3 +39,16 @@ def test_the_reference_work_takes_time_and_the_line_says_both_ends() -> None:
     assert format_line(61.4, 180.2, 3.25).startswith(
         "box speed: reference work 61 ms before the run, 180 ms after")
     assert "CPU steal during the run 3.2 %" in format_line(61.4, 180.2, 3.25)
+
+
+def test_reads_far_apart_in_memory_take_longer_than_reads_within_a_cache() -> None:
+    # the same number of reads, from 128 MiB and from 16 KiB: only memory latency tells them apart
+    far = memory_reference_ms(rounds=3, reads=200_000)
+    near = memory_reference_ms(rounds=3, size=16 << 10, reads=200_000)
+    assert far > near > 0.0
+
+
+def test_the_line_gives_the_memory_reference_when_measured() -> None:
+    line = format_line(61.4, 62.0, 0.0, memory=(83.2, 120.6))
+    assert "a million random reads from memory 83 ms before, 121 ms after; CPU steal during the run 0.0 %" in line
+    assert "random reads" not in format_line(61.4, 62.0, 0.0)
