@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ctl.client import ApiClient
+from ctl.listening import listen, port_number
 from proto import subjects
 from proto.api import NameRequest, VMIReply
 from proto.errors import ApiError, Code
@@ -31,7 +32,7 @@ def add_parser(sub: Any) -> None:
     v = sub.add_parser("vnc", help="a VM's screen: a local VNC proxy, or a screenshot")
     v.add_argument("name")
     v.add_argument("--proxy-only", action="store_true", help="print {\"port\": P} and proxy (virtctl's flag)")
-    v.add_argument("--port", type=int, default=0, help="local port on 127.0.0.1 (default: a free one)")
+    v.add_argument("--port", type=port_number, default=0, help="local port on 127.0.0.1 (default: a free one)")
     v.add_argument("--screenshot", metavar="FILE", default=None, help="write the screen to FILE as a PNG and leave")
     v.add_argument("--view-only", action="store_true",
                    help="keys and pointer are dropped (what a viewer's credentials always get)")
@@ -112,7 +113,7 @@ async def proxy(api: ApiClient, name: str, port: int, announce: Any, view_only: 
             why = str(exc)
         print(f"vnc: a viewer's session ended: {why}", file=sys.stderr)
 
-    server = await asyncio.start_server(viewer, "127.0.0.1", port)
+    server = await listen(viewer, "127.0.0.1", port, "--port")
     announce(server.sockets[0].getsockname()[1])
     async with server:
         await server.serve_forever()

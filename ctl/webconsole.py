@@ -19,6 +19,7 @@ from typing import Any
 
 from ctl import vnc
 from ctl.client import ApiClient
+from ctl.listening import listen, listen_address
 from ctl.websocket import WebSocketEnd, accept_key
 from proto.api import VMIList
 from proto.errors import ApiError
@@ -47,7 +48,7 @@ rfb.addEventListener("disconnect", (e) => {{ document.title = "{name}: disconnec
 
 def add_parser(sub: Any) -> None:
     w = sub.add_parser("console-web", help="a web page of the VMs and their screens (noVNC)")
-    w.add_argument("--listen", default="127.0.0.1:8080", help="ADDRESS:PORT (port 0: a free one)")
+    w.add_argument("--listen", default="127.0.0.1:8080", type=listen_address, help="ADDRESS:PORT (port 0: a free one)")
     w.add_argument("--view-only", action="store_true", help="screens only to look at, whatever the credentials")
 
 
@@ -127,10 +128,10 @@ class WebConsole:
 
 
 async def run(api: ApiClient, args: argparse.Namespace) -> int:
-    host, _, port = args.listen.rpartition(":")
+    host, port = args.listen
     if not NOVNC.is_dir():
         print(f"console-web: {NOVNC} is missing (apt-get install novnc): the screens will not open", file=sys.stderr)
-    server = await asyncio.start_server(WebConsole(api, args.view_only).handle, host or "127.0.0.1", int(port))
+    server = await listen(WebConsole(api, args.view_only).handle, host, port, "--listen")
     bound = server.sockets[0].getsockname()
     print(f"virtbus web console on http://{bound[0]}:{bound[1]}/", flush=True)
     async with server:
