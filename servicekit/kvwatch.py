@@ -35,6 +35,26 @@ from proto import subjects
 from proto.errors import ApiError, Code
 from servicekit.cancelling import raise_if_cancelling
 
+# A delivery's ack subject: $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>,
+# or (servers with domains and account hashes) $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<stream
+# seq>.<consumer seq>.<time>.<pending>[.<token>...]: where the stream's sequence and the count pending are.
+_V1_TOKENS = 9
+_V2_MIN_TOKENS = 11  # the trailing token may be absent
+
+
+def delivery(msg: Msg) -> tuple[int, int]:
+    """(the stream's sequence: the key's revision, the messages still pending) of a delivery, read off
+    its ack subject. nats-py's ``msg.metadata`` reads the same, plus a datetime and three objects per
+    message (py-spy: 3 % of the scheduler in a burst of binds)."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == _V1_TOKENS and tokens[0] == "$JS" and tokens[1] == "ACK":
+        return int(tokens[5]), int(tokens[8])
+    if len(tokens) >= _V2_MIN_TOKENS and tokens[0] == "$JS" and tokens[1] == "ACK":
+        return int(tokens[7]), int(tokens[10])
+    meta = msg.metadata  # nats-py's own parse: its error for what is no JetStream delivery
+    return meta.sequence.stream, meta.num_pending
+
+
 # A consumer whose watcher vanished without deleting it (the process died) goes after this long.
 INACTIVE_S = 60.0
 _DELETE_TIMEOUT_S = 2.0
@@ -118,11 +138,10 @@ async def watch(kv: KeyValue, keys: str = ">") -> AsyncGenerator[RawUpdate | Non
                 listed = await _keys(js, stream, pre, keys)
                 pending = 0
             else:
-                meta = msg.metadata
+                revision, pending = delivery(msg)
                 op = msg.header.get(_KV_OP) if msg.header else None
                 key = msg.subject[len(pre):]
-                pending = meta.num_pending
-                yield RawUpdate(key=key, value=msg.data, revision=meta.sequence.stream,
+                yield RawUpdate(key=key, value=msg.data, revision=revision,
                                 deleted=op in ("DEL", "PURGE"), pending=pending)
                 if initial is None:
                     if not following:
