@@ -176,7 +176,7 @@ class Binder:
         if time.monotonic() - self._synced_at > SYNC_NEW_S:  # the batches' sync, at most this often here
             self._sync_nodes()
         now = self.clock()
-        choice = placement.place(spec, self.index.candidates(), None, frozenset(), enough=self.enough)
+        choice = placement.place(spec, self.index.candidates(), None, frozenset(), enough=self._enough())
         if choice.node is None:
             return None
         self._creating[name] = self.index.assume(name, choice.node, self.index.request(vmi))
@@ -207,6 +207,12 @@ class Binder:
         self.bound_log.close()
 
     # --- deciding ---------------------------------------------------------------------------------
+    def _enough(self) -> int | None:
+        """How many fitting nodes a decision scores: when every node is alike, the first that fits
+        (the least allocated; the one scoring them all would choose, scheduler.capacity), else
+        ``enough``. py-spy: scoring 16 alike nodes for each bind was a tenth of the scheduler."""
+        return 1 if self.enough is not None and self.index.alike() else self.enough
+
     def _sync_nodes(self) -> None:
         self._synced_at = time.monotonic()
         self.index.set_cpu_ratio(self.cpu_ratio())
@@ -266,7 +272,7 @@ class Binder:
         if unplaceable is not None:
             choice = placement.Placement(None, unplaceable)
         else:
-            choice = placement.place(spec, self.index.candidates(), only, ovs, enough=self.enough)
+            choice = placement.place(spec, self.index.candidates(), only, ovs, enough=self._enough())
         if choice.node is None:
             old = next((c for c in vmi.conditions if c.type == "PodScheduled"), None)
             if vmi.phase is Phase.SCHEDULING and old is not None and old.message == choice.message:

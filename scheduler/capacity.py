@@ -9,7 +9,9 @@ written or watched, bound (``observe``), replaces it. An unbound version of the 
 
 Nodes are kept in a heap by how much of them is allocated, so a decision looks at the least
 allocated first and stops after a bounded number that fit (``candidates``), instead of scoring every
-node; for alike nodes the first is exactly the one scoring every node would choose.
+node. They come in the order of placement's score for alike nodes (least allocated, then fewer VMIs,
+then placement.tie_key), so when every node is alike (``alike``: the same memory and CPUs) the first
+that fits is the one scoring every node would choose, and nothing after it need be looked at.
 
 The vCPUs a node holds are its CPUs times the cluster's cpuAllocationRatio (proto.clusterconfig), set
 by the binder before each batch of decisions: a new ratio counts every node again, and only decides
@@ -21,12 +23,13 @@ In memory only, no I/O: the binder (scheduler.binder) feeds it from the VMI cach
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from proto.clusterconfig import DEFAULT_CPU_ALLOCATION_RATIO
 from proto.state import FINAL_PHASES, VMI, Node
-from scheduler.placement import NodeUsage, Request
+from scheduler.placement import NodeUsage, Request, tie_key
 
 
 @dataclass(slots=True)
@@ -65,7 +68,8 @@ class CapacityIndex:
         self._ready: dict[str, bool] = {}
         self._usage: dict[str, NodeUsage] = {}  # node -> what it holds, as last refreshed
         self._version: dict[str, int] = {}  # node -> the version of its valid heap entry
-        self._heap: list[tuple[bool, float, int, str, int]] = []  # nodes by allocation, stale entries too
+        self._heap: list[_HeapEntry] = []  # nodes by allocation, stale entries too
+        self._shapes: Counter[tuple[int, int]] = Counter()  # (memory, CPUs) -> how many nodes are so
         self._stale: set[str] = set()  # nodes whose NodeUsage no longer says what they hold
 
     # --- VMIs -------------------------------------------------------------------------------------
@@ -133,14 +137,23 @@ class CapacityIndex:
     def sync_nodes(self, nodes: Mapping[str, Node], ready: Mapping[str, bool]) -> None:
         """The node watch's records and readiness verdicts now (a node without one: not Ready)."""
         for name in [n for n in self._nodes if n not in nodes]:
+            self._shapes[_shape(self._nodes[name])] -= 1
             del self._nodes[name], self._ready[name]
             self._usage.pop(name, None)  # its version stays: a node back again gets a newer one
         for name, node in nodes.items():
             verdict = ready.get(name, False)
-            if self._nodes.get(name) is not node or self._ready.get(name) is not verdict:
+            if (old := self._nodes.get(name)) is not node or self._ready.get(name) is not verdict:
+                if old is not None:
+                    self._shapes[_shape(old)] -= 1
+                self._shapes[_shape(node)] += 1
                 self._nodes[name] = node
                 self._ready[name] = verdict
                 self._stale.add(name)
+
+    def alike(self) -> bool:
+        """Every node has the same memory and CPUs (so the same capacity): the first of ``candidates``
+        that fits is the best."""
+        return sum(1 for count in self._shapes.values() if count) <= 1
 
     def set_cpu_ratio(self, ratio: int) -> None:
         """The cluster's cpuAllocationRatio now; a change counts every node's vCPU capacity again."""
@@ -168,7 +181,7 @@ class CapacityIndex:
         # best-first walk down the heap's tree: the k smallest in O(k log k), the heap untouched
         frontier = [(heap[0], 0)]
         while frontier:
-            (_, _, _, name, version), at = heapq.heappop(frontier)
+            (_, _, _, _, name, version), at = heapq.heappop(frontier)
             if self._version.get(name) == version and name in self._usage:
                 yield self._usage[name]
             for child in (2 * at + 1, 2 * at + 2):
@@ -201,8 +214,8 @@ class CapacityIndex:
             self._heap = [e for e in heap if self._valid(e)]
             heapq.heapify(self._heap)
 
-    def _valid(self, entry: tuple[bool, float, int, str, int]) -> bool:
-        return self._version.get(entry[3]) == entry[4] and entry[3] in self._usage
+    def _valid(self, entry: _HeapEntry) -> bool:
+        return self._version.get(entry[4]) == entry[5] and entry[4] in self._usage
 
     def allocation(self, node: str) -> tuple[int, int, int]:
         """(memory, vCPUs, VMIs) held on the node, assumptions included."""
@@ -210,8 +223,16 @@ class CapacityIndex:
         return a.memory, a.vcpus, a.vmis
 
 
-def _entry(u: NodeUsage, version: int) -> tuple[bool, float, int, str, int]:
+_HeapEntry = tuple[bool, float, int, str, str, int]  # not Ready, load, VMIs, tie key, name, version
+
+
+def _shape(node: Node) -> tuple[int, int]:
+    return node.memory, node.cpus
+
+
+def _entry(u: NodeUsage, version: int) -> _HeapEntry:
     """Not Ready last; then how much of its memory and vCPUs is taken (least allocated first, the
-    order of placement's score for alike nodes); then fewer VMIs, then the name."""
+    order of placement's score for alike nodes); then fewer VMIs, then by name as placement breaks
+    ties (placement.tie_key)."""
     load = u.used_memory / max(u.node.memory, 1) + u.used_vcpus / max(u.vcpu_capacity, 1)
-    return (not u.ready, load, u.vmis, u.node.name, version)
+    return (not u.ready, load, u.vmis, tie_key(u.node.name), u.node.name, version)

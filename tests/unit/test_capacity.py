@@ -164,3 +164,52 @@ def test_a_bind_seen_as_assumed_leaves_the_nodes_entry_as_it_is() -> None:
     index.observe("a", vmi("a", "n1", memory="2Gi"))  # resized: counted again, a new entry
     assert index.allocation("n1") == (2 * GI + OVERHEAD, 1, 1)
     assert next(index.candidates()).used_memory == 2 * GI + OVERHEAD
+
+
+def sized(name: str, memory_gi: int = 8, cpus: int = 4, **labels: str) -> Node:
+    return Node(name=name, cpus=cpus, memory=memory_gi * GI, kvm=False, heartbeat=0.0, started_at=0.0, labels=labels)
+
+
+def test_alike_follows_the_nodes_sizes() -> None:
+    index = CapacityIndex()
+    assert index.alike()  # no node: nothing differs
+    nodes = {n: sized(n) for n in ("a", "b")}
+    index.sync_nodes(nodes, {"a": True, "b": True})
+    assert index.alike()
+    nodes["c"] = sized("c", memory_gi=16)
+    index.sync_nodes(nodes, {"a": True})  # readiness does not make a node another size
+    assert not index.alike()
+    nodes["c"] = sized("c")  # its record again, now the others' size
+    index.sync_nodes(nodes, {})
+    assert index.alike()
+    nodes["d"] = sized("d", cpus=8)
+    index.sync_nodes(nodes, {})
+    assert not index.alike()
+    del nodes["d"]
+    index.sync_nodes(nodes, {})
+    assert index.alike()
+
+
+def test_over_alike_nodes_the_first_that_fits_is_the_one_scoring_every_node_picks() -> None:
+    # names that begin one another, nodes not Ready or not matching, VMs of different sizes: a burst
+    # of decisions, each first-fit over the candidates compared with scoring every node
+    names = ["node1", "node10", "node11", "node2", "node20", "node3", "w", "w1", "x"]
+    nodes = {n: sized(n, zone="b" if n.startswith("w") else "a") for n in names}
+    ready = {n: n != "node3" for n in names}
+    index = CapacityIndex()
+    index.sync_nodes(nodes, ready)
+    assert index.alike()
+    sizes = ["64Mi", "1Gi", "256Mi", "2Gi", "128Mi"]
+    placed = 0
+    for i in range(120):
+        selector = {"zone": "a"} if i % 7 == 0 else {}
+        spec = VMSpec(name=f"v{i}", memory=sizes[i % len(sizes)], cpu=Cpu(cores=1 + i % 3), node_selector=selector)
+        everyone = place(spec, index.usages())
+        first = place(spec, index.candidates(), enough=1)
+        assert first.node == everyone.node, (i, first, everyone)
+        if first.node is None:
+            continue
+        assert first.scanned <= len(names)
+        index.assume(f"v{i}", first.node, Request.of(spec))
+        placed += 1
+    assert placed > 60  # the nodes filled up along the way, so fitting was tested as well as scoring

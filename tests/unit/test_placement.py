@@ -128,3 +128,12 @@ def test_memory_is_booked_with_each_vms_overhead() -> None:
     assert len(placed) == parse_bytes("1Gi") // per_vm < 16
     assert choice.message == "0/1 nodes are available: 1 Insufficient memory."
     assert usage(nodes, placed, NOW)[0].used_memory == len(placed) * per_vm
+
+
+def test_alike_nodes_tie_to_the_smallest_name_and_a_longer_name_beats_its_own_prefix() -> None:
+    spec = VMSpec(name="x", memory="64M")
+    for order in (["b", "a2", "a10", "c"], ["c", "a10", "b", "a2"]):
+        assert place(spec, usage([node(n) for n in order], [], NOW)).node == "a10"
+    # the order this tie-break always had: a name beside a longer one it begins loses to it
+    assert place(spec, usage([node("node1"), node("node10")], [], NOW)).node == "node10"
+    assert place(spec, usage([node("node10"), node("node1")], [], NOW)).node == "node10"
