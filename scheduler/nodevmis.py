@@ -4,9 +4,11 @@ NATS filters by subject only, so the node has to be in the key.
 
 A bound VMI is copied to its node's key whenever it changes; the copy goes when the VMI goes, is
 unbound or moves. On each term the leader first rebuilds the whole bucket from ``vmis`` (which is
-also the migration for state written before the buckets existed), then follows the watch. The
-unsharded bucket of older releases is deleted once the shards are rebuilt and no handler of an older
-release watches it any more (it has no consumers): until then such a handler keeps what it had.
+also the migration for state written before the buckets existed, and for copies filed in another
+shard, as another count of shards would leave them: deleted there, written where their node
+watches), then follows the watch. The unsharded bucket of older releases is deleted once the shards
+are rebuilt and no handler of an older release watches it any more (it has no consumers): until then
+such a handler keeps what it had.
 """
 
 from __future__ import annotations
@@ -90,8 +92,15 @@ class NodeVmiMirror:
             await self.queue.close()
 
     async def _rebuild(self) -> None:
-        existing = {e.key: e.value.revision for shard in self.store.node_vmi_shards.values()
-                    for e in await shard.items()}
+        existing: dict[str, int] = {}
+        misfiled = 0
+        for bucket, shard in self.store.node_vmi_shards.items():
+            for e in await shard.items():
+                if subjects.node_vmis_bucket(subjects.node_vmi_parts(e.key)[0]) == bucket:
+                    existing[e.key] = e.value.revision
+                else:  # left by a release that split the copies otherwise: its node does not watch it here
+                    await shard.delete(e.key)
+                    misfiled += 1
         self.copied = {}
         for key, revision in existing.items():
             _, name = subjects.node_vmi_parts(key)
@@ -107,7 +116,7 @@ class NodeVmiMirror:
             _, name = subjects.node_vmi_parts(key)
             if (c := self.copied.get(name)) is not None and c.key == key:
                 del self.copied[name]
-        log.info("node VMI copies rebuilt", copies=len(wanted), removed=len(gone))
+        log.info("node VMI copies rebuilt", copies=len(wanted), removed=len(gone), misfiled=misfiled)
         await self._retire_unsharded()
 
     async def _retire_unsharded(self) -> None:

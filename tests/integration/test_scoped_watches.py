@@ -154,6 +154,31 @@ async def test_the_leader_deletes_the_unsharded_copies_once_no_older_handler_wat
             await mirror
 
 
+async def test_a_copy_filed_in_another_shard_is_moved_to_where_its_node_watches(
+        nats_server: NatsServer, store: Store) -> None:
+    # as a release with another count of shards would leave it: node1's copy in a shard not node1's
+    right = subjects.node_vmis_bucket("node1")
+    wrong = next(b for b in subjects.NODE_VMI_BUCKETS if b != right)
+    key = subjects.node_vmi("node1", "old1")
+    await store.vmis.create("old1", vmi("old1", "node1", Phase.RUNNING))
+    entry = await store.vmis.get("old1")
+    assert entry is not None
+    await store.node_vmi_shards[wrong].put(key, NodeVmi(vmi=entry.value, revision=entry.revision))
+    node1 = await node_store(nats_server, "node1")
+    mirror = asyncio.create_task(NodeVmiMirror(store).run())
+    try:
+        await copied(store, key, Phase.RUNNING)  # in node1's own shard, as new as the VMI
+        assert await store.node_vmi_shards[wrong].get(key) is None  # and no longer where it was
+        heard = [c.key async for c in node1.node_vmis("node1").watch(subjects.node_vmis_of_node("node1"),
+                                                                     initial_only=True)]
+        assert heard == [key]  # what node1's handler reads
+    finally:
+        mirror.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await mirror
+        await node1.close()
+
+
 async def test_a_launchers_watch_is_its_own_key_and_leaves_no_consumer(nats_server: NatsServer, store: Store) -> None:
     for name in ("mine", "other"):
         await store.vmis.create(name, vmi(name, "node1"))
