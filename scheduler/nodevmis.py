@@ -94,9 +94,9 @@ class NodeVmiMirror:
     async def _rebuild(self) -> None:
         existing: dict[str, int] = {}
         misfiled = 0
-        for bucket, shard in self.store.node_vmi_shards.items():
+        for shard in self.store.node_vmi_shards.values():
             for e in await shard.items():
-                if subjects.node_vmis_bucket(subjects.node_vmi_parts(e.key)[0]) == bucket:
+                if self._copies(e.key) is shard:
                     existing[e.key] = e.value.revision
                 else:  # left by a release that split the copies otherwise: its node does not watch it here
                     await shard.delete(e.key)
