@@ -69,7 +69,7 @@ class CapacityIndex:
         self._usage: dict[str, NodeUsage] = {}  # node -> what it holds, as last refreshed
         self._version: dict[str, int] = {}  # node -> the version of its valid heap entry
         self._heap: list[_HeapEntry] = []  # nodes by allocation, stale entries too
-        self._shapes: Counter[tuple[int, int]] = Counter()  # (memory, CPUs) -> how many nodes are so
+        self._shapes: Counter[tuple[int, int]] = Counter()  # (memory, CPUs) -> how many nodes are so (> 0)
         self._stale: set[str] = set()  # nodes whose NodeUsage no longer says what they hold
 
     # --- VMIs -------------------------------------------------------------------------------------
@@ -137,23 +137,29 @@ class CapacityIndex:
     def sync_nodes(self, nodes: Mapping[str, Node], ready: Mapping[str, bool]) -> None:
         """The node watch's records and readiness verdicts now (a node without one: not Ready)."""
         for name in [n for n in self._nodes if n not in nodes]:
-            self._shapes[_shape(self._nodes[name])] -= 1
+            self._unshape(self._nodes[name])
             del self._nodes[name], self._ready[name]
             self._usage.pop(name, None)  # its version stays: a node back again gets a newer one
         for name, node in nodes.items():
             verdict = ready.get(name, False)
             if (old := self._nodes.get(name)) is not node or self._ready.get(name) is not verdict:
                 if old is not None:
-                    self._shapes[_shape(old)] -= 1
+                    self._unshape(old)
                 self._shapes[_shape(node)] += 1
                 self._nodes[name] = node
                 self._ready[name] = verdict
                 self._stale.add(name)
 
+    def _unshape(self, node: Node) -> None:
+        shape = _shape(node)
+        self._shapes[shape] -= 1
+        if not self._shapes[shape]:
+            del self._shapes[shape]  # only the sizes some node has are kept
+
     def alike(self) -> bool:
         """Every node has the same memory and CPUs (so the same capacity): the first of ``candidates``
         that fits is the best."""
-        return sum(1 for count in self._shapes.values() if count) <= 1
+        return len(self._shapes) <= 1
 
     def set_cpu_ratio(self, ratio: int) -> None:
         """The cluster's cpuAllocationRatio now; a change counts every node's vCPU capacity again."""
