@@ -36,13 +36,17 @@ WARM_WAIT_S = 30.0
 DEFAULT_ALLOWED_BRIDGES = ("multus-bridge",)
 
 
+def host_cache() -> Path:
+    """The host's virtbus cache (the guest's build, the KVM probe's verdict, the launch files)."""
+    return Path(os.environ.get("VIRTBUS_CACHE", Path.home() / ".cache" / "virtbus"))
+
+
 async def probe_kvm(args: argparse.Namespace) -> tuple[bool, str]:
     """(KVM runs guests here, why): the probe's verdict, cached for this host's boot."""
     if args.no_kvm:
         return False, "disabled by --no-kvm"
     kernel = Path(args.probe_kernel) if args.probe_kernel else None
-    cache = Path(os.environ.get("VIRTBUS_CACHE", Path.home() / ".cache" / "virtbus")) / "kvm-probe.json"
-    return await asyncio.to_thread(cached_kvm_runs_guests, kernel, cache)
+    return await asyncio.to_thread(cached_kvm_runs_guests, kernel, host_cache() / "kvm-probe.json")
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -51,6 +55,11 @@ async def run(args: argparse.Namespace) -> None:
     # The KVM probe runs beside the connect, the fork server and the capabilities' probe: the node
     # registers (and so launches) only once both have ended, and then with the verdict.
     probing = asyncio.create_task(probe_kvm(args))
+    resident = ResidentFiles(MlockedFiles(), skip=(Path(args.state_dir),),
+                             memory=host_cache() / "launch-files.json") if args.keep_launch_files else None
+    # what the last handler here kept in memory, locked again (read from disk if it was paged out) while
+    # the node starts: its first launches find it there
+    recalling = asyncio.create_task(asyncio.to_thread(resident.recall)) if resident is not None else None
     store = await Store.connect(args.server, f"virtbus-handler-{args.node}", creds=args.creds,
                                 inbox=subjects.inbox_prefix("node", args.node), create=False)
     nodeapi = NodeApiClient(store.nc, args.node)
@@ -85,12 +94,13 @@ async def run(args: argparse.Namespace) -> None:
     if management is None:
         log.warning("no management network (give --address or --management-network): guests are kept off "
                     "this node and the other nodes' addresses only")
+    if recalling is not None:
+        await recalling
     agent = Agent(store, node, launchers, podnet, nodeapi, management=management,
                   image_cache_bound=args.image_cache_max, ovs_db=args.ovs_db,
                   parallel_launches=args.parallel_launches,
                   guests_cpu_group=launchers.cpu_groups.get(cpugroup.GUESTS),
-                  resident_files=ResidentFiles(MlockedFiles(), skip=(Path(args.state_dir),))
-                  if args.keep_launch_files else None)
+                  resident_files=resident)
     await agent.start()
     router = None
     if args.router_port and haproxy_installed():  # Routes and Ingresses on the node's address
@@ -222,7 +232,8 @@ def main() -> None:
     parser.add_argument("--keep-launch-files", action=argparse.BooleanOptionalAction, default=True,
                         help="keep the pages of QEMU, libvirtd and the launcher that a launch used in memory "
                              f"(mlock, at most {DEFAULT_BOUND // 2**20} MiB), so a launch after a quiet spell "
-                             "does not read them from disk again (handler.residentfiles; default: keep)")
+                             "does not read them from disk again; remembered in $VIRTBUS_CACHE/launch-files.json "
+                             "and locked again as the next handler starts (handler.residentfiles; default: keep)")
     parser.add_argument("--image-cache-max", type=_quantity, default=os.environ.get("VIRTBUS_IMAGE_CACHE_MAX", "20Gi"),
                         help="bytes the node's image cache may take before the least recently used unused "
                              "images go (env VIRTBUS_IMAGE_CACHE_MAX; default 20Gi)")

@@ -153,3 +153,58 @@ def test_a_file_replaced_under_its_name_is_locked_again(tmp_path: Path, resident
             proc.wait()
             assert proc.stdout is not None
             proc.stdout.close()
+
+
+def test_what_was_locked_is_remembered_and_a_new_handler_locks_it_again(
+        touched: tuple[Path, mmap.mmap], tmp_path: Path) -> None:
+    path, mapped = touched
+    memory = tmp_path / "cache" / "launch-files.json"
+    first = ResidentFiles(MlockedFiles(), memory=memory)
+    try:
+        first.learn([os.getpid()])
+        kept = {p: set(pages) for p, pages in first.kept.items()}
+    finally:
+        first.release()
+        mapped.close()  # the test's own mapping gone: only a recall can lock the page now
+    assert locked_kib() == 0
+    assert not list(memory.parent.glob(".*.tmp"))  # written by rename, nothing left beside it
+    second = ResidentFiles(MlockedFiles(), memory=memory)
+    try:
+        added = second.recall()
+        assert added == second.locked > 0
+        assert locked_kib() * 1024 == second.locked
+        assert second.kept[str(path)] == kept[str(path)]  # page 40, as the first handler had it
+    finally:
+        second.release()
+
+
+def test_a_replaced_file_or_a_broken_list_locks_nothing(touched: tuple[Path, mmap.mmap], tmp_path: Path) -> None:
+    path, mapped = touched
+    memory = tmp_path / "launch-files.json"
+    files = ResidentFiles(MlockedFiles(), memory=memory)
+    try:
+        files.learn([os.getpid()])
+    finally:
+        files.release()
+        mapped.close()
+    replacement = path.with_name("lib.so.new")  # an upgrade: the same path, another file
+    replacement.write_bytes(path.read_bytes())
+    replacement.replace(path)
+    again = ResidentFiles(MlockedFiles(), memory=memory)
+    try:
+        again.recall()
+        assert str(path) not in again.kept
+    finally:
+        again.release()
+    for broken in (b"{not json", b'{"page_size": 4096, "files": [], "extra": 1}', b'{"page_size": "x"}'):
+        memory.write_bytes(broken)
+        files = ResidentFiles(MlockedFiles(), memory=memory)
+        assert files.recall() == 0 and not files.kept
+    assert locked_kib() == 0
+
+
+def test_a_fifo_is_never_opened_to_be_locked(tmp_path: Path) -> None:
+    """A remembered list is a file on disk: a FIFO named in it must not hold the handler up."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert MlockedFiles().lock(str(fifo), [(0, 1)]) == 0

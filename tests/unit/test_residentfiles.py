@@ -1,10 +1,22 @@
-"""What a launch's processes map, read from /proc's text (handler.residentfiles' pure parts)."""
+"""What a launch's processes map, read from /proc's text, and what of a remembered list is locked again
+(handler.residentfiles' pure parts)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from handler.residentfiles import LOOK_AT, PAGE, Mapping, file_mappings, look_order, present_pages, runs
+from handler.residentfiles import (
+    LOOK_AT,
+    PAGE,
+    Mapping,
+    Remembered,
+    RememberedFile,
+    file_mappings,
+    look_order,
+    present_pages,
+    recall_plan,
+    runs,
+)
 
 MAPS = """\
 55d0c0000000-55d0c0002000 r--p 00000000 fd:01 1234  /usr/bin/qemu-system-x86_64
@@ -62,3 +74,36 @@ def test_after_a_burst_the_processes_read_include_the_newest_libvirtds_not_only_
 def test_small_groups_and_a_missing_group_keep_every_pid_once() -> None:
     assert look_order(5, [[7], []]) == [5, 7]
     assert look_order(5, [[3, 9, 4, 8], [6, 2]]) == [5, 9, 8, 4, 6, 2, 3]
+
+
+def _saved(*files: RememberedFile, page_size: int = PAGE) -> Remembered:
+    return Remembered(page_size, list(files))
+
+
+INODES = {"/usr/bin/qemu-system-x86_64": 1234, "/usr/lib/x86_64-linux-gnu/libc.so.6": 55,
+          "/var/lib/virtbus/vmis/vm1/disk.img": 66}
+
+
+def test_recall_plan_locks_again_what_is_still_the_same_file() -> None:
+    saved = _saved(RememberedFile("/usr/bin/qemu-system-x86_64", 1234, [(0, 3), (10, 2)]),
+                   RememberedFile("/usr/lib/x86_64-linux-gnu/libc.so.6", 54, [(0, 1)]),  # replaced since
+                   RememberedFile("/usr/lib/gone.so", 7, [(0, 1)]))  # no longer there
+    assert recall_plan(saved, INODES.get) == [("/usr/bin/qemu-system-x86_64", 1234, {0, 1, 2, 10, 11})]
+
+
+def test_recall_plan_passes_over_what_a_launch_never_locks() -> None:
+    saved = _saved(RememberedFile("/var/lib/virtbus/vmis/vm1/disk.img", 66, [(0, 4)]),  # the node's state
+                   RememberedFile("/dev/kvm", 1, [(0, 1)]),
+                   RememberedFile("usr/bin/qemu-system-x86_64", 1234, [(0, 1)]),  # not absolute
+                   RememberedFile("/usr/bin/qemu-system-x86_64", 1234, [(-1, 2), (4, 0), (5, 1)]))
+    inodes = {**INODES, "/dev/kvm": 1, "usr/bin/qemu-system-x86_64": 1234}
+    assert recall_plan(saved, inodes.get, skip=(Path("/var/lib/virtbus"),)) == [
+        ("/usr/bin/qemu-system-x86_64", 1234, {5})]
+
+
+def test_recall_plan_keeps_within_the_bound_and_its_page_size() -> None:
+    saved = _saved(RememberedFile("/usr/bin/qemu-system-x86_64", 1234, [(0, 10**9)]),
+                   RememberedFile("/usr/lib/x86_64-linux-gnu/libc.so.6", 55, [(0, 3)]))
+    plan = recall_plan(saved, INODES.get, bound=4 * PAGE)
+    assert [(path, len(pages)) for path, _, pages in plan] == [("/usr/bin/qemu-system-x86_64", 4)]
+    assert recall_plan(_saved(*saved.files, page_size=PAGE * 2), INODES.get) == []  # another machine's list
