@@ -9,12 +9,16 @@ steal time over the run. Two runs' figures compare when their references do.
 That work fits in the CPU's caches, and runs of the same code cost up to 70 % more CPU per VM while it
 took no longer: the control plane's work is memory-bound where the reference is not. So a second
 reference times a million random one-byte reads from 128 MiB (memory latency, what another tenant's
-traffic on the same memory slows down).
+traffic on the same memory slows down). A third times fresh memory faulted in, page by page: what
+starting a process costs most (a QEMU's first 16 MiB, a forked launcher's copied pages), and what
+this box's host makes dearer in some hours than in others (2026-12-04: 1.9 to 2.7 us a page within
+the hour, against ~0.3 us on bare metal).
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
 import operator
 import random
 import statistics
@@ -57,6 +61,26 @@ def memory_reference_ms(rounds: int = 3, size: int = MEMORY_BYTES, reads: int = 
     return statistics.median(times)
 
 
+FAULT_BYTES = 64 << 20
+
+
+def fault_reference_us(rounds: int = 3, size: int = FAULT_BYTES) -> float:
+    """The median over ``rounds`` of the wall time per page of faulting in ``size`` bytes of fresh
+    anonymous memory (a write to each page: the kernel finds and zeroes one), in us."""
+    page = mmap.PAGESIZE
+    times = []
+    for _ in range(rounds):
+        fresh = mmap.mmap(-1, size)
+        try:
+            start = time.perf_counter()
+            for offset in range(0, size, page):
+                fresh[offset] = 1
+            times.append((time.perf_counter() - start) * 1e6 / (size // page))
+        finally:
+            fresh.close()
+    return statistics.median(times)
+
+
 @dataclass(frozen=True)
 class CpuTimes:
     total: int  # every state's ticks, all CPUs
@@ -90,23 +114,28 @@ class BoxSpeed:
     def __init__(self) -> None:
         self.before_ms = 0.0
         self.memory_before_ms = 0.0
+        self.faults_before_us = 0.0
         self.cpu0 = CpuTimes(0, 0)
 
     def start(self) -> None:
         self.before_ms = reference_ms()
         self.memory_before_ms = memory_reference_ms()
+        self.faults_before_us = fault_reference_us()
         self.cpu0 = CpuTimes.now()
 
     def line(self) -> str:
         cpu1 = CpuTimes.now()
         return format_line(self.before_ms, reference_ms(), steal_pct(self.cpu0, cpu1),
-                           memory=(self.memory_before_ms, memory_reference_ms()))
+                           memory=(self.memory_before_ms, memory_reference_ms()),
+                           faults=(self.faults_before_us, fault_reference_us()))
 
 
 def format_line(before_ms: float, after_ms: float, steal: float,
-                memory: tuple[float, float] | None = None) -> str:
+                memory: tuple[float, float] | None = None, faults: tuple[float, float] | None = None) -> str:
     reads = (f"; a million random reads from memory {memory[0]:.0f} ms before, {memory[1]:.0f} ms after"
              if memory is not None else "")
+    pages = (f"; fresh memory faulted in {faults[0]:.1f} us a page before, {faults[1]:.1f} us after"
+             if faults is not None else "")
     return (f"box speed: reference work {before_ms:.0f} ms before the run, {after_ms:.0f} ms after "
-            f"(about 60 ms on the 2-core box of the README's figures in a fast hour){reads}; CPU steal "
-            f"during the run {steal:.1f} %")
+            f"(about 60 ms on the 2-core box of the README's figures in a fast hour){reads}{pages}; CPU "
+            f"steal during the run {steal:.1f} %")

@@ -3,14 +3,23 @@ kernel's steal time over the run)."""
 
 from __future__ import annotations
 
+import mmap
 import sys
+import time
 
 import pytest
 
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
-from boxspeed import CpuTimes, format_line, memory_reference_ms, reference_ms, steal_pct  # noqa: E402 - bench/, as the benches
+from boxspeed import (  # noqa: E402 - bench/, as the benches
+    CpuTimes,
+    fault_reference_us,
+    format_line,
+    memory_reference_ms,
+    reference_ms,
+    steal_pct,
+)
 
 STAT = """cpu  1634565 502216 525512 12222122 16466 0 32995 108684 19 0
 cpu0 817000 251000 262000 6111000 8000 0 16000 54000 10 0
@@ -52,3 +61,24 @@ def test_the_line_gives_the_memory_reference_when_measured() -> None:
     line = format_line(61.4, 62.0, 0.0, memory=(83.2, 120.6))
     assert "a million random reads from memory 83 ms before, 121 ms after; CPU steal during the run 0.0 %" in line
     assert "random reads" not in format_line(61.4, 62.0, 0.0)
+
+
+def test_faulting_in_fresh_memory_costs_more_a_page_than_touching_memory_already_there() -> None:
+    fresh = fault_reference_us(rounds=1, size=16 << 20)
+    held = mmap.mmap(-1, 16 << 20)
+    try:
+        for offset in range(0, len(held), mmap.PAGESIZE):
+            held[offset] = 1  # faulted in once: the timed pass below only writes
+        start = time.perf_counter()
+        for offset in range(0, len(held), mmap.PAGESIZE):
+            held[offset] = 2
+        again = (time.perf_counter() - start) * 1e6 / (len(held) // mmap.PAGESIZE)
+    finally:
+        held.close()
+    assert fresh > again > 0.0
+
+
+def test_the_line_gives_the_fault_reference_when_measured() -> None:
+    line = format_line(61.4, 62.0, 0.0, memory=(83.2, 120.6), faults=(1.94, 2.71))
+    assert "121 ms after; fresh memory faulted in 1.9 us a page before, 2.7 us after; CPU steal" in line
+    assert "faulted in" not in format_line(61.4, 62.0, 0.0)
