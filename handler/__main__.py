@@ -80,6 +80,8 @@ async def run(args: argparse.Namespace) -> None:
     kvm, why = await probing
     log.info("kvm probe", kvm=kvm, detail=why)
     launchers.kvm = kvm
+    if recalling is not None:
+        await recalling  # before the node is Ready: its first launches find the files in memory
     # The control plane writes the node's record and picks its pod CIDR; this node only heartbeats.
     node = await nodeapi.register(Registration(
         cpus=nodeinfo.cpus(args.cpus), memory=nodeinfo.guest_memory(args.memory), kvm=kvm,
@@ -94,8 +96,6 @@ async def run(args: argparse.Namespace) -> None:
     if management is None:
         log.warning("no management network (give --address or --management-network): guests are kept off "
                     "this node and the other nodes' addresses only")
-    if recalling is not None:
-        await recalling
     agent = Agent(store, node, launchers, podnet, nodeapi, management=management,
                   image_cache_bound=args.image_cache_max, ovs_db=args.ovs_db,
                   parallel_launches=args.parallel_launches,
