@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -21,13 +22,21 @@ def main() -> None:
     p.add_argument("--state-dir", default="/var/lib/virtbus/lab")
     args = p.parse_args()
     root = Path(args.state_dir)
-    lab = json.loads((root / "lab.json").read_text())
-    node = next(n for n in lab["nodes"] if (root / "nodes" / n / "vmis" / args.vm / "launcher.pid").exists())
-    pod = netns_pids(f"{lab['prefix']}-{node}-{args.vm}")
+    try:
+        lab = json.loads((root / "lab.json").read_text())
+    except FileNotFoundError:
+        sys.exit(f"idle: no lab at {root} (bash scripts/lab.sh makes one, with {args.vm} Running)")
+    node = next((n for n in lab["nodes"] if (root / "nodes" / n / "vmis" / args.vm / "launcher.pid").exists()), None)
+    pod = netns_pids(f"{lab['prefix']}-{node}-{args.vm}") if node is not None else []
+    qemu = next((pid for pid in pod if comm(pid).startswith("qemu-system")), None)
+    libvirtd = next((pid for pid in pod if comm(pid) == "libvirtd"), None)
+    if node is None or qemu is None or libvirtd is None:
+        sys.exit(f"idle: {args.vm} is not running on any node of the lab at {root}: start it first "
+                 f"(virtbus start {args.vm} --wait)")
     procs = {
-        "QEMU": next(pid for pid in pod if comm(pid).startswith("qemu-system")),
+        "QEMU": qemu,
         "launcher": read_pid(root / "nodes" / node / "vmis" / args.vm / "launcher.pid"),
-        "libvirtd": next(pid for pid in pod if comm(pid) == "libvirtd"),
+        "libvirtd": libvirtd,
         f"handler ({node})": read_pid(root / "pids" / f"handler-{node}.pid"),
         "scheduler": read_pid(root / "pids" / "scheduler.pid"),
     }

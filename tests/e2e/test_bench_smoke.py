@@ -35,6 +35,10 @@ def test_start_to_marker_and_idle_print_their_figures(lab: Lab) -> None:
     assert re.search(r"CPU in % of one core: QEMU \d+\.\d+, launcher \d+\.\d+, libvirtd \d+\.\d+", out), out
     assert re.search(r"per-VM memory \(PSS\): QEMU \d+\.\d+ MiB, .* total \d+\.\d+ MiB", out), out
     lab.cli("delete", "testvm", "--wait", "--timeout", "120")
+    gone = subprocess.run([sys.executable, str(REPO / "bench" / "idle.py"), "--seconds", "1", "--state-dir",
+                           str(lab.state_dir)], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert gone.returncode == 1 and "testvm is not running on any node of the lab" in gone.stderr, gone.stderr
+    assert "Traceback" not in gone.stderr, gone.stderr
 
 
 def test_network_prints_its_figures(lab: Lab) -> None:
