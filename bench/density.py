@@ -26,6 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import entry  # noqa: E402 - bench/entry.py, beside this script
 from procstat import comm, netns_pids, pss_kib, read_pid  # noqa: E402 - bench/procstat.py
 
 from proto.clusterconfig import ClusterConfig, kubevirt_object  # noqa: E402
@@ -43,7 +44,7 @@ def ctl(*args: str, check: bool = True, timeout: float = 300) -> subprocess.Comp
     done = subprocess.run([sys.executable, "-m", "ctl", *SERVER, *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
     if check and done.returncode != 0:
-        raise RuntimeError(f"virtbus {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
+        raise entry.BenchError(f"virtbus {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
     return done
 
 
@@ -254,4 +255,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry.run(main, "density.py")

@@ -15,11 +15,11 @@ import json
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import entry  # bench/entry.py, beside this script
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,12 +27,12 @@ NETWORKS = {"linux-bridge": ("multus-br", REPO / "examples" / "multus-br.yaml"),
             "ovs": ("ovs-net-br1", REPO / "examples" / "ovs-net-br1.yaml")}
 
 
-def cli(server: list[str], *args: str, timeout: float = 600) -> str:
+def cli(server: list[str], *args: str, timeout: float = 600, stdin: str | None = None) -> str:
     """server: the CLI's connection options (--server URL [--creds FILE])."""
     done = subprocess.run([sys.executable, "-m", "ctl", *server, *args], capture_output=True, text=True,
-                          cwd=REPO, check=False, timeout=timeout)
+                          cwd=REPO, check=False, timeout=timeout, input=stdin)
     if done.returncode != 0:
-        raise RuntimeError(f"virtbus {' '.join(args)}: {done.stdout}{done.stderr}")
+        raise entry.BenchError(f"virtbus {' '.join(args)}: {done.stdout}{done.stderr}")
     return done.stdout
 
 
@@ -43,9 +43,7 @@ def manifest(name: str, node: str, network: str) -> str:
     spec["networks"][1]["multus"]["networkName"] = network
     spec["nodeSelector"] = {"kubernetes.io/hostname": node}
     spec["domain"]["resources"]["requests"]["memory"] = "128M"  # room for the file it serves
-    path = Path(tempfile.mkdtemp()) / f"{name}.json"
-    path.write_text(json.dumps(doc))
-    return str(path)
+    return json.dumps(doc)  # applied from stdin: no file left behind
 
 
 def address(server: list[str], name: str, timeout: float = 120) -> str:
@@ -71,8 +69,8 @@ def measure(server: list[str], kind: str, pings: int, mb: int) -> tuple[float, f
     cli(server, "apply", "-f", str(nad))
     client, peer = f"bench-{kind}-a", f"bench-{kind}-b"
     try:
-        cli(server, "apply", "-f", manifest(client, "node1", network))
-        cli(server, "apply", "-f", manifest(peer, "node2", network))
+        cli(server, "apply", "-f", "-", stdin=manifest(client, "node1", network))
+        cli(server, "apply", "-f", "-", stdin=manifest(peer, "node2", network))
         for name in (client, peer):
             cli(server, "start", name, "--wait")
             cli(server, "console", name, "--log", "--until", "VIRTBUS-GUEST-READY", "--timeout", "180")
@@ -111,4 +109,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry.run(main, "guest_network.py")

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import entry  # bench/entry.py, beside this script
 from procstat import TICKS, comm, cpu_ticks, netns_pids, pss_kib, read_pid  # bench/procstat.py, beside this script
 
 
@@ -54,4 +55,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry.run(main, "idle.py")

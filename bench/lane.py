@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import entry  # noqa: E402 - bench/entry.py, beside this script
 from boxspeed import BoxSpeed  # noqa: E402 - bench/boxspeed.py, beside this script
 
 from ctl.client import ApiClient, default_url  # noqa: E402
@@ -273,4 +274,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry.run(main, "lane.py")

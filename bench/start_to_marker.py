@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import entry  # noqa: E402 - bench/entry.py, beside this script
 from nats.aio.msg import Msg  # noqa: E402
 from nats.js.api import DeliverPolicy  # noqa: E402
 
@@ -124,4 +125,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    entry.run(lambda: asyncio.run(main()), "start_to_marker.py")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import entry  # noqa: E402 - bench/entry.py, beside this script
+
 from ctl.client import ApiClient, default_url  # noqa: E402
 from proto.api import Ack, NameRequest, VolumeCreate, VolumeReply  # noqa: E402
 from proto.snapshotapi import SnapshotCreate, SnapshotReply, VolumeRestore  # noqa: E402
@@ -97,4 +99,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    entry.run(lambda: asyncio.run(main()), "volume_snapshots.py")

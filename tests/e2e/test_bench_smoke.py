@@ -7,6 +7,8 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -42,10 +44,18 @@ def test_start_to_marker_and_idle_print_their_figures(lab: Lab) -> None:
 
 
 def test_network_prints_its_figures(lab: Lab) -> None:
+    manifests = set(Path(tempfile.gettempdir()).glob("tmp*/bench-*.json"))  # a run once left its two behind
     out = bench(lab, "network.py", "--server", lab.url, "--runs", "1", "--mb", "1", "--state-dir", str(lab.state_dir))
+    assert set(Path(tempfile.gettempdir()).glob("tmp*/bench-*.json")) <= manifests
     for binding in ("masquerade", "bridge"):
         assert re.search(rf"{binding} +start->DHCP lease median of 1: \d+\.\d+s .* TCP echo RTT median "
                          r"\d+\.\d+ ms, throughput \d+\.\d+ MiB/s", out), out
+
+
+def test_guest_network_prints_its_figures(lab: Lab) -> None:
+    out = bench(lab, "guest_network.py", "--server", lab.url, "--pings", "2", "--mb", "1", "--only", "linux-bridge")
+    assert re.search(r"linux-bridge guest node1 -> guest node2 over multus-br: ping RTT avg \d+\.\d+ ms \(2 echoes\), "
+                     r"HTTP throughput \d+\.\d+ MiB/s \(1 MiB\)", out), out
 
 
 def test_lane_prints_its_figures_and_leaves_nothing(lab: Lab) -> None:
