@@ -27,6 +27,7 @@ from servicekit import collector, cpugroup, logs, ovs
 from servicekit.endpoints import Endpoint, serve
 from servicekit.metricsserver import metrics_address, serve_metrics, stop_serving
 from servicekit.nodeclient import NodeApiClient
+from servicekit.paths import host_cache
 from servicekit.store import Store
 
 # The longest a starting node waits for its probe of QEMU's capabilities before it registers (a few
@@ -34,11 +35,6 @@ from servicekit.store import Store
 WARM_WAIT_S = 30.0
 # the provider bridge of the lab and of the seed "Next Gen part 2"
 DEFAULT_ALLOWED_BRIDGES = ("multus-bridge",)
-
-
-def host_cache() -> Path:
-    """The host's virtbus cache (the guest's build, the KVM probe's verdict, the launch files)."""
-    return Path(os.environ.get("VIRTBUS_CACHE", Path.home() / ".cache" / "virtbus"))
 
 
 async def probe_kvm(args: argparse.Namespace) -> tuple[bool, str]:

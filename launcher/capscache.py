@@ -23,6 +23,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from servicekit.paths import host_cache
+
 CACHE_DIR = Path("/var/cache/libvirt/qemu/capabilities")  # in the launcher's mount namespace
 NODE_CACHE_DIR = Path("libvirt-cache/qemu/capabilities")  # the same, under a node's state directory
 SLOW_FLAG = "<flag name='cpu-unavailable-features'/>"
@@ -30,7 +32,7 @@ SLOW_FLAG = "<flag name='cpu-unavailable-features'/>"
 
 def host_cache_dir() -> Path:
     """The host's copy, beside its other caches (the test guest, the KVM probe)."""
-    return Path(os.environ.get("VIRTBUS_CACHE", Path.home() / ".cache" / "virtbus")) / "qemu-capabilities"
+    return host_cache() / "qemu-capabilities"
 
 
 def trimmed(xml: str) -> str | None:

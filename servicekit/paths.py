@@ -8,6 +8,7 @@ checked to sit directly in the root, so even a rule loosened later cannot climb 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from proto.state import PersistentVolume
@@ -59,3 +60,10 @@ def volume_file_id(path: Path) -> tuple[str, str] | None:
         return None
     name, uid = "-".join(parts[:-5]), "-".join(parts[-5:])
     return (name, uid) if name else None
+
+
+def host_cache() -> Path:
+    """The host's virtbus cache, shared by its nodes and kept across labs: the test guest's build, the
+    KVM probe's verdict, QEMU's capabilities, the launch files kept in memory (``VIRTBUS_CACHE``, by
+    default ~/.cache/virtbus)."""
+    return Path(os.environ.get("VIRTBUS_CACHE", Path.home() / ".cache" / "virtbus"))
