@@ -42,6 +42,17 @@ log = structlog.get_logger()
 DEFAULT_BOUND = 128 * 2**20  # bytes: one launch (launcher, libvirtd, QEMU) used 45.6 MiB of the 110 its files have
 # Where a mapped file is one of these, it is not the launch's code but a device, a VM's own file, etc.
 _NOT_CODE = ("/dev/", "/proc/", "/sys/", "/memfd:", "/SYSV")
+
+
+def _under(skip: Iterable[Path]) -> tuple[str, ...]:
+    return tuple(f"{p.as_posix().rstrip('/')}/" for p in skip)
+
+
+def _code_path(path: str, skipped: tuple[str, ...]) -> bool:
+    """Pure: a path a launch's code may come from: absolute, not a device, /proc, /sys, a memfd or
+    shared memory, not a deleted (replaced) file, not under the ``skipped`` prefixes (``_under``)."""
+    return (path.startswith("/") and not path.endswith(" (deleted)") and "\x00" not in path
+            and not path.startswith(_NOT_CODE) and not path.startswith(skipped))
 PAGE = os.sysconf("SC_PAGE_SIZE")
 LOOK_AT = 7  # processes read at each look: the launch's launcher, and the newest few of the node's others
 
@@ -59,15 +70,14 @@ def file_mappings(maps: str, skip: Iterable[Path] = ()) -> list[Mapping]:
     """Pure: the mappings of regular files in a process's /proc/PID/maps text; not anonymous memory,
     devices, memfds, deleted (replaced) files, nor anything under ``skip`` (the node's state: VM
     disks and the like)."""
-    prefixes = tuple(f"{p.as_posix().rstrip('/')}/" for p in skip)
+    skipped = _under(skip)
     found: list[Mapping] = []
     for line in maps.splitlines():
         fields = line.split(maxsplit=5)
         if len(fields) < 6:
             continue  # anonymous
         path = fields[5]
-        if (not path.startswith("/") or path.endswith(" (deleted)") or path.startswith(_NOT_CODE)
-                or path.startswith(prefixes)):
+        if not _code_path(path, skipped):
             continue
         try:
             lo, hi = (int(x, 16) for x in fields[0].split("-"))
@@ -205,12 +215,11 @@ def recall_plan(saved: Remembered, inode_of: Callable[[str], int | None], skip: 
     bytes. Nothing at all from a list written with another page size."""
     if saved.page_size != PAGE:
         return []
-    prefixes = tuple(f"{p.as_posix().rstrip('/')}/" for p in skip)
+    skipped = _under(skip)
     room = bound // PAGE
     plan: list[tuple[str, int, set[int]]] = []
     for f in saved.files:
-        if (room <= 0 or not f.path.startswith("/") or "\x00" in f.path or f.path.startswith(_NOT_CODE)
-                or f.path.startswith(prefixes) or inode_of(f.path) != f.inode):
+        if room <= 0 or not _code_path(f.path, skipped) or inode_of(f.path) != f.inode:
             continue
         pages: set[int] = set()
         for first, count in f.pages:
