@@ -17,7 +17,8 @@ The locks are the handler process's and go with it. What is locked is also remem
 (``memory``: the host's virtbus cache, beside the KVM probe's verdict), and a starting handler locks
 it again before its node takes VMs, so a restarted or new node's first launches do not wait on the
 disk either. Measured with the files paged out first (`bench/lane.py --own-lab --vms 4 --interval 1`,
-three runs each): the node's first VM Running 0.52-0.60 s after its creation before, 0.49 s after.
+three runs each): the slowest of the four VMs (each node's first launch among them) Running 0.52-0.60 s
+after its creation before, 0.49 s after.
 A remembered file replaced since (an upgrade: another inode) is passed over; so is anything that is
 not a regular file or lies under ``skip``.
 """
