@@ -32,8 +32,14 @@ def why_not(exc: BaseException) -> str | None:
         return f"no lab at {Path(str(exc.filename)).parent} ({NO_LAB})"
     if isinstance(exc, subprocess.CalledProcessError):
         cmd = exc.cmd if isinstance(exc.cmd, str) else " ".join(str(part) for part in exc.cmd)
-        return f"`{cmd}` failed (exit status {exc.returncode}; what it said is above)"
+        said = _text(exc.stderr).strip() or _text(exc.output).strip()  # what it said, where the bench kept it
+        return (f"`{cmd}` failed (exit status {exc.returncode}): {said[-2000:]}" if said
+                else f"`{cmd}` failed (exit status {exc.returncode}; what it said is above)")
     return None
+
+
+def _text(out: str | bytes | None) -> str:
+    return out.decode(errors="replace") if isinstance(out, bytes) else out or ""
 
 
 def run(main: Callable[[], object], name: str) -> None:

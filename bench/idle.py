@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -23,17 +22,14 @@ def main() -> None:
     p.add_argument("--state-dir", default="/var/lib/virtbus/lab")
     args = p.parse_args()
     root = Path(args.state_dir)
-    try:
-        lab = json.loads((root / "lab.json").read_text())
-    except FileNotFoundError:
-        sys.exit(f"idle: no lab at {root} (bash scripts/lab.sh makes one, with {args.vm} Running)")
+    lab = json.loads((root / "lab.json").read_text())  # none: entry says there is no lab
     node = next((n for n in lab["nodes"] if (root / "nodes" / n / "vmis" / args.vm / "launcher.pid").exists()), None)
     pod = netns_pids(f"{lab['prefix']}-{node}-{args.vm}") if node is not None else []
     qemu = next((pid for pid in pod if comm(pid).startswith("qemu-system")), None)
     libvirtd = next((pid for pid in pod if comm(pid) == "libvirtd"), None)
     if node is None or qemu is None or libvirtd is None:
-        sys.exit(f"idle: {args.vm} is not running on any node of the lab at {root}: start it first "
-                 f"(virtbus start {args.vm} --wait)")
+        raise entry.BenchError(f"{args.vm} is not running on any node of the lab at {root}: start it first "
+                               f"(virtbus start {args.vm} --wait)")
     procs = {
         "QEMU": qemu,
         "launcher": read_pid(root / "nodes" / node / "vmis" / args.vm / "launcher.pid"),

@@ -32,6 +32,8 @@ def test_a_missing_lab_state_is_said_but_another_missing_file_is_a_bug() -> None
 def test_a_refused_command_and_a_bench_s_own_reason() -> None:
     failed = subprocess.CalledProcessError(1, ["python", "-m", "ctl", "apply", "-f", "x.json"])
     assert why_not(failed) == "`python -m ctl apply -f x.json` failed (exit status 1; what it said is above)"
+    captured = subprocess.CalledProcessError(2, "bash guest/build.sh", output="", stderr=b"guest/build: no lz4\n")
+    assert why_not(captured) == "`bash guest/build.sh` failed (exit status 2): guest/build: no lz4"
     assert why_not(BenchError("testvm has no address")) == "testvm has no address"
 
 
