@@ -27,12 +27,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import entry  # noqa: E402 - bench/entry.py, beside this script
+import virtbus_cli  # noqa: E402 - bench/virtbus_cli.py
 from procstat import comm, netns_pids, pss_kib, read_pid  # noqa: E402 - bench/procstat.py
 
 from proto.clusterconfig import ClusterConfig, kubevirt_object  # noqa: E402
 from proto.overhead import VM_OVERHEAD_BYTES  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 IMAGE = "quay.io/kubevirt/cirros-container-disk-demo"
 MIB = 1024 * 1024
 
@@ -41,11 +41,7 @@ SERVER: list[str] = []  # --server URL, for every virtbus call
 
 
 def ctl(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "ctl", *SERVER, *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
-    if check and done.returncode != 0:
-        raise entry.BenchError(f"virtbus {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
-    return done
+    return virtbus_cli.run(SERVER, *args, check=check, timeout=timeout)
 
 
 def apply_ratio(workdir: Path, ratio: int) -> dict[str, Any]:

@@ -13,27 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import entry  # bench/entry.py, beside this script
+import virtbus_cli  # bench/virtbus_cli.py
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 NETWORKS = {"linux-bridge": ("multus-br", REPO / "examples" / "multus-br.yaml"),
             "ovs": ("ovs-net-br1", REPO / "examples" / "ovs-net-br1.yaml")}
 
-
-def cli(server: list[str], *args: str, timeout: float = 600, stdin: str | None = None) -> str:
-    """server: the CLI's connection options (--server URL [--creds FILE])."""
-    done = subprocess.run([sys.executable, "-m", "ctl", *server, *args], capture_output=True, text=True,
-                          cwd=REPO, check=False, timeout=timeout, input=stdin)
-    if done.returncode != 0:
-        raise entry.BenchError(f"virtbus {' '.join(args)}: {done.stdout}{done.stderr}")
-    return done.stdout
 
 
 def manifest(name: str, node: str, network: str) -> str:
@@ -49,7 +40,7 @@ def manifest(name: str, node: str, network: str) -> str:
 def address(server: list[str], name: str, timeout: float = 120) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        vmi: Any = json.loads(cli(server, "get", "vmis", name, "-o", "json"))
+        vmi: Any = json.loads(virtbus_cli.run(server, "get", "vmis", name, "-o", "json").stdout)
         nic: dict[str, Any] = next((i for i in vmi["status"].get("interfaces", []) if i["name"] == "ext-net"), {})
         if nic.get("ipAddress"):
             return str(nic["ipAddress"])
@@ -59,21 +50,22 @@ def address(server: list[str], name: str, timeout: float = 120) -> str:
 
 def run_in_guest(server: list[str], name: str, command: str, marker: str, timeout: float = 300) -> str:
     """The console's text after the command ran; the command's last line ends with MARKER-<n>."""
-    cli(server, "console", name, "--send", command + "\\n")
-    out = cli(server, "console", name, "--log", "--until", marker, "--timeout", str(int(timeout)), timeout=timeout + 30)
+    virtbus_cli.run(server, "console", name, "--send", command + "\\n")
+    out = virtbus_cli.run(server, "console", name, "--log", "--until", marker, "--timeout", str(int(timeout)),
+                          timeout=timeout + 30).stdout
     return out.rsplit(command[:20], 1)[-1]
 
 
 def measure(server: list[str], kind: str, pings: int, mb: int) -> tuple[float, float]:
     network, nad = NETWORKS[kind]
-    cli(server, "apply", "-f", str(nad))
+    virtbus_cli.run(server, "apply", "-f", str(nad))
     client, peer = f"bench-{kind}-a", f"bench-{kind}-b"
     try:
-        cli(server, "apply", "-f", "-", stdin=manifest(client, "node1", network))
-        cli(server, "apply", "-f", "-", stdin=manifest(peer, "node2", network))
+        virtbus_cli.run(server, "apply", "-f", "-", stdin=manifest(client, "node1", network))
+        virtbus_cli.run(server, "apply", "-f", "-", stdin=manifest(peer, "node2", network))
         for name in (client, peer):
-            cli(server, "start", name, "--wait")
-            cli(server, "console", name, "--log", "--until", "VIRTBUS-GUEST-READY", "--timeout", "180")
+            virtbus_cli.run(server, "start", name, "--wait")
+            virtbus_cli.run(server, "console", name, "--log", "--until", "VIRTBUS-GUEST-READY", "--timeout", "180")
         target = address(server, peer)
         address(server, client)
         run_in_guest(server, peer, f"dd if=/dev/zero of=/var/www/big bs=1M count={mb} 2>/dev/null; "
@@ -89,8 +81,7 @@ def measure(server: list[str], kind: str, pings: int, mb: int) -> tuple[float, f
         return float(rtt.group(1)), mb / max(float(took.group(2)) - float(took.group(1)), 0.01)
     finally:
         for name in (client, peer):
-            subprocess.run([sys.executable, "-m", "ctl", *server, "delete", name, "--wait"],
-                           capture_output=True, cwd=REPO, check=False, timeout=300)
+            virtbus_cli.run(server, "delete", name, "--wait", check=False, timeout=300)
 
 
 def main() -> None:

@@ -10,14 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import entry  # bench/entry.py, beside this script
+import virtbus_cli  # bench/virtbus_cli.py
 
-REPO = Path(__file__).resolve().parents[1]
 IMAGE = "quay.io/kubevirt/cirros-container-disk-demo"
 # Runs inside a node's namespace: N one-byte round trips, then MB bytes through the echo and back.
 PROBE = r"""
@@ -42,13 +40,6 @@ print(statistics.median(rtts) * 1000, total * 2 / took / 2**20)
 """
 
 
-def cli(server: str, *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run([sys.executable, "-m", "ctl", "--server", server, *args], capture_output=True, text=True,
-                          cwd=REPO, check=False, timeout=600, input=stdin)
-    if done.returncode != 0:
-        raise entry.BenchError(f"virtbus {' '.join(args)}: {done.stdout}{done.stderr}".strip())
-    return done.stdout
-
 
 def manifest(name: str, binding: str) -> str:
     doc = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name},
@@ -61,10 +52,10 @@ def manifest(name: str, binding: str) -> str:
     return json.dumps(doc)  # applied from stdin: no file left behind
 
 
-def lease_time(server: str, name: str) -> float:
+def lease_time(server: list[str], name: str) -> float:
     t0 = time.monotonic()
-    cli(server, "start", name, "--wait")
-    cli(server, "console", name, "--log", "--until", "VIRTBUS-GUEST-IP", "--timeout", "120")
+    virtbus_cli.run(server, "start", name, "--wait")
+    virtbus_cli.run(server, "console", name, "--log", "--until", "VIRTBUS-GUEST-IP", "--timeout", "120")
     return time.monotonic() - t0
 
 
@@ -75,28 +66,28 @@ def main() -> None:
     p.add_argument("--server", default="nats://127.0.0.1:4222")
     p.add_argument("--mb", type=int, default=8)
     args = p.parse_args()
+    server = ["--server", args.server]
     for binding in ("masquerade", "bridge"):
         name = f"bench-{binding}"
-        cli(args.server, "apply", "-f", "-", stdin=manifest(name, binding))
+        virtbus_cli.run(server, "apply", "-f", "-", stdin=manifest(name, binding))
         try:
             leases = []
             for _ in range(args.runs):
                 leases.append(lease_time(args.server, name))
-                cli(args.server, "stop", name, "--wait")
-            cli(args.server, "start", name, "--wait")
-            cli(args.server, "console", name, "--log", "--until", "VIRTBUS-GUEST-IP", "--timeout", "120")
-            vmi = json.loads(cli(args.server, "get", "vmis", name, "-o", "json"))
+                virtbus_cli.run(server, "stop", name, "--wait")
+            virtbus_cli.run(server, "start", name, "--wait")
+            virtbus_cli.run(server, "console", name, "--log", "--until", "VIRTBUS-GUEST-IP", "--timeout", "120")
+            vmi = json.loads(virtbus_cli.run(server, "get", "vmis", name, "-o", "json").stdout)
             node = "node2" if vmi["status"]["nodeName"] == "node1" else "node1"
             pod_ip = vmi["status"]["interfaces"][0]["ipAddress"]
-            out = subprocess.run([sys.executable, "-m", "ctl", "lab", "exec", "--state-dir", args.state_dir, node,
-                                  "--", sys.executable, "-c", PROBE, pod_ip, "200",
-                                  str(args.mb)], capture_output=True, text=True, cwd=REPO, check=True, timeout=600)
+            out = virtbus_cli.run([], "lab", "exec", "--state-dir", args.state_dir, node,
+                                  "--", sys.executable, "-c", PROBE, pod_ip, "200", str(args.mb))
             rtt, mbps = (float(x) for x in out.stdout.split())
             print(f"{binding:10} start->DHCP lease median of {args.runs}: {statistics.median(leases):.2f}s "
                   f"(runs: {', '.join(f'{x:.2f}' for x in leases)}); from {node}: TCP echo RTT median "
                   f"{rtt:.3f} ms, throughput {mbps:.1f} MiB/s ({args.mb} MiB each way)", flush=True)
         finally:
-            cli(args.server, "delete", name, "--wait")
+            virtbus_cli.run(server, "delete", name, "--wait")
 
 
 if __name__ == "__main__":
