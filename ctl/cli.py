@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import select
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -370,6 +373,16 @@ async def run(args: argparse.Namespace) -> int:
         await api.close()
 
 
+def stdout_reader_gone() -> bool:
+    """Standard output is a pipe nobody reads any more (the kernel flags its writing end with POLLERR)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError):  # no real file behind sys.stdout
+        return False
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
@@ -378,10 +391,21 @@ def main(argv: list[str] | None = None) -> None:
             code = lab.run(args)
         else:
             code = asyncio.run(run(args))
+        sys.stdout.flush()  # here, not at the interpreter's exit, where a closed pipe cannot be caught
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 1
-    except (OSError, KeyboardInterrupt) as exc:
+    except BrokenPipeError as exc:
+        if not stdout_reader_gone():  # another pipe of the command's own: an error like any other
+            print(f"error: {exc}", file=sys.stderr)
+            code = 1
+        else:  # its reader went (`virtbus get vmi x -o yaml | head`): end as quietly as `cat` would
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush there
+            code = 128 + signal.SIGPIPE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 128 + signal.SIGINT
+    except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 1
     sys.exit(code)
