@@ -73,7 +73,7 @@ def main() -> None:
         try:
             leases = []
             for _ in range(args.runs):
-                leases.append(lease_time(args.server, name))
+                leases.append(lease_time(server, name))
                 virtbus_cli.run(server, "stop", name, "--wait")
             virtbus_cli.run(server, "start", name, "--wait")
             virtbus_cli.run(server, "console", name, "--log", "--until", "VIRTBUS-GUEST-IP", "--timeout", "120")

@@ -24,10 +24,12 @@ def refusal(args: Sequence[str], done: subprocess.CompletedProcess[str]) -> str:
     return f"virtbus {' '.join(args)}: {said or f'exit status {done.returncode}'}"
 
 
-def run(server: Sequence[str], *args: str, check: bool = True, timeout: float = 600,
+def run(server: list[str], *args: str, check: bool = True, timeout: float = 600,
         stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """server: the CLI's connection options (`--server URL [--creds FILE]`), [] for its default.
     check: a refusal raises entry.BenchError; otherwise it is returned for the caller to look at."""
+    if not isinstance(server, list):  # a bare URL would be spread into one option per character
+        raise TypeError(f"server: the CLI's options as a list, e.g. ['--server', URL], not {server!r}")
     done = subprocess.run([sys.executable, "-m", "ctl", *server, *args], capture_output=True, text=True,
                           cwd=REPO, check=False, timeout=timeout, input=stdin)
     if check and done.returncode != 0:

@@ -41,3 +41,8 @@ def test_unchecked_the_refusal_is_the_callers_to_look_at() -> None:
 def test_an_answer_is_what_the_cli_printed() -> None:
     done = virtbus_cli.run([], "--help", timeout=60)
     assert done.returncode == 0 and "usage:" in done.stdout
+
+
+def test_a_bare_url_for_the_options_is_a_bug_said_at_once() -> None:
+    with pytest.raises(TypeError, match="as a list"):
+        virtbus_cli.run("nats://127.0.0.1:4222", "get", "vmis")  # type: ignore[arg-type]
