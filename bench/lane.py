@@ -2,7 +2,8 @@
 created through the API ``--interval`` apart; creation->Running P50/P95/max, the same per stage
 (from each VMI's status: created, PodScheduled, its launcher's process start and readiness, started),
 and the API's latency meanwhile (a prober sends ``vmi get`` every 100 ms on a connection of its own).
-Everything it created is deleted at the end, also when it fails.
+Everything it created is deleted at the end, also when it fails. VMIs the cluster has no room for
+(all that is left Unschedulable, nothing changing for 10 s) end the wait with that said, not --timeout.
 
 Against a running lab (scripts/lab.sh), or one of its own for the run (--own-lab):
     .venv/bin/python bench/lane.py [--vms 100] [--interval 0.1] [--node node1] [--server URL] [--own-lab]
@@ -45,6 +46,9 @@ from servicekit import listenport  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO / "examples" / "testvmi.yaml"
 IMAGE = "quay.io/kubevirt/cirros-container-disk-demo"
+# The lane stops waiting once what is left has been Unschedulable, and nothing changed, this long: the
+# scheduler tries again as room comes, but none comes in a lane that only adds VMIs.
+ROOMLESS_S = 10.0
 STAGES = ("accepted->bound", "bound->launcher process", "launcher process->ready", "launcher ready->Running")
 
 
@@ -94,6 +98,18 @@ class Lane:
     def settled(self) -> bool:
         return all(n in self.seen and (self.seen[n].phase is Phase.RUNNING or self.seen[n].phase in FINAL_PHASES)
                    for n in self.names)
+
+    def roomless(self) -> bool:
+        """Every VMI not settled is Unschedulable, and there is at least one: the cluster is full, and
+        nothing of the lane's will end to make room."""
+        rest = [v for n in self.names if (v := self.seen.get(n)) is None
+                or not (v.phase is Phase.RUNNING or v.phase in FINAL_PHASES)]
+        return bool(rest) and all(v is not None and unschedulable(v) for v in rest)
+
+
+def unschedulable(vmi: VMI) -> bool:
+    return any(c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
+               for c in vmi.conditions)
 
 
 async def create_all(api: ApiClient, lane: Lane, interval: float, node: str | None) -> None:
@@ -153,6 +169,9 @@ def report(lane: Lane, args: argparse.Namespace, elapsed: float) -> None:
         for n in lane.names if (v := lane.seen.get(n)) is not None and v not in running and v not in failed)
     for why, count in waiting.most_common(3):
         print(f"  {count} still {why}")
+    if lane.roomless():
+        print("  no room left for them: --own-lab (a lab of the lane's own), fewer --vms or a higher "
+              "--cpu-allocation-ratio")
     if lane.errors:  # an unanswered create may still have landed (the Running count says)
         print(f"  {len(lane.errors)} creates got an error or no answer; the first ones:")
     for e in lane.errors[:5]:
@@ -207,10 +226,14 @@ async def run_lane(api: ApiClient, args: argparse.Namespace, url: str, creds: st
     t0 = time.monotonic()
     try:
         await create_all(api, lane, args.interval, args.node)
+        quiet = time.monotonic()  # since the last change
         while not lane.settled() and time.monotonic() - t0 < args.timeout:
+            if lane.roomless() and time.monotonic() - quiet >= ROOMLESS_S:
+                break  # waiting out --timeout would say no more
             lane.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lane.changed.wait(), 1.0)
+                quiet = time.monotonic()
         probing.cancel()
         report(lane, args, time.monotonic() - t0)
         ok = lane.settled() and not lane.errors and all(lane.seen[n].phase is Phase.RUNNING for n in lane.names)

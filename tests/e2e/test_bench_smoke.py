@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,29 @@ def test_lane_prints_its_figures_and_leaves_nothing(lab: Lab) -> None:
     # every launcher was forked by its node's fork server, none started afresh
     logs = "".join(p.read_text() for p in (lab.state_dir / "logs").glob("handler-*.log"))
     assert '"forked": true' in logs and '"forked": false' not in logs
+
+
+def test_a_lane_the_cluster_has_no_room_for_ends_saying_so(lab: Lab) -> None:
+    """At cpuAllocationRatio 1 a node of 2 CPUs takes two one-vCPU VMIs: the third stays Unschedulable,
+    and the lane says so and ends, instead of waiting out --timeout."""
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "lane.py"), "--server", lab.url, "--vms", "3",
+                           "--node", "node1", "--prefix", "full", "--timeout", "300", "--cpu-allocation-ratio", "1"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO,
+                          env={**os.environ, "NATS_CREDS": lab.creds})
+    took = time.monotonic() - started
+    out = done.stdout
+    assert done.returncode == 1, f"{out}\n{done.stderr[-3000:]}"
+    counts = re.search(r"lane: 3 VMIs created 0\.10s apart on node1: (\d) Running, 0 failed, (\d) not Running", out)
+    assert counts is not None and int(counts.group(2)) >= 1, out
+    assert re.search(r"\d still Scheduling \(Unschedulable: .*Insufficient cpu", out), out
+    assert "no room left for them: --own-lab" in out, out
+    assert took < 200, f"waited {took:.0f}s, as if for --timeout (300 s)"
+    assert "KubeVirt CR restored: cpuAllocationRatio 10" in out, out
+    assert "deleted 3 of 3 VMIs" in out, out
+    vmis = lab.json("get", "vmis")
+    assert isinstance(vmis, dict)
+    assert not [v for v in vmis.get("items", []) if v["metadata"]["name"].startswith("full-")]
 
 
 def test_density_prints_its_figures(lab: Lab) -> None:
