@@ -395,17 +395,15 @@ def main(argv: list[str] | None = None) -> None:
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 1
-    except BrokenPipeError as exc:
-        if not stdout_reader_gone():  # another pipe of the command's own: an error like any other
-            print(f"error: {exc}", file=sys.stderr)
-            code = 1
-        else:  # its reader went (`virtbus get vmi x -o yaml | head`): end as quietly as `cat` would
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush there
-            code = 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 128 + signal.SIGINT
     except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = 1
+        if isinstance(exc, BrokenPipeError) and stdout_reader_gone():
+            # its reader went (`virtbus get vmi x -o yaml | head`): end as quietly as `cat` would
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush there
+            code = 128 + signal.SIGPIPE
+        else:  # another pipe of the command's own among them: an error like any other
+            print(f"error: {exc}", file=sys.stderr)
+            code = 1
     sys.exit(code)
