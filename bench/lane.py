@@ -96,15 +96,18 @@ class Lane:
             self.changed.set()
 
     def settled(self) -> bool:
-        return all(n in self.seen and (self.seen[n].phase is Phase.RUNNING or self.seen[n].phase in FINAL_PHASES)
-                   for n in self.names)
+        return all(n in self.seen and arrived(self.seen[n]) for n in self.names)
 
     def roomless(self) -> bool:
         """Every VMI not settled is Unschedulable, and there is at least one: the cluster is full, and
         nothing of the lane's will end to make room."""
-        rest = [v for n in self.names if (v := self.seen.get(n)) is None
-                or not (v.phase is Phase.RUNNING or v.phase in FINAL_PHASES)]
+        rest = [v for n in self.names if (v := self.seen.get(n)) is None or not arrived(v)]
         return bool(rest) and all(v is not None and unschedulable(v) for v in rest)
+
+
+def arrived(vmi: VMI) -> bool:
+    """Where the lane stops waiting for one VMI: Running, or ended."""
+    return vmi.phase is Phase.RUNNING or vmi.phase in FINAL_PHASES
 
 
 def unschedulable(vmi: VMI) -> bool:
