@@ -7,7 +7,10 @@ Everything it created is deleted at the end, also when it fails. VMIs the cluste
 
 Against a running lab (scripts/lab.sh), or one of its own for the run (--own-lab):
     .venv/bin/python bench/lane.py [--vms 100] [--interval 0.1] [--node node1] [--server URL] [--own-lab]
-                                   [--cpu-allocation-ratio N]
+                                   [--cpu-allocation-ratio N] [--state-dir DIR]
+With the lab's state directory (the own lab's, or --state-dir, by default scripts/lab.sh's), it also
+prints the CPU each launch spent up to Running, from the launchers' logs (bench/launchcost.py): what
+tells a slow box from a launch that waited.
 --cpu-allocation-ratio applies the KubeVirt CR with that cpuAllocationRatio first (the lab's 2 nodes of
 2 CPUs hold 40 one-vCPU VMIs at KubeVirt's default 10; 25 lets 100 in), and the former one after.
 """
@@ -33,9 +36,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import entry  # noqa: E402 - bench/entry.py, beside this script
+import launchcost  # noqa: E402 - bench/launchcost.py, beside this script
 from boxspeed import BoxSpeed  # noqa: E402 - bench/boxspeed.py, beside this script
 
 from ctl.client import ApiClient, default_url  # noqa: E402
+from ctl.lab import DEFAULT_STATE_DIR  # noqa: E402
 from proto.api import Ack, NameRequest, VMIReply  # noqa: E402
 from proto.clusterconfig import ClusterConfig, ClusterConfigReply, kubevirt_object  # noqa: E402
 from proto.errors import ApiError, Code  # noqa: E402
@@ -158,7 +163,24 @@ async def delete_all(api: ApiClient, lane: Lane, patience: float) -> int:
     return len(lane.seen)
 
 
-def report(lane: Lane, args: argparse.Namespace, elapsed: float) -> None:
+async def launch_costs(lane: Lane, state_dir: str | None,
+                       patience: float = 2.0) -> dict[str, launchcost.LaunchCpu] | None:
+    """The CPU of each Running VMI's launch, from the lab's launcher logs (None: no logs to read). A
+    launcher logs it just after it reports Running, so the last ones may come a moment after the lane
+    saw them run."""
+    logs = Path(state_dir) / "logs" if state_dir is not None else None
+    if logs is None or not logs.is_dir():
+        return None
+    uids = {v.uid for n in lane.names if (v := lane.seen.get(n)) is not None and v.phase is Phase.RUNNING}
+    for _ in range(math.ceil(patience / 0.2)):
+        if len(costs := launchcost.read(logs, uids)) >= len(uids):
+            return costs
+        await asyncio.sleep(0.2)
+    return launchcost.read(logs, uids)
+
+
+def report(lane: Lane, args: argparse.Namespace, elapsed: float,
+           costs: dict[str, launchcost.LaunchCpu] | None = None) -> None:
     running = [v for n in lane.names if (v := lane.seen.get(n)) is not None and v.phase is Phase.RUNNING]
     failed = [v for n in lane.names if (v := lane.seen.get(n)) is not None and v.phase in FINAL_PHASES]
     where = args.node or "both nodes"
@@ -190,6 +212,10 @@ def report(lane: Lane, args: argparse.Namespace, elapsed: float) -> None:
             values = [s[name] for s in split]
             print(f"  {name:<26} {percentile(values, 50):>6.2f}s {percentile(values, 95):>6.2f}s "
                   f"{max(values):>6.2f}s")
+    if running and costs is not None:
+        print(f"  {launchcost.summary(costs.values(), len(running), percentile)}")
+    elif running and args.state_dir is not None:
+        print(f"  launch CPU to Running: no lab logs at {Path(args.state_dir) / 'logs'} (--state-dir: the lab's)")
     if lane.latencies:
         ms = [x * 1000 for x in lane.latencies]
         print(f"API latency (vmi get every {args.probe_every:.1f}s, {len(ms)} calls, {lane.timeouts} timeouts): "
@@ -238,7 +264,8 @@ async def run_lane(api: ApiClient, args: argparse.Namespace, url: str, creds: st
                 await asyncio.wait_for(lane.changed.wait(), 1.0)
                 quiet = time.monotonic()
         probing.cancel()
-        report(lane, args, time.monotonic() - t0)
+        elapsed = time.monotonic() - t0
+        report(lane, args, elapsed, await launch_costs(lane, args.state_dir))
         ok = lane.settled() and not lane.errors and all(lane.seen[n].phase is Phase.RUNNING for n in lane.names)
     finally:
         probing.cancel()
@@ -253,8 +280,9 @@ async def run_lane(api: ApiClient, args: argparse.Namespace, url: str, creds: st
 
 
 @contextlib.contextmanager
-def own_lab(nodes: int) -> Iterator[tuple[str, str]]:
-    """A lab for this run only, made and removed as tests/e2e's lab fixture does."""
+def own_lab(nodes: int) -> Iterator[tuple[str, str, Path]]:
+    """A lab for this run only, made and removed as tests/e2e's lab fixture does: its URL, its admin's
+    credentials and its state directory."""
     disk = os.environ.get("VIRTBUS_GUEST_DISK") or subprocess.run(
         ["bash", str(REPO / "guest" / "build.sh")], capture_output=True, text=True, check=True).stdout.split()[-1]
     state = Path(tempfile.mkdtemp(prefix="virtbus-lane-"))
@@ -268,7 +296,7 @@ def own_lab(nodes: int) -> Iterator[tuple[str, str]]:
         url, creds = f"nats://127.0.0.1:{port}", str(state / "creds" / "admin.nk")
         subprocess.run([sys.executable, "-m", "ctl", "--server", url, "--creds", creds, "image", "import", IMAGE,
                         "--file", disk], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-        yield url, creds
+        yield url, creds, state
     finally:
         subprocess.run([*lab, "down", "--state-dir", str(state)], cwd=REPO, stdout=subprocess.DEVNULL, check=False)
 
@@ -284,6 +312,9 @@ def main() -> None:
     p.add_argument("--server", default=default_url())
     p.add_argument("--creds", default=None)
     p.add_argument("--own-lab", action="store_true", help="bring up a 2-node lab for the run, and down after")
+    p.add_argument("--state-dir", default=None,
+                   help="the lab's state directory, whose launcher logs say what each launch cost in CPU "
+                        f"(default: {DEFAULT_STATE_DIR} if there, or the own lab's)")
     p.add_argument("--cpu-allocation-ratio", type=int, default=None, metavar="N",
                    help="apply the KubeVirt CR with cpuAllocationRatio N for the run (the former one after)")
     args = p.parse_args()
@@ -292,9 +323,12 @@ def main() -> None:
     if args.cpu_allocation_ratio is not None and args.cpu_allocation_ratio < 1:
         p.error("--cpu-allocation-ratio must be at least 1")
     if args.own_lab:
-        with own_lab(2) as (url, creds):
+        with own_lab(2) as (url, creds, state):
+            args.state_dir = args.state_dir or str(state)
             code = asyncio.run(run(args, url, creds))
     else:
+        if args.state_dir is None and Path(DEFAULT_STATE_DIR, "logs").is_dir():
+            args.state_dir = DEFAULT_STATE_DIR
         code = asyncio.run(run(args, args.server, args.creds))
     sys.exit(code)
 

@@ -61,7 +61,7 @@ def test_guest_network_prints_its_figures(lab: Lab) -> None:
 
 def test_lane_prints_its_figures_and_leaves_nothing(lab: Lab) -> None:
     out = bench(lab, "lane.py", "--server", lab.url, "--vms", "6", "--interval", "0.1", "--timeout", "300",
-                "--cpu-allocation-ratio", "12")
+                "--cpu-allocation-ratio", "12", "--state-dir", str(lab.state_dir))
     assert "KubeVirt CR applied: cpuAllocationRatio 12 (was 10)" in out, out
     assert "KubeVirt CR restored: cpuAllocationRatio 10" in out, out
     assert "   10" in lab.cli("get", "kubevirt").stdout  # the former ratio, back
@@ -69,6 +69,10 @@ def test_lane_prints_its_figures_and_leaves_nothing(lab: Lab) -> None:
     assert re.search(r"creation->Running: P50 \d+\.\d+s, P95 \d+\.\d+s, max \d+\.\d+s", out), out
     for stage in ("accepted->bound", "bound->launcher process", "launcher process->ready", "launcher ready->Running"):
         assert re.search(rf"  {re.escape(stage)} +-?\d+\.\d+s +-?\d+\.\d+s +-?\d+\.\d+s", out), out
+    # each of the six launches' CPU, read back from this run's launcher logs (a QEMU's start is never free)
+    cost = re.search(r"  launch CPU to Running, P50 of 6 of 6 launches \(the launchers' logs\): launcher \d\.\d{3} s, "
+                     r"its subprocesses \d\.\d{3}, libvirtd \d\.\d{3}, QEMU (\d\.\d{3}); all (\d\.\d{3}) s, P95", out)
+    assert cost is not None and float(cost.group(1)) > 0 and float(cost.group(2)) >= float(cost.group(1)), out
     assert re.search(r"API latency \(vmi get every 0\.1s, \d+ calls, 0 timeouts\): p50 \d+\.\d+ ms, p99", out), out
     assert "deleted 6 of 6 VMIs" in out, out
     assert re.search(r"box speed: reference work \d+ ms before the run, \d+ ms after .*CPU steal during the run "
