@@ -55,10 +55,9 @@ def parse(lines: Iterable[str], uids: set[str]) -> dict[str, LaunchCpu]:
             continue
         stages = event.get("launcher")
         by_stage = [t for v in stages.values() if (t := _seconds(v)) is not None] if isinstance(stages, dict) else []
-        parts = [_seconds(event.get(k)) for k in ("children", "libvirtd", "qemu")]
-        if not by_stage or None in parts:
+        children, libvirtd, qemu = (_seconds(event.get(k)) for k in ("children", "libvirtd", "qemu"))
+        if not by_stage or children is None or libvirtd is None or qemu is None:
             continue
-        children, libvirtd, qemu = (p or 0.0 for p in parts)
         found[str(event["uid"])] = LaunchCpu(max(by_stage), children, libvirtd, qemu)
     return found
 
