@@ -64,18 +64,23 @@ def memory_reference_ms(rounds: int = 3, size: int = MEMORY_BYTES, reads: int = 
 FAULT_BYTES = 64 << 20
 
 
+def touch_us(area: mmap.mmap, start: int, stop: int) -> float:
+    """The wall time per page, in us, of a write to each page of ``area[start:stop]``: where those
+    pages are fresh, each write is a fault (the kernel finds and zeroes a page)."""
+    began = time.perf_counter()
+    for offset in range(start, stop, mmap.PAGESIZE):
+        area[offset] = 1
+    return (time.perf_counter() - began) * 1e6 / ((stop - start) // mmap.PAGESIZE)
+
+
 def fault_reference_us(rounds: int = 3, size: int = FAULT_BYTES) -> float:
     """The median over ``rounds`` of the wall time per page of faulting in ``size`` bytes of fresh
-    anonymous memory (a write to each page: the kernel finds and zeroes one), in us."""
-    page = mmap.PAGESIZE
+    anonymous memory, in us."""
     times = []
     for _ in range(rounds):
         fresh = mmap.mmap(-1, size)
         try:
-            start = time.perf_counter()
-            for offset in range(0, size, page):
-                fresh[offset] = 1
-            times.append((time.perf_counter() - start) * 1e6 / (size // page))
+            times.append(touch_us(fresh, 0, size))
         finally:
             fresh.close()
     return statistics.median(times)

@@ -23,14 +23,13 @@ import ctypes
 import mmap
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import entry  # noqa: E402 - bench/entry.py, beside this script
+from boxspeed import touch_us  # noqa: E402 - bench/boxspeed.py, beside this script
 
-PAGE = mmap.PAGESIZE
 MADV_NOHUGEPAGE = 15
 MIB = 2**20
 HEADROOM_MIB = 1024  # what the run leaves the machine, at least
@@ -71,13 +70,7 @@ def fault_in(size_mib: int, step_mib: int) -> list[float]:
         start = ctypes.c_char.from_buffer(area)
         ctypes.CDLL(None).madvise(ctypes.addressof(start), ctypes.c_size_t(size_mib * MIB), MADV_NOHUGEPAGE)
         del start  # the buffer export would keep the mapping from closing
-        costs = []
-        for base in range(0, size_mib * MIB, step_mib * MIB):
-            t = time.perf_counter()
-            for offset in range(base, base + step_mib * MIB, PAGE):
-                area[offset] = 1
-            costs.append((time.perf_counter() - t) / (step_mib * MIB // PAGE) * 1e6)
-        return costs
+        return [touch_us(area, base, base + step_mib * MIB) for base in range(0, size_mib * MIB, step_mib * MIB)]
     finally:
         area.close()
 
