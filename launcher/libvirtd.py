@@ -86,8 +86,10 @@ class PrivateLibvirtd:
         """huge_pages False: libvirtd and the QEMU it starts (prctl's setting is inherited) get no
         transparent huge pages. QEMU asks for them for guest RAM, the TCG translation cache and every
         RAM region (ACPI tables, VGA memory): a 2 MiB page for each region touched at all. Under TCG
-        an idle test guest's QEMU held 5 MiB less private memory without, and booted as fast; a KVM
-        guest keeps them (its memory is what the hardware walks)."""
+        an idle test guest's QEMU held 5 MiB less private memory without, and booted on less CPU (a
+        bare QEMU to the guest's prompt: 1.17-1.34 CPU-s against 1.47-2.33 with them, 2026-12-04: on
+        a box whose host takes back free 2 MiB blocks, every huge page is faulted in anew there,
+        bench/hostmemory.py --huge); a KVM guest keeps them (its memory is what the hardware walks)."""
         self.conn: Any = None
         self.pid: int | None = None
         self.huge_pages = huge_pages

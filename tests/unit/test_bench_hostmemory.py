@@ -3,16 +3,19 @@ is the CI version of the bench, so it cannot rot."""
 
 from __future__ import annotations
 
+import errno
+import mmap
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
-from hostmemory import amount, available_mib, summary  # noqa: E402 - bench/, as the benches
+from hostmemory import MADV_HUGEPAGE, advise, amount, available_mib, huge_mib, summary  # noqa: E402 - bench/
 
 
 def test_summary_finds_where_memory_gets_dearer() -> None:
@@ -31,6 +34,24 @@ def test_amounts_and_meminfo() -> None:
     assert available_mib("MemTotal: 24684000 kB\nMemAvailable:   23596036 kB\n") == 23043
     with pytest.raises(ValueError):
         available_mib("MemTotal: 24684000 kB\n")
+
+
+def test_huge_pages_of_smaps_rollup() -> None:
+    assert huge_mib("Rss:  107256 kB\nAnonymous: 99000 kB\nAnonHugePages:  63488 kB\n") == 62
+    with pytest.raises(ValueError):
+        huge_mib("Rss:  107256 kB\n")
+
+
+def test_advice_it_cannot_take_is_an_error_not_silence() -> None:
+    with pytest.raises(OSError) as raised:
+        advise(mmap.PAGESIZE + 1, mmap.PAGESIZE, MADV_HUGEPAGE)  # not page-aligned
+    assert raised.value.errno == errno.EINVAL
+
+
+def thp_offered() -> bool:
+    """Whether this kernel gives transparent huge pages to memory advised to have them."""
+    enabled = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    return enabled.exists() and "[never]" not in enabled.read_text()
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -53,3 +74,12 @@ def test_sizes_it_refuses() -> None:
                       (("--size", str(2**30)), "would leave less than 1024 MiB")):
         done = run(*args)
         assert done.returncode == 2 and why in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_small_run_with_huge_pages_says_how_much_got_them() -> None:
+    done = run("--size", "64", "--step", "16", "--huge")
+    assert done.returncode == 0, done.stderr
+    got = re.search(r"^transparent huge pages: (\d+) MiB of the 64 MiB \(", done.stdout, re.M)
+    assert got is not None, done.stdout
+    # 2 MiB pages inside a 64 MiB area: all but the unaligned ends, where the kernel offers them at all
+    assert (int(got.group(1)) >= 60) if thp_offered() else (int(got.group(1)) == 0), done.stdout
