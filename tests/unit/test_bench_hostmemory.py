@@ -8,14 +8,13 @@ import mmap
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
-from hostmemory import MADV_HUGEPAGE, advise, amount, available_mib, huge_mib, summary  # noqa: E402 - bench/
+from hostmemory import MADV_HUGEPAGE, advise, amount, available_mib, huge_mib, summary, thp_setting  # noqa: E402
 
 
 def test_summary_finds_where_memory_gets_dearer() -> None:
@@ -50,8 +49,8 @@ def test_advice_it_cannot_take_is_an_error_not_silence() -> None:
 
 def thp_offered() -> bool:
     """Whether this kernel gives transparent huge pages to memory advised to have them."""
-    enabled = Path("/sys/kernel/mm/transparent_hugepage/enabled")
-    return enabled.exists() and "[never]" not in enabled.read_text()
+    setting = thp_setting()
+    return setting != "absent" and "[never]" not in setting
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
