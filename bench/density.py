@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import entry  # noqa: E402 - bench/entry.py, beside this script
 import virtbus_cli  # noqa: E402 - bench/virtbus_cli.py
-from procstat import comm, netns_pids, pss_kib, read_pid  # noqa: E402 - bench/procstat.py
+from procstat import comm, kib_of, netns_pids, pss_kib, read_pid  # noqa: E402 - bench/procstat.py
 
 from proto.clusterconfig import ClusterConfig, kubevirt_object  # noqa: E402
 from proto.overhead import VM_OVERHEAD_BYTES  # noqa: E402
@@ -138,10 +138,7 @@ def vm_costs(root: Path, prefix: str, node: str, name: str) -> dict[str, int]:
 
 
 def mem_available_kib() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1])
-    return 0
+    return kib_of(Path("/proc/meminfo").read_text(), "MemAvailable:") or 0
 
 
 def node_memory(node: str) -> tuple[str, str]:

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import entry  # noqa: E402 - bench/entry.py, beside this script
 from boxspeed import touch_us  # noqa: E402 - bench/boxspeed.py, beside this script
+from procstat import kib_of  # noqa: E402 - bench/procstat.py, beside this script
 
 MADV_HUGEPAGE = 14
 MADV_NOHUGEPAGE = 15
@@ -44,12 +45,16 @@ HEADROOM_MIB = 1024  # what the run leaves the machine, at least
 DEAR = 5.0
 
 
+def required_mib(text: str, field: str, where: str) -> int:
+    """A ``<field> <n> kB`` line's figure in MiB (pure); a text without it is an error."""
+    if (kib := kib_of(text, field)) is None:
+        raise ValueError(f"no {field.rstrip(':')} in {where}")
+    return kib // 1024
+
+
 def available_mib(meminfo: str) -> int:
     """MemAvailable of /proc/meminfo's text, in MiB (pure)."""
-    for line in meminfo.splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) // 1024
-    raise ValueError("no MemAvailable in /proc/meminfo")
+    return required_mib(meminfo, "MemAvailable:", "/proc/meminfo")
 
 
 def amount(mib: int) -> str:
@@ -83,10 +88,7 @@ def advise(address: int, length: int, advice: int) -> None:
 def huge_mib(smaps_rollup: str) -> int:
     """AnonHugePages of /proc/<pid>/smaps_rollup's text, in MiB (pure): the process's memory in
     transparent huge pages."""
-    for line in smaps_rollup.splitlines():
-        if line.startswith("AnonHugePages:"):
-            return int(line.split()[1]) // 1024
-    raise ValueError("no AnonHugePages in smaps_rollup")
+    return required_mib(smaps_rollup, "AnonHugePages:", "smaps_rollup")
 
 
 def own_huge_mib() -> int:

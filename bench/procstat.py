@@ -26,11 +26,17 @@ def total_cpu_ticks(pids: list[int]) -> int:
     return ticks
 
 
-def _kib(path: str, field: str) -> int:
-    for line in Path(path).read_text().splitlines():
+def kib_of(text: str, field: str) -> int | None:
+    """The figure of a ``<field> <n> kB`` line of a /proc file's text (meminfo, status, smaps_rollup),
+    ``field`` with its colon; None where there is none (pure)."""
+    for line in text.splitlines():
         if line.startswith(field):
             return int(line.split()[1])
-    return 0
+    return None
+
+
+def _kib(path: str, field: str) -> int:
+    return kib_of(Path(path).read_text(), field) or 0
 
 
 def pss_kib(pid: int) -> int:
