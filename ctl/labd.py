@@ -23,14 +23,28 @@ from servicekit import cpugroup, credentials, natsserver, processes
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def _reap() -> None:
+def _reap() -> dict[int, int]:
+    """Reap every child that has ended, the lab's orphans too; their exit codes by pid (``-N``: signal N).
+    Popen can no longer learn a status reaped here (its ``poll()`` then says 0), so this is where it is kept."""
+    ended: dict[int, int] = {}
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return ended
         if pid == 0:
-            return
+            return ended
+        ended[pid] = os.waitstatus_to_exitcode(status)
+
+
+def describe_exit(code: int) -> str:
+    """How a service ended, as systemd says it: ``exited (status 1)``, ``killed by SIGKILL``."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited (status {code})"
 
 
 def main() -> None:
@@ -95,10 +109,13 @@ def main() -> None:
         spawn(f"dnsmasq-{segment.name}", dnsmasq_command(cfg.outside_netns, segment, cfg.root))
     commands = {name: [str(a) for a in proc.args] for name, proc in procs.items()}  # type: ignore[union-attr]
     while not stop:
-        _reap()
+        ended = _reap()
         for name, proc in list(procs.items()):
-            if proc.poll() is not None and not stop:  # a crashed service comes back, like a systemd unit
-                print(f"labd: {name} exited ({proc.returncode}); restarting", flush=True)
+            code = ended.get(proc.pid)
+            if code is None and proc.poll() is not None:  # reaped by Popen itself, before _reap saw it
+                code = proc.returncode
+            if code is not None and not stop:  # a crashed service comes back, like a systemd unit
+                print(f"labd: {name} {describe_exit(code)}; restarting", flush=True)
                 time.sleep(1.0)
                 spawn(name, commands[name])
         time.sleep(0.5)
