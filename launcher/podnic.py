@@ -154,7 +154,9 @@ def plumb_secondary(*, vmi: str, index: int, pod_netns: str, node_netns: str | N
                     vlan: int | None = None) -> str:
     """A veth from the node's host bridge of a secondary network into the pod, as net<index>. With
     ``ovs`` the bridge is that Open vSwitch's, and the node's end its port (an access port of
-    ``vlan``, if given), as ovs-cni makes it."""
+    ``vlan``, if given), as ovs-cni makes it. On a Linux bridge, ``vlan`` makes the node's end an
+    access port of it as the bridge CNI's ``vlan`` does, without VLAN filtering on the bridge
+    (servicekit.vlanports)."""
     nic = f"net{index}"
     host_if = secondary_host_side(vmi, index)
     pod, node = netns_adapter(pod_netns), netns_adapter(node_netns)
@@ -164,6 +166,8 @@ def plumb_secondary(*, vmi: str, index: int, pod_netns: str, node_netns: str | N
         ovs.add_port(node_bridge, host_if, vlan)
     else:
         node.set_master(host_if, node_bridge)
+        if vlan is not None:  # before the port is up: no frame crosses it untagged
+            node.set_access_vlan(host_if, vlan)
     node.set_up(host_if)
     pod.set_up(nic)
     return nic

@@ -285,12 +285,6 @@ def validate_network(att: NetworkAttachment) -> NetworkAttachment:
     if att.vlan is not None:
         if type(att.vlan) is not int or not 1 <= att.vlan <= 4094:
             raise invalid("spec.vlan", f"vlan {att.vlan!r} is not a VLAN ID (1-4094)")
-        if att.type != "ovs":
-            # an access port on a Linux bridge needs vlan_filtering on it, which changes every port
-            # of that bridge (the node's uplink among them), and a kernel built with it (this
-            # project's CI kernel answers "Operation not supported"): not done by virtbus
-            raise invalid("spec.vlan", "vlan is supported on ovs networks only (a bridge network's VLAN "
-                          "would need vlan_filtering on the whole host bridge)")
     if att.subnet is None:  # layer 2: the segment's own DHCP server hands out the addresses
         for key, value in (("gateway", att.gateway), ("rangeStart", att.range_start), ("rangeEnd", att.range_end)):
             if value is not None:

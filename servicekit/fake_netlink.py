@@ -17,6 +17,7 @@ import hashlib
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
+from servicekit import vlanports
 from servicekit.netlink import Address, NetlinkError, check_netns_name
 from servicekit.netlink_links import LinkKind
 
@@ -30,6 +31,7 @@ class FakeLink:
     master: str | None = None
     hairpin: bool = False
     learning: bool = True  # the kernel's default for a new bridge port
+    access_vlan: int | None = None  # set_access_vlan's: the port tags and untags this VLAN
     peer: tuple[str | None, str] | None = None  # a veth's other end: (its namespace, its name)
 
 
@@ -258,6 +260,14 @@ class FakeNetlink:
         port.hairpin = port.hairpin if hairpin is None else hairpin
         port.learning = port.learning if learning is None else learning
         if (port.hairpin, port.learning) != before:
+            self.history.append(operation)
+
+    def set_access_vlan(self, link: str, vid: int) -> None:
+        operation = f"vlan access port {link} vid {vid}"
+        port = self._link(link, operation)
+        vlanports.check_vid(vid)
+        if port.access_vlan != vid:
+            port.access_vlan = vid
             self.history.append(operation)
 
     def link_mac(self, link: str) -> str:

@@ -27,7 +27,7 @@ from pyroute2.netlink.exceptions import NetlinkError as KernelError
 
 from proto.errors import ApiError, Code
 from servicekit import netlink_links as links
-from servicekit import netns_names, netns_socket, rtnl
+from servicekit import netns_names, netns_socket, rtnl, vlanports
 from servicekit.netlink_links import LinkKind
 from servicekit.rtnl_socket import RtnlSocket
 
@@ -137,6 +137,10 @@ class Netlink(Protocol):
 
     def set_port(self, link: str, *, hairpin: bool | None = None, learning: bool | None = None) -> None:
         """Bridge port flags of a link; INVALID if it is no bridge's port."""
+
+    def set_access_vlan(self, link: str, vid: int) -> None:
+        """``link``, a bridge's port, becomes an access port of VLAN ``vid`` on that bridge, which
+        filters no VLANs itself (servicekit.vlanports); INVALID if the kernel cannot."""
 
     def link_mac(self, link: str) -> str:
         """The link's hardware address, lower-case, colon-separated."""
@@ -331,6 +335,9 @@ class KernelNetlink:
                  if value is not None]
         self._call(" ".join(["link set", link, "type bridge_slave", *flags]),
                    lambda sock: links.set_port(sock, link, hairpin=hairpin, learning=learning))
+
+    def set_access_vlan(self, link: str, vid: int) -> None:
+        self._dump(f"vlan access port {link} vid {vid}", lambda ipr: vlanports.attach(ipr, link, vid))
 
     def link_mac(self, link: str) -> str:
         return self._call(f"link show {link}", lambda sock: links.mac(sock, link))

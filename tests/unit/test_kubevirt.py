@@ -309,6 +309,11 @@ def test_the_articles_ovs_nad() -> None:
     assert att == NetworkAttachment(name="ovs-net-br1", bridge="br1", subnet=None, type="ovs")
 
 
+def test_a_bridge_nad_on_a_vlan_as_the_bridge_cni_writes_it() -> None:
+    att = parse_manifest_obj(nad(cni(vlan=100)))
+    assert att == NetworkAttachment(name="net1", bridge="br-net1", subnet="10.10.0.0/24", vlan=100)
+
+
 def test_an_ovs_nad_on_a_vlan_with_ipam() -> None:
     att = parse_manifest_obj(nad(cni(type="ovs", bridge="br1", vlan=100)))
     assert att == NetworkAttachment(name="net1", bridge="br1", subnet="10.10.0.0/24", type="ovs", vlan=100)
@@ -324,7 +329,7 @@ NAD_REFUSED = [
     (nad(cni(type="macvlan")), Code.INVALID, "spec.config.type"),
     (nad(cni(isGateway=True)), Code.INVALID, "spec.config.isGateway"),
     (nad(cni(ipMasq=True)), Code.INVALID, "spec.config.ipMasq"),
-    (nad(cni(vlan=100)), Code.INVALID, "spec.config.vlan"),  # on a Linux bridge: not yet
+    (nad(cni(vlan=4095)), Code.INVALID, "spec.config.vlan"),  # on a Linux bridge too
     (nad(cni(type="ovs", vlan=4095)), Code.INVALID, "spec.config.vlan"),
     (nad(cni(type="ovs", vlan=0)), Code.INVALID, "spec.config.vlan"),
     (nad(cni(type="ovs", vlan="100")), Code.BAD_REQUEST, "spec.config.vlan"),

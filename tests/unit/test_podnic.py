@@ -150,6 +150,18 @@ def test_a_secondary_network_is_a_veth_from_the_nodes_bridge(host: FakeNetlink) 
     assert len(node_side) == 1 and node_side[0].up and node_side[0].peer == (POD_NS, "net1")
 
 
+def test_a_bridge_networks_vlan_makes_the_nodes_end_an_access_port_before_it_is_up(host: FakeNetlink) -> None:
+    node = host.at(NODE_NS)
+    node.ensure_bridge("br-provider")
+    podnic.plumb_secondary(vmi="vm1", index=1, pod_netns=POD_NS, node_netns=NODE_NS, node_bridge="br-provider",
+                           netns_adapter=host.at, vlan=5)
+    port = podnic.secondary_host_side("vm1", 1)
+    assert node.links[port].access_vlan == 5 and node.links[port].up
+    done = node.history
+    assert done.index(f"vlan access port {port} vid 5") < done.index(f"link set {port} up")
+    assert node.links["br-provider"].access_vlan is None  # the bridge itself is left as it was
+
+
 def test_a_missing_pod_namespace_is_not_found(host: FakeNetlink) -> None:
     host.delete_netns(POD_NS)
     with pytest.raises(NetlinkError) as caught:
