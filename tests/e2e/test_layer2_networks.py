@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from ctl.labdhcp import OVS_DHCP, PROVIDER_DHCP, leases
+from launcher.podnic import secondary_host_side
 from tests.conftest import REPO
 from tests.e2e.conftest import Lab
 from tests.e2e.test_networking import lab_exec, started
@@ -126,3 +127,50 @@ def test_guests_on_an_ovs_vlan_reach_each_other_across_nodes(lab: Lab) -> None:
     lab.cli("console", "vlan-a", "--log", "--until", "VLAN-42", "--timeout", "60")
     for name in ("vlan-a", "vlan-b"):
         lab.cli("delete", name, "--wait", "--timeout", "120")
+
+
+def test_guests_on_a_bridge_vlan_reach_each_other_across_nodes_and_no_other_vlan(lab: Lab) -> None:
+    """A bridge NAD with a vlan (examples/multus-br-vlan.yaml, as the bridge CNI writes one): each VM's
+    port on its node's multus-bridge is an access port of VLAN 105, and the VLAN crosses the lab's
+    provider segment between the nodes tagged. A VM of VLAN 106 on the same bridge, given an address in
+    VLAN 105's subnet, reaches neither, though it sits beside one of them."""
+    lab.cli("apply", "-f", str(REPO / "examples" / "multus-br-vlan.yaml"))
+    other_vlan = yaml.safe_load((REPO / "examples" / "multus-br-vlan.yaml").read_text())
+    config = json.loads(other_vlan["spec"]["config"])
+    config.update(name="multus-br-vlan106", vlan=106)
+    config["ipam"] = {"type": "host-local", "subnet": "192.168.106.0/24"}
+    other_vlan["metadata"]["name"] = "multus-br-vlan106"
+    other_vlan["spec"]["config"] = json.dumps(config)
+    path = lab.state_dir / "multus-br-vlan106.json"
+    path.write_text(json.dumps(other_vlan))
+    lab.cli("apply", "-f", str(path))
+    lab.cli("apply", "-f", vm_on(lab, "brvlan-a", "node1", "multus-br-vlan105"))
+    lab.cli("apply", "-f", vm_on(lab, "brvlan-b", "node2", "multus-br-vlan105"))
+    lab.cli("apply", "-f", vm_on(lab, "brvlan-c", "node2", "multus-br-vlan106"))
+    for name in ("brvlan-a", "brvlan-b", "brvlan-c"):
+        started(lab, name)
+    a = console_lease(lab, "brvlan-a", "192.168.105.")
+    b = console_lease(lab, "brvlan-b", "192.168.105.")
+    console_lease(lab, "brvlan-c", "192.168.106.")
+    filters = lab_exec(lab, "node1", "tc", "filter", "show", "dev", secondary_host_side_of(lab, "brvlan-a"),
+                       "ingress").stdout
+    assert "vlan105tag" in filters, filters  # brvlan-a's port on node1 tags VLAN 105
+    assert "vlan_filtering 0" in lab_exec(lab, "node1", "ip", "-d", "link", "show", "multus-bridge").stdout
+    lab.cli("console", "brvlan-a", "--send", f"ping -c 2 -W 3 {b} >/dev/null && echo VLAN-$((6*7))\\n")
+    lab.cli("console", "brvlan-a", "--log", "--until", "VLAN-42", "--timeout", "60")
+    # brvlan-c, on VLAN 106, is given an address of VLAN 105's subnet by hand: only the VLAN keeps it apart
+    lab.cli("console", "brvlan-c", "--send", "ip addr add 192.168.105.50/24 dev eth1 && echo ADDED-$((6*7))\\n")
+    lab.cli("console", "brvlan-c", "--log", "--until", "ADDED-42", "--timeout", "60")
+    for target in (a, b):  # VLAN 106 to 105: across the nodes, and on one node's bridge
+        # unanswered, though its ARP went out of eth1 (the neighbour left INCOMPLETE or FAILED)
+        lab.cli("console", "brvlan-c", "--send",
+                f"ping -c 2 -W 2 {target} >/dev/null || {{ ip neigh show {target} dev eth1 | "
+                f"grep -qE 'FAILED|INCOMPLETE' && echo APART-{target.split('.')[-1]}-$((6*7)); }}\\n")
+        lab.cli("console", "brvlan-c", "--log", "--until", f"APART-{target.split('.')[-1]}-42", "--timeout", "60")
+    for name in ("brvlan-a", "brvlan-b", "brvlan-c"):
+        lab.cli("delete", name, "--wait", "--timeout", "120")
+
+
+def secondary_host_side_of(lab: Lab, name: str) -> str:
+    """The node's end of the VMI's second NIC, as launcher.podnic names it."""
+    return secondary_host_side(name, 1)
