@@ -2,7 +2,8 @@
 echoes) and HTTP throughput (busybox wget of a file from the other guest's httpd), between two
 guests on two nodes, the Open vSwitch network of the article (ovs-net-br1: each node's br1, the
 userspace datapath, addresses from the segment's DHCP) against the Linux-bridge one of the seed
-(multus-br on multus-bridge, addresses from virtbus). Timed inside the guest (/proc/uptime), so TCG's
+(multus-br on multus-bridge, addresses from virtbus), and the same bridge with VLAN 105's access ports
+(multus-br-vlan105: servicekit.vlanports' eBPF programs on each port). Timed inside the guest (/proc/uptime), so TCG's
 slowness is in every figure alike. Needs a lab (`virtbus lab up`) with the test image imported.
 Usage:
     .venv/bin/python bench/guest_network.py [--server URL] [--pings 20] [--mb 8]
@@ -23,6 +24,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 NETWORKS = {"linux-bridge": ("multus-br", REPO / "examples" / "multus-br.yaml"),
+            "bridge-vlan": ("multus-br-vlan105", REPO / "examples" / "multus-br-vlan.yaml"),
             "ovs": ("ovs-net-br1", REPO / "examples" / "ovs-net-br1.yaml")}
 
 
