@@ -9,6 +9,8 @@ import signal
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
+import structlog
+
 from handler import guestfence, nodeinfo
 from handler.agent import Agent
 from handler.kvmprobe import cached_kvm_runs_guests
@@ -23,7 +25,7 @@ from proto.nodeapi import Registration
 from proto.quantity import InvalidQuantity, parse_bytes
 from proto.state import Node
 from proto.validation import check_labels
-from servicekit import collector, cpugroup, logs, ovs
+from servicekit import collector, cpugroup, logs, ovs, vlanports
 from servicekit.endpoints import Endpoint, serve
 from servicekit.metricsserver import metrics_address, serve_metrics, stop_serving
 from servicekit.nodeclient import NodeApiClient
@@ -84,6 +86,7 @@ async def run(args: argparse.Namespace) -> None:
         labels=node_labels(args.node, args.label), address=args.address,
         allowed_bridges=sorted(set(args.allowed_bridge or DEFAULT_ALLOWED_BRIDGES)),
         ovs_bridges=await asyncio.to_thread(ovs.bridges_or_none, args.ovs_db),
+        vlan_access_ports=vlan_ports_here(log),
         free_disk=nodeinfo.free_disk(Path(args.state_dir))))
     podnet = PodNetwork(store, args.node, args.netns, IPv4Network(node.pod_cidr or ""))
     await asyncio.to_thread(podnet.set_up_bridge)
@@ -137,6 +140,17 @@ async def run(args: argparse.Namespace) -> None:
         router_task.cancel()
         await router.stop()
     await store.close()
+
+
+def vlan_ports_here(log: structlog.stdlib.BoundLogger) -> bool:
+    """Whether bridge networks on a VLAN can run here (servicekit.vlanports), said in the log either way."""
+    why_not = vlanports.available()
+    if why_not is None:
+        log.info("VLAN access ports on bridges available")
+        return True
+    log.warning("no VLAN access ports on bridges here: VMs on a bridge network with a vlan go elsewhere",
+                reason=why_not)
+    return False
 
 
 def _bridge(name: str) -> str:

@@ -45,6 +45,7 @@ class Registration(Message, frozen=True):
     address: str | None = None
     allowed_bridges: list[str] = []  # host bridges secondary networks may use here (--allowed-bridge)
     ovs_bridges: list[str] = []  # Open vSwitch bridges here (ovs-vsctl list-br on --ovs-db)
+    vlan_access_ports: bool = False  # this kernel loads servicekit.vlanports' programs
     free_disk: int | None = None
 
 

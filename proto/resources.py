@@ -270,6 +270,8 @@ def node_object(view: NodeView) -> Obj:
                 f"{ANNOTATIONS}allocated-memory": format_bytes(view.allocated_memory),
                 f"{ANNOTATIONS}vmis": str(view.vmis),
                 f"{ANNOTATIONS}kvm": "true" if node.kvm else "false",
+                # bridge networks on a VLAN run here (servicekit.vlanports)
+                f"{ANNOTATIONS}vlan-access-ports": "true" if node.vlan_access_ports else "false",
             },
         }),
         "spec": _compact({"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr] if node.pod_cidr else []}),

@@ -118,6 +118,7 @@ class Node(State, frozen=True):
     # host bridges the node's operator lets secondary networks use (handler --allowed-bridge)
     allowed_bridges: list[str] = []
     ovs_bridges: list[str] = []  # the Open vSwitch bridges on the node (ovs NADs), as its handler found them
+    vlan_access_ports: bool = False  # its kernel runs servicekit.vlanports' programs: bridge NADs with a vlan
     free_disk: int | None = None  # bytes free where the node keeps its VMIs' disks, at the last heartbeat
 
 

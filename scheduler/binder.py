@@ -33,7 +33,7 @@ from scheduler.bindlog import BindLog
 from scheduler.capacity import Assumption, CapacityIndex
 from scheduler.eventsink import EventSink
 from scheduler.metrics import SchedulerMetrics
-from scheduler.networkneeds import ovs_bridges_needed
+from scheduler.networkneeds import NetworkNeeds, network_needs
 from scheduler.vmicache import VmiCache
 from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Change, Entry, Store
@@ -262,17 +262,18 @@ class Binder:
         spec = vmi.spec
         # most VMIs have no volumes and no secondary networks: their decision needs no round trip
         has_volumes = next(iter(claims(spec.volumes)), None) is not None
-        only, unplaceable, ovs = None, None, frozenset[str]()
+        only, unplaceable, needs = None, None, NetworkNeeds()
         if has_volumes or any(n.kind == "multus" for n in spec.networks):
             if self.store is None:
                 raise RuntimeError("no store to look the VMI's volumes and networks up in")
             if has_volumes:
                 only, unplaceable = await volumes.required_node(self.store, spec)
-            ovs = await ovs_bridges_needed(self.store, spec)
+            needs = await network_needs(self.store, spec)
         if unplaceable is not None:
             choice = placement.Placement(None, unplaceable)
         else:
-            choice = placement.place(spec, self.index.candidates(), only, ovs, enough=self._enough())
+            choice = placement.place(spec, self.index.candidates(), only, needs.ovs_bridges, enough=self._enough(),
+                                     vlan_ports=needs.vlan_ports)
         if choice.node is None:
             old = next((c for c in vmi.conditions if c.type == "PodScheduled"), None)
             if vmi.phase is Phase.SCHEDULING and old is not None and old.message == choice.message:

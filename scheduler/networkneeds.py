@@ -1,23 +1,36 @@
 """What a VM's secondary networks ask of a node, for placement: the Open vSwitch bridges of its ovs
-networks (a node without one of them cannot run it; scheduler.placement leaves it out)."""
+networks, and VLAN access ports for its bridge networks on a VLAN (a node without one of them cannot
+run it; scheduler.placement leaves it out)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from proto import subjects
 from proto.spec import NetworkAttachment, VMSpec
 from servicekit.store import Bucket, Store
 
 
-async def ovs_bridges_needed(store: Store, spec: VMSpec) -> frozenset[str]:
-    """The OVS bridges of the VM's ovs networks; a network not there (yet) asks nothing here: the
-    node's attach reports that the VM cannot run."""
+@dataclass(frozen=True)
+class NetworkNeeds:
+    ovs_bridges: frozenset[str] = frozenset()
+    vlan_ports: bool = False  # a bridge network with a vlan: the node makes VLAN access ports (its kernel can)
+
+
+async def network_needs(store: Store, spec: VMSpec) -> NetworkNeeds:
+    """The VM's networks' needs; a network not there (yet) asks nothing here: the node's attach
+    reports that the VM cannot run."""
     names = [n.network_name for n in spec.networks if n.kind == "multus" and n.network_name]
     if not names:
-        return frozenset()
+        return NetworkNeeds()
     networks = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
-    needed = set()
+    ovs, vlan_ports = set(), False
     for name in names:
         entry = await networks.get(name)
-        if entry is not None and entry.value.type == "ovs":
-            needed.add(entry.value.bridge)
-    return frozenset(needed)
+        if entry is None:
+            continue
+        if entry.value.type == "ovs":
+            ovs.add(entry.value.bridge)
+        elif entry.value.vlan is not None:
+            vlan_ports = True
+    return NetworkNeeds(frozenset(ovs), vlan_ports)

@@ -80,6 +80,7 @@ class NodeApi:
             record = Node(name=node, cpus=reg.cpus, memory=reg.memory, kvm=reg.kvm, labels=reg.labels,
                           address=reg.address, pod_cidr=str(cidr), heartbeat=now,
                           allowed_bridges=reg.allowed_bridges, ovs_bridges=reg.ovs_bridges, free_disk=reg.free_disk,
+                          vlan_access_ports=reg.vlan_access_ports,
                           started_at=current.value.started_at if current else now)
             try:
                 if current is None:
@@ -202,6 +203,9 @@ class NodeApi:
                 netcheck.check_ovs_bridge(att.key, att.value.bridge, record.value.ovs_bridges)
             else:
                 netcheck.check_bridge(att.key, att.value.bridge, record.value.allowed_bridges)
+                if att.value.vlan is not None and not record.value.vlan_access_ports:
+                    raise ApiError(Code.INVALID, f"network {att.key} is on VLAN {att.value.vlan}, and this node's "
+                                   "kernel cannot make VLAN access ports (no eBPF for tc)", "spec.vlan")
             if att.value.subnet is None:  # layer 2: the guest asks the segment's DHCP server
                 out.append(SecondaryNic(interface=net.name, network=att.key, bridge=att.value.bridge, address="",
                                         type=att.value.type, vlan=att.value.vlan))

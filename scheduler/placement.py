@@ -84,7 +84,8 @@ class Request:
         return cls(footprint(spec), vcpus(spec), empty_disk_total(spec))  # guest RAM and its overhead
 
 
-def _unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None, ovs: frozenset[str], want: Request) -> str | None:
+def _unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None, ovs: frozenset[str], want: Request,
+                  vlan_ports: bool = False) -> str | None:
     if not u.ready:
         return "node(s) were not ready"
     if only is not None and u.node.name != only:
@@ -93,6 +94,8 @@ def _unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None, ovs: frozenset[s
         return "node(s) didn't match node selector"
     if ovs and not ovs <= set(u.node.ovs_bridges):
         return f"node(s) didn't have the Open vSwitch bridge {', '.join(sorted(ovs - set(u.node.ovs_bridges)))}"
+    if vlan_ports and not u.node.vlan_access_ports:
+        return "node(s) couldn't make VLAN access ports on a bridge"
     if u.used_memory + want.memory > u.node.memory:
         return "Insufficient memory"
     if u.used_vcpus + want.vcpus > u.vcpu_capacity:
@@ -122,9 +125,10 @@ def _tie_order(u: NodeUsage) -> str:
 
 
 def place(spec: VMSpec, nodes: Iterable[NodeUsage], only: str | None = None,
-          ovs: frozenset[str] = frozenset(), *, enough: int | None = None) -> Placement:
+          ovs: frozenset[str] = frozenset(), *, enough: int | None = None, vlan_ports: bool = False) -> Placement:
     """only: the node the VM's volumes are on (scheduler.volumes), if they are on one; ovs: the Open
-    vSwitch bridges its networks need (scheduler.networkneeds).
+    vSwitch bridges its networks need, vlan_ports whether one is a bridge network on a VLAN
+    (scheduler.networkneeds).
 
     enough: stop looking once this many nodes fit and score only those (kube-scheduler's
     percentageOfNodesToScore), for a caller that hands the nodes least allocated first
@@ -139,7 +143,7 @@ def place(spec: VMSpec, nodes: Iterable[NodeUsage], only: str | None = None,
     ties: list[NodeUsage] = []
     for u in nodes:
         scanned += 1
-        reason = _unfit_reason(spec, u, only, ovs, want)
+        reason = _unfit_reason(spec, u, only, ovs, want, vlan_ports)
         if reason is not None:
             reasons[reason] += 1
             continue

@@ -171,3 +171,14 @@ def attach(ipr: Any, link: str, vid: int) -> None:
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def available() -> str | None:
+    """None if this kernel loads both programs (eBPF for tc, with the VLAN helpers); else why not.
+    Loading touches no link: a node's handler asks at its start and says so in its registration."""
+    try:
+        for program, name in ((tag_program(1), "vlan1tag"), (untag_program(1), "vlan1untag")):
+            os.close(load(program, name))
+    except ApiError as exc:
+        return exc.message
+    return None

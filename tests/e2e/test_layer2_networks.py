@@ -134,6 +134,9 @@ def test_guests_on_a_bridge_vlan_reach_each_other_across_nodes_and_no_other_vlan
     port on its node's multus-bridge is an access port of VLAN 105, and the VLAN crosses the lab's
     provider segment between the nodes tagged. A VM of VLAN 106 on the same bridge, given an address in
     VLAN 105's subnet, reaches neither, though it sits beside one of them."""
+    for node in ("node1", "node2"):  # each handler found its kernel able, and the scheduler may pick it
+        record: Any = lab.json("get", "nodes", node)
+        assert record["metadata"]["annotations"]["virtbus.io/vlan-access-ports"] == "true"
     lab.cli("apply", "-f", str(REPO / "examples" / "multus-br-vlan.yaml"))
     other_vlan = yaml.safe_load((REPO / "examples" / "multus-br-vlan.yaml").read_text())
     config = json.loads(other_vlan["spec"]["config"])

@@ -59,6 +59,26 @@ async def test_a_vmi_on_a_bridge_the_node_does_not_allow_fails_with_the_reason(s
     assert await store.bucket(subjects.BUCKET_IPAM, dict[str, str]).get("net.uplink") is None  # no address claimed
 
 
+async def test_a_vmi_on_a_vlan_fails_with_the_reason_where_the_kernel_makes_no_vlan_ports(store: Store,
+                                                                                      tmp_path: Path) -> None:
+    networks = store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment)
+    await networks.create("br-vlan5", NetworkAttachment(name="br-vlan5", bridge="multus-bridge",
+                                                        subnet="192.168.5.0/24", vlan=5))
+    node = Node(name="node1", cpus=2, memory=2**31, kvm=False, heartbeat=time.time(), started_at=time.time(),
+                allowed_bridges=["multus-bridge"], vlan_access_ports=False)
+    spec = VMSpec(name="vm1", interfaces=[Interface(name="ext", binding="bridge")],
+                  networks=[Network(name="ext", kind="multus", network_name="br-vlan5")])
+    await store.vmis.create("vm1", VMI(name="vm1", uid="u1", spec=spec, created_at=time.time(), node_name="node1",
+                                       phase=Phase.SCHEDULED))
+    await store.nodes.create("node1", node)
+    launchers = await reconcile_once(store, node, tmp_path, "vm1")
+    vmi = await store.vmis.require("vm1", "VMI")
+    assert vmi.value.phase is Phase.FAILED
+    assert "VLAN 5" in vmi.value.reason and "cannot make VLAN access ports" in vmi.value.reason, vmi.value.reason
+    assert launchers.running == {}
+    assert await store.bucket(subjects.BUCKET_IPAM, dict[str, str]).get("net.br-vlan5") is None  # no address claimed
+
+
 async def test_a_stop_before_any_launcher_ends_the_vmi(store: Store, tmp_path: Path) -> None:
     """Stopped while Scheduled, before its node spawned a launcher: it ends Succeeded (it stayed
     Scheduled forever), and no launcher runs."""

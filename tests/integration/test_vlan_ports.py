@@ -120,3 +120,8 @@ def test_what_no_port_can_be_is_refused(netns: list[str]) -> None:
         with pytest.raises(ApiError) as bad:
             vlanports.tag_program(vid)
         assert bad.value.code is Code.INVALID
+
+
+def test_this_kernel_says_it_can_and_a_handler_would_register_so() -> None:
+    """What a node's handler asks at its start (handler.__main__.vlan_ports_here): both programs load."""
+    assert vlanports.available() is None

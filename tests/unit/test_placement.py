@@ -84,6 +84,16 @@ def test_prefers_the_emptier_node() -> None:
     assert place(VMSpec(name="x", memory="64M"), usage(nodes, [vmi("v", "a")], NOW)).node == "b"
 
 
+def test_a_bridge_network_on_a_vlan_goes_only_to_a_node_that_makes_vlan_ports() -> None:
+    nodes = [node("a"), msgspec.structs.replace(node("b"), vlan_access_ports=True)]
+    spec = VMSpec(name="x", memory="64M")
+    assert place(spec, usage(nodes, [], NOW), vlan_ports=True).node == "b"
+    assert place(spec, usage(nodes[:1], [], NOW)).node == "a"  # no VLAN asked: any node
+    result = place(spec, usage(nodes[:1], [], NOW), vlan_ports=True)
+    assert result.node is None
+    assert result.message == "0/1 nodes are available: 1 node(s) couldn't make VLAN access ports on a bridge."
+
+
 def test_an_ovs_network_goes_only_to_a_node_with_its_bridge() -> None:
     nodes = [node("a"), msgspec.structs.replace(node("b"), ovs_bridges=["br1"])]
     spec = VMSpec(name="x", memory="64M")

@@ -200,7 +200,8 @@ def test_a_node_is_a_kubernetes_node() -> None:
     assert (meta["name"], meta["labels"], meta["creationTimestamp"]) == (
         "node1", {"kubernetes.io/hostname": "node1"}, "2023-11-14T22:13:20Z")
     assert meta["annotations"] == {"virtbus.io/allocated-cpu": "1", "virtbus.io/allocated-memory": "64Mi",
-                                   "virtbus.io/vmis": "1", "virtbus.io/kvm": "false"}
+                                   "virtbus.io/vmis": "1", "virtbus.io/kvm": "false",
+                                   "virtbus.io/vlan-access-ports": "false"}
     assert out["spec"] == {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]}
     status = out["status"]
     assert status["addresses"] == [{"type": "InternalIP", "address": "10.99.0.1"},
