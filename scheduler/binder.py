@@ -273,7 +273,7 @@ class Binder:
             choice = placement.Placement(None, unplaceable)
         else:
             choice = placement.place(spec, self.index.candidates(), only, needs.ovs_bridges, enough=self._enough(),
-                                     vlan_ports=needs.vlan_ports)
+                                     bridges=needs.bridges, vlan_ports=needs.vlan_ports)
         if choice.node is None:
             old = next((c for c in vmi.conditions if c.type == "PodScheduled"), None)
             if vmi.phase is Phase.SCHEDULING and old is not None and old.message == choice.message:

@@ -1,6 +1,7 @@
 """What a VM's secondary networks ask of a node, for placement: the Open vSwitch bridges of its ovs
-networks, and VLAN access ports for its bridge networks on a VLAN (a node without one of them cannot
-run it; scheduler.placement leaves it out)."""
+networks, the Linux bridges of its bridge networks (which the node's operator must have allowed), and
+VLAN access ports for a bridge network on a VLAN (a node without one of them refuses the VM;
+scheduler.placement leaves it out)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from servicekit.store import Bucket, Store
 @dataclass(frozen=True)
 class NetworkNeeds:
     ovs_bridges: frozenset[str] = frozenset()
+    bridges: frozenset[str] = frozenset()  # host bridges: each in the node's allowed_bridges
     vlan_ports: bool = False  # a bridge network with a vlan: the node makes VLAN access ports (its kernel can)
 
 
@@ -24,13 +26,14 @@ async def network_needs(store: Store, spec: VMSpec) -> NetworkNeeds:
     if not names:
         return NetworkNeeds()
     networks = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
-    ovs, vlan_ports = set(), False
+    ovs, bridges, vlan_ports = set(), set(), False
     for name in names:
         entry = await networks.get(name)
         if entry is None:
             continue
         if entry.value.type == "ovs":
             ovs.add(entry.value.bridge)
-        elif entry.value.vlan is not None:
-            vlan_ports = True
-    return NetworkNeeds(frozenset(ovs), vlan_ports)
+            continue
+        bridges.add(entry.value.bridge)
+        vlan_ports = vlan_ports or entry.value.vlan is not None
+    return NetworkNeeds(frozenset(ovs), frozenset(bridges), vlan_ports)

@@ -85,7 +85,7 @@ class Request:
 
 
 def _unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None, ovs: frozenset[str], want: Request,
-                  vlan_ports: bool = False) -> str | None:
+                  bridges: frozenset[str] = frozenset(), vlan_ports: bool = False) -> str | None:
     if not u.ready:
         return "node(s) were not ready"
     if only is not None and u.node.name != only:
@@ -94,6 +94,8 @@ def _unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None, ovs: frozenset[s
         return "node(s) didn't match node selector"
     if ovs and not ovs <= set(u.node.ovs_bridges):
         return f"node(s) didn't have the Open vSwitch bridge {', '.join(sorted(ovs - set(u.node.ovs_bridges)))}"
+    if bridges and not bridges <= set(u.node.allowed_bridges):
+        return f"node(s) didn't allow the bridge {', '.join(sorted(bridges - set(u.node.allowed_bridges)))}"
     if vlan_ports and not u.node.vlan_access_ports:
         return "node(s) couldn't make VLAN access ports on a bridge"
     if u.used_memory + want.memory > u.node.memory:
@@ -125,10 +127,11 @@ def _tie_order(u: NodeUsage) -> str:
 
 
 def place(spec: VMSpec, nodes: Iterable[NodeUsage], only: str | None = None,
-          ovs: frozenset[str] = frozenset(), *, enough: int | None = None, vlan_ports: bool = False) -> Placement:
+          ovs: frozenset[str] = frozenset(), *, enough: int | None = None, bridges: frozenset[str] = frozenset(),
+          vlan_ports: bool = False) -> Placement:
     """only: the node the VM's volumes are on (scheduler.volumes), if they are on one; ovs: the Open
-    vSwitch bridges its networks need, vlan_ports whether one is a bridge network on a VLAN
-    (scheduler.networkneeds).
+    vSwitch bridges its networks need, bridges the host bridges (each one its operator allowed there),
+    vlan_ports whether one is a bridge network on a VLAN (scheduler.networkneeds).
 
     enough: stop looking once this many nodes fit and score only those (kube-scheduler's
     percentageOfNodesToScore), for a caller that hands the nodes least allocated first
@@ -143,7 +146,7 @@ def place(spec: VMSpec, nodes: Iterable[NodeUsage], only: str | None = None,
     ties: list[NodeUsage] = []
     for u in nodes:
         scanned += 1
-        reason = _unfit_reason(spec, u, only, ovs, want, vlan_ports)
+        reason = _unfit_reason(spec, u, only, ovs, want, bridges, vlan_ports)
         if reason is not None:
             reasons[reason] += 1
             continue

@@ -94,6 +94,16 @@ def test_a_bridge_network_on_a_vlan_goes_only_to_a_node_that_makes_vlan_ports() 
     assert result.message == "0/1 nodes are available: 1 node(s) couldn't make VLAN access ports on a bridge."
 
 
+def test_a_bridge_network_goes_only_to_a_node_that_allows_its_bridge() -> None:
+    nodes = [msgspec.structs.replace(node("a"), allowed_bridges=["br-lab"]),
+             msgspec.structs.replace(node("b"), allowed_bridges=["br-lab", "multus-bridge"])]
+    spec = VMSpec(name="x", memory="64M")
+    assert place(spec, usage(nodes, [], NOW), bridges=frozenset({"multus-bridge"})).node == "b"
+    result = place(spec, usage(nodes[:1], [], NOW), bridges=frozenset({"multus-bridge"}))
+    assert result.node is None
+    assert result.message == "0/1 nodes are available: 1 node(s) didn't allow the bridge multus-bridge."
+
+
 def test_an_ovs_network_goes_only_to_a_node_with_its_bridge() -> None:
     nodes = [node("a"), msgspec.structs.replace(node("b"), ovs_bridges=["br1"])]
     spec = VMSpec(name="x", memory="64M")
