@@ -93,6 +93,13 @@ def port(value: object, field: str) -> int:
     return value
 
 
+def vlan_id(value: object, field: str) -> int:
+    """An 802.1Q VLAN ID: 0 and 4095 are reserved; bool is no ID."""
+    if type(value) is not int or not 1 <= value <= 4094:
+        raise _invalid(field, f"vlan {value!r} is not a VLAN ID (1-4094)")
+    return value
+
+
 def node_port(value: object, field: str) -> int:
     if type(value) is not int or value not in NODE_PORT_RANGE:
         raise _invalid(field, f"node port {value!r} is outside {NODE_PORT_RANGE.start}-{NODE_PORT_RANGE.stop - 1}")

@@ -283,8 +283,7 @@ def validate_network(att: NetworkAttachment) -> NetworkAttachment:
     if att.bridge == netcheck.POD_BRIDGE:
         raise invalid("spec.bridge", f"{att.bridge!r} is the pod network's bridge; a secondary network needs its own")
     if att.vlan is not None:
-        if type(att.vlan) is not int or not 1 <= att.vlan <= 4094:
-            raise invalid("spec.vlan", f"vlan {att.vlan!r} is not a VLAN ID (1-4094)")
+        netcheck.vlan_id(att.vlan, "spec.vlan")
     if att.subnet is None:  # layer 2: the segment's own DHCP server hands out the addresses
         for key, value in (("gateway", att.gateway), ("rangeStart", att.range_start), ("rangeEnd", att.range_end)):
             if value is not None:

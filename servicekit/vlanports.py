@@ -29,6 +29,7 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError as KernelError
 
+from proto import netcheck
 from proto.errors import ApiError, Code
 
 # linux/bpf.h
@@ -85,9 +86,7 @@ _DROP = _mov_imm(0, TC_ACT_SHOT) + _EXIT
 
 
 def check_vid(vid: int) -> int:
-    if type(vid) is not int or not 1 <= vid <= 4094:
-        raise ApiError(Code.INVALID, f"vlan {vid!r} is not a VLAN ID (1-4094)")
-    return vid
+    return netcheck.vlan_id(vid, "vlan")
 
 
 def tag_program(vid: int) -> bytes:
