@@ -124,6 +124,11 @@ def untag_program(vid: int) -> bytes:
     ])
 
 
+def _programs(vid: int) -> list[tuple[bytes, str, str]]:
+    """An access port's two programs: (code, name, the clsact hook it goes on)."""
+    return [(tag_program(vid), f"vlan{vid}tag", CLSACT_INGRESS), (untag_program(vid), f"vlan{vid}untag", CLSACT_EGRESS)]
+
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _LICENSE = b"GPL"  # the programs are this project's; the helpers they call are not GPL-only, either way
 
@@ -157,15 +162,18 @@ def attach(ipr: Any, link: str, vid: int) -> None:
     if not found:
         raise ApiError(Code.NOT_FOUND, f"no link {link!r} to make a VLAN access port of")
     index = found[0]
-    fds = [load(tag_program(vid), f"vlan{vid}tag"), load(untag_program(vid), f"vlan{vid}untag")]
+    programs = _programs(vid)
+    fds: list[int] = []
     try:
+        for code, name, _ in programs:
+            fds.append(load(code, name))
         try:
             ipr.tc("add", "clsact", index)
         except KernelError as exc:
             if exc.code != errno.EEXIST:  # EEXIST: the link has its clsact already
                 raise
-        for fd, parent, name in ((fds[0], CLSACT_INGRESS, f"vlan{vid}tag"), (fds[1], CLSACT_EGRESS, f"vlan{vid}untag")):
-            ipr.tc("replace-filter", "bpf", index, ":1", fd=fd, name=name, parent=parent, classid=1,
+        for fd, (_, name, hook) in zip(fds, programs, strict=True):
+            ipr.tc("replace-filter", "bpf", index, ":1", fd=fd, name=name, parent=hook, classid=1,
                    direct_action=True, prio=1)
     finally:
         for fd in fds:
@@ -176,8 +184,8 @@ def available() -> str | None:
     """None if this kernel loads both programs (eBPF for tc, with the VLAN helpers); else why not.
     Loading touches no link: a node's handler asks at its start and says so in its registration."""
     try:
-        for program, name in ((tag_program(1), "vlan1tag"), (untag_program(1), "vlan1untag")):
-            os.close(load(program, name))
+        for code, name, _ in _programs(1):
+            os.close(load(code, name))
     except ApiError as exc:
         return exc.message
     return None

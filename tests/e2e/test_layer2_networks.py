@@ -155,7 +155,7 @@ def test_guests_on_a_bridge_vlan_reach_each_other_across_nodes_and_no_other_vlan
     a = console_lease(lab, "brvlan-a", "192.168.105.")
     b = console_lease(lab, "brvlan-b", "192.168.105.")
     console_lease(lab, "brvlan-c", "192.168.106.")
-    filters = lab_exec(lab, "node1", "tc", "filter", "show", "dev", secondary_host_side_of(lab, "brvlan-a"),
+    filters = lab_exec(lab, "node1", "tc", "filter", "show", "dev", secondary_host_side("brvlan-a", 1),
                        "ingress").stdout
     assert "vlan105tag" in filters, filters  # brvlan-a's port on node1 tags VLAN 105
     assert "vlan_filtering 0" in lab_exec(lab, "node1", "ip", "-d", "link", "show", "multus-bridge").stdout
@@ -172,8 +172,3 @@ def test_guests_on_a_bridge_vlan_reach_each_other_across_nodes_and_no_other_vlan
         lab.cli("console", "brvlan-c", "--log", "--until", f"APART-{target.split('.')[-1]}-42", "--timeout", "60")
     for name in ("brvlan-a", "brvlan-b", "brvlan-c"):
         lab.cli("delete", name, "--wait", "--timeout", "120")
-
-
-def secondary_host_side_of(lab: Lab, name: str) -> str:
-    """The node's end of the VMI's second NIC, as launcher.podnic names it."""
-    return secondary_host_side(name, 1)
