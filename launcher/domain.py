@@ -226,9 +226,23 @@ ET.register_namespace("qemu", QEMU_NS)
 QEMU_MALLOC_ARENAS = "1"
 
 
+# q35 builds an AHCI controller with six SATA ports and an SMBus controller into every machine, used
+# or not, and libvirt has no setting for either. Without them QEMU's start faulted in ~450 pages fewer
+# (1.7 MiB of its memory: the six ports' IDE buffers, and the address space each controller adds to every
+# rebuild of the memory map), 7 % of the pages of QEMU's start, each a fresh page the launch pays for.
+# A VM with a SATA disk or CD-ROM keeps the controller; nothing of ours uses the SMBus.
+def machine_properties(plan: DomainPlan) -> str:
+    """QEMU -machine properties libvirt has no element for: the q35 devices this VM does not use, off."""
+    sata = any(d.bus == "sata" for d in plan.disks)
+    return "smbus=off" if sata else "sata=off,smbus=off"
+
+
 def configure_qemu_env(plan: DomainPlan, dom: ET.Element) -> None:
-    """QEMU's environment: libvirt starts it with a clean one, so only the domain can set it."""
+    """QEMU's environment and machine properties libvirt has no element for: libvirt starts QEMU with a
+    clean environment, so only the domain can set it. QEMU merges a second -machine into the first."""
     commandline = _sub(dom, f"{{{QEMU_NS}}}commandline")
+    _sub(commandline, f"{{{QEMU_NS}}}arg", value="-machine")
+    _sub(commandline, f"{{{QEMU_NS}}}arg", value=machine_properties(plan))
     _sub(commandline, f"{{{QEMU_NS}}}env", name="MALLOC_ARENA_MAX", value=QEMU_MALLOC_ARENAS)
 
 

@@ -91,6 +91,15 @@ def test_tcg_translation_cache_is_bounded_and_nics_carry_no_option_rom() -> None
     assert seed_plan("kvm").find("features/tcg") is None  # a KVM guest has no translation cache
 
 
+def machine_args(dom: ET.Element) -> list[str | None]:
+    qemu = "{http://libvirt.org/schemas/domain/qemu/1.0}"
+    return [a.get("value") for a in dom.findall(f"{qemu}commandline/{qemu}arg")]
+
+
+def test_q35_builds_no_sata_or_smbus_controller_the_vm_does_not_use() -> None:
+    assert machine_args(seed_plan()) == ["-machine", "sata=off,smbus=off"]  # virtio disks only
+
+
 def test_every_vcpu_runs_sched_idle_from_its_start() -> None:
     for kind in ("qemu", "kvm"):
         sched = seed_plan(kind).findall("cputune/vcpusched")

@@ -56,6 +56,12 @@ def test_cdroms_are_read_only_media_on_their_bus() -> None:
     assert found["configdrive"].find("readonly") is not None
 
 
+def test_a_sata_cdrom_keeps_q35s_sata_controller() -> None:
+    dom = ET.fromstring(xml())
+    qemu = "{http://libvirt.org/schemas/domain/qemu/1.0}"
+    assert [a.get("value") for a in dom.findall(f"{qemu}commandline/{qemu}arg")] == ["-machine", "smbus=off"]
+
+
 def test_disks_read_only_only_when_asked() -> None:
     found = disks()
     assert found["scratch"].find("readonly") is not None  # disk: {readonly: true}
