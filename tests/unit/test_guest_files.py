@@ -144,3 +144,61 @@ def test_www_page_names_the_host_and_leaves_no_temporary_file(tmp_path: Path) ->
         page = (www / "index.html").read_text()
         assert f"<title>{name}</title>" in page and f"hostname: {name}</p>" in page
         assert [p.name for p in www.iterdir()] == ["index.html"]
+
+
+# arch/x86/kernel/vmlinux.lds.S of linux-source-6.1, the lines guest/build.sh's compact_image edits and
+# their neighbours it must leave: the 32-bit branch's rodata end, and the SME scratch area's alignment
+LINKER_SCRIPT = (
+    "#ifdef CONFIG_X86_64\n"
+    "#define X86_ALIGN_RODATA_BEGIN\t. = ALIGN(HPAGE_SIZE);\n\n"
+    "#define X86_ALIGN_RODATA_END\t\t\t\t\t\\\n"
+    "\t\t. = ALIGN(HPAGE_SIZE);\t\t\t\t\\\n"
+    "\t\t__end_rodata_hpage_align = .;\t\t\t\\\n"
+    "\t\t__end_rodata_aligned = .;\n\n"
+    "#define ALIGN_ENTRY_TEXT_BEGIN\t. = ALIGN(PMD_SIZE);\n"
+    "#define ALIGN_ENTRY_TEXT_END\t. = ALIGN(PMD_SIZE);\n"
+    "#else\n"
+    "#define X86_ALIGN_RODATA_END\t\t\t\t\t\\\n"
+    "\t\t. = ALIGN(PAGE_SIZE);\t\t\t\t\\\n"
+    "\t\t__end_rodata_aligned = .;\n"
+    "#endif\n"
+    "\t. = ALIGN(HPAGE_SIZE);\n"
+    "\t.init.scratch : AT(ADDR(.init.scratch) - LOAD_OFFSET) {\n"
+    "\t\t. = ALIGN(HPAGE_SIZE);\n"
+    "\t}\n")
+
+
+def compact_image(tree: Path) -> subprocess.CompletedProcess[str]:
+    """guest/build.sh's compact_image, run alone on a source tree (its die() as build.sh has it)."""
+    build = (GUEST / "build.sh").read_text()
+    body = re.search(r"^compact_image\(\) \{\n.*?^\}\n", build, re.M | re.S)
+    die = re.search(r"^die\(\) \{.*\}\n", build, re.M)
+    assert body is not None and die is not None
+    script = f"set -euo pipefail\nlog() {{ :; }}\n{die.group(0)}{body.group(0)}compact_image \"$1\"\n"
+    return subprocess.run(["bash", "-c", script, "compact", str(tree)], capture_output=True, text=True)
+
+
+def test_the_kernel_image_is_laid_out_with_4k_alignment_and_nothing_else_changes(tmp_path: Path) -> None:
+    lds = tmp_path / "arch/x86/kernel/vmlinux.lds.S"
+    lds.parent.mkdir(parents=True)
+    lds.write_text(LINKER_SCRIPT)
+    done = compact_image(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    before, after = LINKER_SCRIPT.splitlines(), lds.read_text().splitlines()
+    changed = [(b, a) for b, a in zip(before, after, strict=True) if b != a]
+    assert [b for b, _ in changed] == [
+        "#define X86_ALIGN_RODATA_BEGIN\t. = ALIGN(HPAGE_SIZE);", "\t\t. = ALIGN(HPAGE_SIZE);\t\t\t\t\\",
+        "#define ALIGN_ENTRY_TEXT_BEGIN\t. = ALIGN(PMD_SIZE);", "#define ALIGN_ENTRY_TEXT_END\t. = ALIGN(PMD_SIZE);"]
+    assert [a for _, a in changed] == [b.replace("HPAGE_SIZE", "PAGE_SIZE").replace("PMD_SIZE", "PAGE_SIZE")
+                                       for b, _ in changed]
+
+
+def test_a_kernel_source_laid_out_otherwise_fails_the_build_and_is_left_as_it_was(tmp_path: Path) -> None:
+    lds = tmp_path / "arch/x86/kernel/vmlinux.lds.S"
+    lds.parent.mkdir(parents=True)
+    other = LINKER_SCRIPT.replace("#define ALIGN_ENTRY_TEXT_END\t. = ALIGN(PMD_SIZE);\n", "")
+    lds.write_text(other)
+    done = compact_image(tmp_path)
+    assert done.returncode != 0
+    assert "has no line '#define ALIGN_ENTRY_TEXT_END" in done.stdout + done.stderr
+    assert lds.read_text() == other
