@@ -15,6 +15,7 @@ from launcher.domain import compose_domain_xml, plan_domain
 from proto.manifest import parse_manifest
 from proto.spec import VMSpec
 from tests.unit.test_disk_kinds import MANIFEST
+from tests.unit.test_domain import machine_args
 
 PATHS = {"installer": ("/cache/ab/cdef.img", "raw"), "root": ("/volumes/root.qcow2", "qcow2"),
          "scratch": ("/srv/vm-disks/scratch.img", "raw"), "golden": ("/v/golden.qcow2", "qcow2"),
@@ -57,9 +58,7 @@ def test_cdroms_are_read_only_media_on_their_bus() -> None:
 
 
 def test_a_sata_cdrom_keeps_q35s_sata_controller() -> None:
-    dom = ET.fromstring(xml())
-    qemu = "{http://libvirt.org/schemas/domain/qemu/1.0}"
-    assert [a.get("value") for a in dom.findall(f"{qemu}commandline/{qemu}arg")] == ["-machine", "smbus=off"]
+    assert machine_args(ET.fromstring(xml())) == ["-machine", "smbus=off"]
 
 
 def test_disks_read_only_only_when_asked() -> None:
