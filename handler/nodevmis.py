@@ -13,7 +13,10 @@ from servicekit.store import Store
 
 
 def informer(store: Store, node: str) -> Informer[NodeVmi]:
-    return shared(store, store.node_vmis(node), subjects.node_vmis_of_node(node))
+    """Changes heard as the shard republishes them (servicekit.kvlive): no consumer on the server
+    scanning the shard's writes for this node's."""
+    return shared(store, store.node_vmis(node), subjects.node_vmis_of_node(node),
+                  republished=subjects.node_vmis_republished(subjects.node_vmis_bucket(node)))
 
 
 async def vmis_here(store: Store, node: str) -> list[VMI]:

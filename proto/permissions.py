@@ -156,5 +156,6 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                     f"{subjects.STATS_PREFIX}.{n}.*", subjects.stats_wanted(n),
                     subjects.console_of_node(n, "in"), subjects.console_of_node(n, "keyboard"),
                     subjects.vnc_of_node(n),
+                    subjects.node_vmis_republished_of_node(n),  # its own VMI copies' changes only
                     *SERVICE_DISCOVERY]),
                 allow_responses=NODE_RESPONSES)

@@ -155,6 +155,22 @@ def node_vmis_of_node(node: str) -> str:
     return f"{token(node)}.*"
 
 
+# Each shard's stream republishes what it stores (JetStream's RePublish) under this prefix, the
+# bucket's name and the key: virtbus.nodevmis.<bucket>.<node>.<vmi>. A node follows its copies there
+# with a plain subscription (servicekit.kvlive), not a consumer the server must feed.
+NODE_VMIS_REPUBLISHED = "virtbus.nodevmis"
+
+
+def node_vmis_republished(bucket: str) -> str:
+    """Where ``bucket`` (one of NODE_VMI_BUCKETS) republishes: the prefix a key follows."""
+    return f"{NODE_VMIS_REPUBLISHED}.{bucket}"
+
+
+def node_vmis_republished_of_node(node: str) -> str:
+    """The subjects of one node's copies as their shard republishes them: the node's subscription."""
+    return f"{node_vmis_republished(node_vmis_bucket(node))}.{node_vmis_of_node(node)}"
+
+
 STREAM_CONSOLE = "VIRTBUS_CONSOLE"
 CONSOLE_PREFIX = "virtbus.console"
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
@@ -87,3 +89,38 @@ def tls_context(url: str) -> ssl.SSLContext | None:
     ca = os.environ.get("NATS_CA")
     context = ssl.create_default_context(cafile=ca or None)
     return context
+
+
+class _Reconnects:
+    """Who wants to hear that a connection came back: its plain subscriptions may have missed
+    messages while it was down (servicekit.kvlive)."""
+
+    def __init__(self, before: Callable[[], Awaitable[None]] | None) -> None:
+        self.before = before  # the callback the client had: still called
+        self.events: set[asyncio.Event] = set()
+
+    async def fire(self) -> None:
+        for event in self.events:
+            event.set()
+        if self.before is not None:
+            await self.before()
+
+
+_RECONNECTS: weakref.WeakKeyDictionary[Client, _Reconnects] = weakref.WeakKeyDictionary()
+
+
+def reconnected(nc: Client) -> asyncio.Event:
+    """An event set the next time ``nc`` reconnects; ``forget`` it when done."""
+    hub = _RECONNECTS.get(nc)
+    if hub is None:  # nats-py calls this attribute, set at connect, after each reconnect
+        hub = _RECONNECTS[nc] = _Reconnects(nc._reconnected_cb)  # noqa: SLF001
+        nc._reconnected_cb = hub.fire  # noqa: SLF001
+    event = asyncio.Event()
+    hub.events.add(event)
+    return event
+
+
+def forget(nc: Client, event: asyncio.Event) -> None:
+    hub = _RECONNECTS.get(nc)
+    if hub is not None:
+        hub.events.discard(event)

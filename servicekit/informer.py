@@ -23,9 +23,11 @@ REWATCH_S = 1.0
 
 
 class Informer(Generic[T]):
-    def __init__(self, bucket: Bucket[T], keys: str = ">") -> None:
+    def __init__(self, bucket: Bucket[T], keys: str = ">", *, republished: str | None = None) -> None:
+        """republished: where the bucket's stream republishes its writes (Bucket.updates)."""
         self.bucket = bucket
         self.keys = keys
+        self.republished = republished
         self.entries: dict[str, Entry[T]] = {}
         self.synced = asyncio.Event()
         self._listeners: set[asyncio.Queue[Change[T]]] = set()
@@ -73,7 +75,7 @@ class Informer(Generic[T]):
 
     async def _follow(self) -> None:
         fresh: dict[str, Entry[T]] | None = {}  # the new watch's current values, until it says it has them all
-        async for change in self.bucket.updates(self.keys):
+        async for change in self.bucket.updates(self.keys, republished=self.republished):
             if change is None:
                 if fresh is not None:  # what the cache held and the new watch does not: gone meanwhile
                     for key in set(self.entries) - set(fresh):
@@ -101,11 +103,11 @@ class Informer(Generic[T]):
             queue.put_nowait(change)
 
 
-def shared(store: Store, bucket: Bucket[T], keys: str = ">") -> Informer[T]:
+def shared(store: Store, bucket: Bucket[T], keys: str = ">", *, republished: str | None = None) -> Informer[T]:
     """The process's informer of ``bucket`` (and ``keys``): made on first use, stopped with the store."""
     found = store.informers.get((bucket.name, keys))
     if isinstance(found, Informer):
         return found  # the same bucket, so the same type
-    informer: Informer[T] = Informer(bucket, keys)
+    informer: Informer[T] = Informer(bucket, keys, republished=republished)
     store.informers[(bucket.name, keys)] = informer
     return informer

@@ -218,7 +218,7 @@ async def _next_within(queue: asyncio.Queue[Msg], within: float) -> Msg | None:
     return getting.result() if done else None
 
 
-async def _listed(js: Any, stream: str, pre: str, keys: str) -> tuple[list[str], int] | None:
+async def listed(js: Any, stream: str, pre: str, keys: str) -> tuple[list[str], int] | None:
     """The keys matching ``keys`` the bucket has now (with a value or a deletion's marker), and the
     stream's last sequence then; None when the server did not answer."""
     try:
@@ -229,15 +229,15 @@ async def _listed(js: Any, stream: str, pre: str, keys: str) -> tuple[list[str],
 
 
 async def _keys(js: Any, stream: str, pre: str, keys: str) -> list[str] | None:
-    listed = await _listed(js, stream, pre, keys)
-    return None if listed is None else listed[0]
+    found = await listed(js, stream, pre, keys)
+    return None if found is None else found[0]
 
 
 async def _empty_at(js: Any, stream: str, pre: str, keys: str) -> int | None:
     """The stream's last sequence when it has none of the keys, so that every change to them comes
     after it; None when it has some, or the server did not answer."""
-    listed = await _listed(js, stream, pre, keys)
-    return listed[1] if listed is not None and not listed[0] else None
+    found = await listed(js, stream, pre, keys)
+    return found[1] if found is not None and not found[0] else None
 
 
 async def _follow(sub: Any, began: int = 0) -> bool:

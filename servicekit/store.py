@@ -31,7 +31,7 @@ from proto.nodevmis import NodeVmi
 from proto.snapshots import VMSnapshot, VolumeSnapshot
 from proto.state import VM, VMI, Node, NodeLease, PersistentVolume, VmiLease
 from proto.stored import BadStoredValue
-from servicekit import jspublish, kvwatch, natsfaults, streamlimits
+from servicekit import jspublish, kvlive, kvwatch, natsfaults, streamlimits
 from servicekit.connection import connect_nats
 
 T = TypeVar("T")
@@ -252,11 +252,15 @@ class Bucket(Generic[T]):
                     continue
                 yield change
 
-    async def updates(self, keys: str = ">") -> AsyncGenerator[Change[T] | None, None]:
-        """As ``watch``, with None once after the current values (an informer's cue that it has them all)."""
+    async def updates(self, keys: str = ">", *,
+                      republished: str | None = None) -> AsyncGenerator[Change[T] | None, None]:
+        """As ``watch``, with None once after the current values (an informer's cue that it has them all).
+        republished: where the bucket's stream republishes what it stores; the changes are heard
+        there (servicekit.kvlive) instead of through a consumer."""
         self.echoes.watches += 1
+        source = kvwatch.watch(self._kv, keys) if republished is None else kvlive.live(self._kv, keys, republished)
         try:
-            async with contextlib.aclosing(kvwatch.watch(self._kv, keys)) as updates:
+            async with contextlib.aclosing(source) as updates:
                 async for update in updates:
                     if update is None:
                         yield None
@@ -485,9 +489,14 @@ async def _opened(js: JetStreamContext, stream: str, create: Callable[[], Awaita
 async def _ensure_kv(js: JetStreamContext, bucket: str, copies: int) -> KeyValue:
     stream = subjects.kv_stream(bucket)
     max_value_size, max_bytes = _KV_LIMITS.get(bucket, (_MiB, 64 * _MiB))
+    # a node's copies are followed as their shard republishes them (servicekit.kvlive)
+    republish = kvlive.republishing(subjects.kv_subject(bucket), subjects.node_vmis_republished(bucket)) \
+        if bucket in subjects.NODE_VMI_BUCKETS else None
     info = await _opened(js, stream, lambda: js.create_key_value(KeyValueConfig(
         bucket=bucket, history=5, storage=StorageType.FILE, replicas=copies, max_value_size=max_value_size,
-        max_bytes=max_bytes)))
+        max_bytes=max_bytes, republish=republish)))
+    if republish is not None:
+        info = await kvlive.ensure_republishing(js, info, republish)
     return KeyValue(name=bucket, stream=stream, pre=subjects.kv_subject(bucket), js=js,
                     direct=bool(info.config.allow_direct))
 

@@ -20,7 +20,8 @@ class FakeBucket:
         self.scripts = list(scripts)
         self.watches = 0
 
-    async def updates(self, keys: str = ">") -> AsyncGenerator[Change[str] | None, None]:
+    async def updates(self, keys: str = ">", *,
+                      republished: str | None = None) -> AsyncGenerator[Change[str] | None, None]:
         self.watches += 1
         script = self.scripts.pop(0)
         for change in script:

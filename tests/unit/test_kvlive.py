@@ -1,0 +1,66 @@
+"""What a watch that hears republished writes makes of each message (servicekit.kvlive's pure part)."""
+
+from __future__ import annotations
+
+from nats.aio.msg import Msg
+
+from servicekit.kvlive import Known, Verdict, republished_update
+
+
+def test_a_message_that_follows_the_last_one_known_of_its_key_applies() -> None:
+    known = Known()
+    known.note("node1.a", 5)  # the current values' consumer gave seq 5
+    assert known.judge("node1.a", 9, 5) is Verdict.APPLY
+    assert known.judge("node1.b", 10, 0) is Verdict.APPLY  # a new key: nothing before it
+    assert known.revisions == {"node1.a": 9, "node1.b": 10}
+
+
+def test_what_the_current_values_gave_already_is_passed_over() -> None:
+    known = Known()
+    known.note("node1.a", 12)  # written after the subscription, before the consumer read it
+    assert known.judge("node1.a", 9, 5) is Verdict.SKIP
+    assert known.judge("node1.a", 12, 9) is Verdict.SKIP
+    assert known.judge("node1.a", 14, 12) is Verdict.APPLY
+
+
+def test_a_message_after_one_never_heard_is_a_gap() -> None:
+    known = Known()
+    known.note("node1.a", 5)
+    assert known.judge("node1.a", 11, 8) is Verdict.GAP  # seq 8 of the key never came
+    assert known.judge("node1.c", 11, 3) is Verdict.GAP  # a key with history the watch never had
+    assert known.revisions == {"node1.a": 5}
+
+
+def test_a_deletions_marker_counts_as_the_keys_last_message() -> None:
+    known = Known()
+    known.note("node1.a", 7)  # the marker of its deletion, as the consumer gave it
+    assert known.judge("node1.a", 20, 7) is Verdict.APPLY  # the same name bound here again
+
+
+def test_an_audit_calls_a_key_lost_only_when_it_is_still_unheard_at_the_next() -> None:
+    known = Known()
+    known.note("node1.a", 1)
+    assert not known.audit(["node1.a", "node1.b"])  # b may be on its way
+    known.judge("node1.b", 3, 0)
+    assert not known.audit(["node1.a", "node1.b", "node1.c"])
+    assert known.audit(["node1.a", "node1.b", "node1.c"])  # c never came
+
+
+def msg(headers: dict[str, str], data: bytes = b"{}") -> Msg:
+    return Msg(_client=None, subject="virtbus.nodevmis.nodevmis-00.node1.a", data=data,  # type: ignore[arg-type]
+               headers=headers)
+
+
+def test_a_republished_message_reads_as_the_keys_update() -> None:
+    put = republished_update(msg({"Nats-Subject": "$KV.nodevmis-00.node1.a", "Nats-Sequence": "42",
+                                  "Nats-Last-Sequence": "40"}, b"x"), "$KV.nodevmis-00.")
+    assert put is not None and (put.key, put.value, put.revision, put.deleted) == ("node1.a", b"x", 42, False)
+    gone = republished_update(msg({"Nats-Subject": "$KV.nodevmis-00.node1.a", "Nats-Sequence": "43",
+                                   "KV-Operation": "DEL"}, b""), "$KV.nodevmis-00.")
+    assert gone is not None and gone.deleted and gone.revision == 43
+    # without the stream's headers, or of another bucket: not an update of this watch
+    assert republished_update(msg({}), "$KV.nodevmis-00.") is None
+    assert republished_update(msg({"Nats-Subject": "$KV.nodevmis-01.node1.a", "Nats-Sequence": "1"}),
+                              "$KV.nodevmis-00.") is None
+    assert republished_update(msg({"Nats-Subject": "$KV.nodevmis-00.node1.a", "Nats-Sequence": "x"}),
+                              "$KV.nodevmis-00.") is None
