@@ -54,7 +54,9 @@ OBJECT_STORE_SNAPSHOTS = "volumesnapshots"
 # growing with nodes x copies (34 % of nats-server's CPU binding 10,000 VMIs on 1,000 hollow nodes).
 # A shard's watches read only their shard's writes. Four, not more: each bucket is a Raft group on a
 # replicated cluster, and 16 made each group's batches so small that R3 bound slower than with one
-# (bench/hollow_nodes.py; the README has the figures).
+# (bench/hollow_nodes.py; the README has the figures). Since then a node hears its copies' changes as
+# the shard republishes them (NODE_VMIS_REPUBLISHED), and a consumer reads its shard only for the
+# current values, when its watch starts.
 NODE_VMI_SHARDS = 4
 NODE_VMI_BUCKETS = tuple(f"nodevmis-{i:02d}" for i in range(NODE_VMI_SHARDS))
 # The one bucket of all copies before the shards: the leader deletes it once it has rebuilt them.

@@ -4,6 +4,7 @@ on all three, and losing one server loses nothing, not even compare-and-set."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
@@ -15,10 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from handler import nodevmis
 from proto import subjects
 from proto.errors import ApiError, Code
+from proto.nodevmis import NodeVmi
 from proto.spec import VMSpec
-from proto.state import VM
+from proto.state import VM, VMI
 from scheduler.api import Api
 from servicekit import credentials, natsserver
 from servicekit.endpoints import serve
@@ -202,3 +205,41 @@ async def test_without_a_quorum_writes_are_unavailable_and_retryable_not_interna
     finally:
         await service.stop()
         await survivor.close()
+
+
+async def test_a_node_hears_its_copies_republished_once_through_another_server(
+        cluster: list[tuple[str, subprocess.Popen[bytes]]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The shards' streams republish what they store (servicekit.kvlive): on three replicas a node
+    # connected to another server than the writer's hears each change, once, in order.
+    monkeypatch.setenv("VIRTBUS_JS_REPLICAS", "3")
+    writer = await connect(cluster[0][0], "control")
+    monkeypatch.delenv("NATS_CREDS")
+    seed = str(credentials.seed_path(tmp_path / "creds", "node-node1"))
+    node = await Store.connect(cluster[2][0], "node1", creds=seed, inbox=subjects.inbox_prefix("node", "node1"),
+                               create=False)
+    heard: list[tuple[str, int | None]] = []
+
+    async def follow() -> None:
+        async for change in nodevmis.informer(node, "node1").changes():
+            heard.append((change.key, change.value.revision if change.value else None))
+
+    task = asyncio.create_task(follow())
+    try:
+        await nodevmis.informer(node, "node1").items()  # the current values (none) are in
+        shard = writer.node_vmis("node1")
+        for revision in range(1, 11):
+            await shard.put("node1.a", NodeVmi(vmi=VMI(name="a", uid="a-u", spec=VMSpec(name="a"), created_at=0.0,
+                                                       node_name="node1"), revision=revision))
+        await shard.delete("node1.a")
+        deadline = time.monotonic() + 15
+        while len(heard) < 11:
+            assert time.monotonic() < deadline, heard
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # a second copy from another replica would have come by now
+        assert heard == [*(("node1.a", r) for r in range(1, 11)), ("node1.a", None)]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await node.close()
+        await writer.close()
