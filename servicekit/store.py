@@ -19,7 +19,7 @@ import nats
 import nats.js.errors
 import structlog
 from nats.aio.client import Client
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig, StreamInfo
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
@@ -37,6 +37,7 @@ from servicekit.connection import connect_nats
 T = TypeVar("T")
 
 _CONFLICT_RETRIES = 20
+_KV_OPERATION = "KV-Operation"  # NATS KV's header: DEL or PURGE on a key's going
 _ECHOES = 4096  # this process's writes remembered for its watches of the same bucket (see _Echoes)
 _event_encoder = msgspec.json.Encoder()
 
@@ -221,9 +222,16 @@ class Bucket(Generic[T]):
             return int(await self._kv.put(key, self._encode(key, value)))
 
     async def delete(self, key: str, revision: int | None = None) -> None:
+        """The key and every revision it had go (a purge: the server rolls the key up into the one
+        marker that tells watchers it went). A delete marker alone left the revisions of every key
+        ever deleted in the bucket, and a bucket with churn (VMIs come and go) filled up to its byte
+        limit and refused every write after (nats-server's 10077, maximum bytes exceeded)."""
+        headers = {_KV_OPERATION: "PURGE", api.Header.ROLLUP: "sub"}
+        if revision:
+            headers[api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(revision)
         try:
             with natsfaults.Answering(self.name, key):  # a 503 is an APIError too: it leaves as ApiError
-                await self._kv.delete(key, last=revision)
+                await self._kv._js.publish(f"{self._kv._pre}{key}", headers=headers)  # noqa: SLF001
         except nats.js.errors.APIError as exc:
             if exc.err_code in (10071, 10164):
                 raise ApiError(Code.CONFLICT, f"{key!r} changed meanwhile") from None
