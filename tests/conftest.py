@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -118,6 +119,29 @@ def end_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 10) -> 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+async def restart_nats_server(nats_server: NatsServer, tmp_path: Path,
+                              down_s: float = 0.0) -> asyncio.subprocess.Process:
+    """The test's nats-server ended (SIGTERM) and, ``down_s`` later, started again on the same port with
+    the same JetStream store, as after an outage; the caller ends it with ``end_process``."""
+    nats_server.proc.send_signal(signal.SIGTERM)
+    nats_server.proc.wait(10)
+    await asyncio.sleep(down_s)
+    return await asyncio.create_subprocess_exec(natsserver.executable(), "-c", str(tmp_path / "nats.conf"),
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def end_process(proc: asyncio.subprocess.Process | None, grace_s: float = 10) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``; reaped either way."""
+    if proc is None or proc.returncode is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), grace_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 _TRY_CONNECT = """

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +19,8 @@ from proto import subjects
 from proto.nodevmis import NodeVmi
 from proto.spec import VMSpec
 from proto.state import VMI, Phase
-from servicekit import natsserver
 from servicekit.store import Change, Store
-from tests.conftest import NatsServer
+from tests.conftest import NatsServer, end_process, restart_nats_server
 
 pytestmark = pytest.mark.integration
 
@@ -118,11 +115,7 @@ async def test_a_copy_written_while_the_node_was_away_is_heard_after_it_reconnec
         await control.node_vmis("node1").put("node1.before", copy("before", "node1", 1))
         await until(lambda: phases(heard, "node1.before") == [Phase.SCHEDULED])
         node1.nc.options["reconnect_time_wait"] = 10  # the node comes back well after the control plane
-        nats_server.proc.send_signal(signal.SIGTERM)
-        nats_server.proc.wait(10)
-        again = await asyncio.create_subprocess_exec(  # the same port, the same JetStream store
-            natsserver.executable(), "-c", str(tmp_path / "nats.conf"), stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+        again = await restart_nats_server(nats_server, tmp_path)
         deadline = time.monotonic() + 20
         while True:  # written as soon as the control plane is back, while the node is still away
             assert time.monotonic() < deadline, "the control plane never wrote the copy"
@@ -139,10 +132,4 @@ async def test_a_copy_written_while_the_node_was_away_is_heard_after_it_reconnec
         for s in (node1, control):
             with contextlib.suppress(Exception):
                 await s.close()
-        if again is not None:  # ours; the fixture ends the first one
-            again.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(again.wait(), 10)
-            except TimeoutError:
-                again.kill()
-                await again.wait()
+        await end_process(again)  # ours; the fixture ends the first one

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,9 +14,8 @@ import pytest
 
 from proto.state import Node
 from scheduler.nodewatch import NodeWatch
-from servicekit import natsserver
 from servicekit.store import Store
-from tests.conftest import NatsServer
+from tests.conftest import NatsServer, end_process, restart_nats_server
 
 pytestmark = pytest.mark.integration
 
@@ -40,13 +37,8 @@ async def test_a_restart_of_nats_is_nobodys_silence(nats_server: NatsServer, nat
     try:
         await asyncio.sleep(0.5)
         assert watch.seen["node1"].since == 100.0
-        nats_server.proc.send_signal(signal.SIGTERM)
-        nats_server.proc.wait(10)
         clock[0] += 500.0  # the scheduler's clock runs on while the bus is away
-        await asyncio.sleep(1.5)
-        again = await asyncio.create_subprocess_exec(  # the same port, the same JetStream store
-            natsserver.executable(), "-c", str(tmp_path / "nats.conf"), stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+        again = await restart_nats_server(nats_server, tmp_path, down_s=1.5)
         deadline = time.monotonic() + 15
         while not (port_open(nats_server.url) and store.nc.is_connected):
             assert time.monotonic() < deadline, "no reconnect"
@@ -69,10 +61,4 @@ async def test_a_restart_of_nats_is_nobodys_silence(nats_server: NatsServer, nat
             await task
         with contextlib.suppress(Exception):
             await store.close()
-        if again is not None:  # ours; the fixture ends the first one
-            again.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(again.wait(), 10)
-            except TimeoutError:
-                again.kill()
-                await again.wait()
+        await end_process(again)  # ours; the fixture ends the first one
