@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,8 +121,11 @@ async def live(kv: KeyValue, keys: str, republished: str) -> AsyncGenerator[kvwa
         raise_if_cancelling()
 
 
+Listing = Callable[[], Awaitable[tuple[list[str], int] | None]]  # kvwatch.listed, bound to the watch's keys
+
+
 async def _follow(queue: asyncio.Queue[Msg], known: Known, pre: str, came_back: asyncio.Event,
-                  ask: Any) -> AsyncGenerator[kvwatch.RawUpdate, None]:
+                  ask: Listing) -> AsyncGenerator[kvwatch.RawUpdate, None]:
     loop = asyncio.get_running_loop()
     audit_at = loop.time() + AUDIT_S
     while True:
