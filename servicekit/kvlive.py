@@ -40,7 +40,6 @@ from servicekit.cancelling import raise_if_cancelling
 
 log = structlog.get_logger()
 AUDIT_S = 60.0
-_KV_OP = "KV-Operation"
 _SEQUENCE = "Nats-Sequence"
 _LAST = "Nats-Last-Sequence"
 _SUBJECT = "Nats-Subject"
@@ -156,9 +155,8 @@ def republished_update(msg: Msg, pre: str) -> kvwatch.RawUpdate | None:
     sequence = _int(header, _SEQUENCE)
     if not subject.startswith(pre) or sequence <= 0:
         return None
-    op = header.get(_KV_OP)
     return kvwatch.RawUpdate(key=subject[len(pre):], value=msg.data, revision=sequence,
-                             deleted=op in ("DEL", "PURGE"), pending=0)
+                             deleted=kvwatch.is_deletion(header), pending=0)
 
 
 def _int(header: dict[str, str] | None, name: str) -> int:

@@ -29,7 +29,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from proto import subjects
 from proto.errors import ApiError, Code
@@ -61,7 +61,6 @@ _DELETE_TIMEOUT_S = 2.0
 # How long a watch whose server has nothing pending waits for a key it was told of, before it asks
 # again which keys there are.
 RECHECK_S = 1.0
-_KV_OP = "KV-Operation"
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,11 @@ class RawUpdate:
     revision: int
     deleted: bool
     pending: int  # how many matching messages the server still has to deliver after this one
+
+
+def is_deletion(header: dict[str, str] | None) -> bool:
+    """Whether a KV message marks its key's going (a delete's marker, or a purge's)."""
+    return (header or {}).get(KV_OP) in (KV_DEL, KV_PURGE)
 
 
 def consumer_name() -> str:
@@ -139,10 +143,9 @@ async def watch(kv: KeyValue, keys: str = ">") -> AsyncGenerator[RawUpdate | Non
                 pending = 0
             else:
                 revision, pending = delivery(msg)
-                op = msg.header.get(_KV_OP) if msg.header else None
                 key = msg.subject[len(pre):]
                 yield RawUpdate(key=key, value=msg.data, revision=revision,
-                                deleted=op in ("DEL", "PURGE"), pending=pending)
+                                deleted=is_deletion(msg.header), pending=pending)
                 if initial is None:
                     if not following:
                         following = await _follow(sub)

@@ -21,7 +21,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig, StreamInfo
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_OP, KV_PURGE, MSG_ROLLUP_SUBJECT, KeyValue
 from nats.js.object_store import ObjectStore
 
 from proto import stored, subjects
@@ -37,7 +37,6 @@ from servicekit.connection import connect_nats
 T = TypeVar("T")
 
 _CONFLICT_RETRIES = 20
-_KV_OPERATION = "KV-Operation"  # NATS KV's header: DEL or PURGE on a key's going
 _ECHOES = 4096  # this process's writes remembered for its watches of the same bucket (see _Echoes)
 _event_encoder = msgspec.json.Encoder()
 
@@ -226,7 +225,7 @@ class Bucket(Generic[T]):
         marker that tells watchers it went). A delete marker alone left the revisions of every key
         ever deleted in the bucket, and a bucket with churn (VMIs come and go) filled up to its byte
         limit and refused every write after (nats-server's 10077, maximum bytes exceeded)."""
-        headers = {_KV_OPERATION: "PURGE", api.Header.ROLLUP: "sub"}
+        headers = {KV_OP: KV_PURGE, api.Header.ROLLUP: MSG_ROLLUP_SUBJECT}
         if revision:
             headers[api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(revision)
         try:
