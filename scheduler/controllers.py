@@ -36,12 +36,14 @@ from scheduler.nodewatch import NodeWatch
 from scheduler.vmicache import VmCache, VmiCache
 from scheduler.vmplan import Action, backoff, plan
 from scheduler.workloads import Workloads
+from servicekit import kvmarkers
 from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Entry, Store
 from servicekit.workqueue import WorkQueue
 
 log = structlog.get_logger()
 RESYNC_S = 5.0
+SWEEP_MARKERS_AFTER_S = 60.0
 NODE_CHECK_S = 1.0
 TEARDOWN_RECHECK_S = 5.0
 
@@ -77,6 +79,7 @@ class Scheduler:
         self.binder = self._binder()
         self._vm_queue = WorkQueue(self.reconcile_vm, bind=("vm",))
         self._tasks: list[asyncio.Task[None]] = []
+        self.sweep_after_s = SWEEP_MARKERS_AFTER_S
         # replica sets and pools (scheduler.workloads): led with the rest
         self.workloads = Workloads(store, clock=clock, emit=lambda kind, name, reason, message: self.event(
             kind, name, reason, message), vmis=lambda: self.vmis.values(), vms=lambda: self.vms.values(),
@@ -111,6 +114,7 @@ class Scheduler:
             asyncio.create_task(self._resync()),
             asyncio.create_task(self._node_lifecycle()),
             asyncio.create_task(self.mirror.run()),  # what each node's handler watches
+            asyncio.create_task(self._sweep_markers()),
             *([asyncio.create_task(self.nodes.run())] if self._own_nodes else []),
         ]
 
@@ -122,6 +126,18 @@ class Scheduler:
         await self._vm_queue.close()
         await self.binder.close()
         await self.events.close()
+
+    async def _sweep_markers(self) -> None:
+        """Once a term, out of the way of its first binds: deletions' markers written before markers
+        had a time to live get one (servicekit.kvmarkers), so that they too go in the end."""
+        await asyncio.sleep(self.sweep_after_s)
+        if not kvmarkers.server_expires(self.store.nc):
+            return
+        for name in subjects.STATE_BUCKETS:
+            try:
+                await kvmarkers.sweep(self.store.raw[name])
+            except Exception as exc:  # noqa: BLE001 - logged; the next term sweeps again
+                log.warning("deletions' markers not swept", bucket=name, error=str(exc) or type(exc).__name__)
 
     def cached_vmi(self, name: str) -> Entry[VMI] | None:
         """The leader's copy of a VMI, as its watch last brought it; None when not leading."""

@@ -60,29 +60,43 @@ class Known:
     """The last sequence this watch has of each key, deletions' markers included (pure)."""
 
     revisions: dict[str, int] = field(default_factory=dict)
+    deleted: set[str] = field(default_factory=set)  # keys whose last message here was their deletion
     missing: frozenset[str] = frozenset()  # keys the last audit found and the watch did not know
 
-    def note(self, key: str, revision: int) -> None:
+    def note(self, key: str, revision: int, *, deleted: bool = False) -> None:
         if revision > self.revisions.get(key, 0):
             self.revisions[key] = revision
+            self._mark(key, deleted)
 
-    def judge(self, key: str, sequence: int, last: int) -> Verdict:
+    def judge(self, key: str, sequence: int, last: int, *, deleted: bool = False) -> Verdict:
         """A republished message of ``key`` at ``sequence``, its key's message before it at ``last``
-        (0: none)."""
+        (0: none). After a deletion, 0 is what follows once its marker expired (servicekit.kvmarkers)."""
         had = self.revisions.get(key, 0)
         if sequence <= had:
             return Verdict.SKIP
-        if last != had:
+        if last != had and not (last == 0 and key in self.deleted):
             return Verdict.GAP
         self.revisions[key] = sequence
+        self._mark(key, deleted)
         return Verdict.APPLY
 
     def audit(self, listed: list[str]) -> bool:
-        """The keys the stream has now; True when one of them has been missing since the last audit."""
-        unknown = frozenset(listed) - self.revisions.keys()
+        """The keys the stream has now; True when one of them has been missing since the last audit.
+        A deleted key the stream no longer has (its marker expired) is forgotten."""
+        have = frozenset(listed)
+        for key in [k for k in self.deleted if k not in have]:
+            self.deleted.discard(key)
+            del self.revisions[key]
+        unknown = have - self.revisions.keys()
         lost = bool(unknown & self.missing)
         self.missing = unknown
         return lost
+
+    def _mark(self, key: str, deleted: bool) -> None:
+        if deleted:
+            self.deleted.add(key)
+        else:
+            self.deleted.discard(key)
 
 
 async def live(kv: KeyValue, keys: str, republished: str) -> AsyncGenerator[kvwatch.RawUpdate | None, None]:
@@ -108,7 +122,7 @@ async def live(kv: KeyValue, keys: str, republished: str) -> AsyncGenerator[kvwa
                 async for update in current:
                     if update is None:
                         break
-                    known.note(update.key, update.revision)
+                    known.note(update.key, update.revision, deleted=update.deleted)
                     yield update
         yield None
         async for update in _follow(queue, known, pre, came_back, lambda: kvwatch.listed(js, stream, pre, keys)):
@@ -141,7 +155,7 @@ async def _follow(queue: asyncio.Queue[Msg], known: Known, pre: str, came_back: 
         update = republished_update(msg, pre)
         if update is None:
             continue
-        verdict = known.judge(update.key, update.revision, _int(msg.header, _LAST))
+        verdict = known.judge(update.key, update.revision, _int(msg.header, _LAST), deleted=update.deleted)
         if verdict is Verdict.GAP:
             raise Gap(f"a change of {update.key!r} before revision {update.revision} was not heard")
         if verdict is Verdict.APPLY:
@@ -156,7 +170,7 @@ def republished_update(msg: Msg, pre: str) -> kvwatch.RawUpdate | None:
     if not subject.startswith(pre) or sequence <= 0:
         return None
     return kvwatch.RawUpdate(key=subject[len(pre):], value=msg.data, revision=sequence,
-                             deleted=kvwatch.is_deletion(header), pending=0)
+                             deleted=kvwatch.is_deletion(header), pending=0, expires=kvwatch.expires(header))
 
 
 def _int(header: dict[str, str] | None, name: str) -> int:

@@ -19,9 +19,9 @@ import nats
 import nats.js.errors
 import structlog
 from nats.aio.client import Client
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig, StreamInfo
-from nats.js.kv import KV_OP, KV_PURGE, MSG_ROLLUP_SUBJECT, KeyValue
+from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from proto import stored, subjects
@@ -31,7 +31,7 @@ from proto.nodevmis import NodeVmi
 from proto.snapshots import VMSnapshot, VolumeSnapshot
 from proto.state import VM, VMI, Node, NodeLease, PersistentVolume, VmiLease
 from proto.stored import BadStoredValue
-from servicekit import jspublish, kvlive, kvwatch, natsfaults, streamlimits
+from servicekit import jspublish, kvlive, kvmarkers, kvwatch, natsfaults, streamlimits
 from servicekit.connection import connect_nats
 
 T = TypeVar("T")
@@ -133,8 +133,10 @@ class Bucket(Generic[T]):
 
     def __init__(self, kv: KeyValue, kind: type[T], *, validate: stored.Validator | None = None,
                  on_bad: Callable[[BadStoredValue], Awaitable[None]] | None = None,
-                 seen: _SeenBad | None = None) -> None:
+                 seen: _SeenBad | None = None, marker_ttl: int | None = kvmarkers.MARKER_TTL_S) -> None:
+        """marker_ttl: seconds a deletion's marker stays (None: for good)."""
         self._kv = kv
+        self.marker_ttl = marker_ttl
         self.name = str(getattr(kv, "_name", "?"))
         self._kind = kind
         self._decoder = decoder(kind)
@@ -224,15 +226,25 @@ class Bucket(Generic[T]):
         """The key and every revision it had go (a purge: the server rolls the key up into the one
         marker that tells watchers it went). A delete marker alone left the revisions of every key
         ever deleted in the bucket, and a bucket with churn (VMIs come and go) filled up to its byte
-        limit and refused every write after (nats-server's 10077, maximum bytes exceeded)."""
-        headers = {KV_OP: KV_PURGE, api.Header.ROLLUP: MSG_ROLLUP_SUBJECT}
-        if revision:
-            headers[api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(revision)
+        limit and refused every write after (nats-server's 10077, maximum bytes exceeded). The marker
+        itself goes after kvmarkers.MARKER_TTL_S, where the stream lets it."""
+        try:
+            await self._publish_deletion(key, revision)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != kvmarkers.TTL_DISABLED:
+                raise
+            # a stream made without AllowMsgTTL, not yet given it by the control plane: a marker for good
+            structlog.get_logger().info("deletions' markers kept for good: the stream allows no TTL", bucket=self.name)
+            self.marker_ttl = None
+            await self._publish_deletion(key, revision)
+
+    async def _publish_deletion(self, key: str, revision: int | None) -> None:
+        headers = kvmarkers.deletion_headers(revision, self.marker_ttl)
         try:
             with natsfaults.Answering(self.name, key):  # a 503 is an APIError too: it leaves as ApiError
                 await self._kv._js.publish(f"{self._kv._pre}{key}", headers=headers)  # noqa: SLF001
         except nats.js.errors.APIError as exc:
-            if exc.err_code in (10071, 10164):
+            if exc.err_code in kvmarkers.WRONG_LAST:
                 raise ApiError(Code.CONFLICT, f"{key!r} changed meanwhile") from None
             raise
 
@@ -504,6 +516,8 @@ async def _ensure_kv(js: JetStreamContext, bucket: str, copies: int) -> KeyValue
         max_bytes=max_bytes, republish=republish)))
     if republish is not None:
         info = await kvlive.ensure_republishing(js, info, republish)
+    if kvmarkers.server_expires(js._nc):  # noqa: SLF001 - the context's connection; no accessor
+        info = await kvmarkers.allow_ttl(js, info)
     return KeyValue(name=bucket, stream=stream, pre=subjects.kv_subject(bucket), js=js,
                     direct=bool(info.config.allow_direct))
 

@@ -37,6 +37,35 @@ def test_a_deletions_marker_counts_as_the_keys_last_message() -> None:
     assert known.judge("node1.a", 20, 7) is Verdict.APPLY  # the same name bound here again
 
 
+def test_a_key_whose_deletions_marker_expired_starts_afresh() -> None:
+    # the marker goes after its TTL (servicekit.kvmarkers): the key's next message follows nothing
+    known = Known()
+    known.note("node1.a", 7, deleted=True)  # the current values' consumer gave its marker
+    assert known.judge("node1.a", 20, 0) is Verdict.APPLY
+    assert known.judge("node1.b", 21, 0) is Verdict.APPLY
+    assert known.judge("node1.b", 22, 21, deleted=True) is Verdict.APPLY  # heard it go
+    assert known.judge("node1.b", 30, 0) is Verdict.APPLY
+
+
+def test_a_key_with_a_value_that_comes_again_from_nothing_is_a_gap() -> None:
+    known = Known()
+    known.note("node1.a", 7)
+    assert known.judge("node1.a", 20, 0) is Verdict.GAP  # its deletion, and maybe more, never came
+    known.note("node1.b", 8, deleted=True)
+    assert known.judge("node1.b", 9, 0) is Verdict.APPLY
+    assert known.judge("node1.b", 30, 0) is Verdict.GAP  # b has a value since 9: 0 is no longer possible
+
+
+def test_an_audit_forgets_deleted_keys_the_stream_no_longer_has() -> None:
+    known = Known()
+    known.note("node1.a", 7, deleted=True)
+    known.note("node1.b", 8)
+    known.note("node1.c", 9, deleted=True)
+    assert not known.audit(["node1.b", "node1.c"])  # a's marker expired; c's is still there
+    assert known.revisions == {"node1.b": 8, "node1.c": 9}
+    assert known.judge("node1.a", 30, 0) is Verdict.APPLY
+
+
 def test_an_audit_calls_a_key_lost_only_when_it_is_still_unheard_at_the_next() -> None:
     known = Known()
     known.note("node1.a", 1)
