@@ -43,7 +43,6 @@ from servicekit.workqueue import WorkQueue
 
 log = structlog.get_logger()
 RESYNC_S = 5.0
-SWEEP_MARKERS_AFTER_S = 60.0
 NODE_CHECK_S = 1.0
 TEARDOWN_RECHECK_S = 5.0
 
@@ -79,7 +78,7 @@ class Scheduler:
         self.binder = self._binder()
         self._vm_queue = WorkQueue(self.reconcile_vm, bind=("vm",))
         self._tasks: list[asyncio.Task[None]] = []
-        self.sweep_after_s = SWEEP_MARKERS_AFTER_S
+        self.sweep_every_s = kvmarkers.SWEEP_S
         # replica sets and pools (scheduler.workloads): led with the rest
         self.workloads = Workloads(store, clock=clock, emit=lambda kind, name, reason, message: self.event(
             kind, name, reason, message), vmis=lambda: self.vmis.values(), vms=lambda: self.vms.values(),
@@ -128,16 +127,23 @@ class Scheduler:
         await self.events.close()
 
     async def _sweep_markers(self) -> None:
-        """Once a term, out of the way of its first binds: deletions' markers written before markers
-        had a time to live get one (servicekit.kvmarkers), so that they too go in the end."""
-        await asyncio.sleep(self.sweep_after_s)
-        if not kvmarkers.server_expires(self.store.nc):
+        """Every sweep_every_s while leading: deleted keys whose marker was there at the sweep before
+        are taken out whole (servicekit.kvmarkers), so churn never fills a bucket."""
+        if not kvmarkers.server_purges_safely(self.store.nc):
+            log.info("deleted keys kept: this nats-server's purges move other watches", server=str(
+                self.store.nc.connected_server_version))
             return
-        for name in subjects.STATE_BUCKETS:
-            try:
-                await kvmarkers.sweep(self.store.raw[name])
-            except Exception as exc:  # noqa: BLE001 - logged; the next term sweeps again
-                log.warning("deletions' markers not swept", bucket=name, error=str(exc) or type(exc).__name__)
+        marks: dict[str, int] = {}  # bucket -> its stream's last sequence at the sweep before
+        while True:
+            await asyncio.sleep(self.sweep_every_s)
+            for name in subjects.STATE_BUCKETS:
+                try:
+                    info = await self.store.js.stream_info(subjects.kv_stream(name))
+                    if name in marks:
+                        await kvmarkers.sweep(self.store.raw[name], marks[name])
+                    marks[name] = int(info.state.last_seq or 0)
+                except Exception as exc:  # noqa: BLE001 - logged; the next sweep tries again
+                    log.warning("deleted keys not swept", bucket=name, error=str(exc) or type(exc).__name__)
 
     def cached_vmi(self, name: str) -> Entry[VMI] | None:
         """The leader's copy of a VMI, as its watch last brought it; None when not leading."""

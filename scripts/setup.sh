@@ -29,6 +29,8 @@ APT_PACKAGES=(
 # the compose lab (compose/lab.sh, and its test): podman with runc, and debootstrap for its image
 COMPOSE_PACKAGES=(podman runc netavark aardvark-dns catatonit debootstrap)
 TEST_PACKAGES=(chromium)  # the web console's test looks at the page in a real headless browser
+# Debian's nats-server (2.9) beside the wheel's: tests/integration/test_watch_through_deletions.py runs on both
+TEST_PACKAGES+=(nats-server)
 case "${1:-}" in --test|--compose) APT_PACKAGES+=("${COMPOSE_PACKAGES[@]}") ;; esac
 case "${1:-}" in --test) APT_PACKAGES+=("${TEST_PACKAGES[@]}") ;; esac
 # --apt-guest: scripts/lab.sh starts the guest's build (minutes of compiling) before the other

@@ -70,7 +70,7 @@ class Known:
 
     def judge(self, key: str, sequence: int, last: int, *, deleted: bool = False) -> Verdict:
         """A republished message of ``key`` at ``sequence``, its key's message before it at ``last``
-        (0: none). After a deletion, 0 is what follows once its marker expired (servicekit.kvmarkers)."""
+        (0: none). After a deletion, 0 is what follows once the sweep took the key out (servicekit.kvmarkers)."""
         had = self.revisions.get(key, 0)
         if sequence <= had:
             return Verdict.SKIP
@@ -82,7 +82,7 @@ class Known:
 
     def audit(self, listed: list[str]) -> bool:
         """The keys the stream has now; True when one of them has been missing since the last audit.
-        A deleted key the stream no longer has (its marker expired) is forgotten."""
+        A deleted key the stream no longer has (the sweep took it out) is forgotten."""
         have = frozenset(listed)
         for key in [k for k in self.deleted if k not in have]:
             self.deleted.discard(key)
@@ -170,7 +170,7 @@ def republished_update(msg: Msg, pre: str) -> kvwatch.RawUpdate | None:
     if not subject.startswith(pre) or sequence <= 0:
         return None
     return kvwatch.RawUpdate(key=subject[len(pre):], value=msg.data, revision=sequence,
-                             deleted=kvwatch.is_deletion(header), pending=0, expires=kvwatch.expires(header))
+                             deleted=kvwatch.is_deletion(header), pending=0)
 
 
 def _int(header: dict[str, str] | None, name: str) -> int:

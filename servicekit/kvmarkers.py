@@ -1,21 +1,28 @@
-"""How long a deleted key's marker stays in its bucket, and the sweep that gives that limit to markers
-written before there was one.
+"""A deleted key's marker, and the leader's sweep that takes deleted keys out of their bucket once
+every watch has long had their going.
 
-Why: a delete leaves one marker (a purge that rolls up the key's revisions: servicekit.store's
-``Bucket.delete``) so that watchers hear the key go. Markers stayed for good, ~100-150 bytes each,
-and every bucket has a byte limit past which nats-server refuses new writes (DiscardNew): ``vmis``
-held about two million deletions and then took no write at all. nats-server 2.11 and later remove a
-message whose ``Nats-TTL`` has passed, on a stream that allows it (nats-py makes KV streams so); a
-marker now carries MARKER_TTL_S.
+A delete leaves a marker (KV-Operation DEL) so that watchers hear the key go; the key's older
+revisions stay with it (a bucket keeps 5 per key). Every bucket has a byte limit past which
+nats-server refuses new writes (DiscardNew), so with churn (VMIs created and deleted for ever) a
+bucket filled up with the revisions of keys long gone and then took no write at all.
 
-What a marker's going changes for watchers: a watch that heard the deletion has it; one that starts
-after the marker went does not hear of the key at all, as if it had never been. A watch away longer
-than the marker stays would miss the deletion, and none relies on it: an informer mends its cache
-from the current values whenever its watch starts over (servicekit.informer), the leader starts each
-term from fresh caches (scheduler.controllers), and a node's live watch takes a key's first message
-after its marker went (Nats-Last-Sequence 0) for what it is (servicekit.kvlive). etcd keeps
-Kubernetes' history for 5 minutes (the API server's compaction); an hour is more than any of these
-needs.
+Why not a purge at delete time (a rollup, which leaves only the marker): nats-server moves each
+consumer whose filter is wider than the purged key (a watch of the whole bucket) up to the key's
+first remaining message, the marker just written, and a write of another key not yet delivered to
+that consumer is skipped for good. On 2.15 a watch started on an empty bucket missed the key
+written together with the first deletion, every time; on Debian's 2.9.10 (before nats-server #3838
+and #5075) most of them (tests/integration/test_watch_through_deletions.py). The leader's watch of
+every VMI missed a replica set's new instance, written as the failed one was deleted, and it was
+never bound.
+
+So a key deleted is taken out later, whole (the marker and its revisions, none kept): a purge that
+leaves nothing of the key moves no consumer (the key has no first message left), and by then every
+watch had the marker long ago. The leader sweeps every SWEEP_S the keys whose marker was already
+there at its sweep before (``sweep``): a marker stays one to two periods. A watch that starts after
+the key went does not hear of it at all, as if it had never been; one that was away meanwhile mends
+its cache from the current values when it starts again (servicekit.informer; the leader starts each
+term from fresh caches; a node's live watch takes the key's next message, with no previous one, as
+new: servicekit.kvlive). etcd keeps Kubernetes' history for 5 minutes.
 """
 
 from __future__ import annotations
@@ -25,72 +32,70 @@ from typing import Any
 
 import nats.js.errors
 import structlog
-from nats.js import JetStreamContext, api
-from nats.js.api import StreamInfo
-from nats.js.kv import KV_OP, KV_PURGE, MSG_ROLLUP_SUBJECT, KeyValue
+from nats.js import api
+from nats.js.kv import KV_DEL, KV_OP, KeyValue
 
 from servicekit import kvwatch
 
 log = structlog.get_logger()
-MARKER_TTL_S = 3600
-TTL_HEADER = kvwatch.TTL_HEADER
-TTL_DISABLED = 10166  # nats-server: "per-message TTL is disabled" on this stream
+SWEEP_S = 1800.0
 WRONG_LAST = (10071, 10164)  # nats-server: the key's last revision is not the one expected
 
 
-def deletion_headers(revision: int | None, ttl: int | None) -> dict[str, str]:
-    """A deletion's headers: a purge marker that rolls up the key's revisions, a compare-and-delete on
-    ``revision`` when given, gone after ``ttl`` seconds when given."""
-    headers = {KV_OP: KV_PURGE, api.Header.ROLLUP: MSG_ROLLUP_SUBJECT}
+def deletion_headers(revision: int | None) -> dict[str, str]:
+    """A deletion's marker, as nats-py's ``delete`` writes it; compare-and-delete on ``revision``."""
+    headers = {KV_OP: KV_DEL}
     if revision:
         headers[api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(revision)
-    if ttl:
-        headers[TTL_HEADER] = str(ttl)
     return headers
 
 
-def server_expires(nc: Any) -> bool:
-    """Whether the connected nats-server removes messages past their TTL (2.11 and later)."""
+def server_purges_safely(nc: Any) -> bool:
+    """Whether purging one key leaves the watches of wider filters where they are: nats-server 2.10.11
+    and later (#5075). Debian 12's 2.9.10 moved every consumer of the stream to its end."""
     version = nc.connected_server_version
     try:
-        return (version.major, version.minor) >= (2, 11)
+        return (version.major, version.minor, version.patch) >= (2, 10, 11)
     except (TypeError, ValueError):  # "0.0.0-unknown" parses; anything else is taken for old
         return False
 
 
-async def allow_ttl(js: JetStreamContext, info: StreamInfo) -> StreamInfo:
-    """A bucket's stream made without AllowMsgTTL (an older nats-py, or a server before 2.11, which
-    ignored it) is given it as the control plane opens it, on a server that has it: until then its
-    markers stay for good (Bucket.delete falls back to markers without a TTL)."""
-    if info.config.allow_msg_ttl:
-        return info
-    updated = await js.update_stream(info.config, allow_msg_ttl=True)
-    log.info("stream lets its deletions' markers expire", stream=info.config.name)
-    return updated
+def gone_before(deleted: list[tuple[str, int]], before: int) -> list[tuple[str, int]]:
+    """Of the keys whose last message is their deletion's marker (key, marker's sequence), those
+    whose marker the stream had at sequence ``before`` (pure)."""
+    return [(key, seq) for key, seq in deleted if seq <= before]
 
 
-async def sweep(kv: KeyValue, ttl: int = MARKER_TTL_S) -> int:
-    """Gives each marker without a TTL (written before markers had one) a TTL, by a purge in its
-    place, compare-and-set on the marker so that a key written again meanwhile is left as it is; the
-    purge also rolls up the revisions a plain delete left behind. Returns how many were given one."""
-    js: Any = kv._js  # noqa: SLF001 - nats-py keeps these private; the KeyValue has no accessor
-    pre: str = kv._pre  # noqa: SLF001
-    legacy: list[kvwatch.RawUpdate] = []
+async def deleted_keys(kv: KeyValue) -> list[tuple[str, int]]:
+    """Every key whose last message is its deletion's marker, with that marker's sequence."""
+    found: list[tuple[str, int]] = []
     async with contextlib.aclosing(kvwatch.watch(kv)) as current:
         async for update in current:
             if update is None:
                 break
-            if update.deleted and not update.expires:
-                legacy.append(update)
+            if update.deleted:
+                found.append((update.key, update.revision))
+    return found
+
+
+async def sweep(kv: KeyValue, before: int) -> int:
+    """Takes out whole each deleted key whose marker the stream had at sequence ``before``; returns
+    how many. Each purge stops at its marker (a key written again meanwhile keeps its new value), and
+    a key written again since it was listed is passed over: its purge would leave that first message,
+    and move the watches of the whole bucket up to it."""
+    js: Any = kv._js  # noqa: SLF001 - nats-py keeps these private; the KeyValue has no accessor
+    stream: str = kv._stream  # noqa: SLF001
+    pre: str = kv._pre  # noqa: SLF001
     swept = 0
-    for marker in legacy:
+    for key, marker in gone_before(await deleted_keys(kv), before):
         try:
-            await js.publish(f"{pre}{marker.key}", headers=deletion_headers(marker.revision, ttl))
-        except nats.js.errors.APIError as exc:
-            if exc.err_code in WRONG_LAST:
-                continue  # written again meanwhile: that value stays
-            raise
+            last = await js.get_last_msg(stream, f"{pre}{key}")
+        except nats.js.errors.NotFoundError:
+            continue  # taken out meanwhile (another leader's sweep)
+        if last.seq != marker:
+            continue  # written again since
+        await js.purge_stream(stream, subject=f"{pre}{key}", seq=marker + 1)
         swept += 1
     if swept:
-        log.info("deletions' markers given a time to live", bucket=kv._name, markers=swept)  # noqa: SLF001
+        log.info("deleted keys taken out", bucket=kv._name, keys=swept)  # noqa: SLF001
     return swept

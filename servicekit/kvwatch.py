@@ -28,7 +28,6 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js import api
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
@@ -56,7 +55,6 @@ def delivery(msg: Msg) -> tuple[int, int]:
     return meta.sequence.stream, meta.num_pending
 
 
-TTL_HEADER = api.Header.MSG_TTL  # seconds a stored message stays (nats-server 2.11 and later)
 # A consumer whose watcher vanished without deleting it (the process died) goes after this long.
 INACTIVE_S = 60.0
 _DELETE_TIMEOUT_S = 2.0
@@ -72,17 +70,11 @@ class RawUpdate:
     revision: int
     deleted: bool
     pending: int  # how many matching messages the server still has to deliver after this one
-    expires: bool = False  # it carries a time to live (a deletion's marker does: servicekit.kvmarkers)
 
 
 def is_deletion(header: dict[str, str] | None) -> bool:
     """Whether a KV message marks its key's going (a delete's marker, or a purge's)."""
     return (header or {}).get(KV_OP) in (KV_DEL, KV_PURGE)
-
-
-def expires(header: dict[str, str] | None) -> bool:
-    """Whether a stored message carries a time to live (Nats-TTL)."""
-    return bool((header or {}).get(TTL_HEADER))
 
 
 def consumer_name() -> str:
@@ -153,7 +145,7 @@ async def watch(kv: KeyValue, keys: str = ">") -> AsyncGenerator[RawUpdate | Non
                 revision, pending = delivery(msg)
                 key = msg.subject[len(pre):]
                 yield RawUpdate(key=key, value=msg.data, revision=revision,
-                                deleted=is_deletion(msg.header), pending=pending, expires=expires(msg.header))
+                                deleted=is_deletion(msg.header), pending=pending)
                 if initial is None:
                     if not following:
                         following = await _follow(sub)

@@ -133,10 +133,8 @@ class Bucket(Generic[T]):
 
     def __init__(self, kv: KeyValue, kind: type[T], *, validate: stored.Validator | None = None,
                  on_bad: Callable[[BadStoredValue], Awaitable[None]] | None = None,
-                 seen: _SeenBad | None = None, marker_ttl: int | None = kvmarkers.MARKER_TTL_S) -> None:
-        """marker_ttl: seconds a deletion's marker stays (None: for good)."""
+                 seen: _SeenBad | None = None) -> None:
         self._kv = kv
-        self.marker_ttl = marker_ttl
         self.name = str(getattr(kv, "_name", "?"))
         self._kind = kind
         self._decoder = decoder(kind)
@@ -223,26 +221,14 @@ class Bucket(Generic[T]):
             return int(await self._kv.put(key, self._encode(key, value)))
 
     async def delete(self, key: str, revision: int | None = None) -> None:
-        """The key and every revision it had go (a purge: the server rolls the key up into the one
-        marker that tells watchers it went). A delete marker alone left the revisions of every key
-        ever deleted in the bucket, and a bucket with churn (VMIs come and go) filled up to its byte
-        limit and refused every write after (nats-server's 10077, maximum bytes exceeded). The marker
-        itself goes after kvmarkers.MARKER_TTL_S, where the stream lets it."""
-        try:
-            await self._publish_deletion(key, revision)
-        except nats.js.errors.APIError as exc:
-            if exc.err_code != kvmarkers.TTL_DISABLED:
-                raise
-            # a stream made without AllowMsgTTL, not yet given it by the control plane: a marker for good
-            structlog.get_logger().info("deletions' markers kept for good: the stream allows no TTL", bucket=self.name)
-            self.marker_ttl = None
-            await self._publish_deletion(key, revision)
-
-    async def _publish_deletion(self, key: str, revision: int | None) -> None:
-        headers = kvmarkers.deletion_headers(revision, self.marker_ttl)
+        """The key goes: a marker that tells watchers so (a compare-and-delete with ``revision``). Its
+        revisions stay with the marker until the leader's sweep takes the key out whole, once every
+        watch has long had it (servicekit.kvmarkers: a purge now would make other watches skip
+        writes)."""
         try:
             with natsfaults.Answering(self.name, key):  # a 503 is an APIError too: it leaves as ApiError
-                await self._kv._js.publish(f"{self._kv._pre}{key}", headers=headers)  # noqa: SLF001
+                await self._kv._js.publish(f"{self._kv._pre}{key}",  # noqa: SLF001
+                                           headers=kvmarkers.deletion_headers(revision))
         except nats.js.errors.APIError as exc:
             if exc.err_code in kvmarkers.WRONG_LAST:
                 raise ApiError(Code.CONFLICT, f"{key!r} changed meanwhile") from None
@@ -516,8 +502,6 @@ async def _ensure_kv(js: JetStreamContext, bucket: str, copies: int) -> KeyValue
         max_bytes=max_bytes, republish=republish)))
     if republish is not None:
         info = await kvlive.ensure_republishing(js, info, republish)
-    if kvmarkers.server_expires(js._nc):  # noqa: SLF001 - the context's connection; no accessor
-        info = await kvmarkers.allow_ttl(js, info)
     return KeyValue(name=bucket, stream=stream, pre=subjects.kv_subject(bucket), js=js,
                     direct=bool(info.config.allow_direct))
 

@@ -1,6 +1,7 @@
-"""A deleted key's marker goes after its time to live (servicekit.kvmarkers), on a real nats-server: a
-bucket with endless churn keeps taking writes, markers written before markers had a TTL are given one
-by the sweep, and a node's live watch takes a key that comes again after its marker went as new."""
+"""Deleted keys are taken out of their bucket by the leader's sweep (servicekit.kvmarkers), on a real
+nats-server: a bucket with churn keeps taking writes, a key is taken out only once its marker is older
+than the sweep before and only if it was not written again, and a node's live watch takes a key that
+comes back after it was taken out as new."""
 
 from __future__ import annotations
 
@@ -10,31 +11,31 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
+from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from proto import subjects
+from proto.errors import ApiError, Code
 from proto.nodevmis import NodeVmi
 from proto.spec import VMSpec
 from proto.state import VM, VMI, Phase
 from scheduler.controllers import Scheduler
-from servicekit import kvlive, kvmarkers, kvwatch
+from servicekit import kvlive, kvmarkers
 from servicekit.store import Bucket, Store
 
 pytestmark = pytest.mark.integration
-TTL = 1  # seconds: nats-server's least
 
 
 @pytest.fixture(autouse=True)
-def _server_expires(store: Store) -> None:
-    # Debian 12's nats-server (2.9, the fallback where the venv lacks the wheel's) keeps every marker
-    # for good, as virtbus did before: its deletions are tested in test_bucket_churn.py
-    if not kvmarkers.server_expires(store.nc):
-        pytest.skip(f"nats-server {store.nc.connected_server_version} has no per-message TTL (2.11 and later)")
+def _server_purges_safely(store: Store) -> None:
+    # Debian 12's nats-server (2.9, the fallback where the venv lacks the wheel's) moves every watch
+    # on a purge: there nothing is swept, and deleted keys stay as markers with their revisions
+    if not kvmarkers.server_purges_safely(store.nc):
+        pytest.skip(f"nats-server {store.nc.connected_server_version}: a purge moves other watches")
 
 
-def vm(name: str) -> VM:
-    return VM(spec=VMSpec(name=name, labels={"pad": "x" * 60}), created_at=1.0)
+def vm(name: str, at: float = 1.0) -> VM:
+    return VM(spec=VMSpec(name=name, labels={"pad": "x" * 60}), created_at=at)
 
 
 async def messages(store: Store, stream: str, keys: str = ">") -> int:
@@ -42,73 +43,75 @@ async def messages(store: Store, stream: str, keys: str = ">") -> int:
     return sum((info.state.subjects or {}).values())
 
 
+async def last_seq(store: Store, stream: str) -> int:
+    return int((await store.js.stream_info(stream)).state.last_seq or 0)
+
+
 async def until(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
     deadline = time.monotonic() + within
     while not await check():
         assert time.monotonic() < deadline, "not within the time"
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)
 
 
-async def test_a_deleted_keys_marker_goes_after_its_time_to_live(store: Store) -> None:
-    bucket = Bucket(store.raw[subjects.BUCKET_VMS], VM, marker_ttl=TTL)
-    revision = await bucket.create("a", vm("a"))
-    await bucket.update("a", vm("a"), revision)
-    await bucket.delete("a")
-    assert await messages(store, "KV_vms", "a") == 1  # the marker, the revisions rolled up into it
-    async for change in bucket.watch("a", initial_only=True):  # a watch starting now hears it go
-        assert change.value is None
-    await until(lambda: _none(messages(store, "KV_vms", "a")))
-    assert await bucket.get("a") is None
-    assert [c async for c in bucket.watch("a", initial_only=True)] == []  # nothing left to hear
-    await bucket.create("a", vm("a"))  # the name is free as before
-    assert (await bucket.require("a", "vm")).value.spec.name == "a"
-
-
-async def _none(count: Awaitable[int]) -> bool:
-    return await count == 0
-
-
-async def test_a_small_bucket_with_endless_churn_keeps_taking_writes(store: Store) -> None:
-    kv = await store.js.create_key_value(KeyValueConfig(bucket="churn", history=5, storage=StorageType.FILE,
-                                                        max_bytes=48 * 1024))
-    bucket = Bucket(kv, VM, marker_ttl=TTL)
-    await bucket.create("probe", vm("probe"))
-    await bucket.delete("probe")
-    marker = (await store.js.stream_info("KV_churn")).state.bytes
-    per_round = int(0.8 * 48 * 1024 / marker)  # most of the bucket in markers
-    for rnd in range(3):  # three bucketfuls in all: with markers kept for good the second round fails
-        for i in range(per_round):
-            name = f"vm{rnd}x{i}"
-            await bucket.create(name, vm(name))
-            await bucket.delete(name)
-        await until(lambda: _none(messages(store, "KV_churn")))
-    assert per_round > 100
-    assert await bucket.items() == []
-
-
-async def test_the_sweep_gives_old_markers_a_time_to_live_and_leaves_values(store: Store) -> None:
+async def test_the_sweep_takes_out_keys_deleted_before_its_mark_and_nothing_else(store: Store) -> None:
     kv: KeyValue = store.raw[subjects.BUCKET_VMS]
+    vms = store.vms
+    for name in ("old", "back", "live"):
+        revision = await vms.create(name, vm(name))
+        await vms.update(name, vm(name, 2.0), revision)
+    await vms.delete("old")
+    await vms.delete("back")
+    mark = await last_seq(store, "KV_vms")
+    await vms.create("back", vm("back", 3.0))  # written again after its deletion
+    await vms.create("young", vm("young"))
+    await vms.delete("young")  # deleted after the mark: kept until the next sweep
+    assert await messages(store, "KV_vms", "old") == 3  # its two revisions and the marker
+    assert await kvmarkers.sweep(kv, mark) == 1
+    assert await messages(store, "KV_vms", "old") == 0  # taken out whole
+    assert await messages(store, "KV_vms", "young") == 2
+    assert (await vms.require("back", "vm")).value.created_at == 3.0
+    assert sorted(e.key for e in await vms.items()) == ["back", "live"]
+    assert await kvmarkers.sweep(kv, await last_seq(store, "KV_vms")) == 1  # young, at the next
+    await vms.create("old", vm("old", 4.0))  # the name is free as before
+    assert (await vms.require("old", "vm")).value.created_at == 4.0
+
+
+async def test_a_bucket_with_churn_keeps_taking_writes_while_swept(store: Store) -> None:
+    # a bucket as the store makes them (history of 5, a byte limit, new writes refused when full), small
+    kv = await store.js.create_key_value(KeyValueConfig(bucket="churn", history=5, storage=StorageType.FILE,
+                                                        max_bytes=256 * 1024))
     bucket = Bucket(kv, VM)
-    for _ in range(3):
-        await bucket.put("old", vm("old"))
-    await kv.delete("old")  # a plain delete, as virtbus did before: a DEL marker and the revisions kept
-    await bucket.put("live", vm("live"))
-    await bucket.put("gone", vm("gone"))
-    await bucket.delete("gone")  # a marker with a TTL already: left as it is
-    assert await messages(store, "KV_vms", "old") == 4
-    assert await kvmarkers.sweep(kv, ttl=TTL) == 1
-    assert await messages(store, "KV_vms", "old") == 1  # rolled up into one marker
-    async with contextlib.aclosing(kvwatch.watch(kv, "old")) as current:
-        marker = await anext(current)
-    assert marker is not None and marker.deleted and marker.expires
-    await until(lambda: _none(messages(store, "KV_vms", "old")))
-    assert [e.key for e in await bucket.items()] == ["live"]
-    assert await kvmarkers.sweep(kv, ttl=TTL) == 0
+    revision = await bucket.create("probe", vm("probe"))
+    for j in range(2):
+        revision = await bucket.update("probe", vm("probe", 2.0 + j), revision)
+    await bucket.delete("probe", revision)
+    per_key = (await store.js.stream_info("KV_churn")).state.bytes  # three revisions and a marker
+    per_round = int(0.4 * 256 * 1024 / per_key)  # 40 % of the bucket in each round
+    mark = 0
+    for rnd in range(5):  # two bucketfuls in all: the third round fails with nothing swept
+        for i in range(per_round):
+            name = f"vm{rnd}x{i}"  # each a name of its own, as a replica set's generated ones are
+            revision = await bucket.create(name, vm(name))
+            for j in range(2):
+                revision = await bucket.update(name, vm(name, 2.0 + j), revision)
+            await bucket.delete(name, revision)  # as a compare-and-delete
+        await kvmarkers.sweep(kv, mark)  # the rounds before this one's
+        mark = await last_seq(store, "KV_churn")
+    assert await bucket.items() == []
+    # a delete still loses to a change it has not seen
+    revision = await bucket.create("kept", vm("kept"))
+    await bucket.update("kept", vm("kept", 2.0), revision)
+    with pytest.raises(ApiError) as stale:
+        await bucket.delete("kept", revision)
+    assert stale.value.code is Code.CONFLICT
+    assert (await bucket.get("kept")) is not None
 
 
-async def test_a_live_watch_takes_a_key_back_after_its_marker_went(store: Store) -> None:
+async def test_a_live_watch_takes_a_key_back_after_it_was_taken_out(store: Store) -> None:
     shard_name = subjects.node_vmis_bucket("node1")
-    shard = Bucket(store.raw[shard_name], NodeVmi, marker_ttl=TTL)
+    shard = Bucket(store.raw[shard_name], NodeVmi)
+    stream = subjects.kv_stream(shard_name)
 
     def copy(phase: Phase) -> NodeVmi:
         return NodeVmi(vmi=VMI(name="a", uid="a-u", spec=VMSpec(name="a"), created_at=0.0, phase=phase,
@@ -128,14 +131,17 @@ async def test_a_live_watch_takes_a_key_back_after_its_marker_went(store: Store)
         except Exception as exc:  # noqa: BLE001 - a Gap: the test's failure
             ended.append(exc)
 
+    async def heard_count(n: int) -> bool:
+        return len(heard) >= n or bool(ended)
+
     task = asyncio.create_task(follow())
     try:
-        await until(lambda: _true(heard == [("node1.a", True)]))  # the marker, as the current value
-        await until(lambda: _none(messages(store, f"KV_{shard_name}", "node1.a")))
+        await until(lambda: heard_count(1))  # the marker, as the current value
+        assert await kvmarkers.sweep(store.raw[shard_name], await last_seq(store, stream)) == 1
         await shard.put("node1.a", copy(Phase.RUNNING))  # the same VMI bound here again
         await shard.delete("node1.a")
-        await until(lambda: _true(len(heard) == 3 or bool(ended)))
-        assert ended == []  # no gap: the key's first message after its marker went follows nothing
+        await until(lambda: heard_count(3))
+        assert ended == []  # no gap: the key's first message after it was taken out follows nothing
         assert heard == [("node1.a", True), ("node1.a", False), ("node1.a", True)]
     finally:
         task.cancel()
@@ -143,50 +149,21 @@ async def test_a_live_watch_takes_a_key_back_after_its_marker_went(store: Store)
             await task
 
 
-async def _true(value: bool) -> bool:
-    return value
-
-
-async def test_a_new_leader_sweeps_markers_left_without_a_time_to_live(store: Store) -> None:
+async def test_the_leader_sweeps_deleted_keys_as_it_leads(store: Store) -> None:
     kv: KeyValue = store.raw[subjects.BUCKET_VMIS]
     shard: KeyValue = store.raw[subjects.node_vmis_bucket("node1")]
     for bucket_kv, key in ((kv, "old"), (shard, "node1.old")):
         for i in range(3):
             await bucket_kv.put(key, b"{}" if i else b"x")  # the values never read: only their count
-        await bucket_kv.delete(key)  # as virtbus deleted before markers had a TTL
+        await bucket_kv.delete(key)
     scheduler = Scheduler(store)
-    scheduler.sweep_after_s = 0.0
+    scheduler.sweep_every_s = 0.5
     try:
         await scheduler.start()
 
         async def swept() -> bool:
-            return (await messages(store, "KV_vmis", "old") == 1
-                    and await messages(store, f"KV_{subjects.node_vmis_bucket('node1')}", "node1.old") == 1)
+            return (await messages(store, "KV_vmis", "old") == 0
+                    and await messages(store, f"KV_{subjects.node_vmis_bucket('node1')}", "node1.old") == 0)
         await until(swept)
-        for bucket_kv, key in ((kv, "old"), (shard, "node1.old")):
-            async with contextlib.aclosing(kvwatch.watch(bucket_kv, key)) as current:
-                marker = await anext(current)
-            assert marker is not None and marker.deleted and marker.expires
     finally:
         await scheduler.stop()
-
-
-async def test_a_bucket_made_without_ttls_deletes_as_before_until_the_control_plane_opens_it(store: Store) -> None:
-    # a bucket's stream as an older nats-py made it: no AllowMsgTTL
-    await store.js.add_stream(StreamConfig(
-        name="KV_older", subjects=["$KV.older.>"], allow_rollup_hdrs=True, deny_delete=True,
-        discard=DiscardPolicy.NEW, max_msgs_per_subject=5, storage=StorageType.FILE))
-    kv = KeyValue(name="older", stream="KV_older", pre="$KV.older.", js=store.js, direct=False)
-    bucket = Bucket(kv, VM, marker_ttl=TTL)
-    await bucket.create("a", vm("a"))
-    await bucket.delete("a")  # refused with a TTL (10166): a marker for good instead
-    assert await bucket.get("a") is None
-    assert bucket.marker_ttl is None
-    async with contextlib.aclosing(kvwatch.watch(kv, "a")) as current:
-        marker = await anext(current)
-    assert marker is not None and marker.deleted and not marker.expires
-    opened = await store.control_bucket("older", VM)  # the control plane opens it: TTLs allowed since
-    assert (await store.js.stream_info("KV_older")).config.allow_msg_ttl
-    assert opened.marker_ttl == kvmarkers.MARKER_TTL_S
-    assert await kvmarkers.sweep(kv, ttl=TTL) == 1
-    await until(lambda: _none(messages(store, "KV_older")))
