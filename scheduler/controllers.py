@@ -113,7 +113,7 @@ class Scheduler:
             asyncio.create_task(self._resync()),
             asyncio.create_task(self._node_lifecycle()),
             asyncio.create_task(self.mirror.run()),  # what each node's handler watches
-            asyncio.create_task(self._sweep_markers()),
+            *([asyncio.create_task(self._sweep_markers())] if self._sweeps() else []),
             *([asyncio.create_task(self.nodes.run())] if self._own_nodes else []),
         ]
 
@@ -126,13 +126,16 @@ class Scheduler:
         await self.binder.close()
         await self.events.close()
 
+    def _sweeps(self) -> bool:
+        if kvmarkers.server_purges_safely(self.store.nc):
+            return True
+        log.info("deleted keys kept: this nats-server's purges move other watches",
+                 server=str(self.store.nc.connected_server_version))
+        return False
+
     async def _sweep_markers(self) -> None:
         """Every sweep_every_s while leading: deleted keys whose marker was there at the sweep before
         are taken out whole (servicekit.kvmarkers), so churn never fills a bucket."""
-        if not kvmarkers.server_purges_safely(self.store.nc):
-            log.info("deleted keys kept: this nats-server's purges move other watches", server=str(
-                self.store.nc.connected_server_version))
-            return
         marks: dict[str, int] = {}  # bucket -> its stream's last sequence at the sweep before
         while True:
             await asyncio.sleep(self.sweep_every_s)
