@@ -1,7 +1,7 @@
 """A deleted key's marker, and the leader's sweep that takes deleted keys out of their bucket once
 every watch has long had their going.
 
-A delete leaves a marker (KV-Operation DEL) so that watchers hear the key go; the key's older
+A delete leaves a marker (KV-Operation DEL, nats-py's ``delete``) so that watchers hear the key go; the key's older
 revisions stay with it (a bucket keeps 5 per key). Every bucket has a byte limit past which
 nats-server refuses new writes (DiscardNew), so with churn (VMIs created and deleted for ever) a
 bucket filled up with the revisions of keys long gone and then took no write at all.
@@ -32,22 +32,13 @@ from typing import Any
 
 import nats.js.errors
 import structlog
-from nats.js import api
-from nats.js.kv import KV_DEL, KV_OP, KeyValue
+from nats.js.kv import KeyValue
 
 from servicekit import kvwatch
 
 log = structlog.get_logger()
 SWEEP_S = 1800.0
 WRONG_LAST = (10071, 10164)  # nats-server: the key's last revision is not the one expected
-
-
-def deletion_headers(revision: int | None) -> dict[str, str]:
-    """A deletion's marker, as nats-py's ``delete`` writes it; compare-and-delete on ``revision``."""
-    headers = {KV_OP: KV_DEL}
-    if revision:
-        headers[api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(revision)
-    return headers
 
 
 def server_purges_safely(nc: Any) -> bool:

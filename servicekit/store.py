@@ -227,8 +227,8 @@ class Bucket(Generic[T]):
         writes)."""
         try:
             with natsfaults.Answering(self.name, key):  # a 503 is an APIError too: it leaves as ApiError
-                await self._kv._js.publish(f"{self._kv._pre}{key}",  # noqa: SLF001
-                                           headers=kvmarkers.deletion_headers(revision))
+                # unchecked: a key read off the bucket goes even when it is no name nats-py would write
+                await self._kv.delete(key, last=revision, validate_keys=False)
         except nats.js.errors.APIError as exc:
             if exc.err_code in kvmarkers.WRONG_LAST:
                 raise ApiError(Code.CONFLICT, f"{key!r} changed meanwhile") from None

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from nats.aio.client import ServerVersion
-from nats.js.kv import KV_DEL, KV_OP
 
 from servicekit import kvmarkers
 
@@ -26,8 +25,3 @@ def test_servers_whose_purges_move_other_watches_are_not_swept() -> None:
     assert kvmarkers.server_purges_safely(Connected("2.10.11"))
     assert kvmarkers.server_purges_safely(Connected("2.15.1"))
     assert not kvmarkers.server_purges_safely(Connected("0.0.0-unknown"))
-
-
-def test_a_deletion_is_a_plain_marker_never_a_purge() -> None:
-    assert kvmarkers.deletion_headers(None) == {KV_OP: KV_DEL}
-    assert kvmarkers.deletion_headers(7) == {KV_OP: KV_DEL, "Nats-Expected-Last-Subject-Sequence": "7"}
