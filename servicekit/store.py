@@ -31,12 +31,13 @@ from proto.nodevmis import NodeVmi
 from proto.snapshots import VMSnapshot, VolumeSnapshot
 from proto.state import VM, VMI, Node, NodeLease, PersistentVolume, VmiLease
 from proto.stored import BadStoredValue
-from servicekit import jspublish, kvlive, kvmarkers, kvwatch, natsfaults, streamlimits
+from servicekit import jspublish, kvlive, kvwatch, natsfaults, streamlimits
 from servicekit.connection import connect_nats
 
 T = TypeVar("T")
 
 _CONFLICT_RETRIES = 20
+_WRONG_LAST = (10071, 10164)  # nats-server: the key's last revision is not the one expected
 _ECHOES = 4096  # this process's writes remembered for its watches of the same bucket (see _Echoes)
 _event_encoder = msgspec.json.Encoder()
 
@@ -230,7 +231,7 @@ class Bucket(Generic[T]):
                 # unchecked: a key read off the bucket goes even when it is no name nats-py would write
                 await self._kv.delete(key, last=revision, validate_keys=False)
         except nats.js.errors.APIError as exc:
-            if exc.err_code in kvmarkers.WRONG_LAST:
+            if exc.err_code in _WRONG_LAST:
                 raise ApiError(Code.CONFLICT, f"{key!r} changed meanwhile") from None
             raise
 
