@@ -113,7 +113,7 @@ class Scheduler:
             asyncio.create_task(self._resync()),
             asyncio.create_task(self._node_lifecycle()),
             asyncio.create_task(self.mirror.run()),  # what each node's handler watches
-            *([asyncio.create_task(self._sweep_markers())] if self._sweeps() else []),
+            asyncio.create_task(self._sweep_markers()),
             *([asyncio.create_task(self.nodes.run())] if self._own_nodes else []),
         ]
 
@@ -126,27 +126,12 @@ class Scheduler:
         await self.binder.close()
         await self.events.close()
 
-    def _sweeps(self) -> bool:
-        if kvmarkers.server_purges_safely(self.store.nc):
-            return True
-        log.info("deleted keys kept: this nats-server's purges move other watches",
-                 server=str(self.store.nc.connected_server_version))
-        return False
-
     async def _sweep_markers(self) -> None:
-        """Every sweep_every_s while leading: deleted keys whose marker was there at the sweep before
-        are taken out whole (servicekit.kvmarkers), so churn never fills a bucket."""
-        marks: dict[str, int] = {}  # bucket -> its stream's last sequence at the sweep before
-        while True:
-            await asyncio.sleep(self.sweep_every_s)
-            for name in subjects.STATE_BUCKETS:
-                try:
-                    info = await self.store.js.stream_info(subjects.kv_stream(name))
-                    if name in marks:
-                        await kvmarkers.sweep(self.store.raw[name], marks[name])
-                    marks[name] = int(info.state.last_seq or 0)
-                except Exception as exc:  # noqa: BLE001 - logged; the next sweep tries again
-                    log.warning("deleted keys not swept", bucket=name, error=str(exc) or type(exc).__name__)
+        """While leading: deleted keys go from every bucket (servicekit.kvmarkers), so churn never
+        fills one."""
+        await kvmarkers.keep_swept(self.store.js, {name: self.store.raw[name] for name in subjects.STATE_BUCKETS},
+                                   every_s=self.sweep_every_s,
+                                   whole=kvmarkers.server_purges_safely(self.store.nc))
 
     def cached_vmi(self, name: str) -> Entry[VMI] | None:
         """The leader's copy of a VMI, as its watch last brought it; None when not leading."""

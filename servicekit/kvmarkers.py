@@ -23,15 +23,26 @@ the key went does not hear of it at all, as if it had never been; one that was a
 its cache from the current values when it starts again (servicekit.informer; the leader starts each
 term from fresh caches; a node's live watch takes the key's next message, with no previous one, as
 new: servicekit.kvlive). etcd keeps Kubernetes' history for 5 minutes.
+
+Before 2.10.11 (Debian 12's 2.9.10) a purge that leaves nothing of its key moves every watch of a
+wider filter to the stream's end, past whatever it had still to deliver. There the sweep ``trim``s
+instead: it takes out a deleted key's older revisions and keeps its marker (the purge stops at it).
+The key's first message left is then the marker, which every watch passed long ago, and a watch is
+moved only when it is behind that message: none is. A marker is 83 bytes (a key of 12 characters)
+where each revision of a VMI is its whole record (1-3 KB), so a bucket of 256 MiB takes some three
+million deletions instead of some tens of thousands; the markers themselves stay.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 import nats.js.errors
 import structlog
+from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from servicekit import kvwatch
@@ -50,10 +61,10 @@ def server_purges_safely(nc: Any) -> bool:
         return False
 
 
-def gone_before(deleted: list[tuple[str, int]], before: int) -> list[tuple[str, int]]:
+def gone_before(deleted: list[tuple[str, int]], before: int, after: int = 0) -> list[tuple[str, int]]:
     """Of the keys whose last message is their deletion's marker (key, marker's sequence), those
-    whose marker the stream had at sequence ``before`` (pure)."""
-    return [(key, seq) for key, seq in deleted if seq <= before]
+    whose marker the stream had at sequence ``before`` and not yet at ``after`` (pure)."""
+    return [(key, seq) for key, seq in deleted if after < seq <= before]
 
 
 async def deleted_keys(kv: KeyValue) -> list[tuple[str, int]]:
@@ -89,3 +100,44 @@ async def sweep(kv: KeyValue, before: int) -> int:
     if swept:
         log.info("deleted keys taken out", bucket=kv._name, keys=swept)  # noqa: SLF001
     return swept
+
+
+async def trim(kv: KeyValue, before: int, after: int = 0) -> int:
+    """Where a purge that leaves nothing would move other watches (not ``server_purges_safely``):
+    takes out the older revisions of each deleted key whose marker the stream had at sequence
+    ``before`` and not at ``after`` (the ``before`` of the last trim done: those were trimmed then),
+    keeping the marker; returns how many keys. A key written again meanwhile keeps its marker and its
+    new value: the purge stops at the marker either way, so no check is needed first."""
+    js: Any = kv._js  # noqa: SLF001 - as in sweep
+    stream: str = kv._stream  # noqa: SLF001
+    pre: str = kv._pre  # noqa: SLF001
+    trimmed = 0
+    for key, marker in gone_before(await deleted_keys(kv), before, after):
+        await js.purge_stream(stream, subject=f"{pre}{key}", seq=marker)
+        trimmed += 1
+    if trimmed:
+        log.info("deleted keys' revisions taken out, markers kept", bucket=kv._name, keys=trimmed)  # noqa: SLF001
+    return trimmed
+
+
+async def keep_swept(js: JetStreamContext, buckets: Mapping[str, KeyValue], *, every_s: float, whole: bool) -> None:
+    """Every ``every_s`` until cancelled (the leader's, while it leads): in each bucket the keys
+    whose marker was there at the sweep before are taken out whole (``sweep``), or where the server's
+    purges would move other watches (not ``whole``) their older revisions are (``trim``)."""
+    if not whole:
+        log.info("deleted keys' markers kept: this nats-server's purges move other watches")
+    marks: dict[str, int] = {}  # bucket -> its stream's last sequence at the sweep before
+    trimmed: dict[str, int] = {}  # bucket -> the mark its last trim went up to
+    while True:
+        await asyncio.sleep(every_s)
+        for name, kv in buckets.items():
+            try:
+                info = await js.stream_info(kv._stream)  # noqa: SLF001 - as in sweep
+                if name in marks and whole:
+                    await sweep(kv, marks[name])
+                elif name in marks:
+                    await trim(kv, marks[name], trimmed.get(name, 0))
+                    trimmed[name] = marks[name]
+                marks[name] = int(info.state.last_seq or 0)
+            except Exception as exc:  # noqa: BLE001 - logged; the next sweep tries again
+                log.warning("deleted keys not swept", bucket=name, error=str(exc) or type(exc).__name__)

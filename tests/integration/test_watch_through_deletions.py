@@ -1,6 +1,7 @@
 """A watch of a whole bucket hears every key written, also one written together with another key's
 deletion and while the sweep takes deleted keys out, on the nats-server the venv brings (2.15) and on
-Debian 12's (2.9, where virtbus falls back when the venv lacks the wheel's; nothing is swept there).
+Debian 12's (2.9, where virtbus falls back when the venv lacks the wheel's; its markers are kept there and
+only trimmed, tests/integration/test_deletion_trim.py).
 When a deletion was a purge (a rollup), nats-server moved the watch up to the marker and past the
 other key's write: on 2.15 the key written with the first deletion after a watch started on an empty
 bucket, on 2.9 most of them (servicekit.kvmarkers)."""
@@ -9,29 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 
 import pytest
 
 from proto.spec import VMSpec
 from proto.state import VM
-from servicekit import kvmarkers, natsserver
+from servicekit import kvmarkers
 from servicekit.store import Store
 
-pytestmark = pytest.mark.integration
-DEBIAN = "/usr/sbin/nats-server"  # scripts/setup.sh --test installs Debian's package beside the wheel
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("both_servers")]
 ROUNDS = 40
-
-
-@pytest.fixture(autouse=True, params=["wheel", "debian"])
-def _server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    # autouse: set before the nats_server fixture (under ``store``) starts the program
-    if request.param == "debian":
-        if not os.access(DEBIAN, os.X_OK):
-            pytest.fail(f"{DEBIAN} is missing: run scripts/setup.sh --test")
-        monkeypatch.setenv(natsserver.ENV, DEBIAN)
-    else:
-        monkeypatch.delenv(natsserver.ENV, raising=False)
 
 
 def vm(name: str) -> VM:
