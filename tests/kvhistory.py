@@ -40,3 +40,13 @@ async def key_history(js: JetStreamContext, bucket: str, key: str) -> list[Revis
         assert msg.seq is not None, "a stored message always has its sequence"
         revisions.append(Revision(revision=msg.seq, value=msg.data or b""))
         seq = msg.seq + 1
+
+
+async def revisions_of(js: JetStreamContext, bucket: str, key: str) -> int:
+    """How many messages the bucket's stream holds of the key: its revisions and its marker."""
+    return len(await key_history(js, bucket, key))
+
+
+async def last_sequence(js: JetStreamContext, bucket: str) -> int:
+    """The bucket's stream's last sequence: a sweep's mark."""
+    return int((await js.stream_info(subjects.kv_stream(bucket))).state.last_seq or 0)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable
 
 import pytest
 from nats.js.api import KeyValueConfig, StorageType
@@ -22,6 +20,8 @@ from proto.state import VM, VMI, Phase
 from scheduler.controllers import Scheduler
 from servicekit import kvlive, kvmarkers
 from servicekit.store import Bucket, Store
+from tests.deletions import deleted_around_a_mark, until, vm
+from tests.kvhistory import last_sequence, revisions_of
 
 pytestmark = pytest.mark.integration
 
@@ -34,45 +34,17 @@ def _server_purges_safely(store: Store) -> None:
         pytest.skip(f"nats-server {store.nc.connected_server_version}: a purge moves other watches")
 
 
-def vm(name: str, at: float = 1.0) -> VM:
-    return VM(spec=VMSpec(name=name, labels={"pad": "x" * 60}), created_at=at)
-
-
-async def messages(store: Store, stream: str, keys: str = ">") -> int:
-    info = await store.js.stream_info(stream, subjects_filter=f"$KV.{stream.removeprefix('KV_')}.{keys}")
-    return sum((info.state.subjects or {}).values())
-
-
-async def last_seq(store: Store, stream: str) -> int:
-    return int((await store.js.stream_info(stream)).state.last_seq or 0)
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, "not within the time"
-        await asyncio.sleep(0.1)
-
-
 async def test_the_sweep_takes_out_keys_deleted_before_its_mark_and_nothing_else(store: Store) -> None:
     kv: KeyValue = store.raw[subjects.BUCKET_VMS]
     vms = store.vms
-    for name in ("old", "back", "live"):
-        revision = await vms.create(name, vm(name))
-        await vms.update(name, vm(name, 2.0), revision)
-    await vms.delete("old")
-    await vms.delete("back")
-    mark = await last_seq(store, "KV_vms")
-    await vms.create("back", vm("back", 3.0))  # written again after its deletion
-    await vms.create("young", vm("young"))
-    await vms.delete("young")  # deleted after the mark: kept until the next sweep
-    assert await messages(store, "KV_vms", "old") == 3  # its two revisions and the marker
+    mark = await deleted_around_a_mark(store.js, vms)
+    assert await revisions_of(store.js, "vms", "old") == 3  # its two revisions and the marker
     assert await kvmarkers.sweep(kv, mark) == 1
-    assert await messages(store, "KV_vms", "old") == 0  # taken out whole
-    assert await messages(store, "KV_vms", "young") == 2
+    assert await revisions_of(store.js, "vms", "old") == 0  # taken out whole
+    assert await revisions_of(store.js, "vms", "young") == 2
     assert (await vms.require("back", "vm")).value.created_at == 3.0
     assert sorted(e.key for e in await vms.items()) == ["back", "live"]
-    assert await kvmarkers.sweep(kv, await last_seq(store, "KV_vms")) == 1  # young, at the next
+    assert await kvmarkers.sweep(kv, await last_sequence(store.js, "vms")) == 1  # young, at the next
     await vms.create("old", vm("old", 4.0))  # the name is free as before
     assert (await vms.require("old", "vm")).value.created_at == 4.0
 
@@ -97,7 +69,7 @@ async def test_a_bucket_with_churn_keeps_taking_writes_while_swept(store: Store)
                 revision = await bucket.update(name, vm(name, 2.0 + j), revision)
             await bucket.delete(name, revision)  # as a compare-and-delete
         await kvmarkers.sweep(kv, mark)  # the rounds before this one's
-        mark = await last_seq(store, "KV_churn")
+        mark = await last_sequence(store.js, "churn")
     assert await bucket.items() == []
     # a delete still loses to a change it has not seen
     revision = await bucket.create("kept", vm("kept"))
@@ -111,7 +83,6 @@ async def test_a_bucket_with_churn_keeps_taking_writes_while_swept(store: Store)
 async def test_a_live_watch_takes_a_key_back_after_it_was_taken_out(store: Store) -> None:
     shard_name = subjects.node_vmis_bucket("node1")
     shard = Bucket(store.raw[shard_name], NodeVmi)
-    stream = subjects.kv_stream(shard_name)
 
     def copy(phase: Phase) -> NodeVmi:
         return NodeVmi(vmi=VMI(name="a", uid="a-u", spec=VMSpec(name="a"), created_at=0.0, phase=phase,
@@ -137,7 +108,7 @@ async def test_a_live_watch_takes_a_key_back_after_it_was_taken_out(store: Store
     task = asyncio.create_task(follow())
     try:
         await until(lambda: heard_count(1))  # the marker, as the current value
-        assert await kvmarkers.sweep(store.raw[shard_name], await last_seq(store, stream)) == 1
+        assert await kvmarkers.sweep(store.raw[shard_name], await last_sequence(store.js, shard_name)) == 1
         await shard.put("node1.a", copy(Phase.RUNNING))  # the same VMI bound here again
         await shard.delete("node1.a")
         await until(lambda: heard_count(3))
@@ -162,8 +133,8 @@ async def test_the_leader_sweeps_deleted_keys_as_it_leads(store: Store) -> None:
         await scheduler.start()
 
         async def swept() -> bool:
-            return (await messages(store, "KV_vmis", "old") == 0
-                    and await messages(store, f"KV_{subjects.node_vmis_bucket('node1')}", "node1.old") == 0)
+            return (await revisions_of(store.js, "vmis", "old") == 0
+                    and await revisions_of(store.js, subjects.node_vmis_bucket("node1"), "node1.old") == 0)
         await until(swept)
     finally:
         await scheduler.stop()

@@ -8,68 +8,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable
 
 import pytest
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from proto import subjects
-from proto.spec import VMSpec
 from proto.state import VM
 from scheduler.controllers import Scheduler
 from servicekit import kvmarkers
 from servicekit.store import Bucket, Store
+from tests.deletions import deleted_around_a_mark, until, vm
+from tests.kvhistory import last_sequence, revisions_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("both_servers")]
 ROUNDS = 20
 BURST = 25
 
 
-def vm(name: str, at: float = 1.0) -> VM:
-    # ~700 bytes, as a small VM's record: the revisions a trim takes out outweigh the marker it keeps
-    return VM(spec=VMSpec(name=name, labels={f"pad{i}": "x" * 60 for i in range(10)}), created_at=at)
-
-
-async def messages(store: Store, stream: str, key: str) -> int:
-    bucket = stream.removeprefix("KV_")
-    info = await store.js.stream_info(stream, subjects_filter=f"$KV.{bucket}.{key}")
-    return sum((info.state.subjects or {}).values())
-
-
-async def last_seq(store: Store, stream: str) -> int:
-    return int((await store.js.stream_info(stream)).state.last_seq or 0)
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, "not within the time"
-        await asyncio.sleep(0.1)
-
-
 async def test_a_trim_keeps_only_the_markers_of_keys_deleted_before_its_mark(store: Store) -> None:
     kv: KeyValue = store.raw[subjects.BUCKET_VMS]
     vms = store.vms
-    for name in ("old", "back", "live"):
-        revision = await vms.create(name, vm(name))
-        await vms.update(name, vm(name, 2.0), revision)
-    await vms.delete("old")
-    await vms.delete("back")
-    mark = await last_seq(store, "KV_vms")
-    await vms.create("back", vm("back", 3.0))  # written again after its deletion, before the trim
-    await vms.create("young", vm("young"))
-    await vms.delete("young")  # deleted after the mark: left to the next trim
+    mark = await deleted_around_a_mark(store.js, vms)
     assert await kvmarkers.trim(kv, mark) == 1  # back is not deleted any more when listed
-    assert await messages(store, "KV_vms", "old") == 1  # its marker alone
-    assert await messages(store, "KV_vms", "young") == 2
-    assert await messages(store, "KV_vms", "live") == 2
+    assert await revisions_of(store.js, "vms", "old") == 1  # its marker alone
+    assert await revisions_of(store.js, "vms", "young") == 2
+    assert await revisions_of(store.js, "vms", "live") == 2
     assert (await vms.require("back", "vm")).value.created_at == 3.0
     assert sorted(e.key for e in await vms.items()) == ["back", "live"]
-    later = await last_seq(store, "KV_vms")
+    later = await last_sequence(store.js, "vms")
     assert await kvmarkers.trim(kv, later, after=mark) == 1  # young; old was trimmed up to mark
-    assert await messages(store, "KV_vms", "young") == 1
+    assert await revisions_of(store.js, "vms", "young") == 1
     await vms.create("old", vm("old", 4.0))  # the name is free as before
     assert (await vms.require("old", "vm")).value.created_at == 4.0
 
@@ -94,7 +63,7 @@ async def test_a_watch_hears_every_write_while_the_markers_it_had_are_trimmed(st
     async def trims() -> None:  # as the leader's, at every turn, of the markers the watch already had
         trimmed_to = 0
         while True:
-            mark = min(await last_seq(store, "KV_vms"), newest)
+            mark = min(await last_sequence(store.js, "vms"), newest)
             if mark > trimmed_to:
                 await kvmarkers.trim(store.raw[subjects.BUCKET_VMS], mark, after=trimmed_to)
                 trimmed_to = mark
@@ -114,7 +83,7 @@ async def test_a_watch_hears_every_write_while_the_markers_it_had_are_trimmed(st
             await asyncio.wait_for(all_heard.wait(), 10)
         assert len(heard) == ROUNDS * BURST
         assert sorted(e.key for e in await store.vms.items()) == sorted(burst(ROUNDS - 1))
-        assert await messages(store, "KV_vms", "vm0x0") == 1  # trimmed meanwhile: a marker alone
+        assert await revisions_of(store.js, "vms", "vm0x0") == 1  # trimmed meanwhile: a marker alone
     finally:
         for running in (task, trimming):
             running.cancel()
@@ -142,7 +111,7 @@ async def test_a_bucket_with_churn_keeps_taking_writes_while_trimmed(store: Stor
         for i in range(per_round):
             await churn(f"vm{rnd}x{i}")  # each a name of its own, as a replica set's generated ones are
         await kvmarkers.trim(kv, mark, after=trimmed_to)  # the rounds before this one's
-        trimmed_to, mark = mark, await last_seq(store, "KV_churn")
+        trimmed_to, mark = mark, await last_sequence(store.js, "churn")
     assert await bucket.items() == []
     info = await store.js.stream_info("KV_churn")
     assert info.state.bytes < 0.6 * 256 * 1024  # the last round's revisions and the markers of the rest
@@ -160,9 +129,9 @@ async def test_the_leader_trims_or_sweeps_as_its_server_allows(store: Store) -> 
         await scheduler.start()
 
         async def done() -> bool:
-            return await messages(store, "KV_vmis", "old") == left
+            return await revisions_of(store.js, "vmis", "old") == left
         await until(done)
         await asyncio.sleep(1.5)  # three sweeps more: the marker stays where it is kept
-        assert await messages(store, "KV_vmis", "old") == left
+        assert await revisions_of(store.js, "vmis", "old") == left
     finally:
         await scheduler.stop()
