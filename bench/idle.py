@@ -1,7 +1,8 @@
 """What an idle Running VM costs, printed: CPU (% of one core, over a window) and memory (PSS) of its
 QEMU, its launcher and its private libvirtd, and CPU of its node's handler and of the scheduler.
-Needs a lab with the VM Running (scripts/lab.sh makes one with testvm). Usage:
-    .venv/bin/python bench/idle.py [--vm testvm] [--seconds 30] [--state-dir /var/lib/virtbus/lab]
+Needs a lab with the VM Running (scripts/lab.sh makes one with testvm); the window starts once its
+QEMU has run --settle seconds, so a guest just started is measured idle, not booting. Usage:
+    .venv/bin/python bench/idle.py [--vm testvm] [--seconds 30] [--settle 15] [--state-dir /var/lib/virtbus/lab]
 """
 
 from __future__ import annotations
@@ -12,13 +13,18 @@ import time
 from pathlib import Path
 
 import entry  # bench/entry.py, beside this script
-from procstat import TICKS, comm, cpu_ticks, netns_pids, pss_kib, read_pid  # bench/procstat.py, beside this script
+from procstat import TICKS, age_s, comm, cpu_ticks, netns_pids, pss_kib, read_pid  # bench/procstat.py
+
+# A guest just started is still booting (~2 s to its marker under TCG) and running its init: its QEMU
+# is idle only some seconds later. Measured from this age of its QEMU on (--settle).
+SETTLED_S = 15.0
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--vm", default="testvm")
     p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--settle", type=float, default=SETTLED_S, help="seconds the VM's QEMU has run before the window")
     p.add_argument("--state-dir", default="/var/lib/virtbus/lab")
     args = p.parse_args()
     root = Path(args.state_dir)
@@ -37,6 +43,10 @@ def main() -> None:
         f"handler ({node})": read_pid(root / "pids" / f"handler-{node}.pid"),
         "scheduler": read_pid(root / "pids" / "scheduler.pid"),
     }
+    if (wait := args.settle - age_s(qemu)) > 0:
+        print(f"{args.vm} started {args.settle - wait:.0f}s ago: waiting {wait:.0f}s more for its guest to settle",
+              flush=True)
+        time.sleep(wait)
     before = {name: cpu_ticks(pid) for name, pid in procs.items()}
     t0 = time.monotonic()
     time.sleep(args.seconds)

@@ -1,5 +1,5 @@
-"""What the benchmarks read of a process from /proc: its CPU ticks, its memory (PSS and RSS), its
-name, the processes of a network namespace and a pidfile's PID. Beside the scripts that import it."""
+"""What the benchmarks read of a process from /proc: its CPU ticks, its age, its memory (PSS and RSS),
+its name, the processes of a network namespace and a pidfile's PID. Beside the scripts that import it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,13 @@ def cpu_ticks(pid: int) -> int:
     """utime + stime of the process (and its threads), in clock ticks."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
+
+
+def age_s(pid: int) -> float:
+    """How long ago the process started, in seconds (its start time after boot, against the uptime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - int(fields[19]) / TICKS
 
 
 def total_cpu_ticks(pids: list[int]) -> int:

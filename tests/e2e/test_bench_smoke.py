@@ -34,7 +34,7 @@ def test_start_to_marker_and_idle_print_their_figures(lab: Lab) -> None:
     assert re.search(r"start->Running by stage, median of 1: start->accepted \d+\.\d+s, .* "
                      r"launcher ready->domain running \d+\.\d+s, domain running->seen Running -?\d+\.\d+s", out), out
     lab.cli("start", "testvm", "--wait", "--timeout", "300")
-    out = bench(lab, "idle.py", "--seconds", "1", "--state-dir", str(lab.state_dir))
+    out = bench(lab, "idle.py", "--seconds", "1", "--settle", "2", "--state-dir", str(lab.state_dir))
     assert re.search(r"CPU in % of one core: QEMU \d+\.\d+, launcher \d+\.\d+, libvirtd \d+\.\d+", out), out
     assert re.search(r"per-VM memory \(PSS\): QEMU \d+\.\d+ MiB, .* total \d+\.\d+ MiB", out), out
     lab.cli("delete", "testvm", "--wait", "--timeout", "120")
