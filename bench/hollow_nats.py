@@ -13,9 +13,10 @@ import subprocess
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -144,30 +145,56 @@ def dead(server: Server) -> str | None:
     return None
 
 
-async def last_bind_stored(nc: Client, first_seq: int, binds: int) -> float | None:
-    """When the control plane had bound all of a burst's ``binds`` VMIs (epoch seconds): the server's
-    storage time of the last bind among the ``vmis`` bucket's writes after ``first_seq`` (a write of
-    a VMI Scheduled on a node). None when fewer binds than that were written."""
+def bind_in(value: dict[str, Any]) -> str | None:
+    """The VMI a ``vmis`` write binds (a VMI Scheduled on a node), if it is one (pure)."""
+    if value.get("phase") == Phase.SCHEDULED.value and value.get("nodeName"):
+        return str(value.get("name"))
+    return None
+
+
+def copied_bind_in(value: dict[str, Any]) -> str | None:
+    """The VMI a node's copy (proto.nodevmis) brings its node as bound there, if it is one (pure)."""
+    return bind_in(value.get("vmi") or {})
+
+
+async def last_stored(nc: Client, stream: str, first_seq: int, found: Callable[[dict[str, Any]], str | None],
+                      seen: dict[str, float]) -> None:
+    """Notes in ``seen`` the server's storage time (epoch seconds) of each VMI's first write in the
+    stream after ``first_seq`` that ``found`` names."""
     js = nc.jetstream()
-    stream = subjects.kv_stream(subjects.BUCKET_VMIS)
     last_seq = (await js.stream_info(stream)).state.last_seq
     if last_seq <= first_seq:
-        return None
+        return
     since = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first_seq + 1)
-    sub = await js.subscribe(subjects.kv_subject(subjects.BUCKET_VMIS, ">"), ordered_consumer=True, config=since)
-    bound: set[str] = set()
-    latest = None
+    sub = await js.subscribe(f"$KV.{stream.removeprefix('KV_')}.>", ordered_consumer=True, config=since)
     try:
         while True:
             msg = await sub.next_msg(timeout=READ_S)
             meta = msg.metadata
-            value = json.loads(msg.data) if msg.data else {}
-            if value.get("phase") == Phase.SCHEDULED.value and value.get("nodeName") and value.get("name") not in bound:
-                bound.add(value["name"])
-                at = meta.timestamp.timestamp()
-                latest = at if latest is None else max(latest, at)
+            name = found(json.loads(msg.data)) if msg.data else None
+            if name is not None and name not in seen:
+                seen[name] = meta.timestamp.timestamp()
             if meta.sequence.stream >= last_seq:
                 break
     finally:
         await sub.unsubscribe()
-    return latest if len(bound) >= binds else None
+
+
+async def last_bind_stored(nc: Client, first_seq: int, binds: int) -> float | None:
+    """When the control plane had bound all of a burst's ``binds`` VMIs (epoch seconds): the server's
+    storage time of the last bind among the ``vmis`` bucket's writes after ``first_seq`` (a write of
+    a VMI Scheduled on a node). None when fewer binds than that were written."""
+    seen: dict[str, float] = {}
+    await last_stored(nc, subjects.kv_stream(subjects.BUCKET_VMIS), first_seq, bind_in, seen)
+    return max(seen.values()) if len(seen) >= binds else None
+
+
+async def last_copy_stored(nc: Client, first_seqs: dict[str, int], binds: int) -> float | None:
+    """When the control plane had copied all of a burst's ``binds`` VMIs, bound, to their nodes'
+    shards (epoch seconds; the nodes hear each copy as its shard republishes it): the storage time of
+    the last of them among the shards' writes after ``first_seqs`` (by stream). None when fewer."""
+    seen: dict[str, float] = {}
+    for bucket in subjects.NODE_VMI_BUCKETS:
+        stream = subjects.kv_stream(bucket)
+        await last_stored(nc, stream, first_seqs.get(stream, 0), copied_bind_in, seen)
+    return max(seen.values()) if len(seen) >= binds else None

@@ -43,7 +43,7 @@ from binder import create_all as write_vmis  # noqa: E402
 from boxspeed import BoxSpeed  # noqa: E402 - bench/boxspeed.py
 from hollow import POOL, POOL_LABEL, HollowNode, percentile  # noqa: E402 - bench/hollow.py, beside this script
 from hollow_fleet import BenchFailed, CpuMeter, Fleet, Watchdog, worker_main  # noqa: E402
-from hollow_nats import Server, connz, dead, last_bind_stored, nats_server, trouble  # noqa: E402
+from hollow_nats import Server, connz, dead, last_bind_stored, last_copy_stored, nats_server, trouble  # noqa: E402
 from placement_check import check as check_placement  # noqa: E402 - bench/placement_check.py
 from procstat import TICKS, cpu_ticks, rss_kib, total_cpu_ticks  # noqa: E402 - bench/procstat.py
 
@@ -134,6 +134,8 @@ class Result:
     grouping: str = ""  # the hollow workers' CPU group, if they had one
     placement: str = ""  # over capacity and spread, from the stored VMIs and nodes (bench/placement_check.py)
     speed: str = ""  # how fast the box was (bench/boxspeed.py)
+    # seconds from the first create to the control plane's last copy of a bind in a node's shard (None: unknown)
+    copied: float | None = None
 
     def lines(self) -> list[str]:
         return [
@@ -145,6 +147,7 @@ class Result:
             f"all bound in {self.bind_s:.1f} s ({self.vmis / max(self.bind_s, 1e-9):.0f} binds/s, "
             "creation to bound as the nodes heard it)",
             committed_line(self.committed),
+            copied_line(self.copied, self.vmis),
             *([self.placement] if self.placement else []),
             f"creation->Running: P50 {self.p50:.2f} s, P99 {self.p99:.2f} s",
             *bind_cpu_lines(self.bind_cpu, self.vmis, self.bind_s),
@@ -192,6 +195,16 @@ def committed_line(committed: tuple[float, int] | None) -> str:
     seconds, binds = committed
     return (f"all bound by the control plane in {seconds:.1f} s ({binds / max(seconds, 1e-9):.0f} binds/s, "
             "creation to the last bind stored in the vmis bucket)")
+
+
+def copied_line(seconds: float | None, binds: int) -> str:
+    """The binds as the control plane copied them to their nodes' shards, which the nodes hear as
+    republished: between the binds stored and the binds heard, what is the leader's and what the
+    nodes'."""
+    if seconds is None:
+        return "all copied to the nodes' shards: not measured (fewer copies of binds than VMIs)"
+    return (f"all copied to the nodes' shards by the control plane in {seconds:.1f} s "
+            f"({binds / max(seconds, 1e-9):.0f} copies/s, creation to the last copy of a bind stored)")
 
 
 def bind_cpu_lines(cpu: dict[str, float], vms: int, bind_s: float) -> list[str]:
@@ -439,6 +452,7 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
         writes = {name: seq - sequences.get(name, 0) for name, seq in (await last_sequences(admin)).items()}
         vmis_seq = sequences.get(subjects.kv_stream(subjects.BUCKET_VMIS), 0)
         last_bind = await last_bind_stored(admin, vmis_seq, len(wanted))
+        last_copy = await last_copy_stored(admin, sequences, len(wanted))
         burst1 = connz(server)
         nodes_seen = [n for n in burst1 if n.startswith("virtbus-hollow-") and n in burst0]
         to_nodes, to_bytes, from_nodes = (sum(burst1[n][k] - burst0[n][k] for n in nodes_seen)
@@ -462,6 +476,7 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
             running=fleet.running(), foreign=fleet.total("foreign"),
             wrong_node=fleet.total("wrong"),
             bind_s=bind_s, committed=None if last_bind is None else (last_bind - start, len(wanted)),
+            copied=None if last_copy is None else last_copy - start,
             p50=percentile(latencies, 0.5), p99=percentile(latencies, 0.99),
             msgs_per_node_min=msgs / max(len(mine), 1) / minutes,
             bytes_per_node_min=size / max(len(mine), 1) / minutes,

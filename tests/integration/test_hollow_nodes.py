@@ -49,6 +49,7 @@ def test_hollow_nodes_run_vmis_written_into_the_bucket_by_hand() -> None:
     assert root is not None and not list(root.glob("virtbus-bench-hollow-*"))
     # the binds read back from the vmis bucket: all 200, each once, so the control plane's figure is there
     assert re.search(r"all bound by the control plane in [\d.]+ s \([\d]+ binds/s", out), out
+    assert re.search(r"all copied to the nodes' shards by the control plane in [\d.]+ s \([\d]+ copies/s", out), out
     # read back from the buckets: no node holds more than it offers, and 200 over 20 alike nodes is 10 each
     assert re.search(r"placement: 200 VMIs on 20 nodes; max over capacity: memory 0 bytes, vCPUs 0; "
                      r"spread: max deviation from the ideal 10\.00 per node: 0\.0 %", out), out
