@@ -157,16 +157,17 @@ def copied_bind_in(value: dict[str, Any]) -> str | None:
     return bind_in(value.get("vmi") or {})
 
 
-async def last_stored(nc: Client, stream: str, first_seq: int, found: Callable[[dict[str, Any]], str | None],
+async def last_stored(nc: Client, bucket: str, first_seq: int, found: Callable[[dict[str, Any]], str | None],
                       seen: dict[str, float]) -> None:
     """Notes in ``seen`` the server's storage time (epoch seconds) of each VMI's first write in the
-    stream after ``first_seq`` that ``found`` names."""
+    bucket's stream after ``first_seq`` that ``found`` names."""
     js = nc.jetstream()
+    stream = subjects.kv_stream(bucket)
     last_seq = (await js.stream_info(stream)).state.last_seq
     if last_seq <= first_seq:
         return
     since = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first_seq + 1)
-    sub = await js.subscribe(f"$KV.{stream.removeprefix('KV_')}.>", ordered_consumer=True, config=since)
+    sub = await js.subscribe(subjects.kv_subject(bucket, ">"), ordered_consumer=True, config=since)
     try:
         while True:
             msg = await sub.next_msg(timeout=READ_S)
@@ -185,7 +186,7 @@ async def last_bind_stored(nc: Client, first_seq: int, binds: int) -> float | No
     storage time of the last bind among the ``vmis`` bucket's writes after ``first_seq`` (a write of
     a VMI Scheduled on a node). None when fewer binds than that were written."""
     seen: dict[str, float] = {}
-    await last_stored(nc, subjects.kv_stream(subjects.BUCKET_VMIS), first_seq, bind_in, seen)
+    await last_stored(nc, subjects.BUCKET_VMIS, first_seq, bind_in, seen)
     return max(seen.values()) if len(seen) >= binds else None
 
 
@@ -195,6 +196,5 @@ async def last_copy_stored(nc: Client, first_seqs: dict[str, int], binds: int) -
     the last of them among the shards' writes after ``first_seqs`` (by stream). None when fewer."""
     seen: dict[str, float] = {}
     for bucket in subjects.NODE_VMI_BUCKETS:
-        stream = subjects.kv_stream(bucket)
-        await last_stored(nc, stream, first_seqs.get(stream, 0), copied_bind_in, seen)
+        await last_stored(nc, bucket, first_seqs.get(subjects.kv_stream(bucket), 0), copied_bind_in, seen)
     return max(seen.values()) if len(seen) >= binds else None
