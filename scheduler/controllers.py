@@ -129,9 +129,8 @@ class Scheduler:
     async def _sweep_markers(self) -> None:
         """While leading: deleted keys go from every bucket (servicekit.kvmarkers), so churn never
         fills one."""
-        await kvmarkers.keep_swept(self.store.js, {name: self.store.raw[name] for name in subjects.STATE_BUCKETS},
-                                   every_s=self.sweep_every_s,
-                                   whole=kvmarkers.server_purges_safely(self.store.nc))
+        await kvmarkers.keep_swept({name: self.store.raw[name] for name in subjects.STATE_BUCKETS},
+                                   every_s=self.sweep_every_s, whole=kvmarkers.server_purges_safely(self.store.nc))
 
     def cached_vmi(self, name: str) -> Entry[VMI] | None:
         """The leader's copy of a VMI, as its watch last brought it; None when not leading."""

@@ -42,7 +42,6 @@ from typing import Any
 
 import nats.js.errors
 import structlog
-from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from servicekit import kvwatch
@@ -79,14 +78,18 @@ async def deleted_keys(kv: KeyValue) -> list[tuple[str, int]]:
     return found
 
 
+def _stream_of(kv: KeyValue) -> tuple[Any, str, str]:
+    """The bucket's JetStream context, stream and subject prefix: nats-py keeps them private, and the
+    KeyValue has no accessor."""
+    return kv._js, kv._stream, kv._pre  # noqa: SLF001
+
+
 async def sweep(kv: KeyValue, before: int) -> int:
     """Takes out whole each deleted key whose marker the stream had at sequence ``before``; returns
     how many. Each purge stops at its marker (a key written again meanwhile keeps its new value), and
     a key written again since it was listed is passed over: its purge would leave that first message,
     and move the watches of the whole bucket up to it."""
-    js: Any = kv._js  # noqa: SLF001 - nats-py keeps these private; the KeyValue has no accessor
-    stream: str = kv._stream  # noqa: SLF001
-    pre: str = kv._pre  # noqa: SLF001
+    js, stream, pre = _stream_of(kv)
     swept = 0
     for key, marker in gone_before(await deleted_keys(kv), before):
         try:
@@ -108,9 +111,7 @@ async def trim(kv: KeyValue, before: int, after: int = 0) -> int:
     ``before`` and not at ``after`` (the ``before`` of the last trim done: those were trimmed then),
     keeping the marker; returns how many keys. A key written again meanwhile keeps its marker and its
     new value: the purge stops at the marker either way, so no check is needed first."""
-    js: Any = kv._js  # noqa: SLF001 - as in sweep
-    stream: str = kv._stream  # noqa: SLF001
-    pre: str = kv._pre  # noqa: SLF001
+    js, stream, pre = _stream_of(kv)
     trimmed = 0
     for key, marker in gone_before(await deleted_keys(kv), before, after):
         await js.purge_stream(stream, subject=f"{pre}{key}", seq=marker)
@@ -120,7 +121,7 @@ async def trim(kv: KeyValue, before: int, after: int = 0) -> int:
     return trimmed
 
 
-async def keep_swept(js: JetStreamContext, buckets: Mapping[str, KeyValue], *, every_s: float, whole: bool) -> None:
+async def keep_swept(buckets: Mapping[str, KeyValue], *, every_s: float, whole: bool) -> None:
     """Every ``every_s`` until cancelled (the leader's, while it leads): in each bucket the keys
     whose marker was there at the sweep before are taken out whole (``sweep``), or where the server's
     purges would move other watches (not ``whole``) their older revisions are (``trim``)."""
@@ -132,7 +133,8 @@ async def keep_swept(js: JetStreamContext, buckets: Mapping[str, KeyValue], *, e
         await asyncio.sleep(every_s)
         for name, kv in buckets.items():
             try:
-                info = await js.stream_info(kv._stream)  # noqa: SLF001 - as in sweep
+                js, stream, _ = _stream_of(kv)
+                info = await js.stream_info(stream)
                 if name in marks and whole:
                     await sweep(kv, marks[name])
                 elif name in marks:
