@@ -17,7 +17,7 @@ from typing import Any, Literal
 import libvirt
 import structlog
 
-from launcher import disks, lifecycle, memory, namespaces, podnic, priority, secondarynics
+from launcher import disks, lifecycle, memory, namespaces, ownvmi, podnic, priority, secondarynics
 from launcher.backup import SnapshotTaker
 from launcher.console import ConsoleInput, ConsoleTail
 from launcher.dhcp_packet import Lease
@@ -406,15 +406,17 @@ class Runner:
             log.warning("event not reported", reason=note.reason, error=exc.message)
 
     async def _watch_own(self) -> None:
-        async for change in self.store.vmis.watch(self.args.vmi):  # its own key only
-            if change.value is None or change.value.uid != self.args.uid:
+        """Its own VMI, then its changes, heard through its node's copy: no consumer on the server for
+        each launcher (launcher.ownvmi)."""
+        async for vmi in ownvmi.changes(self.store, self.args.node, self.args.vmi):
+            if isinstance(vmi, ownvmi.Gone) or vmi.uid != self.args.uid:
                 self.power.stand_down()
                 self.gone.set()
-            elif change.value.stop_requested:
+            elif vmi.stop_requested:
                 self.power.stand_down()
                 self.stop_requested.set()
             else:
-                self.power.want(Wanted.of(change.value))
+                self.power.want(Wanted.of(vmi))
 
     async def _stop_libvirtd(self) -> None:
         await self.libvirtd.settle()

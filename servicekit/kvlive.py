@@ -143,7 +143,7 @@ async def _follow(queue: asyncio.Queue[Msg], known: Known, pre: str, came_back: 
     audit_at = loop.time() + AUDIT_S
     while True:
         raise_if_cancelling()
-        msg = await _next(queue, came_back, max(0.0, audit_at - loop.time()))
+        msg = await next_message(queue, came_back, max(0.0, audit_at - loop.time()))
         if came_back.is_set():
             raise Gap("the connection was lost and regained: changes meanwhile were not heard")
         if msg is None:
@@ -180,7 +180,7 @@ def _int(header: dict[str, str] | None, name: str) -> int:
         return -1
 
 
-async def _next(queue: asyncio.Queue[Msg], came_back: asyncio.Event, within: float) -> Msg | None:
+async def next_message(queue: asyncio.Queue[Msg], came_back: asyncio.Event, within: float) -> Msg | None:
     """The next message; None after ``within`` seconds or once the connection came back."""
     if not queue.empty():
         return queue.get_nowait()

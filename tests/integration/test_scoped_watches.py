@@ -1,6 +1,7 @@
 """Scoped watches on a real nats-server with authentication: a handler hears only its own node's
-VMIs (the leader's copies, scheduler.nodevmis) and may not watch another node's; a launcher's
-watch is its own key; a watch's consumer is gone from the server when the watch ends."""
+VMIs (the leader's copies, scheduler.nodevmis) and may not watch another node's; a node's watch of
+one VMI's key hears that key alone; a watch's consumer is gone from the server when the watch ends.
+(A launcher follows its own VMI without a consumer: tests/integration/test_launcher_own_vmi.py.)"""
 
 from __future__ import annotations
 
@@ -179,7 +180,8 @@ async def test_a_copy_filed_in_another_shard_is_moved_to_where_its_node_watches(
         await node1.close()
 
 
-async def test_a_launchers_watch_is_its_own_key_and_leaves_no_consumer(nats_server: NatsServer, store: Store) -> None:
+async def test_a_nodes_watch_of_one_vmi_is_that_key_and_leaves_no_consumer(nats_server: NatsServer,
+                                                                           store: Store) -> None:
     for name in ("mine", "other"):
         await store.vmis.create(name, vmi(name, "node1"))
     launcher = await node_store(nats_server, "node1", check=False)  # asks the server nothing at connect
