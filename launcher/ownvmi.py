@@ -21,6 +21,7 @@ clustered servers), and when a copy goes or cannot be read (``vmis`` says whethe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ import structlog
 from nats.aio.msg import Msg
 
 from proto import subjects
+from proto.errors import ApiError
 from proto.state import VMI
 from proto.stored import BadStoredValue
 from servicekit import connection, kvlive
@@ -36,6 +38,7 @@ from servicekit.store import Store
 
 log = structlog.get_logger()
 RESYNC_S = 60.0
+RETRY_S = 1.0  # a read of vmis the bus did not answer, again after this (or once it is back)
 
 
 @dataclass
@@ -79,7 +82,17 @@ async def changes(store: Store, node: str, vmi: str) -> AsyncGenerator[VMI | Gon
             raise_if_cancelling()
             if resync:
                 came_back.clear()
-                entry = await store.vmis.get(vmi)
+                try:
+                    entry = await store.vmis.get(vmi)
+                except ApiError as exc:
+                    if not exc.retryable:
+                        raise
+                    # the bus away (a reconnect is under way, or the server is busy): again once it
+                    # is back, or in a moment; what the launcher runs goes on meanwhile
+                    log.info("own VMI not read; reading it again", error=exc.message)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(came_back.wait(), RETRY_S)
+                    continue
                 if entry is None:
                     yield Gone()
                 elif latest.news(entry.revision):
