@@ -2,7 +2,8 @@
 its own NATS connection and node credentials, going through the handler's real code paths for
 registration (NodeApiClient.register), heartbeat (a CAS of its node record, as handler.agent does)
 and its scoped watch (its own keys of BUCKET_NODE_VMIS); the launcher is simulated: a VMI copied
-to the node in phase Scheduled is reported Running by the status write a launcher makes.
+to the node in phase Scheduled is followed as a launcher follows its own (launcher.ownvmi) and
+reported Running by the status write a launcher makes.
 
 Nothing here runs a guest, touches a network namespace or is imported by virtbus itself.
 """
@@ -19,6 +20,7 @@ from typing import Any
 import msgspec
 
 from handler import heartbeat, nodevmis
+from launcher import ownvmi
 from proto import subjects
 from proto.errors import ApiError
 from proto.nodeapi import Registration, StatusReport
@@ -140,13 +142,22 @@ class HollowNode:
         return copy.vmi.phase is Phase.SCHEDULED and not copy.vmi.stop_requested
 
     async def _launch(self, api: NodeApiClient, vmi: VMI) -> None:
-        """The simulated launcher: what the real one reports once its domain runs."""
+        """The simulated launcher: it follows its own VMI as the real one does from its start
+        (launcher.ownvmi; not in legacy), and reports what the real one does once its domain runs."""
+        if not self.legacy:
+            self._tasks.append(asyncio.create_task(self._follow_own(vmi.name)))
         try:
             reply = await api.report(StatusReport(vmi=vmi.name, uid=vmi.uid, phase=Phase.RUNNING), patience=120.0)
             if reply.phase is Phase.RUNNING:
                 self.seen.running_at[vmi.name] = time.time()
         except ApiError:
             self._reporting.discard(vmi.name)  # the next change of the copy tries again
+
+
+    async def _follow_own(self, name: str) -> None:
+        assert self.store is not None
+        async for _ in ownvmi.changes(self.store, self.name, name):
+            pass
 
 
 async def start_all(nodes: list[HollowNode], parallel: int = 25,
