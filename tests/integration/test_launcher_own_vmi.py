@@ -60,8 +60,9 @@ class Follower:
         return [None if isinstance(v, ownvmi.Gone) else v.pause_requested for v in self.heard]
 
     async def stop(self) -> None:
+        """Ended, whatever it ended with (a watch that failed is what the test's assertions report)."""
         self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
 
 
@@ -155,8 +156,10 @@ async def test_a_change_made_while_the_launcher_was_away_is_heard_once_it_is_bac
         assert not launcher.nc.is_connected, "the launcher was back first: this test proves nothing"
         await until(lambda: follower.paused() == [False, True], within=30)
     finally:
-        await follower.stop()
-        for s in (launcher, control):
-            with contextlib.suppress(Exception):
-                await s.close()
-        await end_process(again)  # ours; the fixture ends the first one
+        try:
+            await follower.stop()
+            for s in (launcher, control):
+                with contextlib.suppress(Exception):
+                    await s.close()
+        finally:
+            await end_process(again)  # ours; the fixture ends the first one
