@@ -153,7 +153,6 @@ class HollowNode:
         except ApiError:
             self._reporting.discard(vmi.name)  # the next change of the copy tries again
 
-
     async def _follow_own(self, name: str) -> None:
         assert self.store is not None
         async for _ in ownvmi.changes(self.store, self.name, name):
