@@ -1,4 +1,5 @@
-"""rtnetlink's wire format for the few requests a launch makes (links, addresses, routes): pure
+"""rtnetlink's wire format for the few requests a launch makes (links, addresses, routes, a
+neighbour entry): pure
 functions from values to the bytes of one request, and from the kernel's answer back to values.
 ``servicekit.rtnl_socket`` sends them; ``servicekit.netlink.KernelNetlink`` says what to send.
 
@@ -32,6 +33,7 @@ NLMSGERR_ATTR_MSG = 1
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR = 20, 21
 RTM_NEWROUTE, RTM_DELROUTE = 24, 25
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 RT_TABLE_MAIN, RTN_UNICAST = 254, 1
 RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
 # if_link.h
@@ -42,10 +44,14 @@ IFLA_BRPORT_MODE, IFLA_BRPORT_LEARNING = 4, 8
 IFF_UP = 0x1
 # if_addr.h
 IFA_ADDRESS, IFA_LOCAL = 1, 2
+# neighbour.h
+NDA_DST = 1
+NUD_NOARP, NUD_PERMANENT = 0x40, 0x80  # neighbours `ip neigh flush` leaves alone
 
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
 _IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefix length, flags, scope, index
+_NDMSG = struct.Struct("=BxxxiHBB")  # ndmsg: family, padding, index, state, flags, type
 _RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg: family, dst/src length, tos, table, protocol, scope, type, flags
 _ATTR = struct.Struct("=HH")  # rtattr: length, type
 _ERROR = struct.Struct("=i")  # nlmsgerr's error, before the request's header it echoes
@@ -157,6 +163,20 @@ def route(seq: int, command: str, dst: IPv4Network, *, via: IPv4Address | None =
         body += u32(RTA_OIF, oif)
     return message(RTM_NEWROUTE if replace else RTM_DELROUTE,
                    NLM_F_ACK | (NLM_F_CREATE | NLM_F_REPLACE if replace else 0), seq, body)
+
+
+def neighbour(seq: int, command: str, index: int, address: IPv4Address) -> bytes:
+    """``ip neigh get|del ADDRESS dev I``: a get (Linux 5.0 on) is answered by one RTM_NEWNEIGH
+    (``neighbour_state``), or ENOENT when there is no such entry; a delete takes one in any state."""
+    kind, flags = {"get": (RTM_GETNEIGH, 0), "del": (RTM_DELNEIGH, NLM_F_ACK)}[command]
+    return message(kind, flags, seq, _NDMSG.pack(AF_INET, index, 0, 0, 0) + attr(NDA_DST, address.packed))
+
+
+def neighbour_state(body: bytes) -> int:
+    """The NUD_* state bits of an RTM_NEWNEIGH body."""
+    if len(body) < _NDMSG.size:
+        raise WireError("a neighbour message shorter than its header")
+    return int(_NDMSG.unpack_from(body)[2])
 
 
 # --- answers ---------------------------------------------------------------------------------------

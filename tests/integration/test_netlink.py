@@ -164,9 +164,12 @@ def test_neighbours(adapter: Netlink) -> None:
         assert adapter.netns is not None
         ip(adapter.netns, "neigh", "add", "10.244.0.5", "lladdr", "02:00:00:00:00:05", "dev", "vbtbr0", "nud", "stale")
         ip(adapter.netns, "neigh", "add", "10.244.0.6", "lladdr", "02:00:00:00:00:06", "dev", "vbtbr0", "nud", "stale")
+        ip(adapter.netns, "neigh", "add", "10.244.0.7", "lladdr", "02:00:00:00:00:07", "dev", "vbtbr0",
+           "nud", "permanent")
         adapter.flush_neighbours(IPv4Address("10.244.0.5"), "vbtbr0")
+        adapter.flush_neighbours(IPv4Address("10.244.0.7"), "vbtbr0")  # set by hand: stays, as ip neigh flush
         left = ip(adapter.netns, "neigh", "show", "dev", "vbtbr0")
-        assert "10.244.0.5 " not in left and "10.244.0.6 " in left
+        assert "10.244.0.5 " not in left and "10.244.0.6 " in left and "10.244.0.7 " in left
 
 
 def test_links_bridges_and_taps(adapter: Netlink) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from servicekit import rtnl
@@ -84,6 +85,19 @@ def test_routes_in_the_main_table() -> None:
     gone = parsed(rtmsg, rtnl.route(3, "del", IPv4Network("10.9.0.0/16"), scope=255))
     assert gone["header"]["type"] == rtnl.RTM_DELROUTE
     assert (gone["type"], gone["scope"]) == (0, 255)  # whatever the route's type and scope: as ip route del
+
+
+def test_one_neighbour_entry_asked_for_and_deleted_as_ip_neigh_does() -> None:
+    get = parsed(ndmsg, rtnl.neighbour(4, "get", 9, IPv4Address("10.244.0.5")))
+    assert (get["header"]["type"], get["header"]["flags"]) == (rtnl.RTM_GETNEIGH, rtnl.NLM_F_REQUEST)  # no dump
+    assert (get["family"], get["ifindex"], get["state"], get.get("dst")) == (2, 9, 0, "10.244.0.5")
+    gone = parsed(ndmsg, rtnl.neighbour(5, "del", 9, IPv4Address("10.244.0.5")))
+    assert (gone["header"]["type"], gone["header"]["flags"]) == (rtnl.RTM_DELNEIGH, rtnl.NLM_F_REQUEST | rtnl.NLM_F_ACK)
+    assert (gone["ifindex"], gone.get("dst")) == (9, "10.244.0.5")
+    entry = struct.pack("=BxxxiHBB", 2, 9, rtnl.NUD_PERMANENT, 0, 1) + rtnl.attr(rtnl.NDA_DST, bytes([10, 244, 0, 5]))
+    assert rtnl.neighbour_state(entry) == rtnl.NUD_PERMANENT
+    with pytest.raises(rtnl.WireError):
+        rtnl.neighbour_state(entry[:8])
 
 
 @pytest.mark.parametrize("name", ["", "x" * 16, "a/b", "a\0b"])
