@@ -1,7 +1,9 @@
 """A launch's pod network plumbed N times, as the seed VM's launcher plumbs it (its namespace with lo
 up, the guest's tap, the veth into the node's pod bridge with the pod IP and default route, the
-masquerade binding's bridge with the tap on it), in namespaces of the bench's own (vbbench-*), all
-removed at the end: the CPU each stage takes per launch, and whether every pod reaches its gateway.
+masquerade binding's bridge with the tap on it; and before it, as its handler does, the node's
+neighbour entry for the pod IP forgotten, on a bridge with one more port each time), in namespaces
+of the bench's own (vbbench-*), all removed at the end: the CPU each stage takes per launch, and
+whether every pod reaches its gateway.
 
 Prints milliseconds of CPU per launch by stage (this process: the calls run in its threads).
 Usage:
@@ -66,6 +68,9 @@ def main() -> int:
             made.append(pod)
             timed("tap", partial(namespaces.create_tap, pod, "tap0", netns_adapter=ADAPTER))
             ip = IPv4Interface(f"10.247.{1 + i // 250}.{1 + i % 250}/16")
+            # the handler's part, before it starts the launcher: the node forgets whatever the address's
+            # last holder left in its neighbour table (handler.podnet.forget_neighbor)
+            timed("node neighbour", partial(ADAPTER(node).flush_neighbours, ip.ip, podnic.NODE_POD_BRIDGE))
             timed("veth", partial(podnic.plumb_pod, vmi=f"bench-{tag}-{pod}", pod_netns=pod, node_netns=node,
                                   pod_ip=ip, gateway=str(GATEWAY.ip), netns_adapter=ADAPTER))
 
