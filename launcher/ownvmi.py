@@ -4,11 +4,11 @@ it copies), over a plain subscription, and read from ``vmis`` itself whenever on
 missed.
 
 Why not a watch of its ``vmis`` key, as before: that is a JetStream consumer per launcher, kept as
-long as its VM runs. At 10,000 VMIs (issue 12's scale) those consumers held 570 MiB of nats-server's
-memory, woke it for 2,000 idle heartbeats a second (6.8 % of a core), cost it 0.78 ms of CPU each to
-make (a burst of launches is a burst of them), and made 10,000 writes to ``vmis`` take 1.59 s
-instead of 0.41 (bench/launcher_watches.py). The node's handler already hears the same copies this
-way (servicekit.kvlive); the launcher now follows the one key that is its own.
+long as its VM runs. At 10,000 VMIs (issue 12's scale) those consumers held 594 MiB of nats-server's
+memory (107 MiB without them), woke it for 2,000 idle heartbeats a second (7.7 % of a core), and
+cost it 1.62 ms of CPU each to make, where a subscription and a read cost 0.10 ms (a burst of
+launches is a burst of them; bench/launcher_watches.py). The node's handler already hears the same
+copies this way (servicekit.kvlive); the launcher now follows the one key that is its own.
 
 Which value is news is decided by the ``vmis`` revision each carries (``Latest``, pure): a copy
 trails its VMI by the leader's copying, and one older than what the launcher read from ``vmis`` is
