@@ -2,8 +2,8 @@
 
 nats-server 2.15 caps every stream at 1,000 consumers unless the stream's config names a limit of its
 own: 0 and -1 both read as that default, and nats-py makes KV and object store streams with -1. Every
-node watches the ``nodes`` bucket and its own node's copies in its ``nodevmis`` shard, every launcher its own
-VMI in ``vmis``: at a thousand nodes (or a thousand VMIs) the next watch was refused with 10026
+node watched the ``nodes`` bucket and its own node's copies in its ``nodevmis`` shard, every launcher its
+own VMI in ``vmis``: at a thousand nodes (or a thousand VMIs) the next watch was refused with 10026
 "maximum consumers limit reached", and retried once a second until someone else's consumer went.
 So the control plane gives each stream a limit of its own as it makes it, and raises the limit of a
 stream made before (by an older virtbus, or by nats-py's defaults) as it opens it.
@@ -18,9 +18,9 @@ from nats.js.api import StreamInfo
 
 log = structlog.get_logger()
 
-# Room for the targets of a thousand nodes and ten thousand VMIs (each VMI's launcher holds one
-# consumer of ``vmis``, a restart briefly two), ten times over; still a bound, so a client that leaks
-# consumers meets it.
+# Room for the targets of a thousand nodes and ten thousand VMIs ten times over, had each VMI's
+# launcher kept a consumer of ``vmis`` as it did before launcher.ownvmi (now the watches that remain
+# are the control plane's and short reads); still a bound, so a client that leaks consumers meets it.
 MAX_CONSUMERS = 100_000
 
 
