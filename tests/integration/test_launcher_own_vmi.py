@@ -134,6 +134,7 @@ async def test_a_copy_written_by_hand_never_takes_the_launcher_back_or_ends_it(
         await launcher.close()
 
 
+@pytest.mark.usefixtures("both_servers")
 async def test_a_change_made_while_the_launcher_was_away_is_heard_once_it_is_back(
         nats_server: NatsServer, nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # it reads its VMI again every 0.3 s, so reads fail while the server is away: the watch goes on
