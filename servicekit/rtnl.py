@@ -1,6 +1,6 @@
 """rtnetlink's wire format for the few requests a launch makes (links, addresses, routes, a
-neighbour entry): pure
-functions from values to the bytes of one request, and from the kernel's answer back to values.
+neighbour entry): pure functions from values to the bytes of one request, and from the kernel's
+answer back to values.
 ``servicekit.rtnl_socket`` sends them; ``servicekit.netlink.KernelNetlink`` says what to send.
 
 Why not pyroute2 for these: its request processing cost 2-4 ms of CPU per operation (a socket with
