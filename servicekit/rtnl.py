@@ -9,8 +9,8 @@ its ~16 operations, where the bytes below take tens of microseconds. Each reques
 sends for the same command, so the kernel's state ends up the same. pyroute2 still parses the
 rarer dumps (``servicekit.netlink``).
 
-The layouts are linux/netlink.h, linux/rtnetlink.h, linux/if_link.h and linux/if_addr.h, whose
-numbers are kernel ABI.
+The layouts are linux/netlink.h, linux/rtnetlink.h, linux/if_link.h, linux/if_addr.h and
+linux/neighbour.h, whose numbers are kernel ABI.
 """
 
 from __future__ import annotations
