@@ -118,7 +118,7 @@ async def changes(store: Store, node: str, vmi: str) -> AsyncGenerator[VMI | Gon
                 log.warning("copy of this VMI unreadable; reading the VMI itself", error=str(bad))
                 resync = True
                 continue
-            if copy.vmi.name == vmi and latest.news(copy.revision):
+            if latest.news(copy.revision):  # decode checked the copy is this VMI's, filed under its key
                 yield copy.vmi
     finally:
         connection.forget(nc, came_back)
