@@ -37,7 +37,7 @@ from proto import subjects  # noqa: E402
 from proto.spec import VMSpec  # noqa: E402
 from proto.state import VMI, Phase  # noqa: E402
 from scheduler.nodevmis import NodeVmiMirror  # noqa: E402
-from servicekit import credentials  # noqa: E402
+from servicekit import credentials, kvwatch  # noqa: E402
 from servicekit.store import Store  # noqa: E402
 
 IN_FLIGHT = 200  # the bench's own writes and watch starts at a time
@@ -175,12 +175,11 @@ async def one_way(way: str, args: argparse.Namespace) -> None:
 async def until_copied(control: Store, node: str, want: int) -> None:
     """The leader has copied every VMI of ``node`` to its shard."""
     deadline = time.monotonic() + 120
-    prefix = f"{subjects.token(node)}."
+    bucket = subjects.node_vmis_bucket(node)
     while True:
-        info = await control.js.stream_info(subjects.kv_stream(subjects.node_vmis_bucket(node)),
-                                            subjects_filter=subjects.kv_subject(subjects.node_vmis_bucket(node),
-                                                                                f"{prefix}*"))
-        if len(info.state.subjects or {}) >= want:
+        listed = await kvwatch.listed(control.js, subjects.kv_stream(bucket), subjects.kv_subject(bucket),
+                                      subjects.node_vmis_of_node(node))
+        if listed is not None and len(listed[0]) >= want:
             return
         if time.monotonic() > deadline:
             raise entry.BenchError(f"the leader did not copy {node}'s VMIs")
