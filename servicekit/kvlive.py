@@ -27,7 +27,6 @@ import contextlib
 import enum
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 from nats.aio.msg import Msg
@@ -102,10 +101,8 @@ class Known:
 async def live(kv: KeyValue, keys: str, republished: str) -> AsyncGenerator[kvwatch.RawUpdate | None, None]:
     """As kvwatch.watch (every current value matching ``keys``, None once, then every change), the
     changes heard on ``republished``.``keys``, where the bucket's stream republishes them."""
-    js: Any = kv._js  # noqa: SLF001 - nats-py keeps these private; the KeyValue has no accessor
-    nc: Any = js._nc  # noqa: SLF001
-    stream: str = kv._stream  # noqa: SLF001
-    pre: str = kv._pre  # noqa: SLF001
+    own = kvwatch.parts(kv)
+    js, nc, stream, pre = own.js, own.nc, own.stream, own.pre
     queue: asyncio.Queue[Msg] = asyncio.Queue()
 
     async def deliver(msg: Msg) -> None:

@@ -78,18 +78,13 @@ async def deleted_keys(kv: KeyValue) -> list[tuple[str, int]]:
     return found
 
 
-def _stream_of(kv: KeyValue) -> tuple[Any, str, str]:
-    """The bucket's JetStream context, stream and subject prefix: nats-py keeps them private, and the
-    KeyValue has no accessor."""
-    return kv._js, kv._stream, kv._pre  # noqa: SLF001
-
-
 async def sweep(kv: KeyValue, before: int) -> int:
     """Takes out whole each deleted key whose marker the stream had at sequence ``before``; returns
     how many. Each purge stops at its marker (a key written again meanwhile keeps its new value), and
     a key written again since it was listed is passed over: its purge would leave that first message,
     and move the watches of the whole bucket up to it."""
-    js, stream, pre = _stream_of(kv)
+    own = kvwatch.parts(kv)
+    js, stream, pre = own.js, own.stream, own.pre
     swept = 0
     for key, marker in gone_before(await deleted_keys(kv), before):
         try:
@@ -101,7 +96,7 @@ async def sweep(kv: KeyValue, before: int) -> int:
         await js.purge_stream(stream, subject=f"{pre}{key}", seq=marker + 1)
         swept += 1
     if swept:
-        log.info("deleted keys taken out", bucket=kv._name, keys=swept)  # noqa: SLF001
+        log.info("deleted keys taken out", bucket=own.bucket, keys=swept)
     return swept
 
 
@@ -111,13 +106,14 @@ async def trim(kv: KeyValue, before: int, after: int = 0) -> int:
     ``before`` and not at ``after`` (the ``before`` of the last trim done: those were trimmed then),
     keeping the marker; returns how many keys. A key written again meanwhile keeps its marker and its
     new value: the purge stops at the marker either way, so no check is needed first."""
-    js, stream, pre = _stream_of(kv)
+    own = kvwatch.parts(kv)
+    js, stream, pre = own.js, own.stream, own.pre
     trimmed = 0
     for key, marker in gone_before(await deleted_keys(kv), before, after):
         await js.purge_stream(stream, subject=f"{pre}{key}", seq=marker)
         trimmed += 1
     if trimmed:
-        log.info("deleted keys' revisions taken out, markers kept", bucket=kv._name, keys=trimmed)  # noqa: SLF001
+        log.info("deleted keys' revisions taken out, markers kept", bucket=own.bucket, keys=trimmed)
     return trimmed
 
 
@@ -133,8 +129,8 @@ async def keep_swept(buckets: Mapping[str, KeyValue], *, every_s: float, whole: 
         await asyncio.sleep(every_s)
         for name, kv in buckets.items():
             try:
-                js, stream, _ = _stream_of(kv)
-                info = await js.stream_info(stream)
+                own = kvwatch.parts(kv)
+                info = await own.js.stream_info(own.stream)
                 if name in marks and whole:
                     await sweep(kv, marks[name])
                 elif name in marks:

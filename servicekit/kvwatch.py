@@ -77,6 +77,27 @@ def is_deletion(header: dict[str, str] | None) -> bool:
     return (header or {}).get(KV_OP) in (KV_DEL, KV_PURGE)
 
 
+@dataclass(frozen=True, slots=True)
+class BucketParts:
+    """What a KV bucket is made of on the server: its JetStream context and connection, its stream
+    and its subject prefix (``$KV.<bucket>.``). nats-py keeps them private and the KeyValue has no
+    accessor; this is the one place that reads them."""
+
+    js: Any
+    nc: Any
+    stream: str
+    pre: str
+
+    @property
+    def bucket(self) -> str:
+        return self.stream.removeprefix(subjects.KV_STREAM_PREFIX)
+
+
+def parts(kv: KeyValue) -> BucketParts:
+    js: Any = kv._js  # noqa: SLF001 - see BucketParts
+    return BucketParts(js=js, nc=js._nc, stream=kv._stream, pre=kv._pre)  # noqa: SLF001
+
+
 def consumer_name() -> str:
     return f"vbw{secrets.token_hex(8)}"
 
@@ -84,10 +105,8 @@ def consumer_name() -> str:
 async def watch(kv: KeyValue, keys: str = ">") -> AsyncGenerator[RawUpdate | None, None]:
     """Every current value matching ``keys`` then every change; ``None`` once, after the current
     values (at once when there are none)."""
-    js: Any = kv._js  # noqa: SLF001 - nats-py keeps these private; the KeyValue has no accessor
-    stream: str = kv._stream  # noqa: SLF001
-    pre: str = kv._pre  # noqa: SLF001
-    bucket = stream.removeprefix(subjects.KV_STREAM_PREFIX)
+    own = parts(kv)
+    js, stream, pre, bucket = own.js, own.stream, own.pre, own.bucket
     queue: asyncio.Queue[Msg] = asyncio.Queue()
 
     async def deliver(msg: Msg) -> None:
