@@ -5,9 +5,11 @@ report phases by CAS, serve the console log, stop on request, and leave nothing 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from functools import partial
 from ipaddress import IPv4Address, IPv4Interface
@@ -133,18 +135,23 @@ class Runner:
 
     async def run(self) -> int:
         self.libvirtd.begin(self.args.pod_netns, self.args.vmi_dir)
+        # The watch of its own VMI reads it first: that read is the launch's (one read, not two), and
+        # a bus that does not answer yet is waited for rather than failing the launch.
+        own = ownvmi.changes(self.store, self.args.node, self.args.vmi)
         try:
-            entry = await self.store.vmis.get(self.args.vmi)
+            first = await anext(own)
         except BaseException:
+            await own.aclose()
             await self._stop_libvirtd()
             raise
         self.ready_at = time.time()  # connected, and the instance read: the launch's own work begins
         self.clock.mark("ready")
-        if entry is None or entry.value.uid != self.args.uid or entry.value.phase in FINAL_PHASES:
+        if isinstance(first, ownvmi.Gone) or first.uid != self.args.uid or first.phase in FINAL_PHASES:
             log.info("instance is gone or finished; nothing to run")
+            await own.aclose()
             await self._stop_libvirtd()
             return 0
-        vmi = entry.value
+        vmi = first
         self.power.done = Done.at_start(vmi)
         loop = asyncio.get_running_loop()
         main = asyncio.current_task()
@@ -156,7 +163,7 @@ class Runner:
                 main.cancel()  # nothing runs yet that needs an orderly stop
 
         loop.add_signal_handler(signal.SIGTERM, on_term)
-        watcher = asyncio.create_task(self._watch_own())
+        watcher = asyncio.create_task(self._watch_own(own, vmi))
         tail: asyncio.Task[None] | None = None
         keys: asyncio.Task[None] | None = None
         publisher: asyncio.Task[None] | None = None
@@ -206,6 +213,8 @@ class Runner:
             return 0
         finally:
             watcher.cancel()
+            await asyncio.wait([watcher])
+            await own.aclose()  # a watcher cancelled before it began never closed it (its subscription)
             for task in (tail, keys, publisher, power, screen, snapshots):
                 if task is not None:
                     task.cancel()
@@ -405,18 +414,23 @@ class Runner:
         except ApiError as exc:
             log.warning("event not reported", reason=note.reason, error=exc.message)
 
-    async def _watch_own(self) -> None:
-        """Its own VMI, then its changes, heard through its node's copy: no consumer on the server for
-        each launcher (launcher.ownvmi)."""
-        async for vmi in ownvmi.changes(self.store, self.args.node, self.args.vmi):
-            if isinstance(vmi, ownvmi.Gone) or vmi.uid != self.args.uid:
-                self.power.stand_down()
-                self.gone.set()
-            elif vmi.stop_requested:
-                self.power.stand_down()
-                self.stop_requested.set()
-            else:
-                self.power.want(Wanted.of(vmi))
+    async def _watch_own(self, own: AsyncGenerator[VMI | ownvmi.Gone, None], first: VMI) -> None:
+        """Its own VMI as the launch read it, then its changes, heard through its node's copy: no
+        consumer on the server for each launcher (launcher.ownvmi)."""
+        async with contextlib.aclosing(own):
+            self._heard(first)
+            async for vmi in own:
+                self._heard(vmi)
+
+    def _heard(self, vmi: VMI | ownvmi.Gone) -> None:
+        if isinstance(vmi, ownvmi.Gone) or vmi.uid != self.args.uid:
+            self.power.stand_down()
+            self.gone.set()
+        elif vmi.stop_requested:
+            self.power.stand_down()
+            self.stop_requested.set()
+        else:
+            self.power.want(Wanted.of(vmi))
 
     async def _stop_libvirtd(self) -> None:
         await self.libvirtd.settle()
