@@ -1,7 +1,8 @@
 """Hollow nodes (Kubernetes' kubemark), BENCHMARK TOOLING ONLY: many nodes in one process, each with
 its own NATS connection and node credentials, going through the handler's real code paths for
-registration (NodeApiClient.register), heartbeat (a CAS of its node record, as handler.agent does)
-and its scoped watch (its own keys of BUCKET_NODE_VMIS); the launcher is simulated: a VMI copied
+registration (NodeApiClient.register), heartbeat (its lease, as handler.heartbeat beats), its scoped
+watch (its own keys of BUCKET_NODE_VMIS) and the watches of the buckets the handler's parts follow whole
+(subjects.FOLLOWED_BUCKETS, through the process's informers); the launcher is simulated: a VMI copied
 to the node in phase Scheduled is followed as a launcher follows its own (launcher.ownvmi) and
 reported Running by the status write a launcher makes.
 
@@ -26,6 +27,7 @@ from proto.errors import ApiError
 from proto.nodeapi import Registration, StatusReport
 from proto.nodevmis import NodeVmi
 from proto.state import NODE_LEASE_RENEW_S, VMI, Node, Phase
+from proto.stored import FOLLOWED_KINDS
 from servicekit.cancelling import cancel_and_wait
 from servicekit.informer import shared
 from servicekit.nodeclient import NodeApiClient
@@ -49,12 +51,17 @@ class Seen:
 
 
 class HollowNode:
-    def __init__(self, name: str, url: str, creds: str, pool: str = POOL, *, legacy: bool = False) -> None:
+    def __init__(self, name: str, url: str, creds: str, pool: str = POOL, *, legacy: bool = False,
+                 followed: str = "subscription") -> None:
         """legacy: behave as the handler did before scoped watches and leases (the "before" figures
         against main's scheduler): heartbeat by rewriting the node record, four whole-bucket VMI
-        watches (agent, node ports, floating IPs, metrics) and two of every node's record."""
+        watches (agent, node ports, floating IPs, metrics) and two of every node's record.
+        followed: how the buckets every node follows whole are watched (not in legacy): as their
+        streams republish them ("subscription", as the handler does), or through a consumer each
+        ("consumer", as the handler did before)."""
         self.name = name
         self.legacy = legacy
+        self.followed = followed
         self.pool = pool
         self.url = url
         self.creds = creds
@@ -67,6 +74,8 @@ class HollowNode:
     async def start(self) -> None:
         self.store = await Store.connect(self.url, f"virtbus-hollow-{self.name}", creds=self.creds,
                                          inbox=subjects.inbox_prefix("node", self.name), create=False, check=False)
+        if self.followed == "consumer":
+            self.store.republishing = frozenset()  # what Store.connect finds of a stream made without it
         api = NodeApiClient(self.store.nc, self.name)
         labels = {"kubernetes.io/hostname": self.name, POOL_LABEL: self.pool}
         # the control plane checks each registration against every node (scheduler/nodeapi.py): at a
@@ -79,7 +88,9 @@ class HollowNode:
                            *(asyncio.create_task(self._idle_watch(self.store.nodes)) for _ in range(2))]
         else:
             self._tasks = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._watch(api)),
-                           asyncio.create_task(self._watch_nodes())]
+                           asyncio.create_task(self._watch_nodes()),
+                           *(asyncio.create_task(self._follow(b)) for b in subjects.FOLLOWED_BUCKETS
+                             if b != subjects.BUCKET_NODES)]
 
     async def stop(self) -> None:
         await cancel_and_wait(self._tasks)  # not a cancel and an await: one may be lost (3.11)
@@ -106,6 +117,13 @@ class HollowNode:
         assert self.store is not None
         async for _ in shared(self.store, self.store.nodes).changes():
             self.seen.node_records += 1
+
+    async def _follow(self, bucket: str) -> None:
+        """A bucket the handler's parts follow whole (Services, node ports, floating IPs, ...), through
+        the process's informer of it, as they do."""
+        assert self.store is not None
+        async for _ in shared(self.store, self.store.bucket(bucket, FOLLOWED_KINDS[bucket])).changes():
+            pass
 
     async def _idle_watch(self, bucket: Bucket[Any]) -> None:
         async for _ in bucket.watch():

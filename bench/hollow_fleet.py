@@ -48,6 +48,7 @@ class WorkerArgs:
     names: list[str]
     wave: int
     legacy: bool
+    followed: str = "subscription"  # HollowNode's
 
 
 # A report line carries the Running times its worker has not sent yet: a worker of 100 nodes with
@@ -80,8 +81,8 @@ def status_of(nodes: list[HollowNode], started: set[str], sent: set[str], lag: f
 
 
 async def serve(args: WorkerArgs) -> None:
-    nodes = [HollowNode(name, args.urls[(args.first + i) % len(args.urls)], args.creds[name], legacy=args.legacy)
-             for i, name in enumerate(args.names)]
+    nodes = [HollowNode(name, args.urls[(args.first + i) % len(args.urls)], args.creds[name], legacy=args.legacy,
+                        followed=args.followed) for i, name in enumerate(args.names)]
     started: set[str] = set()
     sent: set[str] = set()
     stop = asyncio.Event()
@@ -150,7 +151,8 @@ class Fleet:
         self._readers: list[asyncio.Task[None]] = []
 
     async def start(self, directory: Path, urls: list[str], creds: Callable[[str], str], names: list[str],
-                    procs: int, wave: int, legacy: bool, cpu_group: Path | None = None) -> None:
+                    procs: int, wave: int, legacy: bool, cpu_group: Path | None = None,
+                    followed: str = "subscription") -> None:
         """cpu_group: a CPU group (servicekit.cpugroup) each worker joins as it starts."""
         procs = max(1, min(procs, len(names)))
         per = -(-len(names) // procs)
@@ -161,7 +163,7 @@ class Fleet:
                 break
             spec = directory / f"hollow-worker{w}.json"
             spec.write_text(json.dumps({"urls": urls, "creds": {n: creds(n) for n in mine}, "first": first,
-                                        "names": mine, "wave": wave, "legacy": legacy}))
+                                        "names": mine, "wave": wave, "legacy": legacy, "followed": followed}))
             log = directory / f"hollow-worker{w}.log"
             with log.open("wb") as err:
                 proc = await asyncio.create_subprocess_exec(

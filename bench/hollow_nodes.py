@@ -136,6 +136,7 @@ class Result:
     speed: str = ""  # how fast the box was (bench/boxspeed.py)
     # seconds from the first create to the control plane's last copy of a bind in a node's shard (None: unknown)
     copied: float | None = None
+    held: str = ""  # what nats-server holds after the steady state: its memory, the streams' consumers
 
     def lines(self) -> list[str]:
         return [
@@ -154,6 +155,7 @@ class Result:
             *run_cpu_lines(self.run_cpu, self.vmis, self.run_s),
             f"steady state per node per minute: {self.msgs_per_node_min:.0f} messages, "
             f"{self.bytes_per_node_min / 1024:.1f} KiB",
+            *([self.held] if self.held else []),
             "JetStream writes per VM, creation to Running: " + writes_line(self.writes, self.vmis),
             traffic_line(*self.node_traffic, self.vmis),
             f"scheduler: {self.scheduler_cpu:.1f} % of a core, RSS {self.scheduler_rss_per_vmi_kib:.1f} KiB per VMI",
@@ -252,6 +254,13 @@ def writes_line(writes: dict[str, int], vms: int) -> str:
     return f"{sum(n for n, _ in shown):.2f} (" + ", ".join(f"{name} {n:.2f}" for n, name in shown) + ")"
 
 
+async def server_holdings(nc: Client, server: Server) -> str:
+    """nats-server's memory (each server's, summed) and the consumers its streams hold."""
+    consumers = sum(int(info.state.consumer_count or 0) for info in await nc.jetstream().streams_info())
+    memory = sum(rss_kib(proc.pid) for proc in server.procs) / 1024
+    return f"after the steady state: nats-server {memory:.0f} MiB, {consumers} consumers over its streams"
+
+
 async def last_sequences(nc: Client) -> dict[str, int]:
     """Each stream's last sequence: the count of messages ever stored in it."""
     return {info.config.name or "": info.state.last_seq for info in await nc.jetstream().streams_info()}
@@ -309,6 +318,7 @@ class Options:
     logs: str | None = None
     create: str = "api"  # api: VMs through the API; bus: standalone VMIs written into the bucket
     nodes_weight: int | None = None  # the hollow workers in a CPU group of this weight (None: as any process)
+    followed: str = "subscription"  # how the hollow nodes follow the buckets every node follows whole (HollowNode)
 
 
 async def run(o: Options) -> Result:
@@ -402,7 +412,7 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
             if group is None:
                 raise BenchFailed("--nodes-cpu-weight: no CPU group can be made here (cgroup v1's cpu hierarchy)")
         await fleet.start(directory, server.url.split(","), lambda n: seed(server, credentials.node_user(n)),
-                          names, o.procs, o.wave, o.legacy is not None, group)
+                          names, o.procs, o.wave, o.legacy is not None, group, o.followed)
         deadline = time.monotonic() + o.patience
         while fleet.total("registered") < o.nodes:
             watch.check("registering")
@@ -413,7 +423,7 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
         register_cpu = {k: v - register_cpu0[k] for k, v in watch.cpu_seconds().items()
                         if k in ("nats-server", "scheduler", "hollow processes")}
         if o.solo:
-            solo_proc = spawn_solo(server, directory / "solo.log")
+            solo_proc = spawn_solo(server, directory / "solo.log", o.followed)
         await asyncio.sleep(3.0)  # the nodes Ready
         base_rss = rss_kib(scheduler.pid)
         created: dict[str, float] = {}
@@ -471,6 +481,7 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
         msgs = sum(after[n][k] - before[n][k] for n in mine for k in ("in_msgs", "out_msgs"))
         size = sum(after[n][k] - before[n][k] for n in mine for k in ("in_bytes", "out_bytes"))
         rss = rss_kib(scheduler.pid)
+        held = await server_holdings(admin, server)
         return Result(
             nodes=o.nodes, vmis=o.vmis, create=o.create, create_s=(created_at or time.time()) - start,
             running=fleet.running(), foreign=fleet.total("foreign"),
@@ -487,7 +498,7 @@ async def measure(o: Options, names: list[str], server: Server, scheduler: subpr
             node_traffic=(to_nodes, to_bytes, from_nodes),
             server_log=trouble(server.logs, server.ready_at), bind_cpu=bind_cpu, run_cpu=run_cpu, run_s=run_s,
             refused_watches=refused_watches(directory), register_s=register_s, register_cpu=register_cpu,
-            placement=placement, speed=speed.line(),
+            placement=placement, speed=speed.line(), held=held,
             wave=o.wave * o.procs,  # o.wave is per process
             grouping="" if o.nodes_weight is None else
             f"hollow processes: {fleet.grouped} of {len(fleet.workers)} in a CPU group of weight {o.nodes_weight} "
@@ -517,15 +528,16 @@ async def placement_line(server: Server) -> str:
     return check_placement(vmis, nodes, DEFAULT_CPU_ALLOCATION_RATIO).line()
 
 
-def spawn_solo(server: Server, log: Path) -> subprocess.Popen[bytes]:
+def spawn_solo(server: Server, log: Path, followed: str) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen([sys.executable, __file__, "--solo", server.url,
-                                 seed(server, credentials.node_user(SOLO))], stdout=out, stderr=subprocess.STDOUT)
+                                 seed(server, credentials.node_user(SOLO)), "--followed-by", followed],
+                                stdout=out, stderr=subprocess.STDOUT)
 
 
-async def run_solo(url: str, creds: str) -> None:
+async def run_solo(url: str, creds: str, followed: str) -> None:
     """One hollow node in a process of its own, for its CPU alone."""
-    node = HollowNode(SOLO, url, creds, pool=SOLO)
+    node = HollowNode(SOLO, url, creds, pool=SOLO, followed=followed)
     await node.start()
     await asyncio.Event().wait()
 
@@ -555,11 +567,15 @@ def main() -> None:
                    help="fail when no count moves for this many seconds (registered, bound, Running, created)")
     p.add_argument("--logs", metavar="DIR", default=None,
                    help="write nats-server's, the scheduler's and the hollow processes' logs here and keep them")
+    p.add_argument("--followed-by", choices=("subscription", "consumer"), default="subscription",
+                   help="how the hollow nodes follow the buckets every node follows whole (Services, node ports, "
+                        "...): as their streams republish them, as the handler does, or a consumer each (before)")
     p.add_argument("--solo", nargs=2, metavar=("URL", "CREDS"), help=argparse.SUPPRESS)
     p.add_argument("--worker", metavar="SPEC", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.solo:
-        asyncio.run(run_solo(*args.solo))
+        url, creds = args.solo
+        asyncio.run(run_solo(url, creds, args.followed_by))
         return
     if args.worker:
         worker_main(args.worker)
@@ -572,7 +588,7 @@ def main() -> None:
             nodes=args.nodes, vmis=args.vmis, window=args.window, solo=not args.no_solo and not args.legacy,
             patience=args.timeout, legacy=args.legacy, cluster=args.cluster, procs=procs,
             wave=max(1, args.wave // procs), stall=args.stall, logs=args.logs, create=args.create,
-            nodes_weight=args.nodes_cpu_weight)))
+            nodes_weight=args.nodes_cpu_weight, followed=args.followed_by)))
     except BenchFailed as exc:
         print(f"hollow_nodes: FAILED: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -28,7 +28,7 @@ from servicekit.informer import shared
 from servicekit.netlink import Address, KernelNetlink, Netlink
 from servicekit.nftables import filter_table
 from servicekit.resync import resync_on_changes
-from servicekit.store import Bucket, Store
+from servicekit.store import Store
 
 log = structlog.get_logger()
 TABLE = "virtbus_fence"
@@ -117,13 +117,14 @@ class GuestFence:
         self.pod_bridge = pod_bridge
         self.pod_cidr = pod_cidr
         self.management = management
-        self.exposures: Bucket[Exposure] = Bucket(store.raw[subjects.BUCKET_EXPOSURES], Exposure)
-        self.networks: Bucket[NetworkAttachment] = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
+        # the process's informers (the node ports' and floating IPs' too): no watch or read of its own
+        self.exposures = shared(store, store.bucket(subjects.BUCKET_EXPOSURES, Exposure))
+        self.networks = shared(store, store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment))
         self.rules = nftables.Applier(netns)
 
     async def run(self) -> None:
         """Recompute on any change of exposures, networks or nodes, forever."""
-        await resync_on_changes([self.exposures.watch(), self.networks.watch(), self._node_addresses()],
+        await resync_on_changes([self.exposures.changes(), self.networks.changes(), self._node_addresses()],
                                 self.sync, "guest fence")
 
     async def _node_addresses(self) -> AsyncIterator[str]:

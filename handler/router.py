@@ -33,7 +33,7 @@ from proto.state import Endpoints, Service
 from servicekit import processes
 from servicekit.informer import shared
 from servicekit.resync import resync_on_changes
-from servicekit.store import Bucket, Store
+from servicekit.store import Store
 
 log = structlog.get_logger()
 SUPERVISE_S = 2.0
@@ -140,20 +140,20 @@ class NodeRouter:
         self.proxy = proxy
         self.address = address
         self.port = port
-        self.routes: Bucket[Route] = store.bucket(subjects.BUCKET_ROUTES, Route)
-        self.ingresses: Bucket[Ingress] = store.bucket(subjects.BUCKET_INGRESSES, Ingress)
-        self.services: Bucket[Service] = store.bucket(subjects.BUCKET_SERVICES, Service)
-        self.endpoints: Bucket[Endpoints] = store.bucket(subjects.BUCKET_ENDPOINTS, Endpoints)
+        # the process's informers (services and endpoints: those the rules and cluster DNS share):
+        # each sync reads their caches, not the buckets
+        self.routes = shared(store, store.bucket(subjects.BUCKET_ROUTES, Route))
+        self.ingresses = shared(store, store.bucket(subjects.BUCKET_INGRESSES, Ingress))
+        self.services = shared(store, store.bucket(subjects.BUCKET_SERVICES, Service))
+        self.endpoints = shared(store, store.bucket(subjects.BUCKET_ENDPOINTS, Endpoints))
         self._applied: str | None = None
         self._written: str | None = None
 
     async def run(self) -> None:
         if await asyncio.to_thread(self.proxy.adopt):
             log.info("adopted the HTTP proxy an earlier handler left")
-        # services and endpoints: the watches the rules and cluster DNS share; its reads stay fresh
-        await resync_on_changes([self.routes.watch(), self.ingresses.watch(),
-                                 shared(self.store, self.services).changes(),
-                                 shared(self.store, self.endpoints).changes(), self._deaths()], self.sync, "routes")
+        await resync_on_changes([self.routes.changes(), self.ingresses.changes(), self.services.changes(),
+                                 self.endpoints.changes(), self._deaths()], self.sync, "routes")
 
     async def _deaths(self) -> AsyncIterator[None]:
         yield None  # a first sync, whatever the buckets hold

@@ -75,6 +75,8 @@ JS_READ = [
     "$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.*", "$JS.FC.>",
 ]
 SERVICE_DISCOVERY = ["$SRV.>"]
+# The writes of the buckets processes follow whole, as their streams republish them (subjects.FOLLOWED_BUCKETS)
+FOLLOWED = [f"{subjects.kv_republished(b)}.>" for b in subjects.FOLLOWED_BUCKETS]
 
 
 def _node_js_read(node: str) -> list[str]:
@@ -127,7 +129,7 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                                      f"$O.{subjects.OBJECT_STORE_SNAPSHOTS}.M.>",
                                      subjects.EVENTS_ALL, *SERVICE_DISCOVERY, *CONTROL_REPLIES]),
                 subscribe=Rules(allow=[subjects.inboxes("control"), subjects.API_ALL,
-                                       subjects.NODEAPI_ALL, *SERVICE_DISCOVERY]))
+                                       subjects.NODEAPI_ALL, *FOLLOWED, *SERVICE_DISCOVERY]))
         case Role.NODE:
             if node is None:
                 raise ValueError("a node role needs the node's name")
@@ -157,5 +159,6 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                     subjects.console_of_node(n, "in"), subjects.console_of_node(n, "keyboard"),
                     subjects.vnc_of_node(n),
                     subjects.node_vmis_republished_of_node(n),  # its own VMI copies' changes only
+                    *FOLLOWED,  # what it may read anyway, as those buckets' streams republish it
                     *SERVICE_DISCOVERY]),
                 allow_responses=NODE_RESPONSES)

@@ -376,3 +376,13 @@ def validator(kind: object) -> Validator:
 
 def has_validator(kind: object) -> bool:
     return kind in _VALIDATORS
+
+
+# What each bucket every node follows whole (subjects.FOLLOWED_BUCKETS) holds, for who opens them all
+# (the hollow nodes of bench/, tests)
+FOLLOWED_KINDS: dict[str, type] = {
+    subjects.BUCKET_NODES: Node, subjects.BUCKET_NETWORKS: NetworkAttachment, subjects.BUCKET_EXPOSURES: Exposure,
+    subjects.BUCKET_FLOATING_IPS: FloatingIP, subjects.BUCKET_VOLUMES: PersistentVolume,
+    subjects.BUCKET_SNAPSHOTS: VolumeSnapshot, subjects.BUCKET_SERVICES: Service, subjects.BUCKET_ENDPOINTS: Endpoints,
+    subjects.BUCKET_ROUTES: Route, subjects.BUCKET_INGRESSES: Ingress,
+}

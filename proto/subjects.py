@@ -173,6 +173,21 @@ def node_vmis_republished_of_node(node: str) -> str:
     return f"{node_vmis_republished(node_vmis_bucket(node))}.{node_vmis_of_node(node)}"
 
 
+# The buckets every node follows whole (its handler's informers: routes, addresses, Services, node
+# ports, floating IPs, volumes, the router's). Their streams republish what they store under this
+# prefix, the bucket's name and the key (virtbus.kvlive.<bucket>.<key>), where a process follows
+# them with a plain subscription (servicekit.kvlive), not a consumer the server keeps for as long as
+# the process runs: a thousand nodes held ten or more each.
+KV_REPUBLISHED = "virtbus.kvlive"
+FOLLOWED_BUCKETS = (BUCKET_NODES, BUCKET_NETWORKS, BUCKET_EXPOSURES, BUCKET_FLOATING_IPS, BUCKET_VOLUMES,
+                    BUCKET_SNAPSHOTS, BUCKET_SERVICES, BUCKET_ENDPOINTS, BUCKET_ROUTES, BUCKET_INGRESSES)
+
+
+def kv_republished(bucket: str) -> str:
+    """Where ``bucket`` (one of FOLLOWED_BUCKETS) republishes: the prefix a key follows."""
+    return f"{KV_REPUBLISHED}.{bucket}"
+
+
 STREAM_CONSOLE = "VIRTBUS_CONSOLE"
 CONSOLE_PREFIX = "virtbus.console"
 

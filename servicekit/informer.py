@@ -14,6 +14,7 @@ from typing import Generic, TypeVar
 
 import structlog
 
+from proto import subjects
 from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Bucket, Change, Entry, Store
 
@@ -104,10 +105,15 @@ class Informer(Generic[T]):
 
 
 def shared(store: Store, bucket: Bucket[T], keys: str = ">", *, republished: str | None = None) -> Informer[T]:
-    """The process's informer of ``bucket`` (and ``keys``): made on first use, stopped with the store."""
+    """The process's informer of ``bucket`` (and ``keys``): made on first use, stopped with the store.
+    A whole bucket whose stream republishes what it stores (subjects.FOLLOWED_BUCKETS, and
+    Store.republishing) is followed there, with no consumer kept on the server."""
     found = store.informers.get((bucket.name, keys))
     if isinstance(found, Informer):
         return found  # the same bucket, so the same type
+    if republished is None and keys == ">" and bucket.name in subjects.FOLLOWED_BUCKETS \
+            and bucket.name in store.republishing:
+        republished = subjects.kv_republished(bucket.name)
     informer: Informer[T] = Informer(bucket, keys, republished=republished)
     store.informers[(bucket.name, keys)] = informer
     return informer

@@ -1,25 +1,32 @@
-"""A KV watch of a few keys that follows them as their stream republishes what it stores (JetStream's
-RePublish), over a plain subscription, once a consumer has given their current values.
+"""A KV watch that follows its keys as their stream republishes what it stores (JetStream's
+RePublish), over a plain subscription, once a consumer has given their current values: a node's
+watch of its own VMI copies (a few keys), and every process's watch of a bucket every node follows
+whole (subjects.FOLLOWED_BUCKETS: node records, Services, node ports, ...).
 
-Why: a node's watch of its own VMI copies was a consumer filtered to ``<node>.*`` on its shard, and
-nats-server 2.15 finds each such consumer's next match by reading every message written to the shard
-since its last (``msgBlock.firstMatching``): 18-31 % of nats-server's CPU binding 10,000 VMIs on
-1,000 hollow nodes (docs/benchmarks.md). A republished message reaches the node's subscription by the
-server's subject routing, as any message does; the stream republishes it only once it is stored.
+Why: a consumer is kept by the server for as long as its watch runs. A node's watch of its own VMI
+copies was a consumer filtered to ``<node>.*`` on its shard, and nats-server 2.15 finds each such
+consumer's next match by reading every message written to the shard since its last
+(``msgBlock.firstMatching``): 18-31 % of nats-server's CPU binding 10,000 VMIs on 1,000 hollow nodes
+(docs/benchmarks.md). A handler's whole-bucket watches were ten more consumers per node, each with its
+idle heartbeats and tens of KiB of the server's memory. A republished message reaches a subscription
+by the server's subject routing, as any message does; the stream republishes it only once it is stored.
 
 What a plain subscription does not promise, and what is done about it (each ends the watch with
 ``Gap``; the informer starts it again and mends its cache from the new current values):
 - messages lost while the connection was down: a reconnect ends the watch;
-- a message lost on the way (a route between clustered servers cut): each republished message names
-  the sequence of its key's message before it (Nats-Last-Sequence); one that does not follow the last
-  this watch had of that key ends the watch; and every AUDIT_S the keys the stream has are compared
-  with those the watch knows, for a key whose only message was lost (still missing at the next audit:
-  one just written may not have come yet).
+- a message lost on the way (a route between clustered servers cut):
+  - each republished message names the sequence of its key's message before it (Nats-Last-Sequence);
+    one that does not follow the last this watch had of that key ends the watch;
+  - a watch of a few keys compares, every AUDIT_S, the keys the stream has with those it knows, for a
+    key whose only message was lost (still missing at the next audit: one just written may not have
+    come yet);
+  - a watch of a whole bucket hears every message its stream stores, in order: one whose sequence
+    does not follow the last ends it, and every WHOLE_AUDIT_S the stream's last sequence (one small
+    answer, however many keys) tells whether the last messages before the audit came.
 The current values come from a consumer of each key's last message (servicekit.kvwatch), made after
-the subscription: what was written in between comes twice, and the later copy is passed over by its
-sequence.
+the subscription and deleted once they are in: what was written in between comes twice, and the later
+copy is passed over by its sequence.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -27,7 +34,9 @@ import contextlib
 import enum
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import nats.js.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -39,7 +48,13 @@ from servicekit.cancelling import raise_if_cancelling
 
 log = structlog.get_logger()
 AUDIT_S = 60.0
+# A whole bucket's loss is found as the next message comes; the audit is for the last ones written,
+# lost between clustered servers while no connection dropped: every five minutes, as KubeVirt's
+# informers resync (launcher.ownvmi does the same), so a thousand nodes' ten followed buckets cost the
+# server 33 small requests a second, not a heartbeat from ten thousand consumers every five seconds.
+WHOLE_AUDIT_S = 300.0
 _SEQUENCE = "Nats-Sequence"
+_REPUBLISH_FIXED = 10052  # JSStreamInvalidConfigF: "stream configuration update can not change RePublish"
 _LAST = "Nats-Last-Sequence"
 _SUBJECT = "Nats-Subject"
 
@@ -61,6 +76,12 @@ class Known:
     revisions: dict[str, int] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)  # keys whose last message here was their deletion
     missing: frozenset[str] = frozenset()  # keys the last audit found and the watch did not know
+    # A watch of the whole bucket hears every message its stream stores, in order: ``highest`` is the
+    # sequence up to which it has had them all (the stream's last when the watch began, then each
+    # republished message that follows it), ``expected`` the stream's last at the audit before.
+    whole: bool = False
+    highest: int = 0
+    expected: int = 0
 
     def note(self, key: str, revision: int, *, deleted: bool = False) -> None:
         if revision > self.revisions.get(key, 0):
@@ -70,6 +91,10 @@ class Known:
     def judge(self, key: str, sequence: int, last: int, *, deleted: bool = False) -> Verdict:
         """A republished message of ``key`` at ``sequence``, its key's message before it at ``last``
         (0: none). After a deletion, 0 is what follows once the sweep took the key out (servicekit.kvmarkers)."""
+        if self.whole:
+            if sequence > self.highest + 1:
+                return Verdict.GAP  # the stream stored something in between that never came
+            self.highest = max(self.highest, sequence)
         had = self.revisions.get(key, 0)
         if sequence <= had:
             return Verdict.SKIP
@@ -89,6 +114,15 @@ class Known:
         unknown = have - self.revisions.keys()
         lost = bool(unknown & self.missing)
         self.missing = unknown
+        return lost
+
+    def audit_sequence(self, last: int) -> bool:
+        """A watch of the whole bucket: True when the stream had, at the audit before, a message this
+        watch has not heard (the last ones written: a lost one before another is found as that one
+        comes). The stream's last sequence is all it asks for, where listing every key of a bucket a
+        thousand nodes follow would cost the server a walk of them all, for each node, at each audit."""
+        lost = self.expected > self.highest
+        self.expected = last
         return lost
 
     def _mark(self, key: str, deleted: bool) -> None:
@@ -112,8 +146,10 @@ async def live(kv: KeyValue, keys: str, republished: str) -> AsyncGenerator[kvwa
     sub = await nc.subscribe(f"{republished}.{keys}", cb=deliver)
     try:
         await nc.flush()  # the server has the subscription before the current values are asked for
-        known = Known()
+        known = Known(whole=keys == ">")
         listed = await kvwatch.listed(js, stream, pre, keys)
+        if listed is not None:  # anything the stream stores after this is republished to the subscription
+            known.highest = listed[1]
         if listed is None or listed[0]:  # some of the keys are there (or no answer): their values
             async with contextlib.aclosing(kvwatch.watch(kv, keys)) as current:
                 async for update in current:
@@ -122,7 +158,10 @@ async def live(kv: KeyValue, keys: str, republished: str) -> AsyncGenerator[kvwa
                     known.note(update.key, update.revision, deleted=update.deleted)
                     yield update
         yield None
-        async for update in _follow(queue, known, pre, came_back, lambda: kvwatch.listed(js, stream, pre, keys)):
+        audit = _sequence_audit(known, js, stream) if keys == ">" else \
+            _key_audit(known, lambda: kvwatch.listed(js, stream, pre, keys))
+        every = WHOLE_AUDIT_S if known.whole else AUDIT_S
+        async for update in _follow(queue, known, pre, came_back, audit, every):
             yield update
     finally:
         with contextlib.suppress(Exception):
@@ -132,22 +171,46 @@ async def live(kv: KeyValue, keys: str, republished: str) -> AsyncGenerator[kvwa
 
 
 Listing = Callable[[], Awaitable[tuple[list[str], int] | None]]  # kvwatch.listed, bound to the watch's keys
+Audit = Callable[[], Awaitable[str | None]]  # why the watch may have missed a change, or None
+
+
+def _key_audit(known: Known, ask: Listing) -> Audit:
+    async def audit() -> str | None:
+        listed = await ask()
+        if listed is not None and known.audit(listed[0]):
+            return f"keys written and never heard: {sorted(known.missing)[:5]}"
+        return None
+
+    return audit
+
+
+def _sequence_audit(known: Known, js: Any, stream: str) -> Audit:
+    async def audit() -> str | None:
+        try:
+            info = await js.stream_info(stream)
+        except Exception:  # noqa: BLE001 - no answer: the next audit asks again
+            return None
+        before = known.expected
+        if known.audit_sequence(int(info.state.last_seq or 0)):
+            return f"the stream stored up to {before} and this watch heard up to {known.highest}"
+        return None
+
+    return audit
 
 
 async def _follow(queue: asyncio.Queue[Msg], known: Known, pre: str, came_back: asyncio.Event,
-                  ask: Listing) -> AsyncGenerator[kvwatch.RawUpdate, None]:
+                  audit: Audit, every: float) -> AsyncGenerator[kvwatch.RawUpdate, None]:
     loop = asyncio.get_running_loop()
-    audit_at = loop.time() + AUDIT_S
+    audit_at = loop.time() + every
     while True:
         raise_if_cancelling()
         msg = await next_message(queue, came_back, max(0.0, audit_at - loop.time()))
         if came_back.is_set():
             raise Gap("the connection was lost and regained: changes meanwhile were not heard")
         if msg is None:
-            listed = await ask()
-            if listed is not None and known.audit(listed[0]):
-                raise Gap(f"keys written and never heard: {sorted(known.missing)[:5]}")
-            audit_at = loop.time() + AUDIT_S
+            if (why := await audit()) is not None:
+                raise Gap(why)
+            audit_at = loop.time() + every
             continue
         update = republished_update(msg, pre)
         if update is None:
@@ -204,6 +267,15 @@ async def ensure_republishing(js: JetStreamContext, info: StreamInfo, wanted: Re
     have = info.config.republish
     if have is not None and (have.src, have.dest) == (wanted.src, wanted.dest):
         return info
-    updated = await js.update_stream(info.config, republish=wanted)
+    try:
+        updated = await js.update_stream(info.config, republish=wanted)
+    except nats.js.errors.ServerError as exc:
+        if exc.err_code != _REPUBLISH_FIXED:
+            raise
+        # nats-server 2.9 keeps a stream's RePublish as it was made: its followers watch it through a
+        # consumer (servicekit.store.republishes) until the stream is made again
+        log.warning("stream cannot be given its republish on this nats-server; followed by consumers",
+                    stream=info.config.name, error=exc.description)
+        return info
     log.info("stream republishes its writes", stream=info.config.name, dest=wanted.dest)
     return updated

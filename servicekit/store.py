@@ -338,6 +338,9 @@ class Store:
         # control plane, which reads the same state, records the event.
         self.records_events = records_events
         self._seen_bad = _SeenBad()
+        # the buckets whose streams republish what they store (``republishes``), as connect found them;
+        # a store made without asking the server (a launcher's) takes them all to
+        self.republishing = frozenset(b for b in kvs if republished_at(b) is not None)
         self.vms = self.bucket(subjects.BUCKET_VMS, VM)
         self.vmis = self.bucket(subjects.BUCKET_VMIS, VMI)
         self.nodes = self.bucket(subjects.BUCKET_NODES, Node)
@@ -368,7 +371,7 @@ class Store:
                 return cls(nc, js, *_assume_all(js), records_events=False)
             while True:
                 try:
-                    kvs, images, snapshot_objects = await _open_all(js, copies, create)
+                    kvs, republishing, images, snapshot_objects = await _open_all(js, copies, create)
                     break
                 except nats.js.errors.NotFoundError:
                     structlog.get_logger().info("waiting for the control plane to create the buckets")
@@ -376,7 +379,9 @@ class Store:
         except BaseException:
             await nc.close()  # e.g. a cluster still electing its JetStream leader: the caller retries
             raise
-        return cls(nc, js, kvs, images, snapshot_objects, records_events=create)
+        store = cls(nc, js, kvs, images, snapshot_objects, records_events=create)
+        store.republishing = republishing
+        return store
 
     def node_vmis(self, node: str) -> Bucket[NodeVmi]:
         """The bucket of ``node``'s VMI copies (proto.nodevmis)."""
@@ -385,7 +390,7 @@ class Store:
     async def control_bucket(self, name: str, kind: type[T]) -> Bucket[T]:
         """A bucket only the control plane uses (its leases): made when missing, kept out of ``raw``
         so a node's connect neither needs nor waits for it."""
-        return Bucket(await _ensure_kv(self.js, name, replicas()), kind, on_bad=self._report_bad,
+        return Bucket((await _ensure_kv(self.js, name, replicas()))[0], kind, on_bad=self._report_bad,
                       seen=self._seen_bad)
 
     def bucket(self, name: str, kind: type[T]) -> Bucket[T]:
@@ -440,13 +445,18 @@ def _assume_all(js: JetStreamContext) -> tuple[dict[str, KeyValue], ObjectStore,
 
 
 async def _open_all(js: JetStreamContext, copies: int,
-                    create: bool) -> tuple[dict[str, KeyValue], ObjectStore, ObjectStore]:
+                    create: bool) -> tuple[dict[str, KeyValue], frozenset[str], ObjectStore, ObjectStore]:
+    """Every bucket, those whose streams republish (``republishes``), the object stores."""
     buckets = subjects.STATE_BUCKETS
     if not create:
-        kvs = {b: await js.key_value(b) for b in buckets}
-        return (kvs, await js.object_store(subjects.OBJECT_STORE_IMAGES),
+        infos = {b: await js.stream_info(subjects.kv_stream(b)) for b in buckets}
+        return ({b: _kv(js, b, info) for b, info in infos.items()},
+                frozenset(b for b, info in infos.items() if republishes(b, info)),
+                await js.object_store(subjects.OBJECT_STORE_IMAGES),
                 await js.object_store(subjects.OBJECT_STORE_SNAPSHOTS))
-    kvs = {b: await _ensure_kv(js, b, copies) for b in buckets}
+    opened = {b: await _ensure_kv(js, b, copies) for b in buckets}
+    kvs = {b: kv for b, (kv, _) in opened.items()}
+    republishing = frozenset(b for b, (_, info) in opened.items() if republishes(b, info))
     images = await _ensure_object_store(js, subjects.OBJECT_STORE_IMAGES, copies)
     # replicated as the state is: a snapshot is what brings a volume back when its node is lost
     snapshot_objects = await _ensure_object_store(js, subjects.OBJECT_STORE_SNAPSHOTS, copies)
@@ -457,7 +467,7 @@ async def _open_all(js: JetStreamContext, copies: int,
         name=subjects.STREAM_EVENTS, subjects=[subjects.EVENTS_ALL], storage=StorageType.FILE,
         max_msgs=100_000, max_age=7 * 24 * 3600, max_bytes=EVENTS_MAX_BYTES, max_msg_size=64 * 1024,
         num_replicas=copies))
-    return kvs, images, snapshot_objects
+    return kvs, republishing, images, snapshot_objects
 
 
 # Byte limits per bucket (value, whole bucket with its history of 5): a writer gone wild fills its
@@ -492,19 +502,42 @@ async def _opened(js: JetStreamContext, stream: str, create: Callable[[], Awaita
     return await streamlimits.allow_consumers(js, info)
 
 
-async def _ensure_kv(js: JetStreamContext, bucket: str, copies: int) -> KeyValue:
+def republished_at(bucket: str) -> str | None:
+    """Where ``bucket``'s stream republishes what it stores, if it does."""
+    if bucket in subjects.NODE_VMI_BUCKETS:
+        return subjects.node_vmis_republished(bucket)
+    if bucket in subjects.FOLLOWED_BUCKETS:
+        return subjects.kv_republished(bucket)
+    return None
+
+
+async def _ensure_kv(js: JetStreamContext, bucket: str, copies: int) -> tuple[KeyValue, StreamInfo]:
     stream = subjects.kv_stream(bucket)
     max_value_size, max_bytes = _KV_LIMITS.get(bucket, (_MiB, 64 * _MiB))
-    # a node's copies are followed as their shard republishes them (servicekit.kvlive)
-    republish = kvlive.republishing(subjects.kv_subject(bucket), subjects.node_vmis_republished(bucket)) \
-        if bucket in subjects.NODE_VMI_BUCKETS else None
+    # a node's copies, and the buckets every node follows whole, are followed as their stream
+    # republishes them (servicekit.kvlive)
+    at = republished_at(bucket)
+    republish = None if at is None else kvlive.republishing(subjects.kv_subject(bucket), at)
     info = await _opened(js, stream, lambda: js.create_key_value(KeyValueConfig(
         bucket=bucket, history=5, storage=StorageType.FILE, replicas=copies, max_value_size=max_value_size,
         max_bytes=max_bytes, republish=republish)))
     if republish is not None:
         info = await kvlive.ensure_republishing(js, info, republish)
-    return KeyValue(name=bucket, stream=stream, pre=subjects.kv_subject(bucket), js=js,
+    return _kv(js, bucket, info), info
+
+
+def _kv(js: JetStreamContext, bucket: str, info: StreamInfo) -> KeyValue:
+    return KeyValue(name=bucket, stream=subjects.kv_stream(bucket), pre=subjects.kv_subject(bucket), js=js,
                     direct=bool(info.config.allow_direct))
+
+
+def republishes(bucket: str, info: StreamInfo) -> bool:
+    """Whether ``bucket``'s stream republishes what it stores where its followers listen. A stream an
+    older virtbus made without it may keep it so (nats-server 2.9 refuses to add it): its followers
+    then watch it through a consumer, as before."""
+    at = republished_at(bucket)
+    have = info.config.republish
+    return at is not None and have is not None and have.dest == f"{at}.>"
 
 
 async def _ensure_object_store(js: JetStreamContext, bucket: str, copies: int) -> ObjectStore:

@@ -10,7 +10,8 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,22 @@ from proto import subjects
 from proto.routes import Backend, HttpPath, HttpRule, Ingress, PathType, Route
 from proto.state import EndpointAddress, EndpointPort, Endpoints, EndpointSubset, Service, ServicePort, ServiceType
 from servicekit import processes
+from servicekit.informer import Informer
 from servicekit.store import Store
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
 POD = "10.77.0.1"  # the stand-in VM's address, in the scratch namespace
 NODE = "10.77.0.2"  # the node's address, where HAProxy listens
+
+
+async def heard(informer: Informer[Any], key: str, check: Callable[[Any], bool]) -> None:
+    """Until the router's informer has the value written: its syncs read the cache, and in a handler
+    each comes after a change heard (a write in this process is heard a moment later)."""
+    deadline = time.monotonic() + 10
+    while (entry := informer.entries.get(key)) is None or not check(entry.value):
+        assert time.monotonic() < deadline, f"{key}: the write was never heard"
+        await asyncio.sleep(0.02)
 
 
 def haproxy() -> str:
@@ -132,6 +143,7 @@ async def test_a_real_haproxy_leads_a_host_to_its_service_and_reloads_in_place(
         while not requests.done() and reloads < 20:  # reload again and again while they come
             await routes.put(f"extra{reloads}", Route(name=f"extra{reloads}", uid="u", created_at=1.0,
                                                       host=f"x{reloads}.example", backends=[Backend(service="web")]))
+            await heard(router.routes, f"extra{reloads}", lambda _: True)
             await router.sync()
             reloads += 1
         assert reloads >= 2, "the requests ended before the reloads began"
@@ -144,6 +156,7 @@ async def test_a_real_haproxy_leads_a_host_to_its_service_and_reloads_in_place(
 
         await routes.put("web", Route(name="web", uid="u", created_at=0.0, host="moved.apps.example",
                                       backends=[Backend(service="web", port_name="http")]))
+        await heard(router.routes, "web", lambda route: route.host == "moved.apps.example")
         await router.sync()
         assert "hostname: stand-in" in await until(netns, "moved.apps.example", 200)
         await until(netns, "node-vm.apps.example", 404)
@@ -153,6 +166,7 @@ async def test_a_real_haproxy_leads_a_host_to_its_service_and_reloads_in_place(
         adopter = Haproxy(directory, netns, tmp_path / "haproxy.log")
         assert await asyncio.to_thread(adopter.adopt) and adopter.pid == master
         await store.bucket(subjects.BUCKET_ENDPOINTS, Endpoints).put("web", Endpoints(name="web"))
+        await heard(router.endpoints, "web", lambda ends: not ends.subsets)
         await NodeRouter(store, adopter, address=IPv4Address(NODE), port=8080).sync()
         await until(netns, "moved.apps.example", 503)  # no endpoint left: HAProxy says so at once
 

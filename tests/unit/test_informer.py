@@ -7,8 +7,10 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any, cast
 
-from servicekit.informer import Informer
-from servicekit.store import Bucket, Change
+from proto import subjects
+from proto.stored import FOLLOWED_KINDS
+from servicekit.informer import Informer, shared
+from servicekit.store import Bucket, Change, Store
 
 
 class FakeBucket:
@@ -127,3 +129,28 @@ def test_the_keys_are_asked_for_once_even_when_unanswered() -> None:
     assert busy.saw("c", 4) and busy.wanted is None  # time to ask; the ask got no answer
     assert not busy.saw("d", 5) and not busy.saw("e", 6)  # not asked again on every update
     assert not busy.saw("f", 0) and busy.done(0)  # pending 0 then ends it
+
+
+class FakeStore:
+    def __init__(self, republishing: frozenset[str] = frozenset(subjects.FOLLOWED_BUCKETS)) -> None:
+        self.informers: dict[tuple[str, str], object] = {}
+        self.republishing = republishing
+
+
+def named(name: str) -> Bucket[str]:
+    bucket = FakeBucket()
+    bucket.name = name
+    return cast(Bucket[str], cast(Any, bucket))
+
+
+def test_a_followed_bucket_is_followed_where_its_stream_republishes() -> None:
+    store = cast(Store, cast(Any, FakeStore()))
+    assert set(FOLLOWED_KINDS) == set(subjects.FOLLOWED_BUCKETS)
+    for bucket in subjects.FOLLOWED_BUCKETS:
+        assert shared(store, named(bucket)).republished == subjects.kv_republished(bucket)
+    assert shared(store, named(subjects.BUCKET_VMIS)).republished is None  # no stream republishes it
+    assert shared(store, named(subjects.BUCKET_NODES), "node1").republished is None  # a few keys: a consumer
+    assert shared(store, named(subjects.BUCKET_NODES)) is shared(store, named(subjects.BUCKET_NODES))
+    # a stream an older virtbus made without republishing, on a server that would not add it: a consumer
+    older = cast(Store, cast(Any, FakeStore(frozenset())))
+    assert shared(older, named(subjects.BUCKET_SERVICES)).republished is None

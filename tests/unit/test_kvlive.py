@@ -93,3 +93,27 @@ def test_a_republished_message_reads_as_the_keys_update() -> None:
                               "$KV.nodevmis-00.") is None
     assert republished_update(msg({"Nats-Subject": "$KV.nodevmis-00.node1.a", "Nats-Sequence": "x"}),
                               "$KV.nodevmis-00.") is None
+
+
+def test_a_whole_bucket_watch_hears_every_sequence_in_turn() -> None:
+    known = Known(whole=True, highest=10)  # the stream's last when the watch began
+    known.note("a", 9)  # a current value
+    assert known.judge("a", 9, 0) is Verdict.SKIP  # republished as the watch began: had it
+    assert known.judge("b", 11, 0) is Verdict.APPLY  # a new key: no chain of its own to check
+    assert known.judge("c", 13, 0) is Verdict.GAP  # 12 never came
+
+
+def test_a_whole_bucket_audit_finds_the_last_messages_lost() -> None:
+    known = Known(whole=True, highest=10)
+    assert not known.audit_sequence(12)  # 11 and 12 may still be on their way
+    assert known.judge("a", 11, 0) is Verdict.APPLY
+    assert known.judge("b", 12, 0) is Verdict.APPLY
+    assert not known.audit_sequence(14)  # had all up to 12
+    assert known.audit_sequence(14)  # 13 and 14 never came
+
+
+def test_a_whole_bucket_audit_after_a_sweep_is_quiet() -> None:
+    known = Known(whole=True, highest=20)  # the last message (a deleted key's marker) was swept: the values stop at 15
+    known.note("a", 15)
+    assert not known.audit_sequence(20)
+    assert not known.audit_sequence(20)
