@@ -21,11 +21,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import nats.js.errors
 import structlog
+from nats.aio.msg import Msg
 
 from handler import nodevmis
-from proto import imagefacts
+from proto import imagefacts, subjects
 from proto.imagefacts import qcow2_backing
 from proto.spec import claims
 from proto.state import FINAL_PHASES, VMI
@@ -40,6 +42,19 @@ DEFAULT_BOUND = 20 << 30
 _ENTRY = re.compile(r"^([0-9a-f]{62})\.img$")
 _PART = re.compile(r"^\.([0-9a-f]{62})\.img\.[0-9]+\.part$")
 
+
+
+class _Deleted(msgspec.Struct):
+    """What an object's published metadata says of its going (nats-py's ObjectInfo, the rest ignored)."""
+
+    deleted: bool = False
+
+
+def _says_deleted(data: bytes) -> bool:
+    try:
+        return msgspec.json.decode(data, type=_Deleted).deleted
+    except msgspec.DecodeError:  # not an object's info: nothing to act on (the sweeps go on)
+        return False
 
 class Why(enum.StrEnum):
     GONE = "its image is no longer in the store"
@@ -125,15 +140,22 @@ class ImageCache:
             sweeping.cancel()
 
     async def _watch_deletes(self) -> None:
-        watcher = await self.store.images.watch(updates_only=True)
+        """An image's deletion, heard as its metadata is published (a plain subscription: a watch of the
+        store was a consumer each node kept, with its heartbeats). One missed (the connection was down)
+        waits for the next sweep, at most SWEEP_EVERY_S."""
+        published: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def deliver(msg: Msg) -> None:
+            published.put_nowait(msg.data)
+
+        sub = await self.store.nc.subscribe(subjects.object_metadata(subjects.OBJECT_STORE_IMAGES), cb=deliver)
         try:
             while True:
-                info = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
-                if info is not None and info.deleted:
+                if _says_deleted(await published.get()):
                     self.kick()
         finally:
             with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+                await sub.unsubscribe()
 
     async def _every(self) -> None:
         kicked = False

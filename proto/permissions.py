@@ -124,9 +124,9 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                 publish=Rules(allow=["$JS.API.>", "$JS.FC.>", "$JS.ACK.>", f"{subjects.KV_SUBJECT_PREFIX}>",
                                      # deleting an image (an admin's API verb) marks its metadata and
                                      # purges; its content (chunks) only admin writes
-                                     f"$O.{subjects.OBJECT_STORE_IMAGES}.M.>",
+                                     subjects.object_metadata(subjects.OBJECT_STORE_IMAGES),
                                      # deleting a snapshot (the API's) marks its object deleted likewise
-                                     f"$O.{subjects.OBJECT_STORE_SNAPSHOTS}.M.>",
+                                     subjects.object_metadata(subjects.OBJECT_STORE_SNAPSHOTS),
                                      subjects.EVENTS_ALL, *SERVICE_DISCOVERY, *CONTROL_REPLIES]),
                 subscribe=Rules(allow=[subjects.inboxes("control"), subjects.API_ALL,
                                        subjects.NODEAPI_ALL, *FOLLOWED, *SERVICE_DISCOVERY]))
@@ -160,5 +160,7 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                     subjects.vnc_of_node(n),
                     subjects.node_vmis_republished_of_node(n),  # its own VMI copies' changes only
                     *FOLLOWED,  # what it may read anyway, as those buckets' streams republish it
+                    # images' metadata as it is published (the image cache hears deletions so)
+                    subjects.object_metadata(subjects.OBJECT_STORE_IMAGES),
                     *SERVICE_DISCOVERY]),
                 allow_responses=NODE_RESPONSES)

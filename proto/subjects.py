@@ -90,6 +90,12 @@ def object_stream(store: str) -> str:
     return f"{OBJECT_STREAM_PREFIX}{store}"
 
 
+def object_metadata(store: str) -> str:
+    """The subjects of an object store's metadata (one per object, its name encoded), where a put or a
+    delete publishes the object's info."""
+    return f"$O.{store}.M.>"
+
+
 # The buckets every process opens (servicekit.store), the control plane creating them.
 STATE_BUCKETS = (BUCKET_VMS, BUCKET_VMIS, BUCKET_NODES, BUCKET_NETWORKS, BUCKET_IPAM, BUCKET_EXPOSURES,
                  BUCKET_FLOATING_IPS, BUCKET_VMI_LEASES, BUCKET_VOLUMES, BUCKET_SERVICES, BUCKET_ENDPOINTS,
@@ -186,6 +192,15 @@ FOLLOWED_BUCKETS = (BUCKET_NODES, BUCKET_NETWORKS, BUCKET_EXPOSURES, BUCKET_FLOA
 def kv_republished(bucket: str) -> str:
     """Where ``bucket`` (one of FOLLOWED_BUCKETS) republishes: the prefix a key follows."""
     return f"{KV_REPUBLISHED}.{bucket}"
+
+
+def republished_at(bucket: str) -> str | None:
+    """Where ``bucket``'s stream republishes what it stores, if it does."""
+    if bucket in NODE_VMI_BUCKETS:
+        return node_vmis_republished(bucket)
+    if bucket in FOLLOWED_BUCKETS:
+        return kv_republished(bucket)
+    return None
 
 
 STREAM_CONSOLE = "VIRTBUS_CONSOLE"

@@ -340,7 +340,7 @@ class Store:
         self._seen_bad = _SeenBad()
         # the buckets whose streams republish what they store (``republishes``), as connect found them;
         # a store made without asking the server (a launcher's) takes them all to
-        self.republishing = frozenset(b for b in kvs if republished_at(b) is not None)
+        self.republishing = frozenset(b for b in kvs if subjects.republished_at(b) is not None)
         self.vms = self.bucket(subjects.BUCKET_VMS, VM)
         self.vmis = self.bucket(subjects.BUCKET_VMIS, VMI)
         self.nodes = self.bucket(subjects.BUCKET_NODES, Node)
@@ -502,21 +502,12 @@ async def _opened(js: JetStreamContext, stream: str, create: Callable[[], Awaita
     return await streamlimits.allow_consumers(js, info)
 
 
-def republished_at(bucket: str) -> str | None:
-    """Where ``bucket``'s stream republishes what it stores, if it does."""
-    if bucket in subjects.NODE_VMI_BUCKETS:
-        return subjects.node_vmis_republished(bucket)
-    if bucket in subjects.FOLLOWED_BUCKETS:
-        return subjects.kv_republished(bucket)
-    return None
-
-
 async def _ensure_kv(js: JetStreamContext, bucket: str, copies: int) -> tuple[KeyValue, StreamInfo]:
     stream = subjects.kv_stream(bucket)
     max_value_size, max_bytes = _KV_LIMITS.get(bucket, (_MiB, 64 * _MiB))
     # a node's copies, and the buckets every node follows whole, are followed as their stream
     # republishes them (servicekit.kvlive)
-    at = republished_at(bucket)
+    at = subjects.republished_at(bucket)
     republish = None if at is None else kvlive.republishing(subjects.kv_subject(bucket), at)
     info = await _opened(js, stream, lambda: js.create_key_value(KeyValueConfig(
         bucket=bucket, history=5, storage=StorageType.FILE, replicas=copies, max_value_size=max_value_size,
@@ -535,7 +526,7 @@ def republishes(bucket: str, info: StreamInfo) -> bool:
     """Whether ``bucket``'s stream republishes what it stores where its followers listen. A stream an
     older virtbus made without it may keep it so (nats-server 2.9 refuses to add it): its followers
     then watch it through a consumer, as before."""
-    at = republished_at(bucket)
+    at = subjects.republished_at(bucket)
     have = info.config.republish
     return at is not None and have is not None and have.dest == f"{at}.>"
 
