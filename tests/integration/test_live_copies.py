@@ -85,6 +85,8 @@ async def test_a_handler_hears_its_copies_republished_and_holds_no_consumer(
 
 
 async def test_a_node_may_not_hear_another_nodes_republished_copies(nats_server: NatsServer) -> None:
+    """Nor any bucket's republished writes but those every node follows whole (tests/integration/
+    test_followed_buckets.py)."""
     refused: list[str] = []
 
     async def failed(exc: Exception) -> None:
@@ -93,13 +95,18 @@ async def test_a_node_may_not_hear_another_nodes_republished_copies(nats_server:
     nc = await nats.connect(nats_server.url, nkeys_seed=nats_server.creds("node-node1"), error_cb=failed,
                             inbox_prefix=subjects.inbox_prefix("node", "node1"), allow_reconnect=False)
     try:
-        await nc.subscribe(subjects.node_vmis_republished_of_node("node1"))
-        for subject in (subjects.node_vmis_republished_of_node("node2"), f"{subjects.NODE_VMIS_REPUBLISHED}.>"):
+        allowed = [subjects.node_vmis_republished_of_node("node1"),
+                   *(f"{subjects.kv_republished(b)}.>" for b in subjects.FOLLOWED_BUCKETS)]
+        for subject in allowed:
+            await nc.subscribe(subject)
+        for subject in (subjects.node_vmis_republished_of_node("node2"), f"{subjects.NODE_VMIS_REPUBLISHED}.>",
+                        f"{subjects.kv_republished(subjects.BUCKET_VMIS)}.>", f"{subjects.KV_REPUBLISHED}.>"):
             await nc.subscribe(subject)
         await nc.flush()
-        await until(lambda: len(refused) >= 2)
-        assert all("permissions violation for subscription" in r for r in refused)
-        assert not any(subjects.node_vmis_republished_of_node("node1").lower() in r for r in refused)
+        await until(lambda: len(refused) >= 4)
+        await asyncio.sleep(0.3)  # and no more come
+        assert len(refused) == 4 and all("permissions violation for subscription" in r for r in refused)
+        assert not any(f'"{subject.lower()}"' in r for subject in allowed for r in refused)
     finally:
         await nc.close()
 
