@@ -43,7 +43,6 @@ _ENTRY = re.compile(r"^([0-9a-f]{62})\.img$")
 _PART = re.compile(r"^\.([0-9a-f]{62})\.img\.[0-9]+\.part$")
 
 
-
 class _Deleted(msgspec.Struct):
     """What an object's published metadata says of its going (nats-py's ObjectInfo, the rest ignored)."""
 
@@ -55,6 +54,7 @@ def _says_deleted(data: bytes) -> bool:
         return msgspec.json.decode(data, type=_Deleted).deleted
     except msgspec.DecodeError:  # not an object's info: nothing to act on (the sweeps go on)
         return False
+
 
 class Why(enum.StrEnum):
     GONE = "its image is no longer in the store"

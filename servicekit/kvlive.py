@@ -27,6 +27,7 @@ The current values come from a consumer of each key's last message (servicekit.k
 the subscription and deleted once they are in: what was written in between comes twice, and the later
 copy is passed over by its sequence.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -54,9 +55,9 @@ AUDIT_S = 60.0
 # server 33 small requests a second, not a heartbeat from ten thousand consumers every five seconds.
 WHOLE_AUDIT_S = 300.0
 _SEQUENCE = "Nats-Sequence"
-_REPUBLISH_FIXED = 10052  # JSStreamInvalidConfigF: "stream configuration update can not change RePublish"
 _LAST = "Nats-Last-Sequence"
 _SUBJECT = "Nats-Subject"
+_REPUBLISH_FIXED = 10052  # JSStreamInvalidConfigF: "stream configuration update can not change RePublish"
 
 
 class Gap(Exception):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from handler.imagecache import MIN_AGE_S, STALE_PART_S, CacheFile, Why, cache_key, plan
+from handler.imagecache import MIN_AGE_S, STALE_PART_S, CacheFile, Why, _says_deleted, cache_key, plan
 
 NOW = 1_000_000.0
 GiB = 1 << 30
@@ -70,3 +70,10 @@ def test_cache_key_only_for_cache_entries() -> None:
     assert cache_key(cache, cache / "zz" / f"{'c' * 62}.img") is None
     assert cache_key(cache, cache / "ab" / f"{'c' * 61}.img") is None
     assert cache_key(cache, cache / "ab" / "x" / f"{'c' * 62}.img") is None
+
+
+def test_only_an_objects_deletion_wakes_a_sweep() -> None:
+    assert _says_deleted(b'{"name": "img", "bucket": "images", "deleted": true, "size": 0}')
+    assert not _says_deleted(b'{"name": "img", "bucket": "images", "size": 10, "digest": "SHA-256=x"}')
+    for written_by_hand in (b"", b"not json", b'{"deleted": "yes"}', b"[true]", b'{"deleted": null}'):
+        assert not _says_deleted(written_by_hand)
