@@ -11,7 +11,7 @@ from pathlib import Path
 
 import structlog
 
-from handler import guestfence, nodeinfo
+from handler import guestfence, nodeinfo, nodevmis
 from handler.agent import Agent
 from handler.kvmprobe import cached_kvm_runs_guests
 from handler.launchers import Launchers, NodePaths
@@ -68,6 +68,7 @@ async def run(args: argparse.Namespace) -> None:
                           ovs_db=args.ovs_db, fork=args.fork_launchers, cpu_groups=await asyncio.to_thread(
                               make_cpu_groups, args.netns_prefix, args.node))
     log.info("CPU groups", **{kind: str(path) for kind, path in launchers.cpu_groups.items()})
+    launchers.copies_republished = nodevmis.republishes(store, args.node)
     await asyncio.to_thread(launchers.start_fork_server)  # importing while the rest starts
     await asyncio.to_thread(launchers.warm_caps)  # QEMU's capabilities probed, once per node start
     # Registered (and so Ready, and chosen for VMs) only once the probe has ended, as KubeVirt marks a

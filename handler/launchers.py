@@ -81,6 +81,9 @@ class Launchers:
         self.node_netns = node_netns
         self.creds = creds
         self.host_disk_dirs = host_disk_dirs  # where the operator lets hostDisks be (none: nowhere)
+        # whether the node's shard republishes its copies (handler.nodevmis.republishes): a launcher
+        # asks the server nothing as it starts, so it is told
+        self.copies_republished = True
         self.running: dict[str, Launcher] = {}
 
     def pod_netns(self, vmi: str) -> str:
@@ -135,6 +138,8 @@ class Launchers:
             cmd += ["--guest-cpu-group", str(self.cpu_groups[cpugroup.GUESTS])]
         if cpugroup.LAUNCHES in self.cpu_groups:
             cmd += ["--launch-cpu-group", str(self.cpu_groups[cpugroup.LAUNCHES])]
+        if not self.copies_republished:
+            cmd += ["--own-vmi-by-consumer"]
         log_path = self.paths.log_dir / f"launcher-{self.node}-{safe_name(vmi)}.log"
         proc: subprocess.Popen[bytes] | ForkedProcess | None = None
         if self.fork_server is not None:

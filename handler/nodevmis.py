@@ -14,9 +14,16 @@ from servicekit.store import Store
 
 def informer(store: Store, node: str) -> Informer[NodeVmi]:
     """Changes heard as the shard republishes them (servicekit.kvlive): no consumer on the server
-    scanning the shard's writes for this node's."""
+    scanning the shard's writes for this node's. A shard an older virtbus made without a republish, on
+    a nats-server that will not add one (2.9), is watched through a consumer instead."""
+    shard = subjects.node_vmis_bucket(node)
     return shared(store, store.node_vmis(node), subjects.node_vmis_of_node(node),
-                  republished=subjects.node_vmis_republished(subjects.node_vmis_bucket(node)))
+                  republished=subjects.node_vmis_republished(shard) if republishes(store, node) else None)
+
+
+def republishes(store: Store, node: str) -> bool:
+    """Whether the node's shard republishes its copies (Store.republishing, as the handler found it)."""
+    return subjects.node_vmis_bucket(node) in store.republishing
 
 
 async def vmis_here(store: Store, node: str) -> list[VMI]:

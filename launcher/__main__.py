@@ -74,13 +74,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host-disk-dir", action="append", default=[], help="where hostDisks may be (repeat)")
     p.add_argument("--guest-cpu-group", default=None, help="the node's guests' CPU group (a cgroup directory)")
     p.add_argument("--launch-cpu-group", default=None, help="the node's launches' CPU group (a cgroup directory)")
+    p.add_argument("--own-vmi-by-consumer", action="store_true",
+                   help="the node's shard does not republish its copies: follow the VMI through a consumer")
     ns = p.parse_args(argv)
     args = LauncherArgs(vmi=ns.vmi, uid=ns.uid, node=ns.node, node_dir=Path(ns.node_dir),
                         pod_netns=ns.pod_netns, kvm=ns.kvm, node_netns=ns.node_netns, pod_ip=ns.pod_ip,
                         pod_gateway=ns.pod_gateway, secondary=tuple(ns.secondary), ovs_db=ns.ovs_db,
                         host_disk_dirs=tuple(Path(d) for d in ns.host_disk_dir),
                         guest_cpu_group=Path(ns.guest_cpu_group) if ns.guest_cpu_group else None,
-                        launch_cpu_group=Path(ns.launch_cpu_group) if ns.launch_cpu_group else None)
+                        launch_cpu_group=Path(ns.launch_cpu_group) if ns.launch_cpu_group else None,
+                        copies_republished=not ns.own_vmi_by_consumer)
     priority.lower_launcher()  # before any thread or child: all of them inherit it
     if args.launch_cpu_group:  # with libvirtd and QEMU's start after it: the node's launches weigh as one
         cpugroup.join(args.launch_cpu_group, os.getpid())

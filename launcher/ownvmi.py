@@ -65,9 +65,19 @@ class Gone:
     """The VMI is no longer in ``vmis`` (deleted)."""
 
 
-async def changes(store: Store, node: str, vmi: str) -> AsyncGenerator[VMI | Gone, None]:
+async def changes(store: Store, node: str, vmi: str, *, republished: bool = True) -> AsyncGenerator[VMI | Gone, None]:
     """The current value of ``vmi`` (as a watch gives it first), then each newer one, or Gone once
-    it is deleted; forever, until the caller stops iterating."""
+    it is deleted; forever, until the caller stops iterating. ``republished``: the node's shard
+    republishes its copies; if not (a shard an older virtbus made, on nats-server 2.9, which will not
+    add a republish), through a watch of ``vmis`` itself, a consumer, as launchers followed it before."""
+    if not republished:
+        entry = await store.vmis.get(vmi)  # a watch of a key not there says nothing until it comes
+        yield Gone() if entry is None else entry.value
+        seen = Latest(0 if entry is None else entry.revision)
+        async for change in store.vmis.watch(vmi):
+            if seen.news(change.revision):
+                yield Gone() if change.value is None else change.value
+        return
     latest = Latest(0)
     bucket = subjects.node_vmis_bucket(node)
     copies = store.node_vmis(node)

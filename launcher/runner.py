@@ -75,6 +75,7 @@ class LauncherArgs:
     host_disk_dirs: tuple[Path, ...] = ()  # where hostDisks may be, as the node's operator allowed
     guest_cpu_group: Path | None = None  # the node's guests' CPU group (servicekit.cpugroup)
     launch_cpu_group: Path | None = None  # the node's launches' (the launcher is in it; a QEMU ends in it)
+    copies_republished: bool = True  # whether the node's shard republishes its copies (launcher.ownvmi)
 
     @property
     def vmi_dir(self) -> Path:
@@ -137,7 +138,7 @@ class Runner:
         self.libvirtd.begin(self.args.pod_netns, self.args.vmi_dir)
         # The watch of its own VMI reads it first: that read is the launch's (one read, not two), and
         # a bus that does not answer yet is waited for rather than failing the launch.
-        own = ownvmi.changes(self.store, self.args.node, self.args.vmi)
+        own = ownvmi.changes(self.store, self.args.node, self.args.vmi, republished=self.args.copies_republished)
         try:
             first = await anext(own)
         except BaseException:

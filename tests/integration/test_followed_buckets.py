@@ -7,17 +7,23 @@ is still followed. What a node may subscribe to: tests/integration/test_live_cop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
 
+import msgspec
 import nats
 import nats.js.errors
 import pytest
 from nats.js.api import KeyValueConfig, RePublish
 
+from handler import nodevmis
+from launcher import ownvmi
 from proto import subjects
-from proto.state import Node, Service, ServicePort, ServiceType
+from proto.nodevmis import NodeVmi
+from proto.spec import VMSpec
+from proto.state import VMI, Node, Phase, Service, ServicePort, ServiceType
 from proto.stored import FOLLOWED_KINDS
 from servicekit import kvlive
 from servicekit.informer import shared
@@ -135,3 +141,49 @@ async def test_a_stream_made_before_it_republished_is_still_followed(nats_server
         await node1.close()
         await control.close()
 
+
+
+@pytest.mark.usefixtures("both_servers")
+async def test_a_shard_made_before_it_republished_still_reaches_its_node_and_launchers(
+        nats_server: NatsServer, nats_url: str) -> None:
+    """node1's shard of VMI copies made by an older virtbus, without a republish: 2.15 is given one; on
+    2.9 the handler's copies and a launcher's own VMI are followed through consumers. Either way a
+    change to a copy that was there (a stop asked) reaches both."""
+    shard = subjects.node_vmis_bucket("node1")
+    admin = await nats.connect(nats_url, nkeys_seed=nats_server.creds("admin"))
+    await admin.jetstream().create_key_value(KeyValueConfig(bucket=shard, history=5))
+    await admin.close()
+    control = await Store.connect(nats_url, "control-under-test")
+    node1 = await node_store(nats_server, "node1")
+    heard: list[NodeVmi] = []
+
+    async def collect() -> None:
+        async for change in nodevmis.informer(node1, "node1").changes():
+            if change.value is not None:
+                heard.append(change.value)
+
+    task = asyncio.create_task(collect())
+    own = ownvmi.changes(node1, "node1", "vm1", republished=nodevmis.republishes(node1, "node1"))
+    try:
+        republishing = (await control.js.stream_info(subjects.kv_stream(shard))).config.republish is not None
+        assert nodevmis.republishes(node1, "node1") is republishing
+        running = VMI(name="vm1", uid="u1", spec=VMSpec(name="vm1"), created_at=0.0, phase=Phase.RUNNING,
+                      node_name="node1")
+        revision = await control.vmis.put("vm1", running)
+        await control.node_vmis("node1").put("node1.vm1", NodeVmi(vmi=running, revision=revision))
+        first = await asyncio.wait_for(anext(own), 10)
+        assert isinstance(first, VMI) and not first.stop_requested
+        await until(lambda: len(heard) == 1, "the copy was not heard")
+        stopping = msgspec.structs.replace(running, stop_requested=True)
+        revision = await control.vmis.put("vm1", stopping)
+        await control.node_vmis("node1").put("node1.vm1", NodeVmi(vmi=stopping, revision=revision))
+        await until(lambda: any(c.vmi.stop_requested for c in heard), "the handler never heard the stop")
+        later = await asyncio.wait_for(anext(own), 10)
+        assert isinstance(later, VMI) and later.stop_requested, "the launcher never heard the stop"
+    finally:
+        await own.aclose()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await node1.close()
+        await control.close()
