@@ -243,15 +243,24 @@ async def test_a_node_answers_what_it_is_asked_once_and_nothing_else(as_user) ->
     inbox = viewer.nc.new_inbox()
     got: list[bytes] = []
 
+    no_responders: list[Msg] = []
+
     async def receive(msg: Msg) -> None:
-        got.append(msg.data)
+        if (msg.headers or {}).get("Status") == "503":  # the request met no subscription (yet): asked again
+            no_responders.append(msg)
+        else:
+            got.append(msg.data)
 
     sub = await viewer.nc.subscribe(inbox, cb=receive)
-    await viewer.nc.publish(subjects.node_info("node1"), b"", reply=inbox)
-    for _ in range(40):
-        if answers == 2 and got:
+    for _ in range(3):  # once a loaded CI box answered the first request "no responders", flush or not
+        await viewer.nc.publish(subjects.node_info("node1"), b"", reply=inbox)
+        for _ in range(40):
+            if (answers == 2 and got) or no_responders:
+                break
+            await asyncio.sleep(0.025)
+        if not no_responders:
             break
-        await asyncio.sleep(0.025)
+        no_responders.clear()
     await node1.nc.flush()
     await asyncio.sleep(0.3)
     assert got == [b'{"node": "node1"}']
