@@ -330,7 +330,8 @@ class Store:
     """The connection plus every bucket; ``connect`` creates buckets and streams when missing."""
 
     def __init__(self, nc: Client, js: JetStreamContext, kvs: dict[str, KeyValue], images: ObjectStore,
-                 snapshot_objects: ObjectStore, *, records_events: bool = True):
+                 snapshot_objects: ObjectStore, *, records_events: bool = True,
+                 republishing: frozenset[str] | None = None):
         self.nc = nc
         self.js = js
         self.raw = kvs
@@ -340,7 +341,8 @@ class Store:
         self._seen_bad = _SeenBad()
         # the buckets whose streams republish what they store (``republishes``), as connect found them;
         # a store made without asking the server (a launcher's) takes them all to
-        self.republishing = frozenset(b for b in kvs if subjects.republished_at(b) is not None)
+        self.republishing = frozenset(b for b in kvs if subjects.republished_at(b) is not None) \
+            if republishing is None else republishing
         self.vms = self.bucket(subjects.BUCKET_VMS, VM)
         self.vmis = self.bucket(subjects.BUCKET_VMIS, VMI)
         self.nodes = self.bucket(subjects.BUCKET_NODES, Node)
@@ -379,9 +381,7 @@ class Store:
         except BaseException:
             await nc.close()  # e.g. a cluster still electing its JetStream leader: the caller retries
             raise
-        store = cls(nc, js, kvs, images, snapshot_objects, records_events=create)
-        store.republishing = republishing
-        return store
+        return cls(nc, js, kvs, images, snapshot_objects, records_events=create, republishing=republishing)
 
     def node_vmis(self, node: str) -> Bucket[NodeVmi]:
         """The bucket of ``node``'s VMI copies (proto.nodevmis)."""
@@ -450,6 +450,8 @@ async def _open_all(js: JetStreamContext, copies: int,
     buckets = subjects.STATE_BUCKETS
     if not create:
         infos = {b: await js.stream_info(subjects.kv_stream(b)) for b in buckets}
+        for b, info in infos.items():
+            _is_bucket(b, info)
         return ({b: _kv(js, b, info) for b, info in infos.items()},
                 frozenset(b for b, info in infos.items() if republishes(b, info)),
                 await js.object_store(subjects.OBJECT_STORE_IMAGES),
@@ -490,16 +492,28 @@ _KV_LIMITS: dict[str, tuple[int, int]] = {  # bucket -> (max_value_size, max_byt
 EVENTS_MAX_BYTES = 64 * _MiB
 
 
-async def _opened(js: JetStreamContext, stream: str, create: Callable[[], Awaitable[object]]) -> StreamInfo:
+async def _opened(js: JetStreamContext, stream: str, create: Callable[[], Awaitable[object]],
+                  check: Callable[[StreamInfo], None] = lambda _: None) -> StreamInfo:
     """The stream's info, made by ``create`` when missing, with room for a consumer per node and per
-    launcher (servicekit.streamlimits); one stream-info request when it exists and has that room."""
+    launcher (servicekit.streamlimits); one stream-info request when it exists and has that room.
+    ``check`` refuses a stream that is not what its name says before anything of it is changed."""
     try:
         info = await js.stream_info(stream)
     except nats.js.errors.NotFoundError:
         with contextlib.suppress(nats.js.errors.APIError):  # someone else created it meanwhile
             await create()
         info = await js.stream_info(stream)
+    check(info)
     return await streamlimits.allow_consumers(js, info)
+
+
+def _is_bucket(bucket: str, info: StreamInfo) -> None:
+    """A stream of a bucket's name made by hand, without a bucket's history per key, would take writes
+    that no read of a key finds: refused by name (nats-py's own ``key_value`` checks the same)."""
+    history = info.config.max_msgs_per_subject
+    if history is None or history < 1:
+        raise ApiError(Code.INTERNAL, f"stream {subjects.kv_stream(bucket)} is not the key-value bucket "
+                       f"{bucket!r} (it keeps {history} messages per subject): it was not made by virtbus")
 
 
 async def _ensure_kv(js: JetStreamContext, bucket: str, copies: int) -> tuple[KeyValue, StreamInfo]:
@@ -511,7 +525,7 @@ async def _ensure_kv(js: JetStreamContext, bucket: str, copies: int) -> tuple[Ke
     republish = None if at is None else kvlive.republishing(subjects.kv_subject(bucket), at)
     info = await _opened(js, stream, lambda: js.create_key_value(KeyValueConfig(
         bucket=bucket, history=5, storage=StorageType.FILE, replicas=copies, max_value_size=max_value_size,
-        max_bytes=max_bytes, republish=republish)))
+        max_bytes=max_bytes, republish=republish)), lambda found: _is_bucket(bucket, found))
     if republish is not None:
         info = await kvlive.ensure_republishing(js, info, republish)
     return _kv(js, bucket, info), info
