@@ -71,7 +71,15 @@ async def changes(store: Store, node: str, vmi: str, *, republished: bool = True
     republishes its copies; if not (a shard an older virtbus made, on nats-server 2.9, which will not
     add a republish), through a watch of ``vmis`` itself, a consumer, as launchers followed it before."""
     if not republished:
-        entry = await store.vmis.get(vmi)  # a watch of a key not there says nothing until it comes
+        while True:  # a watch of a key not there says nothing until it comes: read it first
+            try:
+                entry = await store.vmis.get(vmi)
+                break
+            except ApiError as exc:
+                if not exc.retryable:
+                    raise
+                log.info("own VMI not read; reading it again", error=exc.message)
+                await asyncio.sleep(RETRY_S)  # the connection's reconnect is under way meanwhile
         yield Gone() if entry is None else entry.value
         seen = Latest(0 if entry is None else entry.revision)
         async for change in store.vmis.watch(vmi):

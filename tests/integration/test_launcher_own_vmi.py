@@ -1,7 +1,8 @@
 """A launcher follows its own VMI (launcher.ownvmi) on a real nats-server with authentication: through
 its node's copy as the shard republishes it, with no consumer on the server; never back to an older
 value than it had, whatever copy is written by hand; its VMI's deletion heard; and a change made
-while it was away heard once it reconnects, its reads failing meanwhile."""
+while it was away heard once it reconnects, its reads failing meanwhile; and, following it through a
+consumer (a shard that does not republish), a first read made again once the bus is back."""
 
 from __future__ import annotations
 
@@ -48,12 +49,12 @@ async def until(check: Callable[[], bool], within: float = 10.0) -> None:
 class Follower:
     """The launcher's watch, run as a task; what it heard, in order."""
 
-    def __init__(self, store: Store, name: str) -> None:
+    def __init__(self, store: Store, name: str, *, republished: bool = True) -> None:
         self.heard: list[VMI | ownvmi.Gone] = []
-        self.task = asyncio.create_task(self._follow(store, name))
+        self.task = asyncio.create_task(self._follow(store, name, republished))
 
-    async def _follow(self, store: Store, name: str) -> None:
-        async for value in ownvmi.changes(store, NODE, name):
+    async def _follow(self, store: Store, name: str, republished: bool) -> None:
+        async for value in ownvmi.changes(store, NODE, name, republished=republished):
             self.heard.append(value)
 
     def paused(self) -> list[bool | None]:
@@ -165,3 +166,41 @@ async def test_a_change_made_while_the_launcher_was_away_is_heard_once_it_is_bac
                     await s.close()
         finally:
             await end_process(again)  # ours; the fixture ends the first one
+
+
+async def test_a_launcher_following_by_consumer_reads_its_vmi_once_the_bus_is_back(
+        nats_server: NatsServer, nats_url: str, tmp_path: Path) -> None:
+    """A launcher of a shard that does not republish (an older virtbus's, on nats-server 2.9) follows
+    its VMI through a watch of vmis: started while the server is away, its first read fails and is made
+    again once the server is back, and the watch then hears a change."""
+    writer = await Store.connect(nats_url, "control-under-test")
+    await writer.vmis.create("mine", vmi("mine"))
+    await writer.close()
+    launcher = await launcher_store(nats_server)
+    # away for longer than a read's wait, so the first read fails rather than waiting the outage out
+    restarting = asyncio.create_task(restart_nats_server(nats_server, tmp_path, down_s=8))
+    again: asyncio.subprocess.Process | None = None
+    follower: Follower | None = None
+    control: Store | None = None
+    try:
+        await until(lambda: not launcher.nc.is_connected)
+        follower = Follower(launcher, "mine", republished=False)
+        again = await restarting
+        await until(lambda: follower is not None and follower.paused() == [False], within=40)
+        control = await Store.connect(nats_url, "control-under-test")
+        await control.vmis.mutate("mine", lambda v: vmi("mine", paused=True, generation=1))
+        await until(lambda: follower is not None and follower.paused() == [False, True], within=20)
+    finally:
+        try:
+            if follower is not None:
+                await follower.stop()
+            for s in (launcher, control):
+                if s is not None:
+                    with contextlib.suppress(Exception):
+                        await s.close()
+        finally:
+            if again is None and not restarting.done():
+                restarting.cancel()
+            with contextlib.suppress(BaseException):
+                again = again or await restarting
+            await end_process(again)
