@@ -371,15 +371,20 @@ class Store:
             js = jspublish.JetStream(nc)
             if not check:
                 return cls(nc, js, *_assume_all(js), records_events=False)
+            waiting = _Waiting()
             while True:
                 try:
                     kvs, republishing, images, snapshot_objects = await _open_all(js, copies, create)
                     break
                 except nats.js.errors.NotFoundError:
-                    structlog.get_logger().info("waiting for the control plane to create the buckets")
-                    await asyncio.sleep(1.0)
+                    waiting.say("waiting for the control plane to create the buckets")
+                except natsfaults.TRANSIENT as exc:
+                    # a cluster electing its JetStream leaders, or a server too busy to answer in
+                    # time: what a start in the middle of either meets, and not a reason to end
+                    waiting.say("waiting for JetStream to answer", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(1.0)
         except BaseException:
-            await nc.close()  # e.g. a cluster still electing its JetStream leader: the caller retries
+            await nc.close()  # e.g. a stream that is not its bucket's, or the caller gave up waiting
             raise
         return cls(nc, js, kvs, images, snapshot_objects, records_events=create, republishing=republishing)
 
@@ -422,6 +427,22 @@ class Store:
         await self.nc.drain()
         if isinstance(self.js, jspublish.JetStream):
             await self.js.close()
+
+
+class _Waiting:
+    """What a connect waits for, logged when it changes and every WAIT_LOG_S while it lasts."""
+
+    def __init__(self) -> None:
+        self.last: tuple[str, float] | None = None
+
+    def say(self, what: str, **details: str) -> None:
+        now = time.monotonic()
+        if self.last is None or self.last[0] != what or now - self.last[1] >= WAIT_LOG_S:
+            structlog.get_logger().info(what, **details)
+            self.last = (what, now)
+
+
+WAIT_LOG_S = 10.0
 
 
 def replicas() -> int:

@@ -1,8 +1,13 @@
-"""A stream made by hand under a bucket's name (KV_<bucket>, without a bucket's history per key) is
-refused by name when the control plane or a node opens the buckets, and left as it was: on a real
-nats-server with authentication."""
+"""Opening the buckets, on a real nats-server with authentication: a stream made by hand under a
+bucket's name (KV_<bucket>, without a bucket's history per key) is refused by name when the control
+plane or a node opens them, and left as it was; a node started before the control plane waits for
+them, a server that stops answering meanwhile (SIGSTOP) included."""
 
 from __future__ import annotations
+
+import asyncio
+import os
+import signal
 
 import nats
 import pytest
@@ -59,3 +64,32 @@ async def test_a_node_refuses_a_hand_made_stream_in_place_of_a_bucket(nats_serve
         assert await config_of(control, subjects.BUCKET_SERVICES) == made
     finally:
         await control.close()
+
+
+async def test_a_node_waits_for_the_buckets_through_a_server_that_stops_answering(
+        nats_server: NatsServer) -> None:
+    connecting = asyncio.create_task(Store.connect(
+        nats_server.url, "test-node1", creds=nats_server.creds("node-node1"),
+        inbox=subjects.inbox_prefix("node", "node1"), create=False))
+    control: Store | None = None
+    try:
+        await asyncio.sleep(1.5)
+        assert not connecting.done(), "the node did not wait for the control plane's buckets"
+        os.kill(nats_server.proc.pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(7)  # longer than a JetStream request's 5 s: one of the node's goes unanswered
+        finally:
+            os.kill(nats_server.proc.pid, signal.SIGCONT)
+        assert not connecting.done(), f"the node gave up: {connecting.exception()!r}"
+        control = await Store.connect(nats_server.url, "test-control", creds=nats_server.creds("admin"))
+        node = await asyncio.wait_for(connecting, 30)
+        try:
+            assert set(node.raw) == set(subjects.STATE_BUCKETS)
+            assert await node.nodes.get("node1") is None  # it reads them
+        finally:
+            await node.close()
+    finally:
+        if not connecting.done():
+            connecting.cancel()
+        if control is not None:
+            await control.close()
