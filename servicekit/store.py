@@ -381,6 +381,8 @@ class Store:
                 except natsfaults.TRANSIENT as exc:
                     # a cluster electing its JetStream leaders, or a server too busy to answer in
                     # time: what a start in the middle of either meets, and not a reason to end
+                    if nc.is_closed:
+                        raise  # given up reconnecting: nothing will answer
                     waiting.say("waiting for JetStream to answer", error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(1.0)
         except BaseException:
