@@ -168,6 +168,7 @@ async def test_a_change_made_while_the_launcher_was_away_is_heard_once_it_is_bac
             await end_process(again)  # ours; the fixture ends the first one
 
 
+@pytest.mark.usefixtures("both_servers")  # the fallback is for nats-server 2.9's shards above all
 async def test_a_launcher_following_by_consumer_reads_its_vmi_once_the_bus_is_back(
         nats_server: NatsServer, nats_url: str, tmp_path: Path) -> None:
     """A launcher of a shard that does not republish (an older virtbus's, on nats-server 2.9) follows
