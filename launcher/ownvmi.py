@@ -34,7 +34,7 @@ from proto.state import VMI
 from proto.stored import BadStoredValue
 from servicekit import connection, kvlive
 from servicekit.cancelling import raise_if_cancelling
-from servicekit.store import Store
+from servicekit.store import Entry, Store
 
 log = structlog.get_logger()
 # A message lost between clustered servers while no connection dropped is rare, and a lost one that
@@ -71,15 +71,7 @@ async def changes(store: Store, node: str, vmi: str, *, republished: bool = True
     republishes its copies; if not (a shard an older virtbus made, on nats-server 2.9, which will not
     add a republish), through a watch of ``vmis`` itself, a consumer, as launchers followed it before."""
     if not republished:
-        while True:  # a watch of a key not there says nothing until it comes: read it first
-            try:
-                entry = await store.vmis.get(vmi)
-                break
-            except ApiError as exc:
-                if not exc.retryable:
-                    raise
-                log.info("own VMI not read; reading it again", error=exc.message)
-                await asyncio.sleep(RETRY_S)  # the connection's reconnect is under way meanwhile
+        entry = await _read(store, vmi, asyncio.Event())  # a watch of a key not there says nothing until it comes
         yield Gone() if entry is None else entry.value
         seen = Latest(0 if entry is None else entry.revision)
         async for change in store.vmis.watch(vmi):
@@ -104,18 +96,7 @@ async def changes(store: Store, node: str, vmi: str, *, republished: bool = True
         while True:
             raise_if_cancelling()
             if resync:
-                came_back.clear()
-                try:
-                    entry = await store.vmis.get(vmi)
-                except ApiError as exc:
-                    if not exc.retryable:
-                        raise
-                    # the bus away (a reconnect is under way, or the server is busy): again once it
-                    # is back, or in a moment; what the launcher runs goes on meanwhile
-                    log.info("own VMI not read; reading it again", error=exc.message)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(came_back.wait(), RETRY_S)
-                    continue
+                entry = await _read(store, vmi, came_back)
                 if entry is None:
                     yield Gone()
                 elif latest.news(entry.revision):
@@ -144,3 +125,22 @@ async def changes(store: Store, node: str, vmi: str, *, republished: bool = True
             await sub.unsubscribe()
         except Exception:  # noqa: BLE001 - the connection may be closing; the subscription goes with it
             log.debug("subscription to this VMI's copy not ended", exc_info=True)
+
+
+async def _read(store: Store, vmi: str, came_back: asyncio.Event) -> Entry[VMI] | None:
+    """``vmi`` as ``vmis`` has it now, read until the bus answers. ``came_back`` is set when the
+    connection is regained (a read made before then may have missed what was said meanwhile): it is
+    cleared before each read."""
+    while True:
+        raise_if_cancelling()
+        came_back.clear()
+        try:
+            return await store.vmis.get(vmi)
+        except ApiError as exc:
+            if not exc.retryable:
+                raise
+            # the bus away (a reconnect is under way, or the server is busy): again once it is
+            # back, or in a moment; what the launcher runs goes on meanwhile
+            log.info("own VMI not read; reading it again", error=exc.message)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(came_back.wait(), RETRY_S)

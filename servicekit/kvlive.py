@@ -159,9 +159,10 @@ async def live(kv: KeyValue, keys: str, republished: str) -> AsyncGenerator[kvwa
                     known.note(update.key, update.revision, deleted=update.deleted)
                     yield update
         yield None
-        audit = _sequence_audit(known, js, stream) if keys == ">" else \
-            _key_audit(known, lambda: kvwatch.listed(js, stream, pre, keys))
-        every = WHOLE_AUDIT_S if known.whole else AUDIT_S
+        if known.whole:
+            audit, every = _sequence_audit(known, js, stream), WHOLE_AUDIT_S
+        else:
+            audit, every = _key_audit(known, lambda: kvwatch.listed(js, stream, pre, keys)), AUDIT_S
         async for update in _follow(queue, known, pre, came_back, audit, every):
             yield update
     finally:
