@@ -81,7 +81,7 @@ _SPEC = schema.Object({
     # which images KubeVirt's own components run from: virtbus runs none of them
     **dict.fromkeys(("imagePullPolicy", "imageRegistry", "imageTag"), schema.IGNORED),
 })
-_CR = schema.Object({"apiVersion": schema.STR, "kind": schema.STR, "metadata": schema.METADATA, "spec": _SPEC,
+_CR = schema.Object({"apiVersion": schema.STR, "kind": schema.STR, "metadata": schema.CLUSTER_METADATA, "spec": _SPEC,
                      "status": schema.IGNORED})
 
 

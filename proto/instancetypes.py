@@ -19,6 +19,7 @@ import msgspec
 
 from proto.errors import ApiError, Code
 from proto.quantity import InvalidQuantity, parse_bytes
+from proto.schema import check_namespace
 from proto.subjects import is_dns1123_label
 
 API_VERSIONS = ("instancetype.kubevirt.io/v1beta1", "instancetype.kubevirt.io/v1alpha2")
@@ -64,6 +65,8 @@ def parse(obj: Mapping[str, Any]) -> Instancetype:
     name = meta.get("name")
     if not isinstance(name, str):
         raise ApiError(Code.BAD_REQUEST, "metadata.name is required", "metadata.name")
+    if obj.get("kind") == KINDS[0]:  # the namespaced kind; the cluster-wide one has none
+        check_namespace(meta)
     if not is_dns1123_label(name.replace(".", "-")):  # u1.small: dots, as KubeVirt's names have
         raise ApiError(Code.INVALID, f"{name[:64]!r} is not an instancetype name", "metadata.name")
     for key in spec:

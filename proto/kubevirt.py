@@ -28,6 +28,7 @@ from proto.schema import (
     STR,
     Choice,
     ListOf,
+    Namespace,
     Object,
     Off,
     Refused,
@@ -298,8 +299,13 @@ def _network(network: Mapping[str, Any], path: str) -> Network:
     name = required(network, "name", path)
     if one_of(network, NETWORK_SOURCES, path, "network source") == "pod":
         return Network(name=name, kind="pod")
-    return Network(name=name, kind="multus",
-                   network_name=required(network["multus"], "networkName", f"{path}.multus"))
+    where = f"{path}.multus"
+    network_name = required(network["multus"], "networkName", where)
+    # Multus names a NetworkAttachmentDefinition in another namespace as <namespace>/<name>
+    namespace, slash, bare = network_name.rpartition("/")
+    if slash:
+        Namespace().walk(namespace, f"{where}.networkName")
+    return Network(name=name, kind="multus", network_name=bare)
 
 
 def _volume(volume: Mapping[str, Any], path: str) -> Volume:

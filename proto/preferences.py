@@ -21,6 +21,7 @@ from typing import Any, Literal
 import msgspec
 
 from proto.errors import ApiError, Code
+from proto.schema import check_namespace
 from proto.subjects import is_dns1123_label
 
 API_VERSIONS = ("instancetype.kubevirt.io/v1beta1", "instancetype.kubevirt.io/v1alpha2")
@@ -101,6 +102,8 @@ def parse(obj: Mapping[str, Any]) -> Preference:
     name = meta.get("name")
     if not isinstance(name, str):
         raise ApiError(Code.BAD_REQUEST, "metadata.name is required", "metadata.name")
+    if obj.get("kind") == KINDS[0]:  # the namespaced kind; the cluster-wide one has none
+        check_namespace(meta)
     if not is_dns1123_label(name.replace(".", "-")):
         raise _invalid("metadata.name", f"{name[:64]!r} is not a preference name")
     if name in COMMON:

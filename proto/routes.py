@@ -18,8 +18,7 @@ from typing import Any
 from proto import netcheck
 from proto.api import Message
 from proto.errors import ApiError, Code
-from proto.schema import only_known
-from proto.services import NAMESPACE
+from proto.schema import check_namespace, only_known
 from proto.state import State
 from proto.validation import check_labels, check_name
 
@@ -196,8 +195,7 @@ def _head(raw: Any, api: str, kind: str) -> tuple[Mapping[str, Any], str, dict[s
     if not isinstance(name, str):
         raise ApiError(Code.BAD_REQUEST, "metadata.name is required", "metadata.name")
     check_name(name, "metadata.name", f"{kind} name")
-    if meta.get("namespace", NAMESPACE) != NAMESPACE:
-        raise _bad("metadata.namespace", f"virtbus has one namespace, {NAMESPACE!r}")
+    check_namespace(meta)
     labels = dict(_map(meta.get("labels") or {}, "metadata.labels"))
     check_labels(labels, "metadata.labels")
     return _map(obj.get("spec"), "spec"), name, labels

@@ -159,12 +159,36 @@ QUANTITY = Quantity()
 
 # --- what every manifest's reader needs
 
+# virtbus has one set of names. A manifest of a namespaced kind may say so (`namespace: default`, as
+# `kubectl get -o yaml` writes it); any other namespace is refused, not folded into this one, where
+# `prod/db` would replace `default/db` without a word.
+NAMESPACE = "default"
+
+
+class Namespace(Node):
+    def walk(self, value: Any, path: str) -> Any:
+        STR.walk(value, path)
+        if value != NAMESPACE:
+            raise invalid(path, f"virtbus has one namespace, {NAMESPACE!r}; {path} {value!r} is not it")
+        return value
+
+
+def check_namespace(meta: Mapping[str, Any], path: str = "metadata") -> None:
+    """For the readers that do not walk a table: ``meta``'s namespace, if any, is the one there is."""
+    if meta.get("namespace") is not None:
+        Namespace().walk(meta["namespace"], join(path, "namespace"))
+
+
+_OBJECT_META = ("annotations", "uid", "resourceVersion", "creationTimestamp", "generation", "managedFields",
+                "selfLink", "finalizers")
 METADATA = Object({
     "name": STR,
+    "namespace": Namespace(),
     "labels": StrMap(),  # the VM object's own; the instance's are the template's
-    **dict.fromkeys(("namespace", "annotations", "uid", "resourceVersion", "creationTimestamp",
-                     "generation", "managedFields", "selfLink", "finalizers"), IGNORED),
+    **dict.fromkeys(_OBJECT_META, IGNORED),
 })
+# a cluster-wide object's (the KubeVirt CR lives in KubeVirt's own namespace, whatever it is called)
+CLUSTER_METADATA = Object({"name": STR, "labels": StrMap(), **dict.fromkeys(("namespace", *_OBJECT_META), IGNORED)})
 
 
 def required(tree: Mapping[str, Any], key: str, path: str) -> Any:

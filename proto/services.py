@@ -15,7 +15,7 @@ from typing import Any
 
 from proto import netcheck
 from proto.errors import ApiError, Code
-from proto.schema import only_known
+from proto.schema import NAMESPACE, check_namespace, only_known
 from proto.state import (
     HEADLESS,
     VMI,
@@ -30,7 +30,6 @@ from proto.state import (
 )
 from proto.validation import check_labels, check_name
 
-NAMESPACE = "default"
 CLUSTER_DOMAIN = "cluster.local"
 SERVICE_CIDR = IPv4Network("10.96.0.0/16")
 # Where every guest asks names (kube-dns's address): each node answers it itself (handler.clusterdns).
@@ -63,9 +62,7 @@ def _metadata(obj: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
     if not isinstance(name, str):
         raise ApiError(Code.BAD_REQUEST, "metadata.name is required", "metadata.name")
     check_name(name, "metadata.name", "Service name")
-    namespace = meta.get("namespace", NAMESPACE)
-    if namespace != NAMESPACE:
-        raise _bad("metadata.namespace", f"virtbus has one namespace, {NAMESPACE!r}; not {namespace!r}")
+    check_namespace(meta)
     labels = dict(_map(meta.get("labels") or {}, "metadata.labels"))
     check_labels(labels, "metadata.labels")
     return name, labels

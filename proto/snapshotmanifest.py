@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from proto.errors import ApiError, Code
+from proto.schema import check_namespace
 from proto.snapshotapi import VMRestore, VMSnapshotCreate
 from proto.validation import check_name
 
@@ -14,7 +15,7 @@ SNAPSHOT_KIND = "VirtualMachineSnapshot"
 RESTORE_KIND = "VirtualMachineRestore"
 KINDS = frozenset({SNAPSHOT_KIND, RESTORE_KIND})
 API_VERSIONS = frozenset({"snapshot.kubevirt.io/v1beta1", "snapshot.kubevirt.io/v1alpha1"})
-_METADATA = {"name", "namespace", "labels", "annotations"}  # namespace: virtbus has one set of names
+_METADATA = {"name", "namespace", "labels", "annotations"}
 
 
 def _object(value: Any, field: str) -> dict[str, Any]:
@@ -50,6 +51,7 @@ def parse(doc: Any) -> VMSnapshotCreate | VMRestore:
         raise ApiError(Code.INVALID, f"apiVersion must be one of {sorted(API_VERSIONS)}", "apiVersion")
     meta = _object(obj.get("metadata"), "metadata")
     _only(meta, _METADATA, "metadata")
+    check_namespace(meta)
     name = meta.get("name")
     if not isinstance(name, str):
         raise ApiError(Code.INVALID, "a name is required", "metadata.name")

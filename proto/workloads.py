@@ -18,6 +18,7 @@ import msgspec
 from proto import kubevirt, selector
 from proto.errors import ApiError, Code
 from proto.manifest import parse_instance_obj
+from proto.schema import check_namespace
 from proto.selector import LabelSelector
 from proto.spec import PersistentVolumeClaim, VMSpec
 from proto.state import State
@@ -120,6 +121,7 @@ def _header(obj: object, versions: tuple[str, ...], kind: str, max_name: int) ->
     _only(doc, ("apiVersion", "kind", "metadata", "spec", "status"), "")
     meta = _object(doc.get("metadata"), "metadata")
     _only(meta, ("name", *_IGNORED_META), "metadata")
+    check_namespace(meta)
     name = meta.get("name")
     if not isinstance(name, str):
         raise ApiError(Code.BAD_REQUEST, "metadata.name is required", "metadata.name")

@@ -52,6 +52,8 @@ BAD = [
     ("name not a DNS-1123 label",
      json.dumps(with_path(seed_testvm(), ["metadata", "name"], "../../etc; rm -rf")).encode(),
      "Invalid", "metadata.name"),
+    ("another namespace", json.dumps(with_path(seed_testvm(), ["metadata", "namespace"], "prod")).encode(),
+     "Invalid", "metadata.namespace"),
 ]
 
 

@@ -234,7 +234,7 @@ REFUSED = [
      "spec.template.spec.domain.devices.interfaces[1].masquerade"),
     (mutated([*TS, "networks", 1], {"name": "ext-net", "pod": {}}, T2), Code.INVALID,
      "spec.template.spec.networks[1].pod"),
-    (mutated([*TS, "networks", 1, "multus", "networkName"], "default/multus-br", T2), Code.INVALID,
+    (mutated([*TS, "networks", 1, "multus", "networkName"], "kube-system/multus-br", T2), Code.INVALID,
      "spec.template.spec.networks[1].multus.networkName"),
     (mutated([*DEV, "interfaces", 0, "ports"], [{"port": 80}, {"port": 80}]), Code.INVALID,
      "spec.template.spec.domain.devices.interfaces[0].ports[1].port"),
