@@ -23,7 +23,7 @@ from proto.routes import (
     RouteReply,
     unadmitted_routes,
 )
-from proto.services import NAMESPACE
+from proto.schema import NAMESPACE
 
 KINDS = {"route": "route", "routes": "route", "ingress": "ingress", "ingresses": "ingress", "ing": "ingress"}
 MANIFEST_KINDS = {"Route": "route", "Ingress": "ingress"}

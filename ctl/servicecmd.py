@@ -20,7 +20,7 @@ from proto.api import (
     ServiceReply,
     ServiceView,
 )
-from proto.services import NAMESPACE
+from proto.schema import NAMESPACE
 from proto.state import Endpoints, Service, ServiceType
 
 KINDS = {"service": "service", "services": "service", "svc": "service",
