@@ -26,13 +26,14 @@ from ctl import (
     routecmd,
     servicecmd,
     snapshotcmd,
+    vmiwatch,
     volumecmd,
     workloadcmd,
 )
 from ctl.client import ApiClient, default_url
 from ctl.lab import say
 from ctl.progress import ask, state_of, vm_view, wait_for
-from proto import snapshotmanifest
+from proto import selector, snapshotmanifest
 from proto.api import (
     Ack,
     ExposeRequest,
@@ -42,6 +43,7 @@ from proto.api import (
     NameRequest,
     NetworkReply,
     NodeList,
+    SelectRequest,
     UnexposeRequest,
     VMIList,
     VMIReply,
@@ -50,7 +52,7 @@ from proto.api import (
 )
 from proto.errors import ApiError, Code
 from proto.manifest import INSTANCE_KIND, load_manifests
-from proto.state import VMI, Exposure, FloatingIP
+from proto.state import Exposure, FloatingIP
 
 KINDS = {"vm": "vm", "vms": "vm", "virtualmachine": "vm", "virtualmachines": "vm",
          "vmi": "vmi", "vmis": "vmi", "virtualmachineinstance": "vmi", "virtualmachineinstances": "vmi",
@@ -117,22 +119,24 @@ async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
         return 0
     wide = args.output == "wide"
     structured = args.output in ("json", "yaml")
+    chosen = _selector(args, kind)
     if kind == "vmi" and args.watch:
-        await _watch_vmis(api, args.name, args.output if structured else None, wide)
+        await vmiwatch.watch(api, args.name, chosen, args.output if structured else None, wide)
         return 0
+    picked = SelectRequest(label_selector=args.selector)
     if kind == "vm":
         if args.name:
             item = (await api.call("vm", "get", NameRequest(name=args.name), VMReply)).item
             say(render.vm_objects([item], args.output, one=True) if structured else render.vms([item], wide))
         else:
-            items = (await api.call("vm", "list", {}, VMList)).items
+            items = (await api.call("vm", "list", picked, VMList)).items
             say(render.vm_objects(items, args.output) if structured else render.vms(items, wide))
     elif kind == "vmi":
         if args.name:
             vmi = (await api.call("vmi", "get", NameRequest(name=args.name), VMIReply)).item
             say(render.vmi_objects([vmi], args.output, one=True) if structured else render.vmis([vmi], wide))
         else:
-            vmis = (await api.call("vmi", "list", {}, VMIList)).items
+            vmis = (await api.call("vmi", "list", picked, VMIList)).items
             say(render.vmi_objects(vmis, args.output) if structured else render.vmis(vmis, wide))
     elif kind == "exposure":
         exposures = (await api.call("exposure", "list", {}, ExposureList)).items
@@ -151,25 +155,15 @@ async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _watch_vmis(api: ApiClient, name: str | None, fmt: str | None, wide: bool) -> None:
-    """Every VMI (or the one named), then each change: a table row, or with fmt the whole object."""
-    if fmt is None:
-        say(render.vmis([], wide))
-    seen: dict[str, VMI] = {}
-
-    def show(key: str, vmi: VMI | None) -> None:
-        if name and key != name:
-            return
-        if fmt is None:
-            say(f"{key}   <deleted>" if vmi is None else render.vmis([vmi], wide).splitlines()[1])
-            return
-        if vmi is not None:
-            seen[key] = vmi
-        shown = vmi or seen.pop(key, None)  # as kubectl -w prints a deleted object: as last seen
-        if shown is not None:
-            say(("---\n" if fmt == "yaml" else "") + render.vmi_objects([shown], fmt, one=True))
-
-    await api.watch_vmis(show)
+def _selector(args: argparse.Namespace, kind: str) -> selector.LabelSelector:
+    """`-l` as kubectl takes it: for lists of vms and vmis, never beside a name."""
+    if not args.selector:
+        return selector.LabelSelector()
+    if kind not in ("vm", "vmi"):
+        raise ApiError(Code.BAD_REQUEST, "-l selects vms and vmis only", "selector")
+    if args.name:
+        raise ApiError(Code.BAD_REQUEST, "a name cannot be given with a selector (-l)", "selector")
+    return selector.parse_text(args.selector, "selector")
 
 
 async def cmd_delete_vmi(api: ApiClient, args: argparse.Namespace) -> int:
@@ -301,6 +295,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("name", nargs="?")
     g.add_argument("-o", "--output", choices=["json", "yaml", "wide"], default=None)
     g.add_argument("-w", "--watch", action="store_true", help="vmis, events: keep printing changes")
+    g.add_argument("-l", "--selector", default="", help="vms, vmis: those whose labels it picks (app=web,tier!=db)")
     for verb in ("start", "stop", "restart", "delete"):
         c = sub.add_parser(verb, help=f"{verb} a VM" + (" (delete vmi NAME: a VMI of its own)" if verb == "delete"
                                                           else ""))

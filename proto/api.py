@@ -27,6 +27,12 @@ class ListRequest(Message, frozen=True):
     pass
 
 
+class SelectRequest(Message, frozen=True):
+    """A list of VMs or VMIs, those whose labels the selector picks (kubectl's `-l`, as text: app=web,tier!=db)."""
+
+    label_selector: str = ""
+
+
 class VMView(Message, frozen=True):
     """A VM with the status KubeVirt prints (``printableStatus``) derived from its instance."""
 

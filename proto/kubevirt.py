@@ -170,7 +170,8 @@ def from_kubevirt(obj: Mapping[str, Any]) -> VMSpec | NetworkAttachment:
 def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
     check_kind(obj, VM_API_VERSIONS, "VirtualMachine")
     tree = _VM.walk(obj, "")
-    name = required(required(tree, "metadata", ""), "name", "metadata")
+    metadata = required(tree, "metadata", "")
+    name = required(metadata, "name", "metadata")
     spec = required(tree, "spec", "")
     template = required(spec, "template", "spec")
     tspec = required(template, "spec", "spec.template")
@@ -200,6 +201,7 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
         name=name,
         run_strategy=_run_strategy(spec),
         labels=template.get("metadata", {}).get("labels", {}),
+        vm_labels=metadata.get("labels", {}),
         cpu=Cpu(cores=cpu.get("cores", 1), sockets=cpu.get("sockets", 1), threads=cpu.get("threads", 1)),
         memory=_memory(domain),
         disks=[_disk(d, p) for d, p in each(devices.get("disks", []), f"{DOMAIN_PATH}.devices.disks")],

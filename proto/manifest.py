@@ -202,6 +202,7 @@ _VM_FIELDS = {
     "name": "metadata.name",
     "runStrategy": "spec.runStrategy",
     "labels": "spec.template.metadata.labels",
+    "vmLabels": "metadata.labels",
     "cpu": f"{kubevirt.DOMAIN_PATH}.cpu",
     "disks": f"{kubevirt.DOMAIN_PATH}.devices.disks",
     "interfaces": f"{kubevirt.DOMAIN_PATH}.devices.interfaces",

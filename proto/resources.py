@@ -94,7 +94,7 @@ def vmi_spec(spec: VMSpec, *, sized: bool = True) -> Obj:
 
 def vm_manifest(spec: VMSpec) -> Obj:
     """The VirtualMachine that proto.kubevirt turns into ``spec``."""
-    metadata: Obj = {"name": spec.name}
+    metadata: Obj = {"name": spec.name, **({"labels": dict(spec.vm_labels)} if spec.vm_labels else {})}
     if spec.high_availability:
         metadata["annotations"] = {fencing.ANNOTATION: "true"}
     return {
@@ -162,10 +162,16 @@ def _template(template: DataVolumeTemplate) -> Obj:
 # --- VirtualMachineInstance
 
 
-def vmi_object(vmi: VMI) -> Obj:
+def vmi_labels(vmi: VMI) -> dict[str, str]:
+    """Its labels as `get vmis -o yaml` prints them and `get vmis -l` selects by."""
     labels = dict(vmi.spec.labels)
     if vmi.node_name:
         labels["kubevirt.io/nodeName"] = vmi.node_name  # as virt-controller labels a scheduled VMI
+    return labels
+
+
+def vmi_object(vmi: VMI) -> Obj:
+    labels = vmi_labels(vmi)
     return {
         "apiVersion": KUBEVIRT_API,
         "kind": "VirtualMachineInstance",
@@ -218,7 +224,8 @@ def vm_object(view: VMView) -> Obj:
     vm = view.vm
     obj = vm_manifest(vm.spec)
     # no uid: a virtbus VM has none (its instances do)
-    obj["metadata"] = _compact({"name": vm.spec.name, "creationTimestamp": timestamp(vm.created_at),
+    # the manifest's own (labels, the high-availability annotation), then what the record adds
+    obj["metadata"] = _compact({**obj["metadata"], "creationTimestamp": timestamp(vm.created_at),
                                 "generation": vm.generation, "resourceVersion": str(view.revision),
                                 "ownerReferences": _owner("pool.kubevirt.io/v1alpha1", "VirtualMachinePool", vm.owner)})
     obj["status"] = _compact({

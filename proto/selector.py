@@ -3,6 +3,7 @@ picks its members: parsed with the manifest's field paths, and matched against a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -108,3 +109,66 @@ def check(selector: LabelSelector, field: str) -> None:
     for i, r in enumerate(selector.match_expressions):
         for value in r.values or [""]:
             check_labels({r.key: value}, f"{field}.matchExpressions[{i}]")
+
+
+# --- the text form kubectl's `-l` takes: key=value, key==value, key!=value, key, !key,
+# key in (a,b), key notin (a,b); requirements separated by commas, all of which must hold
+
+_KEY = r"[A-Za-z0-9][A-Za-z0-9._/-]*"
+_SET = re.compile(rf"^(?P<key>{_KEY})\s+(?P<op>in|notin)\s*\((?P<values>[^()]*)\)$")
+_EQUALITY = re.compile(rf"^(?P<key>{_KEY})\s*(?P<op>==|!=|=)\s*(?P<value>[^=!,()\s]*)$")
+_EXISTS = re.compile(rf"^(?P<bang>!?)\s*(?P<key>{_KEY})$")
+MAX_SELECTOR_TEXT = 4096
+
+
+def parse_text(text: str, field: str) -> LabelSelector:
+    """``text`` as kubectl reads `-l`; an empty text selects everything. Errors name ``field``."""
+    if len(text) > MAX_SELECTOR_TEXT:
+        raise _invalid(field, f"a label selector is at most {MAX_SELECTOR_TEXT} characters")
+    labels: dict[str, str] = {}
+    requirements: list[Requirement] = []
+    for part in _split(text, field):
+        if (found := _SET.match(part)) is not None:
+            values = [v.strip() for v in found["values"].split(",")]
+            if not all(values):
+                raise _invalid(field, f"{part!r}: a set is one or more values, separated by commas")
+            operator: Operator = "In" if found["op"] == "in" else "NotIn"
+            requirements.append(Requirement(key=found["key"], operator=operator, values=values))
+        elif (found := _EQUALITY.match(part)) is not None:
+            if found["op"] == "!=":
+                requirements.append(Requirement(key=found["key"], operator="NotIn", values=[found["value"]]))
+            elif labels.setdefault(found["key"], found["value"]) != found["value"]:
+                raise _invalid(field, f"{found['key']!r} cannot equal two values")
+        elif (found := _EXISTS.match(part)) is not None:
+            requirements.append(Requirement(key=found["key"], operator="DoesNotExist" if found["bang"] else "Exists"))
+        else:
+            raise _invalid(field, f"{part!r} is not a label requirement (key=value, key!=value, key, !key, "
+                                  "key in (a,b), key notin (a,b))")
+    if len(requirements) + len(labels) > MAX_REQUIREMENTS:
+        raise _invalid(field, f"a label selector has at most {MAX_REQUIREMENTS} requirements")
+    check_labels(labels, field)
+    for r in requirements:
+        for value in r.values or [""]:
+            check_labels({r.key: value}, field)
+    return LabelSelector(match_labels=labels, match_expressions=requirements)
+
+
+def _split(text: str, field: str) -> list[str]:
+    """The requirements of ``text``: split at the commas outside a set's parentheses."""
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth not in (0, 1):
+            raise _invalid(field, f"{text!r}: unbalanced parentheses")
+        if char == "," and depth == 0:
+            parts.append(text[start:index])
+            start = index + 1
+    if depth:
+        raise _invalid(field, f"{text!r}: unbalanced parentheses")
+    parts.append(text[start:])
+    stripped = [part.strip() for part in parts]
+    if stripped == [""]:
+        return []
+    if not all(stripped):
+        raise _invalid(field, f"{text!r}: an empty requirement between commas")
+    return stripped

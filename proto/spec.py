@@ -138,7 +138,9 @@ class VMSpec(Spec, frozen=True):
 
     name: str
     run_strategy: RunStrategy = RunStrategy.HALTED
-    labels: dict[str, str] = {}
+    labels: dict[str, str] = {}  # the template's: what its instances carry and Services select
+    # the VM object's own (its metadata.labels): what `get vms -l` selects; its instances do not get them
+    vm_labels: dict[str, str] = {}
     cpu: Cpu = Cpu()
     memory: str = "64Mi"
     disks: list[Disk] = []

@@ -114,6 +114,7 @@ def validate_vm(spec: VMSpec) -> VMSpec:
     if not 0 <= spec.termination_grace_period_seconds <= MAX_GRACE_SECONDS:
         raise invalid("spec.terminationGracePeriodSeconds", f"must be between 0 and {MAX_GRACE_SECONDS}")
     check_labels(spec.labels, "spec.labels")
+    check_labels(spec.vm_labels, "spec.vmLabels")
     check_labels(spec.node_selector, "spec.nodeSelector")
     for value, field in ((spec.hostname, "spec.hostname"), (spec.subdomain, "spec.subdomain")):
         if value is not None:  # a DNS label: in DHCP, cloud-init meta-data and DNS names

@@ -15,7 +15,7 @@ import msgspec
 import nats.js.errors
 from nats.js.api import ObjectInfo
 
-from proto import imagefacts, ipam, subjects
+from proto import imagefacts, ipam, resources, selector, subjects
 from proto.api import (
     Ack,
     ImageInfo,
@@ -26,6 +26,7 @@ from proto.api import (
     NetworkReply,
     NodeList,
     NodeView,
+    SelectRequest,
     VMIList,
     VMIReply,
     VMList,
@@ -180,8 +181,9 @@ class Api:
         return VMReply(item=await self._view(await self._named_vm(body)))
 
     async def vm_list(self, body: bytes) -> VMList:
-        decode_request(body, ListRequest)
-        return VMList(items=[await self._view(e) for e in sorted(await self.store.vms.items(), key=_key)])
+        chosen = selector.parse_text(decode_request(body, SelectRequest).label_selector, "labelSelector")
+        entries = sorted(await self.store.vms.items(), key=_key)
+        return VMList(items=[await self._view(e) for e in entries if chosen.matches(e.value.spec.vm_labels)])
 
     async def vm_delete(self, body: bytes) -> Ack:
         entry = await self._named_vm(body)
@@ -289,8 +291,9 @@ class Api:
         return Ack(message=f"VMI {name} is being deleted")
 
     async def vmi_list(self, body: bytes) -> VMIList:
-        decode_request(body, ListRequest)
-        return VMIList(items=[e.value for e in sorted(await self.store.vmis.items(), key=_key)])
+        chosen = selector.parse_text(decode_request(body, SelectRequest).label_selector, "labelSelector")
+        entries = sorted(await self.store.vmis.items(), key=_key)
+        return VMIList(items=[e.value for e in entries if chosen.matches(resources.vmi_labels(e.value))])
 
     async def node_list(self, body: bytes) -> NodeList:
         decode_request(body, ListRequest)

@@ -1,4 +1,5 @@
-"""The CLI's `get vmis -w`: table rows, or with -o json|yaml each change as a whole VirtualMachineInstance."""
+"""The CLI's `get vmis -w`: table rows, or with -o json|yaml each change as a whole VirtualMachineInstance;
+with -l, only the VMIs the selector picks."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any, cast
 import pytest
 import yaml
 
-from ctl import cli
+from ctl import vmiwatch
 from ctl.client import ApiClient
+from proto.selector import LabelSelector, parse_text
 from proto.spec import VMSpec
 from proto.state import VMI, Phase
 
@@ -26,8 +28,9 @@ class FakeWatch:
             handle(key, value)
 
 
-def vmi(name: str, phase: Phase) -> VMI:
-    return VMI(name=name, uid=f"{name}-uid", spec=VMSpec(name=name), created_at=1.0, phase=phase)
+def vmi(name: str, phase: Phase, node: str | None = None, labels: dict[str, str] | None = None) -> VMI:
+    return VMI(name=name, uid=f"{name}-uid", spec=VMSpec(name=name, labels=labels or {}), created_at=1.0,
+               phase=phase, node_name=node)
 
 
 UPDATES: list[tuple[str, VMI | None]] = [("a", vmi("a", Phase.PENDING)), ("b", vmi("b", Phase.PENDING)),
@@ -35,7 +38,7 @@ UPDATES: list[tuple[str, VMI | None]] = [("a", vmi("a", Phase.PENDING)), ("b", v
 
 
 async def watched(capsys: pytest.CaptureFixture[str], name: str | None, fmt: str | None) -> str:
-    await cli._watch_vmis(cast(ApiClient, FakeWatch(UPDATES)), name, fmt, wide=False)
+    await vmiwatch.watch(cast(ApiClient, FakeWatch(UPDATES)), name, LabelSelector(), fmt, wide=False)
     return capsys.readouterr().out
 
 
@@ -64,3 +67,22 @@ async def test_watch_yaml_is_a_stream_of_documents(capsys: pytest.CaptureFixture
     docs = list(yaml.safe_load_all(await watched(capsys, None, "yaml")))
     assert [(d["metadata"]["name"], d["status"]["phase"]) for d in docs] == [
         ("a", "Pending"), ("b", "Pending"), ("a", "Running"), ("a", "Running")]
+
+
+async def test_watch_with_a_selector_prints_the_vmis_it_picks_while_it_picks_them(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`get vmis -w -l kubevirt.io/nodeName=node1,app=web`: a VMI shows once bound to node1, shows as
+    deleted when it goes; one of another app or on another node never shows."""
+    web = {"app": "web"}
+    updates: list[tuple[str, VMI | None]] = [
+        ("a", vmi("a", Phase.PENDING, labels=web)),  # not bound yet: no nodeName label
+        ("b", vmi("b", Phase.PENDING, "node1", {"app": "db"})),
+        ("c", vmi("c", Phase.SCHEDULED, "node2", web)),
+        ("a", vmi("a", Phase.SCHEDULED, "node1", web)),
+        ("a", vmi("a", Phase.RUNNING, "node1", web)),
+        ("c", None), ("b", None), ("a", None)]
+    chosen = parse_text("kubevirt.io/nodeName=node1,app=web", "selector")
+    await vmiwatch.watch(cast(ApiClient, FakeWatch(updates)), None, chosen, None, wide=False)
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(row[0], row[-1] if row[-1] == "<deleted>" else row[2]) for row in rows] == [
+        ("a", "Scheduled"), ("a", "Running"), ("a", "<deleted>")]

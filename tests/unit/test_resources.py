@@ -17,7 +17,7 @@ from proto.manifest import parse_manifest_obj
 from proto.resources import node_object, timestamp, vm_manifest, vm_object, vmi_object
 from proto.spec import VMSpec
 from proto.state import VM, VMI, Condition, Node, Phase, VMIInterface
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, REPO
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 VIRTUAL_MACHINES = sorted(p.name for p in EXAMPLES.glob("*.yaml")
@@ -38,6 +38,7 @@ def everything() -> VMSpec:
     """A spec with every field virtbus holds set away from its default."""
     doc = yaml.safe_load((EXAMPLES / "testvm-2-secondary.yaml").read_text())
     doc["spec"] = {"runStrategy": "Manual", "template": doc["spec"]["template"]}
+    doc["metadata"]["labels"] = {"app": "web", "example.com/tier": "front"}  # the VM's own
     tspec = doc["spec"]["template"]["spec"]
     tspec["domain"]["cpu"] = {"cores": 2, "sockets": 1, "threads": 2}
     tspec["domain"]["devices"]["disks"][0].update(bootOrder=1, disk={"bus": "sata"})
@@ -72,6 +73,16 @@ def test_a_printed_vm_applies_again() -> None:
     printed = vm_object(VMView(vm=VM(spec=spec, created_at=T0, failures=2, last_failure="boom"), revision=7,
                                printable_status="CrashLoopBackOff"))
     assert spec_of(copy.deepcopy(printed)) == spec
+    assert printed["metadata"]["labels"] == {"app": "web", "example.com/tier": "front"}
+
+
+def test_a_printed_vm_keeps_its_high_availability() -> None:
+    """The annotation that asks for it is printed with the VM, so that an edit of the printed VM keeps it."""
+    spec = spec_of(yaml.safe_load((REPO / "examples" / "testvm-ha.yaml").read_text()))
+    assert spec.high_availability
+    printed = vm_object(VMView(vm=VM(spec=spec, created_at=T0), revision=1, printable_status="Running"))
+    assert printed["metadata"]["annotations"] == {"virtbus.io/high-availability": "true"}
+    assert spec_of(printed) == spec
 
 
 def test_the_kubevirt_form_of_a_spec() -> None:
