@@ -250,8 +250,8 @@ class ServiceApi:
             claim = await self.claims.get(key)
             if claim is not None and claim.value == name:
                 await self.claims.delete(key, claim.revision)
-        ends = await self.endpoints.get(name)
-        if ends is not None and not ends.value.manual:
+        # its Endpoints go with it, hand-written ones too, as Kubernetes' endpoints controller deletes them
+        if await self.endpoints.get(name) is not None:
             await self.endpoints.delete(name)
         return Ack(message=f"service/{name} deleted")
 

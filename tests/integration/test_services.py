@@ -153,6 +153,9 @@ async def test_the_articles_headless_service_with_hand_written_endpoints(control
         "spec": {"selector": {"app": "x"}, "ports": [{"port": 80}]}})
     refused = await call(store, "endpoints", "apply", {**ends, "metadata": {"name": "sel"}})
     assert refused["error"]["code"] == "Invalid", "a Service with a selector has its Endpoints kept by virtbus"
+    # deleting the Service deletes its Endpoints, as in Kubernetes, those written by hand too
+    await call(store, "service", "delete", {"name": "mongo"})
+    assert (await call(store, "endpoints", "get", {"name": "mongo"}))["error"]["code"] == "NotFound"
 
 
 async def test_bad_input_gets_a_typed_error_and_changes_nothing(api: Store) -> None:
