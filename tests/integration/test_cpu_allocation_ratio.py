@@ -163,7 +163,7 @@ async def until(check: Callable[[], bool]) -> None:
 async def test_get_kubevirt_shows_what_was_applied_and_its_yaml_applies_back(
         cluster: ApiClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     def get(kind: str, output: str | None) -> argparse.Namespace:
-        return argparse.Namespace(kind=kind, name=None, output=output, watch=False)
+        return argparse.Namespace(kind=kind, name=None, output=output, watch=False, selector="")
 
     def said() -> list[str]:  # what the CLI printed, without the in-process services' log lines
         return [line for line in capsys.readouterr().out.splitlines() if not re.match(r"^\d{4}-\d\d-\d\d ", line)]
