@@ -97,7 +97,7 @@ def test_the_articles_app_finds_its_database_by_name_over_the_ovs_network(lab: L
     for name in ("mongo-vm", "app"):
         lab.cli("delete", name, "--wait", "--timeout", "120")
     lab.cli("delete", "service", "mongo")
-    lab.cli("delete", "endpoints", "mongo")
+    assert "mongo" not in lab.cli("get", "endpoints").stdout, "its hand-written Endpoints went with it"
     # the VMs' ports left br1 with them: only its uplink (and br1 itself) remain
     ports = lab_exec(lab, "node1", "ovs-vsctl", f"--db=unix:{lab.state_dir}/ovs/node1/db.sock", "list-ports", "br1")
     assert ports.stdout.split() == ["ovs0"], ports

@@ -169,4 +169,4 @@ def test_the_articles_app_finds_its_database_by_name_over_the_secondary_network(
     for name in ("mongo-vm", "app"):
         lab.cli("delete", name, "--wait", "--timeout", "120")
     lab.cli("delete", "service", "mongo")
-    lab.cli("delete", "endpoints", "mongo")
+    assert "mongo" not in lab.cli("get", "endpoints").stdout, "its hand-written Endpoints went with it"
