@@ -169,7 +169,10 @@ class Api:
         if existing.value.spec == spec:
             return VMReply(item=await self._view(existing))
         await self.volumes.for_vm(spec)
-        updated = msgspec.structs.replace(existing.value, spec=spec, generation=existing.value.generation + 1)
+        # as Kubernetes counts it: a change of the spec, not of the VM's own labels (its metadata)
+        relabelled = msgspec.structs.replace(existing.value.spec, vm_labels=spec.vm_labels) == spec
+        updated = msgspec.structs.replace(existing.value, spec=spec,
+                                          generation=existing.value.generation + (0 if relabelled else 1))
         rev = await self.store.vms.update(spec.name, updated, existing.revision)
         return VMReply(item=await self._view(Entry(spec.name, updated, rev)))
 

@@ -70,9 +70,13 @@ async def test_vms_and_vmis_by_label(api: Store) -> None:
     got = msgspec.json.decode(json.dumps(await request(api, "vm", "get", {"name": "web1"})), type=VMReply)
     assert vm_object(got.item)["metadata"]["labels"] == {"app": "web", "tier": "front"}
 
-    # a label change alone is applied: the VM's labels are what the manifest says now
-    assert "item" in await request(api, "vm", "apply", vm("web2", {"app": "api"}, {"role": "server"}))
+    # a label change alone is applied, as metadata: the VM's labels are what the manifest says now, and
+    # its generation (which counts changes of the spec) stays
+    relabelled = await request(api, "vm", "apply", vm("web2", {"app": "api"}, {"role": "server"}))
+    assert relabelled["item"]["vm"].get("generation", 1) == 1, relabelled  # 1 is left out
     assert await listed(api, "vm", "app=web") == ["web1"]
+    respecced = await request(api, "vm", "apply", vm("web2", {"app": "api"}, {"role": "other"}))
+    assert respecced["item"]["vm"]["generation"] == 2, respecced
 
 
 @pytest.mark.parametrize(("kind", "body", "code", "field"), [
