@@ -26,8 +26,8 @@ from ctl import (
     routecmd,
     servicecmd,
     snapshotcmd,
-    vmiwatch,
     volumecmd,
+    watches,
     workloadcmd,
 )
 from ctl.client import ApiClient, default_url
@@ -120,9 +120,12 @@ async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
     wide = args.output == "wide"
     structured = args.output in ("json", "yaml")
     chosen = _selector(args, kind)
-    if kind == "vmi" and args.watch:
-        await vmiwatch.watch(api, args.name, chosen, args.output if structured else None, wide)
+    if kind in ("vm", "vmi") and args.watch:
+        watch = watches.vms if kind == "vm" else watches.vmis
+        await watch(api, args.name, chosen, args.output if structured else None, wide)
         return 0
+    if args.watch:
+        raise ApiError(Code.BAD_REQUEST, "-w watches vms, vmis and events", "watch")
     picked = SelectRequest(label_selector=args.selector)
     if kind == "vm":
         if args.name:
@@ -294,7 +297,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("kind")
     g.add_argument("name", nargs="?")
     g.add_argument("-o", "--output", choices=["json", "yaml", "wide"], default=None)
-    g.add_argument("-w", "--watch", action="store_true", help="vmis, events: keep printing changes")
+    g.add_argument("-w", "--watch", action="store_true", help="vms, vmis, events: keep printing changes")
     g.add_argument("-l", "--selector", default="", help="vms, vmis: those whose labels it picks (app=web,tier!=db)")
     for verb in ("start", "stop", "restart", "delete"):
         c = sub.add_parser(verb, help=f"{verb} a VM" + (" (delete vmi NAME: a VMI of its own)" if verb == "delete"

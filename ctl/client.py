@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -184,6 +185,37 @@ class ApiClient:
                 handle(update.key, vmis.decode(update.key, update.value) if update.value else None)
             except BadStoredValue as bad:
                 print(f"virtbus: {bad}; skipped", file=sys.stderr)
+
+
+    async def watch_vm_keys(self, handle: Callable[[str], Awaitable[None]]) -> None:
+        """The name of each VM whose row may have changed: its record's key in `vms`, or its instance's in
+        `vmis` (a VM's status is its instance's), every current one first, then as they change."""
+        js = self.nc.jetstream()
+        changed: asyncio.Queue[str] = asyncio.Queue()
+
+        async def follow(bucket: str) -> None:
+            watcher = await (await js.key_value(bucket)).watchall()
+            while True:
+                update = await watcher.updates(timeout=None)  # type: ignore[no-untyped-call]
+                if update is not None and subjects.is_dns1123_label(update.key):
+                    changed.put_nowait(update.key)
+
+        followers = [asyncio.create_task(follow(b)) for b in (subjects.BUCKET_VMS, subjects.BUCKET_VMIS)]
+        try:
+            while True:
+                done = [f for f in followers if f.done()]
+                if done:
+                    done[0].result()  # a watch that failed ends this one with its error
+                getting = asyncio.create_task(changed.get())
+                await asyncio.wait([getting, *followers], return_when=asyncio.FIRST_COMPLETED)
+                if getting.done():
+                    await handle(getting.result())
+                else:
+                    getting.cancel()
+        finally:
+            for follower in followers:
+                follower.cancel()
+            await asyncio.gather(*followers, return_exceptions=True)
 
 
 _event_decoder = msgspec.json.Decoder(Event)

@@ -3,6 +3,8 @@ kubectl's label selector text over plain NATS: the VMs or VMIs it picks, or a ty
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -10,9 +12,12 @@ import msgspec
 import pytest
 import yaml
 
+from ctl import watches
+from ctl.client import ApiClient
 from proto import subjects
 from proto.api import SelectRequest, VMReply
 from proto.resources import vm_object
+from proto.selector import parse_text
 from servicekit.store import Store
 from tests.conftest import REPO
 
@@ -99,3 +104,37 @@ async def test_a_vm_with_labels_that_kubernetes_refuses_is_refused(api: Store) -
     assert (error["code"], error["field"]) == ("Invalid", "metadata.labels"), error
     assert await api.vms.items() == []
     assert SelectRequest().label_selector == ""  # {} still lists every VM, as before
+
+
+async def test_get_vms_watch_prints_a_vm_as_it_changes(api: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    """`virtbus get vms -w -l app=web` on a real bus: the VMs picked, each as it is made, relabelled and
+    deleted (its record's changes in `vms`; its instance's in `vmis` come the same way)."""
+    assert "item" in await request(api, "vm", "create", vm("web1", {"app": "web"}, {}))
+    assert "item" in await request(api, "vm", "create", vm("db", {"app": "db"}, {}))
+    client = ApiClient(api.nc)
+    watching = asyncio.create_task(watches.vms(client, None, parse_text("app=web", "selector"), None, False))
+
+    async def rows(count: int) -> list[list[str]]:
+        for _ in range(100):
+            lines = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip()]
+            seen.extend(lines)
+            if len(seen) >= count:
+                return seen
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"not {count} lines: {seen}")
+
+    seen: list[list[str]] = []
+    try:
+        assert [r[0] for r in await rows(2)] == ["NAME", "web1"]
+        assert "item" in await request(api, "vm", "create", vm("web2", {"app": "web"}, {}))
+        assert [r[0] for r in await rows(3)][2] == "web2"
+        assert "item" in await request(api, "vm", "apply", vm("web1", {"app": "api"}, {}))  # no longer picked
+        assert (await rows(4))[3] == ["web1", "<deleted>"]
+        assert "message" in await request(api, "vm", "delete", {"name": "web2"})
+        assert (await rows(5))[4] == ["web2", "<deleted>"]
+        await asyncio.sleep(0.3)
+        assert capsys.readouterr().out.strip() == "", "db never shows"
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching

@@ -1,20 +1,22 @@
 """The CLI's `get vmis -w`: table rows, or with -o json|yaml each change as a whole VirtualMachineInstance;
-with -l, only the VMIs the selector picks."""
+with -l, only the VMIs the selector picks. `get vms -w`: a VM's row as it changes."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import pytest
 import yaml
 
-from ctl import vmiwatch
+from ctl import watches
 from ctl.client import ApiClient
+from proto.api import NameRequest, VMReply, VMView
+from proto.errors import ApiError, Code
 from proto.selector import LabelSelector, parse_text
 from proto.spec import VMSpec
-from proto.state import VMI, Phase
+from proto.state import VM, VMI, Phase
 
 
 class FakeWatch:
@@ -38,7 +40,7 @@ UPDATES: list[tuple[str, VMI | None]] = [("a", vmi("a", Phase.PENDING)), ("b", v
 
 
 async def watched(capsys: pytest.CaptureFixture[str], name: str | None, fmt: str | None) -> str:
-    await vmiwatch.watch(cast(ApiClient, FakeWatch(UPDATES)), name, LabelSelector(), fmt, wide=False)
+    await watches.vmis(cast(ApiClient, FakeWatch(UPDATES)), name, LabelSelector(), fmt, wide=False)
     return capsys.readouterr().out
 
 
@@ -82,7 +84,51 @@ async def test_watch_with_a_selector_prints_the_vmis_it_picks_while_it_picks_the
         ("a", vmi("a", Phase.RUNNING, "node1", web)),
         ("c", None), ("b", None), ("a", None)]
     chosen = parse_text("kubevirt.io/nodeName=node1,app=web", "selector")
-    await vmiwatch.watch(cast(ApiClient, FakeWatch(updates)), None, chosen, None, wide=False)
+    await watches.vmis(cast(ApiClient, FakeWatch(updates)), None, chosen, None, wide=False)
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     assert [(row[0], row[-1] if row[-1] == "<deleted>" else row[2]) for row in rows] == [
         ("a", "Scheduled"), ("a", "Running"), ("a", "<deleted>")]
+
+
+class FakeVMs:
+    """Plays the API and the watch of the vms and vmis buckets: each update changes what `vm get`
+    answers, then names the key that changed (a VMI's change names its VM's key too)."""
+
+    def __init__(self, updates: list[tuple[str, VMView | None]]) -> None:
+        self.updates, self.now = updates, dict[str, VMView]()
+
+    async def call(self, kind: str, verb: str, body: NameRequest, reply: type[VMReply]) -> VMReply:
+        assert (kind, verb) == ("vm", "get")
+        if body.name not in self.now:
+            raise ApiError(Code.NOT_FOUND, f"VM {body.name!r} not found")
+        return VMReply(item=self.now[body.name])
+
+    async def watch_vm_keys(self, handle: Callable[[str], Awaitable[None]]) -> None:
+        for key, view in self.updates:
+            if view is None:
+                self.now.pop(key, None)
+            else:
+                self.now[key] = view
+            await handle(key)
+
+
+def vm_view(name: str, status: str, revision: int, labels: dict[str, str] | None = None) -> VMView:
+    vm = VM(spec=VMSpec(name=name, vm_labels=labels or {}), created_at=1.0)
+    return VMView(vm=vm, revision=revision, printable_status=status)
+
+
+async def test_watching_vms_prints_each_change_of_a_row_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """`get vms -w -l app=web`: a VM's row when its status changes (not when its instance changes in a
+    way the row does not show); a VM of another app never; a deleted one as deleted."""
+    web = {"app": "web"}
+    updates: list[tuple[str, VMView | None]] = [
+        ("a", vm_view("a", "Stopped", 1, web)), ("b", vm_view("b", "Stopped", 1, {"app": "db"})),
+        ("a", vm_view("a", "Starting", 2, web)), ("a", vm_view("a", "Running", 2, web)),
+        ("a", vm_view("a", "Running", 2, web)),  # its instance's stats: the same row
+        ("b", vm_view("b", "Running", 2, {"app": "db"})), ("x", None),  # a VMI of its own: no VM
+        ("a", None)]
+    await watches.vms(cast(ApiClient, FakeVMs(updates)), None, parse_text("app=web", "selector"), None, wide=False)
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == ["NAME", "AGE", "STATUS", "READY"]
+    assert [(row[0], row[-1] if row[-1] == "<deleted>" else row[2]) for row in rows[1:]] == [
+        ("a", "Stopped"), ("a", "Starting"), ("a", "Running"), ("a", "<deleted>")]
