@@ -54,6 +54,7 @@ from proto.errors import ApiError, Code
 from proto.manifest import INSTANCE_KIND, load_manifests
 from proto.state import Exposure, FloatingIP
 
+DELETE_KINDS = ("vm", "vms", "vmi", "vmis", *sorted(workloadcmd.KINDS), *servicecmd.KINDS, *routecmd.KINDS)
 KINDS = {"vm": "vm", "vms": "vm", "virtualmachine": "vm", "virtualmachines": "vm",
          "vmi": "vmi", "vmis": "vmi", "virtualmachineinstance": "vmi", "virtualmachineinstances": "vmi",
          "node": "node", "nodes": "node", "exposure": "exposure", "exposures": "exposure",
@@ -303,9 +304,7 @@ def parser() -> argparse.ArgumentParser:
         c = sub.add_parser(verb, help=f"{verb} a VM" + (" (delete vmi NAME: a VMI of its own)" if verb == "delete"
                                                           else ""))
         if verb == "delete":
-            c.add_argument("kind", nargs="?", default="vm",
-                           choices=["vm", "vms", "vmi", "vmis", *sorted(workloadcmd.KINDS), *servicecmd.KINDS,
-                                    *routecmd.KINDS])
+            c.add_argument("kind", nargs="?", default="vm", choices=DELETE_KINDS)
         c.add_argument("name")
         c.add_argument("--wait", action="store_true", help="wait until done, showing progress")
         c.add_argument("--timeout", type=float, default=300.0)
@@ -381,9 +380,24 @@ def stdout_reader_gone() -> bool:
         return False
 
 
+def type_slash_name(args: argparse.Namespace) -> argparse.Namespace:
+    """kubectl's TYPE/NAME form: `get vm/testvm`, `delete service/web`, as `get vm testvm` would be."""
+    if args.command == "get" and args.name is None and "/" in args.kind:
+        args.kind, _, args.name = args.kind.partition("/")
+    elif args.command == "delete" and "/" in args.name:
+        if args.kind != "vm":
+            raise ApiError(Code.BAD_REQUEST, "give the kind once: KIND NAME or KIND/NAME", "name")
+        kind, _, args.name = args.name.partition("/")
+        if kind not in DELETE_KINDS:
+            raise ApiError(Code.BAD_REQUEST, f"delete takes {', '.join(DELETE_KINDS)}; not {kind!r}", "kind")
+        args.kind = kind
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
+        args = type_slash_name(args)
         if args.command == "lab":
             from ctl import lab
             code = lab.run(args)

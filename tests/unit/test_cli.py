@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 import yaml
 
-from ctl import watches
+from ctl import cli, watches
 from ctl.client import ApiClient
 from proto.api import NameRequest, VMReply, VMView
 from proto.errors import ApiError, Code
@@ -132,3 +132,24 @@ async def test_watching_vms_prints_each_change_of_a_row_once(capsys: pytest.Capt
     assert rows[0] == ["NAME", "AGE", "STATUS", "READY"]
     assert [(row[0], row[-1] if row[-1] == "<deleted>" else row[2]) for row in rows[1:]] == [
         ("a", "Stopped"), ("a", "Starting"), ("a", "Running"), ("a", "<deleted>")]
+
+
+@pytest.mark.parametrize(("argv", "kind", "name"), [
+    (["get", "vm/testvm"], "vm", "testvm"),
+    (["get", "vmis/testvm", "-o", "yaml"], "vmis", "testvm"),
+    (["get", "vms"], "vms", None),
+    (["delete", "vm/testvm"], "vm", "testvm"),
+    (["delete", "svc/web", "--wait"], "svc", "web"),
+    (["delete", "vmirs", "testreplicaset"], "vmirs", "testreplicaset"),
+    (["delete", "testvm"], "vm", "testvm"),
+])
+def test_kubectls_type_slash_name(argv: list[str], kind: str, name: str | None) -> None:
+    args = cli.type_slash_name(cli.parser().parse_args(argv))
+    assert (args.kind, args.name) == (kind, name)
+
+
+@pytest.mark.parametrize("argv", [["delete", "vmi", "vm/x"], ["delete", "pods/x"]])
+def test_type_slash_name_refused(argv: list[str]) -> None:
+    with pytest.raises(ApiError) as refused:
+        cli.type_slash_name(cli.parser().parse_args(argv))
+    assert refused.value.code is Code.BAD_REQUEST
