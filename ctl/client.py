@@ -186,7 +186,6 @@ class ApiClient:
             except BadStoredValue as bad:
                 print(f"virtbus: {bad}; skipped", file=sys.stderr)
 
-
     async def watch_vm_keys(self, handle: Callable[[str], Awaitable[None]]) -> None:
         """The name of each VM whose row may have changed: its record's key in `vms`, or its instance's in
         `vmis` (a VM's status is its instance's), every current one first, then as they change."""

@@ -12,7 +12,7 @@ from proto.state import VMI
 
 
 async def vmis(api: ApiClient, name: str | None, chosen: selector.LabelSelector, fmt: str | None,
-                wide: bool) -> None:
+               wide: bool) -> None:
     """Every VMI (or the one named, or those ``chosen`` picks), then each change: a table row, or with
     fmt the whole object. A VMI the selector stops picking prints as deleted, once."""
     if fmt is None:
@@ -50,7 +50,7 @@ async def vms(api: ApiClient, name: str | None, chosen: selector.LabelSelector, 
     prints as deleted (with fmt: as last seen), once."""
     if fmt is None:
         say(render.vms([], wide))
-    last: dict[str, tuple[VMView, str]] = {}
+    last: dict[str, str] = {}  # each VM shown: how it was shown
 
     def shown_as(view: VMView) -> str:
         if fmt is None:
@@ -72,12 +72,12 @@ async def vms(api: ApiClient, name: str | None, chosen: selector.LabelSelector, 
         if view is None:
             gone = last.pop(key, None)
             if gone is not None:
-                say(f"{key}   <deleted>" if fmt is None else ("---\n" if fmt == "yaml" else "") + gone[1])
+                say(f"{key}   <deleted>" if fmt is None else ("---\n" if fmt == "yaml" else "") + gone)
             return
         text = shown_as(view)
-        if key in last and last[key][1] == text:
+        if last.get(key) == text:
             return  # its instance changed in a way its row does not show
-        last[key] = (view, text)
+        last[key] = text
         say(render.vms([view], wide).splitlines()[1] if fmt is None else ("---\n" if fmt == "yaml" else "") + text)
 
     await api.watch_vm_keys(changed)
