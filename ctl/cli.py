@@ -120,13 +120,11 @@ async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
         return 0
     wide = args.output == "wide"
     structured = args.output in ("json", "yaml")
-    chosen = _selector(args, kind)
-    if kind in ("vm", "vmi") and args.watch:
+    chosen = _selector(args)
+    if args.watch:
         watch = watches.vms if kind == "vm" else watches.vmis
         await watch(api, args.name, chosen, args.output if structured else None, wide)
         return 0
-    if args.watch:
-        raise ApiError(Code.BAD_REQUEST, "-w watches vms, vmis and events", "watch")
     picked = SelectRequest(label_selector=args.selector)
     if kind == "vm":
         if args.name:
@@ -159,12 +157,10 @@ async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
-def _selector(args: argparse.Namespace, kind: str) -> selector.LabelSelector:
-    """`-l` as kubectl takes it: for lists of vms and vmis, never beside a name."""
+def _selector(args: argparse.Namespace) -> selector.LabelSelector:
+    """`-l` as kubectl takes it: for lists of vms and vmis (cmd_get has checked the kind), never beside a name."""
     if not args.selector:
         return selector.LabelSelector()
-    if kind not in ("vm", "vmi"):
-        raise ApiError(Code.BAD_REQUEST, "-l selects vms and vmis only", "selector")
     if args.name:
         raise ApiError(Code.BAD_REQUEST, "a name cannot be given with a selector (-l)", "selector")
     return selector.parse_text(args.selector, "selector")
@@ -380,10 +376,16 @@ def stdout_reader_gone() -> bool:
         return False
 
 
-def type_slash_name(args: argparse.Namespace) -> argparse.Namespace:
-    """kubectl's TYPE/NAME form: `get vm/testvm`, `delete service/web`, as `get vm testvm` would be."""
-    if args.command == "get" and args.name is None and "/" in args.kind:
-        args.kind, _, args.name = args.kind.partition("/")
+def kubectl_forms(args: argparse.Namespace) -> argparse.Namespace:
+    """kubectl's TYPE/NAME form: `get vm/testvm`, `delete service/web`, as `get vm testvm` would be; and
+    get's -w and -l refused, before connecting, for the kinds that would take them and then ignore them."""
+    if args.command == "get":
+        if args.name is None and "/" in args.kind:
+            args.kind, _, args.name = args.kind.partition("/")
+        if args.watch and KINDS.get(args.kind.lower()) not in ("vm", "vmi", "event"):
+            raise ApiError(Code.BAD_REQUEST, "-w watches vms, vmis and events", "watch")
+        if args.selector and KINDS.get(args.kind.lower()) not in ("vm", "vmi"):
+            raise ApiError(Code.BAD_REQUEST, "-l selects vms and vmis only", "selector")
     elif args.command == "delete" and "/" in args.name:
         if args.kind != "vm":
             raise ApiError(Code.BAD_REQUEST, "give the kind once: KIND NAME or KIND/NAME", "name")
@@ -397,7 +399,7 @@ def type_slash_name(args: argparse.Namespace) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
-        args = type_slash_name(args)
+        args = kubectl_forms(args)
         if args.command == "lab":
             from ctl import lab
             code = lab.run(args)

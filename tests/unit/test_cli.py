@@ -144,12 +144,14 @@ async def test_watching_vms_prints_each_change_of_a_row_once(capsys: pytest.Capt
     (["delete", "testvm"], "vm", "testvm"),
 ])
 def test_kubectls_type_slash_name(argv: list[str], kind: str, name: str | None) -> None:
-    args = cli.type_slash_name(cli.parser().parse_args(argv))
+    args = cli.kubectl_forms(cli.parser().parse_args(argv))
     assert (args.kind, args.name) == (kind, name)
 
 
-@pytest.mark.parametrize("argv", [["delete", "vmi", "vm/x"], ["delete", "pods/x"]])
-def test_type_slash_name_refused(argv: list[str]) -> None:
+@pytest.mark.parametrize("argv", [
+    ["delete", "vmi", "vm/x"], ["delete", "pods/x"],
+    ["get", "services", "-w"], ["get", "nodes", "-w"], ["get", "svc", "-l", "app=web"], ["get", "vmirs/x", "-l", "a"]])
+def test_forms_kubectl_refuses_are_refused_before_connecting(argv: list[str]) -> None:
     with pytest.raises(ApiError) as refused:
-        cli.type_slash_name(cli.parser().parse_args(argv))
+        cli.kubectl_forms(cli.parser().parse_args(argv))
     assert refused.value.code is Code.BAD_REQUEST
