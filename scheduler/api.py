@@ -9,21 +9,18 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from functools import partial
-from ipaddress import IPv4Address, IPv4Network
 
 import msgspec
 import nats.js.errors
 from nats.js.api import ObjectInfo
 
-from proto import imagefacts, ipam, resources, selector, subjects
+from proto import imagefacts, resources, selector, subjects
 from proto.api import (
     Ack,
     ImageInfo,
     ImageList,
     ListRequest,
     NameRequest,
-    NetworkList,
-    NetworkReply,
     NodeList,
     NodeView,
     SelectRequest,
@@ -35,7 +32,7 @@ from proto.api import (
     decode_request,
 )
 from proto.errors import ApiError, Code
-from proto.manifest import load_manifest, parse_instance, parse_manifest, parse_manifest_obj
+from proto.manifest import load_manifest, parse_instance, parse_manifest_obj
 from proto.spec import NetworkAttachment, RunStrategy, VMSpec
 from proto.state import FINAL_PHASES, VM, VMI, Node
 from proto.validation import validate_image_reference
@@ -45,6 +42,7 @@ from scheduler.controllers import stop_vmi
 from scheduler.exposures import ExposureApi
 from scheduler.floatingips import FloatingIPApi
 from scheduler.instancetypes import InstancetypeApi
+from scheduler.networkapi import NetworkApi
 from scheduler.pools import PoolApi
 from scheduler.power import PowerApi
 from scheduler.preferences import PreferenceApi
@@ -82,6 +80,7 @@ class Api:
         self.replicasets = ReplicaSetApi(store, clock=clock)
         self.pools = PoolApi(store, expand=self._expand, clock=clock)
         self.services = ServiceApi(store, clock=clock)
+        self.network = NetworkApi(store)
         self.routes = RouteApi(store, clock=clock)
 
     def endpoints(self) -> list[Endpoint]:
@@ -102,7 +101,6 @@ class Api:
             ("vmi", "get"): self.vmi_get, ("vmi", "list"): self.vmi_list,
             ("vmi", "apply"): self.vmi_apply, ("vmi", "delete"): self.vmi_delete,
             ("node", "list"): self.node_list,
-            ("network", "apply"): self.network_apply, ("network", "list"): self.network_list,
             ("image", "list"): self.image_list, ("image", "delete"): self.image_delete,
             ("volume", "create"): self.volumes.create, ("volume", "get"): self.volumes.get,
             ("volume", "list"): self.volumes.list_all, ("volume", "delete"): self.volumes.delete,
@@ -111,7 +109,7 @@ class Api:
             ("instancetype", "list"): self.instancetypes.list_all,
             ("instancetype", "delete"): self.instancetypes.delete,
             **self.snapshots.table(), **self.replicasets.table(), **self.pools.table(), **self.preferences.table(),
-            **self.services.table(), **self.routes.table(), **self.cluster.table(),
+            **self.services.table(), **self.routes.table(), **self.cluster.table(), **self.network.table(),
         }
         return [Endpoint(f"{kind}-{verb}", subjects.api(kind, verb), handler)  # type: ignore[arg-type]
                 for (kind, verb), handler in table.items()]
@@ -310,39 +308,6 @@ class Api:
             NodeView(node=u.node, ready=u.ready, allocated_memory=u.used_memory, allocated_cpus=u.used_vcpus,
                      vmis=u.vmis, vcpu_capacity=u.vcpu_capacity)
             for u in placement.usage(nodes, vmis, self.readiness(nodes), cpu_ratio=ratio)])
-
-    # --- networks ----------------------------------------------------------------------------------
-    async def network_apply(self, body: bytes) -> NetworkReply:
-        parsed = parse_manifest(body, content_type="json")
-        if not isinstance(parsed, NetworkAttachment):
-            raise ApiError(Code.BAD_REQUEST, "this subject takes a NetworkAttachmentDefinition")
-        if parsed.subnet is not None:  # a layer-2 network (no ipam) routes nothing and claims no range
-            await self._check_subnet(parsed.name, IPv4Network(parsed.subnet))
-        existing = await self.networks.get(parsed.name)
-        if existing is None:
-            await self.networks.create(parsed.name, parsed)
-        elif existing.value != parsed:
-            await self.networks.update(parsed.name, parsed, existing.revision)
-        return NetworkReply(item=parsed)
-
-    async def _check_subnet(self, name: str, subnet: IPv4Network) -> None:
-        if subnet.overlaps(ipam.CLUSTER_CIDR):
-            raise ApiError(Code.INVALID, f"subnet {subnet} overlaps the pod network {ipam.CLUSTER_CIDR}",
-                           "spec.config.ipam.subnet")
-        for other in await self.networks.items():
-            if other.value.subnet and other.key != name and subnet.overlaps(IPv4Network(other.value.subnet)):
-                raise ApiError(Code.INVALID, f"subnet {subnet} overlaps network {other.key} ({other.value.subnet})",
-                               "spec.config.ipam.subnet")
-        # Each node routes the subnet onto the bridge (floating IPs): one holding a node's address
-        # would take that node's own traffic, the bus's included, into the bridge.
-        for node in await self.store.nodes.items():
-            if node.value.address and IPv4Address(node.value.address) in subnet:
-                raise ApiError(Code.INVALID, f"subnet {subnet} holds node {node.key}'s address {node.value.address}",
-                               "spec.config.ipam.subnet")
-
-    async def network_list(self, body: bytes) -> NetworkList:
-        decode_request(body, ListRequest)
-        return NetworkList(items=[e.value for e in sorted(await self.networks.items(), key=_key)])
 
     # --- images ------------------------------------------------------------------------------------
     async def image_list(self, body: bytes) -> ImageList:

@@ -15,11 +15,13 @@ Table = dict[str, str]
 async def claim_address(tables: Bucket[Table], key: str, owner: str, candidates: Iterable[IPv4Address],
                         exhausted: str) -> IPv4Address:
     pool = list(candidates)
+    usable = set(pool)
     for _ in range(20):
         entry = await tables.get(key)
         table = dict(entry.value) if entry else {}
-        if owner in table:
+        if owner in table and IPv4Address(table[owner]) in usable:
             return IPv4Address(table[owner])
+        table.pop(owner, None)  # kept from a pool since changed (a network applied with another subnet)
         taken = {IPv4Address(v) for v in table.values()}
         free = next((ip for ip in pool if ip not in taken), None)
         if free is None:

@@ -32,3 +32,15 @@ async def test_racing_claims_get_distinct_addresses_and_owners_keep_theirs(nats_
         assert await claim_address(buckets[0], "net.multus-br", "newcomer", pool, "full") == got[3]
     finally:
         await other.close()
+
+
+async def test_an_owner_whose_address_left_the_pool_gets_one_of_the_new_pool(store: Store) -> None:
+    """A network applied again with another subnet: a VM's kept address of the old one is no use."""
+    table = Bucket[Table](store.raw[subjects.BUCKET_IPAM], dict[str, str])
+    old = list(IPv4Network("192.168.100.0/28").hosts())[1:]
+    new = list(IPv4Network("192.168.110.0/28").hosts())[1:]
+    kept = await claim_address(table, "net.moved", "vm1", old, "full")
+    other = await claim_address(table, "net.moved", "vm2", new, "full")
+    again = await claim_address(table, "net.moved", "vm1", new, "full")
+    assert again in new and kept not in new and again != other
+    assert (await table.require("net.moved", "table")).value == {"vm1": str(again), "vm2": str(other)}
