@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import select
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import ctl.vnc
 import ctl.webconsole
@@ -20,6 +18,9 @@ from ctl import (
     imagecmd,
     instancetypecmd,
     kubevirtcmd,
+    lifecyclecmd,
+    manifestcmd,
+    networkcmd,
     power,
     preferencecmd,
     render,
@@ -32,8 +33,7 @@ from ctl import (
 )
 from ctl.client import ApiClient, default_url
 from ctl.lab import say
-from ctl.progress import ask, state_of, vm_view, wait_for
-from proto import selector, snapshotmanifest
+from proto import selector
 from proto.api import (
     Ack,
     ExposeRequest,
@@ -41,7 +41,6 @@ from proto.api import (
     FloatingIPList,
     FloatingIPRequest,
     NameRequest,
-    NetworkReply,
     NodeList,
     SelectRequest,
     UnexposeRequest,
@@ -51,49 +50,14 @@ from proto.api import (
     VMReply,
 )
 from proto.errors import ApiError, Code
-from proto.manifest import INSTANCE_KIND, load_manifests
 from proto.state import Exposure, FloatingIP
 
-DELETE_KINDS = ("vm", "vms", "vmi", "vmis", *sorted(workloadcmd.KINDS), *servicecmd.KINDS, *routecmd.KINDS)
+DELETE_KINDS = ("vm", "vms", "vmi", "vmis", *sorted(workloadcmd.KINDS), *servicecmd.KINDS, *routecmd.KINDS,
+                *networkcmd.KINDS)
 KINDS = {"vm": "vm", "vms": "vm", "virtualmachine": "vm", "virtualmachines": "vm",
          "vmi": "vmi", "vmis": "vmi", "virtualmachineinstance": "vmi", "virtualmachineinstances": "vmi",
          "node": "node", "nodes": "node", "exposure": "exposure", "exposures": "exposure",
          "event": "event", "events": "event"}
-
-
-async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
-    data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-    try:  # the API's loader: no aliases (billion laughs), bounded size and depth
-        docs = load_manifests(data)
-    except ApiError as exc:
-        raise ApiError(exc.code, f"{args.file}: {exc.message}", exc.field) from None
-    for doc in docs:
-        kind = doc.get("kind") if isinstance(doc, dict) else None
-        body = json.dumps(doc, default=str).encode()  # YAML timestamps load as datetimes
-        if kind == "NetworkAttachmentDefinition" or kind == "Network":
-            net = await api.call("network", "apply", body, NetworkReply)
-            say(f"network/{net.item.name} applied")
-        elif kind in snapshotmanifest.KINDS:
-            await snapshotcmd.apply(api, snapshotmanifest.parse(doc))
-        elif instancetypecmd.is_instancetype(kind):
-            await instancetypecmd.apply(api, body)
-        elif kubevirtcmd.is_kubevirt(kind):
-            await kubevirtcmd.apply(api, body)
-        elif preferencecmd.is_preference(kind):
-            await preferencecmd.apply(api, body)
-        elif workloadcmd.is_workload(kind):
-            await workloadcmd.apply(api, str(kind), body)
-        elif kind in servicecmd.MANIFEST_KINDS:
-            await servicecmd.apply(api, kind, body)
-        elif kind in routecmd.MANIFEST_KINDS:
-            await routecmd.apply(api, kind, body)
-        elif kind == INSTANCE_KIND:
-            vmi = (await api.call("vmi", "apply", body, VMIReply)).item
-            say(f"virtualmachineinstance/{vmi.name} applied ({vmi.phase.value})")
-        else:
-            vm = await api.call("vm", "apply", body, VMReply)
-            say(f"virtualmachine/{vm.item.vm.spec.name} applied ({vm.item.printable_status})")
-    return 0
 
 
 async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
@@ -110,10 +74,14 @@ async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
     if args.kind.lower() in kubevirtcmd.KINDS:
         await kubevirtcmd.get(api, args.name, args.output)
         return 0
+    if args.kind.lower() in networkcmd.KINDS:
+        await networkcmd.get(api, args.name, args.output)
+        return 0
     kind = KINDS.get(args.kind.lower())
     if kind is None:
         raise ApiError(Code.BAD_REQUEST, f"unknown kind {args.kind!r}; use vms, vmis, vmirs, vmpools, services, "
-                                         "endpoints, routes, ingresses, nodes, exposures, events or kubevirt")
+                                         "endpoints, routes, ingresses, net-attach-defs, nodes, exposures, events or "
+                                         "kubevirt")
     if kind == "event":
         say(render.table(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], []))
         await api.events(args.watch, lambda e: say(render.event_row(e)))
@@ -164,69 +132,6 @@ def _selector(args: argparse.Namespace) -> selector.LabelSelector:
     if args.name:
         raise ApiError(Code.BAD_REQUEST, "a name cannot be given with a selector (-l)", "selector")
     return selector.parse_text(args.selector, "selector")
-
-
-async def cmd_delete_vmi(api: ApiClient, args: argparse.Namespace) -> int:
-    say((await api.call("vmi", "delete", NameRequest(name=args.name), Ack)).message)
-    if args.wait:
-        async def probe() -> tuple[bool, str]:
-            try:
-                vmi = (await api.call("vmi", "get", NameRequest(name=args.name), VMIReply)).item
-            except ApiError as exc:
-                if exc.code is Code.NOT_FOUND:
-                    return True, "deleted"
-                raise
-            return False, f"{vmi.phase.value}; stopping and cleaning up"
-
-        await wait_for(f"vmi {args.name}", probe, args.timeout)
-    return 0
-
-
-async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
-    workload = workloadcmd.kind_of(getattr(args, "kind", "vm"))
-    if workload is not None:
-        await workloadcmd.delete(api, workload, args.name, wait=args.wait, patience=args.timeout)
-        return 0
-    if getattr(args, "kind", "vm").startswith("vmi"):
-        return await cmd_delete_vmi(api, args)
-    if getattr(args, "kind", "vm") in servicecmd.KINDS:
-        await servicecmd.delete(api, servicecmd.KINDS[args.kind], args.name)
-        return 0
-    if getattr(args, "kind", "vm") in routecmd.KINDS:
-        await routecmd.delete(api, routecmd.KINDS[args.kind], args.name)
-        return 0
-    verb = args.command
-    # a restart is done once another instance runs: the old one, still Running or failing as it is
-    # stopped, says nothing about the new one
-    before = await vm_view(api, args.name) if verb == "restart" and args.wait else None
-    old = before.vmi if before is not None else None
-    say(await ask(api, "vm", verb, args.name, wait=args.wait, patience=args.timeout))
-    if not args.wait:
-        return 0
-    targets = {"start": {"Running"}, "restart": {"Running"}, "stop": {"Stopped"}, "delete": {"Gone"}}[verb]
-
-    async def probe() -> tuple[bool, str]:
-        view = await vm_view(api, args.name)
-        now = view.vmi if view is not None else None
-        if old is not None and now is not None and now.uid == old.uid:
-            where = f" on {now.node_name}" if now.node_name else ""
-            return False, f"the old instance is stopping ({now.phase.value}{where})"
-        status, detail = state_of(view)
-        if view is not None and status in ("ErrorUnschedulable", "Failed", "CrashLoopBackOff") and "Running" in targets:
-            vmi = view.vmi
-            why = (vmi.reason or next((c.message for c in vmi.conditions if c.status == "False"), "")) if vmi else ""
-            raise ApiError(Code.INVALID, f"VM {args.name} is {status}: {why or view.vm.last_failure}")
-        if verb == "delete" and status == "Gone":
-            try:
-                await api.call("vmi", "get", NameRequest(name=args.name), VMIReply)
-                return False, "deleted; instance still stopping"
-            except ApiError as exc:
-                if exc.code is not Code.NOT_FOUND:
-                    raise
-        return status in targets, detail
-
-    await wait_for(f"{args.name}", probe, args.timeout)
-    return 0
 
 
 async def cmd_console(api: ApiClient, args: argparse.Namespace) -> int:
@@ -297,11 +202,18 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("-w", "--watch", action="store_true", help="vms, vmis, events: keep printing changes")
     g.add_argument("-l", "--selector", default="", help="vms, vmis: those whose labels it picks (app=web,tier!=db)")
     for verb in ("start", "stop", "restart", "delete"):
-        c = sub.add_parser(verb, help=f"{verb} a VM" + (" (delete vmi NAME: a VMI of its own)" if verb == "delete"
+        c = sub.add_parser(verb, help=f"{verb} a VM" + (" (or KIND NAME, KIND/NAME, -f FILE)" if verb == "delete"
                                                           else ""))
-        if verb == "delete":
-            c.add_argument("kind", nargs="?", default="vm", choices=DELETE_KINDS)
-        c.add_argument("name")
+        if verb == "delete":  # kind and name are sorted out by kubectl_forms: NAME, KIND NAME, KIND/NAME
+            c.add_argument("kind", nargs="?", default=None,
+                           help="vm (the default), vmi, vmirs, vmpool, service, endpoints, route, ingress, "
+                                "net-attach-def, in kubectl's spellings too")
+            c.add_argument("name", nargs="?", default=None)
+            c.add_argument("-f", "--filename", dest="file", default=None,
+                           help="every object of this manifest file (- for stdin), last first, as kubectl")
+            c.add_argument("--ignore-not-found", action="store_true", help="an object already gone is no error")
+        else:
+            c.add_argument("name")
         c.add_argument("--wait", action="store_true", help="wait until done, showing progress")
         c.add_argument("--timeout", type=float, default=300.0)
     power.add_parsers(sub)
@@ -349,8 +261,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] = {
-    "apply": cmd_apply, "get": cmd_get, "start": cmd_lifecycle, "stop": cmd_lifecycle,
-    "restart": cmd_lifecycle, "delete": cmd_lifecycle, "console": cmd_console, "image": imagecmd.run,
+    "apply": manifestcmd.cmd_apply, "get": cmd_get, "start": lifecyclecmd.cmd_lifecycle,
+    "stop": lifecyclecmd.cmd_lifecycle, "restart": lifecyclecmd.cmd_lifecycle, "delete": lifecyclecmd.cmd_delete,
+    "console": cmd_console, "image": imagecmd.run,
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
     "instancetype": instancetypecmd.run, "scale": workloadcmd.scale, "vm": snapshotcmd.run_vm,
     "preference": preferencecmd.run, "vnc": ctl.vnc.run, "console-web": ctl.webconsole.run,
@@ -386,14 +299,33 @@ def kubectl_forms(args: argparse.Namespace) -> argparse.Namespace:
             raise ApiError(Code.BAD_REQUEST, "-w watches vms, vmis and events", "watch")
         if args.selector and KINDS.get(args.kind.lower()) not in ("vm", "vmi"):
             raise ApiError(Code.BAD_REQUEST, "-l selects vms and vmis only", "selector")
-    elif args.command == "delete" and "/" in args.name:
-        if args.kind != "vm":
-            raise ApiError(Code.BAD_REQUEST, "give the kind once: KIND NAME or KIND/NAME", "name")
-        kind, _, args.name = args.name.partition("/")
-        if kind not in DELETE_KINDS:
-            raise ApiError(Code.BAD_REQUEST, f"delete takes {', '.join(DELETE_KINDS)}; not {kind!r}", "kind")
-        args.kind = kind
+    elif args.command == "delete":
+        args.kind, args.name = _delete_target(args)
     return args
+
+
+def _delete_target(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """delete's NAME (a VM), KIND NAME or KIND/NAME, as kubectl and virtctl take them; or -f FILE."""
+    given = [a for a in (args.kind, args.name) if a is not None]
+    if args.file is not None:
+        if given:
+            raise ApiError(Code.BAD_REQUEST, "give -f FILE or what to delete, not both", "filename")
+        return None, None
+    if not given:
+        raise ApiError(Code.BAD_REQUEST, "delete takes NAME (a VM), KIND NAME, KIND/NAME or -f FILE", "name")
+    if len(given) == 2:
+        kind, name = given
+        if "/" in name:
+            raise ApiError(Code.BAD_REQUEST, "give the kind once: KIND NAME or KIND/NAME", "name")
+    elif "/" in given[0]:
+        kind, _, name = given[0].partition("/")
+    elif given[0] in DELETE_KINDS:
+        raise ApiError(Code.BAD_REQUEST, f"delete {given[0]} needs a NAME", "name")
+    else:
+        kind, name = "vm", given[0]
+    if kind not in DELETE_KINDS:
+        raise ApiError(Code.BAD_REQUEST, f"delete takes {', '.join(DELETE_KINDS)}; not {kind!r}", "kind")
+    return kind, name
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from proto.schema import IGNORED, INT, METADATA, STR, Choice, Object, Off, bad, check_kind, invalid, required
+from proto.schema import IGNORED, INT, METADATA, NAMESPACE, STR, Choice, Object, Off, bad, check_kind, invalid, required
 from proto.spec import NetworkAttachment
 
 NAD_API_VERSIONS = ("k8s.cni.cncf.io/v1",)
@@ -72,3 +72,18 @@ def network_from_nad(obj: Mapping[str, Any]) -> NetworkAttachment:
         type=cni["type"],
         vlan=cni.get("vlan"),
     )
+
+
+def nad_object(net: NetworkAttachment) -> dict[str, Any]:
+    """The NetworkAttachmentDefinition a stored network reads back as (``get net-attach-def -o yaml``):
+    a CNI config of what virtbus keeps, which network_from_nad takes back as the same network."""
+    config: dict[str, Any] = {"cniVersion": "0.3.1", "name": net.name, "type": net.type, "bridge": net.bridge}
+    if net.vlan is not None:
+        config["vlan"] = net.vlan
+    if net.subnet is not None:
+        extra = {"rangeStart": net.range_start, "rangeEnd": net.range_end, "gateway": net.gateway}
+        config["ipam"] = {"type": "host-local", "subnet": net.subnet,
+                          **{k: v for k, v in extra.items() if v is not None}}
+    return {"apiVersion": NAD_API_VERSIONS[0], "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": net.name, "namespace": NAMESPACE},
+            "spec": {"config": json.dumps(config)}}

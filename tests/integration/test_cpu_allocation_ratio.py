@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ctl import cli
+from ctl import cli, manifestcmd
 from ctl.client import ApiClient
 from proto import subjects
 from proto.api import NodeList, VMIReply
@@ -87,7 +87,7 @@ async def settled(store: Store, names: list[str], bound: int) -> list[VMI]:
 async def apply_file(client: ApiClient, tmp: Path, doc: object) -> None:
     path = tmp / "kubevirt.yaml"
     path.write_text(yaml.safe_dump(doc))
-    await cli.cmd_apply(client, argparse.Namespace(file=str(path)))
+    await manifestcmd.cmd_apply(client, argparse.Namespace(file=str(path)))
 
 
 async def test_the_ratio_decides_how_many_bind_and_changes_evict_nothing(

@@ -18,7 +18,7 @@ import msgspec
 import pytest
 import yaml
 
-from ctl import cli
+from ctl import lifecyclecmd
 from ctl.client import ApiClient
 from proto import subjects
 from proto.api import NameRequest
@@ -259,7 +259,7 @@ async def test_delete_wait_returns_once_what_it_made_is_gone(lab: Lab, nats_url:
     client = await ApiClient.connect(nats_url)
     try:
         args = argparse.Namespace(command="delete", kind=kind, name=owner, wait=True, timeout=30.0)
-        assert await cli.cmd_lifecycle(client, args) == 0
+        assert await lifecyclecmd.cmd_lifecycle(client, args) == 0
     finally:
         await client.close()
     assert not await lab.store.vms.items() and not await lab.store.vmis.items()

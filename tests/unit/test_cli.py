@@ -142,6 +142,10 @@ async def test_watching_vms_prints_each_change_of_a_row_once(capsys: pytest.Capt
     (["delete", "svc/web", "--wait"], "svc", "web"),
     (["delete", "vmirs", "testreplicaset"], "vmirs", "testreplicaset"),
     (["delete", "testvm"], "vm", "testvm"),
+    (["delete", "net-attach-def", "multus-br"], "net-attach-def", "multus-br"),
+    (["delete", "network/multus-br", "--ignore-not-found"], "network", "multus-br"),
+    (["delete", "-f", "examples/multus-br.yaml"], None, None),
+    (["get", "net-attach-def/multus-br"], "net-attach-def", "multus-br"),
 ])
 def test_kubectls_type_slash_name(argv: list[str], kind: str, name: str | None) -> None:
     args = cli.kubectl_forms(cli.parser().parse_args(argv))
@@ -149,7 +153,8 @@ def test_kubectls_type_slash_name(argv: list[str], kind: str, name: str | None) 
 
 
 @pytest.mark.parametrize("argv", [
-    ["delete", "vmi", "vm/x"], ["delete", "pods/x"],
+    ["delete", "vmi", "vm/x"], ["delete", "pods/x"], ["delete"], ["delete", "vm"], ["delete", "pods", "x"],
+    ["delete", "-f", "x.yaml", "testvm"], ["delete", "vm", "testvm", "-f", "x.yaml"],
     ["get", "services", "-w"], ["get", "nodes", "-w"], ["get", "svc", "-l", "app=web"], ["get", "vmirs/x", "-l", "a"]])
 def test_forms_kubectl_refuses_are_refused_before_connecting(argv: list[str]) -> None:
     with pytest.raises(ApiError) as refused:

@@ -9,7 +9,7 @@ from typing import cast
 import msgspec
 import pytest
 
-from ctl import cli
+from ctl import lifecyclecmd
 from ctl.client import ApiClient
 from proto.api import Ack, NameRequest, VMReply, VMView
 from proto.errors import ApiError, Code
@@ -46,7 +46,7 @@ class FakeVMs:
 
 def restart(api: FakeVMs) -> int:
     args = argparse.Namespace(command="restart", name="t", wait=True, timeout=20.0, kind="vm")
-    return asyncio.run(cli.cmd_lifecycle(cast(ApiClient, api), args))
+    return asyncio.run(lifecyclecmd.cmd_lifecycle(cast(ApiClient, api), args))
 
 
 def test_the_wait_outlasts_the_old_instance_failing_as_it_stops() -> None:

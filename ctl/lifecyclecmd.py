@@ -1,0 +1,94 @@
+"""``virtbus start|stop|restart|delete``: a VM's life as virtctl drives it, and delete of every kind
+kubectl would (NAME, KIND NAME, KIND/NAME), or of a manifest file's objects (``-f``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ctl import manifestcmd, networkcmd, routecmd, servicecmd, workloadcmd
+from ctl.client import ApiClient
+from ctl.lab import say
+from ctl.progress import ask, state_of, vm_view, wait_for
+from proto.api import Ack, NameRequest, VMIReply
+from proto.errors import ApiError, Code
+
+
+async def cmd_delete_vmi(api: ApiClient, args: argparse.Namespace) -> int:
+    say((await api.call("vmi", "delete", NameRequest(name=args.name), Ack)).message)
+    if args.wait:
+        async def probe() -> tuple[bool, str]:
+            try:
+                vmi = (await api.call("vmi", "get", NameRequest(name=args.name), VMIReply)).item
+            except ApiError as exc:
+                if exc.code is Code.NOT_FOUND:
+                    return True, "deleted"
+                raise
+            return False, f"{vmi.phase.value}; stopping and cleaning up"
+
+        await wait_for(f"vmi {args.name}", probe, args.timeout)
+    return 0
+
+
+async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
+    workload = workloadcmd.kind_of(getattr(args, "kind", "vm"))
+    if workload is not None:
+        await workloadcmd.delete(api, workload, args.name, wait=args.wait, patience=args.timeout)
+        return 0
+    if getattr(args, "kind", "vm").startswith("vmi"):
+        return await cmd_delete_vmi(api, args)
+    if getattr(args, "kind", "vm") in servicecmd.KINDS:
+        await servicecmd.delete(api, servicecmd.KINDS[args.kind], args.name)
+        return 0
+    if getattr(args, "kind", "vm") in routecmd.KINDS:
+        await routecmd.delete(api, routecmd.KINDS[args.kind], args.name)
+        return 0
+    if getattr(args, "kind", "vm") in networkcmd.KINDS:
+        await networkcmd.delete(api, args.name)
+        return 0
+    verb = args.command
+    # a restart is done once another instance runs: the old one, still Running or failing as it is
+    # stopped, says nothing about the new one
+    before = await vm_view(api, args.name) if verb == "restart" and args.wait else None
+    old = before.vmi if before is not None else None
+    say(await ask(api, "vm", verb, args.name, wait=args.wait, patience=args.timeout))
+    if not args.wait:
+        return 0
+    targets = {"start": {"Running"}, "restart": {"Running"}, "stop": {"Stopped"}, "delete": {"Gone"}}[verb]
+
+    async def probe() -> tuple[bool, str]:
+        view = await vm_view(api, args.name)
+        now = view.vmi if view is not None else None
+        if old is not None and now is not None and now.uid == old.uid:
+            where = f" on {now.node_name}" if now.node_name else ""
+            return False, f"the old instance is stopping ({now.phase.value}{where})"
+        status, detail = state_of(view)
+        if view is not None and status in ("ErrorUnschedulable", "Failed", "CrashLoopBackOff") and "Running" in targets:
+            vmi = view.vmi
+            why = (vmi.reason or next((c.message for c in vmi.conditions if c.status == "False"), "")) if vmi else ""
+            raise ApiError(Code.INVALID, f"VM {args.name} is {status}: {why or view.vm.last_failure}")
+        if verb == "delete" and status == "Gone":
+            try:
+                await api.call("vmi", "get", NameRequest(name=args.name), VMIReply)
+                return False, "deleted; instance still stopping"
+            except ApiError as exc:
+                if exc.code is not Code.NOT_FOUND:
+                    raise
+        return status in targets, detail
+
+    await wait_for(f"{args.name}", probe, args.timeout)
+    return 0
+
+
+async def cmd_delete(api: ApiClient, args: argparse.Namespace) -> int:
+    if args.file is not None:
+        return await manifestcmd.cmd_delete_file(api, args, delete_one)
+    return await delete_one(api, args)
+
+
+async def delete_one(api: ApiClient, args: argparse.Namespace) -> int:
+    try:
+        return await cmd_lifecycle(api, args)
+    except ApiError as exc:
+        if exc.code is Code.NOT_FOUND and args.ignore_not_found:
+            return 0
+        raise
