@@ -87,7 +87,7 @@ async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
         await api.events(args.watch, lambda e: say(render.event_row(e)))
         return 0
     wide = args.output == "wide"
-    structured = args.output in ("json", "yaml")
+    structured = render.is_structured(args.output)
     chosen = _selector(args)
     if args.watch:
         watch = watches.vms if kind == "vm" else watches.vmis
@@ -198,7 +198,8 @@ def parser() -> argparse.ArgumentParser:
     g = sub.add_parser("get", help="list or show vms, vmis, nodes")
     g.add_argument("kind")
     g.add_argument("name", nargs="?")
-    g.add_argument("-o", "--output", choices=["json", "yaml", "wide"], default=None)
+    g.add_argument("-o", "--output", type=render.output_format, default=None,
+                   help="json, yaml, wide, name or jsonpath=TEMPLATE (kubectl's)")
     g.add_argument("-w", "--watch", action="store_true", help="vms, vmis, events: keep printing changes")
     g.add_argument("-l", "--selector", default="", help="vms, vmis: those whose labels it picks (app=web,tier!=db)")
     for verb in ("start", "stop", "restart", "delete"):

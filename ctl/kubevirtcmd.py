@@ -26,8 +26,8 @@ async def get(api: ApiClient, name: str | None, output: str | None) -> None:
     item = (await api.call("kubevirt", "get", {}, ClusterConfigReply)).item
     if name is not None and name != item.name:
         raise ApiError(Code.NOT_FOUND, f"kubevirt {name!r} not found (the cluster's is {item.name!r})")
-    if output in ("json", "yaml"):
-        say(render.structured(clusterconfig.kubevirt_object(item), output))
+    if output is not None and render.is_structured(output):
+        say(render.objects([clusterconfig.kubevirt_object(item)], output, one=True))
         return
     say(render.table(["NAME", "AGE", "PHASE", "CPU-ALLOCATION-RATIO"],
                      [[item.name, render.age(item.updated_at) if item.updated_at else "<default>", "Deployed",

@@ -24,7 +24,7 @@ async def apply(api: ApiClient, body: bytes) -> None:
 async def get(api: ApiClient, name: str | None, output: str | None) -> None:
     nets = [(await api.call("network", "get", NameRequest(name=name), NetworkReply)).item] if name \
         else (await api.call("network", "list", {}, NetworkList)).items
-    if output in ("json", "yaml"):
+    if output is not None and render.is_structured(output):
         say(render.objects([nad_object(n) for n in nets], output, one=bool(name)))
         return
     say(render.table(["NAME", "TYPE", "BRIDGE", "VLAN", "SUBNET"],

@@ -1,8 +1,9 @@
-"""Tables and -o json|yaml output, kubectl style: vms, vmis and nodes print as KubeVirt's and Kubernetes'
-objects (proto.resources), the rest as virtbus's own."""
+"""Tables and -o json|yaml|name|jsonpath=... output, kubectl style: vms, vmis and nodes print as KubeVirt's
+and Kubernetes' objects (proto.resources), the rest as virtbus's own."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from typing import Any
@@ -10,8 +11,10 @@ from typing import Any
 import msgspec
 import yaml
 
+from ctl import jsonpath
 from proto import resources
 from proto.api import NodeView, VMView
+from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.quantity import format_bytes
 from proto.state import VMI
@@ -35,15 +38,50 @@ def age(since: float | None, now: float | None = None) -> str:
     return f"{seconds // 3600}h"
 
 
+JSONPATH = "jsonpath="
+
+
+def output_format(text: str) -> str:
+    """get's -o, checked before connecting (argparse's type): a jsonpath template is parsed here."""
+    if text in ("json", "yaml", "wide", "name"):
+        return text
+    if text.startswith(JSONPATH):
+        try:
+            jsonpath.parse(text[len(JSONPATH):])
+        except ApiError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: one of json, yaml, wide, name, jsonpath=TEMPLATE")
+
+
+def is_structured(fmt: str | None) -> bool:
+    """Whether -o asks for the objects (json, yaml, name, jsonpath) rather than a table."""
+    return fmt is not None and (fmt in ("json", "yaml", "name") or fmt.startswith(JSONPATH))
+
+
 def structured(value: Any, fmt: str) -> str:
     data = msgspec.to_builtins(value)
     if fmt == "json":
         return json.dumps(data, indent=2)
+    if fmt.startswith(JSONPATH):
+        return jsonpath.render(jsonpath.parse(fmt[len(JSONPATH):]), data)
+    if fmt == "name":
+        raise ApiError(Code.BAD_REQUEST, "-o name names Kubernetes objects; these are virtbus's own", "output")
     return yaml.safe_dump(data, sort_keys=False).rstrip()
 
 
+def name_of(obj: resources.Obj) -> str:
+    """kubectl's -o name: kind.group/name (virtualmachine.kubevirt.io/testvm), or kind/name in the core
+    group (service/web, node/node1)."""
+    api, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", "")).lower()
+    group = api.rpartition("/")[0]
+    return f"{kind}.{group}/{obj['metadata']['name']}" if group else f"{kind}/{obj['metadata']['name']}"
+
+
 def objects(items: list[resources.Obj], fmt: str, *, one: bool) -> str:
-    """One object as itself, or several as kubectl's List."""
+    """One object as itself, or several as kubectl's List; -o name: each one's name, a line each."""
+    if fmt == "name":
+        return "\n".join(name_of(o) for o in items)
     return structured(items[0] if one else resources.object_list(items), fmt)
 
 

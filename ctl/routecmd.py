@@ -39,7 +39,7 @@ async def apply(api: ApiClient, kind: str, body: bytes) -> None:
 
 
 async def get(api: ApiClient, kind: str, name: str | None, output: str | None) -> None:
-    structured = output in ("json", "yaml")
+    structured = render.is_structured(output)
     if kind == "route":
         routes = [(await api.call("route", "get", NameRequest(name=name), RouteReply)).item] if name \
             else (await api.call("route", "list", {}, RouteList)).items

@@ -38,7 +38,7 @@ async def apply(api: ApiClient, kind: str, body: bytes) -> None:
 
 
 async def get(api: ApiClient, kind: str, name: str | None, output: str | None) -> None:
-    structured = output in ("json", "yaml")
+    structured = render.is_structured(output)
     if kind == "service":
         if name:
             views = [(await api.call("service", "get", NameRequest(name=name), ServiceReply)).item]

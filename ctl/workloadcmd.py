@@ -101,7 +101,7 @@ async def get(api: ApiClient, kind: str, name: str | None, output: str | None) -
         objs = [pool_object(v) for v in pools]
         rows = [[v.pool.name, str(v.pool.replicas), str(v.status.replicas), str(v.status.ready_replicas),
                  render.age(v.pool.created_at)] for v in pools]
-    if output in ("json", "yaml"):
+    if output is not None and render.is_structured(output):
         say(render.objects(objs, output, one=bool(name)))
     else:
         say(render.table(["NAME", "DESIRED", "CURRENT", "READY", "AGE"], rows))
