@@ -17,6 +17,7 @@ from ctl import (
     consolelog,
     imagecmd,
     instancetypecmd,
+    kubectlforms,
     kubevirtcmd,
     lifecyclecmd,
     manifestcmd,
@@ -52,13 +53,6 @@ from proto.api import (
 from proto.errors import ApiError, Code
 from proto.state import Exposure, FloatingIP
 
-DELETE_KINDS = ("vm", "vms", "vmi", "vmis", *sorted(workloadcmd.KINDS), *servicecmd.KINDS, *routecmd.KINDS,
-                *networkcmd.KINDS)
-KINDS = {"vm": "vm", "vms": "vm", "virtualmachine": "vm", "virtualmachines": "vm",
-         "vmi": "vmi", "vmis": "vmi", "virtualmachineinstance": "vmi", "virtualmachineinstances": "vmi",
-         "node": "node", "nodes": "node", "exposure": "exposure", "exposures": "exposure",
-         "event": "event", "events": "event"}
-
 
 async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
     workload = workloadcmd.kind_of(args.kind)
@@ -77,7 +71,7 @@ async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
     if args.kind.lower() in networkcmd.KINDS:
         await networkcmd.get(api, args.name, args.output)
         return 0
-    kind = KINDS.get(args.kind.lower())
+    kind = kubectlforms.KINDS.get(args.kind.lower())
     if kind is None:
         raise ApiError(Code.BAD_REQUEST, f"unknown kind {args.kind!r}; use vms, vmis, vmirs, vmpools, services, "
                                          "endpoints, routes, ingresses, net-attach-defs, nodes, exposures, events or "
@@ -291,42 +285,7 @@ def stdout_reader_gone() -> bool:
 
 
 def kubectl_forms(args: argparse.Namespace) -> argparse.Namespace:
-    """kubectl's TYPE/NAME form: `get vm/testvm`, `delete service/web`, as `get vm testvm` would be; and
-    get's -w and -l refused, before connecting, for the kinds that would take them and then ignore them."""
-    if args.command == "get":
-        if args.name is None and "/" in args.kind:
-            args.kind, _, args.name = args.kind.partition("/")
-        if args.watch and KINDS.get(args.kind.lower()) not in ("vm", "vmi", "event"):
-            raise ApiError(Code.BAD_REQUEST, "-w watches vms, vmis and events", "watch")
-        if args.selector and KINDS.get(args.kind.lower()) not in ("vm", "vmi"):
-            raise ApiError(Code.BAD_REQUEST, "-l selects vms and vmis only", "selector")
-    elif args.command == "delete":
-        args.kind, args.name = _delete_target(args)
-    return args
-
-
-def _delete_target(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    """delete's NAME (a VM), KIND NAME or KIND/NAME, as kubectl and virtctl take them; or -f FILE."""
-    given = [a for a in (args.kind, args.name) if a is not None]
-    if args.file is not None:
-        if given:
-            raise ApiError(Code.BAD_REQUEST, "give -f FILE or what to delete, not both", "filename")
-        return None, None
-    if not given:
-        raise ApiError(Code.BAD_REQUEST, "delete takes NAME (a VM), KIND NAME, KIND/NAME or -f FILE", "name")
-    if len(given) == 2:
-        kind, name = given
-        if "/" in name:
-            raise ApiError(Code.BAD_REQUEST, "give the kind once: KIND NAME or KIND/NAME", "name")
-    elif "/" in given[0]:
-        kind, _, name = given[0].partition("/")
-    elif given[0] in DELETE_KINDS:
-        raise ApiError(Code.BAD_REQUEST, f"delete {given[0]} needs a NAME", "name")
-    else:
-        kind, name = "vm", given[0]
-    if kind not in DELETE_KINDS:
-        raise ApiError(Code.BAD_REQUEST, f"delete takes {', '.join(DELETE_KINDS)}; not {kind!r}", "kind")
-    return kind, name
+    return kubectlforms.normalize(args, parser())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -155,8 +155,31 @@ def test_kubectls_type_slash_name(argv: list[str], kind: str, name: str | None) 
 @pytest.mark.parametrize("argv", [
     ["delete", "vmi", "vm/x"], ["delete", "pods/x"], ["delete"], ["delete", "vm"], ["delete", "pods", "x"],
     ["delete", "-f", "x.yaml", "testvm"], ["delete", "vm", "testvm", "-f", "x.yaml"],
+    ["get", "images", "x"], ["get", "pvc", "-o", "name"], ["get", "vmsnapshots", "-w"], ["delete", "pvc"],
     ["get", "services", "-w"], ["get", "nodes", "-w"], ["get", "svc", "-l", "app=web"], ["get", "vmirs/x", "-l", "a"]])
 def test_forms_kubectl_refuses_are_refused_before_connecting(argv: list[str]) -> None:
     with pytest.raises(ApiError) as refused:
         cli.kubectl_forms(cli.parser().parse_args(argv))
     assert refused.value.code is Code.BAD_REQUEST
+
+
+@pytest.mark.parametrize(("argv", "command", "words"), [
+    (["get", "pvc"], ["volume", "list"], {}),
+    (["get", "dv/disk1", "-o", "yaml"], ["volume", "get"], {"name": "disk1", "output": "yaml"}),
+    (["get", "vmsnapshots"], ["vm", "snapshot"], {"vm": "list"}),
+    (["get", "vmsnapshot", "s1"], ["vm", "snapshot"], {"vm": "get", "snapshot": "s1"}),
+    (["get", "VirtualMachineClusterInstancetypes", "-o", "json"], ["instancetype", "list"], {"output": "json"}),
+    (["get", "vmpref", "virtio-cores"], ["preference", "get"], {"name": "virtio-cores"}),
+    (["get", "images"], ["image", "list"], {}),
+    (["get", "fips"], ["fip", "list"], {}),
+    (["delete", "pvc", "disk1"], ["volume", "delete"], {"name": "disk1"}),
+    (["delete", "vmsnapshot/s1"], ["vm", "snapshot"], {"vm": "delete", "snapshot": "s1"}),
+    (["delete", "fip", "192.168.200.10"], ["fip", "delete"], {"address": "192.168.200.10"}),
+    (["delete", "instancetype", "tiny"], ["instancetype", "delete"], {"name": "tiny"}),
+])
+def test_kinds_kubectl_gets_and_deletes_go_to_the_command_that_does_them(
+        argv: list[str], command: list[str], words: dict[str, str]) -> None:
+    args = vars(cli.kubectl_forms(cli.parser().parse_args(argv)))
+    sub = next((v for k, v in args.items() if k.endswith("_command")), None)
+    assert [args["command"], *([sub] if sub else [])] == command
+    assert {k: args[k] for k in words} == words

@@ -1,0 +1,97 @@
+"""kubectl's and virtctl's ways of naming what a command is for, sorted out before connecting: TYPE/NAME
+(`get vm/testvm`, `delete svc/web`), delete's NAME (a VM) or KIND NAME, the kinds whose verbs live under
+a command of their own (`get pvc` is `volume list`, `delete vmsnapshot S` is `vm snapshot delete S`),
+and get's -w and -l refused for the kinds that would take them and then ignore them."""
+
+from __future__ import annotations
+
+import argparse
+
+from ctl import networkcmd, routecmd, servicecmd, workloadcmd
+from proto.errors import ApiError, Code
+
+
+class Elsewhere:
+    """A kind whose verbs live under a command of its own: the argv of its list, get and delete."""
+
+    def __init__(self, command: list[str], get: bool = True, delete: bool = True) -> None:
+        self.command, self.get, self.delete = command, get, delete
+
+
+def _spellings(words: str, where: Elsewhere) -> dict[str, Elsewhere]:
+    return dict.fromkeys(words.split(), where)
+
+
+# as kubectl spells KubeVirt's, CDI's and Kubernetes' kinds (their short names too)
+ELSEWHERE: dict[str, Elsewhere] = {
+    **_spellings("instancetype instancetypes virtualmachineinstancetype virtualmachineinstancetypes vminstancetype "
+                 "vminstancetypes vmf vmfs virtualmachineclusterinstancetype virtualmachineclusterinstancetypes "
+                 "vmclusterinstancetype vmclusterinstancetypes vmcf vmcfs", Elsewhere(["instancetype"])),
+    **_spellings("preference preferences virtualmachinepreference virtualmachinepreferences vmpref vmprefs vmps "
+                 "virtualmachineclusterpreference virtualmachineclusterpreferences vmclusterpref vmclusterprefs "
+                 "vmcp vmcps", Elsewhere(["preference"])),
+    **_spellings("volume volumes pvc pvcs persistentvolumeclaim persistentvolumeclaims dv dvs datavolume "
+                 "datavolumes", Elsewhere(["volume"])),
+    **_spellings("vmsnapshot vmsnapshots virtualmachinesnapshot virtualmachinesnapshots vmsnap vmsnaps",
+                 Elsewhere(["vm", "snapshot"])),
+    **_spellings("volumesnapshot volumesnapshots vs", Elsewhere(["volume", "snapshot"])),
+    **_spellings("image images", Elsewhere(["image"], get=False)),
+    **_spellings("fip fips floatingip floatingips", Elsewhere(["fip"], get=False)),
+}
+DELETE_KINDS = ("vm", "vms", "vmi", "vmis", *sorted(workloadcmd.KINDS), *servicecmd.KINDS, *routecmd.KINDS,
+                *networkcmd.KINDS, *ELSEWHERE)
+KINDS = {"vm": "vm", "vms": "vm", "virtualmachine": "vm", "virtualmachines": "vm",
+         "vmi": "vmi", "vmis": "vmi", "virtualmachineinstance": "vmi", "virtualmachineinstances": "vmi",
+         "node": "node", "nodes": "node", "exposure": "exposure", "exposures": "exposure",
+         "event": "event", "events": "event"}
+
+
+def normalize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The arguments as the command that does it takes them (parser: the CLI's, for those whose verbs
+    live under a command of their own)."""
+    if args.command == "get":
+        if args.name is None and "/" in args.kind:
+            args.kind, _, args.name = args.kind.partition("/")
+        if args.watch and KINDS.get(args.kind.lower()) not in ("vm", "vmi", "event"):
+            raise ApiError(Code.BAD_REQUEST, "-w watches vms, vmis and events", "watch")
+        if args.selector and KINDS.get(args.kind.lower()) not in ("vm", "vmi"):
+            raise ApiError(Code.BAD_REQUEST, "-l selects vms and vmis only", "selector")
+        where = ELSEWHERE.get(args.kind.lower())
+        if where is not None:
+            if args.name is not None and not where.get:
+                raise ApiError(Code.BAD_REQUEST, f"{args.kind} has no get; list them: get {args.kind}", "name")
+            if args.output not in (None, "json", "yaml"):
+                raise ApiError(Code.BAD_REQUEST, f"{args.kind} prints as json or yaml (virtbus's own objects)",
+                               "output")
+            verb = ["get", args.name] if args.name is not None else ["list"]
+            return parser.parse_args([*where.command, *verb, *(["-o", args.output] if args.output else [])])
+    elif args.command == "delete":
+        args.kind, args.name = _delete_target(args)
+        where = ELSEWHERE.get(args.kind.lower()) if args.kind is not None else None
+        if where is not None and args.name is not None:
+            return parser.parse_args([*where.command, "delete", args.name])
+    return args
+
+
+def _delete_target(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """delete's NAME (a VM), KIND NAME or KIND/NAME, as kubectl and virtctl take them; or -f FILE."""
+    given = [a for a in (args.kind, args.name) if a is not None]
+    if args.file is not None:
+        if given:
+            raise ApiError(Code.BAD_REQUEST, "give -f FILE or what to delete, not both", "filename")
+        return None, None
+    if not given:
+        raise ApiError(Code.BAD_REQUEST, "delete takes NAME (a VM), KIND NAME, KIND/NAME or -f FILE", "name")
+    if len(given) == 2:
+        kind, name = given
+        if "/" in name:
+            raise ApiError(Code.BAD_REQUEST, "give the kind once: KIND NAME or KIND/NAME", "name")
+    elif "/" in given[0]:
+        kind, _, name = given[0].partition("/")
+    elif given[0] in DELETE_KINDS:
+        raise ApiError(Code.BAD_REQUEST, f"delete {given[0]} needs a NAME", "name")
+    else:
+        kind, name = "vm", given[0]
+    if kind not in DELETE_KINDS:
+        raise ApiError(Code.BAD_REQUEST, f"delete takes {', '.join(DELETE_KINDS)}; not {kind!r}", "kind")
+    return kind, name
