@@ -74,8 +74,9 @@ async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
     kind = kubectlforms.KINDS.get(args.kind.lower())
     if kind is None:
         raise ApiError(Code.BAD_REQUEST, f"unknown kind {args.kind!r}; use vms, vmis, vmirs, vmpools, services, "
-                                         "endpoints, routes, ingresses, net-attach-defs, nodes, exposures, events or "
-                                         "kubevirt")
+                                         "endpoints, routes, ingresses, net-attach-defs, pvcs, vmsnapshots, "
+                                         "volumesnapshots, instancetypes, preferences, images, fips, nodes, "
+                                         "exposures, events or kubevirt", "kind")
     if kind == "event":
         say(render.table(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], []))
         await api.events(args.watch, lambda e: say(render.event_row(e)))
