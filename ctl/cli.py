@@ -22,6 +22,7 @@ from ctl import (
     lifecyclecmd,
     manifestcmd,
     networkcmd,
+    portforward,
     power,
     preferencecmd,
     render,
@@ -250,6 +251,7 @@ def parser() -> argparse.ArgumentParser:
     workloadcmd.add_parser(sub)
     preferencecmd.add_parser(sub)
     ctl.vnc.add_parser(sub)
+    portforward.add_parser(sub)
     ctl.webconsole.add_parser(sub)
     from ctl import lab
     lab.add_parser(sub)
@@ -262,7 +264,8 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "console": cmd_console, "image": imagecmd.run,
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
     "instancetype": instancetypecmd.run, "scale": workloadcmd.scale, "vm": snapshotcmd.run_vm,
-    "preference": preferencecmd.run, "vnc": ctl.vnc.run, "console-web": ctl.webconsole.run,
+    "preference": preferencecmd.run, "vnc": ctl.vnc.run, "port-forward": portforward.run,
+    "console-web": ctl.webconsole.run,
     **dict.fromkeys(power.VERBS, power.cmd_power),
 }
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from ctl import networkcmd, routecmd, servicecmd, workloadcmd
+from ctl import networkcmd, portforward, routecmd, servicecmd, workloadcmd
 from proto.errors import ApiError, Code
 
 
@@ -65,6 +65,10 @@ def normalize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argp
                                "output")
             verb = ["get", args.name] if args.name is not None else ["list"]
             return parser.parse_args([*where.command, *verb, *(["-o", args.output] if args.output else [])])
+    elif args.command == "port-forward":  # what it names checked before connecting
+        portforward.target_name(args.target)
+        for pair in args.ports:
+            portforward.port_pair(pair)
     elif args.command == "delete":
         args.kind, args.name = _delete_target(args)
         where = ELSEWHERE.get(args.kind.lower()) if args.kind is not None else None

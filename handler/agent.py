@@ -24,6 +24,7 @@ from handler.launchers import Launcher, Launchers
 from handler.launchslots import LaunchSlots
 from handler.nodeports import NodePorts
 from handler.podnet import POD_BRIDGE, PodNetwork
+from handler.portforward import NetnsDialer, PortForwardServer
 from handler.residentfiles import ResidentFiles
 from handler.secondary import SecondaryNetworks
 from handler.servicerules import ServiceRules
@@ -68,6 +69,8 @@ class Agent:
         # one netlink adapter for the node's namespace: a test's fake stands in for all of it
         self.secondary = SecondaryNetworks(podnet.netns, allowed, podnet.netlink, ovs_db)
         self.floating_ips = FloatingIPs(store, node.name, podnet.netns, allowed, podnet.netlink)
+        self.port_forward = PortForwardServer(store.nc, node.name, lambda: nodevmis.vmis_here(store, node.name),
+                                              NetnsDialer(podnet.netns))
         self.node = node
         self.launchers = launchers
         self.volume_files = VolumeFiles(store, node.name, launchers.paths.state_dir / "volumes")
@@ -93,7 +96,7 @@ class Agent:
         self._tasks = [asyncio.create_task(c) for c in (
             self.fence.run(), self._heartbeats(), self._watch(), self._supervise(), self._watch_nodes(),
             self.nodeports.run(), self.service_rules.run(), self.cluster_dns.run(), self.floating_ips.run(),
-            self.volume_files.run(), self.image_cache.run(), self.volume_work.run())]
+            self.volume_files.run(), self.image_cache.run(), self.volume_work.run(), self.port_forward.run())]
 
     async def stop(self) -> None:
         await cancel_and_wait(self._tasks)

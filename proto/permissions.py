@@ -8,7 +8,8 @@ NATS enforces these, not our code's manners. The roles follow Kubernetes' RBAC a
   and the cluster's configuration (``config/kubevirt``, the KubeVirt CR: only the control plane and
   admin write it; viewers and nodes may read it);
 - node N: its handler and its launchers: its own node record and pod-IP table, its own node-API
-  subjects (where the control plane checks what it reports), its own stats, console and VNC subjects.
+  subjects (where the control plane checks what it reports), its own stats, console, VNC and
+  port-forward subjects (a viewer opens no port-forward: a guest's port takes input).
 Images (the object store's content) are written only by admin; snapshot content by nodes too (below).
 """
 
@@ -151,6 +152,7 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                     f"{subjects.STATS_PREFIX}.{n}.*", subjects.stats_wanted(n),
                     subjects.console_of_node(n, "out"),
                     subjects.vnc_of_node(n),  # its VMIs' screens: session frames down, replies
+                    subjects.portforward_of_node(n),  # its VMIs' ports likewise
                     *_node_js_read(n), *SERVICE_DISCOVERY],
                     deny=_node_js_denied()),
                 subscribe=Rules(allow=[
@@ -158,6 +160,7 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                     f"{subjects.STATS_PREFIX}.{n}.*", subjects.stats_wanted(n),
                     subjects.console_of_node(n, "in"), subjects.console_of_node(n, "keyboard"),
                     subjects.vnc_of_node(n),
+                    subjects.portforward_of_node(n),
                     subjects.node_vmis_republished_of_node(n),  # its own VMI copies' changes only
                     *FOLLOWED,  # what it may read anyway, as those buckets' streams republish it
                     # images' metadata as it is published (the image cache hears deletions so)

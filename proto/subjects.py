@@ -296,6 +296,32 @@ def vnc_of_node(node: str) -> str:
     """Every VNC subject of one node's VMIs."""
     return f"{VNC_PREFIX}.{token(node)}.>"
 
+# A VMI's TCP ports (proto.portforward): served by the handler of the node running it.
+PORTFORWARD_PREFIX = "virtbus.portforward"
+
+
+def portforward_open(node: str, vmi: str) -> str:
+    """Request/reply to the handler of the VMI's node: open a session to one of its guest's ports."""
+    return f"{PORTFORWARD_PREFIX}.{token(node)}.{token(vmi)}.open"
+
+
+def portforward_opens(node: str) -> str:
+    """Every open request of one node's VMIs (what its handler serves)."""
+    return f"{PORTFORWARD_PREFIX}.{token(node)}.*.open"
+
+
+def portforward_session(node: str, vmi: str, session: str, direction: str) -> str:
+    """One direction of a session: ``up`` (client to the guest's port) or ``down``."""
+    if direction not in ("up", "down"):
+        raise InvalidToken(f"{direction!r} is not up or down")
+    return f"{PORTFORWARD_PREFIX}.{token(node)}.{token(vmi)}.{token(session)}.{direction}"
+
+
+def portforward_of_node(node: str) -> str:
+    """Every port-forward subject of one node's VMIs."""
+    return f"{PORTFORWARD_PREFIX}.{token(node)}.>"
+
+
 STATS_PREFIX = "virtbus.stats"
 STREAM_EVENTS = "VIRTBUS_EVENTS"
 EVENTS_ALL = "virtbus.events.>"

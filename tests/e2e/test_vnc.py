@@ -271,3 +271,26 @@ def test_the_screen_by_screenshot_proxy_and_web_console(lab: Lab) -> None:
     assert lit(seen) > 2000 and similar(seen, screen) > 0.95, "the browser does not show the guest's screen"
     assert reverse_video_rows(seen, width, height) == reverse_video_rows(screen, width, height)
     lab.cli("delete", "screen", "--wait")
+
+
+def test_a_guests_port_on_this_host_by_port_forward(lab: Lab) -> None:
+    """virtctl port-forward's habit: the guest's web server on a port of 127.0.0.1, and through --stdio
+    (ssh's ProxyCommand); a bridge-bound guest (its own pod IP) this time; a viewer may not."""
+    lab.cli("apply", "-f", write_manifest(lab, "fwd", "bridge"))
+    started(lab, "fwd")
+    with cli_server(lab, "port-forward", "vm/fwd", "0:80") as (_, line):
+        assert line.startswith("Forwarding from 127.0.0.1:") and line.split()[-1] == "80", line
+        port = int(line.split()[2].rsplit(":", 1)[1])
+        start = time.monotonic()
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()  # noqa: S310
+        print(f"\nthe guest's page through port-forward: {time.monotonic() - start:.2f}s")
+        assert "hostname: fwd" in page
+    done = subprocess.run([sys.executable, "-m", "ctl", "--server", lab.url, "--creds", lab.creds, "port-forward",
+                           "--stdio", "vm/fwd", "80"], input=b"GET / HTTP/1.0\r\n\r\n", capture_output=True,
+                          timeout=60, cwd=REPO)
+    assert done.returncode == 0 and done.stdout.startswith(b"HTTP/1.") and b"hostname: fwd" in done.stdout, done
+    refused = subprocess.run([sys.executable, "-m", "ctl", "--server", lab.url, "--creds", lab.creds_of("viewer"),
+                              "port-forward", "--stdio", "vm/fwd", "80"], stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert refused.returncode == 1 and "Forbidden" in refused.stderr, refused
+    lab.cli("delete", "fwd", "--wait")

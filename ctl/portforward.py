@@ -1,0 +1,150 @@
+"""``virtbus port-forward vm/NAME [LOCAL:]REMOTE...``: a VM's TCP ports on this host, as ``virtctl
+port-forward`` gives them; ``--stdio`` joins one to standard input and output (ssh's ProxyCommand, as
+``virtctl ssh`` uses it). Each connection is a session (proto.portforward) with the handler of the VM's
+node, which connects to the guest's port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import stat
+import sys
+from typing import Any
+
+from ctl.client import ApiClient
+from ctl.listening import listen
+from ctl.vnc import running_node
+from proto import subjects
+from proto.errors import ApiError, Code
+from proto.portforward import PortForwardOpen, PortForwardOpened
+from servicekit.tunnelpump import Inbound, LocalEnd, StreamEnd, run_tunnel
+
+TARGET_KINDS = ("vm", "vms", "virtualmachine", "vmi", "vmis", "virtualmachineinstance")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("port-forward", help="a VM's TCP ports on this host (virtctl port-forward)")
+    p.add_argument("target", help="vm/NAME (or vmi/NAME, or NAME)")
+    p.add_argument("ports", nargs="+", help="[LOCAL:]REMOTE: LOCAL on this host to REMOTE of the guest "
+                                            "(LOCAL 0 or left out before ':': a free port; one port: the same)")
+    p.add_argument("--address", default="127.0.0.1", help="where to listen (default 127.0.0.1)")
+    p.add_argument("--stdio", action="store_true", help="one port, joined to stdin and stdout (ssh ProxyCommand)")
+
+
+def target_name(text: str) -> str:
+    kind, sep, name = text.partition("/")
+    if not sep:
+        return text
+    if kind.lower() not in TARGET_KINDS or not name:
+        raise ApiError(Code.BAD_REQUEST, f"{text!r}: port-forward takes vm/NAME or vmi/NAME", "target")
+    return name
+
+
+def port_pair(text: str) -> tuple[int, int]:
+    """[LOCAL:]REMOTE[/tcp] as virtctl and kubectl write it: (local, remote); local 0: a free one."""
+    spec, _, protocol = text.partition("/")
+    if protocol and protocol.lower() != "tcp":
+        raise ApiError(Code.INVALID, f"{text!r}: only TCP is forwarded", "ports")
+    local, sep, remote = spec.rpartition(":")
+    try:
+        remote_port = int(remote)
+        local_port = (int(local) if local else 0) if sep else remote_port
+    except ValueError:
+        raise ApiError(Code.BAD_REQUEST, f"{text!r} is not [LOCAL:]REMOTE", "ports") from None
+    if not 1 <= remote_port <= 65535 or not 0 <= local_port <= 65535:
+        raise ApiError(Code.INVALID, f"{text!r}: ports are 1-65535 (a local 0: a free one)", "ports")
+    return local_port, remote_port
+
+
+async def tunnel(api: ApiClient, name: str, port: int, local: LocalEnd) -> str:
+    """One connection joined to a new session with port of the VM's guest; returns why it ended."""
+    try:
+        node = await running_node(api, name)
+        session = secrets.token_hex(16)
+        inbound = await Inbound.subscribe(api.nc, subjects.portforward_session(node, name, session, "down"))
+        try:
+            await api.request(subjects.portforward_open(node, name), PortForwardOpen(session=session, port=port),
+                              PortForwardOpened, f"handler of {node}", "is the node's handler up?")
+        except BaseException:
+            await inbound.unsubscribe()
+            raise
+    except BaseException:
+        await local.close()
+        raise
+    return await run_tunnel(api.nc, local, inbound, subjects.portforward_session(node, name, session, "up"))
+
+
+class StdioEnd:
+    """Standard input and output as one connection's end. Input that ends leaves the session open
+    until the guest's side ends it: a request piped in still gets its whole answer (the tunnel has no
+    half-close, and ssh, the usual user, ends the command when it is done)."""
+
+    def __init__(self, reader: asyncio.StreamReader | None) -> None:
+        self.reader = reader  # None: standard input is a file, read in a thread (it never waits long)
+        self.ended = asyncio.Event()
+
+    @classmethod
+    async def open(cls) -> StdioEnd:
+        mode = os.fstat(0).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(0)):
+            return cls(None)
+        reader = asyncio.StreamReader()
+        # a copy of the descriptor: the transport closes what it holds, standard input stays
+        pipe = os.fdopen(os.dup(0), "rb", buffering=0)
+        await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        return cls(reader)
+
+    async def read(self, n: int) -> bytes:
+        data = await (self.reader.read(n) if self.reader is not None else asyncio.to_thread(os.read, 0, n))
+        if not data:
+            await self.ended.wait()  # until close: the guest's side ends the session
+        return data
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[await asyncio.to_thread(os.write, 1, view):]
+
+    async def close(self) -> None:
+        self.ended.set()
+
+
+async def forward(api: ApiClient, name: str, pairs: list[tuple[int, int]], address: str,
+                  announce: Any = print) -> None:
+    """Serve every pair on address until interrupted; announce each listening port."""
+    await running_node(api, name)  # say it at once when the VM does not run
+    servers = []
+    for local, remote in pairs:
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remote: int = remote) -> None:
+            try:
+                why = await tunnel(api, name, remote, StreamEnd(reader, writer))
+            except ApiError as exc:
+                why = str(exc)
+            print(f"port-forward: a connection to {name}:{remote} ended: {why}", file=sys.stderr)
+
+        server = await listen(connection, address, local, "ports")
+        servers.append(server)
+        announce(f"Forwarding from {address}:{server.sockets[0].getsockname()[1]} -> {remote}")
+    try:
+        await asyncio.gather(*(s.serve_forever() for s in servers))
+    finally:
+        for s in servers:
+            s.close()
+
+
+async def run(api: ApiClient, args: argparse.Namespace) -> int:
+    name = target_name(args.target)
+    pairs = [port_pair(p) for p in args.ports]
+    if args.stdio:
+        if len(pairs) != 1:
+            raise ApiError(Code.BAD_REQUEST, "--stdio forwards one port", "ports")
+        why = await tunnel(api, name, pairs[0][1], await StdioEnd.open())
+        if not why.startswith(("the other end closed", "the peer closed")):
+            print(f"port-forward: {why}", file=sys.stderr)
+            return 1
+        return 0
+    await forward(api, name, pairs, args.address, lambda line: print(line, flush=True))
+    return 0

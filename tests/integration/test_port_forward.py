@@ -1,0 +1,138 @@
+"""port-forward through a real nats-server into a real network namespace: the CLI's listener, the
+node's handler end (handler.portforward, dialing in the namespace as it does on a node) and a TCP server
+standing in for the guest at the VMI's pod address. Bytes go both ways intact, beyond the tunnel's
+window; a closed port, a VMI of another node and requests written by hand on the bus get typed errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import yaml
+
+from ctl.client import ApiClient
+from ctl.portforward import forward
+from handler.portforward import NetnsDialer, PortForwardServer
+from proto import subjects
+from proto.manifest import parse_instance
+from proto.state import VMI, Phase, VMIInterface
+from proto.vnc import WINDOW
+from servicekit.store import Store
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+POD_IP = "10.244.9.2"
+ECHO = """
+import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("{ip}", 7777)); s.listen(8); print("listening", flush=True)
+def echo(c):
+    while data := c.recv(65536):
+        c.sendall(data)
+    c.close()
+while True:
+    threading.Thread(target=echo, args=(s.accept()[0],), daemon=True).start()
+"""
+
+
+@pytest.fixture
+def guest(scratch_netns: str) -> Iterator[str]:
+    """An echo server on POD_IP:7777 inside the namespace, as a guest's port would answer."""
+    subprocess.run(["ip", "-n", scratch_netns, "link", "set", "lo", "up"], check=True)
+    subprocess.run(["ip", "-n", scratch_netns, "addr", "add", f"{POD_IP}/32", "dev", "lo"], check=True)
+    proc = subprocess.Popen(["ip", "netns", "exec", scratch_netns, sys.executable, "-c", ECHO.format(ip=POD_IP)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
+        yield scratch_netns
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def running(name: str, node: str) -> VMI:
+    doc = yaml.safe_load((REPO / "examples" / "testvmi.yaml").read_text())
+    doc["metadata"]["name"] = name
+    spec = parse_instance(json.dumps(doc).encode())
+    return VMI(name=name, uid=f"{name}-uid", spec=spec, created_at=time.time(), phase=Phase.RUNNING, node_name=node,
+               interfaces=[VMIInterface(name="default", ip_address=POD_IP)])
+
+
+async def test_a_guest_port_reached_through_the_bus(api: Store, nats_url: str, guest: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    await api.vmis.put("testvm", running("testvm", "node1"))
+    await api.vmis.put("elsewhere", running("elsewhere", "node2"))
+
+    async def vmis() -> list[VMI]:
+        return [e.value for e in await api.vmis.items()]
+
+    server = PortForwardServer(api.nc, "node1", vmis, NetnsDialer(guest))
+    client = await ApiClient.connect(nats_url)
+    announced: list[str] = []
+    tasks = [asyncio.create_task(server.run()),
+             asyncio.create_task(forward(client, "testvm", [(0, 7777), (0, 7778)], "127.0.0.1", announced.append))]
+    try:
+        for _ in range(100):
+            if len(announced) == 2:
+                break
+            await asyncio.sleep(0.05)
+        ports = [int(line.split()[2].rsplit(":", 1)[1]) for line in announced]
+        assert [line.split()[-1] for line in announced] == ["7777", "7778"]
+
+        payload = os.urandom(4 * WINDOW + 12345)  # beyond the window: acknowledgements must flow
+        reader, writer = await asyncio.open_connection("127.0.0.1", ports[0])
+
+        async def send() -> None:
+            for i in range(0, len(payload), 50_000):
+                writer.write(payload[i:i + 50_000])
+                await writer.drain()
+
+        sending = asyncio.create_task(send())
+        echoed = await asyncio.wait_for(reader.readexactly(len(payload)), 60)
+        await sending
+        assert echoed == payload
+        writer.close()
+
+        # nothing listens on 7778 in the guest: the connection ends at once, the reason said
+        reader, writer = await asyncio.open_connection("127.0.0.1", ports[1])
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+        for _ in range(100):
+            if "Unavailable" in capsys.readouterr().err:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the refused port was never said")
+
+        # by hand on the bus: typed errors, and nothing opened
+        async def ask(vmi: str, body: bytes) -> dict[str, object]:
+            reply = json.loads((await api.nc.request(subjects.portforward_open("node1", vmi), body, timeout=5)).data)
+            assert isinstance(reply, dict)
+            error = reply.get("error")
+            assert isinstance(error, dict), reply
+            return error
+
+        assert (await ask("testvm", b"{not json"))["code"] == "BadRequest"
+        assert (await ask("testvm", b'{"session": "a", "port": 7777}'))["field"] == "session"
+        assert (await ask("testvm", b'{"session": "' + b"a" * 16 + b'", "port": 7777, "x": 1}'))["code"] == \
+            "BadRequest"
+        assert (await ask("elsewhere", b'{"session": "' + b"b" * 16 + b'", "port": 7777}'))["code"] == "NotFound"
+        assert (await ask("nothere", b'{"session": "' + b"c" * 16 + b'", "port": 7777}'))["code"] == "NotFound"
+        assert not server.sessions
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await client.close()
