@@ -15,6 +15,7 @@ import ctl.webconsole
 from ctl import (
     console,
     consolelog,
+    describe,
     imagecmd,
     instancetypecmd,
     kubectlforms,
@@ -252,6 +253,7 @@ def parser() -> argparse.ArgumentParser:
     preferencecmd.add_parser(sub)
     ctl.vnc.add_parser(sub)
     portforward.add_parser(sub)
+    describe.add_parser(sub)
     ctl.webconsole.add_parser(sub)
     from ctl import lab
     lab.add_parser(sub)
@@ -264,7 +266,7 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "console": cmd_console, "image": imagecmd.run,
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
     "instancetype": instancetypecmd.run, "scale": workloadcmd.scale, "vm": snapshotcmd.run_vm,
-    "preference": preferencecmd.run, "vnc": ctl.vnc.run, "port-forward": portforward.run,
+    "preference": preferencecmd.run, "vnc": ctl.vnc.run, "port-forward": portforward.run, "describe": describe.run,
     "console-web": ctl.webconsole.run,
     **dict.fromkeys(power.VERBS, power.cmd_power),
 }

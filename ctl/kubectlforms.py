@@ -65,6 +65,11 @@ def normalize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argp
                                "output")
             verb = ["get", args.name] if args.name is not None else ["list"]
             return parser.parse_args([*where.command, *verb, *(["-o", args.output] if args.output else [])])
+    elif args.command == "describe":
+        if args.name is None and "/" in args.kind:
+            args.kind, _, args.name = args.kind.partition("/")
+        if not args.name:
+            raise ApiError(Code.BAD_REQUEST, "describe takes KIND NAME or KIND/NAME", "name")
     elif args.command == "port-forward":  # what it names checked before connecting
         portforward.target_name(args.target)
         for pair in args.ports:
