@@ -163,7 +163,8 @@ def _template(template: DataVolumeTemplate) -> Obj:
 
 
 def vmi_labels(vmi: VMI) -> dict[str, str]:
-    """Its labels as `get vmis -o yaml` prints them and `get vmis -l` selects by."""
+    """Its labels as `get vmis -o yaml` prints them and `get vmis -l` selects by (a Service selects by
+    its launcher pod's: proto.services.pod_labels)."""
     labels = dict(vmi.spec.labels)
     if vmi.node_name:
         labels["kubevirt.io/nodeName"] = vmi.node_name  # as virt-controller labels a scheduled VMI

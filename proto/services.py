@@ -221,8 +221,10 @@ def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def vmi_labels(vmi: VMI) -> dict[str, str]:
-    """The labels a VMI carries: its template's, and the name of the VM it runs (as KubeVirt adds)."""
+def pod_labels(vmi: VMI) -> dict[str, str]:
+    """The labels a Service selects a VMI by: in KubeVirt a Service selects the VMI's virt-launcher
+    pod, which carries the template's labels and the name of the VM it runs. Not the VMI's own labels
+    (proto.resources.vmi_labels: the template's and kubevirt.io/nodeName), which `get vmis -l` selects."""
     labels = dict(vmi.spec.labels)
     if not vmi.standalone:
         labels.setdefault(VM_NAME_LABEL, vmi.name)
@@ -243,7 +245,7 @@ def ready_address(vmi: VMI, service: str | None = None) -> EndpointAddress | Non
 def endpoints_for(service: Service, vmis: Iterable[VMI]) -> Endpoints:
     """The Endpoints of a Service with a selector: one subset, its ready VMIs' pod addresses (sorted,
     so an unchanged set is an unchanged value) on its target ports."""
-    addresses = sorted((a for v in vmis if selects(service.selector, vmi_labels(v))
+    addresses = sorted((a for v in vmis if selects(service.selector, pod_labels(v))
                         for a in [ready_address(v, service.name)] if a is not None),
                        key=lambda a: (a.ip, a.vmi or ""))
     if not addresses:

@@ -293,7 +293,7 @@ class ServiceApi:
             selector = dict(rs.template.labels)
         else:
             vmi = (await self.store.vmis.require(name, "VMI")).value
-            selector = services.vmi_labels(vmi)
+            selector = services.pod_labels(vmi)
         if not selector:
             raise ApiError(Code.INVALID, f"{kind} {name} has no labels to select it by", "name")
         check_labels(selector, "selector")
