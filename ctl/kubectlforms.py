@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from ctl import networkcmd, portforward, routecmd, servicecmd, workloadcmd
+from proto import selector
 from proto.errors import ApiError, Code
 
 
@@ -56,6 +57,8 @@ def normalize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argp
             raise ApiError(Code.BAD_REQUEST, "-w watches vms, vmis and events", "watch")
         if args.selector and KINDS.get(args.kind.lower()) not in ("vm", "vmi"):
             raise ApiError(Code.BAD_REQUEST, "-l selects vms and vmis only", "selector")
+        if args.selector:
+            selector.parse_text(args.selector, "selector")  # a malformed one costs no connection
         where = ELSEWHERE.get(args.kind.lower())
         if where is not None:
             if args.name is not None and not where.get:

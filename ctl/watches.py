@@ -50,13 +50,15 @@ async def vms(api: ApiClient, name: str | None, chosen: selector.LabelSelector, 
     prints as deleted (with fmt: as last seen), once."""
     if fmt is None:
         say(render.vms([], wide))
-    last: dict[str, str] = {}  # each VM shown: how it was shown
+    last: dict[str, tuple[str, str]] = {}  # each VM shown: what was printed, and what counts as a change
 
-    def shown_as(view: VMView) -> str:
+    def shown_as(view: VMView) -> tuple[str, str]:
         if fmt is None:
-            row = render.vms([view], wide).splitlines()[1].split()
-            return " ".join(row[:1] + row[2:])  # its age changes by itself: not a change
-        return render.vm_objects([view], fmt, one=True)
+            row = render.vms([view], wide).splitlines()[1]
+            words = row.split()
+            return row, " ".join(words[:1] + words[2:])  # its age changes by itself: not a change
+        text = render.vm_objects([view], fmt, one=True)
+        return ("---\n" if fmt == "yaml" else "") + text, text
 
     async def changed(key: str) -> None:
         if name and key != name:
@@ -72,12 +74,12 @@ async def vms(api: ApiClient, name: str | None, chosen: selector.LabelSelector, 
         if view is None:
             gone = last.pop(key, None)
             if gone is not None:
-                say(f"{key}   <deleted>" if fmt is None else ("---\n" if fmt == "yaml" else "") + gone)
+                say(f"{key}   <deleted>" if fmt is None else gone[0])  # with fmt: as last seen
             return
-        text = shown_as(view)
-        if last.get(key) == text:
+        printed, compared = shown_as(view)
+        if key in last and last[key][1] == compared:
             return  # its instance changed in a way its row does not show
-        last[key] = text
-        say(render.vms([view], wide).splitlines()[1] if fmt is None else ("---\n" if fmt == "yaml" else "") + text)
+        last[key] = printed, compared
+        say(printed)
 
     await api.watch_vm_keys(changed)

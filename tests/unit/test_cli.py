@@ -183,3 +183,10 @@ def test_kinds_kubectl_gets_and_deletes_go_to_the_command_that_does_them(
     sub = next((v for k, v in args.items() if k.endswith("_command")), None)
     assert [args["command"], *([sub] if sub else [])] == command
     assert {k: args[k] for k in words} == words
+
+
+@pytest.mark.parametrize("text", ["app in (web", "=x", "a b"])
+def test_a_malformed_selector_is_refused_before_connecting(text: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        cli.kubectl_forms(cli.parser().parse_args(["get", "vms", "-l", text]))
+    assert refused.value.code is Code.INVALID and refused.value.field == "selector"
