@@ -125,7 +125,7 @@ _DOMAIN = Object({
     "memory": Object({"guest": QUANTITY}),
     # no cpu here: KubeVirt sizes the vCPUs from it when cpu.cores is absent, virtbus does not
     "resources": Object({"requests": Object({"memory": QUANTITY}), "limits": Object({"memory": QUANTITY})}),
-    "devices": Object({"disks": ListOf(_DISK), "interfaces": ListOf(_INTERFACE)}),
+    "devices": Object({"disks": ListOf(_DISK), "interfaces": ListOf(_INTERFACE), "autoattachPodInterface": BOOL}),
 })
 _VM = Object({
     "apiVersion": STR,
@@ -197,6 +197,10 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
     def each(items: list[Any], path: str) -> list[tuple[Any, str]]:
         return [(item, f"{path}[{index}]") for index, item in enumerate(items)]
 
+    disks = [_disk(d, p) for d, p in each(devices.get("disks", []), f"{DOMAIN_PATH}.devices.disks")]
+    volumes = [_volume(v, p) for v, p in each(tspec.get("volumes", []), f"{TEMPLATE_SPEC}.volumes")]
+    interfaces = [_interface(i, p) for i, p in each(devices.get("interfaces", []), f"{DOMAIN_PATH}.devices.interfaces")]
+    networks = [_network(n, p) for n, p in each(tspec.get("networks", []), f"{TEMPLATE_SPEC}.networks")]
     return VMSpec(
         name=name,
         run_strategy=_run_strategy(spec),
@@ -204,16 +208,30 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
         vm_labels=metadata.get("labels", {}),
         cpu=Cpu(cores=cpu.get("cores", 1), sockets=cpu.get("sockets", 1), threads=cpu.get("threads", 1)),
         memory=_memory(domain),
-        disks=[_disk(d, p) for d, p in each(devices.get("disks", []), f"{DOMAIN_PATH}.devices.disks")],
-        interfaces=[_interface(i, p) for i, p in
-                    each(devices.get("interfaces", []), f"{DOMAIN_PATH}.devices.interfaces")],
-        networks=[_network(n, p) for n, p in each(tspec.get("networks", []), f"{TEMPLATE_SPEC}.networks")],
-        volumes=[_volume(v, p) for v, p in each(tspec.get("volumes", []), f"{TEMPLATE_SPEC}.volumes")],
+        disks=disks + volume_disks(volumes, disks),
+        **pod_interface(interfaces, networks, devices.get("autoattachPodInterface", True)),
+        volumes=volumes,
         node_selector=tspec.get("nodeSelector", {}),
         data_volume_templates=[_template(t, p) for t, p in each(spec.get("dataVolumeTemplates", []),
                                                                 "spec.dataVolumeTemplates")],
         **extra,
     )
+
+
+def volume_disks(volumes: list[Volume], disks: list[Disk]) -> list[Disk]:
+    """KubeVirt's defaults (SetDefaultVolumeDisk): a volume that names no disk is a disk of its own,
+    as `virtctl create vm` writes them."""
+    named = {d.name for d in disks}
+    return [Disk(name=v.name) for v in volumes if v.name not in named]
+
+
+def pod_interface(interfaces: list[Interface], networks: list[Network], autoattach: bool) -> dict[str, Any]:
+    """KubeVirt's autoattachPodInterface: a VM that names no interface and no network is on the pod
+    network, bound as KubeVirt binds by default (bridge); autoattachPodInterface: false leaves it off."""
+    if not interfaces and not networks and autoattach:
+        return {"interfaces": [Interface(name="default", binding="bridge")],
+                "networks": [Network(name="default", kind="pod")]}
+    return {"interfaces": interfaces, "networks": networks}
 
 
 def _template(template: Mapping[str, Any], path: str) -> DataVolumeTemplate:

@@ -81,7 +81,9 @@ def vmi_spec(spec: VMSpec, *, sized: bool = True) -> Obj:
             "cpu": {"cores": spec.cpu.cores, "sockets": spec.cpu.sockets, "threads": spec.cpu.threads} if sized else {},
             "resources": {"requests": {"memory": spec.memory}} if sized else {},
             "devices": _compact({"disks": [_disk(d) for d in spec.disks],
-                                 "interfaces": [_interface(i) for i in spec.interfaces]}),
+                                 "interfaces": [_interface(i) for i in spec.interfaces],
+                                 # no NIC at all: said, or KubeVirt's reader (and ours) would add one
+                                 "autoattachPodInterface": None if spec.interfaces or spec.networks else False}),
         }),
         "networks": [_network(n) for n in spec.networks],
         "volumes": [_volume(v) for v in spec.volumes],

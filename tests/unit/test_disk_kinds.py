@@ -44,6 +44,7 @@ spec:
     spec:
       domain:
         devices:
+          autoattachPodInterface: false  # disks only: no NIC (KubeVirt would give it the pod network)
           disks:
           - name: installer
             cdrom: {bus: sata, readonly: true, tray: closed}
