@@ -15,6 +15,7 @@ import ctl.webconsole
 from ctl import (
     console,
     consolelog,
+    createvm,
     describe,
     imagecmd,
     instancetypecmd,
@@ -254,6 +255,7 @@ def parser() -> argparse.ArgumentParser:
     ctl.vnc.add_parser(sub)
     portforward.add_parser(sub)
     describe.add_parser(sub)
+    createvm.add_parser(sub)
     ctl.webconsole.add_parser(sub)
     from ctl import lab
     lab.add_parser(sub)
@@ -301,6 +303,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "lab":
             from ctl import lab
             code = lab.run(args)
+        elif args.command == "create":  # prints a manifest: nothing to connect for
+            code = createvm.run(args)
         else:
             code = asyncio.run(run(args))
         sys.stdout.flush()  # here, not at the interpreter's exit, where a closed pipe cannot be caught
