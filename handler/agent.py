@@ -40,6 +40,7 @@ from servicekit import cpugroup
 from servicekit.cancelling import cancel_and_wait
 from servicekit.informer import shared
 from servicekit.nodeclient import NodeApiClient
+from servicekit.restarting import keep_running
 from servicekit.store import Store
 from servicekit.workqueue import WorkQueue
 
@@ -93,10 +94,14 @@ class Agent:
         await self.heartbeat()
         for launcher in await asyncio.to_thread(self.launchers.adopt_all):
             self.exits.watch(launcher.vmi, launcher)
-        self._tasks = [asyncio.create_task(c) for c in (
-            self.fence.run(), self._heartbeats(), self._watch(), self._supervise(), self._watch_nodes(),
-            self.nodeports.run(), self.service_rules.run(), self.cluster_dns.run(), self.floating_ips.run(),
-            self.volume_files.run(), self.image_cache.run(), self.volume_work.run(), self.port_forward.run())]
+        parts = {"guest fence": self.fence.run, "heartbeats": self._heartbeats, "instance watch": self._watch,
+                 "supervision": self._supervise, "node watch": self._watch_nodes, "node ports": self.nodeports.run,
+                 "service rules": self.service_rules.run, "cluster dns": self.cluster_dns.run,
+                 "floating ips": self.floating_ips.run, "volume files": self.volume_files.run,
+                 "image cache": self.image_cache.run, "volume work": self.volume_work.run,
+                 "port forward": self.port_forward.run}
+        # a part that fails is said and started again: never a node running on without it, unseen
+        self._tasks = [asyncio.create_task(keep_running(name, run)) for name, run in parts.items()]
 
     async def stop(self) -> None:
         await cancel_and_wait(self._tasks)
