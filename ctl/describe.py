@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import msgspec
+import nats.js.errors
 from nats.js.api import DeliverPolicy
 
 from ctl import render
@@ -103,25 +104,33 @@ def describe(obj: resources.Obj, events: list[Event], now: float) -> str:
 
 
 async def events_about(api: ApiClient, name: str, kinds: tuple[str, ...]) -> list[Event]:
-    """The recorded events of any of kinds named name, oldest first (the stream keeps the last ones)."""
+    """The recorded events of any of kinds named name, oldest first (the stream keeps the last ones):
+    read up to the last one recorded when asked, found first by its subject."""
     js = api.nc.jetstream()
+    last = 0
+    for kind in kinds:
+        try:
+            last = max(last, (await js.get_last_msg(subjects.STREAM_EVENTS, subjects.event(kind, name))).seq or 0)
+        except nats.js.errors.NotFoundError:  # none of that kind (or no stream yet)
+            continue
+    if not last:
+        return []
     sub = await js.subscribe(f"virtbus.events.*.{subjects.token(name)}", ordered_consumer=True,
                              deliver_policy=DeliverPolicy.ALL)
     found: list[Event] = []
     try:
-        pending = (await sub.consumer_info()).num_pending
-        while pending:
+        while True:
             msg = await sub.next_msg(timeout=5)
-            pending = msg.metadata.num_pending
             try:
                 event = _decoder.decode(msg.data)
             except msgspec.DecodeError:  # anyone allowed there may publish: not an event, not shown
-                continue
-            if event.kind in kinds and event.name == name:
+                event = None
+            if event is not None and event.kind in kinds and event.name == name:
                 found.append(event)
+            if msg.metadata.sequence.stream >= last:
+                return found
     finally:
         await sub.unsubscribe()
-    return found
 
 
 async def run(api: ApiClient, args: argparse.Namespace) -> int:
