@@ -111,7 +111,8 @@ def _path(text: str) -> tuple[Step, ...]:
     return tuple(steps)
 
 
-def _closing(text: str, start: int) -> int:
+def _closing(text: str, start: int, opener: str = "[", closer: str = "]") -> int:
+    """Where the bracket opened at start closes, quotes and nested pairs skipped."""
     depth, quote = 0, ""
     for j in range(start, len(text)):
         c = text[j]
@@ -119,13 +120,13 @@ def _closing(text: str, start: int) -> int:
             quote = "" if c == quote else quote
         elif c in "'\"":
             quote = c
-        elif c == "[":
+        elif c == opener:
             depth += 1
-        elif c == "]":
+        elif c == closer:
             depth -= 1
             if depth == 0:
                 return j
-    raise _bad(f"unclosed '[' in {text!r}")
+    raise _bad(f"unclosed {opener!r} in {text!r}")
 
 
 def _literal(text: str) -> Any:
@@ -171,7 +172,7 @@ def parse(template: str) -> tuple[Node, ...]:
             break
         if open_ > i:
             stack[-1][1].append(Text(template[i:open_]))
-        close = _brace_end(template, open_)
+        close = _closing(template, open_, "{", "}")
         inner = template[open_ + 1:close].strip()
         i = close + 1
         if inner.startswith("range ") or inner == "range":
@@ -191,19 +192,6 @@ def parse(template: str) -> tuple[Node, ...]:
     if len(stack) != 1:
         raise _bad("{range} without its {end}")
     return tuple(stack[0][1])
-
-
-def _brace_end(text: str, start: int) -> int:
-    quote = ""
-    for j in range(start + 1, len(text)):
-        c = text[j]
-        if quote:
-            quote = "" if c == quote else quote
-        elif c in "'\"":
-            quote = c
-        elif c == "}":
-            return j
-    raise _bad(f"unclosed '{{' in {text!r}")
 
 
 def _split_union(inner: str) -> list[str]:

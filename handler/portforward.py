@@ -9,7 +9,6 @@ port. A VMI not Running here, without a pod address, or with MAX_SESSIONS open i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -25,7 +24,7 @@ from proto.state import VMI, Phase
 from proto.vnc import WINDOW
 from servicekit.netns_socket import socket_in
 from servicekit.tunnel import Flow
-from servicekit.tunnelpump import Inbound, LocalEnd, StreamEnd, run_tunnel
+from servicekit.tunnelpump import Inbound, LocalEnd, StreamEnd, run_tunnel, serve_until_cancelled
 
 log = structlog.get_logger()
 
@@ -71,17 +70,8 @@ class PortForwardServer:
         self.sessions: dict[tuple[str, str], asyncio.Task[str]] = {}  # (vmi, session)
 
     async def run(self) -> None:
-        sub = await self.nc.subscribe(subjects.portforward_opens(self.node), cb=self._open)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-            sessions = list(self.sessions.values())
-            for task in sessions:
-                task.cancel()  # each tells its client, so none waits out the timeout
-            if sessions:
-                await asyncio.wait(sessions, timeout=2)
+        await serve_until_cancelled([await self.nc.subscribe(subjects.portforward_opens(self.node), cb=self._open)],
+                                    self.sessions)
 
     async def _open(self, msg: Any) -> None:
         try:

@@ -24,7 +24,7 @@ from proto.api import decode_request, encode
 from proto.errors import ApiError, Code, ErrorReply
 from proto.vnc import IDLE_TIMEOUT_S, MAX_SESSIONS, WINDOW, Screenshot, VncOpen, VncOpened, check_session
 from servicekit.tunnel import Flow
-from servicekit.tunnelpump import Inbound, LocalEnd, StreamEnd, run_tunnel
+from servicekit.tunnelpump import Inbound, LocalEnd, StreamEnd, run_tunnel, serve_until_cancelled
 
 log = structlog.get_logger()
 MAX_SCREENSHOT_BYTES = 900 * 1024  # under NATS's default max_payload (1 MiB), with the reply's base64
@@ -62,17 +62,7 @@ class VncServer:
         subs = [await self.nc.subscribe(subjects.vnc_open(self.node, self.vmi), cb=self._open),
                 await self.nc.subscribe(subjects.vnc_open(self.node, self.vmi, view_only=True), cb=self._open_view),
                 await self.nc.subscribe(subjects.vnc_screenshot(self.node, self.vmi), cb=self._screenshot)]
-        try:
-            await asyncio.Event().wait()
-        finally:
-            for sub in subs:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-            sessions = list(self.sessions.values())
-            for task in sessions:
-                task.cancel()  # each tells its viewer, so none waits out the timeout
-            if sessions:
-                await asyncio.wait(sessions, timeout=2)
+        await serve_until_cancelled(subs, self.sessions)
 
     async def _open_view(self, msg: Any) -> None:
         await self._open(msg, view_only=True)

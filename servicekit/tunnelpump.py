@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from nats.aio.client import Client
@@ -152,3 +152,20 @@ async def run_tunnel(nc: Client, local: LocalEnd, inbound: Inbound, send_subject
         await local.close()
     await say_goodbye(why)
     return why
+
+
+async def serve_until_cancelled(subs: list[Any], sessions: Mapping[Any, asyncio.Task[str]]) -> None:
+    """A tunnel server's life (the launcher's VNC, the handler's port-forward): its subscriptions
+    held until it is cancelled, then dropped, and every open session ended, each telling its client
+    (so none waits out the idle timeout)."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        open_now = list(sessions.values())
+        for task in open_now:
+            task.cancel()
+        if open_now:
+            await asyncio.wait(open_now, timeout=2)

@@ -14,21 +14,14 @@ import yaml
 
 from ctl import watches
 from ctl.client import ApiClient
-from proto import subjects
 from proto.api import SelectRequest, VMReply
 from proto.resources import vm_object
 from proto.selector import parse_text
 from servicekit.store import Store
+from tests.apirequests import request
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
-
-
-async def request(store: Store, kind: str, verb: str, body: object) -> dict[str, Any]:
-    msg = await store.nc.request(subjects.api(kind, verb), json.dumps(body).encode(), timeout=5)
-    reply = json.loads(msg.data)
-    assert isinstance(reply, dict)
-    return reply
 
 
 def vm(name: str, labels: dict[str, str] | None, instance_labels: dict[str, str]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ network (naming them), deleted with the addresses VMs kept on it once nothing is
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -13,16 +12,10 @@ import yaml
 from proto import subjects
 from proto.manifest import load_manifests
 from servicekit.store import Bucket, Store
+from tests.apirequests import request
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
-
-
-async def request(store: Store, kind: str, verb: str, body: object) -> dict[str, Any]:
-    msg = await store.nc.request(subjects.api(kind, verb), json.dumps(body).encode(), timeout=5)
-    reply = json.loads(msg.data)
-    assert isinstance(reply, dict)
-    return reply
 
 
 def example(name: str) -> dict[str, Any]:

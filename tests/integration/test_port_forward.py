@@ -6,7 +6,6 @@ window; a closed port, a VMI of another node and requests written by hand on the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -25,6 +24,7 @@ from proto import subjects
 from proto.manifest import parse_instance
 from proto.state import VMI, Phase, VMIInterface
 from proto.vnc import WINDOW
+from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Store
 from tests.conftest import REPO
 
@@ -130,9 +130,5 @@ async def test_a_guest_port_reached_through_the_bus(api: Store, nats_url: str, g
         assert (await ask("nothere", b'{"session": "' + b"c" * 16 + b'", "port": 7777}'))["code"] == "NotFound"
         assert not server.sessions
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
         await client.close()
