@@ -31,6 +31,7 @@ from ctl import (
     routecmd,
     servicecmd,
     snapshotcmd,
+    version,
     volumecmd,
     watches,
     workloadcmd,
@@ -256,6 +257,7 @@ def parser() -> argparse.ArgumentParser:
     portforward.add_parser(sub)
     describe.add_parser(sub)
     createvm.add_parser(sub)
+    version.add_parser(sub)
     ctl.webconsole.add_parser(sub)
     from ctl import lab
     lab.add_parser(sub)
@@ -268,8 +270,8 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "console": cmd_console, "image": imagecmd.run,
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
     "instancetype": instancetypecmd.run, "scale": workloadcmd.scale, "vm": snapshotcmd.run_vm,
-    "preference": preferencecmd.run, "vnc": ctl.vnc.run, "port-forward": portforward.run, "describe": describe.run,
-    "console-web": ctl.webconsole.run,
+    "preference": preferencecmd.run, "vnc": ctl.vnc.run, "port-forward": portforward.run,
+    "describe": describe.run, "version": version.run, "console-web": ctl.webconsole.run,
     **dict.fromkeys(power.VERBS, power.cmd_power),
 }
 

@@ -14,6 +14,8 @@ from proto.instancetypes import Instancetype
 from proto.spec import NetworkAttachment
 from proto.state import VM, VMI, Endpoints, Exposure, FloatingIP, Node, PersistentVolume, Service
 
+# virtbus's version (pyproject.toml's): the api service says it ($SRV.INFO), `virtbus version` prints both
+VERSION = "0.1.0"
 
 class Message(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
     pass

@@ -13,8 +13,9 @@ import secrets
 import signal
 
 from proto import subjects
+from proto.api import VERSION
 from proto.state import NODE_LEASE_RENEW_S, Lease
-from scheduler.api import VERSION, Api
+from scheduler.api import Api
 from scheduler.clusterconfig import ClusterConfigWatch
 from scheduler.controllers import Scheduler
 from scheduler.endpointsync import EndpointsController

@@ -55,8 +55,6 @@ from scheduler.volumes import VolumeApi
 from servicekit.endpoints import Endpoint
 from servicekit.store import Bucket, Entry, Store
 
-VERSION = "0.1.0"
-
 
 class Api:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time,
