@@ -31,6 +31,7 @@ from ctl import (
     routecmd,
     servicecmd,
     snapshotcmd,
+    sshcmd,
     version,
     volumecmd,
     watches,
@@ -258,6 +259,7 @@ def parser() -> argparse.ArgumentParser:
     describe.add_parser(sub)
     createvm.add_parser(sub)
     version.add_parser(sub)
+    sshcmd.add_parser(sub)
     ctl.webconsole.add_parser(sub)
     from ctl import lab
     lab.add_parser(sub)
@@ -307,6 +309,8 @@ def main(argv: list[str] | None = None) -> None:
             code = lab.run(args)
         elif args.command == "create":  # prints a manifest: nothing to connect for
             code = createvm.run(args)
+        elif args.command == "ssh":  # ssh takes over; its ProxyCommand connects
+            code = sshcmd.run(args)
         else:
             code = asyncio.run(run(args))
         sys.stdout.flush()  # here, not at the interpreter's exit, where a closed pipe cannot be caught
