@@ -12,6 +12,8 @@ from ctl.progress import ask, state_of, vm_view, wait_for
 from proto.api import Ack, NameRequest, VMIReply
 from proto.errors import ApiError, Code
 
+OWN_DELETE = ("instancetype", "preference", "vmsnapshot")
+
 
 async def cmd_delete_vmi(api: ApiClient, args: argparse.Namespace) -> int:
     say((await api.call("vmi", "delete", NameRequest(name=args.name), Ack)).message)
@@ -45,6 +47,11 @@ async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
     if getattr(args, "kind", "vm") in networkcmd.KINDS:
         await networkcmd.delete(api, args.name)
         return 0
+    if getattr(args, "kind", "vm") in OWN_DELETE:  # from delete -f: the kinds whose API deletes them by name
+        say((await api.call(args.kind, "delete", NameRequest(name=args.name), Ack)).message)
+        return 0
+    if getattr(args, "kind", "vm") not in ("vm", "vms"):  # never a VM of that name deleted in its place
+        raise ApiError(Code.BAD_REQUEST, f"{args.command} takes a VM, not a {args.kind}", "kind")
     verb = args.command
     # a restart is done once another instance runs: the old one, still Running or failing as it is
     # stopped, says nothing about the new one

@@ -58,3 +58,27 @@ async def test_delete_file_deletes_what_apply_made_last_first(
         assert await lifecyclecmd.cmd_delete(client, delete_args(["vm", "nothere", "--ignore-not-found"])) == 0
     finally:
         await client.close()
+
+
+async def test_kinds_with_a_delete_of_their_own_never_delete_a_vm_of_their_name(
+        api: Store, nats_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kinds = tmp_path / "kinds.yaml"
+    kinds.write_text("\n---\n".join((REPO / "examples" / f).read_text()
+                                     for f in ("instancetype-tiny.yaml", "preference-virtio.yaml")))
+    vm = tmp_path / "vm.yaml"
+    vm.write_text((REPO / "examples" / "testvm-masquerade.yaml").read_text().replace("name: testvm\n",
+                                                                                  "name: tiny\n", 1))
+    client = await ApiClient.connect(nats_url)
+    try:
+        for path in (kinds, vm):
+            assert await manifestcmd.cmd_apply(client, argparse.Namespace(file=str(path))) == 0
+        assert await api.vms.get("tiny") is not None
+        capsys.readouterr()
+        assert await lifecyclecmd.cmd_delete(client, delete_args(["-f", str(kinds)])) == 0
+        said = capsys.readouterr().out
+        assert "instancetype tiny deleted" in said and "virtio-cores" in said, said
+        assert await api.vms.get("tiny") is not None  # the VM of the instancetype's name is still there
+        assert await lifecyclecmd.cmd_delete(client, delete_args(["-f", str(kinds)])) == 1  # gone: NotFound each
+        assert capsys.readouterr().err.count("NotFound") == 2
+    finally:
+        await client.close()
