@@ -87,7 +87,12 @@ class PortForwardServer:
             except (OSError, TimeoutError) as exc:
                 why = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
                 raise ApiError(Code.UNAVAILABLE, f"port {req.port} of {name} ({address}): {why}", "port") from None
-            inbound = await Inbound.subscribe(self.nc, subjects.portforward_session(self.node, name, req.session, "up"))
+            try:
+                inbound = await Inbound.subscribe(self.nc,
+                                                  subjects.portforward_session(self.node, name, req.session, "up"))
+            except BaseException:
+                await local.close()  # the guest's connection is not left open without its session
+                raise
             down = subjects.portforward_session(self.node, name, req.session, "down")
             self.sessions[(name, req.session)] = asyncio.create_task(
                 self._serve(name, req.session, req.port, local, inbound, down))

@@ -17,6 +17,7 @@ from proto.state import VM, VMI, Endpoints, Exposure, FloatingIP, Node, Persiste
 # virtbus's version (pyproject.toml's): the api service says it ($SRV.INFO), `virtbus version` prints both
 VERSION = "0.1.0"
 
+
 class Message(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True):
     pass
 
