@@ -104,6 +104,9 @@ def _delete_target(args: argparse.Namespace) -> tuple[str | None, str | None]:
         raise ApiError(Code.BAD_REQUEST, f"delete {given[0]} needs a NAME", "name")
     else:
         kind, name = "vm", given[0]
+    kind = kind.lower()  # kubectl's kinds are its resources' names, in any case
+    if KINDS.get(kind) in ("vm", "vmi"):  # virtualmachine(s), virtualmachineinstance(s) as vm, vmi
+        kind = KINDS[kind]
     if kind not in DELETE_KINDS:
         raise ApiError(Code.BAD_REQUEST, f"delete takes {', '.join(DELETE_KINDS)}; not {kind!r}", "kind")
     return kind, name
