@@ -163,6 +163,11 @@ class VMSpec(Spec, frozen=True):
     def guest_hostname(self) -> str:
         return self.hostname or self.name
 
+    @property
+    def multus_networks(self) -> list[str]:
+        """The NetworkAttachmentDefinitions its secondary NICs are on, by name."""
+        return [n.network_name for n in self.networks if n.kind == "multus" and n.network_name]
+
 
 class NetworkAttachment(Spec, frozen=True):
     """A secondary network on a host bridge (the seed's multus NetworkAttachmentDefinition). With no

@@ -53,7 +53,7 @@ from scheduler.snapshots import SnapshotApi
 from scheduler.vmplan import printable_status
 from scheduler.volumes import VolumeApi
 from servicekit.endpoints import Endpoint
-from servicekit.store import Bucket, Entry, Store
+from servicekit.store import Entry, Store
 
 
 class Api:
@@ -66,7 +66,6 @@ class Api:
         self.store = store
         self.clock = clock
         self.readiness = readiness or (lambda nodes: placement.ready_by_heartbeat(nodes, self.clock()))
-        self.networks: Bucket[NetworkAttachment] = store.bucket(subjects.BUCKET_NETWORKS, NetworkAttachment)
         self.exposures = ExposureApi(store, clock=clock)
         self.fips = FloatingIPApi(store)
         self.volumes = VolumeApi(store, clock=clock)
@@ -124,7 +123,7 @@ class Api:
             raise ApiError(Code.BAD_REQUEST, "this subject takes a VirtualMachine; "
                            f"send a {type(parsed).__name__} to {subjects.api('network', 'apply')}")
         for i, net in enumerate(parsed.networks):
-            if net.kind == "multus" and net.network_name and await self.networks.get(net.network_name) is None:
+            if net.kind == "multus" and net.network_name and await self.network.networks.get(net.network_name) is None:
                 raise ApiError(Code.INVALID, f"network {net.network_name!r} does not exist; apply its "
                                "NetworkAttachmentDefinition first",
                                f"spec.template.spec.networks[{i}].multus.networkName")

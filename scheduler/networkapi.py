@@ -16,7 +16,7 @@ from proto import ipam, subjects
 from proto.api import Ack, ListRequest, NameRequest, NetworkList, NetworkReply, decode_request
 from proto.errors import ApiError, Code
 from proto.manifest import parse_manifest
-from proto.spec import NetworkAttachment, VMSpec
+from proto.spec import NetworkAttachment
 from proto.state import FINAL_PHASES, VMI, FloatingIP
 from proto.validation import check_name
 from servicekit.store import Bucket, Store
@@ -24,13 +24,9 @@ from servicekit.store import Bucket, Store
 _SUBNET = "spec.config.ipam.subnet"
 
 
-def names_network(spec: VMSpec, network: str) -> bool:
-    return any(n.kind == "multus" and n.network_name == network for n in spec.networks)
-
-
 def users(network: str, vmis: list[VMI], fips: list[FloatingIP]) -> list[str]:
     """Pure: what stands on the network, as a person is told it: instances not yet over, floating IPs."""
-    on = [f"VMI {v.name}" for v in vmis if v.phase not in FINAL_PHASES and names_network(v.spec, network)]
+    on = [f"VMI {v.name}" for v in vmis if v.phase not in FINAL_PHASES and network in v.spec.multus_networks]
     return on + [f"floating IP {f.address}" for f in fips if f.network == network]
 
 
@@ -93,7 +89,7 @@ class NetworkApi:
         # the addresses VMs kept on it go with it: a network of that name applied later starts afresh
         if await self.tables.get(subjects.ipam_network(name)) is not None:
             await self.tables.delete(subjects.ipam_network(name))
-        named = sorted(e.key for e in await self.store.vms.items() if names_network(e.value.spec, name))
+        named = sorted(e.key for e in await self.store.vms.items() if name in e.value.spec.multus_networks)
         also = (f"; VMs {', '.join(named)} still name it and will not start until it is applied again"
                 if named else "")
         return Ack(message=f"network {name} deleted{also}")

@@ -22,7 +22,7 @@ class NetworkNeeds:
 async def network_needs(store: Store, spec: VMSpec) -> NetworkNeeds:
     """The VM's networks' needs; a network not there (yet) asks nothing here: the node's attach
     reports that the VM cannot run."""
-    names = [n.network_name for n in spec.networks if n.kind == "multus" and n.network_name]
+    names = spec.multus_networks
     if not names:
         return NetworkNeeds()
     networks = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
