@@ -14,7 +14,7 @@ import msgspec
 import nats.js.errors
 from nats.js.api import DeliverPolicy
 
-from ctl import render
+from ctl import kubectlforms, render, servicecmd
 from ctl.client import ApiClient
 from ctl.lab import say
 from ctl.servicecmd import service_object
@@ -24,9 +24,6 @@ from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.schema import NAMESPACE
 
-KINDS = {"vm": "vm", "vms": "vm", "virtualmachine": "vm", "virtualmachines": "vm",
-         "vmi": "vmi", "vmis": "vmi", "virtualmachineinstance": "vmi", "virtualmachineinstances": "vmi",
-         "node": "node", "nodes": "node", "service": "service", "services": "service", "svc": "service"}
 EVENT_KINDS = {"vm": ("VirtualMachine", "VirtualMachineInstance"), "vmi": ("VirtualMachineInstance",),
                "node": ("Node",), "service": ("Service",)}
 _WORD = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -134,8 +131,10 @@ async def events_about(api: ApiClient, name: str, kinds: tuple[str, ...]) -> lis
 
 
 async def run(api: ApiClient, args: argparse.Namespace) -> int:
-    kind = KINDS.get(args.kind.lower())
-    if kind is None:
+    # the CLI's spellings of the kinds (get's, and a Service's); describe takes those with events
+    spelled = args.kind.lower()
+    kind = kubectlforms.KINDS.get(spelled) or servicecmd.KINDS.get(spelled)
+    if kind not in EVENT_KINDS:
         raise ApiError(Code.BAD_REQUEST, f"describe takes vm, vmi, node or service; not {args.kind!r}", "kind")
     if kind == "vm":
         obj = resources.vm_object((await api.call("vm", "get", NameRequest(name=args.name), VMReply)).item)
