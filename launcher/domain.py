@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from proto.machine import SMBIOS_SYSTEM, firmware_uuid
 from proto.quantity import parse_bytes
-from proto.spec import CloudInitConfigDrive, CloudInitNoCloud, VMSpec
+from proto.spec import Clock, CloudInitConfigDrive, CloudInitNoCloud, Features, VMSpec
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class DomainPlan:
     disks: tuple[DiskPlan, ...]
     nics: tuple[NicPlan, ...]
     serial_log: str
+    serial_number: str | None = None  # SMBIOS's, not the serial port's
+    clock: Clock = Clock()
+    features: Features = Features()
+    rng: bool = False
 
     @property
     def vcpus(self) -> int:
@@ -85,9 +90,12 @@ def plan_domain(spec: VMSpec, *, uid: str, domain_type: Literal["kvm", "qemu"],
     macs = macs or {}
     nics = tuple(NicPlan(name=i.name, tap=taps[i.name], model=i.model,
                          mac=macs.get(i.name) or i.mac_address or stable_mac(uid, i.name)) for i in spec.interfaces)
-    return DomainPlan(name=spec.name, uuid=uid, domain_type=domain_type, memory_bytes=parse_bytes(spec.memory),
+    return DomainPlan(name=spec.name, uuid=firmware_uuid(spec), domain_type=domain_type,
+                      memory_bytes=parse_bytes(spec.memory),
                       sockets=spec.cpu.sockets, cores=spec.cpu.cores, threads=spec.cpu.threads,
-                      disks=tuple(disks), nics=nics, serial_log=serial_log)
+                      disks=tuple(disks), nics=nics, serial_log=serial_log,
+                      serial_number=spec.firmware.serial if spec.firmware else None,
+                      clock=spec.clock or Clock(), features=spec.features or Features(), rng=spec.rng)
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -115,6 +123,14 @@ def configure_compute(plan: DomainPlan, dom: ET.Element) -> None:
     _sub(cpu, "topology", sockets=str(plan.sockets), cores=str(plan.cores), threads=str(plan.threads))
     os_el = _sub(dom, "os")
     _sub(os_el, "type", "hvm", arch="x86_64", machine="q35")
+    # the guest's SMBIOS system table (dmidecode): the VM's UUID, and its serial number if it has one
+    _sub(os_el, "smbios", mode="sysinfo")
+    system = _sub(_sub(dom, "sysinfo", type="smbios"), "system")
+    entries = {**SMBIOS_SYSTEM, "uuid": plan.uuid}
+    if plan.serial_number is not None:
+        entries["serial"] = plan.serial_number
+    for key, value in entries.items():
+        _sub(system, "entry", value, name=key)
 
 
 # QEMU's TCG keeps translated guest code in a cache it sizes at 1 GiB by default and fills as the guest
@@ -131,15 +147,35 @@ TCG_TB_CACHE_MIB = 6
 
 def configure_features(plan: DomainPlan, dom: ET.Element) -> None:
     features = _sub(dom, "features")
-    _sub(features, "acpi")
-    _sub(features, "apic")
+    for name, on in (("acpi", plan.features.acpi), ("apic", plan.features.apic)):
+        if on:
+            _sub(features, name)
+    if plan.features.smm:
+        _sub(features, "smm", state="on")
     if plan.domain_type == "qemu":
         tcg = _sub(features, "tcg")
         _sub(tcg, "tb-cache", str(TCG_TB_CACHE_MIB), unit="MiB")
-    _sub(dom, "clock", offset="utc")
+    configure_clock(plan.clock, dom)
     _sub(dom, "on_poweroff", "destroy")
     _sub(dom, "on_reboot", "restart")
     _sub(dom, "on_crash", "destroy")
+
+
+def configure_clock(clock: Clock, dom: ET.Element) -> None:
+    """The RTC's base as KubeVirt sets it: UTC, reset at each start or moved by the VM's offset, or the
+    local time of a time zone (libvirt gives QEMU that zone; the guest reads its RTC as UTC)."""
+    if clock.timezone is not None:
+        el = _sub(dom, "clock", offset="timezone", timezone=clock.timezone)
+    else:
+        adjustment = "reset" if clock.offset_seconds is None else str(clock.offset_seconds)
+        el = _sub(dom, "clock", offset="utc", adjustment=adjustment)
+    for timer in clock.timers:
+        attrs = {"name": timer.name, "present": "yes" if timer.present else "no"}
+        if timer.tick_policy is not None:
+            attrs["tickpolicy"] = timer.tick_policy
+        if timer.track is not None:
+            attrs["track"] = timer.track
+        _sub(el, "timer", **attrs)
 
 
 def configure_storage(plan: DomainPlan, devices: ET.Element) -> None:
@@ -207,6 +243,15 @@ def configure_panic(plan: DomainPlan, devices: ET.Element) -> None:
     _sub(devices, "panic", model="isa")
 
 
+def configure_rng(plan: DomainPlan, devices: ET.Element) -> None:
+    """KubeVirt's ``rng: {}``: a virtio-rng device fed from the host's /dev/urandom (as KubeVirt feeds it),
+    for guests whose boot waits on entropy."""
+    if plan.rng:
+        rng = _sub(devices, "rng", model="virtio")
+        _sub(rng, "backend", "/dev/urandom", model="random")
+        _sub(rng, "alias", name="ua-rng")
+
+
 def configure_quiet_devices(plan: DomainPlan, devices: ET.Element) -> None:
     _sub(devices, "controller", type="usb", model="none")
     _sub(devices, "memballoon", model="none")
@@ -214,7 +259,7 @@ def configure_quiet_devices(plan: DomainPlan, devices: ET.Element) -> None:
 
 DOMAIN_CONFIGURATORS: list[Callable[[DomainPlan, ET.Element], None]] = [configure_compute, configure_features]
 DEVICE_CONFIGURATORS: list[Callable[[DomainPlan, ET.Element], None]] = [
-    configure_storage, configure_network, configure_console, configure_graphics, configure_panic,
+    configure_storage, configure_network, configure_console, configure_graphics, configure_panic, configure_rng,
     configure_quiet_devices]
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from proto import fencing, nad
+from proto.machine import CLOCK, FEATURES, FIRMWARE, RNG, read_machine
 from proto.quantity import InvalidQuantity, parse_bytes
 from proto.schema import (
     BOOL,
@@ -125,7 +126,9 @@ _DOMAIN = Object({
     "memory": Object({"guest": QUANTITY}),
     # no cpu here: KubeVirt sizes the vCPUs from it when cpu.cores is absent, virtbus does not
     "resources": Object({"requests": Object({"memory": QUANTITY}), "limits": Object({"memory": QUANTITY})}),
-    "devices": Object({"disks": ListOf(_DISK), "interfaces": ListOf(_INTERFACE), "autoattachPodInterface": BOOL}),
+    "devices": Object({"disks": ListOf(_DISK), "interfaces": ListOf(_INTERFACE), "autoattachPodInterface": BOOL,
+                       "rng": RNG}),
+    "firmware": FIRMWARE, "clock": CLOCK, "features": FEATURES,  # proto.machine
 })
 _VM = Object({
     "apiVersion": STR,
@@ -214,6 +217,7 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
         node_selector=tspec.get("nodeSelector", {}),
         data_volume_templates=[_template(t, p) for t, p in each(spec.get("dataVolumeTemplates", []),
                                                                 "spec.dataVolumeTemplates")],
+        **read_machine(domain, DOMAIN_PATH),
         **extra,
     )
 

@@ -212,7 +212,13 @@ _VM_FIELDS = {
     "terminationGracePeriodSeconds": f"{kubevirt.TEMPLATE_SPEC}.terminationGracePeriodSeconds",
     "hostname": f"{kubevirt.TEMPLATE_SPEC}.hostname",
     "subdomain": f"{kubevirt.TEMPLATE_SPEC}.subdomain",
+    "firmware": f"{kubevirt.DOMAIN_PATH}.firmware",
+    "clock": f"{kubevirt.DOMAIN_PATH}.clock",
+    "features": f"{kubevirt.DOMAIN_PATH}.features",
+    "rng": f"{kubevirt.DOMAIN_PATH}.devices.rng",
 }
+# whole native paths whose KubeVirt field sits elsewhere than the walk above finds it
+_MOVED = {"spec.clock.offsetSeconds": f"{kubevirt.DOMAIN_PATH}.clock.utc.offsetSeconds"}
 # item attributes spelled differently; a tuple lists the keys one of which the KubeVirt item holds
 _ITEM_FIELDS: dict[tuple[str, str], str | tuple[str, ...]] = {
     ("disks", "bus"): "disk.bus",
@@ -243,6 +249,8 @@ def kubevirt_field(field: str | None, obj: dict[Any, Any]) -> str | None:
         return None
     if obj.get("kind") == "NetworkAttachmentDefinition":
         return _NAD_FIELDS.get(field, field)
+    if field in _MOVED:
+        return _MOVED[field]
     match = _NATIVE_FIELD.match(field)
     if not match:
         return field

@@ -15,6 +15,7 @@ from typing import Any
 from proto import fencing
 from proto.api import NodeView, VMView
 from proto.kubevirt import REGISTRY_SCHEME
+from proto.machine import firmware_uuid, machine_manifest
 from proto.quantity import format_bytes
 from proto.spec import (
     CloudInitConfigDrive,
@@ -76,15 +77,18 @@ def object_list(items: list[Obj]) -> Obj:
 def vmi_spec(spec: VMSpec, *, sized: bool = True) -> Obj:
     """A VMSpec as KubeVirt's VirtualMachineInstanceSpec (a VM's ``spec.template.spec``); sized=False
     for a VM whose instancetype says its cpu and memory (they may not be said twice)."""
+    machine, machine_devices = machine_manifest(spec)
     return _compact({
-        "domain": _compact({
+        # the machine's fields as they are: `rng: {}` is a device, and `firmware: {}` was said
+        "domain": {**_compact({
             "cpu": {"cores": spec.cpu.cores, "sockets": spec.cpu.sockets, "threads": spec.cpu.threads} if sized else {},
             "resources": {"requests": {"memory": spec.memory}} if sized else {},
-            "devices": _compact({"disks": [_disk(d) for d in spec.disks],
-                                 "interfaces": [_interface(i) for i in spec.interfaces],
-                                 # no NIC at all: said, or KubeVirt's reader (and ours) would add one
-                                 "autoattachPodInterface": None if spec.interfaces or spec.networks else False}),
-        }),
+            "devices": {**_compact({"disks": [_disk(d) for d in spec.disks],
+                                    "interfaces": [_interface(i) for i in spec.interfaces],
+                                    # no NIC at all: said, or KubeVirt's reader (and ours) would add one
+                                    "autoattachPodInterface": None if spec.interfaces or spec.networks else False}),
+                        **machine_devices},
+        }), **machine},
         "networks": [_network(n) for n in spec.networks],
         "volumes": [_volume(v) for v in spec.volumes],
         "nodeSelector": dict(spec.node_selector),
@@ -173,6 +177,14 @@ def vmi_labels(vmi: VMI) -> dict[str, str]:
     return labels
 
 
+def _with_firmware_uuid(spec: Obj, uuid: str) -> Obj:
+    """An instance's spec says the UUID its guest was given, as KubeVirt's VMI does, whether or not its
+    VM named one (the guest reads it with ``dmidecode -s system-uuid``)."""
+    domain = spec.setdefault("domain", {})
+    domain["firmware"] = {**domain.get("firmware", {}), "uuid": uuid}
+    return spec
+
+
 def vmi_object(vmi: VMI) -> Obj:
     labels = vmi_labels(vmi)
     return {
@@ -181,7 +193,7 @@ def vmi_object(vmi: VMI) -> Obj:
         "metadata": _compact({"name": vmi.name, "uid": vmi.uid, "creationTimestamp": timestamp(vmi.created_at),
                               "labels": labels,
                               "ownerReferences": _owner(KUBEVIRT_API, "VirtualMachineInstanceReplicaSet", vmi.owner)}),
-        "spec": vmi_spec(vmi.spec),
+        "spec": _with_firmware_uuid(vmi_spec(vmi.spec), firmware_uuid(vmi.spec)),
         "status": _compact({
             "phase": vmi.phase.value,
             "nodeName": vmi.node_name,

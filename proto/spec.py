@@ -120,6 +120,42 @@ def claims(volumes: list[Volume]) -> list[tuple[int, str]]:
             if isinstance(v.source, PersistentVolumeClaim | Ephemeral)]
 
 
+class Firmware(Spec, frozen=True):
+    """The identity SMBIOS gives the guest (``dmidecode -s system-uuid``, ``system-serial-number``).
+    Without a UUID the guest gets the VM's stable one (proto.machine.firmware_uuid), as in KubeVirt."""
+
+    uuid: str | None = None
+    serial: str | None = None
+
+
+class Timer(Spec, frozen=True):
+    """One of the guest's timers as libvirt's ``<timer>``: there or not, and what it does with ticks the
+    guest missed (KubeVirt's clock.timer.<name>)."""
+
+    name: Literal["rtc", "pit", "hpet", "kvmclock"]
+    present: bool = True
+    tick_policy: Literal["delay", "catchup", "merge", "discard"] | None = None
+    track: Literal["guest", "wall"] | None = None  # rtc only
+
+
+class Clock(Spec, frozen=True):
+    """Where the guest's real-time clock starts: UTC moved by ``offset_seconds``, or the local time of an
+    IANA ``timezone`` (KubeVirt's clock.utc.offsetSeconds or clock.timezone); and its timers."""
+
+    offset_seconds: int | None = None
+    timezone: str | None = None
+    timers: list[Timer] = []
+
+
+class Features(Spec, frozen=True):
+    """The platform's features (KubeVirt's domain.features): ACPI (a graceful stop presses its power
+    button), the APIC, and System Management Mode."""
+
+    acpi: bool = True
+    apic: bool = True
+    smm: bool = False
+
+
 class DataVolumeTemplate(Spec, frozen=True):
     """A volume made with its VM and deleted with it (KubeVirt's dataVolumeTemplates, CDI's job)."""
 
@@ -158,6 +194,12 @@ class VMSpec(Spec, frozen=True):
     # name, its DNS name <hostname>.<subdomain>.default.svc.cluster.local, as KubeVirt has them.
     hostname: str | None = None
     subdomain: str | None = None
+    # the machine (proto.machine): an entropy device (virtio-rng), SMBIOS identity, clock, features;
+    # None where the manifest said nothing, so stored VMs stay as small as they were
+    rng: bool = False
+    firmware: Firmware | None = None
+    clock: Clock | None = None
+    features: Features | None = None
 
     @property
     def guest_hostname(self) -> str:

@@ -14,6 +14,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from proto import fencing, ipam, netcheck
 from proto.errors import ApiError, Code
+from proto.machine import check_machine
 from proto.nodeapi import Registration
 from proto.quantity import InvalidQuantity, format_bytes, parse_bytes
 from proto.spec import (
@@ -122,6 +123,7 @@ def validate_vm(spec: VMSpec) -> VMSpec:
     _check_storage(spec)
     _check_templates(spec)
     _check_network(spec)
+    check_machine(spec)
     if spec.high_availability:
         fencing.check_strategy(spec.run_strategy, "spec.runStrategy")
     return spec

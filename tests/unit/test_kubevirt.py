@@ -155,7 +155,9 @@ T2 = "testvm-2-secondary.yaml"
 REFUSED = [
     # not supported by virtbus: the full path of the field
     (mutated([*DEV, "gpus"], [{"name": "g"}]), Code.INVALID, "spec.template.spec.domain.devices.gpus"),
-    (mutated([*DEV, "rng"], {}), Code.INVALID, "spec.template.spec.domain.devices.rng"),
+    (mutated([*DEV, "watchdog"], {"name": "w", "i6300esb": {}}), Code.INVALID,
+     "spec.template.spec.domain.devices.watchdog"),
+    (mutated([*DEV, "rng"], {"source": "/dev/random"}), Code.INVALID, "spec.template.spec.domain.devices.rng.source"),
     (mutated([*TS, "volumes", 0, "hostDisk"], {"path": "/x", "type": "Disk"}), Code.INVALID,
      "spec.template.spec.volumes[0]"),  # two sources
     (mutated([*DEV, "disks", 1, "cdrom"], {"bus": "sata"}), Code.INVALID,

@@ -49,6 +49,12 @@ def everything() -> VMSpec:
     tspec["volumes"][1]["cloudInitNoCloud"] = {"userData": "#cloud-config\n", "networkDataBase64":
                                                base64.b64encode(b"version: 2\n").decode()}
     tspec.update(nodeSelector={"kubernetes.io/hostname": "node1"}, terminationGracePeriodSeconds=0)
+    tspec["domain"]["devices"]["rng"] = {}
+    tspec["domain"].update(
+        firmware={"uuid": "2d6e0c3a-7c5e-4d4f-9a35-4f0c1b2a9e10", "serial": "VB-1"},
+        clock={"timezone": "Asia/Kolkata", "timer": {"hpet": {"present": False}, "pit": {"tickPolicy": "discard"},
+                                                     "rtc": {"tickPolicy": "catchup", "track": "guest"}}},
+        features={"acpi": {}, "apic": {"enabled": False}, "smm": {"enabled": True}})
     return spec_of(doc)
 
 
