@@ -53,33 +53,63 @@ def _read(file: str) -> list[Any]:
         raise ApiError(exc.code, f"{file}: {exc.message}", exc.field) from None
 
 
+# every kind ``apply -f`` takes; a virtbus JSON VM (apiVersion virtbus/v1) may name no kind
+APPLIED_KINDS = sorted({*DELETE_BY_KIND, *NOT_DELETED})
+
+
 async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:
+    """As kubectl apply -f: each object of the file by its kind, each failure said and the rest still
+    applied; exit 1 if any failed."""
+    failed = False
     for doc in _read(args.file):
-        kind = doc.get("kind") if isinstance(doc, dict) else None
-        body = json.dumps(doc, default=str).encode()  # YAML timestamps load as datetimes
-        if kind in networkcmd.MANIFEST_KINDS:
-            await networkcmd.apply(api, body)
-        elif kind in snapshotmanifest.KINDS:
-            await snapshotcmd.apply(api, snapshotmanifest.parse(doc))
-        elif instancetypecmd.is_instancetype(kind):
-            await instancetypecmd.apply(api, body)
-        elif kubevirtcmd.is_kubevirt(kind):
-            await kubevirtcmd.apply(api, body)
-        elif preferencecmd.is_preference(kind):
-            await preferencecmd.apply(api, body)
-        elif workloadcmd.is_workload(kind):
-            await workloadcmd.apply(api, str(kind), body)
-        elif kind in servicecmd.MANIFEST_KINDS:
-            await servicecmd.apply(api, kind, body)
-        elif kind in routecmd.MANIFEST_KINDS:
-            await routecmd.apply(api, kind, body)
-        elif kind == INSTANCE_KIND:
-            vmi = (await api.call("vmi", "apply", body, VMIReply)).item
-            say(f"virtualmachineinstance/{vmi.name} applied ({vmi.phase.value})")
-        else:
-            vm = await api.call("vm", "apply", body, VMReply)
-            say(f"virtualmachine/{vm.item.vm.spec.name} applied ({vm.item.printable_status})")
-    return 0
+        try:
+            await _apply_one(api, doc)
+        except ApiError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
+def unknown_kind(doc: Any) -> ApiError | None:
+    """Pure: the refusal of an object of a kind apply does not take, naming the kinds it does."""
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    if kind is None or kind in APPLIED_KINDS:
+        return None
+    meta = doc.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    label = f"{kind} {name}" if isinstance(name, str) and name else repr(kind)
+    return ApiError(Code.BAD_REQUEST, f"{label} ({doc.get('apiVersion')}): virtbus has no such kind to apply; "
+                                      f"it applies {', '.join(APPLIED_KINDS)}", "kind")
+
+
+async def _apply_one(api: ApiClient, doc: Any) -> None:
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    refusal = unknown_kind(doc)
+    if refusal is not None:
+        raise refusal
+    body = json.dumps(doc, default=str).encode()  # YAML timestamps load as datetimes
+    if kind in networkcmd.MANIFEST_KINDS:
+        await networkcmd.apply(api, body)
+    elif kind in snapshotmanifest.KINDS:
+        await snapshotcmd.apply(api, snapshotmanifest.parse(doc))
+    elif instancetypecmd.is_instancetype(kind):
+        await instancetypecmd.apply(api, body)
+    elif kubevirtcmd.is_kubevirt(kind):
+        await kubevirtcmd.apply(api, body)
+    elif preferencecmd.is_preference(kind):
+        await preferencecmd.apply(api, body)
+    elif workloadcmd.is_workload(kind):
+        await workloadcmd.apply(api, str(kind), body)
+    elif kind in servicecmd.MANIFEST_KINDS:
+        await servicecmd.apply(api, kind, body)
+    elif kind in routecmd.MANIFEST_KINDS:
+        await routecmd.apply(api, kind, body)
+    elif kind == INSTANCE_KIND:
+        vmi = (await api.call("vmi", "apply", body, VMIReply)).item
+        say(f"virtualmachineinstance/{vmi.name} applied ({vmi.phase.value})")
+    else:
+        vm = await api.call("vm", "apply", body, VMReply)
+        say(f"virtualmachine/{vm.item.vm.spec.name} applied ({vm.item.printable_status})")
 
 
 def deletions(docs: list[Any]) -> list[tuple[str, str] | ApiError]:
