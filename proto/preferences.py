@@ -2,7 +2,7 @@
 
 virtbus takes user-defined preferences (kind VirtualMachinePreference or VirtualMachineClusterPreference,
 one set of names: virtbus has no namespaces) and ships a few common ones. It honours the fields it has
-a meaning for: ``devices.preferredDiskBus``, ``devices.preferredInterfaceModel``,
+a meaning for: ``devices.preferredDiskBus``, ``devices.preferredInterfaceModel``, ``devices.preferredRng``,
 ``cpu.preferredCPUTopology`` (how an instancetype's vCPUs are laid out) and
 ``preferredTerminationGracePeriodSeconds``. Any other field is refused with its path when the preference
 is applied, never dropped.
@@ -41,6 +41,7 @@ class Preference(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit
     kind: str = "VirtualMachineClusterPreference"
     preferred_disk_bus: Literal["virtio", "sata", "scsi"] | None = None
     preferred_interface_model: Literal["virtio", "e1000"] | None = None
+    preferred_rng: bool = False  # an entropy device (``rng: {}``) unless the VM says otherwise
     preferred_cpu_topology: Topology | None = None
     preferred_termination_grace_period_seconds: int | None = None
     common: bool = False  # shipped with virtbus; cannot be replaced or deleted
@@ -51,13 +52,13 @@ def _common(name: str, **fields: Any) -> Preference:
 
 
 # From KubeVirt's common-preferences, the part virtbus honours: paravirtual devices for guests with
-# virtio drivers, emulated ones for guests without
+# virtio drivers, emulated ones for guests without; an entropy device where KubeVirt's gives one
 COMMON: dict[str, Preference] = {p.name: p for p in (
     _common("cirros", preferred_disk_bus="virtio", preferred_interface_model="virtio"),
     _common("fedora", preferred_disk_bus="virtio", preferred_interface_model="virtio",
-            preferred_cpu_topology="sockets"),
+            preferred_cpu_topology="sockets", preferred_rng=True),
     _common("ubuntu", preferred_disk_bus="virtio", preferred_interface_model="virtio",
-            preferred_cpu_topology="sockets"),
+            preferred_cpu_topology="sockets", preferred_rng=True),
     _common("legacy", preferred_disk_bus="sata", preferred_interface_model="e1000"),
 )}
 
@@ -110,7 +111,11 @@ def parse(obj: Mapping[str, Any]) -> Preference:
         raise ApiError(Code.ALREADY_EXISTS, f"{name} is one of virtbus's common preferences", "metadata.name")
     _only(spec, ("devices", "cpu", "preferredTerminationGracePeriodSeconds"), "spec")
     devices, cpu = _section(spec, "devices"), _section(spec, "cpu")
-    _only(devices, ("preferredDiskBus", "preferredInterfaceModel"), "spec.devices")
+    _only(devices, ("preferredDiskBus", "preferredInterfaceModel", "preferredRng"), "spec.devices")
+    rng = devices.get("preferredRng")
+    if rng is not None and rng != {}:
+        raise _invalid("spec.devices.preferredRng", "spec.devices.preferredRng is {} (an entropy device), "
+                                                    "with no fields virtbus supports")
     _only(cpu, ("preferredCPUTopology",), "spec.cpu")
     topology = cpu.get("preferredCPUTopology")
     if topology is not None and topology not in TOPOLOGIES:
@@ -126,6 +131,7 @@ def parse(obj: Mapping[str, Any]) -> Preference:
         preferred_disk_bus=_choice(devices.get("preferredDiskBus"), DISK_BUSES, "spec.devices.preferredDiskBus"),
         preferred_interface_model=_choice(devices.get("preferredInterfaceModel"), INTERFACE_MODELS,
                                           "spec.devices.preferredInterfaceModel"),
+        preferred_rng=rng is not None,
         preferred_cpu_topology=TOPOLOGIES[topology] if topology is not None else None,  # type: ignore[arg-type]
         preferred_termination_grace_period_seconds=grace)
 
@@ -171,6 +177,8 @@ def expand(manifest: object, lookup: Callable[[str], Preference | None]) -> obje
         for iface in devices.get("interfaces") or []:
             if isinstance(iface, dict) and "model" not in iface:
                 iface["model"] = found.preferred_interface_model
+    if found.preferred_rng and "rng" not in devices:
+        domain["devices"] = {**devices, "rng": {}}
     grace = found.preferred_termination_grace_period_seconds
     if grace is not None and "terminationGracePeriodSeconds" not in tspec:
         tspec["terminationGracePeriodSeconds"] = grace

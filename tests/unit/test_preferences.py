@@ -52,6 +52,22 @@ def test_what_the_vm_says_wins() -> None:
     assert (spec.cpu.sockets, spec.cpu.cores) == (2, 1)  # legacy says nothing of topology
 
 
+def test_an_entropy_device_where_preferred_as_kubevirts_fedora_preference_gives_one() -> None:
+    assert not spec_of(VM).rng  # virtio-cores prefers none
+    doc = copy.deepcopy(VM)
+    doc["spec"]["preference"]["name"] = "fedora"
+    assert spec_of(doc).rng
+    mine = preferences.parse(edited(["spec", "devices", "preferredRng"], {}))
+    assert mine.preferred_rng
+    doc["spec"]["preference"]["name"] = "virtio-cores"
+    got = parse_manifest_obj(preferences.expand(instancetypes.expand(doc, instancetypes.COMMON.get),
+                                                {"virtio-cores": mine}.get))
+    assert isinstance(got, VMSpec) and got.rng
+    with pytest.raises(ApiError) as err:
+        preferences.parse(edited(["spec", "devices", "preferredRng"], {"source": "/dev/random"}))
+    assert err.value.field == "spec.devices.preferredRng"
+
+
 def edited(path: list[str], value: object) -> dict[str, Any]:
     doc: dict[str, Any] = copy.deepcopy(PREFERENCE)
     node = doc
