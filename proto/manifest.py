@@ -149,13 +149,14 @@ def parse_instance_obj(obj: object) -> VMSpec:
     try:
         spec = parse_manifest_obj(as_vm)
     except ApiError as err:
-        raise ApiError(err.code, _as_instance(err.message) or err.message, _as_instance(err.field)) from None
+        raise ApiError(err.code, instance_path(err.message) or err.message, instance_path(err.field)) from None
     if not isinstance(spec, VMSpec):  # a VirtualMachine always reads as one
         raise _bad(f"not a {INSTANCE_KIND}", "kind")
     return spec
 
 
-def _as_instance(text: str | None) -> str | None:
+def instance_path(text: str | None) -> str | None:
+    """A VM's field path (or a message naming one) as the VirtualMachineInstance it was written as spells it."""
     if text is None:
         return None
     return text.replace("spec.template.spec", "spec").replace("spec.template.metadata", "metadata")

@@ -32,7 +32,7 @@ from proto.api import (
     decode_request,
 )
 from proto.errors import ApiError, Code
-from proto.manifest import load_manifest, parse_instance, parse_manifest_obj
+from proto.manifest import instance_path, load_manifest, parse_instance, parse_manifest_obj
 from proto.spec import NetworkAttachment, RunStrategy, VMSpec
 from proto.state import FINAL_PHASES, VM, VMI, Node
 from proto.validation import validate_image_reference
@@ -260,7 +260,10 @@ class Api:
         if await self.store.vms.get(spec.name) is not None:
             raise ApiError(Code.ALREADY_EXISTS, f"VM {spec.name!r} exists and its instance has that name",
                            "metadata.name")
-        await self.volumes.for_vm(spec)
+        try:
+            await self.volumes.for_vm(spec)
+        except ApiError as exc:  # it blames the VM's fields; the user wrote a VMI
+            raise ApiError(exc.code, exc.message, instance_path(exc.field)) from None
         vmi = VMI(name=spec.name, uid=str(uuid.uuid4()), spec=spec, created_at=self.clock(), standalone=True)
         try:
             await self.store.vmis.create(spec.name, vmi)

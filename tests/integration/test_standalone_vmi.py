@@ -92,3 +92,15 @@ async def test_a_vms_own_instance_is_the_vms(store: Store) -> None:
         assert err.value.code is Code.INVALID and "virtbus stop" in err.value.message
     finally:
         await scheduler.stop()
+
+
+async def test_a_vmi_naming_a_volume_that_does_not_exist_is_blamed_at_its_own_field(store: Store) -> None:
+    """KubeVirt's examples/vmi-pvc.yaml's shape: the refusal names the VMI's field (spec.volumes[0]...),
+    not the VM's it is read as, and nothing is stored."""
+    doc = yaml.safe_load(VMI_MANIFEST)
+    doc["spec"]["volumes"][0] = {"name": "containerdisk", "persistentVolumeClaim": {"claimName": "disk-alpine"}}
+    with pytest.raises(ApiError) as err:
+        await Api(store).vmi_apply(msgspec.json.encode(doc))
+    assert err.value.code is Code.INVALID and err.value.field == "spec.volumes[0].persistentVolumeClaim", err.value
+    assert "virtbus volume create disk-alpine" in err.value.message
+    assert await store.vmis.get("testvmi") is None
