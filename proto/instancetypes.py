@@ -126,7 +126,8 @@ def expand(manifest: object, lookup: Callable[[str], Instancetype | None]) -> ob
     if not isinstance(domain, dict):
         return out  # the conversion says what is missing
     path = "spec.template.spec.domain"
-    for key, sub in (("cpu", None), ("memory", None), ("resources", "requests")):
+    # as KubeVirt blames them (memory.guest, not a memory: {} that says nothing of size)
+    for key, sub in (("cpu", None), ("memory", "guest"), ("resources", "requests"), ("resources", "limits")):
         if key in domain and (sub is None or sub in (domain.get(key) or {})):
             where = f"{path}.{key}" + (f".{sub}" if sub else "")
             raise ApiError(Code.INVALID, f"{where} conflicts with instancetype {found.name}, which sizes the guest",

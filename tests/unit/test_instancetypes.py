@@ -66,6 +66,11 @@ def edited(change: dict[str, Any], at: list[str | int]) -> dict[str, Any]:
     (edited({"cores": 2}, ["spec", "template", "spec", "domain", "cpu"]), "spec.template.spec.domain.cpu"),
     (edited({"requests": {"memory": "1Gi"}}, ["spec", "template", "spec", "domain", "resources"]),
      "spec.template.spec.domain.resources.requests"),
+    (edited({"limits": {"memory": "1Gi"}}, ["spec", "template", "spec", "domain", "resources"]),
+     "spec.template.spec.domain.resources.limits"),
+    # KubeVirt's vm-cirros-clarge.yaml: its memory.guest beside the instancetype, which KubeVirt refuses so
+    (edited({"guest": "128Mi"}, ["spec", "template", "spec", "domain", "memory"]),
+     "spec.template.spec.domain.memory.guest"),
     (edited({"name": "u9.huge"}, ["spec", "instancetype"]), "spec.instancetype.name"),
     (edited({"name": "u1.nano", "kind": "Flavor"}, ["spec", "instancetype"]), "spec.instancetype.kind"),
     (edited({"name": "u1.nano", "inferFromVolume": "root"}, ["spec", "instancetype"]),
@@ -76,6 +81,11 @@ def edited(change: dict[str, Any], at: list[str | int]) -> dict[str, Any]:
 def test_what_virtbus_cannot_honour_is_refused_with_its_field(doc: dict[str, Any], field: str) -> None:
     err = refused(doc)
     assert err.code in (Code.INVALID, Code.BAD_REQUEST) and err.field == field, (err.field, err.message)
+
+
+def test_a_memory_that_says_no_size_is_no_conflict() -> None:
+    spec = spec_of(edited({}, ["spec", "template", "spec", "domain", "memory"]), COMMON)
+    assert spec.instancetype == SIZED["spec"]["instancetype"]["name"]
 
 
 @pytest.mark.parametrize(("change", "field"), [
