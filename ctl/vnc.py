@@ -38,11 +38,14 @@ def add_parser(sub: Any) -> None:
                    help="keys and pointer are dropped (what a viewer's credentials always get)")
 
 
-async def running_node(api: ApiClient, name: str) -> str:
-    """The node running the VM; ApiError when it does not run."""
+async def running_node(api: ApiClient, name: str, screen: bool = False) -> str:
+    """The node running the VM; ApiError when it does not run, or (screen) has no screen."""
     vmi = (await api.call("vmi", "get", NameRequest(name=name), VMIReply)).item
     if vmi.phase is not Phase.RUNNING or vmi.node_name is None:
         raise ApiError(Code.INVALID, f"VM {name} is not running ({vmi.phase.value})")
+    if screen and not vmi.spec.graphics:
+        raise ApiError(Code.INVALID, f"VM {name} has no screen (autoattachGraphicsDevice: false); "
+                                     f"use its serial console: virtbus console {name}")
     return vmi.node_name
 
 
@@ -50,7 +53,7 @@ async def tunnel(api: ApiClient, name: str, local: LocalEnd, view_only: bool = F
     """One viewer's connection joined to a new session on the VM's screen; returns why it ended.
     Credentials that may not open a full session (a viewer's) get a view-only one, and are told."""
     try:
-        node = await running_node(api, name)
+        node = await running_node(api, name, screen=True)
     except BaseException:
         await local.close()
         raise
@@ -97,14 +100,14 @@ async def open_tunnel(api: ApiClient, node: str, name: str, local: LocalEnd, flo
 
 
 async def screenshot(api: ApiClient, name: str) -> Screenshot:
-    node = await running_node(api, name)
+    node = await running_node(api, name, screen=True)
     return await api.request(subjects.vnc_screenshot(node, name), b"{}", Screenshot, f"launcher of {name}",
                              "is the VM running?")
 
 
 async def proxy(api: ApiClient, name: str, port: int, announce: Any, view_only: bool = False) -> None:
     """Serve viewers on 127.0.0.1:port until interrupted; announce(port) once listening."""
-    await running_node(api, name)  # say it at once when the VM does not run
+    await running_node(api, name, screen=True)  # say it at once when the VM does not run, or has no screen
 
     async def viewer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

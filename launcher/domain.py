@@ -12,7 +12,7 @@ from typing import Literal
 
 from proto.machine import SMBIOS_SYSTEM, firmware_uuid
 from proto.quantity import parse_bytes
-from proto.spec import Clock, CloudInitConfigDrive, CloudInitNoCloud, Features, VMSpec
+from proto.spec import Clock, CloudInitConfigDrive, CloudInitNoCloud, Features, Input, VMSpec
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,9 @@ class DiskPlan:
     readonly: bool
     boot_order: int | None
     device: Literal["disk", "cdrom"] = "disk"
+    serial: str | None = None
+    cache: str | None = None
+    io: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ class DomainPlan:
     clock: Clock = Clock()
     features: Features = Features()
     rng: bool = False
+    inputs: tuple[Input, ...] = ()
+    graphics: bool = True
+    mem_balloon: bool = False
 
     @property
     def vcpus(self) -> int:
@@ -82,7 +88,7 @@ def plan_domain(spec: VMSpec, *, uid: str, domain_type: Literal["kvm", "qemu"],
             target=prefix + chr(ord("a") + index),
             readonly=disk.readonly or disk.device == "cdrom"
             or isinstance(volumes[disk.name].source, CloudInitNoCloud | CloudInitConfigDrive),
-            boot_order=disk.boot_order, device=disk.device))
+            boot_order=disk.boot_order, device=disk.device, serial=disk.serial, cache=disk.cache, io=disk.io))
     # Boot order is per device (libvirt refuses it beside <os><boot dev=.../>): as the user gave it,
     # else the first disk, as KubeVirt leaves it to the firmware's first disk
     if disks and all(d.boot_order is None for d in disks):
@@ -95,7 +101,8 @@ def plan_domain(spec: VMSpec, *, uid: str, domain_type: Literal["kvm", "qemu"],
                       sockets=spec.cpu.sockets, cores=spec.cpu.cores, threads=spec.cpu.threads,
                       disks=tuple(disks), nics=nics, serial_log=serial_log,
                       serial_number=spec.firmware.serial if spec.firmware else None,
-                      clock=spec.clock or Clock(), features=spec.features or Features(), rng=spec.rng)
+                      clock=spec.clock or Clock(), features=spec.features or Features(), rng=spec.rng,
+                      inputs=tuple(spec.inputs), graphics=spec.graphics, mem_balloon=spec.mem_balloon)
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -185,9 +192,14 @@ def configure_storage(plan: DomainPlan, devices: ET.Element) -> None:
         _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
     for d in plan.disks:
         disk = _sub(devices, "disk", type="file", device=d.device)
-        _sub(disk, "driver", name="qemu", type=d.format)
+        driver = _sub(disk, "driver", name="qemu", type=d.format)
+        for key, value in (("cache", d.cache), ("io", d.io)):
+            if value is not None:
+                driver.set(key, value)
         _sub(disk, "source", file=d.path)
         _sub(disk, "target", dev=d.target, bus=d.bus)
+        if d.serial is not None:
+            _sub(disk, "serial", d.serial)
         if d.readonly:
             _sub(disk, "readonly")
         if d.boot_order is not None:
@@ -230,7 +242,11 @@ VGA_VRAM_KIB = 1024
 
 def configure_graphics(plan: DomainPlan, devices: ET.Element) -> None:
     """A screen: QEMU's VNC server on a unix socket only the launcher reaches, and a VGA card
-    (SeaBIOS and the guest's VGA text console both draw on it under TCG)."""
+    (SeaBIOS and the guest's VGA text console both draw on it under TCG); none for a VM that asked for
+    none (KubeVirt's autoattachGraphicsDevice: false), which has only its serial console."""
+    if not plan.graphics:
+        _sub(_sub(devices, "video"), "model", type="none")
+        return
     graphics = _sub(devices, "graphics", type="vnc")
     _sub(graphics, "listen", type="socket", socket=VNC_SOCKET)
     video = _sub(devices, "video")
@@ -252,15 +268,24 @@ def configure_rng(plan: DomainPlan, devices: ET.Element) -> None:
         _sub(rng, "alias", name="ua-rng")
 
 
+def configure_inputs(plan: DomainPlan, devices: ET.Element) -> None:
+    """KubeVirt's inputs: tablets, on virtio or on USB (an xHCI controller, only then: below)."""
+    for device in plan.inputs:
+        _sub(_sub(devices, "input", type=device.type, bus=device.bus), "alias", name=f"ua-{device.name}")
+
+
 def configure_quiet_devices(plan: DomainPlan, devices: ET.Element) -> None:
-    _sub(devices, "controller", type="usb", model="none")
-    _sub(devices, "memballoon", model="none")
+    # no USB controller (and its memory and polling) unless a USB device needs one
+    usb = any(device.bus == "usb" for device in plan.inputs)
+    _sub(devices, "controller", type="usb", model="qemu-xhci" if usb else "none")
+    # no balloon unless asked: the guest's memory stays its own, and there is no device to poll
+    _sub(devices, "memballoon", model="virtio" if plan.mem_balloon else "none")
 
 
 DOMAIN_CONFIGURATORS: list[Callable[[DomainPlan, ET.Element], None]] = [configure_compute, configure_features]
 DEVICE_CONFIGURATORS: list[Callable[[DomainPlan, ET.Element], None]] = [
     configure_storage, configure_network, configure_console, configure_graphics, configure_panic, configure_rng,
-    configure_quiet_devices]
+    configure_inputs, configure_quiet_devices]
 
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"

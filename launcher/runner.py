@@ -198,7 +198,8 @@ class Runner:
                                                     on_listening=self.console.listening).run())
             self.follower.dom = dom
             screen = asyncio.create_task(VncServer(self.store.nc, self.args.node, self.args.vmi, VNC_SOCKET, lambda: (
-                asyncio.to_thread(libvirt_screenshot, self.libvirtd.conn, self.follower.dom))).run())
+                asyncio.to_thread(libvirt_screenshot, self.libvirtd.conn, self.follower.dom)),
+                screen=vmi.spec.graphics).run())
             publisher = asyncio.create_task(StatsPublisher(
                 self.store.nc, node=self.args.node, vmi=self.args.vmi, uid=self.args.uid,
                 record=lambda: self.libvirtd.stats(self.follower.dom),  # the current one: libvirtd may restart

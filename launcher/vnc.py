@@ -52,9 +52,11 @@ def libvirt_screenshot(conn: Any, dom: Any) -> bytes:
 
 class VncServer:
     def __init__(self, nc: Client, node: str, vmi: str, socket_path: str,
-                 screenshot: Callable[[], Awaitable[bytes]], idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
+                 screenshot: Callable[[], Awaitable[bytes]], idle_timeout_s: float = IDLE_TIMEOUT_S,
+                 screen: bool = True) -> None:
         self.nc, self.node, self.vmi, self.socket_path = nc, node, vmi, socket_path
         self.screenshot = screenshot
+        self.screen = screen  # False: the VM has no graphics device (KubeVirt's autoattachGraphicsDevice)
         self.idle_timeout_s = idle_timeout_s
         self.sessions: dict[str, asyncio.Task[str]] = {}
 
@@ -70,6 +72,7 @@ class VncServer:
     async def _open(self, msg: Any, view_only: bool = False) -> None:
         try:
             session = check_session(decode_request(msg.data, VncOpen).session)
+            self._has_screen()
             if session in self.sessions:
                 raise ApiError(Code.CONFLICT, f"VNC session {session} is open already")
             if len(self.sessions) >= MAX_SESSIONS:
@@ -99,8 +102,14 @@ class VncServer:
         finally:
             self.sessions.pop(session, None)
 
+    def _has_screen(self) -> None:
+        if not self.screen:
+            raise ApiError(Code.INVALID, f"{self.vmi} has no screen: its VM has autoattachGraphicsDevice: false; "
+                                         "use its serial console (virtbus console)")
+
     async def _screenshot(self, msg: Any) -> None:
         try:
+            self._has_screen()
             image = await self.screenshot()
             png, width, height = await asyncio.to_thread(as_png, image)
             if len(png) > MAX_SCREENSHOT_BYTES:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from proto import fencing, nad
-from proto.machine import CLOCK, FEATURES, FIRMWARE, RNG, read_machine
+from proto.machine import CLOCK, FEATURES, FIRMWARE, MACHINE_DEVICES, read_machine
 from proto.quantity import InvalidQuantity, parse_bytes
 from proto.schema import (
     BOOL,
@@ -85,6 +85,7 @@ _DISK = Object({
     "lun": Refused("a lun passes SCSI commands through to a block device, and every virtbus volume is a file; "
                    "use disk: {bus: scsi}"),
     "bootOrder": INT,
+    "serial": STR, "cache": Choice(("none", "writethrough", "writeback")), "io": Choice(("native", "threads")),
 })
 _PORT = Object({"port": INT, "protocol": Choice(("TCP", "UDP")), "name": STR})
 _INTERFACE = Object({
@@ -127,7 +128,7 @@ _DOMAIN = Object({
     # no cpu here: KubeVirt sizes the vCPUs from it when cpu.cores is absent, virtbus does not
     "resources": Object({"requests": Object({"memory": QUANTITY}), "limits": Object({"memory": QUANTITY})}),
     "devices": Object({"disks": ListOf(_DISK), "interfaces": ListOf(_INTERFACE), "autoattachPodInterface": BOOL,
-                       "rng": RNG}),
+                       **MACHINE_DEVICES}),
     "firmware": FIRMWARE, "clock": CLOCK, "features": FEATURES,  # proto.machine
 })
 _VM = Object({
@@ -303,10 +304,14 @@ def _disk(disk: Mapping[str, Any], path: str) -> Disk:
             raise invalid(f"{path}.cdrom.readonly", f"{path}.cdrom.readonly false is not supported: a cdrom is "
                                                     "read-only media")
         return Disk(name=name, device="cdrom", bus=cdrom.get("bus", "sata"), readonly=True,
-                    boot_order=disk.get("bootOrder"))
+                    boot_order=disk.get("bootOrder"), **_disk_options(disk))
     target = disk.get("disk", {})
     return Disk(name=name, bus=target.get("bus", "virtio"), readonly=target.get("readonly", False),
-                boot_order=disk.get("bootOrder"))
+                boot_order=disk.get("bootOrder"), **_disk_options(disk))
+
+
+def _disk_options(disk: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: disk[key] for key in ("serial", "cache", "io") if key in disk}
 
 
 def _interface(iface: Mapping[str, Any], path: str) -> Interface:

@@ -1,6 +1,7 @@
 """A VM's machine beyond its size, disks and NICs: the firmware's identity, the clock, the platform's
-features and the entropy device, as KubeVirt's ``domain.firmware``, ``domain.clock``, ``domain.features``
-and ``domain.devices.rng``. Read from the manifest's cleaned tree, checked, and printed back; the
+features and the devices around the guest (entropy, pointer, screen, balloon), as KubeVirt's
+``domain.firmware``, ``domain.clock``, ``domain.features`` and ``domain.devices.{rng, inputs,
+autoattachGraphicsDevice, autoattachMemBalloon}``. Read from the manifest's cleaned tree, checked, and printed back; the
 launcher (launcher/domain.py) writes them into the domain.
 
 What libvirt and QEMU do here under TCG is taken; what needs KVM (Hyper-V enlightenments, hidden KVM,
@@ -16,8 +17,8 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from proto.errors import ApiError, Code
-from proto.schema import BOOL, EMPTY, INT, STR, Choice, Object, Off, Refused
-from proto.spec import Clock, Features, Firmware, Timer, VMSpec
+from proto.schema import BOOL, EMPTY, INT, STR, Choice, ListOf, Object, Off, Refused
+from proto.spec import Clock, Features, Firmware, Input, Timer, VMSpec
 
 # KubeVirt's namespace for the UUID it gives a VM's firmware when the VM names none
 # (virt-controller's CalculateLegacyUUID): the same VM name, the same UUID, in KubeVirt and here
@@ -28,6 +29,7 @@ MAX_SERIAL = 64  # an SMBIOS string; serial numbers are far shorter
 MAX_OFFSET_SECONDS = 100 * 366 * 24 * 3600  # a century either way: QEMU's -rtc base is a calendar date
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _SERIAL = re.compile(r"^[A-Za-z0-9 ._:/+-]+$")
+_INPUT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _TIMEZONE = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
 _KVM_ONLY = "it needs KVM, and virtbus places VMs on nodes without it too (TCG, KubeVirt's useEmulation)"
 TICK_POLICIES: dict[str, tuple[str, ...]] = {  # per timer, what libvirt takes for it
@@ -66,7 +68,13 @@ CLOCK = Object({
         "hyperv": Refused(f"the Hyper-V clock: {_KVM_ONLY}"),
     }),
 })
-RNG = EMPTY
+MAX_INPUTS = 4
+# the machine's part of domain.devices
+MACHINE_DEVICES = {
+    "rng": EMPTY,
+    "inputs": ListOf(Object({"name": STR, "type": Choice(("tablet",)), "bus": Choice(("usb", "virtio"))})),
+    "autoattachGraphicsDevice": BOOL, "autoattachMemBalloon": BOOL,
+}
 
 
 def _invalid(field: str, message: str) -> ApiError:
@@ -79,8 +87,15 @@ def _invalid(field: str, message: str) -> ApiError:
 def read_machine(domain: Mapping[str, Any], path: str) -> dict[str, Any]:
     """VMSpec keyword arguments from a cleaned ``domain`` at ``path``: only what the manifest says."""
     out: dict[str, Any] = {}
-    if "rng" in domain.get("devices", {}):
+    devices = domain.get("devices", {})
+    if "rng" in devices:
         out["rng"] = True
+    if "inputs" in devices:
+        out["inputs"] = [Input(name=i.get("name", ""), type=i.get("type", "tablet"), bus=i.get("bus", "usb"))
+                         for i in devices["inputs"]]
+    for key, field in (("autoattachGraphicsDevice", "graphics"), ("autoattachMemBalloon", "mem_balloon")):
+        if key in devices:
+            out[field] = devices[key]
     if "firmware" in domain:
         firmware = domain["firmware"]
         out["firmware"] = Firmware(uuid=firmware.get("uuid"), serial=firmware.get("serial"))
@@ -118,6 +133,14 @@ def check_machine(spec: VMSpec) -> None:
                                               "and . _ : / + -")
     if spec.clock is not None:
         _check_clock(spec.clock)
+    if len(spec.inputs) > MAX_INPUTS:
+        raise _invalid("spec.inputs", f"a VM has at most {MAX_INPUTS} input devices")
+    names: set[str] = set()
+    for index, device in enumerate(spec.inputs):
+        if not _INPUT_NAME.match(device.name) or device.name in names:
+            raise _invalid(f"spec.inputs[{index}].name", f"spec.inputs[{index}].name {device.name!r} is not a unique "
+                                                         "name of letters, digits and -")
+        names.add(device.name)
 
 
 def _check_clock(clock: Clock) -> None:
@@ -185,4 +208,11 @@ def machine_manifest(spec: VMSpec) -> tuple[dict[str, Any], dict[str, Any]]:
     if spec.features is not None:
         domain["features"] = {"acpi": {"enabled": spec.features.acpi}, "apic": {"enabled": spec.features.apic},
                               **({"smm": {"enabled": True}} if spec.features.smm else {})}
-    return domain, ({"rng": {}} if spec.rng else {})
+    devices: dict[str, Any] = {"rng": {}} if spec.rng else {}
+    if spec.inputs:
+        devices["inputs"] = [{"name": i.name, "type": i.type, "bus": i.bus} for i in spec.inputs]
+    if not spec.graphics:
+        devices["autoattachGraphicsDevice"] = False
+    if spec.mem_balloon:
+        devices["autoattachMemBalloon"] = True
+    return domain, devices

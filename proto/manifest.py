@@ -217,6 +217,7 @@ _VM_FIELDS = {
     "clock": f"{kubevirt.DOMAIN_PATH}.clock",
     "features": f"{kubevirt.DOMAIN_PATH}.features",
     "rng": f"{kubevirt.DOMAIN_PATH}.devices.rng",
+    "inputs": f"{kubevirt.DOMAIN_PATH}.devices.inputs",
 }
 # whole native paths whose KubeVirt field sits elsewhere than the walk above finds it
 _MOVED = {"spec.clock.offsetSeconds": f"{kubevirt.DOMAIN_PATH}.clock.utc.offsetSeconds"}

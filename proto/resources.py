@@ -119,7 +119,8 @@ def vm_manifest(spec: VMSpec) -> Obj:
 
 def _disk(disk: Disk) -> Obj:
     target: Obj = {"bus": disk.bus, **({"readonly": True} if disk.readonly else {})}
-    return _given({"name": disk.name, disk.device: target, "bootOrder": disk.boot_order})
+    return _given({"name": disk.name, disk.device: target, "bootOrder": disk.boot_order, "serial": disk.serial,
+                   "cache": disk.cache, "io": disk.io})
 
 
 def _port(port: Port) -> Obj:

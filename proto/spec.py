@@ -44,6 +44,9 @@ class Disk(Spec, frozen=True):
     boot_order: int | None = None
     device: Literal["disk", "cdrom"] = "disk"
     readonly: bool = False
+    serial: str | None = None  # what the guest reads as the disk's serial number (/sys/block/vda/serial)
+    cache: Literal["none", "writethrough", "writeback"] | None = None  # None: QEMU's own (writeback)
+    io: Literal["native", "threads"] | None = None
 
 
 class Port(Spec, frozen=True):
@@ -60,6 +63,14 @@ class Interface(Spec, frozen=True):
     mac_address: str | None = None
     ports: list[Port] = []
     model: Literal["virtio", "e1000"] = "virtio"
+
+
+class Input(Spec, frozen=True):
+    """A pointing device (KubeVirt's ``inputs``): a tablet, so a VNC pointer lands where it is seen."""
+
+    name: str
+    type: Literal["tablet"] = "tablet"
+    bus: Literal["virtio", "usb"] = "usb"
 
 
 class Network(Spec, frozen=True):
@@ -197,6 +208,9 @@ class VMSpec(Spec, frozen=True):
     # the machine (proto.machine): an entropy device (virtio-rng), SMBIOS identity, clock, features;
     # None where the manifest said nothing, so stored VMs stay as small as they were
     rng: bool = False
+    inputs: list[Input] = []
+    graphics: bool = True  # KubeVirt's autoattachGraphicsDevice: a VGA card and a VNC screen
+    mem_balloon: bool = False  # KubeVirt's autoattachMemBalloon; virtbus's default is none (density)
     firmware: Firmware | None = None
     clock: Clock | None = None
     features: Features | None = None

@@ -46,6 +46,7 @@ MAX_INTERFACES = 8
 MAX_EMPTY_DISK_TOTAL = MAX_DISK
 
 _IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]{0,254}$")
+_DISK_SERIAL = re.compile(r"^[A-Za-z0-9_.+-]{1,256}$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -149,6 +150,10 @@ def _check_storage(spec: VMSpec) -> None:
             raise invalid(f"spec.disks[{index}].name", f"disk {disk.name!r} has no volume of that name")
         if disk.device == "cdrom" and disk.bus == "virtio":
             raise invalid(f"spec.disks[{index}].bus", "a cdrom is on sata or scsi, not virtio")
+        if disk.serial is not None and not _DISK_SERIAL.match(disk.serial):  # KubeVirt's rule
+            raise invalid(f"spec.disks[{index}].serial", "a disk's serial is 1 to 256 of A-Z a-z 0-9 _ . + -")
+        if disk.io == "native" and disk.cache != "none":  # QEMU's: native I/O bypasses the host's cache
+            raise invalid(f"spec.disks[{index}].io", "io: native needs cache: none")
         if disk.boot_order is not None:
             if disk.boot_order < 1 or disk.boot_order in boot_orders:
                 raise invalid(f"spec.disks[{index}].bootOrder", f"boot order {disk.boot_order} must be at least "

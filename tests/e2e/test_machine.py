@@ -1,17 +1,25 @@
 """The machine around a real guest (examples/testvm-machine.yaml applied as it is): the guest finds the
 virtio-rng device on its PCI bus and a clock an hour ahead of UTC; its QEMU was given the SMBIOS serial
 number and UUID, no HPET and SMM, as libvirt writes them; and the instance says the UUID its guest got.
-(The test guest's kernel has no DMI tables support, so the SMBIOS side is read off QEMU's command line.)"""
+(The test guest's kernel has no DMI tables support, so the SMBIOS side is read off QEMU's command line.)
+A VM without a UUID keeps one over its runs; one with a tablet, a disk serial and no screen shows the
+guest those, and VNC is refused for it with the reason."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from ctl.client import ApiClient
+from proto import subjects
+from proto.errors import ApiError, Code
+from proto.vnc import Screenshot
 from tests.conftest import REPO
 from tests.e2e.conftest import Lab
 from tests.e2e.test_failover import qemu_in
@@ -51,7 +59,11 @@ def test_the_machine_reaches_the_guest(lab: Lab) -> None:
 
 
 def test_a_vm_without_a_firmware_uuid_gets_the_same_one_on_every_start(lab: Lab) -> None:
-    lab.cli("apply", "-f", write_manifest(lab, "stable-uuid", "masquerade"))
+    path = Path(write_manifest(lab, "stable-uuid", "masquerade"))
+    manifest = json.loads(path.read_text())
+    manifest["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 0  # stopped before its guest is up
+    path.write_text(json.dumps(manifest))
+    lab.cli("apply", "-f", str(path))
     seen = []
     for _ in range(2):
         lab.cli("start", "stable-uuid", "--wait", "--timeout", "300")
@@ -63,3 +75,49 @@ def test_a_vm_without_a_firmware_uuid_gets_the_same_one_on_every_start(lab: Lab)
     assert uid1 != uid2  # two instances
     assert uuid1 == qemu1 == uuid2 == qemu2  # one machine
     lab.cli("delete", "vm", "stable-uuid", "--wait", "--timeout", "120")
+
+
+DEVICES = "testvm-devices"
+LISTED = re.compile(r"SER([A-Za-z0-9-]*)-TAB(\d+)-VGA(\d+)-DONE")
+
+
+async def screenshot_by_hand(lab: Lab, node: str) -> ApiError:
+    """The launcher's own answer on the bus, as a plain NATS client asks it (no CLI check before it)."""
+    api = await ApiClient.connect(lab.url, lab.creds)
+    try:
+        with pytest.raises(ApiError) as err:
+            await api.request(subjects.vnc_screenshot(node, DEVICES), b"{}", Screenshot, "launcher", "")
+        return err.value
+    finally:
+        await api.close()
+
+
+def test_devices_a_guest_sees_and_a_vm_without_a_screen(lab: Lab) -> None:
+    """A virtio tablet, a disk serial number and no VGA card, as the guest finds them on its buses; VNC
+    refused with the reason, by the CLI and by the launcher."""
+    manifest = yaml.safe_load((REPO / "examples" / "testvm-machine.yaml").read_text())
+    manifest["metadata"]["name"] = DEVICES
+    devices = manifest["spec"]["template"]["spec"]["domain"]["devices"]
+    devices.update(inputs=[{"name": "tablet", "type": "tablet", "bus": "virtio"}], autoattachGraphicsDevice=False)
+    devices["disks"][0].update(serial="VB-DISK-1", cache="writethrough")
+    path = lab.state_dir / f"{DEVICES}.json"
+    path.write_text(json.dumps(manifest))
+    lab.cli("apply", "-f", str(path))
+    lab.cli("start", DEVICES, "--wait", "--timeout", "300")
+    lab.cli("console", DEVICES, "--log", "--until", MARKER, "--timeout", "180")
+    # 0x1052: virtio's input device; 0x1111: QEMU's VGA card (vendor 0x1234)
+    lab.cli("console", DEVICES, "--send",
+            "echo SER$(cat /sys/block/vda/serial)-TAB$(grep -l 0x1052 /sys/bus/pci/devices/*/device | wc -l)"
+            "-VGA$(grep -l 0x1111 /sys/bus/pci/devices/*/device | wc -l)-DO''NE\\n")
+    seen = lab.cli("console", DEVICES, "--log", "--until", "DONE", "--timeout", "60").stdout
+    found = LISTED.findall(seen)
+    assert found, seen[-1500:]
+    assert found[-1] == ("VB-DISK-1", "1", "0")
+
+    refused = lab.cli("vnc", DEVICES, "--screenshot", str(lab.state_dir / "no.png"), check=False)
+    assert refused.returncode == 1 and "has no screen" in refused.stderr, refused.stderr
+    node = json.loads(lab.cli("get", "vmis", DEVICES, "-o", "json").stdout)["status"]["nodeName"]
+    err = asyncio.run(screenshot_by_hand(lab, node))
+    assert err.code is Code.INVALID and "no screen" in err.message, err
+    assert not (lab.state_dir / "no.png").exists()
+    lab.cli("delete", "vm", DEVICES, "--wait", "--timeout", "120")

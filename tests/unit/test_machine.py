@@ -226,3 +226,79 @@ def test_libvirt_schema_accepts_the_machine(tmp_path: Path, clock: dict[str, Any
     path.write_text(ET.tostring(domain_of(spec_of(doc)), encoding="unicode"))
     done = subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr + done.stdout
+
+
+def test_devices_around_the_guest() -> None:
+    doc = example()
+    domain = doc["spec"]["template"]["spec"]["domain"]
+    domain["devices"].update(inputs=[{"name": "tablet1", "type": "tablet", "bus": "virtio"}],
+                             autoattachGraphicsDevice=False, autoattachMemBalloon=True)
+    domain["devices"]["disks"][0].update(serial="VB-DISK-1", cache="none", io="native")
+    spec = spec_of(doc)
+    assert [(i.name, i.type, i.bus) for i in spec.inputs] == [("tablet1", "tablet", "virtio")]
+    assert not spec.graphics and spec.mem_balloon
+    assert (spec.disks[0].serial, spec.disks[0].cache, spec.disks[0].io) == ("VB-DISK-1", "none", "native")
+    assert spec_of(vm_manifest(spec)) == spec
+    dom = domain_of(spec)
+    disk = dom.find("devices/disk")
+    assert disk is not None and disk.findtext("serial") == "VB-DISK-1"
+    assert (disk.find("driver").get("cache"), disk.find("driver").get("io")) == ("none", "native")  # type: ignore[union-attr]
+    assert [(i.get("type"), i.get("bus")) for i in dom.findall("devices/input")] == [("tablet", "virtio")]
+    assert dom.find("devices/graphics") is None
+    assert [v.get("type") for v in dom.findall("devices/video/model")] == ["none"]
+    assert dom.find("devices/memballoon").get("model") == "virtio"  # type: ignore[union-attr]
+    assert dom.find("devices/controller[@type='usb']").get("model") == "none"  # type: ignore[union-attr]
+
+
+def test_a_usb_tablet_brings_its_controller_and_the_defaults_bring_none() -> None:
+    doc = example()
+    # no bus: usb, KubeVirt's default
+    doc["spec"]["template"]["spec"]["domain"]["devices"]["inputs"] = [{"name": "t", "type": "tablet"}]
+    dom = domain_of(spec_of(doc))
+    assert [(i.get("type"), i.get("bus")) for i in dom.findall("devices/input")] == [("tablet", "usb")]
+    assert dom.find("devices/controller[@type='usb']").get("model") == "qemu-xhci"  # type: ignore[union-attr]
+    plain = domain_of(VMSpec(name="plain"))
+    assert plain.find("devices/memballoon").get("model") == "none"  # type: ignore[union-attr]
+    assert plain.find("devices/graphics") is not None and plain.find("devices/input") is None
+    assert plain.find("devices/disk") is None
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"serial": "a b"}, "devices.disks[0].serial"),
+    ({"serial": "x" * 257}, "devices.disks[0].serial"),
+    ({"io": "native"}, "devices.disks[0].io"),  # native needs cache: none
+    ({"io": "native", "cache": "writeback"}, "devices.disks[0].io"),
+])
+def test_bad_disk_options_are_refused_with_their_field(change: dict[str, Any], field: str) -> None:
+    doc = example()
+    doc["spec"]["template"]["spec"]["domain"]["devices"]["disks"][0].update(change)
+    err = refused(doc)
+    assert err.code == Code.INVALID and err.field == f"spec.template.spec.domain.{field}", err
+
+
+@pytest.mark.parametrize(("inputs", "field", "code"), [
+    ([{"name": "t", "type": "tablet", "bus": "ps2"}], "devices.inputs[0].bus", Code.INVALID),
+    ([{"name": "k", "type": "keyboard"}], "devices.inputs[0].type", Code.INVALID),
+    ([{"name": "t"}, {"name": "t"}], "devices.inputs[1].name", Code.INVALID),
+    ([{"name": "Bad_Name"}], "devices.inputs[0].name", Code.INVALID),
+    ([{"name": f"t{i}"} for i in range(5)], "devices.inputs", Code.INVALID),
+])
+def test_bad_inputs_are_refused_with_their_field(inputs: list[dict[str, str]], field: str, code: Code) -> None:
+    doc = example()
+    doc["spec"]["template"]["spec"]["domain"]["devices"]["inputs"] = inputs
+    err = refused(doc)
+    assert err.code == code and err.field == f"spec.template.spec.domain.{field}", err
+
+
+@pytest.mark.skipif(not (shutil.which("virt-xml-validate") and shutil.which("xmllint")),
+                    reason="libvirt's schema checker (virt-xml-validate, xmllint) is not installed")
+def test_libvirt_schema_accepts_the_devices(tmp_path: Path) -> None:
+    doc = example()
+    domain = doc["spec"]["template"]["spec"]["domain"]
+    domain["devices"].update(inputs=[{"name": "t1", "bus": "virtio"}, {"name": "t2", "bus": "usb"}],
+                             autoattachGraphicsDevice=False, autoattachMemBalloon=True)
+    domain["devices"]["disks"][0].update(serial="S-1", cache="writethrough", io="threads")
+    path = tmp_path / "domain.xml"
+    path.write_text(ET.tostring(domain_of(spec_of(doc)), encoding="unicode"))
+    done = subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr + done.stdout

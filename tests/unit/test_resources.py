@@ -49,7 +49,9 @@ def everything() -> VMSpec:
     tspec["volumes"][1]["cloudInitNoCloud"] = {"userData": "#cloud-config\n", "networkDataBase64":
                                                base64.b64encode(b"version: 2\n").decode()}
     tspec.update(nodeSelector={"kubernetes.io/hostname": "node1"}, terminationGracePeriodSeconds=0)
-    tspec["domain"]["devices"]["rng"] = {}
+    tspec["domain"]["devices"].update(rng={}, inputs=[{"name": "tablet", "type": "tablet", "bus": "virtio"}],
+                                      autoattachGraphicsDevice=False, autoattachMemBalloon=True)
+    tspec["domain"]["devices"]["disks"][0].update(serial="VB-1", cache="none", io="native")
     tspec["domain"].update(
         firmware={"uuid": "2d6e0c3a-7c5e-4d4f-9a35-4f0c1b2a9e10", "serial": "VB-1"},
         clock={"timezone": "Asia/Kolkata", "timer": {"hpet": {"present": False}, "pit": {"tickPolicy": "discard"},
@@ -99,7 +101,13 @@ def test_the_kubevirt_form_of_a_spec() -> None:
     domain = tspec["domain"]
     assert domain["cpu"] == {"cores": 2, "sockets": 1, "threads": 2}
     assert domain["resources"] == {"requests": {"memory": "64M"}}
-    assert domain["devices"]["disks"][0] == {"name": "containerdisk", "disk": {"bus": "sata"}, "bootOrder": 1}
+    assert domain["devices"]["disks"][0] == {"name": "containerdisk", "disk": {"bus": "sata"}, "bootOrder": 1,
+                                             "serial": "VB-1", "cache": "none", "io": "native"}
+    assert domain["devices"]["inputs"] == [{"name": "tablet", "type": "tablet", "bus": "virtio"}]
+    assert (domain["devices"]["rng"], domain["devices"]["autoattachGraphicsDevice"],
+            domain["devices"]["autoattachMemBalloon"]) == ({}, False, True)
+    assert domain["firmware"] == {"uuid": "2d6e0c3a-7c5e-4d4f-9a35-4f0c1b2a9e10", "serial": "VB-1"}
+    assert domain["clock"]["timezone"] == "Asia/Kolkata" and domain["features"]["smm"] == {"enabled": True}
     assert domain["devices"]["interfaces"] == [
         {"name": "default", "masquerade": {}, "macAddress": "02:00:00:00:00:01", "model": "e1000",
          "ports": [{"port": 80, "protocol": "TCP"}, {"name": "dns", "port": 53, "protocol": "UDP"}]},
