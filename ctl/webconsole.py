@@ -31,9 +31,9 @@ MAX_HEAD = 16 * 1024
 LIST_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>virtbus</title></head>
 <body><h1>Virtual machines</h1><table>
 <tr><th>NAME</th><th>PHASE</th><th>NODE</th><th></th></tr>{rows}</table></body></html>"""
-ROW = ('<tr><td>{name}</td><td>{phase}</td><td>{node}</td>'
-       '<td><a href="/screen/{name}">screen</a> · <a href="/novnc/vnc.html?path=ws/{name}&autoconnect=1">noVNC</a>'
-       '</td></tr>')
+ROW = ('<tr><td>{name}</td><td>{phase}</td><td>{node}</td><td>{links}</td></tr>')
+LINKS = '<a href="/screen/{name}">screen</a> · <a href="/novnc/vnc.html?path=ws/{name}&autoconnect=1">noVNC</a>'
+NO_SCREEN = "no screen (serial console only)"  # autoattachGraphicsDevice: false
 # noVNC's RFB on a bare canvas, 1:1; the title says the session's state (the tests wait on it).
 SCREEN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{name}: connecting</title>
 <style>body {{ margin: 0; background: #333; }} #screen {{ width: 100vw; height: 100vh; }}</style></head>
@@ -109,7 +109,9 @@ class WebConsole:
         except ApiError as exc:
             return f"<p>error: {html.escape(str(exc))}</p>".encode()
         rows = "".join(ROW.format(name=html.escape(v.name), phase=html.escape(v.phase.value),
-                                  node=html.escape(v.node_name or "")) for v in sorted(items, key=lambda v: v.name))
+                                  node=html.escape(v.node_name or ""),
+                                  links=LINKS.format(name=html.escape(v.name)) if v.spec.graphics else NO_SCREEN)
+                       for v in sorted(items, key=lambda v: v.name))
         return LIST_PAGE.format(rows=rows).encode()
 
     async def screen(self, name: str, headers: dict[str, str], reader: asyncio.StreamReader,
