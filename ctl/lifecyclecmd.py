@@ -80,7 +80,9 @@ async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
             except ApiError as exc:
                 if exc.code is not Code.NOT_FOUND:
                     raise
-        return status in targets, detail
+        # startStrategy: Paused: a VM started is one paused before its guest first runs
+        started_paused = view is not None and view.vm.spec.start_paused and "Running" in targets
+        return status in targets or (started_paused and status == "Paused"), detail
 
     await wait_for(f"{args.name}", probe, args.timeout)
     return 0

@@ -204,9 +204,10 @@ class PrivateLibvirtd:
             pass
         self.conn = None
 
-    async def define_and_start(self, xml: str) -> Any:
+    async def define_and_start(self, xml: str, paused: bool = False) -> Any:
+        """paused: QEMU is built and its guest never runs until resumed (libvirt's START_PAUSED)."""
         dom = await asyncio.to_thread(self.conn.defineXML, xml)
-        await asyncio.to_thread(dom.create)
+        await asyncio.to_thread(dom.createWithFlags, libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
         return dom
 
     async def shutdown(self, dom: Any, grace: float) -> str:

@@ -258,7 +258,8 @@ class Runner:
             plan = plan_domain(vmi.spec, uid=a.uid, domain_type=kind, disk_paths=paths, taps=taps,
                                serial_log=str(a.vmi_dir / "serial.log"), macs=self.macs)
             try:
-                dom = await self.libvirtd.define_and_start(compose_domain_xml(plan))
+                # a pause asked before the guest first runs (startStrategy: Paused) holds from the start
+                dom = await self.libvirtd.define_and_start(compose_domain_xml(plan), paused=vmi.pause_requested)
                 self.clock.mark("domain")
                 break
             except libvirt.libvirtError as exc:

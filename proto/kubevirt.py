@@ -153,6 +153,7 @@ _VM = Object({
                 "nodeSelector": StrMap(),
                 "terminationGracePeriodSeconds": INT,
                 "hostname": STR, "subdomain": STR,
+                "startStrategy": Choice(("Paused",)),
             }),
         }),
     }),
@@ -194,6 +195,8 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
     for key in ("hostname", "subdomain"):
         if key in tspec:
             extra[key] = tspec[key]
+    if tspec.get("startStrategy") == "Paused":
+        extra["start_paused"] = True
     if fencing.ANNOTATION in annotations:
         extra["high_availability"] = fencing.parse_annotation(
             annotations[fencing.ANNOTATION], f"metadata.annotations.{fencing.ANNOTATION}")

@@ -93,6 +93,7 @@ def vmi_spec(spec: VMSpec, *, sized: bool = True) -> Obj:
         "volumes": [_volume(v) for v in spec.volumes],
         "nodeSelector": dict(spec.node_selector),
         "hostname": spec.hostname, "subdomain": spec.subdomain,
+        "startStrategy": "Paused" if spec.start_paused else None,
         # always, even at virtbus's default: a KubeVirt reader would otherwise assume KubeVirt's (180 s)
         "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
     })

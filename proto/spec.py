@@ -211,6 +211,7 @@ class VMSpec(Spec, frozen=True):
     inputs: list[Input] = []
     graphics: bool = True  # KubeVirt's autoattachGraphicsDevice: a VGA card and a VNC screen
     mem_balloon: bool = False  # KubeVirt's autoattachMemBalloon; virtbus's default is none (density)
+    start_paused: bool = False  # KubeVirt's startStrategy: Paused: each instance starts paused
     firmware: Firmware | None = None
     clock: Clock | None = None
     features: Features | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 import msgspec
 
@@ -103,6 +104,12 @@ class VMI(State, frozen=True):
     # (wall clock, as its node said with Running): the launch's stages, for bench/lane.py
     launcher_started_at: float | None = None
     launcher_ready_at: float | None = None
+
+
+def as_started(spec: VMSpec) -> dict[str, Any]:
+    """What a new instance of ``spec`` asks of its launcher from its creation, as VMI fields: KubeVirt's
+    startStrategy: Paused is a pause asked before the guest first runs (unpause resumes it)."""
+    return {"pause_requested": True, "pause_generation": 1} if spec.start_paused else {}
 
 
 class Node(State, frozen=True):

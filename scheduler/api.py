@@ -34,7 +34,7 @@ from proto.api import (
 from proto.errors import ApiError, Code
 from proto.manifest import instance_path, load_manifest, parse_instance, parse_manifest_obj
 from proto.spec import NetworkAttachment, RunStrategy, VMSpec
-from proto.state import FINAL_PHASES, VM, VMI, Node
+from proto.state import FINAL_PHASES, VM, VMI, Node, as_started
 from proto.validation import validate_image_reference
 from scheduler import placement, vmdelete
 from scheduler.clusterconfig import ClusterConfigApi, ClusterConfigWatch
@@ -264,7 +264,8 @@ class Api:
             await self.volumes.for_vm(spec)
         except ApiError as exc:  # it blames the VM's fields; the user wrote a VMI
             raise ApiError(exc.code, exc.message, instance_path(exc.field)) from None
-        vmi = VMI(name=spec.name, uid=str(uuid.uuid4()), spec=spec, created_at=self.clock(), standalone=True)
+        vmi = VMI(name=spec.name, uid=str(uuid.uuid4()), spec=spec, created_at=self.clock(), standalone=True,
+                  **as_started(spec))
         try:
             await self.store.vmis.create(spec.name, vmi)
         except ApiError as exc:

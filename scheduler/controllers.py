@@ -24,7 +24,7 @@ from proto import subjects
 from proto.clusterconfig import ClusterConfig
 from proto.errors import ApiError, Code
 from proto.events import Event
-from proto.state import FINAL_PHASES, VM, VMI, Phase
+from proto.state import FINAL_PHASES, VM, VMI, Phase, as_started
 from scheduler import failover, nodelife
 from scheduler.binder import Binder, Counters
 from scheduler.clusterconfig import ClusterConfigWatch
@@ -247,7 +247,8 @@ class Scheduler:
             return
         log.info("vm action", vm=name, action=action.value)
         if action is Action.CREATE_VMI and vm is not None:
-            new = VMI(name=name, uid=str(uuid.uuid4()), spec=vm.value.spec, created_at=self.clock())
+            new = VMI(name=name, uid=str(uuid.uuid4()), spec=vm.value.spec, created_at=self.clock(),
+                      **as_started(vm.value.spec))
             # leading, the binder binds it in the create itself where it can (scheduler.binder.bind_new)
             bound = self.binder.bind_new(new) if self._watching and self.vmis.primed else None
             try:

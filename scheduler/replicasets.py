@@ -20,7 +20,7 @@ from proto import subjects
 from proto.api import Ack, ListRequest, NameRequest, decode_request
 from proto.errors import ApiError, Code
 from proto.manifest import load_manifest
-from proto.state import VMI
+from proto.state import VMI, as_started
 from proto.validation import check_name
 from proto.workloads import (
     SUFFIX,
@@ -173,7 +173,8 @@ async def reconcile_replicaset(store: Store, bucket: Bucket[ReplicaSet], name: s
             new_name = instance_name(name)
         taken.add(new_name)
         spec = msgspec.structs.replace(rs.template, name=new_name)
-        vmi = VMI(name=new_name, uid=str(uuid.uuid4()), spec=spec, created_at=now, standalone=True, owner=name)
+        vmi = VMI(name=new_name, uid=str(uuid.uuid4()), spec=spec, created_at=now, standalone=True, owner=name,
+                  **as_started(spec))
         try:
             await store.vmis.create(new_name, vmi)
         except ApiError as exc:

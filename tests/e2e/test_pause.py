@@ -10,8 +10,10 @@ import re
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 
 from servicekit import processes
 from tests.e2e.conftest import Lab
@@ -128,3 +130,33 @@ def test_a_paused_vm_stops_by_its_guest_shutting_down_not_by_the_grace_running_o
     print(f"stop --wait of a paused VM -> Stopped: {took:.1f}s")
     stopped = [line for line in lab.cli("get", "events").stdout.splitlines() if f"/{VM} " in line and "Stopped" in line]
     assert stopped and "destroyed" not in stopped[-1] and took < 25, (stopped, launcher_events(lab))
+
+
+def test_a_vm_that_starts_paused_runs_no_guest_code_until_unpaused(lab: Lab,
+                                                                   tmp_path_factory: pytest.TempPathFactory) -> None:
+    """KubeVirt's startStrategy: Paused: the instance is Running with Paused=True and its guest has not
+    run (no boot on its console); unpause boots it, in the same instance."""
+    name = "startpaused"
+    path = manifest(tmp_path_factory.mktemp("startpaused"), name, NODE, "Halted")
+    doc = yaml.safe_load(Path(path).read_text())
+    doc["spec"]["template"]["spec"]["startStrategy"] = "Paused"
+    Path(path).write_text(yaml.safe_dump(doc))
+    lab.cli("apply", "-f", path)
+    try:
+        lab.cli("start", name, "--wait", "--timeout", "300")
+        paused = wait("the Paused condition", lambda: (c := condition(vmi(lab, name), "Paused")) and
+                      c["status"] == "True" and c, lab, timeout=60)
+        assert paused["reason"] == "PausedByUser", paused
+        assert wait("Paused printed", lambda: vm_status(lab, name) == "Paused", lab, timeout=30)
+        before = vmi(lab, name)
+        assert before is not None and before["status"]["phase"] == "Running"
+        time.sleep(3.0)  # a guest that ran would have printed SeaBIOS's and the kernel's lines by now
+        assert MARKER not in lab.cli("console", name, "--log").stdout
+        lab.cli("unpause", name)
+        lab.cli("console", name, "--log", "--until", MARKER, "--timeout", "180")
+        after = vmi(lab, name)
+        assert after is not None and after["metadata"]["uid"] == before["metadata"]["uid"]
+        resumed = condition(after, "Paused")
+        assert resumed is None or resumed["status"] == "False", resumed
+    finally:
+        lab.cli("delete", name, "--wait", "--timeout", "180", check=False)

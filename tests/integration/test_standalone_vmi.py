@@ -104,3 +104,21 @@ async def test_a_vmi_naming_a_volume_that_does_not_exist_is_blamed_at_its_own_fi
     assert err.value.code is Code.INVALID and err.value.field == "spec.volumes[0].persistentVolumeClaim", err.value
     assert "virtbus volume create disk-alpine" in err.value.message
     assert await store.vmis.get("testvmi") is None
+
+
+async def test_a_vmi_that_starts_paused_is_made_asking_for_its_pause(store: Store) -> None:
+    """startStrategy: Paused is a pause asked from the instance's creation: its launcher starts the
+    domain paused, and an unpause (a new pause generation) resumes it."""
+    doc = yaml.safe_load(VMI_MANIFEST)
+    doc["spec"]["startStrategy"] = "Paused"
+    made = (await Api(store).vmi_apply(msgspec.json.encode(doc))).item
+    assert made.spec.start_paused and made.pause_requested and made.pause_generation == 1
+    plain = yaml.safe_load(VMI_MANIFEST)
+    plain["metadata"]["name"] = "plain"
+    other = (await Api(store).vmi_apply(msgspec.json.encode(plain))).item
+    assert not other.pause_requested and other.pause_generation == 0
+    doc["spec"]["startStrategy"] = "Later"
+    doc["metadata"]["name"] = "later"
+    with pytest.raises(ApiError) as err:
+        await Api(store).vmi_apply(msgspec.json.encode(doc))
+    assert err.value.code is Code.INVALID and err.value.field == "spec.startStrategy"

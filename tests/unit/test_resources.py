@@ -48,7 +48,8 @@ def everything() -> VMSpec:
     tspec["volumes"].append({"name": "scratch", "emptyDisk": {"capacity": "1Gi"}})
     tspec["volumes"][1]["cloudInitNoCloud"] = {"userData": "#cloud-config\n", "networkDataBase64":
                                                base64.b64encode(b"version: 2\n").decode()}
-    tspec.update(nodeSelector={"kubernetes.io/hostname": "node1"}, terminationGracePeriodSeconds=0)
+    tspec.update(nodeSelector={"kubernetes.io/hostname": "node1"}, terminationGracePeriodSeconds=0,
+                 startStrategy="Paused")
     tspec["domain"]["devices"].update(rng={}, inputs=[{"name": "tablet", "type": "tablet", "bus": "virtio"}],
                                       autoattachGraphicsDevice=False, autoattachMemBalloon=True)
     tspec["domain"]["devices"]["disks"][0].update(serial="VB-1", cache="none", io="native")
@@ -120,6 +121,7 @@ def test_the_kubevirt_form_of_a_spec() -> None:
         {"name": "scratch", "emptyDisk": {"capacity": "1Gi"}}]
     assert tspec["nodeSelector"] == {"kubernetes.io/hostname": "node1"}
     assert tspec["terminationGracePeriodSeconds"] == 0
+    assert tspec["startStrategy"] == "Paused"
 
 
 def running_vmi() -> VMI:
