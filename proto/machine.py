@@ -1,8 +1,8 @@
 """A VM's machine beyond its size, disks and NICs: the firmware's identity, the clock, the platform's
 features and the devices around the guest (entropy, pointer, screen, balloon), as KubeVirt's
 ``domain.firmware``, ``domain.clock``, ``domain.features`` and ``domain.devices.{rng, inputs,
-autoattachGraphicsDevice, autoattachMemBalloon}``. Read from the manifest's cleaned tree, checked, and printed back; the
-launcher (launcher/domain.py) writes them into the domain.
+autoattachGraphicsDevice, autoattachMemBalloon}``. Read from the manifest's cleaned tree, checked, and
+printed back; the launcher (launcher/domain.py) writes them into the domain.
 
 What libvirt and QEMU do here under TCG is taken; what needs KVM (Hyper-V enlightenments, hidden KVM,
 paravirtual spinlocks) or firmware the nodes do not have (UEFI, so Secure Boot too) is refused by path.
@@ -126,11 +126,11 @@ def check_machine(spec: VMSpec) -> None:
     if spec.firmware is not None:
         if spec.firmware.uuid is not None and not _UUID.match(spec.firmware.uuid):
             raise _invalid("spec.firmware.uuid", f"firmware.uuid {spec.firmware.uuid!r} is not a UUID in its "
-                                            "canonical lower-case form (8-4-4-4-12 hex digits)")
+                                                 "canonical lower-case form (8-4-4-4-12 hex digits)")
         serial = spec.firmware.serial
         if serial is not None and (len(serial) > MAX_SERIAL or not _SERIAL.match(serial)):
-            raise _invalid("spec.firmware.serial", f"firmware.serial is 1 to {MAX_SERIAL} letters, digits, spaces "
-                                              "and . _ : / + -")
+            raise _invalid("spec.firmware.serial", f"firmware.serial is 1 to {MAX_SERIAL} letters, digits, "
+                                                   "spaces and . _ : / + -")
     if spec.clock is not None:
         _check_clock(spec.clock)
     if len(spec.inputs) > MAX_INPUTS:
@@ -147,8 +147,8 @@ def _check_clock(clock: Clock) -> None:
     if clock.offset_seconds is not None and clock.timezone is not None:
         raise _invalid("spec.clock.timezone", "clock.offsetSeconds and clock.timezone are mutually exclusive")
     if clock.offset_seconds is not None and abs(clock.offset_seconds) > MAX_OFFSET_SECONDS:
-        raise _invalid("spec.clock.offsetSeconds", f"clock.offsetSeconds is at most {MAX_OFFSET_SECONDS} either way "
-                                              "(a century)")
+        raise _invalid("spec.clock.offsetSeconds", f"clock.offsetSeconds is at most {MAX_OFFSET_SECONDS} "
+                                                   "either way (a century)")
     if clock.timezone is not None:
         _check_timezone(clock.timezone)
     seen: set[str] = set()
@@ -173,7 +173,7 @@ def _check_timezone(name: str) -> None:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise _invalid("spec.clock.timezone", f"clock.timezone {name!r} is not in the time zone database "
-                                         "(such as Europe/Paris)") from None
+                                              "(such as Europe/Paris)") from None
 
 
 # --- what the launcher and the printers share
