@@ -205,8 +205,9 @@ class VMSpec(Spec, frozen=True):
     # name, its DNS name <hostname>.<subdomain>.default.svc.cluster.local, as KubeVirt has them.
     hostname: str | None = None
     subdomain: str | None = None
-    # the machine (proto.machine): an entropy device (virtio-rng), SMBIOS identity, clock, features;
-    # None where the manifest said nothing, so stored VMs stay as small as they were
+    # the machine (proto.machine): an entropy device (virtio-rng), input devices, screen, balloon,
+    # SMBIOS identity, clock, features; firmware, clock and features None where the manifest said nothing.
+    # Every field is encoded, defaults too: each spec is ~110 bytes longer than before them.
     rng: bool = False
     inputs: list[Input] = []
     graphics: bool = True  # KubeVirt's autoattachGraphicsDevice: a VGA card and a VNC screen
