@@ -20,7 +20,7 @@ from ctl.vnc import running_node
 from proto import subjects
 from proto.errors import ApiError, Code
 from proto.portforward import PortForwardOpen, PortForwardOpened
-from servicekit.tunnelpump import Inbound, LocalEnd, StreamEnd, run_tunnel
+from servicekit.tunnelpump import HalfClosingEnd, Inbound, StreamEnd, ended_cleanly, run_stream_tunnel
 
 TARGET_KINDS = ("vm", "vms", "virtualmachine", "vmi", "vmis", "virtualmachineinstance")
 
@@ -59,7 +59,7 @@ def port_pair(text: str) -> tuple[int, int]:
     return local_port, remote_port
 
 
-async def tunnel(api: ApiClient, name: str, port: int, local: LocalEnd) -> str:
+async def tunnel(api: ApiClient, name: str, port: int, local: HalfClosingEnd) -> str:
     """One connection joined to a new session with port of the VM's guest; returns why it ended."""
     try:
         node = await running_node(api, name)
@@ -74,17 +74,15 @@ async def tunnel(api: ApiClient, name: str, port: int, local: LocalEnd) -> str:
     except BaseException:
         await local.close()
         raise
-    return await run_tunnel(api.nc, local, inbound, subjects.portforward_session(node, name, session, "up"))
+    return await run_stream_tunnel(api.nc, local, inbound, subjects.portforward_session(node, name, session, "up"))
 
 
 class StdioEnd:
-    """Standard input and output as one connection's end. Input that ends leaves the session open
-    until the guest's side ends it: a request piped in still gets its whole answer (the tunnel has no
-    half-close, and ssh, the usual user, ends the command when it is done)."""
+    """Standard input and output as one connection's end: the end of input is passed on as a
+    half-close (the guest reads its EOF and still answers), and the guest's is the end of output."""
 
     def __init__(self, reader: asyncio.StreamReader | None) -> None:
         self.reader = reader  # None: standard input is a file, read in a thread (it never waits long)
-        self.ended = asyncio.Event()
 
     @classmethod
     async def open(cls) -> StdioEnd:
@@ -98,18 +96,24 @@ class StdioEnd:
         return cls(reader)
 
     async def read(self, n: int) -> bytes:
-        data = await (self.reader.read(n) if self.reader is not None else asyncio.to_thread(os.read, 0, n))
-        if not data:
-            await self.ended.wait()  # until close: the guest's side ends the session
-        return data
+        return await (self.reader.read(n) if self.reader is not None else asyncio.to_thread(os.read, 0, n))
 
     async def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[await asyncio.to_thread(os.write, 1, view):]
 
+    async def write_eof(self) -> None:
+        """The guest sends no more: standard output ends (its reader, ssh say, sees EOF) while
+        input may still go to the guest. /dev/null takes its place, so descriptor 1 stays valid."""
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 1)
+        finally:
+            os.close(null)
+
     async def close(self) -> None:
-        self.ended.set()
+        pass  # standard input and output are this process's: they end with it
 
 
 async def forward(api: ApiClient, name: str, pairs: list[tuple[int, int]], address: str,
@@ -142,7 +146,7 @@ async def run(api: ApiClient, args: argparse.Namespace) -> int:
         if len(pairs) != 1:
             raise ApiError(Code.BAD_REQUEST, "--stdio forwards one port", "ports")
         why = await tunnel(api, name, pairs[0][1], await StdioEnd.open())
-        if not why.startswith(("the other end closed", "the peer closed")):
+        if not ended_cleanly(why):
             print(f"port-forward: {why}", file=sys.stderr)
             return 1
         return 0

@@ -24,13 +24,13 @@ from proto.state import VMI, Phase
 from proto.vnc import WINDOW
 from servicekit.netns_socket import socket_in
 from servicekit.tunnel import Flow
-from servicekit.tunnelpump import Inbound, LocalEnd, StreamEnd, run_tunnel, serve_until_cancelled
+from servicekit.tunnelpump import HalfClosingEnd, Inbound, StreamEnd, run_stream_tunnel, serve_until_cancelled
 
 log = structlog.get_logger()
 
 
 class Dialer(Protocol):
-    async def __call__(self, address: str, port: int) -> LocalEnd: ...
+    async def __call__(self, address: str, port: int) -> HalfClosingEnd: ...
 
 
 class NetnsDialer:
@@ -39,7 +39,7 @@ class NetnsDialer:
     def __init__(self, netns: str | None) -> None:
         self.netns = netns
 
-    async def __call__(self, address: str, port: int) -> LocalEnd:
+    async def __call__(self, address: str, port: int) -> HalfClosingEnd:
         sock = await asyncio.to_thread(socket_in, self.netns, lambda: socket.socket(socket.AF_INET,
                                                                                     socket.SOCK_STREAM))
         try:
@@ -101,10 +101,11 @@ class PortForwardServer:
             reply = ErrorReply(error=exc.body())
         await msg.respond(encode(reply))
 
-    async def _serve(self, name: str, session: str, port: int, local: LocalEnd, inbound: Inbound, down: str) -> str:
+    async def _serve(self, name: str, session: str, port: int, local: HalfClosingEnd, inbound: Inbound,
+                     down: str) -> str:
         log.info("port-forward session opened", vmi=name, port=port, session=session)
         try:
-            why = await run_tunnel(self.nc, local, inbound, down, Flow())
+            why = await run_stream_tunnel(self.nc, local, inbound, down, Flow())
             log.info("port-forward session closed", vmi=name, port=port, session=session, why=why)
             return why
         finally:

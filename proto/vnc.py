@@ -7,7 +7,9 @@ A view-only session is the same on ``.view`` and ``...view.<session>.up|down``: 
 every input out of what the client sends (launcher.rfbfilter); it is what a viewer may open. From there
 both directions carry ``Frame``s (msgpack): the bytes of the stream in order (``offset`` is where
 ``data`` starts in it), each side acknowledging what it has written out (``ack``: bytes taken so far),
-so no side has more than ``WINDOW`` bytes in flight. A frame with ``close`` ends the session; a side
+so no side has more than ``WINDOW`` bytes in flight. A frame with ``eof`` says its side's stream ended
+at ``offset`` (TCP's half-close: port-forward sends it, and the other side shuts its socket's sending
+half, while the other direction goes on). A frame with ``close`` ends the session; a side
 that hears nothing (not even the keepalive) for ``IDLE_TIMEOUT_S`` ends it too. Core NATS keeps one
 publisher's messages in order; a frame that went missing (a gap in offsets) ends the session rather
 than corrupting the stream.
@@ -44,6 +46,9 @@ class Frame(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     data: bytes = b""
     ack: int = 0  # bytes of the other direction this side has written out
     close: str = ""  # non-empty: the session ended, and why
+    # this direction's stream ended at offset, the other goes on (a port-forward client's half-close);
+    # a peer that predates it ignores it, as msgpack's unknown keys are
+    eof: bool = False
 
 
 class Screenshot(Message, frozen=True):

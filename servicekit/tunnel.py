@@ -29,6 +29,12 @@ class Flow:
     acked_to_peer: int = 0  # what our last frame told the peer we took
     last_heard: float = 0.0
     last_spoke: float = 0.0
+    sent_eof: bool = False  # our stream ended (eof_frame): no data after it
+    peer_eof: bool = False  # the peer's stream ended: all of it received
+
+    @property
+    def both_ended(self) -> bool:
+        return self.sent_eof and self.peer_eof
 
     def start(self, now: float) -> None:
         self.last_heard = self.last_spoke = now
@@ -41,6 +47,8 @@ class Flow:
         """The next frame of our stream (carrying our ack); data must fit the room."""
         if len(data) > self.room():
             raise TunnelBroken(f"{len(data)} bytes would overrun the window ({self.room()} left)")
+        if self.sent_eof:
+            raise TunnelBroken("data after the end of our stream")
         frame = Frame(offset=self.sent, data=data, ack=self.taken)
         self.sent += len(data)
         self._spoke(now)
@@ -50,6 +58,13 @@ class Flow:
         """A frame with no data: an acknowledgement or a keepalive."""
         self._spoke(now)
         return Frame(offset=self.sent, ack=self.taken)
+
+    def eof_frame(self, now: float) -> Frame:
+        """The end of our stream at what was sent (TCP's half-close): the peer shuts its local end's
+        sending half once it has written out everything before it."""
+        self.sent_eof = True
+        self._spoke(now)
+        return Frame(offset=self.sent, ack=self.taken, eof=True)
 
     def close_frame(self, why: str) -> Frame:
         return Frame(offset=self.sent, ack=self.taken, close=why or "closed")
@@ -65,9 +80,16 @@ class Flow:
         if frame.ack > self.sent or frame.ack < self.acked:
             raise TunnelBroken(f"the peer acknowledged {frame.ack} bytes of {self.sent} sent (last ack {self.acked})")
         self.acked = frame.ack
+        if frame.data and self.peer_eof:
+            raise TunnelBroken("data after the end of the peer's stream")
         if frame.data and frame.offset != self.received:
             raise TunnelBroken(f"data at {frame.offset}, expected {self.received}: a frame was lost")
         self.received += len(frame.data)
+        if frame.eof:
+            if frame.offset + len(frame.data) != self.received:
+                raise TunnelBroken(f"the peer's stream ended at {frame.offset + len(frame.data)}, "
+                                   f"{self.received} received: a frame was lost")
+            self.peer_eof = True
         return frame.data
 
     def wrote(self, n: int) -> None:

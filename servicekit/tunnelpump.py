@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from nats.aio.client import Client
@@ -19,12 +19,28 @@ from servicekit.cancelling import cancel_and_wait
 from servicekit.tunnel import Flow, TunnelBroken
 
 TICK_S = 0.25  # how often a quiet session checks its keepalive and its peer
+# why a session ended, when nothing went wrong: its local end closed, both streams ended (a
+# half-closing session), or the peer closed (PEER_CLOSED, then the peer's reason)
+LOCAL_CLOSED = "the other end closed"
+BOTH_ENDED = "both ends closed"
+PEER_CLOSED = "the peer closed"
+
+
+def ended_cleanly(why: str) -> bool:
+    """Whether run_tunnel's reason is an ordinary end rather than a failure."""
+    return why in (LOCAL_CLOSED, BOTH_ENDED) or why.startswith(PEER_CLOSED)
 
 
 class LocalEnd(Protocol):
     async def read(self, n: int) -> bytes: ...  # b"" once it closed
     async def write(self, data: bytes) -> None: ...
     async def close(self) -> None: ...
+
+
+class HalfClosingEnd(LocalEnd, Protocol):
+    """An end whose stream may end one way while the other goes on, as a TCP socket's (port-forward)."""
+
+    async def write_eof(self) -> None: ...  # nothing more will be written (shutdown(SHUT_WR))
 
 
 class StreamEnd:
@@ -42,6 +58,12 @@ class StreamEnd:
     async def write(self, data: bytes) -> None:
         self.writer.write(data)
         await self.writer.drain()
+
+    async def write_eof(self) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            if self.writer.can_write_eof():
+                await self.writer.drain()
+                self.writer.write_eof()
 
     async def close(self) -> None:
         self.writer.close()
@@ -73,15 +95,28 @@ class Inbound:
             await self.sub.unsubscribe()
 
 
+async def run_stream_tunnel(nc: Client, local: HalfClosingEnd, inbound: Inbound, send_subject: str,
+                            flow: Flow | None = None) -> str:
+    """run_tunnel for a TCP connection (port-forward): either end's half-close is passed on (an eof
+    frame one way, a shutdown of the socket's sending half the other), and the session goes on until
+    both streams ended, either side closes, or the peer breaks the stream or goes silent. A client that
+    sends its request and shuts its sending half still gets the whole answer, as over plain TCP."""
+    return await run_tunnel(nc, local, inbound, send_subject, flow, write_eof=local.write_eof)
+
+
 async def run_tunnel(nc: Client, local: LocalEnd, inbound: Inbound, send_subject: str, flow: Flow | None = None,
-                     clock: Callable[[], float] = time.monotonic) -> str:
+                     clock: Callable[[], float] = time.monotonic,
+                     write_eof: Callable[[], Awaitable[None]] | None = None) -> str:
     """Until either end closes, the peer breaks the stream or goes silent; returns why it ended.
-    The peer is told (a close frame) unless it was the one to close; the local end is closed."""
+    The peer is told (a close frame) unless it was the one to close; the local end is closed.
+    With write_eof (run_stream_tunnel), the local end's EOF and the peer's eof frame are half-closes:
+    the session ends once both happened."""
     flow = flow or Flow()
     flow.start(clock())
     room = asyncio.Event()
     room.set()
     peer_closed = False
+    peer_ended = asyncio.Event()  # the peer's eof frame, once its stream is written out locally
 
     async def send(frame: Any) -> None:
         await nc.publish(send_subject, encode_frame(frame))
@@ -94,7 +129,11 @@ async def run_tunnel(nc: Client, local: LocalEnd, inbound: Inbound, send_subject
                 continue
             data = await local.read(min(CHUNK, flow.room()))
             if not data:
-                return "the other end closed"
+                if write_eof is None:
+                    return LOCAL_CLOSED
+                await send(flow.eof_frame(clock()))
+                await peer_ended.wait()  # incoming goes on: the peer's data, acks, keepalives
+                return BOTH_ENDED
             await send(flow.data_frame(data, clock()))
             if not flow.room():
                 room.clear()
@@ -117,15 +156,22 @@ async def run_tunnel(nc: Client, local: LocalEnd, inbound: Inbound, send_subject
                     room.set()
                 if frame.close:
                     peer_closed = True
-                    return f"the peer closed: {frame.close}"
+                    return f"{PEER_CLOSED}: {frame.close}"
                 if data:
                     try:
                         await local.write(data)
                     except (ConnectionError, OSError):
-                        return "the other end closed"
+                        return LOCAL_CLOSED
                     except ValueError as exc:  # the local end would not take it (a view-only filter)
                         return f"refused: {exc}"
                     flow.wrote(len(data))
+                if frame.eof and not peer_ended.is_set():
+                    if write_eof is None:  # a session that has no half-close (VNC): the peer's end is its end
+                        return "the peer ended its stream"
+                    await write_eof()
+                    peer_ended.set()
+                    if flow.both_ended:
+                        return BOTH_ENDED
             elif flow.peer_gone(now):
                 return f"the peer was silent for {flow.idle_timeout_s:.0f}s"
             if flow.ack_due() or flow.keepalive_due(clock()):

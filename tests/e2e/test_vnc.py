@@ -285,6 +285,11 @@ def test_a_guests_port_on_this_host_by_port_forward(lab: Lab) -> None:
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()  # noqa: S310
         print(f"\nthe guest's page through port-forward: {time.monotonic() - start:.2f}s")
         assert "hostname: fwd" in page
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            sock.shutdown(socket.SHUT_WR)  # nc -N's habit: the request, then the end of it
+            answer = b"".join(iter(lambda: sock.recv(65536), b""))
+        assert answer.startswith(b"HTTP/1.") and b"hostname: fwd" in answer, answer
     done = subprocess.run([sys.executable, "-m", "ctl", "--server", lab.url, "--creds", lab.creds, "port-forward",
                            "--stdio", "vm/fwd", "80"], input=b"GET / HTTP/1.0\r\n\r\n", capture_output=True,
                           timeout=60, cwd=REPO)

@@ -1,11 +1,13 @@
 """port-forward through a real nats-server into a real network namespace: the CLI's listener, the
 node's handler end (handler.portforward, dialing in the namespace as it does on a node) and a TCP server
 standing in for the guest at the VMI's pod address. Bytes go both ways intact, beyond the tunnel's
-window; a closed port, a VMI of another node and requests written by hand on the bus get typed errors."""
+window, and a client's half-close reaches the guest; a closed port, a VMI of another node and requests
+written by hand on the bus get typed errors."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -31,15 +33,26 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.integration
 POD_IP = "10.244.9.2"
 ECHO = """
-import socket, threading
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("{ip}", 7777)); s.listen(8); print("listening", flush=True)
+import hashlib, socket, threading
+def serve(port, handle):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("{ip}", port)); s.listen(8)
+    def accept():
+        while True:
+            threading.Thread(target=handle, args=(s.accept()[0],), daemon=True).start()
+    threading.Thread(target=accept, daemon=True).start()
 def echo(c):
     while data := c.recv(65536):
         c.sendall(data)
     c.close()
-while True:
-    threading.Thread(target=echo, args=(s.accept()[0],), daemon=True).start()
+def digest(c):  # answers only once the client's stream ended: what it read, counted and hashed
+    h, n = hashlib.sha256(), 0
+    while data := c.recv(65536):
+        h.update(data); n += len(data)
+    c.sendall(f"{{n}} {{h.hexdigest()}}".encode()); c.close()
+serve(7777, echo); serve(7779, digest)
+print("listening", flush=True)
+threading.Event().wait()
 """
 
 
@@ -80,14 +93,15 @@ async def test_a_guest_port_reached_through_the_bus(api: Store, nats_url: str, g
     client = await ApiClient.connect(nats_url)
     announced: list[str] = []
     tasks = [asyncio.create_task(server.run()),
-             asyncio.create_task(forward(client, "testvm", [(0, 7777), (0, 7778)], "127.0.0.1", announced.append))]
+             asyncio.create_task(forward(client, "testvm", [(0, 7777), (0, 7778), (0, 7779)], "127.0.0.1",
+                                         announced.append))]
     try:
         for _ in range(100):
-            if len(announced) == 2:
+            if len(announced) == 3:
                 break
             await asyncio.sleep(0.05)
         ports = [int(line.split()[2].rsplit(":", 1)[1]) for line in announced]
-        assert [line.split()[-1] for line in announced] == ["7777", "7778"]
+        assert [line.split()[-1] for line in announced] == ["7777", "7778", "7779"]
 
         payload = os.urandom(4 * WINDOW + 12345)  # beyond the window: acknowledgements must flow
         reader, writer = await asyncio.open_connection("127.0.0.1", ports[0])
@@ -101,6 +115,15 @@ async def test_a_guest_port_reached_through_the_bus(api: Store, nats_url: str, g
         echoed = await asyncio.wait_for(reader.readexactly(len(payload)), 60)
         await sending
         assert echoed == payload
+        writer.close()
+
+        # a client that sends its request and shuts its sending half (nc -N, HTTP/1.0 clients): the
+        # guest reads to its end, beyond the window, and the answer still comes back whole
+        reader, writer = await asyncio.open_connection("127.0.0.1", ports[2])
+        writer.write(payload)
+        writer.write_eof()
+        answer = await asyncio.wait_for(reader.read(), 60)
+        assert answer.decode() == f"{len(payload)} {hashlib.sha256(payload).hexdigest()}"
         writer.close()
 
         # nothing listens on 7778 in the guest: the connection ends at once, the reason said

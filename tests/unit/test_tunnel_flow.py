@@ -63,3 +63,37 @@ def test_frames_round_trip_and_junk_is_a_typed_error() -> None:
     for junk in (b"", b"{}x", encode_frame(Frame(offset=0, data=b"x" * (CHUNK + 1)))):
         with pytest.raises(ApiError):
             decode_frame(junk)
+
+
+def test_a_half_close_ends_one_direction_and_the_other_goes_on() -> None:
+    client, guest = Flow(), Flow()
+    assert guest.on_frame(client.data_frame(b"GET / HTTP/1.0\r\n\r\n", 0.0), 0.0) == b"GET / HTTP/1.0\r\n\r\n"
+    guest.wrote(18)
+    eof = client.eof_frame(0.1)
+    assert eof.eof and eof.offset == 18
+    assert guest.on_frame(eof, 0.1) == b"" and guest.peer_eof and not guest.both_ended
+    with pytest.raises(TunnelBroken, match="end of our stream"):
+        client.data_frame(b"more", 0.2)
+    # the answer still flows the other way, acknowledged, and then its own end
+    assert client.on_frame(guest.data_frame(b"HTTP/1.0 200 OK", 0.2), 0.2) == b"HTTP/1.0 200 OK"
+    client.wrote(15)
+    assert guest.on_frame(client.ack_frame(0.3), 0.3) == b"" and guest.acked == 15
+    client.on_frame(guest.eof_frame(0.4), 0.4)
+    assert client.both_ended and guest.both_ended
+
+
+def test_an_end_of_stream_that_skips_data_or_data_after_it_breaks_the_session() -> None:
+    a, b = Flow(), Flow()
+    a.data_frame(b"lost", 0.0)
+    with pytest.raises(TunnelBroken, match="ended at 4, 0 received"):
+        b.on_frame(a.eof_frame(0.0), 0.0)
+    c = Flow()
+    c.on_frame(Frame(offset=0, eof=True), 0.0)
+    with pytest.raises(TunnelBroken, match="after the end"):
+        c.on_frame(Frame(offset=0, data=b"x"), 0.0)
+
+
+def test_an_eof_frame_round_trips_and_a_plain_frame_does_not_grow() -> None:
+    assert decode_frame(encode_frame(Frame(offset=9, ack=2, eof=True))).eof
+    assert encode_frame(Frame(offset=9, ack=2)) == encode_frame(Frame(offset=9, ack=2, eof=False))
+    assert b"eof" not in encode_frame(Frame(offset=9, ack=2))
