@@ -263,6 +263,7 @@ def parser() -> argparse.ArgumentParser:
     ctl.webconsole.add_parser(sub)
     from ctl import lab
     lab.add_parser(sub)
+    kubectlforms.add_namespace_options(p)
     return p
 
 

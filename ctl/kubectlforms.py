@@ -1,7 +1,8 @@
 """kubectl's and virtctl's ways of naming what a command is for, sorted out before connecting: TYPE/NAME
 (`get vm/testvm`, `delete svc/web`), delete's NAME (a VM) or KIND NAME, the kinds whose verbs live under
 a command of their own (`get pvc` is `volume list`, `delete vmsnapshot S` is `vm snapshot delete S`),
-and get's -w and -l refused for the kinds that would take them and then ignore them."""
+get's -w and -l refused for the kinds that would take them and then ignore them, and kubectl's
+-n/--namespace (and get's -A): virtbus has one namespace, which a command may name; any other is refused."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import argparse
 from ctl import networkcmd, portforward, routecmd, servicecmd, workloadcmd
 from proto import selector
 from proto.errors import ApiError, Code
+from proto.schema import NAMESPACE, Namespace
 
 
 class Elsewhere:
@@ -47,9 +49,36 @@ KINDS = {"vm": "vm", "vms": "vm", "virtualmachine": "vm", "virtualmachines": "vm
          "event": "event", "events": "event"}
 
 
+def add_namespace_options(parser: argparse.ArgumentParser) -> None:
+    """kubectl's -n/--namespace on the CLI and on every command under it, where kubectl and virtctl
+    users put it (`virtbus -n default get vms`, `virtbus start testvm -n default`), and get's
+    -A/--all-namespaces. The lab's commands are virtbus's own and take none."""
+    seen: set[int] = set()
+
+    def add(p: argparse.ArgumentParser) -> None:
+        if id(p) in seen or p.prog.split()[1:2] == ["lab"]:
+            return
+        seen.add(id(p))
+        if "-n" not in p._option_string_actions:
+            # SUPPRESS: a command's own default does not hide the one given before it
+            p.add_argument("-n", "--namespace", default=argparse.SUPPRESS,
+                           help=f"kubectl's: virtbus has one namespace, {NAMESPACE!r}; any other is refused")
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    add(child)
+
+    add(parser)
+    get = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["get"]
+    get.add_argument("-A", "--all-namespaces", action="store_true",
+                     help="kubectl's: every namespace, which is the one there is")
+
+
 def normalize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
     """The arguments as the command that does it takes them (parser: the CLI's, for those whose verbs
     live under a command of their own)."""
+    if getattr(args, "namespace", None) is not None:
+        Namespace().walk(args.namespace, "namespace")
     if args.command == "get":
         if args.name is None and "/" in args.kind:
             args.kind, _, args.name = args.kind.partition("/")

@@ -20,6 +20,7 @@ from ctl.vnc import running_node
 from proto import subjects
 from proto.errors import ApiError, Code
 from proto.portforward import PortForwardOpen, PortForwardOpened
+from proto.schema import Namespace
 from servicekit.tunnelpump import HalfClosingEnd, Inbound, StreamEnd, ended_cleanly, run_stream_tunnel
 
 TARGET_KINDS = ("vm", "vms", "virtualmachine", "vmi", "vmis", "virtualmachineinstance")
@@ -35,17 +36,23 @@ def add_parser(sub: Any) -> None:
 
 
 def target_name(text: str) -> str:
-    kind, sep, name = text.partition("/")
+    """NAME, TYPE/NAME or virtctl's TYPE/NAME/NAMESPACE (the namespace the one virtbus has)."""
+    kind, sep, rest = text.partition("/")
     if not sep:
         return text
+    name, sep, namespace = rest.partition("/")
     if kind.lower() not in TARGET_KINDS or not name:
         raise ApiError(Code.BAD_REQUEST, f"{text!r}: port-forward takes vm/NAME or vmi/NAME", "target")
+    if sep:
+        Namespace().walk(namespace, "target")
     return name
 
 
 def port_pair(text: str) -> tuple[int, int]:
-    """[LOCAL:]REMOTE[/tcp] as virtctl and kubectl write it: (local, remote); local 0: a free one."""
-    spec, _, protocol = text.partition("/")
+    """[LOCAL:]REMOTE as kubectl writes it, with virtctl's PROTOCOL/ before it (tcp/8080:80) or a /tcp
+    after it: (local, remote); local 0: a free one."""
+    first, _, second = text.partition("/")
+    spec, protocol = (second, first) if first.lower() in ("tcp", "udp") else (first, second)
     if protocol and protocol.lower() != "tcp":
         raise ApiError(Code.INVALID, f"{text!r}: only TCP is forwarded", "ports")
     local, sep, remote = spec.rpartition(":")

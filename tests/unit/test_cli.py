@@ -193,3 +193,33 @@ def test_a_malformed_selector_is_refused_before_connecting(text: str) -> None:
     with pytest.raises(ApiError) as refused:
         cli.kubectl_forms(cli.parser().parse_args(["get", "vms", "-l", text]))
     assert refused.value.code is Code.INVALID and refused.value.field == "selector"
+
+
+@pytest.mark.parametrize(("argv", "command"), [
+    (["get", "vms", "-n", "default"], "get"), (["-n", "default", "get", "vms"], "get"),
+    (["--namespace", "default", "get", "vm/testvm"], "get"), (["get", "vmis", "-A"], "get"),
+    (["get", "vms", "--all-namespaces", "-o", "yaml"], "get"), (["start", "testvm", "-n", "default"], "start"),
+    (["stop", "testvm", "--namespace=default", "--wait"], "stop"),
+    (["console", "testvm", "-n", "default", "--log"], "console"), (["volume", "list", "-n", "default"], "volume"),
+    (["vm", "snapshot", "list", "-n", "default"], "vm"),
+    (["port-forward", "vm/testvm/default", "8080:80", "-n", "default"], "port-forward"),
+    (["ssh", "cirros@vm/testvm/default"], "ssh"), (["describe", "vm", "testvm", "-n", "default"], "describe"),
+    (["get", "pvc", "-n", "default"], "volume")])
+def test_kubectls_namespace_when_it_names_the_one_there_is(argv: list[str], command: str) -> None:
+    assert cli.kubectl_forms(cli.parser().parse_args(argv)).command == command
+
+
+@pytest.mark.parametrize(("argv", "field"), [
+    (["get", "vms", "-n", "prod"], "namespace"), (["-n", "kube-system", "get", "vms"], "namespace"),
+    (["start", "testvm", "--namespace", "Default"], "namespace"), (["volume", "list", "-n", "x"], "namespace"),
+    (["port-forward", "vm/testvm/prod", "80"], "target"), (["-n", "prod", "get", "pvc"], "namespace")])
+def test_another_namespace_is_refused_before_connecting(argv: list[str], field: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        cli.kubectl_forms(cli.parser().parse_args(argv))
+    assert refused.value.code is Code.INVALID and refused.value.field == field
+    assert "one namespace, 'default'" in refused.value.message
+
+
+def test_the_labs_commands_take_no_namespace() -> None:
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["lab", "status", "-n", "default"])

@@ -20,12 +20,14 @@ from tests.unit.test_permissions_rules import matches, may_publish
 
 
 @pytest.mark.parametrize(("text", "pair"), [("8080:80", (8080, 80)), ("80", (80, 80)), (":22", (0, 22)),
-                                            ("0:22", (0, 22)), ("2222:22/tcp", (2222, 22)), ("80/TCP", (80, 80))])
+                                            ("0:22", (0, 22)), ("2222:22/tcp", (2222, 22)), ("80/TCP", (80, 80)),
+                                            ("tcp/8080:80", (8080, 80)), ("TCP/22", (22, 22))])
 def test_ports_as_virtctl_writes_them(text: str, pair: tuple[int, int]) -> None:
     assert port_pair(text) == pair
 
 
-@pytest.mark.parametrize("text", ["80/udp", "x", "8080:", "0", "70000", "1:0", "-1:80", "a:80", "8080:80:1"])
+@pytest.mark.parametrize("text", ["80/udp", "udp/8080:9090", "tcp/80/tcp", "sctp/80", "x", "8080:", "0", "70000",
+                                  "1:0", "-1:80", "a:80", "8080:80:1"])
 def test_ports_it_refuses(text: str) -> None:
     with pytest.raises(ApiError) as refused:
         port_pair(text)
@@ -33,8 +35,9 @@ def test_ports_it_refuses(text: str) -> None:
 
 
 def test_targets() -> None:
-    assert [target_name(t) for t in ("vm/testvm", "vmi/testvm", "testvm", "VirtualMachine/testvm")] == ["testvm"] * 4
-    for bad in ("pod/testvm", "vm/", "svc/web"):
+    assert [target_name(t) for t in ("vm/testvm", "vmi/testvm", "testvm", "VirtualMachine/testvm",
+                                     "vm/testvm/default")] == ["testvm"] * 5  # virtctl's TYPE/NAME/NAMESPACE
+    for bad in ("pod/testvm", "vm/", "svc/web", "vm/testvm/prod", "vm/testvm/"):
         with pytest.raises(ApiError):
             target_name(bad)
 

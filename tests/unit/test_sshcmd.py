@@ -27,6 +27,7 @@ def test_the_command_line() -> None:
     assert got[3:] == ["-o", "HostKeyAlias=vm.testvm.virtbus", "-i", "/k/id", "-o", "StrictHostKeyChecking=no",
                        "-l", "cirros", "vm/testvm", "uname -a"]
     assert argv("testvm", "-p", "2222", "-l", "root")[-3:] == ["-l", "root", "vm/testvm"]
+    assert argv("cirros@vm/testvm/default")[-3:] == ["-l", "cirros", "vm/testvm"]  # virtctl's /NAMESPACE
     assert "2222" in argv("testvm", "-p", "2222")[2]
     assert cli.parser().parse_args(["ssh", "vm/x", "-c", "true"]).command == "ssh"  # -c is the guest's, not ours
 
