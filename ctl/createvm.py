@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from ctl import createtypes
 from proto.errors import ApiError, Code
 from proto.instancetypes import KINDS as INSTANCETYPE_KINDS
 from proto.preferences import KINDS as PREFERENCE_KINDS
@@ -29,7 +30,7 @@ PARAMS = {"volume-containerdisk": ("src", "name", "bootorder"), "volume-pvc": ("
 
 
 def add_parser(sub: Any) -> None:
-    c = sub.add_parser("create", help="a manifest to apply (virtctl create vm)")
+    c = sub.add_parser("create", help="a manifest to apply (virtctl create vm, instancetype, preference)")
     csub = c.add_subparsers(dest="create_command", required=True)
     v = csub.add_parser("vm", help="a VirtualMachine manifest, printed: pipe it to `virtbus apply -f -`")
     v.add_argument("--name", default=None, help="default: vm-<5 random letters>")
@@ -43,6 +44,7 @@ def add_parser(sub: Any) -> None:
                        help=",".join(f"{p}:..." for p in PARAMS[flag]) + " (repeat for more)")
     v.add_argument("--cloud-init-user-data", default=None, help="base64 of the cloud-init user data")
     v.add_argument("--cloud-init-network-data", default=None, help="base64 of the cloud-init network data")
+    createtypes.add_parsers(csub)
 
 
 def _params(flag: str, text: str) -> dict[str, str]:
@@ -137,5 +139,7 @@ def manifest(args: argparse.Namespace, random_name: str = "") -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.create_command != "vm":
+        return createtypes.run(args)
     print(yaml.safe_dump(manifest(args), sort_keys=False), end="")
     return 0
