@@ -17,7 +17,7 @@ from proto.api import NodeView, VMView
 from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.quantity import format_bytes
-from proto.state import VMI
+from proto.state import VMI, is_ready
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -102,7 +102,7 @@ def vms(items: list[VMView], wide: bool) -> str:
     rows = []
     for v in items:
         row = [v.vm.spec.name, age(v.vm.created_at), v.printable_status,
-               "True" if v.printable_status == "Running" else "False"]
+               str(v.printable_status == "Running" and v.vmi is not None and is_ready(v.vmi))]
         if wide:
             row += [(v.vmi.node_name if v.vmi else None) or "<none>", v.vm.spec.run_strategy.value]
         rows.append(row)
@@ -114,8 +114,7 @@ def vmis(items: list[VMI], wide: bool) -> str:
     rows = []
     for v in items:
         ip = next((i.ip_address for i in v.interfaces if i.ip_address), None) or ""
-        row = [v.name, age(v.created_at), v.phase.value, ip, v.node_name or "",
-               "True" if v.phase.value == "Running" else "False"]
+        row = [v.name, age(v.created_at), v.phase.value, ip, v.node_name or "", str(is_ready(v))]
         if wide:
             cond = next((c for c in v.conditions if c.status == "False"), None)
             row.append(v.reason or (cond.message if cond else ""))

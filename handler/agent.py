@@ -25,6 +25,7 @@ from handler.launchslots import LaunchSlots
 from handler.nodeports import NodePorts
 from handler.podnet import POD_BRIDGE, PodNetwork
 from handler.portforward import NetnsDialer, PortForwardServer
+from handler.probes import Prober
 from handler.residentfiles import ResidentFiles
 from handler.secondary import SecondaryNetworks
 from handler.servicerules import ServiceRules
@@ -78,6 +79,8 @@ class Agent:
         self.volume_work = VolumeWork(store, nodeapi, node.name, launchers.paths.state_dir / "volumes")
         self.image_cache = ImageCache(store, node.name, launchers.paths.state_dir, image_cache_bound)
         self.sync_status = SyncStatus(nodeapi, node.name)
+        self.probes = Prober(lambda: nodevmis.vmis_here(store, node.name), NetnsDialer(podnet.netns), nodeapi,
+                             node.name)
         self.clock = clock
         self.queue = WorkQueue(self.reconcile, bind=("vm", "vmi"))
         self.slots = LaunchSlots(parallel_launches or default_launch_slots())
@@ -99,7 +102,7 @@ class Agent:
                  "service rules": self.service_rules.run, "cluster dns": self.cluster_dns.run,
                  "floating ips": self.floating_ips.run, "volume files": self.volume_files.run,
                  "image cache": self.image_cache.run, "volume work": self.volume_work.run,
-                 "port forward": self.port_forward.run}
+                 "port forward": self.port_forward.run, "readiness probes": self.probes.run}
         # a part that fails is said and started again: never a node running on without it, unseen
         self._tasks = [asyncio.create_task(keep_running(name, run)) for name, run in parts.items()]
 

@@ -32,6 +32,11 @@ CONDITION_LIBVIRTD_LOST = "LibvirtdLost"
 # the instance needs, True again once it has.
 CONDITION_SYNCHRONIZED = "Synchronized"
 REPORTABLE_CONDITIONS = frozenset({CONDITION_PAUSED, CONDITION_LIBVIRTD_LOST, CONDITION_SYNCHRONIZED})
+# KubeVirt's "Ready", which the control plane sets with the phase; a node says it only of a Running
+# instance with a readinessProbe, whose probes it runs (handler.probes). Until then such an instance
+# is Running and not Ready.
+CONDITION_READY = "Ready"
+WAITING_FOR_PROBE = "ReadinessProbe"
 CONDITION_STATUSES = frozenset({"True", "False", "Unknown"})
 
 
@@ -126,9 +131,9 @@ def check_report(report: StatusReport) -> None:
         texts += [("event.reason", report.event.reason), ("event.message", report.event.message)]
     for i, cond in enumerate(report.conditions or []):
         where = f"conditions[{i}]"
-        if cond.type not in REPORTABLE_CONDITIONS:
-            raise ApiError(Code.INVALID, f"a node reports only {sorted(REPORTABLE_CONDITIONS)} conditions, "
-                                         f"not {cond.type[:64]!r}", f"{where}.type")
+        if cond.type not in REPORTABLE_CONDITIONS | {CONDITION_READY}:
+            raise ApiError(Code.INVALID, f"a node reports only {sorted(REPORTABLE_CONDITIONS | {CONDITION_READY})} "
+                                         f"conditions, not {cond.type[:64]!r}", f"{where}.type")
         if cond.status not in CONDITION_STATUSES:
             raise ApiError(Code.INVALID, "a condition's status is True, False or Unknown", f"{where}.status")
         if [c.type for c in report.conditions or []].count(cond.type) > 1:
@@ -150,6 +155,10 @@ def apply_report(vmi: VMI, report: StatusReport, node: str, now: float) -> VMI |
     already finished keeps its end); raises ApiError for what the node may not say."""
     check_bound(vmi, node, report.uid)
     check_report(report)
+    probed = [i for i, c in enumerate(report.conditions or []) if c.type == CONDITION_READY]
+    if probed and vmi.spec.readiness_probe is None:
+        raise ApiError(Code.INVALID, f"VMI {vmi.name} has no readinessProbe: its Ready follows its phase",
+                       f"conditions[{probed[0]}].type")
     if report.interfaces is not None:
         names = {i.name for i in vmi.spec.interfaces}
         for i, nic in enumerate(report.interfaces):
@@ -184,12 +193,17 @@ def apply_report(vmi: VMI, report: StatusReport, node: str, now: float) -> VMI |
         if phase is Phase.RUNNING:
             # back from Unknown, the guest ran all along: it keeps the time it started
             changes["started_at"] = vmi.started_at if vmi.phase is Phase.UNKNOWN and vmi.started_at else now
-            changes["conditions"] = [*ready, Condition(type="Ready", status="True", last_transition_time=now)]
+            changes["conditions"] = [*ready, Condition(type="Ready", status="True", last_transition_time=now)
+                                     if vmi.spec.readiness_probe is None else
+                                     Condition(type="Ready", status="False", reason=WAITING_FOR_PROBE,
+                                               message="its readiness probe has not passed yet",
+                                               last_transition_time=now)]
         else:
             changes["finished_at"] = now
             changes["conditions"] = [*ready, Condition(type="Ready", status="False", reason=phase.value,
                                                        last_transition_time=now)]
-    conditions = _with_reported(changes.get("conditions", vmi.conditions), report.conditions or [], now)
+    said = [c for c in report.conditions or [] if c.type != CONDITION_READY or (phase or vmi.phase) is Phase.RUNNING]
+    conditions = _with_reported(changes.get("conditions", vmi.conditions), said, now)  # a probe's, while it runs
     if phase in FINAL_PHASES:  # a guest that ended is not paused any more
         conditions = [c for c in conditions if c.type not in REPORTABLE_CONDITIONS]
     if conditions != vmi.conditions:

@@ -16,6 +16,7 @@ from proto import fencing
 from proto.api import NodeView, VMView
 from proto.kubevirt import REGISTRY_SCHEME
 from proto.machine import firmware_uuid, machine_manifest
+from proto.probes import probe_manifest
 from proto.quantity import format_bytes
 from proto.spec import (
     CloudInitConfigDrive,
@@ -33,7 +34,7 @@ from proto.spec import (
     VMSpec,
     Volume,
 )
-from proto.state import FINAL_PHASES, VM, VMI, Condition, Phase
+from proto.state import FINAL_PHASES, VM, VMI, Condition, Phase, is_ready
 
 KUBEVIRT_API = "kubevirt.io/v1"
 ANNOTATIONS = "virtbus.io/"
@@ -94,6 +95,7 @@ def vmi_spec(spec: VMSpec, *, sized: bool = True) -> Obj:
         "nodeSelector": dict(spec.node_selector),
         "hostname": spec.hostname, "subdomain": spec.subdomain,
         "startStrategy": "Paused" if spec.start_paused else None,
+        "readinessProbe": probe_manifest(spec.readiness_probe) if spec.readiness_probe is not None else None,
         # always, even at virtbus's default: a KubeVirt reader would otherwise assume KubeVirt's (180 s)
         "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
     })
@@ -249,7 +251,8 @@ def vm_object(view: VMView) -> Obj:
         "printableStatus": view.printable_status,
         # KubeVirt leaves both out when false; printed anyway, so a reader need not know that
         "created": view.vmi is not None,
-        "ready": view.printable_status == "Running",  # the READY column, as in `virtbus get vms`
+        # the READY column, as in `virtbus get vms`
+        "ready": view.printable_status == "Running" and view.vmi is not None and is_ready(view.vmi),
         "conditions": [_failure(vm)] if vm.failures else [],
         "startFailure": _compact({"consecutiveFailCount": vm.failures,
                                   "retryAfterTimestamp": timestamp(vm.next_start_at)}) if vm.failures else None,

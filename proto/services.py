@@ -27,6 +27,7 @@ from proto.state import (
     Service,
     ServicePort,
     ServiceType,
+    is_ready,
 )
 from proto.validation import check_labels, check_name
 
@@ -232,12 +233,15 @@ def pod_labels(vmi: VMI) -> dict[str, str]:
 
 
 def ready_address(vmi: VMI, service: str | None = None) -> EndpointAddress | None:
-    """A Running VMI with a pod address serves; a paused, stopping or finished one does not. In the
-    Service whose name is its subdomain it is known by its host name (Kubernetes' pod hostname)."""
+    """A Running VMI with a pod address serves (with a readinessProbe, once it is Ready); a paused,
+    stopping or finished one does not. In the Service whose name is its subdomain it is known by its
+    host name (Kubernetes' pod hostname)."""
     if vmi.phase is not Phase.RUNNING or vmi.stop_requested or vmi.deleting or vmi.pause_requested:
         return None
     if not vmi.interfaces or not vmi.interfaces[0].ip_address:
         return None
+    if not is_ready(vmi):
+        return None  # its readinessProbe has not passed (or no longer does)
     hostname = vmi.spec.guest_hostname if service is not None and vmi.spec.subdomain == service else None
     return EndpointAddress(ip=vmi.interfaces[0].ip_address, vmi=vmi.name, node=vmi.node_name, hostname=hostname)
 

@@ -167,6 +167,20 @@ class Features(Spec, frozen=True):
     smm: bool = False
 
 
+class Probe(Spec, frozen=True):
+    """KubeVirt's readinessProbe: an HTTP GET (a status of 200-399 passes) or a TCP connection to a
+    port of the guest at its pod address, from its node, as kubelet probes a pod (proto.probes)."""
+
+    kind: Literal["http", "tcp"]
+    port: int
+    path: str = "/"  # http only
+    initial_delay_seconds: int = 0
+    period_seconds: int = 10
+    timeout_seconds: int = 1
+    success_threshold: int = 1
+    failure_threshold: int = 3
+
+
 class DataVolumeTemplate(Spec, frozen=True):
     """A volume made with its VM and deleted with it (KubeVirt's dataVolumeTemplates, CDI's job)."""
 
@@ -216,6 +230,8 @@ class VMSpec(Spec, frozen=True):
     firmware: Firmware | None = None
     clock: Clock | None = None
     features: Features | None = None
+    # Ready (and so in its Services' endpoints) once this passes; None: once it runs, as before
+    readiness_probe: Probe | None = None
 
     @property
     def guest_hostname(self) -> str:

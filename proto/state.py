@@ -106,6 +106,14 @@ class VMI(State, frozen=True):
     launcher_ready_at: float | None = None
 
 
+def is_ready(vmi: VMI) -> bool:
+    """KubeVirt's READY: Running, and for an instance with a readinessProbe, its probe passing (its
+    node has said Ready, proto.probes)."""
+    if vmi.phase is not Phase.RUNNING:
+        return False
+    return vmi.spec.readiness_probe is None or any(c.type == "Ready" and c.status == "True" for c in vmi.conditions)
+
+
 def as_started(spec: VMSpec) -> dict[str, Any]:
     """What a new instance of ``spec`` asks of its launcher from its creation, as VMI fields: KubeVirt's
     startStrategy: Paused is a pause asked before the guest first runs (unpause resumes it)."""

@@ -57,7 +57,8 @@ def test_interfaces_alone() -> None:
      "interfaces[0].ipAddress"),
     (StatusReport(vmi="testvm", uid="u1", interfaces=[VMIInterface(name="default", mac="zz")]), "interfaces[0].mac"),
     (StatusReport(vmi="testvm", uid="u1", interfaces=[VMIInterface(name="eth9")]), "interfaces[0].name"),
-    # conditions: only those a node alone sees (not Ready, which follows the phase, nor PodScheduled)
+    # conditions: only those a node alone sees (not Ready, which follows the phase unless the VMI has a
+    # readinessProbe, nor PodScheduled)
     (StatusReport(vmi="testvm", uid="u1", conditions=[NodeCondition(type="Ready", status="True")]),
      "conditions[0].type"),
     (StatusReport(vmi="testvm", uid="u1", conditions=[NodeCondition(type="PodScheduled", status="True")]),

@@ -1,0 +1,118 @@
+"""The node's end of readiness probes (proto.probes): each Running VMI of this node with a readinessProbe
+is probed at its pod address from the node's network namespace, as kubelet probes a pod's address (a
+masquerade VM's port reaches its guest there, as port-forward's and node ports' traffic does), and its
+Ready condition is said to the control plane whenever it differs from what the probes say.
+
+The bookkeeping is proto.probes.ProbeRun's; this is the I/O: the connection, the request, the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from handler.portforward import Dialer, pod_address
+from handler.syncstatus import Reporter
+from proto.errors import ApiError
+from proto.nodeapi import CONDITION_READY, NodeCondition, StatusReport, tidy
+from proto.probes import ProbeRun, http_request, http_verdict
+from proto.spec import Probe
+from proto.state import VMI, Phase
+
+log = structlog.get_logger()
+TICK_S = 0.5  # how often the due probes are looked for; a probe's period is whole seconds
+MAX_HEAD = 4096  # an answer's status line is in its first bytes
+FAILED = "ReadinessProbeFailed"
+PATIENCE_S = 5.0  # a report the bus cannot take now is made again at the next probe
+
+
+async def probe_once(dial: Dialer, address: str, probe: Probe) -> str | None:
+    """One probe of address: None if it passed, else why not."""
+    try:
+        async with asyncio.timeout(probe.timeout_seconds):
+            end = await dial(address, probe.port)
+            try:
+                if probe.kind == "tcp":
+                    return None
+                await end.write(http_request(probe, address))
+                head = b""
+                while b"\r\n" not in head and len(head) < MAX_HEAD:
+                    chunk = await end.read(MAX_HEAD)
+                    if not chunk:
+                        break
+                    head += chunk
+                return http_verdict(head.split(b"\r\n", 1)[0])
+            finally:
+                await end.close()
+    except TimeoutError:
+        return f"no answer within {probe.timeout_seconds}s"
+    except OSError as exc:  # asyncio's connect says "Connect call failed": the errno says why
+        return os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
+
+
+def _ready(vmi: VMI) -> bool:
+    return any(c.type == CONDITION_READY and c.status == "True" for c in vmi.conditions)
+
+
+class Prober:
+    def __init__(self, vmis: Callable[[], Awaitable[list[VMI]]], dial: Dialer, reporter: Reporter, node: str,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.vmis, self.dial, self.reporter, self.node, self.clock = vmis, dial, reporter, node, clock
+        self.runs: dict[str, ProbeRun] = {}  # VMI uid -> its probes' bookkeeping
+        self.checks: dict[str, asyncio.Task[None]] = {}  # VMI uid -> its probe under way
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self.tick()
+                await asyncio.sleep(TICK_S)
+        finally:
+            for task in self.checks.values():
+                task.cancel()
+
+    async def tick(self) -> None:
+        """Start the probes that are due; forget the VMIs that no longer run here with one."""
+        now = self.clock()
+        probed = {v.uid: v for v in await self.vmis()
+                  if v.node_name == self.node and v.phase is Phase.RUNNING and v.spec.readiness_probe is not None}
+        for uid in [u for u in self.runs if u not in probed]:
+            del self.runs[uid]
+            if (task := self.checks.pop(uid, None)) is not None:
+                task.cancel()
+        for uid, vmi in probed.items():
+            assert vmi.spec.readiness_probe is not None
+            run = self.runs.get(uid)
+            if run is None:  # from when it started running; Ready as the VMI says (a restarted handler)
+                run = self.runs[uid] = ProbeRun.start(vmi.spec.readiness_probe, vmi.started_at or now)
+                run.ready = _ready(vmi)
+            if uid not in self.checks and run.due(now):
+                self.checks[uid] = asyncio.create_task(self._check(vmi, run))
+
+    async def _check(self, vmi: VMI, run: ProbeRun) -> None:
+        try:
+            try:
+                error = await probe_once(self.dial, pod_address(vmi, self.node, vmi.name), run.probe)
+            except ApiError as exc:  # no pod address (yet): a failure like any other
+                error = exc.message
+            run.observe(error, self.clock())
+            if run.ready != _ready(vmi):
+                await self._say(vmi, run)
+        finally:
+            self.checks.pop(vmi.uid, None)
+
+    async def _say(self, vmi: VMI, run: ProbeRun) -> None:
+        # said only where the VMI disagrees: a False here is one that was Ready (the control plane
+        # makes it not Ready, waiting for its probe, when it starts running)
+        condition = NodeCondition(type=CONDITION_READY, status="True") if run.ready else NodeCondition(
+            type=CONDITION_READY, status="False", reason=FAILED, message=tidy(f"readiness probe: {run.last_error}"))
+        try:
+            await self.reporter.report(StatusReport(vmi=vmi.name, uid=vmi.uid, conditions=[condition]),
+                                       patience=PATIENCE_S)
+            log.info("readiness said", vmi=vmi.name, node=self.node, ready=run.ready,
+                     error=None if run.ready else run.last_error)
+        except Exception as exc:  # noqa: BLE001 - said again at the next probe that still disagrees
+            log.info("readiness not said", vmi=vmi.name, node=self.node, error=str(exc) or type(exc).__name__)
