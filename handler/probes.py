@@ -1,7 +1,8 @@
-"""The node's end of readiness probes (proto.probes): each Running VMI of this node with a readinessProbe
-is probed at its pod address from the node's network namespace, as kubelet probes a pod's address (a
-masquerade VM's port reaches its guest there, as port-forward's and node ports' traffic does), and its
-Ready condition is said to the control plane whenever it differs from what the probes say.
+"""The node's end of readiness and liveness probes (proto.probes): each Running VMI of this node with a
+probe is probed at its pod address from the node's network namespace, as kubelet probes a pod's address
+(a masquerade VM's port reaches its guest there, as port-forward's and node ports' traffic does). Its
+Ready condition is said to the control plane whenever it differs from what its readiness probe says;
+a liveness probe that fails failureThreshold times in a row ends it, Failed.
 
 The bookkeeping is proto.probes.ProbeRun's; this is the I/O: the connection, the request, the report.
 """
@@ -18,8 +19,8 @@ import structlog
 from handler.portforward import Dialer, pod_address
 from handler.syncstatus import Reporter
 from proto.errors import ApiError
-from proto.nodeapi import CONDITION_READY, NodeCondition, StatusReport, tidy
-from proto.probes import ProbeRun, http_request, http_verdict
+from proto.nodeapi import CONDITION_READY, EventNote, NodeCondition, StatusReport, tidy
+from proto.probes import KINDS, ProbeRun, http_request, http_verdict
 from proto.spec import Probe
 from proto.state import VMI, Phase
 
@@ -27,6 +28,7 @@ log = structlog.get_logger()
 TICK_S = 0.5  # how often the due probes are looked for; a probe's period is whole seconds
 MAX_HEAD = 4096  # an answer's status line is in its first bytes
 FAILED = "ReadinessProbeFailed"
+UNHEALTHY = "Unhealthy"  # kubelet's event for a failed probe
 PATIENCE_S = 5.0  # a report the bus cannot take now is made again at the next probe
 
 
@@ -58,12 +60,15 @@ def _ready(vmi: VMI) -> bool:
     return any(c.type == CONDITION_READY and c.status == "True" for c in vmi.conditions)
 
 
+Key = tuple[str, str]  # (VMI uid, "readiness_probe" | "liveness_probe")
+
+
 class Prober:
     def __init__(self, vmis: Callable[[], Awaitable[list[VMI]]], dial: Dialer, reporter: Reporter, node: str,
                  clock: Callable[[], float] = time.time) -> None:
         self.vmis, self.dial, self.reporter, self.node, self.clock = vmis, dial, reporter, node, clock
-        self.runs: dict[str, ProbeRun] = {}  # VMI uid -> its probes' bookkeeping
-        self.checks: dict[str, asyncio.Task[None]] = {}  # VMI uid -> its probe under way
+        self.runs: dict[Key, ProbeRun] = {}  # each probe's bookkeeping
+        self.checks: dict[Key, asyncio.Task[None]] = {}  # each probe under way
 
     async def run(self) -> None:
         try:
@@ -75,34 +80,37 @@ class Prober:
                 task.cancel()
 
     async def tick(self) -> None:
-        """Start the probes that are due; forget the VMIs that no longer run here with one."""
+        """Start the probes that are due; forget those of VMIs that no longer run here."""
         now = self.clock()
-        probed = {v.uid: v for v in await self.vmis()
-                  if v.node_name == self.node and v.phase is Phase.RUNNING and v.spec.readiness_probe is not None}
-        for uid in [u for u in self.runs if u not in probed]:
-            del self.runs[uid]
-            if (task := self.checks.pop(uid, None)) is not None:
+        probed = {(v.uid, kind): (v, probe) for v in await self.vmis()
+                  if v.node_name == self.node and v.phase is Phase.RUNNING
+                  for kind in KINDS if (probe := getattr(v.spec, kind)) is not None}
+        for key in [k for k in self.runs if k not in probed]:
+            del self.runs[key]
+            if (task := self.checks.pop(key, None)) is not None:
                 task.cancel()
-        for uid, vmi in probed.items():
-            assert vmi.spec.readiness_probe is not None
-            run = self.runs.get(uid)
-            if run is None:  # from when it started running; Ready as the VMI says (a restarted handler)
-                run = self.runs[uid] = ProbeRun.start(vmi.spec.readiness_probe, vmi.started_at or now)
-                run.ready = _ready(vmi)
-            if uid not in self.checks and run.due(now):
-                self.checks[uid] = asyncio.create_task(self._check(vmi, run))
+        for key, (vmi, probe) in probed.items():
+            run = self.runs.get(key)
+            if run is None:  # from when it started running; readiness as the VMI says (a restarted handler)
+                run = self.runs[key] = ProbeRun.start(probe, vmi.started_at or now,
+                                                      ready=_ready(vmi) if key[1] == "readiness_probe" else True)
+            if key not in self.checks and run.due(now):
+                self.checks[key] = asyncio.create_task(self._check(vmi, key, run))
 
-    async def _check(self, vmi: VMI, run: ProbeRun) -> None:
+    async def _check(self, vmi: VMI, key: Key, run: ProbeRun) -> None:
         try:
             try:
                 error = await probe_once(self.dial, pod_address(vmi, self.node, vmi.name), run.probe)
             except ApiError as exc:  # no pod address (yet): a failure like any other
                 error = exc.message
             run.observe(error, self.clock())
-            if run.ready != _ready(vmi):
+            if key[1] == "liveness_probe":
+                if not run.ready:
+                    await self._end(vmi, run)
+            elif run.ready != _ready(vmi):
                 await self._say(vmi, run)
         finally:
-            self.checks.pop(vmi.uid, None)
+            self.checks.pop(key, None)
 
     async def _say(self, vmi: VMI, run: ProbeRun) -> None:
         # said only where the VMI disagrees: a False here is one that was Ready (the control plane
@@ -116,3 +124,16 @@ class Prober:
                      error=None if run.ready else run.last_error)
         except Exception as exc:  # noqa: BLE001 - said again at the next probe that still disagrees
             log.info("readiness not said", vmi=vmi.name, node=self.node, error=str(exc) or type(exc).__name__)
+
+    async def _end(self, vmi: VMI, run: ProbeRun) -> None:
+        """Its liveness probe failed failureThreshold times in a row: the instance ends, Failed, as
+        kubelet's restart of virt-launcher's container ends a KubeVirt VMI; its launcher, hearing it,
+        destroys the domain (launcher.runner), and its VM runs a new one as its run strategy says."""
+        why = tidy(f"liveness probe failed {run.failures} times: {run.last_error}")
+        try:
+            await self.reporter.report(StatusReport(vmi=vmi.name, uid=vmi.uid, phase=Phase.FAILED, reason=why,
+                                                    event=EventNote(reason=UNHEALTHY, message=why, warning=True)),
+                                       patience=PATIENCE_S)
+            log.warning("liveness probe failed: instance ended", vmi=vmi.name, node=self.node, error=run.last_error)
+        except Exception as exc:  # noqa: BLE001 - the next probe fails again and says it again
+            log.info("liveness failure not said", vmi=vmi.name, node=self.node, error=str(exc) or type(exc).__name__)

@@ -92,6 +92,8 @@ class Runner:
         self.console = ConsoleTail(store.js, args.node, args.vmi, args.uid, args.vmi_dir / "serial.log")
         self.stop_requested = asyncio.Event()
         self.gone = asyncio.Event()
+        # its VMI was ended while it ran (its node's liveness probe failed, handler.probes): the end it says
+        self.ended: tuple[Phase, str] | None = None
         self.terminated = asyncio.Event()
         self.fenced = asyncio.Event()
         self.keeper: LeaseKeeper | None = None
@@ -394,7 +396,7 @@ class Runner:
             return Phase.SUCCEEDED, "stopped" if how == "shutdown" else f"stopped (destroyed after {grace}s grace)"
         await self.libvirtd.destroy_and_undefine(self.args.vmi)
         if gone in done:
-            return Phase.SUCCEEDED, "instance deleted"
+            return self.ended or (Phase.SUCCEEDED, "instance deleted")
         return Phase.FAILED, "launcher terminated"
 
     async def report_condition(self, cond: NodeCondition) -> None:
@@ -428,6 +430,10 @@ class Runner:
     def _heard(self, vmi: VMI | ownvmi.Gone) -> None:
         if isinstance(vmi, ownvmi.Gone) or vmi.uid != self.args.uid:
             self.power.stand_down()
+            self.gone.set()
+        elif vmi.phase in FINAL_PHASES:  # ended while it runs: no guest may outlive its end
+            self.power.stand_down()
+            self.ended = (vmi.phase, vmi.reason)
             self.gone.set()
         elif vmi.stop_requested:
             self.power.stand_down()

@@ -18,6 +18,7 @@ from typing import Any
 
 from proto import fencing, nad
 from proto.machine import CLOCK, FEATURES, FIRMWARE, MACHINE_DEVICES, read_machine
+from proto.probes import KINDS as PROBE_KINDS
 from proto.probes import LIVENESS, READINESS, read_probe
 from proto.quantity import InvalidQuantity, parse_bytes
 from proto.schema import (
@@ -199,8 +200,9 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
             extra[key] = tspec[key]
     if tspec.get("startStrategy") == "Paused":
         extra["start_paused"] = True
-    if "readinessProbe" in tspec:
-        extra["readiness_probe"] = read_probe(tspec["readinessProbe"], f"{TEMPLATE_SPEC}.readinessProbe")
+    for attr, key in PROBE_KINDS.items():
+        if key in tspec:
+            extra[attr] = read_probe(tspec[key], f"{TEMPLATE_SPEC}.{key}")
     if fencing.ANNOTATION in annotations:
         extra["high_availability"] = fencing.parse_annotation(
             annotations[fencing.ANNOTATION], f"metadata.annotations.{fencing.ANNOTATION}")

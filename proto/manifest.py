@@ -219,6 +219,7 @@ _VM_FIELDS = {
     "rng": f"{kubevirt.DOMAIN_PATH}.devices.rng",
     "inputs": f"{kubevirt.DOMAIN_PATH}.devices.inputs",
     "readinessProbe": f"{kubevirt.TEMPLATE_SPEC}.readinessProbe",
+    "livenessProbe": f"{kubevirt.TEMPLATE_SPEC}.livenessProbe",
 }
 # whole native paths whose KubeVirt field sits elsewhere than the walk above finds it
 _MOVED = {"spec.clock.offsetSeconds": f"{kubevirt.DOMAIN_PATH}.clock.utc.offsetSeconds"}
@@ -266,7 +267,7 @@ def kubevirt_field(field: str | None, obj: dict[Any, Any]) -> str | None:
         return f"{kubevirt.DOMAIN_PATH}.resources.requests.memory"
     if top not in _VM_FIELDS:
         return field
-    if top == "readinessProbe" and rest in (".port", ".path"):  # under the probe's action in KubeVirt's
+    if top in ("readinessProbe", "livenessProbe") and rest in (".port", ".path"):  # under its action in KubeVirt's
         action = "httpGet" if _dig(obj, *_VM_FIELDS[top].split("."), "httpGet") is not None else "tcpSocket"
         return f"{_VM_FIELDS[top]}.{action}{rest}"
     if index is None:

@@ -1,12 +1,15 @@
-"""KubeVirt's readinessProbe: when a Running VMI is Ready, and so in the endpoints of the Services that
-select it. Read from the manifest (``spec.template.spec.readinessProbe``, a VMI's ``spec.readinessProbe``),
-checked, printed back, and run by the VMI's node (handler.probes) against its pod address, as kubelet
-runs a pod's: ``httpGet`` passes on a status of 200-399, ``tcpSocket`` on a connection made, each within
-``timeoutSeconds``, every ``periodSeconds`` after ``initialDelaySeconds``; ``successThreshold`` passes in a
-row make it Ready, ``failureThreshold`` failures in a row not Ready.
+"""KubeVirt's readinessProbe and livenessProbe. A readinessProbe says when a Running VMI is Ready, and so
+in the endpoints of the Services that select it; a livenessProbe that fails ends the VMI, Failed (its VM
+runs a new one as its run strategy says), as kubelet's restart of virt-launcher's container does. Read
+from the manifest (``spec.template.spec.readinessProbe``, a VMI's ``spec.readinessProbe``; the same for
+``livenessProbe``), checked, printed back, and run by the VMI's node (handler.probes) against its pod
+address, as kubelet runs a pod's: ``httpGet`` passes on a status of 200-399, ``tcpSocket`` on a
+connection made, each within ``timeoutSeconds``, every ``periodSeconds`` after ``initialDelaySeconds``;
+``successThreshold`` passes in a row make it Ready, ``failureThreshold`` failures in a row not Ready (or,
+for liveness, dead; a liveness probe counts as passing until then, and its successThreshold is 1).
 
 ``exec`` and ``guestAgentPing`` run inside the guest through its guest agent, which virtbus has not, and a
-``host`` would probe another machine than the VMI: refused by path. So is ``livenessProbe`` for now.
+``host`` would probe another machine than the VMI: refused by path.
 
 The pure parts are here: the schema, the check, the run's bookkeeping (``ProbeRun``) and the HTTP
 request and answer; handler.probes does the I/O.
@@ -33,7 +36,8 @@ READINESS = Object({
     **dict.fromkeys(("initialDelaySeconds", "periodSeconds", "timeoutSeconds", "successThreshold",
                      "failureThreshold"), INT),
 })
-LIVENESS = Refused("a livenessProbe is not supported by virtbus yet (a readinessProbe is)")
+LIVENESS = READINESS
+KINDS = {"readiness_probe": "readinessProbe", "liveness_probe": "livenessProbe"}  # VMSpec's field: KubeVirt's key
 MAX_SECONDS = 3600
 MAX_THRESHOLD = 100
 MAX_PATH = 1024
@@ -64,25 +68,30 @@ def probe_manifest(probe: Probe) -> dict[str, Any]:
     return {**action, **{key: getattr(probe, field) for field, (_, key) in _FIELDS.items()}}
 
 
-def check_probe(spec: VMSpec) -> None:
+def check_probes(spec: VMSpec) -> None:
     """Raise Code.INVALID with the native field for a probe that could not run as written."""
-    probe = spec.readiness_probe
-    if probe is None:
-        return
-    field = "spec.readinessProbe"
+    for attr, key in KINDS.items():
+        probe = getattr(spec, attr)
+        if probe is not None:
+            _check(probe, key)
+
+
+def _check(probe: Probe, kind: str) -> None:
+    field = f"spec.{kind}"
     if not 1 <= probe.port <= 65535:
-        raise ApiError(Code.INVALID, f"readinessProbe port {probe.port} is out of range (1-65535)", f"{field}.port")
+        raise ApiError(Code.INVALID, f"{kind} port {probe.port} is out of range (1-65535)", f"{field}.port")
     if len(probe.path) > MAX_PATH or not _PATH.match(probe.path):
-        raise ApiError(Code.INVALID, f"readinessProbe's path is an absolute path of at most {MAX_PATH} printable "
+        raise ApiError(Code.INVALID, f"{kind}'s path is an absolute path of at most {MAX_PATH} printable "
                                      "characters without spaces", f"{field}.path")
     for name, (low, key) in _FIELDS.items():
         value = getattr(probe, name)
         high = MAX_THRESHOLD if name.endswith("threshold") else MAX_SECONDS
         if not low <= value <= high:
-            raise ApiError(Code.INVALID, f"readinessProbe.{key} is {low} to {high}", f"{field}.{key}")
+            raise ApiError(Code.INVALID, f"{kind}.{key} is {low} to {high}", f"{field}.{key}")
     if probe.timeout_seconds > probe.period_seconds:
-        raise ApiError(Code.INVALID, "readinessProbe.timeoutSeconds is at most its periodSeconds",
-                       f"{field}.timeoutSeconds")
+        raise ApiError(Code.INVALID, f"{kind}.timeoutSeconds is at most its periodSeconds", f"{field}.timeoutSeconds")
+    if kind == "livenessProbe" and probe.success_threshold != 1:  # kubelet's rule: one pass is alive
+        raise ApiError(Code.INVALID, "livenessProbe.successThreshold is 1", f"{field}.successThreshold")
 
 
 @dataclass
@@ -98,8 +107,9 @@ class ProbeRun:
     last_error: str = ""
 
     @classmethod
-    def start(cls, probe: Probe, running_since: float) -> ProbeRun:
-        return cls(probe=probe, next_at=running_since + probe.initial_delay_seconds)
+    def start(cls, probe: Probe, running_since: float, ready: bool = False) -> ProbeRun:
+        """ready: where it starts (a liveness probe counts as passing until it fails)."""
+        return cls(probe=probe, next_at=running_since + probe.initial_delay_seconds, ready=ready)
 
     def due(self, now: float) -> bool:
         return now >= self.next_at

@@ -96,6 +96,7 @@ def vmi_spec(spec: VMSpec, *, sized: bool = True) -> Obj:
         "hostname": spec.hostname, "subdomain": spec.subdomain,
         "startStrategy": "Paused" if spec.start_paused else None,
         "readinessProbe": probe_manifest(spec.readiness_probe) if spec.readiness_probe is not None else None,
+        "livenessProbe": probe_manifest(spec.liveness_probe) if spec.liveness_probe is not None else None,
         # always, even at virtbus's default: a KubeVirt reader would otherwise assume KubeVirt's (180 s)
         "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
     })

@@ -168,7 +168,7 @@ class Features(Spec, frozen=True):
 
 
 class Probe(Spec, frozen=True):
-    """KubeVirt's readinessProbe: an HTTP GET (a status of 200-399 passes) or a TCP connection to a
+    """KubeVirt's readinessProbe or livenessProbe: an HTTP GET (a status of 200-399 passes) or a TCP connection to a
     port of the guest at its pod address, from its node, as kubelet probes a pod (proto.probes)."""
 
     kind: Literal["http", "tcp"]
@@ -232,6 +232,7 @@ class VMSpec(Spec, frozen=True):
     features: Features | None = None
     # Ready (and so in its Services' endpoints) once this passes; None: once it runs, as before
     readiness_probe: Probe | None = None
+    liveness_probe: Probe | None = None  # failing, it ends the instance, Failed (proto.probes)
 
     @property
     def guest_hostname(self) -> str:

@@ -16,7 +16,7 @@ from proto import fencing, ipam, netcheck
 from proto.errors import ApiError, Code
 from proto.machine import check_machine
 from proto.nodeapi import Registration
-from proto.probes import check_probe
+from proto.probes import check_probes
 from proto.quantity import InvalidQuantity, format_bytes, parse_bytes
 from proto.spec import (
     CloudInitConfigDrive,
@@ -126,7 +126,7 @@ def validate_vm(spec: VMSpec) -> VMSpec:
     _check_templates(spec)
     _check_network(spec)
     check_machine(spec)
-    check_probe(spec)
+    check_probes(spec)
     if spec.high_availability:
         fencing.check_strategy(spec.run_strategy, "spec.runStrategy")
     return spec

@@ -1,16 +1,22 @@
-"""Readiness probes with real guests: a VM whose httpGet probe passes once its guest's web server answers
-is Ready and in its Service's endpoints; one probing a port nothing listens on runs, not Ready, in none;
-and when the first guest's web server is stopped from its console, it leaves Ready and the endpoints."""
+"""Probes with real guests. Readiness: a VM whose httpGet probe passes once its guest's web server
+answers is Ready and in its Service's endpoints; one probing a port nothing listens on runs, not Ready,
+in none; and when the first guest's web server is stopped from its console, it leaves Ready and the
+endpoints. Liveness: a guest whose web server is stopped has its instance ended, Failed, and its VM runs
+a new one."""
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from tests.conftest import REPO
 from tests.e2e.conftest import Lab
+from tests.e2e.test_guest_faults import processes_named_qemu_of
 from tests.e2e.test_services import endpoint_ips
 
 pytestmark = pytest.mark.e2e
@@ -88,3 +94,54 @@ def test_ready_and_in_the_service_only_while_the_probe_passes(lab: Lab) -> None:
     for name in ("healthy", "deaf"):
         lab.cli("delete", name, "--wait")
     lab.cli("delete", "svc/probed")
+
+
+def test_a_failing_liveness_probe_ends_the_instance_and_its_vm_runs_another(lab: Lab) -> None:
+    path = probed_manifest(lab, "sick", {"tcpSocket": {"port": 80}, "periodSeconds": 1})
+    manifest = json.loads(Path(path).read_text())
+    manifest["spec"]["template"]["spec"]["livenessProbe"] = {"tcpSocket": {"port": 80}, "initialDelaySeconds": 5,
+                                                             "periodSeconds": 1, "failureThreshold": 2}
+    Path(path).write_text(json.dumps(manifest))
+    lab.cli("apply", "-f", path)
+    lab.cli("start", "sick", "--wait", "--timeout", "300")
+    first = lab.json("get", "vmis", "sick")
+    assert isinstance(first, dict)
+    lab.cli("console", "sick", "--log", "--until", MARKER, "--timeout", "180")
+    wait_ready(lab, "sick", "True", within=60)
+    time.sleep(3)  # alive: its liveness probe passes, a probe a second
+    assert lab.json("get", "vmis", "sick")["metadata"]["uid"] == first["metadata"]["uid"]  # type: ignore[index]
+
+    lab.cli("console", "sick", "--send", "killall httpd\\n")
+    deadline = time.monotonic() + 90
+    while True:  # ended, Failed, and a new instance of the VM (runStrategy Always) running in its place
+        got = lab.cli("get", "vmis", "sick", "-o", "json", check=False)  # none, between the two
+        now = json.loads(got.stdout) if got.returncode == 0 else None
+        if isinstance(now, dict) and now["metadata"]["uid"] != first["metadata"]["uid"] \
+                and now["status"].get("phase") == "Running":
+            break
+        assert time.monotonic() < deadline, now
+        time.sleep(0.5)
+    said = [line for line in lab.cli("get", "events").stdout.splitlines() if "/sick " in line]
+    assert any("Unhealthy" in line and "liveness probe failed 2 times" in line for line in said), said
+    assert any("Failed" in line and "liveness probe failed" in line for line in said), said
+    lab.cli("delete", "sick", "--wait")
+
+
+def test_a_standalone_vmi_failing_its_liveness_probe_ends_with_no_guest_left(lab: Lab) -> None:
+    """No VM to run another: the instance ends Failed, and its launcher destroys the guest on hearing it."""
+    doc = yaml.safe_load((REPO / "examples" / "testvmi.yaml").read_text())
+    doc["metadata"]["name"] = "frail"
+    doc["spec"]["livenessProbe"] = {"tcpSocket": {"port": 81}, "initialDelaySeconds": 2, "periodSeconds": 1,
+                                    "failureThreshold": 2}
+    (lab.state_dir / "frail.yaml").write_text(yaml.safe_dump(doc))
+    lab.cli("apply", "-f", str(lab.state_dir / "frail.yaml"))
+    deadline = time.monotonic() + 120
+    while (vmi := lab.json("get", "vmis", "frail"))["status"].get("phase") != "Failed":  # type: ignore[index]
+        assert time.monotonic() < deadline, vmi
+        time.sleep(0.5)
+    assert "liveness probe failed 2 times: Connection refused" in vmi["status"]["reason"], vmi  # type: ignore[index]
+    deadline = time.monotonic() + 30
+    while processes_named_qemu_of("frail"):
+        assert time.monotonic() < deadline, "the failed instance's QEMU still runs"
+        time.sleep(0.5)
+    lab.cli("delete", "vmi", "frail", "--wait")

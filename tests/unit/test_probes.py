@@ -80,10 +80,25 @@ def test_what_virtbus_cannot_run_is_refused_by_path(probe: object, field: str, c
     assert (refused.value.field, refused.value.code) == (field, code), refused.value
 
 
-def test_a_liveness_probe_is_refused_by_path() -> None:
-    with pytest.raises(ApiError) as refused:
-        read(vmi_doc({"tcpSocket": {"port": 22}}, livenessProbe={"tcpSocket": {"port": 22}}))
-    assert refused.value.field == "spec.livenessProbe" and "readinessProbe is" in refused.value.message
+def test_a_liveness_probe_as_written_and_its_own_rule() -> None:
+    spec = read(vmi_doc({"tcpSocket": {"port": 22}}, livenessProbe={"httpGet": {"port": 80, "path": "/alive"},
+                                                                    "initialDelaySeconds": 30}))
+    assert spec.liveness_probe == Probe(kind="http", port=80, path="/alive", initial_delay_seconds=30)
+    assert read(vmi_doc(vmi_spec(spec)["readinessProbe"], livenessProbe=vmi_spec(spec)["livenessProbe"])) == spec
+    for probe, field in (({"exec": {"command": ["true"]}}, "spec.livenessProbe.exec"),
+                         ({"tcpSocket": {"port": 22}, "successThreshold": 2}, "spec.livenessProbe.successThreshold"),
+                         ({"tcpSocket": {"port": 99999}}, "spec.livenessProbe.tcpSocket.port")):
+        with pytest.raises(ApiError) as refused:
+            read(vmi_doc({"tcpSocket": {"port": 22}}, livenessProbe=probe))
+        assert refused.value.field == field, refused.value
+
+
+def test_a_liveness_run_is_alive_until_its_failures() -> None:
+    run = ProbeRun.start(Probe(kind="tcp", port=22, failure_threshold=2), running_since=0.0, ready=True)
+    run.observe("refused", 0.0)
+    assert run.ready
+    run.observe("refused", 10.0)
+    assert not run.ready and run.failures == 2
 
 
 def test_a_run_is_ready_after_its_passes_and_not_after_its_failures() -> None:

@@ -1,8 +1,9 @@
-"""Readiness probes as a node runs them: the handler's prober (handler.probes) probing a VMI's pod
-address in a real network namespace, where an HTTP server stands in for the guest, and saying the VMI's
-Ready through the control plane's real node API on a real nats-server. Not Ready until the probe
-passes; Ready, and so in its Services' endpoints; not Ready again, with the reason, once the guest
-answers 503 as many times in a row as failureThreshold says; and a port nothing listens on never Ready."""
+"""Probes as a node runs them: the handler's prober (handler.probes) probing a VMI's pod address in a
+real network namespace, where an HTTP server stands in for the guest, and saying what it found through
+the control plane's real node API on a real nats-server. Readiness: not Ready until the probe passes;
+Ready, and so in its Services' endpoints; not Ready again, with the reason, once the guest answers 503
+as many times in a row as failureThreshold says; a port nothing listens on never Ready. Liveness: a
+live guest's instance runs on; one whose port does not answer ends, Failed, with the reason."""
 
 from __future__ import annotations
 
@@ -63,10 +64,10 @@ def guest(scratch_netns: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
             proc.stdout.close()
 
 
-def probed(name: str, probe: Probe) -> VMI:
+def probed(name: str, probe: Probe, liveness: Probe | None = None) -> VMI:
     """A Running VMI as the control plane makes it when it has a readinessProbe: not Ready yet."""
     spec = VMSpec(name=name, interfaces=[Interface(name="default", binding="masquerade")],
-                  networks=[Network(name="default", kind="pod")], readiness_probe=probe)
+                  networks=[Network(name="default", kind="pod")], readiness_probe=probe, liveness_probe=liveness)
     return VMI(name=name, uid=f"{name}-uid", spec=spec, created_at=time.time(), phase=Phase.RUNNING,
                node_name="node1", started_at=time.time(), interfaces=[VMIInterface(name="default", ip_address=POD_IP)],
                conditions=[Condition(type="Ready", status="False", reason=WAITING_FOR_PROBE)])
@@ -90,6 +91,11 @@ async def test_ready_follows_the_probe(store: Store, guest: tuple[str, Path]) ->
     await store.vmis.create("web", probed("web", Probe(kind="http", port=8080, path="/healthz", period_seconds=1,
                                                        failure_threshold=2)))
     await store.vmis.create("closed", probed("closed", Probe(kind="tcp", port=8081, period_seconds=1)))
+    await store.vmis.create("alive", probed("alive", Probe(kind="tcp", port=8080, period_seconds=1),
+                                            liveness=Probe(kind="tcp", port=8080, period_seconds=1)))
+    await store.vmis.create("dead", probed("dead", Probe(kind="tcp", port=8080, period_seconds=1),
+                                           liveness=Probe(kind="tcp", port=8082, period_seconds=1,
+                                                          initial_delay_seconds=1, failure_threshold=2)))
 
     async def vmis() -> list[VMI]:
         return [e.value for e in await store.vmis.items()]
@@ -115,7 +121,15 @@ async def test_ready_follows_the_probe(store: Store, guest: tuple[str, Path]) ->
         # nothing listens on 8081: probed all along, never Ready, and nothing said while it agrees
         closed = await ready_of(store, "closed")
         assert closed is not None and (closed.status, closed.reason) == ("False", WAITING_FOR_PROBE)
-        assert prober.runs["closed-uid"].failures >= 3 and "refused" in prober.runs["closed-uid"].last_error
+        assert prober.runs[("closed-uid", "readiness_probe")].failures >= 3
+        assert "refused" in prober.runs[("closed-uid", "readiness_probe")].last_error
+
+        # liveness: the one whose port answers runs on; the other ended after two failures in a row
+        dead = (await store.vmis.require("dead", "VMI")).value
+        assert dead.phase is Phase.FAILED, dead
+        assert dead.reason == "liveness probe failed 2 times: Connection refused", dead.reason
+        assert (await store.vmis.require("alive", "VMI")).value.phase is Phase.RUNNING
+        assert prober.runs[("alive-uid", "liveness_probe")].passes >= 3  # probed all along, passing
     finally:
         await cancel_and_wait([task])
         await service.stop()
