@@ -102,7 +102,7 @@ class Agent:
                  "service rules": self.service_rules.run, "cluster dns": self.cluster_dns.run,
                  "floating ips": self.floating_ips.run, "volume files": self.volume_files.run,
                  "image cache": self.image_cache.run, "volume work": self.volume_work.run,
-                 "port forward": self.port_forward.run, "readiness probes": self.probes.run}
+                 "port forward": self.port_forward.run, "probes": self.probes.run}
         # a part that fails is said and started again: never a node running on without it, unseen
         self._tasks = [asyncio.create_task(keep_running(name, run)) for name, run in parts.items()]
 

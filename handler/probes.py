@@ -22,7 +22,7 @@ from proto.errors import ApiError
 from proto.nodeapi import CONDITION_READY, EventNote, NodeCondition, StatusReport, tidy
 from proto.probes import KINDS, ProbeRun, http_request, http_verdict
 from proto.spec import Probe
-from proto.state import VMI, Phase
+from proto.state import VMI, Phase, is_ready
 
 log = structlog.get_logger()
 TICK_S = 0.5  # how often the due probes are looked for; a probe's period is whole seconds
@@ -54,10 +54,6 @@ async def probe_once(dial: Dialer, address: str, probe: Probe) -> str | None:
         return f"no answer within {probe.timeout_seconds}s"
     except OSError as exc:  # asyncio's connect says "Connect call failed": the errno says why
         return os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
-
-
-def _ready(vmi: VMI) -> bool:
-    return any(c.type == CONDITION_READY and c.status == "True" for c in vmi.conditions)
 
 
 Key = tuple[str, str]  # (VMI uid, "readiness_probe" | "liveness_probe")
@@ -93,7 +89,7 @@ class Prober:
             run = self.runs.get(key)
             if run is None:  # from when it started running; readiness as the VMI says (a restarted handler)
                 run = self.runs[key] = ProbeRun.start(probe, vmi.started_at or now,
-                                                      ready=_ready(vmi) if key[1] == "readiness_probe" else True)
+                                                      ready=is_ready(vmi) if key[1] == "readiness_probe" else True)
             if key not in self.checks and run.due(now):
                 self.checks[key] = asyncio.create_task(self._check(vmi, key, run))
 
@@ -107,7 +103,7 @@ class Prober:
             if key[1] == "liveness_probe":
                 if not run.ready:
                     await self._end(vmi, run)
-            elif run.ready != _ready(vmi):
+            elif run.ready != is_ready(vmi):
                 await self._say(vmi, run)
         finally:
             self.checks.pop(key, None)

@@ -19,7 +19,7 @@ from typing import Any
 from proto import fencing, nad
 from proto.machine import CLOCK, FEATURES, FIRMWARE, MACHINE_DEVICES, read_machine
 from proto.probes import KINDS as PROBE_KINDS
-from proto.probes import LIVENESS, READINESS, read_probe
+from proto.probes import PROBE, read_probe
 from proto.quantity import InvalidQuantity, parse_bytes
 from proto.schema import (
     BOOL,
@@ -156,7 +156,7 @@ _VM = Object({
                 "terminationGracePeriodSeconds": INT,
                 "hostname": STR, "subdomain": STR,
                 "startStrategy": Choice(("Paused",)),
-                "readinessProbe": READINESS, "livenessProbe": LIVENESS,  # proto.probes
+                "readinessProbe": PROBE, "livenessProbe": PROBE,  # proto.probes
             }),
         }),
     }),

@@ -28,7 +28,7 @@ from proto.spec import Probe, VMSpec
 
 _GUEST_AGENT = "it runs in the guest through its guest agent, which virtbus has not; use httpGet or tcpSocket"
 _HOST = "a probe reaches the VMI's own pod address, never another machine"
-READINESS = Object({
+PROBE = Object({  # a readinessProbe's or a livenessProbe's
     "httpGet": Object({"port": INT, "path": STR, "scheme": Choice(("HTTP",)), "host": Refused(_HOST),
                        "httpHeaders": Refused("a probe sends no headers but Host")}),
     "tcpSocket": Object({"port": INT, "host": Refused(_HOST)}),
@@ -36,7 +36,6 @@ READINESS = Object({
     **dict.fromkeys(("initialDelaySeconds", "periodSeconds", "timeoutSeconds", "successThreshold",
                      "failureThreshold"), INT),
 })
-LIVENESS = READINESS
 KINDS = {"readiness_probe": "readinessProbe", "liveness_probe": "livenessProbe"}  # VMSpec's field: KubeVirt's key
 MAX_SECONDS = 3600
 MAX_THRESHOLD = 100
@@ -48,7 +47,7 @@ _FIELDS = {"initial_delay_seconds": (0, "initialDelaySeconds"), "period_seconds"
 
 
 def read_probe(tree: Mapping[str, Any], path: str) -> Probe:
-    """A cleaned readinessProbe (proto.schema walked it) at ``path``."""
+    """A cleaned probe (proto.schema walked it) at ``path``."""
     if ("httpGet" in tree) == ("tcpSocket" in tree):
         raise ApiError(Code.INVALID, f"{path} takes one of httpGet and tcpSocket", path)
     key = "httpGet" if "httpGet" in tree else "tcpSocket"
@@ -96,8 +95,9 @@ def _check(probe: Probe, kind: str) -> None:
 
 @dataclass
 class ProbeRun:
-    """One VMI's readiness as its probes say it (pure; times are the caller's clock): not Ready until
-    success_threshold passes in a row, then Ready until failure_threshold failures in a row."""
+    """What one probe of a VMI says (pure; times are the caller's clock): ``ready`` once
+    success_threshold passes in a row, not once failure_threshold failures in a row (a readiness
+    probe starts not ready, a liveness probe ready: alive until it fails)."""
 
     probe: Probe
     next_at: float  # when the next probe is due
