@@ -25,7 +25,7 @@ from proto.spec import Probe
 from proto.state import VMI, Phase, is_ready
 
 log = structlog.get_logger()
-TICK_S = 0.5  # how often the due probes are looked for; a probe's period is whole seconds
+LOOK_S = 1.0  # how often a node's VMIs are looked at for new probes; due ones are started on time
 MAX_HEAD = 4096  # an answer's status line is in its first bytes
 FAILED = "ReadinessProbeFailed"
 UNHEALTHY = "Unhealthy"  # kubelet's event for a failed probe
@@ -70,10 +70,15 @@ class Prober:
         try:
             while True:
                 await self.tick()
-                await asyncio.sleep(TICK_S)
+                await asyncio.sleep(self.pause())
         finally:
             for task in self.checks.values():
                 task.cancel()
+
+    def pause(self) -> float:
+        """Until the next probe is due, or the next look at this node's VMIs."""
+        now = self.clock()
+        return max(0.0, min([LOOK_S, *(run.next_at - now for key, run in self.runs.items() if key not in self.checks)]))
 
     async def tick(self) -> None:
         """Start the probes that are due; forget those of VMIs that no longer run here."""

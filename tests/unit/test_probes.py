@@ -12,15 +12,17 @@ import pytest
 import yaml
 
 from ctl import render
+from handler.probes import LOOK_S, Prober
 from proto.errors import ApiError, Code
 from proto.manifest import parse_instance, parse_manifest
-from proto.nodeapi import WAITING_FOR_PROBE, NodeCondition, StatusReport, apply_report
+from proto.nodeapi import WAITING_FOR_PROBE, NodeCondition, StatusReply, StatusReport, apply_report
 from proto.probes import ProbeRun, http_request, http_verdict
 from proto.resources import vmi_spec
 from proto.services import ready_address
 from proto.spec import Probe, VMSpec
 from proto.state import VMI, Condition, Phase, VMIInterface
 from scheduler.nodelife import mark_unknown, restore
+from servicekit.tunnelpump import HalfClosingEnd
 from tests.conftest import REPO
 
 
@@ -183,3 +185,31 @@ def test_back_from_unknown_it_waits_for_its_probe_again() -> None:
     assert [(c.status, c.reason) for c in back.conditions if c.type == "Ready"] == [("False", WAITING_FOR_PROBE)]
     plain = restore(mark_unknown(running(None, "True"), "u1", 40.0, 50.0) or running(None), "u1", 60.0)
     assert plain is not None and [c.status for c in plain.conditions if c.type == "Ready"] == ["True"]
+
+
+def test_the_prober_sleeps_until_the_next_probe_is_due() -> None:
+    clock = [100.0]
+    prober = Prober(_no_vmis, _no_dial, _no_reports, "node1", clock=lambda: clock[0])
+    assert prober.pause() == LOOK_S  # nothing to probe: a look at the node's VMIs a second
+    prober.runs[("u1", "readiness_probe")] = ProbeRun.start(Probe(kind="tcp", port=80), running_since=100.3)
+    prober.runs[("u2", "liveness_probe")] = ProbeRun.start(Probe(kind="tcp", port=80, initial_delay_seconds=5),
+                                                           running_since=100.0, ready=True)
+    assert prober.pause() == pytest.approx(0.3)
+    clock[0] = 101.0
+    assert prober.pause() == 0.0  # overdue: at once
+
+
+async def _no_vmis() -> list[VMI]:
+    return []
+
+
+async def _no_dial(address: str, port: int) -> HalfClosingEnd:
+    raise OSError(111, "refused")
+
+
+class _NoReports:
+    async def report(self, report: StatusReport, patience: float = -1) -> StatusReply:
+        raise AssertionError("nothing to say")
+
+
+_no_reports = _NoReports()
