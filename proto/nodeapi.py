@@ -37,6 +37,7 @@ REPORTABLE_CONDITIONS = frozenset({CONDITION_PAUSED, CONDITION_LIBVIRTD_LOST, CO
 # is Running and not Ready.
 CONDITION_READY = "Ready"
 WAITING_FOR_PROBE = "ReadinessProbe"
+SAID_BY_NODES = REPORTABLE_CONDITIONS | {CONDITION_READY}
 CONDITION_STATUSES = frozenset({"True", "False", "Unknown"})
 
 
@@ -105,6 +106,15 @@ class AttachReply(Message, frozen=True):
     items: list[SecondaryNic]
 
 
+def running_ready(vmi: VMI, now: float, reason: str = "") -> Condition:
+    """The Ready of an instance as it starts, or goes back to, running: True; with a readinessProbe,
+    False until its node's probe says otherwise (handler.probes)."""
+    if vmi.spec.readiness_probe is None:
+        return Condition(type=CONDITION_READY, status="True", reason=reason, last_transition_time=now)
+    return Condition(type=CONDITION_READY, status="False", reason=WAITING_FOR_PROBE,
+                     message="its readiness probe has not passed yet", last_transition_time=now)
+
+
 def check_bound(vmi: VMI, node: str, uid: str) -> None:
     """Raises unless ``node`` runs this very instance."""
     if vmi.node_name != node:
@@ -131,9 +141,9 @@ def check_report(report: StatusReport) -> None:
         texts += [("event.reason", report.event.reason), ("event.message", report.event.message)]
     for i, cond in enumerate(report.conditions or []):
         where = f"conditions[{i}]"
-        if cond.type not in REPORTABLE_CONDITIONS | {CONDITION_READY}:
-            raise ApiError(Code.INVALID, f"a node reports only {sorted(REPORTABLE_CONDITIONS | {CONDITION_READY})} "
-                                         f"conditions, not {cond.type[:64]!r}", f"{where}.type")
+        if cond.type not in SAID_BY_NODES:
+            raise ApiError(Code.INVALID, f"a node reports only {sorted(SAID_BY_NODES)} conditions, "
+                                         f"not {cond.type[:64]!r}", f"{where}.type")
         if cond.status not in CONDITION_STATUSES:
             raise ApiError(Code.INVALID, "a condition's status is True, False or Unknown", f"{where}.status")
         if [c.type for c in report.conditions or []].count(cond.type) > 1:
@@ -193,11 +203,7 @@ def apply_report(vmi: VMI, report: StatusReport, node: str, now: float) -> VMI |
         if phase is Phase.RUNNING:
             # back from Unknown, the guest ran all along: it keeps the time it started
             changes["started_at"] = vmi.started_at if vmi.phase is Phase.UNKNOWN and vmi.started_at else now
-            changes["conditions"] = [*ready, Condition(type="Ready", status="True", last_transition_time=now)
-                                     if vmi.spec.readiness_probe is None else
-                                     Condition(type="Ready", status="False", reason=WAITING_FOR_PROBE,
-                                               message="its readiness probe has not passed yet",
-                                               last_transition_time=now)]
+            changes["conditions"] = [*ready, running_ready(vmi, now)]
         else:
             changes["finished_at"] = now
             changes["conditions"] = [*ready, Condition(type="Ready", status="False", reason=phase.value,

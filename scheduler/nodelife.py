@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from proto.nodeapi import WAITING_FOR_PROBE
+from proto.nodeapi import running_ready
 from proto.state import FINAL_PHASES, NODE_LEASE_RENEW_S, VMI, Condition, Phase
 
 UNREACHABLE = "NodeUnreachable"
@@ -150,9 +150,5 @@ def restore(vmi: VMI, uid: str, now: float) -> VMI | None:
         return None
     phase = vmi.phase_before_unknown
     others = [c for c in vmi.conditions if c.type != "Ready"]
-    # with a readinessProbe, Ready again once its node's probe says so (handler.probes)
-    probed = vmi.spec.readiness_probe is not None
-    ready = [Condition(type="Ready", status="False" if probed else "True",
-                       reason=WAITING_FOR_PROBE if probed else "NodeReachable", last_transition_time=now)] \
-        if phase is Phase.RUNNING else []
+    ready = [running_ready(vmi, now, reason="NodeReachable")] if phase is Phase.RUNNING else []
     return msgspec.structs.replace(vmi, phase=phase, phase_before_unknown=None, conditions=[*others, *ready])
