@@ -75,7 +75,9 @@ class Choice(Node):
         if value not in self.allowed:
             raise invalid(path, f"{path} {value!r} is not supported by virtbus "
                                  f"(supported: {', '.join(self.allowed)})")
-        return value
+        # the set's own string, not the manifest's equal copy: a spec leaves out a field at its default
+        # (proto.spec.Spec, omit_defaults), and msgspec tells a default by identity
+        return self.allowed[self.allowed.index(value)]
 
 
 @dataclass(frozen=True)

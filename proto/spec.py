@@ -22,8 +22,12 @@ class RunStrategy(enum.StrEnum):
     HALTED = "Halted"
 
 
-class Spec(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True, gc=False):
-    """Base of every spec struct: immutable, keyword-only, camelCase, strict. Not tracked by Python's
+class Spec(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unknown_fields=True, omit_defaults=True,
+           gc=False):
+    """Base of every spec struct: immutable, keyword-only, camelCase, strict. A field at its default is
+    left out when encoded, as kubectl's JSON leaves out empty fields, and a reader fills it back in: a
+    VMI record of the testvmi example is 478 bytes instead of 993, and every stored spec, node copy and
+    reply is that much shorter (older records, with every field, read the same). Not tracked by Python's
     cycle collector (gc=False): a spec is a tree of values and never part of a cycle, and a process
     holding thousands (the binder, a node's copies) otherwise spent most of each decode in collections
     that walk them all (proto.state.State says the same)."""
@@ -221,7 +225,6 @@ class VMSpec(Spec, frozen=True):
     subdomain: str | None = None
     # the machine (proto.machine): an entropy device (virtio-rng), input devices, screen, balloon,
     # SMBIOS identity, clock, features; firmware, clock and features None where the manifest said nothing.
-    # Every field is encoded, defaults too: each spec is ~110 bytes longer than before them.
     rng: bool = False
     inputs: list[Input] = []
     graphics: bool = True  # KubeVirt's autoattachGraphicsDevice: a VGA card and a VNC screen

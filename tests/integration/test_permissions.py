@@ -91,14 +91,14 @@ async def test_viewer_reads_but_changes_nothing(nats_server: NatsServer, store: 
         assert await viewer.refused(subject), subject
     assert not await viewer.refused(subjects.api("vm", "list"))
     # reading state works: the viewer opens the vms bucket and sees what admin wrote
-    await store.vms.put("testvm", VM(spec=VMSpec(name="testvm", memory="64Mi"), created_at=time.time()))
+    await store.vms.put("testvm", VM(spec=VMSpec(name="testvm", memory="128Mi"), created_at=time.time()))
     assert viewer.nc is not None
     kv = await viewer.nc.jetstream().key_value(subjects.BUCKET_VMS)
     entry = await kv.get("testvm")
-    assert entry.value is not None and b"64Mi" in entry.value
+    assert entry.value is not None and b"128Mi" in entry.value
     assert await viewer.refused("$KV.vms.testvm")
     stored = await store.vms.get("testvm")
-    assert stored is not None and stored.value.spec.memory == "64Mi"
+    assert stored is not None and stored.value.spec.memory == "128Mi"
 
 
 async def test_a_node_writes_only_its_own_record(nats_server: NatsServer, store: Store, as_user) -> None:  # type: ignore[no-untyped-def]
