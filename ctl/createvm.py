@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ctl import createtypes
+from ctl import clonecmd, createtypes
 from proto.errors import ApiError, Code
 from proto.instancetypes import KINDS as INSTANCETYPE_KINDS
 from proto.preferences import KINDS as PREFERENCE_KINDS
@@ -45,6 +45,7 @@ def add_parser(sub: Any) -> None:
     v.add_argument("--cloud-init-user-data", default=None, help="base64 of the cloud-init user data")
     v.add_argument("--cloud-init-network-data", default=None, help="base64 of the cloud-init network data")
     createtypes.add_parsers(csub)
+    clonecmd.add_create_parser(csub)
 
 
 def _params(flag: str, text: str) -> dict[str, str]:
@@ -139,6 +140,8 @@ def manifest(args: argparse.Namespace, random_name: str = "") -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.create_command == "clone":
+        return clonecmd.run_create(args)
     if args.create_command != "vm":
         return createtypes.run(args)
     print(yaml.safe_dump(manifest(args), sort_keys=False), end="")

@@ -38,6 +38,7 @@ ELSEWHERE: dict[str, Elsewhere] = {
     **_spellings("vmsnapshot vmsnapshots virtualmachinesnapshot virtualmachinesnapshots vmsnap vmsnaps",
                  Elsewhere(["vm", "snapshot"])),
     **_spellings("volumesnapshot volumesnapshots vs", Elsewhere(["volume", "snapshot"])),
+    **_spellings("vmclone vmclones virtualmachineclone virtualmachineclones", Elsewhere(["vm", "clone"])),
     **_spellings("image images", Elsewhere(["image"], get=False)),
     **_spellings("fip fips floatingip floatingips", Elsewhere(["fip"], get=False)),
 }

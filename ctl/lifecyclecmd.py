@@ -12,7 +12,7 @@ from ctl.progress import ask, state_of, vm_view, wait_for
 from proto.api import Ack, NameRequest, VMIReply
 from proto.errors import ApiError, Code
 
-OWN_DELETE = ("instancetype", "preference", "vmsnapshot")
+OWN_DELETE = ("instancetype", "preference", "vmsnapshot", "vmclone")
 
 
 async def cmd_delete_vmi(api: ApiClient, args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ctl import (
+    clonecmd,
     instancetypecmd,
     kubevirtcmd,
     networkcmd,
@@ -22,7 +23,7 @@ from ctl import (
 )
 from ctl.client import ApiClient
 from ctl.lab import say
-from proto import clusterconfig, instancetypes, preferences, snapshotmanifest
+from proto import clonemanifest, clusterconfig, instancetypes, preferences, snapshotmanifest
 from proto.api import VMIReply, VMReply
 from proto.errors import ApiError, Code
 from proto.manifest import INSTANCE_KIND, load_manifests
@@ -34,7 +35,7 @@ DELETE_BY_KIND: dict[str, str] = {
     **{k: "network" for k in networkcmd.MANIFEST_KINDS},
     **{k: "instancetype" for k in instancetypes.KINDS}, **{k: "preference" for k in preferences.KINDS},
     **workloadcmd.API, **servicecmd.MANIFEST_KINDS, **routecmd.MANIFEST_KINDS,
-    snapshotmanifest.SNAPSHOT_KIND: "vmsnapshot",
+    snapshotmanifest.SNAPSHOT_KIND: "vmsnapshot", clonemanifest.KIND: "vmclone",
 }
 NOT_DELETED = {
     snapshotmanifest.RESTORE_KIND: "a restore is done once it is applied; there is nothing left of it to delete",
@@ -92,6 +93,8 @@ async def _apply_one(api: ApiClient, doc: Any) -> None:
         await networkcmd.apply(api, body)
     elif kind in snapshotmanifest.KINDS:
         await snapshotcmd.apply(api, snapshotmanifest.parse(doc))
+    elif kind == clonemanifest.KIND:
+        await clonecmd.apply(api, clonemanifest.parse(doc))
     elif instancetypecmd.is_instancetype(kind):
         await instancetypecmd.apply(api, body)
     elif kubevirtcmd.is_kubevirt(kind):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ctl import render
+from ctl import clonecmd, render
 from ctl.client import ApiClient
 from ctl.lab import say
 from ctl.progress import wait_for
@@ -45,7 +45,8 @@ def add_volume_parsers(vsub: Any) -> None:
 
 
 def add_vm_parser(sub: Any) -> None:
-    v = sub.add_parser("vm", help="a VM's snapshots (VirtualMachineSnapshot, VirtualMachineRestore)")
+    v = sub.add_parser("vm", help="a VM's snapshots and clones (VirtualMachineSnapshot, VirtualMachineRestore, "
+                                  "VirtualMachineClone)")
     vsub = v.add_subparsers(dest="vm_command", required=True)
     s = vsub.add_parser("snapshot", help="all of a VM's volumes at once, while it runs; or: snapshot list|get|delete")
     s.add_argument("vm", help="the VM (or list, get NAME, delete NAME)")
@@ -54,6 +55,7 @@ def add_vm_parser(sub: Any) -> None:
     s.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
     s.add_argument("--wait", action="store_true")
     s.add_argument("--timeout", type=float, default=1800.0)
+    clonecmd.add_vm_parser(vsub)
     r = vsub.add_parser("restore", help="the VM's volumes get the snapshot's content (the VM must be stopped)")
     r.add_argument("snapshot")
     r.add_argument("--node", default=None, help="the volumes' new files on this node (the VM follows them)")
@@ -144,6 +146,8 @@ async def apply(api: ApiClient, asked: VMSnapshotCreate | VMRestore) -> None:
 
 
 async def run_vm(api: ApiClient, args: argparse.Namespace) -> int:
+    if args.vm_command == "clone":
+        return await clonecmd.run_vm_clone(api, args)
     if args.vm_command == "restore":
         say((await api.call("vmrestore", "create", VMRestore(snapshot=args.snapshot, node=args.node), Ack)).message)
         if args.wait:

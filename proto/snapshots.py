@@ -63,6 +63,7 @@ class VMSnapshot(State, frozen=True):
     vm: str
     created_at: float
     volumes: dict[str, str] = {}  # volume name -> its snapshot's name
+    spec: VMSpec | None = None  # the VM's spec when taken (a clone from the snapshot is made of it)
 
 
 class SnapshotProgress(Message, frozen=True):

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from proto import clusterconfig, ipam, netcheck, subjects
+from proto.clones import PREFIX_TARGET_NAME, RANDOMIZE_NAMES, SOURCE_SNAPSHOT, SOURCE_VM, VMClone, check_filters
 from proto.errors import ApiError, Code
 from proto.instancetypes import KINDS as INSTANCETYPE_KINDS
 from proto.instancetypes import MAX_GUEST_CPUS, Instancetype
@@ -257,6 +258,32 @@ def check_vm_snapshot(key: str, snap: VMSnapshot) -> None:
     for volume, part in snap.volumes.items():
         check_name(volume, "volumes", "volume name")
         check_name(part, f"volumes.{volume}", "snapshot name")
+    if snap.spec is not None:
+        validate_vm(snap.spec)  # a clone of the snapshot is made of it
+
+
+def check_vm_clone(key: str, clone: VMClone) -> None:
+    _name_key(key)
+    _key_is(key, clone.name, "clone name")
+    for field in ("uid", "source", "target"):
+        check_name(getattr(clone, field), field)
+    if clone.snapshot is not None:
+        check_name(clone.snapshot, "snapshot", "snapshot name")
+    if clone.source_kind not in (SOURCE_VM, SOURCE_SNAPSHOT):
+        raise ApiError(Code.INVALID, f"a clone's source is a {SOURCE_VM} or a {SOURCE_SNAPSHOT}", "sourceKind")
+    if clone.volume_name_policy not in (RANDOMIZE_NAMES, PREFIX_TARGET_NAME):
+        raise ApiError(Code.INVALID, "no such volumeNamePolicy", "volumeNamePolicy")
+    for volume, copy in clone.volumes.items():
+        check_name(volume, "volumes", "volume name")
+        check_name(copy, f"volumes.{volume}", "volume name")
+    check_filters(clone.label_filters, "labelFilters")
+    check_filters(clone.annotation_filters, "annotationFilters")
+    check_filters(clone.template_label_filters, "templateLabelFilters")
+    for iface, mac in clone.new_mac_addresses.items():
+        _text(iface, "newMacAddresses")
+        _text(mac, f"newMacAddresses.{iface}")
+    _text(clone.new_smbios_serial or "", "newSMBiosSerial")
+    _text(clone.reason, "reason")
 
 
 def check_instancetype(key: str, value: Instancetype) -> None:
@@ -359,7 +386,7 @@ _VALIDATORS: dict[object, Validator] = {
     NodeLease: check_node_lease,
     PersistentVolume: check_persistent_volume, VolumeSnapshot: check_volume_snapshot, VMSnapshot: check_vm_snapshot,
     Instancetype: check_instancetype, str: check_cidr_claim,
-    ReplicaSet: check_replicaset, Pool: check_pool, Preference: check_preference,
+    ReplicaSet: check_replicaset, Pool: check_pool, Preference: check_preference, VMClone: check_vm_clone,
     Service: check_service, Endpoints: check_endpoints, Route: check_route, Ingress: check_ingress,
     dict[str, str]: check_address_table, clusterconfig.ClusterConfig: check_cluster_config,
 }

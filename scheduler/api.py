@@ -37,6 +37,7 @@ from proto.spec import NetworkAttachment, RunStrategy, VMSpec
 from proto.state import FINAL_PHASES, VM, VMI, Node, as_started
 from proto.validation import validate_image_reference
 from scheduler import placement, vmdelete
+from scheduler.clones import CloneApi
 from scheduler.clusterconfig import ClusterConfigApi, ClusterConfigWatch
 from scheduler.controllers import stop_vmi
 from scheduler.exposures import ExposureApi
@@ -70,6 +71,7 @@ class Api:
         self.fips = FloatingIPApi(store)
         self.volumes = VolumeApi(store, clock=clock)
         self.snapshots = SnapshotApi(store, clock=clock)
+        self.clones = CloneApi(store, clock=clock)
         self.instancetypes = InstancetypeApi(store)
         self.cluster = ClusterConfigApi(store, watch=config, clock=clock)
         self.power = PowerApi(store)
@@ -105,7 +107,8 @@ class Api:
             ("instancetype", "apply"): self.instancetypes.apply, ("instancetype", "get"): self.instancetypes.get,
             ("instancetype", "list"): self.instancetypes.list_all,
             ("instancetype", "delete"): self.instancetypes.delete,
-            **self.snapshots.table(), **self.replicasets.table(), **self.pools.table(), **self.preferences.table(),
+            **self.snapshots.table(), **self.clones.table(), **self.replicasets.table(), **self.pools.table(),
+            **self.preferences.table(),
             **self.services.table(), **self.routes.table(), **self.cluster.table(), **self.network.table(),
         }
         return [Endpoint(f"{kind}-{verb}", subjects.api(kind, verb), handler)  # type: ignore[arg-type]

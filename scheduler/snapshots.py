@@ -179,17 +179,22 @@ class SnapshotApi:
         check_name(req.vm, "vm", "VM name")
         name = req.name or default_name(req.vm, self.clock())
         check_name(name, "name", "snapshot name")
-        vm = (await self.store.vms.require(req.vm, "VM")).value
+        return await self.take_vm_snapshot(req.vm, name)
+
+    async def take_vm_snapshot(self, vm_name: str, name: str) -> VMSnapshotView:
+        """A VM snapshot of every volume of the VM, with the VM's spec as it is now."""
+        vm = (await self.store.vms.require(vm_name, "VM")).value
         names = sorted({c for _, c in claims(vm.spec.volumes)})
         if not names:
-            raise ApiError(Code.INVALID, f"VM {req.vm} has no volumes (persistentVolumeClaim or dataVolume) to "
+            raise ApiError(Code.INVALID, f"VM {vm_name} has no volumes (persistentVolumeClaim or dataVolume) to "
                            "snapshot", "vm")
         volumes = [await self._volume_to_snapshot(n, "vm") for n in names]
         parts = {v.name: snapshot_name_for(name, v.name) for v in volumes}
         for part in parts.values():
             if await self.store.snapshots.get(part) is not None:
                 raise ApiError(Code.ALREADY_EXISTS, f"snapshot {part!r} already exists", "name")
-        record = VMSnapshot(name=name, uid=str(uuid.uuid4()), vm=req.vm, created_at=self.clock(), volumes=parts)
+        record = VMSnapshot(name=name, uid=str(uuid.uuid4()), vm=vm_name, created_at=self.clock(), volumes=parts,
+                            spec=vm.spec)
         try:
             await self.store.vm_snapshots.create(name, record)
         except ApiError as exc:
@@ -199,7 +204,7 @@ class SnapshotApi:
         made = [await self._make(parts[v.name], v, name, "name") for v in volumes]
         return VMSnapshotView(item=record, phase=vm_snapshot_phase(list(made)), parts=made)
 
-    async def _view(self, record: VMSnapshot) -> VMSnapshotView:
+    async def view(self, record: VMSnapshot) -> VMSnapshotView:
         parts = [await self.store.snapshots.get(p) for p in record.volumes.values()]
         return VMSnapshotView(item=record, phase=vm_snapshot_phase([p.value if p else None for p in parts]),
                               parts=[p.value for p in parts if p is not None])
@@ -207,16 +212,21 @@ class SnapshotApi:
     async def vm_get(self, body: bytes) -> VMSnapshotView:
         name = decode_request(body, NameRequest).name
         check_name(name, "name", "snapshot name")
-        return await self._view((await self.store.vm_snapshots.require(name, "VM snapshot")).value)
+        return await self.view((await self.store.vm_snapshots.require(name, "VM snapshot")).value)
 
     async def vm_list(self, body: bytes) -> VMSnapshotList:
         decode_request(body, ListRequest)
         records = sorted((e.value for e in await self.store.vm_snapshots.items()), key=lambda s: s.name)
-        return VMSnapshotList(items=[await self._view(r) for r in records])
+        return VMSnapshotList(items=[await self.view(r) for r in records])
 
     async def vm_delete(self, body: bytes) -> Ack:
         name = decode_request(body, NameRequest).name
         check_name(name, "name", "snapshot name")
+        await self.drop_vm_snapshot(name)
+        return Ack(message=f"VM snapshot {name} deleted")
+
+    async def drop_vm_snapshot(self, name: str) -> None:
+        """The VM snapshot and its volumes' snapshots go; Conflict while one is being taken."""
         entry = await self.store.vm_snapshots.require(name, "VM snapshot")
         for part in entry.value.volumes.values():
             found = await self.store.snapshots.get(part)
@@ -226,7 +236,6 @@ class SnapshotApi:
         for part in entry.value.volumes.values():
             await self._drop(part)
         await self.store.vm_snapshots.delete(name, entry.revision)
-        return Ack(message=f"VM snapshot {name} deleted")
 
     async def vm_restore(self, body: bytes) -> Ack:
         """Every volume of the snapshot gets its content back, as a new file (new uid) swapped in."""

@@ -13,8 +13,10 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 
+from proto.clones import VMClone
 from proto.state import VM, VMI
 from proto.workloads import Pool, ReplicaSet
+from scheduler.clones import CloneStep, clone_bucket
 from scheduler.pools import pool_bucket, reconcile_pool
 from scheduler.replicasets import reconcile_replicaset, replicaset_bucket
 from servicekit.cancelling import cancel_and_wait
@@ -23,7 +25,8 @@ from servicekit.workqueue import WorkQueue
 
 log = structlog.get_logger()
 RESYNC_S = 5.0
-RS, POOL = "vmirs", "vmpool"
+CLONE_LOOK_S = 1.0  # how soon a clone under way is looked at again (its snapshot and copies are the nodes' work)
+RS, POOL, CLONE = "vmirs", "vmpool", "vmclone"
 Event = Callable[[str, str, str, str], Awaitable[None]]
 
 
@@ -47,14 +50,16 @@ class Workloads:
         self._tasks: list[asyncio.Task[None]] = []
         self._sets: Bucket[ReplicaSet] | None = None
         self._pools: Bucket[Pool] | None = None
+        self._clones: Bucket[VMClone] | None = None
         self._pool_names: set[str] = set()  # as the pools watch last said: whose a deleted VM was is not said
 
     async def start(self) -> None:
         self._sets = await replicaset_bucket(self.store)
         self._pools = await pool_bucket(self.store)
+        self._clones = await clone_bucket(self.store)
         self._queue = WorkQueue(self._reconcile, bind=("workload",))
         self._tasks = [asyncio.create_task(self._forever(watch)) for watch in
-                       (self._watch_sets, self._watch_pools, self._resync,
+                       (self._watch_sets, self._watch_pools, self._watch_clones, self._resync,
                         *(() if self.fed else (self._watch_vmis, self._watch_vms)))]
 
     async def stop(self) -> None:
@@ -68,6 +73,9 @@ class Workloads:
             await reconcile_replicaset(self.store, self._sets, name, self.clock(), self.emit)
         elif kind == POOL and self._pools is not None:
             await reconcile_pool(self.store, self._pools, name, self.clock(), self.emit)
+        elif kind == CLONE and self._clones is not None:
+            if await CloneStep(self.store, self._clones, self.emit, self.clock()).run(name):
+                asyncio.get_running_loop().call_later(CLONE_LOOK_S, self._queue.kick, key)
 
     async def _forever(self, watch: Callable[[], Awaitable[None]]) -> None:
         while True:  # a watch that ends starts again and replays every current value
@@ -92,6 +100,11 @@ class Workloads:
                 else:
                     self._pool_names.add(change.key)
                 self._queue.kick(f"{POOL}/{change.key}")
+
+    async def _watch_clones(self) -> None:
+        if self._clones is not None:
+            async for change in self._clones.watch():
+                self._queue.kick(f"{CLONE}/{change.key}")
 
     async def _watch_vmis(self) -> None:
         async for change in self.store.vmis.watch():
@@ -124,6 +137,9 @@ class Workloads:
         if self._pools is not None:
             for pool in await self._pools.items():
                 self._queue.kick(f"{POOL}/{pool.key}")
+        if self._clones is not None:
+            for clone in await self._clones.items():
+                self._queue.kick(f"{CLONE}/{clone.key}")
         # members whose set is gone (deleted while no leader watched) are let go
         vmis = (self._cached_vmis() if self._cached_vmis is not None
                 else [e.value for e in await self.store.vmis.items()])

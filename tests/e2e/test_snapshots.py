@@ -1,8 +1,9 @@
 """Snapshots that bring a volume back on another node: a real guest writes on its volume,
 `virtbus vm snapshot` takes both of the VM's volumes while the guest runs (one libvirt backup job in
 its launcher), the guest writes over it, `virtbus vm restore` brings the snapshot's content back,
-then the snapshot is restored as a new volume on the OTHER node, and a VM using it boots there and
-reads what was written. Then bench/volume_snapshots.py runs small, so it cannot rot."""
+a clone of the running VM (`virtbus create clone | apply -f`) boots with copies of its volumes and
+reads the same, then the snapshot is restored as a new volume on the OTHER node, and a VM using it
+boots there and reads what was written. Then bench/volume_snapshots.py runs small, so it cannot rot."""
 
 from __future__ import annotations
 
@@ -60,6 +61,24 @@ def test_a_snapshot_taken_while_the_guest_runs_comes_back_on_the_other_node(lab:
     lab.cli("vm", "restore", "snap1", "--wait")
     lab.cli("start", "snapper", "--wait", "--timeout", "300")
     assert read_data(lab, "snapper", "V") == "V5-kept-42-E"
+
+    # VirtualMachineClone, as virtctl writes it, of the VM while it runs: a VM of its own, stopped,
+    # with copies of both volumes that boot and read what the source had
+    manifest = lab.state_dir / "clone.yaml"
+    manifest.write_text(lab.cli("create", "clone", "--name", "twinning", "--source-name", "snapper",
+                                "--target-name", "twin").stdout)
+    assert "vm/snapper -> vm/twin" in lab.cli("apply", "-f", str(manifest)).stdout
+    deadline = time.monotonic() + 300
+    while (clone := json.loads(lab.cli("get", "vmclone", "twinning", "-o", "json").stdout)).get("phase") != "Succeeded":
+        assert clone.get("phase") != "Failed" and time.monotonic() < deadline, clone
+        time.sleep(0.5)
+    assert "Halted" in lab.cli("get", "vm", "twin").stdout
+    lab.cli("start", "twin", "--wait", "--timeout", "300")
+    assert read_data(lab, "twin", "T") == "T5-kept-42-E"
+    lab.cli("delete", "twin", "--wait", "--timeout", "120")
+    lab.cli("delete", "vmclone", "twinning")
+    for copy in sorted(clone["volumes"].values()):
+        lab.cli("volume", "delete", copy)
     lab.cli("stop", "snapper", "--wait", "--timeout", "120")
 
     restored = lab.cli("volume", "restore", "snap1-snapdata", "--to", "snapdata2", "--node", "node2", "--wait").stdout

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proto import clusterconfig, instancetypes, preferences, routes, services, snapshotmanifest, workloads
+from proto import (
+    clonemanifest,
+    clusterconfig,
+    instancetypes,
+    preferences,
+    routes,
+    services,
+    snapshotmanifest,
+    workloads,
+)
 from proto.manifest import INSTANCE_KIND, parse_instance, parse_manifest, parse_manifest_obj
 from proto.spec import VMSpec
 from tests.conftest import EXAMPLES, REPO
@@ -38,6 +47,9 @@ def test_each_example_parses_as_the_seed_does(path: Path) -> None:
     if doc.get("kind") in snapshotmanifest.KINDS:
         asked = snapshotmanifest.parse(doc)
         assert getattr(asked, "vm", None) == "keeper", "against examples/testvm-persistent.yaml's VM"
+        return
+    if doc.get("kind") == clonemanifest.KIND:
+        assert clonemanifest.parse(doc).source == "keeper", "against examples/testvm-persistent.yaml's VM"
         return
     if instancetypes.is_instancetype(doc):
         assert instancetypes.parse(doc).name == doc["metadata"]["name"]
