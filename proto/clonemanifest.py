@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from proto.clones import PREFIX_TARGET_NAME, RANDOMIZE_NAMES, SOURCE_SNAPSHOT, SOURCE_VM, CloneCreate, check_filters
+from proto import labelfilter
+from proto.clones import PREFIX_TARGET_NAME, RANDOMIZE_NAMES, SOURCE_SNAPSHOT, SOURCE_VM, CloneCreate
 from proto.errors import ApiError, Code
 from proto.schema import check_namespace
 from proto.validation import check_name
@@ -52,7 +53,7 @@ def _filters(spec: dict[str, Any], key: str, field: str) -> list[str] | None:
         return None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ApiError(Code.INVALID, f"{field} is a list of strings", field)
-    check_filters(value, field)
+    labelfilter.check(value, field)
     return value
 
 

@@ -13,12 +13,12 @@ own (from its name), and its labels pass the clone's filters.
 from __future__ import annotations
 
 import enum
-import re
 
 import msgspec
 
 from proto.api import Message
 from proto.errors import ApiError, Code
+from proto.labelfilter import kept
 from proto.snapshots import SnapshotPhase
 from proto.spec import Ephemeral, Firmware, PersistentVolumeClaim, RunStrategy, VMSpec, claims
 from proto.state import State, VolumePhase
@@ -91,30 +91,13 @@ class CloneList(Message, frozen=True):
 
 
 # --- the target -------------------------------------------------------------------------------------
-def check_filters(filters: list[str] | None, field: str) -> None:
-    """Each filter a regular expression (Go's, for what they share), ``!`` before one that removes."""
-    for index, text in enumerate(filters or []):
-        try:
-            re.compile(".*" if text == "*" else text.removeprefix("!"))
-        except re.error as exc:
-            raise ApiError(Code.INVALID, f"{text!r} is no regular expression: {exc}", f"{field}[{index}]") from None
-
-
-def kept(keys: dict[str, str], filters: list[str] | None) -> dict[str, str]:
-    """Pure: KubeVirt's label and annotation filters. None keeps all; otherwise a key stays when a
-    filter matches it (anywhere in it, as Go's MatchString) and no ``!`` filter does."""
-    if filters is None:
-        return dict(keys)
-    keep = [".*" if f == "*" else f for f in filters if not f.startswith("!")]
-    drop = [f[1:] for f in filters if f.startswith("!")]
-    return {k: v for k, v in keys.items()
-            if any(re.search(p, k) for p in keep) and not any(re.search(p, k) for p in drop)}
-
-
 def copy_name(policy: str, target: str, volume: str, uid: str) -> str:
     """Pure: the name of the target's copy of a volume, as KubeVirt's restore names it: random
-    (restore-<8 of the clone's uid>-<volume>) or <target>-<volume>; refused if no DNS-1123 label."""
-    name = f"{target}-{volume}" if policy == PREFIX_TARGET_NAME else f"restore-{uid[:8]}-{volume}"
+    (restore-<8 of the clone's uid>-<volume>, cut to 63 characters) or <target>-<volume>, refused when
+    over 63."""
+    if policy != PREFIX_TARGET_NAME:
+        return f"restore-{uid[:8]}-{volume}"[:63].rstrip("-")
+    name = f"{target}-{volume}"
     if len(name) > 63:
         raise ApiError(Code.INVALID, f"the copy of volume {volume!r} would be named {name!r}, over 63 characters; "
                                      f"use a shorter target name or volumeNamePolicy {RANDOMIZE_NAMES}",
@@ -160,6 +143,15 @@ def source_volumes(source: VMSpec) -> list[str]:
     return sorted({claim for _, claim in claims(source.volumes)})
 
 
+def copies_of(source: VMSpec, clone: VMClone) -> dict[str, str]:
+    """Pure: each volume the clone copies -> its copy's name; refused if two would share one."""
+    copies = {v: copy_name(clone.volume_name_policy, clone.target, v, clone.uid) for v in source_volumes(source)}
+    if len(set(copies.values())) < len(copies):
+        raise ApiError(Code.INVALID, f"two of VM {source.name}'s volumes would be copied under one name, cut to 63 "
+                                     f"characters; use volumeNamePolicy {PREFIX_TARGET_NAME}", "spec.volumeNamePolicy")
+    return copies
+
+
 def checked_target(source: VMSpec, clone: VMClone) -> VMSpec:
     """The target's spec, checked as any VM's is, a fault blamed on the clone's field that made it."""
     names = [i.name for i in source.interfaces]
@@ -168,7 +160,7 @@ def checked_target(source: VMSpec, clone: VMClone) -> VMSpec:
             raise ApiError(Code.INVALID, f"VM {source.name} has no interface {iface!r} "
                                          f"(it has: {', '.join(sorted(names)) or 'none'})",
                            f"spec.newMacAddresses.{iface}")
-    copies = {v: copy_name(clone.volume_name_policy, clone.target, v, clone.uid) for v in source_volumes(source)}
+    copies = copies_of(source, clone)
     target = target_spec(source, clone, copies)
     try:
         return validate_vm(target)
@@ -207,9 +199,9 @@ def decide(clone: VMClone, *, source_exists: bool, target_exists: bool, has_volu
         if target_exists:
             return Decision(Step.FAIL, f"target VM {clone.target} already exists")
         if clone.source_kind == SOURCE_SNAPSHOT:
-            return Decision(Step.CREATE_TARGET) if snapshot is SnapshotPhase.READY else \
-                Decision(Step.FAIL, f"VM snapshot {clone.source} is not Ready" if snapshot else
-                         f"VM snapshot {clone.source} not found")
+            if snapshot is None or snapshot is SnapshotPhase.FAILED:
+                return Decision(Step.FAIL, f"VM snapshot {clone.source} {'failed' if snapshot else 'not found'}")
+            return Decision(Step.CREATE_TARGET) if snapshot is SnapshotPhase.READY else Decision(Step.WAIT)
         if not source_exists:
             return Decision(Step.FAIL, f"source VM {clone.source} not found")
         return Decision(Step.SNAPSHOT) if has_volumes else Decision(Step.CREATE_TARGET)

@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from proto import clusterconfig, ipam, netcheck, subjects
-from proto.clones import PREFIX_TARGET_NAME, RANDOMIZE_NAMES, SOURCE_SNAPSHOT, SOURCE_VM, VMClone, check_filters
+from proto import clusterconfig, ipam, labelfilter, netcheck, subjects
+from proto.clones import PREFIX_TARGET_NAME, RANDOMIZE_NAMES, SOURCE_SNAPSHOT, SOURCE_VM, VMClone
 from proto.errors import ApiError, Code
 from proto.instancetypes import KINDS as INSTANCETYPE_KINDS
 from proto.instancetypes import MAX_GUEST_CPUS, Instancetype
@@ -276,9 +276,9 @@ def check_vm_clone(key: str, clone: VMClone) -> None:
     for volume, copy in clone.volumes.items():
         check_name(volume, "volumes", "volume name")
         check_name(copy, f"volumes.{volume}", "volume name")
-    check_filters(clone.label_filters, "labelFilters")
-    check_filters(clone.annotation_filters, "annotationFilters")
-    check_filters(clone.template_label_filters, "templateLabelFilters")
+    labelfilter.check(clone.label_filters, "labelFilters")
+    labelfilter.check(clone.annotation_filters, "annotationFilters")
+    labelfilter.check(clone.template_label_filters, "templateLabelFilters")
     for iface, mac in clone.new_mac_addresses.items():
         _text(iface, "newMacAddresses")
         _text(mac, f"newMacAddresses.{iface}")

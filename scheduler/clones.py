@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 import structlog
 
-from proto import subjects
+from proto import labelfilter, subjects
 from proto.api import Ack, ListRequest, NameRequest, decode_request
 from proto.clones import (
     FINAL,
@@ -32,9 +32,8 @@ from proto.clones import (
     Decision,
     Step,
     VMClone,
-    check_filters,
     checked_target,
-    copy_name,
+    copies_of,
     decide,
     source_volumes,
 )
@@ -88,9 +87,9 @@ class CloneApi:
         if req.volume_name_policy not in (RANDOMIZE_NAMES, PREFIX_TARGET_NAME):
             raise ApiError(Code.INVALID, f"volumeNamePolicy is {RANDOMIZE_NAMES} or {PREFIX_TARGET_NAME}",
                            "spec.volumeNamePolicy")
-        check_filters(req.label_filters, "spec.labelFilters")
-        check_filters(req.annotation_filters, "spec.annotationFilters")
-        check_filters(req.template_label_filters, "spec.template.labelFilters")
+        labelfilter.check(req.label_filters, "spec.labelFilters")
+        labelfilter.check(req.annotation_filters, "spec.annotationFilters")
+        labelfilter.check(req.template_label_filters, "spec.template.labelFilters")
         source = await self._source_spec(req.source, req.source_kind)
         target = req.target or target_name(source.name)
         check_name(target, "spec.target.name", "target VM name")
@@ -200,10 +199,7 @@ class CloneStep:
         if decision.step is Step.FAIL:
             await self._end(clone.name, ClonePhase.FAILED, decision.reason)
         elif decision.step is Step.SNAPSHOT:
-            name = f"tmp-snapshot-{clone.uid[:8]}"
-            await self._set(clone.name, phase=ClonePhase.SNAPSHOT_IN_PROGRESS, snapshot=name, own_snapshot=True)
-            await self.snapshots.take_vm_snapshot(clone.source, name)
-            await self.emit(KIND, clone.name, "SnapshotCreated", f"VM snapshot {name} of VM {clone.source}")
+            await self._snapshot_source(clone)
         elif decision.step is Step.CREATE_TARGET and spec is not None:
             await self._create_target(clone, spec, snapshot)
         elif decision.step is Step.FINISH:
@@ -213,9 +209,28 @@ class CloneStep:
         elif decision.step is Step.CREATE_TARGET:
             await self._end(clone.name, ClonePhase.FAILED, f"source VM {clone.source} not found")
 
+    async def _snapshot_source(self, clone: VMClone) -> None:
+        """Its VM snapshot, named by its uid, so a step that stopped half way (a new leader) finds
+        the one it took. A volume not Ready yet is waited for, the reason on the clone."""
+        name = f"tmp-snapshot-{clone.uid[:8]}"
+        try:
+            await self.snapshots.take_vm_snapshot(clone.source, name)
+        except ApiError as exc:
+            if exc.code is Code.ALREADY_EXISTS and await self.store.vm_snapshots.get(name) is not None:
+                pass  # taken by the step before
+            elif exc.retryable:
+                if clone.reason != exc.message:
+                    await self._set(clone.name, reason=exc.message)
+                return
+            else:
+                raise
+        await self._set(clone.name, phase=ClonePhase.SNAPSHOT_IN_PROGRESS, snapshot=name, own_snapshot=True,
+                        reason="")
+        await self.emit(KIND, clone.name, "SnapshotCreated", f"VM snapshot {name} of VM {clone.source}")
+
     async def _create_target(self, clone: VMClone, source: VMSpec, snapshot: VMSnapshot | None) -> None:
         target = checked_target(source, clone)
-        volumes = {v: copy_name(clone.volume_name_policy, clone.target, v, clone.uid) for v in source_volumes(source)}
+        volumes = copies_of(source, clone)
         await self._set(clone.name, phase=ClonePhase.CREATING_TARGET_VM, volumes=volumes)
         own = {t.name for t in source.data_volume_templates}
         for volume, copy in volumes.items():

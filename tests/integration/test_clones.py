@@ -94,6 +94,22 @@ async def test_a_clone_copies_the_volumes_and_makes_a_stopped_vm_of_its_own(clus
         assert reads(volume_path(cluster.dirs["node1"], two), 0, 512, 0x22)
         assert await admin.vm_snapshots.get("s1") is not None
 
+        # a volume no VM has used yet has nothing to copy: the clone fails saying so, and makes nothing
+        await api.volumes.create(b'{"name": "unused", "size": "32Mi"}')
+        fresh = json.loads(json.dumps(VM))
+        fresh["metadata"]["name"] = "vm0"
+        fresh["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] = "unused"
+        fresh["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0].pop("macAddress")
+        await api.vm_create(json.dumps(fresh).encode())
+        await api.clones.create(encode(CloneCreate(name="c0", source="vm0", target="vm0-copy")))
+
+        async def failed() -> bool:
+            return (await clone_of(cluster, "c0")).phase is ClonePhase.FAILED
+
+        await until("c0 Failed", failed)
+        assert "volume unused has no content yet" in (await clone_of(cluster, "c0")).reason
+        assert await admin.vms.get("vm0-copy") is None and ("c0", "CloneFailed") in [(n, r) for _, n, r in events]
+
         # deleting a clone leaves what it made
         await api.clones.delete(b'{"name": "c1"}')
         assert await admin.vms.get("vm1-copy") is not None

@@ -3,6 +3,8 @@ controller's steps, the manifest as KubeVirt's user guide writes it and `virtbus
 
 from __future__ import annotations
 
+import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,10 @@ from proto.clones import (
     checked_target,
     copy_name,
     decide,
-    kept,
     target_spec,
 )
 from proto.errors import ApiError, Code
+from proto.labelfilter import check, kept, matches
 from proto.manifest import parse_manifest_obj
 from proto.snapshots import SnapshotPhase
 from proto.spec import Disk, Ephemeral, Firmware, PersistentVolumeClaim, RunStrategy, VMSpec, Volume
@@ -89,9 +91,30 @@ def test_filters_as_kubevirt_reads_them(filters: list[str] | None, wanted: set[s
     assert set(kept({"app": "1", "tier": "2", "kubevirt.io/x": "3"}, filters)) == wanted
 
 
+def test_the_filter_matcher_agrees_with_regular_expressions() -> None:
+    """What virtbus matches in linear time is what a regular expression of the same text matches."""
+    rng = random.Random(7)
+    for _ in range(3000):
+        body = ""
+        for _ in range(rng.randint(0, 5)):
+            body += rng.choice("ab.") + rng.choice(["", "", "*"])
+        pattern = rng.choice(["", "^"]) + body + rng.choice(["", "$"])
+        key = "".join(rng.choice("ab/") for _ in range(rng.randint(0, 8)))
+        assert matches(pattern, key) == bool(re.search(pattern, key)), (pattern, key)
+
+
+@pytest.mark.parametrize("bad", ["(a+)+$", "a|b", "[ab]", "a{3}", "a+", "x?", "\\d", "*a", "a**", "a^b"])
+def test_filters_beyond_what_virtbus_matches_are_refused(bad: str) -> None:
+    """Python's re backtracks where Go's RE2 does not: (a+)+$ would hold the control plane."""
+    with pytest.raises(ApiError) as err:
+        check(["*", "!" + bad], "spec.labelFilters")
+    assert err.value.code is Code.INVALID and err.value.field == "spec.labelFilters[1]"
+
+
 def test_the_copies_names() -> None:
     assert copy_name("RandomizeNames", "keeper-copy", "keeper-root", UID) == "restore-0123abcd-keeper-root"
     assert copy_name(PREFIX_TARGET_NAME, "keeper-copy", "keeper-root", UID) == "keeper-copy-keeper-root"
+    assert copy_name("RandomizeNames", "t", "v" * 63, UID) == ("restore-0123abcd-" + "v" * 63)[:63]
     with pytest.raises(ApiError) as err:
         copy_name(PREFIX_TARGET_NAME, "t" * 40, "v" * 30, UID)
     assert err.value.code is Code.INVALID and err.value.field == "spec.volumeNamePolicy"
@@ -123,6 +146,8 @@ def test_the_controllers_steps() -> None:
     from_snap = clone(source_kind=SOURCE_SNAPSHOT)
     assert step(from_snap, source=False, snapshot=SnapshotPhase.READY) is Step.CREATE_TARGET
     assert step(from_snap, source=False, snapshot=None) is Step.FAIL
+    assert step(from_snap, source=False, snapshot=SnapshotPhase.IN_PROGRESS) is Step.WAIT  # still being taken
+    assert step(from_snap, source=False, snapshot=SnapshotPhase.FAILED) is Step.FAIL
     taking = clone(phase=ClonePhase.SNAPSHOT_IN_PROGRESS, snapshot="tmp-snapshot-0123abcd")
     assert step(taking, snapshot=SnapshotPhase.IN_PROGRESS) is Step.WAIT
     assert step(taking, snapshot=SnapshotPhase.READY) is Step.CREATE_TARGET
@@ -160,6 +185,7 @@ def test_the_example_manifest_and_the_user_guides_reads() -> None:
     (["spec", "target", "kind"], "VirtualMachineSnapshot", "spec.target.kind"),
     (["spec", "source", "name"], "../etc", "spec.source.name"),
     (["spec", "labelFilters"], ["(unclosed"], "spec.labelFilters[0]"),
+    (["spec", "labelFilters"], ["*", "!(a+)+$"], "spec.labelFilters[1]"),
     (["spec", "volumeNamePolicy"], "Keep", "spec.volumeNamePolicy"),
     (["metadata", "namespace"], "kube-system", "metadata.namespace"),
 ])
