@@ -40,7 +40,8 @@ _TYPES = {**dict.fromkeys(("vm", "VM", "VirtualMachine", "virtualmachine"), SOUR
 
 def _identity_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-filter", action="append", default=None, dest="label_filters",
-                   help="a VM label to keep (a regular expression; !RE drops); default: all")
+                   help="the VM labels to keep: characters, '.', '*' as in a regular expression; "
+                        "!F drops; default: all")
     p.add_argument("--annotation-filter", action="append", default=None, dest="annotation_filters")
     p.add_argument("--template-label-filter", action="append", default=None, dest="template_label_filters",
                    help="likewise for the labels its instances carry")
