@@ -6,35 +6,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from proto import labelfilter
+from proto import crdmanifest, labelfilter
 from proto.clones import PREFIX_TARGET_NAME, RANDOMIZE_NAMES, SOURCE_SNAPSHOT, SOURCE_VM, CloneCreate
+from proto.crdmanifest import envelope
 from proto.errors import ApiError, Code
-from proto.schema import check_namespace
 from proto.validation import check_name
 
 KIND = "VirtualMachineClone"
 API_VERSION = "clone.kubevirt.io/v1beta1"
 API_VERSIONS = frozenset({API_VERSION, "clone.kubevirt.io/v1alpha1"})
 _GROUPS = {SOURCE_VM: "kubevirt.io", SOURCE_SNAPSHOT: "snapshot.kubevirt.io"}
-_METADATA = {"name", "namespace", "labels", "annotations", "creationTimestamp"}
-
-
-def _object(value: Any, field: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ApiError(Code.INVALID, f"{field} must be an object", field)
-    return value
-
-
-def _only(obj: dict[str, Any], allowed: set[str], field: str) -> None:
-    for key in obj:
-        if key not in allowed:
-            path = f"{field}.{key}" if field else key
-            raise ApiError(Code.INVALID, f"{path} is not supported by virtbus", path)
 
 
 def _ref(value: Any, field: str, kinds: tuple[str, ...]) -> tuple[str, str]:
-    ref = _object(value, field)
-    _only(ref, {"apiGroup", "kind", "name"}, field)
+    ref = crdmanifest.obj(value, field)
+    crdmanifest.only(ref, {"apiGroup", "kind", "name"}, field)
     kind = ref.get("kind", SOURCE_VM)
     if kind not in kinds:
         raise ApiError(Code.INVALID, f"{field}.kind is one of {', '.join(kinds)}", f"{field}.kind")
@@ -58,32 +44,21 @@ def _filters(spec: dict[str, Any], key: str, field: str) -> list[str] | None:
 
 
 def parse(doc: Any) -> CloneCreate:
-    obj = _object(doc, "")
-    _only(obj, {"apiVersion", "kind", "metadata", "spec", "status"}, "")
-    if obj.get("apiVersion") not in API_VERSIONS:
-        raise ApiError(Code.INVALID, f"apiVersion must be one of {sorted(API_VERSIONS)}", "apiVersion")
+    obj, name, spec = envelope(doc, API_VERSIONS)
     if obj.get("kind") != KIND:
         raise ApiError(Code.INVALID, f"kind must be {KIND}", "kind")
-    meta = _object(obj.get("metadata"), "metadata")
-    _only(meta, _METADATA, "metadata")
-    check_namespace(meta)
-    name = meta.get("name")
-    if not isinstance(name, str):
-        raise ApiError(Code.INVALID, "metadata.name is required", "metadata.name")
-    check_name(name, "metadata.name")
-    spec = _object(obj.get("spec"), "spec")
     # patches: JSON patches of the target, which virtbus does not apply
-    _only(spec, {"source", "target", "labelFilters", "annotationFilters", "template", "newMacAddresses",
+    crdmanifest.only(spec, {"source", "target", "labelFilters", "annotationFilters", "template", "newMacAddresses",
                  "newSMBiosSerial", "volumeNamePolicy"}, "spec")
     source_kind, source = _ref(spec.get("source"), "spec.source", (SOURCE_VM, SOURCE_SNAPSHOT))
     target = None
     if spec.get("target") is not None:
         target = _ref(spec["target"], "spec.target", (SOURCE_VM,))[1]
-    template = _object(spec.get("template", {}), "spec.template")
-    _only(template, {"labelFilters", "annotationFilters"}, "spec.template")
+    template = crdmanifest.obj(spec.get("template", {}), "spec.template")
+    crdmanifest.only(template, {"labelFilters", "annotationFilters"}, "spec.template")
     # the template's annotations: virtbus keeps none of a VM template's, so there is nothing to filter
     _filters(template, "annotationFilters", "spec.template.annotationFilters")
-    macs = _object(spec.get("newMacAddresses", {}), "spec.newMacAddresses")
+    macs = crdmanifest.obj(spec.get("newMacAddresses", {}), "spec.newMacAddresses")
     for iface, mac in macs.items():
         if not isinstance(mac, str):
             raise ApiError(Code.INVALID, "a MAC address is a string", f"spec.newMacAddresses.{iface}")

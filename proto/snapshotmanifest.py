@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from proto import crdmanifest
+from proto.crdmanifest import envelope
 from proto.errors import ApiError, Code
-from proto.schema import check_namespace
 from proto.snapshotapi import VMRestore, VMSnapshotCreate
 from proto.validation import check_name
 
@@ -15,24 +16,11 @@ SNAPSHOT_KIND = "VirtualMachineSnapshot"
 RESTORE_KIND = "VirtualMachineRestore"
 KINDS = frozenset({SNAPSHOT_KIND, RESTORE_KIND})
 API_VERSIONS = frozenset({"snapshot.kubevirt.io/v1beta1", "snapshot.kubevirt.io/v1alpha1"})
-_METADATA = {"name", "namespace", "labels", "annotations"}
-
-
-def _object(value: Any, field: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ApiError(Code.INVALID, "must be an object", field)
-    return value
-
-
-def _only(obj: dict[str, Any], allowed: set[str], field: str) -> None:
-    for key in obj:
-        if key not in allowed:
-            raise ApiError(Code.INVALID, f"{key!r} is not supported by virtbus", f"{field}.{key}" if field else key)
 
 
 def _vm_ref(value: Any, field: str) -> str:
-    ref = _object(value, field)
-    _only(ref, {"apiGroup", "kind", "name"}, field)
+    ref = crdmanifest.obj(value, field)
+    crdmanifest.only(ref, {"apiGroup", "kind", "name"}, field)
     if ref.get("apiGroup", "kubevirt.io") != "kubevirt.io":
         raise ApiError(Code.INVALID, "only kubevirt.io", f"{field}.apiGroup")
     if ref.get("kind") != "VirtualMachine":
@@ -45,23 +33,12 @@ def _vm_ref(value: Any, field: str) -> str:
 
 
 def parse(doc: Any) -> VMSnapshotCreate | VMRestore:
-    obj = _object(doc, "")
-    _only(obj, {"apiVersion", "kind", "metadata", "spec", "status"}, "")
-    if obj.get("apiVersion") not in API_VERSIONS:
-        raise ApiError(Code.INVALID, f"apiVersion must be one of {sorted(API_VERSIONS)}", "apiVersion")
-    meta = _object(obj.get("metadata"), "metadata")
-    _only(meta, _METADATA, "metadata")
-    check_namespace(meta)
-    name = meta.get("name")
-    if not isinstance(name, str):
-        raise ApiError(Code.INVALID, "a name is required", "metadata.name")
-    check_name(name, "metadata.name")
-    spec = _object(obj.get("spec"), "spec")
+    obj, name, spec = envelope(doc, API_VERSIONS)
     if obj.get("kind") == SNAPSHOT_KIND:
-        _only(spec, {"source"}, "spec")  # failureDeadline, deletionPolicy: not honoured
+        crdmanifest.only(spec, {"source"}, "spec")  # failureDeadline, deletionPolicy: not honoured
         return VMSnapshotCreate(vm=_vm_ref(spec.get("source"), "spec.source"), name=name)
     if obj.get("kind") == RESTORE_KIND:
-        _only(spec, {"target", "virtualMachineSnapshotName"}, "spec")  # patches, volumeRestorePolicy...
+        crdmanifest.only(spec, {"target", "virtualMachineSnapshotName"}, "spec")  # patches, volumeRestorePolicy...
         vm = _vm_ref(spec.get("target"), "spec.target")
         snap = spec.get("virtualMachineSnapshotName")
         if not isinstance(snap, str):
