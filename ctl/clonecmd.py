@@ -137,6 +137,16 @@ async def wait_clone(api: ApiClient, name: str, limit: float) -> None:
     await wait_for(f"vmclone/{name}", probe, limit)
 
 
+async def clone_snapshot(api: ApiClient, snapshot: str, target: str, *, wait: bool, limit: float) -> None:
+    """``virtbus vm restore S --to NEW``: KubeVirt's restore to a new VM, which is a clone of S."""
+    req = CloneCreate(name=f"restore-{target}"[:57].rstrip("-") + "-" + _random_name()[-5:], source=snapshot,
+                      source_kind=SOURCE_SNAPSHOT, target=target)
+    clone = await apply(api, req)
+    if wait:
+        await wait_clone(api, clone.name, limit)
+        say(f"vm/{clone.target} is ready; start it with: virtbus start {clone.target}")
+
+
 def _named(args: argparse.Namespace) -> str:
     if not args.clone:
         raise ApiError(Code.BAD_REQUEST, f"vm clone {args.source} needs a clone's name")

@@ -59,6 +59,7 @@ def add_vm_parser(sub: Any) -> None:
     r = vsub.add_parser("restore", help="the VM's volumes get the snapshot's content (the VM must be stopped)")
     r.add_argument("snapshot")
     r.add_argument("--node", default=None, help="the volumes' new files on this node (the VM follows them)")
+    r.add_argument("--to", default=None, help="a new VM of this name instead, made of the snapshot, stopped")
     r.add_argument("--wait", action="store_true")
     r.add_argument("--timeout", type=float, default=1800.0)
 
@@ -148,6 +149,12 @@ async def apply(api: ApiClient, asked: VMSnapshotCreate | VMRestore) -> None:
 async def run_vm(api: ApiClient, args: argparse.Namespace) -> int:
     if args.vm_command == "clone":
         return await clonecmd.run_vm_clone(api, args)
+    if args.vm_command == "restore" and args.to is not None:  # a new VM of the snapshot: a clone of it
+        if args.node is not None:
+            raise ApiError(Code.BAD_REQUEST, "--node moves the snapshot's own VM; a new VM's volumes are made "
+                           "where the snapshot's were", "node")
+        await clonecmd.clone_snapshot(api, args.snapshot, args.to, wait=args.wait, limit=args.timeout)
+        return 0
     if args.vm_command == "restore":
         say((await api.call("vmrestore", "create", VMRestore(snapshot=args.snapshot, node=args.node), Ack)).message)
         if args.wait:

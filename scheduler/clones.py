@@ -18,7 +18,7 @@ import msgspec
 import structlog
 
 from proto import labelfilter, subjects
-from proto.api import Ack, ListRequest, NameRequest, decode_request
+from proto.api import Ack, ListRequest, NameRequest, decode_request, encode
 from proto.clones import (
     FINAL,
     PREFIX_TARGET_NAME,
@@ -38,6 +38,7 @@ from proto.clones import (
     source_volumes,
 )
 from proto.errors import ApiError, Code
+from proto.snapshotapi import VMRestore
 from proto.snapshots import VMSnapshot
 from proto.spec import VMSpec
 from proto.state import VM
@@ -75,7 +76,29 @@ class CloneApi:
 
     def table(self) -> dict[tuple[str, str], Callable[[bytes], Awaitable[object]]]:
         return {("vmclone", "create"): self.create, ("vmclone", "get"): self.get,
-                ("vmclone", "list"): self.list_all, ("vmclone", "delete"): self.delete}
+                ("vmclone", "list"): self.list_all, ("vmclone", "delete"): self.delete,
+                ("vmrestore", "create"): self.restore}
+
+    async def restore(self, body: bytes) -> Ack:
+        """KubeVirt's VirtualMachineRestore: into the snapshot's own VM (scheduler.snapshots), or, with
+        a target VM that does not exist, a new VM made of the snapshot: a clone of it."""
+        req = decode_request(body, VMRestore)
+        check_name(req.snapshot, "snapshot", "snapshot name")
+        record = (await self.store.vm_snapshots.require(req.snapshot, "VM snapshot")).value
+        if req.vm is None or req.vm == record.vm:
+            return await self.snapshots.vm_restore(body)
+        check_name(req.vm, "vm", "VM name")
+        if await self.store.vms.get(req.vm) is not None:
+            raise ApiError(Code.INVALID, f"VM snapshot {record.name} is of VM {record.vm}, not {req.vm}; a restore "
+                           "makes a new VM only of a name no VM has", "vm")
+        if req.node is not None:
+            raise ApiError(Code.INVALID, "a new VM's volumes are made on the node of the snapshot's; --node moves "
+                                         "the snapshot's own VM", "node")
+        name = f"restore-{req.vm}"[:57].rstrip("-") + "-" + "".join(secrets.choice(_ALPHABET) for _ in range(5))
+        clone = (await self.create(encode(CloneCreate(name=name, source=record.name, source_kind=SOURCE_SNAPSHOT,
+                                                      target=req.vm)))).item
+        return Ack(message=f"VM {req.vm} is being made from VM snapshot {record.name} (vmclone/{clone.name}); it "
+                           "is made stopped")
 
     async def create(self, body: bytes) -> CloneReply:
         req = decode_request(body, CloneCreate)

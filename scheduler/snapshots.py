@@ -84,7 +84,6 @@ class SnapshotApi:
             ("snapshot", "delete"): self.delete, ("volume", "restore"): self.restore,
             ("vmsnapshot", "create"): self.vm_create, ("vmsnapshot", "get"): self.vm_get,
             ("vmsnapshot", "list"): self.vm_list, ("vmsnapshot", "delete"): self.vm_delete,
-            ("vmrestore", "create"): self.vm_restore,
         }
 
     # --- volume snapshots ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from proto.api import encode
 from proto.clones import PREFIX_TARGET_NAME, SOURCE_SNAPSHOT, CloneCreate, ClonePhase, VMClone
 from proto.errors import ApiError, Code
-from proto.snapshotapi import VMSnapshotCreate
+from proto.snapshotapi import VMRestore, VMSnapshotCreate
 from proto.spec import RunStrategy
 from proto.state import VolumePhase
 from scheduler.workloads import Workloads
@@ -93,6 +93,22 @@ async def test_a_clone_copies_the_volumes_and_makes_a_stopped_vm_of_its_own(clus
         two = (await admin.volumes.require("vm1-two-root", "volume")).value
         assert reads(volume_path(cluster.dirs["node1"], two), 0, 512, 0x22)
         assert await admin.vm_snapshots.get("s1") is not None
+
+        # KubeVirt's VirtualMachineRestore to a VM that does not exist makes it, as a clone of the snapshot
+        said = (await api.clones.restore(encode(VMRestore(snapshot="s1", vm="vm1-three")))).message
+        assert "VM vm1-three is being made from VM snapshot s1" in said
+        [made] = [c for c in (await api.clones.list_all(b"{}")).items if c.target == "vm1-three"]
+        await until("the restore's clone Succeeded", lambda: ended(cluster, made.name))
+        three = (await admin.vms.require("vm1-three", "VM")).value.spec
+        claim = three.volumes[0].source.claim_name  # type: ignore[union-attr]
+        assert three.run_strategy is RunStrategy.HALTED and claim == f"restore-{made.uid[:8]}-root"
+        assert reads(volume_path(cluster.dirs["node1"], (await admin.volumes.require(claim, "v")).value), 0, 512, 0x22)
+        for wrong, field in ((VMRestore(snapshot="s1", vm="vm1-two"), "vm"),  # another VM's: never overwritten
+                             (VMRestore(snapshot="s1", vm="vm1-four", node="node2"), "node")):
+            with pytest.raises(ApiError) as err:
+                await api.clones.restore(encode(wrong))
+            assert err.value.code is Code.INVALID and err.value.field == field
+        assert await admin.vms.get("vm1-four") is None
 
         # a volume no VM has used yet has nothing to copy: the clone fails saying so, and makes nothing
         await api.volumes.create(b'{"name": "unused", "size": "32Mi"}')
