@@ -97,7 +97,7 @@ def normalize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argp
                 raise ApiError(Code.BAD_REQUEST, f"{args.kind} prints as json or yaml (virtbus's own objects)",
                                "output")
             verb = ["get", args.name] if args.name is not None else ["list"]
-            return parser.parse_args([*where.command, *verb, *(["-o", args.output] if args.output else [])])
+            return _elsewhere(parser, args, [*where.command, *verb, *(["-o", args.output] if args.output else [])])
     elif args.command == "describe":
         if args.name is None and "/" in args.kind:
             args.kind, _, args.name = args.kind.partition("/")
@@ -111,8 +111,17 @@ def normalize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argp
         args.kind, args.name = _delete_target(args)
         where = ELSEWHERE.get(args.kind.lower()) if args.kind is not None else None
         if where is not None and args.name is not None:
-            return parser.parse_args([*where.command, "delete", args.name])
+            return _elsewhere(parser, args, [*where.command, "delete", args.name])
     return args
+
+
+def _elsewhere(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> argparse.Namespace:
+    """The command that does it, with the CLI's own options as given (--server, --creds): parsed
+    afresh, they would be their defaults, and `get vmsnapshots --server URL` would ask another bus."""
+    again = parser.parse_args(argv)
+    for option in ("server", "creds"):
+        setattr(again, option, getattr(args, option))
+    return again
 
 
 def _delete_target(args: argparse.Namespace) -> tuple[str | None, str | None]:

@@ -188,6 +188,15 @@ def test_kinds_kubectl_gets_and_deletes_go_to_the_command_that_does_them(
     assert {k: args[k] for k in words} == words
 
 
+@pytest.mark.parametrize("argv", [["get", "vmsnapshots"], ["get", "vmclone", "c1", "-o", "json"],
+                                  ["delete", "pvc", "disk1"], ["get", "pvc"]])
+def test_the_command_that_does_it_asks_the_bus_the_cli_was_given(argv: list[str]) -> None:
+    """Found in the lab: `virtbus --server URL get vmclone c1` asked nats://127.0.0.1:4222 instead."""
+    given = ["--server", "nats://10.0.0.9:4333", "--creds", "/tmp/me.nk"]
+    args = cli.kubectl_forms(cli.parser().parse_args([*given, *argv]))
+    assert (args.server, args.creds) == ("nats://10.0.0.9:4333", "/tmp/me.nk")
+
+
 @pytest.mark.parametrize("text", ["app in (web", "=x", "a b"])
 def test_a_malformed_selector_is_refused_before_connecting(text: str) -> None:
     with pytest.raises(ApiError) as refused:
