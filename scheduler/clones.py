@@ -208,7 +208,12 @@ class CloneStep:
         except ApiError as exc:
             if exc.code is Code.CONFLICT:
                 return True  # written meanwhile: the next look decides again
-            await self._end(clone.name, ClonePhase.FAILED, exc.message)
+            try:
+                await self._end(clone.name, ClonePhase.FAILED, exc.message)
+            except ApiError as again:
+                if again.code is not Code.CONFLICT:
+                    raise
+                return True  # deleted or written meanwhile: the next look finds out which
             return False
         return decision.step is not Step.FAIL
 
