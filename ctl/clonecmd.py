@@ -30,6 +30,7 @@ from proto.clones import (
     VMClone,
 )
 from proto.errors import ApiError, Code
+from proto.workloads import generate_name
 
 VERBS = ("list", "get", "delete")
 # virtctl create clone's --source-type / --target-type spellings
@@ -127,7 +128,10 @@ async def apply(api: ApiClient, req: CloneCreate) -> VMClone:
     return clone
 
 
-async def wait_clone(api: ApiClient, name: str, limit: float) -> None:
+async def wait_clone(api: ApiClient, made: VMClone, limit: float) -> None:
+    """Each phase of the clone until it has Succeeded; then how to start its VM."""
+    name = made.name
+
     async def probe() -> tuple[bool, str]:
         clone = (await api.call("vmclone", "get", NameRequest(name=name), CloneReply)).item
         if clone.phase is ClonePhase.FAILED:
@@ -135,16 +139,16 @@ async def wait_clone(api: ApiClient, name: str, limit: float) -> None:
         return clone.phase in FINAL, state(clone)
 
     await wait_for(f"vmclone/{name}", probe, limit)
+    say(f"vm/{made.target} is ready; start it with: virtbus start {made.target}")
 
 
 async def clone_snapshot(api: ApiClient, snapshot: str, target: str, *, wait: bool, limit: float) -> None:
     """``virtbus vm restore S --to NEW``: KubeVirt's restore to a new VM, which is a clone of S."""
-    req = CloneCreate(name=f"restore-{target}"[:57].rstrip("-") + "-" + _random_name()[-5:], source=snapshot,
-                      source_kind=SOURCE_SNAPSHOT, target=target)
+    req = CloneCreate(name=generate_name(f"restore-{target}"), source=snapshot, source_kind=SOURCE_SNAPSHOT,
+                      target=target)
     clone = await apply(api, req)
     if wait:
-        await wait_clone(api, clone.name, limit)
-        say(f"vm/{clone.target} is ready; start it with: virtbus start {clone.target}")
+        await wait_clone(api, clone, limit)
 
 
 def _named(args: argparse.Namespace) -> str:
@@ -171,6 +175,5 @@ async def run_vm_clone(api: ApiClient, args: argparse.Namespace) -> int:
                       target=args.target, policy=args.volume_name_policy)
         clone = await apply(api, req)
         if args.wait:
-            await wait_clone(api, clone.name, args.timeout)
-            say(f"vm/{clone.target} is ready; start it with: virtbus start {clone.target}")
+            await wait_clone(api, clone, args.timeout)
     return 0

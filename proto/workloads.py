@@ -10,6 +10,7 @@ the selector is checked against the template's labels, as Kubernetes checks it, 
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,8 @@ POOL_API_VERSIONS = ("pool.kubevirt.io/v1alpha1", "pool.kubevirt.io/v1beta1")
 MAX_REPLICAS = 100
 SUFFIX = 5  # an instance is <set>-<5 of a-z0-9>, as Kubernetes' generateName makes them
 MAX_RS_NAME = 63 - 1 - SUFFIX
+# Kubernetes' generateName alphabet: no vowels (no words), no 0/1/3 (no look-alikes)
+_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 MAX_POOL_NAME = 63 - 1 - len(str(MAX_REPLICAS - 1))
 _IGNORED_META = ("namespace", "annotations", "uid", "resourceVersion", "creationTimestamp", "generation",
                  "managedFields", "selfLink", "finalizers", "labels")
@@ -235,6 +238,11 @@ def pool_vm_spec(pool: Pool, index: int) -> VMSpec:
                for v in pool.template.volumes]
     templates = [msgspec.structs.replace(t, name=renamed[t.name]) for t in pool.template.data_volume_templates]
     return msgspec.structs.replace(pool.template, name=vm_name, volumes=volumes, data_volume_templates=templates)
+
+
+def generate_name(base: str) -> str:
+    """Kubernetes' generateName: <base>-<5 random>, the base cut so the whole is a DNS-1123 label."""
+    return base[:MAX_RS_NAME].rstrip("-") + "-" + "".join(secrets.choice(_ALPHABET) for _ in range(SUFFIX))
 
 
 def check_replicaset(key: str, rs: ReplicaSet) -> None:

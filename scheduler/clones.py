@@ -9,7 +9,6 @@ part, on the same node) and the target VM, then, once every copy is written, the
 
 from __future__ import annotations
 
-import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -43,12 +42,12 @@ from proto.snapshots import VMSnapshot
 from proto.spec import VMSpec
 from proto.state import VM
 from proto.validation import check_name
+from proto.workloads import generate_name
 from scheduler.snapshots import SnapshotApi, restored_volume
 from servicekit.store import Bucket, Store
 
 log = structlog.get_logger()
 KIND = "VirtualMachineClone"
-_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' generateName alphabet
 Emit = Callable[[str, str, str, str], Awaitable[None]]  # kind, name, reason, message
 
 
@@ -58,8 +57,7 @@ async def clone_bucket(store: Store) -> Bucket[VMClone]:
 
 def target_name(source: str) -> str:
     """KubeVirt's default target: clone-<source>-<5 random>, cut to a DNS-1123 label."""
-    suffix = "-" + "".join(secrets.choice(_ALPHABET) for _ in range(5))
-    return ("clone-" + source)[:63 - len(suffix)].rstrip("-") + suffix
+    return generate_name("clone-" + source)
 
 
 class CloneApi:
@@ -94,7 +92,7 @@ class CloneApi:
         if req.node is not None:
             raise ApiError(Code.INVALID, "a new VM's volumes are made on the node of the snapshot's; --node moves "
                                          "the snapshot's own VM", "node")
-        name = f"restore-{req.vm}"[:57].rstrip("-") + "-" + "".join(secrets.choice(_ALPHABET) for _ in range(5))
+        name = generate_name(f"restore-{req.vm}")
         clone = (await self.create(encode(CloneCreate(name=name, source=record.name, source_kind=SOURCE_SNAPSHOT,
                                                       target=req.vm)))).item
         return Ack(message=f"VM {req.vm} is being made from VM snapshot {record.name} (vmclone/{clone.name}); it "

@@ -8,7 +8,6 @@ controller stops and removes them, as it does a deleted VMI of its own).
 
 from __future__ import annotations
 
-import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,21 +22,19 @@ from proto.manifest import load_manifest
 from proto.state import VMI, as_started
 from proto.validation import check_name
 from proto.workloads import (
-    SUFFIX,
     ReplicaSet,
     ReplicaSetList,
     ReplicaSetReply,
     ReplicaSetView,
     ScaleRequest,
     check_replicas,
+    generate_name,
     parse_replicaset,
 )
 from scheduler.workloadplan import plan_replicas
 from servicekit.store import Bucket, Store
 
 log = structlog.get_logger()
-# Kubernetes' generateName alphabet: no vowels (no words), no 0/1/3 (no look-alikes)
-_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 Emit = Callable[[str, str, str, str], Awaitable[None]]  # kind, name, reason, message
 
 
@@ -147,7 +144,7 @@ async def release_all(store: Store, name: str) -> list[str]:
 
 
 def instance_name(rs: str) -> str:
-    return f"{rs}-{''.join(secrets.choice(_ALPHABET) for _ in range(SUFFIX))}"
+    return generate_name(rs)
 
 
 async def reconcile_replicaset(store: Store, bucket: Bucket[ReplicaSet], name: str, now: float, emit: Emit) -> None:
