@@ -1,7 +1,8 @@
-"""``virtbus port-forward vm/NAME [LOCAL:]REMOTE...``: a VM's TCP ports on this host, as ``virtctl
-port-forward`` gives them; ``--stdio`` joins one to standard input and output (ssh's ProxyCommand, as
-``virtctl ssh`` uses it). Each connection is a session (proto.portforward) with the handler of the VM's
-node, which connects to the guest's port.
+"""``virtbus port-forward vm/NAME [udp/][LOCAL:]REMOTE...``: a VM's TCP and UDP ports on this host, as
+``virtctl port-forward`` gives them; ``--stdio`` joins a TCP one to standard input and output (ssh's
+ProxyCommand, as ``virtctl ssh`` uses it). Each TCP connection, and each UDP client address
+(ctl.udpforward), is a session (proto.portforward) with the handler of the VM's node, which connects
+to the guest's port.
 """
 
 from __future__ import annotations
@@ -12,27 +13,30 @@ import os
 import secrets
 import stat
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 from ctl.client import ApiClient
 from ctl.listening import listen
+from ctl.udpforward import UdpForward
 from ctl.vnc import running_node
 from proto import subjects
 from proto.errors import ApiError, Code
-from proto.portforward import PortForwardOpen, PortForwardOpened
+from proto.portforward import UDP_IDLE_S, PortForwardOpen, PortForwardOpened
 from proto.schema import Namespace
-from servicekit.tunnelpump import HalfClosingEnd, Inbound, StreamEnd, ended_cleanly, run_stream_tunnel
+from servicekit.datagramend import DatagramEnd, QueueDatagramEnd
+from servicekit.tunnelpump import HalfClosingEnd, Inbound, StreamEnd, ended_cleanly, run_port_tunnel
 
 TARGET_KINDS = ("vm", "vms", "virtualmachine", "vmi", "vmis", "virtualmachineinstance")
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("port-forward", help="a VM's TCP ports on this host (virtctl port-forward)")
+    p = sub.add_parser("port-forward", help="a VM's TCP and UDP ports on this host (virtctl port-forward)")
     p.add_argument("target", help="vm/NAME (or vmi/NAME, or NAME)")
-    p.add_argument("ports", nargs="+", help="[LOCAL:]REMOTE: LOCAL on this host to REMOTE of the guest "
+    p.add_argument("ports", nargs="+", help="[tcp/|udp/][LOCAL:]REMOTE: LOCAL on this host to REMOTE of the guest "
                                             "(LOCAL 0 or left out before ':': a free port; one port: the same)")
     p.add_argument("--address", default="127.0.0.1", help="where to listen (default 127.0.0.1)")
-    p.add_argument("--stdio", action="store_true", help="one port, joined to stdin and stdout (ssh ProxyCommand)")
+    p.add_argument("--stdio", action="store_true",
+                   help="one TCP port, joined to stdin and stdout (ssh ProxyCommand)")
 
 
 def target_name(text: str) -> str:
@@ -48,13 +52,19 @@ def target_name(text: str) -> str:
     return name
 
 
-def port_pair(text: str) -> tuple[int, int]:
-    """[LOCAL:]REMOTE as kubectl writes it, with virtctl's PROTOCOL/ before it (tcp/8080:80) or a /tcp
-    after it: (local, remote); local 0: a free one."""
+class PortPair(NamedTuple):
+    local: int  # 0: a free one
+    remote: int
+    protocol: str = "TCP"  # or "UDP"
+
+
+def port_pair(text: str) -> PortPair:
+    """[LOCAL:]REMOTE as kubectl writes it, with virtctl's PROTOCOL/ before it (udp/5353:53) or a
+    /PROTOCOL after it (53/udp); TCP when neither is written."""
     first, _, second = text.partition("/")
     spec, protocol = (second, first) if first.lower() in ("tcp", "udp") else (first, second)
-    if protocol and protocol.lower() != "tcp":
-        raise ApiError(Code.INVALID, f"{text!r}: only TCP is forwarded", "ports")
+    if protocol.lower() not in ("", "tcp", "udp"):
+        raise ApiError(Code.INVALID, f"{text!r}: TCP or UDP is forwarded", "ports")
     local, sep, remote = spec.rpartition(":")
     try:
         remote_port = int(remote)
@@ -63,17 +73,20 @@ def port_pair(text: str) -> tuple[int, int]:
         raise ApiError(Code.BAD_REQUEST, f"{text!r} is not [LOCAL:]REMOTE", "ports") from None
     if not 1 <= remote_port <= 65535 or not 0 <= local_port <= 65535:
         raise ApiError(Code.INVALID, f"{text!r}: ports are 1-65535 (a local 0: a free one)", "ports")
-    return local_port, remote_port
+    return PortPair(local_port, remote_port, protocol.upper() or "TCP")
 
 
-async def tunnel(api: ApiClient, name: str, port: int, local: HalfClosingEnd) -> str:
-    """One connection joined to a new session with port of the VM's guest; returns why it ended."""
+async def tunnel(api: ApiClient, name: str, port: int, local: HalfClosingEnd | DatagramEnd) -> str:
+    """One connection (or UDP flow) joined to a new session with port of the VM's guest; returns why
+    it ended."""
+    protocol = "UDP" if isinstance(local, DatagramEnd) else "TCP"
     try:
         node = await running_node(api, name)
         session = secrets.token_hex(16)
         inbound = await Inbound.subscribe(api.nc, subjects.portforward_session(node, name, session, "down"))
         try:
-            await api.request(subjects.portforward_open(node, name), PortForwardOpen(session=session, port=port),
+            await api.request(subjects.portforward_open(node, name),
+                              PortForwardOpen(session=session, port=port, protocol=protocol),
                               PortForwardOpened, f"handler of {node}", "is the node's handler up?")
         except BaseException:
             await inbound.unsubscribe()
@@ -81,7 +94,7 @@ async def tunnel(api: ApiClient, name: str, port: int, local: HalfClosingEnd) ->
     except BaseException:
         await local.close()
         raise
-    return await run_stream_tunnel(api.nc, local, inbound, subjects.portforward_session(node, name, session, "up"))
+    return await run_port_tunnel(api.nc, local, inbound, subjects.portforward_session(node, name, session, "up"))
 
 
 class StdioEnd:
@@ -123,12 +136,22 @@ class StdioEnd:
         pass  # standard input and output are this process's: they end with it
 
 
-async def forward(api: ApiClient, name: str, pairs: list[tuple[int, int]], address: str,
-                  announce: Any = print) -> None:
+async def forward(api: ApiClient, name: str, pairs: list[PortPair], address: str,
+                  announce: Any = print, udp_idle_s: float = UDP_IDLE_S) -> None:
     """Serve every pair on address until interrupted; announce each listening port."""
     await running_node(api, name)  # say it at once when the VM does not run
     servers = []
-    for local, remote in pairs:
+    flows: list[UdpForward] = []
+    for local, remote, protocol in pairs:
+        if protocol == "UDP":
+            async def flow(end: QueueDatagramEnd, remote: int = remote) -> str:
+                return await tunnel(api, name, remote, end)
+
+            udp = await UdpForward.listen(flow, f"{name}:{remote}/udp", address, local, udp_idle_s)
+            flows.append(udp)
+            announce(f"Forwarding from {address}:{udp.port} -> {remote}/udp")
+            continue
+
         async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remote: int = remote) -> None:
             try:
                 why = await tunnel(api, name, remote, StreamEnd(reader, writer))
@@ -140,10 +163,12 @@ async def forward(api: ApiClient, name: str, pairs: list[tuple[int, int]], addre
         servers.append(server)
         announce(f"Forwarding from {address}:{server.sockets[0].getsockname()[1]} -> {remote}")
     try:
-        await asyncio.gather(*(s.serve_forever() for s in servers))
+        await asyncio.gather(*(s.serve_forever() for s in servers), *(f.closed.wait() for f in flows))
     finally:
         for s in servers:
             s.close()
+        for f in flows:
+            await f.close()
 
 
 async def run(api: ApiClient, args: argparse.Namespace) -> int:
@@ -152,6 +177,8 @@ async def run(api: ApiClient, args: argparse.Namespace) -> int:
     if args.stdio:
         if len(pairs) != 1:
             raise ApiError(Code.BAD_REQUEST, "--stdio forwards one port", "ports")
+        if pairs[0].protocol != "TCP":
+            raise ApiError(Code.BAD_REQUEST, "--stdio forwards a TCP port (a stream has no datagrams)", "ports")
         why = await tunnel(api, name, pairs[0][1], await StdioEnd.open())
         if not ended_cleanly(why):
             print(f"port-forward: {why}", file=sys.stderr)

@@ -6,10 +6,11 @@
 #   guest/smoke.py "$disk"            # boots it in plain qemu: marker, shell, ACPI power-off
 #
 # The guest: Linux 6.1 (tinyconfig + guest/kernel.config, from Debian's linux-source-6.1) and a
-# busybox-static initramfs (guest/rootfs/: /init, udhcpc script, power-button handler) on a
+# busybox-static initramfs (guest/rootfs/: /init, udhcpc script, power-button handler; and
+# guest/udpecho.c, the UDP echo busybox lacks) on a
 # whole-disk FAT image ("superfloppy") booted by syslinux; SeaBIOS boots it as any disk (virtio,
 # sata, ...), e.g. q35/TCG with 32 MiB or more. Serial console lines, see guest/rootfs/init:
-#   VIRTBUS-GUEST-READY           services are up (httpd :80, echo :7, acpid, shell on ttyS0)
+#   VIRTBUS-GUEST-READY           services are up (httpd :80, echo :7 TCP and UDP, acpid, shell on ttyS0)
 #   VIRTBUS-GUEST-IP <addr>       udhcpc got a lease on eth0
 #
 # Cache (${VIRTBUS_CACHE:-$HOME/.cache/virtbus}):
@@ -17,7 +18,7 @@
 #       kkey = sha256(guest/kernel.config + linux-source-6.1 version); not build.sh, so a change
 #       to how the kernel is built here needs a (comment) change in kernel.config to take effect
 #   guest/<key>/{disk.img,bzImage,initrd.cpio,syslinux.cfg,build-info}
-#       key = sha256(build.sh + kernel.config + rootfs/ + busybox/syslinux versions)
+#       key = sha256(build.sh + kernel.config + udpecho.c + rootfs/ + busybox/syslinux versions)
 # Entries are built in a temp dir next to them and renamed into place, so an interrupted
 # build never leaves a partial entry; a lock serializes concurrent builds.
 # Needs (scripts/setup.sh): linux-source-6.1 busybox-static build-essential bc flex bison lz4
@@ -62,7 +63,7 @@ rootfs_digest() { # names, exec bits and contents of guest/rootfs/, in a stable 
   done)
 }
 KEY=$({
-  cat "$HERE/build.sh" "$HERE/kernel.config"
+  cat "$HERE/build.sh" "$HERE/kernel.config" "$HERE/udpecho.c"
   rootfs_digest
   echo "$KSRC_PKG $(pkgver "$KSRC_PKG") busybox $(pkgver busybox-static) syslinux $(pkgver syslinux)"
 } | short_sha)
@@ -224,7 +225,10 @@ start=$SECONDS
 tmp=$(mktemp -d "$CACHE/guest/.tmp-$KEY.XXXXXX"); TMPS+=("$tmp")
 out=$tmp/out
 mkdir "$out"
-log "guest $KEY: initramfs from busybox-static $(pkgver busybox-static) + guest/rootfs"
+log "guest $KEY: initramfs from busybox-static $(pkgver busybox-static) + guest/rootfs + guest/udpecho.c"
+# no libc (guest/udpecho.c says why): a 5 KB static program
+gcc -static -nostdlib -Os -fno-stack-protector -fno-asynchronous-unwind-tables -fno-pie -no-pie -s \
+  -o "$tmp/udpecho" "$HERE/udpecho.c" || die "guest/udpecho.c did not compile"
 {
   for d in /bin /dev /etc /proc /root /run /sys /tmp /usr /var /var/log /var/run /var/www; do
     echo "dir $d 0755 0 0"
@@ -236,6 +240,7 @@ log "guest $KEY: initramfs from busybox-static $(pkgver busybox-static) + guest/
   echo "slink /usr/bin ../bin 0777 0 0"
   echo "slink /usr/sbin ../bin 0777 0 0"
   echo "file /bin/busybox $BUSYBOX 0755 0 0"
+  echo "file /bin/udpecho $tmp/udpecho 0755 0 0"
   "$BUSYBOX" --list | LC_ALL=C sort | while read -r applet; do
     [ "$applet" = busybox ] || echo "slink /bin/$applet busybox 0777 0 0"
   done

@@ -1,6 +1,7 @@
-"""The node's end of port-forward sessions (proto.portforward): a connection to a port of one of this
-node's running VMIs, at its pod address in the node's network namespace, joined to the session's
-frames (servicekit.tunnelpump) until either side ends it.
+"""The node's end of port-forward sessions (proto.portforward): a TCP connection, or a connected UDP
+socket, to a port of one of this node's running VMIs, at its pod address in the node's network
+namespace, joined to the session's frames (servicekit.tunnelpump) until either side ends it (or, for
+UDP, until the flow idles: servicekit.datagramend).
 
 The address is the VMI's, from this node's copy of its VMIs; the request names only the VMI and the
 port. A VMI not Running here, without a pod address, or with MAX_SESSIONS open is refused, typed.
@@ -19,29 +20,44 @@ from nats.aio.client import Client
 from proto import subjects
 from proto.api import decode_request, encode
 from proto.errors import ApiError, Code, ErrorReply
-from proto.portforward import CONNECT_TIMEOUT_S, MAX_SESSIONS, PortForwardOpen, PortForwardOpened, check_open
+from proto.portforward import (
+    CONNECT_TIMEOUT_S,
+    MAX_SESSIONS,
+    UDP_IDLE_S,
+    PortForwardOpen,
+    PortForwardOpened,
+    check_open,
+)
 from proto.state import VMI, Phase
 from proto.vnc import WINDOW
+from servicekit.datagramend import DatagramEnd, SocketDatagramEnd
 from servicekit.netns_socket import socket_in
 from servicekit.tunnel import Flow
-from servicekit.tunnelpump import HalfClosingEnd, Inbound, StreamEnd, run_stream_tunnel, serve_until_cancelled
+from servicekit.tunnelpump import HalfClosingEnd, Inbound, StreamEnd, run_port_tunnel, serve_until_cancelled
 
 log = structlog.get_logger()
 
 
 class Dialer(Protocol):
-    async def __call__(self, address: str, port: int) -> HalfClosingEnd: ...
+    async def __call__(self, address: str, port: int, protocol: str) -> HalfClosingEnd | DatagramEnd: ...
 
 
 class NetnsDialer:
-    """TCP connections made in the node's network namespace (None: this process's)."""
+    """TCP connections and UDP flows made in the node's network namespace (None: this process's)."""
 
-    def __init__(self, netns: str | None) -> None:
-        self.netns = netns
+    def __init__(self, netns: str | None, udp_idle_s: float = UDP_IDLE_S) -> None:
+        self.netns, self.udp_idle_s = netns, udp_idle_s
 
-    async def __call__(self, address: str, port: int) -> HalfClosingEnd:
-        sock = await asyncio.to_thread(socket_in, self.netns, lambda: socket.socket(socket.AF_INET,
-                                                                                    socket.SOCK_STREAM))
+    async def __call__(self, address: str, port: int, protocol: str) -> HalfClosingEnd | DatagramEnd:
+        kind = socket.SOCK_DGRAM if protocol == "UDP" else socket.SOCK_STREAM
+        sock = await asyncio.to_thread(socket_in, self.netns, lambda: socket.socket(socket.AF_INET, kind))
+        if protocol == "UDP":
+            try:
+                sock.connect((address, port))  # no handshake: where its datagrams go, whose it takes
+            except BaseException:
+                sock.close()
+                raise
+            return SocketDatagramEnd(sock, self.udp_idle_s)
         try:
             sock.setblocking(False)
             await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (address, port)), CONNECT_TIMEOUT_S)
@@ -83,10 +99,11 @@ class PortForwardServer:
                 raise ApiError(Code.UNAVAILABLE, f"{name} has {MAX_SESSIONS} port-forward sessions open; try later")
             address = pod_address(next((v for v in await self.vmis() if v.name == name), None), self.node, name)
             try:
-                local = await self.dial(address, req.port)
+                local = await self.dial(address, req.port, req.protocol)
             except (OSError, TimeoutError) as exc:
                 why = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
-                raise ApiError(Code.UNAVAILABLE, f"port {req.port} of {name} ({address}): {why}", "port") from None
+                raise ApiError(Code.UNAVAILABLE, f"{req.protocol} port {req.port} of {name} ({address}): {why}",
+                               "port") from None
             try:
                 inbound = await Inbound.subscribe(self.nc,
                                                   subjects.portforward_session(self.node, name, req.session, "up"))
@@ -95,18 +112,20 @@ class PortForwardServer:
                 raise
             down = subjects.portforward_session(self.node, name, req.session, "down")
             self.sessions[(name, req.session)] = asyncio.create_task(
-                self._serve(name, req.session, req.port, local, inbound, down))
+                self._serve(name, req.session, req, local, inbound, down))
             reply: Any = PortForwardOpened(session=req.session, window=WINDOW)
         except ApiError as exc:
             reply = ErrorReply(error=exc.body())
         await msg.respond(encode(reply))
 
-    async def _serve(self, name: str, session: str, port: int, local: HalfClosingEnd, inbound: Inbound,
-                     down: str) -> str:
-        log.info("port-forward session opened", vmi=name, port=port, session=session)
+    async def _serve(self, name: str, session: str, req: PortForwardOpen, local: HalfClosingEnd | DatagramEnd,
+                     inbound: Inbound, down: str) -> str:
+        bound = log.bind(vmi=name, node=self.node, port=req.port, protocol=req.protocol, session=session)
+        bound.info("port-forward session opened")
         try:
-            why = await run_stream_tunnel(self.nc, local, inbound, down, Flow())
-            log.info("port-forward session closed", vmi=name, port=port, session=session, why=why)
+            why = await run_port_tunnel(self.nc, local, inbound, down, Flow())
+            dropped = local.dropped if isinstance(local, DatagramEnd) else 0
+            bound.info("port-forward session closed", why=why, **({"dropped": dropped} if dropped else {}))
             return why
         finally:
             self.sessions.pop((name, session), None)

@@ -16,6 +16,7 @@ from nats.aio.client import Client
 from proto.errors import ApiError
 from proto.vnc import CHUNK, decode_frame, encode_frame
 from servicekit.cancelling import cancel_and_wait
+from servicekit.datagramend import DatagramEnd
 from servicekit.tunnel import Flow, TunnelBroken
 
 TICK_S = 0.25  # how often a quiet session checks its keepalive and its peer
@@ -102,6 +103,15 @@ async def run_stream_tunnel(nc: Client, local: HalfClosingEnd, inbound: Inbound,
     both streams ended, either side closes, or the peer breaks the stream or goes silent. A client that
     sends its request and shuts its sending half still gets the whole answer, as over plain TCP."""
     return await run_tunnel(nc, local, inbound, send_subject, flow, write_eof=local.write_eof)
+
+
+async def run_port_tunnel(nc: Client, local: HalfClosingEnd | DatagramEnd, inbound: Inbound, send_subject: str,
+                          flow: Flow | None = None) -> str:
+    """A port-forward session's tunnel: a TCP connection's (run_stream_tunnel), or a UDP flow's, which
+    has no half-close and ends when it idles (servicekit.datagramend)."""
+    if isinstance(local, DatagramEnd):
+        return await run_tunnel(nc, local, inbound, send_subject, flow)
+    return await run_stream_tunnel(nc, local, inbound, send_subject, flow)
 
 
 async def run_tunnel(nc: Client, local: LocalEnd, inbound: Inbound, send_subject: str, flow: Flow | None = None,

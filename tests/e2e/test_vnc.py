@@ -273,11 +273,48 @@ def test_the_screen_by_screenshot_proxy_and_web_console(lab: Lab) -> None:
     lab.cli("delete", "screen", "--wait")
 
 
+def udp_echo(sock: socket.socket, port: int, payload: bytes) -> float:
+    """payload sent to the guest's UDP echo until it comes back whole (UDP may lose one); seconds it took."""
+    start = time.monotonic()
+    while time.monotonic() < start + 60:
+        sock.sendto(payload, ("127.0.0.1", port))
+        with contextlib.suppress(TimeoutError):
+            while sock.recv(65536) != payload:  # a late answer to an earlier try
+                pass
+            return time.monotonic() - start
+    raise AssertionError(f"{len(payload)} bytes never came back from the guest's UDP echo")
+
+
+def guest_udp_echoes(lab: Lab, name: str) -> None:
+    """udp/0:7: each client's datagrams come back to it, whole (one beyond the guest's MTU too)."""
+    with cli_server(lab, "port-forward", f"vm/{name}", "udp/0:7") as (_, line):
+        assert line.startswith("Forwarding from 127.0.0.1:") and line.split()[-1] == "7/udp", line
+        port = int(line.split()[2].rsplit(":", 1)[1])
+        clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+        try:
+            for i, client in enumerate(clients):
+                client.bind(("127.0.0.1", 0))
+                client.settimeout(2)
+                took = [udp_echo(client, port, f"{name}-{i}-".encode() + os.urandom(size)) for size in (5, 1400, 9000)]
+                print(f"\n{name}'s UDP echo through port-forward, client {i}: " +
+                      ", ".join(f"{t:.2f}s" for t in took))
+        finally:
+            for client in clients:
+                client.close()
+
+
 def test_a_guests_port_on_this_host_by_port_forward(lab: Lab) -> None:
     """virtctl port-forward's habit: the guest's web server on a port of 127.0.0.1, and through --stdio
-    (ssh's ProxyCommand); a bridge-bound guest (its own pod IP) this time; a viewer may not."""
+    (ssh's ProxyCommand); a bridge-bound guest (its own pod IP) this time; a viewer may not. UDP too
+    (udp/...), to that guest and to a masquerade one (its UDP ports reached through the pod's rules)."""
     lab.cli("apply", "-f", write_manifest(lab, "fwd", "bridge"))
+    lab.cli("apply", "-f", write_manifest(lab, "fwdm", "masquerade"))
+    lab.cli("start", "fwdm")  # both boot at once
     started(lab, "fwd")
+    started(lab, "fwdm")
+    guest_udp_echoes(lab, "fwd")
+    guest_udp_echoes(lab, "fwdm")
+    lab.cli("delete", "fwdm", "--wait")
     with cli_server(lab, "port-forward", "vm/fwd", "0:80") as (_, line):
         assert line.startswith("Forwarding from 127.0.0.1:") and line.split()[-1] == "80", line
         port = int(line.split()[2].rsplit(":", 1)[1])

@@ -1,8 +1,9 @@
 """port-forward through a real nats-server into a real network namespace: the CLI's listener, the
-node's handler end (handler.portforward, dialing in the namespace as it does on a node) and a TCP server
-standing in for the guest at the VMI's pod address. Bytes go both ways intact, beyond the tunnel's
-window, and a client's half-close reaches the guest; a closed port, a VMI of another node and requests
-written by hand on the bus get typed errors."""
+node's handler end (handler.portforward, dialing in the namespace as it does on a node) and TCP and UDP
+servers standing in for the guest at the VMI's pod address. Bytes go both ways intact, beyond the
+tunnel's window, and a client's half-close reaches the guest; UDP datagrams cross whole, each client's
+answers come back to it alone, and an idle flow's session ends on both sides; a closed port, a VMI of
+another node and requests written by hand on the bus get typed errors."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import pytest
 import yaml
 
 from ctl.client import ApiClient
-from ctl.portforward import forward
+from ctl.portforward import PortPair, forward
 from handler.portforward import NetnsDialer, PortForwardServer
 from proto import subjects
 from proto.manifest import parse_instance
@@ -51,6 +52,12 @@ def digest(c):  # answers only once the client's stream ended: what it read, cou
         h.update(data); n += len(data)
     c.sendall(f"{{n}} {{h.hexdigest()}}".encode()); c.close()
 serve(7777, echo); serve(7779, digest)
+def udp_echo():  # each datagram back to its sender, with who sent it (the client's address as seen here)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("{ip}", 7777))
+    while True:
+        data, peer = u.recvfrom(65536)
+        u.sendto(data if data.startswith(b"big") else data + f" from {{peer[0]}}".encode(), peer)
+threading.Thread(target=udp_echo, daemon=True).start()
 print("listening", flush=True)
 threading.Event().wait()
 """
@@ -93,7 +100,8 @@ async def test_a_guest_port_reached_through_the_bus(api: Store, nats_url: str, g
     client = await ApiClient.connect(nats_url)
     announced: list[str] = []
     tasks = [asyncio.create_task(server.run()),
-             asyncio.create_task(forward(client, "testvm", [(0, 7777), (0, 7778), (0, 7779)], "127.0.0.1",
+             asyncio.create_task(forward(client, "testvm", [PortPair(0, 7777), PortPair(0, 7778), PortPair(0, 7779)],
+                                         "127.0.0.1",
                                          announced.append))]
     try:
         for _ in range(100):
@@ -153,5 +161,75 @@ async def test_a_guest_port_reached_through_the_bus(api: Store, nats_url: str, g
         assert (await ask("nothere", b'{"session": "' + b"c" * 16 + b'", "port": 7777}'))["code"] == "NotFound"
         assert not server.sessions
     finally:
+        await cancel_and_wait(tasks)
+        await client.close()
+
+
+class UdpClient(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.got.put_nowait(data)
+
+    @classmethod
+    async def to(cls, port: int) -> tuple[asyncio.DatagramTransport, UdpClient]:
+        return await asyncio.get_running_loop().create_datagram_endpoint(cls, remote_addr=("127.0.0.1", port))
+
+
+async def test_a_guests_udp_port_reached_through_the_bus(api: Store, nats_url: str, guest: str) -> None:
+    await api.vmis.put("testvm", running("testvm", "node1"))
+
+    async def vmis() -> list[VMI]:
+        return [e.value for e in await api.vmis.items()]
+
+    idle_s = 1.5
+    server = PortForwardServer(api.nc, "node1", vmis, NetnsDialer(guest, udp_idle_s=idle_s))
+    client = await ApiClient.connect(nats_url)
+    announced: list[str] = []
+    tasks = [asyncio.create_task(server.run()),
+             asyncio.create_task(forward(client, "testvm", [PortPair(0, 7777, "UDP")], "127.0.0.1",
+                                         announced.append, udp_idle_s=idle_s))]
+    ends: list[asyncio.DatagramTransport] = []
+    try:
+        for _ in range(100):
+            if announced:
+                break
+            await asyncio.sleep(0.05)
+        assert announced[0].endswith("-> 7777/udp")
+        port = int(announced[0].split()[2].rsplit(":", 1)[1])
+        (one, first), (two, second) = await UdpClient.to(port), await UdpClient.to(port)
+        ends += [one, two]
+        # each datagram whole and alone; each client's answers to it, not to the other
+        for i in range(3):
+            one.sendto(f"one-{i}".encode())
+            two.sendto(f"two-{i}".encode())
+        big = b"big" + os.urandom(20_000)
+        one.sendto(big)
+        got_one = [await asyncio.wait_for(first.got.get(), 10) for _ in range(4)]
+        got_two = [await asyncio.wait_for(second.got.get(), 10) for _ in range(3)]
+        # the guest saw them come from inside the node's namespace (its one address here), not from this host
+        assert got_one[:3] == [f"one-{i} from {POD_IP}".encode() for i in range(3)] and got_one[3] == big
+        assert got_two == [f"two-{i} from {POD_IP}".encode() for i in range(3)]
+        assert len(server.sessions) == 2  # a session per client address
+        # nothing crosses for the idle time: both sessions end, on the node too
+        for _ in range(int(idle_s * 40)):
+            if not server.sessions:
+                break
+            await asyncio.sleep(0.1)
+        assert not server.sessions
+        # a client's next datagram opens a new session
+        one.sendto(b"again")
+        assert await asyncio.wait_for(first.got.get(), 10) == f"again from {POD_IP}".encode()
+        assert len(server.sessions) == 1
+
+        # by hand on the bus: a protocol it does not forward is refused, and nothing opened
+        body = b'{"session": "' + b"d" * 16 + b'", "port": 7777, "protocol": "SCTP"}'
+        reply = json.loads((await api.nc.request(subjects.portforward_open("node1", "testvm"), body, timeout=5)).data)
+        assert reply["error"]["field"] == "protocol"
+        assert len(server.sessions) == 1
+    finally:
+        for end in ends:
+            end.close()
         await cancel_and_wait(tasks)
         await client.close()

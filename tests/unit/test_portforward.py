@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from ctl import cli
-from ctl.portforward import port_pair, target_name
+from ctl.portforward import PortPair, port_pair, target_name
 from handler.portforward import pod_address
 from proto import subjects
 from proto.errors import ApiError, Code
@@ -23,11 +23,17 @@ from tests.unit.test_permissions_rules import matches, may_publish
                                             ("0:22", (0, 22)), ("2222:22/tcp", (2222, 22)), ("80/TCP", (80, 80)),
                                             ("tcp/8080:80", (8080, 80)), ("TCP/22", (22, 22))])
 def test_ports_as_virtctl_writes_them(text: str, pair: tuple[int, int]) -> None:
-    assert port_pair(text) == pair
+    assert port_pair(text) == PortPair(*pair, "TCP")
 
 
-@pytest.mark.parametrize("text", ["80/udp", "udp/8080:9090", "tcp/80/tcp", "sctp/80", "x", "8080:", "0", "70000",
-                                  "1:0", "-1:80", "a:80", "8080:80:1"])
+@pytest.mark.parametrize(("text", "pair"), [("udp/5353:53", (5353, 53)), ("53/udp", (53, 53)), ("UDP/:7", (0, 7)),
+                                            ("0:7/UDP", (0, 7))])
+def test_udp_ports_as_virtctl_writes_them(text: str, pair: tuple[int, int]) -> None:
+    assert port_pair(text) == PortPair(*pair, "UDP")
+
+
+@pytest.mark.parametrize("text", ["80/sctp", "udp/8080:9090/udp", "tcp/80/tcp", "sctp/80", "x", "8080:", "0", "70000",
+                                  "1:0", "-1:80", "a:80", "8080:80:1", "udp/70000"])
 def test_ports_it_refuses(text: str) -> None:
     with pytest.raises(ApiError) as refused:
         port_pair(text)
@@ -42,7 +48,7 @@ def test_targets() -> None:
             target_name(bad)
 
 
-@pytest.mark.parametrize("argv", [["port-forward", "pod/x", "80"], ["port-forward", "vm/x", "80/udp"],
+@pytest.mark.parametrize("argv", [["port-forward", "pod/x", "80"], ["port-forward", "vm/x", "80/sctp"],
                                   ["port-forward", "vm/x", "99999"]])
 def test_the_cli_refuses_before_connecting(argv: list[str]) -> None:
     with pytest.raises(ApiError):
@@ -51,11 +57,19 @@ def test_the_cli_refuses_before_connecting(argv: list[str]) -> None:
 
 @pytest.mark.parametrize(("body", "field"), [
     ({"session": "a" * 16, "port": 0}, "port"), ({"session": "a" * 16, "port": 65536}, "port"),
-    ({"session": "a" * 16, "port": 53, "protocol": "UDP"}, "protocol"), ({"session": "../x", "port": 80}, "session")])
+    ({"session": "a" * 16, "port": 53, "protocol": "SCTP"}, "protocol"), ({"session": "a" * 16, "port": 53,
+                                                                           "protocol": "udp/"}, "protocol"),
+    ({"session": "../x", "port": 80}, "session")])
 def test_open_requests_it_refuses(body: dict[str, object], field: str) -> None:
     with pytest.raises(ApiError) as refused:
         check_open(msgspec.convert(body, PortForwardOpen))
     assert refused.value.code is Code.INVALID and refused.value.field == field
+
+
+def test_open_requests_name_tcp_or_udp_in_either_case() -> None:
+    for given, meant in (("udp", "UDP"), ("UDP", "UDP"), ("tcp", "TCP"), ("TCP", "TCP")):
+        assert check_open(PortForwardOpen(session="a" * 16, port=53, protocol=given)).protocol == meant
+    assert check_open(PortForwardOpen(session="a" * 16, port=22)).protocol == "TCP"
 
 
 def vmi(node: str = "node1", phase: Phase = Phase.RUNNING, ip: str | None = "10.244.1.2",
