@@ -17,6 +17,7 @@ from ctl import (
     consolelog,
     createvm,
     describe,
+    exportcmd,
     imagecmd,
     instancetypecmd,
     kubectlforms,
@@ -256,6 +257,7 @@ def parser() -> argparse.ArgumentParser:
     preferencecmd.add_parser(sub)
     ctl.vnc.add_parser(sub)
     portforward.add_parser(sub)
+    exportcmd.add_parser(sub)
     describe.add_parser(sub)
     createvm.add_parser(sub)
     version.add_parser(sub)
@@ -274,6 +276,7 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
     "instancetype": instancetypecmd.run, "scale": workloadcmd.scale, "vm": snapshotcmd.run_vm,
     "preference": preferencecmd.run, "vnc": ctl.vnc.run, "port-forward": portforward.run,
+    "vmexport": exportcmd.run,
     "describe": describe.run, "version": version.run, "console-web": ctl.webconsole.run,
     **dict.fromkeys(power.VERBS, power.cmd_power),
 }

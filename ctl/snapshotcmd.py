@@ -94,7 +94,7 @@ def snapshot_state(s: VolumeSnapshot) -> str:
     return s.phase.value + (f": {s.reason}" if s.reason else "")
 
 
-async def _wait_snapshot(api: ApiClient, name: str, limit: float) -> None:
+async def wait_snapshot(api: ApiClient, name: str, limit: float) -> None:
     async def probe() -> tuple[bool, str]:
         s = (await api.call("snapshot", "get", NameRequest(name=name), SnapshotReply)).item
         if s.phase is SnapshotPhase.FAILED:
@@ -123,7 +123,7 @@ async def volume_snapshot(api: ApiClient, args: argparse.Namespace) -> int:
                                SnapshotReply)).item
         say(f"snapshot/{snap.name} of volume/{snap.volume} asked; node {snap.node} copies it")
         if args.wait:
-            await _wait_snapshot(api, snap.name, args.timeout)
+            await wait_snapshot(api, snap.name, args.timeout)
     return 0
 
 
@@ -180,5 +180,5 @@ async def run_vm(api: ApiClient, args: argparse.Namespace) -> int:
         say(f"vmsnapshot/{view.item.name} of vm/{view.item.vm} asked: volumes {', '.join(sorted(view.item.volumes))}")
         if args.wait:
             for part in view.parts:
-                await _wait_snapshot(api, part.name, args.timeout)
+                await wait_snapshot(api, part.name, args.timeout)
     return 0

@@ -1,12 +1,14 @@
 """Snapshots that bring a volume back on another node: a real guest writes on its volume,
 `virtbus vm snapshot` takes both of the VM's volumes while the guest runs (one libvirt backup job in
-its launcher), the guest writes over it, `virtbus vm restore` brings the snapshot's content back,
+its launcher), the guest writes over it, `virtbus vmexport download` brings the volume to a local file
+as it is and as the snapshot has it, `virtbus vm restore` brings the snapshot's content back,
 a clone of the running VM (`virtbus create clone | apply -f`) boots with copies of its volumes and
 reads the same, then the snapshot is restored as a new volume on the OTHER node, and a VM using it
 boots there and reads what was written. Then bench/volume_snapshots.py runs small, so it cannot rot."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import time
@@ -55,6 +57,17 @@ def test_a_snapshot_taken_while_the_guest_runs_comes_back_on_the_other_node(lab:
     assert "Ready" in lab.cli("vm", "snapshot", "list").stdout
     assert "snap1-snapaux" in lab.cli("volume", "snapshot", "list").stdout  # both volumes, one job
     say_in_guest(lab, "snapper", f"{FIND}; echo gone-07 > $D; sync; echo W$((2+2))", "W4")
+
+    # virtctl vmexport download: the running VM's volume as it is now (gzipped, virtctl's default),
+    # and as the snapshot has it (raw); the export's own snapshot goes once it is downloaded
+    live, kept = lab.state_dir / "snapdata.img.gz", lab.state_dir / "snapdata.img"
+    said = lab.cli("vmexport", "download", "live", "--vm", "snapper", "--volume", "snapdata", "--output", str(live))
+    assert gzip.decompress(live.read_bytes())[:8] == b"gone-07\n", said.stdout
+    lab.cli("vmexport", "download", "old", "--snapshot=snap1", "--volume=snapdata", "--format=raw", f"--output={kept}")
+    assert kept.read_bytes()[:8] == b"kept-42\n" and kept.stat().st_size == 64 * 2**20
+    assert [v["item"]["name"] for v in json.loads(lab.cli("vm", "snapshot", "list", "-o", "json").stdout)] == ["snap1"]
+    live.unlink()
+    kept.unlink()
 
     # VirtualMachineRestore: stopped, its volumes get the snapshot's content back, on its node
     lab.cli("stop", "snapper", "--wait", "--timeout", "120")
