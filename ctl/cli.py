@@ -19,6 +19,7 @@ from ctl import (
     describe,
     exportcmd,
     imagecmd,
+    imageupload,
     instancetypecmd,
     kubectlforms,
     kubevirtcmd,
@@ -250,6 +251,7 @@ def parser() -> argparse.ArgumentParser:
         fsub.add_parser(verb).add_argument("address")
     fsub.add_parser("list")
     imagecmd.add_parser(sub)
+    imageupload.add_parser(sub)
     volumecmd.add_parser(sub)
     snapshotcmd.add_vm_parser(sub)
     instancetypecmd.add_parser(sub)
@@ -272,7 +274,7 @@ def parser() -> argparse.ArgumentParser:
 COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] = {
     "apply": manifestcmd.cmd_apply, "get": cmd_get, "start": lifecyclecmd.cmd_lifecycle,
     "stop": lifecyclecmd.cmd_lifecycle, "restart": lifecyclecmd.cmd_lifecycle, "delete": lifecyclecmd.cmd_delete,
-    "console": cmd_console, "image": imagecmd.run,
+    "console": cmd_console, "image": imagecmd.run, "image-upload": imageupload.run,
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
     "instancetype": instancetypecmd.run, "scale": workloadcmd.scale, "vm": snapshotcmd.run_vm,
     "preference": preferencecmd.run, "vnc": ctl.vnc.run, "port-forward": portforward.run,

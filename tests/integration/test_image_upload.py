@@ -1,78 +1,80 @@
-"""``virtbus image upload`` against a real nats-server and the api service: what is checked goes
-in with its format, virtual size and checksum on record; what is refused sends nothing."""
+"""``virtbus image-upload dv|pvc`` against a real nats-server, the api service on the bus and the nodes'
+real volume work (qemu-img): a local qcow2 becomes a volume whose disk reads what the file held, made
+now on the node named or left for the first VM's; what it refuses (a size that cannot hold the image,
+a volume that exists, a file that is no disk image) is refused before anything is sent or made."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from ctl import cli, imageupload
 from ctl.client import ApiClient
-from ctl.imagecmd import human, upload
 from proto.api import ImageList
-from proto.errors import ApiError
-from proto.imagefacts import Format
+from proto.errors import ApiError, Code
+from proto.state import VolumePhase
+from servicekit.paths import volume_path
 from servicekit.store import Store
-from tests.conftest import REPO, NatsServer
+from tests.integration import test_snapshots
+from tests.integration.test_snapshots import Cluster, reads, write_pattern
+
+pytestmark = pytest.mark.integration
+cluster = test_snapshots.cluster  # the fixture: a real nats-server, two nodes' volume work, the API
 
 
-@pytest.fixture
-def fat_qcow2(tmp_path: Path) -> Path:
-    raw = tmp_path / "disk.img"
-    subprocess.run(["mkfs.vfat", "-C", "-n", "TEST", str(raw), "8192"], check=True, capture_output=True)
-    path = tmp_path / "disk.qcow2"
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(path)], check=True)
-    return path
+async def upload(client: ApiClient, *argv: str) -> None:
+    assert await imageupload.run(client, cli.parser().parse_args(["image-upload", *argv])) == 0
 
 
-async def test_an_upload_records_what_the_file_is(api: Store, fat_qcow2: Path) -> None:
-    client = ApiClient(api.nc)
-    facts = await upload(client, "disks/fat:1", fat_qcow2, None)
-    assert facts.sha256 == hashlib.sha256(fat_qcow2.read_bytes()).hexdigest()
-    [item] = (await client.call("image", "list", {}, ImageList)).items
-    assert (item.name, item.format, item.size, item.virtual_size, item.sha256) == (
-        "disks/fat:1", "qcow2", fat_qcow2.stat().st_size, 8 << 20, facts.sha256)
-    info = await api.images.get_info("disks/fat:1")
-    assert info.headers == {"Virtbus-Image-Format": ["qcow2"], "Virtbus-Image-Virtual-Size": [str(8 << 20)]}
+def make_disk(disk: Path) -> None:
+    """A 16M qcow2 whose first and last 64 KiB hold patterns."""
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True)
+    write_pattern(disk, b"\x3c" * 65536, 0)
+    write_pattern(disk, b"\xc3" * 65536, 16 * 2**20 - 65536)
 
 
-async def test_a_refused_file_sends_nothing(api: Store, fat_qcow2: Path, tmp_path: Path) -> None:
-    client = ApiClient(api.nc)
-    short = tmp_path / "short.qcow2"
-    short.write_bytes(fat_qcow2.read_bytes()[:-1000])
-    with pytest.raises(ApiError) as caught:
-        await upload(client, "short", short, None)
-    assert "truncated" in caught.value.message and str(short) in caught.value.message
-    with pytest.raises(ApiError) as caught:
-        await upload(client, "mislabelled", fat_qcow2, Format.ISO)
-    assert "--format iso was given, but the file is a qcow2 image" in caught.value.message
-    assert (await client.call("image", "list", {}, ImageList)).items == []
+async def images(client: ApiClient) -> list[str]:
+    return sorted(i.name for i in (await client.call("image", "list", {}, ImageList)).items)
 
 
-async def cli(server: NatsServer, *args: str) -> tuple[int, str, str]:
-    """The CLI in its own process, this loop free meanwhile (the api service answers on it)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ctl", "--server", server.url, "--creds", server.creds("admin"), *args,
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode(), err.decode()
+async def test_a_local_image_becomes_a_volume(cluster: Cluster, api: Store, nats_url: str, tmp_path: Path) -> None:
+    admin = cluster.admin
+    disk = tmp_path / "fedora.qcow2"
+    make_disk(disk)
+    client = await ApiClient.connect(nats_url)
+    try:
+        # --node: written there now, and waited for; the disk reads what the file held, in a bigger volume
+        await upload(client, "dv", "fedora-dv", "--size=64Mi", f"--image-path={disk}", "--node", "node1",
+                     "--insecure", "--uploadproxy-url", "https://cdi-uploadproxy.example")
+        volume = (await admin.volumes.require("fedora-dv", "volume")).value
+        assert volume.phase is VolumePhase.READY and volume.node == "node1" and volume.image == "upload/fedora-dv"
+        path = volume_path(cluster.dirs["node1"], volume)
+        assert reads(path, 0, 65536, 0x3c) and reads(path, 16 * 2**20 - 65536, 65536, 0xc3)
+        assert reads(path, 16 * 2**20, 65536, 0x00)  # the rest of the 64Mi: zeros
+        # no node: Pending, placed with the first VM that uses it (WaitForFirstConsumer)
+        await upload(client, "pvc", "lazy", "--size", "16Mi", "--image-path", str(disk))
+        lazy = (await admin.volumes.require("lazy", "volume")).value
+        assert lazy.node is None and lazy.phase is VolumePhase.PENDING and lazy.image == "upload/lazy"
+        assert await images(client) == ["upload/fedora-dv", "upload/lazy"]
 
-
-async def test_the_cli_shows_progress_and_the_list(api: Store, nats_server: NatsServer, fat_qcow2: Path) -> None:
-    code, out, err = await cli(nats_server, "image", "import", "fat", "--file", str(fat_qcow2))
-    assert code == 0, err
-    assert "100%" in err and "/s" in err, err
-    sha = hashlib.sha256(fat_qcow2.read_bytes()).hexdigest()
-    assert "image fat uploaded: qcow2" in out and f"sha256 {sha}" in out, out
-    code, listed, err = await cli(nats_server, "image", "list")
-    assert code == 0, err
-    head, row = listed.splitlines()[:2]
-    assert head.split() == ["NAME", "FORMAT", "SIZE", "VIRTUAL", "SIZE", "SHA256"], listed
-    assert row.split() == ["fat", "qcow2", *human(fat_qcow2.stat().st_size).split(), "8.0", "MiB", sha], listed
-    code, refused, err = await cli(nats_server, "image", "upload", "noise", "--file", str(fat_qcow2),
-                                   "--format", "raw")
-    assert code == 1 and "--format raw was given, but the file is a qcow2 image" in err, err
+        # refused before a byte is sent: nothing uploaded, nothing made
+        text = tmp_path / "notes.txt"
+        text.write_text("not a disk\n" * 100)
+        for argv, code, field in (
+                (["dv", "small", "--size", "8Mi", "--image-path", str(disk)], Code.INVALID, "size"),
+                (["dv", "fedora-dv", "--size", "64Mi", "--image-path", str(disk)], Code.CONFLICT, "name"),
+                (["dv", "gone", "--size", "64Mi", "--image-path", str(tmp_path / "nope.qcow2")], Code.INVALID,
+                 "image-path"),
+                (["dv", "x", "--size", "64Mi", "--image-path", str(disk), "--no-create"], Code.INVALID, "no-create"),
+                (["dv", "Bad_Name", "--size", "64Mi", "--image-path", str(disk)], Code.INVALID, "name")):
+            with pytest.raises(ApiError) as refused:
+                await upload(client, *argv)
+            assert refused.value.code is code and refused.value.field == field, (argv, refused.value)
+        with pytest.raises(ApiError):
+            await upload(client, "dv", "texty", "--size", "64Mi", "--image-path", str(text))
+        assert await images(client) == ["upload/fedora-dv", "upload/lazy"]
+        assert sorted(e.key for e in await admin.volumes.items()) == ["fedora-dv", "lazy"]
+    finally:
+        await client.close()
