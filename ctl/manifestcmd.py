@@ -27,6 +27,7 @@ from proto import clonemanifest, clusterconfig, instancetypes, preferences, snap
 from proto.api import VMIReply, VMReply
 from proto.errors import ApiError, Code
 from proto.manifest import INSTANCE_KIND, load_manifests
+from proto.state import restart_required
 
 # what ``delete -f`` asks the API to delete, by the manifest's kind (a VM's manifest may have none:
 # virtbus JSON); the rest of the kinds apply takes are refused there, each saying why
@@ -112,7 +113,9 @@ async def _apply_one(api: ApiClient, doc: Any) -> None:
         say(f"virtualmachineinstance/{vmi.name} applied ({vmi.phase.value})")
     else:
         vm = await api.call("vm", "apply", body, VMReply)
-        say(f"virtualmachine/{vm.item.vm.spec.name} applied ({vm.item.printable_status})")
+        later = "; its instance runs the spec it started with: restart it to apply the change" \
+            if restart_required(vm.item.vm.spec, vm.item.vmi) else ""
+        say(f"virtualmachine/{vm.item.vm.spec.name} applied ({vm.item.printable_status}){later}")
 
 
 def deletions(docs: list[Any]) -> list[tuple[str, str] | ApiError]:

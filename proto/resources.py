@@ -34,7 +34,17 @@ from proto.spec import (
     VMSpec,
     Volume,
 )
-from proto.state import FINAL_PHASES, VM, VMI, Condition, Phase, is_ready
+from proto.state import (
+    FINAL_PHASES,
+    RESTART_REQUIRED,
+    RESTART_REQUIRED_MESSAGE,
+    VM,
+    VMI,
+    Condition,
+    Phase,
+    is_ready,
+    restart_required,
+)
 
 KUBEVIRT_API = "kubevirt.io/v1"
 ANNOTATIONS = "virtbus.io/"
@@ -254,7 +264,8 @@ def vm_object(view: VMView) -> Obj:
         "created": view.vmi is not None,
         # the READY column, as in `virtbus get vms`
         "ready": view.printable_status == "Running" and view.vmi is not None and is_ready(view.vmi),
-        "conditions": [_failure(vm)] if vm.failures else [],
+        "conditions": [*([_failure(vm)] if vm.failures else []),
+                       *([_restart_required()] if restart_required(vm.spec, view.vmi) else [])],
         "startFailure": _compact({"consecutiveFailCount": vm.failures,
                                   "retryAfterTimestamp": timestamp(vm.next_start_at)}) if vm.failures else None,
         "stateChangeRequests": _state_change_requests(vm),
@@ -265,6 +276,10 @@ def vm_object(view: VMView) -> Obj:
 def _failure(vm: VM) -> Obj:
     """The crash loop's last failure, as a condition: KubeVirt's startFailure has no room for the why."""
     return _compact({"type": "Failure", "status": "True", "reason": "InstanceFailed", "message": vm.last_failure})
+
+
+def _restart_required() -> Obj:
+    return {"type": RESTART_REQUIRED, "status": "True", "message": RESTART_REQUIRED_MESSAGE}
 
 
 def _state_change_requests(vm: VM) -> list[Obj]:

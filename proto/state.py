@@ -304,3 +304,20 @@ class Endpoints(State, frozen=True):
     name: str
     subsets: list[EndpointSubset] = []
     manual: bool = False
+
+
+# What a VM's spec holds for the VM object itself, not for its instances: a change of these (its run
+# strategy, its own labels, the high-availability annotation, its dataVolumeTemplates, which are made
+# once) reaches the running instance without a restart, or is none of its business.
+VM_ONLY_FIELDS = ("run_strategy", "vm_labels", "high_availability", "data_volume_templates")
+RESTART_REQUIRED = "RestartRequired"
+RESTART_REQUIRED_MESSAGE = "a non-live-updatable field was changed in the template spec"  # KubeVirt's words
+
+
+def restart_required(spec: VMSpec, vmi: VMI | None) -> bool:
+    """Pure: whether the VM's instance runs a spec the VM no longer has (KubeVirt's RestartRequired
+    condition): an instance's spec is frozen when it is made, and only a restart brings the change."""
+    if vmi is None or vmi.phase in FINAL_PHASES:
+        return False
+    kept = {field: getattr(spec, field) for field in VM_ONLY_FIELDS}
+    return msgspec.structs.replace(vmi.spec, **kept) != spec

@@ -176,10 +176,21 @@ def test_restart_and_a_handler_restart_keep_the_vm(lab: Lab) -> None:
     assert again["metadata"]["uid"] == first["metadata"]["uid"]
     os.kill(launcher_pid, 0)  # the same launcher still runs
 
+    # the VM changed while it runs: its instance keeps the spec it started with, and KubeVirt's
+    # RestartRequired condition says so until a restart brings the change
+    bigger = lab.state_dir / "testvm-bigger.yaml"
+    bigger.write_text((EXAMPLES / "testvm-masquerade.yaml").read_text().replace("memory: 64M", "memory: 96M"))
+    assert "restart it to apply the change" in lab.cli("apply", "-f", str(bigger)).stdout
+    conditions = lab.json("get", "vm", "testvm")["status"]["conditions"]  # type: ignore[index]
+    assert [c["type"] for c in conditions] == ["RestartRequired"], conditions
+    assert "Restart Required" in lab.cli("describe", "vm", "testvm").stdout
+
     lab.cli("restart", "testvm", "--wait", "--timeout", "300")
     restarted = lab.json("get", "vmis", "testvm")
     assert isinstance(restarted, dict) and restarted["status"]["phase"] == "Running"
     assert restarted["metadata"]["uid"] != first["metadata"]["uid"]
+    assert restarted["spec"]["domain"]["resources"]["requests"]["memory"] == "96M", restarted["spec"]["domain"]
+    assert "conditions" not in lab.json("get", "vm", "testvm")["status"]  # type: ignore[index]
     assert MARKER in lab.cli("console", "testvm", "--log", "--until", MARKER, "--timeout", "120").stdout
 
     lab.cli("delete", "testvm", "--wait", "--timeout", "120")

@@ -9,14 +9,15 @@ import base64
 import copy
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 
 from proto.api import NodeView, VMView
 from proto.manifest import parse_manifest_obj
 from proto.resources import node_object, timestamp, vm_manifest, vm_object, vmi_object
-from proto.spec import VMSpec
-from proto.state import VM, VMI, Condition, Node, Phase, VMIInterface
+from proto.spec import RunStrategy, VMSpec
+from proto.state import VM, VMI, Condition, Node, Phase, VMIInterface, restart_required
 from tests.conftest import EXAMPLES, REPO
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -186,7 +187,8 @@ def test_a_failed_unscheduled_vmi() -> None:
 def test_a_vm_is_a_virtual_machine() -> None:
     spec = example("testvm-masquerade.yaml")
     vm = VM(spec=spec, created_at=T0, generation=3)
-    out = vm_object(VMView(vm=vm, revision=42, printable_status="Running", vmi=running_vmi()))
+    vmi = msgspec.structs.replace(running_vmi(), spec=spec)  # started from the VM as it is
+    out = vm_object(VMView(vm=vm, revision=42, printable_status="Running", vmi=vmi))
     assert (out["apiVersion"], out["kind"]) == ("kubevirt.io/v1", "VirtualMachine")
     assert out["metadata"] == {"name": "testvm", "creationTimestamp": "2023-11-14T22:13:20Z", "generation": 3,
                                "resourceVersion": "42"}
@@ -212,6 +214,24 @@ def test_a_stopped_vm_and_one_in_a_crash_loop() -> None:
     restarting = VM(spec=spec, created_at=T0, restart_of="old-uid")
     status = vm_object(VMView(vm=restarting, revision=3, printable_status="Running"))["status"]
     assert status["stateChangeRequests"] == [{"action": "Stop", "uid": "old-uid"}, {"action": "Start"}]
+
+
+def test_a_vm_changed_while_its_instance_runs_says_a_restart_is_required() -> None:
+    spec = example("testvm-masquerade.yaml")
+    vmi = msgspec.structs.replace(running_vmi(), spec=spec)
+    bigger = msgspec.structs.replace(spec, memory="128Mi")
+    status = vm_object(VMView(vm=VM(spec=bigger, created_at=T0, generation=2), revision=5, printable_status="Running",
+                              vmi=vmi))["status"]
+    assert status["conditions"] == [{"type": "RestartRequired", "status": "True",
+                                     "message": "a non-live-updatable field was changed in the template spec"}]
+    assert restart_required(bigger, vmi) and restart_required(msgspec.structs.replace(spec, labels={"a": "b"}), vmi)
+    # what is the VM object's own reaches no instance: no restart for it
+    for own in (dict(run_strategy=RunStrategy.ALWAYS), dict(vm_labels={"team": "a"}), dict(high_availability=True)):
+        assert not restart_required(msgspec.structs.replace(spec, **own), vmi), own
+    assert not restart_required(spec, vmi)
+    # no instance, or a finished one: the next start takes the spec as it is
+    assert not restart_required(bigger, None)
+    assert not restart_required(bigger, msgspec.structs.replace(vmi, phase=Phase.SUCCEEDED))
 
 
 def node_view(kvm: bool, ready: bool = True) -> NodeView:
