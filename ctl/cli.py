@@ -217,6 +217,10 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("--ignore-not-found", action="store_true", help="an object already gone is no error")
         else:
             c.add_argument("name")
+        if verb in ("stop", "restart"):  # virtctl's: both or neither
+            c.add_argument("--force", action="store_true", help="with --grace-period: cut the guest's time short")
+            c.add_argument("--grace-period", type=int, default=None,
+                           help="with --force: seconds the guest has to power off (0: destroyed at once)")
         c.add_argument("--wait", action="store_true", help="wait until done, showing progress")
         c.add_argument("--timeout", type=float, default=300.0)
     power.add_parsers(sub)

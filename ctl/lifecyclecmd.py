@@ -9,7 +9,7 @@ from ctl import manifestcmd, networkcmd, routecmd, servicecmd, workloadcmd
 from ctl.client import ApiClient
 from ctl.lab import say
 from ctl.progress import ask, state_of, vm_view, wait_for
-from proto.api import Ack, NameRequest, VMIReply
+from proto.api import Ack, NameRequest, PowerRequest, VMIReply
 from proto.errors import ApiError, Code
 
 OWN_DELETE = ("instancetype", "preference", "vmsnapshot", "vmclone")
@@ -29,6 +29,14 @@ async def cmd_delete_vmi(api: ApiClient, args: argparse.Namespace) -> int:
 
         await wait_for(f"vmi {args.name}", probe, args.timeout)
     return 0
+
+
+def power_request(args: argparse.Namespace) -> PowerRequest | None:
+    """stop/restart's --force --grace-period N, as virtctl takes them: both or neither."""
+    force, grace = getattr(args, "force", False), getattr(args, "grace_period", None)
+    if force != (grace is not None):
+        raise ApiError(Code.BAD_REQUEST, "Must both use --force=true and set --grace-period.", "grace-period")
+    return PowerRequest(name=args.name, grace_period=grace) if force else None
 
 
 async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
@@ -57,7 +65,7 @@ async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
     # stopped, says nothing about the new one
     before = await vm_view(api, args.name) if verb == "restart" and args.wait else None
     old = before.vmi if before is not None else None
-    say(await ask(api, "vm", verb, args.name, wait=args.wait, patience=args.timeout))
+    say(await ask(api, "vm", verb, args.name, wait=args.wait, patience=args.timeout, request=power_request(args)))
     if not args.wait:
         return 0
     targets = {"start": {"Running"}, "restart": {"Running"}, "stop": {"Stopped"}, "delete": {"Gone"}}[verb]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ctl.client import ApiClient
 from ctl.lab import say
@@ -14,13 +15,14 @@ from proto.errors import ApiError, Code
 from proto.spec import RunStrategy
 
 
-async def ask(api: ApiClient, kind: str, verb: str, name: str, *, wait: bool, patience: float) -> str:
+async def ask(api: ApiClient, kind: str, verb: str, name: str, *, wait: bool, patience: float,
+              request: Any = None) -> str:
     """The verb's answer; with wait, a retryable refusal ("still stopping", "not running yet") is
-    waited out, for up to patience seconds."""
+    waited out, for up to patience seconds. request: the verb's own, when more than a name."""
     deadline = time.monotonic() + patience
     while True:
         try:
-            return (await api.call(kind, verb, NameRequest(name=name), Ack)).message
+            return (await api.call(kind, verb, request or NameRequest(name=name), Ack)).message
         except ApiError as exc:
             if not (wait and exc.retryable and time.monotonic() < deadline):
                 raise

@@ -210,9 +210,15 @@ class PrivateLibvirtd:
         await asyncio.to_thread(dom.createWithFlags, libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
         return dom
 
-    async def shutdown(self, dom: Any, grace: float) -> str:
-        """ACPI power button, then destroy once the grace period is over. A paused guest (virtbus
-        pause) would not hear the button: it is resumed first."""
+    async def shutdown(self, dom: Any, grace: Callable[[], float]) -> str:
+        """ACPI power button, then destroy once the grace period (asked again at every look: a later
+        stop may shorten it) is over; a grace of 0 destroys at once, without the button (virtctl stop
+        --force --grace-period 0). A paused guest (virtbus pause) would not hear the button: it is
+        resumed first."""
+        start = time.monotonic()
+        if grace() <= 0:
+            await self._end(dom)
+            return "destroyed"
         try:
             if await self.is_paused(dom):
                 await asyncio.to_thread(dom.resume)
@@ -222,8 +228,7 @@ class PrivateLibvirtd:
             await asyncio.to_thread(dom.shutdownFlags, libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
         except libvirt.libvirtError:
             pass  # already off
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
+        while time.monotonic() < start + grace():
             if not await asyncio.to_thread(_active, dom):
                 return "shutdown"
             await asyncio.sleep(0.2)

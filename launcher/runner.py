@@ -42,7 +42,7 @@ from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
 from proto.services import CLUSTER_DNS_IP, DNS_SEARCH
 from proto.snapshots import written_volumes
 from proto.spec import claims
-from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface
+from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface, grace_period
 from servicekit import cpugroup, launcherlock, processes, volumedata
 from servicekit.nodeclient import NodeApiClient
 from servicekit.paths import path_under, volume_path
@@ -91,6 +91,7 @@ class Runner:
                                         launch_group=args.launch_cpu_group)
         self.console = ConsoleTail(store.js, args.node, args.vmi, args.uid, args.vmi_dir / "serial.log")
         self.stop_requested = asyncio.Event()
+        self.grace = 0  # the seconds a stop gives its guest (proto.state.grace_period), once asked
         self.gone = asyncio.Event()
         # its VMI was ended while it ran (its node's liveness probe failed, handler.probes): the end it says
         self.ended: tuple[Phase, str] | None = None
@@ -211,7 +212,7 @@ class Runner:
                 self.store, self.nodeapi, vmi=self.args.vmi, node=self.args.node,
                 volumes=written_volumes(vmi.spec), volumes_dir=self.args.node_dir / "volumes",
                 workdir=self.args.vmi_dir, domain=lambda: self.follower.dom).run())
-            phase, reason = await self._supervise(dom, vmi.spec.termination_grace_period_seconds)
+            phase, reason = await self._supervise(dom)
             await self.console.pump()
             await self.set_phase(phase, reason, FENCED_PATIENCE_S if self.fenced.is_set() else REPORT_PATIENCE_S)
             return 0
@@ -374,7 +375,7 @@ class Runner:
         self.macs[name] = mac
         return VMIInterface(name=name, ip_address=str(pod_ip.ip), ip_addresses=[str(pod_ip.ip)], mac=mac)
 
-    async def _supervise(self, dom: Any, grace: int) -> tuple[Phase, str]:
+    async def _supervise(self, dom: Any) -> tuple[Phase, str]:
         """Wait until the domain ends, or until asked to end it; returns the final phase and why."""
         self.follower.dom = dom
         stopped = asyncio.create_task(self.follower.follow())
@@ -390,10 +391,10 @@ class Runner:
             return Phase.FAILED, f"fenced: {self.keeper.fenced if self.keeper else 'lease lapsed'}"
         if stopped in done:
             return stopped.result()
-        if asked in done:
-            how = await self.libvirtd.shutdown(self.follower.dom, grace)
-            log.info("stopped on request", how=how)
-            return Phase.SUCCEEDED, "stopped" if how == "shutdown" else f"stopped (destroyed after {grace}s grace)"
+        if asked in done:  # the grace read afresh while it waits: a later stop may cut it short
+            how = await self.libvirtd.shutdown(self.follower.dom, lambda: self.grace)
+            log.info("stopped on request", how=how, grace=self.grace)
+            return Phase.SUCCEEDED, "stopped" if how == "shutdown" else f"stopped (destroyed after {self.grace}s grace)"
         await self.libvirtd.destroy_and_undefine(self.args.vmi)
         if gone in done:
             return self.ended or (Phase.SUCCEEDED, "instance deleted")
@@ -437,6 +438,7 @@ class Runner:
             self.gone.set()
         elif vmi.stop_requested:
             self.power.stand_down()
+            self.grace = grace_period(vmi)
             self.stop_requested.set()
         else:
             self.power.want(Wanted.of(vmi))

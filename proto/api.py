@@ -26,6 +26,14 @@ class NameRequest(Message, frozen=True):
     name: str
 
 
+class PowerRequest(Message, frozen=True):
+    """``stop``/``restart`` NAME, with virtctl's ``--force --grace-period N``: the guest gets N seconds
+    (0: none) to power off instead of its spec's terminationGracePeriodSeconds, when that is shorter."""
+
+    name: str
+    grace_period: int | None = None
+
+
 class ListRequest(Message, frozen=True):
     pass
 

@@ -72,6 +72,9 @@ class VMI(State, frozen=True):
     conditions: list[Condition] = []
     reason: str = ""
     stop_requested: bool = False
+    # the grace a stop asked for (virtctl stop --force --grace-period N) when shorter than the spec's
+    # terminationGracePeriodSeconds: the seconds the guest has to power off before it is destroyed
+    stop_grace_period: int | None = None
     started_at: float | None = None
     finished_at: float | None = None
     interfaces: list[VMIInterface] = []
@@ -321,3 +324,9 @@ def restart_required(spec: VMSpec, vmi: VMI | None) -> bool:
         return False
     kept = {field: getattr(spec, field) for field in VM_ONLY_FIELDS}
     return msgspec.structs.replace(vmi.spec, **kept) != spec
+
+
+def grace_period(vmi: VMI) -> int:
+    """Pure: the seconds its guest has to power off once asked to stop, before it is destroyed."""
+    spec = vmi.spec.termination_grace_period_seconds
+    return spec if vmi.stop_grace_period is None else min(spec, vmi.stop_grace_period)

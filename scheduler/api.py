@@ -23,6 +23,7 @@ from proto.api import (
     NameRequest,
     NodeList,
     NodeView,
+    PowerRequest,
     SelectRequest,
     VMIList,
     VMIReply,
@@ -35,7 +36,7 @@ from proto.errors import ApiError, Code
 from proto.manifest import instance_path, load_manifest, parse_instance, parse_manifest_obj
 from proto.spec import NetworkAttachment, RunStrategy, VMSpec
 from proto.state import FINAL_PHASES, VM, VMI, Node, as_started
-from proto.validation import validate_image_reference
+from proto.validation import MAX_GRACE_SECONDS, validate_image_reference
 from scheduler import placement, vmdelete
 from scheduler.clones import CloneApi
 from scheduler.clusterconfig import ClusterConfigApi, ClusterConfigWatch
@@ -220,30 +221,49 @@ class Api:
 
     async def vm_stop(self, body: bytes) -> Ack:
         """As virtctl stop: Always becomes Halted; the other strategies are kept, their instance
-        asked to stop (so RerunOnFailure does not rerun it: it ends Succeeded)."""
-        entry = await self._named_vm(body)
+        asked to stop (so RerunOnFailure does not rerun it: it ends Succeeded). With a grace period
+        (--force --grace-period N), the instance's guest gets no more than N seconds, also when it was
+        asked to stop before."""
+        req = _power(body)
+        entry = await self.store.vms.require(req.name, "VM")
         vm = entry.value
         vmi = await self.store.vmis.get(entry.key)
+        if vmi is not None and vmi.value.phase in FINAL_PHASES:
+            vmi = None
+        forced = f" (forced: its guest has {req.grace_period}s)" if req.grace_period is not None else ""
         if vm.spec.run_strategy in (RunStrategy.MANUAL, RunStrategy.RERUN_ON_FAILURE, RunStrategy.ONCE):
-            if vmi is None or vmi.value.phase in FINAL_PHASES:
+            if vmi is None:
                 return Ack(message=f"VM {entry.key} is not running")
-            uid = vmi.value.uid
-            await self.store.vmis.mutate(entry.key, lambda v: stop_vmi(v, uid, self.clock()))
-            return Ack(message=f"VM {entry.key} was scheduled to stop")
+            await self._stop_instance(vmi.value, req.grace_period)
+            return Ack(message=f"VM {entry.key} was scheduled to stop{forced}")
         if vm.spec.run_strategy is RunStrategy.HALTED:
+            if vmi is not None and req.grace_period is not None:  # a stop under way, cut short
+                await self._stop_instance(vmi.value, req.grace_period)
+                return Ack(message=f"VM {entry.key} is stopping{forced}")
             return Ack(message=f"VM {entry.key} is {'stopping' if vmi else 'not running'}")
         halted = msgspec.structs.replace(vm, start_requested=False, restart_of=None, failures=0, next_start_at=0.0,
                                          spec=msgspec.structs.replace(vm.spec, run_strategy=RunStrategy.HALTED))
         await self.store.vms.update(entry.key, halted, entry.revision)
-        return Ack(message=f"VM {entry.key} was scheduled to stop")
+        if vmi is not None and req.grace_period is not None:
+            await self._stop_instance(vmi.value, req.grace_period)
+        return Ack(message=f"VM {entry.key} was scheduled to stop{forced}")
+
+    async def _stop_instance(self, vmi: VMI, grace: int | None) -> None:
+        uid = vmi.uid
+        await self.store.vmis.mutate(vmi.name, lambda v: stop_vmi(v, uid, self.clock(), grace))
 
     async def vm_restart(self, body: bytes) -> Ack:
-        entry = await self._named_vm(body)
+        req = _power(body)
+        entry = await self.store.vms.require(req.name, "VM")
         vmi = await self.store.vmis.get(entry.key)
         if vmi is None or vmi.value.phase in FINAL_PHASES or vmi.value.stop_requested:
             raise ApiError(Code.INVALID, f"VM {entry.key} is not running; use start")
         new = msgspec.structs.replace(entry.value, restart_of=vmi.value.uid)
         await self.store.vms.update(entry.key, new, entry.revision)
+        if req.grace_period is not None:  # the instance's stop, cut short; the controller starts the next
+            await self._stop_instance(vmi.value, req.grace_period)
+            return Ack(message=f"VM {entry.key} was scheduled to restart (forced: its guest has "
+                               f"{req.grace_period}s)")
         return Ack(message=f"VM {entry.key} was scheduled to restart")
 
     # --- VMIs and nodes ----------------------------------------------------------------------------
@@ -342,6 +362,16 @@ def _image_info(info: ObjectInfo) -> ImageInfo:
 
 def _key(entry: Entry[VM] | Entry[VMI] | Entry[NetworkAttachment]) -> str:
     return entry.key
+
+
+def _power(body: bytes) -> PowerRequest:
+    req = decode_request(body, PowerRequest)
+    if not subjects.is_dns1123_label(req.name):
+        raise ApiError(Code.INVALID, f"{req.name!r} is not a valid name (a DNS-1123 label)", "name")
+    if req.grace_period is not None and not 0 <= req.grace_period <= MAX_GRACE_SECONDS:
+        raise ApiError(Code.INVALID, f"grace period {req.grace_period}s: it must be between 0 and "
+                       f"{MAX_GRACE_SECONDS}", "gracePeriod")
+    return req
 
 
 def _name(body: bytes) -> str:

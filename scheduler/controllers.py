@@ -24,7 +24,7 @@ from proto import subjects
 from proto.clusterconfig import ClusterConfig
 from proto.errors import ApiError, Code
 from proto.events import Event
-from proto.state import FINAL_PHASES, VM, VMI, Phase, as_started
+from proto.state import FINAL_PHASES, VM, VMI, Phase, as_started, grace_period
 from scheduler import failover, nodelife
 from scheduler.binder import Binder, Counters
 from scheduler.clusterconfig import ClusterConfigWatch
@@ -388,11 +388,17 @@ async def _rewatching(bucket: str, watch: Callable[[], Awaitable[None]]) -> None
         await asyncio.sleep(1.0)
 
 
-def stop_vmi(vmi: VMI, uid: str, now: float) -> VMI | None:
+def stop_vmi(vmi: VMI, uid: str, now: float, grace: int | None = None) -> VMI | None:
+    """That instance asked to stop; with grace (virtctl stop --force --grace-period), its guest given
+    no more than that to power off, also when it was asked before (KubeVirt takes a shorter grace
+    for a VM already stopping). None: nothing to change."""
     if vmi.uid != uid or vmi.phase in FINAL_PHASES:
+        return None
+    shorter = grace is not None and grace < grace_period(vmi)
+    if vmi.stop_requested and not shorter:
         return None
     if vmi.node_name is None:
         # Nobody runs it yet, so nobody else will finish it.
         return msgspec.structs.replace(vmi, stop_requested=True, phase=Phase.SUCCEEDED, finished_at=now,
                                        reason="Stopped before it was scheduled")
-    return msgspec.structs.replace(vmi, stop_requested=True)
+    return msgspec.structs.replace(vmi, stop_requested=True, **({"stop_grace_period": grace} if shorter else {}))

@@ -191,6 +191,17 @@ def test_restart_and_a_handler_restart_keep_the_vm(lab: Lab) -> None:
     assert restarted["metadata"]["uid"] != first["metadata"]["uid"]
     assert restarted["spec"]["domain"]["resources"]["requests"]["memory"] == "96M", restarted["spec"]["domain"]
     assert "conditions" not in lab.json("get", "vm", "testvm")["status"]  # type: ignore[index]
+
+    # virtctl stop --force --grace-period 0: the guest is not asked, its QEMU ends at once (a guest
+    # that hangs need not be waited out for its 30 s)
+    began = time.monotonic()
+    forced = lab.cli("stop", "testvm", "--force", "--grace-period", "0", "--wait", "--timeout", "120").stdout
+    print(f"\nforced stop -> Stopped: {time.monotonic() - began:.1f}s")
+    assert "forced: its guest has 0s" in forced, forced
+    events = lab.cli("get", "events").stdout.splitlines()
+    stopped = [line for line in events if " Stopped " in line and "testvm" in line]
+    assert "destroyed after 0s grace" in stopped[-1], stopped  # the guest never heard the button
+    lab.cli("start", "testvm", "--wait", "--timeout", "300")
     assert MARKER in lab.cli("console", "testvm", "--log", "--until", MARKER, "--timeout", "120").stdout
 
     lab.cli("delete", "testvm", "--wait", "--timeout", "120")

@@ -10,8 +10,9 @@ import time
 import msgspec
 import pytest
 
+from proto.errors import ApiError
 from proto.spec import RunStrategy, VMSpec
-from proto.state import VMI, Phase
+from proto.state import VMI, Phase, grace_period
 from scheduler.api import Api
 from scheduler.vmplan import Action, plan
 from servicekit.store import Store
@@ -53,3 +54,48 @@ async def test_always_stops_to_halted_and_starts_to_always(store: Store) -> None
     assert (await store.vms.require("vm1", "VM")).value.spec.run_strategy is RunStrategy.HALTED
     await api.vm_start(b'{"name": "vm1"}')
     assert (await store.vms.require("vm1", "VM")).value.spec.run_strategy is RunStrategy.ALWAYS
+
+
+@pytest.mark.parametrize("strategy", [RunStrategy.ALWAYS, RunStrategy.MANUAL])
+async def test_a_forced_stop_cuts_the_guests_grace_short_also_once_it_is_stopping(store: Store,
+                                                                                   strategy: RunStrategy) -> None:
+    """virtctl stop --force --grace-period N: the instance's guest has N seconds, not its spec's 30;
+    a second, shorter one cuts a stop under way shorter still; a longer one changes nothing."""
+    api = Api(store)
+    await api.vm_create(manifest(strategy.value))
+    await store.vmis.create("vm1", VMI(name="vm1", uid="u1", spec=VMSpec(name="vm1", run_strategy=strategy),
+                                       created_at=time.time(), phase=Phase.RUNNING, node_name="node1"))
+    said = (await api.vm_stop(b'{"name": "vm1", "gracePeriod": 10}')).message
+    assert said == "VM vm1 was scheduled to stop (forced: its guest has 10s)"
+    vmi = (await store.vmis.require("vm1", "VMI")).value
+    assert vmi.stop_requested and grace_period(vmi) == 10
+    expected = RunStrategy.HALTED if strategy is RunStrategy.ALWAYS else strategy
+    assert (await store.vms.require("vm1", "VM")).value.spec.run_strategy is expected
+
+    await api.vm_stop(b'{"name": "vm1", "gracePeriod": 0}')  # the guest hangs: pull the plug now
+    assert grace_period((await store.vmis.require("vm1", "VMI")).value) == 0
+    before = await store.vmis.require("vm1", "VMI")
+    await api.vm_stop(b'{"name": "vm1", "gracePeriod": 20}')
+    after = await store.vmis.require("vm1", "VMI")
+    assert after.revision == before.revision and grace_period(after.value) == 0
+
+    for body, field in ((b'{"name": "vm1", "gracePeriod": -1}', "gracePeriod"),
+                        (b'{"name": "vm1", "gracePeriod": 86400}', "gracePeriod"),
+                        (b'{"name": "vm1", "gracePeriod": "0"}', None),
+                        (b'{"name": "../x", "gracePeriod": 0}', "name")):
+        with pytest.raises(ApiError) as refused:
+            await api.vm_stop(body)
+        assert refused.value.field == field or field is None, refused.value
+    assert (await store.vmis.require("vm1", "VMI")).revision == after.revision
+
+
+async def test_a_forced_restart_stops_the_old_instance_within_its_grace(store: Store) -> None:
+    api = Api(store)
+    await api.vm_create(manifest("Always"))
+    await store.vmis.create("vm1", VMI(name="vm1", uid="u1", spec=VMSpec(name="vm1", run_strategy=RunStrategy.ALWAYS),
+                                       created_at=time.time(), phase=Phase.RUNNING, node_name="node1"))
+    said = (await api.vm_restart(b'{"name": "vm1", "gracePeriod": 0}')).message
+    assert said == "VM vm1 was scheduled to restart (forced: its guest has 0s)"
+    vm, vmi = (await store.vms.require("vm1", "VM")).value, (await store.vmis.require("vm1", "VMI")).value
+    assert vm.restart_of == "u1" and vmi.stop_requested and grace_period(vmi) == 0
+    assert vm.spec.run_strategy is RunStrategy.ALWAYS  # a restart keeps it running

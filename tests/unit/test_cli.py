@@ -12,7 +12,8 @@ import yaml
 
 from ctl import cli, watches
 from ctl.client import ApiClient
-from proto.api import NameRequest, VMReply, VMView
+from ctl.lifecyclecmd import power_request
+from proto.api import NameRequest, PowerRequest, VMReply, VMView
 from proto.errors import ApiError, Code
 from proto.selector import LabelSelector, parse_text
 from proto.spec import VMSpec
@@ -232,3 +233,16 @@ def test_another_namespace_is_refused_before_connecting(argv: list[str], field: 
 def test_the_labs_commands_take_no_namespace() -> None:
     with pytest.raises(SystemExit):
         cli.parser().parse_args(["lab", "status", "-n", "default"])
+
+
+def test_stop_and_restart_take_virtctls_force_and_grace_period_together() -> None:
+    parse = cli.parser().parse_args
+    assert power_request(parse(["stop", "vm1", "--force", "--grace-period", "0"])) == \
+        PowerRequest(name="vm1", grace_period=0)
+    assert power_request(parse(["restart", "vm1", "--force", "--grace-period=5"])) == \
+        PowerRequest(name="vm1", grace_period=5)
+    assert power_request(parse(["stop", "vm1"])) is None
+    for argv in (["stop", "vm1", "--force"], ["stop", "vm1", "--grace-period", "0"]):
+        with pytest.raises(ApiError) as refused:
+            power_request(parse(argv))
+        assert refused.value.field == "grace-period"
