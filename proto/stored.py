@@ -129,6 +129,8 @@ def check_vmi(key: str, vmi: VMI) -> None:
         check_name(vmi.owner, "owner", "replica set name")
     if vmi.pause_generation < 0 or vmi.reboot_requests < 0:
         raise ApiError(Code.INVALID, "pauseGeneration and rebootRequests cannot be negative", "pauseGeneration")
+    if vmi.stop_grace_period is not None and vmi.stop_grace_period < 0:
+        raise ApiError(Code.INVALID, "stopGracePeriod cannot be negative", "stopGracePeriod")
     for i, cond in enumerate(vmi.conditions):
         _text(cond.message, f"conditions[{i}].message")
     for i, iface in enumerate(vmi.interfaces):

@@ -61,6 +61,7 @@ BAD: list[tuple[str, Any, str, Any]] = [
     ("VMI reason 1 MiB", VMI, "vm1", r(VMI_OK, reason="x" * 2**20)),
     ("VMI pause generation negative", VMI, "vm1", r(VMI_OK, pause_generation=-1)),
     ("VMI reboot requests negative", VMI, "vm1", r(VMI_OK, reboot_requests=-1)),
+    ("VMI stop grace negative", VMI, "vm1", r(VMI_OK, stop_grace_period=-1)),
     ("node pod CIDR default", Node, "node1", r(NODE_OK, pod_cidr="default")),
     ("node pod CIDR 0/0", Node, "node1", r(NODE_OK, pod_cidr="0.0.0.0/0")),
     ("node pod CIDR outside the cluster", Node, "node1", r(NODE_OK, pod_cidr="10.99.0.0/24")),
