@@ -217,6 +217,8 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("--ignore-not-found", action="store_true", help="an object already gone is no error")
         else:
             c.add_argument("name")
+        if verb == "start":
+            c.add_argument("--paused", action="store_true", help="its guest paused before it first runs (unpause)")
         if verb in ("stop", "restart"):  # virtctl's: both or neither
             c.add_argument("--force", action="store_true", help="with --grace-period: cut the guest's time short")
             c.add_argument("--grace-period", type=int, default=None,

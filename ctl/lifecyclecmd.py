@@ -9,7 +9,7 @@ from ctl import manifestcmd, networkcmd, routecmd, servicecmd, workloadcmd
 from ctl.client import ApiClient
 from ctl.lab import say
 from ctl.progress import ask, state_of, vm_view, wait_for
-from proto.api import Ack, NameRequest, PowerRequest, VMIReply
+from proto.api import Ack, NameRequest, PowerRequest, StartRequest, VMIReply
 from proto.errors import ApiError, Code
 
 OWN_DELETE = ("instancetype", "preference", "vmsnapshot", "vmclone")
@@ -31,8 +31,10 @@ async def cmd_delete_vmi(api: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
-def power_request(args: argparse.Namespace) -> PowerRequest | None:
-    """stop/restart's --force --grace-period N, as virtctl takes them: both or neither."""
+def power_request(args: argparse.Namespace) -> PowerRequest | StartRequest | None:
+    """start's --paused; stop/restart's --force --grace-period N, as virtctl takes them: both or neither."""
+    if getattr(args, "paused", False):
+        return StartRequest(name=args.name, paused=True)
     force, grace = getattr(args, "force", False), getattr(args, "grace_period", None)
     if force != (grace is not None):
         raise ApiError(Code.BAD_REQUEST, "Must both use --force=true and set --grace-period.", "grace-period")
@@ -68,7 +70,8 @@ async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
     say(await ask(api, "vm", verb, args.name, wait=args.wait, patience=args.timeout, request=power_request(args)))
     if not args.wait:
         return 0
-    targets = {"start": {"Running"}, "restart": {"Running"}, "stop": {"Stopped"}, "delete": {"Gone"}}[verb]
+    targets = {"start": {"Paused" if getattr(args, "paused", False) else "Running"}, "restart": {"Running"},
+               "stop": {"Stopped"}, "delete": {"Gone"}}[verb]
 
     async def probe() -> tuple[bool, str]:
         view = await vm_view(api, args.name)
@@ -77,7 +80,8 @@ async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
             where = f" on {now.node_name}" if now.node_name else ""
             return False, f"the old instance is stopping ({now.phase.value}{where})"
         status, detail = state_of(view)
-        if view is not None and status in ("ErrorUnschedulable", "Failed", "CrashLoopBackOff") and "Running" in targets:
+        if view is not None and status in ("ErrorUnschedulable", "Failed", "CrashLoopBackOff") and \
+                targets & {"Running", "Paused"}:
             vmi = view.vmi
             why = (vmi.reason or next((c.message for c in vmi.conditions if c.status == "False"), "")) if vmi else ""
             raise ApiError(Code.INVALID, f"VM {args.name} is {status}: {why or view.vm.last_failure}")

@@ -26,6 +26,13 @@ class NameRequest(Message, frozen=True):
     name: str
 
 
+class StartRequest(Message, frozen=True):
+    """``start NAME [--paused]``: virtctl's start, its instance paused before its guest first runs."""
+
+    name: str
+    paused: bool = False
+
+
 class PowerRequest(Message, frozen=True):
     """``stop``/``restart`` NAME, with virtctl's ``--force --grace-period N``: the guest gets N seconds
     (0: none) to power off instead of its spec's terminationGracePeriodSeconds, when that is shorter."""

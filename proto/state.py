@@ -46,6 +46,9 @@ class VM(State, frozen=True):
     # restart of the instance with this uid.
     start_requested: bool = False
     restart_of: str | None = None
+    # virtctl start --paused: the next instance starts paused (as startStrategy: Paused does for every
+    # one); cleared once that instance is made
+    start_paused: bool = False
     # CrashLoopBackOff: failed runs in a row, and when the next run may start.
     failures: int = 0
     next_start_at: float = 0.0
@@ -117,10 +120,11 @@ def is_ready(vmi: VMI) -> bool:
     return vmi.spec.readiness_probe is None or any(c.type == "Ready" and c.status == "True" for c in vmi.conditions)
 
 
-def as_started(spec: VMSpec) -> dict[str, Any]:
+def as_started(spec: VMSpec, paused: bool = False) -> dict[str, Any]:
     """What a new instance of ``spec`` asks of its launcher from its creation, as VMI fields: KubeVirt's
-    startStrategy: Paused is a pause asked before the guest first runs (unpause resumes it)."""
-    return {"pause_requested": True, "pause_generation": 1} if spec.start_paused else {}
+    startStrategy: Paused (or paused: this start's, virtctl start --paused) is a pause asked before
+    the guest first runs (unpause resumes it)."""
+    return {"pause_requested": True, "pause_generation": 1} if spec.start_paused or paused else {}
 
 
 class Node(State, frozen=True):

@@ -25,6 +25,7 @@ from proto.api import (
     NodeView,
     PowerRequest,
     SelectRequest,
+    StartRequest,
     VMIList,
     VMIReply,
     VMList,
@@ -194,7 +195,8 @@ class Api:
         return Ack(message=f"VM {entry.key} deleted; its instance is being stopped{also}")
 
     async def vm_start(self, body: bytes) -> Ack:
-        entry = await self._named_vm(body)
+        req = decode_request(body, StartRequest)
+        entry = await self.store.vms.require(_valid_name(req.name), "VM")
         vm = entry.value
         vmi = await self.store.vmis.get(entry.key)
         active = vmi is not None and vmi.value.phase not in FINAL_PHASES and not vmi.value.stop_requested
@@ -203,7 +205,8 @@ class Api:
         if vmi is not None and vmi.value.stop_requested and vmi.value.phase not in FINAL_PHASES:
             raise ApiError(Code.CONFLICT, f"VM {entry.key} is still stopping; start it once it has stopped")
         strategy = vm.spec.run_strategy
-        vm = msgspec.structs.replace(vm, failures=0, next_start_at=0.0)  # a person asked: start now
+        # a person asked: start now (paused, if asked: the next instance's guest waits for unpause)
+        vm = msgspec.structs.replace(vm, failures=0, next_start_at=0.0, start_paused=req.paused)
         if strategy is RunStrategy.HALTED:
             new = msgspec.structs.replace(vm, spec=msgspec.structs.replace(
                 vm.spec, run_strategy=RunStrategy.ALWAYS))
@@ -212,7 +215,7 @@ class Api:
                                           restart_of=vmi.value.uid if vmi is not None else None)
         elif vmi is not None:  # Always / RerunOnFailure with a finished instance: run it again
             new = msgspec.structs.replace(vm, restart_of=vmi.value.uid)
-        elif entry.value.next_start_at:
+        elif entry.value.next_start_at or req.paused:
             new = vm
         else:
             return Ack(message=f"VM {entry.key} is starting")
@@ -366,8 +369,7 @@ def _key(entry: Entry[VM] | Entry[VMI] | Entry[NetworkAttachment]) -> str:
 
 def _power(body: bytes) -> PowerRequest:
     req = decode_request(body, PowerRequest)
-    if not subjects.is_dns1123_label(req.name):
-        raise ApiError(Code.INVALID, f"{req.name!r} is not a valid name (a DNS-1123 label)", "name")
+    _valid_name(req.name)
     if req.grace_period is not None and not 0 <= req.grace_period <= MAX_GRACE_SECONDS:
         raise ApiError(Code.INVALID, f"grace period {req.grace_period}s: it must be between 0 and "
                        f"{MAX_GRACE_SECONDS}", "gracePeriod")
@@ -375,7 +377,10 @@ def _power(body: bytes) -> PowerRequest:
 
 
 def _name(body: bytes) -> str:
-    name = decode_request(body, NameRequest).name
+    return _valid_name(decode_request(body, NameRequest).name)
+
+
+def _valid_name(name: str) -> str:
     if not subjects.is_dns1123_label(name):
         raise ApiError(Code.INVALID, f"{name!r} is not a valid name (a DNS-1123 label)", "name")
     return name

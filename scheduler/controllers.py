@@ -248,7 +248,7 @@ class Scheduler:
         log.info("vm action", vm=name, action=action.value)
         if action is Action.CREATE_VMI and vm is not None:
             new = VMI(name=name, uid=str(uuid.uuid4()), spec=vm.value.spec, created_at=self.clock(),
-                      **as_started(vm.value.spec))
+                      **as_started(vm.value.spec, paused=vm.value.start_paused))
             # leading, the binder binds it in the create itself where it can (scheduler.binder.bind_new)
             bound = self.binder.bind_new(new) if self._watching and self.vmis.primed else None
             try:
@@ -264,9 +264,9 @@ class Scheduler:
                                                f"created instance {new.uid}"))
                 if bound is not None:
                     self.events.record(self.binder.created(bound, revision))
-            if vm.value.start_requested or vm.value.restart_of is not None:  # else nothing to clear: no read
-                await self.store.vms.mutate(name, lambda v: msgspec.structs.replace(
-                    v, start_requested=False, restart_of=None))
+            if vm.value.start_requested or vm.value.restart_of is not None or vm.value.start_paused:
+                await self.store.vms.mutate(name, lambda v: msgspec.structs.replace(  # else no read: nothing to clear
+                    v, start_requested=False, restart_of=None, start_paused=False))
         elif action is Action.RESET_FAILURES:
             await self.store.vms.mutate(name, lambda v: msgspec.structs.replace(v, failures=0, next_start_at=0.0))
         elif action is Action.CLEAR_START_REQUEST:

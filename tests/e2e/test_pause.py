@@ -160,3 +160,23 @@ def test_a_vm_that_starts_paused_runs_no_guest_code_until_unpaused(lab: Lab,
         assert resumed is None or resumed["status"] == "False", resumed
     finally:
         lab.cli("delete", name, "--wait", "--timeout", "180", check=False)
+
+
+def test_start_paused_pauses_that_start_only(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """virtctl start --paused: this start's instance waits Paused, its guest not yet run, until
+    unpause; the VM's next plain start runs at once."""
+    name = "oncepaused"
+    lab.cli("apply", "-f", manifest(tmp_path_factory.mktemp(name), name, NODE, "Halted"))
+    try:
+        lab.cli("start", name, "--paused", "--wait", "--timeout", "300")
+        assert vm_status(lab, name) == "Paused"
+        time.sleep(3.0)  # a guest that ran would have printed SeaBIOS's and the kernel's lines by now
+        assert MARKER not in lab.cli("console", name, "--log").stdout
+        lab.cli("unpause", name)
+        lab.cli("console", name, "--log", "--until", MARKER, "--timeout", "180")
+        lab.cli("stop", name, "--wait", "--timeout", "120")
+        lab.cli("start", name, "--wait", "--timeout", "300")
+        lab.cli("console", name, "--log", "--until", MARKER, "--timeout", "180")  # no unpause needed
+        assert vm_status(lab, name) == "Running"
+    finally:
+        lab.cli("delete", name, "--wait", "--timeout", "180", check=False)

@@ -4,16 +4,19 @@ Succeeded, so it is not rerun)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Callable
 
 import msgspec
 import pytest
 
 from proto.errors import ApiError
 from proto.spec import RunStrategy, VMSpec
-from proto.state import VMI, Phase, grace_period
+from proto.state import VM, VMI, Phase, grace_period
 from scheduler.api import Api
+from scheduler.controllers import Scheduler
 from scheduler.vmplan import Action, plan
 from servicekit.store import Store
 
@@ -99,3 +102,43 @@ async def test_a_forced_restart_stops_the_old_instance_within_its_grace(store: S
     vm, vmi = (await store.vms.require("vm1", "VM")).value, (await store.vmis.require("vm1", "VMI")).value
     assert vm.restart_of == "u1" and vmi.stop_requested and grace_period(vmi) == 0
     assert vm.spec.run_strategy is RunStrategy.ALWAYS  # a restart keeps it running
+
+
+async def test_start_paused_makes_one_instance_paused_and_the_next_runs(store: Store) -> None:
+    """virtctl start --paused: the leader's controller makes the instance with its pause asked (its
+    guest waits for unpause) and clears the request; a later plain start is not paused."""
+    api = Api(store)
+    scheduler = Scheduler(store)
+    await scheduler.start()
+    try:
+        await api.vm_create(manifest("Halted"))
+        assert (await api.vm_start(b'{"name": "vm1", "paused": true}')).message == "VM vm1 was scheduled to start"
+        vmi = await until_vmi(store)
+        assert vmi.pause_requested and vmi.pause_generation == 1
+        vm = await until_vm(store, lambda vm: not vm.start_paused)
+        assert vm.spec.run_strategy is RunStrategy.ALWAYS
+
+        await api.vm_stop(b'{"name": "vm1"}')
+        await store.vmis.delete("vm1")  # its node has torn it down
+        await api.vm_start(b'{"name": "vm1"}')
+        assert not (await until_vmi(store)).pause_requested
+    finally:
+        await scheduler.stop()
+    with pytest.raises(ApiError):
+        await api.vm_start(b'{"name": "vm1", "paused": "yes"}')
+
+
+async def until_vmi(store: Store) -> VMI:
+    for _ in range(100):
+        if (entry := await store.vmis.get("vm1")) is not None:
+            return entry.value
+        await asyncio.sleep(0.1)
+    raise AssertionError("the controller made no instance")
+
+
+async def until_vm(store: Store, ok: Callable[[VM], bool]) -> VM:
+    for _ in range(100):
+        if ok(vm := (await store.vms.require("vm1", "VM")).value):
+            return vm
+        await asyncio.sleep(0.1)
+    raise AssertionError("the VM never got there")
