@@ -39,7 +39,15 @@ log = structlog.get_logger()
 
 
 class Dialer(Protocol):
-    async def __call__(self, address: str, port: int, protocol: str) -> HalfClosingEnd | DatagramEnd: ...
+    """TCP connections (what probes and port-forward's TCP sessions use)."""
+
+    async def __call__(self, address: str, port: int) -> HalfClosingEnd: ...
+
+
+class PortDialer(Dialer, Protocol):
+    """...and UDP flows, for port-forward's UDP sessions."""
+
+    async def datagram(self, address: str, port: int) -> DatagramEnd: ...
 
 
 class NetnsDialer:
@@ -48,16 +56,8 @@ class NetnsDialer:
     def __init__(self, netns: str | None, udp_idle_s: float = UDP_IDLE_S) -> None:
         self.netns, self.udp_idle_s = netns, udp_idle_s
 
-    async def __call__(self, address: str, port: int, protocol: str) -> HalfClosingEnd | DatagramEnd:
-        kind = socket.SOCK_DGRAM if protocol == "UDP" else socket.SOCK_STREAM
-        sock = await asyncio.to_thread(socket_in, self.netns, lambda: socket.socket(socket.AF_INET, kind))
-        if protocol == "UDP":
-            try:
-                sock.connect((address, port))  # no handshake: where its datagrams go, whose it takes
-            except BaseException:
-                sock.close()
-                raise
-            return SocketDatagramEnd(sock, self.udp_idle_s)
+    async def __call__(self, address: str, port: int) -> HalfClosingEnd:
+        sock = await self._socket(socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
             await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (address, port)), CONNECT_TIMEOUT_S)
@@ -66,6 +66,18 @@ class NetnsDialer:
             sock.close()
             raise
         return StreamEnd(reader, writer)
+
+    async def datagram(self, address: str, port: int) -> DatagramEnd:
+        sock = await self._socket(socket.SOCK_DGRAM)
+        try:
+            sock.connect((address, port))  # no handshake: where its datagrams go, whose it takes
+        except BaseException:
+            sock.close()
+            raise
+        return SocketDatagramEnd(sock, self.udp_idle_s)
+
+    async def _socket(self, kind: int) -> socket.socket:
+        return await asyncio.to_thread(socket_in, self.netns, lambda: socket.socket(socket.AF_INET, kind))
 
 
 def pod_address(vmi: VMI | None, node: str, name: str) -> str:
@@ -81,7 +93,7 @@ def pod_address(vmi: VMI | None, node: str, name: str) -> str:
 
 
 class PortForwardServer:
-    def __init__(self, nc: Client, node: str, vmis: Callable[[], Awaitable[list[VMI]]], dial: Dialer) -> None:
+    def __init__(self, nc: Client, node: str, vmis: Callable[[], Awaitable[list[VMI]]], dial: PortDialer) -> None:
         self.nc, self.node, self.vmis, self.dial = nc, node, vmis, dial
         self.sessions: dict[tuple[str, str], asyncio.Task[str]] = {}  # (vmi, session)
 
@@ -99,7 +111,8 @@ class PortForwardServer:
                 raise ApiError(Code.UNAVAILABLE, f"{name} has {MAX_SESSIONS} port-forward sessions open; try later")
             address = pod_address(next((v for v in await self.vmis() if v.name == name), None), self.node, name)
             try:
-                local = await self.dial(address, req.port, req.protocol)
+                local: HalfClosingEnd | DatagramEnd = await (
+                    self.dial.datagram(address, req.port) if req.protocol == "UDP" else self.dial(address, req.port))
             except (OSError, TimeoutError) as exc:
                 why = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
                 raise ApiError(Code.UNAVAILABLE, f"{req.protocol} port {req.port} of {name} ({address}): {why}",
