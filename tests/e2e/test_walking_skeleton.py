@@ -183,7 +183,8 @@ def test_restart_and_a_handler_restart_keep_the_vm(lab: Lab) -> None:
     assert "restart it to apply the change" in lab.cli("apply", "-f", str(bigger)).stdout
     conditions = lab.json("get", "vm", "testvm")["status"]["conditions"]  # type: ignore[index]
     assert [c["type"] for c in conditions] == ["RestartRequired"], conditions
-    assert "Restart Required" in lab.cli("describe", "vm", "testvm").stdout
+    described = lab.cli("describe", "vm", "testvm").stdout
+    assert "RestartRequired" in described and "a non-live-updatable field was changed" in described, described
 
     lab.cli("restart", "testvm", "--wait", "--timeout", "300")
     restarted = lab.json("get", "vmis", "testvm")
