@@ -287,6 +287,7 @@ def udp_echo(sock: socket.socket, port: int, payload: bytes) -> float:
 
 def guest_udp_echoes(lab: Lab, name: str) -> None:
     """udp/0:7: each client's datagrams come back to it, whole (one beyond the guest's MTU too)."""
+    lab.cli("console", name, "--log", "--until", "VIRTBUS-GUEST-READY", "--timeout", "180")  # its echo is up
     with cli_server(lab, "port-forward", f"vm/{name}", "udp/0:7") as (_, line):
         assert line.startswith("Forwarding from 127.0.0.1:") and line.split()[-1] == "7/udp", line
         port = int(line.split()[2].rsplit(":", 1)[1])
