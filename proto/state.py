@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from proto.spec import VMSpec
+from proto.spec import RunStrategy, VMSpec
 
 
 class Phase(enum.StrEnum):
@@ -324,8 +324,8 @@ RESTART_REQUIRED_MESSAGE = "a non-live-updatable field was changed in the templa
 def restart_required(spec: VMSpec, vmi: VMI | None) -> bool:
     """Pure: whether the VM's instance runs a spec the VM no longer has (KubeVirt's RestartRequired
     condition): an instance's spec is frozen when it is made, and only a restart brings the change."""
-    if vmi is None or vmi.phase in FINAL_PHASES:
-        return False
+    if vmi is None or vmi.phase in FINAL_PHASES or vmi.stop_requested or spec.run_strategy is RunStrategy.HALTED:
+        return False  # no instance goes on running with the old spec: the next start takes the new one
     kept = {field: getattr(spec, field) for field in VM_ONLY_FIELDS}
     return msgspec.structs.replace(vmi.spec, **kept) != spec
 

@@ -179,7 +179,8 @@ def test_restart_and_a_handler_restart_keep_the_vm(lab: Lab) -> None:
     # the VM changed while it runs: its instance keeps the spec it started with, and KubeVirt's
     # RestartRequired condition says so until a restart brings the change
     bigger = lab.state_dir / "testvm-bigger.yaml"
-    bigger.write_text((EXAMPLES / "testvm-masquerade.yaml").read_text().replace("memory: 64M", "memory: 96M"))
+    bigger.write_text((EXAMPLES / "testvm-masquerade.yaml").read_text().replace("memory: 64M", "memory: 96M")
+                      .replace("running: false", "running: true"))  # as it runs now: not stopped by the apply
     assert "restart it to apply the change" in lab.cli("apply", "-f", str(bigger)).stdout
     conditions = lab.json("get", "vm", "testvm")["status"]["conditions"]  # type: ignore[index]
     assert [c["type"] for c in conditions] == ["RestartRequired"], conditions

@@ -217,7 +217,7 @@ def test_a_stopped_vm_and_one_in_a_crash_loop() -> None:
 
 
 def test_a_vm_changed_while_its_instance_runs_says_a_restart_is_required() -> None:
-    spec = example("testvm-masquerade.yaml")
+    spec = msgspec.structs.replace(example("testvm-masquerade.yaml"), run_strategy=RunStrategy.ALWAYS)  # started
     vmi = msgspec.structs.replace(running_vmi(), spec=spec)
     bigger = msgspec.structs.replace(spec, memory="128Mi")
     status = vm_object(VMView(vm=VM(spec=bigger, created_at=T0, generation=2), revision=5, printable_status="Running",
@@ -226,12 +226,14 @@ def test_a_vm_changed_while_its_instance_runs_says_a_restart_is_required() -> No
                                      "message": "a non-live-updatable field was changed in the template spec"}]
     assert restart_required(bigger, vmi) and restart_required(msgspec.structs.replace(spec, labels={"a": "b"}), vmi)
     # what is the VM object's own reaches no instance: no restart for it
-    for own in (dict(run_strategy=RunStrategy.ALWAYS), dict(vm_labels={"team": "a"}), dict(high_availability=True)):
+    for own in (dict(run_strategy=RunStrategy.MANUAL), dict(vm_labels={"team": "a"}), dict(high_availability=True)):
         assert not restart_required(msgspec.structs.replace(spec, **own), vmi), own
     assert not restart_required(spec, vmi)
-    # no instance, or a finished one: the next start takes the spec as it is
+    # no instance, a finished or stopping one, or a VM being stopped: the next start takes the spec as it is
     assert not restart_required(bigger, None)
     assert not restart_required(bigger, msgspec.structs.replace(vmi, phase=Phase.SUCCEEDED))
+    assert not restart_required(bigger, msgspec.structs.replace(vmi, stop_requested=True))
+    assert not restart_required(msgspec.structs.replace(bigger, run_strategy=RunStrategy.HALTED), vmi)
 
 
 def node_view(kvm: bool, ready: bool = True) -> NodeView:
