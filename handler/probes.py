@@ -104,6 +104,10 @@ class Prober:
                 error = await probe_once(self.dial, pod_address(vmi, self.node, vmi.name), run.probe)
             except ApiError as exc:  # no pod address (yet): a failure like any other
                 error = exc.message
+            except Exception:  # noqa: BLE001 - a fault of the prober's own, never held against the guest
+                log.exception("probe not run", vmi=vmi.name, node=self.node, probe=key[1])
+                run.postpone(self.clock())
+                return
             run.observe(error, self.clock())
             if key[1] == "liveness_probe":
                 if not run.ready:

@@ -114,6 +114,11 @@ class ProbeRun:
     def due(self, now: float) -> bool:
         return now >= self.next_at
 
+    def postpone(self, now: float) -> None:
+        """A probe that could not be run at all (the prober's own fault): neither a pass nor a
+        failure of the guest's, and tried again a period on."""
+        self.next_at = now + self.probe.period_seconds
+
     def observe(self, error: str | None, now: float) -> None:
         """A probe's outcome (None: it passed; else why it failed); the next is due a period on."""
         self.next_at = now + self.probe.period_seconds

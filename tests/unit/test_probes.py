@@ -4,6 +4,7 @@ its probe has not passed (so in no Service's endpoints), Ready only as its node'
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -19,7 +20,7 @@ from proto.nodeapi import WAITING_FOR_PROBE, NodeCondition, StatusReply, StatusR
 from proto.probes import ProbeRun, http_request, http_verdict
 from proto.resources import vmi_spec
 from proto.services import ready_address
-from proto.spec import Probe, VMSpec
+from proto.spec import Network, Probe, VMSpec
 from proto.state import VMI, Condition, Phase, VMIInterface
 from scheduler.nodelife import mark_unknown, restore
 from servicekit.tunnelpump import HalfClosingEnd
@@ -197,6 +198,30 @@ def test_the_prober_sleeps_until_the_next_probe_is_due() -> None:
     assert prober.pause() == pytest.approx(0.3)
     clock[0] = 101.0
     assert prober.pause() == 0.0  # overdue: at once
+
+
+async def test_a_probe_the_prober_cannot_run_is_said_and_tried_again_a_period_on(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A fault of the prober's own (the one a changed dialer once caused: a TypeError) is logged with
+    the VM and neither passes nor fails the guest's probe: it is tried again when next due."""
+    clock = [100.0]
+    spec = VMSpec(name="vm1", networks=[Network(name="default", kind="pod")],
+                  liveness_probe=Probe(kind="tcp", port=80, period_seconds=5, failure_threshold=1))
+    vmi = VMI(name="vm1", uid="u1", spec=spec, created_at=90.0, phase=Phase.RUNNING, node_name="node1",
+              started_at=90.0, interfaces=[VMIInterface(name="default", ip_address="10.244.1.2")])
+
+    async def vmis() -> list[VMI]:
+        return [vmi]
+
+    async def broken(address: str, port: int) -> HalfClosingEnd:
+        raise TypeError("dial() takes 2 positional arguments but 3 were given")
+
+    prober = Prober(vmis, broken, _no_reports, "node1", clock=lambda: clock[0])
+    await prober.tick()
+    await asyncio.wait(list(prober.checks.values()))
+    run = prober.runs[("u1", "liveness_probe")]
+    assert run.ready and run.failures == 0 and run.next_at == 105.0  # alive as before, a period on
+    assert "probe not run" in capsys.readouterr().out and not prober.checks
 
 
 async def _no_vmis() -> list[VMI]:
