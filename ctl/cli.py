@@ -17,6 +17,7 @@ from ctl import (
     consolelog,
     createvm,
     describe,
+    expandcmd,
     exportcmd,
     imagecmd,
     imageupload,
@@ -266,6 +267,7 @@ def parser() -> argparse.ArgumentParser:
     ctl.vnc.add_parser(sub)
     portforward.add_parser(sub)
     exportcmd.add_parser(sub)
+    expandcmd.add_parser(sub)
     describe.add_parser(sub)
     createvm.add_parser(sub)
     version.add_parser(sub)
@@ -284,7 +286,7 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
     "instancetype": instancetypecmd.run, "scale": workloadcmd.scale, "vm": snapshotcmd.run_vm,
     "preference": preferencecmd.run, "vnc": ctl.vnc.run, "port-forward": portforward.run,
-    "vmexport": exportcmd.run,
+    "vmexport": exportcmd.run, "expand": expandcmd.run,
     "describe": describe.run, "version": version.run, "console-web": ctl.webconsole.run,
     **dict.fromkeys(power.VERBS, power.cmd_power),
 }
