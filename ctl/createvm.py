@@ -3,8 +3,11 @@ it (pure; nothing is sent), for ``virtbus create vm ... | virtbus apply -f -``.
 
 Its volumes as virtctl's: ``--volume-containerdisk src:IMAGE[,name:N][,bootorder:N]`` (an image of the
 image store), ``--volume-pvc src:VOLUME[,name:N][,bootorder:N]``, ``--volume-blank size:1Gi[,name:N]``
-(a DataVolume template); with no boot order given, in that order. What the manifest leaves out is
-KubeVirt's defaults: each volume a virtio disk, the pod network.
+(a DataVolume template), ``--volume-import type:blank|registry,size:S[,url:docker://IMAGE][,name:N]
+[,bootorder:N]`` (the same, blank or of an image of the image store); with no boot order given, in
+that order. ``--user``, ``--password-file`` and ``--ssh-key`` make virtctl's cloud-config user data (its
+values quoted, so none can add a key of its own), on the ``--cloud-init`` source asked for. What the
+manifest leaves out is KubeVirt's defaults: each volume a virtio disk, the pod network.
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import json
 import secrets
 import string
+import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -26,7 +32,13 @@ from proto.spec import RunStrategy
 from proto.subjects import is_dns1123_label
 
 PARAMS = {"volume-containerdisk": ("src", "name", "bootorder"), "volume-pvc": ("src", "name", "bootorder"),
-          "volume-blank": ("size", "name")}
+          "volume-blank": ("size", "name"),
+          "volume-import": ("type", "size", "name", "bootorder", "url", "pullmethod")}
+# virtctl's --volume-import types: a DataVolume template of each; virtbus's DataVolumes are blank or an
+# image of its image store (CDI's registry source), the others are said so
+IMPORT_TYPES = ("blank", "registry")
+OTHER_IMPORT_TYPES = ("gcs", "http", "imageio", "pvc", "s3", "vddk", "snapshot", "ds")
+CLOUD_INIT_TYPES = ("nocloud", "configdrive", "none")
 
 
 def add_parser(sub: Any) -> None:
@@ -42,8 +54,12 @@ def add_parser(sub: Any) -> None:
     for flag in PARAMS:
         v.add_argument(f"--{flag}", action="append", default=[], dest=flag.replace("-", "_"),
                        help=",".join(f"{p}:..." for p in PARAMS[flag]) + " (repeat for more)")
+    v.add_argument("--cloud-init", default="nocloud", help=f"the cloud-init data source: {', '.join(CLOUD_INIT_TYPES)}")
     v.add_argument("--cloud-init-user-data", default=None, help="base64 of the cloud-init user data")
     v.add_argument("--cloud-init-network-data", default=None, help="base64 of the cloud-init network data")
+    v.add_argument("--user", default=None, help="the user cloud-init's generated user data adds")
+    v.add_argument("--password-file", default=None, help="a file with that user's password (stored in clear)")
+    v.add_argument("--ssh-key", action="append", default=[], help="an SSH authorized key for it (repeat for more)")
     createtypes.add_parsers(csub)
     clonecmd.add_create_parser(csub)
 
@@ -66,6 +82,56 @@ def _matcher(flag: str, text: str, kinds: tuple[str, ...]) -> dict[str, str]:
     if sep and kind.lower() not in {k.lower() for k in kinds}:
         raise ApiError(Code.INVALID, f"--{flag} {text!r}: the kind is one of {', '.join(kinds)}", flag)
     return {"name": name, **({"kind": next(k for k in kinds if k.lower() == kind.lower())} if sep else {})}
+
+
+def _import_source(text: str, p: dict[str, str]) -> tuple[dict[str, Any], str | None]:
+    """--volume-import's DataVolume source and size, as virtctl's type:blank|registry take them."""
+    kind = p.get("type")
+    if kind in OTHER_IMPORT_TYPES:
+        raise ApiError(Code.INVALID, f"--volume-import {text!r}: type {kind}: virtbus's DataVolumes are blank or "
+                       "an image of its image store (type:registry,url:docker://IMAGE)", "volume-import")
+    if kind not in IMPORT_TYPES:
+        raise ApiError(Code.INVALID, f"--volume-import {text!r}: type is one of {', '.join(IMPORT_TYPES)}",
+                       "volume-import")
+    if kind == "blank":
+        if "url" in p or "pullmethod" in p:
+            raise ApiError(Code.INVALID, f"--volume-import {text!r}: a blank volume has no url", "volume-import")
+        return {"blank": {}}, p.get("size")
+    if "url" not in p:
+        raise ApiError(Code.INVALID, f"--volume-import {text!r}: url is needed (docker://IMAGE)", "volume-import")
+    return {"registry": {"url": p["url"], **({"pullMethod": p["pullmethod"]} if "pullmethod" in p else {})}}, \
+        p.get("size")
+
+
+def _user_data(args: argparse.Namespace) -> str:
+    """virtctl's generated cloud-config for --user, --password-file and --ssh-key ("" without them)."""
+    if not (args.user or args.password_file or args.ssh_key):
+        return ""
+    if args.cloud_init_user_data:
+        raise ApiError(Code.INVALID, "--cloud-init-user-data is the whole user data: --user, --password-file and "
+                       "--ssh-key add to the one virtbus writes", "cloud-init-user-data")
+    config = "#cloud-config"
+    if args.user:
+        if not all(c.isalnum() or c in "._-" for c in args.user):
+            raise ApiError(Code.INVALID, f"--user {args.user!r}: letters, digits and ._- only", "user")
+        config += f"\nuser: {args.user}"
+    if args.password_file:
+        try:
+            password = Path(args.password_file).read_text().strip()
+        except OSError as exc:
+            raise ApiError(Code.INVALID, f"--password-file: {exc.strerror or exc}", "password-file") from None
+        if "\n" in password:
+            raise ApiError(Code.INVALID, "--password-file: the password is one line", "password-file")
+        if password:
+            print("WARNING: --password-file: The password is stored in cleartext in the VM definition!",
+                  file=sys.stderr)
+            config += f"\npassword: {json.dumps(password)}\nchpasswd: {{ expire: False }}"
+    keys = [k.strip() for arg in args.ssh_key for k in arg.split(",") if k.strip()]
+    if keys:
+        if any("\n" in k for k in keys):
+            raise ApiError(Code.INVALID, "--ssh-key: a key is one line", "ssh-key")
+        config += "\nssh_authorized_keys:" + "".join(f"\n  - {json.dumps(k)}" for k in keys)
+    return config
 
 
 def _base64(flag: str, text: str) -> str:
@@ -101,14 +167,18 @@ def manifest(args: argparse.Namespace, random_name: str = "") -> dict[str, Any]:
     templates: list[dict[str, Any]] = []
     orders: set[int] = set()
     for flag, key in (("volume-containerdisk", "volume_containerdisk"), ("volume-pvc", "volume_pvc"),
-                      ("volume-blank", "volume_blank")):
+                      ("volume-blank", "volume_blank"), ("volume-import", "volume_import")):
         for i, text in enumerate(getattr(args, key)):
             p = _params(flag, text)
-            source = p.get("src") or p.get("size")
+            if flag == "volume-import":
+                dv_source, source = _import_source(text, p)
+            else:
+                dv_source, source = {"blank": {}}, p.get("src") or p.get("size")
             if source is None:
                 raise ApiError(Code.INVALID, f"--{flag} {text!r}: {'size' if flag == 'volume-blank' else 'src'} "
                                              "is needed", flag)
-            vol_name = p.get("name") or f"{name}-{flag.removeprefix('volume-')}-{i}"
+            kind = p.get("type", "") if flag == "volume-import" else flag.removeprefix("volume-")
+            vol_name = p.get("name") or f"{name}-{kind}-{i}"
             if any(v["name"] == vol_name for v in volumes):
                 raise ApiError(Code.INVALID, f"--{flag} {text!r}: a volume named {vol_name!r} already", flag)
             if flag == "volume-containerdisk":
@@ -117,7 +187,7 @@ def manifest(args: argparse.Namespace, random_name: str = "") -> dict[str, Any]:
                 volumes.append({"name": vol_name, "persistentVolumeClaim": {"claimName": source}})
             else:
                 templates.append({"metadata": {"name": vol_name}, "spec": {
-                    "source": {"blank": {}}, "storage": {"resources": {"requests": {"storage": source}}}}})
+                    "source": dv_source, "storage": {"resources": {"requests": {"storage": source}}}}})
                 volumes.append({"name": vol_name, "dataVolume": {"name": vol_name}})
             if "bootorder" in p:
                 order = int(p["bootorder"]) if p["bootorder"].isdigit() else 0
@@ -128,8 +198,14 @@ def manifest(args: argparse.Namespace, random_name: str = "") -> dict[str, Any]:
     cloud_init = {k: _base64(flag, v) for k, flag, v in (
         ("userDataBase64", "cloud-init-user-data", args.cloud_init_user_data),
         ("networkDataBase64", "cloud-init-network-data", args.cloud_init_network_data)) if v}
-    if cloud_init:
-        volumes.append({"name": "cloudinitdisk", "cloudInitNoCloud": cloud_init})
+    if user_data := _user_data(args):
+        cloud_init["userData"] = user_data
+    if args.cloud_init.lower() not in CLOUD_INIT_TYPES:
+        raise ApiError(Code.INVALID, f"--cloud-init {args.cloud_init!r}: one of {', '.join(CLOUD_INIT_TYPES)}",
+                       "cloud-init")
+    if cloud_init and args.cloud_init.lower() != "none":
+        kind = "cloudInitConfigDrive" if args.cloud_init.lower() == "configdrive" else "cloudInitNoCloud"
+        volumes.append({"name": "cloudinitdisk", kind: cloud_init})
     if disks:
         domain["devices"] = {"disks": disks}
     if templates:

@@ -4,14 +4,16 @@ flags, which virtbus reads as the VM they describe; flags it cannot honour are t
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
+import yaml
 
 from ctl import cli
 from ctl.createvm import manifest
 from proto.errors import ApiError
 from proto.manifest import parse_manifest_obj
-from proto.spec import CloudInitNoCloud, ContainerDisk, PersistentVolumeClaim, VMSpec
+from proto.spec import CloudInitConfigDrive, CloudInitNoCloud, ContainerDisk, PersistentVolumeClaim, VMSpec
 
 
 def args(*flags: str) -> argparse.Namespace:
@@ -48,6 +50,59 @@ def test_a_blank_volume_is_a_data_volume_template() -> None:
     assert doc["spec"]["dataVolumeTemplates"][0]["metadata"]["name"] == "b-blank-0"
     spec = parse_manifest_obj(doc)
     assert isinstance(spec, VMSpec) and spec.data_volume_templates[0].size == "1Gi"
+
+
+def test_volume_import_blank_and_registry_as_virtctl_writes_them() -> None:
+    doc = manifest(args("--name", "imp", "--volume-import", "type:registry,url:docker://quay.io/kubevirt/"
+                        "cirros-container-disk-demo,size:1Gi,bootorder:1", "--volume-import",
+                        "type:blank,size:2Gi,name:scratch"))
+    templates = doc["spec"]["dataVolumeTemplates"]
+    assert [t["metadata"]["name"] for t in templates] == ["imp-registry-0", "scratch"]
+    assert templates[0]["spec"]["source"] == {"registry": {"url": "docker://quay.io/kubevirt/cirros-container-disk-demo"}}
+    spec = parse_manifest_obj(doc)
+    assert isinstance(spec, VMSpec)
+    assert [(t.name, t.size, t.image) for t in spec.data_volume_templates] == [
+        ("imp-registry-0", "1Gi", "quay.io/kubevirt/cirros-container-disk-demo"), ("scratch", "2Gi", None)]
+    assert {d.name: d.boot_order for d in spec.disks}["imp-registry-0"] == 1
+
+
+def test_the_user_data_virtctl_generates_for_a_user_a_password_and_keys(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cret: #not a comment\n")
+    doc = manifest(args("--name", "u", "--user", "fedora", "--password-file", str(secret),
+                        "--ssh-key", "ssh-ed25519 AAAAC3Nza me@host", "--ssh-key", "ssh-rsa AAAAB3 you@there"))
+    [volume] = doc["spec"]["template"]["spec"]["volumes"]
+    user_data = volume["cloudInitNoCloud"]["userData"]
+    assert user_data.startswith("#cloud-config\n")
+    assert yaml.safe_load(user_data) == {"user": "fedora", "password": "s3cret: #not a comment",
+                                         "chpasswd": {"expire": False},
+                                         "ssh_authorized_keys": ["ssh-ed25519 AAAAC3Nza me@host",
+                                                                 "ssh-rsa AAAAB3 you@there"]}
+    drive = manifest(args("--name", "d", "--user", "fedora", "--cloud-init", "configdrive"))
+    assert "cloudInitConfigDrive" in drive["spec"]["template"]["spec"]["volumes"][0]
+    spec = parse_manifest_obj(drive)
+    assert isinstance(spec, VMSpec) and isinstance(spec.volumes[0].source, CloudInitConfigDrive)
+    assert "volumes" not in manifest(args("--name", "n", "--user", "fedora", "--cloud-init", "none"))["spec"][
+        "template"]["spec"]
+
+
+@pytest.mark.parametrize(("flags", "field"), [
+    (["--volume-import", "type:http,url:https://x/disk.img,size:1Gi"], "volume-import"),
+    (["--volume-import", "type:pvc,src:data,size:1Gi"], "volume-import"),
+    (["--volume-import", "type:floppy,size:1Gi"], "volume-import"),
+    (["--volume-import", "type:registry,size:1Gi"], "volume-import"),
+    (["--volume-import", "type:blank"], "volume-import"),
+    (["--volume-import", "type:blank,size:1Gi,url:docker://x"], "volume-import"),
+    (["--volume-import", "type:registry,url:http://x,size:1Gi"], None),
+    (["--user", "a:b"], "user"), (["--ssh-key", "a\nb"], "ssh-key"),
+    (["--password-file", "/nonexistent/password"], "password-file"),
+    (["--user", "u", "--cloud-init-user-data", "I2Nsb3VkLWNvbmZpZwo="], "cloud-init-user-data"),
+    (["--cloud-init", "floppy", "--user", "u"], "cloud-init")])
+def test_what_it_refuses_of_imports_and_cloud_init(flags: list[str], field: str | None) -> None:
+    with pytest.raises(ApiError) as refused:
+        parse_manifest_obj(manifest(args(*flags)))
+    if field is not None:
+        assert refused.value.field == field, refused.value
 
 
 @pytest.mark.parametrize(("flags", "field"), [
