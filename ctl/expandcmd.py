@@ -58,10 +58,7 @@ async def expanded_file(api: ApiClient, path: str) -> VMSpec:
         raise ApiError(Code.BAD_REQUEST, "expand takes one VirtualMachine manifest", "file")
     kinds = (await api.call("instancetype", "list", {}, InstancetypeList)).items
     prefs = (await api.call("preference", "list", {}, PreferenceList)).items
-    sized = instancetypes.expand(manifest, {t.name: t for t in kinds}.get) \
-        if isinstance(manifest.get("spec"), dict) and "instancetype" in manifest["spec"] else manifest
-    full = preferences.expand(sized, {p.name: p for p in prefs}.get) \
-        if isinstance(manifest.get("spec"), dict) and "preference" in manifest["spec"] else sized
-    spec = parse_manifest_obj(full)
+    sized = instancetypes.expand(manifest, {t.name: t for t in kinds}.get)  # each as it is without a reference
+    spec = parse_manifest_obj(preferences.expand(sized, {p.name: p for p in prefs}.get))
     assert isinstance(spec, VMSpec)  # its kind was checked above
     return spec

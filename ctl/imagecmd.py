@@ -66,14 +66,21 @@ def listing(items: list[ImageInfo]) -> str:
         for i in items])
 
 
-async def upload(api: ApiClient, name: str, path: Path, wanted: Format | None) -> ImageFacts:
-    validate_image_reference(name, field="name")
+async def examine(path: Path, wanted: Format | None, field: str = "file") -> ImageFacts:
+    """What the file is (raw, qcow2 or ISO, its sizes), or a typed error naming the flag that gave it."""
     if not path.is_file():
-        raise ApiError(Code.INVALID, f"{path} is not a file", "file")
+        raise ApiError(Code.INVALID, f"{path} is not a file", field)
     try:
-        facts = await asyncio.to_thread(inspect, path, wanted)
+        return await asyncio.to_thread(inspect, path, wanted)
     except ApiError as exc:
         raise ApiError(exc.code, f"{path} refused: {exc.message}", exc.field) from None
+
+
+async def upload(api: ApiClient, name: str, path: Path, wanted: Format | None,
+                 facts: ImageFacts | None = None) -> ImageFacts:
+    """facts: the file as examine() found it, when the caller has looked already."""
+    validate_image_reference(name, field="name")
+    facts = facts or await examine(path, wanted)
     say(f"{path}: {imagefacts.describe(facts.format)}, {human(facts.size)} "
         f"(virtual size {human(facts.virtual_size)}); uploading as image {name}")
     meta = ObjectMeta(name=name, description=f"{facts.format} image, virtual size {facts.virtual_size} bytes",

@@ -13,19 +13,17 @@ Everything is checked before a byte is sent: the size holds the image, the volum
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 from typing import Any
 
 from ctl import snapshotcmd
 from ctl.client import ApiClient
-from ctl.imagecmd import upload
+from ctl.imagecmd import examine, upload
 from ctl.lab import say
 from proto.api import NameRequest, VolumeCreate, VolumeReply
 from proto.errors import ApiError, Code
 from proto.quantity import InvalidQuantity, format_bytes, parse_bytes
 from proto.validation import validate_volume_fields
-from servicekit.imagefile import inspect
 
 IMAGE_PREFIX = "upload/"
 
@@ -85,9 +83,7 @@ def check(args: argparse.Namespace) -> tuple[str, int]:
 async def run(api: ApiClient, args: argparse.Namespace) -> int:
     size, size_bytes = check(args)
     path = Path(args.image_path).expanduser()
-    if not path.is_file():
-        raise ApiError(Code.INVALID, f"{path} is not a file", "image-path")
-    facts = await asyncio.to_thread(inspect, path, None)
+    facts = await examine(path, None, "image-path")
     if facts.virtual_size > size_bytes:
         raise ApiError(Code.INVALID, f"--size {size} cannot hold {path}: its virtual size is "
                        f"{format_bytes(facts.virtual_size)} ({facts.virtual_size} bytes)", "size")
@@ -99,7 +95,7 @@ async def run(api: ApiClient, args: argparse.Namespace) -> int:
     else:
         raise ApiError(Code.CONFLICT, f"volume {args.name} exists already; image-upload makes a new one", "name")
     image = IMAGE_PREFIX + args.name
-    await upload(api, image, path, None)
+    await upload(api, image, path, None, facts)  # looked at once: upload checks the bytes it sends against it
     made = (await api.call("volume", "create", VolumeCreate(name=args.name, size=size, image=image, node=args.node),
                            VolumeReply)).item
     where = f"node {made.node} writes its file now" if made.node else \

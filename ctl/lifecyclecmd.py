@@ -31,7 +31,7 @@ async def cmd_delete_vmi(api: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
-def power_request(args: argparse.Namespace) -> PowerRequest | StartRequest | None:
+def verb_request(args: argparse.Namespace) -> PowerRequest | StartRequest | None:
     """start's --paused; stop/restart's --force --grace-period N, as virtctl takes them: both or neither."""
     if getattr(args, "paused", False):
         return StartRequest(name=args.name, paused=True)
@@ -67,7 +67,7 @@ async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
     # stopped, says nothing about the new one
     before = await vm_view(api, args.name) if verb == "restart" and args.wait else None
     old = before.vmi if before is not None else None
-    say(await ask(api, "vm", verb, args.name, wait=args.wait, patience=args.timeout, request=power_request(args)))
+    say(await ask(api, "vm", verb, args.name, wait=args.wait, patience=args.timeout, request=verb_request(args)))
     if not args.wait:
         return 0
     targets = {"start": {"Paused" if getattr(args, "paused", False) else "Running"}, "restart": {"Running"},

@@ -12,7 +12,7 @@ import yaml
 
 from ctl import cli, watches
 from ctl.client import ApiClient
-from ctl.lifecyclecmd import power_request
+from ctl.lifecyclecmd import verb_request
 from proto.api import NameRequest, PowerRequest, VMReply, VMView
 from proto.errors import ApiError, Code
 from proto.selector import LabelSelector, parse_text
@@ -237,12 +237,12 @@ def test_the_labs_commands_take_no_namespace() -> None:
 
 def test_stop_and_restart_take_virtctls_force_and_grace_period_together() -> None:
     parse = cli.parser().parse_args
-    assert power_request(parse(["stop", "vm1", "--force", "--grace-period", "0"])) == \
+    assert verb_request(parse(["stop", "vm1", "--force", "--grace-period", "0"])) == \
         PowerRequest(name="vm1", grace_period=0)
-    assert power_request(parse(["restart", "vm1", "--force", "--grace-period=5"])) == \
+    assert verb_request(parse(["restart", "vm1", "--force", "--grace-period=5"])) == \
         PowerRequest(name="vm1", grace_period=5)
-    assert power_request(parse(["stop", "vm1"])) is None
+    assert verb_request(parse(["stop", "vm1"])) is None
     for argv in (["stop", "vm1", "--force"], ["stop", "vm1", "--grace-period", "0"]):
         with pytest.raises(ApiError) as refused:
-            power_request(parse(argv))
+            verb_request(parse(argv))
         assert refused.value.field == "grace-period"
