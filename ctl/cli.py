@@ -17,6 +17,7 @@ from ctl import (
     consolelog,
     createvm,
     describe,
+    draincmd,
     expandcmd,
     exportcmd,
     imagecmd,
@@ -267,6 +268,7 @@ def parser() -> argparse.ArgumentParser:
     ctl.vnc.add_parser(sub)
     portforward.add_parser(sub)
     exportcmd.add_parser(sub)
+    draincmd.add_parsers(sub)
     expandcmd.add_parser(sub)
     describe.add_parser(sub)
     createvm.add_parser(sub)
@@ -287,6 +289,7 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "instancetype": instancetypecmd.run, "scale": workloadcmd.scale, "vm": snapshotcmd.run_vm,
     "preference": preferencecmd.run, "vnc": ctl.vnc.run, "port-forward": portforward.run,
     "vmexport": exportcmd.run, "expand": expandcmd.run,
+    "cordon": draincmd.run, "uncordon": draincmd.run, "drain": draincmd.run,
     "describe": describe.run, "version": version.run, "console-web": ctl.webconsole.run,
     **dict.fromkeys(power.VERBS, power.cmd_power),
 }

@@ -127,7 +127,9 @@ def nodes(items: list[NodeView], wide: bool) -> str:
         ["VCPUS", "ADDRESS", "AGE"] if wide else [])
     rows = []
     for n in items:
-        row = [n.node.name, "Ready" if n.ready else "NotReady", str(n.node.cpus), format_bytes(n.node.memory),
+        # kubectl's STATUS: a cordoned node is Ready,SchedulingDisabled
+        status = ("Ready" if n.ready else "NotReady") + (",SchedulingDisabled" if n.node.unschedulable else "")
+        row = [n.node.name, status, str(n.node.cpus), format_bytes(n.node.memory),
                format_bytes(n.allocated_memory), str(n.vmis), "yes" if n.node.kvm else "no (TCG)"]
         if wide:
             # vCPUs booked / what the cpuAllocationRatio lets the node hold (proto.clusterconfig)

@@ -41,6 +41,15 @@ class PowerRequest(Message, frozen=True):
     grace_period: int | None = None
 
 
+class EvictRequest(Message, frozen=True):
+    """Evict an instance from its node (virtbus drain): it is stopped as ``stop`` stops it, its guest
+    given ``grace_period`` seconds when that is shorter than its own; what owns it starts it again
+    where it may."""
+
+    name: str
+    grace_period: int | None = None
+
+
 class ListRequest(Message, frozen=True):
     pass
 

@@ -317,7 +317,11 @@ def node_object(view: NodeView) -> Obj:
                 f"{ANNOTATIONS}vlan-access-ports": "true" if node.vlan_access_ports else "false",
             },
         }),
-        "spec": _compact({"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr] if node.pod_cidr else []}),
+        "spec": _compact({"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr] if node.pod_cidr else [],
+                          # kubectl cordon's field and the taint that comes with it
+                          **({"unschedulable": True, "taints": [{"key": "node.kubernetes.io/unschedulable",
+                                                                 "effect": "NoSchedule"}]}
+                             if node.unschedulable else {})}),
         "status": {
             "addresses": [*([{"type": "InternalIP", "address": node.address}] if node.address else []),
                           {"type": "Hostname", "address": node.name}],

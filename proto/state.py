@@ -110,6 +110,10 @@ class VMI(State, frozen=True):
     # (wall clock, as its node said with Running): the launch's stages, for bench/lane.py
     launcher_started_at: float | None = None
     launcher_ready_at: float | None = None
+    # Stopped to empty its node (virtbus drain, kubectl drain's eviction): not the guest's doing nor its
+    # owner's wish, so a VM that wants it running (Always, RerunOnFailure) runs it again elsewhere, and
+    # its end counts as no failure.
+    evicted: bool = False
 
 
 def is_ready(vmi: VMI) -> bool:
@@ -142,6 +146,9 @@ class Node(State, frozen=True):
     ovs_bridges: list[str] = []  # the Open vSwitch bridges on the node (ovs NADs), as its handler found them
     vlan_access_ports: bool = False  # its kernel runs servicekit.vlanports' programs: bridge NADs with a vlan
     free_disk: int | None = None  # bytes free where the node keeps its VMIs' disks, at the last heartbeat
+    # Kubernetes' spec.unschedulable (kubectl cordon): nothing new is bound here; what runs stays. Set by
+    # an admin (virtbus cordon|drain), kept through the node's registrations, cleared by uncordon.
+    unschedulable: bool = False
 
 
 class Exposure(State, frozen=True):

@@ -46,6 +46,7 @@ from scheduler.exposures import ExposureApi
 from scheduler.floatingips import FloatingIPApi
 from scheduler.instancetypes import InstancetypeApi
 from scheduler.networkapi import NetworkApi
+from scheduler.nodemaintenance import NodeMaintenanceApi
 from scheduler.pools import PoolApi
 from scheduler.power import PowerApi
 from scheduler.preferences import PreferenceApi
@@ -83,6 +84,7 @@ class Api:
         self.services = ServiceApi(store, clock=clock)
         self.network = NetworkApi(store)
         self.routes = RouteApi(store, clock=clock)
+        self.maintenance = NodeMaintenanceApi(store, clock=clock)
 
     def endpoints(self) -> list[Endpoint]:
         table: dict[tuple[str, str], Callable[[bytes], object]] = {
@@ -112,6 +114,7 @@ class Api:
             **self.snapshots.table(), **self.clones.table(), **self.replicasets.table(), **self.pools.table(),
             **self.preferences.table(),
             **self.services.table(), **self.routes.table(), **self.cluster.table(), **self.network.table(),
+            **self.maintenance.table(),
         }
         return [Endpoint(f"{kind}-{verb}", subjects.api(kind, verb), handler)  # type: ignore[arg-type]
                 for (kind, verb), handler in table.items()]

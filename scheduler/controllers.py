@@ -275,7 +275,7 @@ class Scheduler:
             uid = vmi.value.uid
             await self.store.vmis.mutate(name, lambda v: stop_vmi(v, uid, self.clock()))
         elif action is Action.DELETE_VMI and vmi is not None:
-            counts = not vmi.value.fenced  # its node was lost; the VM did nothing wrong
+            counts = not (vmi.value.fenced or vmi.value.evicted)  # its node was lost or drained; not the VM's fault
             if vm is not None and vmi.value.phase is Phase.FAILED and vm.value.restart_of != vmi.value.uid and counts:
                 failures = vm.value.failures + 1
                 why = vmi.value.reason or "failed"

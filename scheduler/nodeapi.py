@@ -81,7 +81,9 @@ class NodeApi:
                           address=reg.address, pod_cidr=str(cidr), heartbeat=now,
                           allowed_bridges=reg.allowed_bridges, ovs_bridges=reg.ovs_bridges, free_disk=reg.free_disk,
                           vlan_access_ports=reg.vlan_access_ports,
-                          started_at=current.value.started_at if current else now)
+                          started_at=current.value.started_at if current else now,
+                          # an admin's cordon outlives the handler's restarts, as a Node's spec does kubelet's
+                          unschedulable=current.value.unschedulable if current else False)
             try:
                 if current is None:
                     await self.store.nodes.create(node, record)

@@ -88,6 +88,8 @@ def _unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None, ovs: frozenset[s
                   bridges: frozenset[str] = frozenset(), vlan_ports: bool = False) -> str | None:
     if not u.ready:
         return "node(s) were not ready"
+    if u.node.unschedulable:  # cordoned (kube-scheduler's NodeUnschedulable filter, its words)
+        return "node(s) were unschedulable"
     if only is not None and u.node.name != only:
         return "node(s) didn't hold the VM's volumes"
     if spec.node_selector and any(u.node.labels.get(k) != v for k, v in spec.node_selector.items()):

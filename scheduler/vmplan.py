@@ -73,7 +73,8 @@ def _plan(vm: VM | None, vmi: VMI | None, now: float) -> Action:
     if vmi.phase in FINAL_PHASES:
         if strategy is RunStrategy.ALWAYS:
             return Action.DELETE_VMI
-        if strategy is RunStrategy.RERUN_ON_FAILURE and vmi.phase is Phase.FAILED:
+        # an eviction (virtbus drain) is no choice of the guest's to stop: RerunOnFailure runs it again
+        if strategy is RunStrategy.RERUN_ON_FAILURE and (vmi.phase is Phase.FAILED or vmi.evicted):
             return Action.DELETE_VMI
     return Action.NOTHING
 

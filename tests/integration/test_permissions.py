@@ -84,8 +84,9 @@ async def test_viewer_reads_but_changes_nothing(nats_server: NatsServer, store: 
     viewer = await as_user("viewer")
     for subject in (subjects.api("vm", "stop"), subjects.api("vm", "create"), subjects.api("vm", "delete"),
                     subjects.api("vm", "pause"), subjects.api("vm", "unpause"), subjects.api("vm", "soft-reboot"),
-                    subjects.api("vmi", "pause"),
-                    subjects.api("image", "delete"), subjects.api("kubevirt", "apply"), "$KV.vms.testvm",
+                    subjects.api("vmi", "pause"), subjects.api("node", "cordon"), subjects.api("node", "uncordon"),
+                    subjects.api("vmi", "evict"), subjects.api("image", "delete"), subjects.api("kubevirt", "apply"),
+                    "$KV.vms.testvm",
                     f"$KV.{subjects.BUCKET_CONFIG}.{subjects.CONFIG_KUBEVIRT}", "$O.images.C.x",
                     subjects.console_in("node1", "testvm"), subjects.nodeapi("node1", "status")):
         assert await viewer.refused(subject), subject

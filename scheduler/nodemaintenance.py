@@ -1,0 +1,121 @@
+"""Node maintenance on the api service: ``node.cordon``, ``node.uncordon`` and ``vmi.evict`` (kubectl
+cordon, uncordon and the eviction drain sends for each pod).
+
+A cordoned node's record says ``unschedulable``: the binder binds nothing new there
+(scheduler.placement), and what runs there runs on. An eviction stops one instance as ``stop`` does,
+marked ``evicted``: a VM that wants it running (Always, RerunOnFailure) runs it again elsewhere
+(scheduler.vmplan), a replica set replaces it, and an instance of nobody's just ends. The drain itself
+(cordon, then evict each instance and wait for the node to be empty) is the CLI's, as kubectl's is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from proto import subjects
+from proto.api import Ack, EvictRequest, NameRequest, decode_request
+from proto.errors import ApiError, Code
+from proto.events import Event
+from proto.spec import RunStrategy
+from proto.state import FINAL_PHASES, VM, VMI, Node
+from proto.validation import MAX_GRACE_SECONDS
+from scheduler.controllers import stop_vmi
+from servicekit.store import Store
+
+# what its VM does once an evicted instance has ended (scheduler.vmplan)
+RUNS_AGAIN = frozenset({RunStrategy.ALWAYS, RunStrategy.RERUN_ON_FAILURE})
+
+
+def cordoned(node: Node, unschedulable: bool) -> Node | None:
+    """The record with the node's schedulability so; None when it already is (pure)."""
+    return None if node.unschedulable is unschedulable else msgspec.structs.replace(node, unschedulable=unschedulable)
+
+
+def evicted(vmi: VMI, uid: str, now: float, grace: int | None) -> VMI | None:
+    """That instance stopped and marked evicted; None when there is nothing to change (pure): another
+    instance of the name, one that has ended, or one already evicted with no shorter grace asked."""
+    if vmi.uid != uid or vmi.phase in FINAL_PHASES:
+        return None
+    stopping = stop_vmi(vmi, uid, now, grace)
+    if stopping is None and vmi.evicted:
+        return None
+    return msgspec.structs.replace(stopping or vmi, evicted=True)
+
+
+def what_follows(vmi: VMI, vm: VM | None) -> str:
+    """What happens to an evicted instance once it has ended, for the reply (pure)."""
+    if vm is not None:
+        strategy = vm.spec.run_strategy
+        if strategy in RUNS_AGAIN:
+            return f"VM {vm.spec.name} starts it again on another node"
+        return f"VM {vm.spec.name} (runStrategy {strategy.value}) leaves it stopped"
+    if vmi.owner is not None:
+        return f"VirtualMachineInstanceReplicaSet {vmi.owner} replaces it"
+    return "it belongs to no VM or replica set, so nothing starts it again"
+
+
+class NodeMaintenanceApi:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+
+    def table(self) -> dict[tuple[str, str], Callable[[bytes], object]]:
+        return {("node", "cordon"): self.cordon, ("node", "uncordon"): self.uncordon, ("vmi", "evict"): self.evict}
+
+    async def cordon(self, body: bytes) -> Ack:
+        return await self._schedulable(_node_name(body), unschedulable=True)
+
+    async def uncordon(self, body: bytes) -> Ack:
+        return await self._schedulable(_node_name(body), unschedulable=False)
+
+    async def _schedulable(self, name: str, *, unschedulable: bool) -> Ack:
+        changed = False
+
+        def change(node: Node) -> Node | None:
+            nonlocal changed
+            new = cordoned(node, unschedulable)
+            changed = new is not None
+            return new
+
+        if await self.store.nodes.mutate(name, change) is None:
+            raise ApiError(Code.NOT_FOUND, f"node {name!r} not found", "name")
+        verb = "cordoned" if unschedulable else "uncordoned"
+        if not changed:
+            return Ack(message=f"node/{name} already {verb}")
+        # kubelet's event for the change, as kubectl describe node shows it
+        status = "NodeNotSchedulable" if unschedulable else "NodeSchedulable"
+        await self.store.emit(Event(kind="Node", name=name, reason=status,
+                                    message=f"Node {name} status is now: {status}", timestamp=self.clock(), node=name))
+        return Ack(message=f"node/{name} {verb}")
+
+    async def evict(self, body: bytes) -> Ack:
+        req = decode_request(body, EvictRequest)
+        if not subjects.is_dns1123_label(req.name):
+            raise ApiError(Code.INVALID, f"{req.name!r} is not a valid name (a DNS-1123 label)", "name")
+        if req.grace_period is not None and not 0 <= req.grace_period <= MAX_GRACE_SECONDS:
+            raise ApiError(Code.INVALID, f"grace period {req.grace_period}s: it must be between 0 and "
+                           f"{MAX_GRACE_SECONDS}", "gracePeriod")
+        entry = await self.store.vmis.require(req.name, "VMI")
+        vmi = entry.value
+        if vmi.phase in FINAL_PHASES:
+            return Ack(message=f"VMI {req.name} has ended ({vmi.phase.value}): nothing to evict")
+        if vmi.node_name is None:
+            raise ApiError(Code.INVALID, f"VMI {req.name} is on no node yet: nothing to evict it from", "name")
+        uid, node = vmi.uid, vmi.node_name
+        await self.store.vmis.mutate(req.name, lambda v: evicted(v, uid, self.clock(), req.grace_period))
+        vm = await self.store.vms.get(req.name) if not vmi.standalone else None
+        follows = what_follows(vmi, vm.value if vm is not None else None)
+        await self.store.emit(Event(kind="VirtualMachineInstance", name=req.name, reason="Evicted",
+                                    message=f"evicted from node {node}: {follows}", timestamp=self.clock(),
+                                    node=node))
+        return Ack(message=f"VMI {req.name} evicted from node {node}; {follows}")
+
+
+def _node_name(body: bytes) -> str:
+    name = decode_request(body, NameRequest).name
+    if not subjects.is_dns1123_label(name):
+        raise ApiError(Code.INVALID, f"{name!r} is not a valid node name (a DNS-1123 label)", "name")
+    return name

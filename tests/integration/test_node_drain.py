@@ -1,0 +1,208 @@
+"""Cordon, uncordon and eviction (virtbus drain) against a real nats-server and the real scheduler,
+the nodes' part played by the test: a cordoned node gets nothing new and keeps what runs; an evicted
+instance of a VM that wants it running runs again on the other node, with no failure counted; one of
+a Manual VM stays stopped; a cordon outlives the node's registering again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import msgspec
+import pytest
+from nats.js.api import DeliverPolicy
+
+from proto import subjects
+from proto.errors import ApiError, Code
+from proto.events import Event
+from proto.nodeapi import VERB_REGISTER, Registration
+from proto.state import VMI, Node, Phase
+from scheduler.api import Api
+from scheduler.controllers import Scheduler
+from scheduler.nodeapi import NodeApi
+from scheduler.nodewatch import NodeWatch
+from servicekit.cancelling import cancel_and_wait
+from servicekit.store import Store
+
+pytestmark = pytest.mark.integration
+
+
+def manifest(name: str, strategy: str) -> bytes:
+    return json.dumps({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name},
+                       "spec": {"runStrategy": strategy, "template": {"spec": {"domain": {
+                           "devices": {}, "resources": {"requests": {"memory": "64Mi"}}}}}}}).encode()
+
+
+async def until(what: str, check: object, limit: float = 15.0) -> VMI:
+    """Poll ``check`` (an async callable returning a VMI or None) until it gives one."""
+    deadline = time.monotonic() + limit
+    while True:
+        found = await check()  # type: ignore[operator]
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def recorded(store: Store) -> list[Event]:
+    """Every event recorded so far, oldest first."""
+    assert store.records_events
+    last = (await store.js.stream_info(subjects.STREAM_EVENTS)).state.last_seq
+    sub = await store.js.subscribe(subjects.EVENTS_ALL, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    found = []
+    try:
+        while last:
+            msg = await sub.next_msg(timeout=5)
+            found.append(msgspec.json.decode(msg.data, type=Event))
+            if msg.metadata.sequence.stream >= last:
+                break
+    finally:
+        await sub.unsubscribe()
+    return found
+
+
+async def put_nodes(store: Store) -> None:
+    for name in ("node1", "node2"):
+        await store.nodes.put(name, Node(name=name, cpus=2, memory=2**31, kvm=False, heartbeat=time.time(),
+                                         started_at=time.time()))
+
+
+async def run_as_node(store: Store, name: str) -> VMI:
+    """The node's launcher says its instance runs."""
+    entry = await store.vmis.require(name, "VMI")
+    assert entry.value.node_name is not None
+    value = msgspec.structs.replace(entry.value, phase=Phase.RUNNING, started_at=time.time())
+    await store.vmis.update(name, value, entry.revision)
+    return value
+
+
+async def stop_as_node(store: Store, name: str, phase: Phase = Phase.SUCCEEDED) -> None:
+    """The node's launcher stopped the guest as asked, and the node tore the run down."""
+    entry = await store.vmis.require(name, "VMI")
+    assert entry.value.stop_requested
+    await store.vmis.update(name, msgspec.structs.replace(entry.value, phase=phase, torn_down=True,
+                                                          finished_at=time.time()), entry.revision)
+
+
+@pytest.fixture
+async def cluster(store: Store) -> object:
+    await put_nodes(store)
+    nodes = NodeWatch(store)
+    watching = asyncio.create_task(nodes.run())
+    scheduler = Scheduler(store, nodes=nodes)
+    await scheduler.start()
+    try:
+        yield Api(store, readiness=nodes.readiness)
+    finally:
+        await scheduler.stop()
+        await cancel_and_wait([watching])
+
+
+async def bound(store: Store, name: str, not_uid: str | None = None) -> VMI:
+    async def check() -> VMI | None:
+        entry = await store.vmis.get(name)
+        ok = entry is not None and entry.value.node_name is not None and entry.value.uid != not_uid
+        return entry.value if entry is not None and ok else None
+    return await until(f"{name} bound", check)
+
+
+async def test_cordon_keeps_new_instances_off_and_what_runs_on(store: Store, cluster: Api) -> None:
+    api = cluster
+    await api.vm_create(manifest("first", "Always"))
+    first = await bound(store, "first")
+    await run_as_node(store, "first")
+    busy = first.node_name or ""
+    other = "node2" if busy == "node1" else "node1"
+
+    assert (await api.maintenance.cordon(json.dumps({"name": other}).encode())).message == f"node/{other} cordoned"
+    assert (await api.maintenance.cordon(json.dumps({"name": other}).encode())).message == \
+        f"node/{other} already cordoned"
+    listed = {v.node.name: v for v in (await api.node_list(b"{}")).items}
+    assert listed[other].node.unschedulable and not listed[busy].node.unschedulable
+    # least allocated, the other node would have been chosen: it is cordoned, so the busy one is
+    await api.vm_create(manifest("second", "Always"))
+    assert (await bound(store, "second")).node_name == busy
+    assert (await store.vmis.require("first", "VMI")).value.phase is Phase.RUNNING  # what ran runs on
+
+    await api.maintenance.cordon(json.dumps({"name": busy}).encode())
+    await api.vm_create(manifest("third", "Always"))
+
+    async def refused() -> VMI | None:
+        entry = await store.vmis.get("third")  # the VM controller makes it first
+        unbound = entry is not None and any(c.reason == "Unschedulable" for c in entry.value.conditions)
+        return entry.value if entry is not None and unbound else None
+    unschedulable = await until("third unschedulable", refused)
+    message = next(c.message for c in unschedulable.conditions if c.type == "PodScheduled")
+    assert message == "0/2 nodes are available: 2 node(s) were unschedulable."
+    assert (await api.maintenance.uncordon(json.dumps({"name": other}).encode())).message == \
+        f"node/{other} uncordoned"
+    assert (await bound(store, "third")).node_name == other  # decided again, within the binder's resync
+
+    events = [e for e in await recorded(store) if e.kind == "Node"]
+    assert [(e.name, e.reason) for e in events] == [(other, "NodeNotSchedulable"), (busy, "NodeNotSchedulable"),
+                                                     (other, "NodeSchedulable")]
+
+
+async def test_an_evicted_instance_runs_again_on_the_other_node_without_a_failure(store: Store, cluster: Api) -> None:
+    api = cluster
+    for name, strategy in (("always", "Always"), ("rerun", "RerunOnFailure"), ("manual", "Manual")):
+        await api.vm_create(manifest(name, strategy))
+        if strategy == "Manual":
+            await api.vm_start(json.dumps({"name": name}).encode())
+    old = {name: await bound(store, name) for name in ("always", "rerun", "manual")}
+    for name in old:
+        await run_as_node(store, name)
+    for name, vmi in old.items():  # each to be evicted off its own node
+        node = vmi.node_name or ""
+        await api.maintenance.cordon(json.dumps({"name": node}).encode())
+        # the binder hears of it through its node watch, as kube-scheduler through its informer; a
+        # guest's shutdown takes longer than that, which the test's stand-in for the node does not
+        await asyncio.sleep(0.5)
+        said = (await api.maintenance.evict(json.dumps({"name": name, "gracePeriod": 5}).encode())).message
+        follows = "leaves it stopped" if name == "manual" else "starts it again on another node"
+        assert said.startswith(f"VMI {name} evicted from node {node}; ") and follows in said
+        evicting = (await store.vmis.require(name, "VMI")).value
+        assert evicting.evicted and evicting.stop_requested and evicting.stop_grace_period == 5
+        await stop_as_node(store, name, Phase.FAILED if name == "rerun" else Phase.SUCCEEDED)
+        if name != "manual":
+            new = await bound(store, name, not_uid=vmi.uid)
+            assert new.node_name != node and not new.evicted
+            vm = (await store.vms.require(name, "VM")).value
+            assert vm.failures == 0 and vm.next_start_at == 0.0  # a drain is no crash loop
+        await api.maintenance.uncordon(json.dumps({"name": node}).encode())
+    await asyncio.sleep(1.0)  # the controller had its chance: the Manual VM's instance stays ended
+    manual = (await store.vmis.require("manual", "VMI")).value
+    assert manual.uid == old["manual"].uid and manual.phase is Phase.SUCCEEDED
+    evicted = [e for e in await recorded(store) if e.reason == "Evicted"]
+    assert {e.name for e in evicted} == {"always", "rerun", "manual"}
+
+
+async def test_eviction_and_cordon_refusals_change_nothing(store: Store, cluster: Api) -> None:
+    api = cluster
+    before = {e.key: e.revision for e in await store.nodes.items()}
+    for body, code, path in ((b'{"name": "node9"}', Code.NOT_FOUND, "name"),
+                             (b'{"name": "../etc"}', Code.INVALID, "name"),
+                             (b'{"name": "node1", "force": true}', None, None)):
+        with pytest.raises(ApiError) as caught:
+            await api.maintenance.cordon(body)
+        if code is not None:
+            assert (caught.value.code, caught.value.field) == (code, path)
+    assert {e.key: e.revision for e in await store.nodes.items()} == before
+    await api.vm_create(manifest("vm1", "Always"))
+    vmi = await bound(store, "vm1")
+    for body, code in ((b'{"name": "vm1", "gracePeriod": -1}', Code.INVALID),
+                       (b'{"name": "nope"}', Code.NOT_FOUND), (b'{"name": "vm1", "grace": 1}', None)):
+        with pytest.raises(ApiError) as caught:
+            await api.maintenance.evict(body)
+        assert code is None or caught.value.code is code
+    assert (await store.vmis.require("vm1", "VMI")).value == vmi
+
+
+async def test_a_cordon_outlives_the_node_registering_again(store: Store) -> None:
+    nodes = NodeApi(store)
+    body = msgspec.json.encode(Registration(cpus=2, memory=2**30, kvm=False))
+    await nodes.register(subjects.nodeapi("node1", VERB_REGISTER), body)
+    await Api(store).maintenance.cordon(b'{"name": "node1"}')
+    again = await nodes.register(subjects.nodeapi("node1", VERB_REGISTER), body)
+    assert again.unschedulable and (await store.nodes.require("node1", "node")).value.unschedulable

@@ -1,0 +1,169 @@
+"""Cordon, eviction and drain as pure rules: placement skips a cordoned node and says so in
+kube-scheduler's words; an evicted instance of a VM that wants it running is run again; drain's plan
+refuses what kubectl's refuses, and says what stays behind."""
+
+from __future__ import annotations
+
+import argparse
+
+import msgspec
+import pytest
+
+from ctl import draincmd, render
+from proto import resources
+from proto.api import NodeView
+from proto.errors import ApiError
+from proto.quantity import parse_bytes
+from proto.spec import (
+    CloudInitNoCloud,
+    ContainerDisk,
+    EmptyDisk,
+    HostDisk,
+    PersistentVolumeClaim,
+    RunStrategy,
+    VMSpec,
+    Volume,
+    VolumeSource,
+)
+from proto.state import VM, VMI, Node, Phase
+from scheduler import nodemaintenance
+from scheduler.capacity import CapacityIndex
+from scheduler.placement import place
+from scheduler.vmplan import Action, plan, printable_status
+
+
+def node(name: str, *, cordoned: bool = False) -> Node:
+    return Node(name=name, cpus=2, memory=parse_bytes("4Gi"), kvm=False, heartbeat=0.0, started_at=0.0,
+                unschedulable=cordoned)
+
+
+def vmi(name: str, on: str | None = "node1", *sources: VolumeSource, phase: Phase = Phase.RUNNING,
+        standalone: bool = False, owner: str | None = None, torn_down: bool = False) -> VMI:
+    volumes = [Volume(name=f"v{i}", source=s) for i, s in enumerate(sources)]
+    return VMI(name=name, uid=f"uid-{name}", spec=VMSpec(name=name, volumes=volumes), created_at=0.0, phase=phase,
+               node_name=on, standalone=standalone, owner=owner, torn_down=torn_down)
+
+
+def vm(name: str, strategy: RunStrategy) -> VM:
+    return VM(spec=VMSpec(name=name, run_strategy=strategy), created_at=0.0)
+
+
+# --- placement ----------------------------------------------------------------------------------
+def test_a_cordoned_node_gets_nothing_new_and_the_reason_counts_it() -> None:
+    index = CapacityIndex()
+    index.sync_nodes({"node1": node("node1", cordoned=True), "node2": node("node2")}, {"node1": True, "node2": True})
+    index.assume("busy", "node2", index.request(vmi("busy", "node2")))  # node1 is the least allocated
+    assert place(VMSpec(name="x"), index.candidates(), enough=1).node == "node2"
+    index.sync_nodes({"node1": node("node1", cordoned=True), "node2": node("node2", cordoned=True)},
+                     {"node1": True, "node2": False})
+    refused = place(VMSpec(name="x"), index.candidates())
+    assert refused.node is None
+    assert refused.message == "0/2 nodes are available: 1 node(s) were not ready, 1 node(s) were unschedulable."
+    # uncordoned: a new record, which the index takes as the node changed
+    index.sync_nodes({"node1": node("node1"), "node2": node("node2", cordoned=True)}, {"node1": True, "node2": True})
+    assert place(VMSpec(name="x"), index.candidates()).node == "node1"
+
+
+# --- the VM controller ----------------------------------------------------------------------------
+@pytest.mark.parametrize(("strategy", "phase", "action"), [
+    (RunStrategy.ALWAYS, Phase.SUCCEEDED, Action.DELETE_VMI),
+    (RunStrategy.RERUN_ON_FAILURE, Phase.SUCCEEDED, Action.DELETE_VMI),  # not the guest's wish: run again
+    (RunStrategy.RERUN_ON_FAILURE, Phase.FAILED, Action.DELETE_VMI),
+    (RunStrategy.MANUAL, Phase.SUCCEEDED, Action.NOTHING),
+    (RunStrategy.ONCE, Phase.SUCCEEDED, Action.NOTHING),
+])
+def test_what_follows_an_eviction_is_the_run_strategys(strategy: RunStrategy, phase: Phase, action: Action) -> None:
+    ended = msgspec.structs.replace(vmi("a", phase=phase, torn_down=True), evicted=True, stop_requested=True)
+    assert plan(vm("a", strategy), ended, node_ready=True) is action
+    # the same end without an eviction: RerunOnFailure leaves a guest that powered off alone
+    plain = msgspec.structs.replace(ended, evicted=False)
+    if strategy is RunStrategy.RERUN_ON_FAILURE and phase is Phase.SUCCEEDED:
+        assert plan(vm("a", strategy), plain, node_ready=True) is Action.NOTHING
+
+
+def test_an_eviction_under_way_prints_as_stopping() -> None:
+    evicting = nodemaintenance.evicted(vmi("a"), "uid-a", 5.0, None)
+    assert evicting is not None
+    assert printable_status(vm("a", RunStrategy.ALWAYS), evicting) == "Stopping"
+
+
+# --- the api's pure rules -------------------------------------------------------------------------
+def test_cordoned_changes_only_what_differs() -> None:
+    assert nodemaintenance.cordoned(node("n"), True) == node("n", cordoned=True)
+    assert nodemaintenance.cordoned(node("n", cordoned=True), True) is None
+    assert nodemaintenance.cordoned(node("n", cordoned=True), False) == node("n")
+
+
+def test_evicted_stops_that_instance_once_and_takes_a_shorter_grace() -> None:
+    running = vmi("a")
+    first = nodemaintenance.evicted(running, "uid-a", 5.0, None)
+    assert first is not None and first.evicted and first.stop_requested and first.stop_grace_period is None
+    assert nodemaintenance.evicted(first, "uid-a", 6.0, None) is None  # asked again: nothing new
+    shorter = nodemaintenance.evicted(first, "uid-a", 6.0, 3)
+    assert shorter is not None and shorter.stop_grace_period == 3
+    assert nodemaintenance.evicted(running, "another-run", 5.0, None) is None
+    assert nodemaintenance.evicted(vmi("a", phase=Phase.SUCCEEDED), "uid-a", 5.0, None) is None
+    # a VM's own stop under way becomes an eviction: what follows is then the eviction's
+    stopping = msgspec.structs.replace(running, stop_requested=True)
+    assert (nodemaintenance.evicted(stopping, "uid-a", 5.0, None) or stopping).evicted
+
+
+def test_what_follows_names_who_runs_it_again() -> None:
+    a = vmi("a")
+    assert nodemaintenance.what_follows(a, vm("a", RunStrategy.ALWAYS)) == "VM a starts it again on another node"
+    assert nodemaintenance.what_follows(a, vm("a", RunStrategy.MANUAL)) == \
+        "VM a (runStrategy Manual) leaves it stopped"
+    assert nodemaintenance.what_follows(vmi("r-x", standalone=True, owner="r"), None) == \
+        "VirtualMachineInstanceReplicaSet r replaces it"
+    assert "nothing starts it again" in nodemaintenance.what_follows(vmi("s", standalone=True), None)
+
+
+# --- drain's plan -------------------------------------------------------------------------------
+def test_drain_refuses_what_kubectl_would_and_evicts_the_rest() -> None:
+    vmis = [vmi("vm-plain", "node1", CloudInitNoCloud(user_data="#cloud-config")),
+            vmi("vm-disk", "node1", ContainerDisk(image="testvm")),
+            vmi("own", "node1", standalone=True),
+            vmi("rs-1", "node1", EmptyDisk(capacity="1Gi"), standalone=True, owner="rs"),
+            vmi("elsewhere", "node2"), vmi("ended", "node1", phase=Phase.SUCCEEDED)]
+    strict = draincmd.plan(vmis, "node1", force=False, delete_local_data=False)
+    assert strict.evict == ["vm-plain"]
+    assert strict.refused == {draincmd.UNMANAGED: ["own"], draincmd.LOCAL_DATA: ["rs-1", "vm-disk"]}
+    loose = draincmd.plan(vmis, "node1", force=True, delete_local_data=True)
+    assert loose.evict == ["own", "rs-1", "vm-disk", "vm-plain"] and not loose.refused
+
+
+def test_drain_says_what_stays_on_the_node() -> None:
+    vmis = [vmi("db", "node1", PersistentVolumeClaim(claim_name="data")),
+            vmi("logs", "node1", HostDisk(path="/srv/logs.img"))]
+    chosen = draincmd.plan(vmis, "node1", force=False, delete_local_data=False)
+    assert chosen.evict == ["db", "logs"]
+    assert chosen.warnings == ["vmi/db: its volumes (data) are on node1, so it runs again only once node1 is "
+                               "uncordoned", "vmi/logs: its hostDisk files stay on node1"]
+
+
+def test_drain_waits_for_the_teardown_unless_the_node_cannot_say() -> None:
+    vmis = [vmi("a", phase=Phase.SUCCEEDED), vmi("b", phase=Phase.SUCCEEDED, torn_down=True), vmi("c"),
+            vmi("d", "node2")]
+    assert draincmd.still_there(vmis, "node1", node_ready=True) == ["a", "c"]
+    assert draincmd.still_there(vmis, "node1", node_ready=False) == ["c"]
+
+
+def test_drain_flags_read_as_kubectls() -> None:
+    assert [draincmd.duration(t) for t in ("0", "90", "90s", "5m", "1.5h")] == [0, 90, 90, 300, 5400]
+    with pytest.raises(argparse.ArgumentTypeError):
+        draincmd.duration("5 minutes")
+    assert draincmd.grace(-1) is None and draincmd.grace(0) == 0
+    with pytest.raises(ApiError):
+        draincmd.grace(10**9)
+
+
+# --- how a cordoned node prints -------------------------------------------------------------------
+def test_a_cordoned_node_prints_as_kubectl_prints_it() -> None:
+    view = NodeView(node=node("node1", cordoned=True), ready=True, allocated_memory=0, allocated_cpus=0, vmis=0)
+    assert "Ready,SchedulingDisabled" in render.nodes([view], wide=False)
+    spec = resources.node_object(view)["spec"]
+    assert spec["unschedulable"] is True
+    assert spec["taints"] == [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]
+    plain = NodeView(node=node("node2"), ready=False, allocated_memory=0, allocated_cpus=0, vmis=0)
+    assert "unschedulable" not in resources.node_object(plain)["spec"]
+    assert "NotReady " in render.nodes([plain], wide=False)
