@@ -1,6 +1,7 @@
 """A VirtualMachineInstanceReplicaSet on a real lab with real guests: examples/testvmirs.yaml applied
 unchanged reaches 2 Running; one instance's launcher SIGKILLed for real is replaced by a new instance
-that runs; scaled to 1, one is left; deleted, its instances go."""
+that runs; scaled to 1, one is left; deleted, its instances go. A node drained for maintenance: its
+VM's guest runs again on the other node."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from tests.conftest import REPO
 from tests.e2e.conftest import Lab
 from tests.e2e.test_faults import wait_until
+from tests.e2e.test_networking import http_get
 
 pytestmark = pytest.mark.e2e
 RS = "testreplicaset"
@@ -70,3 +72,63 @@ def test_a_replica_set_keeps_real_guests_running(lab: Lab) -> None:
     lab.cli("delete", "vmirs", RS)
     wait_until("its instances gone", lambda: not instances(lab), 180, lab)
     assert "not found" in lab.cli("get", "vmirs", RS, check=False).stderr
+
+
+def vmi_of(lab: Lab, name: str) -> dict[str, Any]:
+    got = lab.json("get", "vmi", name)
+    assert isinstance(got, dict)
+    return got
+
+
+def test_drain_moves_a_vm_to_the_other_node_and_its_guest_answers_there(lab: Lab) -> None:
+    """kubectl drain's habits with real guests: what may not go unasked is refused and nothing is
+    evicted; with the flags, the VM's guest is stopped and runs again on the other node, where it
+    answers HTTP; a VMI of nobody's just ends; the node stays cordoned until uncordoned."""
+    lab.cli("apply", "-f", str(REPO / "examples" / "testvm-masquerade.yaml"))
+    try:
+        lab.cli("start", "testvm", "--wait")
+        first = vmi_of(lab, "testvm")
+        node = first["status"]["nodeName"]
+        other = "node2" if node == "node1" else "node1"
+        # the other node cordoned, the VMI of nobody's goes next to the VM: both on the node to drain
+        assert lab.cli("cordon", other).stdout.strip() == f"node/{other} cordoned"
+        nodes = lab.cli("get", "nodes").stdout
+        assert f"{other}" in nodes and "Ready,SchedulingDisabled" in nodes, nodes
+        lab.cli("apply", "-f", str(REPO / "examples" / "testvmi.yaml"))
+        wait_until("testvmi Running", lambda: vmi_of(lab, "testvmi")["status"].get("phase") == "Running", 180, lab)
+        assert vmi_of(lab, "testvmi")["status"]["nodeName"] == node
+        assert lab.cli("uncordon", other).stdout.strip() == f"node/{other} uncordoned"
+
+        refused = lab.cli("drain", node, check=False)
+        assert refused.returncode != 0
+        assert "vmi/testvmi" in refused.stderr and "use --force" in refused.stderr, refused.stderr
+        assert "vmi/testvm" in refused.stderr and "--delete-emptydir-data" in refused.stderr, refused.stderr
+        assert vmi_of(lab, "testvm")["metadata"]["uid"] == first["metadata"]["uid"]  # nothing was evicted
+        assert vmi_of(lab, "testvmi")["status"]["phase"] == "Running"
+
+        began = time.monotonic()
+        done = lab.cli("drain", node, "--force", "--delete-emptydir-data", "--timeout", "3m").stdout
+        print(f"\ndrain of 2 real guests: {time.monotonic() - began:.1f}s")
+        assert f"node/{node} drained" in done and "evicting vmi/testvm:" in done, done
+        assert "VM testvm starts it again on another node" in done, done
+        moved = time.monotonic()
+        wait_until("testvm Running on the other node",
+                   lambda: (v := vmi_of(lab, "testvm"))["metadata"]["uid"] != first["metadata"]["uid"]
+                   and v["status"].get("phase") == "Running", 180, lab)
+        print(f"drained -> testvm Running on {other}: {time.monotonic() - moved:.1f}s")
+        again = vmi_of(lab, "testvm")
+        assert again["status"]["nodeName"] == other
+        lab.cli("console", "testvm", "--log", "--until", MARKER, "--timeout", "180")
+        ip = again["status"]["interfaces"][0]["ipAddress"]
+        assert "hostname: testvm" in http_get(lab, node, f"http://{ip}/")  # from the drained node, across
+        assert vmi_of(lab, "testvmi")["status"]["phase"] in ("Succeeded", "Failed")  # nobody runs it again
+        row = next(line for line in lab.cli("get", "nodes").stdout.splitlines() if line.startswith(node))
+        assert row.split()[1] == "Ready,SchedulingDisabled", row
+        assert lab.cli("uncordon", node).stdout.strip() == f"node/{node} uncordoned"
+        described = lab.cli("describe", "node", node).stdout
+        assert "NodeNotSchedulable" in described and "NodeSchedulable" in described, described
+    finally:
+        for n in ("node1", "node2"):
+            lab.cli("uncordon", n, check=False)
+        lab.cli("delete", "vmi", "testvmi", "--wait", check=False)
+        lab.cli("delete", "testvm", "--wait", check=False)
