@@ -19,13 +19,15 @@ from ctl.client import ApiClient
 from ctl.lab import say
 from proto.api import Ack, EvictRequest, NameRequest, NodeList, VMIList
 from proto.errors import ApiError, Code
-from proto.spec import ContainerDisk, EmptyDisk, Ephemeral, HostDisk, PersistentVolumeClaim
+from proto.spec import EVICTION_REFUSED, ContainerDisk, EmptyDisk, Ephemeral, HostDisk, PersistentVolumeClaim
 from proto.state import FINAL_PHASES, VMI
 from proto.validation import MAX_GRACE_SECONDS
 
 UNMANAGED = "cannot evict VMIs not managed by a VM or a replica set (use --force to override)"
 LOCAL_DATA = ("cannot evict VMIs with local storage: what their guests wrote to containerDisk, emptyDisk and "
               "ephemeral volumes goes with them (use --delete-emptydir-data to override)")
+MIGRATE_ONLY = ("cannot evict VMIs whose evictionStrategy is LiveMigrate or External: virtbus cannot move them alive "
+                "(use --disable-eviction to stop them and run them again elsewhere)")
 POLL_S = 0.5
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smh]?)")
 
@@ -42,7 +44,8 @@ def on_node(vmis: list[VMI], node: str) -> list[VMI]:
     return sorted((v for v in vmis if v.node_name == node and v.phase not in FINAL_PHASES), key=lambda v: v.name)
 
 
-def plan(vmis: list[VMI], node: str, *, force: bool, delete_local_data: bool) -> DrainPlan:
+def plan(vmis: list[VMI], node: str, *, force: bool, delete_local_data: bool,
+         disable_eviction: bool = False) -> DrainPlan:
     """What a drain of ``node`` evicts, what it refuses and why, and what it should tell (pure)."""
     evict: list[str] = []
     refused: dict[str, list[str]] = {}
@@ -54,6 +57,8 @@ def plan(vmis: list[VMI], node: str, *, force: bool, delete_local_data: bool) ->
             reasons.append(UNMANAGED)
         if any(isinstance(s, ContainerDisk | EmptyDisk | Ephemeral) for s in sources) and not delete_local_data:
             reasons.append(LOCAL_DATA)
+        if vmi.spec.eviction_strategy in EVICTION_REFUSED and not disable_eviction:
+            reasons.append(MIGRATE_ONLY)
         for reason in reasons:
             refused.setdefault(reason, []).append(vmi.name)
         if reasons:
@@ -104,6 +109,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     d.add_argument("--grace-period", type=int, default=-1,
                    help="seconds each guest has to power off (-1: its own terminationGracePeriodSeconds)")
     d.add_argument("--timeout", type=duration, default=0.0, help="give up after this long (90s, 5m; 0: never)")
+    d.add_argument("--disable-eviction", action="store_true",
+                   help="also stop VMIs whose evictionStrategy (LiveMigrate, External) refuses an eviction")
     d.add_argument("--ignore-daemonsets", action="store_true", help="accepted for kubectl's sake: there are none")
 
 
@@ -118,7 +125,8 @@ async def drain(api: ApiClient, args: argparse.Namespace) -> int:
     node, wait_s = args.node, grace(args.grace_period)
     say((await api.call("node", "cordon", NameRequest(name=node), Ack)).message)
     vmis = (await api.call("vmi", "list", {}, VMIList)).items
-    chosen = plan(vmis, node, force=args.force, delete_local_data=args.delete_local_data)
+    chosen = plan(vmis, node, force=args.force, delete_local_data=args.delete_local_data,
+                  disable_eviction=args.disable_eviction)
     if chosen.refused:
         detail = "; ".join(f"{reason}: {', '.join(f'vmi/{n}' for n in names)}"
                            for reason, names in chosen.refused.items())
@@ -128,7 +136,8 @@ async def drain(api: ApiClient, args: argparse.Namespace) -> int:
         say(f"warning: {line}")
     for name in chosen.evict:
         try:
-            said = (await api.call("vmi", "evict", EvictRequest(name=name, grace_period=wait_s), Ack)).message
+            request = EvictRequest(name=name, grace_period=wait_s, ignore_eviction_strategy=args.disable_eviction)
+            said = (await api.call("vmi", "evict", request, Ack)).message
         except ApiError as exc:
             if exc.code is not Code.NOT_FOUND:
                 raise

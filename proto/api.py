@@ -48,6 +48,9 @@ class EvictRequest(Message, frozen=True):
 
     name: str
     grace_period: int | None = None
+    # evict also an instance whose evictionStrategy (LiveMigrate, External) refuses it: kubectl drain's
+    # --disable-eviction, which deletes pods past what guards them
+    ignore_eviction_strategy: bool = False
 
 
 class ListRequest(Message, frozen=True):

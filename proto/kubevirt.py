@@ -43,6 +43,7 @@ from proto.schema import (
     required,
 )
 from proto.spec import (
+    EVICTION_STRATEGIES,
     CloudInitConfigDrive,
     CloudInitNoCloud,
     ContainerDisk,
@@ -156,6 +157,7 @@ _VM = Object({
                 "terminationGracePeriodSeconds": INT,
                 "hostname": STR, "subdomain": STR,
                 "startStrategy": Choice(("Paused",)),
+                "evictionStrategy": Choice(EVICTION_STRATEGIES),
                 "readinessProbe": PROBE, "livenessProbe": PROBE,  # proto.probes
             }),
         }),
@@ -200,6 +202,8 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
             extra[key] = tspec[key]
     if tspec.get("startStrategy") == "Paused":
         extra["start_paused"] = True
+    if "evictionStrategy" in tspec:
+        extra["eviction_strategy"] = tspec["evictionStrategy"]
     for attr, key in PROBE_KINDS.items():
         if key in tspec:
             extra[attr] = read_probe(tspec[key], f"{TEMPLATE_SPEC}.{key}")

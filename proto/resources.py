@@ -105,6 +105,7 @@ def vmi_spec(spec: VMSpec, *, sized: bool = True) -> Obj:
         "nodeSelector": dict(spec.node_selector),
         "hostname": spec.hostname, "subdomain": spec.subdomain,
         "startStrategy": "Paused" if spec.start_paused else None,
+        "evictionStrategy": spec.eviction_strategy,
         "readinessProbe": probe_manifest(spec.readiness_probe) if spec.readiness_probe is not None else None,
         "livenessProbe": probe_manifest(spec.liveness_probe) if spec.liveness_probe is not None else None,
         # always, even at virtbus's default: a KubeVirt reader would otherwise assume KubeVirt's (180 s)

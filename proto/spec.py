@@ -198,6 +198,12 @@ class Volume(Spec, frozen=True):
     source: VolumeSource
 
 
+EvictionStrategy = Literal["None", "LiveMigrate", "LiveMigrateIfPossible", "External"]
+EVICTION_STRATEGIES: tuple[EvictionStrategy, ...] = ("None", "LiveMigrate", "LiveMigrateIfPossible", "External")
+# an eviction of theirs is refused: their instance cannot be evicted without moving it alive
+EVICTION_REFUSED: frozenset[str] = frozenset({"LiveMigrate", "External"})
+
+
 class VMSpec(Spec, frozen=True):
     """What a user asks for; the same whether it came as KubeVirt YAML or virtbus JSON."""
 
@@ -236,6 +242,11 @@ class VMSpec(Spec, frozen=True):
     # Ready (and so in its Services' endpoints) once this passes; None: once it runs, as before
     readiness_probe: Probe | None = None
     liveness_probe: Probe | None = None  # failing, it ends the instance, Failed (proto.probes)
+    # KubeVirt's evictionStrategy (None: the cluster's, which is KubeVirt's "None"): what an eviction
+    # (virtbus drain) does to its instance. virtbus has no live migration, so an instance cannot move
+    # alive: "LiveMigrateIfPossible" is stopped and run again elsewhere as "None" is, and "LiveMigrate"
+    # and "External" refuse the eviction, as KubeVirt refuses it for an instance that cannot migrate.
+    eviction_strategy: EvictionStrategy | None = None
 
     @property
     def guest_hostname(self) -> str:

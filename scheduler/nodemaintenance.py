@@ -19,7 +19,7 @@ from proto import subjects
 from proto.api import Ack, EvictRequest, NameRequest, decode_request
 from proto.errors import ApiError, Code
 from proto.events import Event
-from proto.spec import RunStrategy
+from proto.spec import EVICTION_REFUSED, RunStrategy
 from proto.state import FINAL_PHASES, VM, VMI, Node
 from proto.validation import MAX_GRACE_SECONDS
 from scheduler.controllers import stop_vmi
@@ -104,6 +104,14 @@ class NodeMaintenanceApi:
             return Ack(message=f"VMI {req.name} has ended ({vmi.phase.value}): nothing to evict")
         if vmi.node_name is None:
             raise ApiError(Code.INVALID, f"VMI {req.name} is on no node yet: nothing to evict it from", "name")
+        strategy = vmi.spec.eviction_strategy
+        if strategy in EVICTION_REFUSED and not req.ignore_eviction_strategy:
+            why = ("it is to be live-migrated, which virtbus cannot do, so its eviction is refused, as KubeVirt "
+                   "refuses it for an instance that cannot migrate" if strategy == "LiveMigrate" else
+                   "an outside controller is to move it, so its eviction is refused")
+            raise ApiError(Code.INVALID, f"VMI {req.name} has evictionStrategy {strategy}: {why} (stop it, or evict "
+                                         "it with ignoreEvictionStrategy: drain --disable-eviction)",
+                           "spec.evictionStrategy")
         uid, node = vmi.uid, vmi.node_name
         await self.store.vmis.mutate(req.name, lambda v: evicted(v, uid, self.clock(), req.grace_period))
         vm = await self.store.vms.get(req.name) if not vmi.standalone else None

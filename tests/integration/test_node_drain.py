@@ -206,3 +206,24 @@ async def test_a_cordon_outlives_the_node_registering_again(store: Store) -> Non
     await Api(store).maintenance.cordon(b'{"name": "node1"}')
     again = await nodes.register(subjects.nodeapi("node1", VERB_REGISTER), body)
     assert again.unschedulable and (await store.nodes.require("node1", "node")).value.unschedulable
+
+
+async def test_an_instance_that_is_to_move_alive_is_not_evicted_unless_told(store: Store, cluster: Api) -> None:
+    """evictionStrategy LiveMigrate: KubeVirt refuses the eviction of an instance that cannot migrate,
+    and none can here; ignoreEvictionStrategy (drain --disable-eviction) stops it, and it runs again."""
+    api = cluster
+    doc = json.loads(manifest("mig", "Always"))
+    doc["spec"]["template"]["spec"]["evictionStrategy"] = "LiveMigrate"
+    await api.vm_create(json.dumps(doc).encode())
+    vmi = await bound(store, "mig")
+    await run_as_node(store, "mig")
+    with pytest.raises(ApiError) as caught:
+        await api.maintenance.evict(b'{"name": "mig"}')
+    assert (caught.value.code, caught.value.field) == (Code.INVALID, "spec.evictionStrategy")
+    assert "virtbus cannot do" in caught.value.message
+    assert not (await store.vmis.require("mig", "VMI")).value.stop_requested  # nothing changed
+    await api.maintenance.cordon(json.dumps({"name": vmi.node_name}).encode())
+    await asyncio.sleep(0.5)  # the binder's node watch hears of it
+    await api.maintenance.evict(b'{"name": "mig", "ignoreEvictionStrategy": true}')
+    await stop_as_node(store, "mig")
+    assert (await bound(store, "mig", not_uid=vmi.uid)).node_name != vmi.node_name

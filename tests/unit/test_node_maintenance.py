@@ -5,6 +5,7 @@ refuses what kubectl's refuses, and says what stays behind."""
 from __future__ import annotations
 
 import argparse
+import json
 
 import msgspec
 import pytest
@@ -13,6 +14,7 @@ from ctl import draincmd, render
 from proto import resources
 from proto.api import NodeView
 from proto.errors import ApiError
+from proto.manifest import parse_instance, parse_manifest_obj
 from proto.quantity import parse_bytes
 from proto.spec import (
     CloudInitNoCloud,
@@ -167,3 +169,42 @@ def test_a_cordoned_node_prints_as_kubectl_prints_it() -> None:
     plain = NodeView(node=node("node2"), ready=False, allocated_memory=0, allocated_cpus=0, vmis=0)
     assert "unschedulable" not in resources.node_object(plain)["spec"]
     assert "NotReady " in render.nodes([plain], wide=False)
+
+
+# --- KubeVirt's evictionStrategy ----------------------------------------------------------------
+def strategy_vmi(name: str, strategy: str | None) -> VMI:
+    base = vmi(name)
+    spec = msgspec.structs.replace(base.spec, eviction_strategy=strategy)
+    return msgspec.structs.replace(base, spec=spec)
+
+
+def test_drain_refuses_instances_that_are_to_move_alive_unless_eviction_is_disabled() -> None:
+    vmis = [strategy_vmi("m", "LiveMigrate"), strategy_vmi("x", "External"),
+            strategy_vmi("p", "LiveMigrateIfPossible"), strategy_vmi("n", "None"), strategy_vmi("d", None)]
+    strict = draincmd.plan(vmis, "node1", force=False, delete_local_data=False)
+    assert strict.evict == ["d", "n", "p"]  # not migratable here: IfPossible is stopped, as None is
+    assert strict.refused == {draincmd.MIGRATE_ONLY: ["m", "x"]}
+    assert draincmd.plan(vmis, "node1", force=False, delete_local_data=False, disable_eviction=True).evict == \
+        ["d", "m", "n", "p", "x"]
+
+
+@pytest.mark.parametrize("strategy", ["None", "LiveMigrate", "LiveMigrateIfPossible", "External"])
+def test_eviction_strategy_is_read_from_a_manifest_and_written_back(strategy: str) -> None:
+    body: dict[str, object] = {"domain": {"devices": {}, "resources": {"requests": {"memory": "64Mi"}}}}
+    doc = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": {"name": "a"},
+           "spec": {**body, "evictionStrategy": strategy}}
+    spec = parse_instance(json.dumps(doc).encode())
+    assert spec.eviction_strategy == strategy
+    template = resources.vm_manifest(spec)["spec"]["template"]["spec"]
+    assert template["evictionStrategy"] == strategy
+    # stored without the field when the manifest says nothing, as every default is
+    plain = parse_instance(json.dumps({**doc, "spec": body}).encode())
+    assert plain.eviction_strategy is None and b"evictionStrategy" not in msgspec.json.encode(plain)
+
+
+def test_an_unknown_eviction_strategy_is_refused_by_its_path() -> None:
+    doc = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "a"},
+           "spec": {"template": {"spec": {"evictionStrategy": "Migrate", "domain": {"devices": {}}}}}}
+    with pytest.raises(ApiError) as caught:
+        parse_manifest_obj(doc)
+    assert caught.value.field == "spec.template.spec.evictionStrategy"
