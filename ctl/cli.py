@@ -211,7 +211,7 @@ def parser() -> argparse.ArgumentParser:
                                                           else ""))
         if verb == "delete":  # kind and name are sorted out by kubectl_forms: NAME, KIND NAME, KIND/NAME
             c.add_argument("kind", nargs="?", default=None,
-                           help="vm (the default), vmi, vmirs, vmpool, service, endpoints, route, ingress, "
+                           help="vm (the default), vmi, vmirs, vmpool, service, endpoints, route, ingress, node, "
                                 "net-attach-def, in kubectl's spellings too")
             c.add_argument("name", nargs="?", default=None)
             c.add_argument("-f", "--filename", dest="file", default=None,

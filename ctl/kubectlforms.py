@@ -43,7 +43,7 @@ ELSEWHERE: dict[str, Elsewhere] = {
     **_spellings("fip fips floatingip floatingips", Elsewhere(["fip"], get=False)),
 }
 DELETE_KINDS = ("vm", "vms", "vmi", "vmis", *sorted(workloadcmd.KINDS), *servicecmd.KINDS, *routecmd.KINDS,
-                *networkcmd.KINDS, *ELSEWHERE)
+                *networkcmd.KINDS, *ELSEWHERE, "node", "nodes", "no")
 KINDS = {"vm": "vm", "vms": "vm", "virtualmachine": "vm", "virtualmachines": "vm",
          "vmi": "vmi", "vmis": "vmi", "virtualmachineinstance": "vmi", "virtualmachineinstances": "vmi",
          "node": "node", "nodes": "node", "exposure": "exposure", "exposures": "exposure",
@@ -146,6 +146,8 @@ def _delete_target(args: argparse.Namespace) -> tuple[str | None, str | None]:
     kind = kind.lower()  # kubectl's kinds are its resources' names, in any case
     if KINDS.get(kind) in ("vm", "vmi"):  # virtualmachine(s), virtualmachineinstance(s) as vm, vmi
         kind = KINDS[kind]
+    if kind in ("nodes", "no"):
+        kind = "node"
     if kind not in DELETE_KINDS:
         raise ApiError(Code.BAD_REQUEST, f"delete takes {', '.join(DELETE_KINDS)}; not {kind!r}", "kind")
     return kind, name

@@ -57,6 +57,9 @@ async def cmd_lifecycle(api: ApiClient, args: argparse.Namespace) -> int:
     if getattr(args, "kind", "vm") in networkcmd.KINDS:
         await networkcmd.delete(api, args.name)
         return 0
+    if getattr(args, "kind", "vm") == "node":  # kubectl delete node: one gone for good (README, Faults)
+        say((await api.call("node", "delete", NameRequest(name=args.name), Ack)).message)
+        return 0
     if getattr(args, "kind", "vm") in OWN_DELETE:  # from delete -f: the kinds whose API deletes them by name
         say((await api.call(args.kind, "delete", NameRequest(name=args.name), Ack)).message)
         return 0

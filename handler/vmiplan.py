@@ -101,8 +101,10 @@ def given_up(vmi: VMI | None, launcher: Seen) -> bool:
 
 
 def failed_over(vmi: VMI | None, node: str) -> bool:
-    """An HA instance that its launcher here must no longer run: bound elsewhere now, or fenced."""
-    return vmi is not None and vmi.spec.high_availability and (vmi.node_name != node or vmi.fenced)
+    """An instance that its launcher here must no longer run: fenced (an HA instance whose lease
+    lapsed, or one given up with its node, deleted as lost: scheduler.nodemaintenance), or an HA
+    instance bound elsewhere now."""
+    return vmi is not None and (vmi.fenced or (vmi.spec.high_availability and vmi.node_name != node))
 
 
 def launcher_exit_reason(code: int | None) -> str:

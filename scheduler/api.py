@@ -84,7 +84,7 @@ class Api:
         self.services = ServiceApi(store, clock=clock)
         self.network = NetworkApi(store)
         self.routes = RouteApi(store, clock=clock)
-        self.maintenance = NodeMaintenanceApi(store, clock=clock)
+        self.maintenance = NodeMaintenanceApi(store, clock=clock, ready=self._node_ready)
 
     def endpoints(self) -> list[Endpoint]:
         table: dict[tuple[str, str], Callable[[bytes], object]] = {
@@ -338,6 +338,16 @@ class Api:
             NodeView(node=u.node, ready=u.ready, allocated_memory=u.used_memory, allocated_cpus=u.used_vcpus,
                      vmis=u.vmis, vcpu_capacity=u.vcpu_capacity)
             for u in placement.usage(nodes, vmis, self.readiness(nodes), cpu_ratio=ratio)])
+
+    async def _node_ready(self, name: str) -> bool:
+        """Whether the node is Ready, as ``get nodes`` says (its lease's last beat counted)."""
+        entry = await self.store.nodes.get(name)
+        if entry is None:
+            return False
+        lease = await self.store.node_leases.get(name)
+        beat = max(entry.value.heartbeat, lease.value.renewed_at if lease is not None else 0.0)
+        node = msgspec.structs.replace(entry.value, heartbeat=beat)
+        return bool(self.readiness([node]).get(name, False))
 
     # --- images ------------------------------------------------------------------------------------
     async def image_list(self, body: bytes) -> ImageList:

@@ -1,5 +1,5 @@
-"""Node maintenance on the api service: ``node.cordon``, ``node.uncordon`` and ``vmi.evict`` (kubectl
-cordon, uncordon and the eviction drain sends for each pod).
+"""Node maintenance on the api service: ``node.cordon``, ``node.uncordon``, ``vmi.evict`` and
+``node.delete`` (kubectl cordon, uncordon, the eviction drain sends for each pod, and delete node).
 
 A cordoned node's record says ``unschedulable``: the binder binds nothing new there
 (scheduler.placement), and what runs there runs on. An eviction stops one instance as ``stop`` does,
@@ -11,7 +11,8 @@ marked ``evicted``: a VM that wants it running (Always, RerunOnFailure) runs it 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import msgspec
 
@@ -20,13 +21,14 @@ from proto.api import Ack, EvictRequest, NameRequest, decode_request
 from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.spec import EVICTION_REFUSED, RunStrategy
-from proto.state import FINAL_PHASES, VM, VMI, Node
+from proto.state import FINAL_PHASES, VM, VMI, Condition, Node, Phase
 from proto.validation import MAX_GRACE_SECONDS
 from scheduler.controllers import stop_vmi
 from servicekit.store import Store
 
 # what its VM does once an evicted instance has ended (scheduler.vmplan)
 RUNS_AGAIN = frozenset({RunStrategy.ALWAYS, RunStrategy.RERUN_ON_FAILURE})
+NODE_DELETED = "NodeDeleted"  # the reason of an instance given up with its node
 
 
 def cordoned(node: Node, unschedulable: bool) -> Node | None:
@@ -57,13 +59,80 @@ def what_follows(vmi: VMI, vm: VM | None) -> str:
     return "it belongs to no VM or replica set, so nothing starts it again"
 
 
+def node_deleted(vmi: VMI, uid: str, node: str, now: float) -> VMI | None:
+    """That instance of a node deleted as dead: Failed if it had not ended, and fenced either way, so
+    its record goes without the node's word and its VM runs it again elsewhere, no failure counted;
+    should the node come back, its handler kills what still runs of it (handler.vmiplan). None when
+    it is no longer that instance on that node (pure)."""
+    if vmi.uid != uid or vmi.node_name != node or vmi.fenced:
+        return None
+    if vmi.phase in FINAL_PHASES:
+        return msgspec.structs.replace(vmi, fenced=True)
+    reason = f"its node {node} was deleted as lost: the instance is given up and runs again where its owner says"
+    ready = Condition(type="Ready", status="False", reason=NODE_DELETED, message=reason, last_transition_time=now)
+    return msgspec.structs.replace(vmi, phase=Phase.FAILED, fenced=True, reason=reason, finished_at=now,
+                                   phase_before_unknown=None,
+                                   conditions=[*(c for c in vmi.conditions if c.type != "Ready"), ready])
+
+
+def deletion_refusal(node: str, ready: bool, vmis: list[VMI]) -> str | None:
+    """Why a node may not be deleted now, or None (pure). A Ready node's handler would only register
+    it again; a high-availability instance fails over by its lease alone, never on anyone's word, so
+    one that has not yet is left to it."""
+    if ready:
+        return (f"node {node} is Ready: its handler would register it again. Drain it and stop its handler first, "
+                f"or wait until it is NotReady")
+    ha = sorted(v.name for v in vmis if v.node_name == node and v.spec.high_availability
+                and v.phase not in FINAL_PHASES)
+    if ha:
+        return (f"node {node} runs high-availability VMIs ({', '.join(ha)}) that have not failed over: their "
+                f"launchers may still renew their leases, so they may still run; they fail over once the leases "
+                f"lapse")
+    return None
+
+
 class NodeMaintenanceApi:
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time,
+                 ready: Callable[[str], Awaitable[bool]] | None = None) -> None:
+        """ready: whether a node is Ready now, as the api service judges it (node.delete)."""
         self.store = store
         self.clock = clock
+        self.ready = ready
 
     def table(self) -> dict[tuple[str, str], Callable[[bytes], object]]:
-        return {("node", "cordon"): self.cordon, ("node", "uncordon"): self.uncordon, ("vmi", "evict"): self.evict}
+        return {("node", "cordon"): self.cordon, ("node", "uncordon"): self.uncordon, ("vmi", "evict"): self.evict,
+                ("node", "delete"): self.delete}
+
+    async def delete(self, body: bytes) -> Ack:
+        """kubectl delete node, for a node that is gone for good: its record and lease go, and the
+        instances bound to it are given up (node_deleted), as Kubernetes' pod garbage collector gives up
+        a deleted node's pods. Refused while the node is Ready, or while it has HA instances not yet
+        failed over."""
+        name = _node_name(body)
+        entry = await self.store.nodes.require(name, "node")
+        ready = await self.ready(name) if self.ready is not None else True
+        vmis = [e.value for e in await self.store.vmis.items()]
+        refusal = deletion_refusal(name, ready, vmis)
+        if refusal is not None:
+            raise ApiError(Code.CONFLICT, refusal, "name")
+        await self.store.nodes.delete(name, entry.revision)  # a re-registration meanwhile: Conflict, nothing lost
+        await self.store.node_leases.delete(name)
+        given_up = []
+        for vmi in vmis:
+            if vmi.node_name != name or vmi.fenced:
+                continue
+            written = await self.store.vmis.mutate(vmi.name, partial(node_deleted, uid=vmi.uid, node=name,
+                                                                     now=self.clock()))
+            if written is not None and written.value.uid == vmi.uid and written.value.fenced:
+                given_up.append(vmi.name)
+                if vmi.phase not in FINAL_PHASES:
+                    await self.store.emit(Event(kind="VirtualMachineInstance", name=vmi.name, reason=NODE_DELETED,
+                                                message=written.value.reason, timestamp=self.clock(), type="Warning",
+                                                node=name))
+        await self.store.emit(Event(kind="Node", name=name, reason="RemovingNode",
+                                    message=f"Removing Node {name} from Controller", timestamp=self.clock(), node=name))
+        what = f"; its VMIs given up: {', '.join(sorted(given_up))}" if given_up else ""
+        return Ack(message=f'node "{name}" deleted{what}')
 
     async def cordon(self, body: bytes) -> Ack:
         return await self._schedulable(_node_name(body), unschedulable=True)

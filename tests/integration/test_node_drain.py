@@ -227,3 +227,63 @@ async def test_an_instance_that_is_to_move_alive_is_not_evicted_unless_told(stor
     await api.maintenance.evict(b'{"name": "mig", "ignoreEvictionStrategy": true}')
     await stop_as_node(store, "mig")
     assert (await bound(store, "mig", not_uid=vmi.uid)).node_name != vmi.node_name
+
+
+async def test_a_node_deleted_as_lost_gives_its_instances_up_and_they_run_elsewhere(store: Store) -> None:
+    """kubectl delete node for a node that is gone: refused while it is Ready and while an HA instance
+    there has not failed over; once NotReady, its record and lease go, its VM's instance is Failed and
+    fenced, and runs again on the other node with no failure counted."""
+    clock = [1000.0]
+    await put_nodes(store)
+    nodes = NodeWatch(store, clock=lambda: clock[0])
+    watching = asyncio.create_task(nodes.run())
+    scheduler = Scheduler(store, nodes=nodes)
+    api = Api(store, readiness=nodes.readiness)
+    await scheduler.start()
+    try:
+        await api.vm_create(manifest("web", "Always"))
+        vmi = await bound(store, "web")
+        await run_as_node(store, "web")
+        lost = vmi.node_name or ""
+        alive = "node2" if lost == "node1" else "node1"
+        with pytest.raises(ApiError) as caught:
+            await api.maintenance.delete(json.dumps({"name": lost}).encode())
+        assert caught.value.code is Code.CONFLICT and "is Ready" in caught.value.message
+
+        clock[0] += 20.0  # the lost node silent past NotReady; the other beats on
+        record = (await store.nodes.require(alive, "node")).value
+        await store.nodes.put(alive, msgspec.structs.replace(record, heartbeat=record.heartbeat + 20))
+        await asyncio.sleep(0.3)  # the node watch hears the beat
+        listed = {v.node.name: v.ready for v in (await api.node_list(b"{}")).items}
+        assert listed == {lost: False, alive: True}
+
+        # an HA instance there that has not failed over: only its lapsed lease may say it is dead
+        ha = json.loads(manifest("ha", "Always"))
+        ha["metadata"]["annotations"] = {"virtbus.io/high-availability": "true"}
+        await api.vm_create(json.dumps(ha).encode())
+        ha_vmi = await bound(store, "ha")
+        await store.vmis.update("ha", msgspec.structs.replace(ha_vmi, node_name=lost, phase=Phase.RUNNING),
+                                (await store.vmis.require("ha", "VMI")).revision)
+        with pytest.raises(ApiError) as caught:
+            await api.maintenance.delete(json.dumps({"name": lost}).encode())
+        assert caught.value.code is Code.CONFLICT and "high-availability VMIs (ha)" in caught.value.message
+        await api.vm_delete(b'{"name": "ha"}')
+        ha_entry = await store.vmis.require("ha", "VMI")  # the stand-in node: it ended, and is torn down
+        await store.vmis.update("ha", msgspec.structs.replace(ha_entry.value, phase=Phase.SUCCEEDED, torn_down=True),
+                                ha_entry.revision)
+
+        said = (await api.maintenance.delete(json.dumps({"name": lost}).encode())).message
+        assert said == f'node "{lost}" deleted; its VMIs given up: web'
+        assert await store.nodes.get(lost) is None and await store.node_leases.get(lost) is None
+        again = await bound(store, "web", not_uid=vmi.uid)
+        assert again.node_name == alive
+        vm = (await store.vms.require("web", "VM")).value
+        assert vm.failures == 0
+        reasons = [(e.kind, e.name, e.reason) for e in await recorded(store)]
+        assert ("VirtualMachineInstance", "web", "NodeDeleted") in reasons and ("Node", lost, "RemovingNode") in reasons
+        with pytest.raises(ApiError) as caught:
+            await api.maintenance.delete(json.dumps({"name": lost}).encode())
+        assert caught.value.code is Code.NOT_FOUND
+    finally:
+        await scheduler.stop()
+        await cancel_and_wait([watching])

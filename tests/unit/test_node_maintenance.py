@@ -10,7 +10,7 @@ import json
 import msgspec
 import pytest
 
-from ctl import draincmd, render
+from ctl import cli, draincmd, render
 from proto import resources
 from proto.api import NodeView
 from proto.errors import ApiError
@@ -208,3 +208,37 @@ def test_an_unknown_eviction_strategy_is_refused_by_its_path() -> None:
     with pytest.raises(ApiError) as caught:
         parse_manifest_obj(doc)
     assert caught.value.field == "spec.template.spec.evictionStrategy"
+
+
+# --- a node deleted as lost ---------------------------------------------------------------------
+def test_a_deleted_nodes_instances_are_given_up_once() -> None:
+    running = vmi("a")
+    given_up = nodemaintenance.node_deleted(running, "uid-a", "node1", 9.0)
+    assert given_up is not None
+    assert (given_up.phase, given_up.fenced, given_up.finished_at) == (Phase.FAILED, True, 9.0)
+    assert "node1 was deleted" in given_up.reason
+    assert [(c.type, c.status, c.reason) for c in given_up.conditions] == [("Ready", "False", "NodeDeleted")]
+    assert nodemaintenance.node_deleted(given_up, "uid-a", "node1", 10.0) is None  # once
+    assert nodemaintenance.node_deleted(running, "uid-b", "node1", 9.0) is None  # another run now
+    assert nodemaintenance.node_deleted(vmi("a", "node2"), "uid-a", "node1", 9.0) is None
+    # one that ended and waits for a teardown its node will never do: let go, its phase kept
+    ended = nodemaintenance.node_deleted(vmi("a", phase=Phase.SUCCEEDED), "uid-a", "node1", 9.0)
+    assert ended is not None and (ended.phase, ended.fenced) == (Phase.SUCCEEDED, True)
+    # the VM controller then removes it without the node's word, and counts no failure
+    assert plan(vm("a", RunStrategy.ALWAYS), given_up, node_ready=True) is Action.DELETE_VMI
+
+
+def test_a_node_is_deleted_only_once_it_is_not_ready_and_its_ha_instances_failed_over() -> None:
+    ha = msgspec.structs.replace(vmi("h"), spec=VMSpec(name="h", high_availability=True))
+    assert "is Ready" in (nodemaintenance.deletion_refusal("node1", True, []) or "")
+    assert "(h)" in (nodemaintenance.deletion_refusal("node1", False, [ha, vmi("a")]) or "")
+    failed_over = msgspec.structs.replace(ha, phase=Phase.FAILED, fenced=True)
+    assert nodemaintenance.deletion_refusal("node1", False, [failed_over, vmi("a")]) is None
+    assert nodemaintenance.deletion_refusal("node2", False, [ha]) is None  # not that node's
+
+
+@pytest.mark.parametrize("argv", [["delete", "node", "node1"], ["delete", "nodes", "node1"], ["delete", "no/node1"],
+                                  ["delete", "node/node1"]])
+def test_delete_node_in_kubectls_spellings(argv: list[str]) -> None:
+    args = cli.kubectl_forms(cli.parser().parse_args(argv))
+    assert (args.command, args.kind, args.name) == ("delete", "node", "node1")

@@ -92,6 +92,7 @@ def test_a_run_given_up_while_its_launcher_runs_has_its_guest_killed_at_once(gon
 @pytest.mark.parametrize("failed_over", [
     vmi(node="node2", uid="u2", ha=True),  # run again on another node
     vmi(Phase.FAILED, ha=True, fenced=True),  # fenced, not yet replaced
+    vmi(Phase.FAILED, fenced=True),  # not HA: given up with its node, deleted as lost (node.delete)
 ])
 def test_a_failed_over_ha_instance_has_its_guest_killed_here_at_once(failed_over: VMI) -> None:
     acts = plan(failed_over, alive(), NODE)  # the launcher is alive: frozen, or cut off
