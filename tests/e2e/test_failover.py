@@ -138,3 +138,56 @@ def test_a_frozen_launcher_cannot_keep_its_guest_once_failed_over(lab: Lab) -> N
             os.kill(launcher, signal.SIGCONT)
     wait_until("the frozen launcher ended", lambda: state_of(launcher) in (None, "Z"), 30, lab)
     lab.cli("delete", "solo", "--wait", "--timeout", "120")
+
+
+def node_ready(lab: Lab, node: str) -> bool | None:
+    """The node's Ready condition as `get nodes` says it; None when there is no such node."""
+    done = lab.cli("get", "nodes", "-o", "json", check=False)
+    for item in json.loads(done.stdout)["items"] if done.returncode == 0 else []:
+        if item["metadata"]["name"] == node:
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in item["status"]["conditions"])
+    return None
+
+
+def test_a_node_deleted_as_lost_has_its_vm_run_elsewhere_and_the_old_copy_killed_when_back(lab: Lab) -> None:
+    """kubectl delete node, with real guests: a node whose handler is frozen goes NotReady while its
+    guest runs on; deleted, its VM (no HA) runs again on the other node; let go, the node registers
+    again and its handler kills the old copy and clears its pod away."""
+    lab.cli("apply", "-f", write_manifest(lab, "orphan", "masquerade"))
+    lab.cli("start", "orphan", "--wait", "--timeout", "300")
+    first = vmi_of(lab, "orphan")
+    assert first is not None
+    node, old_uid = first["status"]["nodeName"], first["metadata"]["uid"]
+    old_qemu = qemu_in(lab, node, "orphan")
+    refused = lab.cli("delete", "node", node, check=False)
+    assert refused.returncode != 0 and "is Ready" in refused.stderr, refused.stderr
+    handler = pid_of(lab, f"handler-{node}")
+    try:
+        os.kill(handler, signal.SIGSTOP)
+        cut = time.monotonic()
+        wait_until(f"{node} NotReady", lambda: node_ready(lab, node) is False, 60, lab)
+        print(f"\nhandler frozen -> {node} NotReady: {time.monotonic() - cut:.1f}s")
+        said = lab.cli("delete", "node", node).stdout
+        assert f'node "{node}" deleted; its VMIs given up: orphan' in said, said
+        deleted = time.monotonic()
+        assert node_ready(lab, node) is None
+
+        def running_elsewhere() -> bool:
+            vmi = vmi_of(lab, "orphan")
+            return vmi is not None and vmi["metadata"]["uid"] != old_uid and vmi["status"].get("phase") == "Running"
+        wait_until("the VM running on the other node", running_elsewhere, 120, lab)
+        print(f"node deleted -> VM Running on {other(node)}: {time.monotonic() - deleted:.1f}s")
+        assert vmi_of(lab, "orphan")["status"]["nodeName"] == other(node)  # type: ignore[index]
+        assert "NodeDeleted" in lab.cli("get", "events").stdout
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(handler, signal.SIGCONT)
+    back = time.monotonic()
+    wait_until(f"{node} registered again and Ready", lambda: node_ready(lab, node) is True, 60, lab)
+    wait_until("the old QEMU killed", lambda: state_of(old_qemu) in (None, "Z"), 60, lab)
+    print(f"handler back -> old copy killed: {time.monotonic() - back:.1f}s")
+    wait_until("the old pod cleared away", lambda: f"{lab.prefix}-{node}-orphan" not in lab.netns(), 120, lab)
+    now = vmi_of(lab, "orphan")
+    assert now is not None and now["status"]["phase"] == "Running" and now["status"]["nodeName"] == other(node)
+    lab.cli("console", "orphan", "--log", "--until", MARKER, "--timeout", "180")
+    lab.cli("delete", "orphan", "--wait", "--timeout", "120")
