@@ -18,8 +18,18 @@ from dataclasses import dataclass, field
 from ctl.client import ApiClient
 from ctl.lab import say
 from proto.api import Ack, EvictRequest, NameRequest, NodeList, VMIList
+from proto.clusterconfig import ClusterConfigReply
 from proto.errors import ApiError, Code
-from proto.spec import EVICTION_REFUSED, ContainerDisk, EmptyDisk, Ephemeral, HostDisk, PersistentVolumeClaim
+from proto.spec import (
+    EVICTION_REFUSED,
+    ContainerDisk,
+    EmptyDisk,
+    Ephemeral,
+    EvictionStrategy,
+    HostDisk,
+    PersistentVolumeClaim,
+    eviction_strategy,
+)
 from proto.state import FINAL_PHASES, VMI
 from proto.validation import MAX_GRACE_SECONDS
 
@@ -45,7 +55,7 @@ def on_node(vmis: list[VMI], node: str) -> list[VMI]:
 
 
 def plan(vmis: list[VMI], node: str, *, force: bool, delete_local_data: bool,
-         disable_eviction: bool = False) -> DrainPlan:
+         disable_eviction: bool = False, cluster_strategy: EvictionStrategy | None = None) -> DrainPlan:
     """What a drain of ``node`` evicts, what it refuses and why, and what it should tell (pure)."""
     evict: list[str] = []
     refused: dict[str, list[str]] = {}
@@ -57,7 +67,7 @@ def plan(vmis: list[VMI], node: str, *, force: bool, delete_local_data: bool,
             reasons.append(UNMANAGED)
         if any(isinstance(s, ContainerDisk | EmptyDisk | Ephemeral) for s in sources) and not delete_local_data:
             reasons.append(LOCAL_DATA)
-        if vmi.spec.eviction_strategy in EVICTION_REFUSED and not disable_eviction:
+        if eviction_strategy(vmi.spec.eviction_strategy, cluster_strategy) in EVICTION_REFUSED and not disable_eviction:
             reasons.append(MIGRATE_ONLY)
         for reason in reasons:
             refused.setdefault(reason, []).append(vmi.name)
@@ -125,8 +135,9 @@ async def drain(api: ApiClient, args: argparse.Namespace) -> int:
     node, wait_s = args.node, grace(args.grace_period)
     say((await api.call("node", "cordon", NameRequest(name=node), Ack)).message)
     vmis = (await api.call("vmi", "list", {}, VMIList)).items
+    cluster = (await api.call("kubevirt", "get", {}, ClusterConfigReply)).item  # its evictionStrategy
     chosen = plan(vmis, node, force=args.force, delete_local_data=args.delete_local_data,
-                  disable_eviction=args.disable_eviction)
+                  disable_eviction=args.disable_eviction, cluster_strategy=cluster.eviction_strategy)
     if chosen.refused:
         detail = "; ".join(f"{reason}: {', '.join(f'vmi/{n}' for n in names)}"
                            for reason, names in chosen.refused.items())

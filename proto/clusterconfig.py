@@ -3,7 +3,8 @@
 A KubeVirt user tunes the cluster by applying the KubeVirt CR (kubevirt.io/v1, ``kind: KubeVirt``);
 virtbus reads the same manifest. What exists here is ``spec.configuration.developerConfiguration.
 cpuAllocationRatio``: how many vCPUs each of a node's CPUs takes (KubeVirt requests 1/ratio of a CPU
-per vCPU for each virt-launcher pod, so a node holds ``cpus * ratio`` vCPUs; default 10). Any other
+per vCPU for each virt-launcher pod, so a node holds ``cpus * ratio`` vCPUs; default 10); and
+``spec.configuration.evictionStrategy``, the default of every instance's (scheduler.nodemaintenance). Any other
 field is refused with its full path, unless it only names KubeVirt's own component images (virtbus
 runs none) or is an empty default of KubeVirt's stock CR (``certificateRotateStrategy: {}``,
 ``featureGates: []``...), which change nothing here.
@@ -22,6 +23,7 @@ import msgspec
 
 from proto import schema
 from proto.errors import ApiError, Code
+from proto.spec import EVICTION_STRATEGIES, EvictionStrategy
 from proto.subjects import is_dns1123_label
 
 API_VERSION = "kubevirt.io/v1"
@@ -44,6 +46,9 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, rename="camel", f
     name: str = DEFAULT_NAME  # the CR's metadata.name, shown back
     cpu_allocation_ratio: Ratio = DEFAULT_CPU_ALLOCATION_RATIO
     updated_at: float = 0.0  # when it was applied; 0: never (the defaults)
+    # spec.configuration.evictionStrategy: what an eviction does to an instance whose spec says none
+    # (proto.spec.VMSpec.eviction_strategy); None: KubeVirt's default, "None"
+    eviction_strategy: EvictionStrategy | None = None
 
 
 DEFAULT = ClusterConfig()
@@ -75,7 +80,8 @@ class _NoneListed(schema.Node):
 _DEVELOPER = schema.Object({"cpuAllocationRatio": _Ratio(), "featureGates": _NoneListed(),
                             "disabledFeatureGates": _NoneListed()})
 _SPEC = schema.Object({
-    "configuration": schema.Object({"developerConfiguration": _DEVELOPER}),
+    "configuration": schema.Object({"developerConfiguration": _DEVELOPER,
+                                    "evictionStrategy": schema.Choice(EVICTION_STRATEGIES)}),
     # empty in KubeVirt's stock CR; any content is refused by EMPTY with its path
     **dict.fromkeys(("certificateRotateStrategy", "customizeComponents", "workloadUpdateStrategy"), schema.EMPTY),
     # which images KubeVirt's own components run from: virtbus runs none of them
@@ -98,9 +104,10 @@ def parse(obj: object, now: float) -> ClusterConfig:
     name = schema.required(tree.get("metadata", {}), "name", "metadata")
     if not is_dns1123_label(name):
         raise ApiError(Code.INVALID, f"{name[:64]!r} is not a valid name (a DNS-1123 label)", "metadata.name")
-    developer = tree.get("spec", {}).get("configuration", {}).get("developerConfiguration", {})
-    ratio = developer.get("cpuAllocationRatio", DEFAULT_CPU_ALLOCATION_RATIO)
-    return ClusterConfig(name=name, cpu_allocation_ratio=ratio, updated_at=now)
+    configuration = tree.get("spec", {}).get("configuration", {})
+    ratio = configuration.get("developerConfiguration", {}).get("cpuAllocationRatio", DEFAULT_CPU_ALLOCATION_RATIO)
+    return ClusterConfig(name=name, cpu_allocation_ratio=ratio, updated_at=now,
+                         eviction_strategy=configuration.get("evictionStrategy"))
 
 
 def check(config: ClusterConfig) -> None:
@@ -111,6 +118,7 @@ def check(config: ClusterConfig) -> None:
 
 def kubevirt_object(config: ClusterConfig) -> dict[str, Any]:
     """The configuration as the KubeVirt CR that sets it: ``get kubevirt -o yaml`` applies back as it is."""
+    strategy = {"evictionStrategy": config.eviction_strategy} if config.eviction_strategy is not None else {}
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": config.name},
             "spec": {"configuration": {"developerConfiguration": {
-                "cpuAllocationRatio": config.cpu_allocation_ratio}}}}
+                "cpuAllocationRatio": config.cpu_allocation_ratio}, **strategy}}}

@@ -204,6 +204,12 @@ EVICTION_STRATEGIES: tuple[EvictionStrategy, ...] = ("None", "LiveMigrate", "Liv
 EVICTION_REFUSED: frozenset[str] = frozenset({"LiveMigrate", "External"})
 
 
+def eviction_strategy(own: EvictionStrategy | None, cluster: EvictionStrategy | None) -> EvictionStrategy:
+    """An instance's evictionStrategy: its spec's, else the cluster's (the KubeVirt CR's), else KubeVirt's
+    default, "None"."""
+    return own or cluster or "None"
+
+
 class VMSpec(Spec, frozen=True):
     """What a user asks for; the same whether it came as KubeVirt YAML or virtbus JSON."""
 

@@ -35,7 +35,7 @@ from proto.api import (
 )
 from proto.errors import ApiError, Code
 from proto.manifest import instance_path, load_manifest, parse_instance, parse_manifest_obj
-from proto.spec import NetworkAttachment, RunStrategy, VMSpec
+from proto.spec import EvictionStrategy, NetworkAttachment, RunStrategy, VMSpec
 from proto.state import FINAL_PHASES, VM, VMI, Node, as_started
 from proto.validation import MAX_GRACE_SECONDS, validate_image_reference
 from scheduler import placement, vmdelete
@@ -84,7 +84,8 @@ class Api:
         self.services = ServiceApi(store, clock=clock)
         self.network = NetworkApi(store)
         self.routes = RouteApi(store, clock=clock)
-        self.maintenance = NodeMaintenanceApi(store, clock=clock, ready=self._node_ready)
+        self.maintenance = NodeMaintenanceApi(store, clock=clock, ready=self._node_ready,
+                                              cluster_strategy=self._cluster_eviction_strategy)
 
     def endpoints(self) -> list[Endpoint]:
         table: dict[tuple[str, str], Callable[[bytes], object]] = {
@@ -338,6 +339,9 @@ class Api:
             NodeView(node=u.node, ready=u.ready, allocated_memory=u.used_memory, allocated_cpus=u.used_vcpus,
                      vmis=u.vmis, vcpu_capacity=u.vcpu_capacity)
             for u in placement.usage(nodes, vmis, self.readiness(nodes), cpu_ratio=ratio)])
+
+    async def _cluster_eviction_strategy(self) -> EvictionStrategy | None:
+        return (await self.cluster.current()).eviction_strategy
 
     async def _node_ready(self, name: str) -> bool:
         """Whether the node is Ready, as ``get nodes`` says (its lease's last beat counted)."""

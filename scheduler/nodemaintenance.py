@@ -20,7 +20,7 @@ from proto import subjects
 from proto.api import Ack, EvictRequest, NameRequest, decode_request
 from proto.errors import ApiError, Code
 from proto.events import Event
-from proto.spec import EVICTION_REFUSED, RunStrategy
+from proto.spec import EVICTION_REFUSED, EvictionStrategy, RunStrategy, eviction_strategy
 from proto.state import FINAL_PHASES, VM, VMI, Condition, Node, Phase
 from proto.validation import MAX_GRACE_SECONDS
 from scheduler.controllers import stop_vmi
@@ -93,11 +93,14 @@ def deletion_refusal(node: str, ready: bool, vmis: list[VMI]) -> str | None:
 
 class NodeMaintenanceApi:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time,
-                 ready: Callable[[str], Awaitable[bool]] | None = None) -> None:
-        """ready: whether a node is Ready now, as the api service judges it (node.delete)."""
+                 ready: Callable[[str], Awaitable[bool]] | None = None,
+                 cluster_strategy: Callable[[], Awaitable[EvictionStrategy | None]] | None = None) -> None:
+        """ready: whether a node is Ready now, as the api service judges it (node.delete);
+        cluster_strategy: the KubeVirt CR's evictionStrategy now, for an instance whose spec has none."""
         self.store = store
         self.clock = clock
         self.ready = ready
+        self.cluster_strategy = cluster_strategy
 
     def table(self) -> dict[tuple[str, str], Callable[[bytes], object]]:
         return {("node", "cordon"): self.cordon, ("node", "uncordon"): self.uncordon, ("vmi", "evict"): self.evict,
@@ -173,7 +176,8 @@ class NodeMaintenanceApi:
             return Ack(message=f"VMI {req.name} has ended ({vmi.phase.value}): nothing to evict")
         if vmi.node_name is None:
             raise ApiError(Code.INVALID, f"VMI {req.name} is on no node yet: nothing to evict it from", "name")
-        strategy = vmi.spec.eviction_strategy
+        cluster = await self.cluster_strategy() if self.cluster_strategy is not None else None
+        strategy = eviction_strategy(vmi.spec.eviction_strategy, cluster)
         if strategy in EVICTION_REFUSED and not req.ignore_eviction_strategy:
             why = ("it is to be live-migrated, which virtbus cannot do, so its eviction is refused, as KubeVirt "
                    "refuses it for an instance that cannot migrate" if strategy == "LiveMigrate" else

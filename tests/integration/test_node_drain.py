@@ -287,3 +287,19 @@ async def test_a_node_deleted_as_lost_gives_its_instances_up_and_they_run_elsewh
     finally:
         await scheduler.stop()
         await cancel_and_wait([watching])
+
+
+async def test_the_clusters_eviction_strategy_decides_for_an_instance_that_names_none(store: Store,
+                                                                                      cluster: Api) -> None:
+    api = cluster
+    await api.vm_create(manifest("plain", "Always"))
+    await bound(store, "plain")
+    kubevirt = {"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt"},
+                "spec": {"configuration": {"evictionStrategy": "External"}}}
+    await api.cluster.apply(json.dumps(kubevirt).encode())
+    with pytest.raises(ApiError) as caught:
+        await api.maintenance.evict(b'{"name": "plain"}')
+    assert caught.value.field == "spec.evictionStrategy" and "evictionStrategy External" in caught.value.message
+    kubevirt["spec"] = {}  # back to KubeVirt's default, None: evicted
+    await api.cluster.apply(json.dumps(kubevirt).encode())
+    assert "evicted from node" in (await api.maintenance.evict(b'{"name": "plain"}')).message

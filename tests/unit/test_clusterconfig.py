@@ -143,3 +143,15 @@ def test_the_index_counts_every_node_again_when_the_ratio_changes() -> None:
     assert place(ONE_VCPU, index.candidates()).node == "node1"
     index.set_cpu_ratio(5)  # lower than what is held: nothing moves, nothing more fits
     assert index.allocation("node1")[2] == 20 and place(ONE_VCPU, index.candidates()).node is None
+
+
+def test_the_clusters_eviction_strategy_is_read_written_back_and_checked() -> None:
+    doc = cr(20, configuration={"developerConfiguration": {"cpuAllocationRatio": 20},
+                                "evictionStrategy": "LiveMigrate"})
+    config = clusterconfig.parse(doc, now=1.0)
+    assert config.eviction_strategy == "LiveMigrate"
+    assert clusterconfig.parse(clusterconfig.kubevirt_object(config), now=1.0) == config
+    assert clusterconfig.parse(cr(20), now=1.0).eviction_strategy is None
+    assert "evictionStrategy" not in str(clusterconfig.kubevirt_object(clusterconfig.parse(cr(20), now=1.0)))
+    bad = cr(20, configuration={"evictionStrategy": "Migrate"})
+    assert refused(bad).field == "spec.configuration.evictionStrategy"

@@ -242,3 +242,9 @@ def test_a_node_is_deleted_only_once_it_is_not_ready_and_its_ha_instances_failed
 def test_delete_node_in_kubectls_spellings(argv: list[str]) -> None:
     args = cli.kubectl_forms(cli.parser().parse_args(argv))
     assert (args.command, args.kind, args.name) == ("delete", "node", "node1")
+
+
+def test_the_clusters_eviction_strategy_is_each_instances_unless_its_own_says_otherwise() -> None:
+    vmis = [strategy_vmi("own-none", "None"), strategy_vmi("plain", None)]
+    chosen = draincmd.plan(vmis, "node1", force=False, delete_local_data=False, cluster_strategy="LiveMigrate")
+    assert chosen.evict == ["own-none"] and chosen.refused == {draincmd.MIGRATE_ONLY: ["plain"]}
