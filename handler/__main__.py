@@ -21,10 +21,10 @@ from handler.residentfiles import DEFAULT_BOUND, MlockedFiles, ResidentFiles
 from handler.router import Haproxy, NodeRouter, haproxy_installed
 from proto import netcheck, subjects
 from proto.errors import ApiError
+from proto.labels import check_labels
 from proto.nodeapi import Registration
 from proto.quantity import InvalidQuantity, parse_bytes
 from proto.state import Node
-from proto.validation import check_labels
 from servicekit import collector, cpugroup, logs, ovs, vlanports
 from servicekit.endpoints import Endpoint, serve
 from servicekit.metricsserver import metrics_address, serve_metrics, stop_serving

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from proto import fencing, nad
+from proto.affinity import AFFINITY, read_affinity
 from proto.machine import CLOCK, FEATURES, FIRMWARE, MACHINE_DEVICES, read_machine
 from proto.probes import KINDS as PROBE_KINDS
 from proto.probes import PROBE, read_probe
@@ -158,6 +159,7 @@ _VM = Object({
                 "hostname": STR, "subdomain": STR,
                 "startStrategy": Choice(("Paused",)),
                 "evictionStrategy": Choice(EVICTION_STRATEGIES),
+                "affinity": AFFINITY,  # proto.affinity
                 "readinessProbe": PROBE, "livenessProbe": PROBE,  # proto.probes
             }),
         }),
@@ -204,6 +206,8 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
         extra["start_paused"] = True
     if "evictionStrategy" in tspec:
         extra["eviction_strategy"] = tspec["evictionStrategy"]
+    if tspec.get("affinity"):
+        extra["affinity"] = read_affinity(tspec["affinity"], f"{TEMPLATE_SPEC}.affinity")
     for attr, key in PROBE_KINDS.items():
         if key in tspec:
             extra[attr] = read_probe(tspec[key], f"{TEMPLATE_SPEC}.{key}")

@@ -221,6 +221,7 @@ _VM_FIELDS = {
     "readinessProbe": f"{kubevirt.TEMPLATE_SPEC}.readinessProbe",
     "livenessProbe": f"{kubevirt.TEMPLATE_SPEC}.livenessProbe",
     "evictionStrategy": f"{kubevirt.TEMPLATE_SPEC}.evictionStrategy",
+    "affinity": f"{kubevirt.TEMPLATE_SPEC}.affinity",
 }
 # whole native paths whose KubeVirt field sits elsewhere than the walk above finds it
 _MOVED = {"spec.clock.offsetSeconds": f"{kubevirt.DOMAIN_PATH}.clock.utc.offsetSeconds"}

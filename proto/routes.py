@@ -18,9 +18,10 @@ from typing import Any
 from proto import netcheck
 from proto.api import Message
 from proto.errors import ApiError, Code
+from proto.labels import check_labels
 from proto.schema import check_namespace, only_known
 from proto.state import State
-from proto.validation import check_labels, check_name
+from proto.validation import check_name
 
 ROUTE_API = "route.openshift.io/v1"
 INGRESS_API = "networking.k8s.io/v1"

@@ -5,50 +5,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
-
-import msgspec
+from typing import Any
 
 from proto.errors import ApiError, Code
-from proto.validation import check_labels
+from proto.labels import OPERATORS, LabelSelector, Operator, Requirement
 
-Operator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
-OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+__all__ = ["LabelSelector", "Requirement", "check", "parse", "parse_text"]
+from proto.labels import check_labels
+
 MAX_REQUIREMENTS = 32
-
-
-class Requirement(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True,
-                  forbid_unknown_fields=True):
-    key: str
-    operator: Operator
-    values: list[str] = []
-
-
-class LabelSelector(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True,
-                    forbid_unknown_fields=True):
-    match_labels: dict[str, str] = {}
-    match_expressions: list[Requirement] = []
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        if any(labels.get(key) != value for key, value in self.match_labels.items()):
-            return False
-        return all(_holds(r, labels) for r in self.match_expressions)
-
-    @property
-    def empty(self) -> bool:
-        return not self.match_labels and not self.match_expressions
-
-
-def _holds(r: Requirement, labels: Mapping[str, str]) -> bool:
-    match r.operator:
-        case "In":
-            return labels.get(r.key) in r.values
-        case "NotIn":
-            return r.key not in labels or labels[r.key] not in r.values
-        case "Exists":
-            return r.key in labels
-        case "DoesNotExist":
-            return r.key not in labels
 
 
 def _invalid(field: str, message: str) -> ApiError:

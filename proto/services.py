@@ -15,6 +15,7 @@ from typing import Any
 
 from proto import netcheck
 from proto.errors import ApiError, Code
+from proto.labels import check_labels
 from proto.schema import NAMESPACE, check_namespace, only_known
 from proto.state import (
     HEADLESS,
@@ -29,7 +30,7 @@ from proto.state import (
     ServiceType,
     is_ready,
 )
-from proto.validation import check_labels, check_name
+from proto.validation import check_name
 
 CLUSTER_DOMAIN = "cluster.local"
 SERVICE_CIDR = IPv4Network("10.96.0.0/16")

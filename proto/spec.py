@@ -11,6 +11,8 @@ from typing import Literal
 
 import msgspec
 
+from proto.labels import LabelSelector, Requirement
+
 
 class RunStrategy(enum.StrEnum):
     """KubeVirt's run strategies; ``running: true|false`` is Always|Halted."""
@@ -171,6 +173,46 @@ class Features(Spec, frozen=True):
     smm: bool = False
 
 
+class NodeSelectorTerm(Spec, frozen=True):
+    """A node matches when every requirement holds of its labels (Kubernetes' nodeSelectorTerm)."""
+
+    match_expressions: list[Requirement]
+
+
+class PreferredNodeTerm(Spec, frozen=True):
+    weight: int  # 1-100, added to a node's points when the preference matches it
+    preference: NodeSelectorTerm
+
+
+class PodAffinityTerm(Spec, frozen=True):
+    """The instances its selector picks (by their launcher pod's labels, proto.services.pod_labels), in
+    the topology domain of a node: the nodes sharing that node's value of the label ``topology_key``."""
+
+    label_selector: LabelSelector
+    topology_key: str
+
+
+class WeightedPodAffinityTerm(Spec, frozen=True):
+    weight: int  # 1-100
+    term: PodAffinityTerm
+
+
+class Affinity(Spec, frozen=True):
+    """Kubernetes' affinity, as a KubeVirt VMI carries it (proto.affinity reads and checks it; the binder
+    honours it, scheduler.affinityplan): the required terms filter nodes, the preferred ones rank them."""
+
+    node_required: list[NodeSelectorTerm] = []  # any one of them
+    node_preferred: list[PreferredNodeTerm] = []
+    pod_required: list[PodAffinityTerm] = []  # every one of them
+    pod_preferred: list[WeightedPodAffinityTerm] = []
+    anti_required: list[PodAffinityTerm] = []  # none of them
+    anti_preferred: list[WeightedPodAffinityTerm] = []
+
+    @property
+    def preferences(self) -> bool:
+        return bool(self.node_preferred or self.pod_preferred or self.anti_preferred)
+
+
 class Probe(Spec, frozen=True):
     """KubeVirt's readinessProbe or livenessProbe: an HTTP GET (a status of 200-399 passes) or a TCP connection to a
     port of the guest at its pod address, from its node, as kubelet probes a pod (proto.probes)."""
@@ -253,6 +295,7 @@ class VMSpec(Spec, frozen=True):
     # alive: "LiveMigrateIfPossible" is stopped and run again elsewhere as "None" is, and "LiveMigrate"
     # and "External" refuse the eviction, as KubeVirt refuses it for an instance that cannot migrate.
     eviction_strategy: EvictionStrategy | None = None
+    affinity: Affinity | None = None  # Kubernetes' affinity: where its instances may and would rather go
 
     @property
     def guest_hostname(self) -> str:

@@ -17,6 +17,7 @@ from proto.clones import PREFIX_TARGET_NAME, RANDOMIZE_NAMES, SOURCE_SNAPSHOT, S
 from proto.errors import ApiError, Code
 from proto.instancetypes import KINDS as INSTANCETYPE_KINDS
 from proto.instancetypes import MAX_GUEST_CPUS, Instancetype
+from proto.labels import check_labels
 from proto.nodevmis import NodeVmi
 from proto.preferences import Preference
 from proto.preferences import check as check_preference
@@ -38,7 +39,7 @@ from proto.state import (
     VmiLease,
 )
 from proto.subjects import InvalidToken, is_dns1123_label, vmi_lease_parts
-from proto.validation import check_labels, check_name, validate_network, validate_vm, validate_volume_fields
+from proto.validation import check_name, validate_network, validate_vm, validate_volume_fields
 from proto.workloads import Pool, ReplicaSet, check_pool, check_replicaset
 
 MAX_NODE_CPUS = 4096

@@ -13,7 +13,9 @@ from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
 
 from proto import fencing, ipam, netcheck
+from proto.affinity import check_affinity
 from proto.errors import ApiError, Code
+from proto.labels import check_labels
 from proto.machine import check_machine
 from proto.nodeapi import Registration
 from proto.probes import check_probes
@@ -49,8 +51,6 @@ MAX_EMPTY_DISK_TOTAL = MAX_DISK
 _IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]{0,254}$")
 _DISK_SERIAL = re.compile(r"^[A-Za-z0-9_.+-]{1,256}$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")
 
 
@@ -79,20 +79,6 @@ def _size(text: str, field: str, low: int, high: int, what: str) -> None:
     if not low <= value <= high:
         raise invalid(field, f"{what} {text} is impossible here: it must be between {format_bytes(low)} "
                              f"and {format_bytes(high)}")
-
-
-def check_labels(labels: dict[str, str], field: str) -> None:
-    """Kubernetes label syntax: [DNS-1123 subdomain/]name, value empty or a name, names at most 63."""
-    for key, value in labels.items():
-        prefix, slash, name = key.rpartition("/")
-        if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
-            raise invalid(field, f"label key {key!r}: the prefix must be a DNS-1123 subdomain")
-        if not _LABEL_NAME.fullmatch(name):
-            raise invalid(field, f"label key {key!r}: the name must be 1-63 of A-Za-z0-9-_. starting and "
-                                 "ending with a letter or digit")
-        if value and not _LABEL_NAME.fullmatch(value):
-            raise invalid(field, f"label value {value!r} of {key!r} must be empty or 1-63 of A-Za-z0-9-_. "
-                                 "starting and ending with a letter or digit")
 
 
 def _unique_names(names: Iterable[str], field: str, what: str) -> None:
@@ -127,6 +113,7 @@ def validate_vm(spec: VMSpec) -> VMSpec:
     _check_network(spec)
     check_machine(spec)
     check_probes(spec)
+    check_affinity(spec)
     if spec.high_availability:
         fencing.check_strategy(spec.run_strategy, "spec.runStrategy")
     return spec

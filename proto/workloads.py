@@ -18,13 +18,14 @@ import msgspec
 
 from proto import kubevirt, selector
 from proto.errors import ApiError, Code
+from proto.labels import check_labels
 from proto.manifest import parse_instance_obj
 from proto.schema import check_namespace
 from proto.selector import LabelSelector
 from proto.spec import PersistentVolumeClaim, VMSpec
 from proto.state import State
 from proto.subjects import is_dns1123_label
-from proto.validation import check_labels, check_name, validate_vm
+from proto.validation import check_name, validate_vm
 
 RS_KIND = "VirtualMachineInstanceReplicaSet"
 POOL_KIND = "VirtualMachinePool"

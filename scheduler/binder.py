@@ -28,7 +28,7 @@ from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.spec import claims
 from proto.state import FINAL_PHASES, VMI, Condition, Node, Phase
-from scheduler import placement, volumes
+from scheduler import affinityplan, placement, volumes
 from scheduler.bindlog import BindLog
 from scheduler.capacity import Assumption, CapacityIndex
 from scheduler.eventsink import EventSink
@@ -76,6 +76,9 @@ class NodeView(Protocol):
     @property
     def distrusted(self) -> Mapping[str, float]: ...
 
+    @property
+    def generation(self) -> int: ...  # bumped by every change of a node's record
+
     def readiness(self) -> dict[str, bool]: ...
 
 
@@ -122,6 +125,7 @@ class Binder:
         self._writes: set[asyncio.Task[None]] = set()
         self._readiness: tuple[float, dict[str, float], dict[str, bool]] | None = None  # (when, distrusted, verdict)
         self._synced_at = float("-inf")  # the index's nodes last synced (time.monotonic)
+        self._synced_generation = -1  # the node watch's generation then
 
     def kick(self, name: str) -> None:
         if name in self._writing:
@@ -171,15 +175,17 @@ class Binder:
         if (name in self.vmis.entries or name in self._writing or name in self._pending  # not new to the binder
                 or self.index.assumed(name) is not None or vmi.node_name or vmi.phase in FINAL_PHASES
                 or vmi.stop_requested or next(iter(claims(spec.volumes)), None) is not None
-                or any(n.kind == "multus" for n in spec.networks)):
+                or any(n.kind == "multus" for n in spec.networks)
+                or affinityplan.needed(vmi, bool(self.index.holders()))):
             return None
-        if time.monotonic() - self._synced_at > SYNC_NEW_S:  # the batches' sync, at most this often here
+        # the batches' sync, at most this often here, unless a node's record changed since
+        if time.monotonic() - self._synced_at > SYNC_NEW_S or self.nodes.generation != self._synced_generation:
             self._sync_nodes()
         now = self.clock()
         choice = placement.place(spec, self.index.candidates(), None, frozenset(), enough=self._enough())
         if choice.node is None:
             return None
-        self._creating[name] = self.index.assume(name, choice.node, self.index.request(vmi))
+        self._creating[name] = self.index.assume(name, choice.node, self.index.request(vmi), vmi)
         cond = Condition(type="PodScheduled", status="True", reason="Scheduled",
                          message=f"bound to {choice.node} ({choice.message})", last_transition_time=now)
         return msgspec.structs.replace(vmi, phase=Phase.SCHEDULED, node_name=choice.node,
@@ -215,6 +221,7 @@ class Binder:
 
     def _sync_nodes(self) -> None:
         self._synced_at = time.monotonic()
+        self._synced_generation = self.nodes.generation
         self.index.set_cpu_ratio(self.cpu_ratio())
         self.index.sync_nodes(self.nodes.nodes, self._ready())
 
@@ -269,11 +276,16 @@ class Binder:
             if has_volumes:
                 only, unplaceable = await volumes.required_node(self.store, spec)
             needs = await network_needs(self.store, spec)
+        holders = self.index.holders()
+        verdict = affinityplan.judge(vmi, self.index.node_records, self.index.placed(), holders) \
+            if affinityplan.needed(vmi, bool(holders)) else None
         if unplaceable is not None:
             choice = placement.Placement(None, unplaceable)
         else:
-            choice = placement.place(spec, self.index.candidates(), only, needs.ovs_bridges, enough=self._enough(),
-                                     bridges=needs.bridges, vlan_ports=needs.vlan_ports)
+            # preferences rank every node: no stopping at the first that fits
+            enough = None if verdict is not None and verdict.points else self._enough()
+            choice = placement.place(spec, self.index.candidates(), only, needs.ovs_bridges, enough=enough,
+                                     bridges=needs.bridges, vlan_ports=needs.vlan_ports, affinity=verdict)
         if choice.node is None:
             old = next((c for c in vmi.conditions if c.type == "PodScheduled"), None)
             if vmi.phase is Phase.SCHEDULING and old is not None and old.message == choice.message:
@@ -283,7 +295,7 @@ class Binder:
             updated = msgspec.structs.replace(vmi, phase=Phase.SCHEDULING, conditions=_with(vmi, cond))
             self._writing.add(name)
             return _Write(name, entry.revision, updated, None, choice.message, now)
-        assumption = self.index.assume(name, choice.node, self.index.request(vmi))  # before any await
+        assumption = self.index.assume(name, choice.node, self.index.request(vmi), vmi)  # before any await
         if has_volumes and self.store is not None and not await volumes.pin(self.store, spec, choice.node):
             self.index.forget(name, assumption)
             self.kick(name)  # a volume went to another node meanwhile: decide again

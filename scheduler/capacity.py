@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from proto.clusterconfig import DEFAULT_CPU_ALLOCATION_RATIO
 from proto.state import FINAL_PHASES, VMI, Node
+from scheduler.affinityplan import Placed
 from scheduler.placement import NodeUsage, Request, tie_key
 
 
@@ -37,6 +38,13 @@ class _Held:
     node: str
     request: Request
     assumed: bool  # decided and being written, not yet seen bound
+    vmi: VMI | None = None  # what is held, for affinity (scheduler.affinityplan): its labels and terms
+
+    @property
+    def keeps_away(self) -> bool:
+        """It has a required anti-affinity, which every other decision must heed."""
+        affinity = self.vmi.spec.affinity if self.vmi is not None else None
+        return affinity is not None and bool(affinity.anti_required)
 
 
 @dataclass(slots=True)
@@ -71,6 +79,7 @@ class CapacityIndex:
         self._heap: list[_HeapEntry] = []  # nodes by allocation, stale entries too
         self._shapes: Counter[tuple[int, int]] = Counter()  # (memory, CPUs) -> how many nodes are so (> 0)
         self._stale: set[str] = set()  # nodes whose NodeUsage no longer says what they hold
+        self._holders: dict[str, _Held] = {}  # what is held with a required anti-affinity, by VMI name
 
     # --- VMIs -------------------------------------------------------------------------------------
     def observe(self, name: str, vmi: VMI | None) -> None:
@@ -86,15 +95,15 @@ class CapacityIndex:
                 held.assumed = False
             elif held is None or held.assumed or held.node != vmi.node_name or held.request != request:
                 self._release(name)
-                self._hold(name, _Held(vmi.node_name, request, assumed=False))
+                self._hold(name, _Held(vmi.node_name, request, assumed=False, vmi=vmi))
         elif held is not None and not held.assumed:
             self._release(name)  # unbound again (not something the binder does, but then it holds nothing)
 
-    def assume(self, name: str, node: str, request: Request) -> Assumption:
-        """The binder chose ``node`` for ``name``: count it there now, before the write is acknowledged.
-        Returns the assumption, for ``forget``."""
+    def assume(self, name: str, node: str, request: Request, vmi: VMI | None = None) -> Assumption:
+        """The binder chose ``node`` for ``name`` (``vmi``): count it there now, before the write is
+        acknowledged. Returns the assumption, for ``forget``."""
         self._release(name)
-        held = _Held(node, request, assumed=True)
+        held = _Held(node, request, assumed=True, vmi=vmi)
         self._hold(name, held)
         return held
 
@@ -126,12 +135,28 @@ class CapacityIndex:
         self._held[name] = held
         self._alloc.setdefault(held.node, _Allocation()).add(held.request, 1)
         self._stale.add(held.node)
+        if held.keeps_away:
+            self._holders[name] = held
 
     def _release(self, name: str) -> None:
         held = self._held.pop(name, None)
         if held is not None:
             self._alloc[held.node].add(held.request, -1)
             self._stale.add(held.node)
+            self._holders.pop(name, None)
+
+    # --- what is where, for affinity (scheduler.affinityplan) --------------------------------------
+    def placed(self) -> Iterator[Placed]:
+        """Every instance held, decided ones included, where it is held."""
+        return (Placed(h.node, h.vmi) for h in self._held.values() if h.vmi is not None)
+
+    def holders(self) -> list[Placed]:
+        """Those of them with a required anti-affinity (few: every decision looks at them)."""
+        return [Placed(h.node, h.vmi) for h in self._holders.values() if h.vmi is not None]
+
+    @property
+    def node_records(self) -> Mapping[str, Node]:
+        return self._nodes
 
     # --- nodes ------------------------------------------------------------------------------------
     def sync_nodes(self, nodes: Mapping[str, Node], ready: Mapping[str, bool]) -> None:

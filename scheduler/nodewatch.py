@@ -40,6 +40,9 @@ class NodeWatch:
         # new goes there, not even the instance just fenced off it) until it beats again
         self.distrusted: dict[str, float] = {}
         self.primed = False
+        # bumped by every change of a node's record (a new node, one gone, a cordon): the binder syncs
+        # its nodes at once on a new one, not at its next periodic sync
+        self.generation = 0
 
     async def prime(self) -> None:
         """Read every node once, so a caller that decides now sees them all."""
@@ -65,6 +68,7 @@ class NodeWatch:
             self.distrusted[node] = seen.heartbeat
 
     def apply(self, change: Change[Node]) -> None:
+        self.generation += 1
         if change.value is None:
             self.nodes.pop(change.key, None)
             self.seen.pop(change.key, None)

@@ -17,6 +17,7 @@ from proto.overhead import footprint
 from proto.spec import VMSpec
 from proto.state import FINAL_PHASES, VMI, Node
 from proto.validation import empty_disk_total
+from scheduler.affinityplan import Verdict
 
 NODE_READY_WITHIN_S = 15.0  # for a reader without the scheduler's view (see ready_by_heartbeat)
 
@@ -85,7 +86,8 @@ class Request:
 
 
 def _unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None, ovs: frozenset[str], want: Request,
-                  bridges: frozenset[str] = frozenset(), vlan_ports: bool = False) -> str | None:
+                  bridges: frozenset[str] = frozenset(), vlan_ports: bool = False,
+                  affinity: Verdict | None = None) -> str | None:
     if not u.ready:
         return "node(s) were not ready"
     if u.node.unschedulable:  # cordoned (kube-scheduler's NodeUnschedulable filter, its words)
@@ -94,6 +96,8 @@ def _unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None, ovs: frozenset[s
         return "node(s) didn't hold the VM's volumes"
     if spec.node_selector and any(u.node.labels.get(k) != v for k, v in spec.node_selector.items()):
         return "node(s) didn't match node selector"
+    if affinity is not None and (why := affinity.reason(u.node.name)) is not None:
+        return why
     if ovs and not ovs <= set(u.node.ovs_bridges):
         return f"node(s) didn't have the Open vSwitch bridge {', '.join(sorted(ovs - set(u.node.ovs_bridges)))}"
     if bridges and not bridges <= set(u.node.allowed_bridges):
@@ -130,10 +134,11 @@ def _tie_order(u: NodeUsage) -> str:
 
 def place(spec: VMSpec, nodes: Iterable[NodeUsage], only: str | None = None,
           ovs: frozenset[str] = frozenset(), *, enough: int | None = None, bridges: frozenset[str] = frozenset(),
-          vlan_ports: bool = False) -> Placement:
+          vlan_ports: bool = False, affinity: Verdict | None = None) -> Placement:
     """only: the node the VM's volumes are on (scheduler.volumes), if they are on one; ovs: the Open
     vSwitch bridges its networks need, bridges the host bridges (each one its operator allowed there),
-    vlan_ports whether one is a bridge network on a VLAN (scheduler.networkneeds).
+    vlan_ports whether one is a bridge network on a VLAN (scheduler.networkneeds); affinity: the
+    verdict of its affinity (scheduler.affinityplan), whose points rank nodes before their allocation.
 
     enough: stop looking once this many nodes fit and score only those (kube-scheduler's
     percentageOfNodesToScore), for a caller that hands the nodes least allocated first
@@ -144,16 +149,16 @@ def place(spec: VMSpec, nodes: Iterable[NodeUsage], only: str | None = None,
     fits = 0
     scanned = 0
     best: NodeUsage | None = None
-    best_key = (0.0, 0)
+    best_key: tuple[int, float, int] = (0, 0.0, 0)
     ties: list[NodeUsage] = []
     for u in nodes:
         scanned += 1
-        reason = _unfit_reason(spec, u, only, ovs, want, bridges, vlan_ports)
+        reason = _unfit_reason(spec, u, only, ovs, want, bridges, vlan_ports, affinity)
         if reason is not None:
             reasons[reason] += 1
             continue
         fits += 1
-        key = (_score(u, want), -u.vmis)
+        key = (affinity.points.get(u.node.name, 0) if affinity is not None else 0, _score(u, want), -u.vmis)
         if best is None or key > best_key:
             best, best_key, ties = u, key, []
         elif key == best_key:

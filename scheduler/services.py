@@ -31,6 +31,7 @@ from proto.api import (
 )
 from proto.errors import ApiError, Code
 from proto.events import Event
+from proto.labels import check_labels
 from proto.manifest import load_manifest
 from proto.state import (
     Endpoints,
@@ -42,7 +43,7 @@ from proto.state import (
     exposure_key,
     floating_ip_key,
 )
-from proto.validation import check_labels, check_name
+from proto.validation import check_name
 from proto.workloads import ReplicaSet
 from servicekit.store import Bucket, Store
 

@@ -64,8 +64,9 @@ async def recorded(store: Store) -> list[Event]:
 
 async def put_nodes(store: Store) -> None:
     for name in ("node1", "node2"):
+        # labelled as a handler labels its node (handler.__main__.node_labels)
         await store.nodes.put(name, Node(name=name, cpus=2, memory=2**31, kvm=False, heartbeat=time.time(),
-                                         started_at=time.time()))
+                                         started_at=time.time(), labels={"kubernetes.io/hostname": name}))
 
 
 async def run_as_node(store: Store, name: str) -> VMI:
@@ -303,3 +304,34 @@ async def test_the_clusters_eviction_strategy_decides_for_an_instance_that_names
     kubevirt["spec"] = {}  # back to KubeVirt's default, None: evicted
     await api.cluster.apply(json.dumps(kubevirt).encode())
     assert "evicted from node" in (await api.maintenance.evict(b'{"name": "plain"}')).message
+
+
+async def test_anti_affinity_spreads_a_burst_over_the_nodes_through_the_real_binder(store: Store,
+                                                                                   cluster: Api) -> None:
+    """Three VMs that keep apart by host, created at once on two nodes: two are bound, one per node,
+    and the third waits as Unschedulable with kube-scheduler's reason until one of the others goes."""
+    api = cluster
+
+    def spread(name: str) -> bytes:
+        doc = json.loads(manifest(name, "Always"))
+        template = doc["spec"]["template"]
+        template["metadata"] = {"labels": {"app": "web"}}
+        template["spec"]["affinity"] = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}}
+        return json.dumps(doc).encode()
+
+    await asyncio.gather(*(api.vm_create(spread(f"web{i}")) for i in range(3)))
+
+    async def settled() -> VMI | None:
+        vmis = [e.value for e in await store.vmis.items()]
+        waiting = [v for v in vmis if any(c.reason == "Unschedulable" for c in v.conditions)]
+        return waiting[0] if len(vmis) == 3 and len([v for v in vmis if v.node_name]) == 2 and waiting else None
+    left_out = await until("two bound and one waiting", settled)
+    bound_nodes = sorted(e.value.node_name or "" for e in await store.vmis.items() if e.value.node_name)
+    assert bound_nodes == ["node1", "node2"]
+    message = next(c.message for c in left_out.conditions if c.type == "PodScheduled")
+    assert message == "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules."
+    gone = next(e.value for e in await store.vmis.items() if e.value.node_name)
+    await api.vm_delete(json.dumps({"name": gone.name}).encode())
+    await stop_as_node(store, gone.name)
+    assert (await bound(store, left_out.name)).node_name == gone.node_name  # its place, once free

@@ -58,6 +58,7 @@ class FakeNodes:
     def __init__(self, *nodes: Node) -> None:
         self.nodes = {n.name: n for n in nodes}
         self.distrusted: dict[str, float] = {}
+        self.generation = 0  # a test that changes a node bumps it, as the node watch does
 
     def readiness(self) -> dict[str, bool]:
         return dict.fromkeys(self.nodes, True)

@@ -1,0 +1,112 @@
+"""Pure affinity judgement for one decision: which nodes a VMI's affinity (proto.spec.Affinity) rules
+out and why, in kube-scheduler's words, and how many points each node earns from its preferences.
+
+Instances are seen by their launcher pod's labels (proto.services.pod_labels), as a Service selects
+them; what counts is where they are bound, decided ones included (the binder's assumptions), so a
+burst of instances that keep apart is spread even before its writes land. A topology domain is the
+set of nodes sharing one value of the term's ``topologyKey`` label; a node without the label is in
+none. As in Kubernetes, the required anti-affinity of instances already placed counts too: a node is
+ruled out for an instance that one of them, by its own terms, keeps away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from proto.labels import holds
+from proto.services import pod_labels
+from proto.spec import Affinity, NodeSelectorTerm, PodAffinityTerm
+from proto.state import VMI, Node
+
+NODE_AFFINITY = "node(s) didn't match Pod's node affinity/selector"
+POD_AFFINITY = "node(s) didn't match pod affinity rules"
+POD_ANTI_AFFINITY = "node(s) didn't match pod anti-affinity rules"
+EXISTING_ANTI_AFFINITY = "node(s) didn't satisfy existing pods anti-affinity rules"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    unfit: dict[str, str] = field(default_factory=dict)  # node -> why it is ruled out
+    points: dict[str, int] = field(default_factory=dict)  # node -> its preferences' weights (may be < 0)
+
+    def reason(self, node: str) -> str | None:
+        return self.unfit.get(node)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """An instance bound (or being bound) to a node."""
+
+    node: str
+    vmi: VMI
+
+
+def needed(vmi: VMI, anti_holders: bool) -> bool:
+    """Whether a decision for ``vmi`` needs a judgement: it has an affinity, or some instance placed
+    keeps others away (anti_holders)."""
+    return vmi.spec.affinity is not None or anti_holders
+
+
+def node_matches(term: NodeSelectorTerm, node: Node) -> bool:
+    return all(holds(r, node.labels) for r in term.match_expressions)
+
+
+def judge(vmi: VMI, nodes: Mapping[str, Node], placed: Iterable[Placed], holders: Iterable[Placed]) -> Verdict:
+    """The verdict for ``vmi`` over ``nodes``, given the instances ``placed`` and, of them, the
+    ``holders`` of a required anti-affinity (its own record is left out of both). ``placed`` is read
+    only when the VMI has pod terms of its own: every other decision looks at the holders alone."""
+    affinity = vmi.spec.affinity or Affinity()
+    own = pod_labels(vmi)
+    pod_terms = affinity.pod_required or affinity.anti_required or affinity.pod_preferred or affinity.anti_preferred
+    others = [p for p in placed if p.vmi.name != vmi.name and p.node in nodes] if pod_terms else []
+    unfit: dict[str, str] = {}
+    points: dict[str, int] = dict.fromkeys(nodes, 0)
+
+    def rule_out(node: str, why: str) -> None:
+        unfit.setdefault(node, why)
+
+    if affinity.node_required:
+        for name, node in nodes.items():
+            if not any(node_matches(t, node) for t in affinity.node_required):
+                rule_out(name, NODE_AFFINITY)
+    for pref in affinity.node_preferred:
+        for name, node in nodes.items():
+            if node_matches(pref.preference, node):
+                points[name] += pref.weight
+
+    def domains(term: PodAffinityTerm) -> set[str]:
+        """The topology values of the nodes holding an instance the term selects."""
+        return {value for p in others if term.label_selector.matches(pod_labels(p.vmi))
+                and (value := nodes[p.node].labels.get(term.topology_key)) is not None}
+
+    for term in affinity.pod_required:
+        held = domains(term)
+        if not held and term.label_selector.matches(own):
+            continue  # the first of a group that keeps together may go anywhere (Kubernetes' rule)
+        for name, node in nodes.items():
+            if node.labels.get(term.topology_key) not in held:
+                rule_out(name, POD_AFFINITY)
+    for term in affinity.anti_required:
+        held = domains(term)
+        for name, node in nodes.items():
+            if node.labels.get(term.topology_key) in held:
+                rule_out(name, POD_ANTI_AFFINITY)
+    for weighted, sign in [*((w, 1) for w in affinity.pod_preferred), *((w, -1) for w in affinity.anti_preferred)]:
+        held = domains(weighted.term)
+        for name, node in nodes.items():
+            if node.labels.get(weighted.term.topology_key) in held:
+                points[name] += sign * weighted.weight
+    # the others' required anti-affinity, where it selects this instance
+    for p in holders:
+        if p.vmi.name == vmi.name or p.node not in nodes:
+            continue
+        keeps_away = p.vmi.spec.affinity.anti_required if p.vmi.spec.affinity is not None else []
+        for term in keeps_away:
+            value = nodes[p.node].labels.get(term.topology_key)
+            if value is None or not term.label_selector.matches(own):
+                continue
+            for name, node in nodes.items():
+                if node.labels.get(term.topology_key) == value:
+                    rule_out(name, EXISTING_ANTI_AFFINITY)
+    return Verdict(unfit, {n: v for n, v in points.items() if v})
