@@ -132,3 +132,43 @@ def test_drain_moves_a_vm_to_the_other_node_and_its_guest_answers_there(lab: Lab
             lab.cli("uncordon", n, check=False)
         lab.cli("delete", "vmi", "testvmi", "--wait", check=False)
         lab.cli("delete", "testvm", "--wait", check=False)
+
+
+def test_a_replica_set_that_keeps_apart_has_one_guest_per_node(lab: Lab) -> None:
+    """examples/testvmirs-spread.yaml as it is: its two instances on two nodes, each guest booted; a
+    third waits Unschedulable with kube-scheduler's reason, and runs once a node is free for it."""
+    rs = "spreadreplicaset"
+
+    def members() -> list[dict[str, Any]]:
+        listed = lab.json("get", "vmis")
+        assert isinstance(listed, dict)
+        return [i for i in listed["items"] if any(o["name"] == rs for o in i["metadata"].get("ownerReferences", []))]
+
+    lab.cli("apply", "-f", str(REPO / "examples" / "testvmirs-spread.yaml"))
+    try:
+        wait_until("2 instances Running", lambda: len([i for i in members()
+                                                       if i["status"].get("phase") == "Running"]) == 2, 300, lab)
+        first = members()
+        assert sorted(i["status"]["nodeName"] for i in first) == ["node1", "node2"]
+        for item in first:
+            lab.cli("console", item["metadata"]["name"], "--log", "--until", MARKER, "--timeout", "180")
+        lab.cli("scale", "vmirs", rs, "--replicas", "3")
+
+        def third() -> dict[str, Any] | None:
+            return next((i for i in members() if not i["status"].get("nodeName")), None)
+        wait_until("a third instance, waiting", lambda: third() is not None and any(
+            c.get("reason") == "Unschedulable" for c in (third() or {}).get("status", {}).get("conditions", [])),
+            120, lab)
+        waiting = third()
+        assert waiting is not None
+        why = next(c["message"] for c in waiting["status"]["conditions"] if c["type"] == "PodScheduled")
+        assert why == "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules.", why
+        # one of the two deleted: the replica set's count holds, and the waiting one takes its node
+        victim = first[0]["metadata"]["name"]
+        lab.cli("delete", "vmi", victim, "--wait")
+        wait_until("3 wanted, 2 Running, one per node", lambda: sorted(
+            i["status"].get("nodeName") or "" for i in members() if i["status"].get("phase") == "Running")
+            == ["node1", "node2"] and victim not in {i["metadata"]["name"] for i in members()}, 300, lab)
+    finally:
+        lab.cli("delete", "vmirs", rs, check=False)
+        wait_until("its instances gone", lambda: not members(), 180, lab)
