@@ -173,7 +173,11 @@ REFUSED = [
      "spec.template.spec.domain.devices.interfaces[0].ports[0].protocol"),
     (mutated([*DOM, "resources", "requests", "cpu"], "2"), Code.INVALID,
      "spec.template.spec.domain.resources.requests.cpu"),
-    (mutated([*TS, "affinity"], {}), Code.INVALID, "spec.template.spec.affinity"),
+    (mutated([*TS, "tolerations"], []), Code.INVALID, "spec.template.spec.tolerations"),
+    (mutated([*TS, "affinity"], {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"a": "b"}}, "topologyKey": "kubernetes.io/hostname",
+         "namespaceSelector": {}}]}}), Code.INVALID,
+     "spec.template.spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].namespaceSelector"),
     (mutated(["spec", "dataVolumeTemplates"], [{"metadata": {"name": "d"}, "spec": {
         "source": {"http": {"url": "http://x"}}, "storage": {"resources": {"requests": {"storage": "1Gi"}}}}}]),
      Code.INVALID, "spec.dataVolumeTemplates[0].spec.source.http"),
