@@ -53,6 +53,16 @@ class EvictRequest(Message, frozen=True):
     ignore_eviction_strategy: bool = False
 
 
+class LabelRequest(Message, frozen=True):
+    """``label node NAME key=value key-`` (kubectl label): labels to set and keys to remove; a value
+    that differs from the one there only with ``overwrite``."""
+
+    name: str
+    labels: dict[str, str] = {}
+    remove: list[str] = []
+    overwrite: bool = False
+
+
 class ListRequest(Message, frozen=True):
     pass
 

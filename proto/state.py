@@ -149,6 +149,9 @@ class Node(State, frozen=True):
     # Kubernetes' spec.unschedulable (kubectl cordon): nothing new is bound here; what runs stays. Set by
     # an admin (virtbus cordon|drain), kept through the node's registrations, cleared by uncordon.
     unschedulable: bool = False
+    # labels an admin gave it (virtbus label node, kubectl's), kept through its registrations and
+    # already in ``labels``, which are its handler's (--label, kubernetes.io/hostname) with these over them
+    admin_labels: dict[str, str] = {}
 
 
 class Exposure(State, frozen=True):

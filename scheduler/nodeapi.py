@@ -77,13 +77,14 @@ class NodeApi:
         for _ in range(_CLAIM_ATTEMPTS):
             now = self.clock()
             current = await self.store.nodes.get(node)
-            record = Node(name=node, cpus=reg.cpus, memory=reg.memory, kvm=reg.kvm, labels=reg.labels,
+            admin = current.value.admin_labels if current else {}
+            record = Node(name=node, cpus=reg.cpus, memory=reg.memory, kvm=reg.kvm, labels={**reg.labels, **admin},
                           address=reg.address, pod_cidr=str(cidr), heartbeat=now,
                           allowed_bridges=reg.allowed_bridges, ovs_bridges=reg.ovs_bridges, free_disk=reg.free_disk,
                           vlan_access_ports=reg.vlan_access_ports,
                           started_at=current.value.started_at if current else now,
                           # an admin's cordon outlives the handler's restarts, as a Node's spec does kubelet's
-                          unschedulable=current.value.unschedulable if current else False)
+                          unschedulable=current.value.unschedulable if current else False, admin_labels=admin)
             try:
                 if current is None:
                     await self.store.nodes.create(node, record)

@@ -335,3 +335,37 @@ async def test_anti_affinity_spreads_a_burst_over_the_nodes_through_the_real_bin
     await api.vm_delete(json.dumps({"name": gone.name}).encode())
     await stop_as_node(store, gone.name)
     assert (await bound(store, left_out.name)).node_name == gone.node_name  # its place, once free
+
+
+async def test_a_label_an_admin_gives_a_node_outlives_its_registration_and_places_vms(store: Store,
+                                                                                      cluster: Api) -> None:
+    """kubectl label node: a VM selecting disk=ssd waits Unschedulable until a node is so labelled,
+    then is bound there; the label outlives the node's registering again; bad input changes nothing."""
+    api = cluster
+    doc = json.loads(manifest("fast", "Always"))
+    doc["spec"]["template"]["spec"]["nodeSelector"] = {"disk": "ssd"}
+    await api.vm_create(json.dumps(doc).encode())
+
+    async def waiting() -> VMI | None:
+        entry = await store.vmis.get("fast")
+        ok = entry is not None and any(c.reason == "Unschedulable" for c in entry.value.conditions)
+        return entry.value if entry is not None and ok else None
+    await until("fast waiting for a node", waiting)
+    before = (await store.nodes.require("node2", "node")).revision
+    for body in (b'{"name": "node2", "labels": {"kubernetes.io/hostname": "x"}}',  # the handler's
+                 b'{"name": "node2", "labels": {"bad key!": "x"}}', b'{"name": "node2"}',
+                 b'{"name": "node2", "labels": {"a": "b"}, "remove": ["a"]}', b'{"name": "node2", "color": "red"}'):
+        with pytest.raises(ApiError):
+            await api.node_labels.label(body)
+    assert (await store.nodes.require("node2", "node")).revision == before
+    said = await api.node_labels.label(b'{"name": "node2", "labels": {"disk": "ssd"}}')
+    assert said.message == "node/node2 labeled"
+    assert (await bound(store, "fast")).node_name == "node2"  # decided again within the binder's resync
+
+    registration = msgspec.json.encode(Registration(cpus=2, memory=2**31, kvm=False,
+                                                    labels={"kubernetes.io/hostname": "node2"}))
+    again = await NodeApi(store).register(subjects.nodeapi("node2", VERB_REGISTER), registration)
+    assert again.labels == {"kubernetes.io/hostname": "node2", "disk": "ssd"}
+    said = await api.node_labels.label(b'{"name": "node2", "remove": ["disk"]}')
+    assert said.message == "node/node2 unlabeled"
+    assert (await store.nodes.require("node2", "node")).value.labels == {"kubernetes.io/hostname": "node2"}

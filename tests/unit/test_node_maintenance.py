@@ -10,7 +10,7 @@ import json
 import msgspec
 import pytest
 
-from ctl import cli, draincmd, render
+from ctl import cli, draincmd, labelcmd, render
 from proto import resources
 from proto.api import NodeView
 from proto.errors import ApiError
@@ -28,7 +28,7 @@ from proto.spec import (
     VolumeSource,
 )
 from proto.state import VM, VMI, Node, Phase
-from scheduler import nodemaintenance
+from scheduler import nodelabels, nodemaintenance
 from scheduler.capacity import CapacityIndex
 from scheduler.placement import place
 from scheduler.vmplan import Action, plan, printable_status
@@ -248,3 +248,43 @@ def test_the_clusters_eviction_strategy_is_each_instances_unless_its_own_says_ot
     vmis = [strategy_vmi("own-none", "None"), strategy_vmi("plain", None)]
     chosen = draincmd.plan(vmis, "node1", force=False, delete_local_data=False, cluster_strategy="LiveMigrate")
     assert chosen.evict == ["own-none"] and chosen.refused == {draincmd.MIGRATE_ONLY: ["plain"]}
+
+
+# --- kubectl label node ---------------------------------------------------------------------------
+def labelled(**labels: str) -> Node:
+    return msgspec.structs.replace(node("node1"), labels={"kubernetes.io/hostname": "node1", "rack": "r1", **labels},
+                                   admin_labels=dict(labels))
+
+
+def test_an_admins_labels_lie_over_the_handlers_and_only_they_change() -> None:
+    once = nodelabels.relabelled(labelled(), {"disk": "ssd"}, [], overwrite=False)
+    assert once is not None and once.labels == {"kubernetes.io/hostname": "node1", "rack": "r1", "disk": "ssd"}
+    assert once.admin_labels == {"disk": "ssd"}
+    assert nodelabels.relabelled(once, {"disk": "ssd"}, [], overwrite=False) is None  # nothing new
+    with pytest.raises(ApiError, match="already has a value"):
+        nodelabels.relabelled(once, {"disk": "hdd"}, [], overwrite=False)
+    again = nodelabels.relabelled(once, {"disk": "hdd"}, [], overwrite=True)
+    assert again is not None and again.labels["disk"] == "hdd"
+    gone = nodelabels.relabelled(again, {}, ["disk"], overwrite=False)
+    assert gone is not None and "disk" not in gone.labels and gone.admin_labels == {}
+    for key in ("rack", "kubernetes.io/hostname"):  # the handler's: changed where the handler starts
+        with pytest.raises(ApiError, match="handler's"):
+            nodelabels.relabelled(once, {key: "x"}, [], overwrite=True)
+        with pytest.raises(ApiError, match="handler's"):
+            nodelabels.relabelled(once, {}, [key], overwrite=False)
+
+
+@pytest.mark.parametrize(("argv", "labels", "remove"), [
+    (["node", "node1", "disk=ssd", "gpu-"], {"disk": "ssd"}, ["gpu"]),
+    (["nodes/node1", "zone=a"], {"zone": "a"}, []),
+    (["no", "node1", "empty="], {"empty": ""}, []),
+])
+def test_label_reads_kubectls_words(argv: list[str], labels: dict[str, str], remove: list[str]) -> None:
+    req = labelcmd.request(argv, overwrite=False)
+    assert (req.name, req.labels, req.remove) == ("node1", labels, remove)
+
+
+@pytest.mark.parametrize("argv", [["vm", "testvm", "a=b"], ["node", "node1"], ["node", "node1", "justakey"]])
+def test_label_refuses_what_it_cannot_do(argv: list[str]) -> None:
+    with pytest.raises(ApiError):
+        labelcmd.request(argv, overwrite=False)
