@@ -25,10 +25,10 @@ from ctl import (
     instancetypecmd,
     kubectlforms,
     kubevirtcmd,
-    labelcmd,
     lifecyclecmd,
     manifestcmd,
     networkcmd,
+    nodemarks,
     portforward,
     power,
     preferencecmd,
@@ -270,7 +270,7 @@ def parser() -> argparse.ArgumentParser:
     portforward.add_parser(sub)
     exportcmd.add_parser(sub)
     draincmd.add_parsers(sub)
-    labelcmd.add_parser(sub)
+    nodemarks.add_parser(sub)
     expandcmd.add_parser(sub)
     describe.add_parser(sub)
     createvm.add_parser(sub)
@@ -291,7 +291,8 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "instancetype": instancetypecmd.run, "scale": workloadcmd.scale, "vm": snapshotcmd.run_vm,
     "preference": preferencecmd.run, "vnc": ctl.vnc.run, "port-forward": portforward.run,
     "vmexport": exportcmd.run, "expand": expandcmd.run,
-    "cordon": draincmd.run, "uncordon": draincmd.run, "drain": draincmd.run, "label": labelcmd.run,
+    "cordon": draincmd.run, "uncordon": draincmd.run, "drain": draincmd.run, "label": nodemarks.run,
+    "taint": nodemarks.run,
     "describe": describe.run, "version": version.run, "console-web": ctl.webconsole.run,
     **dict.fromkeys(power.VERBS, power.cmd_power),
 }

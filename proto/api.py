@@ -11,7 +11,7 @@ import msgspec
 
 from proto.errors import ApiError, Code, ErrorReply
 from proto.instancetypes import Instancetype
-from proto.spec import NetworkAttachment
+from proto.spec import NetworkAttachment, Taint, TaintEffect
 from proto.state import VM, VMI, Endpoints, Exposure, FloatingIP, Node, PersistentVolume, Service
 
 # virtbus's version (pyproject.toml's): the api service says it ($SRV.INFO), `virtbus version` prints both
@@ -60,6 +60,21 @@ class LabelRequest(Message, frozen=True):
     name: str
     labels: dict[str, str] = {}
     remove: list[str] = []
+    overwrite: bool = False
+
+
+class TaintKey(Message, frozen=True):
+    key: str
+    effect: TaintEffect | None = None  # None: the key's taints of every effect
+
+
+class TaintRequest(Message, frozen=True):
+    """``taint node NAME key=value:Effect key:Effect-`` (kubectl taint): taints to add and to remove;
+    another value for a key and effect there only with ``overwrite``."""
+
+    name: str
+    add: list[Taint] = []
+    remove: list[TaintKey] = []
     overwrite: bool = False
 
 

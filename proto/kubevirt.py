@@ -64,6 +64,7 @@ from proto.spec import (
     Volume,
     VolumeSource,
 )
+from proto.taints import TOLERATIONS, read_tolerations
 
 VM_API_VERSIONS = ("kubevirt.io/v1", "kubevirt.io/v1alpha3")
 API_GROUPS = ("kubevirt.io/", "k8s.cni.cncf.io/")
@@ -160,6 +161,7 @@ _VM = Object({
                 "startStrategy": Choice(("Paused",)),
                 "evictionStrategy": Choice(EVICTION_STRATEGIES),
                 "affinity": AFFINITY,  # proto.affinity
+                "tolerations": TOLERATIONS,  # proto.taints
                 "readinessProbe": PROBE, "livenessProbe": PROBE,  # proto.probes
             }),
         }),
@@ -208,6 +210,8 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
         extra["eviction_strategy"] = tspec["evictionStrategy"]
     if tspec.get("affinity"):
         extra["affinity"] = read_affinity(tspec["affinity"], f"{TEMPLATE_SPEC}.affinity")
+    if tspec.get("tolerations"):
+        extra["tolerations"] = read_tolerations(tspec["tolerations"], f"{TEMPLATE_SPEC}.tolerations")
     for attr, key in PROBE_KINDS.items():
         if key in tspec:
             extra[attr] = read_probe(tspec[key], f"{TEMPLATE_SPEC}.{key}")

@@ -46,6 +46,7 @@ from proto.state import (
     is_ready,
     restart_required,
 )
+from proto.taints import UNSCHEDULABLE, tolerations_manifest
 
 KUBEVIRT_API = "kubevirt.io/v1"
 ANNOTATIONS = "virtbus.io/"
@@ -108,6 +109,7 @@ def vmi_spec(spec: VMSpec, *, sized: bool = True) -> Obj:
         "startStrategy": "Paused" if spec.start_paused else None,
         "evictionStrategy": spec.eviction_strategy,
         "affinity": affinity_manifest(spec.affinity) if spec.affinity is not None else None,
+        "tolerations": tolerations_manifest(spec.tolerations) if spec.tolerations else None,
         "readinessProbe": probe_manifest(spec.readiness_probe) if spec.readiness_probe is not None else None,
         "livenessProbe": probe_manifest(spec.liveness_probe) if spec.liveness_probe is not None else None,
         # always, even at virtbus's default: a KubeVirt reader would otherwise assume KubeVirt's (180 s)
@@ -321,10 +323,10 @@ def node_object(view: NodeView) -> Obj:
             },
         }),
         "spec": _compact({"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr] if node.pod_cidr else [],
-                          # kubectl cordon's field and the taint that comes with it
-                          **({"unschedulable": True, "taints": [{"key": "node.kubernetes.io/unschedulable",
-                                                                 "effect": "NoSchedule"}]}
-                             if node.unschedulable else {})}),
+                          # kubectl cordon's field and the taint that comes with it; an admin's taints
+                          **({"unschedulable": True} if node.unschedulable else {}),
+                          "taints": [{"key": t.key, **({"value": t.value} if t.value else {}), "effect": t.effect}
+                                     for t in ([UNSCHEDULABLE] if node.unschedulable else []) + node.taints]}),
         "status": {
             "addresses": [*([{"type": "InternalIP", "address": node.address}] if node.address else []),
                           {"type": "Hostname", "address": node.name}],

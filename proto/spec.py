@@ -173,6 +173,39 @@ class Features(Spec, frozen=True):
     smm: bool = False
 
 
+TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+TAINT_EFFECTS: tuple[TaintEffect, ...] = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+class Taint(Spec, frozen=True):
+    """Kubernetes' taint on a node (virtbus taint node): instances that do not tolerate it are not
+    placed there (NoSchedule), or placed there last (PreferNoSchedule)."""
+
+    key: str
+    effect: TaintEffect
+    value: str = ""
+
+
+class Toleration(Spec, frozen=True):
+    """Kubernetes' toleration, as a VMI's spec carries it. An empty key with Exists tolerates every
+    taint; no effect, every effect. tolerationSeconds is kept and written back: it bounds how long a
+    NoExecute taint is tolerated, and virtbus's taints are never NoExecute."""
+
+    key: str = ""
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str = ""
+    effect: TaintEffect | None = None
+    toleration_seconds: int | None = None
+
+    def tolerates(self, taint: Taint) -> bool:
+        """Kubernetes' ToleratesTaint."""
+        if self.effect is not None and self.effect != taint.effect:
+            return False
+        if self.key and self.key != taint.key:
+            return False
+        return self.operator == "Exists" or self.value == taint.value
+
+
 class NodeSelectorTerm(Spec, frozen=True):
     """A node matches when every requirement holds of its labels (Kubernetes' nodeSelectorTerm)."""
 
@@ -296,6 +329,7 @@ class VMSpec(Spec, frozen=True):
     # and "External" refuse the eviction, as KubeVirt refuses it for an instance that cannot migrate.
     eviction_strategy: EvictionStrategy | None = None
     affinity: Affinity | None = None  # Kubernetes' affinity: where its instances may and would rather go
+    tolerations: list[Toleration] = []  # the node taints its instances may stand
 
     @property
     def guest_hostname(self) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from proto.spec import RunStrategy, VMSpec
+from proto.spec import RunStrategy, Taint, VMSpec
 
 
 class Phase(enum.StrEnum):
@@ -152,6 +152,7 @@ class Node(State, frozen=True):
     # labels an admin gave it (virtbus label node, kubectl's), kept through its registrations and
     # already in ``labels``, which are its handler's (--label, kubernetes.io/hostname) with these over them
     admin_labels: dict[str, str] = {}
+    taints: list[Taint] = []  # an admin's (virtbus taint node, kubectl's), kept through its registrations
 
 
 class Exposure(State, frozen=True):

@@ -33,6 +33,7 @@ from proto.spec import (
     VMSpec,
 )
 from proto.subjects import is_dns1123_label
+from proto.taints import check_tolerations
 
 MIN_MEMORY, MAX_MEMORY = parse_bytes("16Mi"), parse_bytes("256Gi")
 MIN_DISK, MAX_DISK = parse_bytes("1Mi"), parse_bytes("2Ti")
@@ -114,6 +115,7 @@ def validate_vm(spec: VMSpec) -> VMSpec:
     check_machine(spec)
     check_probes(spec)
     check_affinity(spec)
+    check_tolerations(spec)
     if spec.high_availability:
         fencing.check_strategy(spec.run_strategy, "spec.runStrategy")
     return spec

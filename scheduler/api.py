@@ -46,8 +46,8 @@ from scheduler.exposures import ExposureApi
 from scheduler.floatingips import FloatingIPApi
 from scheduler.instancetypes import InstancetypeApi
 from scheduler.networkapi import NetworkApi
-from scheduler.nodelabels import NodeLabelApi
 from scheduler.nodemaintenance import NodeMaintenanceApi
+from scheduler.nodemarks import NodeMarkApi
 from scheduler.pools import PoolApi
 from scheduler.power import PowerApi
 from scheduler.preferences import PreferenceApi
@@ -87,7 +87,7 @@ class Api:
         self.routes = RouteApi(store, clock=clock)
         self.maintenance = NodeMaintenanceApi(store, clock=clock, ready=self._node_ready,
                                               cluster_strategy=self._cluster_eviction_strategy)
-        self.node_labels = NodeLabelApi(store)
+        self.node_marks = NodeMarkApi(store)
 
     def endpoints(self) -> list[Endpoint]:
         table: dict[tuple[str, str], Callable[[bytes], object]] = {
@@ -117,7 +117,7 @@ class Api:
             **self.snapshots.table(), **self.clones.table(), **self.replicasets.table(), **self.pools.table(),
             **self.preferences.table(),
             **self.services.table(), **self.routes.table(), **self.cluster.table(), **self.network.table(),
-            **self.maintenance.table(), **self.node_labels.table(),
+            **self.maintenance.table(), **self.node_marks.table(),
         }
         return [Endpoint(f"{kind}-{verb}", subjects.api(kind, verb), handler)  # type: ignore[arg-type]
                 for (kind, verb), handler in table.items()]

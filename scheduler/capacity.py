@@ -80,6 +80,7 @@ class CapacityIndex:
         self._shapes: Counter[tuple[int, int]] = Counter()  # (memory, CPUs) -> how many nodes are so (> 0)
         self._stale: set[str] = set()  # nodes whose NodeUsage no longer says what they hold
         self._holders: dict[str, _Held] = {}  # what is held with a required anti-affinity, by VMI name
+        self._soft: set[str] = set()  # nodes with a PreferNoSchedule taint: they rank below the others
 
     # --- VMIs -------------------------------------------------------------------------------------
     def observe(self, name: str, vmi: VMI | None) -> None:
@@ -164,6 +165,7 @@ class CapacityIndex:
         for name in [n for n in self._nodes if n not in nodes]:
             self._unshape(self._nodes[name])
             del self._nodes[name], self._ready[name]
+            self._soft.discard(name)
             self._usage.pop(name, None)  # its version stays: a node back again gets a newer one
         for name, node in nodes.items():
             verdict = ready.get(name, False)
@@ -174,6 +176,10 @@ class CapacityIndex:
                 self._nodes[name] = node
                 self._ready[name] = verdict
                 self._stale.add(name)
+                if any(t.effect == "PreferNoSchedule" for t in node.taints):
+                    self._soft.add(name)
+                else:
+                    self._soft.discard(name)
 
     def _unshape(self, node: Node) -> None:
         shape = _shape(node)
@@ -182,9 +188,9 @@ class CapacityIndex:
             del self._shapes[shape]  # only the sizes some node has are kept
 
     def alike(self) -> bool:
-        """Every node has the same memory and CPUs (so the same capacity): the first of ``candidates``
-        that fits is the best."""
-        return len(self._shapes) <= 1
+        """Every node has the same memory and CPUs (so the same capacity), and none ranks lower for a
+        PreferNoSchedule taint: the first of ``candidates`` that fits is the best."""
+        return len(self._shapes) <= 1 and not self._soft
 
     def set_cpu_ratio(self, ratio: int) -> None:
         """The cluster's cpuAllocationRatio now; a change counts every node's vCPU capacity again."""

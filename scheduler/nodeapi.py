@@ -84,7 +84,8 @@ class NodeApi:
                           vlan_access_ports=reg.vlan_access_ports,
                           started_at=current.value.started_at if current else now,
                           # an admin's cordon outlives the handler's restarts, as a Node's spec does kubelet's
-                          unschedulable=current.value.unschedulable if current else False, admin_labels=admin)
+                          unschedulable=current.value.unschedulable if current else False, admin_labels=admin,
+                          taints=current.value.taints if current else [])
             try:
                 if current is None:
                     await self.store.nodes.create(node, record)

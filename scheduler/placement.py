@@ -16,6 +16,7 @@ from proto.clusterconfig import DEFAULT_CPU_ALLOCATION_RATIO
 from proto.overhead import footprint
 from proto.spec import VMSpec
 from proto.state import FINAL_PHASES, VMI, Node
+from proto.taints import KEEPS_OFF, UNSCHEDULABLE, tolerated, untolerated
 from proto.validation import empty_disk_total
 from scheduler.affinityplan import Verdict
 
@@ -90,8 +91,11 @@ def _unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None, ovs: frozenset[s
                   affinity: Verdict | None = None) -> str | None:
     if not u.ready:
         return "node(s) were not ready"
-    if u.node.unschedulable:  # cordoned (kube-scheduler's NodeUnschedulable filter, its words)
+    # cordoned (kube-scheduler's NodeUnschedulable filter, its words), unless its taint is tolerated
+    if u.node.unschedulable and not tolerated(UNSCHEDULABLE, spec.tolerations):
         return "node(s) were unschedulable"
+    if u.node.taints and (kept := untolerated(u.node.taints, spec.tolerations, KEEPS_OFF)):
+        return f"node(s) had untolerated taint {{{kept[0].key}: {kept[0].value}}}"
     if only is not None and u.node.name != only:
         return "node(s) didn't hold the VM's volumes"
     if spec.node_selector and any(u.node.labels.get(k) != v for k, v in spec.node_selector.items()):
@@ -113,6 +117,12 @@ def _unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None, ovs: frozenset[s
     if want.disk and u.node.free_disk is not None and u.used_disk + want.disk > u.node.free_disk:
         return "Insufficient disk"
     return None
+
+
+def _disliked(spec: VMSpec, node: Node) -> int:
+    """How many of the node's PreferNoSchedule taints the instance does not tolerate: a node with fewer
+    comes first, whatever its allocation (kube-scheduler's TaintToleration score)."""
+    return len(untolerated(node.taints, spec.tolerations, ("PreferNoSchedule",))) if node.taints else 0
 
 
 def _score(u: NodeUsage, want: Request) -> float:
@@ -149,7 +159,7 @@ def place(spec: VMSpec, nodes: Iterable[NodeUsage], only: str | None = None,
     fits = 0
     scanned = 0
     best: NodeUsage | None = None
-    best_key: tuple[int, float, int] = (0, 0.0, 0)
+    best_key: tuple[int, int, float, int] = (0, 0, 0.0, 0)
     ties: list[NodeUsage] = []
     for u in nodes:
         scanned += 1
@@ -158,7 +168,8 @@ def place(spec: VMSpec, nodes: Iterable[NodeUsage], only: str | None = None,
             reasons[reason] += 1
             continue
         fits += 1
-        key = (affinity.points.get(u.node.name, 0) if affinity is not None else 0, _score(u, want), -u.vmis)
+        key = (affinity.points.get(u.node.name, 0) if affinity is not None else 0, -_disliked(spec, u.node),
+               _score(u, want), -u.vmis)
         if best is None or key > best_key:
             best, best_key, ties = u, key, []
         elif key == best_key:

@@ -356,9 +356,9 @@ async def test_a_label_an_admin_gives_a_node_outlives_its_registration_and_place
                  b'{"name": "node2", "labels": {"bad key!": "x"}}', b'{"name": "node2"}',
                  b'{"name": "node2", "labels": {"a": "b"}, "remove": ["a"]}', b'{"name": "node2", "color": "red"}'):
         with pytest.raises(ApiError):
-            await api.node_labels.label(body)
+            await api.node_marks.label(body)
     assert (await store.nodes.require("node2", "node")).revision == before
-    said = await api.node_labels.label(b'{"name": "node2", "labels": {"disk": "ssd"}}')
+    said = await api.node_marks.label(b'{"name": "node2", "labels": {"disk": "ssd"}}')
     assert said.message == "node/node2 labeled"
     assert (await bound(store, "fast")).node_name == "node2"  # decided again within the binder's resync
 
@@ -366,6 +366,47 @@ async def test_a_label_an_admin_gives_a_node_outlives_its_registration_and_place
                                                     labels={"kubernetes.io/hostname": "node2"}))
     again = await NodeApi(store).register(subjects.nodeapi("node2", VERB_REGISTER), registration)
     assert again.labels == {"kubernetes.io/hostname": "node2", "disk": "ssd"}
-    said = await api.node_labels.label(b'{"name": "node2", "remove": ["disk"]}')
+    said = await api.node_marks.label(b'{"name": "node2", "remove": ["disk"]}')
     assert said.message == "node/node2 unlabeled"
     assert (await store.nodes.require("node2", "node")).value.labels == {"kubernetes.io/hostname": "node2"}
+
+
+async def test_a_taint_keeps_off_what_does_not_tolerate_it_and_outlives_registration(store: Store,
+                                                                                      cluster: Api) -> None:
+    """kubectl taint node, on both nodes: a VM without a toleration waits Unschedulable with the taint
+    named; one tolerating it is bound; the taint outlives the node's registering again; untainted,
+    the first is bound too; bad input changes nothing."""
+    api = cluster
+    for node in ("node1", "node2"):
+        said = await api.node_marks.taint(json.dumps({"name": node, "add": [
+            {"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}).encode())
+        assert said.message == f"node/{node} tainted"
+    before = (await store.nodes.require("node2", "node")).revision
+    for body in (b'{"name": "node2", "add": [{"key": "x", "effect": "NoExecute"}]}',
+                 b'{"name": "node2", "add": [{"key": "dedicated", "value": "web", "effect": "NoSchedule"}]}',
+                 b'{"name": "node2", "remove": [{"key": "absent"}]}', b'{"name": "node2"}',
+                 b'{"name": "node2", "add": [{"key": "x", "effect": "Sometimes"}]}'):
+        with pytest.raises(ApiError):
+            await api.node_marks.taint(body)
+    assert (await store.nodes.require("node2", "node")).revision == before
+    await asyncio.sleep(0.5)  # the binder's node watch hears of the taints
+    await api.vm_create(manifest("plain", "Always"))
+    tolerant = json.loads(manifest("db", "Always"))
+    tolerant["spec"]["template"]["spec"]["tolerations"] = [{"key": "dedicated", "operator": "Equal", "value": "db",
+                                                            "effect": "NoSchedule"}]
+    await api.vm_create(json.dumps(tolerant).encode())
+    assert (await bound(store, "db")).node_name in ("node1", "node2")
+
+    async def waiting() -> VMI | None:
+        entry = await store.vmis.get("plain")
+        ok = entry is not None and any(c.reason == "Unschedulable" for c in entry.value.conditions)
+        return entry.value if entry is not None and ok else None
+    plain = await until("plain waiting", waiting)
+    assert next(c.message for c in plain.conditions if c.type == "PodScheduled") == \
+        "0/2 nodes are available: 2 node(s) had untolerated taint {dedicated: db}."
+    registration = msgspec.json.encode(Registration(cpus=2, memory=2**31, kvm=False))
+    again = await NodeApi(store).register(subjects.nodeapi("node1", VERB_REGISTER), registration)
+    assert [t.key for t in again.taints] == ["dedicated"]
+    said = await api.node_marks.taint(b'{"name": "node1", "remove": [{"key": "dedicated", "effect": "NoSchedule"}]}')
+    assert said.message == "node/node1 untainted"
+    assert (await bound(store, "plain")).node_name == "node1"  # decided again within the binder's resync

@@ -10,7 +10,8 @@ import json
 import msgspec
 import pytest
 
-from ctl import cli, draincmd, labelcmd, render
+from ctl import cli, draincmd, render
+from ctl import nodemarks as ctl_nodemarks
 from proto import resources
 from proto.api import NodeView
 from proto.errors import ApiError
@@ -28,7 +29,7 @@ from proto.spec import (
     VolumeSource,
 )
 from proto.state import VM, VMI, Node, Phase
-from scheduler import nodelabels, nodemaintenance
+from scheduler import nodemaintenance, nodemarks
 from scheduler.capacity import CapacityIndex
 from scheduler.placement import place
 from scheduler.vmplan import Action, plan, printable_status
@@ -257,21 +258,21 @@ def labelled(**labels: str) -> Node:
 
 
 def test_an_admins_labels_lie_over_the_handlers_and_only_they_change() -> None:
-    once = nodelabels.relabelled(labelled(), {"disk": "ssd"}, [], overwrite=False)
+    once = nodemarks.relabelled(labelled(), {"disk": "ssd"}, [], overwrite=False)
     assert once is not None and once.labels == {"kubernetes.io/hostname": "node1", "rack": "r1", "disk": "ssd"}
     assert once.admin_labels == {"disk": "ssd"}
-    assert nodelabels.relabelled(once, {"disk": "ssd"}, [], overwrite=False) is None  # nothing new
+    assert nodemarks.relabelled(once, {"disk": "ssd"}, [], overwrite=False) is None  # nothing new
     with pytest.raises(ApiError, match="already has a value"):
-        nodelabels.relabelled(once, {"disk": "hdd"}, [], overwrite=False)
-    again = nodelabels.relabelled(once, {"disk": "hdd"}, [], overwrite=True)
+        nodemarks.relabelled(once, {"disk": "hdd"}, [], overwrite=False)
+    again = nodemarks.relabelled(once, {"disk": "hdd"}, [], overwrite=True)
     assert again is not None and again.labels["disk"] == "hdd"
-    gone = nodelabels.relabelled(again, {}, ["disk"], overwrite=False)
+    gone = nodemarks.relabelled(again, {}, ["disk"], overwrite=False)
     assert gone is not None and "disk" not in gone.labels and gone.admin_labels == {}
     for key in ("rack", "kubernetes.io/hostname"):  # the handler's: changed where the handler starts
         with pytest.raises(ApiError, match="handler's"):
-            nodelabels.relabelled(once, {key: "x"}, [], overwrite=True)
+            nodemarks.relabelled(once, {key: "x"}, [], overwrite=True)
         with pytest.raises(ApiError, match="handler's"):
-            nodelabels.relabelled(once, {}, [key], overwrite=False)
+            nodemarks.relabelled(once, {}, [key], overwrite=False)
 
 
 @pytest.mark.parametrize(("argv", "labels", "remove"), [
@@ -280,11 +281,11 @@ def test_an_admins_labels_lie_over_the_handlers_and_only_they_change() -> None:
     (["no", "node1", "empty="], {"empty": ""}, []),
 ])
 def test_label_reads_kubectls_words(argv: list[str], labels: dict[str, str], remove: list[str]) -> None:
-    req = labelcmd.request(argv, overwrite=False)
+    req = ctl_nodemarks.request(argv, overwrite=False)
     assert (req.name, req.labels, req.remove) == ("node1", labels, remove)
 
 
 @pytest.mark.parametrize("argv", [["vm", "testvm", "a=b"], ["node", "node1"], ["node", "node1", "justakey"]])
 def test_label_refuses_what_it_cannot_do(argv: list[str]) -> None:
     with pytest.raises(ApiError):
-        labelcmd.request(argv, overwrite=False)
+        ctl_nodemarks.request(argv, overwrite=False)

@@ -1,4 +1,6 @@
-"""``node.label`` on the api service: kubectl label node, for nodeSelector and node affinity.
+"""An admin's marks on a node, on the api service: ``node.label`` (kubectl label node, for
+nodeSelector and node affinity) and ``node.taint`` (kubectl taint node: what instances without a
+toleration keep off, proto.taints). Both are kept in the node's record through its registrations.
 
 A node's labels are its handler's (``--label``, and ``kubernetes.io/hostname``) and an admin's. The
 admin's are kept apart in its record (``admin_labels``) and laid over the handler's in ``labels``,
@@ -13,10 +15,11 @@ from collections.abc import Callable
 import msgspec
 
 from proto import subjects
-from proto.api import Ack, LabelRequest, decode_request
+from proto.api import Ack, LabelRequest, TaintRequest, decode_request
 from proto.errors import ApiError, Code
 from proto.labels import check_labels
 from proto.state import Node
+from proto.taints import retainted
 from servicekit.store import Store
 
 MAX_LABELS = 64
@@ -47,17 +50,37 @@ def relabelled(node: Node, given: dict[str, str], remove: list[str], overwrite: 
     return msgspec.structs.replace(node, labels={**handlers, **admin}, admin_labels=admin)
 
 
-class NodeLabelApi:
+class NodeMarkApi:
     def __init__(self, store: Store) -> None:
         self.store = store
 
     def table(self) -> dict[tuple[str, str], Callable[[bytes], object]]:
-        return {("node", "label"): self.label}
+        return {("node", "label"): self.label, ("node", "taint"): self.taint}
+
+    async def taint(self, body: bytes) -> Ack:
+        req = decode_request(body, TaintRequest)
+        name = _node_name(req.name)
+        if not req.add and not req.remove:
+            raise ApiError(Code.INVALID, "give at least one taint to add (key=value:Effect) or remove (key:Effect-)",
+                           "add")
+        remove = [(r.key, r.effect) for r in req.remove]
+        changed = False
+
+        def change(node: Node) -> Node | None:
+            nonlocal changed
+            taints = retainted(node.taints, req.add, remove, req.overwrite)
+            changed = taints is not None
+            return msgspec.structs.replace(node, taints=taints) if taints is not None else None
+
+        if await self.store.nodes.mutate(name, change) is None:
+            raise ApiError(Code.NOT_FOUND, f"node {name!r} not found", "name")
+        if not changed:
+            return Ack(message=f"node/{name} not tainted")
+        return Ack(message=f"node/{name} {'tainted' if req.add else 'untainted'}")
 
     async def label(self, body: bytes) -> Ack:
         req = decode_request(body, LabelRequest)
-        if not subjects.is_dns1123_label(req.name):
-            raise ApiError(Code.INVALID, f"{req.name!r} is not a valid node name (a DNS-1123 label)", "name")
+        _node_name(req.name)
         if not req.labels and not req.remove:
             raise ApiError(Code.INVALID, "give at least one label to set (key=value) or remove (key-)", "labels")
         check_labels(req.labels, "labels")
@@ -77,3 +100,9 @@ class NodeLabelApi:
         if not changed:
             return Ack(message=f"node/{req.name} not labeled")
         return Ack(message=f"node/{req.name} {'labeled' if req.labels else 'unlabeled'}")
+
+
+def _node_name(name: str) -> str:
+    if not subjects.is_dns1123_label(name):
+        raise ApiError(Code.INVALID, f"{name!r} is not a valid node name (a DNS-1123 label)", "name")
+    return name
