@@ -5,9 +5,11 @@ VM's guest runs again on the other node."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from tests.conftest import REPO
 from tests.e2e.conftest import Lab
 from tests.e2e.test_faults import wait_until
-from tests.e2e.test_networking import http_get
+from tests.e2e.test_networking import http_get, write_manifest
 
 pytestmark = pytest.mark.e2e
 RS = "testreplicaset"
@@ -172,3 +174,39 @@ def test_a_replica_set_that_keeps_apart_has_one_guest_per_node(lab: Lab) -> None
     finally:
         lab.cli("delete", "vmirs", rs, check=False)
         wait_until("its instances gone", lambda: not members(), 180, lab)
+
+
+def test_labels_and_taints_steer_a_real_guest(lab: Lab) -> None:
+    """kubectl's label and taint on the lab's nodes: a VM selecting a label no node has, and kept off
+    by taints, says why it waits in plain words; once a node is labelled and its taint tolerated or
+    removed, its guest boots there."""
+    path = lab.state_dir / "steered.json"
+    manifest = json.loads(Path(write_manifest(lab, "steered", "masquerade", running=True)).read_text())
+    manifest["spec"]["template"]["spec"]["nodeSelector"] = {"disk": "ssd"}
+    path.write_text(json.dumps(manifest))
+    try:
+        assert lab.cli("taint", "node", "node1", "dedicated=db:NoSchedule").stdout.strip() == "node/node1 tainted"
+        lab.cli("apply", "-f", str(path))
+
+        def why() -> str:
+            vmi = lab.json("get", "vmi", "steered")
+            assert isinstance(vmi, dict)
+            return next((c["message"] for c in vmi["status"].get("conditions", [])
+                         if c["type"] == "PodScheduled" and c["status"] == "False"), "")
+        wait_until("steered waiting", lambda: why().startswith("0/2 nodes are available"), 60, lab)
+        assert why() == ("0/2 nodes are available: 1 node(s) didn't match node selector, "
+                         "1 node(s) had untolerated taint {dedicated: db}."), why()
+        assert lab.cli("label", "node", "node1", "disk=ssd").stdout.strip() == "node/node1 labeled"
+        time.sleep(6)  # past the binder's resync: the taint still keeps it off the one node it selects
+        assert lab.json("get", "vmi", "steered")["status"].get("phase") != "Running"  # type: ignore[index]
+        assert lab.cli("taint", "node", "node1", "dedicated-").stdout.strip() == "node/node1 untainted"
+        wait_until("steered Running on node1", lambda: (v := lab.json("get", "vmi", "steered")) is not None
+                   and isinstance(v, dict) and v["status"].get("phase") == "Running"
+                   and v["status"].get("nodeName") == "node1", 120, lab)
+        lab.cli("console", "steered", "--log", "--until", MARKER, "--timeout", "180")
+        node = lab.json("get", "node", "node1")
+        assert isinstance(node, dict) and node["metadata"]["labels"]["disk"] == "ssd"
+    finally:
+        lab.cli("taint", "node", "node1", "dedicated-", check=False)
+        lab.cli("label", "node", "node1", "disk-", check=False)
+        lab.cli("delete", "steered", "--wait", check=False)
