@@ -142,27 +142,28 @@ async def forward(api: ApiClient, name: str, pairs: list[PortPair], address: str
     await running_node(api, name)  # say it at once when the VM does not run
     servers = []
     flows: list[UdpForward] = []
-    for local, remote, protocol in pairs:
-        if protocol == "UDP":
-            async def flow(end: QueueDatagramEnd, remote: int = remote) -> str:
-                return await tunnel(api, name, remote, end)
+    try:  # a port that cannot be listened on closes those opened before it, too
+        for local, remote, protocol in pairs:
+            if protocol == "UDP":
+                async def flow(end: QueueDatagramEnd, remote: int = remote) -> str:
+                    return await tunnel(api, name, remote, end)
 
-            udp = await UdpForward.listen(flow, f"{name}:{remote}/udp", address, local, udp_idle_s)
-            flows.append(udp)
-            announce(f"Forwarding from {address}:{udp.port} -> {remote}/udp")
-            continue
+                udp = await UdpForward.listen(flow, f"{name}:{remote}/udp", address, local, udp_idle_s)
+                flows.append(udp)
+                announce(f"Forwarding from {address}:{udp.port} -> {remote}/udp")
+                continue
 
-        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remote: int = remote) -> None:
-            try:
-                why = await tunnel(api, name, remote, StreamEnd(reader, writer))
-            except ApiError as exc:
-                why = str(exc)
-            print(f"port-forward: a connection to {name}:{remote} ended: {why}", file=sys.stderr)
+            async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                                 remote: int = remote) -> None:
+                try:
+                    why = await tunnel(api, name, remote, StreamEnd(reader, writer))
+                except ApiError as exc:
+                    why = str(exc)
+                print(f"port-forward: a connection to {name}:{remote} ended: {why}", file=sys.stderr)
 
-        server = await listen(connection, address, local, "ports")
-        servers.append(server)
-        announce(f"Forwarding from {address}:{server.sockets[0].getsockname()[1]} -> {remote}")
-    try:
+            server = await listen(connection, address, local, "ports")
+            servers.append(server)
+            announce(f"Forwarding from {address}:{server.sockets[0].getsockname()[1]} -> {remote}")
         await asyncio.gather(*(s.serve_forever() for s in servers), *(f.closed.wait() for f in flows))
     finally:
         for s in servers:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from ctl.client import ApiClient
 from ctl.portforward import PortPair, forward
 from handler.portforward import NetnsDialer, PortForwardServer
 from proto import subjects
+from proto.errors import ApiError, Code
 from proto.manifest import parse_instance
 from proto.state import VMI, Phase, VMIInterface
 from proto.vnc import WINDOW
@@ -232,4 +234,33 @@ async def test_a_guests_udp_port_reached_through_the_bus(api: Store, nats_url: s
         for end in ends:
             end.close()
         await cancel_and_wait(tasks)
+        await client.close()
+
+
+async def test_a_port_it_cannot_listen_on_closes_the_ones_opened_before_it(api: Store, nats_url: str) -> None:
+    """Found in a reread: port-forward with several ports, the second taken, left the first listening
+    until the process exited. Now the refusal leaves none."""
+    await api.vmis.put("testvm", running("testvm", "node1"))
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    first = probe.getsockname()[1]
+    probe.close()  # a port free a moment ago, for the first pair
+    client = await ApiClient.connect(nats_url)
+    announced: list[str] = []
+    try:
+        with pytest.raises(ApiError) as caught:
+            await forward(client, "testvm", [PortPair(first, 7777), PortPair(taken.getsockname()[1], 7778)],
+                          "127.0.0.1", announced.append)
+        assert caught.value.code is Code.INVALID and "cannot listen" in caught.value.message
+        assert announced == [f"Forwarding from 127.0.0.1:{first} -> 7777"]  # it was open, and is no more
+        again = socket.socket()
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", first))
+        again.listen(1)  # free again: nobody listens there
+        again.close()
+    finally:
+        taken.close()
         await client.close()
