@@ -19,7 +19,15 @@ from proto import selector
 from proto.errors import ApiError, Code
 from proto.labels import check_labels
 from proto.schema import INT, NAMESPACE, STR, Choice, ListOf, Node, Object, Refused
-from proto.spec import Affinity, NodeSelectorTerm, PodAffinityTerm, PreferredNodeTerm, VMSpec, WeightedPodAffinityTerm
+from proto.spec import (
+    Affinity,
+    NodeSelectorTerm,
+    PodAffinityTerm,
+    PreferredNodeTerm,
+    TopologySpreadConstraint,
+    VMSpec,
+    WeightedPodAffinityTerm,
+)
 
 MAX_TERMS = 32
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
@@ -57,6 +65,44 @@ AFFINITY = Object({
     "podAffinity": _pod_affinity("podAffinityTerm"),
     "podAntiAffinity": _pod_affinity("podAffinityTerm"),
 })
+
+
+SPREAD = ListOf(Object({
+    "maxSkew": INT, "topologyKey": STR, "whenUnsatisfiable": Choice(("DoNotSchedule", "ScheduleAnyway")),
+    "labelSelector": _Raw(), "minDomains": INT,
+    # Kubernetes' defaults, which are what virtbus does: a node's affinity counts, its taints do not
+    "nodeAffinityPolicy": Choice(("Honor",)), "nodeTaintsPolicy": Choice(("Ignore",)),
+    "matchLabelKeys": Refused("it needs pod template hashes"),
+}))
+
+
+def read_spread(items: list[Mapping[str, Any]], path: str) -> list[TopologySpreadConstraint]:
+    """topologySpreadConstraints SPREAD walked, at ``path``, each checked with its path."""
+    out = []
+    for index, item in enumerate(_bounded(items, path)):
+        where = f"{path}[{index}]"
+        for key in ("maxSkew", "topologyKey", "whenUnsatisfiable", "labelSelector"):
+            if key not in item:
+                raise ApiError(Code.INVALID, f"{where}.{key} is required", f"{where}.{key}")
+        if item["maxSkew"] < 1:
+            raise ApiError(Code.INVALID, f"{where}.maxSkew must be at least 1", f"{where}.maxSkew")
+        if item.get("minDomains") is not None and (item["minDomains"] < 1 or
+                                                   item["whenUnsatisfiable"] != "DoNotSchedule"):
+            raise ApiError(Code.INVALID, f"{where}.minDomains is at least 1, with whenUnsatisfiable: DoNotSchedule",
+                           f"{where}.minDomains")
+        check_labels({item["topologyKey"]: ""}, f"{where}.topologyKey")
+        out.append(TopologySpreadConstraint(
+            max_skew=item["maxSkew"], topology_key=item["topologyKey"], when_unsatisfiable=item["whenUnsatisfiable"],
+            label_selector=selector.parse(item["labelSelector"], f"{where}.labelSelector"),
+            min_domains=item.get("minDomains")))
+    return out
+
+
+def spread_manifest(constraints: list[TopologySpreadConstraint]) -> list[dict[str, Any]]:
+    """As Kubernetes writes them: read_spread reads them back the same."""
+    return [{"maxSkew": c.max_skew, "topologyKey": c.topology_key, "whenUnsatisfiable": c.when_unsatisfiable,
+             "labelSelector": _selector_manifest(c.label_selector),
+             **({"minDomains": c.min_domains} if c.min_domains is not None else {})} for c in constraints]
 
 
 def read_affinity(tree: Mapping[str, Any], path: str) -> Affinity:
@@ -153,13 +199,16 @@ def _node_term_manifest(term: NodeSelectorTerm) -> dict[str, Any]:
 
 
 def _pod_term_manifest(term: PodAffinityTerm) -> dict[str, Any]:
-    chosen = term.label_selector
+    return {"labelSelector": _selector_manifest(term.label_selector), "topologyKey": term.topology_key}
+
+
+def _selector_manifest(chosen: selector.LabelSelector) -> dict[str, Any]:
     label_selector: dict[str, Any] = {}
     if chosen.match_labels:
         label_selector["matchLabels"] = dict(chosen.match_labels)
     if chosen.match_expressions:
         label_selector["matchExpressions"] = [_requirement_manifest(r) for r in chosen.match_expressions]
-    return {"labelSelector": label_selector, "topologyKey": term.topology_key}
+    return label_selector
 
 
 def _requirement_manifest(r: selector.Requirement) -> dict[str, Any]:
@@ -167,7 +216,16 @@ def _requirement_manifest(r: selector.Requirement) -> dict[str, Any]:
 
 
 def check_affinity(spec: VMSpec) -> None:
-    """A stored spec's affinity holds to the rules it was read with (Code.INVALID at spec.affinity)."""
+    """A stored spec's affinity and spread hold to the rules they were read with (Code.INVALID)."""
+    spread = spec.topology_spread_constraints
+    if len(spread) > MAX_TERMS:
+        raise ApiError(Code.INVALID, f"at most {MAX_TERMS} topologySpreadConstraints", "spec.topologySpreadConstraints")
+    for c in spread:
+        if c.max_skew < 1 or (c.min_domains is not None and c.min_domains < 1) or not c.topology_key:
+            raise ApiError(Code.INVALID, "a topologySpreadConstraint needs maxSkew and minDomains of at least 1 and a "
+                                         "topologyKey", "spec.topologySpreadConstraints")
+        check_labels({c.topology_key: ""}, "spec.topologySpreadConstraints")
+        selector.check(c.label_selector, "spec.topologySpreadConstraints")
     affinity = spec.affinity
     if affinity is None:
         return

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from proto import fencing, nad
-from proto.affinity import AFFINITY, read_affinity
+from proto.affinity import AFFINITY, SPREAD, read_affinity, read_spread
 from proto.machine import CLOCK, FEATURES, FIRMWARE, MACHINE_DEVICES, read_machine
 from proto.probes import KINDS as PROBE_KINDS
 from proto.probes import PROBE, read_probe
@@ -162,6 +162,7 @@ _VM = Object({
                 "evictionStrategy": Choice(EVICTION_STRATEGIES),
                 "affinity": AFFINITY,  # proto.affinity
                 "tolerations": TOLERATIONS,  # proto.taints
+                "topologySpreadConstraints": SPREAD,  # proto.affinity
                 "readinessProbe": PROBE, "livenessProbe": PROBE,  # proto.probes
             }),
         }),
@@ -210,6 +211,9 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
         extra["eviction_strategy"] = tspec["evictionStrategy"]
     if tspec.get("affinity"):
         extra["affinity"] = read_affinity(tspec["affinity"], f"{TEMPLATE_SPEC}.affinity")
+    if tspec.get("topologySpreadConstraints"):
+        extra["topology_spread_constraints"] = read_spread(tspec["topologySpreadConstraints"],
+                                                           f"{TEMPLATE_SPEC}.topologySpreadConstraints")
     if tspec.get("tolerations"):
         extra["tolerations"] = read_tolerations(tspec["tolerations"], f"{TEMPLATE_SPEC}.tolerations")
     for attr, key in PROBE_KINDS.items():

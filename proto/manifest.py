@@ -223,6 +223,7 @@ _VM_FIELDS = {
     "evictionStrategy": f"{kubevirt.TEMPLATE_SPEC}.evictionStrategy",
     "affinity": f"{kubevirt.TEMPLATE_SPEC}.affinity",
     "tolerations": f"{kubevirt.TEMPLATE_SPEC}.tolerations",
+    "topologySpreadConstraints": f"{kubevirt.TEMPLATE_SPEC}.topologySpreadConstraints",
 }
 # whole native paths whose KubeVirt field sits elsewhere than the walk above finds it
 _MOVED = {"spec.clock.offsetSeconds": f"{kubevirt.DOMAIN_PATH}.clock.utc.offsetSeconds"}

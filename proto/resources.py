@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from proto import fencing
-from proto.affinity import affinity_manifest
+from proto.affinity import affinity_manifest, spread_manifest
 from proto.api import NodeView, VMView
 from proto.kubevirt import REGISTRY_SCHEME
 from proto.machine import firmware_uuid, machine_manifest
@@ -110,6 +110,8 @@ def vmi_spec(spec: VMSpec, *, sized: bool = True) -> Obj:
         "evictionStrategy": spec.eviction_strategy,
         "affinity": affinity_manifest(spec.affinity) if spec.affinity is not None else None,
         "tolerations": tolerations_manifest(spec.tolerations) if spec.tolerations else None,
+        "topologySpreadConstraints": spread_manifest(spec.topology_spread_constraints)
+        if spec.topology_spread_constraints else None,
         "readinessProbe": probe_manifest(spec.readiness_probe) if spec.readiness_probe is not None else None,
         "livenessProbe": probe_manifest(spec.liveness_probe) if spec.liveness_probe is not None else None,
         # always, even at virtbus's default: a KubeVirt reader would otherwise assume KubeVirt's (180 s)

@@ -230,6 +230,18 @@ class WeightedPodAffinityTerm(Spec, frozen=True):
     term: PodAffinityTerm
 
 
+class TopologySpreadConstraint(Spec, frozen=True):
+    """Kubernetes' topologySpreadConstraint: the instances its selector picks kept within ``max_skew``
+    of each other across the domains of ``topology_key`` (DoNotSchedule), or spread as far as may be
+    (ScheduleAnyway); with ``min_domains``, fewer domains than that count as holding none."""
+
+    max_skew: int
+    topology_key: str
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"]
+    label_selector: LabelSelector
+    min_domains: int | None = None
+
+
 class Affinity(Spec, frozen=True):
     """Kubernetes' affinity, as a KubeVirt VMI carries it (proto.affinity reads and checks it; the binder
     honours it, scheduler.affinityplan): the required terms filter nodes, the preferred ones rank them."""
@@ -330,6 +342,7 @@ class VMSpec(Spec, frozen=True):
     eviction_strategy: EvictionStrategy | None = None
     affinity: Affinity | None = None  # Kubernetes' affinity: where its instances may and would rather go
     tolerations: list[Toleration] = []  # the node taints its instances may stand
+    topology_spread_constraints: list[TopologySpreadConstraint] = []  # how its instances spread over nodes
 
     @property
     def guest_hostname(self) -> str:

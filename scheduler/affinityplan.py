@@ -1,5 +1,6 @@
-"""Pure affinity judgement for one decision: which nodes a VMI's affinity (proto.spec.Affinity) rules
-out and why, in kube-scheduler's words, and how many points each node earns from its preferences.
+"""Pure affinity judgement for one decision: which nodes a VMI's affinity (proto.spec.Affinity) and
+topology spread constraints rule out and why, in kube-scheduler's words, and how many points each node
+earns from its preferences.
 
 Instances are seen by their launcher pod's labels (proto.services.pod_labels), as a Service selects
 them; what counts is where they are bound, decided ones included (the binder's assumptions), so a
@@ -11,7 +12,8 @@ ruled out for an instance that one of them, by its own terms, keeps away.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from proto.labels import holds
@@ -23,6 +25,7 @@ NODE_AFFINITY = "node(s) didn't match Pod's node affinity/selector"
 POD_AFFINITY = "node(s) didn't match pod affinity rules"
 POD_ANTI_AFFINITY = "node(s) didn't match pod anti-affinity rules"
 EXISTING_ANTI_AFFINITY = "node(s) didn't satisfy existing pods anti-affinity rules"
+SPREAD = "node(s) didn't match pod topology spread constraints"
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,9 @@ class Placed:
 
 
 def needed(vmi: VMI, anti_holders: bool) -> bool:
-    """Whether a decision for ``vmi`` needs a judgement: it has an affinity, or some instance placed
-    keeps others away (anti_holders)."""
-    return vmi.spec.affinity is not None or anti_holders
+    """Whether a decision for ``vmi`` needs a judgement: it has an affinity or spread constraints, or
+    some instance placed keeps others away (anti_holders)."""
+    return vmi.spec.affinity is not None or bool(vmi.spec.topology_spread_constraints) or anti_holders
 
 
 def node_matches(term: NodeSelectorTerm, node: Node) -> bool:
@@ -58,7 +61,8 @@ def judge(vmi: VMI, nodes: Mapping[str, Node], placed: Iterable[Placed], holders
     only when the VMI has pod terms of its own: every other decision looks at the holders alone."""
     affinity = vmi.spec.affinity or Affinity()
     own = pod_labels(vmi)
-    pod_terms = affinity.pod_required or affinity.anti_required or affinity.pod_preferred or affinity.anti_preferred
+    pod_terms = affinity.pod_required or affinity.anti_required or affinity.pod_preferred or affinity.anti_preferred \
+        or vmi.spec.topology_spread_constraints
     others = [p for p in placed if p.vmi.name != vmi.name and p.node in nodes] if pod_terms else []
     unfit: dict[str, str] = {}
     points: dict[str, int] = dict.fromkeys(nodes, 0)
@@ -109,4 +113,36 @@ def judge(vmi: VMI, nodes: Mapping[str, Node], placed: Iterable[Placed], holders
             for name, node in nodes.items():
                 if node.labels.get(term.topology_key) == value:
                     rule_out(name, EXISTING_ANTI_AFFINITY)
+    _spread(vmi, nodes, others, rule_out, points)
     return Verdict(unfit, {n: v for n, v in points.items() if v})
+
+
+def _spread(vmi: VMI, nodes: Mapping[str, Node], others: list[Placed], rule_out: Callable[[str, str], None],
+            points: dict[str, int]) -> None:
+    """Kubernetes' PodTopologySpread: per constraint, the instances it selects counted per domain over
+    the nodes the VMI may go to (its nodeSelector and required node affinity: nodeAffinityPolicy Honor);
+    DoNotSchedule rules out a node whose domain would then hold more than maxSkew above the emptiest
+    (a node without the label, too); ScheduleAnyway takes a point for each such instance there."""
+    spec = vmi.spec
+    required = spec.affinity.node_required if spec.affinity is not None else []
+    eligible = {name: node for name, node in nodes.items()
+                if all(node.labels.get(k) == v for k, v in spec.node_selector.items())
+                and (not required or any(node_matches(t, node) for t in required))}
+    own = pod_labels(vmi)
+    for c in spec.topology_spread_constraints:
+        key = c.topology_key
+        domains = {node.labels[key] for node in eligible.values() if key in node.labels}
+        counts = Counter(eligible[p.node].labels[key] for p in others
+                         if p.node in eligible and key in eligible[p.node].labels
+                         and c.label_selector.matches(pod_labels(p.vmi)))
+        emptiest = min((counts[d] for d in domains), default=0)
+        if c.min_domains is not None and len(domains) < c.min_domains:
+            emptiest = 0  # too few domains: as if the missing ones held none
+        me = 1 if c.label_selector.matches(own) else 0
+        for name, node in nodes.items():
+            value = node.labels.get(key)
+            if c.when_unsatisfiable == "DoNotSchedule":
+                if value is None or counts[value] + me - emptiest > c.max_skew:
+                    rule_out(name, SPREAD)
+            elif value is not None:
+                points[name] -= counts[value]

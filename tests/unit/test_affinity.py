@@ -21,6 +21,7 @@ from proto.spec import (
     NodeSelectorTerm,
     PodAffinityTerm,
     PreferredNodeTerm,
+    TopologySpreadConstraint,
     VMSpec,
     WeightedPodAffinityTerm,
 )
@@ -210,3 +211,66 @@ def test_preferences_outrank_the_least_allocated_node() -> None:
     verdict = judge(one, index.node_records, index.placed(), index.holders())
     assert place(one.spec, index.candidates(), affinity=verdict).node == "n1"
     assert place(one.spec, index.candidates()).node == "n2"
+
+
+# --- topology spread constraints ---------------------------------------------------------------
+def spread(max_skew: int = 1, key: str = HOST, when: str = "DoNotSchedule",
+           min_domains: int | None = None) -> TopologySpreadConstraint:
+    return TopologySpreadConstraint(max_skew=max_skew, topology_key=key, when_unsatisfiable=when,  # type: ignore[arg-type]
+                                    label_selector=LabelSelector(match_labels={"app": "web"}), min_domains=min_domains)
+
+
+def spreading(name: str, *constraints: TopologySpreadConstraint, **spec: Any) -> VMI:
+    return VMI(name=name, uid=name, spec=VMSpec(name=name, labels={"app": "web"},
+                                                topology_spread_constraints=list(constraints), **spec),
+               created_at=0.0, standalone=True)
+
+
+def test_do_not_schedule_keeps_domains_within_max_skew() -> None:
+    placed = [Placed("n1", vmi("w1", app="web")), Placed("n1", vmi("w2", app="web")),
+              Placed("n2", vmi("w3", app="web"))]
+    # hosts: n1 2, n2 1, n3 0 (n4 has a host label too): only n3 and n4 keep within 1 of the emptiest
+    verdict = judge(spreading("w4", spread()), NODES, placed, [])
+    assert verdict.unfit == {"n1": affinityplan.SPREAD, "n2": affinityplan.SPREAD}
+    # by zone: a holds 3, b 0, and n4 is in no zone: only b, and n4 is ruled out for lacking the label
+    by_zone = judge(spreading("w4", spread(key=ZONE)), NODES, placed, [])
+    assert by_zone.unfit == {"n1": affinityplan.SPREAD, "n2": affinityplan.SPREAD, "n4": affinityplan.SPREAD}
+    # the nodes it may not go to are no domains: selecting disk=ssd, only n1's domain counts
+    only_ssd = judge(spreading("w4", spread(max_skew=1), node_selector={"disk": "ssd"}), NODES, placed, [])
+    assert "n1" not in only_ssd.unfit  # n1 alone is eligible: its 2 are the emptiest there is
+
+
+def test_min_domains_counts_missing_domains_as_empty() -> None:
+    placed = [Placed("n1", vmi("w1", app="web")), Placed("n3", vmi("w2", app="web"))]  # a zone each
+    assert judge(spreading("w3", spread(key=ZONE)), NODES, placed, []).unfit == {"n4": affinityplan.SPREAD}
+    # three zones wanted, two there: the emptiest counts as holding none, so both zones are too full
+    assert set(judge(spreading("w3", spread(key=ZONE, min_domains=3)), NODES, placed, []).unfit) == {
+        "n1", "n2", "n3", "n4"}
+
+
+def test_schedule_anyway_ranks_by_how_many_are_there() -> None:
+    placed = [Placed("n1", vmi("w1", app="web")), Placed("n1", vmi("w2", app="web")),
+              Placed("n2", vmi("w3", app="web"))]
+    verdict = judge(spreading("w4", spread(when="ScheduleAnyway")), NODES, placed, [])
+    assert verdict.unfit == {} and verdict.points == {"n1": -2, "n2": -1}
+
+
+def test_spread_constraints_are_read_and_written_back_and_refused_by_path() -> None:
+    written = [{"maxSkew": 1, "topologyKey": HOST, "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {"app": "web"}}, "minDomains": 2}]
+    doc = instance(None)
+    doc["spec"].pop("affinity")
+    doc["spec"]["topologySpreadConstraints"] = written
+    spec = parse_instance(json.dumps(doc).encode())
+    assert spec.topology_spread_constraints == [spread(min_domains=2)]
+    assert resources.vm_manifest(spec)["spec"]["template"]["spec"]["topologySpreadConstraints"] == written
+    field = "spec.topologySpreadConstraints[0]"
+    for change, where in (({"maxSkew": 0}, f"{field}.maxSkew"), ({"whenUnsatisfiable": "Never"},
+                                                                 f"{field}.whenUnsatisfiable"),
+                          ({"nodeTaintsPolicy": "Honor"}, f"{field}.nodeTaintsPolicy"),
+                          ({"matchLabelKeys": ["pod-template-hash"]}, f"{field}.matchLabelKeys"),
+                          ({"whenUnsatisfiable": "ScheduleAnyway"}, f"{field}.minDomains")):
+        doc["spec"]["topologySpreadConstraints"] = [{**written[0], **change}]
+        with pytest.raises(ApiError) as caught:
+            parse_instance(json.dumps(doc).encode())
+        assert caught.value.field == where, caught.value.message

@@ -1,7 +1,9 @@
-"""Cordon, uncordon and eviction (virtbus drain) against a real nats-server and the real scheduler,
-the nodes' part played by the test: a cordoned node gets nothing new and keeps what runs; an evicted
-instance of a VM that wants it running runs again on the other node, with no failure counted; one of
-a Manual VM stays stopped; a cordon outlives the node's registering again."""
+"""A node's administration and what it means for placement, against a real nats-server and the real
+scheduler, the nodes' part played by the test. Cordon, uncordon and eviction (virtbus drain): a
+cordoned node gets nothing new and keeps what runs; an evicted instance of a VM that wants it running
+runs again on the other node, with no failure counted; one of a Manual VM stays stopped; a cordon
+outlives the node's registering again. A node deleted as lost; evictionStrategy; node labels and
+taints; affinity and topology spread through the real binder."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from proto import subjects
 from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.nodeapi import VERB_REGISTER, Registration
+from proto.spec import VMSpec
 from proto.state import VMI, Node, Phase
 from scheduler.api import Api
 from scheduler.controllers import Scheduler
@@ -410,3 +413,32 @@ async def test_a_taint_keeps_off_what_does_not_tolerate_it_and_outlives_registra
     said = await api.node_marks.taint(b'{"name": "node1", "remove": [{"key": "dedicated", "effect": "NoSchedule"}]}')
     assert said.message == "node/node1 untainted"
     assert (await bound(store, "plain")).node_name == "node1"  # decided again within the binder's resync
+
+
+async def test_topology_spread_splits_a_burst_evenly_through_the_real_binder(store: Store, cluster: Api) -> None:
+    """Four VMs spread by host with maxSkew 1, created at once on two nodes, one of them busier: two on
+    each, where placing by allocation alone would put three on the emptier node."""
+    api = cluster
+    for i in range(3):  # others, not selected by the constraint, make node2 the busier node
+        await store.vmis.create(f"other{i}", VMI(name=f"other{i}", uid=f"o{i}", spec=VMSpec(name=f"other{i}"),
+                                                 created_at=time.time(), phase=Phase.RUNNING, node_name="node2",
+                                                 standalone=True))
+    await asyncio.sleep(0.3)  # the binder's watch has them
+
+    def spread(name: str) -> bytes:
+        doc = json.loads(manifest(name, "Always"))
+        template = doc["spec"]["template"]
+        template["metadata"] = {"labels": {"app": "even"}}
+        template["spec"]["topologySpreadConstraints"] = [{
+            "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "even"}}}]
+        return json.dumps(doc).encode()
+
+    await asyncio.gather(*(api.vm_create(spread(f"even{i}")) for i in range(4)))
+
+    async def all_bound() -> VMI | None:
+        vmis = [e.value for e in await store.vmis.items() if e.key.startswith("even")]
+        return vmis[0] if len(vmis) == 4 and all(v.node_name for v in vmis) else None
+    await until("all four bound", all_bound)
+    placed = sorted(e.value.node_name or "" for e in await store.vmis.items() if e.key.startswith("even"))
+    assert placed == ["node1", "node1", "node2", "node2"]
