@@ -163,6 +163,8 @@ _VM = Object({
                 "affinity": AFFINITY,  # proto.affinity
                 "tolerations": TOLERATIONS,  # proto.taints
                 "topologySpreadConstraints": SPREAD,  # proto.affinity
+                # what KubeVirt writes into every VMI it defaults: the only one virtbus's nodes run (x86-64 QEMU)
+                "architecture": Choice(("amd64",)),
                 "readinessProbe": PROBE, "livenessProbe": PROBE,  # proto.probes
             }),
         }),

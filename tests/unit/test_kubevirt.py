@@ -105,7 +105,8 @@ def test_everything_virtbus_honours() -> None:
     tspec["volumes"].append({"name": "scratch", "emptyDisk": {"capacity": "1Gi"}})
     tspec["volumes"][1]["cloudInitNoCloud"] = {"userData": "#cloud-config\n", "networkDataBase64":
                                                base64.b64encode(b"version: 2\n").decode()}
-    tspec.update(nodeSelector={"kubernetes.io/hostname": "node-1"}, terminationGracePeriodSeconds=0)
+    tspec.update(nodeSelector={"kubernetes.io/hostname": "node-1"}, terminationGracePeriodSeconds=0,
+                 architecture="amd64")  # what KubeVirt writes into a VMI it defaults: the only one there is
     spec = vm(doc)
     assert spec.cpu == Cpu(cores=2, sockets=1, threads=2)
     assert spec.labels == {"kubevirt.io/size": "small", "kubevirt.io/domain": "testvm-2"}  # the template's
@@ -173,7 +174,10 @@ REFUSED = [
      "spec.template.spec.domain.devices.interfaces[0].ports[0].protocol"),
     (mutated([*DOM, "resources", "requests", "cpu"], "2"), Code.INVALID,
      "spec.template.spec.domain.resources.requests.cpu"),
-    (mutated([*TS, "tolerations"], []), Code.INVALID, "spec.template.spec.tolerations"),
+    (mutated([*TS, "tolerations"], [{"key": "a", "operator": "Exists", "value": "b"}]), Code.INVALID,
+     "spec.template.spec.tolerations[0].value"),
+    (mutated([*TS, "architecture"], "arm64"), Code.INVALID, "spec.template.spec.architecture"),
+    (mutated([*TS, "priorityClassName"], "high"), Code.INVALID, "spec.template.spec.priorityClassName"),
     (mutated([*TS, "affinity"], {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
         {"labelSelector": {"matchLabels": {"a": "b"}}, "topologyKey": "kubernetes.io/hostname",
          "namespaceSelector": {}}]}}), Code.INVALID,
