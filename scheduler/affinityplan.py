@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from proto.labels import holds
+from proto.labels import LabelSelector, holds
 from proto.services import pod_labels
 from proto.spec import Affinity, NodeSelectorTerm, PodAffinityTerm
 from proto.state import VMI, Node
@@ -55,15 +55,26 @@ def node_matches(term: NodeSelectorTerm, node: Node) -> bool:
     return all(holds(r, node.labels) for r in term.match_expressions)
 
 
-def judge(vmi: VMI, nodes: Mapping[str, Node], placed: Iterable[Placed], holders: Iterable[Placed]) -> Verdict:
-    """The verdict for ``vmi`` over ``nodes``, given the instances ``placed`` and, of them, the
-    ``holders`` of a required anti-affinity (its own record is left out of both). ``placed`` is read
-    only when the VMI has pod terms of its own: every other decision looks at the holders alone."""
+Matching = Callable[[LabelSelector], Iterable[Placed]]  # the instances placed that a selector picks
+
+
+def scan(placed: Iterable[Placed]) -> Matching:
+    """A Matching that looks at every instance placed (scheduler.capacity indexes them by label)."""
+    every = list(placed)
+    return lambda chosen: [p for p in every if chosen.matches(pod_labels(p.vmi))]
+
+
+def judge(vmi: VMI, nodes: Mapping[str, Node], matching: Matching, holders: Iterable[Placed]) -> Verdict:
+    """The verdict for ``vmi`` over ``nodes``, given the instances placed that each of its selectors
+    picks (``matching``) and the ``holders`` of a required anti-affinity among them (its own record is
+    left out of both). Only its own terms' selectors are looked up: every other decision looks at the
+    holders alone."""
     affinity = vmi.spec.affinity or Affinity()
     own = pod_labels(vmi)
-    pod_terms = affinity.pod_required or affinity.anti_required or affinity.pod_preferred or affinity.anti_preferred \
-        or vmi.spec.topology_spread_constraints
-    others = [p for p in placed if p.vmi.name != vmi.name and p.node in nodes] if pod_terms else []
+
+    def others(chosen: LabelSelector) -> list[Placed]:
+        return [p for p in matching(chosen) if p.vmi.name != vmi.name and p.node in nodes]
+
     unfit: dict[str, str] = {}
     points: dict[str, int] = dict.fromkeys(nodes, 0)
 
@@ -81,8 +92,8 @@ def judge(vmi: VMI, nodes: Mapping[str, Node], placed: Iterable[Placed], holders
 
     def domains(term: PodAffinityTerm) -> set[str]:
         """The topology values of the nodes holding an instance the term selects."""
-        return {value for p in others if term.label_selector.matches(pod_labels(p.vmi))
-                and (value := nodes[p.node].labels.get(term.topology_key)) is not None}
+        return {value for p in others(term.label_selector)
+                if (value := nodes[p.node].labels.get(term.topology_key)) is not None}
 
     for term in affinity.pod_required:
         held = domains(term)
@@ -117,8 +128,8 @@ def judge(vmi: VMI, nodes: Mapping[str, Node], placed: Iterable[Placed], holders
     return Verdict(unfit, {n: v for n, v in points.items() if v})
 
 
-def _spread(vmi: VMI, nodes: Mapping[str, Node], others: list[Placed], rule_out: Callable[[str, str], None],
-            points: dict[str, int]) -> None:
+def _spread(vmi: VMI, nodes: Mapping[str, Node], others: Callable[[LabelSelector], list[Placed]],
+            rule_out: Callable[[str, str], None], points: dict[str, int]) -> None:
     """Kubernetes' PodTopologySpread: per constraint, the instances it selects counted per domain over
     the nodes the VMI may go to (its nodeSelector and required node affinity: nodeAffinityPolicy Honor);
     DoNotSchedule rules out a node whose domain would then hold more than maxSkew above the emptiest
@@ -132,9 +143,8 @@ def _spread(vmi: VMI, nodes: Mapping[str, Node], others: list[Placed], rule_out:
     for c in spec.topology_spread_constraints:
         key = c.topology_key
         domains = {node.labels[key] for node in eligible.values() if key in node.labels}
-        counts = Counter(eligible[p.node].labels[key] for p in others
-                         if p.node in eligible and key in eligible[p.node].labels
-                         and c.label_selector.matches(pod_labels(p.vmi)))
+        counts = Counter(eligible[p.node].labels[key] for p in others(c.label_selector)
+                         if p.node in eligible and key in eligible[p.node].labels)
         emptiest = min((counts[d] for d in domains), default=0)
         if c.min_domains is not None and len(domains) < c.min_domains:
             emptiest = 0  # too few domains: as if the missing ones held none

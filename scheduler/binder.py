@@ -277,7 +277,7 @@ class Binder:
                 only, unplaceable = await volumes.required_node(self.store, spec)
             needs = await network_needs(self.store, spec)
         holders = self.index.holders()
-        verdict = affinityplan.judge(vmi, self.index.node_records, self.index.placed(), holders) \
+        verdict = affinityplan.judge(vmi, self.index.node_records, self.index.matching, holders) \
             if affinityplan.needed(vmi, bool(holders)) else None
         if unplaceable is not None:
             choice = placement.Placement(None, unplaceable)

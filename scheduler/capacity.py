@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from proto.clusterconfig import DEFAULT_CPU_ALLOCATION_RATIO
+from proto.labels import LabelSelector
+from proto.services import pod_labels
 from proto.state import FINAL_PHASES, VMI, Node
 from scheduler.affinityplan import Placed
 from scheduler.placement import NodeUsage, Request, tie_key
@@ -81,6 +83,9 @@ class CapacityIndex:
         self._stale: set[str] = set()  # nodes whose NodeUsage no longer says what they hold
         self._holders: dict[str, _Held] = {}  # what is held with a required anti-affinity, by VMI name
         self._soft: set[str] = set()  # nodes with a PreferNoSchedule taint: they rank below the others
+        # (key, value) of a launcher pod's label -> the instances held with it: built at the first
+        # affinity decision (scheduler.affinityplan), then kept, so a cluster without affinity pays nothing
+        self._by_label: dict[tuple[str, str], set[str]] | None = None
 
     # --- VMIs -------------------------------------------------------------------------------------
     def observe(self, name: str, vmi: VMI | None) -> None:
@@ -143,6 +148,9 @@ class CapacityIndex:
         self._stale.add(held.node)
         if held.keeps_away:
             self._holders[name] = held
+        if self._by_label is not None and held.vmi is not None:
+            for pair in pod_labels(held.vmi).items():
+                self._by_label.setdefault(pair, set()).add(name)
 
     def _release(self, name: str) -> None:
         held = self._held.pop(name, None)
@@ -150,11 +158,41 @@ class CapacityIndex:
             self._alloc[held.node].add(held.request, -1)
             self._stale.add(held.node)
             self._holders.pop(name, None)
+            if self._by_label is not None and held.vmi is not None:
+                for pair in pod_labels(held.vmi).items():
+                    names = self._by_label.get(pair)
+                    if names is not None:
+                        names.discard(name)
+                        if not names:
+                            del self._by_label[pair]
 
     # --- what is where, for affinity (scheduler.affinityplan) --------------------------------------
     def placed(self) -> Iterator[Placed]:
         """Every instance held, decided ones included, where it is held."""
         return (Placed(h.node, h.vmi) for h in self._held.values() if h.vmi is not None)
+
+    def matching(self, chosen: LabelSelector) -> list[Placed]:
+        """The instances held that the selector picks by their launcher pod's labels: looked up by its
+        matchLabels (the rarest of them) rather than read off every instance; a selector of expressions
+        alone reads every one."""
+        if self._by_label is None:
+            self._by_label = {}
+            for name, held in self._held.items():
+                if held.vmi is not None:
+                    for pair in pod_labels(held.vmi).items():
+                        self._by_label.setdefault(pair, set()).add(name)
+        if chosen.match_labels:
+            sets: list[set[str]] = [self._by_label.get(pair, set()) for pair in chosen.match_labels.items()]
+            rarest: set[str] = min(sets, key=len)
+            names: Iterable[str] = rarest
+        else:
+            names = self._held
+        out = []
+        for name in names:
+            held = self._held[name]
+            if held.vmi is not None and chosen.matches(pod_labels(held.vmi)):
+                out.append(Placed(held.node, held.vmi))
+        return out
 
     def holders(self) -> list[Placed]:
         """Those of them with a required anti-affinity (few: every decision looks at them)."""
