@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from proto import clusterconfig, ipam, labelfilter, netcheck, subjects
+from proto import clusterconfig, ipam, labelfilter, netcheck, subjects, taints
 from proto.clones import PREFIX_TARGET_NAME, RANDOMIZE_NAMES, SOURCE_SNAPSHOT, SOURCE_VM, VMClone
 from proto.errors import ApiError, Code
 from proto.instancetypes import KINDS as INSTANCETYPE_KINDS
@@ -145,6 +145,16 @@ def check_node(key: str, node: Node) -> None:
     if not 1 <= node.cpus <= MAX_NODE_CPUS or node.memory < 0:
         raise ApiError(Code.INVALID, f"{node.cpus} CPUs and {node.memory} bytes are not a node", "cpus")
     check_labels(node.labels, "labels")
+    check_labels(node.admin_labels, "adminLabels")
+    if not node.admin_labels.items() <= node.labels.items():
+        raise ApiError(Code.INVALID, "an admin's labels are among the node's labels", "adminLabels")
+    if len(node.taints) > taints.MAX_TAINTS:
+        raise ApiError(Code.INVALID, f"at most {taints.MAX_TAINTS} taints", "taints")
+    for i, taint in enumerate(node.taints):
+        check_labels({taint.key: "", **({"v": taint.value} if taint.value else {})}, f"taints[{i}]")
+        if taint.effect not in taints.NODE_EFFECTS:
+            raise ApiError(Code.INVALID, f"a node's taint is NoSchedule or PreferNoSchedule, not {taint.effect!r}",
+                           f"taints[{i}].effect")
     if node.address is not None:
         netcheck.host_address(node.address, "address")
     if node.pod_cidr is not None:

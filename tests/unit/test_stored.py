@@ -9,7 +9,7 @@ import pytest
 
 from proto import stored
 from proto.errors import ApiError, Code
-from proto.spec import NetworkAttachment, VMSpec
+from proto.spec import NetworkAttachment, Taint, Toleration, VMSpec
 from proto.state import VM, VMI, Exposure, FloatingIP, Lease, Node, VMIInterface
 from proto.stored import BadStoredValue
 from servicekit.store import Bucket
@@ -25,10 +25,16 @@ EXPOSURE_OK = Exposure(vm="vm1", port=80, node_port=30080)
 FIP_OK = FloatingIP(address="192.168.200.10", network="provider", vm="vm1")
 NET_OK = NetworkAttachment(name="provider", bridge="multus-bridge", subnet="192.168.200.0/24")
 
+def r(value: Any, **change: Any) -> Any:
+    return msgspec.structs.replace(value, **change)
+
+
 GOOD: list[tuple[Any, str, Any]] = [
     (VM, "vm1", VM(spec=SPEC, created_at=1.0)), (VMI, "vm1", VMI_OK), (Node, "node1", NODE_OK),
     (VMI, "vm1", msgspec.structs.replace(VMI_OK, pause_requested=True, pause_generation=3, reboot_requests=2)),
     (Exposure, EXPOSURE_OK.key, EXPOSURE_OK), (FloatingIP, FIP_OK.key, FIP_OK), (NetworkAttachment, "provider", NET_OK),
+    (Node, "node1", r(NODE_OK, unschedulable=True, labels={**NODE_OK.labels, "disk": "ssd"},
+                      admin_labels={"disk": "ssd"}, taints=[Taint(key="gpu", value="true", effect="NoSchedule")])),
     (str, "nodecidr.3", "node1"), (dict[str, str], "podips.node1", {"vm1": "10.244.0.2"}),
     (dict[str, str], "net.provider", {}), (Lease, "controllers", Lease(holder="s-1234", duration=3.0)),
 ]
@@ -38,10 +44,6 @@ GOOD: list[tuple[Any, str, Any]] = [
 def test_what_virtbus_writes_passes(kind: Any, key: str, value: Any) -> None:
     assert stored.has_validator(kind)
     stored.validator(kind)(key, value)
-
-
-def r(value: Any, **change: Any) -> Any:
-    return msgspec.structs.replace(value, **change)
 
 
 BAD: list[tuple[str, Any, str, Any]] = [
@@ -72,6 +74,11 @@ BAD: list[tuple[str, Any, str, Any]] = [
     ("node address leading zeros", Node, "node1", r(NODE_OK, address="010.099.000.001")),
     ("node bridge an option", Node, "node1", r(NODE_OK, allowed_bridges=["-all"])),
     ("node under another key", Node, "node2", NODE_OK),
+    ("node admin label not among its labels", Node, "node1", r(NODE_OK, admin_labels={"disk": "ssd"})),
+    ("node taint key with nft", Node, "node1", r(NODE_OK, taints=[Taint(key="a; flush ruleset", effect="NoSchedule")])),
+    ("node taint effect unknown", Node, "node1", r(NODE_OK, taints=[Taint(key="a", effect="Evict")])),  # type: ignore[arg-type]
+    ("VMI toleration Exists with a value", VMI, "vm1", r(VMI_OK, spec=VMSpec(name="vm1", tolerations=[
+        Toleration(key="a", operator="Exists", value="b")]))),
     ("exposure protocol with nft", Exposure, EXPOSURE_OK.key,
      r(EXPOSURE_OK, protocol="tcp dport 1 accept; flush ruleset")),
     ("exposure protocol lowercase", Exposure, "nodeport-tcp-30080", r(EXPOSURE_OK, protocol="tcp")),
