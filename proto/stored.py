@@ -151,10 +151,7 @@ def check_node(key: str, node: Node) -> None:
     if len(node.taints) > taints.MAX_TAINTS:
         raise ApiError(Code.INVALID, f"at most {taints.MAX_TAINTS} taints", "taints")
     for i, taint in enumerate(node.taints):
-        check_labels({taint.key: "", **({"v": taint.value} if taint.value else {})}, f"taints[{i}]")
-        if taint.effect not in taints.NODE_EFFECTS:
-            raise ApiError(Code.INVALID, f"a node's taint is NoSchedule or PreferNoSchedule, not {taint.effect!r}",
-                           f"taints[{i}].effect")
+        taints.check_taint(taint, f"taints[{i}]")
     if node.address is not None:
         netcheck.host_address(node.address, "address")
     if node.pod_cidr is not None:

@@ -102,18 +102,22 @@ def parse_text(text: str) -> tuple[Taint | None, tuple[str, TaintEffect | None] 
     return Taint(key=key, value=value, effect=effect), None
 
 
+def check_taint(taint: Taint, field: str) -> None:
+    """A node's taint as virtbus takes one: a label key, a label value, NoSchedule or PreferNoSchedule
+    (an admin's request, and a record read off the bus)."""
+    check_labels({taint.key: "", **({"v": taint.value} if taint.value else {})}, field)
+    if taint.effect not in NODE_EFFECTS:
+        raise ApiError(Code.INVALID, f"taint {taint.key}:{taint.effect}: a node's taint is NoSchedule or "
+                                     "PreferNoSchedule here; to end what runs on a node, drain it", field)
+
+
 def retainted(current: list[Taint], add: list[Taint], remove: list[tuple[str, TaintEffect | None]],
               overwrite: bool) -> list[Taint] | None:
     """The node's taints with those added and removed; None when nothing changes (pure). A taint is
     a key and an effect: another value for one there needs ``overwrite``, as kubectl's."""
     taints = list(current)
     for taint in add:
-        if taint.effect not in NODE_EFFECTS:
-            raise ApiError(Code.INVALID, f"taint {taint.key}:{taint.effect}: a node's taint is NoSchedule or "
-                                         "PreferNoSchedule here; to end what runs on a node, drain it", "taints")
-        check_labels({taint.key: ""}, "taints")
-        if taint.value:
-            check_labels({"v": taint.value}, "taints")
+        check_taint(taint, "taints")
         same = next((t for t in taints if (t.key, t.effect) == (taint.key, taint.effect)), None)
         if same is not None and same.value != taint.value and not overwrite:
             raise ApiError(Code.INVALID, f"node already has a taint with key ({taint.key}) and effect "

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from proto.labels import LabelSelector, holds
 from proto.services import pod_labels
-from proto.spec import Affinity, NodeSelectorTerm, PodAffinityTerm
+from proto.spec import Affinity, NodeSelectorTerm, PodAffinityTerm, VMSpec
 from proto.state import VMI, Node
 
 NODE_AFFINITY = "node(s) didn't match Pod's node affinity/selector"
@@ -53,6 +53,11 @@ def needed(vmi: VMI, anti_holders: bool) -> bool:
 
 def node_matches(term: NodeSelectorTerm, node: Node) -> bool:
     return all(holds(r, node.labels) for r in term.match_expressions)
+
+
+def node_selected(spec: VMSpec, node: Node) -> bool:
+    """The node has every label of the VM's nodeSelector."""
+    return all(node.labels.get(k) == v for k, v in spec.node_selector.items())
 
 
 Matching = Callable[[LabelSelector], Iterable[Placed]]  # the instances placed that a selector picks
@@ -124,22 +129,22 @@ def judge(vmi: VMI, nodes: Mapping[str, Node], matching: Matching, holders: Iter
             for name, node in nodes.items():
                 if node.labels.get(term.topology_key) == value:
                     rule_out(name, EXISTING_ANTI_AFFINITY)
-    _spread(vmi, nodes, others, rule_out, points)
+    _spread(vmi, own, nodes, others, rule_out, points)
     return Verdict(unfit, {n: v for n, v in points.items() if v})
 
 
-def _spread(vmi: VMI, nodes: Mapping[str, Node], others: Callable[[LabelSelector], list[Placed]],
-            rule_out: Callable[[str, str], None], points: dict[str, int]) -> None:
-    """Kubernetes' PodTopologySpread: per constraint, the instances it selects counted per domain over
-    the nodes the VMI may go to (its nodeSelector and required node affinity: nodeAffinityPolicy Honor);
-    DoNotSchedule rules out a node whose domain would then hold more than maxSkew above the emptiest
-    (a node without the label, too); ScheduleAnyway takes a point for each such instance there."""
+def _spread(vmi: VMI, own: Mapping[str, str], nodes: Mapping[str, Node],
+            others: Callable[[LabelSelector], list[Placed]], rule_out: Callable[[str, str], None],
+            points: dict[str, int]) -> None:
+    """Kubernetes' PodTopologySpread (own: the VMI's launcher-pod labels): per constraint, the instances
+    it selects counted per domain over the nodes the VMI may go to (its nodeSelector and required node
+    affinity: nodeAffinityPolicy Honor); DoNotSchedule rules out a node whose domain would then hold
+    more than maxSkew above the emptiest (a node without the label, too); ScheduleAnyway takes a point
+    for each such instance there."""
     spec = vmi.spec
     required = spec.affinity.node_required if spec.affinity is not None else []
     eligible = {name: node for name, node in nodes.items()
-                if all(node.labels.get(k) == v for k, v in spec.node_selector.items())
-                and (not required or any(node_matches(t, node) for t in required))}
-    own = pod_labels(vmi)
+                if node_selected(spec, node) and (not required or any(node_matches(t, node) for t in required))}
     for c in spec.topology_spread_constraints:
         key = c.topology_key
         domains = {node.labels[key] for node in eligible.values() if key in node.labels}

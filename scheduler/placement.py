@@ -18,7 +18,7 @@ from proto.spec import VMSpec
 from proto.state import FINAL_PHASES, VMI, Node
 from proto.taints import KEEPS_OFF, UNSCHEDULABLE, tolerated, untolerated
 from proto.validation import empty_disk_total
-from scheduler.affinityplan import Verdict
+from scheduler.affinityplan import Verdict, node_selected
 
 NODE_READY_WITHIN_S = 15.0  # for a reader without the scheduler's view (see ready_by_heartbeat)
 
@@ -98,7 +98,7 @@ def _unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None, ovs: frozenset[s
         return f"node(s) had untolerated taint {{{kept[0].key}: {kept[0].value}}}"
     if only is not None and u.node.name != only:
         return "node(s) didn't hold the VM's volumes"
-    if spec.node_selector and any(u.node.labels.get(k) != v for k, v in spec.node_selector.items()):
+    if spec.node_selector and not node_selected(spec, u.node):
         return "node(s) didn't match node selector"
     if affinity is not None and (why := affinity.reason(u.node.name)) is not None:
         return why
