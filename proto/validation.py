@@ -91,6 +91,12 @@ def _unique_names(names: Iterable[str], field: str, what: str) -> None:
         seen.add(name)
 
 
+def check_grace_period(grace: int | None) -> None:
+    """A stop's or an eviction's grace (virtctl --grace-period), when one is asked."""
+    if grace is not None and not 0 <= grace <= MAX_GRACE_SECONDS:
+        raise invalid("gracePeriod", f"grace period {grace}s: it must be between 0 and {MAX_GRACE_SECONDS}")
+
+
 def validate_vm(spec: VMSpec) -> VMSpec:
     """Return ``spec`` unchanged, or raise ApiError(INVALID) naming the field to blame."""
     check_name(spec.name, "spec.name")

@@ -37,7 +37,7 @@ from proto.errors import ApiError, Code
 from proto.manifest import instance_path, load_manifest, parse_instance, parse_manifest_obj
 from proto.spec import EvictionStrategy, NetworkAttachment, RunStrategy, VMSpec
 from proto.state import FINAL_PHASES, VM, VMI, Node, as_started
-from proto.validation import MAX_GRACE_SECONDS, validate_image_reference
+from proto.validation import check_grace_period, validate_image_reference
 from scheduler import placement, vmdelete
 from scheduler.clones import CloneApi
 from scheduler.clusterconfig import ClusterConfigApi, ClusterConfigWatch
@@ -389,9 +389,7 @@ def _key(entry: Entry[VM] | Entry[VMI] | Entry[NetworkAttachment]) -> str:
 def _power(body: bytes) -> PowerRequest:
     req = decode_request(body, PowerRequest)
     _valid_name(req.name)
-    if req.grace_period is not None and not 0 <= req.grace_period <= MAX_GRACE_SECONDS:
-        raise ApiError(Code.INVALID, f"grace period {req.grace_period}s: it must be between 0 and "
-                       f"{MAX_GRACE_SECONDS}", "gracePeriod")
+    check_grace_period(req.grace_period)
     return req
 
 

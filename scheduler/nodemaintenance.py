@@ -22,7 +22,7 @@ from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.spec import EVICTION_REFUSED, EvictionStrategy, RunStrategy, eviction_strategy
 from proto.state import FINAL_PHASES, VM, VMI, Condition, Node, Phase
-from proto.validation import MAX_GRACE_SECONDS
+from proto.validation import check_grace_period
 from scheduler.controllers import stop_vmi
 from servicekit.store import Store
 
@@ -167,9 +167,7 @@ class NodeMaintenanceApi:
         req = decode_request(body, EvictRequest)
         if not subjects.is_dns1123_label(req.name):
             raise ApiError(Code.INVALID, f"{req.name!r} is not a valid name (a DNS-1123 label)", "name")
-        if req.grace_period is not None and not 0 <= req.grace_period <= MAX_GRACE_SECONDS:
-            raise ApiError(Code.INVALID, f"grace period {req.grace_period}s: it must be between 0 and "
-                           f"{MAX_GRACE_SECONDS}", "gracePeriod")
+        check_grace_period(req.grace_period)
         entry = await self.store.vmis.require(req.name, "VMI")
         vmi = entry.value
         if vmi.phase in FINAL_PHASES:
@@ -196,7 +194,11 @@ class NodeMaintenanceApi:
 
 
 def _node_name(body: bytes) -> str:
-    name = decode_request(body, NameRequest).name
+    return node_name(decode_request(body, NameRequest).name)
+
+
+def node_name(name: str) -> str:
+    """A node's name as a request gives it: a DNS-1123 label (the node API's subjects are made of it)."""
     if not subjects.is_dns1123_label(name):
         raise ApiError(Code.INVALID, f"{name!r} is not a valid node name (a DNS-1123 label)", "name")
     return name

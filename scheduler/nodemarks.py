@@ -14,12 +14,12 @@ from collections.abc import Callable
 
 import msgspec
 
-from proto import subjects
 from proto.api import Ack, LabelRequest, TaintRequest, decode_request
 from proto.errors import ApiError, Code
 from proto.labels import check_labels
 from proto.state import Node
 from proto.taints import retainted
+from scheduler.nodemaintenance import node_name
 from servicekit.store import Store
 
 MAX_LABELS = 64
@@ -59,7 +59,7 @@ class NodeMarkApi:
 
     async def taint(self, body: bytes) -> Ack:
         req = decode_request(body, TaintRequest)
-        name = _node_name(req.name)
+        name = node_name(req.name)
         if not req.add and not req.remove:
             raise ApiError(Code.INVALID, "give at least one taint to add (key=value:Effect) or remove (key:Effect-)",
                            "add")
@@ -80,7 +80,7 @@ class NodeMarkApi:
 
     async def label(self, body: bytes) -> Ack:
         req = decode_request(body, LabelRequest)
-        _node_name(req.name)
+        node_name(req.name)
         if not req.labels and not req.remove:
             raise ApiError(Code.INVALID, "give at least one label to set (key=value) or remove (key-)", "labels")
         check_labels(req.labels, "labels")
@@ -101,8 +101,3 @@ class NodeMarkApi:
             return Ack(message=f"node/{req.name} not labeled")
         return Ack(message=f"node/{req.name} {'labeled' if req.labels else 'unlabeled'}")
 
-
-def _node_name(name: str) -> str:
-    if not subjects.is_dns1123_label(name):
-        raise ApiError(Code.INVALID, f"{name!r} is not a valid node name (a DNS-1123 label)", "name")
-    return name
