@@ -31,6 +31,7 @@ import structlog
 
 from proto import services as svc
 from proto import subjects
+from proto.dnsconfig import CLUSTER_DNS_IP
 from proto.state import Endpoints, Service
 from servicekit import netns_socket
 from servicekit.informer import Informer, shared
@@ -112,7 +113,7 @@ class ClusterDns:
         """The cluster DNS address, held by the node's loopback (blocking; raises NetlinkError). Held
         there it is the node's own wherever a query comes in (Linux answers for any of its addresses
         on any link), and a kernel without the dummy link type needs nothing more."""
-        self.netlink.replace_address(DNS_LINK, IPv4Interface(f"{svc.CLUSTER_DNS_IP}/32"))
+        self.netlink.replace_address(DNS_LINK, IPv4Interface(f"{CLUSTER_DNS_IP}/32"))
 
     async def run(self) -> None:
         try:
@@ -124,7 +125,7 @@ class ClusterDns:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=udp)
         server = await asyncio.start_server(self._tcp, sock=tcp)
-        log.info("cluster DNS up", address=str(svc.CLUSTER_DNS_IP))
+        log.info("cluster DNS up", address=str(CLUSTER_DNS_IP))
         try:
             await resync_on_changes([self.services.changes(), self.endpoints.changes()], self.sync, "cluster DNS")
         finally:
@@ -137,7 +138,7 @@ class ClusterDns:
         self.index = dns_index(services, endpoints)
 
     def _sockets(self) -> tuple[socket.socket, socket.socket]:
-        address = (str(svc.CLUSTER_DNS_IP), 53)
+        address = (str(CLUSTER_DNS_IP), 53)
 
         def udp() -> socket.socket:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -20,7 +20,7 @@ from ipaddress import IPv4Address, IPv4Network, collapse_addresses
 import structlog
 
 from proto import ipam, subjects
-from proto.services import CLUSTER_DNS_IP
+from proto.dnsconfig import CLUSTER_DNS_IP
 from proto.spec import NetworkAttachment
 from proto.state import Exposure, Node
 from servicekit import nftables

@@ -15,17 +15,24 @@ import hashlib
 import os
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+
+import structlog
 
 from launcher.masquerade import Masquerade, compose_ruleset
+from proto import dnsconfig
 from proto.errors import Code
+from proto.spec import VMSpec
 from servicekit import netns_sysctl, nftables
 from servicekit.netlink import KernelNetlink, Netlink, NetlinkError, NetnsAdapter
 from servicekit.offload import tx_checksum_off
 from servicekit.ovs import Ovs
 
+log = structlog.get_logger()
 NODE_POD_BRIDGE = "vbpods"  # made by the handler in the node's namespace
 GUEST_BRIDGE = "k6t-eth0"
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
+NODE_RESOLV_CONF = Path("/etc/resolv.conf")  # the node's: what dnsPolicy Default hands the guest
 
 
 def _existing_ok(make: Callable[[], object]) -> None:
@@ -192,3 +199,16 @@ def random_mac() -> str:
     raw = bytearray(os.urandom(6))
     raw[0] = (raw[0] & 0xFE) | 0x02  # unicast, locally administered
     return ":".join(f"{b:02x}" for b in raw)
+
+
+def guest_resolver(spec: VMSpec, resolv_conf: Path = NODE_RESOLV_CONF) -> dnsconfig.Resolver:
+    """The name servers and search list the guest's DHCP lease names (proto.dnsconfig); the node's
+    resolv.conf is read only for dnsPolicy Default, and one that cannot be read gives nothing."""
+    host = dnsconfig.Resolver()
+    if spec.dns_policy == "Default":
+        try:
+            host = dnsconfig.read_resolv_conf(resolv_conf.read_text(errors="replace"))
+        except OSError as exc:
+            log.warning("the node's resolv.conf is unreadable: the guest gets dnsConfig's servers only",
+                        path=str(resolv_conf), error=str(exc))
+    return dnsconfig.resolver(spec.dns_policy, spec.dns_config, host)

@@ -39,7 +39,6 @@ from launcher.supervision import DomainFollower
 from launcher.vnc import VncServer, libvirt_screenshot
 from proto.errors import ApiError, Code
 from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
-from proto.services import CLUSTER_DNS_IP, DNS_SEARCH
 from proto.snapshots import written_volumes
 from proto.spec import claims
 from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface, grace_period
@@ -355,22 +354,23 @@ class Runner:
         await asyncio.to_thread(podnic.plumb_pod, vmi=a.vmi, pod_netns=a.pod_netns, node_netns=a.node_netns,
                                 pod_ip=pod_ip, gateway=a.pod_gateway)
         iface = next(i for i in vmi.spec.interfaces if i.name == name)
+        names = podnic.guest_resolver(vmi.spec)
         if iface.binding == "masquerade":
             mac = iface.mac_address or stable_mac(a.uid, iface.name)
             rules = Masquerade(pod_ip=pod_ip.ip, ports=tuple(iface.ports))
             await asyncio.to_thread(podnic.bind_masquerade, pod_netns=a.pod_netns, tap=tap, rules=rules)
-            lease = Lease(mac=mac, ip=rules.guest_ip, prefix=24, router=rules.gateway, dns=[CLUSTER_DNS_IP],
+            lease = Lease(mac=mac, ip=rules.guest_ip, prefix=24, router=rules.gateway, dns=list(names.nameservers),
                           mtu=None, routes=[], hostname=vmi.spec.guest_hostname, lease_seconds=86400,
-                          server_id=rules.gateway, domain=None, search=DNS_SEARCH)
+                          server_id=rules.gateway, domain=None, search=names.searches)
             bridge = podnic.GUEST_BRIDGE
         else:  # bridge: the guest takes the pod's IP and MAC
             nic_mac = await asyncio.to_thread(podnic.pod_mac, a.pod_netns)
             mac = iface.mac_address or nic_mac
             bridge = await asyncio.to_thread(podnic.bind_bridge, pod_netns=a.pod_netns, tap=tap, pod_ip=pod_ip)
             lease = Lease(mac=mac, ip=pod_ip.ip, prefix=pod_ip.network.prefixlen, router=IPv4Address(a.pod_gateway),
-                          dns=[CLUSTER_DNS_IP], mtu=None, routes=[], hostname=vmi.spec.guest_hostname,
+                          dns=list(names.nameservers), mtu=None, routes=[], hostname=vmi.spec.guest_hostname,
                           lease_seconds=86400,
-                          server_id=IPv4Address(podnic.DHCP_SERVER_ADDRESS), domain=None, search=DNS_SEARCH)
+                          server_id=IPv4Address(podnic.DHCP_SERVER_ADDRESS), domain=None, search=names.searches)
         self.leases.append((lease, bridge))
         self.macs[name] = mac
         return VMIInterface(name=name, ip_address=str(pod_ip.ip), ip_addresses=[str(pod_ip.ip)], mac=mac)

@@ -18,6 +18,7 @@ from typing import Any
 
 from proto import fencing, nad
 from proto.affinity import AFFINITY, SPREAD, read_affinity, read_spread
+from proto.dnsconfig import DNS_CONFIG, read_dns_config
 from proto.machine import CLOCK, FEATURES, FIRMWARE, MACHINE_DEVICES, read_machine
 from proto.probes import KINDS as PROBE_KINDS
 from proto.probes import PROBE, read_probe
@@ -44,6 +45,7 @@ from proto.schema import (
     required,
 )
 from proto.spec import (
+    DNS_POLICIES,
     EVICTION_STRATEGIES,
     CloudInitConfigDrive,
     CloudInitNoCloud,
@@ -165,6 +167,7 @@ _VM = Object({
                 "topologySpreadConstraints": SPREAD,  # proto.affinity
                 # what KubeVirt writes into every VMI it defaults: the only one virtbus's nodes run (x86-64 QEMU)
                 "architecture": Choice(("amd64",)),
+                "dnsPolicy": Choice(DNS_POLICIES), "dnsConfig": DNS_CONFIG,  # proto.dnsconfig
                 "readinessProbe": PROBE, "livenessProbe": PROBE,  # proto.probes
             }),
         }),
@@ -211,6 +214,10 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
         extra["start_paused"] = True
     if "evictionStrategy" in tspec:
         extra["eviction_strategy"] = tspec["evictionStrategy"]
+    if "dnsPolicy" in tspec:
+        extra["dns_policy"] = tspec["dnsPolicy"]
+    if "dnsConfig" in tspec:
+        extra["dns_config"] = read_dns_config(tspec["dnsConfig"], f"{TEMPLATE_SPEC}.dnsConfig")
     if tspec.get("affinity"):
         extra["affinity"] = read_affinity(tspec["affinity"], f"{TEMPLATE_SPEC}.affinity")
     if tspec.get("topologySpreadConstraints"):

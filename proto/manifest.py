@@ -224,6 +224,8 @@ _VM_FIELDS = {
     "affinity": f"{kubevirt.TEMPLATE_SPEC}.affinity",
     "tolerations": f"{kubevirt.TEMPLATE_SPEC}.tolerations",
     "topologySpreadConstraints": f"{kubevirt.TEMPLATE_SPEC}.topologySpreadConstraints",
+    "dnsPolicy": f"{kubevirt.TEMPLATE_SPEC}.dnsPolicy",
+    "dnsConfig": f"{kubevirt.TEMPLATE_SPEC}.dnsConfig",
 }
 # whole native paths whose KubeVirt field sits elsewhere than the walk above finds it
 _MOVED = {"spec.clock.offsetSeconds": f"{kubevirt.DOMAIN_PATH}.clock.utc.offsetSeconds"}

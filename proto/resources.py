@@ -15,6 +15,7 @@ from typing import Any
 from proto import fencing
 from proto.affinity import affinity_manifest, spread_manifest
 from proto.api import NodeView, VMView
+from proto.dnsconfig import dns_config_manifest
 from proto.kubevirt import REGISTRY_SCHEME
 from proto.machine import firmware_uuid, machine_manifest
 from proto.probes import probe_manifest
@@ -108,6 +109,8 @@ def vmi_spec(spec: VMSpec, *, sized: bool = True) -> Obj:
         "hostname": spec.hostname, "subdomain": spec.subdomain,
         "startStrategy": "Paused" if spec.start_paused else None,
         "evictionStrategy": spec.eviction_strategy,
+        "dnsPolicy": spec.dns_policy if spec.dns_policy != "ClusterFirst" else None,
+        "dnsConfig": dns_config_manifest(spec.dns_config) if spec.dns_config is not None else None,
         "affinity": affinity_manifest(spec.affinity) if spec.affinity is not None else None,
         "tolerations": tolerations_manifest(spec.tolerations) if spec.tolerations else None,
         "topologySpreadConstraints": spread_manifest(spec.topology_spread_constraints)

@@ -14,6 +14,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from proto import netcheck
+from proto.dnsconfig import CLUSTER_DNS_IP, CLUSTER_DOMAIN
 from proto.errors import ApiError, Code
 from proto.labels import check_labels
 from proto.schema import NAMESPACE, check_namespace, only_known
@@ -32,12 +33,7 @@ from proto.state import (
 )
 from proto.validation import check_name
 
-CLUSTER_DOMAIN = "cluster.local"
 SERVICE_CIDR = IPv4Network("10.96.0.0/16")
-# Where every guest asks names (kube-dns's address): each node answers it itself (handler.clusterdns).
-CLUSTER_DNS_IP = IPv4Address("10.96.0.10")
-# What a guest's resolver appends to a short name, as a pod's resolv.conf has it.
-DNS_SEARCH = (f"{NAMESPACE}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}", CLUSTER_DOMAIN)
 # What KubeVirt puts on every VMI of a VM (virt-controller): a selector virtctl expose falls back on.
 VM_NAME_LABEL = "vm.kubevirt.io/name"
 MAX_PORTS = 64

@@ -186,6 +186,26 @@ class Taint(Spec, frozen=True):
     value: str = ""
 
 
+DNSPolicy = Literal["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"]
+DNS_POLICIES: tuple[DNSPolicy, ...] = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
+
+
+class DNSOption(Spec, frozen=True):
+    """A resolver option (resolv.conf's ``options``): kept and written back; DHCP has no word for it."""
+
+    name: str
+    value: str | None = None
+
+
+class DNSConfig(Spec, frozen=True):
+    """Kubernetes' PodDNSConfig: name servers and search domains added to what the dnsPolicy gives
+    (proto.dnsconfig)."""
+
+    nameservers: list[str] = []
+    searches: list[str] = []
+    options: list[DNSOption] = []
+
+
 class Toleration(Spec, frozen=True):
     """Kubernetes' toleration, as a VMI's spec carries it. An empty key with Exists tolerates every
     taint; no effect, every effect. tolerationSeconds is kept and written back: it bounds how long a
@@ -343,6 +363,9 @@ class VMSpec(Spec, frozen=True):
     affinity: Affinity | None = None  # Kubernetes' affinity: where its instances may and would rather go
     tolerations: list[Toleration] = []  # the node taints its instances may stand
     topology_spread_constraints: list[TopologySpreadConstraint] = []  # how its instances spread over nodes
+    # Kubernetes' dnsPolicy and dnsConfig: the name servers and search domains its guest's DHCP lease names
+    dns_policy: DNSPolicy = "ClusterFirst"
+    dns_config: DNSConfig | None = None
 
     @property
     def guest_hostname(self) -> str:

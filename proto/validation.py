@@ -14,6 +14,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from proto import fencing, ipam, netcheck
 from proto.affinity import check_affinity
+from proto.dnsconfig import check_dns
 from proto.errors import ApiError, Code
 from proto.labels import check_labels
 from proto.machine import check_machine
@@ -122,6 +123,7 @@ def validate_vm(spec: VMSpec) -> VMSpec:
     check_probes(spec)
     check_affinity(spec)
     check_tolerations(spec)
+    check_dns(spec.dns_policy, spec.dns_config)
     if spec.high_availability:
         fencing.check_strategy(spec.run_strategy, "spec.runStrategy")
     return spec

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -140,8 +141,12 @@ def write_manifest(lab: Lab, name: str, binding: str, node: str | None = None, r
 
 
 def test_bridge_binding_guest_holds_the_pod_ip(lab: Lab) -> None:
+    # and names only the name servers and search domains its dnsConfig says (dnsPolicy None)
+    dns = {"nameservers": ["192.0.2.53", "10.96.0.10"], "searches": ["corp.example."],
+           "options": [{"name": "ndots", "value": "2"}]}
     manifest = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "bridged"},
                 "spec": {"running": True, "template": {"spec": {
+                    "dnsPolicy": "None", "dnsConfig": dns,
                     "domain": {"resources": {"requests": {"memory": "64M"}},
                                "devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}],
                                            "interfaces": [{"name": "default", "bridge": {}}]}},
@@ -156,6 +161,12 @@ def test_bridge_binding_guest_holds_the_pod_ip(lab: Lab) -> None:
     console = lab.cli("console", "bridged", "--log", "--until", "VIRTBUS-GUEST-IP", "--timeout", "120").stdout
     assert f"VIRTBUS-GUEST-IP {pod_ip}" in console  # the guest sees the pod IP on its own eth0
     assert "hostname: bridged" in http_get(lab, other(vmi["status"]["nodeName"]), f"http://{pod_ip}/")
+    lab.cli("console", "bridged", "--send", "cat /etc/resolv.conf; echo RESOLVER-$((6*7))\\n")
+    said = lab.cli("console", "bridged", "--log", "--until", "RESOLVER-42", "--timeout", "60").stdout
+    resolv = said.rsplit("cat /etc/resolv.conf", 1)[-1]
+    assert "search corp.example\n" in resolv.replace("\r", "")
+    assert re.findall(r"nameserver (\S+)", resolv) == ["192.0.2.53", "10.96.0.10"]
+    assert vmi["spec"]["dnsPolicy"] == "None" and vmi["spec"]["dnsConfig"] == dns  # written back as given
     lab.cli("delete", "bridged", "--wait", "--timeout", "120")
 
 

@@ -19,10 +19,10 @@ pytestmark = pytest.mark.e2e
 MARKER = "VIRTBUS-GUEST-READY"
 
 
-def web_manifest(lab: Lab, name: str, node: str, labels: dict[str, str]) -> str:
+def web_manifest(lab: Lab, name: str, node: str, labels: dict[str, str], **spec: object) -> str:
     manifest = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name},
                 "spec": {"running": True, "template": {"metadata": {"labels": labels}, "spec": {
-                    "nodeSelector": {"kubernetes.io/hostname": node},
+                    **spec, "nodeSelector": {"kubernetes.io/hostname": node},
                     "domain": {"resources": {"requests": {"memory": "64M"}},
                                "devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}],
                                            "interfaces": [{"name": "default", "masquerade": {}}]}},
@@ -49,7 +49,9 @@ def endpoint_ips(lab: Lab, name: str) -> list[str]:
 def test_a_service_follows_its_vm_and_answers_on_every_node(lab: Lab) -> None:
     labels = {"kubevirt.io/domain": "web"}
     lab.cli("apply", "-f", web_manifest(lab, "web", "node1", labels))
-    lab.cli("apply", "-f", web_manifest(lab, "client", "node2", {"app": "client"}))
+    # the client's dnsConfig adds a search domain after the cluster's (dnsPolicy ClusterFirst, the default)
+    lab.cli("apply", "-f", web_manifest(lab, "client", "node2", {"app": "client"},
+                                        dnsConfig={"searches": ["corp.example"]}))
     web = started(lab, "web")
     started(lab, "client")
     out = lab.cli("expose", "vm", "web", "--name", "web-http", "--port", "8000", "--target-port", "80",
@@ -78,6 +80,11 @@ def test_a_service_follows_its_vm_and_answers_on_every_node(lab: Lab) -> None:
                                            "&& echo SERVICE-REACHED-$((6*7))\\n")
     lab.cli("console", "client", "--log", "--until", "SERVICE-REACHED-42", "--timeout", "60")
     # and by its name, short as the search list allows, from the cluster DNS its lease named
+    lab.cli("console", "client", "--send", "cat /etc/resolv.conf; echo RESOLVER-$((6*7))\\n")
+    resolv = lab.cli("console", "client", "--log", "--until", "RESOLVER-42", "--timeout", "60").stdout
+    resolv = resolv.rsplit("cat /etc/resolv.conf", 1)[-1].replace("\r", "")
+    assert "search default.svc.cluster.local svc.cluster.local cluster.local corp.example\n" in resolv
+    assert re.findall(r"nameserver (\S+)", resolv) == ["10.96.0.10"]
     lab.cli("console", "client", "--send", f"nslookup web-http | grep -q {cluster_ip} && wget -q -O - "
                                            "http://web-http:8000/ | grep -q 'hostname: web' "
                                            "&& echo NAME-REACHED-$((6*7))\\n")

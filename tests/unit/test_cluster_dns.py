@@ -12,7 +12,7 @@ import dns.rdatatype
 
 from handler.clusterdns import dns_index, respond
 from launcher.dhcp_packet import domain_search
-from proto.services import DNS_SEARCH
+from proto.dnsconfig import DNS_SEARCH
 from proto.state import HEADLESS, EndpointAddress, Endpoints, EndpointSubset, Service, ServicePort, ServiceType
 
 
