@@ -32,6 +32,7 @@ from ctl import (
     portforward,
     power,
     preferencecmd,
+    priorityclasscmd,
     render,
     routecmd,
     servicecmd,
@@ -85,8 +86,8 @@ async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
     if kind is None:
         raise ApiError(Code.BAD_REQUEST, f"unknown kind {args.kind!r}; use vms, vmis, vmirs, vmpools, services, "
                                          "endpoints, routes, ingresses, net-attach-defs, pvcs, vmsnapshots, "
-                                         "volumesnapshots, instancetypes, preferences, images, fips, nodes, "
-                                         "exposures, events or kubevirt", "kind")
+                                         "volumesnapshots, instancetypes, preferences, priorityclasses, images, "
+                                         "fips, nodes, exposures, events or kubevirt", "kind")
     if kind == "event":
         say(render.table(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], []))
         await api.events(args.watch, lambda e: say(render.event_row(e)))
@@ -266,6 +267,7 @@ def parser() -> argparse.ArgumentParser:
     instancetypecmd.add_parser(sub)
     workloadcmd.add_parser(sub)
     preferencecmd.add_parser(sub)
+    priorityclasscmd.add_parser(sub)
     ctl.vnc.add_parser(sub)
     portforward.add_parser(sub)
     exportcmd.add_parser(sub)
@@ -289,7 +291,8 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "console": cmd_console, "image": imagecmd.run, "image-upload": imageupload.run,
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
     "instancetype": instancetypecmd.run, "scale": workloadcmd.scale, "vm": snapshotcmd.run_vm,
-    "preference": preferencecmd.run, "vnc": ctl.vnc.run, "port-forward": portforward.run,
+    "preference": preferencecmd.run, "priorityclass": priorityclasscmd.run, "vnc": ctl.vnc.run,
+    "port-forward": portforward.run,
     "vmexport": exportcmd.run, "expand": expandcmd.run,
     "cordon": draincmd.run, "uncordon": draincmd.run, "drain": draincmd.run, "label": nodemarks.run,
     "taint": nodemarks.run,

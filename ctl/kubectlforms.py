@@ -39,6 +39,7 @@ ELSEWHERE: dict[str, Elsewhere] = {
                  Elsewhere(["vm", "snapshot"])),
     **_spellings("volumesnapshot volumesnapshots vs", Elsewhere(["volume", "snapshot"])),
     **_spellings("vmclone vmclones virtualmachineclone virtualmachineclones", Elsewhere(["vm", "clone"])),
+    **_spellings("priorityclass priorityclasses pc", Elsewhere(["priorityclass"])),
     **_spellings("image images", Elsewhere(["image"], get=False)),
     **_spellings("fip fips floatingip floatingips", Elsewhere(["fip"], get=False)),
 }

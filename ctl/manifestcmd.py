@@ -16,6 +16,7 @@ from ctl import (
     kubevirtcmd,
     networkcmd,
     preferencecmd,
+    priorityclasscmd,
     routecmd,
     servicecmd,
     snapshotcmd,
@@ -23,7 +24,7 @@ from ctl import (
 )
 from ctl.client import ApiClient
 from ctl.lab import say
-from proto import clonemanifest, clusterconfig, instancetypes, preferences, snapshotmanifest
+from proto import clonemanifest, clusterconfig, instancetypes, preferences, priorities, snapshotmanifest
 from proto.api import VMIReply, VMReply
 from proto.errors import ApiError, Code
 from proto.manifest import INSTANCE_KIND, load_manifests
@@ -36,7 +37,7 @@ DELETE_BY_KIND: dict[str, str] = {
     **{k: "network" for k in networkcmd.MANIFEST_KINDS},
     **{k: "instancetype" for k in instancetypes.KINDS}, **{k: "preference" for k in preferences.KINDS},
     **workloadcmd.API, **servicecmd.MANIFEST_KINDS, **routecmd.MANIFEST_KINDS,
-    snapshotmanifest.SNAPSHOT_KIND: "vmsnapshot", clonemanifest.KIND: "vmclone",
+    snapshotmanifest.SNAPSHOT_KIND: "vmsnapshot", clonemanifest.KIND: "vmclone", priorities.KIND: "priorityclass",
 }
 NOT_DELETED = {
     snapshotmanifest.RESTORE_KIND: "a restore is done once it is applied; there is nothing left of it to delete",
@@ -102,6 +103,8 @@ async def _apply_one(api: ApiClient, doc: Any) -> None:
         await kubevirtcmd.apply(api, body)
     elif preferencecmd.is_preference(kind):
         await preferencecmd.apply(api, body)
+    elif priorityclasscmd.is_priority_class(kind):
+        await priorityclasscmd.apply(api, body)
     elif workloadcmd.is_workload(kind):
         await workloadcmd.apply(api, str(kind), body)
     elif kind in servicecmd.MANIFEST_KINDS:

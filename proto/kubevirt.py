@@ -168,6 +168,7 @@ _VM = Object({
                 # what KubeVirt writes into every VMI it defaults: the only one virtbus's nodes run (x86-64 QEMU)
                 "architecture": Choice(("amd64",)),
                 "dnsPolicy": Choice(DNS_POLICIES), "dnsConfig": DNS_CONFIG,  # proto.dnsconfig
+                "priorityClassName": STR,  # proto.priorities
                 "readinessProbe": PROBE, "livenessProbe": PROBE,  # proto.probes
             }),
         }),
@@ -216,6 +217,8 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
         extra["eviction_strategy"] = tspec["evictionStrategy"]
     if "dnsPolicy" in tspec:
         extra["dns_policy"] = tspec["dnsPolicy"]
+    if "priorityClassName" in tspec:
+        extra["priority_class_name"] = tspec["priorityClassName"]
     if "dnsConfig" in tspec:
         extra["dns_config"] = read_dns_config(tspec["dnsConfig"], f"{TEMPLATE_SPEC}.dnsConfig")
     if tspec.get("affinity"):

@@ -226,6 +226,7 @@ _VM_FIELDS = {
     "topologySpreadConstraints": f"{kubevirt.TEMPLATE_SPEC}.topologySpreadConstraints",
     "dnsPolicy": f"{kubevirt.TEMPLATE_SPEC}.dnsPolicy",
     "dnsConfig": f"{kubevirt.TEMPLATE_SPEC}.dnsConfig",
+    "priorityClassName": f"{kubevirt.TEMPLATE_SPEC}.priorityClassName",
 }
 # whole native paths whose KubeVirt field sits elsewhere than the walk above finds it
 _MOVED = {"spec.clock.offsetSeconds": f"{kubevirt.DOMAIN_PATH}.clock.utc.offsetSeconds"}

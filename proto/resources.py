@@ -111,6 +111,7 @@ def vmi_spec(spec: VMSpec, *, sized: bool = True) -> Obj:
         "evictionStrategy": spec.eviction_strategy,
         "dnsPolicy": spec.dns_policy if spec.dns_policy != "ClusterFirst" else None,
         "dnsConfig": dns_config_manifest(spec.dns_config) if spec.dns_config is not None else None,
+        "priorityClassName": spec.priority_class_name,
         "affinity": affinity_manifest(spec.affinity) if spec.affinity is not None else None,
         "tolerations": tolerations_manifest(spec.tolerations) if spec.tolerations else None,
         "topologySpreadConstraints": spread_manifest(spec.topology_spread_constraints)

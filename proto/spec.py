@@ -366,6 +366,9 @@ class VMSpec(Spec, frozen=True):
     # Kubernetes' dnsPolicy and dnsConfig: the name servers and search domains its guest's DHCP lease names
     dns_policy: DNSPolicy = "ClusterFirst"
     dns_config: DNSConfig | None = None
+    # Kubernetes' priorityClassName (proto.priorities): how its instances rank for a node, and whom they
+    # may preempt; None: the global default class's, else 0
+    priority_class_name: str | None = None
 
     @property
     def guest_hostname(self) -> str:

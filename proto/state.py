@@ -114,6 +114,10 @@ class VMI(State, frozen=True):
     # owner's wish, so a VM that wants it running (Always, RerunOnFailure) runs it again elsewhere, and
     # its end counts as no failure.
     evicted: bool = False
+    # Its priority (proto.priorities), decided from its spec's priorityClassName when it was bound and
+    # kept, as Kubernetes keeps a pod's (pod.spec.priority); None: not bound yet (or bound before there
+    # were priorities: 0)
+    priority: int | None = None
 
 
 def is_ready(vmi: VMI) -> bool:

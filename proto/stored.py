@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from proto import clusterconfig, ipam, labelfilter, netcheck, subjects, taints
+from proto import clusterconfig, ipam, labelfilter, netcheck, priorities, subjects, taints
 from proto.clones import PREFIX_TARGET_NAME, RANDOMIZE_NAMES, SOURCE_SNAPSHOT, SOURCE_VM, VMClone
 from proto.errors import ApiError, Code
 from proto.instancetypes import KINDS as INSTANCETYPE_KINDS
@@ -132,6 +132,8 @@ def check_vmi(key: str, vmi: VMI) -> None:
         raise ApiError(Code.INVALID, "pauseGeneration and rebootRequests cannot be negative", "pauseGeneration")
     if vmi.stop_grace_period is not None and vmi.stop_grace_period < 0:
         raise ApiError(Code.INVALID, "stopGracePeriod cannot be negative", "stopGracePeriod")
+    if vmi.priority is not None and not priorities.LOWEST_PRIORITY <= vmi.priority <= priorities.HIGHEST_PRIORITY:
+        raise ApiError(Code.INVALID, f"priority {vmi.priority} is out of range", "priority")
     for i, cond in enumerate(vmi.conditions):
         _text(cond.message, f"conditions[{i}].message")
     for i, iface in enumerate(vmi.interfaces):
@@ -296,6 +298,11 @@ def check_vm_clone(key: str, clone: VMClone) -> None:
     _text(clone.reason, "reason")
 
 
+def check_priority_class(key: str, value: priorities.PriorityClass) -> None:
+    _key_is(key, value.name, "PriorityClass name")
+    priorities.check(value)
+
+
 def check_instancetype(key: str, value: Instancetype) -> None:
     _key_is(key, value.name, "instancetype name")
     check_name(key.replace(".", "-"), "key", "instancetype name")  # u1.small: dots as KubeVirt's names have
@@ -395,7 +402,7 @@ _VALIDATORS: dict[object, Validator] = {
     NetworkAttachment: check_network, Lease: check_lease, VmiLease: check_vmi_lease, NodeVmi: check_node_vmi,
     NodeLease: check_node_lease,
     PersistentVolume: check_persistent_volume, VolumeSnapshot: check_volume_snapshot, VMSnapshot: check_vm_snapshot,
-    Instancetype: check_instancetype, str: check_cidr_claim,
+    Instancetype: check_instancetype, str: check_cidr_claim, priorities.PriorityClass: check_priority_class,
     ReplicaSet: check_replicaset, Pool: check_pool, Preference: check_preference, VMClone: check_vm_clone,
     Service: check_service, Endpoints: check_endpoints, Route: check_route, Ingress: check_ingress,
     dict[str, str]: check_address_table, clusterconfig.ClusterConfig: check_cluster_config,

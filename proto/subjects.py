@@ -31,6 +31,7 @@ BUCKET_REPLICASETS = "vmirs"  # VirtualMachineInstanceReplicaSets (proto.workloa
 BUCKET_PREFERENCES = "preferences"  # user-defined ones (proto.preferences); the control plane's only
 BUCKET_POOLS = "vmpools"  # VirtualMachinePools (proto.workloads); the control plane's only
 BUCKET_CLONES = "vmclones"  # VirtualMachineClones (proto.clones); the control plane's only
+BUCKET_PRIORITY_CLASSES = "priorityclasses"  # PriorityClasses (proto.priorities); the control plane's only
 # The cluster's configuration (proto.clusterconfig, KubeVirt's KubeVirt CR), one key; the control plane's only
 BUCKET_CONFIG = "config"
 CONFIG_KUBEVIRT = "kubevirt"

@@ -113,7 +113,8 @@ def validate_vm(spec: VMSpec) -> VMSpec:
     check_labels(spec.labels, "spec.labels")
     check_labels(spec.vm_labels, "spec.vmLabels")
     check_labels(spec.node_selector, "spec.nodeSelector")
-    for value, field in ((spec.hostname, "spec.hostname"), (spec.subdomain, "spec.subdomain")):
+    for value, field in ((spec.hostname, "spec.hostname"), (spec.subdomain, "spec.subdomain"),
+                         (spec.priority_class_name, "spec.priorityClassName")):
         if value is not None:  # a DNS label: in DHCP, cloud-init meta-data and DNS names
             check_name(value, field, field.removeprefix("spec."))
     _check_storage(spec)

@@ -41,7 +41,6 @@ from proto.validation import check_grace_period, validate_image_reference
 from scheduler import placement, vmdelete
 from scheduler.clones import CloneApi
 from scheduler.clusterconfig import ClusterConfigApi, ClusterConfigWatch
-from scheduler.controllers import stop_vmi
 from scheduler.exposures import ExposureApi
 from scheduler.floatingips import FloatingIPApi
 from scheduler.instancetypes import InstancetypeApi
@@ -51,10 +50,12 @@ from scheduler.nodemarks import NodeMarkApi
 from scheduler.pools import PoolApi
 from scheduler.power import PowerApi
 from scheduler.preferences import PreferenceApi
+from scheduler.priorityclasses import PriorityClassApi
 from scheduler.replicasets import ReplicaSetApi
 from scheduler.routeapi import RouteApi
 from scheduler.services import ServiceApi
 from scheduler.snapshots import SnapshotApi
+from scheduler.stopping import stop_vmi
 from scheduler.vmplan import printable_status
 from scheduler.volumes import VolumeApi
 from servicekit.endpoints import Endpoint
@@ -88,6 +89,7 @@ class Api:
         self.maintenance = NodeMaintenanceApi(store, clock=clock, ready=self._node_ready,
                                               cluster_strategy=self._cluster_eviction_strategy)
         self.node_marks = NodeMarkApi(store)
+        self.priority_classes = PriorityClassApi(store)
 
     def endpoints(self) -> list[Endpoint]:
         table: dict[tuple[str, str], Callable[[bytes], object]] = {
@@ -117,7 +119,7 @@ class Api:
             **self.snapshots.table(), **self.clones.table(), **self.replicasets.table(), **self.pools.table(),
             **self.preferences.table(),
             **self.services.table(), **self.routes.table(), **self.cluster.table(), **self.network.table(),
-            **self.maintenance.table(), **self.node_marks.table(),
+            **self.maintenance.table(), **self.node_marks.table(), **self.priority_classes.table(),
         }
         return [Endpoint(f"{kind}-{verb}", subjects.api(kind, verb), handler)  # type: ignore[arg-type]
                 for (kind, verb), handler in table.items()]

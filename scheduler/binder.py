@@ -14,7 +14,6 @@ is now; one that lands confirms it. Events are recorded by a sink (scheduler.eve
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import structlog
 from proto.clusterconfig import DEFAULT_CPU_ALLOCATION_RATIO
 from proto.errors import ApiError, Code
 from proto.events import Event
+from proto.priorities import Priority
 from proto.spec import claims
 from proto.state import FINAL_PHASES, VMI, Condition, Node, Phase
 from scheduler import affinityplan, placement, volumes
@@ -34,7 +34,12 @@ from scheduler.capacity import Assumption, CapacityIndex
 from scheduler.eventsink import EventSink
 from scheduler.metrics import SchedulerMetrics
 from scheduler.networkneeds import NetworkNeeds, network_needs
+from scheduler.pendingqueue import PendingQueue
+from scheduler.preempting import Preempting
+from scheduler.preemption import Nominations
+from scheduler.priorityclasses import ClassView, FixedClasses
 from scheduler.vmicache import VmiCache
+from scheduler.vmiwrites import VmiWrites
 from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Change, Entry, Store
 
@@ -57,14 +62,6 @@ class Counters:
     binds: int = 0
     conflicts: int = 0
     unschedulable: int = 0
-
-
-class VmiWrites(Protocol):
-    """The ``vmis`` bucket as the binder writes it (servicekit.store.Bucket; a fake in unit tests)."""
-
-    async def get(self, key: str) -> Entry[VMI] | None: ...
-
-    async def update(self, key: str, value: VMI, revision: int) -> int: ...
 
 
 class NodeView(Protocol):
@@ -97,10 +94,12 @@ class Binder:
     def __init__(self, bucket: VmiWrites, vmis: VmiCache, nodes: NodeView, *, store: Store | None,
                  clock: Callable[[], float], counters: Counters, metrics: SchedulerMetrics, events: EventSink,
                  batch: int = BATCH, in_flight: int = IN_FLIGHT, enough: int | None = ENOUGH_NODES,
-                 cpu_ratio: Callable[[], int] = lambda: DEFAULT_CPU_ALLOCATION_RATIO) -> None:
+                 cpu_ratio: Callable[[], int] = lambda: DEFAULT_CPU_ALLOCATION_RATIO,
+                 classes: ClassView | None = None) -> None:
         """store: for the VMIs with volumes or secondary networks, whose needs are looked up there
         (None: such a VMI cannot be placed; unit tests). cpu_ratio: the cluster's cpuAllocationRatio
-        now (scheduler.clusterconfig's watch), read before each batch of decisions."""
+        now (scheduler.clusterconfig's watch), read before each batch of decisions. classes: the
+        PriorityClasses (scheduler.priorityclasses; None: Kubernetes' built-in ones only)."""
         self.bucket = bucket
         self.store = store
         self.vmis = vmis
@@ -113,10 +112,13 @@ class Binder:
         self.enough = enough
         self.cpu_ratio = cpu_ratio
         self.index = CapacityIndex(cpu_ratio())
+        self.classes = classes or FixedClasses()
+        self.nominations = Nominations()
+        self.preempting = Preempting(bucket, vmis, self.index, self.nominations, events, clock)
         self.bound_log = BindLog()
-        vmis.listen(self.index.observe)
+        vmis.listen(self._observe)
         self._lock = asyncio.Lock()
-        self._pending: dict[str, None] = {}  # queued to decide, in order, each once
+        self._pending = PendingQueue()  # queued to decide, the highest priority first, each once
         self._writing: set[str] = set()  # decided, write in flight: not decided again until it ends
         self._creating: dict[str, Assumption] = {}  # bound by bind_new, its create in flight
         self._again: set[str] = set()  # kicked while its write was in flight
@@ -131,8 +133,22 @@ class Binder:
         if name in self._writing:
             self._again.add(name)
             return
-        self._pending[name] = None
+        self._pending.add(name, self._rank(name))
         self._wake.set()
+
+    def _rank(self, name: str) -> int:
+        """Its priority, for its place in the queue: a class missing is decided (and said) later."""
+        entry = self.vmis.entries.get(name)
+        try:
+            return self.classes.resolve(entry.value.spec.priority_class_name).value if entry is not None else 0
+        except ApiError:
+            return 0
+
+    def _observe(self, name: str, vmi: VMI | None) -> None:
+        self.index.observe(name, vmi)
+        if self.nominations:
+            for preemptor in self.preempting.observed(name, vmi):
+                self.kick(preemptor)
 
     async def run(self) -> None:
         """Decide what is queued, a batch at a time, and send its writes off; forever."""
@@ -140,10 +156,7 @@ class Binder:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                names = list(itertools.islice(self._pending, self.batch))
-                for name in names:
-                    del self._pending[name]
-                for write in await self._decide_all(names):
+                for write in await self._decide_all(self._pending.take(self.batch)):
                     await self._gate.acquire()  # back-pressure: decisions wait while too many are in flight
                     task = asyncio.create_task(self._write_off(write))
                     self._writes.add(task)
@@ -176,8 +189,12 @@ class Binder:
                 or self.index.assumed(name) is not None or vmi.node_name or vmi.phase in FINAL_PHASES
                 or vmi.stop_requested or next(iter(claims(spec.volumes)), None) is not None
                 or any(n.kind == "multus" for n in spec.networks)
-                or affinityplan.needed(vmi, bool(self.index.holders()))):
-            return None
+                or affinityplan.needed(vmi, bool(self.index.holders())) or self.nominations):
+            return None  # (while a preemptor waits for room, every decision goes by priority, in the queue)
+        try:
+            priority = self.classes.resolve(spec.priority_class_name)
+        except ApiError:
+            return None  # decided in the queue, which says why it waits
         # the batches' sync, at most this often here, unless a node's record changed since
         if time.monotonic() - self._synced_at > SYNC_NEW_S or self.nodes.generation != self._synced_generation:
             self._sync_nodes()
@@ -185,11 +202,9 @@ class Binder:
         choice = placement.place(spec, self.index.candidates(), None, frozenset(), enough=self._enough())
         if choice.node is None:
             return None
-        self._creating[name] = self.index.assume(name, choice.node, self.index.request(vmi), vmi)
-        cond = Condition(type="PodScheduled", status="True", reason="Scheduled",
-                         message=f"bound to {choice.node} ({choice.message})", last_transition_time=now)
-        return msgspec.structs.replace(vmi, phase=Phase.SCHEDULED, node_name=choice.node,
-                                       conditions=_with(vmi, cond))
+        bound = _bound_to(vmi, choice, priority, now)
+        self._creating[name] = self.index.assume(name, choice.node, self.index.request(vmi), bound)
+        return bound
 
     def created(self, vmi: VMI, revision: int) -> Event:
         """``bind_new``'s VMI was created: its assumption confirmed, the bind counted; its Scheduled event."""
@@ -267,6 +282,11 @@ class Binder:
             return None
         now = self.clock()
         spec = vmi.spec
+        try:
+            priority = self.classes.resolve(spec.priority_class_name)
+        except ApiError as exc:  # as Kubernetes' admission refuses the pod: it waits, saying why
+            return self._unschedulable(entry, exc.message, now)
+        self.preempting.unreserve(name)  # its own claim on a node is not in its way
         # most VMIs have no volumes and no secondary networks: their decision needs no round trip
         has_volumes = next(iter(claims(spec.volumes)), None) is not None
         only, unplaceable, needs = None, None, NetworkNeeds()
@@ -287,25 +307,32 @@ class Binder:
             choice = placement.place(spec, self.index.candidates(), only, needs.ovs_bridges, enough=enough,
                                      bridges=needs.bridges, vlan_ports=needs.vlan_ports, affinity=verdict)
         if choice.node is None:
-            old = next((c for c in vmi.conditions if c.type == "PodScheduled"), None)
-            if vmi.phase is Phase.SCHEDULING and old is not None and old.message == choice.message:
-                return None
-            cond = Condition(type="PodScheduled", status="False", reason="Unschedulable",
-                             message=choice.message, last_transition_time=now)
-            updated = msgspec.structs.replace(vmi, phase=Phase.SCHEDULING, conditions=_with(vmi, cond))
-            self._writing.add(name)
-            return _Write(name, entry.revision, updated, None, choice.message, now)
-        assumption = self.index.assume(name, choice.node, self.index.request(vmi), vmi)  # before any await
+            message = choice.message
+            if priority.preempts and unplaceable is None:
+                message = await self.preempting.preempt(vmi, priority.value, choice.message, only=only, needs=needs,
+                                                        affinity=verdict)
+            return self._unschedulable(entry, message, now)
+        self.nominations.drop(name)
+        bound = _bound_to(vmi, choice, priority, now)
+        assumption = self.index.assume(name, choice.node, self.index.request(vmi), bound)  # before any await
         if has_volumes and self.store is not None and not await volumes.pin(self.store, spec, choice.node):
             self.index.forget(name, assumption)
             self.kick(name)  # a volume went to another node meanwhile: decide again
             return None
-        cond = Condition(type="PodScheduled", status="True", reason="Scheduled",
-                         message=f"bound to {choice.node} ({choice.message})", last_transition_time=now)
-        bound = msgspec.structs.replace(vmi, phase=Phase.SCHEDULED, node_name=choice.node,
-                                        conditions=_with(vmi, cond))
         self._writing.add(name)
         return _Write(name, entry.revision, bound, choice.node, choice.message, now, assumption)
+
+    def _unschedulable(self, entry: Entry[VMI], message: str, now: float) -> _Write | None:
+        """Its Unschedulable condition saying why, unless it says so already."""
+        vmi = entry.value
+        old = next((c for c in vmi.conditions if c.type == "PodScheduled"), None)
+        if vmi.phase is Phase.SCHEDULING and old is not None and old.message == message:
+            return None
+        cond = Condition(type="PodScheduled", status="False", reason="Unschedulable", message=message,
+                         last_transition_time=now)
+        updated = msgspec.structs.replace(vmi, phase=Phase.SCHEDULING, conditions=_with(vmi, cond))
+        self._writing.add(vmi.name)
+        return _Write(vmi.name, entry.revision, updated, None, message, now)
 
     # --- writing ----------------------------------------------------------------------------------
     async def _write_off(self, write: _Write) -> None:
@@ -373,6 +400,13 @@ def _event(name: str, reason: str, message: str, at: float, *, warning: bool = F
            node: str | None = None) -> Event:
     return Event(kind="VirtualMachineInstance", name=name, reason=reason, message=message, timestamp=at,
                  type="Warning" if warning else "Normal", node=node)
+
+
+def _bound_to(vmi: VMI, choice: placement.Placement, priority: Priority, now: float) -> VMI:
+    cond = Condition(type="PodScheduled", status="True", reason="Scheduled",
+                     message=f"bound to {choice.node} ({choice.message})", last_transition_time=now)
+    return msgspec.structs.replace(vmi, phase=Phase.SCHEDULED, node_name=choice.node, conditions=_with(vmi, cond),
+                                   priority=priority.value)
 
 
 def _with(vmi: VMI, cond: Condition) -> list[Condition]:

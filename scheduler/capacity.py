@@ -33,6 +33,7 @@ from proto.services import pod_labels
 from proto.state import FINAL_PHASES, VMI, Node
 from scheduler.affinityplan import Placed
 from scheduler.placement import NodeUsage, Request, tie_key
+from scheduler.preemption import Running
 
 
 @dataclass(slots=True)
@@ -41,6 +42,10 @@ class _Held:
     request: Request
     assumed: bool  # decided and being written, not yet seen bound
     vmi: VMI | None = None  # what is held, for affinity (scheduler.affinityplan): its labels and terms
+
+    @property
+    def priority(self) -> int:
+        return (self.vmi.priority or 0) if self.vmi is not None else 0
 
     @property
     def keeps_away(self) -> bool:
@@ -86,6 +91,7 @@ class CapacityIndex:
         # (key, value) of a launcher pod's label -> the instances held with it: built at the first
         # affinity decision (scheduler.affinityplan), then kept, so a cluster without affinity pays nothing
         self._by_label: dict[tuple[str, str], set[str]] | None = None
+        self._priorities: Counter[int] = Counter()  # the priorities of what is held (proto.priorities)
 
     # --- VMIs -------------------------------------------------------------------------------------
     def observe(self, name: str, vmi: VMI | None) -> None:
@@ -95,12 +101,16 @@ class CapacityIndex:
             self._release(name)
         elif vmi.node_name is not None:
             request = self._request(vmi)
-            if held is not None and held.assumed and held.node == vmi.node_name and held.request == request:
+            if (held is not None and held.assumed and held.node == vmi.node_name and held.request == request
+                    and held.priority == (vmi.priority or 0)):
                 # the bind as assumed, now seen: what the node holds is the same, so it is not counted
                 # again (nor its heap entry renewed: half the entries a burst of binds leaves stale)
                 held.assumed = False
                 held.vmi = vmi
             elif held is None or held.assumed or held.node != vmi.node_name or held.request != request:
+                self._release(name)
+                self._hold(name, _Held(vmi.node_name, request, assumed=False, vmi=vmi))
+            elif held.priority != (vmi.priority or 0):  # not a bind's: held again, so the count stays true
                 self._release(name)
                 self._hold(name, _Held(vmi.node_name, request, assumed=False, vmi=vmi))
             else:
@@ -145,6 +155,7 @@ class CapacityIndex:
     def _hold(self, name: str, held: _Held) -> None:
         self._held[name] = held
         self._alloc.setdefault(held.node, _Allocation()).add(held.request, 1)
+        self._priorities[held.priority] += 1
         self._stale.add(held.node)
         if held.keeps_away:
             self._holders[name] = held
@@ -156,6 +167,9 @@ class CapacityIndex:
         held = self._held.pop(name, None)
         if held is not None:
             self._alloc[held.node].add(held.request, -1)
+            self._priorities[held.priority] -= 1
+            if not self._priorities[held.priority]:
+                del self._priorities[held.priority]
             self._stale.add(held.node)
             self._holders.pop(name, None)
             if self._by_label is not None and held.vmi is not None:
@@ -192,6 +206,23 @@ class CapacityIndex:
             held = self._held[name]
             if held.vmi is not None and chosen.matches(pod_labels(held.vmi)):
                 out.append(Placed(held.node, held.vmi))
+        return out
+
+    def lowest_priority(self) -> int | None:
+        """The lowest priority of what is held (None: nothing is): no instance of that priority or
+        lower can preempt anything."""
+        return min(self._priorities) if self._priorities else None
+
+    def lower_than(self, priority: int) -> dict[str, list[Running]]:
+        """By node, the instances bound there (not assumed, not stopping) of lower priority: what a
+        preemptor of ``priority`` may take the place of (scheduler.preemption)."""
+        out: dict[str, list[Running]] = {}
+        for name, held in self._held.items():
+            vmi = held.vmi
+            if held.assumed or vmi is None or vmi.stop_requested or held.priority >= priority:
+                continue
+            out.setdefault(held.node, []).append(Running(name, held.node, held.request, held.priority,
+                                                         vmi.created_at))
         return out
 
     def holders(self) -> list[Placed]:

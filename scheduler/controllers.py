@@ -24,7 +24,7 @@ from proto import subjects
 from proto.clusterconfig import ClusterConfig
 from proto.errors import ApiError, Code
 from proto.events import Event
-from proto.state import FINAL_PHASES, VM, VMI, Phase, as_started, grace_period
+from proto.state import FINAL_PHASES, VM, VMI, Phase, as_started
 from scheduler import failover, nodelife
 from scheduler.binder import Binder, Counters
 from scheduler.clusterconfig import ClusterConfigWatch
@@ -33,6 +33,8 @@ from scheduler.metrics import SchedulerMetrics
 from scheduler.nodelife import Transition
 from scheduler.nodevmis import NodeVmiMirror
 from scheduler.nodewatch import NodeWatch
+from scheduler.priorityclasses import ClassView, FixedClasses, WatchedClasses
+from scheduler.stopping import stop_vmi
 from scheduler.vmicache import VmCache, VmiCache
 from scheduler.vmplan import Action, backoff, plan
 from scheduler.workloads import Workloads
@@ -75,6 +77,7 @@ class Scheduler:
         self._live_vms: set[str] = set()  # VMs the running vms watch brought: its deletion would come the same way
         self._prime_lock = asyncio.Lock()
         self.events = EventSink(store.emit)
+        self.classes: ClassView = FixedClasses()  # until leading: then the watch of the PriorityClasses
         self.binder = self._binder()
         self._vm_queue = WorkQueue(self.reconcile_vm, bind=("vm",))
         self._tasks: list[asyncio.Task[None]] = []
@@ -93,6 +96,7 @@ class Scheduler:
         self.watched = nodelife.Watched()  # node lifecycle's VMIs, kept from the new cache
         self.vmis.listen(self.watched.apply)
         self.events = EventSink(self.store.emit)
+        self.classes = await WatchedClasses.of(self.store)  # (a pending VMI waits for its class with a resync)
         self.binder = self._binder()  # its capacity index counts from the new cache, primed below
         self._vm_queue = WorkQueue(self.reconcile_vm, bind=("vm",))
         if self._own_nodes:
@@ -139,7 +143,7 @@ class Scheduler:
     def _binder(self) -> Binder:
         return Binder(self.store.vmis, self.vmis, self.nodes, store=self.store, clock=self.clock,
                       counters=self.counters, metrics=self.metrics, events=self.events,
-                      cpu_ratio=lambda: self.config.cpu_ratio)
+                      cpu_ratio=lambda: self.config.cpu_ratio, classes=self.classes)
 
     def _config_changed(self, config: ClusterConfig) -> None:
         """A new cpuAllocationRatio: the VMIs waiting for a node are decided again now (a higher one
@@ -386,19 +390,3 @@ async def _rewatching(bucket: str, watch: Callable[[], Awaitable[None]]) -> None
         except Exception as exc:  # noqa: BLE001 - logged, and the watch starts again
             log.warning("watch ended; starting it again", bucket=bucket, error=str(exc) or type(exc).__name__)
         await asyncio.sleep(1.0)
-
-
-def stop_vmi(vmi: VMI, uid: str, now: float, grace: int | None = None) -> VMI | None:
-    """That instance asked to stop; with grace (virtctl stop --force --grace-period), its guest given
-    no more than that to power off, also when it was asked before (KubeVirt takes a shorter grace
-    for a VM already stopping). None: nothing to change."""
-    if vmi.uid != uid or vmi.phase in FINAL_PHASES:
-        return None
-    shorter = grace is not None and grace < grace_period(vmi)
-    if vmi.stop_requested and not shorter:
-        return None
-    if vmi.node_name is None:
-        # Nobody runs it yet, so nobody else will finish it.
-        return msgspec.structs.replace(vmi, stop_requested=True, phase=Phase.SUCCEEDED, finished_at=now,
-                                       reason="Stopped before it was scheduled")
-    return msgspec.structs.replace(vmi, stop_requested=True, **({"stop_grace_period": grace} if shorter else {}))

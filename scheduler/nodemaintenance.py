@@ -23,7 +23,7 @@ from proto.events import Event
 from proto.spec import EVICTION_REFUSED, EvictionStrategy, RunStrategy, eviction_strategy
 from proto.state import FINAL_PHASES, VM, VMI, Condition, Node, Phase
 from proto.validation import check_grace_period
-from scheduler.controllers import stop_vmi
+from scheduler.stopping import evicted
 from servicekit.store import Store
 
 # what its VM does once an evicted instance has ended (scheduler.vmplan)
@@ -34,17 +34,6 @@ NODE_DELETED = "NodeDeleted"  # the reason of an instance given up with its node
 def cordoned(node: Node, unschedulable: bool) -> Node | None:
     """The record with the node's schedulability so; None when it already is (pure)."""
     return None if node.unschedulable is unschedulable else msgspec.structs.replace(node, unschedulable=unschedulable)
-
-
-def evicted(vmi: VMI, uid: str, now: float, grace: int | None) -> VMI | None:
-    """That instance stopped and marked evicted; None when there is nothing to change (pure): another
-    instance of the name, one that has ended, or one already evicted with no shorter grace asked."""
-    if vmi.uid != uid or vmi.phase in FINAL_PHASES:
-        return None
-    stopping = stop_vmi(vmi, uid, now, grace)
-    if stopping is None and vmi.evicted:
-        return None
-    return msgspec.structs.replace(stopping or vmi, evicted=True)
 
 
 def what_follows(vmi: VMI, vm: VM | None) -> str:

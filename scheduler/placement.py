@@ -86,9 +86,11 @@ class Request:
         return cls(footprint(spec), vcpus(spec), empty_disk_total(spec))  # guest RAM and its overhead
 
 
-def _unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None, ovs: frozenset[str], want: Request,
+def unfit_reason(spec: VMSpec, u: NodeUsage, only: str | None, ovs: frozenset[str], want: Request,
                   bridges: frozenset[str] = frozenset(), vlan_ports: bool = False,
                   affinity: Verdict | None = None) -> str | None:
+    """Why the node cannot take the VMI (kube-scheduler's words), or None when it can (``place``'s
+    filter; scheduler.preemption asks it of a node with its victims gone)."""
     if not u.ready:
         return "node(s) were not ready"
     # cordoned (kube-scheduler's NodeUnschedulable filter, its words), unless its taint is tolerated
@@ -163,7 +165,7 @@ def place(spec: VMSpec, nodes: Iterable[NodeUsage], only: str | None = None,
     ties: list[NodeUsage] = []
     for u in nodes:
         scanned += 1
-        reason = _unfit_reason(spec, u, only, ovs, want, bridges, vlan_ports, affinity)
+        reason = unfit_reason(spec, u, only, ovs, want, bridges, vlan_ports, affinity)
         if reason is not None:
             reasons[reason] += 1
             continue

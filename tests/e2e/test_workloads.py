@@ -210,3 +210,64 @@ def test_labels_and_taints_steer_a_real_guest(lab: Lab) -> None:
         lab.cli("taint", "node", "node1", "dedicated-", check=False)
         lab.cli("label", "node", "node1", "disk-", check=False)
         lab.cli("delete", "steered", "--wait", check=False)
+
+
+def test_a_vm_of_higher_priority_preempts_a_real_guest(lab: Lab) -> None:
+    """KubeVirt's example PriorityClasses applied as they are; node1 full (cpuAllocationRatio 1: two
+    vCPUs) with a VM of no class; a VM of class preemtible selecting node1 preempts it: its guest boots
+    there, and the preempted VM waits, saying why, with kube-scheduler's Preempted event."""
+    ratio = lab.state_dir / "ratio.json"
+
+    def cluster_ratio(value: int) -> str:
+        ratio.write_text(json.dumps({"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
+                                     "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
+                                     "spec": {"configuration": {"developerConfiguration": {
+                                         "cpuAllocationRatio": value}}}}))
+        return str(ratio)
+
+    def vm(name: str, priority_class: str | None) -> str:
+        path = Path(write_manifest(lab, name, "masquerade", running=True))
+        manifest = json.loads(path.read_text())
+        spec = manifest["spec"]["template"]["spec"]
+        spec["nodeSelector"] = {"kubernetes.io/hostname": "node1"}
+        spec["domain"]["cpu"] = {"cores": 2}
+        if priority_class is not None:
+            spec["priorityClassName"] = priority_class
+        path.write_text(json.dumps(manifest))
+        return str(path)
+
+    def vmi(name: str) -> dict[str, Any]:
+        got = lab.json("get", "vmi", name)
+        assert isinstance(got, dict)
+        return got
+
+    try:
+        applied = lab.cli("apply", "-f", str(REPO / "examples" / "priorityclasses.yaml")).stdout
+        assert "priorityclass.scheduling.k8s.io/preemtible applied (value 1000000)" in applied, applied
+        listed = [line.split() for line in lab.cli("get", "priorityclasses").stdout.splitlines()]
+        assert ["preemtible", "1000000", "false", "PreemptLowerPriority"] in listed, listed
+        assert ["non-preemtible", "999999999", "false", "Never"] in listed, listed
+        lab.cli("apply", "-f", cluster_ratio(1))
+        lab.cli("apply", "-f", vm("batch", None))
+        wait_until("batch Running", lambda: vmi("batch")["status"].get("phase") == "Running", 120, lab)
+        first = vmi("batch")["metadata"]["uid"]
+        began = time.monotonic()
+        lab.cli("apply", "-f", vm("vip", "preemtible"))
+        wait_until("vip Running on node1", lambda: vmi("vip")["status"].get("phase") == "Running"
+                   and vmi("vip")["status"].get("nodeName") == "node1", 180, lab)
+        print(f"\npreempting VM applied -> Running in the room it made: {time.monotonic() - began:.1f}s")
+        lab.cli("console", "vip", "--log", "--until", MARKER, "--timeout", "180")
+        # batch's VM runs it again (Always), and the new instance waits for room, saying why
+        wait_until("batch waiting", lambda: vmi("batch")["metadata"]["uid"] != first
+                   and vmi("batch")["status"].get("phase") == "Scheduling", 60, lab)
+        why = next(c["message"] for c in vmi("batch")["status"]["conditions"] if c["type"] == "PodScheduled")
+        assert why == "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) didn't match node selector.", why
+        events = lab.cli("get", "events").stdout
+        assert any("Preempted" in line and "vmi/batch" in line and "preempted by vip (priority 1000000) on node "
+                   "node1" in line for line in events.splitlines()), events[-2000:]
+    finally:
+        for name in ("vip", "batch"):
+            lab.cli("delete", name, "--wait", check=False)
+        lab.cli("apply", "-f", cluster_ratio(10), check=False)
+        for name in ("preemtible", "non-preemtible"):
+            lab.cli("delete", "priorityclass", name, check=False)

@@ -177,7 +177,7 @@ REFUSED = [
     (mutated([*TS, "tolerations"], [{"key": "a", "operator": "Exists", "value": "b"}]), Code.INVALID,
      "spec.template.spec.tolerations[0].value"),
     (mutated([*TS, "architecture"], "arm64"), Code.INVALID, "spec.template.spec.architecture"),
-    (mutated([*TS, "priorityClassName"], "high"), Code.INVALID, "spec.template.spec.priorityClassName"),
+    (mutated([*TS, "schedulerName"], "custom"), Code.INVALID, "spec.template.spec.schedulerName"),
     (mutated([*TS, "affinity"], {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
         {"labelSelector": {"matchLabels": {"a": "b"}}, "topologyKey": "kubernetes.io/hostname",
          "namespaceSelector": {}}]}}), Code.INVALID,

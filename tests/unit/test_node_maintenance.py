@@ -29,7 +29,7 @@ from proto.spec import (
     VolumeSource,
 )
 from proto.state import VM, VMI, Node, Phase
-from scheduler import nodemaintenance, nodemarks
+from scheduler import nodemaintenance, nodemarks, stopping
 from scheduler.capacity import CapacityIndex
 from scheduler.placement import place
 from scheduler.vmplan import Action, plan, printable_status
@@ -85,7 +85,7 @@ def test_what_follows_an_eviction_is_the_run_strategys(strategy: RunStrategy, ph
 
 
 def test_an_eviction_under_way_prints_as_stopping() -> None:
-    evicting = nodemaintenance.evicted(vmi("a"), "uid-a", 5.0, None)
+    evicting = stopping.evicted(vmi("a"), "uid-a", 5.0, None)
     assert evicting is not None
     assert printable_status(vm("a", RunStrategy.ALWAYS), evicting) == "Stopping"
 
@@ -99,16 +99,16 @@ def test_cordoned_changes_only_what_differs() -> None:
 
 def test_evicted_stops_that_instance_once_and_takes_a_shorter_grace() -> None:
     running = vmi("a")
-    first = nodemaintenance.evicted(running, "uid-a", 5.0, None)
+    first = stopping.evicted(running, "uid-a", 5.0, None)
     assert first is not None and first.evicted and first.stop_requested and first.stop_grace_period is None
-    assert nodemaintenance.evicted(first, "uid-a", 6.0, None) is None  # asked again: nothing new
-    shorter = nodemaintenance.evicted(first, "uid-a", 6.0, 3)
+    assert stopping.evicted(first, "uid-a", 6.0, None) is None  # asked again: nothing new
+    shorter = stopping.evicted(first, "uid-a", 6.0, 3)
     assert shorter is not None and shorter.stop_grace_period == 3
-    assert nodemaintenance.evicted(running, "another-run", 5.0, None) is None
-    assert nodemaintenance.evicted(vmi("a", phase=Phase.SUCCEEDED), "uid-a", 5.0, None) is None
+    assert stopping.evicted(running, "another-run", 5.0, None) is None
+    assert stopping.evicted(vmi("a", phase=Phase.SUCCEEDED), "uid-a", 5.0, None) is None
     # a VM's own stop under way becomes an eviction: what follows is then the eviction's
-    stopping = msgspec.structs.replace(running, stop_requested=True)
-    assert (nodemaintenance.evicted(stopping, "uid-a", 5.0, None) or stopping).evicted
+    asked = msgspec.structs.replace(running, stop_requested=True)
+    assert (stopping.evicted(asked, "uid-a", 5.0, None) or asked).evicted
 
 
 def test_what_follows_names_who_runs_it_again() -> None:
