@@ -115,8 +115,8 @@ class VMI(State, frozen=True):
     # its end counts as no failure.
     evicted: bool = False
     # Its priority (proto.priorities), decided from its spec's priorityClassName when it was bound and
-    # kept, as Kubernetes keeps a pod's (pod.spec.priority); None: not bound yet (or bound before there
-    # were priorities: 0)
+    # kept, as Kubernetes keeps a pod's (pod.spec.priority); None: 0 (so a cluster without priorities
+    # stores no byte more), or not bound yet
     priority: int | None = None
 
 

@@ -406,7 +406,7 @@ def _bound_to(vmi: VMI, choice: placement.Placement, priority: Priority, now: fl
     cond = Condition(type="PodScheduled", status="True", reason="Scheduled",
                      message=f"bound to {choice.node} ({choice.message})", last_transition_time=now)
     return msgspec.structs.replace(vmi, phase=Phase.SCHEDULED, node_name=choice.node, conditions=_with(vmi, cond),
-                                   priority=priority.value)
+                                   priority=priority.value or None)
 
 
 def _with(vmi: VMI, cond: Condition) -> list[Condition]:

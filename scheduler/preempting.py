@@ -97,7 +97,7 @@ class Preempting:
 
     def _reserve(self, vmi: VMI, priority: int, nomination: Nomination) -> None:
         if nomination.reservation is None:
-            held = msgspec.structs.replace(vmi, priority=priority)
+            held = msgspec.structs.replace(vmi, priority=priority or None)
             nomination.reservation = self.index.assume(vmi.name, nomination.node, self.index.request(vmi), held)
 
     async def _evict(self, victim: str, preemptor: str, priority: int, node: str) -> int | None:
