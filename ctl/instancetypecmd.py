@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ctl import render
+from ctl import kubectlforms, render
 from ctl.client import ApiClient
 from ctl.lab import say
 from proto.api import Ack, InstancetypeList, InstancetypeReply, NameRequest
@@ -13,14 +13,7 @@ from proto.instancetypes import KINDS
 
 
 def add_parser(sub: Any) -> None:
-    t = sub.add_parser("instancetype", help="sizes for VMs (spec.instancetype); apply -f adds your own")
-    tsub = t.add_subparsers(dest="instancetype_command", required=True)
-    tl = tsub.add_parser("list")
-    tl.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
-    tg = tsub.add_parser("get")
-    tg.add_argument("name")
-    tg.add_argument("-o", "--output", choices=["json", "yaml"], default="yaml")
-    tsub.add_parser("delete").add_argument("name")
+    kubectlforms.add_verbs(sub, "instancetype", "sizes for VMs (spec.instancetype); apply -f adds your own")
 
 
 def is_instancetype(kind: object) -> bool:

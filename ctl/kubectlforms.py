@@ -7,6 +7,7 @@ get's -w and -l refused for the kinds that would take them and then ignore them,
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ctl import networkcmd, portforward, routecmd, servicecmd, workloadcmd
 from proto import selector
@@ -19,6 +20,19 @@ class Elsewhere:
 
     def __init__(self, command: list[str], get: bool = True, delete: bool = True) -> None:
         self.command, self.get, self.delete = command, get, delete
+
+
+def add_verbs(sub: Any, command: str, summary: str) -> None:
+    """``command list [-o json|yaml]``, ``command get NAME [-o json|yaml]`` and ``command delete NAME``: the
+    verbs of a kind that lives under a command of its own (what ELSEWHERE's get and delete turn into);
+    the verb in ``<command>_command``."""
+    p = sub.add_parser(command, help=summary)
+    verbs = p.add_subparsers(dest=f"{command}_command", required=True)
+    verbs.add_parser("list").add_argument("-o", "--output", choices=["json", "yaml"], default=None)
+    get = verbs.add_parser("get")
+    get.add_argument("name")
+    get.add_argument("-o", "--output", choices=["json", "yaml"], default="yaml")
+    verbs.add_parser("delete").add_argument("name")
 
 
 def _spellings(words: str, where: Elsewhere) -> dict[str, Elsewhere]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ctl import render
+from ctl import kubectlforms, render
 from ctl.client import ApiClient
 from ctl.lab import say
 from proto.api import Ack, NameRequest
@@ -13,14 +13,7 @@ from proto.preferences import KINDS, Preference, PreferenceList, PreferenceReply
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("preference", help="defaults for VMs (spec.preference); apply -f adds your own")
-    psub = p.add_subparsers(dest="preference_command", required=True)
-    pl = psub.add_parser("list")
-    pl.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
-    pg = psub.add_parser("get")
-    pg.add_argument("name")
-    pg.add_argument("-o", "--output", choices=["json", "yaml"], default="yaml")
-    psub.add_parser("delete").add_argument("name")
+    kubectlforms.add_verbs(sub, "preference", "defaults for VMs (spec.preference); apply -f adds your own")
 
 
 def is_preference(kind: object) -> bool:

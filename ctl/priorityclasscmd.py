@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ctl import render
+from ctl import kubectlforms, render
 from ctl.client import ApiClient
 from ctl.lab import say
 from proto import priorities
@@ -16,15 +16,8 @@ from proto.resources import object_list
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("priorityclass", help="priorities for VMs (spec.template.spec.priorityClassName); "
-                                             "apply -f adds your own")
-    psub = p.add_subparsers(dest="priorityclass_command", required=True)
-    pl = psub.add_parser("list")
-    pl.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
-    pg = psub.add_parser("get")
-    pg.add_argument("name")
-    pg.add_argument("-o", "--output", choices=["json", "yaml"], default="yaml")
-    psub.add_parser("delete").add_argument("name")
+    kubectlforms.add_verbs(sub, "priorityclass", "priorities for VMs (spec.template.spec.priorityClassName); "
+                           "apply -f adds your own")
 
 
 def is_priority_class(kind: object) -> bool:
