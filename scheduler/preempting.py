@@ -40,6 +40,7 @@ class Preempting:
         self.nominations = nominations
         self.events = events
         self.clock = clock
+        self._reserved: dict[str, Assumption] = {}  # preemptor -> the room it holds on its nomination's node
 
     def observed(self, name: str, vmi: VMI | None) -> list[str]:
         """A VMI as the watch brought it (only while a nomination stands): the preemptors to decide again."""
@@ -55,10 +56,9 @@ class Preempting:
 
     def unreserve(self, name: str) -> None:
         """The room the preemptor holds, if any, given back (its decision is about to look again)."""
-        nomination = self.nominations.of(name)
-        if nomination is not None and isinstance(nomination.reservation, Assumption):
-            self.index.forget(name, nomination.reservation)
-            nomination.reservation = None
+        reservation = self._reserved.pop(name, None)
+        if reservation is not None:
+            self.index.forget(name, reservation)
 
     async def preempt(self, vmi: VMI, priority: int, message: str, *, only: str | None, needs: NetworkNeeds,
                       affinity: Verdict | None) -> str:
@@ -68,7 +68,7 @@ class Preempting:
         nomination = self.nominations.of(name)
         if nomination is not None:
             if nomination.victims and time.monotonic() < nomination.until:
-                self._reserve(vmi, priority, nomination)
+                self._reserve(vmi, priority, nomination.node)
                 return (f"{message} Waiting for {len(nomination.victims)} preempted instance(s) to leave node "
                         f"{nomination.node}: {', '.join(sorted(nomination.victims))}.")
             self.nominations.drop(name)  # gone, yet it does not fit (taken meanwhile), or never gone
@@ -90,15 +90,15 @@ class Preempting:
         evicted_now = set(graces)
         nomination = Nomination(chosen.node, evicted_now, time.monotonic() + max(graces.values()) + NOMINATION_SLACK_S)
         self.nominations.nominate(name, nomination)
-        self._reserve(vmi, priority, nomination)
+        self._reserve(vmi, priority, chosen.node)
         log.info("preempting", vmi=name, node=chosen.node, victims=sorted(evicted_now), priority=priority)
         return (f"{message} Preempting {len(evicted_now)} instance(s) of lower priority on node {chosen.node}: "
                 f"{', '.join(sorted(evicted_now))}.")
 
-    def _reserve(self, vmi: VMI, priority: int, nomination: Nomination) -> None:
-        if nomination.reservation is None:
+    def _reserve(self, vmi: VMI, priority: int, node: str) -> None:
+        if vmi.name not in self._reserved:
             held = msgspec.structs.replace(vmi, priority=priority or None)
-            nomination.reservation = self.index.assume(vmi.name, nomination.node, self.index.request(vmi), held)
+            self._reserved[vmi.name] = self.index.assume(vmi.name, node, self.index.request(vmi), held)
 
     async def _evict(self, victim: str, preemptor: str, priority: int, node: str) -> int | None:
         """The victim evicted (its grace period, for how long to wait for it); None when it had ended,

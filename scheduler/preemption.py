@@ -79,13 +79,12 @@ def _without(u: NodeUsage, gone: list[Running]) -> NodeUsage:
 @dataclass
 class Nomination:
     """A preemptor's claim on the node its victims are leaving (kube-scheduler's nominatedNodeName):
-    its request is held there meanwhile (``reservation``), so that no instance of lower priority
-    takes the room made for it."""
+    the binder holds its request there meanwhile (scheduler.preempting), so that no instance of lower
+    priority takes the room made for it."""
 
     node: str
     victims: set[str]  # those not gone yet
     until: float  # (monotonic) then it is decided afresh, gone or not: a victim may never leave
-    reservation: object = None  # the capacity index's assumption, for the binder to forget
 
 
 class Nominations:
