@@ -17,6 +17,7 @@ state=${VIRTBUS_COMPOSE_STATE:-/var/lib/virtbus/compose/$project}
 export VIRTBUS_NATS_PORT=${VIRTBUS_NATS_PORT:-4222} VIRTBUS_PROMETHEUS_PORT=${VIRTBUS_PROMETHEUS_PORT:-9090}
 # compose.yml refuses to run without these; `down` and `status` do not use them
 export VIRTBUS_IMAGE=${VIRTBUS_IMAGE:-unset} VIRTBUS_GUEST_DIR=${VIRTBUS_GUEST_DIR:-unset}
+export VIRTBUS_NODE_CACHE=${VIRTBUS_NODE_CACHE:-unset}
 export VIRTBUS_PROMETHEUS_CONFIG="$state/prometheus.yml" VIRTBUS_COMPOSE_STATE="$state"
 # the CLI on this machine: admin's nkey, and the lab's CA to check the servers' certificates
 export NATS_CREDS="$state/creds/admin.nk" NATS_CA="$state/tls/ca.pem"
@@ -27,6 +28,10 @@ up() {
   bash scripts/setup.sh --compose >&2
   VIRTBUS_IMAGE=$(bash compose/image.sh | tail -n 1)
   VIRTBUS_GUEST_DIR=$(dirname "$(bash guest/build.sh | tail -n 1)")
+  # what the nodes keep across labs (compose.yml), one directory per image: QEMU's capabilities are
+  # valid for the QEMU they were read from
+  VIRTBUS_NODE_CACHE="${VIRTBUS_CACHE:-$HOME/.cache/virtbus}/compose/nodes-${VIRTBUS_IMAGE##*:}"
+  mkdir -p "$VIRTBUS_NODE_CACHE"
   mkdir -p "$state"
   .venv/bin/python -m ctl lab prometheus-config --compose "$HERE/compose.yml" >"$VIRTBUS_PROMETHEUS_CONFIG"
   .venv/bin/python -m ctl.clusterauth --dir "$state" --nodes node1,node2 --also-ip 127.0.0.1 \

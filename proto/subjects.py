@@ -38,6 +38,9 @@ CONFIG_KUBEVIRT = "kubevirt"
 # The control plane's leases: one key per thing only one scheduler may do at a time.
 BUCKET_LEADER = "leader"
 LEASE_CONTROLLERS = "controllers"  # the VM controller, the binder and node lifecycle
+# every bucket only the control plane uses (a node's connect neither needs nor waits for them)
+CONTROL_BUCKETS = (BUCKET_LEADER, BUCKET_CONFIG, BUCKET_INSTANCETYPES, BUCKET_REPLICASETS, BUCKET_PREFERENCES,
+                   BUCKET_POOLS, BUCKET_CLONES, BUCKET_PRIORITY_CLASSES)
 # The launchers' leases of high-availability VMIs (proto.fencing): key <node>.<vmi>, so NATS can let
 # a node write only its own.
 BUCKET_VMI_LEASES = "vmileases"

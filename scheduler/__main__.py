@@ -76,6 +76,7 @@ async def run(url: str, metrics_address: str | None, creds: str | None, node_los
         await scheduler.stop()
 
     me = f"scheduler-{os.getpid()}-{secrets.token_hex(3)}"
+    await store.make_control_buckets()
     elector = Elector(await store.control_bucket(subjects.BUCKET_LEADER, Lease), subjects.LEASE_CONTROLLERS, me,
                       on_lead=lead, on_lose=lose,
                       timing=Timing(duration=lease_duration, renew_every=lease_duration / 3,

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import msgspec
 import nats
@@ -400,6 +400,22 @@ class Store:
         return Bucket((await _ensure_kv(self.js, name, replicas()))[0], kind, on_bad=self._report_bad,
                       seen=self._seen_bad)
 
+    async def make_control_buckets(self, names: tuple[str, ...] = subjects.CONTROL_BUCKETS) -> None:
+        """The control plane's buckets made at once, before it uses them (a leader election's first):
+        made one by one as each is first used, a fresh cluster's elections of their streams kept its
+        scheduler waiting, and a request timed out in the middle of one ended it. Retried through a
+        cluster too busy to answer in time, as connect is."""
+        waiting = _Waiting()
+        while True:
+            try:
+                await all_of([_ensure_kv(self.js, name, replicas()) for name in names])
+                return
+            except natsfaults.TRANSIENT as exc:
+                if self.nc.is_closed:
+                    raise
+                waiting.say("waiting for JetStream to answer", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(1.0)
+
     def bucket(self, name: str, kind: type[T]) -> Bucket[T]:
         """A typed view of a bucket whose bad entries are reported as events."""
         return Bucket(self.raw[name], kind, on_bad=self._report_bad, seen=self._seen_bad)
@@ -479,20 +495,31 @@ async def _open_all(js: JetStreamContext, copies: int,
                 frozenset(b for b, info in infos.items() if republishes(b, info)),
                 await js.object_store(subjects.OBJECT_STORE_IMAGES),
                 await js.object_store(subjects.OBJECT_STORE_SNAPSHOTS))
-    opened = {b: await _ensure_kv(js, b, copies) for b in buckets}
+    opened = dict(zip(buckets, await all_of([_ensure_kv(js, b, copies) for b in buckets]), strict=True))
     kvs = {b: kv for b, (kv, _) in opened.items()}
     republishing = frozenset(b for b, (_, info) in opened.items() if republishes(b, info))
-    images = await _ensure_object_store(js, subjects.OBJECT_STORE_IMAGES, copies)
-    # replicated as the state is: a snapshot is what brings a volume back when its node is lost
-    snapshot_objects = await _ensure_object_store(js, subjects.OBJECT_STORE_SNAPSHOTS, copies)
-    await _ensure_stream(js, StreamConfig(
-        name=subjects.STREAM_CONSOLE, subjects=[subjects.CONSOLE_OUT_ALL],
-        storage=StorageType.FILE, max_msgs_per_subject=20_000, max_bytes=256 * 2**20, num_replicas=copies))
-    await _ensure_stream(js, StreamConfig(
-        name=subjects.STREAM_EVENTS, subjects=[subjects.EVENTS_ALL], storage=StorageType.FILE,
-        max_msgs=100_000, max_age=7 * 24 * 3600, max_bytes=EVENTS_MAX_BYTES, max_msg_size=64 * 1024,
-        num_replicas=copies))
+    # the object stores replicated as the state is: a snapshot is what brings a volume back when its
+    # node is lost
+    images, snapshot_objects = await all_of([_ensure_object_store(js, o, copies) for o in (
+        subjects.OBJECT_STORE_IMAGES, subjects.OBJECT_STORE_SNAPSHOTS)])
+    await all_of([_ensure_stream(js, config) for config in (
+        StreamConfig(name=subjects.STREAM_CONSOLE, subjects=[subjects.CONSOLE_OUT_ALL], storage=StorageType.FILE,
+                     max_msgs_per_subject=20_000, max_bytes=256 * 2**20, num_replicas=copies),
+        StreamConfig(name=subjects.STREAM_EVENTS, subjects=[subjects.EVENTS_ALL], storage=StorageType.FILE,
+                     max_msgs=100_000, max_age=7 * 24 * 3600, max_bytes=EVENTS_MAX_BYTES,
+                     max_msg_size=64 * 1024, num_replicas=copies))])
     return kvs, republishing, images, snapshot_objects
+
+
+async def all_of(steps: list[Awaitable[T]]) -> list[T]:
+    """Every step at once, their results in order; the first failure raised once all have ended. A
+    cluster elects each new stream's leader, seconds apiece: one stream after another, a fresh 3-server
+    cluster took three minutes to have them all (the compose lab's first start)."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return cast(list[T], results)
 
 
 # Byte limits per bucket (value, whole bucket with its history of 5): a writer gone wild fills its
