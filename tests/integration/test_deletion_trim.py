@@ -17,6 +17,7 @@ from proto import subjects
 from proto.state import VM
 from scheduler.controllers import Scheduler
 from servicekit import kvmarkers
+from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Bucket, Store
 from tests.deletions import deleted_around_a_mark, until, vm
 from tests.kvhistory import last_sequence, revisions_of
@@ -85,10 +86,7 @@ async def test_a_watch_hears_every_write_while_the_markers_it_had_are_trimmed(st
         assert sorted(e.key for e in await store.vms.items()) == sorted(burst(ROUNDS - 1))
         assert await revisions_of(store.js, "vms", "vm0x0") == 1  # trimmed meanwhile: a marker alone
     finally:
-        for running in (task, trimming):
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
+        await cancel_and_wait([task, trimming])  # a cancel lost as a reply lands hangs (servicekit.cancelling)
 
 
 async def test_a_bucket_with_churn_keeps_taking_writes_while_trimmed(store: Store) -> None:
