@@ -27,7 +27,6 @@ KIND = "PriorityClass"
 PreemptionPolicy = Literal["PreemptLowerPriority", "Never"]
 POLICIES: tuple[PreemptionPolicy, ...] = ("PreemptLowerPriority", "Never")
 HIGHEST_USER_PRIORITY = 1_000_000_000  # Kubernetes' HighestUserDefinablePriority
-HIGHEST_PRIORITY = 2_000_001_000  # system-node-critical's
 LOWEST_PRIORITY = -(2**31)  # an int32, as Kubernetes' value is
 SYSTEM_PREFIX = "system-"
 MAX_DESCRIPTION = 1024
@@ -60,6 +59,7 @@ BUILTIN: dict[str, PriorityClass] = {c.name: c for c in (
                   description="Used for system critical pods that must run in the cluster, but can be moved to "
                               "another node if necessary."),
 )}
+HIGHEST_PRIORITY = max(c.value for c in BUILTIN.values())  # system-node-critical's
 
 
 @dataclass(frozen=True)
@@ -118,9 +118,9 @@ def replaced(old: PriorityClass | None, new: PriorityClass, others: Mapping[str,
     """Whether ``new`` may be stored where ``old`` is (None: a new class), beside the other classes:
     value and preemptionPolicy never change, and one class at most is the global default."""
     if old is not None and (old.value, old.preemption_policy) != (new.value, new.preemption_policy):
-        field = "value" if old.value != new.value else "preemptionPolicy"
-        raise ApiError(Code.INVALID, f"PriorityClass {new.name}: {field} may not be changed (it is "
-                                     f"{getattr(old, 'value' if field == 'value' else 'preemption_policy')}); "
+        field, was = ("value", str(old.value)) if old.value != new.value else ("preemptionPolicy",
+                                                                               old.preemption_policy)
+        raise ApiError(Code.INVALID, f"PriorityClass {new.name}: {field} may not be changed (it is {was}); "
                                      "delete the class and apply it again", field)
     if new.global_default:
         other = next((c.name for c in others.values() if c.global_default and c.name != new.name), None)
@@ -133,9 +133,11 @@ def resolve(name: str | None, classes: Mapping[str, PriorityClass]) -> Priority:
     """An instance's priority from its priorityClassName and the classes there are (the built-in ones
     counted whether given or not). Raises ApiError(NOT_FOUND) for a class that does not exist."""
     if name is None:
-        default = next((c for c in classes.values() if c.global_default), None)
-        return Priority(default.value, default.preemption_policy != "Never") if default is not None else Priority()
-    found = classes.get(name) or BUILTIN.get(name)
-    if found is None:
-        raise ApiError(Code.NOT_FOUND, f"no PriorityClass with name {name} was found", "spec.priorityClassName")
+        found = next((c for c in classes.values() if c.global_default), None)
+        if found is None:
+            return Priority()
+    else:
+        found = classes.get(name) or BUILTIN.get(name)
+        if found is None:
+            raise ApiError(Code.NOT_FOUND, f"no PriorityClass with name {name} was found", "spec.priorityClassName")
     return Priority(found.value, found.preemption_policy != "Never")
