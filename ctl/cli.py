@@ -27,6 +27,7 @@ from ctl import (
     kubevirtcmd,
     lifecyclecmd,
     manifestcmd,
+    migratecmd,
     networkcmd,
     nodemarks,
     portforward,
@@ -268,6 +269,7 @@ def parser() -> argparse.ArgumentParser:
     workloadcmd.add_parser(sub)
     preferencecmd.add_parser(sub)
     priorityclasscmd.add_parser(sub)
+    migratecmd.add_parser(sub)
     ctl.vnc.add_parser(sub)
     portforward.add_parser(sub)
     exportcmd.add_parser(sub)
@@ -292,6 +294,7 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "expose": cmd_expose, "unexpose": cmd_expose, "fip": cmd_fip, "volume": volumecmd.run,
     "instancetype": instancetypecmd.run, "scale": workloadcmd.scale, "vm": snapshotcmd.run_vm,
     "preference": preferencecmd.run, "priorityclass": priorityclasscmd.run, "vnc": ctl.vnc.run,
+    "migrate": migratecmd.run, "migrate-cancel": migratecmd.run, "migration": migratecmd.run,
     "port-forward": portforward.run,
     "vmexport": exportcmd.run, "expand": expandcmd.run,
     "cordon": draincmd.run, "uncordon": draincmd.run, "drain": draincmd.run, "label": nodemarks.run,

@@ -1,7 +1,9 @@
 """``virtbus cordon|uncordon NODE`` and ``virtbus drain NODE``: a node's maintenance, as kubectl's.
 
 Drain is kubectl's: the node cordoned first, then every instance on it evicted (``vmi.evict``) and
-waited for until the node holds none. What may not go unasked is refused before anything is evicted,
+waited for until the node holds none. An instance whose evictionStrategy is LiveMigrate (or
+LiveMigrateIfPossible, and it can move) is migrated off alive instead, as KubeVirt's evacuation does.
+What may not go unasked is refused before anything is evicted,
 and the node stays cordoned, as kubectl leaves it: instances of nobody's (``--force``: they end and
 nothing runs them again), and instances whose disks hold what the guest wrote only for this run
 (containerDisk, emptyDisk, ephemeral: ``--delete-emptydir-data``, as for a pod's emptyDir).
@@ -20,8 +22,8 @@ from ctl.lab import say
 from proto.api import Ack, EvictRequest, NameRequest, NodeList, VMIList
 from proto.clusterconfig import ClusterConfigReply
 from proto.errors import ApiError, Code
+from proto.migrations import eviction_way
 from proto.spec import (
-    EVICTION_REFUSED,
     ContainerDisk,
     EmptyDisk,
     Ephemeral,
@@ -36,7 +38,7 @@ from proto.validation import MAX_GRACE_SECONDS
 UNMANAGED = "cannot evict VMIs not managed by a VM or a replica set (use --force to override)"
 LOCAL_DATA = ("cannot evict VMIs with local storage: what their guests wrote to containerDisk, emptyDisk and "
               "ephemeral volumes goes with them (use --delete-emptydir-data to override)")
-MIGRATE_ONLY = ("cannot evict VMIs whose evictionStrategy is LiveMigrate or External: virtbus cannot move them alive "
+MIGRATE_ONLY = ("cannot evict VMIs whose evictionStrategy is External, or LiveMigrate while they cannot move alive "
                 "(use --disable-eviction to stop them and run them again elsewhere)")
 POLL_S = 0.5
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smh]?)")
@@ -63,12 +65,18 @@ def plan(vmis: list[VMI], node: str, *, force: bool, delete_local_data: bool,
     for vmi in on_node(vmis, node):
         sources = [v.source for v in vmi.spec.volumes]
         reasons = []
-        if vmi.standalone and vmi.owner is None and not force:
+        way, why = eviction_way(vmi, eviction_strategy(vmi.spec.eviction_strategy, cluster_strategy))
+        if disable_eviction:
+            way = "evict"
+        if vmi.standalone and vmi.owner is None and not force and way != "migrate":
             reasons.append(UNMANAGED)
-        if any(isinstance(s, ContainerDisk | EmptyDisk | Ephemeral) for s in sources) and not delete_local_data:
+        # a guest that moves alive takes what it wrote with it
+        if any(isinstance(s, ContainerDisk | EmptyDisk | Ephemeral) for s in sources) and not delete_local_data \
+                and way != "migrate":
             reasons.append(LOCAL_DATA)
-        if eviction_strategy(vmi.spec.eviction_strategy, cluster_strategy) in EVICTION_REFUSED and not disable_eviction:
+        if way == "refuse":
             reasons.append(MIGRATE_ONLY)
+            warnings.append(f"vmi/{vmi.name}: {why}")
         for reason in reasons:
             refused.setdefault(reason, []).append(vmi.name)
         if reasons:
@@ -120,7 +128,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="seconds each guest has to power off (-1: its own terminationGracePeriodSeconds)")
     d.add_argument("--timeout", type=duration, default=0.0, help="give up after this long (90s, 5m; 0: never)")
     d.add_argument("--disable-eviction", action="store_true",
-                   help="also stop VMIs whose evictionStrategy (LiveMigrate, External) refuses an eviction")
+                   help="stop every VMI, also those whose evictionStrategy would move them alive (LiveMigrate, "
+                        "LiveMigrateIfPossible) or refuses an eviction (External)")
     d.add_argument("--ignore-daemonsets", action="store_true", help="accepted for kubectl's sake: there are none")
 
 

@@ -54,6 +54,8 @@ ELSEWHERE: dict[str, Elsewhere] = {
     **_spellings("volumesnapshot volumesnapshots vs", Elsewhere(["volume", "snapshot"])),
     **_spellings("vmclone vmclones virtualmachineclone virtualmachineclones", Elsewhere(["vm", "clone"])),
     **_spellings("priorityclass priorityclasses pc", Elsewhere(["priorityclass"])),
+    **_spellings("vmim vmims virtualmachineinstancemigration virtualmachineinstancemigrations migration migrations",
+                 Elsewhere(["migration"])),
     **_spellings("image images", Elsewhere(["image"], get=False)),
     **_spellings("fip fips floatingip floatingips", Elsewhere(["fip"], get=False)),
 }

@@ -35,8 +35,9 @@ from handler.volumefiles import VolumeFiles
 from handler.volumework import VolumeWork
 from proto import ipam
 from proto.errors import ApiError
+from proto.migrations import MigrationReport
 from proto.nodeapi import EventNote, StatusReport, tidy
-from proto.state import FINAL_PHASES, NODE_LEASE_RENEW_S, VMI, Node, Phase
+from proto.state import FINAL_PHASES, NODE_LEASE_RENEW_S, VMI, MigrationPhase, Node, Phase
 from servicekit import cpugroup
 from servicekit.cancelling import cancel_and_wait
 from servicekit.informer import shared
@@ -244,9 +245,28 @@ class Agent:
                 await self._report_end(vmi, act.phase, act.why, torn_down=act.torn_down)
             case Step.REPORT_TORN_DOWN if vmi is not None:
                 await self._report_torn_down(vmi)
+            case Step.SPAWN_TARGET if vmi is not None and vmi.migration_state is not None:
+                log.info("starting the launcher a migration moves the instance to", vmi=name,
+                         source=vmi.node_name, migration=vmi.migration_state.migration_name)
+                await self._spawn(vmi, migration=vmi.migration_state.migration_uid)
+            case Step.REPORT_MIGRATION_FAILED if vmi is not None and vmi.migration_state is not None:
+                log.warning("the migration here failed", vmi=name, reason=act.why)
+                await self._migration_failed(vmi, act.why)
         return True
 
-    async def _spawn(self, vmi: VMI) -> None:
+    async def _migration_failed(self, vmi: VMI, reason: str) -> None:
+        assert vmi.migration_state is not None
+        report = MigrationReport(vmi=vmi.name, uid=vmi.uid, migration_uid=vmi.migration_state.migration_uid,
+                                 phase=MigrationPhase.FAILED, reason=tidy(reason))
+        try:
+            await self.nodeapi.migration(report)
+        except ApiError as exc:
+            if exc.retryable:
+                raise  # the work queue tries again
+            log.info("migration gone or over; not reported", vmi=vmi.name, error=exc.message)
+
+    async def _spawn(self, vmi: VMI, migration: str | None = None) -> None:
+        """migration: the uid of the live migration whose target this launcher is."""
         name = vmi.name
         pod_ip, gateway = None, None
         if any(n.kind == "pod" for n in vmi.spec.networks) and self.podnet.cidr is not None:
@@ -273,7 +293,8 @@ class Agent:
             else:
                 await asyncio.to_thread(self.secondary.ensure_bridge, nic.bridge)
             extra.append(f"{nic.interface}={nic.bridge}={nic.address}={nic.type}={nic.vlan or ''}")
-        self.exits.watch(name, await asyncio.to_thread(self.launchers.spawn, name, vmi.uid, pod_ip, gateway, extra))
+        self.exits.watch(name, await asyncio.to_thread(self.launchers.spawn, name, vmi.uid, pod_ip, gateway, extra,
+                                                       migration))
 
     async def _fail(self, vmi: VMI, reason: str) -> None:
         """Report what the launcher could not: its instance failed, and why."""

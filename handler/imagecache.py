@@ -255,7 +255,7 @@ class ImageCache:
         """The entries of the images the VMIs bound here name (containerDisks, their volumes' first content)."""
         volumes = {e.key: e.value for e in await shared(self.store, self.store.volumes).items()}
         keys = set()
-        for vmi in await nodevmis.vmis_here(self.store, self.node):  # the node's copies, from the cache
+        for vmi in await nodevmis.copies_here(self.store, self.node):  # a migration's target's too
             if vmi.phase in FINAL_PHASES and vmi.torn_down:
                 continue
             for name in _images_named(vmi, {k: v.image for k, v in volumes.items()}):

@@ -114,7 +114,8 @@ class Launchers:
         return launcher
 
     def spawn(self, vmi: str, uid: str, pod_ip: str | None = None, pod_gateway: str | None = None,
-              secondary: list[str] | None = None) -> Launcher:
+              secondary: list[str] | None = None, migration: str | None = None) -> Launcher:
+        """migration: the uid of the live migration this launcher is the target of."""
         vmi_dir = self.paths.vmi_dir(vmi)
         safe_name(uid, "uid")  # an argument of the launcher and a word of its pidfile
         vmi_dir.mkdir(parents=True, exist_ok=True)
@@ -140,6 +141,8 @@ class Launchers:
             cmd += ["--launch-cpu-group", str(self.cpu_groups[cpugroup.LAUNCHES])]
         if not self.copies_republished:
             cmd += ["--own-vmi-by-consumer"]
+        if migration is not None:
+            cmd += ["--migration-target", safe_name(migration, "migration uid")]
         log_path = self.paths.log_dir / f"launcher-{self.node}-{safe_name(vmi)}.log"
         proc: subprocess.Popen[bytes] | ForkedProcess | None = None
         if self.fork_server is not None:

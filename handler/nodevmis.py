@@ -27,7 +27,13 @@ def republishes(store: Store, node: str) -> bool:
 
 
 async def vmis_here(store: Store, node: str) -> list[VMI]:
-    """The VMIs bound here, from the cache (a copy may trail its VMI by one watch delivery)."""
+    """The VMIs bound here, from the cache (a copy may trail its VMI by one watch delivery); not one
+    migrating here, which runs on its source until it has moved (proto.migrations)."""
+    return [e.value.vmi for e in await informer(store, node).items() if e.value.vmi.node_name == node]
+
+
+async def copies_here(store: Store, node: str) -> list[VMI]:
+    """Every VMI copied here: the ones bound here and the ones migrating here."""
     return [e.value.vmi for e in await informer(store, node).items()]
 
 

@@ -11,7 +11,8 @@ import enum
 import signal
 from dataclasses import dataclass
 
-from proto.state import FINAL_PHASES, VMI, Phase
+from proto.migrations import in_flight
+from proto.state import FINAL_PHASES, VMI, MigrationPhase, MigrationState, Phase
 
 # A failed-over instance's launcher has nothing left to stop in order: it gets this long, not a
 # guest's grace period, so a frozen one does not hold up the VM's next run here.
@@ -38,6 +39,8 @@ class Step(enum.Enum):
     SPAWN = "spawn"  # a launcher for the instance bound here
     REPORT_END = "report-end"  # the instance's end, which its launcher could not report
     REPORT_TORN_DOWN = "report-torn-down"  # nothing of the finished run is left here
+    SPAWN_TARGET = "spawn-target"  # a launcher for the instance migrating here (proto.migrations)
+    REPORT_MIGRATION_FAILED = "report-migration-failed"  # its target launcher here is lost
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ def plan(vmi: VMI | None, launcher: Seen | None, node: str) -> list[Act]:
         acts += [Act(Step.KILL_GUEST, why), Act(Step.END_LAUNCHER, why, grace=FAILED_OVER_GRACE_S),
                  Act(Step.FORGET)]
         launcher = None
+    coming = migrating_here(vmi, node)
+    if vmi is not None and coming is not None:
+        return [*acts, *_target(vmi, coming, launcher)]
     if vmi is None or vmi.node_name != node:
         if launcher is not None:  # an exited launcher of a run gone: nothing left to stop
             acts += [Act(Step.END_LAUNCHER, "the instance is gone or bound elsewhere"), Act(Step.FORGET)]
@@ -90,6 +96,32 @@ def plan(vmi: VMI | None, launcher: Seen | None, node: str) -> list[Act]:
         # Running, bound here, no launcher: it died while no handler watched.
         return [*acts, Act(Step.REPORT_END, "launcher lost while the handler was away", phase=Phase.FAILED)]
     return acts
+
+
+def migrating_here(vmi: VMI | None, node: str) -> MigrationState | None:
+    """The migration under way that has chosen this node for an instance running elsewhere."""
+    state = in_flight(vmi)
+    return state if vmi is not None and state is not None and state.target_node == node \
+        and vmi.node_name != node else None
+
+
+def _target(vmi: VMI, state: MigrationState, launcher: Seen | None) -> list[Act]:
+    """The launcher an instance migrating here moves to: started once the target is chosen, and its
+    loss the migration's failure (the guest runs on at its source)."""
+    acts: list[Act] = []
+    if launcher is not None and launcher.uid != vmi.uid:
+        acts += [Act(Step.END_LAUNCHER, f"it ran an earlier instance ({launcher.uid})"), Act(Step.FORGET)]
+        launcher = None
+    if launcher is None:
+        if state.phase is MigrationPhase.SCHEDULED:
+            return [*acts, Act(Step.SPAWN_TARGET)]
+        return [*acts, Act(Step.REPORT_MIGRATION_FAILED, "the target's launcher was lost")]
+    if launcher.alive:
+        return acts
+    if launcher.lost_the_race:
+        return [*acts, Act(Step.ADOPT)]
+    return [*acts, Act(Step.FORGET),
+            Act(Step.REPORT_MIGRATION_FAILED, f"the target's {launcher_exit_reason(launcher.exit_code)}")]
 
 
 def given_up(vmi: VMI | None, launcher: Seen) -> bool:

@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host-disk-dir", action="append", default=[], help="where hostDisks may be (repeat)")
     p.add_argument("--guest-cpu-group", default=None, help="the node's guests' CPU group (a cgroup directory)")
     p.add_argument("--launch-cpu-group", default=None, help="the node's launches' CPU group (a cgroup directory)")
+    p.add_argument("--migration-target", default=None, type=subjects.token,
+                   help="this launcher is the target of the VMI's live migration of this uid")
     p.add_argument("--own-vmi-by-consumer", action="store_true",
                    help="the node's shard does not republish its copies: follow the VMI through a consumer")
     ns = p.parse_args(argv)
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
                         host_disk_dirs=tuple(Path(d) for d in ns.host_disk_dir),
                         guest_cpu_group=Path(ns.guest_cpu_group) if ns.guest_cpu_group else None,
                         launch_cpu_group=Path(ns.launch_cpu_group) if ns.launch_cpu_group else None,
-                        copies_republished=not ns.own_vmi_by_consumer)
+                        copies_republished=not ns.own_vmi_by_consumer, migration=ns.migration_target)
     priority.lower_launcher()  # before any thread or child: all of them inherit it
     if args.launch_cpu_group:  # with libvirtd and QEMU's start after it: the node's launches weigh as one
         cpugroup.join(args.launch_cpu_group, os.getpid())

@@ -31,6 +31,7 @@ STOP_REASONS = {
     "DESTROYED": "domain destroyed outside the launcher",
     "CRASHED": "guest crashed",
     "FAILED": "QEMU exited unexpectedly (killed or crashed)",
+    "MIGRATED": "the guest migrated to another node",
 }
 
 

@@ -52,11 +52,18 @@ class PowerKeeper:
         self.done = Done()
         self.wake = asyncio.Event()
         self.standing_down = False
+        self.held = False  # a live migration moves the guest (hold)
 
     def stand_down(self) -> None:
         """The instance is stopping: a pause no longer holds (the shutdown resumes the guest so it
         hears the power button, and must not be paused again behind it)."""
         self.standing_down = True
+
+    def hold(self, held: bool) -> None:
+        """While a live migration moves the guest, no step is taken here (its domain here pauses and
+        goes at the end); a migration that failed lets the keeper catch up."""
+        self.held = held
+        self.wake.set()
 
     def want(self, wanted: Wanted) -> None:
         """The VMI's requests as last seen."""
@@ -82,7 +89,7 @@ class PowerKeeper:
     async def sync(self) -> None:
         dom = self.domain()
         wanted = self.wanted
-        if dom is None or wanted is None or self.standing_down:
+        if dom is None or wanted is None or self.standing_down or self.held:
             return
         steps, done = plan(wanted, self.done, await self.control.is_paused(dom))
         for step in steps:

@@ -29,6 +29,7 @@ from launcher.domain import CONSOLE_SOCKET, VNC_SOCKET, compose_domain_xml, plan
 from launcher.launchclock import LaunchClock
 from launcher.leasekeeper import LeaseKeeper, LeaseNotTaken
 from launcher.libvirtd import PrivateLibvirtd, lower_domain
+from launcher.livemigration import MigrationOver, Source, Target
 from launcher.masquerade import Masquerade
 from launcher.power import PowerKeeper
 from launcher.powerplan import Done, Wanted
@@ -39,6 +40,7 @@ from launcher.supervision import DomainFollower
 from launcher.vnc import VncServer, libvirt_screenshot
 from proto.errors import ApiError, Code
 from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
+from proto.quantity import parse_bytes
 from proto.snapshots import written_volumes
 from proto.spec import claims
 from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface, grace_period
@@ -75,6 +77,7 @@ class LauncherArgs:
     guest_cpu_group: Path | None = None  # the node's guests' CPU group (servicekit.cpugroup)
     launch_cpu_group: Path | None = None  # the node's launches' (the launcher is in it; a QEMU ends in it)
     copies_republished: bool = True  # whether the node's shard republishes its copies (launcher.ownvmi)
+    migration: str | None = None  # the uid of the live migration this launcher is the target of
 
     @property
     def vmi_dir(self) -> Path:
@@ -111,6 +114,10 @@ class Runner:
         self.power = PowerKeeper(self.libvirtd, lambda: self.follower.dom, self.report_event)
         self.follower = DomainFollower(self.libvirtd, self.report_condition, vmi=args.vmi, netns=args.pod_netns,
                                        workdir=args.vmi_dir, on_change=self.power.poke)
+        # its instance's live migration (launcher.livemigration): the side this launcher is on
+        self.target = Target(self.nodeapi, vmi=args.vmi, uid=args.uid, node=args.node, node_dir=args.node_dir,
+                             migration_uid=args.migration, node_netns=args.node_netns) if args.migration else None
+        self.source: Source | None = None
 
     async def set_phase(self, phase: Phase, reason: str = "", patience: float = REPORT_PATIENCE_S) -> None:
         """Reported to the control plane (a node writes no VMI itself); waits out an outage of it
@@ -155,6 +162,18 @@ class Runner:
             await self._stop_libvirtd()
             return 0
         vmi = first
+        if self.target is not None:
+            self.target.heard(vmi)
+            if self.target.over.is_set():
+                log.info("no migration to this node under way; nothing to run", why=self.target.why)
+                await own.aclose()
+                await self._stop_libvirtd()
+                return 0
+        # the guest it runs may move on (a target's too, once the guest has arrived)
+        self.source = Source(self.nodeapi, vmi=self.args.vmi, uid=self.args.uid, node=self.args.node,
+                             node_dir=self.args.node_dir, domain=lambda: self.follower.dom,
+                             memory=parse_bytes(vmi.spec.memory), node_netns=self.args.node_netns,
+                             hold=self.power.hold)
         self.power.done = Done.at_start(vmi)
         loop = asyncio.get_running_loop()
         main = asyncio.current_task()
@@ -182,9 +201,15 @@ class Runner:
                                               uid=self.args.uid, fence=self._fence)
                     await self.keeper.take()
                     lease = asyncio.create_task(self.keeper.run())
-                dom = await self._boot(vmi)
+                dom = await (self._receive(vmi) if self.target is not None else self._boot(vmi))
                 booting = False
+            except MigrationOver as exc:
+                log.info("the migration here is over; leaving", why=str(exc))
+                return 0
             except asyncio.CancelledError:
+                if self.target is not None:  # the instance runs on at its source: only the migration fails
+                    await self.target.failed("the target's launcher was terminated")
+                    return 1
                 await self.set_phase(Phase.FAILED, "launcher terminated while starting the domain")
                 return 1
             except LeaseNotTaken as exc:
@@ -192,6 +217,9 @@ class Runner:
                 return 1
             except Exception as exc:
                 log.exception("could not start the domain")
+                if self.target is not None:
+                    await self.target.failed(f"the target: {lifecycle.launch_failure(exc)}")
+                    return 1
                 await self.set_phase(Phase.FAILED, lifecycle.launch_failure(exc))
                 return 1
             tail = asyncio.create_task(self.console.run())
@@ -213,6 +241,9 @@ class Runner:
                 workdir=self.args.vmi_dir, domain=lambda: self.follower.dom).run())
             phase, reason = await self._supervise(dom)
             await self.console.pump()
+            if self.source is not None and self.source.moved.is_set():
+                log.info("the guest moved to another node; this launcher is done")
+                return 0
             await self.set_phase(phase, reason, FENCED_PATIENCE_S if self.fenced.is_set() else REPORT_PATIENCE_S)
             return 0
         finally:
@@ -234,7 +265,8 @@ class Runner:
         pid = self.libvirtd.kill_qemu(self.args.vmi)
         log.error("fenced", reason=why, qemu_pid=pid)
 
-    async def _boot(self, vmi: VMI) -> Any:
+    async def _prepare(self, vmi: VMI) -> disks.DiskPaths:
+        """What a domain needs before it is defined: disks, NICs (and their DHCP), the libvirtd."""
         a = self.args
         taps = self.taps = {iface.name: f"tap{i}" for i, iface in enumerate(vmi.spec.interfaces)}
         # Disks and NICs at once (files and subprocesses beside netlink): neither needs the other.
@@ -255,6 +287,33 @@ class Runner:
         self.clock.mark("libvirtd")
         self._reaper = asyncio.create_task(reap_orphans())
         self.follower.watch()
+        return paths
+
+    async def _receive(self, vmi: VMI) -> Any:
+        """The target of a migration: prepared as for a boot, then the guest arrives (or not)."""
+        assert self.target is not None
+        await self._prepare(vmi)
+        dom = await self.target.receive(self.interfaces, lambda: self.libvirtd.conn.lookupByName(self.args.vmi))
+        self.clock.mark("domain")
+        await self._lower_guest()
+        log.info("the guest arrived; running it here")
+        memory.settle()
+        return dom
+
+    async def _lower_guest(self) -> int | None:
+        a = self.args
+        qemu = await asyncio.to_thread(lower_domain, a.vmi)
+        grouped = qemu is not None and a.guest_cpu_group is not None and await asyncio.to_thread(
+            cpugroup.join, a.guest_cpu_group, qemu)
+        log.info("guest below the control plane", nice=priority.GUEST_NICE, qemu=qemu,
+                 cpu_group=str(a.guest_cpu_group) if grouped else None)
+        self.clock.mark("lowered")
+        return qemu
+
+    async def _boot(self, vmi: VMI) -> Any:
+        a = self.args
+        paths = await self._prepare(vmi)
+        taps = self.taps
         kinds: list[Literal["kvm", "qemu"]] = ["kvm", "qemu"] if a.kvm else ["qemu"]
         for kind in kinds:
             plan = plan_domain(vmi.spec, uid=a.uid, domain_type=kind, disk_paths=paths, taps=taps,
@@ -270,12 +329,7 @@ class Runner:
                 # The node's probe said KVM works, QEMU says otherwise: emulate, like useEmulation.
                 log.warning("KVM domain failed to start; falling back to TCG", error=str(exc).splitlines()[0])
                 await self.libvirtd.destroy_and_undefine(a.vmi)
-        qemu = await asyncio.to_thread(lower_domain, a.vmi)
-        grouped = qemu is not None and a.guest_cpu_group is not None and await asyncio.to_thread(
-            cpugroup.join, a.guest_cpu_group, qemu)
-        log.info("guest below the control plane", nice=priority.GUEST_NICE, qemu=qemu,
-                 cpu_group=str(a.guest_cpu_group) if grouped else None)
-        self.clock.mark("lowered")
+        qemu = await self._lower_guest()
         await self.set_phase(Phase.RUNNING)
         self.clock.mark("reported")
         self.clock.log(libvirtd=processes.cpu_seconds(self.libvirtd.pid) if self.libvirtd.pid else None,
@@ -383,12 +437,22 @@ class Runner:
         gone = asyncio.create_task(self.gone.wait())
         term = asyncio.create_task(self.terminated.wait())
         fenced = asyncio.create_task(self.fenced.wait())
-        done, pending = await asyncio.wait({stopped, asked, gone, term, fenced}, return_when=asyncio.FIRST_COMPLETED)
+        waits = {stopped, asked, gone, term, fenced}
+        if self.source is not None:
+            waits.add(asyncio.create_task(self.source.moved.wait()))
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for t in pending:
             t.cancel()
         if self.fenced.is_set():  # before "stopped": the kill is what stopped it
             await self.libvirtd.destroy_and_undefine(self.args.vmi)
             return Phase.FAILED, f"fenced: {self.keeper.fenced if self.keeper else 'lease lapsed'}"
+        if self.source is not None and self.source.task is not None:
+            # a migration under way ends first: the domain stopped here may be running on its target
+            if gone in done or term in done:
+                self.source.abort.set()
+            await self.source.settle()
+        if self.source is not None and self.source.moved.is_set():
+            return Phase.SUCCEEDED, "migrated to another node"
         if stopped in done:
             return stopped.result()
         if asked in done:  # the grace read afresh while it waits: a later stop may cut it short
@@ -429,6 +493,12 @@ class Runner:
                 self._heard(vmi)
 
     def _heard(self, vmi: VMI | ownvmi.Gone) -> None:
+        if self.target is not None and not self.target.arrived.is_set():
+            self.target.heard(None if isinstance(vmi, ownvmi.Gone) else vmi)
+            if not self.target.arrived.is_set():
+                return  # the guest is not ours yet: its source acts on its instance's changes
+        if self.source is not None and not isinstance(vmi, ownvmi.Gone) and vmi.uid == self.args.uid:
+            self.source.heard(vmi)
         if isinstance(vmi, ownvmi.Gone) or vmi.uid != self.args.uid:
             self.power.stand_down()
             self.gone.set()

@@ -43,6 +43,8 @@ from proto.state import (
     VM,
     VMI,
     Condition,
+    MigrationPhase,
+    MigrationState,
     Phase,
     is_ready,
     restart_required,
@@ -228,6 +230,7 @@ def vmi_object(vmi: VMI) -> Obj:
             "interfaces": [_compact({"name": i.name, "ipAddress": i.ip_address, "ipAddresses": list(i.ip_addresses),
                                      "mac": i.mac}) for i in vmi.interfaces],
             "phaseTransitionTimestamps": _transitions(vmi),
+            "migrationState": _migration_state(vmi.migration_state),
             # virtbus's own, which KubeVirt has no field for: the launcher (virt-launcher's process), a
             # stop on its way (KubeVirt deletes the VMI instead), the guest said it is up
             "launcherPid": vmi.launcher_pid,
@@ -238,6 +241,22 @@ def vmi_object(vmi: VMI) -> Obj:
             "launcherReadyAt": timestamp(vmi.launcher_ready_at),
         }),
     }
+
+
+def _migration_state(state: MigrationState | None) -> Obj | None:
+    """KubeVirt's status.migrationState: the migration under way or the last one (never the token the
+    target gave, which only the source's launcher needs)."""
+    if state is None:
+        return None
+    return _compact({
+        "migrationUid": state.migration_uid, "migrationName": state.migration_name,
+        "sourceNode": state.source_node, "targetNode": state.target_node,
+        "targetNodeAddress": state.target.address if state.target else None,
+        "startTimestamp": timestamp(state.start_timestamp), "endTimestamp": timestamp(state.end_timestamp),
+        "completed": state.phase is MigrationPhase.SUCCEEDED or None,
+        "failed": state.phase is MigrationPhase.FAILED or None,
+        "abortRequested": state.abort_requested or None,
+        "mode": "PreCopy", "phase": state.phase.value, "failureReason": state.reason or None})
 
 
 def _owner(api_version: str, kind: str, name: str | None) -> list[Obj]:

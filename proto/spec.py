@@ -307,8 +307,6 @@ class Volume(Spec, frozen=True):
 
 EvictionStrategy = Literal["None", "LiveMigrate", "LiveMigrateIfPossible", "External"]
 EVICTION_STRATEGIES: tuple[EvictionStrategy, ...] = ("None", "LiveMigrate", "LiveMigrateIfPossible", "External")
-# an eviction of theirs is refused: their instance cannot be evicted without moving it alive
-EVICTION_REFUSED: frozenset[str] = frozenset({"LiveMigrate", "External"})
 
 
 def eviction_strategy(own: EvictionStrategy | None, cluster: EvictionStrategy | None) -> EvictionStrategy:
@@ -356,9 +354,9 @@ class VMSpec(Spec, frozen=True):
     readiness_probe: Probe | None = None
     liveness_probe: Probe | None = None  # failing, it ends the instance, Failed (proto.probes)
     # KubeVirt's evictionStrategy (None: the cluster's, which is KubeVirt's "None"): what an eviction
-    # (virtbus drain) does to its instance. virtbus has no live migration, so an instance cannot move
-    # alive: "LiveMigrateIfPossible" is stopped and run again elsewhere as "None" is, and "LiveMigrate"
-    # and "External" refuse the eviction, as KubeVirt refuses it for an instance that cannot migrate.
+    # (virtbus drain) does to its instance: LiveMigrate moves it alive (or refuses when it cannot move),
+    # LiveMigrateIfPossible moves it when it can, else stops it as "None" does, and "External" refuses
+    # (proto.migrations.eviction_way).
     eviction_strategy: EvictionStrategy | None = None
     affinity: Affinity | None = None  # Kubernetes' affinity: where its instances may and would rather go
     tolerations: list[Toleration] = []  # the node taints its instances may stand

@@ -63,6 +63,52 @@ class VMIInterface(State, frozen=True):
     mac: str | None = None
 
 
+# --- live migration (proto.migrations) ----------------------------------------------------------
+class MigrationPhase(enum.StrEnum):
+    """KubeVirt's VirtualMachineInstanceMigrationPhase, the ones virtbus goes through."""
+
+    PENDING = "Pending"
+    SCHEDULING = "Scheduling"
+    SCHEDULED = "Scheduled"
+    TARGET_READY = "TargetReady"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+FINAL_MIGRATION_PHASES = frozenset({MigrationPhase.SUCCEEDED, MigrationPhase.FAILED})
+
+
+class MigrationTarget(State, frozen=True):
+    """Where the target's launcher waits for the source's connections; written only while the
+    migration runs (the token is the key to that launcher's libvirtd)."""
+
+    address: str  # the target node's address, from its registration
+    port: int
+    token: str
+    node_dir: str  # where the target node keeps its VMIs: the domain's paths there
+    interfaces: list[VMIInterface] = []  # the instance's NICs as they will be there (its new pod IP)
+
+
+class MigrationState(State, frozen=True):
+    """An instance's migration, the running one or the last (KubeVirt's status.migrationState)."""
+
+    migration_uid: str
+    migration_name: str
+    source_node: str
+    phase: MigrationPhase
+    start_timestamp: float
+    target_node: str | None = None
+    target: MigrationTarget | None = None
+    end_timestamp: float | None = None
+    abort_requested: bool = False  # the migration was deleted (virtbus migrate-cancel): its source aborts it
+    reason: str = ""
+
+    @property
+    def final(self) -> bool:
+        return self.phase in FINAL_MIGRATION_PHASES
+
+
 class VMI(State, frozen=True):
     """One run of a VM. Its spec is frozen at creation, like a KubeVirt VMI's."""
 
@@ -118,6 +164,8 @@ class VMI(State, frozen=True):
     # kept, as Kubernetes keeps a pod's (pod.spec.priority); None: 0 (so a cluster without priorities
     # stores no byte more), or not bound yet
     priority: int | None = None
+    # Its live migration under way, or the last one (proto.migrations; KubeVirt's status.migrationState)
+    migration_state: MigrationState | None = None
 
 
 def is_ready(vmi: VMI) -> bool:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from proto import clusterconfig, ipam, labelfilter, netcheck, priorities, subjects, taints
+from proto import clusterconfig, ipam, labelfilter, migrations, netcheck, priorities, subjects, taints
 from proto.clones import PREFIX_TARGET_NAME, RANDOMIZE_NAMES, SOURCE_SNAPSHOT, SOURCE_VM, VMClone
 from proto.errors import ApiError, Code
 from proto.instancetypes import KINDS as INSTANCETYPE_KINDS
@@ -32,6 +32,7 @@ from proto.state import (
     Exposure,
     FloatingIP,
     Lease,
+    MigrationState,
     Node,
     NodeLease,
     PersistentVolume,
@@ -138,6 +139,38 @@ def check_vmi(key: str, vmi: VMI) -> None:
         _text(cond.message, f"conditions[{i}].message")
     for i, iface in enumerate(vmi.interfaces):
         netcheck.interface_status(iface.name, iface.ip_address, iface.ip_addresses, iface.mac, f"interfaces[{i}]")
+    if vmi.migration_state is not None:
+        check_migration_state(vmi.migration_state)
+
+
+def check_migration_state(state: MigrationState) -> None:
+    """A target's address, port, token and directory become a connection and the paths of a domain's XML."""
+    check_name(state.migration_uid, "migrationState.migrationUid", "uid")
+    migrations.check_name(state.migration_name, "migrationState.migrationName")
+    check_name(state.source_node, "migrationState.sourceNode", "node name")
+    if state.target_node is not None:
+        check_name(state.target_node, "migrationState.targetNode", "node name")
+    _text(state.reason, "migrationState.reason")
+    target = state.target
+    if target is not None:
+        netcheck.host_address(target.address, "migrationState.target.address")
+        migrations.check_target(target.port, target.token, target.node_dir)
+        for i, iface in enumerate(target.interfaces):
+            netcheck.interface_status(iface.name, iface.ip_address, iface.ip_addresses, iface.mac,
+                                      f"migrationState.target.interfaces[{i}]")
+
+
+def check_migration(key: str, item: migrations.Migration) -> None:
+    _name_key(key)
+    _key_is(key, item.name, "migration name")
+    migrations.check_name(item.name, "name")
+    check_name(item.vmi_name, "vmiName", "VMI name")
+    check_name(item.uid, "uid", "uid")
+    check_labels(item.labels, "labels")
+    for node, field in ((item.source_node, "sourceNode"), (item.target_node, "targetNode")):
+        if node is not None:
+            check_name(node, field, "node name")
+    _text(item.reason, "reason")
 
 
 def check_node(key: str, node: Node) -> None:
@@ -330,7 +363,8 @@ def check_node_vmi(key: str, copy: NodeVmi) -> None:
     _vmi_lease_key(key)
     node, name = vmi_lease_parts(key)
     check_vmi(name, copy.vmi)
-    _key_is(node, copy.vmi.node_name or "", "VMI's node")
+    if node != migrations.target_of(copy.vmi):  # the node a migration moves it to has a copy too
+        _key_is(node, copy.vmi.node_name or "", "VMI's node")
     if copy.revision < 1:
         raise ApiError(Code.INVALID, "a copy's revision is at least 1", "revision")
 
@@ -403,6 +437,7 @@ _VALIDATORS: dict[object, Validator] = {
     NodeLease: check_node_lease,
     PersistentVolume: check_persistent_volume, VolumeSnapshot: check_volume_snapshot, VMSnapshot: check_vm_snapshot,
     Instancetype: check_instancetype, str: check_cidr_claim, priorities.PriorityClass: check_priority_class,
+    migrations.Migration: check_migration,
     ReplicaSet: check_replicaset, Pool: check_pool, Preference: check_preference, VMClone: check_vm_clone,
     Service: check_service, Endpoints: check_endpoints, Route: check_route, Ingress: check_ingress,
     dict[str, str]: check_address_table, clusterconfig.ClusterConfig: check_cluster_config,

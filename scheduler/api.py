@@ -44,6 +44,7 @@ from scheduler.clusterconfig import ClusterConfigApi, ClusterConfigWatch
 from scheduler.exposures import ExposureApi
 from scheduler.floatingips import FloatingIPApi
 from scheduler.instancetypes import InstancetypeApi
+from scheduler.migrationapi import MigrationApi
 from scheduler.networkapi import NetworkApi
 from scheduler.nodemaintenance import NodeMaintenanceApi
 from scheduler.nodemarks import NodeMarkApi
@@ -86,8 +87,10 @@ class Api:
         self.services = ServiceApi(store, clock=clock)
         self.network = NetworkApi(store)
         self.routes = RouteApi(store, clock=clock)
+        self.migrations = MigrationApi(store, clock=clock)
         self.maintenance = NodeMaintenanceApi(store, clock=clock, ready=self._node_ready,
-                                              cluster_strategy=self._cluster_eviction_strategy)
+                                              cluster_strategy=self._cluster_eviction_strategy,
+                                              evacuate=self.migrations.evacuate)
         self.node_marks = NodeMarkApi(store)
         self.priority_classes = PriorityClassApi(store)
 
@@ -120,6 +123,7 @@ class Api:
             **self.preferences.table(),
             **self.services.table(), **self.routes.table(), **self.cluster.table(), **self.network.table(),
             **self.maintenance.table(), **self.node_marks.table(), **self.priority_classes.table(),
+            **self.migrations.table(),
         }
         return [Endpoint(f"{kind}-{verb}", subjects.api(kind, verb), handler)  # type: ignore[arg-type]
                 for (kind, verb), handler in table.items()]

@@ -22,6 +22,7 @@ from typing import Protocol
 import msgspec
 import structlog
 
+from proto import migrations
 from proto.clusterconfig import DEFAULT_CPU_ALLOCATION_RATIO
 from proto.errors import ApiError, Code
 from proto.events import Event
@@ -146,6 +147,9 @@ class Binder:
 
     def _observe(self, name: str, vmi: VMI | None) -> None:
         self.index.observe(name, vmi)
+        target = migrations.target_key(name)
+        if (vmi is not None and vmi.migration_state is not None) or self.index.holding(target):
+            self.index.observe(target, _as_target(vmi))
         if self.nominations:
             for preemptor in self.preempting.observed(name, vmi):
                 self.kick(preemptor)
@@ -205,6 +209,27 @@ class Binder:
         bound = _bound_to(vmi, choice, priority, now)
         self._creating[name] = self.index.assume(name, choice.node, self.index.request(vmi), bound)
         return bound
+
+    def place_target(self, vmi: VMI) -> tuple[Assumption | None, str]:
+        """A node for a migration's target (proto.migrations): any but the one it runs on, chosen as a
+        bind would be, its room assumed there at once (as ``migrations.target_key``) so nothing else
+        takes it meanwhile. Returns the assumption (its node is the choice; ``forget_target`` if the
+        write fails), or None and why nothing fits."""
+        self._sync_nodes()
+        holders = self.index.holders()
+        verdict = affinityplan.judge(vmi, self.index.node_records, self.index.matching, holders) \
+            if affinityplan.needed(vmi, bool(holders)) else None
+        enough = None if verdict is not None and verdict.points else self._enough()
+        others = (u for u in self.index.candidates() if u.node.name != vmi.node_name)
+        choice = placement.place(vmi.spec, others, None, frozenset(), enough=enough, affinity=verdict)
+        if choice.node is None:
+            return None, choice.message
+        there = msgspec.structs.replace(vmi, node_name=choice.node)
+        return self.index.assume(migrations.target_key(vmi.name), choice.node, self.index.request(vmi), there), \
+            choice.message
+
+    def forget_target(self, name: str, assumption: Assumption) -> None:
+        self.index.forget(migrations.target_key(name), assumption)
 
     def created(self, vmi: VMI, revision: int) -> Event:
         """``bind_new``'s VMI was created: its assumption confirmed, the bind counted; its Scheduled event."""
@@ -407,6 +432,14 @@ def _bound_to(vmi: VMI, choice: placement.Placement, priority: Priority, now: fl
                      message=f"bound to {choice.node} ({choice.message})", last_transition_time=now)
     return msgspec.structs.replace(vmi, phase=Phase.SCHEDULED, node_name=choice.node, conditions=_with(vmi, cond),
                                    priority=priority.value or None)
+
+
+def _as_target(vmi: VMI | None) -> VMI | None:
+    """What a migration's target holds, as the index sees it: the instance on its target node while its
+    migration is under way; unbound otherwise (which lets an assumption being written stand)."""
+    if vmi is None or vmi.phase in FINAL_PHASES:
+        return None
+    return msgspec.structs.replace(vmi, node_name=migrations.target_of(vmi))
 
 
 def _with(vmi: VMI, cond: Condition) -> list[Condition]:

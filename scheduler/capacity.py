@@ -135,6 +135,10 @@ class CapacityIndex:
         if self._held.get(name) is assumption and assumption.assumed:
             self._release(name)
 
+    def holding(self, name: str) -> bool:
+        """Whether anything is held (or assumed) under this name."""
+        return name in self._held
+
     def assumed(self, name: str) -> str | None:
         held = self._held.get(name)
         return held.node if held is not None and held.assumed else None

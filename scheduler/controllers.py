@@ -30,6 +30,7 @@ from scheduler.binder import Binder, Counters
 from scheduler.clusterconfig import ClusterConfigWatch
 from scheduler.eventsink import EventSink
 from scheduler.metrics import SchedulerMetrics
+from scheduler.migrations import Migrations
 from scheduler.nodelife import Transition
 from scheduler.nodevmis import NodeVmiMirror
 from scheduler.nodewatch import NodeWatch
@@ -79,6 +80,7 @@ class Scheduler:
         self.events = EventSink(store.emit)
         self.classes: ClassView = FixedClasses()  # until leading: then the watch of the PriorityClasses
         self.binder = self._binder()
+        self.migrations: Migrations | None = None  # led with the rest
         self._vm_queue = WorkQueue(self.reconcile_vm, bind=("vm",))
         self._tasks: list[asyncio.Task[None]] = []
         self.sweep_every_s = kvmarkers.SWEEP_S
@@ -98,6 +100,7 @@ class Scheduler:
         self.events = EventSink(self.store.emit)
         self.classes = await WatchedClasses.of(self.store)  # (a pending VMI waits for its class with a resync)
         self.binder = self._binder()  # its capacity index counts from the new cache, primed below
+        self.migrations = Migrations(self.store, self.vmis, self.binder, self.events, clock=self.clock)
         self._vm_queue = WorkQueue(self.reconcile_vm, bind=("vm",))
         if self._own_nodes:
             await self.nodes.prime()
@@ -110,6 +113,7 @@ class Scheduler:
         self._watching = True
         self.mirror = NodeVmiMirror(self.store, fed=True)
         await self.workloads.start()  # before the watch that feeds it
+        await self.migrations.start()
         self._tasks += [
             asyncio.create_task(_rewatching("vms", self._watch_vms)),
             asyncio.create_task(_rewatching("vmis", self._watch_vmis)),
@@ -124,6 +128,8 @@ class Scheduler:
     async def stop(self) -> None:
         self._watching = False
         await self.workloads.stop()
+        if self.migrations is not None:
+            await self.migrations.stop()
         await cancel_and_wait(self._tasks)
         self._tasks = []
         await self._vm_queue.close()

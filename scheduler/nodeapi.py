@@ -13,10 +13,11 @@ from ipaddress import IPv4Network
 
 import structlog
 
-from proto import ipam, netcheck, subjects
+from proto import ipam, migrations, netcheck, subjects
 from proto.api import decode_request
 from proto.errors import ApiError, Code
 from proto.events import Event
+from proto.migrations import MigrationReport, MigrationReportReply
 from proto.nodeapi import (
     VERB_ATTACH,
     VERB_REGISTER,
@@ -31,7 +32,7 @@ from proto.nodeapi import (
     check_bound,
 )
 from proto.spec import NetworkAttachment
-from proto.state import VMI, Node
+from proto.state import VMI, MigrationPhase, Node
 from proto.validation import check_name, validate_node_registration
 from scheduler.snapshots import SnapshotNodeApi
 from servicekit import informer
@@ -61,7 +62,8 @@ class NodeApi:
         self._taken: dict[int, str] = {}  # claims this process made or lost a create to (index -> node)
 
     def endpoints(self) -> list[Endpoint]:
-        table = {VERB_REGISTER: self.register, VERB_STATUS: self.status, VERB_ATTACH: self.attach}
+        table = {VERB_REGISTER: self.register, VERB_STATUS: self.status, VERB_ATTACH: self.attach,
+                 migrations.VERB_MIGRATION: self.migration}
         return [*(Endpoint(f"node-{verb}", f"{subjects.NODEAPI_PREFIX}.*.{verb}", subject_handler=handler)
                   for verb, handler in table.items()), *SnapshotNodeApi(self.store, clock=self.clock).endpoints()]
 
@@ -186,6 +188,37 @@ class NodeApi:
                     if exc.code is not Code.CONFLICT:
                         raise
         return await self.store.vmis.mutate(report.vmi, lambda v: apply_report(v, report, node, now))
+
+    async def migration(self, subject: str, body: bytes) -> MigrationReportReply:
+        """A node's word on a VMI's migration (proto.migrations.apply_report says who may say what); the
+        VMI's events say how it went."""
+        node = subjects.nodeapi_node(subject)
+        report = decode_request(body, MigrationReport)
+        check_name(report.vmi, "vmi")
+        address = None
+        if report.phase is MigrationPhase.TARGET_READY:  # where the source connects: the node's registered address
+            record = await self.store.nodes.require(node, "node")
+            address = record.value.address
+        now = self.clock()
+        before: list[VMI] = []
+
+        def change(vmi: VMI) -> VMI | None:
+            before[:] = [vmi]
+            return migrations.apply_report(vmi, report, node, address, now)
+
+        entry = await self.store.vmis.mutate(report.vmi, change)
+        if entry is None or entry.value.migration_state is None:
+            raise ApiError(Code.NOT_FOUND, f"VMI {report.vmi} not found")
+        state = entry.value.migration_state
+        if before and before[0] != entry.value:
+            event = migrations.event_of(entry.value, report.phase)
+            if event is not None:
+                reason, message, warning = event
+                await self.store.emit(Event(kind="VirtualMachineInstance", name=report.vmi, reason=reason,
+                                            message=message[:1000], timestamp=now, node=node,
+                                            type="Warning" if warning else "Normal"))
+            log.info("migration", vmi=report.vmi, phase=state.phase.value, node=node, reason=state.reason)
+        return MigrationReportReply(phase=state.phase)
 
     async def attach(self, subject: str, body: bytes) -> AttachReply:
         """Addresses for the VMI's secondary NICs, unique in the cluster and kept by the VM."""

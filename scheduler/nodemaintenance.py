@@ -2,7 +2,8 @@
 ``node.delete`` (kubectl cordon, uncordon, the eviction drain sends for each pod, and delete node).
 
 A cordoned node's record says ``unschedulable``: the binder binds nothing new there
-(scheduler.placement), and what runs there runs on. An eviction stops one instance as ``stop`` does,
+(scheduler.placement), and what runs there runs on. An eviction of an instance whose evictionStrategy
+says so is a live migration off the node (proto.migrations.eviction_way); else it stops it as ``stop`` does,
 marked ``evicted``: a VM that wants it running (Always, RerunOnFailure) runs it again elsewhere
 (scheduler.vmplan), a replica set replaces it, and an instance of nobody's just ends. The drain itself
 (cordon, then evict each instance and wait for the node to be empty) is the CLI's, as kubectl's is.
@@ -20,7 +21,8 @@ from proto import subjects
 from proto.api import Ack, EvictRequest, NameRequest, decode_request
 from proto.errors import ApiError, Code
 from proto.events import Event
-from proto.spec import EVICTION_REFUSED, EvictionStrategy, RunStrategy, eviction_strategy
+from proto.migrations import Migration, eviction_way
+from proto.spec import EvictionStrategy, RunStrategy, eviction_strategy
 from proto.state import FINAL_PHASES, VM, VMI, Condition, Node, Phase
 from proto.validation import check_grace_period
 from scheduler.stopping import evicted
@@ -83,10 +85,13 @@ def deletion_refusal(node: str, ready: bool, vmis: list[VMI]) -> str | None:
 class NodeMaintenanceApi:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time,
                  ready: Callable[[str], Awaitable[bool]] | None = None,
-                 cluster_strategy: Callable[[], Awaitable[EvictionStrategy | None]] | None = None) -> None:
+                 cluster_strategy: Callable[[], Awaitable[EvictionStrategy | None]] | None = None,
+                 evacuate: Callable[[str], Awaitable[Migration]] | None = None) -> None:
         """ready: whether a node is Ready now, as the api service judges it (node.delete);
-        cluster_strategy: the KubeVirt CR's evictionStrategy now, for an instance whose spec has none."""
+        cluster_strategy: the KubeVirt CR's evictionStrategy now, for an instance whose spec has none;
+        evacuate: the live migration that moves an instance off its node (scheduler.migrationapi)."""
         self.store = store
+        self.evacuate = evacuate
         self.clock = clock
         self.ready = ready
         self.cluster_strategy = cluster_strategy
@@ -164,14 +169,18 @@ class NodeMaintenanceApi:
         if vmi.node_name is None:
             raise ApiError(Code.INVALID, f"VMI {req.name} is on no node yet: nothing to evict it from", "name")
         cluster = await self.cluster_strategy() if self.cluster_strategy is not None else None
-        strategy = eviction_strategy(vmi.spec.eviction_strategy, cluster)
-        if strategy in EVICTION_REFUSED and not req.ignore_eviction_strategy:
-            why = ("it is to be live-migrated, which virtbus cannot do, so its eviction is refused, as KubeVirt "
-                   "refuses it for an instance that cannot migrate" if strategy == "LiveMigrate" else
-                   "an outside controller is to move it, so its eviction is refused")
-            raise ApiError(Code.INVALID, f"VMI {req.name} has evictionStrategy {strategy}: {why} (stop it, or evict "
-                                         "it with ignoreEvictionStrategy: drain --disable-eviction)",
-                           "spec.evictionStrategy")
+        way, why = eviction_way(vmi, eviction_strategy(vmi.spec.eviction_strategy, cluster))
+        if way == "refuse" and not req.ignore_eviction_strategy:
+            raise ApiError(Code.INVALID, f"VMI {req.name} cannot be evicted: {why}, so its eviction is refused, as "
+                                         "KubeVirt refuses it (stop it, or evict it with ignoreEvictionStrategy: "
+                                         "drain --disable-eviction)", "spec.evictionStrategy")
+        if way == "migrate" and not req.ignore_eviction_strategy and self.evacuate is not None:
+            # KubeVirt's evacuation: the eviction is a live migration, and the drain waits for it
+            item = await self.evacuate(req.name)
+            await self.store.emit(Event(kind="VirtualMachineInstance", name=req.name, reason="EvictionTriggered",
+                                        message=f"eviction from node {vmi.node_name} triggered its live migration "
+                                                f"{item.name}", timestamp=self.clock(), node=vmi.node_name))
+            return Ack(message=f"VMI {req.name} is migrating off node {vmi.node_name} (migration {item.name})")
         uid, node = vmi.uid, vmi.node_name
         await self.store.vmis.mutate(req.name, lambda v: evicted(v, uid, self.clock(), req.grace_period))
         vm = await self.store.vms.get(req.name) if not vmi.standalone else None

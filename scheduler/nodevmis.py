@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import nats.js.errors
 import structlog
 
-from proto import subjects
+from proto import migrations, subjects
 from proto.nodevmis import NodeVmi
 from proto.state import VMI
 from servicekit.store import Bucket, Change, Store
@@ -32,22 +32,33 @@ RETRY_S = 1.0
 
 @dataclass(frozen=True)
 class Copied:
-    key: str  # <node>.<vmi>
-    revision: int  # the vmis revision it copies
+    keys: tuple[str, ...]  # <node>.<vmi>: its node's, and while it migrates its target's too
+    revision: int  # the vmis revision they copy
 
 
 @dataclass(frozen=True)
 class CopyPlan:
-    put: str | None = None
-    delete: str | None = None
+    put: tuple[str, ...] = ()
+    delete: tuple[str, ...] = ()
+
+
+def wanted(vmi: VMI | None) -> tuple[str, ...]:
+    """The keys a VMI is copied to (pure): its node's; while it migrates, its target node's as well,
+    whose handler starts the launcher it moves to (proto.migrations)."""
+    if vmi is None or not vmi.node_name:
+        return ()
+    target = migrations.target_of(vmi)
+    if target is None or target == vmi.node_name:
+        return (subjects.node_vmi(vmi.node_name, vmi.name),)
+    return subjects.node_vmi(vmi.node_name, vmi.name), subjects.node_vmi(target, vmi.name)
 
 
 def plan(current: Copied | None, vmi: VMI | None, revision: int) -> CopyPlan:
     """What one VMI's change (value None: deleted) does to the copies (pure)."""
     if current is not None and revision <= current.revision:
-        return CopyPlan()  # an older or the same update: the copy is already as new
-    want = subjects.node_vmi(vmi.node_name, vmi.name) if vmi is not None and vmi.node_name else None
-    stale = current.key if current is not None and current.key != want else None
+        return CopyPlan()  # an older or the same update: the copies are already as new
+    want = wanted(vmi)
+    stale = tuple(k for k in current.keys if k not in want) if current is not None else ()
     return CopyPlan(put=want, delete=stale)
 
 
@@ -104,19 +115,28 @@ class NodeVmiMirror:
         self.copied = {}
         for key, revision in existing.items():
             _, name = subjects.node_vmi_parts(key)
-            self.copied[name] = Copied(key, revision)
-        wanted: set[str] = set()
+            had = self.copied.get(name)  # a migrating VMI's two copies: as new as the older one
+            self.copied[name] = Copied((*had.keys, key), min(had.revision, revision)) if had \
+                else Copied((key,), revision)
+        kept: set[str] = set()
         for entry in await self.store.vmis.items():
+            keys = wanted(entry.value)
+            had = self.copied.get(entry.key)
+            if had is not None and not set(keys) <= set(had.keys):  # a copy missing: written again
+                self.copied[entry.key] = Copied(had.keys, 0)
             self.apply(Change(entry.key, entry.value, entry.revision))
-            if entry.value.node_name:
-                wanted.add(subjects.node_vmi(entry.value.node_name, entry.key))
-        gone = strays(existing, wanted)
+            kept.update(keys)
+        gone = strays(existing, kept)
         for key in gone:
             await self._delete(key)
             _, name = subjects.node_vmi_parts(key)
-            if (c := self.copied.get(name)) is not None and c.key == key:
-                del self.copied[name]
-        log.info("node VMI copies rebuilt", copies=len(wanted), removed=len(gone), misfiled=misfiled)
+            if (c := self.copied.get(name)) is not None and key in c.keys:
+                left = tuple(k for k in c.keys if k != key)
+                if left:
+                    self.copied[name] = Copied(left, c.revision)
+                else:
+                    del self.copied[name]
+        log.info("node VMI copies rebuilt", copies=len(kept), removed=len(gone), misfiled=misfiled)
         await self._retire_unsharded()
 
     async def _retire_unsharded(self) -> None:
@@ -149,11 +169,14 @@ class NodeVmiMirror:
         if change is None:
             return
         step = plan(self.copied.get(name), change.value, change.revision)
-        if step.delete is not None:
-            await self._delete(step.delete)
+        for key in step.delete:
+            await self._delete(key)
+        if step.delete:
             self.copied.pop(name, None)
-        if step.put is not None and change.value is not None:
-            await self._copies(step.put).put(step.put, NodeVmi(vmi=change.value, revision=change.revision))
+        if step.put and change.value is not None:
+            copy = NodeVmi(vmi=change.value, revision=change.revision)
+            for key in step.put:
+                await self._copies(key).put(key, copy)
             self.copied[name] = Copied(step.put, change.revision)
         if change.value is None and self.latest.get(name) is change:
             del self.latest[name]  # gone and its copy with it: nothing to remember

@@ -16,6 +16,7 @@ from nats.aio.client import Client
 from proto import subjects
 from proto.api import decode_reply, encode
 from proto.errors import ApiError, Code
+from proto.migrations import VERB_MIGRATION, MigrationReport, MigrationReportReply
 from proto.nodeapi import (
     VERB_ATTACH,
     VERB_REGISTER,
@@ -76,6 +77,9 @@ class NodeApiClient:
 
     async def report(self, report: StatusReport, patience: float = -1) -> StatusReply:
         return await self._call(VERB_STATUS, report, StatusReply, patience)
+
+    async def migration(self, report: MigrationReport, patience: float = 60.0) -> MigrationReportReply:
+        return await self._call(VERB_MIGRATION, report, MigrationReportReply, patience)
 
     async def snapshot_progress(self, report: SnapshotProgress, patience: float = 30.0) -> ProgressReply:
         return await self._call(VERB_SNAPSHOT_PROGRESS, report, ProgressReply, patience)

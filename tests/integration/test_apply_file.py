@@ -18,12 +18,15 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
 
-MIGRATION = """apiVersion: kubevirt.io/v1
-kind: VirtualMachineInstanceMigration
+POLICY = """apiVersion: migrations.kubevirt.io/v1alpha1
+kind: MigrationPolicy
 metadata:
-  name: migration-job
+  name: example-migration-policy
 spec:
-  vmiName: vmi-fedora
+  allowAutoConverge: true
+  selectors:
+    namespaceSelector:
+      hpc-workloads: "true"
 """
 
 
@@ -33,7 +36,7 @@ async def test_apply_says_each_refusal_and_applies_the_rest(
     efi["metadata"]["name"] = "efi"
     efi["spec"]["template"]["spec"]["domain"]["firmware"] = {"bootloader": {"efi": {}}}
     manifest = tmp_path / "mixed.yaml"
-    manifest.write_text("\n---\n".join((MIGRATION, yaml.safe_dump(efi),
+    manifest.write_text("\n---\n".join((POLICY, yaml.safe_dump(efi),
                                         (REPO / "examples" / "testvm-machine.yaml").read_text())))
     client = await ApiClient.connect(nats_url)
     try:
@@ -42,7 +45,7 @@ async def test_apply_says_each_refusal_and_applies_the_rest(
         said = capsys.readouterr()
         errors = said.err.splitlines()
         assert len(errors) == 2, said
-        assert "VirtualMachineInstanceMigration migration-job" in errors[0]
+        assert "MigrationPolicy example-migration-policy" in errors[0]
         assert "VirtualMachineInstance," in errors[0] and "VirtualMachinePool" in errors[0]  # what it does apply
         assert "(spec.template.spec.domain.firmware.bootloader.efi)" in errors[1] and "UEFI" in errors[1]
         assert "virtualmachine/testvm-machine applied" in said.out

@@ -40,7 +40,7 @@ class IdleLaunchers(Launchers):
         self.spawned: list[str] = []
 
     def spawn(self, vmi: str, uid: str, pod_ip: str | None = None, pod_gateway: str | None = None,
-              secondary: list[str] | None = None) -> Launcher:
+              secondary: list[str] | None = None, migration: str | None = None) -> Launcher:
         proc = subprocess.Popen(["sleep", "60"])
         self.spawned.append(vmi)
         self.running[vmi] = Launcher(vmi, uid, proc.pid, proc)

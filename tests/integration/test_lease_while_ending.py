@@ -41,7 +41,7 @@ class StubbornLaunchers(Launchers):
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def spawn(self, vmi: str, uid: str, pod_ip: str | None = None, pod_gateway: str | None = None,
-              secondary: list[str] | None = None) -> Launcher:
+              secondary: list[str] | None = None, migration: str | None = None) -> Launcher:
         proc = start(STUBBORN)
         self.procs.append(proc)
         self.running[vmi] = Launcher(vmi, uid, proc.pid, proc)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from proto.spec import VMSpec
-from proto.state import VMI
+from proto.state import VMI, MigrationPhase, MigrationState, Phase
 from scheduler.nodevmis import Copied, CopyPlan, plan, strays
 
 
@@ -13,16 +15,39 @@ def vmi(node: str | None) -> VMI:
 
 def test_a_bound_vmi_is_copied_to_its_node_and_moves_with_it() -> None:
     assert plan(None, vmi(None), 1) == CopyPlan()  # not bound: no node hears of it
-    assert plan(None, vmi("node1"), 2) == CopyPlan(put="node1.vm1")
-    assert plan(Copied("node1.vm1", 2), vmi("node1"), 3) == CopyPlan(put="node1.vm1")
-    assert plan(Copied("node1.vm1", 3), vmi("node2"), 4) == CopyPlan(put="node2.vm1", delete="node1.vm1")
-    assert plan(Copied("node2.vm1", 4), vmi(None), 5) == CopyPlan(delete="node2.vm1")  # a new run, unbound
-    assert plan(Copied("node2.vm1", 5), None, 6) == CopyPlan(delete="node2.vm1")
+    assert plan(None, vmi("node1"), 2) == CopyPlan(put=("node1.vm1",))
+    assert plan(Copied(("node1.vm1",), 2), vmi("node1"), 3) == CopyPlan(put=("node1.vm1",))
+    assert plan(Copied(("node1.vm1",), 3), vmi("node2"), 4) == CopyPlan(put=("node2.vm1",), delete=("node1.vm1",))
+    assert plan(Copied(("node2.vm1",), 4), vmi(None), 5) == CopyPlan(delete=("node2.vm1",))  # a new run, unbound
+    assert plan(Copied(("node2.vm1",), 5), None, 6) == CopyPlan(delete=("node2.vm1",))
+
+
+def migrating(node: str, target: str | None, phase: MigrationPhase = MigrationPhase.SCHEDULED) -> VMI:
+    state = MigrationState(migration_uid="m1", migration_name="mig", source_node=node, phase=phase,
+                           start_timestamp=1.0, target_node=target)
+    return msgspec.structs.replace(vmi(node), phase=Phase.RUNNING, migration_state=state)
+
+
+def test_a_migrating_vmi_is_copied_to_its_target_too_until_the_migration_ends() -> None:
+    assert plan(Copied(("node1.vm1",), 2), migrating("node1", None, MigrationPhase.SCHEDULING), 3) \
+        == CopyPlan(put=("node1.vm1",))  # no target yet
+    assert plan(Copied(("node1.vm1",), 3), migrating("node1", "node2"), 4) == CopyPlan(put=("node1.vm1", "node2.vm1"))
+    # it failed: the target hears that, and its copy goes
+    failed = migrating("node1", "node2", MigrationPhase.FAILED)
+    assert plan(Copied(("node1.vm1", "node2.vm1"), 4), failed, 5) == CopyPlan(put=("node1.vm1",),
+                                                                             delete=("node2.vm1",))
+    # it succeeded: bound to the target now, the source's copy goes
+    moved = msgspec.structs.replace(migrating("node1", "node2", MigrationPhase.SUCCEEDED), node_name="node2")
+    assert plan(Copied(("node1.vm1", "node2.vm1"), 4), moved, 5) == CopyPlan(put=("node2.vm1",),
+                                                                            delete=("node1.vm1",))
+    # an instance that ended mid-migration is its node's only
+    ended = msgspec.structs.replace(migrating("node1", "node2", MigrationPhase.RUNNING), phase=Phase.FAILED)
+    assert plan(Copied(("node1.vm1", "node2.vm1"), 4), ended, 5).delete == ("node2.vm1",)
 
 
 def test_an_older_update_changes_nothing() -> None:
-    assert plan(Copied("node1.vm1", 7), vmi("node2"), 7) == CopyPlan()
-    assert plan(Copied("node1.vm1", 7), None, 5) == CopyPlan()
+    assert plan(Copied(("node1.vm1",), 7), vmi("node2"), 7) == CopyPlan()
+    assert plan(Copied(("node1.vm1",), 7), None, 5) == CopyPlan()
 
 
 def test_a_rebuild_removes_copies_nothing_wants() -> None:

@@ -9,8 +9,22 @@ import pytest
 
 from proto import stored
 from proto.errors import ApiError, Code
+from proto.migrations import Migration
+from proto.nodevmis import NodeVmi
 from proto.spec import NetworkAttachment, Taint, Toleration, VMSpec
-from proto.state import VM, VMI, Exposure, FloatingIP, Lease, Node, VMIInterface
+from proto.state import (
+    VM,
+    VMI,
+    Exposure,
+    FloatingIP,
+    Lease,
+    MigrationPhase,
+    MigrationState,
+    MigrationTarget,
+    Node,
+    Phase,
+    VMIInterface,
+)
 from proto.stored import BadStoredValue
 from servicekit.store import Bucket
 
@@ -133,3 +147,48 @@ def test_what_the_launcher_reports_passes() -> None:
 def test_a_bucket_of_a_type_without_rules_cannot_be_made() -> None:
     with pytest.raises(TypeError):
         Bucket(object(), list[int])  # type: ignore[arg-type]
+
+
+def _migrating(target: MigrationTarget | None = None, **state: Any) -> VMI:
+    fields: dict[str, Any] = {"migration_uid": "m1", "migration_name": "mig", "source_node": "node1",
+                              "phase": MigrationPhase.TARGET_READY, "start_timestamp": 1.0, "target_node": "node2",
+                              "target": target, **state}
+    return VMI(name="vm1", uid="u1", spec=VMSpec(name="vm1"), created_at=0.0, phase=Phase.RUNNING,
+               node_name="node1", migration_state=MigrationState(**fields))
+
+
+GOOD_TARGET = MigrationTarget(address="10.99.0.12", port=40000, token="ab" * 16, node_dir="/var/lib/virtbus/nodes/n2")
+
+
+def test_a_migrating_instance_is_copied_to_its_source_and_its_target_only() -> None:
+    vmi = _migrating(GOOD_TARGET)
+    stored.validator(NodeVmi)("node1.vm1", NodeVmi(vmi=vmi, revision=3))
+    stored.validator(NodeVmi)("node2.vm1", NodeVmi(vmi=vmi, revision=3))
+    with pytest.raises(ApiError):
+        stored.validator(NodeVmi)("node3.vm1", NodeVmi(vmi=vmi, revision=3))
+
+
+@pytest.mark.parametrize("target", [
+    msgspec.structs.replace(GOOD_TARGET, node_dir="/x'/><disk"),
+    msgspec.structs.replace(GOOD_TARGET, node_dir="relative"),
+    msgspec.structs.replace(GOOD_TARGET, token="zz" * 16),
+    msgspec.structs.replace(GOOD_TARGET, port=0),
+    msgspec.structs.replace(GOOD_TARGET, address="not-an-ip"),
+])
+def test_a_migration_target_written_by_hand_that_would_reach_xml_or_a_socket_is_set_aside(
+        target: MigrationTarget) -> None:
+    stored.validator(VMI)("vm1", _migrating(GOOD_TARGET))
+    with pytest.raises(ApiError):
+        stored.validator(VMI)("vm1", _migrating(target))
+    with pytest.raises(ApiError):
+        stored.validator(VMI)("vm1", _migrating(GOOD_TARGET, target_node="../x"))
+
+
+def test_a_migration_record_is_held_to_the_apis_rules() -> None:
+    good = Migration(name="mig", uid="m1", vmi_name="vm1", created_at=1.0, source_node="node1")
+    stored.validator(Migration)("mig", good)
+    for key, bad in (("other", good), ("mig", msgspec.structs.replace(good, vmi_name="a/b")),
+                     ("mig", msgspec.structs.replace(good, reason="x" * (stored.MAX_TEXT + 1))),
+                     ("mig", msgspec.structs.replace(good, labels={"bad key!": "x"}))):
+        with pytest.raises(ApiError):
+            stored.validator(Migration)(key, bad)

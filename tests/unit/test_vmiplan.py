@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import signal
 
+import msgspec
 import pytest
 
 from handler.vmiplan import FAILED_OVER_GRACE_S, Act, Seen, Step, plan
 from proto.spec import VMSpec
-from proto.state import VMI, Phase
+from proto.state import VMI, MigrationPhase, MigrationState, Phase
 
 NODE = "node1"
 
@@ -103,3 +104,38 @@ def test_a_failed_over_ha_instance_has_its_guest_killed_here_at_once(failed_over
 
 def test_without_a_launcher_a_failed_over_instance_needs_no_kill() -> None:
     assert Step.KILL_GUEST not in steps(plan(vmi(node="node2", uid="u2", ha=True), None, NODE))
+
+
+def migrating(phase: MigrationPhase, target: str | None = NODE, source: str = "other") -> VMI:
+    state = MigrationState(migration_uid="m1", migration_name="mig", source_node=source, phase=phase,
+                           start_timestamp=1.0, target_node=target)
+    return vmi(Phase.RUNNING, node=source, migration_state=state)
+
+
+def test_an_instance_migrating_here_gets_a_target_launcher_once_its_target_is_chosen() -> None:
+    assert steps(plan(migrating(MigrationPhase.SCHEDULED), None, NODE)) == [Step.SPAWN_TARGET]
+    assert steps(plan(migrating(MigrationPhase.SCHEDULED), alive(), NODE)) == []  # not ended: it waits
+    assert steps(plan(migrating(MigrationPhase.RUNNING), alive(), NODE)) == []
+    # migrating elsewhere, or not yet placed: nothing of it runs here
+    assert steps(plan(migrating(MigrationPhase.SCHEDULED, target="node3"), None, NODE)) == [Step.FORGET,
+                                                                                          Step.RELEASE_ADDRESS]
+
+
+def test_a_lost_target_launcher_fails_the_migration_not_the_instance() -> None:
+    acts = plan(migrating(MigrationPhase.TARGET_READY), exited(-9), NODE)
+    assert steps(acts) == [Step.FORGET, Step.REPORT_MIGRATION_FAILED]
+    assert acts[-1].why == "the target's launcher killed by SIGKILL"
+    assert steps(plan(migrating(MigrationPhase.RUNNING), None, NODE)) == [Step.REPORT_MIGRATION_FAILED]
+    assert Step.REPORT_END not in steps(acts)
+
+
+def test_a_target_launcher_whose_migration_ended_is_ended() -> None:
+    failed = migrating(MigrationPhase.FAILED)
+    assert steps(plan(failed, alive(), NODE)) == [Step.END_LAUNCHER, Step.FORGET, Step.RELEASE_ADDRESS]
+
+
+def test_a_guest_that_moved_here_is_its_launchers_and_the_one_it_left_is_ended() -> None:
+    moved = migrating(MigrationPhase.SUCCEEDED)
+    arrived = msgspec.structs.replace(moved, node_name=NODE)
+    assert steps(plan(arrived, alive(), NODE)) == []  # the target's launcher runs it now
+    assert steps(plan(arrived, alive(), "other")) == [Step.END_LAUNCHER, Step.FORGET, Step.RELEASE_ADDRESS]

@@ -1,0 +1,175 @@
+"""A launcher's part in its instance's live migration (proto.migrations), on either side.
+
+- ``Target``: the launcher its target node started. Once it has made the disks, the NICs and its
+  libvirtd as any launch does, it listens (launcher.migrationproxy), says so, and waits: for the guest
+  to arrive and the instance to be bound here (then it runs it as its own), or for the migration to
+  fail (then it cleans up and leaves).
+- ``Source``: the launcher running the guest. When its instance's migration has a ready target, it
+  says it starts, moves the guest (launcher.migration) and says how that went: moved, it ends without
+  touching the guest, now the target's; failed, the guest runs on here as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from launcher import migration
+from launcher.migrationproxy import MIGRATION_DIR, SOURCE_SOCKETS, SourceProxies, TargetListener, new_token
+from proto.errors import ApiError
+from proto.migrations import MigrationReport, in_flight
+from proto.state import VMI, MigrationPhase, MigrationState, VMIInterface
+from servicekit.nodeclient import NodeApiClient
+
+log = structlog.get_logger()
+REPORT_PATIENCE_S = -1.0  # a migration's end must be said: the other side waits on it
+LIBVIRTD_SOCKET = Path("/run/libvirt/libvirt-sock")
+
+
+class MigrationOver(Exception):
+    """The migration ended before the guest arrived (failed, cancelled, or the instance went)."""
+
+
+class Target:
+    def __init__(self, nodeapi: NodeApiClient, *, vmi: str, uid: str, node: str, node_dir: Path,
+                 migration_uid: str, node_netns: str | None) -> None:
+        self.nodeapi = nodeapi
+        self.node_netns = node_netns  # where its node's address is: the listener's namespace
+        self.vmi = vmi
+        self.uid = uid
+        self.node = node
+        self.node_dir = node_dir
+        self.migration_uid = migration_uid
+        self.arrived = asyncio.Event()  # the instance is bound here: the guest is ours
+        self.over = asyncio.Event()  # the migration ended otherwise
+        self.why = ""
+
+    def heard(self, vmi: VMI | None) -> None:
+        """Each change of its instance, while it waits."""
+        if vmi is not None and vmi.uid == self.uid and vmi.node_name == self.node:
+            self.arrived.set()
+            return
+        state = in_flight(vmi)
+        if state is None or state.migration_uid != self.migration_uid or state.target_node != self.node:
+            self.why = vmi.migration_state.reason if vmi is not None and vmi.migration_state else "instance gone"
+            self.over.set()
+
+    async def receive(self, interfaces: list[VMIInterface], find: Callable[[], Any]) -> Any:
+        """Listen, say the target is ready, wait; returns the domain once it is ours (``find`` looks
+        it up). Raises MigrationOver."""
+        MIGRATION_DIR.mkdir(parents=True, exist_ok=True)
+        token = new_token()
+        # the channels end where this launcher's libvirtd and the QEMU it starts listen: the same
+        # paths the source's sockets have, in this launcher's own /run/libvirt
+        listener = TargetListener(token, {**SOURCE_SOCKETS, b"L": LIBVIRTD_SOCKET})
+        port = await listener.start(self.node_netns)
+        try:
+            reply = await self.nodeapi.migration(MigrationReport(
+                vmi=self.vmi, uid=self.uid, migration_uid=self.migration_uid, phase=MigrationPhase.TARGET_READY,
+                port=port, token=token, node_dir=str(self.node_dir), interfaces=interfaces))
+            if reply.phase is not MigrationPhase.TARGET_READY:
+                raise MigrationOver(f"the migration is {reply.phase.value}")
+            log.info("migration target ready", port=port)
+            arrived = asyncio.create_task(self.arrived.wait())
+            over = asyncio.create_task(self.over.wait())
+            try:
+                await asyncio.wait({arrived, over}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                arrived.cancel()
+                over.cancel()
+            if not self.arrived.is_set():
+                raise MigrationOver(self.why or "the migration ended")
+        finally:
+            if listener.refused:
+                log.warning("connections without the token were refused", count=listener.refused)
+            await listener.close()
+        return await asyncio.to_thread(find)
+
+    async def failed(self, reason: str) -> None:
+        """This side could not get ready: the migration fails (the guest runs on at its source)."""
+        try:
+            await self.nodeapi.migration(MigrationReport(vmi=self.vmi, uid=self.uid, migration_uid=self.migration_uid,
+                                                         phase=MigrationPhase.FAILED, reason=reason[:1000]))
+        except ApiError as exc:
+            log.info("migration failure not reported", error=exc.message)
+
+
+class Source:
+    def __init__(self, nodeapi: NodeApiClient, *, vmi: str, uid: str, node: str, node_dir: Path,
+                 domain: Callable[[], Any], memory: int, node_netns: str | None,
+                 hold: Callable[[bool], None] = lambda moving: None) -> None:
+        """hold: told True as the guest starts to move, False if it did not (launcher.power holds still)."""
+        self.nodeapi = nodeapi
+        self.hold = hold
+        self.node_netns = node_netns
+        self.vmi = vmi
+        self.uid = uid
+        self.node = node
+        self.node_dir = node_dir
+        self.domain = domain  # the running domain, once it runs
+        self.memory = memory
+        self.moved = asyncio.Event()  # the guest runs on the target now
+        self.abort = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self._started: set[str] = set()  # migrations begun here, each once
+
+    def heard(self, vmi: VMI) -> None:
+        state = in_flight(vmi)
+        if state is None or state.source_node != self.node or vmi.node_name != self.node:
+            return
+        if state.abort_requested:
+            self.abort.set()
+        if state.phase is MigrationPhase.TARGET_READY and state.migration_uid not in self._started \
+                and self.domain() is not None and self.task is None:
+            self._started.add(state.migration_uid)
+            self.abort.clear()
+            self.task = asyncio.create_task(self._run(state))
+
+    async def _run(self, state: MigrationState) -> None:
+        try:
+            await self._move(state)
+        finally:
+            self.task = None
+
+    async def _move(self, state: MigrationState) -> None:
+        target = state.target
+        assert target is not None  # TargetReady says where
+        reply = await self._say(state, MigrationPhase.RUNNING)
+        if reply is not MigrationPhase.RUNNING:
+            log.info("migration not started", phase=reply.value if reply else None)
+            return
+        log.info("migrating", target_node=state.target_node, migration=state.migration_name)
+        started = asyncio.get_running_loop().time()
+        self.hold(True)
+        try:
+            async with SourceProxies(target.address, target.port, target.token, netns=self.node_netns):
+                await migration.send(self.domain(), str(self.node_dir), target.node_dir, self.memory, self.abort)
+        except (migration.MigrationFailed, OSError) as exc:
+            log.warning("migration failed; the guest runs on here", reason=str(exc))
+            self.hold(False)
+            await self._say(state, MigrationPhase.FAILED, str(exc) or type(exc).__name__)
+            return
+        self.moved.set()
+        took = asyncio.get_running_loop().time() - started
+        log.info("migrated", target_node=state.target_node, seconds=round(took, 2))
+        await self._say(state, MigrationPhase.SUCCEEDED)
+
+    async def _say(self, state: MigrationState, phase: MigrationPhase, reason: str = "") -> MigrationPhase | None:
+        try:
+            reply = await self.nodeapi.migration(MigrationReport(
+                vmi=self.vmi, uid=self.uid, migration_uid=state.migration_uid, phase=phase, reason=reason[:1000]),
+                patience=REPORT_PATIENCE_S)
+        except ApiError as exc:
+            log.warning("migration phase not reported", phase=phase.value, error=exc.message)
+            return None
+        return reply.phase
+
+    async def settle(self) -> None:
+        """The migration under way, waited for (its domain stopped: moved, or about to fail)."""
+        task = self.task
+        if task is not None:
+            await asyncio.wait([task])

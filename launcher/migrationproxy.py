@@ -1,0 +1,208 @@
+"""The two launchers' ends of a live migration's connections (KubeVirt's migration proxy, which its
+virt-handlers run): libvirt's peer-to-peer migration and QEMU's streams go over unix sockets in each
+launcher's private /run/libvirt, and these carry them between the nodes over TCP.
+
+- The target's launcher listens on a port of its node (``TargetListener``). Each connection must
+  first send the migration's token and the channel it is for; anything else is closed unanswered. The
+  channels are its libvirtd's socket (the source's libvirtd drives the migration through it), and the
+  sockets its QEMU listens on for the guest's memory and for its disks (NBD).
+- The source's launcher offers the same channels as unix sockets in its own /run/libvirt
+  (``SourceProxies``), each connection forwarded to the target with the token first. libvirt names a
+  socket by path on both sides, which the two private mount namespaces make possible.
+
+The token is what keeps anyone else on the node network (a guest, say) from the target's libvirtd:
+16 random bytes, given to the source through the control plane only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hmac
+import secrets
+import socket
+from pathlib import Path
+
+import structlog
+
+from servicekit import netns_socket
+
+log = structlog.get_logger()
+MIGRATION_DIR = Path("/run/libvirt/virtbus-migration")  # in each launcher's private mounts
+# channel byte -> the socket it reaches, on both sides
+LIBVIRT = b"L"
+MEMORY = b"M"
+DISKS = b"D"
+SOURCE_SOCKETS = {LIBVIRT: MIGRATION_DIR / "libvirt.sock", MEMORY: MIGRATION_DIR / "memory.sock",
+                  DISKS: MIGRATION_DIR / "disks.sock"}
+HANDSHAKE_S = 10.0
+CHUNK = 256 * 1024
+
+
+def new_token() -> str:
+    return secrets.token_hex(16)
+
+
+def handshake(token: str, channel: bytes) -> bytes:
+    """What a source's connection sends first (pure)."""
+    return token.encode() + channel
+
+
+def channel_of(first: bytes, token: str) -> bytes | None:
+    """The channel a connection's first bytes ask for, None unless they carry the token (pure;
+    compared in constant time)."""
+    expected = token.encode()
+    if len(first) != len(expected) + 1 or not hmac.compare_digest(first[:-1], expected):
+        return None
+    channel = first[-1:]
+    return channel if channel in SOURCE_SOCKETS else None
+
+
+async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy until the reader's end, then end the writer's side (the other direction goes on)."""
+    try:
+        while chunk := await reader.read(CHUNK):
+            writer.write(chunk)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(OSError, RuntimeError):
+            if writer.can_write_eof():
+                writer.write_eof()
+
+
+async def splice(a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                 b: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+    """Both directions until both have ended; then both connections are closed."""
+    try:
+        await asyncio.gather(pump(a[0], b[1]), pump(b[0], a[1]))
+    finally:
+        for _, writer in (a, b):
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.wait_closed()
+
+
+class TargetListener:
+    """The target's port: each connection proven by the token, then spliced to its channel's socket."""
+
+    def __init__(self, token: str, sockets: dict[bytes, Path]) -> None:
+        self.token = token
+        self.sockets = sockets
+        self.server: asyncio.Server | None = None
+        self.connections: set[asyncio.Task[None]] = set()
+        self.refused = 0
+
+    async def start(self, netns: str | None, host: str = "0.0.0.0", port: int = 0) -> int:
+        """Listen in the node's network namespace (None: this one); returns the port."""
+        def bound() -> socket.socket:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(8)
+            sock.setblocking(False)
+            return sock
+
+        sock = await asyncio.to_thread(netns_socket.socket_in, netns, bound)
+        self.server = await asyncio.start_server(self._accepted, sock=sock)
+        return int(sock.getsockname()[1])
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.connections.add(task)
+        try:
+            try:
+                first = await asyncio.wait_for(reader.readexactly(len(self.token) + 1), HANDSHAKE_S)
+            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                first = b""
+            channel = channel_of(first, self.token)
+            if channel is None:
+                self.refused += 1
+                log.warning("migration connection refused: no token", peer=str(writer.get_extra_info("peername")))
+                writer.close()
+                return
+            try:
+                inner = await asyncio.open_unix_connection(str(self.sockets[channel]))
+            except OSError as exc:
+                log.warning("migration channel unreachable", channel=channel.decode(), error=str(exc))
+                writer.close()
+                return
+            await splice((reader, writer), inner)
+        finally:
+            if task is not None:
+                self.connections.discard(task)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for task in list(self.connections):
+            task.cancel()
+        if self.connections:
+            await asyncio.wait(list(self.connections), timeout=5.0)
+
+
+class SourceProxies:
+    """The source's sockets, each connection forwarded to the target with the token first."""
+
+    def __init__(self, address: str, port: int, token: str, *, netns: str | None,
+                 sockets: dict[bytes, Path] | None = None) -> None:
+        """netns: the node's network namespace, where the target's node is reached (None: this one)."""
+        self.netns = netns
+        self.address = address
+        self.port = port
+        self.token = token
+        self.sockets = sockets or SOURCE_SOCKETS
+        self.servers: list[asyncio.Server] = []
+        self.connections: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> SourceProxies:
+        for channel, path in self.sockets.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.unlink(missing_ok=True)
+            self.servers.append(await asyncio.start_unix_server(functools.partial(self._accepted, channel), str(path)))
+        return self
+
+    async def _accepted(self, channel: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.connections.add(task)
+        try:
+            try:
+                remote = await asyncio.wait_for(self._connect(), HANDSHAKE_S)
+            except (OSError, TimeoutError) as exc:
+                log.warning("migration target unreachable", channel=channel.decode(), error=str(exc) or "timeout")
+                writer.close()
+                return
+            remote[1].write(handshake(self.token, channel))
+            await splice((reader, writer), remote)
+        finally:
+            if task is not None:
+                self.connections.discard(task)
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        def made() -> socket.socket:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            return sock
+
+        sock = await asyncio.to_thread(netns_socket.socket_in, self.netns, made)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, (self.address, self.port))
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock)
+
+    async def __aexit__(self, *exc: object) -> None:
+        for server in self.servers:
+            server.close()
+        for task in list(self.connections):
+            task.cancel()
+        if self.connections:
+            await asyncio.wait(list(self.connections), timeout=5.0)
+        for path in self.sockets.values():
+            path.unlink(missing_ok=True)

@@ -1,0 +1,81 @@
+"""Pure: what the migration controller (scheduler.migrations) does next for one
+VirtualMachineInstanceMigration, from the record and its instance as the leader's caches hold them.
+
+The instance's ``migration_state`` is the truth of a migration under way: the controller starts it
+there, the binder chooses its target, the nodes move it on (proto.migrations.apply_report). The
+migration's own record follows (``Mirror``), and says why when it could not start.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from proto.migrations import FINAL, TARGET_READY_TIMEOUT_S, Migration, not_migratable
+from proto.state import FINAL_PHASES, VMI, MigrationPhase, MigrationState
+
+KEEP_FINISHED = 5  # finished migrations kept per instance, as KubeVirt's garbage collection keeps them
+
+
+class Step(enum.Enum):
+    NOTHING = "nothing"
+    START = "start"  # write the instance's migration_state: Scheduling
+    PLACE = "place"  # the binder chooses a target node (Scheduled), or says none fits (Failed)
+    FAIL = "fail"  # the migration under way fails (the target took too long, or it was cancelled early)
+    ABORT = "abort"  # ask the source to abort the migration it runs
+    MIRROR = "mirror"  # the migration's record takes its instance's phase
+
+
+@dataclass(frozen=True)
+class Act:
+    step: Step
+    phase: MigrationPhase | None = None  # MIRROR: the record's phase
+    reason: str = ""
+
+
+def plan(item: Migration, vmi: VMI | None, now: float) -> Act:
+    if item.phase in FINAL:
+        return Act(Step.NOTHING)
+    state = vmi.migration_state if vmi is not None else None
+    mine = state is not None and state.migration_uid == item.uid
+    if vmi is None:
+        return Act(Step.MIRROR, MigrationPhase.FAILED, f"VMI {item.vmi_name} does not exist")
+    if not mine or state is None:
+        if item.phase is MigrationPhase.PENDING:
+            why = not_migratable(vmi)
+            return Act(Step.MIRROR, MigrationPhase.FAILED, why) if why else Act(Step.START)
+        return Act(Step.MIRROR, MigrationPhase.FAILED, f"VMI {vmi.name} is no longer the instance it was migrating")
+    if vmi.phase in FINAL_PHASES and not state.final:
+        return Act(Step.MIRROR, MigrationPhase.FAILED, f"VMI {vmi.name} ended ({vmi.phase.value}) during the migration")
+    if state.phase is MigrationPhase.SCHEDULING:
+        return Act(Step.PLACE)
+    if state.phase is MigrationPhase.SCHEDULED and now - state.start_timestamp > TARGET_READY_TIMEOUT_S:
+        return Act(Step.FAIL, reason=f"the target on node {state.target_node} was not ready within "
+                                     f"{TARGET_READY_TIMEOUT_S:.0f}s")
+    if (item.phase, item.reason, item.source_node, item.target_node) != (
+            state.phase, state.reason, state.source_node, state.target_node):
+        return Act(Step.MIRROR, state.phase, state.reason)
+    return Act(Step.NOTHING)
+
+
+def cancelled(vmi: VMI | None, name: str) -> Act:
+    """The migration's record was deleted (virtbus migrate-cancel): one that has not begun to move the
+    guest fails at once; one that moves it is aborted by its source."""
+    state = vmi.migration_state if vmi is not None else None
+    if vmi is None or state is None or state.migration_name != name or state.final or vmi.phase in FINAL_PHASES:
+        return Act(Step.NOTHING)
+    if state.phase is MigrationPhase.RUNNING:
+        return Act(Step.NOTHING if state.abort_requested else Step.ABORT)
+    return Act(Step.FAIL, reason="the migration was cancelled")
+
+
+def started(vmi: VMI, item: Migration, now: float) -> MigrationState:
+    assert vmi.node_name is not None  # not_migratable said so
+    return MigrationState(migration_uid=item.uid, migration_name=item.name, source_node=vmi.node_name,
+                          phase=MigrationPhase.SCHEDULING, start_timestamp=now)
+
+
+def finished_to_drop(items: list[Migration], vmi: str) -> list[str]:
+    """The finished migrations of one instance beyond the newest KEEP_FINISHED, oldest first."""
+    done = sorted((m for m in items if m.vmi_name == vmi and m.phase in FINAL), key=lambda m: m.created_at)
+    return [m.name for m in done[:-KEEP_FINISHED]] if len(done) > KEEP_FINISHED else []

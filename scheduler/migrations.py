@@ -1,0 +1,205 @@
+"""The migration controller (the leader's): takes each VirtualMachineInstanceMigration through its
+phases, one step at a time as scheduler.migrationplan decides, each one CAS write.
+
+It starts a migration on its instance's record, has the binder choose and hold its target node,
+fails one whose target does not get ready in time, turns a deleted record into a cancel, and keeps
+each record's phase as its instance's. The nodes do the rest (proto.migrations.apply_report).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import msgspec
+import structlog
+
+from proto.errors import ApiError, Code
+from proto.events import Event
+from proto.migrations import FINAL, Migration
+from proto.state import VMI, MigrationPhase, MigrationState
+from scheduler import migrationplan
+from scheduler.binder import Binder
+from scheduler.eventsink import EventSink
+from scheduler.migrationapi import migration_bucket
+from scheduler.migrationplan import Act, Step
+from scheduler.vmicache import VmiCache
+from servicekit.cancelling import cancel_and_wait
+from servicekit.store import Bucket, Entry, Store
+from servicekit.workqueue import WorkQueue
+
+log = structlog.get_logger()
+RESYNC_S = 5.0  # timeouts are judged at least this often
+
+
+class Migrations:
+    def __init__(self, store: Store, vmis: VmiCache, binder: Binder, events: EventSink, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.vmis = vmis
+        self.binder = binder
+        self.events = events
+        self.clock = clock
+        self.items: dict[str, Entry[Migration]] = {}  # the records, as the watch brought them
+        self.queue = WorkQueue(self.reconcile, bind=("migration",))
+        self._bucket: Bucket[Migration] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        vmis.listen(self._vmi_changed)
+
+    async def start(self) -> None:
+        self._bucket = await migration_bucket(self.store)
+        self._tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._resync())]
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._tasks)
+        await self.queue.close()
+
+    def _vmi_changed(self, name: str, vmi: VMI | None) -> None:
+        if vmi is not None and vmi.migration_state is not None:
+            self.queue.kick(vmi.migration_state.migration_name)
+        for entry in self.items.values():  # one waiting to start, or whose instance went
+            if entry.value.vmi_name == name and entry.value.phase not in FINAL:
+                self.queue.kick(entry.key)
+
+    async def _watch(self) -> None:
+        assert self._bucket is not None
+        while True:
+            try:
+                async for change in self._bucket.watch():
+                    if change.value is None:
+                        self.items.pop(change.key, None)
+                        await self._cancelled(change.key)
+                    else:
+                        self.items[change.key] = Entry(change.key, change.value, change.revision)
+                        self.queue.kick(change.key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - watched again; the resync covers the gap
+                log.warning("migration watch interrupted", error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(1.0)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC_S)
+            for name, entry in list(self.items.items()):
+                if entry.value.phase not in FINAL:
+                    self.queue.kick(name)
+
+    async def _cancelled(self, name: str) -> None:
+        vmi = next((v for v in self.vmis.values() if v.migration_state is not None
+                    and v.migration_state.migration_name == name), None)
+        if vmi is not None:
+            await self._carry_out(migrationplan.cancelled(vmi, name), None, vmi)
+
+    async def reconcile(self, name: str) -> None:
+        record = self.items.get(name)
+        if record is None:
+            return
+        entry = self.vmis.entries.get(record.value.vmi_name)
+        vmi = entry.value if entry is not None else None
+        await self._carry_out(migrationplan.plan(record.value, vmi, self.clock()), record.value, vmi)
+
+    async def _carry_out(self, act: Act, item: Migration | None, vmi: VMI | None) -> None:
+        match act.step:
+            case Step.START if item is not None and vmi is not None:
+                await self._start(item, vmi)
+            case Step.PLACE if vmi is not None:
+                await self._place(vmi)
+            case Step.FAIL if vmi is not None and vmi.migration_state is not None:
+                await self._fail(vmi.name, vmi.migration_state.migration_uid, act.reason)
+            case Step.ABORT if vmi is not None and vmi.migration_state is not None:
+                uid = vmi.migration_state.migration_uid
+                await self._on_vmi(vmi.name, uid, lambda s: msgspec.structs.replace(s, abort_requested=True))
+                log.info("migration abort asked", vmi=vmi.name, migration=vmi.migration_state.migration_name)
+            case Step.MIRROR if item is not None and act.phase is not None:
+                await self._mirror(item, act.phase, act.reason, vmi)
+
+    async def _start(self, item: Migration, vmi: VMI) -> None:
+        now = self.clock()
+
+        def start(current: VMI) -> VMI | None:
+            if migrationplan.plan(item, current, now).step is not Step.START:
+                return None  # it changed meanwhile: the next pass decides on what it is
+            return msgspec.structs.replace(current, migration_state=migrationplan.started(current, item, now))
+
+        await self.store.vmis.mutate(vmi.name, start)
+
+    async def _place(self, vmi: VMI) -> None:
+        """The binder's choice of a target, written by CAS on the instance as the cache holds it."""
+        entry = self.vmis.entries.get(vmi.name)
+        if entry is None or entry.value.migration_state is None:
+            return
+        state = entry.value.migration_state
+        assumption, message = self.binder.place_target(entry.value)
+        if assumption is None:
+            await self._fail(vmi.name, state.migration_uid, f"no node can take it: {message}")
+            return
+        new = msgspec.structs.replace(entry.value, migration_state=msgspec.structs.replace(
+            state, phase=MigrationPhase.SCHEDULED, target_node=assumption.node))
+        try:
+            revision = await self.store.vmis.update(vmi.name, new, entry.revision)
+        except BaseException as exc:
+            self.binder.forget_target(vmi.name, assumption)
+            if isinstance(exc, ApiError) and exc.code is Code.CONFLICT:
+                self.queue.kick(state.migration_name)  # changed meanwhile: decided again on what it is now
+                return
+            raise
+        self.vmis.wrote(vmi.name, new, revision)
+        log.info("migration target chosen", vmi=vmi.name, node=assumption.node, reason=message)
+
+    async def _fail(self, vmi: str, uid: str, reason: str) -> None:
+        now = self.clock()
+        await self._on_vmi(vmi, uid, lambda s: msgspec.structs.replace(
+            s, phase=MigrationPhase.FAILED, reason=reason, end_timestamp=now, target=None))
+        log.info("migration failed", vmi=vmi, reason=reason)
+        self.events.record(Event(kind="VirtualMachineInstance", name=vmi, reason="MigrationFailed",
+                                 message=reason[:1000], timestamp=now, type="Warning"))
+
+    async def _on_vmi(self, name: str, uid: str, change: Callable[[MigrationState], MigrationState]) -> None:
+        def apply(vmi: VMI) -> VMI | None:
+            state = vmi.migration_state
+            if state is None or state.migration_uid != uid or state.final:
+                return None
+            return msgspec.structs.replace(vmi, migration_state=change(state))
+
+        entry = await self.store.vmis.mutate(name, apply)
+        if entry is not None:
+            self.vmis.wrote(name, entry.value, entry.revision)
+
+    async def _mirror(self, item: Migration, phase: MigrationPhase, reason: str, vmi: VMI | None) -> None:
+        assert self._bucket is not None
+        state = vmi.migration_state if vmi is not None else None
+        mine = state is not None and state.migration_uid == item.uid
+        now = self.clock()
+        new = msgspec.structs.replace(
+            item, phase=phase, reason=reason,
+            source_node=state.source_node if mine and state else item.source_node,
+            target_node=state.target_node if mine and state else item.target_node,
+            finished_at=(state.end_timestamp if mine and state and state.end_timestamp else now)
+            if phase in FINAL else None)
+        record = self.items.get(item.name)
+        if new == item or record is None:
+            return
+        try:  # by CAS: a record deleted meanwhile (cancelled) is not made again
+            revision = await self._bucket.update(item.name, new, record.revision)
+        except ApiError as exc:
+            if exc.code in (Code.CONFLICT, Code.NOT_FOUND):
+                return  # the watch brings what it is now, and the next pass
+            raise
+        self.items[item.name] = Entry(item.name, new, revision)
+        if phase in FINAL and not mine:  # refused as it started: said on the instance too
+            self.events.record(Event(kind="VirtualMachineInstance", name=item.vmi_name, reason="MigrationFailed",
+                                     message=f"migration {item.name}: {reason}"[:1000], timestamp=now,
+                                     type="Warning"))
+        if phase in FINAL:
+            await self._drop_old(item.vmi_name)
+
+    async def _drop_old(self, vmi: str) -> None:
+        assert self._bucket is not None
+        for name in migrationplan.finished_to_drop([e.value for e in self.items.values()], vmi):
+            with contextlib.suppress(ApiError):
+                await self._bucket.delete(name)
+            self.items.pop(name, None)
+

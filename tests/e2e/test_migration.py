@@ -1,0 +1,87 @@
+"""Live migration with real guests (proto.migrations): ``virtbus migrate`` moves a running guest to the
+other node without rebooting it; its Service address follows, its pod IP changes with its node (as a
+KubeVirt masquerade guest's does), nothing of it stays on the node it left."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from tests.conftest import REPO
+from tests.e2e.conftest import Lab
+from tests.e2e.test_faults import wait_until
+from tests.e2e.test_networking import http_get, other, started
+
+MARKER = "VIRTBUS-GUEST-READY"
+
+
+def guest_says(lab: Lab, name: str, command: str, tag: str) -> str:
+    """What the guest prints for a shell command, read back from its console (``tag`` marks the line)."""
+    lab.cli("console", name, "--send", f"{command}; echo {tag}-$((40+2))-end\\n")
+    log = lab.cli("console", name, "--log", "--until", f"{tag}-42-end", "--timeout", "60").stdout
+    found = re.findall(rf"\n([^\n]*){tag}-42-end", log)
+    assert found, log[-2000:]
+    return str(found[-1])
+
+
+def uptime(lab: Lab, name: str, tag: str) -> float:
+    said = guest_says(lab, name, "read a b < /proc/uptime; echo -n U$a-", tag)
+    found = re.search(r"U([0-9.]+)-", said)
+    assert found, said
+    return float(found[1])
+
+
+def test_a_running_guest_moves_to_the_other_node_alive(lab: Lab) -> None:
+    lab.cli("apply", "-f", str(REPO / "examples" / "testvm-masquerade.yaml"))
+    try:
+        vmi = started(lab, "testvm")
+        source, uid = vmi["status"]["nodeName"], vmi["metadata"]["uid"]
+        old_ip = vmi["status"]["interfaces"][0]["ipAddress"]
+        lab.cli("console", "testvm", "--log", "--until", MARKER, "--timeout", "180")
+        assert "hostname: testvm" in http_get(lab, other(source), f"http://{old_ip}/")
+        guest_says(lab, "testvm", "echo kept-$((6*7)) > /tmp/mark", "wrote")
+        before, at = uptime(lab, "testvm", "up1"), time.monotonic()
+
+        began = time.monotonic()
+        out = lab.cli("migrate", "testvm", "--wait", "--timeout", "180").stdout
+        took = time.monotonic() - began
+        print(f"\nvirtbus migrate --wait: {took:.1f}s")
+        assert "VM testvm was scheduled to migrate" in out, out
+        assert f"Succeeded to {other(source)}" in out, out
+
+        moved = lab.json("get", "vmis", "testvm")
+        assert isinstance(moved, dict)
+        status = moved["status"]
+        # the same instance, on the other node, with a pod IP of that node's
+        assert (moved["metadata"]["uid"], status["phase"], status["nodeName"]) == (uid, "Running", other(source))
+        new_ip = status["interfaces"][0]["ipAddress"]
+        assert new_ip != old_ip
+        state = status["migrationState"]
+        assert (state["sourceNode"], state["targetNode"], state["completed"]) == (source, other(source), True), state
+
+        # not rebooted: what it wrote in its tmpfs is there, and its uptime went on
+        assert "kept-42" in guest_says(lab, "testvm", "echo -n $(cat /tmp/mark)-", "read"), "the guest lost its memory"
+        after, then = uptime(lab, "testvm", "up2"), time.monotonic()
+        assert after >= before + 0.5 * (then - at), f"guest uptime {before:.0f}s -> {after:.0f}s in {then - at:.0f}s"
+        # reachable at its new address, from the node it left
+        assert "hostname: testvm" in http_get(lab, source, f"http://{new_ip}/")
+
+        # one QEMU for it, and nothing of it left on the node it left
+        assert f"{lab.prefix}-{source}-testvm" not in lab.netns()
+        left = lab.state_dir / "nodes" / source / "vmis" / "testvm"
+        wait_until("the source's launcher gone, and its files", lambda: not left.exists(), 60, lab)
+
+        listed = [line.split() for line in lab.cli("get", "vmims").stdout.splitlines()]
+        assert any(row[1:5] == ["Succeeded", "testvm", source, other(source)] for row in listed), listed
+        events = lab.cli("get", "events").stdout
+        assert any("Migrated" in line and "vmi/testvm" in line and f"migrated to node {other(source)}" in line
+                   for line in events.splitlines()), events[-2000:]
+
+        # and back again: a moved guest moves like any other
+        lab.cli("migrate", "testvm", "--wait", "--timeout", "180")
+        back = lab.json("get", "vmis", "testvm")
+        assert isinstance(back, dict) and back["status"]["nodeName"] == source
+        assert "kept-42" in guest_says(lab, "testvm", "echo -n $(cat /tmp/mark)-", "again")
+    finally:
+        lab.cli("delete", "testvm", "--wait", check=False)
+

@@ -1,0 +1,215 @@
+"""Live migrations against a real nats-server and the real scheduler (API, migration controller, binder,
+node copies), the nodes' part played by the test through the real node API: a migration is placed on the
+other node and holds room there as well as on its source; the target's handler hears of it in its own
+node's copies; the two nodes' words move it on, and once moved the instance is bound to its target with
+its new address, its record says so and its source's room is free. What cannot move is refused, and a
+cancel before the guest moves fails it."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+import pytest
+
+from proto import subjects
+from proto.api import NameRequest, encode
+from proto.errors import ApiError, Code
+from proto.migrations import FINAL, MigrationCreate, MigrationReport
+from proto.state import VMI, MigrationPhase, Phase, VMIInterface
+from scheduler.api import Api
+from scheduler.nodeapi import NodeApi
+from servicekit.store import Store
+from tests.integration.test_node_admin_and_placement import cluster, recorded, run_as_node, until
+
+pytestmark = pytest.mark.integration
+__all__ = ["cluster"]  # the fixture, shared
+TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+def vm(name: str, binding: str = "masquerade", node: str | None = None) -> bytes:
+    """900Mi: two fit on one of the test's 2 GiB nodes, a third does not. node: pinned there."""
+    spec: dict[str, object] = {"domain": {"resources": {"requests": {"memory": "900Mi"}},
+                                          "devices": {"interfaces": [{"name": "default", binding: {}}]}},
+                               "networks": [{"name": "default", "pod": {}}]}
+    if node is not None:
+        spec["nodeSelector"] = {"kubernetes.io/hostname": node}
+    return json.dumps({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name},
+                       "spec": {"runStrategy": "Always", "template": {"spec": spec}}}).encode()
+
+
+async def vmi_where(store: Store, name: str, what: str, check: object) -> VMI:
+    async def found() -> VMI | None:
+        entry = await store.vmis.get(name)
+        return entry.value if entry is not None and check(entry.value) else None  # type: ignore[operator]
+    return await until(f"{name}: {what}", found)
+
+
+async def running(store: Store, api: Api, name: str, binding: str = "masquerade", node: str | None = None) -> VMI:
+    await api.vm_create(vm(name, binding, node))
+    await vmi_where(store, name, "bound", lambda v: v.node_name is not None)
+    return await run_as_node(store, name)
+
+
+async def say(nodeapi: NodeApi, node: str, vmi: VMI, phase: MigrationPhase, **fields: object) -> MigrationPhase:
+    assert vmi.migration_state is not None
+    report = MigrationReport(vmi=vmi.name, uid=vmi.uid, migration_uid=vmi.migration_state.migration_uid,
+                             phase=phase, **fields)  # type: ignore[arg-type]
+    return (await nodeapi.migration(subjects.nodeapi(node, "migration"), encode(report))).phase
+
+
+def other(node: str | None) -> str:
+    return "node2" if node == "node1" else "node1"
+
+
+async def test_a_migration_holds_room_on_its_target_and_moves_the_instance_there(store: Store, cluster: Api) -> None:
+    api, nodeapi = cluster, NodeApi(store)
+    for name, address in (("node1", "10.99.0.11"), ("node2", "10.99.0.12")):  # as their registrations said
+        entry = await store.nodes.require(name, "node")
+        await store.nodes.update(name, msgspec.structs.replace(entry.value, address=address), entry.revision)
+    mover = await running(store, api, "mover")
+    assert mover.node_name is not None
+    source, target = mover.node_name, other(mover.node_name)
+    filler = await running(store, api, "filler")
+    assert filler.node_name == target  # the least allocated
+
+    made = (await api.migrations.create(encode(MigrationCreate(vmi_name="mover")))).item
+    assert made.name.startswith("kubevirt-migrate-vm-") and made.phase is MigrationPhase.PENDING
+    placed = await vmi_where(store, "mover", "its target chosen", lambda v: v.migration_state is not None
+                             and v.migration_state.phase is MigrationPhase.SCHEDULED)
+    assert placed.migration_state is not None and placed.migration_state.target_node == target
+    assert placed.node_name == source and placed.phase is Phase.RUNNING  # it runs on where it was
+    # the target's handler hears of it in its own node's copies
+    copy = await store.node_vmis(target).get(subjects.node_vmi(target, "mover"))
+    assert copy is not None and copy.value.vmi.migration_state == placed.migration_state
+
+    # the target holds room: a third VM goes to the source's node, a fourth fits nowhere
+    third = await running(store, api, "third")
+    assert third.node_name == source
+    await api.vm_create(vm("fourth"))
+    waiting = await vmi_where(store, "fourth", "unschedulable", lambda v: v.phase is Phase.SCHEDULING)
+    assert waiting.node_name is None
+
+    # the nodes move it on; only the target says it is ready, only the source moves it
+    ready = {"port": 40000, "token": TOKEN, "node_dir": f"/var/lib/virtbus/nodes/{target}",
+             "interfaces": [VMIInterface(name="default", ip_address="10.244.9.7", ip_addresses=["10.244.9.7"])]}
+    with pytest.raises(ApiError) as refused:
+        await say(nodeapi, source, placed, MigrationPhase.TARGET_READY, **ready)
+    assert refused.value.code is Code.FORBIDDEN
+    before = await store.vmis.require("mover", "VMI")
+    with pytest.raises(ApiError) as unsafe:
+        await say(nodeapi, target, placed, MigrationPhase.TARGET_READY, **{**ready, "node_dir": "/x/'><bad"})
+    assert unsafe.value.code is Code.INVALID
+    assert (await store.vmis.require("mover", "VMI")).revision == before.revision  # nothing changed
+    assert await say(nodeapi, target, placed, MigrationPhase.TARGET_READY, **ready) is MigrationPhase.TARGET_READY
+    assert await say(nodeapi, source, placed, MigrationPhase.RUNNING) is MigrationPhase.RUNNING
+    assert await say(nodeapi, source, placed, MigrationPhase.SUCCEEDED) is MigrationPhase.SUCCEEDED
+
+    moved = (await store.vmis.require("mover", "VMI")).value
+    assert (moved.uid, moved.node_name, moved.interfaces[0].ip_address) == (mover.uid, target, "10.244.9.7")
+    assert moved.migration_state is not None and moved.migration_state.target is None  # no token kept
+
+    async def finished() -> VMI | None:
+        item = (await api.migrations.get(encode(NameRequest(name=made.name)))).item
+        return moved if item.phase in FINAL else None
+    await until("the migration's record finished", finished)
+    item = (await api.migrations.get(encode(NameRequest(name=made.name)))).item
+    assert (item.phase, item.source_node, item.target_node) == (MigrationPhase.SUCCEEDED, source, target)
+    # its copies follow it: the source's goes
+    async def source_copy_gone() -> VMI | None:
+        gone = await store.node_vmis(source).get(subjects.node_vmi(source, "mover")) is None
+        return moved if gone else None
+    await until("the source's copy gone", source_copy_gone)
+    # the room it held on its source is free: the fourth is bound there now
+    fourth = await vmi_where(store, "fourth", "bound", lambda v: v.node_name is not None)
+    assert fourth.node_name == source
+    events = [(e.name, e.reason, e.message) for e in await recorded(store)]
+    assert ("mover", "Migrated", f"The VirtualMachineInstance migrated to node {target}.") in events
+    assert ("mover", "Migrating", f"migrating to node {target} ({made.name})") in events
+
+
+async def test_what_cannot_move_is_refused_and_nothing_is_stored(store: Store, cluster: Api) -> None:
+    api = cluster
+    await running(store, api, "bridged", binding="bridge")
+    bucket = await api.migrations.bucket()
+    refusals = [
+        (MigrationCreate(vmi_name="bridged"), Code.INVALID, "does not use masquerade"),
+        (MigrationCreate(vmi_name="nobody"), Code.NOT_FOUND, "VMI nobody not found"),
+        (MigrationCreate(vmi_name="bridged", name="Bad_Name"), Code.INVALID, "DNS-1123"),
+    ]
+    for request, code, words in refusals:
+        with pytest.raises(ApiError) as refused:
+            await api.migrations.create(encode(request))
+        assert refused.value.code is code and words in refused.value.message, refused.value
+    for body in (b'{"vmiName": "bridged", "bogus": 1}', b'{"vmiName": '):
+        with pytest.raises(ApiError) as bad:
+            await api.migrations.create(body)
+        assert bad.value.code is Code.BAD_REQUEST
+    assert await bucket.items() == []
+
+    await running(store, api, "mover")
+    manifest = json.dumps({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
+                           "metadata": {"name": "migration-job"}, "spec": {"vmiName": "mover"}}).encode()
+    first = (await api.migrations.apply(manifest)).item
+    assert (await api.migrations.apply(manifest)).item.uid == first.uid  # applied again: the same one
+    with pytest.raises(ApiError) as twice:
+        await api.migrations.create(encode(MigrationCreate(vmi_name="mover")))
+    assert twice.value.code is Code.CONFLICT and "in-flight migration detected" in twice.value.message
+    changed = manifest.replace(b'"vmiName": "mover"', b'"vmiName": "bridged"')
+    with pytest.raises(ApiError) as immutable:
+        await api.migrations.apply(changed)
+    assert immutable.value.field == "spec.vmiName"
+
+
+async def test_a_cancel_before_the_guest_moves_fails_the_migration(store: Store, cluster: Api) -> None:
+    api = cluster
+    await running(store, api, "mover")
+    made = (await api.migrations.create(encode(MigrationCreate(vmi_name="mover")))).item
+    placed = await vmi_where(store, "mover", "placed", lambda v: v.migration_state is not None
+                             and v.migration_state.phase is MigrationPhase.SCHEDULED)
+    assert placed.migration_state is not None
+    target = placed.migration_state.target_node
+    said = (await api.migrations.cancel(encode(NameRequest(name="mover")))).message
+    assert said == f"VM mover was scheduled to migrate-cancel (migration {made.name})"
+    failed = await vmi_where(store, "mover", "failed", lambda v: v.migration_state is not None
+                             and v.migration_state.phase is MigrationPhase.FAILED)
+    assert failed.migration_state is not None and failed.migration_state.reason == "the migration was cancelled"
+    assert failed.node_name == placed.node_name and failed.phase is Phase.RUNNING
+    assert target is not None
+
+    async def target_copy_gone() -> VMI | None:
+        return failed if await store.node_vmis(target).get(subjects.node_vmi(target, "mover")) is None else None
+    await until("the target's copy gone", target_copy_gone)
+    with pytest.raises(ApiError) as none_left:
+        await api.migrations.cancel(encode(NameRequest(name="mover")))
+    assert none_left.value.code is Code.NOT_FOUND
+    # it may be migrated again
+    again = (await api.migrations.create(encode(MigrationCreate(vmi_name="mover")))).item
+    assert again.phase is MigrationPhase.PENDING
+    # a node that is neither side says nothing of it
+    current = await vmi_where(store, "mover", "placed again", lambda v: v.migration_state is not None
+                              and v.migration_state.migration_uid == again.uid)
+    with pytest.raises(ApiError) as stranger:
+        await say(NodeApi(store), "node9", current, MigrationPhase.FAILED, reason="no")
+    assert stranger.value.code is Code.FORBIDDEN
+
+
+async def test_no_room_elsewhere_fails_the_migration_saying_why(store: Store, cluster: Api) -> None:
+    api = cluster
+    mover = await running(store, api, "mover")
+    for name in ("a", "b"):  # the other node full
+        await running(store, api, name, node=other(mover.node_name))
+    made = (await api.migrations.create(encode(MigrationCreate(vmi_name="mover")))).item
+    failed = await vmi_where(store, "mover", "failed", lambda v: v.migration_state is not None
+                             and v.migration_state.phase is MigrationPhase.FAILED)
+    assert failed.migration_state is not None
+    assert failed.migration_state.reason == "no node can take it: 0/1 nodes are available: 1 Insufficient memory.", \
+        failed.migration_state.reason
+    assert failed.node_name == mover.node_name and failed.phase is Phase.RUNNING
+
+    reason = failed.migration_state.reason
+
+    async def record_failed() -> VMI | None:
+        item = (await api.migrations.get(encode(NameRequest(name=made.name)))).item
+        return failed if item.phase is MigrationPhase.FAILED and item.reason == reason else None
+    await until("the record failed too", record_failed)
