@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ctl.client import ApiClient
@@ -32,7 +33,7 @@ from proto.spec import (
     PersistentVolumeClaim,
     eviction_strategy,
 )
-from proto.state import FINAL_PHASES, VMI
+from proto.state import FINAL_PHASES, VMI, MigrationPhase
 from proto.validation import MAX_GRACE_SECONDS
 
 UNMANAGED = "cannot evict VMIs not managed by a VM or a replica set (use --force to override)"
@@ -41,6 +42,7 @@ LOCAL_DATA = ("cannot evict VMIs with local storage: what their guests wrote to 
 MIGRATE_ONLY = ("cannot evict VMIs whose evictionStrategy is External, or LiveMigrate while they cannot move alive "
                 "(use --disable-eviction to stop them and run them again elsewhere)")
 POLL_S = 0.5
+RETRY_MIGRATION_S = 5.0  # a failed migration off the node is tried again at most this often
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smh]?)")
 
 
@@ -65,7 +67,8 @@ def plan(vmis: list[VMI], node: str, *, force: bool, delete_local_data: bool,
     for vmi in on_node(vmis, node):
         sources = [v.source for v in vmi.spec.volumes]
         reasons = []
-        way, why = eviction_way(vmi, eviction_strategy(vmi.spec.eviction_strategy, cluster_strategy))
+        strategy = eviction_strategy(vmi.spec.eviction_strategy, cluster_strategy)
+        way, why = eviction_way(vmi, strategy)
         if disable_eviction:
             way = "evict"
         if vmi.standalone and vmi.owner is None and not force and way != "migrate":
@@ -76,7 +79,7 @@ def plan(vmis: list[VMI], node: str, *, force: bool, delete_local_data: bool,
             reasons.append(LOCAL_DATA)
         if way == "refuse":
             reasons.append(MIGRATE_ONLY)
-            warnings.append(f"vmi/{vmi.name}: {why}")
+            warnings.append(f"vmi/{vmi.name}: evictionStrategy {strategy}: {why}")
         for reason in reasons:
             refused.setdefault(reason, []).append(vmi.name)
         if reasons:
@@ -154,29 +157,60 @@ async def drain(api: ApiClient, args: argparse.Namespace) -> int:
                                      f"{detail}")
     for line in chosen.warnings:
         say(f"warning: {line}")
+    moving: set[str] = set()
+    began = time.time()
     for name in chosen.evict:
-        try:
-            request = EvictRequest(name=name, grace_period=wait_s, ignore_eviction_strategy=args.disable_eviction)
-            said = (await api.call("vmi", "evict", request, Ack)).message
-        except ApiError as exc:
-            if exc.code is not Code.NOT_FOUND:
-                raise
-            said = f"VMI {name} is gone already"
+        said = await _evict(api, name, wait_s, args.disable_eviction)
+        if "migrating off" in said:
+            moving.add(name)
         say(f"evicting vmi/{name}: {said}")
-    await _wait_empty(api, node, args.timeout)
+    await _wait_empty(api, node, args.timeout, lambda name: _evict(api, name, wait_s, False), moving, began)
     say(f"node/{node} drained")
     return 0
 
 
-async def _wait_empty(api: ApiClient, node: str, limit: float) -> None:
+async def _evict(api: ApiClient, name: str, grace_s: int | None, ignore_strategy: bool) -> str:
+    try:
+        request = EvictRequest(name=name, grace_period=grace_s, ignore_eviction_strategy=ignore_strategy)
+        return (await api.call("vmi", "evict", request, Ack)).message
+    except ApiError as exc:
+        if exc.code is not Code.NOT_FOUND:
+            raise
+        return f"VMI {name} is gone already"
+
+
+def migrate_again(vmis: list[VMI], moving: set[str], since: float) -> list[tuple[str, str]]:
+    """(name, why) of the instances being migrated off whose migration failed after ``since`` (wall
+    clock) and none moves them now: evicted again, a new migration each, as KubeVirt's evacuation
+    tries again (pure)."""
+    out = []
+    for vmi in vmis:
+        state = vmi.migration_state
+        if vmi.name in moving and state is not None and state.phase is MigrationPhase.FAILED \
+                and (state.end_timestamp or 0.0) > since:
+            out.append((vmi.name, state.reason))
+    return out
+
+
+async def _wait_empty(api: ApiClient, node: str, limit: float, evict: Callable[[str], Awaitable[str]] | None = None,
+                      moving: set[str] | None = None, since: float = 0.0) -> None:
+    """evict and moving: the instances being migrated off, evicted again when a migration of theirs fails
+    (one that failed after ``since``, wall clock)."""
     start = time.monotonic()
+    tried = since or time.time()
     last, last_print = "", start
     while True:
         nodes = (await api.call("node", "list", {}, NodeList)).items
         ready = next((n.ready for n in nodes if n.node.name == node), False)
-        left = still_there((await api.call("vmi", "list", {}, VMIList)).items, node, ready)
+        vmis = (await api.call("vmi", "list", {}, VMIList)).items
+        left = still_there(vmis, node, ready)
         if not left:
             return
+        if evict is not None and moving and time.time() - tried >= RETRY_MIGRATION_S:
+            checked = time.time()
+            for name, why in migrate_again(vmis, moving, tried):
+                say(f"  vmi/{name}: its migration failed ({why}); migrating it again: {await evict(name)}")
+            tried = checked
         now = time.monotonic()
         state = f"waiting for {len(left)} VMI{'s' if len(left) != 1 else ''} to leave: {', '.join(left)}"
         if state != last or now - last_print >= 10:

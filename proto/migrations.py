@@ -194,7 +194,7 @@ def eviction_way(vmi: VMI, strategy: str) -> tuple[EvictionWay, str]:
     when it can, else stops it; None stops it (its VM runs it again elsewhere); External refuses, an
     outside controller being the one to move it. The reason says why it is refused."""
     if strategy == "External":
-        return "refuse", "its evictionStrategy is External: an outside controller is to move it"
+        return "refuse", "an outside controller is to move it"
     if strategy in ("LiveMigrate", "LiveMigrateIfPossible"):
         if in_flight(vmi) is not None:
             return "migrate", ""  # already moving: the eviction waits for it
@@ -202,7 +202,7 @@ def eviction_way(vmi: VMI, strategy: str) -> tuple[EvictionWay, str]:
         if why is None:
             return "migrate", ""
         if strategy == "LiveMigrate":
-            return "refuse", f"its evictionStrategy is LiveMigrate and it cannot move: {why}"
+            return "refuse", f"it is to move alive and cannot: {why}"
     return "evict", ""
 
 

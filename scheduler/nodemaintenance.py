@@ -169,11 +169,12 @@ class NodeMaintenanceApi:
         if vmi.node_name is None:
             raise ApiError(Code.INVALID, f"VMI {req.name} is on no node yet: nothing to evict it from", "name")
         cluster = await self.cluster_strategy() if self.cluster_strategy is not None else None
-        way, why = eviction_way(vmi, eviction_strategy(vmi.spec.eviction_strategy, cluster))
+        strategy = eviction_strategy(vmi.spec.eviction_strategy, cluster)
+        way, why = eviction_way(vmi, strategy)
         if way == "refuse" and not req.ignore_eviction_strategy:
-            raise ApiError(Code.INVALID, f"VMI {req.name} cannot be evicted: {why}, so its eviction is refused, as "
-                                         "KubeVirt refuses it (stop it, or evict it with ignoreEvictionStrategy: "
-                                         "drain --disable-eviction)", "spec.evictionStrategy")
+            raise ApiError(Code.INVALID, f"VMI {req.name} has evictionStrategy {strategy}: {why}; its eviction is "
+                                         "refused, as KubeVirt refuses it (stop it, or evict it with "
+                                         "ignoreEvictionStrategy: drain --disable-eviction)", "spec.evictionStrategy")
         if way == "migrate" and not req.ignore_eviction_strategy and self.evacuate is not None:
             # KubeVirt's evacuation: the eviction is a live migration, and the drain waits for it
             item = await self.evacuate(req.name)

@@ -4,6 +4,7 @@ KubeVirt masquerade guest's does), nothing of it stays on the node it left."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -85,3 +86,40 @@ def test_a_running_guest_moves_to_the_other_node_alive(lab: Lab) -> None:
     finally:
         lab.cli("delete", "testvm", "--wait", check=False)
 
+
+
+def test_a_drain_moves_guests_off_alive_when_the_cluster_says_live_migrate(lab: Lab) -> None:
+    """KubeVirt's evictionStrategy LiveMigrate, cluster-wide in its CR: `virtbus drain` migrates the guest
+    off instead of stopping it (no --delete-emptydir-data needed: what it wrote goes with it)."""
+    def cluster(strategy: str | None) -> str:
+        config: dict[str, object] = {"developerConfiguration": {"cpuAllocationRatio": 10}}
+        if strategy is not None:
+            config["evictionStrategy"] = strategy
+        path = lab.state_dir / "kubevirt-cr.json"
+        path.write_text(json.dumps({"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
+                                    "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
+                                    "spec": {"configuration": config}}))
+        return str(path)
+
+    lab.cli("apply", "-f", cluster("LiveMigrate"))
+    lab.cli("apply", "-f", str(REPO / "examples" / "testvm-masquerade.yaml"))
+    node = None
+    try:
+        vmi = started(lab, "testvm")
+        node, uid = vmi["status"]["nodeName"], vmi["metadata"]["uid"]
+        lab.cli("console", "testvm", "--log", "--until", MARKER, "--timeout", "180")
+        guest_says(lab, "testvm", "echo drained-$((6*7)) > /tmp/mark", "wrote")
+        out = lab.cli("drain", node, "--timeout", "180").stdout
+        assert f"evicting vmi/testvm: VMI testvm is migrating off node {node}" in out, out
+        assert f"node/{node} drained" in out, out
+        moved = lab.json("get", "vmis", "testvm")
+        assert isinstance(moved, dict)
+        assert (moved["metadata"]["uid"], moved["status"]["nodeName"]) == (uid, other(node))
+        assert "drained-42" in guest_says(lab, "testvm", "echo -n $(cat /tmp/mark)-", "after")
+        assert any(row.startswith("kubevirt-evacuation-") and "Succeeded" in row
+                   for row in lab.cli("get", "vmims").stdout.splitlines())
+    finally:
+        if node is not None:
+            lab.cli("uncordon", node, check=False)
+        lab.cli("delete", "testvm", "--wait", check=False)
+        lab.cli("apply", "-f", cluster(None), check=False)

@@ -212,25 +212,40 @@ async def test_a_cordon_outlives_the_node_registering_again(store: Store) -> Non
     assert again.unschedulable and (await store.nodes.require("node1", "node")).value.unschedulable
 
 
-async def test_an_instance_that_is_to_move_alive_is_not_evicted_unless_told(store: Store, cluster: Api) -> None:
-    """evictionStrategy LiveMigrate: KubeVirt refuses the eviction of an instance that cannot migrate,
-    and none can here; ignoreEvictionStrategy (drain --disable-eviction) stops it, and it runs again."""
+async def test_an_instance_that_is_to_move_alive_is_migrated_off_or_refused_unless_told(
+        store: Store, cluster: Api) -> None:
+    """evictionStrategy LiveMigrate: its eviction is a live migration off the node (KubeVirt's evacuation);
+    one that cannot migrate (bridged on the pod network) is refused, as KubeVirt refuses it, until
+    ignoreEvictionStrategy (drain --disable-eviction) stops it, and it runs again elsewhere."""
     api = cluster
-    doc = json.loads(manifest("mig", "Always"))
-    doc["spec"]["template"]["spec"]["evictionStrategy"] = "LiveMigrate"
-    await api.vm_create(json.dumps(doc).encode())
-    vmi = await bound(store, "mig")
-    await run_as_node(store, "mig")
+    for name, binding in (("mig", "masquerade"), ("stuck", "bridge")):
+        doc = json.loads(manifest(name, "Always"))
+        spec = doc["spec"]["template"]["spec"]
+        spec["evictionStrategy"] = "LiveMigrate"
+        spec["domain"]["devices"]["interfaces"] = [{"name": "default", binding: {}}]
+        spec["networks"] = [{"name": "default", "pod": {}}]
+        await api.vm_create(json.dumps(doc).encode())
+        await bound(store, name)
+        await run_as_node(store, name)
+    moving = (await api.maintenance.evict(b'{"name": "mig"}')).message
+    assert "is migrating off node" in moving and "(migration kubevirt-evacuation-" in moving, moving
+    migrating = (await store.vmis.require("mig", "VMI")).value
+    assert not migrating.stop_requested and not migrating.evicted  # it goes on running, and moves
+    names = [m.name for m in (await api.migrations.list_all(b"{}")).items if m.vmi_name == "mig"]
+    assert len(names) == 1 and moving.endswith(f"(migration {names[0]})")
+    assert (await api.maintenance.evict(b'{"name": "mig"}')).message == moving  # asked again: the same one
+
+    vmi = (await store.vmis.require("stuck", "VMI")).value
     with pytest.raises(ApiError) as caught:
-        await api.maintenance.evict(b'{"name": "mig"}')
+        await api.maintenance.evict(b'{"name": "stuck"}')
     assert (caught.value.code, caught.value.field) == (Code.INVALID, "spec.evictionStrategy")
-    assert "virtbus cannot do" in caught.value.message
-    assert not (await store.vmis.require("mig", "VMI")).value.stop_requested  # nothing changed
+    assert "does not use masquerade" in caught.value.message
+    assert not (await store.vmis.require("stuck", "VMI")).value.stop_requested  # nothing changed
     await api.maintenance.cordon(json.dumps({"name": vmi.node_name}).encode())
     await asyncio.sleep(0.5)  # the binder's node watch hears of it
-    await api.maintenance.evict(b'{"name": "mig", "ignoreEvictionStrategy": true}')
-    await stop_as_node(store, "mig")
-    assert (await bound(store, "mig", not_uid=vmi.uid)).node_name != vmi.node_name
+    await api.maintenance.evict(b'{"name": "stuck", "ignoreEvictionStrategy": true}')
+    await stop_as_node(store, "stuck")
+    assert (await bound(store, "stuck", not_uid=vmi.uid)).node_name != vmi.node_name
 
 
 async def test_a_node_deleted_as_lost_gives_its_instances_up_and_they_run_elsewhere(store: Store) -> None:

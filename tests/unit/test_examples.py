@@ -13,6 +13,7 @@ from proto import (
     clonemanifest,
     clusterconfig,
     instancetypes,
+    migrations,
     preferences,
     priorities,
     routes,
@@ -51,6 +52,9 @@ def test_each_example_parses_as_the_seed_does(path: Path) -> None:
     if doc.get("kind") in snapshotmanifest.KINDS:
         asked = snapshotmanifest.parse(doc)
         assert getattr(asked, "vm", None) == "keeper", "against examples/testvm-persistent.yaml's VM"
+        return
+    if migrations.is_migration(doc):
+        assert migrations.parse(doc)[1] == "testvm", "against examples/testvm-masquerade.yaml's VM"
         return
     if doc.get("kind") == clonemanifest.KIND:
         assert clonemanifest.parse(doc).source == "keeper", "against examples/testvm-persistent.yaml's VM"

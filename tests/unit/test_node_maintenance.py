@@ -22,13 +22,15 @@ from proto.spec import (
     ContainerDisk,
     EmptyDisk,
     HostDisk,
+    Interface,
+    Network,
     PersistentVolumeClaim,
     RunStrategy,
     VMSpec,
     Volume,
     VolumeSource,
 )
-from proto.state import VM, VMI, Node, Phase
+from proto.state import VM, VMI, MigrationPhase, MigrationState, Node, Phase
 from scheduler import nodemaintenance, nodemarks, stopping
 from scheduler.capacity import CapacityIndex
 from scheduler.placement import place
@@ -179,14 +181,32 @@ def strategy_vmi(name: str, strategy: str | None) -> VMI:
     return msgspec.structs.replace(base, spec=spec)
 
 
-def test_drain_refuses_instances_that_are_to_move_alive_unless_eviction_is_disabled() -> None:
+def bridged(vmi: VMI) -> VMI:
+    """On the pod network by bridge binding: it cannot move alive (proto.migrations.not_migratable)."""
+    spec = msgspec.structs.replace(vmi.spec, interfaces=[Interface(name="default", binding="bridge")],
+                                   networks=[Network(name="default")])
+    return msgspec.structs.replace(vmi, spec=spec)
+
+
+def test_drain_moves_what_is_to_move_alive_and_refuses_what_cannot_unless_eviction_is_disabled() -> None:
     vmis = [strategy_vmi("m", "LiveMigrate"), strategy_vmi("x", "External"),
-            strategy_vmi("p", "LiveMigrateIfPossible"), strategy_vmi("n", "None"), strategy_vmi("d", None)]
+            strategy_vmi("p", "LiveMigrateIfPossible"), strategy_vmi("n", "None"), strategy_vmi("d", None),
+            bridged(strategy_vmi("stuck", "LiveMigrate")), bridged(strategy_vmi("q", "LiveMigrateIfPossible"))]
     strict = draincmd.plan(vmis, "node1", force=False, delete_local_data=False)
-    assert strict.evict == ["d", "n", "p"]  # not migratable here: IfPossible is stopped, as None is
-    assert strict.refused == {draincmd.MIGRATE_ONLY: ["m", "x"]}
+    assert strict.evict == ["d", "m", "n", "p", "q"]  # m and p are migrated off; q cannot move, so is stopped
+    assert strict.refused == {draincmd.MIGRATE_ONLY: ["stuck", "x"]}
+    assert "vmi/stuck: evictionStrategy LiveMigrate: it is to move alive and cannot: cannot migrate VMI which " \
+           "does not use masquerade" in "\n".join(strict.warnings)
     assert draincmd.plan(vmis, "node1", force=False, delete_local_data=False, disable_eviction=True).evict == \
-        ["d", "m", "n", "p", "x"]
+        ["d", "m", "n", "p", "q", "stuck", "x"]
+
+
+def test_a_guest_that_moves_alive_needs_no_leave_to_lose_its_local_data() -> None:
+    local = [vmi("moving", "node1", ContainerDisk(image="i")), vmi("stopping", "node1", ContainerDisk(image="i"))]
+    local[0] = msgspec.structs.replace(local[0], spec=msgspec.structs.replace(local[0].spec,
+                                                                              eviction_strategy="LiveMigrate"))
+    chosen = draincmd.plan(local, "node1", force=False, delete_local_data=False)
+    assert chosen.evict == ["moving"] and chosen.refused == {draincmd.LOCAL_DATA: ["stopping"]}
 
 
 @pytest.mark.parametrize("strategy", ["None", "LiveMigrate", "LiveMigrateIfPossible", "External"])
@@ -246,7 +266,7 @@ def test_delete_node_in_kubectls_spellings(argv: list[str]) -> None:
 
 
 def test_the_clusters_eviction_strategy_is_each_instances_unless_its_own_says_otherwise() -> None:
-    vmis = [strategy_vmi("own-none", "None"), strategy_vmi("plain", None)]
+    vmis = [strategy_vmi("own-none", "None"), bridged(strategy_vmi("plain", None))]
     chosen = draincmd.plan(vmis, "node1", force=False, delete_local_data=False, cluster_strategy="LiveMigrate")
     assert chosen.evict == ["own-none"] and chosen.refused == {draincmd.MIGRATE_ONLY: ["plain"]}
 
@@ -289,3 +309,13 @@ def test_label_reads_kubectls_words(argv: list[str], labels: dict[str, str], rem
 def test_label_refuses_what_it_cannot_do(argv: list[str]) -> None:
     with pytest.raises(ApiError):
         ctl_nodemarks.request(argv, overwrite=False)
+
+
+def test_a_drain_migrates_again_what_failed_to_move_off_since_it_last_looked() -> None:
+    def failed_at(name: str, at: float) -> VMI:
+        state = MigrationState(migration_uid="m", migration_name="x", source_node="node1", phase=MigrationPhase.FAILED,
+                               start_timestamp=at - 1, end_timestamp=at, reason="EOF")
+        return msgspec.structs.replace(vmi(name), migration_state=state)
+
+    vmis = [failed_at("a", 100.0), failed_at("b", 50.0), failed_at("c", 100.0), vmi("d")]
+    assert draincmd.migrate_again(vmis, {"a", "b", "d"}, 60.0) == [("a", "EOF")]  # c: not one the drain moves
