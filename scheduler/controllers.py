@@ -114,6 +114,8 @@ class Scheduler:
         self.mirror = NodeVmiMirror(self.store, fed=True)
         await self.workloads.start()  # before the watch that feeds it
         await self.migrations.start()
+        migrations = self.migrations
+        self.metrics.migrations.items = lambda: [e.value for e in migrations.items.values()]
         self._tasks += [
             asyncio.create_task(_rewatching("vms", self._watch_vms)),
             asyncio.create_task(_rewatching("vmis", self._watch_vmis)),
@@ -129,6 +131,7 @@ class Scheduler:
         self._watching = False
         await self.workloads.stop()
         if self.migrations is not None:
+            self.metrics.migrations.items = lambda: ()  # a leader's figures only
             await self.migrations.stop()
         await cancel_and_wait(self._tasks)
         self._tasks = []

@@ -8,10 +8,11 @@ import json
 import re
 import time
 
+from ctl.lab import SCHEDULERS
 from tests.conftest import REPO
 from tests.e2e.conftest import Lab
 from tests.e2e.test_faults import wait_until
-from tests.e2e.test_networking import http_get, other, started
+from tests.e2e.test_networking import http_get, metric, other, started
 
 MARKER = "VIRTBUS-GUEST-READY"
 
@@ -72,6 +73,8 @@ def test_a_running_guest_moves_to_the_other_node_alive(lab: Lab) -> None:
         left = lab.state_dir / "nodes" / source / "vmis" / "testvm"
         wait_until("the source's launcher gone, and its files", lambda: not left.exists(), 60, lab)
 
+        # Prometheus's view: the leading scheduler's virt-controller figures
+        assert sum(metric(lab, s, "kubevirt_vmi_migration_succeeded", 'vmi="testvm"') for s in SCHEDULERS) == 1
         listed = [line.split() for line in lab.cli("get", "vmims").stdout.splitlines()]
         assert any(row[1:5] == ["Succeeded", "testvm", source, other(source)] for row in listed), listed
         events = lab.cli("get", "events").stdout
