@@ -13,6 +13,7 @@ from tests.conftest import REPO
 from tests.e2e.conftest import Lab
 from tests.e2e.test_faults import wait_until
 from tests.e2e.test_networking import http_get, metric, other, started
+from tests.e2e.test_services import endpoint_ips, node_address
 
 MARKER = "VIRTBUS-GUEST-READY"
 
@@ -41,6 +42,12 @@ def test_a_running_guest_moves_to_the_other_node_alive(lab: Lab) -> None:
         old_ip = vmi["status"]["interfaces"][0]["ipAddress"]
         lab.cli("console", "testvm", "--log", "--until", MARKER, "--timeout", "180")
         assert "hostname: testvm" in http_get(lab, other(source), f"http://{old_ip}/")
+        lab.cli("expose", "vm", "testvm", "--name", "testvm-http", "--port", "8000", "--target-port", "80",
+                "--type", "NodePort")
+        service = lab.json("get", "services", "testvm-http")
+        assert isinstance(service, dict)
+        cluster_ip, node_port = service["spec"]["clusterIP"], service["spec"]["ports"][0]["nodePort"]
+        assert "hostname: testvm" in http_get(lab, source, f"http://{cluster_ip}:8000/")
         guest_says(lab, "testvm", "echo kept-$((6*7)) > /tmp/mark", "wrote")
         before, at = uptime(lab, "testvm", "up1"), time.monotonic()
 
@@ -65,8 +72,12 @@ def test_a_running_guest_moves_to_the_other_node_alive(lab: Lab) -> None:
         assert "kept-42" in guest_says(lab, "testvm", "echo -n $(cat /tmp/mark)-", "read"), "the guest lost its memory"
         after, then = uptime(lab, "testvm", "up2"), time.monotonic()
         assert after >= before + 0.5 * (then - at), f"guest uptime {before:.0f}s -> {after:.0f}s in {then - at:.0f}s"
-        # reachable at its new address, from the node it left
+        # reachable at its new address, from the node it left; its Service and node port follow it
         assert "hostname: testvm" in http_get(lab, source, f"http://{new_ip}/")
+        wait_until("its Service's endpoint moved", lambda: endpoint_ips(lab, "testvm-http") == [new_ip], 30, lab)
+        assert "hostname: testvm" in http_get(lab, source, f"http://{cluster_ip}:8000/")
+        for node in ("node1", "node2"):
+            assert "hostname: testvm" in http_get(lab, "outside", f"http://{node_address(lab, node)}:{node_port}/")
 
         # one QEMU for it, and nothing of it left on the node it left
         assert f"{lab.prefix}-{source}-testvm" not in lab.netns()
