@@ -5,10 +5,13 @@ KubeVirt masquerade guest's does), nothing of it stays on the node it left."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import time
 
 from ctl.lab import SCHEDULERS
+from servicekit import launcherlock
 from tests.conftest import REPO
 from tests.e2e.conftest import Lab
 from tests.e2e.test_faults import wait_until
@@ -137,3 +140,56 @@ def test_a_drain_moves_guests_off_alive_when_the_cluster_says_live_migrate(lab: 
             lab.cli("uncordon", node, check=False)
         lab.cli("delete", "testvm", "--wait", check=False)
         lab.cli("apply", "-f", cluster(None), check=False)
+
+
+def test_a_target_killed_before_the_guest_moves_fails_the_migration_and_the_guest_runs_on(lab: Lab) -> None:
+    """A fault for real: the source's launcher held (SIGSTOP) so that it cannot start moving, the target's
+    launcher SIGKILLed once it is ready. The migration fails saying so; the guest runs on where it was,
+    unharmed; once the source runs again it moves nothing, and a new migration moves the guest."""
+    lab.cli("apply", "-f", str(REPO / "examples" / "testvm-masquerade.yaml"))
+    held = None
+    try:
+        vmi = started(lab, "testvm")
+        source, uid = vmi["status"]["nodeName"], vmi["metadata"]["uid"]
+        lab.cli("console", "testvm", "--log", "--until", MARKER, "--timeout", "180")
+        before, at = uptime(lab, "testvm", "f1"), time.monotonic()
+        held = launcher_pid(lab, source)
+        os.kill(held, signal.SIGSTOP)
+        lab.cli("migrate", "testvm")
+        target = other(source)
+        wait_until("the target ready", lambda: migration_phase(lab) == "TargetReady", 60, lab)
+        os.kill(launcher_pid(lab, target), signal.SIGKILL)
+        wait_until("the migration failed", lambda: migration_phase(lab) == "Failed", 60, lab)
+        os.kill(held, signal.SIGCONT)
+        held = None
+        state = lab.json("get", "vmis", "testvm")
+        assert isinstance(state, dict)
+        assert (state["metadata"]["uid"], state["status"]["phase"], state["status"]["nodeName"]) == (
+            uid, "Running", source)
+        failed = state["status"]["migrationState"]
+        assert failed["failed"] and failed["failureReason"] == "the target's launcher killed by SIGKILL", failed
+        assert any(row.split()[1:3] == ["Failed", "testvm"] for row in lab.cli("get", "vmims").stdout.splitlines())
+        after, then = uptime(lab, "testvm", "f2"), time.monotonic()
+        assert after >= before + 0.5 * (then - at), f"guest uptime {before:.0f}s -> {after:.0f}s in {then - at:.0f}s"
+        left = lab.state_dir / "nodes" / target / "vmis" / "testvm"
+        wait_until("the target's pod cleared away", lambda: not left.exists()
+                   and f"{lab.prefix}-{target}-testvm" not in lab.netns(), 60, lab)
+        lab.cli("migrate", "testvm", "--wait", "--timeout", "180")
+        moved = lab.json("get", "vmis", "testvm")
+        assert isinstance(moved, dict) and moved["status"]["nodeName"] == target
+    finally:
+        if held is not None:
+            os.kill(held, signal.SIGCONT)
+        lab.cli("delete", "testvm", "--wait", check=False)
+
+
+def launcher_pid(lab: Lab, node: str) -> int:
+    found = launcherlock.read_pid(lab.state_dir / "nodes" / node / "vmis" / "testvm")
+    assert found is not None, f"no launcher of testvm on {node}"
+    return found[0]
+
+
+def migration_phase(lab: Lab) -> str | None:
+    vmi = lab.json("get", "vmis", "testvm")
+    state = vmi.get("status", {}).get("migrationState") if isinstance(vmi, dict) else None
+    return str(state["phase"]) if isinstance(state, dict) and "phase" in state else None
