@@ -158,5 +158,18 @@ def test_seed_vm_in_the_compose_lab(compose_lab: ComposeLab) -> None:
     route = lab.exec("node1", "python3", "-c", probe, "6222")
     assert "INFO" not in route.stdout and route.returncode in (0, 1), (route.stdout, route.stderr)
 
+    # live migration between the node containers (no file system shared): the guest moves to the other
+    # node, and is reached there at its new pod IP from the node it left
+    said = lab.cli("migrate", "testvm", "--wait", "--timeout", "180")
+    assert f"Succeeded to {other}" in said, said
+    moved = json.loads(lab.cli("get", "vmis", "testvm", "-o", "json"))
+    assert (moved["metadata"]["uid"], moved["status"]["nodeName"]) == (vmi["metadata"]["uid"], other)
+    new_ip = moved["status"]["interfaces"][0]["ipAddress"]
+    deadline = time.monotonic() + 60
+    while "hostname: testvm" not in (page := lab.exec(node, "curl", "-s", "-m", "3", f"http://{new_ip}/").stdout):
+        assert time.monotonic() < deadline, f"{new_ip} from {node}: {page!r}\n{lab.logs()}"
+        time.sleep(1)
+    assert "testvm" not in lab.exec(node, "ip", "netns", "list").stdout  # nothing of it left where it was
+
     lab.cli("delete", "testvm", "--wait", "--timeout", "120")
-    assert "testvm" not in lab.exec(node, "ip", "netns", "list").stdout  # its pod namespace is gone
+    assert "testvm" not in lab.exec(other, "ip", "netns", "list").stdout  # its pod namespace is gone
