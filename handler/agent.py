@@ -281,20 +281,27 @@ class Agent:
                 if any(n.kind == "multus" for n in vmi.spec.networks) else []
         except ApiError as exc:  # e.g. no address left: the instance cannot run, say why
             log.warning("cannot attach networks", vmi=name, reason=exc.message)
-            await self._fail(vmi, exc.message)
+            await self._cannot_run(vmi, exc.message, migration)
             return
         for nic in attachments:
             if nic.type == "ovs":  # the node's OVS bridge, as it is now (ovs-cni makes none either)
                 why = await asyncio.to_thread(self.secondary.missing_ovs_bridge, nic.network, nic.bridge)
                 if why is not None:
                     log.warning("cannot attach networks", vmi=name, reason=why)
-                    await self._fail(vmi, why)
+                    await self._cannot_run(vmi, why, migration)
                     return
             else:
                 await asyncio.to_thread(self.secondary.ensure_bridge, nic.bridge)
             extra.append(f"{nic.interface}={nic.bridge}={nic.address}={nic.type}={nic.vlan or ''}")
         self.exits.watch(name, await asyncio.to_thread(self.launchers.spawn, name, vmi.uid, pod_ip, gateway, extra,
                                                        migration))
+
+    async def _cannot_run(self, vmi: VMI, reason: str, migration: str | None) -> None:
+        """The instance cannot run here: it failed, or, migrating here, its migration did (it runs on)."""
+        if migration is None:
+            await self._fail(vmi, reason)
+        else:
+            await self._migration_failed(vmi, f"the target: {reason}")
 
     async def _fail(self, vmi: VMI, reason: str) -> None:
         """Report what the launcher could not: its instance failed, and why."""

@@ -170,13 +170,10 @@ def not_migratable(vmi: VMI) -> str | None:
         return ("cannot migrate VMI: it is highly available (virtbus's lease fences it to the node it runs on; "
                 "stop it to move it)")
     bindings = {i.name: i.binding for i in spec.interfaces}
-    for net in spec.networks:
+    for net in spec.networks:  # secondary (multus) networks move: the guest keeps its MAC and addresses there
         if net.kind == "pod" and bindings.get(net.name) != "masquerade":
             return ("cannot migrate VMI which does not use masquerade or a migratable plugin to connect to the pod "
                     "network")
-        if net.kind == "multus":
-            return (f"cannot migrate VMI: network {net.name} is a secondary network, which virtbus does not move "
-                    "alive yet")
     for _, claim in claims(spec.volumes):
         return (f"cannot migrate VMI: PVC {claim} is not shared, live migration requires that all PVCs must be "
                 "shared (using ReadWriteMany access mode)")

@@ -210,18 +210,20 @@ class Binder:
         self._creating[name] = self.index.assume(name, choice.node, self.index.request(vmi), bound)
         return bound
 
-    def place_target(self, vmi: VMI) -> tuple[Assumption | None, str]:
+    def place_target(self, vmi: VMI, needs: NetworkNeeds | None = None) -> tuple[Assumption | None, str]:
         """A node for a migration's target (proto.migrations): any but the one it runs on, chosen as a
         bind would be, its room assumed there at once (as ``migrations.target_key``) so nothing else
         takes it meanwhile. Returns the assumption (its node is the choice; ``forget_target`` if the
-        write fails), or None and why nothing fits."""
+        write fails), or None and why nothing fits. needs: what its secondary networks need of a node."""
         self._sync_nodes()
         holders = self.index.holders()
         verdict = affinityplan.judge(vmi, self.index.node_records, self.index.matching, holders) \
             if affinityplan.needed(vmi, bool(holders)) else None
         enough = None if verdict is not None and verdict.points else self._enough()
         others = (u for u in self.index.candidates() if u.node.name != vmi.node_name)
-        choice = placement.place(vmi.spec, others, None, frozenset(), enough=enough, affinity=verdict)
+        needs = needs or NetworkNeeds()
+        choice = placement.place(vmi.spec, others, None, needs.ovs_bridges, enough=enough, bridges=needs.bridges,
+                                 vlan_ports=needs.vlan_ports, affinity=verdict)
         if choice.node is None:
             return None, choice.message
         there = msgspec.structs.replace(vmi, node_name=choice.node)

@@ -25,6 +25,7 @@ from scheduler.binder import Binder
 from scheduler.eventsink import EventSink
 from scheduler.migrationapi import migration_bucket
 from scheduler.migrationplan import Act, Step
+from scheduler.networkneeds import network_needs
 from scheduler.vmicache import VmiCache
 from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Bucket, Entry, Store
@@ -132,7 +133,12 @@ class Migrations:
         if entry is None or entry.value.migration_state is None:
             return
         state = entry.value.migration_state
-        assumption, message = self.binder.place_target(entry.value)
+        needs = await network_needs(self.store, entry.value.spec)  # the host bridges its secondary networks are on
+        entry = self.vmis.entries.get(vmi.name)  # as it is now: the lookup awaited
+        if entry is None or entry.value.migration_state != state:
+            self.queue.kick(state.migration_name)
+            return
+        assumption, message = self.binder.place_target(entry.value, needs)
         if assumption is None:
             await self._fail(vmi.name, state.migration_uid, f"no node can take it: {message}")
             return

@@ -226,7 +226,8 @@ class NodeApi:
         req = decode_request(body, AttachRequest)
         check_name(req.vmi, "vmi")
         vmi = await self.store.vmis.require(req.vmi, "VMI")
-        check_bound(vmi.value, node, req.uid)
+        if migrations.target_of(vmi.value) != node or vmi.value.uid != req.uid:  # a migration's target asks too
+            check_bound(vmi.value, node, req.uid)
         record = await self.store.nodes.require(node, "node")
         out = []
         for net in vmi.value.spec.networks:

@@ -193,3 +193,24 @@ def migration_phase(lab: Lab) -> str | None:
     vmi = lab.json("get", "vmis", "testvm")
     state = vmi.get("status", {}).get("migrationState") if isinstance(vmi, dict) else None
     return str(state["phase"]) if isinstance(state, dict) and "phase" in state else None
+
+
+def test_a_guest_on_a_secondary_network_keeps_its_address_there_as_it_moves(lab: Lab) -> None:
+    """The seed's testvm-2: pod network plus a bridge NIC on multus-br. Migrated, it keeps its MAC and
+    its multus-br address, and the outside host reaches it there on the other node."""
+    lab.cli("apply", "-f", str(REPO / "examples" / "multus-br.yaml"))
+    lab.cli("apply", "-f", str(REPO / "examples" / "testvm-2-secondary.yaml"))
+    try:
+        vmi = started(lab, "testvm-2")
+        ext = next(i for i in vmi["status"]["interfaces"] if i["name"] == "ext-net")
+        for lease in (ext["ipAddress"], "10.0.2.2"):
+            lab.cli("console", "testvm-2", "--log", "--until", f"VIRTBUS-GUEST-IP {lease}", "--timeout", "120")
+        assert "hostname: testvm-2" in http_get(lab, "outside", f"http://{ext['ipAddress']}/")
+        lab.cli("migrate", "testvm-2", "--wait", "--timeout", "180")
+        moved = lab.json("get", "vmis", "testvm-2")
+        assert isinstance(moved, dict) and moved["status"]["nodeName"] == other(vmi["status"]["nodeName"])
+        after = next(i for i in moved["status"]["interfaces"] if i["name"] == "ext-net")
+        assert (after["ipAddress"], after["mac"]) == (ext["ipAddress"], ext["mac"])
+        assert "hostname: testvm-2" in http_get(lab, "outside", f"http://{ext['ipAddress']}/")
+    finally:
+        lab.cli("delete", "testvm-2", "--wait", check=False)
