@@ -214,3 +214,21 @@ def test_a_guest_on_a_secondary_network_keeps_its_address_there_as_it_moves(lab:
         assert "hostname: testvm-2" in http_get(lab, "outside", f"http://{ext['ipAddress']}/")
     finally:
         lab.cli("delete", "testvm-2", "--wait", check=False)
+
+
+def test_a_paused_guest_moves_paused_and_runs_again_there_when_unpaused(lab: Lab) -> None:
+    lab.cli("apply", "-f", str(REPO / "examples" / "testvm-masquerade.yaml"))
+    try:
+        vmi = started(lab, "testvm")
+        lab.cli("console", "testvm", "--log", "--until", MARKER, "--timeout", "180")
+        lab.cli("pause", "testvm", "--wait")
+        lab.cli("migrate", "testvm", "--wait", "--timeout", "180")
+        moved = lab.json("get", "vmis", "testvm")
+        assert isinstance(moved, dict) and moved["status"]["nodeName"] == other(vmi["status"]["nodeName"])
+        paused = next(c for c in moved["status"]["conditions"] if c["type"] == "Paused")
+        assert paused["status"] == "True", moved["status"]["conditions"]
+        assert "Paused" in lab.cli("get", "vms", "testvm").stdout
+        lab.cli("unpause", "testvm", "--wait")
+        assert uptime(lab, "testvm", "p1") > 0  # it answers again, on its new node
+    finally:
+        lab.cli("delete", "testvm", "--wait", check=False)
