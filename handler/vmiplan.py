@@ -81,6 +81,12 @@ def plan(vmi: VMI | None, launcher: Seen | None, node: str) -> list[Act]:
         return [*acts, Act(Step.ADOPT)]
     if launcher is not None:  # it exited
         acts.append(Act(Step.FORGET))
+        moving = in_flight(vmi)
+        if moving is not None and moving.phase is MigrationPhase.RUNNING:
+            # It was moving the guest: the migration fails, unless its target has said the guest runs
+            # there (then this word changes nothing, and the instance is the target's).
+            return [*acts, Act(Step.REPORT_MIGRATION_FAILED,
+                               f"the source's {launcher_exit_reason(launcher.exit_code)}")]
         if vmi.phase not in FINAL_PHASES:
             return [*acts, Act(Step.REPORT_END, launcher_exit_reason(launcher.exit_code), phase=Phase.FAILED,
                                torn_down=True)]

@@ -46,7 +46,14 @@ class Target:
         self.migration_uid = migration_uid
         self.arrived = asyncio.Event()  # the instance is bound here: the guest is ours
         self.over = asyncio.Event()  # the migration ended otherwise
+        self.resumed = asyncio.Event()  # libvirt resumed the guest here: the move is done
         self.why = ""
+        self.closing: asyncio.Task[None] | None = None  # the listener's last connections, ending
+
+    def domain_event(self, event: str, detail: str) -> None:
+        """The target's libvirtd's lifecycle events (launcher.supervision's listener)."""
+        if (event, detail) == ("RESUMED", "MIGRATED"):
+            self.resumed.set()
 
     def heard(self, vmi: VMI | None) -> None:
         """Each change of its instance, while it waits."""
@@ -74,20 +81,34 @@ class Target:
             if reply.phase is not MigrationPhase.TARGET_READY:
                 raise MigrationOver(f"the migration is {reply.phase.value}")
             log.info("migration target ready", port=port)
-            arrived = asyncio.create_task(self.arrived.wait())
-            over = asyncio.create_task(self.over.wait())
-            try:
-                await asyncio.wait({arrived, over}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                arrived.cancel()
-                over.cancel()
+            if await self._first(self.arrived, self.over, self.resumed) is self.resumed:
+                # The guest runs here: said from this side too, so that the move is known even if its
+                # source ends before it says so (its node would otherwise take the instance for lost).
+                said = await self.nodeapi.migration(MigrationReport(
+                    vmi=self.vmi, uid=self.uid, migration_uid=self.migration_uid, phase=MigrationPhase.SUCCEEDED),
+                    patience=REPORT_PATIENCE_S)
+                log.info("the guest runs here", migration=said.phase.value)
+                await self._first(self.arrived, self.over)
             if not self.arrived.is_set():
                 raise MigrationOver(self.why or "the migration ended")
         finally:
             if listener.refused:
                 log.warning("connections without the token were refused", count=listener.refused)
-            await listener.close()
+            # the source's connections end by themselves, meanwhile: its libvirtd confirms the move over them
+            listener.stop_accepting()
+            self.closing = asyncio.create_task(listener.close())
         return await asyncio.to_thread(find)
+
+    @staticmethod
+    async def _first(*events: asyncio.Event) -> asyncio.Event:
+        """The first of the events to be set (one set already: that one)."""
+        waits = {asyncio.create_task(e.wait()): e for e in events}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        return next(e for e in events if e.is_set())
 
     async def failed(self, reason: str) -> None:
         """This side could not get ready: the migration fails (the guest runs on at its source)."""

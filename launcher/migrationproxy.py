@@ -37,6 +37,7 @@ DISKS = b"D"
 SOURCE_SOCKETS = {LIBVIRT: MIGRATION_DIR / "libvirt.sock", MEMORY: MIGRATION_DIR / "memory.sock",
                   DISKS: MIGRATION_DIR / "disks.sock"}
 HANDSHAKE_S = 10.0
+CLOSE_GRACE_S = 30.0  # what the source's connections get to end by themselves once the guest has arrived
 CHUNK = 256 * 1024
 
 
@@ -135,10 +136,18 @@ class TargetListener:
             if task is not None:
                 self.connections.discard(task)
 
-    async def close(self) -> None:
+    def stop_accepting(self) -> None:
+        """No new connection; the ones open go on (the source's libvirtd still confirms the move
+        over its own after the guest runs here: cut, its side would take the move for failed)."""
         if self.server is not None:
             self.server.close()
             self.server = None
+
+    async def close(self, grace: float = CLOSE_GRACE_S) -> None:
+        """Stop accepting, let the open connections end by themselves for ``grace`` seconds, then end them."""
+        self.stop_accepting()
+        if self.connections:
+            await asyncio.wait(list(self.connections), timeout=grace)
         for task in list(self.connections):
             task.cancel()
         if self.connections:

@@ -292,6 +292,7 @@ class Runner:
     async def _receive(self, vmi: VMI) -> Any:
         """The target of a migration: prepared as for a boot, then the guest arrives (or not)."""
         assert self.target is not None
+        self.follower.listeners.append(self.target.domain_event)
         await self._prepare(vmi)
         dom = await self.target.receive(self.interfaces, lambda: self.libvirtd.conn.lookupByName(self.args.vmi))
         self.clock.mark("domain")
@@ -447,8 +448,9 @@ class Runner:
             await self.libvirtd.destroy_and_undefine(self.args.vmi)
             return Phase.FAILED, f"fenced: {self.keeper.fenced if self.keeper else 'lease lapsed'}"
         if self.source is not None and self.source.task is not None:
-            # a migration under way ends first: the domain stopped here may be running on its target
-            if gone in done or term in done:
+            # A migration under way ends first: the domain stopped here may be running on its target.
+            # Only a launcher told to end aborts it: its instance "gone" from here may be the move itself.
+            if term in done:
                 self.source.abort.set()
             await self.source.settle()
         if self.source is not None and self.source.moved.is_set():

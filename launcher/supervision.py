@@ -58,10 +58,14 @@ class DomainFollower:
         # what was last said of each condition: libvirt says RESUMED as every domain starts, which
         # is no news ("Paused: False, the guest runs again" on a guest never paused)
         self.said: dict[str, str] = {}
+        self.listeners: list[Callable[[str, str], None]] = []
 
     def on_event(self, event: str, detail: str) -> None:
-        """libvirt's callback (on the loop, through libvirtaio): queued, never handled inline."""
+        """libvirt's callback (on the loop, through libvirtaio): queued, never handled inline; and told
+        at once to whoever listens (a migration's target, waiting for its guest)."""
         self.events.put_nowait((event, detail))
+        for listener in self.listeners:
+            listener(event, detail)
 
     def watch(self) -> None:
         self.hypervisor.watch_lifecycle(self.on_event)

@@ -239,7 +239,9 @@ class MigrationReport(Message, frozen=True):
 
 
 # who says which phase: the target that it is ready, the source that it moves and that it is done
-SAID_BY_TARGET = frozenset({MigrationPhase.TARGET_READY, MigrationPhase.FAILED})
+# (the target says Succeeded too, as its libvirtd resumes the guest there: the move is known even if the
+# source ends before it says so)
+SAID_BY_TARGET = frozenset({MigrationPhase.TARGET_READY, MigrationPhase.SUCCEEDED, MigrationPhase.FAILED})
 SAID_BY_SOURCE = frozenset({MigrationPhase.RUNNING, MigrationPhase.SUCCEEDED, MigrationPhase.FAILED})
 # the phase each report moves on from
 _AFTER = {MigrationPhase.TARGET_READY: (MigrationPhase.SCHEDULED,),
@@ -256,13 +258,15 @@ def apply_report(vmi: VMI, report: MigrationReport, node: str, node_address: str
         raise ApiError(Code.CONFLICT, f"VMI {vmi.name} has no migration {report.migration_uid} under way")
     if len(report.reason) > MAX_REASON or not report.reason.isprintable():
         raise ApiError(Code.INVALID, f"reason must be printable text of at most {MAX_REASON} characters", "reason")
-    source, target = node == vmi.node_name == state.source_node, node == state.target_node
+    source, target = node == state.source_node, node == state.target_node
     if not (source and report.phase in SAID_BY_SOURCE) and not (target and report.phase in SAID_BY_TARGET):
         role = "the source" if source else "the target" if target else "neither source nor target"
         raise ApiError(Code.FORBIDDEN, f"node {node} is {role} of VMI {vmi.name}'s migration and may not say "
                                        f"{report.phase.value}", "phase")
     if state.final or vmi.phase is not Phase.RUNNING or report.phase is state.phase:
-        return None  # over (the instance with it), or said already
+        return None  # over (the instance with it; moved, it is bound to the target), or said already
+    if source and vmi.node_name != node:
+        raise ApiError(Code.FORBIDDEN, f"VMI {vmi.name} is not bound to node {node}", "phase")
     changes: dict[str, Any] = {}
     if report.phase is MigrationPhase.FAILED:
         new = _replace(state, phase=MigrationPhase.FAILED, reason=report.reason or "the migration failed",

@@ -53,8 +53,22 @@ async def test_each_channel_reaches_its_socket_on_the_target_and_nothing_else_ge
             writer.write(wrong.encode() + LIBVIRT + b"hello")
             assert await asyncio.wait_for(reader.read(), 5) == b""
             writer.close()
-        assert listener.refused == 2
-        assert all(b"".join(seen[c]) == c * 300_000 for c in seen)  # each channel got only its own bytes
+            assert listener.refused == 2
+            assert all(b"".join(seen[c]) == c * 300_000 for c in seen)  # each channel got only its own bytes
+
+            # the guest has arrived: no new connection, but the source's open one goes on (its libvirtd
+            # confirms the move over it) until it ends it
+            reader, writer = await asyncio.open_unix_connection(str(source_sockets[LIBVIRT]))
+            writer.write(b"before")
+            assert await reader.readexactly(6) == b"BEFORE"
+            listener.stop_accepting()
+            writer.write(b"after")
+            assert await reader.readexactly(5) == b"AFTER"
+            late_reader, late_writer = await asyncio.open_unix_connection(str(source_sockets[MEMORY]))
+            late_writer.write(b"late")
+            assert await asyncio.wait_for(late_reader.read(), 10) == b""  # the target no longer listens
+            late_writer.close()
+            writer.close()
         assert not any(p.exists() for p in source_sockets.values())  # the source's sockets go with it
     finally:
         await listener.close()

@@ -139,3 +139,13 @@ def test_a_guest_that_moved_here_is_its_launchers_and_the_one_it_left_is_ended()
     arrived = msgspec.structs.replace(moved, node_name=NODE)
     assert steps(plan(arrived, alive(), NODE)) == []  # the target's launcher runs it now
     assert steps(plan(arrived, alive(), "other")) == [Step.END_LAUNCHER, Step.FORGET, Step.RELEASE_ADDRESS]
+
+
+def test_a_source_launcher_lost_while_moving_the_guest_fails_the_migration_not_the_instance_yet() -> None:
+    moving = migrating(MigrationPhase.RUNNING, target="other", source=NODE)
+    acts = plan(moving, exited(-9), NODE)
+    assert steps(acts) == [Step.FORGET, Step.REPORT_MIGRATION_FAILED]
+    assert acts[-1].why == "the source's launcher killed by SIGKILL"
+    # not yet moving: as any lost launcher, the instance failed
+    assert Step.REPORT_END in steps(plan(migrating(MigrationPhase.TARGET_READY, target="other", source=NODE),
+                                         exited(-9), NODE))
