@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ctl import kubectlforms, render
+from ctl import kubectlforms
 from ctl.client import ApiClient
 from ctl.lab import say
-from proto.api import Ack, InstancetypeList, InstancetypeReply, NameRequest
+from proto.api import InstancetypeList, InstancetypeReply
 from proto.instancetypes import KINDS
 
 
@@ -25,17 +25,10 @@ async def apply(api: ApiClient, body: bytes) -> None:
     say(f"{item.kind.lower()}/{item.name} applied ({item.cpus} vCPU, {item.memory})")
 
 
+VERBS = kubectlforms.Verbs(
+    "instancetype", InstancetypeList, InstancetypeReply, ["NAME", "CPUS", "MEMORY", "KIND"],
+    rows=lambda items: [[t.name, str(t.cpus), t.memory, "common" if t.common else t.kind] for t in items])
+
+
 async def run(api: ApiClient, args: argparse.Namespace) -> int:
-    if args.instancetype_command == "list":
-        items = (await api.call("instancetype", "list", {}, InstancetypeList)).items
-        if args.output:
-            say(render.structured(items, args.output))
-            return 0
-        say(render.table(["NAME", "CPUS", "MEMORY", "KIND"],
-                         [[t.name, str(t.cpus), t.memory, "common" if t.common else t.kind] for t in items]))
-    elif args.instancetype_command == "get":
-        item = (await api.call("instancetype", "get", NameRequest(name=args.name), InstancetypeReply)).item
-        say(render.structured(item, args.output))
-    else:
-        say((await api.call("instancetype", "delete", NameRequest(name=args.name), Ack)).message)
-    return 0
+    return await kubectlforms.run_verbs(api, args, VERBS)

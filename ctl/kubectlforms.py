@@ -7,10 +7,15 @@ get's -w and -l refused for the kinds that would take them and then ignore them,
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from ctl import networkcmd, portforward, routecmd, servicecmd, workloadcmd
+from ctl import networkcmd, portforward, render, routecmd, servicecmd, workloadcmd
+from ctl.client import ApiClient
+from ctl.lab import say
 from proto import selector
+from proto.api import Ack, NameRequest
 from proto.errors import ApiError, Code
 from proto.schema import NAMESPACE, Namespace
 
@@ -33,6 +38,38 @@ def add_verbs(sub: Any, command: str, summary: str) -> None:
     get.add_argument("name")
     get.add_argument("-o", "--output", choices=["json", "yaml"], default="yaml")
     verbs.add_parser("delete").add_argument("name")
+
+
+@dataclass(frozen=True)
+class Verbs:
+    """How ``add_verbs``'s verbs of a kind print: its API's list and get replies (``items``, ``item``),
+    the table's columns, and what ``-o json|yaml`` prints of the list and of one (default: as the API
+    says them)."""
+
+    kind: str
+    list_reply: type[Any]
+    reply: type[Any]
+    headers: list[str]
+    rows: Callable[[list[Any]], list[list[str]]]
+    listed: Callable[[list[Any]], object] = lambda items: items
+    shown: Callable[[Any], object] = lambda item: item
+
+
+async def run_verbs(api: ApiClient, args: argparse.Namespace, verbs: Verbs) -> int:
+    """``add_verbs``'s list, get and delete, carried out."""
+    command = getattr(args, f"{verbs.kind}_command")
+    if command == "list":
+        items = (await api.call(verbs.kind, "list", {}, verbs.list_reply)).items
+        if args.output:
+            say(render.structured(verbs.listed(items), args.output))
+            return 0
+        say(render.table(verbs.headers, verbs.rows(items)))
+    elif command == "get":
+        item = (await api.call(verbs.kind, "get", NameRequest(name=args.name), verbs.reply)).item
+        say(render.structured(verbs.shown(item), args.output))
+    else:
+        say((await api.call(verbs.kind, "delete", NameRequest(name=args.name), Ack)).message)
+    return 0
 
 
 def _spellings(words: str, where: Elsewhere) -> dict[str, Elsewhere]:

@@ -72,15 +72,10 @@ async def run(api: ApiClient, args: argparse.Namespace) -> int:
         return await migrate(api, args)
     if args.command == "migrate-cancel":
         return await cancel(api, args)
-    if args.migration_command == "list":
-        items = (await api.call("migration", "list", {}, MigrationList)).items
-        if args.output:
-            say(render.structured(object_list([migrations.manifest(m) for m in items]), args.output))
-            return 0
-        say(render.table(["NAME", "PHASE", "VMI", "SOURCE", "TARGET", "AGE"], rows(items, time.time())))
-    elif args.migration_command == "get":
-        item = (await api.call("migration", "get", NameRequest(name=args.name), MigrationReply)).item
-        say(render.structured(migrations.manifest(item), args.output))
-    else:
-        say((await api.call("migration", "delete", NameRequest(name=args.name), Ack)).message)
-    return 0
+    return await kubectlforms.run_verbs(api, args, VERBS)
+
+
+VERBS = kubectlforms.Verbs(
+    "migration", MigrationList, MigrationReply, ["NAME", "PHASE", "VMI", "SOURCE", "TARGET", "AGE"],
+    rows=lambda items: rows(items, time.time()),
+    listed=lambda items: object_list([migrations.manifest(m) for m in items]), shown=migrations.manifest)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ctl import kubectlforms, render
+from ctl import kubectlforms
 from ctl.client import ApiClient
 from ctl.lab import say
-from proto.api import Ack, NameRequest
 from proto.preferences import KINDS, Preference, PreferenceList, PreferenceReply
 
 
@@ -34,17 +33,10 @@ async def apply(api: ApiClient, body: bytes) -> None:
     say(f"{item.kind.lower()}/{item.name} applied ({_says(item)})")
 
 
+VERBS = kubectlforms.Verbs(
+    "preference", PreferenceList, PreferenceReply, ["NAME", "PREFERS", "KIND"],
+    rows=lambda items: [[p.name, _says(p), "common" if p.common else p.kind] for p in items])
+
+
 async def run(api: ApiClient, args: argparse.Namespace) -> int:
-    if args.preference_command == "list":
-        items = (await api.call("preference", "list", {}, PreferenceList)).items
-        if args.output:
-            say(render.structured(items, args.output))
-            return 0
-        say(render.table(["NAME", "PREFERS", "KIND"],
-                         [[p.name, _says(p), "common" if p.common else p.kind] for p in items]))
-    elif args.preference_command == "get":
-        item = (await api.call("preference", "get", NameRequest(name=args.name), PreferenceReply)).item
-        say(render.structured(item, args.output))
-    else:
-        say((await api.call("preference", "delete", NameRequest(name=args.name), Ack)).message)
-    return 0
+    return await kubectlforms.run_verbs(api, args, VERBS)

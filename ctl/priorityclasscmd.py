@@ -6,11 +6,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ctl import kubectlforms, render
+from ctl import kubectlforms
 from ctl.client import ApiClient
 from ctl.lab import say
 from proto import priorities
-from proto.api import Ack, NameRequest
 from proto.priorities import PriorityClass, PriorityClassList, PriorityClassReply
 from proto.resources import object_list
 
@@ -34,16 +33,10 @@ def rows(items: list[PriorityClass]) -> list[list[str]]:
     return [[c.name, str(c.value), str(c.global_default).lower(), c.preemption_policy] for c in items]
 
 
+VERBS = kubectlforms.Verbs(
+    "priorityclass", PriorityClassList, PriorityClassReply, ["NAME", "VALUE", "GLOBAL-DEFAULT", "PREEMPTIONPOLICY"],
+    rows=rows, listed=lambda items: object_list([priorities.manifest(c) for c in items]), shown=priorities.manifest)
+
+
 async def run(api: ApiClient, args: argparse.Namespace) -> int:
-    if args.priorityclass_command == "list":
-        items = (await api.call("priorityclass", "list", {}, PriorityClassList)).items
-        if args.output:
-            say(render.structured(object_list([priorities.manifest(c) for c in items]), args.output))
-            return 0
-        say(render.table(["NAME", "VALUE", "GLOBAL-DEFAULT", "PREEMPTIONPOLICY"], rows(items)))
-    elif args.priorityclass_command == "get":
-        item = (await api.call("priorityclass", "get", NameRequest(name=args.name), PriorityClassReply)).item
-        say(render.structured(priorities.manifest(item), args.output))
-    else:
-        say((await api.call("priorityclass", "delete", NameRequest(name=args.name), Ack)).message)
-    return 0
+    return await kubectlforms.run_verbs(api, args, VERBS)
