@@ -121,3 +121,12 @@ def test_density_prints_its_figures(lab: Lab) -> None:
     assert "density-" not in vms  # the bench deletes its VMs
     assert lab.json("get", "kubevirt")["spec"]["configuration"]["developerConfiguration"] == {  # type: ignore[index]
         "cpuAllocationRatio": 10}  # and puts the cluster's ratio back
+
+
+def test_migration_prints_its_figures_and_leaves_nothing(lab: Lab) -> None:
+    out = bench(lab, "migration.py", "--state-dir", str(lab.state_dir), "--rounds", "2", "--timeout", "300")
+    assert "migration: 2 moves of a 64M TCG guest between node1 and node2: 2 Succeeded, 0 failed" in out, out
+    assert re.search(r"asked->Succeeded: P50 \d+\.\d\ds, max \d+\.\d\ds", out), out
+    assert re.search(r"longest without an answer \(HTTP every 0\.05s through a node port\): P50 \d+\.\d\ds", out), out
+    vmis = lab.json("get", "vmis")
+    assert isinstance(vmis, dict) and not vmis.get("items"), vmis
