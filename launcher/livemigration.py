@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from launcher import migration
-from launcher.migrationproxy import MIGRATION_DIR, SOURCE_SOCKETS, SourceProxies, TargetListener, new_token
+from launcher.migrationproxy import LIBVIRT, MIGRATION_DIR, SOURCE_SOCKETS, SourceProxies, TargetListener, new_token
 from proto.errors import ApiError
 from proto.migrations import MigrationReport, in_flight
 from proto.state import VMI, MigrationPhase, MigrationState, VMIInterface
@@ -72,7 +72,7 @@ class Target:
         token = new_token()
         # the channels end where this launcher's libvirtd and the QEMU it starts listen: the same
         # paths the source's sockets have, in this launcher's own /run/libvirt
-        listener = TargetListener(token, {**SOURCE_SOCKETS, b"L": LIBVIRTD_SOCKET})
+        listener = TargetListener(token, {**SOURCE_SOCKETS, LIBVIRT: LIBVIRTD_SOCKET})
         port = await listener.start(self.node_netns)
         try:
             reply = await self.nodeapi.migration(MigrationReport(
@@ -142,8 +142,9 @@ class Source:
         state = in_flight(vmi)
         if state is None or state.source_node != self.node or vmi.node_name != self.node:
             return
-        if state.abort_requested:
+        if state.abort_requested or vmi.stop_requested:  # cancelled, or the guest is to stop: it stays
             self.abort.set()
+            return
         if state.phase is MigrationPhase.TARGET_READY and state.migration_uid not in self._started \
                 and self.domain() is not None and self.task is None:
             self._started.add(state.migration_uid)

@@ -148,7 +148,7 @@ class Binder:
     def _observe(self, name: str, vmi: VMI | None) -> None:
         self.index.observe(name, vmi)
         target = migrations.target_key(name)
-        if (vmi is not None and vmi.migration_state is not None) or self.index.holding(target):
+        if migrations.in_flight(vmi) is not None or self.index.holding(target):  # most never migrate
             self.index.observe(target, _as_target(vmi))
         if self.nominations:
             for preemptor in self.preempting.observed(name, vmi):

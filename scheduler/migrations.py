@@ -44,6 +44,9 @@ class Migrations:
         self.events = events
         self.clock = clock
         self.items: dict[str, Entry[Migration]] = {}  # the records, as the watch brought them
+        # the unfinished ones by their VMI's name: what a VMI's change may move on (not every record: the
+        # finished ones are kept, five per VMI, and every VMI change of a burst of binds comes here)
+        self.unfinished: dict[str, set[str]] = {}
         self.queue = WorkQueue(self.reconcile, bind=("migration",))
         self._bucket: Bucket[Migration] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -60,9 +63,8 @@ class Migrations:
     def _vmi_changed(self, name: str, vmi: VMI | None) -> None:
         if vmi is not None and vmi.migration_state is not None:
             self.queue.kick(vmi.migration_state.migration_name)
-        for entry in self.items.values():  # one waiting to start, or whose instance went
-            if entry.value.vmi_name == name and entry.value.phase not in FINAL:
-                self.queue.kick(entry.key)
+        for waiting in self.unfinished.get(name, ()):  # one waiting to start, or whose instance went
+            self.queue.kick(waiting)
 
     async def _watch(self) -> None:
         assert self._bucket is not None
@@ -70,16 +72,28 @@ class Migrations:
             try:
                 async for change in self._bucket.watch():
                     if change.value is None:
-                        self.items.pop(change.key, None)
+                        self._note(change.key, None)
                         await self._cancelled(change.key)
                     else:
-                        self.items[change.key] = Entry(change.key, change.value, change.revision)
+                        self._note(change.key, Entry(change.key, change.value, change.revision))
                         self.queue.kick(change.key)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - watched again; the resync covers the gap
                 log.warning("migration watch interrupted", error=str(exc) or type(exc).__name__)
             await asyncio.sleep(1.0)
+
+    def _note(self, name: str, entry: Entry[Migration] | None) -> None:
+        old = self.items.pop(name, None)
+        if old is not None:
+            names = self.unfinished.get(old.value.vmi_name, set())
+            names.discard(name)
+            if not names:
+                self.unfinished.pop(old.value.vmi_name, None)
+        if entry is not None:
+            self.items[name] = entry
+            if entry.value.phase not in FINAL:
+                self.unfinished.setdefault(entry.value.vmi_name, set()).add(name)
 
     async def _resync(self) -> None:
         while True:
@@ -194,7 +208,7 @@ class Migrations:
             if exc.code in (Code.CONFLICT, Code.NOT_FOUND):
                 return  # the watch brings what it is now, and the next pass
             raise
-        self.items[item.name] = Entry(item.name, new, revision)
+        self._note(item.name, Entry(item.name, new, revision))
         if phase in FINAL and not mine:  # refused as it started: said on the instance too
             self.events.record(Event(kind="VirtualMachineInstance", name=item.vmi_name, reason="MigrationFailed",
                                      message=f"migration {item.name}: {reason}"[:1000], timestamp=now,
@@ -207,5 +221,5 @@ class Migrations:
         for name in migrationplan.finished_to_drop([e.value for e in self.items.values()], vmi):
             with contextlib.suppress(ApiError):
                 await self._bucket.delete(name)
-            self.items.pop(name, None)
+            self._note(name, None)
 
