@@ -107,7 +107,8 @@ def test_a_running_guest_moves_to_the_other_node_alive(lab: Lab) -> None:
 
 def test_a_drain_moves_guests_off_alive_when_the_cluster_says_live_migrate(lab: Lab) -> None:
     """KubeVirt's evictionStrategy LiveMigrate, cluster-wide in its CR: `virtbus drain` migrates the guest
-    off instead of stopping it (no --delete-emptydir-data needed: what it wrote goes with it)."""
+    off instead of stopping it (no --delete-emptydir-data needed: what it wrote goes with it); paused, it
+    moves paused, and runs again there when unpaused."""
     def cluster(strategy: str | None) -> str:
         config: dict[str, object] = {"developerConfiguration": {"cpuAllocationRatio": 10}}
         if strategy is not None:
@@ -126,12 +127,17 @@ def test_a_drain_moves_guests_off_alive_when_the_cluster_says_live_migrate(lab: 
         node, uid = vmi["status"]["nodeName"], vmi["metadata"]["uid"]
         lab.cli("console", "testvm", "--log", "--until", MARKER, "--timeout", "180")
         guest_says(lab, "testvm", "echo drained-$((6*7)) > /tmp/mark", "wrote")
+        lab.cli("pause", "testvm", "--wait")  # a paused guest moves too, and stays paused
         out = lab.cli("drain", node, "--timeout", "180").stdout
         assert f"evicting vmi/testvm: VMI testvm is migrating off node {node}" in out, out
         assert f"node/{node} drained" in out, out
         moved = lab.json("get", "vmis", "testvm")
         assert isinstance(moved, dict)
         assert (moved["metadata"]["uid"], moved["status"]["nodeName"]) == (uid, other(node))
+        paused = next(c for c in moved["status"]["conditions"] if c["type"] == "Paused")
+        assert paused["status"] == "True", moved["status"]["conditions"]
+        assert "Paused" in lab.cli("get", "vms", "testvm").stdout
+        lab.cli("unpause", "testvm", "--wait")  # it runs again, on its new node
         assert "drained-42" in guest_says(lab, "testvm", "echo -n $(cat /tmp/mark)-", "after")
         assert any(row.startswith("kubevirt-evacuation-") and "Succeeded" in row
                    for row in lab.cli("get", "vmims").stdout.splitlines())
@@ -215,20 +221,3 @@ def test_a_guest_on_a_secondary_network_keeps_its_address_there_as_it_moves(lab:
     finally:
         lab.cli("delete", "testvm-2", "--wait", check=False)
 
-
-def test_a_paused_guest_moves_paused_and_runs_again_there_when_unpaused(lab: Lab) -> None:
-    lab.cli("apply", "-f", str(REPO / "examples" / "testvm-masquerade.yaml"))
-    try:
-        vmi = started(lab, "testvm")
-        lab.cli("console", "testvm", "--log", "--until", MARKER, "--timeout", "180")
-        lab.cli("pause", "testvm", "--wait")
-        lab.cli("migrate", "testvm", "--wait", "--timeout", "180")
-        moved = lab.json("get", "vmis", "testvm")
-        assert isinstance(moved, dict) and moved["status"]["nodeName"] == other(vmi["status"]["nodeName"])
-        paused = next(c for c in moved["status"]["conditions"] if c["type"] == "Paused")
-        assert paused["status"] == "True", moved["status"]["conditions"]
-        assert "Paused" in lab.cli("get", "vms", "testvm").stdout
-        lab.cli("unpause", "testvm", "--wait")
-        assert uptime(lab, "testvm", "p1") > 0  # it answers again, on its new node
-    finally:
-        lab.cli("delete", "testvm", "--wait", check=False)
