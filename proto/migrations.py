@@ -36,6 +36,7 @@ from proto.schema import IGNORED, METADATA, STR, Object, check_kind, required
 from proto.spec import HostDisk, claims
 from proto.state import (
     FINAL_MIGRATION_PHASES,
+    FINAL_PHASES,
     VMI,
     MigrationPhase,
     MigrationState,
@@ -153,33 +154,62 @@ def manifest(item: Migration) -> dict[str, Any]:
             "status": status}
 
 
-def not_migratable(vmi: VMI) -> str | None:
-    """Pure: why this instance cannot be live-migrated (KubeVirt's LiveMigratable condition's message,
-    or its admission's), None when it can."""
+def refusal(vmi: VMI) -> ApiError | None:
+    """Pure: KubeVirt's admission's refusal of a migration of this instance (its words, its reason when
+    the instance is not LiveMigratable), None when it may move."""
+    refused = _admission(vmi)
+    if refused is not None:
+        return refused
+    condition = live_migratable(vmi)
+    if condition is not None:
+        reason, message = condition
+        return ApiError(Code.INVALID, f"Cannot migrate VMI, Reason: {reason}, Message: {message}", "spec.vmiName")
+    return None
+
+
+def _admission(vmi: VMI) -> ApiError | None:
+    """What refuses a migration whatever the instance's spec: it does not run, or already moves."""
     if vmi.phase is not Phase.RUNNING or vmi.stop_requested or vmi.deleting:
-        return "Cannot migrate VMI in finalized state." if vmi.phase.value in ("Succeeded", "Failed") \
-            else f"Cannot migrate VMI {vmi.name}: it is not running (phase {vmi.phase.value})"
+        return ApiError(Code.INVALID, "Cannot migrate VMI in finalized state." if vmi.phase in FINAL_PHASES
+                        else f"Cannot migrate VMI {vmi.name}: it is not running (phase {vmi.phase.value})",
+                        "spec.vmiName")
     if vmi.node_name is None:
-        return f"Cannot migrate VMI {vmi.name}: it has no node"
+        return ApiError(Code.INVALID, f"Cannot migrate VMI {vmi.name}: it has no node", "spec.vmiName")
     state = in_flight(vmi)
     if state is not None:
-        return (f"in-flight migration detected. Active migration job ({state.migration_uid}) is currently already in "
-                f"progress for VMI {vmi.name}.")
+        return ApiError(Code.CONFLICT, f"in-flight migration detected. Active migration job ({state.migration_uid}) "
+                                       f"is currently already in progress for VMI {vmi.name}.", "spec.vmiName")
+    return None
+
+
+def live_migratable(vmi: VMI) -> tuple[str, str] | None:
+    """Pure: why the instance's spec keeps it from moving, as KubeVirt's LiveMigratable condition says
+    it (reason, message); None when nothing does."""
     spec = vmi.spec
     if spec.high_availability:
-        return ("cannot migrate VMI: it is highly available (virtbus's lease fences it to the node it runs on; "
-                "stop it to move it)")
+        return ("HighAvailability", "cannot migrate VMI: it is highly available (virtbus's lease fences it to the "
+                                    "node it runs on; stop it to move it)")
     bindings = {i.name: i.binding for i in spec.interfaces}
     for net in spec.networks:  # secondary (multus) networks move: the guest keeps its MAC and addresses there
         if net.kind == "pod" and bindings.get(net.name) != "masquerade":
-            return ("cannot migrate VMI which does not use masquerade or a migratable plugin to connect to the pod "
-                    "network")
+            return ("InterfaceNotLiveMigratable", "cannot migrate VMI which does not use masquerade or a migratable "
+                                                  "plugin to connect to the pod network")
     for _, claim in claims(spec.volumes):
-        return (f"cannot migrate VMI: PVC {claim} is not shared, live migration requires that all PVCs must be "
-                "shared (using ReadWriteMany access mode)")
+        return ("DisksNotLiveMigratable", f"cannot migrate VMI: PVC {claim} is not shared, live migration requires "
+                                          "that all PVCs must be shared (using ReadWriteMany access mode)")
     if any(isinstance(v.source, HostDisk) for v in spec.volumes):
-        return "cannot migrate VMI with non-shared HostDisk"
+        return "DisksNotLiveMigratable", "cannot migrate VMI with non-shared HostDisk"
     return None
+
+
+def not_migratable(vmi: VMI) -> str | None:
+    """Pure: why this instance cannot be live-migrated, in KubeVirt's words (its admission's, or its
+    LiveMigratable condition's message), None when it can."""
+    refused = _admission(vmi)
+    if refused is not None:
+        return refused.message
+    condition = live_migratable(vmi)
+    return condition[1] if condition is not None else None
 
 
 EvictionWay = Literal["migrate", "evict", "refuse"]

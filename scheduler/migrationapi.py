@@ -18,26 +18,13 @@ from proto.api import Ack, ListRequest, NameRequest, decode_request
 from proto.errors import ApiError, Code
 from proto.manifest import load_manifest
 from proto.migrations import FINAL, Migration, MigrationCreate, MigrationList, MigrationReply
-from proto.state import VMI
 from proto.workloads import generate_name
-from servicekit.store import Bucket, Store
+from servicekit.store import Bucket, Entry, Store
 
 
 async def migration_bucket(store: Store) -> Bucket[Migration]:
     # the control plane's only: a node's connect neither needs nor waits for it
     return await store.control_bucket(subjects.BUCKET_MIGRATIONS, Migration)
-
-
-def refusal(vmi: VMI) -> ApiError | None:
-    """Pure: KubeVirt's admission's refusal of a migration of this instance, None when it may move."""
-    why = migrations.not_migratable(vmi)
-    if why is None:
-        return None
-    if why.startswith("in-flight"):
-        return ApiError(Code.CONFLICT, why, "spec.vmiName")
-    if why.startswith("Cannot migrate"):
-        return ApiError(Code.INVALID, why, "spec.vmiName")
-    return ApiError(Code.INVALID, f"Cannot migrate VMI, Reason: NotMigratable, Message: {why}", "spec.vmiName")
 
 
 class MigrationApi:
@@ -79,10 +66,14 @@ class MigrationApi:
     async def evacuate(self, vmi_name: str) -> Migration:
         """A drain's eviction of an instance that is to move alive (proto.migrations.eviction_way): its
         migration under way, else a new one (kubevirt-evacuation-<5 random>, as KubeVirt names them)."""
-        for entry in await (await self.bucket()).items():
-            if entry.value.vmi_name == vmi_name and entry.value.phase not in FINAL:
-                return entry.value
-        return await self._create(generate_name("kubevirt-evacuation"), vmi_name, {})
+        waiting = await self._unfinished(vmi_name)
+        return waiting.value if waiting is not None else await self._create(generate_name("kubevirt-evacuation"),
+                                                                            vmi_name, {})
+
+    async def _unfinished(self, vmi_name: str) -> Entry[Migration] | None:
+        """The instance's migration that has not finished (one at most: a second is refused)."""
+        return next((e for e in await (await self.bucket()).items()
+                     if e.value.vmi_name == vmi_name and e.value.phase not in FINAL), None)
 
     async def _create(self, name: str, vmi_name: str, labels: dict[str, str]) -> Migration:
         migrations.check_name(name, "metadata.name")
@@ -90,15 +81,14 @@ class MigrationApi:
         vmi = await self.store.vmis.get(vmi_name)
         if vmi is None:
             raise ApiError(Code.NOT_FOUND, f"VMI {vmi_name} not found", "spec.vmiName")
-        refused = refusal(vmi.value)
+        refused = migrations.refusal(vmi.value)
         if refused is not None:
             raise refused
         bucket = await self.bucket()
-        waiting = next((e.value for e in await bucket.items()
-                        if e.value.vmi_name == vmi_name and e.value.phase not in FINAL), None)
+        waiting = await self._unfinished(vmi_name)
         if waiting is not None:
-            raise ApiError(Code.CONFLICT, f"in-flight migration detected. Active migration job ({waiting.uid}) is "
-                                          f"currently already in progress for VMI {vmi_name}.", "spec.vmiName")
+            raise ApiError(Code.CONFLICT, f"in-flight migration detected. Active migration job ({waiting.value.uid}) "
+                                          f"is currently already in progress for VMI {vmi_name}.", "spec.vmiName")
         item = Migration(name=name, uid=str(uuid.uuid4()), vmi_name=vmi_name, created_at=self.clock(), labels=labels,
                          source_node=vmi.value.node_name)
         try:
@@ -135,9 +125,8 @@ class MigrationApi:
     async def cancel(self, body: bytes) -> Ack:
         """virtctl migrate-cancel VM: the instance's migration under way, deleted."""
         vmi = decode_request(body, NameRequest).name
-        bucket = await self.bucket()
-        for entry in await bucket.items():
-            if entry.value.vmi_name == vmi and entry.value.phase not in FINAL:
-                await bucket.delete(entry.key)
-                return Ack(message=f"VM {vmi} was scheduled to migrate-cancel (migration {entry.key})")
-        raise ApiError(Code.NOT_FOUND, f"Found no migration to cancel for {vmi}", "name")
+        waiting = await self._unfinished(vmi)
+        if waiting is None:
+            raise ApiError(Code.NOT_FOUND, f"Found no migration to cancel for {vmi}", "name")
+        await (await self.bucket()).delete(waiting.key)
+        return Ack(message=f"VM {vmi} was scheduled to migrate-cancel (migration {waiting.key})")

@@ -184,3 +184,15 @@ def test_a_target_is_a_port_a_hex_token_and_a_plain_absolute_directory() -> None
         with pytest.raises(ApiError):
             check_target(port, token, where)
 
+
+
+def test_the_apis_refusal_is_kubevirts_admission_with_its_condition_reason() -> None:
+    bridged = running(_spec(vm_manifest(domain={"resources": {"requests": {"memory": "64M"}}, "devices": {
+        "disks": [{"name": "root", "disk": {"bus": "virtio"}}], "interfaces": [{"name": "default", "bridge": {}}]}})))
+    refused = migrations.refusal(bridged)
+    assert refused is not None and (refused.code, refused.field) == (Code.INVALID, "spec.vmiName")
+    assert refused.message.startswith("Cannot migrate VMI, Reason: InterfaceNotLiveMigratable, Message: cannot "
+                                      "migrate VMI which does not use masquerade")
+    moving = migrations.refusal(at(MigrationPhase.RUNNING))
+    assert moving is not None and moving.code is Code.CONFLICT
+    assert migrations.refusal(running()) is None
