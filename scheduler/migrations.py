@@ -191,14 +191,13 @@ class Migrations:
     async def _mirror(self, item: Migration, phase: MigrationPhase, reason: str, vmi: VMI | None) -> None:
         assert self._bucket is not None
         state = vmi.migration_state if vmi is not None else None
-        mine = state is not None and state.migration_uid == item.uid
+        mine = state if state is not None and state.migration_uid == item.uid else None  # its instance's word
         now = self.clock()
+        finished = ((mine.end_timestamp if mine is not None else None) or now) if phase in FINAL else None
         new = msgspec.structs.replace(
-            item, phase=phase, reason=reason,
-            source_node=state.source_node if mine and state else item.source_node,
-            target_node=state.target_node if mine and state else item.target_node,
-            finished_at=(state.end_timestamp if mine and state and state.end_timestamp else now)
-            if phase in FINAL else None)
+            item, phase=phase, reason=reason, finished_at=finished,
+            source_node=mine.source_node if mine is not None else item.source_node,
+            target_node=mine.target_node if mine is not None else item.target_node)
         record = self.items.get(item.name)
         if new == item or record is None:
             return
@@ -209,7 +208,7 @@ class Migrations:
                 return  # the watch brings what it is now, and the next pass
             raise
         self._note(item.name, Entry(item.name, new, revision))
-        if phase in FINAL and not mine:  # refused as it started: said on the instance too
+        if phase in FINAL and mine is None:  # refused as it started: said on the instance too
             self.events.record(Event(kind="VirtualMachineInstance", name=item.vmi_name, reason="MigrationFailed",
                                      message=f"migration {item.name}: {reason}"[:1000], timestamp=now,
                                      type="Warning"))
