@@ -22,6 +22,7 @@ import functools
 import hmac
 import secrets
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
@@ -86,6 +87,33 @@ async def splice(a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                 await writer.wait_closed()
 
 
+class Connections:
+    """The connections a proxy has open, each its task: tracked while it runs, ended at the close."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @contextlib.contextmanager
+    def tracked(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+        try:
+            yield
+        finally:
+            if task is not None:
+                self.tasks.discard(task)
+
+    async def end(self, grace: float = 0.0) -> None:
+        """Let them end by themselves for ``grace`` seconds, then cancel what is left."""
+        if self.tasks and grace > 0:
+            await asyncio.wait(list(self.tasks), timeout=grace)
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=5.0)
+
+
 class TargetListener:
     """The target's port: each connection proven by the token, then spliced to its channel's socket."""
 
@@ -93,7 +121,7 @@ class TargetListener:
         self.token = token
         self.sockets = sockets
         self.server: asyncio.Server | None = None
-        self.connections: set[asyncio.Task[None]] = set()
+        self.connections = Connections()
         self.refused = 0
 
     async def start(self, netns: str | None, host: str = "0.0.0.0", port: int = 0) -> int:
@@ -111,10 +139,7 @@ class TargetListener:
         return int(sock.getsockname()[1])
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self.connections.add(task)
-        try:
+        with self.connections.tracked():
             try:
                 first = await asyncio.wait_for(reader.readexactly(len(self.token) + 1), HANDSHAKE_S)
             except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
@@ -132,9 +157,6 @@ class TargetListener:
                 writer.close()
                 return
             await splice((reader, writer), inner)
-        finally:
-            if task is not None:
-                self.connections.discard(task)
 
     def stop_accepting(self) -> None:
         """No new connection; the ones open go on (the source's libvirtd still confirms the move
@@ -146,12 +168,7 @@ class TargetListener:
     async def close(self, grace: float = CLOSE_GRACE_S) -> None:
         """Stop accepting, let the open connections end by themselves for ``grace`` seconds, then end them."""
         self.stop_accepting()
-        if self.connections:
-            await asyncio.wait(list(self.connections), timeout=grace)
-        for task in list(self.connections):
-            task.cancel()
-        if self.connections:
-            await asyncio.wait(list(self.connections), timeout=5.0)
+        await self.connections.end(grace)
 
 
 class SourceProxies:
@@ -166,7 +183,7 @@ class SourceProxies:
         self.token = token
         self.sockets = sockets or SOURCE_SOCKETS
         self.servers: list[asyncio.Server] = []
-        self.connections: set[asyncio.Task[None]] = set()
+        self.connections = Connections()
 
     async def __aenter__(self) -> SourceProxies:
         for channel, path in self.sockets.items():
@@ -176,10 +193,7 @@ class SourceProxies:
         return self
 
     async def _accepted(self, channel: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self.connections.add(task)
-        try:
+        with self.connections.tracked():
             try:
                 remote = await asyncio.wait_for(self._connect(), HANDSHAKE_S)
             except (OSError, TimeoutError) as exc:
@@ -188,9 +202,6 @@ class SourceProxies:
                 return
             remote[1].write(handshake(self.token, channel))
             await splice((reader, writer), remote)
-        finally:
-            if task is not None:
-                self.connections.discard(task)
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         def made() -> socket.socket:
@@ -209,9 +220,6 @@ class SourceProxies:
     async def __aexit__(self, *exc: object) -> None:
         for server in self.servers:
             server.close()
-        for task in list(self.connections):
-            task.cancel()
-        if self.connections:
-            await asyncio.wait(list(self.connections), timeout=5.0)
+        await self.connections.end()
         for path in self.sockets.values():
             path.unlink(missing_ok=True)
