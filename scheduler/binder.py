@@ -26,10 +26,9 @@ from proto import migrations
 from proto.clusterconfig import DEFAULT_CPU_ALLOCATION_RATIO
 from proto.errors import ApiError, Code
 from proto.events import Event
-from proto.priorities import Priority
 from proto.spec import claims
-from proto.state import FINAL_PHASES, VMI, Condition, Node, Phase
-from scheduler import affinityplan, placement, volumes
+from proto.state import FINAL_PHASES, VMI, Node
+from scheduler import affinityplan, bindings, placement, volumes
 from scheduler.bindlog import BindLog
 from scheduler.capacity import Assumption, CapacityIndex
 from scheduler.eventsink import EventSink
@@ -149,7 +148,7 @@ class Binder:
         self.index.observe(name, vmi)
         target = migrations.target_key(name)
         if migrations.in_flight(vmi) is not None or self.index.holding(target):  # most never migrate
-            self.index.observe(target, _as_target(vmi))
+            self.index.observe(target, bindings.as_target(vmi))
         if self.nominations:
             for preemptor in self.preempting.observed(name, vmi):
                 self.kick(preemptor)
@@ -206,7 +205,7 @@ class Binder:
         choice = placement.place(spec, self.index.candidates(), None, frozenset(), enough=self._enough())
         if choice.node is None:
             return None
-        bound = _bound_to(vmi, choice, priority, now)
+        bound = bindings.bound_to(vmi, choice, priority, now)
         self._creating[name] = self.index.assume(name, choice.node, self.index.request(vmi), bound)
         return bound
 
@@ -340,7 +339,7 @@ class Binder:
                                                         affinity=verdict)
             return self._unschedulable(entry, message, now)
         self.nominations.drop(name)
-        bound = _bound_to(vmi, choice, priority, now)
+        bound = bindings.bound_to(vmi, choice, priority, now)
         assumption = self.index.assume(name, choice.node, self.index.request(vmi), bound)  # before any await
         if has_volumes and self.store is not None and not await volumes.pin(self.store, spec, choice.node):
             self.index.forget(name, assumption)
@@ -351,15 +350,11 @@ class Binder:
 
     def _unschedulable(self, entry: Entry[VMI], message: str, now: float) -> _Write | None:
         """Its Unschedulable condition saying why, unless it says so already."""
-        vmi = entry.value
-        old = next((c for c in vmi.conditions if c.type == "PodScheduled"), None)
-        if vmi.phase is Phase.SCHEDULING and old is not None and old.message == message:
+        updated = bindings.unschedulable(entry.value, message, now)
+        if updated is None:
             return None
-        cond = Condition(type="PodScheduled", status="False", reason="Unschedulable", message=message,
-                         last_transition_time=now)
-        updated = msgspec.structs.replace(vmi, phase=Phase.SCHEDULING, conditions=_with(vmi, cond))
-        self._writing.add(vmi.name)
-        return _Write(vmi.name, entry.revision, updated, None, message, now)
+        self._writing.add(updated.name)
+        return _Write(updated.name, entry.revision, updated, None, message, now)
 
     # --- writing ----------------------------------------------------------------------------------
     async def _write_off(self, write: _Write) -> None:
@@ -407,7 +402,7 @@ class Binder:
             self.counters.unschedulable += 1
             self.metrics.unschedulable.inc()
             log.info("unschedulable", vmi=name, reason=write.message)
-            return _event(name, "FailedScheduling", write.message, write.decided_at, warning=True)
+            return bindings.event(name, "FailedScheduling", write.message, write.decided_at, warning=True)
         return self._bound(write)
 
     def _forget(self, write: _Write) -> None:
@@ -420,29 +415,5 @@ class Binder:
         self.metrics.binds.inc()
         self.metrics.latency.observe(max(write.decided_at - write.value.created_at, 0.0))
         self.bound_log.bound(write.name, node)
-        return _event(write.name, "Scheduled", f"bound to {node}", write.decided_at, node=node)
+        return bindings.event(write.name, "Scheduled", f"bound to {node}", write.decided_at, node=node)
 
-
-def _event(name: str, reason: str, message: str, at: float, *, warning: bool = False,
-           node: str | None = None) -> Event:
-    return Event(kind="VirtualMachineInstance", name=name, reason=reason, message=message, timestamp=at,
-                 type="Warning" if warning else "Normal", node=node)
-
-
-def _bound_to(vmi: VMI, choice: placement.Placement, priority: Priority, now: float) -> VMI:
-    cond = Condition(type="PodScheduled", status="True", reason="Scheduled",
-                     message=f"bound to {choice.node} ({choice.message})", last_transition_time=now)
-    return msgspec.structs.replace(vmi, phase=Phase.SCHEDULED, node_name=choice.node, conditions=_with(vmi, cond),
-                                   priority=priority.value or None)
-
-
-def _as_target(vmi: VMI | None) -> VMI | None:
-    """What a migration's target holds, as the index sees it: the instance on its target node while its
-    migration is under way; unbound otherwise (which lets an assumption being written stand)."""
-    if vmi is None or vmi.phase in FINAL_PHASES:
-        return None
-    return msgspec.structs.replace(vmi, node_name=migrations.target_of(vmi))
-
-
-def _with(vmi: VMI, cond: Condition) -> list[Condition]:
-    return [*(c for c in vmi.conditions if c.type != cond.type), cond]
