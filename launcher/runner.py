@@ -11,30 +11,24 @@ import signal
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from functools import partial
-from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any, Literal
 
 import libvirt
 import structlog
 
-from launcher import disks, lifecycle, memory, namespaces, ownvmi, podnic, priority, secondarynics
+from launcher import disks, lifecycle, memory, namespaces, ownvmi, priority
 from launcher.backup import SnapshotTaker
 from launcher.console import ConsoleInput, ConsoleTail
-from launcher.dhcp_packet import Lease
-from launcher.dhcp_server import serve_dhcp_in_netns
-from launcher.dhcp_snoop import snoop_in_netns
-from launcher.domain import CONSOLE_SOCKET, VNC_SOCKET, compose_domain_xml, plan_domain, stable_mac
+from launcher.domain import CONSOLE_SOCKET, VNC_SOCKET, compose_domain_xml, plan_domain
+from launcher.guestnics import GuestNics
 from launcher.launchclock import LaunchClock
 from launcher.leasekeeper import LeaseKeeper, LeaseNotTaken
 from launcher.libvirtd import PrivateLibvirtd, lower_domain
 from launcher.livemigration import MigrationOver, Source, Target
-from launcher.masquerade import Masquerade
 from launcher.power import PowerKeeper
 from launcher.powerplan import Done, Wanted
 from launcher.reaper import reap_orphans
-from launcher.secondarynics import SecondaryArg
 from launcher.statspublisher import StatsPublisher
 from launcher.supervision import DomainFollower
 from launcher.vnc import VncServer, libvirt_screenshot
@@ -101,13 +95,9 @@ class Runner:
         self.fenced = asyncio.Event()
         self.keeper: LeaseKeeper | None = None
         self._reaper: asyncio.Task[None] | None = None
-        self.leases: list[tuple[Lease, str]] = []  # (lease, guest bridge it is served on)
-        self.macs: dict[str, str] = {}
-        self.taps: dict[str, str] = {}
-        self._dhcp: list[asyncio.Task[None]] = []
-        self._dhcp_stop = asyncio.Event()
-        self._snoop: list[tuple[str, str, str]] = []  # (pod NIC, interface, guest MAC) of layer-2 networks
-        self.interfaces: list[VMIInterface] = []  # as last reported
+        self.nics = GuestNics(vmi=args.vmi, uid=args.uid, pod_netns=args.pod_netns, node_netns=args.node_netns,
+                              pod_ip=args.pod_ip, pod_gateway=args.pod_gateway, secondary=args.secondary,
+                              ovs_db=args.ovs_db, report=self._report_interfaces)
         self.started_at = processes.started_at()  # the launch's stages, said with Running
         self.ready_at: float | None = None
         self.clock = LaunchClock(self.started_at)
@@ -115,7 +105,7 @@ class Runner:
         self.follower = DomainFollower(self.libvirtd, self.report_condition, vmi=args.vmi, netns=args.pod_netns,
                                        workdir=args.vmi_dir, on_change=self.power.poke)
         # its instance's live migration (launcher.livemigration): the side this launcher is on
-        self.target = Target(self.nodeapi, vmi=args.vmi, uid=args.uid, node=args.node, node_dir=args.node_dir,
+        self.target = Target(store.nc, self.nodeapi, vmi=args.vmi, uid=args.uid, node=args.node, node_dir=args.node_dir,
                              migration_uid=args.migration, node_netns=args.node_netns) if args.migration else None
         self.source: Source | None = None
 
@@ -130,7 +120,7 @@ class Runner:
         try:
             await self.nodeapi.report(StatusReport(
                 vmi=self.args.vmi, uid=self.args.uid, phase=phase, reason=reason, event=note,
-                interfaces=self.interfaces if running and self.interfaces else None,
+                interfaces=self.nics.interfaces if running and self.nics.interfaces else None,
                 launcher_started_at=self.started_at if running else None,
                 launcher_ready_at=self.ready_at if running else None), patience=patience)
         except ApiError as exc:
@@ -170,7 +160,7 @@ class Runner:
                 await self._stop_libvirtd()
                 return 0
         # the guest it runs may move on (a target's too, once the guest has arrived)
-        self.source = Source(self.nodeapi, vmi=self.args.vmi, uid=self.args.uid, node=self.args.node,
+        self.source = Source(self.store.nc, self.nodeapi, vmi=self.args.vmi, uid=self.args.uid, node=self.args.node,
                              node_dir=self.args.node_dir, domain=lambda: self.follower.dom,
                              memory=parse_bytes(vmi.spec.memory), node_netns=self.args.node_netns,
                              hold=self.power.hold)
@@ -233,7 +223,7 @@ class Runner:
             publisher = asyncio.create_task(StatsPublisher(
                 self.store.nc, node=self.args.node, vmi=self.args.vmi, uid=self.args.uid,
                 record=lambda: self.libvirtd.stats(self.follower.dom),  # the current one: libvirtd may restart
-                nic_names=lambda: {tap: iface for iface, tap in self.taps.items()}).run())
+                nic_names=self.nics.nic_names).run())
             power = asyncio.create_task(self.power.run())
             snapshots = asyncio.create_task(SnapshotTaker(
                 self.store, self.nodeapi, vmi=self.args.vmi, node=self.args.node,
@@ -268,20 +258,16 @@ class Runner:
     async def _prepare(self, vmi: VMI) -> disks.DiskPaths:
         """What a domain needs before it is defined: disks, NICs (and their DHCP), the libvirtd."""
         a = self.args
-        taps = self.taps = {iface.name: f"tap{i}" for i, iface in enumerate(vmi.spec.interfaces)}
         # Disks and NICs at once (files and subprocesses beside netlink): neither needs the other.
         # Both are let finish before a failure of either is raised, so nothing still plumbs as the
         # launch is cleaned up.
-        made, plumbed = await asyncio.gather(self._disks(vmi), self._network(vmi, taps), return_exceptions=True)
+        made, plumbed = await asyncio.gather(self._disks(vmi), self._network(vmi), return_exceptions=True)
         for outcome in (made, plumbed):
             if isinstance(outcome, BaseException):
                 raise outcome
         assert isinstance(made, dict)
         paths = made
-        self._dhcp = [asyncio.create_task(serve_dhcp_in_netns(a.pod_netns, lease, bridge, self._dhcp_stop))
-                      for lease, bridge in self.leases]
-        self._dhcp += [asyncio.create_task(snoop_in_netns(a.pod_netns, nic, mac, partial(self._learnt, name),
-                                                          self._dhcp_stop)) for nic, name, mac in self._snoop]
+        self.nics.serve()
         self.clock.mark("network")
         await self.libvirtd.start(a.pod_netns, a.vmi_dir)
         self.clock.mark("libvirtd")
@@ -294,7 +280,7 @@ class Runner:
         assert self.target is not None
         self.follower.listeners.append(self.target.domain_event)
         await self._prepare(vmi)
-        dom = await self.target.receive(self.interfaces, lambda: self.libvirtd.conn.lookupByName(self.args.vmi))
+        dom = await self.target.receive(self.nics.interfaces, lambda: self.libvirtd.conn.lookupByName(self.args.vmi))
         self.clock.mark("domain")
         await self._lower_guest()
         log.info("the guest arrived; running it here")
@@ -314,11 +300,10 @@ class Runner:
     async def _boot(self, vmi: VMI) -> Any:
         a = self.args
         paths = await self._prepare(vmi)
-        taps = self.taps
         kinds: list[Literal["kvm", "qemu"]] = ["kvm", "qemu"] if a.kvm else ["qemu"]
         for kind in kinds:
-            plan = plan_domain(vmi.spec, uid=a.uid, domain_type=kind, disk_paths=paths, taps=taps,
-                               serial_log=str(a.vmi_dir / "serial.log"), macs=self.macs)
+            plan = plan_domain(vmi.spec, uid=a.uid, domain_type=kind, disk_paths=paths, taps=self.nics.taps,
+                               serial_log=str(a.vmi_dir / "serial.log"), macs=self.nics.macs)
             try:
                 # a pause asked before the guest first runs (startStrategy: Paused) holds from the start
                 dom = await self.libvirtd.define_and_start(compose_domain_xml(plan), paused=vmi.pause_requested)
@@ -346,11 +331,16 @@ class Runner:
         self.clock.mark("disks")
         return paths
 
-    async def _network(self, vmi: VMI, taps: dict[str, str]) -> None:
-        for tap in taps.values():
-            await asyncio.to_thread(namespaces.create_tap, self.args.pod_netns, tap)
-        await self._plumb_network(vmi, taps)
+    async def _network(self, vmi: VMI) -> None:
+        await self.nics.plumb(vmi)
         self.clock.mark("nics")
+
+    async def _report_interfaces(self, interfaces: list[VMIInterface]) -> None:
+        try:
+            await self.nodeapi.report(StatusReport(vmi=self.args.vmi, uid=self.args.uid, interfaces=interfaces),
+                                      patience=REPORT_PATIENCE_S)
+        except ApiError as exc:  # the next ACK (a renewal) reports it again
+            log.warning("interface address not reported", error=exc.message)
 
     async def _volumes(self, vmi: VMI) -> dict[str, PersistentVolume]:
         """The records of the volumes the VM uses; each must be on this node (the binder put it here),
@@ -366,69 +356,6 @@ class Runner:
                                           snapshot=found.value if found else None)
             out[name] = record
         return out
-
-    async def _plumb_network(self, vmi: VMI, taps: dict[str, str]) -> None:
-        """Every NIC's plumbing and binding; leaves a DHCP lease per guest bridge to serve."""
-        a = self.args
-        statuses: list[VMIInterface] = []
-        pod = next((n for n in vmi.spec.networks if n.kind == "pod"), None)
-        if pod is not None and a.pod_ip is not None and a.pod_gateway is not None:
-            statuses.append(await self._pod_nic(vmi, pod.name, taps[pod.name]))
-        served = []
-        for index, arg in enumerate(map(SecondaryArg.parse, a.secondary), start=1):
-            iface = next(i for i in vmi.spec.interfaces if i.name == arg.interface)
-            mac = iface.mac_address or stable_mac(a.uid, arg.interface)
-            done = await asyncio.to_thread(secondarynics.plumb, vmi=a.vmi, index=index, arg=arg, mac=mac,
-                                           tap=taps[arg.interface], pod_netns=a.pod_netns, node_netns=a.node_netns,
-                                           ovs_db=a.ovs_db)
-            self.macs[arg.interface] = mac
-            statuses.append(done.status)
-            if done.lease is not None:
-                self.leases.append(done.lease)
-                served.append(taps[arg.interface])
-            if done.snoop is not None:
-                self._snoop.append((done.snoop, arg.interface, mac))
-        if served:
-            await asyncio.to_thread(podnic.keep_dhcp_local, a.pod_netns, served)
-        self.interfaces = statuses  # said with Running: one write of the VMI (and its fan-out) fewer per launch
-
-    async def _learnt(self, name: str, ip: IPv4Address) -> None:
-        """A layer-2 NIC's address, seen in the DHCP ACK of the segment's server."""
-        self.interfaces = [VMIInterface(name=i.name, ip_address=str(ip), ip_addresses=[str(ip)], mac=i.mac)
-                           if i.name == name else i for i in self.interfaces]
-        try:
-            await self.nodeapi.report(StatusReport(vmi=self.args.vmi, uid=self.args.uid, interfaces=self.interfaces),
-                                      patience=REPORT_PATIENCE_S)
-        except ApiError as exc:  # the next ACK (a renewal) reports it again
-            log.warning("interface address not reported", interface=name, error=exc.message)
-
-    async def _pod_nic(self, vmi: VMI, name: str, tap: str) -> VMIInterface:
-        a = self.args
-        assert a.pod_ip is not None and a.pod_gateway is not None
-        pod_ip = IPv4Interface(a.pod_ip)
-        await asyncio.to_thread(podnic.plumb_pod, vmi=a.vmi, pod_netns=a.pod_netns, node_netns=a.node_netns,
-                                pod_ip=pod_ip, gateway=a.pod_gateway)
-        iface = next(i for i in vmi.spec.interfaces if i.name == name)
-        names = podnic.guest_resolver(vmi.spec)
-        if iface.binding == "masquerade":
-            mac = iface.mac_address or stable_mac(a.uid, iface.name)
-            rules = Masquerade(pod_ip=pod_ip.ip, ports=tuple(iface.ports))
-            await asyncio.to_thread(podnic.bind_masquerade, pod_netns=a.pod_netns, tap=tap, rules=rules)
-            lease = Lease(mac=mac, ip=rules.guest_ip, prefix=24, router=rules.gateway, dns=list(names.nameservers),
-                          mtu=None, routes=[], hostname=vmi.spec.guest_hostname, lease_seconds=86400,
-                          server_id=rules.gateway, domain=None, search=names.searches)
-            bridge = podnic.GUEST_BRIDGE
-        else:  # bridge: the guest takes the pod's IP and MAC
-            nic_mac = await asyncio.to_thread(podnic.pod_mac, a.pod_netns)
-            mac = iface.mac_address or nic_mac
-            bridge = await asyncio.to_thread(podnic.bind_bridge, pod_netns=a.pod_netns, tap=tap, pod_ip=pod_ip)
-            lease = Lease(mac=mac, ip=pod_ip.ip, prefix=pod_ip.network.prefixlen, router=IPv4Address(a.pod_gateway),
-                          dns=list(names.nameservers), mtu=None, routes=[], hostname=vmi.spec.guest_hostname,
-                          lease_seconds=86400,
-                          server_id=IPv4Address(podnic.DHCP_SERVER_ADDRESS), domain=None, search=names.searches)
-        self.leases.append((lease, bridge))
-        self.macs[name] = mac
-        return VMIInterface(name=name, ip_address=str(pod_ip.ip), ip_addresses=[str(pod_ip.ip)], mac=mac)
 
     async def _supervise(self, dom: Any) -> tuple[Phase, str]:
         """Wait until the domain ends, or until asked to end it; returns the final phase and why."""
@@ -536,12 +463,10 @@ class Runner:
             log.warning("domain cleanup failed", exc_info=True)
         await self._stop_libvirtd()
         await asyncio.to_thread(namespaces.delete_netns, a.pod_netns)
-        await asyncio.to_thread(secondarynics.unplug_ovs, a.vmi, a.secondary, a.ovs_db)
+        await self.nics.unplug()
         for path in a.vmi_dir.iterdir() if a.vmi_dir.exists() else []:
             if path.name not in (launcherlock.PID_FILE, launcherlock.LOCK_FILE):  # held till we exit
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        self._dhcp_stop.set()
-        for task in (self._reaper, *self._dhcp):
-            if task is not None:
-                task.cancel()
+        if self._reaper is not None:
+            self._reaper.cancel()
         log.info("cleaned up")
