@@ -1,12 +1,14 @@
 """A launcher's part in its instance's live migration (proto.migrations), on either side.
 
 - ``Target``: the launcher its target node started. Once it has made the disks, the NICs and its
-  libvirtd as any launch does, it listens (launcher.migrationproxy), says so, and waits: for the guest
+  libvirtd as any launch does, it listens (launcher.migrationproxy), says so (its token only to the
+  source node, launcher.migrationtoken), and waits: for the guest
   to arrive and the instance to be bound here (then it runs it as its own), or for the migration to
   fail (then it cleans up and leaves).
 - ``Source``: the launcher running the guest. When its instance's migration has a ready target, it
-  says it starts, moves the guest (launcher.migration) and says how that went: moved, it ends without
-  touching the guest, now the target's; failed, the guest runs on here as before.
+  asks the target for its token, says it starts, moves the guest (launcher.migration) and says how
+  that went: moved, it ends without touching the guest, now the target's; failed, the guest runs on
+  here as before.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from nats.aio.client import Client
 
-from launcher import migration
+from launcher import migration, migrationtoken
 from launcher.migrationproxy import LIBVIRT, MIGRATION_DIR, SOURCE_SOCKETS, SourceProxies, TargetListener, new_token
 from proto.errors import ApiError
 from proto.migrations import MigrationReport, in_flight
@@ -35,8 +38,9 @@ class MigrationOver(Exception):
 
 
 class Target:
-    def __init__(self, nodeapi: NodeApiClient, *, vmi: str, uid: str, node: str, node_dir: Path,
+    def __init__(self, nc: Client, nodeapi: NodeApiClient, *, vmi: str, uid: str, node: str, node_dir: Path,
                  migration_uid: str, node_netns: str | None) -> None:
+        self.nc = nc
         self.nodeapi = nodeapi
         self.node_netns = node_netns  # where its node's address is: the listener's namespace
         self.vmi = vmi
@@ -44,6 +48,7 @@ class Target:
         self.node = node
         self.node_dir = node_dir
         self.migration_uid = migration_uid
+        self.source_node: str | None = None  # the node the guest comes from, as its record says
         self.arrived = asyncio.Event()  # the instance is bound here: the guest is ours
         self.over = asyncio.Event()  # the migration ended otherwise
         self.resumed = asyncio.Event()  # libvirt resumed the guest here: the move is done
@@ -64,6 +69,8 @@ class Target:
         if state is None or state.migration_uid != self.migration_uid or state.target_node != self.node:
             self.why = vmi.migration_state.reason if vmi is not None and vmi.migration_state else "instance gone"
             self.over.set()
+            return
+        self.source_node = state.source_node
 
     async def receive(self, interfaces: list[VMIInterface], find: Callable[[], Any]) -> Any:
         """Listen, say the target is ready, wait; returns the domain once it is ours (``find`` looks
@@ -74,10 +81,13 @@ class Target:
         # paths the source's sockets have, in this launcher's own /run/libvirt
         listener = TargetListener(token, {**SOURCE_SOCKETS, LIBVIRT: LIBVIRTD_SOCKET})
         port = await listener.start(self.node_netns)
+        desk = migrationtoken.TokenDesk(self.nc, node=self.node, vmi=self.vmi, migration_uid=self.migration_uid,
+                                        token=token, source_node=lambda: self.source_node)
         try:
+            await desk.open()
             reply = await self.nodeapi.migration(MigrationReport(
                 vmi=self.vmi, uid=self.uid, migration_uid=self.migration_uid, phase=MigrationPhase.TARGET_READY,
-                port=port, token=token, node_dir=str(self.node_dir), interfaces=interfaces))
+                port=port, node_dir=str(self.node_dir), interfaces=interfaces))
             if reply.phase is not MigrationPhase.TARGET_READY:
                 raise MigrationOver(f"the migration is {reply.phase.value}")
             log.info("migration target ready", port=port)
@@ -92,6 +102,9 @@ class Target:
             if not self.arrived.is_set():
                 raise MigrationOver(self.why or "the migration ended")
         finally:
+            await desk.close()
+            if desk.refused:
+                log.warning("requests for the token not from the source were refused", count=desk.refused)
             if listener.refused:
                 log.warning("connections without the token were refused", count=listener.refused)
             # the source's connections end by themselves, meanwhile: its libvirtd confirms the move over them
@@ -120,10 +133,11 @@ class Target:
 
 
 class Source:
-    def __init__(self, nodeapi: NodeApiClient, *, vmi: str, uid: str, node: str, node_dir: Path,
+    def __init__(self, nc: Client, nodeapi: NodeApiClient, *, vmi: str, uid: str, node: str, node_dir: Path,
                  domain: Callable[[], Any], memory: int, node_netns: str | None,
                  hold: Callable[[bool], None] = lambda moving: None) -> None:
         """hold: told True as the guest starts to move, False if it did not (launcher.power holds still)."""
+        self.nc = nc
         self.nodeapi = nodeapi
         self.hold = hold
         self.node_netns = node_netns
@@ -159,7 +173,14 @@ class Source:
 
     async def _move(self, state: MigrationState) -> None:
         target = state.target
-        assert target is not None  # TargetReady says where
+        assert target is not None and state.target_node is not None  # TargetReady says where
+        try:
+            token = await migrationtoken.ask(self.nc, target_node=state.target_node, vmi=self.vmi,
+                                             migration_uid=state.migration_uid)
+        except ApiError as exc:
+            log.warning("migration not started: no token", reason=exc.message)
+            await self._say(state, MigrationPhase.FAILED, exc.message)
+            return
         reply = await self._say(state, MigrationPhase.RUNNING)
         if reply is not MigrationPhase.RUNNING:
             log.info("migration not started", phase=reply.value if reply else None)
@@ -168,7 +189,7 @@ class Source:
         started = asyncio.get_running_loop().time()
         self.hold(True)
         try:
-            async with SourceProxies(target.address, target.port, target.token, netns=self.node_netns):
+            async with SourceProxies(target.address, target.port, token, netns=self.node_netns):
                 await migration.send(self.domain(), str(self.node_dir), target.node_dir, self.memory, self.abort)
         except (migration.MigrationFailed, OSError) as exc:
             log.warning("migration failed; the guest runs on here", reason=str(exc))

@@ -11,7 +11,7 @@ launcher's private /run/libvirt, and these carry them between the nodes over TCP
   socket by path on both sides, which the two private mount namespaces make possible.
 
 The token is what keeps anyone else on the node network (a guest, say) from the target's libvirtd:
-16 random bytes, given to the source through the control plane only.
+16 random bytes, given to the source node's launcher only (launcher.migrationtoken).
 """
 
 from __future__ import annotations

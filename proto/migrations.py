@@ -7,8 +7,9 @@ phase of the migration, are written on the instance's ``migration_state`` by CAS
 - Scheduled: the binder chose a target node and holds room for the instance there as well as on its
   source; the target node's handler starts a launcher for it, which prepares disks, NICs and a libvirtd
   of its own and waits.
-- TargetReady: that launcher said where it listens (its node's address, a port, and a token the source
-  must send first on each connection).
+- TargetReady: that launcher said where it listens (its node's address and a port). The token the
+  source must send first on each connection is not in the record: the source asks the target for it
+  (proto.migrationtoken).
 - Running: the source's launcher moves the guest: its libvirtd's peer-to-peer migration to the target's
   libvirtd, memory and the disks that live with the run (containerDisk overlays, emptyDisks) copied
   through the two launchers.
@@ -52,7 +53,6 @@ API_VERSIONS = ("kubevirt.io/v1", "kubevirt.io/v1alpha3")
 _MANIFEST = Object({"apiVersion": STR, "kind": STR, "metadata": METADATA, "spec": Object({"vmiName": STR}),
                     "status": IGNORED})  # as `get vmim -o yaml` writes it back
 MAX_NAME = 63
-TOKEN_HEX = 32  # the target's token: 16 random bytes, as hex
 # A target that has not said it is ready this long after it was chosen is given up (KubeVirt gives a
 # target pod that does not start five minutes too).
 TARGET_READY_TIMEOUT_S = 300.0
@@ -233,13 +233,11 @@ def eviction_way(vmi: VMI, strategy: str) -> tuple[EvictionWay, str]:
     return "evict", ""
 
 
-def check_target(port: int, token: str, node_dir: str) -> None:
+def check_target(port: int, node_dir: str) -> None:
     """What a target's launcher says of itself becomes a connection and paths in the source's domain: a
-    port, a token of hex, an absolute path of plain characters (it is put in the domain's XML)."""
+    port, an absolute path of plain characters (it is put in the domain's XML)."""
     if not 0 < port < 65536:
         raise ApiError(Code.INVALID, f"port {port} is not a TCP port", "port")
-    if len(token) != TOKEN_HEX or any(c not in "0123456789abcdef" for c in token):
-        raise ApiError(Code.INVALID, f"the token is {TOKEN_HEX} lowercase hex digits", "token")
     if not _SAFE_DIR.fullmatch(node_dir) or "/../" in f"{node_dir}/" or "//" in node_dir:
         raise ApiError(Code.INVALID, "the node's directory is an absolute path of letters, digits and . _ - /",
                        "nodeDir")
@@ -263,7 +261,6 @@ class MigrationReport(Message, frozen=True):
     phase: MigrationPhase
     reason: str = ""
     port: int | None = None  # TargetReady: where its launcher listens, on its node's address
-    token: str | None = None
     node_dir: str | None = None
     interfaces: list[VMIInterface] = []
 
@@ -306,17 +303,17 @@ def apply_report(vmi: VMI, report: MigrationReport, node: str, node_address: str
         raise ApiError(Code.CONFLICT, f"VMI {vmi.name}'s migration is {state.phase.value}, not ready for "
                                       f"{report.phase.value}", "phase")
     if report.phase is MigrationPhase.TARGET_READY:
-        if report.port is None or report.token is None or report.node_dir is None or node_address is None:
-            raise ApiError(Code.INVALID, "a ready target says its port, token and directory, from a node with an "
-                                         "address", "port")
-        check_target(report.port, report.token, report.node_dir)
+        if report.port is None or report.node_dir is None or node_address is None:
+            raise ApiError(Code.INVALID, "a ready target says its port and directory, from a node with an address",
+                           "port")
+        check_target(report.port, report.node_dir)
         names = {i.name for i in vmi.spec.interfaces}
         for i, nic in enumerate(report.interfaces):
             netcheck.interface_status(nic.name, nic.ip_address, nic.ip_addresses, nic.mac, f"interfaces[{i}]")
             if nic.name not in names:
                 raise ApiError(Code.INVALID, f"the VMI has no interface {nic.name!r}", f"interfaces[{i}].name")
-        ready = MigrationTarget(address=node_address, port=report.port, token=report.token,
-                                node_dir=report.node_dir, interfaces=report.interfaces)
+        ready = MigrationTarget(address=node_address, port=report.port, node_dir=report.node_dir,
+                                interfaces=report.interfaces)
         return _replace(vmi, migration_state=_replace(state, phase=MigrationPhase.TARGET_READY, target=ready))
     if report.phase is MigrationPhase.RUNNING:
         return _replace(vmi, migration_state=_replace(state, phase=MigrationPhase.RUNNING))

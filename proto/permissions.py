@@ -153,6 +153,8 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                     subjects.console_of_node(n, "out"),
                     subjects.vnc_of_node(n),  # its VMIs' screens: session frames down, replies
                     subjects.portforward_of_node(n),  # its VMIs' ports likewise
+                    # a migration's source asks its target's launcher for the token (proto.migrationtoken)
+                    f"{subjects.MIGRATION_TOKEN_PREFIX}.*.*",
                     *_node_js_read(n), *SERVICE_DISCOVERY],
                     deny=_node_js_denied()),
                 subscribe=Rules(allow=[
@@ -161,6 +163,7 @@ def permissions(role: Role, node: str | None = None) -> Permissions:
                     subjects.console_of_node(n, "in"), subjects.console_of_node(n, "keyboard"),
                     subjects.vnc_of_node(n),
                     subjects.portforward_of_node(n),
+                    subjects.migration_tokens_of_node(n),  # answered to the source node's inbox only
                     subjects.node_vmis_republished_of_node(n),  # its own VMI copies' changes only
                     *FOLLOWED,  # what it may read anyway, as those buckets' streams republish it
                     # images' metadata as it is published (the image cache hears deletions so)

@@ -244,8 +244,7 @@ def vmi_object(vmi: VMI) -> Obj:
 
 
 def _migration_state(state: MigrationState | None) -> Obj | None:
-    """KubeVirt's status.migrationState: the migration under way or the last one (never the token the
-    target gave, which only the source's launcher needs)."""
+    """KubeVirt's status.migrationState: the migration under way or the last one."""
     if state is None:
         return None
     return _compact({

@@ -81,11 +81,11 @@ FINAL_MIGRATION_PHASES = frozenset({MigrationPhase.SUCCEEDED, MigrationPhase.FAI
 
 class MigrationTarget(State, frozen=True):
     """Where the target's launcher waits for the source's connections; written only while the
-    migration runs (the token is the key to that launcher's libvirtd)."""
+    migration runs. Not the token each connection starts with: every viewer reads this record, and the
+    token is the key to that launcher's libvirtd (proto.migrationtoken)."""
 
     address: str  # the target node's address, from its registration
     port: int
-    token: str
     node_dir: str  # where the target node keeps its VMIs: the domain's paths there
     interfaces: list[VMIInterface] = []  # the instance's NICs as they will be there (its new pod IP)
 

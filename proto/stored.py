@@ -144,7 +144,7 @@ def check_vmi(key: str, vmi: VMI) -> None:
 
 
 def check_migration_state(state: MigrationState) -> None:
-    """A target's address, port, token and directory become a connection and the paths of a domain's XML."""
+    """A target's address, port and directory become a connection and the paths of a domain's XML."""
     check_name(state.migration_uid, "migrationState.migrationUid", "uid")
     migrations.check_name(state.migration_name, "migrationState.migrationName")
     check_name(state.source_node, "migrationState.sourceNode", "node name")
@@ -154,7 +154,7 @@ def check_migration_state(state: MigrationState) -> None:
     target = state.target
     if target is not None:
         netcheck.host_address(target.address, "migrationState.target.address")
-        migrations.check_target(target.port, target.token, target.node_dir)
+        migrations.check_target(target.port, target.node_dir)
         for i, iface in enumerate(target.interfaces):
             netcheck.interface_status(iface.name, iface.ip_address, iface.ip_addresses, iface.mac,
                                       f"migrationState.target.interfaces[{i}]")

@@ -328,6 +328,20 @@ def portforward_of_node(node: str) -> str:
     return f"{PORTFORWARD_PREFIX}.{token(node)}.>"
 
 
+# A migration's token (proto.migrationtoken): asked of the target node's launcher by the source's.
+MIGRATION_TOKEN_PREFIX = "virtbus.migration"
+
+
+def migration_token(node: str, migration_uid: str) -> str:
+    """Request/reply to the launcher on ``node`` that is the target of this migration."""
+    return f"{MIGRATION_TOKEN_PREFIX}.{token(node)}.{token(migration_uid)}"
+
+
+def migration_tokens_of_node(node: str) -> str:
+    """Every migration-token subject a node's launchers answer."""
+    return f"{MIGRATION_TOKEN_PREFIX}.{token(node)}.*"
+
+
 STATS_PREFIX = "virtbus.stats"
 STREAM_EVENTS = "VIRTBUS_EVENTS"
 EVENTS_ALL = "virtbus.events.>"

@@ -24,7 +24,6 @@ from tests.integration.test_node_admin_and_placement import cluster, recorded, r
 
 pytestmark = pytest.mark.integration
 __all__ = ["cluster"]  # the fixture, shared
-TOKEN = "0123456789abcdef0123456789abcdef"
 
 
 def vm(name: str, binding: str = "masquerade", node: str | None = None) -> bytes:
@@ -91,7 +90,7 @@ async def test_a_migration_holds_room_on_its_target_and_moves_the_instance_there
     assert waiting.node_name is None
 
     # the nodes move it on; only the target says it is ready, only the source moves it
-    ready = {"port": 40000, "token": TOKEN, "node_dir": f"/var/lib/virtbus/nodes/{target}",
+    ready = {"port": 40000, "node_dir": f"/var/lib/virtbus/nodes/{target}",
              "interfaces": [VMIInterface(name="default", ip_address="10.244.9.7", ip_addresses=["10.244.9.7"])]}
     with pytest.raises(ApiError) as refused:
         await say(nodeapi, source, placed, MigrationPhase.TARGET_READY, **ready)
@@ -107,7 +106,7 @@ async def test_a_migration_holds_room_on_its_target_and_moves_the_instance_there
 
     moved = (await store.vmis.require("mover", "VMI")).value
     assert (moved.uid, moved.node_name, moved.interfaces[0].ip_address) == (mover.uid, target, "10.244.9.7")
-    assert moved.migration_state is not None and moved.migration_state.target is None  # no token kept
+    assert moved.migration_state is not None and moved.migration_state.target is None  # where it listened: over
 
     async def finished() -> VMI | None:
         item = (await api.migrations.get(encode(NameRequest(name=made.name)))).item
