@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from proto import fencing
+from proto import fencing, migrations
 from proto.affinity import affinity_manifest, spread_manifest
 from proto.api import NodeView, VMView
 from proto.dnsconfig import dns_config_manifest
@@ -226,7 +226,7 @@ def vmi_object(vmi: VMI) -> Obj:
             "phase": vmi.phase.value,
             "nodeName": vmi.node_name,
             "reason": vmi.reason,
-            "conditions": [condition(c) for c in vmi.conditions],
+            "conditions": [condition(c) for c in vmi.conditions] + _live_migratable(vmi),
             "interfaces": [_compact({"name": i.name, "ipAddress": i.ip_address, "ipAddresses": list(i.ip_addresses),
                                      "mac": i.mac}) for i in vmi.interfaces],
             "phaseTransitionTimestamps": _transitions(vmi),
@@ -261,6 +261,18 @@ def _migration_state(state: MigrationState | None) -> Obj | None:
 def _owner(api_version: str, kind: str, name: str | None) -> list[Obj]:
     """Kubernetes' ownerReferences: the replica set or pool that made it, and deletes it with itself."""
     return [{"apiVersion": api_version, "kind": kind, "name": name, "controller": True}] if name else []
+
+
+def _live_migratable(vmi: VMI) -> list[Obj]:
+    """KubeVirt's LiveMigratable condition of a running instance: whether its spec lets it move
+    (``virtbus migrate``), and if not, why, in KubeVirt's reasons (proto.migrations)."""
+    if vmi.phase is not Phase.RUNNING:
+        return []
+    why = migrations.live_migratable(vmi)
+    if why is None:
+        return [{"type": "LiveMigratable", "status": "True"}]
+    reason, message = why
+    return [{"type": "LiveMigratable", "status": "False", "reason": reason, "message": message}]
 
 
 def condition(cond: Condition) -> Obj:

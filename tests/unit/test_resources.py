@@ -138,6 +138,17 @@ def running_vmi() -> VMI:
     )
 
 
+def test_a_running_vmi_says_whether_it_may_move_as_kubevirts_live_migratable_condition() -> None:
+    vmi = running_vmi()
+    bridged = msgspec.structs.replace(vmi.spec, interfaces=[
+        msgspec.structs.replace(vmi.spec.interfaces[0], binding="bridge"), *vmi.spec.interfaces[1:]])
+    cond = vmi_object(msgspec.structs.replace(vmi, spec=bridged))["status"]["conditions"][-1]
+    assert (cond["type"], cond["status"], cond["reason"]) == ("LiveMigratable", "False", "InterfaceNotLiveMigratable")
+    assert "masquerade" in cond["message"]
+    stopped = vmi_object(msgspec.structs.replace(vmi, phase=Phase.SUCCEEDED))["status"]["conditions"]
+    assert "LiveMigratable" not in [c["type"] for c in stopped]  # said of a running instance only
+
+
 def test_timestamps_are_rfc_3339_utc() -> None:
     assert timestamp(T0) == "2023-11-14T22:13:20Z"
     assert timestamp(0.0) is None and timestamp(None) is None
@@ -159,7 +170,8 @@ def test_a_vmi_is_a_virtual_machine_instance() -> None:
     assert status["interfaces"][1]["ipAddress"] == "192.168.100.9"
     assert status["conditions"] == [
         {"type": "PodScheduled", "status": "True", "reason": "Scheduled", "lastTransitionTime": "2023-11-14T22:13:21Z"},
-        {"type": "Ready", "status": "True", "lastTransitionTime": "2023-11-14T22:13:25Z"}]
+        {"type": "Ready", "status": "True", "lastTransitionTime": "2023-11-14T22:13:25Z"},
+        {"type": "LiveMigratable", "status": "True"}]  # masquerade and a multus bridge: it may move
     assert status["phaseTransitionTimestamps"] == [
         {"phase": "Pending", "phaseTransitionTimestamp": "2023-11-14T22:13:20Z"},
         {"phase": "Running", "phaseTransitionTimestamp": "2023-11-14T22:13:25Z"}]
