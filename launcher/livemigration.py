@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import structlog
 from nats.aio.client import Client
 
@@ -151,8 +152,10 @@ class Source:
         self.abort = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self._started: set[str] = set()  # migrations begun here, each once
+        self._last: VMI | None = None
 
     def heard(self, vmi: VMI) -> None:
+        self._last = vmi
         state = in_flight(vmi)
         if state is None or state.source_node != self.node or vmi.node_name != self.node:
             return
@@ -170,6 +173,8 @@ class Source:
             await self._move(state)
         finally:
             self.task = None
+            if self._last is not None and not self.moved.is_set():
+                self.heard(self._last)  # a next migration made ready while this one ended starts now
 
     async def _move(self, state: MigrationState) -> None:
         target = state.target
@@ -185,12 +190,14 @@ class Source:
         if reply is not MigrationPhase.RUNNING:
             log.info("migration not started", phase=reply.value if reply else None)
             return
-        log.info("migrating", target_node=state.target_node, migration=state.migration_name)
+        log.info("migrating", target_node=state.target_node, migration=state.migration_name,
+                 options=msgspec.to_builtins(state.options))
         started = asyncio.get_running_loop().time()
         self.hold(True)
         try:
             async with SourceProxies(target.address, target.port, token, netns=self.node_netns):
-                await migration.send(self.domain(), str(self.node_dir), target.node_dir, self.memory, self.abort)
+                await migration.send(self.domain(), str(self.node_dir), target.node_dir, self.memory, self.abort,
+                                     state.options)
         except (migration.MigrationFailed, OSError) as exc:
             log.warning("migration failed; the guest runs on here", reason=str(exc))
             self.hold(False)

@@ -3,9 +3,11 @@ launcher's libvirtd, peer to peer, through launcher.migrationproxy's sockets; me
 that live with the run, are copied while the guest runs on, then the guest pauses for a moment and
 resumes on the target. The domain's definition goes with it, its paths moved to the target node's.
 
-As KubeVirt's defaults: no post-copy, no auto-converge; the migration is aborted when it makes no
-progress for proto.migrations.PROGRESS_TIMEOUT_S, or runs longer than COMPLETION_TIMEOUT_PER_GIB_S
-for each GiB it has to move.
+It runs with the cluster's settings as the migration started (proto.state.MigrationOptions, the
+KubeVirt CR's spec.configuration.migrations; KubeVirt's defaults unless set): a bandwidth limit,
+auto-converge, and its timeouts: it is aborted when it makes no progress for ``progress_timeout``
+seconds, or runs longer than ``completion_timeout_per_gib`` for each GiB it has to move. Never
+post-copy.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ import libvirt
 import structlog
 
 from launcher.migrationproxy import DISKS, LIBVIRT, MEMORY, SOURCE_SOCKETS
-from proto.migrations import COMPLETION_TIMEOUT_PER_GIB_S, PROGRESS_TIMEOUT_S
+from proto.state import MigrationOptions
 
 log = structlog.get_logger()
 FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
          | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
 WATCH_S = 1.0  # how often the job's progress is looked at
 GIB = 1 << 30
+MIB = 1 << 20
+DEFAULTS = MigrationOptions()  # KubeVirt's
 
 
 class MigrationFailed(RuntimeError):
@@ -51,7 +55,8 @@ def copied_disks(xml: str) -> list[str]:
     return [dev for dev in out if dev]
 
 
-def params(xml: str, source_dir: str, target_dir: str) -> tuple[dict[str, Any], int]:
+def params(xml: str, source_dir: str, target_dir: str,
+           options: MigrationOptions = DEFAULTS) -> tuple[dict[str, Any], int]:
     """Pure: libvirt's migration parameters and flags for this domain."""
     disks = copied_disks(xml)
     there = dest_xml(xml, source_dir, target_dir)
@@ -62,6 +67,10 @@ def params(xml: str, source_dir: str, target_dir: str) -> tuple[dict[str, Any], 
         out[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = disks
         out[libvirt.VIR_MIGRATE_PARAM_DISKS_URI] = f"unix://{SOURCE_SOCKETS[DISKS]}"
         flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
+    if options.bandwidth_per_migration:  # libvirt's is in MiB/s: rounded up, so a small limit is not none
+        out[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = -(-options.bandwidth_per_migration // MIB)
+    if options.allow_auto_converge:
+        flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
     return out, flags
 
 
@@ -75,6 +84,7 @@ class Watch:
 
     started: float
     limit_s: float
+    progress_timeout: float = float(DEFAULTS.progress_timeout)
     remaining: int | None = None
     progressed_at: float = 0.0
 
@@ -84,26 +94,28 @@ class Watch:
             self.remaining, self.progressed_at = remaining, now
         if not self.progressed_at:
             self.progressed_at = now
-        if now - self.progressed_at > PROGRESS_TIMEOUT_S:
-            return f"no progress for {PROGRESS_TIMEOUT_S:.0f}s"
+        if now - self.progressed_at > self.progress_timeout:
+            return f"no progress for {self.progress_timeout:.0f}s"
         if now - self.started > self.limit_s:
             return f"not done within {self.limit_s:.0f}s"
         return None
 
 
-def time_limit(memory: int, disks: int) -> float:
+def time_limit(memory: int, disks: int, per_gib: float = DEFAULTS.completion_timeout_per_gib) -> float:
     """KubeVirt's completion timeout: per GiB to move, at least one GiB's worth."""
-    return COMPLETION_TIMEOUT_PER_GIB_S * max(1.0, (memory + disks) / GIB)
+    return per_gib * max(1.0, (memory + disks) / GIB)
 
 
-async def send(dom: Any, source_dir: str, target_dir: str, memory: int, abort: asyncio.Event) -> None:
+async def send(dom: Any, source_dir: str, target_dir: str, memory: int, abort: asyncio.Event,
+               options: MigrationOptions = DEFAULTS) -> None:
     """Move the domain; returns once it runs on the target. Raises MigrationFailed (the guest runs on
     here then), after aborting the job when asked to (``abort``) or when it stalls."""
     xml = await asyncio.to_thread(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_MIGRATABLE)
-    values, flags = params(xml, source_dir, target_dir)
+    values, flags = params(xml, source_dir, target_dir, options)
     # what the disks that move hold counts too, as KubeVirt counts it: a big emptyDisk takes its time
     allocated = await asyncio.to_thread(_allocated, dom, values.get(libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS, []))
-    watch = Watch(started=time.monotonic(), limit_s=time_limit(memory, allocated))
+    watch = Watch(started=time.monotonic(), limit_s=time_limit(memory, allocated, options.completion_timeout_per_gib),
+                  progress_timeout=options.progress_timeout)
     job = asyncio.ensure_future(asyncio.to_thread(dom.migrateToURI3, dest_uri(), values, flags))
     why = ""
     while not job.done():

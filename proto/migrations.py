@@ -56,9 +56,6 @@ MAX_NAME = 63
 # A target that has not said it is ready this long after it was chosen is given up (KubeVirt gives a
 # target pod that does not start five minutes too).
 TARGET_READY_TIMEOUT_S = 300.0
-# KubeVirt's migration timeouts: no progress for this long, or longer than this per GiB to move
-PROGRESS_TIMEOUT_S = 150.0
-COMPLETION_TIMEOUT_PER_GIB_S = 150.0
 _SAFE_DIR = re.compile(r"/[A-Za-z0-9._/-]{0,1023}")
 
 
@@ -282,7 +279,9 @@ def apply_report(vmi: VMI, report: MigrationReport, node: str, node_address: str
     target says it is ready, only the source moves the guest, and only of the migration under way."""
     state = vmi.migration_state
     if vmi.uid != report.uid or state is None or state.migration_uid != report.migration_uid:
-        raise ApiError(Code.CONFLICT, f"VMI {vmi.name} has no migration {report.migration_uid} under way")
+        # not Conflict (a lost race, tried again): a word on a migration that is not the instance's now
+        # never lands, and a launcher that waits out retries would hold up the next one
+        raise ApiError(Code.NOT_FOUND, f"VMI {vmi.name} has no migration {report.migration_uid} under way")
     if len(report.reason) > MAX_REASON or not report.reason.isprintable():
         raise ApiError(Code.INVALID, f"reason must be printable text of at most {MAX_REASON} characters", "reason")
     source, target = node == state.source_node, node == state.target_node
@@ -300,7 +299,7 @@ def apply_report(vmi: VMI, report: MigrationReport, node: str, node_address: str
                        end_timestamp=now, target=None)
         return _replace(vmi, migration_state=new)
     if state.phase not in _AFTER[report.phase]:
-        raise ApiError(Code.CONFLICT, f"VMI {vmi.name}'s migration is {state.phase.value}, not ready for "
+        raise ApiError(Code.INVALID, f"VMI {vmi.name}'s migration is {state.phase.value}, not ready for "
                                       f"{report.phase.value}", "phase")
     if report.phase is MigrationPhase.TARGET_READY:
         if report.port is None or report.node_dir is None or node_address is None:

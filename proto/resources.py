@@ -43,6 +43,7 @@ from proto.state import (
     VM,
     VMI,
     Condition,
+    MigrationOptions,
     MigrationPhase,
     MigrationState,
     Phase,
@@ -255,7 +256,16 @@ def _migration_state(state: MigrationState | None) -> Obj | None:
         "completed": state.phase is MigrationPhase.SUCCEEDED or None,
         "failed": state.phase is MigrationPhase.FAILED or None,
         "abortRequested": state.abort_requested or None,
-        "mode": "PreCopy", "phase": state.phase.value, "failureReason": state.reason or None})
+        "mode": "PreCopy", "phase": state.phase.value, "failureReason": state.reason or None,
+        "migrationConfiguration": _migration_options(state.options)})
+
+
+def _migration_options(options: MigrationOptions) -> Obj:
+    """KubeVirt's migrationState.migrationConfiguration: the settings the migration runs with."""
+    bandwidth = options.bandwidth_per_migration
+    return {"allowAutoConverge": options.allow_auto_converge, "allowPostCopy": False,
+            "bandwidthPerMigration": format_bytes(bandwidth) if bandwidth else "0Mi",
+            "completionTimeoutPerGiB": options.completion_timeout_per_gib, "progressTimeout": options.progress_timeout}
 
 
 def _owner(api_version: str, kind: str, name: str | None) -> list[Obj]:

@@ -90,6 +90,16 @@ class MigrationTarget(State, frozen=True):
     interfaces: list[VMIInterface] = []  # the instance's NICs as they will be there (its new pod IP)
 
 
+class MigrationOptions(State, frozen=True):
+    """The cluster's migration settings a migration runs with, fixed as it starts (KubeVirt's
+    status.migrationState.migrationConfiguration; the KubeVirt CR's spec.configuration.migrations)."""
+
+    bandwidth_per_migration: int = 0  # bytes a second; 0: no limit
+    completion_timeout_per_gib: int = 150  # seconds per GiB to move before it is aborted
+    progress_timeout: int = 150  # seconds without progress before it is aborted
+    allow_auto_converge: bool = False  # QEMU slows the guest's vCPUs down when its memory changes too fast
+
+
 class MigrationState(State, frozen=True):
     """An instance's migration, the running one or the last (KubeVirt's status.migrationState)."""
 
@@ -103,6 +113,7 @@ class MigrationState(State, frozen=True):
     end_timestamp: float | None = None
     abort_requested: bool = False  # the migration was deleted (virtbus migrate-cancel): its source aborts it
     reason: str = ""
+    options: MigrationOptions = MigrationOptions()  # an older record's: KubeVirt's defaults
 
     @property
     def final(self) -> bool:

@@ -151,6 +151,7 @@ def check_migration_state(state: MigrationState) -> None:
     if state.target_node is not None:
         check_name(state.target_node, "migrationState.targetNode", "node name")
     _text(state.reason, "migrationState.reason")
+    clusterconfig.check_migration_options(state.options, "migrationState.options")
     target = state.target
     if target is not None:
         netcheck.host_address(target.address, "migrationState.target.address")

@@ -100,7 +100,8 @@ class Scheduler:
         self.events = EventSink(self.store.emit)
         self.classes = await WatchedClasses.of(self.store)  # (a pending VMI waits for its class with a resync)
         self.binder = self._binder()  # its capacity index counts from the new cache, primed below
-        self.migrations = Migrations(self.store, self.vmis, self.binder, self.events, clock=self.clock)
+        self.migrations = Migrations(self.store, self.vmis, self.binder, self.events, clock=self.clock,
+                                     config=lambda: self.config.current.migrations)
         self._vm_queue = WorkQueue(self.reconcile_vm, bind=("vm",))
         if self._own_nodes:
             await self.nodes.prime()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from proto.clusterconfig import MigrationsConfig
 from proto.migrations import FINAL, TARGET_READY_TIMEOUT_S, Migration, not_migratable
 from proto.state import FINAL_PHASES, VMI, MigrationPhase, MigrationState
 
@@ -33,7 +34,8 @@ class Act:
     reason: str = ""
 
 
-def plan(item: Migration, vmi: VMI | None, now: float) -> Act:
+def plan(item: Migration, vmi: VMI | None, now: float, wait: str | None = None) -> Act:
+    """wait: why a migration may not start now (``must_wait``): it stays Pending, saying so."""
     if item.phase in FINAL:
         return Act(Step.NOTHING)
     state = vmi.migration_state if vmi is not None else None
@@ -43,7 +45,11 @@ def plan(item: Migration, vmi: VMI | None, now: float) -> Act:
     if not mine or state is None:
         if item.phase is MigrationPhase.PENDING:
             why = not_migratable(vmi)
-            return Act(Step.MIRROR, MigrationPhase.FAILED, why) if why else Act(Step.START)
+            if why:
+                return Act(Step.MIRROR, MigrationPhase.FAILED, why)
+            if wait is not None:
+                return Act(Step.NOTHING) if item.reason == wait else Act(Step.MIRROR, MigrationPhase.PENDING, wait)
+            return Act(Step.START)
         return Act(Step.MIRROR, MigrationPhase.FAILED, f"VMI {vmi.name} is no longer the instance it was migrating")
     if vmi.phase in FINAL_PHASES and not state.final:
         return Act(Step.MIRROR, MigrationPhase.FAILED, f"VMI {vmi.name} ended ({vmi.phase.value}) during the migration")
@@ -58,6 +64,19 @@ def plan(item: Migration, vmi: VMI | None, now: float) -> Act:
     return Act(Step.NOTHING)
 
 
+def must_wait(under_way: list[MigrationState], source_node: str | None, config: MigrationsConfig) -> str | None:
+    """Why one more migration, off ``source_node``, may not start now (KubeVirt's limits: so many in
+    the cluster, so many out of one node), None when it may."""
+    if len(under_way) >= config.parallel_migrations_per_cluster:
+        return (f"waiting: {len(under_way)} migrations are under way in the cluster "
+                f"(parallelMigrationsPerCluster {config.parallel_migrations_per_cluster})")
+    outbound = sum(1 for s in under_way if s.source_node == source_node)
+    if outbound >= config.parallel_outbound_migrations_per_node:
+        return (f"waiting: {outbound} migrations are under way out of node {source_node} "
+                f"(parallelOutboundMigrationsPerNode {config.parallel_outbound_migrations_per_node})")
+    return None
+
+
 def cancelled(vmi: VMI | None, name: str) -> Act:
     """The migration's record was deleted (virtbus migrate-cancel): one that has not begun to move the
     guest fails at once; one that moves it is aborted by its source."""
@@ -69,10 +88,12 @@ def cancelled(vmi: VMI | None, name: str) -> Act:
     return Act(Step.FAIL, reason="the migration was cancelled")
 
 
-def started(vmi: VMI, item: Migration, now: float) -> MigrationState:
+def started(vmi: VMI, item: Migration, now: float, config: MigrationsConfig) -> MigrationState:
+    """Its state as it starts, with the cluster's settings as they are now (a change later does not
+    touch a migration under way, as in KubeVirt)."""
     assert vmi.node_name is not None  # not_migratable said so
     return MigrationState(migration_uid=item.uid, migration_name=item.name, source_node=vmi.node_name,
-                          phase=MigrationPhase.SCHEDULING, start_timestamp=now)
+                          phase=MigrationPhase.SCHEDULING, start_timestamp=now, options=config.options)
 
 
 def finished_to_drop(items: list[Migration], vmi: str) -> list[str]:

@@ -16,10 +16,11 @@ from collections.abc import Callable
 import msgspec
 import structlog
 
+from proto.clusterconfig import MigrationsConfig
 from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.migrations import FINAL, Migration
-from proto.state import VMI, MigrationPhase, MigrationState
+from proto.state import FINAL_PHASES, VMI, MigrationPhase, MigrationState
 from scheduler import migrationplan
 from scheduler.binder import Binder
 from scheduler.eventsink import EventSink
@@ -37,8 +38,10 @@ RESYNC_S = 5.0  # timeouts are judged at least this often
 
 class Migrations:
     def __init__(self, store: Store, vmis: VmiCache, binder: Binder, events: EventSink, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 config: Callable[[], MigrationsConfig] = MigrationsConfig) -> None:
         self.store = store
+        self.config = config  # the KubeVirt CR's spec.configuration.migrations, as it is now
         self.vmis = vmis
         self.binder = binder
         self.events = events
@@ -49,6 +52,7 @@ class Migrations:
         self.unfinished: dict[str, set[str]] = {}
         self.queue = WorkQueue(self.reconcile, bind=("migration",))
         self._bucket: Bucket[Migration] | None = None
+        self._starting = asyncio.Lock()  # one start decided at a time: each counts the ones before it
         self._tasks: list[asyncio.Task[None]] = []
         vmis.listen(self._vmi_changed)
 
@@ -63,6 +67,10 @@ class Migrations:
     def _vmi_changed(self, name: str, vmi: VMI | None) -> None:
         if vmi is not None and vmi.migration_state is not None:
             self.queue.kick(vmi.migration_state.migration_name)
+            if vmi.migration_state.final or vmi.phase in FINAL_PHASES:  # room for one that waits
+                for held in self.unfinished.values():
+                    for other in held:
+                        self.queue.kick(other)
         for waiting in self.unfinished.get(name, ()):  # one waiting to start, or whose instance went
             self.queue.kick(waiting)
 
@@ -114,7 +122,22 @@ class Migrations:
             return
         entry = self.vmis.entries.get(record.value.vmi_name)
         vmi = entry.value if entry is not None else None
-        await self._carry_out(migrationplan.plan(record.value, vmi, self.clock()), record.value, vmi)
+        await self._carry_out(migrationplan.plan(record.value, vmi, self.clock(), self._wait(vmi)), record.value, vmi)
+
+    def _under_way(self) -> list[MigrationState]:
+        """The migrations under way, from the instances of the unfinished records (a few, not every VMI)."""
+        out = []
+        for name in self.unfinished:
+            entry = self.vmis.entries.get(name)
+            state = entry.value.migration_state if entry is not None else None
+            if state is not None and not state.final and entry is not None and entry.value.phase not in FINAL_PHASES:
+                out.append(state)
+        return out
+
+    def _wait(self, vmi: VMI | None) -> str | None:
+        if vmi is None or vmi.migration_state is not None and not vmi.migration_state.final:
+            return None  # its own is under way (or it is gone): no start to hold back
+        return migrationplan.must_wait(self._under_way(), vmi.node_name, self.config())
 
     async def _carry_out(self, act: Act, item: Migration | None, vmi: VMI | None) -> None:
         match act.step:
@@ -132,14 +155,22 @@ class Migrations:
                 await self._mirror(item, act.phase, act.reason, vmi)
 
     async def _start(self, item: Migration, vmi: VMI) -> None:
-        now = self.clock()
+        async with self._starting:
+            now = self.clock()
+            wait = self._wait(self.vmis.entries[vmi.name].value if vmi.name in self.vmis.entries else None)
+            config = self.config()
 
-        def start(current: VMI) -> VMI | None:
-            if migrationplan.plan(item, current, now).step is not Step.START:
-                return None  # it changed meanwhile: the next pass decides on what it is
-            return msgspec.structs.replace(current, migration_state=migrationplan.started(current, item, now))
+            def start(current: VMI) -> VMI | None:
+                if migrationplan.plan(item, current, now, wait).step is not Step.START:
+                    return None  # it changed meanwhile, or another started first: the next pass decides
+                return msgspec.structs.replace(current, migration_state=migrationplan.started(current, item, now,
+                                                                                             config))
 
-        await self.store.vmis.mutate(vmi.name, start)
+            entry = await self.store.vmis.mutate(vmi.name, start)
+            if entry is not None:  # counted by the next start at once, not once the watch brings it
+                self.vmis.wrote(vmi.name, entry.value, entry.revision)
+            if wait is not None:
+                self.queue.kick(item.name)  # said it waits: mirrored on its record
 
     async def _place(self, vmi: VMI) -> None:
         """The binder's choice of a target, written by CAS on the instance as the cache holds it."""

@@ -108,11 +108,14 @@ def test_a_running_guest_moves_to_the_other_node_alive(lab: Lab) -> None:
 def test_a_drain_moves_guests_off_alive_when_the_cluster_says_live_migrate(lab: Lab) -> None:
     """KubeVirt's evictionStrategy LiveMigrate, cluster-wide in its CR: `virtbus drain` migrates the guest
     off instead of stopping it (no --delete-emptydir-data needed: what it wrote goes with it); paused, it
-    moves paused, and runs again there when unpaused."""
+    moves paused, and runs again there when unpaused. The CR's migration settings (a bandwidth limit,
+    auto-converge) are what its libvirtd moves it with."""
     def cluster(strategy: str | None) -> str:
         config: dict[str, object] = {"developerConfiguration": {"cpuAllocationRatio": 10}}
         if strategy is not None:
             config["evictionStrategy"] = strategy
+            config["migrations"] = {"bandwidthPerMigration": "256Mi", "allowAutoConverge": True,
+                                    "completionTimeoutPerGiB": 800}
         path = lab.state_dir / "kubevirt-cr.json"
         path.write_text(json.dumps({"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
                                     "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
@@ -134,6 +137,9 @@ def test_a_drain_moves_guests_off_alive_when_the_cluster_says_live_migrate(lab: 
         moved = lab.json("get", "vmis", "testvm")
         assert isinstance(moved, dict)
         assert (moved["metadata"]["uid"], moved["status"]["nodeName"]) == (uid, other(node))
+        settings = moved["status"]["migrationState"]["migrationConfiguration"]
+        assert (settings["bandwidthPerMigration"], settings["allowAutoConverge"], settings["completionTimeoutPerGiB"]) \
+            == ("256Mi", True, 800), settings
         paused = next(c for c in moved["status"]["conditions"] if c["type"] == "Paused")
         assert paused["status"] == "True", moved["status"]["conditions"]
         assert "Paused" in lab.cli("get", "vms", "testvm").stdout

@@ -7,6 +7,7 @@ cancel before the guest moves fails it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import msgspec
@@ -16,11 +17,15 @@ from proto import subjects
 from proto.api import NameRequest, encode
 from proto.errors import ApiError, Code
 from proto.migrations import FINAL, MigrationCreate, MigrationReport
+from proto.spec import VMSpec
 from proto.state import VMI, MigrationPhase, Phase, VMIInterface
 from scheduler.api import Api
+from scheduler.controllers import Scheduler
 from scheduler.nodeapi import NodeApi
+from scheduler.nodewatch import NodeWatch
+from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Store
-from tests.integration.test_node_admin_and_placement import cluster, recorded, run_as_node, until
+from tests.integration.test_node_admin_and_placement import cluster, put_nodes, recorded, run_as_node, until
 
 pytestmark = pytest.mark.integration
 __all__ = ["cluster"]  # the fixture, shared
@@ -212,3 +217,50 @@ async def test_no_room_elsewhere_fails_the_migration_saying_why(store: Store, cl
         item = (await api.migrations.get(encode(NameRequest(name=made.name)))).item
         return failed if item.phase is MigrationPhase.FAILED and item.reason == reason else None
     await until("the record failed too", record_failed)
+
+
+async def test_the_clusters_limit_holds_a_migration_pending_until_one_ends(store: Store) -> None:
+    """KubeVirt CR's spec.configuration.migrations: parallelMigrationsPerCluster 1 lets one move at a
+    time; the next waits Pending, its record saying why, and starts once the first ends. Each starts
+    with the cluster's settings (its bandwidth limit here), as its source launcher will use them."""
+    await put_nodes(store)
+    nodes = NodeWatch(store)
+    watching = asyncio.create_task(nodes.run())
+    scheduler = Scheduler(store, nodes=nodes)
+    await scheduler.start()
+    api = Api(store, readiness=nodes.readiness)
+    try:
+        cr = {"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt"},
+              "spec": {"configuration": {"migrations": {"parallelMigrationsPerCluster": 1,
+                                                        "bandwidthPerMigration": "64Mi"}}}}
+        await api.cluster.apply(json.dumps(cr).encode())
+
+        async def heard() -> VMI | None:
+            limit = scheduler.config.current.migrations.parallel_migrations_per_cluster
+            return VMI(name="x", uid="x", spec=VMSpec(name="x"), created_at=0.0) if limit == 1 else None
+        await until("the controllers heard the KubeVirt CR", heard)
+        await running(store, api, "first")
+        await running(store, api, "second")
+
+        made = (await api.migrations.create(encode(MigrationCreate(vmi_name="first")))).item
+        placed = await vmi_where(store, "first", "placed", lambda v: v.migration_state is not None
+                                 and v.migration_state.phase is MigrationPhase.SCHEDULED)
+        assert placed.migration_state is not None
+        assert placed.migration_state.options.bandwidth_per_migration == 64 << 20
+        waits = (await api.migrations.create(encode(MigrationCreate(vmi_name="second")))).item
+
+        async def said_waiting() -> VMI | None:
+            item = (await api.migrations.get(encode(NameRequest(name=waits.name)))).item
+            return placed if item.phase is MigrationPhase.PENDING and "parallelMigrationsPerCluster 1" in item.reason \
+                else None
+        await until("the second migration waits, saying why", said_waiting)
+        second = (await store.vmis.require("second", "VMI")).value
+        assert second.migration_state is None  # not started on its instance
+
+        await api.migrations.delete(encode(NameRequest(name=made.name)))  # the first ends (cancelled)
+        started = await vmi_where(store, "second", "its migration started", lambda v: v.migration_state is not None
+                                  and v.migration_state.migration_uid == waits.uid)
+        assert started.migration_state is not None and not started.migration_state.final
+    finally:
+        await scheduler.stop()
+        await cancel_and_wait([watching])

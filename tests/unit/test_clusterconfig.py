@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from proto import clusterconfig, stored, subjects
-from proto.clusterconfig import DEFAULT_CPU_ALLOCATION_RATIO, RATIO_PATH, ClusterConfig
+from proto.clusterconfig import DEFAULT_CPU_ALLOCATION_RATIO, RATIO_PATH, ClusterConfig, MigrationsConfig
 from proto.errors import ApiError, Code
 from proto.spec import VMSpec
-from proto.state import VMI, Node
+from proto.state import VMI, MigrationOptions, Node
 from scheduler.capacity import CapacityIndex
 from scheduler.placement import Request, place, usage
 from tests.conftest import REPO
@@ -60,7 +60,8 @@ def test_what_get_prints_applies_back_as_it_is() -> None:
     (cr(20, infra={"replicas": 2}), "spec.infra"),
     (cr(20, configuration={"developerConfiguration": {"memoryOvercommit": 150}}),
      "spec.configuration.developerConfiguration.memoryOvercommit"),
-    (cr(20, configuration={"migrations": {"parallelMigrationsPerCluster": 5}}), "spec.configuration.migrations"),
+    (cr(20, configuration={"migrations": {"disableTLS": True}}), "spec.configuration.migrations.disableTLS"),
+    (cr(20, configuration={"migrations": {"allowPostCopy": True}}), "spec.configuration.migrations.allowPostCopy"),
     (cr(20, configuration={"developerConfiguration": {"featureGates": ["CPUManager"]}}),
      "spec.configuration.developerConfiguration.featureGates[0]"),
     (cr(20, customizeComponents={"patches": []}), "spec.customizeComponents.patches"),
@@ -155,3 +156,40 @@ def test_the_clusters_eviction_strategy_is_read_written_back_and_checked() -> No
     assert "evictionStrategy" not in str(clusterconfig.kubevirt_object(clusterconfig.parse(cr(20), now=1.0)))
     bad = cr(20, configuration={"evictionStrategy": "Migrate"})
     assert refused(bad).field == "spec.configuration.evictionStrategy"
+
+
+def test_the_clusters_migration_settings_are_read_written_back_and_checked() -> None:
+    doc = cr(20, configuration={"migrations": {
+        "parallelMigrationsPerCluster": 3, "parallelOutboundMigrationsPerNode": 1, "bandwidthPerMigration": "64Mi",
+        "completionTimeoutPerGiB": 800, "progressTimeout": 300, "allowAutoConverge": True, "allowPostCopy": False}})
+    config = clusterconfig.parse(doc, now=1.0)
+    m = config.migrations
+    assert (m.parallel_migrations_per_cluster, m.parallel_outbound_migrations_per_node) == (3, 1)
+    assert m.options == MigrationOptions(bandwidth_per_migration=64 << 20, completion_timeout_per_gib=800,
+                                         progress_timeout=300, allow_auto_converge=True)
+    assert clusterconfig.parse(clusterconfig.kubevirt_object(config), now=1.0) == config
+    # left out: KubeVirt's defaults, and written back as the user left them (not at all)
+    plain = clusterconfig.parse(cr(20), now=1.0)
+    assert plain.migrations == MigrationsConfig() and plain.migrations.parallel_migrations_per_cluster == 5
+    assert plain.migrations.options.completion_timeout_per_gib == 150
+    assert "migrations" not in clusterconfig.kubevirt_object(plain)["spec"]["configuration"]
+    assert clusterconfig.parse(cr(20, configuration={"migrations": {"bandwidthPerMigration": "0Mi"}}),
+                               now=1.0).migrations.options.bandwidth_per_migration == 0  # no limit
+
+
+@pytest.mark.parametrize(("key", "value", "code"), [
+    ("parallelMigrationsPerCluster", 0, Code.INVALID), ("parallelOutboundMigrationsPerNode", 5000, Code.INVALID),
+    ("progressTimeout", -1, Code.INVALID), ("completionTimeoutPerGiB", "150", Code.BAD_REQUEST),
+    ("bandwidthPerMigration", "fast", Code.INVALID), ("bandwidthPerMigration", "2Ti", Code.INVALID),
+    ("bandwidthPerMigration", True, Code.BAD_REQUEST), ("allowAutoConverge", "yes", Code.BAD_REQUEST),
+])
+def test_a_bad_migration_setting_is_a_typed_error_on_its_field(key: str, value: object, code: Code) -> None:
+    err = refused(cr(20, configuration={"migrations": {key: value}}))
+    assert err.code is code and err.field == f"spec.configuration.migrations.{key}", err
+
+
+def test_a_stored_migration_setting_out_of_range_is_set_aside() -> None:
+    check = stored.validator(ClusterConfig)
+    for options in (MigrationOptions(progress_timeout=0), MigrationOptions(bandwidth_per_migration=-1)):
+        with pytest.raises(ApiError):
+            check(subjects.CONFIG_KUBEVIRT, ClusterConfig(migrations=MigrationsConfig(options=options)))

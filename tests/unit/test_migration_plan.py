@@ -12,11 +12,12 @@ import msgspec
 from launcher.domain import compose_domain_xml, plan_domain
 from launcher.migration import Watch, copied_disks, dest_xml, params, time_limit
 from launcher.migrationproxy import DISKS, LIBVIRT, MEMORY, SOURCE_SOCKETS, channel_of, handshake
+from proto.clusterconfig import MigrationsConfig
 from proto.manifest import parse_manifest_obj
-from proto.migrations import PROGRESS_TIMEOUT_S, TARGET_READY_TIMEOUT_S, Migration
+from proto.migrations import TARGET_READY_TIMEOUT_S, Migration
 from proto.spec import VMSpec
-from proto.state import VMI, MigrationPhase, MigrationState, Phase
-from scheduler.migrationplan import KEEP_FINISHED, Step, cancelled, finished_to_drop, plan, started
+from proto.state import VMI, MigrationOptions, MigrationPhase, MigrationState, Phase
+from scheduler.migrationplan import KEEP_FINISHED, Step, cancelled, finished_to_drop, must_wait, plan, started
 
 
 def vmi(binding: str = "masquerade", **kw: Any) -> VMI:
@@ -52,8 +53,34 @@ def test_a_new_migration_starts_or_fails_saying_why() -> None:
     assert "masquerade" in refused.reason
     gone = plan(ITEM, None, 10.0)
     assert (gone.step, gone.phase, gone.reason) == (Step.MIRROR, MigrationPhase.FAILED, "VMI vm1 does not exist")
-    state = started(vmi(), ITEM, 10.0)
+    tuned = MigrationsConfig(options=MigrationOptions(bandwidth_per_migration=64 << 20, allow_auto_converge=True))
+    state = started(vmi(), ITEM, 10.0, tuned)
     assert (state.phase, state.source_node, state.migration_uid) == (MigrationPhase.SCHEDULING, "node1", "m1")
+    assert state.options == tuned.options  # the cluster's settings as it starts go with it to the source
+
+
+def under_way(*sources: str) -> list[MigrationState]:
+    return [MigrationState(migration_uid=f"m{i}", migration_name=f"x{i}", source_node=node,
+                           phase=MigrationPhase.RUNNING, start_timestamp=1.0) for i, node in enumerate(sources)]
+
+
+def test_kubevirts_limits_hold_a_migration_pending_saying_why() -> None:
+    config = MigrationsConfig()  # 5 in the cluster, 2 out of a node
+    assert must_wait(under_way("node2", "node3"), "node1", config) is None
+    off_node1 = must_wait(under_way("node1", "node1"), "node1", config)
+    assert off_node1 is not None and "parallelOutboundMigrationsPerNode 2" in off_node1
+    assert must_wait(under_way("node1", "node1"), "node2", config) is None  # another node's may start
+    full = must_wait(under_way(*"abcde"), "node1", config)
+    assert full is not None and "5 migrations are under way in the cluster" in full
+    one = MigrationsConfig(parallel_migrations_per_cluster=1)
+    assert must_wait(under_way("node9"), "node1", one) is not None
+    # it waits Pending, its record saying why once; a later pass with room starts it
+    act = plan(ITEM, vmi(), 10.0, full)
+    assert (act.step, act.phase, act.reason) == (Step.MIRROR, MigrationPhase.PENDING, full)
+    said = msgspec.structs.replace(ITEM, reason=full)
+    assert plan(said, vmi(), 11.0, full).step is Step.NOTHING
+    assert plan(said, vmi(), 12.0, None).step is Step.START
+    assert plan(ITEM, vmi("bridge"), 10.0, full).phase is MigrationPhase.FAILED  # refused whether or not it waits
 
 
 def test_it_is_placed_then_followed_and_its_record_takes_each_phase() -> None:
@@ -118,6 +145,11 @@ def test_the_writable_disks_move_and_every_path_goes_to_the_target_nodes_directo
     assert values[libvirt.VIR_MIGRATE_PARAM_DISKS_URI] == f"unix://{SOURCE_SOCKETS[DISKS]}"
     assert flags & libvirt.VIR_MIGRATE_NON_SHARED_INC and flags & libvirt.VIR_MIGRATE_PEER2PEER
     assert not flags & libvirt.VIR_MIGRATE_POSTCOPY  # KubeVirt's default: pre-copy only
+    assert not flags & libvirt.VIR_MIGRATE_AUTO_CONVERGE and libvirt.VIR_MIGRATE_PARAM_BANDWIDTH not in values
+    tuned = MigrationOptions(bandwidth_per_migration=(64 << 20) + 1, allow_auto_converge=True)
+    values, flags = params(xml, "/state/nodes/node1/", "/state/nodes/node2", tuned)
+    assert values[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] == 65  # MiB/s, rounded up: a limit is never none
+    assert flags & libvirt.VIR_MIGRATE_AUTO_CONVERGE
 
 
 def test_a_stalled_or_overlong_migration_is_given_up() -> None:
@@ -125,7 +157,10 @@ def test_a_stalled_or_overlong_migration_is_given_up() -> None:
     assert watch.limit_s == 150.0  # under a GiB: a GiB's worth
     assert watch.check(1.0, 1000) is None
     assert watch.check(100.0, 500) is None  # progress
-    assert watch.check(100.0 + PROGRESS_TIMEOUT_S + 1, 500) == f"no progress for {PROGRESS_TIMEOUT_S:.0f}s"
+    assert watch.check(100.0 + 150 + 1, 500) == "no progress for 150s"  # KubeVirt's progressTimeout
+    patient = Watch(started=0.0, limit_s=time_limit(64 << 20, 0, 800), progress_timeout=300)
+    assert patient.limit_s == 800.0 and patient.check(1.0, 1000) is None
+    assert patient.check(200.0, 1000) is None and patient.check(302.0, 1000) == "no progress for 300s"
     fast = Watch(started=0.0, limit_s=10.0)
     assert fast.check(11.0, 1) == "not done within 10s"
     assert time_limit(3 << 30, 1 << 30) == 600.0

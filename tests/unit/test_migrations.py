@@ -126,10 +126,10 @@ def test_the_source_moves_the_guest_and_the_instance_is_bound_to_the_target_with
     assert ready is not None
     with pytest.raises(ApiError) as early:  # not before the source has begun to move it
         apply_report(ready, report(MigrationPhase.SUCCEEDED), "node2", None, 21.0)
-    assert early.value.code is Code.CONFLICT
+    assert early.value.code is Code.INVALID  # never lands: not a race to try again
     with pytest.raises(ApiError) as skipped:  # nor the source skip a step
         apply_report(ready, report(MigrationPhase.SUCCEEDED), "node1", None, 21.0)
-    assert skipped.value.code is Code.CONFLICT
+    assert skipped.value.code is Code.INVALID
     moving = apply_report(ready, report(MigrationPhase.RUNNING), "node1", None, 21.0)
     assert moving is not None
     assert apply_report(moving, report(MigrationPhase.RUNNING), "node1", None, 21.5) is None  # said again
@@ -155,7 +155,7 @@ def test_either_side_fails_it_and_the_guest_stays_where_it_runs() -> None:
     with pytest.raises(ApiError) as other:
         apply_report(at(MigrationPhase.RUNNING), msgspec.structs.replace(report(MigrationPhase.FAILED),
                                                                          migration_uid="m2"), "node1", None, 5.0)
-    assert other.value.code is Code.CONFLICT
+    assert other.value.code is Code.NOT_FOUND  # another migration's word: never retried (it never lands)
 
 
 def test_kubevirts_migration_manifest_is_read_as_it_is() -> None:
