@@ -47,8 +47,9 @@ class PodNetwork:
     async def claimed(self, nodes: list[Node]) -> list[Node]:
         """The nodes whose pod CIDR the control plane gave them (the ipam claims only it writes): a
         node's own record could name any CIDR, and a route to it would take another node's pods.
-        Nodes change with every heartbeat: a claim once seen is not read again (none is ever taken
-        back), and a refused one is said once."""
+        Nodes change with every heartbeat: a claim once seen is not read again (a claim given back
+        goes with its node's record, and one given again is another node's: a mark of its own), and a
+        refused one is said once."""
         out = []
         for node in nodes:
             index = ipam.node_cidr_index(node.pod_cidr)

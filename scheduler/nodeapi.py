@@ -6,6 +6,7 @@ publish there); proto.nodeapi's rules decide what it may change.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -59,7 +60,8 @@ class NodeApi:
         self.cidrs: Bucket[str] = Bucket(store.raw[subjects.BUCKET_IPAM], str)
         self.tables: Bucket[dict[str, str]] = Bucket(store.raw[subjects.BUCKET_IPAM], dict[str, str])
         self.networks: Bucket[NetworkAttachment] = Bucket(store.raw[subjects.BUCKET_NETWORKS], NetworkAttachment)
-        self._taken: dict[int, str] = {}  # claims this process made or lost a create to (index -> node)
+        # claims this process made or lost a create to, until its watch has heard them (index -> node, revision)
+        self._taken: dict[int, tuple[str, int]] = {}
 
     def endpoints(self) -> list[Endpoint]:
         table = {VERB_REGISTER: self.register, VERB_STATUS: self.status, VERB_ATTACH: self.attach,
@@ -108,12 +110,17 @@ class NodeApi:
 
     async def _held(self) -> dict[int, str]:
         """Every node network's claim (index -> node), as this process knows them: its watch of the
-        claims (one read of them all when it starts, then each new one) and the claims it found taken
-        since. Claims are never given back, so what it knows of is held; one it has not heard of
-        yet is found by the create that loses to it."""
-        claims = await informer.shared(self.store, self.cidrs, subjects.IPAM_NODE_CIDRS).items()
-        held = {int(index): e.value for e in claims if (index := e.key.removeprefix("nodecidr.")).isdigit()}
-        return held | self._taken
+        claims (one read of them all when it starts, then each new one and each given back), and the
+        claims it found taken since that the watch has not heard yet. Once it has, the watch says
+        whether they stand (a deleted node's is given back: release_node_network). One it has not heard
+        of yet is found by the create that loses to it."""
+        watch = informer.shared(self.store, self.cidrs, subjects.IPAM_NODE_CIDRS)
+        claims = await watch.items()
+        for taken, (_, revision) in list(self._taken.items()):
+            if watch.seen >= revision:
+                del self._taken[taken]
+        watched = {int(index): e.value for e in claims if (index := e.key.removeprefix("nodecidr.")).isdigit()}
+        return {index: owner for index, (owner, _) in self._taken.items()} | watched
 
     async def _claim_cidr(self, node: str) -> IPv4Network:
         """The node's pod CIDR: the one it holds, else the lowest free one, claimed by create.
@@ -130,7 +137,14 @@ class NodeApi:
                 recorded = ipam.node_cidr_index(record.value.pod_cidr if record else None)
                 mine = [recorded] if recorded in mine else mine
             if mine:
-                return ipam.node_cidr(mine[0])
+                # read once: the node may have been deleted, and its claim given back, a moment ago
+                # (release_node_network), before this process heard of it
+                entry = await self.cidrs.get(subjects.ipam_node_cidr(mine[0]))
+                if entry is not None and entry.value == node:
+                    return ipam.node_cidr(mine[0])
+                self._taken.pop(mine[0], None)
+                if entry is None:
+                    held.pop(mine[0], None)
             free_ones = [index for index in range(ipam.NODE_NETWORKS) if index not in held]
             if not free_ones:
                 break
@@ -139,7 +153,7 @@ class NodeApi:
             free = free_ones[0] if attempt == 0 else random.choice(free_ones[:64])
             key = subjects.ipam_node_cidr(free)
             try:
-                await self.cidrs.create(key, node)
+                revision = await self.cidrs.create(key, node)
             except ApiError as exc:
                 if exc.code is not Code.ALREADY_EXISTS:
                     raise
@@ -147,9 +161,9 @@ class NodeApi:
                 # elsewhere (its retry reached another replica): whose it is decides
                 owner = await self.cidrs.get(key)
                 if owner is not None:
-                    self._taken[free] = owner.value
+                    self._taken[free] = (owner.value, owner.revision)
                 continue
-            self._taken[free] = node
+            self._taken[free] = (node, revision)
             return ipam.node_cidr(free)
         else:
             raise ApiError(Code.UNAVAILABLE, "node networks kept being claimed meanwhile; try again")
@@ -261,3 +275,21 @@ class NodeApi:
         them has them: the bucket read afresh was a consumer made on the server per deleted VM)."""
         for entry in await informer.shared(self.store, self.networks).items():
             await release_address(self.tables, subjects.ipam_network(entry.key), vm)
+
+
+async def release_node_network(store: Store, node: str, pod_cidr: str | None) -> None:
+    """A deleted node's pod CIDR and its pod-IP table, given back, as Kubernetes' node IPAM releases a
+    deleted Node's podCIDR: a cluster whose nodes come and go does not run out of node networks.
+    Only the node's own claim goes (compare-and-delete); the node, if it ever registers again, claims
+    one afresh."""
+    cidrs: Bucket[str] = Bucket(store.raw[subjects.BUCKET_IPAM], str)
+    index = ipam.node_cidr_index(pod_cidr)
+    if index is not None:
+        key = subjects.ipam_node_cidr(index)
+        entry = await cidrs.get(key)
+        if entry is not None and entry.value == node:
+            with contextlib.suppress(ApiError):  # changed meanwhile: not this node's to give back
+                await cidrs.delete(key, entry.revision)
+    with contextlib.suppress(ApiError):
+        await cidrs.delete(subjects.ipam_pod_ips(node))
+    log.info("node network given back", node=node, pod_cidr=pod_cidr)

@@ -25,6 +25,7 @@ from proto.migrations import Migration, eviction_way
 from proto.spec import EvictionStrategy, RunStrategy, eviction_strategy
 from proto.state import FINAL_PHASES, VM, VMI, Condition, Node, Phase
 from proto.validation import check_grace_period
+from scheduler.nodeapi import release_node_network
 from scheduler.stopping import evicted
 from servicekit.store import Store
 
@@ -114,6 +115,7 @@ class NodeMaintenanceApi:
             raise ApiError(Code.CONFLICT, refusal, "name")
         await self.store.nodes.delete(name, entry.revision)  # a re-registration meanwhile: Conflict, nothing lost
         await self.store.node_leases.delete(name)
+        await release_node_network(self.store, name, entry.value.pod_cidr)
         given_up = []
         for vmi in vmis:
             if vmi.node_name != name or vmi.fenced:

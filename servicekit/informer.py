@@ -31,6 +31,7 @@ class Informer(Generic[T]):
         self.republished = republished
         self.entries: dict[str, Entry[T]] = {}
         self.synced = asyncio.Event()
+        self.seen = 0  # the highest revision heard: a write at or below it is in the cache (or gone since)
         self._listeners: set[asyncio.Queue[Change[T]]] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -77,6 +78,8 @@ class Informer(Generic[T]):
     async def _follow(self) -> None:
         fresh: dict[str, Entry[T]] | None = {}  # the new watch's current values, until it says it has them all
         async for change in self.bucket.updates(self.keys, republished=self.republished):
+            if change is not None:
+                self.seen = max(self.seen, change.revision)
             if change is None:
                 if fresh is not None:  # what the cache held and the new watch does not: gone meanwhile
                     for key in set(self.entries) - set(fresh):

@@ -291,9 +291,14 @@ async def test_a_node_deleted_as_lost_gives_its_instances_up_and_they_run_elsewh
         await store.vmis.update("ha", msgspec.structs.replace(ha_entry.value, phase=Phase.SUCCEEDED, torn_down=True),
                                 ha_entry.revision)
 
+        claims = store.bucket(subjects.BUCKET_IPAM, str)  # its node network, as its registration claimed it
+        await claims.create(subjects.ipam_node_cidr(7), lost)
+        held = await store.nodes.require(lost, "node")
+        await store.nodes.update(lost, msgspec.structs.replace(held.value, pod_cidr="10.244.7.0/24"), held.revision)
         said = (await api.maintenance.delete(json.dumps({"name": lost}).encode())).message
         assert said == f'node "{lost}" deleted; its VMIs given up: web'
         assert await store.nodes.get(lost) is None and await store.node_leases.get(lost) is None
+        assert await claims.get(subjects.ipam_node_cidr(7)) is None  # given back, as Kubernetes' node IPAM does
         again = await bound(store, "web", not_uid=vmi.uid)
         assert again.node_name == alive
         vm = (await store.vms.require("web", "VM")).value

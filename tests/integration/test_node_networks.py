@@ -14,7 +14,7 @@ from proto import subjects
 from proto.errors import ApiError, Code
 from proto.nodeapi import VERB_REGISTER, Registration
 from proto.state import Node
-from scheduler.nodeapi import NodeApi
+from scheduler.nodeapi import NodeApi, release_node_network
 from servicekit import informer
 from servicekit.store import Store
 from tests.consumers import consumers_made
@@ -110,3 +110,32 @@ async def test_claims_the_watch_has_not_heard_of_are_not_taken_again(
     assert (await register(api, "c")).pod_cidr == c.pod_cidr
     held = {e.key: e.value for e in await api.cidrs.items()}
     assert held["nodecidr.1"] == "elsewhere" and held["nodecidr.2"] == "c" and list(held.values()).count("b") == 1
+
+
+async def test_a_deleted_nodes_network_is_given_back_and_claimed_afresh(store: Store) -> None:
+    """As Kubernetes' node IPAM releases a deleted Node's podCIDR: a cluster whose nodes come and go
+    does not run out of node networks. The process that made the claim does not hand it out again from
+    its own memory once it is gone: a node registering again claims one for real."""
+    api = NodeApi(store)
+    a = await register(api, "a")
+    assert a.pod_cidr == "10.244.0.0/24" and (await register(api, "b")).pod_cidr == "10.244.1.0/24"
+    await store.bucket(subjects.BUCKET_IPAM, dict[str, str]).put(subjects.ipam_pod_ips("a"), {"vm1": "10.244.0.2"})
+    await store.nodes.delete("a")  # as node.delete does (scheduler.nodemaintenance), then:
+    await release_node_network(store, "a", a.pod_cidr)
+    held = {e.key: e.value for e in await api.cidrs.items()}
+    assert "nodecidr.0" not in held and held["nodecidr.1"] == "b"
+    assert await api.cidrs.get(subjects.ipam_pod_ips("a")) is None  # its pod IPs went with it
+    await release_node_network(store, "b", "10.244.0.0/24")  # not b's: nothing given back
+    assert (await api.cidrs.get("nodecidr.1")) is not None
+    again = await register(api, "a")  # this process made a's claim once: it is claimed anew, in the bucket
+    assert again.pod_cidr == "10.244.0.0/24"
+    entry = await api.cidrs.get("nodecidr.0")
+    assert entry is not None and entry.value == "a"
+    await store.nodes.delete("a")
+    await release_node_network(store, "a", again.pod_cidr)
+    watch = informer.shared(store, api.cidrs, subjects.IPAM_NODE_CIDRS)
+    for _ in range(100):  # this process hears it given back (no read of every claim per registration)
+        if watch.seen > entry.revision and "nodecidr.0" not in {e.key for e in await watch.items()}:
+            break
+        await asyncio.sleep(0.02)
+    assert (await register(api, "c")).pod_cidr == "10.244.0.0/24"  # the lowest free one, given back
