@@ -22,11 +22,11 @@ import msgspec
 import structlog
 from nats.aio.client import Client
 
-from launcher import migration, migrationtoken
+from launcher import migration, migrationtls, migrationtoken
 from launcher.migrationproxy import LIBVIRT, MIGRATION_DIR, SOURCE_SOCKETS, SourceProxies, TargetListener, new_token
 from proto.errors import ApiError
 from proto.migrations import MigrationReport, in_flight
-from proto.state import VMI, MigrationPhase, MigrationState, VMIInterface
+from proto.state import VMI, MigrationOptions, MigrationPhase, MigrationState, VMIInterface
 from servicekit.nodeclient import NodeApiClient
 
 log = structlog.get_logger()
@@ -50,6 +50,8 @@ class Target:
         self.node_dir = node_dir
         self.migration_uid = migration_uid
         self.source_node: str | None = None  # the node the guest comes from, as its record says
+        self.options = MigrationOptions()  # the cluster's settings it runs with, as its record says
+        self.identity: migrationtls.Identity | None = None
         self.arrived = asyncio.Event()  # the instance is bound here: the guest is ours
         self.over = asyncio.Event()  # the migration ended otherwise
         self.resumed = asyncio.Event()  # libvirt resumed the guest here: the move is done
@@ -72,6 +74,13 @@ class Target:
             self.over.set()
             return
         self.source_node = state.source_node
+        self.options = state.options
+
+    async def prepare(self) -> None:
+        """Before the launch reaps orphans (openssl is a child of ours): the TLS identity, unless the
+        cluster says its migrations go in the clear. Raises ApiError."""
+        if not self.options.disable_tls:
+            self.identity = await asyncio.to_thread(migrationtls.make_identity, MIGRATION_DIR)
 
     async def receive(self, interfaces: list[VMIInterface], find: Callable[[], Any]) -> Any:
         """Listen, say the target is ready, wait; returns the domain once it is ours (``find`` looks
@@ -80,10 +89,12 @@ class Target:
         token = new_token()
         # the channels end where this launcher's libvirtd and the QEMU it starts listen: the same
         # paths the source's sockets have, in this launcher's own /run/libvirt
-        listener = TargetListener(token, {**SOURCE_SOCKETS, LIBVIRT: LIBVIRTD_SOCKET})
+        listener = TargetListener(token, {**SOURCE_SOCKETS, LIBVIRT: LIBVIRTD_SOCKET},
+                                  tls=self.identity.context if self.identity is not None else None)
         port = await listener.start(self.node_netns)
         desk = migrationtoken.TokenDesk(self.nc, node=self.node, vmi=self.vmi, migration_uid=self.migration_uid,
-                                        token=token, source_node=lambda: self.source_node)
+                                        token=token, source_node=lambda: self.source_node,
+                                        certificate=self.identity.certificate if self.identity is not None else "")
         try:
             await desk.open()
             reply = await self.nodeapi.migration(MigrationReport(
@@ -179,9 +190,11 @@ class Source:
     async def _move(self, state: MigrationState) -> None:
         target = state.target
         assert target is not None and state.target_node is not None  # TargetReady says where
+        tls = not state.options.disable_tls
         try:
-            token = await migrationtoken.ask(self.nc, target_node=state.target_node, vmi=self.vmi,
-                                             migration_uid=state.migration_uid)
+            grant = await migrationtoken.ask(self.nc, target_node=state.target_node, vmi=self.vmi,
+                                             migration_uid=state.migration_uid, tls=tls)
+            context = migrationtls.client_context(grant.certificate) if tls else None
         except ApiError as exc:
             log.warning("migration not started: no token", reason=exc.message)
             await self._say(state, MigrationPhase.FAILED, exc.message)
@@ -195,7 +208,7 @@ class Source:
         started = asyncio.get_running_loop().time()
         self.hold(True)
         try:
-            async with SourceProxies(target.address, target.port, token, netns=self.node_netns):
+            async with SourceProxies(target.address, target.port, grant.token, netns=self.node_netns, tls=context):
                 await migration.send(self.domain(), str(self.node_dir), target.node_dir, self.memory, self.abort,
                                      state.options)
         except (migration.MigrationFailed, OSError) as exc:

@@ -22,6 +22,7 @@ import functools
 import hmac
 import secrets
 import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,9 +118,10 @@ class Connections:
 class TargetListener:
     """The target's port: each connection proven by the token, then spliced to its channel's socket."""
 
-    def __init__(self, token: str, sockets: dict[bytes, Path]) -> None:
+    def __init__(self, token: str, sockets: dict[bytes, Path], tls: ssl.SSLContext | None = None) -> None:
         self.token = token
         self.sockets = sockets
+        self.tls = tls  # launcher.migrationtls: the token and all after it go encrypted
         self.server: asyncio.Server | None = None
         self.connections = Connections()
         self.refused = 0
@@ -135,7 +137,8 @@ class TargetListener:
             return sock
 
         sock = await asyncio.to_thread(netns_socket.socket_in, netns, bound)
-        self.server = await asyncio.start_server(self._accepted, sock=sock)
+        self.server = await asyncio.start_server(self._accepted, sock=sock, ssl=self.tls,
+                                                 ssl_handshake_timeout=HANDSHAKE_S if self.tls else None)
         return int(sock.getsockname()[1])
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -175,9 +178,11 @@ class SourceProxies:
     """The source's sockets, each connection forwarded to the target with the token first."""
 
     def __init__(self, address: str, port: int, token: str, *, netns: str | None,
-                 sockets: dict[bytes, Path] | None = None) -> None:
-        """netns: the node's network namespace, where the target's node is reached (None: this one)."""
+                 sockets: dict[bytes, Path] | None = None, tls: ssl.SSLContext | None = None) -> None:
+        """netns: the node's network namespace, where the target's node is reached (None: this one);
+        tls: the context that trusts the target's certificate only (launcher.migrationtls)."""
         self.netns = netns
+        self.tls = tls
         self.address = address
         self.port = port
         self.token = token
@@ -215,7 +220,10 @@ class SourceProxies:
         except BaseException:
             sock.close()
             raise
-        return await asyncio.open_connection(sock=sock)
+        if self.tls is None:
+            return await asyncio.open_connection(sock=sock)
+        return await asyncio.open_connection(sock=sock, ssl=self.tls, server_hostname="",
+                                             ssl_handshake_timeout=HANDSHAKE_S)
 
     async def __aexit__(self, *exc: object) -> None:
         for server in self.servers:

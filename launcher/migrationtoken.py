@@ -17,7 +17,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from proto import subjects
 from proto.api import decode_reply, decode_request, encode
 from proto.errors import ApiError, Code, ErrorReply
-from proto.migrationtoken import TokenGrant, TokenRequest, check_token, refusal
+from proto.migrationtoken import TokenGrant, TokenRequest, check_grant, refusal
 
 log = structlog.get_logger()
 ASK_S = 5.0  # one request's wait
@@ -28,8 +28,9 @@ class TokenDesk:
     """The target's side: answers the source node's request with the token, anyone else's with why not."""
 
     def __init__(self, nc: Client, *, node: str, vmi: str, migration_uid: str, token: str,
-                 source_node: Callable[[], str | None]) -> None:
+                 source_node: Callable[[], str | None], certificate: str = "") -> None:
         self.nc, self.node, self.vmi, self.migration_uid, self.token = nc, node, vmi, migration_uid, token
+        self.certificate = certificate  # the target's TLS certificate (launcher.migrationtls), given with it
         self.source_node = source_node  # as the instance's record says, heard last
         self.refused = 0
         self._sub: Subscription | None = None
@@ -54,7 +55,7 @@ class TokenDesk:
                           reply=msg.reply)
             if why is not None:
                 raise why
-            body = encode(TokenGrant(token=self.token))
+            body = encode(TokenGrant(token=self.token, certificate=self.certificate))
         except ApiError as exc:
             self.refused += 1
             log.warning("migration token refused", reason=exc.message, reply=msg.reply[:64])
@@ -65,8 +66,10 @@ class TokenDesk:
             log.info("migration token answer not sent", error=str(exc) or type(exc).__name__)
 
 
-async def ask(nc: Client, *, target_node: str, vmi: str, migration_uid: str, asks: int = ASKS) -> str:
-    """The source's side: the target's token. Raises ApiError when the target does not give it."""
+async def ask(nc: Client, *, target_node: str, vmi: str, migration_uid: str, tls: bool = True,
+              asks: int = ASKS) -> TokenGrant:
+    """The source's side: the target's token (and its certificate when the migration is over TLS).
+    Raises ApiError when the target does not give them."""
     subject = subjects.migration_token(target_node, migration_uid)
     body = encode(TokenRequest(vmi=vmi, migration_uid=migration_uid))
     for attempt in range(asks):
@@ -77,6 +80,6 @@ async def ask(nc: Client, *, target_node: str, vmi: str, migration_uid: str, ask
                 await asyncio.sleep(min(0.1 * 2 ** attempt, 1.0))
             continue
         grant = decode_reply(msg.data, TokenGrant)
-        check_token(grant.token)
-        return grant.token
+        check_grant(grant, tls)
+        return grant
     raise ApiError(Code.UNAVAILABLE, f"the target's launcher on node {target_node} did not give its token")

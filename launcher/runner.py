@@ -279,6 +279,7 @@ class Runner:
         """The target of a migration: prepared as for a boot, then the guest arrives (or not)."""
         assert self.target is not None
         self.follower.listeners.append(self.target.domain_event)
+        await self.target.prepare()  # before _prepare starts reaping orphans: it runs openssl
         await self._prepare(vmi)
         dom = await self.target.receive(self.nics.interfaces, lambda: self.libvirtd.conn.lookupByName(self.args.vmi))
         self.clock.mark("domain")

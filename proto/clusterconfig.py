@@ -6,7 +6,7 @@ cpuAllocationRatio``: how many vCPUs each of a node's CPUs takes (KubeVirt reque
 per vCPU for each virt-launcher pod, so a node holds ``cpus * ratio`` vCPUs; default 10); and
 ``spec.configuration.evictionStrategy``, the default of every instance's (scheduler.nodemaintenance); and
 ``spec.configuration.migrations``: how many live migrations run at once (in the cluster, and out of
-one node), and what each runs with (bandwidth, timeouts, auto-converge; proto.state.MigrationOptions).
+one node), and what each runs with (bandwidth, timeouts, auto-converge, TLS; proto.state.MigrationOptions).
 Any other field is refused with its full path, unless it only names KubeVirt's own component images (virtbus
 runs none) or is an empty default of KubeVirt's stock CR (``certificateRotateStrategy: {}``,
 ``featureGates: []``...), which change nothing here.
@@ -128,6 +128,7 @@ _MIGRATIONS = schema.Object({
     "completionTimeoutPerGiB": _Between(1, MAX_TIMEOUT_S, "seconds"),
     "progressTimeout": _Between(1, MAX_TIMEOUT_S, "seconds"),
     "allowAutoConverge": schema.BOOL,
+    "disableTLS": schema.BOOL,
     "allowPostCopy": schema.Off(),  # post-copy: a guest whose memory is still at its source if that one is lost
 })
 _DEVELOPER = schema.Object({"cpuAllocationRatio": _Ratio(), "featureGates": _NoneListed(),
@@ -177,7 +178,8 @@ def _migrations(tree: Mapping[str, Any]) -> MigrationsConfig:
             bandwidth_per_migration=tree.get("bandwidthPerMigration", options.bandwidth_per_migration),
             completion_timeout_per_gib=tree.get("completionTimeoutPerGiB", options.completion_timeout_per_gib),
             progress_timeout=tree.get("progressTimeout", options.progress_timeout),
-            allow_auto_converge=tree.get("allowAutoConverge", options.allow_auto_converge)))
+            allow_auto_converge=tree.get("allowAutoConverge", options.allow_auto_converge),
+            disable_tls=tree.get("disableTLS", options.disable_tls)))
 
 
 def check(config: ClusterConfig) -> None:
@@ -207,7 +209,7 @@ def kubevirt_object(config: ClusterConfig) -> dict[str, Any]:
         "bandwidthPerMigration": format_bytes(options.bandwidth_per_migration) if options.bandwidth_per_migration
         else "0Mi",
         "completionTimeoutPerGiB": options.completion_timeout_per_gib, "progressTimeout": options.progress_timeout,
-        "allowAutoConverge": options.allow_auto_converge, "allowPostCopy": False}}
+        "allowAutoConverge": options.allow_auto_converge, "allowPostCopy": False, "disableTLS": options.disable_tls}}
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": config.name},
             "spec": {"configuration": {"developerConfiguration": {
                 "cpuAllocationRatio": config.cpu_allocation_ratio}, **strategy, **migrations}}}

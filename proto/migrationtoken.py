@@ -24,11 +24,27 @@ class TokenRequest(Message, frozen=True):
 
 class TokenGrant(Message, frozen=True):
     token: str
+    certificate: str = ""  # the target's own, PEM (launcher.migrationtls); none when TLS is off
+
+
+MAX_CERTIFICATE = 8192
 
 
 def check_token(token: str) -> None:
     if len(token) != TOKEN_HEX or any(c not in "0123456789abcdef" for c in token):
         raise ApiError(Code.INVALID, f"the token is {TOKEN_HEX} lowercase hex digits", "token")
+
+
+def check_grant(grant: TokenGrant, tls: bool) -> None:
+    """What the source is given: a token, and a certificate in PEM exactly when the migration is over TLS."""
+    check_token(grant.token)
+    if not tls:
+        return
+    pem = grant.certificate
+    if not pem or len(pem) > MAX_CERTIFICATE or not pem.startswith("-----BEGIN CERTIFICATE-----") \
+            or not all(c.isprintable() or c == "\n" for c in pem):
+        raise ApiError(Code.INVALID, "the target gave no certificate in PEM, and the migration is over TLS",
+                       "certificate")
 
 
 def answerable(reply: str, source_node: str) -> bool:

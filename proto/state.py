@@ -98,6 +98,7 @@ class MigrationOptions(State, frozen=True):
     completion_timeout_per_gib: int = 150  # seconds per GiB to move before it is aborted
     progress_timeout: int = 150  # seconds without progress before it is aborted
     allow_auto_converge: bool = False  # QEMU slows the guest's vCPUs down when its memory changes too fast
+    disable_tls: bool = False  # the launchers' connections in the clear (launcher.migrationtls)
 
 
 class MigrationState(State, frozen=True):

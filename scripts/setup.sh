@@ -14,6 +14,7 @@ GUEST_PACKAGES=(
 APT_PACKAGES=(
   libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils
   nftables iproute2 iputils-arping isc-dhcp-client genisoimage pkg-config gcc python3-dev curl
+  openssl  # a live migration's TLS certificate, made by its target's launcher (launcher.migrationtls)
   python3-venv  # Debian's python3 makes no venv without it (ensurepip); a minimal install lacks it
   prometheus  # the tests scrape a lab with a real one
   systemd  # systemd-analyze checks the units of deploy/systemd (a real host runs them)

@@ -14,6 +14,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from launcher.migrationproxy import new_token
+from launcher.migrationtls import make_identity
 from launcher.migrationtoken import TokenDesk, ask
 from proto import subjects
 from proto.api import encode
@@ -52,11 +53,12 @@ async def connect(tmp_path: Path) -> AsyncIterator[Connect]:
             await nc.close()
 
 
-async def test_only_the_source_node_gets_the_token_and_nobody_else_hears_it(connect: Connect) -> None:
+async def test_only_the_source_node_gets_the_token_and_nobody_else_hears_it(connect: Connect, tmp_path: Path) -> None:
     target, _ = await connect("node-node2")
     token = new_token()
+    identity = make_identity(tmp_path / "tls")  # the target's TLS certificate goes with the token
     desk = TokenDesk(target, node="node2", vmi="vm1", migration_uid=MIGRATION, token=token,
-                     source_node=lambda: "node1")
+                     source_node=lambda: "node1", certificate=identity.certificate)
     await desk.open()
     source, _ = await connect("node-node1")
     other, other_errors = await connect("node-node3")
@@ -75,7 +77,9 @@ async def test_only_the_source_node_gets_the_token_and_nobody_else_hears_it(conn
         await nc.subscribe(subjects.migration_tokens_of_node("node2"), cb=heard)
         await nc.flush()
 
-    assert await ask(source, target_node="node2", vmi="vm1", migration_uid=MIGRATION) == token
+    grant = await ask(source, target_node="node2", vmi="vm1", migration_uid=MIGRATION)
+    assert (grant.token, grant.certificate) == (token, identity.certificate)
+    assert list((tmp_path / "tls").iterdir()) == []  # the key is in the target's context only
 
     # another node asks from its own inbox: told no
     with pytest.raises(ApiError) as refused:

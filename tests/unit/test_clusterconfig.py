@@ -60,7 +60,7 @@ def test_what_get_prints_applies_back_as_it_is() -> None:
     (cr(20, infra={"replicas": 2}), "spec.infra"),
     (cr(20, configuration={"developerConfiguration": {"memoryOvercommit": 150}}),
      "spec.configuration.developerConfiguration.memoryOvercommit"),
-    (cr(20, configuration={"migrations": {"disableTLS": True}}), "spec.configuration.migrations.disableTLS"),
+    (cr(20, configuration={"migrations": {"network": "migration"}}), "spec.configuration.migrations.network"),
     (cr(20, configuration={"migrations": {"allowPostCopy": True}}), "spec.configuration.migrations.allowPostCopy"),
     (cr(20, configuration={"developerConfiguration": {"featureGates": ["CPUManager"]}}),
      "spec.configuration.developerConfiguration.featureGates[0]"),
@@ -161,12 +161,13 @@ def test_the_clusters_eviction_strategy_is_read_written_back_and_checked() -> No
 def test_the_clusters_migration_settings_are_read_written_back_and_checked() -> None:
     doc = cr(20, configuration={"migrations": {
         "parallelMigrationsPerCluster": 3, "parallelOutboundMigrationsPerNode": 1, "bandwidthPerMigration": "64Mi",
-        "completionTimeoutPerGiB": 800, "progressTimeout": 300, "allowAutoConverge": True, "allowPostCopy": False}})
+        "completionTimeoutPerGiB": 800, "progressTimeout": 300, "allowAutoConverge": True, "allowPostCopy": False,
+        "disableTLS": True}})
     config = clusterconfig.parse(doc, now=1.0)
     m = config.migrations
     assert (m.parallel_migrations_per_cluster, m.parallel_outbound_migrations_per_node) == (3, 1)
     assert m.options == MigrationOptions(bandwidth_per_migration=64 << 20, completion_timeout_per_gib=800,
-                                         progress_timeout=300, allow_auto_converge=True)
+                                         progress_timeout=300, allow_auto_converge=True, disable_tls=True)
     assert clusterconfig.parse(clusterconfig.kubevirt_object(config), now=1.0) == config
     # left out: KubeVirt's defaults, and written back as the user left them (not at all)
     plain = clusterconfig.parse(cr(20), now=1.0)

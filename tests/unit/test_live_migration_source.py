@@ -13,8 +13,9 @@ import pytest
 from launcher import livemigration, migrationtoken
 from proto.errors import ApiError, Code
 from proto.migrations import MigrationReport, MigrationReportReply
+from proto.migrationtoken import TokenGrant
 from proto.spec import VMSpec
-from proto.state import VMI, MigrationPhase, MigrationState, MigrationTarget, Phase
+from proto.state import VMI, MigrationOptions, MigrationPhase, MigrationState, MigrationTarget, Phase
 
 
 class FakeNodeApi:
@@ -38,7 +39,8 @@ class FakeNodeApi:
 def ready(uid: str) -> VMI:
     state = MigrationState(migration_uid=uid, migration_name=f"mig-{uid}", source_node="node1",
                            phase=MigrationPhase.TARGET_READY, start_timestamp=1.0, target_node="node2",
-                           target=MigrationTarget(address="10.99.0.12", port=40000, node_dir="/var/lib/n2"))
+                           target=MigrationTarget(address="10.99.0.12", port=40000, node_dir="/var/lib/n2"),
+                           options=MigrationOptions(disable_tls=True))  # in the clear: no certificate to make
     return VMI(name="vm1", uid="u1", spec=VMSpec(name="vm1"), created_at=0.0, phase=Phase.RUNNING,
                node_name="node1", migration_state=state)
 
@@ -47,11 +49,13 @@ async def test_a_migration_made_ready_while_the_last_one_ended_badly_starts_once
         monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[str] = []
 
-    async def ask(nc: Any, *, target_node: str, vmi: str, migration_uid: str, asks: int = 6) -> str:
+    async def ask(nc: Any, *, target_node: str, vmi: str, migration_uid: str, tls: bool = True,
+                  asks: int = 6) -> TokenGrant:
         asked.append(migration_uid)
+        assert not tls
         if migration_uid == "m1":  # the target went away before the source could ask
             raise ApiError(Code.UNAVAILABLE, "the target's launcher on node node2 did not give its token")
-        return "ab" * 16
+        return TokenGrant(token="ab" * 16)
 
     monkeypatch.setattr(migrationtoken, "ask", ask)
     api = FakeNodeApi()

@@ -7,7 +7,7 @@ import pytest
 
 from proto import subjects
 from proto.errors import ApiError, Code
-from proto.migrationtoken import TokenRequest, check_token, refusal
+from proto.migrationtoken import TokenGrant, TokenRequest, check_grant, check_token, refusal
 from proto.permissions import Role, permissions
 from tests.unit.test_permissions_rules import matches, may_publish
 
@@ -41,6 +41,17 @@ def test_another_migration_or_instance_or_none_known_yet_is_refused() -> None:
         assert refused is not None and refused.code is Code.NOT_FOUND
     refused = why(source=None)  # the target has not heard where the guest comes from
     assert refused is not None and refused.code is Code.FORBIDDEN
+
+
+def test_a_grant_over_tls_carries_a_certificate_and_one_in_the_clear_need_not() -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    check_grant(TokenGrant(token="ab" * 16, certificate=pem), tls=True)
+    check_grant(TokenGrant(token="ab" * 16), tls=False)
+    for bad in ("", "not a certificate", pem + "x" * 9000, pem.replace("MIIB", "MI\x00IB")):
+        with pytest.raises(ApiError):
+            check_grant(TokenGrant(token="ab" * 16, certificate=bad), tls=True)
+    with pytest.raises(ApiError):
+        check_grant(TokenGrant(token="nope", certificate=pem), tls=True)
 
 
 def test_a_token_answered_is_hex_of_the_right_length() -> None:
