@@ -102,7 +102,7 @@ class Target:
                 port=port, node_dir=str(self.node_dir), interfaces=interfaces))
             if reply.phase is not MigrationPhase.TARGET_READY:
                 raise MigrationOver(f"the migration is {reply.phase.value}")
-            log.info("migration target ready", port=port)
+            log.info("migration target ready", port=port, tls=self.identity is not None)
             if await self._first(self.arrived, self.over, self.resumed) is self.resumed:
                 # The guest runs here: said from this side too, so that the move is known even if its
                 # source ends before it says so (its node would otherwise take the instance for lost).

@@ -70,6 +70,10 @@ def test_a_running_guest_moves_to_the_other_node_alive(lab: Lab) -> None:
         assert new_ip != old_ip
         state = status["migrationState"]
         assert (state["sourceNode"], state["targetNode"], state["completed"]) == (source, other(source), True), state
+        # over TLS, by default (launcher.migrationtls): the target's launcher listened with its certificate
+        target_log = (lab.state_dir / "logs" / f"launcher-{other(source)}-testvm.log").read_text()
+        ready = [json.loads(line) for line in target_log.splitlines() if '"migration target ready"' in line]
+        assert ready and ready[-1]["tls"] is True, ready
 
         # not rebooted: what it wrote in its tmpfs is there, and its uptime went on
         assert "kept-42" in guest_says(lab, "testvm", "echo -n $(cat /tmp/mark)-", "read"), "the guest lost its memory"
@@ -109,13 +113,13 @@ def test_a_drain_moves_guests_off_alive_when_the_cluster_says_live_migrate(lab: 
     """KubeVirt's evictionStrategy LiveMigrate, cluster-wide in its CR: `virtbus drain` migrates the guest
     off instead of stopping it (no --delete-emptydir-data needed: what it wrote goes with it); paused, it
     moves paused, and runs again there when unpaused. The CR's migration settings (a bandwidth limit,
-    auto-converge) are what its libvirtd moves it with."""
+    auto-converge, in the clear) are what its launchers move it with."""
     def cluster(strategy: str | None) -> str:
         config: dict[str, object] = {"developerConfiguration": {"cpuAllocationRatio": 10}}
         if strategy is not None:
             config["evictionStrategy"] = strategy
             config["migrations"] = {"bandwidthPerMigration": "256Mi", "allowAutoConverge": True,
-                                    "completionTimeoutPerGiB": 800}
+                                    "completionTimeoutPerGiB": 800, "disableTLS": True}  # the others use TLS
         path = lab.state_dir / "kubevirt-cr.json"
         path.write_text(json.dumps({"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
                                     "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
