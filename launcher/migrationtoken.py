@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+import msgspec
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -79,7 +80,10 @@ async def ask(nc: Client, *, target_node: str, vmi: str, migration_uid: str, tls
             if attempt + 1 < asks:
                 await asyncio.sleep(min(0.1 * 2 ** attempt, 1.0))
             continue
-        grant = decode_reply(msg.data, TokenGrant)
+        try:
+            grant = decode_reply(msg.data, TokenGrant)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:  # an answer, but not a grant
+            raise ApiError(Code.INVALID, f"the target's answer is not a grant: {exc}") from None
         check_grant(grant, tls)
         return grant
     raise ApiError(Code.UNAVAILABLE, f"the target's launcher on node {target_node} did not give its token")
