@@ -28,6 +28,7 @@ from ctl import (
     lifecyclecmd,
     manifestcmd,
     migratecmd,
+    migrationpolicycmd,
     networkcmd,
     nodemarks,
     portforward,
@@ -87,7 +88,8 @@ async def cmd_get(api: ApiClient, args: argparse.Namespace) -> int:
     if kind is None:
         raise ApiError(Code.BAD_REQUEST, f"unknown kind {args.kind!r}; use vms, vmis, vmirs, vmpools, services, "
                                          "endpoints, routes, ingresses, net-attach-defs, pvcs, vmsnapshots, "
-                                         "volumesnapshots, instancetypes, preferences, priorityclasses, images, "
+                                         "volumesnapshots, instancetypes, preferences, priorityclasses, vmims, "
+                                         "migrationpolicies, images, "
                                          "fips, nodes, exposures, events or kubevirt", "kind")
     if kind == "event":
         say(render.table(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], []))
@@ -270,6 +272,7 @@ def parser() -> argparse.ArgumentParser:
     preferencecmd.add_parser(sub)
     priorityclasscmd.add_parser(sub)
     migratecmd.add_parser(sub)
+    migrationpolicycmd.add_parser(sub)
     ctl.vnc.add_parser(sub)
     portforward.add_parser(sub)
     exportcmd.add_parser(sub)
@@ -295,6 +298,7 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "instancetype": instancetypecmd.run, "scale": workloadcmd.scale, "vm": snapshotcmd.run_vm,
     "preference": preferencecmd.run, "priorityclass": priorityclasscmd.run, "vnc": ctl.vnc.run,
     "migrate": migratecmd.run, "migrate-cancel": migratecmd.run, "migration": migratecmd.run,
+    "migrationpolicy": migrationpolicycmd.run,
     "port-forward": portforward.run,
     "vmexport": exportcmd.run, "expand": expandcmd.run,
     "cordon": draincmd.run, "uncordon": draincmd.run, "drain": draincmd.run, "label": nodemarks.run,

@@ -93,6 +93,7 @@ ELSEWHERE: dict[str, Elsewhere] = {
     **_spellings("priorityclass priorityclasses pc", Elsewhere(["priorityclass"])),
     **_spellings("vmim vmims virtualmachineinstancemigration virtualmachineinstancemigrations migration migrations",
                  Elsewhere(["migration"])),
+    **_spellings("migrationpolicy migrationpolicies", Elsewhere(["migrationpolicy"])),
     **_spellings("image images", Elsewhere(["image"], get=False)),
     **_spellings("fip fips floatingip floatingips", Elsewhere(["fip"], get=False)),
 }

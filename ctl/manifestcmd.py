@@ -15,6 +15,7 @@ from ctl import (
     instancetypecmd,
     kubevirtcmd,
     migratecmd,
+    migrationpolicycmd,
     networkcmd,
     preferencecmd,
     priorityclasscmd,
@@ -25,7 +26,16 @@ from ctl import (
 )
 from ctl.client import ApiClient
 from ctl.lab import say
-from proto import clonemanifest, clusterconfig, instancetypes, migrations, preferences, priorities, snapshotmanifest
+from proto import (
+    clonemanifest,
+    clusterconfig,
+    instancetypes,
+    migrationpolicies,
+    migrations,
+    preferences,
+    priorities,
+    snapshotmanifest,
+)
 from proto.api import VMIReply, VMReply
 from proto.errors import ApiError, Code
 from proto.manifest import INSTANCE_KIND, load_manifests
@@ -39,7 +49,7 @@ DELETE_BY_KIND: dict[str, str] = {
     **{k: "instancetype" for k in instancetypes.KINDS}, **{k: "preference" for k in preferences.KINDS},
     **workloadcmd.API, **servicecmd.MANIFEST_KINDS, **routecmd.MANIFEST_KINDS,
     snapshotmanifest.SNAPSHOT_KIND: "vmsnapshot", clonemanifest.KIND: "vmclone", priorities.KIND: "priorityclass",
-    migrations.KIND: "migration",
+    migrations.KIND: "migration", migrationpolicies.KIND: "migrationpolicy",
 }
 NOT_DELETED = {
     snapshotmanifest.RESTORE_KIND: "a restore is done once it is applied; there is nothing left of it to delete",
@@ -109,6 +119,8 @@ async def _apply_one(api: ApiClient, doc: Any) -> None:
         await priorityclasscmd.apply(api, body)
     elif migratecmd.is_migration(kind):
         await migratecmd.apply(api, body)
+    elif migrationpolicycmd.is_migration_policy(kind):
+        await migrationpolicycmd.apply(api, body)
     elif workloadcmd.is_workload(kind):
         await workloadcmd.apply(api, str(kind), body)
     elif kind in servicecmd.MANIFEST_KINDS:

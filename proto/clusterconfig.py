@@ -96,7 +96,7 @@ class _NoneListed(schema.Node):
 
 
 @dataclass(frozen=True)
-class _Between(schema.Node):
+class Between(schema.Node):
     low: int
     high: int
     unit: str
@@ -108,7 +108,7 @@ class _Between(schema.Node):
         return value
 
 
-class _Bandwidth(schema.Node):
+class Bandwidth(schema.Node):
     """A quantity of bytes a second (64Mi); 0 (KubeVirt's default, 0Mi): no limit."""
 
     def walk(self, value: Any, path: str) -> Any:
@@ -122,11 +122,11 @@ class _Bandwidth(schema.Node):
 
 
 _MIGRATIONS = schema.Object({
-    "parallelMigrationsPerCluster": _Between(1, MAX_PARALLEL, "migrations"),
-    "parallelOutboundMigrationsPerNode": _Between(1, MAX_PARALLEL, "migrations"),
-    "bandwidthPerMigration": _Bandwidth(),
-    "completionTimeoutPerGiB": _Between(1, MAX_TIMEOUT_S, "seconds"),
-    "progressTimeout": _Between(1, MAX_TIMEOUT_S, "seconds"),
+    "parallelMigrationsPerCluster": Between(1, MAX_PARALLEL, "migrations"),
+    "parallelOutboundMigrationsPerNode": Between(1, MAX_PARALLEL, "migrations"),
+    "bandwidthPerMigration": Bandwidth(),
+    "completionTimeoutPerGiB": Between(1, MAX_TIMEOUT_S, "seconds"),
+    "progressTimeout": Between(1, MAX_TIMEOUT_S, "seconds"),
     "allowAutoConverge": schema.BOOL,
     "disableTLS": schema.BOOL,
     "allowPostCopy": schema.Off(),  # post-copy: a guest whose memory is still at its source if that one is lost

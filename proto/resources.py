@@ -257,7 +257,8 @@ def _migration_state(state: MigrationState | None) -> Obj | None:
         "failed": state.phase is MigrationPhase.FAILED or None,
         "abortRequested": state.abort_requested or None,
         "mode": "PreCopy", "phase": state.phase.value, "failureReason": state.reason or None,
-        "migrationConfiguration": _migration_options(state.options)})
+        "migrationConfiguration": _migration_options(state.options),
+        "migrationPolicyName": state.policy or None})
 
 
 def _migration_options(options: MigrationOptions) -> Obj:

@@ -115,6 +115,7 @@ class MigrationState(State, frozen=True):
     abort_requested: bool = False  # the migration was deleted (virtbus migrate-cancel): its source aborts it
     reason: str = ""
     options: MigrationOptions = MigrationOptions()  # an older record's: KubeVirt's defaults
+    policy: str = ""  # the MigrationPolicy whose settings it took (proto.migrationpolicies), if one
 
     @property
     def final(self) -> bool:

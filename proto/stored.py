@@ -12,7 +12,17 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from proto import clusterconfig, ipam, labelfilter, migrations, netcheck, priorities, subjects, taints
+from proto import (
+    clusterconfig,
+    ipam,
+    labelfilter,
+    migrationpolicies,
+    migrations,
+    netcheck,
+    priorities,
+    subjects,
+    taints,
+)
 from proto.clones import PREFIX_TARGET_NAME, RANDOMIZE_NAMES, SOURCE_SNAPSHOT, SOURCE_VM, VMClone
 from proto.errors import ApiError, Code
 from proto.instancetypes import KINDS as INSTANCETYPE_KINDS
@@ -152,6 +162,8 @@ def check_migration_state(state: MigrationState) -> None:
         check_name(state.target_node, "migrationState.targetNode", "node name")
     _text(state.reason, "migrationState.reason")
     clusterconfig.check_migration_options(state.options, "migrationState.options")
+    if state.policy:
+        check_name(state.policy, "migrationState.policy", "MigrationPolicy name")
     target = state.target
     if target is not None:
         netcheck.host_address(target.address, "migrationState.target.address")
@@ -337,6 +349,11 @@ def check_priority_class(key: str, value: priorities.PriorityClass) -> None:
     priorities.check(value)
 
 
+def check_migration_policy(key: str, value: migrationpolicies.MigrationPolicy) -> None:
+    _key_is(key, value.name, "MigrationPolicy name")
+    migrationpolicies.check(value)
+
+
 def check_instancetype(key: str, value: Instancetype) -> None:
     _key_is(key, value.name, "instancetype name")
     check_name(key.replace(".", "-"), "key", "instancetype name")  # u1.small: dots as KubeVirt's names have
@@ -438,7 +455,7 @@ _VALIDATORS: dict[object, Validator] = {
     NodeLease: check_node_lease,
     PersistentVolume: check_persistent_volume, VolumeSnapshot: check_volume_snapshot, VMSnapshot: check_vm_snapshot,
     Instancetype: check_instancetype, str: check_cidr_claim, priorities.PriorityClass: check_priority_class,
-    migrations.Migration: check_migration,
+    migrations.Migration: check_migration, migrationpolicies.MigrationPolicy: check_migration_policy,
     ReplicaSet: check_replicaset, Pool: check_pool, Preference: check_preference, VMClone: check_vm_clone,
     Service: check_service, Endpoints: check_endpoints, Route: check_route, Ingress: check_ingress,
     dict[str, str]: check_address_table, clusterconfig.ClusterConfig: check_cluster_config,

@@ -33,6 +33,7 @@ BUCKET_POOLS = "vmpools"  # VirtualMachinePools (proto.workloads); the control p
 BUCKET_CLONES = "vmclones"  # VirtualMachineClones (proto.clones); the control plane's only
 BUCKET_PRIORITY_CLASSES = "priorityclasses"  # PriorityClasses (proto.priorities); the control plane's only
 BUCKET_MIGRATIONS = "migrations"  # VirtualMachineInstanceMigrations (proto.migrations); the control plane's only
+BUCKET_MIGRATION_POLICIES = "migrationpolicies"  # MigrationPolicies (proto.migrationpolicies); likewise
 # The cluster's configuration (proto.clusterconfig, KubeVirt's KubeVirt CR), one key; the control plane's only
 BUCKET_CONFIG = "config"
 CONFIG_KUBEVIRT = "kubevirt"
@@ -41,7 +42,7 @@ BUCKET_LEADER = "leader"
 LEASE_CONTROLLERS = "controllers"  # the VM controller, the binder and node lifecycle
 # every bucket only the control plane uses (a node's connect neither needs nor waits for them)
 CONTROL_BUCKETS = (BUCKET_LEADER, BUCKET_CONFIG, BUCKET_INSTANCETYPES, BUCKET_REPLICASETS, BUCKET_PREFERENCES,
-                   BUCKET_POOLS, BUCKET_CLONES, BUCKET_PRIORITY_CLASSES, BUCKET_MIGRATIONS)
+                   BUCKET_POOLS, BUCKET_CLONES, BUCKET_PRIORITY_CLASSES, BUCKET_MIGRATIONS, BUCKET_MIGRATION_POLICIES)
 # The launchers' leases of high-availability VMIs (proto.fencing): key <node>.<vmi>, so NATS can let
 # a node write only its own.
 BUCKET_VMI_LEASES = "vmileases"

@@ -45,6 +45,7 @@ from scheduler.exposures import ExposureApi
 from scheduler.floatingips import FloatingIPApi
 from scheduler.instancetypes import InstancetypeApi
 from scheduler.migrationapi import MigrationApi
+from scheduler.migrationpolicies import MigrationPolicyApi
 from scheduler.networkapi import NetworkApi
 from scheduler.nodemaintenance import NodeMaintenanceApi
 from scheduler.nodemarks import NodeMarkApi
@@ -93,6 +94,7 @@ class Api:
                                               evacuate=self.migrations.evacuate)
         self.node_marks = NodeMarkApi(store)
         self.priority_classes = PriorityClassApi(store)
+        self.migration_policies = MigrationPolicyApi(store)
 
     def endpoints(self) -> list[Endpoint]:
         table: dict[tuple[str, str], Callable[[bytes], object]] = {
@@ -123,7 +125,7 @@ class Api:
             **self.preferences.table(),
             **self.services.table(), **self.routes.table(), **self.cluster.table(), **self.network.table(),
             **self.maintenance.table(), **self.node_marks.table(), **self.priority_classes.table(),
-            **self.migrations.table(),
+            **self.migrations.table(), **self.migration_policies.table(),
         }
         return [Endpoint(f"{kind}-{verb}", subjects.api(kind, verb), handler)  # type: ignore[arg-type]
                 for (kind, verb), handler in table.items()]

@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass
 
 from proto.clusterconfig import MigrationsConfig
+from proto.migrationpolicies import MigrationPolicy, overlay
 from proto.migrations import FINAL, TARGET_READY_TIMEOUT_S, Migration, not_migratable
 from proto.state import FINAL_PHASES, VMI, MigrationPhase, MigrationState
 
@@ -88,12 +89,14 @@ def cancelled(vmi: VMI | None, name: str) -> Act:
     return Act(Step.FAIL, reason="the migration was cancelled")
 
 
-def started(vmi: VMI, item: Migration, now: float, config: MigrationsConfig) -> MigrationState:
-    """Its state as it starts, with the cluster's settings as they are now (a change later does not
-    touch a migration under way, as in KubeVirt)."""
+def started(vmi: VMI, item: Migration, now: float, config: MigrationsConfig,
+            policy: MigrationPolicy | None = None) -> MigrationState:
+    """Its state as it starts, with the cluster's settings as they are now and the instance's
+    MigrationPolicy's over them (a change later does not touch a migration under way, as in KubeVirt)."""
     assert vmi.node_name is not None  # not_migratable said so
     return MigrationState(migration_uid=item.uid, migration_name=item.name, source_node=vmi.node_name,
-                          phase=MigrationPhase.SCHEDULING, start_timestamp=now, options=config.options)
+                          phase=MigrationPhase.SCHEDULING, start_timestamp=now,
+                          options=overlay(config.options, policy), policy=policy.name if policy else "")
 
 
 def finished_to_drop(items: list[Migration], vmi: str) -> list[str]:

@@ -19,15 +19,19 @@ import structlog
 from proto.clusterconfig import MigrationsConfig
 from proto.errors import ApiError, Code
 from proto.events import Event
+from proto.migrationpolicies import MigrationPolicy
+from proto.migrationpolicies import matching as choose_policy
 from proto.migrations import FINAL, Migration
+from proto.resources import vmi_labels
 from proto.state import FINAL_PHASES, VMI, MigrationPhase, MigrationState
-from scheduler import migrationplan
+from scheduler import migrationplan, migrationpolicies
 from scheduler.binder import Binder
 from scheduler.eventsink import EventSink
 from scheduler.migrationapi import migration_bucket
 from scheduler.migrationplan import Act, Step
 from scheduler.networkneeds import network_needs
 from scheduler.vmicache import VmiCache
+from servicekit import informer
 from servicekit.cancelling import cancel_and_wait
 from servicekit.store import Bucket, Entry, Store
 from servicekit.workqueue import WorkQueue
@@ -53,11 +57,13 @@ class Migrations:
         self.queue = WorkQueue(self.reconcile, bind=("migration",))
         self._bucket: Bucket[Migration] | None = None
         self._starting = asyncio.Lock()  # one start decided at a time: each counts the ones before it
+        self._policies: informer.Informer[MigrationPolicy] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         vmis.listen(self._vmi_changed)
 
     async def start(self) -> None:
         self._bucket = await migration_bucket(self.store)
+        self._policies = await migrationpolicies.watched(self.store)
         self._tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._resync())]
 
     async def stop(self) -> None:
@@ -159,12 +165,14 @@ class Migrations:
             now = self.clock()
             wait = self._wait(self.vmis.entries[vmi.name].value if vmi.name in self.vmis.entries else None)
             config = self.config()
+            policies = [e.value for e in self._policies.entries.values()] if self._policies is not None else []
+            policy = choose_policy(policies, vmi_labels(vmi))
 
             def start(current: VMI) -> VMI | None:
                 if migrationplan.plan(item, current, now, wait).step is not Step.START:
                     return None  # it changed meanwhile, or another started first: the next pass decides
-                return msgspec.structs.replace(current, migration_state=migrationplan.started(current, item, now,
-                                                                                             config))
+                return msgspec.structs.replace(current, migration_state=migrationplan.started(
+                    current, item, now, config, policy))
 
             entry = await self.store.vmis.mutate(vmi.name, start)
             if entry is not None:  # counted by the next start at once, not once the watch brings it

@@ -118,7 +118,7 @@ def test_a_drain_moves_guests_off_alive_when_the_cluster_says_live_migrate(lab: 
         config: dict[str, object] = {"developerConfiguration": {"cpuAllocationRatio": 10}}
         if strategy is not None:
             config["evictionStrategy"] = strategy
-            config["migrations"] = {"bandwidthPerMigration": "256Mi", "allowAutoConverge": True,
+            config["migrations"] = {"bandwidthPerMigration": "64Mi", "allowAutoConverge": False,
                                     "completionTimeoutPerGiB": 800, "disableTLS": True}  # the others use TLS
         path = lab.state_dir / "kubevirt-cr.json"
         path.write_text(json.dumps({"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
@@ -127,6 +127,10 @@ def test_a_drain_moves_guests_off_alive_when_the_cluster_says_live_migrate(lab: 
         return str(path)
 
     lab.cli("apply", "-f", cluster("LiveMigrate"))
+    applied = lab.cli("apply", "-f", str(REPO / "examples" / "migration-policy.yaml")).stdout
+    assert "migrationpolicy.migrations.kubevirt.io/small-vms applied" in applied, applied
+    listed = lab.cli("get", "migrationpolicies").stdout
+    assert "small-vms" in listed and "kubevirt.io/size=small" in listed, listed
     lab.cli("apply", "-f", str(REPO / "examples" / "testvm-masquerade.yaml"))
     node = None
     try:
@@ -141,9 +145,11 @@ def test_a_drain_moves_guests_off_alive_when_the_cluster_says_live_migrate(lab: 
         moved = lab.json("get", "vmis", "testvm")
         assert isinstance(moved, dict)
         assert (moved["metadata"]["uid"], moved["status"]["nodeName"]) == (uid, other(node))
-        settings = moved["status"]["migrationState"]["migrationConfiguration"]
+        # the cluster's settings, and over them the policy selecting testvm (kubevirt.io/size: small)
+        state = moved["status"]["migrationState"]
+        settings = state["migrationConfiguration"]
         assert (settings["bandwidthPerMigration"], settings["allowAutoConverge"], settings["completionTimeoutPerGiB"]) \
-            == ("256Mi", True, 800), settings
+            == ("256Mi", True, 300) and state["migrationPolicyName"] == "small-vms", state
         paused = next(c for c in moved["status"]["conditions"] if c["type"] == "Paused")
         assert paused["status"] == "True", moved["status"]["conditions"]
         assert "Paused" in lab.cli("get", "vms", "testvm").stdout
@@ -156,6 +162,7 @@ def test_a_drain_moves_guests_off_alive_when_the_cluster_says_live_migrate(lab: 
             lab.cli("uncordon", node, check=False)
         lab.cli("delete", "testvm", "--wait", check=False)
         lab.cli("apply", "-f", cluster(None), check=False)
+        lab.cli("delete", "migrationpolicy", "small-vms", check=False)
 
 
 def test_a_target_killed_before_the_guest_moves_fails_the_migration_and_the_guest_runs_on(lab: Lab) -> None:

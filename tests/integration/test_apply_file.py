@@ -18,15 +18,17 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
 
-POLICY = """apiVersion: migrations.kubevirt.io/v1alpha1
-kind: MigrationPolicy
+POLICY = """apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstancePreset
 metadata:
-  name: example-migration-policy
+  name: example-preset
 spec:
-  allowAutoConverge: true
-  selectors:
-    namespaceSelector:
-      hpc-workloads: "true"
+  selector:
+    matchLabels:
+      kubevirt.io/os: win10
+  domain:
+    cpu:
+      cores: 2
 """
 
 
@@ -45,7 +47,7 @@ async def test_apply_says_each_refusal_and_applies_the_rest(
         said = capsys.readouterr()
         errors = said.err.splitlines()
         assert len(errors) == 2, said
-        assert "MigrationPolicy example-migration-policy" in errors[0]
+        assert "VirtualMachineInstancePreset example-preset" in errors[0]
         assert "VirtualMachineInstance," in errors[0] and "VirtualMachinePool" in errors[0]  # what it does apply
         assert "(spec.template.spec.domain.firmware.bootloader.efi)" in errors[1] and "UEFI" in errors[1]
         assert "virtualmachine/testvm-machine applied" in said.out

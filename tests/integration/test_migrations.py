@@ -17,8 +17,10 @@ from proto import subjects
 from proto.api import NameRequest, encode
 from proto.errors import ApiError, Code
 from proto.migrations import FINAL, MigrationCreate, MigrationReport
+from proto.resources import vmi_object
 from proto.spec import VMSpec
-from proto.state import VMI, MigrationPhase, Phase, VMIInterface
+from proto.state import VMI, MigrationOptions, MigrationPhase, Phase, VMIInterface
+from scheduler import migrationpolicies
 from scheduler.api import Api
 from scheduler.controllers import Scheduler
 from scheduler.nodeapi import NodeApi
@@ -264,3 +266,56 @@ async def test_the_clusters_limit_holds_a_migration_pending_until_one_ends(store
     finally:
         await scheduler.stop()
         await cancel_and_wait([watching])
+
+
+async def test_a_migration_policy_selecting_the_instance_sets_what_it_moves_with(store: Store, cluster: Api) -> None:
+    """KubeVirt's MigrationPolicy through the API: the policy matching the VMI's labels (the most of
+    them) gives its migration its settings over the cluster's, and its name; another VMI's gets none."""
+    api = cluster
+    for name, spec in (("db-policy", {"selectors": {"virtualMachineInstanceSelector": {"workload": "db"}},
+                                      "bandwidthPerMigration": "32Mi", "allowAutoConverge": True}),
+                       ("db-gold", {"selectors": {"virtualMachineInstanceSelector": {"workload": "db", "tier": "gold"},
+                                                  "namespaceSelector": {"kubernetes.io/metadata.name": "default"}},
+                                    "completionTimeoutPerGiB": 600})):
+        body = {"apiVersion": "migrations.kubevirt.io/v1alpha1", "kind": "MigrationPolicy",
+                "metadata": {"name": name}, "spec": spec}
+        await api.migration_policies.apply(json.dumps(body).encode())
+    listed = await api.migration_policies.list_all(b"{}")
+    assert [p.name for p in listed.items] == ["db-gold", "db-policy"]
+    with pytest.raises(ApiError) as refused:
+        await api.migration_policies.apply(json.dumps({"apiVersion": "migrations.kubevirt.io/v1alpha1",
+                                                        "kind": "MigrationPolicy", "metadata": {"name": "pc"},
+                                                        "spec": {"selectors": {}, "allowPostCopy": True}}).encode())
+    assert refused.value.field == "spec.allowPostCopy"
+    watch = await migrationpolicies.watched(store)  # the controller's (one per process)
+
+    async def heard() -> VMI | None:
+        return VMI(name="x", uid="x", spec=VMSpec(name="x"), created_at=0.0) if len(watch.entries) == 2 else None
+    await until("the controller heard the policies", heard)
+
+    for name, labels in (("gold", {"workload": "db", "tier": "gold"}), ("db", {"workload": "db"}), ("web", {})):
+        manifest = json.loads(vm(name))
+        manifest["spec"]["template"]["metadata"] = {"labels": labels}
+        await api.vm_create(json.dumps(manifest).encode())
+        await vmi_where(store, name, "bound", lambda v: v.node_name is not None)
+        await run_as_node(store, name)
+        await api.migrations.create(encode(MigrationCreate(vmi_name=name)))
+        started = await vmi_where(store, name, "its migration started", lambda v: v.migration_state is not None)
+        assert started.migration_state is not None
+        state = started.migration_state
+        if name == "gold":  # both select it; db-gold matches more labels, and sets only the timeout
+            assert (state.policy, state.options.completion_timeout_per_gib) == ("db-gold", 600)
+            assert state.options.bandwidth_per_migration == 0 and not state.options.allow_auto_converge
+        elif name == "db":
+            assert (state.policy, state.options.bandwidth_per_migration) == ("db-policy", 32 << 20)
+            assert state.options.allow_auto_converge
+        else:
+            assert (state.policy, state.options) == ("", MigrationOptions())
+        await api.migrations.cancel(encode(NameRequest(name=name)))
+        await vmi_where(store, name, "its migration over", lambda v: v.migration_state is not None
+                        and v.migration_state.final)
+    gold = (await store.vmis.require("gold", "VMI")).value
+    rendered = vmi_object(gold)["status"]["migrationState"]
+    assert rendered["migrationPolicyName"] == "db-gold"
+    assert rendered["migrationConfiguration"]["completionTimeoutPerGiB"] == 600
+    assert "deleted" in (await api.migration_policies.delete(encode(NameRequest(name="db-gold")))).message
