@@ -13,6 +13,7 @@ from proto import (
     clonemanifest,
     clusterconfig,
     instancetypes,
+    migrationpolicies,
     migrations,
     preferences,
     priorities,
@@ -55,6 +56,11 @@ def test_each_example_parses_as_the_seed_does(path: Path) -> None:
         return
     if migrations.is_migration(doc):
         assert migrations.parse(doc)[1] == "testvm", "against examples/testvm-masquerade.yaml's VM"
+        return
+    if migrationpolicies.is_migration_policy(doc):  # it selects the lab's testvm by its template's labels
+        testvm = parse_manifest((REPO / "examples" / "testvm-masquerade.yaml").read_bytes())
+        assert isinstance(testvm, VMSpec)
+        assert migrationpolicies.matching([migrationpolicies.parse(doc)], testvm.labels) is not None
         return
     if doc.get("kind") == clonemanifest.KIND:
         assert clonemanifest.parse(doc).source == "keeper", "against examples/testvm-persistent.yaml's VM"
