@@ -76,15 +76,6 @@ class ClusterConfigReply(msgspec.Struct, frozen=True, kw_only=True, rename="came
     item: ClusterConfig
 
 
-class _Ratio(schema.Node):
-    def walk(self, value: Any, path: str) -> Any:
-        schema.INT.walk(value, path)
-        if not 1 <= value <= MAX_CPU_ALLOCATION_RATIO:
-            raise schema.invalid(path, f"{path} must be from 1 to {MAX_CPU_ALLOCATION_RATIO} vCPUs per CPU, "
-                                       f"not {value}")
-        return value
-
-
 class _NoneListed(schema.Node):
     """A list virtbus has nothing to put in: only empty (KubeVirt's stock CR has ``featureGates: []``)."""
 
@@ -131,7 +122,8 @@ _MIGRATIONS = schema.Object({
     "disableTLS": schema.BOOL,
     "allowPostCopy": schema.Off(),  # post-copy: a guest whose memory is still at its source if that one is lost
 })
-_DEVELOPER = schema.Object({"cpuAllocationRatio": _Ratio(), "featureGates": _NoneListed(),
+_DEVELOPER = schema.Object({"cpuAllocationRatio": Between(1, MAX_CPU_ALLOCATION_RATIO, "vCPUs per CPU"),
+                            "featureGates": _NoneListed(),
                             "disabledFeatureGates": _NoneListed()})
 _SPEC = schema.Object({
     "configuration": schema.Object({"developerConfiguration": _DEVELOPER,

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from proto.clusterconfig import MAX_TIMEOUT_S, Bandwidth, Between
+from proto.clusterconfig import MAX_TIMEOUT_S, Bandwidth, Between, check_migration_options
 from proto.errors import ApiError, Code
 from proto.labels import check_labels
 from proto.quantity import format_bytes
@@ -87,12 +87,7 @@ def check(item: MigrationPolicy, name_field: str = "name", prefix: str = "") -> 
                                      "'-', at most 63)", name_field)
     check_labels(item.vmi_selector, f"{prefix}virtualMachineInstanceSelector")
     check_labels(item.namespace_selector, f"{prefix}namespaceSelector")
-    bandwidth, timeout = item.bandwidth_per_migration, item.completion_timeout_per_gib
-    if bandwidth is not None and not 0 <= bandwidth <= 1 << 40:
-        raise ApiError(Code.INVALID, "bandwidthPerMigration must be from 0 to 1Ti a second", "bandwidthPerMigration")
-    if timeout is not None and not 1 <= timeout <= MAX_TIMEOUT_S:
-        raise ApiError(Code.INVALID, f"completionTimeoutPerGiB must be from 1 to {MAX_TIMEOUT_S}",
-                       "completionTimeoutPerGiB")
+    check_migration_options(overlay(MigrationOptions(), item), "spec")  # what it sets, as the CR's are checked
 
 
 def manifest(item: MigrationPolicy) -> dict[str, Any]:
