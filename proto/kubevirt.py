@@ -65,6 +65,7 @@ from proto.spec import (
     VMSpec,
     Volume,
     VolumeSource,
+    is_hotpluggable,
 )
 from proto.taints import TOLERATIONS, read_tolerations
 
@@ -106,8 +107,9 @@ _VOLUME = Object({
     "emptyDisk": Object({"capacity": QUANTITY}),
     "cloudInitNoCloud": Object(dict.fromkeys(
         ("userData", "userDataBase64", "networkData", "networkDataBase64"), STR)),
-    "persistentVolumeClaim": Object({"claimName": STR}),  # a virtbus volume of that name
-    "dataVolume": Object({"name": STR, "hotpluggable": Off()}),
+    # a virtbus volume of that name; hotpluggable: attached and removed while it runs (proto.hotplug)
+    "persistentVolumeClaim": Object({"claimName": STR, "hotpluggable": BOOL}),
+    "dataVolume": Object({"name": STR, "hotpluggable": BOOL}),
     # the secretRefs are not here: virtbus has no Secrets, so they are refused by path
     "cloudInitConfigDrive": Object(dict.fromkeys(
         ("userData", "userDataBase64", "networkData", "networkDataBase64"), STR)),
@@ -135,7 +137,7 @@ _DOMAIN = Object({
     # no cpu here: KubeVirt sizes the vCPUs from it when cpu.cores is absent, virtbus does not
     "resources": Object({"requests": Object({"memory": QUANTITY}), "limits": Object({"memory": QUANTITY})}),
     "devices": Object({"disks": ListOf(_DISK), "interfaces": ListOf(_INTERFACE), "autoattachPodInterface": BOOL,
-                       **MACHINE_DEVICES}),
+                       "disableHotplug": BOOL, **MACHINE_DEVICES}),
     "firmware": FIRMWARE, "clock": CLOCK, "features": FEATURES,  # proto.machine
 })
 _VM = Object({
@@ -250,6 +252,7 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
         cpu=Cpu(cores=cpu.get("cores", 1), sockets=cpu.get("sockets", 1), threads=cpu.get("threads", 1)),
         memory=_memory(domain),
         disks=disks + volume_disks(volumes, disks),
+        disable_hotplug=devices.get("disableHotplug", False),
         **pod_interface(interfaces, networks, devices.get("autoattachPodInterface", True)),
         volumes=volumes,
         node_selector=tspec.get("nodeSelector", {}),
@@ -262,9 +265,9 @@ def vm_from_kubevirt(obj: Mapping[str, Any]) -> VMSpec:
 
 def volume_disks(volumes: list[Volume], disks: list[Disk]) -> list[Disk]:
     """KubeVirt's defaults (SetDefaultVolumeDisk): a volume that names no disk is a disk of its own,
-    as `virtctl create vm` writes them."""
+    as `virtctl create vm` writes them; a hotpluggable one's on the scsi bus (proto.hotplug)."""
     named = {d.name for d in disks}
-    return [Disk(name=v.name) for v in volumes if v.name not in named]
+    return [Disk(name=v.name, bus="scsi" if is_hotpluggable(v) else "virtio") for v in volumes if v.name not in named]
 
 
 def pod_interface(interfaces: list[Interface], networks: list[Network], autoattach: bool) -> dict[str, Any]:
@@ -384,9 +387,11 @@ def _volume(volume: Mapping[str, Any], path: str) -> Volume:
     elif kind == "emptyDisk":
         source = EmptyDisk(capacity=required(body, "capacity", where))
     elif kind == "persistentVolumeClaim":
-        source = PersistentVolumeClaim(claim_name=required(body, "claimName", where))
+        source = PersistentVolumeClaim(claim_name=required(body, "claimName", where),
+                                       hotpluggable=body.get("hotpluggable", False))
     elif kind == "dataVolume":
-        source = PersistentVolumeClaim(claim_name=required(body, "name", where))
+        source = PersistentVolumeClaim(claim_name=required(body, "name", where),
+                                       hotpluggable=body.get("hotpluggable", False))
     elif kind == "hostDisk":
         source = HostDisk(path=required(body, "path", where), kind=required(body, "type", where),
                           capacity=body.get("capacity"))

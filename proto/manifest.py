@@ -232,7 +232,7 @@ _VM_FIELDS = {
 _MOVED = {"spec.clock.offsetSeconds": f"{kubevirt.DOMAIN_PATH}.clock.utc.offsetSeconds"}
 # item attributes spelled differently; a tuple lists the keys one of which the KubeVirt item holds
 _ITEM_FIELDS: dict[tuple[str, str], str | tuple[str, ...]] = {
-    ("disks", "bus"): "disk.bus",
+    ("disks", "bus"): tuple(f"{device}.bus" for device in kubevirt.DISK_DEVICES),  # the one the disk is
     ("interfaces", "binding"): kubevirt.BINDINGS,
     ("networks", "kind"): kubevirt.NETWORK_SOURCES,
     ("networks", "networkName"): "multus.networkName",
@@ -285,5 +285,7 @@ def kubevirt_field(field: str | None, obj: dict[Any, Any]) -> str | None:
     renamed = _ITEM_FIELDS.get((top, attr), attr)
     if isinstance(renamed, tuple):
         raw = _dig(obj, *_VM_FIELDS[top].split("."), int(index))
-        renamed = next((key for key in renamed if isinstance(raw, dict) and key in raw), attr)
+        # the key the item holds ("disk" of "disk.bus"), else the first spelling
+        renamed = next((key for key in renamed if isinstance(raw, dict) and key.split(".")[0] in raw),
+                       renamed[0] if "." in renamed[0] else attr)
     return f"{item}.{renamed}{rest}"

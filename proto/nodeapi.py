@@ -7,6 +7,7 @@ the caller; the rules below make sure N changes nothing but the status of the VM
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -14,7 +15,8 @@ import msgspec
 from proto import netcheck
 from proto.api import Message
 from proto.errors import ApiError, Code
-from proto.state import FINAL_PHASES, VMI, Condition, Phase, VMIInterface
+from proto.state import FINAL_PHASES, VMI, Condition, Phase, VMIInterface, VolumeStatus
+from proto.subjects import is_dns1123_label
 
 VERB_REGISTER = "register"
 VERB_STATUS = "status"
@@ -81,6 +83,7 @@ class StatusReport(Message, frozen=True):
     torn_down: bool = False  # the instance is final and the node has removed all it held for it
     launcher_started_at: float | None = None  # the launch's stages (VMI.launcher_started_at), with Running
     launcher_ready_at: float | None = None
+    volume_status: list[VolumeStatus] | None = None  # the instance's volumes, all of them (VMI.volume_status)
 
 
 class StatusReply(Message, frozen=True):
@@ -154,10 +157,35 @@ def check_report(report: StatusReport) -> None:
             raise ApiError(Code.INVALID, f"{field} must be printable text of at most {MAX_REASON} characters", field)
     for i, nic in enumerate(report.interfaces or []):  # checked as the VMI they go into will be
         netcheck.interface_status(nic.name, nic.ip_address, nic.ip_addresses, nic.mac, f"interfaces[{i}]")
+    check_volume_status(report.volume_status or [])
     for field, at in (("launcher_started_at", report.launcher_started_at),
                       ("launcher_ready_at", report.launcher_ready_at)):
         if at is not None and not 0 < at < MAX_TIMESTAMP:
             raise ApiError(Code.INVALID, f"{field} must be a time in seconds since the epoch", field)
+
+
+MAX_VOLUME_STATUS = 32  # a VM's 16 volumes, and as many being detached
+_TARGET = re.compile(r"^(vd|sd)[a-z]{1,2}$")  # libvirt's disk targets, as launcher.domain names them
+
+
+def check_volume_status(entries: list[VolumeStatus]) -> None:
+    """A node's word on an instance's volumes is printed for people: names and targets of their shape,
+    printable text. A name need not be in the spec: a volume being removed is said until it is gone."""
+    if len(entries) > MAX_VOLUME_STATUS:
+        raise ApiError(Code.INVALID, f"at most {MAX_VOLUME_STATUS} volumes are reported", "volume_status")
+    for i, entry in enumerate(entries):
+        where = f"volume_status[{i}]"
+        if not is_dns1123_label(entry.name):
+            raise ApiError(Code.INVALID, "a volume's name is a DNS label", f"{where}.name")
+        if entry.target and not _TARGET.match(entry.target):
+            raise ApiError(Code.INVALID, f"{entry.target[:16]!r} is not a disk target (vda, sdb)", f"{where}.target")
+        for field, text in (("reason", entry.reason), ("message", entry.message)):
+            if len(text) > MAX_REASON or not text.isprintable():
+                raise ApiError(Code.INVALID, f"{field} must be printable text of at most {MAX_REASON} characters",
+                               f"{where}.{field}")
+    names = [entry.name for entry in entries]
+    if len(set(names)) != len(names):
+        raise ApiError(Code.INVALID, "a volume is reported once", "volume_status")
 
 
 def apply_report(vmi: VMI, report: StatusReport, node: str, now: float) -> VMI | None:
@@ -193,6 +221,8 @@ def apply_report(vmi: VMI, report: StatusReport, node: str, now: float) -> VMI |
         changes["launcher_started_at"] = report.launcher_started_at
     if report.launcher_ready_at is not None:
         changes["launcher_ready_at"] = report.launcher_ready_at
+    if report.volume_status is not None:
+        changes["volume_status"] = report.volume_status
     phase = report.phase
     if phase is not None and vmi.phase is Phase.UNKNOWN:
         # The node is heard again: what it says replaces the phase its silence suspended.

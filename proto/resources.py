@@ -47,6 +47,7 @@ from proto.state import (
     MigrationPhase,
     MigrationState,
     Phase,
+    VolumeStatus,
     is_ready,
     restart_required,
 )
@@ -103,7 +104,8 @@ def vmi_spec(spec: VMSpec, *, sized: bool = True) -> Obj:
             "devices": {**_compact({"disks": [_disk(d) for d in spec.disks],
                                     "interfaces": [_interface(i) for i in spec.interfaces],
                                     # no NIC at all: said, or KubeVirt's reader (and ours) would add one
-                                    "autoattachPodInterface": None if spec.interfaces or spec.networks else False}),
+                                    "autoattachPodInterface": None if spec.interfaces or spec.networks else False,
+                                    "disableHotplug": spec.disable_hotplug or None}),
                         **machine_devices},
         }), **machine},
         "networks": [_network(n) for n in spec.networks],
@@ -183,8 +185,8 @@ def _volume(volume: Volume) -> Obj:
             source = ("hostDisk", _given({"path": path, "type": kind, "capacity": capacity}))
         case Ephemeral(claim_name=claim):
             source = ("ephemeral", {"persistentVolumeClaim": {"claimName": claim}})
-        case PersistentVolumeClaim(claim_name=claim):  # a dataVolume too: both name a virtbus volume
-            source = ("persistentVolumeClaim", {"claimName": claim})
+        case PersistentVolumeClaim(claim_name=claim, hotpluggable=hotpluggable):  # a dataVolume too: a virtbus volume
+            source = ("persistentVolumeClaim", {"claimName": claim, **({"hotpluggable": True} if hotpluggable else {})})
     return {"name": volume.name, source[0]: source[1]}
 
 
@@ -232,6 +234,7 @@ def vmi_object(vmi: VMI) -> Obj:
                                      "mac": i.mac}) for i in vmi.interfaces],
             "phaseTransitionTimestamps": _transitions(vmi),
             "migrationState": _migration_state(vmi.migration_state),
+            "volumeStatus": [_volume_status(v) for v in vmi.volume_status],
             # virtbus's own, which KubeVirt has no field for: the launcher (virt-launcher's process), a
             # stop on its way (KubeVirt deletes the VMI instead), the guest said it is up
             "launcherPid": vmi.launcher_pid,
@@ -242,6 +245,15 @@ def vmi_object(vmi: VMI) -> Obj:
             "launcherReadyAt": timestamp(vmi.launcher_ready_at),
         }),
     }
+
+
+def _volume_status(status: VolumeStatus) -> Obj:
+    """KubeVirt's status.volumeStatus entry: a hotplugged volume's carries its phase and hotplugVolume (no
+    attachment pod here: its node's launcher attaches it)."""
+    entry = _compact({"name": status.name, "target": status.target,
+                      "phase": status.phase.value if status.phase else None, "reason": status.reason,
+                      "message": status.message})
+    return {**entry, "hotplugVolume": {}} if status.hotplug else entry
 
 
 def _migration_state(state: MigrationState | None) -> Obj | None:

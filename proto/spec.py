@@ -99,9 +99,12 @@ class CloudInitNoCloud(Spec, tag="cloudInitNoCloud", tag_field="type", frozen=Tr
 
 
 class PersistentVolumeClaim(Spec, tag="persistentVolumeClaim", tag_field="type", frozen=True):
-    """A virtbus volume (``virtbus volume``; KubeVirt's PVC or DataVolume): a disk that outlives runs."""
+    """A virtbus volume (``virtbus volume``; KubeVirt's PVC or DataVolume): a disk that outlives runs.
+    A hotpluggable one (KubeVirt's ``hotpluggable: true``, what ``virtbus addvolume`` adds) may be
+    attached to and removed from a running instance (proto.hotplug); its disk is on the scsi bus."""
 
     claim_name: str
+    hotpluggable: bool = False
 
 
 class CloudInitConfigDrive(Spec, tag="cloudInitConfigDrive", tag_field="type", frozen=True):
@@ -135,6 +138,12 @@ def claims(volumes: list[Volume]) -> list[tuple[int, str]]:
     must exist, and holds the VM to the volume's node like a claim of it."""
     return [(i, v.source.claim_name) for i, v in enumerate(volumes)
             if isinstance(v.source, PersistentVolumeClaim | Ephemeral)]
+
+
+def is_hotpluggable(volume: Volume) -> bool:
+    """A volume ``addvolume`` added, or a manifest marked ``hotpluggable``: it may come and go while its
+    instance runs (proto.hotplug)."""
+    return isinstance(volume.source, PersistentVolumeClaim) and volume.source.hotpluggable
 
 
 class Firmware(Spec, frozen=True):
@@ -346,6 +355,8 @@ class VMSpec(Spec, frozen=True):
     inputs: list[Input] = []
     graphics: bool = True  # KubeVirt's autoattachGraphicsDevice: a VGA card and a VNC screen
     mem_balloon: bool = False  # KubeVirt's autoattachMemBalloon; virtbus's default is none (density)
+    # KubeVirt's devices.disableHotplug: no SCSI controller for volumes to be hotplugged onto, and none may be
+    disable_hotplug: bool = False
     start_paused: bool = False  # KubeVirt's startStrategy: Paused: each instance starts paused
     firmware: Firmware | None = None
     clock: Clock | None = None

@@ -122,8 +122,30 @@ class MigrationState(State, frozen=True):
         return self.phase in FINAL_MIGRATION_PHASES
 
 
+class HotplugPhase(enum.StrEnum):
+    """Where a hotplugged volume of a running instance is (KubeVirt's VolumePhase, the ones virtbus
+    passes through)."""
+
+    PENDING = "Pending"  # not attached yet: its file on its way (its node populating it), or the attach failed
+    READY = "Ready"  # attached: the guest has the disk
+    DETACHING = "Detaching"  # removed from the spec; the guest still has the disk
+
+
+class VolumeStatus(State, frozen=True):
+    """One volume of a running instance as its launcher says it (KubeVirt's status.volumeStatus): the
+    disk the guest has it as and, for a hotplugged volume, where its attachment stands."""
+
+    name: str
+    target: str = ""  # the domain's target (vda, sda); "" while not attached
+    phase: HotplugPhase | None = None  # hotplugged volumes only, as KubeVirt says it
+    reason: str = ""
+    message: str = ""
+    hotplug: bool = False
+
+
 class VMI(State, frozen=True):
-    """One run of a VM. Its spec is frozen at creation, like a KubeVirt VMI's."""
+    """One run of a VM. Its spec is frozen at creation, like a KubeVirt VMI's, but for its hotpluggable
+    volumes (proto.hotplug), which ``addvolume`` and ``removevolume`` change while it runs."""
 
     name: str
     uid: str
@@ -179,6 +201,8 @@ class VMI(State, frozen=True):
     priority: int | None = None
     # Its live migration under way, or the last one (proto.migrations; KubeVirt's status.migrationState)
     migration_state: MigrationState | None = None
+    # Its volumes as its launcher last said (KubeVirt's status.volumeStatus): targets, hotplug progress
+    volume_status: list[VolumeStatus] = []
 
 
 def is_ready(vmi: VMI) -> bool:

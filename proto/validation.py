@@ -51,7 +51,7 @@ MAX_INTERFACES = 8
 MAX_EMPTY_DISK_TOTAL = MAX_DISK
 
 _IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]{0,254}$")
-_DISK_SERIAL = re.compile(r"^[A-Za-z0-9_.+-]{1,256}$")
+DISK_SERIAL = re.compile(r"^[A-Za-z0-9_.+-]{1,256}$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")
 
@@ -117,7 +117,7 @@ def validate_vm(spec: VMSpec) -> VMSpec:
                          (spec.priority_class_name, "spec.priorityClassName")):
         if value is not None:  # a DNS label: in DHCP, cloud-init meta-data and DNS names
             check_name(value, field, field.removeprefix("spec."))
-    _check_storage(spec)
+    validate_storage(spec)
     _check_templates(spec)
     _check_network(spec)
     check_machine(spec)
@@ -135,7 +135,8 @@ def empty_disk_total(spec: VMSpec) -> int:
     return sum(parse_bytes(v.source.capacity) for v in spec.volumes if isinstance(v.source, EmptyDisk))
 
 
-def _check_storage(spec: VMSpec) -> None:
+def validate_storage(spec: VMSpec) -> None:
+    """The spec's disks and volumes, as a manifest's are checked (proto.hotplug checks a volume added so)."""
     if len(spec.disks) > MAX_DISKS:
         raise invalid("spec.disks", f"{len(spec.disks)} disks is more than the {MAX_DISKS} a VM may have")
     if len(spec.volumes) > MAX_DISKS:
@@ -150,7 +151,7 @@ def _check_storage(spec: VMSpec) -> None:
             raise invalid(f"spec.disks[{index}].name", f"disk {disk.name!r} has no volume of that name")
         if disk.device == "cdrom" and disk.bus == "virtio":
             raise invalid(f"spec.disks[{index}].bus", "a cdrom is on sata or scsi, not virtio")
-        if disk.serial is not None and not _DISK_SERIAL.match(disk.serial):  # KubeVirt's rule
+        if disk.serial is not None and not DISK_SERIAL.match(disk.serial):  # KubeVirt's rule
             raise invalid(f"spec.disks[{index}].serial", "a disk's serial is 1 to 256 of A-Z a-z 0-9 _ . + -")
         if disk.io == "native" and disk.cache != "none":  # QEMU's: native I/O bypasses the host's cache
             raise invalid(f"spec.disks[{index}].io", "io: native needs cache: none")
@@ -172,8 +173,10 @@ def _check_storage(spec: VMSpec) -> None:
                 if empty_total > MAX_EMPTY_DISK_TOTAL:
                     raise invalid(f"{field}.source.capacity", "the emptyDisks of a VM add up to more than "
                                                              f"{format_bytes(MAX_EMPTY_DISK_TOTAL)}")
-            case PersistentVolumeClaim(claim_name=claim):
+            case PersistentVolumeClaim(claim_name=claim, hotpluggable=hotpluggable):
                 check_name(claim, f"{field}.source.claimName", "volume name")
+                if hotpluggable:
+                    _check_hotpluggable(spec, volume.name, field)
             case CloudInitNoCloud(user_data=user_data, network_data=network_data) | \
                     CloudInitConfigDrive(user_data=user_data, network_data=network_data):
                 if not user_data and not network_data:
@@ -186,6 +189,18 @@ def _check_storage(spec: VMSpec) -> None:
                 check_name(claim, f"{field}.source.persistentVolumeClaim.claimName", "volume name")
             case HostDisk():
                 check_host_disk(volume.source, f"{field}.source")
+
+
+def _check_hotpluggable(spec: VMSpec, name: str, field: str) -> None:
+    """A hotpluggable volume is attached and removed while the guest runs: on a scsi disk (virtio-scsi's
+    events; a virtio disk would need a PCIe slot with hotplug), and never with hotplug disabled."""
+    if spec.disable_hotplug:
+        raise invalid(f"{field}.source.hotpluggable", "a hotpluggable volume needs hotplug: the VM has "
+                                                       "domain.devices.disableHotplug")
+    index, disk = next((i, d) for i, d in enumerate(spec.disks) if d.name == name)
+    if disk.device != "disk" or disk.bus != "scsi":
+        raise invalid(f"spec.disks[{index}].bus", f"disk {name!r} of a hotpluggable volume must be a disk on the "
+                                                   "scsi bus")
 
 
 def check_host_disk(disk: HostDisk, field: str) -> None:

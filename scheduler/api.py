@@ -43,6 +43,7 @@ from scheduler.clones import CloneApi
 from scheduler.clusterconfig import ClusterConfigApi, ClusterConfigWatch
 from scheduler.exposures import ExposureApi
 from scheduler.floatingips import FloatingIPApi
+from scheduler.hotplug import HotplugApi
 from scheduler.instancetypes import InstancetypeApi
 from scheduler.migrationapi import MigrationApi
 from scheduler.migrationpolicies import MigrationPolicyApi
@@ -95,6 +96,7 @@ class Api:
         self.node_marks = NodeMarkApi(store)
         self.priority_classes = PriorityClassApi(store)
         self.migration_policies = MigrationPolicyApi(store)
+        self.hotplug = HotplugApi(store, self.volumes)
 
     def endpoints(self) -> list[Endpoint]:
         table: dict[tuple[str, str], Callable[[bytes], object]] = {
@@ -125,7 +127,7 @@ class Api:
             **self.preferences.table(),
             **self.services.table(), **self.routes.table(), **self.cluster.table(), **self.network.table(),
             **self.maintenance.table(), **self.node_marks.table(), **self.priority_classes.table(),
-            **self.migrations.table(), **self.migration_policies.table(),
+            **self.migrations.table(), **self.migration_policies.table(), **self.hotplug.table(),
         }
         return [Endpoint(f"{kind}-{verb}", subjects.api(kind, verb), handler)  # type: ignore[arg-type]
                 for (kind, verb), handler in table.items()]
