@@ -20,6 +20,7 @@ from ctl import (
     draincmd,
     expandcmd,
     exportcmd,
+    hotplugcmd,
     imagecmd,
     imageupload,
     instancetypecmd,
@@ -279,6 +280,7 @@ def parser() -> argparse.ArgumentParser:
     draincmd.add_parsers(sub)
     nodemarks.add_parser(sub)
     expandcmd.add_parser(sub)
+    hotplugcmd.add_parser(sub)
     describe.add_parser(sub)
     createvm.add_parser(sub)
     version.add_parser(sub)
@@ -300,7 +302,7 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] =
     "migrate": migratecmd.run, "migrate-cancel": migratecmd.run, "migration": migratecmd.run,
     "migrationpolicy": migrationpolicycmd.run,
     "port-forward": portforward.run,
-    "vmexport": exportcmd.run, "expand": expandcmd.run,
+    "vmexport": exportcmd.run, "expand": expandcmd.run, "addvolume": hotplugcmd.run, "removevolume": hotplugcmd.run,
     "cordon": draincmd.run, "uncordon": draincmd.run, "drain": draincmd.run, "label": nodemarks.run,
     "taint": nodemarks.run,
     "describe": describe.run, "version": version.run, "console-web": ctl.webconsole.run,

@@ -110,6 +110,14 @@ class SnapshotTaker:
         self.domain = domain
         self.control = control or LibvirtBackup()
         self.taker = f"vmi/{vmi}"
+        self.has_volumes = asyncio.Event()
+        self.follow(volumes)
+
+    def follow(self, volumes: list[str]) -> None:
+        """The volumes its guest writes now (a hotplugged one comes and goes while it runs)."""
+        self.volumes = set(volumes)
+        if self.volumes:
+            self.has_volumes.set()
 
     def wanted(self, snapshots: list[VolumeSnapshot]) -> list[VolumeSnapshot]:
         """Pure: the pending snapshots of this launcher's volumes (a VM snapshot's all come at once)."""
@@ -118,8 +126,7 @@ class SnapshotTaker:
                      or (s.phase is SnapshotPhase.IN_PROGRESS and s.taken_by == self.taker))]
 
     async def run(self) -> None:
-        if not self.volumes:
-            return
+        await self.has_volumes.wait()  # no watch of the snapshots for a guest that writes no volume
         me = asyncio.current_task()
         while me is None or not me.cancelling():  # a cancel nats-py's requests swallowed is honoured
             try:

@@ -57,6 +57,8 @@ class DomainPlan:
     inputs: tuple[Input, ...] = ()
     graphics: bool = True
     mem_balloon: bool = False
+    # a virtio-scsi controller for volumes hotplugged while it runs (KubeVirt's, unless disableHotplug)
+    hotplug: bool = True
 
     @property
     def vcpus(self) -> int:
@@ -102,7 +104,8 @@ def plan_domain(spec: VMSpec, *, uid: str, domain_type: Literal["kvm", "qemu"],
                       disks=tuple(disks), nics=nics, serial_log=serial_log,
                       serial_number=spec.firmware.serial if spec.firmware else None,
                       clock=spec.clock or Clock(), features=spec.features or Features(), rng=spec.rng,
-                      inputs=tuple(spec.inputs), graphics=spec.graphics, mem_balloon=spec.mem_balloon)
+                      inputs=tuple(spec.inputs), graphics=spec.graphics, mem_balloon=spec.mem_balloon,
+                      hotplug=not spec.disable_hotplug)
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -186,25 +189,39 @@ def configure_clock(clock: Clock, dom: ET.Element) -> None:
 
 
 def configure_storage(plan: DomainPlan, devices: ET.Element) -> None:
-    if any(d.bus == "scsi" for d in plan.disks):
+    if plan.hotplug or any(d.bus == "scsi" for d in plan.disks):
         # libvirt's default SCSI controller on x86 is an LSI one QEMU may not even build; KubeVirt
-        # uses virtio-scsi too
+        # uses virtio-scsi too, and has one unless hotplug is disabled: hotplugged volumes come and
+        # go on it (launcher.hotplug)
         _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
     for d in plan.disks:
-        disk = _sub(devices, "disk", type="file", device=d.device)
-        driver = _sub(disk, "driver", name="qemu", type=d.format)
-        for key, value in (("cache", d.cache), ("io", d.io)):
-            if value is not None:
-                driver.set(key, value)
-        _sub(disk, "source", file=d.path)
-        _sub(disk, "target", dev=d.target, bus=d.bus)
-        if d.serial is not None:
-            _sub(disk, "serial", d.serial)
-        if d.readonly:
-            _sub(disk, "readonly")
-        if d.boot_order is not None:
-            _sub(disk, "boot", order=str(d.boot_order))
-        _sub(disk, "alias", name=f"ua-{d.name}")
+        devices.append(disk_element(d))
+
+
+DISK_ALIAS_PREFIX = "ua-"  # libvirt's user aliases: each disk is found again by its volume's name
+
+
+def disk_element(d: DiskPlan) -> ET.Element:
+    """One ``<disk>``: at boot in the domain, or alone for a hotplug (launcher.hotplug)."""
+    disk = ET.Element("disk", type="file", device=d.device)
+    driver = _sub(disk, "driver", name="qemu", type=d.format)
+    for key, value in (("cache", d.cache), ("io", d.io)):
+        if value is not None:
+            driver.set(key, value)
+    _sub(disk, "source", file=d.path)
+    _sub(disk, "target", dev=d.target, bus=d.bus)
+    if d.serial is not None:
+        _sub(disk, "serial", d.serial)
+    if d.readonly:
+        _sub(disk, "readonly")
+    if d.boot_order is not None:
+        _sub(disk, "boot", order=str(d.boot_order))
+    _sub(disk, "alias", name=f"{DISK_ALIAS_PREFIX}{d.name}")
+    return disk
+
+
+def disk_xml(d: DiskPlan) -> str:
+    return ET.tostring(disk_element(d), encoding="unicode")
 
 
 def configure_network(plan: DomainPlan, devices: ET.Element) -> None:

@@ -22,6 +22,7 @@ from launcher.backup import SnapshotTaker
 from launcher.console import ConsoleInput, ConsoleTail
 from launcher.domain import CONSOLE_SOCKET, VNC_SOCKET, compose_domain_xml, plan_domain
 from launcher.guestnics import GuestNics
+from launcher.hotplug import HotplugKeeper, LibvirtDisks
 from launcher.launchclock import LaunchClock
 from launcher.leasekeeper import LeaseKeeper, LeaseNotTaken
 from launcher.libvirtd import PrivateLibvirtd, lower_domain
@@ -37,7 +38,7 @@ from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
 from proto.quantity import parse_bytes
 from proto.snapshots import written_volumes
 from proto.spec import claims
-from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface, grace_period
+from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface, VolumeStatus, grace_period
 from servicekit import cpugroup, launcherlock, processes, volumedata
 from servicekit.nodeclient import NodeApiClient
 from servicekit.paths import path_under, volume_path
@@ -102,8 +103,12 @@ class Runner:
         self.ready_at: float | None = None
         self.clock = LaunchClock(self.started_at)
         self.power = PowerKeeper(self.libvirtd, lambda: self.follower.dom, self.report_event)
+        # its hotplugged volumes (virtctl addvolume/removevolume), attached and detached as its spec says
+        self.hotplug = HotplugKeeper(LibvirtDisks(), store.volumes, lambda: self.follower.dom, self._report_volumes,
+                                     self.report_event, node=args.node, volumes_dir=args.node_dir / "volumes")
+        self.snapshots: SnapshotTaker | None = None
         self.follower = DomainFollower(self.libvirtd, self.report_condition, vmi=args.vmi, netns=args.pod_netns,
-                                       workdir=args.vmi_dir, on_change=self.power.poke)
+                                       workdir=args.vmi_dir, on_change=self._domain_changed)
         # its instance's live migration (launcher.livemigration): the side this launcher is on
         self.target = Target(store.nc, self.nodeapi, vmi=args.vmi, uid=args.uid, node=args.node, node_dir=args.node_dir,
                              migration_uid=args.migration, node_netns=args.node_netns) if args.migration else None
@@ -182,6 +187,7 @@ class Runner:
         screen: asyncio.Task[None] | None = None
         lease: asyncio.Task[str] | None = None
         power: asyncio.Task[None] | None = None
+        hotplug: asyncio.Task[None] | None = None
         snapshots: asyncio.Task[None] | None = None
         try:
             try:
@@ -225,10 +231,12 @@ class Runner:
                 record=lambda: self.libvirtd.stats(self.follower.dom),  # the current one: libvirtd may restart
                 nic_names=self.nics.nic_names).run())
             power = asyncio.create_task(self.power.run())
-            snapshots = asyncio.create_task(SnapshotTaker(
+            hotplug = asyncio.create_task(self.hotplug.run())
+            self.snapshots = SnapshotTaker(
                 self.store, self.nodeapi, vmi=self.args.vmi, node=self.args.node,
-                volumes=written_volumes(vmi.spec), volumes_dir=self.args.node_dir / "volumes",
-                workdir=self.args.vmi_dir, domain=lambda: self.follower.dom).run())
+                volumes=written_volumes(self.hotplug.spec or vmi.spec), volumes_dir=self.args.node_dir / "volumes",
+                workdir=self.args.vmi_dir, domain=lambda: self.follower.dom)
+            snapshots = asyncio.create_task(self.snapshots.run())
             phase, reason = await self._supervise(dom)
             await self.console.pump()
             if self.source is not None and self.source.moved.is_set():
@@ -240,7 +248,7 @@ class Runner:
             watcher.cancel()
             await asyncio.wait([watcher])
             await own.aclose()  # a watcher cancelled before it began never closed it (its subscription)
-            for task in (tail, keys, publisher, power, screen, snapshots):
+            for task in (tail, keys, publisher, power, hotplug, screen, snapshots):
                 if task is not None:
                     task.cancel()
             await self._clean_up()
@@ -430,18 +438,39 @@ class Runner:
         if self.source is not None and not isinstance(vmi, ownvmi.Gone) and vmi.uid == self.args.uid:
             self.source.heard(vmi)
         if isinstance(vmi, ownvmi.Gone) or vmi.uid != self.args.uid:
-            self.power.stand_down()
+            self._stand_down()
             self.gone.set()
         elif vmi.phase in FINAL_PHASES:  # ended while it runs: no guest may outlive its end
-            self.power.stand_down()
+            self._stand_down()
             self.ended = (vmi.phase, vmi.reason)
             self.gone.set()
         elif vmi.stop_requested:
-            self.power.stand_down()
+            self._stand_down()
             self.grace = grace_period(vmi)
             self.stop_requested.set()
         else:
             self.power.want(Wanted.of(vmi))
+            self.hotplug.want(vmi.spec)
+            if self.snapshots is not None:  # a hotplugged volume is snapshotted by this launcher too
+                self.snapshots.follow(written_volumes(vmi.spec))
+
+    def _stand_down(self) -> None:
+        self.power.stand_down()
+        self.hotplug.stand_down()
+
+    def _domain_changed(self) -> None:
+        """A domain event, or libvirtd restarted: what the keepers keep may have changed under them."""
+        self.power.poke()
+        self.hotplug.poke()
+
+    async def _report_volumes(self, volumes: list[VolumeStatus]) -> bool:
+        try:
+            await self.nodeapi.report(StatusReport(vmi=self.args.vmi, uid=self.args.uid, volume_status=volumes),
+                                      patience=CONDITION_PATIENCE_S)
+        except ApiError as exc:  # said again at the keeper's next look
+            log.warning("volume status not reported", error=exc.message)
+            return False
+        return True
 
     async def _stop_libvirtd(self) -> None:
         await self.libvirtd.settle()

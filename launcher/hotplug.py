@@ -1,0 +1,195 @@
+"""Carrying out the VMI's hotplugged volumes on the running domain: the thin shell around
+launcher.hotplugplan. It looks again whenever the VMI changes, and every second while a volume waits
+for its file or a step failed (libvirtd away for a moment, the guest slow to let a disk go), and says
+every volume's target and each hotplugged one's phase in the VMI's status.volumeStatus.
+
+A volume's file is its node's (the handler populates it once the volume is placed here); the
+launcher attaches it only once its record is Ready on this node and its file is there. No
+subprocess runs here: once the guest runs, the launcher reaps every child (launcher.reaper), and
+would take a subprocess's exit status from under asyncio. So a volume grown since it was made is
+attached at its old size; the guest sees the new one at its next start, as at a boot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import libvirt
+import structlog
+
+from launcher.domain import DISK_ALIAS_PREFIX, DiskPlan, disk_xml
+from launcher.hotplugplan import Outcome, free_target, live_disks, plan, statuses
+from proto.hotplug import hotplugged
+from proto.nodeapi import EventNote
+from proto.spec import VMSpec
+from proto.state import HotplugPhase, PersistentVolume, VolumePhase, VolumeStatus
+from servicekit.paths import volume_path
+from servicekit.store import Entry
+
+log = structlog.get_logger()
+RETRY_S = 1.0
+
+
+class DiskControl(Protocol):
+    """What hotplug needs of the domain (LibvirtDisks; a stateful fake in the unit tests)."""
+
+    async def disks(self, dom: Any) -> dict[str, str]: ...  # volume name -> target, as the domain has them
+
+    async def attach(self, dom: Any, xml: str) -> None: ...
+
+    async def detach(self, dom: Any, name: str) -> None: ...
+
+
+class VolumeRecords(Protocol):
+    """The volumes bucket (servicekit.store), read only."""
+
+    async def get(self, key: str) -> Entry[PersistentVolume] | None: ...
+
+
+class LibvirtDisks:
+    """The real DiskControl: the live domain, changed live only (the domain is defined anew at each start)."""
+
+    async def disks(self, dom: Any) -> dict[str, str]:
+        return live_disks(await asyncio.to_thread(dom.XMLDesc, 0))
+
+    async def attach(self, dom: Any, xml: str) -> None:
+        await asyncio.to_thread(dom.attachDeviceFlags, xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    async def detach(self, dom: Any, name: str) -> None:
+        # virtio-scsi unplugs at once; libvirt waits for QEMU's word (a few seconds at most) and the
+        # disk read back says whether it went
+        await asyncio.to_thread(dom.detachDeviceAlias, DISK_ALIAS_PREFIX + name, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+
+Report = Callable[[list[VolumeStatus]], Awaitable[bool]]
+Note = Callable[[EventNote], Awaitable[None]]
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+
+
+def changes(before: list[VolumeStatus] | None, after: list[VolumeStatus], attached: set[str]) -> list[EventNote]:
+    """Pure: the events of a change in what the launcher says (KubeVirt's virt-handler's): a hotplugged
+    volume became Ready, or its disk is gone. Of what the first look finds, only what it attached itself
+    (not a boot's disks). attached: what this look attached."""
+    was = {s.name: s for s in before or [] if s.hotplug}
+    now = {s.name: s for s in after if s.hotplug}
+    became = {name for name, s in now.items() if s.phase is HotplugPhase.READY and before is not None
+              and (name not in was or was[name].phase is not HotplugPhase.READY)}
+    out = [EventNote(reason="VolumeReady", message=s.message) for name, s in now.items()
+           if s.phase is HotplugPhase.READY and (name in became or name in attached)]
+    out += [EventNote(reason="VolumeUnplugged", message=f"Volume {name} was removed from the VM")
+            for name in was if name not in now]
+    return out
+
+
+class HotplugKeeper:
+    def __init__(self, control: DiskControl, volumes: VolumeRecords, domain: Callable[[], Any], report: Report,
+                 note: Note, *, node: str, volumes_dir: Path, retry: float = RETRY_S) -> None:
+        """domain: the domain on libvirtd's current connection (None until it runs); report: says the
+        volumes' status, True once said."""
+        self.control = control
+        self.volumes = volumes
+        self.domain = domain
+        self.report = report
+        self.note = note
+        self.node = node
+        self.volumes_dir = volumes_dir
+        self.retry = retry
+        self.spec: VMSpec | None = None
+        self.said: list[VolumeStatus] | None = None  # what the control plane has
+        self.seen: list[VolumeStatus] | None = None  # what the last look found
+        self.wake = asyncio.Event()
+        self.standing_down = False
+
+    def want(self, spec: VMSpec) -> None:
+        """The instance's spec as last heard."""
+        self.spec = spec
+        self.wake.set()
+
+    def stand_down(self) -> None:
+        """The instance is stopping: its disks go with the domain."""
+        self.standing_down = True
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            try:
+                settled = await self.sync()
+            except Exception as exc:  # libvirt's errors: its libvirtd may be restarting
+                log.warning("hotplug step failed; retrying", error=_first_line(exc))
+                settled = False
+            if not settled:
+                await asyncio.sleep(self.retry)
+                self.wake.set()
+
+    async def sync(self) -> bool:
+        """One look: detach what the spec dropped, attach what it added and is ready; say the status.
+        True when nothing is left to do."""
+        dom, spec = self.domain(), self.spec
+        if dom is None or spec is None or self.standing_down:
+            return True
+        live = await self.control.disks(dom)
+        steps = plan(spec, live)
+        waiting: dict[str, str] = {}
+        failed: dict[str, str] = {}
+        for name in steps.detach:
+            try:
+                await self.control.detach(dom, name)
+            except Exception as exc:  # libvirt's: the guest has not let it go yet, or it is going already
+                failed[name] = f"detach: {_first_line(exc)}"
+        claims = hotplugged(spec)
+        for name in steps.attach:
+            why, path = await self._ready_file(claims[name])
+            if path is None:
+                waiting[name] = why
+                continue
+            disk = next(d for d in spec.disks if d.name == name)
+            target = free_target(live.values())
+            try:
+                await self.control.attach(dom, disk_xml(DiskPlan(
+                    name=name, path=str(path), format="qcow2", bus=disk.bus, target=target, readonly=False,
+                    boot_order=None, serial=disk.serial, cache=disk.cache, io=disk.io)))
+            except Exception as exc:
+                failed[name] = f"attach: {_first_line(exc)}"
+                continue
+            live[name] = target
+        after = await self.control.disks(dom)  # the domain says what happened, not our intentions
+        said = statuses(spec, after, Outcome(waiting=waiting, failed=failed))
+        # each change noted once, whether or not the report gets through
+        for note in changes(self.seen, said, {name for name in steps.attach if name in after}):
+            log.info("volume", reason=note.reason, message=note.message)
+            await self.note(note)
+        self.seen = said
+        if said != self.said and await self.report(said):
+            self.said = said
+        left = plan(spec, after)
+        return self.said == said and not left.attach and not left.detach
+
+    async def _ready_file(self, claim: str) -> tuple[str, Path | None]:
+        """The volume's file here once it is ready, or why not yet."""
+        entry = await self.volumes.get(claim)
+        if entry is None:
+            return f"volume {claim} not found", None
+        record = entry.value
+        if record.node is None:
+            return f"volume {claim} is not on a node yet", None
+        if record.node != self.node:
+            return f"volume {claim} is on node {record.node}, not on {self.node} where the VM runs", None
+        if record.phase is VolumePhase.FAILED:
+            return f"volume {claim} failed: {record.reason}", None
+        if record.phase is not VolumePhase.READY:
+            done = f" ({record.progress.done} of {record.progress.total} bytes)" if record.progress.total else ""
+            return f"volume {claim} is {record.phase.value}{done}", None
+        path = volume_path(self.volumes_dir, record)
+        if not await asyncio.to_thread(path.exists):
+            return f"volume {claim} is Ready but its file is not on this node yet", None
+        return "", path
