@@ -1,0 +1,194 @@
+"""The launcher's hotplug keeper (launcher.hotplug) against a stateful fake of the domain's disks and
+of the volumes bucket: it attaches a volume once its file is ready on its node, detaches what the
+spec dropped (also when the guest lets go only later), says each volume's status, notes each change
+once, and tries again what failed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from launcher.hotplug import HotplugKeeper
+from proto.hotplug import AddVolumeRequest, added
+from proto.nodeapi import EventNote
+from proto.spec import Disk, PersistentVolumeClaim, VMSpec, Volume
+from proto.state import HotplugPhase, PersistentVolume, VolumePhase, VolumeStatus
+from servicekit.paths import volume_path
+from servicekit.store import Entry
+
+BASE = VMSpec(name="vm1", disks=[Disk(name="root")],
+              volumes=[Volume(name="root", source=PersistentVolumeClaim(claim_name="rootvol"))])
+WITH_DATA = added(BASE, AddVolumeRequest(name="vm1", volume_name="data", serial="S1"))
+
+
+class FakeDisks:
+    """A domain's disks: attached at once; detached at once, or only by the keeper's next look (a guest
+    slow to let go: the read back in the same look still has it)."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, str] = {"root": "vda"}
+        self.xml: list[str] = []
+        self.slow_unplug = False
+        self.going: dict[str, int] = {}  # name -> reads left before it is gone
+        self.fail_attach = 0
+
+    async def disks(self, dom: Any) -> dict[str, str]:
+        for name in list(self.going):
+            self.going[name] -= 1
+            if self.going[name] < 0:
+                self.live.pop(name, None)
+                del self.going[name]
+        return dict(self.live)
+
+    async def attach(self, dom: Any, xml: str) -> None:
+        if self.fail_attach:
+            self.fail_attach -= 1
+            raise RuntimeError("internal error: unable to execute QEMU command 'device_add'\nmore")
+        alias = re.search(r'<alias name="ua-([^"]+)"', xml)
+        target = re.search(r'<target dev="([^"]+)"', xml)
+        assert alias and target and target.group(1) not in self.live.values()
+        self.xml.append(xml)
+        self.live[alias.group(1)] = target.group(1)
+
+    async def detach(self, dom: Any, name: str) -> None:
+        assert name in self.live
+        if self.slow_unplug:
+            self.going[name] = 1
+        else:
+            del self.live[name]
+
+
+class FakeVolumes:
+    def __init__(self) -> None:
+        self.records: dict[str, PersistentVolume] = {}
+
+    async def get(self, key: str) -> Entry[PersistentVolume] | None:
+        record = self.records.get(key)
+        return Entry(key, record, 1) if record else None
+
+
+class Harness:
+    def __init__(self, tmp: Path) -> None:
+        self.disks = FakeDisks()
+        self.volumes = FakeVolumes()
+        self.reports: list[list[VolumeStatus]] = []
+        self.notes: list[EventNote] = []
+        self.reachable = True
+        self.dir = tmp
+        self.keeper = HotplugKeeper(self.disks, self.volumes, lambda: "dom", self.report, self.note, node="node1",
+                                    volumes_dir=tmp)
+
+    async def report(self, volumes: list[VolumeStatus]) -> bool:
+        if self.reachable:
+            self.reports.append(volumes)
+        return self.reachable
+
+    async def note(self, note: EventNote) -> None:
+        self.notes.append(note)
+
+    def volume(self, phase: VolumePhase, node: str | None = "node1", *, file: bool = True) -> PersistentVolume:
+        record = PersistentVolume(name="data", uid="uid-data", size="64Mi", created_at=1.0, node=node, phase=phase)
+        self.volumes.records["data"] = record
+        if file:
+            path = volume_path(self.dir, record)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+        return record
+
+    def last(self, name: str) -> VolumeStatus | None:
+        return next((s for s in self.reports[-1] if s.name == name), None)
+
+
+async def test_a_volume_is_attached_once_its_file_is_ready_and_said_ready(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.keeper.want(BASE)
+    assert await h.keeper.sync()
+    assert h.reports == [[VolumeStatus(name="root", target="vda")]] and h.notes == []  # the boot's disks
+    h.volume(VolumePhase.POPULATING, file=False)
+    h.keeper.want(WITH_DATA)
+    assert not await h.keeper.sync()  # waiting: looked at again
+    data = h.last("data")
+    assert data is not None and data.phase is HotplugPhase.PENDING and "Populating" in data.message
+    assert h.disks.xml == []
+    record = h.volume(VolumePhase.READY)
+    assert await h.keeper.sync()
+    data = h.last("data")
+    assert data is not None and (data.phase, data.target, data.reason) == (HotplugPhase.READY, "sda", "VolumeReady")
+    xml = h.disks.xml[0]
+    assert f'<source file="{volume_path(tmp_path, record)}"' in xml and '<target dev="sda" bus="scsi"' in xml
+    assert "<serial>S1</serial>" in xml and 'type="qcow2"' in xml
+    assert [n.reason for n in h.notes] == ["VolumeReady"]
+    assert await h.keeper.sync() and len(h.reports) == 3  # nothing new: nothing said again
+
+
+async def test_a_volume_not_here_or_failed_waits_with_the_reason(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.keeper.want(WITH_DATA)
+    for make, why in ((lambda: None, "not found"),
+                      (lambda: h.volume(VolumePhase.READY, file=False), "its file is not on this node"),
+                      (lambda: h.volume(VolumePhase.READY, node="node2"), "on node node2"),
+                      (lambda: h.volume(VolumePhase.READY, node=None), "not on a node yet"),
+                      (lambda: h.volume(VolumePhase.FAILED), "failed")):
+        make()
+        assert not await h.keeper.sync()
+        data = h.last("data")
+        assert data is not None and data.phase is HotplugPhase.PENDING and why in data.message, (why, data)
+    assert h.disks.xml == []
+
+
+async def test_an_attach_that_fails_is_said_and_tried_again(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.volume(VolumePhase.READY)
+    h.disks.fail_attach = 1
+    h.keeper.want(WITH_DATA)
+    assert not await h.keeper.sync()
+    data = h.last("data")
+    assert data is not None and data.reason == "AttachFailed" and data.message.startswith("attach: internal error")
+    assert "\n" not in data.message
+    assert await h.keeper.sync()
+    assert h.disks.live == {"root": "vda", "data": "sda"}
+
+
+async def test_a_dropped_volume_is_detached_and_its_going_noted_once(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.volume(VolumePhase.READY)
+    h.keeper.want(WITH_DATA)
+    assert await h.keeper.sync()
+    h.disks.slow_unplug = True
+    h.keeper.want(BASE)
+    assert not await h.keeper.sync()
+    data = h.last("data")
+    assert data is not None and data.phase is HotplugPhase.DETACHING and data.target == "sda"
+    assert await h.keeper.sync()
+    assert h.reports[-1] == [VolumeStatus(name="root", target="vda")] and h.disks.live == {"root": "vda"}
+    assert [n.reason for n in h.notes] == ["VolumeReady", "VolumeUnplugged"]
+
+
+async def test_a_report_that_does_not_get_through_is_said_again_and_events_are_not(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.volume(VolumePhase.READY)
+    h.keeper.want(BASE)
+    assert await h.keeper.sync()
+    h.reachable = False
+    h.keeper.want(WITH_DATA)
+    assert not await h.keeper.sync()
+    assert not await h.keeper.sync()
+    h.reachable = True
+    assert await h.keeper.sync()
+    data = h.last("data")
+    assert data is not None and data.phase is HotplugPhase.READY
+    assert [n.reason for n in h.notes] == ["VolumeReady"]
+
+
+async def test_a_stopping_instance_is_left_alone(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.volume(VolumePhase.READY)
+    h.keeper.want(WITH_DATA)
+    h.keeper.stand_down()
+    assert await h.keeper.sync()
+    assert h.disks.xml == [] and h.reports == []
+    h.keeper.want(msgspec.structs.replace(WITH_DATA, name="vm1"))
+    assert await h.keeper.sync() and h.disks.xml == []
