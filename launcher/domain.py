@@ -28,6 +28,7 @@ class DiskPlan:
     serial: str | None = None
     cache: str | None = None
     io: str | None = None
+    unit: int | None = None  # its LUN on the SCSI controller's target 0; None: libvirt's choice (launcher.hotplug)
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,8 @@ def disk_element(d: DiskPlan) -> ET.Element:
     if d.boot_order is not None:
         _sub(disk, "boot", order=str(d.boot_order))
     _sub(disk, "alias", name=f"{DISK_ALIAS_PREFIX}{d.name}")
+    if d.unit is not None:
+        _sub(disk, "address", type="drive", controller="0", bus="0", target="0", unit=str(d.unit))
     return disk
 
 

@@ -21,7 +21,7 @@ import libvirt
 import structlog
 
 from launcher.domain import DISK_ALIAS_PREFIX, DiskPlan, disk_xml
-from launcher.hotplugplan import Outcome, free_target, live_disks, plan, statuses
+from launcher.hotplugplan import LiveDisks, Outcome, free_target, free_unit, live_disks, plan, statuses
 from proto.hotplug import hotplugged
 from proto.nodeapi import EventNote
 from proto.spec import VMSpec
@@ -36,7 +36,7 @@ RETRY_S = 1.0
 class DiskControl(Protocol):
     """What hotplug needs of the domain (LibvirtDisks; a stateful fake in the unit tests)."""
 
-    async def disks(self, dom: Any) -> dict[str, str]: ...  # volume name -> target, as the domain has them
+    async def disks(self, dom: Any) -> LiveDisks: ...  # as the domain has them
 
     async def attach(self, dom: Any, xml: str) -> None: ...
 
@@ -52,7 +52,7 @@ class VolumeRecords(Protocol):
 class LibvirtDisks:
     """The real DiskControl: the live domain, changed live only (the domain is defined anew at each start)."""
 
-    async def disks(self, dom: Any) -> dict[str, str]:
+    async def disks(self, dom: Any) -> LiveDisks:
         return live_disks(await asyncio.to_thread(dom.XMLDesc, 0))
 
     async def attach(self, dom: Any, xml: str) -> None:
@@ -137,7 +137,8 @@ class HotplugKeeper:
         dom, spec = self.domain(), self.spec
         if dom is None or spec is None or self.standing_down:
             return True
-        live = await self.control.disks(dom)
+        found = await self.control.disks(dom)
+        live, units = dict(found.targets), set(found.units)
         steps = plan(spec, live)
         waiting: dict[str, str] = {}
         failed: dict[str, str] = {}
@@ -153,16 +154,17 @@ class HotplugKeeper:
                 waiting[name] = why
                 continue
             disk = next(d for d in spec.disks if d.name == name)
-            target = free_target(live.values())
+            target, unit = free_target(live.values()), free_unit(units)
             try:
                 await self.control.attach(dom, disk_xml(DiskPlan(
                     name=name, path=str(path), format="qcow2", bus=disk.bus, target=target, readonly=False,
-                    boot_order=None, serial=disk.serial, cache=disk.cache, io=disk.io)))
+                    boot_order=None, serial=disk.serial, cache=disk.cache, io=disk.io, unit=unit)))
             except Exception as exc:
                 failed[name] = f"attach: {_first_line(exc)}"
                 continue
             live[name] = target
-        after = await self.control.disks(dom)  # the domain says what happened, not our intentions
+            units.add(unit)
+        after = (await self.control.disks(dom)).targets  # the domain says what happened, not our intentions
         said = statuses(spec, after, Outcome(waiting=waiting, failed=failed))
         # each change noted once, whether or not the report gets through
         for note in changes(self.seen, said, {name for name in steps.attach if name in after}):

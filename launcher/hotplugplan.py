@@ -39,6 +39,15 @@ def plan(spec: VMSpec, live: Mapping[str, str]) -> Steps:
                  detach=tuple(sorted(n for n in live if n not in names)))
 
 
+def free_unit(used: Iterable[int]) -> int:
+    """The LUN a hotplugged disk takes on the SCSI controller's target 0: the first free one from 1. The
+    guest hears of a disk by virtio-scsi's event, and Linux answers an event for LUN 0 with a scan of the
+    whole target, which a guest that scans by hand (the test guest: scsi_mod.scan=manual) never runs;
+    for any other LUN it adds that one disk."""
+    taken = set(used)
+    return next(unit for unit in range(1, len(taken) + 2) if unit not in taken)
+
+
 def free_target(used: Iterable[str]) -> str:
     """The first SCSI target (sda, sdb, ...) no disk of the domain has; libvirt wants them unique."""
     taken = set(used)
@@ -83,12 +92,23 @@ def statuses(spec: VMSpec, live: Mapping[str, str], outcome: Outcome) -> list[Vo
     return out
 
 
-def live_disks(domain_xml: str) -> dict[str, str]:
-    """The domain's disks from its live XML: volume name (its alias, launcher.domain) -> target."""
-    out: dict[str, str] = {}
+@dataclass(frozen=True)
+class LiveDisks:
+    """The domain's disks as its live XML has them."""
+
+    targets: dict[str, str]  # volume name (its alias, launcher.domain) -> target
+    units: frozenset[int]  # the LUNs taken on the SCSI controller's target 0
+
+
+def live_disks(domain_xml: str) -> LiveDisks:
+    targets: dict[str, str] = {}
+    units: set[int] = set()
     for disk in ET.fromstring(domain_xml).iterfind("devices/disk"):
-        alias, target = disk.find("alias"), disk.find("target")
+        alias, target, address = disk.find("alias"), disk.find("target"), disk.find("address")
         name = alias.get("name", "") if alias is not None else ""
         if name.startswith(DISK_ALIAS_PREFIX) and target is not None and target.get("dev"):
-            out[name.removeprefix(DISK_ALIAS_PREFIX)] = target.get("dev", "")
-    return out
+            targets[name.removeprefix(DISK_ALIAS_PREFIX)] = target.get("dev", "")
+        if address is not None and address.get("type") == "drive" and address.get("target", "0") == "0" \
+                and (address.get("unit") or "").isdigit() and target is not None and target.get("bus") == "scsi":
+            units.add(int(address.get("unit", "0")))
+    return LiveDisks(targets=targets, units=frozenset(units))

@@ -130,3 +130,57 @@ def test_a_vmi_of_its_own_as_kubevirt_writes_it(lab: Lab) -> None:
     lab.cli("delete", "vmi", "testvmi", "--wait", "--timeout", "120")
     assert lab.cli("get", "vmis", "testvmi", check=False).returncode == 1
     assert f"{lab.prefix}-{node}-testvmi" not in lab.netns()
+
+
+def test_a_volume_hotplugged_into_a_running_guest_keeps_what_it_wrote(lab: Lab) -> None:
+    """virtctl addvolume's way: a volume put on a running guest as a scsi disk (the guest sees /dev/sda
+    with its serial), written, taken off (the guest no longer has it), put back (the bytes are there),
+    and kept in the VM's spec, so the next start has it from the boot."""
+    lab.cli("volume", "create", "hot-data", "--size", "64Mi")
+    lab.cli("apply", "-f", vm_manifest(lab, "hotvm", root={"containerDisk": {"image": IMAGE}}, templates=[],
+                                       extra=[]))
+    lab.cli("start", "hotvm", "--wait", "--timeout", "300")
+    lab.cli("console", "hotvm", "--log", "--until", MARKER, "--timeout", "180")
+    began = time.monotonic()
+    added = lab.cli("addvolume", "hotvm", "--volume-name", "hot-data", "--serial", "HOT1", "--wait").stdout
+    print(f"\naddvolume -> Ready in the guest's domain: {time.monotonic() - began:.1f}s")
+    assert "Successfully submitted add volume request to VM hotvm for volume hot-data" in added
+    assert "Ready as sda" in added, added
+    vmi = json.loads(lab.cli("get", "vmis", "hotvm", "-o", "json").stdout)
+    [status] = [s for s in vmi["status"]["volumeStatus"] if s["name"] == "hot-data"]
+    assert (status["phase"], status["target"], status["reason"], status["hotplugVolume"]) == (
+        "Ready", "sda", "VolumeReady", {}), status
+    assert {"name": "hot-data", "persistentVolumeClaim": {"claimName": "hot-data", "hotpluggable": True}} in \
+        vmi["spec"]["volumes"]
+    vm = json.loads(lab.cli("get", "vms", "hotvm", "-o", "json").stdout)
+    assert {"name": "hot-data", "disk": {"bus": "scsi"}, "serial": "HOT1"} in \
+        vm["spec"]["template"]["spec"]["domain"]["devices"]["disks"]
+    node = json.loads(lab.cli("volume", "get", "hot-data", "-o", "json").stdout)["node"]
+    assert node == vmi["status"]["nodeName"], "the volume is on its first consumer's node"
+    seen = say_in_guest(lab, "hotvm", "echo SD-$(cat /sys/block/sda/size)-$(tr -dc A-Z0-9 </sys/block/sda/device/"
+                                      "vpd_pg80)-E; echo hot-$((6*7)) >/dev/sda; sync; echo W$((1+1))", "W2")
+    assert f"SD-{DATA_SECTORS}-HOT1-E" in seen, seen[-1500:]
+    refused = lab.cli("volume", "delete", "hot-data", check=False)
+    assert refused.returncode == 1 and "in use by VM hotvm" in refused.stderr, refused.stderr
+
+    removed = lab.cli("removevolume", "hotvm", "--volume-name", "hot-data", "--wait").stdout
+    assert "removed" in removed, removed
+    gone = say_in_guest(lab, "hotvm", "[ -b /dev/sda ] || echo NO$((2+2))SDA", "NO4SDA")
+    assert "NO4SDA" in gone
+    vm = json.loads(lab.cli("get", "vms", "hotvm", "-o", "json").stdout)
+    assert all(v["name"] != "hot-data" for v in vm["spec"]["template"]["spec"]["volumes"])
+
+    lab.cli("addvolume", "hotvm", "--volume-name", "hot-data", "--disk-name", "again", "--wait")
+    back = say_in_guest(lab, "hotvm", "echo R$((3+4))-$(head -c 6 /dev/sda)-E", "R7-")
+    assert "R7-hot-42-E" in back, back[-1500:]
+    lab.cli("restart", "hotvm", "--wait", "--timeout", "300")
+    lab.cli("console", "hotvm", "--log", "--until", MARKER, "--timeout", "180")
+    # attached from the boot: the guest's scan after its marker finds it (guest/rootfs/init)
+    booted = say_in_guest(lab, "hotvm", "for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/sda ] && break; sleep 1; done; "
+                                        "echo B$((4+4))-$(head -c 6 /dev/sda)-E", "B8-")
+    assert "B8-hot-42-E" in booted, booted[-1500:]
+    vmi = json.loads(lab.cli("get", "vmis", "hotvm", "-o", "json").stdout)
+    assert any(s["name"] == "again" and s.get("phase") == "Ready" for s in vmi["status"]["volumeStatus"]), vmi
+    lab.cli("delete", "hotvm", "--wait", "--timeout", "120")
+    lab.cli("volume", "delete", "hot-data")
+    wait_until("the volume's file removed by its node", lambda: volume_files(lab) == [], 60, lab)

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from launcher.domain import DomainPlan, compose_domain_xml, disk_xml, plan_domain
-from launcher.hotplugplan import Outcome, Steps, free_target, live_disks, plan, statuses
+from launcher.hotplugplan import Outcome, Steps, free_target, free_unit, live_disks, plan, statuses
 from proto.errors import ApiError, Code
 from proto.hotplug import AddVolumeRequest, added, hotplugged, removed
 from proto.manifest import parse_manifest_obj
@@ -167,7 +167,21 @@ def test_the_domain_has_a_scsi_controller_for_hotplug_unless_disabled() -> None:
     assert '<target dev="sda" bus="scsi" />' in hot and '<alias name="ua-data" />' in hot
     at_boot = [ET.tostring(d, encoding="unicode") for d in ET.fromstring(boot).iterfind("devices/disk")][-1]
     assert ET.canonicalize(at_boot, strip_text=True) == ET.canonicalize(hot, strip_text=True)
-    assert live_disks(boot) == {"root": "vda", "data": "sda"}
+    assert live_disks(boot).targets == {"root": "vda", "data": "sda"}
+    # as libvirt fills in the addresses of a running domain: LUNs 0 and 3 of the scsi disks taken
+    live = ("<domain><devices>"
+            '<disk><target dev="vda" bus="virtio"/><alias name="ua-root"/>'
+            '<address type="pci" domain="0x0000" bus="0x03" slot="0x00" function="0x0"/></disk>'
+            '<disk><target dev="sda" bus="scsi"/><alias name="ua-a"/>'
+            '<address type="drive" controller="0" bus="0" target="0" unit="0"/></disk>'
+            '<disk><target dev="sdb" bus="scsi"/><alias name="ua-b"/>'
+            '<address type="drive" controller="0" bus="0" target="0" unit="3"/></disk>'
+            '<disk><target dev="sdc" bus="sata"/><alias name="ua-c"/>'
+            '<address type="drive" controller="0" bus="0" target="0" unit="1"/></disk>'
+            "</devices></domain>")
+    assert live_disks(live).targets == {"root": "vda", "a": "sda", "b": "sdb", "c": "sdc"}
+    assert live_disks(live).units == {0, 3}  # a sata disk's address is the AHCI controller's
+    assert free_unit({0, 3}) == 1 and free_unit({1, 2}) == 3 and free_unit(set()) == 1
 
 
 def test_the_launcher_attaches_what_the_spec_adds_and_detaches_what_it_drops() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from launcher.hotplug import HotplugKeeper
+from launcher.hotplugplan import LiveDisks
 from proto.hotplug import AddVolumeRequest, added
 from proto.nodeapi import EventNote
 from proto.spec import Disk, PersistentVolumeClaim, VMSpec, Volume
@@ -30,18 +31,20 @@ class FakeDisks:
 
     def __init__(self) -> None:
         self.live: dict[str, str] = {"root": "vda"}
+        self.units: dict[str, int] = {}  # the LUNs of the scsi disks
         self.xml: list[str] = []
         self.slow_unplug = False
         self.going: dict[str, int] = {}  # name -> reads left before it is gone
         self.fail_attach = 0
 
-    async def disks(self, dom: Any) -> dict[str, str]:
+    async def disks(self, dom: Any) -> LiveDisks:
         for name in list(self.going):
             self.going[name] -= 1
             if self.going[name] < 0:
                 self.live.pop(name, None)
+                self.units.pop(name, None)
                 del self.going[name]
-        return dict(self.live)
+        return LiveDisks(targets=dict(self.live), units=frozenset(self.units.values()))
 
     async def attach(self, dom: Any, xml: str) -> None:
         if self.fail_attach:
@@ -49,9 +52,12 @@ class FakeDisks:
             raise RuntimeError("internal error: unable to execute QEMU command 'device_add'\nmore")
         alias = re.search(r'<alias name="ua-([^"]+)"', xml)
         target = re.search(r'<target dev="([^"]+)"', xml)
-        assert alias and target and target.group(1) not in self.live.values()
+        unit = re.search(r'<address type="drive" controller="0" bus="0" target="0" unit="(\d+)"', xml)
+        assert alias and target and unit and target.group(1) not in self.live.values()
+        assert int(unit.group(1)) >= 1 and int(unit.group(1)) not in self.units.values()  # never LUN 0 (hotplug.py)
         self.xml.append(xml)
         self.live[alias.group(1)] = target.group(1)
+        self.units[alias.group(1)] = int(unit.group(1))
 
     async def detach(self, dom: Any, name: str) -> None:
         assert name in self.live
