@@ -13,7 +13,7 @@ attached at its old size; the guest sees the new one at its next start, as at a 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -110,6 +110,13 @@ class HotplugKeeper:
         """The instance's spec as last heard."""
         self.spec = spec
         self.wake.set()
+
+    def booted(self, spec: VMSpec, targets: Mapping[str, str]) -> list[VolumeStatus]:
+        """The volumes' status as the boot made them (volume name -> target), for the Running report to
+        say: the first look then has nothing new to say."""
+        said = statuses(spec, targets, Outcome(waiting={}, failed={}))
+        self.said = self.seen = said
+        return said
 
     def stand_down(self) -> None:
         """The instance is stopping: its disks go with the domain."""

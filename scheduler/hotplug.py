@@ -66,10 +66,7 @@ class HotplugApi:
                                          f"{node}: a volume is a file of one node", "volumeName")
 
     async def _add_to_instance(self, instance: Entry[VMI], req: AddVolumeRequest, kind: str) -> None:
-        spec = added(instance.value.spec, req, kind)  # refused before anything is written
-        node = instance.value.node_name
-        if node is not None and not await volumes.pin(self.store, spec, node):
-            raise ApiError(Code.CONFLICT, f"volume {req.volume_name} was put on another node meanwhile; try again")
+        added(instance.value.spec, req, kind)  # refused before anything is written
 
         def attach(vmi: VMI) -> VMI | None:
             if vmi.uid != instance.value.uid or not active(vmi):
@@ -79,7 +76,14 @@ class HotplugApi:
                 return None  # already there (a retry)
             return msgspec.structs.replace(vmi, spec=added(vmi.spec, req, kind))
 
-        await self.store.vmis.mutate(instance.key, attach)
+        entry = await self.store.vmis.mutate(instance.key, attach)
+        # on the node the instance is on as written (bound meanwhile, maybe); one not bound yet is placed
+        # with its volumes by the binder
+        if entry is None or entry.value.uid != instance.value.uid or entry.value.node_name is None:
+            return
+        if not await volumes.pin(self.store, entry.value.spec, entry.value.node_name):
+            raise ApiError(Code.CONFLICT, f"volume {req.volume_name} is on another node than VMI {instance.key}; "
+                                          "its launcher waits for it there")
 
     async def vm_add(self, body: bytes) -> Ack:
         req = decode_request(body, AddVolumeRequest)

@@ -198,3 +198,17 @@ async def test_a_stopping_instance_is_left_alone(tmp_path: Path) -> None:
     assert h.disks.xml == [] and h.reports == []
     h.keeper.want(msgspec.structs.replace(WITH_DATA, name="vm1"))
     assert await h.keeper.sync() and h.disks.xml == []
+
+
+async def test_what_the_boot_attached_is_said_with_running_and_not_again(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.disks.live["data"] = "sda"  # a hotpluggable volume of the spec, attached from the boot
+    said = h.keeper.booted(WITH_DATA, {"root": "vda", "data": "sda"})
+    assert [(s.name, s.target, s.phase) for s in said] == [("root", "vda", None), ("data", "sda", HotplugPhase.READY)]
+    h.keeper.want(WITH_DATA)
+    assert await h.keeper.sync()
+    assert h.reports == [] and h.notes == []  # the Running report said it all
+    h.keeper.want(BASE)
+    assert await h.keeper.sync()
+    assert h.reports == [[VolumeStatus(name="root", target="vda")]] and [n.reason for n in h.notes] == [
+        "VolumeUnplugged"]
