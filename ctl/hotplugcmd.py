@@ -50,9 +50,10 @@ async def _ask(api: ApiClient, verb: str, request: AddVolumeRequest | RemoveVolu
 
 
 async def run(api: ApiClient, args: argparse.Namespace) -> int:
-    name = args.disk_name or args.volume_name if args.command == "addvolume" else args.volume_name
+    adding = args.command == "addvolume"
+    name = (args.disk_name or args.volume_name) if adding else args.volume_name  # its name in the spec
     request: AddVolumeRequest | RemoveVolumeRequest
-    if args.command == "addvolume":
+    if adding:
         request = AddVolumeRequest(name=args.name, volume_name=args.volume_name, disk_name=args.disk_name,
                                    serial=args.serial, cache=args.cache, bus=args.bus, disk_type=args.disk_type,
                                    dry_run=args.dry_run)
@@ -62,7 +63,6 @@ async def run(api: ApiClient, args: argparse.Namespace) -> int:
     say(message)
     if not args.wait or args.dry_run:
         return 0
-    adding = args.command == "addvolume"
 
     async def probe() -> tuple[bool, str]:
         try:

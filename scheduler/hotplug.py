@@ -17,8 +17,8 @@ import msgspec
 from proto.api import Ack, decode_request
 from proto.errors import ApiError, Code
 from proto.hotplug import ADDED, REMOVED, AddVolumeRequest, RemoveVolumeRequest, added, check_add, removed
-from proto.spec import VMSpec
 from proto.state import FINAL_PHASES, VMI, Phase
+from proto.validation import check_name
 from scheduler import volumes
 from scheduler.volumes import VolumeApi
 from servicekit.store import Entry, Store
@@ -98,11 +98,8 @@ class HotplugApi:
         if req.dry_run:
             return Ack(message=f"{message} (dry run: nothing changed)")
 
-        def keep(spec: VMSpec) -> VMSpec:
-            return added(spec, req)
-
         await self.store.vms.mutate(req.name, lambda v: msgspec.structs.replace(
-            v, spec=keep(v.spec), generation=v.generation + 1))
+            v, spec=added(v.spec, req), generation=v.generation + 1))
         if instance is not None:
             await self._add_to_instance(instance, req, "VMI")
         return Ack(message=message)
@@ -125,6 +122,7 @@ class HotplugApi:
 
     async def vm_remove(self, body: bytes) -> Ack:
         req = decode_request(body, RemoveVolumeRequest)
+        check_name(req.name, "name")
         vm = await self.store.vms.require(req.name, "VM")
         removed(vm.value.spec, req.volume_name)
         instance = await self._instance(req.name)
@@ -141,6 +139,7 @@ class HotplugApi:
 
     async def vmi_remove(self, body: bytes) -> Ack:
         req = decode_request(body, RemoveVolumeRequest)
+        check_name(req.name, "name")
         await self.store.vmis.require(req.name, "VMI")
         instance = await self._instance(req.name)
         if instance is None:

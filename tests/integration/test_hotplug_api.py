@@ -131,6 +131,9 @@ async def test_what_cannot_be_hotplugged_is_refused_and_nothing_is_written(api: 
                    volumes=[Volume(name="root", source=PersistentVolumeClaim(claim_name="spare"))])
     await store.vms.create("vm3", VM(spec=plain, created_at=time.time()))
     assert error(await call(store, "vm", "removevolume", name="vm3", volumeName="root")) == ("Invalid", "volumeName")
+    for kind in ("vm", "vmi"):
+        assert error(await call(store, kind, "removevolume", name="../vm3", volumeName="root")) == ("Invalid", "name")
+        assert error(await call(store, kind, "addvolume", name="../vm3", volumeName="root")) == ("Invalid", "name")
     # a VM with hotplug disabled takes none
     await store.vms.create("vm4", VM(spec=VMSpec(name="vm4", disable_hotplug=True), created_at=time.time()))
     await volume(store, "other")
