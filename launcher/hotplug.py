@@ -22,6 +22,7 @@ import structlog
 
 from launcher.domain import DISK_ALIAS_PREFIX, DiskPlan, disk_xml
 from launcher.hotplugplan import LiveDisks, Outcome, free_target, free_unit, live_disks, plan, statuses
+from launcher.keeperloop import first_line, keep
 from proto.hotplug import hotplugged
 from proto.nodeapi import EventNote
 from proto.spec import VMSpec
@@ -66,10 +67,6 @@ class LibvirtDisks:
 
 Report = Callable[[list[VolumeStatus]], Awaitable[bool]]
 Note = Callable[[EventNote], Awaitable[None]]
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
 
 
 def changes(before: list[VolumeStatus] | None, after: list[VolumeStatus], attached: set[str]) -> list[EventNote]:
@@ -126,17 +123,7 @@ class HotplugKeeper:
         self.wake.set()
 
     async def run(self) -> None:
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            try:
-                settled = await self.sync()
-            except Exception as exc:  # libvirt's errors: its libvirtd may be restarting
-                log.warning("hotplug step failed; retrying", error=_first_line(exc))
-                settled = False
-            if not settled:
-                await asyncio.sleep(self.retry)
-                self.wake.set()
+        await keep(self.wake, self.sync, what="hotplug step", retry=self.retry)
 
     async def sync(self) -> bool:
         """One look: detach what the spec dropped, attach what it added and is ready; say the status.
@@ -153,7 +140,7 @@ class HotplugKeeper:
             try:
                 await self.control.detach(dom, name)
             except Exception as exc:  # libvirt's: the guest has not let it go yet, or it is going already
-                failed[name] = f"detach: {_first_line(exc)}"
+                failed[name] = f"detach: {first_line(exc)}"
         claims = hotplugged(spec)
         for name in steps.attach:
             why, path = await self._ready_file(claims[name])
@@ -167,7 +154,7 @@ class HotplugKeeper:
                     name=name, path=str(path), format="qcow2", bus=disk.bus, target=target, readonly=False,
                     boot_order=None, serial=disk.serial, cache=disk.cache, io=disk.io, unit=unit)))
             except Exception as exc:
-                failed[name] = f"attach: {_first_line(exc)}"
+                failed[name] = f"attach: {first_line(exc)}"
                 continue
             live[name] = target
             units.add(unit)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from launcher.keeperloop import keep
 from launcher.powerplan import Done, Step, Wanted, plan
 from proto.nodeapi import EventNote
 
@@ -75,16 +76,11 @@ class PowerKeeper:
         self.wake.set()
 
     async def run(self) -> None:
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            try:
-                await self.sync()
-            except Exception as exc:  # libvirt's errors: its libvirtd may be restarting
-                log.warning("pause/reboot step failed; retrying",
-                            error=(str(exc).splitlines() or [type(exc).__name__])[0][:200])
-                await asyncio.sleep(self.retry)
-                self.wake.set()
+        await keep(self.wake, self._look, what="pause/reboot step", retry=self.retry)
+
+    async def _look(self) -> bool:
+        await self.sync()
+        return True  # a step that failed raised: looked at again after the retry
 
     async def sync(self) -> None:
         dom = self.domain()

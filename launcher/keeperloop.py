@@ -1,0 +1,32 @@
+"""The loop of a launcher's keepers (launcher.power, launcher.hotplug): each looks at the domain when
+woken (its VMI changed, or the domain did), and looks again a moment later when a look failed (libvirt's
+errors: its libvirtd may be restarting) or left something to do."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+log = structlog.get_logger()
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An error as one line of bounded length (libvirt's run over several)."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:limit]
+
+
+async def keep(wake: asyncio.Event, look: Callable[[], Awaitable[bool]], *, what: str, retry: float) -> None:
+    """look: one look, True when nothing is left to do."""
+    while True:
+        await wake.wait()
+        wake.clear()
+        try:
+            settled = await look()
+        except Exception as exc:
+            log.warning(f"{what} failed; retrying", error=first_line(exc, 200))
+            settled = False
+        if not settled:
+            await asyncio.sleep(retry)
+            wake.set()
