@@ -37,7 +37,7 @@ from proto.errors import ApiError, Code
 from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
 from proto.quantity import parse_bytes
 from proto.snapshots import written_volumes
-from proto.spec import claims
+from proto.spec import claims, is_hotpluggable
 from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface, VolumeStatus, grace_period
 from servicekit import cpugroup, launcherlock, processes, volumedata
 from servicekit.nodeclient import NodeApiClient
@@ -358,7 +358,9 @@ class Runner:
         """The records of the volumes the VM uses; each must be on this node (the binder put it here),
         and Ready: the node's handler populates it first (a restore, an image), and the guest waits."""
         out = {}
-        for _, name in claims(vmi.spec.volumes):
+        for index, name in claims(vmi.spec.volumes):
+            if is_hotpluggable(vmi.spec.volumes[index]):
+                continue  # not the boot's: attached once the guest runs (launcher.hotplug)
             record = await wait_ready(self.store, name, self.args.node)
             path = volume_path(self.args.node_dir / "volumes", record)
             if not path.exists():  # Ready, but its file went: made again as the handler would, under its lock

@@ -6,9 +6,10 @@ says (launcher.hotplug).
 A hotplugged volume is a virtbus volume (a PVC or DataVolume) marked ``hotpluggable``, on a disk of
 the scsi bus, as virtctl's default: the guest gets and loses the disk through the virtio-scsi
 controller's events while it runs. virtio's would need a spare PCIe slot with hotplug, which the
-guest is given none of. As virtctl now always does, it is kept in the VM's spec: the next start has
-it from the boot, and only ``removevolume`` takes it away (a volume not hotpluggable stays until the
-VM is stopped and changed).
+guest is given none of. As virtctl now always does, it is kept in the VM's spec: each later start
+attaches it again once the guest runs (never the boot's disk: one whose file is not ready holds no
+boot), and only ``removevolume`` takes it away (a volume not hotpluggable stays until the VM is
+stopped and changed).
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ def test_a_vmi_of_its_own_as_kubevirt_writes_it(lab: Lab) -> None:
 def test_a_volume_hotplugged_into_a_running_guest_keeps_what_it_wrote(lab: Lab) -> None:
     """virtctl addvolume's way: a volume put on a running guest as a scsi disk (the guest sees /dev/sda
     with its serial), written, taken off (the guest no longer has it), put back (the bytes are there),
-    and kept in the VM's spec, so the next start has it from the boot."""
+    and kept in the VM's spec, so the next start has it again."""
     lab.cli("volume", "create", "hot-data", "--size", "64Mi")
     lab.cli("apply", "-f", vm_manifest(lab, "hotvm", root={"containerDisk": {"image": IMAGE}}, templates=[],
                                        extra=[]))
@@ -175,7 +175,7 @@ def test_a_volume_hotplugged_into_a_running_guest_keeps_what_it_wrote(lab: Lab) 
     assert "R7-hot-42-E" in back, back[-1500:]
     lab.cli("restart", "hotvm", "--wait", "--timeout", "300")
     lab.cli("console", "hotvm", "--log", "--until", MARKER, "--timeout", "180")
-    # attached from the boot: the guest's scan after its marker finds it (guest/rootfs/init)
+    # attached again once the guest runs, by its launcher, as after an addvolume
     booted = say_in_guest(lab, "hotvm", "for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/sda ] && break; sleep 1; done; "
                                         "echo B$((4+4))-$(head -c 6 /dev/sda)-E", "B8-")
     assert "B8-hot-42-E" in booted, booted[-1500:]
