@@ -77,8 +77,6 @@ async def prepare(spec: VMSpec, *, uid: str, vmi_dir: Path, cache_dir: Path, ima
             path = path_under(vmi_dir, volume.name, ".qcow2", what="volume name")
             await _run("qemu-img", "create", "-q", "-f", "qcow2", str(path), str(parse_bytes(source.capacity)))
             out[volume.name] = (str(path), "qcow2")
-        elif isinstance(source, PersistentVolumeClaim) and source.hotpluggable:
-            continue  # attached once the guest runs (launcher.hotplug): its boot never waits for it
         elif isinstance(source, PersistentVolumeClaim | Ephemeral):
             record = (volumes or {}).get(source.claim_name)
             if record is None or volumes_dir is None:

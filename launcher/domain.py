@@ -12,7 +12,7 @@ from typing import Literal
 
 from proto.machine import SMBIOS_SYSTEM, firmware_uuid
 from proto.quantity import parse_bytes
-from proto.spec import Clock, CloudInitConfigDrive, CloudInitNoCloud, Features, Input, VMSpec, is_hotpluggable
+from proto.spec import Clock, CloudInitConfigDrive, CloudInitNoCloud, Features, Input, VMSpec
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,6 @@ def plan_domain(spec: VMSpec, *, uid: str, domain_type: Literal["kvm", "qemu"],
     counters: dict[str, int] = {}
     disks = []
     for disk in spec.disks:
-        if is_hotpluggable(volumes[disk.name]):
-            continue  # attached once the guest runs (launcher.hotplug), as KubeVirt attaches them
         prefix = _TARGET_PREFIX[disk.bus]
         index = counters.get(prefix, 0)
         counters[prefix] = index + 1

@@ -73,14 +73,13 @@ def changes(before: list[VolumeStatus] | None, after: list[VolumeStatus], attach
     """Pure: the events of a change in what the launcher says (KubeVirt's virt-handler's): a hotplugged
     volume became Ready, or its disk is gone. Of what the first look finds, only what it attached itself
     (not a boot's disks). attached: what this look attached."""
-    was = {s.name: s for s in before or [] if s.hotplug}
-    now = {s.name: s for s in after if s.hotplug}
-    became = {name for name, s in now.items() if s.phase is HotplugPhase.READY and before is not None
-              and (name not in was or was[name].phase is not HotplugPhase.READY)}
-    out = [EventNote(reason="VolumeReady", message=s.message) for name, s in now.items()
-           if s.phase is HotplugPhase.READY and (name in became or name in attached)]
-    out += [EventNote(reason="VolumeUnplugged", message=f"Volume {name} was removed from the VM")
-            for name in was if name not in now]
+    ready_before = {s.name for s in before or [] if s.hotplug and s.phase is HotplugPhase.READY}
+    out = [EventNote(reason="VolumeReady", message=s.message) for s in after
+           if s.hotplug and s.phase is HotplugPhase.READY and s.name not in ready_before
+           and (before is not None or s.name in attached)]
+    now = {s.name for s in after if s.hotplug}
+    out += [EventNote(reason="VolumeUnplugged", message=f"Volume {s.name} was removed from the VM")
+            for s in before or [] if s.hotplug and s.name not in now]
     return out
 
 

@@ -34,10 +34,11 @@ from launcher.statspublisher import StatsPublisher
 from launcher.supervision import DomainFollower
 from launcher.vnc import VncServer, libvirt_screenshot
 from proto.errors import ApiError, Code
+from proto.hotplug import boot_spec
 from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
 from proto.quantity import parse_bytes
 from proto.snapshots import written_volumes
-from proto.spec import claims, is_hotpluggable
+from proto.spec import claims
 from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface, VolumeStatus, grace_period
 from servicekit import cpugroup, launcherlock, processes, volumedata
 from servicekit.nodeclient import NodeApiClient
@@ -312,7 +313,7 @@ class Runner:
         paths = await self._prepare(vmi)
         kinds: list[Literal["kvm", "qemu"]] = ["kvm", "qemu"] if a.kvm else ["qemu"]
         for kind in kinds:
-            plan = plan_domain(vmi.spec, uid=a.uid, domain_type=kind, disk_paths=paths, taps=self.nics.taps,
+            plan = plan_domain(boot_spec(vmi.spec), uid=a.uid, domain_type=kind, disk_paths=paths, taps=self.nics.taps,
                                serial_log=str(a.vmi_dir / "serial.log"), macs=self.nics.macs)
             try:
                 # a pause asked before the guest first runs (startStrategy: Paused) holds from the start
@@ -337,7 +338,7 @@ class Runner:
 
     async def _disks(self, vmi: VMI) -> disks.DiskPaths:
         a = self.args
-        paths = await disks.prepare(vmi.spec, uid=a.uid, vmi_dir=a.vmi_dir, cache_dir=a.node_dir / "images",
+        paths = await disks.prepare(boot_spec(vmi.spec), uid=a.uid, vmi_dir=a.vmi_dir, cache_dir=a.node_dir / "images",
                                     images=self.store.images, volumes=await self._volumes(vmi),
                                     volumes_dir=a.node_dir / "volumes", host_disk_dirs=a.host_disk_dirs)
         self.clock.mark("disks")
@@ -358,9 +359,7 @@ class Runner:
         """The records of the volumes the VM uses; each must be on this node (the binder put it here),
         and Ready: the node's handler populates it first (a restore, an image), and the guest waits."""
         out = {}
-        for index, name in claims(vmi.spec.volumes):
-            if is_hotpluggable(vmi.spec.volumes[index]):
-                continue  # not the boot's: attached once the guest runs (launcher.hotplug)
+        for _, name in claims(boot_spec(vmi.spec).volumes):
             record = await wait_ready(self.store, name, self.args.node)
             path = volume_path(self.args.node_dir / "volumes", record)
             if not path.exists():  # Ready, but its file went: made again as the handler would, under its lock

@@ -109,6 +109,17 @@ def removed(spec: VMSpec, name: str, kind: str = "VM") -> VMSpec:
                                    volumes=[v for v in spec.volumes if v.name != name])
 
 
+def boot_spec(spec: VMSpec) -> VMSpec:
+    """The spec a launch boots: without its hotpluggable volumes and their disks, which its launcher
+    attaches once the guest runs (launcher.hotplug), as KubeVirt attaches them; so a hotplugged volume
+    whose file is not ready never holds a boot."""
+    hot = hotplugged(spec)
+    if not hot:
+        return spec
+    return msgspec.structs.replace(spec, disks=[d for d in spec.disks if d.name not in hot],
+                                   volumes=[v for v in spec.volumes if v.name not in hot])
+
+
 def hotplugged(spec: VMSpec) -> dict[str, str]:
     """The spec's hotpluggable volumes: their names (the disks') and the virtbus volumes they are."""
     return {v.name: v.source.claim_name for v in spec.volumes

@@ -13,7 +13,7 @@ import pytest
 from launcher.domain import DiskPlan, DomainPlan, compose_domain_xml, disk_xml, plan_domain
 from launcher.hotplugplan import Outcome, Steps, free_target, free_unit, live_disks, plan, statuses
 from proto.errors import ApiError, Code
-from proto.hotplug import AddVolumeRequest, added, hotplugged, removed
+from proto.hotplug import AddVolumeRequest, added, boot_spec, hotplugged, removed
 from proto.manifest import parse_manifest_obj
 from proto.nodeapi import StatusReport, apply_report
 from proto.resources import vm_manifest, vmi_object
@@ -45,6 +45,7 @@ def test_a_volume_is_added_on_a_scsi_disk_named_for_it_and_removed_again() -> No
     assert named.disks[-1] == Disk(name="extra", bus="scsi", serial="S-1", cache="none")
     assert hotplugged(named) == {"extra": "data"}
     assert removed(named, "extra") == BASE
+    assert boot_spec(named) == BASE and boot_spec(BASE) is BASE  # the boot leaves hotplugged volumes out
     validate_vm(named)  # a spec with it is a spec like any other
 
 
@@ -152,9 +153,9 @@ def test_a_nodes_word_on_volumes_is_checked_and_shown_as_kubevirt_shows_it() -> 
 
 
 def domain_plan(spec: VMSpec) -> DomainPlan:
-    # what launcher.disks prepares: nothing for a hotpluggable volume
-    paths = {v.name: (f"/v/{v.name}.qcow2", "qcow2") for v in spec.volumes if v.name not in hotplugged(spec)}
-    return plan_domain(spec, uid="u1", domain_type="qemu", disk_paths=paths, taps={}, serial_log="/s.log")
+    boot = boot_spec(spec)  # as the launcher boots it
+    paths = {v.name: (f"/v/{v.name}.qcow2", "qcow2") for v in boot.volumes}
+    return plan_domain(boot, uid="u1", domain_type="qemu", disk_paths=paths, taps={}, serial_log="/s.log")
 
 
 def test_the_domain_has_a_scsi_controller_for_hotplug_unless_disabled() -> None:
