@@ -160,6 +160,12 @@ def test_a_volume_hotplugged_into_a_running_guest_keeps_what_it_wrote(lab: Lab) 
     seen = say_in_guest(lab, "hotvm", "echo SD-$(cat /sys/block/sda/size)-$(tr -dc A-Z0-9 </sys/block/sda/device/"
                                       "vpd_pg80)-E; echo hot-$((6*7)) >/dev/sda; sync; echo W$((1+1))", "W2")
     assert f"SD-{DATA_SECTORS}-HOT1-E" in seen, seen[-1500:]
+    # a volume hotplugged while the guest runs is snapshotted by its launcher, as the boot's are
+    done = lab.cli("volume", "snapshot", "hot-data", "--name", "hot-snap", "--wait", "--timeout", "120", check=False)
+    assert done.returncode == 0 and "Ready" in done.stdout, f"{done.stdout}\n{done.stderr}"
+    part = json.loads(lab.cli("volume", "snapshot", "get", "hot-snap", "-o", "json").stdout)
+    assert part["online"] and part["takenBy"] == "vmi/hotvm", part
+    lab.cli("volume", "snapshot", "delete", "hot-snap")
     refused = lab.cli("volume", "delete", "hot-data", check=False)
     assert refused.returncode == 1 and "in use by VM hotvm" in refused.stderr, refused.stderr
 

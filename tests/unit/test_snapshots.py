@@ -173,6 +173,18 @@ def test_a_launcher_takes_the_pending_snapshots_of_its_own_volumes() -> None:
     assert taker.wanted([SNAP, other_volume, handlers]) == [SNAP]
 
 
+def test_a_launcher_follows_the_volumes_hotplug_gives_and_takes_its_guest() -> None:
+    """A launcher whose guest booted without a volume watches no snapshots; once one is hotplugged it
+    takes that volume's, and once removed no longer (launcher.runner follows its spec)."""
+    taker = SnapshotTaker(None, None, vmi="vm1", node="node1", volumes=[],  # type: ignore[arg-type]
+                          volumes_dir=Path("/v"), workdir=Path("/w"), domain=lambda: None)
+    assert not taker.has_volumes.is_set() and taker.wanted([SNAP]) == []
+    taker.follow(["data"])
+    assert taker.has_volumes.is_set() and taker.wanted([SNAP]) == [SNAP]
+    taker.follow([])
+    assert taker.wanted([SNAP]) == []
+
+
 def test_kubevirt_snapshot_and_restore_manifests_and_what_is_refused() -> None:
     ref = {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "keeper"}
     snap = {"apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
