@@ -15,7 +15,8 @@ from pathlib import Path
 
 from launcher import memory, namespaces, priority
 from launcher.lifecycle import launch_failure
-from launcher.runner import REPORT_PATIENCE_S, LauncherArgs, Runner
+from launcher.reports import REPORT_PATIENCE_S
+from launcher.runner import LauncherArgs, Runner
 from proto import subjects
 from proto.errors import ApiError
 from proto.nodeapi import EventNote, StatusReport

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import signal
 import time
 from collections.abc import AsyncGenerator
@@ -17,7 +16,7 @@ from typing import Any, Literal
 import libvirt
 import structlog
 
-from launcher import disks, lifecycle, memory, namespaces, ownvmi, priority
+from launcher import disks, lifecycle, memory, ownvmi, priority, teardown
 from launcher.backup import SnapshotTaker
 from launcher.console import ConsoleInput, ConsoleTail
 from launcher.domain import CONSOLE_SOCKET, VNC_SOCKET, compose_domain_xml, plan_domain
@@ -30,30 +29,21 @@ from launcher.livemigration import MigrationOver, Source, Target
 from launcher.power import PowerKeeper
 from launcher.powerplan import Done, Wanted
 from launcher.reaper import reap_orphans
+from launcher.reports import Reports
 from launcher.statspublisher import StatsPublisher
 from launcher.supervision import DomainFollower
 from launcher.vnc import VncServer, libvirt_screenshot
-from proto.errors import ApiError, Code
 from proto.hotplug import boot_spec
-from proto.nodeapi import EventNote, NodeCondition, StatusReport, tidy
 from proto.quantity import parse_bytes
 from proto.snapshots import written_volumes
 from proto.spec import claims
-from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, VMIInterface, VolumeStatus, grace_period
-from servicekit import cpugroup, launcherlock, processes, volumedata
+from proto.state import FINAL_PHASES, VMI, Phase, grace_period
+from servicekit import cpugroup, processes, volumedata
 from servicekit.nodeclient import NodeApiClient
-from servicekit.paths import path_under, volume_path
+from servicekit.paths import path_under
 from servicekit.store import Store
-from servicekit.volumedata import wait_ready
 
 log = structlog.get_logger()
-# A report waits out any outage of the control plane or the bus: the guest runs on meanwhile, and
-# giving up would end a healthy VM (or lose how it ended).
-REPORT_PATIENCE_S = -1.0
-CONDITION_PATIENCE_S = 30.0  # a pause not said in time is said by the next change, or not at all
-# A fenced launcher's end: the control plane fails the instance over by the lapsed lease anyway, so
-# this report only helps, and must not keep a cut-off launcher (and its pod) around for long.
-FENCED_PATIENCE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -95,50 +85,26 @@ class Runner:
         self.ended: tuple[Phase, str] | None = None
         self.terminated = asyncio.Event()
         self.fenced = asyncio.Event()
+        self.reports = Reports(self.nodeapi, vmi=args.vmi, uid=args.uid, fenced=self.fenced)
         self.keeper: LeaseKeeper | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.nics = GuestNics(vmi=args.vmi, uid=args.uid, pod_netns=args.pod_netns, node_netns=args.node_netns,
                               pod_ip=args.pod_ip, pod_gateway=args.pod_gateway, secondary=args.secondary,
-                              ovs_db=args.ovs_db, report=self._report_interfaces)
+                              ovs_db=args.ovs_db, report=self.reports.interfaces)
         self.started_at = processes.started_at()  # the launch's stages, said with Running
         self.ready_at: float | None = None
         self.clock = LaunchClock(self.started_at)
-        self.power = PowerKeeper(self.libvirtd, lambda: self.follower.dom, self.report_event)
+        self.power = PowerKeeper(self.libvirtd, lambda: self.follower.dom, self.reports.event)
         # its hotplugged volumes (virtctl addvolume/removevolume), attached and detached as its spec says
-        self.hotplug = HotplugKeeper(LibvirtDisks(), store.volumes, lambda: self.follower.dom, self._report_volumes,
-                                     self.report_event, node=args.node, volumes_dir=args.node_dir / "volumes")
+        self.hotplug = HotplugKeeper(LibvirtDisks(), store.volumes, lambda: self.follower.dom, self.reports.volumes,
+                                     self.reports.event, node=args.node, volumes_dir=args.node_dir / "volumes")
         self.snapshots: SnapshotTaker | None = None
-        self.follower = DomainFollower(self.libvirtd, self.report_condition, vmi=args.vmi, netns=args.pod_netns,
+        self.follower = DomainFollower(self.libvirtd, self.reports.condition, vmi=args.vmi, netns=args.pod_netns,
                                        workdir=args.vmi_dir, on_change=self._domain_changed)
         # its instance's live migration (launcher.livemigration): the side this launcher is on
         self.target = Target(store.nc, self.nodeapi, vmi=args.vmi, uid=args.uid, node=args.node, node_dir=args.node_dir,
                              migration_uid=args.migration, node_netns=args.node_netns) if args.migration else None
         self.source: Source | None = None
-
-    async def set_phase(self, phase: Phase, reason: str = "", patience: float = REPORT_PATIENCE_S,
-                        volumes: list[VolumeStatus] | None = None) -> None:
-        """Reported to the control plane (a node writes no VMI itself); waits out an outage of it
-        for a while, as the instance's end must not be lost. volumes: its volumes' status, with Running."""
-        what = {Phase.RUNNING: "Started", Phase.SUCCEEDED: "Stopped", Phase.FAILED: "Failed"}[phase]
-        reason = tidy(reason)
-        note = EventNote(reason=what, message=reason or f"the domain is {phase.value.lower()}",
-                         warning=phase is Phase.FAILED)
-        running = phase is Phase.RUNNING
-        try:
-            await self.nodeapi.report(StatusReport(
-                vmi=self.args.vmi, uid=self.args.uid, phase=phase, reason=reason, event=note,
-                interfaces=self.nics.interfaces if running and self.nics.interfaces else None,
-                launcher_started_at=self.started_at if running else None,
-                launcher_ready_at=self.ready_at if running else None, volume_status=volumes), patience=patience)
-        except ApiError as exc:
-            if self.fenced.is_set():
-                log.info("fenced; end not reported, the control plane has it from the lease", error=exc.message)
-                return
-            if exc.code not in (Code.NOT_FOUND, Code.CONFLICT, Code.FORBIDDEN):
-                raise
-            log.info("instance gone or no longer ours; phase not reported", phase=phase.value, error=exc.message)
-            return
-        log.info("phase", phase=phase.value, reason=reason)
 
     async def run(self) -> int:
         self.libvirtd.begin(self.args.pod_netns, self.args.vmi_dir)
@@ -149,14 +115,14 @@ class Runner:
             first = await anext(own)
         except BaseException:
             await own.aclose()
-            await self._stop_libvirtd()
+            await teardown.stop_libvirtd(self.libvirtd)
             raise
         self.ready_at = time.time()  # connected, and the instance read: the launch's own work begins
         self.clock.mark("ready")
         if isinstance(first, ownvmi.Gone) or first.uid != self.args.uid or first.phase in FINAL_PHASES:
             log.info("instance is gone or finished; nothing to run")
             await own.aclose()
-            await self._stop_libvirtd()
+            await teardown.stop_libvirtd(self.libvirtd)
             return 0
         vmi = first
         if self.target is not None:
@@ -164,7 +130,7 @@ class Runner:
             if self.target.over.is_set():
                 log.info("no migration to this node under way; nothing to run", why=self.target.why)
                 await own.aclose()
-                await self._stop_libvirtd()
+                await teardown.stop_libvirtd(self.libvirtd)
                 return 0
         # the guest it runs may move on (a target's too, once the guest has arrived)
         self.source = Source(self.store.nc, self.nodeapi, vmi=self.args.vmi, uid=self.args.uid, node=self.args.node,
@@ -208,17 +174,17 @@ class Runner:
                 if self.target is not None:  # the instance runs on at its source: only the migration fails
                     await self.target.failed("the target's launcher was terminated")
                     return 1
-                await self.set_phase(Phase.FAILED, "launcher terminated while starting the domain")
+                await self.reports.phase(Phase.FAILED, "launcher terminated while starting the domain")
                 return 1
             except LeaseNotTaken as exc:
-                await self.set_phase(Phase.FAILED, str(exc))
+                await self.reports.phase(Phase.FAILED, str(exc))
                 return 1
             except Exception as exc:
                 log.exception("could not start the domain")
                 if self.target is not None:
                     await self.target.failed(f"the target: {lifecycle.launch_failure(exc)}")
                     return 1
-                await self.set_phase(Phase.FAILED, lifecycle.launch_failure(exc))
+                await self.reports.phase(Phase.FAILED, lifecycle.launch_failure(exc))
                 return 1
             tail = asyncio.create_task(self.console.run())
             keys = asyncio.create_task(ConsoleInput(self.store.nc, self.args.node, self.args.vmi, CONSOLE_SOCKET,
@@ -244,7 +210,7 @@ class Runner:
             if self.source is not None and self.source.moved.is_set():
                 log.info("the guest moved to another node; this launcher is done")
                 return 0
-            await self.set_phase(phase, reason, FENCED_PATIENCE_S if self.fenced.is_set() else REPORT_PATIENCE_S)
+            await self.reports.phase(phase, reason)
             return 0
         finally:
             watcher.cancel()
@@ -328,8 +294,9 @@ class Runner:
                 await self.libvirtd.destroy_and_undefine(a.vmi)
         qemu = await self._lower_guest()
         # its volumes' targets said with Running, not by a report of their own: one write per launch fewer
-        await self.set_phase(Phase.RUNNING, volumes=self.hotplug.booted(
-            vmi.spec, {d.name: d.target for d in plan.disks}))
+        await self.reports.phase(Phase.RUNNING, interfaces=self.nics.interfaces or None,
+                                 started_at=self.started_at, ready_at=self.ready_at,
+                                 volumes=self.hotplug.booted(vmi.spec, {d.name: d.target for d in plan.disks}))
         self.clock.mark("reported")
         self.clock.log(libvirtd=processes.cpu_seconds(self.libvirtd.pid) if self.libvirtd.pid else None,
                        qemu=processes.cpu_seconds(qemu) if qemu else None)
@@ -338,37 +305,18 @@ class Runner:
 
     async def _disks(self, vmi: VMI) -> disks.DiskPaths:
         a = self.args
-        paths = await disks.prepare(boot_spec(vmi.spec), uid=a.uid, vmi_dir=a.vmi_dir, cache_dir=a.node_dir / "images",
-                                    images=self.store.images, volumes=await self._volumes(vmi),
-                                    volumes_dir=a.node_dir / "volumes", host_disk_dirs=a.host_disk_dirs)
+        spec, volumes_dir = boot_spec(vmi.spec), a.node_dir / "volumes"
+        records = await volumedata.ready_here(self.store, [name for _, name in claims(spec.volumes)], a.node,
+                                              volumes_dir)
+        paths = await disks.prepare(spec, uid=a.uid, vmi_dir=a.vmi_dir, cache_dir=a.node_dir / "images",
+                                    images=self.store.images, volumes=records, volumes_dir=volumes_dir,
+                                    host_disk_dirs=a.host_disk_dirs)
         self.clock.mark("disks")
         return paths
 
     async def _network(self, vmi: VMI) -> None:
         await self.nics.plumb(vmi)
         self.clock.mark("nics")
-
-    async def _report_interfaces(self, interfaces: list[VMIInterface]) -> None:
-        try:
-            await self.nodeapi.report(StatusReport(vmi=self.args.vmi, uid=self.args.uid, interfaces=interfaces),
-                                      patience=REPORT_PATIENCE_S)
-        except ApiError as exc:  # the next ACK (a renewal) reports it again
-            log.warning("interface address not reported", error=exc.message)
-
-    async def _volumes(self, vmi: VMI) -> dict[str, PersistentVolume]:
-        """The records of the volumes the VM uses; each must be on this node (the binder put it here),
-        and Ready: the node's handler populates it first (a restore, an image), and the guest waits."""
-        out = {}
-        for _, name in claims(boot_spec(vmi.spec).volumes):
-            record = await wait_ready(self.store, name, self.args.node)
-            path = volume_path(self.args.node_dir / "volumes", record)
-            if not path.exists():  # Ready, but its file went: made again as the handler would, under its lock
-                found = await self.store.snapshots.get(record.snapshot) if record.snapshot else None
-                await volumedata.populate(record, path, images=self.store.images,
-                                          snapshot_objects=self.store.snapshot_objects,
-                                          snapshot=found.value if found else None)
-            out[name] = record
-        return out
 
     async def _supervise(self, dom: Any) -> tuple[Phase, str]:
         """Wait until the domain ends, or until asked to end it; returns the final phase and why."""
@@ -405,26 +353,6 @@ class Runner:
         if gone in done:
             return self.ended or (Phase.SUCCEEDED, "instance deleted")
         return Phase.FAILED, "launcher terminated"
-
-    async def report_condition(self, cond: NodeCondition) -> None:
-        """A condition only the node sees (Paused, LibvirtdLost), with an event; a condition that
-        cannot be said (the control plane away for long) is logged, never the end of the launcher."""
-        note = EventNote(reason=cond.reason, message=cond.message, warning=cond.status == "True")
-        try:
-            await self.nodeapi.report(StatusReport(vmi=self.args.vmi, uid=self.args.uid, conditions=[cond],
-                                                   event=note), patience=CONDITION_PATIENCE_S)
-        except ApiError as exc:
-            log.warning("condition not reported", condition=cond.type, status=cond.status, error=exc.message)
-            return
-        log.info("condition", type=cond.type, status=cond.status, reason=cond.reason)
-
-    async def report_event(self, note: EventNote) -> None:
-        """An event of the VMI that changes nothing in it (a soft reboot sent)."""
-        try:
-            await self.nodeapi.report(StatusReport(vmi=self.args.vmi, uid=self.args.uid, event=note),
-                                      patience=CONDITION_PATIENCE_S)
-        except ApiError as exc:
-            log.warning("event not reported", reason=note.reason, error=exc.message)
 
     async def _watch_own(self, own: AsyncGenerator[VMI | ownvmi.Gone, None], first: VMI) -> None:
         """Its own VMI as the launch read it, then its changes, heard through its node's copy: no
@@ -467,40 +395,9 @@ class Runner:
         self.power.poke()
         self.hotplug.poke()
 
-    async def _report_volumes(self, volumes: list[VolumeStatus]) -> bool:
-        try:
-            await self.nodeapi.report(StatusReport(vmi=self.args.vmi, uid=self.args.uid, volume_status=volumes),
-                                      patience=CONDITION_PATIENCE_S)
-        except ApiError as exc:  # said again at the keeper's next look
-            log.warning("volume status not reported", error=exc.message)
-            return False
-        return True
-
-    async def _stop_libvirtd(self) -> None:
-        await self.libvirtd.settle()
-        try:
-            await asyncio.to_thread(self.libvirtd.stop)
-        except Exception:
-            log.warning("libvirtd stop failed", exc_info=True)
-        # As their subreaper, what libvirtd left running is ours: a QEMU it was starting when the stop
-        # came (the start runs on in its thread), a capability probe. Left, it would outlive us.
-        leftover = await asyncio.to_thread(processes.end_children, 5.0)
-        if leftover:
-            log.warning("ended processes libvirtd left behind", pids=leftover)
-
     async def _clean_up(self) -> None:
         a = self.args
-        await self.libvirtd.settle()
-        try:
-            await self.libvirtd.destroy_and_undefine(a.vmi)
-        except Exception:
-            log.warning("domain cleanup failed", exc_info=True)
-        await self._stop_libvirtd()
-        await asyncio.to_thread(namespaces.delete_netns, a.pod_netns)
-        await self.nics.unplug()
-        for path in a.vmi_dir.iterdir() if a.vmi_dir.exists() else []:
-            if path.name not in (launcherlock.PID_FILE, launcherlock.LOCK_FILE):  # held till we exit
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        await teardown.tear_down(self.libvirtd, self.nics, vmi=a.vmi, pod_netns=a.pod_netns, vmi_dir=a.vmi_dir)
         if self._reaper is not None:
             self._reaper.cancel()
         log.info("cleaned up")

@@ -25,6 +25,7 @@ from proto.quantity import format_bytes, parse_bytes
 from proto.snapshots import VolumeSnapshot
 from proto.state import PersistentVolume, VolumePhase
 from servicekit import imagefile
+from servicekit.paths import volume_path
 from servicekit.store import Store
 
 Report = Callable[[int, int], Awaitable[None]]  # (bytes done, bytes in all)
@@ -165,6 +166,22 @@ async def wait_ready(store: Store, name: str, node: str, poll: float = 0.5) -> P
         if record.phase is VolumePhase.FAILED:
             raise ApiError(Code.INVALID, f"volume {name} failed: {record.reason}")
         await asyncio.sleep(poll)
+
+
+async def ready_here(store: Store, names: list[str], node: str, volumes_dir: Path) -> dict[str, PersistentVolume]:
+    """The records of the volumes a launch uses, each once Ready on this node (the binder put it here;
+    the node's handler populates it first, a restore or an image, and the guest waits). A volume Ready
+    whose file went is made again as the handler would, under its lock."""
+    out = {}
+    for name in names:
+        record = await wait_ready(store, name, node)
+        path = volume_path(volumes_dir, record)
+        if not path.exists():
+            found = await store.snapshots.get(record.snapshot) if record.snapshot else None
+            await populate(record, path, images=store.images, snapshot_objects=store.snapshot_objects,
+                           snapshot=found.value if found else None)
+        out[name] = record
+    return out
 
 
 async def copy_at_rest(path: Path, dest: Path) -> None:
