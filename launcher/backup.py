@@ -55,6 +55,26 @@ def compose_backup_xml(domain_xml: str, targets: dict[str, str]) -> tuple[str, l
     return f"<domainbackup mode='push'><disks>{''.join(disks)}</disks></domainbackup>", found
 
 
+def disk_files(domain_xml: str) -> set[str]:
+    """Pure: the files of the domain's disks (not its cdroms)."""
+    out = set()
+    for disk in ET.fromstring(domain_xml).iterfind("./devices/disk"):
+        source = disk.find("source")
+        if disk.get("device", "disk") == "disk" and source is not None and source.get("file"):
+            out.add(source.get("file", ""))
+    return out
+
+
+def attached_only(todo: list[VolumeSnapshot], files: dict[str, str | None], disks: set[str]) -> list[VolumeSnapshot]:
+    """Pure: of the snapshots to take now, those whose volume's file is a disk of the domain. A volume
+    hotplugged but not attached yet waits (the guest has not written it yet, and the domain cannot copy
+    it), and so do its VM snapshot's other parts here, to be one point in time with it once it is there.
+    files: snapshot name -> its volume's file, None when the volume is gone (taken, to fail with why)."""
+    waiting = {s.name for s in todo if files.get(s.name) is not None and files[s.name] not in disks}
+    held = {s.group for s in todo if s.name in waiting and s.group is not None}
+    return [s for s in todo if s.name not in waiting and (s.group is None or s.group not in held)]
+
+
 def whole_groups(todo: list[VolumeSnapshot], groups: dict[str, set[str]]) -> list[VolumeSnapshot]:
     """Pure: the snapshots to take now: those of no VM snapshot, and those of a VM snapshot whose
     parts here (groups: VM snapshot -> its parts of this launcher's volumes) are all there; the
@@ -111,6 +131,8 @@ class SnapshotTaker:
         self.control = control or LibvirtBackup()
         self.taker = f"vmi/{vmi}"
         self.has_volumes = asyncio.Event()
+        self.poked = asyncio.Event()
+        self.looking = asyncio.Lock()  # one look at a time: a snapshot is claimed once
         self.follow(volumes)
 
     def follow(self, volumes: list[str]) -> None:
@@ -118,6 +140,10 @@ class SnapshotTaker:
         self.volumes = set(volumes)
         if self.volumes:
             self.has_volumes.set()
+
+    def poke(self) -> None:
+        """A disk was attached: a snapshot that waited for it is taken now."""
+        self.poked.set()
 
     def wanted(self, snapshots: list[VolumeSnapshot]) -> list[VolumeSnapshot]:
         """Pure: the pending snapshots of this launcher's volumes (a VM snapshot's all come at once)."""
@@ -127,28 +153,54 @@ class SnapshotTaker:
 
     async def run(self) -> None:
         await self.has_volumes.wait()  # no watch of the snapshots for a guest that writes no volume
+        poked = asyncio.create_task(self._on_poke())
         me = asyncio.current_task()
-        while me is None or not me.cancelling():  # a cancel nats-py's requests swallowed is honoured
+        try:
+            while me is None or not me.cancelling():  # a cancel nats-py's requests swallowed is honoured
+                try:
+                    async for change in self.store.snapshots.watch():
+                        if change.value is not None and self.wanted([change.value]):
+                            await self.look()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the records say it; the watch starts again
+                    log.warning("snapshot failed", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(LOOK_EVERY_S)
+        finally:
+            poked.cancel()
+
+    async def _on_poke(self) -> None:
+        while True:
+            await self.poked.wait()
+            self.poked.clear()
             try:
-                async for change in self.store.snapshots.watch():
-                    if change.value is not None and self.wanted([change.value]):
-                        await self.look()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the records say it; the watch starts again
+                await self.look()
+            except Exception as exc:  # noqa: BLE001 - the records say it
                 log.warning("snapshot failed", error=str(exc) or type(exc).__name__)
-            await asyncio.sleep(LOOK_EVERY_S)
 
     async def look(self) -> None:
         """Take what is wanted now; a VM snapshot's parts only once all of them (of this VM's
-        volumes) are recorded, so they go in one job."""
+        volumes) are recorded and their disks attached, so they go in one job."""
+        async with self.looking:
+            await self._look()
+
+    async def _look(self) -> None:
         todo = self.wanted([e.value for e in await self.store.snapshots.items()])
+        if not todo:
+            return
         groups: dict[str, set[str]] = {}
         for group in {s.group for s in todo if s.group is not None}:
             record = await self.store.vm_snapshots.get(group)
             if record is not None:
                 groups[group] = {part for volume, part in record.value.volumes.items() if volume in self.volumes}
         todo = whole_groups(todo, groups)
+        if todo:
+            files: dict[str, str | None] = {}
+            for snap in todo:
+                volume = await self.store.volumes.get(snap.volume)
+                files[snap.name] = (str(volume_path(self.dir, volume.value))
+                                    if volume is not None and volume.value.uid == snap.volume_uid else None)
+            todo = attached_only(todo, files, disk_files(await self.control.xml(self.domain())))
         if todo:
             await self.take(todo)
 

@@ -21,7 +21,16 @@ import libvirt
 import structlog
 
 from launcher.domain import DISK_ALIAS_PREFIX, DiskPlan, disk_xml
-from launcher.hotplugplan import LiveDisks, Outcome, free_target, free_unit, live_disks, plan, statuses
+from launcher.hotplugplan import (
+    READY_REASON,
+    LiveDisks,
+    Outcome,
+    free_target,
+    free_unit,
+    live_disks,
+    plan,
+    statuses,
+)
 from launcher.keeperloop import first_line, keep
 from proto.hotplug import hotplugged
 from proto.nodeapi import EventNote
@@ -74,7 +83,7 @@ def changes(before: list[VolumeStatus] | None, after: list[VolumeStatus], attach
     volume became Ready, or its disk is gone. Of what the first look finds, only what it attached itself
     (not a boot's disks). attached: what this look attached."""
     ready_before = {s.name for s in before or [] if s.hotplug and s.phase is HotplugPhase.READY}
-    out = [EventNote(reason="VolumeReady", message=s.message) for s in after
+    out = [EventNote(reason=READY_REASON, message=s.message) for s in after
            if s.hotplug and s.phase is HotplugPhase.READY and s.name not in ready_before
            and (before is not None or s.name in attached)]
     now = {s.name for s in after if s.hotplug}

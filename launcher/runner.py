@@ -22,6 +22,7 @@ from launcher.console import ConsoleInput, ConsoleTail
 from launcher.domain import CONSOLE_SOCKET, VNC_SOCKET, compose_domain_xml, plan_domain
 from launcher.guestnics import GuestNics
 from launcher.hotplug import HotplugKeeper, LibvirtDisks
+from launcher.hotplugplan import READY_REASON
 from launcher.launchclock import LaunchClock
 from launcher.leasekeeper import LeaseKeeper, LeaseNotTaken
 from launcher.libvirtd import PrivateLibvirtd, lower_domain
@@ -34,6 +35,7 @@ from launcher.statspublisher import StatsPublisher
 from launcher.supervision import DomainFollower
 from launcher.vnc import VncServer, libvirt_screenshot
 from proto.hotplug import boot_spec
+from proto.nodeapi import EventNote
 from proto.quantity import parse_bytes
 from proto.snapshots import written_volumes
 from proto.spec import claims
@@ -97,7 +99,7 @@ class Runner:
         self.power = PowerKeeper(self.libvirtd, lambda: self.follower.dom, self.reports.event)
         # its hotplugged volumes (virtctl addvolume/removevolume), attached and detached as its spec says
         self.hotplug = HotplugKeeper(LibvirtDisks(), store.volumes, lambda: self.follower.dom, self.reports.volumes,
-                                     self.reports.event, node=args.node, volumes_dir=args.node_dir / "volumes")
+                                     self._volume_event, node=args.node, volumes_dir=args.node_dir / "volumes")
         self.snapshots: SnapshotTaker | None = None
         self.follower = DomainFollower(self.libvirtd, self.reports.condition, vmi=args.vmi, netns=args.pod_netns,
                                        workdir=args.vmi_dir, on_change=self._domain_changed)
@@ -385,6 +387,11 @@ class Runner:
             self.hotplug.want(vmi.spec)
             if self.snapshots is not None:  # a hotplugged volume is snapshotted by this launcher too
                 self.snapshots.follow(written_volumes(vmi.spec))
+
+    async def _volume_event(self, note: EventNote) -> None:
+        if note.reason == READY_REASON and self.snapshots is not None:  # a snapshot may wait for its disk
+            self.snapshots.poke()
+        await self.reports.event(note)
 
     def _stand_down(self) -> None:
         self.power.stand_down()
