@@ -20,6 +20,7 @@ PACKAGES=(
   prometheus
   libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils  # no systemd units: launchers run libvirtd
   iproute2 nftables iputils-arping genisoimage curl procps
+  openssl  # a live migration's TLS certificate, made by its target's launcher (launcher.migrationtls)
 )
 log() { echo "compose/image: $*"; }
 

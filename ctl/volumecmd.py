@@ -27,7 +27,7 @@ def add_parser(sub: Any) -> None:
             vl.add_argument("name")
         vl.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
     vsub.add_parser("delete").add_argument("name")
-    vr = vsub.add_parser("resize", help="grow it; the guest sees it at its next start")
+    vr = vsub.add_parser("resize", help="grow it; a running guest sees it at once, a stopped VM's at its next start")
     vr.add_argument("name")
     vr.add_argument("--size", required=True)
     snapshotcmd.add_volume_parsers(vsub)
@@ -60,8 +60,7 @@ async def run(api: ApiClient, args: argparse.Namespace) -> int:
         item = (await api.call("volume", "get", NameRequest(name=args.name), VolumeReply)).item
         say(render.structured(item, args.output or "yaml"))
     elif args.volume_command == "resize":
-        grown = (await api.call("volume", "resize", VolumeResize(name=args.name, size=args.size), VolumeReply)).item
-        say(f"volume/{grown.name} resized to {grown.size}; a VM using it sees it at its next start")
+        say((await api.call("volume", "resize", VolumeResize(name=args.name, size=args.size), VolumeReply)).message)
     else:
         say((await api.call("volume", "delete", NameRequest(name=args.name), Ack)).message)
     return 0

@@ -34,6 +34,7 @@ from launcher.reports import Reports
 from launcher.statspublisher import StatsPublisher
 from launcher.supervision import DomainFollower
 from launcher.vnc import VncServer, libvirt_screenshot
+from launcher.volumegrowth import InformedRecords, LibvirtSizes, VolumeGrower
 from proto.hotplug import boot_spec
 from proto.nodeapi import EventNote
 from proto.quantity import parse_bytes
@@ -41,6 +42,7 @@ from proto.snapshots import written_volumes
 from proto.spec import claims
 from proto.state import FINAL_PHASES, VMI, Phase, grace_period
 from servicekit import cpugroup, processes, volumedata
+from servicekit.informer import shared
 from servicekit.nodeclient import NodeApiClient
 from servicekit.paths import path_under
 from servicekit.store import Store
@@ -100,6 +102,9 @@ class Runner:
         # its hotplugged volumes (virtctl addvolume/removevolume), attached and detached as its spec says
         self.hotplug = HotplugKeeper(LibvirtDisks(), store.volumes, lambda: self.follower.dom, self.reports.volumes,
                                      self._volume_event, node=args.node, volumes_dir=args.node_dir / "volumes")
+        # its volumes grown under the guest when resized while it runs (KubeVirt's ExpandDisks)
+        self.growth = VolumeGrower(LibvirtSizes(), InformedRecords(shared(store, store.volumes)),
+                                   lambda: self.follower.dom, self.reports.event)
         self.snapshots: SnapshotTaker | None = None
         self.follower = DomainFollower(self.libvirtd, self.reports.condition, vmi=args.vmi, netns=args.pod_netns,
                                        workdir=args.vmi_dir, on_change=self._domain_changed)
@@ -158,6 +163,7 @@ class Runner:
         lease: asyncio.Task[str] | None = None
         power: asyncio.Task[None] | None = None
         hotplug: asyncio.Task[None] | None = None
+        growth: asyncio.Task[None] | None = None
         snapshots: asyncio.Task[None] | None = None
         try:
             try:
@@ -202,6 +208,7 @@ class Runner:
                 nic_names=self.nics.nic_names).run())
             power = asyncio.create_task(self.power.run())
             hotplug = asyncio.create_task(self.hotplug.run())
+            growth = asyncio.create_task(self.growth.run())
             self.snapshots = SnapshotTaker(
                 self.store, self.nodeapi, vmi=self.args.vmi, node=self.args.node,
                 volumes=written_volumes(self.hotplug.spec or vmi.spec), volumes_dir=self.args.node_dir / "volumes",
@@ -218,7 +225,7 @@ class Runner:
             watcher.cancel()
             await asyncio.wait([watcher])
             await own.aclose()  # a watcher cancelled before it began never closed it (its subscription)
-            for task in (tail, keys, publisher, power, hotplug, screen, snapshots):
+            for task in (tail, keys, publisher, power, hotplug, growth, screen, snapshots):
                 if task is not None:
                     task.cancel()
             await self._clean_up()
@@ -385,22 +392,27 @@ class Runner:
         else:
             self.power.want(Wanted.of(vmi))
             self.hotplug.want(vmi.spec)
+            self.growth.want(vmi.spec)
             if self.snapshots is not None:  # a hotplugged volume is snapshotted by this launcher too
                 self.snapshots.follow(written_volumes(vmi.spec))
 
     async def _volume_event(self, note: EventNote) -> None:
-        if note.reason == READY_REASON and self.snapshots is not None:  # a snapshot may wait for its disk
-            self.snapshots.poke()
+        if note.reason == READY_REASON:  # attached at its file's size; a snapshot may wait for it
+            self.growth.poke()
+            if self.snapshots is not None:
+                self.snapshots.poke()
         await self.reports.event(note)
 
     def _stand_down(self) -> None:
         self.power.stand_down()
         self.hotplug.stand_down()
+        self.growth.stand_down()
 
     def _domain_changed(self) -> None:
         """A domain event, or libvirtd restarted: what the keepers keep may have changed under them."""
         self.power.poke()
         self.hotplug.poke()
+        self.growth.poke()
 
     async def _clean_up(self) -> None:
         a = self.args

@@ -194,6 +194,7 @@ class VolumeResize(Message, frozen=True):
 
 class VolumeReply(Message, frozen=True):
     item: PersistentVolume
+    message: str = ""  # what a change means for the guests using it (a resize)
 
 
 class VolumeList(Message, frozen=True):

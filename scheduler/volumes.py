@@ -27,8 +27,9 @@ from proto.api import (
 )
 from proto.errors import ApiError, Code
 from proto.quantity import parse_bytes
+from proto.snapshots import written_volumes
 from proto.spec import Ephemeral, VMSpec, claims
-from proto.state import PersistentVolume
+from proto.state import PersistentVolume, Phase
 from proto.validation import check_name, validate_volume_fields
 from servicekit.store import Entry, Store
 
@@ -72,7 +73,8 @@ class VolumeApi:
         return VolumeList(items=sorted((e.value for e in await self.store.volumes.items()), key=lambda v: v.name))
 
     async def resize(self, body: bytes) -> VolumeReply:
-        """Grow a volume (a PVC's resize): its file grows before the next start of a VM using it."""
+        """Grow a volume (a PVC's resize): under a running guest that writes it at once (KubeVirt's
+        ExpandDisks), else before the next start of a VM using it."""
         req = decode_request(body, VolumeResize)
         check_name(req.name, "name", "volume name")
         entry = await self.store.volumes.require(req.name, "volume")
@@ -83,7 +85,13 @@ class VolumeApi:
         grown = msgspec.structs.replace(entry.value, size=req.size)
         await self.store.volumes.update(req.name, grown, entry.revision)
         log.info("volume resized", volume=req.name, size=req.size)
-        return VolumeReply(item=grown)
+        # a running guest that writes it has it grown under it by its launcher (launcher.volumegrowth)
+        running = sorted(e.key for e in await self.store.vmis.items()
+                         if e.value.phase is Phase.RUNNING and req.name in written_volumes(e.value.spec))
+        whom = (f"the guest of VM {running[0]} sees it now" if len(running) == 1 else
+                f"the guests of VMs {', '.join(running)} see it now" if running else
+                "a VM using it sees it at its next start")
+        return VolumeReply(item=grown, message=f"volume/{req.name} resized to {req.size}; {whom}")
 
     async def delete(self, body: bytes) -> Ack:
         name = decode_request(body, NameRequest).name

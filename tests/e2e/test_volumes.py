@@ -19,6 +19,7 @@ pytestmark = pytest.mark.e2e
 MARKER = "VIRTBUS-GUEST-READY"
 IMAGE = "quay.io/kubevirt/cirros-container-disk-demo"
 DATA_SECTORS = 64 * 1024 * 1024 // 512  # the 64Mi data volume, as /sys/block/*/size says it
+GROWN_SECTORS = 96 * 1024 * 1024 // 512  # the same, resized to 96Mi
 
 
 def vm_manifest(lab: Lab, name: str, *, root: dict[str, object], templates: list[dict[str, object]],
@@ -40,6 +41,14 @@ def say_in_guest(lab: Lab, name: str, command: str, tag: str) -> str:
     """Run a shell command on the guest's console; returns the console once ``tag`` was printed."""
     lab.cli("console", name, "--send", command + "\\n")
     return lab.cli("console", name, "--log", "--until", tag, "--timeout", "60").stdout
+
+
+def grown_in_guest(lab: Lab, name: str, dev: str, then: str = "") -> str:
+    """Waits in the guest (20 s at most) for /dev/<dev> to have the resized volume's size; returns the
+    console once it said its size (and ``then``)."""
+    size = f"$(cat /sys/block/{dev}/size)"
+    return say_in_guest(lab, name, f"for i in $(seq 20); do [ {size} = {GROWN_SECTORS} ] && break; sleep 1; done; "
+                                   f"echo G$((3+3))-{size}{then}-E", "G6-")
 
 
 def volume_files(lab: Lab) -> list[str]:
@@ -73,6 +82,14 @@ def test_a_volume_keeps_what_the_guest_wrote(lab: Lab) -> None:
     lab.cli("restart", "keeper", "--wait", "--timeout", "300")
     assert json.loads(lab.cli("get", "vmis", "keeper", "-o", "json").stdout)["metadata"]["uid"] != first_uid
     read_back("R")
+    # resized while the guest runs (KubeVirt's ExpandDisks): the guest's disk grows at once, its bytes kept
+    disk = say_in_guest(lab, "keeper", f"{find}; echo D$((2+2))-$D-E", "D4-").rsplit("D4-", 1)[1].split("-E")[0]
+    grown = lab.cli("volume", "resize", "keeper-data", "--size", "96Mi").stdout
+    assert "the guest of VM keeper sees it now" in grown, grown
+    out = grown_in_guest(lab, "keeper", disk.removeprefix("/dev/"), f"-$(head -c 7 {disk})")
+    assert f"G6-{GROWN_SECTORS}-kept-42-E" in out, out[-1500:]
+    events = lab.cli("get", "events").stdout.splitlines()
+    assert any("VolumeExpanded" in line and "keeper-data" in line for line in events), events
     refused = lab.cli("volume", "delete", "keeper-data", check=False)
     assert refused.returncode == 1 and "in use by VM keeper" in refused.stderr, refused.stderr
     assert len(volume_files(lab)) == 1
@@ -160,6 +177,8 @@ def test_a_volume_hotplugged_into_a_running_guest_keeps_what_it_wrote(lab: Lab) 
     seen = say_in_guest(lab, "hotvm", "echo SD-$(cat /sys/block/sda/size)-$(tr -dc A-Z0-9 </sys/block/sda/device/"
                                       "vpd_pg80)-E; echo hot-$((6*7)) >/dev/sda; sync; echo W$((1+1))", "W2")
     assert f"SD-{DATA_SECTORS}-HOT1-E" in seen, seen[-1500:]
+    lab.cli("volume", "resize", "hot-data", "--size", "96Mi")  # a scsi disk grows under the guest too
+    assert f"G6-{GROWN_SECTORS}-E" in grown_in_guest(lab, "hotvm", "sda")
     # a volume hotplugged while the guest runs is snapshotted by its launcher, as the boot's are
     done = lab.cli("volume", "snapshot", "hot-data", "--name", "hot-snap", "--wait", "--timeout", "120", check=False)
     assert done.returncode == 0 and "Ready" in done.stdout, f"{done.stdout}\n{done.stderr}"

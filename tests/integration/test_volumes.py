@@ -147,7 +147,8 @@ async def until_here(store: Store, names: set[str]) -> None:
 
 
 async def test_a_volume_grows_and_never_shrinks(store: Store, tmp_path: Path) -> None:
-    """The API grows the record; the launcher grows the file before the next start (real qemu-img)."""
+    """The API grows the record and says who sees it when; the launcher grows the file before the next
+    start (real qemu-img)."""
     api = Api(store)
     small = (await api.volumes.create(b'{"name": "growing", "size": "64Mi"}')).item
     path = volume_path(tmp_path, small)
@@ -159,10 +160,20 @@ async def test_a_volume_grows_and_never_shrinks(store: Store, tmp_path: Path) ->
     with pytest.raises(ApiError) as huge:
         await api.volumes.resize(b'{"name": "growing", "size": "9Ti"}')
     assert huge.value.field == "size"
-    grown = (await api.volumes.resize(b'{"name": "growing", "size": "128Mi"}')).item
+    reply = await api.volumes.resize(b'{"name": "growing", "size": "128Mi"}')
+    grown = reply.item
+    assert reply.message == "volume/growing resized to 128Mi; a VM using it sees it at its next start"
     assert (await store.volumes.require("growing", "volume")).value.size == "128Mi"
     assert await grow_volume(grown, path) and image_virtual_size(path) == 128 << 20
     assert not await grow_volume(grown, path)  # the next start: nothing to do
+
+    # a guest running with it has it grown under it by its launcher (launcher.volumegrowth), at once
+    spec = VMSpec(name="writer", disks=[Disk(name="d")],
+                  volumes=[Volume(name="d", source=PersistentVolumeClaim(claim_name="growing"))])
+    await store.vmis.create("writer", VMI(name="writer", uid="w1", spec=spec, created_at=time.time(),
+                                          phase=Phase.RUNNING, node_name="node1"))
+    reply = await api.volumes.resize(b'{"name": "growing", "size": "192Mi"}')
+    assert reply.message == "volume/growing resized to 192Mi; the guest of VM writer sees it now"
 
 
 async def test_a_deleted_vms_volume_goes_even_while_its_node_writes_to_it(
