@@ -87,4 +87,9 @@ tar -C "$root" -c . | podman import -q \
   --change 'ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV PYTHONUNBUFFERED=1' --change 'WORKDIR /opt/virtbus' - "$image" >/dev/null
 log "built $image in $(( $(date +%s) - start )) s"
+# The images of earlier versions of this script go (835 MB each); one a lab still runs is kept
+# (podman refuses to remove it) and goes at a later build.
+for old in $(podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/virtbus-lab:' | grep -v ":$key\$"); do
+  podman rmi "$old" >/dev/null 2>&1 && log "removed $old" || true
+done
 echo "$image" >&3
