@@ -1,6 +1,7 @@
 """Carrying out the VMI's hotplugged volumes on the running domain: the thin shell around
-launcher.hotplugplan. It looks again whenever the VMI changes, and every second while a volume waits
-for its file or a step failed (libvirtd away for a moment, the guest slow to let a disk go), and says
+launcher.hotplugplan. It looks again whenever the VMI or a hotplugged volume's record changes (heard
+from the process's informer, launcher.volumerecords), and every second while a volume's file is not
+there yet or a step failed (libvirtd away for a moment, the guest slow to let a disk go), and says
 every volume's target and each hotplugged one's phase in the VMI's status.volumeStatus.
 
 A volume's file is its node's (the handler populates it once the volume is placed here); the
@@ -32,12 +33,12 @@ from launcher.hotplugplan import (
     statuses,
 )
 from launcher.keeperloop import first_line, keep
+from launcher.volumerecords import VolumeRecords
 from proto.hotplug import hotplugged
 from proto.nodeapi import EventNote
 from proto.spec import VMSpec
-from proto.state import HotplugPhase, PersistentVolume, VolumePhase, VolumeStatus
+from proto.state import HotplugPhase, VolumePhase, VolumeStatus
 from servicekit.paths import volume_path
-from servicekit.store import Entry
 
 log = structlog.get_logger()
 RETRY_S = 1.0
@@ -51,12 +52,6 @@ class DiskControl(Protocol):
     async def attach(self, dom: Any, xml: str) -> None: ...
 
     async def detach(self, dom: Any, name: str) -> None: ...
-
-
-class VolumeRecords(Protocol):
-    """The volumes bucket (servicekit.store), read only."""
-
-    async def get(self, key: str) -> Entry[PersistentVolume] | None: ...
 
 
 class LibvirtDisks:
@@ -109,11 +104,14 @@ class HotplugKeeper:
         self.said: list[VolumeStatus] | None = None  # what the control plane has
         self.seen: list[VolumeStatus] | None = None  # what the last look found
         self.wake = asyncio.Event()
+        self.hotplugging = asyncio.Event()
         self.standing_down = False
 
     def want(self, spec: VMSpec) -> None:
         """The instance's spec as last heard."""
         self.spec = spec
+        if hotplugged(spec):
+            self.hotplugging.set()
         self.wake.set()
 
     def booted(self, spec: VMSpec, targets: Mapping[str, str]) -> list[VolumeStatus]:
@@ -131,7 +129,19 @@ class HotplugKeeper:
         self.wake.set()
 
     async def run(self) -> None:
-        await keep(self.wake, self.sync, what="hotplug step", retry=self.retry)
+        follow = asyncio.create_task(self._follow())
+        try:
+            await keep(self.wake, self.sync, what="hotplug step", retry=self.retry)
+        finally:
+            follow.cancel()
+
+    async def _follow(self) -> None:
+        """A look as soon as a hotplugged volume's record changes (its node populated it), not a poll.
+        The records are followed only once the spec has a hotplugged volume."""
+        await self.hotplugging.wait()
+        async for name in self.volumes.changes():
+            if self.spec is not None and name in hotplugged(self.spec).values():
+                self.wake.set()
 
     async def sync(self) -> bool:
         """One look: detach what the spec dropped, attach what it added and is ready; say the status.
@@ -180,10 +190,10 @@ class HotplugKeeper:
 
     async def _ready_file(self, claim: str) -> tuple[str, Path | None]:
         """The volume's file here once it is ready, or why not yet."""
-        entry = await self.volumes.get(claim)
-        if entry is None:
+        await self.volumes.synced()
+        record = self.volumes.get(claim)
+        if record is None:
             return f"volume {claim} not found", None
-        record = entry.value
         if record.node is None:
             return f"volume {claim} is not on a node yet", None
         if record.node != self.node:

@@ -1,10 +1,11 @@
 """The loop of a launcher's keepers (launcher.power, launcher.hotplug): each looks at the domain when
 woken (its VMI changed, or the domain did), and looks again a moment later when a look failed (libvirt's
-errors: its libvirtd may be restarting) or left something to do."""
+errors: its libvirtd may be restarting) or left something to do, at once if woken before then."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -27,6 +28,8 @@ async def keep(wake: asyncio.Event, look: Callable[[], Awaitable[bool]], *, what
         except Exception as exc:
             log.warning(f"{what} failed; retrying", error=first_line(exc, 200))
             settled = False
-        if not settled:
-            await asyncio.sleep(retry)
+        if not settled:  # again after the retry, or at once when woken meanwhile (what it waits for came)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(retry):
+                    await wake.wait()
             wake.set()

@@ -34,7 +34,8 @@ from launcher.reports import Reports
 from launcher.statspublisher import StatsPublisher
 from launcher.supervision import DomainFollower
 from launcher.vnc import VncServer, libvirt_screenshot
-from launcher.volumegrowth import InformedRecords, LibvirtSizes, VolumeGrower
+from launcher.volumegrowth import LibvirtSizes, VolumeGrower
+from launcher.volumerecords import InformedRecords
 from proto.hotplug import boot_spec
 from proto.nodeapi import EventNote
 from proto.quantity import parse_bytes
@@ -99,12 +100,12 @@ class Runner:
         self.ready_at: float | None = None
         self.clock = LaunchClock(self.started_at)
         self.power = PowerKeeper(self.libvirtd, lambda: self.follower.dom, self.reports.event)
+        records = InformedRecords(shared(store, store.volumes))  # followed only once a keeper needs them
         # its hotplugged volumes (virtctl addvolume/removevolume), attached and detached as its spec says
-        self.hotplug = HotplugKeeper(LibvirtDisks(), store.volumes, lambda: self.follower.dom, self.reports.volumes,
+        self.hotplug = HotplugKeeper(LibvirtDisks(), records, lambda: self.follower.dom, self.reports.volumes,
                                      self._volume_event, node=args.node, volumes_dir=args.node_dir / "volumes")
         # its volumes grown under the guest when resized while it runs (KubeVirt's ExpandDisks)
-        self.growth = VolumeGrower(LibvirtSizes(), InformedRecords(shared(store, store.volumes)),
-                                   lambda: self.follower.dom, self.reports.event)
+        self.growth = VolumeGrower(LibvirtSizes(), records, lambda: self.follower.dom, self.reports.event)
         self.snapshots: SnapshotTaker | None = None
         self.follower = DomainFollower(self.libvirtd, self.reports.condition, vmi=args.vmi, netns=args.pod_netns,
                                        workdir=args.vmi_dir, on_change=self._domain_changed)

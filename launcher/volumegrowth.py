@@ -10,7 +10,7 @@ open. A volume only grows, as a PVC does. No subprocess runs here (launcher.reap
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,12 +19,12 @@ import structlog
 
 from launcher.hotplugplan import live_disks
 from launcher.keeperloop import first_line, keep
+from launcher.volumerecords import VolumeRecords
 from proto.nodeapi import EventNote
 from proto.quantity import format_bytes, parse_bytes
 from proto.snapshots import written_volumes
 from proto.spec import PersistentVolumeClaim, VMSpec
 from proto.state import PersistentVolume
-from servicekit.informer import Informer
 
 log = structlog.get_logger()
 RETRY_S = 2.0
@@ -83,30 +83,6 @@ class LibvirtSizes:
         await asyncio.to_thread(dom.blockResize, target, size, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
 
 
-class VolumeRecords(Protocol):
-    """The volumes' records as this process's informer of the volumes bucket has them (InformedRecords)."""
-
-    def get(self, name: str) -> PersistentVolume | None: ...
-
-    def changes(self) -> AsyncIterator[str]: ...  # the name of each volume that changed, from now on
-
-
-class InformedRecords:
-    """The real VolumeRecords: the process's informer of the volumes bucket, which follows what the
-    bucket's stream republishes (no consumer on the server), started only by a guest that writes a volume."""
-
-    def __init__(self, informer: Informer[PersistentVolume]) -> None:
-        self.informer = informer
-
-    def get(self, name: str) -> PersistentVolume | None:
-        entry = self.informer.entries.get(name)
-        return entry.value if entry is not None else None
-
-    async def changes(self) -> AsyncIterator[str]:
-        async for change in self.informer.changes():
-            yield change.key
-
-
 Note = Callable[[EventNote], Awaitable[None]]
 
 
@@ -159,6 +135,7 @@ class VolumeGrower:
         dom, spec = self.domain(), self.spec
         if dom is None or spec is None or self.standing_down or not self.claims():
             return True
+        await self.records.synced()
         records = {name: r for name in self.claims() if (r := self.records.get(name)) is not None}
         steps = plan(spec, await self.control.disks(dom), records)
         for step in steps:

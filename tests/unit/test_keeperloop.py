@@ -42,3 +42,24 @@ def test_an_error_is_one_bounded_line() -> None:
     assert first_line(RuntimeError("a\nb")) == "a"
     assert first_line(RuntimeError()) == "RuntimeError"
     assert len(first_line(RuntimeError("x" * 999), 50)) == 50
+
+
+async def test_a_wake_while_unsettled_looks_again_before_the_retry() -> None:
+    """What an unsettled look waits for (a volume's record, heard) brings the next look at once."""
+    looks = 0
+
+    async def look() -> bool:
+        nonlocal looks
+        looks += 1
+        return looks > 1
+
+    wake = asyncio.Event()
+    task = asyncio.create_task(keep(wake, look, what="test step", retry=30.0))
+    wake.set()
+    await asyncio.sleep(0.05)
+    assert looks == 1  # unsettled: the retry is far off
+    wake.set()
+    await asyncio.sleep(0.05)
+    assert looks == 2
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

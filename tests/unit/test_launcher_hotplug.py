@@ -5,7 +5,9 @@ once, and tries again what failed."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,6 @@ from proto.nodeapi import EventNote
 from proto.spec import Disk, PersistentVolumeClaim, VMSpec, Volume
 from proto.state import HotplugPhase, PersistentVolume, VolumePhase, VolumeStatus
 from servicekit.paths import volume_path
-from servicekit.store import Entry
 
 BASE = VMSpec(name="vm1", disks=[Disk(name="root")],
               volumes=[Volume(name="root", source=PersistentVolumeClaim(claim_name="rootvol"))])
@@ -68,12 +69,27 @@ class FakeDisks:
 
 
 class FakeVolumes:
+    """The volumes' records as the launcher's informer has them; each write is heard as a change."""
+
     def __init__(self) -> None:
         self.records: dict[str, PersistentVolume] = {}
+        self.heard: asyncio.Queue[str] = asyncio.Queue()
+        self.followed = False
 
-    async def get(self, key: str) -> Entry[PersistentVolume] | None:
-        record = self.records.get(key)
-        return Entry(key, record, 1) if record else None
+    async def synced(self) -> None:
+        pass
+
+    def get(self, name: str) -> PersistentVolume | None:
+        return self.records.get(name)
+
+    def put(self, record: PersistentVolume) -> None:
+        self.records[record.name] = record
+        self.heard.put_nowait(record.name)
+
+    async def changes(self) -> AsyncIterator[str]:
+        self.followed = True
+        while True:
+            yield await self.heard.get()
 
 
 class Harness:
@@ -97,7 +113,7 @@ class Harness:
 
     def volume(self, phase: VolumePhase, node: str | None = "node1", *, file: bool = True) -> PersistentVolume:
         record = PersistentVolume(name="data", uid="uid-data", size="64Mi", created_at=1.0, node=node, phase=phase)
-        self.volumes.records["data"] = record
+        self.volumes.put(record)
         if file:
             path = volume_path(self.dir, record)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,3 +235,31 @@ async def test_a_hotpluggable_volume_of_the_spec_is_said_pending_with_running_an
     assert await h.keeper.sync()
     assert h.reports[-1] == [VolumeStatus(name="root", target="vda")] and [n.reason for n in h.notes] == [
         "VolumeReady", "VolumeUnplugged"]
+
+
+async def test_a_volume_heard_ready_is_attached_at_once_and_no_records_are_followed_without_one(
+        tmp_path: Path) -> None:
+    """The keeper waits for a populating volume by its record's changes, not by a poll: with a retry
+    far off, the attach follows the record's Ready at once. A guest with nothing hotplugged follows none."""
+    h = Harness(tmp_path)
+    h.keeper = HotplugKeeper(h.disks, h.volumes, lambda: "dom", h.report, h.note, node="node1", volumes_dir=tmp_path,
+                             retry=30.0)
+    task = asyncio.create_task(h.keeper.run())
+    try:
+        h.keeper.want(BASE)
+        await asyncio.sleep(0.05)
+        assert not h.volumes.followed and h.reports == [[VolumeStatus(name="root", target="vda")]]
+        h.volume(VolumePhase.POPULATING, file=False)
+        h.keeper.want(WITH_DATA)
+        await asyncio.sleep(0.05)
+        data = h.last("data")
+        assert data is not None and data.phase is HotplugPhase.PENDING and h.volumes.followed
+        h.volume(VolumePhase.READY)  # its node populated it: heard
+        for _ in range(100):
+            if h.disks.live.get("data"):
+                break
+            await asyncio.sleep(0.01)
+        assert h.disks.live == {"root": "vda", "data": "sda"}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

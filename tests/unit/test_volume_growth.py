@@ -62,6 +62,9 @@ class Records:
         self.records = {r.name: r for r in records}
         self.queue: asyncio.Queue[str] = asyncio.Queue()
 
+    async def synced(self) -> None:
+        pass
+
     def get(self, name: str) -> PersistentVolume | None:
         return self.records.get(name)
 
