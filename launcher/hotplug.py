@@ -14,6 +14,7 @@ attached at its old size; the guest sees the new one at its next start, as at a 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,6 +43,9 @@ from servicekit.paths import volume_path
 
 log = structlog.get_logger()
 RETRY_S = 1.0
+# A detach is asked again only once this long has passed without the disk going (libvirt itself waits
+# 5 s for QEMU's word): a second ask while the first is under way can leave QEMU holding the disk's file.
+DETACH_AGAIN_S = 10.0
 
 
 class DiskControl(Protocol):
@@ -89,7 +93,8 @@ def changes(before: list[VolumeStatus] | None, after: list[VolumeStatus], attach
 
 class HotplugKeeper:
     def __init__(self, control: DiskControl, volumes: VolumeRecords, domain: Callable[[], Any], report: Report,
-                 note: Note, *, node: str, volumes_dir: Path, retry: float = RETRY_S) -> None:
+                 note: Note, *, node: str, volumes_dir: Path, retry: float = RETRY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         """domain: the domain on libvirtd's current connection (None until it runs); report: says the
         volumes' status, True once said."""
         self.control = control
@@ -105,6 +110,8 @@ class HotplugKeeper:
         self.seen: list[VolumeStatus] | None = None  # what the last look found
         self.wake = asyncio.Event()
         self.hotplugging = asyncio.Event()
+        self.clock = clock
+        self.detaching: dict[str, float] = {}  # disks whose detach was asked (when), until they are gone
         self.standing_down = False
 
     def want(self, spec: VMSpec) -> None:
@@ -154,7 +161,12 @@ class HotplugKeeper:
         steps = plan(spec, live)
         waiting: dict[str, str] = {}
         failed: dict[str, str] = {}
+        now = self.clock()
+        self.detaching = {n: t for n, t in self.detaching.items() if n in steps.detach}
         for name in steps.detach:
+            if now - self.detaching.get(name, -DETACH_AGAIN_S) < DETACH_AGAIN_S:
+                continue  # asked already, and going: asked again, libvirt could leave QEMU holding its file
+            self.detaching[name] = now
             try:
                 await self.control.detach(dom, name)
             except Exception as exc:  # libvirt's: the guest has not let it go yet, or it is going already

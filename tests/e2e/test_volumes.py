@@ -177,8 +177,10 @@ def test_a_volume_hotplugged_into_a_running_guest_keeps_what_it_wrote(lab: Lab) 
     seen = say_in_guest(lab, "hotvm", "echo SD-$(cat /sys/block/sda/size)-$(tr -dc A-Z0-9 </sys/block/sda/device/"
                                       "vpd_pg80)-E; echo hot-$((6*7)) >/dev/sda; sync; echo W$((1+1))", "W2")
     assert f"SD-{DATA_SECTORS}-HOT1-E" in seen, seen[-1500:]
+    began = time.monotonic()
     lab.cli("volume", "resize", "hot-data", "--size", "96Mi")  # a scsi disk grows under the guest too
     assert f"G6-{GROWN_SECTORS}-E" in grown_in_guest(lab, "hotvm", "sda")
+    print(f"volume resize -> the guest's disk grown, as its console says it: {time.monotonic() - began:.1f}s")
     # a volume hotplugged while the guest runs is snapshotted by its launcher, as the boot's are
     done = lab.cli("volume", "snapshot", "hot-data", "--name", "hot-snap", "--wait", "--timeout", "120", check=False)
     assert done.returncode == 0 and "Ready" in done.stdout, f"{done.stdout}\n{done.stderr}"

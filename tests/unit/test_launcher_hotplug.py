@@ -36,6 +36,8 @@ class FakeDisks:
         self.xml: list[str] = []
         self.slow_unplug = False
         self.going: dict[str, int] = {}  # name -> reads left before it is gone
+        self.unplug_reads = 1
+        self.detaches: list[str] = []  # every detach asked
         self.fail_attach = 0
 
     async def disks(self, dom: Any) -> LiveDisks:
@@ -62,8 +64,9 @@ class FakeDisks:
 
     async def detach(self, dom: Any, name: str) -> None:
         assert name in self.live
+        self.detaches.append(name)
         if self.slow_unplug:
-            self.going[name] = 1
+            self.going[name] = self.unplug_reads
         else:
             del self.live[name]
 
@@ -263,3 +266,25 @@ async def test_a_volume_heard_ready_is_attached_at_once_and_no_records_are_follo
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_detach_under_way_is_not_asked_again_until_it_took_too_long(tmp_path: Path) -> None:
+    """Looks woken while a disk goes (its status said, the domain's events) do not ask libvirt again:
+    a second ask during the first can leave QEMU holding the file, and the volume could not be put
+    back. A disk still there long after is asked again."""
+    now = [100.0]
+    h = Harness(tmp_path)
+    h.keeper = HotplugKeeper(h.disks, h.volumes, lambda: "dom", h.report, h.note, node="node1", volumes_dir=tmp_path,
+                             clock=lambda: now[0])
+    h.volume(VolumePhase.READY)
+    h.keeper.want(WITH_DATA)
+    assert await h.keeper.sync()
+    h.disks.slow_unplug, h.disks.unplug_reads = True, 6
+    h.keeper.want(BASE)
+    for _ in range(2):
+        assert not await h.keeper.sync()
+        now[0] += 1.0
+    assert h.disks.detaches == ["data"]
+    now[0] += 10.0  # still there: asked again
+    assert not await h.keeper.sync()
+    assert h.disks.detaches == ["data", "data"]
