@@ -8,7 +8,7 @@ A volume's file is its node's (the handler populates it once the volume is place
 launcher attaches it only once its record is Ready on this node and its file is there. No
 subprocess runs here: once the guest runs, the launcher reaps every child (launcher.reaper), and
 would take a subprocess's exit status from under asyncio. So a volume grown since it was made is
-attached at its old size; the guest sees the new one at its next start, as at a boot.
+attached at its file's size, and then grown under the guest by QEMU (launcher.volumegrowth).
 """
 
 from __future__ import annotations

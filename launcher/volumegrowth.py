@@ -48,8 +48,8 @@ class Growth:
 
 def plan(spec: VMSpec, live: Mapping[str, LiveDisk], records: Mapping[str, PersistentVolume]) -> list[Growth]:
     """Pure: the disks to grow: each volume the guest writes whose record asks more than its disk has.
-    live: the domain's disks by volume name; records: the volumes' records by name (one missing or
-    elsewhere is passed over: it is not this launcher's to grow)."""
+    live: the domain's disks by volume name (a disk not attached yet is grown once it is); records: the
+    volumes' records by name (a volume without one, deleted meanwhile, is passed over)."""
     written = set(written_volumes(spec))
     out = []
     for volume in spec.volumes:
