@@ -34,7 +34,7 @@ from launcher.hotplugplan import (
     statuses,
 )
 from launcher.keeperloop import first_line, keep
-from launcher.volumerecords import VolumeRecords
+from launcher.volumerecords import VolumeRecords, wake_on_changes
 from proto.hotplug import hotplugged
 from proto.nodeapi import EventNote
 from proto.spec import VMSpec
@@ -136,19 +136,11 @@ class HotplugKeeper:
         self.wake.set()
 
     async def run(self) -> None:
-        follow = asyncio.create_task(self._follow())
-        try:
-            await keep(self.wake, self.sync, what="hotplug step", retry=self.retry)
-        finally:
-            follow.cancel()
+        follow = wake_on_changes(self.volumes, self._claims, self.wake, once=self.hotplugging)
+        await keep(self.wake, self.sync, what="hotplug step", retry=self.retry, beside=follow)
 
-    async def _follow(self) -> None:
-        """A look as soon as a hotplugged volume's record changes (its node populated it), not a poll.
-        The records are followed only once the spec has a hotplugged volume."""
-        await self.hotplugging.wait()
-        async for name in self.volumes.changes():
-            if self.spec is not None and name in hotplugged(self.spec).values():
-                self.wake.set()
+    def _claims(self) -> set[str]:
+        return set(hotplugged(self.spec).values()) if self.spec is not None else set()
 
     async def sync(self) -> bool:
         """One look: detach what the spec dropped, attach what it added and is ready; say the status.

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import structlog
 
@@ -18,8 +19,19 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:limit]
 
 
-async def keep(wake: asyncio.Event, look: Callable[[], Awaitable[bool]], *, what: str, retry: float) -> None:
-    """look: one look, True when nothing is left to do."""
+async def keep(wake: asyncio.Event, look: Callable[[], Awaitable[bool]], *, what: str, retry: float,
+               beside: Coroutine[Any, Any, None] | None = None) -> None:
+    """look: one look, True when nothing is left to do. beside: what wakes it besides its owner (a
+    follow of records, launcher.volumerecords), run for as long as the loop."""
+    task = asyncio.create_task(beside) if beside is not None else None
+    try:
+        await _loop(wake, look, what=what, retry=retry)
+    finally:
+        if task is not None:
+            task.cancel()
+
+
+async def _loop(wake: asyncio.Event, look: Callable[[], Awaitable[bool]], *, what: str, retry: float) -> None:
     while True:
         await wake.wait()
         wake.clear()

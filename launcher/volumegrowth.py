@@ -19,7 +19,7 @@ import structlog
 
 from launcher.hotplugplan import live_disks
 from launcher.keeperloop import first_line, keep
-from launcher.volumerecords import VolumeRecords
+from launcher.volumerecords import VolumeRecords, wake_on_changes
 from proto.nodeapi import EventNote
 from proto.quantity import format_bytes, parse_bytes
 from proto.snapshots import written_volumes
@@ -118,17 +118,8 @@ class VolumeGrower:
         self.standing_down = True
 
     async def run(self) -> None:
-        await self.has_claims.wait()  # no records followed for a guest that writes no volume
-        follow = asyncio.create_task(self._follow())
-        try:
-            await keep(self.wake, self.sync, what="volume growth", retry=self.retry)
-        finally:
-            follow.cancel()
-
-    async def _follow(self) -> None:
-        async for name in self.records.changes():
-            if name in self.claims():
-                self.wake.set()
+        follow = wake_on_changes(self.records, self.claims, self.wake, once=self.has_claims)
+        await keep(self.wake, self.sync, what="volume growth", retry=self.retry, beside=follow)
 
     async def sync(self) -> bool:
         """One look: grow what its record asks more of. True when nothing is left to do."""

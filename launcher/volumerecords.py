@@ -6,7 +6,8 @@ launcher.volumegrowth).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Protocol
 
 from proto.state import PersistentVolume
@@ -38,3 +39,13 @@ class InformedRecords:
     async def changes(self) -> AsyncIterator[str]:
         async for change in self.informer.changes():
             yield change.key
+
+
+async def wake_on_changes(records: VolumeRecords, names: Callable[[], Collection[str]], wake: asyncio.Event, *,
+                          once: asyncio.Event) -> None:
+    """A keeper's look as soon as a record of one of its volumes (names(), as its spec has them now)
+    changes, not a poll; the records are followed only once ``once`` is set (its guest has such a volume)."""
+    await once.wait()
+    async for name in records.changes():
+        if name in names():
+            wake.set()
