@@ -157,15 +157,8 @@ class Runner:
 
         loop.add_signal_handler(signal.SIGTERM, on_term)
         watcher = asyncio.create_task(self._watch_own(own, vmi))
-        tail: asyncio.Task[None] | None = None
-        keys: asyncio.Task[None] | None = None
-        publisher: asyncio.Task[None] | None = None
-        screen: asyncio.Task[None] | None = None
+        served: list[asyncio.Task[None]] = []  # what runs beside the guest (_serve)
         lease: asyncio.Task[str] | None = None
-        power: asyncio.Task[None] | None = None
-        hotplug: asyncio.Task[None] | None = None
-        growth: asyncio.Task[None] | None = None
-        snapshots: asyncio.Task[None] | None = None
         try:
             try:
                 if vmi.spec.high_availability:
@@ -195,26 +188,8 @@ class Runner:
                     return 1
                 await self.reports.phase(Phase.FAILED, lifecycle.launch_failure(exc))
                 return 1
-            tail = asyncio.create_task(self.console.run())
-            keys = asyncio.create_task(ConsoleInput(self.store.nc, self.args.node, self.args.vmi, CONSOLE_SOCKET,
-                                                    on_output=self.console.wake.set,
-                                                    on_listening=self.console.listening).run())
             self.follower.dom = dom
-            screen = asyncio.create_task(VncServer(self.store.nc, self.args.node, self.args.vmi, VNC_SOCKET, lambda: (
-                asyncio.to_thread(libvirt_screenshot, self.libvirtd.conn, self.follower.dom)),
-                screen=vmi.spec.graphics).run())
-            publisher = asyncio.create_task(StatsPublisher(
-                self.store.nc, node=self.args.node, vmi=self.args.vmi, uid=self.args.uid,
-                record=lambda: self.libvirtd.stats(self.follower.dom),  # the current one: libvirtd may restart
-                nic_names=self.nics.nic_names).run())
-            power = asyncio.create_task(self.power.run())
-            hotplug = asyncio.create_task(self.hotplug.run())
-            growth = asyncio.create_task(self.growth.run())
-            self.snapshots = SnapshotTaker(
-                self.store, self.nodeapi, vmi=self.args.vmi, node=self.args.node,
-                volumes=written_volumes(self.hotplug.spec or vmi.spec), volumes_dir=self.args.node_dir / "volumes",
-                workdir=self.args.vmi_dir, domain=lambda: self.follower.dom)
-            snapshots = asyncio.create_task(self.snapshots.run())
+            served = self._serve(vmi)
             phase, reason = await self._supervise(dom)
             await self.console.pump()
             if self.source is not None and self.source.moved.is_set():
@@ -226,14 +201,31 @@ class Runner:
             watcher.cancel()
             await asyncio.wait([watcher])
             await own.aclose()  # a watcher cancelled before it began never closed it (its subscription)
-            for task in (tail, keys, publisher, power, hotplug, growth, screen, snapshots):
-                if task is not None:
-                    task.cancel()
+            for task in served:
+                task.cancel()
             await self._clean_up()
             if lease is not None:  # kept (and fencing) until the domain is surely gone
                 lease.cancel()
             if self.keeper is not None:
                 await self.keeper.release()
+
+    def _serve(self, vmi: VMI) -> list[asyncio.Task[None]]:
+        """What runs beside the guest once it runs: its console (out and in), its screen, its stats, its
+        keepers (power, hotplug, volume growth) and its volumes' snapshots."""
+        a = self.args
+        self.snapshots = SnapshotTaker(
+            self.store, self.nodeapi, vmi=a.vmi, node=a.node, volumes=written_volumes(self.hotplug.spec or vmi.spec),
+            volumes_dir=a.node_dir / "volumes", workdir=a.vmi_dir, domain=lambda: self.follower.dom)
+        return [asyncio.create_task(work) for work in (
+            self.console.run(),
+            ConsoleInput(self.store.nc, a.node, a.vmi, CONSOLE_SOCKET, on_output=self.console.wake.set,
+                         on_listening=self.console.listening).run(),
+            VncServer(self.store.nc, a.node, a.vmi, VNC_SOCKET, lambda: asyncio.to_thread(
+                libvirt_screenshot, self.libvirtd.conn, self.follower.dom), screen=vmi.spec.graphics).run(),
+            # the stats of the current domain: libvirtd may restart
+            StatsPublisher(self.store.nc, node=a.node, vmi=a.vmi, uid=a.uid, nic_names=self.nics.nic_names,
+                           record=lambda: self.libvirtd.stats(self.follower.dom)).run(),
+            self.power.run(), self.hotplug.run(), self.growth.run(), self.snapshots.run())]
 
     def _fence(self, why: str) -> None:
         """The lease lapsed: kill QEMU now, without asking libvirtd (it may be what hangs)."""
