@@ -194,15 +194,14 @@ class SnapshotTaker:
             if record is not None:
                 groups[group] = {part for volume, part in record.value.volumes.items() if volume in self.volumes}
         todo = whole_groups(todo, groups)
+        records: dict[str, PersistentVolume | None] = {}  # by snapshot: its volume, None if gone or replaced
+        for snap in todo:
+            volume = await self.store.volumes.get(snap.volume)
+            records[snap.name] = volume.value if volume is not None and volume.value.uid == snap.volume_uid else None
+        files = {name: str(volume_path(self.dir, v)) if v is not None else None for name, v in records.items()}
+        todo = attached_only(todo, files, disk_files(await self.control.xml(self.domain()))) if todo else []
         if todo:
-            files: dict[str, str | None] = {}
-            for snap in todo:
-                volume = await self.store.volumes.get(snap.volume)
-                files[snap.name] = (str(volume_path(self.dir, volume.value))
-                                    if volume is not None and volume.value.uid == snap.volume_uid else None)
-            todo = attached_only(todo, files, disk_files(await self.control.xml(self.domain())))
-        if todo:
-            await self.take(todo)
+            await self.take(todo, records)
 
     async def _say(self, snap: VolumeSnapshot, phase: SnapshotPhase, done: int = 0, total: int = 0, *,
                    size: int = 0, digest: str = "", reason: str = "") -> None:
@@ -210,7 +209,8 @@ class SnapshotTaker:
             snapshot=snap.name, uid=snap.uid, taker=self.taker, phase=phase, done=done, total=total, size=size,
             digest=digest, reason=tidy(reason), online=True))
 
-    async def take(self, todo: list[VolumeSnapshot]) -> None:
+    async def take(self, todo: list[VolumeSnapshot], records: dict[str, PersistentVolume | None]) -> None:
+        """records: each snapshot's volume as the look read it, None if gone or replaced."""
         claimed: list[tuple[VolumeSnapshot, PersistentVolume]] = []
         for snap in todo:
             try:
@@ -218,11 +218,11 @@ class SnapshotTaker:
             except ApiError as exc:
                 log.info("snapshot not ours", snapshot=snap.name, why=exc.message)
                 continue
-            volume = await self.store.volumes.get(snap.volume)
-            if volume is None or volume.value.uid != snap.volume_uid:
+            volume = records.get(snap.name)
+            if volume is None:
                 await self._say(snap, SnapshotPhase.FAILED, reason=f"volume {snap.volume} is gone or was replaced")
                 continue
-            claimed.append((snap, volume.value))
+            claimed.append((snap, volume))
         if not claimed:
             return
         targets = {str(volume_path(self.dir, v)): str(path_under(self.workdir, f"backup-{s.uid}", ".qcow2"))
