@@ -21,23 +21,21 @@ from launcher.backup import SnapshotTaker
 from launcher.console import ConsoleInput, ConsoleTail
 from launcher.domain import CONSOLE_SOCKET, VNC_SOCKET, compose_domain_xml, plan_domain
 from launcher.guestnics import GuestNics
-from launcher.hotplug import HotplugKeeper, LibvirtDisks
-from launcher.hotplugplan import READY_REASON
+from launcher.hotplug import LibvirtDisks
+from launcher.keepers import Keepers
 from launcher.launchclock import LaunchClock
 from launcher.leasekeeper import LeaseKeeper, LeaseNotTaken
 from launcher.libvirtd import PrivateLibvirtd, lower_domain
 from launcher.livemigration import MigrationOver, Source, Target
-from launcher.power import PowerKeeper
-from launcher.powerplan import Done, Wanted
+from launcher.powerplan import Done
 from launcher.reaper import reap_orphans
 from launcher.reports import Reports
 from launcher.statspublisher import StatsPublisher
 from launcher.supervision import DomainFollower
 from launcher.vnc import VncServer, libvirt_screenshot
-from launcher.volumegrowth import LibvirtSizes, VolumeGrower
+from launcher.volumegrowth import LibvirtSizes
 from launcher.volumerecords import InformedRecords
 from proto.hotplug import boot_spec
-from proto.nodeapi import EventNote
 from proto.quantity import parse_bytes
 from proto.snapshots import written_volumes
 from proto.spec import claims
@@ -99,16 +97,13 @@ class Runner:
         self.started_at = processes.started_at()  # the launch's stages, said with Running
         self.ready_at: float | None = None
         self.clock = LaunchClock(self.started_at)
-        self.power = PowerKeeper(self.libvirtd, lambda: self.follower.dom, self.reports.event)
         records = InformedRecords(shared(store, store.volumes))  # followed only once a keeper needs them
-        # its hotplugged volumes (virtctl addvolume/removevolume), attached and detached as its spec says
-        self.hotplug = HotplugKeeper(LibvirtDisks(), records, lambda: self.follower.dom, self.reports.volumes,
-                                     self._volume_event, node=args.node, volumes_dir=args.node_dir / "volumes")
-        # its volumes grown under the guest when resized while it runs (KubeVirt's ExpandDisks)
-        self.growth = VolumeGrower(LibvirtSizes(), records, lambda: self.follower.dom, self.reports.event)
+        self.keepers = Keepers(self.libvirtd, LibvirtDisks(), LibvirtSizes(), records, lambda: self.follower.dom,
+                               note=self.reports.event, report_volumes=self.reports.volumes,
+                               volume_ready=self._volume_ready, node=args.node, volumes_dir=args.node_dir / "volumes")
         self.snapshots: SnapshotTaker | None = None
         self.follower = DomainFollower(self.libvirtd, self.reports.condition, vmi=args.vmi, netns=args.pod_netns,
-                                       workdir=args.vmi_dir, on_change=self._domain_changed)
+                                       workdir=args.vmi_dir, on_change=self.keepers.poke)
         # its instance's live migration (launcher.livemigration): the side this launcher is on
         self.target = Target(store.nc, self.nodeapi, vmi=args.vmi, uid=args.uid, node=args.node, node_dir=args.node_dir,
                              migration_uid=args.migration, node_netns=args.node_netns) if args.migration else None
@@ -144,8 +139,8 @@ class Runner:
         self.source = Source(self.store.nc, self.nodeapi, vmi=self.args.vmi, uid=self.args.uid, node=self.args.node,
                              node_dir=self.args.node_dir, domain=lambda: self.follower.dom,
                              memory=parse_bytes(vmi.spec.memory), node_netns=self.args.node_netns,
-                             hold=self.power.hold)
-        self.power.done = Done.at_start(vmi)
+                             hold=self.keepers.power.hold)
+        self.keepers.power.done = Done.at_start(vmi)
         loop = asyncio.get_running_loop()
         main = asyncio.current_task()
         booting = True
@@ -214,8 +209,9 @@ class Runner:
         keepers (power, hotplug, volume growth) and its volumes' snapshots."""
         a = self.args
         self.snapshots = SnapshotTaker(
-            self.store, self.nodeapi, vmi=a.vmi, node=a.node, volumes=written_volumes(self.hotplug.spec or vmi.spec),
-            volumes_dir=a.node_dir / "volumes", workdir=a.vmi_dir, domain=lambda: self.follower.dom)
+            self.store, self.nodeapi, vmi=a.vmi, node=a.node,
+            volumes=written_volumes(self.keepers.hotplug.spec or vmi.spec), volumes_dir=a.node_dir / "volumes",
+            workdir=a.vmi_dir, domain=lambda: self.follower.dom)
         return [asyncio.create_task(work) for work in (
             self.console.run(),
             ConsoleInput(self.store.nc, a.node, a.vmi, CONSOLE_SOCKET, on_output=self.console.wake.set,
@@ -225,7 +221,7 @@ class Runner:
             # the stats of the current domain: libvirtd may restart
             StatsPublisher(self.store.nc, node=a.node, vmi=a.vmi, uid=a.uid, nic_names=self.nics.nic_names,
                            record=lambda: self.libvirtd.stats(self.follower.dom)).run(),
-            self.power.run(), self.hotplug.run(), self.growth.run(), self.snapshots.run())]
+            *self.keepers.runs(), self.snapshots.run())]
 
     def _fence(self, why: str) -> None:
         """The lease lapsed: kill QEMU now, without asking libvirtd (it may be what hangs)."""
@@ -298,7 +294,7 @@ class Runner:
         # its volumes' targets said with Running, not by a report of their own: one write per launch fewer
         await self.reports.phase(Phase.RUNNING, interfaces=self.nics.interfaces or None,
                                  started_at=self.started_at, ready_at=self.ready_at,
-                                 volumes=self.hotplug.booted(vmi.spec, {d.name: d.target for d in plan.disks}))
+                                 volumes=self.keepers.hotplug.booted(vmi.spec, {d.name: d.target for d in plan.disks}))
         self.clock.mark("reported")
         self.clock.log(libvirtd=processes.cpu_seconds(self.libvirtd.pid) if self.libvirtd.pid else None,
                        qemu=processes.cpu_seconds(qemu) if qemu else None)
@@ -372,40 +368,24 @@ class Runner:
         if self.source is not None and not isinstance(vmi, ownvmi.Gone) and vmi.uid == self.args.uid:
             self.source.heard(vmi)
         if isinstance(vmi, ownvmi.Gone) or vmi.uid != self.args.uid:
-            self._stand_down()
+            self.keepers.stand_down()
             self.gone.set()
         elif vmi.phase in FINAL_PHASES:  # ended while it runs: no guest may outlive its end
-            self._stand_down()
+            self.keepers.stand_down()
             self.ended = (vmi.phase, vmi.reason)
             self.gone.set()
         elif vmi.stop_requested:
-            self._stand_down()
+            self.keepers.stand_down()
             self.grace = grace_period(vmi)
             self.stop_requested.set()
         else:
-            self.power.want(Wanted.of(vmi))
-            self.hotplug.want(vmi.spec)
-            self.growth.want(vmi.spec)
+            self.keepers.want(vmi)
             if self.snapshots is not None:  # a hotplugged volume is snapshotted by this launcher too
                 self.snapshots.follow(written_volumes(vmi.spec))
 
-    async def _volume_event(self, note: EventNote) -> None:
-        if note.reason == READY_REASON:  # attached at its file's size; a snapshot may wait for it
-            self.growth.poke()
-            if self.snapshots is not None:
-                self.snapshots.poke()
-        await self.reports.event(note)
-
-    def _stand_down(self) -> None:
-        self.power.stand_down()
-        self.hotplug.stand_down()
-        self.growth.stand_down()
-
-    def _domain_changed(self) -> None:
-        """A domain event, or libvirtd restarted: what the keepers keep may have changed under them."""
-        self.power.poke()
-        self.hotplug.poke()
-        self.growth.poke()
+    def _volume_ready(self) -> None:
+        if self.snapshots is not None:  # a snapshot of the volume attached may wait for it
+            self.snapshots.poke()
 
     async def _clean_up(self) -> None:
         a = self.args
