@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import glob
 import os
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,26 +20,18 @@ import libvirtaio
 import structlog
 
 from launcher import capscache, priority
+from launcher.libvirtdstart import dated_as_newest, libvirtd_path, qemu_only_drivers, spawn, widen
 from launcher.lifecycle import CONNECTION_CLOSED
-from servicekit import cpugroup, netns_socket, processes
+from servicekit import cpugroup, processes
 
 log = structlog.get_logger()
 SOCKET = Path("/run/libvirt/libvirt-sock")
 LOG = Path("/var/log/libvirt/libvirtd.log")
 QEMU_RUN = Path("/run/libvirt/qemu")  # <domain>.pid and its status XML, in the private tmpfs
-# libvirtd loads every connection driver it finds (network, nodedev, nwfilter, storage, secret,
-# interface) and starts each; ours needs only QEMU's. LIBVIRT_DRIVER_DIR points it at a directory
-# holding just that one: 3 MiB less PSS and half the CPU of a start (measured warm: 15.5 vs 18.4 MiB).
-DRIVER_GLOBS = ("/usr/lib/*/libvirt/connection-driver/libvirt_driver_qemu.so",  # Debian's multiarch
-                "/usr/lib64/libvirt/connection-driver/libvirt_driver_qemu.so")
-# Every module a libvirtd may load: connection drivers, storage-file and storage backends, lock drivers.
-MODULE_GLOBS = ("/usr/lib/*/libvirt/*/*.so", "/usr/lib64/libvirt/*/*.so")
-
 # glibc gives each thread that allocates an arena of its own (up to 8 per core): most of what an idle
 # libvirtd held privately was half-used arenas of its worker threads. One arena for all: its one
 # client makes one call at a time, so they never contend (an idle one held 6.5 -> 5.2 MiB privately).
 MALLOC_ARENAS = "1"
-PR_SET_THP_DISABLE = 41
 # What proto.stats reads of a sample (KubeVirt's VMI metrics), not every group libvirt has: one sample of
 # the seed VM cost QEMU 5.3-5.8, libvirtd 2.1-2.5 and the launcher 1.1-1.2 ms of CPU with every group (the
 # state, perf, iothread, memory-bandwidth, dirty-rate and QEMU's query-stats ones among them), 2.9-3.1,
@@ -79,7 +67,6 @@ CLOSE_REASONS = {libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "ERROR", libvirt.VIR_CO
                  libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "CLIENT"}
 
 _event_loop_registered = False
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class LibvirtdError(RuntimeError):
@@ -121,6 +108,11 @@ class PrivateLibvirtd:
             if self._spawning.done():
                 self._spawning = None
         self.conn = await asyncio.to_thread(libvirt.open, "qemu:///system")
+        if self.pid is not None:
+            # QEMU's capabilities looked up (checked against the host CPU as libvirtd saw it) while it
+            # is still on the one CPU it started on, then every CPU the launcher may use is its again
+            await asyncio.to_thread(self.conn.getVersion)
+            widen(self.pid, os.sched_getaffinity(0))
 
     async def settle(self) -> None:
         """A start begun and not finished (the launch ended early or was cancelled), waited for, so
@@ -141,7 +133,8 @@ class PrivateLibvirtd:
             log.info("QEMU capabilities cache trimmed", files=[p.name for p in trimmed])
         binary = libvirtd_path()
         done = spawn([dated_as_newest(workdir, binary), "-d", "-p", str(pidfile), "-f", "/etc/libvirt/libvirtd.conf"],
-                     netns=netns, huge_pages=self.huge_pages, env=env, executable=binary)
+                     netns=netns, huge_pages=self.huge_pages, env=env, executable=binary,
+                     cpu=min(os.sched_getaffinity(0)))
         if done.returncode != 0:
             raise LibvirtdError(f"libvirtd did not start: {done.stderr.strip()}")
         deadline = time.monotonic() + timeout
@@ -290,78 +283,6 @@ class PrivateLibvirtd:
             return
         pid, self.pid = self.pid, None
         processes.end([pid], timeout)
-
-
-def spawn(argv: list[str], *, netns: str | None, huge_pages: bool,
-          env: dict[str, str] | None = None, executable: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Runs ``argv`` (libvirtd -d, which returns once daemonized) in the pod's network namespace (None:
-    this one) and, unless huge_pages, without transparent huge pages; whatever it starts (QEMU)
-    inherits both.
-
-    No preexec_fn, so subprocess vforks: a fork of the launcher (~40 MiB of Python) cost ~9 ms of
-    CPU in the two processes, and then a fault for each page the launcher wrote next. Instead the
-    namespace is this thread's for the moment of the spawn (the child is made from it), and the THP
-    setting is this process's own: a launcher's child processes are all its one VM's."""
-    _libc.prctl(PR_SET_THP_DISABLE, 0 if huge_pages else 1, 0, 0, 0)
-    return netns_socket.run_in(netns, lambda: subprocess.run(argv, capture_output=True, text=True, check=False,
-                                                             env=env, executable=executable))
-
-
-def libvirtd_path() -> str:
-    """libvirtd by its full path, as its argv[0]. libvirt keeps QEMU's capabilities in a cache valid
-    for the libvirt it was probed by: the newest ctime of libvirtd's own binary (stat'ed by argv[0]:
-    a bare "libvirtd" is not found, so not counted) and of each module it has loaded so far. Run
-    bare with only the QEMU driver, a libvirtd counted that driver's ctime at start, then a storage
-    module's (a second newer, from the same install) as the domain started, and found the cache it
-    had just written outdated: every launch probed QEMU afresh twice (~1.4 s of CPU, ~0.6 s of it
-    before the domain could be defined). With the binary counted from the start, the count stays
-    while no module is newer than the binary (see ``dated_as_newest``)."""
-    return shutil.which("libvirtd") or "libvirtd"
-
-
-def newest(ctimes: dict[str, int], binary: str) -> str:
-    """Of these files (path -> ctime in whole seconds, as libvirt compares them), the newest; the
-    binary where it is among the newest (pure)."""
-    return max(ctimes, key=lambda path: (ctimes[path], path == binary), default=binary)
-
-
-def dated_as_newest(workdir: Path, binary: str, module_globs: tuple[str, ...] = MODULE_GLOBS) -> str:
-    """libvirtd's argv[0]: the binary itself, or, where one of libvirt's modules changed after it,
-    ``workdir/libvirtd``, a link to that module. libvirt dates itself by the stat of its argv[0]
-    (which follows a link) and of each module it loads, and outdates its QEMU capabilities cache
-    when that date rises; a storage-file module loaded as the domain starts, newer than the binary
-    (a package of its own upgraded, or perf's build-id cache hard-linking it), raised it in every
-    launch: each launch's libvirtd probed QEMU again, and wrote a cache the next one found outdated
-    (a 100-VMI lane's P95 3x). Dated by the newest file from the start, the date no longer rises.
-    The process is still libvirtd (``executable``); only its command line names the link."""
-    ctimes: dict[str, int] = {}
-    for path in (binary, *sorted(p for pattern in module_globs for p in glob.glob(pattern))):
-        with contextlib.suppress(OSError):
-            ctimes[path] = int(os.stat(path).st_ctime)
-    target = newest(ctimes, binary)
-    if target == binary:
-        return binary
-    return str(_linked(workdir / "libvirtd", target))
-
-
-def qemu_only_drivers(where: Path, patterns: tuple[str, ...] = DRIVER_GLOBS) -> Path | None:
-    """A directory holding only libvirt's QEMU driver (a symlink), for LIBVIRT_DRIVER_DIR; None
-    where that module is not found (another layout: libvirtd then loads all its drivers)."""
-    found = sorted(path for pattern in patterns for path in glob.glob(pattern))
-    if not found:
-        return None
-    where.mkdir(parents=True, exist_ok=True)
-    _linked(where / Path(found[0]).name, found[0])
-    return where
-
-
-def _linked(link: Path, target: str) -> Path:
-    """``link``, a symlink to ``target``: left as it is when it already is one (a libvirtd restart),
-    made again when it points elsewhere."""
-    if not link.is_symlink() or os.readlink(link) != target:
-        link.unlink(missing_ok=True)
-        link.symlink_to(target)
-    return link
 
 
 def _active(dom: Any) -> bool:

@@ -206,6 +206,9 @@ def test_a_killed_libvirtd_is_noticed_and_restarted_the_guest_runs_on(lab: Lab, 
                              capture_output=True, text=True, check=True, timeout=30).stdout
     assert int(pidfile) == qemu
     libvirtd = pid_in(vmi_dir(lab) / "libvirtd.pid")
+    # libvirtd started on one CPU (launcher.libvirtdstart.spawn): it, and the guest, run on them all again
+    every = {frozenset(os.sched_getaffinity(launcher))}
+    assert len(next(iter(every))) == os.cpu_count() and cpus(qemu) == cpus(libvirtd) == every
     os.kill(libvirtd, signal.SIGKILL)
     started = time.monotonic()
     wait("LibvirtdDied event", lambda: any("LibvirtdDied" in e for e in events(lab)), lab, timeout=30)
@@ -221,6 +224,7 @@ def test_a_killed_libvirtd_is_noticed_and_restarted_the_guest_runs_on(lab: Lab, 
     assert pid_in(vmi_dir(lab) / "libvirtd.pid") != libvirtd
     again_libvirtd = pid_in(vmi_dir(lab) / "libvirtd.pid")
     assert nices(again_libvirtd) == {priority.LAUNCHER_NICE}  # still below the control plane
+    assert cpus(again_libvirtd) == every
     assert priority.group_nice(again_libvirtd) in (None, priority.LAUNCHER_NICE)
     # still managed: the guest answers on its console, and a pause is still seen
     lab.cli("console", VM, "--send", "echo after-$((40+7))\\n")
@@ -275,6 +279,11 @@ def test_a_launcher_ended_while_its_libvirtd_is_gone_leaves_no_qemu(lab: Lab, fa
     again = running(lab, other_than=item["metadata"]["uid"])  # runStrategy Always: a new one
     assert again["status"]["nodeName"] == NODE
     assert [p for p in processes_named_qemu_of(VM) if p != qemu_pid(lab)] == []
+
+
+def cpus(pid: int) -> set[frozenset[int]]:
+    """The CPUs each thread of ``pid`` may run on."""
+    return {frozenset(os.sched_getaffinity(int(tid))) for tid in os.listdir(f"/proc/{pid}/task")}
 
 
 def processes_named_qemu_of(name: str) -> list[int]:

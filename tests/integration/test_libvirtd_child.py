@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from launcher.libvirtd import spawn
+from launcher.libvirtdstart import spawn
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from launcher import capscache
-from launcher.libvirtd import libvirtd_path
+from launcher.libvirtdstart import libvirtd_path
 
 CACHED = """<qemuCaps>
   <selfctime>1795942124</selfctime>

@@ -1,5 +1,5 @@
 """libvirtd dates itself by its argv[0] and the modules it loads; it is run dated as the newest of
-its binary and modules (launcher.libvirtd.dated_as_newest), so a module loaded mid-launch can no
+its binary and modules (launcher.libvirtdstart.dated_as_newest), so a module loaded mid-launch can no
 longer make the QEMU capabilities cache look outdated."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from launcher.libvirtd import dated_as_newest, newest
+from launcher.libvirtdstart import dated_as_newest, newest
 
 
 def test_the_newest_file_and_the_binary_on_a_tie() -> None:

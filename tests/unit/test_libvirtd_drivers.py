@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from launcher.libvirtd import qemu_only_drivers
+from launcher.libvirtdstart import qemu_only_drivers
 
 
 def test_a_directory_with_only_the_qemu_driver(tmp_path: Path) -> None:

@@ -33,14 +33,31 @@ class SlowSpawn:
         self.lv.pid = 4242
 
 
+class Connection:
+    def __init__(self, uri: str, steps: list[str]) -> None:
+        self.uri, self.steps = uri, steps
+
+    def getVersion(self) -> int:  # noqa: N802 - libvirt's name
+        self.steps.append("capabilities looked up")
+        return 7_002_000
+
+
 @pytest.fixture
-def lv(monkeypatch: pytest.MonkeyPatch) -> PrivateLibvirtd:
+def steps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What the start did after the spawn, in order."""
+    done: list[str] = []
+    monkeypatch.setattr(libvirtd_module, "widen", lambda pid, cpus: done.append(f"widened {pid}"))
+    return done
+
+
+@pytest.fixture
+def lv(monkeypatch: pytest.MonkeyPatch, steps: list[str]) -> PrivateLibvirtd:
     monkeypatch.setattr(libvirtd_module, "_event_loop_registered", True)  # no libvirtaio in a unit test
-    monkeypatch.setattr(libvirt, "open", lambda uri: f"connection to {uri}")
+    monkeypatch.setattr(libvirt, "open", lambda uri: Connection(uri, steps))
     return PrivateLibvirtd(huge_pages=False)
 
 
-def test_started_early_then_connected_once(lv: PrivateLibvirtd, tmp_path: Path) -> None:
+def test_started_early_then_connected_once(lv: PrivateLibvirtd, tmp_path: Path, steps: list[str]) -> None:
     spawn = SlowSpawn(lv, 0.05)
     lv._spawn = spawn  # type: ignore[method-assign]
 
@@ -50,8 +67,11 @@ def test_started_early_then_connected_once(lv: PrivateLibvirtd, tmp_path: Path) 
         await lv.start("pod", tmp_path)
         return lv.conn
 
-    assert asyncio.run(launch()) == "connection to qemu:///system"
+    conn = asyncio.run(launch())
+    assert isinstance(conn, Connection) and conn.uri == "qemu:///system"
     assert spawn.calls == 1 and lv.pid == 4242
+    # QEMU's capabilities checked while libvirtd is on the CPU it started on, and only then all of them
+    assert steps == ["capabilities looked up", "widened 4242"]
 
 
 def test_a_launch_ended_early_waits_for_the_pid(lv: PrivateLibvirtd, tmp_path: Path) -> None:
