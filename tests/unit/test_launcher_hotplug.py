@@ -72,12 +72,16 @@ class FakeDisks:
 
 
 class FakeVolumes:
-    """The volumes' records as the launcher's informer has them; each write is heard as a change."""
+    """The volumes' records as the launcher's informer has them; each write is heard as a change by
+    every follower (a keeper each), from when it began to follow."""
 
     def __init__(self) -> None:
         self.records: dict[str, PersistentVolume] = {}
-        self.heard: asyncio.Queue[str] = asyncio.Queue()
-        self.followed = False
+        self.followers: list[asyncio.Queue[str]] = []
+
+    @property
+    def followed(self) -> bool:
+        return bool(self.followers)
 
     async def synced(self) -> None:
         pass
@@ -87,12 +91,14 @@ class FakeVolumes:
 
     def put(self, record: PersistentVolume) -> None:
         self.records[record.name] = record
-        self.heard.put_nowait(record.name)
+        for queue in self.followers:
+            queue.put_nowait(record.name)
 
     async def changes(self) -> AsyncIterator[str]:
-        self.followed = True
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        self.followers.append(queue)
         while True:
-            yield await self.heard.get()
+            yield await queue.get()
 
 
 class Harness:

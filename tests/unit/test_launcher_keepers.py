@@ -5,7 +5,7 @@ soon as it is attached, with nothing else waking the grower, and whoever waits f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from launcher.volumegrowth import LiveDisk
 from proto.nodeapi import EventNote
 from proto.state import VMI, PersistentVolume, Phase, VolumePhase, VolumeStatus
 from servicekit.paths import volume_path
-from tests.unit.test_launcher_hotplug import WITH_DATA, FakeDisks
+from tests.unit.test_launcher_hotplug import WITH_DATA, FakeDisks, FakeVolumes
 
 MI = 2**20
 
@@ -37,31 +37,6 @@ class Sizes:
         self.grown.append((target, size))
 
 
-class Records:
-    """The volumes' records as the launcher's informer has them: every follower hears every write."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, PersistentVolume] = {}
-        self.followers: list[asyncio.Queue[str]] = []
-
-    async def synced(self) -> None:
-        pass
-
-    def get(self, name: str) -> PersistentVolume | None:
-        return self.records.get(name)
-
-    def put(self, record: PersistentVolume) -> None:
-        self.records[record.name] = record
-        for queue in self.followers:
-            queue.put_nowait(record.name)
-
-    async def changes(self) -> AsyncIterator[str]:
-        queue: asyncio.Queue[str] = asyncio.Queue()
-        self.followers.append(queue)
-        while True:
-            yield await queue.get()
-
-
 async def until(what: Callable[[], object], within: float = 3.0) -> None:
     for _ in range(int(within / 0.01)):
         if what():
@@ -71,7 +46,7 @@ async def until(what: Callable[[], object], within: float = 3.0) -> None:
 
 
 async def test_a_volume_attached_smaller_than_its_record_is_grown_at_once_and_its_waiter_told(tmp_path: Path) -> None:
-    disks, records = FakeDisks(), Records()
+    disks, records = FakeDisks(), FakeVolumes()
     sizes = Sizes(disks)
     notes: list[EventNote] = []
     said: list[list[VolumeStatus]] = []
