@@ -108,9 +108,14 @@ class PrivateLibvirtd:
             if self._spawning.done():
                 self._spawning = None
         self.conn = await asyncio.to_thread(libvirt.open, "qemu:///system")
-        if self.pid is not None:
-            # QEMU's capabilities looked up (checked against the host CPU as libvirtd saw it) while it
-            # is still on the one CPU it started on, then every CPU the launcher may use is its again
+
+    async def spread(self) -> None:
+        """QEMU's capabilities looked up while libvirtd is still on the one CPU it started on (libvirt
+        checks its cache of them against that CPU's CPUID, launcher.libvirtdstart.spawn), then every
+        CPU the launcher may use is its again, and its guest's. Only once the launcher reaps orphans
+        (launcher.reaper): a lookup that finds the cache outdated probes QEMU, and libvirt waits for
+        each probe's QEMU to be gone (unreaped, the launch waited ~160 s)."""
+        if self.pid is not None and self.conn is not None:
             await asyncio.to_thread(self.conn.getVersion)
             widen(self.pid, os.sched_getaffinity(0))
 
@@ -174,6 +179,7 @@ class PrivateLibvirtd:
         SOCKET.unlink(missing_ok=True)
         (workdir / "libvirtd.pid").unlink(missing_ok=True)
         await self.start(netns, workdir)
+        await self.spread()  # the launcher reaps orphans by now: it restarts a libvirtd its guest outlived
 
     async def lookup(self, name: str) -> tuple[Any, bool]:
         """The domain by name on the current connection, and whether it runs."""

@@ -244,8 +244,9 @@ class Runner:
         self.nics.serve()
         self.clock.mark("network")
         await self.libvirtd.start(a.pod_netns, a.vmi_dir)
-        self.clock.mark("libvirtd")
         self._reaper = asyncio.create_task(reap_orphans())
+        await self.libvirtd.spread()  # may probe QEMU: its orphans are reaped from here on
+        self.clock.mark("libvirtd")
         self.follower.watch()
         return paths
 

@@ -65,6 +65,8 @@ def test_started_early_then_connected_once(lv: PrivateLibvirtd, tmp_path: Path, 
         lv.begin("pod", tmp_path)
         await asyncio.sleep(0)  # the launcher's other work meanwhile
         await lv.start("pod", tmp_path)
+        assert steps == []  # no lookup (it may probe QEMU) before the launcher reaps orphans
+        await lv.spread()
         return lv.conn
 
     conn = asyncio.run(launch())
