@@ -10,6 +10,7 @@ from ctl import clonecmd, render
 from ctl.client import ApiClient
 from ctl.lab import say
 from ctl.progress import wait_for
+from proto import durations
 from proto.api import Ack, NameRequest, VolumeReply
 from proto.errors import ApiError, Code
 from proto.snapshotapi import (
@@ -22,7 +23,7 @@ from proto.snapshotapi import (
     VMSnapshotView,
     VolumeRestore,
 )
-from proto.snapshots import SnapshotPhase, VolumeSnapshot, percent
+from proto.snapshots import MAX_FAILURE_DEADLINE_S, SnapshotPhase, VolumeSnapshot, percent
 from proto.state import PersistentVolume, VolumePhase
 
 VERBS = ("list", "get", "delete")
@@ -52,6 +53,9 @@ def add_vm_parser(sub: Any) -> None:
     s.add_argument("vm", help="the VM (or list, get NAME, delete NAME)")
     s.add_argument("snapshot", nargs="?")
     s.add_argument("--name", default=None)
+    s.add_argument("--failure-deadline", default=None, metavar="DURATION",
+                   help="Failed if not taken by then (spec.failureDeadline: 5m, 90s, 1h30m; 0 for none; "
+                        "default 5m)")
     s.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
     s.add_argument("--wait", action="store_true")
     s.add_argument("--timeout", type=float, default=1800.0)
@@ -176,7 +180,10 @@ async def run_vm(api: ApiClient, args: argparse.Namespace) -> int:
     elif args.vm == "delete":
         say((await api.call("vmsnapshot", "delete", NameRequest(name=_target(args)), Ack)).message)
     else:
-        view = await api.call("vmsnapshot", "create", VMSnapshotCreate(vm=args.vm, name=args.name), VMSnapshotView)
+        deadline = None if args.failure_deadline is None else durations.parse(
+            args.failure_deadline, "failure-deadline", at_most=MAX_FAILURE_DEADLINE_S)
+        view = await api.call("vmsnapshot", "create",
+                              VMSnapshotCreate(vm=args.vm, name=args.name, failure_deadline_s=deadline), VMSnapshotView)
         say(f"vmsnapshot/{view.item.name} of vm/{view.item.vm} asked: volumes {', '.join(sorted(view.item.volumes))}")
         if args.wait:
             for part in view.parts:

@@ -35,6 +35,7 @@ class VMSnapshotCreate(Message, frozen=True):
 
     vm: str
     name: str | None = None
+    failure_deadline_s: float | None = None  # spec.failureDeadline; default 5 minutes, 0: none
 
 
 class VMSnapshotView(Message, frozen=True):

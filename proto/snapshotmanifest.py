@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from proto import crdmanifest
+from proto import crdmanifest, durations
 from proto.crdmanifest import envelope
 from proto.errors import ApiError, Code
 from proto.snapshotapi import VMRestore, VMSnapshotCreate
+from proto.snapshots import MAX_FAILURE_DEADLINE_S
 from proto.validation import check_name
 
 SNAPSHOT_KIND = "VirtualMachineSnapshot"
@@ -35,8 +36,12 @@ def _vm_ref(value: Any, field: str) -> str:
 def parse(doc: Any) -> VMSnapshotCreate | VMRestore:
     obj, name, spec = envelope(doc, API_VERSIONS)
     if obj.get("kind") == SNAPSHOT_KIND:
-        crdmanifest.only(spec, {"source"}, "spec")  # failureDeadline, deletionPolicy: not honoured
-        return VMSnapshotCreate(vm=_vm_ref(spec.get("source"), "spec.source"), name=name)
+        crdmanifest.only(spec, {"source", "failureDeadline"}, "spec")  # deletionPolicy: not honoured
+        deadline = spec.get("failureDeadline")
+        return VMSnapshotCreate(
+            vm=_vm_ref(spec.get("source"), "spec.source"), name=name,
+            failure_deadline_s=None if deadline is None else durations.parse(
+                deadline, "spec.failureDeadline", at_most=MAX_FAILURE_DEADLINE_S))
     if obj.get("kind") == RESTORE_KIND:
         crdmanifest.only(spec, {"target", "virtualMachineSnapshotName"}, "spec")  # patches, volumeRestorePolicy...
         vm = _vm_ref(spec.get("target"), "spec.target")

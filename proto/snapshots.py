@@ -19,10 +19,17 @@ import enum
 
 import msgspec
 
+from proto import durations
 from proto.api import Message
 from proto.errors import ApiError, Code
 from proto.spec import PersistentVolumeClaim, VMSpec
 from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, Progress, State, VolumePhase
+
+# KubeVirt's VirtualMachineSnapshot spec.failureDeadline: a VM snapshot not taken by then is Failed.
+# Its default, 5 minutes (KubeVirt's DefaultFailureDeadline); 0 waits for ever.
+DEFAULT_FAILURE_DEADLINE_S = 300.0
+MAX_FAILURE_DEADLINE_S = 7 * 24 * 3600.0
+DEADLINE_EXCEEDED = "snapshot deadline exceeded"
 
 VERB_SNAPSHOT_PROGRESS = "snapshot-progress"
 VERB_VOLUME_PROGRESS = "volume-progress"
@@ -64,6 +71,7 @@ class VMSnapshot(State, frozen=True):
     created_at: float
     volumes: dict[str, str] = {}  # volume name -> its snapshot's name
     spec: VMSpec | None = None  # the VM's spec when taken (a clone from the snapshot is made of it)
+    failure_deadline_s: float = DEFAULT_FAILURE_DEADLINE_S  # from created_at; 0: none
 
 
 class SnapshotProgress(Message, frozen=True):
@@ -224,6 +232,33 @@ def snapshot_name_for(vm_snapshot: str, volume: str) -> str:
         raise ApiError(Code.INVALID, f"snapshot {vm_snapshot!r} of volume {volume!r} would be named {name!r}, "
                                      "over 63 characters; use a shorter name", "name")
     return name
+
+
+def deadline_of(record: VMSnapshot) -> float | None:
+    """Pure: when a VM snapshot not taken by then fails (seconds since the epoch); None: never."""
+    return record.created_at + record.failure_deadline_s if record.failure_deadline_s > 0 else None
+
+
+def past_deadline(record: VMSnapshot, parts: list[VolumeSnapshot | None], now: float) -> list[VolumeSnapshot]:
+    """Pure: the parts a VM snapshot past its failure deadline fails now: those no node has begun to
+    copy (Pending: a node down, a hotplugged disk never attached). A copy under way is left to finish
+    or fail by its taker, whose reports a Failed record would refuse while it still wrote the object;
+    the VM snapshot is Failed as soon as one part is. None once it is Ready or Failed."""
+    deadline = deadline_of(record)
+    if deadline is None or now < deadline or vm_snapshot_phase(parts) in (SnapshotPhase.READY, SnapshotPhase.FAILED):
+        return []
+    return [p for p in parts if p is not None and p.phase is SnapshotPhase.PENDING]
+
+
+def failed_by_deadline(snap: VolumeSnapshot, record: VMSnapshot, now: float) -> VolumeSnapshot | None:
+    """Pure: a part failed for its VM snapshot's deadline; None when it is no longer Pending (a node
+    claimed it meanwhile: the compare-and-set that wrote that claim wins)."""
+    if snap.phase is not SnapshotPhase.PENDING or snap.group != record.name:
+        return None
+    return msgspec.structs.replace(
+        snap, phase=SnapshotPhase.FAILED, finished_at=now,
+        reason=f"{DEADLINE_EXCEEDED}: not taken within {durations.spelled(record.failure_deadline_s)} "
+               f"(failureDeadline)")
 
 
 def vm_snapshot_phase(parts: list[VolumeSnapshot | None]) -> SnapshotPhase:

@@ -25,6 +25,7 @@ from scheduler.metrics import SchedulerMetrics
 from scheduler.nodeapi import NodeApi
 from scheduler.nodelife import MIN_SILENCE_S, Thresholds
 from scheduler.nodewatch import NodeWatch
+from scheduler.snapshotdeadlines import SnapshotDeadlines
 from servicekit import collector, logs, nodeclient
 from servicekit.cancelling import cancel_and_wait
 from servicekit.endpoints import serve
@@ -67,6 +68,7 @@ async def run(url: str, metrics_address: str | None, creds: str | None, node_los
     async def lead() -> None:
         await scheduler.start()
         led.append(asyncio.create_task(endpoints.run()))
+        led.append(asyncio.create_task(SnapshotDeadlines(store).run()))
         metrics.leader.set(1)
 
     async def lose() -> None:

@@ -27,6 +27,8 @@ from proto.snapshotapi import (
     VolumeRestore,
 )
 from proto.snapshots import (
+    DEFAULT_FAILURE_DEADLINE_S,
+    MAX_FAILURE_DEADLINE_S,
     VERB_SNAPSHOT_PROGRESS,
     VERB_VOLUME_PROGRESS,
     ProgressReply,
@@ -178,9 +180,14 @@ class SnapshotApi:
         check_name(req.vm, "vm", "VM name")
         name = req.name or default_name(req.vm, self.clock())
         check_name(name, "name", "snapshot name")
-        return await self.take_vm_snapshot(req.vm, name)
+        deadline = DEFAULT_FAILURE_DEADLINE_S if req.failure_deadline_s is None else req.failure_deadline_s
+        if not 0 <= deadline <= MAX_FAILURE_DEADLINE_S:  # NaN too
+            raise ApiError(Code.INVALID, f"a failure deadline from 0 (none) to {MAX_FAILURE_DEADLINE_S:.0f} s",
+                           "failureDeadlineS")
+        return await self.take_vm_snapshot(req.vm, name, failure_deadline_s=deadline)
 
-    async def take_vm_snapshot(self, vm_name: str, name: str) -> VMSnapshotView:
+    async def take_vm_snapshot(self, vm_name: str, name: str, *,
+                               failure_deadline_s: float = DEFAULT_FAILURE_DEADLINE_S) -> VMSnapshotView:
         """A VM snapshot of every volume of the VM, with the VM's spec as it is now."""
         vm = (await self.store.vms.require(vm_name, "VM")).value
         names = sorted({c for _, c in claims(vm.spec.volumes)})
@@ -193,7 +200,7 @@ class SnapshotApi:
             if await self.store.snapshots.get(part) is not None:
                 raise ApiError(Code.ALREADY_EXISTS, f"snapshot {part!r} already exists", "name")
         record = VMSnapshot(name=name, uid=str(uuid.uuid4()), vm=vm_name, created_at=self.clock(), volumes=parts,
-                            spec=vm.spec)
+                            spec=vm.spec, failure_deadline_s=failure_deadline_s)
         try:
             await self.store.vm_snapshots.create(name, record)
         except ApiError as exc:

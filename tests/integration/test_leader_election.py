@@ -22,6 +22,7 @@ import pytest
 
 from proto import subjects
 from proto.quantity import parse_bytes
+from proto.snapshots import SnapshotPhase, VMSnapshot, VolumeSnapshot
 from proto.spec import RunStrategy, VMSpec
 from proto.state import VM, VMI, Lease, Node
 from servicekit.cancelling import cancel_and_wait
@@ -148,6 +149,12 @@ async def test_the_other_scheduler_takes_over_within_five_seconds(
     # in flight when the leader dies: created just before the kill, and just after it
     racing = [f"racing{i}" for i in range(10)]
     await create_vms(store, racing)
+    # and a VM snapshot no node will take (its volume's node has no handler), due after the kill
+    await store.snapshots.create("lost-root", VolumeSnapshot(
+        name="lost-root", uid="u-part", volume="root", volume_uid="u-root", volume_size="1Gi", node="gone",
+        created_at=time.time(), group="lost"))
+    await store.vm_snapshots.create("lost", VMSnapshot(name="lost", uid="u-lost", vm="vm", created_at=time.time(),
+                                                       volumes={"root": "lost-root"}, failure_deadline_s=3.0))
     leader.proc.send_signal(signal.SIGKILL)
     killed = time.monotonic()
     leader.proc.wait()
@@ -177,6 +184,12 @@ async def test_the_other_scheduler_takes_over_within_five_seconds(
         assert len({h.get("nodeName") for h in history} - {None}) == 1, name
         binds = [h for h in history if h.get("phase") == "Scheduled" and "nodeName" in h]
         assert len(binds) == 1, (name, binds)
+
+    async def snapshot_failed() -> bool:  # by the new leader's deadline controller
+        return (await store.snapshots.require("lost-root", "snapshot")).value.phase is SnapshotPhase.FAILED
+
+    await wait_for("the VM snapshot past its deadline Failed", snapshot_failed, 15)
+    assert "snapshot deadline exceeded" in (await store.snapshots.require("lost-root", "snapshot")).value.reason
 
 
 def test_a_stopped_leader_hands_over_at_once(nats_server: NatsServer, schedulers: list[Proc]) -> None:

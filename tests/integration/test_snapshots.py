@@ -11,6 +11,7 @@ import json
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import nats
@@ -18,7 +19,7 @@ import pytest
 
 from handler import nodevmis
 from handler.volumework import LOOK_EVERY_S, VolumeWork
-from proto import subjects
+from proto import snapshotmanifest, subjects
 from proto.api import encode
 from proto.errors import ApiError, Code
 from proto.snapshotapi import VMRestore, VMSnapshotCreate
@@ -28,11 +29,13 @@ from proto.state import VMI, Node, Phase, VolumePhase
 from scheduler.api import Api
 from scheduler.nodeapi import NodeApi
 from scheduler.nodevmis import NodeVmiMirror
+from scheduler.snapshotdeadlines import SnapshotDeadlines
 from servicekit.endpoints import serve
 from servicekit.nodeclient import NodeApiClient
 from servicekit.paths import volume_path
 from servicekit.store import Store
 from tests.conftest import NatsServer
+from tests.integration.test_failover import events
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +46,7 @@ class Cluster:
     api: Api
     nodes: dict[str, Store]
     dirs: dict[str, Path]
+    workers: dict[str, asyncio.Task[None]]  # each node's handler part that takes snapshots at rest
 
 
 @pytest.fixture
@@ -51,7 +55,7 @@ async def cluster(nats_server: NatsServer, store: Store, tmp_path: Path) -> Asyn
                                   inbox=subjects.inbox_prefix("control"))
     service = await serve(control.nc, name="virtbus-nodeapi", version="0.1.0", description="node api", queue="q",
                           endpoints=NodeApi(control).endpoints())
-    nodes, dirs = {}, {}
+    nodes, dirs, workers = {}, {}, {}
     work = [asyncio.create_task(NodeVmiMirror(control).run())]  # the leader's copies of each node's VMIs
     try:
         for n in ("node1", "node2"):
@@ -60,8 +64,9 @@ async def cluster(nats_server: NatsServer, store: Store, tmp_path: Path) -> Asyn
                                            inbox=subjects.inbox_prefix("node", n), create=False)
             dirs[n] = tmp_path / n / "volumes"
             worker = VolumeWork(nodes[n], NodeApiClient(nodes[n].nc, n), n, dirs[n])
-            work.append(asyncio.create_task(worker.run()))
-        yield Cluster(store, Api(control), nodes, dirs)
+            workers[n] = asyncio.create_task(worker.run())
+            work.append(workers[n])
+        yield Cluster(store, Api(control), nodes, dirs, workers)
     finally:
         for task in work:
             task.cancel()
@@ -147,6 +152,10 @@ async def test_populate_snapshot_and_restore_on_the_other_node(cluster: Cluster)
 
 async def _is(value: Awaitable[object], wanted: object) -> bool:
     return await value == wanted
+
+
+async def _volume_is(store: Store, name: str, phase: VolumePhase) -> bool:
+    return await volume_phase(store, name) is phase
 
 
 async def test_vm_snapshot_and_restore_swap_in_new_files(cluster: Cluster) -> None:
@@ -267,3 +276,60 @@ async def test_a_snapshot_naming_another_file_is_refused_at_restore(cluster: Clu
     volume = (await admin.volumes.require("stolen", "volume")).value
     assert "backing" in volume.reason or "another" in volume.reason or "own" in volume.reason, volume.reason
     assert not volume_path(cluster.dirs["node2"], volume).exists()
+
+
+async def test_a_vm_snapshot_not_taken_by_its_failure_deadline_fails_and_says_why(cluster: Cluster) -> None:
+    """KubeVirt's spec.failureDeadline: node1 goes down with a VM's volume, so nothing takes its snapshot;
+    past the deadline it is Failed, with the reason and a warning event. One taken in time stays Ready;
+    one with no deadline (0) waits on."""
+    api, admin = cluster.api, cluster.admin
+    for volume, node in (("lost", "node1"), ("kept", "node2")):
+        await api.volumes.create(json.dumps({"name": volume, "size": "32Mi", "node": node}).encode())
+        await until(f"{volume} Ready", partial(_volume_is, admin, volume, VolumePhase.READY))
+        await api.vm_create(json.dumps({
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": f"vm-{volume}"},
+            "spec": {"running": False, "template": {"spec": {
+                "domain": {"resources": {"requests": {"memory": "64Mi"}},
+                           "devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}]}},
+                "volumes": [{"name": "root", "persistentVolumeClaim": {"claimName": volume}}]}}}}).encode())
+    cluster.workers["node1"].cancel()  # node1 is down: nothing there copies a snapshot now
+    await asyncio.gather(cluster.workers["node1"], return_exceptions=True)
+    deadlines = asyncio.create_task(SnapshotDeadlines(admin).run())  # the leader's part
+    try:
+        for vm, deadline in (("vm-lost", "2s"), ("vm-kept", "2s"), ("vm-lost", "0s")):
+            asked = snapshotmanifest.parse({  # as a user applies it: KubeVirt's VirtualMachineSnapshot
+                "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
+                "metadata": {"name": f"snap-{vm}-{deadline}"},
+                "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": vm},
+                         "failureDeadline": deadline}})
+            await api.snapshots.vm_create(encode(asked))
+        await until("snap-vm-kept-2s Ready", lambda: _vm_ready(api, "snap-vm-kept-2s"), limit=2.0)
+        view = await api.snapshots.vm_get(b'{"name": "snap-vm-lost-2s"}')
+        assert view.phase is SnapshotPhase.PENDING and view.item.failure_deadline_s == 2.0
+
+        async def failed() -> bool:
+            return (await api.snapshots.vm_get(b'{"name": "snap-vm-lost-2s"}')).phase is SnapshotPhase.FAILED
+
+        await until("snap-vm-lost-2s Failed", failed, limit=10.0)
+        part = (await admin.snapshots.require("snap-vm-lost-2s-lost", "snapshot")).value
+        assert part.reason == "snapshot deadline exceeded: not taken within 2s (failureDeadline)"
+        assert part.finished_at is not None and part.finished_at - view.item.created_at >= 2.0
+        said = [e for e in await events(admin, "VirtualMachineSnapshot", "snap-vm-lost-2s")]
+        assert [(e.type, e.reason) for e in said] == [("Warning", "SnapshotDeadlineExceeded")]
+        assert "still pending: snap-vm-lost-2s-lost" in said[0].message
+        await asyncio.sleep(1.0)
+        assert (await api.snapshots.vm_get(b'{"name": "snap-vm-kept-2s"}')).phase is SnapshotPhase.READY
+        assert (await api.snapshots.vm_get(b'{"name": "snap-vm-lost-0s"}')).phase is SnapshotPhase.PENDING
+        # a Failed snapshot is deleted as any other; the one with no deadline still waits for node1
+        await api.snapshots.vm_delete(b'{"name": "snap-vm-lost-2s"}')
+        assert await admin.snapshots.get("snap-vm-lost-2s-lost") is None
+        # a deadline that is no duration is refused, also written on the bus by hand
+        for body, field in ((b'{"vm": "vm-kept", "name": "x", "failureDeadlineS": -1}', "failureDeadlineS"),
+                            (b'{"vm": "vm-kept", "name": "x", "failureDeadlineS": "5m"}', "failureDeadlineS")):
+            with pytest.raises(ApiError) as bad:
+                await api.snapshots.vm_create(body)
+            assert bad.value.field == field, bad.value
+        assert await admin.vm_snapshots.get("x") is None
+    finally:
+        deadlines.cancel()
+        await asyncio.gather(deadlines, return_exceptions=True)

@@ -11,8 +11,9 @@ from msgspec.structs import replace
 from ctl import cli, snapshotcmd
 from ctl.client import ApiClient
 from proto.api import VolumeReply
-from proto.snapshotapi import SnapshotReply, VolumeRestore
-from proto.snapshots import SnapshotPhase, VolumeSnapshot
+from proto.errors import ApiError
+from proto.snapshotapi import SnapshotReply, VMSnapshotCreate, VMSnapshotView, VolumeRestore
+from proto.snapshots import SnapshotPhase, VMSnapshot, VolumeSnapshot
 from proto.state import PersistentVolume, Progress, VolumePhase
 
 SNAP = VolumeSnapshot(name="s1", uid="su", volume="data", volume_uid="vu", volume_size="1Gi", node="node1",
@@ -62,3 +63,28 @@ def test_the_verbs_parse() -> None:
     vm = p.parse_args(["vm", "snapshot", "testvm", "--name", "s1", "--wait"])
     assert (vm.command, vm.vm_command, vm.vm, vm.name, vm.wait) == ("vm", "snapshot", "testvm", "s1", True)
     assert p.parse_args(["vm", "restore", "s1"]).snapshot == "s1"
+
+
+async def test_vm_snapshot_asks_for_its_failure_deadline_and_waits_until_it_fails(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    record = VMSnapshot(name="g", uid="gu", vm="vm1", created_at=1.0, volumes={"data": "g-data"},
+                        failure_deadline_s=90.0)
+    part = replace(SNAP, name="g-data", group="g")
+    failed = replace(part, phase=SnapshotPhase.FAILED, reason="snapshot deadline exceeded: not taken within 1m30s "
+                                                              "(failureDeadline)")
+    api = FakeApi({("vmsnapshot", "create"): [VMSnapshotView(item=record, phase=SnapshotPhase.PENDING, parts=[part])],
+                   ("snapshot", "get"): [SnapshotReply(item=part), SnapshotReply(item=failed)]})
+    args = cli.parser().parse_args(["vm", "snapshot", "vm1", "--name", "g", "--failure-deadline", "1m30s", "--wait"])
+    with pytest.raises(ApiError) as err:
+        await snapshotcmd.run_vm(cast(ApiClient, api), args)
+    assert api.asked[0] == ("vmsnapshot", "create", VMSnapshotCreate(vm="vm1", name="g", failure_deadline_s=90.0))
+    assert "snapshot g-data failed: snapshot deadline exceeded" in err.value.message
+    # no deadline asked: the API's default; a deadline that is no duration is refused before anything is sent
+    plain = FakeApi({("vmsnapshot", "create"): [VMSnapshotView(item=record, phase=SnapshotPhase.PENDING, parts=[])]})
+    await snapshotcmd.run_vm(cast(ApiClient, plain), cli.parser().parse_args(["vm", "snapshot", "vm1"]))
+    assert plain.asked == [("vmsnapshot", "create", VMSnapshotCreate(vm="vm1"))]
+    refused = FakeApi({})
+    with pytest.raises(ApiError) as bad:
+        await snapshotcmd.run_vm(cast(ApiClient, refused),
+                                 cli.parser().parse_args(["vm", "snapshot", "vm1", "--failure-deadline", "5 min"]))
+    assert bad.value.field == "failure-deadline" and refused.asked == []

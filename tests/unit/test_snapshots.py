@@ -15,13 +15,17 @@ from proto import snapshotmanifest
 from proto.errors import ApiError, Code
 from proto.snapshotapi import VMRestore, VMSnapshotCreate
 from proto.snapshots import (
+    DEADLINE_EXCEEDED,
     SnapshotPhase,
     SnapshotProgress,
+    VMSnapshot,
     VolumeProgress,
     VolumeSnapshot,
     apply_snapshot_progress,
     apply_volume_progress,
+    failed_by_deadline,
     orphaned,
+    past_deadline,
     percent,
     snapshot_name_for,
     snapshot_taker,
@@ -193,8 +197,15 @@ def test_kubevirt_snapshot_and_restore_manifests_and_what_is_refused() -> None:
     restore = {"apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineRestore",
                "metadata": {"name": "r1"}, "spec": {"target": ref, "virtualMachineSnapshotName": "s1"}}
     assert snapshotmanifest.parse(restore) == VMRestore(snapshot="s1", vm="keeper")
+    for deadline, seconds in (("1m", 60.0), ("1h30m", 5400.0), ("90s", 90.0), ("0s", 0.0)):
+        asked = snapshotmanifest.parse({**snap, "spec": {"source": ref, "failureDeadline": deadline}})
+        assert asked == VMSnapshotCreate(vm="keeper", name="s1", failure_deadline_s=seconds)
     for doc, field in (
-            ({**snap, "spec": {"source": ref, "failureDeadline": "1m"}}, "spec.failureDeadline"),
+            ({**snap, "spec": {"source": ref, "failureDeadline": "1 minute"}}, "spec.failureDeadline"),
+            ({**snap, "spec": {"source": ref, "failureDeadline": "-1m"}}, "spec.failureDeadline"),
+            ({**snap, "spec": {"source": ref, "failureDeadline": 60}}, "spec.failureDeadline"),
+            ({**snap, "spec": {"source": ref, "failureDeadline": "9999h"}}, "spec.failureDeadline"),
+            ({**snap, "spec": {"source": ref, "deletionPolicy": "Retain"}}, "spec.deletionPolicy"),
             ({**snap, "spec": {"source": {**ref, "kind": "VirtualMachineInstance"}}}, "spec.source.kind"),
             ({**snap, "spec": {"source": {**ref, "name": "../x"}}}, "spec.source.name"),
             ({**restore, "spec": {"target": ref, "virtualMachineSnapshotName": "s1", "patches": []}}, "spec.patches"),
@@ -240,3 +251,25 @@ def test_a_volume_a_guest_only_reads_is_snapshotted_at_rest() -> None:
     golden = replace(SNAP, volume="golden")
     assert plan("node1", [], [golden], [reader], set()) == [Work("snapshot", "s1")]
     assert plan("node1", [], [SNAP], [reader], set()) == []  # data: its launcher's
+
+
+def test_a_vm_snapshot_past_its_failure_deadline_fails_what_no_node_began() -> None:
+    record = VMSnapshot(name="g", uid="gu", vm="vm1", created_at=100.0, volumes={"a": "g-a", "b": "g-b"},
+                        failure_deadline_s=60.0)
+    waiting = replace(SNAP, name="g-a", volume="a", group="g")  # its disk never attached, its node down...
+    copying = replace(SNAP, name="g-b", volume="b", group="g", phase=SnapshotPhase.IN_PROGRESS, taken_by="vmi/vm1")
+    assert past_deadline(record, [waiting, copying], 159.9) == []  # not yet
+    assert past_deadline(record, [waiting, copying], 160.0) == [waiting]  # a copy under way is its taker's
+    assert past_deadline(replace(record, failure_deadline_s=0.0), [waiting], 1e9) == []  # 0: no deadline
+    ready = replace(SNAP, name="g-b", phase=SnapshotPhase.READY, group="g")
+    assert past_deadline(record, [ready, replace(ready, name="g-a")], 1e9) == []  # taken in time
+    assert past_deadline(record, [waiting, replace(copying, phase=SnapshotPhase.FAILED)], 1e9) == []  # failed already
+
+    failed = failed_by_deadline(waiting, record, 160.0)
+    assert failed is not None and failed.phase is SnapshotPhase.FAILED and failed.finished_at == 160.0
+    assert failed.reason == f"{DEADLINE_EXCEEDED}: not taken within 1m0s (failureDeadline)"
+    assert vm_snapshot_phase([failed, copying]) is SnapshotPhase.FAILED
+    assert failed_by_deadline(copying, record, 160.0) is None  # a node claimed it first: its claim stands
+    assert failed_by_deadline(replace(waiting, group="other"), record, 160.0) is None
+    with pytest.raises(ApiError):  # and a node's claim after the deadline failed it is refused
+        apply_snapshot_progress(failed, report(SnapshotPhase.IN_PROGRESS), "node1", 161.0)
