@@ -120,6 +120,9 @@ def test_masquerade_guest_gets_10_0_2_2_and_serves_on_its_pod_ip(lab: Lab) -> No
     rerun = started(lab, "testvm")
     if rerun["status"]["nodeName"] == vmi["status"]["nodeName"]:
         assert rerun["status"]["interfaces"][0]["ipAddress"] == pod_ip
+    # its guest booted again and got its lease (booted, it heeds the delete's power button at once; a
+    # guest still booting would be waited for its 30 s grace)
+    lab.cli("console", "testvm", "--log", "--until", "VIRTBUS-GUEST-IP 10.0.2.2", "--timeout", "120")
     lab.cli("delete", "testvm", "--wait", "--timeout", "120")
 
 
@@ -191,6 +194,7 @@ def test_seed_testvm_2_on_the_secondary_network(lab: Lab) -> None:
     again = lab.json("get", "vmis", "testvm-2")
     assert isinstance(again, dict)
     assert next(i for i in again["status"]["interfaces"] if i["name"] == "ext-net")["ipAddress"] == address
+    lab.cli("console", "testvm-2", "--log", "--until", f"VIRTBUS-GUEST-IP {address}", "--timeout", "120")  # its lease
     lab.cli("delete", "testvm-2", "--wait", "--timeout", "120")
 
 

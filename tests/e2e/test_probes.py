@@ -124,6 +124,9 @@ def test_a_failing_liveness_probe_ends_the_instance_and_its_vm_runs_another(lab:
     said = [line for line in lab.cli("get", "events").stdout.splitlines() if "/sick " in line]
     assert any("Unhealthy" in line and "liveness probe failed 2 times" in line for line in said), said
     assert any("Failed" in line and "liveness probe failed" in line for line in said), said
+    # the new instance's guest boots (and, booted, heeds the power button: a delete while it still
+    # booted would wait out its 30 s grace)
+    lab.cli("console", "sick", "--log", "--until", MARKER, "--timeout", "180")
     lab.cli("delete", "sick", "--wait")
 
 

@@ -250,6 +250,9 @@ def test_a_vm_of_higher_priority_preempts_a_real_guest(lab: Lab) -> None:
         lab.cli("apply", "-f", cluster_ratio(1))
         lab.cli("apply", "-f", vm("batch", None))
         wait_until("batch Running", lambda: vmi("batch")["status"].get("phase") == "Running", 120, lab)
+        # its guest booted, so it heeds the preemption's power button (one still booting is given its
+        # 30 s grace first)
+        lab.cli("console", "batch", "--log", "--until", MARKER, "--timeout", "180")
         first = vmi("batch")["metadata"]["uid"]
         began = time.monotonic()
         lab.cli("apply", "-f", vm("vip", "preemtible"))
