@@ -41,7 +41,10 @@ SYSLINUX_BIOS=/usr/lib/syslinux/modules/bios
 # scsi_mod.scan=manual: the kernel does not probe the SCSI controller's 256 targets before init (0.3 s of
 # a TCG boot, every VM having one for hotplug); the init scans after its marker (guest/rootfs/init), and
 # a disk hotplugged later comes by virtio-scsi's own event either way.
-KCMDLINE="console=tty0 console=ttyS0 quiet no_timer_check scsi_mod.scan=manual"
+# tsc=reliable: TCG's TSC runs off the host's clock, and without it the kernel checks it against the HPET
+# twice a second for ever (the clocksource watchdog): an idle guest's QEMU woke 13 times a second, 5 with
+# it, and took ~0.45 % of a core instead of ~0.8 % (docs/benchmarks.md, 2026-12-07 16:15).
+KCMDLINE="console=tty0 console=ttyS0 quiet no_timer_check scsi_mod.scan=manual tsc=reliable"
 
 log() { echo "guest/build: $*"; }
 die() { echo "guest/build: error: $*"; exit 1; }
