@@ -255,10 +255,12 @@ def failed_by_deadline(snap: VolumeSnapshot, record: VMSnapshot, now: float) -> 
     claimed it meanwhile: the compare-and-set that wrote that claim wins)."""
     if snap.phase is not SnapshotPhase.PENDING or snap.group != record.name:
         return None
-    return msgspec.structs.replace(
-        snap, phase=SnapshotPhase.FAILED, finished_at=now,
-        reason=f"{DEADLINE_EXCEEDED}: not taken within {durations.spelled(record.failure_deadline_s)} "
-               f"(failureDeadline)")
+    return msgspec.structs.replace(snap, phase=SnapshotPhase.FAILED, finished_at=now, reason=deadline_reason(record))
+
+
+def deadline_reason(record: VMSnapshot) -> str:
+    """Pure: why a VM snapshot failed at its deadline, as its parts and its event say it."""
+    return f"{DEADLINE_EXCEEDED}: not taken within {durations.spelled(record.failure_deadline_s)} (failureDeadline)"
 
 
 def vm_snapshot_phase(parts: list[VolumeSnapshot | None]) -> SnapshotPhase:

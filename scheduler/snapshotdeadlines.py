@@ -14,13 +14,12 @@ from collections.abc import Callable
 
 import structlog
 
-from proto import durations
 from proto.events import Event
 from proto.snapshots import (
-    DEADLINE_EXCEEDED,
     SnapshotPhase,
     VMSnapshot,
     deadline_of,
+    deadline_reason,
     failed_by_deadline,
     past_deadline,
     vm_snapshot_phase,
@@ -104,9 +103,8 @@ class SnapshotDeadlines:
                 failed.append(part.name)
         if failed:
             self._forget(record.name)  # Failed now
-            took = durations.spelled(record.failure_deadline_s)
             log.warning("snapshot deadline exceeded", snapshot=record.name, vm=record.vm, failed=failed)
             await self.store.emit(Event(
                 kind=KIND, name=record.name, reason="SnapshotDeadlineExceeded", type="Warning", timestamp=now,
-                message=f"{DEADLINE_EXCEEDED}: not taken within {took}; still pending: {', '.join(sorted(failed))}"))
+                message=f"{deadline_reason(record)}; still pending: {', '.join(sorted(failed))}"))
         return failed
