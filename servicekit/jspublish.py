@@ -5,7 +5,8 @@ token, an ``asyncio.wait_for`` with a timer of its own, the ack parsed by ``json
 dataclass. The binder writes thousands a second, and py-spy put those costs at a fifth of the
 scheduler's CPU. ``JetStream`` keeps nats-py's API and errors (its KV buckets and object stores
 publish through it unchanged) and answers a publish with one subscription for all acks, a counter
-for tokens, msgspec for the ack and one sleeper for every timeout.
+for tokens, msgspec for the ack and one sleeper for every timeout. A publish no stream answered is tried
+twice more, as nats.go's is (RETRIES).
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 _NO_RESPONDERS = "503"  # the server's status when no stream takes the subject
+
+# A publish no stream answered is tried again, as nats.go's does (ADR-22: 2 more tries, 250 ms apart).
+# On a cluster, a stream takes its subject only where its leader is: for a moment after the stream is
+# made or its leader changes, the server the client is on has not yet heard of that interest. The
+# message was stored nowhere, so trying again cannot store it twice.
+RETRY_WAIT_S = 0.25
+RETRIES = 2
 
 
 class _AckError(msgspec.Struct):
@@ -63,6 +71,14 @@ class JetStream(JetStreamContext):
             return await super().publish(subject, payload, timeout, stream, headers, msg_ttl)
         if stream is not None:
             headers = {**(headers or {}), api.Header.EXPECTED_STREAM: stream}
+        for _ in range(RETRIES):
+            try:
+                return await self._publish(subject, payload, headers)
+            except nats.js.errors.NoStreamResponseError:
+                await asyncio.sleep(RETRY_WAIT_S)
+        return await self._publish(subject, payload, headers)
+
+    async def _publish(self, subject: str, payload: bytes, headers: dict[str, Any] | None) -> api.PubAck:
         if not self._reply_prefix:
             await self._open()
         token = str(next(self._tokens))

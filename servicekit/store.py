@@ -554,7 +554,28 @@ async def _opened(js: JetStreamContext, stream: str, create: Callable[[], Awaita
             await create()
         info = await js.stream_info(stream)
     check(info)
-    return await streamlimits.allow_consumers(js, info)
+    return await with_leader(js, await streamlimits.allow_consumers(js, info))
+
+
+# On a cluster a stream made a moment ago (or whose leader's server went) has no leader until its
+# replicas elect one, and until then it takes no write (nats-server answers 503). A store that opens it
+# waits a while for one, so its first write does not meet a stream just born; past that, writes are
+# answered UNAVAILABLE (retryable) as with any stream without a quorum.
+LEADER_WAIT_S = 15.0
+
+
+class StreamInfos(Protocol):
+    async def stream_info(self, name: str) -> StreamInfo: ...
+
+
+async def with_leader(js: StreamInfos, info: StreamInfo, wait: float = LEADER_WAIT_S) -> StreamInfo:
+    """The stream's info once it has a leader, or ``wait`` seconds on; at once when it has one (a
+    single server names itself)."""
+    deadline = time.monotonic() + wait
+    while info.cluster is not None and not info.cluster.leader and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        info = await js.stream_info(info.config.name or "")
+    return info
 
 
 def _is_bucket(bucket: str, info: StreamInfo) -> None:

@@ -14,7 +14,7 @@ from nats.aio.client import Client
 from nats.js.api import StreamConfig
 
 from servicekit.connection import connect_nats
-from servicekit.jspublish import JetStream
+from servicekit.jspublish import RETRIES, RETRY_WAIT_S, JetStream
 
 pytestmark = pytest.mark.integration
 
@@ -48,10 +48,32 @@ async def test_a_refused_write_raises_nats_pys_own_error(nc: Client) -> None:
     assert stale.value.err_code == 10071
     with pytest.raises(nats.js.errors.APIError):  # a stream expected by name that is not this one
         await js.publish("jspub.key", b"3", stream="OTHER")
+    started = asyncio.get_running_loop().time()
     with pytest.raises(nats.js.errors.NoStreamResponseError):  # no stream takes the subject
         await js.publish("nostream.key", b"4")
+    # it was tried again, as nats.go's publish is, before it was given up
+    assert asyncio.get_running_loop().time() - started >= RETRIES * RETRY_WAIT_S
     assert (await js.publish("jspub.key", b"5")).seq == first.seq + 1  # nothing else was stored
     await js.close()
+
+
+async def test_a_publish_no_stream_took_yet_is_stored_once_the_stream_takes_its_subject(nc: Client) -> None:
+    """On a cluster, a stream's subject is taken only where its leader is, and the other servers hear of
+    it a moment later: a publish in that moment is answered 503 (no responders), and tried again."""
+    js = JetStream(nc)
+    publishing = asyncio.create_task(js.publish("late.key", b"kept"))
+    await asyncio.sleep(RETRY_WAIT_S / 2)  # the first try has been answered 503 by now
+    assert not publishing.done()
+    await nc.jetstream().add_stream(StreamConfig(name="LATE", subjects=["late.>"]))
+    try:
+        ack = await publishing
+        assert ack.stream == "LATE"
+        stored = await nc.jetstream().get_msg("LATE", ack.seq)
+        assert stored.data == b"kept"
+        assert (await nc.jetstream().stream_info("LATE")).state.messages == 1  # stored once
+    finally:
+        await nc.jetstream().delete_stream("LATE")
+        await js.close()
 
 
 async def test_an_unanswered_publish_times_out_and_close_fails_what_still_waits(nc: Client) -> None:

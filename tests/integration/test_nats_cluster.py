@@ -115,7 +115,9 @@ async def test_state_has_three_replicas_and_survives_losing_a_server(
     try:
         kv = [subjects.kv_stream(b) for b in (subjects.BUCKET_VMS, subjects.BUCKET_VMIS)]
         for stream in (*kv, subjects.STREAM_EVENTS, subjects.object_stream(subjects.OBJECT_STORE_IMAGES)):
-            assert (await store.js.stream_info(stream)).config.num_replicas == 3, stream
+            info = await store.js.stream_info(stream)
+            assert info.config.num_replicas == 3, stream
+            assert info.cluster is not None and info.cluster.leader, stream  # connect waited for it
         vm = VM(spec=VMSpec(name="kept"), created_at=1.0)
         revision = await store.vms.create("kept", vm)
     finally:
@@ -233,14 +235,21 @@ async def test_a_node_hears_its_copies_republished_once_through_another_server(
         shard = writer.node_vmis("node1")
         # The cluster and its R3 streams were made a moment ago: a stream's first leader may still
         # change, and the node's interest may still be on its way to the others. A change lost then is
-        # mended (a gap starts the watch over), not heard. Until two writes in a row are heard as they
-        # come, it is not yet the watch that this test is about.
+        # mended (a gap starts the watch over), not heard; a write while the leader changes is answered
+        # UNAVAILABLE, to be tried again. Until two writes in a row are heard as they come, it is not
+        # yet the watch that this test is about.
         deadline = time.monotonic() + 30
         warm, live = 0, 0
         while live < 2:
             assert time.monotonic() < deadline, heard
             warm += 1
-            await shard.put("node1.warm", copy("warm", warm))
+            try:
+                await shard.put("node1.warm", copy("warm", warm))
+            except ApiError as exc:
+                if exc.code is not Code.UNAVAILABLE or not exc.retryable:
+                    raise
+                live = 0
+                continue
             await asyncio.sleep(0.2)
             live = live + 1 if heard and heard[-1] == ("node1.warm", warm) else 0
         heard.clear()
