@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,9 @@ import pytest
 
 from servicekit import cpugroup, processes
 from tests.conftest import REPO, free_port
+
+# a file each CLI call of the lab appends its seconds, test and arguments to (tab-separated), if set
+CLI_TIMES = os.environ.get("VIRTBUS_E2E_CLI_TIMES", "")
 
 
 def guest_disk() -> str:
@@ -41,9 +45,14 @@ class Lab:
         return str(self.state_dir / "creds" / f"{user}.nk")
 
     def cli(self, *args: str, check: bool = True, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+        started = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "ctl", "--server", self.url, "--creds", self.creds, *args],
                               capture_output=True,
                               text=True, timeout=timeout, cwd=REPO)
+        if CLI_TIMES:  # where the suite's time goes: most of it is in these calls
+            with open(CLI_TIMES, "a") as times:
+                times.write(f"{time.monotonic() - started:.2f}\t{os.environ.get('PYTEST_CURRENT_TEST', '')}"
+                            f"\t{' '.join(args)}\n")
         if check and done.returncode != 0:
             raise AssertionError(f"virtbus {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
         return done
