@@ -30,6 +30,7 @@ from proto.state import FINAL_PHASES, VMI, PersistentVolume, Phase, Progress, St
 DEFAULT_FAILURE_DEADLINE_S = 300.0
 MAX_FAILURE_DEADLINE_S = 7 * 24 * 3600.0
 DEADLINE_EXCEEDED = "snapshot deadline exceeded"
+DISCARDED = "its copy was discarded with the VM snapshot"  # how a discarded part's reason ends
 
 VERB_SNAPSHOT_PROGRESS = "snapshot-progress"
 VERB_VOLUME_PROGRESS = "volume-progress"
@@ -256,6 +257,36 @@ def failed_by_deadline(snap: VolumeSnapshot, record: VMSnapshot, now: float) -> 
     if snap.phase is not SnapshotPhase.PENDING or snap.group != record.name:
         return None
     return msgspec.structs.replace(snap, phase=SnapshotPhase.FAILED, finished_at=now, reason=deadline_reason(record))
+
+
+def failed_at_deadline(record: VMSnapshot, parts: list[VolumeSnapshot | None]) -> bool:
+    """Pure: whether the VM snapshot was Failed by its deadline (a part of it says so)."""
+    return any(p is not None and p.group == record.name and p.phase is SnapshotPhase.FAILED
+               and p.reason.startswith(DEADLINE_EXCEEDED) for p in parts)
+
+
+def to_discard(record: VMSnapshot, parts: list[VolumeSnapshot | None]) -> list[VolumeSnapshot]:
+    """Pure: the parts of a VM snapshot Failed by its deadline that hold a copy: those Ready. KubeVirt
+    deletes such a snapshot's content (it can never be restored whole), so their objects go too. A
+    copy still under way is discarded once it is Ready; a VM snapshot Failed otherwise (a copy that
+    failed) keeps its content for the user to look at and delete, as KubeVirt's does."""
+    if not failed_at_deadline(record, parts):
+        return []
+    return [p for p in parts if p is not None and p.group == record.name and p.phase is SnapshotPhase.READY]
+
+
+def discarded(snap: VolumeSnapshot, record: VMSnapshot, now: float) -> VolumeSnapshot | None:
+    """Pure: a Ready part of a VM snapshot Failed by its deadline, Failed in turn: its object is to be
+    deleted. None when it is not Ready (already discarded, or never copied)."""
+    if snap.phase is not SnapshotPhase.READY or snap.group != record.name:
+        return None
+    return msgspec.structs.replace(snap, phase=SnapshotPhase.FAILED, finished_at=now, size=0, digest="",
+                                   reason=f"{deadline_reason(record)}; {DISCARDED}")
+
+
+def is_discarded(snap: VolumeSnapshot | None) -> bool:
+    """Pure: whether this part's copy was discarded (its object is deleted, or is to be)."""
+    return snap is not None and snap.phase is SnapshotPhase.FAILED and snap.reason.endswith(DISCARDED)
 
 
 def deadline_reason(record: VMSnapshot) -> str:

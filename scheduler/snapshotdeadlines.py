@@ -2,6 +2,8 @@
 spec field; 5 minutes unless it says otherwise, 0 for none) is Failed, as KubeVirt's snapshot
 controller fails it. What it waited for is said in its parts' reason and a warning event: a node that
 is down, or a hotplugged disk its guest never got. Without it such a snapshot stayed Pending for ever.
+Its content goes then, as KubeVirt deletes it: the parts already copied (and those copied later) are
+discarded, their objects deleted; the record stays, Failed, until the user deletes it.
 
 One watch of the VM snapshots; the controller sleeps until the next deadline (or a change), then
 fails the parts still Pending with a compare-and-set each (proto.snapshots has the rules)."""
@@ -9,19 +11,26 @@ fails the parts still Pending with a compare-and-set each (proto.snapshots has t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
+import nats.js.errors
 import structlog
 
 from proto.events import Event
 from proto.snapshots import (
     SnapshotPhase,
     VMSnapshot,
+    VolumeSnapshot,
     deadline_of,
     deadline_reason,
+    discarded,
+    failed_at_deadline,
     failed_by_deadline,
+    is_discarded,
     past_deadline,
+    to_discard,
     vm_snapshot_phase,
 )
 from servicekit.store import Store
@@ -89,22 +98,47 @@ class SnapshotDeadlines:
         self.next_look.pop(name, None)
 
     async def check(self, record: VMSnapshot) -> list[str]:
-        """Fails what the VM snapshot still waits for, past its deadline; the parts it failed."""
+        """Fails what the VM snapshot still waits for, past its deadline, and discards what it holds
+        once Failed by it; the parts it failed now."""
         now = self.clock()
-        entries = [await self.store.snapshots.get(p) for p in record.volumes.values()]
-        parts = [e.value if e is not None else None for e in entries]
-        if vm_snapshot_phase(parts) in (SnapshotPhase.READY, SnapshotPhase.FAILED):
-            self._forget(record.name)  # settled: its deadline no longer matters
-            return []
+        parts = await self._parts(record)
         failed = []
         for part in past_deadline(record, parts, now):
             entry = await self.store.snapshots.mutate(part.name, lambda s: failed_by_deadline(s, record, now))
             if entry is not None and entry.value.phase is SnapshotPhase.FAILED:
                 failed.append(part.name)
         if failed:
-            self._forget(record.name)  # Failed now
             log.warning("snapshot deadline exceeded", snapshot=record.name, vm=record.vm, failed=failed)
             await self.store.emit(Event(
                 kind=KIND, name=record.name, reason="SnapshotDeadlineExceeded", type="Warning", timestamp=now,
                 message=f"{deadline_reason(record)}; still pending: {', '.join(sorted(failed))}"))
+            parts = await self._parts(record)
+        phase = vm_snapshot_phase(parts)
+        if phase is SnapshotPhase.FAILED and failed_at_deadline(record, parts):
+            parts = await self._discard(record, parts, now)
+            if all(p is None or p.phase is not SnapshotPhase.IN_PROGRESS for p in parts):
+                self._forget(record.name)  # nothing more will be copied for it
+        elif phase in (SnapshotPhase.READY, SnapshotPhase.FAILED):
+            self._forget(record.name)  # settled: its deadline no longer matters
         return failed
+
+    async def _parts(self, record: VMSnapshot) -> list[VolumeSnapshot | None]:
+        entries = [await self.store.snapshots.get(p) for p in record.volumes.values()]
+        return [e.value if e is not None else None for e in entries]
+
+    async def _discard(self, record: VMSnapshot, parts: list[VolumeSnapshot | None],
+                       now: float) -> list[VolumeSnapshot | None]:
+        """KubeVirt deletes the content of a VM snapshot Failed by its deadline: each Ready part is
+        Failed (a compare-and-set) and its object deleted. Every discarded part's object is deleted
+        again at each look, which finds it gone, so a deletion that failed is tried again."""
+        kept = {p.name: p for p in to_discard(record, parts)}
+        for name in kept:
+            entry = await self.store.snapshots.mutate(name, lambda s: discarded(s, record, now))
+            if entry is not None and entry.value.phase is SnapshotPhase.FAILED:
+                log.info("snapshot copy discarded", snapshot=record.name, vm=record.vm, part=name)
+        parts = await self._parts(record)
+        for part in parts:
+            if part is not None and is_discarded(part):
+                with contextlib.suppress(nats.js.errors.NotFoundError):  # deleted at an earlier look
+                    await self.store.snapshot_objects.delete(part.uid)
+        return parts

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import nats
+import nats.js.errors
 import pytest
 
 from handler import nodevmis
@@ -23,7 +24,14 @@ from proto import snapshotmanifest, subjects
 from proto.api import encode
 from proto.errors import ApiError, Code
 from proto.snapshotapi import VMRestore, VMSnapshotCreate
-from proto.snapshots import SnapshotPhase, SnapshotProgress, VolumeProgress, VolumeSnapshot
+from proto.snapshots import (
+    DEADLINE_EXCEEDED,
+    DISCARDED,
+    SnapshotPhase,
+    SnapshotProgress,
+    VolumeProgress,
+    VolumeSnapshot,
+)
 from proto.spec import Disk, PersistentVolumeClaim, VMSpec, Volume
 from proto.state import VMI, Node, Phase, VolumePhase
 from scheduler.api import Api
@@ -292,11 +300,19 @@ async def test_a_vm_snapshot_not_taken_by_its_failure_deadline_fails_and_says_wh
                 "domain": {"resources": {"requests": {"memory": "64Mi"}},
                            "devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}]}},
                 "volumes": [{"name": "root", "persistentVolumeClaim": {"claimName": volume}}]}}}}).encode())
+    await api.vm_create(json.dumps({  # one disk on each node
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "vm-both"},
+        "spec": {"running": False, "template": {"spec": {
+            "domain": {"resources": {"requests": {"memory": "64Mi"}},
+                       "devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}},
+                                             {"name": "data", "disk": {"bus": "virtio"}}]}},
+            "volumes": [{"name": "root", "persistentVolumeClaim": {"claimName": "lost"}},
+                        {"name": "data", "persistentVolumeClaim": {"claimName": "kept"}}]}}}}).encode())
     cluster.workers["node1"].cancel()  # node1 is down: nothing there copies a snapshot now
     await asyncio.gather(cluster.workers["node1"], return_exceptions=True)
     deadlines = asyncio.create_task(SnapshotDeadlines(admin).run())  # the leader's part
     try:
-        for vm, deadline in (("vm-lost", "2s"), ("vm-kept", "2s"), ("vm-lost", "0s")):
+        for vm, deadline in (("vm-lost", "2s"), ("vm-kept", "2s"), ("vm-lost", "0s"), ("vm-both", "2s")):
             asked = snapshotmanifest.parse({  # as a user applies it: KubeVirt's VirtualMachineSnapshot
                 "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
                 "metadata": {"name": f"snap-{vm}-{deadline}"},
@@ -317,8 +333,27 @@ async def test_a_vm_snapshot_not_taken_by_its_failure_deadline_fails_and_says_wh
         said = [e for e in await events(admin, "VirtualMachineSnapshot", "snap-vm-lost-2s")]
         assert [(e.type, e.reason) for e in said] == [("Warning", "SnapshotDeadlineExceeded")]
         assert "still pending: snap-vm-lost-2s-lost" in said[0].message
+        # KubeVirt deletes a VM snapshot's content at its deadline: the copy node2 took in time is
+        # discarded, its object deleted, and the record says why
+        both = (await admin.vm_snapshots.require("snap-vm-both-2s", "VM snapshot")).value
+        copied = (await admin.snapshots.require(both.volumes["kept"], "snapshot")).value
+        assert copied.node == "node2"
+
+        async def discarded() -> bool:
+            part = (await admin.snapshots.require(both.volumes["kept"], "snapshot")).value
+            return part.phase is SnapshotPhase.FAILED
+
+        await until("the copy on node2 discarded", discarded, limit=10.0)
+        part = (await admin.snapshots.require(both.volumes["kept"], "snapshot")).value
+        assert part.reason.endswith(DISCARDED) and part.reason.startswith(DEADLINE_EXCEEDED), part.reason
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await admin.snapshot_objects.get_info(part.uid)
+        assert (await api.snapshots.vm_get(b'{"name": "snap-vm-both-2s"}')).phase is SnapshotPhase.FAILED
         await asyncio.sleep(1.0)
         assert (await api.snapshots.vm_get(b'{"name": "snap-vm-kept-2s"}')).phase is SnapshotPhase.READY
+        kept = (await admin.vm_snapshots.require("snap-vm-kept-2s", "VM snapshot")).value
+        for name in kept.volumes.values():  # taken in time: its copy stays
+            await admin.snapshot_objects.get_info((await admin.snapshots.require(name, "snapshot")).value.uid)
         assert (await api.snapshots.vm_get(b'{"name": "snap-vm-lost-0s"}')).phase is SnapshotPhase.PENDING
         # a Failed snapshot is deleted as any other; the one with no deadline still waits for node1
         await api.snapshots.vm_delete(b'{"name": "snap-vm-lost-2s"}')

@@ -23,12 +23,16 @@ from proto.snapshots import (
     VolumeSnapshot,
     apply_snapshot_progress,
     apply_volume_progress,
+    discarded,
+    failed_at_deadline,
     failed_by_deadline,
+    is_discarded,
     orphaned,
     past_deadline,
     percent,
     snapshot_name_for,
     snapshot_taker,
+    to_discard,
     vm_snapshot_phase,
     written_volumes,
 )
@@ -273,3 +277,31 @@ def test_a_vm_snapshot_past_its_failure_deadline_fails_what_no_node_began() -> N
     assert failed_by_deadline(replace(waiting, group="other"), record, 160.0) is None
     with pytest.raises(ApiError):  # and a node's claim after the deadline failed it is refused
         apply_snapshot_progress(failed, report(SnapshotPhase.IN_PROGRESS), "node1", 161.0)
+
+
+def test_the_copies_of_a_vm_snapshot_failed_by_its_deadline_are_discarded_as_kubevirt_deletes_its_content() -> None:
+    record = VMSnapshot(name="g", uid="gu", vm="vm1", created_at=100.0, volumes={"a": "g-a", "b": "g-b", "c": "g-c"},
+                        failure_deadline_s=60.0)
+    waiting = replace(SNAP, name="g-a", volume="a", group="g")
+    ready = replace(SNAP, name="g-b", uid="bu", volume="b", group="g", phase=SnapshotPhase.READY, size=4096,
+                    digest="SHA-256=x")
+    copying = replace(SNAP, name="g-c", volume="c", group="g", phase=SnapshotPhase.IN_PROGRESS, taken_by="handler")
+    assert to_discard(record, [waiting, ready, copying]) == []  # not failed yet: nothing goes
+    failed = failed_by_deadline(waiting, record, 160.0)
+    assert failed is not None and failed_at_deadline(record, [failed, ready, copying])
+    assert to_discard(record, [failed, ready, copying]) == [ready]  # the copy under way: once it is Ready
+    assert to_discard(record, [failed, ready, replace(copying, phase=SnapshotPhase.READY)]) == [
+        ready, replace(copying, phase=SnapshotPhase.READY)]
+
+    gone = discarded(ready, record, 161.0)
+    assert gone is not None and gone.phase is SnapshotPhase.FAILED and is_discarded(gone)
+    assert (gone.size, gone.digest, gone.finished_at, gone.uid) == (0, "", 161.0, "bu")  # its object's name kept
+    assert gone.reason.startswith(f"{DEADLINE_EXCEEDED}: not taken within 1m0s")
+    assert discarded(gone, record, 162.0) is None and discarded(copying, record, 162.0) is None
+    assert discarded(replace(ready, group="other"), record, 162.0) is None
+    assert not is_discarded(failed) and not is_discarded(ready) and not is_discarded(None)
+    assert to_discard(record, [failed, gone, copying]) == []
+
+    # a VM snapshot failed otherwise (a copy that failed) keeps what it holds for the user to look at
+    broken = replace(waiting, phase=SnapshotPhase.FAILED, reason="qemu-img: read error")
+    assert not failed_at_deadline(record, [broken, ready]) and to_discard(record, [broken, ready]) == []
