@@ -9,6 +9,7 @@ migration's own record follows (``Mirror``), and says why when it could not star
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from proto.clusterconfig import MigrationsConfig
@@ -76,6 +77,26 @@ def must_wait(under_way: list[MigrationState], source_node: str | None, config: 
         return (f"waiting: {outbound} migrations are under way out of node {source_node} "
                 f"(parallelOutboundMigrationsPerNode {config.parallel_outbound_migrations_per_node})")
     return None
+
+
+def older_first(item: Migration, startable: Sequence[tuple[Migration, str | None]], under_way: list[MigrationState],
+                config: MigrationsConfig) -> Migration | None:
+    """The oldest migration created before ``item`` (by creation, then name) that the limits let start
+    now, which starts first; None when there is none. Pending migrations start oldest first: when one
+    ends, every one held is looked at again, and the first looked at would otherwise take its room.
+    startable: the other Pending migrations that would start but for the limits, each with the node
+    it would leave (an older one held by its own node's limit holds nothing else back)."""
+    first = (item.created_at, item.name)
+    for other, source in sorted(startable, key=lambda s: (s[0].created_at, s[0].name)):
+        if (other.created_at, other.name) >= first:
+            return None
+        if must_wait(under_way, source, config) is None:
+            return other
+    return None
+
+
+def older_first_reason(other: Migration) -> str:
+    return f"waiting: migration {other.name}, created before it, starts first"
 
 
 def cancelled(vmi: VMI | None, name: str) -> Act:

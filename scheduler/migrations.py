@@ -128,7 +128,8 @@ class Migrations:
             return
         entry = self.vmis.entries.get(record.value.vmi_name)
         vmi = entry.value if entry is not None else None
-        await self._carry_out(migrationplan.plan(record.value, vmi, self.clock(), self._wait(vmi)), record.value, vmi)
+        await self._carry_out(migrationplan.plan(record.value, vmi, self.clock(), self._wait(vmi, record.value)),
+                              record.value, vmi)
 
     def _under_way(self) -> list[MigrationState]:
         """The migrations under way, from the instances of the unfinished records (a few, not every VMI)."""
@@ -140,10 +141,32 @@ class Migrations:
                 out.append(state)
         return out
 
-    def _wait(self, vmi: VMI | None) -> str | None:
+    def _startable(self, now: float) -> list[tuple[Migration, str | None]]:
+        """The Pending migrations that would start but for the limits, with the node each would leave."""
+        out = []
+        for vmi_name, names in self.unfinished.items():
+            entry = self.vmis.entries.get(vmi_name)
+            vmi = entry.value if entry is not None else None
+            for name in names:
+                record = self.items.get(name)
+                if vmi is not None and record is not None and \
+                        migrationplan.plan(record.value, vmi, now).step is Step.START:
+                    out.append((record.value, vmi.node_name))
+        return out
+
+    def _wait(self, vmi: VMI | None, item: Migration) -> str | None:
         if vmi is None or vmi.migration_state is not None and not vmi.migration_state.final:
             return None  # its own is under way (or it is gone): no start to hold back
-        return migrationplan.must_wait(self._under_way(), vmi.node_name, self.config())
+        under_way, config = self._under_way(), self.config()
+        why = migrationplan.must_wait(under_way, vmi.node_name, config)
+        if why is not None:
+            return why
+        others = [s for s in self._startable(self.clock()) if s[0].name != item.name]
+        older = migrationplan.older_first(item, others, under_way, config)
+        if older is None:
+            return None
+        self.queue.kick(older.name)  # it takes the room now
+        return migrationplan.older_first_reason(older)
 
     async def _carry_out(self, act: Act, item: Migration | None, vmi: VMI | None) -> None:
         match act.step:
@@ -163,7 +186,7 @@ class Migrations:
     async def _start(self, item: Migration, vmi: VMI) -> None:
         async with self._starting:
             now = self.clock()
-            wait = self._wait(self.vmis.entries[vmi.name].value if vmi.name in self.vmis.entries else None)
+            wait = self._wait(self.vmis.entries[vmi.name].value if vmi.name in self.vmis.entries else None, item)
             config = self.config()
             policies = [e.value for e in self._policies.entries.values()] if self._policies is not None else []
             policy = choose_policy(policies, vmi_labels(vmi))
@@ -177,6 +200,10 @@ class Migrations:
             entry = await self.store.vmis.mutate(vmi.name, start)
             if entry is not None:  # counted by the next start at once, not once the watch brings it
                 self.vmis.wrote(vmi.name, entry.value, entry.revision)
+                if wait is None:  # those held for it to start first may have room left
+                    for held in self.unfinished.values():
+                        for other in held - {item.name}:
+                            self.queue.kick(other)
             if wait is not None:
                 self.queue.kick(item.name)  # said it waits: mirrored on its record
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import msgspec
 import pytest
@@ -223,7 +224,8 @@ async def test_no_room_elsewhere_fails_the_migration_saying_why(store: Store, cl
 
 async def test_the_clusters_limit_holds_a_migration_pending_until_one_ends(store: Store) -> None:
     """KubeVirt CR's spec.configuration.migrations: parallelMigrationsPerCluster 1 lets one move at a
-    time; the next waits Pending, its record saying why, and starts once the first ends. Each starts
+    time; the next waits Pending, its record saying why, and starts once the first ends, before one
+    created after it. Each starts
     with the cluster's settings (its bandwidth limit here), as its source launcher will use them."""
     await put_nodes(store)
     nodes = NodeWatch(store)
@@ -243,6 +245,10 @@ async def test_the_clusters_limit_holds_a_migration_pending_until_one_ends(store
         await until("the controllers heard the KubeVirt CR", heard)
         await running(store, api, "first")
         await running(store, api, "second")
+        await running(store, api, "third")
+        spare = (await store.nodes.require("node1", "node")).value  # room for every migration's target
+        await store.nodes.put("node3", msgspec.structs.replace(spare, name="node3", labels={
+            "kubernetes.io/hostname": "node3"}, heartbeat=time.time()))
 
         made = (await api.migrations.create(encode(MigrationCreate(vmi_name="first")))).item
         placed = await vmi_where(store, "first", "placed", lambda v: v.migration_state is not None
@@ -258,11 +264,22 @@ async def test_the_clusters_limit_holds_a_migration_pending_until_one_ends(store
         await until("the second migration waits, saying why", said_waiting)
         second = (await store.vmis.require("second", "VMI")).value
         assert second.migration_state is None  # not started on its instance
+        later = (await api.migrations.create(encode(MigrationCreate(vmi_name="third")))).item
+
+        async def later_waiting() -> VMI | None:
+            item = (await api.migrations.get(encode(NameRequest(name=later.name)))).item
+            return placed if item.phase is MigrationPhase.PENDING and item.reason else None
+        await until("the third migration waits too", later_waiting)
 
         await api.migrations.delete(encode(NameRequest(name=made.name)))  # the first ends (cancelled)
         started = await vmi_where(store, "second", "its migration started", lambda v: v.migration_state is not None
                                   and v.migration_state.migration_uid == waits.uid)
         assert started.migration_state is not None and not started.migration_state.final
+        # the older one took the room: the third still waits, for the cluster's limit
+        await asyncio.sleep(0.5)
+        assert (await store.vmis.require("third", "VMI")).value.migration_state is None
+        item = (await api.migrations.get(encode(NameRequest(name=later.name)))).item
+        assert item.phase is MigrationPhase.PENDING
     finally:
         await scheduler.stop()
         await cancel_and_wait([watching])

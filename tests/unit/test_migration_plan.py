@@ -17,7 +17,17 @@ from proto.manifest import parse_manifest_obj
 from proto.migrations import TARGET_READY_TIMEOUT_S, Migration
 from proto.spec import VMSpec
 from proto.state import VMI, MigrationOptions, MigrationPhase, MigrationState, Phase
-from scheduler.migrationplan import KEEP_FINISHED, Step, cancelled, finished_to_drop, must_wait, plan, started
+from scheduler.migrationplan import (
+    KEEP_FINISHED,
+    Step,
+    cancelled,
+    finished_to_drop,
+    must_wait,
+    older_first,
+    older_first_reason,
+    plan,
+    started,
+)
 
 
 def vmi(binding: str = "masquerade", **kw: Any) -> VMI:
@@ -81,6 +91,28 @@ def test_kubevirts_limits_hold_a_migration_pending_saying_why() -> None:
     assert plan(said, vmi(), 11.0, full).step is Step.NOTHING
     assert plan(said, vmi(), 12.0, None).step is Step.START
     assert plan(ITEM, vmi("bridge"), 10.0, full).phase is MigrationPhase.FAILED  # refused whether or not it waits
+
+
+def test_pending_migrations_start_oldest_first_unless_the_older_ones_node_holds_it_back() -> None:
+    config = MigrationsConfig(parallel_migrations_per_cluster=3)  # 2 out of a node
+    first = msgspec.structs.replace(ITEM, name="first", uid="a", created_at=1.0)
+    second = msgspec.structs.replace(ITEM, name="second", uid="b", created_at=2.0)
+    twin = msgspec.structs.replace(ITEM, name="twin", uid="c", created_at=2.0)  # same time: by name
+    waiting = [(first, "node1"), (second, "node2"), (twin, "node3")]
+    assert older_first(second, waiting, [], config) == first  # room for one: the oldest takes it
+    assert older_first(first, waiting, [], config) is None
+    assert older_first(twin, waiting, [], config) == first
+    assert older_first(twin, waiting[1:], [], config) == second  # "second" < "twin"
+    assert older_first(second, waiting[1:], [], config) is None
+    # the oldest's own node is full: it holds back nothing off another node
+    assert older_first(second, waiting, under_way("node1", "node1"), config) is None
+    assert older_first(twin, waiting, under_way("node1", "node1"), config) == second
+    assert older_first(second, [], under_way("a", "b", "c"), config) is None  # the cluster is full: must_wait says so
+    said = older_first_reason(first)
+    assert said == "waiting: migration first, created before it, starts first"
+    # it waits Pending saying so, as for the limits
+    act = plan(second, vmi(), 10.0, said)
+    assert (act.step, act.phase, act.reason) == (Step.MIRROR, MigrationPhase.PENDING, said)
 
 
 def test_it_is_placed_then_followed_and_its_record_takes_each_phase() -> None:
