@@ -137,6 +137,9 @@ def test_a_frozen_launcher_cannot_keep_its_guest_once_failed_over(lab: Lab) -> N
         with contextlib.suppress(ProcessLookupError):
             os.kill(launcher, signal.SIGCONT)
     wait_until("the frozen launcher ended", lambda: state_of(launcher) in (None, "Z"), 30, lab)
+    # the new run's guest boots (and, booted, heeds the power button: a booting one has its 30 s grace
+    # waited out, which on a busy box was most of this test's time)
+    lab.cli("console", "solo", "--log", "--until", MARKER, "--timeout", "180")
     lab.cli("delete", "solo", "--wait", "--timeout", "120")
 
 
