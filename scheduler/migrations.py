@@ -59,6 +59,7 @@ class Migrations:
         self._starting = asyncio.Lock()  # one start decided at a time: each counts the ones before it
         self._policies: informer.Informer[MigrationPolicy] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._after_older: set[str] = set()  # told to wait for an older one: looked at again once one starts
         vmis.listen(self._vmi_changed)
 
     async def start(self) -> None:
@@ -166,6 +167,7 @@ class Migrations:
         if older is None:
             return None
         self.queue.kick(older.name)  # it takes the room now
+        self._after_older.add(item.name)
         return migrationplan.older_first_reason(older)
 
     async def _carry_out(self, act: Act, item: Migration | None, vmi: VMI | None) -> None:
@@ -200,10 +202,10 @@ class Migrations:
             entry = await self.store.vmis.mutate(vmi.name, start)
             if entry is not None:  # counted by the next start at once, not once the watch brings it
                 self.vmis.wrote(vmi.name, entry.value, entry.revision)
-                if wait is None:  # those held for it to start first may have room left
-                    for held in self.unfinished.values():
-                        for other in held - {item.name}:
-                            self.queue.kick(other)
+                if wait is None:  # those held for an older one to start first may have room left now
+                    for other in self._after_older - {item.name}:
+                        self.queue.kick(other)
+                    self._after_older.clear()
             if wait is not None:
                 self.queue.kick(item.name)  # said it waits: mirrored on its record
 

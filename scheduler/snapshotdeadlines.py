@@ -131,11 +131,10 @@ class SnapshotDeadlines:
         """KubeVirt deletes the content of a VM snapshot Failed by its deadline: each Ready part is
         Failed (a compare-and-set) and its object deleted. Every discarded part's object is deleted
         again at each look, which finds it gone, so a deletion that failed is tried again."""
-        kept = {p.name: p for p in to_discard(record, parts)}
-        for name in kept:
-            entry = await self.store.snapshots.mutate(name, lambda s: discarded(s, record, now))
+        for ready in to_discard(record, parts):
+            entry = await self.store.snapshots.mutate(ready.name, lambda s: discarded(s, record, now))
             if entry is not None and entry.value.phase is SnapshotPhase.FAILED:
-                log.info("snapshot copy discarded", snapshot=record.name, vm=record.vm, part=name)
+                log.info("snapshot copy discarded", snapshot=record.name, vm=record.vm, part=ready.name)
         parts = await self._parts(record)
         for part in parts:
             if part is not None and is_discarded(part):
