@@ -22,10 +22,8 @@ from proto.console import RUN_HEADER
 from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.state import VMI
-from proto.stored import BadStoredValue
 from servicekit.connection import Refusals, connect_nats
 from servicekit.endpoints import BUSY
-from servicekit.store import Bucket
 
 T = TypeVar("T")
 DEFAULT_URL = "nats://127.0.0.1:4222"
@@ -174,6 +172,10 @@ class ApiClient:
             await sub.unsubscribe()
 
     async def watch_vmis(self, handle: Any) -> None:
+        # here, not at the top: the store's stored-record checks are a tenth of every command's start-up
+        from proto.stored import BadStoredValue
+        from servicekit.store import Bucket
+
         store = await self.nc.jetstream().key_value(subjects.BUCKET_VMIS)
         watcher = await store.watchall()
         vmis: Bucket[VMI] = Bucket(store, VMI)  # its checks only: what fails them is not shown

@@ -13,8 +13,8 @@ import yaml
 
 from ctl import render
 from ctl.client import ApiClient
-from ctl.lab import say
 from ctl.progress import wait_for
+from ctl.stdout import say
 from proto import clonemanifest
 from proto.api import Ack, NameRequest
 from proto.clones import (

@@ -8,6 +8,7 @@ the VM stops.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -20,12 +21,41 @@ from typing import Any
 
 from nats.js.api import DeliverPolicy
 
+from ctl import consolelog
 from ctl.client import ApiClient
 from proto import subjects
 from proto.console import LEASE_SECONDS, SESSION_HEADER, KeyboardGrant, KeyboardRequest
 from proto.errors import ApiError, Code
 
 ESCAPE = b"\x1d"  # ^]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    c = sub.add_parser("console", help="a VM's serial console")
+    c.add_argument("name")
+    c.add_argument("--log", action="store_true", help="print the serial log so far")
+    c.add_argument("--until", help="with --log: keep printing until this text appears")
+    c.add_argument("--send", default=None, help="type this text (backslash escapes like \\n work) and leave")
+    c.add_argument("--timeout", type=float, default=300.0)
+
+
+async def run(api: ApiClient, args: argparse.Namespace) -> int:
+    if args.send is not None:
+        await send(api, args.name, args.send)
+        return 0
+    if not args.log:
+        return await interactive(api, args.name)
+    if not args.until:
+        sys.stdout.buffer.write(await api.console_log(args.name))
+        sys.stdout.flush()
+        return 0
+
+    def write(data: bytes) -> None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+    await consolelog.follow(api, args.name, args.until, args.timeout, write)
+    return 0
 
 
 @dataclass(frozen=True)

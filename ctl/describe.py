@@ -16,8 +16,8 @@ from nats.js.api import DeliverPolicy
 
 from ctl import kubectlforms, render, servicecmd
 from ctl.client import ApiClient
-from ctl.lab import say
 from ctl.servicecmd import service_object
+from ctl.stdout import say
 from proto import resources, subjects
 from proto.api import NameRequest, NodeList, ServiceReply, VMIReply, VMReply
 from proto.errors import ApiError, Code

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ctl.client import ApiClient
-from ctl.lab import say
+from ctl.stdout import say
 from proto.api import Ack, EvictRequest, NameRequest, NodeList, VMIList
 from proto.clusterconfig import ClusterConfigReply
 from proto.errors import ApiError, Code

@@ -20,7 +20,7 @@ import msgspec
 import yaml
 
 from ctl.client import ApiClient
-from ctl.lab import say
+from ctl.stdout import say
 from proto import instancetypes, preferences
 from proto.api import InstancetypeList, NameRequest, VMReply
 from proto.errors import ApiError, Code

@@ -26,8 +26,8 @@ from typing import Any
 
 from ctl.client import ApiClient
 from ctl.imagecmd import progress_line
-from ctl.lab import say
 from ctl.snapshotcmd import wait_snapshot
+from ctl.stdout import say
 from proto import subjects
 from proto.api import Ack, NameRequest, VMReply
 from proto.errors import ApiError, Code

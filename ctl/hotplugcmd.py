@@ -9,8 +9,8 @@ import argparse
 from typing import Any
 
 from ctl.client import ApiClient
-from ctl.lab import say
 from ctl.progress import wait_for
+from ctl.stdout import say
 from proto.api import Ack, NameRequest, VMIReply
 from proto.errors import ApiError, Code
 from proto.hotplug import AddVolumeRequest, RemoveVolumeRequest

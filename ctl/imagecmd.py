@@ -22,7 +22,7 @@ from nats.js.api import ObjectMeta, ObjectMetaOptions
 
 from ctl import render
 from ctl.client import ApiClient
-from ctl.lab import say
+from ctl.stdout import say
 from proto import imagefacts
 from proto.api import Ack, ImageInfo, ImageList, NameRequest
 from proto.errors import ApiError, Code

@@ -19,7 +19,7 @@ from typing import Any
 from ctl import snapshotcmd
 from ctl.client import ApiClient
 from ctl.imagecmd import examine, upload
-from ctl.lab import say
+from ctl.stdout import say
 from proto.api import NameRequest, VolumeCreate, VolumeReply
 from proto.errors import ApiError, Code
 from proto.quantity import InvalidQuantity, format_bytes, parse_bytes

@@ -7,7 +7,7 @@ from typing import Any
 
 from ctl import kubectlforms
 from ctl.client import ApiClient
-from ctl.lab import say
+from ctl.stdout import say
 from proto.api import InstancetypeList, InstancetypeReply
 from proto.instancetypes import KINDS
 

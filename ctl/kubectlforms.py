@@ -13,7 +13,7 @@ from typing import Any
 
 from ctl import networkcmd, portforward, render, routecmd, servicecmd, workloadcmd
 from ctl.client import ApiClient
-from ctl.lab import say
+from ctl.stdout import say
 from proto import selector
 from proto.api import Ack, NameRequest
 from proto.errors import ApiError, Code
@@ -105,33 +105,35 @@ KINDS = {"vm": "vm", "vms": "vm", "virtualmachine": "vm", "virtualmachines": "vm
          "event": "event", "events": "event"}
 
 
+def add_namespace_option(p: argparse.ArgumentParser) -> None:
+    """kubectl's -n/--namespace, on a parser that has none yet."""
+    if "-n" not in p._option_string_actions:
+        # SUPPRESS: a command's own default does not hide the one given before it
+        p.add_argument("-n", "--namespace", default=argparse.SUPPRESS,
+                       help=f"kubectl's: virtbus has one namespace, {NAMESPACE!r}; any other is refused")
+
+
 def add_namespace_options(parser: argparse.ArgumentParser) -> None:
     """kubectl's -n/--namespace on the CLI and on every command under it, where kubectl and virtctl
-    users put it (`virtbus -n default get vms`, `virtbus start testvm -n default`), and get's
-    -A/--all-namespaces. The lab's commands are virtbus's own and take none."""
+    users put it (`virtbus -n default get vms`, `virtbus start testvm -n default`). The lab's commands
+    are virtbus's own and take none."""
     seen: set[int] = set()
 
     def add(p: argparse.ArgumentParser) -> None:
         if id(p) in seen or p.prog.split()[1:2] == ["lab"]:
             return
         seen.add(id(p))
-        if "-n" not in p._option_string_actions:
-            # SUPPRESS: a command's own default does not hide the one given before it
-            p.add_argument("-n", "--namespace", default=argparse.SUPPRESS,
-                           help=f"kubectl's: virtbus has one namespace, {NAMESPACE!r}; any other is refused")
+        add_namespace_option(p)
         for action in p._actions:
             if isinstance(action, argparse._SubParsersAction):
                 for child in action.choices.values():
                     add(child)
 
     add(parser)
-    get = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["get"]
-    get.add_argument("-A", "--all-namespaces", action="store_true",
-                     help="kubectl's: every namespace, which is the one there is")
 
 
-def normalize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
-    """The arguments as the command that does it takes them (parser: the CLI's, for those whose verbs
+def normalize(args: argparse.Namespace, parse: Callable[[list[str]], argparse.Namespace]) -> argparse.Namespace:
+    """The arguments as the command that does it takes them (parse: the CLI's, for those whose verbs
     live under a command of their own)."""
     if getattr(args, "namespace", None) is not None:
         Namespace().walk(args.namespace, "namespace")
@@ -152,7 +154,7 @@ def normalize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argp
                 raise ApiError(Code.BAD_REQUEST, f"{args.kind} prints as json or yaml (virtbus's own objects)",
                                "output")
             verb = ["get", args.name] if args.name is not None else ["list"]
-            return _elsewhere(parser, args, [*where.command, *verb, *(["-o", args.output] if args.output else [])])
+            return _elsewhere(parse, args, [*where.command, *verb, *(["-o", args.output] if args.output else [])])
     elif args.command == "describe":
         if args.name is None and "/" in args.kind:
             args.kind, _, args.name = args.kind.partition("/")
@@ -166,14 +168,15 @@ def normalize(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argp
         args.kind, args.name = _delete_target(args)
         where = ELSEWHERE.get(args.kind.lower()) if args.kind is not None else None
         if where is not None and args.name is not None:
-            return _elsewhere(parser, args, [*where.command, "delete", args.name])
+            return _elsewhere(parse, args, [*where.command, "delete", args.name])
     return args
 
 
-def _elsewhere(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> argparse.Namespace:
+def _elsewhere(parse: Callable[[list[str]], argparse.Namespace], args: argparse.Namespace,
+               argv: list[str]) -> argparse.Namespace:
     """The command that does it, with the CLI's own options as given (--server, --creds): parsed
     afresh, they would be their defaults, and `get vmsnapshots --server URL` would ask another bus."""
-    again = parser.parse_args(argv)
+    again = parse(argv)
     for option in ("server", "creds"):
         setattr(again, option, getattr(args, option))
     return again

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ctl import render
 from ctl.client import ApiClient
-from ctl.lab import say
+from ctl.stdout import say
 from proto import clusterconfig
 from proto.clusterconfig import ClusterConfigReply
 from proto.errors import ApiError, Code

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ctl import labovs
+from ctl.stdout import say
 from proto import subjects
 from servicekit import cpugroup, credentials, listenport, natsserver, processes
 
@@ -86,10 +87,6 @@ class LabConfig:
             return cls(**json.loads((Path(state_dir) / "lab.json").read_text()))
         except FileNotFoundError:
             return None
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
 
 
 # --- processes ----------------------------------------------------------------------------------

@@ -7,12 +7,36 @@ import argparse
 
 from ctl import manifestcmd, networkcmd, routecmd, servicecmd, workloadcmd
 from ctl.client import ApiClient
-from ctl.lab import say
 from ctl.progress import ask, state_of, vm_view, wait_for
+from ctl.stdout import say
 from proto.api import Ack, NameRequest, PowerRequest, StartRequest, VMIReply
 from proto.errors import ApiError, Code
 
 OWN_DELETE = ("instancetype", "preference", "vmsnapshot", "vmclone")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    for verb in ("start", "stop", "restart", "delete"):
+        c = sub.add_parser(verb, help=f"{verb} a VM" + (" (or KIND NAME, KIND/NAME, -f FILE)" if verb == "delete"
+                                                          else ""))
+        if verb == "delete":  # kind and name are sorted out by kubectl_forms: NAME, KIND NAME, KIND/NAME
+            c.add_argument("kind", nargs="?", default=None,
+                           help="vm (the default), vmi, vmirs, vmpool, service, endpoints, route, ingress, node, "
+                                "net-attach-def, in kubectl's spellings too")
+            c.add_argument("name", nargs="?", default=None)
+            c.add_argument("-f", "--filename", dest="file", default=None,
+                           help="every object of this manifest file (- for stdin), last first, as kubectl")
+            c.add_argument("--ignore-not-found", action="store_true", help="an object already gone is no error")
+        else:
+            c.add_argument("name")
+        if verb == "start":
+            c.add_argument("--paused", action="store_true", help="its guest paused before it first runs (unpause)")
+        if verb in ("stop", "restart"):  # virtctl's: both or neither
+            c.add_argument("--force", action="store_true", help="with --grace-period: cut the guest's time short")
+            c.add_argument("--grace-period", type=int, default=None,
+                           help="with --force: seconds the guest has to power off (0: destroyed at once)")
+        c.add_argument("--wait", action="store_true", help="wait until done, showing progress")
+        c.add_argument("--timeout", type=float, default=300.0)
 
 
 async def cmd_delete_vmi(api: ApiClient, args: argparse.Namespace) -> int:

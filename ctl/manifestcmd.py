@@ -25,7 +25,7 @@ from ctl import (
     workloadcmd,
 )
 from ctl.client import ApiClient
-from ctl.lab import say
+from ctl.stdout import say
 from proto import (
     clonemanifest,
     clusterconfig,
@@ -70,6 +70,11 @@ def _read(file: str) -> list[Any]:
 
 # every kind ``apply -f`` takes; a virtbus JSON VM (apiVersion virtbus/v1) may name no kind
 APPLIED_KINDS = sorted({*DELETE_BY_KIND, *NOT_DELETED})
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    a = sub.add_parser("apply", help="create or update from a KubeVirt YAML or virtbus JSON file")
+    a.add_argument("-f", "--file", required=True)
 
 
 async def cmd_apply(api: ApiClient, args: argparse.Namespace) -> int:

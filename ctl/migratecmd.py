@@ -10,8 +10,8 @@ from typing import Any
 
 from ctl import kubectlforms, render
 from ctl.client import ApiClient
-from ctl.lab import say
 from ctl.progress import wait_for
+from ctl.stdout import say
 from proto import migrations
 from proto.api import Ack, NameRequest
 from proto.errors import ApiError, Code

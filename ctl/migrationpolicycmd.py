@@ -8,7 +8,7 @@ from typing import Any
 
 from ctl import kubectlforms
 from ctl.client import ApiClient
-from ctl.lab import say
+from ctl.stdout import say
 from proto import migrationpolicies
 from proto.migrationpolicies import MigrationPolicy, MigrationPolicyList, MigrationPolicyReply
 from proto.quantity import format_bytes

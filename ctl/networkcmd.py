@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ctl import render
 from ctl.client import ApiClient
-from ctl.lab import say
+from ctl.stdout import say
 from proto.api import Ack, NameRequest, NetworkList, NetworkReply
 from proto.nad import nad_object
 

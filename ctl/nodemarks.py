@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from ctl.client import ApiClient
-from ctl.lab import say
+from ctl.stdout import say
 from proto import taints
 from proto.api import Ack, LabelRequest, TaintKey, TaintRequest
 from proto.errors import ApiError, Code

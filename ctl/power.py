@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ctl.client import ApiClient
-from ctl.lab import say
 from ctl.progress import ask, vm_state, wait_for
+from ctl.stdout import say
 from proto.errors import ApiError, Code
 
 VERBS = {"pause": "pause a VM's guest (its instance stays Running; the VM prints Paused)",

@@ -8,7 +8,7 @@ from typing import Any
 
 from ctl import kubectlforms
 from ctl.client import ApiClient
-from ctl.lab import say
+from ctl.stdout import say
 from proto import priorities
 from proto.priorities import PriorityClass, PriorityClassList, PriorityClassReply
 from proto.resources import object_list

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ctl.client import ApiClient
-from ctl.lab import say
+from ctl.stdout import say
 from proto.api import Ack, NameRequest, VMReply, VMView
 from proto.errors import ApiError, Code
 from proto.spec import RunStrategy

@@ -6,18 +6,19 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import yaml
 
 from ctl import jsonpath
-from proto import resources
 from proto.api import NodeView, VMView
 from proto.errors import ApiError, Code
 from proto.events import Event
 from proto.quantity import format_bytes
 from proto.state import VMI, is_ready
+
+if TYPE_CHECKING:
+    from proto import resources
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -67,6 +68,8 @@ def structured(value: Any, fmt: str) -> str:
         return jsonpath.render(jsonpath.parse(fmt[len(JSONPATH):]), data)
     if fmt == "name":
         raise ApiError(Code.BAD_REQUEST, "-o name names Kubernetes objects; these are virtbus's own", "output")
+    import yaml  # here: only -o yaml needs it, and every command would wait for its import
+
     return yaml.safe_dump(data, sort_keys=False).rstrip()
 
 
@@ -80,20 +83,28 @@ def name_of(obj: resources.Obj) -> str:
 
 def objects(items: list[resources.Obj], fmt: str, *, one: bool) -> str:
     """One object as itself, or several as kubectl's List; -o name: each one's name, a line each."""
+    from proto import resources  # here: only -o json|yaml|name needs the manifests, a tenth of a start-up
+
     if fmt == "name":
         return "\n".join(name_of(o) for o in items)
     return structured(items[0] if one else resources.object_list(items), fmt)
 
 
 def vm_objects(items: list[VMView], fmt: str, *, one: bool = False) -> str:
+    from proto import resources
+
     return objects([resources.vm_object(v) for v in items], fmt, one=one)
 
 
 def vmi_objects(items: list[VMI], fmt: str, *, one: bool = False) -> str:
+    from proto import resources
+
     return objects([resources.vmi_object(v) for v in items], fmt, one=one)
 
 
 def node_objects(items: list[NodeView], fmt: str, *, one: bool = False) -> str:
+    from proto import resources
+
     return objects([resources.node_object(n) for n in items], fmt, one=one)
 
 

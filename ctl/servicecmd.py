@@ -8,7 +8,7 @@ from typing import Any
 
 from ctl import render
 from ctl.client import ApiClient
-from ctl.lab import say
+from ctl.stdout import say
 from proto import resources
 from proto.api import (
     Ack,

@@ -8,8 +8,8 @@ from typing import Any
 
 from ctl import clonecmd, render
 from ctl.client import ApiClient
-from ctl.lab import say
 from ctl.progress import wait_for
+from ctl.stdout import say
 from proto import durations
 from proto.api import Ack, NameRequest, VolumeReply
 from proto.errors import ApiError, Code

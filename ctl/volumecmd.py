@@ -7,7 +7,7 @@ from typing import Any
 
 from ctl import render, snapshotcmd
 from ctl.client import ApiClient
-from ctl.lab import say
+from ctl.stdout import say
 from proto.api import Ack, NameRequest, VolumeCreate, VolumeList, VolumeReply, VolumeResize
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ctl import render
 from ctl.client import ApiClient
-from ctl.lab import say
+from ctl.stdout import say
 from proto import resources, selector
 from proto.api import NameRequest, VMReply, VMView
 from proto.errors import ApiError, Code

@@ -8,8 +8,8 @@ from typing import Any
 
 from ctl import render
 from ctl.client import ApiClient
-from ctl.lab import say
 from ctl.progress import wait_for
+from ctl.stdout import say
 from proto import resources
 from proto.api import Ack, NameRequest, VMIList, VMList
 from proto.selector import LabelSelector

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ctl import cli, manifestcmd
+from ctl import getcmd, manifestcmd
 from ctl.client import ApiClient
 from proto import subjects
 from proto.api import NodeList, VMIReply
@@ -171,15 +171,15 @@ async def test_get_kubevirt_shows_what_was_applied_and_its_yaml_applies_back(
 
     await apply_file(cluster, tmp_path, cr(40))
     assert said() == ["kubevirt/kubevirt applied (cpuAllocationRatio 40)"]
-    await cli.cmd_get(cluster, get("kubevirt", None))
+    await getcmd.run(cluster, get("kubevirt", None))
     header, row = said()
     assert header.split() == ["NAME", "AGE", "PHASE", "CPU-ALLOCATION-RATIO"]
     assert row.split()[0] == "kubevirt" and row.split()[2:] == ["Deployed", "40"]
-    await cli.cmd_get(cluster, get("kv", "yaml"))
+    await getcmd.run(cluster, get("kv", "yaml"))
     printed = yaml.safe_load("\n".join(said()))
     assert printed["spec"] == {"configuration": {"developerConfiguration": {"cpuAllocationRatio": 40}}}
     await apply_file(cluster, tmp_path, printed)
     assert said() == ["kubevirt/kubevirt applied (cpuAllocationRatio 40)"]
-    await cli.cmd_get(cluster, get("nodes", "wide"))
+    await getcmd.run(cluster, get("nodes", "wide"))
     header, row = said()
     assert "VCPUS" in header.split() and "0/80" in row.split()  # none booked of 2 CPUs x 40

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ctl import cli, lifecyclecmd, manifestcmd
+from ctl import cli, getcmd, lifecyclecmd, manifestcmd
 from ctl.client import ApiClient
 from proto import subjects
 from proto.spec import NetworkAttachment
@@ -35,7 +35,7 @@ async def test_delete_file_deletes_what_apply_made_last_first(
         assert await manifestcmd.cmd_apply(client, argparse.Namespace(file=str(manifest))) == 0
         assert await api.vms.get("testvm-2") is not None
         capsys.readouterr()
-        await cli.cmd_get(client, argparse.Namespace(kind="net-attach-def", name=None, output=None, watch=False,
+        await getcmd.run(client, argparse.Namespace(kind="net-attach-def", name=None, output=None, watch=False,
                                                      selector=""))
         listed = capsys.readouterr().out.splitlines()
         assert listed[0].split() == ["NAME", "TYPE", "BRIDGE", "VLAN", "SUBNET"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 import yaml
 
-from ctl import cli, lifecyclecmd, workloadcmd
+from ctl import cli, commands, lifecyclecmd, workloadcmd
 from proto import workloads
 from proto.manifest import parse_manifest_obj
 from proto.spec import VMSpec
@@ -44,7 +44,8 @@ def test_the_cli_takes_the_kinds_as_kubectl_spells_them() -> None:
     args = cli.parser().parse_args(["scale", "vmirs", "testreplicaset", "--replicas", "3"])
     assert (workloadcmd.kind_of(args.kind), args.name, args.replicas) == ("vmirs", "testreplicaset", 3)
     args = cli.parser().parse_args(["delete", "vmpool", "vm-pool-cirros"])
-    assert workloadcmd.kind_of(args.kind) == "vmpool" and cli.COMMANDS[args.command] is lifecyclecmd.cmd_delete
+    assert workloadcmd.kind_of(args.kind) == "vmpool"
+    assert commands.COMMANDS[args.command].run() is lifecyclecmd.cmd_delete
     for spelled in ("vmpools", "pools", "VirtualMachinePools", "virtualmachineinstancereplicaset"):
         assert workloadcmd.kind_of(spelled) is not None
     assert workloadcmd.kind_of("vms") is None

@@ -1,0 +1,103 @@
+"""``virtbus get KIND [NAME]``: kubectl's get of every kind virtbus keeps, as a table, -o json|yaml|wide|name
+or jsonpath, one object or a list (-l: by labels), or followed (-w) as they change."""
+
+from __future__ import annotations
+
+import argparse
+
+from ctl import kubectlforms, kubevirtcmd, networkcmd, render, routecmd, servicecmd, watches, workloadcmd
+from ctl.client import ApiClient
+from ctl.stdout import say
+from proto import selector
+from proto.api import ExposureList, NameRequest, NodeList, SelectRequest, VMIList, VMIReply, VMList, VMReply
+from proto.errors import ApiError, Code
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    g = sub.add_parser("get", help="list or show vms, vmis, nodes")
+    g.add_argument("kind")
+    g.add_argument("name", nargs="?")
+    g.add_argument("-o", "--output", type=render.output_format, default=None,
+                   help="json, yaml, wide, name or jsonpath=TEMPLATE (kubectl's)")
+    g.add_argument("-w", "--watch", action="store_true", help="vms, vmis, events: keep printing changes")
+    g.add_argument("-l", "--selector", default="", help="vms, vmis: those whose labels it picks (app=web,tier!=db)")
+    g.add_argument("-A", "--all-namespaces", action="store_true",
+                   help="kubectl's: every namespace, which is the one there is")
+
+
+async def run(api: ApiClient, args: argparse.Namespace) -> int:
+    workload = workloadcmd.kind_of(args.kind)
+    if workload is not None:
+        await workloadcmd.get(api, workload, args.name, args.output)
+        return 0
+    if args.kind.lower() in servicecmd.KINDS:
+        await servicecmd.get(api, servicecmd.KINDS[args.kind.lower()], args.name, args.output)
+        return 0
+    if args.kind.lower() in routecmd.KINDS:
+        await routecmd.get(api, routecmd.KINDS[args.kind.lower()], args.name, args.output)
+        return 0
+    if args.kind.lower() in kubevirtcmd.KINDS:
+        await kubevirtcmd.get(api, args.name, args.output)
+        return 0
+    if args.kind.lower() in networkcmd.KINDS:
+        await networkcmd.get(api, args.name, args.output)
+        return 0
+    kind = kubectlforms.KINDS.get(args.kind.lower())
+    if kind is None:
+        raise ApiError(Code.BAD_REQUEST, f"unknown kind {args.kind!r}; use vms, vmis, vmirs, vmpools, services, "
+                                         "endpoints, routes, ingresses, net-attach-defs, pvcs, vmsnapshots, "
+                                         "volumesnapshots, instancetypes, preferences, priorityclasses, vmims, "
+                                         "migrationpolicies, images, "
+                                         "fips, nodes, exposures, events or kubevirt", "kind")
+    if kind == "event":
+        say(render.table(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], []))
+        await api.events(args.watch, lambda e: say(render.event_row(e)))
+        return 0
+    wide = args.output == "wide"
+    structured = render.is_structured(args.output)
+    chosen = _selector(args)
+    if args.watch:
+        watch = watches.vms if kind == "vm" else watches.vmis
+        await watch(api, args.name, chosen, args.output if structured else None, wide)
+        return 0
+    picked = SelectRequest(label_selector=args.selector)
+    if kind == "vm":
+        if args.name:
+            item = (await api.call("vm", "get", NameRequest(name=args.name), VMReply)).item
+            say(render.vm_objects([item], args.output, one=True) if structured else render.vms([item], wide))
+        else:
+            items = (await api.call("vm", "list", picked, VMList)).items
+            say(render.vm_objects(items, args.output) if structured else render.vms(items, wide))
+    elif kind == "vmi":
+        if args.name:
+            vmi = (await api.call("vmi", "get", NameRequest(name=args.name), VMIReply)).item
+            say(render.vmi_objects([vmi], args.output, one=True) if structured else render.vmis([vmi], wide))
+        else:
+            vmis = (await api.call("vmi", "list", picked, VMIList)).items
+            say(render.vmi_objects(vmis, args.output) if structured else render.vmis(vmis, wide))
+    elif kind == "exposure":
+        exposures = (await api.call("exposure", "list", {}, ExposureList)).items
+        say(render.structured(exposures, args.output) if structured else render.table(
+            ["VM", "PORT", "PROTOCOL", "NODEPORT"],
+            [[e.vm, str(e.port), e.protocol, str(e.node_port)]
+             for e in exposures if not args.name or e.vm == args.name]))
+    else:
+        nodes = (await api.call("node", "list", {}, NodeList)).items
+        if args.name:
+            nodes = [n for n in nodes if n.node.name == args.name]
+            if not nodes:
+                raise ApiError(Code.NOT_FOUND, f"node {args.name!r} not found")
+        say(render.node_objects(nodes, args.output, one=bool(args.name)) if structured
+            else render.nodes(nodes, wide))
+    return 0
+
+
+def _selector(args: argparse.Namespace) -> selector.LabelSelector:
+    """`-l` as kubectl takes it: for lists of vms and vmis (cmd_get has checked the kind), never beside a name."""
+    if not args.selector:
+        return selector.LabelSelector()
+    if args.name:
+        raise ApiError(Code.BAD_REQUEST, "a name cannot be given with a selector (-l)", "selector")
+    return selector.parse_text(args.selector, "selector")
+
+
