@@ -8,8 +8,6 @@ import os
 import select
 import signal
 import sys
-from collections.abc import Awaitable
-from typing import cast
 
 from ctl import commands, kubectlforms
 from ctl.client import ApiClient, default_url
@@ -41,7 +39,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 async def run(args: argparse.Namespace) -> int:
     api = await ApiClient.connect(args.server, args.creds)
     try:
-        return await cast(Awaitable[int], commands.COMMANDS[args.command].run()(api, args))
+        return await commands.COMMANDS[args.command].coroutine()(api, args)
     finally:
         await api.close()
 
@@ -65,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args = kubectl_forms(args)
         command = commands.COMMANDS[args.command]
-        code = cast(int, command.run()(args)) if command.sync else asyncio.run(run(args))
+        code = command.function()(args) if command.sync else asyncio.run(run(args))
         sys.stdout.flush()  # here, not at the interpreter's exit, where a closed pipe cannot be caught
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -8,7 +8,10 @@ import argparse
 import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from ctl.client import ApiClient
 
 POWER_VERBS = ("pause", "unpause", "soft-reboot")  # ctl.power.VERBS; a test keeps the two alike
 
@@ -27,9 +30,18 @@ class Command:
     def add(self, sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         getattr(importlib.import_module(self.module), self.adder)(sub)
 
-    def run(self) -> Callable[..., Awaitable[int] | int]:
-        runner: Callable[..., Awaitable[int] | int] = getattr(importlib.import_module(self.module), self.runner)
+    def coroutine(self) -> Callable[[ApiClient, argparse.Namespace], Awaitable[int]]:
+        """The runner of a command that connects (not `sync`): virtbus connects and hands it the client."""
+        runner: Callable[[ApiClient, argparse.Namespace], Awaitable[int]] = self._runner()
         return runner
+
+    def function(self) -> Callable[[argparse.Namespace], int]:
+        """The runner of a `sync` command."""
+        runner: Callable[[argparse.Namespace], int] = self._runner()
+        return runner
+
+    def _runner(self) -> Any:
+        return getattr(importlib.import_module(self.module), self.runner)
 
 
 def _each(module: str, adder: str, runner: str, *names: str, sync: bool = False) -> dict[str, Command]:

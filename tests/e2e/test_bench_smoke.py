@@ -44,6 +44,12 @@ def test_start_to_marker_and_idle_print_their_figures(lab: Lab) -> None:
     assert "Traceback" not in gone.stderr, gone.stderr
 
 
+def test_cli_start_prints_its_figures(lab: Lab) -> None:
+    out = bench(lab, "cli_start.py", "--runs", "1", "--server", lab.url, "--command", "get vms")
+    assert re.search(r"virtbus get vms: start-up median \d+ ms, P90 \d+ ms", out), out
+    assert re.search(r"virtbus get nodes -o yaml: the whole call median \d+ ms, P90 \d+ ms", out), out
+
+
 def test_network_prints_its_figures(lab: Lab) -> None:
     manifests = set(Path(tempfile.gettempdir()).glob("tmp*/bench-*.json"))  # a run once left its two behind
     out = bench(lab, "network.py", "--server", lab.url, "--runs", "1", "--mb", "1", "--state-dir", str(lab.state_dir))

@@ -53,7 +53,7 @@ def test_every_command_the_cli_has_is_in_the_table_and_runs() -> None:
     sub = next(a for a in whole._actions if isinstance(a, argparse._SubParsersAction))
     assert list(sub.choices) == list(commands.COMMANDS)  # the same commands, in the table's order for --help
     for name, command in commands.COMMANDS.items():
-        assert callable(command.run()), name
+        assert callable(command.function() if command.sync else command.coroutine()), name
         only = next(a for a in cli.parser(name)._actions if isinstance(a, argparse._SubParsersAction))
         assert name in only.choices and len(only.choices) <= 4, name  # its own, and its module's others
 
@@ -88,7 +88,7 @@ def test_an_unknown_command_is_refused_naming_every_command(capsys: pytest.Captu
 
 def test_get_imports_no_other_commands_module() -> None:
     code = ("import sys; from ctl import cli, commands; args = cli.kubectl_forms(cli.parse_args(['get', 'vms']));"
-            " commands.COMMANDS[args.command].run(); print(' '.join(sorted(sys.modules)))")
+            " commands.COMMANDS[args.command].coroutine(); print(' '.join(sorted(sys.modules)))")
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                 timeout=60).stdout.split())
     assert "ctl.getcmd" in loaded

@@ -29,4 +29,4 @@ def test_the_verbs_parse() -> None:
     assert cli.parser().parse_args(["unpause", "testvm"]).wait is False
     reboot = cli.parser().parse_args(["soft-reboot", "testvm"])
     assert reboot.target == ["testvm"] and not hasattr(reboot, "wait")
-    assert all(commands.COMMANDS[verb].run() is power.cmd_power for verb in ("pause", "unpause", "soft-reboot"))
+    assert all(commands.COMMANDS[verb].coroutine() is power.cmd_power for verb in ("pause", "unpause", "soft-reboot"))

@@ -45,7 +45,7 @@ def test_the_cli_takes_the_kinds_as_kubectl_spells_them() -> None:
     assert (workloadcmd.kind_of(args.kind), args.name, args.replicas) == ("vmirs", "testreplicaset", 3)
     args = cli.parser().parse_args(["delete", "vmpool", "vm-pool-cirros"])
     assert workloadcmd.kind_of(args.kind) == "vmpool"
-    assert commands.COMMANDS[args.command].run() is lifecyclecmd.cmd_delete
+    assert commands.COMMANDS[args.command].coroutine() is lifecyclecmd.cmd_delete
     for spelled in ("vmpools", "pools", "VirtualMachinePools", "virtualmachineinstancereplicaset"):
         assert workloadcmd.kind_of(spelled) is not None
     assert workloadcmd.kind_of("vms") is None
