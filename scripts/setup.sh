@@ -71,6 +71,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 # The project's own modules compiled to bytecode now, once. Where PYTHONDONTWRITEBYTECODE is set (it is
 # on the machines this project is built on) Python writes none itself, and every `virtbus` command, lab
-# process and launcher would compile them from source again: ~40 ms more a command (bench/cli_start.py). A module
-# edited later is compiled afresh in memory until this runs again, never run stale.
+# process and launcher would compile them from source again: ~40 ms more a command (bench/cli_start.py).
+# A module edited later is compiled afresh in memory until this runs again, never run stale.
 .venv/bin/python -m compileall -q -j0 proto servicekit scheduler handler launcher ctl bench >/dev/null
