@@ -1,5 +1,5 @@
 """Which module adds each command's arguments and runs it, so that a command imports its own module and no
-other: a command's start-up is what its user waits for, and importing every command's module was half of
+other: a command's start-up is what its user waits for, and importing every command's module was a third of
 it. ``virtbus --help`` (or a command this table does not know) builds them all, in this order."""
 
 from __future__ import annotations
