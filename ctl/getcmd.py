@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-from ctl import kubectlforms, kubevirtcmd, networkcmd, render, routecmd, servicecmd, watches, workloadcmd
+from ctl import kindnames, kubectlforms, render
 from ctl.client import ApiClient
 from ctl.stdout import say
-from proto import selector
+from proto import clusterconfig, selector
 from proto.api import ExposureList, NameRequest, NodeList, SelectRequest, VMIList, VMIReply, VMList, VMReply
 from proto.errors import ApiError, Code
 
@@ -26,20 +26,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 async def run(api: ApiClient, args: argparse.Namespace) -> int:
-    workload = workloadcmd.kind_of(args.kind)
-    if workload is not None:
-        await workloadcmd.get(api, workload, args.name, args.output)
+    # each kind's module imported for its kind only: `get vms` waits for none of the others (ctl.commands)
+    spelled = args.kind.lower()
+    if spelled in kindnames.WORKLOADS:
+        from ctl import workloadcmd
+
+        await workloadcmd.get(api, kindnames.WORKLOADS[spelled], args.name, args.output)
         return 0
-    if args.kind.lower() in servicecmd.KINDS:
-        await servicecmd.get(api, servicecmd.KINDS[args.kind.lower()], args.name, args.output)
+    if spelled in kindnames.SERVICES:
+        from ctl import servicecmd
+
+        await servicecmd.get(api, kindnames.SERVICES[spelled], args.name, args.output)
         return 0
-    if args.kind.lower() in routecmd.KINDS:
-        await routecmd.get(api, routecmd.KINDS[args.kind.lower()], args.name, args.output)
+    if spelled in kindnames.ROUTES:
+        from ctl import routecmd
+
+        await routecmd.get(api, kindnames.ROUTES[spelled], args.name, args.output)
         return 0
-    if args.kind.lower() in kubevirtcmd.KINDS:
+    if spelled in clusterconfig.KINDS:
+        from ctl import kubevirtcmd
+
         await kubevirtcmd.get(api, args.name, args.output)
         return 0
-    if args.kind.lower() in networkcmd.KINDS:
+    if spelled in kindnames.NETWORKS:
+        from ctl import networkcmd
+
         await networkcmd.get(api, args.name, args.output)
         return 0
     kind = kubectlforms.KINDS.get(args.kind.lower())
@@ -57,6 +68,8 @@ async def run(api: ApiClient, args: argparse.Namespace) -> int:
     structured = render.is_structured(args.output)
     chosen = _selector(args)
     if args.watch:
+        from ctl import watches
+
         watch = watches.vms if kind == "vm" else watches.vmis
         await watch(api, args.name, chosen, args.output if structured else None, wide)
         return 0

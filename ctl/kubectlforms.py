@@ -9,15 +9,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ctl import networkcmd, portforward, render, routecmd, servicecmd, workloadcmd
-from ctl.client import ApiClient
+from ctl import kindnames, render
 from ctl.stdout import say
 from proto import selector
 from proto.api import Ack, NameRequest
 from proto.errors import ApiError, Code
 from proto.schema import NAMESPACE, Namespace
+
+if TYPE_CHECKING:
+    from ctl.client import ApiClient
 
 
 class Elsewhere:
@@ -97,8 +99,8 @@ ELSEWHERE: dict[str, Elsewhere] = {
     **_spellings("image images", Elsewhere(["image"], get=False)),
     **_spellings("fip fips floatingip floatingips", Elsewhere(["fip"], get=False)),
 }
-DELETE_KINDS = ("vm", "vms", "vmi", "vmis", *sorted(workloadcmd.KINDS), *servicecmd.KINDS, *routecmd.KINDS,
-                *networkcmd.KINDS, *ELSEWHERE, "node", "nodes", "no")
+DELETE_KINDS = ("vm", "vms", "vmi", "vmis", *sorted(kindnames.WORKLOADS), *kindnames.SERVICES, *kindnames.ROUTES,
+                *kindnames.NETWORKS, *ELSEWHERE, "node", "nodes", "no")
 KINDS = {"vm": "vm", "vms": "vm", "virtualmachine": "vm", "virtualmachines": "vm",
          "vmi": "vmi", "vmis": "vmi", "virtualmachineinstance": "vmi", "virtualmachineinstances": "vmi",
          "node": "node", "nodes": "node", "exposure": "exposure", "exposures": "exposure",
@@ -161,6 +163,8 @@ def normalize(args: argparse.Namespace, parse: Callable[[list[str]], argparse.Na
         if not args.name:
             raise ApiError(Code.BAD_REQUEST, "describe takes KIND NAME or KIND/NAME", "name")
     elif args.command == "port-forward":  # what it names checked before connecting
+        from ctl import portforward  # here: no other command needs its tunnels
+
         portforward.target_name(args.target)
         for pair in args.ports:
             portforward.port_pair(pair)

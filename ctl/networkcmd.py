@@ -4,15 +4,13 @@ by ``apply -f``."""
 
 from __future__ import annotations
 
-from ctl import render
+from ctl import kindnames, render
 from ctl.client import ApiClient
 from ctl.stdout import say
 from proto.api import Ack, NameRequest, NetworkList, NetworkReply
 from proto.nad import nad_object
 
-KINDS = dict.fromkeys(("net-attach-def", "net-attach-defs", "network-attachment-definition",
-                       "network-attachment-definitions", "networkattachmentdefinition",
-                       "networkattachmentdefinitions", "network", "networks"), "network")
+KINDS = kindnames.NETWORKS
 MANIFEST_KINDS = {"NetworkAttachmentDefinition": "network", "Network": "network"}
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ctl import render
+from ctl import kindnames, render
 from ctl.client import ApiClient
 from ctl.stdout import say
 from proto import resources
@@ -25,7 +25,7 @@ from proto.routes import (
 )
 from proto.schema import NAMESPACE
 
-KINDS = {"route": "route", "routes": "route", "ingress": "ingress", "ingresses": "ingress", "ing": "ingress"}
+KINDS = kindnames.ROUTES
 MANIFEST_KINDS = {"Route": "route", "Ingress": "ingress"}
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ctl import render
+from ctl import kindnames, render
 from ctl.client import ApiClient
 from ctl.stdout import say
 from proto import resources
@@ -23,8 +23,7 @@ from proto.api import (
 from proto.schema import NAMESPACE
 from proto.state import Endpoints, Service, ServiceType
 
-KINDS = {"service": "service", "services": "service", "svc": "service",
-         "endpoints": "endpoints", "ep": "endpoints", "endpoint": "endpoints"}
+KINDS = kindnames.SERVICES
 MANIFEST_KINDS = {"Service": "service", "Endpoints": "endpoints"}
 
 

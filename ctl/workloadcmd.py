@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ctl import render
+from ctl import kindnames, render
 from ctl.client import ApiClient
 from ctl.progress import wait_for
 from ctl.stdout import say
@@ -26,10 +26,7 @@ from proto.workloads import (
     ScaleRequest,
 )
 
-KINDS = {"vmirs": "vmirs", "vmirss": "vmirs", "virtualmachineinstancereplicaset": "vmirs",
-         "virtualmachineinstancereplicasets": "vmirs",
-         "vmpool": "vmpool", "vmpools": "vmpool", "pool": "vmpool", "pools": "vmpool",
-         "virtualmachinepool": "vmpool", "virtualmachinepools": "vmpool"}
+KINDS = kindnames.WORKLOADS
 API = {RS_KIND: "vmirs", POOL_KIND: "vmpool"}
 API_NAMES = {"vmirs": "virtualmachineinstancereplicaset", "vmpool": "virtualmachinepool"}  # as kubectl prints
 

@@ -86,11 +86,12 @@ def test_an_unknown_command_is_refused_naming_every_command(capsys: pytest.Captu
     assert "invalid choice: 'nosuch'" in err and "'migrationpolicy'" in err and "'lab'" in err
 
 
-def test_get_imports_no_other_commands_module() -> None:
+def test_get_vms_imports_no_other_commands_nor_other_kinds_modules() -> None:
     code = ("import sys; from ctl import cli, commands; args = cli.kubectl_forms(cli.parse_args(['get', 'vms']));"
             " commands.COMMANDS[args.command].coroutine(); print(' '.join(sorted(sys.modules)))")
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                 timeout=60).stdout.split())
     assert "ctl.getcmd" in loaded
     assert not loaded & {"ctl.lab", "ctl.createvm", "ctl.clonecmd", "ctl.describe", "ctl.exportcmd", "ctl.imagecmd",
-                         "proto.stored", "servicekit.store"}
+                         "ctl.workloadcmd", "ctl.routecmd", "ctl.servicecmd", "ctl.networkcmd", "ctl.portforward",
+                         "ctl.watches", "proto.stored", "proto.resources", "servicekit.store", "yaml"}
