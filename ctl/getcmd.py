@@ -4,13 +4,15 @@ or jsonpath, one object or a list (-l: by labels), or followed (-w) as they chan
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ctl import kindnames, kubectlforms, render
 from ctl.client import ApiClient
 from ctl.stdout import say
 from proto import clusterconfig, selector
-from proto.api import ExposureList, NameRequest, NodeList, SelectRequest, VMIList, VMIReply, VMList, VMReply
+from proto.api import ExposureList, NameRequest, NodeList, SelectRequest, VMIList, VMIReply, VMList, VMReply, VMView
 from proto.errors import ApiError, Code
+from proto.state import VMI
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -74,20 +76,13 @@ async def run(api: ApiClient, args: argparse.Namespace) -> int:
         await watch(api, args.name, chosen, args.output if structured else None, wide)
         return 0
     picked = SelectRequest(label_selector=args.selector)
+    one = bool(args.name)
     if kind == "vm":
-        if args.name:
-            item = (await api.call("vm", "get", NameRequest(name=args.name), VMReply)).item
-            say(render.vm_objects([item], args.output, one=True) if structured else render.vms([item], wide))
-        else:
-            items = (await api.call("vm", "list", picked, VMList)).items
-            say(render.vm_objects(items, args.output) if structured else render.vms(items, wide))
+        vms: list[VMView] = await _items(api, "vm", args.name, picked, VMReply, VMList)
+        say(render.vm_objects(vms, args.output, one=one) if structured else render.vms(vms, wide))
     elif kind == "vmi":
-        if args.name:
-            vmi = (await api.call("vmi", "get", NameRequest(name=args.name), VMIReply)).item
-            say(render.vmi_objects([vmi], args.output, one=True) if structured else render.vmis([vmi], wide))
-        else:
-            vmis = (await api.call("vmi", "list", picked, VMIList)).items
-            say(render.vmi_objects(vmis, args.output) if structured else render.vmis(vmis, wide))
+        vmis: list[VMI] = await _items(api, "vmi", args.name, picked, VMIReply, VMIList)
+        say(render.vmi_objects(vmis, args.output, one=one) if structured else render.vmis(vmis, wide))
     elif kind == "exposure":
         exposures = (await api.call("exposure", "list", {}, ExposureList)).items
         say(render.structured(exposures, args.output) if structured else render.table(
@@ -103,6 +98,14 @@ async def run(api: ApiClient, args: argparse.Namespace) -> int:
         say(render.node_objects(nodes, args.output, one=bool(args.name)) if structured
             else render.nodes(nodes, wide))
     return 0
+
+
+async def _items(api: ApiClient, kind: str, name: str | None, picked: SelectRequest, reply: type[Any],
+                 listed: type[Any]) -> list[Any]:
+    """The one object named, or every one the selector picks."""
+    if name:
+        return [(await api.call(kind, "get", NameRequest(name=name), reply)).item]
+    return list((await api.call(kind, "list", picked, listed)).items)
 
 
 def _selector(args: argparse.Namespace) -> selector.LabelSelector:
