@@ -42,5 +42,3 @@ async def run(api: ApiClient, args: argparse.Namespace) -> int:
         request = UnexposeRequest(name=args.name, port=args.port, protocol=args.protocol)
         say((await api.call("vm", "unexpose", request, Ack)).message)
     return 0
-
-

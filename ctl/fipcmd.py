@@ -43,5 +43,3 @@ async def run(api: ApiClient, args: argparse.Namespace) -> int:
     else:
         say((await api.call("fip", verb, FloatingIPRequest(address=args.address), Ack)).message)
     return 0
-
-

@@ -55,7 +55,7 @@ async def run(api: ApiClient, args: argparse.Namespace) -> int:
 
         await networkcmd.get(api, args.name, args.output)
         return 0
-    kind = kubectlforms.KINDS.get(args.kind.lower())
+    kind = kubectlforms.KINDS.get(spelled)
     if kind is None:
         raise ApiError(Code.BAD_REQUEST, f"unknown kind {args.kind!r}; use vms, vmis, vmirs, vmpools, services, "
                                          "endpoints, routes, ingresses, net-attach-defs, pvcs, vmsnapshots, "
@@ -95,7 +95,7 @@ async def run(api: ApiClient, args: argparse.Namespace) -> int:
             nodes = [n for n in nodes if n.node.name == args.name]
             if not nodes:
                 raise ApiError(Code.NOT_FOUND, f"node {args.name!r} not found")
-        say(render.node_objects(nodes, args.output, one=bool(args.name)) if structured
+        say(render.node_objects(nodes, args.output, one=one) if structured
             else render.nodes(nodes, wide))
     return 0
 
@@ -109,11 +109,10 @@ async def _items(api: ApiClient, kind: str, name: str | None, picked: SelectRequ
 
 
 def _selector(args: argparse.Namespace) -> selector.LabelSelector:
-    """`-l` as kubectl takes it: for lists of vms and vmis (cmd_get has checked the kind), never beside a name."""
+    """`-l` as kubectl takes it: for lists of vms and vmis (kubectlforms.normalize has checked the kind), never
+    beside a name."""
     if not args.selector:
         return selector.LabelSelector()
     if args.name:
         raise ApiError(Code.BAD_REQUEST, "a name cannot be given with a selector (-l)", "selector")
     return selector.parse_text(args.selector, "selector")
-
-
