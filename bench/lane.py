@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import entry  # noqa: E402 - bench/entry.py, beside this script
 import launchcost  # noqa: E402 - bench/launchcost.py, beside this script
+import warmlog  # noqa: E402 - bench/warmlog.py, beside this script
 from boxspeed import BoxSpeed  # noqa: E402 - bench/boxspeed.py, beside this script
 
 from ctl.client import ApiClient, default_url  # noqa: E402
@@ -230,6 +231,9 @@ async def apply_ratio(api: ApiClient, config: ClusterConfig) -> ClusterConfig:
 
 
 async def run(args: argparse.Namespace, url: str, creds: str | None) -> int:
+    if args.state_dir is not None:
+        # a node up a while when its burst comes has long refilled its warm memory: so is this lab's
+        print(await asyncio.to_thread(warmlog.settled_line, Path(args.state_dir)), flush=True)
     api = await ApiClient.connect(url, creds)
     before = None
     if args.cpu_allocation_ratio is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import structlog
 
-from handler import guestfence, nodeinfo, nodevmis
+from handler import guestfence, nodeinfo, nodevmis, warmmemory
 from handler.agent import Agent
 from handler.kvmprobe import cached_kvm_runs_guests
 from handler.launchers import Launchers, NodePaths
@@ -19,6 +19,7 @@ from handler.metrics import NodeMetrics
 from handler.podnet import PodNetwork
 from handler.residentfiles import DEFAULT_BOUND, MlockedFiles, ResidentFiles
 from handler.router import Haproxy, NodeRouter, haproxy_installed
+from handler.warmmemory import AnonymousMemory, WarmMemory
 from proto import netcheck, subjects
 from proto.errors import ApiError
 from proto.labels import check_labels
@@ -96,11 +97,13 @@ async def run(args: argparse.Namespace) -> None:
     if management is None:
         log.warning("no management network (give --address or --management-network): guests are kept off "
                     "this node and the other nodes' addresses only")
+    warm = warm_memory(args.warm_memory)
+    log.info("warm memory", size=warm.size if warm is not None else 0, asked=args.warm_memory)
     agent = Agent(store, node, launchers, podnet, nodeapi, management=management,
                   image_cache_bound=args.image_cache_max, ovs_db=args.ovs_db,
                   parallel_launches=args.parallel_launches,
                   guests_cpu_group=launchers.cpu_groups.get(cpugroup.GUESTS),
-                  resident_files=resident)
+                  resident_files=resident, warm_memory=warm)
     await agent.start()
     router = None
     if args.router_port and haproxy_installed():  # Routes and Ingresses on the node's address
@@ -183,6 +186,20 @@ def _quantity(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _warm_memory(text: str) -> int | None:
+    try:
+        return warmmemory.parse(text, parse_bytes)
+    except warmmemory.WarmMemoryError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def warm_memory(asked: int | None, sysfs: Path = Path("/sys")) -> WarmMemory | None:
+    """The reserve --warm-memory asks for (None: auto), or None when that is none."""
+    size = warmmemory.auto_size(warmmemory.read_meminfo().total, warmmemory.reclaiming_host(sysfs)) \
+        if asked is None else asked
+    return WarmMemory(AnonymousMemory(size), size) if size > 0 else None
+
+
 def _host_disk_dir(text: str) -> str:
     if not os.path.isabs(text) or os.path.normpath(text) != text or text == "/":
         raise argparse.ArgumentTypeError(f"{text!r} is not an absolute, normalised directory (nor /)")
@@ -203,7 +220,7 @@ def make_cpu_groups(netns_prefix: str, node: str) -> dict[str, Path]:
     return {kind: path for kind, path in made.items() if path is not None}
 
 
-def main() -> None:
+def main_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m handler")
     parser.add_argument("--node", required=True, type=subjects.token)
     parser.add_argument("--server", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
@@ -245,10 +262,22 @@ def main() -> None:
                              f"(mlock, at most {DEFAULT_BOUND // 2**20} MiB), so a launch after a quiet spell "
                              "does not read them from disk again; remembered in $VIRTBUS_CACHE/launch-files.json "
                              "and locked again as the next handler starts (handler.residentfiles; default: keep)")
+    parser.add_argument("--warm-memory", type=_warm_memory, default=os.environ.get("VIRTBUS_WARM_MEMORY", "auto"),
+                        metavar="auto|0|SIZE",
+                        help="memory kept touched while the node is quiet and handed to each launch as it begins "
+                             "(80 MiB each), for a machine whose host takes back free memory (virtio-balloon's "
+                             "free page reporting), where fresh pages cost the host's fault too; refilled at idle "
+                             "priority, given back under memory pressure (handler.warmmemory; env "
+                             "VIRTBUS_WARM_MEMORY; default auto: an eighth of the memory, at most 3Gi, on such a "
+                             "machine, none elsewhere)")
     parser.add_argument("--image-cache-max", type=_quantity, default=os.environ.get("VIRTBUS_IMAGE_CACHE_MAX", "20Gi"),
                         help="bytes the node's image cache may take before the least recently used unused "
                              "images go (env VIRTBUS_IMAGE_CACHE_MAX; default 20Gi)")
-    asyncio.run(run(parser.parse_args()))
+    return parser
+
+
+def main() -> None:
+    asyncio.run(run(main_parser().parse_args()))
 
 
 if __name__ == "__main__":

@@ -9,12 +9,13 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Network
 from pathlib import Path
 
 import structlog
 
-from handler import heartbeat, nodeinfo, nodevmis, residentfiles, vmiplan
+from handler import heartbeat, nodeinfo, nodevmis, residentfiles, vmiplan, warmmemory
 from handler.clusterdns import ClusterDns
 from handler.exitwatch import ExitWatch
 from handler.floatingips import FloatingIPs
@@ -33,6 +34,7 @@ from handler.syncstatus import SyncStatus
 from handler.vmiplan import Step
 from handler.volumefiles import VolumeFiles
 from handler.volumework import VolumeWork
+from handler.warmmemory import WarmMemory
 from proto import ipam
 from proto.errors import ApiError
 from proto.migrations import MigrationReport
@@ -55,12 +57,14 @@ class Agent:
                  *, clock: Callable[[], float] = time.time, management: IPv4Network | None = None,
                  image_cache_bound: int = DEFAULT_BOUND, ovs_db: str | None = None,
                  parallel_launches: int | None = None, guests_cpu_group: Path | None = None,
-                 resident_files: ResidentFiles | None = None) -> None:
+                 resident_files: ResidentFiles | None = None, warm_memory: WarmMemory | None = None) -> None:
         """parallel_launches: instances starting at once here (default: one per core of the machine and
         one more: with the guests yielding, the extra launch uses the CPU in the others' hand-offs);
         the rest wait their turn, oldest first (handler.launchslots). guests_cpu_group: the node's
         guests' CPU group, which yields to launches while there are any (servicekit.cpugroup).
-        resident_files: keeps what each launch ran in memory (handler.residentfiles); None: nothing is."""
+        resident_files: keeps what each launch ran in memory (handler.residentfiles); None: nothing is.
+        warm_memory: memory the host backs, handed to each launch as it begins and refilled once
+        none is under way (handler.warmmemory); None: none is kept."""
         self.store = store
         self.podnet = podnet
         self.nodeapi = nodeapi
@@ -88,6 +92,10 @@ class Agent:
         self.guests = guests_cpu_group
         self._guests_yield = False
         self.resident_files = resident_files
+        self.warm_memory = warm_memory
+        self._refilling: asyncio.Future[int] | None = None
+        # its own thread: a refill is long and at idle priority, and must hold up none of the loop's work
+        self._warm_thread = ThreadPoolExecutor(1, thread_name_prefix="warm-memory")
         self.exits = ExitWatch(self.queue.kick)  # a launcher's end reconciled at once, not at the next look
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -112,6 +120,9 @@ class Agent:
         self.exits.close()
         await self.queue.close()
         self.slots.clear()
+        if self.warm_memory is not None:
+            self.warm_memory.release()  # before the refill's thread is waited for: it stops at its next step
+            await asyncio.to_thread(self._warm_thread.shutdown)
         self._weigh_guests()  # a stopped handler launches nothing: the guests get their weight back
 
     def _weigh_guests(self) -> None:
@@ -183,6 +194,24 @@ class Agent:
             for name in self.slots.expire(self.clock()):  # a slow launch no longer holds up the line
                 self.queue.kick(name)
             self._weigh_guests()
+            await self.keep_memory_warm()
+
+    async def keep_memory_warm(self) -> None:
+        """Memory given back under pressure, else refilled while no launch is under way."""
+        warm = self.warm_memory
+        if warm is None:
+            return
+        await asyncio.to_thread(warm.relieve)
+        if self.slots.busy or (self._refilling is not None and not self._refilling.done()) \
+                or not await asyncio.to_thread(warm.wants_more):
+            return
+
+        def refill() -> int:
+            with warmmemory.idle_priority():
+                return warm.refill(lambda: not self.slots.busy)
+
+        self._refilling = asyncio.get_running_loop().run_in_executor(self._warm_thread, refill)
+        self._refilling.add_done_callback(lambda done: _said_refill(done, warm))
 
     async def reconcile(self, name: str) -> None:
         try:
@@ -238,6 +267,8 @@ class Agent:
                 if not self.slots.take(name, vmi.created_at, self.clock()):
                     log.info("waiting for a launch slot", vmi=name, waiting=self.slots.waiting)
                     return False  # kicked again when its turn comes
+                if self.warm_memory is not None:  # the launch's processes take pages the host still backs
+                    await asyncio.to_thread(self.warm_memory.launch_begins)
                 await self._spawn(vmi)
             case Step.REPORT_END if vmi is not None and act.phase is not None:
                 if act.phase is Phase.FAILED:
@@ -346,3 +377,12 @@ def launch_over(vmi: VMI | None, launcher: Launcher | None, node: str) -> bool:
     """An instance no longer starting here: it runs or ended, went, moved, or its launcher exited."""
     return (vmi is None or vmi.node_name != node or vmi.phase is Phase.RUNNING or vmi.phase in FINAL_PHASES
             or (launcher is not None and not launcher.alive()))
+
+
+def _said_refill(done: asyncio.Future[int], warm: WarmMemory) -> None:
+    if done.cancelled():
+        return
+    if (exc := done.exception()) is not None:
+        log.warning("warm memory not refilled", error=str(exc), held=warm.held)
+    else:
+        log.info("warm memory refilled", added=done.result(), held=warm.held)

@@ -22,6 +22,10 @@ from servicekit import credentials, listenport, natsserver
 from servicekit.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
+# The handlers of the test labs keep no warm memory (handler.warmmemory) unless a test asks: on a
+# machine whose host takes back free memory each would touch GiBs at idle priority as it starts,
+# beside the guests under test, and the suite brings up dozens of labs.
+os.environ.setdefault("VIRTBUS_WARM_MEMORY", "0")
 EXAMPLES = Path(os.environ.get("VIRTBUS_EXAMPLES", REPO.parent / "shared" / "examples" / "kubevirt"))
 
 

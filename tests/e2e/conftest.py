@@ -114,7 +114,8 @@ def _reap_orphans(known: set[int]) -> None:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """A module's lab; its handlers keep the warm memory the module's WARM_MEMORY asks (default none)."""
     _become_subreaper()
     state = tmp_path_factory.mktemp("lab")
     prefix = f"vbt{secrets.token_hex(3)}"
@@ -123,9 +124,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     base = [sys.executable, "-m", "ctl", "lab"]
     try:
         kernel = str(Path(guest_disk()).with_name("bzImage"))  # what the handlers' KVM probe boots
+        warm = getattr(request.module, "WARM_MEMORY", os.environ["VIRTBUS_WARM_MEMORY"])
         up = subprocess.run([*base, "up", "--nodes", "2", "--state-dir", str(state), "--prefix", prefix,
                              "--port", str(port), "--probe-kernel", kernel],
-                            capture_output=True, text=True, timeout=180, cwd=REPO)
+                            capture_output=True, text=True, timeout=180, cwd=REPO,
+                            env={**os.environ, "VIRTBUS_WARM_MEMORY": warm})
         assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}\n{lab.logs()}"
         lab.cli("image", "import", "quay.io/kubevirt/cirros-container-disk-demo", "--file", guest_disk())
         yield lab

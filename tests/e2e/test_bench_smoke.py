@@ -16,7 +16,11 @@ import pytest
 from tests.conftest import EXAMPLES, REPO
 from tests.e2e.conftest import Lab
 
+sys.path.insert(0, str(REPO / "bench"))
+import warmlog  # noqa: E402 - bench/, as the lane imports it
+
 pytestmark = pytest.mark.e2e
+WARM_MEMORY = "256Mi"  # this module's lab: its handlers keep warm memory, as a node on such a host does
 
 
 def bench(lab: Lab, script: str, *args: str) -> str:
@@ -68,6 +72,7 @@ def test_guest_network_prints_its_figures(lab: Lab) -> None:
 def test_lane_prints_its_figures_and_leaves_nothing(lab: Lab) -> None:
     out = bench(lab, "lane.py", "--server", lab.url, "--vms", "6", "--interval", "0.1", "--timeout", "300",
                 "--cpu-allocation-ratio", "12", "--state-dir", str(lab.state_dir))
+    assert "warm memory (handler.warmmemory): node1 256 of 256 MiB, node2 256 of 256 MiB" in out, out
     assert "KubeVirt CR applied: cpuAllocationRatio 12 (was 10)" in out, out
     assert "KubeVirt CR restored: cpuAllocationRatio 10" in out, out
     assert "   10" in lab.cli("get", "kubevirt").stdout  # the former ratio, back
@@ -89,6 +94,14 @@ def test_lane_prints_its_figures_and_leaves_nothing(lab: Lab) -> None:
     # every launcher was forked by its node's fork server, none started afresh
     logs = "".join(p.read_text() for p in (lab.state_dir / "logs").glob("handler-*.log"))
     assert '"forked": true' in logs and '"forked": false' not in logs
+    # the launches took warm memory, and each node refilled it once they were over
+    deadline = time.monotonic() + 60
+    while True:
+        warm = [warmlog.warm_of(p.read_text()) for p in sorted((lab.state_dir / "logs").glob("handler-*.log"))]
+        if all(w.refills >= 2 and w.held == 256 * 2**20 for w in warm) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [(w.held >> 20, w.refills >= 2) for w in warm] == [(256, True), (256, True)], warm
 
 
 def test_a_lane_the_cluster_has_no_room_for_ends_saying_so(lab: Lab) -> None:

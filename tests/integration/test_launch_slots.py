@@ -20,6 +20,7 @@ from handler.agent import Agent
 from handler.launchers import Launcher, Launchers, NodePaths
 from handler.podnet import PodNetwork
 from handler.residentfiles import PAGE, ResidentFiles
+from handler.warmmemory import GIB, MIB, AnonymousMemory, MemInfo, WarmMemory
 from proto.spec import VMSpec
 from proto.state import VMI, Node, Phase
 from scheduler.nodeapi import NodeApi
@@ -217,3 +218,48 @@ async def test_the_files_of_a_launch_that_runs_are_kept_in_memory(
     await agent.reconcile("vm1")
     assert launcher_exe in locks.asked  # its launcher's program and libraries, as far as it used them
     assert agent.resident_files.locked == sum(c for runs in locks.asked.values() for _, c in runs) * PAGE
+
+
+def resident_of(address: int) -> int:
+    """Bytes of this process's mapping at ``address`` in memory (its smaps Rss)."""
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{address:x}-"))
+    rss = next(line for line in lines[start + 1:] if line.startswith("Rss:"))
+    return int(rss.split()[1]) * 1024
+
+
+async def test_a_launch_takes_its_worth_of_warm_memory_and_the_quiet_node_refills_it(
+        store: Store, node: tuple[Agent, IdleLaunchers]) -> None:
+    agent, launchers = node
+    memory = AnonymousMemory(256 * MIB)  # real memory: what the kernel has mapped is read back from smaps
+    plenty = MemInfo(total=64 * GIB, available=48 * GIB)  # the box's own figures have no part in it
+    agent.warm_memory = WarmMemory(memory, 256 * MIB, lambda: plenty)  # as handler.__main__ gives it
+    try:
+        await agent.keep_memory_warm()  # what the agent's supervision loop does every 2 s
+        await until("256 MiB warm", lambda: agent.warm_memory is not None and agent.warm_memory.held == 256 * MIB)
+        assert resident_of(memory.address) == 256 * MIB
+
+        now = time.time()
+        for i, name in enumerate(("vm1", "vm2", "vm3")):
+            await bound(store, name, now + i)
+            await agent.reconcile(name)
+        assert launchers.spawned == ["vm1", "vm2"]  # two launches began, each given 80 MiB to take
+        assert agent.warm_memory.held == resident_of(memory.address) == 96 * MIB
+        await agent.keep_memory_warm()
+        await asyncio.sleep(0.3)
+        assert agent.warm_memory.held == 96 * MIB  # launches under way: no refill
+
+        for name in ("vm1", "vm2"):
+            await set_phase(store, name, Phase.RUNNING)
+            await agent.reconcile(name)
+        await until("vm3 spawned", lambda: launchers.spawned[-1] == "vm3")
+        await set_phase(store, "vm3", Phase.RUNNING)
+        await agent.reconcile("vm3")
+        assert agent.warm_memory.held == 16 * MIB
+        await agent.keep_memory_warm()  # the burst is over
+        await until("refilled", lambda: agent.warm_memory is not None and agent.warm_memory.held == 256 * MIB)
+        assert resident_of(memory.address) == 256 * MIB
+    finally:
+        await agent.stop()  # gives it back and waits for the refill's thread
+        assert resident_of(memory.address) == 0
+        memory.close()
