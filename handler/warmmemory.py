@@ -108,8 +108,48 @@ def meminfo(text: str) -> MemInfo:
     return MemInfo(fields["MemTotal"], fields["MemAvailable"])
 
 
+NO_LIMIT = 2**62  # cgroup v1 says "no limit" as a page-rounded 2^63 - 1
+
+
+def cgroup_dirs(proc_cgroup: str, root: Path = Path("/sys/fs/cgroup")) -> tuple[list[Path], str, str]:
+    """Where this process's memory limits are (pure): its cgroup's directory and each parent's up to
+    the hierarchy's root, with the names of the limit and usage files. v1's memory controller where
+    it is mounted (a hybrid host), else v2's unified hierarchy."""
+    v1 = v2 = None
+    for line in proc_cgroup.splitlines():
+        hid, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if "memory" in controllers.split(","):
+            v1 = (root / "memory", path)
+        elif hid == "0" and controllers == "":
+            v2 = (root, path)
+    base, path = v1 or v2 or (root, "/")
+    files = ("memory.limit_in_bytes", "memory.usage_in_bytes") if v1 else ("memory.max", "memory.current")
+    here = base / path.strip("/")
+    dirs = [here, *[p for p in here.parents if p.is_relative_to(base)]]
+    return dirs, files[0], files[1]
+
+
+def within_limits(info: MemInfo, limits: list[tuple[str, str]]) -> MemInfo:
+    """The machine's figures bounded by the cgroups' limits and usage (pure): a handler in a container
+    or a unit with MemoryMax= has that much, not the machine's."""
+    total, available = info.total, info.available
+    for limit_text, usage_text in limits:
+        if limit_text.strip() in ("", "max") or int(limit_text) >= NO_LIMIT:
+            continue
+        limit = int(limit_text)
+        total, available = min(total, limit), min(available, max(0, limit - int(usage_text or "0")))
+    return MemInfo(total, available)
+
+
 def read_meminfo() -> MemInfo:
-    return meminfo(Path("/proc/meminfo").read_text())
+    dirs, limit_file, usage_file = cgroup_dirs(Path("/proc/self/cgroup").read_text())
+    limits = []
+    for d in dirs:
+        try:
+            limits.append(((d / limit_file).read_text(), (d / usage_file).read_text()))
+        except OSError:
+            continue  # the root has no limit file; a directory not mounted here tells nothing
+    return within_limits(meminfo(Path("/proc/meminfo").read_text()), limits)
 
 
 class Memory(Protocol):

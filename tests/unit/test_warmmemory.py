@@ -16,11 +16,13 @@ from handler.warmmemory import (
     WarmMemory,
     WarmMemoryError,
     auto_size,
+    cgroup_dirs,
     goal,
     headroom,
     meminfo,
     parse,
     reclaiming_host,
+    within_limits,
 )
 from proto.quantity import parse_bytes
 
@@ -80,6 +82,28 @@ def test_the_option_reads_auto_none_and_sizes() -> None:
 def test_meminfo_is_read_in_bytes() -> None:
     text = "MemTotal:       24576000 kB\nMemFree:        1000 kB\nMemAvailable:   20480000 kB\n"
     assert meminfo(text) == MemInfo(24576000 * 1024, 20480000 * 1024)
+
+
+def test_a_cgroup_limit_bounds_what_the_machine_offers() -> None:
+    machine = MemInfo(24 * GIB, 20 * GIB)
+    assert within_limits(machine, []) == machine
+    assert within_limits(machine, [("max\n", "123\n"), ("9223372036854771712\n", "5\n")]) == machine  # no limits
+    # a container of 4 GiB using 3, in a unit of 8 GiB: 1 GiB available, 4 in all
+    assert within_limits(machine, [(f"{4 * GIB}\n", f"{3 * GIB}\n"), (f"{8 * GIB}", f"{3 * GIB}")]) == \
+        MemInfo(4 * GIB, GIB)
+    assert within_limits(machine, [(f"{GIB}", f"{2 * GIB}")]).available == 0  # over its limit: none, not less
+    assert auto_size(within_limits(machine, [(f"{4 * GIB}", "0")]).total, True) == 512 * MIB
+
+
+def test_the_limits_are_read_where_the_memory_controller_is() -> None:
+    root = Path("/sys/fs/cgroup")
+    hybrid = "9:pids:/\n4:memory:/lab/node1\n1:cpu:/\n0::/\n"
+    assert cgroup_dirs(hybrid, root) == ([root / "memory/lab/node1", root / "memory/lab", root / "memory"],
+                                         "memory.limit_in_bytes", "memory.usage_in_bytes")
+    unified = "0::/system.slice/virtbus-handler.service\n"
+    assert cgroup_dirs(unified, root) == ([root / "system.slice/virtbus-handler.service", root / "system.slice",
+                                           root], "memory.max", "memory.current")
+    assert cgroup_dirs("", root) == ([root], "memory.max", "memory.current")
 
 
 class Box:
