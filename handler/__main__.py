@@ -15,7 +15,7 @@ from handler import guestfence, nodeinfo, nodevmis, warmmemory
 from handler.agent import Agent
 from handler.kvmprobe import cached_kvm_runs_guests
 from handler.launchers import Launchers, NodePaths
-from handler.metrics import NodeMetrics
+from handler.metrics import NodeMetrics, WarmMemoryCollector
 from handler.podnet import PodNetwork
 from handler.residentfiles import DEFAULT_BOUND, MlockedFiles, ResidentFiles
 from handler.router import Haproxy, NodeRouter, haproxy_installed
@@ -121,6 +121,8 @@ async def run(args: argparse.Namespace) -> None:
                           description=f"virtbus node agent of {args.node}",
                           endpoints=[Endpoint("node-info", subjects.node_info(args.node), info)])
     metrics = NodeMetrics(store, args.node)
+    if warm is not None:
+        metrics.registry.register(WarmMemoryCollector(args.node, warm))
     metrics_task = asyncio.create_task(metrics.run())
     # in the background: a held port delays the node's scrape, never the node itself
     serving = (asyncio.create_task(serve_metrics(args.metrics_address, metrics.registry, log))

@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from handler import nodevmis
+from handler.warmmemory import WarmMemory
 from proto import subjects
 from proto.state import VMI, Phase
 from proto.stats import VMIStats
@@ -104,6 +105,23 @@ class VMICollector(Collector):
         for phase, count in sorted(Counter(v.phase.value.lower() for v in self.vmis.values()).items()):
             phases.add_metric([self.node, phase, "<none>", "<none>", "<none>"], count)
         yield from (vcpu, mem_domain, mem_rss, mem_avail, *net.values(), *storage.values(), phases)
+
+
+class WarmMemoryCollector(Collector):
+    """The node's warm memory (handler.warmmemory): what it holds now, and at most."""
+
+    def __init__(self, node: str, warm: WarmMemory) -> None:
+        self.node = node
+        self.warm = warm
+
+    def collect(self) -> Iterator[Metric]:
+        held = GaugeMetricFamily("virtbus_node_warm_memory_bytes",
+                                 "memory the handler holds touched for the node's next launches", labels=["node"])
+        held.add_metric([self.node], self.warm.held)
+        size = GaugeMetricFamily("virtbus_node_warm_memory_size_bytes",
+                                 "what the handler holds at most (--warm-memory)", labels=["node"])
+        size.add_metric([self.node], self.warm.size)
+        yield from (held, size)
 
 
 _decoder = msgspec.json.Decoder(VMIStats)

@@ -9,10 +9,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from ctl.lab import LabConfig
 from tests.conftest import EXAMPLES, REPO
 from tests.e2e.conftest import Lab
 
@@ -102,6 +104,13 @@ def test_lane_prints_its_figures_and_leaves_nothing(lab: Lab) -> None:
             break
         time.sleep(0.5)
     assert [(w.held >> 20, w.refills >= 2) for w in warm] == [(256, True), (256, True)], warm
+    cfg = LabConfig.load(str(lab.state_dir))
+    assert cfg is not None
+    for node in ("node1", "node2"):  # and so Prometheus hears it
+        with urllib.request.urlopen(f"http://127.0.0.1:{cfg.metrics[node]}/metrics", timeout=30) as page:
+            text = page.read().decode()
+        assert f'virtbus_node_warm_memory_bytes{{node="{node}"}} 2.68435456e+08' in text, text
+        assert f'virtbus_node_warm_memory_size_bytes{{node="{node}"}} 2.68435456e+08' in text, text
 
 
 def test_a_lane_the_cluster_has_no_room_for_ends_saying_so(lab: Lab) -> None:

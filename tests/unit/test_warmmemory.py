@@ -240,3 +240,19 @@ def test_the_handler_keeps_what_it_is_asked_for_and_on_auto_what_its_machine_cal
     assert args.warm_memory == GIB
     with pytest.raises(SystemExit):
         main_parser().parse_args(["--node", "n1", "--warm-memory", "a lot"])
+
+
+def test_prometheus_hears_what_is_held_and_at_most() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from handler.metrics import WarmMemoryCollector
+
+    box = Box(24 * GIB, 20 * GIB)
+    warm, _ = warm_on(box, GIB)
+    registry = CollectorRegistry()
+    registry.register(WarmMemoryCollector("node1", warm))
+    warm.refill(lambda: True, lambda _: None)
+    warm.launch_begins()
+    text = generate_latest(registry).decode()
+    assert 'virtbus_node_warm_memory_bytes{node="node1"} 9.93001472e+08' in text, text  # 1 GiB - 80 MiB
+    assert 'virtbus_node_warm_memory_size_bytes{node="node1"} 1.073741824e+09' in text, text
