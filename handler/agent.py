@@ -203,7 +203,7 @@ class Agent:
             return
         await asyncio.to_thread(warm.relieve)
         if self.slots.busy or (self._refilling is not None and not self._refilling.done()) \
-                or not await asyncio.to_thread(warm.wants_more):
+                or warm.held >= warm.size or not await asyncio.to_thread(warm.wants_more):
             return
 
         def refill() -> int:
