@@ -52,7 +52,7 @@ def wait_settled(logs: list[Path], timeout: float, say: bool = True) -> list[War
         if say and time.monotonic() - shown >= 5:
             shown = time.monotonic()
             sizes = [f"{p.stem} {'?' if w.size is None else w.size >> 20} MiB" for p, w in zip(logs, warm, strict=True)]
-            print("own lab: waiting for the handlers' warm memory: " + ", ".join(sizes), flush=True)
+            print("waiting for the handlers' warm memory: " + ", ".join(sizes), flush=True)
         time.sleep(0.5)
 
 

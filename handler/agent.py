@@ -93,7 +93,7 @@ class Agent:
         self._guests_yield = False
         self.resident_files = resident_files
         self.warm_memory = warm_memory
-        self._refilling: asyncio.Future[int] | None = None
+        self._refilling: asyncio.Future[tuple[int, float]] | None = None
         # its own thread: a refill is long and at idle priority, and must hold up none of the loop's work
         self._warm_thread = ThreadPoolExecutor(1, thread_name_prefix="warm-memory")
         self.exits = ExitWatch(self.queue.kick)  # a launcher's end reconciled at once, not at the next look
@@ -206,9 +206,10 @@ class Agent:
                 or warm.held >= warm.size or not await asyncio.to_thread(warm.wants_more):
             return
 
-        def refill() -> int:
+        def refill() -> tuple[int, float]:
+            cpu = time.thread_time()
             with warmmemory.idle_priority():
-                return warm.refill(lambda: not self.slots.busy)
+                return warm.refill(lambda: not self.slots.busy), time.thread_time() - cpu
 
         self._refilling = asyncio.get_running_loop().run_in_executor(self._warm_thread, refill)
         self._refilling.add_done_callback(lambda done: _said_refill(done, warm))
@@ -379,10 +380,11 @@ def launch_over(vmi: VMI | None, launcher: Launcher | None, node: str) -> bool:
             or (launcher is not None and not launcher.alive()))
 
 
-def _said_refill(done: asyncio.Future[int], warm: WarmMemory) -> None:
+def _said_refill(done: asyncio.Future[tuple[int, float]], warm: WarmMemory) -> None:
     if done.cancelled():
         return
     if (exc := done.exception()) is not None:
         log.warning("warm memory not refilled", error=str(exc), held=warm.held)
     else:
-        log.info("warm memory refilled", added=done.result(), held=warm.held)
+        added, cpu = done.result()
+        log.info("warm memory refilled", added=added, held=warm.held, cpu_s=round(cpu, 3))
