@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import threading
 import time
@@ -190,14 +191,16 @@ class AnonymousMemory:
         if not 0 <= offset <= offset + nbytes <= self.limit:
             raise ValueError(f"{offset}+{nbytes} is outside the warm memory's {self.limit} bytes")
         if self._libc.madvise(self.address + offset, nbytes, advice) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"madvise({advice}) of the warm memory: {os.strerror(errno)}")
+            code = ctypes.get_errno()
+            raise OSError(code, f"madvise({advice}) of the warm memory: {os.strerror(code)}")
 
     def populate(self, offset: int, nbytes: int) -> None:
         try:
             self._madvise(offset, nbytes, MADV_POPULATE_WRITE)
-        except OSError:  # a kernel before 5.14: a write a page
-            ctypes.memset(self.address + offset, 1, nbytes)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise  # ENOMEM above all: no room, and a write a page would wake the OOM killer
+            ctypes.memset(self.address + offset, 1, nbytes)  # a kernel before 5.14 knows no POPULATE_WRITE
 
     def discard(self, offset: int, nbytes: int) -> None:
         self._madvise(offset, nbytes, MADV_DONTNEED)

@@ -256,3 +256,19 @@ def test_prometheus_hears_what_is_held_and_at_most() -> None:
     text = generate_latest(registry).decode()
     assert 'virtbus_node_warm_memory_bytes{node="node1"} 9.89855744e+08' in text, text  # 1 GiB - 80 MiB
     assert 'virtbus_node_warm_memory_size_bytes{node="node1"} 1.073741824e+09' in text, text
+
+
+def test_the_real_memory_refuses_a_range_outside_it() -> None:
+    from handler.warmmemory import AnonymousMemory
+
+    memory = AnonymousMemory(4 * MIB)
+    try:
+        memory.populate(0, 4 * MIB)
+        memory.discard(0, 4 * MIB)
+        for offset, nbytes in ((2 * MIB, 4 * MIB), (-MIB, MIB), (4 * MIB, 1)):
+            with pytest.raises(ValueError, match="outside the warm memory"):
+                memory.populate(offset, nbytes)
+            with pytest.raises(ValueError, match="outside the warm memory"):
+                memory.discard(offset, nbytes)
+    finally:
+        memory.close()
