@@ -36,7 +36,7 @@ log = structlog.get_logger()
 
 MIB = 2**20
 GIB = 2**30
-STEP = 32 * MIB  # what one refill step touches: a launch beginning waits at most one step for the lock
+STEP = 32 * MIB  # what a refill touches between two looks at whether a launch began
 PER_LAUNCH = 80 * MIB  # a launch's fresh pages (QEMU ~27 MiB, launcher ~15, libvirtd ~8, the guest's first seconds)
 AUTO_MAX = 3 * GIB  # a burst of ~40 launches a node; more held idle is more the host is not given back
 VIRTIO_BALLOON = 0x0005  # the virtio device ID of a memory balloon
@@ -293,7 +293,11 @@ class WarmMemory:
                 if self._launches != launches or step <= 0:
                     break
             began = time.monotonic()
-            self.memory.populate(base, step)
+            try:
+                self.memory.populate(base, step)
+            except OSError:
+                self.memory.discard(base, step)  # what it touched before it failed: not held, so not kept
+                raise
             took = time.monotonic() - began
             with self._lock:
                 if self._held != base:  # a launch took from the top meanwhile: this step is its too

@@ -272,3 +272,21 @@ def test_the_real_memory_refuses_a_range_outside_it() -> None:
                 memory.discard(offset, nbytes)
     finally:
         memory.close()
+
+
+class NoRoom(FakeMemory):
+    """The kernel finds no memory for the third step, after touching part of it."""
+
+    def populate(self, offset: int, nbytes: int) -> None:
+        if offset == 2 * STEP:
+            self.touched.update(range(offset, offset + nbytes // 2, MIB))
+            raise OSError(12, "Cannot allocate memory")
+        super().populate(offset, nbytes)
+
+
+def test_a_step_the_kernel_has_no_room_for_leaves_nothing_touched_beyond_what_is_held() -> None:
+    box = Box(24 * GIB, 20 * GIB)
+    warm, memory = warm_on(box, GIB, NoRoom())
+    with pytest.raises(OSError, match="Cannot allocate"):
+        warm.refill(lambda: True, lambda _: None)
+    assert warm.held == 2 * STEP and touched_is_held(memory, warm)
