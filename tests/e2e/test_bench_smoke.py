@@ -72,22 +72,22 @@ def test_guest_network_prints_its_figures(lab: Lab) -> None:
 
 
 def test_lane_prints_its_figures_and_leaves_nothing(lab: Lab) -> None:
-    out = bench(lab, "lane.py", "--server", lab.url, "--vms", "6", "--interval", "0.1", "--timeout", "300",
+    out = bench(lab, "lane.py", "--server", lab.url, "--vms", "10", "--interval", "0.1", "--timeout", "300",
                 "--cpu-allocation-ratio", "12", "--state-dir", str(lab.state_dir))
     assert "warm memory (handler.warmmemory): node1 256 of 256 MiB, node2 256 of 256 MiB" in out, out
     assert "KubeVirt CR applied: cpuAllocationRatio 12 (was 10)" in out, out
     assert "KubeVirt CR restored: cpuAllocationRatio 10" in out, out
     assert "   10" in lab.cli("get", "kubevirt").stdout  # the former ratio, back
-    assert "lane: 6 VMIs created 0.10s apart on both nodes: 6 Running, 0 failed, 0 not Running" in out, out
+    assert "lane: 10 VMIs created 0.10s apart on both nodes: 10 Running, 0 failed, 0 not Running" in out, out
     assert re.search(r"creation->Running: P50 \d+\.\d+s, P95 \d+\.\d+s, max \d+\.\d+s", out), out
     for stage in ("accepted->bound", "bound->launcher process", "launcher process->ready", "launcher ready->Running"):
         assert re.search(rf"  {re.escape(stage)} +-?\d+\.\d+s +-?\d+\.\d+s +-?\d+\.\d+s", out), out
-    # each of the six launches' CPU, read back from this run's launcher logs (a QEMU's start is never free)
-    cost = re.search(r"  launch CPU to Running, P50 of 6 of 6 launches \(the launchers' logs\): launcher \d\.\d{3} s, "
+    # each of the ten launches' CPU, read back from this run's launcher logs (a QEMU's start is never free)
+    cost = re.search(r"  launch CPU to Running, P50 of 10 of 10 launches \(the launchers' logs\): launcher \d\.\d{3} s, "
                      r"its subprocesses \d\.\d{3}, libvirtd \d\.\d{3}, QEMU (\d\.\d{3}); all (\d\.\d{3}) s, P95", out)
     assert cost is not None and float(cost.group(1)) > 0 and float(cost.group(2)) >= float(cost.group(1)), out
     assert re.search(r"API latency \(vmi get every 0\.1s, \d+ calls, 0 timeouts\): p50 \d+\.\d+ ms, p99", out), out
-    assert "deleted 6 of 6 VMIs" in out, out
+    assert "deleted 10 of 10 VMIs" in out, out
     assert re.search(r"box speed: reference work \d+ ms before the run, \d+ ms after .*CPU steal during the run "
                      r"\d+\.\d %", out), out
     vmis = lab.json("get", "vmis")
@@ -137,11 +137,11 @@ def test_a_lane_the_cluster_has_no_room_for_ends_saying_so(lab: Lab) -> None:
 
 
 def test_density_prints_its_figures(lab: Lab) -> None:
-    out = bench(lab, "density.py", "--max", "3", "--node", "node2", "--state-dir", str(lab.state_dir),
+    out = bench(lab, "density.py", "--max", "10", "--node", "node2", "--state-dir", str(lab.state_dir),
                 "--server", lab.url, "--cpu-allocation-ratio", "11")
     assert "KubeVirt CR applied: cpuAllocationRatio 11 (was 10)" in out, out
-    assert "stopped: --max 3 reached" in out, out
-    assert "3 VMs Running on node2, each answering HTTP" in out, out
+    assert "stopped: --max 10 reached" in out, out
+    assert "10 VMs Running on node2, each answering HTTP" in out, out
     assert re.search(r"overhead beyond guest RAM \d+\.\d+ MiB \(the scheduler books \d+ MiB\)", out), out
     assert re.search(r"host memory left \(MemAvailable\): \d+ MiB; scheduler: node2 offers \S+ to guests, "
                      r"\S+ booked", out), out
