@@ -190,7 +190,7 @@ def _quantity(text: str) -> int:
 
 def _warm_memory(text: str) -> int | None:
     try:
-        return warmmemory.parse(text, parse_bytes)
+        return warmmemory.parse(text, parse_bytes, warmmemory.read_meminfo().total)
     except warmmemory.WarmMemoryError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

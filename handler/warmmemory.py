@@ -83,8 +83,10 @@ def goal(size: int, held: int, available: int, room: int) -> int:
     return held + (ceiling - held) // STEP * STEP
 
 
-def parse(text: str, quantity: Callable[[str], int]) -> int | None:
-    """--warm-memory: ``auto`` (None: decided on the machine), ``0`` (none) or a size such as 2Gi."""
+def parse(text: str, quantity: Callable[[str], int], total: int) -> int | None:
+    """--warm-memory: ``auto`` (None: decided on the machine), ``0`` (none) or a size such as 2Gi, at
+    most half the ``total`` memory the handler has (more would leave the node's guests less than the
+    reserve it keeps for their launches)."""
     if text == "auto":
         return None
     try:
@@ -93,6 +95,8 @@ def parse(text: str, quantity: Callable[[str], int]) -> int | None:
         raise WarmMemoryError(f"--warm-memory: auto, 0 or a size such as 2Gi, not {text!r}") from exc
     if size < 0:
         raise WarmMemoryError(f"--warm-memory: a size cannot be negative ({text!r})")
+    if size > total // 2:
+        raise WarmMemoryError(f"--warm-memory: {text} is more than half the {total // MIB} MiB this handler has")
     return size // STEP * STEP
 
 

@@ -70,13 +70,15 @@ def test_the_goal_leaves_headroom_and_grows_by_whole_steps() -> None:
 
 
 def test_the_option_reads_auto_none_and_sizes() -> None:
-    assert parse("auto", parse_bytes) is None
-    assert parse("0", parse_bytes) == 0
-    assert parse("2Gi", parse_bytes) == 2 * GIB
-    assert parse("100Mi", parse_bytes) == 96 * MIB  # whole steps
-    for bad in ("lots", "-1Gi", "1Gi; rm -rf /", ""):
+    total = 24 * GIB
+    assert parse("auto", parse_bytes, total) is None
+    assert parse("0", parse_bytes, total) == 0
+    assert parse("2Gi", parse_bytes, total) == 2 * GIB
+    assert parse("100Mi", parse_bytes, total) == 96 * MIB  # whole steps
+    assert parse("12Gi", parse_bytes, total) == 12 * GIB
+    for bad in ("lots", "-1Gi", "1Gi; rm -rf /", "", "13Gi", "1Ti"):
         with pytest.raises(WarmMemoryError, match="--warm-memory"):
-            parse(bad, parse_bytes)
+            parse(bad, parse_bytes, total)
 
 
 def test_meminfo_is_read_in_bytes() -> None:
@@ -240,6 +242,8 @@ def test_the_handler_keeps_what_it_is_asked_for_and_on_auto_what_its_machine_cal
     assert args.warm_memory == GIB
     with pytest.raises(SystemExit):
         main_parser().parse_args(["--node", "n1", "--warm-memory", "a lot"])
+    with pytest.raises(SystemExit):
+        main_parser().parse_args(["--node", "n1", "--warm-memory", "64Ti"])  # more than this machine has
 
 
 def test_prometheus_hears_what_is_held_and_at_most() -> None:
