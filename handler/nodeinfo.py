@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from proto.quantity import parse_bytes
@@ -11,11 +12,24 @@ from proto.quantity import parse_bytes
 RESERVED_MEMORY = parse_bytes("1Gi")
 
 
+@dataclass(frozen=True)
+class MemInfo:
+    total: int
+    available: int
+
+
+def meminfo(text: str) -> MemInfo:
+    """/proc/meminfo's MemTotal and MemAvailable in bytes (pure)."""
+    fields = {k: int(v.split()[0]) * 1024 for k, _, v in (line.partition(":") for line in text.splitlines())
+              if k in ("MemTotal", "MemAvailable")}
+    for name in ("MemTotal", "MemAvailable"):
+        if name not in fields:
+            raise RuntimeError(f"no {name} in /proc/meminfo")
+    return MemInfo(fields["MemTotal"], fields["MemAvailable"])
+
+
 def host_memory() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no MemTotal in /proc/meminfo")
+    return meminfo(Path("/proc/meminfo").read_text()).total
 
 
 def guest_memory(override: str | None) -> int:

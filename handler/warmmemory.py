@@ -26,11 +26,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import structlog
+
+from handler.nodeinfo import MemInfo, meminfo
 
 log = structlog.get_logger()
 
@@ -98,19 +99,6 @@ def parse(text: str, quantity: Callable[[str], int], total: int) -> int | None:
     if size > total // 2:
         raise WarmMemoryError(f"--warm-memory: {text} is more than half the {total // MIB} MiB this handler has")
     return size // STEP * STEP
-
-
-@dataclass(frozen=True)
-class MemInfo:
-    total: int
-    available: int
-
-
-def meminfo(text: str) -> MemInfo:
-    """/proc/meminfo's MemTotal and MemAvailable in bytes (pure)."""
-    fields = {k: int(v.split()[0]) * 1024 for k, _, v in (line.partition(":") for line in text.splitlines())
-              if k in ("MemTotal", "MemAvailable")}
-    return MemInfo(fields["MemTotal"], fields["MemAvailable"])
 
 
 NO_LIMIT = 2**62  # cgroup v1 says "no limit" as a page-rounded 2^63 - 1

@@ -18,9 +18,10 @@ import pytest
 
 from handler.agent import Agent
 from handler.launchers import Launcher, Launchers, NodePaths
+from handler.nodeinfo import MemInfo
 from handler.podnet import PodNetwork
 from handler.residentfiles import PAGE, ResidentFiles
-from handler.warmmemory import GIB, MIB, AnonymousMemory, MemInfo, WarmMemory
+from handler.warmmemory import GIB, MIB, AnonymousMemory, WarmMemory
 from proto.spec import VMSpec
 from proto.state import VMI, Node, Phase
 from scheduler.nodeapi import NodeApi

@@ -7,19 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from handler.nodeinfo import MemInfo, meminfo
 from handler.warmmemory import (
     GIB,
     MIB,
     STEP,
     FakeMemory,
-    MemInfo,
     WarmMemory,
     WarmMemoryError,
     auto_size,
     cgroup_dirs,
     goal,
     headroom,
-    meminfo,
     parse,
     reclaiming_host,
     within_limits,
@@ -84,6 +83,8 @@ def test_the_option_reads_auto_none_and_sizes() -> None:
 def test_meminfo_is_read_in_bytes() -> None:
     text = "MemTotal:       24576000 kB\nMemFree:        1000 kB\nMemAvailable:   20480000 kB\n"
     assert meminfo(text) == MemInfo(24576000 * 1024, 20480000 * 1024)
+    with pytest.raises(RuntimeError, match="no MemAvailable in /proc/meminfo"):
+        meminfo("MemTotal:       24576000 kB\n")
 
 
 def test_a_cgroup_limit_bounds_what_the_machine_offers() -> None:
