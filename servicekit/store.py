@@ -156,6 +156,13 @@ class Bucket(Generic[T]):
         """The value stored under ``key``, decoded and validated; else BadStoredValue."""
         try:
             stored.check_key(self._kind, key)
+        except (ApiError, ValueError) as exc:
+            raise BadStoredValue(self.name, key, str(exc)) from None
+        return self._decode_checked(key, data)
+
+    def _decode_checked(self, key: str, data: bytes) -> T:
+        """decode, for a key ``key_ok`` has passed: a burst's every change was checking its key twice."""
+        try:
             value = self._decoder.decode(data)
             self._validate(key, value)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -189,7 +196,7 @@ class Bucket(Generic[T]):
         if entry.value is None or entry.revision is None:
             return None
         try:
-            return Entry(key, self.decode(key, entry.value), entry.revision)
+            return Entry(key, self._decode_checked(key, entry.value), entry.revision)
         except BadStoredValue as bad:
             await self._set_aside(bad, entry.revision)
             return None
@@ -290,7 +297,7 @@ class Bucket(Generic[T]):
         if (written := self.echoes.take(update.key, update.value)) is not None:
             return Change(update.key, written, rev)  # the bytes this process encoded, validated then
         try:
-            return Change(update.key, self.decode(update.key, update.value), rev)
+            return Change(update.key, self._decode_checked(update.key, update.value), rev)
         except BadStoredValue as bad:
             await self._set_aside(bad, rev)
             return Change(update.key, None, rev)

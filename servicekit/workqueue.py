@@ -39,6 +39,10 @@ class WorkQueue:
         if key not in self._tasks:
             self._tasks[key] = asyncio.create_task(self._run(key), name=f"reconcile-{key}")
 
+    def busy(self, key: str) -> bool:
+        """Whether key's worker is running (or asked to)."""
+        return key in self._tasks
+
     async def _run(self, key: str) -> None:
         # Each worker is a task of its own, with its own copy of the context: the binding stays in it.
         structlog.contextvars.bind_contextvars(**dict.fromkeys(self._bind, key))

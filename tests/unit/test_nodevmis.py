@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import cast
+
 import msgspec
 
+from proto.nodevmis import NodeVmi
 from proto.spec import VMSpec
 from proto.state import VMI, MigrationPhase, MigrationState, Phase
-from scheduler.nodevmis import Copied, CopyPlan, plan, strays
+from scheduler.nodevmis import Copied, CopyPlan, NodeVmiMirror, plan, strays
+from servicekit.store import Change, Store
 
 
 def vmi(node: str | None) -> VMI:
@@ -52,3 +57,61 @@ def test_an_older_update_changes_nothing() -> None:
 
 def test_a_rebuild_removes_copies_nothing_wants() -> None:
     assert strays({"node1.vm1": 3, "node1.gone": 2, "node2.vm2": 4}, {"node1.vm1", "node2.vm2"}) == ["node1.gone"]
+
+
+class FakeCopies:
+    """The node shards as the mirror writes them: every copy by key; a put can be held mid-flight."""
+
+    def __init__(self) -> None:
+        self.copies: dict[str, int] = {}  # key -> the vmis revision copied
+        self.writes = 0
+        self.held: asyncio.Event | None = None
+
+    def node_vmis(self, node: str) -> FakeCopies:
+        return self
+
+    async def put(self, key: str, value: NodeVmi) -> int:
+        self.writes += 1
+        if self.held is not None:
+            await self.held.wait()
+        self.copies[key] = value.revision
+        return self.writes
+
+    async def delete(self, key: str, revision: int | None = None) -> None:
+        self.writes += 1
+        self.copies.pop(key, None)
+
+
+async def settled(mirror: NodeVmiMirror) -> None:
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert not mirror.queue.busy("vm1")
+
+
+async def test_an_unbound_vmi_never_copied_costs_no_worker_and_no_write() -> None:
+    shards = FakeCopies()
+    mirror = NodeVmiMirror(cast(Store, shards), fed=True)
+    mirror.apply(Change("vm1", vmi(None), 1))  # a create, as a burst brings ten thousand of them
+    assert not mirror.queue.busy("vm1")
+    mirror.apply(Change("vm1", vmi("node1"), 2))  # bound: copied to its node
+    await settled(mirror)
+    assert shards.copies == {"node1.vm1": 2}
+    mirror.apply(Change("vm1", vmi(None), 3))  # unbound again (a new run): its copy goes
+    await settled(mirror)
+    assert shards.copies == {}
+    await mirror.queue.close()
+
+
+async def test_unbound_while_its_copy_is_being_written_the_copy_still_goes() -> None:
+    shards = FakeCopies()
+    mirror = NodeVmiMirror(cast(Store, shards), fed=True)
+    shards.held = asyncio.Event()
+    mirror.apply(Change("vm1", vmi("node1"), 2))
+    for _ in range(5):
+        await asyncio.sleep(0)  # its worker is in the put now, the copy not yet noted
+    assert mirror.queue.busy("vm1") and "vm1" not in mirror.copied
+    mirror.apply(Change("vm1", vmi(None), 3))  # must not be skipped: the put in flight lands first
+    shards.held.set()
+    await settled(mirror)
+    assert shards.copies == {}
+    await mirror.queue.close()
