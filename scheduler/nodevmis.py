@@ -162,9 +162,9 @@ class NodeVmiMirror:
         if known is not None and known.revision >= change.revision:
             return
         self.latest[change.key] = change
-        if change.value is not None and not wanted(change.value) and change.key not in self.copied \
-                and not self.queue.busy(change.key):
-            return  # unbound, never copied, no worker that might copy it now: nothing to do (a burst's creates)
+        if change.value is not None and not self.queue.busy(change.key) \
+                and plan(self.copied.get(change.key), change.value, change.revision) == CopyPlan():
+            return  # nothing to copy and no worker that might be copying it now (a burst's creates: unbound)
         self.queue.kick(change.key)
 
     async def _copy(self, name: str) -> None:

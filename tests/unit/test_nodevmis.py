@@ -93,6 +93,8 @@ async def test_an_unbound_vmi_never_copied_costs_no_worker_and_no_write() -> Non
     mirror = NodeVmiMirror(cast(Store, shards), fed=True)
     mirror.apply(Change("vm1", vmi(None), 1))  # a create, as a burst brings ten thousand of them
     assert not mirror.queue.busy("vm1")
+    await settled(mirror)
+    assert shards.writes == 0
     mirror.apply(Change("vm1", vmi("node1"), 2))  # bound: copied to its node
     await settled(mirror)
     assert shards.copies == {"node1.vm1": 2}
